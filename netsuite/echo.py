@@ -1,0 +1,349 @@
+"""
+The echo family: TCP echo (RFC 862), discard (RFC 863), daytime (RFC 867)
+and UDP echo.
+
+TCP echo streams: the transport is its own producer, so a peer that stops
+reading makes the server stop reading from it instead of buffering.  UDP
+echo never answers with more than it was sent, and limits every source (and
+all sources together) so that it cannot be used to flood a third party.
+
+Embedding::
+
+    from netsuite.echo import makeEchoService
+    makeEchoService("tcp:9007:interface=127.0.0.1").setServiceParent(application)
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netsuite.limits import BucketTable, IdleTimeout, TokenBucket
+from netsuite.listen import DEFAULT_GRACE, DatagramListener, StreamListener, _reactor
+from netsuite.stats import ServiceStats
+
+DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
+DEFAULT_ECHO_UDP = "udp:8007:interface=127.0.0.1"
+DEFAULT_DISCARD = "tcp:8009:interface=127.0.0.1"
+DEFAULT_DAYTIME = "tcp:8013:interface=127.0.0.1"
+
+#: Seconds a silent TCP echo or discard connection stays open.
+DEFAULT_IDLE_TIMEOUT = 300.0
+
+
+@implementer(IHalfCloseableProtocol)
+class _IdleClosing(Protocol):
+    """
+    A stream protocol closed after C{factory.idleTimeout} seconds without
+    input; if it still has not gone another timeout later (a peer that
+    neither sends nor reads), it is aborted.
+    """
+
+    factory: "_StreamFactory"
+    log = Logger()
+    _idle: IdleTimeout | None = None
+    _closing = False
+
+    def connectionMade(self) -> None:
+        if self.factory.idleTimeout:
+            self._idle = IdleTimeout(
+                self.factory.clock, self.factory.idleTimeout, self._timedOut
+            )
+
+    def _timedOut(self) -> None:
+        if self._closing:
+            self.transport.abortConnection()
+            return
+        self.factory.stats.count("idle_timeouts")
+        self.log.debug("closing idle connection from {peer}", peer=self.transport.getPeer())
+        self.closeGracefully()
+        # Time out again (and abort) if the peer does not take what is left.
+        self._idle = IdleTimeout(
+            self.factory.clock, self.factory.idleTimeout, self._timedOut
+        )
+
+    def closeGracefully(self) -> None:
+        """
+        Send what is already buffered, then close.
+        """
+        self._closing = True
+        self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        self.closeGracefully()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+
+class Echo(_IdleClosing):
+    """
+    Sends back every byte it receives (RFC 862), pausing its reads while the
+    peer is not reading.
+    """
+
+    def connectionMade(self) -> None:
+        _IdleClosing.connectionMade(self)
+        self.transport.registerProducer(self.transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._idle is not None:
+            self._idle.touch()
+        self.transport.write(data)
+
+    def closeGracefully(self) -> None:
+        # A registered producer keeps the connection open; let it flush.
+        self.transport.unregisterProducer()
+        _IdleClosing.closeGracefully(self)
+
+
+class Discard(_IdleClosing):
+    """
+    Reads and drops everything (RFC 863).
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._idle is not None:
+            self._idle.touch()
+
+
+class _StreamFactory(Factory):
+    noisy = False
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        stats: ServiceStats,
+        idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        """
+        @param idleTimeout: seconds without input before a connection is
+            closed; 0 never closes.
+        """
+        self.clock = clock
+        self.stats = stats
+        self.idleTimeout = idleTimeout
+
+
+class EchoFactory(_StreamFactory):
+    """
+    Builds L{Echo} protocols.
+    """
+
+    protocol = Echo
+
+
+class DiscardFactory(_StreamFactory):
+    """
+    Builds L{Discard} protocols.
+    """
+
+    protocol = Discard
+
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June", "July",
+    "August", "September", "October", "November", "December",
+)
+
+
+def daytimeLine(seconds: float) -> bytes:
+    """
+    The RFC 867 line for a POSIX time, in UTC and English whatever the
+    locale: C{b"Saturday, November 21, 2026 06:20:17-UTC\\r\\n"}.
+    """
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {_MONTHS[t.tm_mon - 1]} {t.tm_mday:02d}, {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}-UTC\r\n"
+    ).encode("ascii")
+
+
+class Daytime(Protocol):
+    """
+    Sends the current date and time as one line, then closes (RFC 867).
+    """
+
+    factory: "DaytimeFactory"
+
+    def connectionMade(self) -> None:
+        self.transport.write(daytimeLine(self.factory.clock.seconds()))
+        self.transport.loseConnection()
+
+
+class DaytimeFactory(Factory):
+    """
+    Builds L{Daytime} protocols.
+    """
+
+    protocol = Daytime
+    noisy = False
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+
+
+class EchoDatagram(DatagramProtocol):
+    """
+    UDP echo with per-source and overall rate limits.
+
+    A datagram is echoed only if its source has a packet token and enough
+    byte tokens left, and the service as a whole has both too; otherwise it
+    is dropped and counted.  Datagrams from ports below 1024 are dropped
+    unless C{allowPrivilegedPorts}: those are other servers (echo, chargen,
+    DNS ...), and answering them is how echo loops and reflection start.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        stats: ServiceStats,
+        *,
+        rate: float = 100.0,
+        bandwidth: float = 1024 * 1024,
+        totalRate: float = 1000.0,
+        totalBandwidth: float = 8 * 1024 * 1024,
+        maxSources: int = 4096,
+        allowPrivilegedPorts: bool = False,
+    ) -> None:
+        """
+        @param rate: datagrams a second per source host (burst twice that).
+        @param bandwidth: bytes a second per source host (burst at least
+            one maximum-size datagram).
+        @param totalRate: datagrams a second for all sources together.
+        @param totalBandwidth: bytes a second for all sources together.
+        @param maxSources: source hosts remembered at once (least recently
+            seen forgotten first).
+        """
+        self.stats = stats
+        self.allowPrivilegedPorts = allowPrivilegedPorts
+        self._packets: BucketTable[str] = BucketTable(rate, 2 * rate, clock, maxSources)
+        self._bytes: BucketTable[str] = BucketTable(
+            bandwidth, max(bandwidth, 65536), clock, maxSources
+        )
+        self._totalPackets = TokenBucket(totalRate, 2 * totalRate, clock)
+        self._totalBytes = TokenBucket(totalBandwidth, max(totalBandwidth, 65536), clock)
+
+    def datagramReceived(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        stats = self.stats
+        size = len(data)
+        stats.bytesIn += size
+        stats.count("datagrams_in")
+        host, port = addr[0], addr[1]
+        if port < 1024 and not self.allowPrivilegedPorts:
+            stats.count("dropped_privileged_port")
+            return
+        if not (
+            self._packets.take(host)
+            and self._bytes.take(host, size)
+            and self._totalPackets.take()
+            and self._totalBytes.take(size)
+        ):
+            stats.count("dropped_rate_limited")
+            return
+        try:
+            self.transport.write(data, addr)
+        except OSError as e:
+            stats.countError("send_errors")
+            self.log.debug("cannot echo to {addr}: {e}", addr=addr, e=e)
+            return
+        stats.bytesOut += size
+        stats.count("datagrams_out")
+
+
+def makeEchoService(
+    endpoint: str = DEFAULT_ECHO,
+    reactor: object | None = None,
+    *,
+    tls: CertificateOptions | None = None,
+    stats: ServiceStats | None = None,
+    idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+    grace: float = DEFAULT_GRACE,
+) -> StreamListener:
+    """
+    A service running TCP echo on C{endpoint} (a Twisted endpoint string).
+
+    @param tls: serve TLS with these options (see L{netsuite.tls}).
+    @param stats: where to count; shared by listeners of the same service.
+    @param idleTimeout: seconds without input before a connection is closed.
+    @param grace: seconds open connections get to finish when stopping.
+    """
+    reactor = _reactor(reactor)
+    stats = stats if stats is not None else ServiceStats("echo")
+    factory = EchoFactory(reactor, stats, idleTimeout)  # type: ignore[arg-type]
+    return StreamListener(
+        "echo", endpoint, factory, reactor=reactor, stats=stats, tls=tls, grace=grace
+    )
+
+
+def makeDiscardService(
+    endpoint: str = DEFAULT_DISCARD,
+    reactor: object | None = None,
+    *,
+    tls: CertificateOptions | None = None,
+    stats: ServiceStats | None = None,
+    idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+    grace: float = DEFAULT_GRACE,
+) -> StreamListener:
+    """
+    A service running TCP discard on C{endpoint}; see L{makeEchoService}.
+    """
+    reactor = _reactor(reactor)
+    stats = stats if stats is not None else ServiceStats("discard")
+    factory = DiscardFactory(reactor, stats, idleTimeout)  # type: ignore[arg-type]
+    return StreamListener(
+        "discard", endpoint, factory, reactor=reactor, stats=stats, tls=tls, grace=grace
+    )
+
+
+def makeDaytimeService(
+    endpoint: str = DEFAULT_DAYTIME,
+    reactor: object | None = None,
+    *,
+    tls: CertificateOptions | None = None,
+    stats: ServiceStats | None = None,
+    grace: float = DEFAULT_GRACE,
+) -> StreamListener:
+    """
+    A service running daytime on C{endpoint}; see L{makeEchoService}.
+    """
+    reactor = _reactor(reactor)
+    factory = DaytimeFactory(reactor)  # type: ignore[arg-type]
+    return StreamListener(
+        "daytime", endpoint, factory, reactor=reactor, stats=stats, tls=tls, grace=grace
+    )
+
+
+def makeEchoUDPService(
+    endpoint: str = DEFAULT_ECHO_UDP,
+    reactor: object | None = None,
+    *,
+    stats: ServiceStats | None = None,
+    **limits: float,
+) -> DatagramListener:
+    """
+    A service running UDP echo on C{endpoint} (C{udp:PORT[:interface=ADDR]}).
+
+    @param limits: keyword arguments of L{EchoDatagram} (C{rate},
+        C{bandwidth}, C{totalRate}, C{totalBandwidth}, C{maxSources},
+        C{allowPrivilegedPorts}).
+    """
+    reactor = _reactor(reactor)
+    stats = stats if stats is not None else ServiceStats("echo-udp")
+    protocol = EchoDatagram(reactor, stats, **limits)  # type: ignore[arg-type]
+    return DatagramListener("echo-udp", endpoint, protocol, reactor=reactor)

@@ -1,0 +1,142 @@
+"""
+Reusable guards: token buckets and idle timeouts.
+
+Both read time from an L{IReactorTime} so that tests drive them with
+L{twisted.internet.task.Clock}.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Generic, Hashable, TypeVar
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+
+class TokenBucket:
+    """
+    A token bucket: C{rate} tokens a second, holding at most C{burst}.
+
+    Refills lazily when asked, so an idle bucket costs nothing.
+    """
+
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_stamp")
+
+    def __init__(self, rate: float, burst: float, clock: IReactorTime) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock.seconds()
+
+    def _refill(self) -> float:
+        now = self._clock.seconds()
+        elapsed = now - self._stamp
+        if elapsed > 0:
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+        self._stamp = now
+        return self._tokens
+
+    def take(self, amount: float = 1.0) -> bool:
+        """
+        Take C{amount} tokens if there are that many; say whether it did.
+        """
+        if self._refill() >= amount:
+            self._tokens -= amount
+            return True
+        return False
+
+    def delay(self, amount: float = 1.0) -> float:
+        """
+        Seconds until C{amount} tokens will be available (0 if they are now).
+        """
+        missing = amount - self._refill()
+        return max(0.0, missing / self.rate)
+
+    def isFull(self) -> bool:
+        """
+        Whether the bucket has refilled completely (its owner was quiet).
+        """
+        return self._refill() >= self.burst
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class BucketTable(Generic[K]):
+    """
+    Token buckets keyed by peer, at most C{maxKeys} of them.
+
+    The least recently used bucket is forgotten first, so memory stays bounded
+    however many peers (or spoofed addresses) appear; pair it with a global
+    bucket so that forgetting cannot be used to get around the limit.
+    """
+
+    def __init__(
+        self, rate: float, burst: float, clock: IReactorTime, maxKeys: int = 4096
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._maxKeys = maxKeys
+        self._buckets: OrderedDict[K, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: K, amount: float = 1.0) -> bool:
+        """
+        Take C{amount} tokens from C{key}'s bucket; say whether it could.
+        """
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self._clock)
+            if len(self._buckets) > self._maxKeys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(amount)
+
+
+class IdleTimeout:
+    """
+    Calls C{onTimeout} once nothing has called L{touch} for C{timeout}
+    seconds.
+
+    L{touch} only stores a timestamp; the timer re-arms itself for the time
+    that is left when it fires, so busy connections cost no timer work per
+    read.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, timeout: float, onTimeout: Callable[[], object]
+    ) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._onTimeout = onTimeout
+        self._last = clock.seconds()
+        self._call: IDelayedCall | None = clock.callLater(timeout, self._check)
+
+    def touch(self) -> None:
+        """
+        Note activity now.
+        """
+        self._last = self._clock.seconds()
+
+    def cancel(self) -> None:
+        """
+        Stop watching; L{onTimeout} will not be called.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _check(self) -> None:
+        left = self._last + self.timeout - self._clock.seconds()
+        if left > 0:
+            self._call = self._clock.callLater(left, self._check)
+        else:
+            self._call = None
+            self._onTimeout()

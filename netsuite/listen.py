@@ -1,0 +1,372 @@
+"""
+Listening services shared by every netsuite service.
+
+L{StreamListener} listens on one Twisted endpoint string, optionally adds TLS,
+counts connections and bytes into a L{ServiceStats}, logs the real address
+it got, and on stop closes its connections within a grace period.
+L{DatagramListener} does the same for UDP (C{udp:PORT[:interface=ADDR]}).
+
+A listener that cannot start raises L{ListenError}, whose message is one
+readable sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.internet import defer, error
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IReactorUDP,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netsuite.stats import ServiceStats
+
+#: Seconds open connections get to close on their own when a listener stops.
+DEFAULT_GRACE = 5.0
+
+
+class ListenError(Exception):
+    """
+    A listener could not start; C{str()} is one sentence for the user.
+    """
+
+
+def _reactor(reactor: object | None) -> object:
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        return globalReactor
+    return reactor
+
+
+def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServerEndpoint:
+    """
+    Parse a Twisted server endpoint string.
+
+    @param reactor: the reactor; L{None} only checks the description.
+    @raise ValueError: with a readable message when it is not one.
+    """
+    if description.startswith("udp:"):
+        raise ValueError(f"{description!r} is a UDP address; this listener takes TCP endpoints")
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:
+        reason = str(e) or e.__class__.__name__
+        raise ValueError(f"bad endpoint {description!r}: {reason}") from None
+
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def parseDatagramEndpoint(description: str) -> Tuple[int, str]:
+    """
+    Parse C{udp:PORT[:interface=ADDR]} (colons in ADDR escaped as C{\\:}).
+
+    @return: the port and the interface ("" for every interface).
+    @raise ValueError: with a readable message when it is not one.
+    """
+    parts = [p.replace("\\:", ":") for p in _UNESCAPED_COLON.split(description)]
+    if parts[0] != "udp" or len(parts) < 2:
+        raise ValueError(f"bad UDP endpoint {description!r}: expected udp:PORT[:interface=ADDR]")
+    try:
+        port = int(parts[1])
+        if not 0 <= port <= 65535:
+            raise ValueError()
+    except ValueError:
+        raise ValueError(f"bad UDP endpoint {description!r}: {parts[1]!r} is not a port number") from None
+    interface = ""
+    for option in parts[2:]:
+        key, sep, value = option.partition("=")
+        if key != "interface" or not sep:
+            raise ValueError(f"bad UDP endpoint {description!r}: unknown option {option!r}")
+        interface = value
+    return port, interface
+
+
+def _describe(address: object) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        kind = getattr(address, "type", "TCP").lower()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{kind} {host}:{port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return f"unix {name!r}"
+    return str(address)
+
+
+class _TrackedProtocol(ProtocolWrapper):
+    """
+    Counts one connection's bytes into its service's stats.
+    """
+
+    factory: "TrackingFactory"
+
+    def write(self, data: bytes) -> None:
+        self.factory.stats.bytesOut += len(data)
+        self.transport.write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        data = list(data)
+        self.factory.stats.bytesOut += sum(map(len, data))
+        self.transport.writeSequence(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.stats.bytesIn += len(data)
+        self.wrappedProtocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not reason.check(error.ConnectionDone):
+            self.factory.stats.errors += 1
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+@implementer(IHalfCloseableProtocol)
+class _TrackedHalfCloseableProtocol(_TrackedProtocol):
+    """
+    A L{_TrackedProtocol} for a protocol that handles half-close.
+    """
+
+    def readConnectionLost(self) -> None:
+        self.wrappedProtocol.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        self.wrappedProtocol.writeConnectionLost()
+
+
+class TrackingFactory(WrappingFactory):
+    """
+    Wraps a service's factory: counts its connections and bytes into
+    C{stats} and can close them all (L{closeAll}).
+    """
+
+    noisy = False
+
+    def __init__(self, wrappedFactory: IProtocolFactory, stats: ServiceStats) -> None:
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.stats = stats
+        self._whenEmpty: list[defer.Deferred[None]] = []
+
+    def buildProtocol(self, addr: object) -> Optional[ProtocolWrapper]:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        if IHalfCloseableProtocol.providedBy(wrapped):
+            return _TrackedHalfCloseableProtocol(self, wrapped)
+        return _TrackedProtocol(self, wrapped)
+
+    def registerProtocol(self, p: ProtocolWrapper) -> None:
+        WrappingFactory.registerProtocol(self, p)
+        self.stats.connectionsOpen += 1
+        self.stats.connectionsTotal += 1
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        WrappingFactory.unregisterProtocol(self, p)
+        self.stats.connectionsOpen -= 1
+        if not self.protocols:
+            waiting, self._whenEmpty = self._whenEmpty, []
+            for d in waiting:
+                d.callback(None)
+
+    def closeAll(self, clock: IReactorTime, grace: float) -> defer.Deferred[None]:
+        """
+        Ask every open connection to close, and abort those still open after
+        C{grace} seconds.
+
+        A wrapped protocol with a C{closeGracefully()} method is asked through
+        it (for example to unregister its producer first); others get
+        C{loseConnection()}.
+
+        @return: fires when no connection is left.
+        """
+        if not self.protocols:
+            return defer.succeed(None)
+        done: defer.Deferred[None] = defer.Deferred()
+        self._whenEmpty.append(done)
+        for p in list(self.protocols):
+            closer = getattr(p.wrappedProtocol, "closeGracefully", None)
+            if closer is not None:
+                closer()
+            else:
+                p.loseConnection()
+
+        def abortStragglers() -> None:
+            for p in list(self.protocols):
+                p.transport.abortConnection()
+
+        timer = clock.callLater(grace, abortStragglers)
+        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        return done
+
+
+class StreamListener(Service):
+    """
+    Listens on one stream endpoint for one service.
+
+    @ivar port: the L{IListeningPort} while listening.
+    @ivar factory: the outermost factory (TLS, then tracking, then the
+        service's own).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        serviceName: str,
+        description: str,
+        factory: IProtocolFactory,
+        *,
+        reactor: object | None = None,
+        stats: ServiceStats | None = None,
+        tls: CertificateOptions | None = None,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        """
+        @param serviceName: the service this listener belongs to, for logs.
+        @param description: a Twisted server endpoint string.
+        @param factory: the service's protocol factory.
+        @param stats: where to count; a fresh L{ServiceStats} by default.
+        @param tls: add TLS on top of the endpoint with these options.
+        @param grace: seconds connections get to close when stopping.
+        @raise ValueError: C{description} is not an endpoint string.
+        """
+        self.serviceName = serviceName
+        self.description = description
+        self.reactor = _reactor(reactor)
+        self.endpoint = parseStreamEndpoint(self.reactor, description)
+        self.stats = stats if stats is not None else ServiceStats(serviceName)
+        self.tracker = TrackingFactory(factory, self.stats)
+        self.factory: IProtocolFactory = self.tracker
+        self.tls = tls
+        if tls is not None:
+            self.factory = TLSMemoryBIOFactory(tls, False, self.tracker)
+            self.factory.noisy = False
+        self.grace = grace
+        self.port: IListeningPort | None = None
+        self.name = f"{serviceName}{'+tls' if tls else ''} {description}"
+
+    def privilegedStartService(self) -> None:
+        """
+        Listen now (before privileges are dropped), raising L{ListenError} if
+        it fails at once.
+        """
+        Service.privilegedStartService(self)
+        failures: list[Failure] = []
+        d = self.endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, failures.append)
+        if failures:
+            raise ListenError(self._explain(failures[0]))
+        if self.port is None:
+            # An endpoint that listens later (e.g. one that needs I/O first).
+            d.addErrback(
+                lambda f: self.log.critical("{why}", why=self._explain(f))
+            )
+
+    def _explain(self, failure: Failure) -> str:
+        exc = failure.value
+        reason = getattr(exc, "socketError", None) or exc
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror
+        return f"{self.serviceName}: cannot listen on {self.description!r}: {reason}"
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        self.log.info(
+            "{service} listening on {address}{tls}",
+            service=self.serviceName,
+            address=_describe(port.getHost()),
+            tls=" (TLS)" if self.tls is not None else "",
+        )
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        Service.startService(self)
+
+    def stopService(self) -> defer.Deferred[None]:
+        """
+        Stop listening, then close open connections within the grace period.
+        """
+        Service.stopService(self)
+        port, self.port = self.port, None
+        stopped = defer.maybeDeferred(port.stopListening) if port else defer.succeed(None)
+        stopped.addCallback(lambda _: self.tracker.closeAll(self.reactor, self.grace))
+        return stopped
+
+
+class DatagramListener(Service):
+    """
+    Listens on one UDP address (C{udp:PORT[:interface=ADDR]}) for one service.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        serviceName: str,
+        description: str,
+        protocol: DatagramProtocol,
+        *,
+        reactor: object | None = None,
+        maxPacketSize: int = 65535,
+    ) -> None:
+        """
+        @raise ValueError: C{description} is not a UDP address.
+        """
+        self.serviceName = serviceName
+        self.description = description
+        self.portNumber, self.interface = parseDatagramEndpoint(description)
+        self.protocol = protocol
+        self.reactor: IReactorUDP = _reactor(reactor)  # type: ignore[assignment]
+        self.maxPacketSize = maxPacketSize
+        self.port: IListeningPort | None = None
+        self.name = f"{serviceName} {description}"
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        try:
+            self.port = self.reactor.listenUDP(
+                self.portNumber,
+                self.protocol,
+                interface=self.interface,
+                maxPacketSize=self.maxPacketSize,
+            )
+        except error.CannotListenError as e:
+            reason = e.socketError
+            if isinstance(reason, OSError) and reason.strerror:
+                reason = reason.strerror
+            raise ListenError(
+                f"{self.serviceName}: cannot listen on {self.description!r}: {reason}"
+            ) from None
+        self.log.info(
+            "{service} listening on {address}",
+            service=self.serviceName,
+            address=_describe(self.port.getHost()),
+        )
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        Service.startService(self)
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening) if port else defer.succeed(None)

@@ -1,0 +1,423 @@
+"""
+C{twistd netsuite}: command-line and TOML options, and the composition of
+every service into one L{MultiService}.
+
+Every setting is described once, in L{SETTINGS}; the flags, the TOML keys
+and the help text all come from that table.  A flag given on the command
+line wins over the config file, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Sequence
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.python import usage
+
+from netsuite import __version__
+from netsuite.echo import (
+    makeDaytimeService,
+    makeDiscardService,
+    makeEchoService,
+    makeEchoUDPService,
+)
+from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
+from netsuite.stats import StatsRegistry
+from netsuite.tls import (
+    TLSConfigError,
+    defaultDataDirectory,
+    ensureSelfSigned,
+    fingerprint,
+    loadPEM,
+    serverOptions,
+)
+
+log = Logger()
+
+
+class ConfigError(SystemExit):
+    """
+    A setting is unusable.  It ends the program with its message as one
+    line on stderr and exit status 1 (twistd would otherwise print its whole
+    help text before the message).
+    """
+
+    def __init__(self, message: str) -> None:
+        SystemExit.__init__(self, f"netsuite: {message}")
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Setting:
+    """
+    One option: a C{--name} flag and the TOML key C{name}.
+
+    @ivar kind: C{"listen"} (repeatable stream endpoint), C{"udp"}
+        (repeatable UDP address), C{"flag"}, C{"seconds"}, C{"rate"},
+        C{"count"} or C{"path"}.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+
+
+def _listen(name: str, default: Sequence[str], what: str) -> Setting:
+    return Setting(name, "listen", list(default), what)
+
+
+def _tlsListen(name: str, port: int, service: str) -> Setting:
+    return _listen(
+        name,
+        [f"tcp:{port}:interface=127.0.0.1"],
+        f"Where {service} listens with TLS, when TLS is on (repeatable).",
+    )
+
+
+SETTINGS: List[Setting] = [
+    Setting("config", "path", None, "Read settings from this TOML file (flags win)."),
+    # Listeners.  Plain stream endpoints, then the TLS ones; see README.
+    _listen("http", ["tcp:8080:interface=127.0.0.1"], "Where HTTP listens (repeatable)."),
+    _tlsListen("https", 8443, "HTTP"),
+    _listen("chat", ["tcp:8023:interface=127.0.0.1"], "Where chat listens (repeatable)."),
+    _tlsListen("chat-tls", 8992, "chat"),
+    _listen("echo", ["tcp:8007:interface=127.0.0.1"], "Where TCP echo listens (repeatable)."),
+    _tlsListen("echo-tls", 9007, "TCP echo"),
+    Setting(
+        "echo-udp",
+        "udp",
+        ["udp:8007:interface=127.0.0.1"],
+        "Where UDP echo listens: udp:PORT[:interface=ADDR] (repeatable).",
+    ),
+    _listen("daytime", ["tcp:8013:interface=127.0.0.1"], "Where daytime listens (repeatable)."),
+    _tlsListen("daytime-tls", 9013, "daytime"),
+    _listen("discard", [], "Where discard listens (repeatable; off unless given)."),
+    _listen("discard-tls", [], "Where discard listens with TLS (repeatable)."),
+    _listen("proxy", ["tcp:3128:interface=127.0.0.1"], "Where the HTTP proxy listens (repeatable)."),
+    _tlsListen("proxy-tls", 3129, "the HTTP proxy"),
+    # Turning services off.
+    Setting("no-http", "flag", False, "Do not run the HTTP server."),
+    Setting("no-chat", "flag", False, "Do not run the chat server."),
+    Setting("no-echo", "flag", False, "Do not run echo (TCP, TLS or UDP)."),
+    Setting("no-daytime", "flag", False, "Do not run daytime."),
+    Setting("no-proxy", "flag", False, "Do not run the HTTP proxy."),
+    # TLS.
+    Setting("tls", "flag", False,
+            "Turn TLS listeners on; without --tls-cert, use a self-signed "
+            "certificate for localhost kept in the data directory."),
+    Setting("tls-cert", "path", None,
+            "PEM certificate (chain allowed) for the TLS listeners; turns TLS on."),
+    Setting("tls-key", "path", None, "PEM private key for --tls-cert (default: read from it)."),
+    Setting("data-dir", "path", None,
+            "Directory for netsuite's own files "
+            "(default: $XDG_DATA_HOME/netsuite or ~/.local/share/netsuite)."),
+    # Echo family.
+    Setting("echo-idle-timeout", "seconds", 300.0,
+            "Seconds without input before a TCP echo or discard connection is "
+            "closed (0: never)."),
+    Setting("echo-udp-rate", "rate", 100.0, "UDP echo: datagrams a second per source host."),
+    Setting("echo-udp-bandwidth", "rate", 1048576.0, "UDP echo: bytes a second per source host."),
+    Setting("echo-udp-total-rate", "rate", 1000.0, "UDP echo: datagrams a second, all sources."),
+    Setting("echo-udp-total-bandwidth", "rate", 8388608.0,
+            "UDP echo: bytes a second, all sources."),
+    # Everything.
+    Setting("grace", "seconds", 5.0,
+            "Seconds open connections get to finish when netsuite stops."),
+]
+
+_BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+#: Each service: its listener settings (plain, TLS) and the flag that turns it
+#: off.  Builders for the services still to come (HTTP, chat, proxy) are
+#: missing from L{_BUILDERS}, so their listeners are skipped with a log line.
+SERVICES: Dict[str, tuple[str | None, str | None, str | None]] = {
+    "http": ("http", "https", "no-http"),
+    "chat": ("chat", "chat-tls", "no-chat"),
+    "echo": ("echo", "echo-tls", "no-echo"),
+    "daytime": ("daytime", "daytime-tls", "no-daytime"),
+    "discard": ("discard", "discard-tls", None),
+    "proxy": ("proxy", "proxy-tls", "no-proxy"),
+}
+
+
+def _describeDefault(setting: Setting) -> str:
+    if setting.kind in ("listen", "udp"):
+        return ", ".join(setting.default) if setting.default else "none"
+    if setting.kind == "flag":
+        return "off"
+    if setting.default is None:
+        return ""
+    value = setting.default
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _makeHandler(setting: Setting) -> Callable[..., None]:
+    default = _describeDefault(setting)
+    doc = setting.help + (f" [default: {default}]" if default else "")
+    if setting.kind == "flag":
+
+        def flag(self: "Options") -> None:
+            self._given[setting.name] = True
+
+        flag.__doc__ = doc
+        return flag
+
+    def parameter(self: "Options", value: str) -> None:
+        if setting.kind in ("listen", "udp"):
+            self._given.setdefault(setting.name, []).append(value)
+        else:
+            self._given[setting.name] = value
+
+    parameter.__doc__ = doc
+    return parameter
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd netsuite}; after parsing, every setting of
+    L{SETTINGS} is a key holding its final, checked value, and
+    C{options["tls-options"]} holds the server TLS options (or L{None}).
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Runs netsuite's network services in one process: HTTP, chat, TCP and "
+        "UDP echo, daytime, discard and an HTTP proxy.  Listeners are Twisted "
+        "endpoint strings (tcp:PORT:interface=ADDR, tcp6:..., ssl:..., "
+        "unix:PATH, systemd:...); every listener flag repeats.  All listen on "
+        "loopback by default.  Settings may also come from a TOML file "
+        "(--config) using the flag names as keys; flags win."
+    )
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self._given: Dict[str, Any] = {}
+
+    def opt_version(self) -> None:
+        """
+        Print netsuite's version and exit.
+        """
+        print(f"netsuite {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        config: Dict[str, Any] = {}
+        configDir = Path.cwd()
+        if "config" in self._given:
+            configPath = Path(self._given["config"])
+            config = loadConfig(configPath)
+            configDir = configPath.parent
+        for setting in SETTINGS:
+            if setting.name in self._given:
+                self[setting.name] = _check(
+                    setting, self._given[setting.name], "--" + setting.name, Path.cwd()
+                )
+            elif setting.name in config:
+                self[setting.name] = _check(
+                    setting, config[setting.name], repr(setting.name), configDir
+                )
+            else:
+                self[setting.name] = setting.default
+        self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
+
+
+for _setting in SETTINGS:
+    setattr(Options, "opt_" + _setting.name.replace("-", "_"), _makeHandler(_setting))
+del _setting
+
+
+def loadConfig(path: Path) -> Dict[str, Any]:
+    """
+    Read a TOML config file whose keys are netsuite's flag names.
+
+    @raise ConfigError: the file is unreadable, not TOML, or has an unknown
+        key.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}")
+    config: Dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("_", "-")
+        if name not in _BY_NAME or name == "config":
+            raise ConfigError(f"config file {str(path)!r}: unknown key {key!r}")
+        config[name] = value
+    return config
+
+
+def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:
+    """
+    Check and convert one setting's value.
+
+    @param where: how to name the setting in a message (flag or TOML key).
+    @param base: the directory relative paths are resolved against.
+    """
+    kind = setting.kind
+    if kind in ("listen", "udp"):
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{where}: expected an endpoint string or a list of them")
+        seen = set()
+        for description in values:
+            if description in seen:
+                raise ConfigError(f"{where}: {description!r} is listed twice")
+            seen.add(description)
+            try:
+                if kind == "udp":
+                    parseDatagramEndpoint(description)
+                else:
+                    parseStreamEndpoint(None, description)
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}")
+        return list(values)
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a file or directory name")
+        return str(base / os.path.expanduser(value))
+    # Numbers: flags arrive as text, TOML as numbers.
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not (number == number and abs(number) != float("inf")):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if kind == "seconds" and number < 0:
+        raise ConfigError(f"{where}: expected 0 or more seconds, got {value!r}")
+    if kind == "rate" and number <= 0:
+        raise ConfigError(f"{where}: expected a number above 0, got {value!r}")
+    return number
+
+
+def _loadTLS(options: Options) -> tuple[CertificateOptions | None, str | None]:
+    """
+    Load (or, for a bare C{--tls}, create) the certificate for the TLS
+    listeners.
+    """
+    cert, key = options["tls-cert"], options["tls-key"]
+    if key and not cert:
+        raise ConfigError("--tls-key needs --tls-cert")
+    if not cert and not options["tls"]:
+        return None, None
+    try:
+        if not cert:
+            directory = Path(options["data-dir"] or defaultDataDirectory()) / "tls"
+            certPath, keyPath, created = ensureSelfSigned(directory)
+            if created:
+                log.info("created a self-signed certificate for localhost in {d}", d=str(directory))
+            cert, key = str(certPath), str(keyPath)
+        chain, privateKey = loadPEM(cert, key)
+        return serverOptions(chain, privateKey), fingerprint(chain[0])
+    except TLSConfigError as e:
+        raise ConfigError(str(e))
+
+
+class NetsuiteService(MultiService):
+    """
+    Every netsuite listener, one named child each.
+
+    @ivar stats: the counters of every service, by service name.
+    """
+
+    def __init__(self, stats: StatsRegistry) -> None:
+        MultiService.__init__(self)
+        self.stats = stats
+
+    def privilegedStartService(self) -> None:
+        """
+        Start listening everywhere; if any listener fails, stop the others
+        and exit with one readable line.
+        """
+        try:
+            MultiService.privilegedStartService(self)
+        except ListenError as e:
+            for child in self:
+                port = getattr(child, "port", None)
+                if port is not None:
+                    port.stopListening()
+                    child.port = None
+            raise ConfigError(str(e))
+
+
+#: How each implemented stream service is built from its settings.
+_BUILDERS: Dict[str, Callable[..., IService]] = {
+    "echo": lambda config, **kw: makeEchoService(
+        idleTimeout=config["echo-idle-timeout"], **kw
+    ),
+    "discard": lambda config, **kw: makeDiscardService(
+        idleTimeout=config["echo-idle-timeout"], **kw
+    ),
+    "daytime": lambda config, **kw: makeDaytimeService(**kw),
+}
+
+
+def _listeners(config: Options, reactor: object, stats: StatsRegistry) -> Iterator[IService]:
+    tls = config["tls-options"]
+    for name, (plain, secure, off) in SERVICES.items():
+        if off is not None and config[off]:
+            continue
+        build = _BUILDERS.get(name)
+        if build is None:
+            log.info("{name}: not part of this version of netsuite yet; skipped", name=name)
+            continue
+        serviceStats = stats.forService(name)
+        for description in config[plain]:
+            yield build(config, endpoint=description, reactor=reactor,
+                        stats=serviceStats, grace=config["grace"])
+        if tls is not None:
+            for description in config[secure]:
+                yield build(config, endpoint=description, reactor=reactor,
+                            stats=serviceStats, grace=config["grace"], tls=tls)
+    if not config["no-echo"]:
+        udpStats = stats.forService("echo-udp")
+        for description in config["echo-udp"]:
+            yield makeEchoUDPService(
+                description,
+                reactor,
+                stats=udpStats,
+                rate=config["echo-udp-rate"],
+                bandwidth=config["echo-udp-bandwidth"],
+                totalRate=config["echo-udp-total-rate"],
+                totalBandwidth=config["echo-udp-total-bandwidth"],
+            )
+
+
+def makeService(config: Options, reactor: object | None = None) -> NetsuiteService:
+    """
+    Build every configured listener as one named child of a
+    L{NetsuiteService}.
+
+    @param config: parsed L{Options}.
+    @param reactor: the reactor to listen with (the global one by default).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    stats = StatsRegistry()
+    root = NetsuiteService(stats)
+    for listener in _listeners(config, reactor, stats):
+        listener.setServiceParent(root)
+    if config["tls-fingerprint"]:
+        log.info("TLS certificate SHA-256 fingerprint: {fp}", fp=config["tls-fingerprint"])
+    return root

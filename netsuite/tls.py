@@ -1,0 +1,299 @@
+"""
+TLS for netsuite's listeners: loading PEM files, the server policy
+(TLS 1.2 or newer, forward-secret AEAD ciphers only), a self-signed
+certificate for C{--tls}, and a development CA for C{certs/}.
+
+Run C{python -m netsuite.tls DIR} (or C{netsuite-certs DIR}) to create a
+local CA and a server certificate for localhost in DIR.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, List, Sequence, Tuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import crypto
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
+
+log = Logger()
+
+#: Forward-secret AEAD suites for TLS 1.2; TLS 1.3's suites are all of that
+#: kind already.
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+#: Names the generated certificates are valid for.
+LOCAL_NAMES = ("localhost",)
+LOCAL_ADDRESSES = ("127.0.0.1", "::1")
+
+
+class TLSConfigError(ValueError):
+    """
+    A certificate or key cannot be used; the message says why, in one line.
+    """
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TLSConfigError(f"cannot read {what} {path!r}: {e.strerror}") from None
+
+
+def loadPEM(
+    certPath: str, keyPath: str | None = None
+) -> Tuple[List[x509.Certificate], ec.EllipticCurvePrivateKey]:
+    """
+    Read a certificate chain (leaf first) and its private key from PEM files.
+
+    @param keyPath: the key's file; by default the key is looked for in
+        C{certPath}.
+    @raise TLSConfigError: a file is unreadable, holds no certificate or key,
+        the key is encrypted, or the key does not belong to the certificate.
+    """
+    certData = _read(certPath, "certificate")
+    try:
+        chain = x509.load_pem_x509_certificates(certData)
+    except ValueError:
+        raise TLSConfigError(
+            f"no PEM certificate found in {certPath!r}"
+        ) from None
+    keyPath = keyPath or certPath
+    keyData = certData if keyPath == certPath else _read(keyPath, "private key")
+    try:
+        key = serialization.load_pem_private_key(keyData, password=None)
+    except TypeError:
+        raise TLSConfigError(
+            f"the private key in {keyPath!r} is encrypted; give an unencrypted key"
+        ) from None
+    except ValueError:
+        raise TLSConfigError(f"no usable PEM private key found in {keyPath!r}") from None
+    if _publicBytes(chain[0].public_key()) != _publicBytes(key.public_key()):
+        raise TLSConfigError(
+            f"the private key in {keyPath!r} does not match the certificate "
+            f"in {certPath!r}"
+        )
+    return chain, key  # type: ignore[return-value]
+
+
+def _publicBytes(publicKey: object) -> bytes:
+    return publicKey.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def serverOptions(
+    chain: Sequence[x509.Certificate],
+    key: object,
+    acceptableProtocols: Sequence[bytes] | None = None,
+) -> CertificateOptions:
+    """
+    Server-side TLS options with netsuite's policy: TLS 1.2 or newer,
+    forward-secret AEAD ciphers only.
+
+    @param acceptableProtocols: ALPN protocol names to offer, e.g.
+        C{[b"h2", b"http/1.1"]}.
+    """
+    return CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+        certificate=crypto.X509.from_cryptography(chain[0]),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
+        acceptableProtocols=acceptableProtocols,
+    )
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """
+    The SHA-256 fingerprint of C{certificate}, as colon-separated hex.
+    """
+    digest = certificate.fingerprint(hashes.SHA256()).hex().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def defaultDataDirectory() -> Path:
+    """
+    Where netsuite keeps its own files: C{$XDG_DATA_HOME/netsuite}, else
+    C{~/.local/share/netsuite}.
+    """
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "netsuite"
+
+
+def _newKey() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _localNames() -> x509.SubjectAlternativeName:
+    names: List[x509.GeneralName] = [x509.DNSName(n) for n in LOCAL_NAMES]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in LOCAL_ADDRESSES]
+    return x509.SubjectAlternativeName(names)
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuerKey: ec.EllipticCurvePrivateKey,
+    days: int,
+    isCA: bool,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=isCA, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+    )
+    if isCA:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        builder = builder.add_extension(_localNames(), critical=False).add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuerKey.public_key()),
+            critical=False,
+        )
+    return builder.sign(issuerKey, hashes.SHA256())
+
+
+def _writePEM(path: Path, data: bytes, private: bool) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _keyPEM(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _certPEM(certs: Iterable[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def ensureSelfSigned(directory: Path) -> Tuple[Path, Path, bool]:
+    """
+    Make sure C{directory} holds a usable self-signed certificate for
+    localhost, creating (or replacing an expiring or broken) one.
+
+    @return: the certificate's path, the key's path, and whether it was
+        created now.
+    """
+    certPath = directory / "localhost.pem"
+    keyPath = directory / "localhost-key.pem"
+    try:
+        chain, _ = loadPEM(str(certPath), str(keyPath))
+        soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=7)
+        if chain[0].not_valid_after_utc > soon:
+            return certPath, keyPath, False
+    except TLSConfigError:
+        pass
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = _newKey()
+        cert = _certificate("localhost", key, None, key, days=365, isCA=False)
+        _writePEM(keyPath, _keyPEM(key), private=True)
+        _writePEM(certPath, _certPEM([cert]), private=False)
+    except OSError as e:
+        raise TLSConfigError(
+            f"cannot write a self-signed certificate into {str(directory)!r}: "
+            f"{e.strerror}"
+        ) from None
+    return certPath, keyPath, True
+
+
+def makeDevelopmentCertificates(directory: Path, days: int = 825) -> List[Path]:
+    """
+    Create a local CA and a server certificate for localhost signed by it.
+
+    Writes C{ca.pem} (trust this in clients), C{ca-key.pem},
+    C{server.pem} (the server certificate followed by the CA: a chain) and
+    C{server-key.pem}.  Keys are written readable by the owner only.
+
+    @return: the paths written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    caKey = _newKey()
+    ca = _certificate("netsuite development CA", caKey, None, caKey, days, isCA=True)
+    serverKey = _newKey()
+    server = _certificate("localhost", serverKey, ca, caKey, days, isCA=False)
+    files = [
+        (directory / "ca.pem", _certPEM([ca]), False),
+        (directory / "ca-key.pem", _keyPEM(caKey), True),
+        (directory / "server.pem", _certPEM([server, ca]), False),
+        (directory / "server-key.pem", _keyPEM(serverKey), True),
+    ]
+    for path, data, private in files:
+        _writePEM(path, data, private)
+    return [path for path, _, _ in files]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    C{netsuite-certs [DIR]}: create a development CA and server certificate.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print("usage: netsuite-certs [DIR]  (default: certs)", file=sys.stderr)
+        return 2
+    directory = Path(args[0] if args else "certs")
+    try:
+        paths = makeDevelopmentCertificates(directory)
+    except OSError as e:
+        print(f"netsuite-certs: cannot write into {str(directory)!r}: {e.strerror}",
+              file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"wrote {path}")
+    chain, _ = loadPEM(str(directory / "server.pem"), str(directory / "server-key.pem"))
+    print(f"server certificate SHA-256 fingerprint: {fingerprint(chain[0])}")
+    print(
+        f"start with: twistd -n netsuite --tls-cert {directory / 'server.pem'} "
+        f"--tls-key {directory / 'server-key.pem'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
