@@ -67,7 +67,10 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
         return serverFromString(reactor, description)
     except Exception as e:
         reason = str(e) or e.__class__.__name__
-        raise ValueError(f"bad endpoint {description!r}: {reason}") from None
+        raise ValueError(
+            f"bad endpoint {description!r} ({reason}); expected a Twisted "
+            f"endpoint string such as tcp:8080:interface=127.0.0.1"
+        ) from None
 
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")

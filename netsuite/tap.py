@@ -358,6 +358,13 @@ class NetsuiteService(MultiService):
                     child.port = None
             raise ConfigError(str(e))
 
+    def startService(self) -> None:
+        # twistd listens in privilegedStartService; twist and embedding
+        # applications go straight here.
+        if not any(getattr(child, "port", None) for child in self):
+            self.privilegedStartService()
+        MultiService.startService(self)
+
 
 #: How each implemented stream service is built from its settings.
 _BUILDERS: Dict[str, Callable[..., IService]] = {

@@ -1,0 +1,461 @@
+"""
+Tests for L{netsuite.echo}: in memory for the protocols, over real loopback
+sockets for streaming, backpressure, UDP and daytime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netsuite.echo import (
+    DaytimeFactory,
+    DiscardFactory,
+    EchoDatagram,
+    EchoFactory,
+    daytimeLine,
+    makeDaytimeService,
+    makeEchoService,
+    makeEchoUDPService,
+)
+from netsuite.stats import ServiceStats
+
+
+def connectInMemory(factory):
+    """
+    Build a protocol from C{factory} on a L{StringTransport}.
+    """
+    protocol = factory.buildProtocol(None)
+    transport = StringTransportWithDisconnection()
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class EchoProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.stats = ServiceStats("echo")
+        self.factory = EchoFactory(self.clock, self.stats, idleTimeout=300)
+
+    def test_echoesBytes(self) -> None:
+        protocol, transport = connectInMemory(self.factory)
+        protocol.dataReceived(b"hello\r\n")
+        protocol.dataReceived(b"\x00\xffbinary")
+        self.assertEqual(transport.value(), b"hello\r\n\x00\xffbinary")
+
+    def test_transportIsItsOwnProducer(self) -> None:
+        """
+        The echo registers its transport as a streaming producer, so a full
+        write buffer pauses reading.
+        """
+        protocol, transport = connectInMemory(self.factory)
+        self.assertIs(transport.producer, transport)
+        self.assertTrue(transport.streaming)
+
+    def test_idleTimeoutClosesSilentConnection(self) -> None:
+        protocol, transport = connectInMemory(self.factory)
+        self.clock.advance(299)
+        self.assertTrue(transport.connected)
+        self.clock.advance(1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(self.stats.counters["idle_timeouts"], 1)
+
+    def test_inputPostponesIdleTimeout(self) -> None:
+        protocol, transport = connectInMemory(self.factory)
+        self.clock.advance(200)
+        protocol.dataReceived(b"x")
+        self.clock.advance(200)
+        self.assertTrue(transport.connected)
+        self.clock.advance(100)
+        self.assertFalse(transport.connected)
+
+    def test_zeroIdleTimeoutNeverCloses(self) -> None:
+        factory = EchoFactory(self.clock, self.stats, idleTimeout=0)
+        protocol, transport = connectInMemory(factory)
+        self.clock.advance(10**6)
+        self.assertTrue(transport.connected)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeoutUnregistersProducerSoCloseCanFinish(self) -> None:
+        """
+        A registered producer would keep the connection open forever; the
+        idle close unregisters it first.
+        """
+        protocol, transport = connectInMemory(self.factory)
+        self.clock.advance(300)
+        self.assertIsNone(transport.producer)
+
+    def test_peerThatNeverTakesItsDataIsAborted(self) -> None:
+        """
+        If the close cannot finish (the peer neither sends nor reads), the
+        connection is aborted one more timeout later.
+        """
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.clock.advance(300)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(300)
+        self.assertTrue(transport.disconnected)  # abortConnection
+
+    def test_halfCloseFlushesThenCloses(self) -> None:
+        """
+        When the peer shuts down its sending side, what was echoed is still
+        delivered and then the connection closes.
+        """
+        protocol, transport = connectInMemory(self.factory)
+        protocol.dataReceived(b"last words")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"last words")
+        self.assertFalse(transport.connected)
+        self.assertIsNone(transport.producer)
+
+    def test_connectionLostCancelsTimer(self) -> None:
+        protocol, transport = connectInMemory(self.factory)
+        transport.loseConnection()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class DiscardAndDaytimeTests(SynchronousTestCase):
+    def test_discardSendsNothing(self) -> None:
+        clock = Clock()
+        protocol, transport = connectInMemory(DiscardFactory(clock, ServiceStats("d"), 10))
+        protocol.dataReceived(b"x" * 1000)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(10)
+        self.assertFalse(transport.connected)
+
+    def test_daytimeLineFormat(self) -> None:
+        """
+        The line is RFC 867 style, in UTC, in English.
+        """
+        # 2026-11-21 06:20:17 UTC was a Saturday.
+        self.assertEqual(
+            daytimeLine(1795242017),
+            b"Saturday, November 21, 2026 06:20:17-UTC\r\n",
+        )
+        self.assertEqual(daytimeLine(0), b"Thursday, January 01, 1970 00:00:00-UTC\r\n")
+
+    def test_daytimeSendsLineAndCloses(self) -> None:
+        clock = Clock()
+        clock.advance(86400)
+        protocol, transport = connectInMemory(DaytimeFactory(clock))
+        self.assertEqual(transport.value(), daytimeLine(86400))
+        self.assertFalse(transport.connected)
+
+
+class FakeUDPTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple]] = []
+
+    def write(self, data: bytes, addr: tuple) -> None:
+        self.sent.append((data, addr))
+
+
+class EchoDatagramTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.stats = ServiceStats("echo-udp")
+
+    def makeProtocol(self, **limits) -> tuple[EchoDatagram, FakeUDPTransport]:
+        protocol = EchoDatagram(self.clock, self.stats, **limits)
+        transport = FakeUDPTransport()
+        protocol.transport = transport
+        return protocol, transport
+
+    def test_echoesToSender(self) -> None:
+        protocol, transport = self.makeProtocol()
+        protocol.datagramReceived(b"ping", ("10.0.0.1", 40000))
+        self.assertEqual(transport.sent, [(b"ping", ("10.0.0.1", 40000))])
+        self.assertEqual(self.stats.bytesOut, 4)
+
+    def test_largestDatagramEchoedIntact(self) -> None:
+        data = os.urandom(65507)
+        protocol, transport = self.makeProtocol()
+        protocol.datagramReceived(data, ("10.0.0.1", 40000))
+        self.assertEqual(transport.sent, [(data, ("10.0.0.1", 40000))])
+
+    def test_privilegedSourcePortDropped(self) -> None:
+        """
+        Datagrams from ports below 1024 (echo, chargen, DNS ...) are not
+        answered: that is how echo loops and reflection start.
+        """
+        protocol, transport = self.makeProtocol()
+        protocol.datagramReceived(b"x", ("10.0.0.1", 7))
+        protocol.datagramReceived(b"x", ("10.0.0.1", 19))
+        self.assertEqual(transport.sent, [])
+        self.assertEqual(self.stats.counters["dropped_privileged_port"], 2)
+        protocol.allowPrivilegedPorts = True
+        protocol.datagramReceived(b"x", ("10.0.0.1", 7))
+        self.assertEqual(len(transport.sent), 1)
+
+    def test_perSourceRateLimit(self) -> None:
+        """
+        One source gets at most its burst (twice the rate) at once, then the
+        rate; another source is not affected.
+        """
+        protocol, transport = self.makeProtocol(rate=10)
+        for _ in range(50):
+            protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
+        self.assertEqual(len(transport.sent), 20)
+        self.assertEqual(self.stats.counters["dropped_rate_limited"], 30)
+        protocol.datagramReceived(b"x", ("10.0.0.2", 40000))
+        self.assertEqual(len(transport.sent), 21)
+        self.clock.advance(1)
+        for _ in range(50):
+            protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
+        self.assertEqual(len(transport.sent), 31)
+
+    def test_perSourceBandwidthLimit(self) -> None:
+        protocol, transport = self.makeProtocol(bandwidth=100000)
+        for _ in range(5):
+            protocol.datagramReceived(b"x" * 40000, ("10.0.0.1", 40000))
+        # Burst is max(bandwidth, 64 KiB) = 100000 bytes: two datagrams.
+        self.assertEqual(len(transport.sent), 2)
+
+    def test_totalLimitHoldsAgainstManySources(self) -> None:
+        """
+        Spoofed sources each have a fresh bucket, but all of them together
+        are held to the total rate.
+        """
+        protocol, transport = self.makeProtocol(totalRate=50, maxSources=16)
+        for i in range(1000):
+            protocol.datagramReceived(b"x", (f"10.0.{i // 256}.{i % 256}", 40000))
+        self.assertEqual(len(transport.sent), 100)
+
+    def test_sendErrorIsCounted(self) -> None:
+        protocol, transport = self.makeProtocol()
+
+        def fail(data, addr):
+            raise OSError(105, "No buffer space available")
+
+        transport.write = fail
+        protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
+        self.assertEqual(self.stats.errors, 1)
+        self.assertEqual(self.stats.bytesOut, 0)
+
+
+class Collector(Protocol):
+    """
+    A client that sends some data and collects what comes back.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.count = 0
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.reason: Failure | None = None
+        self.waiters: list[tuple[int, defer.Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        self.count += len(data)
+        for target, d in list(self.waiters):
+            if self.count >= target:
+                self.waiters.remove((target, d))
+                d.callback(None)
+
+    def waitFor(self, count: int) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        if self.count >= count:
+            d.callback(None)
+        else:
+            self.waiters.append((count, d))
+        return d
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.reason = reason
+        self.closed.callback(None)
+
+
+async def startListener(testCase: TestCase, service):
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    return service.port.getHost().port
+
+
+async def connect(testCase: TestCase, port: int, protocol: Protocol):
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    testCase.addCleanup(lambda: protocol.transport.abortConnection())
+    return protocol
+
+
+class EchoSocketTests(TestCase):
+    """
+    TCP echo over real loopback sockets.
+    """
+
+    async def test_tenMebibyteRoundTripByteExact(self) -> None:
+        port = await startListener(self, makeEchoService("tcp:0:interface=127.0.0.1"))
+        data = os.urandom(10 * 1024 * 1024)
+        client = await connect(self, port, Collector())
+        client.transport.write(data)
+        await client.waitFor(len(data))
+        got = b"".join(client.received)
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(data).digest())
+
+    async def test_slowReaderDoesNotGrowServerBuffer(self) -> None:
+        """
+        A client that sends 32 MiB but does not read makes the server stop
+        reading: it takes in only what the kernel buffers and its own bounded
+        write buffer hold.  When the client reads again, every byte arrives.
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1")
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        client.transport.pauseProducing()  # stop reading
+        size = 32 * 1024 * 1024
+        data = os.urandom(size)
+        client.transport.write(data)
+        # Wait until the server has stopped taking data in.
+        last = -1
+        for _ in range(100):
+            await deferLater(reactor, 0.05, lambda: None)
+            if service.stats.bytesIn == last:
+                break
+            last = service.stats.bytesIn
+        wrapper = next(iter(service.tracker.protocols))
+        serverTransport = wrapper.transport
+        buffered = len(serverTransport.dataBuffer) + serverTransport._tempDataLen
+        # The write buffer is bounded by Twisted's threshold plus one read.
+        self.assertLessEqual(buffered, 2 * serverTransport.bufferSize)
+        self.assertTrue(serverTransport.producerPaused)
+        # Kernel socket buffers hold a few MiB at most; the rest waits in the
+        # client, not in the server.
+        self.assertLess(service.stats.bytesIn, size // 2)
+        client.transport.resumeProducing()
+        await client.waitFor(size)
+        self.assertEqual(b"".join(client.received), data)
+
+    async def test_statsCountConnectionsAndBytes(self) -> None:
+        service = makeEchoService("tcp:0:interface=127.0.0.1")
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        client.transport.write(b"12345")
+        await client.waitFor(5)
+        self.assertEqual(service.stats.connectionsOpen, 1)
+        self.assertEqual(service.stats.connectionsTotal, 1)
+        self.assertEqual((service.stats.bytesIn, service.stats.bytesOut), (5, 5))
+        client.transport.loseConnection()
+        await client.closed
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+
+    async def test_halfCloseGetsEverythingBack(self) -> None:
+        """
+        A client that sends, shuts down its sending side and reads until the
+        server closes gets all of its bytes back.
+        """
+        port = await startListener(self, makeEchoService("tcp:0:interface=127.0.0.1"))
+        client = await connect(self, port, Collector())
+        data = os.urandom(4 * 1024 * 1024)
+        client.transport.write(data)
+        client.transport.loseWriteConnection()
+        await client.closed
+        self.assertEqual(b"".join(client.received), data)
+
+    async def test_stopClosesOpenConnections(self) -> None:
+        """
+        Stopping the service stops listening and closes its connections.
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", grace=2)
+        service.startService()
+        port = service.port.getHost().port
+        client = await connect(self, port, Collector())
+        client.transport.write(b"x")
+        await client.waitFor(1)
+        await service.stopService()
+        await client.closed
+        self.assertIsInstance(client.reason, Failure)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+        refused = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Protocol())
+        with self.assertRaises(Exception):
+            await refused
+
+    async def test_stopAbortsConnectionsThatDoNotClose(self) -> None:
+        """
+        A client that never reads cannot hold the stop longer than the grace
+        period: its connection is aborted.
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", grace=0.5)
+        service.startService()
+        client = await connect(self, service.port.getHost().port, Collector())
+        client.transport.pauseProducing()
+        client.transport.write(os.urandom(16 * 1024 * 1024))
+        await deferLater(reactor, 0.3, lambda: None)
+        started = time.monotonic()
+        await service.stopService()
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+
+
+class Datagrams(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        self.received.append(data)
+
+
+class UDPSocketTests(TestCase):
+    async def startUDP(self, **limits) -> tuple[int, Datagrams, object]:
+        service = makeEchoUDPService("udp:0:interface=127.0.0.1", **limits)
+        service.startService()
+        self.addCleanup(service.stopService)
+        client = Datagrams()
+        clientPort = reactor.listenUDP(0, client, interface="127.0.0.1", maxPacketSize=65535)
+        self.addCleanup(clientPort.stopListening)
+        return service.port.getHost().port, client, service
+
+    async def waitForDatagrams(self, client: Datagrams, count: int) -> None:
+        for _ in range(100):
+            if len(client.received) >= count:
+                return
+            await deferLater(reactor, 0.02, lambda: None)
+
+    async def test_datagramsUpTo64KiBEchoIntact(self) -> None:
+        port, client, _ = await self.startUDP()
+        payloads = [b"ping", os.urandom(1400), os.urandom(65507)]
+        for payload in payloads:
+            client.transport.write(payload, ("127.0.0.1", port))
+        await self.waitForDatagrams(client, 3)
+        self.assertEqual(sorted(client.received, key=len), payloads)
+
+    async def test_rateLimitOverRealSocket(self) -> None:
+        """
+        A burst of 100 datagrams from one source gets only the burst
+        allowance (twice the rate) back.
+        """
+        port, client, service = await self.startUDP(rate=10)
+        for i in range(100):
+            client.transport.write(b"%d" % i, ("127.0.0.1", port))
+        await self.waitForDatagrams(client, 100)
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(len(client.received), 20)
+        self.assertEqual(service.protocol.stats.counters["dropped_rate_limited"], 80)
+
+
+class DaytimeSocketTests(TestCase):
+    async def test_daytimeSendsCurrentTimeAndCloses(self) -> None:
+        port = await startListener(self, makeDaytimeService("tcp:0:interface=127.0.0.1"))
+        client = await connect(self, port, Collector())
+        await client.closed
+        line = b"".join(client.received)
+        match = re.fullmatch(
+            rb"(\w+), (\w+) (\d\d), (\d{4}) (\d\d):(\d\d):(\d\d)-UTC\r\n", line
+        )
+        self.assertIsNotNone(match, line)
+        sent = time.strptime(line.decode()[:-6], "%A, %B %d, %Y %H:%M:%S")
+        self.assertLess(abs(time.mktime(sent) - time.mktime(time.gmtime())), 5)

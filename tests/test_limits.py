@@ -1,0 +1,143 @@
+"""
+Tests for L{netsuite.limits} and L{netsuite.stats}.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from netsuite.limits import BucketTable, IdleTimeout, TokenBucket
+from netsuite.stats import StatsRegistry
+
+
+class TokenBucketTests(SynchronousTestCase):
+    def test_burstThenRate(self) -> None:
+        """
+        A full bucket gives C{burst} tokens at once, then C{rate} a second.
+        """
+        clock = Clock()
+        bucket = TokenBucket(rate=2, burst=4, clock=clock)
+        self.assertEqual([bucket.take() for _ in range(5)], [True] * 4 + [False])
+        clock.advance(0.5)
+        self.assertTrue(bucket.take())
+        self.assertFalse(bucket.take())
+
+    def test_neverAboveBurst(self) -> None:
+        """
+        A long quiet time refills only up to C{burst}.
+        """
+        clock = Clock()
+        bucket = TokenBucket(rate=10, burst=3, clock=clock)
+        clock.advance(1000)
+        self.assertEqual(sum(bucket.take() for _ in range(10)), 3)
+
+    def test_delaySaysWhenTokensReturn(self) -> None:
+        """
+        L{TokenBucket.delay} is the wait until enough tokens are back.
+        """
+        clock = Clock()
+        bucket = TokenBucket(rate=4, burst=1, clock=clock)
+        self.assertEqual(bucket.delay(), 0)
+        bucket.take()
+        self.assertAlmostEqual(bucket.delay(), 0.25)
+        clock.advance(0.25)
+        self.assertTrue(bucket.take())
+
+    def test_takeLargerAmounts(self) -> None:
+        """
+        A take of more than what is left fails and takes nothing.
+        """
+        clock = Clock()
+        bucket = TokenBucket(rate=100, burst=100, clock=clock)
+        self.assertTrue(bucket.take(60))
+        self.assertFalse(bucket.take(60))
+        self.assertTrue(bucket.take(40))
+
+    def test_rejectsNonPositive(self) -> None:
+        self.assertRaises(ValueError, TokenBucket, 0, 1, Clock())
+
+
+class BucketTableTests(SynchronousTestCase):
+    def test_separateKeys(self) -> None:
+        """
+        Each key has its own bucket.
+        """
+        table: BucketTable[str] = BucketTable(1, 1, Clock())
+        self.assertTrue(table.take("a"))
+        self.assertFalse(table.take("a"))
+        self.assertTrue(table.take("b"))
+
+    def test_boundedKeys(self) -> None:
+        """
+        No more than C{maxKeys} buckets are kept; the least recently used one
+        is forgotten first.
+        """
+        table: BucketTable[int] = BucketTable(1, 1, Clock(), maxKeys=3)
+        for key in range(3):
+            table.take(key)
+        table.take(0)  # 0 is now the most recently used
+        table.take(99)
+        self.assertEqual(len(table), 3)
+        self.assertFalse(table.take(0))  # still remembered, still empty
+        self.assertTrue(table.take(1))  # forgotten, so full again
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    def test_firesAfterSilence(self) -> None:
+        clock = Clock()
+        fired = []
+        IdleTimeout(clock, 10, lambda: fired.append(clock.seconds()))
+        clock.advance(9.9)
+        self.assertEqual(fired, [])
+        clock.advance(0.1)
+        self.assertEqual(fired, [10])
+
+    def test_touchPostpones(self) -> None:
+        """
+        Activity moves the deadline to C{timeout} after the last touch.
+        """
+        clock = Clock()
+        fired = []
+        idle = IdleTimeout(clock, 10, lambda: fired.append(clock.seconds()))
+        clock.advance(6)
+        idle.touch()
+        clock.advance(6)
+        idle.touch()
+        clock.advance(9)
+        self.assertEqual(fired, [])
+        clock.advance(1)
+        self.assertEqual(fired, [22])
+
+    def test_cancel(self) -> None:
+        clock = Clock()
+        fired = []
+        idle = IdleTimeout(clock, 1, lambda: fired.append(True))
+        idle.cancel()
+        clock.advance(5)
+        self.assertEqual(fired, [])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class StatsTests(SynchronousTestCase):
+    def test_registrySharesPerService(self) -> None:
+        """
+        Listeners of one service share one stats object; the snapshot is
+        JSON-ready and includes service-specific counters.
+        """
+        registry = StatsRegistry()
+        echo = registry.forService("echo")
+        self.assertIs(registry.forService("echo"), echo)
+        echo.bytesIn += 5
+        echo.countError("timeouts")
+        self.assertEqual(
+            registry.snapshot(),
+            {
+                "echo": {
+                    "connections_open": 0,
+                    "connections_total": 0,
+                    "bytes_in": 5,
+                    "bytes_out": 0,
+                    "errors": 1,
+                    "timeouts": 1,
+                }
+            },
+        )

@@ -1,0 +1,62 @@
+"""
+The README's promises: the embedding example runs as written, and CI runs
+exactly the README's test command.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from twisted.application.service import IService
+from twisted.internet import reactor
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.test_echo import Collector, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def codeBlockAfter(marker: str, language: str) -> str:
+    start = README.index(marker)
+    match = re.compile(rf"```{language}\n(.*?)```", re.S).search(README, start)
+    assert match is not None
+    return match.group(1)
+
+
+class EmbeddingExampleTests(TestCase):
+    async def test_embeddingExampleServesEcho(self) -> None:
+        """
+        The README's C{.tac} example, run with port 0, serves echo and
+        reports its stats.
+        """
+        source = codeBlockAfter("<!-- embed-example", "python")
+        self.assertLessEqual(len([l for l in source.splitlines() if l.strip()]), 12)
+        self.assertIn('"tcp:9007:interface=127.0.0.1"', source)
+        namespace: dict = {}
+        exec(compile(source.replace("tcp:9007:", "tcp:0:"), "myapp.tac", "exec"), namespace)
+        service = IService(namespace["application"])
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        self.assertTrue(any("echo: " in (e.get("log_format") or "") for e in events))
+        port = namespace["echo"].port.getHost().port
+        client = await connect(self, port, Collector())
+        client.transport.write(b"embedded")
+        await client.waitFor(8)
+        self.assertEqual(b"".join(client.received), b"embedded")
+        self.assertEqual(namespace["echo"].stats.bytesIn, 8)
+
+
+class CommandsTests(SynchronousTestCase):
+    def test_ciRunsTheReadmeTestCommand(self) -> None:
+        testCommand = codeBlockAfter("Install the test extras", "sh").strip()
+        self.assertIn("python3 -m twisted.trial tests", testCommand)
+        ci = (ROOT / ".ci" / "run").read_text().splitlines()
+        self.assertIn(testCommand, ci)
+
+    def test_runCommandStartsNetsuite(self) -> None:
+        runCommand = codeBlockAfter("Install and run everything", "sh").strip()
+        self.assertTrue(runCommand.endswith("twistd -n netsuite"), runCommand)

@@ -1,0 +1,245 @@
+"""
+Tests for L{netsuite.tap}: options, TOML config, the plugin and the service
+tree.  No port is bound: a L{MemoryReactor} stands in for the reactor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import IPlugin, getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+
+from netsuite import tap
+from netsuite.listen import DatagramListener, StreamListener
+from netsuite.tap import SETTINGS, ConfigError, Options, makeService
+
+
+class MemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor that also records UDP listeners.
+    """
+
+    def __init__(self) -> None:
+        MemoryReactorClock.__init__(self)
+        self.udpServers: list[tuple] = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpServers.append((port, protocol, interface, maxPacketSize))
+        return self.listenTCP(port, None, interface=interface)
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaultsAreLoopbackUnprivileged(self) -> None:
+        """
+        Every default listener is on 127.0.0.1 and an unprivileged port.
+        """
+        options = parse()
+        self.assertEqual(options["http"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(options["chat"], ["tcp:8023:interface=127.0.0.1"])
+        self.assertEqual(options["echo"], ["tcp:8007:interface=127.0.0.1"])
+        self.assertEqual(options["echo-udp"], ["udp:8007:interface=127.0.0.1"])
+        self.assertEqual(options["daytime"], ["tcp:8013:interface=127.0.0.1"])
+        self.assertEqual(options["proxy"], ["tcp:3128:interface=127.0.0.1"])
+        for setting in SETTINGS:
+            if setting.kind in ("listen", "udp"):
+                for description in setting.default:
+                    self.assertIn("interface=127.0.0.1", description)
+                    self.assertGreater(int(description.split(":")[1]), 1023)
+        self.assertIsNone(options["tls-options"])
+
+    def test_listenerFlagsRepeatAndReplaceDefault(self) -> None:
+        options = parse("--echo", "tcp:1", "--echo", "tcp6:2:interface=\\:\\:1")
+        self.assertEqual(options["echo"], ["tcp:1", "tcp6:2:interface=\\:\\:1"])
+        self.assertEqual(options["daytime"], ["tcp:8013:interface=127.0.0.1"])
+
+    def test_disableFlags(self) -> None:
+        options = parse("--no-chat", "--no-echo")
+        self.assertTrue(options["no-chat"])
+        self.assertTrue(options["no-echo"])
+        self.assertFalse(options["no-daytime"])
+
+    def test_numbers(self) -> None:
+        options = parse("--echo-idle-timeout", "2.5", "--grace", "0")
+        self.assertEqual(options["echo-idle-timeout"], 2.5)
+        self.assertEqual(options["grace"], 0)
+
+    def assertConfigError(self, args: list[str], *fragments: str) -> str:
+        error = self.assertRaises(ConfigError, parse, *args)
+        message = str(error)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        self.assertNotIn("\n", message)
+        # What the user sees on stderr (SystemExit's code):
+        self.assertEqual(error.code, f"netsuite: {message}")
+        return message
+
+    def test_badNumberNamesFlag(self) -> None:
+        self.assertConfigError(["--echo-idle-timeout", "soon"], "--echo-idle-timeout", "soon")
+        self.assertConfigError(["--grace", "-1"], "--grace")
+        self.assertConfigError(["--echo-udp-rate", "0"], "--echo-udp-rate")
+        self.assertConfigError(["--grace", "nan"], "--grace")
+
+    def test_badEndpointNamesFlag(self) -> None:
+        self.assertConfigError(["--echo", "tcp:notaport"], "--echo", "tcp:notaport")
+        self.assertConfigError(["--http", "bogus:1"], "--http", "bogus:1")
+        self.assertConfigError(["--echo-udp", "udp:99999"], "--echo-udp", "99999")
+        self.assertConfigError(["--echo-udp", "tcp:7"], "--echo-udp")
+        self.assertConfigError(["--echo", "udp:7"], "--echo", "UDP")
+
+    def test_duplicateEndpoint(self) -> None:
+        self.assertConfigError(["--echo", "tcp:7007", "--echo", "tcp:7007"], "twice")
+
+    def test_helpListsEveryOptionWithDefault(self) -> None:
+        """
+        C{--help} shows every setting, and the default of every setting that
+        has one.
+        """
+        text = str(Options())
+        for setting in SETTINGS:
+            self.assertIn(f"--{setting.name}", text)
+        flat = " ".join(text.split())
+        self.assertIn("[default: tcp:8080:interface=127.0.0.1]", flat)
+        self.assertIn("[default: udp:8007:interface=127.0.0.1]", flat)
+        self.assertIn("[default: 300]", flat)
+        self.assertIn("[default: none]", flat)
+
+
+class ConfigFileTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = Path(self.mktemp())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path)
+
+    def test_settingsFromFile(self) -> None:
+        path = self.write(
+            'echo = "tcp:7007"\n'
+            'daytime = ["tcp:7013", "tcp:7014"]\n'
+            "echo-idle-timeout = 12\n"
+            "no_chat = true\n"
+        )
+        options = parse("--config", path)
+        self.assertEqual(options["echo"], ["tcp:7007"])
+        self.assertEqual(options["daytime"], ["tcp:7013", "tcp:7014"])
+        self.assertEqual(options["echo-idle-timeout"], 12)
+        self.assertTrue(options["no-chat"])
+
+    def test_flagsWin(self) -> None:
+        path = self.write('echo = "tcp:7007"\necho-idle-timeout = 12\n')
+        options = parse("--config", path, "--echo", "tcp:7008", "--echo-idle-timeout", "300")
+        self.assertEqual(options["echo"], ["tcp:7008"])
+        self.assertEqual(options["echo-idle-timeout"], 300)
+
+    def test_relativePathsFromConfigDirectory(self) -> None:
+        path = self.write('data-dir = "state"\n')
+        options = parse("--config", path)
+        self.assertEqual(options["data-dir"], str(Path(path).parent / "state"))
+
+    def assertBadFile(self, text: str, *fragments: str) -> None:
+        path = self.write(text)
+        message = str(self.assertRaises(ConfigError, parse, "--config", path))
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        self.assertNotIn("\n", message)
+
+    def test_unknownKey(self) -> None:
+        self.assertBadFile('htp = "tcp:1"\n', "unknown key", "'htp'")
+
+    def test_wrongTypes(self) -> None:
+        self.assertBadFile("echo = 7\n", "'echo'", "endpoint")
+        self.assertBadFile('no-chat = "yes"\n', "'no-chat'", "true or false")
+        self.assertBadFile('grace = "long"\n', "'grace'", "number")
+        self.assertBadFile("grace = true\n", "'grace'", "number")
+        self.assertBadFile('echo = ["tcp:nope"]\n', "'echo'", "tcp:nope")
+
+    def test_notTOML(self) -> None:
+        self.assertBadFile("echo = [\n", "not valid TOML")
+
+    def test_unreadable(self) -> None:
+        missing = self.mktemp()
+        message = str(self.assertRaises(ConfigError, parse, "--config", missing))
+        self.assertIn("cannot read config file", message)
+        self.assertIn(missing, message)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_pluginIsDiscoverable(self) -> None:
+        """
+        The twistd plugin named netsuite is found, provides L{IPlugin} and
+        L{IServiceMaker}, and builds services with L{netsuite.tap}.
+        """
+        import twisted.plugins
+
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
+        self.assertIn("netsuite", makers)
+        maker = makers["netsuite"]
+        self.assertTrue(IPlugin.providedBy(maker))
+        self.assertTrue(IServiceMaker.providedBy(maker))
+        self.assertIs(maker.options, tap.Options)
+        self.assertIs(maker.makeService, tap.makeService)
+        self.assertEqual(maker.module, "netsuite.tap")
+
+
+class ServiceTreeTests(SynchronousTestCase):
+    def test_defaultTree(self) -> None:
+        """
+        One named child per listener; services that are not part of this
+        version yet have no children.
+        """
+        reactor = MemoryReactor()
+        root = makeService(parse(), reactor)
+        names = sorted(s.name for s in root)
+        self.assertEqual(
+            names,
+            [
+                "daytime tcp:8013:interface=127.0.0.1",
+                "echo tcp:8007:interface=127.0.0.1",
+                "echo-udp udp:8007:interface=127.0.0.1",
+            ],
+        )
+        self.assertIsInstance(root.getServiceNamed("echo tcp:8007:interface=127.0.0.1"), StreamListener)
+        self.assertIsInstance(root.getServiceNamed("echo-udp udp:8007:interface=127.0.0.1"), DatagramListener)
+
+    def test_listenersStartOnTheReactor(self) -> None:
+        reactor = MemoryReactor()
+        root = makeService(parse("--no-daytime"), reactor)
+        root.privilegedStartService()
+        tcp = [(port, iface) for port, factory, _, iface in reactor.tcpServers if factory]
+        self.assertEqual(tcp, [(8007, "127.0.0.1")])
+        self.assertEqual([(u[0], u[2], u[3]) for u in reactor.udpServers], [(8007, "127.0.0.1", 65535)])
+
+    def test_disabledServiceHasNoListeners(self) -> None:
+        root = makeService(parse("--no-echo", "--no-daytime"), MemoryReactor())
+        self.assertEqual(list(root), [])
+
+    def test_listenersShareServiceStats(self) -> None:
+        root = makeService(parse("--echo", "tcp:1", "--echo", "tcp:2"), MemoryReactor())
+        one = root.getServiceNamed("echo tcp:1")
+        two = root.getServiceNamed("echo tcp:2")
+        self.assertIs(one.stats, two.stats)
+        self.assertIs(one.stats, root.stats.forService("echo"))
+
+    def test_tlsListenersOnlyWithTLS(self) -> None:
+        options = parse("--no-daytime", "--tls", "--data-dir", self.mktemp())
+        names = sorted(s.name for s in makeService(options, MemoryReactor()))
+        self.assertEqual(
+            names,
+            [
+                "echo tcp:8007:interface=127.0.0.1",
+                "echo+tls tcp:9007:interface=127.0.0.1",
+                "echo-udp udp:8007:interface=127.0.0.1",
+            ],
+        )
+
+    def test_discardOnlyWhenAsked(self) -> None:
+        options = parse("--no-echo", "--no-daytime", "--discard", "tcp:7009")
+        self.assertEqual([s.name for s in makeService(options, MemoryReactor())], ["discard tcp:7009"])

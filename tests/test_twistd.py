@@ -1,0 +1,173 @@
+"""
+End-to-end tests of C{twistd -n netsuite} and C{twist netsuite}, run as real
+processes: listeners log their real addresses and serve, and start-up
+failures are one readable line with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from tests.test_echo import Collector, connect
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
+TWIST = "import sys; sys.argv[0] = 'twist'; from twisted.application.twist._twist import Twist; sys.exit(Twist.main())"
+
+
+def environment(home: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["HOME"] = home
+    env["XDG_DATA_HOME"] = os.path.join(home, "data")
+    return env
+
+
+class Running(ProcessProtocol):
+    """
+    Collects a process's output and notices listener lines as they come.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.output = b""
+        self.expected = expected
+        self.listening: defer.Deferred[list[tuple[str, str, int, bool]]] = defer.Deferred()
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        self.output += data
+        found = re.findall(
+            rb"(\S+) listening on (tcp|udp) 127\.0\.0\.1:(\d+)( \(TLS\))?", self.output
+        )
+        if len(found) >= self.expected and not self.listening.called:
+            self.listening.callback(
+                [(s.decode(), k.decode(), int(p), bool(t)) for s, k, p, t in found]
+            )
+
+    def processEnded(self, reason) -> None:
+        code = reason.value.exitCode
+        if code is None:
+            code = -reason.value.signal
+        if not self.listening.called:
+            self.listening.errback(AssertionError(self.output.decode(errors="replace")))
+        self.ended.callback(code)
+
+
+class TwistdTests(TestCase):
+    timeout = 60
+
+    async def netsuite(self, runner: str, *args: str) -> tuple[str, int]:
+        """
+        Run netsuite until it exits by itself; return its output and status.
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-c", runner, *(["-n", "--pidfile="] if runner is TWISTD else []), "netsuite", *args],
+            env=environment(home),
+            path=home,
+        )
+        return (out + err).decode(), code
+
+    def assertOneReadableLine(self, output: str, code: int, *fragments: str) -> None:
+        self.assertNotEqual(code, 0, output)
+        self.assertNotIn("Traceback", output)
+        lines = [line for line in output.splitlines() if "netsuite: " in line]
+        self.assertEqual(len(lines), 1, output)
+        for fragment in fragments:
+            self.assertIn(fragment, lines[0])
+
+    async def test_servesAndLogsRealAddresses(self) -> None:
+        """
+        C{twistd -n netsuite} logs one line per listener with its real
+        address, serves echo, UDP echo, daytime and TLS echo there, and stops
+        cleanly on SIGTERM.
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        process = Running(expected=5)
+        transport = reactor.spawnProcess(
+            process,
+            sys.executable,
+            [
+                sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
+                "--echo", "tcp:0:interface=127.0.0.1",
+                "--echo-udp", "udp:0:interface=127.0.0.1",
+                "--daytime", "tcp:0:interface=127.0.0.1",
+                "--echo-tls", "tcp:0:interface=127.0.0.1",
+                "--daytime-tls", "tcp:0:interface=127.0.0.1",
+                "--tls",
+            ],
+            env=environment(home),
+            path=home,
+        )
+        def kill():
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        listeners = await process.listening
+        byName = {(s, tls): (kind, port) for s, kind, port, tls in listeners}
+        self.assertEqual(
+            sorted(byName),
+            [("daytime", False), ("daytime", True), ("echo", False), ("echo", True), ("echo-udp", False)],
+        )
+        self.assertIn(b"TLS certificate SHA-256 fingerprint: ", process.output)
+        self.assertTrue(os.path.exists(os.path.join(home, "data", "netsuite", "tls", "localhost.pem")))
+        client = await connect(self, byName[("echo", False)][1], Collector())
+        client.transport.write(b"through twistd")
+        await client.waitFor(14)
+        self.assertEqual(b"".join(client.received), b"through twistd")
+        daytime = await connect(self, byName[("daytime", False)][1], Collector())
+        await daytime.closed
+        self.assertTrue(b"".join(daytime.received).endswith(b"-UTC\r\n"))
+        transport.signalProcess("TERM")
+        code = await process.ended
+        # twistd ends with the signal that stopped it, as Unix daemons do.
+        self.assertIn(code, (0, -signal.SIGTERM), process.output)
+        self.assertIn(b"Server Shut Down.", process.output)
+        self.assertNotIn(b"Traceback", process.output)
+
+    async def test_portInUseIsOneLine(self) -> None:
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        self.addCleanup(taken.close)
+        port = taken.getsockname()[1]
+        for runner in (TWISTD, TWIST):
+            output, code = await self.netsuite(
+                runner, "--daytime", "tcp:0:interface=127.0.0.1",
+                "--echo", f"tcp:{port}:interface=127.0.0.1",
+            )
+            self.assertOneReadableLine(output, code, f"tcp:{port}", "already in use")
+
+    async def test_badEndpointIsOneLine(self) -> None:
+        output, code = await self.netsuite(TWISTD, "--echo", "tcp:eighty")
+        self.assertOneReadableLine(output, code, "--echo", "tcp:eighty")
+
+    async def test_unreadableCertificateIsOneLine(self) -> None:
+        output, code = await self.netsuite(TWIST, "--tls-cert", "missing.pem")
+        self.assertOneReadableLine(output, code, "missing.pem", "No such file")
+
+    async def test_badConfigIsOneLine(self) -> None:
+        output, code = await self.netsuite(TWISTD, "--config", "nonexistent.toml")
+        self.assertOneReadableLine(output, code, "nonexistent.toml")
+
+    async def test_twistHelpListsOptions(self) -> None:
+        output, code = await self.netsuite(TWIST, "--help")
+        self.assertEqual(code, 0, output)
+        for flag in ("--http=", "--echo-udp=", "--tls-cert=", "--no-chat", "--config="):
+            self.assertIn(flag, output)
