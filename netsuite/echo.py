@@ -177,22 +177,35 @@ class Daytime(Protocol):
     """
 
     factory: "DaytimeFactory"
+    _abort = None
 
     def connectionMade(self) -> None:
-        self.transport.write(daytimeLine(self.factory.clock.seconds()))
+        clock = self.factory.clock
+        # A TLS peer that never finishes its handshake would keep the close
+        # from finishing; it gets closeTimeout seconds.
+        self._abort = clock.callLater(self.factory.closeTimeout, self.transport.abortConnection)
+        self.transport.write(daytimeLine(clock.seconds()))
         self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
 
 
 class DaytimeFactory(Factory):
     """
     Builds L{Daytime} protocols.
+
+    @ivar closeTimeout: seconds a connection may take to close before it is
+        aborted.
     """
 
     protocol = Daytime
     noisy = False
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, closeTimeout: float = 30.0) -> None:
         self.clock = clock
+        self.closeTimeout = closeTimeout
 
 
 class EchoDatagram(DatagramProtocol):

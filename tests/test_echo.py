@@ -156,6 +156,27 @@ class DiscardAndDaytimeTests(SynchronousTestCase):
         self.assertFalse(transport.connected)
 
 
+    def test_daytimePeerThatNeverLetsGoIsAborted(self) -> None:
+        """
+        A peer that keeps the close from finishing (e.g. a TLS client that
+        never completes its handshake) is aborted after C{closeTimeout}.
+        """
+        clock = Clock()
+        protocol = DaytimeFactory(clock, closeTimeout=30).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertTrue(transport.disconnecting)
+        clock.advance(29)
+        self.assertFalse(transport.disconnected)
+        clock.advance(1)
+        self.assertTrue(transport.disconnected)
+
+    def test_daytimeCloseCancelsAbort(self) -> None:
+        clock = Clock()
+        connectInMemory(DaytimeFactory(clock))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class FakeUDPTransport:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, tuple]] = []
