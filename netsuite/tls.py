@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -77,7 +78,15 @@ def loadPEM(
         ) from None
     except ValueError:
         raise TLSConfigError(f"no usable PEM private key found in {keyPath!r}") from None
-    if _publicBytes(chain[0].public_key()) != _publicBytes(key.public_key()):
+    except UnsupportedAlgorithm:
+        raise TLSConfigError(f"the private key in {keyPath!r} is of an unsupported kind") from None
+    try:
+        certificateKey = chain[0].public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise TLSConfigError(
+            f"the certificate in {certPath!r} has a key of an unsupported kind"
+        ) from None
+    if _publicBytes(certificateKey) != _publicBytes(key.public_key()):
         raise TLSConfigError(
             f"the private key in {keyPath!r} does not match the certificate "
             f"in {certPath!r}"
@@ -194,7 +203,9 @@ def _certificate(
 
 def _writePEM(path: Path, data: bytes, private: bool) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    # A stale temporary file would keep its old (maybe wider) mode.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)

@@ -10,8 +10,10 @@ import os
 import re
 import time
 
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet import reactor
+import trustme
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
@@ -29,6 +31,9 @@ from netsuite.echo import (
     makeEchoUDPService,
 )
 from netsuite.stats import ServiceStats
+from netsuite.tls import loadPEM, serverOptions
+from tests.tlshelpers import trustRootOf, writeLeaf
+from tests.helpers import Collector, connect, startListener, waitForQuiet
 
 
 def connectInMemory(factory):
@@ -268,51 +273,6 @@ class EchoDatagramTests(SynchronousTestCase):
         self.assertEqual(self.stats.bytesOut, 0)
 
 
-class Collector(Protocol):
-    """
-    A client that sends some data and collects what comes back.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.count = 0
-        self.closed: defer.Deferred[None] = defer.Deferred()
-        self.reason: Failure | None = None
-        self.waiters: list[tuple[int, defer.Deferred[None]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-        self.count += len(data)
-        for target, d in list(self.waiters):
-            if self.count >= target:
-                self.waiters.remove((target, d))
-                d.callback(None)
-
-    def waitFor(self, count: int) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        if self.count >= count:
-            d.callback(None)
-        else:
-            self.waiters.append((count, d))
-        return d
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.reason = reason
-        self.closed.callback(None)
-
-
-async def startListener(testCase: TestCase, service):
-    service.startService()
-    testCase.addCleanup(service.stopService)
-    return service.port.getHost().port
-
-
-async def connect(testCase: TestCase, port: int, protocol: Protocol):
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
-    testCase.addCleanup(lambda: protocol.transport.abortConnection())
-    return protocol
-
-
 class EchoSocketTests(TestCase):
     """
     TCP echo over real loopback sockets.
@@ -340,13 +300,7 @@ class EchoSocketTests(TestCase):
         size = 32 * 1024 * 1024
         data = os.urandom(size)
         client.transport.write(data)
-        # Wait until the server has stopped taking data in.
-        last = -1
-        for _ in range(100):
-            await deferLater(reactor, 0.05, lambda: None)
-            if service.stats.bytesIn == last:
-                break
-            last = service.stats.bytesIn
+        await waitForQuiet(lambda: service.stats.bytesIn)
         wrapper = next(iter(service.tracker.protocols))
         serverTransport = wrapper.transport
         buffered = len(serverTransport.dataBuffer) + serverTransport._tempDataLen
@@ -480,3 +434,31 @@ class DaytimeSocketTests(TestCase):
         self.assertIsNotNone(match, line)
         sent = time.strptime(line.decode()[:-6], "%A, %B %d, %Y %H:%M:%S")
         self.assertLess(abs(time.mktime(sent) - time.mktime(time.gmtime())), 5)
+
+
+class TLSBackpressureTests(TestCase):
+    async def test_slowTLSReaderDoesNotGrowServerBuffer(self) -> None:
+        """
+        Over TLS too, a client that does not read makes the server stop
+        reading, and gets everything once it reads again.
+        """
+        ca = trustme.CA()
+        certPath, keyPath = writeLeaf(self.mktemp(), ca.issue_cert("localhost"))
+        service = makeEchoService(
+            "tcp:0:interface=127.0.0.1", tls=serverOptions(*loadPEM(certPath, keyPath))
+        )
+        port = await startListener(self, service)
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        client = await connect(self, port, Collector(), endpoint)
+        client.transport.pauseProducing()
+        size = 32 * 1024 * 1024
+        data = os.urandom(size)
+        client.transport.write(data)
+        await waitForQuiet(lambda: service.stats.bytesIn)
+        self.assertLess(service.stats.bytesIn, size // 2)
+        client.transport.resumeProducing()
+        await client.waitFor(size)
+        self.assertEqual(b"".join(client.received), data)

@@ -9,11 +9,10 @@ import re
 from pathlib import Path
 
 from twisted.application.service import IService
-from twisted.internet import reactor
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.test_echo import Collector, connect
+from tests.helpers import Collector, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from twisted.internet import defer, reactor
-from twisted.internet.error import ProcessDone, ProcessTerminated
+
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from tests.test_echo import Collector, connect
+from tests.helpers import Collector, connect
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"

@@ -1,0 +1,87 @@
+"""
+Helpers for tests over real loopback sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+
+class Collector(Protocol):
+    """
+    A client that sends some data and collects what comes back.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.count = 0
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.reason: Failure | None = None
+        self.waiters: list[tuple[int, defer.Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        self.count += len(data)
+        for target, d in list(self.waiters):
+            if self.count >= target:
+                self.waiters.remove((target, d))
+                d.callback(None)
+
+    def waitFor(self, count: int) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        if self.count >= count:
+            d.callback(None)
+        else:
+            self.waiters.append((count, d))
+        return d
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.reason = reason
+        self.closed.callback(None)
+
+
+async def startListener(testCase: TestCase, service) -> int:
+    """
+    Start a listener service, stopped when C{testCase} ends; return its port.
+    """
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    return service.port.getHost().port
+
+
+async def connect(
+    testCase: TestCase,
+    port: int,
+    protocol: Protocol,
+    endpoint: IStreamClientEndpoint | None = None,
+) -> Protocol:
+    """
+    Connect C{protocol} to 127.0.0.1:C{port} (or through C{endpoint}); the
+    connection is aborted when C{testCase} ends.
+    """
+    if endpoint is None:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await connectProtocol(endpoint, protocol)
+    testCase.addCleanup(lambda: protocol.transport.abortConnection())
+    return protocol
+
+
+async def waitForQuiet(read: Callable[[], int], interval: float = 0.05, polls: int = 100) -> None:
+    """
+    Wait until C{read()} stops changing between two polls.
+    """
+    last = -1
+    for _ in range(polls):
+        await deferLater(reactor, interval, lambda: None)
+        value = read()
+        if value == last:
+            return
+        last = value

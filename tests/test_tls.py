@@ -1,0 +1,754 @@
+"""
+Tests for L{netsuite.tls}: loading PEM files, the server TLS policy (checked
+over real loopback connections), the self-signed and development
+certificates, C{netsuite-certs}, and the TLS options of C{twistd netsuite}.
+
+Every certificate is made in the test, by trustme or by L{netsuite.tls}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import ipaddress
+import os
+import ssl
+import stat
+import sys
+from pathlib import Path
+from typing import Any, Generator
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL, crypto
+from service_identity import VerificationError
+from twisted.internet import defer, error, threads
+from twisted.internet.ssl import (
+    AcceptableCiphers,
+    Certificate,
+    CertificateOptions,
+    TLSVersion,
+)
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netsuite import tap
+from netsuite.echo import makeDaytimeService
+from netsuite.tls import (
+    TLSConfigError,
+    ensureSelfSigned,
+    fingerprint,
+    loadPEM,
+    main,
+    makeDevelopmentCertificates,
+    serverOptions,
+)
+from tests.tlshelpers import (
+    startListener,
+    stdlibTLSEcho,
+    trustRootOf,
+    twistedTLSClient,
+    writeLeaf,
+)
+
+MiB = 1024 * 1024
+
+#: TLS 1.2 CBC suites (SHA-1 MAC) for either key type; netsuite refuses them.
+CBC_CIPHERS = "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA"
+
+
+#: A private key on secp112r1, a curve cryptography cannot load (a test
+#: vector: made with C{openssl ecparam -name secp112r1 -genkey -noout}).
+UNSUPPORTED_CURVE_KEY = b"""\
+-----BEGIN EC PRIVATE KEY-----
+MD4CAQEEDjjI97FLGBNghox5dweuoAcGBSuBBAAGoSADHgAEMnGK4SKvJpqUDCOf
+tNxze+8ABr4NecleGczw8Q==
+-----END EC PRIVATE KEY-----
+"""
+
+
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def _mode(path: Path | str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _writeKey(path: str, leaf: trustme.LeafCert) -> None:
+    leaf.private_key_pem.write_to_path(path)
+
+
+class LoadPEMTests(SynchronousTestCase):
+    """
+    L{loadPEM} reads a chain and its key, and says in one line what is wrong
+    with files it cannot use.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.ca = trustme.CA()
+
+    def test_certificateAndKeyLoad(self) -> None:
+        """
+        A certificate file and its key file give the certificate and a key
+        whose public half is the certificate's.
+        """
+        leaf = self.ca.issue_cert("localhost")
+        certPath, keyPath = writeLeaf(self.directory, leaf)
+        chain, key = loadPEM(certPath, keyPath)
+        self.assertEqual(len(chain), 1)
+        expected = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
+        self.assertEqual(_der(chain[0]), _der(expected))
+        self.assertEqual(
+            key.public_key().public_numbers(),
+            expected.public_key().public_numbers(),  # type: ignore[union-attr]
+        )
+
+    def test_chainFileKeepsIntermediates(self) -> None:
+        """
+        A file holding a leaf and its intermediate CA loads as both, leaf
+        first.
+        """
+        intermediate = self.ca.create_child_ca()
+        leaf = intermediate.issue_cert("localhost")
+        certPath, keyPath = writeLeaf(self.directory, leaf)
+        chain, _ = loadPEM(certPath, keyPath)
+        self.assertEqual(
+            [_der(c) for c in chain],
+            [_der(x509.load_pem_x509_certificate(b.bytes())) for b in leaf.cert_chain_pems],
+        )
+        self.assertEqual(len(chain), 2)
+        self.assertEqual(
+            chain[1].subject,
+            x509.load_pem_x509_certificate(intermediate.cert_pem.bytes()).subject,
+        )
+
+    def test_keyInCertificateFileByDefault(self) -> None:
+        """
+        Without a key path the key is read from the certificate's file,
+        which may also hold the chain.
+        """
+        leaf = self.ca.create_child_ca().issue_cert("localhost")
+        certPath, keyPath = writeLeaf(self.directory, leaf, combined=True)
+        self.assertIsNone(keyPath)
+        chain, key = loadPEM(certPath)
+        self.assertEqual(len(chain), 2)
+        self.assertEqual(
+            key.public_key().public_numbers(),
+            chain[0].public_key().public_numbers(),  # type: ignore[union-attr]
+        )
+
+    def test_unreadableCertificateNamesThePath(self) -> None:
+        """
+        A certificate file that cannot be read raises L{TLSConfigError}
+        naming it.
+        """
+        missing = os.path.join(self.directory, "missing.pem")
+        e = self.assertRaises(TLSConfigError, loadPEM, missing)
+        self.assertIn(missing, str(e))
+
+    def test_unreadableKeyNamesThePath(self) -> None:
+        """
+        A key file that cannot be read raises L{TLSConfigError} naming it.
+        """
+        certPath, _ = writeLeaf(self.directory, self.ca.issue_cert("localhost"))
+        missing = os.path.join(self.directory, "missing-key.pem")
+        e = self.assertRaises(TLSConfigError, loadPEM, certPath, missing)
+        self.assertIn(missing, str(e))
+
+    def test_fileWithoutCertificate(self) -> None:
+        """
+        A file with no certificate in it (here: only a key) raises
+        L{TLSConfigError} naming it.
+        """
+        keyOnly = os.path.join(self.directory, "key-only.pem")
+        _writeKey(keyOnly, self.ca.issue_cert("localhost"))
+        e = self.assertRaises(TLSConfigError, loadPEM, keyOnly, keyOnly)
+        self.assertIn("no PEM certificate", str(e))
+        self.assertIn(keyOnly, str(e))
+
+    def test_fileWithoutKey(self) -> None:
+        """
+        A certificate file without a key, used as its own key file, raises
+        L{TLSConfigError} naming it.
+        """
+        certPath, _ = writeLeaf(self.directory, self.ca.issue_cert("localhost"))
+        e = self.assertRaises(TLSConfigError, loadPEM, certPath)
+        self.assertIn("private key", str(e))
+        self.assertIn(certPath, str(e))
+
+    def test_mismatchedKeyIsRefused(self) -> None:
+        """
+        A key that is not the certificate's raises L{TLSConfigError} saying
+        that it does not match.
+        """
+        certPath, _ = writeLeaf(self.directory, self.ca.issue_cert("localhost"))
+        otherKey = os.path.join(self.directory, "other-key.pem")
+        _writeKey(otherKey, self.ca.issue_cert("localhost"))
+        e = self.assertRaises(TLSConfigError, loadPEM, certPath, otherKey)
+        self.assertIn("does not match", str(e))
+        self.assertIn(otherKey, str(e))
+
+    def test_encryptedKeyIsRefused(self) -> None:
+        """
+        A passphrase-protected key raises L{TLSConfigError} saying that it
+        is encrypted.
+        """
+        leaf = self.ca.issue_cert("localhost")
+        certPath, keyPath = writeLeaf(self.directory, leaf)
+        assert keyPath is not None
+        key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+        with open(keyPath, "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.BestAvailableEncryption(b"secret"),
+                )
+            )
+        e = self.assertRaises(TLSConfigError, loadPEM, certPath, keyPath)
+        self.assertIn("encrypted", str(e))
+        self.assertIn(keyPath, str(e))
+
+    def test_unsupportedKeyIsRefused(self) -> None:
+        """
+        A key cryptography cannot load (an unsupported curve) raises
+        L{TLSConfigError} naming the file, like any other unusable key.
+        """
+        certPath, _ = writeLeaf(self.directory, self.ca.issue_cert("localhost"))
+        keyPath = os.path.join(self.directory, "secp112r1-key.pem")
+        with open(keyPath, "wb") as f:
+            f.write(UNSUPPORTED_CURVE_KEY)
+        e = self.assertRaises(TLSConfigError, loadPEM, certPath, keyPath)
+        self.assertIn(keyPath, str(e))
+
+
+
+def _permissiveOptions(certPath: str, keyPath: str | None) -> CertificateOptions:
+    """
+    Server options that accept TLS 1.0 and every cipher: the control showing
+    that a client refused by netsuite's policy can connect at all here.
+    """
+    chain, key = loadPEM(certPath, keyPath)
+    options = CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+        certificate=crypto.X509.from_cryptography(chain[0]),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+        insecurelyLowerMinimumTo=TLSVersion.TLSv1_0,
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString("ALL"),
+    )
+    # The context is cached: lower its security level past what TLS 1.1
+    # needs under OpenSSL 3.
+    options.getContext().set_cipher_list(b"ALL:@SECLEVEL=0")
+    return options
+
+
+class _ServerPolicyMixin:
+    """
+    L{serverOptions}' policy (TLS 1.2 or newer, forward-secret AEAD ciphers)
+    checked over loopback against a TLS echo listener.  Subclasses pick the
+    server key's type.
+    """
+
+    keyType: trustme.KeyType
+    timeout = 10
+
+    def setUp(self) -> None:
+        self.ca = trustme.CA(key_type=self.keyType)
+        # Served with an intermediate: clients trust only the root, so a
+        # handshake that verifies proves the chain is sent.
+        leaf = self.ca.create_child_ca(key_type=self.keyType).issue_cert(
+            "localhost", key_type=self.keyType
+        )
+        self.certPath, self.keyPath = writeLeaf(self.mktemp(), leaf)  # type: ignore[attr-defined]
+        chain, key = loadPEM(self.certPath, self.keyPath)
+        self.port = startListener(self, serverOptions(chain, key))  # type: ignore[arg-type]
+        self.cadata = self.ca.cert_pem.bytes().decode("ascii")
+
+    def _stdlib(self, port: int, **kwargs: Any) -> defer.Deferred[Any]:
+        return threads.deferToThread(stdlibTLSEcho, port, self.cadata, **kwargs)
+
+    @defer.inlineCallbacks
+    def test_verifiedClientGetsOneMebibyteEchoed(self) -> Generator[Any, Any, None]:
+        """
+        A Twisted client verifying the name C{localhost} against the root CA
+        completes the handshake and gets 1 MiB back byte for byte.
+        """
+        payload = os.urandom(MiB)
+        received, reason = yield twistedTLSClient(
+            self.port, "localhost", trustRootOf(self.ca), payload, expected=len(payload)
+        )
+        self.assertEqual(len(received), len(payload))  # type: ignore[attr-defined]
+        self.assertTrue(received == payload, "echoed bytes differ")  # type: ignore[attr-defined]
+        self.assertTrue(reason.check(error.ConnectionDone), reason)  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_wrongHostnameFailsHandshake(self) -> Generator[Any, Any, None]:
+        """
+        A client expecting another name refuses the server's certificate:
+        its connection fails with service_identity's L{VerificationError}
+        (Twisted's report of a name mismatch) and nothing is echoed.
+        """
+        received, reason = yield twistedTLSClient(
+            self.port, "wrong.example", trustRootOf(self.ca), b"hello", expected=5
+        )
+        self.assertEqual(received, b"")  # type: ignore[attr-defined]
+        self.assertTrue(  # type: ignore[attr-defined]
+            reason.check(VerificationError), reason
+        )
+
+    @defer.inlineCallbacks
+    def test_untrustedClientFailsHandshake(self) -> Generator[Any, Any, None]:
+        """
+        A client trusting another CA fails the handshake with an SSL error.
+        """
+        received, reason = yield twistedTLSClient(
+            self.port, "localhost", trustRootOf(trustme.CA()), b"hello", expected=5
+        )
+        self.assertEqual(received, b"")  # type: ignore[attr-defined]
+        self.assertTrue(reason.check(SSL.Error), reason)  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_tls12AEADClientAccepted(self) -> Generator[Any, Any, None]:
+        """
+        A TLS 1.2 client offering only ECDHE with AES-GCM gets through.
+        """
+        version, cipher, echoed = yield self._stdlib(
+            self.port,
+            minimum=ssl.TLSVersion.TLSv1_2,
+            maximum=ssl.TLSVersion.TLSv1_2,
+            ciphers="ECDHE+AESGCM",
+        )
+        self.assertEqual((version, echoed), ("TLSv1.2", b"ping"))  # type: ignore[attr-defined]
+        self.assertIn("GCM", cipher)  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_tls13ClientAccepted(self) -> Generator[Any, Any, None]:
+        """
+        A TLS 1.3-only client gets through.
+        """
+        version, _, echoed = yield self._stdlib(
+            self.port, minimum=ssl.TLSVersion.TLSv1_3
+        )
+        self.assertEqual((version, echoed), ("TLSv1.3", b"ping"))  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_tls12CBCClientRefused(self) -> Generator[Any, Any, None]:
+        """
+        A TLS 1.2 client offering only CBC suites is refused, although the
+        same client gets through to a server that allows them.
+        """
+        kwargs = dict(
+            minimum=ssl.TLSVersion.TLSv1_2,
+            maximum=ssl.TLSVersion.TLSv1_2,
+            ciphers=CBC_CIPHERS,
+        )
+        control = startListener(self, _permissiveOptions(self.certPath, self.keyPath))  # type: ignore[arg-type]
+        version, cipher, echoed = yield self._stdlib(control, **kwargs)
+        self.assertEqual((version, echoed), ("TLSv1.2", b"ping"))  # type: ignore[attr-defined]
+        self.assertIn(cipher, CBC_CIPHERS.split(":"))  # type: ignore[attr-defined]
+
+        yield self.assertFailure(  # type: ignore[attr-defined]
+            self._stdlib(self.port, **kwargs), ssl.SSLError
+        )
+
+    @defer.inlineCallbacks
+    def test_tls11ClientRefused(self) -> Generator[Any, Any, None]:
+        """
+        A client offering at most TLS 1.1 is refused, although the same
+        client gets through to a server that allows TLS 1.1.
+        """
+        kwargs = dict(
+            minimum=ssl.TLSVersion.TLSv1,
+            maximum=ssl.TLSVersion.TLSv1_1,
+            ciphers="DEFAULT:@SECLEVEL=0",
+        )
+        control = startListener(self, _permissiveOptions(self.certPath, self.keyPath))  # type: ignore[arg-type]
+        version, _, echoed = yield self._stdlib(control, **kwargs)
+        self.assertEqual((version, echoed), ("TLSv1.1", b"ping"))  # type: ignore[attr-defined]
+
+        yield self.assertFailure(  # type: ignore[attr-defined]
+            self._stdlib(self.port, **kwargs), ssl.SSLError
+        )
+
+    @defer.inlineCallbacks
+    def test_tls11RefusedEvenWithEveryCipherAllowed(self) -> Generator[Any, Any, None]:
+        """
+        The protocol floor holds on its own: with netsuite's options but
+        every cipher allowed (at security level 0), a TLS 1.2 CBC client gets
+        through and a TLS 1.1 client is still refused.
+        """
+        options = serverOptions(*loadPEM(self.certPath, self.keyPath))
+        options.getContext().set_cipher_list(b"ALL:@SECLEVEL=0")
+        port = startListener(self, options)  # type: ignore[arg-type]
+        version, _, echoed = yield self._stdlib(
+            port,
+            minimum=ssl.TLSVersion.TLSv1_2,
+            maximum=ssl.TLSVersion.TLSv1_2,
+            ciphers=CBC_CIPHERS,
+        )
+        self.assertEqual((version, echoed), ("TLSv1.2", b"ping"))  # type: ignore[attr-defined]
+
+        yield self.assertFailure(  # type: ignore[attr-defined]
+            self._stdlib(
+                port,
+                minimum=ssl.TLSVersion.TLSv1,
+                maximum=ssl.TLSVersion.TLSv1_1,
+                ciphers="DEFAULT:@SECLEVEL=0",
+            ),
+            ssl.SSLError,
+        )
+
+
+class ServerPolicyECDSATests(_ServerPolicyMixin, TestCase):
+    keyType = trustme.KeyType.ECDSA
+
+
+class ServerPolicyRSATests(_ServerPolicyMixin, TestCase):
+    keyType = trustme.KeyType.RSA
+
+
+class DaytimeOverTLSTests(TestCase):
+    """
+    Daytime works behind TLS.
+    """
+
+    timeout = 10
+
+    @defer.inlineCallbacks
+    def test_sendsOneCRLFLineAndCloses(self) -> Generator[Any, Any, None]:
+        """
+        A TLS daytime client gets one line ending in CRLF, then a clean
+        close.
+        """
+        ca = trustme.CA()
+        certPath, keyPath = writeLeaf(self.mktemp(), ca.issue_cert("localhost"))
+        port = startListener(
+            self, serverOptions(*loadPEM(certPath, keyPath)), make=makeDaytimeService
+        )
+        received, reason = yield twistedTLSClient(port, "localhost", trustRootOf(ca))
+        self.assertTrue(received.endswith(b"\r\n"), received)
+        self.assertEqual(received.count(b"\n"), 1, received)
+        self.assertIn(b"UTC", received)
+        self.assertTrue(reason.check(error.ConnectionDone), reason)
+
+
+def _sans(certificate: x509.Certificate) -> x509.SubjectAlternativeName:
+    return certificate.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value
+
+
+class SelfSignedTests(SynchronousTestCase):
+    """
+    L{ensureSelfSigned} keeps one usable self-signed certificate for
+    localhost in a directory.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+
+    def test_createsCertificateAndPrivateKey(self) -> None:
+        """
+        The first call creates a certificate and its key, the key readable
+        by the owner only.
+        """
+        certPath, keyPath, created = ensureSelfSigned(self.directory)
+        self.assertTrue(created)
+        self.assertEqual(certPath.parent, self.directory)
+        self.assertEqual(keyPath.parent, self.directory)
+        self.assertEqual(_mode(keyPath), 0o600)
+        chain, _ = loadPEM(str(certPath), str(keyPath))
+        self.assertEqual(len(chain), 1)
+        self.assertEqual(chain[0].subject, chain[0].issuer)
+
+    def test_certificateNamesLocalhostAndLoopback(self) -> None:
+        """
+        The certificate is valid for the name localhost and the address
+        127.0.0.1 (subject alternative names).
+        """
+        certPath, keyPath, _ = ensureSelfSigned(self.directory)
+        chain, _ = loadPEM(str(certPath), str(keyPath))
+        sans = _sans(chain[0])
+        self.assertIn("localhost", sans.get_values_for_type(x509.DNSName))
+        self.assertIn(
+            ipaddress.ip_address("127.0.0.1"), sans.get_values_for_type(x509.IPAddress)
+        )
+
+    def test_secondCallReusesFiles(self) -> None:
+        """
+        A second call returns the same files, unchanged, and says it created
+        nothing.
+        """
+        certPath, keyPath, _ = ensureSelfSigned(self.directory)
+        before = certPath.read_bytes(), keyPath.read_bytes()
+        again = ensureSelfSigned(self.directory)
+        self.assertEqual(again, (certPath, keyPath, False))
+        self.assertEqual((certPath.read_bytes(), keyPath.read_bytes()), before)
+
+    def test_keyIsOwnerOnlyDespiteStaleTemporaryFile(self) -> None:
+        """
+        The key is written owner-only even when a temporary file left by an
+        earlier, interrupted write is readable by others.
+        """
+        self.directory.mkdir()
+        stale = self.directory / "localhost-key.pem.tmp"
+        stale.write_bytes(b"left over")
+        stale.chmod(0o644)
+        _, keyPath, created = ensureSelfSigned(self.directory)
+        self.assertTrue(created)
+        self.assertEqual(_mode(keyPath), 0o600)
+
+
+    def test_corruptedCertificateIsReplaced(self) -> None:
+        """
+        A certificate file that no longer parses is replaced by a new,
+        loadable certificate.
+        """
+        certPath, keyPath, _ = ensureSelfSigned(self.directory)
+        certPath.write_bytes(
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+        )
+        newCert, newKey, created = ensureSelfSigned(self.directory)
+        self.assertTrue(created)
+        self.assertEqual((newCert, newKey), (certPath, keyPath))
+        loadPEM(str(newCert), str(newKey))
+
+    def test_corruptedKeyIsReplaced(self) -> None:
+        """
+        A key file that no longer parses makes a new certificate and key.
+        """
+        certPath, keyPath, _ = ensureSelfSigned(self.directory)
+        oldCert = certPath.read_bytes()
+        keyPath.write_bytes(b"garbage")
+        _, _, created = ensureSelfSigned(self.directory)
+        self.assertTrue(created)
+        self.assertNotEqual(certPath.read_bytes(), oldCert)
+        loadPEM(str(certPath), str(keyPath))
+        self.assertEqual(_mode(keyPath), 0o600)
+
+    def test_expiringCertificateIsReplaced(self) -> None:
+        """
+        A certificate that expires within days is replaced.
+        """
+        self.directory.mkdir()
+        soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+        leaf = trustme.CA().issue_cert("localhost", not_after=soon)
+        leaf.cert_chain_pems[0].write_to_path(str(self.directory / "localhost.pem"))
+        leaf.private_key_pem.write_to_path(str(self.directory / "localhost-key.pem"))
+        certPath, keyPath, created = ensureSelfSigned(self.directory)
+        self.assertTrue(created)
+        chain, _ = loadPEM(str(certPath), str(keyPath))
+        self.assertGreater(chain[0].not_valid_after_utc, soon)
+
+    def test_fingerprintIsColonHexSHA256OfDER(self) -> None:
+        """
+        L{fingerprint} is the SHA-256 of the DER certificate as upper-case
+        hex pairs joined by colons.
+        """
+        certPath, keyPath, _ = ensureSelfSigned(self.directory)
+        chain, _ = loadPEM(str(certPath), str(keyPath))
+        digest = hashlib.sha256(_der(chain[0])).hexdigest().upper()
+        expected = ":".join(digest[i : i + 2] for i in range(0, 64, 2))
+        self.assertEqual(fingerprint(chain[0]), expected)
+        self.assertEqual(len(fingerprint(chain[0])), 32 * 3 - 1)
+
+
+class SelfSignedOverTLSTests(TestCase):
+    """
+    The self-signed certificate works for a client that trusts it.
+    """
+
+    timeout = 10
+
+    @defer.inlineCallbacks
+    def test_clientTrustingSelfSignedVerifiesLocalhostAndAddress(
+        self,
+    ) -> Generator[Any, Any, None]:
+        """
+        A client that trusts the self-signed certificate verifies the server
+        both as C{localhost} and as C{127.0.0.1}.
+        """
+        certPath, keyPath, _ = ensureSelfSigned(Path(self.mktemp()))
+        port = startListener(self, serverOptions(*loadPEM(str(certPath), str(keyPath))))
+        root = Certificate.loadPEM(certPath.read_bytes())
+        for name in ("localhost", "127.0.0.1"):
+            received, reason = yield twistedTLSClient(port, name, root, b"hi", expected=2)
+            self.assertEqual(received, b"hi", (name, reason))
+
+
+class DevelopmentCertificatesTests(SynchronousTestCase):
+    """
+    L{makeDevelopmentCertificates} and C{netsuite-certs} (L{main}) write a
+    local CA and a server certificate signed by it.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+
+    def test_writesCAAndServerChain(self) -> None:
+        """
+        It writes C{ca.pem}, C{ca-key.pem}, C{server.pem} (server
+        certificate then CA) and C{server-key.pem}, keys owner-only.
+        """
+        paths = makeDevelopmentCertificates(self.directory)
+        self.assertEqual(
+            [p.name for p in paths],
+            ["ca.pem", "ca-key.pem", "server.pem", "server-key.pem"],
+        )
+        self.assertEqual({p.parent for p in paths}, {self.directory})
+        ca, _ = loadPEM(str(self.directory / "ca.pem"), str(self.directory / "ca-key.pem"))
+        chain, _ = loadPEM(
+            str(self.directory / "server.pem"), str(self.directory / "server-key.pem")
+        )
+        self.assertEqual(len(chain), 2)
+        self.assertEqual(_der(chain[1]), _der(ca[0]))
+        self.assertEqual(chain[0].issuer, ca[0].subject)
+        self.assertTrue(
+            ca[0].extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        )
+        self.assertIn("localhost", _sans(chain[0]).get_values_for_type(x509.DNSName))
+        for name in ("ca-key.pem", "server-key.pem"):
+            self.assertEqual(_mode(self.directory / name), 0o600, name)
+
+    def test_mainWritesAndPrintsPaths(self) -> None:
+        """
+        C{main([DIR])} writes the files, prints their paths and the server
+        certificate's fingerprint, and returns 0.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertEqual(main([str(self.directory)]), 0)
+        printed = out.getvalue()
+        for name in ("ca.pem", "ca-key.pem", "server.pem", "server-key.pem"):
+            self.assertTrue((self.directory / name).is_file(), name)
+            self.assertIn(str(self.directory / name), printed)
+        chain, _ = loadPEM(
+            str(self.directory / "server.pem"), str(self.directory / "server-key.pem")
+        )
+        self.assertIn(fingerprint(chain[0]), printed)
+
+    def test_mainRefusesAnOption(self) -> None:
+        """
+        C{main(["-x"])} prints its usage to stderr, writes nothing and
+        returns 2.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        self.assertEqual(main(["-x"]), 2)
+        self.assertIn("usage", err.getvalue())
+        self.assertEqual(out.getvalue(), "")
+        self.assertFalse(os.path.exists("-x"))
+
+
+class DevelopmentCertificatesOverTLSTests(TestCase):
+    """
+    The development server certificate is accepted by a client trusting the
+    development CA.
+    """
+
+    timeout = 10
+
+    @defer.inlineCallbacks
+    def test_clientTrustingCAVerifiesLocalhost(self) -> Generator[Any, Any, None]:
+        """
+        A Twisted client trusting C{ca.pem} and verifying C{localhost} gets
+        its echo from a listener using C{server.pem} and C{server-key.pem}.
+        """
+        directory = Path(self.mktemp())
+        makeDevelopmentCertificates(directory)
+        port = startListener(
+            self,
+            serverOptions(
+                *loadPEM(str(directory / "server.pem"), str(directory / "server-key.pem"))
+            ),
+        )
+        root = Certificate.loadPEM((directory / "ca.pem").read_bytes())
+        received, reason = yield twistedTLSClient(
+            port, "localhost", root, b"development", expected=11
+        )
+        self.assertEqual(received, b"development", reason)
+
+
+class TapTLSOptionsTests(SynchronousTestCase):
+    """
+    The TLS flags of C{twistd netsuite} load or create the certificate, and
+    stop with one readable line when they cannot.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.ca = trustme.CA()
+
+    def _parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_noTLSByDefault(self) -> None:
+        """
+        Without TLS flags there are no TLS options.
+        """
+        options = self._parse()
+        self.assertIsNone(options["tls-options"])
+        self.assertIsNone(options["tls-fingerprint"])
+
+    def test_tlsUsesSelfSignedCertificateInDataDirectory(self) -> None:
+        """
+        C{--tls --data-dir D} creates a self-signed certificate under D and
+        gives its fingerprint.
+        """
+        options = self._parse("--tls", "--data-dir", self.directory)
+        self.assertIsInstance(options["tls-options"], CertificateOptions)
+        certPath, keyPath, created = ensureSelfSigned(Path(self.directory) / "tls")
+        self.assertFalse(created)
+        chain, _ = loadPEM(str(certPath), str(keyPath))
+        self.assertEqual(options["tls-fingerprint"], fingerprint(chain[0]))
+
+    def test_tlsCertWithKey(self) -> None:
+        """
+        C{--tls-cert} and C{--tls-key} turn TLS on with that certificate.
+        """
+        leaf = self.ca.issue_cert("localhost")
+        certPath, keyPath = writeLeaf(self.directory, leaf)
+        assert keyPath is not None
+        options = self._parse("--tls-cert", certPath, "--tls-key", keyPath)
+        self.assertIsInstance(options["tls-options"], CertificateOptions)
+        expected = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
+        self.assertEqual(options["tls-fingerprint"], fingerprint(expected))
+
+    def test_mismatchedKeyIsAConfigError(self) -> None:
+        """
+        A C{--tls-key} that is not C{--tls-cert}'s stops with a
+        L{tap.ConfigError} saying it does not match.
+        """
+        certPath, _ = writeLeaf(self.directory, self.ca.issue_cert("localhost"))
+        otherKey = os.path.join(self.directory, "other-key.pem")
+        _writeKey(otherKey, self.ca.issue_cert("localhost"))
+        e = self.assertRaises(
+            tap.ConfigError, self._parse, "--tls-cert", certPath, "--tls-key", otherKey
+        )
+        self.assertIn("does not match", str(e))
+
+    def test_keyWithoutCertificateIsAConfigError(self) -> None:
+        """
+        C{--tls-key} alone stops with a L{tap.ConfigError}.
+        """
+        _, keyPath = writeLeaf(self.directory, self.ca.issue_cert("localhost"))
+        assert keyPath is not None
+        e = self.assertRaises(tap.ConfigError, self._parse, "--tls-key", keyPath)
+        self.assertIn("--tls-cert", str(e))
+
+    def test_unreadableCertificateIsAConfigErrorNamingIt(self) -> None:
+        """
+        An unreadable C{--tls-cert} stops with a L{tap.ConfigError} naming
+        the file.
+        """
+        missing = os.path.join(os.path.abspath(self.directory), "missing.pem")
+        e = self.assertRaises(tap.ConfigError, self._parse, "--tls-cert", missing)
+        self.assertIn(missing, str(e))
