@@ -16,16 +16,16 @@ Embedding::
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netsuite.limits import BucketTable, IdleTimeout, TokenBucket
-from netsuite.listen import DEFAULT_GRACE, DatagramListener, StreamListener, _reactor
+from netsuite.listen import DatagramListener, StreamListener, _reactor
 from netsuite.stats import ServiceStats
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
@@ -283,35 +283,33 @@ def makeEchoService(
     endpoint: str = DEFAULT_ECHO,
     reactor: object | None = None,
     *,
-    tls: CertificateOptions | None = None,
     stats: ServiceStats | None = None,
     idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
-    grace: float = DEFAULT_GRACE,
+    **listening: Any,
 ) -> StreamListener:
     """
     A service running TCP echo on C{endpoint} (a Twisted endpoint string).
 
-    @param tls: serve TLS with these options (see L{netsuite.tls}).
     @param stats: where to count; shared by listeners of the same service.
     @param idleTimeout: seconds without input before a connection is closed.
-    @param grace: seconds open connections get to finish when stopping.
+    @param listening: keyword arguments of L{StreamListener}: C{tls} (serve
+        TLS with these options, see L{netsuite.tls}), C{grace} (seconds open
+        connections get to finish when stopping), C{maxConnections} and
+        C{maxPerHost}.
     """
     reactor = _reactor(reactor)
     stats = stats if stats is not None else ServiceStats("echo")
     factory = EchoFactory(reactor, stats, idleTimeout)  # type: ignore[arg-type]
-    return StreamListener(
-        "echo", endpoint, factory, reactor=reactor, stats=stats, tls=tls, grace=grace
-    )
+    return StreamListener("echo", endpoint, factory, reactor=reactor, stats=stats, **listening)
 
 
 def makeDiscardService(
     endpoint: str = DEFAULT_DISCARD,
     reactor: object | None = None,
     *,
-    tls: CertificateOptions | None = None,
     stats: ServiceStats | None = None,
     idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
-    grace: float = DEFAULT_GRACE,
+    **listening: Any,
 ) -> StreamListener:
     """
     A service running TCP discard on C{endpoint}; see L{makeEchoService}.
@@ -319,27 +317,22 @@ def makeDiscardService(
     reactor = _reactor(reactor)
     stats = stats if stats is not None else ServiceStats("discard")
     factory = DiscardFactory(reactor, stats, idleTimeout)  # type: ignore[arg-type]
-    return StreamListener(
-        "discard", endpoint, factory, reactor=reactor, stats=stats, tls=tls, grace=grace
-    )
+    return StreamListener("discard", endpoint, factory, reactor=reactor, stats=stats, **listening)
 
 
 def makeDaytimeService(
     endpoint: str = DEFAULT_DAYTIME,
     reactor: object | None = None,
     *,
-    tls: CertificateOptions | None = None,
     stats: ServiceStats | None = None,
-    grace: float = DEFAULT_GRACE,
+    **listening: Any,
 ) -> StreamListener:
     """
     A service running daytime on C{endpoint}; see L{makeEchoService}.
     """
     reactor = _reactor(reactor)
     factory = DaytimeFactory(reactor)  # type: ignore[arg-type]
-    return StreamListener(
-        "daytime", endpoint, factory, reactor=reactor, stats=stats, tls=tls, grace=grace
-    )
+    return StreamListener("daytime", endpoint, factory, reactor=reactor, stats=stats, **listening)
 
 
 def makeEchoUDPService(

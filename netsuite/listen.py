@@ -13,7 +13,7 @@ readable sentence.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer, error
@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
     IReactorUDP,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -121,6 +121,7 @@ class _TrackedProtocol(ProtocolWrapper):
     """
 
     factory: "TrackingFactory"
+    host: str | None = None
 
     def write(self, data: bytes) -> None:
         self.factory.stats.bytesOut += len(data)
@@ -154,35 +155,80 @@ class _TrackedHalfCloseableProtocol(_TrackedProtocol):
         self.wrappedProtocol.writeConnectionLost()
 
 
+class _Refused(Protocol):
+    """
+    A connection over a limit: closed at once, before any TLS handshake.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()
+
+
 class TrackingFactory(WrappingFactory):
     """
     Wraps a service's factory: counts its connections and bytes into
-    C{stats} and can close them all (L{closeAll}).
+    C{stats}, refuses connections over its limits, and can close them all
+    (L{closeAll}).
     """
 
     noisy = False
 
-    def __init__(self, wrappedFactory: IProtocolFactory, stats: ServiceStats) -> None:
+    def __init__(
+        self,
+        wrappedFactory: IProtocolFactory,
+        stats: ServiceStats,
+        maxConnections: int | None = None,
+        maxPerHost: int | None = None,
+    ) -> None:
+        """
+        @param maxConnections: connections open at once; more are closed at
+            once and counted as C{refused_connections}.
+        @param maxPerHost: connections open at once from one address.
+        """
         WrappingFactory.__init__(self, wrappedFactory)
         self.stats = stats
+        self.maxConnections = maxConnections
+        self.maxPerHost = maxPerHost
+        self._perHost: Dict[str, int] = {}
         self._whenEmpty: list[defer.Deferred[None]] = []
 
-    def buildProtocol(self, addr: object) -> Optional[ProtocolWrapper]:
+    def buildProtocol(self, addr: object) -> Optional[Protocol]:
+        host = getattr(addr, "host", None)
+        if (self.maxConnections is not None and len(self.protocols) >= self.maxConnections) or (
+            self.maxPerHost is not None
+            and host is not None
+            and self._perHost.get(host, 0) >= self.maxPerHost
+        ):
+            self.stats.count("refused_connections")
+            return _Refused()
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:
             return None
         if IHalfCloseableProtocol.providedBy(wrapped):
-            return _TrackedHalfCloseableProtocol(self, wrapped)
-        return _TrackedProtocol(self, wrapped)
+            tracked: _TrackedProtocol = _TrackedHalfCloseableProtocol(self, wrapped)
+        else:
+            tracked = _TrackedProtocol(self, wrapped)
+        tracked.host = host
+        return tracked
 
     def registerProtocol(self, p: ProtocolWrapper) -> None:
         WrappingFactory.registerProtocol(self, p)
         self.stats.connectionsOpen += 1
         self.stats.connectionsTotal += 1
+        host = p.host  # type: ignore[attr-defined]
+        if host is not None:
+            self._perHost[host] = self._perHost.get(host, 0) + 1
 
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:
         WrappingFactory.unregisterProtocol(self, p)
         self.stats.connectionsOpen -= 1
+        host = p.host  # type: ignore[attr-defined]
+        if host is not None:
+            left = self._perHost[host] - 1
+            if left:
+                self._perHost[host] = left
+            else:
+                del self._perHost[host]
         if not self.protocols:
             waiting, self._whenEmpty = self._whenEmpty, []
             for d in waiting:
@@ -240,6 +286,8 @@ class StreamListener(Service):
         stats: ServiceStats | None = None,
         tls: CertificateOptions | None = None,
         grace: float = DEFAULT_GRACE,
+        maxConnections: int | None = None,
+        maxPerHost: int | None = None,
     ) -> None:
         """
         @param serviceName: the service this listener belongs to, for logs.
@@ -248,6 +296,8 @@ class StreamListener(Service):
         @param stats: where to count; a fresh L{ServiceStats} by default.
         @param tls: add TLS on top of the endpoint with these options.
         @param grace: seconds connections get to close when stopping.
+        @param maxConnections: connections open at once on this listener.
+        @param maxPerHost: connections open at once from one address.
         @raise ValueError: C{description} is not an endpoint string.
         """
         self.serviceName = serviceName
@@ -255,7 +305,7 @@ class StreamListener(Service):
         self.reactor = _reactor(reactor)
         self.endpoint = parseStreamEndpoint(self.reactor, description)
         self.stats = stats if stats is not None else ServiceStats(serviceName)
-        self.tracker = TrackingFactory(factory, self.stats)
+        self.tracker = TrackingFactory(factory, self.stats, maxConnections, maxPerHost)
         self.factory: IProtocolFactory = self.tracker
         self.tls = tls
         if tls is not None:

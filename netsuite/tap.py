@@ -132,6 +132,11 @@ SETTINGS: List[Setting] = [
     Setting("echo-udp-total-bandwidth", "rate", 8388608.0,
             "UDP echo: bytes a second, all sources."),
     # Everything.
+    Setting("max-connections", "count", 4096,
+            "Connections open at once on each listener; more are closed at once "
+            "(0: no limit)."),
+    Setting("max-connections-per-host", "count", 256,
+            "Connections open at once from one address on each listener (0: no limit)."),
     Setting("grace", "seconds", 5.0,
             "Seconds open connections get to finish when netsuite stops."),
 ]
@@ -306,6 +311,10 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:
         raise ConfigError(f"{where}: expected 0 or more seconds, got {value!r}")
     if kind == "rate" and number <= 0:
         raise ConfigError(f"{where}: expected a number above 0, got {value!r}")
+    if kind == "count":
+        if number < 0 or not number.is_integer():
+            raise ConfigError(f"{where}: expected a whole number, 0 or more, got {value!r}")
+        return int(number)
     return number
 
 
@@ -387,14 +396,18 @@ def _listeners(config: Options, reactor: object, stats: StatsRegistry) -> Iterat
         if build is None:
             log.info("{name}: not part of this version of netsuite yet; skipped", name=name)
             continue
-        serviceStats = stats.forService(name)
+        listening = dict(
+            reactor=reactor,
+            stats=stats.forService(name),
+            grace=config["grace"],
+            maxConnections=config["max-connections"] or None,
+            maxPerHost=config["max-connections-per-host"] or None,
+        )
         for description in config[plain]:
-            yield build(config, endpoint=description, reactor=reactor,
-                        stats=serviceStats, grace=config["grace"])
+            yield build(config, endpoint=description, **listening)
         if tls is not None:
             for description in config[secure]:
-                yield build(config, endpoint=description, reactor=reactor,
-                            stats=serviceStats, grace=config["grace"], tls=tls)
+                yield build(config, endpoint=description, tls=tls, **listening)
     if not config["no-echo"]:
         udpStats = stats.forService("echo-udp")
         for description in config["echo-udp"]:

@@ -67,6 +67,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertTrue(options["no-echo"])
         self.assertFalse(options["no-daytime"])
 
+    def test_connectionLimits(self) -> None:
+        """
+        The connection limits reach every stream listener; 0 means no limit.
+        """
+        root = makeService(
+            parse("--max-connections", "10", "--max-connections-per-host", "0"), MemoryReactor()
+        )
+        tracker = root.getServiceNamed("echo tcp:8007:interface=127.0.0.1").tracker
+        self.assertEqual((tracker.maxConnections, tracker.maxPerHost), (10, None))
+        self.assertConfigError(["--max-connections", "1.5"], "--max-connections", "whole number")
+        self.assertConfigError(["--max-connections-per-host", "-1"], "--max-connections-per-host")
+
     def test_numbers(self) -> None:
         options = parse("--echo-idle-timeout", "2.5", "--grace", "0")
         self.assertEqual(options["echo-idle-timeout"], 2.5)

@@ -25,6 +25,7 @@ from twisted.trial.unittest import TestCase
 
 from netsuite.echo import makeEchoService
 from netsuite.listen import StreamListener
+from netsuite.tls import loadPEM, serverOptions
 
 #: Seconds any blocking socket operation in a test may take.
 SOCKET_TIMEOUT = 5.0
@@ -164,3 +165,13 @@ def stdlibTLSEcho(
                 received += chunk
             cipher = conn.cipher()
             return conn.version(), cipher[0] if cipher else None, received
+
+
+def makeServerOptions(directory: str, ca: trustme.CA | None = None) -> CertificateOptions:
+    """
+    netsuite's server TLS options for a localhost certificate issued by
+    C{ca} (a new CA by default), written under C{directory}.
+    """
+    ca = ca or trustme.CA()
+    certPath, keyPath = writeLeaf(directory, ca.issue_cert("localhost"))
+    return serverOptions(*loadPEM(certPath, keyPath))
