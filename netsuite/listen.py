@@ -261,8 +261,13 @@ class TrackingFactory(WrappingFactory):
                 p.transport.abortConnection()
 
         timer = clock.callLater(grace, abortStragglers)
-        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
-        return done
+
+        def stopTimer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addBoth(stopTimer)
 
 
 class StreamListener(Service):

@@ -4,6 +4,7 @@ Helpers for tests over real loopback sockets.
 
 from __future__ import annotations
 
+import socket
 from typing import Callable
 
 from twisted.internet import defer, reactor
@@ -85,3 +86,15 @@ async def waitForQuiet(read: Callable[[], int], interval: float = 0.05, polls: i
         if value == last:
             return
         last = value
+
+
+def occupiedPort(testCase: TestCase, kind: int = socket.SOCK_STREAM) -> int:
+    """
+    A loopback port held by another socket until C{testCase} ends.
+    """
+    taken = socket.socket(socket.AF_INET, kind)
+    taken.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        taken.listen()
+    testCase.addCleanup(taken.close)
+    return taken.getsockname()[1]

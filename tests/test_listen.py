@@ -21,7 +21,7 @@ from netsuite.listen import (
     parseStreamEndpoint,
 )
 from netsuite.stats import ServiceStats
-from tests.helpers import Collector, connect, startListener
+from tests.helpers import Collector, connect, occupiedPort, startListener
 from tests.tlshelpers import makeServerOptions
 
 
@@ -108,11 +108,7 @@ class TrackingFactoryTests(SynchronousTestCase):
 
 class ListenerSocketTests(TestCase):
     async def test_portInUseIsAReadableListenError(self) -> None:
-        taken = socket.socket()
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        self.addCleanup(taken.close)
-        port = taken.getsockname()[1]
+        port = occupiedPort(self)
         service = makeEchoService(f"tcp:{port}:interface=127.0.0.1")
         error = self.assertRaises(ListenError, service.privilegedStartService)
         self.assertEqual(
@@ -121,10 +117,7 @@ class ListenerSocketTests(TestCase):
         )
 
     async def test_udpPortInUseIsAReadableListenError(self) -> None:
-        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        taken.bind(("127.0.0.1", 0))
-        self.addCleanup(taken.close)
-        port = taken.getsockname()[1]
+        port = occupiedPort(self, socket.SOCK_DGRAM)
         service = makeEchoUDPService(f"udp:{port}:interface=127.0.0.1")
         error = self.assertRaises(ListenError, service.privilegedStartService)
         self.assertIn(f"'udp:{port}:interface=127.0.0.1': Address already in use", str(error))

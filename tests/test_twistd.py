@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import Collector, connect
+from tests.helpers import Collector, connect, occupiedPort
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
@@ -142,11 +141,7 @@ class TwistdTests(TestCase):
         self.assertNotIn(b"Traceback", process.output)
 
     async def test_portInUseIsOneLine(self) -> None:
-        taken = socket.socket()
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        self.addCleanup(taken.close)
-        port = taken.getsockname()[1]
+        port = occupiedPort(self)
         for runner in (TWISTD, TWIST):
             output, code = await self.netsuite(
                 runner, "--daytime", "tcp:0:interface=127.0.0.1",
