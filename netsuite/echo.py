@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -35,6 +36,9 @@ DEFAULT_DAYTIME = "tcp:8013:interface=127.0.0.1"
 
 #: Seconds a silent TCP echo or discard connection stays open.
 DEFAULT_IDLE_TIMEOUT = 300.0
+
+#: Bytes TCP echo reads at once on plain TCP.
+DEFAULT_READ_SIZE = 256 * 1024
 
 
 @implementer(IHalfCloseableProtocol)
@@ -87,20 +91,90 @@ class _IdleClosing(Protocol):
             self._idle = None
 
 
+def _plainSocketTransport(transport: object) -> tcp.Server | None:
+    """
+    The Twisted TCP server transport under C{transport} (itself, or the one
+    under netsuite's tracking wrapper) if it is plain TCP of the kind
+    L{Echo}'s direct path knows; otherwise (TLS, UNIX sockets, another
+    reactor's transports) L{None}.
+    """
+    raw = transport if type(transport) is tcp.Server else getattr(transport, "transport", None)
+    if type(raw) is tcp.Server and all(
+        hasattr(raw, name) for name in ("socket", "dataBuffer", "offset", "_tempDataLen")
+    ):
+        return raw
+    return None
+
+
 class Echo(_IdleClosing):
     """
     Sends back every byte it receives (RFC 862), pausing its reads while the
     peer is not reading.
+
+    On plain TCP it reads into its factory's shared buffer and sends straight
+    from it when nothing is queued (no allocation, no copy, no reactor turn
+    for a chunk the socket takes at once); only what the socket does not take
+    is copied into the transport's buffer.  Everywhere else (TLS, UNIX
+    sockets) it uses the ordinary Twisted path.
     """
+
+    factory: "EchoFactory"
+    _socketTransport: tcp.Server | None = None
 
     def connectionMade(self) -> None:
         _IdleClosing.connectionMade(self)
         self.transport.registerProducer(self.transport, True)
+        raw = _plainSocketTransport(self.transport)
+        if raw is not None:
+            self._socketTransport = raw
+            raw.doRead = self._readAndEcho  # type: ignore[method-assign]
 
     def dataReceived(self, data: bytes) -> None:
         if self._idle is not None:
             self._idle.touch()
         self.transport.write(data)
+
+    def _readAndEcho(self) -> object:
+        """
+        Stand-in for the TCP transport's C{doRead}: read one chunk and echo
+        it, bypassing C{dataReceived} (so this also counts the stats).
+        """
+        raw = self._socketTransport
+        assert raw is not None
+        factory = self.factory
+        try:
+            size = raw.socket.recv_into(factory.readBuffer)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return main.CONNECTION_LOST
+        if not size:
+            return main.CONNECTION_DONE
+        if self._idle is not None:
+            self._idle.touch()
+        factory.stats.bytesIn += size
+        factory.stats.bytesOut += size
+        chunk = factory.readView[:size]
+        if not raw._tempDataLen and raw.offset == len(raw.dataBuffer):
+            # Nothing queued, so sending now keeps the order.
+            try:
+                sent = raw.socket.send(chunk)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return main.CONNECTION_LOST
+            if sent == size:
+                return None
+            chunk = chunk[sent:]
+        # The transport's buffer pauses this producer once it is full.
+        raw.write(bytes(chunk))
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        raw, self._socketTransport = self._socketTransport, None
+        if raw is not None:
+            del raw.doRead
+        _IdleClosing.connectionLost(self, reason)
 
     def closeGracefully(self) -> None:
         # A registered producer keeps the connection open; let it flush.
@@ -139,9 +213,27 @@ class _StreamFactory(Factory):
 class EchoFactory(_StreamFactory):
     """
     Builds L{Echo} protocols.
+
+    @ivar readSize: bytes read at once on plain TCP.  A peer that does not
+        read can leave at most this plus Twisted's write-buffer threshold
+        (64 KiB) buffered in the server.
     """
 
     protocol = Echo
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        stats: ServiceStats,
+        idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+        readSize: int = DEFAULT_READ_SIZE,
+    ) -> None:
+        _StreamFactory.__init__(self, clock, stats, idleTimeout)
+        self.readSize = readSize
+        # One buffer for every connection: each chunk is sent or copied
+        # before the next read.
+        self.readBuffer = bytearray(readSize)
+        self.readView = memoryview(self.readBuffer)
 
 
 class DiscardFactory(_StreamFactory):
@@ -285,6 +377,7 @@ def makeEchoService(
     *,
     stats: ServiceStats | None = None,
     idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+    readSize: int = DEFAULT_READ_SIZE,
     **listening: Any,
 ) -> StreamListener:
     """
@@ -292,6 +385,7 @@ def makeEchoService(
 
     @param stats: where to count; shared by listeners of the same service.
     @param idleTimeout: seconds without input before a connection is closed.
+    @param readSize: bytes read at once (see L{EchoFactory}).
     @param listening: keyword arguments of L{StreamListener}: C{tls} (serve
         TLS with these options, see L{netsuite.tls}), C{grace} (seconds open
         connections get to finish when stopping), C{maxConnections} and
@@ -299,7 +393,7 @@ def makeEchoService(
     """
     reactor = _reactor(reactor)
     stats = stats if stats is not None else ServiceStats("echo")
-    factory = EchoFactory(reactor, stats, idleTimeout)  # type: ignore[arg-type]
+    factory = EchoFactory(reactor, stats, idleTimeout, readSize)  # type: ignore[arg-type]
     return StreamListener("echo", endpoint, factory, reactor=reactor, stats=stats, **listening)
 
 

@@ -12,7 +12,12 @@ import time
 
 from twisted.internet import reactor
 import trustme
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    UNIXClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import Clock, deferLater
@@ -303,9 +308,11 @@ class EchoSocketTests(TestCase):
         await waitForQuiet(lambda: service.stats.bytesIn)
         wrapper = next(iter(service.tracker.protocols))
         serverTransport = wrapper.transport
+        self.assertIs(wrapper.wrappedProtocol._socketTransport, serverTransport)
         buffered = len(serverTransport.dataBuffer) + serverTransport._tempDataLen
         # The write buffer is bounded by Twisted's threshold plus one read.
-        self.assertLessEqual(buffered, 2 * serverTransport.bufferSize)
+        readSize = service.tracker.wrappedFactory.readSize
+        self.assertLessEqual(buffered, serverTransport.bufferSize + readSize)
         self.assertTrue(serverTransport.producerPaused)
         # Kernel socket buffers hold a few MiB at most; the rest waits in the
         # client, not in the server.
@@ -313,6 +320,39 @@ class EchoSocketTests(TestCase):
         client.transport.resumeProducing()
         await client.waitFor(size)
         self.assertEqual(b"".join(client.received), data)
+
+    async def test_smallReadSizeStillByteExact(self) -> None:
+        """
+        Chunks larger than the read size, and a socket that takes only part
+        of a chunk, still come back whole and in order.
+        """
+        port = await startListener(
+            self, makeEchoService("tcp:0:interface=127.0.0.1", readSize=1000)
+        )
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        client = await connect(self, port, Collector())
+        client.transport.write(data)
+        await client.waitFor(len(data))
+        self.assertEqual(b"".join(client.received), data)
+
+    async def test_unixSocketUsesOrdinaryPath(self) -> None:
+        """
+        Echo over a UNIX socket (not plain TCP) takes Twisted's ordinary
+        path and is byte-exact too.
+        """
+        path = os.path.abspath(self.mktemp())
+        service = makeEchoService(f"unix:{path}")
+        service.startService()
+        self.addCleanup(service.stopService)
+        client = Collector()
+        await connectProtocol(UNIXClientEndpoint(reactor, path), client)
+        self.addCleanup(client.transport.abortConnection)
+        data = os.urandom(1024 * 1024)
+        client.transport.write(data)
+        await client.waitFor(len(data))
+        self.assertEqual(b"".join(client.received), data)
+        wrapper = next(iter(service.tracker.protocols))
+        self.assertIsNone(wrapper.wrappedProtocol._socketTransport)
 
     async def test_statsCountConnectionsAndBytes(self) -> None:
         service = makeEchoService("tcp:0:interface=127.0.0.1")
@@ -458,6 +498,8 @@ class TLSBackpressureTests(TestCase):
         data = os.urandom(size)
         client.transport.write(data)
         await waitForQuiet(lambda: service.stats.bytesIn)
+        wrapper = next(iter(service.tracker.protocols))
+        self.assertIsNone(wrapper.wrappedProtocol._socketTransport)  # TLS: ordinary path
         self.assertLess(service.stats.bytesIn, size // 2)
         client.transport.resumeProducing()
         await client.waitFor(size)
