@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netsuite.stats import ServiceStats
+from netsuite.status import ListenerInfo
 
 #: Seconds open connections get to close on their own when a listener stops.
 DEFAULT_GRACE = 5.0
@@ -344,6 +345,17 @@ class StreamListener(Service):
             reason = reason.strerror
         return f"{self.serviceName}: cannot listen on {self.description!r}: {reason}"
 
+    def info(self) -> ListenerInfo:
+        """
+        This listener's state for status pages.
+        """
+        return ListenerInfo(
+            self.serviceName,
+            self.description,
+            _describe(self.port.getHost()) if self.port is not None else None,
+            self.tls is not None,
+        )
+
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         self.log.info(
@@ -396,6 +408,13 @@ class DatagramListener(Service):
         self.maxPacketSize = maxPacketSize
         self.port: IListeningPort | None = None
         self.name = f"{serviceName} {description}"
+
+    def info(self) -> ListenerInfo:
+        """
+        This listener's state for status pages.
+        """
+        address = _describe(self.port.getHost()) if self.port is not None else None
+        return ListenerInfo(self.serviceName, self.description, address, False)
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from netsuite.echo import (
 )
 from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.stats import StatsRegistry
+from netsuite.status import ListenerInfo
 from netsuite.tls import (
     TLSConfigError,
     defaultDataDirectory,
@@ -343,14 +345,25 @@ def _loadTLS(options: Options) -> tuple[CertificateOptions | None, str | None]:
 
 class NetsuiteService(MultiService):
     """
-    Every netsuite listener, one named child each.
+    Every netsuite listener, one named child each; also the
+    L{netsuite.status.StatusSource} the HTTP service reports from.
 
     @ivar stats: the counters of every service, by service name.
+    @ivar started: when it was built (POSIX time).
     """
+
+    version = __version__
 
     def __init__(self, stats: StatsRegistry) -> None:
         MultiService.__init__(self)
         self.stats = stats
+        self.started = time.time()
+
+    def listeners(self) -> List[ListenerInfo]:
+        """
+        Every listener, in start order (a L{netsuite.status.StatusSource}).
+        """
+        return [child.info() for child in self]  # type: ignore[attr-defined]
 
     def privilegedStartService(self) -> None:
         """
