@@ -124,6 +124,24 @@ SETTINGS: List[Setting] = [
     Setting("data-dir", "path", None,
             "Directory for netsuite's own files "
             "(default: $XDG_DATA_HOME/netsuite or ~/.local/share/netsuite)."),
+    # HTTP.
+    Setting("http-root", "path", None,
+            "Serve this folder at / (like twistd web --path); default: no folder."),
+    Setting("http-follow-symlinks", "flag", False,
+            "Serve symlinks in --http-root that point outside it."),
+    Setting("http-access-log", "path", None,
+            "Append the HTTP access log (combined format) to this file "
+            "(default: the twistd log)."),
+    Setting("http-max-body", "count", 1048576, "HTTP: bytes of request body accepted (413 above)."),
+    Setting("http-max-request-line", "count", 8192,
+            "HTTP: bytes in the request line or one header line (414 / 431 above)."),
+    Setting("http-max-header-size", "count", 16384,
+            "HTTP: bytes in all request headers together (431 above)."),
+    Setting("http-max-headers", "count", 100, "HTTP: header lines in one request (431 above)."),
+    Setting("http-header-timeout", "seconds", 15.0,
+            "HTTP: seconds from a request's first byte to the end of its headers (408 after)."),
+    Setting("http-idle-timeout", "seconds", 60.0,
+            "HTTP: seconds a keep-alive connection may wait for its next request."),
     # Echo family.
     Setting("echo-idle-timeout", "seconds", 300.0,
             "Seconds without input before a TCP echo or discard connection is "
@@ -236,7 +254,9 @@ class Options(usage.Options):
                 )
             else:
                 self[setting.name] = setting.default
-        self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
+        self["tls-material"], self["tls-fingerprint"] = _loadTLS(self)
+        self["tls-options"] = serverOptions(*self["tls-material"]) if self["tls-material"] else None
+        _checkHTTPFiles(self)
 
 
 for _setting in SETTINGS:
@@ -320,10 +340,26 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:
     return number
 
 
-def _loadTLS(options: Options) -> tuple[CertificateOptions | None, str | None]:
+def _checkHTTPFiles(options: Options) -> None:
     """
-    Load (or, for a bare C{--tls}, create) the certificate for the TLS
-    listeners.
+    Check the HTTP folder and access log now, so that a mistake is one line
+    at start rather than a 404 for every request or a lost log.
+    """
+    root = options["http-root"]
+    if root is not None and not os.path.isdir(root):
+        raise ConfigError(f"--http-root: {root!r} is not a directory")
+    accessLog = options["http-access-log"]
+    if accessLog is not None:
+        try:
+            open(accessLog, "a").close()
+        except OSError as e:
+            raise ConfigError(f"--http-access-log: cannot write {accessLog!r}: {e.strerror}")
+
+
+def _loadTLS(options: Options) -> tuple[tuple[list, object] | None, str | None]:
+    """
+    Load (or, for a bare C{--tls}, create) the certificate chain and key for
+    the TLS listeners.
     """
     cert, key = options["tls-cert"], options["tls-key"]
     if key and not cert:
@@ -338,7 +374,7 @@ def _loadTLS(options: Options) -> tuple[CertificateOptions | None, str | None]:
                 log.info("created a self-signed certificate for localhost in {d}", d=str(directory))
             cert, key = str(certPath), str(keyPath)
         chain, privateKey = loadPEM(cert, key)
-        return serverOptions(chain, privateKey), fingerprint(chain[0])
+        return (chain, privateKey), fingerprint(chain[0])
     except TLSConfigError as e:
         raise ConfigError(str(e))
 
@@ -388,20 +424,57 @@ class NetsuiteService(MultiService):
         MultiService.startService(self)
 
 
+def _http(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
+    from netsuite.web.site import Limits, makeHTTPService
+
+    limits = Limits(
+        maxBody=config["http-max-body"],
+        maxRequestLine=config["http-max-request-line"],
+        maxHeaderBytes=config["http-max-header-size"],
+        maxHeaders=config["http-max-headers"],
+        headerTimeout=config["http-header-timeout"],
+        idleTimeout=config["http-idle-timeout"],
+    )
+    return makeHTTPService(
+        status=status,
+        root=config["http-root"],
+        followSymlinks=config["http-follow-symlinks"],
+        accessLog=config["http-access-log"],
+        limits=limits,
+        **kw,
+    )
+
+
 #: How each implemented stream service is built from its settings.
 _BUILDERS: Dict[str, Callable[..., IService]] = {
-    "echo": lambda config, **kw: makeEchoService(
+    "http": _http,
+    "echo": lambda config, status, **kw: makeEchoService(
         idleTimeout=config["echo-idle-timeout"], **kw
     ),
-    "discard": lambda config, **kw: makeDiscardService(
+    "discard": lambda config, status, **kw: makeDiscardService(
         idleTimeout=config["echo-idle-timeout"], **kw
     ),
-    "daytime": lambda config, **kw: makeDaytimeService(**kw),
+    "daytime": lambda config, status, **kw: makeDaytimeService(**kw),
 }
 
 
-def _listeners(config: Options, reactor: object, stats: StatsRegistry) -> Iterator[IService]:
-    tls = config["tls-options"]
+def _tlsOptions(config: Options, service: str) -> CertificateOptions | None:
+    """
+    The TLS options for C{service}'s listeners: HTTP also offers HTTP/2 by
+    ALPN when Twisted can speak it.
+    """
+    if config["tls-material"] is None:
+        return None
+    if service == "http":
+        from twisted.web.http import H2_ENABLED
+
+        protocols = [b"h2", b"http/1.1"] if H2_ENABLED else [b"http/1.1"]
+        return serverOptions(*config["tls-material"], acceptableProtocols=protocols)
+    return config["tls-options"]  # type: ignore[no-any-return]
+
+
+def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Iterator[IService]:
+    stats = root.stats
     for name, (plain, secure, off) in SERVICES.items():
         if off is not None and config[off]:
             continue
@@ -417,10 +490,11 @@ def _listeners(config: Options, reactor: object, stats: StatsRegistry) -> Iterat
             maxPerHost=config["max-connections-per-host"] or None,
         )
         for description in config[plain]:
-            yield build(config, endpoint=description, **listening)
+            yield build(config, status=root, endpoint=description, **listening)
+        tls = _tlsOptions(config, name)
         if tls is not None:
             for description in config[secure]:
-                yield build(config, endpoint=description, tls=tls, **listening)
+                yield build(config, status=root, endpoint=description, tls=tls, **listening)
     if not config["no-echo"]:
         udpStats = stats.forService("echo-udp")
         for description in config["echo-udp"]:
@@ -449,7 +523,7 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         reactor = globalReactor
     stats = StatsRegistry()
     root = NetsuiteService(stats)
-    for listener in _listeners(config, reactor, stats):
+    for listener in _listeners(config, reactor, root):
         listener.setServiceParent(root)
     if config["tls-fingerprint"]:
         log.info("TLS certificate SHA-256 fingerprint: {fp}", fp=config["tls-fingerprint"])

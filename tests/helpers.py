@@ -4,6 +4,7 @@ Helpers for tests over real loopback sockets.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Callable
 
@@ -98,3 +99,36 @@ def occupiedPort(testCase: TestCase, kind: int = socket.SOCK_STREAM) -> int:
         taken.listen()
     testCase.addCleanup(taken.close)
     return taken.getsockname()[1]
+
+
+def rawExchange(port: int, data: bytes, until: int = 1, timeout: float = 5.0) -> bytes:
+    """
+    Send C{data} on a raw socket and read until C{until} responses ended or
+    the server closes (runs in a thread).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < until or not _complete(received, until):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def _complete(received: bytes, count: int) -> bool:
+    """
+    Whether C{received} holds C{count} complete responses with bodies.
+    """
+    rest = received
+    for _ in range(count):
+        if b"\r\n\r\n" not in rest:
+            return False
+        head, rest = rest.split(b"\r\n\r\n", 1)
+        match = re.search(rb"(?i)content-length: (\d+)", head)
+        length = int(match.group(1)) if match else 0
+        if len(rest) < length:
+            return False
+        rest = rest[length:]
+    return True

@@ -216,6 +216,7 @@ class ServiceTreeTests(SynchronousTestCase):
                 "daytime tcp:8013:interface=127.0.0.1",
                 "echo tcp:8007:interface=127.0.0.1",
                 "echo-udp udp:8007:interface=127.0.0.1",
+                "http tcp:8080:interface=127.0.0.1",
             ],
         )
         self.assertIsInstance(root.getServiceNamed("echo tcp:8007:interface=127.0.0.1"), StreamListener)
@@ -226,22 +227,22 @@ class ServiceTreeTests(SynchronousTestCase):
         root = makeService(parse("--no-daytime"), reactor)
         root.privilegedStartService()
         tcp = [(port, iface) for port, factory, _, iface in reactor.tcpServers if factory]
-        self.assertEqual(tcp, [(8007, "127.0.0.1")])
+        self.assertEqual(sorted(tcp), [(8007, "127.0.0.1"), (8080, "127.0.0.1")])
         self.assertEqual([(u[0], u[2], u[3]) for u in reactor.udpServers], [(8007, "127.0.0.1", 65535)])
 
     def test_disabledServiceHasNoListeners(self) -> None:
-        root = makeService(parse("--no-echo", "--no-daytime"), MemoryReactor())
+        root = makeService(parse("--no-echo", "--no-daytime", "--no-http"), MemoryReactor())
         self.assertEqual(list(root), [])
 
     def test_listenersShareServiceStats(self) -> None:
-        root = makeService(parse("--echo", "tcp:1", "--echo", "tcp:2"), MemoryReactor())
+        root = makeService(parse("--echo", "tcp:1", "--echo", "tcp:2", "--no-http"), MemoryReactor())
         one = root.getServiceNamed("echo tcp:1")
         two = root.getServiceNamed("echo tcp:2")
         self.assertIs(one.stats, two.stats)
         self.assertIs(one.stats, root.stats.forService("echo"))
 
     def test_tlsListenersOnlyWithTLS(self) -> None:
-        options = parse("--no-daytime", "--tls", "--data-dir", self.mktemp())
+        options = parse("--no-daytime", "--no-http", "--tls", "--data-dir", self.mktemp())
         names = sorted(s.name for s in makeService(options, MemoryReactor()))
         self.assertEqual(
             names,
@@ -253,5 +254,5 @@ class ServiceTreeTests(SynchronousTestCase):
         )
 
     def test_discardOnlyWhenAsked(self) -> None:
-        options = parse("--no-echo", "--no-daytime", "--discard", "tcp:7009")
+        options = parse("--no-echo", "--no-daytime", "--no-http", "--discard", "tcp:7009")
         self.assertEqual([s.name for s in makeService(options, MemoryReactor())], ["discard tcp:7009"])

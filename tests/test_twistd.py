@@ -12,13 +12,13 @@ import signal
 import sys
 from pathlib import Path
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import Collector, connect, occupiedPort
+from tests.helpers import Collector, connect, occupiedPort, rawExchange
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 TWISTD = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
@@ -74,7 +74,8 @@ class TwistdTests(TestCase):
         os.makedirs(home)
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            ["-c", runner, *(["-n", "--pidfile="] if runner is TWISTD else []), "netsuite", *args],
+            ["-c", runner, *(["-n", "--pidfile="] if runner is TWISTD else []), "netsuite",
+             "--no-http", *args],
             env=environment(home),
             path=home,
         )
@@ -96,12 +97,14 @@ class TwistdTests(TestCase):
         """
         home = os.path.abspath(self.mktemp())
         os.makedirs(home)
-        process = Running(expected=5)
+        process = Running(expected=7)
         transport = reactor.spawnProcess(
             process,
             sys.executable,
             [
                 sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
+                "--http", "tcp:0:interface=127.0.0.1",
+                "--https", "tcp:0:interface=127.0.0.1",
                 "--echo", "tcp:0:interface=127.0.0.1",
                 "--echo-udp", "udp:0:interface=127.0.0.1",
                 "--daytime", "tcp:0:interface=127.0.0.1",
@@ -122,7 +125,8 @@ class TwistdTests(TestCase):
         byName = {(s, tls): (kind, port) for s, kind, port, tls in listeners}
         self.assertEqual(
             sorted(byName),
-            [("daytime", False), ("daytime", True), ("echo", False), ("echo", True), ("echo-udp", False)],
+            [("daytime", False), ("daytime", True), ("echo", False), ("echo", True),
+             ("echo-udp", False), ("http", False), ("http", True)],
         )
         self.assertIn(b"TLS certificate SHA-256 fingerprint: ", process.output)
         self.assertTrue(os.path.exists(os.path.join(home, "data", "netsuite", "tls", "localhost.pem")))
@@ -133,6 +137,13 @@ class TwistdTests(TestCase):
         daytime = await connect(self, byName[("daytime", False)][1], Collector())
         await daytime.closed
         self.assertTrue(b"".join(daytime.received).endswith(b"-UTC\r\n"))
+        home = await threads.deferToThread(
+            rawExchange,
+            byName[("http", False)][1],
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        self.assertIn(b"HTTP/1.1 200 OK", home)
+        self.assertIn(b"echo-udp", home)
         transport.signalProcess("TERM")
         code = await process.ended
         # twistd ends with the signal that stopped it, as Unix daemons do.

@@ -167,11 +167,16 @@ def stdlibTLSEcho(
             return conn.version(), cipher[0] if cipher else None, received
 
 
-def makeServerOptions(directory: str, ca: trustme.CA | None = None) -> CertificateOptions:
+def makeServerOptions(
+    directory: str,
+    ca: trustme.CA | None = None,
+    acceptableProtocols: List[bytes] | None = None,
+) -> CertificateOptions:
     """
     netsuite's server TLS options for a localhost certificate issued by
-    C{ca} (a new CA by default), written under C{directory}.
+    C{ca} (a new CA by default), written under C{directory}, offering
+    C{acceptableProtocols} by ALPN.
     """
     ca = ca or trustme.CA()
     certPath, keyPath = writeLeaf(directory, ca.issue_cert("localhost"))
-    return serverOptions(*loadPEM(certPath, keyPath))
+    return serverOptions(*loadPEM(certPath, keyPath), acceptableProtocols=acceptableProtocols)

@@ -1,0 +1,396 @@
+"""
+The HTTP site: routing, request limits and deadlines, access log, metrics.
+
+Everything HTTP is parsed by C{twisted.web}; this module adds what a public
+server needs on top: a deadline for the request head (slowloris), an idle
+keep-alive timeout, limits on the request line, the header block and the
+body (414, 431, 413 instead of a silent close), and per-request accounting
+(access log in the combined format, Prometheus metrics, stats).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+from netsuite.listen import StreamListener, _reactor
+from netsuite.stats import ServiceStats, StatsRegistry
+from netsuite.status import SimpleStatus, StatusSource
+from netsuite.web.api import APIResource, HealthResource
+from netsuite.web.metrics import HTTPMetrics
+from netsuite.web.pages import BuiltinPages, NotFoundPage, HomePage
+from netsuite.web.static import StaticFolder
+
+DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
+
+#: Names under C{/} that belong to netsuite, whatever the static folder holds.
+RESERVED = (b"api", b"healthz", b"metrics", b"_netsuite")
+
+
+class Limits:
+    """
+    Request limits and timeouts of one site.
+
+    @ivar maxBody: bytes of request body accepted (413 above).
+    @ivar maxRequestLine: bytes in the request line, and in any one header
+        line (414 / 431 above).
+    @ivar maxHeaderBytes: bytes in the whole header block (431 above).
+    @ivar maxHeaders: header lines in one request (431 above).
+    @ivar headerTimeout: seconds from a request's first byte to the end of
+        its headers (408 after).
+    @ivar idleTimeout: seconds a keep-alive connection may wait for its next
+        request.
+    """
+
+    def __init__(
+        self,
+        maxBody: int = 1024 * 1024,
+        maxRequestLine: int = 8192,
+        maxHeaderBytes: int = 16384,
+        maxHeaders: int = 100,
+        headerTimeout: float = 15.0,
+        idleTimeout: float = 60.0,
+    ) -> None:
+        self.maxBody = maxBody
+        self.maxRequestLine = maxRequestLine
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaders = maxHeaders
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+
+
+#: Reason phrases Twisted's table lacks.
+_REASONS = {431: b"Request Header Fields Too Large"}
+
+
+def _jsonError(status: int, message: str) -> bytes:
+    """
+    A complete HTTP/1.1 error response that closes the connection.
+    """
+    body = json.dumps({"error": message, "status": status}).encode("utf-8") + b"\n"
+    reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"Content-Type: application/json\r\n",
+            b"X-Content-Type-Options: nosniff\r\n",
+            b"Connection: close\r\n",
+            b"Content-Length: %d\r\n\r\n" % (len(body),),
+            body,
+        ]
+    )
+
+
+class NetsuiteHTTPChannel(http.HTTPChannel):
+    """
+    An HTTP/1.x connection with netsuite's limits and deadlines.
+
+    States: C{idle} (waiting for a request), C{head} (receiving a request
+    line and headers, under the head deadline), C{busy} (receiving a body or
+    answering).
+    """
+
+    site: "NetsuiteSite"
+    _state = "idle"
+    _headBytes = 0
+    _headLines = 0
+    _deadline: IDelayedCall | None = None
+    _closing = False
+
+    def __init__(self, site: "NetsuiteSite") -> None:
+        http.HTTPChannel.__init__(self)
+        self.site = site
+        limits = site.limits
+        self.MAX_LENGTH = limits.maxRequestLine
+        # Twisted's own checks stay as a backstop behind ours.
+        self.totalHeadersSize = limits.maxHeaderBytes + limits.maxRequestLine + 1
+        self.maxHeaders = limits.maxHeaders + 1
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state == "idle" and not self._closing:
+            self._state = "head"
+            self._headBytes = self._headLines = 0
+            self._deadline = self.callLater(self.site.limits.headerTimeout, self._headTooSlow)
+        http.HTTPChannel.dataReceived(self, data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._state == "head" and line:
+            self._headLines += 1
+            if self._headLines > 1:  # a header line, not the request line
+                self._headBytes += len(line) + 2
+                limits = self.site.limits
+                if self._headBytes > limits.maxHeaderBytes or self._headLines > limits.maxHeaders + 1:
+                    self._refuse(431, "request header fields too large")
+                    return
+        http.HTTPChannel.lineReceived(self, line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._headLines == 0:
+            self._refuse(414, "request line too long")
+        else:
+            self._refuse(431, "request header line too long")
+
+    def allHeadersReceived(self) -> None:
+        self._state = "busy"
+        self._cancelDeadline()
+        if self.length is not None and self.length > self.site.limits.maxBody:
+            self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
+            return
+        http.HTTPChannel.allHeadersReceived(self)
+
+    def requestDone(self, request: Request) -> None:
+        self._state = "idle"
+        http.HTTPChannel.requestDone(self, request)
+
+    def bodyTooLarge(self) -> None:
+        """
+        A chunked body went over the limit: answer 413 and close.
+        """
+        self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
+
+    def _headTooSlow(self) -> None:
+        self._deadline = None
+        self.site.stats.count("header_timeouts")
+        self._refuse(408, "request headers not received in time")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """
+        Answer C{status} with a JSON error and close, reading nothing more.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._cancelDeadline()
+        self.site.stats.countError(f"refused_{status}")
+        self.setTimeout(None)
+        self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *a: None  # type: ignore[method-assign, assignment]
+        self.transport.write(_jsonError(status, message))
+        self.transport.loseConnection()
+        # Do not wait forever for a peer that does not read its answer.
+        self.callLater(10, self.transport.abortConnection)
+
+    def _cancelDeadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancelDeadline()
+        http.HTTPChannel.connectionLost(self, reason)
+
+
+class NetsuiteRequest(Request):
+    """
+    A request that knows when it started and keeps its body under the
+    site's limit.
+    """
+
+    startedAt = 0.0
+    _bodyBytes = 0
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        Request.__init__(self, channel, *args, **kwargs)
+        site = getattr(channel, "site", None)
+        if site is not None:
+            self.startedAt = site.reactor.seconds()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._bodyBytes += len(data)
+        if self._bodyBytes > self.channel.site.limits.maxBody:
+            refuse = getattr(self.channel, "bodyTooLarge", None)
+            if refuse is not None:
+                refuse()
+            else:  # an HTTP/2 stream: reset it
+                self.channel.abortConnection()
+            return
+        Request.handleContentChunk(self, data)
+
+
+class NetsuiteSite(Site):
+    """
+    A L{Site} with netsuite's limits, access log, metrics and stats.
+
+    @ivar limits: the L{Limits} every connection gets.
+    @ivar metrics: the L{HTTPMetrics} every finished request is counted in.
+    @ivar stats: the HTTP service's L{ServiceStats}.
+    """
+
+    requestFactory = NetsuiteRequest
+    displayTracebacks = False
+    noisy = False
+    _accessLog = Logger(namespace="netsuite.web.access")
+
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        reactor: IReactorTime,
+        stats: ServiceStats,
+        metrics: HTTPMetrics,
+        limits: Limits | None = None,
+        accessLog: str | None = None,
+    ) -> None:
+        """
+        @param accessLog: a file to append the access log to, in the
+            combined log format; by default it goes to the twistd log.
+        """
+        self.limits = limits or Limits()
+        # Bodies are parsed by the resources that want them (with JSON
+        # errors), never by Request for everyone.
+        Site.__init__(
+            self,
+            resource,
+            logPath=accessLog,
+            timeout=self.limits.idleTimeout,
+            reactor=reactor,
+            parsePOSTFormSubmission=False,
+        )
+        self.stats = stats
+        self.metrics = metrics
+
+    def protocol(self) -> http._GenericHTTPChannelProtocol:  # type: ignore[override]
+        # Twisted negotiates HTTP/2 through this wrapper; the HTTP/1 channel
+        # inside is ours.
+        return http._GenericHTTPChannelProtocol(NetsuiteHTTPChannel(self))
+
+    def log(self, request: Request) -> None:
+        self.stats.count("requests")
+        started = getattr(request, "startedAt", 0.0)
+        self.metrics.observe(
+            request.method,
+            request.code,
+            self.reactor.seconds() - started if started else 0.0,
+            request.sentLength,
+        )
+        if self.logPath:
+            Site.log(self, request)
+        else:
+            self._accessLog.info(
+                "{line}", line=self._logFormatter(self._logDateTime, request)
+            )
+
+    def startFactory(self) -> None:
+        Site.startFactory(self)
+        if not self.logPath:
+            self._logFile = None
+
+
+class RootResource(Resource):
+    """
+    C{/}: netsuite's reserved names, then the static folder (if any), then
+    the home page for C{/} and the 404 page for anything else.
+    """
+
+    def __init__(
+        self, *, home: IResource, notFound: IResource, static: StaticFolder | None
+    ) -> None:
+        Resource.__init__(self)
+        self.home = home
+        self.notFound = notFound
+        self.static = static
+
+    def getChild(self, name: bytes, request: Request) -> IResource:
+        root = name == b"" and not request.postpath
+        if self.static is not None and not (root and not self.static.hasIndex()):
+            # The folder sees the whole path.
+            request.postpath.insert(0, request.prepath.pop())
+            return self.static
+        if root:
+            return self.home
+        return self.notFound
+
+    def render(self, request: Request) -> bytes:
+        # A request for "" (no slash at all) is the home page too.
+        return self.home.render(request)
+
+
+def makeSite(
+    status: StatusSource,
+    *,
+    reactor: IReactorTime,
+    stats: ServiceStats,
+    root: str | None = None,
+    followSymlinks: bool = False,
+    accessLog: str | None = None,
+    limits: Limits | None = None,
+) -> NetsuiteSite:
+    """
+    Build netsuite's whole site.
+
+    @param status: where the home page, C{/api/status} and C{/healthz} read
+        listeners and stats from.
+    @param root: a folder to serve at C{/}, or L{None}.
+    """
+    limits = limits or Limits()
+    metrics = HTTPMetrics(status.stats)
+    notFound = NotFoundPage()
+    home = HomePage(status, reactor)
+    static = None
+    if root is not None:
+        static = StaticFolder(
+            root, notFound=notFound, clock=reactor, followSymlinks=followSymlinks
+        )
+    top = RootResource(home=home, notFound=notFound, static=static)
+    top.putChild(b"api", APIResource(status, maxBody=limits.maxBody, clock=reactor))
+    top.putChild(b"healthz", HealthResource(status))
+    top.putChild(b"metrics", metrics.resource())
+    top.putChild(b"_netsuite", BuiltinPages(home, notFound))
+    return NetsuiteSite(
+        top, reactor=reactor, stats=stats, metrics=metrics, limits=limits, accessLog=accessLog
+    )
+
+
+def makeHTTPService(
+    endpoint: str = DEFAULT_HTTP,
+    reactor: Any = None,
+    *,
+    status: StatusSource | None = None,
+    stats: ServiceStats | None = None,
+    root: str | None = None,
+    followSymlinks: bool = False,
+    accessLog: str | None = None,
+    limits: Limits | None = None,
+    **listening: Any,
+) -> StreamListener:
+    """
+    A service running netsuite's HTTP server on C{endpoint}.
+
+    @param status: what the status pages show; by default a
+        L{SimpleStatus} that knows this listener only.
+    @param root: a folder to serve at C{/} (like C{twistd web --path}).
+    @param followSymlinks: serve symlinks that point outside C{root}.
+    @param accessLog: file for the combined-format access log (default: the
+        twistd log).
+    @param limits: request limits and timeouts.
+    @param listening: keyword arguments of L{StreamListener} (C{tls},
+        C{grace}, C{maxConnections}, C{maxPerHost}); give C{tls} options
+        made with C{acceptableProtocols=[b"h2", b"http/1.1"]} for HTTP/2.
+    """
+    reactor = _reactor(reactor)
+    own = status is None
+    if status is None:
+        status = SimpleStatus(StatsRegistry())
+    if stats is None:
+        stats = status.stats.forService("http")
+    site = makeSite(
+        status,
+        reactor=reactor,
+        stats=stats,
+        root=root,
+        followSymlinks=followSymlinks,
+        accessLog=accessLog,
+        limits=limits,
+    )
+    listener = StreamListener("http", endpoint, site, reactor=reactor, stats=stats, **listening)
+    if own:
+        status.add(listener)  # type: ignore[union-attr]
+    return listener
+
+
+Builder = Callable[..., StreamListener]

@@ -1,0 +1,1313 @@
+"""
+Static files for netsuite's HTTP server.
+
+L{StaticFolder} serves one directory tree the way a user of nginx expects:
+C{GET} and C{HEAD}; MIME types with C{charset=utf-8} for text; strong ETags,
+C{Last-Modified} and conditional requests (C{If-None-Match},
+C{If-Modified-Since}, C{If-Match}, C{If-Unmodified-Since}); single byte
+ranges with C{If-Range}; gzip for compressible types and precompressed
+C{NAME.gz} siblings; C{index.html}, a redirect to the slash form of a
+directory URL, and HTML or JSON directory listings.
+
+Small files are kept in memory (their bytes, gzip bytes, ETag and headers),
+checked against the disk with one C{os.stat} at most every C{cacheSeconds};
+large files are streamed in big chunks by a push producer that follows the
+client's pace and closes the file however the response ends.
+
+Embedding::
+
+    from twisted.internet import reactor
+    from netsuite.web.static import StaticFolder
+
+    folder = StaticFolder("/srv/www", notFound=NoResource(), clock=reactor)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import json
+import mimetypes
+import os
+import re
+import stat
+import time
+import zlib
+from collections import OrderedDict
+from typing import Iterable, Sequence
+from urllib.parse import quote
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from netsuite.listen import _TrackedHalfCloseableProtocol, _TrackedProtocol
+
+__all__ = ["StaticFolder"]
+
+#: Bytes read from disk at once when streaming a large file.
+CHUNK_SIZE = 256 * 1024
+
+#: zlib level for gzip made here (cached once for small files, streamed for
+#: large ones).
+GZIP_LEVEL = 6
+
+#: What one cache entry costs besides its bytes (bookkeeping, headers).
+_ENTRY_OVERHEAD = 512
+
+_MISSING = 0
+_FILE = 1
+_DIR = 2
+
+_ALLOWED_METHODS = b"GET, HEAD"
+
+# MIME types that differ between systems' mime.types files, or are missing
+# from some of them, pinned for the web.
+_MIME_OVERRIDES = {
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".xml": "application/xml",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+}
+
+# A file whose name says it is compressed ("a.tar.gz") is sent as the
+# compressed file it is, never with Content-Encoding.
+_ENCODING_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
+
+_TEXT_APPLICATION_TYPES = frozenset(
+    [
+        "application/json",
+        "application/javascript",
+        "application/x-javascript",
+        "application/ecmascript",
+        "application/xml",
+        "application/xhtml+xml",
+        "image/svg+xml",
+    ]
+)
+
+_RANGE_SPEC = re.compile(rb"^[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*$")
+_ENTITY_TAG = re.compile(rb'(W/)?("[^"]*")')
+_QVALUE = re.compile(rb"^(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)$")
+
+
+def contentTypeFor(name: bytes) -> tuple[bytes, bool]:
+    """
+    The C{Content-Type} for a file name, and whether such a file is worth
+    compressing.
+
+    Text types (C{text/*}, JSON, JavaScript, XML, SVG) get
+    C{; charset=utf-8}; unknown types are C{application/octet-stream}.
+    """
+    fsName = os.fsdecode(name)
+    extension = os.path.splitext(fsName)[1].lower()
+    mimeType = _MIME_OVERRIDES.get(extension)
+    if mimeType is None:
+        mimeType, encoding = mimetypes.guess_type(fsName, strict=False)
+        if encoding is not None:
+            mimeType = _ENCODING_TYPES.get(encoding, "application/octet-stream")
+        elif mimeType is None:
+            mimeType = "application/octet-stream"
+    textual = (
+        mimeType.startswith("text/")
+        or mimeType in _TEXT_APPLICATION_TYPES
+        or mimeType.endswith("+json")
+        or mimeType.endswith("+xml")
+    )
+    if textual:
+        return (mimeType + "; charset=utf-8").encode("ascii"), True
+    return mimeType.encode("ascii"), False
+
+
+def parseAcceptsGzip(value: bytes) -> bool:
+    """
+    Whether an C{Accept-Encoding} value lets us send gzip: C{gzip} (or
+    C{x-gzip}) with a non-zero q, or C{*} with a non-zero q when gzip is not
+    named.  A malformed q counts as zero.
+    """
+    gzipQ: float | None = None
+    starQ: float | None = None
+    for item in value.split(b","):
+        coding, _, params = item.partition(b";")
+        coding = coding.strip().lower()
+        if not coding:
+            continue
+        q = _qvalue(params)
+        if coding in (b"gzip", b"x-gzip"):
+            gzipQ = q if gzipQ is None else max(gzipQ, q)
+        elif coding == b"*":
+            starQ = q if starQ is None else max(starQ, q)
+    if gzipQ is not None:
+        return gzipQ > 0
+    return starQ is not None and starQ > 0
+
+
+def prefersJSON(accept: bytes | None) -> bool:
+    """
+    Whether an C{Accept} value ranks C{application/json} above C{text/html}
+    (each ranked by the most specific media range that matches it).
+    """
+    if not accept:
+        return False
+    ranks = {b"application/json": (0, 0.0), b"text/html": (0, 0.0)}
+    for item in accept.split(b","):
+        mediaRange, _, params = item.partition(b";")
+        mediaRange = mediaRange.strip().lower()
+        if not mediaRange:
+            continue
+        q = _qvalue(params)
+        for target in ranks:
+            if mediaRange == target:
+                specificity = 3
+            elif mediaRange == target.split(b"/")[0] + b"/*":
+                specificity = 2
+            elif mediaRange == b"*/*":
+                specificity = 1
+            else:
+                continue
+            if specificity > ranks[target][0]:
+                ranks[target] = (specificity, q)
+    return ranks[b"application/json"][1] > ranks[b"text/html"][1]
+
+
+def _qvalue(params: bytes) -> float:
+    """
+    The q parameter in C{;}-separated C{params}: 1 when absent, 0 when
+    malformed.
+    """
+    if not params:
+        return 1.0
+    for param in params.split(b";"):
+        name, _, value = param.partition(b"=")
+        if name.strip().lower() == b"q":
+            value = value.strip()
+            if _QVALUE.match(value):
+                return float(value)
+            return 0.0
+    return 1.0
+
+
+_UNSATISFIABLE = object()
+
+
+def parseRange(value: bytes, size: int) -> tuple[int, int] | object | None:
+    """
+    Parse a C{Range} value for a representation of C{size} bytes.
+
+    @return: C{(first, last)} (inclusive) for exactly one satisfiable range;
+        L{_UNSATISFIABLE} for one unsatisfiable range; L{None} when the header
+        is to be ignored (another unit, bad syntax, or several ranges: those
+        get the whole file, never a multipart body or overlapping copies).
+    """
+    unit, sep, specs = value.partition(b"=")
+    if not sep or unit.strip().lower() != b"bytes":
+        return None
+    items = [item for item in specs.split(b",") if item.strip()]
+    if len(items) != 1:
+        return None
+    match = _RANGE_SPEC.match(items[0])
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first:
+        start = _bigInt(first)
+        if last:
+            end = _bigInt(last)
+            if end < start:
+                return None
+        else:
+            end = size - 1
+        if start >= size:
+            return _UNSATISFIABLE
+        return start, min(end, size - 1)
+    if last:
+        suffix = _bigInt(last)
+        if suffix == 0:
+            return _UNSATISFIABLE
+        return max(0, size - suffix), size - 1
+    return None
+
+
+def _bigInt(digits: bytes) -> int:
+    """
+    Decimal digits as an int, saturating far beyond any file size.
+    """
+    if len(digits) > 18:
+        return 10**18
+    return int(digits)
+
+
+def parseHTTPDate(value: bytes) -> int | None:
+    """
+    An HTTP date as seconds since the epoch, or L{None} if it is not one.
+    """
+    try:
+        parsed = email.utils.parsedate_tz(value.decode("latin-1"))
+        if parsed is None:
+            return None
+        return int(email.utils.mktime_tz(parsed))
+    except (ValueError, OverflowError, TypeError, IndexError):
+        return None
+
+
+def _etagMatches(header: bytes, etag: bytes, weak: bool) -> bool:
+    """
+    Whether an C{If-Match}/C{If-None-Match}/C{If-Range} value names C{etag}
+    (a strong, quoted tag); C{weak} comparison also accepts C{W/} tags.
+    """
+    if header.strip() == b"*":
+        return True
+    for match in _ENTITY_TAG.finditer(header):
+        if match.group(1) and not weak:
+            continue
+        if match.group(2) == etag:
+            return True
+    return False
+
+
+def _httpDate(seconds: int) -> bytes:
+    return email.utils.formatdate(seconds, usegmt=True).encode("ascii")
+
+
+class _Representation:
+    """
+    One way of sending a file: its bytes as they are on disk, gzip bytes made
+    here, gzip streamed from a large file, or a C{NAME.gz} sibling.
+
+    @ivar path: The file to read when C{body} is L{None}.
+    @ivar size: Length of what is sent, or L{None} when streamed compressed.
+    @ivar signature: L{_signature} of the file at C{path}; a file opened
+        later must still match it.
+    @ivar headers: Headers for a 200 or 206 response (no C{Content-Length}).
+    @ivar headers304: Headers for a 304 response.
+    """
+
+    __slots__ = (
+        "path",
+        "body",
+        "size",
+        "signature",
+        "etag",
+        "modified",
+        "headers",
+        "headers304",
+        "streamGzip",
+    )
+
+    def __init__(
+        self,
+        path: bytes,
+        body: bytes | None,
+        size: int | None,
+        signature: tuple[int, int, int],
+        etag: bytes,
+        modified: int,
+        contentType: bytes,
+        vary: bool,
+        encoding: bytes | None = None,
+        streamGzip: bool = False,
+    ) -> None:
+        self.path = path
+        self.body = body
+        self.size = size
+        self.signature = signature
+        self.etag = etag
+        self.modified = modified
+        self.streamGzip = streamGzip
+        lastModified = _httpDate(modified)
+        validators = [(b"ETag", etag), (b"Last-Modified", lastModified)]
+        if vary:
+            validators.append((b"Vary", b"Accept-Encoding"))
+        headers = [(b"Content-Type", contentType), (b"Accept-Ranges", b"bytes")]
+        if encoding is not None:
+            headers.append((b"Content-Encoding", encoding))
+        self.headers = tuple(headers + validators)
+        self.headers304 = tuple(validators)
+
+
+class _Entry:
+    """
+    What one request path (the raw C{postpath}) resolved to when last
+    checked.
+
+    @ivar kind: L{_MISSING} (absent or refused), L{_FILE} or L{_DIR}.
+    @ivar checked: C{clock.seconds()} of the last check against the disk.
+    @ivar identity: For a file, its bytes as they are.
+    @ivar gzipped: For a file, the representation for clients that accept
+        gzip, or L{None}; C{gzipPending} when small gzip bytes are yet to be
+        made.
+    @ivar cost: Bytes this entry counts against the cache's limit.
+    """
+
+    __slots__ = (
+        "kind",
+        "path",
+        "checked",
+        "identity",
+        "gzipped",
+        "gzipPending",
+        "vary",
+        "contentType",
+        "cost",
+    )
+
+    def __init__(self, kind: int, path: bytes, checked: float) -> None:
+        self.kind = kind
+        self.path = path
+        self.checked = checked
+        self.identity: _Representation | None = None
+        self.gzipped: _Representation | None = None
+        self.gzipPending = False
+        self.vary = False
+        self.contentType = b""
+        self.cost = _ENTRY_OVERHEAD
+
+
+class StaticFolder(Resource):
+    """
+    Serve the files under C{root}: the resource for every path below the
+    place where it is mounted (it reads C{request.postpath} itself).
+
+    Refused, with the C{notFound} page (404), never an error: anything that
+    does not exist; names starting with C{.} (dotfiles and dot-directories
+    are neither served nor listed, as in many static servers); C{..};
+    segments with a backslash, NUL or an encoded C{/}; special files (FIFOs,
+    devices, sockets); and symbolic links that lead outside C{root} (unless
+    C{followSymlinks}).  Every segment is decoded once, by C{twisted.web}:
+    C{%252e} is the literal name C{%2e}.
+
+    Directories: C{index.html} when there is one, otherwise a listing,
+    directories first then by name, as HTML or, for clients whose C{Accept}
+    prefers it, JSON (C{[{"name", "size", "mtime", "is_dir"}]}; C{size} is 0
+    for directories, C{mtime} seconds since the epoch).  A directory URL
+    without its final slash is redirected (301) to the slash form, by an
+    absolute path.
+
+    Files of at most C{maxCachedFileSize} bytes are kept in memory (up to
+    C{maxCacheBytes} in all, least recently used first out); every cached
+    answer, about a file or a directory or a missing name, is checked against
+    the disk again when it is more than C{cacheSeconds} old.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        notFound: IResource,
+        clock: IReactorTime,
+        followSymlinks: bool = False,
+        cacheSeconds: float = 1.0,
+        maxCachedFileSize: int = 64 * 1024,
+        maxCacheBytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        """
+        @param root: The directory to serve.
+        @param notFound: Rendered for anything missing or refused.
+        @param clock: Whose C{seconds()} times the cache.
+        @param followSymlinks: Serve symbolic links that lead outside C{root}.
+        @param cacheSeconds: How long a cached answer is trusted without
+            looking at the disk again.
+        @param maxCachedFileSize: Files up to this size are kept in memory.
+        @param maxCacheBytes: Bound on the memory the cache holds.
+        """
+        Resource.__init__(self)
+        self._root = os.fsencode(os.path.abspath(root))
+        self._rootReal = os.path.realpath(self._root)
+        self._rootPrefix = (
+            self._rootReal if self._rootReal.endswith(b"/") else self._rootReal + b"/"
+        )
+        self._notFound = notFound
+        self._clock = clock
+        self._followSymlinks = followSymlinks
+        self._cacheSeconds = cacheSeconds
+        self._maxCachedFileSize = maxCachedFileSize
+        self._maxCacheBytes = maxCacheBytes
+        self._cache: OrderedDict[tuple[bytes, ...], _Entry] = OrderedDict()
+        self._cacheBytes = 0
+        self._acceptsGzip: dict[bytes, bool] = {}
+        self._producers: set[_FileProducer] = set()
+
+    # Public API
+
+    def hasIndex(self) -> bool:
+        """
+        Whether C{root/index.html} exists (answered from the cache).
+        """
+        return self._lookup((b"index.html",)).kind == _FILE
+
+    def render(self, request) -> bytes | int:
+        """
+        Answer a C{GET} or C{HEAD} request for C{request.postpath}; any other
+        method gets 405 with C{Allow: GET, HEAD}.
+        """
+        setHeader = request.responseHeaders.setRawHeaders
+        setHeader(b"X-Content-Type-Options", [b"nosniff"])
+        method = request.method
+        if method != b"GET" and method != b"HEAD":
+            return self._notAllowed(request)
+        postpath = request.postpath
+        if not postpath:
+            # The folder itself, without its slash.
+            return self._redirectToSlash(request, ())
+        key = tuple(postpath)
+        entry = self._lookup(key)
+        kind = entry.kind
+        trailingSlash = key[-1] in (b"", b".")
+        if kind == _FILE:
+            if trailingSlash:
+                return self._renderNotFound(request)
+            return self._renderFile(request, key, entry)
+        if kind == _DIR:
+            if not trailingSlash:
+                return self._redirectToSlash(request, key)
+            indexKey = key[:-1] + (b"index.html",)
+            index = self._lookup(indexKey)
+            if index.kind == _FILE:
+                return self._renderFile(request, indexKey, index)
+            return self._renderListing(request, key, entry)
+        return self._renderNotFound(request)
+
+    # The cache
+
+    def _lookup(self, key: tuple[bytes, ...], force: bool = False) -> _Entry:
+        """
+        The entry for a raw path, from the cache when it is fresh enough.
+        """
+        now = self._clock.seconds()
+        cache = self._cache
+        entry = cache.get(key)
+        if entry is not None:
+            age = now - entry.checked
+            if not force and 0 <= age < self._cacheSeconds:
+                cache.move_to_end(key)
+                return entry
+            del cache[key]
+            self._cacheBytes -= entry.cost
+        entry = self._resolve(key, now, entry)
+        entry.cost += sum(len(part) for part in key)
+        cache[key] = entry
+        self._cacheBytes += entry.cost
+        self._evict()
+        return entry
+
+    def _evict(self) -> None:
+        cache = self._cache
+        while self._cacheBytes > self._maxCacheBytes and len(cache) > 1:
+            _, old = cache.popitem(last=False)
+            self._cacheBytes -= old.cost
+
+    def _resolve(
+        self, key: tuple[bytes, ...], now: float, old: _Entry | None
+    ) -> _Entry:
+        """
+        Look at the disk: what C{key} names, if it may be served.
+        """
+        segments = []
+        for segment in key:
+            if segment == b"" or segment == b".":
+                continue
+            if (
+                segment[:1] == b"."
+                or b"/" in segment
+                or b"\\" in segment
+                or b"\x00" in segment
+            ):
+                return _Entry(_MISSING, b"", now)
+            segments.append(segment)
+        path = os.path.join(self._root, *segments) if segments else self._root
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return _Entry(_MISSING, path, now)
+        if not self._inside(path):
+            return _Entry(_MISSING, path, now)
+        if stat.S_ISDIR(st.st_mode):
+            return _Entry(_DIR, path, now)
+        if not stat.S_ISREG(st.st_mode):
+            return _Entry(_MISSING, path, now)
+        try:
+            return self._fileEntry(path, st, now, old)
+        except OSError:
+            return _Entry(_MISSING, path, now)
+
+    def _inside(self, path: bytes) -> bool:
+        """
+        Whether C{path} may be served: its real path is inside the root with
+        no dot-name on the way (a link to C{.git/config} is refused too), or
+        it leads outside and links are followed.
+        """
+        real = os.path.realpath(path)
+        if real == self._rootReal:
+            return True
+        if real.startswith(self._rootPrefix):
+            relative = real[len(self._rootPrefix) :]
+            return not any(part[:1] == b"." for part in relative.split(b"/"))
+        return self._followSymlinks
+
+    def _fileEntry(
+        self, path: bytes, st: os.stat_result, now: float, old: _Entry | None
+    ) -> _Entry:
+        entry = _Entry(_FILE, path, now)
+        contentType, compressible = contentTypeFor(os.path.basename(path))
+        entry.contentType = contentType
+        signature = _signature(st)
+        sibling = self._siblingStat(path, st)
+        entry.vary = compressible or sibling is not None
+        reuse = (
+            old is not None
+            and old.kind == _FILE
+            and old.path == path
+            and old.vary == entry.vary
+            and old.identity is not None
+            and old.identity.signature == signature
+        )
+        if reuse:
+            assert old is not None
+            entry.identity = old.identity
+        else:
+            entry.identity = self._identity(path, st, contentType, entry.vary)
+        identity = entry.identity
+        assert identity is not None
+        if identity.body is not None:
+            entry.cost += len(identity.body)
+        if sibling is not None:
+            previous = old.gzipped if reuse and old is not None else None
+            siblingSignature = _signature(sibling)
+            if (
+                previous is not None
+                and previous.path == path + b".gz"
+                and previous.signature == siblingSignature
+            ):
+                entry.gzipped = previous
+            else:
+                entry.gzipped = self._siblingRepresentation(
+                    path + b".gz", sibling, contentType
+                )
+        elif compressible:
+            if identity.body is None:
+                entry.gzipped = _Representation(
+                    path,
+                    None,
+                    None,
+                    identity.signature,
+                    _etag(identity.signature, b"gz"),
+                    identity.modified,
+                    contentType,
+                    True,
+                    encoding=b"gzip",
+                    streamGzip=True,
+                )
+            elif reuse and old is not None and not old.gzipPending:
+                entry.gzipped = old.gzipped
+            else:
+                entry.gzipPending = True
+        if entry.gzipped is not None and entry.gzipped.body is not None:
+            entry.cost += len(entry.gzipped.body)
+        return entry
+
+    def _cacheable(self, size: int) -> bool:
+        return (
+            size <= self._maxCachedFileSize
+            and 2 * size + _ENTRY_OVERHEAD <= self._maxCacheBytes
+        )
+
+    def _identity(
+        self, path: bytes, st: os.stat_result, contentType: bytes, vary: bool
+    ) -> _Representation:
+        body = None
+        signature = _signature(st)
+        modified = int(st.st_mtime)
+        if self._cacheable(st.st_size):
+            body, signature, modified = _readSmall(path)
+        return _Representation(
+            path,
+            body,
+            signature[0],
+            signature,
+            _etag(signature, b""),
+            modified,
+            contentType,
+            vary,
+        )
+
+    def _siblingStat(self, path: bytes, st: os.stat_result) -> os.stat_result | None:
+        """
+        The C{os.stat} of C{path + ".gz"} if it may be sent instead of
+        C{path}: a regular file inside the root, not older than C{path}.
+        """
+        sibling = path + b".gz"
+        try:
+            siblingStat = os.stat(sibling)
+        except (OSError, ValueError):
+            return None
+        if (
+            not stat.S_ISREG(siblingStat.st_mode)
+            or siblingStat.st_mtime_ns < st.st_mtime_ns
+            or not self._inside(sibling)
+        ):
+            return None
+        return siblingStat
+
+    def _siblingRepresentation(
+        self, sibling: bytes, st: os.stat_result, contentType: bytes
+    ) -> _Representation:
+        body = None
+        signature = _signature(st)
+        modified = int(st.st_mtime)
+        if self._cacheable(st.st_size):
+            body, signature, modified = _readSmall(sibling)
+        return _Representation(
+            sibling,
+            body,
+            signature[0],
+            signature,
+            _etag(signature, b"gzs"),
+            modified,
+            contentType,
+            True,
+            encoding=b"gzip",
+        )
+
+    def _gzipOf(self, key: tuple[bytes, ...], entry: _Entry) -> _Representation | None:
+        """
+        The gzip representation of C{entry}, made (once) if it is pending;
+        L{None} when gzip would not be smaller.
+        """
+        if entry.gzipPending:
+            entry.gzipPending = False
+            identity = entry.identity
+            assert identity is not None and identity.body is not None
+            compressed = _gzip(identity.body)
+            if len(compressed) < len(identity.body):
+                entry.gzipped = _Representation(
+                    identity.path,
+                    compressed,
+                    len(compressed),
+                    identity.signature,
+                    _etag(identity.signature, b"gz"),
+                    identity.modified,
+                    entry.contentType,
+                    True,
+                    encoding=b"gzip",
+                )
+                entry.cost += len(compressed)
+                if self._cache.get(key) is entry:
+                    self._cacheBytes += len(compressed)
+                    self._evict()
+        return entry.gzipped
+
+    # Responses
+
+    def _renderFile(self, request, key: tuple[bytes, ...], entry: _Entry) -> bytes | int:
+        headers = request.requestHeaders
+        rangeValue = None
+        if request.method == b"GET":
+            rangeValue = headers.getRawHeaders(b"Range")
+        representation = entry.identity
+        assert representation is not None
+        if entry.vary and rangeValue is None:
+            acceptEncoding = headers.getRawHeaders(b"Accept-Encoding")
+            if acceptEncoding is not None and self._clientAcceptsGzip(
+                b",".join(acceptEncoding)
+            ):
+                gzipped = self._gzipOf(key, entry)
+                if gzipped is not None and (
+                    not gzipped.streamGzip or request.clientproto == b"HTTP/1.1"
+                ):
+                    representation = gzipped
+
+        fd = None
+        if representation.body is None:
+            opened = _openRegular(representation.path)
+            if opened is None:
+                self._lookup(key, force=True)
+                return self._renderNotFound(request)
+            fd, st = opened
+            if _signature(st) != representation.signature:
+                # Changed since we looked: look again, and answer from that.
+                os.close(fd)
+                entry = self._lookup(key, force=True)
+                if entry.kind != _FILE:
+                    return self._renderNotFound(request)
+                if representation.streamGzip:
+                    representation = entry.gzipped or entry.identity
+                elif representation.path.endswith(b".gz") and entry.gzipped:
+                    representation = entry.gzipped
+                else:
+                    representation = entry.identity
+                assert representation is not None
+                fd = None
+                if representation.body is None:
+                    opened = _openRegular(representation.path)
+                    if opened is None:
+                        return self._renderNotFound(request)
+                    fd, st = opened
+                    if _signature(st) != representation.signature:
+                        # Still changing under us: a consistent answer later.
+                        os.close(fd)
+                        return self._renderNotFound(request)
+        try:
+            return self._respond(request, representation, rangeValue, fd)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
+
+    def _respond(
+        self,
+        request,
+        representation: _Representation,
+        rangeValue: Sequence[bytes] | None,
+        fd: int | None,
+    ) -> bytes | int:
+        """
+        Send C{representation}, after preconditions and ranges; takes
+        ownership of C{fd} (streams from it or closes it).
+        """
+        setHeader = request.responseHeaders.setRawHeaders
+        status = self._preconditions(request, representation)
+        if status is not None:
+            if fd is not None:
+                os.close(fd)
+            request.setResponseCode(status)
+            if status == http.NOT_MODIFIED:
+                for name, value in representation.headers304:
+                    setHeader(name, [value])
+            else:
+                setHeader(b"Content-Length", [b"0"])
+            request.write(b"")
+            request.finish()
+            return NOT_DONE_YET
+
+        for name, value in representation.headers:
+            setHeader(name, [value])
+
+        size = representation.size
+        start = 0
+        length = size
+        if rangeValue is not None and size:
+            byteRange = parseRange(rangeValue[-1], size)
+            if byteRange is not None and not self._ifRangeHolds(
+                request, representation
+            ):
+                byteRange = None
+            if byteRange is _UNSATISFIABLE:
+                if fd is not None:
+                    os.close(fd)
+                request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
+                request.responseHeaders.removeHeader(b"Content-Type")
+                setHeader(b"Content-Range", [b"bytes */%d" % (size,)])
+                setHeader(b"Content-Length", [b"0"])
+                request.write(b"")
+                request.finish()
+                return NOT_DONE_YET
+            if byteRange is not None:
+                first, last = byteRange  # type: ignore[misc]
+                start, length = first, last - first + 1
+                request.setResponseCode(http.PARTIAL_CONTENT)
+                setHeader(
+                    b"Content-Range", [b"bytes %d-%d/%d" % (first, last, size)]
+                )
+
+        if length is not None:
+            setHeader(b"Content-Length", [b"%d" % (length,)])
+        if request.method == b"HEAD":
+            if fd is not None:
+                os.close(fd)
+            return b""
+        body = representation.body
+        if body is not None:
+            if length == size:
+                return body
+            return body[start : start + length]
+        assert fd is not None
+        _FileProducer(
+            self,
+            request,
+            fd,
+            start,
+            length if length is not None else representation.signature[0],
+            representation.streamGzip,
+        ).start()
+        return NOT_DONE_YET
+
+    def _preconditions(self, request, representation: _Representation) -> int | None:
+        """
+        412 or 304 when the request's preconditions say so (RFC 9110 13.2.2),
+        otherwise L{None}.
+        """
+        headers = request.requestHeaders
+        ifMatch = headers.getRawHeaders(b"If-Match")
+        if ifMatch is not None:
+            if not _etagMatches(b",".join(ifMatch), representation.etag, weak=False):
+                return http.PRECONDITION_FAILED
+        else:
+            ifUnmodified = headers.getRawHeaders(b"If-Unmodified-Since")
+            if ifUnmodified is not None:
+                date = parseHTTPDate(ifUnmodified[-1])
+                if date is not None and representation.modified > date:
+                    return http.PRECONDITION_FAILED
+        ifNoneMatch = headers.getRawHeaders(b"If-None-Match")
+        if ifNoneMatch is not None:
+            if _etagMatches(b",".join(ifNoneMatch), representation.etag, weak=True):
+                return http.NOT_MODIFIED
+            return None
+        ifModified = headers.getRawHeaders(b"If-Modified-Since")
+        if ifModified is not None:
+            date = parseHTTPDate(ifModified[-1])
+            if date is not None and representation.modified <= date:
+                return http.NOT_MODIFIED
+        return None
+
+    def _ifRangeHolds(self, request, representation: _Representation) -> bool:
+        """
+        Whether a C{Range} may be honoured: no C{If-Range}, or one that is
+        the representation's (strong) ETag or exactly its modification date.
+        """
+        ifRange = request.requestHeaders.getRawHeaders(b"If-Range")
+        if ifRange is None:
+            return True
+        value = ifRange[-1].strip()
+        if value.startswith(b'"'):
+            return value == representation.etag
+        if value.startswith(b"W/"):
+            return False
+        return parseHTTPDate(value) == representation.modified
+
+    def _clientAcceptsGzip(self, value: bytes) -> bool:
+        memo = self._acceptsGzip
+        accepted = memo.get(value)
+        if accepted is None:
+            accepted = parseAcceptsGzip(value)
+            if len(memo) >= 256:
+                memo.clear()
+            memo[value] = accepted
+        return accepted
+
+    def _renderNotFound(self, request) -> bytes | int:
+        body = self._notFound.render(request)
+        if request.method == b"HEAD" and isinstance(body, bytes):
+            request.responseHeaders.setRawHeaders(
+                b"Content-Length", [b"%d" % (len(body),)]
+            )
+            return b""
+        return body
+
+    def _notAllowed(self, request) -> bytes:
+        request.setResponseCode(http.NOT_ALLOWED)
+        request.responseHeaders.setRawHeaders(b"Allow", [_ALLOWED_METHODS])
+        request.responseHeaders.setRawHeaders(
+            b"Content-Type", [b"text/html; charset=utf-8"]
+        )
+        return (
+            b"<!DOCTYPE html>\n<html><head><title>405 Method Not Allowed</title>"
+            b"</head><body><h1>Method Not Allowed</h1></body></html>\n"
+        )
+
+    def _urlPath(self, request, key: Iterable[bytes]) -> list[bytes]:
+        """
+        The decoded segments of the URL path of C{key}: the non-empty
+        C{prepath} segments then C{key}'s, without empty or C{.} segments.
+        """
+        return [
+            segment
+            for segment in [*request.prepath, *key]
+            if segment not in (b"", b".")
+        ]
+
+    def _redirectToSlash(self, request, key: tuple[bytes, ...]) -> bytes | int:
+        """
+        301 to the slash form of a directory URL: an absolute path, built
+        again from the decoded segments (so never C{//host}), query kept.
+        """
+        segments = self._urlPath(request, key)
+        location = b"".join(b"/" + _quoteSegment(s) for s in segments) + b"/"
+        query = request.uri.partition(b"?")[2]
+        if query:
+            location += b"?" + quote(query, safe="/?:@!$&'()*+,;=%~").encode("ascii")
+        request.setResponseCode(http.MOVED_PERMANENTLY)
+        request.responseHeaders.setRawHeaders(b"Location", [location])
+        request.responseHeaders.setRawHeaders(
+            b"Content-Type", [b"text/html; charset=utf-8"]
+        )
+        escaped = html.escape(location.decode("ascii")).encode("ascii")
+        body = (
+            b"<!DOCTYPE html>\n<html><head><title>301 Moved Permanently</title>"
+            b'</head><body><a href="' + escaped + b'">' + escaped + b"</a>"
+            b"</body></html>\n"
+        )
+        return self._sendBytes(request, body)
+
+    def _sendBytes(self, request, body: bytes) -> bytes:
+        request.responseHeaders.setRawHeaders(
+            b"Content-Length", [b"%d" % (len(body),)]
+        )
+        if request.method == b"HEAD":
+            return b""
+        return body
+
+    def _renderListing(self, request, key: tuple[bytes, ...], entry: _Entry) -> bytes | int:
+        try:
+            items = self._listDirectory(entry.path)
+        except OSError:
+            return self._renderNotFound(request)
+        setHeader = request.responseHeaders.setRawHeaders
+        setHeader(b"Vary", [b"Accept"])
+        accept = request.requestHeaders.getRawHeaders(b"Accept")
+        if prefersJSON(b",".join(accept) if accept else None):
+            setHeader(b"Content-Type", [b"application/json; charset=utf-8"])
+            body = json.dumps(
+                [
+                    {
+                        "name": name.decode("utf-8", "replace"),
+                        "size": size,
+                        "mtime": mtime,
+                        "is_dir": isDir,
+                    }
+                    for name, size, mtime, isDir in items
+                ],
+                ensure_ascii=False,
+            ).encode("utf-8")
+            return self._sendBytes(request, body)
+        setHeader(b"Content-Type", [b"text/html; charset=utf-8"])
+        segments = self._urlPath(request, key)
+        shown = "".join("/" + s.decode("utf-8", "replace") for s in segments) + "/"
+        title = html.escape(shown)
+        rows = []
+        if self._urlPath(request, ()) != segments:
+            rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
+        for name, size, mtime, isDir in items:
+            slash = "/" if isDir else ""
+            href = html.escape(quote(name, safe="") + slash)
+            label = html.escape(name.decode("utf-8", "replace") + slash)
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+            rows.append(
+                f'<tr><td><a href="{href}">{label}</a></td>'
+                f"<td>{'-' if isDir else size}</td><td>{when}</td></tr>"
+            )
+        page = (
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
+            "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
+            + "\n".join(rows)
+            + "\n</table>\n</body></html>\n"
+        )
+        return self._sendBytes(request, page.encode("utf-8"))
+
+    def _listDirectory(self, path: bytes) -> list[tuple[bytes, int, float, bool]]:
+        """
+        What a listing of C{path} shows: C{(name, size, mtime, isDir)}, only
+        what would be served, directories first, then by name.
+        """
+        items = []
+        with os.scandir(path) as scan:
+            for dirEntry in scan:
+                name = dirEntry.name
+                if name[:1] == b"." or b"\\" in name:
+                    continue
+                try:
+                    st = dirEntry.stat()
+                    if dirEntry.is_symlink() and not self._inside(dirEntry.path):
+                        continue
+                except OSError:
+                    continue
+                isDir = stat.S_ISDIR(st.st_mode)
+                if not isDir and not stat.S_ISREG(st.st_mode):
+                    continue
+                items.append((not isDir, name, 0 if isDir else st.st_size, st.st_mtime))
+        items.sort()
+        return [(name, size, mtime, not isFile) for isFile, name, size, mtime in items]
+
+
+@implementer(IPushProducer)
+class _FileProducer:
+    """
+    Stream C{length} bytes of an open file from C{offset} to a request,
+    pausing while the client's buffers are full; gzip on the way when
+    C{compress}.  The file is closed when the body is done, when the
+    connection is lost, and on any error.
+
+    On plain TCP, whenever the transport has nothing queued, the file goes
+    to the socket with C{os.sendfile} (no copy through Python); when the
+    socket is full (or the headers are queued), one read just big enough to
+    fill the transport's buffer goes through it, so that the transport pauses
+    this producer until the socket takes more.  Everywhere else (TLS,
+    HTTP/2, compressed bodies) every chunk is a L{CHUNK_SIZE} read written
+    to the request.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        folder: StaticFolder,
+        request,
+        fd: int,
+        offset: int,
+        length: int,
+        compress: bool,
+    ) -> None:
+        self._folder = folder
+        self._request = request
+        self._fd: int | None = fd
+        self.offset = offset
+        self.remaining = length
+        self._compressor = (
+            zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compress else None
+        )
+        self._socket: tcp.Server | None = None
+        self._stats: object | None = None
+        self._paused = False
+        self._producing = False
+        self.done = False
+
+    def start(self) -> None:
+        """
+        Send the headers, then the body as fast as the client takes it.
+        """
+        request = self._request
+        if getattr(request, "_disconnected", False):
+            self._close()
+            return
+        self._folder._producers.add(self)
+        request.notifyFinish().addBoth(self._requestDone)
+        request.registerProducer(self, True)
+        request.write(b"")
+        if self._compressor is None and not getattr(request, "chunked", True):
+            self._socket, self._stats = _plainSocket(request.channel)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._producing or self.done:
+            return
+        self._producing = True
+        try:
+            self._produce()
+        except Exception:
+            self.log.failure("streaming {path!r}", path=self._request.path)
+            self._abort()
+        finally:
+            self._producing = False
+
+    def stopProducing(self) -> None:
+        self._close()
+
+    def _produce(self) -> None:
+        request = self._request
+        while not self._paused and not self.done:
+            fd = self._fd
+            assert fd is not None
+            raw = self._socket
+            if (
+                raw is not None
+                and not raw._tempDataLen
+                and raw.offset == len(raw.dataBuffer)
+                and not raw.disconnecting
+            ):
+                # Nothing queued, so sending now keeps the order.
+                try:
+                    sent = os.sendfile(raw.socket.fileno(), fd, self.offset, self.remaining)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    # A broken socket (or file): the transport would only
+                    # find out later.
+                    self._abort()
+                    return
+                if sent:
+                    self.offset += sent
+                    self.remaining -= sent
+                    request.sentLength += sent
+                    if self._stats is not None:
+                        self._stats.bytesOut += sent  # type: ignore[attr-defined]
+                    if self.remaining <= 0:
+                        self._finish()
+                        return
+                    continue
+            size = CHUNK_SIZE
+            if raw is not None:
+                # Through the transport: just enough to fill its buffer, so
+                # that it pauses us until the socket takes more.
+                queued = len(raw.dataBuffer) - raw.offset + raw._tempDataLen
+                size = max(1, raw.bufferSize + 1 - queued)
+            data = os.pread(fd, min(size, self.remaining), self.offset)
+            if not data:
+                # The file shrank under us: the promised length cannot be sent.
+                self.log.warn("{path!r} shrank while being sent", path=request.path)
+                self._abort()
+                return
+            self.offset += len(data)
+            self.remaining -= len(data)
+            last = self.remaining <= 0
+            if self._compressor is not None:
+                data = self._compressor.compress(data)
+                if last:
+                    data += self._compressor.flush()
+            if data:
+                request.write(data)
+            if last:
+                self._finish()
+                return
+
+    def _finish(self) -> None:
+        self._close()
+        request = self._request
+        if not getattr(request, "_disconnected", False):
+            request.unregisterProducer()
+            request.finish()
+
+    def _abort(self) -> None:
+        self._close()
+        request = self._request
+        if getattr(request, "_disconnected", False):
+            return
+        request.unregisterProducer()
+        transport = getattr(request.channel, "transport", None)
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            request.loseConnection()
+
+    def _requestDone(self, result: object) -> None:
+        # Finished, or the connection was lost: either way the file is done
+        # (and a lost connection is no error to report).
+        self._close()
+
+    def _close(self) -> None:
+        self.done = True
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        self._folder._producers.discard(self)
+
+
+def _plainSocket(channel: object) -> tuple[tcp.Server | None, object | None]:
+    """
+    The Twisted TCP transport under an HTTP channel, if the channel writes
+    to it as it is (directly, or through netsuite's byte-counting wrapper,
+    whose stats are returned too); L{None} for TLS, HTTP/2, UNIX sockets or
+    anything else.
+    """
+    transport = getattr(channel, "transport", None)
+    stats = None
+    if type(transport) in (_TrackedProtocol, _TrackedHalfCloseableProtocol):
+        stats = transport.factory.stats  # type: ignore[union-attr]
+        transport = transport.transport  # type: ignore[union-attr]
+    if type(transport) is tcp.Server and all(
+        hasattr(transport, name)
+        for name in (
+            "socket",
+            "dataBuffer",
+            "offset",
+            "_tempDataLen",
+            "disconnecting",
+            "bufferSize",
+        )
+    ):
+        return transport, stats
+    return None, None
+
+
+def _openRegular(path: bytes) -> tuple[int, os.stat_result] | None:
+    """
+    Open a regular file for reading, without ever blocking on a FIFO or
+    following into a device: C{(fd, fstat)}, or L{None}.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
+
+
+def _readSmall(path: bytes) -> tuple[bytes, tuple[int, int, int], int]:
+    """
+    The whole content of a small regular file, with its signature and
+    modification time in seconds, from C{fstat} calls before and after
+    reading: a file being written gets a signature that matches no C{stat},
+    so that the next check reads it again.
+    """
+    opened = _openRegular(path)
+    if opened is None:
+        raise FileNotFoundError(path)
+    fd, before = opened
+    try:
+        parts = []
+        remaining = before.st_size
+        while remaining > 0:
+            data = os.read(fd, remaining)
+            if not data:
+                break
+            parts.append(data)
+            remaining -= len(data)
+        body = b"".join(parts)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    signature = _signature(after)
+    if len(body) != after.st_size or after.st_mtime_ns != before.st_mtime_ns:
+        signature = (len(body), -1, after.st_ino)
+    return body, signature, int(after.st_mtime)
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    """
+    What tells one version of a file from another: size, modification time
+    in nanoseconds and inode (a file replaced by a rename).
+    """
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _etag(signature: tuple[int, int, int], variant: bytes) -> bytes:
+    size, mtimeNs, _ = signature
+    if variant:
+        return b'"%x-%x-%s"' % (mtimeNs, size, variant)
+    return b'"%x-%x"' % (mtimeNs, size)
+
+
+def _gzip(data: bytes) -> bytes:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+def _quoteSegment(segment: bytes) -> bytes:
+    return quote(segment, safe="!$&'()*+,;=:@").encode("ascii")

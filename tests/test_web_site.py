@@ -1,0 +1,392 @@
+"""
+Tests for L{netsuite.web.site} and L{netsuite.web.pages}: request limits and
+deadlines (in memory, fake clock), and over real sockets the pages,
+pipelining, slowloris resistance, the access log and HTTP/2 over TLS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+
+import trustme
+from twisted.internet import reactor, threads
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.http import H2_ENABLED
+
+from netsuite.stats import StatsRegistry
+from netsuite.status import ListenerInfo, SimpleStatus
+from netsuite.web.site import Limits, makeHTTPService, makeSite
+from tests.helpers import rawExchange, startListener
+from tests.tlshelpers import makeServerOptions
+
+
+def inMemory(limits: Limits | None = None):
+    """
+    A site on a fake clock, and a function connecting a client to it.
+    """
+    clock = MemoryReactorClock()
+    status = SimpleStatus(StatsRegistry())
+    stats = status.stats.forService("http")
+    site = makeSite(status, reactor=clock, stats=stats, limits=limits)
+    site.startFactory()
+
+    def connect():
+        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    return clock, site, connect
+
+
+def statusLine(transport: StringTransport) -> bytes:
+    return transport.value().split(b"\r\n", 1)[0]
+
+
+class LimitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock, self.site, self.connect = inMemory(
+            Limits(maxBody=100, maxRequestLine=200, maxHeaderBytes=1000, maxHeaders=5,
+                   headerTimeout=10, idleTimeout=30)
+        )
+        self.addCleanup(self.site.stopFactory)
+
+    def test_headersMustArriveBeforeDeadline(self) -> None:
+        """
+        A client that trickles its headers (slowloris) gets 408 and is closed
+        when the head deadline passes, although it keeps sending.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n")
+        for i in range(9):
+            self.clock.advance(1)
+            protocol.dataReceived(b"X-Slow-%d: y\r\n" % i if i < 3 else b"X")
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(1)
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 408 Request Time-out")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.site.stats.counters["header_timeouts"], 1)
+
+    def test_silentConnectionTimesOut(self) -> None:
+        """
+        A connection that sends nothing is closed after the idle timeout.
+        """
+        protocol, transport = self.connect()
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_keepAliveIdleTimeout(self) -> None:
+        """
+        After a complete exchange, the connection stays open for the idle
+        timeout, then closes; no head deadline is left running.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 200 OK")
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_requestLineTooLong(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n")
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 414 Request-URI Too Long")
+        self.assertTrue(transport.disconnecting)
+        body = transport.value().split(b"\r\n\r\n", 1)[1]
+        self.assertEqual(json.loads(body)["status"], 414)
+
+    def test_headerLineTooLong(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n")
+        self.assertTrue(statusLine(transport).startswith(b"HTTP/1.1 431 "))
+
+    def test_tooManyHeaders(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(6)))
+        self.assertTrue(statusLine(transport).startswith(b"HTTP/1.1 431 "))
+
+    def test_headerBlockTooLarge(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"y" * 195) for i in range(5)))
+        self.assertTrue(statusLine(transport).startswith(b"HTTP/1.1 431 "))
+
+    def test_fiveHeadersAllowed(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(4)) + b"\r\n"
+        )
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 200 OK")
+
+    def test_declaredBodyTooLarge(self) -> None:
+        """
+        A Content-Length over the limit is refused with 413 before the body
+        is read (and before any 100 Continue).
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /api/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 101\r\n\r\n"
+        )
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 413 Request Entity Too Large")
+        self.assertNotIn(b"100 Continue", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_chunkedBodyTooLarge(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(3):
+            protocol.dataReceived(b"28\r\n" + b"x" * 40 + b"\r\n")
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 413 Request Entity Too Large")
+        self.assertTrue(transport.disconnecting)
+
+    def test_conflictingLengthsRejected(self) -> None:
+        """
+        Content-Length together with Transfer-Encoding (request smuggling)
+        is a 400, in either order, and so are two Content-Lengths.
+        """
+        for headers in (
+            b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            b"Content-Length: 5\r\nContent-Length: 6\r\n",
+            b"Content-Length: +5\r\n",
+            b"Transfer-Encoding: gzip, chunked\r\n",
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"POST /api/echo HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello")
+            self.assertEqual(statusLine(transport), b"HTTP/1.1 400 Bad Request", headers)
+
+
+class PageTests(SynchronousTestCase):
+    def request(self, path: bytes, method: bytes = b"GET") -> tuple[bytes, dict, bytes]:
+        clock, site, connect = inMemory()
+        site.stats.count("requests", 0)
+        protocol, transport = connect()
+        protocol.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = transport.value().split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, value = line.split(b": ", 1)
+            headers[name.lower()] = value
+        site.stopFactory()
+        return lines[0], headers, body
+
+    def test_notFoundEscapesPath(self) -> None:
+        status, headers, body = self.request(b"/%3Cscript%3Ealert(1)%3C/script%3E")
+        self.assertEqual(status, b"HTTP/1.1 404 Not Found")
+        self.assertNotIn(b"<script>", body)
+        self.assertIn(b"&lt;script&gt;", body)
+        self.assertEqual(headers[b"content-type"], b"text/html; charset=utf-8")
+        self.assertEqual(headers[b"x-content-type-options"], b"nosniff")
+        self.assertIn(b"default-src 'none'", headers[b"content-security-policy"])
+
+    def test_homePageHasSecurityHeaders(self) -> None:
+        for path in (b"/", b"/_netsuite/"):
+            status, headers, body = self.request(path)
+            self.assertEqual(status, b"HTTP/1.1 200 OK")
+            self.assertIn(b"<title>netsuite</title>", body)
+            self.assertIn(b"script-src 'self'", headers[b"content-security-policy"])
+            self.assertEqual(headers[b"x-content-type-options"], b"nosniff")
+            self.assertNotIn(b"<script>", body)  # no inline script
+
+    def test_headHasNoBody(self) -> None:
+        status, headers, body = self.request(b"/", b"HEAD")
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(body, b"")
+        self.assertGreater(int(headers[b"content-length"]), 100)
+
+    def test_assets(self) -> None:
+        status, headers, body = self.request(b"/_netsuite/style.css")
+        self.assertEqual(headers[b"content-type"], b"text/css; charset=utf-8")
+        status, headers, body = self.request(b"/_netsuite/home.js")
+        self.assertIn(b"/api/status", body)
+        status, headers, body = self.request(b"/_netsuite/nothing")
+        self.assertEqual(status, b"HTTP/1.1 404 Not Found")
+
+
+class FakeListener:
+    def __init__(self, info: ListenerInfo) -> None:
+        self._info = info
+
+    def info(self) -> ListenerInfo:
+        return self._info
+
+
+class SocketTests(TestCase):
+    timeout = 30
+
+    async def startHTTP(self, **kwargs) -> tuple[int, object, SimpleStatus]:
+        status = SimpleStatus(StatsRegistry())
+        service = makeHTTPService("tcp:0:interface=127.0.0.1", status=status, grace=1, **kwargs)
+        status.add(service)
+        port = await startListener(self, service)
+        return port, service, status
+
+    async def test_homePageListsListenersAndCounters(self) -> None:
+        port, service, status = await self.startHTTP()
+        status.add(FakeListener(ListenerInfo("echo", "tcp:7:interface=127.0.0.1", "tcp 127.0.0.1:7", False)))
+        status.add(FakeListener(ListenerInfo("chat", "tcp:8023", None, True)))
+        status.stats.forService("echo").bytesIn = 12345
+        response = await threads.deferToThread(rawExchange, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200 OK", response)
+        self.assertIn(f"tcp 127.0.0.1:{port}".encode(), response)
+        self.assertIn(b"tcp 127.0.0.1:7", response)
+        self.assertIn(b"not listening", response)
+        self.assertIn(b'data-service="echo" data-key="bytes_in">12345<', response)
+        for link in (b'href="/api/status"', b'href="/api/echo"', b'href="/healthz"', b'href="/metrics"'):
+            self.assertIn(link, response)
+
+    async def test_pipelinedRequestsAnsweredInOrder(self) -> None:
+        """
+        Several requests sent at once get their answers in the same order.
+        """
+        port, service, status = await self.startHTTP()
+        requests = b"".join(
+            b"GET /api/echo?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(5)
+        ) + b"GET /api/echo?n=last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        response = await threads.deferToThread(rawExchange, port, requests, 6)
+        order = re.findall(rb'"n": \["([^"]+)"\]', response)
+        self.assertEqual(order, [b"0", b"1", b"2", b"3", b"4", b"last"])
+
+    async def test_silentConnectionsDoNotStopNewClients(self) -> None:
+        """
+        200 connections that send half a request head and stall do not stop
+        a new client being served at once.
+        """
+        port, service, status = await self.startHTTP()
+
+        def stall() -> list[socket.socket]:
+            sockets = []
+            for _ in range(200):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                sockets.append(s)
+            return sockets
+
+        stalled = await threads.deferToThread(stall)
+        self.addCleanup(lambda: [s.close() for s in stalled])
+        response = await threads.deferToThread(
+            rawExchange, port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertIn(b"HTTP/1.1 200 OK", response)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(service.stats.connectionsOpen, 200)
+
+    async def test_accessLogInCombinedFormat(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        port, service, status = await self.startHTTP(accessLog=path)
+        await threads.deferToThread(
+            rawExchange,
+            port,
+            b"GET /nothing?x=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: tester/1\r\n"
+            b"Referer: http://r.example/\r\nConnection: close\r\n\r\n",
+        )
+        await service.stopService()
+        with open(path) as f:
+            line = f.read().strip()
+        self.assertRegex(
+            line,
+            r'^"?127\.0\.0\.1"? - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+            r'"GET /nothing\?x=1 HTTP/1\.1" 404 \d+ "http://r\.example/" "tester/1"$',
+        )
+
+    async def test_metricsCountRequests(self) -> None:
+        port, service, status = await self.startHTTP()
+        await threads.deferToThread(rawExchange, port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = await threads.deferToThread(
+            rawExchange, port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertRegex(response, rb'netsuite_http_requests_total\{method="GET",status="404"\} 1\.0')
+        self.assertEqual(service.stats.counters["requests"], 2)  # /nope and /metrics
+
+    async def test_http2OverTLS(self) -> None:
+        """
+        A client that offers h2 by ALPN gets HTTP/2, and the response is the
+        home page.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
+        port, service, status = await self.startHTTP(tls=options)
+        cadata = ca.cert_pem.bytes().decode()
+        protocol, headers, body = await threads.deferToThread(h2Get, port, cadata, "/healthz")
+        self.assertEqual(protocol, "h2")
+        self.assertEqual(headers[":status"], "200")
+        self.assertEqual(body, b"ok\n")
+
+    async def test_curlHTTP2(self) -> None:
+        """
+        C{curl --http2} negotiates HTTP/2 (when curl is installed).
+        """
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("curl is not installed")
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
+        port, service, status = await self.startHTTP(tls=options)
+        caPath = os.path.abspath(self.mktemp())
+        ca.cert_pem.write_to_path(caPath)
+        out, err, code = await getProcessOutputAndValue(
+            curl,
+            ["-sS", "--http2", "--cacert", caPath, "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+             f"https://localhost:{port}/healthz", "--resolve", f"localhost:{port}:127.0.0.1"],
+        )
+        self.assertEqual((out, code), (b"2 200", 0), err)
+
+
+def h2Get(port: int, cadata: str, path: str) -> tuple[str, dict, bytes]:
+    """
+    One HTTP/2 GET with the h2 library over stdlib TLS (runs in a thread).
+    """
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    context = ssl.create_default_context(cadata=cadata)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            negotiated = tls.selected_alpn_protocol()
+            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            connection.initiate_connection()
+            connection.send_headers(
+                1,
+                [(":method", "GET"), (":path", path), (":scheme", "https"), (":authority", "localhost")],
+                end_stream=True,
+            )
+            tls.sendall(connection.data_to_send())
+            headers: dict = {}
+            body = b""
+            done = False
+            while not done:
+                data = tls.recv(65536)
+                if not data:
+                    break
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        headers = {
+                            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                            for k, v in event.headers
+                        }
+                    elif isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        done = True
+                tls.sendall(connection.data_to_send())
+            return negotiated, headers, body
