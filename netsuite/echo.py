@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netsuite.limits import BucketTable, IdleTimeout, TokenBucket
-from netsuite.listen import DatagramListener, StreamListener, _reactor
+from netsuite.listen import DatagramListener, StreamListener, _reactor, plainSocketTransport
 from netsuite.stats import ServiceStats
 
 DEFAULT_ECHO = "tcp:8007:interface=127.0.0.1"
@@ -91,21 +91,6 @@ class _IdleClosing(Protocol):
             self._idle = None
 
 
-def _plainSocketTransport(transport: object) -> tcp.Server | None:
-    """
-    The Twisted TCP server transport under C{transport} (itself, or the one
-    under netsuite's tracking wrapper) if it is plain TCP of the kind
-    L{Echo}'s direct path knows; otherwise (TLS, UNIX sockets, another
-    reactor's transports) L{None}.
-    """
-    raw = transport if type(transport) is tcp.Server else getattr(transport, "transport", None)
-    if type(raw) is tcp.Server and all(
-        hasattr(raw, name) for name in ("socket", "dataBuffer", "offset", "_tempDataLen")
-    ):
-        return raw
-    return None
-
-
 class Echo(_IdleClosing):
     """
     Sends back every byte it receives (RFC 862), pausing its reads while the
@@ -124,7 +109,7 @@ class Echo(_IdleClosing):
     def connectionMade(self) -> None:
         _IdleClosing.connectionMade(self)
         self.transport.registerProducer(self.transport, True)
-        raw = _plainSocketTransport(self.transport)
+        raw, _ = plainSocketTransport(self.transport)
         if raw is not None:
             self._socketTransport = raw
             raw.doRead = self._readAndEcho  # type: ignore[method-assign]

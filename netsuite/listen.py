@@ -16,7 +16,7 @@ import re
 from typing import Dict, Iterable, Optional, Tuple
 
 from twisted.application.service import Service
-from twisted.internet import defer, error
+from twisted.internet import defer, error, tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -163,6 +163,29 @@ class _Refused(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.abortConnection()
+
+
+def plainSocketTransport(transport: object) -> Tuple[tcp.Server | None, ServiceStats | None]:
+    """
+    The Twisted TCP transport under C{transport} when bytes written to it go
+    to the socket as they are: C{transport} itself, or the one under
+    netsuite's tracking wrapper (whose stats are returned too, for code that
+    writes past the wrapper).  For TLS, UNIX sockets, HTTP/2 or anything
+    else: C{(None, None)}.
+
+    Code that writes to the socket directly must send only when nothing is
+    queued in the transport (C{dataBuffer}, C{offset}, C{_tempDataLen}).
+    """
+    stats = None
+    if type(transport) in (_TrackedProtocol, _TrackedHalfCloseableProtocol):
+        stats = transport.factory.stats  # type: ignore[attr-defined]
+        transport = transport.transport  # type: ignore[attr-defined]
+    if type(transport) is tcp.Server and all(
+        hasattr(transport, name)
+        for name in ("socket", "dataBuffer", "offset", "_tempDataLen", "disconnecting", "bufferSize")
+    ):
+        return transport, stats
+    return None, None
 
 
 class TrackingFactory(WrappingFactory):

@@ -19,6 +19,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
@@ -504,3 +505,34 @@ class TLSBackpressureTests(TestCase):
         client.transport.resumeProducing()
         await client.waitFor(size)
         self.assertEqual(b"".join(client.received), data)
+
+
+class BareFactoryTests(TestCase):
+    timeout = 10
+
+    async def test_bareFactoryUnderTLSStaysEncrypted(self) -> None:
+        """
+        L{EchoFactory} used on its own under TLS (no netsuite listener, so no
+        tracking wrapper) takes the ordinary path: the direct path must never
+        write past TLS.
+        """
+        ca = trustme.CA()
+        certPath, keyPath = writeLeaf(self.mktemp(), ca.issue_cert("localhost"))
+        factory = TLSMemoryBIOFactory(
+            serverOptions(*loadPEM(certPath, keyPath)),
+            False,
+            EchoFactory(reactor, ServiceStats("echo")),
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+        )
+        client = await connect(self, 0, Collector(), endpoint)
+        data = os.urandom(1024 * 1024)
+        client.transport.write(data)
+        await client.waitFor(len(data))
+        self.assertEqual(b"".join(client.received), data)
+        client.transport.loseConnection()
+        await client.closed

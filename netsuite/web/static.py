@@ -10,16 +10,18 @@ C{NAME.gz} siblings; C{index.html}, a redirect to the slash form of a
 directory URL, and HTML or JSON directory listings.
 
 Small files are kept in memory (their bytes, gzip bytes, ETag and headers),
-checked against the disk with one C{os.stat} at most every C{cacheSeconds};
-large files are streamed in big chunks by a push producer that follows the
-client's pace and closes the file however the response ends.
+checked against the disk at most every C{cacheSeconds} (an C{os.stat} of the
+file and of its C{.gz} sibling, and its real path); large files are streamed
+by a push producer that follows the client's pace (C{os.sendfile} on plain
+TCP) and closes the file however the response ends.
 
 Embedding::
 
     from twisted.internet import reactor
+    from twisted.web.pages import notFound
     from netsuite.web.static import StaticFolder
 
-    folder = StaticFolder("/srv/www", notFound=NoResource(), clock=reactor)
+    folder = StaticFolder("/srv/www", notFound=notFound(), clock=reactor)
 """
 
 from __future__ import annotations
@@ -31,23 +33,31 @@ import mimetypes
 import os
 import re
 import stat
-import time
 import zlib
 from collections import OrderedDict
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from netsuite.listen import _TrackedHalfCloseableProtocol, _TrackedProtocol
+from netsuite.listen import plainSocketTransport
 
-__all__ = ["StaticFolder"]
+__all__ = [
+    "StaticFolder",
+    "UNSATISFIABLE",
+    "contentTypeFor",
+    "parseAcceptsGzip",
+    "parseHTTPDate",
+    "parseRange",
+    "prefersJSON",
+]
 
 #: Bytes read from disk at once when streaming a large file.
 CHUNK_SIZE = 256 * 1024
@@ -64,6 +74,22 @@ _FILE = 1
 _DIR = 2
 
 _ALLOWED_METHODS = b"GET, HEAD"
+
+#: An entry's C{checked} that makes the next lookup look at the disk.
+_STALE = float("-inf")
+
+# Request headers a file's answer depends on (in Headers' canonical case).
+_CONDITIONAL_HEADERS = frozenset(
+    [
+        b"Range",
+        b"If-Range",
+        b"Accept-Encoding",
+        b"If-Match",
+        b"If-None-Match",
+        b"If-Modified-Since",
+        b"If-Unmodified-Since",
+    ]
+)
 
 # MIME types that differ between systems' mime.types files, or are missing
 # from some of them, pinned for the web.
@@ -210,7 +236,8 @@ def _qvalue(params: bytes) -> float:
     return 1.0
 
 
-_UNSATISFIABLE = object()
+#: What L{parseRange} returns for a range that starts past the end.
+UNSATISFIABLE = object()
 
 
 def parseRange(value: bytes, size: int) -> tuple[int, int] | object | None:
@@ -218,7 +245,7 @@ def parseRange(value: bytes, size: int) -> tuple[int, int] | object | None:
     Parse a C{Range} value for a representation of C{size} bytes.
 
     @return: C{(first, last)} (inclusive) for exactly one satisfiable range;
-        L{_UNSATISFIABLE} for one unsatisfiable range; L{None} when the header
+        L{UNSATISFIABLE} for one unsatisfiable range; L{None} when the header
         is to be ignored (another unit, bad syntax, or several ranges: those
         get the whole file, never a multipart body or overlapping copies).
     """
@@ -241,12 +268,12 @@ def parseRange(value: bytes, size: int) -> tuple[int, int] | object | None:
         else:
             end = size - 1
         if start >= size:
-            return _UNSATISFIABLE
+            return UNSATISFIABLE
         return start, min(end, size - 1)
     if last:
         suffix = _bigInt(last)
         if suffix == 0:
-            return _UNSATISFIABLE
+            return UNSATISFIABLE
         return max(0, size - suffix), size - 1
     return None
 
@@ -288,7 +315,29 @@ def _etagMatches(header: bytes, etag: bytes, weak: bool) -> bool:
     return False
 
 
-def _httpDate(seconds: int) -> bytes:
+def _ifRangeHolds(
+    ifRange: Sequence[bytes] | None, representation: "_Representation"
+) -> bool:
+    """
+    Whether a C{Range} may be honoured: no C{If-Range}, or one that is the
+    representation's (strong) ETag or exactly its modification date.
+    """
+    if ifRange is None:
+        return True
+    value = ifRange[-1].strip()
+    if value.startswith(b'"'):
+        return value == representation.etag
+    if value.startswith(b"W/"):
+        return False
+    return parseHTTPDate(value) == representation.modified
+
+
+def _httpDate(seconds: float) -> bytes:
+    """
+    An HTTP date, for any time a file system can hold (clamped to years
+    1970 to 9999).
+    """
+    seconds = min(max(seconds, 0), 253402300799)
     return email.utils.formatdate(seconds, usegmt=True).encode("ascii")
 
 
@@ -315,6 +364,10 @@ class _Representation:
         "headers",
         "headers304",
         "streamGzip",
+        "_variant",
+        "_contentType",
+        "_vary",
+        "_encoding",
     )
 
     def __init__(
@@ -323,7 +376,7 @@ class _Representation:
         body: bytes | None,
         size: int | None,
         signature: tuple[int, int, int],
-        etag: bytes,
+        variant: bytes,
         modified: int,
         contentType: bytes,
         vary: bool,
@@ -334,9 +387,13 @@ class _Representation:
         self.body = body
         self.size = size
         self.signature = signature
-        self.etag = etag
+        self.etag = etag = _etag(signature, variant)
         self.modified = modified
         self.streamGzip = streamGzip
+        self._variant = variant
+        self._contentType = contentType
+        self._vary = vary
+        self._encoding = encoding
         lastModified = _httpDate(modified)
         validators = [(b"ETag", etag), (b"Last-Modified", lastModified)]
         if vary:
@@ -346,6 +403,25 @@ class _Representation:
             headers.append((b"Content-Encoding", encoding))
         self.headers = tuple(headers + validators)
         self.headers304 = tuple(validators)
+
+    def changedTo(self, st: os.stat_result) -> _Representation:
+        """
+        This representation of a file streamed from disk, for the version
+        of the file whose C{fstat} is C{st}.
+        """
+        signature = _signature(st)
+        return _Representation(
+            self.path,
+            None,
+            None if self.streamGzip else st.st_size,
+            signature,
+            self._variant,
+            int(st.st_mtime),
+            self._contentType,
+            self._vary,
+            self._encoding,
+            self.streamGzip,
+        )
 
 
 class _Entry:
@@ -415,6 +491,10 @@ class StaticFolder(Resource):
     isLeaf = True
     log = Logger()
 
+    #: Seconds a client may take no part of a streamed file before it is
+    #: disconnected (the clock's C{callLater} times it).
+    stallTimeout = 60.0
+
     def __init__(
         self,
         root: str,
@@ -429,7 +509,8 @@ class StaticFolder(Resource):
         """
         @param root: The directory to serve.
         @param notFound: Rendered for anything missing or refused.
-        @param clock: Whose C{seconds()} times the cache.
+        @param clock: Whose C{seconds()} times the cache, and whose
+            C{callLater} times out clients that stop reading.
         @param followSymlinks: Serve symbolic links that lead outside C{root}.
         @param cacheSeconds: How long a cached answer is trusted without
             looking at the disk again.
@@ -461,7 +542,7 @@ class StaticFolder(Resource):
         """
         return self._lookup((b"index.html",)).kind == _FILE
 
-    def render(self, request) -> bytes | int:
+    def render(self, request: IRequest) -> bytes | int:
         """
         Answer a C{GET} or C{HEAD} request for C{request.postpath}; any other
         method gets 405 with C{Allow: GET, HEAD}.
@@ -495,7 +576,7 @@ class StaticFolder(Resource):
 
     # The cache
 
-    def _lookup(self, key: tuple[bytes, ...], force: bool = False) -> _Entry:
+    def _lookup(self, key: tuple[bytes, ...]) -> _Entry:
         """
         The entry for a raw path, from the cache when it is fresh enough.
         """
@@ -504,7 +585,7 @@ class StaticFolder(Resource):
         entry = cache.get(key)
         if entry is not None:
             age = now - entry.checked
-            if not force and 0 <= age < self._cacheSeconds:
+            if 0 <= age < self._cacheSeconds:
                 cache.move_to_end(key)
                 return entry
             del cache[key]
@@ -616,14 +697,21 @@ class StaticFolder(Resource):
                     None,
                     None,
                     identity.signature,
-                    _etag(identity.signature, b"gz"),
+                    b"gz",
                     identity.modified,
                     contentType,
                     True,
                     encoding=b"gzip",
                     streamGzip=True,
                 )
-            elif reuse and old is not None and not old.gzipPending:
+            elif (
+                reuse
+                and old is not None
+                and not old.gzipPending
+                and (old.gzipped is None or old.gzipped.path == path)
+            ):
+                # The gzip bytes made here for this very version (or the
+                # finding that gzip does not make it smaller).
                 entry.gzipped = old.gzipped
             else:
                 entry.gzipPending = True
@@ -650,7 +738,7 @@ class StaticFolder(Resource):
             body,
             signature[0],
             signature,
-            _etag(signature, b""),
+            b"",
             modified,
             contentType,
             vary,
@@ -687,7 +775,7 @@ class StaticFolder(Resource):
             body,
             signature[0],
             signature,
-            _etag(signature, b"gzs"),
+            b"gzs",
             modified,
             contentType,
             True,
@@ -710,7 +798,7 @@ class StaticFolder(Resource):
                     compressed,
                     len(compressed),
                     identity.signature,
-                    _etag(identity.signature, b"gz"),
+                    b"gz",
                     identity.modified,
                     entry.contentType,
                     True,
@@ -725,20 +813,24 @@ class StaticFolder(Resource):
     # Responses
 
     def _renderFile(self, request, key: tuple[bytes, ...], entry: _Entry) -> bytes | int:
-        headers = request.requestHeaders
-        rangeValue = None
-        if request.method == b"GET":
-            rangeValue = headers.getRawHeaders(b"Range")
+        found: dict[bytes, Sequence[bytes]] = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name in _CONDITIONAL_HEADERS:
+                found[name] = values
+        if request.method != b"GET":
+            found.pop(b"Range", None)
         representation = entry.identity
         assert representation is not None
-        if entry.vary and rangeValue is None:
-            acceptEncoding = headers.getRawHeaders(b"Accept-Encoding")
+        if entry.vary and b"Range" not in found:
+            acceptEncoding = found.get(b"Accept-Encoding")
             if acceptEncoding is not None and self._clientAcceptsGzip(
                 b",".join(acceptEncoding)
             ):
                 gzipped = self._gzipOf(key, entry)
                 if gzipped is not None and (
-                    not gzipped.streamGzip or request.clientproto == b"HTTP/1.1"
+                    # A body of unknown length needs chunks (or HTTP/2).
+                    not gzipped.streamGzip
+                    or request.clientproto in (b"HTTP/1.1", b"HTTP/2")
                 ):
                     representation = gzipped
 
@@ -746,55 +838,43 @@ class StaticFolder(Resource):
         if representation.body is None:
             opened = _openRegular(representation.path)
             if opened is None:
-                self._lookup(key, force=True)
+                entry.checked = _STALE
                 return self._renderNotFound(request)
             fd, st = opened
             if _signature(st) != representation.signature:
-                # Changed since we looked: look again, and answer from that.
-                os.close(fd)
-                entry = self._lookup(key, force=True)
-                if entry.kind != _FILE:
-                    return self._renderNotFound(request)
-                if representation.streamGzip:
-                    representation = entry.gzipped or entry.identity
-                elif representation.path.endswith(b".gz") and entry.gzipped:
-                    representation = entry.gzipped
-                else:
-                    representation = entry.identity
-                assert representation is not None
-                fd = None
-                if representation.body is None:
-                    opened = _openRegular(representation.path)
-                    if opened is None:
-                        return self._renderNotFound(request)
-                    fd, st = opened
-                    if _signature(st) != representation.signature:
-                        # Still changing under us: a consistent answer later.
-                        os.close(fd)
-                        return self._renderNotFound(request)
+                # Changed since it was cached: answer from what was opened,
+                # and look at the disk again next time.
+                entry.checked = _STALE
+                representation = representation.changedTo(st)
         try:
-            return self._respond(request, representation, rangeValue, fd)
+            plan = self._respond(request, representation, found)
         except BaseException:
             if fd is not None:
                 os.close(fd)
             raise
+        if type(plan) is not tuple:
+            if fd is not None:
+                os.close(fd)
+            return plan  # type: ignore[return-value]
+        assert fd is not None
+        start, length = plan
+        _FileProducer(self, request, fd, start, length, representation.streamGzip).start()
+        return NOT_DONE_YET
 
     def _respond(
         self,
         request,
         representation: _Representation,
-        rangeValue: Sequence[bytes] | None,
-        fd: int | None,
-    ) -> bytes | int:
+        found: dict[bytes, Sequence[bytes]],
+    ) -> bytes | int | tuple[int, int]:
         """
-        Send C{representation}, after preconditions and ranges; takes
-        ownership of C{fd} (streams from it or closes it).
+        Answer with C{representation}, after preconditions and ranges: the
+        response (bytes, or C{NOT_DONE_YET} when already finished), or
+        C{(offset, length)} to stream from its file.
         """
         setHeader = request.responseHeaders.setRawHeaders
-        status = self._preconditions(request, representation)
+        status = self._preconditions(representation, found)
         if status is not None:
-            if fd is not None:
-                os.close(fd)
             request.setResponseCode(status)
             if status == http.NOT_MODIFIED:
                 for name, value in representation.headers304:
@@ -811,15 +891,14 @@ class StaticFolder(Resource):
         size = representation.size
         start = 0
         length = size
+        rangeValue = found.get(b"Range")
         if rangeValue is not None and size:
             byteRange = parseRange(rangeValue[-1], size)
-            if byteRange is not None and not self._ifRangeHolds(
-                request, representation
+            if byteRange is not None and not _ifRangeHolds(
+                found.get(b"If-Range"), representation
             ):
                 byteRange = None
-            if byteRange is _UNSATISFIABLE:
-                if fd is not None:
-                    os.close(fd)
+            if byteRange is UNSATISFIABLE:
                 request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
                 request.responseHeaders.removeHeader(b"Content-Type")
                 setHeader(b"Content-Range", [b"bytes */%d" % (size,)])
@@ -838,67 +917,42 @@ class StaticFolder(Resource):
         if length is not None:
             setHeader(b"Content-Length", [b"%d" % (length,)])
         if request.method == b"HEAD":
-            if fd is not None:
-                os.close(fd)
             return b""
         body = representation.body
         if body is not None:
             if length == size:
                 return body
             return body[start : start + length]
-        assert fd is not None
-        _FileProducer(
-            self,
-            request,
-            fd,
-            start,
-            length if length is not None else representation.signature[0],
-            representation.streamGzip,
-        ).start()
-        return NOT_DONE_YET
+        return (start, length if length is not None else representation.signature[0])
 
-    def _preconditions(self, request, representation: _Representation) -> int | None:
+    def _preconditions(
+        self, representation: _Representation, found: dict[bytes, Sequence[bytes]]
+    ) -> int | None:
         """
         412 or 304 when the request's preconditions say so (RFC 9110 13.2.2),
         otherwise L{None}.
         """
-        headers = request.requestHeaders
-        ifMatch = headers.getRawHeaders(b"If-Match")
+        ifMatch = found.get(b"If-Match")
         if ifMatch is not None:
             if not _etagMatches(b",".join(ifMatch), representation.etag, weak=False):
                 return http.PRECONDITION_FAILED
         else:
-            ifUnmodified = headers.getRawHeaders(b"If-Unmodified-Since")
+            ifUnmodified = found.get(b"If-Unmodified-Since")
             if ifUnmodified is not None:
                 date = parseHTTPDate(ifUnmodified[-1])
                 if date is not None and representation.modified > date:
                     return http.PRECONDITION_FAILED
-        ifNoneMatch = headers.getRawHeaders(b"If-None-Match")
+        ifNoneMatch = found.get(b"If-None-Match")
         if ifNoneMatch is not None:
             if _etagMatches(b",".join(ifNoneMatch), representation.etag, weak=True):
                 return http.NOT_MODIFIED
             return None
-        ifModified = headers.getRawHeaders(b"If-Modified-Since")
+        ifModified = found.get(b"If-Modified-Since")
         if ifModified is not None:
             date = parseHTTPDate(ifModified[-1])
             if date is not None and representation.modified <= date:
                 return http.NOT_MODIFIED
         return None
-
-    def _ifRangeHolds(self, request, representation: _Representation) -> bool:
-        """
-        Whether a C{Range} may be honoured: no C{If-Range}, or one that is
-        the representation's (strong) ETag or exactly its modification date.
-        """
-        ifRange = request.requestHeaders.getRawHeaders(b"If-Range")
-        if ifRange is None:
-            return True
-        value = ifRange[-1].strip()
-        if value.startswith(b'"'):
-            return value == representation.etag
-        if value.startswith(b"W/"):
-            return False
-        return parseHTTPDate(value) == representation.modified
 
     def _clientAcceptsGzip(self, value: bytes) -> bool:
         memo = self._acceptsGzip
@@ -1006,7 +1060,7 @@ class StaticFolder(Resource):
             slash = "/" if isDir else ""
             href = html.escape(quote(name, safe="") + slash)
             label = html.escape(name.decode("utf-8", "replace") + slash)
-            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+            when = _httpDate(mtime).decode("ascii")[5:-4]
             rows.append(
                 f'<tr><td><a href="{href}">{label}</a></td>'
                 f"<td>{'-' if isDir else size}</td><td>{when}</td></tr>"
@@ -1014,7 +1068,7 @@ class StaticFolder(Resource):
         page = (
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
-            "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
+            "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (GMT)</th></tr>\n"
             + "\n".join(rows)
             + "\n</table>\n</body></html>\n"
         )
@@ -1060,6 +1114,10 @@ class _FileProducer:
     this producer until the socket takes more.  Everywhere else (TLS,
     HTTP/2, compressed bodies) every chunk is a L{CHUNK_SIZE} read written
     to the request.
+
+    A client that takes nothing for the folder's C{stallTimeout} seconds is
+    disconnected (twisted.web does not time out a request being answered),
+    so that it cannot hold the file and the connection forever.
     """
 
     log = Logger()
@@ -1085,29 +1143,44 @@ class _FileProducer:
         self._stats: object | None = None
         self._paused = False
         self._producing = False
+        self._stallTimer: IDelayedCall | None = None
         self.done = False
 
     def start(self) -> None:
         """
         Send the headers, then the body as fast as the client takes it.
+        From here on the file is this producer's to close.
         """
         request = self._request
         if getattr(request, "_disconnected", False):
             self._close()
             return
         self._folder._producers.add(self)
-        request.notifyFinish().addBoth(self._requestDone)
-        request.registerProducer(self, True)
-        request.write(b"")
-        if self._compressor is None and not getattr(request, "chunked", True):
-            self._socket, self._stats = _plainSocket(request.channel)
+        try:
+            request.notifyFinish().addBoth(self._requestDone)
+            request.registerProducer(self, True)
+            request.write(b"")
+            if self._compressor is None and not getattr(request, "chunked", True):
+                self._socket, self._stats = plainSocketTransport(
+                    getattr(request.channel, "transport", None)
+                )
+        except BaseException:
+            self._close()
+            raise
         self.resumeProducing()
 
     def pauseProducing(self) -> None:
         self._paused = True
+        if self._stallTimer is None and not self.done:
+            self._stallTimer = self._folder._clock.callLater(
+                self._folder.stallTimeout, self._stalled
+            )
 
     def resumeProducing(self) -> None:
         self._paused = False
+        if self._stallTimer is not None:
+            self._stallTimer.cancel()
+            self._stallTimer = None
         if self._producing or self.done:
             return
         self._producing = True
@@ -1199,6 +1272,15 @@ class _FileProducer:
         else:
             request.loseConnection()
 
+    def _stalled(self) -> None:
+        self._stallTimer = None
+        self.log.info(
+            "client took nothing of {path!r} for {seconds} seconds: disconnecting",
+            path=self._request.path,
+            seconds=self._folder.stallTimeout,
+        )
+        self._abort()
+
     def _requestDone(self, result: object) -> None:
         # Finished, or the connection was lost: either way the file is done
         # (and a lost connection is no error to report).
@@ -1206,37 +1288,13 @@ class _FileProducer:
 
     def _close(self) -> None:
         self.done = True
+        if self._stallTimer is not None:
+            self._stallTimer.cancel()
+            self._stallTimer = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
         self._folder._producers.discard(self)
-
-
-def _plainSocket(channel: object) -> tuple[tcp.Server | None, object | None]:
-    """
-    The Twisted TCP transport under an HTTP channel, if the channel writes
-    to it as it is (directly, or through netsuite's byte-counting wrapper,
-    whose stats are returned too); L{None} for TLS, HTTP/2, UNIX sockets or
-    anything else.
-    """
-    transport = getattr(channel, "transport", None)
-    stats = None
-    if type(transport) in (_TrackedProtocol, _TrackedHalfCloseableProtocol):
-        stats = transport.factory.stats  # type: ignore[union-attr]
-        transport = transport.transport  # type: ignore[union-attr]
-    if type(transport) is tcp.Server and all(
-        hasattr(transport, name)
-        for name in (
-            "socket",
-            "dataBuffer",
-            "offset",
-            "_tempDataLen",
-            "disconnecting",
-            "bufferSize",
-        )
-    ):
-        return transport, stats
-    return None, None
 
 
 def _openRegular(path: bytes) -> tuple[int, os.stat_result] | None:
