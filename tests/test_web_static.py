@@ -607,6 +607,18 @@ class FileTests(ServerMixin, TestCase):
         ]:
             self.assertNotFound(await self.get(path))
 
+    async def test_wellKnownServed(self) -> None:
+        """
+        C{/.well-known/} (RFC 8615: ACME http-01 challenges, security.txt) is
+        the one dot-directory that is served.
+        """
+        self.write("www/.well-known/acme-challenge/token123", b"token123.key")
+        response = await self.get(b"/.well-known/acme-challenge/token123")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, b"token123.key")
+        self.write("www/.well-known/.private", b"no")
+        self.assertNotFound(await self.get(b"/.well-known/.private"))
+
     async def test_fileWithTrailingSlash(self) -> None:
         self.assertNotFound(await self.get(b"/hello.txt/"))
 

@@ -462,6 +462,15 @@ class _Entry:
         self.cost = _ENTRY_OVERHEAD
 
 
+def _hidden(name: bytes) -> bool:
+    """
+    Whether a path segment names a dotfile or dot-directory, which is
+    neither served nor listed; C{.well-known} (RFC 8615: ACME challenges,
+    security.txt) is the exception.
+    """
+    return name[:1] == b"." and name != b".well-known"
+
+
 class StaticFolder(Resource):
     """
     Serve the files under C{root}: the resource for every path below the
@@ -469,7 +478,8 @@ class StaticFolder(Resource):
 
     Refused, with the C{notFound} page (404), never an error: anything that
     does not exist; names starting with C{.} (dotfiles and dot-directories
-    are neither served nor listed, as in many static servers); C{..};
+    are neither served nor listed, as in many static servers; except
+    C{.well-known}, for ACME challenges and security.txt); C{..};
     segments with a backslash, NUL or an encoded C{/}; special files (FIFOs,
     devices, sockets); and symbolic links that lead outside C{root} (unless
     C{followSymlinks}).  Every segment is decoded once, by C{twisted.web}:
@@ -614,7 +624,7 @@ class StaticFolder(Resource):
             if segment == b"" or segment == b".":
                 continue
             if (
-                segment[:1] == b"."
+                _hidden(segment)
                 or b"/" in segment
                 or b"\\" in segment
                 or b"\x00" in segment
@@ -648,7 +658,7 @@ class StaticFolder(Resource):
             return True
         if real.startswith(self._rootPrefix):
             relative = real[len(self._rootPrefix) :]
-            return not any(part[:1] == b"." for part in relative.split(b"/"))
+            return not any(_hidden(part) for part in relative.split(b"/"))
         return self._followSymlinks
 
     def _fileEntry(
@@ -1083,7 +1093,7 @@ class StaticFolder(Resource):
         with os.scandir(path) as scan:
             for dirEntry in scan:
                 name = dirEntry.name
-                if name[:1] == b"." or b"\\" in name:
+                if _hidden(name) or b"\\" in name:
                     continue
                 try:
                     st = dirEntry.stat()
