@@ -482,6 +482,12 @@ def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Ite
         if build is None:
             log.info("{name}: not part of this version of netsuite yet; skipped", name=name)
             continue
+        tls = _tlsOptions(config, name)
+        descriptions = [(d, None) for d in config[plain]]
+        if tls is not None:
+            descriptions += [(d, tls) for d in config[secure]]
+        if not descriptions:
+            continue
         listening = dict(
             reactor=reactor,
             stats=stats.forService(name),
@@ -489,12 +495,8 @@ def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Ite
             maxConnections=config["max-connections"] or None,
             maxPerHost=config["max-connections-per-host"] or None,
         )
-        for description in config[plain]:
-            yield build(config, status=root, endpoint=description, **listening)
-        tls = _tlsOptions(config, name)
-        if tls is not None:
-            for description in config[secure]:
-                yield build(config, status=root, endpoint=description, tls=tls, **listening)
+        for description, tlsOptions in descriptions:
+            yield build(config, status=root, endpoint=description, tls=tlsOptions, **listening)
     if not config["no-echo"]:
         udpStats = stats.forService("echo-udp")
         for description in config["echo-udp"]:

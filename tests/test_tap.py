@@ -234,6 +234,14 @@ class ServiceTreeTests(SynchronousTestCase):
         root = makeService(parse("--no-echo", "--no-daytime", "--no-http"), MemoryReactor())
         self.assertEqual(list(root), [])
 
+    def test_statsOnlyForServicesThatRun(self) -> None:
+        """
+        A service with no listener (discard by default) has no stats entry,
+        so status pages do not show it.
+        """
+        root = makeService(parse("--no-http"), MemoryReactor())
+        self.assertEqual(sorted(root.stats.snapshot()), ["daytime", "echo", "echo-udp"])
+
     def test_listenersShareServiceStats(self) -> None:
         root = makeService(parse("--echo", "tcp:1", "--echo", "tcp:2", "--no-http"), MemoryReactor())
         one = root.getServiceNamed("echo tcp:1")

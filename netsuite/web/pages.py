@@ -38,7 +38,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; }
 .sub { color: #666; margin-top: 0; }
 table { border-collapse: collapse; width: 100%; margin: .5rem 0 1.5rem; }
 th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .down { color: #b00; font-weight: 600; }
 code { background: #f4f4f4; padding: 0 .25rem; }
 """
@@ -128,7 +128,7 @@ class HomePage(Resource):
 <table><thead><tr><th>service</th><th>address</th><th>TLS</th><th>configured as</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 <h2>Counters</h2>
-<table><thead><tr><th>service</th>{"".join(f'<th>{k.replace("_", " ")}</th>' for k in COUNTERS)}</tr></thead>
+<table><thead><tr><th>service</th>{"".join(f'<th class="n">{k.replace("_", " ")}</th>' for k in COUNTERS)}</tr></thead>
 <tbody>{"".join(counterRows)}</tbody></table>
 <h2>API</h2>
 <ul>
