@@ -107,6 +107,23 @@ class OptionsTests(SynchronousTestCase):
         self.assertConfigError(["--echo-udp", "tcp:7"], "--echo-udp")
         self.assertConfigError(["--echo", "udp:7"], "--echo", "UDP")
 
+    def test_httpSettings(self) -> None:
+        root = self.mktemp()
+        import os
+
+        os.makedirs(root)
+        options = parse("--http-root", root, "--http-follow-symlinks", "--http-max-body", "10")
+        self.assertEqual(options["http-root"], os.path.abspath(root))
+        self.assertTrue(options["http-follow-symlinks"])
+        self.assertEqual(options["http-max-body"], 10)
+        self.assertConfigError(["--http-root", self.mktemp()], "--http-root", "not a directory")
+        self.assertConfigError(
+            ["--http-access-log", os.path.join(self.mktemp(), "no", "such", "dir.log")],
+            "--http-access-log",
+            "cannot write",
+        )
+        self.assertConfigError(["--http-header-timeout", "-2"], "--http-header-timeout")
+
     def test_duplicateEndpoint(self) -> None:
         self.assertConfigError(["--echo", "tcp:7007", "--echo", "tcp:7007"], "twice")
 

@@ -329,6 +329,30 @@ class SocketTests(TestCase):
         self.assertEqual(headers[":status"], "200")
         self.assertEqual(body, b"ok\n")
 
+    async def test_http2ThroughTwistdOptions(self) -> None:
+        """
+        The HTTPS listener that C{twistd netsuite --tls} builds offers HTTP/2.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        from netsuite.tap import Options, makeService
+
+        options = Options()
+        dataDir = os.path.abspath(self.mktemp())
+        options.parseOptions(
+            ["--no-echo", "--no-daytime", "--tls", "--data-dir", dataDir,
+             "--http", "tcp:0:interface=127.0.0.1", "--https", "tcp:0:interface=127.0.0.1"]
+        )
+        root = makeService(options, reactor)
+        https = root.getServiceNamed("http+tls tcp:0:interface=127.0.0.1")
+        port = await startListener(self, https)
+        with open(os.path.join(dataDir, "tls", "localhost.pem")) as f:
+            cadata = f.read()
+        protocol, headers, body = await threads.deferToThread(h2Get, port, cadata, "/api/status")
+        self.assertEqual(protocol, "h2")
+        self.assertEqual(headers[":status"], "200")
+        self.assertIn("http", json.loads(body)["services"])
+
     async def test_curlHTTP2(self) -> None:
         """
         C{curl --http2} negotiates HTTP/2 (when curl is installed).
