@@ -250,6 +250,40 @@ class SocketTests(TestCase):
         for link in (b'href="/api/status"', b'href="/api/echo"', b'href="/healthz"', b'href="/metrics"'):
             self.assertIn(link, response)
 
+    async def test_routingWithStaticFolder(self) -> None:
+        """
+        With a folder: its files are served at /, the home page answers / only
+        while the folder has no index.html, /_netsuite/ is always the home
+        page, and reserved names win over the folder's own files.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(folder, "api"))
+        with open(os.path.join(folder, "api", "status"), "w") as f:
+            f.write("shadow")
+        with open(os.path.join(folder, "hello.txt"), "w") as f:
+            f.write("hello from the folder")
+        port, service, status = await self.startHTTP(root=folder)
+
+        async def get(path: bytes) -> bytes:
+            return await threads.deferToThread(
+                rawExchange, port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+
+        self.assertIn(b"hello from the folder", await get(b"/hello.txt"))
+        self.assertIn(b"<title>netsuite</title>", await get(b"/"))
+        status = await get(b"/api/status")
+        self.assertIn(b'"version"', status)
+        self.assertNotIn(b"shadow", status)
+        self.assertIn(b"404 Not Found", await get(b"/missing"))
+
+        folder2 = os.path.abspath(self.mktemp())
+        os.makedirs(folder2)
+        with open(os.path.join(folder2, "index.html"), "w") as f:
+            f.write("<p>my own index</p>")
+        port, service, status = await self.startHTTP(root=folder2)
+        self.assertIn(b"my own index", await get(b"/"))
+        self.assertIn(b"<title>netsuite</title>", await get(b"/_netsuite/"))
+
     async def test_pipelinedRequestsAnsweredInOrder(self) -> None:
         """
         Several requests sent at once get their answers in the same order.
