@@ -102,6 +102,9 @@ class APIError(Exception):
         return {"error": self.message, "status": self.code, **self.extra}
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def _dumps(value: object) -> bytes:
     """
     Encode C{value} as UTF-8 JSON.  Strings that cannot be UTF-8 (lone
@@ -112,7 +115,7 @@ def _dumps(value: object) -> bytes:
     @raise TypeError: C{value} is not JSON-able.
     @raise RecursionError: C{value} is nested too deeply to encode.
     """
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(value)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
