@@ -76,6 +76,20 @@ class LimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.site.stats.counters["header_timeouts"], 1)
 
+    def test_deadlineRestartsForEachRequest(self) -> None:
+        """
+        On a keep-alive connection every request gets the whole head deadline
+        from its own first byte.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(8)
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\n")
+        self.clock.advance(9)
+        self.assertNotIn(b"408", transport.value())
+        self.clock.advance(1)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+
     def test_silentConnectionTimesOut(self) -> None:
         """
         A connection that sends nothing is closed after the idle timeout.

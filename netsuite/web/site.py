@@ -105,6 +105,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
     _headBytes = 0
     _headLines = 0
     _deadline: IDelayedCall | None = None
+    _headStarted = 0.0
     _closing = False
 
     def __init__(self, site: "NetsuiteSite") -> None:
@@ -129,7 +130,11 @@ class NetsuiteHTTPChannel(HTTPChannel):
         if self._state == "idle" and not self._closing:
             self._state = "head"
             self._headBytes = self._headLines = 0
-            self._deadline = self.callLater(self.site.limits.headerTimeout, self._headTooSlow)
+            self._headStarted = self.site.reactor.seconds()
+            # One timer at a time, checked when it fires: no callLater and
+            # cancel for every request on a keep-alive connection.
+            if self._deadline is None:
+                self._deadline = self.callLater(self.site.limits.headerTimeout, self._checkHead)
         HTTPChannel.dataReceived(self, data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -151,7 +156,6 @@ class NetsuiteHTTPChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._state = "busy"
-        self._cancelDeadline()
         if self.length is not None and self.length > self.site.limits.maxBody:
             self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
             return
@@ -167,8 +171,17 @@ class NetsuiteHTTPChannel(HTTPChannel):
         """
         self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
 
-    def _headTooSlow(self) -> None:
+    def _checkHead(self) -> None:
         self._deadline = None
+        if self._state != "head":
+            return
+        left = self._headStarted + self.site.limits.headerTimeout - self.site.reactor.seconds()
+        if left > 0:
+            self._deadline = self.callLater(left, self._checkHead)
+        else:
+            self._headTooSlow()
+
+    def _headTooSlow(self) -> None:
         self.site.stats.count("header_timeouts")
         self._refuse(408, "request headers not received in time")
 
