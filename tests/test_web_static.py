@@ -15,11 +15,9 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import trustme
-from twisted.internet import defer, reactor, tcp
+from twisted.internet import reactor, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -36,6 +34,7 @@ from netsuite.web.static import (
     parseRange,
     prefersJSON,
 )
+from tests.helpers import Collector
 from tests.tlshelpers import trustRootOf, twistedTLSClient, writeLeaf
 
 NOT_FOUND_PAGE = b"<!DOCTYPE html><html><body><h1>No such page</h1></body></html>"
@@ -123,38 +122,13 @@ def dechunk(body: bytes) -> bytes:
         body = rest[size + 2 :]
 
 
-class RawClient(Protocol):
+class RawClient(Collector):
     """
     Sends bytes as they are, collects everything until the connection ends.
     """
 
-    def __init__(self) -> None:
-        self.chunks: List[bytes] = []
-        self.count = 0
-        self.closed: defer.Deferred[None] = defer.Deferred()
-        self.waiters: List[Tuple[int, defer.Deferred[None]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.count += len(data)
-        for target, d in list(self.waiters):
-            if self.count >= target:
-                self.waiters.remove((target, d))
-                d.callback(None)
-
-    def waitFor(self, count: int) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        if self.count >= count:
-            d.callback(None)
-        else:
-            self.waiters.append((count, d))
-        return d
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.closed.callback(None)
-
-    def received(self) -> bytes:
-        return b"".join(self.chunks)
+    def body(self) -> bytes:
+        return b"".join(self.received)
 
 
 async def waitUntil(predicate, timeout: float = 5.0) -> None:
@@ -245,7 +219,7 @@ class ServerMixin:
         client = await self.connectRaw(port)
         client.transport.write(data)
         await client.closed
-        return Response(client.received())
+        return Response(client.body())
 
     async def get(
         self,
@@ -940,7 +914,7 @@ class LargeFileTests(ServerMixin, TestCase):
             b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         await client.closed
-        rest = client.received()
+        rest = client.body()
         data = patterned(self.SIZE)
         for status, body in [(200, data), (206, data[1000:2000000])]:
             head, _, rest = rest.partition(b"\r\n\r\n")
@@ -1010,7 +984,7 @@ class LargeFileTests(ServerMixin, TestCase):
         self.assertLess(producer.offset, size // 2)
         client.transport.resumeProducing()
         await client.closed
-        response = Response(client.received())
+        response = Response(client.body())
         self.assertEqual(response.body, patterned(size))
         self.assertEqual(self.folder._producers, set())
 

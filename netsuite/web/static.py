@@ -682,7 +682,7 @@ class StaticFolder(Resource):
             assert old is not None
             entry.identity = old.identity
         else:
-            entry.identity = self._identity(path, st, contentType, entry.vary)
+            entry.identity = self._fromDisk(path, st, contentType, entry.vary)
         identity = entry.identity
         assert identity is not None
         if identity.body is not None:
@@ -697,8 +697,8 @@ class StaticFolder(Resource):
             ):
                 entry.gzipped = previous
             else:
-                entry.gzipped = self._siblingRepresentation(
-                    path + b".gz", sibling, contentType
+                entry.gzipped = self._fromDisk(
+                    path + b".gz", sibling, contentType, True, b"gzs", b"gzip"
                 )
         elif compressible:
             if identity.body is None:
@@ -735,23 +735,28 @@ class StaticFolder(Resource):
             and 2 * size + _ENTRY_OVERHEAD <= self._maxCacheBytes
         )
 
-    def _identity(
-        self, path: bytes, st: os.stat_result, contentType: bytes, vary: bool
+    def _fromDisk(
+        self,
+        path: bytes,
+        st: os.stat_result,
+        contentType: bytes,
+        vary: bool,
+        tag: bytes = b"",
+        encoding: bytes | None = None,
     ) -> _Representation:
+        """
+        The representation of the file at C{path} (the file itself, or its
+        C{.gz} sibling with C{tag} and C{encoding}), its bytes read now if it
+        is small enough to cache.
+        """
         body = None
         signature = _signature(st)
         modified = int(st.st_mtime)
         if self._cacheable(st.st_size):
             body, signature, modified = _readSmall(path)
+        extra = {} if encoding is None else {"encoding": encoding}
         return _Representation(
-            path,
-            body,
-            signature[0],
-            signature,
-            b"",
-            modified,
-            contentType,
-            vary,
+            path, body, signature[0], signature, tag, modified, contentType, vary, **extra
         )
 
     def _siblingStat(self, path: bytes, st: os.stat_result) -> os.stat_result | None:
@@ -771,26 +776,6 @@ class StaticFolder(Resource):
         ):
             return None
         return siblingStat
-
-    def _siblingRepresentation(
-        self, sibling: bytes, st: os.stat_result, contentType: bytes
-    ) -> _Representation:
-        body = None
-        signature = _signature(st)
-        modified = int(st.st_mtime)
-        if self._cacheable(st.st_size):
-            body, signature, modified = _readSmall(sibling)
-        return _Representation(
-            sibling,
-            body,
-            signature[0],
-            signature,
-            b"gzs",
-            modified,
-            contentType,
-            True,
-            encoding=b"gzip",
-        )
 
     def _gzipOf(self, key: tuple[bytes, ...], entry: _Entry) -> _Representation | None:
         """
