@@ -11,7 +11,7 @@ body (414, 431, 413 instead of a silent close), and per-request accounting
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -32,9 +32,6 @@ from netsuite.web.static import StaticFolder
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 
-
-#: Names under C{/} that belong to netsuite, whatever the static folder holds.
-RESERVED = (b"api", b"healthz", b"metrics", b"_netsuite")
 
 
 class Limits:
@@ -458,6 +455,3 @@ def makeHTTPService(
     if own:
         status.add(listener)  # type: ignore[union-attr]
     return listener
-
-
-Builder = Callable[..., StreamListener]
