@@ -107,6 +107,7 @@ class LimitTests(SynchronousTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)  # the site sends at the end of the reactor's pass
         self.assertEqual(statusLine(transport), b"HTTP/1.1 200 OK")
         self.clock.advance(29)
         self.assertFalse(transport.disconnecting)
@@ -141,6 +142,7 @@ class LimitTests(SynchronousTestCase):
         protocol.dataReceived(
             b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(4)) + b"\r\n"
         )
+        self.clock.advance(0)
         self.assertEqual(statusLine(transport), b"HTTP/1.1 200 OK")
 
     def test_declaredBodyTooLarge(self) -> None:
@@ -224,6 +226,7 @@ class PageTests(SynchronousTestCase):
         site.stats.count("requests", 0)
         protocol, transport = connect()
         protocol.dataReceived(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(0)
         head, body = transport.value().split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
         headers = {}
@@ -343,6 +346,85 @@ class SocketTests(TestCase):
         response = await threads.deferToThread(rawExchange, port, requests, 6)
         order = re.findall(rb'"n": \["([^"]+)"\]', response)
         self.assertEqual(order, [b"0", b"1", b"2", b"3", b"4", b"last"])
+
+    async def test_pipelinedSmallAndLargeFiles(self) -> None:
+        """
+        Small answers and a large file streamed with C{sendfile}, pipelined
+        on one plain TCP connection, arrive whole and in order.
+        """
+        folder = self.mktemp()
+        os.makedirs(folder)
+        large = bytes(range(256)) * 8192  # 2 MiB: streamed, not cached
+        with open(os.path.join(folder, "large.bin"), "wb") as f:
+            f.write(large)
+        with open(os.path.join(folder, "small.txt"), "wb") as f:
+            f.write(b"small\n")
+        port, service, status = await self.startHTTP(root=folder)
+        requests = (
+            b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        response = await threads.deferToThread(rawExchange, port, requests, 3)
+        bodies = []
+        rest = response
+        for _ in range(3):
+            head, rest = rest.split(b"\r\n\r\n", 1)
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 OK"), head)
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            bodies.append(rest[:length])
+            rest = rest[length:]
+        self.assertEqual(bodies, [b"small\n", large, b"small\n"])
+        self.assertEqual(rest, b"")
+
+    async def test_pipelinedThenMalformed(self) -> None:
+        """
+        A malformed request after pipelined good ones: the good ones are
+        answered first, in order, then the 400, then the connection closes.
+        """
+        port, service, status = await self.startHTTP()
+        requests = b"".join(
+            b"GET /api/echo?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(3)
+        ) + b"GET /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        response = await threads.deferToThread(rawExchange, port, requests, 10)
+        self.assertEqual(re.findall(rb'"n": \["([^"]+)"\]', response), [b"0", b"1", b"2"])
+        self.assertEqual(
+            re.findall(rb"HTTP/1.1 (\d+)", response), [b"200", b"200", b"200", b"400"]
+        )
+
+    async def test_pipelinedThenExpectContinue(self) -> None:
+        """
+        The C{100 Continue} for a pipelined request comes after the answer
+        to the request before it.
+        """
+        port, service, status = await self.startHTTP()
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(
+                    b"GET /api/echo?n=first HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"POST /api/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+                )
+                received = b""
+                while b"100 Continue\r\n\r\n" not in received:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+                s.sendall(b"{}")
+                while received.count(b"HTTP/1.1 200") < 2 or not received.endswith(b"}"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+                return received
+
+        response = await threads.deferToThread(exchange)
+        self.assertEqual(
+            re.findall(rb"HTTP/1.1 (\d+)", response), [b"200", b"100", b"200"]
+        )
+        self.assertIn(b'"n": ["first"]', response.split(b"100 Continue")[0])
 
     async def test_silentConnectionsDoNotStopNewClients(self) -> None:
         """

@@ -1159,6 +1159,10 @@ class _FileProducer:
                 self._socket, self._stats = plainSocketTransport(
                     getattr(request.channel, "transport", None)
                 )
+                # The headers may still be held by the channel.
+                flush = getattr(request.channel, "flushOutput", None)
+                if flush is not None:
+                    flush()
         except BaseException:
             self._close()
             raise
