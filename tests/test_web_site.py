@@ -16,7 +16,7 @@ import ssl
 import trustme
 from twisted.internet import reactor, threads
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -29,14 +29,14 @@ from tests.helpers import rawExchange, startListener
 from tests.tlshelpers import makeServerOptions
 
 
-def inMemory(limits: Limits | None = None):
+def inMemory(limits: Limits | None = None, **kwargs):
     """
     A site on a fake clock, and a function connecting a client to it.
     """
     clock = MemoryReactorClock()
     status = SimpleStatus(StatsRegistry())
     stats = status.stats.forService("http")
-    site = makeSite(status, reactor=clock, stats=stats, limits=limits)
+    site = makeSite(status, reactor=clock, stats=stats, limits=limits, **kwargs)
     site.startFactory()
 
     def connect():
@@ -218,6 +218,172 @@ class BufferedLogTests(SynchronousTestCase):
         log.close()
         self.assertTrue(f.closedWith.endswith("last\n"))
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class QuickStaticTests(SynchronousTestCase):
+    """
+    A small static file asked for again is answered from the folder's cache
+    without resource traversal (L{StaticFolder.quickAnswer}), with exactly
+    the answer the usual way gives.
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.root, "sub"))
+        self.write("hello.txt", b"hello\n")
+        self.write("sub/index.html", b"<p>sub</p>")
+        self.accessLog = os.path.abspath(self.mktemp())
+        self.clock, self.site, self.connect = inMemory(root=self.root, accessLog=self.accessLog)
+        self.addCleanup(self.site.stopFactory)
+        self.rendered = 0
+        render = self.site.static.render
+
+        def counting(request):
+            self.rendered += 1
+            return render(request)
+
+        self.site.static.render = counting
+
+    def write(self, name: str, data: bytes) -> None:
+        with open(os.path.join(self.root, name), "wb") as f:
+            f.write(data)
+
+    def exchange(self, data: bytes) -> tuple[bytes, StringTransport]:
+        protocol, transport = self.connect()
+        protocol.dataReceived(data)
+        self.clock.advance(0)
+        return transport.value(), transport
+
+    def withoutDate(self, response: bytes) -> bytes:
+        return re.sub(rb"\r\nDate: [^\r]*", b"", response)
+
+    def test_sameAnswerWithoutTraversal(self) -> None:
+        for request in (
+            b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /hello.txt HTTP/1.0\r\n\r\n",
+            b"GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /sub/?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            first, _ = self.exchange(request)
+            before = self.rendered
+            second, transport = self.exchange(request)
+            self.assertEqual(self.rendered, before, request)
+            self.assertEqual(self.withoutDate(second), self.withoutDate(first))
+            self.assertIn(b"\r\nDate: ", second)
+            self.assertEqual(transport.disconnecting, b"close" in request or b"1.0" in request)
+        self.assertTrue(first.endswith(b"<p>sub</p>"))
+
+    def test_loggedAndCounted(self) -> None:
+        self.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n")
+        self.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n")
+        self.assertEqual(self.rendered, 1)
+        self.assertEqual(self.site.stats.counters["requests"], 2)
+        metrics, _ = self.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b'netsuite_http_requests_total{method="GET",status="200"} 2.0', metrics)
+        self.clock.advance(1)  # the access log is written once a second
+        with open(self.accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(lines[0], lines[1])
+        self.assertIn('"GET /hello.txt HTTP/1.1" 200 6 "-" "t"', lines[1])
+
+    def test_conditionalAndRangedGoTheUsualWay(self) -> None:
+        first, _ = self.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        etag = re.search(rb"ETag: ([^\r]*)", first).group(1)
+        for extra, status in (
+            (b"If-None-Match: " + etag, b"304"),
+            (b"Range: bytes=0-1", b"206"),
+            (b"Accept-Encoding: gzip", b"200"),
+            (b"If-Match: \"other\"", b"412"),
+        ):
+            response, _ = self.exchange(
+                b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n\r\n"
+            )
+            self.assertTrue(response.startswith(b"HTTP/1.1 " + status), response[:40])
+        self.assertEqual(self.rendered, 5)
+        post, _ = self.exchange(b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(post.startswith(b"HTTP/1.1 405"))
+
+    def test_changedFileSeenAfterCacheSeconds(self) -> None:
+        self.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.write("hello.txt", b"changed, and longer\n")
+        response, _ = self.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(response.endswith(b"hello\n"))  # within the cache's second
+        self.clock.advance(1.5)
+        response, _ = self.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(response.endswith(b"changed, and longer\n"))
+        os.remove(os.path.join(self.root, "hello.txt"))
+        self.clock.advance(1.5)
+        response, _ = self.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(response.startswith(b"HTTP/1.1 404"))
+
+    def test_rememberedPathsBounded(self) -> None:
+        """
+        Many spellings of one path (percent-encoded in different ways) do
+        not make the folder remember without bound.
+        """
+        import itertools
+
+        self.write("abcdefghijk", b"letters\n")
+        spellings = itertools.product(*[(bytes([c]), b"%%%02x" % c) for c in b"abcdefghijk"])
+        remembered = 0
+        for parts in itertools.islice(spellings, 1100):
+            path = b"/" + b"".join(parts)
+            response, _ = self.exchange(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(response.endswith(b"letters\n"))
+            remembered = max(remembered, len(self.site.static._quick))
+        self.assertEqual(remembered, 1024)
+        self.assertLess(len(self.site.static._quick), 1024)
+
+
+class AccessLogLineTests(SynchronousTestCase):
+    """
+    L{accessLogLine} writes exactly what Twisted's combined-log formatter
+    writes, for ordinary and hostile requests alike.
+    """
+
+    def request(self, method=b"GET", uri=b"/", proto=b"HTTP/1.1", referer=None,
+                agent=None, code=200, sent=10, address=None):
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b""])
+        request.method, request.uri, request.clientproto = method, uri, proto
+        request.code, request.sentLength = code, sent
+        if referer is not None:
+            request.requestHeaders.setRawHeaders(b"referer", [referer])
+        if agent is not None:
+            request.requestHeaders.setRawHeaders(b"user-agent", [agent])
+        request.client = address or IPv4Address("TCP", "127.0.0.1", 40000)
+        return request
+
+    def assertSameLine(self, request) -> None:
+        from twisted.web.http import combinedLogFormatter
+
+        from netsuite.web.site import accessLogLine
+
+        stamp = "[21/Nov/2026:08:00:00 +0000]"
+        self.assertEqual(accessLogLine(stamp, request), combinedLogFormatter(stamp, request))
+
+    def test_ordinary(self) -> None:
+        self.assertSameLine(self.request())
+        self.assertSameLine(self.request(uri=b"/a?b=c&d=%22e%22", referer=b"http://x/", agent=b"curl/8.0 'q'"))
+        self.assertSameLine(self.request(code=404, sent=0))
+        self.assertSameLine(self.request(address=IPv6Address("TCP", "::1", 40000)))
+        self.assertSameLine(self.request(address=UNIXAddress(b"/tmp/sock")))
+
+    def test_everyByte(self) -> None:
+        for byte in range(256):
+            one = bytes([byte])
+            self.assertSameLine(self.request(uri=b"/x" + one + b"y"))
+            self.assertSameLine(self.request(method=b"G" + one))
+            self.assertSameLine(self.request(proto=b"HTTP/1.1" + one))
+            self.assertSameLine(self.request(referer=b"r" + one, agent=one + b"a"))
+
+    def test_quotesAndBackslashes(self) -> None:
+        for text in (b'"', b"\\", b"'", b"'\"", b"\\'", b'\\"', "\u00e9".encode("utf-8")):
+            self.assertSameLine(self.request(uri=b"/" + text, referer=text, agent=text))
 
 
 class PageTests(SynchronousTestCase):

@@ -42,6 +42,7 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
@@ -79,6 +80,11 @@ _ALLOWED_METHODS = b"GET, HEAD"
 _STALE = float("-inf")
 
 # Request headers a file's answer depends on (in Headers' canonical case).
+#: Request paths L{StaticFolder.quickAnswer} remembers (all are forgotten
+#: when more come), and the longest it remembers.
+_QUICK_LIMIT = 1024
+_QUICK_PATH_LIMIT = 1024
+
 _CONDITIONAL_HEADERS = frozenset(
     [
         b"Range",
@@ -368,6 +374,7 @@ class _Representation:
         "_contentType",
         "_vary",
         "_encoding",
+        "quickHead",
     )
 
     def __init__(
@@ -403,6 +410,8 @@ class _Representation:
             headers.append((b"Content-Encoding", encoding))
         self.headers = tuple(headers + validators)
         self.headers304 = tuple(validators)
+        #: The header lines of a whole 200 answer, made by L{quickAnswer}.
+        self.quickHead: bytes | None = None
 
     def changedTo(self, st: os.stat_result) -> _Representation:
         """
@@ -543,6 +552,7 @@ class StaticFolder(Resource):
         self._cacheBytes = 0
         self._acceptsGzip: dict[bytes, bool] = {}
         self._producers: set[_FileProducer] = set()
+        self._quick: dict[bytes, tuple[bytes, ...]] = {}
 
     # Public API
 
@@ -583,6 +593,62 @@ class StaticFolder(Resource):
                 return self._renderFile(request, indexKey, index)
             return self._renderListing(request, key, entry)
         return self._renderNotFound(request)
+
+    def quickAnswer(self, request: IRequest) -> tuple[bytes, bytes] | None:
+        """
+        The answer to a plain C{GET} or C{HEAD} of a small file this folder
+        has answered at the same request path before, while its cached copy
+        is fresh: C{(header lines, body)} of the same 200 response the
+        folder would give, without resource traversal.  L{None} for
+        anything else (a conditional, ranged or gzip-accepting request, a
+        path not seen, a stale or evicted file), which goes the usual way.
+
+        The header lines are C{X-Content-Type-Options}, the file's headers
+        and C{Content-Length}, each ending in CRLF; the caller adds the
+        status line and its own headers.
+        """
+        key = self._quick.get(request.path)
+        if key is None:
+            return None
+        method = request.method
+        if method != b"GET" and method != b"HEAD":
+            return None
+        entry = self._cache.get(key)
+        if entry is None or entry.kind != _FILE:
+            return None
+        if not 0 <= self._clock.seconds() - entry.checked < self._cacheSeconds:
+            return None
+        representation = entry.identity
+        if representation is None or representation.body is None:
+            return None
+        for name, _ in request.requestHeaders.getAllRawHeaders():
+            if name in _CONDITIONAL_HEADERS:
+                return None
+        head = representation.quickHead
+        if head is None:
+            headers = Headers()
+            headers.setRawHeaders(b"X-Content-Type-Options", [b"nosniff"])
+            for name, value in representation.headers:
+                headers.setRawHeaders(name, [value])
+            headers.setRawHeaders(b"Content-Length", [b"%d" % (representation.size,)])
+            head = representation.quickHead = b"".join(
+                b"%s: %s\r\n" % (name, value)
+                for name, values in headers.getAllRawHeaders()
+                for value in values
+            )
+        self._cache.move_to_end(key)
+        return head, (representation.body if method == b"GET" else b"")
+
+    def _rememberQuick(self, path: bytes, key: tuple[bytes, ...]) -> None:
+        """
+        Let L{quickAnswer} answer C{path} from the cache entry C{key}.
+        """
+        quick = self._quick
+        if len(path) > _QUICK_PATH_LIMIT:
+            return
+        if len(quick) >= _QUICK_LIMIT and path not in quick:
+            quick.clear()
+        quick[path] = key
 
     # The cache
 
@@ -847,6 +913,14 @@ class StaticFolder(Resource):
             if fd is not None:
                 os.close(fd)
             raise
+        if (
+            not found
+            and type(plan) is bytes
+            and representation is entry.identity
+            and representation.body is not None
+            and request.code == http.OK
+        ):
+            self._rememberQuick(request.path, key)
         if type(plan) is not tuple:
             if fd is not None:
                 os.close(fd)
