@@ -15,13 +15,16 @@ another thread, and answers HEAD with a 405.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Dict, Iterator, Tuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.utils import floatToGoString
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 from twisted.logger import Logger
@@ -48,6 +51,9 @@ DURATION_BUCKETS = (
     5.0,
     10.0,
 )
+
+#: Bucket labels as Prometheus writes them ("le"), +Inf last.
+_BUCKET_LABELS = [floatToGoString(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
 
 #: Methods counted under their own name; any other is counted as C{"other"}.
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
@@ -161,6 +167,48 @@ class MetricsResource(Resource):
         return body
 
 
+class _RequestCollector:
+    """
+    Exports an L{HTTPMetrics}' plain counters at scrape time.
+    """
+
+    def __init__(self, metrics: "HTTPMetrics") -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families(empty=True))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(empty=False))
+
+    def _families(self, empty: bool) -> Tuple[Metric, ...]:
+        metrics = self.metrics
+        requests = CounterMetricFamily(
+            "netsuite_http_requests",
+            "HTTP requests finished, by method and status code.",
+            labels=["method", "status"],
+        )
+        duration = HistogramMetricFamily(
+            "netsuite_http_request_duration_seconds",
+            "Time from receiving an HTTP request to finishing its response.",
+        )
+        sent = CounterMetricFamily(
+            "netsuite_http_response_bytes",
+            "Bytes of HTTP responses sent (bodies).",
+        )
+        if not empty:
+            for (method, status), count in sorted(metrics._requests.items()):
+                requests.add_metric([method, status], count)
+            cumulative = 0
+            buckets = []
+            for bound, count in zip(_BUCKET_LABELS, metrics._buckets):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            duration.add_metric([], buckets, metrics._durationSum)
+            sent.add_metric([], metrics._bytes)
+        return (requests, duration, sent)
+
+
 class HTTPMetrics:
     """
     The HTTP server's metrics and every service's counters, in a registry of
@@ -178,6 +226,9 @@ class HTTPMetrics:
         C{netsuite_errors_total}, and each service-specific counter as
         C{netsuite_service_events_total{service,event}}.
 
+    L{observe} only adds to plain numbers (the reactor thread is the only
+    writer); they become Prometheus samples when scraped.
+
     @ivar registry: the L{CollectorRegistry} holding all of them.
     """
 
@@ -186,34 +237,16 @@ class HTTPMetrics:
         @param stats: every service's counters.
         """
         self.registry = CollectorRegistry(auto_describe=True)
-        self._requests = Counter(
-            "netsuite_http_requests",
-            "HTTP requests finished, by method and status code.",
-            ["method", "status"],
-            registry=self.registry,
-        )
-        self._duration = Histogram(
-            "netsuite_http_request_duration_seconds",
-            "Time from receiving an HTTP request to finishing its response.",
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self._bytes = Counter(
-            "netsuite_http_response_bytes",
-            "Bytes of HTTP responses sent (bodies).",
-            registry=self.registry,
-        )
+        self._requests: Dict[Tuple[str, str], int] = {}
+        self._buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self._durationSum = 0.0
+        self._bytes = 0
+        self.registry.register(_RequestCollector(self))
         self.registry.register(_StatsCollector(stats))
-        self._children: Dict[Tuple[str, str], object] = {}
         for method in ("GET", "HEAD", "POST"):
             for status in ("200", "404"):
-                self._child(method, status)
+                self._requests[method, status] = 0
         self._resource = MetricsResource(self.registry)
-
-    def _child(self, method: str, status: str) -> Counter:
-        child = self._requests.labels(method, status)
-        self._children[method, status] = child
-        return child
 
     def observe(self, method: bytes | str, status: int, seconds: float, bytesSent: int) -> None:
         """
@@ -225,13 +258,12 @@ class HTTPMetrics:
         @param bytesSent: bytes of response sent.
         """
         key = (_METHOD_LABELS.get(method, "other"), _STATUS_LABELS.get(status, "other"))
-        child = self._children.get(key)
-        if child is None:
-            child = self._child(*key)
-        child.inc()  # type: ignore[attr-defined]
-        self._duration.observe(seconds)
+        requests = self._requests
+        requests[key] = requests.get(key, 0) + 1
+        self._buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self._durationSum += seconds
         if bytesSent > 0:
-            self._bytes.inc(bytesSent)
+            self._bytes += bytesSent
 
     def resource(self) -> IResource:
         """
