@@ -543,6 +543,60 @@ class SocketTests(TestCase):
         self.assertEqual(bodies, [b"small\n", large, b"small\n"])
         self.assertEqual(rest, b"")
 
+    async def test_pipelinedRequestsOfAClientNotReading(self) -> None:
+        """
+        A client that pipelines many requests for a 60 KiB file and reads
+        nothing does not make the server buffer their answers (Twisted alone
+        answers everything it has read: 60 KB of requests became 100 MB);
+        once it reads, every answer comes, whole and in order.
+        """
+        folder = self.mktemp()
+        os.makedirs(folder)
+        body = bytes(range(256)) * 240  # 60 KiB: cached, answered quickly
+        with open(os.path.join(folder, "f.bin"), "wb") as f:
+            f.write(body)
+        port, service, status = await self.startHTTP(root=folder)
+        count = 300
+        requests = b"".join(
+            b"GET /f.bin?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(count)
+        )
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        self.addCleanup(client.close)
+        client.sendall(requests)
+        await deferLater(reactor, 0.5, lambda: None)
+        [wrapper] = service.tracker.protocols
+        channel = wrapper.wrappedProtocol._channel
+        raw = channel._raw
+        queued = len(raw.dataBuffer) - raw.offset + raw._tempDataLen + channel._outBytes
+        self.assertLess(queued, 256 * 1024)
+        self.assertTrue(channel.paused)
+
+        def readAll() -> list[tuple[bytes, bytes]]:
+            client.settimeout(10)
+            received = b""
+            answers = []
+            while len(answers) < count:
+                if b"\r\n\r\n" in received:
+                    head, rest = received.split(b"\r\n\r\n", 1)
+                    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+                    if len(rest) >= length:
+                        answers.append((head, rest[:length]))
+                        received = rest[length:]
+                        continue
+                chunk = client.recv(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+            return answers
+
+        answers = await threads.deferToThread(readAll)
+        self.assertEqual(len(answers), count)
+        for n, (head, answer) in enumerate(answers):
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 OK"), (n, head[:50]))
+            self.assertEqual(answer, body)
+
     async def test_pipelinedThenMalformed(self) -> None:
         """
         A malformed request after pipelined good ones: the good ones are

@@ -74,6 +74,10 @@ class Limits:
         self.idleTimeout = idleTimeout
 
 
+#: Bytes of output a connection collects before it gives them to the
+#: transport anyway (whose buffer then pauses a client's pipelined requests).
+_HOLD_LIMIT = 65536
+
 #: Reason phrases Twisted's table lacks.
 _REASONS = {431: b"Request Header Fields Too Large"}
 
@@ -155,8 +159,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
     (L{NetsuiteSite.flushSoon}); on plain TCP it goes straight to the
     socket when nothing is queued there.  That is one C{send} for a small
     response, all of them in a burst, instead of Twisted's buffer-and-poll
-    (two C{epoll_ctl} calls a response).  Output written at other times (a
-    producer's) is sent at once.  Code that writes around the channel (the
+    (two C{epoll_ctl} calls a response).  Output is given to the transport
+    at once when written at other times, when a producer streams the
+    response, and when over L{_HOLD_LIMIT} bytes wait (so the transport's
+    buffer still pauses a client that pipelines requests but does not read).  Code that writes around the channel (the
     static folder's C{sendfile}) calls L{flushOutput} first.
     """
 
@@ -178,8 +184,9 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.maxHeaders = limits.maxHeaders + 1
 
     _host = None
-    #: Output not given to the transport yet.
+    #: Output not given to the transport yet, and its length.
     _out: list[bytes] | None = None
+    _outBytes = 0
     _reading = False
     _raw: Any = None
     _rawStats: ServiceStats | None = None
@@ -216,19 +223,22 @@ class NetsuiteHTTPChannel(HTTPChannel):
                 self.site.flushSoon(self)
 
     def write(self, data: bytes) -> None:
-        if self._out is None:
-            self._out = [data]
-        else:
-            self._out.append(data)
-        if not self._reading:
+        out = self._out
+        if out is None:
+            self._out = out = []
+        out.append(data)
+        self._outBytes += len(data)
+        if not self._reading or self._outBytes > _HOLD_LIMIT or self._requestProducer is not None:
             self.flushOutput()
 
     def writeSequence(self, iovec: Any) -> None:
-        if self._out is None:
-            self._out = list(iovec)
-        else:
-            self._out.extend(iovec)
-        if not self._reading:
+        out = self._out
+        if out is None:
+            self._out = out = []
+        for data in iovec:
+            out.append(data)
+            self._outBytes += len(data)
+        if not self._reading or self._outBytes > _HOLD_LIMIT or self._requestProducer is not None:
             self.flushOutput()
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
@@ -247,11 +257,15 @@ class NetsuiteHTTPChannel(HTTPChannel):
         out = self._out
         if out:
             self._out = None
+            self._outBytes = 0
             self._send(out)
 
     def _send(self, chunks: list[bytes]) -> None:
         raw = self._raw
-        if raw is None:
+        if raw is None or self._requestProducer is not None:
+            # A streamed response goes through the transport's buffer, which
+            # paces its producer (and, measured, serves large files faster
+            # than headers sent on their own ahead of sendfile).
             self.transport.writeSequence(chunks)
             return
         data = b"".join(chunks)
@@ -311,7 +325,20 @@ class NetsuiteHTTPChannel(HTTPChannel):
 
     def requestDone(self, request: Request) -> None:
         self._state = "idle"
+        if self._waitingForTransport:
+            # The client is not taking its answers: leave the requests it
+            # pipelined behind this one unread, and read nothing more, until
+            # it does.  (Twisted answers every request already read, so 60 KB
+            # of pipelined requests could fill 100 MB of buffers.)
+            self.paused = True
+            self._networkProducer.pauseProducing()
         HTTPChannel.requestDone(self, request)
+
+    def resumeProducing(self) -> None:
+        HTTPChannel.resumeProducing(self)
+        if self.paused and not self._waitingForTransport and not self._handlingRequest:
+            self.paused = False
+            self.dataReceived(b"")
 
     def bodyTooLarge(self) -> None:
         """
@@ -357,6 +384,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._out = None
+        self._outBytes = 0
         self._cancelDeadline()
         HTTPChannel.connectionLost(self, reason)
 
