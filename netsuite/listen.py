@@ -13,7 +13,7 @@ readable sentence.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer, error, tcp
@@ -186,6 +186,62 @@ def plainSocketTransport(transport: object) -> Tuple[tcp.Server | None, ServiceS
     ):
         return transport, stats
     return None, None
+
+
+def sendOrQueue(raw: tcp.Server, data: bytes) -> None:
+    """
+    Send C{data} on C{raw}'s socket now when nothing is queued in the
+    transport (one C{send}, no poller work), else (and whatever the socket
+    did not take) through the transport's buffer, which keeps the order and
+    tells its producer to pause when full.
+
+    @param raw: a transport from L{plainSocketTransport}.
+    """
+    if (
+        not raw._tempDataLen
+        and raw.offset == len(raw.dataBuffer)
+        and not raw.disconnecting
+        and raw.connected
+    ):
+        try:
+            sent = raw.socket.send(data)
+        except OSError:
+            sent = 0  # the transport finds out, and reports it
+        if sent == len(data):
+            return
+        data = data[sent:]
+    raw.write(data)
+
+
+class FlushBatch:
+    """
+    Connections with output waiting, sent together at the end of the
+    reactor's pass: each gets its C{flushOutput()} called once, after all
+    the input of this pass was handled.
+
+    Sending each answer the moment it is made wakes the peer (and, on
+    loopback, its CPU) once per answer; sending them in one burst lets the
+    kernel and the peer batch.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+        self._waiting: list[Any] = []
+        self._call: Any = None
+
+    def add(self, connection: Any) -> None:
+        """
+        Have C{connection.flushOutput()} called at the end of this pass.
+        """
+        self._waiting.append(connection)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        waiting, self._waiting = self._waiting, []
+        for connection in waiting:
+            connection.flushOutput()
 
 
 class TrackingFactory(WrappingFactory):

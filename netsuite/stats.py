@@ -22,6 +22,8 @@ class ServiceStats:
     @ivar errors: connections that ended in an error, plus errors a
         protocol reported with L{countError}.
     @ivar counters: service-specific counters by name, e.g. C{"timeouts"}.
+    @ivar gauges: service-specific values that go up and down, by name, e.g.
+        C{"users"}.
     """
 
     __slots__ = (
@@ -32,6 +34,7 @@ class ServiceStats:
         "bytesOut",
         "errors",
         "counters",
+        "gauges",
     )
 
     def __init__(self, name: str) -> None:
@@ -42,6 +45,7 @@ class ServiceStats:
         self.bytesOut = 0
         self.errors = 0
         self.counters: Dict[str, int] = {}
+        self.gauges: Dict[str, int] = {}
 
     def countError(self, kind: str | None = None) -> None:
         """
@@ -68,6 +72,7 @@ class ServiceStats:
             "bytes_out": self.bytesOut,
             "errors": self.errors,
             **{key: self.counters[key] for key in sorted(self.counters)},
+            **{key: self.gauges[key] for key in sorted(self.gauges)},
         }
 
     def __repr__(self) -> str:

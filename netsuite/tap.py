@@ -65,8 +65,8 @@ class Setting:
     One option: a C{--name} flag and the TOML key C{name}.
 
     @ivar kind: C{"listen"} (repeatable stream endpoint), C{"udp"}
-        (repeatable UDP address), C{"flag"}, C{"seconds"}, C{"rate"},
-        C{"count"} or C{"path"}.
+        (repeatable UDP address), C{"flag"}, C{"seconds"}, C{"rate"} (above
+        0), C{"limit"} (a number, 0 for none), C{"count"} or C{"path"}.
     """
 
     name: str
@@ -143,6 +143,19 @@ SETTINGS: List[Setting] = [
     Setting("http-idle-timeout", "seconds", 60.0,
             "HTTP: seconds a keep-alive connection may wait for its next request."),
     # Echo family.
+    Setting("chat-history", "count", 20, "Chat: lines of a room replayed on joining it (0: none)."),
+    Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
+    Setting("chat-rate", "limit", 5.0, "Chat: lines a second one client may send (0: no limit)."),
+    Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
+    Setting("chat-max-output", "count", 262144,
+            "Chat: bytes waiting for one client before it is disconnected as not reading."),
+    Setting("chat-name-timeout", "seconds", 30.0, "Chat: seconds a client may take to give its name."),
+    Setting("chat-idle-timeout", "seconds", 3600.0,
+            "Chat: seconds a named client may stay silent (0: forever)."),
+    Setting("chat-max-clients", "count", 1000, "Chat: clients at once (0: no limit)."),
+    Setting("chat-max-clients-per-host", "count", 50,
+            "Chat: clients at once from one address (0: no limit)."),
+    Setting("chat-max-rooms", "count", 1000, "Chat: rooms that may exist at once."),
     Setting("echo-idle-timeout", "seconds", 300.0,
             "Seconds without input before a TCP echo or discard connection is "
             "closed (0: never)."),
@@ -164,8 +177,8 @@ SETTINGS: List[Setting] = [
 _BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 #: Each service: its listener settings (plain, TLS) and the flag that turns it
-#: off.  Builders for the services still to come (HTTP, chat, proxy) are
-#: missing from L{_BUILDERS}, so their listeners are skipped with a log line.
+#: off.  Builders for the services still to come (the proxy) are missing
+#: from L{_BUILDERS}, so their listeners are skipped with a log line.
 SERVICES: Dict[str, tuple[str | None, str | None, str | None]] = {
     "http": ("http", "https", "no-http"),
     "chat": ("chat", "chat-tls", "no-chat"),
@@ -333,6 +346,8 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:
         raise ConfigError(f"{where}: expected 0 or more seconds, got {value!r}")
     if kind == "rate" and number <= 0:
         raise ConfigError(f"{where}: expected a number above 0, got {value!r}")
+    if kind == "limit" and number < 0:
+        raise ConfigError(f"{where}: expected 0 (no limit) or more, got {value!r}")
     if kind == "count":
         if number < 0 or not number.is_integer():
             raise ConfigError(f"{where}: expected a whole number, 0 or more, got {value!r}")
@@ -386,9 +401,12 @@ class NetsuiteService(MultiService):
 
     @ivar stats: the counters of every service, by service name.
     @ivar started: when it was built (POSIX time).
+    @ivar chat: the chat service's L{netsuite.chat.ChatFactory} (its rooms
+        and members), when chat runs.
     """
 
     version = __version__
+    chat: Any = None
 
     def __init__(self, stats: StatsRegistry) -> None:
         MultiService.__init__(self)
@@ -446,8 +464,32 @@ def _http(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
 
 
 #: How each implemented stream service is built from its settings.
+def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
+    from netsuite.chat import ChatFactory, ChatSettings, makeChatService
+
+    if status.chat is None:  # one set of rooms for the plain and TLS listeners
+        status.chat = ChatFactory(
+            kw["reactor"],
+            stats=kw["stats"],
+            settings=ChatSettings(
+                historySize=config["chat-history"],
+                maxLine=max(config["chat-max-line"], 1),
+                rate=config["chat-rate"],
+                burst=max(config["chat-burst"], 1),
+                maxOutput=config["chat-max-output"],
+                nameTimeout=config["chat-name-timeout"],
+                idleTimeout=config["chat-idle-timeout"],
+                maxClients=config["chat-max-clients"],
+                maxClientsPerHost=config["chat-max-clients-per-host"],
+                maxRooms=max(config["chat-max-rooms"], 1),
+            ),
+        )
+    return makeChatService(factory=status.chat, **kw)
+
+
 _BUILDERS: Dict[str, Callable[..., IService]] = {
     "http": _http,
+    "chat": _chat,
     "echo": lambda config, status, **kw: makeEchoService(
         idleTimeout=config["echo-idle-timeout"], **kw
     ),

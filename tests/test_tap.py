@@ -230,6 +230,7 @@ class ServiceTreeTests(SynchronousTestCase):
         self.assertEqual(
             names,
             [
+                "chat tcp:8023:interface=127.0.0.1",
                 "daytime tcp:8013:interface=127.0.0.1",
                 "echo tcp:8007:interface=127.0.0.1",
                 "echo-udp udp:8007:interface=127.0.0.1",
@@ -244,11 +245,11 @@ class ServiceTreeTests(SynchronousTestCase):
         root = makeService(parse("--no-daytime"), reactor)
         root.privilegedStartService()
         tcp = [(port, iface) for port, factory, _, iface in reactor.tcpServers if factory]
-        self.assertEqual(sorted(tcp), [(8007, "127.0.0.1"), (8080, "127.0.0.1")])
+        self.assertEqual(sorted(tcp), [(8007, "127.0.0.1"), (8023, "127.0.0.1"), (8080, "127.0.0.1")])
         self.assertEqual([(u[0], u[2], u[3]) for u in reactor.udpServers], [(8007, "127.0.0.1", 65535)])
 
     def test_disabledServiceHasNoListeners(self) -> None:
-        root = makeService(parse("--no-echo", "--no-daytime", "--no-http"), MemoryReactor())
+        root = makeService(parse("--no-echo", "--no-daytime", "--no-http", "--no-chat"), MemoryReactor())
         self.assertEqual(list(root), [])
 
     def test_statsOnlyForServicesThatRun(self) -> None:
@@ -257,7 +258,7 @@ class ServiceTreeTests(SynchronousTestCase):
         so status pages do not show it.
         """
         root = makeService(parse("--no-http"), MemoryReactor())
-        self.assertEqual(sorted(root.stats.snapshot()), ["daytime", "echo", "echo-udp"])
+        self.assertEqual(sorted(root.stats.snapshot()), ["chat", "daytime", "echo", "echo-udp"])
 
     def test_listenersShareServiceStats(self) -> None:
         root = makeService(parse("--echo", "tcp:1", "--echo", "tcp:2", "--no-http"), MemoryReactor())
@@ -267,7 +268,7 @@ class ServiceTreeTests(SynchronousTestCase):
         self.assertIs(one.stats, root.stats.forService("echo"))
 
     def test_tlsListenersOnlyWithTLS(self) -> None:
-        options = parse("--no-daytime", "--no-http", "--tls", "--data-dir", self.mktemp())
+        options = parse("--no-daytime", "--no-http", "--no-chat", "--tls", "--data-dir", self.mktemp())
         names = sorted(s.name for s in makeService(options, MemoryReactor()))
         self.assertEqual(
             names,
@@ -279,5 +280,5 @@ class ServiceTreeTests(SynchronousTestCase):
         )
 
     def test_discardOnlyWhenAsked(self) -> None:
-        options = parse("--no-echo", "--no-daytime", "--no-http", "--discard", "tcp:7009")
+        options = parse("--no-echo", "--no-daytime", "--no-http", "--no-chat", "--discard", "tcp:7009")
         self.assertEqual([s.name for s in makeService(options, MemoryReactor())], ["discard tcp:7009"])

@@ -75,7 +75,7 @@ class TwistdTests(TestCase):
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
             ["-c", runner, *(["-n", "--pidfile="] if runner is TWISTD else []), "netsuite",
-             "--no-http", *args],
+             "--no-http", "--no-chat", *args],
             env=environment(home),
             path=home,
         )
@@ -97,7 +97,7 @@ class TwistdTests(TestCase):
         """
         home = os.path.abspath(self.mktemp())
         os.makedirs(home)
-        process = Running(expected=7)
+        process = Running(expected=9)
         transport = reactor.spawnProcess(
             process,
             sys.executable,
@@ -110,6 +110,8 @@ class TwistdTests(TestCase):
                 "--daytime", "tcp:0:interface=127.0.0.1",
                 "--echo-tls", "tcp:0:interface=127.0.0.1",
                 "--daytime-tls", "tcp:0:interface=127.0.0.1",
+                "--chat", "tcp:0:interface=127.0.0.1",
+                "--chat-tls", "tcp:0:interface=127.0.0.1",
                 "--tls",
             ],
             env=environment(home),
@@ -125,8 +127,9 @@ class TwistdTests(TestCase):
         byName = {(s, tls): (kind, port) for s, kind, port, tls in listeners}
         self.assertEqual(
             sorted(byName),
-            [("daytime", False), ("daytime", True), ("echo", False), ("echo", True),
-             ("echo-udp", False), ("http", False), ("http", True)],
+            [("chat", False), ("chat", True), ("daytime", False), ("daytime", True),
+             ("echo", False), ("echo", True), ("echo-udp", False), ("http", False),
+             ("http", True)],
         )
         self.assertIn(b"TLS certificate SHA-256 fingerprint: ", process.output)
         self.assertTrue(os.path.exists(os.path.join(home, "data", "netsuite", "tls", "localhost.pem")))

@@ -107,6 +107,11 @@ class _StatsCollector:
                 "Service-specific counters, by service and event.",
                 labels=["service", "event"],
             ),
+            GaugeMetricFamily(
+                "netsuite_service_gauge",
+                "Service-specific values that go up and down, by service and name.",
+                labels=["service", "name"],
+            ),
         )
 
     def describe(self) -> Iterator[Metric]:
@@ -114,7 +119,7 @@ class _StatsCollector:
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        opened, total, received, sent, errors, events = families
+        opened, total, received, sent, errors, events, gauges = families
         for service in list(self.stats):
             labels = [service.name]
             opened.add_metric(labels, service.connectionsOpen)
@@ -124,6 +129,8 @@ class _StatsCollector:
             errors.add_metric(labels, service.errors)
             for event, count in sorted(service.counters.items()):
                 events.add_metric([service.name, event], count)
+            for name, value in sorted(service.gauges.items()):
+                gauges.add_metric([service.name, name], value)
         return iter(families)
 
 
@@ -223,8 +230,9 @@ class HTTPMetrics:
       - Read from the L{StatsRegistry} at scrape time, by C{service}:
         C{netsuite_connections_open} (gauge), C{netsuite_connections_total},
         C{netsuite_received_bytes_total}, C{netsuite_sent_bytes_total},
-        C{netsuite_errors_total}, and each service-specific counter as
-        C{netsuite_service_events_total{service,event}}.
+        C{netsuite_errors_total}, each service-specific counter as
+        C{netsuite_service_events_total{service,event}} and each gauge as
+        C{netsuite_service_gauge{service,name}}.
 
     L{observe} only adds to plain numbers (the reactor thread is the only
     writer); they become Prometheus samples when scraped.

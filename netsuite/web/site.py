@@ -30,7 +30,7 @@ from twisted.web.http import (
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site, version as _serverVersion
 
-from netsuite.listen import StreamListener, _reactor, plainSocketTransport
+from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
 from netsuite.web.api import APIResource, HealthResource
@@ -269,24 +269,9 @@ class NetsuiteHTTPChannel(HTTPChannel):
             self.transport.writeSequence(chunks)
             return
         data = b"".join(chunks)
-        if not data:
-            return
-        self._rawStats.bytesOut += len(data)  # type: ignore[union-attr]
-        if (
-            not raw._tempDataLen
-            and raw.offset == len(raw.dataBuffer)
-            and not raw.disconnecting
-            and raw.connected
-        ):
-            # Nothing queued, so sending now keeps the order.
-            try:
-                sent = raw.socket.send(data)
-            except OSError:
-                sent = 0  # the transport finds out, and reports it
-            if sent == len(data):
-                return
-            data = data[sent:]
-        raw.write(data)
+        if data:
+            self._rawStats.bytesOut += len(data)  # type: ignore[union-attr]
+            sendOrQueue(raw, data)
 
     def loseConnection(self) -> None:
         self.flushOutput()
@@ -510,7 +495,7 @@ class NetsuiteSite(Site):
         )
         self.stats = stats
         self.metrics = metrics
-        self._toFlush: list[NetsuiteHTTPChannel] = []
+        self._batch = FlushBatch(reactor)
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
         # Twisted negotiates HTTP/2 through this wrapper; the HTTP/1 channel
@@ -533,22 +518,12 @@ class NetsuiteSite(Site):
                 "{line}", line=self._logFormatter(self._logDateTime, request)
             )
 
-    _flushCall: IDelayedCall | None = None
-
     def flushSoon(self, channel: NetsuiteHTTPChannel) -> None:
         """
         Have C{channel}'s collected output sent at the end of this reactor
         pass, together with every other connection's.
         """
-        self._toFlush.append(channel)
-        if self._flushCall is None:
-            self._flushCall = self.reactor.callLater(0, self._flush)
-
-    def _flush(self) -> None:
-        self._flushCall = None
-        channels, self._toFlush = self._toFlush, []
-        for channel in channels:
-            channel.flushOutput()
+        self._batch.add(channel)
 
     def startFactory(self) -> None:
         Site.startFactory(self)

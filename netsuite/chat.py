@@ -1,0 +1,533 @@
+"""
+A line-based chat server anyone can use with C{nc}, C{telnet} or
+C{openssl s_client}.
+
+The first line a client sends is its name; after that, a plain line goes to
+the others in its room as C{name: text}, and lines starting with C{/} are
+commands (L{ChatProtocol.commands}).  Server lines start with C{* } (notices
+and information), C{[history] } (a room's recent lines, replayed on
+joining), C{[private] } (a private message), C{name: } (someone's message);
+every error is one line starting with C{! }.
+
+Rooms, names and history live in a L{netsuite.rooms.ChatHub}, which knows
+nothing of lines and sockets, so that other front ends can share it.
+
+Limits, each a L{ChatSettings} field: line length (an over-long line is
+refused and dropped, and never buffered beyond the limit), a token bucket of
+lines per client (a client over it is told when it may speak again), pending
+output per client (a client that does not read is disconnected), idle time
+with and without a name, and connections in all and per address (a refused
+client gets one line saying why).
+
+Output is collected per connection and sent once per reactor pass, straight
+to the socket on plain TCP: a line for a thousand members is encoded once and
+costs each of them an C{append}, not a C{write}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netsuite.limits import IdleTimeout, TokenBucket
+from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
+from netsuite.rooms import ChatError, ChatHub, IMember, Line, cleanText, memberNames
+from netsuite.stats import ServiceStats
+
+__all__ = ["ChatFactory", "ChatProtocol", "ChatSettings", "makeChatService", "DEFAULT_CHAT"]
+
+DEFAULT_CHAT = "tcp:8023:interface=127.0.0.1"
+
+#: Seconds a closing connection gets to take its last lines before it is
+#: aborted.
+_CLOSE_GRACE = 10.0
+
+
+@dataclass
+class ChatSettings:
+    """
+    The chat service's limits.
+
+    @ivar historySize: lines of a room replayed on joining it (0: none).
+    @ivar maxLine: bytes in one line (without its line ending).
+    @ivar rate: lines a second a client may send (0: no limit).
+    @ivar burst: lines a client may send at once before C{rate} applies.
+    @ivar maxOutput: bytes waiting to be sent to one client before it is
+        disconnected as a reader that does not keep up.
+    @ivar nameTimeout: seconds a client may take to give its name.
+    @ivar idleTimeout: seconds a named client may stay silent (0: forever).
+    @ivar maxClients: connections at once (0: no limit).
+    @ivar maxClientsPerHost: connections at once from one address (0: no
+        limit).
+    @ivar maxRooms: rooms that may exist at once.
+    @ivar nameTries: names a client may try before it is disconnected.
+    """
+
+    historySize: int = 20
+    maxLine: int = 4096
+    rate: float = 5.0
+    burst: float = 10.0
+    maxOutput: int = 256 * 1024
+    nameTimeout: float = 30.0
+    idleTimeout: float = 3600.0
+    maxClients: int = 1000
+    maxClientsPerHost: int = 50
+    maxRooms: int = 1000
+    nameTries: int = 3
+
+
+_HELP = [
+    "* commands:",
+    "*   /help              this list",
+    "*   /nick NAME         change your name",
+    "*   /join ROOM         go to ROOM (made if it does not exist)",
+    "*   /part              go back to the lobby",
+    "*   /rooms             rooms and how many are in each",
+    "*   /who               who is in your room",
+    "*   /msg NAME TEXT     a private message",
+    "*   /me ACTION         say what you do",
+    "*   /topic [TEXT]      show, or set, your room's topic",
+    "*   /quit [REASON]     leave",
+    "* anything else you type goes to your room",
+]
+
+
+@implementer(IMember, IPushProducer)
+class ChatProtocol(Protocol):
+    """
+    One chat client: reads its lines, sends it lines.
+
+    @ivar name: its name once it has one (set by the hub).
+    @ivar room: its L{Room} (set by the hub).
+    """
+
+    factory: "ChatFactory"
+    name: Optional[str] = None
+    room: Any = None
+    log = Logger()
+
+    _buffer = b""
+    _discarding = False
+    _closed = False
+    _paused = False
+    _out: Optional[List[bytes]] = None
+    _outBytes = 0
+    _raw: Any = None
+    _rawStats: Optional[ServiceStats] = None
+    _idle: Optional[IdleTimeout] = None
+    _bucket: Optional[TokenBucket] = None
+    _counted = False
+    _host = ""
+    _quitReason = ""
+
+    # Connection
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self._host = _hostOf(self.transport.getPeer())
+        refusal = factory.admit(self._host)
+        if refusal is not None:
+            self.factory.stats.count("refused")
+            self.transport.write(b"! " + refusal.encode("utf-8") + b"\r\n")
+            self._close()
+            return
+        self._counted = True
+        self._raw, self._rawStats = plainSocketTransport(self.transport)
+        self.transport.registerProducer(self, True)
+        settings = factory.settings
+        if settings.rate > 0:
+            self._bucket = TokenBucket(settings.rate, settings.burst, factory.reactor)
+        self._tries = settings.nameTries
+        self._idle = IdleTimeout(factory.reactor, settings.nameTimeout, self._timedOut)
+        self.info("* welcome to netsuite chat")
+        self.info("* what is your name? (1-32 letters, digits, '_', '-' or '.')")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        self._out = None
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+        if self._idle is not None:
+            self._idle.cancel()
+        if self._counted:
+            self._counted = False
+            self.factory.release(self._host)
+            self.factory.hub.leave(self, self._quitReason or "connection closed")
+
+    def closeGracefully(self) -> None:
+        """
+        netsuite is stopping: say so, and close.
+        """
+        self.info("* the server is shutting down; bye")
+        self._close()
+
+    # Input
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        maxLine = self.factory.settings.maxLine
+        buffer = self._buffer + data if self._buffer else data
+        start = 0
+        while not self._closed:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if self._discarding:
+                self._discarding = False  # the end of a line already refused
+            else:
+                line = buffer[start:end]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > maxLine:
+                    self._tooLong()
+                else:
+                    self.lineReceived(line)
+            start = end + 1
+        rest = buffer[start:]
+        if len(rest) > maxLine:
+            # No line ending in sight: refuse the line now, drop what came.
+            if not self._discarding:
+                self._discarding = True
+                self._tooLong()
+            rest = b""
+        self._buffer = rest
+
+    def lineReceived(self, raw: bytes) -> None:
+        """
+        Handle one line (without its line ending).
+        """
+        if self._idle is not None:
+            self._idle.touch()
+        text = cleanText(raw.decode("utf-8", "replace"))
+        if self.name is None:
+            self._chooseName(text)
+            return
+        stats = self.factory.stats
+        stats.count("lines_in")
+        bucket = self._bucket
+        if bucket is not None and not bucket.take():
+            stats.count("dropped_lines")
+            self.error(
+                f"slow down: that line was dropped; you may speak again in "
+                f"{max(bucket.delay(), 0.1):.1f} s"
+            )
+            return
+        if not text:
+            return
+        if text.startswith("/"):
+            command, _, argument = text[1:].partition(" ")
+            handler = self.commands.get(command.lower())
+            if handler is None:
+                self.error(f"unknown command /{command}; /help lists them")
+                return
+            try:
+                handler(self, argument.strip())
+            except ChatError as e:
+                self.error(e.message)
+            return
+        self.factory.hub.say(self, text)
+
+    def _chooseName(self, name: str) -> None:
+        hub = self.factory.hub
+        try:
+            hub.checkName(name)
+            if hub.find(name) is not None:
+                raise ChatError(f"the name {name} is taken")
+        except ChatError as e:
+            self._tries -= 1
+            if self._tries <= 0:
+                self.error(f"{e.message}; too many tries, bye")
+                self._close()
+            else:
+                self.error(f"{e.message}; try another ({self._tries} left)")
+            return
+        self.info(f"* hello {name}; /help lists the commands")
+        hub.register(self, name)
+        idle = self.factory.settings.idleTimeout
+        assert self._idle is not None
+        self._idle.cancel()
+        self._idle = IdleTimeout(self.factory.reactor, idle, self._timedOut) if idle > 0 else None
+
+    def _tooLong(self) -> None:
+        self.factory.stats.count("long_lines")
+        self.error(f"line too long (over {self.factory.settings.maxLine} bytes); it was dropped")
+
+    def _timedOut(self) -> None:
+        self._idle = None
+        if self.name is None:
+            self.error("no name given in time; bye")
+        else:
+            self.error("idle for too long; bye")
+        self.factory.stats.count("idle_timeouts")
+        self._quitReason = "idle"
+        self._close()
+
+    # Commands
+
+    def do_help(self, argument: str) -> None:
+        for line in _HELP:
+            self.info(line)
+
+    def do_nick(self, argument: str) -> None:
+        if not argument:
+            raise ChatError("usage: /nick NAME")
+        self.factory.hub.rename(self, argument)
+
+    def do_join(self, argument: str) -> None:
+        if not argument:
+            raise ChatError("usage: /join ROOM")
+        self.factory.hub.join(self, argument)
+
+    def do_part(self, argument: str) -> None:
+        self.factory.hub.part(self)
+
+    def do_rooms(self, argument: str) -> None:
+        rooms = self.factory.hub.roomList()
+        self.info(f"* {len(rooms)} room{'s' if len(rooms) != 1 else ''}:")
+        for room in rooms:
+            count = len(room.members)
+            topic = f"; topic: {room.topic}" if room.topic else ""
+            self.info(f"*   {room.name} ({count} member{'s' if count != 1 else ''}){topic}")
+
+    def do_who(self, argument: str) -> None:
+        self.info(f"* in {self.room.name}: {', '.join(memberNames(self.room.members.values()))}")
+
+    def do_msg(self, argument: str) -> None:
+        target, _, text = argument.partition(" ")
+        text = text.strip()
+        if not target or not text:
+            raise ChatError("usage: /msg NAME TEXT")
+        recipient = self.factory.hub.tell(self, target, text)
+        self.info(f"[private to {recipient.name}] {text}")  # type: ignore[attr-defined]
+
+    def do_me(self, argument: str) -> None:
+        if not argument:
+            raise ChatError("usage: /me ACTION")
+        self.factory.hub.act(self, argument)
+
+    def do_topic(self, argument: str) -> None:
+        if argument:
+            self.factory.hub.setTopic(self, argument)
+        elif self.room.topic:
+            self.info(f"* topic of {self.room.name}: {self.room.topic}")
+        else:
+            self.info(f"* {self.room.name} has no topic")
+
+    def do_quit(self, argument: str) -> None:
+        self._quitReason = argument or "quit"
+        self.info("* bye")
+        self._close()
+
+    #: Commands by name (after the C{/}).
+    commands: Dict[str, Callable[["ChatProtocol", str], None]] = {
+        "help": do_help,
+        "nick": do_nick,
+        "join": do_join,
+        "part": do_part,
+        "rooms": do_rooms,
+        "who": do_who,
+        "msg": do_msg,
+        "me": do_me,
+        "topic": do_topic,
+        "quit": do_quit,
+    }
+
+    # Output
+
+    def deliver(self, line: Line) -> None:
+        """
+        Send C{line} to this client (L{IMember}).
+        """
+        self._write(line.encoded)
+
+    def info(self, text: str) -> None:
+        """
+        Send this client one line of C{text} (a notice, an answer).
+        """
+        self._write(text.encode("utf-8") + b"\r\n")
+
+    def error(self, message: str) -> None:
+        """
+        Send this client an error line: C{! message}.
+        """
+        self._write(b"! " + message.encode("utf-8") + b"\r\n")
+
+    def _write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        out = self._out
+        if out is None:
+            self._out = [data]
+            self._outBytes = len(data)
+            self.factory.batch.add(self)
+        else:
+            out.append(data)
+            self._outBytes += len(data)
+            if self._outBytes > self.factory.settings.maxOutput:
+                self._slowReader()
+
+    def flushOutput(self) -> None:
+        """
+        Give what was written for this client to the transport, unless the
+        transport's buffer is full (then it waits here, within
+        C{maxOutput}).
+        """
+        out = self._out
+        if not out or self._paused or self._closed:
+            return
+        self._out = None
+        self._outBytes = 0
+        data = b"".join(out)
+        raw = self._raw
+        if raw is None:
+            self.transport.write(data)
+        else:
+            self._rawStats.bytesOut += len(data)  # type: ignore[union-attr]
+            sendOrQueue(raw, data)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._out:
+            self.flushOutput()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+
+    def _slowReader(self) -> None:
+        self.log.info(
+            "chat: disconnecting {who} ({host}): it does not read what it is sent "
+            "({waiting} bytes waiting)",
+            who=self.name or "a client without a name",
+            host=self._host,
+            waiting=self._outBytes,
+        )
+        self.factory.stats.count("slow_readers")
+        self._quitReason = "not reading"
+        self._closed = True
+        self._out = None
+        # Not from inside a broadcast: the room is being iterated.
+        self.factory.reactor.callLater(0, self.transport.abortConnection)
+
+    _closing = False
+    _abortCall: Any = None
+
+    def _close(self) -> None:
+        """
+        Send what is waiting, then close; abort if the client does not take
+        it within L{_CLOSE_GRACE} seconds.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._paused = False
+        self.flushOutput()
+        self._closed = True
+        self.transport.loseConnection()
+        self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
+
+
+class ChatFactory(Factory):
+    """
+    Makes L{ChatProtocol}s for one chat service (any number of listeners):
+    one L{ChatHub}, one set of limits.
+
+    @ivar hub: the rooms and members.
+    @ivar settings: the L{ChatSettings}.
+    @ivar stats: the service's counters.
+    @ivar batch: sends every client's collected output once a reactor pass.
+    """
+
+    protocol = ChatProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        *,
+        settings: Optional[ChatSettings] = None,
+        stats: Optional[ServiceStats] = None,
+        hub: Optional[ChatHub] = None,
+    ) -> None:
+        self.reactor = _reactor(reactor)
+        self.settings = settings or ChatSettings()
+        self.stats = stats if stats is not None else ServiceStats("chat")
+        self.hub = hub if hub is not None else ChatHub(
+            historySize=self.settings.historySize,
+            maxRooms=self.settings.maxRooms,
+            stats=self.stats,
+            clock=self.reactor.seconds,
+        )
+        self.batch = FlushBatch(self.reactor)
+        self._clients = 0
+        self._perHost: Dict[str, int] = {}
+
+    def admit(self, host: str) -> Optional[str]:
+        """
+        Count a new client from C{host}, or say why it is refused.
+        """
+        settings = self.settings
+        if settings.maxClients and self._clients >= settings.maxClients:
+            return f"the chat is full ({settings.maxClients} clients); try again later"
+        if settings.maxClientsPerHost and self._perHost.get(host, 0) >= settings.maxClientsPerHost:
+            return (
+                f"too many connections from your address (at most "
+                f"{settings.maxClientsPerHost}); try again later"
+            )
+        self._clients += 1
+        self._perHost[host] = self._perHost.get(host, 0) + 1
+        return None
+
+    def release(self, host: str) -> None:
+        """
+        A client counted by L{admit} has gone.
+        """
+        self._clients -= 1
+        left = self._perHost.get(host, 1) - 1
+        if left > 0:
+            self._perHost[host] = left
+        else:
+            self._perHost.pop(host, None)
+
+
+def _hostOf(address: IAddress) -> str:
+    return str(getattr(address, "host", "") or "local")
+
+
+def makeChatService(
+    endpoint: str = DEFAULT_CHAT,
+    reactor: Any = None,
+    *,
+    factory: Optional[ChatFactory] = None,
+    settings: Optional[ChatSettings] = None,
+    stats: Optional[ServiceStats] = None,
+    **listening: Any,
+) -> StreamListener:
+    """
+    A service running the chat on C{endpoint}.
+
+    @param factory: a L{ChatFactory} to share with other listeners (plain
+        and TLS on one set of rooms); by default a new one.
+    @param settings: limits for a new factory.
+    @param stats: the service's counters (by default the factory's).
+    @param listening: keyword arguments of L{StreamListener} (C{tls},
+        C{grace}, C{maxConnections}, C{maxPerHost}).
+    """
+    reactor = _reactor(reactor)
+    if factory is None:
+        factory = ChatFactory(reactor, settings=settings, stats=stats)
+    return StreamListener(
+        "chat", endpoint, factory, reactor=reactor, stats=stats or factory.stats, **listening
+    )

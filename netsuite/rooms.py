@@ -1,0 +1,428 @@
+"""
+Chat rooms, independent of any wire protocol.
+
+A L{ChatHub} holds named members and rooms.  A front end (the line protocol
+in L{netsuite.chat}, or later a WebSocket one) gives each connection an
+object providing L{IMember} and calls the hub's methods on its behalf; the
+hub delivers L{Line}s back through L{IMember.deliver}.
+
+Every line is made once and handed to every recipient as the same object;
+L{Line.encoded} caches its bytes, so a message to a room of a thousand
+members is encoded once, not a thousand times.
+
+Errors a member can cause (a taken name, an unknown room) raise
+L{ChatError}, whose message is one sentence for the member.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, Iterable, List, Optional
+
+from zope.interface import Attribute, Interface
+
+from netsuite.stats import ServiceStats
+
+__all__ = [
+    "ChatError",
+    "ChatHub",
+    "IMember",
+    "Line",
+    "Room",
+    "LOBBY",
+    "NAME_PATTERN",
+    "cleanText",
+]
+
+#: The room every member starts in, and goes back to with C{part}.
+LOBBY = "lobby"
+
+#: Member and room names: 1-32 ASCII letters, digits, C{_}, C{-}, C{.}.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+
+#: ANSI/VT escape sequences (CSI, OSC, and two-character escapes), then any
+#: remaining C0/C1 control character or DEL.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?"  # CSI ... final byte
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC ... BEL or ST
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC ... ST
+    r"|\x1b[\x20-\x7e]?"  # other escapes
+    r"|\x9b[0-?]*[ -/]*[@-~]?"  # 8-bit CSI
+    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"
+)
+
+
+def cleanText(text: str) -> str:
+    """
+    C{text} without terminal escape sequences or control characters (a tab
+    becomes a space), and without surrounding whitespace: safe to print on
+    anyone's terminal.
+    """
+    return _ESCAPES.sub("", text).replace("\t", " ").strip()
+
+
+class ChatError(Exception):
+    """
+    Something a member asked for cannot be done; the message says why, in
+    one sentence.
+    """
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+
+
+class Line:
+    """
+    One line of chat output, made once for all its recipients.
+
+    @ivar text: the line, without a line ending.
+    @ivar kind: what it is: C{"message"}, C{"action"}, C{"notice"},
+        C{"private"}, C{"history"}, C{"error"} or C{"info"}.
+    @ivar room: the room it belongs to, if any.
+    @ivar sender: the member name it comes from, if any.
+    @ivar when: POSIX time it was made.
+    """
+
+    __slots__ = ("text", "kind", "room", "sender", "when", "_encoded")
+
+    def __init__(
+        self,
+        text: str,
+        kind: str,
+        room: Optional[str] = None,
+        sender: Optional[str] = None,
+        when: float = 0.0,
+    ) -> None:
+        self.text = text
+        self.kind = kind
+        self.room = room
+        self.sender = sender
+        self.when = when
+        self._encoded: Optional[bytes] = None
+
+    @property
+    def encoded(self) -> bytes:
+        """
+        The line in UTF-8 with CRLF, made the first time it is asked for.
+        """
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = self.text.encode("utf-8") + b"\r\n"
+        return encoded
+
+    def __repr__(self) -> str:
+        return f"<Line {self.kind} {self.text!r}>"
+
+
+class IMember(Interface):
+    """
+    One participant of a L{ChatHub}, as a front end presents it.
+    """
+
+    name = Attribute("The member's name (set by the hub), or None before registering.")
+    room = Attribute("The L{Room} the member is in (set by the hub), or None.")
+
+    def deliver(line: Line) -> None:
+        """
+        Send C{line} to this member.  Must not raise and must not block; a
+        member that cannot keep up is the front end's to drop.
+        """
+
+
+class Room:
+    """
+    A named room: its members, topic and recent history.
+
+    @ivar name: the name as it was first written.
+    @ivar members: members by case-folded name, in joining order.
+    @ivar topic: the topic, or C{""}.
+    @ivar history: the last lines said in it.
+    """
+
+    def __init__(self, name: str, historySize: int) -> None:
+        self.name = name
+        self.members: Dict[str, object] = {}
+        self.topic = ""
+        self.history: Deque[Line] = deque(maxlen=max(historySize, 0) or None)
+        self._keepHistory = historySize > 0
+
+    def broadcast(self, line: Line, exclude: object = None, remember: bool = True) -> int:
+        """
+        Deliver C{line} to every member but C{exclude}; keep it in the
+        history when C{remember}.  Returns how many members it went to.
+        """
+        if remember and self._keepHistory:
+            self.history.append(line)
+        sent = 0
+        for member in list(self.members.values()):
+            if member is not exclude:
+                member.deliver(line)  # type: ignore[attr-defined]
+                sent += 1
+        return sent
+
+
+class ChatHub:
+    """
+    Members and rooms of one chat service, shared by all its listeners (and
+    by any other front end).
+
+    @ivar rooms: rooms by case-folded name; C{lobby} always exists, other
+        rooms are removed when their last member leaves.
+    @ivar members: registered members by case-folded name.
+    """
+
+    def __init__(
+        self,
+        *,
+        historySize: int = 20,
+        maxRooms: int = 1000,
+        stats: Optional[ServiceStats] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """
+        @param historySize: lines replayed to a member joining a room (0:
+            none).
+        @param maxRooms: rooms that may exist at once.
+        @param stats: counters (lines in and out, users, rooms).
+        @param clock: the time for lines' C{when}.
+        """
+        self.historySize = historySize
+        self.maxRooms = maxRooms
+        self.stats = stats if stats is not None else ServiceStats("chat")
+        self.clock = clock
+        self.members: Dict[str, object] = {}
+        self.rooms: Dict[str, Room] = {}
+        self._room(LOBBY)
+        self._gauges()
+
+    # Reading
+
+    def roomList(self) -> List[Room]:
+        """
+        Every room, lobby first, then by name.
+        """
+        lobby = self.rooms[LOBBY]
+        others = sorted(
+            (room for key, room in self.rooms.items() if key != LOBBY),
+            key=lambda room: room.name.casefold(),
+        )
+        return [lobby, *others]
+
+    def find(self, name: str) -> Optional[object]:
+        """
+        The member called C{name} (case-insensitively), or L{None}.
+        """
+        return self.members.get(name.casefold())
+
+    def snapshot(self) -> Dict[str, object]:
+        """
+        Counts for a status page: users, rooms.
+        """
+        return {"users": len(self.members), "rooms": len(self.rooms)}
+
+    # Membership
+
+    def checkName(self, name: str) -> None:
+        """
+        @raise ChatError: C{name} is not a valid member name.
+        """
+        if not NAME_PATTERN.fullmatch(name):
+            raise ChatError(
+                "names are 1-32 characters: letters, digits, '_', '-' and '.'"
+            )
+
+    def register(self, member: object, name: str) -> None:
+        """
+        Give C{member} its name and put it in the lobby (with the lobby's
+        history).
+
+        @raise ChatError: the name is invalid or taken.
+        """
+        self.checkName(name)
+        key = name.casefold()
+        if key in self.members:
+            raise ChatError(f"the name {name} is taken")
+        member.name = name  # type: ignore[attr-defined]
+        member.room = None  # type: ignore[attr-defined]
+        self.members[key] = member
+        self._gauges()
+        self._enter(member, self.rooms[LOBBY])
+
+    def rename(self, member: object, new: str) -> None:
+        """
+        Change C{member}'s name, telling its room.
+
+        @raise ChatError: the new name is invalid or taken by someone else.
+        """
+        self.checkName(new)
+        old: str = member.name  # type: ignore[attr-defined]
+        key = new.casefold()
+        holder = self.members.get(key)
+        if holder is not None and holder is not member:
+            raise ChatError(f"the name {new} is taken")
+        if new == old:
+            raise ChatError(f"you are already called {new}")
+        del self.members[old.casefold()]
+        self.members[key] = member
+        member.name = new  # type: ignore[attr-defined]
+        room: Optional[Room] = member.room  # type: ignore[attr-defined]
+        if room is not None:
+            del room.members[old.casefold()]
+            room.members[key] = member
+            self._notice(room, f"{old} is now known as {new}")
+
+    def leave(self, member: object, reason: str = "") -> None:
+        """
+        Remove C{member} from the hub (it disconnected or quit), telling its
+        room.  Harmless for a member that never registered or already left.
+        """
+        name: Optional[str] = getattr(member, "name", None)
+        if name is None or self.members.get(name.casefold()) is not member:
+            return
+        del self.members[name.casefold()]
+        room: Optional[Room] = member.room  # type: ignore[attr-defined]
+        if room is not None:
+            self._exit(member, room, f"* {name} left" + (f" ({reason})" if reason else ""))
+        member.room = None  # type: ignore[attr-defined]
+        self._gauges()
+
+    # Rooms
+
+    def join(self, member: object, roomName: str) -> Room:
+        """
+        Move C{member} to the room C{roomName} (a leading C{#} is ignored),
+        making it if it does not exist.
+
+        @raise ChatError: the name is invalid, the member is already there,
+            or there are too many rooms.
+        """
+        name = roomName[1:] if roomName.startswith("#") else roomName
+        if not NAME_PATTERN.fullmatch(name):
+            raise ChatError(
+                "room names are 1-32 characters: letters, digits, '_', '-' and '.'"
+            )
+        current: Optional[Room] = member.room  # type: ignore[attr-defined]
+        key = name.casefold()
+        if current is not None and current.name.casefold() == key:
+            raise ChatError(f"you are already in {current.name}")
+        room = self.rooms.get(key)
+        if room is None:
+            if len(self.rooms) >= self.maxRooms:
+                raise ChatError(f"there are already {self.maxRooms} rooms; join one of them")
+            room = self._room(name)
+        if current is not None:
+            self._exit(member, current, f"* {member.name} left {current.name}")  # type: ignore[attr-defined]
+        self._enter(member, room)
+        return room
+
+    def part(self, member: object) -> Room:
+        """
+        Move C{member} back to the lobby.
+
+        @raise ChatError: it is in the lobby already.
+        """
+        current: Optional[Room] = member.room  # type: ignore[attr-defined]
+        if current is not None and current.name.casefold() == LOBBY:
+            raise ChatError("you are in the lobby already; /quit to leave the chat")
+        return self.join(member, LOBBY)
+
+    def setTopic(self, member: object, topic: str) -> None:
+        """
+        Set the topic of C{member}'s room and tell the room.
+        """
+        room: Room = member.room  # type: ignore[attr-defined]
+        topic = cleanText(topic)
+        room.topic = topic
+        if topic:
+            self._notice(room, f"{member.name} set the topic of {room.name}: {topic}")  # type: ignore[attr-defined]
+        else:
+            self._notice(room, f"{member.name} cleared the topic of {room.name}")  # type: ignore[attr-defined]
+
+    # Speaking
+
+    def say(self, member: object, text: str) -> Line:
+        """
+        Send C{text} from C{member} to the others in its room, as
+        C{name: text}.
+        """
+        return self._speak(member, "message", f"{member.name}: {text}")  # type: ignore[attr-defined]
+
+    def act(self, member: object, text: str) -> Line:
+        """
+        Send an action (C{/me}) to C{member}'s whole room, as C{* name text}.
+        """
+        return self._speak(member, "action", f"* {member.name} {text}", toSender=True)  # type: ignore[attr-defined]
+
+    def tell(self, member: object, target: str, text: str) -> object:
+        """
+        Send C{text} privately from C{member} to the member called
+        C{target}; returns the recipient.
+
+        @raise ChatError: there is no such member, or it is the sender.
+        """
+        recipient = self.find(target)
+        if recipient is None:
+            raise ChatError(f"nobody is called {target}")
+        if recipient is member:
+            raise ChatError("that is you")
+        sender: str = member.name  # type: ignore[attr-defined]
+        line = Line(f"[private] {sender}: {text}", "private", None, sender, self.clock())
+        recipient.deliver(line)  # type: ignore[attr-defined]
+        self.stats.count("lines_out")
+        return recipient
+
+    # Internals
+
+    def _speak(self, member: object, kind: str, text: str, toSender: bool = False) -> Line:
+        room: Room = member.room  # type: ignore[attr-defined]
+        line = Line(text, kind, room.name, member.name, self.clock())  # type: ignore[attr-defined]
+        sent = room.broadcast(line, exclude=None if toSender else member)
+        self.stats.count("lines_out", sent)
+        return line
+
+    def _room(self, name: str) -> Room:
+        room = self.rooms[name.casefold()] = Room(name, self.historySize)
+        self._gauges()
+        return room
+
+    def _enter(self, member: object, room: Room) -> None:
+        name: str = member.name  # type: ignore[attr-defined]
+        self._notice(room, f"* {name} joined {room.name}", prefixed=True)
+        room.members[name.casefold()] = member
+        member.room = room  # type: ignore[attr-defined]
+        count = len(room.members)
+        others = count - 1
+        info = f"* you are in {room.name} with {others} other{'s' if others != 1 else ''}"
+        member.deliver(Line(info, "info", room.name))  # type: ignore[attr-defined]
+        if room.topic:
+            member.deliver(Line(f"* topic: {room.topic}", "info", room.name))  # type: ignore[attr-defined]
+        for line in list(room.history):
+            member.deliver(Line(f"[history] {line.text}", "history", room.name, line.sender, line.when))  # type: ignore[attr-defined]
+
+    def _exit(self, member: object, room: Room, text: str) -> None:
+        del room.members[member.name.casefold()]  # type: ignore[attr-defined]
+        member.room = None  # type: ignore[attr-defined]
+        self._notice(room, text, prefixed=True)
+        if not room.members and room.name.casefold() != LOBBY:
+            del self.rooms[room.name.casefold()]
+            self._gauges()
+
+    def _notice(self, room: Room, text: str, prefixed: bool = False) -> None:
+        line = Line(text if prefixed else f"* {text}", "notice", room.name, None, self.clock())
+        sent = room.broadcast(line, remember=False)
+        self.stats.count("lines_out", sent)
+
+    def _gauges(self) -> None:
+        gauges = self.stats.gauges
+        gauges["users"] = len(self.members)
+        gauges["rooms"] = len(self.rooms)
+
+
+def memberNames(members: Iterable[object]) -> List[str]:
+    """
+    The names of C{members}, sorted case-insensitively.
+    """
+    return sorted((m.name for m in members), key=str.casefold)  # type: ignore[attr-defined]
