@@ -1,0 +1,207 @@
+"""
+The chat service over real loopback sockets: many clients in several rooms,
+a client that does not read, TLS, refusals and graceful stop.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trustme
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.task import deferLater
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from netsuite.chat import ChatFactory, ChatSettings, makeChatService
+from tests.helpers import startListener
+from tests.tlshelpers import makeServerOptions, trustRootOf
+
+
+class ChatClient(LineReceiver):
+    """
+    A chat client that keeps every line it receives and can wait for one.
+    """
+
+    delimiter = b"\r\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.waiting: list[tuple[str, defer.Deferred[str]]] = []
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.decode("utf-8")
+        self.lines.append(text)
+        for prefix, d in list(self.waiting):
+            if text.startswith(prefix):
+                self.waiting.remove((prefix, d))
+                d.callback(text)
+
+    def waitFor(self, prefix: str, timeout: float = 10.0) -> defer.Deferred[str]:
+        """
+        Fire with the first line from now on starting with C{prefix}.
+        """
+        d: defer.Deferred[str] = defer.Deferred()
+        self.waiting.append((prefix, d))
+        return d.addTimeout(timeout, reactor)
+
+    def say(self, text: str) -> None:
+        self.sendLine(text.encode("utf-8"))
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.closed.callback(None)
+
+
+class ChatSocketTests(TestCase):
+    timeout = 60
+
+    async def startChat(self, tls=None, **settings) -> tuple[int, ChatFactory]:
+        factory = ChatFactory(reactor, settings=ChatSettings(**settings))
+        service = makeChatService(
+            "tcp:0:interface=127.0.0.1", reactor, factory=factory, tls=tls, grace=1,
+            maxPerHost=None,
+        )
+        port = await startListener(self, service)
+        self.service = service
+        return port, factory
+
+    async def connect(self, port: int, name: str, endpoint=None) -> ChatClient:
+        client = ChatClient()
+        if endpoint is None:
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        await connectProtocol(endpoint, client)
+        self.addCleanup(lambda: client.transport.abortConnection())
+        joined = client.waitFor("* you are in lobby")
+        client.say(name)
+        await joined
+        return client
+
+    async def test_manyClientsInSeveralRooms(self) -> None:
+        """
+        200 clients in 4 rooms each send 3 lines: every client gets exactly
+        the lines of the others in its room, each sender's in order, and
+        nothing from the other rooms.
+        """
+        port, factory = await self.startChat(rate=0, maxClientsPerHost=0, historySize=0)
+        rooms = ["red", "green", "blue", "lobby"]
+        clients = await defer.gatherResults(
+            [defer.ensureDeferred(self.connect(port, f"user{n}")) for n in range(200)]
+        )
+        joins = []
+        for n, client in enumerate(clients):
+            room = rooms[n % 4]
+            if room != "lobby":
+                joins.append(client.waitFor(f"* you are in {room}"))
+                client.say(f"/join {room}")
+        await defer.gatherResults(joins)
+        self.assertEqual(factory.hub.snapshot(), {"users": 200, "rooms": 4})
+        for client in clients:
+            client.lines.clear()
+        for round in range(3):
+            for n, client in enumerate(clients):
+                client.say(f"line {round} from user{n}")
+        expected = {n: [] for n in range(200)}
+        for n in range(200):
+            for m in range(200):
+                if m != n and m % 4 == n % 4:
+                    expected[n] += [f"user{m}: line {r} from user{m}" for r in range(3)]
+
+        def messages(n: int) -> list[str]:
+            return [line for line in clients[n].lines if not line.startswith("* ")]
+
+        for _ in range(200):
+            if all(len(messages(n)) >= len(expected[n]) for n in range(200)):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        for n in range(200):
+            got = messages(n)
+            self.assertEqual(sorted(got), sorted(expected[n]), n)
+            for m in range(200):
+                mine = [line for line in got if line.startswith(f"user{m}: ")]
+                self.assertEqual(mine, [line for line in expected[n] if line.startswith(f"user{m}: ")])
+        self.assertFalse(any(line.startswith("! ") for c in clients for line in c.lines))
+
+    async def test_clientThatDoesNotReadIsCutOff(self) -> None:
+        """
+        A client that never reads is disconnected once its pending output
+        passes the bound; the others keep receiving everything.
+        """
+        port, factory = await self.startChat(rate=0, historySize=0)
+        sender = await self.connect(port, "sender")
+        reader = await self.connect(port, "reader")
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        self.addCleanup(stuck.close)
+        stuck.sendall(b"stuck\r\n")
+        for _ in range(100):
+            if factory.hub.find("stuck") is not None:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertIsNotNone(factory.hub.find("stuck"))
+        # Keep the kernel from absorbing megabytes for it (its send buffer
+        # grows with the connection otherwise).
+        factory.hub.find("stuck")._raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        left = reader.waitFor("* stuck left (not reading)")
+        payload = "x" * 900
+        count = 3000  # 2.7 MB: far more than the socket buffers and the bound
+        for n in range(count):
+            sender.say(f"{n} {payload}")
+            if n % 20 == 19:  # the reader, in this process, must keep up
+                await deferLater(reactor, 0.001, lambda: None)
+        await left
+        self.assertIsNone(factory.hub.find("stuck"))
+        self.assertEqual(factory.stats.counters["slow_readers"], 1)
+        for _ in range(400):
+            if sum(1 for line in reader.lines if line.startswith("sender: ")) >= count:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        got = [line for line in reader.lines if line.startswith("sender: ")]
+        self.assertEqual(got, [f"sender: {n} {payload}" for n in range(count)])
+
+    async def test_tlsAndPlainShareRooms(self) -> None:
+        """
+        A client over TLS (certificate generated here, verified) and one over
+        plain TCP talk through one factory.
+        """
+        ca = trustme.CA()
+        tls = makeServerOptions(self.mktemp(), ca)
+        factory = ChatFactory(reactor)
+        secure = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, tls=tls, grace=1)
+        plain = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
+        securePort = await startListener(self, secure)
+        plainPort = await startListener(self, plain)
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", securePort),
+        )
+        alice = await self.connect(securePort, "alice", endpoint)
+        bob = await self.connect(plainPort, "bob")
+        heard = bob.waitFor("alice: ")
+        alice.say("over TLS")
+        self.assertEqual(await heard, "alice: over TLS")
+        heard = alice.waitFor("bob: ")
+        bob.say("in the clear")
+        self.assertEqual(await heard, "bob: in the clear")
+
+    async def test_refusedClientIsToldWhy(self) -> None:
+        port, factory = await self.startChat(maxClientsPerHost=1)
+        await self.connect(port, "first")
+        second = ChatClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), second)
+        await second.closed
+        self.assertEqual(len(second.lines), 1)
+        self.assertTrue(second.lines[0].startswith("! too many connections from your address"))
+
+    async def test_stopSaysGoodbye(self) -> None:
+        port, factory = await self.startChat()
+        client = await self.connect(port, "alice")
+        bye = client.waitFor("* the server is shutting down")
+        await self.service.stopService()
+        await bye
+        await client.closed
