@@ -515,6 +515,7 @@ class MetricsTests(ServerTestCase):
         echo.bytesOut = 12
         echo.countError("timeouts")
         self.stats.forService("chat").count("messages", 5)
+        self.stats.forService("chat").gauges["users"] = 7
 
         response, found = await self.scrape()
         contentType = response.headers.getRawHeaders(b"Content-Type")[0]
@@ -549,6 +550,7 @@ class MetricsTests(ServerTestCase):
         events = "netsuite_service_events_total"
         self.assertEqual(value(events, service="echo", event="timeouts"), 1)
         self.assertEqual(value(events, service="chat", event="messages"), 5)
+        self.assertEqual(found["netsuite_service_gauge", (("name", "users"), ("service", "chat"))], 7)
 
     async def test_statsAreReadAtScrapeTime(self) -> None:
         echo = self.stats.forService("echo")
