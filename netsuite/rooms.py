@@ -51,14 +51,16 @@ _ESCAPES = re.compile(
     r"|\x1b[\x20-\x7e]?"  # other escapes
     r"|\x9b[0-?]*[ -/]*[@-~]?"  # 8-bit CSI
     r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"
+    # Bidirectional controls: they make a line display out of order.
+    r"|[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 
 
 def cleanText(text: str) -> str:
     """
-    C{text} without terminal escape sequences or control characters (a tab
-    becomes a space), and without surrounding whitespace: safe to print on
-    anyone's terminal.
+    C{text} without terminal escape sequences, control characters or
+    bidirectional controls (a tab becomes a space), and without surrounding
+    whitespace: safe to print on anyone's terminal.
     """
     return _ESCAPES.sub("", text).replace("\t", " ").strip()
 
