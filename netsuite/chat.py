@@ -26,7 +26,7 @@ costs each of them an C{append}, not a C{write}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.interfaces import IAddress, IPushProducer
@@ -513,7 +513,7 @@ def makeChatService(
     factory: Optional[ChatFactory] = None,
     settings: Optional[ChatSettings] = None,
     stats: Optional[ServiceStats] = None,
-    **listening: Any,
+    **options: Any,
 ) -> StreamListener:
     """
     A service running the chat on C{endpoint}.
@@ -522,12 +522,22 @@ def makeChatService(
         and TLS on one set of rooms); by default a new one.
     @param settings: limits for a new factory.
     @param stats: the service's counters (by default the factory's).
-    @param listening: keyword arguments of L{StreamListener} (C{tls},
-        C{grace}, C{maxConnections}, C{maxPerHost}).
+    @param options: L{ChatSettings} fields for a new factory (e.g.
+        C{historySize=50, rate=2}), and keyword arguments of
+        L{StreamListener} (C{tls}, C{grace}, C{maxConnections},
+        C{maxPerHost}).
     """
     reactor = _reactor(reactor)
+    chosen = {name: options.pop(name) for name in list(options) if name in _SETTING_NAMES}
     if factory is None:
+        if chosen:
+            settings = replace(settings or ChatSettings(), **chosen)
         factory = ChatFactory(reactor, settings=settings, stats=stats)
+    elif chosen or settings is not None:
+        raise TypeError("give either a factory or settings for a new one, not both")
     return StreamListener(
-        "chat", endpoint, factory, reactor=reactor, stats=stats or factory.stats, **listening
+        "chat", endpoint, factory, reactor=reactor, stats=stats or factory.stats, **options
     )
+
+
+_SETTING_NAMES = frozenset(field.name for field in fields(ChatSettings))

@@ -14,7 +14,8 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.internet.testing import MemoryReactorClock as MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netsuite.chat import ChatFactory, ChatSettings, makeChatService
 from tests.helpers import startListener
@@ -205,3 +206,20 @@ class ChatSocketTests(TestCase):
         await self.service.stopService()
         await bye
         await client.closed
+
+
+class MakeChatServiceTests(SynchronousTestCase):
+    def test_settingsAsKeywords(self) -> None:
+        """
+        L{ChatSettings} fields can be given as keywords, next to the
+        listener's own.
+        """
+        service = makeChatService("tcp:0", MemoryReactor(), historySize=5, rate=1.0, maxPerHost=3)
+        settings = service.tracker.wrappedFactory.settings
+        self.assertEqual((settings.historySize, settings.rate, settings.maxLine), (5, 1.0, 4096))
+        self.assertEqual(service.tracker.maxPerHost, 3)
+
+    def test_sharedFactoryTakesNoSettings(self) -> None:
+        factory = ChatFactory(MemoryReactor())
+        self.assertRaises(TypeError, makeChatService, "tcp:0", MemoryReactor(), factory=factory, rate=1.0)
+        self.assertIs(makeChatService("tcp:0", MemoryReactor(), factory=factory).tracker.wrappedFactory, factory)
