@@ -191,7 +191,8 @@ class ChatProtocol(Protocol):
                     self.lineReceived(line)
             start = end + 1
         rest = buffer[start:]
-        if len(rest) > maxLine:
+        # (A line of maxLine bytes may wait for the LF of its CRLF.)
+        if len(rest) > maxLine + rest.endswith(b"\r"):
             # No line ending in sight: refuse the line now, drop what came.
             if not self._discarding:
                 self._discarding = True
@@ -435,6 +436,9 @@ class ChatProtocol(Protocol):
         self._paused = False
         self.flushOutput()
         self._closed = True
+        if self._counted:
+            # A paused producer would be resumed instead of closing.
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 

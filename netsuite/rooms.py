@@ -312,7 +312,13 @@ class ChatHub:
             raise ChatError(f"you are already in {current.name}")
         room = self.rooms.get(key)
         if room is None:
-            if len(self.rooms) >= self.maxRooms:
+            # The member's own room goes away if it is alone there.
+            freed = (
+                current is not None
+                and len(current.members) == 1
+                and current.name.casefold() != LOBBY
+            )
+            if len(self.rooms) - freed >= self.maxRooms:
                 raise ChatError(f"there are already {self.maxRooms} rooms; join one of them")
             room = self._room(name)
         if current is not None:

@@ -1,0 +1,1490 @@
+"""
+Tests for L{netsuite.chat} (the line protocol, its commands and limits) and
+L{netsuite.rooms} (the room model), all in memory: clients are
+L{StringTransport}s, time is a L{MemoryReactorClock}.
+
+The protocol collects a connection's output and sends it at the end of the
+reactor's pass (L{netsuite.listen.FlushBatch}), so L{ChatClient.received}
+advances the clock by 0 before it reads what the client got.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Dict, List, Optional, Union
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from netsuite.chat import _HELP, ChatFactory, ChatProtocol, ChatSettings
+from netsuite.rooms import LOBBY, ChatError, ChatHub, IMember, Line, cleanText
+from netsuite.stats import ServiceStats
+
+_ports = itertools.count(40000)
+
+NAME_RULES = "names are 1-32 characters: letters, digits, '_', '-' and '.'"
+ROOM_RULES = "room names are 1-32 characters: letters, digits, '_', '-' and '.'"
+GREETING = [
+    "* welcome to netsuite chat",
+    "* what is your name? (1-32 letters, digits, '_', '-' or '.')",
+]
+#: What /help sends; its content is checked against the commands below.
+HELP = _HELP
+
+
+class ChatClient:
+    """
+    One chat connection in memory: a L{ChatProtocol} on a L{StringTransport}
+    with a peer address, and ways to send it lines and read what it was sent.
+    """
+
+    def __init__(self, factory: ChatFactory, clock: MemoryReactorClock, host: str) -> None:
+        self.clock = clock
+        self.address = IPv4Address("TCP", host, next(_ports))
+        self.protocol: ChatProtocol = factory.buildProtocol(self.address)
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8023), peerAddress=self.address
+        )
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, *lines: Union[str, bytes], ending: bytes = b"\r\n") -> None:
+        """
+        Send each of C{lines} (text is encoded as UTF-8) in its own
+        C{dataReceived}, followed by C{ending}.
+        """
+        for line in lines:
+            data = line.encode("utf-8") if isinstance(line, str) else line
+            self.protocol.dataReceived(data + ending)
+
+    def sendRaw(self, data: bytes) -> None:
+        """
+        Deliver C{data} as one C{dataReceived}.
+        """
+        self.protocol.dataReceived(data)
+
+    def receivedBytes(self) -> bytes:
+        """
+        Everything sent to this client since last asked (after the end of
+        the reactor's pass), and forget it.
+        """
+        self.clock.advance(0)
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def received(self) -> List[str]:
+        """
+        The lines sent to this client since last asked, without their
+        CRLF, and forget them.  Every line must end with CRLF and contain no
+        other CR or LF.
+        """
+        data = self.receivedBytes()
+        if not data:
+            return []
+        if not data.endswith(b"\r\n"):
+            raise AssertionError(f"output does not end with CRLF: {data!r}")
+        lines = data[:-2].split(b"\r\n")
+        for line in lines:
+            if b"\r" in line or b"\n" in line:
+                raise AssertionError(f"stray line break in {line!r}")
+        return [line.decode("utf-8") for line in lines]
+
+    def disconnect(self, reason: Any = None) -> None:
+        """
+        The connection is gone (as the reactor would report it).
+        """
+        self.protocol.connectionLost(Failure(reason or ConnectionDone()))
+        self.clock.advance(0)
+
+    @property
+    def closing(self) -> bool:
+        """
+        Whether the server closed (or aborted) this connection.
+        """
+        return bool(self.transport.disconnecting or self.transport.disconnected)
+
+
+class ChatTestCase(SynchronousTestCase):
+    """
+    A chat factory on a fake clock, and helpers to connect clients to it.
+
+    @cvar settings: L{ChatSettings} fields for this test case.
+    """
+
+    settings: Dict[str, Any] = {}
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.factory = self.makeFactory()
+        self.clients: List[ChatClient] = []
+
+    def makeFactory(self, **overrides: Any) -> ChatFactory:
+        settings = ChatSettings(**{**self.settings, **overrides})
+        self.factory = ChatFactory(self.clock, settings=settings)
+        return self.factory
+
+    def connect(self, host: str = "127.0.0.1") -> ChatClient:
+        """
+        A new connection, whose greeting is not read yet.
+        """
+        client = ChatClient(self.factory, self.clock, host)
+        self.clients.append(client)
+        return client
+
+    def named(self, name: str, host: str = "127.0.0.1") -> ChatClient:
+        """
+        A new connection that gave C{name}; everyone's output so far is
+        read and forgotten.
+        """
+        client = self.connect(host)
+        client.send(name)
+        self.assertIs(self.factory.hub.find(name), client.protocol)
+        self.drain()
+        return client
+
+    def drain(self) -> None:
+        """
+        Forget what every client was sent so far.
+        """
+        for client in self.clients:
+            client.received()
+
+
+class NameTests(ChatTestCase):
+    """
+    Greeting and choosing a name.
+    """
+
+    def test_greetingThenNamePrompt(self) -> None:
+        client = self.connect()
+        self.assertEqual(client.received(), GREETING)
+        self.assertIsNone(client.protocol.name)
+        self.assertEqual(self.factory.hub.members, {})
+
+    def test_firstLineIsTheName(self) -> None:
+        client = self.connect()
+        client.received()
+        client.send("alice")
+        self.assertEqual(
+            client.received(),
+            ["* hello alice; /help lists the commands", "* you are in lobby with 0 others"],
+        )
+        self.assertEqual(client.protocol.name, "alice")
+        self.assertIs(self.factory.hub.find("ALICE"), client.protocol)
+
+    def test_validNames(self) -> None:
+        """
+        Names of 1 to 32 letters, digits, C{_}, C{-} and C{.} are accepted.
+        """
+        for name in ["a", "Z", "7", "x" * 32, "A_b-c.9", "...", "-_-"]:
+            client = self.connect()
+            client.received()
+            client.send(name)
+            self.assertEqual(
+                client.received()[0], f"* hello {name}; /help lists the commands", name
+            )
+            self.assertEqual(client.protocol.name, name)
+
+    def test_invalidNameGetsAnotherChance(self) -> None:
+        for bad in ["x" * 33, "two words", "bang!", "caf\u00e9", "#room", "a/b", ""]:
+            client = self.connect()
+            client.received()
+            client.send(bad)
+            self.assertEqual(client.received(), [f"! {NAME_RULES}; try another (2 left)"], bad)
+            self.assertFalse(client.closing)
+            self.assertIsNone(client.protocol.name)
+            client.send("ok")
+            self.assertEqual(client.received()[0], "* hello ok; /help lists the commands")
+            client.disconnect()
+
+    def test_takenNameCaseInsensitive(self) -> None:
+        self.named("alice")
+        client = self.connect()
+        client.received()
+        client.send("ALICE")
+        self.assertEqual(client.received(), ["! the name ALICE is taken; try another (2 left)"])
+        client.send("Alice")
+        self.assertEqual(client.received(), ["! the name Alice is taken; try another (1 left)"])
+        client.send("bob")
+        self.assertEqual(client.received()[0], "* hello bob; /help lists the commands")
+
+    def test_threeTriesThenClosed(self) -> None:
+        client = self.connect()
+        client.received()
+        client.send("a b", "c d")
+        self.assertFalse(client.closing)
+        client.send("e f")
+        self.assertEqual(
+            client.received(),
+            [
+                f"! {NAME_RULES}; try another (2 left)",
+                f"! {NAME_RULES}; try another (1 left)",
+                f"! {NAME_RULES}; too many tries, bye",
+            ],
+        )
+        self.assertTrue(client.transport.disconnecting)
+        client.send("alice")
+        self.assertEqual(client.received(), [])
+        self.assertIsNone(self.factory.hub.find("alice"))
+
+    def test_triesInOneChunkStopAtTheLimit(self) -> None:
+        """
+        Lines that arrive after the last try, in the same read, are ignored.
+        """
+        client = self.connect()
+        client.received()
+        client.sendRaw(b"a b\nc d\ne f\nalice\n")
+        self.assertEqual(client.received()[-1], f"! {NAME_RULES}; too many tries, bye")
+        self.assertIsNone(self.factory.hub.find("alice"))
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_nameTriesConfigurable(self) -> None:
+        self.makeFactory(nameTries=1)
+        client = self.connect()
+        client.received()
+        client.send("no good")
+        self.assertEqual(client.received(), [f"! {NAME_RULES}; too many tries, bye"])
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_crlfAndLfBothEndLines(self) -> None:
+        bob = self.named("bob")
+        alice = self.connect()
+        alice.send("alice", ending=b"\n")
+        self.assertEqual(alice.protocol.name, "alice")
+        self.drain()
+        alice.send("one", ending=b"\n")
+        alice.send("two", ending=b"\r\n")
+        alice.sendRaw(b"three\r\nfour\nfi")
+        alice.sendRaw(b"ve\r")
+        alice.sendRaw(b"\n")
+        self.assertEqual(
+            bob.received(),
+            ["alice: one", "alice: two", "alice: three", "alice: four", "alice: five"],
+        )
+
+    def test_utf8(self) -> None:
+        bob = self.named("bob")
+        alice = self.named("alice")
+        text = "h\u00e9llo w\u00f6rld \u2713 \U0001f600 \u65e5\u672c"
+        alice.send(text)
+        self.assertEqual(bob.receivedBytes(), ("alice: " + text).encode("utf-8") + b"\r\n")
+
+    def test_registersAsStreamingProducer(self) -> None:
+        client = self.connect()
+        self.assertIs(client.transport.producer, client.protocol)
+        self.assertTrue(client.transport.streaming)
+
+
+class RoomTests(ChatTestCase):
+    """
+    The lobby, messages, and join and leave notices.
+    """
+
+    def test_everyoneStartsInLobby(self) -> None:
+        alice = self.named("alice")
+        self.assertEqual(alice.protocol.room.name, LOBBY)
+        self.assertIn("alice", self.factory.hub.rooms[LOBBY].members)
+
+    def test_messageGoesToOthersNotSender(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        alice.send("hello there")
+        self.assertEqual(bob.received(), ["alice: hello there"])
+        self.assertEqual(carol.received(), ["alice: hello there"])
+        self.assertEqual(alice.received(), [])
+
+    def test_messageStaysInItsRoom(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        carol.send("/join dev")
+        self.drain()
+        alice.send("lobby only")
+        carol.send("dev only")
+        self.assertEqual(bob.received(), ["alice: lobby only"])
+        self.assertEqual(carol.received(), [])
+        self.assertEqual(alice.received(), [])
+
+    def test_joinNotice(self) -> None:
+        alice = self.named("alice")
+        bob = self.connect()
+        bob.send("bob")
+        self.assertEqual(alice.received(), ["* bob joined lobby"])
+        self.assertEqual(
+            bob.received(),
+            GREETING + ["* hello bob; /help lists the commands", "* you are in lobby with 1 other"],
+        )
+        carol = self.connect()
+        carol.send("carol")
+        self.assertEqual(carol.received()[-1], "* you are in lobby with 2 others")
+
+    def test_leaveNoticeOnJoin(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        carol.send("/join dev")
+        bob.send("/join dev")
+        self.assertEqual(alice.received(), ["* carol left lobby", "* bob left lobby"])
+        self.assertEqual(carol.received(), ["* you are in dev with 0 others", "* bob joined dev"])
+        self.assertEqual(bob.received(), ["* carol left lobby", "* you are in dev with 1 other"])
+
+    def test_leaveNoticeOnDisconnect(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        bob.disconnect()
+        self.assertEqual(alice.received(), ["* bob left (connection closed)"])
+        self.assertIsNone(self.factory.hub.find("bob"))
+
+    def test_unnamedDisconnectIsSilent(self) -> None:
+        alice = self.named("alice")
+        other = self.connect()
+        other.disconnect()
+        self.assertEqual(alice.received(), [])
+
+    def test_blankLinesAreNotSent(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        bob.send("", "   ", "\t")
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(bob.received(), [])
+
+    def test_messageSurroundingWhitespaceStripped(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        bob.send("  spaced\tout  ")
+        self.assertEqual(alice.received(), ["bob: spaced out"])
+
+
+class CommandTests(ChatTestCase):
+    """
+    Every command, its errors and its usage line.
+    """
+
+    def test_help(self) -> None:
+        alice = self.named("alice")
+        alice.send("/help")
+        self.assertEqual(alice.received(), HELP)
+
+    def test_helpListsEveryCommand(self) -> None:
+        listed = {line.split()[1][1:] for line in HELP if line.startswith("*   /")}
+        self.assertEqual(listed, set(ChatProtocol.commands))
+
+    def test_nickTellsRoom(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        carol.send("/join dev")
+        self.drain()
+        alice.send("/nick alicia")
+        self.assertEqual(alice.received(), ["* alice is now known as alicia"])
+        self.assertEqual(bob.received(), ["* alice is now known as alicia"])
+        self.assertEqual(carol.received(), [])
+        self.assertIs(self.factory.hub.find("alicia"), alice.protocol)
+        self.assertIsNone(self.factory.hub.find("alice"))
+        alice.send("hi")
+        self.assertEqual(bob.received(), ["alicia: hi"])
+        bob.send("/who")
+        self.assertEqual(bob.received(), ["* in lobby: alicia, bob"])
+
+    def test_nickFreesOldName(self) -> None:
+        alice = self.named("alice")
+        alice.send("/nick alicia")
+        self.named("alice")
+        self.assertEqual(len(self.factory.hub.members), 2)
+
+    def test_nickTaken(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/nick BOB")
+        self.assertEqual(alice.received(), ["! the name BOB is taken"])
+        self.assertEqual(bob.received(), [])
+        self.assertEqual(alice.protocol.name, "alice")
+
+    def test_nickInvalid(self) -> None:
+        alice = self.named("alice")
+        alice.send("/nick bad name!", "/nick " + "x" * 33)
+        self.assertEqual(alice.received(), [f"! {NAME_RULES}"] * 2)
+        self.assertEqual(alice.protocol.name, "alice")
+
+    def test_nickSameName(self) -> None:
+        alice = self.named("alice")
+        alice.send("/nick alice")
+        self.assertEqual(alice.received(), ["! you are already called alice"])
+
+    def test_nickCaseOnlyChange(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/nick Alice")
+        self.assertEqual(alice.received(), ["* alice is now known as Alice"])
+        self.assertEqual(bob.received(), ["* alice is now known as Alice"])
+        self.assertEqual(alice.protocol.name, "Alice")
+        self.assertIs(self.factory.hub.find("alice"), alice.protocol)
+        self.assertEqual(len(self.factory.hub.members), 2)
+
+    def test_nickUsage(self) -> None:
+        alice = self.named("alice")
+        alice.send("/nick", "/nick   ")
+        self.assertEqual(alice.received(), ["! usage: /nick NAME"] * 2)
+
+    def test_joinCreatesRoom(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/join dev")
+        self.assertEqual(alice.received(), ["* you are in dev with 0 others"])
+        self.assertEqual(bob.received(), ["* alice left lobby"])
+        self.assertEqual(alice.protocol.room.name, "dev")
+        self.assertIn("dev", self.factory.hub.rooms)
+
+    def test_joinKeepsNameAsWritten(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/join Dev.Team")
+        bob.send("/join dev.team")
+        self.assertEqual(bob.received(), ["* alice left lobby", "* you are in Dev.Team with 1 other"])
+        self.assertIs(alice.protocol.room, bob.protocol.room)
+
+    def test_joinLeadingHashIgnored(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/join #dev")
+        bob.send("/join dev")
+        self.assertEqual(alice.received(), ["* you are in dev with 0 others", "* bob joined dev"])
+        self.assertEqual(sorted(self.factory.hub.rooms), ["dev", "lobby"])
+
+    def test_joinRoomYouAreIn(self) -> None:
+        alice = self.named("alice")
+        alice.send("/join lobby", "/join #LOBBY")
+        self.assertEqual(alice.received(), ["! you are already in lobby"] * 2)
+        alice.send("/join dev")
+        alice.received()
+        alice.send("/join Dev")
+        self.assertEqual(alice.received(), ["! you are already in dev"])
+
+    def test_joinInvalidRoom(self) -> None:
+        alice = self.named("alice")
+        alice.send("/join two words", "/join #", "/join ##dev", "/join " + "r" * 33, "/join caf\u00e9")
+        self.assertEqual(alice.received(), [f"! {ROOM_RULES}"] * 5)
+        self.assertEqual(list(self.factory.hub.rooms), [LOBBY])
+        self.assertEqual(alice.protocol.room.name, LOBBY)
+
+    def test_joinUsage(self) -> None:
+        alice = self.named("alice")
+        alice.send("/join")
+        self.assertEqual(alice.received(), ["! usage: /join ROOM"])
+
+    def test_joinTooManyRooms(self) -> None:
+        self.makeFactory(maxRooms=2)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/join one")
+        self.drain()
+        bob.send("/join two")
+        self.assertEqual(bob.received(), ["! there are already 2 rooms; join one of them"])
+        self.assertEqual(bob.protocol.room.name, LOBBY)
+        bob.send("/join one")
+        self.assertEqual(bob.received(), ["* you are in one with 1 other"])
+
+    def test_partBackToLobby(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/join dev")
+        self.drain()
+        alice.send("/part")
+        self.assertEqual(alice.received(), ["* you are in lobby with 1 other"])
+        self.assertEqual(bob.received(), ["* alice joined lobby"])
+        self.assertEqual(alice.protocol.room.name, LOBBY)
+        self.assertNotIn("dev", self.factory.hub.rooms)
+
+    def test_partTellsTheRoomLeft(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/join dev")
+        bob.send("/join dev")
+        self.drain()
+        alice.send("/part")
+        self.assertEqual(bob.received(), ["* alice left dev"])
+
+    def test_partInLobby(self) -> None:
+        alice = self.named("alice")
+        alice.send("/part")
+        self.assertEqual(
+            alice.received(), ["! you are in the lobby already; /quit to leave the chat"]
+        )
+
+    def test_rooms(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        bob.send("/join dev", "/topic builds")
+        carol.send("/join dev")
+        alice.send("/join Alpha")
+        self.drain()
+        alice.send("/rooms")
+        self.assertEqual(
+            alice.received(),
+            [
+                "* 3 rooms:",
+                "*   lobby (0 members)",
+                "*   Alpha (1 member)",
+                "*   dev (2 members); topic: builds",
+            ],
+        )
+
+    def test_emptyRoomsDisappearButLobby(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/join dev")
+        bob.send("/join dev")
+        alice.send("/join other")
+        bob.disconnect()
+        alice.send("/part")
+        self.drain()
+        alice.send("/rooms")
+        self.assertEqual(alice.received(), ["* 1 room:", "*   lobby (1 member)"])
+        alice.disconnect()
+        self.assertEqual(list(self.factory.hub.rooms), [LOBBY])
+
+    def test_who(self) -> None:
+        alice = self.named("alice")
+        self.named("Bob")
+        self.named("carol")
+        dave = self.named("dave")
+        dave.send("/join dev")
+        self.drain()
+        alice.send("/who")
+        self.assertEqual(alice.received(), ["* in lobby: alice, Bob, carol"])
+        dave.received()
+        dave.send("/who")
+        self.assertEqual(dave.received(), ["* in dev: dave"])
+
+    def test_msg(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        bob.send("/join dev")
+        self.drain()
+        alice.send("/msg BOB psst,  over here")
+        self.assertEqual(bob.received(), ["[private] alice: psst,  over here"])
+        self.assertEqual(alice.received(), ["[private to bob] psst,  over here"])
+        self.assertEqual(carol.received(), [])
+
+    def test_msgUnknownTarget(self) -> None:
+        alice = self.named("alice")
+        alice.send("/msg dave hello")
+        self.assertEqual(alice.received(), ["! nobody is called dave"])
+
+    def test_msgToYourself(self) -> None:
+        alice = self.named("alice")
+        alice.send("/msg Alice hello")
+        self.assertEqual(alice.received(), ["! that is you"])
+
+    def test_msgUsage(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/msg", "/msg bob", "/msg bob    ")
+        self.assertEqual(alice.received(), ["! usage: /msg NAME TEXT"] * 3)
+        self.assertEqual(bob.received(), [])
+
+    def test_me(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        carol.send("/join dev")
+        self.drain()
+        alice.send("/me waves at everyone")
+        self.assertEqual(alice.received(), ["* alice waves at everyone"])
+        self.assertEqual(bob.received(), ["* alice waves at everyone"])
+        self.assertEqual(carol.received(), [])
+
+    def test_meUsage(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/me")
+        self.assertEqual(alice.received(), ["! usage: /me ACTION"])
+        self.assertEqual(bob.received(), [])
+
+    def test_topic(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/topic")
+        self.assertEqual(alice.received(), ["* lobby has no topic"])
+        alice.send("/topic  Rust \x1b[31monly ")
+        self.assertEqual(alice.received(), ["* alice set the topic of lobby: Rust only"])
+        self.assertEqual(bob.received(), ["* alice set the topic of lobby: Rust only"])
+        bob.send("/topic")
+        self.assertEqual(bob.received(), ["* topic of lobby: Rust only"])
+        bob.send("/topic something else")
+        self.assertEqual(alice.received(), ["* bob set the topic of lobby: something else"])
+
+    def test_topicShownOnJoin(self) -> None:
+        alice = self.named("alice")
+        alice.send("/topic welcome all")
+        alice.send("/join dev", "/topic dev talk")
+        bob = self.connect()
+        bob.send("bob")
+        self.assertEqual(
+            bob.received()[-2:], ["* you are in lobby with 0 others", "* topic: welcome all"]
+        )
+        bob.send("/join dev")
+        self.assertEqual(bob.received(), ["* you are in dev with 1 other", "* topic: dev talk"])
+
+    def test_topicIsPerRoom(self) -> None:
+        alice = self.named("alice")
+        alice.send("/join dev", "/topic dev talk", "/part")
+        alice.received()
+        alice.send("/topic")
+        self.assertEqual(alice.received(), ["* lobby has no topic"])
+
+    def test_quit(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        bob.send("/quit gone fishing")
+        self.assertEqual(bob.received(), ["* bye"])
+        self.assertTrue(bob.transport.disconnecting)
+        bob.send("still here?")
+        self.assertEqual(alice.received(), [])
+        bob.disconnect()
+        self.assertEqual(alice.received(), ["* bob left (gone fishing)"])
+
+    def test_quitWithoutReason(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        bob.send("/quit")
+        bob.disconnect()
+        self.assertEqual(alice.received(), ["* bob left (quit)"])
+
+    def test_quitSendsPendingOutputFirst(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("last words")
+        bob.send("/quit")
+        self.assertEqual(bob.received(), ["alice: last words", "* bye"])
+
+    def test_unknownCommand(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/dance wildly", "/", "/ msg")
+        self.assertEqual(
+            alice.received(),
+            [
+                "! unknown command /dance; /help lists them",
+                "! unknown command /; /help lists them",
+                "! unknown command /; /help lists them",
+            ],
+        )
+        self.assertFalse(alice.closing)
+        self.assertEqual(bob.received(), [])
+        alice.send("still here")
+        self.assertEqual(bob.received(), ["alice: still here"])
+
+    def test_commandsCaseInsensitive(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/HELP")
+        self.assertEqual(alice.received(), HELP)
+        alice.send("/Me jumps")
+        self.assertEqual(bob.received(), ["* alice jumps"])
+        self.assertEqual(alice.received(), ["* alice jumps"])
+        alice.send("/JOIN dev", "/WhO")
+        self.assertEqual(alice.received(), ["* you are in dev with 0 others", "* in dev: alice"])
+        alice.send("/Quit")
+        self.assertEqual(alice.received(), ["* bye"])
+
+    def test_everyErrorStartsWithBang(self) -> None:
+        """
+        Each mistake gets exactly one line, and it starts with C{! }.
+        """
+        alice = self.named("alice")
+        self.named("bob")
+        mistakes = [
+            "/nick", "/nick bob", "/nick bad name", "/nick alice", "/join", "/join lobby",
+            "/join bad room", "/part", "/msg", "/msg bob", "/msg nobody hi", "/msg alice hi",
+            "/me", "/nonsense",
+        ]
+        for mistake in mistakes:
+            alice.send(mistake)
+            lines = alice.received()
+            self.assertEqual(len(lines), 1, (mistake, lines))
+            self.assertTrue(lines[0].startswith("! "), (mistake, lines))
+            self.assertFalse(alice.closing)
+
+
+class HistoryTests(ChatTestCase):
+    """
+    A room's last lines, replayed to whoever joins it.
+    """
+
+    settings = {"historySize": 3}
+
+    def test_historyReplayedOnJoin(self) -> None:
+        alice = self.named("alice")
+        alice.send("one", "two", "three", "/me four")
+        bob = self.connect()
+        bob.send("bob")
+        self.assertEqual(
+            bob.received()[2:],
+            [
+                "* hello bob; /help lists the commands",
+                "* you are in lobby with 1 other",
+                "[history] alice: two",
+                "[history] alice: three",
+                "[history] * alice four",
+            ],
+        )
+
+    def test_historyAfterTopic(self) -> None:
+        alice = self.named("alice")
+        alice.send("/join dev", "/topic t", "said")
+        bob = self.named("bob")
+        bob.send("/join dev")
+        self.assertEqual(
+            bob.received(), ["* you are in dev with 1 other", "* topic: t", "[history] alice: said"]
+        )
+
+    def test_historyDisabled(self) -> None:
+        self.makeFactory(historySize=0)
+        alice = self.named("alice")
+        alice.send("one", "/me two")
+        bob = self.connect()
+        bob.send("bob")
+        self.assertEqual(bob.received()[-1], "* you are in lobby with 1 other")
+        self.assertEqual(len(self.factory.hub.rooms[LOBBY].history), 0)
+
+    def test_onlyMessagesAndActionsRemembered(self) -> None:
+        alice = self.named("alice")
+        carol = self.named("carol")
+        alice.send("/join dev")
+        carol.send("/join dev", "/msg alice secret", "/nick carole", "/topic x", "/part")
+        alice.send("/me stays")
+        bob = self.named("bob")
+        bob.send("/join dev")
+        self.assertEqual(
+            bob.received(),
+            ["* you are in dev with 1 other", "* topic: x", "[history] * alice stays"],
+        )
+
+    def test_historyIsPerRoom(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("in lobby")
+        bob.send("/join dev", "in dev")
+        carol = self.named("carol")
+        carol.send("/join dev")
+        self.assertEqual(
+            carol.received(), ["* you are in dev with 1 other", "[history] bob: in dev"]
+        )
+        carol.send("/part")
+        self.assertEqual(
+            carol.received(), ["* you are in lobby with 1 other", "[history] alice: in lobby"]
+        )
+
+    def test_historyIsPerRoomInHub(self) -> None:
+        alice = self.named("alice")
+        alice.send("hello")
+        history = self.factory.hub.rooms[LOBBY].history
+        self.assertEqual([line.text for line in history], ["alice: hello"])
+
+
+class LineLengthTests(ChatTestCase):
+    """
+    Over-long lines are refused, dropped and never buffered beyond the limit.
+    """
+
+    settings = {"maxLine": 10}
+    TOO_LONG = "! line too long (over 10 bytes); it was dropped"
+
+    def test_overlongLineRefusedAndDropped(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("x" * 11)
+        self.assertEqual(alice.received(), [self.TOO_LONG])
+        self.assertEqual(bob.received(), [])
+        self.assertFalse(alice.closing)
+        alice.send("y" * 10)
+        self.assertEqual(bob.received(), ["alice: " + "y" * 10])
+        self.assertEqual(alice.received(), [])
+
+    def test_limitCountsBytesNotCharacters(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("\u00e9" * 6)
+        self.assertEqual(alice.received(), [self.TOO_LONG])
+        alice.send("\u00e9" * 5)
+        self.assertEqual(bob.received(), ["alice: " + "\u00e9" * 5])
+
+    def test_overlongLineAmongOthersInOneRead(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.sendRaw(b"one\r\n" + b"z" * 50 + b"\r\ntwo\n")
+        self.assertEqual(alice.received(), [self.TOO_LONG])
+        self.assertEqual(bob.received(), ["alice: one", "alice: two"])
+
+    def test_overlongLineSplitAcrossReads(self) -> None:
+        """
+        A long line arriving in several pieces gets one error; the rest of
+        it is dropped up to its line ending, and the next line goes through.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        for piece in [b"abcdefgh", b"ijklmnop", b"qrstuv", b"wxyz12345", b"67"]:
+            alice.sendRaw(piece)
+            self.assertLessEqual(len(alice.protocol._buffer), 10)
+        alice.sendRaw(b"890\r\nafter\r\n")
+        self.assertEqual(alice.received(), [self.TOO_LONG])
+        self.assertEqual(bob.received(), ["alice: after"])
+
+    def test_bytesBeyondTheLimitAreNotBuffered(self) -> None:
+        alice = self.named("alice")
+        for i in range(200):
+            alice.sendRaw(b"q" * 1000)
+            self.assertLessEqual(len(alice.protocol._buffer), 10)
+        self.assertEqual(alice.received(), [self.TOO_LONG])
+        alice.sendRaw(b"q\n/who\n")
+        self.assertEqual(alice.received(), ["* in lobby: alice"])
+
+    def test_byteAtATime(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        for byte in b"x" * 30 + b"\r\nok\r\n":
+            alice.sendRaw(bytes([byte]))
+            self.assertLessEqual(len(alice.protocol._buffer), 10)
+        self.assertEqual(alice.received(), [self.TOO_LONG])
+        self.assertEqual(bob.received(), ["alice: ok"])
+
+    def test_lineOfMaximumLengthWhoseCRLFIsSplit(self) -> None:
+        """
+        A line of exactly C{maxLine} bytes is accepted whether its CRLF
+        arrives with it or its LF arrives in the next read.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.sendRaw(b"0123456789\r\n")
+        self.assertEqual(bob.received(), ["alice: 0123456789"])
+        alice.sendRaw(b"abcdefghij\r")
+        alice.sendRaw(b"\n")
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(bob.received(), ["alice: abcdefghij"])
+
+    def test_overlongNameLine(self) -> None:
+        client = self.connect()
+        client.received()
+        client.send("n" * 11)
+        self.assertEqual(client.received(), [self.TOO_LONG])
+        client.send("alice")
+        self.assertEqual(client.protocol.name, "alice")
+
+    def test_longLinesCounted(self) -> None:
+        alice = self.named("alice")
+        alice.send("x" * 11, "y" * 20)
+        self.assertEqual(self.factory.stats.counters["long_lines"], 2)
+
+
+class CleaningTests(ChatTestCase):
+    """
+    Terminal escapes and control characters never reach anyone's terminal;
+    bytes that are not UTF-8 never break anything.
+    """
+
+    settings = {"rate": 0}
+
+    def assertClean(self, data: bytes) -> None:
+        for byte in data:
+            self.assertFalse(
+                byte < 0x20 and byte not in b"\r\n" or byte == 0x7F, f"control byte in {data!r}"
+            )
+        text = data.decode("utf-8")
+        self.assertFalse(any(0x80 <= ord(c) <= 0x9F for c in text), f"C1 control in {text!r}")
+
+    def test_escapesStrippedFromMessages(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        cases = [
+            ("\x1b[31mred\x1b[0m text", "red text"),
+            ("\x1b[1;38;5;196mbold\x1b[m", "bold"),
+            ("\x1b[2J\x1b[Hcleared \x1b[10;20Hmoved \x1b[Aup", "cleared moved up"),
+            ("\x1b]0;pwned\x07title", "title"),
+            ("\x1b]2;pwned\x1b\\title", "title"),
+            ("\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\", "link"),
+            ("bare \x1b", "bare"),
+            ("reset \x1bc now", "reset  now"),
+            ("\x1bP1$r stuff\x1b\\dcs", "dcs"),
+            ("c1 \u009b31mcsi", "c1 csi"),
+            ("c1 \u009d0;t\u0007 osc", "c1 0;t osc"),
+            ("nul\x00 bel\x07 bs\x08 del\x7f vt\x0b ff\x0c", "nul bel bs del vt ff"),
+            ("\x85next \u0090x", "next x"),
+            ("tab\there", "tab here"),
+        ]
+        for sent, shown in cases:
+            alice.send(sent)
+            data = bob.receivedBytes()
+            self.assertClean(data)
+            self.assertEqual(data, ("alice: " + shown).encode("utf-8") + b"\r\n", repr(sent))
+
+    def test_escapesStrippedFromActionsAndPrivate(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/me \x1b[5mblinks\x1b[0m")
+        self.assertEqual(bob.received(), ["* alice blinks"])
+        alice.send("/msg bob \x1b]0;x\x07hi\u009b2J")
+        self.assertEqual(bob.received(), ["[private] alice: hi"])
+
+    def test_onlyEscapesIsABlankLine(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("\x1b[31m\x1b[0m\x07")
+        self.assertEqual(bob.received(), [])
+
+    def test_escapesStrippedFromNames(self) -> None:
+        client = self.connect()
+        client.received()
+        client.send("\x1b[1;31mal\x00ice\x1b[0m\x07")
+        self.assertEqual(client.received()[0], "* hello alice; /help lists the commands")
+        self.assertEqual(client.protocol.name, "alice")
+
+    def test_escapesStrippedFromNick(self) -> None:
+        alice = self.named("alice")
+        alice.send("/nick \x1b[32mgreen\x1b[0m")
+        self.assertEqual(alice.received(), ["* alice is now known as green"])
+
+    def test_invalidUtf8Replaced(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.sendRaw(b"caf\xe9 \xff\xfe ok \xc3\r\n")
+        self.assertEqual(bob.received(), ["alice: caf\ufffd \ufffd\ufffd ok \ufffd"])
+        alice.sendRaw(b"\x9b31mraw c1\r\n")
+        self.assertEqual(bob.received(), ["alice: \ufffd31mraw c1"])
+
+    def test_invalidUtf8InName(self) -> None:
+        client = self.connect()
+        client.received()
+        client.sendRaw(b"al\xffice\r\n")
+        self.assertEqual(client.received(), [f"! {NAME_RULES}; try another (2 left)"])
+        client.send("alice")
+        self.assertEqual(client.protocol.name, "alice")
+
+    def test_cleanText(self) -> None:
+        self.assertEqual(cleanText("  \x1b[0ma\tb\x1b]0;t\x07  "), "a b")
+        self.assertEqual(cleanText("\u009b1;2Hx\u009c"), "x")
+
+
+class FloodTests(ChatTestCase):
+    """
+    A token bucket of lines per client.
+    """
+
+    settings = {"rate": 5.0, "burst": 10.0}
+    SLOW = "! slow down: that line was dropped; you may speak again in 0.2 s"
+
+    def test_burstThenSlowDown(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*[f"line {i}" for i in range(11)])
+        self.assertEqual(bob.received(), [f"alice: line {i}" for i in range(10)])
+        self.assertEqual(alice.received(), [self.SLOW])
+        self.assertFalse(alice.closing)
+        self.assertEqual(self.factory.stats.counters["dropped_lines"], 1)
+
+    def test_speaksAgainAfterWaiting(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*["x"] * 10)
+        bob.received()
+        self.clock.advance(0.1)
+        alice.send("too soon")
+        self.assertEqual(
+            alice.received(), ["! slow down: that line was dropped; you may speak again in 0.1 s"]
+        )
+        self.clock.advance(0.1)
+        alice.send("now")
+        self.assertEqual(bob.received(), ["alice: now"])
+        self.assertEqual(alice.received(), [])
+        alice.send("again")
+        self.assertEqual(alice.received(), [self.SLOW])
+        self.clock.advance(2)
+        alice.send(*[f"r{i}" for i in range(10)])
+        self.assertEqual(bob.received(), [f"alice: r{i}" for i in range(10)])
+
+    def test_commandsCountToo(self) -> None:
+        alice = self.named("alice")
+        alice.send(*["/who"] * 10)
+        alice.received()
+        alice.send("/who")
+        self.assertEqual(alice.received(), [self.SLOW])
+
+    def test_bucketsArePerClient(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*["x"] * 11)
+        self.drain()
+        bob.send("fine")
+        self.assertEqual(alice.received(), ["bob: fine"])
+
+    def test_nameDoesNotCount(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*[str(i) for i in range(10)])
+        self.assertEqual(len(bob.received()), 10)
+
+    def test_rateConfigurable(self) -> None:
+        self.makeFactory(rate=1.0, burst=2.0)
+        alice = self.named("alice")
+        alice.send("a", "b", "c")
+        self.assertEqual(
+            alice.received(), ["! slow down: that line was dropped; you may speak again in 1.0 s"]
+        )
+
+    def test_rateZeroDisables(self) -> None:
+        self.makeFactory(rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*[str(i) for i in range(100)])
+        self.assertEqual(bob.received(), [f"alice: {i}" for i in range(100)])
+        self.assertEqual(alice.received(), [])
+        self.assertNotIn("dropped_lines", self.factory.stats.counters)
+
+
+class SlowReaderTests(ChatTestCase):
+    """
+    A client that does not read what it is sent is disconnected before its
+    output grows past C{maxOutput}; the others are not held up.
+    """
+
+    settings = {"maxOutput": 1000, "rate": 0}
+
+    def test_pausedClientGetsHeldOutputOnResume(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.protocol.pauseProducing()
+        bob.send("one", "two", "three")
+        self.assertEqual(alice.received(), [])
+        alice.protocol.resumeProducing()
+        self.assertEqual(alice.received(), ["bob: one", "bob: two", "bob: three"])
+        bob.send("four")
+        self.assertEqual(alice.received(), ["bob: four"])
+
+    def test_slowReaderDisconnected(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        carol = self.named("carol")
+        alice.protocol.pauseProducing()
+        line = "m" * 93  # 100 bytes with "bob: " and CRLF
+        bob.send(*[line] * 10)
+        self.clock.advance(0)
+        self.assertFalse(alice.closing)
+        bob.send(line)
+        self.clock.advance(0)
+        self.assertTrue(alice.transport.disconnected)
+        self.assertEqual(carol.received(), ["bob: " + line] * 11)
+        bob.send("still going")
+        self.assertEqual(carol.received(), ["bob: still going"])
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(self.factory.stats.counters["slow_readers"], 1)
+        alice.disconnect(ConnectionAborted())
+        self.assertEqual(bob.received(), ["* alice left (not reading)"])
+        self.assertEqual(carol.received(), ["* alice left (not reading)"])
+        self.assertIsNone(self.factory.hub.find("alice"))
+
+    def test_maxOutputConfigurable(self) -> None:
+        self.makeFactory(maxOutput=100_000, rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.protocol.pauseProducing()
+        bob.send(*["m" * 90] * 500)
+        self.clock.advance(0)
+        self.assertFalse(alice.closing)
+        alice.protocol.resumeProducing()
+        self.assertEqual(len(alice.received()), 500)
+
+    def test_unpausedClientNeverDisconnected(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        for i in range(30):
+            bob.send("m" * 90)
+            self.clock.advance(0)
+        self.assertFalse(alice.closing)
+        self.assertEqual(len(alice.received()), 30)
+
+
+class IdleTests(ChatTestCase):
+    """
+    Clients without a name, and silent named ones, are closed in time.
+    """
+
+    settings = {"idleTimeout": 100.0}
+
+    def test_nameTimeoutDefault(self) -> None:
+        self.assertEqual(ChatSettings().nameTimeout, 30.0)
+        client = self.connect()
+        client.received()
+        self.clock.advance(29.9)
+        self.assertFalse(client.closing)
+        self.clock.advance(0.1)
+        self.assertEqual(client.received(), ["! no name given in time; bye"])
+        self.assertTrue(client.transport.disconnecting)
+        self.assertEqual(self.factory.stats.counters["idle_timeouts"], 1)
+
+    def test_nameTimeoutConfigurable(self) -> None:
+        self.makeFactory(nameTimeout=5.0)
+        client = self.connect()
+        self.clock.advance(5)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_partialLineIsNotActivity(self) -> None:
+        client = self.connect()
+        self.clock.advance(20)
+        client.sendRaw(b"ali")
+        self.clock.advance(10)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_namedClientIdleTimeout(self) -> None:
+        alice = self.named("alice")
+        self.clock.advance(99)
+        self.assertFalse(alice.closing)
+        self.clock.advance(1)
+        self.assertEqual(alice.received(), ["! idle for too long; bye"])
+        self.assertTrue(alice.transport.disconnecting)
+        self.assertEqual(self.factory.stats.counters["idle_timeouts"], 1)
+
+    def test_idleLeaveNotice(self) -> None:
+        alice = self.named("alice")
+        self.clock.advance(50)
+        bob = self.named("bob")
+        self.clock.advance(50)
+        alice.disconnect()
+        self.assertEqual(bob.received(), ["* alice left (idle)"])
+
+    def test_namedClientNotClosedAtNameTimeout(self) -> None:
+        alice = self.named("alice")
+        self.clock.advance(60)
+        self.assertFalse(alice.closing)
+
+    def test_activityResetsIdleTimeout(self) -> None:
+        alice = self.named("alice")
+        self.clock.advance(60)
+        alice.send("/who")
+        self.clock.advance(60)
+        self.assertFalse(alice.closing)
+        alice.send("hello")
+        self.clock.advance(99)
+        self.assertFalse(alice.closing)
+        self.clock.advance(1)
+        self.assertTrue(alice.transport.disconnecting)
+
+    def test_receivingIsNotActivity(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        for i in range(10):
+            self.clock.advance(10)
+            bob.send("talk")
+        self.assertTrue(alice.transport.disconnecting)
+        self.assertFalse(bob.closing)
+
+    def test_zeroIdleTimeoutNeverCloses(self) -> None:
+        self.makeFactory(idleTimeout=0)
+        alice = self.named("alice")
+        self.clock.advance(10**6)
+        self.assertFalse(alice.closing)
+
+
+class ConnectionLimitTests(ChatTestCase):
+    """
+    Connections in all and from one address.
+    """
+
+    settings = {"maxClients": 3, "maxClientsPerHost": 2}
+    FULL = b"! the chat is full (3 clients); try again later\r\n"
+    PER_HOST = b"! too many connections from your address (at most 2); try again later\r\n"
+
+    def test_perHostLimit(self) -> None:
+        first = self.connect("10.0.0.1")
+        self.connect("10.0.0.1")
+        refused = self.connect("10.0.0.1")
+        self.assertEqual(refused.receivedBytes(), self.PER_HOST)
+        self.assertTrue(refused.transport.disconnecting)
+        other = self.connect("10.0.0.2")
+        self.assertEqual(other.received(), GREETING)
+        self.assertFalse(other.closing)
+        self.assertEqual(self.factory.stats.counters["refused"], 1)
+        refused.disconnect()
+        first.disconnect()
+        again = self.connect("10.0.0.1")
+        self.assertEqual(again.received(), GREETING)
+        self.assertFalse(again.closing)
+
+    def test_totalLimit(self) -> None:
+        first = self.connect("10.0.0.1")
+        self.connect("10.0.0.2")
+        self.connect("10.0.0.3")
+        refused = self.connect("10.0.0.4")
+        self.assertEqual(refused.receivedBytes(), self.FULL)
+        self.assertTrue(refused.transport.disconnecting)
+        refused.disconnect()
+        # The refused client's leaving frees nothing: it was never counted.
+        self.assertEqual(self.connect("10.0.0.5").receivedBytes(), self.FULL)
+        first.disconnect()
+        admitted = self.connect("10.0.0.6")
+        self.assertEqual(admitted.received(), GREETING)
+        self.assertEqual(self.connect("10.0.0.7").receivedBytes(), self.FULL)
+
+    def test_refusedClientIsIgnored(self) -> None:
+        for host in ["10.0.0.1", "10.0.0.2", "10.0.0.3"]:
+            self.named(f"u{host[-1]}", host)
+        refused = self.connect("10.0.0.4")
+        refused.receivedBytes()
+        refused.send("mallory", "hello")
+        self.assertEqual(refused.receivedBytes(), b"")
+        self.assertIsNone(self.factory.hub.find("mallory"))
+
+    def test_namedClientLeavingFreesSlot(self) -> None:
+        alice = self.named("alice", "10.0.0.1")
+        self.named("bob", "10.0.0.1")
+        alice.send("/quit")
+        alice.disconnect()
+        self.assertEqual(self.connect("10.0.0.1").received(), GREETING)
+
+    def test_limitsDisabledWithZero(self) -> None:
+        self.makeFactory(maxClients=0, maxClientsPerHost=0)
+        for i in range(20):
+            client = self.connect("10.0.0.1")
+            self.assertEqual(client.received(), GREETING)
+
+
+class CloseTests(ChatTestCase):
+    """
+    Closing from the server's side.
+    """
+
+    def test_closeGracefully(self) -> None:
+        alice = self.named("alice")
+        bob = self.named("bob")
+        bob.send("bye all")
+        alice.protocol.closeGracefully()
+        self.assertEqual(
+            alice.transport.value(), b"bob: bye all\r\n* the server is shutting down; bye\r\n"
+        )
+        self.assertTrue(alice.transport.disconnecting)
+        self.assertFalse(alice.transport.disconnected)
+
+    def test_closeGracefullyWhilePausedStillTellsClient(self) -> None:
+        alice = self.named("alice")
+        alice.protocol.pauseProducing()
+        alice.protocol.closeGracefully()
+        self.assertEqual(alice.received(), ["* the server is shutting down; bye"])
+
+    def test_closeAbortsClientThatDoesNotTakeIt(self) -> None:
+        alice = self.named("alice")
+        alice.protocol.closeGracefully()
+        self.clock.advance(9.9)
+        self.assertFalse(alice.transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(alice.transport.disconnected)
+
+    def test_closedConnectionCancelsAbort(self) -> None:
+        alice = self.named("alice")
+        alice.protocol.closeGracefully()
+        alice.disconnect()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_closeUnregistersProducerSoCloseCanFinish(self) -> None:
+        """
+        A TCP transport that paused its producer resumes it, instead of
+        closing, once its buffer drains: a closing connection must
+        unregister its producer, or the close waits for the abort.
+        """
+        alice = self.named("alice")
+        alice.send("/quit")
+        self.assertIsNone(alice.transport.producer)
+        bob = self.named("bob")
+        bob.protocol.closeGracefully()
+        self.assertIsNone(bob.transport.producer)
+
+
+@implementer(IMember)
+class FakeMember:
+    """
+    A member that keeps what it is delivered.
+    """
+
+    name: Optional[str] = None
+    room: Any = None
+
+    def __init__(self) -> None:
+        self.lines: List[Line] = []
+
+    def deliver(self, line: Line) -> None:
+        self.lines.append(line)
+
+    def texts(self) -> List[str]:
+        texts = [line.text for line in self.lines]
+        del self.lines[:]
+        return texts
+
+
+class HubTests(SynchronousTestCase):
+    """
+    L{ChatHub} with fake members, no protocol.
+    """
+
+    def setUp(self) -> None:
+        self.stats = ServiceStats("chat")
+        self.now = 1000.0
+        self.hub = ChatHub(historySize=5, maxRooms=3, stats=self.stats, clock=lambda: self.now)
+
+    def member(self, name: str) -> FakeMember:
+        member = FakeMember()
+        self.hub.register(member, name)
+        return member
+
+    def test_fakeMemberProvidesIMember(self) -> None:
+        verifyObject(IMember, self.member("alice"))
+
+    def test_oneLineObjectEncodedOnce(self) -> None:
+        alice, bob, carol = self.member("alice"), self.member("bob"), self.member("carol")
+        for m in (alice, bob, carol):
+            m.lines.clear()
+        line = self.hub.say(alice, "hi all")
+        self.assertEqual(alice.lines, [])
+        self.assertIs(bob.lines[0], line)
+        self.assertIs(carol.lines[0], line)
+        encoded = bob.lines[0].encoded
+        self.assertEqual(encoded, b"alice: hi all\r\n")
+        self.assertIs(carol.lines[0].encoded, encoded)
+        self.assertEqual(line.kind, "message")
+        self.assertEqual(line.room, LOBBY)
+        self.assertEqual(line.sender, "alice")
+        self.assertEqual(line.when, 1000.0)
+
+    def test_actionSameObjectIncludingSender(self) -> None:
+        alice, bob = self.member("alice"), self.member("bob")
+        alice.lines.clear()
+        bob.lines.clear()
+        line = self.hub.act(alice, "waves")
+        self.assertIs(alice.lines[0], line)
+        self.assertIs(bob.lines[0], line)
+        self.assertEqual(line.encoded, b"* alice waves\r\n")
+
+    def test_noticeEncodedOnceForAll(self) -> None:
+        alice, bob = self.member("alice"), self.member("bob")
+        self.member("carol")
+        self.assertIs(alice.lines[-1], bob.lines[-1])
+        self.assertIs(alice.lines[-1].encoded, bob.lines[-1].encoded)
+
+    def test_encodedIsUtf8WithCRLF(self) -> None:
+        line = Line("caf\u00e9 \u2713", "message")
+        self.assertEqual(line.encoded, "caf\u00e9 \u2713".encode("utf-8") + b"\r\n")
+        self.assertIs(line.encoded, line.encoded)
+
+    def test_registerErrors(self) -> None:
+        self.member("alice")
+        with self.assertRaises(ChatError) as e:
+            self.hub.register(FakeMember(), "Alice")
+        self.assertEqual(e.exception.message, "the name Alice is taken")
+        with self.assertRaises(ChatError):
+            self.hub.register(FakeMember(), "no spaces")
+
+    def test_maxRooms(self) -> None:
+        alice, bob, carol = self.member("alice"), self.member("bob"), self.member("carol")
+        self.hub.join(alice, "one")
+        self.hub.join(bob, "two")
+        with self.assertRaises(ChatError) as e:
+            self.hub.join(carol, "three")
+        self.assertEqual(e.exception.message, "there are already 3 rooms; join one of them")
+        self.hub.join(carol, "ONE")
+        self.hub.part(bob)
+        self.assertNotIn("two", self.hub.rooms)
+        self.hub.join(bob, "three")
+        self.assertEqual([room.name for room in self.hub.roomList()], ["lobby", "one", "three"])
+
+    def test_maxRoomsCountsTheRoomBeingLeft(self) -> None:
+        """
+        A member alone in its room may move to a new room at the limit: its
+        old room goes away as it leaves.
+        """
+        alice, bob = self.member("alice"), self.member("bob")
+        self.hub.join(alice, "one")
+        self.hub.join(bob, "two")
+        self.hub.join(bob, "three")
+        self.assertEqual([room.name for room in self.hub.roomList()], ["lobby", "one", "three"])
+        carol = self.member("carol")
+        with self.assertRaises(ChatError):
+            self.hub.join(carol, "four")  # carol leaves the lobby, which stays
+
+    def test_gauges(self) -> None:
+        self.assertEqual(self.stats.gauges, {"users": 0, "rooms": 1})
+        alice, bob = self.member("alice"), self.member("bob")
+        self.assertEqual(self.stats.gauges, {"users": 2, "rooms": 1})
+        self.hub.join(alice, "dev")
+        self.hub.join(bob, "ops")
+        self.assertEqual(self.stats.gauges, {"users": 2, "rooms": 3})
+        self.hub.leave(alice)
+        self.assertEqual(self.stats.gauges, {"users": 1, "rooms": 2})
+        self.hub.part(bob)
+        self.assertEqual(self.stats.gauges, {"users": 1, "rooms": 1})
+        self.hub.leave(bob, "bye")
+        self.assertEqual(self.stats.gauges, {"users": 0, "rooms": 1})
+        self.assertEqual(self.hub.snapshot(), {"users": 0, "rooms": 1})
+
+    def test_linesOutCounter(self) -> None:
+        alice, carol = self.member("alice"), self.member("carol")
+        self.member("bob")
+        before = self.stats.counters["lines_out"]
+        self.hub.say(alice, "hi")  # to 2
+        self.hub.act(alice, "waves")  # to 3
+        self.hub.tell(alice, "bob", "psst")  # to 1
+        self.assertEqual(self.stats.counters["lines_out"], before + 6)
+        self.hub.join(carol, "dev")  # "left lobby" to 2
+        self.assertEqual(self.stats.counters["lines_out"], before + 8)
+
+    def test_leaveTwiceAndUnregisteredHarmless(self) -> None:
+        alice, bob = self.member("alice"), self.member("bob")
+        self.hub.leave(FakeMember())
+        self.hub.leave(alice, "gone")
+        self.hub.leave(alice, "gone")
+        self.assertEqual(bob.texts()[-1:], ["* alice left (gone)"])
+        self.assertEqual(bob.texts(), [])
+
+    def test_historyWithTimes(self) -> None:
+        alice = self.member("alice")
+        self.hub.say(alice, "early")
+        self.now = 2000.0
+        bob = self.member("bob")
+        history = bob.lines[-1]
+        self.assertEqual(history.text, "[history] alice: early")
+        self.assertEqual(history.kind, "history")
+        self.assertEqual(history.when, 1000.0)
+
+    def test_historyBounded(self) -> None:
+        alice = self.member("alice")
+        for i in range(8):
+            self.hub.say(alice, str(i))
+        bob = self.member("bob")
+        self.assertEqual(
+            [line.text for line in bob.lines if line.kind == "history"],
+            [f"[history] alice: {i}" for i in range(3, 8)],
+        )
+
+
+class ProtocolStatsTests(ChatTestCase):
+    """
+    The protocol and the hub count into the factory's stats.
+    """
+
+    settings = {"rate": 1.0, "burst": 2.0}
+
+    def test_counters(self) -> None:
+        alice = self.named("alice")
+        self.named("bob")
+        self.assertNotIn("lines_in", self.factory.stats.counters)
+        out = self.factory.stats.counters["lines_out"]
+        alice.send("one", "/me two", "three")
+        counters = self.factory.stats.counters
+        self.assertEqual(counters["lines_in"], 3)
+        self.assertEqual(counters["dropped_lines"], 1)
+        self.assertEqual(counters["lines_out"], out + 1 + 2)
+        self.assertEqual(self.factory.stats.gauges, {"users": 2, "rooms": 1})
