@@ -33,7 +33,9 @@
  * missing at the end are lost.  The run ends when every connected client has
  * everything, or when nothing at all has been sent or delivered for the
  * stall time (default 30 s), or after MAX_RUN_S.  A connection the server
- * closes is counted (closed=) and its missing lines are lost.
+ * closes is counted (closed=): the lines it has not received are lost, and
+ * if it was a sender, so are its lines that others have not received (the
+ * run no longer waits for them).
  *
  * Senders write as fast as their sockets take lines (each keeps its own send
  * buffer), or, with --rate, each sends LINES_PER_S lines a second (the
@@ -46,12 +48,13 @@
  *   mode=fanout clients=1000 senders=10 messages=1000 payload=64 rate=0
  *       delivered=9990000 expected=9990000 lost=0 misframed=0 misordered=0
  *       errors=0 closed=0 seconds=21.503 lines_per_s=464582 p50_ms=10412.11
- *       p99_ms=20611.02 max_ms=21002.31 cpu=0.52
+ *       p99_ms=20611.02 max_ms=21002.31 cpu=0.52 setup_s=1.204
  *
  * seconds runs from the first line sent to the last line delivered, and
  * lines_per_s is delivered / seconds.  cpu is the CPU time chatload itself
  * used over the same wall time: near 1.00 means the load generator, not the
- * server, may be the bottleneck.
+ * server, may be the bottleneck.  setup_s is the time it took to connect and
+ * register every client, before the first line was sent.
  *
  * Diagnostics go to stderr.  Exit status: 0 every line delivered in order
  * with no error line; 1 the run could not be made (nothing on stdout), or it
@@ -138,6 +141,7 @@ struct sender {
     char *out;             /* bytes made but not yet sent: out[outOff..outLen) */
     size_t outOff, outLen, outCap;
     int wantOut;           /* EPOLLOUT is armed */
+    int closed;            /* its connection was closed: no more lines */
 };
 
 struct run {
@@ -360,7 +364,7 @@ static void handle_line(struct run *run, uint32_t r, const char *line, size_t le
     struct client *c = &run->clients[r];
     if (len < 2 || line[len - 2] != '\r') {
         if (run->misframed++ < MAX_REPORTS)
-            report_line("a line not ending with CRLF", r, line, len);
+            report_line("a line not ending with CRLF", r, line, len - 1);
         return;
     }
     len -= 2;
@@ -423,7 +427,7 @@ static void handle_line(struct run *run, uint32_t r, const char *line, size_t le
         run->misordered++;
         return;
     }
-    if (*next == run->messages && --c->incomplete == 0)
+    if (*next == run->messages && !run->senders[sender].closed && --c->incomplete == 0)
         run->incompleteClients--;
     return;
 
@@ -473,6 +477,17 @@ static void client_closed(struct run *run, uint32_t r, const char *why)
     if (c->incomplete > 0) {
         c->incomplete = 0;
         run->incompleteClients--;
+    }
+    if (r >= run->nsenders || run->senders[r].closed)
+        return;
+    /* A sender that is gone sends no more: nobody waits for the rest of its
+     * lines (they are lost).  Lines it sent before may still arrive and are
+     * counted. */
+    run->senders[r].closed = 1;
+    for (uint32_t i = 0; i < run->nclients; i++) {
+        struct client *other = &run->clients[i];
+        if (other->fd >= 0 && other->next[r] < run->messages && --other->incomplete == 0)
+            run->incompleteClients--;
     }
 }
 
@@ -671,18 +686,22 @@ static int connect_all(struct run *run, const struct sockaddr_in *addr,
         }
         if (epoll_set(run->epfd, EPOLL_CTL_ADD, c->fd, EPOLLIN, i) < 0)
             return -1;
-        char name[32];
-        int len = snprintf(name, sizeof name, "u%u\r\n", i);
-        if (send(c->fd, name, (size_t)len, MSG_NOSIGNAL) != len) {
-            perror("chatload: sending a name");
-            return -1;
-        }
-        /* Read what has come in now and then, so that notices about
-         * the others joining do not pile up. */
+        /* Read greetings now and then. */
         if (i % 32 == 31 && wait_events(run, events, 0) < 0)
             return -1;
         if (run->closed > 0 || run->errors > 0) {
             fprintf(stderr, "chatload: the server refused a client while connecting\n");
+            return -1;
+        }
+    }
+    /* Then every client gives its name, all at once: a server that batches
+     * its output can then tell many clients about many joins in one send,
+     * and setting up takes less time. */
+    for (uint32_t i = 0; i < run->nclients; i++) {
+        char name[32];
+        int len = snprintf(name, sizeof name, "u%u\r\n", i);
+        if (send(run->clients[i].fd, name, (size_t)len, MSG_NOSIGNAL) != len) {
+            perror("chatload: sending a name");
             return -1;
         }
     }
@@ -740,6 +759,7 @@ static int run_fanout(const struct sockaddr_in *addr, struct run *run)
         return 1;
     }
     struct epoll_event events[MAX_EVENTS];
+    double setupStart = now();
     if (connect_all(run, addr, events) < 0)
         return 1;
 
@@ -801,7 +821,7 @@ static int run_fanout(const struct sockaddr_in *addr, struct run *run)
     printf("mode=fanout clients=%u senders=%u messages=%u payload=%u rate=%llu "
            "delivered=%llu expected=%llu lost=%llu misframed=%llu misordered=%llu "
            "errors=%llu closed=%llu seconds=%.3f lines_per_s=%.0f p50_ms=%.2f "
-           "p99_ms=%.2f max_ms=%.2f cpu=%.2f\n",
+           "p99_ms=%.2f max_ms=%.2f cpu=%.2f setup_s=%.3f\n",
            run->nclients, run->nsenders, run->messages, run->payload,
            (unsigned long long)run->rate, (unsigned long long)run->delivered,
            (unsigned long long)expected, (unsigned long long)lost,
@@ -809,7 +829,7 @@ static int run_fanout(const struct sockaddr_in *addr, struct run *run)
            (unsigned long long)run->errors, (unsigned long long)run->closed, seconds,
            seconds > 0 ? (double)run->delivered / seconds : 0.0,
            hist_quantile(run, 0.50), hist_quantile(run, 0.99),
-           (double)run->maxLatency / 1e6, busy);
+           (double)run->maxLatency / 1e6, busy, start - setupStart);
     fflush(stdout);
     for (uint32_t i = 0; i < run->nclients; i++)
         if (run->clients[i].fd >= 0)

@@ -44,6 +44,10 @@ __all__ = ["ChatFactory", "ChatProtocol", "ChatSettings", "makeChatService", "DE
 
 DEFAULT_CHAT = "tcp:8023:interface=127.0.0.1"
 
+#: Bytes of output collected for a client within one reactor pass before
+#: they are sent anyway.
+_HOLD_LIMIT = 65536
+
 #: Seconds a closing connection gets to take its last lines before it is
 #: aborted.
 _CLOSE_GRACE = 10.0
@@ -368,17 +372,23 @@ class ChatProtocol(Protocol):
             self._out = [data]
             self._outBytes = len(data)
             self.factory.batch.add(self)
-        else:
-            out.append(data)
-            self._outBytes += len(data)
+            return
+        out.append(data)
+        self._outBytes += len(data)
+        if self._paused:
+            # The transport is full: this is what the client is not taking.
             if self._outBytes > self.factory.settings.maxOutput:
                 self._slowReader()
+        elif self._outBytes > _HOLD_LIMIT:
+            # A big burst within one reactor pass: send it now rather than
+            # hold it all until the end of the pass.
+            self.flushOutput()
 
     def flushOutput(self) -> None:
         """
         Give what was written for this client to the transport, unless the
-        transport's buffer is full (then it waits here, within
-        C{maxOutput}).
+        transport's buffer is full: then it waits here, and a client with
+        more than C{maxOutput} bytes waiting is disconnected.
         """
         out = self._out
         if not out or self._paused or self._closed:
