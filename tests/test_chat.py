@@ -1090,6 +1090,23 @@ class SlowReaderTests(ChatTestCase):
         self.assertEqual(carol.received(), ["* alice left (not reading)"])
         self.assertIsNone(self.factory.hub.find("alice"))
 
+    def test_burstToAReadingClientIsNotSlowReading(self) -> None:
+        """
+        A burst far over C{maxOutput} within one reactor pass, to a client
+        whose transport takes it, is sent as it grows (in pieces of at most
+        64 KiB), not held and counted against the client.
+        """
+        self.makeFactory(maxOutput=100_000, rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        line = "m" * 93
+        bob.sendRaw(b"".join(line.encode() + b"\r\n" for _ in range(3000)))  # 300 KB
+        self.assertFalse(alice.transport.disconnecting)
+        self.assertGreater(len(alice.transport.value()), 200_000)  # before the pass ends
+        self.assertLessEqual(alice.protocol._outBytes, 65536)
+        self.assertEqual(alice.received(), ["bob: " + line] * 3000)
+        self.assertEqual(self.factory.stats.counters.get("slow_readers", 0), 0)
+
     def test_maxOutputConfigurable(self) -> None:
         self.makeFactory(maxOutput=100_000, rate=0)
         alice = self.named("alice")
