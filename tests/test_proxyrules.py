@@ -1,0 +1,109 @@
+"""
+Tests for L{netsuite.proxyrules}: the proxy's client and destination rules.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from netsuite.proxyrules import ProxyRules, Refusal, parseNetworks
+
+
+class ClientTests(SynchronousTestCase):
+    def test_loopbackOnlyByDefault(self) -> None:
+        rules = ProxyRules()
+        for host in ("127.0.0.1", "127.9.8.7", "::1", "::ffff:127.0.0.1"):
+            rules.checkClient(host)
+        for host in ("10.0.0.1", "192.0.2.1", "2001:db8::1", "::ffff:10.0.0.1", "not an address"):
+            self.assertRaises(Refusal, rules.checkClient, host)
+
+    def test_configuredNetworks(self) -> None:
+        rules = ProxyRules(clients=parseNetworks("10.0.0.0/8, 2001:db8::/32"))
+        rules.checkClient("10.1.2.3")
+        rules.checkClient("2001:db8::5")
+        with self.assertRaises(Refusal) as e:
+            rules.checkClient("127.0.0.1")
+        self.assertEqual(e.exception.reason, "this proxy does not serve clients from 127.0.0.1")
+
+    def test_parseNetworks(self) -> None:
+        self.assertEqual([str(n) for n in parseNetworks("127.0.0.1, 10.1.2.3/8,::1")],
+                         ["127.0.0.1/32", "10.0.0.0/8", "::1/128"])
+        for bad in ("", " , ", "10.0.0.0/33", "localhost", "1.2.3.4.5"):
+            self.assertRaises(ValueError, parseNetworks, bad)
+
+
+class DestinationTests(SynchronousTestCase):
+    def assertRefused(self, rules: ProxyRules, addresses, port: int, why: str) -> None:
+        with self.assertRaises(Refusal) as e:
+            rules.checkDestination(addresses, port)
+        self.assertIn(why, e.exception.reason)
+
+    def test_publicAllowed(self) -> None:
+        ProxyRules().checkDestination(["93.184.216.34", "2606:2800:220:1::"], 80)
+
+    def test_refusedByDefault(self) -> None:
+        rules = ProxyRules()
+        cases = {
+            "127.0.0.1": "loopback",
+            "127.255.0.9": "loopback",
+            "::1": "loopback",
+            "::ffff:127.0.0.1": "loopback",
+            "64:ff9b::7f00:1": "loopback",
+            "2002:7f00:1::": "loopback",
+            "::127.0.0.1": "loopback",
+            "169.254.169.254": "link-local",
+            "fe80::1": "link-local",
+            "fe80::1%eth0": "link-local",
+            "0.0.0.0": "unspecified",
+            "0.1.2.3": "unspecified",
+            "::": "unspecified",
+            "224.0.0.1": "multicast",
+            "ff02::1": "multicast",
+            "255.255.255.255": "broadcast",
+            "240.0.0.1": "reserved",
+        }
+        for address, why in cases.items():
+            self.assertRefused(rules, [address], 80, why)
+
+    def test_everyAddressChecked(self) -> None:
+        """
+        A name that resolves to a public and a refused address is refused,
+        whatever the order.
+        """
+        rules = ProxyRules()
+        self.assertRefused(rules, ["93.184.216.34", "127.0.0.1"], 80, "127.0.0.1 is a loopback")
+        self.assertRefused(rules, ["169.254.169.254", "93.184.216.34"], 80, "link-local")
+        self.assertRefused(rules, [], 80, "no address")
+
+    def test_privateConfigurable(self) -> None:
+        private = ["10.0.0.1", "172.16.5.4", "192.168.1.1", "fd00::1", "100.64.0.1", "::ffff:192.168.0.1"]
+        ProxyRules().checkDestination(private, 80)
+        for address in private:
+            self.assertRefused(ProxyRules(allowPrivate=False), [address], 80, "private")
+
+    def test_allowLoopback(self) -> None:
+        rules = ProxyRules(allowLoopback=True)
+        rules.checkDestination(["127.0.0.1", "::1"], 8080)
+        self.assertRefused(rules, ["169.254.169.254"], 80, "link-local")
+
+    def test_ownAddressesRefusedEvenWithLoopbackAllowed(self) -> None:
+        rules = ProxyRules(allowLoopback=True)
+        rules.addOwnAddress("127.0.0.1", 3128)
+        self.assertRefused(rules, ["127.0.0.1"], 3128, "this proxy itself")
+        self.assertRefused(rules, ["::ffff:127.0.0.1"], 3128, "this proxy itself")
+        rules.checkDestination(["127.0.0.1"], 3129)
+
+    def test_unspecifiedListenerCoversLocalAddresses(self) -> None:
+        rules = ProxyRules(allowLoopback=True, localAddresses={parseNetworks("192.0.2.7")[0][0]})
+        rules.addOwnAddress("0.0.0.0", 3128)
+        for address in ("127.0.0.1", "127.0.0.2", "192.0.2.7", "::1"):
+            self.assertRefused(rules, [address], 3128, "this proxy itself")
+        rules.checkDestination(["192.0.2.8"], 3128)
+
+    def test_connectPorts(self) -> None:
+        rules = ProxyRules()
+        rules.checkConnectPort(443)
+        with self.assertRaises(Refusal) as e:
+            rules.checkConnectPort(22)
+        self.assertEqual(e.exception.reason, "CONNECT to port 22 is not allowed (allowed: 443)")
+        ProxyRules(connectPorts=frozenset({443, 8443})).checkConnectPort(8443)
