@@ -86,6 +86,14 @@ class BucketTable(Generic[K]):
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def available(self, key: K) -> float:
+        """
+        The tokens in C{key}'s bucket now (a full bucket for a key not
+        seen), taking none.
+        """
+        bucket = self._buckets.get(key)
+        return self.burst if bucket is None else bucket._refill()
+
     def take(self, key: K, amount: float = 1.0) -> bool:
         """
         Take C{amount} tokens from C{key}'s bucket; say whether it could.

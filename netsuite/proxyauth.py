@@ -1,0 +1,256 @@
+"""
+Basic authentication for the HTTP proxy: a users file of salted scrypt
+hashes, and a checker that never blocks the reactor.
+
+The users file (C{--proxy-users FILE}) has one user a line::
+
+    # comments and blank lines are ignored
+    alice:scrypt:16384:8:1:<salt, base64>:<hash, base64>
+
+Make or change an entry with C{netsuite-proxy-user FILE NAME} (it asks for
+the password, or reads one line from standard input when that is not a
+terminal).
+
+scrypt costs tens of milliseconds of CPU on purpose, so L{Authenticator}
+runs it in the reactor's thread pool, remembers credentials that checked out
+(for C{cacheSeconds}), and lets each client address try only a few wrong
+passwords a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
+
+from netsuite.limits import BucketTable
+
+__all__ = ["Authenticator", "UsersFileError", "hashPassword", "loadUsers", "parseBasic", "main"]
+
+#: scrypt parameters for new entries: about 50 ms and 16 MiB.
+SCRYPT_N = 16384
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+_MAX_MEMORY = 64 * 1024 * 1024
+
+
+class UsersFileError(Exception):
+    """
+    The users file cannot be used; the message says where and why.
+    """
+
+
+@dataclass(frozen=True)
+class _Entry:
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    hash: bytes
+
+    def matches(self, password: bytes) -> bool:
+        derived = hashlib.scrypt(
+            password, salt=self.salt, n=self.n, r=self.r, p=self.p,
+            maxmem=_MAX_MEMORY, dklen=len(self.hash),
+        )
+        return hmac.compare_digest(derived, self.hash)
+
+
+def hashPassword(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    """
+    The part of a users-file line after C{NAME:} for C{password}.
+    """
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_MAX_MEMORY, dklen=32)
+    return ":".join(
+        ["scrypt", str(n), str(r), str(p), base64.b64encode(salt).decode(), base64.b64encode(digest).decode()]
+    )
+
+
+def _parseLine(line: str) -> Tuple[str, _Entry]:
+    name, sep, rest = line.partition(":")
+    parts = rest.split(":")
+    if not sep or not name or len(parts) != 6 or parts[0] != "scrypt":
+        raise ValueError("expected NAME:scrypt:N:r:p:SALT:HASH")
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        salt = base64.b64decode(parts[4], validate=True)
+        digest = base64.b64decode(parts[5], validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("N, r and p must be numbers, the salt and hash base64") from None
+    if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16 or 128 * r * n > _MAX_MEMORY:
+        raise ValueError("unusable scrypt parameters")
+    if len(salt) < 8 or len(digest) < 16:
+        raise ValueError("the salt or hash is too short")
+    return name, _Entry(n, r, p, salt, digest)
+
+
+def loadUsers(path: str) -> Dict[str, _Entry]:
+    """
+    Read a users file.
+
+    @raise UsersFileError: it cannot be read, a line is malformed, or it has
+        no users.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsersFileError(f"cannot read the proxy users file {path!r}: {getattr(e, 'strerror', None) or e}") from None
+    users: Dict[str, _Entry] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            name, entry = _parseLine(line)
+        except ValueError as e:
+            raise UsersFileError(f"{path}, line {number}: {e}") from None
+        if name in users:
+            raise UsersFileError(f"{path}, line {number}: {name!r} is listed twice")
+        users[name] = entry
+    if not users:
+        raise UsersFileError(f"the proxy users file {path!r} has no users")
+    return users
+
+
+def parseBasic(value: Optional[bytes]) -> Optional[Tuple[str, bytes]]:
+    """
+    C{(name, password)} from a C{Proxy-Authorization: Basic ...} value, or
+    L{None} when it is missing or malformed.
+    """
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    name, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    try:
+        return name.decode("utf-8"), password
+    except UnicodeDecodeError:
+        return None
+
+
+class Authenticator:
+    """
+    Checks C{Proxy-Authorization} values against a users table.
+
+    @ivar users: name to entry, from L{loadUsers}.
+    """
+
+    def __init__(
+        self,
+        users: Dict[str, _Entry],
+        clock: IReactorTime,
+        *,
+        cacheSeconds: float = 300.0,
+        cacheSize: int = 1024,
+        failuresPerSecond: float = 1.0,
+        failureBurst: float = 5.0,
+        check=None,
+    ) -> None:
+        """
+        @param check: how to run a hash check (default: in the reactor's
+            thread pool); takes a function and its arguments and returns a
+            Deferred of its result.
+        """
+        self.users = users
+        self._clock = clock
+        self._cacheSeconds = cacheSeconds
+        self._cacheSize = cacheSize
+        self._good: OrderedDict[bytes, float] = OrderedDict()
+        self._failures: BucketTable[str] = BucketTable(failuresPerSecond, failureBurst, clock)
+        self._check = check or threads.deferToThread
+
+    async def authenticate(self, value: Optional[bytes], client: str) -> Optional[str]:
+        """
+        The user C{value} (a C{Proxy-Authorization} header) proves to be, or
+        L{None}.
+        """
+        parsed = parseBasic(value)
+        if parsed is None:
+            return None
+        name, password = parsed
+        key = hashlib.sha256(value.strip()).digest()  # type: ignore[union-attr]
+        now = self._clock.seconds()
+        expires = self._good.get(key)
+        if expires is not None and now < expires:
+            self._good.move_to_end(key)
+            return name
+        if self._failures.available(client) < 1.0:
+            return None  # too many wrong tries: no more (costly) checks for now
+        entry = self.users.get(name)
+        if entry is None:
+            self._failures.take(client)
+            return None
+        matched = await defer.maybeDeferred(self._check, entry.matches, password)
+        if not matched:
+            self._failures.take(client)
+            return None
+        self._good[key] = self._clock.seconds() + self._cacheSeconds
+        self._good.move_to_end(key)
+        while len(self._good) > self._cacheSize:
+            self._good.popitem(last=False)
+        return name
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """
+    C{netsuite-proxy-user FILE NAME}: add or change NAME's password in FILE.
+    """
+    import getpass
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: netsuite-proxy-user FILE NAME", file=sys.stderr)
+        return 2
+    path, name = args
+    if not name or ":" in name or any(c.isspace() for c in name):
+        print("netsuite-proxy-user: a name cannot be empty or hold ':' or spaces", file=sys.stderr)
+        return 1
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            print("netsuite-proxy-user: the passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("netsuite-proxy-user: an empty password is not allowed", file=sys.stderr)
+        return 1
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"netsuite-proxy-user: cannot read {path!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 1
+    entry = f"{name}:{hashPassword(password)}"
+    kept = [line for line in lines if line.partition(":")[0] != name]
+    try:
+        temporary = path + ".tmp"
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+            f.write("\n".join(kept + [entry]) + "\n")
+        os.replace(temporary, path)
+    except OSError as e:
+        print(f"netsuite-proxy-user: cannot write {path!r}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"{'changed' if len(kept) < len(lines) else 'added'} {name} in {path}")
+    return 0

@@ -1,0 +1,148 @@
+"""
+Tests for L{netsuite.proxyauth}: the users file, Basic credentials and the
+non-blocking checker.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import sys
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from netsuite.proxyauth import Authenticator, UsersFileError, hashPassword, loadUsers, main, parseBasic
+
+#: Cheap scrypt parameters, so that tests stay fast.
+CHEAP = dict(n=16, r=1, p=1)
+
+
+def basic(name: str, password: str) -> bytes:
+    return b"Basic " + base64.b64encode(f"{name}:{password}".encode())
+
+
+class UsersFileTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_load(self) -> None:
+        path = self.write(f"# users\n\nalice:{hashPassword('s3cret', **CHEAP)}\nbob:{hashPassword('x', **CHEAP)}\n")
+        users = loadUsers(path)
+        self.assertEqual(sorted(users), ["alice", "bob"])
+        self.assertTrue(users["alice"].matches(b"s3cret"))
+        self.assertFalse(users["alice"].matches(b"s3cret "))
+
+    def test_saltedDifferently(self) -> None:
+        self.assertNotEqual(hashPassword("same", **CHEAP), hashPassword("same", **CHEAP))
+
+    def test_errorsNameTheLine(self) -> None:
+        good = hashPassword("pw", **CHEAP)
+        cases = {
+            "alice\n": "line 1",
+            f"alice:{good}\nalice:{good}\n": "listed twice",
+            "alice:md5:abc\n": "expected NAME:scrypt",
+            f"# c\nbob:{good.replace('scrypt:16', 'scrypt:15')}\n": "line 2: unusable scrypt parameters",
+            "bob:scrypt:16:1:1:!!:!!\n": "base64",
+            "# nobody\n": "has no users",
+        }
+        for text, message in cases.items():
+            with self.assertRaises(UsersFileError) as e:
+                loadUsers(self.write(text))
+            self.assertIn(message, str(e.exception))
+        with self.assertRaises(UsersFileError) as e:
+            loadUsers(os.path.join(self.mktemp(), "missing"))
+        self.assertIn("No such file", str(e.exception))
+
+
+class ParseBasicTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        self.assertEqual(parseBasic(basic("alice", "pa:ss")), ("alice", b"pa:ss"))
+        self.assertEqual(parseBasic(b"basic " + base64.b64encode(b"a:")), ("a", b""))
+        for bad in (None, b"", b"Bearer x", b"Basic", b"Basic !!!", b"Basic " + base64.b64encode(b"nocolon"),
+                    b"Basic " + base64.b64encode(b"\xff:x")):
+            self.assertIsNone(parseBasic(bad), bad)
+
+
+class AuthenticatorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"alice:{hashPassword('right', **CHEAP)}\n")
+        self.clock = Clock()
+        self.checks = 0
+
+        def check(function, *args):
+            self.checks += 1
+            return defer.succeed(function(*args))
+
+        self.auth = Authenticator(loadUsers(path), self.clock, check=check, cacheSeconds=60)
+
+    def authenticate(self, value, client="127.0.0.1"):
+        return self.successResultOf(defer.ensureDeferred(self.auth.authenticate(value, client)))
+
+    def test_rightAndWrong(self) -> None:
+        self.assertEqual(self.authenticate(basic("alice", "right")), "alice")
+        self.assertIsNone(self.authenticate(basic("alice", "wrong")))
+        self.assertIsNone(self.authenticate(basic("mallory", "right")))
+        self.assertIsNone(self.authenticate(None))
+
+    def test_successCachedForAWhile(self) -> None:
+        self.authenticate(basic("alice", "right"))
+        self.authenticate(basic("alice", "right"))
+        self.assertEqual(self.checks, 1)
+        self.clock.advance(61)
+        self.authenticate(basic("alice", "right"))
+        self.assertEqual(self.checks, 2)
+
+    def test_wrongPasswordsLimitedPerClient(self) -> None:
+        """
+        After five wrong tries a client gets no more checks (not even with
+        the right password) until its allowance refills; others are not
+        affected.
+        """
+        for _ in range(5):
+            self.assertIsNone(self.authenticate(basic("alice", "wrong")))
+        self.assertEqual(self.checks, 5)
+        self.assertIsNone(self.authenticate(basic("alice", "right")))
+        self.assertEqual(self.checks, 5)
+        self.assertEqual(self.authenticate(basic("alice", "right"), client="10.0.0.2"), "alice")
+        self.clock.advance(1)
+        self.assertEqual(self.authenticate(basic("alice", "right")), "alice")
+
+
+class CommandTests(SynchronousTestCase):
+    def run_(self, argv, stdin: str = "pw\n"):
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdin", io.StringIO(stdin))
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        return main(argv), out.getvalue(), err.getvalue()
+
+    def test_addAndChange(self) -> None:
+        path = self.mktemp()
+        code, out, _ = self.run_([path, "alice"], "first\n")
+        self.assertEqual((code, out), (0, f"added alice in {path}\n"))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        code, out, _ = self.run_([path, "bob"], "other\n")
+        code, out, _ = self.run_([path, "alice"], "second\n")
+        self.assertEqual((code, out), (0, f"changed alice in {path}\n"))
+        users = loadUsers(path)
+        self.assertEqual(sorted(users), ["alice", "bob"])
+        self.assertTrue(users["alice"].matches(b"second"))
+
+    def test_refusals(self) -> None:
+        path = self.mktemp()
+        self.assertEqual(self.run_([path])[0], 2)
+        code, _, err = self.run_([path, "a:b"])
+        self.assertEqual(code, 1)
+        self.assertIn("cannot be empty or hold", err)
+        code, _, err = self.run_([path, "alice"], "\n")
+        self.assertEqual(code, 1)
+        self.assertIn("empty password", err)
+        self.assertFalse(os.path.exists(path))
