@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -61,9 +60,10 @@ from echo_bench import (  # noqa: E402
     SERVER_CPU,
     BenchmarkError,
     RunningServer,
+    buildLoadGenerator,
     describeMachine,
-    pinned,
     progress,
+    runPinned,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -153,25 +153,6 @@ SERVERS = [
 TESTS = ("flood", "paced")
 
 
-def buildLoadGenerator() -> Path:
-    """
-    Compile C{chatload.c} into C{bin/chatload} if it is missing or older than
-    its source.
-
-    @return: the binary's path.
-    """
-    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return BINARY
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise BenchmarkError("gcc is needed to build the load generator")
-    BINARY.parent.mkdir(exist_ok=True)
-    subprocess.run(
-        [gcc, "-O2", "-Wall", "-Wextra", "-o", str(BINARY), str(SOURCE)], check=True
-    )
-    return BINARY
-
-
 def raiseFileLimit(clients: int) -> None:
     """
     Raise this process's soft limit on open files (the servers inherit it)
@@ -247,25 +228,11 @@ def runLoad(binary: Path, arguments: list[str], timeout: float) -> dict[str, str
 
     @raise BenchmarkError: it could not run (no line), or timed out.
     """
-    try:
-        result = subprocess.run(
-            pinned(LOAD_CPU, [str(binary), *arguments]),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(
-            f"chatload {' '.join(arguments)} did not finish in {timeout:.0f} s"
-        ) from None
-    fields = dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
-    if result.returncode not in (0, 1) or "delivered" not in fields:
-        raise BenchmarkError(
-            f"chatload {' '.join(arguments)} failed ({result.returncode}): "
-            f"{result.stdout.strip()} {result.stderr.strip()}"
-        )
-    if result.returncode == 1:
-        for line in result.stderr.strip().splitlines()[:8]:
+    code, fields, output = runPinned(binary, arguments, timeout)
+    if code not in (0, 1) or "delivered" not in fields:
+        raise BenchmarkError(f"chatload {' '.join(arguments)} failed ({code}): {output}")
+    if code == 1:
+        for line in output.strip().splitlines()[:8]:
             progress(f"    {line}")
     return fields
 
@@ -563,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         raiseFileLimit(args.clients)
-        binary = buildLoadGenerator()
+        binary = buildLoadGenerator(SOURCE, BINARY)
         with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
             results = measure(binary, kinds, args.tests, load, args.rounds, Path(tmp))
     except (BenchmarkError, subprocess.CalledProcessError) as e:

@@ -113,6 +113,9 @@
 /* A received line longer than this (CRLF included) is misframed. */
 #define MAX_LINE (MAX_PAYLOAD + 64)
 #define MAX_EVENTS 256
+
+#define LOADGEN_NAME "chatload"
+#include "loadgen.h"
 /* Error lines and closed connections printed on stderr, at most. */
 #define MAX_REPORTS 5
 
@@ -166,95 +169,6 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static double now(void)
-{
-    return (double)now_ns() / 1e9;
-}
-
-/* CPU seconds (user + system) this process has used so far. */
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static int parse_u64(const char *s, const char *what, uint64_t min, uint64_t max,
-                     uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end != '\0' || s[0] == '-' || v < min || v > max) {
-        fprintf(stderr, "chatload: %s must be an integer from %llu to %llu, not %s\n",
-                what, (unsigned long long)min, (unsigned long long)max, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_addr(const char *host, const char *port, struct sockaddr_in *addr)
-{
-    uint64_t p;
-    memset(addr, 0, sizeof *addr);
-    addr->sin_family = AF_INET;
-    if (inet_pton(AF_INET, host, &addr->sin_addr) != 1) {
-        fprintf(stderr, "chatload: HOST must be an IPv4 address, not %s\n", host);
-        return -1;
-    }
-    if ((ntohl(addr->sin_addr.s_addr) >> 24) != 127) {
-        fprintf(stderr, "chatload: HOST must be a loopback address (127.x.y.z), not %s\n",
-                host);
-        return -1;
-    }
-    if (parse_u64(port, "PORT", 1, 65535, &p) < 0)
-        return -1;
-    addr->sin_port = htons((uint16_t)p);
-    return 0;
-}
-
-/* A connected, non-blocking TCP socket with TCP_NODELAY, or -1. */
-static int connect_to(const struct sockaddr_in *addr)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        perror("chatload: socket");
-        return -1;
-    }
-    /* Linux bounds a blocking connect() by the send timeout. */
-    struct timeval tv = {.tv_sec = CONNECT_TIMEOUT_S, .tv_usec = 0};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) < 0) {
-        perror("chatload: connect");
-        close(fd);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int flags = fcntl(fd, F_GETFL, 0);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        perror("chatload: fcntl");
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int epoll_set(int epfd, int op, int fd, uint32_t events, uint64_t data)
-{
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.events = events;
-    ev.data.u64 = data;
-    if (epoll_ctl(epfd, op, fd, &ev) < 0) {
-        perror("chatload: epoll_ctl");
-        return -1;
-    }
-    return 0;
 }
 
 /* Raise the soft limit on open files to what CLIENTS needs, if allowed. */

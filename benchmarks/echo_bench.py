@@ -138,23 +138,51 @@ class BenchmarkError(Exception):
     """
 
 
-def buildLoadGenerator() -> Path:
+#: The header the load generators share.
+HEADER = HERE / "loadgen.h"
+
+
+def buildLoadGenerator(source: Path = SOURCE, binary: Path = BINARY) -> Path:
     """
-    Compile C{echoload.c} into C{bin/echoload} if it is missing or older than
-    its source.
+    Compile a load generator (C{echoload.c} by default) into C{bin/} if its
+    binary is missing or older than its source or L{HEADER}.
 
     @return: the binary's path.
     """
-    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return BINARY
+    newest = max(source.stat().st_mtime, HEADER.stat().st_mtime)
+    if binary.exists() and binary.stat().st_mtime >= newest:
+        return binary
     gcc = shutil.which("gcc")
     if gcc is None:
         raise BenchmarkError("gcc is needed to build the load generator")
-    BINARY.parent.mkdir(exist_ok=True)
+    binary.parent.mkdir(exist_ok=True)
     subprocess.run(
-        [gcc, "-O2", "-Wall", "-Wextra", "-o", str(BINARY), str(SOURCE)], check=True
+        [gcc, "-O2", "-Wall", "-Wextra", "-o", str(binary), str(source)], check=True
     )
-    return BINARY
+    return binary
+
+
+def runPinned(binary: Path, args: list[str], timeout: float) -> tuple[int, dict[str, str], str]:
+    """
+    Run a load generator with C{args} on L{LOAD_CPU}.
+
+    @return: its exit status, the fields of its C{key=value} line, and its
+        output (stdout and stderr) for messages.
+    @raise BenchmarkError: it did not finish in C{timeout} seconds.
+    """
+    try:
+        result = subprocess.run(
+            pinned(LOAD_CPU, [str(binary), *args]),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(
+            f"{binary.name} {' '.join(args)} did not finish in {timeout:.0f} s"
+        ) from None
+    fields = dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
+    return result.returncode, fields, f"{result.stdout.strip()} {result.stderr.strip()}"
 
 
 def pinned(cpu: str, command: list[str]) -> list[str]:
@@ -234,25 +262,9 @@ def runLoad(binary: Path, args: list[str], timeout: float) -> dict[str, str]:
 
     @raise BenchmarkError: it failed, timed out or reported errors.
     """
-    try:
-        result = subprocess.run(
-            pinned(LOAD_CPU, [str(binary), *args]),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(
-            f"echoload {' '.join(args)} did not finish in {timeout:.0f} s"
-        ) from None
-    fields = dict(
-        item.split("=", 1) for item in result.stdout.split() if "=" in item
-    )
-    if result.returncode != 0 or not fields:
-        raise BenchmarkError(
-            f"echoload {' '.join(args)} failed ({result.returncode}): "
-            f"{result.stdout.strip()} {result.stderr.strip()}"
-        )
+    code, fields, output = runPinned(binary, args, timeout)
+    if code != 0 or not fields:
+        raise BenchmarkError(f"echoload {' '.join(args)} failed ({code}): {output}")
     return fields
 
 

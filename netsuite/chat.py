@@ -400,8 +400,7 @@ class ChatProtocol(Protocol):
         if raw is None:
             self.transport.write(data)
         else:
-            self._rawStats.bytesOut += len(data)  # type: ignore[union-attr]
-            sendOrQueue(raw, data)
+            sendOrQueue(raw, self._rawStats, data)
 
     def pauseProducing(self) -> None:
         self._paused = True

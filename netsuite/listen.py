@@ -188,7 +188,7 @@ def plainSocketTransport(transport: object) -> Tuple[tcp.Server | None, ServiceS
     return None, None
 
 
-def sendOrQueue(raw: tcp.Server, data: bytes) -> None:
+def sendOrQueue(raw: tcp.Server, stats: ServiceStats | None, data: bytes) -> None:
     """
     Send C{data} on C{raw}'s socket now when nothing is queued in the
     transport (one C{send}, no poller work), else (and whatever the socket
@@ -196,7 +196,11 @@ def sendOrQueue(raw: tcp.Server, data: bytes) -> None:
     tells its producer to pause when full.
 
     @param raw: a transport from L{plainSocketTransport}.
+    @param stats: the stats L{plainSocketTransport} gave with it, which this
+        counts C{data} into (writing past the tracking wrapper).
     """
+    if stats is not None:
+        stats.bytesOut += len(data)
     if (
         not raw._tempDataLen
         and raw.offset == len(raw.dataBuffer)

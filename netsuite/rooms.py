@@ -148,16 +148,15 @@ class Room:
         self.name = name
         self.members: Dict[str, object] = {}
         self.topic = ""
-        self.history: Deque[Line] = deque(maxlen=max(historySize, 0) or None)
-        self._keepHistory = historySize > 0
+        self.history: Deque[Line] = deque(maxlen=max(historySize, 0))
 
     def broadcast(self, line: Line, exclude: object = None, remember: bool = True) -> int:
         """
         Deliver C{line} to every member but C{exclude}; keep it in the
         history when C{remember}.  Returns how many members it went to.
         """
-        if remember and self._keepHistory:
-            self.history.append(line)
+        if remember:
+            self.history.append(line)  # kept only if the history has room
         sent = 0
         for member in list(self.members.values()):
             if member is not exclude:

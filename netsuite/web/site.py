@@ -156,7 +156,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
     Output written while input is being handled (a response's head and
     body, the answers to pipelined requests) is collected, and the site
     sends what every connection collected at the end of the reactor's pass
-    (L{NetsuiteSite.flushSoon}); on plain TCP it goes straight to the
+    (the site's L{FlushBatch}); on plain TCP it goes straight to the
     socket when nothing is queued there.  That is one C{send} for a small
     response, all of them in a burst, instead of Twisted's buffer-and-poll
     (two C{epoll_ctl} calls a response).  Output is given to the transport
@@ -220,16 +220,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
         finally:
             self._reading = False
             if self._out:
-                self.site.flushSoon(self)
+                self.site.batch.add(self)
 
     def write(self, data: bytes) -> None:
-        out = self._out
-        if out is None:
-            self._out = out = []
-        out.append(data)
-        self._outBytes += len(data)
-        if not self._reading or self._outBytes > _HOLD_LIMIT or self._requestProducer is not None:
-            self.flushOutput()
+        self.writeSequence((data,))
 
     def writeSequence(self, iovec: Any) -> None:
         out = self._out
@@ -270,8 +264,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
             return
         data = b"".join(chunks)
         if data:
-            self._rawStats.bytesOut += len(data)  # type: ignore[union-attr]
-            sendOrQueue(raw, data)
+            sendOrQueue(raw, self._rawStats, data)
 
     def loseConnection(self) -> None:
         self.flushOutput()
@@ -495,7 +488,9 @@ class NetsuiteSite(Site):
         )
         self.stats = stats
         self.metrics = metrics
-        self._batch = FlushBatch(reactor)
+        #: Connections whose collected output goes out at the end of the
+        #: reactor pass.
+        self.batch = FlushBatch(reactor)
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
         # Twisted negotiates HTTP/2 through this wrapper; the HTTP/1 channel
@@ -517,13 +512,6 @@ class NetsuiteSite(Site):
             self._accessLog.info(
                 "{line}", line=self._logFormatter(self._logDateTime, request)
             )
-
-    def flushSoon(self, channel: NetsuiteHTTPChannel) -> None:
-        """
-        Have C{channel}'s collected output sent at the end of this reactor
-        pass, together with every other connection's.
-        """
-        self._batch.add(channel)
 
     def startFactory(self) -> None:
         Site.startFactory(self)
