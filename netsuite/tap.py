@@ -66,7 +66,9 @@ class Setting:
 
     @ivar kind: C{"listen"} (repeatable stream endpoint), C{"udp"}
         (repeatable UDP address), C{"flag"}, C{"seconds"}, C{"rate"} (above
-        0), C{"limit"} (a number, 0 for none), C{"count"} or C{"path"}.
+        0), C{"limit"} (a number, 0 for none), C{"count"}, C{"path"},
+        C{"networks"} (comma-separated addresses and networks) or
+        C{"ports"} (comma-separated port numbers).
     """
 
     name: str
@@ -142,6 +144,35 @@ SETTINGS: List[Setting] = [
             "HTTP: seconds from a request's first byte to the end of its headers (408 after)."),
     Setting("http-idle-timeout", "seconds", 60.0,
             "HTTP: seconds a keep-alive connection may wait for its next request."),
+    # Proxy.
+    Setting("proxy-clients", "networks", "127.0.0.0/8, ::1",
+            "Proxy: networks clients may use it from, comma-separated (403 for others)."),
+    Setting("proxy-allow-loopback", "flag", False,
+            "Proxy: allow loopback destinations (local development, tests)."),
+    Setting("proxy-deny-private", "flag", False,
+            "Proxy: refuse private destinations (10/8, 172.16/12, 192.168/16, fc00::/7, "
+            "100.64/10)."),
+    Setting("proxy-connect-ports", "ports", "443", "Proxy: ports CONNECT may reach, comma-separated."),
+    Setting("proxy-users", "path", None,
+            "Proxy: require Basic proxy auth against this users file "
+            "(made with netsuite-proxy-user)."),
+    Setting("proxy-forwarded-for", "flag", False,
+            "Proxy: tell origins the client's address (X-Forwarded-For, Forwarded)."),
+    Setting("proxy-access-log", "path", None,
+            "Append the proxy's access log to this file (default: the twistd log)."),
+    Setting("proxy-connect-timeout", "seconds", 10.0,
+            "Proxy: seconds to resolve and connect to an origin (504 after)."),
+    Setting("proxy-read-timeout", "seconds", 60.0,
+            "Proxy: seconds an origin may stay silent during a response (504 before it starts)."),
+    Setting("proxy-tunnel-idle-timeout", "seconds", 300.0,
+            "Proxy: seconds a CONNECT tunnel may carry nothing before it is closed."),
+    Setting("proxy-idle-timeout", "seconds", 60.0,
+            "Proxy: seconds a client's keep-alive connection may wait for its next request."),
+    Setting("proxy-header-timeout", "seconds", 15.0,
+            "Proxy: seconds from a request's first byte to the end of its headers (408 after)."),
+    Setting("proxy-max-tunnels", "count", 1024, "Proxy: CONNECT tunnels open at once (0: no limit)."),
+    Setting("proxy-pool-per-host", "count", 8,
+            "Proxy: idle connections kept open to each origin for the next request (0: none)."),
     # Echo family.
     Setting("chat-history", "count", 20, "Chat: lines of a room replayed on joining it (0: none)."),
     Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
@@ -177,8 +208,7 @@ SETTINGS: List[Setting] = [
 _BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 #: Each service: its listener settings (plain, TLS) and the flag that turns it
-#: off.  Builders for the services still to come (the proxy) are missing
-#: from L{_BUILDERS}, so their listeners are skipped with a log line.
+#: off.
 SERVICES: Dict[str, tuple[str | None, str | None, str | None]] = {
     "http": ("http", "https", "no-http"),
     "chat": ("chat", "chat-tls", "no-chat"),
@@ -194,6 +224,8 @@ def _describeDefault(setting: Setting) -> str:
         return ", ".join(setting.default) if setting.default else "none"
     if setting.kind == "flag":
         return "off"
+    if setting.kind in ("networks", "ports"):
+        return str(setting.default)
     if setting.default is None:
         return ""
     value = setting.default
@@ -266,7 +298,11 @@ class Options(usage.Options):
                     setting, config[setting.name], repr(setting.name), configDir
                 )
             else:
-                self[setting.name] = setting.default
+                self[setting.name] = (
+                    _check(setting, setting.default, setting.name, Path.cwd())
+                    if setting.kind in ("networks", "ports")
+                    else setting.default
+                )
         self["tls-material"], self["tls-fingerprint"] = _loadTLS(self)
         self["tls-options"] = serverOptions(*self["tls-material"]) if self["tls-material"] else None
         _checkHTTPFiles(self)
@@ -300,7 +336,7 @@ def loadConfig(path: Path) -> Dict[str, Any]:
     return config
 
 
-def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:
+def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa: C901
     """
     Check and convert one setting's value.
 
@@ -333,6 +369,24 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: expected a file or directory name")
         return str(base / os.path.expanduser(value))
+    if kind == "networks":
+        from netsuite.proxyrules import parseNetworks
+
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected addresses or networks separated by commas")
+        try:
+            return parseNetworks(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}")
+    if kind == "ports":
+        items = value if isinstance(value, list) else str(value).replace(",", " ").split()
+        ports = set()
+        for item in items:
+            text = str(item).strip()
+            if not text.isdigit() or not 0 < int(text) < 65536:
+                raise ConfigError(f"{where}: {text!r} is not a port number (1-65535)")
+            ports.add(int(text))
+        return frozenset(ports)
     # Numbers: flags arrive as text, TOML as numbers.
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -363,12 +417,21 @@ def _checkHTTPFiles(options: Options) -> None:
     root = options["http-root"]
     if root is not None and not os.path.isdir(root):
         raise ConfigError(f"--http-root: {root!r} is not a directory")
-    accessLog = options["http-access-log"]
-    if accessLog is not None:
+    for name in ("http-access-log", "proxy-access-log"):
+        accessLog = options[name]
+        if accessLog is not None:
+            try:
+                open(accessLog, "a").close()
+            except OSError as e:
+                raise ConfigError(f"--{name}: cannot write {accessLog!r}: {e.strerror}")
+    users = options["proxy-users"]
+    if users is not None:
+        from netsuite.proxyauth import UsersFileError, loadUsers
+
         try:
-            open(accessLog, "a").close()
-        except OSError as e:
-            raise ConfigError(f"--http-access-log: cannot write {accessLog!r}: {e.strerror}")
+            options["proxy-user-table"] = loadUsers(users)
+        except UsersFileError as e:
+            raise ConfigError(f"--proxy-users: {e}")
 
 
 def _loadTLS(options: Options) -> tuple[tuple[list, object] | None, str | None]:
@@ -403,10 +466,12 @@ class NetsuiteService(MultiService):
     @ivar started: when it was built (POSIX time).
     @ivar chat: the chat service's L{netsuite.chat.ChatFactory} (its rooms
         and members), when chat runs.
+    @ivar proxy: the proxy's L{netsuite.proxy.ProxyFactory}, when it runs.
     """
 
     version = __version__
     chat: Any = None
+    proxy: Any = None
 
     def __init__(self, stats: StatsRegistry) -> None:
         MultiService.__init__(self)
@@ -487,9 +552,43 @@ def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
     return makeChatService(factory=status.chat, **kw)
 
 
+def _proxy(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
+    from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
+    from netsuite.proxyauth import Authenticator
+    from netsuite.proxyrules import ProxyRules
+
+    if status.proxy is None:  # one pool, one set of rules for plain and TLS
+        users = config.get("proxy-user-table")
+        reactor = kw["reactor"]
+        status.proxy = ProxyFactory(
+            reactor,
+            stats=kw["stats"],
+            rules=ProxyRules(
+                clients=config["proxy-clients"],
+                allowLoopback=config["proxy-allow-loopback"],
+                allowPrivate=not config["proxy-deny-private"],
+                connectPorts=config["proxy-connect-ports"],
+            ),
+            settings=ProxySettings(
+                connectTimeout=config["proxy-connect-timeout"] or 10.0,
+                readTimeout=config["proxy-read-timeout"] or 60.0,
+                tunnelIdleTimeout=config["proxy-tunnel-idle-timeout"] or 300.0,
+                idleTimeout=config["proxy-idle-timeout"],
+                headerTimeout=config["proxy-header-timeout"],
+                maxTunnels=config["proxy-max-tunnels"],
+                poolPerHost=config["proxy-pool-per-host"],
+                forwardedFor=config["proxy-forwarded-for"],
+            ),
+            authenticator=Authenticator(users, reactor) if users is not None else None,
+            accessLog=config["proxy-access-log"],
+        )
+    return makeProxyService(factory=status.proxy, **kw)
+
+
 _BUILDERS: Dict[str, Callable[..., IService]] = {
     "http": _http,
     "chat": _chat,
+    "proxy": _proxy,
     "echo": lambda config, status, **kw: makeEchoService(
         idleTimeout=config["echo-idle-timeout"], **kw
     ),

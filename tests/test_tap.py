@@ -221,8 +221,7 @@ class PluginTests(SynchronousTestCase):
 class ServiceTreeTests(SynchronousTestCase):
     def test_defaultTree(self) -> None:
         """
-        One named child per listener; services that are not part of this
-        version yet have no children.
+        One named child per listener.
         """
         reactor = MemoryReactor()
         root = makeService(parse(), reactor)
@@ -235,6 +234,7 @@ class ServiceTreeTests(SynchronousTestCase):
                 "echo tcp:8007:interface=127.0.0.1",
                 "echo-udp udp:8007:interface=127.0.0.1",
                 "http tcp:8080:interface=127.0.0.1",
+                "proxy tcp:3128:interface=127.0.0.1",
             ],
         )
         self.assertIsInstance(root.getServiceNamed("echo tcp:8007:interface=127.0.0.1"), StreamListener)
@@ -245,11 +245,16 @@ class ServiceTreeTests(SynchronousTestCase):
         root = makeService(parse("--no-daytime"), reactor)
         root.privilegedStartService()
         tcp = [(port, iface) for port, factory, _, iface in reactor.tcpServers if factory]
-        self.assertEqual(sorted(tcp), [(8007, "127.0.0.1"), (8023, "127.0.0.1"), (8080, "127.0.0.1")])
+        self.assertEqual(
+            sorted(tcp),
+            [(3128, "127.0.0.1"), (8007, "127.0.0.1"), (8023, "127.0.0.1"), (8080, "127.0.0.1")],
+        )
         self.assertEqual([(u[0], u[2], u[3]) for u in reactor.udpServers], [(8007, "127.0.0.1", 65535)])
 
     def test_disabledServiceHasNoListeners(self) -> None:
-        root = makeService(parse("--no-echo", "--no-daytime", "--no-http", "--no-chat"), MemoryReactor())
+        root = makeService(
+            parse("--no-echo", "--no-daytime", "--no-http", "--no-chat", "--no-proxy"), MemoryReactor()
+        )
         self.assertEqual(list(root), [])
 
     def test_statsOnlyForServicesThatRun(self) -> None:
@@ -258,7 +263,7 @@ class ServiceTreeTests(SynchronousTestCase):
         so status pages do not show it.
         """
         root = makeService(parse("--no-http"), MemoryReactor())
-        self.assertEqual(sorted(root.stats.snapshot()), ["chat", "daytime", "echo", "echo-udp"])
+        self.assertEqual(sorted(root.stats.snapshot()), ["chat", "daytime", "echo", "echo-udp", "proxy"])
 
     def test_listenersShareServiceStats(self) -> None:
         root = makeService(parse("--echo", "tcp:1", "--echo", "tcp:2", "--no-http"), MemoryReactor())
@@ -268,7 +273,9 @@ class ServiceTreeTests(SynchronousTestCase):
         self.assertIs(one.stats, root.stats.forService("echo"))
 
     def test_tlsListenersOnlyWithTLS(self) -> None:
-        options = parse("--no-daytime", "--no-http", "--no-chat", "--tls", "--data-dir", self.mktemp())
+        options = parse(
+            "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--tls", "--data-dir", self.mktemp()
+        )
         names = sorted(s.name for s in makeService(options, MemoryReactor()))
         self.assertEqual(
             names,
@@ -280,5 +287,7 @@ class ServiceTreeTests(SynchronousTestCase):
         )
 
     def test_discardOnlyWhenAsked(self) -> None:
-        options = parse("--no-echo", "--no-daytime", "--no-http", "--no-chat", "--discard", "tcp:7009")
+        options = parse(
+            "--no-echo", "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--discard", "tcp:7009"
+        )
         self.assertEqual([s.name for s in makeService(options, MemoryReactor())], ["discard tcp:7009"])

@@ -97,7 +97,7 @@ class TwistdTests(TestCase):
         """
         home = os.path.abspath(self.mktemp())
         os.makedirs(home)
-        process = Running(expected=9)
+        process = Running(expected=11)
         transport = reactor.spawnProcess(
             process,
             sys.executable,
@@ -112,6 +112,9 @@ class TwistdTests(TestCase):
                 "--daytime-tls", "tcp:0:interface=127.0.0.1",
                 "--chat", "tcp:0:interface=127.0.0.1",
                 "--chat-tls", "tcp:0:interface=127.0.0.1",
+                "--proxy", "tcp:0:interface=127.0.0.1",
+                "--proxy-tls", "tcp:0:interface=127.0.0.1",
+                "--proxy-allow-loopback",
                 "--tls",
             ],
             env=environment(home),
@@ -129,7 +132,7 @@ class TwistdTests(TestCase):
             sorted(byName),
             [("chat", False), ("chat", True), ("daytime", False), ("daytime", True),
              ("echo", False), ("echo", True), ("echo-udp", False), ("http", False),
-             ("http", True)],
+             ("http", True), ("proxy", False), ("proxy", True)],
         )
         self.assertIn(b"TLS certificate SHA-256 fingerprint: ", process.output)
         self.assertTrue(os.path.exists(os.path.join(home, "data", "netsuite", "tls", "localhost.pem")))
@@ -147,6 +150,14 @@ class TwistdTests(TestCase):
         )
         self.assertIn(b"HTTP/1.1 200 OK", home)
         self.assertIn(b"echo-udp", home)
+        proxied = await threads.deferToThread(
+            rawExchange,
+            byName[("proxy", False)][1],
+            b"GET http://127.0.0.1:%d/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            % (byName[("http", False)][1],),
+        )
+        self.assertIn(b"HTTP/1.1 200 OK", proxied)
+        self.assertIn(b"Via: 1.1 netsuite", proxied)
         transport.signalProcess("TERM")
         code = await process.ended
         # twistd ends with the signal that stopped it, as Unix daemons do.

@@ -350,10 +350,17 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.setTimeout(None)
         self.flushOutput()
         self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *a: None  # type: ignore[method-assign, assignment]
-        self.transport.write(_jsonError(status, message))
+        self.transport.write(self.errorResponse(status, message))
         self.transport.loseConnection()
         # Do not wait forever for a peer that does not read its answer.
         self.callLater(10, self.transport.abortConnection)
+
+    def errorResponse(self, status: int, message: str) -> bytes:
+        """
+        The complete response that refuses a request with C{status} and
+        closes the connection (a JSON body here).
+        """
+        return _jsonError(status, message)
 
     def _cancelDeadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

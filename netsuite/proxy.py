@@ -1,0 +1,1743 @@
+"""
+An HTTP forward proxy: absolute-form requests for every method, CONNECT
+tunnels, keep-alive on both sides, destination rules and Basic proxy auth.
+
+Requests from clients are parsed by C{twisted.web} (L{ProxyChannel} is a
+L{NetsuiteHTTPChannel}: head deadline, 414/431, idle timeout); everything
+else is here:
+
+  - L{ProxyRequest} streams a request's body to the origin as it arrives
+    and the response back as it arrives, each direction paced by the other
+    side's transport buffer, so memory stays bounded whatever the sizes.
+  - L{UpstreamConnection} speaks HTTP/1.1 to origins, and L{UpstreamPool}
+    keeps idle ones per host (bounded) for the next request.
+  - L{TunnelUpstream} carries a CONNECT tunnel, half-close included.
+  - Destinations are resolved first and every address is checked
+    (L{netsuite.proxyrules.ProxyRules}); the connection goes to an address
+    that was checked, so DNS cannot swap it afterwards.
+
+Hop-by-hop headers (RFC 9110 section 7.6.1) never cross the proxy in either
+direction; C{Via} is added, C{X-Forwarded-For} and C{Forwarded} only when
+asked for.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from time import gmtime, strftime
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from twisted.internet import defer, error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHostnameResolver,
+    IPushProducer,
+    IReactorTCP,
+    IReactorTime,
+    IResolutionReceiver,
+    ISSLTransport,
+)
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
+from zope.interface import implementer
+
+from netsuite.limits import IdleTimeout
+from netsuite.listen import FlushBatch, StreamListener, _reactor
+from netsuite.proxyauth import Authenticator
+from netsuite.proxyrules import ProxyRules, Refusal
+from netsuite.stats import ServiceStats
+from netsuite.status import SimpleStatus, StatusSource
+from netsuite.web.site import Limits, NetsuiteHTTPChannel, _BufferedLog
+
+DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
+
+#: Request headers that never go to the origin.  C{Host} is rewritten from
+#: the target, the body's framing is the proxy's own, and C{Expect} is
+#: answered here.
+_DROP_REQUEST = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"host",
+        b"content-length",
+        b"expect",
+    ]
+)
+
+#: Response headers that never go to the client.  C{Proxy-Authenticate}
+#: from an origin would make a browser offer this proxy's password to it.
+_DROP_RESPONSE = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"proxy-authenticate",
+        b"proxy-authentication-info",
+    ]
+)
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HOSTNAME = re.compile(rb"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
+_STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([0-9]{3})(?: (.*))?$")
+_LOG_UNSAFE = re.compile(rb'[^\x21\x23-\x5b\x5d-\x7e]')
+_LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
+
+#: Bytes of response head (status line and headers) accepted from an origin.
+MAX_RESPONSE_HEAD = 65536
+#: Bytes of request body held while the origin connection is being made.
+_PENDING_LIMIT = 65536
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+@dataclass
+class ProxySettings:
+    """
+    Timeouts and limits of one proxy.
+
+    @ivar connectTimeout: seconds to resolve and connect to an origin (504
+        after).
+    @ivar readTimeout: seconds an origin may stay silent while a response is
+        awaited or read (504 before the response starts, a cut connection
+        after).
+    @ivar tunnelIdleTimeout: seconds a CONNECT tunnel may carry nothing
+        either way before it is closed.
+    @ivar idleTimeout: seconds a client's keep-alive connection may wait for
+        its next request.
+    @ivar headerTimeout: seconds from a request's first byte to the end of
+        its headers (408 after).
+    @ivar maxTunnels: CONNECT tunnels open at once (503 above; 0: no limit).
+    @ivar poolPerHost: idle origin connections kept per host and port.
+    @ivar poolTotal: idle origin connections kept in all.
+    @ivar poolIdleTimeout: seconds an idle origin connection is kept.
+    @ivar forwardedFor: add C{X-Forwarded-For} and C{Forwarded} naming the
+        client.
+    @ivar maxRequestLine: bytes in the request line or one header line
+        (414 / 431 above).
+    @ivar maxHeaderBytes: bytes in a request's headers (431 above).
+    @ivar maxHeaders: header lines in one request (431 above).
+    """
+
+    connectTimeout: float = 10.0
+    readTimeout: float = 60.0
+    tunnelIdleTimeout: float = 300.0
+    idleTimeout: float = 60.0
+    headerTimeout: float = 15.0
+    maxTunnels: int = 1024
+    poolPerHost: int = 8
+    poolTotal: int = 512
+    poolIdleTimeout: float = 30.0
+    forwardedFor: bool = False
+    maxRequestLine: int = 8192
+    maxHeaderBytes: int = 32768
+    maxHeaders: int = 100
+
+
+class _BadTarget(Exception):
+    """
+    A request target the proxy cannot use; the message says why.
+    """
+
+
+def _parseAuthority(authority: bytes, defaultPort: int | None) -> Tuple[bytes, int]:
+    """
+    Split C{host[:port]} (C{[v6]:port} for IPv6) into a lowercase host and
+    a port.
+
+    @raise _BadTarget: it is not a host name or address with a valid port.
+    """
+    if authority.startswith(b"["):
+        end = authority.find(b"]")
+        if end < 0:
+            raise _BadTarget("the IPv6 address in the target has no closing bracket")
+        host, rest = authority[1:end], authority[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            raise _BadTarget("the target's IPv6 address is not valid") from None
+        if rest and not rest.startswith(b":"):
+            raise _BadTarget("the target's host is not valid")
+        portText = rest[1:] if rest else None
+    else:
+        host, colon, portText = authority.rpartition(b":")
+        if not colon:
+            host, portText = authority, None
+        if not _HOSTNAME.match(host):
+            raise _BadTarget("the target's host name is not valid")
+    if portText is None or portText == b"":
+        if defaultPort is None:
+            raise _BadTarget("the target names no port")
+        return host.lower(), defaultPort
+    if not portText.isdigit() or len(portText) > 5 or not 0 < int(portText) < 65536:
+        raise _BadTarget("the target's port is not valid")
+    return host.lower(), int(portText)
+
+
+def parseTarget(uri: bytes) -> Tuple[bytes, int, bytes, bytes]:
+    """
+    Split an absolute-form request target (C{http://host[:port]/path?query}).
+
+    @return: C{(host, port, path, authority)}: C{path} is what the origin is
+        asked for (C{/} when empty), C{authority} the C{Host} header.
+    @raise _BadTarget: the target is not an absolute C{http} URL.
+    """
+    scheme, sep, rest = uri.partition(b"://")
+    if not sep or scheme.lower() != b"http":
+        if sep and scheme.lower() == b"https":
+            raise _BadTarget("https:// URLs go through CONNECT, not as a plain request")
+        raise _BadTarget("only http:// targets can be fetched")
+    cut = len(rest)
+    for stop in (b"/", b"?", b"#"):
+        at = rest.find(stop)
+        if 0 <= at < cut:
+            cut = at
+    authority, path = rest[:cut], rest[cut:]
+    if b"@" in authority:
+        raise _BadTarget("user names and passwords in the target are not accepted")
+    host, port = _parseAuthority(authority, 80)
+    path = path.partition(b"#")[0]
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    if port != 80:
+        authority = (b"[%s]:%d" if b":" in host else b"%s:%d") % (host, port)
+    else:
+        authority = b"[%s]" % (host,) if b":" in host else host
+    return host, port, path, authority
+
+
+def _literalAddress(host: bytes) -> Optional[str]:
+    """
+    C{host} as an IP address string if it is one, else L{None}.
+    """
+    if not host or not (host[:1].isdigit() or b":" in host):
+        return None
+    try:
+        return str(ipaddress.ip_address(host.decode("ascii")))
+    except ValueError:
+        return None
+
+
+def _logField(value: bytes) -> str:
+    if _LOG_UNSAFE.search(value) is not None:
+        value = _LOG_UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], value)
+    return value.decode("ascii")
+
+
+def _textResponse(clientproto: bytes, status: int, message: str, extra: bytes, close: bool) -> bytes:
+    body = f"netsuite proxy: {message}\n".encode("utf-8", "replace")
+    reason = http.RESPONSES.get(status, b"Error")
+    return b"".join(
+        [
+            b"HTTP/1.1" if clientproto != b"HTTP/1.0" else b"HTTP/1.0",
+            b" %d %s\r\n" % (status, reason),
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % (len(body),),
+            extra,
+            b"Connection: close\r\n" if close else b"",
+            b"\r\n",
+            body,
+        ]
+    )
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    """
+    Collects every address a name resolves to.
+    """
+
+    def __init__(self) -> None:
+        self.addresses: List[str] = []
+        self.deferred: defer.Deferred[List[str]] = defer.Deferred()
+
+    def resolutionBegan(self, resolution: object) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        self.addresses.append(address.host)
+
+    def resolutionComplete(self) -> None:
+        self.deferred.callback(self.addresses)
+
+
+@implementer(IPushProducer)
+class _HoldReading:
+    """
+    Registered on one side's transport: when that side's buffer fills, the
+    other side (a L{ProxyChannel}) stops reading, for C{reason}.
+    """
+
+    def __init__(self, channel: "ProxyChannel", reason: str) -> None:
+        self._channel = channel
+        self._reason = reason
+
+    def pauseProducing(self) -> None:
+        self._channel.holdReading(self._reason)
+
+    def resumeProducing(self) -> None:
+        self._channel.releaseReading(self._reason)
+
+    def stopProducing(self) -> None:
+        self._channel.releaseReading(self._reason)
+
+
+class _ReadGate:
+    """
+    Stands in for a channel's network producer: the transport reads only
+    while nothing holds it (Twisted's channel, a full origin buffer, a
+    request body waiting for its connection).
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._holds: set[str] = set()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._producer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._producer.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.hold("http")
+
+    def resumeProducing(self) -> None:
+        self.release("http")
+
+    def stopProducing(self) -> None:
+        self._producer.stopProducing()
+
+    def hold(self, reason: str) -> None:
+        if not self._holds:
+            self._producer.pauseProducing()
+        self._holds.add(reason)
+
+    def release(self, reason: str) -> None:
+        if reason in self._holds:
+            self._holds.discard(reason)
+            if not self._holds:
+                self._producer.resumeProducing()
+
+
+class UpstreamConnection(Protocol):
+    """
+    One HTTP/1.1 connection to an origin, serving one L{ProxyRequest} at a
+    time and idle in the L{UpstreamPool} between them.
+
+    The response head is parsed here (strictly: an origin can be hostile),
+    its body framed by C{Content-Length}, C{chunked} or the end of the
+    connection, and handed to the request piece by piece.
+    """
+
+    request: Optional["ProxyRequest"] = None
+    key: Tuple[bytes, int] = (b"", 0)
+    _state = "connecting"  # then "head", "body", "idle", "closed"
+    _buffer = b""
+    _reusable = False
+    _remaining = 0
+    _framing = ""
+    _decoder: Any = None
+    _chunkedUpload = False
+    _bodySent = True
+    _timer: IdleTimeout | None = None
+
+    def __init__(self, factory: "ProxyFactory", key: Tuple[bytes, int]) -> None:
+        self.factory = factory
+        self.key = key
+
+    connecting: Optional["_Connecting"] = None
+
+    def connectionMade(self) -> None:
+        settings = self.factory.settings
+        self._timer = IdleTimeout(self.factory.clock, settings.connectTimeout + settings.readTimeout, self._timedOut)
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            connecting.request.connected(connecting, self)
+
+    # Requests.
+
+    def send(self, request: "ProxyRequest", head: List[bytes], chunkedUpload: bool, bodyFollows: bool) -> None:
+        """
+        Start C{request} on this connection: send its head; its body, if
+        C{bodyFollows}, comes through L{writeBody} and L{endBody}.
+        """
+        self.request = request
+        self._state = "head"
+        self._buffer = b""
+        self._chunkedUpload = chunkedUpload
+        self._bodySent = not bodyFollows
+        timer = self._timer
+        if timer is not None:
+            timer.timeout = self.factory.settings.readTimeout
+            timer.touch()
+        self.transport.writeSequence(head)
+
+    def writeBody(self, data: bytes) -> None:
+        """
+        Send a piece of the request body.
+        """
+        if self._chunkedUpload:
+            self.transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+
+    def endBody(self) -> None:
+        """
+        The request body is complete.
+        """
+        if self._chunkedUpload:
+            self.transport.write(b"0\r\n\r\n")
+        self._bodySent = True
+
+    def pauseReading(self) -> None:
+        if self.transport is not None and self._state != "closed":
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        if self.transport is not None and self._state != "closed":
+            self.transport.resumeProducing()
+
+    def park(self) -> None:
+        """
+        Wait, idle, for the next request (the pool's side).
+        """
+        self._state = "idle"
+        self.request = None
+        timer = self._timer
+        if timer is not None:
+            timer.timeout = self.factory.settings.poolIdleTimeout
+            timer.touch()
+
+    def abort(self) -> None:
+        """
+        Drop this connection at once (its request is gone or failed).
+        """
+        self.request = None
+        if self._state != "closed":
+            self._state = "closed"
+            self.transport.abortConnection()
+
+    # Input.
+
+    def dataReceived(self, data: bytes) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.touch()
+        state = self._state
+        if state == "body":
+            self._bodyReceived(data)
+        elif state == "head":
+            self._headReceived(data)
+        elif state == "idle":
+            # Nothing is asked: an origin that talks now is broken.
+            self._close()
+
+    def _headReceived(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                rest = buffer[end + 4 :]
+            else:
+                end = buffer.find(b"\n\n")
+                if end < 0:
+                    if len(buffer) > MAX_RESPONSE_HEAD:
+                        self._fail("the origin's response head is too large")
+                    else:
+                        self._buffer = buffer
+                    return
+                rest = buffer[end + 2 :]
+            if end > MAX_RESPONSE_HEAD:
+                self._fail("the origin's response head is too large")
+                return
+            head = buffer[:end]
+            if not self._parseHead(head):
+                return
+            if self._state == "head":  # an informational response: skip it
+                buffer = rest
+                continue
+            self._buffer = b""
+            if rest and self._state == "body":
+                self._bodyReceived(rest)
+            elif rest and self._state == "idle":
+                self._close()
+            return
+
+    def _parseHead(self, head: bytes) -> bool:
+        lines = head.split(b"\n")
+        match = _STATUS_LINE.match(lines[0].rstrip(b"\r"))
+        if match is None:
+            self._fail("the origin did not answer in HTTP/1.x")
+            return False
+        minor, codeText, reason = match.groups()
+        code = int(codeText)
+        if reason is None or _LOG_UNSAFE_REASON.search(reason) is not None:
+            reason = http.RESPONSES.get(code, b"Unknown")
+        if code < 100:
+            self._fail("the origin answered with an invalid status")
+            return False
+        headers: List[Tuple[bytes, bytes]] = []
+        connection: set[bytes] = set()
+        lengths: List[bytes] = []
+        codings: List[bytes] = []
+        for raw in lines[1:]:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.match(name):
+                self._fail("the origin sent an invalid header line")
+                return False
+            value = value.strip(b" \t")
+            if b"\r" in value or b"\x00" in value:
+                self._fail("the origin sent an invalid header value")
+                return False
+            lower = name.lower()
+            if lower in _DROP_RESPONSE:
+                if lower == b"connection":
+                    connection.update(t.strip().lower() for t in value.split(b","))
+                elif lower == b"content-length":
+                    lengths.extend(v.strip() for v in value.split(b","))
+                elif lower == b"transfer-encoding":
+                    codings.extend(v.strip().lower() for v in value.split(b","))
+                continue
+            headers.append((name, value))
+        if 100 <= code < 200:
+            if code == 101:
+                self._fail("the origin switched protocols, which was not asked for")
+                return False
+            return True  # skipped by the caller
+        length = -1
+        if lengths:
+            if not all(v.isdigit() for v in lengths) or len(set(lengths)) != 1 or len(lengths[0]) > 18:
+                self._fail("the origin sent an invalid Content-Length")
+                return False
+            length = int(lengths[0])
+        if connection:
+            headers = [(n, v) for n, v in headers if n.lower() not in connection]
+        request = self.request
+        assert request is not None
+        noBody = request.method == b"HEAD" or code in (204, 304)
+        if noBody:
+            framing = "none"
+        elif codings:
+            framing = "chunked" if codings[-1] == b"chunked" else "close"
+            length = -1
+        elif length >= 0:
+            framing = "length"
+        else:
+            framing = "close"
+        self._framing = framing
+        self._reusable = minor == b"1" and b"close" not in connection and framing != "close"
+        if framing == "chunked":
+            self._decoder = _ChunkedTransferDecoder(self._deliver, self._chunksDone)
+        self._remaining = length
+        self._state = "body"
+        request.responseStarted(code, reason or b"", headers, framing, length if (length >= 0 and not codings) else -1)
+        if self._state == "body" and (framing == "none" or (framing == "length" and length == 0)):
+            self._responseDone()
+        return True
+
+    def _deliver(self, data: bytes) -> None:
+        request = self.request
+        if request is not None:
+            request.responseData(data)
+
+    def _chunksDone(self, extra: bytes) -> None:
+        if extra:
+            self._reusable = False
+        self._responseDone()
+
+    def _bodyReceived(self, data: bytes) -> None:
+        framing = self._framing
+        if framing == "length":
+            remaining = self._remaining
+            if len(data) < remaining:
+                self._remaining = remaining - len(data)
+                self._deliver(data)
+                return
+            if len(data) > remaining:
+                self._reusable = False  # bytes after the body: out of step
+                data = data[:remaining]
+            self._remaining = 0
+            self._deliver(data)
+            if self._state == "body":
+                self._responseDone()
+        elif framing == "chunked":
+            try:
+                self._decoder.dataReceived(data)
+            except _MalformedChunkedDataError:
+                self._broken("the origin sent a malformed chunked body")
+        elif framing == "close":
+            self._deliver(data)
+        else:
+            self._reusable = False
+
+    def _responseDone(self) -> None:
+        request = self.request
+        self._state = "done"
+        self._decoder = None
+        if request is not None:
+            request.stopUpload()
+        # Back in the pool before the client's next (pipelined) request
+        # can ask for it.
+        if self._reusable and self._bodySent and self.transport is not None:
+            self.factory.pool.put(self)
+        else:
+            self._close()
+        if request is not None:
+            request.responseDone()
+
+    # Failures.
+
+    def _close(self) -> None:
+        if self._state != "closed":
+            self._state = "closed"
+            self.request = None
+            self.transport.loseConnection()
+
+    def _fail(self, why: str) -> None:
+        """
+        The response is unusable before it began: 502.
+        """
+        request = self.request
+        self.abort()
+        self.factory.log_.info("origin {origin}: {why}", origin=self.key[0], why=why)
+        if request is not None:
+            request.upstreamFailed(502, why, retry=False)
+
+    def _broken(self, why: str) -> None:
+        request = self.request
+        self.abort()
+        if request is not None:
+            request.upstreamBroken(why)
+
+    def _timedOut(self) -> None:
+        state, request = self._state, self.request
+        self.abort()
+        if request is None:
+            return
+        seconds = self.factory.settings.readTimeout
+        if state == "head":
+            request.upstreamFailed(504, f"the origin did not answer within {seconds:g} seconds", retry=False)
+        else:
+            request.upstreamBroken(f"the origin sent nothing for {seconds:g} seconds")
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        state, request = self._state, self.request
+        self._state = "closed"
+        self.request = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.factory.pool.discard(self)
+        if request is None:
+            return
+        if state == "head":
+            request.upstreamFailed(
+                502, "the origin closed the connection without answering", retry=not self._buffer
+            )
+        elif state == "body":
+            if self._framing == "close":
+                request.responseDone()
+            else:
+                request.upstreamBroken("the origin closed the connection before the end of the response")
+
+
+class UpstreamPool:
+    """
+    Idle origin connections, per host and port, for the next request to the
+    same origin.  At most C{perHost} per origin and C{total} in all; the
+    oldest idle one goes first when full.
+    """
+
+    def __init__(self, perHost: int, total: int) -> None:
+        self.perHost = perHost
+        self.total = total
+        self._idle: Dict[Tuple[bytes, int], List[UpstreamConnection]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def take(self, key: Tuple[bytes, int]) -> Optional[UpstreamConnection]:
+        """
+        An idle connection to C{key}, the most recently used, or L{None}.
+        """
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        connection = idle.pop()
+        self._count -= 1
+        if not idle:
+            del self._idle[key]
+        return connection
+
+    def put(self, connection: UpstreamConnection) -> None:
+        """
+        Keep C{connection} for later, or close it when there is no room.
+        """
+        if self.perHost <= 0 or self.total <= 0:
+            connection._close()
+            return
+        idle = self._idle.setdefault(connection.key, [])
+        if len(idle) >= self.perHost:
+            idle.pop(0)._close()
+            self._count -= 1
+        elif self._count >= self.total:
+            self._evictOldest()
+        connection.park()
+        idle.append(connection)
+        self._count += 1
+
+    def _evictOldest(self) -> None:
+        for key, idle in self._idle.items():
+            if idle:
+                idle.pop(0)._close()
+                self._count -= 1
+                if not idle:
+                    del self._idle[key]
+                return
+
+    def discard(self, connection: UpstreamConnection) -> None:
+        """
+        Forget C{connection} (it closed while idle).
+        """
+        idle = self._idle.get(connection.key)
+        if idle and connection in idle:
+            idle.remove(connection)
+            self._count -= 1
+            if not idle:
+                del self._idle[connection.key]
+
+    def closeAll(self) -> None:
+        """
+        Close every idle connection.
+        """
+        for idle in list(self._idle.values()):
+            for connection in list(idle):
+                connection._close()
+        self._idle.clear()
+        self._count = 0
+
+
+@implementer(IHalfCloseableProtocol)
+class TunnelUpstream(Protocol):
+    """
+    The origin's side of a CONNECT tunnel; the client's side is the
+    L{ProxyChannel} the tunnel was asked on.
+    """
+
+    request: Optional["ProxyRequest"] = None
+    channel: Optional["ProxyChannel"] = None
+    _clientDone = False
+    _originDone = False
+    _closed = False
+    _idle: IdleTimeout | None = None
+
+    def __init__(self, factory: "ProxyFactory", key: Tuple[bytes, int]) -> None:
+        self.factory = factory
+        self.key = key
+
+    connecting: Optional["_Connecting"] = None
+
+    def connectionMade(self) -> None:
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            connecting.request.connected(connecting, self)
+
+    def pauseReading(self) -> None:
+        if not self._closed:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        if not self._closed:
+            self.transport.resumeProducing()
+
+    def open(self, request: "ProxyRequest", channel: "ProxyChannel") -> None:
+        """
+        Start carrying bytes between C{channel}'s client and the origin.
+        """
+        self.request = request
+        self.channel = channel
+        self._idle = IdleTimeout(self.factory.clock, self.factory.settings.tunnelIdleTimeout, self._timedOut)
+        self.transport.registerProducer(_HoldReading(channel, "tunnel"), True)
+
+    def fromClient(self, data: bytes) -> None:
+        """
+        Bytes from the client, for the origin.
+        """
+        if self._closed:
+            return
+        self.request.bytesUp += len(data)  # type: ignore[union-attr]
+        self._idle.touch()  # type: ignore[union-attr]
+        self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        channel = self.channel
+        if channel is None or self._closed:
+            return
+        self.request.bytesDown += len(data)  # type: ignore[union-attr]
+        self._idle.touch()  # type: ignore[union-attr]
+        channel.write(data)
+
+    def clientEnded(self) -> None:
+        """
+        The client will send nothing more: tell the origin.
+        """
+        self._clientDone = True
+        if self._originDone:
+            self.close()
+        elif not self._closed:
+            self.transport.loseWriteConnection()
+
+    def readConnectionLost(self) -> None:
+        self._originDone = True
+        channel = self.channel
+        if channel is None:
+            return
+        if self._clientDone or not channel.canHalfClose():
+            self.close()
+        else:
+            channel.flushOutput()
+            channel.transport.loseWriteConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """
+        End the tunnel: close both sides (after what is buffered is sent).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+        self.transport.loseConnection()
+        channel = self.channel
+        if channel is not None:
+            channel.loseConnection()
+
+    def _timedOut(self) -> None:
+        self.factory.stats.count("tunnel_timeouts")
+        self.close()
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        request = self.request
+        self.close()
+        if request is not None:
+            self.request = None
+            request.tunnelClosed()
+
+
+class _Connecting(ClientFactory):
+    """
+    One attempt to connect to one address of an origin for a request.
+    """
+
+    noisy = False
+
+    def __init__(self, request: "ProxyRequest", protocol: Callable[[], Protocol]) -> None:
+        self.request = request
+        self._protocol = protocol
+        self.connected = False
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        self.connected = True
+        protocol = self._protocol()
+        protocol.connecting = self  # type: ignore[attr-defined]
+        return protocol
+
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self.request.connectFailed(self, reason)
+
+
+class ProxyRequest(http.Request):
+    """
+    One proxied request: checked, routed, sent to its origin with its body
+    streaming, and answered with the origin's response as it arrives; or a
+    CONNECT tunnel.
+
+    @ivar bytesUp: body bytes sent to the origin (for a tunnel, everything
+        the client sent through it).
+    @ivar bytesDown: body bytes received from the origin.
+    @ivar user: the proxy user it was authenticated as, if any.
+    """
+
+    channel: "ProxyChannel"
+    content = None
+    bodyLength: Optional[int] = 0
+    bodyComplete = False
+    wantsContinue = False
+    user: Optional[str] = None
+    bytesUp = 0
+    bytesDown = 0
+    startedAt = 0.0
+    code = 0
+    _started = False
+    _gone = False
+    _ended = False
+    _upstream: Any = None
+    _headSent = False
+    _pending: Optional[List[bytes]] = None
+    _pendingBytes = 0
+    _uploadProducer = False
+    _timer: Any = None
+    _attempt: Optional[_Connecting] = None
+    _connector: Any = None
+    _addresses: List[str] = []
+    _retried = False
+    _reused = False
+    clientHost: Optional[str] = None
+    _timedOutWhile = ""
+    _tunnel = False
+    _target: Tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
+
+    def gotLength(self, length: Optional[int]) -> None:
+        # The body is not kept: it goes to the origin as it comes.
+        channel = self.channel
+        self.bodyLength = length
+        self.clientHost = channel.clientHost
+        self.method = channel._command
+        self.uri = channel._path
+        self.clientproto = channel._version
+        self.startedAt = channel.factory.clock.seconds()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._ended or self._gone:
+            return
+        if self._headSent:
+            self.bytesUp += len(data)
+            self._upstream.writeBody(data)
+            return
+        if self._pending is None:
+            self._pending = []
+        self._pending.append(data)
+        self._pendingBytes += len(data)
+        if self._pendingBytes > _PENDING_LIMIT:
+            self.channel.holdReading("connecting")
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path = path
+        self.args = {}
+        self.bodyComplete = True
+        if self._ended or self._gone:
+            return
+        if not self._started:
+            self.start()
+        elif self._headSent and self.bodyLength != 0:
+            self._endBody()
+
+    def start(self) -> None:
+        """
+        Check the client and its credentials, then route the request (called
+        once its headers are in).
+        """
+        if self._started:
+            return
+        self._started = True
+        channel = self.channel
+        factory = channel.factory
+        if channel.refusal is not None:
+            factory.stats.count("refused_clients")
+            self.fail(403, channel.refusal, close=True)
+            return
+        if factory.authenticator is not None:
+            values = self.requestHeaders.getRawHeaders(b"proxy-authorization")
+            if not values or len(values) != 1:
+                self._askForCredentials()
+                return
+            d = defer.ensureDeferred(factory.authenticator.authenticate(values[0], channel.clientHost))
+            d.addCallbacks(self._authenticated, self._authError)
+            return
+        self._route()
+
+    def _authenticated(self, user: Optional[str]) -> None:
+        if self._gone or self._ended:
+            return
+        if user is None:
+            self.channel.factory.stats.count("auth_failures")
+            self._askForCredentials()
+            return
+        self.user = user
+        self._route()
+
+    def _authError(self, failure: Failure) -> None:
+        self.channel.factory.log_.failure("checking proxy credentials", failure)
+        if not (self._gone or self._ended):
+            self.fail(500, "the credentials could not be checked")
+
+    def _askForCredentials(self) -> None:
+        self.fail(
+            407,
+            "this proxy needs a user name and password",
+            extra=b'Proxy-Authenticate: Basic realm="netsuite proxy", charset="UTF-8"\r\n',
+        )
+
+    def _route(self) -> None:
+        factory = self.channel.factory
+        if self.method == b"CONNECT":
+            self._routeTunnel()
+            return
+        uri = self.uri
+        if uri.startswith(b"/") or uri == b"*":
+            self.fail(
+                400,
+                "this is an HTTP proxy: configure it as your client's proxy "
+                "(it takes absolute URLs such as http://example.com/, and CONNECT host:port)",
+            )
+            return
+        try:
+            target = parseTarget(uri)
+        except _BadTarget as e:
+            self.fail(400, str(e))
+            return
+        if self.method == b"OPTIONS" and target[2] == b"/" and not uri.partition(b"://")[2].count(b"/"):
+            target = (target[0], target[1], b"*", target[3])
+        self._target = target
+        connection = factory.pool.take((target[0], target[1]))
+        if connection is not None:
+            self._send(connection, reused=True)
+        else:
+            self._resolve()
+
+    def _routeTunnel(self) -> None:
+        factory = self.channel.factory
+        if self.bodyLength != 0:
+            self.fail(400, "a CONNECT request cannot have a body", close=True)
+            return
+        try:
+            host, port = _parseAuthority(self.uri, None)
+        except _BadTarget as e:
+            self.fail(400, f"CONNECT needs host:port ({e})")
+            return
+        try:
+            factory.rules.checkConnectPort(port)
+        except Refusal as e:
+            factory.stats.count("refused_destinations")
+            self.fail(403, str(e))
+            return
+        if factory.settings.maxTunnels and factory.tunnelsOpen >= factory.settings.maxTunnels:
+            factory.stats.count("refused_tunnels")
+            self.fail(503, "too many tunnels are open; try again later")
+            return
+        self._tunnel = True
+        self._target = (host, port, b"", self.uri)
+        self._resolve()
+
+    # Resolving and connecting.
+
+    def _resolve(self) -> None:
+        factory = self.channel.factory
+        host, port = self._target[0], self._target[1]
+        self._timer = factory.clock.callLater(factory.settings.connectTimeout, self._connectTimedOut)
+        literal = _literalAddress(host)
+        if literal is not None:
+            self._resolved([literal])
+            return
+        self._timedOutWhile = "resolving"
+        receiver = _Addresses()
+        receiver.deferred.addCallback(self._resolved)
+        factory.resolver.resolveHostName(receiver, host.decode("ascii"), port)
+
+    def _resolved(self, addresses: List[str]) -> None:
+        if self._gone or self._ended or self._timer is None:
+            return
+        factory = self.channel.factory
+        host, port = self._target[0], self._target[1]
+        if not addresses:
+            self._cancelTimer()
+            factory.stats.count("dns_failures")
+            self.fail(502, f"could not resolve the host name {host.decode('ascii')}")
+            return
+        # Once, in order (getaddrinfo's preference), every address checked.
+        addresses = list(dict.fromkeys(addresses))
+        try:
+            factory.rules.checkDestination(addresses, port)
+        except Refusal as e:
+            self._cancelTimer()
+            factory.stats.count("refused_destinations")
+            self.fail(403, f"{e}; this proxy does not go there")
+            return
+        self._addresses = addresses
+        self._timedOutWhile = "connecting"
+        self._connectNext()
+
+    def _connectNext(self) -> None:
+        factory = self.channel.factory
+        address = self._addresses[0]
+        self._addresses = self._addresses[1:]
+        key = (self._target[0], self._target[1])
+        protocol: Callable[[], Protocol]
+        if self._tunnel:
+            protocol = lambda: TunnelUpstream(factory, key)  # noqa: E731
+        else:
+            protocol = lambda: UpstreamConnection(factory, key)  # noqa: E731
+        self._attempt = attempt = _Connecting(self, protocol)
+        # Our own timer ends the attempt; the reactor's is only a backstop.
+        self._connector = factory.connector.connectTCP(
+            address, self._target[1], attempt, timeout=factory.settings.connectTimeout + 5
+        )
+
+    def connectFailed(self, attempt: _Connecting, reason: Failure) -> None:
+        """
+        An attempt to connect ended without a connection.
+        """
+        if attempt is not self._attempt:
+            return
+        self._attempt = None
+        if self._gone or self._ended or self._timer is None:
+            return
+        if self._addresses:
+            self._connectNext()
+            return
+        self._cancelTimer()
+        factory = self.channel.factory
+        where = self._describeTarget()
+        factory.stats.count("connect_failures")
+        if reason.check(error.ConnectionRefusedError):
+            self.fail(502, f"the origin {where} refused the connection")
+        elif reason.check(error.TimeoutError):
+            self.fail(504, f"timed out connecting to {where}")
+        else:
+            why = getattr(reason.value, "osError", None) or reason.getErrorMessage()
+            self.fail(502, f"could not connect to {where}: {why}")
+
+    def connected(self, attempt: _Connecting, protocol: Protocol) -> None:
+        """
+        The origin accepted the connection C{attempt} made.
+        """
+        if attempt is not self._attempt or self._gone or self._ended:
+            protocol.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self._attempt = None
+        self._connector = None
+        self._cancelTimer()
+        if self._tunnel:
+            self._openTunnel(protocol)  # type: ignore[arg-type]
+        else:
+            self._send(protocol, reused=False)  # type: ignore[arg-type]
+
+    def _connectTimedOut(self) -> None:
+        self._timer = None
+        if self._gone or self._ended:
+            return
+        attempt, connector = self._attempt, self._connector
+        self._attempt = self._connector = None
+        if connector is not None and attempt is not None and not attempt.connected:
+            connector.stopConnecting()
+        factory = self.channel.factory
+        seconds = factory.settings.connectTimeout
+        factory.stats.count("connect_timeouts")
+        if self._timedOutWhile == "resolving":
+            self.fail(504, f"timed out resolving {self._target[0].decode('ascii')} ({seconds:g} seconds)")
+        else:
+            self.fail(504, f"timed out connecting to {self._describeTarget()} ({seconds:g} seconds)")
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _describeTarget(self) -> str:
+        host, port = self._target[0], self._target[1]
+        text = host.decode("ascii")
+        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+    # Forwarding.
+
+    def _forwardHead(self) -> List[bytes]:
+        host, port, path, authority = self._target
+        headers = self.requestHeaders
+        drop = _DROP_REQUEST
+        connection = headers.getRawHeaders(b"connection")
+        if connection:
+            drop = drop | {t.strip().lower() for v in connection for t in v.split(b",")}
+        out = [self.method, b" ", path, b" HTTP/1.1\r\nHost: ", authority, b"\r\n"]
+        hadLength = False
+        for name, values in headers.getAllRawHeaders():
+            lower = name.lower()
+            if lower in drop:
+                if lower == b"content-length":
+                    hadLength = True
+                continue
+            for value in values:
+                out += (name, b": ", value, b"\r\n")
+        out.append(b"Via: 1.1 netsuite\r\n" if self.clientproto != b"HTTP/1.0" else b"Via: 1.0 netsuite\r\n")
+        if self.channel.factory.settings.forwardedFor:
+            client = self.channel.clientHost or "unknown"
+            node = f'"[{client}]"' if ":" in client else client
+            out += (
+                b"X-Forwarded-For: ", client.encode("ascii"), b"\r\n",
+                b"Forwarded: for=", node.encode("ascii"), b";proto=http\r\n",
+            )
+        if self.bodyLength is None:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.bodyLength or hadLength:
+            out.append(b"Content-Length: %d\r\n" % (self.bodyLength,))
+        out.append(b"\r\n")
+        return out
+
+    def _send(self, connection: UpstreamConnection, reused: bool) -> None:
+        self._upstream = connection
+        self._reused = reused
+        bodyFollows = self.bodyLength != 0
+        connection.send(self, self._forwardHead(), self.bodyLength is None, bodyFollows)
+        if self._upstream is not connection:  # failed while sending
+            return
+        self._headSent = True
+        if not bodyFollows:
+            return
+        channel = self.channel
+        if self.wantsContinue and not self.bodyComplete and not self.startedWriting:
+            channel.write(_CONTINUE)
+        pending, self._pending, self._pendingBytes = self._pending, None, 0
+        if pending:
+            for data in pending:
+                self.bytesUp += len(data)
+                connection.writeBody(data)
+        channel.releaseReading("connecting")
+        if self.bodyComplete:
+            self._endBody()
+        else:
+            connection.transport.registerProducer(_HoldReading(channel, "upload"), True)
+            self._uploadProducer = True
+
+    def _endBody(self) -> None:
+        self.stopUpload()
+        if self._upstream is not None:
+            self._upstream.endBody()
+
+    def stopUpload(self) -> None:
+        """
+        Stop pacing the client's upload by the origin connection.
+        """
+        if self._uploadProducer:
+            self._uploadProducer = False
+            connection = self._upstream
+            if connection is not None and connection.transport is not None:
+                connection.transport.unregisterProducer()
+            if self.channel is not None:
+                self.channel.releaseReading("upload")
+
+    # The response.
+
+    def responseStarted(
+        self, code: int, reason: bytes, headers: List[Tuple[bytes, bytes]], framing: str, length: int
+    ) -> None:
+        """
+        The origin's response head is in: send ours.
+        """
+        if self._gone or self._ended:
+            return
+        channel = self.channel
+        if not self.bodyComplete:
+            channel.persistent = False  # the rest of the body is not read
+        self.code = code
+        self.code_message = reason
+        out = [self.clientproto, b" %d " % (code,), reason, b"\r\n"]
+        for name, value in headers:
+            out += (name, b": ", value, b"\r\n")
+        out.append(b"Via: 1.1 netsuite\r\n")
+        if length >= 0:
+            out.append(b"Content-Length: %d\r\n" % (length,))
+        elif framing in ("chunked", "close"):
+            if self.clientproto == b"HTTP/1.1":
+                out.append(b"Transfer-Encoding: chunked\r\n")
+                self.chunked = 1
+            else:
+                channel.persistent = False
+        if not channel.persistent and self.clientproto == b"HTTP/1.1":
+            out.append(b"Connection: close\r\n")
+        out.append(b"\r\n")
+        self.startedWriting = 1
+        channel.writeSequence(out)
+        channel.followUpstream(self._upstream)
+
+    def responseData(self, data: bytes) -> None:
+        """
+        A piece of the origin's response body.
+        """
+        self.bytesDown += len(data)
+        if self._gone or self._ended:
+            return
+        self.sentLength += len(data)
+        if self.chunked:
+            self.channel.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
+        else:
+            self.channel.write(data)
+
+    def responseDone(self) -> None:
+        """
+        The origin's response is complete.
+        """
+        self.stopUpload()
+        self._upstream = None
+        if self._gone or self._ended:
+            return
+        self.channel.followUpstream(None)
+        self.finish()
+
+    def upstreamFailed(self, status: int, why: str, retry: bool) -> None:
+        """
+        The origin connection failed before a response began.
+
+        @param retry: the origin closed a reused connection without a word
+            (it timed it out as we sent): a request without a body is sent
+            once more on a new connection.
+        """
+        self.stopUpload()
+        self._upstream = None
+        self._headSent = False
+        if self._gone or self._ended:
+            return
+        if retry and self._reused and not self._retried and self.bodyLength == 0:
+            self._retried = True
+            self._resolve()
+            return
+        self.channel.factory.stats.count("upstream_failures")
+        self.fail(status, why, close=self.bodyLength != 0)
+
+    def upstreamBroken(self, why: str) -> None:
+        """
+        The origin connection failed during the response: the client's
+        connection is closed without ending the response, so the client
+        sees it cut.
+        """
+        self.stopUpload()
+        self._upstream = None
+        if self._gone or self._ended:
+            return
+        factory = self.channel.factory
+        factory.stats.count("upstream_failures")
+        factory.log_.info("{target}: {why}", target=self.uri, why=why)
+        self._ended = True
+        self.finished = 1
+        channel = self.channel
+        channel.followUpstream(None)
+        channel.persistent = False
+        factory.log(self)
+        channel.loseConnection()
+
+    # Answers made here.
+
+    def fail(self, status: int, message: str, *, close: bool = False, extra: bytes = b"") -> None:
+        """
+        Answer with C{status} and a one-line text body; close the client's
+        connection after it when C{close}, or when the request's body was
+        not all read.
+        """
+        if self._gone or self._ended:
+            return
+        if self.startedWriting:
+            self.upstreamBroken(message)
+            return
+        channel = self.channel
+        close = close or not self.bodyComplete
+        if close:
+            channel.persistent = False
+        elif not channel.persistent and self.clientproto == b"HTTP/1.1":
+            close = True
+        self.code = status
+        response = _textResponse(self.clientproto, status, message, extra, close)
+        self.startedWriting = 1
+        self.sentLength = len(response) - response.index(b"\r\n\r\n") - 4
+        channel.write(response)
+        self.finish()
+
+    def finish(self) -> None:
+        if self._gone or self._ended or self.finished:
+            return
+        self._ended = True
+        if self.bodyComplete:
+            http.Request.finish(self)
+            return
+        # Answered before the body was all read: close after the answer
+        # (the channel must not parse the rest of the body as requests).
+        self.queued = 1
+        http.Request.finish(self)
+        self.channel.loseConnection()
+
+    # Tunnels.
+
+    def _openTunnel(self, tunnel: TunnelUpstream) -> None:
+        factory = self.channel.factory
+        factory.tunnelsOpened()
+        self.code = 200
+        self.startedWriting = 1
+        self._upstream = tunnel
+        tunnel.open(self, self.channel)
+        self.channel.startTunnel(tunnel, _ESTABLISHED)
+
+    def tunnelClosed(self) -> None:
+        """
+        The tunnel's origin side closed.
+        """
+        if self._ended or self.channel is None:
+            return
+        self._ended = True
+        self._upstream = None
+        factory = self.channel.factory
+        factory.tunnelsClosed()
+        factory.log(self)
+
+    # The client.
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._factory = self.channel.factory
+        self._gone = True
+        self._cancelTimer()
+        if self._connector is not None and self._attempt is not None and not self._attempt.connected:
+            self._connector.stopConnecting()
+        upstream, self._upstream = self._upstream, None
+        if isinstance(upstream, TunnelUpstream):
+            upstream.close()
+            if not self._ended:
+                self._ended = True
+                self._factory.tunnelsClosed()
+                self._factory.log(self)
+        elif upstream is not None:
+            upstream.abort()
+        http.Request.connectionLost(self, reason)
+
+
+@implementer(IHalfCloseableProtocol)
+class ProxyChannel(NetsuiteHTTPChannel):
+    """
+    A client's connection to the proxy: HTTP/1.x requests, one at a time,
+    until it becomes a CONNECT tunnel.
+
+    @ivar refusal: why the client rules refuse this client, or L{None}.
+    @ivar clientHost: the client's IP address as text, if it has one.
+    """
+
+    factory: "ProxyFactory"
+    refusal: Optional[str] = None
+    clientHost: Optional[str] = None
+    _tunnel: Optional[TunnelUpstream] = None
+    _following: Any = None
+
+    def __init__(self, factory: "ProxyFactory") -> None:
+        NetsuiteHTTPChannel.__init__(self, factory)  # type: ignore[arg-type]
+        self.factory = factory
+
+    def connectionMade(self) -> None:
+        NetsuiteHTTPChannel.connectionMade(self)
+        self._networkProducer = self._gate = _ReadGate(self._networkProducer)
+        peer = self.transport.getPeer()
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            self.clientHost = peer.host
+        try:
+            self.factory.rules.checkClient(self.clientHost or "")
+        except Refusal as e:
+            self.refusal = str(e)
+
+    def errorResponse(self, status: int, message: str) -> bytes:
+        return _textResponse(b"HTTP/1.1", status, message, b"", True)
+
+    def holdReading(self, reason: str) -> None:
+        """
+        Stop reading from the client for C{reason} (until released).
+        """
+        self._gate.hold(reason)
+
+    def releaseReading(self, reason: str) -> None:
+        """
+        Read from the client again, as far as C{reason} is concerned.
+        """
+        self._gate.release(reason)
+
+    def allHeadersReceived(self) -> None:
+        NetsuiteHTTPChannel.allHeadersReceived(self)
+        if self.length != 0 and self.requests and not self._closing:
+            # A body follows: start now, so that it streams.
+            self.requests[-1].start()
+
+    def _send100Continue(self) -> None:
+        # Sent once the origin's connection is ready, not before.
+        self.requests[-1].wantsContinue = True
+
+    def followUpstream(self, upstream: Any) -> None:
+        """
+        Pace C{upstream} (an origin connection) by this client: it is paused
+        whenever the client's buffer is full.
+        """
+        self._following = upstream
+        if upstream is not None and self._waitingForTransport:
+            upstream.pauseReading()
+
+    def pauseProducing(self) -> None:
+        NetsuiteHTTPChannel.pauseProducing(self)
+        following = self._following
+        if following is not None:
+            following.pauseReading()
+
+    def resumeProducing(self) -> None:
+        NetsuiteHTTPChannel.resumeProducing(self)
+        following = self._following
+        if following is not None:
+            following.resumeReading()
+
+    # Tunnels.
+
+    def startTunnel(self, tunnel: TunnelUpstream, answer: bytes) -> None:
+        """
+        Answer C{answer} and carry bytes both ways between this client and
+        C{tunnel} from now on.
+        """
+        self.write(answer)
+        self.flushOutput()
+        self._state = "tunnel"
+        self._cancelDeadline()
+        self.setTimeout(None)
+        self._tunnel = tunnel
+        self._following = tunnel
+        if self._waitingForTransport:
+            tunnel.pauseReading()
+        early = b"".join(self._dataBuffer)
+        self._dataBuffer = []
+        self._gate.release("http")
+        if early:
+            tunnel.fromClient(early)
+
+    def canHalfClose(self) -> bool:
+        """
+        Whether this client's connection can be closed one way (plain TCP:
+        yes; TLS: no).
+        """
+        return ISSLTransport(self.transport, None) is None
+
+    def dataReceived(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.fromClient(data)
+            return
+        NetsuiteHTTPChannel.dataReceived(self, data)
+
+    def readConnectionLost(self) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.clientEnded()
+            return
+        request = self.requests[-1] if self.requests else None
+        if request is not None and request.bodyComplete and not request._ended:
+            # The client sent its last request and shut its side: answer it,
+            # then close.
+            self.persistent = False
+            return
+        self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._following = None
+        NetsuiteHTTPChannel.connectionLost(self, reason)
+
+
+class ProxyFactory(Factory):
+    """
+    The proxy's protocol factory: its rules, authenticator, origin pool,
+    access log and stats.  One factory serves every listener of the proxy
+    (plain and TLS).
+
+    @ivar rules: the L{ProxyRules} checked for every client and destination.
+    @ivar authenticator: an L{Authenticator}, when the proxy needs users.
+    @ivar settings: the L{ProxySettings}.
+    @ivar pool: idle origin connections.
+    @ivar tunnelsOpen: CONNECT tunnels open now.
+    """
+
+    noisy = False
+    log_ = Logger()
+    _accessLog = Logger(namespace="netsuite.proxy.access")
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        *,
+        rules: ProxyRules | None = None,
+        settings: ProxySettings | None = None,
+        stats: ServiceStats | None = None,
+        authenticator: Authenticator | None = None,
+        accessLog: str | None = None,
+        clock: IReactorTime | None = None,
+        connector: IReactorTCP | None = None,
+        resolver: IHostnameResolver | None = None,
+    ) -> None:
+        """
+        @param reactor: the reactor (default: the global one); C{clock},
+            C{connector} and C{resolver} default to it and can be given
+            apart for tests.
+        @param accessLog: a file to append the access log to; by default it
+            goes to the twistd log.
+        """
+        reactor = _reactor(reactor)
+        self.reactor = clock or reactor
+        self.clock = self.reactor
+        self.connector = connector or reactor
+        self.resolver = resolver or reactor.nameResolver  # type: ignore[attr-defined]
+        self.rules = rules or ProxyRules()
+        self.settings = settings or ProxySettings()
+        self.stats = stats or ServiceStats("proxy")
+        self.authenticator = authenticator
+        s = self.settings
+        self.limits = Limits(
+            maxBody=2**62,
+            maxRequestLine=s.maxRequestLine,
+            maxHeaderBytes=s.maxHeaderBytes,
+            maxHeaders=s.maxHeaders,
+            headerTimeout=s.headerTimeout,
+            idleTimeout=s.idleTimeout,
+        )
+        self.pool = UpstreamPool(s.poolPerHost, s.poolTotal)
+        self.tunnelsOpen = 0
+        self.accessLogPath = accessLog
+        self._logFile: Any = None
+        self.batch = FlushBatch(self.reactor)
+
+    def buildProtocol(self, addr: object) -> ProxyChannel:
+        channel = ProxyChannel(self)
+        channel.requestFactory = ProxyRequest  # type: ignore[assignment]
+        channel.callLater = self.clock.callLater  # type: ignore[assignment]
+        channel.timeOut = self.settings.idleTimeout
+        return channel
+
+    def startFactory(self) -> None:
+        if self.accessLogPath and self._logFile is None:
+            self._logFile = _BufferedLog(open(self.accessLogPath, "a", encoding="utf-8"), self.clock)
+
+    def stopFactory(self) -> None:
+        self.pool.closeAll()
+        if self._logFile is not None:
+            self._logFile.close()
+            self._logFile = None
+
+    def tunnelsOpened(self) -> None:
+        self.tunnelsOpen += 1
+        self.stats.count("tunnels")
+        self.stats.gauges["tunnels_open"] = self.tunnelsOpen
+
+    def tunnelsClosed(self) -> None:
+        self.tunnelsOpen -= 1
+        self.stats.gauges["tunnels_open"] = self.tunnelsOpen
+
+    def log(self, request: ProxyRequest) -> None:  # type: ignore[override]
+        """
+        Count C{request} and write its access-log line: client, user,
+        request line, status, body bytes to and from the origin, seconds.
+        """
+        stats = self.stats
+        counters = stats.counters
+        code = request.code
+        counters["requests"] = counters.get("requests", 0) + 1
+        key = f"status_{code}"
+        counters[key] = counters.get(key, 0) + 1
+        if request.bytesUp:
+            stats.count("upstream_bytes_sent", request.bytesUp)
+        if request.bytesDown:
+            stats.count("upstream_bytes_received", request.bytesDown)
+        line = "%s %s [%s] \"%s %s %s\" %d %d %d %.3f" % (
+            request.clientHost or "-",
+            request.user or "-",
+            strftime("%d/%b/%Y:%H:%M:%S +0000", gmtime(self.clock.seconds())),
+            _logField(request.method),
+            _logField(request.uri),
+            _logField(request.clientproto),
+            code,
+            request.bytesUp,
+            request.bytesDown,
+            self.clock.seconds() - request.startedAt,
+        )
+        if self._logFile is not None:
+            self._logFile.write(line + "\n")
+        else:
+            self._accessLog.info("{line}", line=line)
+
+
+class ProxyListener(StreamListener):
+    """
+    A L{StreamListener} for the proxy that tells its rules where it listens,
+    so the proxy refuses to connect to itself.
+    """
+
+    def _listening(self, port: Any) -> None:
+        StreamListener._listening(self, port)
+        address = port.getHost()
+        host = getattr(address, "host", None)
+        if host is None:
+            return
+        factory: ProxyFactory = self.tracker.wrappedFactory  # type: ignore[assignment]
+        rules = factory.rules
+        try:
+            rules.addOwnAddress(host, address.port)
+        except ValueError:
+            return
+        if ipaddress.ip_address(host).is_unspecified:
+            for found in _hostAddresses():
+                rules.localAddresses.add(ipaddress.ip_address(found))
+
+
+def _hostAddresses() -> List[str]:
+    """
+    This host's addresses, as far as its name resolves (for listeners on
+    an unspecified address).
+    """
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None)
+    except OSError:
+        return []
+    return [str(info[4][0]).split("%")[0] for info in infos]
+
+
+def makeProxyService(
+    endpoint: str = DEFAULT_PROXY,
+    reactor: Any = None,
+    *,
+    factory: ProxyFactory | None = None,
+    status: StatusSource | None = None,
+    stats: ServiceStats | None = None,
+    **options: Any,
+) -> ProxyListener:
+    """
+    A service running netsuite's HTTP forward proxy on C{endpoint}.
+
+    @param factory: a L{ProxyFactory} to share between listeners (plain and
+        TLS); by default one is made from C{options}: C{rules},
+        C{settings}, C{authenticator}, C{accessLog}.
+    @param options: also the keyword arguments of L{StreamListener}
+        (C{tls}, C{grace}, C{maxConnections}, C{maxPerHost}).
+    """
+    reactor = _reactor(reactor)
+    listening = {
+        name: options.pop(name)
+        for name in ("tls", "grace", "maxConnections", "maxPerHost")
+        if name in options
+    }
+    if factory is None:
+        factory = ProxyFactory(reactor, stats=stats, **options)
+    elif options:
+        raise TypeError(f"options given with a factory: {', '.join(sorted(options))}")
+    listener = ProxyListener("proxy", endpoint, factory, reactor=reactor, stats=factory.stats, **listening)
+    if status is not None and isinstance(status, SimpleStatus):
+        status.add(listener)
+    return listener

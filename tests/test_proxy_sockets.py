@@ -1,0 +1,704 @@
+"""
+The HTTP proxy over real loopback sockets, against a local twisted.web
+origin, a local TLS echo and hand-made origins: methods with bodies, chunked
+and large streamed bodies with bounded buffers, keep-alive reuse, CONNECT
+with certificate verification through the tunnel, half-close, rules, auth,
+header stripping, errors, an HTTPS proxy listener and Python's urllib as a
+real client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any, Dict, List, Optional, Tuple
+
+import trustme
+from twisted.internet import defer, reactor, threads
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from netsuite.listen import StreamListener
+from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
+from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
+from netsuite.proxyrules import ProxyRules, parseNetworks
+from tests.helpers import Collector, connect, rawExchange, startListener
+from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions, startListener as startTLSListener
+
+_CHUNK = bytes(range(256)) * 256  # 64 KiB
+
+
+class _Echo(resource.Resource):
+    """
+    Answers what it got: method, headers and the body's length and hash.
+    """
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        body = request.content.read()
+        headers: Dict[str, List[str]] = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            headers[name.decode("latin-1").lower()] = [v.decode("latin-1") for v in values]
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"x-origin", b"yes")
+        return json.dumps(
+            {
+                "method": request.method.decode(),
+                "uri": request.uri.decode(),
+                "version": request.clientproto.decode(),
+                "headers": headers,
+                "length": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+            }
+        ).encode()
+
+
+class _Chunked(resource.Resource):
+    """
+    Three pieces, no Content-Length: chunked to an HTTP/1.1 client.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> int:
+        for piece in (b"one,", b"two,", b"three"):
+            request.write(piece)
+        request.finish()
+        return server.NOT_DONE_YET
+
+
+class _Pattern:
+    """
+    A push producer writing C{size} bytes of a pattern to a request, paced
+    by it.
+    """
+
+    def __init__(self, request: server.Request, size: int) -> None:
+        self.request = request
+        self.left = size
+        self.paused = False
+        request.registerProducer(self, True)
+        reactor.callLater(0, self.resumeProducing)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.left > 0:
+            piece = _CHUNK[: min(len(_CHUNK), self.left)]
+            self.left -= len(piece)
+            self.request.write(piece)
+        if self.left == 0 and self.request is not None:
+            request, self.request = self.request, None
+            request.unregisterProducer()
+            request.finish()
+
+    def stopProducing(self) -> None:
+        self.left = 0
+        self.request = None
+
+
+class _Big(resource.Resource):
+    """
+    C{/big?n=SIZE}: SIZE bytes of the pattern, with a Content-Length.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> int:
+        size = int(request.args[b"n"][0])
+        request.setHeader(b"content-length", b"%d" % (size,))
+        _Pattern(request, size)
+        return server.NOT_DONE_YET
+
+
+class _Counting(WrappingFactory):
+    """
+    Counts the connections made to the factory it wraps.
+    """
+
+    def __init__(self, wrapped: Any) -> None:
+        WrappingFactory.__init__(self, wrapped)
+        self.accepted = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        self.accepted += 1
+        return WrappingFactory.buildProtocol(self, addr)
+
+
+def _pattern(size: int) -> bytes:
+    return (_CHUNK * (size // len(_CHUNK) + 1))[:size]
+
+
+def _parseResponse(data: bytes) -> Tuple[int, Dict[bytes, bytes], bytes]:
+    """
+    Split one complete response into status, headers (lowercase names) and
+    body (de-chunked when chunked).
+    """
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding") == b"chunked":
+        body = b""
+        while True:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            body, rest = body + rest[:n], rest[n + 2 :]
+        return status, headers, body
+    if b"content-length" in headers:
+        return status, headers, rest[: int(headers[b"content-length"])]
+    return status, headers, rest
+
+
+def _readToClose(port: int, data: bytes) -> bytes:
+    """
+    Send C{data} on a raw socket and read until the server closes (in a
+    thread).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
+        s.sendall(data)
+        received = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+
+
+def _buffered(transport: Any) -> int:
+    """
+    Bytes waiting in a Twisted TCP transport's write buffer.
+    """
+    while not hasattr(transport, "dataBuffer"):
+        transport = transport.transport
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+class _RawOrigin(Protocol):
+    """
+    An origin that keeps everything it receives and answers only when told.
+    """
+
+    def __init__(self, owner: "_RawOriginFactory") -> None:
+        self.owner = owner
+        self.received = bytearray()
+
+    def connectionMade(self) -> None:
+        self.owner.connections.append(self)
+        if self.owner.pauseAtStart:
+            self.transport.pauseProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        for target, d in list(self.owner.waiting):
+            if len(self.received) >= target:
+                self.owner.waiting.remove((target, d))
+                d.callback(self)
+
+
+class _RawOriginFactory(Factory):
+    def __init__(self, pauseAtStart: bool = False) -> None:
+        self.connections: List[_RawOrigin] = []
+        self.waiting: List[Tuple[int, defer.Deferred[_RawOrigin]]] = []
+        self.pauseAtStart = pauseAtStart
+
+    def buildProtocol(self, addr: Any) -> _RawOrigin:
+        return _RawOrigin(self)
+
+    def waitFor(self, size: int) -> defer.Deferred[_RawOrigin]:
+        """
+        Fire with the first connection once it received C{size} bytes.
+        """
+        d: defer.Deferred[_RawOrigin] = defer.Deferred()
+        if self.connections and len(self.connections[0].received) >= size:
+            d.callback(self.connections[0])
+        else:
+            self.waiting.append((size, d))
+        return d
+
+
+@implementer(IHalfCloseableProtocol)
+class _CountThenAnswer(Protocol):
+    """
+    Counts bytes until the client half-closes, then answers with the count
+    and closes: only works if the end of input crosses the tunnel.
+    """
+
+    count = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.count += len(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.write(b"got %d\n" % (self.count,))
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class ProxySocketTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        root = resource.Resource()
+        root.putChild(b"echo", _Echo())
+        root.putChild(b"chunked", _Chunked())
+        root.putChild(b"big", _Big())
+        site = server.Site(root)
+        site.noisy = False
+        self.origin = _Counting(site)
+        port = reactor.listenTCP(0, self.origin, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.originPort = port.getHost().port
+        self.base = f"http://127.0.0.1:{self.originPort}"
+
+    async def startProxy(self, rules: ProxyRules | None = None, tls: Any = None, **kw: Any) -> int:
+        if rules is None:
+            rules = ProxyRules(allowLoopback=True)
+        settings = kw.pop("settings", None) or ProxySettings()
+        self.factory = ProxyFactory(reactor, rules=rules, settings=settings, **kw)
+        self.listener = makeProxyService(
+            "tcp:0:interface=127.0.0.1", reactor, factory=self.factory, tls=tls, grace=1
+        )
+        return await startListener(self, self.listener)
+
+    async def exchange(self, port: int, data: bytes, expect: int = 1) -> bytes:
+        """
+        Send C{data} to the proxy on a raw socket (in a thread) and read
+        C{expect} complete responses or until it closes.
+        """
+        return await threads.deferToThread(rawExchange, port, data, expect, 10.0)
+
+    def channels(self) -> List[Any]:
+        return [p.wrappedProtocol for p in self.listener.tracker.protocols]
+
+    # Plain requests.
+
+    async def test_getThroughProxy(self) -> None:
+        """
+        A GET in absolute form reaches the origin in origin form with the
+        target's Host, and the answer comes back with C{Via}.
+        """
+        port = await self.startProxy()
+        data = await self.exchange(
+            port,
+            b"GET %s/echo?x=1 HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n" % (self.base.encode(),),
+        )
+        status, headers, body = _parseResponse(data)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers[b"via"], b"1.1 netsuite")
+        seen = json.loads(body)
+        self.assertEqual(seen["uri"], "/echo?x=1")
+        self.assertEqual(seen["headers"]["host"], [f"127.0.0.1:{self.originPort}"])
+        self.assertEqual(seen["headers"]["via"], ["1.1 netsuite"])
+
+    async def test_methodsWithBodies(self) -> None:
+        """
+        POST, PUT, PATCH and DELETE with bodies (Content-Length and chunked)
+        arrive whole at the origin.
+        """
+        port = await self.startProxy()
+        body = os.urandom(300_000)
+        for method in (b"POST", b"PUT", b"PATCH", b"DELETE"):
+            data = await self.exchange(
+                port,
+                b"%s %s/echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (method, self.base.encode(), len(body), body),
+            )
+            status, _, answer = _parseResponse(data)
+            seen = json.loads(answer)
+            self.assertEqual((status, seen["method"], seen["length"]), (200, method.decode(), len(body)))
+            self.assertEqual(seen["sha256"], hashlib.sha256(body).hexdigest())
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:1000], body[1000:])) + b"0\r\n\r\n"
+        data = await self.exchange(
+            port,
+            b"POST %s/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s"
+            % (self.base.encode(), chunked),
+        )
+        seen = json.loads(_parseResponse(data)[2])
+        self.assertEqual(seen["sha256"], hashlib.sha256(body).hexdigest())
+        self.assertEqual(seen["headers"]["transfer-encoding"], ["chunked"])
+
+    async def test_chunkedResponse(self) -> None:
+        """
+        A chunked origin response reaches an HTTP/1.1 client chunked and
+        whole, and an HTTP/1.0 client whole, ended by the close.
+        """
+        port = await self.startProxy()
+        data = await threads.deferToThread(
+            _readToClose, port, b"GET %s/chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(),)
+        )
+        status, headers, body = _parseResponse(data)
+        self.assertEqual((status, headers[b"transfer-encoding"], body), (200, b"chunked", b"one,two,three"))
+        data = await threads.deferToThread(_readToClose, port, b"GET %s/chunked HTTP/1.0\r\n\r\n" % (self.base.encode(),))
+        status, headers, body = _parseResponse(data)
+        self.assertEqual((status, body), (200, b"one,two,three"))
+        self.assertNotIn(b"transfer-encoding", headers)
+
+    async def test_keepAliveReusesOriginConnection(self) -> None:
+        """
+        Requests one after another, on one client connection or several,
+        share one origin connection from the pool.
+        """
+        port = await self.startProxy()
+        request = b"GET %s/echo HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(),)
+        data = await self.exchange(port, request * 5, expect=5)
+        self.assertEqual(data.count(b"HTTP/1.1 200 OK"), 5)
+        for _ in range(3):
+            data = await self.exchange(port, request)
+            self.assertEqual(_parseResponse(data)[0], 200)
+        self.assertEqual(self.origin.accepted, 1)
+
+    async def test_headerStripping(self) -> None:
+        """
+        Hop-by-hop headers, and every header the client names in
+        C{Connection}, never reach the origin; end-to-end ones do.
+        """
+        port = await self.startProxy()
+        data = await self.exchange(
+            port,
+            b"GET %s/echo HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop\r\n"
+            b"X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n"
+            b"TE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\nProxy-Authorization: Basic eDp5\r\n"
+            b"X-Kept: yes\r\nCookie: a=b\r\n\r\n" % (self.base.encode(),),
+        )
+        seen = json.loads(_parseResponse(data)[2])["headers"]
+        for name in ("connection", "x-hop", "keep-alive", "proxy-connection", "te", "trailer",
+                     "upgrade", "proxy-authorization"):
+            self.assertNotIn(name, seen)
+        self.assertEqual((seen["x-kept"], seen["cookie"]), (["yes"], ["a=b"]))
+        self.assertNotIn("x-forwarded-for", seen)
+
+    async def test_forwardedFor(self) -> None:
+        """
+        With C{forwardedFor}, the origin learns the client's address.
+        """
+        port = await self.startProxy(settings=ProxySettings(forwardedFor=True))
+        data = await self.exchange(port, b"GET %s/echo HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(),))
+        seen = json.loads(_parseResponse(data)[2])["headers"]
+        self.assertEqual(seen["x-forwarded-for"], ["127.0.0.1"])
+        self.assertEqual(seen["forwarded"], ["for=127.0.0.1;proto=http"])
+
+    async def test_urllib(self) -> None:
+        """
+        Python's urllib with a proxy handler, a real client, gets through.
+        """
+        port = await self.startProxy()
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"})
+        )
+
+        def fetch() -> Tuple[int, bytes, Optional[str]]:
+            request = urllib.request.Request(self.base + "/echo", data=b"payload", method="POST")
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.read(), response.headers.get("Via")
+
+        status, body, via = await threads.deferToThread(fetch)
+        self.assertEqual((status, via), (200, "1.1 netsuite"))
+        self.assertEqual(json.loads(body)["length"], 7)
+
+    # Large bodies: bounded buffers both ways.
+
+    async def test_largeDownloadBounded(self) -> None:
+        """
+        A client that stops reading a 64 MiB download pauses the origin: the
+        proxy holds little; once it reads again every byte arrives.
+        """
+        port = await self.startProxy()
+        size = 64 * 1024 * 1024
+        client = Collector()
+        await connect(self, port, client)
+        client.transport.write(b"GET %s/big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(), size))
+        await client.waitFor(1)
+        client.transport.pauseProducing()
+        await deferLater(reactor, 0.5, lambda: None)
+        held = sum(_buffered(p.transport) for p in self.listener.tracker.protocols)
+        self.assertLess(held, 2 * 1024 * 1024)
+        client.transport.resumeProducing()
+        head = 0
+        while b"\r\n\r\n" not in b"".join(client.received)[:4096]:
+            await deferLater(reactor, 0.01, lambda: None)
+        head = b"".join(client.received).index(b"\r\n\r\n") + 4
+        await client.waitFor(head + size)
+        data = b"".join(client.received)
+        self.assertEqual(len(data) - head, size)
+        self.assertEqual(hashlib.sha256(data[head:]).digest(), hashlib.sha256(_pattern(size)).digest())
+
+    async def test_largeUploadBounded(self) -> None:
+        """
+        A 32 MiB upload to an origin that does not read stays mostly in the
+        client: the proxy stops reading it; once the origin reads, all of it
+        arrives and the answer comes back.
+        """
+        origin = _RawOriginFactory(pauseAtStart=True)
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        port = await self.startProxy()
+        size = 32 * 1024 * 1024
+        client = Collector()
+        await connect(self, port, client)
+        client.transport.write(
+            b"POST http://127.0.0.1:%d/up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (originPort.getHost().port, size)
+        )
+        client.transport.write(_pattern(size))
+        await deferLater(reactor, 0.5, lambda: None)
+        channel = self.channels()[0]
+        upstream = channel.requests[0]._upstream
+        held = _buffered(channel.transport) + _buffered(upstream.transport)
+        self.assertLess(held, 4 * 1024 * 1024)
+        self.assertGreater(_buffered(client.transport), 8 * 1024 * 1024)
+        conn = origin.connections[0]
+        conn.transport.resumeProducing()
+        await origin.waitFor(size)
+        headEnd = bytes(conn.received[:4096]).index(b"\r\n\r\n") + 4
+        await origin.waitFor(headEnd + size)
+        self.assertEqual(len(conn.received) - headEnd, size)
+        self.assertEqual(hashlib.sha256(bytes(conn.received[headEnd:])).digest(),
+                         hashlib.sha256(_pattern(size)).digest())
+        conn.transport.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+        await client.waitFor(1)
+        while b"ok" not in b"".join(client.received):
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 201 Created\r\n"))
+
+    # CONNECT.
+
+    async def test_connectToTLSEcho(self) -> None:
+        """
+        CONNECT opens a tunnel to a local TLS echo; the client verifies the
+        echo's certificate through it and talks to it.
+        """
+        ca = trustme.CA()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        echoPort = startTLSListener(self, makeServerOptions(directory, ca))
+        port = await self.startProxy(ProxyRules(allowLoopback=True, connectPorts=frozenset({echoPort})))
+        cadata = ca.cert_pem.bytes().decode()
+
+        def talk() -> Tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                raw.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (echoPort, echoPort))
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += raw.recv(1)
+                context = ssl.create_default_context(cadata=cadata)
+                with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                    conn.sendall(b"through the tunnel")
+                    echoed = b""
+                    while len(echoed) < 18:
+                        echoed += conn.recv(1024)
+                    return answer, echoed
+
+        answer, echoed = await threads.deferToThread(talk)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(echoed, b"through the tunnel")
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.factory.stats.counters.get("tunnels"), 1)
+        self.assertEqual(self.factory.stats.gauges.get("tunnels_open"), 0)
+
+    async def test_connectHalfClose(self) -> None:
+        """
+        A client that shuts its sending side through a tunnel still gets the
+        origin's answer to the end of its input.
+        """
+        factory = Factory.forProtocol(_CountThenAnswer)
+        originPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        target = originPort.getHost().port
+        port = await self.startProxy(ProxyRules(allowLoopback=True, connectPorts=frozenset({target})))
+
+        def talk() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                raw.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,) + b"x" * 100000)
+                raw.shutdown(socket.SHUT_WR)
+                received = b""
+                while True:
+                    chunk = raw.recv(65536)
+                    if not chunk:
+                        return received
+                    received += chunk
+
+        received = await threads.deferToThread(talk)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
+        self.assertTrue(received.endswith(b"got 100000\n"), received[-100:])
+
+    async def test_connectIdleTimeout(self) -> None:
+        """
+        A tunnel that carries nothing for the idle timeout is closed.
+        """
+        origin = _RawOriginFactory()
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        target = originPort.getHost().port
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            settings=ProxySettings(tunnelIdleTimeout=0.3),
+        )
+        client = Collector()
+        await connect(self, port, client)
+        client.transport.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,))
+        await client.closed
+        self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(self.factory.stats.counters.get("tunnel_timeouts"), 1)
+
+    async def test_connectPortRefused(self) -> None:
+        """
+        CONNECT to a port not on the allow-list is refused with 403.
+        """
+        port = await self.startProxy()
+        data = await self.exchange(port, b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (self.originPort,))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 403)
+        self.assertIn(b"allowed: 443", body)
+
+    # Rules, auth and errors.
+
+    async def test_loopbackDestinationRefusedByDefault(self) -> None:
+        """
+        With the default rules, a loopback destination gets 403 naming why.
+        """
+        port = await self.startProxy(ProxyRules())
+        data = await self.exchange(port, b"GET %s/echo HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(),))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 403)
+        self.assertIn(b"loopback", body)
+        self.assertEqual(self.origin.accepted, 0)
+
+    async def test_proxyItselfRefused(self) -> None:
+        """
+        Even with loopback allowed, the proxy does not connect to itself.
+        """
+        port = await self.startProxy()
+        data = await self.exchange(port, b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % (port,))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 403)
+        self.assertIn(b"this proxy itself", body)
+
+    async def test_clientRefused(self) -> None:
+        """
+        A client outside the allowed networks gets 403.
+        """
+        port = await self.startProxy(ProxyRules(clients=parseNetworks("10.0.0.0/8"), allowLoopback=True))
+        data = await self.exchange(port, b"GET %s/echo HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(),))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 403)
+        self.assertIn(b"127.0.0.1", body)
+
+    async def test_auth(self) -> None:
+        """
+        With a users file: no credentials or wrong ones get 407 with
+        C{Proxy-Authenticate}; right ones pass, and never reach the origin.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("alice:" + hashPassword("s3cret", n=1024) + "\n")
+        port = await self.startProxy(authenticator=Authenticator(loadUsers(path), reactor))
+        request = b"GET %s/echo HTTP/1.1\r\nHost: x\r\n%s\r\n"
+        data = await self.exchange(port, request % (self.base.encode(), b""))
+        status, headers, _ = _parseResponse(data)
+        self.assertEqual(status, 407)
+        self.assertTrue(headers[b"proxy-authenticate"].startswith(b"Basic realm="))
+        wrong = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(b"alice:nope")
+        self.assertEqual(_parseResponse(await self.exchange(port, request % (self.base.encode(), wrong)))[0], 407)
+        right = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(b"alice:s3cret")
+        status, _, body = _parseResponse(await self.exchange(port, request % (self.base.encode(), right)))
+        self.assertEqual(status, 200)
+        self.assertNotIn("proxy-authorization", json.loads(body)["headers"])
+
+    async def test_refusedConnection(self) -> None:
+        """
+        An origin port nobody listens on gives 502 naming it.
+        """
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+        s.close()
+        port = await self.startProxy()
+        data = await self.exchange(port, b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % (closed,))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 502)
+        self.assertIn(b"refused", body)
+
+    async def test_originClosesEarly(self) -> None:
+        """
+        An origin that closes without answering gives 502.
+        """
+        origin = _RawOriginFactory()
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        port = await self.startProxy()
+
+        def closeOnRequest(conn: _RawOrigin) -> None:
+            conn.transport.loseConnection()
+
+        origin.waitFor(10).addCallback(closeOnRequest)
+        data = await self.exchange(port, b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % (originPort.getHost().port,))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 502)
+        self.assertIn(b"closed the connection", body)
+
+    async def test_notAProxyRequest(self) -> None:
+        """
+        A request in origin form gets 400 saying this is a proxy; conflicting
+        framing headers get 400.
+        """
+        port = await self.startProxy()
+        status, _, body = _parseResponse(await self.exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual(status, 400)
+        self.assertIn(b"HTTP proxy", body)
+        data = await self.exchange(
+            port,
+            b"POST %s/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\n" % (self.base.encode(),),
+        )
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(self.origin.accepted, 0)
+
+    # TLS to the proxy.
+
+    async def test_httpsProxy(self) -> None:
+        """
+        With TLS, the proxy itself is reached over TLS (an HTTPS proxy).
+        """
+        ca = trustme.CA()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        port = await self.startProxy(tls=makeServerOptions(directory, ca))
+        cadata = ca.cert_pem.bytes().decode()
+
+        def fetch() -> bytes:
+            context = ssl.create_default_context(cadata=cadata)
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                    conn.sendall(b"GET %s/chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(),))
+                    received = b""
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return received
+                        received += chunk
+
+        status, _, body = _parseResponse(await threads.deferToThread(fetch))
+        self.assertEqual((status, body), (200, b"one,two,three"))
