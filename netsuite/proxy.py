@@ -58,6 +58,9 @@ from netsuite.web.site import Limits, NetsuiteHTTPChannel, _BufferedLog
 
 DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
 
+#: The access log, when it goes to the twistd log.
+_accessLog = Logger(namespace="netsuite.proxy.access")
+
 #: Request headers that never go to the origin.  C{Host} is rewritten from
 #: the target, the body's framing is the proxy's own, and C{Expect} is
 #: answered here.
@@ -95,7 +98,7 @@ _DROP_RESPONSE = frozenset(
 )
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_HOSTNAME = re.compile(rb"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
+_HOSTNAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([0-9]{3})(?: (.*))?$")
 _LOG_UNSAFE = re.compile(rb'[^\x21\x23-\x5b\x5d-\x7e]')
 _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
@@ -143,7 +146,7 @@ class ProxySettings:
     idleTimeout: float = 60.0
     headerTimeout: float = 15.0
     maxTunnels: int = 1024
-    poolPerHost: int = 8
+    poolPerHost: int = 64
     poolTotal: int = 512
     poolIdleTimeout: float = 30.0
     forwardedFor: bool = False
@@ -181,7 +184,7 @@ def _parseAuthority(authority: bytes, defaultPort: int | None) -> Tuple[bytes, i
         host, colon, portText = authority.rpartition(b":")
         if not colon:
             host, portText = authority, None
-        if not _HOSTNAME.match(host):
+        if not _HOSTNAME.fullmatch(host):
             raise _BadTarget("the target's host name is not valid")
     if portText is None or portText == b"":
         if defaultPort is None:
@@ -358,7 +361,9 @@ class UpstreamConnection(Protocol):
     _decoder: Any = None
     _chunkedUpload = False
     _bodySent = True
-    _timer: IdleTimeout | None = None
+    _timer: Any = None
+    _last = 0.0
+    _viaVersion = b"1.1"
 
     def __init__(self, factory: "ProxyFactory", key: Tuple[bytes, int]) -> None:
         self.factory = factory
@@ -368,7 +373,11 @@ class UpstreamConnection(Protocol):
 
     def connectionMade(self) -> None:
         settings = self.factory.settings
-        self._timer = IdleTimeout(self.factory.clock, settings.connectTimeout + settings.readTimeout, self._timedOut)
+        self._last = self.factory.clock.seconds()
+        # One timer for the connection's life, checked when it fires: no
+        # timer work per request or per read.
+        self._step = min(settings.readTimeout, settings.poolIdleTimeout)
+        self._timer = self.factory.clock.callLater(self._step, self._checkTimer)
         connecting, self.connecting = self.connecting, None
         if connecting is not None:
             connecting.request.connected(connecting, self)
@@ -385,10 +394,7 @@ class UpstreamConnection(Protocol):
         self._buffer = b""
         self._chunkedUpload = chunkedUpload
         self._bodySent = not bodyFollows
-        timer = self._timer
-        if timer is not None:
-            timer.timeout = self.factory.settings.readTimeout
-            timer.touch()
+        self._last = self.factory.clock.seconds()
         self.transport.writeSequence(head)
 
     def writeBody(self, data: bytes) -> None:
@@ -422,10 +428,19 @@ class UpstreamConnection(Protocol):
         """
         self._state = "idle"
         self.request = None
-        timer = self._timer
-        if timer is not None:
-            timer.timeout = self.factory.settings.poolIdleTimeout
-            timer.touch()
+        self._last = self.factory.clock.seconds()
+
+    def _checkTimer(self) -> None:
+        self._timer = None
+        if self._state == "closed":
+            return
+        settings = self.factory.settings
+        limit = settings.poolIdleTimeout if self._state == "idle" else settings.readTimeout
+        left = self._last + limit - self.factory.clock.seconds()
+        if left > 0:
+            self._timer = self.factory.clock.callLater(min(left, self._step), self._checkTimer)
+        else:
+            self._timedOut()
 
     def abort(self) -> None:
         """
@@ -439,9 +454,7 @@ class UpstreamConnection(Protocol):
     # Input.
 
     def dataReceived(self, data: bytes) -> None:
-        timer = self._timer
-        if timer is not None:
-            timer.touch()
+        self._last = self.factory.clock.seconds()
         state = self._state
         if state == "body":
             self._bodyReceived(data)
@@ -455,17 +468,18 @@ class UpstreamConnection(Protocol):
         buffer = self._buffer + data if self._buffer else data
         while True:
             end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
+            # A bare LF blank line may end the head sooner (RFC 9112 2.2).
+            bare = buffer.find(b"\n\n", 0, end if end >= 0 else len(buffer))
+            if bare >= 0:
+                end, rest = bare, buffer[bare + 2 :]
+            elif end >= 0:
                 rest = buffer[end + 4 :]
             else:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    if len(buffer) > MAX_RESPONSE_HEAD:
-                        self._fail("the origin's response head is too large")
-                    else:
-                        self._buffer = buffer
-                    return
-                rest = buffer[end + 2 :]
+                if len(buffer) > MAX_RESPONSE_HEAD:
+                    self._fail("the origin's response head is too large")
+                else:
+                    self._buffer = buffer
+                return
             if end > MAX_RESPONSE_HEAD:
                 self._fail("the origin's response head is too large")
                 return
@@ -535,10 +549,13 @@ class UpstreamConnection(Protocol):
         request = self.request
         assert request is not None
         noBody = request.method == b"HEAD" or code in (204, 304)
+        codings = [c for c in codings if c]
+        others: List[bytes] = []
         if noBody:
             framing = "none"
         elif codings:
             framing = "chunked" if codings[-1] == b"chunked" else "close"
+            others = codings[:-1] if framing == "chunked" else codings
             length = -1
         elif length >= 0:
             framing = "length"
@@ -550,7 +567,10 @@ class UpstreamConnection(Protocol):
             self._decoder = _ChunkedTransferDecoder(self._deliver, self._chunksDone)
         self._remaining = length
         self._state = "body"
-        request.responseStarted(code, reason or b"", headers, framing, length if (length >= 0 and not codings) else -1)
+        self._viaVersion = b"1.%s" % (minor,)
+        request.responseStarted(
+            code, reason, headers, framing, length if (length >= 0 and not codings) else -1, others
+        )
         if self._state == "body" and (framing == "none" or (framing == "length" and length == 0)):
             self._responseDone()
         return True
@@ -644,9 +664,9 @@ class UpstreamConnection(Protocol):
         state, request = self._state, self.request
         self._state = "closed"
         self.request = None
-        if self._timer is not None:
+        if self._timer is not None and self._timer.active():
             self._timer.cancel()
-            self._timer = None
+        self._timer = None
         self.factory.pool.discard(self)
         if request is None:
             return
@@ -664,18 +684,19 @@ class UpstreamConnection(Protocol):
 class UpstreamPool:
     """
     Idle origin connections, per host and port, for the next request to the
-    same origin.  At most C{perHost} per origin and C{total} in all; the
-    oldest idle one goes first when full.
+    same origin.  At most C{perHost} per origin and C{total} in all; when
+    full, the connection idle the longest is closed.
     """
 
     def __init__(self, perHost: int, total: int) -> None:
         self.perHost = perHost
         self.total = total
         self._idle: Dict[Tuple[bytes, int], List[UpstreamConnection]] = {}
-        self._count = 0
+        #: Every idle connection, the longest idle first.
+        self._order: Dict[UpstreamConnection, None] = {}
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._order)
 
     def take(self, key: Tuple[bytes, int]) -> Optional[UpstreamConnection]:
         """
@@ -685,9 +706,9 @@ class UpstreamPool:
         if not idle:
             return None
         connection = idle.pop()
-        self._count -= 1
         if not idle:
             del self._idle[key]
+        del self._order[connection]
         return connection
 
     def put(self, connection: UpstreamConnection) -> None:
@@ -697,33 +718,26 @@ class UpstreamPool:
         if self.perHost <= 0 or self.total <= 0:
             connection._close()
             return
-        idle = self._idle.setdefault(connection.key, [])
-        if len(idle) >= self.perHost:
-            idle.pop(0)._close()
-            self._count -= 1
-        elif self._count >= self.total:
-            self._evictOldest()
+        idle = self._idle.get(connection.key)
+        if idle is not None and len(idle) >= self.perHost:
+            self._drop(idle[0])
+        elif len(self._order) >= self.total:
+            self._drop(next(iter(self._order)))
         connection.park()
-        idle.append(connection)
-        self._count += 1
+        self._idle.setdefault(connection.key, []).append(connection)
+        self._order[connection] = None
 
-    def _evictOldest(self) -> None:
-        for key, idle in self._idle.items():
-            if idle:
-                idle.pop(0)._close()
-                self._count -= 1
-                if not idle:
-                    del self._idle[key]
-                return
+    def _drop(self, connection: UpstreamConnection) -> None:
+        self.discard(connection)
+        connection._close()
 
     def discard(self, connection: UpstreamConnection) -> None:
         """
         Forget C{connection} (it closed while idle).
         """
-        idle = self._idle.get(connection.key)
-        if idle and connection in idle:
+        if self._order.pop(connection, 0) is None:
+            idle = self._idle[connection.key]
             idle.remove(connection)
-            self._count -= 1
             if not idle:
                 del self._idle[connection.key]
 
@@ -731,11 +745,11 @@ class UpstreamPool:
         """
         Close every idle connection.
         """
-        for idle in list(self._idle.values()):
-            for connection in list(idle):
-                connection._close()
+        connections = list(self._order)
         self._idle.clear()
-        self._count = 0
+        self._order.clear()
+        for connection in connections:
+            connection._close()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -909,6 +923,7 @@ class ProxyRequest(http.Request):
     clientHost: Optional[str] = None
     _timedOutWhile = ""
     _tunnel = False
+    _sentFraming = b""
     _target: Tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -1242,12 +1257,28 @@ class ProxyRequest(http.Request):
     # The response.
 
     def responseStarted(
-        self, code: int, reason: bytes, headers: List[Tuple[bytes, bytes]], framing: str, length: int
+        self,
+        code: int,
+        reason: bytes,
+        headers: List[Tuple[bytes, bytes]],
+        framing: str,
+        length: int,
+        codings: List[bytes] = [],
     ) -> None:
         """
         The origin's response head is in: send ours.
+
+        @param framing: C{"none"}, C{"length"}, C{"chunked"} or C{"close"}.
+        @param length: the body's length, or -1.
+        @param codings: transfer codings applied besides C{chunked} (which
+            the client must still undo).
         """
         if self._gone or self._ended:
+            return
+        if codings and self.clientproto != b"HTTP/1.1":
+            self._upstream.abort()
+            self._upstream = None
+            self.fail(502, "the origin used a transfer coding an HTTP/1.0 client cannot take")
             return
         channel = self.channel
         if not self.bodyComplete:
@@ -1257,12 +1288,16 @@ class ProxyRequest(http.Request):
         out = [self.clientproto, b" %d " % (code,), reason, b"\r\n"]
         for name, value in headers:
             out += (name, b": ", value, b"\r\n")
-        out.append(b"Via: 1.1 netsuite\r\n")
+        out += (b"Via: ", self._upstream._viaVersion, b" netsuite\r\n")
         if length >= 0:
             out.append(b"Content-Length: %d\r\n" % (length,))
+            self._sentFraming = b"Content-Length"
         elif framing in ("chunked", "close"):
             if self.clientproto == b"HTTP/1.1":
-                out.append(b"Transfer-Encoding: chunked\r\n")
+                if codings:
+                    out += (b"Transfer-Encoding: ", b", ".join(codings), b", chunked\r\n")
+                else:
+                    out.append(b"Transfer-Encoding: chunked\r\n")
                 self.chunked = 1
             else:
                 channel.persistent = False
@@ -1336,7 +1371,11 @@ class ProxyRequest(http.Request):
         channel.followUpstream(None)
         channel.persistent = False
         factory.log(self)
-        channel.loseConnection()
+        if self.chunked or self.method == b"HEAD" or b"Content-Length" in self._sentFraming:
+            channel.loseConnection()  # the client can tell the answer is short
+        else:
+            channel.flushOutput()
+            channel.transport.abortConnection()  # only a reset tells it
 
     # Answers made here.
 
@@ -1472,6 +1511,17 @@ class ProxyChannel(NetsuiteHTTPChannel):
             # A body follows: start now, so that it streams.
             self.requests[-1].start()
 
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        # Twisted splits Connection on spaces ("close, x" is not "close").
+        tokens = {
+            token.strip().lower()
+            for value in request.requestHeaders.getRawHeaders(b"connection", [])
+            for token in value.split(b",")
+        }
+        if version == b"HTTP/1.1" and b"close" not in tokens:
+            return True
+        return False
+
     def _send100Continue(self) -> None:
         # Sent once the origin's connection is ready, not before.
         self.requests[-1].wantsContinue = True
@@ -1569,7 +1619,6 @@ class ProxyFactory(Factory):
 
     noisy = False
     log_ = Logger()
-    _accessLog = Logger(namespace="netsuite.proxy.access")
 
     def __init__(
         self,
@@ -1671,7 +1720,7 @@ class ProxyFactory(Factory):
         if self._logFile is not None:
             self._logFile.write(line + "\n")
         else:
-            self._accessLog.info("{line}", line=line)
+            _accessLog.info("{line}", line=line)
 
 
 class ProxyListener(StreamListener):

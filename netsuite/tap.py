@@ -171,7 +171,7 @@ SETTINGS: List[Setting] = [
     Setting("proxy-header-timeout", "seconds", 15.0,
             "Proxy: seconds from a request's first byte to the end of its headers (408 after)."),
     Setting("proxy-max-tunnels", "count", 1024, "Proxy: CONNECT tunnels open at once (0: no limit)."),
-    Setting("proxy-pool-per-host", "count", 8,
+    Setting("proxy-pool-per-host", "count", 64,
             "Proxy: idle connections kept open to each origin for the next request (0: none)."),
     # Echo family.
     Setting("chat-history", "count", 20, "Chat: lines of a room replayed on joining it (0: none)."),

@@ -40,6 +40,9 @@ from netsuite.web.static import StaticFolder
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 
+#: The access log, when it goes to the twistd log.
+_accessLog = Logger(namespace="netsuite.web.access")
+
 
 
 class Limits:
@@ -465,7 +468,6 @@ class NetsuiteSite(Site):
     #: The folder served at C{/}, whose small files are answered quickly.
     static: StaticFolder | None = None
     noisy = False
-    _accessLog = Logger(namespace="netsuite.web.access")
 
     def __init__(
         self,
@@ -516,7 +518,7 @@ class NetsuiteSite(Site):
         if self.logPath:
             Site.log(self, request)
         else:
-            self._accessLog.info(
+            _accessLog.info(
                 "{line}", line=self._logFormatter(self._logDateTime, request)
             )
 

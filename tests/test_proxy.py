@@ -1,0 +1,2050 @@
+"""
+Tests for L{netsuite.proxy}, all in memory: the client is a L{ProxyChannel}
+on a L{StringTransport}; origins are the protocols the proxy asks a
+L{MemoryReactorClock} to connect, attached by hand to L{StringTransport}s
+the tests read and write; names are resolved by L{FakeResolver}; time is
+the same L{MemoryReactorClock}.
+
+The channel collects its output while it reads and sends it at the end of
+the reactor's pass (L{netsuite.listen.FlushBatch}), so L{Client.received}
+advances the clock by 0 before it reads what the client got.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import itertools
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import FailTest, SynchronousTestCase
+from zope.interface import implementer
+
+from netsuite.proxy import (
+    MAX_RESPONSE_HEAD,
+    ProxyFactory,
+    ProxySettings,
+    UpstreamConnection,
+    UpstreamPool,
+    _BadTarget,
+    _parseAuthority,
+    parseTarget,
+)
+from netsuite.proxyauth import Authenticator, _parseLine, hashPassword
+from netsuite.proxyrules import ProxyRules
+
+_ports = itertools.count(40000)
+
+#: A public-looking address for example.com, and another for other.example.
+PUBLIC = "93.184.216.34"
+PUBLIC2 = "93.184.216.35"
+
+#: What the fake resolver knows by default.
+ANSWERS: Dict[str, List[str]] = {
+    "example.com": [PUBLIC],
+    "other.example": [PUBLIC2],
+    "two.example": [PUBLIC, PUBLIC2],
+    "loopback.example": ["127.0.0.1"],
+    "metadata.example": [PUBLIC, "169.254.169.254"],
+}
+
+GET = b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+#: Cheap scrypt parameters, so that the tests stay fast.
+CHEAP = dict(n=16, r=1, p=1)
+
+
+# Fakes and helpers.
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class FakeResolver:
+    """
+    Resolves names from a table: a name in C{silent} never gets an answer,
+    a name not in the table resolves to no address (a DNS failure).
+
+    @ivar asked: the names asked for, in order.
+    @ivar waiting: receivers of the names that were not answered.
+    """
+
+    def __init__(self, answers: Dict[str, List[str]], silent: Iterable[str] = ()) -> None:
+        self.answers = answers
+        self.silent = set(silent)
+        self.asked: List[str] = []
+        self.waiting: List[IResolutionReceiver] = []
+
+    def resolveHostName(
+        self,
+        receiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: object = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        self.asked.append(hostName)
+        resolution = _Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        if hostName in self.silent:
+            self.waiting.append(receiver)
+            return resolution
+        for address in self.answers.get(hostName, []):
+            kind = IPv6Address if ":" in address else IPv4Address
+            receiver.addressResolved(kind("TCP", address, portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
+class Message:
+    """
+    One HTTP message as a peer received it.
+
+    @ivar startLine: the request or status line.
+    @ivar headers: C{(lowercase name, value)} pairs, in order.
+    @ivar body: the body, de-chunked.
+    @ivar complete: whether its framing says it is all there (L{None} when
+        it is delimited by the end of the connection).
+    @ivar rest: the bytes after it.
+    @ivar chunks: the chunk sizes, for a chunked body.
+    """
+
+    def __init__(self, startLine: bytes, headers: List[Tuple[bytes, bytes]]) -> None:
+        self.startLine = startLine
+        self.headers = headers
+        self.body = b""
+        self.complete: Optional[bool] = True
+        self.rest = b""
+        self.chunks: List[int] = []
+
+    @property
+    def status(self) -> int:
+        return int(self.startLine.split(b" ")[1])
+
+    def header(self, name: bytes) -> List[bytes]:
+        """
+        Every value of the header C{name}.
+        """
+        return [value for n, value in self.headers if n == name.lower()]
+
+    def names(self) -> List[bytes]:
+        """
+        The header names, lowercase, in order.
+        """
+        return [name for name, value in self.headers]
+
+
+def _dechunk(message: Message, data: bytes) -> None:
+    """
+    Decode the chunked body at the start of C{data} into C{message}.
+    """
+    body = b""
+    while True:
+        line, sep, after = data.partition(b"\r\n")
+        if not sep:
+            message.body, message.complete = body, False
+            return
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            # Trailer fields, then an empty line.
+            if after.startswith(b"\r\n"):
+                sep, rest = b"\r\n", after[2:]
+            else:
+                _trailers, sep, rest = after.partition(b"\r\n\r\n")
+            message.body, message.complete, message.rest = body, bool(sep), rest
+            return
+        message.chunks.append(size)
+        if len(after) < size + 2:
+            message.body, message.complete = body + after[:size], False
+            return
+        if after[size : size + 2] != b"\r\n":
+            raise FailTest(f"bad chunk ending: {after[size:size + 2]!r}")
+        body += after[:size]
+        data = after[size + 2 :]
+
+
+def parseMessage(data: bytes, *, request: bool, noBody: bool = False) -> Message:
+    """
+    The first HTTP/1.x message in C{data}.
+
+    @param noBody: it is a response without a body (to HEAD, or 1xx, 204,
+        304).
+    """
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise FailTest(f"no complete HTTP message head in {data[:200]!r}")
+    lines = head.split(b"\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise FailTest(f"bad header line {line!r}")
+        headers.append((name.lower(), value.strip(b" \t")))
+    message = Message(lines[0], headers)
+    if not request and not noBody:
+        status = message.status
+        noBody = 100 <= status < 200 or status in (204, 304)
+    coding = b",".join(message.header(b"transfer-encoding")).lower()
+    lengths = message.header(b"content-length")
+    if noBody:
+        message.rest = rest
+    elif coding.endswith(b"chunked"):
+        _dechunk(message, rest)
+    elif lengths:
+        length = int(lengths[0])
+        message.body, message.rest = rest[:length], rest[length:]
+        message.complete = len(rest) >= length
+    elif request:
+        message.rest = rest
+    else:
+        message.body, message.complete = rest, None
+    return message
+
+
+def parseResponse(data: bytes, *, head: bool = False) -> Message:
+    """
+    The first response in C{data} (C{head}: the answer to a HEAD).
+    """
+    return parseMessage(data, request=False, noBody=head)
+
+
+def parseRequest(data: bytes) -> Message:
+    """
+    The first request in C{data}.
+    """
+    return parseMessage(data, request=True)
+
+
+def accessLines(events: Sequence[dict]) -> List[str]:
+    """
+    The access-log lines among captured log C{events}.
+    """
+    return [e["line"] for e in events if e.get("log_format") == "{line}" and "line" in e]
+
+
+def basic(name: str, password: str) -> bytes:
+    """
+    A C{Proxy-Authorization} value for C{name} and C{password}.
+    """
+    return b"Basic " + base64.b64encode(f"{name}:{password}".encode())
+
+
+class Client:
+    """
+    A client connection to the proxy, in memory.
+    """
+
+    def __init__(self, proxy: "Proxy", host: str) -> None:
+        self.clock = proxy.clock
+        kind = IPv6Address if ":" in host else IPv4Address
+        self.address = kind("TCP", host, next(_ports))
+        self.channel = proxy.factory.buildProtocol(self.address)
+        self.transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 3128), peerAddress=self.address)
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def received(self) -> bytes:
+        """
+        Everything sent to the client so far (after the end of the
+        reactor's pass).
+        """
+        self.clock.advance(0)
+        return self.transport.value()
+
+    def response(self, *, head: bool = False) -> Message:
+        return parseResponse(self.received(), head=head)
+
+    def responses(self) -> List[Message]:
+        """
+        Every complete response received so far.
+        """
+        data = self.received()
+        found = []
+        while data:
+            message = parseResponse(data)
+            found.append(message)
+            data = message.rest
+        return found
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def lose(self) -> None:
+        """
+        The client's connection ends.
+        """
+        self.channel.connectionLost(Failure(ConnectionDone()))
+
+
+class Origin:
+    """
+    The origin end of one connection the proxy made.
+    """
+
+    def __init__(self, host: str, port: int, clientFactory: object) -> None:
+        kind = IPv6Address if ":" in host else IPv4Address
+        self.address = kind("TCP", host, port)
+        self.protocol = clientFactory.buildProtocol(self.address)  # type: ignore[attr-defined]
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "10.0.0.1", next(_ports)), peerAddress=self.address
+        )
+        self.protocol.makeConnection(self.transport)
+
+    def received(self) -> bytes:
+        return self.transport.value()
+
+    def request(self) -> Message:
+        return parseRequest(self.received())
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def close(self) -> None:
+        """
+        The origin closes the connection.
+        """
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+class Proxy:
+    """
+    A L{ProxyFactory} on a fake clock, fake resolver and fake connector.
+    """
+
+    def __init__(
+        self,
+        testCase: SynchronousTestCase,
+        *,
+        rules: Optional[ProxyRules] = None,
+        settings: Optional[ProxySettings] = None,
+        authenticator: Optional[Authenticator] = None,
+        answers: Optional[Dict[str, List[str]]] = None,
+        silent: Iterable[str] = (),
+        accessLog: Optional[str] = None,
+    ) -> None:
+        self.clock = MemoryReactorClock()
+        self.resolver = FakeResolver(ANSWERS if answers is None else answers, silent)
+        self.factory = ProxyFactory(
+            self.clock,
+            rules=rules,
+            settings=settings,
+            authenticator=authenticator,
+            accessLog=accessLog,
+            clock=self.clock,
+            connector=self.clock,
+            resolver=self.resolver,
+        )
+        self.factory.startFactory()
+        testCase.addCleanup(self.factory.stopFactory)
+        self.origins: List[Origin] = []
+
+    @property
+    def attempts(self) -> List[Tuple[str, int]]:
+        """
+        C{(address, port)} of every connection the proxy tried to make.
+        """
+        return [(host, port) for host, port, factory, timeout, bind in self.clock.tcpClients]
+
+    def client(self, host: str = "127.0.0.1") -> Client:
+        return Client(self, host)
+
+    def accept(self, index: int = -1) -> Origin:
+        """
+        Let the origin accept connection attempt C{index}.
+        """
+        host, port, clientFactory, timeout, bind = self.clock.tcpClients[index]
+        origin = Origin(host, port, clientFactory)
+        self.origins.append(origin)
+        return origin
+
+    def busy(self) -> Origin:
+        """
+        The origin whose connection carries a request now (a pooled one that
+        was taken again).
+        """
+        [origin] = [o for o in self.origins if getattr(o.protocol, "request", None) is not None]
+        return origin
+
+    def refuse(self, index: int = -1) -> None:
+        """
+        Have connection attempt C{index} refused.
+        """
+        clientFactory = self.clock.tcpClients[index][2]
+        clientFactory.clientConnectionFailed(self.clock.connectors[index], Failure(ConnectionRefusedError()))
+
+    def exchange(
+        self, request: bytes = GET, answer: bytes = OK, client: Optional[Client] = None
+    ) -> Tuple[Client, Origin]:
+        """
+        Send C{request} from a (new) client and have the origin answer
+        C{answer}: on the new connection the proxy asked for (accepted
+        here), or the pooled connection it took.
+        """
+        if client is None:
+            client = self.client()
+        attempts = len(self.attempts)
+        client.send(request)
+        origin = self.accept() if len(self.attempts) > attempts else self.busy()
+        origin.send(answer)
+        return client, origin
+
+
+class ProxyTestCase(SynchronousTestCase):
+    def proxy(self, **kwargs: object) -> Proxy:
+        return Proxy(self, **kwargs)  # type: ignore[arg-type]
+
+    def assertTextError(self, response: Message, status: int, *fragments: str) -> None:
+        """
+        C{response} is the proxy's own C{status} answer, whose text body
+        holds every one of C{fragments}.
+        """
+        self.assertEqual(response.status, status, response.body)
+        self.assertEqual(response.header(b"content-type"), [b"text/plain; charset=utf-8"])
+        self.assertTrue(response.complete)
+        text = response.body.decode("utf-8")
+        self.assertTrue(text.startswith("netsuite proxy: "), text)
+        for fragment in fragments:
+            self.assertIn(fragment, text)
+
+
+# 1. parseTarget.
+
+
+class ParseTargetTests(SynchronousTestCase):
+    def test_plain(self) -> None:
+        """
+        A plain target gives its host, port 80, its path and the host as
+        the authority.
+        """
+        self.assertEqual(parseTarget(b"http://example.com/a/b"), (b"example.com", 80, b"/a/b", b"example.com"))
+
+    def test_port(self) -> None:
+        """
+        An explicit port is used and kept in the authority; port 80 written
+        out is the same as none.
+        """
+        self.assertEqual(parseTarget(b"http://example.com:8080/x"), (b"example.com", 8080, b"/x", b"example.com:8080"))
+        self.assertEqual(parseTarget(b"http://example.com:80/x"), (b"example.com", 80, b"/x", b"example.com"))
+        self.assertEqual(parseTarget(b"http://example.com:/x"), (b"example.com", 80, b"/x", b"example.com"))
+
+    def test_query(self) -> None:
+        """
+        The query is part of the path the origin is asked for; a fragment is
+        not sent.
+        """
+        self.assertEqual(parseTarget(b"http://example.com/p?q=1&r")[2], b"/p?q=1&r")
+        self.assertEqual(parseTarget(b"http://example.com?q=1")[2], b"/?q=1")
+        self.assertEqual(parseTarget(b"http://example.com/p?q#frag")[2], b"/p?q")
+
+    def test_ipv6Literal(self) -> None:
+        """
+        An IPv6 literal in brackets gives the bare address as the host and
+        the bracketed form as the authority.
+        """
+        self.assertEqual(parseTarget(b"http://[::1]:8080/x"), (b"::1", 8080, b"/x", b"[::1]:8080"))
+        self.assertEqual(parseTarget(b"http://[2001:DB8::1]/"), (b"2001:db8::1", 80, b"/", b"[2001:db8::1]"))
+
+    def test_hostLowercased(self) -> None:
+        """
+        The host (and so the authority) is lowercased; the scheme is
+        case-insensitive; the path keeps its case.
+        """
+        self.assertEqual(parseTarget(b"HTTP://EXAMPLE.Com/Path"), (b"example.com", 80, b"/Path", b"example.com"))
+
+    def test_missingPath(self) -> None:
+        """
+        A target without a path asks for C{/}.
+        """
+        self.assertEqual(parseTarget(b"http://example.com"), (b"example.com", 80, b"/", b"example.com"))
+        self.assertEqual(parseTarget(b"http://example.com:81"), (b"example.com", 81, b"/", b"example.com:81"))
+
+    def assertRefused(self, target: bytes, fragment: str) -> None:
+        with self.assertRaises(_BadTarget) as e:
+            parseTarget(target)
+        self.assertIn(fragment, str(e.exception), target)
+
+    def test_refusesOtherSchemes(self) -> None:
+        """
+        https:// is refused with a pointer to CONNECT; other schemes and
+        targets without a scheme are refused.
+        """
+        self.assertRefused(b"https://example.com/", "CONNECT")
+        self.assertRefused(b"ftp://example.com/", "only http://")
+        self.assertRefused(b"example.com/", "only http://")
+        self.assertRefused(b"http:/example.com/", "only http://")
+
+    def test_refusesUserinfo(self) -> None:
+        """
+        User names and passwords in the target are refused.
+        """
+        self.assertRefused(b"http://a@b/", "user names")
+        self.assertRefused(b"http://user:pw@example.com/", "user names")
+
+    def test_refusesBadPorts(self) -> None:
+        """
+        Port 0, ports over 65535, and ports that are not decimal digits are
+        refused.
+        """
+        for target in (
+            b"http://example.com:0/",
+            b"http://example.com:65536/",
+            b"http://example.com:999999/",
+            b"http://example.com:abc/",
+            b"http://example.com:8a/",
+            b"http://example.com:-1/",
+            b"http://example.com:+80/",
+            b"http://[::1]:0/",
+        ):
+            self.assertRefused(target, "port")
+
+    def test_refusesBadHosts(self) -> None:
+        """
+        Hosts with characters a host name cannot hold, and broken IPv6
+        literals, are refused.
+        """
+        for target in (
+            b"http://exa mple.com/",
+            b"http://exa%6dple.com/",
+            b"http://exa!mple.com/",
+            b"http://exa\\mple.com/",
+            b"http://-example.com/",
+            b"http://example.com\x00/",
+            b"http://ex\xc3\xa4mple.com/",
+            b"http://[::1/",
+            b"http://[zz::1]/",
+            b"http://[::1]x/",
+        ):
+            with self.assertRaises(_BadTarget, msg=repr(target)):
+                parseTarget(target)
+
+    def test_refusesEmptyHost(self) -> None:
+        """
+        A target without a host is refused.
+        """
+        for target in (b"http:///x", b"http://:80/", b"http://", b"http://?q"):
+            with self.assertRaises(_BadTarget, msg=repr(target)):
+                parseTarget(target)
+
+    def test_refusesLineBreakInHost(self) -> None:
+        """
+        A host name followed by a line feed is not a host name (the host
+        pattern must not let C{$} match before a final newline).
+        """
+        with self.assertRaises(_BadTarget):
+            parseTarget(b"http://example.com\n/")
+        with self.assertRaises(_BadTarget):
+            _parseAuthority(b"example.com\n", 443)
+
+    def test_parseAuthority(self) -> None:
+        """
+        C{_parseAuthority} (CONNECT's target) needs a port when no default
+        is given.
+        """
+        self.assertEqual(_parseAuthority(b"Example.COM:443", None), (b"example.com", 443))
+        self.assertEqual(_parseAuthority(b"[::1]:443", None), (b"::1", 443))
+        for bad in (b"example.com", b"example.com:", b"[::1]", b":443"):
+            with self.assertRaises(_BadTarget, msg=repr(bad)):
+                _parseAuthority(bad, None)
+
+
+# 2. What the origin receives.
+
+
+class RequestForwardingTests(ProxyTestCase):
+    def test_originFormAndHost(self) -> None:
+        """
+        The origin gets the request line in origin form and a C{Host} made
+        from the target, whatever C{Host} the client sent.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET http://Example.com:8080/path?q HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        self.assertEqual(proxy.resolver.asked, ["example.com"])
+        self.assertEqual(proxy.attempts, [(PUBLIC, 8080)])
+        request = proxy.accept().request()
+        self.assertEqual(request.startLine, b"GET /path?q HTTP/1.1")
+        self.assertEqual(request.header(b"host"), [b"example.com:8080"])
+
+    def test_hopByHopHeadersRemoved(self) -> None:
+        """
+        Hop-by-hop headers, and headers the client's C{Connection} header
+        names, do not reach the origin; end-to-end headers do, and C{Via}
+        is added.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(
+            b"GET http://example.com/ HTTP/1.1\r\n"
+            b"Host: example.com\r\n"
+            b"Connection: keep-alive, X-Secret\r\n"
+            b"Keep-Alive: timeout=5\r\n"
+            b"Proxy-Connection: keep-alive\r\n"
+            b"TE: trailers\r\n"
+            b"Trailer: X-Checksum\r\n"
+            b"Upgrade: websocket\r\n"
+            b"Proxy-Authorization: Basic YTpi\r\n"
+            b"X-Secret: s3cret\r\n"
+            b"Accept: text/html\r\n"
+            b"Cookie: a=b\r\n"
+            b"X-Custom: 1\r\n"
+            b"\r\n"
+        )
+        request = proxy.accept().request()
+        self.assertEqual(request.startLine, b"GET / HTTP/1.1")
+        self.assertEqual(
+            sorted(request.names()), [b"accept", b"cookie", b"host", b"via", b"x-custom"], request.headers
+        )
+        self.assertEqual(request.header(b"accept"), [b"text/html"])
+        self.assertEqual(request.header(b"cookie"), [b"a=b"])
+        self.assertEqual(request.header(b"x-custom"), [b"1"])
+        self.assertEqual(request.header(b"via"), [b"1.1 netsuite"])
+
+    def test_headerNamedWithCloseInConnection(self) -> None:
+        """
+        C{Connection: close, X-Secret}: C{X-Secret} does not reach the origin.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(
+            b"GET http://example.com/ HTTP/1.1\r\nConnection: close, X-Secret\r\n"
+            b"X-Secret: s3cret\r\nAccept: */*\r\n\r\n"
+        )
+        request = proxy.accept().request()
+        self.assertEqual(request.header(b"x-secret"), [])
+        self.assertEqual(request.header(b"connection"), [])
+        self.assertEqual(request.header(b"accept"), [b"*/*"])
+
+    def test_connectionCloseAmongOtherTokensIsHonoured(self) -> None:
+        """
+        A client that sends C{Connection: close, X-Secret} gets
+        C{Connection: close} and its connection is closed after the
+        response, as with a bare C{Connection: close}.
+        """
+        proxy = self.proxy()
+        for value in (b"close", b"close, X-Secret"):
+            client, origin = proxy.exchange(
+                b"GET http://example.com/ HTTP/1.1\r\nConnection: " + value + b"\r\n\r\n"
+            )
+            response = client.response()
+            self.assertEqual(response.status, 200)
+            self.assertEqual(response.header(b"connection"), [b"close"], value)
+            self.assertTrue(client.closed, value)
+
+    def test_noForwardedHeadersByDefault(self) -> None:
+        """
+        By default the origin is not told the client's address.
+        """
+        proxy = self.proxy()
+        proxy.client().send(GET)
+        request = proxy.accept().request()
+        self.assertEqual(request.header(b"x-forwarded-for"), [])
+        self.assertEqual(request.header(b"forwarded"), [])
+
+    def test_forwardedHeadersWhenAskedFor(self) -> None:
+        """
+        With C{forwardedFor}, C{X-Forwarded-For} and C{Forwarded} name the
+        client (an IPv6 client's node is quoted and bracketed).
+        """
+        proxy = self.proxy(settings=ProxySettings(forwardedFor=True))
+        proxy.client("127.0.0.1").send(GET)
+        request = proxy.accept().request()
+        self.assertEqual(request.header(b"x-forwarded-for"), [b"127.0.0.1"])
+        self.assertEqual(request.header(b"forwarded"), [b"for=127.0.0.1;proto=http"])
+        proxy.client("::1").send(GET)
+        request = proxy.accept().request()
+        self.assertEqual(request.header(b"x-forwarded-for"), [b"::1"])
+        self.assertEqual(request.header(b"forwarded"), [b'for="[::1]";proto=http'])
+
+    def test_viaNamesTheClientsVersion(self) -> None:
+        """
+        C{Via} names the protocol version the request came in: 1.0 for an
+        HTTP/1.0 client; the origin is spoken to in HTTP/1.1 anyway.
+        """
+        proxy = self.proxy()
+        proxy.client().send(b"GET http://example.com/ HTTP/1.0\r\n\r\n")
+        request = proxy.accept().request()
+        self.assertEqual(request.startLine, b"GET / HTTP/1.1")
+        self.assertEqual(request.header(b"via"), [b"1.0 netsuite"])
+        self.assertEqual(request.header(b"host"), [b"example.com"])
+
+    def test_optionsAsterisk(self) -> None:
+        """
+        C{OPTIONS http://host} (no path at all) asks the origin for C{*};
+        with a path it asks for the path.
+        """
+        proxy = self.proxy()
+        proxy.client().send(b"OPTIONS http://example.com HTTP/1.1\r\n\r\n")
+        self.assertEqual(proxy.accept().request().startLine, b"OPTIONS * HTTP/1.1")
+        proxy.client().send(b"OPTIONS http://example.com/ HTTP/1.1\r\n\r\n")
+        self.assertEqual(proxy.accept().request().startLine, b"OPTIONS / HTTP/1.1")
+
+
+# 3. What the client receives.
+
+
+class ResponseForwardingTests(ProxyTestCase):
+    def test_hopByHopResponseHeadersRemoved(self) -> None:
+        """
+        Hop-by-hop response headers, those the origin's C{Connection} names
+        and C{Proxy-Authenticate} do not reach the client; C{Set-Cookie} and
+        C{Content-Length} do, and C{Via} is added.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            GET,
+            b"HTTP/1.1 200 OK\r\n"
+            b"Connection: keep-alive, X-Hop\r\n"
+            b"X-Hop: 1\r\n"
+            b"Keep-Alive: timeout=5\r\n"
+            b"Proxy-Authenticate: Basic realm=x\r\n"
+            b"Upgrade: h2c\r\n"
+            b"Set-Cookie: a=b\r\n"
+            b"Content-Length: 5\r\n"
+            b"\r\n"
+            b"hello",
+        )
+        response = client.response()
+        self.assertEqual(response.startLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(sorted(response.names()), [b"content-length", b"set-cookie", b"via"], response.headers)
+        self.assertEqual(response.header(b"set-cookie"), [b"a=b"])
+        self.assertEqual(response.header(b"content-length"), [b"5"])
+        self.assertEqual(response.header(b"via"), [b"1.1 netsuite"])
+        self.assertEqual(response.body, b"hello")
+        self.assertEqual(response.rest, b"")
+        self.assertFalse(client.closed)
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_reasonPhraseKept(self) -> None:
+        """
+        The origin's status code and reason reach the client; a missing
+        reason is filled in.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 404 Nothing Here\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(client.response().startLine, b"HTTP/1.1 404 Nothing Here")
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(client.response().startLine, b"HTTP/1.1 200 OK")
+
+    def test_chunkedResponseRechunked(self) -> None:
+        """
+        A chunked response arriving in pieces reaches an HTTP/1.1 client
+        chunked and complete, and the connection stays open.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        origin.send(b"lo\r\n6\r\n world\r")
+        origin.send(b"\n0\r\nX-Trailer: t\r\n\r\n")
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.header(b"transfer-encoding"), [b"chunked"])
+        self.assertEqual(response.header(b"content-length"), [])
+        self.assertTrue(response.complete)
+        self.assertEqual(response.body, b"hello world")
+        self.assertEqual(response.rest, b"")
+        self.assertFalse(client.closed)
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_chunkedResponseToHTTP10Client(self) -> None:
+        """
+        An HTTP/1.0 client gets a chunked response without framing, ended by
+        the end of the connection.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            b"GET http://example.com/ HTTP/1.0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+        data = client.received()
+        response = parseResponse(data)
+        self.assertEqual(response.startLine, b"HTTP/1.0 200 OK")
+        self.assertEqual(response.header(b"transfer-encoding"), [])
+        self.assertEqual(response.header(b"content-length"), [])
+        self.assertEqual(response.body, b"hello world")
+        self.assertTrue(client.closed)
+
+    def test_closeDelimitedResponse(self) -> None:
+        """
+        A response ended by the origin closing reaches an HTTP/1.1 client
+        chunked, complete once the origin closes.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\n\r\nsome ")
+        origin.send(b"bytes")
+        self.assertFalse(parseResponse(client.received()).complete)
+        origin.close()
+        response = client.response()
+        self.assertEqual(response.header(b"transfer-encoding"), [b"chunked"])
+        self.assertTrue(response.complete)
+        self.assertEqual(response.body, b"some bytes")
+        self.assertEqual(len(proxy.factory.pool), 0)
+
+    def test_headResponseKeepsContentLength(self) -> None:
+        """
+        The response to HEAD has the origin's C{Content-Length} and no body;
+        the connection is pooled.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            b"HEAD http://example.com/ HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+        )
+        response = client.response(head=True)
+        self.assertEqual(response.header(b"content-length"), [b"1234"])
+        self.assertEqual(response.rest, b"")
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_http10ClientGetsContentLengthAndClose(self) -> None:
+        """
+        An HTTP/1.0 client gets a Content-Length response in HTTP/1.0, then
+        the connection is closed.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(b"GET http://example.com/ HTTP/1.0\r\n\r\n", OK)
+        response = client.response()
+        self.assertEqual(response.startLine, b"HTTP/1.0 200 OK")
+        self.assertEqual(response.body, b"hello")
+        self.assertTrue(client.closed)
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_viaNamesTheOriginsVersion(self) -> None:
+        """
+        The response's C{Via} names the protocol version the response was
+        received in (RFC 9110 section 7.6.3): 1.0 from an HTTP/1.0 origin.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertEqual(client.response().header(b"via"), [b"1.0 netsuite"])
+
+    def test_otherTransferCodingsNotSilentlyDropped(self) -> None:
+        """
+        A response with C{Transfer-Encoding: gzip, chunked} has its body
+        still gzip-coded after de-chunking: the client must be told (the
+        coding kept in its C{Transfer-Encoding}) or get a 502, never the
+        gzip bytes as if they were the body.
+        """
+        proxy = self.proxy()
+        coded = gzip.compress(b"hello")
+        client, origin = proxy.exchange(
+            GET,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(coded), coded),
+        )
+        response = client.response()
+        codings = b",".join(response.header(b"transfer-encoding")).lower()
+        self.assertTrue(
+            response.status == 502 or b"gzip" in codings,
+            f"status {response.status}, Transfer-Encoding {codings!r}, body {response.body!r}",
+        )
+
+
+# 4. Broken and malicious origins.
+
+
+class BrokenOriginTests(ProxyTestCase):
+    def assertBadGateway(self, answer: bytes, *fragments: str) -> Message:
+        """
+        An origin answering C{answer} (in one piece) gets the client a 502
+        naming the cause, and its connection is dropped, not pooled.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, answer)
+        response = client.response()
+        self.assertTextError(response, 502, *fragments)
+        self.assertTrue(origin.transport.disconnecting)
+        self.assertEqual(len(proxy.factory.pool), 0)
+        self.assertEqual(proxy.factory.stats.counters.get("status_502"), 1)
+        return response
+
+    def test_invalidStatusLine(self) -> None:
+        """
+        A status line that is not HTTP/1.x with three digits: 502.
+        """
+        self.assertBadGateway(b"ICY 200 OK\r\nContent-Length: 0\r\n\r\n", "did not answer in HTTP/1.x")
+        self.assertBadGateway(b"HTTP/1.1 2OO OK\r\n\r\n", "did not answer in HTTP/1.x")
+        self.assertBadGateway(b"HTTP/2.0 200 OK\r\n\r\n", "did not answer in HTTP/1.x")
+        self.assertBadGateway(b"HTTP/1.1 099 Low\r\n\r\n", "invalid status")
+
+    def test_contentLengthNotANumber(self) -> None:
+        """
+        C{Content-Length: abc}: 502.
+        """
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "invalid Content-Length")
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length")
+
+    def test_conflictingContentLengths(self) -> None:
+        """
+        Two different Content-Lengths (in two lines or one): 502.
+        """
+        self.assertBadGateway(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "invalid Content-Length"
+        )
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!", "invalid Content-Length")
+
+    def test_repeatedEqualContentLengthAccepted(self) -> None:
+        """
+        The same Content-Length twice is one Content-Length.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello")
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.header(b"content-length"), [b"5"])
+        self.assertEqual(response.body, b"hello")
+
+    def test_headerLineWithoutColon(self) -> None:
+        """
+        A header line without a colon: 502.
+        """
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\nX-Broken\r\nContent-Length: 0\r\n\r\n", "invalid header line")
+
+    def test_spaceBeforeColon(self) -> None:
+        """
+        A header name followed by a space before the colon: 502 (a classic
+        smuggling vector: C{Content-Length : 0}).
+        """
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n", "invalid header line")
+
+    def test_obsFold(self) -> None:
+        """
+        An obs-fold continuation line: 502.
+        """
+        self.assertBadGateway(
+            b"HTTP/1.1 200 OK\r\nX-Long: a\r\n  continued\r\nContent-Length: 0\r\n\r\n", "invalid header line"
+        )
+        self.assertBadGateway(
+            b"HTTP/1.1 200 OK\r\nX-Long: a\r\n\tContent-Length: 0\r\n\r\n", "invalid header line"
+        )
+
+    def test_carriageReturnInValue(self) -> None:
+        """
+        A lone CR (or a NUL) inside a header value: 502.
+        """
+        self.assertBadGateway(
+            b"HTTP/1.1 200 OK\r\nX-A: a\rContent-Length: 0\r\nContent-Length: 0\r\n\r\n", "invalid header value"
+        )
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n", "invalid header value")
+
+    def test_headTooLarge(self) -> None:
+        """
+        A response head over 64 KiB, ended or not: 502.
+        """
+        line = b"X-Filler: " + b"a" * 990 + b"\r\n"
+        many = line * (MAX_RESPONSE_HEAD // len(line) + 1)
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 0\r\n\r\n", "too large")
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\n" + many, "too large")
+
+    def test_headTooLargeInPieces(self) -> None:
+        """
+        A head over 64 KiB sent in small pieces is refused once it is over,
+        not buffered without end.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 200 OK\r\n")
+        for i in range(MAX_RESPONSE_HEAD // 1000 + 2):
+            origin.send(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000))
+        self.assertTextError(client.response(), 502, "too large")
+        self.assertTrue(origin.transport.disconnecting)
+
+    def test_switchingProtocols(self) -> None:
+        """
+        C{101 Switching Protocols}, never asked for: 502.
+        """
+        self.assertBadGateway(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", "switched protocols"
+        )
+
+    def test_originClosesBeforeAnswering(self) -> None:
+        """
+        An origin that closes a new connection without a word: 502, not
+        retried.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        origin.close()
+        self.assertTextError(client.response(), 502, "closed the connection without answering")
+        self.assertEqual(len(proxy.attempts), 1)
+
+    def test_originClosesInTheMiddleOfTheHead(self) -> None:
+        """
+        An origin that closes after part of its head: 502.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 200 OK\r\nContent-Le")
+        origin.close()
+        self.assertTextError(client.response(), 502, "without answering")
+
+    def test_continueSkipped(self) -> None:
+        """
+        An interim C{100 Continue} (in the same piece as the response, or
+        alone) is skipped: the client gets the 200 only.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            GET, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        responses = client.responses()
+        self.assertEqual([r.status for r in responses], [200])
+        self.assertEqual(responses[0].body, b"hello")
+
+        client = proxy.client()
+        client.send(GET)
+        self.assertEqual(len(proxy.attempts), 1)  # the pooled connection is used
+        origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        origin.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
+        self.assertEqual(client.received(), b"")
+        origin.send(OK)
+        responses = client.responses()
+        self.assertEqual([r.status for r in responses], [200])
+
+    def test_transferEncodingOverridesContentLength(self) -> None:
+        """
+        With both C{Transfer-Encoding: chunked} and C{Content-Length}, the
+        body is read as chunked and the client never sees the origin's
+        Content-Length.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            GET,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+        )
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.header(b"content-length"), [])
+        self.assertEqual(response.header(b"transfer-encoding"), [b"chunked"])
+        self.assertTrue(response.complete)
+        self.assertEqual(response.body, b"hello")
+        self.assertEqual(response.rest, b"")
+
+    def test_malformedChunkedBody(self) -> None:
+        """
+        A malformed chunked body after the response began: the client's
+        connection is cut (its chunked response never ends).
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+        )
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertFalse(response.complete)
+        self.assertTrue(client.closed)
+        self.assertTrue(origin.transport.disconnecting)
+        self.assertEqual(len(proxy.factory.pool), 0)
+
+    def test_bareLineFeedHeadEndsAtFirstBlankLine(self) -> None:
+        """
+        A head ended by a bare-LF blank line ends there, even when the body
+        after it holds CRLFCRLF.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\nContent-Length: 10\n\nab\r\n\r\ncdef")
+        response = client.response()
+        self.assertEqual(response.status, 200, response.body)
+        self.assertEqual(response.body, b"ab\r\n\r\ncdef")
+
+    def test_bytesWhileIdleCloseThePooledConnection(self) -> None:
+        """
+        An origin that talks while nothing is asked is dropped from the pool.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange()
+        self.assertEqual(len(proxy.factory.pool), 1)
+        origin.send(b"HTTP/1.1 200 OK\r\n")
+        self.assertTrue(origin.transport.disconnecting)
+        origin.close()
+        self.assertEqual(len(proxy.factory.pool), 0)
+
+    def test_bytesAfterTheBodyPreventPooling(self) -> None:
+        """
+        Bytes after a Content-Length body are not sent to the client and the
+        connection (out of step) is not pooled.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, OK + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+        response = client.response()
+        self.assertEqual(response.body, b"hello")
+        self.assertEqual(response.rest, b"")
+        self.assertEqual(len(proxy.factory.pool), 0)
+        self.assertTrue(origin.transport.disconnecting)
+
+
+# 5. Errors and timeouts.
+
+
+class FailureTests(ProxyTestCase):
+    def test_dnsFailure(self) -> None:
+        """
+        A name that resolves to nothing: 502 "could not resolve".
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET http://nowhere.example/ HTTP/1.1\r\n\r\n")
+        self.assertTextError(client.response(), 502, "could not resolve the host name nowhere.example")
+        self.assertEqual(proxy.attempts, [])
+        self.assertEqual(proxy.factory.stats.counters["dns_failures"], 1)
+        self.assertFalse(client.closed)
+
+    def test_resolverNeverAnswers(self) -> None:
+        """
+        A resolver that never answers: 504 after C{connectTimeout}, naming
+        the resolution; a late answer changes nothing.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=7), silent=["example.com"])
+        client = proxy.client()
+        client.send(GET)
+        proxy.clock.advance(6.9)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(0.1)
+        self.assertTextError(client.response(), 504, "timed out resolving example.com", "7 seconds")
+        receiver = proxy.resolver.waiting[0]
+        receiver.addressResolved(IPv4Address("TCP", PUBLIC, 80))
+        receiver.resolutionComplete()
+        self.assertEqual(proxy.attempts, [])
+        self.assertEqual(proxy.factory.stats.counters["connect_timeouts"], 1)
+
+    def test_connectTimesOut(self) -> None:
+        """
+        A connection that is never made: 504 after C{connectTimeout}, and
+        the attempt is stopped.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=7))
+        client = proxy.client()
+        client.send(GET)
+        self.assertEqual(len(proxy.attempts), 1)
+        proxy.clock.advance(6.9)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(0.1)
+        self.assertTextError(client.response(), 504, "timed out connecting to example.com:80")
+        self.assertTrue(proxy.clock.connectors[0].stoppedConnecting)
+
+    def test_lateConnectionAfterTimeoutIsDropped(self) -> None:
+        """
+        A connection made after the request timed out is closed at once.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=7))
+        client = proxy.client()
+        client.send(GET)
+        proxy.clock.advance(7)
+        origin = proxy.accept()
+        self.assertEqual(origin.received(), b"")
+        self.assertTrue(origin.transport.disconnecting)
+
+    def test_connectionRefused(self) -> None:
+        """
+        A refused connection: 502 "refused".
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        proxy.refuse()
+        self.assertTextError(client.response(), 502, "example.com:80 refused the connection")
+        self.assertEqual(proxy.factory.stats.counters["connect_failures"], 1)
+
+    def test_connectFallsBackToNextAddress(self) -> None:
+        """
+        When a name has several addresses, a refused connection tries the
+        next one.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET http://two.example/ HTTP/1.1\r\n\r\n")
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80)])
+        proxy.refuse()
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80), (PUBLIC2, 80)])
+        proxy.accept().send(OK)
+        self.assertEqual(client.response().status, 200)
+
+    def test_originNeverAnswers(self) -> None:
+        """
+        An origin that accepts the request but stays silent for
+        C{readTimeout}: 504, and its connection is dropped.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=10, readTimeout=20))
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        proxy.clock.advance(19.9)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(0.1)
+        self.assertNotEqual(client.received(), b"", "no answer after readTimeout (20 s) of silence")
+        self.assertTextError(client.response(), 504, "did not answer within 20 seconds")
+        self.assertTrue(origin.transport.disconnecting)
+
+    def test_originNeverAnswersEventually504(self) -> None:
+        """
+        However late, a silent origin ends in a 504.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=10, readTimeout=20))
+        client = proxy.client()
+        client.send(GET)
+        proxy.accept()
+        proxy.clock.advance(30)
+        self.assertTextError(client.response(), 504, "did not answer within 20 seconds")
+
+    def test_originStallsInTheBody(self) -> None:
+        """
+        An origin silent for C{readTimeout} in the middle of a body: the
+        client's connection is cut.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=10, readTimeout=20))
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        proxy.clock.advance(10)
+        origin.send(b"!")  # read activity pushes the deadline on
+        proxy.clock.advance(19.9)
+        self.assertFalse(client.closed)
+        proxy.clock.advance(0.1)
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertFalse(response.complete)
+        self.assertTrue(client.closed)
+
+    def test_truncatedBody(self) -> None:
+        """
+        An origin that closes halfway through a Content-Length body: the
+        client's connection is closed without a complete response (its
+        Content-Length says more was due).
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        origin.close()
+        response = client.response()
+        self.assertEqual(response.header(b"content-length"), [b"10"])
+        self.assertEqual(response.body, b"hello")
+        self.assertFalse(response.complete)
+        self.assertTrue(client.closed)
+        self.assertEqual(proxy.factory.stats.counters["upstream_failures"], 1)
+
+    def test_truncatedChunkedBodyToHTTP11Client(self) -> None:
+        """
+        A chunked body cut by the origin reaches an HTTP/1.1 client without
+        its last chunk, and the connection is closed.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        origin.close()
+        response = client.response()
+        self.assertFalse(response.complete)
+        self.assertEqual(response.body, b"hello")
+        self.assertTrue(client.closed)
+
+    def test_truncatedBodyToHTTP10ClientIsAborted(self) -> None:
+        """
+        An HTTP/1.0 client cannot tell a cut close-delimited body from a
+        whole one by a clean close, so a response the origin cuts is
+        aborted (reset), not closed cleanly.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            b"GET http://example.com/ HTTP/1.0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
+        origin.close()
+        self.assertEqual(parseResponse(client.received()).body, b"hello")
+        self.assertTrue(client.closed)
+        self.assertTrue(client.transport.disconnected, "closed cleanly: the cut looks like a complete response")
+
+    def test_clientGoesAway(self) -> None:
+        """
+        A client that leaves while its response streams: the origin
+        connection is dropped, not pooled.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        client.lose()
+        self.assertTrue(origin.transport.disconnecting)
+        origin.send(b"lo")
+        origin.close()
+        self.assertEqual(len(proxy.factory.pool), 0)
+
+    def test_clientGoesAwayWhileConnecting(self) -> None:
+        """
+        A client that leaves while the origin connection is being made: the
+        attempt is stopped.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        client.lose()
+        self.assertTrue(proxy.clock.connectors[0].stoppedConnecting)
+        proxy.clock.advance(60)
+
+
+
+class FlowControlTests(ProxyTestCase):
+    def test_slowClientPausesOrigin(self) -> None:
+        """
+        While the client's transport is full (it pauses the channel), the
+        origin's response is not read.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        client.channel.pauseProducing()
+        self.assertEqual(origin.transport.producerState, "paused")
+        client.channel.resumeProducing()
+        self.assertEqual(origin.transport.producerState, "producing")
+
+    def test_slowOriginPausesUpload(self) -> None:
+        """
+        While the origin's transport is full, the client's upload is not
+        read; the pacing ends with the body.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello")
+        origin = proxy.accept()
+        self.assertEqual(client.transport.producerState, "producing")
+        origin.transport.producer.pauseProducing()
+        self.assertEqual(client.transport.producerState, "paused")
+        origin.transport.producer.resumeProducing()
+        self.assertEqual(client.transport.producerState, "producing")
+        client.send(b"world")
+        self.assertIsNone(origin.transport.producer)
+        self.assertEqual(origin.request().body, b"helloworld")
+
+    def test_bodyWaitingForConnectionIsBounded(self) -> None:
+        """
+        A body arriving before the origin connection exists is held up to a
+        bound, then the client is not read until the connection is made.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 70000)
+        self.assertEqual(client.transport.producerState, "paused")
+        origin = proxy.accept()
+        self.assertEqual(client.transport.producerState, "producing")
+        self.assertEqual(len(origin.request().body), 70000)
+        client.send(b"y" * 30000)
+        self.assertTrue(origin.request().complete)
+
+
+class ClientLimitTests(ProxyTestCase):
+    def test_requestLineTooLong(self) -> None:
+        """
+        A request line over C{maxRequestLine}: 414 with a text body, closed.
+        """
+        proxy = self.proxy(settings=ProxySettings(maxRequestLine=1000))
+        client = proxy.client()
+        client.send(b"GET http://example.com/" + b"a" * 1000 + b" HTTP/1.1\r\n\r\n")
+        self.assertTextError(client.response(), 414, "request line too long")
+        self.assertTrue(client.closed)
+        self.assertEqual(proxy.attempts, [])
+
+    def test_slowHeaders(self) -> None:
+        """
+        Headers not complete within C{headerTimeout}: 408 with a text body,
+        closed.
+        """
+        proxy = self.proxy(settings=ProxySettings(headerTimeout=5))
+        client = proxy.client()
+        client.send(b"GET http://example.com/ HTTP/1.1\r\n")
+        proxy.clock.advance(4.9)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(0.1)
+        self.assertTextError(client.response(), 408, "not received in time")
+        self.assertTrue(client.closed)
+
+# 6. Rules.
+
+
+class RuleTests(ProxyTestCase):
+    def test_refusedClient(self) -> None:
+        """
+        A client outside the allowed networks gets 403 and is closed; nothing
+        is resolved or connected.
+        """
+        proxy = self.proxy()
+        client = proxy.client("10.1.2.3")
+        client.send(GET)
+        self.assertTextError(client.response(), 403, "does not serve clients from 10.1.2.3")
+        self.assertTrue(client.closed)
+        self.assertEqual(proxy.resolver.asked, [])
+        self.assertEqual(proxy.attempts, [])
+        self.assertEqual(proxy.factory.stats.counters["refused_clients"], 1)
+
+    def test_loopbackDestinationRefused(self) -> None:
+        """
+        A name resolving to 127.0.0.1: 403 mentioning loopback, and no
+        connection is attempted.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET http://loopback.example/ HTTP/1.1\r\n\r\n")
+        self.assertTextError(client.response(), 403, "loopback")
+        self.assertEqual(proxy.attempts, [])
+        self.assertEqual(proxy.factory.stats.counters["refused_destinations"], 1)
+
+    def test_loopbackLiteralRefused(self) -> None:
+        """
+        Loopback written as an address (IPv4, IPv6, IPv4-mapped IPv6) is
+        refused without asking the resolver.
+        """
+        proxy = self.proxy()
+        for target in (b"http://127.0.0.1:8080/", b"http://[::1]/", b"http://[::ffff:127.0.0.1]/"):
+            client = proxy.client()
+            client.send(b"GET " + target + b" HTTP/1.1\r\n\r\n")
+            self.assertTextError(client.response(), 403, "loopback")
+        self.assertEqual(proxy.resolver.asked, [])
+        self.assertEqual(proxy.attempts, [])
+
+    def test_loopbackAllowedWhenAskedFor(self) -> None:
+        """
+        With C{allowLoopback}, a loopback destination is connected to.
+        """
+        proxy = self.proxy(rules=ProxyRules(allowLoopback=True))
+        client, origin = proxy.exchange(b"GET http://loopback.example:8000/ HTTP/1.1\r\n\r\n")
+        self.assertEqual(proxy.attempts, [("127.0.0.1", 8000)])
+        self.assertEqual(client.response().status, 200)
+
+    def test_anyRefusedAddressRefusesTheName(self) -> None:
+        """
+        A name resolving to a public address and 169.254.169.254: 403, no
+        connection attempted to either.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET http://metadata.example/latest/meta-data/ HTTP/1.1\r\n\r\n")
+        self.assertTextError(client.response(), 403, "169.254.169.254", "link-local")
+        self.assertEqual(proxy.attempts, [])
+
+    def test_connectToRefusedPort(self) -> None:
+        """
+        CONNECT to port 22: 403 naming the allowed ports.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"CONNECT example.com:22 HTTP/1.1\r\nHost: example.com:22\r\n\r\n")
+        self.assertTextError(client.response(), 403, "port 22", "allowed: 443")
+        self.assertEqual(proxy.resolver.asked, [])
+        self.assertEqual(proxy.attempts, [])
+
+    def test_originFormRequest(self) -> None:
+        """
+        A request in origin form (C{GET /}): 400 saying this is an HTTP
+        proxy.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertTextError(client.response(), 400, "this is an HTTP proxy")
+        self.assertEqual(proxy.attempts, [])
+
+    def test_badTarget(self) -> None:
+        """
+        A target the proxy cannot fetch: 400 saying why.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET https://example.com/ HTTP/1.1\r\n\r\n")
+        self.assertTextError(client.response(), 400, "CONNECT")
+        self.assertFalse(client.closed)
+
+    def test_contentLengthAndChunked(self) -> None:
+        """
+        A request with both C{Content-Length} and C{Transfer-Encoding:
+        chunked}: 400 and closed, nothing forwarded.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(
+            b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\n"
+        )
+        self.assertEqual(client.response().status, 400)
+        self.assertTrue(client.closed)
+        self.assertEqual(proxy.attempts, [])
+
+
+# 7. Authentication.
+
+
+class AuthTests(ProxyTestCase):
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        users = dict([_parseLine("alice:" + hashPassword("right", **CHEAP))])
+        authenticator = Authenticator(users, self.clock, check=lambda f, *a: defer.succeed(f(*a)))
+        self.proxy_ = self.proxy(authenticator=authenticator)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def accessLines(self) -> List[str]:
+        return accessLines(self.events)
+
+    def test_noCredentials(self) -> None:
+        """
+        No C{Proxy-Authorization}: 407 with a Basic challenge; nothing is
+        resolved.
+        """
+        client = self.proxy_.client()
+        client.send(GET)
+        response = client.response()
+        self.assertTextError(response, 407, "needs a user name and password")
+        [challenge] = response.header(b"proxy-authenticate")
+        self.assertTrue(challenge.startswith(b'Basic realm="'), challenge)
+        self.assertEqual(self.proxy_.resolver.asked, [])
+
+    def test_wrongPassword(self) -> None:
+        """
+        A wrong password (or user): 407.
+        """
+        for credentials in (basic("alice", "wrong"), basic("mallory", "right"), b"Bearer abc"):
+            client = self.proxy_.client()
+            client.send(b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + credentials + b"\r\n\r\n")
+            self.assertEqual(client.response().status, 407, credentials)
+        self.assertEqual(self.proxy_.attempts, [])
+        self.assertEqual(self.proxy_.factory.stats.counters["auth_failures"], 3)
+
+    def test_rightPassword(self) -> None:
+        """
+        The right password: forwarded, without C{Proxy-Authorization}; the
+        access-log line names the user.
+        """
+        client, origin = self.proxy_.exchange(
+            b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", "right") + b"\r\n\r\n"
+        )
+        self.assertEqual(client.response().status, 200)
+        self.assertEqual(origin.request().header(b"proxy-authorization"), [])
+        [line] = self.accessLines()
+        self.assertTrue(line.startswith("127.0.0.1 alice ["), line)
+
+    def test_retryAfterChallengeOnSameConnection(self) -> None:
+        """
+        After a 407 the connection stays open for the request with
+        credentials.
+        """
+        client = self.proxy_.client()
+        client.send(GET)
+        self.assertEqual(client.response().status, 407)
+        self.assertFalse(client.closed)
+        client.transport.clear()
+        client.send(
+            b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", "right") + b"\r\n\r\n"
+        )
+        self.proxy_.accept().send(OK)
+        self.assertEqual(client.response().status, 200)
+
+
+# 8. Keep-alive and the pool.
+
+
+class KeepAliveTests(ProxyTestCase):
+    def test_twoRequestsOneOriginConnection(self) -> None:
+        """
+        Two requests on one client connection to the same origin use one
+        origin connection.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange()
+        self.assertEqual(client.response().body, b"hello")
+        origin.transport.clear()
+        client.transport.clear()
+        client.send(b"GET http://example.com/second HTTP/1.1\r\n\r\n")
+        self.assertEqual(len(proxy.attempts), 1)
+        self.assertEqual(origin.request().startLine, b"GET /second HTTP/1.1")
+        origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+        self.assertEqual(client.response().body, b"second")
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_pipelinedRequests(self) -> None:
+        """
+        Two requests pipelined in one piece are answered in order, on one
+        origin connection.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET + b"GET http://example.com/2 HTTP/1.1\r\n\r\n")
+        origin = proxy.accept()
+        origin.send(OK)
+        self.assertEqual(origin.received().count(b"GET "), 2)
+        origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+        self.assertEqual([r.body for r in client.responses()], [b"hello", b"two"])
+        self.assertEqual(len(proxy.attempts), 1)
+
+    def test_originConnectionCloseNotPooled(self) -> None:
+        """
+        An origin that says C{Connection: close}, or speaks HTTP/1.0, is not
+        pooled.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(client.response().status, 200)
+        self.assertTrue(origin.transport.disconnecting)
+        client, origin = proxy.exchange(GET, b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(client.response().status, 200)
+        self.assertEqual(len(proxy.factory.pool), 0)
+
+    def test_idlePooledConnectionClosedByOrigin(self) -> None:
+        """
+        A pooled connection the origin closes while idle leaves the pool;
+        the next request makes a new connection.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange()
+        self.assertEqual(len(proxy.factory.pool), 1)
+        origin.close()
+        self.assertEqual(len(proxy.factory.pool), 0)
+        proxy.exchange(client=client)
+        self.assertEqual(len(proxy.attempts), 2)
+
+    def test_idlePooledConnectionTimesOut(self) -> None:
+        """
+        A pooled connection is closed after C{poolIdleTimeout}.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=10, readTimeout=20, poolIdleTimeout=5))
+        client, origin = proxy.exchange()
+        proxy.clock.advance(4.9)
+        self.assertFalse(origin.transport.disconnecting)
+        proxy.clock.advance(0.1)
+        self.assertTrue(origin.transport.disconnecting, "still open after poolIdleTimeout (5 s)")
+
+    def test_reusedConnectionClosedWithoutAnswerRetried(self) -> None:
+        """
+        A GET sent on a reused connection that the origin closes without a
+        word is sent again on a new connection; the client gets the 200.
+        """
+        proxy = self.proxy()
+        client, first = proxy.exchange()
+        client.transport.clear()
+        client.send(b"GET http://example.com/again HTTP/1.1\r\n\r\n")
+        self.assertEqual(len(proxy.attempts), 1)
+        first.close()
+        self.assertEqual(len(proxy.attempts), 2)
+        second = proxy.accept()
+        self.assertEqual(second.request().startLine, b"GET /again HTTP/1.1")
+        second.send(OK)
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, b"hello")
+
+    def test_retriedOnlyOnce(self) -> None:
+        """
+        The retry's own failure is not retried: 502.
+        """
+        proxy = self.proxy()
+        client, first = proxy.exchange()
+        client.transport.clear()
+        client.send(GET)
+        first.close()
+        proxy.accept().close()
+        self.assertTextError(client.response(), 502, "without answering")
+        self.assertEqual(len(proxy.attempts), 2)
+
+    def test_reusedConnectionClosedWithoutAnswerPostNotRetried(self) -> None:
+        """
+        A POST with a body on a reused connection that closes without an
+        answer is not sent again: 502, and the client's connection closes.
+        """
+        proxy = self.proxy()
+        client, first = proxy.exchange()
+        client.transport.clear()
+        first.transport.clear()
+        client.send(b"POST http://example.com/form HTTP/1.1\r\nContent-Length: 4\r\n\r\ndata")
+        self.assertEqual(first.request().body, b"data")
+        first.close()
+        self.assertEqual(len(proxy.attempts), 1)
+        self.assertTextError(client.response(), 502, "without answering")
+        self.assertTrue(client.closed)
+
+
+class UpstreamPoolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.factory = ProxyFactory(self.clock, clock=self.clock, connector=self.clock, resolver=FakeResolver({}))
+
+    def connection(self, host: bytes = b"example.com", port: int = 80) -> UpstreamConnection:
+        connection = UpstreamConnection(self.factory, (host, port))
+        connection.makeConnection(StringTransport())
+        return connection
+
+    def test_takeMostRecent(self) -> None:
+        """
+        C{take} gives the most recently parked connection for the key, and
+        L{None} when there is none.
+        """
+        pool = UpstreamPool(perHost=4, total=10)
+        a, b = self.connection(), self.connection()
+        pool.put(a)
+        pool.put(b)
+        self.assertIsNone(pool.take((b"other", 80)))
+        self.assertIsNone(pool.take((b"example.com", 81)))
+        self.assertIs(pool.take((b"example.com", 80)), b)
+        self.assertIs(pool.take((b"example.com", 80)), a)
+        self.assertIsNone(pool.take((b"example.com", 80)))
+        self.assertEqual(len(pool), 0)
+
+    def test_perHostBound(self) -> None:
+        """
+        Putting more than C{perHost} for one origin closes the oldest.
+        """
+        pool = UpstreamPool(perHost=2, total=10)
+        a, b, c = self.connection(), self.connection(), self.connection()
+        other = self.connection(b"other.example")
+        for connection in (a, other, b, c):
+            pool.put(connection)
+        self.assertEqual(len(pool), 3)
+        self.assertTrue(a.transport.disconnecting)
+        self.assertFalse(b.transport.disconnecting or c.transport.disconnecting or other.transport.disconnecting)
+        self.assertIs(pool.take((b"example.com", 80)), c)
+        self.assertIs(pool.take((b"example.com", 80)), b)
+        self.assertIsNone(pool.take((b"example.com", 80)))
+        self.assertIs(pool.take((b"other.example", 80)), other)
+
+    def test_totalBound(self) -> None:
+        """
+        Putting more than C{total} closes the oldest idle connection.
+        """
+        pool = UpstreamPool(perHost=8, total=2)
+        a, b, c = self.connection(b"a"), self.connection(b"b"), self.connection(b"c")
+        for connection in (a, b, c):
+            pool.put(connection)
+        self.assertEqual(len(pool), 2)
+        self.assertTrue(a.transport.disconnecting)
+        self.assertIsNone(pool.take((b"a", 80)))
+        self.assertIs(pool.take((b"b", 80)), b)
+        self.assertIs(pool.take((b"c", 80)), c)
+
+    def test_totalBoundEvictingFromTheSameHost(self) -> None:
+        """
+        When the pool is full and the oldest idle connection is to the same
+        origin as the one put, the new one is still kept and found.
+        """
+        pool = UpstreamPool(perHost=8, total=1)
+        a, b = self.connection(), self.connection()
+        pool.put(a)
+        pool.put(b)
+        self.assertTrue(a.transport.disconnecting)
+        self.assertEqual(len(pool), 1)
+        self.assertIs(pool.take((b"example.com", 80)), b)
+        self.assertEqual(len(pool), 0)
+
+    def test_zeroBoundsKeepNothing(self) -> None:
+        """
+        A pool with no room closes what it is given.
+        """
+        for perHost, total in ((0, 10), (4, 0)):
+            pool = UpstreamPool(perHost=perHost, total=total)
+            a = self.connection()
+            pool.put(a)
+            self.assertEqual(len(pool), 0)
+            self.assertTrue(a.transport.disconnecting)
+
+    def test_discard(self) -> None:
+        """
+        C{discard} forgets a connection; discarding one that is not there
+        changes nothing.
+        """
+        pool = UpstreamPool(perHost=4, total=10)
+        a, b = self.connection(), self.connection()
+        pool.put(a)
+        pool.put(b)
+        pool.discard(a)
+        self.assertEqual(len(pool), 1)
+        pool.discard(a)
+        pool.discard(self.connection(b"other"))
+        self.assertEqual(len(pool), 1)
+        self.assertIs(pool.take((b"example.com", 80)), b)
+        self.assertIsNone(pool.take((b"example.com", 80)))
+
+    def test_closeAll(self) -> None:
+        """
+        C{closeAll} closes every idle connection.
+        """
+        pool = UpstreamPool(perHost=4, total=10)
+        connections = [self.connection(), self.connection(b"b"), self.connection(b"c")]
+        for connection in connections:
+            pool.put(connection)
+        pool.closeAll()
+        self.assertEqual(len(pool), 0)
+        self.assertTrue(all(c.transport.disconnecting for c in connections))
+
+    def test_poolPerHostSetting(self) -> None:
+        """
+        The factory's pool follows C{poolPerHost} and C{poolTotal}: with
+        C{poolPerHost=1}, two requests at once to one origin leave one
+        pooled connection.
+        """
+        proxy = Proxy(self, settings=ProxySettings(poolPerHost=1, poolTotal=5))
+        self.assertEqual((proxy.factory.pool.perHost, proxy.factory.pool.total), (1, 5))
+        one, two = proxy.client(), proxy.client()
+        one.send(GET)
+        two.send(GET)
+        first, second = proxy.accept(0), proxy.accept(1)
+        first.send(OK)
+        second.send(OK)
+        self.assertEqual(len(proxy.factory.pool), 1)
+        self.assertTrue(first.transport.disconnecting)
+        self.assertFalse(second.transport.disconnecting)
+
+
+# 9. Request bodies.
+
+
+class RequestBodyTests(ProxyTestCase):
+    def test_contentLengthBodyStreams(self) -> None:
+        """
+        A POST body with Content-Length goes to the origin with the same
+        Content-Length, piece by piece as it arrives.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(
+            b"POST http://example.com/up HTTP/1.1\r\nContent-Length: 10\r\nContent-Type: text/plain\r\n\r\nhello"
+        )
+        origin = proxy.accept()
+        self.assertTrue(origin.received().endswith(b"\r\n\r\nhello"))
+        request = origin.request()
+        self.assertEqual(request.startLine, b"POST /up HTTP/1.1")
+        self.assertEqual(request.header(b"content-length"), [b"10"])
+        self.assertEqual(request.header(b"content-type"), [b"text/plain"])
+        self.assertFalse(request.complete)
+        client.send(b"world")
+        request = origin.request()
+        self.assertTrue(request.complete)
+        self.assertEqual(request.body, b"helloworld")
+        origin.send(OK)
+        self.assertEqual(client.response().status, 200)
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_emptyContentLengthKept(self) -> None:
+        """
+        C{Content-Length: 0} on a POST is sent as such.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        request = origin.request()
+        self.assertEqual(request.header(b"content-length"), [b"0"])
+        self.assertEqual(request.body, b"")
+
+    def test_chunkedUpload(self) -> None:
+        """
+        A chunked upload reaches the origin chunked and complete.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"POST http://example.com/up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        origin = proxy.accept()
+        client.send(b"6\r\n world\r\n")
+        request = origin.request()
+        self.assertEqual(request.header(b"transfer-encoding"), [b"chunked"])
+        self.assertEqual(request.header(b"content-length"), [])
+        self.assertFalse(request.complete)
+        client.send(b"0\r\n\r\n")
+        request = origin.request()
+        self.assertTrue(request.complete)
+        self.assertEqual(request.body, b"hello world")
+        self.assertEqual(request.rest, b"")
+        origin.send(OK)
+        self.assertEqual(client.response().status, 200)
+
+    def test_expectContinue(self) -> None:
+        """
+        C{Expect: 100-continue}: the client gets C{100 Continue} once the
+        origin's connection exists, not before; the origin never sees
+        C{Expect}.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"PUT http://example.com/f HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(client.received(), b"")
+        origin = proxy.accept()
+        self.assertEqual(client.received(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(origin.request().header(b"expect"), [])
+        client.send(b"data")
+        self.assertEqual(origin.request().body, b"data")
+        origin.send(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual([r.status for r in client.responses()], [100, 201])
+
+    def test_expectContinueRefusedDestination(self) -> None:
+        """
+        C{Expect: 100-continue} to a refused destination: no 100, a 403 and
+        the connection closed (the body is not read).
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"PUT http://loopback.example/ HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        responses = client.responses()
+        self.assertEqual([r.status for r in responses], [403])
+        self.assertTrue(client.closed)
+
+    def test_earlyResponseClosesClient(self) -> None:
+        """
+        An origin that answers before the upload is over: the response is
+        forwarded, and the client's connection is closed after it.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 413 Too Big\r\nContent-Length: 0\r\n\r\n")
+        response = client.response()
+        self.assertEqual(response.status, 413)
+        self.assertEqual(response.header(b"connection"), [b"close"])
+        self.assertTrue(client.closed)
+        self.assertEqual(len(proxy.factory.pool), 0)
+
+
+# CONNECT tunnels.
+
+
+class TunnelTests(ProxyTestCase):
+    def test_tunnelCarriesBytesBothWays(self) -> None:
+        """
+        CONNECT answers 200 once the origin accepts, then carries bytes both
+        ways untouched (including bytes the client sent early).
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01early")
+        self.assertEqual(proxy.attempts, [(PUBLIC, 443)])
+        self.assertEqual(client.received(), b"")
+        origin = proxy.accept()
+        self.assertEqual(client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.assertEqual(origin.received(), b"\x16\x03\x01early")
+        client.send(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(origin.received(), b"\x16\x03\x01earlyGET / HTTP/1.1\r\n\r\n")
+        origin.send(b"\x00binary\xff")
+        self.assertTrue(client.received().endswith(b"\x00binary\xff"))
+        self.assertEqual(proxy.factory.tunnelsOpen, 1)
+        origin.close()
+        self.assertTrue(client.closed)
+        self.assertEqual(proxy.factory.tunnelsOpen, 0)
+        self.assertEqual(proxy.factory.stats.counters["tunnels"], 1)
+
+    def test_tunnelIdleTimeout(self) -> None:
+        """
+        A tunnel that carries nothing for C{tunnelIdleTimeout} is closed.
+        """
+        proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=30))
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        origin = proxy.accept()
+        proxy.clock.advance(29)
+        client.send(b"x")
+        proxy.clock.advance(29)
+        self.assertFalse(client.closed)
+        proxy.clock.advance(1)
+        self.assertTrue(client.closed)
+        self.assertTrue(origin.transport.disconnecting)
+
+
+    def test_tunnelLimit(self) -> None:
+        """
+        Over C{maxTunnels} open tunnels, CONNECT gets 503.
+        """
+        proxy = self.proxy(settings=ProxySettings(maxTunnels=1))
+        proxy.client().send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        proxy.accept()
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        self.assertTextError(client.response(), 503, "too many tunnels")
+        self.assertEqual(len(proxy.attempts), 1)
+
+# 10. Stats and the access log.
+
+
+class StatsAndLogTests(ProxyTestCase):
+    def test_counters(self) -> None:
+        """
+        Requests are counted in all, per status, and in bytes each way.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        proxy.exchange(client=client)
+        other = proxy.client()
+        other.send(b"GET http://nowhere.example/ HTTP/1.1\r\n\r\n")
+        other.received()
+        counters = proxy.factory.stats.counters
+        self.assertEqual(counters["requests"], 3)
+        self.assertEqual(counters["status_200"], 2)
+        self.assertEqual(counters["status_502"], 1)
+        self.assertEqual(counters["upstream_bytes_sent"], 3)
+        self.assertEqual(counters["upstream_bytes_received"], 10)
+
+    def test_accessLogLine(self) -> None:
+        """
+        The access-log line has the client, user, request line, status and
+        body bytes each way.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        proxy.exchange(b"POST http://example.com/p?q=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        [line] = accessLines(events)
+        self.assertRegex(
+            line, r'^127\.0\.0\.1 - \[[^]]+\] "POST http://example\.com/p\?q=1 HTTP/1\.1" 200 3 5 [0-9.]+$'
+        )
+
+    def test_accessLogNamespace(self) -> None:
+        """
+        Access-log events have their own namespace, C{netsuite.proxy.access},
+        apart from the proxy's other messages (so that they can be filtered
+        and routed on their own).
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        proxy.exchange()
+        [event] = [e for e in events if e.get("log_format") == "{line}"]
+        self.assertEqual(event["log_namespace"], "netsuite.proxy.access")
+
+    def test_accessLogEscapesOddBytes(self) -> None:
+        """
+        Quotes, backslashes and DEL in the target (Twisted refuses control
+        and non-ASCII bytes itself) are escaped in the log line.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b'GET http://example.com/a"b\\c\x7f HTTP/1.1\r\n\r\n')
+        origin = proxy.accept()
+        self.assertEqual(origin.request().startLine, b'GET /a"b\\c\x7f HTTP/1.1')
+        origin.send(OK)
+        [line] = accessLines(events)
+        self.assertIn('"GET http://example.com/a\\x22b\\x5cc\\x7f HTTP/1.1" 200', line)
+        line.encode("ascii")
+
+    def test_accessLogFile(self) -> None:
+        """
+        With C{accessLog}, lines go to that file (written when the factory
+        stops at the latest).
+        """
+        path = self.mktemp()
+        proxy = self.proxy(accessLog=path)
+        proxy.exchange()
+        other = proxy.client()
+        other.send(b"GET http://loopback.example/ HTTP/1.1\r\n\r\n")
+        other.received()
+        proxy.factory.stopFactory()
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertIn('"GET http://example.com/ HTTP/1.1" 200 0 5 ', lines[0])
+        self.assertIn('"GET http://loopback.example/ HTTP/1.1" 403 0 0 ', lines[1])
