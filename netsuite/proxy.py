@@ -105,6 +105,8 @@ _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
 
 #: Bytes of response head (status line and headers) accepted from an origin.
 MAX_RESPONSE_HEAD = 65536
+#: Interim (1xx) responses skipped before one origin's answer.
+_MAX_INTERIM = 20
 #: Bytes of request body held while the origin connection is being made.
 _PENDING_LIMIT = 65536
 
@@ -364,6 +366,7 @@ class UpstreamConnection(Protocol):
     _timer: Any = None
     _last = 0.0
     _viaVersion = b"1.1"
+    _interim = 0
 
     def __init__(self, factory: "ProxyFactory", key: Tuple[bytes, int]) -> None:
         self.factory = factory
@@ -392,6 +395,7 @@ class UpstreamConnection(Protocol):
         self.request = request
         self._state = "head"
         self._buffer = b""
+        self._interim = 0
         self._chunkedUpload = chunkedUpload
         self._bodySent = not bodyFollows
         self._last = self.factory.clock.seconds()
@@ -536,6 +540,10 @@ class UpstreamConnection(Protocol):
         if 100 <= code < 200:
             if code == 101:
                 self._fail("the origin switched protocols, which was not asked for")
+                return False
+            self._interim += 1
+            if self._interim > _MAX_INTERIM:
+                self._fail("the origin sent interim responses without end")
                 return False
             return True  # skipped by the caller
         length = -1

@@ -979,6 +979,13 @@ class BrokenOriginTests(ProxyTestCase):
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", "switched protocols"
         )
 
+    def test_endlessInterimResponses(self) -> None:
+        """
+        An origin that sends interim responses without end (keeping the
+        request waiting forever): 502 after 20.
+        """
+        self.assertBadGateway(b"HTTP/1.1 102 Processing\r\n\r\n" * 21, "interim responses")
+
     def test_originClosesBeforeAnswering(self) -> None:
         """
         An origin that closes a new connection without a word: 502, not

@@ -158,6 +158,12 @@ class TwistdTests(TestCase):
         )
         self.assertIn(b"HTTP/1.1 200 OK", proxied)
         self.assertIn(b"Via: 1.1 netsuite", proxied)
+        metrics = await threads.deferToThread(
+            rawExchange,
+            byName[("http", False)][1],
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        self.assertIn(b'netsuite_service_events_total{event="status_200",service="proxy"} 1.0', metrics)
         transport.signalProcess("TERM")
         code = await process.ended
         # twistd ends with the signal that stopped it, as Unix daemons do.
