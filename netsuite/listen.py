@@ -165,7 +165,7 @@ class _Refused(Protocol):
         self.transport.abortConnection()
 
 
-def plainSocketTransport(transport: object) -> Tuple[tcp.Server | None, ServiceStats | None]:
+def plainSocketTransport(transport: object) -> Tuple[tcp.Connection | None, ServiceStats | None]:
     """
     The Twisted TCP transport under C{transport} when bytes written to it go
     to the socket as they are: C{transport} itself, or the one under
@@ -180,7 +180,7 @@ def plainSocketTransport(transport: object) -> Tuple[tcp.Server | None, ServiceS
     if type(transport) in (_TrackedProtocol, _TrackedHalfCloseableProtocol):
         stats = transport.factory.stats  # type: ignore[attr-defined]
         transport = transport.transport  # type: ignore[attr-defined]
-    if type(transport) is tcp.Server and all(
+    if type(transport) in (tcp.Server, tcp.Client) and all(
         hasattr(transport, name)
         for name in ("socket", "dataBuffer", "offset", "_tempDataLen", "disconnecting", "bufferSize")
     ):
@@ -188,7 +188,7 @@ def plainSocketTransport(transport: object) -> Tuple[tcp.Server | None, ServiceS
     return None, None
 
 
-def sendOrQueue(raw: tcp.Server, stats: ServiceStats | None, data: bytes) -> None:
+def sendOrQueue(raw: tcp.Connection, stats: ServiceStats | None, data: bytes) -> None:
     """
     Send C{data} on C{raw}'s socket now when nothing is queued in the
     transport (one C{send}, no poller work), else (and whatever the socket

@@ -49,7 +49,7 @@ from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from zope.interface import implementer
 
 from netsuite.limits import IdleTimeout
-from netsuite.listen import FlushBatch, StreamListener, _reactor
+from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal
 from netsuite.stats import ServiceStats
@@ -374,8 +374,11 @@ class UpstreamConnection(Protocol):
 
     connecting: Optional["_Connecting"] = None
 
+    _raw: Any = None
+
     def connectionMade(self) -> None:
         settings = self.factory.settings
+        self._raw = plainSocketTransport(self.transport)[0]
         self._last = self.factory.clock.seconds()
         # One timer for the connection's life, checked when it fires: no
         # timer work per request or per read.
@@ -399,7 +402,10 @@ class UpstreamConnection(Protocol):
         self._chunkedUpload = chunkedUpload
         self._bodySent = not bodyFollows
         self._last = self.factory.clock.seconds()
-        self.transport.writeSequence(head)
+        if self._raw is not None:
+            sendOrQueue(self._raw, None, b"".join(head))  # one send, no poller work
+        else:
+            self.transport.writeSequence(head)
 
     def writeBody(self, data: bytes) -> None:
         """
@@ -459,6 +465,22 @@ class UpstreamConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._last = self.factory.clock.seconds()
+        request = self.request
+        channel = request.channel if request is not None else None
+        if channel is None or channel._reading:
+            self._dispatch(data)
+            return
+        # What this read makes for the client goes out in one piece at the
+        # end of the reactor pass, as the HTTP site's answers do.
+        channel._reading = True
+        try:
+            self._dispatch(data)
+        finally:
+            channel._reading = False
+            if channel._out:
+                channel.site.batch.add(channel)
+
+    def _dispatch(self, data: bytes) -> None:
         state = self._state
         if state == "body":
             self._bodyReceived(data)
@@ -1627,6 +1649,8 @@ class ProxyFactory(Factory):
 
     noisy = False
     log_ = Logger()
+    _logSecond = -1
+    _logTime = ""
 
     def __init__(
         self,
@@ -1713,17 +1737,22 @@ class ProxyFactory(Factory):
             stats.count("upstream_bytes_sent", request.bytesUp)
         if request.bytesDown:
             stats.count("upstream_bytes_received", request.bytesDown)
+        now = self.clock.seconds()
+        second = int(now)
+        if second != self._logSecond:
+            self._logSecond = second
+            self._logTime = strftime("%d/%b/%Y:%H:%M:%S +0000", gmtime(second))
         line = "%s %s [%s] \"%s %s %s\" %d %d %d %.3f" % (
             request.clientHost or "-",
             request.user or "-",
-            strftime("%d/%b/%Y:%H:%M:%S +0000", gmtime(self.clock.seconds())),
+            self._logTime,
             _logField(request.method),
             _logField(request.uri),
             _logField(request.clientproto),
             code,
             request.bytesUp,
             request.bytesDown,
-            self.clock.seconds() - request.startedAt,
+            now - request.startedAt,
         )
         if self._logFile is not None:
             self._logFile.write(line + "\n")

@@ -408,6 +408,7 @@ class Proxy:
         client.send(request)
         origin = self.accept() if len(self.attempts) > attempts else self.busy()
         origin.send(answer)
+        self.clock.advance(0)  # the answer leaves at the end of the pass
         return client, origin
 
 
