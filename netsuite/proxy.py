@@ -105,6 +105,8 @@ _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
 
 #: Bytes of response head (status line and headers) accepted from an origin.
 MAX_RESPONSE_HEAD = 65536
+#: Bytes read from an origin at once.
+_READ_SIZE = 1 << 18
 #: Interim (1xx) responses skipped before one origin's answer.
 _MAX_INTERIM = 20
 #: Bytes of request body held while the origin connection is being made.
@@ -379,6 +381,9 @@ class UpstreamConnection(Protocol):
     def connectionMade(self) -> None:
         settings = self.factory.settings
         self._raw = plainSocketTransport(self.transport)[0]
+        if self._raw is not None:
+            # Large bodies: fewer, bigger reads (Twisted reads 64 KiB).
+            self._raw.bufferSize = _READ_SIZE
         self._last = self.factory.clock.seconds()
         # One timer for the connection's life, checked when it fires: no
         # timer work per request or per read.
