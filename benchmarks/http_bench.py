@@ -305,6 +305,9 @@ def check(kind: ServerKind, port: int, test: Test, work: Workdir) -> None:
 
 _SIZE_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
 
+#: The kinds of socket error wrk counts, in the order it prints them.
+SOCKET_ERROR_KINDS = ("connect", "read", "write", "timeout")
+
 
 @dataclass
 class WrkResult:
@@ -320,13 +323,16 @@ class WrkResult:
     non2xx: int
     loadCpu: float
     serverCpu: float
+    #: The socket errors by kind: C{connect}, C{read}, C{write}, C{timeout}.
+    socketErrorKinds: dict[str, int] = field(default_factory=dict)
 
 
 def parseWrk(output: str) -> dict[str, float]:
     """
     The figures in wrk's report: C{requests}, C{seconds}, C{rps},
-    C{bytes_read}, C{socket_errors} (connect + read + write + timeout) and
-    C{non2xx} (non-2xx-or-3xx responses).
+    C{bytes_read}, C{socket_errors} (connect + read + write + timeout, each
+    also on its own as C{connect_errors} ... C{timeout_errors}) and C{non2xx}
+    (non-2xx-or-3xx responses).
 
     @raise ValueError: the report lacks its totals.
     """
@@ -341,12 +347,14 @@ def parseWrk(output: str) -> dict[str, float]:
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    kinds = [int(g) for g in errors.groups()] if errors else [0, 0, 0, 0]
     return {
         "requests": float(total.group(1)),
         "seconds": float(total.group(2)) * unit,
         "rps": float(rps.group(1)),
         "bytes_read": float(total.group(4)) * _SIZE_UNITS[total.group(5)],
-        "socket_errors": float(sum(int(g) for g in errors.groups())) if errors else 0.0,
+        "socket_errors": float(sum(kinds)),
+        **{f"{kind}_errors": float(n) for kind, n in zip(SOCKET_ERROR_KINDS, kinds)},
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
     }
 
@@ -362,16 +370,20 @@ def processCpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def runWrk(wrk: str, url: str, seconds: int, serverPid: int) -> WrkResult:
+def runWrk(
+    wrk: str, url: str, seconds: int, serverPid: int,
+    connections: int = CONNECTIONS, script: Path | None = None,
+) -> WrkResult:
     """
-    Run wrk on L{LOAD_CPU} against C{url} and parse its report.
+    Run wrk on L{LOAD_CPU} against C{url} with C{connections} connections
+    (and the Lua C{script}, if given) and parse its report.
 
     @raise BenchmarkError: wrk failed or printed no totals.
     """
-    command = pinned(
-        LOAD_CPU,
-        [wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", WRK_TIMEOUT, url],
-    )
+    options = [f"-t{THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", WRK_TIMEOUT]
+    if script is not None:
+        options += ["-s", str(script)]
+    command = pinned(LOAD_CPU, [wrk, *options, url])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     serverBefore = processCpuSeconds(serverPid)
     started = time.monotonic()
@@ -402,6 +414,7 @@ def runWrk(wrk: str, url: str, seconds: int, serverPid: int) -> WrkResult:
         non2xx=int(figures["non2xx"]),
         loadCpu=loadCpu / wall,
         serverCpu=serverCpu / wall,
+        socketErrorKinds={k: int(figures[f"{k}_errors"]) for k in SOCKET_ERROR_KINDS},
     )
 
 
