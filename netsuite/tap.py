@@ -306,6 +306,9 @@ class Options(usage.Options):
         self["tls-material"], self["tls-fingerprint"] = _loadTLS(self)
         self["tls-options"] = serverOptions(*self["tls-material"]) if self["tls-material"] else None
         _checkHTTPFiles(self)
+        for name in ("proxy-connect-timeout", "proxy-read-timeout", "proxy-tunnel-idle-timeout"):
+            if not self[name] > 0:
+                raise ConfigError(f"--{name}: expected more than 0 seconds")
 
 
 for _setting in SETTINGS:
@@ -570,9 +573,9 @@ def _proxy(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService
                 connectPorts=config["proxy-connect-ports"],
             ),
             settings=ProxySettings(
-                connectTimeout=config["proxy-connect-timeout"] or 10.0,
-                readTimeout=config["proxy-read-timeout"] or 60.0,
-                tunnelIdleTimeout=config["proxy-tunnel-idle-timeout"] or 300.0,
+                connectTimeout=config["proxy-connect-timeout"],
+                readTimeout=config["proxy-read-timeout"],
+                tunnelIdleTimeout=config["proxy-tunnel-idle-timeout"],
                 idleTimeout=config["proxy-idle-timeout"],
                 headerTimeout=config["proxy-header-timeout"],
                 maxTunnels=config["proxy-max-tunnels"],

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite import tap
 from netsuite.listen import DatagramListener, StreamListener
+from netsuite.proxyauth import hashPassword
 from netsuite.tap import SETTINGS, ConfigError, Options, makeService
 
 
@@ -93,6 +94,40 @@ class OptionsTests(SynchronousTestCase):
         # What the user sees on stderr (SystemExit's code):
         self.assertEqual(error.code, f"netsuite: {message}")
         return message
+
+    def test_proxyOptions(self) -> None:
+        """
+        The proxy's options reach its factory (one for the plain and TLS
+        listeners); bad values are one readable line.
+        """
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("alice:" + hashPassword("pw", n=2) + "\n")
+        root = makeService(
+            parse(
+                "--proxy-clients", "10.0.0.0/8, 127.0.0.1", "--proxy-allow-loopback",
+                "--proxy-deny-private", "--proxy-connect-ports", "443, 8443",
+                "--proxy-users", users, "--proxy-forwarded-for", "--proxy-connect-timeout", "3",
+                "--proxy-max-tunnels", "7", "--proxy-pool-per-host", "2",
+            ),
+            MemoryReactor(),
+        )
+        factory = root.proxy
+        rules = factory.rules
+        self.assertEqual([str(n) for n in rules.clients], ["10.0.0.0/8", "127.0.0.1/32"])
+        self.assertEqual((rules.allowLoopback, rules.allowPrivate), (True, False))
+        self.assertEqual(rules.connectPorts, frozenset({443, 8443}))
+        self.assertEqual(list(factory.authenticator.users), ["alice"])
+        settings = factory.settings
+        self.assertEqual(
+            (settings.forwardedFor, settings.connectTimeout, settings.maxTunnels, settings.poolPerHost),
+            (True, 3.0, 7, 2),
+        )
+        self.assertConfigError(["--proxy-clients", "10.0.0.0/33"], "--proxy-clients")
+        self.assertConfigError(["--proxy-connect-ports", "0"], "--proxy-connect-ports", "'0'")
+        self.assertConfigError(["--proxy-connect-ports", "https"], "--proxy-connect-ports")
+        self.assertConfigError(["--proxy-connect-timeout", "0"], "--proxy-connect-timeout", "more than 0")
+        self.assertConfigError(["--proxy-users", "missing.users"], "--proxy-users", "missing.users")
 
     def test_badNumberNamesFlag(self) -> None:
         self.assertConfigError(["--echo-idle-timeout", "soon"], "--echo-idle-timeout", "soon")
