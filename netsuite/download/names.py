@@ -1,0 +1,156 @@
+"""
+Safe local file names for downloads.
+
+A server chooses a download's name (C{Content-Disposition}) or the URL does
+(its last path segment); either may be hostile.  Whatever comes in, the
+result is one plain file name inside the output directory: no separators,
+no C{..}, no control or bidirectional-override characters, no leading dot,
+at most L{MAX_NAME_BYTES} bytes of UTF-8.  An existing file is never
+overwritten unless asked: C{name.1}, C{name.2}, ... as aria2 does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from email.message import Message
+from email.utils import collapse_rfc2231_value
+from pathlib import Path
+from typing import Optional
+from urllib.parse import unquote, urlsplit
+
+#: Bytes of UTF-8 a file name may take (most file systems allow 255).
+MAX_NAME_BYTES = 200
+
+#: The name of a download whose URL names no file.
+DEFAULT_NAME = "index.html"
+
+#: Characters replaced by C{_}: separators, and what Windows file systems
+#: refuse (so that a download directory can be shared).
+_UNSAFE = re.compile(r'[/\\<>:"|?*]')
+
+
+def _visible(character: str) -> bool:
+    # Control (Cc), format (Cf: bidi overrides, zero-width), unassigned,
+    # surrogates and private-use characters are dropped.
+    return unicodedata.category(character) not in ("Cc", "Cf", "Cn", "Cs", "Co")
+
+
+def sanitiseName(name: str, default: str = DEFAULT_NAME) -> str:
+    """
+    C{name} as one safe plain file name, or C{default} when nothing usable
+    is left.
+
+    Only the last segment of a path counts; unsafe characters become C{_};
+    leading dots and spaces and trailing dots and spaces go; the name is cut
+    to L{MAX_NAME_BYTES}, keeping its extension when it can.
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFC", name)
+    name = "".join(c for c in name if _visible(c))
+    name = _UNSAFE.sub("_", name)
+    name = " ".join(name.split())  # tabs, newlines already gone; runs of spaces
+    name = name.lstrip(". ").rstrip(". ")
+    if not name:
+        return default
+    return _cut(name)
+
+
+def _cut(name: str) -> str:
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or len(extension.encode("utf-8")) > 16 or not stem:
+        stem, extension = name, ""
+    room = MAX_NAME_BYTES - (len(extension.encode("utf-8")) + 1 if extension else 0)
+    cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(". ")
+    return f"{cut}.{extension}" if extension else cut
+
+
+def nameFromContentDisposition(value: Optional[str]) -> Optional[str]:
+    """
+    The file name a C{Content-Disposition} header value gives, preferring
+    C{filename*} (RFC 5987 / 6266) to C{filename}; L{None} when it gives
+    none or cannot be read.  Not yet sanitised.
+    """
+    if not value:
+        return None
+    message = Message()
+    try:
+        message["content-disposition"] = value
+        params = message.get_params(header="content-disposition") or []
+        plain = extended = None
+        for key, found in params[1:]:
+            if key.lower() != "filename":
+                continue
+            if isinstance(found, tuple):  # filename*=charset'lang'value
+                extended = extended or collapse_rfc2231_value(found)
+            else:
+                plain = plain or found
+        name = extended or plain
+    except Exception:  # hostile header values: no name, never a crash
+        return None
+    if not name or not isinstance(name, str):
+        return None
+    return name
+
+
+def nameFromURL(url: str) -> Optional[str]:
+    """
+    The percent-decoded last path segment of C{url}, or L{None} when the
+    path ends with C{/} (or is empty).  Not yet sanitised.
+    """
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return None
+    segment = path.rsplit("/", 1)[-1]
+    if not segment:
+        return None
+    return unquote(segment, errors="replace")
+
+
+def chooseName(url: str, contentDisposition: Optional[str] = None) -> str:
+    """
+    The safe local name of a download: from C{Content-Disposition}, else
+    from the URL, else L{DEFAULT_NAME}.
+    """
+    for found in (nameFromContentDisposition(contentDisposition), nameFromURL(url)):
+        if found:
+            name = sanitiseName(found, default="")
+            if name:
+                return name
+    return DEFAULT_NAME
+
+
+def freePath(directory: Path, name: str, *, overwrite: bool = False, partSuffix: str = ".part") -> Path:
+    """
+    Where a download named C{name} goes in C{directory}: C{name} itself, or,
+    when it (or its partial file) already exists and C{overwrite} is off,
+    the first free C{name.1}, C{name.2}, ...
+
+    This looks at the file system (a few C{stat} calls): call it when a
+    download starts, not while bytes flow.
+    """
+
+    def taken(candidate: Path) -> bool:
+        return candidate.exists() or candidate.with_name(candidate.name + partSuffix).exists()
+
+    first = directory / name
+    if overwrite or not taken(first):
+        return first
+    number = 1
+    while True:
+        candidate = directory / f"{name}.{number}"
+        if not taken(candidate):
+            return candidate
+        number += 1
+
+
+def isInside(directory: Path, path: Path) -> bool:
+    """
+    Whether C{path} is directly inside C{directory} (a last check before a
+    file is opened).
+    """
+    return os.path.dirname(os.path.abspath(path)) == os.path.abspath(directory)

@@ -1,0 +1,151 @@
+"""
+Safe local file names for downloads (L{netsuite.download.names}).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from netsuite.download.names import (
+    DEFAULT_NAME,
+    MAX_NAME_BYTES,
+    chooseName,
+    freePath,
+    isInside,
+    nameFromContentDisposition,
+    nameFromURL,
+    sanitiseName,
+)
+
+
+class SanitiseTests(SynchronousTestCase):
+    def test_plainNameKept(self) -> None:
+        self.assertEqual(sanitiseName("report-2026.pdf"), "report-2026.pdf")
+        self.assertEqual(sanitiseName("naïve café.txt"), "naïve café.txt")
+
+    def test_pathsReduceToTheLastSegment(self) -> None:
+        """
+        Separators of either kind and traversal leave only a basename.
+        """
+        for hostile in ("../../etc/passwd", "/etc/passwd", "..\\..\\boot.ini", "a/b/../passwd"):
+            self.assertNotIn("/", sanitiseName(hostile))
+            self.assertNotIn("\\", sanitiseName(hostile))
+        self.assertEqual(sanitiseName("../../etc/passwd"), "passwd")
+        self.assertEqual(sanitiseName("..\\..\\boot.ini"), "boot.ini")
+
+    def test_dotsAndEmptyFallBack(self) -> None:
+        for name in ("", ".", "..", "...", " ", "../", "/", "\x00\x01"):
+            self.assertEqual(sanitiseName(name), DEFAULT_NAME, repr(name))
+
+    def test_noLeadingDot(self) -> None:
+        self.assertEqual(sanitiseName(".bashrc"), "bashrc")
+        self.assertEqual(sanitiseName("..hidden.txt"), "hidden.txt")
+        self.assertEqual(sanitiseName("name.txt. . "), "name.txt")
+
+    def test_controlAndBidiCharactersDropped(self) -> None:
+        """
+        Control characters (C0, DEL, C1), bidirectional overrides and
+        zero-width characters are dropped: a name cannot hide its extension
+        (C{evil\\u202etxt.exe} would show as C{evilexe.txt}).
+        """
+        self.assertEqual(sanitiseName("a\nb\rc\td\x00e\x7ff\x85g.txt"), "abcdefg.txt")
+        self.assertEqual(sanitiseName("evil\u202etxt.exe"), "eviltxt.exe")
+        self.assertEqual(sanitiseName("zero\u200bwidth.txt"), "zerowidth.txt")
+
+    def test_windowsReservedCharactersReplaced(self) -> None:
+        self.assertEqual(sanitiseName('a<b>c:d"e|f?g*h.txt'), "a_b_c_d_e_f_g_h.txt")
+
+    def test_lengthCappedKeepingExtension(self) -> None:
+        name = sanitiseName("x" * 1000 + ".tar.gz")
+        self.assertLessEqual(len(name.encode("utf-8")), MAX_NAME_BYTES)
+        self.assertTrue(name.endswith(".gz"))
+        wide = sanitiseName("é" * 300 + ".txt")  # two bytes each: never cut mid-character
+        self.assertLessEqual(len(wide.encode("utf-8")), MAX_NAME_BYTES)
+        self.assertTrue(wide.endswith(".txt"))
+        wide.encode("utf-8").decode("utf-8")
+
+
+class SourceTests(SynchronousTestCase):
+    def test_contentDispositionFilename(self) -> None:
+        self.assertEqual(nameFromContentDisposition('attachment; filename="a b.txt"'), "a b.txt")
+        self.assertEqual(nameFromContentDisposition("attachment; filename=plain.txt"), "plain.txt")
+
+    def test_contentDispositionExtendedWins(self) -> None:
+        """
+        RFC 5987 C{filename*} (UTF-8, percent-encoded) wins over
+        C{filename}.
+        """
+        value = "attachment; filename=\"EURO rates.txt\"; filename*=UTF-8''%E2%82%AC%20rates.txt"
+        self.assertEqual(nameFromContentDisposition(value), "€ rates.txt")
+
+    def test_contentDispositionWithoutName(self) -> None:
+        for value in (None, "", "inline", "attachment", "attachment; filename=", ";;;=\"", "\x00"):
+            self.assertIsNone(nameFromContentDisposition(value), repr(value))
+
+    def test_urlSegment(self) -> None:
+        self.assertEqual(nameFromURL("http://h/files/My%20File.iso?x=1#y"), "My File.iso")
+        self.assertIsNone(nameFromURL("http://h/"))
+        self.assertIsNone(nameFromURL("http://h"))
+        self.assertEqual(nameFromURL("http://h/a/%2e%2e"), "..")
+
+    def test_chooseName(self) -> None:
+        """
+        C{Content-Disposition} first, then the URL, then the default; always
+        sanitised.
+        """
+        self.assertEqual(chooseName("http://h/x.bin", 'attachment; filename="y.bin"'), "y.bin")
+        self.assertEqual(chooseName("http://h/x.bin"), "x.bin")
+        self.assertEqual(chooseName("http://h/dir/"), DEFAULT_NAME)
+        self.assertEqual(chooseName("http://h/a/%2e%2e"), DEFAULT_NAME)
+        self.assertEqual(chooseName("http://h/x.bin", 'attachment; filename="../../.ssh/authorized_keys"'),
+                         "authorized_keys")
+        self.assertEqual(chooseName("http://h/%2F..%2Fetc%2Fpasswd"), "passwd")
+        self.assertEqual(chooseName("http://h/x.bin", 'attachment; filename=".."'), "x.bin")
+
+
+class FreePathTests(SynchronousTestCase):
+    def test_existingFilesNotOverwritten(self) -> None:
+        """
+        An existing file, or one being downloaded (C{.part}), takes its
+        name: the next is C{name.1}, then C{name.2}, as aria2 does.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        self.assertEqual(freePath(directory, "f.iso"), directory / "f.iso")
+        (directory / "f.iso").write_bytes(b"old")
+        self.assertEqual(freePath(directory, "f.iso"), directory / "f.iso.1")
+        (directory / "f.iso.1.part").write_bytes(b"partial")
+        self.assertEqual(freePath(directory, "f.iso"), directory / "f.iso.2")
+        self.assertEqual(freePath(directory, "f.iso", overwrite=True), directory / "f.iso")
+        self.assertEqual((directory / "f.iso").read_bytes(), b"old")
+
+    def test_isInside(self) -> None:
+        directory = Path(self.mktemp())
+        self.assertTrue(isInside(directory, directory / "a"))
+        self.assertFalse(isInside(directory, directory / "sub" / "a"))
+        self.assertFalse(isInside(directory, directory / ".." / "a"))
+
+
+class HostileInputTests(SynchronousTestCase):
+    def test_randomInputAlwaysSafe(self) -> None:
+        """
+        Whatever the header and URL hold, the name is a plain, non-empty,
+        short file name without separators, leading dots or control
+        characters, and nothing raises.
+        """
+        import random
+
+        rng = random.Random(5)
+        alphabet = "aZ9./\\:%*?\"'<>|;= \t\r\n\x00\x1b\x7f\x85\u202e\u200b\ud800é€*'\u0000"
+        for _ in range(3000):
+            header = "".join(rng.choice(alphabet) for _ in range(rng.randrange(60)))
+            header = rng.choice(["attachment; filename=", "attachment; filename*=UTF-8''", ""]) + header
+            url = "http://h/" + "".join(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+            name = chooseName(url, header)
+            self.assertTrue(name)
+            self.assertFalse(name.startswith("."), repr(name))
+            self.assertFalse(set(name) & set("/\\\x00\n\r\t\x7f\u202e"), repr(name))
+            self.assertNotIn(name, (".", ".."))
+            self.assertLessEqual(len(name.encode("utf-8", "surrogatepass")), MAX_NAME_BYTES)
