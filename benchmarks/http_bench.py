@@ -52,7 +52,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -418,23 +418,30 @@ def runWrk(
     )
 
 
+def _requestsPerSecond(result: WrkResult) -> float:
+    return result.requestsPerSecond
+
+
 @dataclass
 class Results:
     """
-    wrk's results per test and server, one per round.
+    Results per test and server, one per round: wrk's by default, or any
+    kind whose C{figure} the medians are taken of.
     """
 
-    runs: dict[tuple[str, str], list[WrkResult]] = field(default_factory=dict)
+    runs: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    figure: Callable[[Any], float] = _requestsPerSecond
 
-    def add(self, test: str, server: str, result: WrkResult) -> None:
+    def add(self, test: str, server: str, result: Any) -> None:
         self.runs.setdefault((test, server), []).append(result)
 
     def median(self, test: str, server: str) -> float | None:
         """
-        The median requests/s of a test's rounds on a server, if any ran.
+        The median figure (requests/s for wrk) of a test's rounds on a
+        server, if any ran.
         """
         runs = self.runs.get((test, server))
-        return statistics.median(r.requestsPerSecond for r in runs) if runs else None
+        return statistics.median(self.figure(r) for r in runs) if runs else None
 
     def ratio(self, test: str, server: str, peer: str) -> float | None:
         """

@@ -56,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -345,33 +345,8 @@ def check(curl: str, name: str, proxyPort: int | None, url: str) -> None:
         )
 
 
-@dataclass
-class BulkResults:
-    """
-    The downloads per proxy, all rounds together.
-    """
-
-    runs: dict[str, list[Download]] = field(default_factory=dict)
-
-    def add(self, proxy: str, run: Download) -> None:
-        """
-        Record one download.
-        """
-        self.runs.setdefault(proxy, []).append(run)
-
-    def median(self, proxy: str) -> float | None:
-        """
-        The median bytes/s of a proxy's downloads, if any ran.
-        """
-        runs = self.runs.get(proxy)
-        return statistics.median(r.bytesPerSecond for r in runs) if runs else None
-
-    def ratio(self, proxy: str, peer: str) -> float | None:
-        """
-        The median for C{proxy} over the median for C{peer}.
-        """
-        mine, base = self.median(proxy), self.median(peer)
-        return None if mine is None or not base else mine / base
+def _bytesPerSecond(download: Download) -> float:
+    return download.bytesPerSecond
 
 
 @dataclass(frozen=True)
@@ -387,12 +362,12 @@ class Tools:
 def measure(
     tools: Tools, kinds: list[ServerKind], work: Workdir, origin: RunningServer,
     duration: int, warmup: int, rounds: int, bulkRuns: int,
-) -> tuple[Results, BulkResults]:
+) -> tuple[Results, Results]:
     """
     Run both tests through every proxy for C{rounds} rounds, each round
     starting each proxy afresh and rotating which goes first.
     """
-    rps, bulk = Results(), BulkResults()
+    rps, bulk = Results(), Results(figure=_bytesPerSecond)
     small, big = work.originUrl + SMALL_PATH, work.originUrl + BIG_PATH
     for index in range(rounds):
         order = kinds[index % len(kinds):] + kinds[: index % len(kinds)]
@@ -413,7 +388,7 @@ def measure(
                 )
                 for _ in range(bulkRuns):
                     got = measureBulk(tools.curl, big, server, origin)
-                    bulk.add(kind.name, got)
+                    bulk.add("bulk", kind.name, got)
                     wrong = (
                         f"  WRONG: status {got.status}, {got.size} bytes, curl exit {got.exitCode}"
                         if got.isWrong(BIG_SIZE) else ""
@@ -479,7 +454,7 @@ def describeErrors(result: WrkResult) -> str:
 
 
 def formatTable(
-    rps: Results, bulk: BulkResults, kinds: list[ServerKind], connections: int,
+    rps: Results, bulk: Results, kinds: list[ServerKind], connections: int,
 ) -> str:
     """
     The results as a Markdown table (medians, ratios against the peers, each
@@ -518,7 +493,7 @@ def formatTable(
             f"{'; '.join(describeErrors(r) for r in erred) if erred else 0} |"
         )
     for kind in kinds:
-        downloads = bulk.runs.get(kind.name)
+        downloads = bulk.runs.get(("bulk", kind.name))
         if not downloads:
             continue
         wrong = sum(d.isWrong(BIG_SIZE) for d in downloads)
@@ -529,8 +504,8 @@ def formatTable(
         )
         lines.append(
             f"| bulk, GET 100 MiB (MiB/s) | {kind.description} | "
-            f"{(bulk.median(kind.name) or 0) / 2**20:.0f} | "
-            f"{ratios(partial(bulk.ratio, kind.name))} | "
+            f"{(bulk.median('bulk', kind.name) or 0) / 2**20:.0f} | "
+            f"{ratios(partial(bulk.ratio, 'bulk', kind.name))} | "
             f"{', '.join(f'{d.bytesPerSecond / 2**20:.0f}' for d in downloads)} | "
             f"{cpu} | "
             f"{f'{wrong} wrong (W)' if wrong else 0} |"
@@ -557,7 +532,7 @@ NOTES = (
 )
 
 
-def formatTargets(rps: Results, bulk: BulkResults, kinds: list[ServerKind]) -> list[str]:
+def formatTargets(rps: Results, bulk: Results, kinds: list[ServerKind]) -> list[str]:
     """
     netsuite's targets, each met or not, when netsuite ran.
     """
@@ -574,7 +549,7 @@ def formatTargets(rps: Results, bulk: BulkResults, kinds: list[ServerKind]) -> l
         if test == "rps":
             ratio = rps.ratio(test, "netsuite", peer)
         else:
-            ratio = bulk.ratio("netsuite", peer)
+            ratio = bulk.ratio("bulk", "netsuite", peer)
         if ratio is None:
             lines.append(f"target {test}: netsuite >= {target:.2f}x {peer}: {peer} not measured")
             continue

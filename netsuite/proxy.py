@@ -61,10 +61,9 @@ DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
 #: The access log, when it goes to the twistd log.
 _accessLog = Logger(namespace="netsuite.proxy.access")
 
-#: Request headers that never go to the origin.  C{Host} is rewritten from
-#: the target, the body's framing is the proxy's own, and C{Expect} is
-#: answered here.
-_DROP_REQUEST = frozenset(
+#: Hop-by-hop headers (RFC 9110 section 7.6.1), and the body's framing,
+#: which the proxy does itself: never passed on in either direction.
+_HOP_BY_HOP = frozenset(
     [
         b"connection",
         b"keep-alive",
@@ -73,29 +72,17 @@ _DROP_REQUEST = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
-        b"proxy-authorization",
-        b"host",
         b"content-length",
-        b"expect",
     ]
 )
 
+#: Request headers that never go to the origin: also C{Host} (rewritten from
+#: the target), C{Expect} (answered here) and the proxy's credentials.
+_DROP_REQUEST = _HOP_BY_HOP | {b"proxy-authorization", b"host", b"expect"}
+
 #: Response headers that never go to the client.  C{Proxy-Authenticate}
 #: from an origin would make a browser offer this proxy's password to it.
-_DROP_RESPONSE = frozenset(
-    [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"proxy-authenticate",
-        b"proxy-authentication-info",
-    ]
-)
+_DROP_RESPONSE = _HOP_BY_HOP | {b"proxy-authenticate", b"proxy-authentication-info"}
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOSTNAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
@@ -329,9 +316,6 @@ class _ReadGate:
 
     def resumeProducing(self) -> None:
         self.release("http")
-
-    def stopProducing(self) -> None:
-        self._producer.stopProducing()
 
     def hold(self, reason: str) -> None:
         if not self._holds:
@@ -640,10 +624,8 @@ class UpstreamConnection(Protocol):
                 self._decoder.dataReceived(data)
             except _MalformedChunkedDataError:
                 self._broken("the origin sent a malformed chunked body")
-        elif framing == "close":
+        else:  # "close": everything until the end of the connection
             self._deliver(data)
-        else:
-            self._reusable = False
 
     def _responseDone(self) -> None:
         request = self.request
@@ -958,7 +940,7 @@ class ProxyRequest(http.Request):
     clientHost: Optional[str] = None
     _timedOutWhile = ""
     _tunnel = False
-    _sentFraming = b""
+    _lengthSent = False
     _target: Tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -1326,7 +1308,7 @@ class ProxyRequest(http.Request):
         out += (b"Via: ", self._upstream._viaVersion, b" netsuite\r\n")
         if length >= 0:
             out.append(b"Content-Length: %d\r\n" % (length,))
-            self._sentFraming = b"Content-Length"
+            self._lengthSent = True
         elif framing in ("chunked", "close"):
             if self.clientproto == b"HTTP/1.1":
                 if codings:
@@ -1406,7 +1388,7 @@ class ProxyRequest(http.Request):
         channel.followUpstream(None)
         channel.persistent = False
         factory.log(self)
-        if self.chunked or self.method == b"HEAD" or b"Content-Length" in self._sentFraming:
+        if self.chunked or self.method == b"HEAD" or self._lengthSent:
             channel.loseConnection()  # the client can tell the answer is short
         else:
             channel.flushOutput()
@@ -1477,7 +1459,7 @@ class ProxyRequest(http.Request):
     # The client.
 
     def connectionLost(self, reason: Failure) -> None:
-        self._factory = self.channel.factory
+        factory = self.channel.factory
         self._gone = True
         self._cancelTimer()
         if self._connector is not None and self._attempt is not None and not self._attempt.connected:
@@ -1487,8 +1469,8 @@ class ProxyRequest(http.Request):
             upstream.close()
             if not self._ended:
                 self._ended = True
-                self._factory.tunnelsClosed()
-                self._factory.log(self)
+                factory.tunnelsClosed()
+                factory.log(self)
         elif upstream is not None:
             upstream.abort()
         http.Request.connectionLost(self, reason)
@@ -1545,17 +1527,6 @@ class ProxyChannel(NetsuiteHTTPChannel):
         if self.length != 0 and self.requests and not self._closing:
             # A body follows: start now, so that it streams.
             self.requests[-1].start()
-
-    def checkPersistence(self, request: Any, version: bytes) -> bool:
-        # Twisted splits Connection on spaces ("close, x" is not "close").
-        tokens = {
-            token.strip().lower()
-            for value in request.requestHeaders.getRawHeaders(b"connection", [])
-            for token in value.split(b",")
-        }
-        if version == b"HTTP/1.1" and b"close" not in tokens:
-            return True
-        return False
 
     def _send100Continue(self) -> None:
         # Sent once the origin's connection is ready, not before.

@@ -25,12 +25,10 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from netsuite.listen import StreamListener
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
@@ -170,6 +168,18 @@ def _parseResponse(data: bytes) -> Tuple[int, Dict[bytes, bytes], bytes]:
     return status, headers, rest
 
 
+def _recvAll(conn: socket.socket) -> bytes:
+    """
+    Everything C{conn} receives until the other side closes.
+    """
+    received = b""
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return received
+        received += chunk
+
+
 def _readToClose(port: int, data: bytes) -> bytes:
     """
     Send C{data} on a raw socket and read until the server closes (in a
@@ -177,12 +187,7 @@ def _readToClose(port: int, data: bytes) -> bytes:
     """
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
         s.sendall(data)
-        received = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return received
-            received += chunk
+        return _recvAll(s)
 
 
 def _buffered(transport: Any) -> int:
@@ -340,6 +345,35 @@ class ProxySocketTests(TestCase):
         self.assertEqual(seen["sha256"], hashlib.sha256(body).hexdigest())
         self.assertEqual(seen["headers"]["transfer-encoding"], ["chunked"])
 
+    async def test_expectContinue(self) -> None:
+        """
+        A client that sends C{Expect: 100-continue} gets C{100 Continue}
+        (once the origin connection is ready), then sends its body, which
+        arrives whole; the origin never sees C{Expect}.
+        """
+        port = await self.startProxy()
+        body = os.urandom(200_000)
+
+        def post() -> Tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
+                s.sendall(
+                    b"POST %s/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n" % (self.base.encode(), len(body))
+                )
+                interim = b""
+                while b"\r\n\r\n" not in interim:
+                    interim += s.recv(1)
+                s.sendall(body)
+                return interim, _recvAll(s)
+
+        interim, data = await threads.deferToThread(post)
+        self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+        status, _, answer = _parseResponse(data)
+        seen = json.loads(answer)
+        self.assertEqual((status, seen["length"]), (200, len(body)))
+        self.assertEqual(seen["sha256"], hashlib.sha256(body).hexdigest())
+        self.assertNotIn("expect", seen["headers"])
+
     async def test_chunkedResponse(self) -> None:
         """
         A chunked origin response reaches an HTTP/1.1 client chunked and
@@ -436,7 +470,6 @@ class ProxySocketTests(TestCase):
         held = sum(_buffered(p.transport) for p in self.listener.tracker.protocols)
         self.assertLess(held, 2 * 1024 * 1024)
         client.transport.resumeProducing()
-        head = 0
         while b"\r\n\r\n" not in b"".join(client.received)[:4096]:
             await deferLater(reactor, 0.01, lambda: None)
         head = b"".join(client.received).index(b"\r\n\r\n") + 4
@@ -533,12 +566,7 @@ class ProxySocketTests(TestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
                 raw.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,) + b"x" * 100000)
                 raw.shutdown(socket.SHUT_WR)
-                received = b""
-                while True:
-                    chunk = raw.recv(65536)
-                    if not chunk:
-                        return received
-                    received += chunk
+                return _recvAll(raw)
 
         received = await threads.deferToThread(talk)
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
@@ -693,12 +721,7 @@ class ProxySocketTests(TestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
                 with context.wrap_socket(raw, server_hostname="localhost") as conn:
                     conn.sendall(b"GET %s/chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(),))
-                    received = b""
-                    while True:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return received
-                        received += chunk
+                    return _recvAll(conn)
 
         status, _, body = _parseResponse(await threads.deferToThread(fetch))
         self.assertEqual((status, body), (200, b"one,two,three"))

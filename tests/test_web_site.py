@@ -76,6 +76,17 @@ class LimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.site.stats.counters["header_timeouts"], 1)
 
+    def test_connectionCloseAmongOtherTokens(self) -> None:
+        """
+        C{Connection: close, x} closes the connection after the answer, as
+        a bare C{close} does (Twisted only splits on spaces).
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close, X-Other\r\n\r\n")
+        self.clock.advance(0)
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
     def test_deadlineRestartsForEachRequest(self) -> None:
         """
         On a keep-alive connection every request gets the whole head deadline

@@ -273,6 +273,20 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.flushOutput()
         HTTPChannel.loseConnection(self)
 
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        # Twisted splits Connection on spaces: "close, x" was not "close".
+        tokens = {
+            token.strip().lower()
+            for value in request.requestHeaders.getRawHeaders(b"connection", [])
+            for token in value.split(b",")
+        }
+        if version != b"HTTP/1.1":
+            return False
+        if b"close" in tokens:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return True
+
     def _send100Continue(self) -> None:
         self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
