@@ -1,0 +1,317 @@
+"""
+The HTTP client the downloader drives with treq: certificate checks (or a
+private CA, or none when asked), an optional HTTP proxy (absolute-form
+requests for http, a CONNECT tunnel for https), and no implicit
+decompression.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Optional
+from urllib.parse import unquote, urlsplit
+
+from twisted.internet import defer, ssl
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
+from zope.interface import implementer
+
+#: Where a response's C{Content-Encoding} is moved so that treq does not
+#: decompress it: bytes are saved exactly as the server sent them.
+HIDDEN_ENCODING = b"x-netsuite-content-encoding"
+
+#: The longest CONNECT answer head a proxy may send.
+MAX_TUNNEL_HEAD = 16 * 1024
+
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+class ProxyError(ConnectError):
+    """
+    The proxy refused or broke a CONNECT tunnel.
+    """
+
+
+def loadTrustRoot(caFile: str) -> ssl.IOpenSSLTrustRoot:
+    """
+    A trust root made of every certificate in the PEM file C{caFile}.
+
+    @raise ValueError: with a readable sentence when the file cannot be
+        read or holds no certificate.
+    """
+    try:
+        with open(caFile, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the CA file {caFile}: {e.strerror}") from None
+    blocks = _PEM.findall(data)
+    if not blocks:
+        raise ValueError(f"the CA file {caFile} holds no PEM certificate")
+    try:
+        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
+    except Exception:
+        raise ValueError(f"the CA file {caFile} holds a certificate that cannot be read") from None
+    return ssl.trustRootFromCertificates(certificates)
+
+
+@implementer(IPolicyForHTTPS)
+class InsecurePolicy:
+    """
+    A TLS policy that checks nothing: any certificate, any name.  Only for
+    C{--insecure}.
+    """
+
+    def creatorForNetloc(self, hostname: bytes, port: int):
+        return ssl.CertificateOptions(verify=False)
+
+
+def tlsPolicy(caFile: Optional[str] = None, insecure: bool = False) -> IPolicyForHTTPS:
+    """
+    The TLS policy for downloads: the system's trust roots and
+    service-identity name checks, or only C{caFile}'s certificates, or
+    (C{insecure}) no checks at all.
+    """
+    if insecure:
+        return InsecurePolicy()
+    if caFile:
+        return BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(caFile))
+    return BrowserLikePolicyForHTTPS()
+
+
+@implementer(IAgent)
+class IdentityAgent:
+    """
+    Asks for and keeps the bytes as stored: C{Accept-Encoding: identity},
+    and a response's C{Content-Encoding} is moved out of the way of treq's
+    gzip decoder (a download is saved exactly as sent, and a gzip bomb
+    stays a small file).
+    """
+
+    def __init__(self, agent: IAgent) -> None:
+        self._agent = agent
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        headers = headers.copy() if headers is not None else Headers()
+        headers.setRawHeaders(b"accept-encoding", [b"identity"])
+        d = self._agent.request(method, uri, headers, bodyProducer)
+        d.addCallback(self._hideEncoding)
+        return d
+
+    @staticmethod
+    def _hideEncoding(response):
+        codings = response.headers.getRawHeaders(b"content-encoding")
+        if codings:
+            response.headers.removeHeader(b"content-encoding")
+            response.headers.setRawHeaders(HIDDEN_ENCODING, codings)
+        return response
+
+
+def _proxyParts(proxy: str) -> tuple[str, int, Optional[bytes]]:
+    """
+    C{(host, port, Proxy-Authorization value or None)} of a proxy URL.
+
+    @raise ValueError: with a readable sentence for anything but
+        C{http://[user:password@]host[:port]}.
+    """
+    try:
+        parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        port = parts.port or 8080
+    except ValueError:
+        raise ValueError(f"{proxy!r} is not a proxy URL (example: http://127.0.0.1:3128)") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"{proxy!r} is not an http:// proxy URL (example: http://127.0.0.1:3128)")
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("utf-8")
+        authorization = b"Basic " + base64.b64encode(pair)
+    return parts.hostname, port, authorization
+
+
+class _TunnelProtocol(Protocol):
+    """
+    Asks a proxy for a CONNECT tunnel, then hands the connection to the
+    real protocol and forwards to it.
+    """
+
+    def __init__(self, factory: "_TunnelFactory") -> None:
+        self._factory = factory
+        self._buffer = b""
+        self._inner: Optional[Protocol] = None
+
+    def connectionMade(self) -> None:
+        target = self._factory.target
+        head = [b"CONNECT " + target + b" HTTP/1.1", b"Host: " + target]
+        if self._factory.authorization:
+            head.append(b"Proxy-Authorization: " + self._factory.authorization)
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.dataReceived(data)
+            return
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_TUNNEL_HEAD:
+                self._fail("the proxy's answer to CONNECT is too long")
+            return
+        head, rest = self._buffer[:end], self._buffer[end + 4 :]
+        self._buffer = b""
+        statusLine = head.split(b"\r\n", 1)[0]
+        parts = statusLine.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            self._fail("the proxy's answer to CONNECT is not HTTP")
+            return
+        if not 200 <= int(parts[1]) < 300:
+            reason = statusLine[len(parts[0]) + 1 :].decode("latin-1", "replace")
+            self._fail(f"the proxy refused the tunnel: {reason}")
+            return
+        inner = self._factory.wrapped.buildProtocol(self.transport.getPeer())
+        if inner is None:
+            self.transport.loseConnection()
+            self._factory.settle(Failure(ConnectError("the connection was refused by its protocol")))
+            return
+        self._inner = inner
+        inner.makeConnection(self.transport)
+        self._factory.settle(inner)
+        if rest:
+            inner.dataReceived(rest)
+
+    def _fail(self, message: str) -> None:
+        self.transport.abortConnection()
+        self._factory.settle(Failure(ProxyError(string=message)))
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._inner is not None:
+            self._inner.connectionLost(reason)
+        else:
+            self._factory.settle(Failure(ProxyError(string="the proxy closed the connection before the tunnel opened")))
+
+
+class _TunnelFactory(Factory):
+    def __init__(self, wrapped: Factory, target: bytes, authorization: Optional[bytes]) -> None:
+        self.wrapped = wrapped
+        self.target = target
+        self.authorization = authorization
+        self.done: defer.Deferred = defer.Deferred()
+
+    def buildProtocol(self, addr):
+        return _TunnelProtocol(self)
+
+    def settle(self, result) -> None:
+        if not self.done.called:
+            self.done.callback(result) if not isinstance(result, Failure) else self.done.errback(result)
+
+
+@implementer(IStreamClientEndpoint)
+class TunnelEndpoint:
+    """
+    An endpoint that reaches C{host:port} through an HTTP proxy's CONNECT
+    tunnel.
+
+    @param proxyEndpoint: how to reach the proxy.
+    @param timeout: seconds the proxy has to open the tunnel.
+    """
+
+    def __init__(self, reactor, proxyEndpoint, host: str, port: int, authorization: Optional[bytes], timeout: float) -> None:
+        self._reactor = reactor
+        self._proxyEndpoint = proxyEndpoint
+        hostText = f"[{host}]" if ":" in host else host
+        self._target = f"{hostText}:{port}".encode("idna" if not host.isascii() else "ascii")
+        self._authorization = authorization
+        self._timeout = timeout
+
+    def connect(self, protocolFactory):
+        factory = _TunnelFactory(protocolFactory, self._target, self._authorization)
+        connecting = self._proxyEndpoint.connect(factory)
+
+        def connected(tunnelProtocol):
+            timer = self._reactor.callLater(
+                self._timeout,
+                lambda: (
+                    tunnelProtocol.transport.abortConnection(),
+                    factory.settle(Failure(ProxyError(string="the proxy did not open the tunnel in time"))),
+                ),
+            )
+
+            def stop(result):
+                if timer.active():
+                    timer.cancel()
+                return result
+
+            return factory.done.addBoth(stop)
+
+        connecting.addCallback(connected)
+        return connecting
+
+
+@implementer(IAgentEndpointFactory)
+class _TunnelEndpointFactory:
+    def __init__(self, reactor, proxyEndpoint, authorization, policy, timeout) -> None:
+        self._reactor = reactor
+        self._proxyEndpoint = proxyEndpoint
+        self._authorization = authorization
+        self._policy = policy
+        self._timeout = timeout
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        tunnel = TunnelEndpoint(self._reactor, self._proxyEndpoint, host, uri.port, self._authorization, self._timeout)
+        return wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), tunnel)
+
+
+@implementer(IAgent)
+class ProxyingAgent:
+    """
+    Sends http requests to an HTTP proxy in absolute form and https
+    requests through a CONNECT tunnel, TLS end to end with the origin.
+    """
+
+    def __init__(self, reactor, proxy: str, policy: IPolicyForHTTPS, pool: HTTPConnectionPool, connectTimeout: float) -> None:
+        host, port, self._authorization = _proxyParts(proxy)
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
+        self._plain = ProxyAgent(endpoint, reactor, pool)
+        self._tunnelled = Agent.usingEndpointFactory(
+            reactor, _TunnelEndpointFactory(reactor, endpoint, self._authorization, policy, connectTimeout), pool
+        )
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        if uri.startswith(b"https:"):
+            return self._tunnelled.request(method, uri, headers, bodyProducer)
+        if self._authorization:
+            headers = headers.copy() if headers is not None else Headers()
+            headers.setRawHeaders(b"proxy-authorization", [self._authorization])
+        return self._plain.request(method, uri, headers, bodyProducer)
+
+
+def checkProxy(proxy: str) -> None:
+    """
+    @raise ValueError: with a readable sentence when C{proxy} is not a
+        usable proxy URL.
+    """
+    _proxyParts(proxy)
+
+
+def buildAgent(
+    reactor, pool: HTTPConnectionPool, *, connectTimeout: float, caFile: Optional[str] = None, insecure: bool = False, proxy: Optional[str] = None
+) -> IAgent:
+    """
+    The agent downloads go through: TLS checks as asked, through C{proxy}
+    when given, never decompressing.
+
+    @raise ValueError: with a readable sentence for a bad C{caFile} or
+        C{proxy}.
+    """
+    policy = tlsPolicy(caFile, insecure)
+    if proxy:
+        agent = ProxyingAgent(reactor, proxy, policy, pool, connectTimeout)
+    else:
+        agent = Agent(reactor, contextFactory=policy, connectTimeout=connectTimeout, pool=pool)
+    return IdentityAgent(agent)

@@ -1,0 +1,1494 @@
+"""
+The download engine: a L{Downloader} fetches many files at once with treq,
+each into C{NAME.part} beside a JSON resume state, split across several
+connections when the server allows ranges, retried with backoff, and
+renamed to its final name only when it is complete and verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field, fields, replace
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Union
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+from twisted.internet import defer, error as netError, task
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import client as webClient
+from twisted.web._newclient import ResponseNeverReceived
+from twisted.web.client import HTTPConnectionPool, PotentialDataLoss, ResponseDone, ResponseFailed
+
+from treq.client import HTTPClient
+
+from .. import __version__
+from . import names
+from .agent import buildAgent
+from .errors import (
+    BadURL,
+    ChecksumMismatch,
+    ConnectionFailed,
+    DownloadError,
+    DownloadTimeout,
+    HTTPStatusError,
+    LocalFileError,
+    RedirectError,
+    RemoteChanged,
+    TooLarge,
+)
+from .state import PART_SUFFIX, DownloadState, addRange, covered, gaps, loadState, mergeRanges, statePathFor
+from .values import parseChecksum
+
+log = Logger()
+
+MiB = 2**20
+
+#: Redirect statuses that are followed.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+#: A failure after at least this much resumable progress does not count
+#: towards the retry limit (the download is moving, just not steadily).
+PROGRESS_FORGIVES = 256 * 1024
+
+#: How many times a download may start over (remote file changed, ranges
+#: misreported) before it fails.
+MAX_RESTARTS = 3
+
+#: Seconds between state-file writes of a running download.
+STATE_INTERVAL = 1.0
+
+#: Bytes read per step when a finished file is hashed.
+HASH_CHUNK = MiB
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """
+    How a L{Downloader} behaves; every field has a sensible default.
+
+    @ivar maxConnections: HTTP connections in all.
+    @ivar maxPerHost: connections to one (scheme, host, port).
+    @ivar segments: connections one file may use.
+    @ivar minSplitSize: files smaller than this are never split.
+    @ivar connectTimeout: seconds to connect.
+    @ivar headerTimeout: seconds from sending a request to its response head.
+    @ivar stallTimeout: seconds without a body byte before the transfer
+        counts as failed (and is retried).
+    @ivar totalTimeout: seconds one download may take in all, or L{None}.
+    @ivar retries: further attempts after failures in a row.
+    @ivar retryWait: the first backoff in seconds; it doubles, with jitter.
+    @ivar maxRetryWait: the longest backoff, and the longest C{Retry-After}
+        honoured.
+    @ivar maxRedirects: redirects followed per request.
+    @ivar caFile: a PEM file of trust roots to use instead of the system's.
+    @ivar insecure: check no certificate at all.
+    @ivar proxy: an C{http://[user:password@]host:port} proxy, or L{None}.
+    @ivar rateLimit: bytes per second for all downloads together, or
+        L{None}.
+    @ivar maxSize: the largest file accepted, in bytes, or L{None}.
+    @ivar userAgent: the C{User-Agent} sent.
+    @ivar progressInterval: seconds between progress events.
+    """
+
+    maxConnections: int = 8
+    maxPerHost: int = 4
+    segments: int = 4
+    minSplitSize: int = 4 * MiB
+    connectTimeout: float = 30.0
+    headerTimeout: float = 30.0
+    stallTimeout: float = 30.0
+    totalTimeout: Optional[float] = None
+    retries: int = 5
+    retryWait: float = 1.0
+    maxRetryWait: float = 60.0
+    maxRedirects: int = 10
+    caFile: Optional[str] = None
+    insecure: bool = False
+    proxy: Optional[str] = None
+    rateLimit: Optional[int] = None
+    maxSize: Optional[int] = None
+    userAgent: str = f"netsuite-get/{__version__}"
+    progressInterval: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("maxConnections", "maxPerHost", "segments"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("connectTimeout", "headerTimeout", "stallTimeout", "progressInterval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0 seconds")
+        if self.totalTimeout is not None and not self.totalTimeout > 0:
+            raise ValueError("totalTimeout must be more than 0 seconds")
+        if self.retries < 0 or self.maxRedirects < 0 or self.retryWait < 0 or self.maxRetryWait < 0:
+            raise ValueError("retries, maxRedirects, retryWait and maxRetryWait cannot be negative")
+        if self.rateLimit is not None and self.rateLimit < 1:
+            raise ValueError("rateLimit must be at least 1 byte per second")
+        if self.maxSize is not None and self.maxSize < 0:
+            raise ValueError("maxSize cannot be negative")
+
+
+@dataclass
+class DownloadRequest:
+    """
+    One file to download.
+
+    @ivar url: an http or https URL (credentials in it are sent, as Basic
+        authorization, to its own origin only).
+    @ivar directory: where the file goes.
+    @ivar name: the wanted file name (still sanitised), or L{None} for the
+        server's or the URL's.
+    @ivar checksum: C{"sha256=HEX"} (or another algorithm) the file must
+        match.
+    @ivar headers: extra request headers (C{Authorization} among them goes
+        to the URL's origin only).
+    @ivar overwrite: replace an existing file instead of choosing
+        C{name.1}, C{name.2}, ...
+    @ivar continueExisting: a file already under the final name, without a
+        state file, counts as the download's first bytes (C{wget -c}).
+    """
+
+    url: str
+    directory: Union[str, Path] = "."
+    name: Optional[str] = None
+    checksum: Optional[str] = None
+    headers: Optional[dict[str, str]] = None
+    overwrite: bool = False
+    continueExisting: bool = False
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """
+    A finished download.
+
+    @ivar url: the URL asked for.
+    @ivar path: the file, under its final name.
+    @ivar size: its size in bytes.
+    @ivar seconds: how long it took.
+    @ivar resumedFrom: bytes already on disk when this run began.
+    @ivar segments: the most connections it used at once.
+    """
+
+    url: str
+    path: Path
+    size: int
+    seconds: float
+    resumedFrom: int = 0
+    segments: int = 1
+
+
+@dataclass
+class Job:
+    """
+    A download the L{Downloader} has been given.
+
+    @ivar id: its identifier, unique in its downloader.
+    @ivar deferred: fires with a L{DownloadResult} or fails with a
+        L{DownloadError} (or L{CancelledError} once cancelled).
+    """
+
+    id: str
+    request: DownloadRequest
+    deferred: Deferred = field(repr=False, default=None)
+    state: str = "queued"
+    name: Optional[str] = None
+    path: Optional[str] = None
+    done: int = 0
+    size: Optional[int] = None
+    speed: float = 0.0
+    error: Optional[str] = None
+    attempts: int = 0
+    _lastDone: int = field(default=0, repr=False)
+    _download: Optional["_Download"] = field(default=None, repr=False)
+
+    def snapshot(self) -> dict:
+        """
+        The job as a JSON-ready dict.
+        """
+        return {
+            "id": self.id,
+            "url": redact(self.request.url),
+            "name": self.name,
+            "path": self.path,
+            "state": self.state,
+            "done": self.done,
+            "size": self.size,
+            "speed": round(self.speed, 1),
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+
+
+def splitURL(url: str) -> tuple[str, Optional[str]]:
+    """
+    C{url} without its credentials, and the Basic C{Authorization} value
+    they make (or L{None}).
+
+    @raise BadURL: when C{url} is not an http or https URL with a host.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise BadURL(f"{url}: not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = parts.scheme or "(none)"
+        raise BadURL(f"{url}: only http and https URLs can be downloaded, not {scheme}")
+    if not parts.hostname:
+        raise BadURL(f"{url}: the URL has no host")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url.strip()):
+        raise BadURL(f"{url!r}: the URL contains spaces or control characters")
+    authorization = None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        import base64
+
+        pair = f"{unquote(user)}:{unquote(password)}".encode("utf-8")
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    # Non-ASCII in paths is percent-encoded; non-ASCII hosts use IDNA.
+    host = parts.hostname
+    if not host.isascii():
+        try:
+            asciiHost = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise BadURL(f"{url}: the host name is not valid") from None
+        netloc = netloc.replace(host, asciiHost)
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
+    query = quote(parts.query, safe="/%:@!$&'()*+,;=?~-._")
+    return urlunsplit((parts.scheme.lower(), netloc, path, query, "")), authorization
+
+
+def redact(url: str) -> str:
+    """
+    C{url} with any password replaced by C{***}, for messages and events.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """
+    The (scheme, host, port) of C{url}.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+def retryAfterSeconds(value: Optional[bytes], now: float) -> Optional[float]:
+    """
+    The seconds a C{Retry-After} header value asks for (a number, or an
+    HTTP date), or L{None} when it is missing or unreadable.
+    """
+    if not value:
+        return None
+    text = value.decode("latin-1").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _describe(failure: Failure) -> str:
+    """
+    One phrase for a low-level connection failure.
+    """
+    value = failure.value
+    if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
+        return _describe(value.reasons[0])
+    if failure.check(netError.DNSLookupError):
+        return "the host name could not be resolved"
+    if failure.check(netError.ConnectionRefusedError):
+        return "the connection was refused"
+    if failure.check(netError.TimeoutError):
+        return "connecting timed out"
+    if failure.check(netError.ConnectionLost, netError.ConnectionDone):
+        return "the connection was closed"
+    if failure.check(netError.ConnectError):
+        text = str(value.args[0]) if getattr(value, "args", None) and value.args and value.args[0] else str(value)
+        return text or "the connection failed"
+    try:
+        from OpenSSL.SSL import Error as TLSError
+
+        if failure.check(TLSError):
+            return "the TLS handshake failed (is the certificate trusted and for this host name?)"
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value) or value.__class__.__name__
+
+
+def _isTLSFailure(failure: Failure) -> bool:
+    value = failure.value
+    if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
+        return any(_isTLSFailure(reason) for reason in value.reasons)
+    from OpenSSL.SSL import Error as TLSError
+
+    return failure.check(TLSError) is not None
+
+
+class _Slots:
+    """
+    Connection slots: at most C{total} at once, at most C{perHost} for one
+    origin; waiters are served first come, first served.
+    """
+
+    def __init__(self, total: int, perHost: int) -> None:
+        self.total = total
+        self.perHost = perHost
+        self.used = 0
+        self._byHost: dict[tuple, int] = {}
+        self._waiting: list[tuple[tuple, Deferred]] = []
+
+    def acquire(self, key: tuple) -> Deferred:
+        if not self._waiting and self._free(key):
+            self._take(key)
+            return defer.succeed(None)
+        d: Deferred = Deferred(lambda d: self._waiting.remove((key, d)))
+        self._waiting.append((key, d))
+        return d
+
+    def release(self, key: tuple) -> None:
+        self.used -= 1
+        left = self._byHost[key] - 1
+        if left:
+            self._byHost[key] = left
+        else:
+            del self._byHost[key]
+        for entry in list(self._waiting):
+            if self.used >= self.total:
+                break
+            waitingKey, d = entry
+            if self._free(waitingKey):
+                self._waiting.remove(entry)
+                self._take(waitingKey)
+                d.callback(None)
+
+    def _free(self, key: tuple) -> bool:
+        return self.used < self.total and self._byHost.get(key, 0) < self.perHost
+
+    def _take(self, key: tuple) -> None:
+        self.used += 1
+        self._byHost[key] = self._byHost.get(key, 0) + 1
+
+
+class _RateLimit:
+    """
+    A token bucket shared by every transfer: C{delayFor(n)} takes C{n}
+    bytes' worth and says how long the caller should pause.
+    """
+
+    def __init__(self, clock, rate: int) -> None:
+        self._clock = clock
+        self.rate = rate
+        self._burst = max(rate / 4, 16 * 1024)
+        self._tokens = self._burst
+        self._last = clock.seconds()
+
+    def delayFor(self, size: int) -> float:
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        self._tokens -= size
+        return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+
+class _Piece:
+    """
+    A byte range one connection fills: C{[start, end)}, filled up to
+    C{pos}.  C{end} is L{None} while the size is unknown.
+    """
+
+    def __init__(self, start: int, end: Optional[int]) -> None:
+        self.start = start
+        self.pos = start
+        self.end = end
+        self.validating = False  # only checks the remote file; no body wanted
+
+    @property
+    def remaining(self) -> int:
+        return (self.end - self.pos) if self.end is not None else 0
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None and self.pos >= self.end
+
+    def __repr__(self) -> str:
+        return f"<_Piece {self.start}..{self.pos}..{self.end}>"
+
+
+class _Restart(Exception):
+    """
+    The download must start over from byte zero (the remote file changed,
+    or the server misreported ranges).
+    """
+
+    def __init__(self, reason: str, rangesSupported: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.rangesSupported = rangesSupported
+
+
+class _BodyReader(Protocol):
+    """
+    Writes a response body into the file at its piece's position, stops
+    at the piece's end, pauses for the rate limit and fails when the body
+    stalls.
+    """
+
+    def __init__(self, download: "_Download", piece: _Piece, expected: Optional[int]) -> None:
+        self.download = download
+        self.piece = piece
+        self.expected = expected  # body bytes the response framing promises
+        self.received = 0
+        self.finished: Deferred = Deferred(self._cancel)
+        self._stallTimer = None
+        self._resumeTimer = None
+        self._error: Optional[DownloadError] = None
+
+    def connectionMade(self) -> None:
+        self._armStall()
+
+    def _armStall(self) -> None:
+        clock = self.download.clock
+        timeout = self.download.settings.stallTimeout
+        if self._stallTimer is not None and self._stallTimer.active():
+            self._stallTimer.reset(timeout)
+        else:
+            self._stallTimer = clock.callLater(timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        seconds = self.download.settings.stallTimeout
+        self._stop(DownloadTimeout(f"{self.download.url}: no data for {seconds:g} seconds"))
+
+    def _disarm(self) -> None:
+        for timer in (self._stallTimer, self._resumeTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return
+        piece = self.piece
+        if piece.end is not None and piece.pos + len(data) > piece.end:
+            data = data[: max(0, piece.end - piece.pos)]
+        if data:
+            try:
+                self.download.write(data, piece.pos)
+            except DownloadError as e:
+                self._stop(e)
+                return
+            piece.pos += len(data)
+            self.received += len(data)
+            self.download.job.done += len(data)
+        maxSize = self.download.settings.maxSize
+        if maxSize is not None and piece.pos > maxSize:
+            self._stop(TooLarge(f"{self.download.url}: the file is larger than the limit of {maxSize} bytes"))
+            return
+        if piece.complete:
+            if self.expected is not None and self.received >= self.expected:
+                self._disarm()  # the response ends here too: keep its connection
+                return
+            # The piece is full (a split shortened it): the rest of this
+            # response is another connection's.
+            self._stop(None)
+            return
+        limiter = self.download.downloader._rateLimit
+        delay = limiter.delayFor(len(data)) if limiter is not None and data else 0.0
+        if delay > 0:
+            if self._stallTimer is not None and self._stallTimer.active():
+                self._stallTimer.cancel()
+            self.transport.pauseProducing()
+            self._resumeTimer = self.download.clock.callLater(delay, self._resume)
+        else:
+            self._armStall()
+
+    def _resume(self) -> None:
+        if not self.finished.called:
+            self._armStall()
+            self.transport.resumeProducing()
+
+    def _stop(self, error: Optional[DownloadError]) -> None:
+        self._disarm()
+        if self.finished.called:
+            return
+        self.transport.stopProducing()
+        if error is None:
+            self.finished.callback(None)
+        else:
+            self.finished.errback(error)
+
+    def _cancel(self, d: Deferred) -> None:
+        self._disarm()
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self._disarm()
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss) and self.piece.complete:
+            self.finished.callback(None)
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            if self.expected is not None and self.received < self.expected and not self.piece.complete:
+                self.finished.errback(
+                    ConnectionFailed(f"{self.download.url}: the body ended after {self.received} of {self.expected} bytes")
+                )
+            elif reason.check(PotentialDataLoss) and self.piece.end is not None and not self.piece.complete:
+                self.finished.errback(ConnectionFailed(f"{self.download.url}: the connection closed before the body was complete"))
+            else:
+                self.finished.callback(None)
+            return
+        self.finished.errback(
+            ConnectionFailed(f"{self.download.url}: the transfer broke after {self.piece.pos} bytes ({_describe(reason)})")
+        )
+
+
+class _Download:
+    """
+    One job's download: finds its resume state, asks for the file (in
+    pieces when it can), keeps the state file up to date, verifies and
+    renames.
+    """
+
+    def __init__(self, downloader: "Downloader", job: Job) -> None:
+        self.downloader = downloader
+        self.settings = downloader.settings
+        self.clock = downloader.clock
+        self.job = job
+        self.request = job.request
+        self.directory = Path(self.request.directory)
+        self.url, self.authorization = splitURL(self.request.url)
+        self.checksum = parseChecksum(self.request.checksum) if self.request.checksum else None
+        self.state = DownloadState(url=self.url, finalUrl=self.url)
+        self.partPath: Optional[Path] = None
+        self.finalPath: Optional[Path] = None
+        self.fd: Optional[int] = None
+        self.pieces: list[_Piece] = []
+        self.pending: list[_Piece] = []
+        self.workers: set[Deferred] = set()
+        self.mostWorkers = 0
+        self.resumedFrom = 0
+        self.started = False
+        self._transferDone: Optional[Deferred] = None
+        self._error: Optional[Failure] = None
+        self._slotKey = origin(self.url)
+        self._lastSave = 0.0
+        self._noRanges = False
+        self._idle: set[Deferred] = set()
+        self.displayUrl = redact(self.request.url)
+
+    # -- the whole download ------------------------------------------------
+
+    async def run(self) -> DownloadResult:
+        began = self.clock.seconds()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._findResume()
+        restarts = 0
+        try:
+            while True:
+                try:
+                    await self._transfer()
+                    break
+                except _Restart as restart:
+                    restarts += 1
+                    if restarts > MAX_RESTARTS:
+                        raise RemoteChanged(f"{self.url}: {restart.reason}, {restarts} times; giving up") from None
+                    log.info("{url}: starting over: {reason}", url=self.url, reason=restart.reason)
+                    self._startOver(restart.rangesSupported)
+            size = self._finish()
+            self.job.state = "verifying"
+            await self._verify()
+            self._rename()
+        except CancelledError:
+            self._saveState()
+            self._close()
+            raise
+        except DownloadError as e:
+            self._failed(e)
+            raise
+        except OSError as e:
+            problem = LocalFileError(f"{self.url}: cannot write {e.filename or self.directory}: {e.strerror}")
+            self._failed(problem)
+            raise problem from None
+        return DownloadResult(
+            url=self.request.url,
+            path=self.finalPath,
+            size=size,
+            seconds=self.clock.seconds() - began,
+            resumedFrom=self.resumedFrom,
+            segments=self.mostWorkers,
+        )
+
+    def _failed(self, e: DownloadError) -> None:
+        if isinstance(e, (ChecksumMismatch, TooLarge)):
+            self._discard()
+        else:
+            self._saveState()
+            self._close()
+
+    # -- finding what is already on disk ----------------------------------
+
+    def _findResume(self) -> None:
+        """
+        Pick up a state file of this URL (by the wanted name, the URL's
+        name, or any state file in the directory naming this URL), or with
+        C{continueExisting} a file already under the final name.
+        """
+        wanted = names.sanitiseName(self.request.name) if self.request.name else None
+        guesses = [wanted] if wanted else [names.chooseName(self.url)]
+        for guess in guesses:
+            part = self.directory / (guess + PART_SUFFIX)
+            state = loadState(statePathFor(part))
+            if state is not None and state.url == self.url and part.exists():
+                self._resumeFrom(part, state)
+                return
+        if not wanted:
+            for statePath in sorted(self.directory.glob("*" + PART_SUFFIX + ".json")):
+                state = loadState(statePath)
+                part = statePath.with_name(statePath.name[: -len(".json")])
+                if state is not None and state.url == self.url and part.exists():
+                    self._resumeFrom(part, state)
+                    return
+        if self.request.continueExisting:
+            existing = self.directory / guesses[0]
+            if existing.is_file() and not (self.directory / (guesses[0] + PART_SUFFIX)).exists():
+                part = existing.with_name(existing.name + PART_SUFFIX)
+                os.rename(existing, part)
+                size = part.stat().st_size
+                state = DownloadState(url=self.url, finalUrl=self.url, done=[(0, size)] if size else [])
+                self._resumeFrom(part, state, continued=True)
+
+    def _resumeFrom(self, part: Path, state: DownloadState, continued: bool = False) -> None:
+        self.partPath = part
+        self.finalPath = part.with_name(part.name[: -len(PART_SUFFIX)])
+        self.state = state
+        self.state.url = self.url
+        if state.size is not None and not state.rangesSupported and not continued:
+            # Bytes of a server without ranges cannot be continued.
+            self.state.done = []
+        self.resumedFrom = sum(e - s for s, e in self.state.done)
+        self.job.name = self.finalPath.name
+        self.job.path = str(self.finalPath)
+        self.job.size = state.size
+        self.job.done = self.resumedFrom
+        log.info("{url}: resuming with {done} bytes on disk", url=self.url, done=self.resumedFrom)
+
+    # -- transfer orchestration -------------------------------------------
+
+    def _transfer(self) -> Deferred:
+        """
+        Run workers until every byte is on disk; fails with the first
+        worker's error (the others are stopped).
+        """
+        self._transferDone = Deferred(self._cancelTransfer)
+        self._error = None
+        self.pieces = []
+        self.pending = []
+        if self.state.size is not None and self.state.rangesSupported and self.state.done:
+            missing = gaps(self.state.done, self.state.size)
+            if not missing:
+                # Everything is on disk already; a one-byte request still
+                # checks the remote file has not changed.
+                first = _Piece(self.state.size - 1, self.state.size) if self.state.size else _Piece(0, None)
+                first.validating = True
+                self._spawn(first)
+                return self._transferDone
+            first = _Piece(*missing[0])
+            self.pending = [_Piece(*gap) for gap in missing[1:]]
+        elif self.state.done and self.state.size is None:
+            # Continuing a plain file of unknown size (wget -c).
+            first = _Piece(self.state.done[0][1], None)
+        else:
+            first = _Piece(0, None)
+        self._spawn(first)
+        return self._transferDone
+
+    def _spawn(self, piece: Optional[_Piece]) -> None:
+        d = Deferred.fromCoroutine(self._work(piece))
+        self.workers.add(d)
+        d.addBoth(self._workerEnded, d)
+
+    def _workerEnded(self, result, d: Deferred) -> None:
+        self.workers.discard(d)
+        if isinstance(result, Failure) and not result.check(CancelledError) and self._error is None:
+            self._error = result
+            self._stopWorkers()
+        if not self.workers and self._transferDone is not None and not self._transferDone.called:
+            done, self._transferDone = self._transferDone, None
+            if self._error is not None:
+                done.errback(self._error)
+            else:
+                done.callback(None)
+
+    def _cancelTransfer(self, d: Deferred) -> None:
+        self._transferDone = None  # Deferred.cancel fails it with CancelledError
+        self._stopWorkers()
+
+    def _stopWorkers(self) -> None:
+        for worker in list(self.workers):
+            worker.cancel()
+
+    def _nextPiece(self) -> Optional[_Piece]:
+        """
+        Work for an idle connection: a pending range, or the second half of
+        the active piece with the most left (work stealing, so that every
+        connection finishes at about the same time).
+        """
+        if self.pending:
+            return self.pending.pop(0)
+        if not self.state.rangesSupported or self.state.size is None:
+            return None
+        active = [p for p in self.pieces if p.end is not None and not p.complete]
+        if not active:
+            return None
+        victim = max(active, key=lambda p: p.remaining)
+        smallest = max(256 * 1024, self.settings.minSplitSize // 4)
+        if victim.remaining < 2 * smallest:
+            return None
+        middle = victim.pos + victim.remaining // 2
+        middle -= middle % (64 * 1024) if middle % (64 * 1024) < victim.remaining // 4 else 0
+        stolen = _Piece(middle, victim.end)
+        victim.end = middle
+        return stolen
+
+    def _split(self, first: _Piece) -> None:
+        """
+        Once the size is known and ranges work: cut what is left into
+        pieces and start more workers, as C{segments} allows.
+        """
+        size = self.state.size
+        wanted = self.settings.segments
+        if wanted <= 1 or size is None or size < self.settings.minSplitSize:
+            return
+        missing = gaps(self.state.done, size)
+        left = sum(e - s for s, e in missing)
+        count = min(wanted, max(1, left // (256 * 1024)))
+        if count <= 1:
+            return
+        share = -(-left // count)
+        pieces: list[_Piece] = []
+        for start, end in missing:
+            while start < end:
+                cut = min(end, start + share)
+                pieces.append(_Piece(start, cut))
+                start = cut
+        # The first connection keeps the first piece of what it is reading.
+        if pieces and pieces[0].start == first.pos:
+            first.end = pieces[0].end
+            pieces = pieces[1:]
+        self.pending = pieces
+        for _ in range(min(count - 1, len(pieces))):
+            self._spawn(None)
+
+    async def _work(self, piece: Optional[_Piece]) -> None:
+        """
+        One connection's loop: take a piece once a slot is free, fetch it
+        (retrying), repeat while there is work.
+        """
+        held: Optional[tuple] = None
+        while True:
+            if piece is None:
+                key = self._slotKey
+                waiting = self.downloader._slots.acquire(key)
+                self._idle.add(waiting)
+                try:
+                    await waiting
+                finally:
+                    self._idle.discard(waiting)
+                piece = self._nextPiece()
+                if piece is None:
+                    self.downloader._slots.release(key)
+                    return
+                held = key
+            self.pieces.append(piece)
+            self.mostWorkers = max(self.mostWorkers, len(self.pieces))
+            try:
+                await self._fetchWithRetries(piece, held)
+            finally:
+                self.pieces.remove(piece)
+                self._record(piece)
+            piece = held = None
+            if not self.pieces and not self.pending:
+                # Nothing left to share: workers still queued for a slot
+                # need not wait for one.
+                for waiting in list(self._idle):
+                    waiting.cancel()
+
+    def _record(self, piece: _Piece) -> None:
+        if piece.pos > piece.start:
+            self.state.done = addRange(self.state.done, piece.start, piece.pos)
+
+    async def _fetchWithRetries(self, piece: _Piece, held: Optional[tuple]) -> None:
+        """
+        Fetch C{piece}, retrying with backoff; C{held} is the slot already
+        taken for the first attempt, if any.
+        """
+        failures = 0
+        while True:
+            before = piece.pos
+            key = held
+            if key is None:
+                key = self._slotKey
+                await self.downloader._slots.acquire(key)
+            held = None
+            try:
+                self.job.attempts += 1
+                self.job.state = "running"
+                await self._fetchOnce(piece)
+            except DownloadError as e:
+                problem = e
+            else:
+                problem = None
+            finally:
+                self.downloader._slots.release(key)
+            if problem is None:
+                if piece.end is None or piece.complete or piece.validating:
+                    if piece.end is None:
+                        piece.end = piece.pos
+                    return
+                if piece.pos > before:
+                    continue  # a shorter range than asked for: ask for the rest
+                problem = ConnectionFailed(f"{self.displayUrl}: the server sent an empty range")
+            if not problem.retryable:
+                raise problem
+            progressed = piece.pos - before
+            if self.state.rangesSupported and progressed >= PROGRESS_FORGIVES:
+                failures = 0
+            failures += 1
+            if failures > self.settings.retries:
+                raise problem
+            if not self.state.rangesSupported and piece.pos > 0:
+                # Without ranges a retry starts from zero.
+                self.job.done -= piece.pos - piece.start
+                piece.pos = piece.start = 0
+                if self.state.done:
+                    self.job.done -= covered(self.state.done)
+                    self.state.done = []
+            delay = self._backoff(failures, problem.retryAfter)
+            self.job.state = "retrying"
+            self.downloader._emit(
+                {"event": "retry", "job": self.job.id, "attempt": failures, "delay": round(delay, 3), "reason": str(problem)}
+            )
+            log.info("{url}: retry {n} in {delay:.1f}s: {reason}", url=self.displayUrl, n=failures, delay=delay, reason=str(problem))
+            await task.deferLater(self.clock, delay, lambda: None)
+
+    def _backoff(self, failures: int, retryAfter: Optional[float]) -> float:
+        if retryAfter is not None:
+            return min(retryAfter, self.settings.maxRetryWait)
+        ceiling = min(self.settings.maxRetryWait, self.settings.retryWait * 2 ** (failures - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    # -- one request --------------------------------------------------------
+
+    def _headers(self, url: str) -> dict[bytes, list[bytes]]:
+        headers: dict[bytes, list[bytes]] = {
+            b"user-agent": [self.settings.userAgent.encode("latin-1", "replace")],
+            b"accept": [b"*/*"],
+        }
+        sameOrigin = origin(url) == origin(self.url)
+        for name, value in (self.request.headers or {}).items():
+            lowered = name.strip().lower()
+            if lowered in ("authorization", "cookie", "proxy-authorization") and not sameOrigin:
+                continue
+            if lowered in ("host", "range", "if-range", "accept-encoding", "content-length", "transfer-encoding", "connection"):
+                continue
+            headers.setdefault(lowered.encode("latin-1"), []).append(value.encode("latin-1", "replace"))
+        if sameOrigin and self.authorization and b"authorization" not in headers:
+            headers[b"authorization"] = [self.authorization.encode("ascii")]
+        return headers
+
+    async def _request(self, url: str, headers: dict[bytes, list[bytes]]):
+        """
+        GET C{url}, following redirects (http and https only, at most
+        C{maxRedirects}, credentials only to the first origin); returns the
+        final response and its URL.
+        """
+        client = self.downloader._client
+        hops = 0
+        while True:
+            hopHeaders = self._headers(url)
+            for name in (b"range", b"if-range"):
+                if name in headers:
+                    hopHeaders[name] = headers[name]
+            d = client.request("GET", url, headers=hopHeaders, allow_redirects=False, unbuffered=True)
+            limit = self.settings.connectTimeout + self.settings.headerTimeout
+            timedOut = []
+            timer = self.clock.callLater(limit, lambda: (timedOut.append(True), d.cancel()))
+            try:
+                response = await d
+            except CancelledError:
+                if timedOut:
+                    raise DownloadTimeout(f"{url}: no response within {limit:g} seconds") from None
+                raise
+            except Exception:
+                failure = Failure()
+                if _isTLSFailure(failure):
+                    # A certificate that does not check out will not check
+                    # out on a retry either.
+                    raise DownloadError(f"{url}: {_describe(failure)}") from None
+                raise ConnectionFailed(f"{url}: {_describe(failure)}") from None
+            finally:
+                if timer.active():
+                    timer.cancel()
+            if response.code not in REDIRECTS:
+                return response, url
+            location = response.headers.getRawHeaders(b"location")
+            _discard(response)
+            if not location:
+                raise HTTPStatusError(f"{url}: the server redirected without saying where to", response.code)
+            hops += 1
+            if hops > self.settings.maxRedirects:
+                raise RedirectError(f"{self.url}: more than {self.settings.maxRedirects} redirects")
+            target = urljoin(url, location[0].decode("latin-1").strip())
+            scheme = urlsplit(target).scheme.lower()
+            if scheme not in ("http", "https"):
+                raise RedirectError(f"{url}: redirected to a {scheme or 'scheme-less'} URL; only http and https are followed")
+            try:
+                url, _ = splitURL(target)  # credentials in a Location are never used
+            except BadURL as e:
+                raise RedirectError(f"{url}: redirected to an unusable URL ({e})") from None
+
+    async def _fetchOnce(self, piece: _Piece) -> None:
+        headers: dict[bytes, list[bytes]] = {}
+        askedFrom = piece.pos
+        fresh = not self.started and not self.state.done
+        ranged = not self._noRanges and (fresh or self.state.rangesSupported or bool(self.state.done))
+        if ranged:
+            # A fresh download asks for everything as a range: one request
+            # tells whether ranges work and how big the file is.
+            last = "" if fresh or piece.end is None else str(piece.end - 1)
+            headers[b"range"] = [f"bytes={piece.pos}-{last}".encode("ascii")]
+            validator = self.state.etag or self.state.lastModified
+            if validator and not fresh:
+                headers[b"if-range"] = [validator.encode("latin-1")]
+        url = self.state.finalUrl if self.started and self.state.finalUrl else self.url
+        response, finalUrl = await self._request(url, headers)
+        try:
+            expected = self._accept(response, piece, askedFrom, ranged, finalUrl)
+        except BaseException:
+            _discard(response)
+            raise
+        if piece.validating:
+            _discard(response)
+            return
+        reader = _BodyReader(self, piece, expected)
+        response.deliverBody(reader)
+        await reader.finished
+
+    def _accept(self, response, piece: _Piece, askedFrom: int, ranged: bool, finalUrl: str) -> Optional[int]:
+        """
+        Check a response against what was asked and what is known; start
+        the file on the first good one.  Returns how many body bytes the
+        response promises (or L{None}).
+        """
+        code = response.code
+        headers = response.headers
+
+        def header(name: bytes) -> Optional[str]:
+            values = headers.getRawHeaders(name)
+            return values[-1].decode("latin-1") if values else None
+
+        if code == 416 and ranged:
+            unsatisfied = _UNSATISFIED_RANGE.match(header(b"content-range") or "")
+            if unsatisfied and int(unsatisfied.group(1)) == askedFrom == covered(self.state.done):
+                # Everything was on disk already (wget -c of a whole file).
+                self.state.size = askedFrom
+                if not self.started:
+                    self._start(response, finalUrl)
+                piece.end = piece.pos
+                piece.validating = True
+                return 0
+            raise _Restart("the server cannot send the range on disk", rangesSupported=False)
+        if code >= 400:
+            retryAfter = retryAfterSeconds(headers.getRawHeaders(b"retry-after", [None])[-1], time.time())
+            phrase = response.phrase.decode("latin-1", "replace") if response.phrase else ""
+            raise HTTPStatusError(f"{self.url}: the server answered {code} {phrase}".rstrip(), code, retryAfter)
+        if code not in (200, 206):
+            raise HTTPStatusError(f"{self.url}: unexpected answer {code}", code)
+
+        etag = header(b"etag")
+        strongETag = etag if etag and not etag.startswith("W/") else None
+        lastModified = header(b"last-modified")
+        length = response.length if isinstance(response.length, int) else None
+
+        if code == 206:
+            match = _CONTENT_RANGE.match(header(b"content-range") or "")
+            if not match:
+                raise _Restart("the server sent a partial answer without a usable Content-Range", rangesSupported=False)
+            rangeStart, rangeEnd, total = int(match.group(1)), int(match.group(2)), match.group(3)
+            total = None if total == "*" else int(total)
+            if (
+                rangeStart != askedFrom
+                or rangeEnd < rangeStart
+                or (total is not None and rangeEnd >= total)
+                or (length is not None and length != rangeEnd - rangeStart + 1)
+            ):
+                raise _Restart("the server's Content-Range does not match the range asked for", rangesSupported=False)
+            if self.started or self.state.done:
+                if self.state.size is not None and total != self.state.size:
+                    raise _Restart("the remote file's size changed", rangesSupported=True)
+                if self.state.etag and strongETag and strongETag != self.state.etag:
+                    raise _Restart("the remote file changed (new ETag)", rangesSupported=True)
+            if not self.started:
+                self.state.size = total
+                self.state.rangesSupported = total is not None
+                self._remember(strongETag, lastModified, finalUrl)
+                self._start(response, finalUrl)
+                if piece.end is None and total is not None:
+                    piece.end = total
+                if not piece.validating:
+                    self._split(piece)
+            return rangeEnd - rangeStart + 1
+
+        # 200: the whole file, from byte zero.
+        if ranged and (askedFrom > 0 or self.started or self.state.done):
+            if len(self.pieces) > 1:
+                raise _Restart("the server ignored a range request", rangesSupported=False)
+            # Ranges ignored, or If-Range found the file changed: this
+            # answer is the whole file; take it as one stream from zero.
+            self._resetBytes()
+            self.pending = []
+            piece.start = piece.pos = 0
+            piece.end = None
+            piece.validating = False
+        self.state.size = length
+        self.state.rangesSupported = False
+        self.state.done = []
+        self._remember(strongETag, lastModified, finalUrl)
+        if not self.started or askedFrom > 0:
+            self._start(response, finalUrl)
+        if length is not None:
+            piece.end = length
+        return length
+
+    def _remember(self, etag: Optional[str], lastModified: Optional[str], finalUrl: str) -> None:
+        self.state.etag = etag
+        self.state.lastModified = lastModified
+        self.state.finalUrl = finalUrl
+        self._slotKey = origin(finalUrl)
+
+    def _start(self, response, finalUrl: str) -> None:
+        """
+        The first good response: check the size, choose the name, open the
+        C{.part} file, announce the download.
+        """
+        size = self.state.size
+        maxSize = self.settings.maxSize
+        if size is not None and maxSize is not None and size > maxSize:
+            raise TooLarge(f"{self.url}: the file is {size} bytes, over the limit of {maxSize}")
+        if self.partPath is None:
+            wanted = self.request.name
+            if wanted:
+                name = names.sanitiseName(wanted)
+            else:
+                disposition = response.headers.getRawHeaders(b"content-disposition")
+                value = disposition[-1].decode("utf-8", "replace") if disposition else None
+                name = names.chooseName(finalUrl, value)
+                if not value and names.nameFromURL(finalUrl) is None:
+                    name = names.chooseName(self.url)
+            self.finalPath = names.freePath(self.directory, name, overwrite=self.request.overwrite, partSuffix=PART_SUFFIX)
+            self.partPath = self.finalPath.with_name(self.finalPath.name + PART_SUFFIX)
+        if not names.isInside(self.directory, self.partPath):  # never expected: names are plain
+            raise LocalFileError(f"{self.url}: refusing to write outside {self.directory}")
+        if self.fd is None:
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                self.fd = os.open(self.partPath, flags, 0o644)
+            except OSError as e:
+                raise LocalFileError(f"{self.url}: cannot open {self.partPath}: {e.strerror}") from None
+        if not self.state.done:
+            os.ftruncate(self.fd, 0)
+        if size is not None and self.state.rangesSupported and self.settings.segments > 1 and size >= self.settings.minSplitSize:
+            os.ftruncate(self.fd, size)  # one sparse file the pieces are written into
+        self.started = True
+        self.job.name = self.finalPath.name
+        self.job.path = str(self.finalPath)
+        self.job.size = size
+        self.job.done = sum(e - s for s, e in self.state.done)
+        self.job.state = "running"
+        self._saveState()
+        self.downloader._emit(
+            {
+                "event": "start",
+                "job": self.job.id,
+                "url": self.displayUrl,
+                "name": self.finalPath.name,
+                "path": str(self.finalPath),
+                "size": size,
+                "resumed": self.job.done,
+            }
+        )
+
+    def _resetBytes(self) -> None:
+        self.state.done = []
+        self.job.done = 0
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+
+    def _startOver(self, rangesSupported: bool) -> None:
+        self._resetBytes()
+        self.state = DownloadState(url=self.url, finalUrl=self.url)
+        self.started = False
+        self.resumedFrom = 0
+        self._slotKey = origin(self.url)
+        self._noRanges = self._noRanges or not rangesSupported
+
+    def write(self, data: bytes, offset: int) -> None:
+        """
+        Write C{data} at C{offset} of the C{.part} file.
+
+        @raise LocalFileError: when the disk refuses.
+        """
+        try:
+            os.pwrite(self.fd, data, offset)
+        except OSError as e:
+            raise LocalFileError(f"{self.url}: cannot write {self.partPath}: {e.strerror}") from None
+
+    # -- the end --------------------------------------------------------------
+
+    def _finish(self) -> int:
+        """
+        Check every byte is there; trim the file to its size; returns it.
+        """
+        size = self.state.size
+        if size is None:
+            size = max((e for _, e in self.state.done), default=0)
+            self.state.size = size
+        missing = gaps(self.state.done, size)
+        if missing:
+            raise ConnectionFailed(f"{self.url}: {sum(e - s for s, e in missing)} bytes are missing at the end")
+        if self.fd is None:
+            raise ConnectionFailed(f"{self.url}: no data arrived")
+        os.ftruncate(self.fd, size)
+        self.job.size = size
+        self.job.done = size
+        return size
+
+    async def _verify(self) -> None:
+        if self.checksum is None:
+            return
+        algorithm, expected = self.checksum
+        digest = hashlib.new(algorithm)
+        fd = self.fd
+
+        def chunks():
+            offset = 0
+            while True:
+                chunk = os.pread(fd, HASH_CHUNK, offset)
+                if not chunk:
+                    return
+                digest.update(chunk)
+                offset += len(chunk)
+                yield None
+
+        await task.cooperate(chunks()).whenDone()
+        if digest.hexdigest() != expected:
+            raise ChecksumMismatch(
+                f"{self.url}: the {algorithm} checksum does not match (expected {expected}, got {digest.hexdigest()})"
+            )
+
+    def _rename(self) -> None:
+        """
+        Give the verified file its final name, never replacing a file that
+        appeared meanwhile unless asked.
+        """
+        self._close()
+        final = self.finalPath
+        if self.request.overwrite:
+            os.replace(self.partPath, final)
+        else:
+            while True:
+                try:
+                    os.link(self.partPath, final)
+                except FileExistsError:
+                    final = names.freePath(self.directory, self.finalPath.name, partSuffix=PART_SUFFIX)
+                    if final == self.finalPath:  # only our own .part was in the way
+                        final = names.freePath(self.directory, self.finalPath.name + ".1", partSuffix=PART_SUFFIX)
+                    continue
+                except OSError:
+                    # No hard links here (some shared file systems): check, then rename.
+                    if final.exists():
+                        final = names.freePath(self.directory, final.name, partSuffix=PART_SUFFIX)
+                        continue
+                    os.rename(self.partPath, final)
+                    break
+                os.unlink(self.partPath)
+                break
+        self.finalPath = final
+        self.job.name = final.name
+        self.job.path = str(final)
+        try:
+            os.unlink(statePathFor(self.partPath))
+        except FileNotFoundError:
+            pass
+
+    def _saveState(self) -> None:
+        if self.partPath is None or self.fd is None or not self.started:
+            return
+        done = list(self.state.done)
+        for piece in self.pieces:
+            if piece.pos > piece.start:
+                done.append((piece.start, piece.pos))
+        state = replace(self.state, done=mergeRanges(done))
+        try:
+            state.save(statePathFor(self.partPath))
+        except OSError as e:
+            log.warn("{url}: cannot save the resume state: {error}", url=self.url, error=e.strerror)
+        self._lastSave = self.clock.seconds()
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _discard(self) -> None:
+        self._close()
+        for path in (self.partPath, statePathFor(self.partPath) if self.partPath else None):
+            if path is not None:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+
+def _discard(response) -> None:
+    """
+    Throw away a response's body without reading it (its connection is
+    closed rather than drained).
+    """
+
+    class Drop(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.stopProducing()
+
+    try:
+        response.deliverBody(Drop())
+    except Exception:  # already delivered
+        pass
+
+
+class Downloader:
+    """
+    Downloads many files at once over its own bounded connection pool.
+
+    @param reactor: the reactor (the global one when L{None}).
+    @param settings: limits, timeouts, TLS, proxy; L{DownloadSettings}
+        defaults when L{None}.
+    @param observer: called with each event dict (C{start}, C{progress},
+        C{retry}, C{done}, C{error}).
+
+    @raise ValueError: with a readable sentence when C{settings} names a CA
+        file or proxy that cannot be used.
+    """
+
+    def __init__(
+        self,
+        reactor=None,
+        settings: Optional[DownloadSettings] = None,
+        observer: Optional[Callable[[dict], None]] = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.clock = self.reactor = reactor
+        self.settings = settings or DownloadSettings()
+        self.observer = observer
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = self.settings.maxPerHost
+        self._pool.cachedConnectionTimeout = 30
+        agent = buildAgent(
+            reactor,
+            self._pool,
+            connectTimeout=self.settings.connectTimeout,
+            caFile=self.settings.caFile,
+            insecure=self.settings.insecure,
+            proxy=self.settings.proxy,
+        )
+        self._client = HTTPClient(agent)
+        self._slots = _Slots(self.settings.maxConnections, self.settings.maxPerHost)
+        self._rateLimit = _RateLimit(reactor, self.settings.rateLimit) if self.settings.rateLimit else None
+        self._jobs: dict[str, Job] = {}
+        self._count = 0
+        self._ticker: Optional[task.LoopingCall] = None
+        self._lastTick = 0.0
+
+    # -- public API -------------------------------------------------------
+
+    def submit(self, request: Union[DownloadRequest, str]) -> Job:
+        """
+        Queue C{request}; returns its L{Job}, whose C{deferred} fires when
+        it is done.  A bad URL or checksum fails the job's Deferred with
+        L{BadURL} or L{DownloadError} at once.
+        """
+        if isinstance(request, str):
+            request = DownloadRequest(url=request)
+        self._count += 1
+        job = Job(id=str(self._count), request=request)
+        self._jobs[job.id] = job
+        try:
+            download = _Download(self, job)
+        except ValueError as e:
+            job.deferred = defer.fail(DownloadError(f"{request.url}: {e}"))
+        except DownloadError as e:
+            job.deferred = defer.fail(e)
+        else:
+            job._download = download
+            job.deferred = Deferred.fromCoroutine(download.run())
+            if self.settings.totalTimeout is not None:
+                self._limitTime(job)
+        job.deferred.addBoth(self._ended, job)
+        self._tick()
+        return job
+
+    def download(self, url: str, directory: Union[str, Path] = ".", **fields) -> Deferred:
+        """
+        Download C{url} into C{directory}; C{fields} are those of
+        L{DownloadRequest}.  Fires with a L{DownloadResult}.
+        """
+        return self.submit(DownloadRequest(url=url, directory=directory, **fields)).deferred
+
+    def downloadAll(self, requests: Iterable[Union[DownloadRequest, str]]) -> Deferred:
+        """
+        Download every request, as many at once as the limits allow.  Fires
+        with one entry per request, in order: a L{DownloadResult} or the
+        L{Failure} it ended with.  Never fails.
+        """
+        deferreds = [self.submit(r).deferred for r in requests]
+        gathered = defer.DeferredList(deferreds, consumeErrors=True)
+        return gathered.addCallback(lambda results: [value for _, value in results])
+
+    download_all = downloadAll
+
+    def cancel(self, jobId: str) -> bool:
+        """
+        Stop job C{jobId}; its C{.part} and state stay, so a later run
+        resumes it.  Returns whether the job was still running.
+        """
+        job = self._jobs.get(jobId)
+        if job is None or job.deferred.called:
+            return False
+        job.deferred.cancel()
+        return True
+
+    def jobs(self) -> list[dict]:
+        """
+        A snapshot of every job, in the order they were given.
+        """
+        return [job.snapshot() for job in self._jobs.values()]
+
+    def stop(self) -> Deferred:
+        """
+        Cancel every download (their states are saved) and close the pool.
+        """
+        running = [job.deferred for job in self._jobs.values() if not job.deferred.called]
+        for d in running:
+            d.cancel()
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        waited = defer.DeferredList(running, consumeErrors=True)
+        return waited.addCallback(lambda _: self._pool.closeCachedConnections())
+
+    # -- internals ------------------------------------------------------------
+
+    def _emit(self, event: dict) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(event)
+            except Exception:
+                log.failure("download observer failed on {event}", event=event)
+
+    def _limitTime(self, job: Job) -> None:
+        seconds = self.settings.totalTimeout
+        timedOut = []
+        timer = self.clock.callLater(seconds, lambda: (timedOut.append(True), job.deferred.cancel()))
+
+        def ended(result):
+            if timer.active():
+                timer.cancel()
+            if timedOut and isinstance(result, Failure) and result.check(CancelledError):
+                return Failure(DownloadTimeout(f"{job.request.url}: not finished within {seconds:g} seconds", retryable=False))
+            return result
+
+        job.deferred.addBoth(ended)
+
+    def _ended(self, result, job: Job):
+        if isinstance(result, Failure):
+            if result.check(CancelledError):
+                job.state = "cancelled"
+            else:
+                job.state = "failed"
+                if result.check(DownloadError):
+                    job.error = str(result.value)
+                else:
+                    log.failure("download of {url} failed unexpectedly", result, url=redact(job.request.url))
+                    job.error = f"{redact(job.request.url)}: internal error ({result.value.__class__.__name__})"
+                    result = Failure(DownloadError(job.error))
+                self._emit({"event": "error", "job": job.id, "url": redact(job.request.url), "message": job.error})
+        else:
+            job.state = "done"
+            job.speed = 0.0
+            self._emit(
+                {
+                    "event": "done",
+                    "job": job.id,
+                    "url": redact(job.request.url),
+                    "path": str(result.path),
+                    "size": result.size,
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        job._download = None
+        return result
+
+    def _tick(self) -> None:
+        if self._ticker is None or not self._ticker.running:
+            self._ticker = task.LoopingCall(self._progress)
+            self._ticker.clock = self.clock
+            self._lastTick = self.clock.seconds()
+            self._ticker.start(self.settings.progressInterval, now=False)
+
+    def _progress(self) -> None:
+        now = self.clock.seconds()
+        elapsed = max(now - self._lastTick, 1e-6)
+        self._lastTick = now
+        active = False
+        for job in self._jobs.values():
+            download = job._download
+            if download is None:
+                continue
+            active = True
+            if not download.started:
+                continue
+            rate = max(0, job.done - job._lastDone) / elapsed
+            job._lastDone = job.done
+            job.speed = rate if job.speed == 0 else 0.7 * job.speed + 0.3 * rate
+            self._emit({"event": "progress", "job": job.id, "done": job.done, "size": job.size, "speed": round(job.speed, 1)})
+            if now - download._lastSave >= STATE_INTERVAL:
+                download._saveState()
+        if not active and self._ticker is not None and self._ticker.running:
+            self._ticker.stop()

@@ -1,0 +1,193 @@
+"""
+The resume state of a download: a small, human-readable JSON file beside
+the C{.part} file (C{NAME.part.json}) naming the URL, the size, the
+validators (ETag, Last-Modified) and the byte ranges already on disk.
+
+Ranges are half-open C{[start, end)} pairs, kept sorted and merged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from twisted.logger import Logger
+
+log = Logger()
+
+#: The suffix of a download's bytes while it is not finished.
+PART_SUFFIX = ".part"
+
+#: The suffix (after L{PART_SUFFIX}) of its state file.
+STATE_SUFFIX = ".json"
+
+VERSION = 1
+
+Range = tuple[int, int]
+
+
+def addRange(ranges: list[Range], start: int, end: int) -> list[Range]:
+    """
+    C{ranges} with C{[start, end)} added, sorted and merged.
+    """
+    if end <= start:
+        return list(ranges)
+    merged: list[Range] = []
+    for first, last in sorted([*ranges, (start, end)]):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def mergeRanges(ranges: Iterable[Range]) -> list[Range]:
+    """
+    C{ranges} sorted and merged (empty ones dropped).
+    """
+    merged: list[Range] = []
+    for start, end in ranges:
+        merged = addRange(merged, start, end)
+    return merged
+
+
+def gaps(ranges: list[Range], size: int) -> list[Range]:
+    """
+    The parts of C{[0, size)} that C{ranges} (sorted, merged) does not cover.
+    """
+    missing: list[Range] = []
+    position = 0
+    for start, end in ranges:
+        if start > position:
+            missing.append((position, min(start, size)))
+        position = max(position, end)
+    if position < size:
+        missing.append((position, size))
+    return [(s, e) for s, e in missing if e > s]
+
+
+def covered(ranges: Iterable[Range]) -> int:
+    """
+    How many bytes C{ranges} (merged) cover.
+    """
+    return sum(end - start for start, end in ranges)
+
+
+def statePathFor(partPath: Path) -> Path:
+    """
+    The state file that goes with C{partPath}.
+    """
+    return partPath.with_name(partPath.name + STATE_SUFFIX)
+
+
+@dataclass
+class DownloadState:
+    """
+    What a later run needs to resume a download.
+
+    @ivar url: the URL as the user gave it (without credentials).
+    @ivar finalUrl: where redirects led, last time.
+    @ivar size: the full size, when known.
+    @ivar etag: the strong ETag of the remote file, when it had one.
+    @ivar lastModified: its C{Last-Modified}, when it had one.
+    @ivar done: the byte ranges already in the C{.part} file.
+    @ivar rangesSupported: whether the server answered a Range request
+        correctly (a download without it cannot resume).
+    """
+
+    url: str
+    finalUrl: str = ""
+    size: Optional[int] = None
+    etag: Optional[str] = None
+    lastModified: Optional[str] = None
+    done: list[Range] = field(default_factory=list)
+    rangesSupported: bool = False
+
+    def toJSON(self) -> dict:
+        """
+        The state as a JSON-ready dict.
+        """
+        return {
+            "version": VERSION,
+            "url": self.url,
+            "finalUrl": self.finalUrl,
+            "size": self.size,
+            "etag": self.etag,
+            "lastModified": self.lastModified,
+            "rangesSupported": self.rangesSupported,
+            "done": [list(r) for r in self.done],
+        }
+
+    @classmethod
+    def fromJSON(cls, data: object) -> Optional["DownloadState"]:
+        """
+        A state read from JSON data, or L{None} when the data is not a
+        state this version understands.
+        """
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            return None
+        url = data.get("url")
+        size = data.get("size")
+        done = data.get("done")
+        if not isinstance(url, str) or not (size is None or (isinstance(size, int) and size >= 0)):
+            return None
+        if not isinstance(done, list):
+            return None
+        ranges: list[Range] = []
+        for item in done:
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not all(isinstance(n, int) and n >= 0 for n in item)
+                or item[0] > item[1]
+                or (size is not None and item[1] > size)
+            ):
+                return None
+            ranges.append((item[0], item[1]))
+
+        def text(name: str) -> Optional[str]:
+            value = data.get(name)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            url=url,
+            finalUrl=text("finalUrl") or url,
+            size=size,
+            etag=text("etag"),
+            lastModified=text("lastModified"),
+            done=mergeRanges(ranges),
+            rangesSupported=bool(data.get("rangesSupported")),
+        )
+
+    def save(self, path: Path) -> None:
+        """
+        Write the state to C{path} atomically (a temporary file, then a
+        rename), so a crash leaves the old state or the new one.
+        """
+        temporary = path.with_name(path.name + ".tmp")
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(self.toJSON(), f, indent=2)
+            f.write("\n")
+        os.replace(temporary, path)
+
+
+def loadState(path: Path) -> Optional[DownloadState]:
+    """
+    The state in C{path}, or L{None} when there is none or it cannot be
+    read (a damaged state file means starting over, never a crash).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warn("ignoring unreadable download state {path}: {error}", path=str(path), error=str(e))
+        return None
+    state = DownloadState.fromJSON(data)
+    if state is None:
+        log.warn("ignoring download state {path}: not a state file this version reads", path=str(path))
+    return state

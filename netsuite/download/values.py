@@ -1,0 +1,58 @@
+"""
+Parsing the values a user gives the downloader: sizes and checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+#: The digests a checksum may name, by the names users write.
+ALGORITHMS = {
+    "sha256": "sha256",
+    "sha-256": "sha256",
+    "sha512": "sha512",
+    "sha-512": "sha512",
+    "sha384": "sha384",
+    "sha-384": "sha384",
+    "sha1": "sha1",
+    "sha-1": "sha1",
+    "md5": "md5",
+}
+
+
+def parseSize(text: str) -> int:
+    """
+    A size such as C{500}, C{64K}, C{4M}, C{1.5G} (binary units: 1K is
+    1024 bytes) as a number of bytes.
+
+    @raise ValueError: with a readable sentence when C{text} is not a size.
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size (examples: 500, 64K, 4M, 1G)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def parseChecksum(text: str) -> tuple[str, str]:
+    """
+    C{"sha256=HEX"} (or aria2's C{"sha-256=HEX"}) as C{(hashlib name,
+    lower-case hex digest)}.
+
+    @raise ValueError: with a readable sentence when C{text} is not a
+        checksum of a known algorithm with a digest of the right length.
+    """
+    name, sep, digest = text.strip().partition("=")
+    algorithm = ALGORITHMS.get(name.strip().lower())
+    if not sep or algorithm is None:
+        known = ", ".join(sorted({k for k in ALGORITHMS if "-" not in k}))
+        raise ValueError(f"{text!r} is not a checksum: write ALGORITHM=HEX, with ALGORITHM one of {known}")
+    digest = digest.strip().lower()
+    size = hashlib.new(algorithm).digest_size * 2
+    if len(digest) != size or not re.fullmatch(r"[0-9a-f]+", digest):
+        raise ValueError(f"{text!r} is not a checksum: a {algorithm} digest is {size} hexadecimal digits")
+    return algorithm, digest
