@@ -116,6 +116,7 @@ SETTINGS: List[Setting] = [
     Setting("no-echo", "flag", False, "Do not run echo (TCP, TLS or UDP)."),
     Setting("no-daytime", "flag", False, "Do not run daytime."),
     Setting("no-proxy", "flag", False, "Do not run the HTTP proxy."),
+    Setting("no-downloads", "flag", False, "Do not run the download service (/api/downloads)."),
     # TLS.
     Setting("tls", "flag", False,
             "Turn TLS listeners on; without --tls-cert, use a self-signed "
@@ -173,6 +174,21 @@ SETTINGS: List[Setting] = [
     Setting("proxy-max-tunnels", "count", 1024, "Proxy: CONNECT tunnels open at once (0: no limit)."),
     Setting("proxy-pool-per-host", "count", 64,
             "Proxy: idle connections kept open to each origin for the next request (0: none)."),
+    # Downloads.
+    Setting("download-dir", "path", None,
+            "Where the download service saves files (default: downloads in the data directory)."),
+    Setting("api-token", "text", None,
+            "Bearer token /api/downloads wants (default: generated at start and logged); "
+            "at least 16 characters.  The config file keeps it out of ps."),
+    Setting("download-connections", "count", 8, "Downloads: connections in all."),
+    Setting("download-per-host", "count", 4, "Downloads: connections to one server."),
+    Setting("download-segments", "count", 4, "Downloads: connections one file may use."),
+    Setting("download-max-size", "count", 0, "Downloads: largest file accepted, in bytes (0: no limit)."),
+    Setting("download-rate", "count", 0, "Downloads: bytes a second for all downloads together (0: no limit)."),
+    Setting("download-allow-loopback", "flag", False,
+            "Downloads: allow loopback destinations (refused by default, like the proxy's)."),
+    Setting("download-deny-private", "flag", False,
+            "Downloads: refuse private destinations (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10)."),
     # Echo family.
     Setting("chat-history", "count", 20, "Chat: lines of a room replayed on joining it (0: none)."),
     Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
@@ -263,7 +279,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Runs netsuite's network services in one process: HTTP, chat, TCP and "
-        "UDP echo, daytime, discard and an HTTP proxy.  Listeners are Twisted "
+        "UDP echo, daytime, discard, an HTTP proxy and a download service "
+        "(/api/downloads).  Listeners are Twisted "
         "endpoint strings (tcp:PORT:interface=ADDR, tcp6:..., ssl:..., "
         "unix:PATH, systemd:...); every listener flag repeats.  All listen on "
         "loopback by default.  Settings may also come from a TOML file "
@@ -309,6 +326,9 @@ class Options(usage.Options):
         for name in ("proxy-connect-timeout", "proxy-read-timeout", "proxy-tunnel-idle-timeout"):
             if not self[name] > 0:
                 raise ConfigError(f"--{name}: expected more than 0 seconds")
+        for name in ("download-connections", "download-per-host", "download-segments"):
+            if self[name] < 1:
+                raise ConfigError(f"--{name}: expected 1 or more")
 
 
 for _setting in SETTINGS:
@@ -367,6 +387,10 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
     if kind == "flag":
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind == "text":
+        if not isinstance(value, str) or len(value) < 16 or any(c.isspace() or not c.isprintable() for c in value):
+            raise ConfigError(f"{where}: expected at least 16 printable characters without spaces")
         return value
     if kind == "path":
         if not isinstance(value, str) or not value:
@@ -470,11 +494,14 @@ class NetsuiteService(MultiService):
     @ivar chat: the chat service's L{netsuite.chat.ChatFactory} (its rooms
         and members), when chat runs.
     @ivar proxy: the proxy's L{netsuite.proxy.ProxyFactory}, when it runs.
+    @ivar downloads: the L{netsuite.download.service.DownloadService}, when
+        it runs.
     """
 
     version = __version__
     chat: Any = None
     proxy: Any = None
+    downloads: Any = None
 
     def __init__(self, stats: StatsRegistry) -> None:
         MultiService.__init__(self)
@@ -485,7 +512,7 @@ class NetsuiteService(MultiService):
         """
         Every listener, in start order (a L{netsuite.status.StatusSource}).
         """
-        return [child.info() for child in self]  # type: ignore[attr-defined]
+        return [child.info() for child in self if hasattr(child, "info")]  # type: ignore[attr-defined]
 
     def privilegedStartService(self) -> None:
         """
@@ -521,8 +548,10 @@ def _http(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
         headerTimeout=config["http-header-timeout"],
         idleTimeout=config["http-idle-timeout"],
     )
+    api = {b"downloads": status.downloads.resource()} if status.downloads is not None else {}
     return makeHTTPService(
         status=status,
+        api=api,
         root=config["http-root"],
         followSymlinks=config["http-follow-symlinks"],
         accessLog=config["http-access-log"],
@@ -586,6 +615,23 @@ def _proxy(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService
             accessLog=config["proxy-access-log"],
         )
     return makeProxyService(factory=status.proxy, **kw)
+
+
+def _downloads(config: Options, reactor: object) -> IService:
+    from netsuite.download.engine import DownloadSettings
+    from netsuite.download.service import makeDownloadService
+    from netsuite.proxyrules import ProxyRules
+
+    directory = config["download-dir"] or str(Path(config["data-dir"] or defaultDataDirectory()) / "downloads")
+    settings = DownloadSettings(
+        maxConnections=config["download-connections"],
+        maxPerHost=config["download-per-host"],
+        segments=config["download-segments"],
+        maxSize=config["download-max-size"] or None,
+        rateLimit=config["download-rate"] or None,
+    )
+    rules = ProxyRules(allowLoopback=config["download-allow-loopback"], allowPrivate=not config["download-deny-private"])
+    return makeDownloadService(directory, reactor, token=config["api-token"], settings=settings, rules=rules)
 
 
 _BUILDERS: Dict[str, Callable[..., IService]] = {
@@ -669,6 +715,11 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         reactor = globalReactor
     stats = StatsRegistry()
     root = NetsuiteService(stats)
+    if not config["no-downloads"]:
+        root.downloads = _downloads(config, reactor)
+        root.downloads.setServiceParent(root)
+        if config["no-http"]:
+            log.warn("downloads: --no-http leaves /api/downloads unreachable; queued downloads still resume")
     for listener in _listeners(config, reactor, root):
         listener.setServiceParent(root)
     if config["tls-fingerprint"]:

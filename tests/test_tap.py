@@ -266,6 +266,7 @@ class ServiceTreeTests(SynchronousTestCase):
             [
                 "chat tcp:8023:interface=127.0.0.1",
                 "daytime tcp:8013:interface=127.0.0.1",
+                "downloads",
                 "echo tcp:8007:interface=127.0.0.1",
                 "echo-udp udp:8007:interface=127.0.0.1",
                 "http tcp:8080:interface=127.0.0.1",
@@ -288,7 +289,7 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_disabledServiceHasNoListeners(self) -> None:
         root = makeService(
-            parse("--no-echo", "--no-daytime", "--no-http", "--no-chat", "--no-proxy"), MemoryReactor()
+            parse("--no-echo", "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--no-downloads"), MemoryReactor()
         )
         self.assertEqual(list(root), [])
 
@@ -309,7 +310,7 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_tlsListenersOnlyWithTLS(self) -> None:
         options = parse(
-            "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--tls", "--data-dir", self.mktemp()
+            "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--no-downloads", "--tls", "--data-dir", self.mktemp()
         )
         names = sorted(s.name for s in makeService(options, MemoryReactor()))
         self.assertEqual(
@@ -323,6 +324,6 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_discardOnlyWhenAsked(self) -> None:
         options = parse(
-            "--no-echo", "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--discard", "tcp:7009"
+            "--no-echo", "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--no-downloads", "--discard", "tcp:7009"
         )
         self.assertEqual([s.name for s in makeService(options, MemoryReactor())], ["discard tcp:7009"])

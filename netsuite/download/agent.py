@@ -13,7 +13,7 @@ from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer, ssl
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -36,6 +36,13 @@ _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", r
 class ProxyError(ConnectError):
     """
     The proxy refused or broke a CONNECT tunnel.
+    """
+
+
+class DestinationRefused(ConnectError):
+    """
+    The destination's address is one the rules refuse (loopback, link-local,
+    private ...).
     """
 
 
@@ -291,6 +298,84 @@ class ProxyingAgent:
         return self._plain.request(method, uri, headers, bodyProducer)
 
 
+class _Addresses:
+    """
+    Collects what a host name resolves to.
+    """
+
+    def __init__(self) -> None:
+        self.addresses: list = []
+        self.done: defer.Deferred = defer.Deferred()
+
+    def resolutionBegan(self, resolution) -> None:
+        pass
+
+    def addressResolved(self, address) -> None:
+        self.addresses.append(address)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.addresses)
+
+
+@implementer(IStreamClientEndpoint)
+class CheckedEndpoint:
+    """
+    Resolves C{host}, checks every address it resolves to against C{rules}
+    (L{netsuite.proxyrules.ProxyRules.checkDestination}), then connects to
+    one of those same addresses, so DNS cannot swap the destination
+    between the check and the connection.
+    """
+
+    def __init__(self, reactor, host: str, port: int, rules, timeout: float) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self._rules = rules
+        self._timeout = timeout
+
+    async def _connect(self, protocolFactory):
+        found = _Addresses()
+        self._reactor.nameResolver.resolveHostName(found, self._host, self._port)
+        addresses = await found.done
+        if not addresses:
+            raise ConnectError(string=f"{self._host} did not resolve to any address")
+        hosts = [address.host for address in addresses]
+        try:
+            self._rules.checkDestination(hosts, self._port)
+        except Exception as e:
+            raise DestinationRefused(string=str(e)) from None
+        failure = None
+        for address in addresses:
+            kind = TCP6ClientEndpoint if ":" in address.host else TCP4ClientEndpoint
+            endpoint = kind(self._reactor, address.host, self._port, timeout=self._timeout)
+            try:
+                return await endpoint.connect(protocolFactory)
+            except ConnectError as e:
+                failure = e
+        raise failure
+
+    def connect(self, protocolFactory):
+        return defer.Deferred.fromCoroutine(self._connect(protocolFactory))
+
+
+@implementer(IAgentEndpointFactory)
+class _CheckedEndpointFactory:
+    def __init__(self, reactor, rules, policy, timeout: float) -> None:
+        self._reactor = reactor
+        self._rules = rules
+        self._policy = policy
+        self._timeout = timeout
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        endpoint = CheckedEndpoint(self._reactor, host, uri.port, self._rules, self._timeout)
+        if uri.scheme == b"https":
+            return wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        return endpoint
+
+
 def checkProxy(proxy: str) -> None:
     """
     @raise ValueError: with a readable sentence when C{proxy} is not a
@@ -300,11 +385,19 @@ def checkProxy(proxy: str) -> None:
 
 
 def buildAgent(
-    reactor, pool: HTTPConnectionPool, *, connectTimeout: float, caFile: Optional[str] = None, insecure: bool = False, proxy: Optional[str] = None
+    reactor,
+    pool: HTTPConnectionPool,
+    *,
+    connectTimeout: float,
+    caFile: Optional[str] = None,
+    insecure: bool = False,
+    proxy: Optional[str] = None,
+    rules=None,
 ) -> IAgent:
     """
     The agent downloads go through: TLS checks as asked, through C{proxy}
-    when given, never decompressing.
+    when given (else, with C{rules}, only to destinations they allow),
+    never decompressing.
 
     @raise ValueError: with a readable sentence for a bad C{caFile} or
         C{proxy}.
@@ -312,6 +405,8 @@ def buildAgent(
     policy = tlsPolicy(caFile, insecure)
     if proxy:
         agent = ProxyingAgent(reactor, proxy, policy, pool, connectTimeout)
+    elif rules is not None:
+        agent = Agent.usingEndpointFactory(reactor, _CheckedEndpointFactory(reactor, rules, policy, connectTimeout), pool)
     else:
         agent = Agent(reactor, contextFactory=policy, connectTimeout=connectTimeout, pool=pool)
     return IdentityAgent(agent)

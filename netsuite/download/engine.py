@@ -31,7 +31,7 @@ from treq.client import HTTPClient
 
 from .. import __version__
 from . import names
-from .agent import buildAgent
+from .agent import DestinationRefused, buildAgent
 from .errors import (
     BadURL,
     ChecksumMismatch,
@@ -340,6 +340,13 @@ def _describe(failure: Failure) -> str:
     except ImportError:  # pragma: no cover
         pass
     return str(value) or value.__class__.__name__
+
+
+def _isConnectFailure(failure: Failure, kind: type) -> bool:
+    value = failure.value
+    if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
+        return any(reason.check(kind) is not None for reason in value.reasons)
+    return False
 
 
 def _isTLSFailure(failure: Failure) -> bool:
@@ -948,6 +955,8 @@ class _Download:
                 raise
             except Exception:
                 failure = Failure()
+                if failure.check(DestinationRefused) or _isConnectFailure(failure, DestinationRefused):
+                    raise DownloadError(f"{url}: refused: {failure.value.args[0] if failure.value.args else failure.value}") from None
                 if _isTLSFailure(failure):
                     # A certificate that does not check out will not check
                     # out on a retry either.
@@ -1293,6 +1302,14 @@ def _discard(response) -> None:
         pass
 
 
+class _QuietFactory(webClient._HTTP11ClientFactory):
+    noisy = False  # no "Starting factory" log line per connection
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietFactory
+
+
 class Downloader:
     """
     Downloads many files at once over its own bounded connection pool.
@@ -1302,6 +1319,9 @@ class Downloader:
         defaults when L{None}.
     @param observer: called with each event dict (C{start}, C{progress},
         C{retry}, C{done}, C{error}).
+    @param rules: a L{netsuite.proxyrules.ProxyRules} whose destination
+        checks every connection must pass (after DNS resolution), or
+        L{None} to allow any destination.  Not used through a proxy.
 
     @raise ValueError: with a readable sentence when C{settings} names a CA
         file or proxy that cannot be used.
@@ -1312,13 +1332,14 @@ class Downloader:
         reactor=None,
         settings: Optional[DownloadSettings] = None,
         observer: Optional[Callable[[dict], None]] = None,
+        rules=None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.clock = self.reactor = reactor
         self.settings = settings or DownloadSettings()
         self.observer = observer
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool = _QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = self.settings.maxPerHost
         self._pool.cachedConnectionTimeout = 30
         agent = buildAgent(
@@ -1328,6 +1349,7 @@ class Downloader:
             caFile=self.settings.caFile,
             insecure=self.settings.insecure,
             proxy=self.settings.proxy,
+            rules=rules,
         )
         self._client = HTTPClient(agent)
         self._slots = _Slots(self.settings.maxConnections, self.settings.maxPerHost)

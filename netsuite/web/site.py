@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from time import time
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -621,6 +621,7 @@ def makeSite(
     followSymlinks: bool = False,
     accessLog: str | None = None,
     limits: Limits | None = None,
+    api: Mapping[bytes, IResource] | None = None,
 ) -> NetsuiteSite:
     """
     Build netsuite's whole site.
@@ -628,6 +629,8 @@ def makeSite(
     @param status: where the home page, C{/api/status} and C{/healthz} read
         listeners and stats from.
     @param root: a folder to serve at C{/}, or L{None}.
+    @param api: more children of C{/api}, by name (the download service's
+        C{downloads}, for one).
     """
     limits = limits or Limits()
     metrics = HTTPMetrics(status.stats)
@@ -639,7 +642,10 @@ def makeSite(
             root, notFound=notFound, clock=reactor, followSymlinks=followSymlinks
         )
     top = RootResource(home=home, notFound=notFound, static=static)
-    top.putChild(b"api", APIResource(status, maxBody=limits.maxBody, clock=reactor))
+    apiResource = APIResource(status, maxBody=limits.maxBody, clock=reactor)
+    for name, child in (api or {}).items():
+        apiResource.putChild(name, child)
+    top.putChild(b"api", apiResource)
     top.putChild(b"healthz", HealthResource(status))
     top.putChild(b"metrics", metrics.resource())
     top.putChild(b"_netsuite", BuiltinPages(home, notFound))
@@ -660,6 +666,7 @@ def makeHTTPService(
     followSymlinks: bool = False,
     accessLog: str | None = None,
     limits: Limits | None = None,
+    api: Mapping[bytes, IResource] | None = None,
     **listening: Any,
 ) -> StreamListener:
     """
@@ -672,6 +679,7 @@ def makeHTTPService(
     @param accessLog: file for the combined-format access log (default: the
         twistd log).
     @param limits: request limits and timeouts.
+    @param api: more children of C{/api}, by name.
     @param listening: keyword arguments of L{StreamListener} (C{tls},
         C{grace}, C{maxConnections}, C{maxPerHost}); give C{tls} options
         made with C{acceptableProtocols=[b"h2", b"http/1.1"]} for HTTP/2.
@@ -690,6 +698,7 @@ def makeHTTPService(
         followSymlinks=followSymlinks,
         accessLog=accessLog,
         limits=limits,
+        api=api,
     )
     listener = StreamListener("http", endpoint, site, reactor=reactor, stats=stats, **listening)
     if own:
