@@ -386,14 +386,20 @@ class _Slots:
             self._byHost[key] = left
         else:
             del self._byHost[key]
-        for entry in list(self._waiting):
-            if self.used >= self.total:
-                break
-            waitingKey, d = entry
-            if self._free(waitingKey):
-                self._waiting.remove(entry)
-                self._take(waitingKey)
-                d.callback(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        # A woken waiter runs at once and may take or release slots itself:
+        # look at the queue afresh after each one.
+        while self.used < self.total:
+            for index, (key, d) in enumerate(self._waiting):
+                if self._free(key):
+                    break
+            else:
+                return
+            del self._waiting[index]
+            self._take(key)
+            d.callback(None)
 
     def _free(self, key: tuple) -> bool:
         return self.used < self.total and self._byHost.get(key, 0) < self.perHost
@@ -475,7 +481,7 @@ class _BodyReader(Protocol):
         self.finished: Deferred = Deferred(self._cancel)
         self._stallTimer = None
         self._resumeTimer = None
-        self._error: Optional[DownloadError] = None
+        self._cut = False
 
     def connectionMade(self) -> None:
         self._armStall()
@@ -543,11 +549,14 @@ class _BodyReader(Protocol):
         self._disarm()
         if self.finished.called:
             return
-        self.transport.stopProducing()
         if error is None:
-            self.finished.callback(None)
-        else:
-            self.finished.errback(error)
+            # Cut short on purpose: done once the connection is really gone
+            # (connectionLost), so its slot is not reused before it closes.
+            self._cut = True
+            self.transport.stopProducing()
+            return
+        self.transport.stopProducing()
+        self.finished.errback(error)
 
     def _cancel(self, d: Deferred) -> None:
         self._disarm()
@@ -558,7 +567,7 @@ class _BodyReader(Protocol):
         self._disarm()
         if self.finished.called:
             return
-        if reason.check(ResponseDone, PotentialDataLoss) and self.piece.complete:
+        if self._cut or (reason.check(ResponseDone, PotentialDataLoss) and self.piece.complete):
             self.finished.callback(None)
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -786,31 +795,23 @@ class _Download:
 
     def _split(self, first: _Piece) -> None:
         """
-        Once the size is known and ranges work: cut what is left into
-        pieces and start more workers, as C{segments} allows.
+        Once the size is known and ranges work, start more connections, as
+        C{segments} and the limits allow.  They join as slots come free and
+        each takes a pending range or half of the piece with the most left
+        (see L{_nextPiece}), so nothing is cut up for a connection that
+        never comes.
         """
         size = self.state.size
-        wanted = self.settings.segments
-        if wanted <= 1 or size is None or size < self.settings.minSplitSize:
+        if self.settings.segments <= 1 or size is None or size < self.settings.minSplitSize:
             return
-        missing = gaps(self.state.done, size)
-        left = sum(e - s for s, e in missing)
-        count = min(wanted, max(1, left // (256 * 1024)))
-        if count <= 1:
-            return
-        share = -(-left // count)
-        pieces: list[_Piece] = []
-        for start, end in missing:
-            while start < end:
-                cut = min(end, start + share)
-                pieces.append(_Piece(start, cut))
-                start = cut
-        # The first connection keeps the first piece of what it is reading.
-        if pieces and pieces[0].start == first.pos:
-            first.end = pieces[0].end
-            pieces = pieces[1:]
-        self.pending = pieces
-        for _ in range(min(count - 1, len(pieces))):
+        left = size - covered(self.state.done)
+        count = min(
+            self.settings.segments,
+            self.settings.maxPerHost,
+            self.settings.maxConnections,
+            max(1, left // (256 * 1024)),
+        )
+        for _ in range(count - 1):
             self._spawn(None)
 
     async def _work(self, piece: Optional[_Piece]) -> None:
