@@ -1,0 +1,765 @@
+"""
+Tests for C{netsuite-get}: the input file (L{netsuite.download.inputfile}),
+the options and how they reach the engine, NDJSON and terminal output, exit
+statuses and interruption (L{netsuite.download.cli}), with a fake
+downloader; then a few runs of the real command against a local origin.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.internet import defer, reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.static import Data
+
+import netsuite
+from netsuite.download import (
+    Downloader,
+    DownloadError,
+    DownloadRequest,
+    DownloadResult,
+    DownloadSettings,
+    parseChecksum,
+)
+from netsuite.download.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    INSECURE_WARNING,
+    RESUME_HINT,
+    _LiveView,
+    _Tracker,
+    buildParser,
+    formatSeconds,
+    formatSize,
+    makePlan,
+    run,
+)
+from netsuite.download.inputfile import InputFileError, InputJob, parseInputFile
+
+SHA = "sha256=" + "ab" * 32
+
+
+class FakeJob:
+    def __init__(self, jobId: str, request: DownloadRequest) -> None:
+        self.id = jobId
+        self.request = request
+        self.deferred: Deferred[DownloadResult] = Deferred()
+
+
+class FakeDownloader:
+    """
+    Stands for L{Downloader}: records what it is given; the test decides
+    which events it emits and how each job ends.
+    """
+
+    def __init__(self, reactor: Any, settings: DownloadSettings, observer: Callable[[dict], None],
+                 stopResult: Optional[Deferred[None]] = None) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.observer = observer
+        self.jobs: List[FakeJob] = []
+        self.stopCalls = 0
+        self.stopResult = stopResult
+
+    def submit(self, request: DownloadRequest) -> FakeJob:
+        job = FakeJob(str(len(self.jobs) + 1), request)
+        self.jobs.append(job)
+        return job
+
+    def finish(self, job: FakeJob, size: int = 1000, name: Optional[str] = None) -> None:
+        name = name or job.request.url.rsplit("/", 1)[-1]
+        path = os.path.join(str(job.request.directory), name)
+        self.observer({"event": "start", "job": job.id, "url": job.request.url, "name": name, "path": path,
+                       "size": size, "resumed": 0})
+        self.observer({"event": "progress", "job": job.id, "done": size // 2, "size": size, "speed": 2000.0})
+        self.observer({"event": "done", "job": job.id, "url": job.request.url, "path": path, "size": size,
+                       "seconds": 0.5})
+        job.deferred.callback(DownloadResult(job.request.url, Path(path), size, 0.5))
+
+    def fail(self, job: FakeJob, message: str, event: bool = True) -> None:
+        if event:
+            self.observer({"event": "error", "job": job.id, "url": job.request.url, "message": message})
+        job.deferred.errback(DownloadError(message))
+
+    def stop(self) -> Deferred[None]:
+        self.stopCalls += 1
+        for job in self.jobs:
+            if not job.deferred.called:
+                job.deferred.cancel()
+        return self.stopResult if self.stopResult is not None else defer.succeed(None)
+
+
+class Runner:
+    """
+    Runs L{run} on a memory reactor with a fake downloader and captured
+    output.
+    """
+
+    def __init__(self, argv: List[str], stdin: str = "", isTTY: bool = False, console: Any = None,
+                 stopResult: Optional[Deferred[None]] = None, stdout: Optional[io.StringIO] = None) -> None:
+        self.reactor = MemoryReactorClock()
+        self.stdout = stdout if stdout is not None else io.StringIO()
+        self.stderr = io.StringIO()
+        self.fakes: List[FakeDownloader] = []
+        self.interrupts: List[Callable[[int], None]] = []
+
+        def factory(reactor: Any, settings: DownloadSettings, observer: Callable[[dict], None]) -> FakeDownloader:
+            fake = FakeDownloader(reactor, settings, observer, stopResult)
+            self.fakes.append(fake)
+            return fake
+
+        self.result = run(
+            argv, self.reactor, downloaderFactory=factory, stdout=self.stdout, stderr=self.stderr,
+            stdin=io.StringIO(stdin), isTTY=isTTY, installSignals=lambda r, i: self.interrupts.append(i),
+            console=console,
+        )
+
+    @property
+    def fake(self) -> FakeDownloader:
+        return self.fakes[0]
+
+    def lines(self) -> List[Dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.getvalue().splitlines()]
+
+
+def plan(argv: List[str], stdin: str = ""):
+    return makePlan(buildParser().parse_intermixed_args(argv), io.StringIO(stdin), createDirectories=False)
+
+
+class InputFileTests(SynchronousTestCase):
+    """
+    L{parseInputFile}: aria2-like lists of URLs with per-file options.
+    """
+
+    def test_urlsAndOptions(self) -> None:
+        text = (
+            "\ufeff# downloads\n"
+            "\n"
+            "https://example.com/a.iso\r\n"
+            "  out=debian.iso\r\n"
+            "\tchecksum=" + SHA + "\n"
+            "   # an indented comment\n"
+            "http://example.com/b.tar.gz   \n"
+            "  dir = archives\n"
+            "  header=Authorization: Bearer abc\n"
+            "  header=X-Trace:1\n"
+            "http://example.com/c\n"
+        )
+        self.assertEqual(
+            parseInputFile(text, "list.txt"),
+            [
+                InputJob("https://example.com/a.iso", 3, name="debian.iso", checksum=SHA),
+                InputJob("http://example.com/b.tar.gz", 7, directory="archives",
+                         headers={"Authorization": "Bearer abc", "X-Trace": "1"}),
+                InputJob("http://example.com/c", 11),
+            ],
+        )
+
+    def test_checksumsChecked(self) -> None:
+        """
+        C{checksum=} values go through the given check (the engine's
+        C{parseChecksum}), and errors name the option's line.
+        """
+        text = "http://example.com/f\n  out=f\n  checksum=sha256=12\n"
+        self.assertEqual(parseInputFile(text)[0].checksum, "sha256=12")
+        with self.assertRaises(InputFileError) as e:
+            parseInputFile(text, "list.txt", checkChecksum=parseChecksum)
+        self.assertIn("list.txt, line 3: 'sha256=12' is not a checksum", str(e.exception))
+        with self.assertRaises(InputFileError) as e:
+            parseInputFile("http://example.com/f\n  checksum=abc\n")
+        self.assertIn("line 2: 'abc' is not a checksum", str(e.exception))
+
+    def test_emptyFile(self) -> None:
+        self.assertEqual(parseInputFile("# nothing\n\n   \n"), [])
+
+    def test_errorsNameTheLine(self) -> None:
+        url = "http://example.com/f\n"
+        cases = {
+            "  out=x\n" + url: (1, "before any URL"),
+            "# c\n" + url + "  speed=fast\n": (3, "unknown option 'speed'"),
+            url + "  out\n": (2, "is not an option"),
+            url + "  out=\n": (2, "out= needs a value"),
+            url + "  out=a\n  out=b\n": (3, "out= is given twice"),
+            url + "  checksum=" + SHA + "\n  checksum=" + SHA + "\n": (3, "checksum= is given twice"),
+            url + "  out=sub/name\n": (2, "holds a directory"),
+            url + "  header=NoColon\n": (2, "is not a header"),
+            url + "  header=Range: bytes=0-1\n": (2, "set by netsuite-get itself"),
+            url + "  header=A: 1\n  header=a: 2\n": (3, "given twice"),
+            "http://a.example/f\thttp://b.example/f\n": (1, "TAB-separated mirror URLs are not supported"),
+            "\n\nftp://example.com/f\n": (3, "not an http:// or https:// URL"),
+            "example.com/f\n": (1, "write it with http:// or https://"),
+            "http:///f\n": (1, "names no host"),
+            "http://example.com/a b\n": (1, "spaces"),
+        }
+        for text, (line, fragment) in cases.items():
+            with self.assertRaises(InputFileError, msg=text) as e:
+                parseInputFile(text, "list.txt")
+            self.assertEqual(e.exception.line, line, text)
+            self.assertIn(f"list.txt, line {line}: ", str(e.exception))
+            self.assertIn(fragment, str(e.exception))
+            self.assertNotIn("\n", str(e.exception))
+
+
+class OptionMappingTests(SynchronousTestCase):
+    """
+    Every option reaches L{DownloadSettings} or the L{DownloadRequest}s.
+    """
+
+    def test_defaultsAreTheEngines(self) -> None:
+        p = plan(["http://example.com/f"])
+        self.assertEqual(p.settings, DownloadSettings())
+        self.assertEqual(p.requests, [DownloadRequest("http://example.com/f", directory=".")])
+        self.assertFalse(p.json)
+        self.assertFalse(p.quiet)
+
+    def test_everySetting(self) -> None:
+        p = plan([
+            "-j", "3", "--max-per-host", "2", "-x", "6", "--min-split-size", "1M", "--limit-rate", "500K",
+            "--max-size", "1G", "--connect-timeout", "5", "--timeout", "6", "--stall-timeout", "7",
+            "--total-timeout", "100", "--retries", "0", "--retry-wait", "2.5", "--max-redirects", "3",
+            "--proxy", "http://user:pw@127.0.0.1:3128", "--insecure", "--json", "-q", "http://example.com/f",
+        ])
+        self.assertEqual(
+            p.settings,
+            DownloadSettings(
+                maxConnections=3, maxPerHost=2, segments=6, minSplitSize=2**20, rateLimit=500 * 1024,
+                maxSize=2**30, connectTimeout=5.0, headerTimeout=6.0, stallTimeout=7.0, totalTimeout=100.0,
+                retries=0, retryWait=2.5, maxRedirects=3, proxy="http://user:pw@127.0.0.1:3128", insecure=True,
+            ),
+        )
+        self.assertTrue(p.json)
+        self.assertTrue(p.quiet)
+
+    def test_caFile(self) -> None:
+        self.assertEqual(plan(["--ca-file", "ca.pem", "http://example.com/f"]).settings.caFile, "ca.pem")
+
+    def test_longRetryWaitRaisesTheCap(self) -> None:
+        settings = plan(["--retry-wait", "120", "http://example.com/f"]).settings
+        self.assertEqual((settings.retryWait, settings.maxRetryWait), (120.0, 120.0))
+
+    def test_requestFields(self) -> None:
+        p = plan([
+            "http://example.com/f", "-d", "out", "-o", "name.bin", "--checksum", "sha-256=" + "AB" * 32,
+            "-c", "-H", "Authorization: Bearer x", "-H", "X-A:1",
+        ])
+        self.assertEqual(
+            p.requests,
+            [DownloadRequest("http://example.com/f", directory="out", name="name.bin",
+                             checksum="sha-256=" + "AB" * 32,
+                             headers={"Authorization": "Bearer x", "X-A": "1"}, continueExisting=True)],
+        )
+        self.assertTrue(plan(["--overwrite", "http://example.com/f"]).requests[0].overwrite)
+
+    def test_urlsAmongOptions(self) -> None:
+        p = plan(["http://example.com/1", "-j", "2", "http://example.com/2", "-d", "x", "http://example.com/3"])
+        self.assertEqual([r.url for r in p.requests], [f"http://example.com/{n}" for n in (1, 2, 3)])
+        self.assertEqual({r.directory for r in p.requests}, {"x"})
+
+    def test_inputFileFromStdin(self) -> None:
+        stdin = (
+            "http://example.com/a\n"
+            "  dir=elsewhere\n"
+            "  header=X-A: file\n"
+            "  checksum=" + SHA + "\n"
+            "http://example.com/b\n"
+            "  out=b.bin\n"
+        )
+        p = plan(["http://example.com/first", "-i", "-", "-d", "out", "-H", "x-a: cli", "-H", "X-B: cli", "-c"],
+                 stdin)
+        self.assertEqual(
+            p.requests,
+            [
+                DownloadRequest("http://example.com/first", directory="out",
+                                headers={"x-a": "cli", "X-B": "cli"}, continueExisting=True),
+                DownloadRequest("http://example.com/a", directory="elsewhere", checksum=SHA,
+                                headers={"X-B": "cli", "X-A": "file"}, continueExisting=True),
+                DownloadRequest("http://example.com/b", directory="out", name="b.bin",
+                                headers={"x-a": "cli", "X-B": "cli"}, continueExisting=True),
+            ],
+        )
+        self.assertEqual(p.lines, [0, 1, 5])
+
+    def test_oneInputFileURLTakesOutAndChecksum(self) -> None:
+        p = plan(["-i", "-", "-o", "x.bin", "--checksum", SHA], "http://example.com/a\n")
+        self.assertEqual((p.requests[0].name, p.requests[0].checksum), ("x.bin", SHA))
+
+    def test_directoriesAreCreated(self) -> None:
+        base = self.mktemp()
+        runner = Runner(["-d", os.path.join(base, "a", "b"), "http://example.com/f"])
+        self.assertTrue(os.path.isdir(os.path.join(base, "a", "b")))
+        runner.fake.finish(runner.fake.jobs[0])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+
+
+class UsageErrorTests(SynchronousTestCase):
+    """
+    A bad command line: one sentence on standard error, exit status 2, no
+    traceback, no download started.
+    """
+
+    def assertUsageError(self, argv: List[str], fragment: str, stdin: str = "") -> None:
+        runner = Runner(argv, stdin)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_USAGE, argv)
+        error = runner.stderr.getvalue()
+        self.assertEqual(len(error.splitlines()), 1, error)
+        self.assertTrue(error.startswith("netsuite-get: "), error)
+        self.assertIn(fragment, error)
+        self.assertNotIn("Traceback", error)
+        self.assertEqual(runner.stdout.getvalue(), "")
+        self.assertEqual(runner.fakes, [])
+
+    def test_noURL(self) -> None:
+        self.assertUsageError([], "no URL to download")
+        self.assertUsageError(["-i", "-"], "no URL to download", "# empty\n")
+
+    def test_badNumbers(self) -> None:
+        url = "http://example.com/f"
+        cases = [
+            (["-j", "0", url], "-j/--max-connections: '0' is not a whole number of 1 or more"),
+            (["-x", "many", url], "-x/--segments: 'many'"),
+            (["--max-per-host", "-3", url], "--max-per-host"),
+            (["--retries", "-1", url], "--retries: '-1'"),
+            (["--max-redirects", "1.5", url], "--max-redirects"),
+            (["--timeout", "0", url], "--timeout: '0' is not a number of seconds above 0"),
+            (["--stall-timeout", "nan", url], "--stall-timeout"),
+            (["--connect-timeout", "inf", url], "--connect-timeout"),
+            (["--total-timeout", "-5", url], "--total-timeout"),
+            (["--retry-wait", "soon", url], "--retry-wait"),
+        ]
+        for argv, fragment in cases:
+            self.assertUsageError(argv, fragment)
+
+    def test_badSizes(self) -> None:
+        url = "http://example.com/f"
+        self.assertUsageError(["--min-split-size", "4Q", url], "'4Q' is not a size")
+        self.assertUsageError(["--limit-rate", "fast", url], "--limit-rate: 'fast' is not a size")
+        self.assertUsageError(["--max-size", "0", url], "too small")
+
+    def test_oneURLOnlyOptions(self) -> None:
+        urls = ["http://example.com/1", "http://example.com/2"]
+        self.assertUsageError(["-o", "x", *urls], "-o/--out names one file, but there are 2 URLs")
+        self.assertUsageError(["--checksum", SHA, *urls], "--checksum checks one file, but there are 2 URLs")
+        self.assertUsageError(["-o", "x", "-i", "-", urls[0]], "there are 2 URLs", "http://example.com/3\n")
+        self.assertUsageError(["-o", "x", "-i", "-"], "out= and -o/--out both", urls[0] + "\n  out=y\n")
+
+    def test_badValues(self) -> None:
+        url = "http://example.com/f"
+        cases = [
+            (["ftp://example.com/f"], "not an http:// or https:// URL"),
+            (["example.com/f"], "write it with http:// or https://"),
+            (["--checksum", "sha256=abc", url], "a sha256 digest is 64 hexadecimal digits"),
+            (["--checksum", "crc32=00", url], "is not a checksum"),
+            (["-o", "../x", url], "holds a directory"),
+            (["-H", "NoColon", url], "is not a header"),
+            (["-H", "Range: bytes=1-", url], "set by netsuite-get itself"),
+            (["-H", "X-A: 1", "-H", "x-a: 2", url], "given twice"),
+            (["--proxy", "socks5://127.0.0.1:1080", url], "is not a proxy URL"),
+            (["-c", "--overwrite", url], "give one"),
+            (["--insecure", "--ca-file", "ca.pem", url], "--insecure checks no certificates"),
+            (["--bogus", url], "unrecognized arguments: --bogus"),
+            (["--continu", url], "unrecognized arguments"),
+        ]
+        for argv, fragment in cases:
+            self.assertUsageError(argv, fragment)
+
+    def test_badInputFile(self) -> None:
+        missing = os.path.join(self.mktemp(), "missing.txt")
+        self.assertUsageError(["-i", missing], "cannot read the input file")
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("http://example.com/f\n  out=a\n  mirror=http://x/\n")
+        self.assertUsageError(["-i", path], f"{path}, line 3: unknown option 'mirror'")
+        self.assertUsageError(["-i", "-"], "standard input, line 2: ", "http://a.example/f\n  checksum=md5=zz\n")
+        with open(path, "wb") as f:
+            f.write(b"http://example.com/\xff\n")
+        self.assertUsageError(["-i", path], "not UTF-8")
+
+    def test_directoryIsAFile(self) -> None:
+        path = self.mktemp()
+        Path(path).write_text("x")
+        self.assertUsageError(["-d", path, "http://example.com/f"], "exists and is not a directory")
+
+    def test_engineRefusesTheCAFile(self) -> None:
+        """
+        A CA file the engine cannot load is a usage error too.
+        """
+        missing = os.path.join(self.mktemp(), "ca.pem")
+        stderr = io.StringIO()
+        d = run(["--ca-file", missing, "http://example.com/f"], MemoryReactorClock(), downloaderFactory=Downloader,
+                stdout=io.StringIO(), stderr=stderr, installSignals=lambda r, i: None)
+        self.assertEqual(self.successResultOf(d), EXIT_USAGE)
+        self.assertIn("cannot read the CA file", stderr.getvalue())
+        self.assertEqual(len(stderr.getvalue().splitlines()), 1)
+
+    def test_helpAndVersion(self) -> None:
+        runner = Runner(["--version"])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        self.assertEqual(runner.stdout.getvalue().strip(), f"netsuite-get (netsuite) {netsuite.__version__}")
+        runner = Runner(["--help"])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        text = runner.stdout.getvalue()
+        for option in ("--input-file", "--max-connections", "--max-per-host", "--segments", "--min-split-size",
+                       "--continue", "--overwrite", "--checksum", "--max-size", "--limit-rate", "--connect-timeout",
+                       "--timeout", "--stall-timeout", "--total-timeout", "--retries", "--retry-wait",
+                       "--max-redirects", "--ca-file", "--insecure", "--proxy", "--header", "--json", "--quiet",
+                       "--version", "http_proxy"):
+            self.assertIn(option, text)
+
+
+class NDJSONTests(SynchronousTestCase):
+    """
+    Off a terminal (or with C{--json}): the engine's events, one JSON object
+    a line, then a summary.
+    """
+
+    def test_allDone(self) -> None:
+        runner = Runner(["http://example.com/a", "http://example.com/b", "-d", self.mktemp()])
+        fake = runner.fake
+        self.assertNoResult(runner.result)
+        for job in fake.jobs:
+            fake.finish(job, size=1000)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        lines = runner.lines()
+        self.assertEqual([line["event"] for line in lines],
+                         ["start", "progress", "done", "start", "progress", "done", "summary"])
+        summary = lines[-1]
+        self.assertEqual((summary["files"], summary["ok"], summary["failed"], summary["exitCode"]), (2, 2, 0, 0))
+        self.assertEqual(summary["bytes"], 2000)
+        self.assertEqual([r["result"] for r in summary["results"]], ["done", "done"])
+        self.assertEqual(runner.stderr.getvalue(), "")
+        self.assertEqual(fake.stopCalls, 1)  # the pool is closed at the end
+
+    def test_oneFailed(self) -> None:
+        runner = Runner(["http://example.com/a", "http://example.com/b", "-d", self.mktemp()])
+        fake = runner.fake
+        fake.fail(fake.jobs[1], "http://example.com/b: the server answered 404 Not Found")
+        fake.finish(fake.jobs[0])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        lines = runner.lines()
+        self.assertEqual([line["event"] for line in lines], ["error", "start", "progress", "done", "summary"])
+        summary = lines[-1]
+        self.assertEqual((summary["ok"], summary["failed"], summary["exitCode"]), (1, 1, 1))
+        self.assertEqual(summary["results"][1]["result"], "failed")
+        self.assertEqual(summary["results"][1]["message"], "http://example.com/b: the server answered 404 Not Found")
+        self.assertEqual(runner.stderr.getvalue(),
+                         "netsuite-get: http://example.com/b: the server answered 404 Not Found\n")
+
+    def test_failureWithoutEvent(self) -> None:
+        """
+        A job that fails without an error event from the engine still gets one.
+        """
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()])
+        runner.fake.fail(runner.fake.jobs[0], "http://example.com/a: broken", event=False)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        self.assertEqual([line["event"] for line in runner.lines()], ["error", "summary"])
+        self.assertIn("broken", runner.stderr.getvalue())
+
+    def test_quietKeepsErrorsAndSummary(self) -> None:
+        runner = Runner(["-q", "http://example.com/a", "http://example.com/b", "-d", self.mktemp()])
+        fake = runner.fake
+        fake.observer({"event": "retry", "job": "1", "attempt": 1, "delay": 1.0, "reason": "timed out"})
+        fake.finish(fake.jobs[0])
+        fake.fail(fake.jobs[1], "http://example.com/b: gone")
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        self.assertEqual([line["event"] for line in runner.lines()], ["error", "summary"])
+
+    def test_jsonOnATerminal(self) -> None:
+        runner = Runner(["--json", "http://example.com/a", "-d", self.mktemp()], isTTY=True)
+        runner.fake.finish(runner.fake.jobs[0])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        self.assertEqual(runner.lines()[-1]["event"], "summary")
+
+    def test_insecureWarns(self) -> None:
+        runner = Runner(["--insecure", "https://example.com/a", "-d", self.mktemp()])
+        self.assertTrue(runner.fake.settings.insecure)
+        self.assertEqual(runner.stderr.getvalue(), f"netsuite-get: {INSECURE_WARNING}\n")
+        self.assertIn("certificates are not checked", INSECURE_WARNING)
+        runner.fake.finish(runner.fake.jobs[0])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+
+    def test_brokenPipe(self) -> None:
+        """
+        A reader that goes away stops the output, not the downloads.
+        """
+
+        class Closed(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError()
+
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()], stdout=Closed())
+        runner.fake.finish(runner.fake.jobs[0])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        self.assertEqual(runner.stderr.getvalue(), "")
+
+
+class InterruptionTests(SynchronousTestCase):
+    """
+    Ctrl-C or SIGTERM: the downloader is stopped (state files written), the
+    user is told how to resume, and the status is 130.
+    """
+
+    def test_interrupted(self) -> None:
+        stopped: Deferred[None] = Deferred()
+        runner = Runner(["http://example.com/a", "http://example.com/b", "-d", self.mktemp()], stopResult=stopped)
+        fake = runner.fake
+        fake.finish(fake.jobs[0])
+        fake.observer({"event": "start", "job": "2", "url": "http://example.com/b", "name": "b", "path": "b",
+                       "size": 100, "resumed": 0})
+        [interrupt] = runner.interrupts
+        interrupt(2)
+        self.assertEqual(fake.stopCalls, 1)
+        self.assertNoResult(runner.result)  # until the state files are written
+        stopped.callback(None)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_INTERRUPTED)
+        self.assertEqual(fake.stopCalls, 1)
+        error = runner.stderr.getvalue()
+        self.assertIn("stopping", error)
+        self.assertTrue(error.endswith(f"netsuite-get: {RESUME_HINT}\n"), error)
+        self.assertIn("run the same command again", RESUME_HINT)
+        summary = runner.lines()[-1]
+        self.assertEqual(summary["event"], "summary")
+        self.assertEqual((summary["ok"], summary["interrupted"], summary["exitCode"]), (1, 1, 130))
+        self.assertEqual(summary["results"][1]["result"], "interrupted")
+
+    def test_stopThatLeavesJobsRunning(self) -> None:
+        """
+        Jobs the downloader does not end when stopped are ended by the CLI.
+        """
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()])
+        fake = runner.fake
+        fake.stop = lambda: defer.succeed(None)  # type: ignore[method-assign]
+        runner.interrupts[0](15)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_INTERRUPTED)
+
+    def test_interruptAfterTheEnd(self) -> None:
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()])
+        runner.fake.finish(runner.fake.jobs[0])
+        runner.interrupts[0](2)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+
+
+class TerminalTests(SynchronousTestCase):
+    """
+    On a terminal: a live display, a line per finished file, a table.
+    """
+
+    def console(self, height: int = 30) -> Any:
+        from rich.console import Console
+
+        return Console(file=io.StringIO(), force_terminal=True, width=120, height=height, color_system=None)
+
+    def test_liveDisplayAndTable(self) -> None:
+        console = self.console()
+        runner = Runner(["http://example.com/a.iso", "http://example.com/b", "-d", self.mktemp()], isTTY=True,
+                        console=console)
+        fake = runner.fake
+        fake.observer({"event": "start", "job": "1", "url": "http://example.com/a.iso", "name": "a.iso",
+                       "path": "a.iso", "size": 4 * 2**20, "resumed": 0})
+        fake.observer({"event": "progress", "job": "1", "done": 2**20, "size": 4 * 2**20, "speed": 2**20})
+        runner.reactor.advance(1.0)
+        screen = console.file.getvalue()
+        self.assertIn("a.iso", screen)
+        self.assertIn("1.0 MiB/4.0 MiB", screen)
+        self.assertIn("1.0 MiB/s", screen)
+        self.assertIn("ETA 3.0 s", screen)
+        self.assertIn("total 0/2, 1 waiting", screen)
+        fake.observer({"event": "retry", "job": "1", "attempt": 1, "delay": 2.0, "reason": "timed out"})
+        fake.finish(fake.jobs[0], size=4 * 2**20, name="a.iso")
+        fake.fail(fake.jobs[1], "http://example.com/b: the server answered 404 Not Found")
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        screen = console.file.getvalue()
+        self.assertIn("a.iso: timed out; try 1 in 2.0 s", screen)
+        self.assertIn("✗ http://example.com/b: the server answered 404 Not Found", screen)
+        table = screen[screen.rindex("File"):]
+        for text in ("Size", "Time", "Result", "4.0 MiB", "done", "failed: the server answered 404 Not Found",
+                     "1 downloaded, 1 failed"):
+            self.assertIn(text, table)
+        self.assertEqual(runner.stdout.getvalue(), "")  # all through the console
+        self.assertEqual(runner.reactor.getDelayedCalls(), [])  # no refresh left behind
+
+    def test_refreshRate(self) -> None:
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()], isTTY=True, console=self.console())
+        [refresh] = runner.reactor.getDelayedCalls()
+        self.assertGreaterEqual(refresh.getTime() - runner.reactor.seconds(), 0.1)
+        runner.fake.finish(runner.fake.jobs[0])
+        self.successResultOf(runner.result)
+
+    def test_quietTerminal(self) -> None:
+        console = self.console()
+        runner = Runner(["-q", "http://example.com/a", "-d", self.mktemp()], isTTY=True, console=console)
+        self.assertEqual(runner.reactor.getDelayedCalls(), [])  # no live display
+        runner.fake.finish(runner.fake.jobs[0])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        screen = console.file.getvalue()
+        self.assertNotIn("✓", screen)
+        self.assertIn("1 downloaded", screen)
+
+    def test_manyFilesAndUnknownSizes(self) -> None:
+        console = self.console(height=12)
+        tracker = _Tracker(lambda: 0.0)
+        for n in range(30):
+            tracker.apply({"event": "start", "job": str(n), "url": f"http://example.com/{n}", "name": f"f{n}",
+                           "path": f"f{n}", "size": None if n == 0 else 1000, "resumed": 0})
+            tracker.apply({"event": "progress", "job": str(n), "done": 500 + n, "size": None if n == 0 else 1000,
+                           "speed": 100.0})
+        console.print(_LiveView(tracker, console))
+        screen = console.file.getvalue()
+        lines = screen.splitlines()
+        self.assertEqual(len(lines), 8 + 2)  # rows that fit, "... and N more", the total
+        self.assertIn("... and 22 more", screen)
+        self.assertIn("f0 ", lines[0])
+        self.assertIn("500 B ", lines[0])  # unknown size: bytes only, no ETA
+        self.assertNotIn("ETA", lines[0])
+        self.assertIn("ETA", lines[1])
+        self.assertIn("total 0/30", lines[-1])
+        self.assertNotIn("ETA", lines[-1])  # one size unknown: no total ETA
+        self.assertIn("2.9 KiB/s", lines[-1])
+
+    def test_formats(self) -> None:
+        self.assertEqual([formatSize(n) for n in (0, 1023, 1024, 1536, 5 * 2**30)],
+                         ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 GiB"])
+        self.assertEqual([formatSeconds(s) for s in (None, 0.42, 42, 185, 7300)],
+                         ["-", "0.4 s", "42 s", "3m 05s", "2h 01m"])
+
+
+class _Endless(Resource):
+    """
+    Sends the head and some bytes of a big file, then nothing more.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> Any:
+        request.setHeader(b"content-length", b"1000000")
+        request.setHeader(b"etag", b'"v1"')
+        request.write(b"x" * 1000)
+        return NOT_DONE_YET
+
+
+class _Lines(ProcessProtocol):
+    """
+    Collects a process's output; C{firstLine} fires with its first stdout line.
+    """
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.firstLine: Deferred[bytes] = Deferred()
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if b"\n" in self.out and not self.firstLine.called:
+            self.firstLine.callback(self.out.split(b"\n", 1)[0])
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+class _Missing(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setResponseCode(404)
+        return b"not here"
+
+
+class EndToEndTests(TestCase):
+    """
+    The real command in a subprocess against a local origin.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.payload = os.urandom(300_000)
+        root = Resource()
+        root.putChild(b"file.bin", Data(self.payload, "application/octet-stream"))
+        root.putChild(b"small.txt", Data(b"hello\n", "text/plain"))
+        root.putChild(b"missing", _Missing())
+        root.putChild(b"endless.bin", _Endless())
+        site = Site(root)
+        site.displayTracebacks = False
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.base = f"http://127.0.0.1:{port.getHost().port}"
+        self.out = self.mktemp()
+
+    def environment(self) -> tuple[dict, str]:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+        return env, root
+
+    async def netsuiteGet(self, *args: str) -> tuple[bytes, bytes, int]:
+        env, root = self.environment()
+        return await getProcessOutputAndValue(
+            sys.executable, ["-m", "netsuite.download.cli", *args], env=env, path=root
+        )
+
+    async def test_downloadsAndReportsNDJSON(self) -> None:
+        out, err, code = await self.netsuiteGet(f"{self.base}/file.bin", f"{self.base}/small.txt", "-d",
+                                                os.path.abspath(self.out), "-x", "2", "--min-split-size", "64K")
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(Path(self.out, "file.bin").read_bytes(), self.payload)
+        self.assertEqual(Path(self.out, "small.txt").read_bytes(), b"hello\n")
+        lines = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual(lines[-1]["event"], "summary")
+        self.assertEqual((lines[-1]["ok"], lines[-1]["exitCode"]), (2, 0))
+        self.assertEqual({line["event"] for line in lines[:-1]} - {"progress"}, {"start", "done"})
+
+    async def test_missingFile(self) -> None:
+        out, err, code = await self.netsuiteGet(f"{self.base}/missing", f"{self.base}/small.txt", "-d",
+                                                os.path.abspath(self.out), "-q")
+        self.assertEqual(code, 1)
+        self.assertEqual(err.decode(), f"netsuite-get: {self.base}/missing: the server answered 404 Not Found\n")
+        lines = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual([line["event"] for line in lines], ["error", "summary"])
+        self.assertEqual((lines[-1]["ok"], lines[-1]["failed"]), (1, 1))
+        self.assertEqual(sorted(os.listdir(self.out)), ["small.txt"])
+
+    async def test_usageErrorNeedsNoServer(self) -> None:
+        out, err, code = await self.netsuiteGet("-o", "x", f"{self.base}/a", f"{self.base}/b")
+        self.assertEqual((code, out), (2, b""))
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertNotIn(b"Traceback", err)
+
+    async def test_interruptedBySignal(self) -> None:
+        """
+        SIGINT in the middle of a download: the state is saved, the user is
+        told to run the command again, and the status is 130.
+        """
+        env, root = self.environment()
+        lines = _Lines()
+        out = os.path.abspath(self.out)
+        process = reactor.spawnProcess(
+            lines, sys.executable, [sys.executable, "-m", "netsuite.download.cli", f"{self.base}/endless.bin",
+                                    "-d", out, "-x", "1"],
+            env=env, path=root,
+        )
+        first = json.loads(await lines.firstLine)
+        self.assertEqual(first["event"], "start")
+        process.signalProcess("INT")
+        code = await lines.ended
+        self.assertEqual(code, 130, lines.err)
+        self.assertTrue(lines.err.decode().endswith(f"netsuite-get: {RESUME_HINT}\n"), lines.err)
+        summary = json.loads(lines.out.splitlines()[-1])
+        self.assertEqual((summary["event"], summary["interrupted"], summary["exitCode"]), ("summary", 1, 130))
+        self.assertEqual(sorted(os.listdir(out)), ["endless.bin.part", "endless.bin.part.json"])
