@@ -49,6 +49,32 @@ class EmbeddingExampleTests(TestCase):
         self.assertEqual(namespace["echo"].stats.bytesIn, 8)
 
 
+class DownloadExampleTests(TestCase):
+    async def test_downloadExampleFetches(self) -> None:
+        """
+        The README's downloader example, pointed at a local server, saves
+        the files with their bytes.
+        """
+        from twisted.internet import reactor
+        from twisted.web import server, static
+
+        source = codeBlockAfter("<!-- download-example", "python")
+        served = Path(self.mktemp())
+        served.mkdir()
+        (served / "a.iso").write_bytes(b"a" * 100_000)
+        (served / "b.iso").write_bytes(bytes(range(256)) * 40_000)
+        port = reactor.listenTCP(0, server.Site(static.File(str(served))), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        namespace: dict = {"__name__": "example"}
+        exec(compile(source, "example.py", "exec"), namespace)
+        base = f"http://127.0.0.1:{port.getHost().port}/"
+        directory = Path(self.mktemp())
+        results = await namespace["fetch"](reactor, [base + "a.iso", base + "b.iso"], str(directory))
+        self.assertEqual([r.path.name for r in results], ["a.iso", "b.iso"])
+        for name in ("a.iso", "b.iso"):
+            self.assertEqual((directory / name).read_bytes(), (served / name).read_bytes())
+
+
 class CommandsTests(SynchronousTestCase):
     def test_ciRunsTheReadmeTestCommand(self) -> None:
         testCommand = codeBlockAfter("Install the test extras", "sh").strip()
