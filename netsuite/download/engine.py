@@ -12,7 +12,7 @@ import os
 import random
 import re
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
