@@ -342,6 +342,15 @@ def _describe(failure: Failure) -> str:
     return str(value) or value.__class__.__name__
 
 
+def _isCancellation(failure: Failure) -> bool:
+    if failure.check(CancelledError, netError.ConnectingCancelledError):
+        return True
+    value = failure.value
+    if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
+        return any(_isCancellation(reason) for reason in value.reasons)
+    return False
+
+
 def _isConnectFailure(failure: Failure, kind: type) -> bool:
     value = failure.value
     if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
@@ -616,6 +625,7 @@ class _Download:
         self._slotKey = origin(self.url)
         self._lastSave = 0.0
         self._noRanges = False
+        self._stopping = False
         self._idle: set[Deferred] = set()
         self.displayUrl = redact(self.request.url)
 
@@ -724,6 +734,7 @@ class _Download:
         """
         self._transferDone = Deferred(self._cancelTransfer)
         self._error = None
+        self._stopping = False
         self.pieces = []
         self.pending = []
         if self.state.size is not None and self.state.rangesSupported and self.state.done:
@@ -767,6 +778,7 @@ class _Download:
         self._stopWorkers()
 
     def _stopWorkers(self) -> None:
+        self._stopping = True  # a worker that swallowed its cancellation stops at its next step
         for worker in list(self.workers):
             worker.cancel()
 
@@ -859,6 +871,10 @@ class _Download:
         """
         failures = 0
         while True:
+            if self._stopping:
+                if held is not None:
+                    self.downloader._slots.release(held)
+                raise CancelledError()
             before = piece.pos
             key = held
             if key is None:
@@ -956,6 +972,12 @@ class _Download:
                 raise
             except Exception:
                 failure = Failure()
+                if _isCancellation(failure):
+                    # Cancelled while connecting or waiting for the head:
+                    # Twisted wraps the CancelledError.
+                    if timedOut:
+                        raise DownloadTimeout(f"{url}: no response within {limit:g} seconds") from None
+                    raise CancelledError() from None
                 if failure.check(DestinationRefused) or _isConnectFailure(failure, DestinationRefused):
                     raise DownloadError(f"{url}: refused: {failure.value.args[0] if failure.value.args else failure.value}") from None
                 if _isTLSFailure(failure):
@@ -1126,6 +1148,8 @@ class _Download:
             self.partPath = self.finalPath.with_name(self.finalPath.name + PART_SUFFIX)
         if not names.isInside(self.directory, self.partPath):  # never expected: names are plain
             raise LocalFileError(f"{self.url}: refusing to write outside {self.directory}")
+        if self._stopping:
+            raise CancelledError()
         if self.fd is None:
             flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
             try:

@@ -67,7 +67,8 @@ class DownloadService(Service):
         logged at start) when L{None}.
     @param settings: the engine's settings.
     @param rules: destination rules every download must pass (see
-        L{netsuite.proxyrules.ProxyRules}); L{None} allows any.
+        L{netsuite.proxyrules.ProxyRules}); by default the proxy's defaults
+        (loopback and link-local refused, private allowed).
     """
 
     name = "downloads"
@@ -88,6 +89,10 @@ class DownloadService(Service):
         self.generatedToken = token is None
         self.token = token if token is not None else secrets.token_urlsafe(24)
         self.settings = settings or DownloadSettings()
+        if rules is None:
+            from netsuite.proxyrules import ProxyRules
+
+            rules = ProxyRules()
         self.rules = rules
         self.downloader: Optional[Downloader] = None
         self._jobs: dict[str, dict] = {}

@@ -1,0 +1,877 @@
+"""
+Tests for L{netsuite.download.service}: C{/api/downloads} served by
+netsuite's real site on a loopback port, downloading from a real
+C{twisted.web} origin on another loopback port, checked by the bytes that
+land in the download directory.  Also the download options of
+L{netsuite.tap} and one C{twistd -n netsuite} run that downloads from
+itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.static import File
+
+from netsuite.download.engine import DownloadSettings
+from netsuite.download.service import JOBS_FILE, MAX_BODY, DownloadService
+from netsuite.listen import StreamListener
+from netsuite.proxyrules import ProxyRules
+from netsuite.status import SimpleStatus
+from netsuite.tap import ConfigError, Options, makeService
+from netsuite.web.site import makeHTTPService
+from tests.test_twistd import TWISTD, Running, environment
+
+#: The token the tests' services want.
+TOKEN = "correct-horse-battery-staple-42"
+
+#: A small file the origin serves from its folder.
+HELLO = b"hello from the origin\n" * 300
+
+#: The file the origin serves slowly: its first request gets L{HOLD_AFTER}
+#: bytes, then nothing until the client goes away.
+SLOW = bytes(range(256)) * 800
+HOLD_AFTER = 50_000
+
+#: The slow file's (strong) ETag.
+ETAG = b'"slow-v1"'
+
+#: Settings whose retries come quickly, and how long to wait to be sure a
+#: retry would have come.
+QUICK_RETRY = DownloadSettings(retryWait=0.05, maxRetryWait=0.1)
+RETRY_WINDOW = 0.6
+
+#: States a job does not leave.
+FINISHED = ("done", "failed", "cancelled")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def listing(directory: Path) -> list[str]:
+    """
+    The names in C{directory}, sorted.
+    """
+    return sorted(os.listdir(directory))
+
+
+class HoldingFile(Resource):
+    """
+    Serves L{SLOW} with ranges (C{Accept-Ranges}, C{ETag}, C{If-Range}).
+    The first request gets its head and L{HOLD_AFTER} body bytes, then the
+    response stalls until the client closes the connection; later requests
+    get their whole range at once.
+
+    @ivar ranges: the C{Range} header of every request (L{None} for none).
+    @ivar ifRanges: the C{If-Range} header of every request.
+    @ivar held: requests stalled now.
+    @ivar dropped: fires when a stalled request's connection goes away.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        Resource.__init__(self)
+        self.ranges: list[Optional[bytes]] = []
+        self.ifRanges: list[Optional[bytes]] = []
+        self.held: list[Any] = []
+        self.dropped: defer.Deferred[None] = defer.Deferred()
+
+    def render_GET(self, request) -> Any:
+        rangeHeader = request.getHeader(b"range")
+        ifRange = request.getHeader(b"if-range")
+        self.ranges.append(rangeHeader)
+        self.ifRanges.append(ifRange)
+        total = len(SLOW)
+        start, end = 0, total - 1
+        request.setHeader(b"ETag", ETAG)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        match = re.fullmatch(rb"bytes=(\d+)-(\d*)", rangeHeader or b"")
+        if match and (ifRange is None or ifRange == ETAG):
+            start = int(match.group(1))
+            if match.group(2):
+                end = min(int(match.group(2)), total - 1)
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (start, end, total))
+        body = SLOW[start : end + 1]
+        request.setHeader(b"Content-Length", b"%d" % (len(body),))
+        if len(self.ranges) > 1:
+            return body
+        request.write(body[:HOLD_AFTER])
+        self.held.append(request)
+
+        def gone(result: object) -> None:
+            self.held.remove(request)
+            if not self.dropped.called:
+                self.dropped.callback(None)
+
+        request.notifyFinish().addBoth(gone)
+        return NOT_DONE_YET
+
+
+class SilentFirst(Resource):
+    """
+    Never answers its first request (no status line, no headers: the
+    connection stays open until the client closes it); later requests get
+    L{HELLO}.
+
+    @ivar count: requests seen.
+    @ivar arrived: fires when the first request arrives.
+    @ivar dropped: fires when the first request's connection goes away.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        Resource.__init__(self)
+        self.count = 0
+        self.arrived: defer.Deferred[None] = defer.Deferred()
+        self.dropped: defer.Deferred[None] = defer.Deferred()
+
+    def render_GET(self, request) -> Any:
+        self.count += 1
+        if self.count > 1:
+            return HELLO
+        request.notifyFinish().addBoth(lambda _: self.dropped.callback(None))
+        self.arrived.callback(None)
+        return NOT_DONE_YET
+
+
+class Origin:
+    """
+    A real HTTP origin on 127.0.0.1: C{/files/NAME} from a folder (with
+    ranges, as L{File} serves them), C{/slow.bin} (L{HoldingFile}) and
+    C{/silent.bin} (L{SilentFirst}).
+    """
+
+    def __init__(self, testCase: TestCase) -> None:
+        folder = Path(testCase.mktemp())
+        folder.mkdir()
+        (folder / "hello.txt").write_bytes(HELLO)
+        self.slow = HoldingFile()
+        root = Resource()
+        root.putChild(b"files", File(str(folder)))
+        root.putChild(b"slow.bin", self.slow)
+        self.silent = SilentFirst()
+        root.putChild(b"silent.bin", self.silent)
+        self.listener = StreamListener("origin", "tcp:0:interface=127.0.0.1", Site(root), grace=0.5)
+        self.listener.startService()
+        testCase.addCleanup(self.listener.stopService)
+        self.port = self.listener.port.getHost().port
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+class ServiceTestCase(TestCase):
+    """
+    Runs L{DownloadService}s mounted at C{/api/downloads} of netsuite's site
+    on 127.0.0.1, downloading from an L{Origin}; talks to them with treq
+    through a non-persistent pool.
+    """
+
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.origin = Origin(self)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        self.client = HTTPClient(Agent(reactor, pool=pool))
+        self.directory = Path(self.mktemp()) / "downloads"
+
+    def startService(
+        self,
+        directory: Optional[Path] = None,
+        token: Optional[str] = TOKEN,
+        rules: Any = "loopback",
+        settings: Optional[DownloadSettings] = None,
+    ) -> DownloadService:
+        """
+        Start a download service into C{directory} (the test's by default)
+        and serve its API; C{self.base} is then the API's URL.  Both stop
+        when the test ends.
+        """
+        if rules == "loopback":
+            rules = ProxyRules(allowLoopback=True)
+        service = DownloadService(
+            directory or self.directory, reactor=reactor, token=token, rules=rules, settings=settings
+        )
+        service.startService()
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        http = makeHTTPService(
+            "tcp:0:interface=127.0.0.1",
+            reactor,
+            status=SimpleStatus(),
+            api={b"downloads": service.resource()},
+            grace=0.5,
+        )
+        http.startService()
+        self.addCleanup(http.stopService)
+        self.root = f"http://127.0.0.1:{http.port.getHost().port}"
+        self.base = self.root + "/api/downloads"
+        return service
+
+    def auth(self, token: str = TOKEN) -> dict[bytes, list[bytes]]:
+        return {b"Authorization": [b"Bearer " + token.encode("ascii")]}
+
+    async def call(
+        self,
+        method: str,
+        path: str = "",
+        *,
+        token: Optional[str] = TOKEN,
+        headers: Optional[dict[bytes, list[bytes]]] = None,
+        **kwargs: Any,
+    ) -> tuple[Any, Any]:
+        """
+        Make a request to C{self.base + path}; return the response and its
+        JSON body (every answer of the API is JSON).
+        """
+        sent = dict(self.auth(token) if token is not None else {})
+        sent.update(headers or {})
+        response = await self.client.request(method, self.base + path, headers=sent, **kwargs)
+        body = await treq.content(response)
+        self.assertEqual(
+            response.headers.getRawHeaders(b"Content-Type"),
+            [b"application/json; charset=utf-8"],
+            body,
+        )
+        return response, json.loads(body.decode("utf-8"))
+
+    async def post(self, document: Any, **kwargs: Any) -> tuple[Any, Any]:
+        data = document if isinstance(document, bytes) else json.dumps(document).encode("utf-8")
+        headers = kwargs.pop("headers", {b"Content-Type": [b"application/json"]})
+        return await self.call("POST", data=data, headers=headers, **kwargs)
+
+    async def assertError(self, code: int, method: str, path: str = "", **kwargs: Any) -> dict:
+        """
+        Check a request gets a JSON error C{code} whose message is one
+        sentence; return the error body.
+        """
+        if method == "POST":
+            response, body = await self.post(kwargs.pop("document"), **kwargs)
+        else:
+            response, body = await self.call(method, path, **kwargs)
+        self.assertEqual(response.code, code, body)
+        self.assertEqual(body["status"], code, body)
+        message = body["error"]
+        self.assertIsInstance(message, str)
+        self.assertTrue(message, body)
+        self.assertNotIn("\n", message)
+        self.assertNotIn("Traceback", message)
+        return body
+
+    async def queue(self, document: dict) -> dict:
+        """
+        POST C{document}; check it was queued; return the job.
+        """
+        response, job = await self.post(document)
+        self.assertEqual(response.code, 201, job)
+        return job
+
+    async def waitFor(self, jobId: str, until: Any = None, seconds: float = 8.0) -> dict:
+        """
+        Poll C{GET /api/downloads/ID} until C{until(job)} (by default: until
+        the job is finished); return the job.
+        """
+        until = until or (lambda job: job["state"] in FINISHED)
+        deadline = time.monotonic() + seconds
+        while True:
+            response, job = await self.call("GET", "/" + jobId)
+            self.assertEqual(response.code, 200, job)
+            if until(job):
+                return job
+            if time.monotonic() > deadline:
+                self.fail(f"job {jobId} never got there: {job}")
+            await deferLater(reactor, 0.02, lambda: None)
+
+    async def runningSlowJob(self) -> dict:
+        """
+        Queue C{/slow.bin} and wait until it holds L{HOLD_AFTER} bytes.
+        """
+        job = await self.queue({"url": self.origin.url("/slow.bin")})
+        return await self.waitFor(job["id"], lambda job: job["done"] >= HOLD_AFTER or job["state"] in FINISHED)
+
+    async def listed(self) -> list[dict]:
+        response, body = await self.call("GET")
+        self.assertEqual(response.code, 200, body)
+        return body["downloads"]
+
+
+class TokenTests(ServiceTestCase):
+    """
+    Every method of C{/api/downloads} and C{/api/downloads/ID} wants the
+    bearer token.
+    """
+
+    async def test_noTokenIs401WithBearerChallenge(self) -> None:
+        self.startService()
+        for method, path in (("GET", ""), ("GET", "/1"), ("DELETE", "/1"), ("GET", "/nonexistent")):
+            response, body = await self.call(method, path, token=None)
+            self.assertEqual(response.code, 401, (method, path, body))
+            self.assertEqual(body["status"], 401)
+            [challenge] = response.headers.getRawHeaders(b"WWW-Authenticate")
+            self.assertTrue(challenge.startswith(b"Bearer"), challenge)
+        response, body = await self.post({"url": self.origin.url("/files/hello.txt")}, token=None)
+        self.assertEqual(response.code, 401, body)
+        self.assertEqual(await self.listed(), [])
+        self.assertFalse((self.directory / "hello.txt").exists())
+
+    async def test_wrongTokenIs401(self) -> None:
+        self.startService()
+        for value in (
+            b"Bearer " + b"x" * len(TOKEN),
+            b"Bearer " + TOKEN[:-1].encode(),
+            b"Bearer " + TOKEN.encode() + b"x",
+            b"Basic " + TOKEN.encode(),
+            TOKEN.encode(),
+            b"Bearer",
+        ):
+            response, body = await self.call("GET", token=None, headers={b"Authorization": [value]})
+            self.assertEqual(response.code, 401, (value, body))
+            self.assertTrue(response.headers.getRawHeaders(b"WWW-Authenticate")[0].startswith(b"Bearer"))
+
+    async def test_rightTokenWorks(self) -> None:
+        self.startService()
+        response, body = await self.call("GET")
+        self.assertEqual((response.code, body), (200, {"downloads": []}))
+        # The scheme is case-insensitive (RFC 9110, section 11.1).
+        response, body = await self.call("GET", token=None, headers={b"Authorization": [b"bearer " + TOKEN.encode()]})
+        self.assertEqual(response.code, 200, body)
+
+    async def test_generatedTokenIsLongRandomAndLogged(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        first = self.startService(token=None)
+        other = DownloadService(Path(self.mktemp()), token=None)
+        self.assertGreaterEqual(len(first.token), 32)
+        self.assertNotEqual(first.token, other.token)
+        self.assertTrue(first.generatedToken)
+        logged = [formatEvent(e) for e in events if first.token in formatEvent(e)]
+        self.assertEqual(len(logged), 1, [formatEvent(e) for e in events])
+        self.assertIn("token", logged[0])
+        response, body = await self.call("GET", token=first.token)
+        self.assertEqual(response.code, 200, body)
+        response, body = await self.call("GET", token=other.token)
+        self.assertEqual(response.code, 401, body)
+
+    async def test_chosenTokenIsNotLogged(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = self.startService()
+        self.assertFalse(service.generatedToken)
+        self.assertEqual([formatEvent(e) for e in events if TOKEN in formatEvent(e)], [])
+
+
+class DownloadTests(ServiceTestCase):
+    """
+    Queuing, listing, showing and removing downloads.
+    """
+
+    async def test_postQueuesAndDownloads(self) -> None:
+        self.startService()
+        url = self.origin.url("/files/hello.txt")
+        response, job = await self.post({"url": url})
+        self.assertEqual(response.code, 201, job)
+        self.assertEqual(response.headers.getRawHeaders(b"Location"), [f"/api/downloads/{job['id']}".encode()])
+        self.assertEqual(job["url"], url)
+        self.assertIn(job["state"], ("queued", "running", "done"))
+        finished = await self.waitFor(job["id"])
+        self.assertEqual(finished["state"], "done", finished)
+        self.assertEqual((self.directory / "hello.txt").read_bytes(), HELLO)
+        [listed] = await self.listed()
+        self.assertEqual(listed["id"], job["id"])
+        self.assertEqual(listed["state"], "done")
+        self.assertEqual(listed["size"], len(HELLO))
+        self.assertEqual(listed["done"], len(HELLO))
+        self.assertEqual(listed["path"], "hello.txt")
+        self.assertEqual(listed["error"], None)
+        location = response.headers.getRawHeaders(b"Location")[0].decode()
+        one = await self.client.get(self.root + location, headers=self.auth())
+        self.assertEqual(json.loads(await treq.content(one)), listed)
+        self.assertEqual(listing(self.directory), [JOBS_FILE, "hello.txt"])
+
+    async def test_secondJobGetsItsOwnIdAndFile(self) -> None:
+        """
+        Two downloads of the same URL get different ids and files: the
+        second never replaces the first.
+        """
+        self.startService()
+        url = self.origin.url("/files/hello.txt")
+        first = await self.queue({"url": url})
+        await self.waitFor(first["id"])
+        second = await self.queue({"url": url})
+        self.assertNotEqual(first["id"], second["id"])
+        done = await self.waitFor(second["id"])
+        self.assertEqual(done["state"], "done", done)
+        self.assertNotEqual(done["path"], "hello.txt")
+        self.assertEqual((self.directory / done["path"]).read_bytes(), HELLO)
+        self.assertEqual((self.directory / "hello.txt").read_bytes(), HELLO)
+
+    async def test_unknownIdIs404(self) -> None:
+        self.startService()
+        body = await self.assertError(404, "GET", "/12345")
+        self.assertIn("12345", body["error"])
+
+    async def test_notAJSONObjectIs400(self) -> None:
+        self.startService()
+        for document in (b"not json", b'{"url": ', b"[]", b'["http://example.com/"]', b'"http://example.com/"', b"", b"null"):
+            await self.assertError(400, "POST", document=document)
+        self.assertEqual(await self.listed(), [])
+
+    async def test_badFieldsAre400(self) -> None:
+        self.startService()
+        url = self.origin.url("/files/hello.txt")
+        cases = [
+            ({}, "url"),
+            ({"name": "x"}, "url"),
+            ({"url": None}, "url"),
+            ({"url": 42}, "url"),
+            ({"url": ["http://example.com/"]}, "url"),
+            ({"url": ""}, "url"),
+            ({"url": "file:///etc/passwd"}, "file"),
+            ({"url": "ftp://example.com/file"}, "ftp"),
+            ({"url": "data:text/plain,hello"}, "data"),
+            ({"url": "http:///no-host"}, "host"),
+            ({"url": url, "headers": {}}, "'headers'"),
+            ({"url": url, "overwrite": True}, "'overwrite'"),
+            ({"url": url, "checksum": "sha256=1234"}, "sha256"),
+            ({"url": url, "checksum": "crc99=00"}, "checksum"),
+            ({"url": url, "checksum": 7}, "checksum"),
+            ({"url": url, "name": "..."}, "name"),
+            ({"url": url, "name": ""}, "name"),
+            ({"url": url, "name": "a/"}, "name"),
+            ({"url": url, "name": 5}, "name"),
+        ]
+        for document, fragment in cases:
+            body = await self.assertError(400, "POST", document=document)
+            self.assertIn(fragment, body["error"], document)
+        self.assertEqual(await self.listed(), [])
+        self.assertEqual(listing(self.directory), [])
+
+    async def test_wrongContentTypeIs415(self) -> None:
+        self.startService()
+        data = json.dumps({"url": self.origin.url("/files/hello.txt")}).encode()
+        response, body = await self.post(data, headers={b"Content-Type": [b"image/png"]})
+        self.assertEqual(response.code, 415, body)
+        self.assertEqual(await self.listed(), [])
+        # curl -d sends a form type: the body is JSON all the same.
+        response, body = await self.post(data, headers={b"Content-Type": [b"application/x-www-form-urlencoded"]})
+        self.assertEqual(response.code, 201, body)
+        done = await self.waitFor(body["id"])
+        self.assertEqual(done["state"], "done", done)
+
+    async def test_bodyOver64KiBIs413(self) -> None:
+        self.startService()
+        padding = "x" * MAX_BODY
+        document = json.dumps({"url": self.origin.url("/files/hello.txt?" + padding)}).encode()
+        self.assertGreater(len(document), 64 * 1024)
+        await self.assertError(413, "POST", document=document)
+        self.assertEqual(await self.listed(), [])
+
+    async def test_literalRefusedAddressIs403AtOnce(self) -> None:
+        """
+        A URL whose host is an address the rules refuse is a 403 at once,
+        and no job.
+        """
+        self.startService()
+        for url in ("http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://0.0.0.0/"):
+            body = await self.assertError(403, "POST", document={"url": url})
+            self.assertIn("refused", body["error"])
+        self.assertEqual(await self.listed(), [])
+
+    async def test_loopbackLiteralRefusedByDefaultRules(self) -> None:
+        """
+        Without C{allowLoopback}, a literal loopback address (written as
+        IPv4 or IPv4-mapped IPv6) is refused at once.
+        """
+        self.startService(rules=ProxyRules())
+        for host in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"):
+            body = await self.assertError(403, "POST", document={"url": self.origin.url("/files/hello.txt", host)})
+            self.assertIn("loopback", body["error"])
+        self.assertEqual(await self.listed(), [])
+        self.assertEqual(self.origin.slow.ranges, [])
+
+    async def test_nameResolvingToLoopbackFails(self) -> None:
+        """
+        A host name that resolves to loopback is queued (names are checked
+        when they are resolved) and then fails as refused; the origin sees
+        no request and no file is made.
+        """
+        self.startService(rules=ProxyRules())
+        job = await self.queue({"url": self.origin.url("/slow.bin", "localhost")})
+        failed = await self.waitFor(job["id"])
+        self.assertEqual(failed["state"], "failed", failed)
+        self.assertIn("refused", failed["error"])
+        self.assertIn("loopback", failed["error"])
+        self.assertEqual(self.origin.slow.ranges, [])
+        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        [listed] = await self.listed()
+        self.assertEqual(listed["state"], "failed")
+
+    async def test_matchingChecksumIsDone(self) -> None:
+        self.startService()
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "checksum": "sha256=" + sha256(HELLO)})
+        self.assertEqual(job["checksum"], "sha256=" + sha256(HELLO))
+        done = await self.waitFor(job["id"])
+        self.assertEqual(done["state"], "done", done)
+        self.assertEqual((self.directory / "hello.txt").read_bytes(), HELLO)
+
+    async def test_mismatchingChecksumFailsWithoutFile(self) -> None:
+        self.startService()
+        wrong = sha256(b"something else")
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "checksum": "sha256=" + wrong})
+        failed = await self.waitFor(job["id"])
+        self.assertEqual(failed["state"], "failed", failed)
+        self.assertIn("checksum", failed["error"])
+        self.assertFalse((self.directory / "hello.txt").exists())
+        self.assertEqual(listing(self.directory), [JOBS_FILE])
+
+    async def test_hostileNameStaysInside(self) -> None:
+        """
+        A name with directories lands as a plain file in the download
+        directory; a name like the job list's does not replace it.
+        """
+        self.startService()
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "../../etc/passwd"})
+        done = await self.waitFor(job["id"])
+        self.assertEqual(done["state"], "done", done)
+        self.assertEqual(done["path"], "passwd")
+        self.assertEqual((self.directory / "passwd").read_bytes(), HELLO)
+        self.assertFalse((self.directory.parent.parent / "etc").exists())
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": JOBS_FILE})
+        done = await self.waitFor(job["id"])
+        self.assertEqual(done["state"], "done", done)
+        self.assertNotEqual(done["path"], JOBS_FILE)
+        self.assertEqual((self.directory / done["path"]).read_bytes(), HELLO)
+        saved = json.loads((self.directory / JOBS_FILE).read_text())
+        self.assertEqual([j["id"] for j in saved["jobs"]], ["1", "2"])
+
+    async def test_deleteRunningJobCancels(self) -> None:
+        self.startService()
+        running = await self.runningSlowJob()
+        self.assertEqual(running["state"], "running", running)
+        self.assertEqual(running["size"], len(SLOW))
+        self.assertEqual(running["path"], "slow.bin")
+        self.assertIn("slow.bin.part", listing(self.directory))
+        response, body = await self.call("DELETE", "/" + running["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(body["state"], "cancelled", body)
+        await self.origin.slow.dropped  # the transfer really stopped
+        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        self.assertEqual(await self.listed(), [])
+        await self.assertError(404, "GET", "/" + running["id"])
+        saved = json.loads((self.directory / JOBS_FILE).read_text())
+        self.assertEqual(saved["jobs"], [])
+        # Nothing comes back a moment later (a late state save, say).
+        await deferLater(reactor, 1.2, lambda: None)
+        self.assertEqual(listing(self.directory), [JOBS_FILE])
+
+    async def test_deleteJobWaitingForResponseCancels(self) -> None:
+        """
+        A job cancelled while its request waits for the response head stops
+        for good: no retry reaches the origin later, and no C{.part} file
+        appears.
+        """
+        self.startService(settings=QUICK_RETRY)
+        job = await self.queue({"url": self.origin.url("/silent.bin")})
+        await self.origin.silent.arrived
+        response, body = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(body["state"], "cancelled", body)
+        await self.origin.silent.dropped
+        await deferLater(reactor, RETRY_WINDOW, lambda: None)
+        self.assertEqual(
+            (self.origin.silent.count, listing(self.directory)),
+            (1, [JOBS_FILE]),
+            "the cancelled download asked again and wrote files",
+        )
+
+    async def test_deleteFinishedJobKeepsFile(self) -> None:
+        self.startService()
+        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        await self.waitFor(job["id"])
+        response, body = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(body["state"], "done", body)
+        self.assertEqual(await self.listed(), [])
+        self.assertEqual((self.directory / "hello.txt").read_bytes(), HELLO)
+        await self.assertError(404, "DELETE", "/" + job["id"])
+
+    async def test_deleteUnknownIs404(self) -> None:
+        self.startService()
+        body = await self.assertError(404, "DELETE", "/99")
+        self.assertIn("99", body["error"])
+
+
+class RestartTests(ServiceTestCase):
+    """
+    The job list survives a restart; unfinished jobs resume.
+    """
+
+    async def test_unfinishedJobResumesAfterRestart(self) -> None:
+        first = self.startService()
+        done = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        await self.waitFor(done["id"])
+        running = await self.runningSlowJob()
+        self.assertEqual(running["state"], "running", running)
+        self.assertEqual(running["done"], HOLD_AFTER)
+        self.assertEqual((running["path"], running["name"]), ("slow.bin", "slow.bin"))
+        await first.stopService()
+        await self.origin.slow.dropped
+        saved = json.loads((self.directory / JOBS_FILE).read_text())
+        self.assertEqual([(j["id"], j["state"]) for j in saved["jobs"]], [(done["id"], "done"), (running["id"], "queued")])
+        self.assertEqual(
+            listing(self.directory), [JOBS_FILE, "hello.txt", "slow.bin.part", "slow.bin.part.json"]
+        )
+        self.assertEqual((self.directory / "slow.bin.part").read_bytes()[:HOLD_AFTER], SLOW[:HOLD_AFTER])
+
+        self.startService()
+        finished = await self.waitFor(running["id"])
+        self.assertEqual(finished["state"], "done", finished)
+        self.assertEqual(finished["path"], "slow.bin")
+        self.assertEqual(sha256((self.directory / "slow.bin").read_bytes()), sha256(SLOW))
+        self.assertEqual(len(self.origin.slow.ranges), 2, self.origin.slow.ranges)
+        self.assertEqual(self.origin.slow.ranges[0], b"bytes=0-")
+        self.assertTrue(self.origin.slow.ranges[1].startswith(b"bytes=%d-" % (HOLD_AFTER,)), self.origin.slow.ranges)
+        self.assertEqual(self.origin.slow.ifRanges[1], ETAG)
+        self.assertEqual(listing(self.directory), [JOBS_FILE, "hello.txt", "slow.bin"])
+        listed = {job["id"]: job for job in await self.listed()}
+        self.assertEqual(listed[done["id"]]["state"], "done")
+        self.assertEqual(listed[done["id"]]["path"], "hello.txt")
+        # A new job does not reuse an old id.
+        third = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        self.assertNotIn(third["id"], (done["id"], running["id"]))
+        await self.waitFor(third["id"])
+
+    async def test_stopWhileWaitingForResponseStopsForGood(self) -> None:
+        """
+        Stopping the service while a request waits for its response head
+        leaves nothing running: no retry reaches the origin after the stop
+        and no file appears; the job is still listed to resume.
+        """
+        first = self.startService(settings=QUICK_RETRY)
+        job = await self.queue({"url": self.origin.url("/silent.bin")})
+        await self.origin.silent.arrived
+        await first.stopService()
+        await self.origin.silent.dropped
+        await deferLater(reactor, RETRY_WINDOW, lambda: None)
+        self.assertEqual(
+            (self.origin.silent.count, listing(self.directory)),
+            (1, [JOBS_FILE]),
+            "the stopped service's download asked again and wrote files",
+        )
+        saved = json.loads((self.directory / JOBS_FILE).read_text())
+        self.assertEqual([(j["id"], j["state"]) for j in saved["jobs"]], [(job["id"], "queued")])
+
+    async def test_cancelledJobDoesNotComeBack(self) -> None:
+        first = self.startService()
+        running = await self.runningSlowJob()
+        response, body = await self.call("DELETE", "/" + running["id"])
+        self.assertEqual(response.code, 200, body)
+        await first.stopService()
+        self.startService()
+        self.assertEqual(await self.listed(), [])
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(len(self.origin.slow.ranges), 1)
+        self.assertEqual(listing(self.directory), [JOBS_FILE])
+
+    async def test_garbageJobListIsIgnoredWithWarning(self) -> None:
+        for garbage in (b"\x00not json{", b'["a", "list"]', b'{"jobs": [1, {"id": 2}, {"id": "3", "url": "ftp://x/"}]}'):
+            directory = Path(self.mktemp())
+            directory.mkdir()
+            (directory / JOBS_FILE).write_bytes(garbage)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            service = self.startService(directory)
+            self.assertTrue(service.running)
+            self.assertEqual(await self.listed(), [], garbage)
+            if garbage.startswith(b'{"jobs"'):
+                continue  # a job list whose entries are unusable: they are skipped
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(len(warnings), 1, [formatEvent(e) for e in events])
+            self.assertIn(JOBS_FILE, warnings[0])
+            # The service works all the same.
+            job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+            self.assertEqual(job["id"], "1")
+            await self.waitFor(job["id"])
+            self.assertEqual((directory / "hello.txt").read_bytes(), HELLO)
+
+    async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
+        service = self.startService()
+        d = service.stopService()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(service.running)
+        self.assertEqual(json.loads((self.directory / JOBS_FILE).read_text())["jobs"], [])
+        self.assertIsNone(self.successResultOf(service.stopService()))
+        never = DownloadService(Path(self.mktemp()), token=TOKEN)
+        self.assertIsNone(self.successResultOf(never.stopService()))
+        self.assertFalse(Path(never.directory).exists())
+        # A stopped service queues nothing.
+        response, body = await self.post({"url": self.origin.url("/files/hello.txt")})
+        self.assertEqual(response.code, 503, body)
+
+
+class TapOptionTests(SynchronousTestCase):
+    """
+    The download options of C{twistd netsuite}.
+    """
+
+    def parse(self, *args: str) -> Options:
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def assertRefused(self, args: list[str], *fragments: str) -> None:
+        error = self.assertRaises(ConfigError, self.parse, *args)
+        self.assertEqual(len(str(error).splitlines()), 1, str(error))
+        for fragment in fragments:
+            self.assertIn(fragment, str(error))
+
+    def test_shortTokenRefused(self) -> None:
+        self.assertRefused(["--api-token", "x" * 15], "--api-token", "16")
+        self.assertRefused(["--api-token", "x" * 10 + " " + "y" * 10], "--api-token")
+
+    def test_zeroConnectionsRefused(self) -> None:
+        self.assertRefused(["--download-connections", "0"], "--download-connections")
+        self.assertRefused(["--download-per-host", "0"], "--download-per-host")
+        self.assertRefused(["--download-segments", "0"], "--download-segments")
+
+    def test_optionsReachTheService(self) -> None:
+        directory = self.mktemp()
+        root = makeService(
+            self.parse(
+                "--api-token", "x" * 16, "--download-dir", directory, "--download-connections", "3",
+                "--download-allow-loopback", "--no-echo", "--no-chat", "--no-daytime", "--no-proxy",
+            ),
+            MemoryReactorClock(),
+        )
+        service = root.getServiceNamed("downloads")
+        self.assertIs(service, root.downloads)
+        self.assertEqual(service.token, "x" * 16)
+        self.assertFalse(service.generatedToken)
+        self.assertEqual(service.directory, Path.cwd() / directory)
+        self.assertEqual(service.settings.maxConnections, 3)
+        self.assertTrue(service.rules.allowLoopback)
+        self.assertFalse(ProxyRules().allowLoopback)
+
+    def test_noDownloadsHasNoService(self) -> None:
+        root = makeService(
+            self.parse("--no-downloads", "--no-echo", "--no-chat", "--no-daytime", "--no-proxy"), MemoryReactorClock()
+        )
+        self.assertIsNone(root.downloads)
+        self.assertRaises(KeyError, root.getServiceNamed, "downloads")
+
+
+class TapServiceTests(TestCase):
+    """
+    The service tree C{makeService} builds, listening for real.
+    """
+
+    async def apiStatus(self, *args: str) -> tuple[int, Any]:
+        options = Options()
+        options.parseOptions(
+            ["--http", "tcp:0:interface=127.0.0.1", "--no-echo", "--no-chat", "--no-daytime", "--no-proxy",
+             "--data-dir", self.mktemp(), "--api-token", TOKEN, *args]
+        )
+        root = makeService(options, reactor)
+        root.startService()
+        self.addCleanup(root.stopService)
+        [http] = [child for child in root if getattr(child, "serviceName", None) == "http"]
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        client = HTTPClient(Agent(reactor, pool=pool))
+        response = await client.get(
+            f"http://127.0.0.1:{http.port.getHost().port}/api/downloads",
+            headers={b"Authorization": [b"Bearer " + TOKEN.encode()]},
+        )
+        return response.code, json.loads(await treq.content(response))
+
+    async def test_noDownloadsMeansNoEndpoint(self) -> None:
+        code, body = await self.apiStatus("--no-downloads")
+        self.assertEqual((code, body["status"]), (404, 404), body)
+
+    async def test_downloadsEndpointByDefault(self) -> None:
+        code, body = await self.apiStatus()
+        self.assertEqual((code, body), (200, {"downloads": []}))
+
+
+class TwistdDownloadTests(TestCase):
+    """
+    C{twistd -n netsuite} downloads, through its own API, a file its own
+    HTTP server serves.
+    """
+
+    timeout = 30
+
+    async def test_twistdDownloadsFromItself(self) -> None:
+        home = os.path.abspath(self.mktemp())
+        served = os.path.join(home, "www")
+        downloads = os.path.join(home, "downloads")
+        os.makedirs(served)
+        content = os.urandom(300_000)
+        with open(os.path.join(served, "blob.bin"), "wb") as f:
+            f.write(content)
+        process = Running(expected=1)
+        transport = reactor.spawnProcess(
+            process,
+            sys.executable,
+            [
+                sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
+                "--http", "tcp:0:interface=127.0.0.1",
+                "--no-chat", "--no-echo", "--no-daytime", "--no-proxy",
+                "--http-root", served,
+                "--download-dir", downloads,
+                "--api-token", TOKEN,
+                "--download-allow-loopback",
+            ],
+            env=environment(home),
+            path=home,
+        )
+
+        def kill() -> defer.Deferred[int]:
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        [(service, kind, port, tls)] = await process.listening
+        self.assertEqual(service, "http")
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        client = HTTPClient(Agent(reactor, pool=pool))
+        api = f"http://127.0.0.1:{port}/api/downloads"
+        auth = {b"Authorization": [b"Bearer " + TOKEN.encode()], b"Content-Type": [b"application/json"]}
+        response = await client.post(
+            api, data=json.dumps({"url": f"http://127.0.0.1:{port}/blob.bin"}).encode(), headers=auth
+        )
+        job = json.loads(await treq.content(response))
+        self.assertEqual(response.code, 201, job)
+        deadline = time.monotonic() + 15
+        while job["state"] not in FINISHED and time.monotonic() < deadline:
+            await deferLater(reactor, 0.05, lambda: None)
+            response = await client.get(f"{api}/{job['id']}", headers=auth)
+            job = json.loads(await treq.content(response))
+        self.assertEqual(job["state"], "done", job)
+        with open(os.path.join(downloads, "blob.bin"), "rb") as f:
+            self.assertEqual(sha256(f.read()), sha256(content))
+        self.assertNotIn(TOKEN.encode(), process.output)
+        transport.signalProcess("TERM")
+        await process.ended
+        self.assertNotIn(b"Traceback", process.output)
