@@ -332,13 +332,13 @@ def _describe(failure: Failure) -> str:
     if failure.check(netError.ConnectError):
         text = str(value.args[0]) if getattr(value, "args", None) and value.args and value.args[0] else str(value)
         return text or "the connection failed"
-    try:
-        from OpenSSL.SSL import Error as TLSError
+    from OpenSSL.SSL import Error as TLSError
+    from service_identity.exceptions import CertificateError, VerificationError
 
-        if failure.check(TLSError):
-            return "the TLS handshake failed (is the certificate trusted and for this host name?)"
-    except ImportError:  # pragma: no cover
-        pass
+    if failure.check(VerificationError, CertificateError):
+        return "the server's certificate is not for this host name"
+    if failure.check(TLSError):
+        return "the TLS handshake failed (is the server's certificate trusted?)"
     return str(value) or value.__class__.__name__
 
 
@@ -363,8 +363,9 @@ def _isTLSFailure(failure: Failure) -> bool:
     if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
         return any(_isTLSFailure(reason) for reason in value.reasons)
     from OpenSSL.SSL import Error as TLSError
+    from service_identity.exceptions import CertificateError, VerificationError
 
-    return failure.check(TLSError) is not None
+    return failure.check(TLSError, VerificationError, CertificateError) is not None
 
 
 class _Slots:
@@ -610,7 +611,7 @@ class _Download:
         self.directory = Path(self.request.directory)
         self.url, self.authorization = splitURL(self.request.url)
         self.checksum = parseChecksum(self.request.checksum) if self.request.checksum else None
-        self.state = DownloadState(url=self.url, finalUrl=self.url)
+        self.state = DownloadState(url=self.url, finalUrl=self.url, checksum=self.request.checksum)
         self.partPath: Optional[Path] = None
         self.finalPath: Optional[Path] = None
         self.fd: Optional[int] = None
@@ -707,7 +708,7 @@ class _Download:
                 part = existing.with_name(existing.name + PART_SUFFIX)
                 os.rename(existing, part)
                 size = part.stat().st_size
-                state = DownloadState(url=self.url, finalUrl=self.url, done=[(0, size)] if size else [])
+                state = DownloadState(url=self.url, finalUrl=self.url, done=[(0, size)] if size else [], checksum=self.request.checksum)
                 self._resumeFrom(part, state, continued=True)
 
     def _resumeFrom(self, part: Path, state: DownloadState, continued: bool = False) -> None:
@@ -715,6 +716,7 @@ class _Download:
         self.finalPath = part.with_name(part.name[: -len(PART_SUFFIX)])
         self.state = state
         self.state.url = self.url
+        self.state.checksum = self.request.checksum
         if state.size is not None and not state.rangesSupported and not continued:
             # Bytes of a server without ranges cannot be continued.
             self.state.done = []
@@ -961,7 +963,7 @@ class _Download:
                 if name in headers:
                     hopHeaders[name] = headers[name]
             d = client.request("GET", url, headers=hopHeaders, allow_redirects=False, unbuffered=True)
-            limit = self.settings.connectTimeout + self.settings.headerTimeout
+            limit = self.settings.headerTimeout
             timedOut = []
             timer = self.clock.callLater(limit, lambda: (timedOut.append(True), d.cancel()))
             try:
@@ -1187,7 +1189,7 @@ class _Download:
 
     def _startOver(self, rangesSupported: bool) -> None:
         self._resetBytes()
-        self.state = DownloadState(url=self.url, finalUrl=self.url)
+        self.state = DownloadState(url=self.url, finalUrl=self.url, checksum=self.request.checksum)
         self.started = False
         self.resumedFrom = 0
         self._slotKey = origin(self.url)
@@ -1333,6 +1335,29 @@ class _QuietFactory(webClient._HTTP11ClientFactory):
 
 class _QuietPool(HTTPConnectionPool):
     _factory = _QuietFactory
+    closed = False
+
+    def _putConnection(self, key, connection) -> None:
+        if self.closed:
+            connection.transport.loseConnection()
+            return
+        HTTPConnectionPool._putConnection(self, key, connection)
+
+
+def _outcome(d: Deferred) -> Deferred:
+    """
+    A Deferred that fires with a one-item list of C{d}'s result (a
+    L{Failure} included: a list, so it is a value), and leaves C{d}'s own
+    result alone.
+    """
+    outcome: Deferred = Deferred()
+
+    def settle(result):
+        outcome.callback([result])
+        return result
+
+    d.addBoth(settle)
+    return outcome
 
 
 class Downloader:
@@ -1425,9 +1450,12 @@ class Downloader:
         with one entry per request, in order: a L{DownloadResult} or the
         L{Failure} it ended with.  Never fails.
         """
-        deferreds = [self.submit(r).deferred for r in requests]
-        gathered = defer.DeferredList(deferreds, consumeErrors=True)
-        return gathered.addCallback(lambda results: [value for _, value in results])
+        outcomes = []
+        for request in requests:
+            d = self.submit(request).deferred
+            outcomes.append(_outcome(d))
+            d.addErrback(lambda failure: None)  # handed to the caller in the list
+        return defer.gatherResults(outcomes).addCallback(lambda results: [r[0] for r in results])
 
     download_all = downloadAll
 
@@ -1453,12 +1481,17 @@ class Downloader:
         Cancel every download (their states are saved) and close the pool.
         """
         running = [job.deferred for job in self._jobs.values() if not job.deferred.called]
+        waited = defer.gatherResults([_outcome(d) for d in running])
         for d in running:
             d.cancel()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        waited = defer.DeferredList(running, consumeErrors=True)
-        return waited.addCallback(lambda _: self._pool.closeCachedConnections())
+
+        def close(_):
+            self._pool.closed = True  # a connection handed back later is closed, not kept
+            return self._pool.closeCachedConnections()
+
+        return waited.addCallback(close)
 
     # -- internals ------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class DownloadState:
     @ivar done: the byte ranges already in the C{.part} file.
     @ivar rangesSupported: whether the server answered a Range request
         correctly (a download without it cannot resume).
+    @ivar checksum: the checksum the file must match (C{"sha256=HEX"}), if
+        one was given.
     """
 
     url: str
@@ -105,6 +107,7 @@ class DownloadState:
     lastModified: Optional[str] = None
     done: list[Range] = field(default_factory=list)
     rangesSupported: bool = False
+    checksum: Optional[str] = None
 
     def toJSON(self) -> dict:
         """
@@ -119,6 +122,7 @@ class DownloadState:
             "lastModified": self.lastModified,
             "rangesSupported": self.rangesSupported,
             "done": [list(r) for r in self.done],
+            "checksum": self.checksum,
         }
 
     @classmethod
@@ -160,6 +164,7 @@ class DownloadState:
             lastModified=text("lastModified"),
             done=mergeRanges(ranges),
             rangesSupported=bool(data.get("rangesSupported")),
+            checksum=text("checksum"),
         )
 
     def save(self, path: Path) -> None:
