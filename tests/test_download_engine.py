@@ -1,0 +1,1353 @@
+"""
+The downloader's engine over real loopback sockets, against the misbehaving
+origin of L{tests.downloadorigin}: Range honoured, ignored and lied about,
+segmented downloads, stalls, resets, retries and Retry-After, redirects and
+credentials, hostile names, existing files, checksums, size caps, no
+implicit decompression, resume from a state file, TLS, events, limits,
+memory and an HTTP proxy.  Every saved file is checked by hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import quote
+
+import trustme
+from twisted.internet import defer, reactor
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netsuite.download import (
+    BadURL,
+    ChecksumMismatch,
+    DownloadError,
+    DownloadRequest,
+    DownloadResult,
+    DownloadSettings,
+    DownloadTimeout,
+    Downloader,
+    HTTPStatusError,
+    RedirectError,
+    TooLarge,
+    parseChecksum,
+    parseSize,
+)
+from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
+from netsuite.proxyrules import ProxyRules
+from tests.downloadorigin import (
+    DEFAULT_SIZE,
+    GZIPPED,
+    Origin,
+    fileSHA256,
+    mostAtOnce,
+    startOrigin,
+)
+from tests.helpers import startListener
+from tests.tlshelpers import makeServerOptions
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: Settings that keep failing tests fast: short waits, a few retries.
+FAST: Dict[str, Any] = dict(
+    connectTimeout=5.0,
+    headerTimeout=5.0,
+    stallTimeout=5.0,
+    retries=2,
+    retryWait=0.01,
+    maxRetryWait=0.05,
+    progressInterval=0.05,
+)
+
+
+def settings(**overrides: Any) -> DownloadSettings:
+    """
+    L{FAST} settings with C{overrides}.
+    """
+    return DownloadSettings(**{**FAST, **overrides})
+
+
+def listing(directory: Path) -> List[str]:
+    """
+    Every file and directory under C{directory}, as sorted relative paths.
+    """
+    found = []
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            found.append(os.path.relpath(os.path.join(root, name), directory))
+    return sorted(found)
+
+
+def currentRSS() -> Optional[int]:
+    """
+    This process's resident memory now, in bytes, where the system says
+    (L{None} elsewhere).
+    """
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peakRSS() -> int:
+    """
+    This process's peak resident memory so far, in bytes.
+    """
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class EngineTestCase(TestCase):
+    """
+    A test with an origin, a fresh directory and downloaders stopped at the
+    end.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.origin = startOrigin(self, "first")
+        self.events: List[Dict[str, Any]] = []
+
+    def directory(self) -> Path:
+        """
+        A new, empty directory for downloads.
+        """
+        path = Path(self.mktemp()).absolute()
+        path.mkdir(parents=True)
+        return path
+
+    def downloader(self, observer: Any = None, **overrides: Any) -> Downloader:
+        """
+        A L{Downloader} with L{FAST} settings and C{overrides}, recording
+        its events in C{self.events} (or giving them to C{observer}),
+        stopped when the test ends.
+        """
+        downloader = Downloader(reactor, settings(**overrides), observer or self.events.append)
+        self.addCleanup(downloader.stop)
+        return downloader
+
+    async def failureOf(self, d: "defer.Deferred[Any]", *expected: type) -> BaseException:
+        """
+        Await C{d}; it must fail with one of C{expected}.
+        """
+        try:
+            result = await d
+        except Exception as e:
+            if not isinstance(e, expected):
+                raise
+            return e
+        self.fail(f"expected {expected}, the download succeeded: {result!r}")
+
+    def assertReadable(self, error: BaseException, url: str) -> None:
+        """
+        C{error}'s message is one readable sentence naming C{url}.
+        """
+        message = str(error)
+        self.assertIsInstance(error, DownloadError)
+        self.assertNotIn("\n", message)
+        self.assertNotIn("Traceback", message)
+        self.assertNotIn("<twisted", message)
+        self.assertNotIn("Failure instance", message)
+        self.assertNotIn("internal error", message)
+        self.assertNotRegex(message, r"[A-Za-z_]+\((\w+=|\[|'|\))", "a repr, not a sentence")
+        self.assertIn(url.split("?")[0].split("@")[-1], message)
+
+    def assertSaved(self, result: DownloadResult, path: Path, digest: str, size: int = DEFAULT_SIZE) -> None:
+        """
+        C{result} says the file is C{path} with C{size} bytes, and it holds
+        exactly the bytes hashing to C{digest}; no partial or state file is
+        left beside it.
+        """
+        self.assertIsInstance(result, DownloadResult)
+        self.assertEqual(Path(result.path), path)
+        self.assertEqual(result.size, size)
+        self.assertEqual(os.path.getsize(path), size)
+        self.assertEqual(fileSHA256(path), digest)
+        self.assertFalse(path.with_name(path.name + ".part").exists())
+        self.assertFalse(path.with_name(path.name + ".part.json").exists())
+
+    async def cutShort(self, url: str, directory: Path, path: str, after: int, how: str = "cancel") -> Dict[str, Any]:
+        """
+        Start downloading C{url} (a slow one) into C{directory}, interrupt
+        it (cancel the job, or stop the downloader) once the origin sent
+        C{after} bytes of C{path}, and return the state file it left.
+        """
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=url, directory=directory))
+        self.assertIsInstance(job.id, str)
+        await self.origin.waitForSent(path, after)
+        await deferLater(reactor, 0.05, lambda: None)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        if how == "cancel":
+            self.assertTrue(downloader.cancel(job.id))
+        else:
+            await downloader.stop()
+        await outcome
+        name = path.rsplit("/", 1)[-1]
+        part = directory / (name + ".part")
+        statePath = directory / (name + ".part.json")
+        self.assertTrue(part.exists(), listing(directory))
+        self.assertTrue(statePath.exists(), listing(directory))
+        self.assertFalse((directory / name).exists())
+        with open(statePath) as f:
+            state = json.load(f)
+        self.assertEqual(state["version"], 1)
+        self.assertEqual(state["url"], url)
+        self.assertTrue(state["done"], state)
+        return state
+
+
+class PlainDownloadTests(EngineTestCase):
+    """
+    Whole files, Range honoured, ignored and lied about, segments.
+    """
+
+    async def test_wholeFileSavedByHash(self) -> None:
+        """
+        A file lands under its URL's name, complete and exact; the origin
+        saw a GET with netsuite's User-Agent.
+        """
+        directory = self.directory()
+        result = await self.downloader().download(self.origin.url("/file/plain.bin"), directory)
+        self.assertSaved(result, directory / "plain.bin", self.origin.digest("/file/plain.bin"))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(result.url, self.origin.url("/file/plain.bin"))
+        gets = self.origin.gets("/file/plain.bin")
+        self.assertTrue(gets)
+        self.assertTrue(gets[0].headers.get("user-agent", "").startswith("netsuite-get/"), gets[0].headers)
+        self.assertEqual(listing(directory), ["plain.bin"])
+
+    async def test_emptyFile(self) -> None:
+        """
+        A file of zero bytes is saved as an empty file.
+        """
+        directory = self.directory()
+        result = await self.downloader().download(self.origin.url("/file/empty?size=0"), directory)
+        self.assertSaved(result, directory / "empty", self.origin.digest("/file/empty", 0), size=0)
+
+    async def test_rangeHonouredSplitsAcrossConnections(self) -> None:
+        """
+        A file of at least C{minSplitSize} is fetched in several Range
+        requests over connections at once, and the pieces join into the
+        exact file.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.origin.url(f"/file/split.bin?size={size}&rate={4 * MiB}")
+        downloader = self.downloader(segments=4, minSplitSize=256 * KiB)
+        result = await downloader.download(url, directory)
+        self.assertSaved(result, directory / "split.bin", self.origin.digest("/file/split.bin", size), size)
+        gets = self.origin.gets("/file/split.bin")
+        starts = {r.rangeStart for r in gets if r.range is not None and r.status == 206}
+        self.assertGreaterEqual(len(starts - {None, 0}), 1, [(r.rawRange, r.status) for r in gets])
+        self.assertGreaterEqual(len(gets), 2)
+        self.assertGreaterEqual(self.origin.maxActive, 2)
+        self.assertGreaterEqual(result.segments, 2)
+        self.assertLessEqual(result.segments, 4)
+        self.assertLessEqual(self.origin.maxActive, 4)
+        # Pieces are not fetched twice (a little overlap at most).
+        self.assertLess(self.origin.sentBytes, size * 1.25)
+
+    async def test_smallFileNotSplit(self) -> None:
+        """
+        A file smaller than C{minSplitSize} uses one connection.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"/file/small.bin?size={200 * KiB}&rate={2 * MiB}")
+        result = await self.downloader(segments=4, minSplitSize=MiB).download(url, directory)
+        self.assertSaved(result, directory / "small.bin", self.origin.digest("/file/small.bin", 200 * KiB), 200 * KiB)
+        self.assertEqual(result.segments, 1)
+        self.assertEqual(self.origin.maxActive, 1)
+
+    async def test_rangeIgnored(self) -> None:
+        """
+        A server that ignores Range (200 and the whole body every time)
+        still gives the exact file, even when splitting was allowed.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.origin.url(f"/file/noranges.bin?size={size}&ranges=0&rate={8 * MiB}")
+        result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
+        self.assertSaved(result, directory / "noranges.bin", self.origin.digest("/file/noranges.bin", size), size)
+        self.assertTrue(all(r.status == 200 for r in self.origin.seen("/file/noranges.bin")))
+
+    async def test_rangeIgnoredOnContinueStartsOver(self) -> None:
+        """
+        With C{continueExisting}, a server that ignores Range answers with
+        the whole file: it replaces the existing bytes instead of being
+        appended to them.
+        """
+        directory = self.directory()
+        path = "/file/restart.bin"
+        (directory / "restart.bin").write_bytes(self.origin.content(path, 0, 300_000))
+        result = await self.downloader().download(
+            self.origin.url(path + "?ranges=0"), directory, continueExisting=True
+        )
+        self.assertSaved(result, directory / "restart.bin", self.origin.digest(path))
+
+    async def test_continueExistingFile(self) -> None:
+        """
+        With C{continueExisting}, a file already under the final name counts
+        as the first bytes: only the rest is asked for (and ends up exact).
+        """
+        directory = self.directory()
+        path = "/file/cont.bin"
+        (directory / "cont.bin").write_bytes(self.origin.content(path, 0, 300_000))
+        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
+        self.assertSaved(result, directory / "cont.bin", self.origin.digest(path))
+        self.assertEqual(result.resumedFrom, 300_000)
+        gets = self.origin.gets(path)
+        self.assertEqual(gets[0].rangeStart, 300_000, [r.rawRange for r in gets])
+        self.assertLessEqual(self.origin.sentBytes, DEFAULT_SIZE - 300_000 + 1)
+
+    async def test_lyingContentRangeStartFallsBack(self) -> None:
+        """
+        A server whose 206 answers name another start than asked is caught:
+        the engine falls back to one stream and the file is still exact.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.origin.url(f"/file/liar.bin?size={size}&lie=start&rate={8 * MiB}")
+        result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
+        self.assertSaved(result, directory / "liar.bin", self.origin.digest("/file/liar.bin", size), size)
+        # The lie was told (a range from elsewhere than asked), and caught.
+        gets = self.origin.gets("/file/liar.bin")
+        self.assertTrue(any(r.status == 206 and (r.rangeStart or 0) > 0 for r in gets), [(r.rawRange, r.status) for r in gets])
+        # One stream at the end: the whole file from byte zero in one answer.
+        self.assertIn(gets[-1].rangeStart, (None, 0))
+        self.assertEqual(gets[-1].sent, size)
+
+    async def test_lyingContentRangeTotalFallsBack(self) -> None:
+        """
+        A server whose 206 answers claim another total size than the file's
+        does not corrupt the file.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.origin.url(f"/file/liar2.bin?size={size}&lie=total&rate={8 * MiB}")
+        try:
+            result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
+        except DownloadError as e:
+            # Refusing a server that contradicts itself is fine too, as long
+            # as nothing lands under the final name.
+            self.assertReadable(e, url)
+            self.assertFalse((directory / "liar2.bin").exists())
+        else:
+            self.assertSaved(result, directory / "liar2.bin", self.origin.digest("/file/liar2.bin", size), size)
+
+    async def test_noContentLength(self) -> None:
+        """
+        A chunked body without Content-Length is saved whole.
+        """
+        directory = self.directory()
+        result = await self.downloader().download(self.origin.url("/file/chunked.bin?length=0"), directory)
+        self.assertSaved(result, directory / "chunked.bin", self.origin.digest("/file/chunked.bin"))
+
+    async def test_noImplicitDecompression(self) -> None:
+        """
+        A body sent with C{Content-Encoding: gzip} is saved byte for byte
+        as sent, not decompressed.
+        """
+        directory = self.directory()
+        result = await self.downloader().download(self.origin.url("/gzip/page.gz"), directory)
+        self.assertEqual((directory / "page.gz").read_bytes(), GZIPPED)
+        self.assertEqual(result.size, len(GZIPPED))
+
+
+class FailureTests(EngineTestCase):
+    """
+    Stalls, resets, retries, Retry-After and errors that are never retried.
+    """
+
+    async def test_stallTimesOut(self) -> None:
+        """
+        A body that stops arriving fails after C{stallTimeout} with
+        L{DownloadTimeout} when no retries are allowed.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/drip.bin?drip=1000")
+        started = reactor.seconds()
+        error = await self.failureOf(
+            self.downloader(stallTimeout=0.3, retries=0).download(url, directory), DownloadTimeout
+        )
+        elapsed = reactor.seconds() - started
+        self.assertReadable(error, url)
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 5.0)
+        self.assertEqual(len(self.origin.gets("/file/drip.bin")), 1)
+        self.assertFalse((directory / "drip.bin").exists())
+
+    async def test_stallRetriedThenSucceeds(self) -> None:
+        """
+        A stalled body is retried; when the server behaves the next time,
+        the file is exact.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/drip2.bin?drip=1000&dripTimes=1")
+        result = await self.downloader(stallTimeout=0.3, retries=2).download(url, directory)
+        self.assertSaved(result, directory / "drip2.bin", self.origin.digest("/file/drip2.bin"))
+        self.assertEqual(len(self.origin.gets("/file/drip2.bin")), 2)
+        self.assertTrue(any(e["event"] == "retry" for e in self.events), self.events)
+
+    async def test_trickleIsNotAStall(self) -> None:
+        """
+        A body that keeps trickling (a few hundred bytes every 20 ms) for
+        longer than C{stallTimeout} is not a stall: one request, exact file.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/trickle.bin?size=12000&rate=24000")
+        result = await self.downloader(stallTimeout=0.3, retries=0).download(url, directory)
+        self.assertSaved(result, directory / "trickle.bin", self.origin.digest("/file/trickle.bin", 12000), 12000)
+        self.assertEqual(len(self.origin.gets("/file/trickle.bin")), 1)
+        self.assertGreater(result.seconds, 0.3)
+
+    async def test_headerTimeout(self) -> None:
+        """
+        A server that never answers fails after C{headerTimeout}.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/hang.bin?hang=1")
+        started = reactor.seconds()
+        error = await self.failureOf(
+            self.downloader(headerTimeout=0.3, connectTimeout=5.0, retries=0).download(url, directory),
+            DownloadTimeout,
+        )
+        elapsed = reactor.seconds() - started
+        self.assertReadable(error, url)
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 3.0)
+
+    async def test_totalTimeout(self) -> None:
+        """
+        A download that keeps trickling but takes longer than
+        C{totalTimeout} fails with L{DownloadTimeout}.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"/file/slow.bin?rate={100 * KiB}")
+        started = reactor.seconds()
+        error = await self.failureOf(
+            self.downloader(totalTimeout=0.5, stallTimeout=5.0).download(url, directory), DownloadTimeout
+        )
+        elapsed = reactor.seconds() - started
+        self.assertReadable(error, url)
+        self.assertGreaterEqual(elapsed, 0.45)
+        self.assertLess(elapsed, 4.0)
+        self.assertFalse((directory / "slow.bin").exists())
+
+    async def test_resetMidBodyResumes(self) -> None:
+        """
+        A connection reset in the middle of the body is retried with a
+        Range from where it was cut, and the file is exact.
+        """
+        directory = self.directory()
+        cut = 300_000
+        url = self.origin.url(f"/file/reset.bin?reset={cut}&resetTimes=1")
+        result = await self.downloader(retries=2).download(url, directory)
+        self.assertSaved(result, directory / "reset.bin", self.origin.digest("/file/reset.bin"))
+        self.assertEqual(self.origin.resets, 1)
+        gets = self.origin.gets("/file/reset.bin")
+        self.assertEqual(len(gets), 2, [r.rawRange for r in gets])
+        again = gets[1]
+        self.assertIsNotNone(again.range, "the retry asked for the whole file again")
+        self.assertGreater(again.rangeStart, 0)
+        self.assertLessEqual(again.rangeStart, cut)
+        # Where it was cut: the origin delivered exactly `cut` bytes first.
+        self.assertEqual(again.rangeStart, cut)
+        self.assertEqual(again.status, 206)
+
+    async def test_serverErrorRetriedThenSucceeds(self) -> None:
+        """
+        Two 500 answers, then the file: retried, exact, with a retry event
+        per failure.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/flaky.bin?fail=2")
+        result = await self.downloader(retries=3).download(url, directory)
+        self.assertSaved(result, directory / "flaky.bin", self.origin.digest("/file/flaky.bin"))
+        statuses = [r.status for r in self.origin.seen("/file/flaky.bin")]
+        self.assertEqual(statuses[:2], [500, 500])
+        self.assertEqual(len(statuses), 3)
+        retries = [e for e in self.events if e["event"] == "retry"]
+        self.assertEqual([e["attempt"] for e in retries], [1, 2])
+
+    async def test_serverErrorGivesUpAfterRetries(self) -> None:
+        """
+        A server that keeps answering 500 is tried C{retries} more times,
+        then the job fails with L{HTTPStatusError}.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/broken.bin?fail=1000")
+        error = await self.failureOf(self.downloader(retries=2).download(url, directory), HTTPStatusError)
+        self.assertEqual(error.status, 500)
+        self.assertIn("500", str(error))
+        self.assertReadable(error, url)
+        self.assertEqual(len(self.origin.seen("/file/broken.bin")), 3)
+        self.assertEqual(listing(directory), [])
+
+    async def test_retryAfterHonoured(self) -> None:
+        """
+        429 with C{Retry-After: 1}: the next attempt waits at least a
+        second, although C{retryWait} is much shorter.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/busy.bin?fail=1&failStatus=429&retryAfter=1")
+        result = await self.downloader(retryWait=0.01, maxRetryWait=60.0).download(url, directory)
+        self.assertSaved(result, directory / "busy.bin", self.origin.digest("/file/busy.bin"))
+        seen = self.origin.seen("/file/busy.bin")
+        self.assertEqual([r.status for r in seen][0], 429)
+        self.assertGreaterEqual(seen[1].time - seen[0].time, 0.95)
+        retries = [e for e in self.events if e["event"] == "retry"]
+        self.assertEqual(len(retries), 1)
+        self.assertGreaterEqual(retries[0]["delay"], 0.95)
+
+    async def test_retryAfterCappedByMaxRetryWait(self) -> None:
+        """
+        A Retry-After longer than C{maxRetryWait} is cut to it.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/busy2.bin?fail=1&failStatus=503&retryAfter=30")
+        started = reactor.seconds()
+        result = await self.downloader(retryWait=0.01, maxRetryWait=0.2).download(url, directory)
+        self.assertSaved(result, directory / "busy2.bin", self.origin.digest("/file/busy2.bin"))
+        self.assertLess(reactor.seconds() - started, 5.0)
+
+    async def test_notFoundNeverRetried(self) -> None:
+        """
+        404 fails at once with L{HTTPStatusError}: exactly one request,
+        and an error event.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/missing.bin?status=404")
+        error = await self.failureOf(self.downloader(retries=3).download(url, directory), HTTPStatusError)
+        self.assertEqual(error.status, 404)
+        self.assertIn("404", str(error))
+        self.assertReadable(error, url)
+        self.assertEqual(len(self.origin.seen("/file/missing.bin")), 1)
+        self.assertEqual(listing(directory), [])
+        errors = [e for e in self.events if e["event"] == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["url"], url)
+        self.assertIn("404", errors[0]["message"])
+
+    async def test_connectionRefused(self) -> None:
+        """
+        Nothing listening: a readable L{DownloadError}.
+        """
+        directory = self.directory()
+        spare = Origin("spare").start(self)
+        url = spare.url("/file/x.bin")
+        await spare.stop()
+        error = await self.failureOf(self.downloader(retries=0).download(url, directory), DownloadError)
+        self.assertReadable(error, url)
+
+
+class RedirectTests(EngineTestCase):
+    """
+    Redirect chains, limits, refused schemes, credentials across origins.
+    """
+
+    async def test_chainFollowed(self) -> None:
+        """
+        A chain of C{maxRedirects} redirects is followed to the file.
+        """
+        directory = self.directory()
+        url = self.origin.hopURL(3, "/file/target.bin")
+        result = await self.downloader(maxRedirects=3).download(url, directory, name="target.bin")
+        self.assertSaved(result, directory / "target.bin", self.origin.digest("/file/target.bin"))
+        self.assertEqual(len(self.origin.seen("/hop")), 3)
+
+    async def test_permanentAndTemporaryCodes(self) -> None:
+        """
+        301, 303, 307 and 308 are followed like 302.
+        """
+        downloader = self.downloader()
+        for code in (301, 303, 307, 308):
+            directory = self.directory()
+            url = self.origin.hopURL(1, f"/file/code{code}.bin", code=code)
+            result = await downloader.download(url, directory, name="out.bin")
+            self.assertSaved(result, directory / "out.bin", self.origin.digest(f"/file/code{code}.bin"))
+
+    async def test_tooManyRedirects(self) -> None:
+        """
+        One redirect more than C{maxRedirects} fails with
+        L{RedirectError}, and the target is never asked for.
+        """
+        directory = self.directory()
+        url = self.origin.hopURL(4, "/file/far.bin")
+        error = await self.failureOf(self.downloader(maxRedirects=3).download(url, directory), RedirectError)
+        self.assertReadable(error, url)
+        self.assertEqual(self.origin.seen("/file/far.bin"), [])
+        self.assertLessEqual(len(self.origin.seen("/hop")), 4)
+        self.assertEqual(listing(directory), [])
+
+    async def test_redirectLoop(self) -> None:
+        """
+        A redirect to itself ends with L{RedirectError}, not forever.
+        """
+        directory = self.directory()
+        url = self.origin.url("/loop")
+        error = await self.failureOf(self.downloader(maxRedirects=5).download(url, directory), RedirectError)
+        self.assertReadable(error, url)
+        self.assertLessEqual(len(self.origin.seen("/loop")), 6 * 3)  # even with retries, bounded
+
+    async def test_otherSchemesRefused(self) -> None:
+        """
+        Redirects to C{file:}, C{data:} and C{ftp:} URLs are refused and
+        nothing is written.
+        """
+        downloader = self.downloader()
+        for target in ("file:///etc/passwd", "data:text/plain;base64,aGk=", "ftp://127.0.0.1/x"):
+            directory = self.directory()
+            url = self.origin.hopURL(1, target)
+            error = await self.failureOf(downloader.download(url, directory), BadURL, RedirectError)
+            self.assertReadable(error, url)
+            self.assertEqual(listing(directory), [], target)
+
+    async def test_badURLs(self) -> None:
+        """
+        URLs that are not http or https, or have no host, fail with
+        L{BadURL} and reach nothing.
+        """
+        downloader = self.downloader()
+        directory = self.directory()
+        for url in ("file:///etc/passwd", "ftp://127.0.0.1/x", "data:,hi", "http:///nohost", "not a url"):
+            error = await self.failureOf(downloader.download(url, directory), BadURL)
+            self.assertIsInstance(error, DownloadError)
+            self.assertNotIn("\n", str(error))
+        self.assertEqual(self.origin.requests, [])
+        self.assertEqual(listing(directory), [])
+
+    async def test_urlCredentialsStayWithTheirOrigin(self) -> None:
+        """
+        C{user:password@} in the URL becomes Basic Authorization for that
+        origin, and is not sent to another origin a redirect leads to.
+        """
+        other = startOrigin(self, "second")
+        directory = self.directory()
+        url = self.origin.hopURL(1, other.url("/file/elsewhere.bin"))
+        url = url.replace("://", "://user:s3cret@", 1)
+        result = await self.downloader().download(url, directory, name="elsewhere.bin")
+        self.assertSaved(result, directory / "elsewhere.bin", other.digest("/file/elsewhere.bin"))
+        expected = "Basic " + base64.b64encode(b"user:s3cret").decode()
+        self.assertEqual(self.origin.seen("/hop")[0].headers.get("authorization"), expected)
+        self.assertTrue(other.seen("/file/elsewhere.bin"))
+        for r in other.requests:
+            self.assertNotIn("authorization", r.headers)
+
+    async def test_authorizationHeaderStaysWithItsOrigin(self) -> None:
+        """
+        An C{Authorization} header given with the request goes to the first
+        origin only, not to another one after a redirect.
+        """
+        other = startOrigin(self, "second")
+        directory = self.directory()
+        url = self.origin.hopURL(2, other.url("/file/token.bin"))
+        result = await self.downloader().download(
+            url, directory, name="token.bin", headers={"Authorization": "Bearer t0ken", "X-Extra": "yes"}
+        )
+        self.assertSaved(result, directory / "token.bin", other.digest("/file/token.bin"))
+        for r in self.origin.seen("/hop"):
+            self.assertEqual(r.headers.get("authorization"), "Bearer t0ken")
+            self.assertEqual(r.headers.get("x-extra"), "yes")
+        self.assertTrue(other.requests)
+        for r in other.requests:
+            self.assertNotIn("authorization", r.headers)
+
+
+class NameTests(EngineTestCase):
+    """
+    Where files land: hostile names, wanted names, existing files.
+    """
+
+    async def test_hostileContentDispositionStaysInside(self) -> None:
+        """
+        Names from C{Content-Disposition} that try to leave the directory,
+        hide, or carry control characters give a plain file inside it.
+        """
+        cases = [
+            ('attachment; filename="../../etc/passwd"', "passwd"),
+            ("attachment; filename*=UTF-8''..%2F..%2Fx", "x"),
+            ('attachment; filename="a\x01b\x7fc.txt"', "abc.txt"),
+            ('attachment; filename=".hidden"', "hidden"),
+            ('attachment; filename="/abs/path.bin"', "path.bin"),
+            ('attachment; filename="..\\\\..\\\\win.ini"', "win.ini"),
+        ]
+        downloader = self.downloader()
+        parent = self.directory()
+        for number, (cd, expected) in enumerate(cases):
+            directory = parent / f"d{number}"
+            directory.mkdir()
+            path = f"/file/cd{number}"
+            url = self.origin.url(f"{path}?size=1000&cd={quote(cd, safe='')}")
+            result = await downloader.download(url, directory)
+            self.assertEqual(os.path.dirname(os.path.abspath(result.path)), str(directory), cd)
+            self.assertEqual(Path(result.path).name, expected, cd)
+            self.assertSaved(result, directory / expected, self.origin.digest(path, 1000), 1000)
+        self.assertEqual(
+            listing(parent), sorted([f"d{n}" for n in range(len(cases))] + [f"d{n}/{e}" for n, (_, e) in enumerate(cases)])
+        )
+
+    async def test_wantedNameIsSanitised(self) -> None:
+        """
+        A wanted name (C{name=}) is still reduced to a plain name inside the
+        directory.
+        """
+        parent = self.directory()
+        directory = parent / "inner"
+        directory.mkdir()
+        result = await self.downloader().download(
+            self.origin.url("/file/any?size=1000"), directory, name="../escape.bin"
+        )
+        self.assertSaved(result, directory / "escape.bin", self.origin.digest("/file/any", 1000), 1000)
+        self.assertEqual(listing(parent), ["inner", "inner/escape.bin"])
+
+    async def test_existingFilesGetNumberedNames(self) -> None:
+        """
+        An existing file is never overwritten: C{name.1}, then C{name.2}.
+        """
+        directory = self.directory()
+        (directory / "num.bin").write_bytes(b"mine")
+        downloader = self.downloader()
+        url = self.origin.url("/file/num.bin?size=5000")
+        digest = self.origin.digest("/file/num.bin", 5000)
+        first = await downloader.download(url, directory)
+        self.assertSaved(first, directory / "num.bin.1", digest, 5000)
+        second = await downloader.download(url, directory)
+        self.assertSaved(second, directory / "num.bin.2", digest, 5000)
+        self.assertEqual((directory / "num.bin").read_bytes(), b"mine")
+        self.assertEqual(listing(directory), ["num.bin", "num.bin.1", "num.bin.2"])
+
+    async def test_overwriteReplaces(self) -> None:
+        """
+        With C{overwrite}, an existing file is replaced.
+        """
+        directory = self.directory()
+        (directory / "over.bin").write_bytes(b"old contents")
+        url = self.origin.url("/file/over.bin?size=5000")
+        result = await self.downloader().download(url, directory, overwrite=True)
+        self.assertSaved(result, directory / "over.bin", self.origin.digest("/file/over.bin", 5000), 5000)
+        self.assertEqual(listing(directory), ["over.bin"])
+
+
+class ChecksumAndSizeTests(EngineTestCase):
+    """
+    Checksums and the size cap.
+    """
+
+    async def test_checksumMatches(self) -> None:
+        """
+        A file whose digest matches is saved (sha256 and aria2's sha-256
+        spelling, upper-case hex).
+        """
+        directory = self.directory()
+        digest = self.origin.digest("/file/sum.bin")
+        downloader = self.downloader()
+        result = await downloader.download(self.origin.url("/file/sum.bin"), directory, checksum=f"sha256={digest}")
+        self.assertSaved(result, directory / "sum.bin", digest)
+        other = self.directory()
+        result = await downloader.download(
+            self.origin.url("/file/sum.bin"), other, checksum=f"sha-256={digest.upper()}"
+        )
+        self.assertSaved(result, other / "sum.bin", digest)
+
+    async def test_checksumMismatch(self) -> None:
+        """
+        A file whose digest does not match fails with L{ChecksumMismatch}
+        and never appears under its final name.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/bad.bin")
+        error = await self.failureOf(
+            self.downloader(retries=0).download(url, directory, checksum="sha256=" + "0" * 64), ChecksumMismatch
+        )
+        self.assertReadable(error, url)
+        self.assertFalse((directory / "bad.bin").exists())
+        self.assertTrue(set(listing(directory)) <= {"bad.bin.part", "bad.bin.part.json"}, listing(directory))
+
+    async def test_declaredSizeTooLarge(self) -> None:
+        """
+        A Content-Length above C{maxSize} fails with L{TooLarge} and saves
+        nothing under the final name.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/huge.bin")
+        error = await self.failureOf(self.downloader(maxSize=100_000).download(url, directory), TooLarge)
+        self.assertReadable(error, url)
+        self.assertFalse((directory / "huge.bin").exists())
+        self.assertEqual(len(self.origin.gets("/file/huge.bin")), 1)
+
+    async def test_undeclaredSizeTooLarge(self) -> None:
+        """
+        A body without Content-Length that grows past C{maxSize} is cut off
+        with L{TooLarge}; no file bigger than the cap is left.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/sneaky.bin?length=0")
+        error = await self.failureOf(self.downloader(maxSize=100_000).download(url, directory), TooLarge)
+        self.assertReadable(error, url)
+        self.assertFalse((directory / "sneaky.bin").exists())
+        for name in listing(directory):
+            self.assertLessEqual(os.path.getsize(directory / name), 100_000 + 64 * KiB)
+
+    async def test_sizeExactlyAtCap(self) -> None:
+        """
+        A file of exactly C{maxSize} bytes is fine.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/fits.bin?size=100000")
+        result = await self.downloader(maxSize=100_000).download(url, directory)
+        self.assertSaved(result, directory / "fits.bin", self.origin.digest("/file/fits.bin", 100_000), 100_000)
+
+
+class ResumeTests(EngineTestCase):
+    """
+    Interrupted downloads resumed from their state file by a new Downloader.
+    """
+
+    path = "/file/resume.bin"
+
+    def slowURL(self) -> str:
+        return self.origin.url(f"{self.path}?rate={2 * MiB}")
+
+    async def checkResumed(self, state: Dict[str, Any], directory: Path) -> None:
+        before = len(self.origin.gets(self.path))
+        saved = sum(end - start for start, end in state["done"])
+        result = await self.downloader().download(self.slowURL(), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(result.resumedFrom, saved)
+        later = self.origin.gets(self.path)[before:]
+        self.assertTrue(later)
+        self.assertEqual(later[0].rangeStart, state["done"][0][1], [r.rawRange for r in later])
+        self.assertEqual(later[0].ifRange, self.origin.etag(self.path))
+        self.assertEqual(later[0].status, 206)
+
+    async def test_cancelledJobResumes(self) -> None:
+        """
+        A job cancelled midway leaves its C{.part} and state file; a new
+        Downloader asks only for the rest (Range from the saved offset,
+        If-Range with the ETag) and the file is exact.
+        """
+        directory = self.directory()
+        state = await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB)
+        self.assertEqual(state["etag"], self.origin.etag(self.path))
+        self.assertEqual(state["size"], DEFAULT_SIZE)
+        self.assertEqual(len(state["done"]), 1)
+        self.assertEqual(state["done"][0][0], 0)
+        self.assertGreater(state["done"][0][1], 0)
+        self.assertLess(state["done"][0][1], DEFAULT_SIZE)
+        await self.checkResumed(state, directory)
+
+    async def test_stoppedDownloaderResumes(self) -> None:
+        """
+        C{stop()} writes the state of running jobs; a new Downloader resumes
+        from it.
+        """
+        directory = self.directory()
+        state = await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB, how="stop")
+        await self.checkResumed(state, directory)
+
+    async def test_resumeWithLastModifiedOnly(self) -> None:
+        """
+        Without an ETag, the resume's If-Range carries the Last-Modified
+        date; when the file changed since, it starts over and is exact.
+        """
+        path = "/file/dated.bin"
+        url = self.origin.url(f"{path}?etag=0&rate={2 * MiB}")
+        directory = self.directory()
+        state = await self.cutShort(url, directory, path, 300 * KiB)
+        self.assertEqual(state["lastModified"], self.origin.lastModified(path))
+        before = len(self.origin.gets(path))
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "dated.bin", self.origin.digest(path))
+        later = self.origin.gets(path)[before:]
+        self.assertEqual(later[0].ifRange, self.origin.lastModified(path))
+        self.assertEqual(later[0].rangeStart, state["done"][0][1])
+        self.assertEqual(later[0].status, 206)
+        # Again, but the file changes while nobody is looking.
+        other = self.directory()
+        state = await self.cutShort(url, other, path, 300 * KiB)
+        oldDate = self.origin.lastModified(path)
+        self.origin.bump(path)
+        before = len(self.origin.gets(path))
+        result = await self.downloader().download(url, other)
+        self.assertSaved(result, other / "dated.bin", self.origin.digest(path))
+        later = self.origin.gets(path)[before:]
+        self.assertEqual(later[0].ifRange, oldDate)
+        self.assertEqual(later[0].status, 200)
+
+    async def test_stateFileFields(self) -> None:
+        """
+        The state file of an interrupted download holds the fields the
+        contract names, the checksum asked for among them.
+        """
+        directory = self.directory()
+        digest = self.origin.digest(self.path)
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory, checksum=f"sha256={digest}"))
+        await self.origin.waitForSent(self.path, 100 * KiB)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        self.assertTrue(downloader.cancel(job.id))
+        await outcome
+        with open(directory / "resume.bin.part.json") as f:
+            state = json.load(f)
+        for key in ("version", "url", "finalUrl", "size", "etag", "lastModified", "done", "checksum"):
+            self.assertIn(key, state)
+        self.assertEqual(state["lastModified"], self.origin.lastModified(self.path))
+        self.assertIn(digest, json.dumps(state["checksum"]))
+
+    async def test_stopFailsRunningJobsWithCancelledError(self) -> None:
+        """
+        After C{stop()}, a running job's Deferred has failed with
+        L{CancelledError} (also for code that looks at it only afterwards),
+        and C{stop()} fires only once its state file is written.
+        """
+        directory = self.directory()
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory))
+        await self.origin.waitForSent(self.path, 100 * KiB)
+        await downloader.stop()
+        self.assertTrue((directory / "resume.bin.part.json").exists())
+        self.assertTrue(job.deferred.called)
+        await self.failureOf(job.deferred, defer.CancelledError)
+
+    async def test_stopFromAFailedJobsErrbackClosesEverything(self) -> None:
+        """
+        C{stop()} called from inside a failed job's errback (a natural way
+        to end a program) leaves nothing behind: no connection open at the
+        origin, no connection-pool timer pending in the reactor.
+        """
+        directory = self.directory()
+        downloader = Downloader(reactor, settings(), None)
+        stopped: defer.Deferred[None] = defer.Deferred()
+
+        def failed(reason: Failure) -> None:
+            downloader.stop().chainDeferred(stopped)
+
+        downloader.download(self.origin.url("/file/gone.bin?status=404"), directory).addErrback(failed)
+        await stopped
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(len(self.origin.factory.protocols), 0, "a connection stayed open after stop()")
+        leftovers = [
+            call
+            for call in reactor.getDelayedCalls()
+            if call.active() and getattr(call.func, "__name__", "") == "_removeConnection"
+        ]
+        self.assertEqual(leftovers, [], "a pooled connection's timer outlived stop()")
+
+    async def test_changedFileStartsOver(self) -> None:
+        """
+        When the remote file changed (new ETag) since the interruption, the
+        If-Range fails, the whole new file comes back and is saved exact,
+        not spliced with the old bytes.
+        """
+        directory = self.directory()
+        state = await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB)
+        oldTag = self.origin.etag(self.path)
+        self.origin.bump(self.path)
+        self.assertNotEqual(self.origin.etag(self.path), oldTag)
+        before = len(self.origin.gets(self.path))
+        result = await self.downloader().download(self.slowURL(), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        later = self.origin.gets(self.path)[before:]
+        self.assertEqual(later[0].ifRange, oldTag)
+        self.assertEqual(later[0].rangeStart, state["done"][0][1])
+        self.assertEqual(later[0].status, 200)
+
+
+class TLSTests(EngineTestCase):
+    """
+    HTTPS with a private CA, a wrong name, and C{insecure}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        ca = trustme.CA()
+        certs = self.mktemp()
+        os.makedirs(certs)
+        self.tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
+        self.caFile = os.path.join(certs, "ca.pem")
+        ca.cert_pem.write_to_path(self.caFile)
+
+    async def test_privateCA(self) -> None:
+        """
+        With the CA's PEM as C{caFile}, an https download works.
+        """
+        directory = self.directory()
+        url = self.tlsOrigin.url("/file/secure.bin")
+        self.assertTrue(url.startswith("https://localhost:"))
+        result = await self.downloader(caFile=self.caFile).download(url, directory)
+        self.assertSaved(result, directory / "secure.bin", self.tlsOrigin.digest("/file/secure.bin"))
+
+    async def test_unknownCAFails(self) -> None:
+        """
+        Without the CA, the certificate is not trusted: a readable
+        L{DownloadError}, nothing saved.
+        """
+        directory = self.directory()
+        url = self.tlsOrigin.url("/file/untrusted.bin")
+        error = await self.failureOf(self.downloader(retries=0).download(url, directory), DownloadError)
+        self.assertReadable(error, url)
+        self.assertEqual(self.tlsOrigin.requests, [])
+        self.assertFalse((directory / "untrusted.bin").exists())
+
+    async def test_wrongHostnameFails(self) -> None:
+        """
+        A certificate for C{localhost} reached as C{127.0.0.1} fails with a
+        readable L{DownloadError}, even with the right CA.
+        """
+        directory = self.directory()
+        url = self.tlsOrigin.url("/file/wrongname.bin", host="127.0.0.1")
+        error = await self.failureOf(
+            self.downloader(caFile=self.caFile, retries=0).download(url, directory), DownloadError
+        )
+        self.assertReadable(error, url)
+        self.assertEqual(self.tlsOrigin.requests, [])
+        self.assertFalse((directory / "wrongname.bin").exists())
+
+    async def test_certificateErrorsNotRetried(self) -> None:
+        """
+        A certificate that does not check out (unknown CA, wrong name) will
+        not check out on a retry either: one TLS connection, no more.
+        """
+        cases = [
+            ("untrusted", self.tlsOrigin.url("/file/again1.bin"), None),
+            ("wrong name", self.tlsOrigin.url("/file/again2.bin", host="127.0.0.1"), self.caFile),
+        ]
+        for label, url, caFile in cases:
+            before = self.tlsOrigin.factory.accepted
+            downloader = self.downloader(caFile=caFile, retries=3, retryWait=0.01)
+            await self.failureOf(downloader.download(url, self.directory()), DownloadError)
+            self.assertEqual(self.tlsOrigin.factory.accepted - before, 1, label)
+            self.assertEqual([e for e in self.events if e["event"] == "retry"], [], label)
+
+    async def test_insecureAcceptsAnything(self) -> None:
+        """
+        C{insecure=True} accepts an unknown CA and a wrong name.
+        """
+        directory = self.directory()
+        url = self.tlsOrigin.url("/file/anyway.bin", host="127.0.0.1")
+        result = await self.downloader(insecure=True).download(url, directory)
+        self.assertSaved(result, directory / "anyway.bin", self.tlsOrigin.digest("/file/anyway.bin"))
+
+    async def test_segmentedOverTLS(self) -> None:
+        """
+        Several Range requests at once over TLS give the exact file.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.tlsOrigin.url(f"/file/tlssplit.bin?size={size}&rate={4 * MiB}")
+        result = await self.downloader(caFile=self.caFile, segments=3, minSplitSize=256 * KiB).download(url, directory)
+        self.assertSaved(result, directory / "tlssplit.bin", self.tlsOrigin.digest("/file/tlssplit.bin", size), size)
+        self.assertGreaterEqual(self.tlsOrigin.maxActive, 2)
+
+
+class EventAndJobTests(EngineTestCase):
+    """
+    Events, jobs, downloadAll.
+    """
+
+    async def test_eventsReachObserver(self) -> None:
+        """
+        start, progress and done events arrive in order, JSON-serialisable,
+        naming the job.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"/file/events.bin?rate={2 * MiB}")
+        downloader = self.downloader(progressInterval=0.05)
+        job = downloader.submit(DownloadRequest(url=url, directory=directory))
+        result = await job.deferred
+        self.assertSaved(result, directory / "events.bin", self.origin.digest("/file/events.bin"))
+        mine = [e for e in self.events if e.get("job") == job.id]
+        self.assertEqual(mine, self.events)
+        json.dumps(mine)
+        kinds = [e["event"] for e in mine]
+        self.assertEqual(kinds[0], "start")
+        self.assertEqual(kinds[-1], "done")
+        self.assertIn("progress", kinds)
+        start = mine[0]
+        self.assertEqual(start["url"], url)
+        self.assertEqual(start["name"], "events.bin")
+        self.assertEqual(Path(start["path"]), directory / "events.bin")
+        self.assertEqual(start["size"], DEFAULT_SIZE)
+        self.assertEqual(start["resumed"], 0)
+        progress = [e for e in mine if e["event"] == "progress"]
+        self.assertGreaterEqual(len(progress), 3)
+        dones = [e["done"] for e in progress]
+        self.assertEqual(dones, sorted(dones))
+        self.assertTrue(all(0 <= d <= DEFAULT_SIZE for d in dones))
+        self.assertTrue(all(e["speed"] >= 0 for e in progress))
+        done = mine[-1]
+        self.assertEqual((done["size"], Path(done["path"]), done["url"]), (DEFAULT_SIZE, directory / "events.bin", url))
+        self.assertGreater(done["seconds"], 0.2)
+
+    async def test_jobsSnapshot(self) -> None:
+        """
+        C{jobs()} lists submitted jobs with their state, ending C{done}.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"/file/jobs.bin?rate={4 * MiB}")
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=url, directory=directory))
+        self.assertEqual(job.request.url, url)
+        snapshot = {j["id"]: j for j in downloader.jobs()}
+        self.assertIn(job.id, snapshot)
+        self.assertIn(snapshot[job.id]["state"], ("queued", "running"))
+        self.assertEqual(snapshot[job.id]["url"], url)
+        json.dumps(downloader.jobs())
+        await job.deferred
+        entry = {j["id"]: j for j in downloader.jobs()}[job.id]
+        self.assertEqual(entry["state"], "done")
+        self.assertEqual(entry["done"], DEFAULT_SIZE)
+        self.assertEqual(entry["size"], DEFAULT_SIZE)
+        self.assertEqual(Path(entry["path"]), directory / "jobs.bin")
+        self.assertEqual(entry["name"], "jobs.bin")
+
+    async def test_cancelledJobState(self) -> None:
+        """
+        A cancelled job says so in C{jobs()}; cancelling an unknown job
+        answers False.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"/file/cancel.bin?rate={MiB}")
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=url, directory=directory))
+        await self.origin.waitForSent("/file/cancel.bin", 50 * KiB)
+        self.assertTrue(downloader.cancel(job.id))
+        await self.failureOf(job.deferred, defer.CancelledError)
+        entry = {j["id"]: j for j in downloader.jobs()}[job.id]
+        self.assertEqual(entry["state"], "cancelled")
+        self.assertFalse(downloader.cancel("no such job"))
+
+    async def test_downloadAllInOrder(self) -> None:
+        """
+        C{downloadAll} gives one entry per request, in the order asked (not
+        the order finished), failures as L{Failure}s, and never errbacks.
+        """
+        directory = self.directory()
+        slow = DownloadRequest(url=self.origin.url(f"/file/all-slow.bin?rate={4 * MiB}"), directory=directory)
+        missing = self.origin.url("/file/all-missing.bin?status=404")
+        fast = DownloadRequest(url=self.origin.url("/file/all-fast.bin?size=1000"), directory=directory)
+        bad = DownloadRequest(url="ftp://127.0.0.1/x", directory=directory)
+        nonsense = DownloadRequest(url=self.origin.url("/file/all-sum.bin"), directory=directory, checksum="nonsense")
+        results = await self.downloader().downloadAll([slow, missing, fast, bad, nonsense])
+        self.assertEqual(len(results), 5)
+        self.assertIsInstance(results[4], Failure)
+        self.assertIsInstance(results[4].value, DownloadError)
+        self.assertSaved(results[0], directory / "all-slow.bin", self.origin.digest("/file/all-slow.bin"))
+        self.assertIsInstance(results[1], Failure)
+        self.assertIsInstance(results[1].value, HTTPStatusError)
+        self.assertSaved(results[2], directory / "all-fast.bin", self.origin.digest("/file/all-fast.bin", 1000), 1000)
+        self.assertIsInstance(results[3], Failure)
+        self.assertIsInstance(results[3].value, BadURL)
+        finished = [e["url"] for e in self.events if e["event"] == "done"]
+        self.assertEqual(finished.index(fast.url) < finished.index(slow.url), True, finished)
+
+    async def test_downloadAllAlias(self) -> None:
+        """
+        C{download_all} is C{downloadAll}; an empty list gives an empty
+        list.
+        """
+        downloader = self.downloader()
+        self.assertEqual(await downloader.download_all([]), [])
+        self.assertEqual(await downloader.downloadAll([]), [])
+
+
+class LimitTests(EngineTestCase):
+    """
+    Connection limits and memory.
+    """
+
+    async def test_connectionLimits(self) -> None:
+        """
+        With C{maxConnections=2} and C{maxPerHost=1}, six downloads from
+        two origins never have more than one response in progress per
+        origin, nor more than two in all; and they do run two at once.
+        """
+        other = startOrigin(self, "second")
+        directory = self.directory()
+        requests = []
+        for origin in (self.origin, other):
+            for n in range(3):
+                url = origin.url(f"/file/{origin.name}-{n}.bin?size={200 * KiB}&rate={MiB}")
+                requests.append(DownloadRequest(url=url, directory=directory))
+        downloader = self.downloader(maxConnections=2, maxPerHost=1, segments=4, minSplitSize=64 * KiB)
+        results = await downloader.downloadAll(requests)
+        for r in results:
+            self.assertIsInstance(r, DownloadResult)
+        for origin in (self.origin, other):
+            self.assertEqual(origin.maxActive, 1, origin.name)
+            self.assertLessEqual(origin.factory.maxOpen, 1, f"{origin.name}: open connections")
+        self.assertEqual(mostAtOnce(self.origin.requests + other.requests), 2)
+
+    async def test_totalLimitOneHost(self) -> None:
+        """
+        C{maxConnections=2} caps the connections one segmented file uses
+        even when C{segments} and C{maxPerHost} allow more.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.origin.url(f"/file/capped.bin?size={size}&rate={4 * MiB}")
+        downloader = self.downloader(maxConnections=2, maxPerHost=4, segments=4, minSplitSize=64 * KiB)
+        result = await downloader.download(url, directory)
+        self.assertSaved(result, directory / "capped.bin", self.origin.digest("/file/capped.bin", size), size)
+        self.assertLessEqual(self.origin.maxActive, 2)
+        self.assertLessEqual(result.segments, 2)
+
+    async def test_rateLimit(self) -> None:
+        """
+        C{rateLimit} slows all downloads together: 1 MiB in two files at
+        1 MiB/s takes most of a second (a burst allowed), and both are
+        exact.
+        """
+        directory = self.directory()
+        downloader = self.downloader(rateLimit=MiB)
+        started = reactor.seconds()
+        results = await downloader.downloadAll(
+            [
+                DownloadRequest(url=self.origin.url(f"/file/rate{n}.bin?size={512 * KiB}"), directory=directory)
+                for n in range(2)
+            ]
+        )
+        elapsed = reactor.seconds() - started
+        for n, result in enumerate(results):
+            self.assertSaved(result, directory / f"rate{n}.bin", self.origin.digest(f"/file/rate{n}.bin", 512 * KiB), 512 * KiB)
+        self.assertGreaterEqual(elapsed, 0.5)
+        self.assertLess(elapsed, 3.0)
+
+    async def test_bigDownloadKeepsMemoryBounded(self) -> None:
+        """
+        A 200 MiB download (origin and downloader in this process) grows
+        the resident memory by far less than the file: bytes are streamed
+        to disk, never held.
+        """
+        directory = self.directory()
+        size = 200 * MiB
+        url = self.origin.url(f"/file/big.bin?size={size}")
+        downloader = self.downloader(stallTimeout=10.0)
+        baseline = currentRSS()
+        peakBefore = peakRSS()
+        samples: List[int] = []
+
+        def sample() -> None:
+            now = currentRSS()
+            if now is not None:
+                samples.append(now)
+
+        sampler = LoopingCall(sample)
+        sampler.start(0.02)
+        try:
+            result = await downloader.download(url, directory)
+        finally:
+            sampler.stop()
+        growth = peakRSS() - peakBefore
+        self.assertLess(growth, 40 * MiB, f"peak RSS grew {growth / MiB:.1f} MiB")
+        if baseline is not None and samples:
+            self.assertLess(max(samples) - baseline, 40 * MiB, f"RSS grew {(max(samples) - baseline) / MiB:.1f} MiB")
+        self.assertSaved(result, directory / "big.bin", self.origin.digest("/file/big.bin", size), size)
+
+
+class ProxyTests(EngineTestCase):
+    """
+    Downloads through netsuite's own HTTP proxy.
+    """
+
+    async def startProxy(self, connectPorts: frozenset = frozenset()) -> Tuple[ProxyFactory, int]:
+        factory = ProxyFactory(
+            reactor, rules=ProxyRules(allowLoopback=True, connectPorts=connectPorts), settings=ProxySettings()
+        )
+        listener = makeProxyService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
+        port = await startListener(self, listener)
+        return factory, port
+
+    async def test_httpThroughProxy(self) -> None:
+        """
+        An http download goes through the proxy (the origin sees its Via)
+        and is exact.
+        """
+        factory, port = await self.startProxy()
+        directory = self.directory()
+        url = self.origin.url("/file/proxied.bin")
+        result = await self.downloader(proxy=f"http://127.0.0.1:{port}").download(url, directory)
+        self.assertSaved(result, directory / "proxied.bin", self.origin.digest("/file/proxied.bin"))
+        seen = self.origin.seen("/file/proxied.bin")
+        self.assertTrue(seen)
+        self.assertTrue(all(r.headers.get("via") == "1.1 netsuite" for r in seen), [r.headers for r in seen])
+        self.assertGreaterEqual(factory.stats.counters.get("requests", 0), 1)
+
+    async def test_httpsThroughProxyTunnel(self) -> None:
+        """
+        An https download goes through a CONNECT tunnel, the certificate
+        checked end to end.
+        """
+        ca = trustme.CA()
+        certs = self.mktemp()
+        os.makedirs(certs)
+        tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
+        caFile = os.path.join(certs, "ca.pem")
+        ca.cert_pem.write_to_path(caFile)
+        factory, port = await self.startProxy(frozenset({tlsOrigin.port}))
+        directory = self.directory()
+        url = tlsOrigin.url("/file/tunnelled.bin")
+        result = await self.downloader(proxy=f"http://127.0.0.1:{port}", caFile=caFile).download(url, directory)
+        self.assertSaved(result, directory / "tunnelled.bin", tlsOrigin.digest("/file/tunnelled.bin"))
+        self.assertGreaterEqual(factory.stats.counters.get("tunnels", 0), 1)
+        self.assertTrue(tlsOrigin.seen("/file/tunnelled.bin"))
+        self.assertTrue(all("via" not in r.headers for r in tlsOrigin.requests))
+
+    async def test_proxyRefusalIsReadable(self) -> None:
+        """
+        A tunnel the proxy refuses (port not allowed) fails with a readable
+        L{DownloadError}.
+        """
+        ca = trustme.CA()
+        certs = self.mktemp()
+        os.makedirs(certs)
+        tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
+        _, port = await self.startProxy(frozenset())
+        directory = self.directory()
+        url = tlsOrigin.url("/file/refused.bin")
+        error = await self.failureOf(
+            self.downloader(proxy=f"http://127.0.0.1:{port}", insecure=True, retries=0).download(url, directory),
+            DownloadError,
+        )
+        self.assertReadable(error, url)
+        self.assertEqual(tlsOrigin.requests, [])
+
+
+class ValueTests(SynchronousTestCase):
+    """
+    The helpers that read sizes and checksums.
+    """
+
+    def test_parseSize(self) -> None:
+        """
+        Plain digits are bytes; K, M, G are binary.
+        """
+        self.assertEqual(parseSize("500"), 500)
+        self.assertEqual(parseSize("10M"), 10 * MiB)
+        self.assertEqual(parseSize("64K"), 64 * KiB)
+        self.assertEqual(parseSize("1G"), 1024 * MiB)
+        for bad in ("", "ten", "-1", "5Q"):
+            self.assertRaises(ValueError, parseSize, bad)
+
+    def test_parseChecksum(self) -> None:
+        """
+        C{ALGORITHM=HEX} in the spellings users write; anything else is a
+        readable ValueError.
+        """
+        digest = "ab" * 32
+        self.assertEqual(parseChecksum(f"sha256={digest}"), ("sha256", digest))
+        self.assertEqual(parseChecksum(f"sha-256={digest.upper()}"), ("sha256", digest))
+        self.assertEqual(parseChecksum("md5=" + "0" * 32), ("md5", "0" * 32))
+        for bad in ("sha256", "sha256=xyz", "crc32=00000000", "sha256=" + "0" * 63):
+            error = self.assertRaises(ValueError, parseChecksum, bad)
+            self.assertNotIn("\n", str(error))
