@@ -680,6 +680,8 @@ class NameTests(EngineTestCase):
             ('attachment; filename=".hidden"', "hidden"),
             ('attachment; filename="/abs/path.bin"', "path.bin"),
             ('attachment; filename="..\\\\..\\\\win.ini"', "win.ini"),
+            ('attachment; filename="planted.part.json"', "planted.part.json_"),
+            ('attachment; filename="other.PART"', "other.PART_"),
         ]
         downloader = self.downloader()
         parent = self.directory()

@@ -9,6 +9,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite.download.names import (
+    avoidReserved,
     DEFAULT_NAME,
     MAX_NAME_BYTES,
     chooseName,
@@ -149,3 +150,17 @@ class HostileInputTests(SynchronousTestCase):
             self.assertFalse(set(name) & set("/\\\x00\n\r\t\x7f\u202e"), repr(name))
             self.assertNotIn(name, (".", ".."))
             self.assertLessEqual(len(name.encode("utf-8", "surrogatepass")), MAX_NAME_BYTES)
+
+
+class ReservedNameTests(SynchronousTestCase):
+    def test_ownFileEndingsAreAvoided(self) -> None:
+        """
+        A name ending like the downloader's own files gets C{_} added; other
+        names are left alone.
+        """
+        self.assertEqual(avoidReserved("x.part"), "x.part_")
+        self.assertEqual(avoidReserved("x.part.json"), "x.part.json_")
+        self.assertEqual(avoidReserved("X.PART.JSON.TMP"), "X.PART.JSON.TMP_")
+        self.assertEqual(avoidReserved("party.json"), "party.json")
+        self.assertEqual(avoidReserved("x.json"), "x.json")
+

@@ -1146,6 +1146,7 @@ class _Download:
                 name = names.chooseName(finalUrl, value)
                 if not value and names.nameFromURL(finalUrl) is None:
                     name = names.chooseName(self.url)
+            name = names.avoidReserved(name)
             self.finalPath = names.freePath(self.directory, name, overwrite=self.request.overwrite, partSuffix=PART_SUFFIX)
             self.partPath = self.finalPath.with_name(self.finalPath.name + PART_SUFFIX)
         if not names.isInside(self.directory, self.partPath):  # never expected: names are plain

@@ -68,6 +68,20 @@ def _cut(name: str) -> str:
     return f"{cut}.{extension}" if extension else cut
 
 
+#: Endings of the downloader's own files (a partial file, its state, the
+#: state being written): a download is never given one, so that a server
+#: cannot plant a state file that a later download would resume from.
+RESERVED_SUFFIXES = (".part", ".part.json", ".part.json.tmp")
+
+
+def avoidReserved(name: str) -> str:
+    """
+    C{name}, with C{_} added when it ends like one of the downloader's own
+    files (L{RESERVED_SUFFIXES}).
+    """
+    return name + "_" if name.lower().endswith(RESERVED_SUFFIXES) else name
+
+
 def nameFromContentDisposition(value: Optional[str]) -> Optional[str]:
     """
     The file name a C{Content-Disposition} header value gives, preferring
