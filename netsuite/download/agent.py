@@ -214,7 +214,7 @@ class _TunnelFactory(Factory):
 
     def settle(self, result) -> None:
         if not self.done.called:
-            self.done.callback(result) if not isinstance(result, Failure) else self.done.errback(result)
+            self.done.callback(result)  # a Failure errbacks
 
 
 @implementer(IStreamClientEndpoint)

@@ -7,6 +7,7 @@ renamed to its final name only when it is complete and verified.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import random
@@ -27,6 +28,8 @@ from twisted.web import client as webClient
 from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.client import HTTPConnectionPool, PotentialDataLoss, ResponseDone, ResponseFailed
 
+from OpenSSL.SSL import Error as TLSError
+from service_identity.exceptions import CertificateError, VerificationError
 from treq.client import HTTPClient
 
 from .. import __version__
@@ -254,8 +257,6 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
         user, _, password = userinfo.partition(":")
-        import base64
-
         pair = f"{unquote(user)}:{unquote(password)}".encode("utf-8")
         authorization = "Basic " + base64.b64encode(pair).decode("ascii")
     # Non-ASCII in paths is percent-encoded; non-ASCII hosts use IDNA.
@@ -332,9 +333,6 @@ def _describe(failure: Failure) -> str:
     if failure.check(netError.ConnectError):
         text = str(value.args[0]) if getattr(value, "args", None) and value.args and value.args[0] else str(value)
         return text or "the connection failed"
-    from OpenSSL.SSL import Error as TLSError
-    from service_identity.exceptions import CertificateError, VerificationError
-
     if failure.check(VerificationError, CertificateError):
         return "the server's certificate is not for this host name"
     if failure.check(TLSError):
@@ -342,30 +340,21 @@ def _describe(failure: Failure) -> str:
     return str(value) or value.__class__.__name__
 
 
-def _isCancellation(failure: Failure) -> bool:
-    if failure.check(CancelledError, netError.ConnectingCancelledError):
-        return True
+def _cause(failure: Failure, *kinds: type) -> Optional[Failure]:
+    """
+    C{failure} or the first failure inside it (Twisted wraps connection and
+    TLS errors in L{ResponseFailed} / L{ResponseNeverReceived}) that is one
+    of C{kinds}, or L{None}.
+    """
+    if failure.check(*kinds):
+        return failure
     value = failure.value
-    if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
-        return any(_isCancellation(reason) for reason in value.reasons)
-    return False
-
-
-def _isConnectFailure(failure: Failure, kind: type) -> bool:
-    value = failure.value
-    if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
-        return any(reason.check(kind) is not None for reason in value.reasons)
-    return False
-
-
-def _isTLSFailure(failure: Failure) -> bool:
-    value = failure.value
-    if isinstance(value, (ResponseFailed, ResponseNeverReceived)) and value.reasons:
-        return any(_isTLSFailure(reason) for reason in value.reasons)
-    from OpenSSL.SSL import Error as TLSError
-    from service_identity.exceptions import CertificateError, VerificationError
-
-    return failure.check(TLSError, VerificationError, CertificateError) is not None
+    if isinstance(value, (ResponseFailed, ResponseNeverReceived)):
+        for reason in value.reasons:
+            found = _cause(reason, *kinds)
+            if found is not None:
+                return found
+    return None
 
 
 class _Slots:
@@ -688,13 +677,12 @@ class _Download:
         C{continueExisting} a file already under the final name.
         """
         wanted = names.sanitiseName(self.request.name) if self.request.name else None
-        guesses = [wanted] if wanted else [names.chooseName(self.url)]
-        for guess in guesses:
-            part = self.directory / (guess + PART_SUFFIX)
-            state = loadState(statePathFor(part))
-            if state is not None and state.url == self.url and part.exists():
-                self._resumeFrom(part, state)
-                return
+        guess = wanted or names.chooseName(self.url)
+        part = self.directory / (guess + PART_SUFFIX)
+        state = loadState(statePathFor(part))
+        if state is not None and state.url == self.url and part.exists():
+            self._resumeFrom(part, state)
+            return
         if not wanted:
             for statePath in sorted(self.directory.glob("*" + PART_SUFFIX + ".json")):
                 state = loadState(statePath)
@@ -703,8 +691,8 @@ class _Download:
                     self._resumeFrom(part, state)
                     return
         if self.request.continueExisting:
-            existing = self.directory / guesses[0]
-            if existing.is_file() and not (self.directory / (guesses[0] + PART_SUFFIX)).exists():
+            existing = self.directory / guess
+            if existing.is_file() and not part.exists():
                 part = existing.with_name(existing.name + PART_SUFFIX)
                 os.rename(existing, part)
                 size = part.stat().st_size
@@ -974,15 +962,16 @@ class _Download:
                 raise
             except Exception:
                 failure = Failure()
-                if _isCancellation(failure):
+                if _cause(failure, CancelledError, netError.ConnectingCancelledError):
                     # Cancelled while connecting or waiting for the head:
                     # Twisted wraps the CancelledError.
                     if timedOut:
                         raise DownloadTimeout(f"{url}: no response within {limit:g} seconds") from None
                     raise CancelledError() from None
-                if failure.check(DestinationRefused) or _isConnectFailure(failure, DestinationRefused):
-                    raise DownloadError(f"{url}: refused: {failure.value.args[0] if failure.value.args else failure.value}") from None
-                if _isTLSFailure(failure):
+                refused = _cause(failure, DestinationRefused)
+                if refused is not None:
+                    raise DownloadError(f"{url}: refused: {refused.value.args[0]}") from None
+                if _cause(failure, TLSError, VerificationError, CertificateError):
                     # A certificate that does not check out will not check
                     # out on a retry either.
                     raise DownloadError(f"{url}: {_describe(failure)}") from None
