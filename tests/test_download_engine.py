@@ -20,10 +20,13 @@ from urllib.parse import quote
 
 import trustme
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netsuite.download.agent import MAX_RESPONSE_HEAD
 from netsuite.download import (
     BadURL,
     ChecksumMismatch,
@@ -548,6 +551,128 @@ class FailureTests(EngineTestCase):
         await spare.stop()
         error = await self.failureOf(self.downloader(retries=0).download(url, directory), DownloadError)
         self.assertReadable(error, url)
+
+
+class _HostileHead(Protocol):
+    """
+    A raw HTTP server whose response heads are the attack: C{"headers"}
+    sends one status line and then header lines without end; C{"interim"}
+    sends C{103} interim responses without end; C{"big"} answers every
+    request with C{headBytes} of header lines and then a real body.
+    """
+
+    chunk = b"".join(b"X-Pad-%04d: %s\r\n" % (i, b"p" * 100) for i in range(32))
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" * 64
+
+    def __init__(self, server: "_HostileServer") -> None:
+        self.server = server
+        self.buffer = b""
+        self.flooding = False
+
+    def connectionMade(self) -> None:
+        self.server.connections += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            _, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            self.server.requests += 1
+            if self.server.mode == "big":
+                lines = self.server.headBytes // len(self.chunk) + 1
+                body = b"b" * 1000
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\n" + self.chunk * lines + b"Content-Length: %d\r\n\r\n" % len(body) + body
+                )
+            elif not self.flooding:
+                self.flooding = True
+                if self.server.mode == "headers":
+                    self.write(b"HTTP/1.1 200 OK\r\n")
+                self.transport.registerProducer(self, False)
+
+    def write(self, data: bytes) -> None:
+        self.server.sent += len(data)
+        self.transport.write(data)
+
+    def resumeProducing(self) -> None:
+        self.write(self.chunk if self.server.mode == "headers" else self.interim)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _HostileServer(Factory):
+    def __init__(self, mode: str, headBytes: int = 0) -> None:
+        self.mode = mode
+        self.headBytes = headBytes
+        self.connections = self.requests = self.sent = 0
+
+    def buildProtocol(self, addr: Any) -> _HostileHead:
+        return _HostileHead(self)
+
+
+async def startHostile(testCase: TestCase, mode: str, headBytes: int = 0) -> Tuple[_HostileServer, str]:
+    """
+    A L{_HostileServer} on loopback, closed when C{testCase} ends, and the
+    base URL it answers at.
+    """
+    server = _HostileServer(mode, headBytes)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
+    testCase.addCleanup(port.stopListening)
+    return server, f"http://127.0.0.1:{port.getHost().port}"
+
+
+class HostileHeadTests(EngineTestCase):
+    """
+    A server may not make the client buffer response heads without bound:
+    past L{MAX_RESPONSE_HEAD} bytes the request fails at once, readably
+    and without a retry.
+    """
+
+    async def assertHeadRefused(self, mode: str) -> None:
+        server, base = await startHostile(self, mode)
+        url = base + "/flood.bin"
+        directory = self.directory()
+        started = reactor.seconds()
+        error = await self.failureOf(
+            self.downloader(retries=3, headerTimeout=20.0).download(url, directory), DownloadError
+        )
+        self.assertLess(reactor.seconds() - started, 10.0)
+        self.assertReadable(error, url)
+        self.assertIn(f"response head is over {MAX_RESPONSE_HEAD // 1024} KiB", str(error))
+        self.assertFalse(error.retryable)
+        self.assertEqual((server.connections, server.requests), (1, 1))
+        self.assertGreater(server.sent, MAX_RESPONSE_HEAD)
+        # What got through the socket buffers, not the whole flood.
+        self.assertLess(server.sent, 64 * MiB)
+        self.assertEqual(listing(directory), [])
+
+    async def test_endlessHeaderLinesRefused(self) -> None:
+        """
+        Header lines without end (each one short enough for Twisted's
+        per-line limit).
+        """
+        await self.assertHeadRefused("headers")
+
+    async def test_endlessInterimResponsesRefused(self) -> None:
+        """
+        C{103} interim responses without end: Twisted skips each one, so
+        they count towards the same limit.
+        """
+        await self.assertHeadRefused("interim")
+
+    async def test_largeHeadsUnderTheLimitAccepted(self) -> None:
+        """
+        Heads of three quarters of the limit are fine, and the count starts
+        again for each request on a kept-alive connection.
+        """
+        server, base = await startHostile(self, "big", headBytes=MAX_RESPONSE_HEAD * 3 // 4)
+        directory = self.directory()
+        downloader = self.downloader(retries=0)
+        for name in ("one.bin", "two.bin", "three.bin"):
+            result = await downloader.download(f"{base}/{name}", directory)
+            self.assertEqual(result.size, 1000)
+            self.assertEqual((directory / name).read_bytes(), b"b" * 1000)
+        self.assertEqual((server.connections, server.requests), (1, 3))
 
 
 class RedirectTests(EngineTestCase):

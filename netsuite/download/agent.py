@@ -18,6 +18,7 @@ from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
@@ -30,6 +31,11 @@ HIDDEN_ENCODING = b"x-netsuite-content-encoding"
 #: The longest CONNECT answer head a proxy may send.
 MAX_TUNNEL_HEAD = 16 * 1024
 
+#: The most bytes of response head (status line, header lines, and any
+#: interim 1xx responses before the real one) a server may send for one
+#: request; the same limit as netsuite's proxy.
+MAX_RESPONSE_HEAD = 64 * 1024
+
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -37,6 +43,41 @@ class ProxyError(ConnectError):
     """
     The proxy refused or broke a CONNECT tunnel.
     """
+
+
+class ResponseHeadTooLarge(Exception):
+    """
+    A server sent more than L{MAX_RESPONSE_HEAD} bytes of response head.
+    """
+
+
+class BoundedClientProtocol(HTTP11ClientProtocol):
+    """
+    Twisted's HTTP/1.1 client protocol with a cap on the response head.
+
+    Twisted limits each header line to 16 KiB but neither the number of
+    lines nor the number of interim 1xx responses, so a hostile server
+    could make the client buffer headers until the header timeout.  Bytes
+    that arrive while the response is still in its status line or headers
+    are counted from the request on; past C{maxHead} the connection is
+    dropped and the request fails with L{ResponseHeadTooLarge}.
+    """
+
+    maxHead = MAX_RESPONSE_HEAD
+    _headBytes = 0
+
+    def request(self, request):
+        self._headBytes = 0
+        return HTTP11ClientProtocol.request(self, request)
+
+    def dataReceived(self, data: bytes) -> None:
+        HTTP11ClientProtocol.dataReceived(self, data)
+        parser = getattr(self, "_parser", None)
+        if parser is None or getattr(parser, "state", None) not in (STATUS, HEADER):
+            return
+        self._headBytes += len(data)
+        if self._headBytes > self.maxHead:
+            self._giveUp(Failure(ResponseHeadTooLarge(f"the server's response head is over {self.maxHead // 1024} KiB")))
 
 
 class DestinationRefused(ConnectError):

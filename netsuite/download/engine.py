@@ -34,7 +34,7 @@ from treq.client import HTTPClient
 
 from .. import __version__
 from . import names
-from .agent import DestinationRefused, buildAgent
+from .agent import BoundedClientProtocol, DestinationRefused, ResponseHeadTooLarge, buildAgent
 from .errors import (
     BadURL,
     ChecksumMismatch,
@@ -971,6 +971,10 @@ class _Download:
                 refused = _cause(failure, DestinationRefused)
                 if refused is not None:
                     raise DownloadError(f"{url}: refused: {refused.value.args[0]}") from None
+                tooLarge = _cause(failure, ResponseHeadTooLarge)
+                if tooLarge is not None:
+                    # A server that does this is broken or hostile: no retry.
+                    raise DownloadError(f"{url}: {tooLarge.value}") from None
                 if _cause(failure, TLSError, VerificationError, CertificateError):
                     # A certificate that does not check out will not check
                     # out on a retry either.
@@ -1321,6 +1325,9 @@ def _discard(response) -> None:
 
 class _QuietFactory(webClient._HTTP11ClientFactory):
     noisy = False  # no "Starting factory" log line per connection
+
+    def buildProtocol(self, addr):
+        return BoundedClientProtocol(self._quiescentCallback)
 
 
 class _QuietPool(HTTPConnectionPool):
