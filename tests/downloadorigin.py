@@ -432,16 +432,20 @@ class Origin:
 
     # Starting and stopping.
 
-    def start(self, testCase: TestCase, tls: Any = None, host: Optional[str] = None) -> "Origin":
+    def start(
+        self, testCase: TestCase, tls: Any = None, host: Optional[str] = None, interface: str = "127.0.0.1"
+    ) -> "Origin":
         """
-        Listen on a free loopback port (with TLS when C{tls}, server
+        Listen on a free port of C{interface} (with TLS when C{tls}, server
         options, is given) until C{testCase} ends; URLs then name C{host}
-        (C{127.0.0.1} by default, C{localhost} with TLS).
+        (the interface by default, C{[::1]} style for IPv6, C{localhost}
+        with TLS).
         """
+        self.host = f"[{interface}]" if ":" in interface else interface
         if tls is None:
-            self._listening = self.reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+            self._listening = self.reactor.listenTCP(0, self.factory, interface=interface)
         else:
-            self._listening = self.reactor.listenSSL(0, self.factory, tls, interface="127.0.0.1")
+            self._listening = self.reactor.listenSSL(0, self.factory, tls, interface=interface)
             self.scheme = "https"
             self.host = "localhost"
         if host is not None:

@@ -24,9 +24,10 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netsuite.download.agent import MAX_RESPONSE_HEAD
+from netsuite.download.engine import splitURL
 from netsuite.download import (
     BadURL,
     ChecksumMismatch,
@@ -577,7 +578,10 @@ class _HostileHead(Protocol):
         while b"\r\n\r\n" in self.buffer:
             _, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
             self.server.requests += 1
-            if self.server.mode == "big":
+            if self.server.mode == "canned":
+                self.transport.write(self.server.canned)
+                self.transport.loseConnection()
+            elif self.server.mode == "big":
                 lines = self.server.headBytes // len(self.chunk) + 1
                 body = b"b" * 1000
                 self.transport.write(
@@ -601,21 +605,25 @@ class _HostileHead(Protocol):
 
 
 class _HostileServer(Factory):
-    def __init__(self, mode: str, headBytes: int = 0) -> None:
+    def __init__(self, mode: str, headBytes: int = 0, canned: bytes = b"") -> None:
         self.mode = mode
         self.headBytes = headBytes
+        self.canned = canned
         self.connections = self.requests = self.sent = 0
 
     def buildProtocol(self, addr: Any) -> _HostileHead:
         return _HostileHead(self)
 
 
-async def startHostile(testCase: TestCase, mode: str, headBytes: int = 0) -> Tuple[_HostileServer, str]:
+async def startHostile(
+    testCase: TestCase, mode: str, headBytes: int = 0, canned: bytes = b""
+) -> Tuple[_HostileServer, str]:
     """
     A L{_HostileServer} on loopback, closed when C{testCase} ends, and the
-    base URL it answers at.
+    base URL it answers at.  C{"canned"} answers every request with
+    C{canned} and closes the connection.
     """
-    server = _HostileServer(mode, headBytes)
+    server = _HostileServer(mode, headBytes, canned)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server)
     testCase.addCleanup(port.stopListening)
     return server, f"http://127.0.0.1:{port.getHost().port}"
@@ -673,6 +681,103 @@ class HostileHeadTests(EngineTestCase):
             self.assertEqual(result.size, 1000)
             self.assertEqual((directory / name).read_bytes(), b"b" * 1000)
         self.assertEqual((server.connections, server.requests), (1, 3))
+
+
+class HostileAnswerTests(EngineTestCase):
+    """
+    Answers that are not HTTP, sizes no file can have, and URLs that only
+    DNS can refuse: each fails with one readable sentence, and nothing is
+    left on disk.
+    """
+
+    async def answer(self, canned: bytes, expected: type = DownloadError, retries: int = 3) -> Tuple[DownloadError, _HostileServer]:
+        server, base = await startHostile(self, "canned", canned=canned)
+        url = base + "/answer.bin"
+        directory = self.directory()
+        error = await self.failureOf(self.downloader(retries=retries).download(url, directory), expected)
+        self.assertReadable(error, url)
+        self.assertEqual(listing(directory), [])
+        return error, server
+
+    async def test_garbledAnswersNotRetried(self) -> None:
+        """
+        A status line, header or framing Twisted's parser refuses is "not
+        valid HTTP", at once: a retry would read the same.
+        """
+        for canned in (
+            b"HELLO\r\n\r\n",
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/2 200\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nxx",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1e3\r\n\r\nxx",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nxx",
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nxx",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        ):
+            error, server = await self.answer(canned)
+            self.assertIn("the server's answer is not valid HTTP", str(error), canned[:40])
+            self.assertFalse(error.retryable)
+            self.assertEqual(server.requests, 1, canned[:40])
+
+    async def test_impossibleSizesRefused(self) -> None:
+        """
+        A size past the largest file offset (2**63 - 1), in C{Content-Length}
+        or in C{Content-Range}, is not believed.
+        """
+        huge = b"%d" % 2**63
+        for canned in (
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + huge + b"\r\n\r\nxx",
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/" + huge + b"\r\nContent-Length: 10\r\n\r\n0123456789",
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-" + huge + b"/*\r\n\r\n0123456789",
+        ):
+            error, _ = await self.answer(canned, TooLarge)
+            self.assertIn("more than any file can hold", str(error))
+
+    async def test_failureBeforeAnyByteLeavesNothing(self) -> None:
+        """
+        A download that fails after its head but before one body byte
+        leaves neither C{.part} nor state file behind: there is nothing to
+        resume.
+        """
+        error, server = await self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", retries=1)
+        self.assertEqual(server.requests, 2)
+        self.assertTrue(error.retryable)
+
+    async def test_hostNamesIDNARefusesFailReadably(self) -> None:
+        """
+        Host names that IDNA refuses but a URL allows go to the resolver,
+        which says no in a sentence (treq's own URL conversion would raise
+        instead).
+        """
+        for url in ("http://a..b:1/x", "http://-a.invalid:1/x", "http://ex%41mple.invalid:1/x"):
+            error = await self.failureOf(self.downloader(retries=0).download(url, self.directory()), DownloadError)
+            self.assertReadable(error, url)
+            self.assertNotIn("internal error", str(error))
+
+    async def test_emptyPortIsTheDefault(self) -> None:
+        """
+        C{http://host:/path} is C{http://host/path} (RFC 3986 3.2.3).
+        """
+        self.assertEqual(splitURL("http://example.com:/a?b")[0], "http://example.com/a?b")
+        self.assertEqual(splitURL("https://[::1]:/")[0], "https://[::1]/")
+
+    async def test_ipv6Literal(self) -> None:
+        """
+        A URL with an IPv6 literal host downloads, segments included
+        (hyperlink's URI conversion, which treq uses, cannot encode one).
+        """
+        try:
+            origin = Origin("v6").start(self, interface="::1")
+        except Exception as e:
+            raise SkipTest(f"no IPv6 loopback here: {e}")
+        directory = self.directory()
+        url = origin.url("/file/v6.bin?size=5000000")
+        result = await self.downloader(minSplitSize=1 * MiB).download(url, directory)
+        self.assertTrue(url.startswith("http://[::1]:"), url)
+        self.assertSaved(result, directory / "v6.bin", origin.digest("/file/v6.bin", 5_000_000), 5_000_000)
+        self.assertGreater(len(origin.gets("/file/v6.bin")), 1)
 
 
 class RedirectTests(EngineTestCase):

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
+from hyperlink import EncodedURL, URLParseError
 from twisted.internet import defer, error as netError, task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import client as webClient
-from twisted.web._newclient import ResponseNeverReceived
+from twisted.web._newclient import BadHeaders, ParseError, ResponseNeverReceived
 from twisted.web.client import HTTPConnectionPool, PotentialDataLoss, ResponseDone, ResponseFailed
 
 from OpenSSL.SSL import Error as TLSError
@@ -71,8 +72,14 @@ STATE_INTERVAL = 1.0
 #: Bytes read per step when a finished file is hashed.
 HASH_CHUNK = MiB
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+#: The largest size a file can have (a signed 64-bit offset): a server
+#: that announces more is not believed.
+MAX_FILE_SIZE = 2**63 - 1
+
+# Numbers of at most 30 digits: int() of a longer one is refused by Python
+# (and means nothing here).
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d{1,30})-(\d{1,30})/(\d{1,30}|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d{1,30})\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -267,9 +274,29 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
         except UnicodeError:
             raise BadURL(f"{url}: the host name is not valid") from None
         netloc = netloc.replace(host, asciiHost)
+    if netloc.endswith(":"):
+        netloc = netloc[:-1]  # an empty port is the default one (RFC 3986 3.2.3)
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
     query = quote(parts.query, safe="/%:@!$&'()*+,;=?~-._")
-    return urlunsplit((parts.scheme.lower(), netloc, path, query, "")), authorization
+    clean = urlunsplit((parts.scheme.lower(), netloc, path, query, ""))
+    try:
+        EncodedURL.from_text(clean)  # what treq parses it with
+    except (URLParseError, ValueError):
+        raise BadURL(f"{url}: not a valid URL") from None
+    return clean, authorization
+
+
+class _ReadyURL(EncodedURL):
+    """
+    A URL L{splitURL} made: already a URI (ASCII, IDNA host names,
+    percent-encoded path and query), so converting it again is a no-op.
+    treq converts every URL it is given, and hyperlink's conversion fails
+    on IPv6 literals (python-hyper/hyperlink#68) and on host names IDNA
+    refuses, which DNS should be the one to refuse.
+    """
+
+    def to_uri(self) -> "_ReadyURL":
+        return self
 
 
 def redact(url: str) -> str:
@@ -338,6 +365,17 @@ def _describe(failure: Failure) -> str:
     if failure.check(TLSError):
         return "the TLS handshake failed (is the server's certificate trusted?)"
     return str(value) or value.__class__.__name__
+
+
+def _parseDetail(failure: Failure) -> str:
+    """
+    What Twisted's parser said was wrong, as C{" (reason)"} when it said
+    it in words (a L{ParseError}'s first argument), else nothing.
+    """
+    args = getattr(failure.value, "args", ())
+    if failure.check(ParseError) and args and isinstance(args[0], str) and re.fullmatch(r"[\w ,.'-]{1,80}", args[0]):
+        return f" ({args[0]})"
+    return ""
 
 
 def _cause(failure: Failure, *kinds: type) -> Optional[Failure]:
@@ -662,7 +700,8 @@ class _Download:
         )
 
     def _failed(self, e: DownloadError) -> None:
-        if isinstance(e, (ChecksumMismatch, TooLarge)):
+        if isinstance(e, (ChecksumMismatch, TooLarge)) or (self.fd is not None and not self.state.done):
+            # Nothing worth resuming: no stray .part is left behind.
             self._discard()
         else:
             self._saveState()
@@ -722,7 +761,9 @@ class _Download:
         Run workers until every byte is on disk; fails with the first
         worker's error (the others are stopped).
         """
-        self._transferDone = Deferred(self._cancelTransfer)
+        # A worker that fails at once settles (and forgets) _transferDone
+        # inside _spawn: what is returned is this local reference.
+        done = self._transferDone = Deferred(self._cancelTransfer)
         self._error = None
         self._stopping = False
         self.pieces = []
@@ -735,7 +776,7 @@ class _Download:
                 first = _Piece(self.state.size - 1, self.state.size) if self.state.size else _Piece(0, None)
                 first.validating = True
                 self._spawn(first)
-                return self._transferDone
+                return done
             first = _Piece(*missing[0])
             self.pending = [_Piece(*gap) for gap in missing[1:]]
         elif self.state.done and self.state.size is None:
@@ -744,7 +785,7 @@ class _Download:
         else:
             first = _Piece(0, None)
         self._spawn(first)
-        return self._transferDone
+        return done
 
     def _spawn(self, piece: Optional[_Piece]) -> None:
         d = Deferred.fromCoroutine(self._work(piece))
@@ -950,7 +991,7 @@ class _Download:
             for name in (b"range", b"if-range"):
                 if name in headers:
                     hopHeaders[name] = headers[name]
-            d = client.request("GET", url, headers=hopHeaders, allow_redirects=False, unbuffered=True)
+            d = client.request("GET", _ReadyURL.from_text(url), headers=hopHeaders, allow_redirects=False, unbuffered=True)
             limit = self.settings.headerTimeout
             timedOut = []
             timer = self.clock.callLater(limit, lambda: (timedOut.append(True), d.cancel()))
@@ -971,6 +1012,10 @@ class _Download:
                 refused = _cause(failure, DestinationRefused)
                 if refused is not None:
                     raise DownloadError(f"{url}: refused: {refused.value.args[0]}") from None
+                garbled = _cause(failure, ParseError, BadHeaders, ValueError, KeyError)
+                if garbled is not None:
+                    # Not a passing fault: a retry would read the same.
+                    raise DownloadError(f"{url}: the server's answer is not valid HTTP{_parseDetail(garbled)}") from None
                 tooLarge = _cause(failure, ResponseHeadTooLarge)
                 if tooLarge is not None:
                     # A server that does this is broken or hostile: no retry.
@@ -1063,6 +1108,8 @@ class _Download:
         strongETag = etag if etag and not etag.startswith("W/") else None
         lastModified = header(b"last-modified")
         length = response.length if isinstance(response.length, int) else None
+        if length is not None:
+            self._believable(length)
 
         if code == 206:
             match = _CONTENT_RANGE.match(header(b"content-range") or "")
@@ -1070,6 +1117,7 @@ class _Download:
                 raise _Restart("the server sent a partial answer without a usable Content-Range", rangesSupported=False)
             rangeStart, rangeEnd, total = int(match.group(1)), int(match.group(2)), match.group(3)
             total = None if total == "*" else int(total)
+            self._believable(max(rangeEnd + 1, total or 0))
             if (
                 rangeStart != askedFrom
                 or rangeEnd < rangeStart
@@ -1114,6 +1162,13 @@ class _Download:
             piece.end = length
         return length
 
+    def _believable(self, size: int) -> None:
+        """
+        @raise TooLarge: C{size} is more than any file can hold.
+        """
+        if size > MAX_FILE_SIZE:
+            raise TooLarge(f"{self.url}: the server announces {size} bytes, more than any file can hold")
+
     def _remember(self, etag: Optional[str], lastModified: Optional[str], finalUrl: str) -> None:
         self.state.etag = etag
         self.state.lastModified = lastModified
@@ -1155,7 +1210,10 @@ class _Download:
         if not self.state.done:
             os.ftruncate(self.fd, 0)
         if size is not None and self.state.rangesSupported and self.settings.segments > 1 and size >= self.settings.minSplitSize:
-            os.ftruncate(self.fd, size)  # one sparse file the pieces are written into
+            try:
+                os.ftruncate(self.fd, size)  # one sparse file the pieces are written into
+            except OSError as e:
+                raise LocalFileError(f"{self.url}: cannot make {self.partPath} {size} bytes long: {e.strerror}") from None
         self.started = True
         self.job.name = self.finalPath.name
         self.job.path = str(self.finalPath)
