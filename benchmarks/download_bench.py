@@ -57,11 +57,13 @@ can come out a little under the table's minimum).
 Usage::
 
     python3 benchmarks/download_bench.py [--rounds 3] [--rate 4m] [--only many|big]
-        [--quick] [--keep] [--clients netsuite,aria2c]
+        [--quick] [--scale N] [--keep] [--clients netsuite,aria2c]
 
 C{--rate} takes nginx's sizes (C{4m} = 4 MiB/s, C{500k}, or plain bytes per
 second).  C{--quick} is a smoke run (32 x 1 MiB and 1 x 32 MiB, one round
 unless C{--rounds} says otherwise): its figures are too short to quote.
+C{--scale N} makes every file N times larger (and each run N times
+longer), to see how much of a wall-time ratio is start-up.
 C{--keep} keeps the temporary folder (files, nginx config and logs, its
 access log included, every client's output folder and log).  C{--clients aria2c} measures the peer
 alone.  Needs nginx, aria2c and GNU time (installed with apt-get when
@@ -84,7 +86,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -977,6 +979,9 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", choices=sorted(SCENARIOS), help="one scenario only")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 32 x 1 MiB and 1 x 32 MiB")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="multiply every file's size (and so each run's length) by this; "
+                        "the targets are set for 1")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (files, configs, logs, downloads)")
     parser.add_argument("--clients", default=",".join(CLIENT_NAMES),
@@ -990,6 +995,8 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
         args.rounds = 1 if args.quick else 3
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.scale < 1:
+        parser.error("--scale must be at least 1")
     args.clients = args.clients.split(",")
     if not args.clients or not set(args.clients) <= set(CLIENT_NAMES):
         parser.error(f"--clients takes {', '.join(CLIENT_NAMES)}")
@@ -1005,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
     if (os.cpu_count() or 1) < 2:
         progress("warning: fewer than 2 CPUs; nginx and the clients will share one")
     catalogue = QUICK_SCENARIOS if args.quick else SCENARIOS
-    scenarios = [s for name, s in catalogue.items() if args.only in (None, name)]
+    scenarios = [replace(s, size=s.size * args.scale) for name, s in catalogue.items() if args.only in (None, name)]
     clients = [c for c in CLIENTS if c.name in args.clients]
     work = Path(tempfile.mkdtemp(prefix="download-bench-"))
     try:
@@ -1044,6 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
         f"sendfile_max_chunk {origin.chunk // 1024}k), clients on CPU {LOAD_CPU}; "
         f"{CONNECTIONS} connections; median of {args.rounds} rounds"
         + ("; --quick: too short to quote" if args.quick else "")
+        + (f"; --scale {args.scale}: files {args.scale}x the issue's sizes" if args.scale > 1 else "")
     )
     print()
     print(formatTable(results, clients, scenarios, origin.rate))

@@ -1420,6 +1420,25 @@ class LimitTests(EngineTestCase):
             self.assertLessEqual(origin.factory.maxOpen, 1, f"{origin.name}: open connections")
         self.assertEqual(mostAtOnce(self.origin.requests + other.requests), 2)
 
+    async def test_idleConnectionsCappedInAll(self) -> None:
+        """
+        Finished downloads from many hosts leave at most C{maxConnections}
+        idle connections open in all (the longest idle are closed), not
+        one per host for the pool's whole timeout.
+        """
+        origins = [self.origin] + [startOrigin(self, f"host{n}") for n in range(5)]
+        directory = self.directory()
+        downloader = self.downloader(maxConnections=2, maxPerHost=2)
+        for origin in origins:
+            result = await downloader.download(origin.url(f"/file/{origin.name}.bin?size={10 * KiB}"), directory)
+            self.assertIsInstance(result, DownloadResult)
+        await deferLater(reactor, 0.2, lambda: None)  # the closes reach the origins
+        stillOpen = [o.name for o in origins if o.factory.protocols]
+        self.assertEqual(stillOpen, [o.name for o in origins[-2:]])
+        # The newest ones are kept and reused.
+        await downloader.download(origins[-1].url("/file/again.bin?size=100"), directory)
+        self.assertEqual(origins[-1].factory.accepted, 1)
+
     async def test_totalLimitOneHost(self) -> None:
         """
         C{maxConnections=2} caps the connections one segmented file uses

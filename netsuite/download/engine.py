@@ -1389,14 +1389,32 @@ class _QuietFactory(webClient._HTTP11ClientFactory):
 
 
 class _QuietPool(HTTPConnectionPool):
+    """
+    The downloader's pool: closes connections handed back after L{stop},
+    and keeps at most C{maxIdle} idle connections in all (Twisted caps them
+    per host only), closing the one idle longest past that, so that a list
+    of files on many hosts does not run out of file descriptors.
+    """
+
     _factory = _QuietFactory
     closed = False
+    maxIdle = 8
 
     def _putConnection(self, key, connection) -> None:
         if self.closed:
             connection.transport.loseConnection()
             return
         HTTPConnectionPool._putConnection(self, key, connection)
+        while len(self._timeouts) > self.maxIdle:
+            oldest = next(iter(self._timeouts))  # put back first, idle longest
+            self._timeouts[oldest].cancel()
+            oldestKey = next(k for k, idle in self._connections.items() if oldest in idle)
+            self._removeConnection(oldestKey, oldest)
+
+    def _removeConnection(self, key, connection) -> None:
+        HTTPConnectionPool._removeConnection(self, key, connection)
+        if not self._connections.get(key):
+            self._connections.pop(key, None)  # no empty list left per host ever seen
 
 
 def _outcome(d: Deferred) -> Deferred:
@@ -1447,6 +1465,7 @@ class Downloader:
         self._pool = _QuietPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = self.settings.maxPerHost
         self._pool.cachedConnectionTimeout = 30
+        self._pool.maxIdle = self.settings.maxConnections
         agent = buildAgent(
             reactor,
             self._pool,
