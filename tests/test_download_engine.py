@@ -721,6 +721,28 @@ class HostileAnswerTests(EngineTestCase):
             self.assertFalse(error.retryable)
             self.assertEqual(server.requests, 1, canned[:40])
 
+    async def test_serverWordsCannotDriveATerminal(self) -> None:
+        """
+        A reason phrase with terminal escapes, C1 controls and a bidi
+        override is quoted escaped, and cut to a sane length.
+        """
+        phrase = b"Nope\x1b[31mRED\x1b]0;title\x07 \xc2\x9b2J \xe2\x80\xae" + b"x" * 5000
+        error, _ = await self.answer(b"HTTP/1.1 404 " + phrase + b"\r\nContent-Length: 0\r\n\r\n", HTTPStatusError)
+        message = str(error)
+        self.assertIn("404 Nope\\x1b[31mRED", message)
+        self.assertNotRegex(message, "[\x00-\x1f\x7f-\x9f\u202a-\u202e]")
+        self.assertLess(len(message), 300)
+
+    async def test_unparsableRedirectRefused(self) -> None:
+        """
+        A C{Location} that cannot be parsed (an unclosed IPv6 bracket) is a
+        refused redirect, not an internal error.
+        """
+        error, _ = await self.answer(
+            b"HTTP/1.1 302 Found\r\nLocation: http://[bad\x1b[31m/\r\nContent-Length: 0\r\n\r\n", RedirectError
+        )
+        self.assertIn("redirected to an unusable URL", str(error))
+
     async def test_impossibleSizesRefused(self) -> None:
         """
         A size past the largest file offset (2**63 - 1), in C{Content-Length}

@@ -218,7 +218,7 @@ class _TunnelProtocol(Protocol):
             self._fail("the proxy's answer to CONNECT is not HTTP")
             return
         if not 200 <= int(parts[1]) < 300:
-            reason = statusLine[len(parts[0]) + 1 :].decode("latin-1", "replace")
+            reason = statusLine[len(parts[0]) + 1 :][:80].decode("latin-1", "replace")
             self._fail(f"the proxy refused the tunnel: {reason}")
             return
         inner = self._factory.wrapped.buildProtocol(self.transport.getPeer())

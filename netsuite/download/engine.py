@@ -69,6 +69,9 @@ MAX_RESTARTS = 3
 #: Seconds between state-file writes of a running download.
 STATE_INTERVAL = 1.0
 
+#: The most characters of a server's reason phrase quoted in an error.
+PHRASE_LENGTH = 80
+
 #: Bytes read per step when a finished file is hashed.
 HASH_CHUNK = MiB
 
@@ -1037,8 +1040,11 @@ class _Download:
             hops += 1
             if hops > self.settings.maxRedirects:
                 raise RedirectError(f"{self.url}: more than {self.settings.maxRedirects} redirects")
-            target = urljoin(url, location[0].decode("latin-1").strip())
-            scheme = urlsplit(target).scheme.lower()
+            try:
+                target = urljoin(url, location[0].decode("latin-1").strip())
+                scheme = urlsplit(target).scheme.lower()
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                raise RedirectError(f"{url}: redirected to an unusable URL") from None
             if scheme not in ("http", "https"):
                 raise RedirectError(f"{url}: redirected to a {scheme or 'scheme-less'} URL; only http and https are followed")
             try:
@@ -1099,7 +1105,7 @@ class _Download:
             raise _Restart("the server cannot send the range on disk", rangesSupported=False)
         if code >= 400:
             retryAfter = retryAfterSeconds(headers.getRawHeaders(b"retry-after", [None])[-1], time.time())
-            phrase = response.phrase.decode("latin-1", "replace") if response.phrase else ""
+            phrase = response.phrase[:PHRASE_LENGTH].decode("latin-1", "replace") if response.phrase else ""
             raise HTTPStatusError(f"{self.url}: the server answered {code} {phrase}".rstrip(), code, retryAfter)
         if code not in (200, 206):
             raise HTTPStatusError(f"{self.url}: unexpected answer {code}", code)
