@@ -580,7 +580,10 @@ class _HostileHead(Protocol):
             self.server.requests += 1
             if self.server.mode == "canned":
                 self.transport.write(self.server.canned)
-                self.transport.loseConnection()
+                if self.server.reset:  # RST once what was written has gone out
+                    reactor.callLater(0.05, self.transport.abortConnection)
+                else:
+                    self.transport.loseConnection()
             elif self.server.mode == "big":
                 lines = self.server.headBytes // len(self.chunk) + 1
                 body = b"b" * 1000
@@ -609,6 +612,7 @@ class _HostileServer(Factory):
         self.mode = mode
         self.headBytes = headBytes
         self.canned = canned
+        self.reset = False
         self.connections = self.requests = self.sent = 0
 
     def buildProtocol(self, addr: Any) -> _HostileHead:
@@ -756,6 +760,27 @@ class HostileAnswerTests(EngineTestCase):
         ):
             error, _ = await self.answer(canned, TooLarge)
             self.assertIn("more than any file can hold", str(error))
+
+    async def test_bodyOfUnknownLengthEndsOnlyAtACleanClose(self) -> None:
+        """
+        A body with neither C{Content-Length} nor chunking ends where the
+        server closes the connection; a reset instead is a broken transfer,
+        never a whole file (Twisted alone reads both as the end).
+        """
+        canned = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * 5000
+        server, base = await startHostile(self, "canned", canned=canned)
+        directory = self.directory()
+        result = await self.downloader().download(base + "/closed.bin", directory)
+        self.assertEqual((directory / "closed.bin").read_bytes(), b"z" * 5000)
+        self.assertEqual(result.size, 5000)
+
+        server.reset = True
+        url = base + "/reset.bin"
+        error = await self.failureOf(self.downloader(retries=1).download(url, directory), DownloadError)
+        self.assertReadable(error, url)
+        self.assertTrue(error.retryable)
+        self.assertFalse((directory / "reset.bin").exists())
+        self.assertEqual(server.requests, 3)
 
     async def test_failureBeforeAnyByteLeavesNothing(self) -> None:
         """

@@ -14,11 +14,12 @@ from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
+from twisted.web._newclient import BODY, HEADER, STATUS, HTTP11ClientProtocol
+from twisted.web.http import _DataLoss, _IdentityTransferDecoder
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
@@ -61,6 +62,11 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     that arrive while the response is still in its status line or headers
     are counted from the request on; past C{maxHead} the connection is
     dropped and the request fails with L{ResponseHeadTooLarge}.
+
+    Twisted also ends a body without C{Content-Length} or chunking at the
+    connection's end however it ends; here only a clean close does, and a
+    reset is a broken transfer (as curl and wget see it), so that a
+    truncated file is never taken for a whole one.
     """
 
     maxHead = MAX_RESPONSE_HEAD
@@ -70,6 +76,14 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
         self._headBytes = 0
         return HTTP11ClientProtocol.request(self, request)
 
+    def connectionLost(self, reason: Failure) -> None:
+        parser = getattr(self, "_parser", None)
+        if parser is not None and getattr(parser, "state", None) == BODY and not reason.check(ConnectionDone):
+            decoder = getattr(parser, "bodyDecoder", None)
+            if isinstance(decoder, _IdentityTransferDecoder) and decoder.contentLength is None:
+                parser.bodyDecoder = _BrokenOff()
+        HTTP11ClientProtocol.connectionLost(self, reason)
+
     def dataReceived(self, data: bytes) -> None:
         HTTP11ClientProtocol.dataReceived(self, data)
         parser = getattr(self, "_parser", None)
@@ -78,6 +92,16 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
         self._headBytes += len(data)
         if self._headBytes > self.maxHead:
             self._giveUp(Failure(ResponseHeadTooLarge(f"the server's response head is over {self.maxHead // 1024} KiB")))
+
+
+class _BrokenOff:
+    """
+    The body decoder of a response without a length whose connection broke
+    (rather than closed): its end is not the body's end.
+    """
+
+    def noMoreData(self) -> None:
+        raise _DataLoss("the connection broke before the end of a body of unknown length")
 
 
 class DestinationRefused(ConnectError):

@@ -370,6 +370,21 @@ def _describe(failure: Failure) -> str:
     return str(value) or value.__class__.__name__
 
 
+def _garbled(failure: Failure) -> Optional[Failure]:
+    """
+    The reason a response that began to arrive could not be parsed (what
+    Twisted's parser raised: a L{ParseError}, or a C{ValueError} or
+    C{KeyError} for a bad length or transfer coding), or L{None}.  Only
+    failures inside L{ResponseFailed} count: a C{ValueError} before any
+    answer (an invalid host name) is a connection problem.
+    """
+    if isinstance(failure.value, ResponseFailed):
+        for reason in failure.value.reasons:
+            if reason.check(ParseError, BadHeaders, ValueError, KeyError):
+                return reason
+    return None
+
+
 def _parseDetail(failure: Failure) -> str:
     """
     What Twisted's parser said was wrong, as C{" (reason)"} when it said
@@ -1015,7 +1030,7 @@ class _Download:
                 refused = _cause(failure, DestinationRefused)
                 if refused is not None:
                     raise DownloadError(f"{url}: refused: {refused.value.args[0]}") from None
-                garbled = _cause(failure, ParseError, BadHeaders, ValueError, KeyError)
+                garbled = _garbled(failure)
                 if garbled is not None:
                     # Not a passing fault: a retry would read the same.
                     raise DownloadError(f"{url}: the server's answer is not valid HTTP{_parseDetail(garbled)}") from None
