@@ -33,6 +33,7 @@ from netsuite.download import (
     DownloadSettings,
     parseChecksum,
 )
+from netsuite.download import cli
 from netsuite.download.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -387,6 +388,19 @@ class UsageErrorTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(b"http://example.com/\xff\n")
         self.assertUsageError(["-i", path], "not UTF-8")
+
+    def test_endlessInputFileRefused(self) -> None:
+        """
+        An input file past L{MAX_INPUT} (C{-i /dev/zero}, say) is refused
+        after reading just past the limit, not read into memory whole.
+        """
+        self.patch(cli, "MAX_INPUT", 1000)
+        path = self.mktemp()
+        Path(path).write_text("http://example.com/f\n" * 100)
+        self.assertUsageError(["-i", path], "is longer than 1000 B; split it")
+        self.assertUsageError(["-i", "-"], "(standard input) is longer than", "x" * 1001)
+        if os.path.exists("/dev/zero"):
+            self.assertUsageError(["-i", "/dev/zero"], "(/dev/zero) is longer than")
 
     def test_directoryIsAFile(self) -> None:
         path = self.mktemp()

@@ -62,6 +62,10 @@ MAX_ROWS = 10
 MAX_TABLE_ROWS = 40
 
 #: The resume hint printed after an interruption.
+#: The longest input file read (about half a million URLs): a bigger one,
+#: or C{-i /dev/zero}, is refused rather than read into memory.
+MAX_INPUT = 64 * 1024 * 1024
+
 RESUME_HINT = "interrupted; run the same command again to resume the unfinished downloads"
 
 #: The warning printed for --insecure.
@@ -270,16 +274,20 @@ class Plan:
 def _readInput(path: str, stdin: IO[str]) -> Tuple[str, str]:
     if path == "-":
         try:
-            return stdin.read(), "standard input"
+            text, where = stdin.read(MAX_INPUT + 1), "standard input"
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"cannot read the input file from standard input: {e}") from None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(), path
-    except UnicodeDecodeError:
-        raise UsageError(f"cannot read the input file {path!r}: it is not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"cannot read the input file {path!r}: {e.strerror or e}") from None
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text, where = f.read(MAX_INPUT + 1), path
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read the input file {path!r}: it is not UTF-8 text") from None
+        except OSError as e:
+            raise UsageError(f"cannot read the input file {path!r}: {e.strerror or e}") from None
+    if len(text) > MAX_INPUT:
+        raise UsageError(f"the input file ({where}) is longer than {formatSize(MAX_INPUT)}; split it")
+    return text, where
 
 
 def _makeDirectory(directory: str) -> None:
