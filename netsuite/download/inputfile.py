@@ -124,8 +124,10 @@ def parseHeader(text: str) -> tuple[str, str]:
         raise ValueError(f"{text!r} is not a header: write it as 'Name: value'")
     if not _TOKEN.match(name):
         raise ValueError(f"{name!r} is not a header name")
-    if any(c in value for c in "\r\n\0"):
+    if any(c in value for c in "\r\n"):
         raise ValueError(f"the value of the header {name!r} holds a line break")
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        raise ValueError(f"the value of the header {name!r} holds a control character")
     if name.lower() in RESERVED_HEADERS:
         raise ValueError(f"the header {name!r} is set by netsuite-get itself and cannot be given")
     return name, value
