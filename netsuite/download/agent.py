@@ -19,11 +19,15 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web._newclient import BODY, HEADER, STATUS, HTTP11ClientProtocol
-from twisted.web.http import _DataLoss, _IdentityTransferDecoder
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
+
+try:
+    from twisted.web.http import _DataLoss, _IdentityTransferDecoder
+except ImportError:  # moved in a later Twisted: bodies then end at any close, as in Twisted itself
+    _DataLoss = _IdentityTransferDecoder = None  # type: ignore[assignment,misc]
 
 #: Where a response's C{Content-Encoding} is moved so that treq does not
 #: decompress it: bytes are saved exactly as the server sent them.
@@ -80,7 +84,11 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
         parser = getattr(self, "_parser", None)
         if parser is not None and getattr(parser, "state", None) == BODY and not reason.check(ConnectionDone):
             decoder = getattr(parser, "bodyDecoder", None)
-            if isinstance(decoder, _IdentityTransferDecoder) and decoder.contentLength is None:
+            if (
+                _IdentityTransferDecoder is not None
+                and isinstance(decoder, _IdentityTransferDecoder)
+                and decoder.contentLength is None
+            ):
                 parser.bodyDecoder = _BrokenOff()
         HTTP11ClientProtocol.connectionLost(self, reason)
 
