@@ -36,6 +36,10 @@ HIDDEN_ENCODING = b"x-netsuite-content-encoding"
 #: The longest CONNECT answer head a proxy may send.
 MAX_TUNNEL_HEAD = 16 * 1024
 
+#: The most characters of a server's reason phrase (or a proxy's) quoted in
+#: an error.
+PHRASE_LENGTH = 80
+
 #: The most bytes of response head (status line, header lines, and any
 #: interim 1xx responses before the real one) a server may send for one
 #: request; the same limit as netsuite's proxy.
@@ -250,7 +254,7 @@ class _TunnelProtocol(Protocol):
             self._fail("the proxy's answer to CONNECT is not HTTP")
             return
         if not 200 <= int(parts[1]) < 300:
-            reason = statusLine[len(parts[0]) + 1 :][:80].decode("latin-1", "replace")
+            reason = statusLine[len(parts[0]) + 1 :][:PHRASE_LENGTH].decode("latin-1", "replace")
             self._fail(f"the proxy refused the tunnel: {reason}")
             return
         inner = self._factory.wrapped.buildProtocol(self.transport.getPeer())

@@ -61,11 +61,11 @@ MAX_ROWS = 10
 #: Rows the final table shows before it lists only the failures.
 MAX_TABLE_ROWS = 40
 
-#: The resume hint printed after an interruption.
 #: The longest input file read (about half a million URLs): a bigger one,
 #: or C{-i /dev/zero}, is refused rather than read into memory.
 MAX_INPUT = 64 * 1024 * 1024
 
+#: The resume hint printed after an interruption.
 RESUME_HINT = "interrupted; run the same command again to resume the unfinished downloads"
 
 #: The warning printed for --insecure.

@@ -35,7 +35,7 @@ from treq.client import HTTPClient
 
 from .. import __version__
 from . import names
-from .agent import BoundedClientProtocol, DestinationRefused, ResponseHeadTooLarge, buildAgent
+from .agent import PHRASE_LENGTH, BoundedClientProtocol, DestinationRefused, ResponseHeadTooLarge, buildAgent
 from .errors import (
     BadURL,
     ChecksumMismatch,
@@ -68,9 +68,6 @@ MAX_RESTARTS = 3
 
 #: Seconds between state-file writes of a running download.
 STATE_INTERVAL = 1.0
-
-#: The most characters of a server's reason phrase quoted in an error.
-PHRASE_LENGTH = 80
 
 #: Bytes read per step when a finished file is hashed.
 HASH_CHUNK = MiB

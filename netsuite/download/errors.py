@@ -8,21 +8,19 @@ or gives up at once (other 4xx, refused redirects, checksum mismatches).
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
-# C0 and C1 controls, DEL, zero-width and bidi-override characters: a
-# server's words in a message must not move a terminal's cursor, set its
-# title or reorder what it shows.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+from .names import visible
 
 
 def printable(text: str) -> str:
     """
-    C{text} with every control, zero-width and bidi-override character
-    written as an escape (C{\\x1b}, C{\\u202e}).
+    C{text} with every character L{visible} refuses (controls, zero-width
+    and bidi-override characters among them) written as an escape
+    (C{\\x1b}, C{\\u202e}): a server's words in a message must not move a
+    terminal's cursor, set its title or reorder what it shows.
     """
-    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+    return "".join(c if visible(c) else ascii(c)[1:-1] for c in text)
 
 
 class DownloadError(Exception):

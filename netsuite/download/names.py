@@ -31,9 +31,12 @@ DEFAULT_NAME = "index.html"
 _UNSAFE = re.compile(r'[/\\<>:"|?*]')
 
 
-def _visible(character: str) -> bool:
-    # Control (Cc), format (Cf: bidi overrides, zero-width), unassigned,
-    # surrogates and private-use characters are dropped.
+def visible(character: str) -> bool:
+    """
+    Whether C{character} may reach a file name or a terminal: not a control
+    (Cc), format (Cf: bidi overrides, zero-width), unassigned, surrogate or
+    private-use character.
+    """
     return unicodedata.category(character) not in ("Cc", "Cf", "Cn", "Cs", "Co")
 
 
@@ -48,7 +51,7 @@ def sanitiseName(name: str, default: str = DEFAULT_NAME) -> str:
     """
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = unicodedata.normalize("NFC", name)
-    name = "".join(c for c in name if _visible(c))
+    name = "".join(c for c in name if visible(c))
     name = _UNSAFE.sub("_", name)
     name = " ".join(name.split())  # tabs, newlines already gone; runs of spaces
     name = name.lstrip(". ").rstrip(". ")
