@@ -185,6 +185,8 @@ SETTINGS: List[Setting] = [
     Setting("download-segments", "count", 4, "Downloads: connections one file may use."),
     Setting("download-max-size", "count", 0, "Downloads: largest file accepted, in bytes (0: no limit)."),
     Setting("download-rate", "count", 0, "Downloads: bytes a second for all downloads together (0: no limit)."),
+    Setting("download-lowest-speed", "count", 0,
+            "Downloads: bytes a second a connection must bring over 30 s, else it is tried again (0: no limit)."),
     Setting("download-allow-loopback", "flag", False,
             "Downloads: allow loopback destinations (refused by default, like the proxy's)."),
     Setting("download-deny-private", "flag", False,
@@ -629,6 +631,7 @@ def _downloads(config: Options, reactor: object) -> IService:
         segments=config["download-segments"],
         maxSize=config["download-max-size"] or None,
         rateLimit=config["download-rate"] or None,
+        lowestSpeed=config["download-lowest-speed"] or None,
     )
     rules = ProxyRules(allowLoopback=config["download-allow-loopback"], allowPrivate=not config["download-deny-private"])
     return makeDownloadService(directory, reactor, token=config["api-token"], settings=settings, rules=rules)

@@ -414,6 +414,74 @@ class FailureTests(EngineTestCase):
         self.assertEqual(len(self.origin.gets("/file/trickle.bin")), 1)
         self.assertGreater(result.seconds, 0.3)
 
+    async def test_slowerThanLowestSpeedIsDropped(self) -> None:
+        """
+        A body that keeps trickling, but slower than C{lowestSpeed} over a
+        C{stallTimeout} window, fails with L{DownloadTimeout} naming the
+        speed, and no file is saved; without C{lowestSpeed} the same body is
+        only slow.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/crawl.bin?size=60000&rate=4000")
+        started = reactor.seconds()
+        error = await self.failureOf(
+            self.downloader(stallTimeout=0.3, lowestSpeed=40000, retries=0).download(url, directory),
+            DownloadTimeout,
+        )
+        elapsed = reactor.seconds() - started
+        self.assertReadable(error, url)
+        self.assertIn("lowest speed of 40000 bytes a second", str(error))
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 3.0)
+        self.assertEqual(len(self.origin.gets("/file/crawl.bin")), 1)
+        self.assertFalse((directory / "crawl.bin").exists())
+
+    async def test_slowConnectionRetriedFromWhereItWas(self) -> None:
+        """
+        A connection dropped for being too slow is a failure like a stall:
+        it is retried, and the retry continues from the bytes on disk.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/crawl2.bin?size=60000&rate=4000")
+        error = await self.failureOf(
+            self.downloader(stallTimeout=0.3, lowestSpeed=40000, retries=2, retryWait=0.01).download(url, directory),
+            DownloadTimeout,
+        )
+        self.assertIn("lowest speed", str(error))
+        gets = self.origin.gets("/file/crawl2.bin")
+        self.assertEqual(len(gets), 3)
+        self.assertEqual(sum(1 for e in self.events if e["event"] == "retry"), 2)
+        starts = [get.rangeStart for get in gets]
+        self.assertEqual(starts[0], 0)
+        for earlier, later in zip(starts, starts[1:]):
+            self.assertGreater(later, earlier)
+
+    async def test_fastEnoughIsKept(self) -> None:
+        """
+        A body that trickles at least at C{lowestSpeed} is downloaded over
+        one connection, through several speed windows.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/steady.bin?size=24000&rate=24000")
+        result = await self.downloader(stallTimeout=0.2, lowestSpeed=8000, retries=0).download(url, directory)
+        self.assertSaved(result, directory / "steady.bin", self.origin.digest("/file/steady.bin", 24000), 24000)
+        self.assertEqual(len(self.origin.gets("/file/steady.bin")), 1)
+        self.assertGreater(result.seconds, 0.6)
+
+    async def test_ownRateLimitIsNotSlowness(self) -> None:
+        """
+        Time the downloader's own rate limit holds a connection back does
+        not count against C{lowestSpeed}: a rate limit far below it still
+        downloads the file over one connection.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/held.bin?size=200000")
+        result = await self.downloader(
+            stallTimeout=0.2, lowestSpeed=MiB, rateLimit=200 * KiB, retries=0
+        ).download(url, directory)
+        self.assertSaved(result, directory / "held.bin", self.origin.digest("/file/held.bin", 200000), 200000)
+        self.assertEqual(len(self.origin.gets("/file/held.bin")), 1)
+
     async def test_headerTimeout(self) -> None:
         """
         A server that never answers fails after C{headerTimeout}.

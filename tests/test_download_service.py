@@ -758,7 +758,7 @@ class TapOptionTests(SynchronousTestCase):
         root = makeService(
             self.parse(
                 "--api-token", "x" * 16, "--download-dir", directory, "--download-connections", "3",
-                "--download-allow-loopback", "--no-echo", "--no-chat", "--no-daytime", "--no-proxy",
+                "--download-lowest-speed", "4096", "--download-allow-loopback", "--no-echo", "--no-chat", "--no-daytime", "--no-proxy",
             ),
             MemoryReactorClock(),
         )
@@ -768,6 +768,7 @@ class TapOptionTests(SynchronousTestCase):
         self.assertFalse(service.generatedToken)
         self.assertEqual(service.directory, Path.cwd() / directory)
         self.assertEqual(service.settings.maxConnections, 3)
+        self.assertEqual(service.settings.lowestSpeed, 4096)
         self.assertTrue(service.rules.allowLoopback)
         self.assertFalse(ProxyRules().allowLoopback)
 

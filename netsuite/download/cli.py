@@ -221,6 +221,9 @@ def buildParser() -> argparse.ArgumentParser:
                    help=f"seconds to wait for the response headers (default {d.headerTimeout:g})")
     g.add_argument("--stall-timeout", dest="stallTimeout", type=_seconds, metavar="S",
                    help=f"seconds without any body bytes before trying again (default {d.stallTimeout:g})")
+    g.add_argument("--lowest-speed-limit", dest="lowestSpeed", type=_size, metavar="RATE",
+                   help="try a connection again when it brings less than RATE bytes a second over the "
+                        "--stall-timeout seconds (e.g. 10K; default: no limit)")
     g.add_argument("--total-timeout", dest="totalTimeout", type=_seconds, metavar="S",
                    help="seconds one download may take in all (default: no limit)")
     g.add_argument("--retries", dest="retries", type=_wholeNumber(0), metavar="N",
@@ -251,7 +254,7 @@ def buildParser() -> argparse.ArgumentParser:
 _SETTINGS_OPTIONS = (
     "maxConnections", "maxPerHost", "segments", "minSplitSize", "connectTimeout", "headerTimeout",
     "stallTimeout", "totalTimeout", "retries", "retryWait", "maxRedirects", "caFile", "proxy",
-    "rateLimit", "maxSize",
+    "rateLimit", "maxSize", "lowestSpeed",
 )
 
 

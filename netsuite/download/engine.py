@@ -95,6 +95,10 @@ class DownloadSettings:
     @ivar headerTimeout: seconds from sending a request to its response head.
     @ivar stallTimeout: seconds without a body byte before the transfer
         counts as failed (and is retried).
+    @ivar lowestSpeed: bytes per second a connection must average over
+        each C{stallTimeout} seconds of its body, or L{None}; a slower one
+        counts as failed (and is retried).  Windows in which the rate limit
+        held the connection back are not judged.
     @ivar totalTimeout: seconds one download may take in all, or L{None}.
     @ivar retries: further attempts after failures in a row.
     @ivar retryWait: the first backoff in seconds; it doubles, with jitter.
@@ -118,6 +122,7 @@ class DownloadSettings:
     connectTimeout: float = 30.0
     headerTimeout: float = 30.0
     stallTimeout: float = 30.0
+    lowestSpeed: Optional[int] = None
     totalTimeout: Optional[float] = None
     retries: int = 5
     retryWait: float = 1.0
@@ -144,6 +149,8 @@ class DownloadSettings:
             raise ValueError("retries, maxRedirects, retryWait and maxRetryWait cannot be negative")
         if self.rateLimit is not None and self.rateLimit < 1:
             raise ValueError("rateLimit must be at least 1 byte per second")
+        if self.lowestSpeed is not None and self.lowestSpeed < 1:
+            raise ValueError("lowestSpeed must be at least 1 byte per second")
         if self.maxSize is not None and self.maxSize < 0:
             raise ValueError("maxSize cannot be negative")
 
@@ -522,7 +529,7 @@ class _BodyReader(Protocol):
     """
     Writes a response body into the file at its piece's position, stops
     at the piece's end, pauses for the rate limit and fails when the body
-    stalls.
+    stalls or is slower than the lowest speed.
     """
 
     def __init__(self, download: "_Download", piece: _Piece, expected: Optional[int]) -> None:
@@ -533,10 +540,34 @@ class _BodyReader(Protocol):
         self.finished: Deferred = Deferred(self._cancel)
         self._stallTimer = None
         self._resumeTimer = None
+        self._speedTimer = None
+        self._windowStart = 0  # self.received when the speed window began
+        self._heldBack = False  # the rate limit paused us in this window
         self._cut = False
 
     def connectionMade(self) -> None:
         self._armStall()
+        self._armSpeedCheck()
+
+    def _armSpeedCheck(self) -> None:
+        if self.download.settings.lowestSpeed is None:
+            return
+        self._windowStart = self.received
+        self._heldBack = self._resumeTimer is not None and self._resumeTimer.active()
+        self._speedTimer = self.download.clock.callLater(self.download.settings.stallTimeout, self._checkSpeed)
+
+    def _checkSpeed(self) -> None:
+        settings = self.download.settings
+        got = self.received - self._windowStart
+        if not self._heldBack and got < settings.lowestSpeed * settings.stallTimeout:
+            self._stop(
+                DownloadTimeout(
+                    f"{self.download.url}: slower than the lowest speed of {settings.lowestSpeed} bytes a second"
+                    f" ({got} bytes in {settings.stallTimeout:g} seconds)"
+                )
+            )
+            return
+        self._armSpeedCheck()
 
     def _armStall(self) -> None:
         clock = self.download.clock
@@ -551,7 +582,7 @@ class _BodyReader(Protocol):
         self._stop(DownloadTimeout(f"{self.download.url}: no data for {seconds:g} seconds"))
 
     def _disarm(self) -> None:
-        for timer in (self._stallTimer, self._resumeTimer):
+        for timer in (self._stallTimer, self._resumeTimer, self._speedTimer):
             if timer is not None and timer.active():
                 timer.cancel()
 
@@ -587,6 +618,7 @@ class _BodyReader(Protocol):
         if delay > 0:
             if self._stallTimer is not None and self._stallTimer.active():
                 self._stallTimer.cancel()
+            self._heldBack = True
             self.transport.pauseProducing()
             self._resumeTimer = self.download.clock.callLater(delay, self._resume)
         else:
