@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -19,10 +20,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
-from twisted.web.static import Data
+from twisted.web.static import Data, File
 
 import netsuite
 from netsuite.download import (
@@ -714,6 +715,9 @@ class EndToEndTests(TestCase):
         root.putChild(b"small.txt", Data(b"hello\n", "text/plain"))
         root.putChild(b"missing", _Missing())
         root.putChild(b"endless.bin", _Endless())
+        ranged = Path(self.mktemp())
+        ranged.write_bytes(self.payload)
+        root.putChild(b"ranged.bin", File(str(ranged)))
         site = Site(root)
         site.displayTracebacks = False
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -782,3 +786,41 @@ class EndToEndTests(TestCase):
         summary = json.loads(lines.out.splitlines()[-1])
         self.assertEqual((summary["event"], summary["interrupted"], summary["exitCode"]), ("summary", 1, 130))
         self.assertEqual(sorted(os.listdir(out)), ["endless.bin.part", "endless.bin.part.json"])
+
+    async def test_fullDiskKeepsOnlyWhatWasWritten(self) -> None:
+        """
+        A file size limit (as a full disk does) lets a write store part of a
+        chunk and refuses the next one: the download fails in one sentence,
+        the state names only bytes that are really on disk, and the next
+        run resumes from them into an exact file.
+        """
+        if not hasattr(signal, "SIGXFSZ"):
+            raise SkipTest("no file size limits here")
+        env, root = self.environment()
+        out = os.path.abspath(self.out)
+        limited = (
+            "import resource, runpy, signal, sys;"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (100001, resource.RLIM_INFINITY));"
+            "sys.argv[0] = 'netsuite-get';"
+            "runpy.run_module('netsuite.download.cli', run_name='__main__')"
+        )
+        url = f"{self.base}/ranged.bin"
+        stdout, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", limited, url, "-d", out, "-x", "1", "-q"], env=env, path=root
+        )
+        self.assertEqual(code, 1, err)
+        self.assertEqual(err.decode(), f"netsuite-get: {url}: cannot write {out}/ranged.bin.part: File too large\n")
+        self.assertEqual(sorted(os.listdir(out)), ["ranged.bin.part", "ranged.bin.part.json"])
+        state = json.loads(Path(out, "ranged.bin.part.json").read_text())
+        kept = sum(end - start for start, end in state["done"])
+        self.assertGreater(kept, 0)
+        self.assertLessEqual(kept, os.path.getsize(Path(out, "ranged.bin.part")))
+        self.assertEqual(Path(out, "ranged.bin.part").read_bytes()[:kept], self.payload[:kept])
+        summary = json.loads(stdout.splitlines()[-1])
+        self.assertEqual(summary["results"][0]["done"], kept)
+
+        stdout, err, code = await self.netsuiteGet(url, "-d", out, "-q")
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(Path(out, "ranged.bin").read_bytes(), self.payload)
+        self.assertEqual(json.loads(stdout.splitlines()[-1])["results"][0]["resumedFrom"], kept)

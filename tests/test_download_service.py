@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -712,6 +713,30 @@ class RestartTests(ServiceTestCase):
             self.assertEqual(job["id"], "1")
             await self.waitFor(job["id"])
             self.assertEqual((directory / "hello.txt").read_bytes(), HELLO)
+
+    async def test_jobListIsPrivateAndAFailedSaveLeavesNoTemporary(self) -> None:
+        """
+        The job list is readable by its owner only.  When it cannot be
+        saved, the service warns, keeps working, and leaves no temporary
+        file behind.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        self.startService(directory)
+        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        await self.waitFor(job["id"])
+        self.assertEqual(stat.S_IMODE(os.stat(directory / JOBS_FILE).st_mode), 0o600)
+
+        (directory / JOBS_FILE).unlink()
+        (directory / JOBS_FILE).mkdir()  # nothing can be saved under that name now
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"})
+        self.assertEqual((await self.waitFor(job["id"]))["state"], "done")
+        self.assertEqual((directory / "second.txt").read_bytes(), HELLO)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertTrue(warnings)
+        self.assertTrue(all(JOBS_FILE in warning for warning in warnings), warnings)
+        self.assertEqual(listing(directory), [JOBS_FILE, "hello.txt", "second.txt"])
 
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()

@@ -533,6 +533,8 @@ class _Tracker:
         elif kind == "error":
             view.state = "failed"
             view.message = str(event.get("message") or "failed")
+            if event.get("done") is not None:
+                view.done = int(event["done"])
             view.errorSeen = True
             view.speed = 0.0
             view.ended = now

@@ -8,6 +8,7 @@ renamed to its final name only when it is complete and verified.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import random
@@ -750,9 +751,11 @@ class _Download:
         if isinstance(e, (ChecksumMismatch, TooLarge)) or (self.fd is not None and not self.state.done):
             # Nothing worth resuming: no stray .part is left behind.
             self._discard()
+            self.job.done = 0
         else:
             self._saveState()
             self._close()
+            self.job.done = covered(self.state.done)  # what a later run resumes from
 
     # -- finding what is already on disk ----------------------------------
 
@@ -1301,10 +1304,18 @@ class _Download:
         """
         Write C{data} at C{offset} of the C{.part} file.
 
-        @raise LocalFileError: when the disk refuses.
+        @raise LocalFileError: when the disk refuses any of it.
         """
+        view = memoryview(data)
         try:
-            os.pwrite(self.fd, data, offset)
+            while view:
+                # A full disk or a file size limit writes only part of a
+                # chunk first; the error comes with the next call.
+                written = os.pwrite(self.fd, view, offset)
+                if written <= 0:
+                    raise OSError(errno.EIO, "the file takes no more bytes")
+                view = view[written:]
+                offset += written
         except OSError as e:
             raise LocalFileError(f"{self.url}: cannot write {self.partPath}: {e.strerror}") from None
 
@@ -1652,7 +1663,9 @@ class Downloader:
                     log.failure("download of {url} failed unexpectedly", result, url=redact(job.request.url))
                     job.error = f"{redact(job.request.url)}: internal error ({result.value.__class__.__name__})"
                     result = Failure(DownloadError(job.error))
-                self._emit({"event": "error", "job": job.id, "url": redact(job.request.url), "message": job.error})
+                self._emit(
+                    {"event": "error", "job": job.id, "url": redact(job.request.url), "message": job.error, "done": job.done}
+                )
         else:
             job.state = "done"
             job.speed = 0.0

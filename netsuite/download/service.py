@@ -38,7 +38,7 @@ from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJS
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, redact, splitURL
 from .errors import DownloadError
-from .state import PART_SUFFIX, statePathFor
+from .state import PART_SUFFIX, statePathFor, writeAtomically
 from .values import parseChecksum
 
 log = Logger()
@@ -345,7 +345,6 @@ class DownloadService(Service):
                 self._next = max(self._next, int(job["id"]) + 1)
 
     def _save(self) -> None:
-        temporary = self.jobsFile.with_name(JOBS_FILE + ".tmp")
         jobs = []
         for job in self._jobs.values():
             saved = dict(job)
@@ -354,11 +353,7 @@ class DownloadService(Service):
                 saved["state"] = "queued"  # still to do at the next start
             jobs.append(saved)
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"version": 1, "jobs": jobs}, f, indent=2)
-                f.write("\n")
-            os.replace(temporary, self.jobsFile)
+            writeAtomically(self.jobsFile, json.dumps({"version": 1, "jobs": jobs}, indent=2) + "\n", 0o600)
         except OSError as e:
             log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=e.strerror)
 
