@@ -38,6 +38,7 @@ from netsuite.download import (
     DownloadTimeout,
     Downloader,
     HTTPStatusError,
+    LocalFileError,
     RedirectError,
     TooLarge,
     parseChecksum,
@@ -1192,6 +1193,39 @@ class ResumeTests(EngineTestCase):
         self.assertGreater(state["done"][0][1], 0)
         self.assertLess(state["done"][0][1], DEFAULT_SIZE)
         await self.checkResumed(state, directory)
+
+    async def test_partBeingWrittenIsNotResumed(self) -> None:
+        """
+        A second download of a URL whose C{.part} another download is still
+        writing (another process, or a second job of the service) does not
+        resume it, which would have two writers in one file: it saves its
+        own copy as C{NAME.1}, and both files are exact.
+        """
+        directory = self.directory()
+        first = self.downloader().download(self.slowURL(), directory)
+        await self.origin.waitForSent(self.path, 300 * KiB)
+        self.assertTrue((directory / "resume.bin.part.json").exists())
+        second = await self.downloader().download(self.slowURL(), directory)
+        self.assertSaved(second, directory / "resume.bin.1", self.origin.digest(self.path))
+        self.assertEqual(second.resumedFrom, 0)
+        self.assertSaved(await first, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(listing(directory), ["resume.bin", "resume.bin.1"])
+
+    async def test_overwriteRefusesAPartBeingWritten(self) -> None:
+        """
+        With C{overwrite}, a download whose C{.part} another download is
+        writing fails in one sentence instead of writing into it; the other
+        download is unharmed.
+        """
+        directory = self.directory()
+        first = self.downloader().download(self.slowURL(), directory)
+        await self.origin.waitForSent(self.path, 300 * KiB)
+        error = await self.failureOf(
+            self.downloader().download(self.slowURL(), directory, overwrite=True), LocalFileError
+        )
+        self.assertEqual(str(error), f"{self.slowURL()}: another download is writing {directory / 'resume.bin.part'}")
+        self.assertSaved(await first, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(listing(directory), ["resume.bin"])
 
     async def test_stoppedDownloaderResumes(self) -> None:
         """

@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
+try:
+    import fcntl
+except ImportError:  # Windows: .part files are not locked
+    fcntl = None  # type: ignore[assignment]
+
 from hyperlink import EncodedURL, URLParseError
 from twisted.internet import defer, error as netError, task
 from twisted.internet.defer import CancelledError, Deferred
@@ -769,14 +774,14 @@ class _Download:
         guess = wanted or names.chooseName(self.url)
         part = self.directory / (guess + PART_SUFFIX)
         state = loadState(statePathFor(part))
-        if state is not None and state.url == self.url and part.exists():
+        if state is not None and state.url == self.url and self._claim(part):
             self._resumeFrom(part, state)
             return
         if not wanted:
             for statePath in sorted(self.directory.glob("*" + PART_SUFFIX + ".json")):
                 state = loadState(statePath)
                 part = statePath.with_name(statePath.name[: -len(".json")])
-                if state is not None and state.url == self.url and part.exists():
+                if state is not None and state.url == self.url and self._claim(part):
                     self._resumeFrom(part, state)
                     return
         if self.request.continueExisting:
@@ -784,9 +789,52 @@ class _Download:
             if existing.is_file() and not part.exists():
                 part = existing.with_name(existing.name + PART_SUFFIX)
                 os.rename(existing, part)
+                if not self._claim(part):
+                    return
                 size = part.stat().st_size
                 state = DownloadState(url=self.url, finalUrl=self.url, done=[(0, size)] if size else [], checksum=self.request.checksum)
                 self._resumeFrom(part, state, continued=True)
+
+    def _claim(self, part: Path) -> bool:
+        """
+        Open and lock an existing C{.part} file for this download.
+
+        @return: whether it is now ours: C{False} when it is gone, or when
+            another download (of this process or another) is writing it.
+        """
+        try:
+            fd = _openPart(part, create=False)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
+        if fd is None:
+            log.info("{url}: not resuming {part}: another download is writing it", url=self.url, part=str(part))
+            return False
+        self.fd = fd
+        return True
+
+    def _claimNew(self, name: str) -> None:
+        """
+        Choose the final name and open and lock a new C{.part} file for it,
+        passing over names another download is writing.
+        """
+        while True:
+            final = names.freePath(self.directory, name, overwrite=self.request.overwrite, partSuffix=PART_SUFFIX)
+            part = final.with_name(final.name + PART_SUFFIX)
+            if not names.isInside(self.directory, part):  # never expected: names are plain
+                raise LocalFileError(f"{self.url}: refusing to write outside {self.directory}")
+            try:
+                fd = _openPart(part, create=True)
+            except OSError as e:
+                raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
+            if fd is not None:
+                self.finalPath, self.partPath, self.fd = final, part, fd
+                return
+            if self.request.overwrite:
+                raise LocalFileError(f"{self.url}: another download is writing {part}")
+            # Another download took this name since freePath looked: its
+            # .part now exists, so freePath passes over it.
 
     def _resumeFrom(self, part: Path, state: DownloadState, continued: bool = False) -> None:
         self.partPath = part
@@ -1237,6 +1285,8 @@ class _Download:
         maxSize = self.settings.maxSize
         if size is not None and maxSize is not None and size > maxSize:
             raise TooLarge(f"{self.url}: the file is {size} bytes, over the limit of {maxSize}")
+        if self._stopping:
+            raise CancelledError()
         if self.partPath is None:
             wanted = self.request.name
             if wanted:
@@ -1247,19 +1297,7 @@ class _Download:
                 name = names.chooseName(finalUrl, value)
                 if not value and names.nameFromURL(finalUrl) is None:
                     name = names.chooseName(self.url)
-            name = names.avoidReserved(name)
-            self.finalPath = names.freePath(self.directory, name, overwrite=self.request.overwrite, partSuffix=PART_SUFFIX)
-            self.partPath = self.finalPath.with_name(self.finalPath.name + PART_SUFFIX)
-        if not names.isInside(self.directory, self.partPath):  # never expected: names are plain
-            raise LocalFileError(f"{self.url}: refusing to write outside {self.directory}")
-        if self._stopping:
-            raise CancelledError()
-        if self.fd is None:
-            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-            try:
-                self.fd = os.open(self.partPath, flags, 0o644)
-            except OSError as e:
-                raise LocalFileError(f"{self.url}: cannot open {self.partPath}: {e.strerror}") from None
+            self._claimNew(names.avoidReserved(name))
         if not self.state.done:
             os.ftruncate(self.fd, 0)
         if size is not None and self.state.rangesSupported and self.settings.segments > 1 and size >= self.settings.minSplitSize:
@@ -1365,9 +1403,9 @@ class _Download:
     def _rename(self) -> None:
         """
         Give the verified file its final name, never replacing a file that
-        appeared meanwhile unless asked.
+        appeared meanwhile unless asked.  The C{.part} stays locked until
+        it and its state file are gone, so no other download resumes it.
         """
-        self._close()
         final = self.finalPath
         if self.request.overwrite:
             os.replace(self.partPath, final)
@@ -1396,6 +1434,7 @@ class _Download:
             os.unlink(statePathFor(self.partPath))
         except FileNotFoundError:
             pass
+        self._close()
 
     def _saveState(self) -> None:
         if self.partPath is None or self.fd is None or not self.started:
@@ -1424,6 +1463,30 @@ class _Download:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+
+
+def _openPart(path: Path, create: bool) -> Optional[int]:
+    """
+    Open a C{.part} file for reading and writing (never through a symbolic
+    link) and lock it, so that two downloads never write one file.
+
+    @return: the descriptor, or L{None} when another download holds the
+        lock.  Where the file system has no locks, the file is opened
+        unlocked.
+    @raise OSError: it cannot be opened.
+    """
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    fd = os.open(path, flags, 0o644)
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass  # no locks here (ENOLCK, some network file systems)
+    return fd
 
 
 def _discard(response) -> None:
