@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 
+from netsuite.files import writeAtomically
 from netsuite.limits import BucketTable
 
 __all__ = ["Authenticator", "UsersFileError", "hashPassword", "loadUsers", "parseBasic", "main"]
@@ -245,10 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     entry = f"{name}:{hashPassword(password)}"
     kept = [line for line in lines if line.partition(":")[0] != name]
     try:
-        temporary = path + ".tmp"
-        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-            f.write("\n".join(kept + [entry]) + "\n")
-        os.replace(temporary, path)
+        writeAtomically(path, ("\n".join(kept + [entry]) + "\n").encode("utf-8"), 0o600)
     except OSError as e:
         print(f"netsuite-proxy-user: cannot write {path!r}: {e.strerror}", file=sys.stderr)
         return 1

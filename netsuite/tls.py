@@ -25,6 +25,8 @@ from OpenSSL import crypto
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
+from netsuite.files import writeAtomically
+
 log = Logger()
 
 #: Forward-secret AEAD suites for TLS 1.2; TLS 1.3's suites are all of that
@@ -202,13 +204,7 @@ def _certificate(
 
 
 def _writePEM(path: Path, data: bytes, private: bool) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    # A stale temporary file would keep its old (maybe wider) mode.
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    writeAtomically(path, data, 0o600 if private else 0o644)
 
 
 def _keyPEM(key: ec.EllipticCurvePrivateKey) -> bytes:

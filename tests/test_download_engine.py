@@ -1227,6 +1227,22 @@ class ResumeTests(EngineTestCase):
         self.assertSaved(await first, directory / "resume.bin", self.origin.digest(self.path))
         self.assertEqual(listing(directory), ["resume.bin"])
 
+    async def test_plantedLinkAtTheStateTemporaryIsNotFollowed(self) -> None:
+        """
+        A symbolic link planted where the state file's temporary copy goes
+        (a download directory others can write to) is replaced, never
+        written through: the file it points at keeps its bytes, and the
+        download is exact.
+        """
+        directory = self.directory()
+        victim = Path(self.mktemp())
+        victim.write_bytes(b"precious\n")
+        os.symlink(victim.resolve(), directory / "resume.bin.part.json.tmp")
+        result = await self.downloader().download(self.origin.url(self.path), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(victim.read_bytes(), b"precious\n")
+        self.assertEqual(listing(directory), ["resume.bin"])
+
     async def test_stoppedDownloaderResumes(self) -> None:
         """
         C{stop()} writes the state of running jobs; a new Downloader resumes

@@ -738,6 +738,23 @@ class RestartTests(ServiceTestCase):
         self.assertTrue(all(JOBS_FILE in warning for warning in warnings), warnings)
         self.assertEqual(listing(directory), [JOBS_FILE, "hello.txt", "second.txt"])
 
+    async def test_plantedLinkAtTheJobListTemporaryIsNotFollowed(self) -> None:
+        """
+        A symbolic link planted where the job list's temporary copy goes is
+        replaced, never written through.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        victim = Path(self.mktemp())
+        victim.write_bytes(b"precious\n")
+        os.symlink(victim.resolve(), directory / (JOBS_FILE + ".tmp"))
+        self.startService(directory)
+        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        await self.waitFor(job["id"])
+        self.assertEqual(victim.read_bytes(), b"precious\n")
+        self.assertEqual(listing(directory), [JOBS_FILE, "hello.txt"])
+        self.assertEqual(json.loads((directory / JOBS_FILE).read_text())["jobs"][0]["id"], job["id"])
+
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()
         d = service.stopService()

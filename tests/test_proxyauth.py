@@ -136,6 +136,30 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(sorted(users), ["alice", "bob"])
         self.assertTrue(users["alice"].matches(b"second"))
 
+    def test_staleOrPlantedTemporaryIsReplaced(self) -> None:
+        """
+        The password file is written through a fresh temporary file: a
+        stale one readable by all does not make the new file readable by
+        all, and a symbolic link planted there is not written through.
+        """
+        path = self.mktemp()
+        victim = self.mktemp()
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        os.symlink(os.path.abspath(victim), path + ".tmp")
+        code, _, _ = self.run_([path, "alice"], "first\n")
+        self.assertEqual(code, 0)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+        with open(path + ".tmp", "w") as f:
+            f.write("stale\n")
+        os.chmod(path + ".tmp", 0o644)
+        code, _, _ = self.run_([path, "bob"], "other\n")
+        self.assertEqual(code, 0)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertFalse(os.path.exists(path + ".tmp"))
+        self.assertEqual(sorted(loadUsers(path)), ["alice", "bob"])
+
     def test_refusals(self) -> None:
         path = self.mktemp()
         self.assertEqual(self.run_([path])[0], 2)

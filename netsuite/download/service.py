@@ -33,12 +33,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
+from netsuite.files import writeAtomically
 from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJSON, _readBody, renderJSON
 
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, redact, splitURL
 from .errors import DownloadError
-from .state import PART_SUFFIX, statePathFor, writeAtomically
+from .state import PART_SUFFIX, statePathFor
 from .values import parseChecksum
 
 log = Logger()
@@ -353,7 +354,7 @@ class DownloadService(Service):
                 saved["state"] = "queued"  # still to do at the next start
             jobs.append(saved)
         try:
-            writeAtomically(self.jobsFile, json.dumps({"version": 1, "jobs": jobs}, indent=2) + "\n", 0o600)
+            writeAtomically(self.jobsFile, (json.dumps({"version": 1, "jobs": jobs}, indent=2) + "\n").encode("utf-8"), 0o600)
         except OSError as e:
             log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=e.strerror)
 

@@ -8,14 +8,14 @@ Ranges are half-open C{[start, end)} pairs, kept sorted and merged.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
 from twisted.logger import Logger
+
+from netsuite.files import writeAtomically
 
 log = Logger()
 
@@ -173,28 +173,7 @@ class DownloadState:
         Write the state to C{path} atomically (a temporary file, then a
         rename), so a crash leaves the old state or the new one.
         """
-        writeAtomically(path, json.dumps(self.toJSON(), indent=2) + "\n")
-
-
-def writeAtomically(path: Path, text: str, mode: int = 0o666) -> None:
-    """
-    Replace C{path} with C{text} through a temporary file beside it and a
-    rename, so a crash leaves the old content or the new one; a failed
-    write (a full disk) leaves no temporary file behind.
-
-    @param mode: the permissions of a new file, before the umask.
-    @raise OSError: the file could not be written; C{path} is unchanged.
-    """
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+        writeAtomically(path, (json.dumps(self.toJSON(), indent=2) + "\n").encode("utf-8"))
 
 
 def loadState(path: Path) -> Optional[DownloadState]:
