@@ -1,13 +1,15 @@
 """
-Writing small files (state, job lists, keys, password files) so that a
-crash, a full disk or a planted symbolic link never leaves a half-written
-file under the real name, nor writes anywhere else.
+Writing and reading small files (state, job lists, keys, password files)
+so that a crash, a full disk or a planted symbolic link never leaves a
+half-written file under the real name, nor writes anywhere else, and a
+planted FIFO or huge file never stalls or fills the process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 from typing import Union
 
@@ -38,3 +40,24 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666) -> N
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def readSmallFile(path: Union[str, Path], limit: int) -> bytes:
+    """
+    The bytes of the regular file C{path}, opened without following a
+    symbolic link or waiting on a FIFO, and never read past C{limit} bytes.
+
+    @raise FileNotFoundError: there is no such file.
+    @raise OSError: it cannot be opened (a symbolic link among others).
+    @raise ValueError: it is not a regular file, or is longer than
+        C{limit} bytes.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"longer than {limit} bytes")
+    return data

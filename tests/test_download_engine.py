@@ -23,11 +23,14 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netsuite.download.agent import MAX_RESPONSE_HEAD
 from netsuite.download.engine import splitURL
+from netsuite.download.state import MAX_STATE_FILE
 from netsuite.download import (
     BadURL,
     ChecksumMismatch,
@@ -313,6 +316,23 @@ class PlainDownloadTests(EngineTestCase):
         gets = self.origin.gets(path)
         self.assertEqual(gets[0].rangeStart, 300_000, [r.rawRange for r in gets])
         self.assertLessEqual(self.origin.sentBytes, DEFAULT_SIZE - 300_000 + 1)
+
+    async def test_continueDoesNotTakeALink(self) -> None:
+        """
+        With C{continueExisting}, a symbolic link under the final name is
+        not a file to continue: it stays as it is, the file it points at
+        keeps its bytes, and the download is saved beside it.
+        """
+        directory = self.directory()
+        path = "/file/linked.bin"
+        victim = Path(self.mktemp())
+        victim.write_bytes(b"precious\n")
+        os.symlink(victim.resolve(), directory / "linked.bin")
+        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
+        self.assertSaved(result, directory / "linked.bin.1", self.origin.digest(path))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertTrue((directory / "linked.bin").is_symlink())
+        self.assertEqual(victim.read_bytes(), b"precious\n")
 
     async def test_lyingContentRangeStartFallsBack(self) -> None:
         """
@@ -1242,6 +1262,29 @@ class ResumeTests(EngineTestCase):
         self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
         self.assertEqual(victim.read_bytes(), b"precious\n")
         self.assertEqual(listing(directory), ["resume.bin"])
+
+    async def test_plantedStateFilesAreIgnored(self) -> None:
+        """
+        State files that are not small regular files (a FIFO, which would
+        block a plain open for ever; a link to a device without end; one
+        too long to be real) are passed over with a warning: the download
+        starts from zero and is exact.
+        """
+        directory = self.directory()
+        os.mkfifo(directory / "a.part.json")
+        os.symlink("/dev/zero", directory / "b.part.json")
+        (directory / "c.part.json").write_bytes(b" " * (MAX_STATE_FILE + 1))
+        for name in ("a.part", "b.part", "c.part"):
+            (directory / name).write_bytes(b"")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        result = await self.downloader().download(self.origin.url(self.path), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(result.resumedFrom, 0)
+        warnings = sorted(formatEvent(e) for e in events if e["log_level"] == LogLevel.warn)
+        self.assertEqual(len(warnings), 3, warnings)
+        self.assertIn("not a regular file", warnings[0])
+        self.assertIn("symbolic links", warnings[1])
+        self.assertIn(f"longer than {MAX_STATE_FILE} bytes", warnings[2])
 
     async def test_stoppedDownloaderResumes(self) -> None:
         """

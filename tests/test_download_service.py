@@ -755,6 +755,25 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(listing(directory), [JOBS_FILE, "hello.txt"])
         self.assertEqual(json.loads((directory / JOBS_FILE).read_text())["jobs"][0]["id"], job["id"])
 
+    async def test_fifoOrLinkAsJobListIsIgnoredWithWarning(self) -> None:
+        """
+        A FIFO under the job list's name (a plain open would wait for a
+        writer for ever) or a link to a device without end is ignored with
+        a warning; the service starts and works.
+        """
+        for plant, why in ((os.mkfifo, "not a regular file"), (lambda p: os.symlink("/dev/zero", p), "symbolic links")):
+            directory = Path(self.mktemp())
+            directory.mkdir()
+            plant(directory / JOBS_FILE)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            service = self.startService(directory)
+            self.assertTrue(service.running)
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(len(warnings), 1, warnings)
+            self.assertIn(why, warnings[0])
+            self.assertEqual(await self.listed(), [])
+            await service.stopService()
+
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()
         d = service.stopService()

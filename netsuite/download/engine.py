@@ -786,7 +786,7 @@ class _Download:
                     return
         if self.request.continueExisting:
             existing = self.directory / guess
-            if existing.is_file() and not part.exists():
+            if existing.is_file() and not existing.is_symlink() and not part.exists():
                 part = existing.with_name(existing.name + PART_SUFFIX)
                 os.rename(existing, part)
                 if not self._claim(part):

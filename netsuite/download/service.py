@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
-from netsuite.files import writeAtomically
+from netsuite.files import readSmallFile, writeAtomically
 from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJSON, _readBody, renderJSON
 
 from . import names
@@ -55,6 +55,10 @@ MAX_PENDING = 1000
 
 #: Finished jobs remembered (the oldest are forgotten first).
 MAX_FINISHED = 1000
+
+#: The longest job list read at start: every job it can hold, each as long
+#: as a request body could make it, and some.
+MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * (MAX_BODY + 1024)
 
 _FINISHED = ("done", "failed", "cancelled")
 
@@ -317,8 +321,7 @@ class DownloadService(Service):
 
     def _load(self) -> None:
         try:
-            with open(self.jobsFile, encoding="utf-8") as f:
-                data = json.load(f)
+            data = json.loads(readSmallFile(self.jobsFile, MAX_JOBS_FILE).decode("utf-8"))
         except FileNotFoundError:
             return
         except (OSError, ValueError) as e:

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 from twisted.logger import Logger
 
-from netsuite.files import writeAtomically
+from netsuite.files import readSmallFile, writeAtomically
 
 log = Logger()
 
@@ -26,6 +26,9 @@ PART_SUFFIX = ".part"
 STATE_SUFFIX = ".json"
 
 VERSION = 1
+
+#: The longest state file read: far more ranges than a download makes.
+MAX_STATE_FILE = 1024 * 1024
 
 Range = tuple[int, int]
 
@@ -182,8 +185,7 @@ def loadState(path: Path) -> Optional[DownloadState]:
     read (a damaged state file means starting over, never a crash).
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(readSmallFile(path, MAX_STATE_FILE).decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
