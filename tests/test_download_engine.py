@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 import resource
 import sys
 from pathlib import Path
@@ -1285,6 +1286,19 @@ class ResumeTests(EngineTestCase):
         self.assertIn("not a regular file", warnings[0])
         self.assertIn("symbolic links", warnings[1])
         self.assertIn(f"longer than {MAX_STATE_FILE} bytes", warnings[2])
+
+    async def test_plantedFIFOPartFailsInOneSentence(self) -> None:
+        """
+        A FIFO planted as the C{.part} that a matching state file names is
+        not written to: the download fails in one sentence and leaves it.
+        """
+        directory = self.directory()
+        url = self.origin.url(self.path)
+        os.mkfifo(directory / "resume.bin.part")
+        (directory / "resume.bin.part.json").write_text(json.dumps({"version": 1, "url": url, "done": [[0, 10]]}))
+        error = await self.failureOf(self.downloader().download(url, directory), LocalFileError)
+        self.assertEqual(str(error), f"{url}: cannot open {directory / 'resume.bin.part'}: not a regular file")
+        self.assertTrue(stat.S_ISFIFO(os.lstat(directory / "resume.bin.part").st_mode))
 
     async def test_stoppedDownloaderResumes(self) -> None:
         """

@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import re
+import stat
 import time
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
@@ -1473,10 +1474,13 @@ def _openPart(path: Path, create: bool) -> Optional[int]:
     @return: the descriptor, or L{None} when another download holds the
         lock.  Where the file system has no locks, the file is opened
         unlocked.
-    @raise OSError: it cannot be opened.
+    @raise OSError: it cannot be opened, or is not a regular file.
     """
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
     fd = os.open(path, flags, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
     if fcntl is None:
         return fd
     try:
