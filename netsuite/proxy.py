@@ -1704,11 +1704,9 @@ class ProxyFactory(Factory):
         request line, status, body bytes to and from the origin, seconds.
         """
         stats = self.stats
-        counters = stats.counters
         code = request.code
-        counters["requests"] = counters.get("requests", 0) + 1
-        key = f"status_{code}"
-        counters[key] = counters.get(key, 0) + 1
+        stats.count("requests")
+        stats.count(f"status_{code}")
         if request.bytesUp:
             stats.count("upstream_bytes_sent", request.bytesUp)
         if request.bytesDown:

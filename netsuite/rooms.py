@@ -287,7 +287,6 @@ class ChatHub:
         room: Optional[Room] = member.room  # type: ignore[attr-defined]
         if room is not None:
             self._exit(member, room, f"* {name} left" + (f" ({reason})" if reason else ""))
-        member.room = None  # type: ignore[attr-defined]
         self._gauges()
 
     # Rooms

@@ -562,7 +562,6 @@ def _http(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
     )
 
 
-#: How each implemented stream service is built from its settings.
 def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
     from netsuite.chat import ChatFactory, ChatSettings, makeChatService
 
@@ -637,6 +636,7 @@ def _downloads(config: Options, reactor: object) -> IService:
     return makeDownloadService(directory, reactor, token=config["api-token"], settings=settings, rules=rules)
 
 
+#: How each stream service is built from its settings.
 _BUILDERS: Dict[str, Callable[..., IService]] = {
     "http": _http,
     "chat": _chat,
@@ -671,10 +671,7 @@ def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Ite
     for name, (plain, secure, off) in SERVICES.items():
         if off is not None and config[off]:
             continue
-        build = _BUILDERS.get(name)
-        if build is None:
-            log.info("{name}: not part of this version of netsuite yet; skipped", name=name)
-            continue
+        build = _BUILDERS[name]
         tls = _tlsOptions(config, name)
         descriptions = [(d, None) for d in config[plain]]
         if tls is not None:

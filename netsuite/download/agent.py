@@ -453,14 +453,6 @@ class _CheckedEndpointFactory:
         return endpoint
 
 
-def checkProxy(proxy: str) -> None:
-    """
-    @raise ValueError: with a readable sentence when C{proxy} is not a
-        usable proxy URL.
-    """
-    _proxyParts(proxy)
-
-
 def buildAgent(
     reactor,
     pool: HTTPConnectionPool,

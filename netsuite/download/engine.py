@@ -55,7 +55,7 @@ from .errors import (
     RemoteChanged,
     TooLarge,
 )
-from .state import PART_SUFFIX, DownloadState, addRange, covered, gaps, loadState, mergeRanges, statePathFor
+from .state import PART_SUFFIX, STATE_SUFFIX, DownloadState, addRange, covered, gaps, loadState, mergeRanges, statePathFor
 from .values import parseChecksum
 
 log = Logger()
@@ -779,9 +779,9 @@ class _Download:
             self._resumeFrom(part, state)
             return
         if not wanted:
-            for statePath in sorted(self.directory.glob("*" + PART_SUFFIX + ".json")):
+            for statePath in sorted(self.directory.glob("*" + PART_SUFFIX + STATE_SUFFIX)):
                 state = loadState(statePath)
-                part = statePath.with_name(statePath.name[: -len(".json")])
+                part = statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])
                 if state is not None and state.url == self.url and self._claim(part):
                     self._resumeFrom(part, state)
                     return
@@ -846,7 +846,7 @@ class _Download:
         if state.size is not None and not state.rangesSupported and not continued:
             # Bytes of a server without ranges cannot be continued.
             self.state.done = []
-        self.resumedFrom = sum(e - s for s, e in self.state.done)
+        self.resumedFrom = covered(self.state.done)
         self.job.name = self.finalPath.name
         self.job.path = str(self.finalPath)
         self.job.size = state.size
@@ -1310,7 +1310,7 @@ class _Download:
         self.job.name = self.finalPath.name
         self.job.path = str(self.finalPath)
         self.job.size = size
-        self.job.done = sum(e - s for s, e in self.state.done)
+        self.job.done = covered(self.state.done)
         self.job.state = "running"
         self._saveState()
         self.downloader._emit(
@@ -1370,7 +1370,7 @@ class _Download:
             self.state.size = size
         missing = gaps(self.state.done, size)
         if missing:
-            raise ConnectionFailed(f"{self.url}: {sum(e - s for s, e in missing)} bytes are missing at the end")
+            raise ConnectionFailed(f"{self.url}: {covered(missing)} bytes are missing at the end")
         if self.fd is None:
             raise ConnectionFailed(f"{self.url}: no data arrived")
         os.ftruncate(self.fd, size)

@@ -191,8 +191,6 @@ class DownloadService(Service):
         Refuse at once a URL whose host is an address the rules refuse
         (names are checked when they are resolved, at connection time).
         """
-        if self.rules is None:
-            return
         parts = urlsplit(url)
         try:
             address = ipaddress.ip_address(parts.hostname or "")
