@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
+import random
 import resource
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -484,9 +485,9 @@ class FailureTests(EngineTestCase):
         one connection, through several speed windows.
         """
         directory = self.directory()
-        url = self.origin.url("/file/steady.bin?size=24000&rate=24000")
-        result = await self.downloader(stallTimeout=0.2, lowestSpeed=8000, retries=0).download(url, directory)
-        self.assertSaved(result, directory / "steady.bin", self.origin.digest("/file/steady.bin", 24000), 24000)
+        url = self.origin.url("/file/steady.bin?size=36000&rate=24000")
+        result = await self.downloader(stallTimeout=0.5, lowestSpeed=4000, retries=0).download(url, directory)
+        self.assertSaved(result, directory / "steady.bin", self.origin.digest("/file/steady.bin", 36000), 36000)
         self.assertEqual(len(self.origin.gets("/file/steady.bin")), 1)
         self.assertGreater(result.seconds, 0.6)
 
@@ -561,8 +562,10 @@ class FailureTests(EngineTestCase):
     async def test_serverErrorRetriedThenSucceeds(self) -> None:
         """
         Two 500 answers, then the file: retried, exact, with a retry event
-        per failure.
+        per failure, whose wait doubles from C{retryWait} (here with the
+        jitter at its top).
         """
+        self.patch(random, "uniform", lambda low, high: high)
         directory = self.directory()
         url = self.origin.url("/file/flaky.bin?fail=2")
         result = await self.downloader(retries=3).download(url, directory)
@@ -572,6 +575,7 @@ class FailureTests(EngineTestCase):
         self.assertEqual(len(statuses), 3)
         retries = [e for e in self.events if e["event"] == "retry"]
         self.assertEqual([e["attempt"] for e in retries], [1, 2])
+        self.assertEqual([e["delay"] for e in retries], [0.01, 0.02])
 
     async def test_serverErrorGivesUpAfterRetries(self) -> None:
         """
@@ -956,6 +960,17 @@ class RedirectTests(EngineTestCase):
         self.assertLessEqual(len(self.origin.seen("/hop")), 4)
         self.assertEqual(listing(directory), [])
 
+    async def test_defaultIsTenRedirects(self) -> None:
+        """
+        By default ten redirects are followed, and the eleventh is refused.
+        """
+        directory = self.directory()
+        result = await self.downloader().download(self.origin.hopURL(10, "/file/ten.bin"), directory, name="ten.bin")
+        self.assertSaved(result, directory / "ten.bin", self.origin.digest("/file/ten.bin"))
+        url = self.origin.hopURL(11, "/file/eleven.bin")
+        await self.failureOf(self.downloader().download(url, directory), RedirectError)
+        self.assertEqual(self.origin.seen("/file/eleven.bin"), [])
+
     async def test_redirectLoop(self) -> None:
         """
         A redirect to itself ends with L{RedirectError}, not forever.
@@ -1223,10 +1238,11 @@ class ResumeTests(EngineTestCase):
         own copy as C{NAME.1}, and both files are exact.
         """
         directory = self.directory()
-        first = self.downloader().download(self.slowURL(), directory)
+        url = self.origin.url(f"{self.path}?rate={512 * KiB}")  # the first is still writing when the second starts
+        first = self.downloader().download(url, directory)
         await self.origin.waitForSent(self.path, 300 * KiB)
         self.assertTrue((directory / "resume.bin.part.json").exists())
-        second = await self.downloader().download(self.slowURL(), directory)
+        second = await self.downloader().download(url, directory)
         self.assertSaved(second, directory / "resume.bin.1", self.origin.digest(self.path))
         self.assertEqual(second.resumedFrom, 0)
         self.assertSaved(await first, directory / "resume.bin", self.origin.digest(self.path))
@@ -1239,12 +1255,13 @@ class ResumeTests(EngineTestCase):
         download is unharmed.
         """
         directory = self.directory()
-        first = self.downloader().download(self.slowURL(), directory)
+        url = self.origin.url(f"{self.path}?rate={512 * KiB}")  # the first is still writing when the second starts
+        first = self.downloader().download(url, directory)
         await self.origin.waitForSent(self.path, 300 * KiB)
         error = await self.failureOf(
-            self.downloader().download(self.slowURL(), directory, overwrite=True), LocalFileError
+            self.downloader().download(url, directory, overwrite=True), LocalFileError
         )
-        self.assertEqual(str(error), f"{self.slowURL()}: another download is writing {directory / 'resume.bin.part'}")
+        self.assertEqual(str(error), f"{url}: another download is writing {directory / 'resume.bin.part'}")
         self.assertSaved(await first, directory / "resume.bin", self.origin.digest(self.path))
         self.assertEqual(listing(directory), ["resume.bin"])
 

@@ -10,7 +10,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite.download.names import (
     avoidReserved,
-    DEFAULT_NAME,
     MAX_NAME_BYTES,
     chooseName,
     freePath,
@@ -38,7 +37,7 @@ class SanitiseTests(SynchronousTestCase):
 
     def test_dotsAndEmptyFallBack(self) -> None:
         for name in ("", ".", "..", "...", " ", "../", "/", "\x00\x01"):
-            self.assertEqual(sanitiseName(name), DEFAULT_NAME, repr(name))
+            self.assertEqual(sanitiseName(name), "index.html", repr(name))
 
     def test_noLeadingDot(self) -> None:
         self.assertEqual(sanitiseName(".bashrc"), "bashrc")
@@ -98,8 +97,8 @@ class SourceTests(SynchronousTestCase):
         """
         self.assertEqual(chooseName("http://h/x.bin", 'attachment; filename="y.bin"'), "y.bin")
         self.assertEqual(chooseName("http://h/x.bin"), "x.bin")
-        self.assertEqual(chooseName("http://h/dir/"), DEFAULT_NAME)
-        self.assertEqual(chooseName("http://h/a/%2e%2e"), DEFAULT_NAME)
+        self.assertEqual(chooseName("http://h/dir/"), "index.html")
+        self.assertEqual(chooseName("http://h/a/%2e%2e"), "index.html")
         self.assertEqual(chooseName("http://h/x.bin", 'attachment; filename="../../.ssh/authorized_keys"'),
                          "authorized_keys")
         self.assertEqual(chooseName("http://h/%2F..%2Fetc%2Fpasswd"), "passwd")

@@ -505,7 +505,7 @@ class DownloadTests(ServiceTestCase):
         """
         self.startService(rules=ProxyRules())
         for host in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"):
-            body = await self.assertError(403, "POST", document={"url": self.origin.url("/files/hello.txt", host)})
+            body = await self.assertError(403, "POST", document={"url": self.origin.url("/slow.bin", host)})
             self.assertIn("loopback", body["error"])
         self.assertEqual(await self.listed(), [])
         self.assertEqual(self.origin.slow.ranges, [])

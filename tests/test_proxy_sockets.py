@@ -614,6 +614,30 @@ class ProxySocketTests(TestCase):
         self.assertIn(b"loopback", body)
         self.assertEqual(self.origin.accepted, 0)
 
+    async def test_resolvedNameCheckedByTheRules(self) -> None:
+        """
+        A host name goes through the real resolver and every address it
+        resolves to is checked: C{localhost} is refused as loopback by the
+        default rules (by GET and by CONNECT to an allowed port), never
+        reaching the origin, and fetched when loopback is allowed.
+        """
+        port = await self.startProxy(ProxyRules(connectPorts=frozenset({self.originPort})))
+        data = await self.exchange(port, b"GET http://localhost:%d/echo HTTP/1.1\r\nHost: x\r\n\r\n" % (self.originPort,))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 403)
+        self.assertIn(b"loopback", body)
+        data = await self.exchange(port, b"CONNECT localhost:%d HTTP/1.1\r\n\r\n" % (self.originPort,))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 403)
+        self.assertIn(b"loopback", body)
+        self.assertEqual(self.origin.accepted, 0)
+
+        port = await self.startProxy(ProxyRules(allowLoopback=True))
+        data = await self.exchange(port, b"GET http://localhost:%d/echo HTTP/1.1\r\nHost: x\r\n\r\n" % (self.originPort,))
+        status, _, _ = _parseResponse(data)
+        self.assertEqual(status, 200)
+        self.assertEqual(self.origin.accepted, 1)
+
     async def test_proxyItselfRefused(self) -> None:
         """
         Even with loopback allowed, the proxy does not connect to itself.

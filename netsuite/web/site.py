@@ -442,15 +442,16 @@ class NetsuiteRequest(Request):
 
     def _sendQuick(self, head: bytes, body: bytes) -> None:
         """
-        Send a whole 200 answer: the status line, C{Server} and C{Date},
-        the headers the channel already set (C{Connection: close}), C{head}
-        and C{body}; then finish as usual (access log, metrics, keep-alive).
+        Send a whole 200 answer, header for header in the order the usual
+        way writes it: the status line, the headers the channel already set
+        (C{Connection: close}), C{Server} and C{Date}, C{head} and C{body};
+        then finish as usual (access log, metrics, keep-alive).
         """
-        out = [self.clientproto, b" 200 OK\r\nServer: ", _serverVersion, b"\r\nDate: ", _httpNow(), b"\r\n"]
+        out = [self.clientproto, b" 200 OK\r\n"]
         for name, values in self.responseHeaders.getAllRawHeaders():
             for value in values:
                 out += (name, b": ", value, b"\r\n")
-        out += (head, b"\r\n", body)
+        out += (b"Server: ", _serverVersion, b"\r\nDate: ", _httpNow(), b"\r\n", head, b"\r\n", body)
         self.startedWriting = 1
         self.sentLength = len(body)
         self.channel.writeSequence(out)
