@@ -708,6 +708,7 @@ class _Download:
         self._lastSave = 0.0
         self._noRanges = False
         self._stopping = False
+        self.discardOnCancel = False
         self._idle: set[Deferred] = set()
         self.displayUrl = redact(self.request.url)
 
@@ -734,8 +735,12 @@ class _Download:
             await self._verify()
             self._rename()
         except CancelledError:
-            self._saveState()
-            self._close()
+            if self.discardOnCancel:
+                self._discard()
+                self.job.done = 0
+            else:
+                self._saveState()
+                self._close()
             raise
         except DownloadError as e:
             self._failed(e)
@@ -1457,13 +1462,17 @@ class _Download:
             self.fd = None
 
     def _discard(self) -> None:
-        self._close()
+        # Unlinked before the lock goes with the descriptor, so that no
+        # other download can claim the .part in between.
         for path in (self.partPath, statePathFor(self.partPath) if self.partPath else None):
             if path is not None:
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+                except OSError as e:
+                    log.warn("cannot delete {path}: {error}", path=str(path), error=e.strerror)
+        self._close()
 
 
 def _openPart(path: Path, create: bool) -> Optional[int]:
@@ -1661,14 +1670,17 @@ class Downloader:
 
     download_all = downloadAll
 
-    def cancel(self, jobId: str) -> bool:
+    def cancel(self, jobId: str, discard: bool = False) -> bool:
         """
-        Stop job C{jobId}; its C{.part} and state stay, so a later run
-        resumes it.  Returns whether the job was still running.
+        Stop job C{jobId}.  Its C{.part} and state stay, so that a later run
+        resumes it, unless C{discard} is true.  Returns whether the job was
+        still running.
         """
         job = self._jobs.get(jobId)
         if job is None or job.deferred.called:
             return False
+        if job._download is not None:
+            job._download.discardOnCancel = discard
         job.deferred.cancel()
         return True
 

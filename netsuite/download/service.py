@@ -39,7 +39,6 @@ from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJS
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, redact, splitURL
 from .errors import DownloadError
-from .state import PART_SUFFIX, statePathFor
 from .values import parseChecksum
 
 log = Logger()
@@ -220,19 +219,16 @@ class DownloadService(Service):
         finished, forget it (its file stays).  Returns the job as it ends,
         or L{None} when there is no such job.
         """
-        job = self._jobs.get(jobId)
+        job = self._jobs.pop(jobId, None)
         if job is None:
             return None
         engineJob = self._engineJobs.pop(jobId, None)
         if engineJob is not None and self.downloader is not None and not engineJob.deferred.called:
-            self.downloader.cancel(engineJob.id)
+            self.downloader.cancel(engineJob.id, discard=True)
             job["state"] = "cancelled"
             job["finished"] = time.time()
-            self._deletePartial(engineJob)
-        described = self.describe(job)
-        del self._jobs[jobId]
         self._save()
-        return described
+        return self.describe(job)
 
     def describe(self, job: dict) -> dict:
         """
@@ -289,19 +285,6 @@ class DownloadService(Service):
         if job["id"] in self._jobs:
             self._save()
         return None
-
-    def _deletePartial(self, engineJob) -> None:
-        path = engineJob.path
-        if not path:
-            return
-        part = Path(path + PART_SUFFIX)
-        for candidate in (part, statePathFor(part)):
-            try:
-                candidate.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log.warn("cannot delete {path}: {error}", path=str(candidate), error=e.strerror)
 
     def _forgetOld(self) -> None:
         finished = [job for job in self._jobs.values() if job["state"] in _FINISHED]
