@@ -7,13 +7,14 @@ downloader; then a few runs of the real command against a local origin.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional, Union
 
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
@@ -105,13 +106,24 @@ class FakeDownloader:
         return self.stopResult if self.stopResult is not None else defer.succeed(None)
 
 
+def _standardInput(given: Union[str, bytes]) -> IO[str]:
+    """
+    A stand-in for C{sys.stdin}: text as is, or bytes decoded as Python
+    decodes a terminal's input under a UTF-8 locale (undecodable bytes
+    become surrogates).
+    """
+    if isinstance(given, str):
+        return io.StringIO(given)
+    return io.TextIOWrapper(io.BytesIO(given), encoding="utf-8", errors="surrogateescape")
+
+
 class Runner:
     """
     Runs L{run} on a memory reactor with a fake downloader and captured
     output.
     """
 
-    def __init__(self, argv: List[str], stdin: str = "", isTTY: bool = False, console: Any = None,
+    def __init__(self, argv: List[str], stdin: Union[str, bytes] = "", isTTY: bool = False, console: Any = None,
                  stopResult: Optional[Deferred[None]] = None, stdout: Optional[io.StringIO] = None) -> None:
         self.reactor = MemoryReactorClock()
         self.stdout = stdout if stdout is not None else io.StringIO()
@@ -126,7 +138,7 @@ class Runner:
 
         self.result = run(
             argv, self.reactor, downloaderFactory=factory, stdout=self.stdout, stderr=self.stderr,
-            stdin=io.StringIO(stdin), isTTY=isTTY, installSignals=lambda r, i: self.interrupts.append(i),
+            stdin=_standardInput(stdin), isTTY=isTTY, installSignals=lambda r, i: self.interrupts.append(i),
             console=console,
         )
 
@@ -314,7 +326,7 @@ class UsageErrorTests(SynchronousTestCase):
     traceback, no download started.
     """
 
-    def assertUsageError(self, argv: List[str], fragment: str, stdin: str = "") -> None:
+    def assertUsageError(self, argv: List[str], fragment: str, stdin: Union[str, bytes] = "") -> None:
         runner = Runner(argv, stdin)
         self.assertEqual(self.successResultOf(runner.result), EXIT_USAGE, argv)
         error = runner.stderr.getvalue()
@@ -394,6 +406,9 @@ class UsageErrorTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(b"http://example.com/\xff\n")
         self.assertUsageError(["-i", path], "not UTF-8")
+        # Standard input's own decoding lets such bytes through as surrogates.
+        self.assertUsageError(["-i", "-"], "from standard input: it is not UTF-8", b"http://example.com/\xff\n")
+        self.assertUsageError(["-i", "-"], "not UTF-8", b"http://example.com/\n  out=caf\xe9\n")
 
     def test_endlessInputFileRefused(self) -> None:
         """
@@ -693,6 +708,21 @@ class _Lines(ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
+class _Fed(_Lines):
+    """
+    Collects a process's output after writing C{stdin} to its standard
+    input and closing it.
+    """
+
+    def __init__(self, stdin: bytes) -> None:
+        super().__init__()
+        self.stdin = stdin
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+
 class _Missing(Resource):
     isLeaf = True
 
@@ -824,3 +854,120 @@ class EndToEndTests(TestCase):
         self.assertEqual((code, err), (0, b""))
         self.assertEqual(Path(out, "ranged.bin").read_bytes(), self.payload)
         self.assertEqual(json.loads(stdout.splitlines()[-1])["results"][0]["resumedFrom"], kept)
+
+    def events(self, out: bytes) -> List[Dict[str, Any]]:
+        return [json.loads(line) for line in out.splitlines()]
+
+    async def test_inputFileDownloadsEveryJob(self) -> None:
+        """
+        C{-i FILE}: every URL of the list is saved byte-exact, C{out=} names
+        its file, a matching C{checksum=} lets its file through, comments
+        (a commented-out URL too, and an indented one between a URL and its
+        options) and blank lines are skipped, and the NDJSON has a done per
+        job.
+        """
+        out = os.path.abspath(self.out)
+        digest = hashlib.sha256(self.payload).hexdigest()
+        listing = Path(self.mktemp())
+        listing.write_text(
+            "# what to fetch\n"
+            "\n"
+            f"{self.base}/small.txt\n"
+            f"{self.base}/file.bin\n"
+            "  # saved under another name\n"
+            "  out=renamed.bin\n"
+            "   \n"
+            f"# {self.base}/missing\n"
+            f"{self.base}/ranged.bin\n"
+            f"\tchecksum=sha256={digest}\n"
+            "\n",
+            encoding="utf-8",
+        )
+        stdout, err, code = await self.netsuiteGet("-i", os.path.abspath(listing), "-d", out, "-x", "2",
+                                                   "--min-split-size", "64K")
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(sorted(os.listdir(out)), ["ranged.bin", "renamed.bin", "small.txt"])
+        self.assertEqual(Path(out, "renamed.bin").read_bytes(), self.payload)
+        self.assertEqual(Path(out, "ranged.bin").read_bytes(), self.payload)
+        self.assertEqual(Path(out, "small.txt").read_bytes(), b"hello\n")
+        events = self.events(stdout)
+        done = sorted((e["url"], e["path"]) for e in events if e["event"] == "done")
+        self.assertEqual(done, [
+            (f"{self.base}/file.bin", os.path.join(out, "renamed.bin")),
+            (f"{self.base}/ranged.bin", os.path.join(out, "ranged.bin")),
+            (f"{self.base}/small.txt", os.path.join(out, "small.txt")),
+        ])
+        self.assertNotIn("error", [e["event"] for e in events])
+        summary = events[-1]
+        self.assertEqual((summary["event"], summary["files"], summary["ok"], summary["exitCode"]),
+                         ("summary", 3, 3, 0))
+
+    async def test_inputFileChecksumMismatch(self) -> None:
+        """
+        A C{checksum=} the file does not match fails that job alone: the
+        others are saved, the bad file is under neither its final name nor
+        a C{.part}, the status is 1, and standard error says what went
+        wrong in one sentence.
+        """
+        out = os.path.abspath(self.out)
+        wrong = hashlib.sha256(b"not the file").hexdigest()
+        right = hashlib.sha256(self.payload).hexdigest()
+        listing = Path(self.mktemp())
+        listing.write_text(
+            f"{self.base}/small.txt\n"
+            f"{self.base}/file.bin\n"
+            "  out=checked.bin\n"
+            f"  checksum=sha256={wrong}\n"
+            f"{self.base}/ranged.bin\n"
+            f"  checksum=sha256={right}\n",
+            encoding="utf-8",
+        )
+        stdout, err, code = await self.netsuiteGet("-i", os.path.abspath(listing), "-d", out)
+        self.assertEqual(code, EXIT_FAILED, err)
+        message = f"{self.base}/file.bin: the sha256 checksum does not match (expected {wrong}, got {right})"
+        self.assertEqual(err.decode(), f"netsuite-get: {message}\n")
+        self.assertEqual(sorted(os.listdir(out)), ["ranged.bin", "small.txt"])
+        self.assertEqual(Path(out, "ranged.bin").read_bytes(), self.payload)
+        self.assertEqual(Path(out, "small.txt").read_bytes(), b"hello\n")
+        events = self.events(stdout)
+        [error] = [e for e in events if e["event"] == "error"]
+        self.assertEqual((error["url"], error["message"]), (f"{self.base}/file.bin", message))
+        self.assertEqual(sorted(e["url"] for e in events if e["event"] == "done"),
+                         [f"{self.base}/ranged.bin", f"{self.base}/small.txt"])
+        summary = events[-1]
+        self.assertEqual((summary["event"], summary["ok"], summary["failed"], summary["exitCode"]),
+                         ("summary", 2, 1, EXIT_FAILED))
+        [failed] = [r for r in summary["results"] if r["result"] == "failed"]
+        self.assertEqual((failed["url"], failed["message"]), (f"{self.base}/file.bin", message))
+
+    async def test_inputFileFromStandardInput(self) -> None:
+        """
+        C{-i -} reads the list from standard input, options and comments
+        included; without C{-d} the files go to the current directory and
+        C{dir=} is taken from there.
+        """
+        env, root = self.environment()
+        out = Path(os.path.abspath(self.out))
+        out.mkdir()
+        listing = (
+            "# from a pipe\n"
+            f"{self.base}/small.txt\n"
+            "  out=greeting.txt\n"
+            "\n"
+            f"{self.base}/file.bin\n"
+            "  dir=sub\n"
+            f"  checksum=sha256={hashlib.sha256(self.payload).hexdigest()}\n"
+        )
+        fed = _Fed(listing.encode("utf-8"))
+        reactor.spawnProcess(fed, sys.executable, [sys.executable, "-m", "netsuite.download.cli", "-i", "-"],
+                             env=env, path=str(out))
+        code = await fed.ended
+        self.assertEqual((code, fed.err), (0, b""))
+        self.assertEqual(sorted(os.listdir(out)), ["greeting.txt", "sub"])
+        self.assertEqual(os.listdir(out / "sub"), ["file.bin"])
+        self.assertEqual((out / "greeting.txt").read_bytes(), b"hello\n")
+        self.assertEqual((out / "sub" / "file.bin").read_bytes(), self.payload)
+        events = self.events(fed.out)
+        self.assertEqual(sorted(e["url"] for e in events if e["event"] == "done"),
+                         [f"{self.base}/file.bin", f"{self.base}/small.txt"])
+        self.assertEqual((events[-1]["event"], events[-1]["ok"], events[-1]["exitCode"]), ("summary", 2, 0))

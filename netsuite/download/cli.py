@@ -275,22 +275,28 @@ class Plan:
 
 
 def _readInput(path: str, stdin: IO[str]) -> Tuple[str, str]:
+    # Bytes, decoded strictly: standard input's own decoding would pass
+    # bytes that are not UTF-8 through as surrogates.
     if path == "-":
-        try:
-            text, where = stdin.read(MAX_INPUT + 1), "standard input"
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read the input file from standard input: {e}") from None
+        where, named = "standard input", "from standard input"
     else:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text, where = f.read(MAX_INPUT + 1), path
-        except UnicodeDecodeError:
-            raise UsageError(f"cannot read the input file {path!r}: it is not UTF-8 text") from None
-        except OSError as e:
-            raise UsageError(f"cannot read the input file {path!r}: {e.strerror or e}") from None
-    if len(text) > MAX_INPUT:
+        where, named = path, repr(path)
+    try:
+        if path == "-":
+            data = getattr(stdin, "buffer", stdin).read(MAX_INPUT + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_INPUT + 1)
+    except OSError as e:
+        raise UsageError(f"cannot read the input file {named}: {e.strerror or e}") from None
+    if len(data) > MAX_INPUT:
         raise UsageError(f"the input file ({where}) is longer than {formatSize(MAX_INPUT)}; split it")
-    return text, where
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read the input file {named}: it is not UTF-8 text") from None
+    return data, where
 
 
 def _makeDirectory(directory: str) -> None:
