@@ -222,8 +222,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("usage: netsuite-proxy-user FILE NAME", file=sys.stderr)
         return 2
     path, name = args
-    if not name or ":" in name or any(c.isspace() for c in name):
-        print("netsuite-proxy-user: a name cannot be empty or hold ':' or spaces", file=sys.stderr)
+    # Arguments and standard input that are not UTF-8 arrive as surrogates,
+    # which are not printable and cannot be encoded.
+    if not name or ":" in name or not name.isprintable() or any(c.isspace() for c in name):
+        print("netsuite-proxy-user: a name cannot be empty or hold ':', spaces, control characters or bytes that are not UTF-8", file=sys.stderr)
         return 1
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {name}: ")
@@ -234,6 +236,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         print("netsuite-proxy-user: an empty password is not allowed", file=sys.stderr)
+        return 1
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        print("netsuite-proxy-user: the password is not UTF-8 text; nothing changed", file=sys.stderr)
         return 1
     try:
         with open(path, encoding="utf-8") as f:

@@ -170,3 +170,24 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertIn("empty password", err)
         self.assertFalse(os.path.exists(path))
+
+    def test_textThatIsNotUTF8(self) -> None:
+        """
+        A name or password with bytes that are not UTF-8 (which Python
+        passes on as surrogates), or a name with control characters, is
+        refused in one sentence, not with a traceback, and nothing is
+        written.
+        """
+        path = self.mktemp()
+        undecodable = b"al\xe9".decode("utf-8", "surrogateescape")
+        for name in (undecodable, "al\x1cice", "al\x00ice", "alice\x7f"):
+            code, out, err = self.run_([path, name])
+            self.assertEqual((code, out), (1, ""), repr(name))
+            self.assertEqual(err, "netsuite-proxy-user: a name cannot be empty or hold ':', spaces, control characters or bytes that are not UTF-8\n")
+        code, out, err = self.run_([path, "alice"], b"p\xe9\n".decode("utf-8", "surrogateescape"))
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, "netsuite-proxy-user: the password is not UTF-8 text; nothing changed\n")
+        self.assertFalse(os.path.exists(path))
+        code, _, _ = self.run_([path, "zoë"], "pässwörd\n")
+        self.assertEqual(code, 0)
+        self.assertTrue(loadUsers(path)["zoë"].matches("pässwörd".encode("utf-8")))
