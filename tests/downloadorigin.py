@@ -20,6 +20,15 @@ Paths (the query selects the misbehaviour; parameters combine):
         lie=start       a Range from a non-zero start is answered from 0 with
                         C{Content-Range: bytes 0-...}: not what was asked.
         lie=total       206 whose Content-Range claims another total size.
+        lie=end         206 whose Content-Range ends a byte before the last
+                        byte sent (Content-Length counts them all).
+        later=1         ranges=0 and lie= only for a Range that starts
+                        after byte 0 (the pieces a split adds): the first
+                        request, from byte 0, gets an honest 206.
+        ifRange=0       If-Range ignored: the Range is answered (206) even
+                        when the file changed since the validator.
+        grow=BYTES      each version (see L{Origin.bump}) is BYTES longer
+                        than the one before.
         etag=0, lm=0    no ETag / no Last-Modified.
         length=0        no Content-Length (chunked).
         cd=VALUE        this Content-Disposition, as given.
@@ -642,12 +651,15 @@ class Origin:
 
         size = _intArg(request, "size", DEFAULT_SIZE)
         assert size is not None
+        size += (_intArg(request, "grow", 0) or 0) * self.versions.get(path, 0)
         seed = _intArg(request, "seed", 0) or 0
         key = self.key(path, seed)
         etag = self.etag(path, seed)
         lastModified = self.lastModified(path)
         ranges = _arg(request, "ranges", "1") != "0"
         lie = _arg(request, "lie")
+        if _arg(request, "later") == "1" and not (record.rangeStart or 0) > 0:
+            ranges, lie = True, None  # the first request is answered honestly
 
         if _arg(request, "etag", "1") != "0":
             request.setHeader(b"etag", etag.encode("ascii"))
@@ -666,7 +678,7 @@ class Origin:
 
         start, end = 0, size  # end exclusive
         wanted = record.range if ranges else None
-        if wanted is not None and record.ifRange is not None:
+        if wanted is not None and record.ifRange is not None and _arg(request, "ifRange", "1") != "0":
             if record.ifRange not in (etag, lastModified) or not record.ifRange:
                 wanted = None  # the file changed: the whole of it, 200
         partial = False
@@ -687,16 +699,17 @@ class Origin:
 
         if partial:
             claimedStart, claimedTotal = start, size
+            claimedEnd = end - 1
             if lie == "start" and start > 0:
                 start, end = 0, end - start  # the right length, from the wrong place
-                claimedStart = 0
+                claimedStart, claimedEnd = 0, end - 1
             elif lie == "total":
                 claimedTotal = size + 12345
+            elif lie == "end":
+                claimedEnd = end - 2  # one byte fewer than the body holds
             request.setResponseCode(206)
             record.status = 206
-            request.setHeader(
-                b"content-range", b"bytes %d-%d/%d" % (claimedStart, claimedStart + end - start - 1, claimedTotal)
-            )
+            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (claimedStart, claimedEnd, claimedTotal))
         else:
             record.status = 200
         if _arg(request, "length", "1") != "0":

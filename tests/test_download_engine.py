@@ -1,27 +1,31 @@
 """
 The downloader's engine over real loopback sockets, against the misbehaving
 origin of L{tests.downloadorigin}: Range honoured, ignored and lied about,
-segmented downloads, stalls, resets, retries and Retry-After, redirects and
-credentials, hostile names, existing files, checksums, size caps, no
-implicit decompression, resume from a state file, TLS, events, limits,
-memory and an HTTP proxy.  Every saved file is checked by hash.
+segmented downloads, stalls, resets, retries and Retry-After, connect
+timeouts, redirects and credentials, hostile names, existing files,
+checksums, size caps, no implicit decompression, resume from a state file,
+TLS, events, limits, memory and an HTTP proxy.  Every saved file is checked
+by hash.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import random
 import resource
 import stat
 import sys
+import time
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 import trustme
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
@@ -29,9 +33,10 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface import directlyProvides, providedBy
 
-from netsuite.download.agent import MAX_RESPONSE_HEAD
-from netsuite.download.engine import splitURL
+from netsuite.download.agent import MAX_RESPONSE_HEAD, basicAuthorization
+from netsuite.download.engine import retryAfterSeconds, splitURL
 from netsuite.download.state import MAX_STATE_FILE
 from netsuite.download import (
     BadURL,
@@ -50,11 +55,14 @@ from netsuite.download import (
     parseSize,
 )
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
+from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules
 from tests.downloadorigin import (
     DEFAULT_SIZE,
     GZIPPED,
     Origin,
+    Recorded,
+    fileContent,
     fileSHA256,
     mostAtOnce,
     startOrigin,
@@ -113,6 +121,57 @@ def peakRSS() -> int:
     """
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+class _Unanswered:
+    """
+    The transport of a TCP connection attempt that is never answered (as
+    to a host that drops every SYN): only its connector's timeout, or
+    giving up on it, ends it.
+    """
+
+    def __init__(self, connector: tcp.Connector) -> None:
+        self.connector: Optional[tcp.Connector] = connector
+
+    def failIfNotConnected(self, err: Exception) -> None:
+        connector, self.connector = self.connector, None
+        if connector is not None:
+            connector.connectionFailed(Failure(err))
+
+
+class _UnansweredConnector(tcp.Connector):
+    """
+    Twisted's own TCP connector (its timeout is the reactor's timer that
+    ends every real attempt) over a transport that never connects.
+    """
+
+    def _makeTransport(self) -> Any:
+        return _Unanswered(self)
+
+
+class NeverConnects:
+    """
+    The real reactor, except that no TCP connection it is asked for ever
+    completes; everything else (timers, name resolution, listening) is the
+    real reactor's.  Filling a listen backlog does not give that reliably
+    on every kernel.
+
+    @ivar attempts: C{(host, port, timeout)} of each C{connectTCP}.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.attempts: List[Tuple[str, int, float]] = []
+        directlyProvides(self, providedBy(real))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None) -> Any:
+        self.attempts.append((host, port, timeout))
+        connector = _UnansweredConnector(host, port, factory, timeout, bindAddress, self._real)
+        connector.connect()
+        return connector
 
 
 class EngineTestCase(TestCase):
@@ -371,6 +430,69 @@ class PlainDownloadTests(EngineTestCase):
         else:
             self.assertSaved(result, directory / "liar2.bin", self.origin.digest("/file/liar2.bin", size), size)
 
+    async def splitThenMisbehave(self, name: str, query: str) -> List[Recorded]:
+        """
+        Download C{name} (2 MiB) from an origin whose first answer is an
+        honest 206 with the total size, so that the engine splits the file,
+        and whose answers to the later pieces misbehave as C{query} says.
+        The file must be exact, alone in its directory, and its last request
+        one stream of the whole file (no Range, a 200 of every byte).
+        Returns the origin's records of the GETs.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        path = f"/file/{name}"
+        url = self.origin.url(f"{path}?size={size}&{query}&later=1&rate={8 * MiB}")
+        result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
+        gets = self.origin.gets(path)
+        seen = [(r.rawRange, r.status, r.sent) for r in gets]
+        self.assertSaved(result, directory / name, self.origin.digest(path, size), size)
+        self.assertEqual(listing(directory), [name])
+        # The first answer was good: a 206 from byte 0 giving the size ...
+        self.assertEqual((gets[0].rangeStart, gets[0].status), (0, 206), seen)
+        # ... so the file was split: later pieces asked from further on.
+        self.assertTrue(any((r.rangeStart or 0) > 0 for r in gets[1:]), seen)
+        # One stream at the end, and only one: the whole file, no Range.
+        self.assertEqual((gets[-1].range, gets[-1].status, gets[-1].sent), (None, 200, size), seen)
+        self.assertEqual([r.range for r in gets].count(None), 1, seen)
+        return gets
+
+    async def test_rangeIgnoredAfterSplitFallsBackToOneStream(self) -> None:
+        """
+        A server that answers the first Range with a good 206 (so the file
+        is split) but ignores the Range of the later pieces (200 and the
+        whole body from byte 0) makes the engine fall back to one stream;
+        the file is exact and nothing else is left in the directory.
+        """
+        gets = await self.splitThenMisbehave("lateranges.bin", "ranges=0")
+        self.assertTrue(
+            any((r.rangeStart or 0) > 0 and r.status == 200 for r in gets), [(r.rawRange, r.status) for r in gets]
+        )
+
+    async def test_contentRangeEndWrongAfterSplitFallsBack(self) -> None:
+        """
+        A server whose later pieces come as 206 with a Content-Range that
+        ends a byte short of the body sent (the first answer was honest)
+        makes the engine fall back to one stream; the file is exact and
+        nothing else is left in the directory.
+        """
+        gets = await self.splitThenMisbehave("lateend.bin", "lie=end")
+        self.assertTrue(
+            any((r.rangeStart or 0) > 0 and r.status == 206 for r in gets), [(r.rawRange, r.status) for r in gets]
+        )
+
+    async def test_contentRangeTotalWrongAfterSplitFallsBack(self) -> None:
+        """
+        A server whose later pieces come as 206 claiming another total size
+        than its first answer did (the first answer was honest) makes the
+        engine fall back to one stream; the file is exact and nothing else
+        is left in the directory.
+        """
+        gets = await self.splitThenMisbehave("latetotal.bin", "lie=total")
+        self.assertTrue(
+            any((r.rangeStart or 0) > 0 and r.status == 206 for r in gets), [(r.rawRange, r.status) for r in gets]
+        )
+
     async def test_noContentLength(self) -> None:
         """
         A chunked body without Content-Length is saved whole.
@@ -618,6 +740,28 @@ class FailureTests(EngineTestCase):
         self.assertSaved(result, directory / "busy2.bin", self.origin.digest("/file/busy2.bin"))
         self.assertLess(reactor.seconds() - started, 5.0)
 
+    async def test_retryAfterHTTPDateHonoured(self) -> None:
+        """
+        429 with C{Retry-After} as an HTTP date (IMF-fixdate) one to two
+        seconds ahead: the next attempt waits until about then, although
+        C{retryWait} is much shorter.
+        """
+        directory = self.directory()
+        when = math.ceil(time.time()) + 1  # whole seconds: the date has no fraction
+        date = formatdate(when, usegmt=True)
+        url = self.origin.url(f"/file/busydate.bin?fail=1&failStatus=429&retryAfter={quote(date)}")
+        result = await self.downloader(retryWait=0.01, maxRetryWait=60.0).download(url, directory)
+        self.assertSaved(result, directory / "busydate.bin", self.origin.digest("/file/busydate.bin"))
+        seen = self.origin.seen("/file/busydate.bin")
+        self.assertEqual([r.status for r in seen], [429, 206])
+        waited = seen[1].time - seen[0].time
+        self.assertGreaterEqual(waited, 0.5)
+        self.assertLess(waited, 5.0)
+        retries = [e for e in self.events if e["event"] == "retry"]
+        self.assertEqual(len(retries), 1)
+        self.assertGreaterEqual(retries[0]["delay"], 0.5)
+        self.assertLessEqual(retries[0]["delay"], 2.0)
+
     async def test_notFoundNeverRetried(self) -> None:
         """
         404 fails at once with L{HTTPStatusError}: exactly one request,
@@ -646,6 +790,34 @@ class FailureTests(EngineTestCase):
         await spare.stop()
         error = await self.failureOf(self.downloader(retries=0).download(url, directory), DownloadError)
         self.assertReadable(error, url)
+
+    async def test_connectTimeout(self) -> None:
+        """
+        A connection attempt that is never answered fails after
+        C{connectTimeout} (not the much longer C{headerTimeout}), with a
+        readable L{DownloadTimeout} saying connecting timed out, and is retried: each
+        attempt gets C{connectTimeout} again, and nothing reaches the
+        origin.
+        """
+        directory = self.directory()
+        never = NeverConnects(reactor)
+        downloader = Downloader(
+            never, settings(connectTimeout=0.3, headerTimeout=4.0, retries=1, retryWait=0.01), self.events.append
+        )
+        self.addCleanup(downloader.stop)
+        url = self.origin.url("/file/unanswered.bin")
+        started = reactor.seconds()
+        error = await self.failureOf(downloader.download(url, directory), DownloadTimeout)
+        elapsed = reactor.seconds() - started
+        self.assertReadable(error, url)
+        self.assertEqual(str(error), f"{url}: connecting timed out")
+        self.assertTrue(error.retryable)
+        self.assertEqual(never.attempts, [("127.0.0.1", self.origin.port, 0.3)] * 2)
+        self.assertEqual(len([e for e in self.events if e["event"] == "retry"]), 1)
+        self.assertGreaterEqual(elapsed, 0.55)
+        self.assertLess(elapsed, 3.0)
+        self.assertEqual(self.origin.requests, [])
+        self.assertEqual(listing(directory), [])
 
 
 class _HostileHead(Protocol):
@@ -1024,6 +1196,23 @@ class RedirectTests(EngineTestCase):
         self.assertTrue(other.seen("/file/elsewhere.bin"))
         for r in other.requests:
             self.assertNotIn("authorization", r.headers)
+
+    async def test_bytesThatAreNotUTF8AreSentAsGiven(self) -> None:
+        """
+        A URL typed in another encoding reaches the engine with surrogates
+        for its bytes that are not UTF-8 (Python decodes arguments so): they
+        are sent percent-encoded as the bytes they were, in the path and the
+        query, and in credentials, rather than failing with a codec error.
+        """
+        directory = self.directory()
+        undecodable = b"/file/caf\xe9.bin?q=\xe9".decode("utf-8", "surrogateescape")
+        url = self.origin.url(undecodable).replace("://", "://us\udce9r:p%E9ss:%C3%AB@", 1)
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "caf\ufffd.bin", self.origin.digest("/file/caf%E9.bin"))
+        [request] = self.origin.seen("/file/caf%E9.bin")
+        self.assertEqual(request.uri, "/file/caf%E9.bin?q=%E9")
+        expected = "Basic " + base64.b64encode(b"us\xe9r:p\xe9ss:\xc3\xab").decode()
+        self.assertEqual(request.headers.get("authorization"), expected)
 
     async def test_authorizationHeaderStaysWithItsOrigin(self) -> None:
         """
@@ -1433,6 +1622,86 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(later[0].rangeStart, state["done"][0][1])
         self.assertEqual(later[0].status, 200)
 
+    async def resumeChanged(self, name: str, query: str) -> Tuple[Path, DownloadResult]:
+        """
+        Interrupt a download of C{/file/NAME?QUERY} from an origin that
+        ignores If-Range, change the remote file, and download it again
+        with a new Downloader.  Checks that the origin did answer the
+        resume's Range with a 206 of the changed file (If-Range ignored),
+        and that the saved file is not the old bytes spliced with the new;
+        returns the directory and the result.
+        """
+        path = f"/file/{name}"
+        url = self.origin.url(f"{path}?ifRange=0&{query}&rate={2 * MiB}")
+        directory = self.directory()
+        state = await self.cutShort(url, directory, path, 300 * KiB)
+        cut = state["done"][0][1]
+        oldKey = self.origin.key(path)
+        oldValidator = self.origin.etag(path) if "etag=0" not in query else self.origin.lastModified(path)
+        self.origin.bump(path)
+        before = len(self.origin.gets(path))
+        result = await self.downloader().download(url, directory)
+        later = self.origin.gets(path)[before:]
+        self.assertEqual(
+            (later[0].rangeStart, later[0].ifRange, later[0].status),
+            (cut, oldValidator, 206),
+            [(r.rawRange, r.ifRange, r.status) for r in later],
+        )
+        self.assertSpliceAvoided(directory / name, oldKey, self.origin.key(path), cut)
+        return directory, result
+
+    def assertSpliceAvoided(self, saved: Path, oldKey: bytes, newKey: bytes, cut: int) -> None:
+        """
+        C{saved} is not the old file's first C{cut} bytes followed by the
+        new file's bytes from there on.
+        """
+        data = saved.read_bytes()
+        if data[:cut] == fileContent(oldKey, 0, cut) and data[cut:] == fileContent(newKey, cut, len(data) - cut):
+            self.fail(
+                f"{saved.name} is spliced: the OLD file's first {cut} bytes, then the NEW file's bytes"
+                f" from {cut} to {len(data)}"
+            )
+
+    async def test_ifRangeIgnoredNewETagStartsOver(self) -> None:
+        """
+        A server that ignores If-Range answers the resume's Range with a 206
+        of the changed file (of the same size): its new strong ETag gives
+        the change away, the download starts over, and the file is the new
+        one exactly.
+        """
+        name = "ignored-etag.bin"
+        directory, result = await self.resumeChanged(name, "etag=1")
+        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), [name])
+
+    async def test_ifRangeIgnoredLastModifiedOnlyNewSizeStartsOver(self) -> None:
+        """
+        Without an ETag, a server that ignores If-Range answers the resume's
+        Range with a 206 of the changed file: its new size gives the change
+        away, the download starts over, and the file is the new one exactly.
+        """
+        name = "ignored-grown.bin"
+        grown = DEFAULT_SIZE + 4 * KiB
+        directory, result = await self.resumeChanged(name, f"etag=0&grow={4 * KiB}")
+        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}", grown), grown)
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), [name])
+
+    async def test_ifRangeIgnoredLastModifiedOnlySameSizeStartsOver(self) -> None:
+        """
+        Without an ETag, a server that ignores If-Range answers the resume's
+        Range with a 206 of the changed file, of the same size: only its new
+        Last-Modified date gives the change away.  The download must start
+        over: the file is the new one exactly, never the old file's first
+        bytes spliced with the new file's rest.
+        """
+        name = "ignored-dated.bin"
+        directory, result = await self.resumeChanged(name, "etag=0")
+        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), [name])
+
 
 class TLSTests(EngineTestCase):
     """
@@ -1750,9 +2019,14 @@ class ProxyTests(EngineTestCase):
     Downloads through netsuite's own HTTP proxy.
     """
 
-    async def startProxy(self, connectPorts: frozenset = frozenset()) -> Tuple[ProxyFactory, int]:
+    async def startProxy(
+        self, connectPorts: frozenset = frozenset(), authenticator: Optional[Authenticator] = None
+    ) -> Tuple[ProxyFactory, int]:
         factory = ProxyFactory(
-            reactor, rules=ProxyRules(allowLoopback=True, connectPorts=connectPorts), settings=ProxySettings()
+            reactor,
+            rules=ProxyRules(allowLoopback=True, connectPorts=connectPorts),
+            settings=ProxySettings(),
+            authenticator=authenticator,
         )
         listener = makeProxyService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
         port = await startListener(self, listener)
@@ -1793,6 +2067,39 @@ class ProxyTests(EngineTestCase):
         self.assertTrue(tlsOrigin.seen("/file/tunnelled.bin"))
         self.assertTrue(all("via" not in r.headers for r in tlsOrigin.requests))
 
+    async def test_proxyCredentials(self) -> None:
+        """
+        C{user:password@} in the proxy URL answers a proxy that wants users,
+        for plain requests and for CONNECT tunnels; a percent-encoded UTF-8
+        password is sent as its bytes.  Wrong credentials fail readably, at
+        once, with nothing written.
+        """
+        users = self.mktemp()
+        with open(users, "w", encoding="utf-8") as f:
+            f.write("alice:" + hashPassword("p\u00e4ss:word", n=1024) + "\n")
+        ca = trustme.CA()
+        certs = self.mktemp()
+        os.makedirs(certs)
+        tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
+        caFile = os.path.join(certs, "ca.pem")
+        ca.cert_pem.write_to_path(caFile)
+        factory, port = await self.startProxy(frozenset({tlsOrigin.port}), Authenticator(loadUsers(users), reactor))
+        right = self.downloader(proxy=f"http://alice:p%C3%A4ss:word@127.0.0.1:{port}", caFile=caFile)
+        directory = self.directory()
+        for origin, path in ((self.origin, "/file/plain.bin"), (tlsOrigin, "/file/tunnel.bin")):
+            result = await right.download(origin.url(path), directory)
+            self.assertSaved(result, directory / path.rsplit("/", 1)[1], origin.digest(path))
+            self.assertTrue(all("proxy-authorization" not in r.headers for r in origin.requests))
+        self.assertGreaterEqual(factory.stats.counters.get("tunnels", 0), 1)
+        wrong = self.downloader(proxy=f"http://alice:nope@127.0.0.1:{port}", caFile=caFile)
+        for origin, path in ((self.origin, "/file/refused.bin"), (tlsOrigin, "/file/refused.bin")):
+            url = origin.url(path)
+            error = await self.failureOf(wrong.download(url, directory), DownloadError)
+            self.assertReadable(error, url)
+            self.assertIn("407", str(error))
+            self.assertEqual(origin.seen(path), [])
+        self.assertEqual(sorted(listing(directory)), ["plain.bin", "tunnel.bin"])
+
     async def test_proxyRefusalIsReadable(self) -> None:
         """
         A tunnel the proxy refuses (port not allowed) fails with a readable
@@ -1813,10 +2120,95 @@ class ProxyTests(EngineTestCase):
         self.assertEqual(tlsOrigin.requests, [])
 
 
+class RetryAfterTests(SynchronousTestCase):
+    """
+    L{retryAfterSeconds} reads C{Retry-After} as seconds or as an HTTP date.
+    """
+
+    now = 1_700_000_000.0
+
+    def date(self, when: float) -> bytes:
+        """
+        C{when} as an IMF-fixdate (RFC 9110 5.6.7).
+        """
+        return formatdate(when, usegmt=True).encode("ascii")
+
+    def test_dateInTheFuture(self) -> None:
+        """
+        A date ahead is the seconds until then.
+        """
+        self.assertEqual(self.date(self.now + 90), b"Tue, 14 Nov 2023 22:14:50 GMT")
+        self.assertEqual(retryAfterSeconds(self.date(self.now + 90), self.now), 90.0)
+        self.assertEqual(retryAfterSeconds(self.date(self.now + 1), self.now), 1.0)
+        self.assertEqual(retryAfterSeconds(self.date(self.now + 86400), self.now), 86400.0)
+
+    def test_dateInThePast(self) -> None:
+        """
+        A date gone by (or now) means no wait at all: 0, not a negative
+        delay.
+        """
+        self.assertEqual(retryAfterSeconds(self.date(self.now), self.now), 0.0)
+        self.assertEqual(retryAfterSeconds(self.date(self.now - 90), self.now), 0.0)
+        self.assertEqual(retryAfterSeconds(b"Sun, 06 Nov 1994 08:49:37 GMT", self.now), 0.0)
+
+    def test_seconds(self) -> None:
+        """
+        Plain digits are seconds, whatever the date.
+        """
+        self.assertEqual(retryAfterSeconds(b"120", self.now), 120.0)
+        self.assertEqual(retryAfterSeconds(b"0", self.now), 0.0)
+
+    def test_garbageIsNone(self) -> None:
+        """
+        A missing, empty or unreadable value is L{None} (no Retry-After),
+        never an exception.
+        """
+        for garbage in (
+            None,
+            b"",
+            b"soon",
+            b"-5",
+            b"1.5",
+            b"Sun, 06 Nov 1994",
+            b"Sun, 32 Foo 1994 08:49:37 GMT",
+            b"Sun, 06 Nov 1994 25:61:00 GMT",
+            b"\xff\xfe",
+        ):
+            self.assertIsNone(retryAfterSeconds(garbage, self.now), garbage)
+
+    def test_garbageLookingLikeANumberOrADateIsNone(self) -> None:
+        """
+        Bytes that pass for digits in Latin-1 (superscripts) and a date
+        whose year no clock reaches are unreadable values too: L{None},
+        never an exception (which would end the download as an internal
+        error instead of retrying it).
+        """
+        for garbage in (b"\xb2", b"1\xb9", b"Sun, 06 Nov 99999999999 08:49:37 GMT"):
+            try:
+                seconds = retryAfterSeconds(garbage, self.now)
+            except Exception as e:
+                self.fail(f"Retry-After: {garbage!r} raised {e.__class__.__name__}: {e}")
+            self.assertIsNone(seconds, garbage)
+
+
 class ValueTests(SynchronousTestCase):
     """
-    The helpers that read sizes and checksums.
+    The helpers that read sizes, checksums and credentials.
     """
+
+    def test_basicAuthorization(self) -> None:
+        """
+        Credentials are percent-decoded to bytes, and text that was not
+        UTF-8 (surrogates) is sent as the bytes it was.
+        """
+        cases = [
+            (("alice", "s3cret"), b"alice:s3cret"),
+            (("al%20ice", "p%C3%A4ss%3Aword"), b"al ice:p\xc3\xa4ss:word"),
+            (("z\u00f6e", ""), b"z\xc3\xb6e:"),
+            (("us\udce9r", "p%E9ss"), b"us\xe9r:p\xe9ss"),
+        ]
+        for (user, password), pair in cases:
+            self.assertEqual(basicAuthorization(user, password), b"Basic " + base64.b64encode(pair), (user, password))
 
     def test_parseSize(self) -> None:
         """

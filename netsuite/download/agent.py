@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import re
 from typing import Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
@@ -213,9 +213,21 @@ def _proxyParts(proxy: str) -> tuple[str, int, Optional[bytes]]:
         raise ValueError(f"{proxy!r} is not an http:// proxy URL (example: http://127.0.0.1:3128)")
     authorization = None
     if parts.username is not None:
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("utf-8")
-        authorization = b"Basic " + base64.b64encode(pair)
+        authorization = basicAuthorization(parts.username, parts.password or "")
     return parts.hostname, port, authorization
+
+
+def basicAuthorization(user: str, password: str) -> bytes:
+    """
+    The Basic C{Authorization} value for a URL's percent-encoded C{user}
+    and C{password}, their bytes kept as given: UTF-8, or the bytes of
+    command-line text that was not UTF-8 (which arrive as surrogates).
+    """
+
+    def raw(text: str) -> bytes:
+        return unquote_to_bytes(text.encode("utf-8", "surrogateescape"))
+
+    return b"Basic " + base64.b64encode(raw(user) + b":" + raw(password))
 
 
 class _TunnelProtocol(Protocol):

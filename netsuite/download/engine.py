@@ -7,7 +7,6 @@ renamed to its final name only when it is complete and verified.
 
 from __future__ import annotations
 
-import base64
 import errno
 import hashlib
 import os
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 try:
     import fcntl
@@ -42,7 +41,7 @@ from treq.client import HTTPClient
 
 from .. import __version__
 from . import names
-from .agent import PHRASE_LENGTH, BoundedClientProtocol, DestinationRefused, ResponseHeadTooLarge, buildAgent
+from .agent import PHRASE_LENGTH, BoundedClientProtocol, DestinationRefused, ResponseHeadTooLarge, basicAuthorization, buildAgent
 from .errors import (
     BadURL,
     ChecksumMismatch,
@@ -278,8 +277,7 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
         user, _, password = userinfo.partition(":")
-        pair = f"{unquote(user)}:{unquote(password)}".encode("utf-8")
-        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+        authorization = basicAuthorization(user, password).decode("ascii")
     # Non-ASCII in paths is percent-encoded; non-ASCII hosts use IDNA.
     host = parts.hostname
     if not host.isascii():
@@ -290,8 +288,9 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
         netloc = netloc.replace(host, asciiHost)
     if netloc.endswith(":"):
         netloc = netloc[:-1]  # an empty port is the default one (RFC 3986 3.2.3)
-    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
-    query = quote(parts.query, safe="/%:@!$&'()*+,;=?~-._")
+    # Bytes given that were not UTF-8 (surrogates) are sent as they were.
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._", errors="surrogateescape")
+    query = quote(parts.query, safe="/%:@!$&'()*+,;=?~-._", errors="surrogateescape")
     clean = urlunsplit((parts.scheme.lower(), netloc, path, query, ""))
     try:
         EncodedURL.from_text(clean)  # what treq parses it with
@@ -345,11 +344,11 @@ def retryAfterSeconds(value: Optional[bytes], now: float) -> Optional[float]:
     if not value:
         return None
     text = value.decode("latin-1").strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²", which isdigit() takes
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
@@ -1128,6 +1127,8 @@ class _Download:
                     # A certificate that does not check out will not check
                     # out on a retry either.
                     raise DownloadError(f"{url}: {_describe(failure)}") from None
+                if _cause(failure, netError.TimeoutError):
+                    raise DownloadTimeout(f"{url}: {_describe(failure)}") from None
                 raise ConnectionFailed(f"{url}: {_describe(failure)}") from None
             finally:
                 if timer.active():
@@ -1233,10 +1234,24 @@ class _Download:
             ):
                 raise _Restart("the server's Content-Range does not match the range asked for", rangesSupported=False)
             if self.started or self.state.done:
-                if self.state.size is not None and total != self.state.size:
-                    raise _Restart("the remote file's size changed", rangesSupported=True)
-                if self.state.etag and strongETag and strongETag != self.state.etag:
+                # The server sent this range although If-Range named what we
+                # have: the validators it gives are the only sign of a change.
+                newETag = bool(self.state.etag and strongETag and strongETag != self.state.etag)
+                newDate = bool(
+                    not self.state.etag and self.state.lastModified and lastModified
+                    and lastModified != self.state.lastModified
+                )
+                if newETag:
                     raise _Restart("the remote file changed (new ETag)", rangesSupported=True)
+                if self.state.size is not None and total != self.state.size:
+                    if newDate:
+                        raise _Restart("the remote file changed (new size and date)", rangesSupported=True)
+                    # Same file, two sizes: its ranges cannot be trusted.
+                    raise _Restart("the server's ranges disagree on the file's size", rangesSupported=False)
+                if newDate:
+                    # A date alone may change at every request: the whole
+                    # file as one stream is right in every case.
+                    raise _Restart("the remote file changed (new Last-Modified)", rangesSupported=False)
             if not self.started:
                 self.state.size = total
                 self.state.rangesSupported = total is not None
