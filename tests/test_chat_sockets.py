@@ -1,6 +1,7 @@
 """
 The chat service over real loopback sockets: many clients in several rooms,
-a client that does not read, TLS, refusals and graceful stop.
+a client that does not read, over-long lines, flooding, /quit, TLS, refusals
+and graceful stop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import socket
 import trustme
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.error import ConnectionDone
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
@@ -32,6 +34,7 @@ class ChatClient(LineReceiver):
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.reason: Failure | None = None
         self.waiting: list[tuple[str, defer.Deferred[str]]] = []
         self.closed: defer.Deferred[None] = defer.Deferred()
 
@@ -55,6 +58,7 @@ class ChatClient(LineReceiver):
         self.sendLine(text.encode("utf-8"))
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.reason = reason
         self.closed.callback(None)
 
 
@@ -164,6 +168,100 @@ class ChatSocketTests(TestCase):
             await deferLater(reactor, 0.05, lambda: None)
         got = [line for line in reader.lines if line.startswith("sender: ")]
         self.assertEqual(got, [f"sender: {n} {payload}" for n in range(count)])
+
+    async def test_overlongLineRefusedAndDropped(self) -> None:
+        """
+        Over a real socket, a line over C{maxLine} bytes gets one
+        C{! line too long} error and is dropped, whether it is just over the
+        limit or 300 KB arriving in many reads; the connection stays open, and a line of
+        exactly C{maxLine} bytes and the lines after a dropped one go
+        through.
+        """
+        port, factory = await self.startChat(maxLine=100, rate=0, historySize=0)
+        alice = await self.connect(port, "alice")
+        bob = await self.connect(port, "bob")
+        tooLong = "! line too long (over 100 bytes); it was dropped"
+        refused = alice.waitFor("! ")
+        alice.say("x" * 101)
+        self.assertEqual(await refused, tooLong)
+
+        refused = alice.waitFor("! ")
+        alice.transport.write(b"z" * 300_000)  # no line end yet
+        self.assertEqual(await refused, tooLong)  # the memory it takes is tested in test_chat
+
+        heard = bob.waitFor("alice: after")
+        alice.transport.write(b"zzz\r\n" + b"y" * 100 + b"\r\nafter\r\n")
+        await heard
+        self.assertEqual(
+            [line for line in bob.lines if line.startswith("alice: ")],
+            ["alice: " + "y" * 100, "alice: after"],
+        )
+        # Any error for these lines would come before the answer to /who.
+        answered = alice.waitFor("* in lobby: ")
+        alice.say("/who")
+        await answered
+        self.assertEqual([line for line in alice.lines if line.startswith("! ")], [tooLong, tooLong])
+        self.assertEqual(factory.stats.counters["long_lines"], 2)
+        self.assertFalse(alice.closed.called)
+
+    async def test_floodGetsSlowDownNotKick(self) -> None:
+        """
+        Over a real socket, lines beyond the burst are dropped, each with a
+        C{! slow down} error saying when the client may speak again; the
+        others get only the lines within the burst, and the flooder stays
+        connected (it still hears the room).
+        """
+        # A rate so low the bucket cannot refill during the test, however
+        # slow the machine.
+        port, factory = await self.startChat(rate=0.01, burst=3, historySize=0)
+        alice = await self.connect(port, "alice")
+        bob = await self.connect(port, "bob")
+        alice.transport.write(b"".join(b"line %d\r\n" % (n,) for n in range(5)))
+        for _ in range(500):
+            errors = [line for line in alice.lines if line.startswith("! ")]
+            if len(errors) >= 2:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(len(errors), 2, alice.lines)
+        for error in errors:
+            prefix = "! slow down: that line was dropped; you may speak again in "
+            self.assertTrue(error.startswith(prefix) and error.endswith(" s"), error)
+            self.assertGreater(float(error[len(prefix) : -2]), 50)
+        # Bob's own answer comes after every line of alice's sent to him.
+        answered = bob.waitFor("* in lobby: ")
+        bob.say("/who")
+        await answered
+        self.assertEqual(
+            [line for line in bob.lines if line.startswith("alice: ")],
+            ["alice: line 0", "alice: line 1", "alice: line 2"],
+        )
+        self.assertEqual(factory.stats.counters["dropped_lines"], 2)
+        heard = alice.waitFor("bob: ")
+        bob.say("still there?")
+        self.assertEqual(await heard, "bob: still there?")
+        self.assertFalse(alice.closed.called)
+        self.assertIsNotNone(factory.hub.find("alice"))
+
+    async def test_quitClosesCleanlyAndRoomIsTold(self) -> None:
+        """
+        C{/quit REASON}: the client gets what was waiting for it, then
+        C{* bye}, then the server closes the connection cleanly (a FIN, not a
+        reset); the others in the room see C{* NAME left (REASON)}, and the
+        name and the connection slot are free again.
+        """
+        port, factory = await self.startChat(historySize=0)
+        alice = await self.connect(port, "alice")
+        bob = await self.connect(port, "bob")
+        left = alice.waitFor("* bob left")
+        bob.transport.write(b"/who\r\n/quit gone fishing\r\n")
+        await bob.closed.addTimeout(10, reactor)
+        self.assertEqual(bob.lines[-2:], ["* in lobby: alice, bob", "* bye"])
+        bob.reason.trap(ConnectionDone)
+        self.assertEqual(await left, "* bob left (gone fishing)")
+        self.assertIsNone(factory.hub.find("bob"))
+        self.assertEqual(factory._clients, 1)
+        await self.connect(port, "bob")
+        self.assertIsNotNone(factory.hub.find("bob"))
 
     async def test_tlsAndPlainShareRooms(self) -> None:
         """

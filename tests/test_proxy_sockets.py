@@ -2,9 +2,9 @@
 The HTTP proxy over real loopback sockets, against a local twisted.web
 origin, a local TLS echo and hand-made origins: methods with bodies, chunked
 and large streamed bodies with bounded buffers, keep-alive reuse, CONNECT
-with certificate verification through the tunnel, half-close, rules, auth,
-header stripping, errors, an HTTPS proxy listener and Python's urllib as a
-real client.
+with certificate verification through the tunnel, half-close, rules, auth
+(GET and CONNECT), header stripping, errors, an HTTPS proxy listener and
+Python's urllib as a real client.
 """
 
 from __future__ import annotations
@@ -178,6 +178,32 @@ def _recvAll(conn: socket.socket) -> bytes:
         if not chunk:
             return received
         received += chunk
+
+
+def _readResponse(conn: socket.socket, request: bytes) -> bytes:
+    """
+    Send C{request} on C{conn} and read one response framed by its
+    C{Content-Length} (none: no body), nothing beyond it.
+    """
+    conn.sendall(request)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = conn.recv(1)
+        if not byte:
+            raise AssertionError(f"closed after {head!r}")
+        head += byte
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = b""
+    while len(body) < length:
+        chunk = conn.recv(length - len(body))
+        if not chunk:
+            raise AssertionError(f"closed after {head + body!r}")
+        body += chunk
+    return head + body
 
 
 def _readToClose(port: int, data: bytes) -> bytes:
@@ -678,6 +704,180 @@ class ProxySocketTests(TestCase):
         status, _, body = _parseResponse(await self.exchange(port, request % (self.base.encode(), right)))
         self.assertEqual(status, 200)
         self.assertNotIn("proxy-authorization", json.loads(body)["headers"])
+
+    def _usersAuthenticator(self) -> Authenticator:
+        """
+        An L{Authenticator} knowing alice (password C{s3cret}), with a quick
+        hash.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("alice:" + hashPassword("s3cret", n=1024) + "\n")
+        return Authenticator(loadUsers(path), reactor)
+
+    def _rawOrigin(self) -> Tuple[_RawOriginFactory, int]:
+        """
+        A L{_RawOriginFactory} listening on loopback, and its port.
+        """
+        origin = _RawOriginFactory()
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        return origin, originPort.getHost().port
+
+    async def test_connectWithoutCredentials(self) -> None:
+        """
+        With a users file, CONNECT without C{Proxy-Authorization} gets a
+        complete 407 (framed by its C{Content-Length}) with a Basic
+        C{Proxy-Authenticate} challenge, the connection stays usable for the
+        next request, and nobody connects to the target; a client that asked
+        for C{Connection: close} (or speaks HTTP/1.0) is closed after it.
+        """
+        origin, target = self._rawOrigin()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            authenticator=self._usersAuthenticator(),
+        )
+        request = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (target, target)
+
+        def twice() -> Tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
+                first = _readResponse(s, request)
+                return first, _readResponse(s, request)
+
+        first, second = await threads.deferToThread(twice)
+        for data in (first, second):
+            status, headers, body = _parseResponse(data)
+            self.assertEqual(status, 407)
+            self.assertTrue(headers[b"proxy-authenticate"].startswith(b'Basic realm="'), headers)
+            self.assertEqual(body, b"netsuite proxy: this proxy needs a user name and password\n")
+            self.assertNotIn(b"connection", headers)
+
+        closing = request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        for other in (closing, request.replace(b"HTTP/1.1", b"HTTP/1.0")):
+            data = await threads.deferToThread(_readToClose, port, other)
+            status, headers, _ = _parseResponse(data)
+            self.assertEqual(status, 407)
+            self.assertIn(b"proxy-authenticate", headers)
+        self.assertEqual(origin.connections, [])
+        self.assertEqual(self.factory.stats.counters.get("tunnels"), None)
+
+    async def test_connectWrongCredentials(self) -> None:
+        """
+        CONNECT with a wrong password, an unknown user or another scheme
+        gets 407; nobody connects to the target.
+        """
+        origin, target = self._rawOrigin()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            authenticator=self._usersAuthenticator(),
+        )
+        for credentials in (
+            b"Basic " + base64.b64encode(b"alice:nope"),
+            b"Basic " + base64.b64encode(b"mallory:s3cret"),
+            b"Bearer s3cret",
+        ):
+            data = await self.exchange(
+                port,
+                b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nProxy-Authorization: %s\r\n\r\n" % (target, credentials),
+            )
+            status, headers, _ = _parseResponse(data)
+            self.assertEqual(status, 407, credentials)
+            self.assertIn(b"proxy-authenticate", headers)
+        self.assertEqual(origin.connections, [])
+        self.assertEqual(self.factory.stats.counters.get("auth_failures"), 3)
+
+    async def test_connectRightCredentialsAfterChallenge(self) -> None:
+        """
+        As a browser does: CONNECT, 407, then CONNECT with the right
+        credentials on the same connection opens the tunnel to a TLS echo;
+        the client verifies its certificate through it and bytes go both
+        ways.
+        """
+        ca = trustme.CA()
+        directory = self.mktemp()
+        os.makedirs(directory)
+        echoPort = startTLSListener(self, makeServerOptions(directory, ca))
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({echoPort})),
+            authenticator=self._usersAuthenticator(),
+        )
+        cadata = ca.cert_pem.bytes().decode()
+        request = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n"
+        right = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(b"alice:s3cret")
+        payload = os.urandom(100_000)
+
+        def talk() -> Tuple[bytes, bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                challenge = _readResponse(raw, request % (echoPort, echoPort, b""))
+                answer = _readResponse(raw, request % (echoPort, echoPort, right))
+                context = ssl.create_default_context(cadata=cadata)
+                with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                    conn.sendall(payload)
+                    echoed = b""
+                    while len(echoed) < len(payload):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        echoed += chunk
+                    return challenge, answer, echoed
+
+        challenge, answer, echoed = await threads.deferToThread(talk)
+        self.assertEqual(_parseResponse(challenge)[0], 407)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertEqual(echoed, payload)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.factory.stats.counters.get("tunnels"), 1)
+        self.assertEqual(self.factory.stats.gauges.get("tunnels_open"), 0)
+
+    async def test_connectCredentialsNotForwarded(self) -> None:
+        """
+        Through an authenticated tunnel the origin gets exactly the bytes the
+        client sends after the CONNECT head: never the CONNECT request or
+        its C{Proxy-Authorization}; the origin's bytes reach the client.
+        """
+        origin, target = self._rawOrigin()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            authenticator=self._usersAuthenticator(),
+        )
+        established = b"HTTP/1.1 200 Connection established\r\n\r\n"
+        client = Collector()
+        await connect(self, port, client)
+        client.transport.write(
+            b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nProxy-Authorization: Basic %s\r\n\r\n"
+            % (target, base64.b64encode(b"alice:s3cret"))
+        )
+        await client.waitFor(len(established)).addTimeout(10, reactor)
+        self.assertEqual(b"".join(client.received), established)
+        client.transport.write(b"client hello")
+        conn = await origin.waitFor(len(b"client hello")).addTimeout(10, reactor)
+        conn.transport.write(b"origin hello")
+        await client.waitFor(len(established + b"origin hello")).addTimeout(10, reactor)
+        self.assertEqual(bytes(conn.received), b"client hello")
+        self.assertEqual(b"".join(client.received), established + b"origin hello")
+        self.assertEqual(self.channels()[0].requests[0].user, "alice")
+
+    async def test_connectEarlyDataWaitsForCredentials(self) -> None:
+        """
+        Bytes a client sends right behind an authenticated CONNECT (before
+        the 200, while the password is checked in a thread) are held and
+        reach the origin first through the tunnel, alone.
+        """
+        origin, target = self._rawOrigin()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            authenticator=self._usersAuthenticator(),
+        )
+        client = Collector()
+        await connect(self, port, client)
+        client.transport.write(
+            b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nProxy-Authorization: Basic %s\r\n\r\nearly bytes"
+            % (target, base64.b64encode(b"alice:s3cret"))
+        )
+        conn = await origin.waitFor(len(b"early bytes")).addTimeout(10, reactor)
+        self.assertEqual(bytes(conn.received), b"early bytes")
+        await client.waitFor(1).addTimeout(10, reactor)
+        self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
 
     async def test_refusedConnection(self) -> None:
         """
