@@ -1419,6 +1419,26 @@ class ResumeTests(EngineTestCase):
         self.assertLess(state["done"][0][1], DEFAULT_SIZE)
         await self.checkResumed(state, directory)
 
+    async def test_cancelWithDiscardLeavesNothing(self) -> None:
+        """
+        C{cancel(jobId, discard=True)} stops the job and deletes its
+        C{.part} and state file; no late save brings the state back.
+        """
+        directory = self.directory()
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory))
+        await self.origin.waitForSent(self.path, 300 * KiB)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(listing(directory))
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        self.assertTrue(downloader.cancel(job.id, discard=True))
+        await outcome
+        self.assertEqual(listing(directory), [])
+        self.assertEqual(job.done, 0)
+        self.assertFalse(downloader.cancel(job.id, discard=True))
+        await deferLater(reactor, 1.2, lambda: None)
+        self.assertEqual(listing(directory), [])
+
     async def test_partBeingWrittenIsNotResumed(self) -> None:
         """
         A second download of a URL whose C{.part} another download is still
