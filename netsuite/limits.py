@@ -55,6 +55,15 @@ class TokenBucket:
         missing = amount - self._refill()
         return max(0.0, missing / self.rate)
 
+    def spend(self, amount: float) -> float:
+        """
+        Take C{amount} tokens, going into debt if there are not that many
+        (bytes already received must be paid for); return the seconds until
+        the debt is paid off, which is how long the spender should pause.
+        """
+        self._tokens = self._refill() - amount
+        return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
     def isFull(self) -> bool:
         """
         Whether the bucket has refilled completely (its owner was quiet).

@@ -52,6 +52,24 @@ class TokenBucketTests(SynchronousTestCase):
         self.assertFalse(bucket.take(60))
         self.assertTrue(bucket.take(40))
 
+    def test_spendGoesIntoDebt(self) -> None:
+        """
+        L{TokenBucket.spend} always takes, going below zero, and says how
+        long until the debt is paid; the bucket refills from the debt.
+        """
+        clock = Clock()
+        bucket = TokenBucket(rate=100, burst=50, clock=clock)
+        self.assertEqual(bucket.spend(30), 0.0)
+        self.assertAlmostEqual(bucket.spend(120), 1.0)  # 20 left, 100 owed
+        self.assertFalse(bucket.take(1))
+        clock.advance(0.5)
+        self.assertAlmostEqual(bucket.spend(10), 0.6)
+        clock.advance(0.6)
+        self.assertAlmostEqual(bucket.spend(0), 0.0)
+        clock.advance(10)
+        self.assertEqual(bucket.spend(50), 0.0)
+        self.assertFalse(bucket.take(1))
+
     def test_rejectsNonPositive(self) -> None:
         self.assertRaises(ValueError, TokenBucket, 0, 1, Clock())
 

@@ -40,6 +40,7 @@ from service_identity.exceptions import CertificateError, VerificationError
 from treq.client import HTTPClient
 
 from .. import __version__
+from ..limits import TokenBucket
 from . import names
 from .agent import PHRASE_LENGTH, BoundedClientProtocol, DestinationRefused, ResponseHeadTooLarge, basicAuthorization, buildAgent
 from .errors import (
@@ -474,27 +475,6 @@ class _Slots:
         self._byHost[key] = self._byHost.get(key, 0) + 1
 
 
-class _RateLimit:
-    """
-    A token bucket shared by every transfer: C{delayFor(n)} takes C{n}
-    bytes' worth and says how long the caller should pause.
-    """
-
-    def __init__(self, clock, rate: int) -> None:
-        self._clock = clock
-        self.rate = rate
-        self._burst = max(rate / 4, 16 * 1024)
-        self._tokens = self._burst
-        self._last = clock.seconds()
-
-    def delayFor(self, size: int) -> float:
-        now = self._clock.seconds()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        self._tokens -= size
-        return -self._tokens / self.rate if self._tokens < 0 else 0.0
-
-
 class _Piece:
     """
     A byte range one connection fills: C{[start, end)}, filled up to
@@ -620,7 +600,7 @@ class _BodyReader(Protocol):
             self._stop(None)
             return
         limiter = self.download.downloader._rateLimit
-        delay = limiter.delayFor(len(data)) if limiter is not None and data else 0.0
+        delay = limiter.spend(len(data)) if limiter is not None and data else 0.0
         if delay > 0:
             if self._stallTimer is not None and self._stallTimer.active():
                 self._stallTimer.cancel()
@@ -1629,7 +1609,10 @@ class Downloader:
         )
         self._client = HTTPClient(agent)
         self._slots = _Slots(self.settings.maxConnections, self.settings.maxPerHost)
-        self._rateLimit = _RateLimit(reactor, self.settings.rateLimit) if self.settings.rateLimit else None
+        rate = self.settings.rateLimit
+        # Bursts of a quarter of a second's worth, and at least about one
+        # read's, so that a low rate still lets whole reads through.
+        self._rateLimit = TokenBucket(rate, max(rate / 4, 16 * 1024), reactor) if rate else None
         self._jobs: dict[str, Job] = {}
         self._count = 0
         self._ticker: Optional[task.LoopingCall] = None
