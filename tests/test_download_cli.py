@@ -382,6 +382,8 @@ class UsageErrorTests(SynchronousTestCase):
             (["-o", "../x", url], "holds a directory"),
             (["-H", "NoColon", url], "is not a header"),
             (["-H", "Range: bytes=1-", url], "set by netsuite-get itself"),
+            (["-H", "Accept-Encoding: gzip", url], "set by netsuite-get itself"),
+            (["-H", "Upgrade: h2c", url], "set by netsuite-get itself"),
             (["-H", "X-A: 1", "-H", "x-a: 2", url], "given twice"),
             (["-H", "X-A: a\r\nInjected: b", url], "holds a line break"),
             (["-H", "X-A: a\x1b[31mb", url], "holds a control character"),

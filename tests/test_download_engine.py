@@ -38,6 +38,7 @@ from zope.interface import directlyProvides, providedBy
 from netsuite.download.agent import MAX_RESPONSE_HEAD, basicAuthorization
 from netsuite.download.engine import retryAfterSeconds, splitURL
 from netsuite.download.state import MAX_STATE_FILE
+from netsuite.download.values import RESERVED_HEADERS
 from netsuite.download import (
     BadURL,
     ChecksumMismatch,
@@ -510,6 +511,26 @@ class PlainDownloadTests(EngineTestCase):
         result = await self.downloader().download(self.origin.url("/gzip/page.gz"), directory)
         self.assertEqual((directory / "page.gz").read_bytes(), GZIPPED)
         self.assertEqual(result.size, len(GZIPPED))
+
+    async def test_reservedHeadersNotSent(self) -> None:
+        """
+        Headers the downloader sets itself, given with a request, are left
+        out: asking for gzip, another range, a protocol upgrade or
+        another framing would break the download.  Others are sent.
+        """
+        directory = self.directory()
+        given = {name.title(): "x" for name in RESERVED_HEADERS}
+        given.update({"Accept-Encoding": "gzip", "Range": "bytes=5-", "Upgrade": "h2c", "X-Extra": "yes"})
+        url = self.origin.url("/file/plain.bin")
+        result = await self.downloader().download(url, directory, headers=given)
+        self.assertSaved(result, directory / "plain.bin", self.origin.digest("/file/plain.bin"))
+        [request] = self.origin.seen("/file/plain.bin")
+        self.assertEqual(request.headers.get("x-extra"), "yes")
+        for name in ("te", "upgrade", "if-range", "content-length", "transfer-encoding"):
+            self.assertNotIn(name, request.headers)
+        self.assertNotEqual(request.headers.get("accept-encoding"), "gzip")
+        self.assertEqual(request.headers.get("range"), "bytes=0-")
+        self.assertNotEqual(request.headers.get("host"), "x")
 
 
 class FailureTests(EngineTestCase):

@@ -56,7 +56,7 @@ from .errors import (
     TooLarge,
 )
 from .state import PART_SUFFIX, STATE_SUFFIX, DownloadState, addRange, covered, gaps, loadState, mergeRanges, statePathFor
-from .values import parseChecksum
+from .values import RESERVED_HEADERS, parseChecksum
 
 log = Logger()
 
@@ -1054,7 +1054,7 @@ class _Download:
             lowered = name.strip().lower()
             if lowered in ("authorization", "cookie", "proxy-authorization") and not sameOrigin:
                 continue
-            if lowered in ("host", "range", "if-range", "accept-encoding", "content-length", "transfer-encoding", "connection"):
+            if lowered in RESERVED_HEADERS:
                 continue
             headers.setdefault(lowered.encode("latin-1"), []).append(value.encode("latin-1", "replace"))
         if sameOrigin and self.authorization and b"authorization" not in headers:

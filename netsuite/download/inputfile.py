@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
+from .values import RESERVED_HEADERS
+
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkURL", "checkName", "parseHeader", "parseInputFile"]
 
 #: The keys an option line may use.
@@ -38,12 +40,6 @@ OPTION_KEYS = ("out", "checksum", "dir", "header")
 
 #: An HTTP header name (RFC 9110 token).
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-#: Headers the downloader sets itself; a user's value would break it.
-RESERVED_HEADERS = frozenset(
-    ["host", "range", "if-range", "content-length", "transfer-encoding", "connection", "te", "upgrade"]
-)
-
 
 class InputFileError(ValueError):
     """

@@ -1,5 +1,6 @@
 """
-Parsing the values a user gives the downloader: sizes and checksums.
+Parsing the values a user gives the downloader: sizes, checksums and
+which headers are the downloader's own.
 """
 
 from __future__ import annotations
@@ -9,6 +10,23 @@ import re
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+#: Headers the downloader sets itself (or, for C{Accept-Encoding}, keeps
+#: to C{identity}, so that nothing is decompressed); a user's value would
+#: break it.
+RESERVED_HEADERS = frozenset(
+    [
+        "host",
+        "range",
+        "if-range",
+        "accept-encoding",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ]
+)
 
 #: The digests a checksum may name, by the names users write.
 ALGORITHMS = {
