@@ -195,6 +195,19 @@ class EngineTestCase(TestCase):
         path.mkdir(parents=True)
         return path
 
+    def startTLSOrigin(self) -> Tuple[Origin, str]:
+        """
+        An https origin with a certificate from a new private CA, and the
+        path of that CA's PEM file.
+        """
+        ca = trustme.CA()
+        certs = self.mktemp()
+        os.makedirs(certs)
+        tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
+        caFile = os.path.join(certs, "ca.pem")
+        ca.cert_pem.write_to_path(caFile)
+        return tlsOrigin, caFile
+
     def downloader(self, observer: Any = None, **overrides: Any) -> Downloader:
         """
         A L{Downloader} with L{FAST} settings and C{overrides}, recording
@@ -1751,12 +1764,7 @@ class TLSTests(EngineTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        ca = trustme.CA()
-        certs = self.mktemp()
-        os.makedirs(certs)
-        self.tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
-        self.caFile = os.path.join(certs, "ca.pem")
-        ca.cert_pem.write_to_path(self.caFile)
+        self.tlsOrigin, self.caFile = self.startTLSOrigin()
 
     async def test_privateCA(self) -> None:
         """
@@ -2093,12 +2101,7 @@ class ProxyTests(EngineTestCase):
         An https download goes through a CONNECT tunnel, the certificate
         checked end to end.
         """
-        ca = trustme.CA()
-        certs = self.mktemp()
-        os.makedirs(certs)
-        tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
-        caFile = os.path.join(certs, "ca.pem")
-        ca.cert_pem.write_to_path(caFile)
+        tlsOrigin, caFile = self.startTLSOrigin()
         factory, port = await self.startProxy(frozenset({tlsOrigin.port}))
         directory = self.directory()
         url = tlsOrigin.url("/file/tunnelled.bin")
@@ -2118,12 +2121,7 @@ class ProxyTests(EngineTestCase):
         users = self.mktemp()
         with open(users, "w", encoding="utf-8") as f:
             f.write("alice:" + hashPassword("p\u00e4ss:word", n=1024) + "\n")
-        ca = trustme.CA()
-        certs = self.mktemp()
-        os.makedirs(certs)
-        tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
-        caFile = os.path.join(certs, "ca.pem")
-        ca.cert_pem.write_to_path(caFile)
+        tlsOrigin, caFile = self.startTLSOrigin()
         factory, port = await self.startProxy(frozenset({tlsOrigin.port}), Authenticator(loadUsers(users), reactor))
         right = self.downloader(proxy=f"http://alice:p%C3%A4ss:word@127.0.0.1:{port}", caFile=caFile)
         directory = self.directory()
@@ -2146,10 +2144,7 @@ class ProxyTests(EngineTestCase):
         A tunnel the proxy refuses (port not allowed) fails with a readable
         L{DownloadError}.
         """
-        ca = trustme.CA()
-        certs = self.mktemp()
-        os.makedirs(certs)
-        tlsOrigin = startOrigin(self, "tls", tls=makeServerOptions(certs, ca))
+        tlsOrigin, _ = self.startTLSOrigin()
         _, port = await self.startProxy(frozenset())
         directory = self.directory()
         url = tlsOrigin.url("/file/refused.bin")
