@@ -43,6 +43,17 @@ Paths (the query selects the misbehaviour; parameters combine):
                         bytes were delivered ...
         resetTimes=K    ... for the first K GETs only (default: all).
         hang=1          the request is never answered (no head at all).
+        end=HOW         how a response goes on after its last body byte,
+                        with length=0 (chunked: with a Content-Length the
+                        client knows the end by itself): hold = never ends
+                        (no last chunk, the connection left open), reset =
+                        the connection is aborted (TCP RST) instead of the
+                        last chunk ...
+        endTimes=K      ... for the first K GETs only (default: all).
+        multipart=1     a Range is answered with a multipart/byteranges
+                        body (one part, chunked) although the head also
+                        carries that part's Content-Range, as a broken
+                        server may: the body is longer than the range.
     /gzip/NAME      real gzip bytes sent with C{Content-Encoding: gzip}
                     (L{GZIPPED}); a client must save them verbatim.
     /hop?n=N&to=URL a chain of N redirects (code=301/302/303/307/308, default
@@ -229,6 +240,7 @@ class _Body:
         stallAfter: Optional[int] = None,
         abortAfter: Optional[int] = None,
         content: Optional[bytes] = None,
+        ending: Optional[str] = None,
     ) -> None:
         self.origin = origin
         self.request: Optional[server.Request] = request
@@ -240,6 +252,7 @@ class _Body:
         self.stallAfter = stallAfter
         self.abortAfter = abortAfter
         self.content = content
+        self.ending = ending
         self.paused = False
         self.timer: Any = None
         self.stalled = False
@@ -314,6 +327,13 @@ class _Body:
     def _finish(self) -> None:
         request = self.request
         if request is None:
+            return
+        if self.ending == "hold":
+            self.stalled = True  # the last chunk never comes
+            return
+        if self.ending == "reset":
+            self.abortAfter = self.record.sent
+            self._abortWhenFlushed()
             return
         self.request = None
         request.unregisterProducer()
@@ -697,6 +717,16 @@ class Origin:
                 last = size - 1 if last is None else min(last, size - 1)
                 start, end, partial = first, last + 1, True
 
+        content = None
+        if partial and _arg(request, "multipart") == "1":
+            boundary = b"NETSUITE-TEST-BOUNDARY"
+            request.setHeader(b"content-type", b"multipart/byteranges; boundary=" + boundary)
+            content = (
+                b"--%s\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
+                % (boundary, start, end - 1, size)
+                + fileContent(key, start, end - start)
+                + b"\r\n--%s--\r\n" % (boundary,)
+            )
         if partial:
             claimedStart, claimedTotal = start, size
             claimedEnd = end - 1
@@ -712,7 +742,7 @@ class Origin:
             request.setHeader(b"content-range", b"bytes %d-%d/%d" % (claimedStart, claimedEnd, claimedTotal))
         else:
             record.status = 200
-        if _arg(request, "length", "1") != "0":
+        if _arg(request, "length", "1") != "0" and content is None:
             request.setHeader(b"content-length", b"%d" % (end - start,))
         if request.method == b"HEAD":
             return b""
@@ -724,6 +754,11 @@ class Origin:
         reset = _intArg(request, "reset")
         if reset is not None and earlierGets < (_intArg(request, "resetTimes", 1 << 30) or 0):
             abortAfter = reset
+        endHow = _arg(request, "end")
+        if endHow is not None and earlierGets >= (_intArg(request, "endTimes", 1 << 30) or 0):
+            endHow = None
+        if content is not None:
+            start, end = 0, len(content)
         rate = _arg(request, "rate")
         _Body(
             self,
@@ -735,6 +770,8 @@ class Origin:
             rate=float(rate) if rate else None,
             stallAfter=stallAfter,
             abortAfter=abortAfter,
+            content=content,
+            ending=endHow,
             ).start()
         return server.NOT_DONE_YET
 

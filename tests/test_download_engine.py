@@ -21,6 +21,7 @@ import sys
 import time
 from email.utils import formatdate
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
@@ -28,15 +29,17 @@ import trustme
 from twisted.internet import defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import LoopingCall, deferLater
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.task import Clock, LoopingCall, deferLater
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import directlyProvides, providedBy
 
 from netsuite.download.agent import MAX_RESPONSE_HEAD, basicAuthorization
-from netsuite.download.engine import retryAfterSeconds, splitURL
+from netsuite.download.engine import _BodyReader, _Piece, retryAfterSeconds, splitURL
+from netsuite.limits import TokenBucket
 from netsuite.download.state import MAX_STATE_FILE
 from netsuite.download.values import RESERVED_HEADERS
 from netsuite.download import (
@@ -507,6 +510,41 @@ class PlainDownloadTests(EngineTestCase):
             any((r.rangeStart or 0) > 0 and r.status == 206 for r in gets), [(r.rawRange, r.status) for r in gets]
         )
 
+    async def test_bodyLongerThanItsContentRangeNotSaved(self) -> None:
+        """
+        A 206 whose chunked body holds more bytes than its Content-Range
+        names (here a multipart/byteranges body: boundary, part headers,
+        the range, closing boundary, under a head that also names the
+        range) is not saved as the file's bytes.  Falling back to one
+        stream or refusing are both fine; a file of boundary lines is not.
+        """
+        directory = self.directory()
+        size = 200_000
+        path = "/file/multipart.bin"
+        url = self.origin.url(f"{path}?size={size}&multipart=1")
+        try:
+            result = await self.downloader().download(url, directory)
+        except DownloadError as e:
+            self.assertReadable(e, url)
+            self.assertFalse((directory / "multipart.bin").exists())
+        else:
+            self.assertSaved(result, directory / "multipart.bin", self.origin.digest(path, size), size)
+        self.assertEqual(self.origin.gets(path)[0].status, 206)
+
+    async def test_chunkedBodyLongerThanItsContentRangeNotSaved(self) -> None:
+        """
+        A chunked 206 that goes on past the end its Content-Range names is
+        not trusted: the download falls back to one stream and the file is
+        exact.
+        """
+        directory = self.directory()
+        path = "/file/longer.bin"
+        url = self.origin.url(f"{path}?lie=end&length=0")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "longer.bin", self.origin.digest(path))
+        gets = self.origin.gets(path)
+        self.assertEqual([(r.rawRange is None, r.status) for r in gets], [(False, 206), (True, 200)])
+
     async def test_noContentLength(self) -> None:
         """
         A chunked body without Content-Length is saved whole.
@@ -714,6 +752,49 @@ class FailureTests(EngineTestCase):
         # Where it was cut: the origin delivered exactly `cut` bytes first.
         self.assertEqual(again.rangeStart, cut)
         self.assertEqual(again.status, 206)
+
+    async def test_rangeWhoseEndNeverComesDoesNotHang(self) -> None:
+        """
+        A chunked 206 that delivers every byte its Content-Range names but
+        never sends its last chunk (the connection stays open) does not hold
+        the download forever: the stall timeout still runs once the range's
+        bytes are in, and the file, complete, is saved exact.
+        """
+        directory = self.directory()
+        size = 200_000
+        path = "/file/endless.bin"
+        url = self.origin.url(f"{path}?size={size}&length=0&end=hold")
+        d = self.downloader(stallTimeout=1.0, retries=1).download(url, directory)
+        timer = reactor.callLater(15.0, d.cancel)
+        try:
+            result = await d
+        except defer.CancelledError:
+            self.fail(
+                "still waiting 15 seconds (stallTimeout is 1) after the whole range arrived: "
+                + repr([(r.rawRange, r.status, r.sent) for r in self.origin.gets(path)])
+            )
+        finally:
+            if timer.active():
+                timer.cancel()
+        self.assertSaved(result, directory / "endless.bin", self.origin.digest(path, size), size)
+
+    async def test_resetAfterTheLastByteOfARangeKeepsTheBytes(self) -> None:
+        """
+        A chunked 206 whose every byte arrived, but whose connection is then
+        reset instead of ending with the last chunk, delivered the whole
+        range: the bytes are kept.  No retry asks for the empty range
+        C{bytes=SIZE-(SIZE-1)} (which is not even a valid Range), and the
+        file is not fetched all over again.
+        """
+        directory = self.directory()
+        size = 200_000
+        path = "/file/resetend.bin"
+        url = self.origin.url(f"{path}?size={size}&length=0&end=reset&endTimes=1")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "resetend.bin", self.origin.digest(path, size), size)
+        self.assertEqual(self.origin.resets, 1)
+        gets = self.origin.gets(path)
+        self.assertEqual([(r.rawRange, r.status) for r in gets], [("bytes=0-", 206)])
 
     async def test_serverErrorRetriedThenSucceeds(self) -> None:
         """
@@ -1676,6 +1757,26 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(later[0].rangeStart, state["done"][0][1])
         self.assertEqual(later[0].status, 200)
 
+    async def test_changedFileIsNotReportedAsResumed(self) -> None:
+        """
+        When If-Range finds the file changed and the whole new file comes
+        back (200), none of the bytes on disk were kept: the result says
+        the download resumed from 0, not from the offset it asked for
+        (netsuite-get would print "resumed at ..." and count too few bytes
+        downloaded).
+        """
+        directory = self.directory()
+        state = await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB)
+        self.origin.bump(self.path)
+        before = len(self.origin.gets(self.path))
+        result = await self.downloader().download(self.slowURL(), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        later = self.origin.gets(self.path)[before:]
+        self.assertEqual(
+            [(r.rangeStart, r.status, r.sent) for r in later], [(state["done"][0][1], 200, DEFAULT_SIZE)]
+        )
+        self.assertEqual(result.resumedFrom, 0)
+
     async def resumeChanged(self, name: str, query: str) -> Tuple[Path, DownloadResult]:
         """
         Interrupt a download of C{/file/NAME?QUERY} from an origin that
@@ -1754,6 +1855,33 @@ class ResumeTests(EngineTestCase):
         directory, result = await self.resumeChanged(name, "etag=0")
         self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
         self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), [name])
+
+    async def test_unsatisfiableRangeOfAShrunkFileStartsOver(self) -> None:
+        """
+        A server that ignores If-Range answers the resume of a file that has
+        since shrunk to exactly the bytes on disk with 416 C{bytes */N} and
+        the new ETag.  That does not mean "everything is here already" (the
+        size on record is larger, the ETag is new): the download starts
+        over and the file is the new one exactly, not the old file's first
+        half.
+        """
+        half = DEFAULT_SIZE // 2
+        name = "shrunk.bin"
+        path = f"/file/{name}"
+        url = self.origin.url(f"{path}?ifRange=0&grow=-{half}&drip={half}&dripTimes=1")
+        directory = self.directory()
+        state = await self.cutShort(url, directory, path, half)
+        self.assertEqual((state["size"], state["done"]), (DEFAULT_SIZE, [[0, half]]))
+        oldKey = self.origin.key(path)
+        self.origin.bump(path)
+        before = len(self.origin.gets(path))
+        result = await self.downloader().download(url, directory)
+        later = self.origin.gets(path)[before:]
+        self.assertEqual((later[0].rangeStart, later[0].status), (half, 416), [(r.rawRange, r.status) for r in later])
+        if (directory / name).read_bytes() == fileContent(oldKey, 0, half):
+            self.fail(f"{name} is the OLD file's first {half} bytes, saved as the whole (new) file")
+        self.assertSaved(result, directory / name, self.origin.digest(path, half), half)
         self.assertEqual(listing(directory), [name])
 
 
@@ -2154,6 +2282,42 @@ class ProxyTests(EngineTestCase):
         )
         self.assertReadable(error, url)
         self.assertEqual(tlsOrigin.requests, [])
+
+
+class BodyReaderTests(SynchronousTestCase):
+    """
+    The body reader on a memory transport and a fake clock.
+    """
+
+    def test_chunksWhilePausedAddToTheWait(self) -> None:
+        """
+        Chunks of one read that arrive after the rate limit paused the
+        transport add to the pause: it resumes once all of them are paid
+        for, not when the first pause would have ended.
+        """
+        clock = Clock()
+        download = SimpleNamespace(
+            settings=DownloadSettings(stallTimeout=30),
+            clock=clock,
+            downloader=SimpleNamespace(_rateLimit=TokenBucket(1000, 100, clock)),
+            write=lambda data, offset: None,
+            job=SimpleNamespace(done=0),
+            url="http://example.com/f",
+        )
+        reader = _BodyReader(download, _Piece(0, 10_000), None)
+        transport = StringTransport()
+        reader.makeConnection(transport)
+        reader.dataReceived(b"x" * 100)  # the burst
+        self.assertEqual(transport.producerState, "producing")
+        reader.dataReceived(b"x" * 100)  # 0.1 s owed
+        self.assertEqual(transport.producerState, "paused")
+        reader.dataReceived(b"x" * 100)  # 0.2 s owed
+        clock.advance(0.15)
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(0.06)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)  # the stall timer only
+        reader.connectionLost(Failure(ResponseDone()))
 
 
 class RetryAfterTests(SynchronousTestCase):

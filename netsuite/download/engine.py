@@ -522,7 +522,8 @@ class _BodyReader(Protocol):
         self.download = download
         self.piece = piece
         self.expected = expected  # body bytes the response framing promises
-        self.received = 0
+        self.received = 0  # body bytes written
+        self._arrived = 0  # body bytes that came, written or not
         self.finished: Deferred = Deferred(self._cancel)
         self._stallTimer = None
         self._resumeTimer = None
@@ -575,6 +576,12 @@ class _BodyReader(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.finished.called:
             return
+        self._arrived += len(data)
+        if self.expected is not None and self._arrived > self.expected:
+            # A chunked or close-delimited body longer than its Content-Range
+            # (a multipart answer, say): what it holds cannot be trusted.
+            self._stop(_Restart("the server sent more than the range it named", rangesSupported=False))
+            return
         piece = self.piece
         if piece.end is not None and piece.pos + len(data) > piece.end:
             data = data[: max(0, piece.end - piece.pos)]
@@ -593,7 +600,10 @@ class _BodyReader(Protocol):
             return
         if piece.complete:
             if self.expected is not None and self.received >= self.expected:
-                self._disarm()  # the response ends here too: keep its connection
+                # The response ends here too: its connection is kept, unless
+                # its end does not come (a chunked body's last chunk, say).
+                self._disarm()
+                self._stallTimer = self.download.clock.callLater(self.download.settings.stallTimeout, self._stop, None)
                 return
             # The piece is full (a split shortened it): the rest of this
             # response is another connection's.
@@ -602,6 +612,10 @@ class _BodyReader(Protocol):
         limiter = self.download.downloader._rateLimit
         delay = limiter.spend(len(data)) if limiter is not None and data else 0.0
         if delay > 0:
+            if self._resumeTimer is not None and self._resumeTimer.active():
+                # More of one read came while paused: the debt grew.
+                self._resumeTimer.reset(delay)
+                return
             if self._stallTimer is not None and self._stallTimer.active():
                 self._stallTimer.cancel()
             self._heldBack = True
@@ -615,7 +629,7 @@ class _BodyReader(Protocol):
             self._armStall()
             self.transport.resumeProducing()
 
-    def _stop(self, error: Optional[DownloadError]) -> None:
+    def _stop(self, error: Optional[Exception]) -> None:
         self._disarm()
         if self.finished.called:
             return
@@ -637,10 +651,13 @@ class _BodyReader(Protocol):
         self._disarm()
         if self.finished.called:
             return
-        if self._cut or (reason.check(ResponseDone, PotentialDataLoss) and self.piece.complete):
+        ended = reason.check(ResponseDone, PotentialDataLoss)
+        allCame = self.expected is not None and self.received >= self.expected
+        if self._cut or (self.piece.complete and (ended or allCame)):
+            # A reset after the last byte loses nothing.
             self.finished.callback(None)
             return
-        if reason.check(ResponseDone, PotentialDataLoss):
+        if ended:
             if self.expected is not None and self.received < self.expected and not self.piece.complete:
                 self.finished.errback(
                     ConnectionFailed(f"{self.download.url}: the body ended after {self.received} of {self.expected} bytes")
@@ -1174,9 +1191,24 @@ class _Download:
             values = headers.getRawHeaders(name)
             return values[-1].decode("latin-1") if values else None
 
+        etag = header(b"etag")
+        strongETag = etag if etag and not etag.startswith("W/") else None
+        lastModified = header(b"last-modified")
+        # A server that answers although If-Range named what we have (it
+        # ignores If-Range) shows a change only by these.
+        newETag = bool(self.state.etag and strongETag and strongETag != self.state.etag)
+        newDate = bool(
+            not self.state.etag and self.state.lastModified and lastModified and lastModified != self.state.lastModified
+        )
+
         if code == 416 and ranged:
             unsatisfied = _UNSATISFIED_RANGE.match(header(b"content-range") or "")
-            if unsatisfied and int(unsatisfied.group(1)) == askedFrom == covered(self.state.done):
+            if (
+                unsatisfied
+                and int(unsatisfied.group(1)) == askedFrom == covered(self.state.done)
+                and self.state.size in (None, askedFrom)
+                and not (newETag or newDate)
+            ):
                 # Everything was on disk already (wget -c of a whole file).
                 self.state.size = askedFrom
                 if not self.started:
@@ -1192,14 +1224,13 @@ class _Download:
         if code not in (200, 206):
             raise HTTPStatusError(f"{self.url}: unexpected answer {code}", code)
 
-        etag = header(b"etag")
-        strongETag = etag if etag and not etag.startswith("W/") else None
-        lastModified = header(b"last-modified")
         length = response.length if isinstance(response.length, int) else None
         if length is not None:
             self._believable(length)
 
         if code == 206:
+            if (header(b"content-type") or "").strip().lower().startswith("multipart/"):
+                raise _Restart("the server answered one range with several parts", rangesSupported=False)
             match = _CONTENT_RANGE.match(header(b"content-range") or "")
             if not match:
                 raise _Restart("the server sent a partial answer without a usable Content-Range", rangesSupported=False)
@@ -1214,13 +1245,6 @@ class _Download:
             ):
                 raise _Restart("the server's Content-Range does not match the range asked for", rangesSupported=False)
             if self.started or self.state.done:
-                # The server sent this range although If-Range named what we
-                # have: the validators it gives are the only sign of a change.
-                newETag = bool(self.state.etag and strongETag and strongETag != self.state.etag)
-                newDate = bool(
-                    not self.state.etag and self.state.lastModified and lastModified
-                    and lastModified != self.state.lastModified
-                )
                 if newETag:
                     raise _Restart("the remote file changed (new ETag)", rangesSupported=True)
                 if self.state.size is not None and total != self.state.size:
@@ -1327,6 +1351,7 @@ class _Download:
 
     def _resetBytes(self) -> None:
         self.state.done = []
+        self.resumedFrom = 0
         self.job.done = 0
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
