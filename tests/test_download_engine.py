@@ -1128,6 +1128,18 @@ class HostileAnswerTests(EngineTestCase):
         )
         self.assertIn("redirected to an unusable URL", str(error))
 
+    async def test_redirectWithoutWhereTo(self) -> None:
+        """
+        A redirect without a C{Location}, or with an empty one, fails at
+        once saying so (an empty one is not the same URL again).
+        """
+        for head in (b"", b"Location: \r\n", b"Location:\r\n"):
+            error, server = await self.answer(
+                b"HTTP/1.1 302 Found\r\n" + head + b"Content-Length: 0\r\n\r\n", HTTPStatusError
+            )
+            self.assertIn("the server redirected without saying where to", str(error))
+            self.assertEqual(server.requests, 1, head)
+
     async def test_impossibleSizesRefused(self) -> None:
         """
         A size past the largest file offset (2**63 - 1), in C{Content-Length}

@@ -1134,7 +1134,7 @@ class _Download:
                 return response, url
             location = response.headers.getRawHeaders(b"location")
             _discard(response)
-            if not location:
+            if not location or not location[0].strip():
                 raise HTTPStatusError(f"{url}: the server redirected without saying where to", response.code)
             hops += 1
             if hops > self.settings.maxRedirects:
