@@ -137,6 +137,19 @@ class _Counting(WrappingFactory):
         self.accepted += 1
         return WrappingFactory.buildProtocol(self, addr)
 
+    async def closeAll(self) -> None:
+        """
+        Abort every open connection and wait until each is gone, so that
+        none outlives the test (the proxy's pooled ones close from its end
+        a moment after it stops).
+        """
+        for wrapper in list(self.protocols):
+            wrapper.transport.abortConnection()
+        for _ in range(500):
+            if not self.protocols:
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+
 
 def _pattern(size: int) -> bytes:
     return (_CHUNK * (size // len(_CHUNK) + 1))[:size]
@@ -300,6 +313,7 @@ class ProxySocketTests(TestCase):
         site.noisy = False
         self.origin = _Counting(site)
         port = reactor.listenTCP(0, self.origin, interface="127.0.0.1")
+        self.addCleanup(self.origin.closeAll)
         self.addCleanup(port.stopListening)
         self.originPort = port.getHost().port
         self.base = f"http://127.0.0.1:{self.originPort}"
