@@ -33,13 +33,12 @@ from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.client import ResponseDone
 from zope.interface import directlyProvides, providedBy
 
 from netsuite.download.agent import MAX_RESPONSE_HEAD, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, retryAfterSeconds, splitURL
-from netsuite.limits import TokenBucket
 from netsuite.download.state import MAX_STATE_FILE
 from netsuite.download.values import RESERVED_HEADERS
 from netsuite.download import (
@@ -58,6 +57,7 @@ from netsuite.download import (
     parseChecksum,
     parseSize,
 )
+from netsuite.limits import TokenBucket
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules

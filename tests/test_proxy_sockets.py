@@ -703,10 +703,7 @@ class ProxySocketTests(TestCase):
         With a users file: no credentials or wrong ones get 407 with
         C{Proxy-Authenticate}; right ones pass, and never reach the origin.
         """
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write("alice:" + hashPassword("s3cret", n=1024) + "\n")
-        port = await self.startProxy(authenticator=Authenticator(loadUsers(path), reactor))
+        port = await self.startProxy(authenticator=self._usersAuthenticator())
         request = b"GET %s/echo HTTP/1.1\r\nHost: x\r\n%s\r\n"
         data = await self.exchange(port, request % (self.base.encode(), b""))
         status, headers, _ = _parseResponse(data)
@@ -729,6 +726,16 @@ class ProxySocketTests(TestCase):
             f.write("alice:" + hashPassword("s3cret", n=1024) + "\n")
         return Authenticator(loadUsers(path), reactor)
 
+    async def _startAuthenticatingProxy(self, connectPort: int) -> int:
+        """
+        A proxy that wants alice's credentials and allows CONNECT to
+        C{connectPort}; returns its port.
+        """
+        return await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({connectPort})),
+            authenticator=self._usersAuthenticator(),
+        )
+
     def _rawOrigin(self) -> Tuple[_RawOriginFactory, int]:
         """
         A L{_RawOriginFactory} listening on loopback, and its port.
@@ -747,10 +754,7 @@ class ProxySocketTests(TestCase):
         for C{Connection: close} (or speaks HTTP/1.0) is closed after it.
         """
         origin, target = self._rawOrigin()
-        port = await self.startProxy(
-            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
-            authenticator=self._usersAuthenticator(),
-        )
+        port = await self._startAuthenticatingProxy(target)
         request = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (target, target)
 
         def twice() -> Tuple[bytes, bytes]:
@@ -781,10 +785,7 @@ class ProxySocketTests(TestCase):
         gets 407; nobody connects to the target.
         """
         origin, target = self._rawOrigin()
-        port = await self.startProxy(
-            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
-            authenticator=self._usersAuthenticator(),
-        )
+        port = await self._startAuthenticatingProxy(target)
         for credentials in (
             b"Basic " + base64.b64encode(b"alice:nope"),
             b"Basic " + base64.b64encode(b"mallory:s3cret"),
@@ -811,10 +812,7 @@ class ProxySocketTests(TestCase):
         directory = self.mktemp()
         os.makedirs(directory)
         echoPort = startTLSListener(self, makeServerOptions(directory, ca))
-        port = await self.startProxy(
-            ProxyRules(allowLoopback=True, connectPorts=frozenset({echoPort})),
-            authenticator=self._usersAuthenticator(),
-        )
+        port = await self._startAuthenticatingProxy(echoPort)
         cadata = ca.cert_pem.bytes().decode()
         request = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n"
         right = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(b"alice:s3cret")
@@ -850,10 +848,7 @@ class ProxySocketTests(TestCase):
         its C{Proxy-Authorization}; the origin's bytes reach the client.
         """
         origin, target = self._rawOrigin()
-        port = await self.startProxy(
-            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
-            authenticator=self._usersAuthenticator(),
-        )
+        port = await self._startAuthenticatingProxy(target)
         established = b"HTTP/1.1 200 Connection established\r\n\r\n"
         client = Collector()
         await connect(self, port, client)
@@ -878,10 +873,7 @@ class ProxySocketTests(TestCase):
         reach the origin first through the tunnel, alone.
         """
         origin, target = self._rawOrigin()
-        port = await self.startProxy(
-            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
-            authenticator=self._usersAuthenticator(),
-        )
+        port = await self._startAuthenticatingProxy(target)
         client = Collector()
         await connect(self, port, client)
         client.transport.write(

@@ -277,10 +277,7 @@ class Plan:
 def _readInput(path: str, stdin: IO[str]) -> Tuple[str, str]:
     # Bytes, decoded strictly: standard input's own decoding would pass
     # bytes that are not UTF-8 through as surrogates.
-    if path == "-":
-        where, named = "standard input", "from standard input"
-    else:
-        where, named = path, repr(path)
+    where, named = ("standard input", "from standard input") if path == "-" else (path, repr(path))
     try:
         if path == "-":
             data = getattr(stdin, "buffer", stdin).read(MAX_INPUT + 1)
