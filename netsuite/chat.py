@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Optional
 
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,7 +64,8 @@ class ChatSettings:
     @ivar burst: lines a client may send at once before C{rate} applies.
     @ivar maxOutput: bytes waiting to be sent to one client before it is
         disconnected as a reader that does not keep up.
-    @ivar nameTimeout: seconds a client may take to give its name.
+    @ivar nameTimeout: seconds a client may take to give its name (0:
+        forever).
     @ivar idleTimeout: seconds a named client may stay silent (0: forever).
     @ivar maxClients: connections at once (0: no limit).
     @ivar maxClientsPerHost: connections at once from one address (0: no
@@ -102,7 +103,7 @@ _HELP = [
 ]
 
 
-@implementer(IMember, IPushProducer)
+@implementer(IMember, IPushProducer, IHalfCloseableProtocol)
 class ChatProtocol(Protocol):
     """
     One chat client: reads its lines, sends it lines.
@@ -148,7 +149,8 @@ class ChatProtocol(Protocol):
         if settings.rate > 0:
             self._bucket = TokenBucket(settings.rate, settings.burst, factory.reactor)
         self._tries = settings.nameTries
-        self._idle = IdleTimeout(factory.reactor, settings.nameTimeout, self._timedOut)
+        if settings.nameTimeout > 0:
+            self._idle = IdleTimeout(factory.reactor, settings.nameTimeout, self._timedOut)
         self.info("* welcome to netsuite chat")
         self.info("* what is your name? (1-32 letters, digits, '_', '-' or '.')")
 
@@ -163,6 +165,17 @@ class ChatProtocol(Protocol):
             self._counted = False
             self.factory.release(self._host)
             self.factory.hub.leave(self, self._quitReason or "connection closed")
+
+    def readConnectionLost(self) -> None:
+        """
+        The client has sent all it will (C{nc -N}, C{shutdown(SHUT_WR)}):
+        it still gets what is waiting for it, then the connection closes.
+        """
+        self._quitReason = self._quitReason or "connection closed"
+        self._close()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
 
     def closeGracefully(self) -> None:
         """
@@ -256,8 +269,8 @@ class ChatProtocol(Protocol):
         self.info(f"* hello {name}; /help lists the commands")
         hub.register(self, name)
         idle = self.factory.settings.idleTimeout
-        assert self._idle is not None
-        self._idle.cancel()
+        if self._idle is not None:
+            self._idle.cancel()
         self._idle = IdleTimeout(self.factory.reactor, idle, self._timedOut) if idle > 0 else None
 
     def _tooLong(self) -> None:

@@ -294,6 +294,9 @@ class EchoDatagram(DatagramProtocol):
     is dropped and counted.  Datagrams from ports below 1024 are dropped
     unless C{allowPrivilegedPorts}: those are other servers (echo, chargen,
     DNS ...), and answering them is how echo loops and reflection start.
+    Datagrams from this service's own port number are dropped too: they
+    come from another echo server like this one (or are forged to look
+    like this one's own), and answering would start a loop.
     """
 
     log = Logger()
@@ -328,6 +331,10 @@ class EchoDatagram(DatagramProtocol):
         )
         self._totalPackets = TokenBucket(totalRate, 2 * totalRate, clock)
         self._totalBytes = TokenBucket(totalBandwidth, max(totalBandwidth, 65536), clock)
+        self._ownPort: int | None = None
+
+    def startProtocol(self) -> None:
+        self._ownPort = self.transport.getHost().port
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
         stats = self.stats
@@ -337,6 +344,9 @@ class EchoDatagram(DatagramProtocol):
         host, port = addr[0], addr[1]
         if port < 1024 and not self.allowPrivilegedPorts:
             stats.count("dropped_privileged_port")
+            return
+        if port == self._ownPort:
+            stats.count("dropped_loop")
             return
         if not (
             self._packets.take(host)

@@ -51,8 +51,9 @@ _ESCAPES = re.compile(
     r"|\x1b[\x20-\x7e]?"  # other escapes
     r"|\x9b[0-?]*[ -/]*[@-~]?"  # 8-bit CSI
     r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"
-    # Bidirectional controls: they make a line display out of order.
-    r"|[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+    # Bidirectional controls make a line display out of order; the line
+    # and paragraph separators start a new line for many clients.
+    r"|[\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
 )
 
 

@@ -198,7 +198,7 @@ SETTINGS: List[Setting] = [
     Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
     Setting("chat-max-output", "count", 262144,
             "Chat: bytes waiting for one client before it is disconnected as not reading."),
-    Setting("chat-name-timeout", "seconds", 30.0, "Chat: seconds a client may take to give its name."),
+    Setting("chat-name-timeout", "seconds", 30.0, "Chat: seconds a client may take to give its name (0: forever)."),
     Setting("chat-idle-timeout", "seconds", 3600.0,
             "Chat: seconds a named client may stay silent (0: forever)."),
     Setting("chat-max-clients", "count", 1000, "Chat: clients at once (0: no limit)."),

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -667,6 +667,22 @@ class CommandTests(ChatTestCase):
         bob.send("/quit")
         self.assertEqual(bob.received(), ["alice: last words", "* bye"])
 
+    def test_halfCloseSendsWhatIsWaitingThenCloses(self) -> None:
+        """
+        A client that shuts down its sending side (C{nc -N}) still gets
+        every line produced for it, then the server closes; the room is told
+        it left.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        self.assertTrue(IHalfCloseableProtocol.providedBy(bob.protocol))
+        bob.send("/who")
+        bob.protocol.readConnectionLost()
+        self.assertEqual(bob.received(), ["* in lobby: alice, bob"])
+        self.assertTrue(bob.transport.disconnecting)
+        bob.disconnect()
+        self.assertEqual(alice.received(), ["* bob left (connection closed)"])
+
     def test_unknownCommand(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
@@ -973,6 +989,21 @@ class CleaningTests(ChatTestCase):
         self.assertEqual(cleanText("  \x1b[0ma\tb\x1b]0;t\x07  "), "a b")
         self.assertEqual(cleanText("\u009b1;2Hx\u009c"), "x")
 
+    def test_lineSeparatorsCannotForgeALine(self) -> None:
+        """
+        U+2028 and U+2029 start a new line in many clients (and in Python's
+        C{splitlines}): inside a message they would let a member make a line
+        that looks like the server's.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("ok\u2028* carol left (quit)")
+        alice.send("fine\u2029! you are banned; bye")
+        received = bob.received()
+        self.assertEqual(received, ["alice: ok* carol left (quit)", "alice: fine! you are banned; bye"])
+        for line in received:
+            self.assertEqual(line.splitlines(), [line])
+
 
 class FloodTests(ChatTestCase):
     """
@@ -1152,6 +1183,18 @@ class IdleTests(ChatTestCase):
         client = self.connect()
         self.clock.advance(5)
         self.assertTrue(client.transport.disconnecting)
+
+    def test_zeroNameTimeoutNeverCloses(self) -> None:
+        """
+        0 means no limit, as for the other timeouts (it used to close every
+        client at once).
+        """
+        self.makeFactory(nameTimeout=0)
+        client = self.connect()
+        self.clock.advance(10**6)
+        self.assertFalse(client.closing)
+        client.send("alice")
+        self.assertEqual(client.protocol.name, "alice")
 
     def test_partialLineIsNotActivity(self) -> None:
         client = self.connect()

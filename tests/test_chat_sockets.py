@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netsuite.chat import ChatFactory, ChatSettings, makeChatService
+from netsuite.chat import _HELP, ChatFactory, ChatSettings, makeChatService
 from tests.helpers import startListener
 from tests.tlshelpers import makeServerOptions, trustRootOf
 
@@ -262,6 +262,26 @@ class ChatSocketTests(TestCase):
         self.assertEqual(factory._clients, 1)
         await self.connect(port, "bob")
         self.assertIsNotNone(factory.hub.find("bob"))
+
+    async def test_halfCloseStillGetsEverything(self) -> None:
+        """
+        A client that sends many commands, shuts down its sending side
+        (C{nc -N}) and only then reads gets every answer, then a clean close
+        (it used to lose what had not reached the socket yet).
+        """
+        port, factory = await self.startChat(rate=0, historySize=0, maxOutput=64 * 1024 * 1024)
+        bob = await self.connect(port, "bob")
+        bob.transport.pauseProducing()
+        count = 20000  # about 8 MB of answers: more than the socket buffers hold
+        bob.transport.write(b"/help\r\n" * count)
+        bob.transport.loseWriteConnection()
+        await deferLater(reactor, 0.5, lambda: None)
+        bob.transport.resumeProducing()
+        await bob.closed.addTimeout(30, reactor)
+        bob.reason.trap(ConnectionDone)
+        self.assertEqual(bob.lines.count(_HELP[0]), count)
+        self.assertEqual(bob.lines[-1], _HELP[-1])
+        self.assertIsNone(factory.hub.find("bob"))
 
     async def test_tlsAndPlainShareRooms(self) -> None:
         """

@@ -21,10 +21,11 @@ from twisted.internet.endpoints import (
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netsuite.echo import (
     DaytimeFactory,
@@ -192,8 +193,13 @@ class FakeUDPTransport:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, tuple]] = []
 
+    host: IPv4Address | None = None
+
     def write(self, data: bytes, addr: tuple) -> None:
         self.sent.append((data, addr))
+
+    def getHost(self) -> IPv4Address | None:
+        return self.host
 
 
 class EchoDatagramTests(SynchronousTestCase):
@@ -232,6 +238,22 @@ class EchoDatagramTests(SynchronousTestCase):
         protocol.allowPrivilegedPorts = True
         protocol.datagramReceived(b"x", ("10.0.0.1", 7))
         self.assertEqual(len(transport.sent), 1)
+
+    def test_ownPortDropped(self) -> None:
+        """
+        A datagram from the service's own port number comes from another
+        echo server on that port, or is forged to look like this one's own:
+        answering it would start a loop.
+        """
+        protocol, transport = self.makeProtocol()
+        transport.host = IPv4Address("UDP", "127.0.0.1", 8007)
+        protocol.startProtocol()
+        protocol.datagramReceived(b"x", ("10.0.0.2", 8007))
+        protocol.datagramReceived(b"x", ("127.0.0.1", 8007))
+        self.assertEqual(transport.sent, [])
+        self.assertEqual(self.stats.counters["dropped_loop"], 2)
+        protocol.datagramReceived(b"x", ("10.0.0.2", 8008))
+        self.assertEqual(transport.sent, [(b"x", ("10.0.0.2", 8008))])
 
     def test_perSourceRateLimit(self) -> None:
         """
@@ -461,6 +483,29 @@ class UDPSocketTests(TestCase):
         await deferLater(reactor, 0.2, lambda: None)
         self.assertEqual(len(client.received), 20)
         self.assertEqual(service.protocol.stats.counters["dropped_rate_limited"], 80)
+
+    async def test_twoEchoServersOnOnePortDoNotLoop(self) -> None:
+        """
+        Two netsuites on one port number (two hosts on their default port),
+        and one datagram forged to come from the first: the second drops it
+        instead of starting a loop that runs until the rate limits bite.
+        """
+        first = makeEchoUDPService("udp:0:interface=127.0.0.1")
+        first.startService()
+        self.addCleanup(first.stopService)
+        port = first.port.getHost().port
+        second = makeEchoUDPService(f"udp:{port}:interface=127.0.0.2")
+        try:
+            second.startService()
+        except Exception as e:
+            raise SkipTest(f"cannot listen on 127.0.0.2: {e}")
+        self.addCleanup(second.stopService)
+        first.port.write(b"forged", ("127.0.0.2", port))
+        await deferLater(reactor, 0.3, lambda: None)
+        counters = second.protocol.stats.counters
+        self.assertEqual(counters["dropped_loop"], 1)
+        self.assertEqual(counters.get("datagrams_out", 0), 0)
+        self.assertEqual(first.protocol.stats.counters.get("datagrams_in", 0), 0)
 
 
 class DaytimeSocketTests(TestCase):
