@@ -24,6 +24,7 @@ asked for.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ _DROP_REQUEST = _HOP_BY_HOP | {b"proxy-authorization", b"host", b"expect"}
 _DROP_RESPONSE = _HOP_BY_HOP | {b"proxy-authenticate", b"proxy-authentication-info"}
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_HOSTNAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
+_HOSTNAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.-]{0,253}")
+_LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([0-9]{3})(?: (.*))?$")
 _LOG_UNSAFE = re.compile(rb'[^\x21\x23-\x5b\x5d-\x7e]')
 _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
@@ -99,6 +101,13 @@ _MAX_INTERIM = 20
 #: Bytes of request body held while the origin connection is being made.
 _PENDING_LIMIT = 65536
 
+#: Methods a request may be sent again with (RFC 9110 section 9.2.2).
+_IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+#: Request headers a TRACE answered here does not echo (RFC 9110 section 9.3.8).
+_TRACE_HIDDEN = frozenset([b"authorization", b"proxy-authorization", b"cookie"])
+
+_TEXT_PLAIN = b"text/plain; charset=utf-8"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
@@ -112,14 +121,15 @@ class ProxySettings:
         after).
     @ivar readTimeout: seconds an origin may stay silent while a response is
         awaited or read (504 before the response starts, a cut connection
-        after).
+        after); while it still takes the request body, it is not silent.
     @ivar tunnelIdleTimeout: seconds a CONNECT tunnel may carry nothing
         either way before it is closed.
     @ivar idleTimeout: seconds a client's keep-alive connection may wait for
         its next request.
     @ivar headerTimeout: seconds from a request's first byte to the end of
         its headers (408 after).
-    @ivar maxTunnels: CONNECT tunnels open at once (503 above; 0: no limit).
+    @ivar maxTunnels: CONNECT tunnels open or connecting at once (503 above;
+        0: no limit).
     @ivar poolPerHost: idle origin connections kept per host and port.
     @ivar poolTotal: idle origin connections kept in all.
     @ivar poolIdleTimeout: seconds an idle origin connection is kept.
@@ -152,6 +162,19 @@ class _BadTarget(Exception):
     """
 
 
+def _validHostName(host: bytes) -> bool:
+    """
+    Whether C{host} is a usable DNS name: labels of 1 to 63 characters, at
+    most 253 in all (one final dot allowed).
+    """
+    name = host[:-1] if host.endswith(b".") else host
+    return (
+        _HOSTNAME.fullmatch(host) is not None
+        and len(name) <= 253
+        and all(_LABEL.fullmatch(label) for label in name.split(b"."))
+    )
+
+
 def _parseAuthority(authority: bytes, defaultPort: int | None) -> Tuple[bytes, int]:
     """
     Split C{host[:port]} (C{[v6]:port} for IPv6) into a lowercase host and
@@ -164,6 +187,9 @@ def _parseAuthority(authority: bytes, defaultPort: int | None) -> Tuple[bytes, i
         if end < 0:
             raise _BadTarget("the IPv6 address in the target has no closing bracket")
         host, rest = authority[1:end], authority[end + 1 :]
+        if b"%" in host:
+            # A zone names one of the client's interfaces: none of ours.
+            raise _BadTarget("the target's IPv6 address has a zone id, which this proxy does not take")
         try:
             ipaddress.IPv6Address(host.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
@@ -175,7 +201,7 @@ def _parseAuthority(authority: bytes, defaultPort: int | None) -> Tuple[bytes, i
         host, colon, portText = authority.rpartition(b":")
         if not colon:
             host, portText = authority, None
-        if not _HOSTNAME.fullmatch(host):
+        if not _validHostName(host):
             raise _BadTarget("the target's host name is not valid")
     if portText is None or portText == b"":
         if defaultPort is None:
@@ -230,20 +256,43 @@ def _literalAddress(host: bytes) -> Optional[str]:
         return None
 
 
+def _errorText(value: BaseException) -> str:
+    """
+    What C{value} says went wrong, in words (Twisted's connect errors keep
+    the bare errno apart).
+    """
+    if isinstance(value, error.ConnectError):
+        if value.args and value.args[0]:
+            return str(value.args[0])
+        if isinstance(value.osError, int):
+            return os.strerror(value.osError)
+        return (value.__doc__ or "").strip() or type(value).__name__
+    if isinstance(value, OSError) and value.strerror:
+        return value.strerror
+    return str(value) or type(value).__name__
+
+
 def _logField(value: bytes) -> str:
     if _LOG_UNSAFE.search(value) is not None:
         value = _LOG_UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], value)
     return value.decode("ascii")
 
 
+def _textBody(message: str) -> bytes:
+    return f"netsuite proxy: {message}\n".encode("utf-8", "replace")
+
+
 def _textResponse(clientproto: bytes, status: int, message: str, extra: bytes, close: bool) -> bytes:
-    body = f"netsuite proxy: {message}\n".encode("utf-8", "replace")
+    return _response(clientproto, status, _TEXT_PLAIN, _textBody(message), extra, close)
+
+
+def _response(clientproto: bytes, status: int, contentType: bytes, body: bytes, extra: bytes, close: bool) -> bytes:
     reason = http.RESPONSES.get(status, b"Error")
     return b"".join(
         [
             b"HTTP/1.1" if clientproto != b"HTTP/1.0" else b"HTTP/1.0",
             b" %d %s\r\n" % (status, reason),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Type: %s\r\n" % (contentType,),
             b"Content-Length: %d\r\n" % (len(body),),
             extra,
             b"Connection: close\r\n" if close else b"",
@@ -400,6 +449,9 @@ class UpstreamConnection(Protocol):
         """
         Send a piece of the request body.
         """
+        # An origin still taking the body is not silent (the transport's
+        # buffer stops the upload when it stops reading).
+        self._last = self.factory.clock.seconds()
         if self._chunkedUpload:
             self.transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
         else:
@@ -412,6 +464,7 @@ class UpstreamConnection(Protocol):
         if self._chunkedUpload:
             self.transport.write(b"0\r\n\r\n")
         self._bodySent = True
+        self._last = self.factory.clock.seconds()
 
     def pauseReading(self) -> None:
         if self.transport is not None and self._state != "closed":
@@ -656,7 +709,7 @@ class UpstreamConnection(Protocol):
         """
         request = self.request
         self.abort()
-        self.factory.log_.info("origin {origin}: {why}", origin=self.key[0], why=why)
+        self.factory.log_.info("origin {origin}: {why}", origin=self.key[0].decode("ascii"), why=why)
         if request is not None:
             request.upstreamFailed(502, why, retry=False)
 
@@ -692,10 +745,12 @@ class UpstreamConnection(Protocol):
                 502, "the origin closed the connection without answering", retry=not self._buffer
             )
         elif state == "body":
-            if self._framing == "close":
-                request.responseDone()
-            else:
+            if self._framing != "close":
                 request.upstreamBroken("the origin closed the connection before the end of the response")
+            elif reason.check(error.ConnectionDone):
+                request.responseDone()  # a clean close ends such a body
+            else:
+                request.upstreamBroken("the origin's connection broke off in the middle of the response")
 
 
 class UpstreamPool:
@@ -940,6 +995,7 @@ class ProxyRequest(http.Request):
     clientHost: Optional[str] = None
     _timedOutWhile = ""
     _tunnel = False
+    _tunnelCounted = False
     _lengthSent = False
     _target: Tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
 
@@ -1045,6 +1101,17 @@ class ProxyRequest(http.Request):
             return
         if self.method == b"OPTIONS" and target[2] == b"/" and not uri.partition(b"://")[2].count(b"/"):
             target = (target[0], target[1], b"*", target[3])
+        if self.method in (b"OPTIONS", b"TRACE"):
+            hops = self.requestHeaders.getRawHeaders(b"max-forwards")
+            if hops is not None:
+                if len(hops) != 1 or not hops[0].strip(b" \t").isdigit():
+                    self.fail(400, "Max-Forwards must be one number")
+                    return
+                left = int(hops[0])
+                if left == 0:
+                    self._answerAsFinalRecipient()
+                    return
+                self.requestHeaders.setRawHeaders(b"max-forwards", [b"%d" % (left - 1,)])
         self._target = target
         connection = factory.pool.take((target[0], target[1]))
         if connection is not None:
@@ -1072,7 +1139,9 @@ class ProxyRequest(http.Request):
             factory.stats.count("refused_tunnels")
             self.fail(503, "too many tunnels are open; try again later")
             return
-        self._tunnel = True
+        # Counted from now, while it connects, so that the limit holds.
+        factory.tunnelsOpened()
+        self._tunnel = self._tunnelCounted = True
         self._target = (host, port, b"", self.uri)
         self._resolve()
 
@@ -1089,7 +1158,14 @@ class ProxyRequest(http.Request):
         self._timedOutWhile = "resolving"
         receiver = _Addresses()
         receiver.deferred.addCallback(self._resolved)
-        factory.resolver.resolveHostName(receiver, host.decode("ascii"), port)
+        try:
+            factory.resolver.resolveHostName(receiver, host.decode("ascii"), port)
+        except Exception as e:
+            factory.log_.info("resolving {host}: {why!r}", host=host.decode("ascii"), why=e)
+            if not receiver.deferred.called:
+                self._cancelTimer()
+                factory.stats.count("dns_failures")
+                self.fail(502, f"could not resolve the host name {host.decode('ascii')}: {_errorText(e)}")
 
     def _resolved(self, addresses: List[str]) -> None:
         if self._gone or self._ended or self._timer is None:
@@ -1126,9 +1202,13 @@ class ProxyRequest(http.Request):
             protocol = lambda: UpstreamConnection(factory, key)  # noqa: E731
         self._attempt = attempt = _Connecting(self, protocol)
         # Our own timer ends the attempt; the reactor's is only a backstop.
-        self._connector = factory.connector.connectTCP(
-            address, self._target[1], attempt, timeout=factory.settings.connectTimeout + 5
-        )
+        try:
+            self._connector = factory.connector.connectTCP(
+                address, self._target[1], attempt, timeout=factory.settings.connectTimeout + 5
+            )
+        except Exception:
+            self._connector = None
+            self.connectFailed(attempt, Failure())
 
     def connectFailed(self, attempt: _Connecting, reason: Failure) -> None:
         """
@@ -1151,8 +1231,7 @@ class ProxyRequest(http.Request):
         elif reason.check(error.TimeoutError):
             self.fail(504, f"timed out connecting to {where}")
         else:
-            why = getattr(reason.value, "osError", None) or reason.getErrorMessage()
-            self.fail(502, f"could not connect to {where}: {why}")
+            self.fail(502, f"could not connect to {where}: {_errorText(reason.value)}")
 
     def connected(self, attempt: _Connecting, protocol: Protocol) -> None:
         """
@@ -1354,15 +1433,21 @@ class ProxyRequest(http.Request):
         The origin connection failed before a response began.
 
         @param retry: the origin closed a reused connection without a word
-            (it timed it out as we sent): a request without a body is sent
-            once more on a new connection.
+            (it timed it out as we sent): an idempotent request without a
+            body is sent once more on a new connection.
         """
         self.stopUpload()
         self._upstream = None
         self._headSent = False
         if self._gone or self._ended:
             return
-        if retry and self._reused and not self._retried and self.bodyLength == 0:
+        if (
+            retry
+            and self._reused
+            and not self._retried
+            and self.bodyLength == 0
+            and self.method in _IDEMPOTENT  # others must not reach the origin twice
+        ):
             self._retried = True
             self._resolve()
             return
@@ -1381,7 +1466,7 @@ class ProxyRequest(http.Request):
             return
         factory = self.channel.factory
         factory.stats.count("upstream_failures")
-        factory.log_.info("{target}: {why}", target=self.uri, why=why)
+        factory.log_.info("{target}: {why}", target=_logField(self.uri), why=why)
         self._ended = True
         self.finished = 1
         channel = self.channel
@@ -1402,11 +1487,18 @@ class ProxyRequest(http.Request):
         connection after it when C{close}, or when the request's body was
         not all read.
         """
+        self._releaseTunnel()
         if self._gone or self._ended:
             return
         if self.startedWriting:
             self.upstreamBroken(message)
             return
+        self._answer(status, _TEXT_PLAIN, _textBody(message), close=close, extra=extra)
+
+    def _answer(self, status: int, contentType: bytes, body: bytes, *, close: bool = False, extra: bytes = b"") -> None:
+        """
+        Answer with the proxy's own response (see L{fail}).
+        """
         channel = self.channel
         close = close or not self.bodyComplete
         if close:
@@ -1414,11 +1506,27 @@ class ProxyRequest(http.Request):
         elif not channel.persistent and self.clientproto == b"HTTP/1.1":
             close = True
         self.code = status
-        response = _textResponse(self.clientproto, status, message, extra, close)
+        response = _response(self.clientproto, status, contentType, body, extra, close)
         self.startedWriting = 1
-        self.sentLength = len(response) - response.index(b"\r\n\r\n") - 4
+        self.sentLength = len(body)
         channel.write(response)
         self.finish()
+
+    def _answerAsFinalRecipient(self) -> None:
+        """
+        Answer an C{OPTIONS} or C{TRACE} whose C{Max-Forwards} is 0 here
+        (RFC 9110 section 7.6.2): C{TRACE} gets its request back, without
+        credentials or cookies.
+        """
+        if self.method != b"TRACE":
+            self._answer(200, _TEXT_PLAIN, _textBody("Max-Forwards is 0: this proxy answers, the origin was not asked"))
+            return
+        lines = [b"%s %s %s\r\n" % (self.method, self.uri, self.clientproto)]
+        for name, values in self.requestHeaders.getAllRawHeaders():
+            if name.lower() not in _TRACE_HIDDEN:
+                lines += [b"%s: %s\r\n" % (name, value) for value in values]
+        lines.append(b"\r\n")
+        self._answer(200, b"message/http", b"".join(lines))
 
     def finish(self) -> None:
         if self._gone or self._ended or self.finished:
@@ -1436,8 +1544,7 @@ class ProxyRequest(http.Request):
     # Tunnels.
 
     def _openTunnel(self, tunnel: TunnelUpstream) -> None:
-        factory = self.channel.factory
-        factory.tunnelsOpened()
+        self.channel.factory.stats.count("tunnels")
         self.code = 200
         self.startedWriting = 1
         self._upstream = tunnel
@@ -1452,9 +1559,16 @@ class ProxyRequest(http.Request):
             return
         self._ended = True
         self._upstream = None
-        factory = self.channel.factory
-        factory.tunnelsClosed()
-        factory.log(self)
+        self._releaseTunnel()
+        self.channel.factory.log(self)
+
+    def _releaseTunnel(self) -> None:
+        """
+        This CONNECT no longer counts against the tunnel limit.
+        """
+        if self._tunnelCounted:
+            self._tunnelCounted = False
+            self.channel.factory.tunnelsClosed()
 
     # The client.
 
@@ -1469,10 +1583,10 @@ class ProxyRequest(http.Request):
             upstream.close()
             if not self._ended:
                 self._ended = True
-                factory.tunnelsClosed()
                 factory.log(self)
         elif upstream is not None:
             upstream.abort()
+        self._releaseTunnel()
         http.Request.connectionLost(self, reason)
 
 
@@ -1491,6 +1605,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
     clientHost: Optional[str] = None
     _tunnel: Optional[TunnelUpstream] = None
     _following: Any = None
+    _inputEnded = False
 
     def __init__(self, factory: "ProxyFactory") -> None:
         NetsuiteHTTPChannel.__init__(self, factory)  # type: ignore[arg-type]
@@ -1547,12 +1662,6 @@ class ProxyChannel(NetsuiteHTTPChannel):
         if following is not None:
             following.pauseReading()
 
-    def resumeProducing(self) -> None:
-        NetsuiteHTTPChannel.resumeProducing(self)
-        following = self._following
-        if following is not None:
-            following.resumeReading()
-
     # Tunnels.
 
     def startTunnel(self, tunnel: TunnelUpstream, answer: bytes) -> None:
@@ -1574,6 +1683,8 @@ class ProxyChannel(NetsuiteHTTPChannel):
         self._gate.release("http")
         if early:
             tunnel.fromClient(early)
+        if self._inputEnded:  # the client shut its side while we connected
+            tunnel.clientEnded()
 
     def canHalfClose(self) -> bool:
         """
@@ -1594,13 +1705,32 @@ class ProxyChannel(NetsuiteHTTPChannel):
         if tunnel is not None:
             tunnel.clientEnded()
             return
+        # The client sent its last requests and shut its side: answer every
+        # one of them (some may wait in the buffer), then close.
+        self._inputEnded = True
+        self._closeIfInputDone()
+
+    def _closeIfInputDone(self) -> None:
+        """
+        Close once the client has ended its input and every request it sent
+        is answered (or the last one can never be complete).
+        """
+        if not self._inputEnded or self.paused or self.transport.disconnecting:
+            return  # paused: requests may still wait unread in the buffer
         request = self.requests[-1] if self.requests else None
-        if request is not None and request.bodyComplete and not request._ended:
-            # The client sent its last request and shut its side: answer it,
-            # then close.
-            self.persistent = False
-            return
-        self.loseConnection()
+        if request is None or not request.bodyComplete:
+            self.loseConnection()
+
+    def requestDone(self, request: http.Request) -> None:
+        NetsuiteHTTPChannel.requestDone(self, request)
+        self._closeIfInputDone()
+
+    def resumeProducing(self) -> None:
+        NetsuiteHTTPChannel.resumeProducing(self)
+        following = self._following
+        if following is not None:
+            following.resumeReading()
+        self._closeIfInputDone()
 
     def writeConnectionLost(self) -> None:
         pass
@@ -1620,7 +1750,7 @@ class ProxyFactory(Factory):
     @ivar authenticator: an L{Authenticator}, when the proxy needs users.
     @ivar settings: the L{ProxySettings}.
     @ivar pool: idle origin connections.
-    @ivar tunnelsOpen: CONNECT tunnels open now.
+    @ivar tunnelsOpen: CONNECT tunnels open now, or connecting.
     """
 
     noisy = False
@@ -1690,8 +1820,11 @@ class ProxyFactory(Factory):
             self._logFile = None
 
     def tunnelsOpened(self) -> None:
+        """
+        A CONNECT was routed: it counts against C{maxTunnels} from now,
+        while it connects and while it is open.
+        """
         self.tunnelsOpen += 1
-        self.stats.count("tunnels")
         self.stats.gauges["tunnels_open"] = self.tunnelsOpen
 
     def tunnelsClosed(self) -> None:

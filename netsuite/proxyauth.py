@@ -14,7 +14,9 @@ terminal).
 scrypt costs tens of milliseconds of CPU on purpose, so L{Authenticator}
 runs it in the reactor's thread pool, remembers credentials that checked out
 (for C{cacheSeconds}), and lets each client address try only a few wrong
-passwords a second.
+passwords a second (checks under way count as wrong until they are not).
+An unknown name costs the same check as a known one, so names cannot be
+told apart by the time the answer takes.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import os
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from netsuite.files import writeAtomically
 from netsuite.limits import BucketTable
@@ -178,6 +181,13 @@ class Authenticator:
         self._good: OrderedDict[bytes, float] = OrderedDict()
         self._failures: BucketTable[str] = BucketTable(failuresPerSecond, failureBurst, clock)
         self._check = check or threads.deferToThread
+        #: Checks under way per client: each holds one of its wrong tries.
+        self._reserved: Dict[str, int] = {}
+        #: Credentials being checked, and who waits for the same answer.
+        self._checking: Dict[bytes, List[defer.Deferred[bool]]] = {}
+        #: Checked for unknown names: a known name's cost, never a match.
+        model = next(iter(users.values()), None) or _Entry(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"", bytes(32))
+        self._nobody = _Entry(model.n, model.r, model.p, os.urandom(16), os.urandom(len(model.hash)))
 
     async def authenticate(self, value: Optional[bytes], client: str) -> Optional[str]:
         """
@@ -194,21 +204,49 @@ class Authenticator:
         if expires is not None and now < expires:
             self._good.move_to_end(key)
             return name
-        if self._failures.available(client) < 1.0:
+        waiting = self._checking.get(key)
+        if waiting is not None:
+            # The same credentials on another connection (a browser opens
+            # several at once): one check answers them all.
+            shared: defer.Deferred[bool] = defer.Deferred()
+            waiting.append(shared)
+            return name if await shared else None
+        reserved = self._reserved.get(client, 0)
+        if self._failures.available(client) < reserved + 1.0:
             return None  # too many wrong tries: no more (costly) checks for now
-        entry = self.users.get(name)
-        if entry is None:
-            self._failures.take(client)
-            return None
-        matched = await defer.maybeDeferred(self._check, entry.matches, password)
+        self._reserved[client] = reserved + 1
+        self._checking[key] = []
+        entry = self.users.get(name, self._nobody)
+        try:
+            result = await defer.maybeDeferred(self._check, entry.matches, password)
+        except BaseException:
+            self._checked(key, client, Failure())
+            raise
+        matched = bool(result) and entry is not self._nobody
+        self._checked(key, client, matched)
         if not matched:
-            self._failures.take(client)
             return None
         self._good[key] = self._clock.seconds() + self._cacheSeconds
         self._good.move_to_end(key)
         while len(self._good) > self._cacheSize:
             self._good.popitem(last=False)
         return name
+
+    def _checked(self, key: bytes, client: str, result: Union[bool, Failure]) -> None:
+        """
+        A check ended: free the try it held, count it if the password was
+        wrong, and answer those waiting for the same credentials.
+        """
+        left = self._reserved.pop(client) - 1
+        if left:
+            self._reserved[client] = left
+        if result is False:
+            self._failures.take(client)
+        for shared in self._checking.pop(key):
+            if isinstance(result, Failure):
+                shared.errback(result)
+            else:
+                shared.callback(result)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

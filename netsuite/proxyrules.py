@@ -16,10 +16,12 @@ Refused by default: loopback (unless C{allowLoopback}), link-local,
 unspecified, multicast and broadcast addresses, and the proxy's own
 listening addresses (a request to itself would loop).  Private ranges
 (RFC 1918, IPv6 unique local) are allowed unless C{allowPrivate} is off.
-IPv4 addresses written as IPv6 (C{::ffff:127.0.0.1}, NAT64
-C{64:ff9b::7f00:1}, 6to4 C{2002:7f00:1::}) are judged as the IPv4 address
-they carry.  CONNECT is allowed to the ports in C{connectPorts} only
-(default 443).
+Destinations written as IPv6 forms of an IPv4 address (C{::ffff:127.0.0.1},
+NAT64 C{64:ff9b::7f00:1}, 6to4 C{2002:7f00:1::}) are judged as the IPv4
+address they reach.  A client is judged as the IPv4 address it holds only
+when IPv4-mapped (C{::ffff:a.b.c.d}, an IPv4 client of a dual-stack socket):
+in the other forms it is an IPv6 host, whatever its bits look like.  CONNECT
+is allowed to the ports in C{connectPorts} only (default 443).
 """
 
 from __future__ import annotations
@@ -151,9 +153,11 @@ class ProxyRules:
         @raise Refusal: C{host} is not in an allowed network.
         """
         try:
-            address = _address(host)
+            address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             raise Refusal("this proxy does not serve clients that are not on IP") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         if not any(address in network for network in self.clients):
             raise Refusal(f"this proxy does not serve clients from {address}")
 

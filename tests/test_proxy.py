@@ -15,14 +15,16 @@ from __future__ import annotations
 import base64
 import gzip
 import itertools
+import os
+import socket
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError, getConnectError
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SynchronousTestCase
 from zope.interface import implementer
@@ -294,6 +296,17 @@ class Client:
         self.channel.connectionLost(Failure(ConnectionDone()))
 
 
+class HalfCloseableTransport(StringTransport):
+    """
+    A L{StringTransport} that notes when its writing side is shut.
+    """
+
+    writeClosed = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+
 class Origin:
     """
     The origin end of one connection the proxy made.
@@ -303,7 +316,7 @@ class Origin:
         kind = IPv6Address if ":" in host else IPv4Address
         self.address = kind("TCP", host, port)
         self.protocol = clientFactory.buildProtocol(self.address)  # type: ignore[attr-defined]
-        self.transport = StringTransport(
+        self.transport = HalfCloseableTransport(
             hostAddress=IPv4Address("TCP", "10.0.0.1", next(_ports)), peerAddress=self.address
         )
         self.protocol.makeConnection(self.transport)
@@ -569,6 +582,31 @@ class ParseTargetTests(SynchronousTestCase):
             with self.assertRaises(_BadTarget, msg=repr(bad)):
                 _parseAuthority(bad, None)
 
+    def test_refusesZoneIds(self) -> None:
+        """
+        An IPv6 literal with a zone id (raw, or written C{%25} as in URLs)
+        is refused: a zone names one of the client's interfaces.
+        """
+        for target in (b"http://[fe80::1%eth0]/", b"http://[2001:db8::1%25nosuchif]:8080/"):
+            self.assertRefused(target, "zone id")
+        with self.assertRaises(_BadTarget) as e:
+            _parseAuthority(b"[fd00::2%eth0]:443", None)
+        self.assertIn("zone id", str(e.exception))
+
+    def test_refusesBadHostLabels(self) -> None:
+        """
+        A host name with an empty label, a label over 63 characters, or
+        over 253 characters in all is refused; the longest valid ones (with
+        or without one final dot) are not.
+        """
+        label = b"a" * 63
+        longest = b".".join([label, label, label, b"b" * 61])
+        self.assertEqual(len(longest), 253)
+        for host in (b"a..b", b"a.b..", b"x." + label + b"a", b"a" * 64, longest + b"b", longest + b".b"):
+            self.assertRefused(b"http://%s/" % (host,), "host name is not valid")
+        for host in (longest, longest + b".", b"x." + label, b"a.b."):
+            self.assertEqual(parseTarget(b"http://%s/" % (host,))[0], host)
+
 
 # 2. What the origin receives.
 
@@ -700,6 +738,47 @@ class RequestForwardingTests(ProxyTestCase):
         self.assertEqual(proxy.accept().request().startLine, b"OPTIONS * HTTP/1.1")
         proxy.client().send(b"OPTIONS http://example.com/ HTTP/1.1\r\n\r\n")
         self.assertEqual(proxy.accept().request().startLine, b"OPTIONS / HTTP/1.1")
+
+    def test_maxForwardsZeroAnsweredHere(self) -> None:
+        """
+        OPTIONS or TRACE with C{Max-Forwards: 0} is answered by the proxy
+        and not forwarded (RFC 9110 section 7.6.2); TRACE gets its request
+        back as C{message/http}, without credentials or cookies.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"OPTIONS http://example.com/ HTTP/1.1\r\nMax-Forwards: 0\r\n\r\n")
+        self.assertTextError(client.response(), 200, "Max-Forwards is 0")
+        self.assertFalse(client.closed)
+        client = proxy.client()
+        client.send(
+            b"TRACE http://example.com/t HTTP/1.1\r\nMax-Forwards: 0\r\nX-Probe: 1\r\n"
+            b"Cookie: s=secret\r\nAuthorization: Basic c2VjcmV0\r\n\r\n"
+        )
+        response = client.response()
+        self.assertEqual((response.status, response.header(b"content-type")), (200, [b"message/http"]))
+        echoed = parseRequest(response.body)
+        self.assertEqual(echoed.startLine, b"TRACE http://example.com/t HTTP/1.1")
+        self.assertEqual(echoed.header(b"x-probe"), [b"1"])
+        self.assertEqual(echoed.header(b"max-forwards"), [b"0"])
+        self.assertNotIn(b"secret", response.body)
+        self.assertNotIn(b"c2VjcmV0", response.body)
+        self.assertEqual(proxy.resolver.asked, [])
+        self.assertEqual(proxy.attempts, [])
+
+    def test_maxForwardsDecremented(self) -> None:
+        """
+        OPTIONS or TRACE with C{Max-Forwards} above 0 goes on with one less;
+        other methods pass it on as it came; one that is not a number is
+        refused with 400.
+        """
+        proxy = self.proxy()
+        for method, sent, forwarded in ((b"OPTIONS", b"1", b"0"), (b"TRACE", b"10", b"9"), (b"GET", b"0", b"0")):
+            proxy.client().send(b"%s http://example.com/ HTTP/1.1\r\nMax-Forwards: %s\r\n\r\n" % (method, sent))
+            self.assertEqual(proxy.accept().request().header(b"max-forwards"), [forwarded], method)
+        client = proxy.client()
+        client.send(b"TRACE http://example.com/ HTTP/1.1\r\nMax-Forwards: -1\r\n\r\n")
+        self.assertTextError(client.response(), 400, "Max-Forwards")
 
 
 # 3. What the client receives.
@@ -1308,6 +1387,105 @@ class FailureTests(ProxyTestCase):
         self.assertTrue(proxy.clock.connectors[0].stoppedConnecting)
         proxy.clock.advance(60)
 
+    def test_closeDelimitedBodyBrokenByOrigin(self) -> None:
+        """
+        A body delimited by the end of the connection is complete only when
+        the origin closes cleanly: a reset in the middle reaches an HTTP/1.1
+        client without the last chunk, its connection closed, and an
+        HTTP/1.0 client as a reset.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\n\r\nsome ")
+        origin.protocol.connectionLost(Failure(ConnectionLost()))
+        response = client.response()
+        self.assertEqual(response.header(b"transfer-encoding"), [b"chunked"])
+        self.assertEqual(response.body, b"some ")
+        self.assertFalse(response.complete, "a cut body looks complete")
+        self.assertTrue(client.closed)
+        self.assertEqual(proxy.factory.stats.counters["upstream_failures"], 1)
+        client, origin = proxy.exchange(b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\nsome ")
+        origin.protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(parseResponse(client.received()).body, b"some ")
+        self.assertTrue(client.transport.disconnected, "closed cleanly: the cut looks like a complete response")
+
+    def test_uploadInProgressIsNotSilence(self) -> None:
+        """
+        While the request body still goes to the origin, its taking it is
+        not silence: an upload longer than C{readTimeout} gets its answer.
+        Once the body stops coming, the origin's silence counts: 504.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=10, readTimeout=20))
+        client = proxy.client()
+        client.send(b"POST http://example.com/up HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+        origin = proxy.accept()
+        for _ in range(10):
+            proxy.clock.advance(15)
+            self.assertEqual(client.received(), b"")
+            client.send(b"x" * 10)
+        proxy.clock.advance(19)
+        origin.send(OK)
+        response = client.response()
+        self.assertEqual((response.status, response.body), (200, b"hello"))
+        self.assertEqual(len(origin.request().body), 100)
+
+        client.transport.clear()
+        client.send(b"POST http://example.com/up HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 50)
+        proxy.clock.advance(19.9)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(0.1)
+        self.assertTextError(client.response(), 504, "did not answer within 20 seconds")
+
+    def test_connectErrorInWords(self) -> None:
+        """
+        A connection that fails for another reason than a refusal: 502
+        saying why in words, not as an errno.
+        """
+        proxy = self.proxy()
+        for reason in (getConnectError((113, os.strerror(113))), getConnectError((113, ""))):
+            client = proxy.client()
+            client.send(GET)
+            proxy.clock.tcpClients[-1][2].clientConnectionFailed(proxy.clock.connectors[-1], Failure(reason))
+            response = client.response()
+            self.assertTextError(response, 502, f"could not connect to example.com:80: {os.strerror(113)}")
+            self.assertNotIn(b"113", response.body)
+
+    def test_connectRaisingIs502(self) -> None:
+        """
+        A connect call that raises at once (as the system's does for an
+        address it cannot use) is a 502 saying why, not an unhandled error
+        and a connection closed without an answer.
+        """
+        proxy = self.proxy()
+
+        def connectTCP(*args: object, **kwargs: object) -> None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        self.patch(proxy.clock, "connectTCP", connectTCP)
+        client = proxy.client()
+        client.send(GET)
+        self.assertTextError(client.response(), 502, "could not connect to example.com:80: Name or service not known")
+        self.assertFalse(client.closed)
+        proxy.clock.advance(60)
+        self.assertEqual(len(client.responses()), 1)
+
+    def test_resolverRaisingIs502(self) -> None:
+        """
+        A resolver that raises at once is a 502 saying why, not a wait for
+        the connect timeout.
+        """
+        proxy = self.proxy()
+
+        def resolveHostName(*args: object, **kwargs: object) -> None:
+            raise UnicodeError("encoding with 'idna' codec failed")
+
+        self.patch(proxy.resolver, "resolveHostName", resolveHostName)
+        client = proxy.client()
+        client.send(GET)
+        self.assertTextError(client.response(), 502, "could not resolve the host name example.com", "idna")
+        self.assertEqual(proxy.factory.stats.counters["dns_failures"], 1)
+        proxy.clock.advance(60)
+        self.assertEqual(len(client.responses()), 1)
+
 
 
 class FlowControlTests(ProxyTestCase):
@@ -1477,6 +1655,39 @@ class RuleTests(ProxyTestCase):
         client.send(b"GET https://example.com/ HTTP/1.1\r\n\r\n")
         self.assertTextError(client.response(), 400, "CONNECT")
         self.assertFalse(client.closed)
+
+    def test_ipv6ZoneIdRefused(self) -> None:
+        """
+        A GET or CONNECT to an IPv6 literal with a zone id: 400 saying so;
+        nothing is connected.
+        """
+        proxy = self.proxy()
+        for request in (
+            b"GET http://[2001:db8::1%nosuchif]/ HTTP/1.1\r\n\r\n",
+            b"CONNECT [fd00::2%eth0]:443 HTTP/1.1\r\n\r\n",
+        ):
+            client = proxy.client()
+            client.send(request)
+            self.assertTextError(client.response(), 400, "zone id")
+        self.assertEqual(proxy.attempts, [])
+
+    def test_unusableHostNamesRefused(self) -> None:
+        """
+        Host names DNS cannot carry (an empty label, a label over 63
+        characters) get 400 at once, for GET and CONNECT, and the resolver
+        is not asked (the system's would fail to encode them and never
+        answer).
+        """
+        proxy = self.proxy()
+        for request in (
+            b"GET http://a..b/ HTTP/1.1\r\n\r\n",
+            b"GET http://%s.example/ HTTP/1.1\r\n\r\n" % (b"a" * 64,),
+            b"CONNECT a..b:443 HTTP/1.1\r\n\r\n",
+        ):
+            client = proxy.client()
+            client.send(request)
+            self.assertTextError(client.response(), 400, "host name is not valid")
+        self.assertEqual(proxy.resolver.asked, [])
 
     def test_contentLengthAndChunked(self) -> None:
         """
@@ -1681,6 +1892,63 @@ class KeepAliveTests(ProxyTestCase):
         first.close()
         self.assertEqual(len(proxy.attempts), 1)
         self.assertTextError(client.response(), 502, "without answering")
+        self.assertTrue(client.closed)
+
+    def test_nonIdempotentRequestNotRetried(self) -> None:
+        """
+        A POST or PATCH without a body, on a reused connection the origin
+        closes without a word, is not sent again (the origin may have acted
+        on it): 502.  An idempotent DELETE is sent again.
+        """
+        for request in (
+            b"POST http://example.com/act HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"PATCH http://example.com/act HTTP/1.1\r\n\r\n",
+        ):
+            proxy = self.proxy()
+            client, first = proxy.exchange()
+            client.transport.clear()
+            client.send(request)
+            first.close()
+            self.assertEqual(len(proxy.attempts), 1, request)
+            self.assertTextError(client.response(), 502, "without answering")
+        proxy = self.proxy()
+        client, first = proxy.exchange()
+        client.send(b"DELETE http://example.com/x HTTP/1.1\r\n\r\n")
+        first.close()
+        self.assertEqual(len(proxy.attempts), 2)
+        self.assertEqual(proxy.accept().request().startLine, b"DELETE /x HTTP/1.1")
+
+    def test_pipelinedRequestsThenHalfClose(self) -> None:
+        """
+        A client that pipelines three requests, then shuts its sending side
+        (C{nc -N}), gets all three answers in order, then the connection
+        closes.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"".join(b"GET http://example.com/%d HTTP/1.1\r\n\r\n" % (i,) for i in (1, 2, 3)))
+        client.channel.readConnectionLost()
+        origin = proxy.accept()
+        for i in (1, 2, 3):
+            self.assertFalse(client.closed)
+            origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % (i,))
+        self.assertEqual([r.body for r in client.responses()], [b"1", b"2", b"3"])
+        self.assertEqual(origin.received().count(b"GET /"), 3)
+        self.assertTrue(client.closed)
+
+    def test_halfCloseAfterIncompleteRequest(self) -> None:
+        """
+        After the client shuts its side, a request it left incomplete can
+        never end: the complete ones are answered, then the connection
+        closes.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET + b"GET http://example.com/2 HTTP/1.1\r\nHost: exa")
+        client.channel.readConnectionLost()
+        self.assertFalse(client.closed)
+        proxy.accept().send(OK)
+        self.assertEqual([r.body for r in client.responses()], [b"hello"])
         self.assertTrue(client.closed)
 
 
@@ -1977,6 +2245,62 @@ class TunnelTests(ProxyTestCase):
         self.assertTextError(client.response(), 503, "too many tunnels")
         self.assertEqual(len(proxy.attempts), 1)
 
+    def test_tunnelLimitCountsTunnelsStillConnecting(self) -> None:
+        """
+        CONNECTs still resolving or connecting count against
+        C{maxTunnels}, so parallel ones cannot overshoot it; each way one
+        can fail gives its place back, and an open tunnel holds its place
+        until it closes.
+        """
+        proxy = self.proxy(settings=ProxySettings(maxTunnels=2), silent=["slow.example"])
+        connect = b"CONNECT example.com:443 HTTP/1.1\r\n\r\n"
+        first, second, third = proxy.client(), proxy.client(), proxy.client()
+        first.send(connect)
+        second.send(b"CONNECT slow.example:443 HTTP/1.1\r\n\r\n")
+        third.send(connect)
+        self.assertTextError(third.response(), 503, "too many tunnels")
+        self.assertEqual(len(proxy.attempts), 1)
+        self.assertEqual(proxy.factory.tunnelsOpen, 2)
+        self.assertEqual(proxy.factory.stats.gauges["tunnels_open"], 2)
+        proxy.refuse()
+        self.assertEqual(first.response().status, 502)
+        self.assertEqual(proxy.factory.tunnelsOpen, 1)
+        second.lose()
+        self.assertEqual(proxy.factory.tunnelsOpen, 0)
+        for target in (b"loopback.example:443", b"nowhere.example:443"):
+            client = proxy.client()
+            client.send(b"CONNECT %s HTTP/1.1\r\n\r\n" % (target,))
+            self.assertIn(client.response().status, (403, 502))
+        client = proxy.client()
+        client.send(connect)
+        proxy.clock.advance(10)
+        self.assertEqual(client.response().status, 504)
+        self.assertEqual(proxy.factory.tunnelsOpen, 0)
+        client = proxy.client()
+        client.send(connect)
+        origin = proxy.accept()
+        self.assertEqual(proxy.factory.tunnelsOpen, 1)
+        origin.close()
+        self.assertEqual(proxy.factory.tunnelsOpen, 0)
+        self.assertEqual(proxy.factory.stats.counters["tunnels"], 1)
+        self.assertEqual(proxy.factory.stats.gauges["tunnels_open"], 0)
+
+    def test_clientEndBeforeTunnelOpensReachesOrigin(self) -> None:
+        """
+        A client that sends CONNECT and its first bytes, then shuts its
+        sending side before the origin connection is made: once the tunnel
+        opens, the origin gets the bytes, then the end of the input.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\nhello")
+        client.channel.readConnectionLost()
+        self.assertFalse(client.closed)
+        origin = proxy.accept()
+        self.assertEqual(client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.assertEqual(origin.received(), b"hello")
+        self.assertTrue(origin.transport.writeClosed, "the origin still waits for more from the client")
+
 # 10. Stats and the access log.
 
 
@@ -2056,3 +2380,17 @@ class StatsAndLogTests(ProxyTestCase):
         self.assertEqual(len(lines), 2)
         self.assertIn('"GET http://example.com/ HTTP/1.1" 200 0 5 ', lines[0])
         self.assertIn('"GET http://loopback.example/ HTTP/1.1" 403 0 0 ', lines[1])
+
+    def test_logMessagesAreText(self) -> None:
+        """
+        The proxy's messages name origins and targets as text, not as
+        Python byte strings.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        proxy.exchange(GET, b"garbage\r\n\r\n")
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        origin.close()
+        messages = [formatEvent(e) for e in events if e.get("log_format") != "{line}"]
+        self.assertIn("origin example.com: the origin did not answer in HTTP/1.x", messages)
+        self.assertIn("http://example.com/: the origin closed the connection before the end of the response", messages)

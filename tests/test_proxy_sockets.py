@@ -917,6 +917,62 @@ class ProxySocketTests(TestCase):
         self.assertEqual(status, 502)
         self.assertIn(b"closed the connection", body)
 
+    async def test_originResetInCloseDelimitedBody(self) -> None:
+        """
+        An origin that resets its connection (TCP RST) in the middle of a
+        body delimited by the end of the connection: the HTTP/1.1 client
+        gets the bytes that came, no last chunk, and its connection closed,
+        so it can tell the answer is short.
+        """
+        origin, target = self._rawOrigin()
+        port = await self.startProxy()
+        origin.waitFor(10).addCallback(
+            lambda conn: conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial body")
+        )
+
+        def fetch() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
+                s.sendall(b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % (target,))
+                received = b""
+                while b"partial body" not in received:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return received
+                    received += chunk
+                # abortConnection closes with SO_LINGER 0: a reset.
+                reactor.callFromThread(origin.connections[0].transport.abortConnection)
+                while not received.endswith(b"0\r\n\r\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+                return received
+
+        received = await threads.deferToThread(fetch)
+        self.assertIn(b"\r\nTransfer-Encoding: chunked\r\n", received)
+        self.assertIn(b"partial body", received)
+        self.assertFalse(received.endswith(b"0\r\n\r\n"), "the cut answer ends like a complete one")
+        self.assertEqual(self.factory.stats.counters.get("upstream_failures"), 1)
+
+    async def test_pipelinedRequestsThenHalfClose(self) -> None:
+        """
+        A client that sends three requests and shuts its sending side at
+        once (C{nc -N}) gets three answers, then the proxy closes.
+        """
+        port = await self.startProxy()
+        requests = b"".join(b"GET %s/echo?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(), n) for n in (1, 2, 3))
+
+        def talk() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
+                s.sendall(requests)
+                s.shutdown(socket.SHUT_WR)
+                return _recvAll(s)
+
+        received = await threads.deferToThread(talk)
+        self.assertEqual(received.count(b"HTTP/1.1 200 OK\r\n"), 3, received)
+        for n in (1, 2, 3):
+            self.assertIn(b'"uri": "/echo?n=%d"' % (n,), received)
+
     async def test_notAProxyRequest(self) -> None:
         """
         A request in origin form gets 400 saying this is a proxy; conflicting

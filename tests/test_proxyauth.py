@@ -81,7 +81,8 @@ class AuthenticatorTests(SynchronousTestCase):
             self.checks += 1
             return defer.succeed(function(*args))
 
-        self.auth = Authenticator(loadUsers(path), self.clock, check=check, cacheSeconds=60)
+        self.users = loadUsers(path)
+        self.auth = Authenticator(self.users, self.clock, check=check, cacheSeconds=60)
 
     def authenticate(self, value, client="127.0.0.1"):
         return self.successResultOf(defer.ensureDeferred(self.auth.authenticate(value, client)))
@@ -114,6 +115,79 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(self.authenticate(basic("alice", "right"), client="10.0.0.2"), "alice")
         self.clock.advance(1)
         self.assertEqual(self.authenticate(basic("alice", "right")), "alice")
+
+    def slowAuthenticator(self):
+        """
+        An L{Authenticator} whose checks end only when the test fires them
+        (C{self.pending}, in order).
+        """
+        self.pending = []
+
+        def check(function, *args):
+            self.checks += 1
+            d = defer.Deferred()
+            self.pending.append(lambda: d.callback(function(*args)))
+            return d
+
+        return Authenticator(self.users, self.clock, check=check)
+
+    def test_parallelWrongGuessesLimited(self) -> None:
+        """
+        A check under way holds one of the client's wrong tries from the
+        start: of 20 guesses sent at once only 5 (the burst) are checked,
+        however long the checks take, and none is left over afterwards.
+        """
+        auth = self.slowAuthenticator()
+        guesses = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"guess{i}"), "10.0.0.9")) for i in range(20)
+        ]
+        self.assertEqual(self.checks, 5)
+        for fire in self.pending:
+            fire()
+        self.assertEqual([self.successResultOf(d) for d in guesses], [None] * 20)
+        self.assertIsNone(self.successResultOf(defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9"))))
+        self.assertEqual(self.checks, 5)
+
+    def test_parallelRightCredentialsShareOneCheck(self) -> None:
+        """
+        The same credentials on many connections at once (a browser's) are
+        checked once, and all of them pass, however many there are; a right
+        password uses none of the client's wrong tries.
+        """
+        auth = self.slowAuthenticator()
+        tries = [defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9")) for _ in range(12)]
+        self.assertEqual(self.checks, 1)
+        self.pending[0]()
+        self.assertEqual([self.successResultOf(d) for d in tries], ["alice"] * 12)
+        wrong = [defer.ensureDeferred(auth.authenticate(basic("alice", f"guess{i}"), "10.0.0.9")) for i in range(5)]
+        self.assertEqual(self.checks, 6)
+        for fire in self.pending[1:]:
+            fire()
+        self.assertEqual([self.successResultOf(d) for d in wrong], [None] * 5)
+
+    def test_unknownNameCostsTheSameCheck(self) -> None:
+        """
+        An unknown name is checked like a known one, against an entry of the
+        same scrypt cost (so the answer takes as long), never passes, and
+        counts as a wrong try.
+        """
+        seen = []
+
+        def check(function, *args):
+            seen.append(function.__self__)
+            return defer.succeed(True)
+
+        auth = Authenticator(self.users, self.clock, check=check)
+        result = defer.ensureDeferred(auth.authenticate(basic("mallory", "right"), "10.0.0.9"))
+        self.assertIsNone(self.successResultOf(result))
+        [entry] = seen
+        alice = self.users["alice"]
+        self.assertIsNot(entry, alice)
+        self.assertEqual((entry.n, entry.r, entry.p, len(entry.hash)), (alice.n, alice.r, alice.p, len(alice.hash)))
+        for _ in range(4):
+            self.assertIsNone(self.successResultOf(defer.ensureDeferred(auth.authenticate(basic("mallory", "x"), "10.0.0.9"))))
+        self.assertIsNone(self.successResultOf(defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9"))))
+        self.assertEqual(len(seen), 5)
 
 
 class CommandTests(SynchronousTestCase):

@@ -17,6 +17,23 @@ class ClientTests(SynchronousTestCase):
         for host in ("10.0.0.1", "192.0.2.1", "2001:db8::1", "::ffff:10.0.0.1", "not an address"):
             self.assertRaises(Refusal, rules.checkClient, host)
 
+    def test_embeddedIPv4NotUnwrappedForClients(self) -> None:
+        """
+        A client is judged as an IPv4 address only when IPv4-mapped: 6to4,
+        NAT64 and IPv4-compatible addresses are IPv6 hosts (anyone may hold
+        C{2002:7f00:1::99}), not loopback clients, and they match IPv6
+        networks.
+        """
+        rules = ProxyRules()
+        rules.checkClient("::ffff:127.0.0.1")
+        for host in ("2002:7f00:1::99", "64:ff9b::7f00:1", "::127.0.0.1"):
+            with self.assertRaises(Refusal, msg=host) as e:
+                rules.checkClient(host)
+            self.assertIn("does not serve clients from", e.exception.reason)
+        rules = ProxyRules(clients=parseNetworks("2002::/16, 64:ff9b::/96"))
+        for host in ("2002:7f00:1::99", "64:ff9b::7f00:1"):
+            rules.checkClient(host)
+
     def test_configuredNetworks(self) -> None:
         rules = ProxyRules(clients=parseNetworks("10.0.0.0/8, 2001:db8::/32"))
         rules.checkClient("10.1.2.3")
