@@ -1,7 +1,8 @@
 """
-Tests for L{netsuite.web.static}: the parsers in memory, everything else
-over real loopback sockets with a raw HTTP client (so that paths such as
-C{/../} reach the server exactly as written) and treq.
+Tests for L{netsuite.web.static}: the parsers, the cache's memory and
+streaming a turn at a time in memory, everything else over real loopback
+sockets with a raw HTTP client (so that paths such as C{/../} reach the
+server exactly as written) and treq.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import json
 import os
 import socket
 import time
+import tracemalloc
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import trustme
 from twisted.internet import reactor, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -27,6 +30,8 @@ from treq.client import HTTPClient
 from netsuite.listen import StreamListener
 from netsuite.tls import loadPEM, serverOptions
 from netsuite.web.static import (
+    CHUNK_SIZE,
+    SENDFILE_TURN_BYTES,
     StaticFolder,
     contentTypeFor,
     parseAcceptsGzip,
@@ -69,6 +74,56 @@ def openFilesFor(path: str) -> int:
         except OSError:
             pass
     return count
+
+
+class ReactorLikeClock(Clock):
+    """
+    A L{Clock} whose C{advance} is one reactor turn: it runs the calls due
+    when it starts, once; a call made for now during the turn waits for the
+    next one, as in a reactor.  (C{Clock.advance} would run it at once, and
+    Twisted's HTTP/2 sending loop calls itself again with C{callLater(0)}
+    while a stream has data queued, so C{advance(0)} would never return.)
+    """
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        due = [call for call in self.calls if call.getTime() <= self.rightNow]
+        for call in due:
+            if call in self.calls:  # not cancelled by an earlier one
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
+
+
+class SocketLikeTransport(StringTransport):
+    """
+    A L{StringTransport} that, like a TCP transport, pauses its producer
+    while more than C{bufferSize} bytes wait to be sent, until L{drain}.
+    """
+
+    bufferSize = 64 * 1024
+    producerPaused = False
+
+    def write(self, data: bytes) -> None:
+        StringTransport.write(self, data)
+        if (
+            self.producer is not None
+            and not self.producerPaused
+            and len(self.io.getvalue()) > self.bufferSize
+        ):
+            self.producerPaused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """
+        What waits to be sent, taken by the peer: the producer may go on.
+        """
+        data = self.value()
+        self.clear()
+        if self.producerPaused:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+        return data
 
 
 class NotFound(Resource):
@@ -324,6 +379,17 @@ class ParserTests(SynchronousTestCase):
         self.assertEqual(parseHTTPDate(b"Sunday, 06-Nov-94 08:49:37 GMT"), 784111777)
         self.assertEqual(parseHTTPDate(b"Sun Nov  6 08:49:37 1994"), 784111777)
         self.assertIsNone(parseHTTPDate(b"yesterday"))
+        # Out of range: not a date (RFC 9110 13.1.3), not one days later.
+        for invalid in [
+            b"Sat, 99 Nov 2026 12:15:46 GMT",
+            b"Mon, 30 Feb 2026 10:00:00 GMT",
+            b"Mon, 01 Jan 2026 24:00:00 GMT",
+            b"Mon, 01 Jan 2026 10:60:00 GMT",
+            b"Mon, 01 Jan 2026 10:00:61 GMT",
+        ]:
+            self.assertIsNone(parseHTTPDate(invalid), invalid)
+        self.assertEqual(parseHTTPDate(b"Thu, 29 Feb 2024 00:00:00 GMT"), 1709164800)
+        self.assertEqual(parseHTTPDate(b"Wed, 31 Dec 2025 23:59:60 GMT"), 1767225600)
         self.assertIsNone(parseHTTPDate(b""))
         self.assertIsNone(parseHTTPDate(b"\xff\xfe"))
 
@@ -483,6 +549,11 @@ class FileTests(ServerMixin, TestCase):
         self.assertEqual(older.body, patterned(5000))
         garbage = await self.get(b"/data.bin", [(b"If-Modified-Since", b"not a date")])
         self.assertEqual(garbage.status, 200)
+        # The 99th of November next year is no date (not February after).
+        invalid = b"Sat, 99 Nov %d 12:15:46 GMT" % (time.gmtime().tm_year + 1,)
+        ignored = await self.get(b"/data.bin", [(b"If-Modified-Since", invalid)])
+        self.assertEqual(ignored.status, 200)
+        self.assertEqual(ignored.body, patterned(5000))
         # If-None-Match wins over If-Modified-Since.
         both = await self.get(
             b"/data.bin", [(b"If-Modified-Since", lastModified), (b"If-None-Match", b'"x"')]
@@ -1057,6 +1128,33 @@ class LargeFileTests(ServerMixin, TestCase):
         # is one buffer's worth each time the socket is full).
         self.assertGreater(sum(sent), self.SIZE // 2)
 
+    async def test_sendfileYieldsToOtherConnections(self) -> None:
+        """
+        A client that takes everything at once gets at most
+        C{SENDFILE_TURN_BYTES} (and one more C{sendfile}) in one reactor
+        turn; the rest follows in the next turns.
+        """
+        size = 64 * 1024 * 1024
+        os.truncate(self.write("www/sparse.bin", b""), size)
+        sent: List[int] = []
+        firstTurn: List[int] = []
+
+        def sendfile(out, fd, offset, count):
+            # As if the socket took everything (nothing really goes).
+            if not sent:
+                reactor.callLater(0, lambda: firstTurn.append(sum(sent)))
+            sent.append(min(count, 1024 * 1024))
+            return sent[-1]
+
+        self.patch(os, "sendfile", sendfile)
+        client = await self.connectRaw()
+        client.transport.write(b"GET /sparse.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await waitUntil(lambda: firstTurn)
+        self.assertLessEqual(firstTurn[0], SENDFILE_TURN_BYTES + 1024 * 1024)
+        await waitUntil(lambda: not self.folder._producers)
+        # All of it but what one read put in the transport's buffer.
+        self.assertGreater(sum(sent), size - CHUNK_SIZE)
+
     async def test_trackedPlainListenerCountsBytes(self) -> None:
         listener = StreamListener("web", "tcp:0:interface=127.0.0.1", Site(self.folder), grace=1.0)
         listener.startService()
@@ -1152,6 +1250,24 @@ class CacheTests(ServerMixin, TestCase):
             self.folder._cacheBytes, sum(e.cost for e in self.folder._cache.values())
         )
 
+    async def test_emptyAndDotSegmentsShareOneEntry(self) -> None:
+        """
+        C{//a/./b} is C{/a/b} (as in nginx): spellings with empty or C{.}
+        segments neither make cache entries of their own nor grow one.
+        """
+        for prefix in [b"/", b"//", b"/" * 3000, b"/./", b"//.//./"]:
+            response = await self.get(prefix + b"hello.txt")
+            self.assertEqual(response.body, HELLO)
+            self.assertNotFound(await self.get(prefix + b"nope%d" % len(prefix)))
+        self.assertEqual((await self.get(b"//sub//./")).body, SUB_INDEX)
+        self.assertEqual(
+            sorted(self.folder._cache),
+            sorted(
+                [(b"hello.txt",), (b"sub",), (b"sub", b"index.html")]
+                + [(b"nope%d" % n,) for n in (1, 2, 3000, 3, 7)]
+            ),
+        )
+
     async def test_biggerThanMaxCachedFileSizeStreamed(self) -> None:
         self.startServer(maxCachedFileSize=1000)
         response = await self.get(b"/hello.txt")
@@ -1160,3 +1276,80 @@ class CacheTests(ServerMixin, TestCase):
         small = await self.get(b"/list/a.txt")
         self.assertEqual(small.body, b"ay!")
         self.assertEqual(self.folder._cache[(b"list", b"a.txt")].identity.body, b"ay!")
+
+
+class CacheMemoryTests(SynchronousTestCase):
+    """
+    What the cache holds in memory stays near C{maxCacheBytes}, however
+    long the paths it is asked about.
+    """
+
+    def test_longPathsCountWhatTheyHold(self) -> None:
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+        bound = 1024 * 1024
+        folder = StaticFolder(root, notFound=NotFound(), clock=Clock(), maxCacheBytes=bound)
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(60):
+            # What a request line of 3 KB makes: 1000 segments, a bytes
+            # object each (40 KB), and the path they join to.
+            path = b"/".join([b"ab"] * 1000 + [b"nope%d" % i])
+            folder._lookup(tuple(path.split(b"/")))
+        held = tracemalloc.get_traced_memory()[0] - before
+        self.assertLessEqual(folder._cacheBytes, bound)
+        self.assertLess(held, bound * 1.25)
+        self.assertEqual(
+            folder._cacheBytes, sum(entry.cost for entry in folder._cache.values())
+        )
+
+
+class InMemoryStreamingTests(SynchronousTestCase):
+    """
+    A large file streamed over HTTP/1.1 in memory, a reactor turn at a time.
+    """
+
+    def test_compressibleFileReadAChunkATurn(self) -> None:
+        """
+        A file that compresses to almost nothing (which never fills the
+        transport's buffer) is read one chunk a reactor turn, so that the
+        other connections are served in between.
+        """
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+        text = b"all work and no play makes jack a dull boy\n" * 200000
+        with open(os.path.join(root, "big.txt"), "wb") as f:
+            f.write(text)
+        clock = ReactorLikeClock()
+        folder = StaticFolder(root, notFound=NotFound(), clock=clock)
+        channel = Site(folder, reactor=clock).buildProtocol(None)
+        transport = SocketLikeTransport()
+        channel.makeConnection(transport)
+        reads: List[int] = []
+        pread = os.pread
+
+        def countingRead(fd: int, size: int, offset: int) -> bytes:
+            data = pread(fd, size, offset)
+            reads.append(len(data))
+            return data
+
+        self.patch(os, "pread", countingRead)
+        channel.dataReceived(
+            b"GET /big.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        received = []
+        turns = 0
+        while True:
+            self.assertLessEqual(sum(reads), CHUNK_SIZE, f"read in turn {turns}")
+            del reads[:]
+            received.append(transport.drain())
+            if not folder._producers:
+                break
+            clock.advance(0)
+            turns += 1
+        self.assertGreaterEqual(turns, len(text) // CHUNK_SIZE)
+        response = Response(b"".join(received))
+        self.assertEqual(response.header(b"content-encoding"), b"gzip")
+        self.assertEqual(gzip.decompress(response.body), text)

@@ -13,7 +13,9 @@ Small files are kept in memory (their bytes, gzip bytes, ETag and headers),
 checked against the disk at most every C{cacheSeconds} (an C{os.stat} of the
 file and of its C{.gz} sibling, and its real path); large files are streamed
 by a push producer that follows the client's pace (C{os.sendfile} on plain
-TCP) and closes the file however the response ends.
+TCP; over HTTP/2 the socket's, whatever flow-control window the client
+announces), reads at most one chunk a reactor turn, and closes the file
+however the response ends.
 
 Embedding::
 
@@ -26,6 +28,7 @@ Embedding::
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import html
 import json
@@ -33,9 +36,10 @@ import mimetypes
 import os
 import re
 import stat
+import sys
 import zlib
 from collections import OrderedDict
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from twisted.internet import tcp
@@ -63,12 +67,26 @@ __all__ = [
 #: Bytes read from disk at once when streaming a large file.
 CHUNK_SIZE = 256 * 1024
 
+#: Bytes read at once for an HTTP/2 stream: Twisted's HTTP/2 connection
+#: sends one frame (16 KiB unless the client allows more) a reactor turn, so
+#: more would only wait in its queue.
+H2_CHUNK_SIZE = 64 * 1024
+
+#: At most this much goes out with C{os.sendfile} in one reactor turn (to a
+#: client that takes everything at once) before the other connections' turn.
+SENDFILE_TURN_BYTES = 4 * 1024 * 1024
+
 #: zlib level for gzip made here (cached once for small files, streamed for
 #: large ones).
 GZIP_LEVEL = 6
 
-#: What one cache entry costs besides its bytes (bookkeeping, headers).
+#: What one cache entry costs besides its key, path and representations
+#: (the entry, the cache's own bookkeeping).
 _ENTRY_OVERHEAD = 512
+
+#: What one representation of a file costs besides its bytes (its headers,
+#: validators and paths), as measured.
+_REPRESENTATION_OVERHEAD = 1024
 
 _MISSING = 0
 _FILE = 1
@@ -295,12 +313,18 @@ def _bigInt(digits: bytes) -> int:
 
 def parseHTTPDate(value: bytes) -> int | None:
     """
-    An HTTP date as seconds since the epoch, or L{None} if it is not one.
+    An HTTP date as seconds since the epoch, or L{None} if it is not one
+    (a day, hour, minute or second out of range too: C{99 Nov} is not the
+    9th of February, RFC 9110 13.1.3).
     """
     try:
         parsed = email.utils.parsedate_tz(value.decode("latin-1"))
         if parsed is None:
             return None
+        year, month, day, hour, minute, second = parsed[:6]
+        if not 0 <= second <= 60:  # 60: a leap second
+            return None
+        datetime.datetime(year, month, day, hour, minute)  # ValueError if out of range
         return int(email.utils.mktime_tz(parsed))
     except (ValueError, OverflowError, TypeError, IndexError):
         return None
@@ -471,6 +495,19 @@ class _Entry:
         self.cost = _ENTRY_OVERHEAD
 
 
+def _representationCost(representation: _Representation) -> int:
+    """
+    What a cached representation takes in memory: its bytes, headers and
+    path.
+    """
+    body = representation.body
+    return (
+        _REPRESENTATION_OVERHEAD
+        + (len(body) if body is not None else 0)
+        + sys.getsizeof(representation.path)
+    )
+
+
 def _hidden(name: bytes) -> bool:
     """
     Whether a path segment names a dotfile or dot-directory, which is
@@ -576,10 +613,12 @@ class StaticFolder(Resource):
         if not postpath:
             # The folder itself, without its slash.
             return self._redirectToSlash(request, ())
-        key = tuple(postpath)
+        # Empty and "." segments name nothing ("//a/./b" is "/a/b", as in
+        # nginx), so that they neither make another cache entry nor fill one.
+        key = tuple(segment for segment in postpath if segment != b"" and segment != b".")
         entry = self._lookup(key)
         kind = entry.kind
-        trailingSlash = key[-1] in (b"", b".")
+        trailingSlash = postpath[-1] in (b"", b".")
         if kind == _FILE:
             if trailingSlash:
                 return self._renderNotFound(request)
@@ -587,7 +626,7 @@ class StaticFolder(Resource):
         if kind == _DIR:
             if not trailingSlash:
                 return self._redirectToSlash(request, key)
-            indexKey = key[:-1] + (b"index.html",)
+            indexKey = key + (b"index.html",)
             index = self._lookup(indexKey)
             if index.kind == _FILE:
                 return self._renderFile(request, indexKey, index)
@@ -654,7 +693,8 @@ class StaticFolder(Resource):
 
     def _lookup(self, key: tuple[bytes, ...]) -> _Entry:
         """
-        The entry for a raw path, from the cache when it is fresh enough.
+        The entry for a path (its segments, without empty or C{.} ones),
+        from the cache when it is fresh enough.
         """
         now = self._clock.seconds()
         cache = self._cache
@@ -667,7 +707,13 @@ class StaticFolder(Resource):
             del cache[key]
             self._cacheBytes -= entry.cost
         entry = self._resolve(key, now, entry)
-        entry.cost += sum(len(part) for part in key)
+        # What the key and paths really take (sys.getsizeof counts a
+        # shared object once per use: rather too much than too little).
+        entry.cost += (
+            sys.getsizeof(key)
+            + sum(sys.getsizeof(part) for part in key)
+            + sys.getsizeof(entry.path)
+        )
         cache[key] = entry
         self._cacheBytes += entry.cost
         self._evict()
@@ -751,8 +797,7 @@ class StaticFolder(Resource):
             entry.identity = self._fromDisk(path, st, contentType, entry.vary)
         identity = entry.identity
         assert identity is not None
-        if identity.body is not None:
-            entry.cost += len(identity.body)
+        entry.cost += _representationCost(identity)
         if sibling is not None:
             previous = old.gzipped if reuse and old is not None else None
             siblingSignature = _signature(sibling)
@@ -791,8 +836,8 @@ class StaticFolder(Resource):
                 entry.gzipped = old.gzipped
             else:
                 entry.gzipPending = True
-        if entry.gzipped is not None and entry.gzipped.body is not None:
-            entry.cost += len(entry.gzipped.body)
+        if entry.gzipped is not None:
+            entry.cost += _representationCost(entry.gzipped)
         return entry
 
     def _cacheable(self, size: int) -> bool:
@@ -865,9 +910,10 @@ class StaticFolder(Resource):
                     True,
                     encoding=b"gzip",
                 )
-                entry.cost += len(compressed)
+                cost = _representationCost(entry.gzipped)
+                entry.cost += cost
                 if self._cache.get(key) is entry:
-                    self._cacheBytes += len(compressed)
+                    self._cacheBytes += cost
                     self._evict()
         return entry.gzipped
 
@@ -1181,12 +1227,25 @@ class _FileProducer:
     socket is full (or the headers are queued), one read just big enough to
     fill the transport's buffer goes through it, so that the transport pauses
     this producer until the socket takes more.  Everywhere else (TLS,
-    HTTP/2, compressed bodies) every chunk is a L{CHUNK_SIZE} read written
-    to the request.
+    HTTP/2, compressed bodies) every chunk is a L{CHUNK_SIZE} read
+    (L{H2_CHUNK_SIZE} over HTTP/2) written to the request.
+
+    At most one read, or L{SENDFILE_TURN_BYTES} of C{sendfile}, is done in
+    one reactor turn; the rest follows in the next turn, so that a file that
+    compresses to almost nothing (which never fills a transport's buffer)
+    does not hold up the other connections.
+
+    Over HTTP/2, Twisted pauses a stream's producer only when the client's
+    flow-control window is used up, and a client can make that 2 GiB; so a
+    stream reads only once its HTTP/2 connection has sent what the stream
+    gave it before and while the connection's transport takes data: the
+    file goes at the socket's pace, whatever window the client announces.
 
     A client that takes nothing for the folder's C{stallTimeout} seconds is
-    disconnected (twisted.web does not time out a request being answered),
-    so that it cannot hold the file and the connection forever.
+    disconnected, or its HTTP/2 stream reset (twisted.web does not time out
+    a request being answered), so that it cannot hold the file and the
+    connection forever.  A body that cannot be sent whole (the file shrank)
+    ends the same way, never as if it were complete.
     """
 
     log = Logger()
@@ -1214,6 +1273,17 @@ class _FileProducer:
         self._producing = False
         self._stallTimer: IDelayedCall | None = None
         self.done = False
+        channel = request.channel
+        # The reactor that runs the connection (the folder's clock need not
+        # be one) gives the next turn.
+        reactor = getattr(getattr(request, "site", None), "reactor", None)
+        self._reactor: IReactorTime = reactor if reactor is not None else folder._clock
+        self._h2 = _h2Connection(channel)
+        self._streamID = getattr(channel, "streamID", None)
+        #: The call that goes on in the next turn.
+        self._next: IDelayedCall | None = None
+        #: Waiting for the HTTP/2 connection's transport to take data again.
+        self._waitingForTransport = False
 
     def start(self) -> None:
         """
@@ -1244,17 +1314,19 @@ class _FileProducer:
 
     def pauseProducing(self) -> None:
         self._paused = True
-        if self._stallTimer is None and not self.done:
-            self._stallTimer = self._folder._clock.callLater(
-                self._folder.stallTimeout, self._stalled
-            )
+        self._watchStall()
 
     def resumeProducing(self) -> None:
         self._paused = False
-        if self._stallTimer is not None:
-            self._stallTimer.cancel()
-            self._stallTimer = None
-        if self._producing or self.done:
+        self._watchStall()
+        if self._next is None:
+            self._run()
+
+    def stopProducing(self) -> None:
+        self._close()
+
+    def _run(self) -> None:
+        if self._producing or self.done or self._paused or self._waitingForTransport:
             return
         self._producing = True
         try:
@@ -1265,11 +1337,34 @@ class _FileProducer:
         finally:
             self._producing = False
 
-    def stopProducing(self) -> None:
-        self._close()
+    def _later(self) -> None:
+        """
+        Go on in the next reactor turn (unless paused by then).
+        """
+        if self._next is None and not self.done:
+            self._next = self._reactor.callLater(0, self._continue)
+
+    def _continue(self) -> None:
+        self._next = None
+        self._run()
+
+    def _watchStall(self) -> None:
+        """
+        Time the client out while it takes nothing: while this producer is
+        paused, or waits for a full HTTP/2 connection.
+        """
+        stalled = (self._paused or self._waitingForTransport) and not self.done
+        if stalled and self._stallTimer is None:
+            self._stallTimer = self._folder._clock.callLater(
+                self._folder.stallTimeout, self._stalled
+            )
+        elif not stalled and self._stallTimer is not None:
+            self._stallTimer.cancel()
+            self._stallTimer = None
 
     def _produce(self) -> None:
         request = self._request
+        sentThisTurn = 0
         while not self._paused and not self.done:
             fd = self._fd
             assert fd is not None
@@ -1299,8 +1394,14 @@ class _FileProducer:
                     if self.remaining <= 0:
                         self._finish()
                         return
+                    sentThisTurn += sent
+                    if sentThisTurn >= SENDFILE_TURN_BYTES:
+                        self._later()
+                        return
                     continue
-            size = CHUNK_SIZE
+            if self._h2 is not None and not self._h2Ready():
+                return
+            size = CHUNK_SIZE if self._h2 is None else H2_CHUNK_SIZE
             if raw is not None:
                 # Through the transport: just enough to fill its buffer, so
                 # that it pauses us until the socket takes more.
@@ -1324,6 +1425,42 @@ class _FileProducer:
             if last:
                 self._finish()
                 return
+            # One read a turn: the other connections go first.
+            self._later()
+            return
+
+    def _h2Ready(self) -> bool:
+        """
+        Whether this HTTP/2 stream may give its connection more now: when
+        the connection has sent what the stream gave it before, and its
+        transport takes data.  Otherwise, try again when that may have
+        changed.
+        """
+        connection = self._h2
+        queue = connection._outboundStreamQueues.get(self._streamID)
+        if queue is None:
+            # The stream is gone without the request being told.
+            self._close()
+            return False
+        blocked = connection._consumerBlocked
+        if blocked is not None:
+            # The socket is full: wait until it takes data again.
+            self._waitingForTransport = True
+            self._watchStall()
+            blocked.addCallback(self._transportResumed)
+            return False
+        if queue:
+            # The connection sends a frame a turn: look again next turn.
+            self._later()
+            return False
+        return True
+
+    def _transportResumed(self, result: object) -> object:
+        self._waitingForTransport = False
+        self._watchStall()
+        # After the connection's own sending has had its turn.
+        self._later()
+        return result
 
     def _finish(self) -> None:
         self._close()
@@ -1338,8 +1475,13 @@ class _FileProducer:
         if getattr(request, "_disconnected", False):
             return
         request.unregisterProducer()
-        transport = getattr(request.channel, "transport", None)
-        abort = getattr(transport, "abortConnection", None)
+        channel = request.channel
+        # An HTTP/2 stream has no transport of its own: it is reset
+        # (RST_STREAM), never ended as if the body were complete.
+        transport = getattr(channel, "transport", None)
+        abort = getattr(
+            transport if transport is not None else channel, "abortConnection", None
+        )
         if abort is not None:
             abort()
         else:
@@ -1364,10 +1506,32 @@ class _FileProducer:
         if self._stallTimer is not None:
             self._stallTimer.cancel()
             self._stallTimer = None
+        if self._next is not None:
+            if self._next.active():
+                self._next.cancel()
+            self._next = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
         self._folder._producers.discard(self)
+
+
+def _h2Connection(channel: object) -> Any:
+    """
+    The Twisted HTTP/2 connection (C{H2Connection}) of a request's channel
+    when it is an HTTP/2 stream (C{H2Stream}) whose connection has what
+    L{_FileProducer} paces itself by: its queues of data not sent yet, one
+    per stream, and the L{Deferred} that fires when its transport takes
+    data again.  L{None} for anything else.
+    """
+    connection = getattr(channel, "_conn", None)
+    if (
+        isinstance(getattr(channel, "streamID", None), int)
+        and isinstance(getattr(connection, "_outboundStreamQueues", None), dict)
+        and hasattr(connection, "_consumerBlocked")
+    ):
+        return connection
+    return None
 
 
 def _openRegular(path: bytes) -> tuple[int, os.stat_result] | None:

@@ -1,0 +1,324 @@
+"""
+Tests for L{netsuite.web.static} over HTTP/2, in memory: Twisted's
+C{H2Connection} serves a L{StaticFolder} over a transport that pauses it
+like a socket whose buffer is full, and the C{h2} library is the client.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from typing import Any, List, Optional, Sequence, Tuple
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from netsuite.web.static import CHUNK_SIZE, StaticFolder
+from tests.test_web_static import (
+    NotFound,
+    ReactorLikeClock,
+    SocketLikeTransport,
+    openFilesFor,
+    patterned,
+)
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+    from twisted.web._http2 import H2Connection
+except ImportError:
+    skip = "Twisted cannot speak HTTP/2 here (the h2 package is missing)"
+
+BIG = 8 * 1024 * 1024
+LARGEST_WINDOW = 2**31 - 1
+
+
+class H2Harness:
+    """
+    One HTTP/2 connection to C{folder}: Twisted's server side, the C{h2}
+    library's client side, and the clock that runs both.
+
+    @ivar events: Every event the client has seen, by stream.
+    @ivar bodies: The data each stream has received.
+    """
+
+    def __init__(self, folder: StaticFolder, clock: ReactorLikeClock) -> None:
+        self.clock = clock
+        site = Site(folder, reactor=clock)
+        self.server = H2Connection(reactor=clock)
+        self.server.site = site
+        self.server.requestFactory = site.requestFactory
+        self.transport = SocketLikeTransport()
+        self.server.makeConnection(self.transport)
+        # As Twisted's HTTP/1-or-2 protocol does once h2 is negotiated.
+        self.transport.registerProducer(self.server, True)
+        self.client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.client.initiate_connection()
+        self.events: dict[int, List[Any]] = {}
+        self.bodies: dict[int, bytes] = {}
+        #: Acknowledge received data (open the windows again).
+        self.acknowledge = True
+
+    def largestWindows(self) -> None:
+        """
+        Announce the largest flow-control windows and frames there are, so
+        that flow control never stops the server.
+        """
+        self.client.update_settings(
+            {
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: LARGEST_WINDOW,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: 2**24 - 1,
+            }
+        )
+        self.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        self.send()
+        # The client takes larger frames once the server has acknowledged.
+        self.read()
+
+    def get(self, streamID: int, path: bytes, headers: Sequence[Tuple[bytes, bytes]] = ()) -> None:
+        self.client.send_headers(
+            streamID,
+            [
+                (b":method", b"GET"),
+                (b":path", path),
+                (b":scheme", b"https"),
+                (b":authority", b"localhost"),
+                *headers,
+            ],
+            end_stream=True,
+        )
+        self.events.setdefault(streamID, [])
+        self.bodies.setdefault(streamID, b"")
+        self.send()
+
+    def send(self) -> None:
+        """
+        Give the server what the client has to send.
+        """
+        data = self.client.data_to_send()
+        if data:
+            self.server.dataReceived(data)
+
+    def turns(self, count: int) -> None:
+        """
+        Let the reactor turn C{count} times.
+        """
+        for _ in range(count):
+            self.clock.advance(0)
+
+    def read(self) -> None:
+        """
+        The client takes what the server has sent; a stream that ends
+        short of its Content-Length is noted as ending short.
+        """
+        data = self.transport.drain()
+        if not data:
+            return
+        try:
+            events = self.client.receive_data(data)
+        except h2.exceptions.InvalidBodyLengthError as e:
+            for streamID in self.events:
+                self.events[streamID].append(("ended short", str(e)))
+            return
+        for event in events:
+            streamID = getattr(event, "stream_id", 0)
+            if streamID in self.events:
+                self.events[streamID].append(event)
+            if isinstance(event, h2.events.DataReceived):
+                self.bodies[streamID] += event.data
+                if self.acknowledge:
+                    self.client.acknowledge_received_data(
+                        event.flow_controlled_length, streamID
+                    )
+        self.send()
+
+    def ended(self, streamID: int) -> Optional[object]:
+        """
+        How the stream ended: a C{StreamEnded} or C{StreamReset} event (or
+        an "ended short" note), or L{None}.
+        """
+        for event in self.events[streamID]:
+            if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset, tuple)):
+                return event
+        return None
+
+    def readUntilEnded(self, streamID: int, limit: int = 100000) -> object:
+        for _ in range(limit):
+            self.read()
+            ended = self.ended(streamID)
+            if ended is not None:
+                return ended
+            self.clock.advance(0)
+        raise AssertionError(f"stream {streamID} did not end")
+
+    def queued(self) -> int:
+        """
+        The response bytes the server's HTTP/2 connection holds, not sent
+        yet.
+        """
+        return sum(
+            len(chunk)
+            for queue in self.server._outboundStreamQueues.values()
+            for chunk in queue
+            if isinstance(chunk, bytes)
+        )
+
+
+class HTTP2Tests(SynchronousTestCase):
+    """
+    Large files over HTTP/2 follow the socket's pace, whatever window the
+    client announces, and a body that cannot be sent whole resets its
+    stream.
+    """
+
+    def setUp(self) -> None:
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(self.root)
+        self.big = os.path.join(self.root, "big.bin")
+        with open(self.big, "wb") as f:
+            f.write(patterned(BIG))
+        self.clock = ReactorLikeClock()
+        self.folder = StaticFolder(self.root, notFound=NotFound(), clock=self.clock)
+        self.peer = H2Harness(self.folder, self.clock)
+        self.bytesRead = 0
+        pread = os.pread
+
+        def countingRead(fd: int, size: int, offset: int) -> bytes:
+            data = pread(fd, size, offset)
+            self.bytesRead += len(data)
+            return data
+
+        self.patch(os, "pread", countingRead)
+
+    def producer(self) -> Any:
+        self.assertEqual(len(self.folder._producers), 1, "no file being sent")
+        (producer,) = self.folder._producers
+        return producer
+
+    def test_largeWindowsDoNotReadTheFileIntoMemory(self) -> None:
+        """
+        A client that announces 2 GiB windows and then reads nothing gets
+        no more read from the file than about what fills the socket; once
+        it reads, it gets the whole file.
+        """
+        peer = self.peer
+        peer.largestWindows()
+        peer.get(1, b"/big.bin")
+        peer.turns(200)
+        self.assertLessEqual(self.bytesRead, 2 * CHUNK_SIZE)
+        self.assertLessEqual(peer.queued(), 2 * CHUNK_SIZE)
+        self.assertEqual(self.producer().offset, self.bytesRead)
+        # Three more streams for the same file: each adds only a little.
+        for streamID in (3, 5, 7):
+            peer.get(streamID, b"/big.bin")
+        peer.turns(200)
+        self.assertLessEqual(self.bytesRead, 8 * CHUNK_SIZE)
+        self.assertLessEqual(peer.queued(), 8 * CHUNK_SIZE)
+        self.assertEqual(len(self.folder._producers), 4)
+        for streamID in (1, 3, 5, 7):
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+            self.assertEqual(peer.bodies[streamID], patterned(BIG))
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(openFilesFor(self.big), 0)
+
+    def test_socketFullTooLongResetsTheStream(self) -> None:
+        """
+        A client that reads nothing for the stall timeout, with windows that
+        never run out, has its stream reset and the file closed.
+        """
+        peer = self.peer
+        peer.largestWindows()
+        peer.get(1, b"/big.bin")
+        peer.turns(10)
+        self.assertLessEqual(self.bytesRead, 2 * CHUNK_SIZE)
+        producer = self.producer()
+        self.assertIsNotNone(producer._stallTimer)
+        self.clock.advance(self.folder.stallTimeout - 1)
+        self.assertEqual(self.folder._producers, {producer})
+        self.clock.advance(2)
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(openFilesFor(self.big), 0)
+        ended = peer.readUntilEnded(1)
+        self.assertIsInstance(ended, h2.events.StreamReset)
+        self.assertLess(len(peer.bodies[1]), BIG)
+
+    def test_stalledWindowResetsTheStream(self) -> None:
+        """
+        A client that reads the socket but opens no window for the stall
+        timeout has its stream reset (RST_STREAM), not ended as if the
+        body were complete.
+        """
+        peer = self.peer
+        peer.acknowledge = False
+        peer.get(1, b"/big.bin")
+        for _ in range(20):
+            peer.read()
+            peer.turns(1)
+        producer = self.producer()
+        self.assertTrue(producer._paused)
+        self.clock.advance(self.folder.stallTimeout + 1)
+        self.assertEqual(self.folder._producers, set())
+        # Had the stream been ended instead, the client would see its end
+        # (short of the length) once it opens the window.
+        peer.acknowledge = True
+        peer.client.acknowledge_received_data(len(peer.bodies[1]), 1)
+        peer.send()
+        ended = peer.readUntilEnded(1)
+        self.assertIsInstance(ended, h2.events.StreamReset)
+        self.assertEqual(openFilesFor(self.big), 0)
+
+    def shrinkWhileSending(self, path: bytes, headers: Sequence[Tuple[bytes, bytes]] = ()) -> object:
+        """
+        GET C{path}, truncate the file once its first bytes are out, then
+        read on: how the stream ends.
+        """
+        peer = self.peer
+        peer.get(1, path, headers)
+        for _ in range(20):
+            peer.read()
+            peer.turns(1)
+        self.assertGreater(len(peer.bodies[1]), 0)
+        os.truncate(os.path.join(self.root, path.decode("ascii").lstrip("/")), 1000)
+        return peer.readUntilEnded(1)
+
+    def test_shrunkFileResetsTheStream(self) -> None:
+        """
+        A file that shrinks while it is sent resets the stream: the client
+        does not get a short body that looks complete.
+        """
+        ended = self.shrinkWhileSending(b"/big.bin")
+        self.assertIsInstance(ended, h2.events.StreamReset)
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(openFilesFor(self.big), 0)
+
+    def test_shrunkGzipFileResetsTheStream(self) -> None:
+        """
+        The same for a body gzipped on the way, which has no
+        Content-Length to tell the client that it is short.
+        """
+        text = os.path.join(self.root, "big.txt")
+        with open(text, "wb") as f:
+            f.write(os.urandom(BIG // 2).hex().encode("ascii"))
+        ended = self.shrinkWhileSending(b"/big.txt", [(b"accept-encoding", b"gzip")])
+        self.assertIsInstance(ended, h2.events.StreamReset)
+        self.assertEqual(openFilesFor(text), 0)
+
+    def test_gzipOverHTTP2(self) -> None:
+        """
+        A large text file gzipped on the way arrives whole over HTTP/2.
+        """
+        text = b"".join(b"line %d of a long text\n" % i for i in range(200000))
+        path = os.path.join(self.root, "big.txt")
+        with open(path, "wb") as f:
+            f.write(text)
+        peer = self.peer
+        peer.get(1, b"/big.txt", [(b"accept-encoding", b"gzip")])
+        self.assertIsInstance(peer.readUntilEnded(1), h2.events.StreamEnded)
+        self.assertEqual(gzip.decompress(peer.bodies[1]), text)
+        self.assertEqual(openFilesFor(path), 0)
+
