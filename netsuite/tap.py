@@ -322,6 +322,7 @@ class Options(usage.Options):
                     if setting.kind in ("networks", "ports")
                     else setting.default
                 )
+        _checkDirectories(self)
         self["tls-material"], self["tls-fingerprint"] = _loadTLS(self)
         self["tls-options"] = serverOptions(*self["tls-material"]) if self["tls-material"] else None
         _checkHTTPFiles(self)
@@ -461,6 +462,34 @@ def _checkHTTPFiles(options: Options) -> None:
             options["proxy-user-table"] = loadUsers(users)
         except UsersFileError as e:
             raise ConfigError(f"--proxy-users: {e}")
+
+
+def _checkDirectories(options: Options) -> None:
+    """
+    Refuse now, in one line, a data or download directory that a file
+    stands in the way of (it is created at start when missing, and would
+    fail there with a traceback).
+    """
+    for name in ("data-dir", "download-dir"):
+        directory = options[name]
+        if directory is None or (name == "download-dir" and options["no-downloads"]):
+            continue
+        blocked = _notADirectory(Path(directory))
+        if blocked == Path(directory):
+            raise ConfigError(f"--{name}: {directory!r} is not a directory")
+        if blocked is not None:
+            raise ConfigError(f"--{name}: {directory!r} cannot be created: {str(blocked)!r} is not a directory")
+
+
+def _notADirectory(path: Path) -> Path | None:
+    """
+    The first of C{path} and its parents that exists and is not a
+    directory (so that C{path} cannot be made one), or L{None}.
+    """
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return None if os.path.isdir(candidate) else candidate
+    return None
 
 
 def _loadTLS(options: Options) -> tuple[tuple[list, object] | None, str | None]:

@@ -217,6 +217,9 @@ class InputFileTests(SynchronousTestCase):
             "\n\nftp://example.com/f\n": (3, "not an http:// or https:// URL"),
             "example.com/f\n": (1, "write it with http:// or https://"),
             "http:///f\n": (1, "names no host"),
+            "http://a..example/f\n": (1, "the host name has an empty label"),
+            f"http://{'a' * 64}.example/f\n": (1, "a label longer than 63 characters"),
+            "http://example.com:0/f\n": (1, "names port 0"),
             "http://example.com/a b\n": (1, "spaces"),
         }
         for text, (line, fragment) in cases.items():
@@ -377,6 +380,9 @@ class UsageErrorTests(SynchronousTestCase):
         cases = [
             (["ftp://example.com/f"], "not an http:// or https:// URL"),
             (["example.com/f"], "write it with http:// or https://"),
+            (["http://a..example/f"], "the host name has an empty label"),
+            (["http://" + "a." * 127 + "a/f"], "longer than 253 characters"),
+            (["http://example.com:0/f"], "names port 0, which cannot be connected to"),
             (["--checksum", "sha256=abc", url], "a sha256 digest is 64 hexadecimal digits"),
             (["--checksum", "crc32=00", url], "is not a checksum"),
             (["-o", "../x", url], "holds a directory"),

@@ -30,14 +30,16 @@ from twisted.internet import defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, LoopingCall, deferLater
-from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.internet.error import ConnectError
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone
 from zope.interface import directlyProvides, providedBy
 
-from netsuite.download.agent import MAX_RESPONSE_HEAD, basicAuthorization
+from netsuite.download import engine as engineModule
+from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, retryAfterSeconds, splitURL
 from netsuite.download.state import MAX_STATE_FILE
 from netsuite.download.values import RESERVED_HEADERS
@@ -1187,14 +1189,41 @@ class HostileAnswerTests(EngineTestCase):
 
     async def test_hostNamesIDNARefusesFailReadably(self) -> None:
         """
-        Host names that IDNA refuses but a URL allows go to the resolver,
-        which says no in a sentence (treq's own URL conversion would raise
+        Host names that IDNA refuses but a URL allows fail in a sentence:
+        at once when no resolver could take them (an empty label), else
+        when the resolver says no (treq's own URL conversion would raise
         instead).
         """
         for url in ("http://a..b:1/x", "http://-a.invalid:1/x", "http://ex%41mple.invalid:1/x"):
             error = await self.failureOf(self.downloader(retries=0).download(url, self.directory()), DownloadError)
             self.assertReadable(error, url)
             self.assertNotIn("internal error", str(error))
+
+    async def test_namesNoResolverTakesAreRefusedAtOnce(self) -> None:
+        """
+        A host name with an empty label or one over 63 characters, or over
+        253 characters in all, makes getaddrinfo raise inside Twisted's
+        resolver, which then never answers (the attempt held its connection
+        slot until the response timeout, and was retried): such URLs, and
+        port 0, are refused before any connection, in one sentence.
+        """
+        downloader = self.downloader()
+        directory = self.directory()
+        refused = (
+            "http://a..example/x",
+            "http://.example/x",
+            "http://example.com../x",
+            f"http://{'a' * 64}.example/x",
+            "http://" + "a." * 127 + "a/x",
+            "http://example.com:0/x",
+            "http://127.0.0.1:0/x",
+        )
+        for url in refused:
+            error = await self.failureOf(downloader.download(url, directory), BadURL)
+            self.assertReadable(error, url)
+        self.assertEqual(listing(directory), [])
+        for url in (f"http://{'a' * 63}.example/x", "http://" + "a." * 126 + "b/x", "http://example.com./x"):
+            self.assertEqual(splitURL(url)[0], url)
 
     async def test_emptyPortIsTheDefault(self) -> None:
         """
@@ -1653,6 +1682,113 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(str(error), f"{url}: cannot open {directory / 'resume.bin.part'}: not a regular file")
         self.assertTrue(stat.S_ISFIFO(os.lstat(directory / "resume.bin.part").st_mode))
 
+    async def test_partAnEarlierRunChoseIsResumed(self) -> None:
+        """
+        A download whose wanted name is taken writes C{NAME.1.part}; given
+        that file as C{partName} later (as the download service does after
+        a restart), it resumes it instead of starting over as C{NAME.2}.  A
+        C{partName} whose state file names another URL is not taken.
+        """
+        directory = self.directory()
+        (directory / "resume.bin").write_bytes(b"an older file\n")
+        url = self.slowURL()
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=url, directory=directory, name="resume.bin"))
+        await self.origin.waitForSent(self.path, 300 * KiB)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(job.snapshot()["name"], "resume.bin.1")
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        await downloader.stop()
+        await outcome
+        with open(directory / "resume.bin.1.part.json") as f:
+            saved = sum(end - start for start, end in json.load(f)["done"])
+        self.assertGreater(saved, 0)
+
+        other = self.origin.url("/file/other.bin")
+        result = await self.downloader().download(other, directory, name="resume.bin", partName="resume.bin.1.part")
+        self.assertSaved(result, directory / "resume.bin.2", self.origin.digest("/file/other.bin"))
+        self.assertEqual(result.resumedFrom, 0)
+
+        before = len(self.origin.gets(self.path))
+        result = await self.downloader().download(url, directory, name="resume.bin", partName="resume.bin.1.part")
+        self.assertSaved(result, directory / "resume.bin.1", self.origin.digest(self.path))
+        self.assertEqual(result.resumedFrom, saved)
+        self.assertEqual(self.origin.gets(self.path)[before].rangeStart, saved)
+        self.assertEqual(listing(directory), ["resume.bin", "resume.bin.1", "resume.bin.2"])
+
+    async def test_stateRangesPastThePartsEndAreNotTrusted(self) -> None:
+        """
+        A state file that claims more bytes than its C{.part} holds (they
+        never reached the disk before a crash, or the state was planted)
+        counts only those on disk: the download asks for the rest and the
+        file is exact, not filled with zeros.  An empty C{.part} claimed
+        whole starts from zero.
+        """
+        url = self.origin.url(self.path)
+        for held in (100 * KiB, 0):
+            directory = self.directory()
+            (directory / "resume.bin.part").write_bytes(self.origin.content(self.path, 0, held))
+            state = {
+                "version": 1, "url": url, "finalUrl": url, "size": DEFAULT_SIZE, "etag": self.origin.etag(self.path),
+                "lastModified": None, "rangesSupported": True, "done": [[0, DEFAULT_SIZE]], "checksum": None,
+            }
+            (directory / "resume.bin.part.json").write_text(json.dumps(state))
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            result = await self.downloader().download(url, directory)
+            self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+            self.assertEqual(result.resumedFrom, held)
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(len(warnings), 1, warnings)
+            self.assertIn(f"holds {held} bytes, fewer than its state file says", warnings[0])
+
+    async def test_deeplyNestedStateFileIsPassedOver(self) -> None:
+        """
+        A state file nested too deeply for the JSON parser (one is enough
+        anywhere in the directory) is passed over with a warning: a
+        download without a wanted name, which looks at every state file,
+        still arrives.
+        """
+        directory = self.directory()
+        (directory / "junk.part.json").write_text("[" * 100_000)
+        (directory / "junk.part").write_bytes(b"")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        result = await self.downloader().download(self.origin.url(self.path), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("junk.part.json: nested too deeply", warnings[0])
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+
+    async def test_staleStateFilesAreReadOnce(self) -> None:
+        """
+        A download without a wanted name looks for a state file of its URL
+        among all those in the directory; what each names is remembered
+        until it changes, so stale state files are read by the first such
+        download, not again by every one after it.
+        """
+        directory = self.directory()
+        for number in range(50):
+            stale = {"version": 1, "url": f"http://example.invalid/{number}", "done": []}
+            (directory / f"stale{number}.part.json").write_text(json.dumps(stale))
+        reads: List[str] = []
+        loadState = engineModule.loadState
+
+        def counted(path: Path) -> Any:
+            reads.append(path.name)
+            return loadState(path)
+
+        self.patch(engineModule, "loadState", counted)
+        downloader = self.downloader()
+        first = await downloader.download(self.origin.url("/file/one.bin?size=1000"), directory)
+        self.assertEqual(Path(first.path).name, "one.bin")
+        self.assertEqual(len(reads), 51, reads)  # its own name's, then every one
+        del reads[:]
+        changed = {"version": 1, "url": "http://example.invalid/changed", "done": []}
+        (directory / "stale7.part.json").write_text(json.dumps(changed))
+        second = await downloader.download(self.origin.url("/file/two.bin?size=1000"), directory)
+        self.assertEqual(Path(second.path).name, "two.bin")
+        self.assertEqual(reads, ["two.bin.part.json", "stale7.part.json"])
+
     async def test_stoppedDownloaderResumes(self) -> None:
         """
         C{stop()} writes the state of running jobs; a new Downloader resumes
@@ -2020,7 +2156,8 @@ class EventAndJobTests(EngineTestCase):
 
     async def test_jobsSnapshot(self) -> None:
         """
-        C{jobs()} lists submitted jobs with their state, ending C{done}.
+        C{jobs()} lists submitted jobs with their state until they end; a
+        finished job is forgotten there, and its L{Job} says C{done}.
         """
         directory = self.directory()
         url = self.origin.url(f"/file/jobs.bin?rate={4 * MiB}")
@@ -2033,7 +2170,8 @@ class EventAndJobTests(EngineTestCase):
         self.assertEqual(snapshot[job.id]["url"], url)
         json.dumps(downloader.jobs())
         await job.deferred
-        entry = {j["id"]: j for j in downloader.jobs()}[job.id]
+        self.assertEqual(downloader.jobs(), [])
+        entry = job.snapshot()
         self.assertEqual(entry["state"], "done")
         self.assertEqual(entry["done"], DEFAULT_SIZE)
         self.assertEqual(entry["size"], DEFAULT_SIZE)
@@ -2042,8 +2180,8 @@ class EventAndJobTests(EngineTestCase):
 
     async def test_cancelledJobState(self) -> None:
         """
-        A cancelled job says so in C{jobs()}; cancelling an unknown job
-        answers False.
+        A cancelled job says so on its L{Job} (and is gone from C{jobs()});
+        cancelling it again, or an unknown job, answers False.
         """
         directory = self.directory()
         url = self.origin.url(f"/file/cancel.bin?rate={MiB}")
@@ -2052,8 +2190,9 @@ class EventAndJobTests(EngineTestCase):
         await self.origin.waitForSent("/file/cancel.bin", 50 * KiB)
         self.assertTrue(downloader.cancel(job.id))
         await self.failureOf(job.deferred, defer.CancelledError)
-        entry = {j["id"]: j for j in downloader.jobs()}[job.id]
-        self.assertEqual(entry["state"], "cancelled")
+        self.assertEqual(job.snapshot()["state"], "cancelled")
+        self.assertEqual(downloader.jobs(), [])
+        self.assertFalse(downloader.cancel(job.id))
         self.assertFalse(downloader.cancel("no such job"))
 
     async def test_downloadAllInOrder(self) -> None:
@@ -2079,6 +2218,25 @@ class EventAndJobTests(EngineTestCase):
         self.assertIsInstance(results[3].value, BadURL)
         finished = [e["url"] for e in self.events if e["event"] == "done"]
         self.assertEqual(finished.index(fast.url) < finished.index(slow.url), True, finished)
+
+    async def test_finishedJobsAreForgotten(self) -> None:
+        """
+        The downloader forgets a job once its Deferred has fired, so one
+        that runs for long (the download service) does not grow with every
+        job it was ever given; each L{Job} keeps how it ended.
+        """
+        downloader = self.downloader()
+        directory = self.directory()
+        failed = [downloader.submit(DownloadRequest(url=f"ftp://127.0.0.1/{n}", directory=directory)) for n in range(200)]
+        for job in failed:
+            job.deferred.addErrback(lambda failure: None)
+        good = downloader.submit(DownloadRequest(url=self.origin.url("/file/kept.bin?size=1000"), directory=directory))
+        self.assertEqual([job["id"] for job in downloader.jobs()], [good.id])
+        await good.deferred
+        self.assertEqual(downloader.jobs(), [])
+        self.assertEqual({job.snapshot()["state"] for job in failed}, {"failed"})
+        self.assertEqual(good.snapshot()["state"], "done")
+        self.assertFalse(downloader.cancel(good.id))
 
     async def test_downloadAllAlias(self) -> None:
         """
@@ -2433,6 +2591,26 @@ class ValueTests(SynchronousTestCase):
         for bad in ("", "ten", "-1", "5Q"):
             self.assertRaises(ValueError, parseSize, bad)
 
+    def test_loneSurrogatesAreNotText(self) -> None:
+        """
+        A lone surrogate (JSON's C{"\\ud800"} makes one) in a URL's host,
+        path, query or password is refused as not text, instead of a codec
+        error; surrogates standing for bytes that were not UTF-8 (as Python
+        decodes a command line) are still sent as those bytes.
+        """
+        for url in (
+            "http://198.51.100.7/\ud800",
+            "http://198.51.100.7/x?q=\udbff",
+            "http://u:\ud800@198.51.100.7/x",
+            "http://\ud800.example/x",
+            "http://198.51.100.7/\udfff",
+        ):
+            with self.assertRaises(BadURL, msg=repr(url)) as e:
+                splitURL(url)
+            self.assertIn("the URL is not valid text", str(e.exception))
+            self.assertNotIn("\n", str(e.exception))
+        self.assertEqual(splitURL("http://198.51.100.7/\udce9?\udc80")[0], "http://198.51.100.7/%E9?%80")
+
     def test_parseChecksum(self) -> None:
         """
         C{ALGORITHM=HEX} in the spellings users write; anything else is a
@@ -2445,3 +2623,27 @@ class ValueTests(SynchronousTestCase):
         for bad in ("sha256", "sha256=xyz", "crc32=00000000", "sha256=" + "0" * 63):
             error = self.assertRaises(ValueError, parseChecksum, bad)
             self.assertNotIn("\n", str(error))
+
+
+class ResolverTests(SynchronousTestCase):
+    """
+    The endpoint that checks where a name resolves to.
+    """
+
+    def test_resolverThatRaisesFailsTheAttemptAtOnce(self) -> None:
+        """
+        A resolver that raises instead of answering (getaddrinfo's
+        UnicodeError for a name it cannot encode, say) fails the connection
+        attempt at once, in words, instead of leaving it waiting.
+        """
+
+        class Raising:
+            def resolveHostName(self, receiver: Any, host: str, port: int = 0, *args: Any, **kwargs: Any) -> None:
+                raise UnicodeError("label empty or too long")
+
+        clock = MemoryReactorClock()
+        clock.nameResolver = Raising()
+        endpoint = CheckedEndpoint(clock, "a..example", 80, ProxyRules(), 5.0)
+        failure = self.failureResultOf(endpoint.connect(Factory()), ConnectError)
+        self.assertEqual(failure.value.args[0], "a..example could not be resolved (label empty or too long)")
+        self.assertEqual(clock.tcpClients, [])

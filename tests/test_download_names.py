@@ -60,7 +60,9 @@ class SanitiseTests(SynchronousTestCase):
     def test_lengthCappedKeepingExtension(self) -> None:
         name = sanitiseName("x" * 1000 + ".tar.gz")
         self.assertLessEqual(len(name.encode("utf-8")), MAX_NAME_BYTES)
-        self.assertTrue(name.endswith(".gz"))
+        self.assertTrue(name.endswith("x.tar.gz"), name)  # the whole double extension, not x.gz
+        self.assertEqual(sanitiseName("y" * 300 + ".TAR.xz"), "y" * (MAX_NAME_BYTES - 7) + ".TAR.xz")
+        self.assertEqual(sanitiseName("y" * 300 + ".tar"), "y" * (MAX_NAME_BYTES - 4) + ".tar")
         wide = sanitiseName("é" * 300 + ".txt")  # two bytes each: never cut mid-character
         self.assertLessEqual(len(wide.encode("utf-8")), MAX_NAME_BYTES)
         self.assertTrue(wide.endswith(".txt"))

@@ -31,8 +31,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
 
+from netsuite.download import service as serviceModule
 from netsuite.download.engine import DownloadSettings
-from netsuite.download.service import JOBS_FILE, MAX_BODY, DownloadService
+from netsuite.download.service import JOBS_FILE, MAX_BODY, SAVE_INTERVAL, DownloadService
 from netsuite.listen import StreamListener
 from netsuite.proxyrules import ProxyRules
 from netsuite.status import SimpleStatus
@@ -317,6 +318,21 @@ class ServiceTestCase(TestCase):
         self.assertEqual(response.code, 200, body)
         return body["downloads"]
 
+    async def written(self, service: DownloadService) -> None:
+        """
+        Wait until C{service} has written its latest changes to its job
+        list (it gathers them: at most one write a L{SAVE_INTERVAL}).
+        """
+        while getattr(service, "_saveCall", None) is not None and service._saveCall.active():
+            await deferLater(reactor, 0.02, lambda: None)
+
+    async def savedJobs(self, service: DownloadService) -> dict:
+        """
+        The job list on disk, once C{service} has written its latest changes.
+        """
+        await self.written(service)
+        return json.loads(service.jobsFile.read_text())
+
 
 class TokenTests(ServiceTestCase):
     """
@@ -487,6 +503,47 @@ class DownloadTests(ServiceTestCase):
         await self.assertError(413, "POST", document=document)
         self.assertEqual(await self.listed(), [])
 
+    async def test_hostsNoResolverTakesAndPortZeroAre400(self) -> None:
+        """
+        A host name with an empty label, a label over 63 characters or over
+        253 characters in all is refused at once (getaddrinfo would raise
+        inside Twisted's resolver, which then never answers, and the job
+        would hold a connection for minutes); so is port 0.
+        """
+        self.startService()
+        for url in (
+            "http://a..example/x",
+            f"http://{'a' * 64}.example/x",
+            "http://" + "a." * 127 + "a/x",
+            "http://198.51.100.7:0/x",
+            "http://example.com:0/x",
+        ):
+            await self.assertError(400, "POST", document={"url": url})
+        self.assertEqual(await self.listed(), [])
+
+    async def test_loneSurrogateIs400(self) -> None:
+        """
+        A URL holding a lone surrogate (JSON C{"\\ud800"}) in its path,
+        query, password or host is a 400 saying it is not text, with nothing
+        logged as a failure.  One standing for a byte that was not UTF-8
+        (as a command line gives them) is still sent as that byte.
+        """
+        self.startService()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for url in (
+            "http://198.51.100.7/\ud800",
+            "http://198.51.100.7/x?\ud800",
+            "http://u:\ud800@198.51.100.7/x",
+            "http://\ud800.example/x",
+        ):
+            body = await self.assertError(400, "POST", document={"url": url})
+            self.assertIn("not valid text", body["error"])
+        self.assertEqual([formatEvent(e) for e in events if "log_failure" in e], [])
+        self.assertEqual(await self.listed(), [])
+        job = await self.queue({"url": self.origin.url("/files/hello.txt?caf\udce9")})
+        ended = await self.waitFor(job["id"])
+        self.assertEqual(ended["state"], "done", ended)
+
     async def test_literalRefusedAddressIs403AtOnce(self) -> None:
         """
         A URL whose host is an address the rules refuse is a 403 at once,
@@ -550,7 +607,7 @@ class DownloadTests(ServiceTestCase):
         A name with directories lands as a plain file in the download
         directory; a name like the job list's does not replace it.
         """
-        self.startService()
+        service = self.startService()
         job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "../../etc/passwd"})
         done = await self.waitFor(job["id"])
         self.assertEqual(done["state"], "done", done)
@@ -562,11 +619,15 @@ class DownloadTests(ServiceTestCase):
         self.assertEqual(done["state"], "done", done)
         self.assertNotEqual(done["path"], JOBS_FILE)
         self.assertEqual((self.directory / done["path"]).read_bytes(), HELLO)
-        saved = json.loads((self.directory / JOBS_FILE).read_text())
+        saved = await self.savedJobs(service)
         self.assertEqual([j["id"] for j in saved["jobs"]], ["1", "2"])
 
     async def test_deleteRunningJobCancels(self) -> None:
-        self.startService()
+        """
+        DELETE of a running job stops it and deletes its partial file; the
+        answer shows the job as it ended, under the name it really had.
+        """
+        service = self.startService()
         running = await self.runningSlowJob()
         self.assertEqual(running["state"], "running", running)
         self.assertEqual(running["size"], len(SLOW))
@@ -575,11 +636,12 @@ class DownloadTests(ServiceTestCase):
         response, body = await self.call("DELETE", "/" + running["id"])
         self.assertEqual(response.code, 200, body)
         self.assertEqual(body["state"], "cancelled", body)
+        self.assertEqual((body["name"], body["path"], body["size"]), ("slow.bin", "slow.bin", len(SLOW)), body)
         await self.origin.slow.dropped  # the transfer really stopped
         self.assertEqual(listing(self.directory), [JOBS_FILE])
         self.assertEqual(await self.listed(), [])
         await self.assertError(404, "GET", "/" + running["id"])
-        saved = json.loads((self.directory / JOBS_FILE).read_text())
+        saved = await self.savedJobs(service)
         self.assertEqual(saved["jobs"], [])
         # Nothing comes back a moment later (a late state save, say).
         await deferLater(reactor, 1.2, lambda: None)
@@ -722,9 +784,10 @@ class RestartTests(ServiceTestCase):
         """
         directory = Path(self.mktemp())
         directory.mkdir()
-        self.startService(directory)
+        service = self.startService(directory)
         job = await self.queue({"url": self.origin.url("/files/hello.txt")})
         await self.waitFor(job["id"])
+        await self.written(service)
         self.assertEqual(stat.S_IMODE(os.stat(directory / JOBS_FILE).st_mode), 0o600)
 
         (directory / JOBS_FILE).unlink()
@@ -732,6 +795,7 @@ class RestartTests(ServiceTestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"})
         self.assertEqual((await self.waitFor(job["id"]))["state"], "done")
+        await self.written(service)
         self.assertEqual((directory / "second.txt").read_bytes(), HELLO)
         warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
         self.assertTrue(warnings)
@@ -773,6 +837,125 @@ class RestartTests(ServiceTestCase):
             self.assertIn(why, warnings[0])
             self.assertEqual(await self.listed(), [])
             await service.stopService()
+
+    async def test_jobWhoseNameWasTakenResumesItsOwnPart(self) -> None:
+        """
+        A job whose name is taken writes C{NAME.1.part}.  The job list
+        names that file as soon as it is chosen, so after a restart, even
+        one without a clean stop (the job list as it was while the job
+        ran), the job resumes it, instead of starting over as C{NAME.2} and
+        leaving C{NAME.1.part} behind for ever.
+        """
+        self.directory.mkdir(parents=True)
+        (self.directory / "slow.bin").write_bytes(b"an older file\n")
+        first = self.startService()
+        job = await self.queue({"url": self.origin.url("/slow.bin"), "name": "slow.bin"})
+        running = await self.waitFor(job["id"], lambda job: job["done"] >= HOLD_AFTER or job["state"] in FINISHED)
+        self.assertEqual((running["state"], running["name"]), ("running", "slow.bin.1"), running)
+        await self.written(first)
+        whileRunning = (self.directory / JOBS_FILE).read_bytes()
+        self.assertNotIn("part", running)  # only the job list keeps it
+        await first.stopService()
+        await self.origin.slow.dropped
+        (self.directory / JOBS_FILE).write_bytes(whileRunning)
+
+        self.startService()
+        finished = await self.waitFor(job["id"])
+        self.assertEqual((finished["state"], finished["path"]), ("done", "slow.bin.1"), finished)
+        self.assertEqual(sha256((self.directory / "slow.bin.1").read_bytes()), sha256(SLOW))
+        self.assertEqual(listing(self.directory), [JOBS_FILE, "slow.bin", "slow.bin.1"])
+        self.assertEqual(len(self.origin.slow.ranges), 2, self.origin.slow.ranges)
+        self.assertTrue(self.origin.slow.ranges[1].startswith(b"bytes=%d-" % (HOLD_AFTER,)), self.origin.slow.ranges)
+
+    async def test_damagedJobListNeitherStopsNorBreaksTheService(self) -> None:
+        """
+        An old, hand-edited or damaged job list never stops the service
+        from starting nor breaks C{GET}: a job lacking fields it can do
+        without gets their defaults; one that cannot be used is skipped with
+        a warning each, and the list as it was is kept aside as
+        C{JOBS_FILE.bad-TIMESTAMP}.
+        """
+        url = self.origin.url("/files/hello.txt")
+        jobs = [
+            {"id": "1", "url": url, "state": "queued"},
+            {"id": "2", "url": url, "state": "done", "name": "old.txt", "path": "old.txt", "size": "big"},
+            {"id": "\u00b2", "url": url, "state": "failed", "error": "gone"},
+            {"id": "4", "url": url, "state": "queued", "checksum": 5},
+            {"id": "5", "url": 7, "state": "queued"},
+            {"id": "6", "url": url, "state": "queued", "name": ["x"]},
+            {"id": "7", "url": "http://a..example/x", "state": "queued"},
+            {"id": "1", "url": url, "state": "done"},
+            "not a job",
+        ]
+        self.directory.mkdir(parents=True)
+        planted = json.dumps({"version": 1, "jobs": jobs}).encode()
+        (self.directory / JOBS_FILE).write_bytes(planted)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = self.startService()
+        self.assertTrue(service.running)
+        listed = {job["id"]: job for job in await self.listed()}
+        self.assertEqual(sorted(listed), ["1", "2", "\u00b2"])
+        self.assertEqual((listed["2"]["state"], listed["2"]["checksum"], listed["2"]["size"]), ("done", None, None))
+        self.assertEqual((await self.waitFor("1"))["state"], "done")
+        self.assertEqual((self.directory / "hello.txt").read_bytes(), HELLO)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 7, warnings)
+        self.assertTrue(all(JOBS_FILE in warning for warning in warnings), warnings)
+        self.assertEqual([formatEvent(e) for e in events if "log_failure" in e], [])
+        [bad] = [name for name in listing(self.directory) if name.startswith(JOBS_FILE + ".bad-")]
+        self.assertIn(f"kept it as {bad}", warnings[-1])
+        self.assertEqual((self.directory / bad).read_bytes(), planted)
+        saved = await self.savedJobs(service)
+        self.assertEqual([job["id"] for job in saved["jobs"]], ["1", "2", "\u00b2"])
+        # A new job gets the next number.
+        self.assertEqual((await self.queue({"url": url}))["id"], "3")
+
+    async def test_unreadableJobListIsKeptAside(self) -> None:
+        """
+        A job list that cannot be read at all (cut short, nested too deeply
+        for the parser, not UTF-8) is renamed to C{JOBS_FILE.bad-TIMESTAMP}
+        with one warning, so that the next save does not overwrite it; the
+        service starts empty and works.
+        """
+        for planted in (b'{"version": 1, "jobs": [{"id": "1", ', b"[" * 100_000, b"\xff\xfe"):
+            directory = Path(self.mktemp())
+            directory.mkdir()
+            (directory / JOBS_FILE).write_bytes(planted)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            service = self.startService(directory)
+            self.assertTrue(service.running)
+            self.assertEqual(await self.listed(), [])
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(len(warnings), 1, warnings)
+            [bad] = [name for name in listing(directory) if name.startswith(JOBS_FILE + ".bad-")]
+            self.assertIn(f"ignoring the unreadable job list {directory / JOBS_FILE}", warnings[0])
+            self.assertIn(f"kept it as {bad}", warnings[0])
+            self.assertEqual((directory / bad).read_bytes(), planted)
+            job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+            await self.waitFor(job["id"])
+            await service.stopService()
+            self.assertEqual((directory / bad).read_bytes(), planted)
+            self.assertEqual([j["id"] for j in json.loads((directory / JOBS_FILE).read_text())["jobs"]], ["1"])
+
+    async def test_idsAreNotReusedAfterRestart(self) -> None:
+        """
+        Ids of jobs that were deleted are not given again after a restart:
+        the job list keeps the next id.
+        """
+        first = self.startService()
+        ids = []
+        for _ in range(3):
+            job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+            await self.waitFor(job["id"])
+            response, body = await self.call("DELETE", "/" + job["id"])
+            self.assertEqual(response.code, 200, body)
+            ids.append(job["id"])
+        await first.stopService()
+        self.startService()
+        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        self.assertNotIn(job["id"], ids)
+        self.assertEqual(job["id"], "4")
+        await self.waitFor(job["id"])
 
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()
@@ -832,6 +1015,21 @@ class TapOptionTests(SynchronousTestCase):
         self.assertEqual(service.settings.lowestSpeed, 4096)
         self.assertTrue(service.rules.allowLoopback)
         self.assertFalse(ProxyRules().allowLoopback)
+
+    def test_fileWhereADirectoryGoesRefused(self) -> None:
+        """
+        A download or data directory that is a file (or lies under one) is
+        refused in one line when the options are read, not with a traceback
+        when the service starts.
+        """
+        blocker = Path(self.mktemp())
+        blocker.write_text("a file\n")
+        self.assertRefused(["--download-dir", str(blocker)], "--download-dir", "is not a directory")
+        self.assertRefused(["--data-dir", str(blocker)], "--data-dir", "is not a directory")
+        self.assertRefused(["--data-dir", str(blocker / "sub")], "--data-dir", "cannot be created", "is not a directory")
+        self.assertRefused(["--download-dir", str(blocker / "a" / "b")], "--download-dir", "cannot be created")
+        self.parse("--no-downloads", "--download-dir", str(blocker))  # not used, so not checked
+        self.parse("--download-dir", str(blocker.parent / "new" / "dir"))  # created at start
 
     def test_noDownloadsHasNoService(self) -> None:
         root = makeService(
@@ -937,3 +1135,89 @@ class TwistdDownloadTests(TestCase):
         transport.signalProcess("TERM")
         await process.ended
         self.assertNotIn(b"Traceback", process.output)
+
+
+class _RaisingResolver:
+    """
+    A name resolver that raises instead of answering.
+    """
+
+    def resolveHostName(self, receiver: Any, host: str, port: int = 0, *args: Any, **kwargs: Any) -> None:
+        raise UnicodeError("label empty or too long")
+
+
+class SaveTests(SynchronousTestCase):
+    """
+    The job list is written once for a burst of changes (many POSTs, many
+    jobs ending at once), compactly, and always at stop.  On a memory
+    reactor whose resolver raises, so every download fails at once.
+    """
+
+    def startService(self, jobs: Optional[list] = None) -> tuple[DownloadService, MemoryReactorClock, list[bytes]]:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        if jobs is not None:
+            (directory / JOBS_FILE).write_text(json.dumps({"version": 1, "jobs": jobs}))
+        writes: list[bytes] = []
+        write = serviceModule.writeAtomically
+
+        def counted(path: Path, data: bytes, mode: int = 0o666) -> None:
+            writes.append(data)
+            write(path, data, mode)
+
+        self.patch(serviceModule, "writeAtomically", counted)
+        clock = MemoryReactorClock()
+        clock.nameResolver = _RaisingResolver()
+        service = DownloadService(directory, reactor=clock, token=TOKEN, settings=DownloadSettings(retries=0))
+        service.startService()
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        return service, clock, writes
+
+    def test_burstOfChangesIsOneWrite(self) -> None:
+        """
+        Many jobs added (and failing) in one reactor turn are written in one
+        go at the next turn; changes within L{SAVE_INTERVAL} of a write wait
+        for its end; stopping writes what is left, and nothing after.
+        """
+        service, clock, writes = self.startService()
+        for number in range(100):
+            service.add(f"http://example.com/{number}")
+        self.assertEqual(writes, [])
+        clock.advance(0)
+        self.assertEqual(len(writes), 1)
+        saved = json.loads(writes[0])
+        self.assertEqual(len(saved["jobs"]), 100)
+        self.assertNotIn(b"\n ", writes[0])  # compact, not indented
+        for number in range(100, 110):
+            service.add(f"http://example.com/{number}")
+        clock.advance(SAVE_INTERVAL / 2)
+        self.assertEqual(len(writes), 1)
+        clock.advance(SAVE_INTERVAL / 2)
+        self.assertEqual(len(writes), 2)
+        self.assertEqual(len(json.loads(writes[1])["jobs"]), 110)
+        service.add("http://example.com/last")
+        self.successResultOf(service.stopService())
+        self.assertEqual(len(writes), 3)
+        self.assertEqual(json.loads(writes[2])["jobs"][-1]["url"], "http://example.com/last")
+        clock.advance(SAVE_INTERVAL * 2)
+        self.assertEqual(len(writes), 3)
+
+    def test_jobsFailingAtStartAreOneWrite(self) -> None:
+        """
+        A restart with many queued jobs that all fail at once (here: a
+        resolver that raises, which fails each attempt at once and in
+        words) writes the job list once, not once per job.
+        """
+        jobs = [
+            {"id": str(n), "url": f"http://example.com/{n}", "name": None, "checksum": None, "state": "queued"}
+            for n in range(1, 201)
+        ]
+        service, clock, writes = self.startService(jobs)
+        self.assertEqual(writes, [])
+        clock.advance(0)
+        self.assertEqual(len(writes), 1)
+        saved = json.loads(writes[0])
+        self.assertEqual({job["state"] for job in saved["jobs"]}, {"failed"})
+        self.assertEqual(saved["next"], 201)
+        error = service.get("1")["error"]
+        self.assertEqual(error, "http://example.com/1: example.com could not be resolved (label empty or too long)")

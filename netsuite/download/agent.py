@@ -424,7 +424,11 @@ class CheckedEndpoint:
 
     async def _connect(self, protocolFactory):
         found = _Addresses()
-        self._reactor.nameResolver.resolveHostName(found, self._host, self._port)
+        try:
+            self._reactor.nameResolver.resolveHostName(found, self._host, self._port)
+        except Exception as e:
+            # It would never answer: fail this attempt now, in words.
+            raise ConnectError(string=f"{self._host} could not be resolved ({str(e) or e.__class__.__name__})") from None
         addresses = await found.done
         if not addresses:
             raise ConnectError(string=f"{self._host} did not resolve to any address")

@@ -55,8 +55,19 @@ from .errors import (
     RemoteChanged,
     TooLarge,
 )
-from .state import PART_SUFFIX, STATE_SUFFIX, DownloadState, addRange, covered, gaps, loadState, mergeRanges, statePathFor
-from .values import RESERVED_HEADERS, parseChecksum
+from .state import (
+    PART_SUFFIX,
+    STATE_SUFFIX,
+    DownloadState,
+    addRange,
+    clipRanges,
+    covered,
+    gaps,
+    loadState,
+    mergeRanges,
+    statePathFor,
+)
+from .values import RESERVED_HEADERS, asciiHostName, isText, parseChecksum
 
 log = Logger()
 
@@ -180,6 +191,10 @@ class DownloadRequest:
         C{name.1}, C{name.2}, ...
     @ivar continueExisting: a file already under the final name, without a
         state file, counts as the download's first bytes (C{wget -c}).
+    @ivar partName: the C{.part} file (a plain name in C{directory}) an
+        earlier run of this download chose, tried first when resuming (it
+        may be C{NAME.1.part} when C{name} was taken).  Taken only when its
+        state file names the same URL.
     """
 
     url: str
@@ -189,6 +204,7 @@ class DownloadRequest:
     headers: Optional[dict[str, str]] = None
     overwrite: bool = False
     continueExisting: bool = False
+    partName: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +275,8 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     C{url} without its credentials, and the Basic C{Authorization} value
     they make (or L{None}).
 
-    @raise BadURL: when C{url} is not an http or https URL with a host.
+    @raise BadURL: when C{url} is not an http or https URL with a host a
+        resolver can take and a port other than 0, or is not text.
     """
     try:
         parts = urlsplit(url.strip())
@@ -273,19 +290,25 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
         raise BadURL(f"{url}: the URL has no host")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url.strip()):
         raise BadURL(f"{url!r}: the URL contains spaces or control characters")
+    if not isText(url):
+        raise BadURL(f"{url!r}: the URL is not valid text (it holds a lone surrogate)")
+    if parts.port == 0:
+        raise BadURL(f"{url}: port 0 cannot be connected to")
     authorization = None
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
         user, _, password = userinfo.partition(":")
         authorization = basicAuthorization(user, password).decode("ascii")
-    # Non-ASCII in paths is percent-encoded; non-ASCII hosts use IDNA.
+    # Non-ASCII in paths is percent-encoded; non-ASCII hosts use IDNA.  A
+    # name no resolver can take is refused here: getaddrinfo would raise
+    # inside Twisted's resolver, which then never answers.
     host = parts.hostname
+    try:
+        asciiHost = asciiHostName(host)
+    except ValueError as e:
+        raise BadURL(f"{url}: {e}") from None
     if not host.isascii():
-        try:
-            asciiHost = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise BadURL(f"{url}: the host name is not valid") from None
         netloc = netloc.replace(host, asciiHost)
     if netloc.endswith(":"):
         netloc = netloc[:-1]  # an empty port is the default one (RFC 3986 3.2.3)
@@ -298,6 +321,19 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     except (URLParseError, ValueError):
         raise BadURL(f"{url}: not a valid URL") from None
     return clean, authorization
+
+
+def isPartName(name: str) -> bool:
+    """
+    Whether C{name} is the plain name of a C{.part} file the downloader
+    could have chosen: C{NAME.part}, with no separator and no leading dot.
+    """
+    return (
+        name.endswith(PART_SUFFIX)
+        and len(name) > len(PART_SUFFIX)
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+    )
 
 
 class _ReadyURL(EncodedURL):
@@ -768,10 +804,18 @@ class _Download:
 
     def _findResume(self) -> None:
         """
-        Pick up a state file of this URL (by the wanted name, the URL's
-        name, or any state file in the directory naming this URL), or with
-        C{continueExisting} a file already under the final name.
+        Pick up a state file of this URL (by the C{.part} an earlier run
+        chose, the wanted name, the URL's name, or any state file in the
+        directory naming this URL), or with C{continueExisting} a file
+        already under the final name.
         """
+        earlier = self.request.partName
+        if earlier and isPartName(earlier):
+            part = self.directory / earlier
+            state = loadState(statePathFor(part))
+            if state is not None and state.url == self.url and self._claim(part):
+                self._resumeFrom(part, state)
+                return
         wanted = names.sanitiseName(self.request.name) if self.request.name else None
         guess = wanted or names.chooseName(self.url)
         part = self.directory / (guess + PART_SUFFIX)
@@ -780,7 +824,7 @@ class _Download:
             self._resumeFrom(part, state)
             return
         if not wanted:
-            for statePath in sorted(self.directory.glob("*" + PART_SUFFIX + STATE_SUFFIX)):
+            for statePath in self.downloader._statesNaming(self.directory, self.url):
                 state = loadState(statePath)
                 part = statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])
                 if state is not None and state.url == self.url and self._claim(part):
@@ -844,6 +888,18 @@ class _Download:
         self.state = state
         self.state.url = self.url
         self.state.checksum = self.request.checksum
+        # Bytes past the .part's end are not on disk, whatever the state
+        # says (a crash before they were written out, a planted state).
+        onDisk = os.fstat(self.fd).st_size
+        clipped = clipRanges(state.done, onDisk)
+        if clipped != state.done:
+            log.warn(
+                "{url}: {part} holds {size} bytes, fewer than its state file says; only those are kept",
+                url=self.url,
+                part=str(part),
+                size=onDisk,
+            )
+            self.state.done = clipped
         if state.size is not None and not state.rangesSupported and not continued:
             # Bytes of a server without ranges cannot be continued.
             self.state.done = []
@@ -1642,14 +1698,18 @@ class Downloader:
         self._count = 0
         self._ticker: Optional[task.LoopingCall] = None
         self._lastTick = 0.0
+        # Per directory: state file name -> (its inode, size, mtime; the URL
+        # it names, or None).
+        self._stateIndex: dict[str, dict[str, tuple[tuple[int, int, int], Optional[str]]]] = {}
 
     # -- public API -------------------------------------------------------
 
     def submit(self, request: Union[DownloadRequest, str]) -> Job:
         """
         Queue C{request}; returns its L{Job}, whose C{deferred} fires when
-        it is done.  A bad URL or checksum fails the job's Deferred with
-        L{BadURL} or L{DownloadError} at once.
+        it is done (the downloader then forgets it: see L{jobs}).  A bad
+        URL or checksum fails the job's Deferred with L{BadURL} or
+        L{DownloadError} at once.
         """
         if isinstance(request, str):
             request = DownloadRequest(url=request)
@@ -1709,7 +1769,10 @@ class Downloader:
 
     def jobs(self) -> list[dict]:
         """
-        A snapshot of every job, in the order they were given.
+        A snapshot of every job not finished yet, in the order they were
+        given.  A job is forgotten here once its C{deferred} has fired (so
+        that a long-running downloader does not grow); its final state
+        stays on the L{Job} that L{submit} returned (C{job.snapshot()}).
         """
         return [job.snapshot() for job in self._jobs.values()]
 
@@ -1738,6 +1801,36 @@ class Downloader:
                 self.observer(event)
             except Exception:
                 log.failure("download observer failed on {event}", event=event)
+
+    def _statesNaming(self, directory: Path, url: str) -> list[Path]:
+        """
+        The state files in C{directory} (by name) that name C{url}.  What
+        each one names is remembered with its inode, size and modification
+        time, so only new or changed ones are read again: a directory of
+        thousands of stale state files costs a listing and a C{stat} each
+        per download, not thousands of reads.  (A caller still reads the
+        ones returned, and checks them.)
+        """
+        known = self._stateIndex.get(str(directory), {})
+        index = {}
+        try:
+            with os.scandir(directory) as entries:
+                found = [e for e in entries if e.name.endswith(PART_SUFFIX + STATE_SUFFIX) and not e.name.startswith(".")]
+        except OSError:
+            found = []
+        for entry in found:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            key = (info.st_ino, info.st_size, info.st_mtime_ns)
+            seen = known.get(entry.name)
+            if seen is None or seen[0] != key:
+                state = loadState(Path(entry.path))
+                seen = (key, state.url if state is not None else None)
+            index[entry.name] = seen
+        self._stateIndex[str(directory)] = index
+        return [directory / name for name in sorted(index) if index[name][1] == url]
 
     def _limitTime(self, job: Job) -> None:
         seconds = self.settings.totalTimeout
@@ -1782,6 +1875,7 @@ class Downloader:
                 }
             )
         job._download = None
+        self._jobs.pop(job.id, None)
         return result
 
     def _tick(self) -> None:
@@ -1796,7 +1890,7 @@ class Downloader:
         elapsed = max(now - self._lastTick, 1e-6)
         self._lastTick = now
         active = False
-        for job in self._jobs.values():
+        for job in list(self._jobs.values()):  # an observer may end a job
             download = job._download
             if download is None:
                 continue

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from .values import RESERVED_HEADERS
+from .values import RESERVED_HEADERS, asciiHostName, isText
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkURL", "checkName", "parseHeader", "parseInputFile"]
 
@@ -91,6 +91,14 @@ def checkURL(url: str) -> None:
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
     if not parts.hostname:
         raise ValueError(f"{url!r} names no host")
+    if parts.port == 0:
+        raise ValueError(f"{url!r} names port 0, which cannot be connected to")
+    if not isText(url):
+        raise ValueError(f"{url!r} is not valid text (it holds a lone surrogate)")
+    try:
+        asciiHostName(parts.hostname)
+    except ValueError as e:
+        raise ValueError(f"{url!r}: {e}") from None
 
 
 def checkName(name: str) -> None:

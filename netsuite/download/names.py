@@ -66,6 +66,8 @@ def _cut(name: str) -> str:
     stem, dot, extension = name.rpartition(".")
     if not dot or len(extension.encode("utf-8")) > 16 or not stem:
         stem, extension = name, ""
+    elif stem.lower().endswith(".tar") and stem[:-4]:
+        stem, extension = stem[:-4], stem[-3:] + "." + extension  # x.tar.gz stays a .tar.gz
     room = MAX_NAME_BYTES - (len(extension.encode("utf-8")) + 1 if extension else 0)
     cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(". ")
     return f"{cut}.{extension}" if extension else cut

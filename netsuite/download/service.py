@@ -10,8 +10,10 @@ survives a restart.
                                  finished job is only forgotten, its file stays
 
 The job list is kept in C{.netsuite-downloads.json} in the download
-directory; unfinished jobs start again (resuming from their state files)
-when the service starts.
+directory (written at most once a second, and at stop); unfinished jobs
+start again (resuming from their state files) when the service starts.
+A job list that cannot be read, or holds entries that cannot be used, is
+kept aside as C{.netsuite-downloads.json.bad-TIMESTAMP}.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import math
 import os
 import secrets
 import time
@@ -37,8 +40,9 @@ from netsuite.files import readSmallFile, writeAtomically
 from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJSON, _readBody, renderJSON
 
 from . import names
-from .engine import DownloadRequest, Downloader, DownloadSettings, redact, splitURL
+from .engine import DownloadRequest, Downloader, DownloadSettings, isPartName, redact, splitURL
 from .errors import DownloadError
+from .state import PART_SUFFIX
 from .values import parseChecksum
 
 log = Logger()
@@ -59,7 +63,19 @@ MAX_FINISHED = 1000
 #: as a request body could make it, and some.
 MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * (MAX_BODY + 1024)
 
+#: Seconds between two writes of the job list at most: changes in between
+#: (a burst of POSTs, many jobs ending at once) are written together.
+SAVE_INTERVAL = 1.0
+
+#: The longest URL a job may have.
+MAX_URL = 8192
+
 _FINISHED = ("done", "failed", "cancelled")
+
+_STATES = ("queued", "running", "retrying", *_FINISHED)
+
+#: Fields of a job that only the job list keeps (the API does not show them).
+_PRIVATE = ("part",)
 
 
 class DownloadService(Service):
@@ -101,8 +117,11 @@ class DownloadService(Service):
         self.downloader: Optional[Downloader] = None
         self._jobs: dict[str, dict] = {}
         self._engineJobs: dict[str, Any] = {}
+        self._byEngineId: dict[str, dict] = {}
         self._next = 1
         self._stopping = False
+        self._saveCall: Any = None
+        self._lastSave = -math.inf
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -110,7 +129,8 @@ class DownloadService(Service):
         Service.startService(self)
         self._stopping = False
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.downloader = Downloader(self.reactor, self.settings, rules=self.rules)
+        self.downloader = Downloader(self.reactor, self.settings, observer=self._observe, rules=self.rules)
+        self._byEngineId = {}
         self._load()
         if self.generatedToken:
             log.info("downloads API token (generated; set --api-token to choose one): {token}", token=self.token)
@@ -126,6 +146,8 @@ class DownloadService(Service):
         if self.downloader is None:
             return succeed(None)
         self._stopping = True
+        if self._saveCall is not None and self._saveCall.active():
+            self._saveCall.cancel()  # the save after the stop writes everything
         downloader, self.downloader = self.downloader, None
         d = downloader.stop()
         d.addCallback(lambda _: self._save())
@@ -144,8 +166,8 @@ class DownloadService(Service):
             raise APIError(503, "the download service is not running")
         if not isinstance(url, str) or not url:
             raise APIError(400, "'url' must be a non-empty string")
-        if len(url) > 8192:
-            raise APIError(400, "'url' is longer than 8192 characters")
+        if len(url) > MAX_URL:
+            raise APIError(400, f"'url' is longer than {MAX_URL} characters")
         try:
             splitURL(url)
         except DownloadError as e:
@@ -182,7 +204,7 @@ class DownloadService(Service):
         self._jobs[job["id"]] = job
         self._forgetOld()
         self._submit(job)
-        self._save()
+        self._changed()
         return self.describe(job)
 
     def _checkLiteralDestination(self, url: str) -> None:
@@ -224,17 +246,24 @@ class DownloadService(Service):
             return None
         engineJob = self._engineJobs.pop(jobId, None)
         if engineJob is not None and self.downloader is not None and not engineJob.deferred.called:
+            live = engineJob.snapshot()  # the name it had, not the one asked for
             self.downloader.cancel(engineJob.id, discard=True)
-            job["state"] = "cancelled"
-            job["finished"] = time.time()
-        self._save()
+            job.update(
+                state="cancelled",
+                finished=time.time(),
+                name=live["name"] or job["name"],
+                path=self._relative(live["path"]),
+                done=live["done"],
+                size=live["size"],
+            )
+        self._changed()
         return self.describe(job)
 
     def describe(self, job: dict) -> dict:
         """
         A job as the API shows it (credentials in its URL hidden).
         """
-        shown = {key: value for key, value in job.items() if key != "checksum"}
+        shown = {key: value for key, value in job.items() if key != "checksum" and key not in _PRIVATE}
         shown["url"] = redact(job["url"])
         shown["checksum"] = job["checksum"]
         engineJob = self._engineJobs.get(job["id"])
@@ -257,16 +286,37 @@ class DownloadService(Service):
         return os.path.basename(path) if path else None
 
     def _submit(self, job: dict) -> None:
-        request = DownloadRequest(url=job["url"], directory=self.directory, name=job["name"], checksum=job["checksum"])
+        request = DownloadRequest(
+            url=job["url"], directory=self.directory, name=job["name"], checksum=job["checksum"], partName=job.get("part")
+        )
         engineJob = self.downloader.submit(request)
         self._engineJobs[job["id"]] = engineJob
+        self._byEngineId[engineJob.id] = job
         job["state"] = "queued"
-        engineJob.deferred.addBoth(self._ended, job)
+        engineJob.deferred.addBoth(self._ended, job, engineJob.id)
 
-    def _ended(self, result, job: dict) -> None:
+    def _observe(self, event: dict) -> None:
+        """
+        The engine's events: when a job starts writing, the C{.part} it
+        chose (C{NAME.1.part} when the name was taken) goes into the job
+        list, so that the job resumes it after a restart.
+        """
+        if event.get("event") != "start" or self._stopping:
+            return
+        job = self._byEngineId.get(event["job"])
+        if job is None:
+            return
+        part = event["name"] + PART_SUFFIX
+        if job.get("part") != part:
+            job["part"] = part
+            self._changed()
+
+    def _ended(self, result, job: dict, engineId: str) -> None:
+        self._byEngineId.pop(engineId, None)
         engineJob = self._engineJobs.pop(job["id"], None)
         if self._stopping:
             return None  # unfinished: it resumes at the next start
+        job.pop("part", None)
         if isinstance(result, Failure):
             if result.check(CancelledError):
                 job["state"] = "cancelled"
@@ -283,7 +333,7 @@ class DownloadService(Service):
             job["done"], job["size"] = live["done"], live["size"]
         job["finished"] = time.time()
         if job["id"] in self._jobs:
-            self._save()
+            self._changed()
         return None
 
     def _forgetOld(self) -> None:
@@ -301,35 +351,86 @@ class DownloadService(Service):
         return self.directory / JOBS_FILE
 
     def _load(self) -> None:
+        """
+        Read the job list.  One that cannot be read is set aside (never
+        overwritten) with one warning; entries that cannot be used are
+        skipped, each with a warning, and the list as it was is kept aside
+        too.
+        """
         try:
             data = json.loads(readSmallFile(self.jobsFile, MAX_JOBS_FILE).decode("utf-8"))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as e:
-            log.warn("ignoring the unreadable job list {path}: {error}", path=str(self.jobsFile), error=str(e))
+        except (OSError, ValueError, RecursionError) as e:
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            log.warn(
+                "ignoring the unreadable job list {path}: {error}; {kept}",
+                path=str(self.jobsFile),
+                error=why,
+                kept=self._setAside(),
+            )
             return
         jobs = data.get("jobs") if isinstance(data, dict) else None
         if not isinstance(jobs, list):
-            log.warn("ignoring the job list {path}: not a job list", path=str(self.jobsFile))
+            log.warn("ignoring the job list {path}: not a job list; {kept}", path=str(self.jobsFile), kept=self._setAside())
             return
-        for job in jobs:
-            if not isinstance(job, dict) or not isinstance(job.get("id"), str) or not isinstance(job.get("url"), str):
-                continue
-            if job.get("state") not in ("queued", "running", "retrying", *_FINISHED):
-                continue
-            try:
-                if job.get("checksum") is not None:
-                    parseChecksum(job["checksum"])
-                splitURL(job["url"])
-            except (ValueError, DownloadError):
-                continue
-            if not (job.get("name") is None or isinstance(job.get("name"), str)):
+        following = data.get("next")
+        if type(following) is int and 0 < following < 2**53:
+            self._next = max(self._next, following)
+        skipped = 0
+        for number, entry in enumerate(jobs, 1):
+            job, problem = _readJob(entry)
+            if job is not None and job["id"] in self._jobs:
+                job, problem = None, f"its id {job['id']!r} is taken by an earlier job"
+            if job is None:
+                skipped += 1
+                log.warn(
+                    "job list {path}: skipping job {number}: {problem}",
+                    path=str(self.jobsFile),
+                    number=number,
+                    problem=problem,
+                )
                 continue
             self._jobs[job["id"]] = job
-            if job["id"].isdigit():
+            if job["id"].isascii() and job["id"].isdigit():  # not "²", which isdigit() takes
                 self._next = max(self._next, int(job["id"]) + 1)
+        if skipped:
+            log.warn("job list {path}: {kept}", path=str(self.jobsFile), kept=self._setAside())
+            self._save()  # the usable jobs, under the real name again
+
+    def _setAside(self) -> str:
+        """
+        Rename the job list to C{NAME.bad-TIMESTAMP}, so that the next save
+        does not overwrite what it held; returns what was done, in words.
+        """
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        bad = self.jobsFile.with_name(f"{JOBS_FILE}.bad-{stamp}")
+        number = 1
+        while os.path.lexists(bad):
+            bad = self.jobsFile.with_name(f"{JOBS_FILE}.bad-{stamp}-{number}")
+            number += 1
+        try:
+            os.rename(self.jobsFile, bad)
+        except OSError as e:
+            return f"it could not be set aside ({e.strerror}) and will be replaced"
+        return f"kept it as {bad.name}"
+
+    def _changed(self) -> None:
+        """
+        The job list changed: write it soon.  Changes are gathered: one
+        write at the next reactor turn, at most one a L{SAVE_INTERVAL}, and
+        always one when the service stops.
+        """
+        if not self.running or (self._saveCall is not None and self._saveCall.active()):
+            return
+        delay = max(0.0, self._lastSave + SAVE_INTERVAL - self.reactor.seconds())
+        self._saveCall = self.reactor.callLater(delay, self._save)
 
     def _save(self) -> None:
+        if self._saveCall is not None and self._saveCall.active():
+            self._saveCall.cancel()
+        self._saveCall = None
+        self._lastSave = self.reactor.seconds()
         jobs = []
         for job in self._jobs.values():
             saved = dict(job)
@@ -337,8 +438,9 @@ class DownloadService(Service):
             if engineJob is not None:
                 saved["state"] = "queued"  # still to do at the next start
             jobs.append(saved)
+        document = {"version": 1, "next": self._next, "jobs": jobs}
         try:
-            writeAtomically(self.jobsFile, (json.dumps({"version": 1, "jobs": jobs}, indent=2) + "\n").encode("utf-8"), 0o600)
+            writeAtomically(self.jobsFile, (json.dumps(document, separators=(",", ":")) + "\n").encode("utf-8"), 0o600)
         except OSError as e:
             log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=e.strerror)
 
@@ -462,3 +564,64 @@ def makeDownloadService(
     service tree and mount C{service.resource()} under your API.
     """
     return DownloadService(directory, reactor=reactor, token=token, settings=settings, rules=rules)
+
+
+def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
+    """
+    A job of the job list as the service keeps it, or L{None} and why it
+    cannot be used.  Fields an older or hand-edited list lacks, or holds in
+    a wrong type, get their defaults unless the job needs them (its id,
+    URL, state, name and checksum).
+    """
+    if not isinstance(entry, dict):
+        return None, "not a JSON object"
+    jobId, url, state = entry.get("id"), entry.get("url"), entry.get("state")
+    if not isinstance(jobId, str) or not jobId:
+        return None, "it has no id"
+    if not isinstance(url, str) or not url or len(url) > MAX_URL:
+        return None, f"job {jobId!r} has no usable URL"
+    try:
+        splitURL(url)
+    except DownloadError as e:
+        return None, str(e).replace(url, redact(url)).replace(repr(url), repr(redact(url)))
+    if state not in _STATES:
+        return None, f"job {jobId!r} has no known state"
+    name, checksum, part = entry.get("name"), entry.get("checksum"), entry.get("part")
+    if name is not None:
+        if not isinstance(name, str) or not names.sanitiseName(name, default=""):
+            return None, f"job {jobId!r} has no usable file name"
+        name = names.sanitiseName(name)
+    if checksum is not None:
+        if not isinstance(checksum, str):
+            return None, f"job {jobId!r} has a checksum that is not text"
+        try:
+            parseChecksum(checksum)
+        except ValueError as e:
+            return None, str(e)
+
+    def count(key: str) -> Optional[int]:
+        value = entry.get(key)
+        return value if type(value) is int and value >= 0 else None
+
+    def when(key: str) -> Optional[float]:
+        value = entry.get(key)
+        return value if type(value) in (int, float) and math.isfinite(value) else None
+
+    def text(key: str) -> Optional[str]:
+        value = entry.get(key)
+        return value if isinstance(value, str) else None
+
+    return {
+        "id": jobId,
+        "url": url,
+        "name": name,
+        "checksum": checksum,
+        "state": state,
+        "error": text("error"),
+        "path": text("path"),
+        "size": count("size"),
+        "done": count("done") or 0,
+        "created": when("created"),
+        "finished": when("finished"),
+        "part": part if isinstance(part, str) and isPartName(part) else None,
+    }, None

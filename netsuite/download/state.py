@@ -73,6 +73,14 @@ def gaps(ranges: list[Range], size: int) -> list[Range]:
     return [(s, e) for s, e in missing if e > s]
 
 
+def clipRanges(ranges: Iterable[Range], end: int) -> list[Range]:
+    """
+    C{ranges} (sorted, merged) cut at C{end}: what lies past a file's end
+    is not on disk, whatever a state file says.
+    """
+    return [(start, min(stop, end)) for start, stop in ranges if start < end]
+
+
 def covered(ranges: Iterable[Range]) -> int:
     """
     How many bytes C{ranges} (merged) cover.
@@ -190,6 +198,9 @@ def loadState(path: Path) -> Optional[DownloadState]:
         return None
     except (OSError, ValueError) as e:
         log.warn("ignoring unreadable download state {path}: {error}", path=str(path), error=str(e))
+        return None
+    except RecursionError:
+        log.warn("ignoring unreadable download state {path}: nested too deeply", path=str(path))
         return None
     state = DownloadState.fromJSON(data)
     if state is None:

@@ -1,6 +1,6 @@
 """
-Parsing the values a user gives the downloader: sizes, checksums and
-which headers are the downloader's own.
+Parsing the values a user gives the downloader: sizes, checksums, host
+names and which headers are the downloader's own.
 """
 
 from __future__ import annotations
@@ -74,3 +74,52 @@ def parseChecksum(text: str) -> tuple[str, str]:
     if len(digest) != size or not re.fullmatch(r"[0-9a-f]+", digest):
         raise ValueError(f"{text!r} is not a checksum: a {algorithm} digest is {size} hexadecimal digits")
     return algorithm, digest
+
+
+#: The longest DNS name, without its final dot (RFC 1035 2.3.4).
+MAX_HOST_NAME = 253
+
+#: The longest label of a DNS name.
+MAX_LABEL = 63
+
+# Lone surrogates that are not bytes Python could not decode (those arrive
+# as U+DC80..U+DCFF, "surrogateescape", and are sent as the bytes they were).
+_NOT_TEXT = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def isText(text: str) -> bool:
+    """
+    Whether C{text} is text: no lone surrogate (such as a JSON C{"\\ud800"}
+    makes) other than those standing for bytes that were not UTF-8.
+    """
+    return _NOT_TEXT.search(text) is None
+
+
+def asciiHostName(host: str) -> str:
+    """
+    C{host} (a URL's host, without brackets) as a resolver is given it: IDNA
+    for a name that is not ASCII.
+
+    @raise ValueError: with a readable phrase when no resolver can take it:
+        a name IDNA refuses, a label that is empty or longer than
+        L{MAX_LABEL} characters, or more than L{MAX_HOST_NAME} characters
+        in all (one final dot aside).
+    """
+    if ":" in host:  # an IPv6 literal
+        return host
+    name = host
+    if not host.isascii():
+        try:
+            name = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError("the host name is not valid") from None
+    bare = name[:-1] if name.endswith(".") else name
+    labels = bare.split(".")
+    if not all(labels):
+        raise ValueError("the host name has an empty label (a dot at its start, or two in a row)")
+    if any(len(label) > MAX_LABEL for label in labels):
+        raise ValueError(f"the host name has a label longer than {MAX_LABEL} characters")
+    if len(bare) > MAX_HOST_NAME:
+        raise ValueError(f"the host name is longer than {MAX_HOST_NAME} characters")
+    return name
+
