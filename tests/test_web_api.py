@@ -267,6 +267,25 @@ class EchoTests(ServerTestCase):
         )
         self.assertIn("boundary", body["error"])
 
+    async def test_charsetThatCannotReplace(self) -> None:
+        """
+        A charset Python knows but that cannot decode with replacement
+        (C{idna}), for a form body or a multipart field, is a 400, not a
+        500 with a traceback in the log.
+        """
+        part = (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n'
+            b"Content-Type: text/plain; charset=idna\r\n\r\nv\r\n--XyZ--\r\n"
+        )
+        for data, contentType in (
+            (b"a=%41", b"application/x-www-form-urlencoded; charset=idna"),
+            (part, b"multipart/form-data; boundary=XyZ"),
+        ):
+            body = await self.assertJSONError(
+                400, "POST", "/api/echo", **self.postJSONBytes(data, contentType)
+            )
+            self.assertIn("idna", body["error"])
+
     async def test_malformedJSON(self) -> None:
         body = await self.assertJSONError(
             400, "POST", "/api/echo", **self.postJSONBytes(b'{"a": 1,\n "b" 2}')

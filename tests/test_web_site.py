@@ -17,10 +17,13 @@ import trustme
 from twisted.internet import reactor, threads
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.http import H2_ENABLED
+from twisted.web.resource import Resource
 
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
@@ -195,6 +198,185 @@ class LimitTests(SynchronousTestCase):
             protocol, transport = self.connect()
             protocol.dataReceived(b"POST /api/echo HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello")
             self.assertEqual(statusLine(transport), b"HTTP/1.1 400 Bad Request", headers)
+
+
+class Probe(Resource):
+    """
+    Records every request that reaches it (any method) and answers
+    C{ran}.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        Resource.__init__(self)
+        self.requests: list[tuple[bytes, bytes, bytes | None]] = []
+
+    def render(self, request) -> bytes:
+        self.requests.append((request.method, request.path, request.getHeader(b"host")))
+        return b"ran\n"
+
+
+def statuses(transport: StringTransport) -> list[bytes]:
+    return re.findall(rb"HTTP/1\.[01] (\d+)", transport.value())
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    A refused request is never run, whatever the client sends after it.
+    Over TLS the connection goes on reading after it is closed (it waits
+    for the peer's close_notify): a L{StringTransport}, which takes more
+    input after C{loseConnection}, shows the same.
+    """
+
+    def setUp(self) -> None:
+        self.probe = Probe()
+        self.clock, self.site, self.connect = inMemory(
+            Limits(maxBody=100, maxRequestLine=200, maxHeaderBytes=1000, maxHeaders=5),
+            api={b"probe": self.probe},
+        )
+        self.addCleanup(self.site.stopFactory)
+
+    def test_badHeaderLineThenMoreInput(self) -> None:
+        """
+        A malformed header line that is not the last one gets a 400, and
+        the request is not run when more bytes come (Twisted went on
+        parsing, and ran the DELETE it had refused).
+        """
+        for bad in (b"Bad Header Without Colon", b"Sp ace: x", b"X-Nul: a\x00b"):
+            protocol, transport = self.connect()
+            protocol.dataReceived(
+                b"DELETE /api/probe HTTP/1.1\r\nHost: x\r\n" + bad + b"\r\n"
+                b"Authorization: Bearer secret\r\n\r\n"
+            )
+            self.assertTrue(transport.disconnecting)
+            for more in (b"\r\n", b"x", b"GET /api/probe HTTP/1.1\r\nHost: x\r\n\r\n"):
+                protocol.dataReceived(more)
+            self.clock.advance(0)
+            self.assertEqual(self.probe.requests, [], bad)
+            self.assertEqual(statuses(transport), [b"400"], bad)
+            body = transport.value().split(b"\r\n\r\n", 1)[1]
+            self.assertEqual(json.loads(body)["status"], 400)
+
+    def test_badRequestLineThenMoreInput(self) -> None:
+        """
+        After a malformed request line, more lines are ignored (Twisted
+        parsed them as that request's headers and failed with an
+        AttributeError at their end).
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
+        for _ in range(3):
+            protocol.dataReceived(b"X: y\r\n\r\n")
+        self.assertEqual(statuses(transport), [b"400"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_transferEncodingOtherThanChunked(self) -> None:
+        """
+        Any Transfer-Encoding but C{chunked} is a 400 that closes the
+        connection (RFC 9112, 6.3), with or without a Content-Length:
+        C{identity} was accepted, and without a length its body was read as
+        the next request.
+        """
+        for value in (b"identity", b"Identity", b"gzip"):
+            for length in (b"Content-Length: 7\r\n", b""):
+                protocol, transport = self.connect()
+                protocol.dataReceived(
+                    b"POST /api/probe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + value
+                    + b"\r\n" + length + b"\r\nGET /api/probe HTTP/1.1\r\nHost: x\r\n\r\n"
+                )
+                self.clock.advance(0)
+                self.assertEqual(statuses(transport), [b"400"], (value, length))
+                self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.probe.requests, [])
+
+    def test_nothingReadAfterIdleTimeout(self) -> None:
+        """
+        A request sent after the idle timeout closed the connection is not
+        run (over TLS it was, a line a read).
+        """
+        protocol, transport = self.connect()
+        self.clock.advance(60)
+        self.assertTrue(transport.disconnecting)
+        for line in (b"DELETE /api/probe HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n", b"x"):
+            protocol.dataReceived(line)
+        self.clock.advance(0)
+        self.assertEqual(self.probe.requests, [])
+        self.assertEqual(transport.value(), b"")
+
+    def test_refusalTimerEndsWithTheConnection(self) -> None:
+        """
+        A refused connection is aborted 10 s later if the peer has not
+        closed it; once it is closed, nothing is left to fire (the timer
+        aborted a TLS connection already gone: a traceback).
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n")
+        self.assertEqual(statuses(transport), [b"431"])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            [call for call in self.clock.getDelayedCalls() if call.func == transport.abortConnection],
+            [],
+        )
+
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n")
+        self.clock.advance(9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+
+    def test_hostRequired(self) -> None:
+        """
+        An HTTP/1.1 request without a Host, or any request with two Host
+        lines or a malformed one, is a 400 (RFC 9112, 3.2); HTTP/1.0 may
+        go without.
+        """
+        for head in (
+            b"GET /api/probe HTTP/1.1\r\n",
+            b"GET /api/probe HTTP/1.1\r\nHost: a\r\nHost: b\r\n",
+            b"GET /api/probe HTTP/1.0\r\nHost: a\r\nHost: a\r\n",
+            b"GET /api/probe HTTP/1.1\r\nHost: a/b\r\n",
+            b"GET /api/probe HTTP/1.1\r\nHost: u@a\r\n",
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(head + b"\r\n")
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), [b"400"], head)
+            self.assertIn(b"Host", transport.value())
+        self.assertEqual(self.probe.requests, [])
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/probe HTTP/1.0\r\n\r\n")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200"])
+
+    def test_absoluteFormTarget(self) -> None:
+        """
+        An absolute URL as the target (which servers must accept, RFC 9112,
+        3.2.2) is served as its path, with its authority as the Host (the
+        first character of the path was dropped: a 404).
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET HTTP://example.com:8080/api/probe?x=1 HTTP/1.1\r\nHost: other\r\n\r\n"
+            b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200", b"200"])
+        self.assertEqual(self.probe.requests, [(b"GET", b"/api/probe", b"example.com:8080")])
+        self.assertIn(b"<title>netsuite</title>", transport.value())
+
+    def test_malformedTarget(self) -> None:
+        """
+        A target that is neither a path, C{*} nor an absolute http(s) URL
+        is a 400 (C{x/api/probe} was served as C{/api/probe}).
+        """
+        for target in (b"x/api/probe", b"http://u@x/api/probe", b"http:///api/probe", b"ftp://x/api/probe"):
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), [b"400"], target)
+        self.assertEqual(self.probe.requests, [])
 
 
 class BufferedLogTests(SynchronousTestCase):
@@ -440,6 +622,21 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(body, b"")
         self.assertGreater(int(headers[b"content-length"]), 100)
 
+    def test_otherMethodsOnBuiltinPages(self) -> None:
+        """
+        Methods other than GET and HEAD on the built-in pages get a 405
+        with C{Allow} and the pages' security headers (not Twisted's "501
+        Huh?" page, or its bare 405 for POST).
+        """
+        for path in (b"/", b"/_netsuite/", b"/_netsuite", b"/_netsuite/style.css"):
+            for method in (b"POST", b"PUT", b"DELETE", b"FOO"):
+                status, headers, body = self.request(path, method)
+                self.assertEqual(status, b"HTTP/1.1 405 Method Not Allowed", (path, method))
+                self.assertEqual(headers[b"allow"], b"GET, HEAD")
+                self.assertEqual(headers[b"x-content-type-options"], b"nosniff")
+                self.assertIn(b"default-src 'none'", headers[b"content-security-policy"])
+                self.assertIn(b"405 Method Not Allowed", body)
+
     def test_assets(self) -> None:
         status, headers, body = self.request(b"/_netsuite/style.css")
         self.assertEqual(headers[b"content-type"], b"text/css; charset=utf-8")
@@ -466,6 +663,81 @@ class SocketTests(TestCase):
         status.add(service)
         port = await startListener(self, service)
         return port, service, status
+
+    async def startTLS(self, **kwargs) -> tuple[int, object, str]:
+        """
+        Start an HTTPS listener (HTTP/1.1 only); return its port, the
+        service and the CA certificate to trust, as PEM text.
+        """
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"http/1.1"])
+        port, service, status = await self.startHTTP(tls=options, **kwargs)
+        return port, service, ca.cert_pem.bytes().decode()
+
+    async def waitForNoConnections(self, service) -> None:
+        """
+        Wait until the server has seen every connection end.
+        """
+        for _ in range(500):
+            if service.stats.connectionsOpen == 0:
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail("the server kept a connection open")
+
+    async def test_refusedRequestNeverRunsOverTLS(self) -> None:
+        """
+        Over TLS, a request refused for a malformed header line is not run
+        when the client sends one more byte after the 400 (TLS reads on
+        after the refusal, waiting for close_notify, and Twisted went on
+        parsing: the refused DELETE ran).
+        """
+        probe = Probe()
+        port, service, cadata = await self.startTLS(api={b"probe": probe})
+
+        def exchange() -> bytes:
+            context = ssl.create_default_context(cadata=cadata)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(
+                        b"DELETE /api/probe HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n"
+                        b"Authorization: Bearer secret\r\n\r\n"
+                    )
+                    received = b""
+                    while True:
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                    tls.sendall(b"x")  # a TLS record of its own, read later
+                    return received
+
+        response = await threads.deferToThread(exchange)
+        await self.waitForNoConnections(service)
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"400"])
+        self.assertEqual(probe.requests, [])
+
+    async def test_refusalOverTLSClosesAtOnce(self) -> None:
+        """
+        A refusal over TLS ends the connection at once (close_notify), not
+        when the 10 s abort timer fires.
+        """
+        port, service, cadata = await self.startTLS()
+
+        def exchange() -> bytes:
+            context = ssl.create_default_context(cadata=cadata)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+                    received = b""
+                    while True:
+                        chunk = tls.recv(65536)  # times out if the server waits
+                        if not chunk:
+                            return received
+                        received += chunk
+
+        response = await threads.deferToThread(exchange)
+        self.assertTrue(response.startswith(b"HTTP/1.1 431 "), response[:100])
+        await self.waitForNoConnections(service)
 
     async def test_homePageListsListenersAndCounters(self) -> None:
         port, service, status = await self.startHTTP()

@@ -274,13 +274,15 @@ def _parseContentType(value: str) -> Tuple[str, Dict[str, str]]:
 
 def _checkCharset(charset: str) -> str:
     """
-    @return: C{charset}, when Python can decode text in it.
-    @raise APIError: 400 when it cannot.
+    @return: C{charset}, when Python can decode text in it, replacing what
+        is not valid (as the form parsers do).
+    @raise APIError: 400 when it cannot (an unknown name, a codec that is
+        not a text encoding, or one such as C{idna} that cannot replace).
     """
     try:
-        b"x".decode(charset)
+        b"x".decode(charset, "replace")
     except (LookupError, ValueError):
-        raise APIError(400, f"unknown charset {charset!r}") from None
+        raise APIError(400, f"unsupported charset {charset!r}") from None
     return charset
 
 

@@ -71,7 +71,38 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-class HomePage(Resource):
+def methodNotAllowed(request: Request) -> bytes:
+    """
+    Answer a method other than GET and HEAD with a 405 built-in page and
+    C{Allow: GET, HEAD}.
+
+    @return: the body, for a C{render} method to return.
+    """
+    request.setResponseCode(405)
+    _setHeaders(request, PAGE_HEADERS)
+    request.setHeader(b"Allow", b"GET, HEAD")
+    return (
+        b"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        b"<title>405 Method Not Allowed</title>"
+        b"<link rel=\"stylesheet\" href=\"/_netsuite/style.css\"></head>"
+        b"<body><h1>405 Method Not Allowed</h1><p>Use GET or HEAD here.</p></body></html>\n"
+    )
+
+
+class _ReadOnly(Resource):
+    """
+    A resource that answers GET and HEAD only; any other method gets
+    L{methodNotAllowed} (Twisted answers with its own pages: 405 for POST,
+    501 for the rest).
+    """
+
+    def render(self, request: Request) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            return methodNotAllowed(request)
+        return Resource.render(self, request)  # type: ignore[no-any-return]
+
+
+class HomePage(_ReadOnly):
     """
     The home page: every listener with its address, each service's counters,
     and links to the API.  Rendered at most once a second.
@@ -80,7 +111,7 @@ class HomePage(Resource):
     isLeaf = True
 
     def __init__(self, status: StatusSource, clock: IReactorTime) -> None:
-        Resource.__init__(self)
+        _ReadOnly.__init__(self)
         self.status = status
         self.clock = clock
         self._cached: bytes | None = None
@@ -172,11 +203,11 @@ class NotFoundPage(Resource):
         ).encode("utf-8")
 
 
-class _Asset(Resource):
+class _Asset(_ReadOnly):
     isLeaf = True
 
     def __init__(self, body: bytes, contentType: bytes) -> None:
-        Resource.__init__(self)
+        _ReadOnly.__init__(self)
         self.body = body
         self.contentType = contentType
 
@@ -187,14 +218,14 @@ class _Asset(Resource):
         return self.body
 
 
-class BuiltinPages(Resource):
+class BuiltinPages(_ReadOnly):
     """
     C{/_netsuite/}: the home page and its assets, always there even when a
     static folder owns C{/}.
     """
 
     def __init__(self, home: IResource, notFound: IResource) -> None:
-        Resource.__init__(self)
+        _ReadOnly.__init__(self)
         self.notFound = notFound
         self.putChild(b"", home)
         self.putChild(b"style.css", _Asset(STYLE, b"text/css; charset=utf-8"))

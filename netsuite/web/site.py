@@ -4,7 +4,8 @@ The HTTP site: routing, request limits and deadlines, access log, metrics.
 Everything HTTP is parsed by C{twisted.web}; this module adds what a public
 server needs on top: a deadline for the request head (slowloris), an idle
 keep-alive timeout, limits on the request line, the header block and the
-body (414, 431, 413 instead of a silent close), and per-request accounting
+body (414, 431, 413 instead of a silent close; over HTTP/2 too), nothing
+read after a connection starts closing, and per-request accounting
 (access log in the combined format, Prometheus metrics, stats).
 """
 
@@ -16,8 +17,10 @@ from time import time
 from typing import Any, Mapping
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 # twisted.web.http is a deprecation proxy: a name read through it costs
 # microseconds, so the hot path binds them here.
@@ -29,6 +32,13 @@ from twisted.web.http import (
 )
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site, version as _serverVersion
+
+try:
+    import h2.errors
+    import h2.exceptions
+    from twisted.web._http2 import H2Connection
+except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
+    H2Connection = object  # type: ignore[assignment, misc]
 
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
@@ -85,11 +95,15 @@ _HOLD_LIMIT = 65536
 _REASONS = {431: b"Request Header Fields Too Large"}
 
 
+def _jsonErrorBody(status: int, message: str) -> bytes:
+    return json.dumps({"error": message, "status": status}).encode("utf-8") + b"\n"
+
+
 def _jsonError(status: int, message: str) -> bytes:
     """
     A complete HTTP/1.1 error response that closes the connection.
     """
-    body = json.dumps({"error": message, "status": status}).encode("utf-8") + b"\n"
+    body = _jsonErrorBody(status, message)
     reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
     return b"".join(
         [
@@ -176,6 +190,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
     _deadline: IDelayedCall | None = None
     _headStarted = 0.0
     _closing = False
+    #: Aborts a refused connection whose peer does not close.
+    _abortCall: IDelayedCall | None = None
 
     def __init__(self, site: "NetsuiteSite") -> None:
         HTTPChannel.__init__(self)
@@ -206,6 +222,11 @@ class NetsuiteHTTPChannel(HTTPChannel):
         return host
 
     def dataReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            # Closing (a refusal, the idle timeout): over TLS the connection
+            # reads on until the peer's close_notify, and Twisted would go
+            # on parsing, and running, requests.
+            return
         if self._state == "idle" and not self._closing:
             self._state = "head"
             self._headBytes = self._headLines = 0
@@ -291,8 +312,18 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self.flushOutput()
-        HTTPChannel._respondToBadRequestAndDisconnect(self)
+        # Twisted goes on parsing after a bad header line that is not the
+        # last one, trusting the transport to stop reading; TLS does not
+        # (it waits for the peer's close_notify), so the refused request
+        # would run on the next read.  _refuse ignores every later byte.
+        self._refuse(400, "malformed request")
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        if header == b"Transfer-Encoding" and data.lower() != b"chunked":
+            # Twisted takes "identity" and ignores it (RFC 9112, 6.3: 400).
+            self._refuse(400, "Transfer-Encoding other than chunked")
+            return False
+        return HTTPChannel._maybeChooseTransferDecoder(self, header, data)  # type: ignore[no-any-return]
 
     def lineReceived(self, line: bytes) -> None:
         if self._state == "head" and line:
@@ -368,9 +399,11 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.flushOutput()
         self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *a: None  # type: ignore[method-assign, assignment]
         self.transport.write(self.errorResponse(status, message))
-        self.transport.loseConnection()
+        # Unregisters the channel as the transport's producer first: TLS
+        # sends its close_notify only once no producer is registered.
+        self.loseConnection()
         # Do not wait forever for a peer that does not read its answer.
-        self.callLater(10, self.transport.abortConnection)
+        self._abortCall = self.callLater(10, self.transport.abortConnection)
 
     def errorResponse(self, status: int, message: str) -> bytes:
         """
@@ -388,11 +421,21 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self._out = None
         self._outBytes = 0
         self._cancelDeadline()
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+        self._abortCall = None
         HTTPChannel.connectionLost(self, reason)
 
 
 _dateSecond = -1
 _dateValue = b""
+
+#: A C{Host} value, or the authority of an absolute target (RFC 9110, 7.2;
+#: RFC 3986, 3.2.2): a name or an IP literal, and a port; no user info.
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
+
+#: An absolute-form request target, without its query: authority, path.
+_ABSOLUTE_FORM = re.compile(rb"(?i)https?://([^/]*)(/.*)?", re.S)
 
 
 def _httpNow() -> bytes:
@@ -424,10 +467,15 @@ class NetsuiteRequest(Request):
 
     def process(self) -> None:
         """
-        Answer a plain GET or HEAD of a small static file the site's folder
-        has answered before straight from its cache (L{StaticFolder.quickAnswer});
+        Refuse a request whose target or C{Host} is malformed (400); answer
+        a plain GET or HEAD of a small static file the site's folder has
+        answered before straight from its cache (L{StaticFolder.quickAnswer});
         anything else the usual way, through the resource tree.
         """
+        problem = self._checkTarget()
+        if problem is not None:
+            self._answerError(400, problem)
+            return
         channel = self.channel
         if type(channel) is NetsuiteHTTPChannel:
             site = channel.site
@@ -439,6 +487,53 @@ class NetsuiteRequest(Request):
                     self._sendQuick(*answer)
                     return
         Request.process(self)
+
+    def _checkTarget(self) -> str | None:
+        """
+        Check the request target and C{Host} (RFC 9112, 3.2): one valid
+        C{Host} (required in HTTP/1.1), and a path, C{*} or an absolute
+        C{http(s)://} URL, whose path is then the one served and whose
+        authority is the C{Host} (3.2.2).
+
+        @return: what is wrong, or L{None}.
+        """
+        headers = self.requestHeaders
+        if self.clientproto != b"HTTP/2":
+            hosts = headers.getRawHeaders(b"host")
+            if hosts is None:
+                if self.clientproto == b"HTTP/1.1":
+                    return "HTTP/1.1 request without a Host header"
+            elif len(hosts) > 1:
+                return "more than one Host header"
+            elif _HOST.fullmatch(hosts[0]) is None:
+                return "malformed Host header"
+        path = self.path
+        if path[:1] == b"/" or path == b"*":
+            return None
+        absolute = _ABSOLUTE_FORM.fullmatch(path)
+        if absolute is None or not absolute.group(1) or _HOST.fullmatch(absolute.group(1)) is None:
+            return "malformed request target"
+        headers.setRawHeaders(b"Host", [absolute.group(1)])
+        self.path = absolute.group(2) or b"/"
+        return None
+
+    def _answerError(self, status: int, message: str) -> None:
+        """
+        Answer C{status} with a JSON error body, without the resource tree.
+        """
+        self.site = self.channel.site
+        body = _jsonErrorBody(status, message)
+        self.setResponseCode(status)
+        for name, value in (
+            (b"Server", _serverVersion),
+            (b"Date", _httpNow()),
+            (b"Content-Type", b"application/json"),
+            (b"X-Content-Type-Options", b"nosniff"),
+            (b"Content-Length", b"%d" % (len(body),)),
+        ):
+            self.setHeader(name, value)
+        self.write(body)
+        self.finish()
 
     def _sendQuick(self, head: bytes, body: bytes) -> None:
         """
@@ -463,10 +558,187 @@ class NetsuiteRequest(Request):
             refuse = getattr(self.channel, "bodyTooLarge", None)
             if refuse is not None:
                 refuse()
-            else:  # an HTTP/2 stream: reset it
+            else:  # an HTTP/2 stream (its connection refuses first): reset it
                 self.channel.abortConnection()
             return
         Request.handleContentChunk(self, data)
+
+
+class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
+    """
+    An HTTP/2 connection with the site's request limits, that reads
+    nothing more once it is closing.
+
+    Twisted's connection closes after a protocol error (or the peer's
+    GOAWAY) with C{loseConnection}, which over TLS waits for the peer's
+    close_notify and goes on reading: every frame still arriving went into
+    h2's buffer (a CONTINUATION flood grew memory by the byte sent).  Here
+    any input after that aborts the connection, and a peer that neither
+    sends nor closes is aborted after L{abortTimeout} seconds.
+
+    A request over the site's L{Limits} gets the answer HTTP/1 gets, on its
+    own stream: too many or too large header lines (431), a C{:path} over
+    the request line's limit (414), a body over the limit, declared or
+    received (413).  If the client is still sending that request, its
+    stream is then reset with C{NO_ERROR} (RFC 9113, 8.1); the connection's
+    other streams go on.
+    """
+
+    site: "NetsuiteSite"
+    abortTimeout = 10
+    _aborted = False
+
+    def __init__(self, site: "NetsuiteSite") -> None:
+        H2Connection.__init__(self, site.reactor)
+        #: Body bytes received so far, by stream.
+        self._received: dict[int, int] = {}
+
+    def dataReceived(self, data: bytes) -> None:
+        transport = self.transport
+        if transport.disconnecting:
+            if not self._aborted:
+                self._aborted = True
+                transport.abortConnection()
+            return
+        H2Connection.dataReceived(self, data)
+        if transport.disconnecting and self._abortingCall is None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+    def _requestReceived(self, event: Any) -> None:
+        refusal = self._checkHead(event.headers)
+        if refusal is not None:
+            self._refuseStream(event.stream_id, *refusal)
+            return
+        H2Connection._requestReceived(self, event)
+
+    def _checkHead(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        """
+        Check a request's headers against the site's limits, counted as
+        HTTP/1 counts them (C{name: value} lines; the crumbs of a split
+        C{cookie} as one line).
+
+        @return: the status and message to refuse the request with, or
+            L{None}.
+        """
+        limits = self.site.limits
+        lines = size = 0
+        cookie = False
+        declared = 0
+        for name, value in headers:
+            if name[:1] == b":":
+                if name == b":path" and len(value) > limits.maxRequestLine:
+                    return 414, "request line too long"
+                if name != b":authority":
+                    continue
+                name = b"host"  # what it becomes
+            line = len(name) + len(value) + 2
+            if line > limits.maxRequestLine:
+                return 431, "request header line too long"
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)
+            if name == b"cookie":
+                if cookie:
+                    size += len(value) + 2
+                    continue
+                cookie = True
+            lines += 1
+            size += line + 2
+        if lines > limits.maxHeaders or size > limits.maxHeaderBytes:
+            return 431, "request header fields too large"
+        if declared > limits.maxBody:
+            return 413, f"request body over {limits.maxBody} bytes"
+        return None
+
+    def _requestDataReceived(self, event: Any) -> None:
+        streamID = event.stream_id
+        if streamID in self.streams:
+            received = self._received.get(streamID, 0) + len(event.data)
+            self._received[streamID] = received
+            if received <= self.site.limits.maxBody:
+                H2Connection._requestDataReceived(self, event)
+                return
+            self._refuseStream(streamID, 413, f"request body over {self.site.limits.maxBody} bytes")
+        # A refused stream's data: only the connection's window needs it back.
+        if event.flow_controlled_length:
+            self.conn.acknowledge_received_data(event.flow_controlled_length, streamID)
+
+    def _requestEnded(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            H2Connection._requestEnded(self, event)
+
+    def _requestAborted(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            H2Connection._requestAborted(self, event)
+
+    def _requestDone(self, streamID: int) -> None:
+        self._received.pop(streamID, None)
+        H2Connection._requestDone(self, streamID)
+
+    def _refuseStream(self, streamID: int, status: int, message: str) -> None:
+        """
+        Answer stream C{streamID} with C{status} and a JSON error, and
+        reset it if the client is still sending its request.
+        """
+        self.site.stats.countError(f"refused_{status}")
+        body = _jsonErrorBody(status, message)
+        headers = [
+            (b":status", b"%d" % (status,)),
+            (b"content-type", b"application/json"),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        conn = self.conn
+        try:
+            # A client may allow less than the body: then the status alone.
+            fits = len(body) <= min(
+                conn.local_flow_control_window(streamID), conn.max_outbound_frame_size
+            )
+            if fits:
+                headers.append((b"content-length", b"%d" % (len(body),)))
+            conn.send_headers(streamID, headers, end_stream=not fits)
+            if fits:
+                conn.send_data(streamID, body, end_stream=True)
+            state = conn.streams.get(streamID)
+            if state is not None and not state.closed:
+                conn.reset_stream(streamID, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            pass  # the client reset the stream already
+        stream = self.streams.get(streamID)
+        if self._tryToWriteControlData() and stream is not None:
+            stream.connectionLost(Failure(ConnectionLost(message)))
+            self._requestDone(streamID)
+
+
+class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
+    """
+    Twisted's choice of HTTP/1.1 or HTTP/2 by ALPN, with a
+    L{NetsuiteH2Connection} for HTTP/2 (Twisted's builds its own
+    C{H2Connection}, and has no hook for another).
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if (
+            self._negotiatedProtocol is None
+            and H2Connection is not object
+            and getattr(self._channel.transport, "negotiatedProtocol", None) == b"h2"
+        ):
+            self._startHTTP2()
+        _GenericHTTPChannelProtocol.dataReceived(self, data)
+
+    def _startHTTP2(self) -> None:
+        # What Twisted's dataReceived does, with netsuite's connection.
+        http1 = self._channel
+        networkProducer = http1._networkProducer
+        networkProducer.unregisterProducer()
+        http1.setTimeout(None)
+        channel = self._channel = NetsuiteH2Connection(self._site)
+        channel.requestFactory = self._requestFactory
+        channel.site = self._site
+        channel.factory = self._factory
+        channel.timeOut = self._timeOut
+        channel.callLater = self._callLater
+        channel.makeConnection(http1.transport)
+        networkProducer.registerProducer(channel, True)
+        self._negotiatedProtocol = b"h2"
 
 
 class NetsuiteSite(Site):
@@ -517,9 +789,8 @@ class NetsuiteSite(Site):
         self.batch = FlushBatch(reactor)
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
-        # Twisted negotiates HTTP/2 through this wrapper; the HTTP/1 channel
-        # inside is ours.
-        return _GenericHTTPChannelProtocol(NetsuiteHTTPChannel(self))
+        # HTTP/2 is negotiated through this wrapper; both channels are ours.
+        return _ChannelSwitch(NetsuiteHTTPChannel(self))
 
     def log(self, request: Request) -> None:
         self.stats.count("requests")

@@ -1,0 +1,395 @@
+"""
+Tests for HTTP/2 in L{netsuite.web.site}: the site's request limits on
+HTTP/2 streams, and a connection that reads nothing more once it is
+closing (in memory, fake clock, with the h2 library as the client), and the
+same over real TLS connections negotiated by ALPN.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+
+import trustme
+from twisted.internet import reactor, threads
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.http import H2_ENABLED
+
+from netsuite.stats import StatsRegistry
+from netsuite.status import SimpleStatus
+from netsuite.web.site import Limits, makeHTTPService
+from tests.helpers import startListener
+from tests.test_web_site import inMemory
+from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
+
+if H2_ENABLED:
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+
+#: The client's connection preface (RFC 9113, 3.4).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(kind: int, flags: int, streamID: int, payload: bytes) -> bytes:
+    """
+    One HTTP/2 frame (RFC 9113, 4.1).
+    """
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", streamID) + payload
+
+
+#: An empty SETTINGS frame; HEADERS for C{GET /} on stream 1 with
+#: END_STREAM but without END_HEADERS; and a 16 KiB CONTINUATION frame
+#: without END_HEADERS: sent again and again, a CONTINUATION flood.
+SETTINGS = frame(4, 0, 0, b"")
+OPEN_HEADERS = frame(1, 0x1, 1, b"\x82\x84\x86")
+CONTINUATION = frame(9, 0, 1, b"\x00\x03x-a\x7f\x81\x7f" + b"a" * 16376)
+
+
+def request(method: str, path: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    return [(":method", method), (":path", path), (":scheme", "https"), (":authority", "localhost"), *extra]
+
+
+class Exchange:
+    """
+    An in-memory HTTP/2 connection to a site on a fake clock: the h2
+    library is the client, and what each stream got back is collected.
+
+    @ivar answers: by stream: C{status}, C{body}, C{ended}, C{reset} (the
+        RST_STREAM error code, if any).
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.clock, self.site, _ = inMemory(limits)
+        self.transport = StringTransport()
+        self.transport.negotiatedProtocol = b"h2"
+        self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.protocol.makeConnection(self.transport)
+        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.client.initiate_connection()
+        self.answers: dict[int, dict] = {}
+        self.goaway: int | None = None
+        self.pump()
+
+    def send(self, data: bytes) -> None:
+        """
+        Give the server raw bytes, as one read.
+        """
+        self.protocol.dataReceived(data)
+        self.pump()
+
+    def pump(self) -> None:
+        """
+        Carry bytes both ways until neither side has more to say.
+        """
+        for _ in range(100):
+            data = self.client.data_to_send()
+            if data and not self.transport.disconnecting:
+                self.protocol.dataReceived(data)
+            self.clock.advance(0)
+            out = self.transport.value()
+            self.transport.clear()
+            if out and self.goaway is None:
+                self.receive(out)
+            elif not data:
+                return
+
+    def receive(self, data: bytes) -> None:
+        for event in self.client.receive_data(data):
+            if isinstance(event, h2.events.ConnectionTerminated):
+                self.goaway = event.error_code
+                continue
+            if not isinstance(
+                event,
+                (h2.events.ResponseReceived, h2.events.DataReceived, h2.events.StreamEnded, h2.events.StreamReset),
+            ):
+                continue
+            answer = self.answers.setdefault(
+                event.stream_id, {"status": None, "body": b"", "ended": False, "reset": None}
+            )
+            if isinstance(event, h2.events.ResponseReceived):
+                answer["status"] = dict(event.headers)[b":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                answer["body"] += event.data
+                self.client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                answer["ended"] = True
+            elif isinstance(event, h2.events.StreamReset):
+                answer["reset"] = event.error_code
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    HTTP/2 requests get the answers HTTP/1 requests get at the same
+    limits (Twisted's HTTP/2 took 500 headers, and reset the stream of a
+    body over the limit instead of answering 413).
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        self.exchange = Exchange(
+            Limits(maxBody=100, maxRequestLine=200, maxHeaderBytes=1000, maxHeaders=5)
+        )
+        self.addCleanup(self.exchange.site.stopFactory)
+
+    def assertRefused(self, streamID: int, status: bytes) -> dict:
+        """
+        Stream C{streamID} got C{status} with a JSON error, and the
+        connection goes on: another request on it is answered.
+        """
+        exchange = self.exchange
+        answer = exchange.answers[streamID]
+        self.assertEqual(answer["status"], status)
+        self.assertEqual(json.loads(answer["body"])["status"], int(status))
+        self.assertTrue(answer["ended"])
+        nextID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(nextID, request("GET", "/healthz"), end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[nextID]["status"], b"200")
+        self.assertIsNone(exchange.goaway)
+        self.assertFalse(exchange.transport.disconnecting)
+        return answer
+
+    def test_tooManyHeaders(self) -> None:
+        self.exchange.client.send_headers(
+            1, request("GET", "/api/echo", *[(f"x-{i}", "y") for i in range(6)]), end_stream=True
+        )
+        self.exchange.pump()
+        self.assertRefused(1, b"431")
+
+    def test_fiveHeadersAllowed(self) -> None:
+        """
+        Five header lines are allowed: C{:authority} (the Host) and four
+        more.
+        """
+        self.exchange.client.send_headers(
+            1, request("GET", "/healthz", *[(f"x-{i}", "y") for i in range(4)]), end_stream=True
+        )
+        self.exchange.pump()
+        self.assertEqual(self.exchange.answers[1]["status"], b"200")
+
+    def test_headerBlockTooLarge(self) -> None:
+        self.exchange.client.send_headers(
+            1, request("GET", "/api/echo", *[(f"x-{i}", "y" * 195) for i in range(5)]), end_stream=True
+        )
+        self.exchange.pump()
+        self.assertRefused(1, b"431")
+
+    def test_headerLineTooLong(self) -> None:
+        self.exchange.client.send_headers(
+            1, request("GET", "/api/echo", ("x-big", "a" * 300)), end_stream=True
+        )
+        self.exchange.pump()
+        self.assertRefused(1, b"431")
+
+    def test_pathTooLong(self) -> None:
+        self.exchange.client.send_headers(1, request("GET", "/" + "a" * 300), end_stream=True)
+        self.exchange.pump()
+        self.assertRefused(1, b"414")
+
+    def test_malformedPath(self) -> None:
+        """
+        A C{:path} that is not a path is a 400 (C{x/healthz} was served as
+        C{/healthz}).
+        """
+        self.exchange.client.send_headers(1, request("GET", "x/healthz"), end_stream=True)
+        self.exchange.pump()
+        self.assertRefused(1, b"400")
+
+    def test_declaredBodyTooLarge(self) -> None:
+        """
+        A Content-Length over the limit is a 413 before the body is read;
+        the stream is then reset with NO_ERROR, as the client is still
+        sending (RFC 9113, 8.1).
+        """
+        self.exchange.client.send_headers(
+            1, request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "101"))
+        )
+        self.exchange.pump()
+        answer = self.assertRefused(1, b"413")
+        self.assertEqual(answer["reset"], h2.errors.ErrorCodes.NO_ERROR)
+
+    def test_receivedBodyTooLarge(self) -> None:
+        """
+        A body without a length that grows over the limit is a 413 as soon
+        as it does; what the client had already sent for that stream is
+        dropped, and the connection's flow-control window given back.
+        """
+        exchange = self.exchange
+        exchange.client.send_headers(1, request("POST", "/api/echo", ("content-type", "application/json")))
+        exchange.client.send_data(1, b"[" + b"1," * 30)
+        exchange.pump()
+        self.assertEqual(exchange.answers, {})
+        exchange.client.send_data(1, b"1," * 30)
+        for _ in range(5):  # in the same read, after the refusal
+            exchange.client.send_data(1, b"1," * 4000)
+        exchange.pump()
+        answer = self.assertRefused(1, b"413")
+        self.assertEqual(answer["reset"], h2.errors.ErrorCodes.NO_ERROR)
+        self.assertEqual(exchange.client.outbound_flow_control_window, 65535)
+
+
+class ClosingTests(SynchronousTestCase):
+    """
+    Once an HTTP/2 connection is closing (after a protocol error), nothing
+    more is read from it: further input aborts it, and a peer that stays
+    silent is aborted after 10 s.  (Over TLS the connection reads on after
+    C{loseConnection}; a L{StringTransport} shows the same.)
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        self.exchange = Exchange(Limits())
+        self.addCleanup(self.exchange.site.stopFactory)
+
+    def startFlood(self) -> None:
+        """
+        Send a HEADERS frame without END_HEADERS, then CONTINUATION frames
+        until the server closes the connection for a protocol error.
+        """
+        exchange = self.exchange
+        exchange.send(OPEN_HEADERS)
+        for _ in range(100):
+            exchange.send(CONTINUATION)
+            if exchange.transport.disconnecting:
+                break
+        self.assertTrue(exchange.transport.disconnecting)
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.assertFalse(exchange.transport.disconnected)
+
+    def test_inputAfterProtocolErrorAborts(self) -> None:
+        """
+        A CONTINUATION flood goes on after the GOAWAY: the next frame
+        aborts the connection, and no more is buffered (each one was added
+        to h2's buffer: memory grew by the byte sent).
+        """
+        self.startFlood()
+        exchange = self.exchange
+        exchange.protocol.dataReceived(CONTINUATION)
+        self.assertTrue(exchange.transport.disconnected)
+
+    def test_silentPeerAbortedAfterProtocolError(self) -> None:
+        self.startFlood()
+        exchange = self.exchange
+        exchange.clock.advance(9)
+        self.assertFalse(exchange.transport.disconnected)
+        exchange.clock.advance(1)
+        self.assertTrue(exchange.transport.disconnected)
+
+
+class SocketTests(TestCase):
+    """
+    HTTP/2 over real TLS connections, negotiated by ALPN.
+    """
+
+    timeout = 30
+
+    async def startHTTPS(self, **kwargs) -> tuple[int, object, str]:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
+        status = SimpleStatus(StatsRegistry())
+        service = makeHTTPService(
+            "tcp:0:interface=127.0.0.1", status=status, grace=1, tls=options, **kwargs
+        )
+        status.add(service)
+        port = await startListener(self, service)
+        return port, service, ca.cert_pem.bytes().decode()
+
+    async def waitForNoConnections(self, service) -> None:
+        for _ in range(500):
+            if service.stats.connectionsOpen == 0:
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail("the server kept a connection open")
+
+    async def test_continuationFloodCutOff(self) -> None:
+        """
+        A client that goes on sending CONTINUATION frames after the server's
+        GOAWAY is cut off (the server read on, and buffered, everything).
+        """
+        port, service, cadata = await self.startHTTPS()
+
+        def flood() -> str:
+            context = ssl.create_default_context(cadata=cadata)
+            context.set_alpn_protocols(["h2"])
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(PREFACE + SETTINGS + OPEN_HEADERS)
+                    try:
+                        for _ in range(2048):  # 32 MiB
+                            tls.sendall(CONTINUATION)
+                    except (ConnectionError, ssl.SSLError):
+                        return "cut off"
+                    except TimeoutError:
+                        return "stalled"
+                    return "all sent"
+
+        self.assertEqual(await threads.deferToThread(flood), "cut off")
+        await self.waitForNoConnections(service)
+
+    async def test_limits(self) -> None:
+        """
+        Too many headers get a 431, a declared body over the limit a 413,
+        on one connection that goes on serving.
+        """
+        port, service, cadata = await self.startHTTPS(limits=Limits(maxBody=1000))
+        answers = await threads.deferToThread(
+            h2Requests,
+            port,
+            cadata,
+            [
+                (request("GET", "/api/echo", *[(f"x-{i}", "y") for i in range(101)]), True),
+                (request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "1001")), False),
+                (request("GET", "/healthz"), True),
+            ],
+        )
+        self.assertEqual([status for status, body in answers], ["431", "413", "200"])
+        self.assertEqual(json.loads(answers[0][1])["status"], 431)
+
+
+def h2Requests(
+    port: int, cadata: str, requests: list[tuple[list[tuple[str, str]], bool]]
+) -> list[tuple[str, bytes]]:
+    """
+    Send C{requests} (headers, and whether they end the stream) on one
+    HTTP/2 connection with the h2 library over stdlib TLS, and collect each
+    one's status and body (runs in a thread).
+    """
+    context = ssl.create_default_context(cadata=cadata)
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            connection.initiate_connection()
+            streams = []
+            for headers, end in requests:
+                streamID = connection.get_next_available_stream_id()
+                connection.send_headers(streamID, headers, end_stream=end)
+                streams.append(streamID)
+            tls.sendall(connection.data_to_send())
+            answers: dict[int, list] = {streamID: [None, b""] for streamID in streams}
+            ended: set[int] = set()
+            while len(ended) < len(streams):
+                data = tls.recv(65536)
+                if not data:
+                    break
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        answers[event.stream_id][0] = dict(event.headers)[b":status"].decode()
+                    elif isinstance(event, h2.events.DataReceived):
+                        answers[event.stream_id][1] += event.data
+                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended.add(event.stream_id)
+                tls.sendall(connection.data_to_send())
+            return [tuple(answers[streamID]) for streamID in streams]  # type: ignore[misc]
