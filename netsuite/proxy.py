@@ -52,7 +52,7 @@ from zope.interface import implementer
 from netsuite.limits import IdleTimeout
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
-from netsuite.proxyrules import ProxyRules, Refusal
+from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
 from netsuite.stats import ServiceStats
 from netsuite.status import SimpleStatus, StatusSource
 from netsuite.web.site import Limits, NetsuiteHTTPChannel, _BufferedLog
@@ -87,7 +87,6 @@ _DROP_RESPONSE = _HOP_BY_HOP | {b"proxy-authenticate", b"proxy-authentication-in
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOSTNAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.-]{0,253}")
-_LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([0-9]{3})(?: (.*))?$")
 _LOG_UNSAFE = re.compile(rb'[^\x21\x23-\x5b\x5d-\x7e]')
 _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
@@ -164,15 +163,9 @@ class _BadTarget(Exception):
 
 def _validHostName(host: bytes) -> bool:
     """
-    Whether C{host} is a usable DNS name: labels of 1 to 63 characters, at
-    most 253 in all (one final dot allowed).
+    Whether C{host} is a usable DNS name (L{hostNameProblem}).
     """
-    name = host[:-1] if host.endswith(b".") else host
-    return (
-        _HOSTNAME.fullmatch(host) is not None
-        and len(name) <= 253
-        and all(_LABEL.fullmatch(label) for label in name.split(b"."))
-    )
+    return _HOSTNAME.fullmatch(host) is not None and hostNameProblem(host.decode("ascii")) is None
 
 
 def _parseAuthority(authority: bytes, defaultPort: int | None) -> Tuple[bytes, int]:

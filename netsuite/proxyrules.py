@@ -61,6 +61,32 @@ _PRIVATE = (
 )
 
 
+#: The longest DNS name, without its final dot (RFC 1035, 2.3.4).
+MAX_HOST_NAME = 253
+
+#: The longest label of a DNS name.
+MAX_LABEL = 63
+
+
+def hostNameProblem(name: str) -> Optional[str]:
+    """
+    What makes the ASCII DNS name C{name} one no resolver can take (an
+    empty label, a label over L{MAX_LABEL} characters, more than
+    L{MAX_HOST_NAME} in all, one final dot aside), in words; or L{None}.
+    getaddrinfo fails such a name with an error Twisted's resolver does not
+    report, so the proxy and the downloader refuse it first.
+    """
+    bare = name[:-1] if name.endswith(".") else name
+    labels = bare.split(".")
+    if not all(labels):
+        return "the host name has an empty label (a dot at its start, or two in a row)"
+    if any(len(label) > MAX_LABEL for label in labels):
+        return f"the host name has a label longer than {MAX_LABEL} characters"
+    if len(bare) > MAX_HOST_NAME:
+        return f"the host name is longer than {MAX_HOST_NAME} characters"
+    return None
+
+
 class Refusal(Exception):
     """
     A client or destination the rules refuse; C{reason} is one sentence.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.proxyrules import ProxyRules, Refusal, parseNetworks
+from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem, parseNetworks
 
 
 class ClientTests(SynchronousTestCase):
@@ -124,3 +124,15 @@ class DestinationTests(SynchronousTestCase):
             rules.checkConnectPort(22)
         self.assertEqual(e.exception.reason, "CONNECT to port 22 is not allowed (allowed: 443)")
         ProxyRules(connectPorts=frozenset({443, 8443})).checkConnectPort(8443)
+
+    def test_hostNameProblem(self) -> None:
+        """
+        The names getaddrinfo cannot take (and Twisted's resolver would
+        never answer for) are found, and said in words; good ones pass.
+        """
+        for good in ("example.com", "example.com.", "a" * 63 + ".example", "x", ("a" * 49 + ".") * 5 + "abc"):
+            self.assertIsNone(hostNameProblem(good), good)
+        self.assertIn("empty label", hostNameProblem("a..b"))
+        self.assertIn("empty label", hostNameProblem(".a"))
+        self.assertIn("longer than 63", hostNameProblem("a" * 64 + ".example"))
+        self.assertIn("longer than 253", hostNameProblem(("a" * 49 + ".") * 5 + "abcd"))

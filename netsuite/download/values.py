@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from netsuite.proxyrules import hostNameProblem
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
@@ -76,12 +78,6 @@ def parseChecksum(text: str) -> tuple[str, str]:
     return algorithm, digest
 
 
-#: The longest DNS name, without its final dot (RFC 1035 2.3.4).
-MAX_HOST_NAME = 253
-
-#: The longest label of a DNS name.
-MAX_LABEL = 63
-
 # Lone surrogates that are not bytes Python could not decode (those arrive
 # as U+DC80..U+DCFF, "surrogateescape", and are sent as the bytes they were).
 _NOT_TEXT = re.compile("[\ud800-\udc7f\udd00-\udfff]")
@@ -101,9 +97,7 @@ def asciiHostName(host: str) -> str:
     for a name that is not ASCII.
 
     @raise ValueError: with a readable phrase when no resolver can take it:
-        a name IDNA refuses, a label that is empty or longer than
-        L{MAX_LABEL} characters, or more than L{MAX_HOST_NAME} characters
-        in all (one final dot aside).
+        a name IDNA refuses, or one L{hostNameProblem} refuses.
     """
     if ":" in host:  # an IPv6 literal
         return host
@@ -113,13 +107,7 @@ def asciiHostName(host: str) -> str:
             name = host.encode("idna").decode("ascii")
         except UnicodeError:
             raise ValueError("the host name is not valid") from None
-    bare = name[:-1] if name.endswith(".") else name
-    labels = bare.split(".")
-    if not all(labels):
-        raise ValueError("the host name has an empty label (a dot at its start, or two in a row)")
-    if any(len(label) > MAX_LABEL for label in labels):
-        raise ValueError(f"the host name has a label longer than {MAX_LABEL} characters")
-    if len(bare) > MAX_HOST_NAME:
-        raise ValueError(f"the host name is longer than {MAX_HOST_NAME} characters")
+    problem = hostNameProblem(name)
+    if problem is not None:
+        raise ValueError(problem)
     return name
-
