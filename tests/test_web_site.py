@@ -290,6 +290,35 @@ class RefusalTests(SynchronousTestCase):
                 self.assertTrue(transport.disconnecting)
         self.assertEqual(self.probe.requests, [])
 
+    def test_bareLineFeed(self) -> None:
+        """
+        A head whose lines end with a bare LF gets a 400 at once, whether
+        every line does (the client waited 15 s for the 408) or one line
+        among CRLF-ended ones; the request is not run.  CRLF split across
+        reads, and pipelined requests, are still read.
+        """
+        for head in (
+            b"GET /api/probe HTTP/1.1\nHost: x\n\n",
+            b"GET /api/probe HTTP/1.1\n",
+            b"GET /api/probe HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+            b"GET /api/probe HTTP/1.1\r\nHost: x\r\n\n",
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(head)
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), [b"400"], head)
+            self.assertIn(b"bare LF", transport.value())
+            self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.probe.requests, [])
+
+        protocol, transport = self.connect()
+        request = b"GET /api/probe HTTP/1.1\r\nHost: x\r\n\r\n"
+        for data in (request[:15], request[15:24], request[24:] + request):
+            protocol.dataReceived(data)
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200", b"200"])
+        self.assertFalse(transport.disconnecting)
+
     def test_nothingReadAfterIdleTimeout(self) -> None:
         """
         A request sent after the idle timeout closed the connection is not

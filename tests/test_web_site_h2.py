@@ -32,6 +32,7 @@ if H2_ENABLED:
     import h2.connection
     import h2.errors
     import h2.events
+    import h2.settings
 
 #: The client's connection preface (RFC 9113, 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -63,7 +64,12 @@ class Exchange:
 
     @ivar answers: by stream: C{status}, C{body}, C{ended}, C{reset} (the
         RST_STREAM error code, if any).
+    @ivar acknowledge: whether the client gives back the flow-control
+        window for the data it receives (a reader that stopped reading
+        does not).
     """
+
+    acknowledge = True
 
     def __init__(self, limits: Limits) -> None:
         self.clock, self.site, _ = inMemory(limits)
@@ -117,7 +123,8 @@ class Exchange:
                 answer["status"] = dict(event.headers)[b":status"]
             elif isinstance(event, h2.events.DataReceived):
                 answer["body"] += event.data
-                self.client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if self.acknowledge:
+                    self.client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
                 answer["ended"] = True
             elif isinstance(event, h2.events.StreamReset):
@@ -283,6 +290,94 @@ class ClosingTests(SynchronousTestCase):
         self.assertFalse(exchange.transport.disconnected)
         exchange.clock.advance(1)
         self.assertTrue(exchange.transport.disconnected)
+
+
+class FlowControlTests(SynchronousTestCase):
+    """
+    A stream whose flow-control window is empty waits without using the
+    CPU, and goes on when the client opens the window.  (Twisted's sending
+    loop took such a stream again and again, sending nothing: a client that
+    stopped reading kept a CPU busy until the stall reset.)
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        exchange = self.exchange = Exchange(Limits())
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        self.steps = 0
+        connection = exchange.protocol._channel
+        loop = connection._sendPrioritisedData
+
+        def counted(*args: object) -> None:
+            self.steps += 1
+            if self.steps > 1000:  # the fake clock would run it forever
+                self.fail("the sending loop keeps running with nothing to send")
+            loop(*args)
+
+        connection._sendPrioritisedData = counted
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+        exchange.pump()
+        self.streamID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(self.streamID, request("GET", "/"), end_stream=True)
+        exchange.pump()
+
+    def assertIdle(self) -> None:
+        """
+        The stream got its window's worth of the page and no more, and the
+        sending loop does not run while the window stays empty.
+        """
+        exchange = self.exchange
+        answer = exchange.answers[self.streamID]
+        self.assertEqual(answer["status"], b"200")
+        self.assertEqual(len(answer["body"]), 100)
+        self.assertFalse(answer["ended"])
+        before = self.steps
+        for _ in range(50):
+            exchange.clock.advance(0)
+        self.assertEqual(self.steps, before)
+        self.assertEqual(exchange.transport.value(), b"")
+
+    def assertWholePage(self) -> None:
+        answer = self.exchange.answers[self.streamID]
+        self.assertTrue(answer["ended"])
+        self.assertIn(b"</html>", answer["body"])
+        self.assertIsNone(answer["reset"])
+
+    def test_windowUpdateResumes(self) -> None:
+        self.assertIdle()
+        exchange = self.exchange
+        exchange.acknowledge = True
+        exchange.client.increment_flow_control_window(1 << 20, self.streamID)
+        exchange.pump()
+        self.assertWholePage()
+
+    def test_settingsResume(self) -> None:
+        """
+        A larger initial window in a SETTINGS frame opens the parked stream
+        too (RFC 9113, 6.9.2).
+        """
+        self.assertIdle()
+        exchange = self.exchange
+        exchange.acknowledge = True
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        exchange.pump()
+        self.assertWholePage()
+
+    def test_otherStreamsGoOn(self) -> None:
+        """
+        While one stream waits for its window, the connection's other
+        streams are answered.
+        """
+        self.assertIdle()
+        exchange = self.exchange
+        other = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(other, request("GET", "/healthz"), end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[other]["status"], b"200")
+        self.assertTrue(exchange.answers[other]["ended"])
+        self.assertFalse(exchange.answers[self.streamID]["ended"])
 
 
 class SocketTests(TestCase):

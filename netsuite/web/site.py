@@ -36,7 +36,7 @@ from twisted.web.server import Request, Site, version as _serverVersion
 try:
     import h2.errors
     import h2.exceptions
-    from twisted.web._http2 import H2Connection
+    from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
     H2Connection = object  # type: ignore[assignment, misc]
 
@@ -203,6 +203,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.maxHeaders = limits.maxHeaders + 1
 
     _host = None
+    #: The last C{Host} value found well-formed on this connection.
+    _goodHost = b""
     #: Output not given to the transport yet, and its length.
     _out: list[bytes] | None = None
     _outBytes = 0
@@ -237,14 +239,22 @@ class NetsuiteHTTPChannel(HTTPChannel):
                 self._deadline = self.callLater(self.site.limits.headerTimeout, self._checkHead)
         if self._reading:  # re-entered: a pipelined request
             HTTPChannel.dataReceived(self, data)
+            self._checkLineEnds()
             return
         self._reading = True
         try:
             HTTPChannel.dataReceived(self, data)
+            self._checkLineEnds()
         finally:
             self._reading = False
             if self._out:
                 self.site.batch.add(self)
+
+    def _checkLineEnds(self) -> None:
+        # Every CRLF-ended line of a head has been taken from the buffer: an
+        # LF still in it is a bare one, which would wait for the 408.
+        if self._state == "head" and self.line_mode and not self.paused and b"\n" in self._buffer:
+            self._refuse(400, "bare LF in the request head: lines end with CRLF")
 
     def write(self, data: bytes) -> None:
         self.writeSequence((data,))
@@ -253,9 +263,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
         out = self._out
         if out is None:
             self._out = out = []
-        for data in iovec:
-            out.append(data)
-            self._outBytes += len(data)
+        if type(iovec) is not list and type(iovec) is not tuple:
+            iovec = list(iovec)
+        out.extend(iovec)
+        self._outBytes += sum(map(len, iovec))
         if not self._reading or self._outBytes > _HOLD_LIMIT or self._requestProducer is not None:
             self.flushOutput()
 
@@ -318,14 +329,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
         # would run on the next read.  _refuse ignores every later byte.
         self._refuse(400, "malformed request")
 
-    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
-        if header == b"Transfer-Encoding" and data.lower() != b"chunked":
-            # Twisted takes "identity" and ignores it (RFC 9112, 6.3: 400).
-            self._refuse(400, "Transfer-Encoding other than chunked")
-            return False
-        return HTTPChannel._maybeChooseTransferDecoder(self, header, data)  # type: ignore[no-any-return]
-
     def lineReceived(self, line: bytes) -> None:
+        if b"\n" in line:
+            self._refuse(400, "bare LF in the request head: lines end with CRLF")
+            return
         if self._state == "head" and line:
             self._headLines += 1
             if self._headLines > 1:  # a header line, not the request line
@@ -333,6 +340,15 @@ class NetsuiteHTTPChannel(HTTPChannel):
                 limits = self.site.limits
                 if self._headBytes > limits.maxHeaderBytes or self._headLines > limits.maxHeaders + 1:
                     self._refuse(431, "request header fields too large")
+                    return
+                if (
+                    line[0] in b"Tt"
+                    and line[:18].lower() == b"transfer-encoding:"
+                    and line[18:].strip(b" \t").lower() != b"chunked"
+                ):
+                    # Twisted takes "identity" and ignores it (RFC 9112, 6.3:
+                    # 400).  Checked here, where every header line passes.
+                    self._refuse(400, "Transfer-Encoding other than chunked")
                     return
         HTTPChannel.lineReceived(self, line)
 
@@ -505,8 +521,13 @@ class NetsuiteRequest(Request):
                     return "HTTP/1.1 request without a Host header"
             elif len(hosts) > 1:
                 return "more than one Host header"
-            elif _HOST.fullmatch(hosts[0]) is None:
-                return "malformed Host header"
+            else:
+                # A keep-alive client sends the same Host every time.
+                channel = self.channel
+                if hosts[0] != channel._goodHost:
+                    if _HOST.fullmatch(hosts[0]) is None:
+                        return "malformed Host header"
+                    channel._goodHost = hosts[0]
         path = self.path
         if path[:1] == b"/" or path == b"*":
             return None
@@ -582,6 +603,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     received (413).  If the client is still sending that request, its
     stream is then reset with C{NO_ERROR} (RFC 9113, 8.1); the connection's
     other streams go on.
+
+    A stream whose flow-control window is empty is parked: Twisted's
+    sending loop sees it no more until a C{WINDOW_UPDATE} or C{SETTINGS}
+    frame opens the window (see L{_FlowAwarePriority}).
     """
 
     site: "NetsuiteSite"
@@ -592,6 +617,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         H2Connection.__init__(self, site.reactor)
         #: Body bytes received so far, by stream.
         self._received: dict[int, int] = {}
+        #: Streams blocked because their flow-control window is empty.
+        self._parked: set[int] = set()
+        self.priority = _FlowAwarePriority(self.priority, self)
 
     def dataReceived(self, data: bytes) -> None:
         transport = self.transport
@@ -601,8 +629,45 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 transport.abortConnection()
             return
         H2Connection.dataReceived(self, data)
-        if transport.disconnecting and self._abortingCall is None:
-            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        if transport.disconnecting:
+            if self._abortingCall is None:
+                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        elif self._parked:
+            self._wakeParked()
+
+    def _sendable(self, streamID: int) -> bool:
+        """
+        Whether the sending loop can send what stream C{streamID} has
+        queued first: the end of the stream, or data with room in the
+        flow-control window.
+        """
+        queue = self._outboundStreamQueues.get(streamID)
+        if not queue or queue[0] is _END_STREAM_SENTINEL:
+            return True
+        try:
+            return self.conn.local_flow_control_window(streamID) > 0  # type: ignore[no-any-return]
+        except h2.exceptions.ProtocolError:
+            return True  # closed: Twisted's loop deals with it
+
+    def _wakeParked(self) -> None:
+        """
+        Unblock the parked streams whose window has opened, and restart the
+        sending loop if it waits for one.
+        """
+        woken = False
+        for streamID in list(self._parked):
+            stream = self.streams.get(streamID)
+            if stream is None:
+                self._parked.discard(streamID)
+            elif self._sendable(streamID):
+                self._parked.discard(streamID)
+                self.priority.unblock(streamID)
+                # Twisted does this for a WINDOW_UPDATE, not for SETTINGS.
+                stream.windowUpdated()
+                woken = True
+        if woken and self._sendingDeferred is not None:
+            sending, self._sendingDeferred = self._sendingDeferred, None
+            sending.callback(None)
 
     def _requestReceived(self, event: Any) -> None:
         refusal = self._checkHead(event.headers)
@@ -672,6 +737,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestDone(self, streamID: int) -> None:
         self._received.pop(streamID, None)
+        self._parked.discard(streamID)
         H2Connection._requestDone(self, streamID)
 
     def _refuseStream(self, streamID: int, status: int, message: str) -> None:
@@ -706,6 +772,39 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if self._tryToWriteControlData() and stream is not None:
             stream.connectionLost(Failure(ConnectionLost(message)))
             self._requestDone(streamID)
+
+
+class _FlowAwarePriority:
+    """
+    An HTTP/2 connection's priority tree (Twisted's sending loop takes the
+    next stream to send on from it) that hands out only streams that can
+    send.
+
+    Twisted's loop took a stream with an empty flow-control window, sent
+    nothing and ran again at once: a client that stopped sending
+    C{WINDOW_UPDATE} kept the server's CPU busy until the stream's stall
+    reset.  Such a stream is blocked here and parked with its connection,
+    which unblocks it when its window opens.
+    """
+
+    def __init__(self, tree: Any, connection: NetsuiteH2Connection) -> None:
+        self._tree = tree
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tree, name)
+
+    def __iter__(self) -> "_FlowAwarePriority":
+        return self
+
+    def __next__(self) -> int:
+        # Raises priority.DeadlockError once every stream is blocked.
+        while True:
+            streamID: int = next(self._tree)
+            if self._connection._sendable(streamID):
+                return streamID
+            self._tree.block(streamID)
+            self._connection._parked.add(streamID)
 
 
 class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
