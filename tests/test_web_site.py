@@ -319,6 +319,50 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(statuses(transport), [b"200", b"200"])
         self.assertFalse(transport.disconnecting)
 
+    def test_pipelinedRequestGetsTheSameChecks(self) -> None:
+        """
+        A request that comes in the same read as the one before it gets
+        the checks a request alone gets: Transfer-Encoding other than
+        chunked (it was smuggled through: its "body" ran as a request), the
+        header limits, bare LF, and the head deadline.
+        """
+        answered = b"GET /api/probe HTTP/1.1\r\nHost: x\r\n\r\n"
+        for second, status in (
+            (b"POST /api/probe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n"
+             b"DELETE /api/probe HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+            (b"GET /api/probe HTTP/1.1\r\nHost: x\r\n"
+             + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 190) for i in range(6)) + b"\r\n", b"431"),
+            (b"GET /api/probe HTTP/1.1\nHost: x\n\n", b"400"),
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(answered + second)
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), [b"200", status], second)
+            self.assertTrue(transport.disconnecting)
+        self.assertEqual([method for method, _, _ in self.probe.requests], [b"GET"] * 3)
+
+        protocol, transport = self.connect()
+        protocol.dataReceived(answered + b"GET /api/probe HTTP/1.1\r\nHo")
+        self.clock.advance(15)
+        self.assertEqual(statuses(transport), [b"200", b"408"])
+
+    def test_pipelinedAfterBody(self) -> None:
+        """
+        A request in the same read after a request's body (a length or
+        chunked) is answered: its CRLFs, not yet parsed when the body
+        ended, are not taken for bare LFs.
+        """
+        for first in (
+            b"POST /api/probe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+            b"POST /api/probe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n",
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(first + b"GET /api/probe HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), [b"200", b"200"], first)
+            self.assertFalse(transport.disconnecting)
+
     def test_nothingReadAfterIdleTimeout(self) -> None:
         """
         A request sent after the idle timeout closed the connection is not

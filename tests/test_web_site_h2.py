@@ -380,6 +380,81 @@ class FlowControlTests(SynchronousTestCase):
         self.assertFalse(exchange.answers[self.streamID]["ended"])
 
 
+class ResetInSameReadTests(SynchronousTestCase):
+    """
+    A request and its RST_STREAM in one read: the request is answered
+    while h2 has already closed the stream (Twisted hears of the reset
+    only after).  Sending on it raised inside the sending loop (an
+    unhandled error), which then stopped: every later stream of the
+    connection hung.
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        self.exchange = Exchange(Limits())
+        self.addCleanup(self.exchange.site.stopFactory)
+
+    def test_laterStreamsAnswered(self) -> None:
+        exchange = self.exchange
+        client = exchange.client
+        for path in ("/healthz", "/"):
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, request("GET", path), end_stream=True)
+            client.reset_stream(streamID)
+            exchange.send(client.data_to_send())
+            other = client.get_next_available_stream_id()
+            client.send_headers(other, request("GET", "/"), end_stream=True)
+            exchange.pump()
+            answer = exchange.answers[other]
+            self.assertEqual(answer["status"], b"200")
+            self.assertTrue(answer["ended"], path)
+            self.assertIn(b"</html>", answer["body"])
+        self.assertIsNone(exchange.goaway)
+
+
+class SentWaiterTests(SynchronousTestCase):
+    """
+    L{NetsuiteH2Connection.whenSent} fires once a stream's queue is sent,
+    or the stream is gone; not while its window keeps it queued.
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        exchange = self.exchange = Exchange(Limits())
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        exchange.pump()
+        self.streamID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(self.streamID, request("GET", "/"), end_stream=True)
+        exchange.pump()
+        self.connection = exchange.protocol._channel
+        self.fired: list[object] = []
+        self.connection.whenSent(self.streamID).addCallback(self.fired.append)
+
+    def test_firesWhenWindowOpens(self) -> None:
+        exchange = self.exchange
+        for _ in range(20):
+            exchange.clock.advance(0)
+        self.assertEqual(self.fired, [])
+        self.assertEqual(exchange.answers[self.streamID]["body"], b"")
+        exchange.acknowledge = True
+        exchange.client.increment_flow_control_window(1 << 20, self.streamID)
+        exchange.pump()
+        self.assertEqual(self.fired, [None])
+        self.assertTrue(exchange.answers[self.streamID]["ended"])
+        self.assertIn(b"</html>", exchange.answers[self.streamID]["body"])
+
+    def test_firesWhenStreamReset(self) -> None:
+        exchange = self.exchange
+        exchange.client.reset_stream(self.streamID)
+        exchange.pump()
+        self.assertEqual(self.fired, [None])
+        self.assertEqual(self.connection.whenSent(self.streamID).result, None)
+
+
 class SocketTests(TestCase):
     """
     HTTP/2 over real TLS connections, negotiated by ALPN.

@@ -13,6 +13,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from netsuite.stats import StatsRegistry
+from netsuite.status import SimpleStatus
+from netsuite.web.site import makeSite
 from netsuite.web.static import CHUNK_SIZE, StaticFolder
 from tests.test_web_static import (
     NotFound,
@@ -29,6 +32,8 @@ try:
     import h2.exceptions
     import h2.settings
     from twisted.web._http2 import H2Connection
+
+    from netsuite.web.site import NetsuiteH2Connection
 except ImportError:
     skip = "Twisted cannot speak HTTP/2 here (the h2 package is missing)"
 
@@ -45,12 +50,18 @@ class H2Harness:
     @ivar bodies: The data each stream has received.
     """
 
-    def __init__(self, folder: StaticFolder, clock: ReactorLikeClock) -> None:
+    def __init__(self, folder: StaticFolder, clock: ReactorLikeClock, server: Any = None) -> None:
+        """
+        @param server: the server's connection, made and given its site;
+            by default Twisted's own C{H2Connection} serving C{folder}.
+        """
         self.clock = clock
-        site = Site(folder, reactor=clock)
-        self.server = H2Connection(reactor=clock)
-        self.server.site = site
-        self.server.requestFactory = site.requestFactory
+        if server is None:
+            site = Site(folder, reactor=clock)
+            server = H2Connection(reactor=clock)
+            server.site = site
+            server.requestFactory = site.requestFactory
+        self.server = server
         self.transport = SocketLikeTransport()
         self.server.makeConnection(self.transport)
         # As Twisted's HTTP/1-or-2 protocol does once h2 is negotiated.
@@ -183,8 +194,7 @@ class HTTP2Tests(SynchronousTestCase):
         with open(self.big, "wb") as f:
             f.write(patterned(BIG))
         self.clock = ReactorLikeClock()
-        self.folder = StaticFolder(self.root, notFound=NotFound(), clock=self.clock)
-        self.peer = H2Harness(self.folder, self.clock)
+        self.makePeer()
         self.bytesRead = 0
         pread = os.pread
 
@@ -194,6 +204,14 @@ class HTTP2Tests(SynchronousTestCase):
             return data
 
         self.patch(os, "pread", countingRead)
+
+    def makePeer(self) -> None:
+        """
+        Set C{self.folder} serving C{self.root}, and C{self.peer}, an
+        L{H2Harness} connected to it.
+        """
+        self.folder = StaticFolder(self.root, notFound=NotFound(), clock=self.clock)
+        self.peer = H2Harness(self.folder, self.clock)
 
     def producer(self) -> Any:
         self.assertEqual(len(self.folder._producers), 1, "no file being sent")
@@ -322,3 +340,110 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertEqual(gzip.decompress(peer.bodies[1]), text)
         self.assertEqual(openFilesFor(path), 0)
 
+
+
+class NetsuiteHTTP2Tests(HTTP2Tests):
+    """
+    The same through netsuite's own site and HTTP/2 connection (which
+    parks a stream whose flow-control window is shut, and tells the file
+    when its queue is sent); and a shut window costs no CPU: nothing is
+    left to run each turn (the file looked at its queue every turn, and
+    Twisted's sending loop took the stream again and again).
+    """
+
+    def makePeer(self) -> None:
+        status = SimpleStatus(StatsRegistry())
+        site = makeSite(status, reactor=self.clock, stats=status.stats.forService("http"), root=self.root)
+        site.startFactory()
+        self.addCleanup(site.stopFactory)
+        self.folder = site.static
+        server = NetsuiteH2Connection(site)
+        server.site = site
+        server.requestFactory = site.requestFactory
+        self.peer = H2Harness(self.folder, self.clock, server)
+
+    def assertIdle(self) -> None:
+        """
+        After some turns, nothing more is read and nothing waits to run
+        in the next turn.
+        """
+        self.peer.turns(5)
+        before = self.bytesRead
+        self.peer.turns(50)
+        self.assertEqual(self.bytesRead, before)
+        now = self.clock.seconds()
+        self.assertEqual([call for call in self.clock.getDelayedCalls() if call.getTime() <= now], [])
+
+    def readSome(self) -> None:
+        for _ in range(20):
+            self.peer.read()
+            self.peer.turns(1)
+
+    def test_windowShutBySettings(self) -> None:
+        """
+        A client that shrinks its initial window to 0 in the middle of a
+        body: the stream waits, idle, and is reset after the stall timeout.
+        """
+        peer = self.peer
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.send()
+        peer.read()
+        peer.get(1, b"/big.bin")
+        self.readSome()
+        self.assertGreater(len(peer.bodies[1]), 0)
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        peer.send()
+        self.readSome()
+        got = len(peer.bodies[1])
+        self.assertIdle()
+        peer.read()
+        self.assertEqual(len(peer.bodies[1]), got)
+        self.clock.advance(self.folder.stallTimeout + 1)
+        self.assertIsInstance(peer.readUntilEnded(1), h2.events.StreamReset)
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(openFilesFor(self.big), 0)
+
+    def test_connectionWindowShut(self) -> None:
+        """
+        Large stream windows but a connection window the client does not
+        open again: the streams wait, idle, and go on when it opens.
+        """
+        peer = self.peer
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: LARGEST_WINDOW})
+        peer.client.increment_flow_control_window(1000000)
+        peer.send()
+        peer.read()
+        peer.acknowledge = False
+        for streamID in (1, 3, 5, 7):
+            peer.get(streamID, b"/big.bin")
+        for _ in range(50):
+            self.readSome()
+        self.assertEqual(sum(map(len, peer.bodies.values())), 1065535)
+        self.assertIdle()
+        peer.acknowledge = True
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 1065535)
+        peer.send()
+        for streamID in (1, 3, 5, 7):
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+            self.assertEqual(peer.bodies[streamID], patterned(BIG))
+
+    def test_windowShutFromTheStart(self) -> None:
+        """
+        A stream asked for with an initial window of 0: its first data is
+        queued while the window is shut; a WINDOW_UPDATE sends it all (the
+        sending loop was never woken: the stream got no body).
+        """
+        peer = self.peer
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        peer.send()
+        peer.read()
+        peer.get(1, b"/big.bin")
+        self.readSome()
+        self.assertEqual(peer.bodies[1], b"")
+        self.assertIdle()
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.client.increment_flow_control_window(LARGEST_WINDOW, 1)
+        peer.send()
+        self.assertIsInstance(peer.readUntilEnded(1), h2.events.StreamEnded)
+        self.assertEqual(peer.bodies[1], patterned(BIG))

@@ -17,6 +17,7 @@ from time import time
 from typing import Any, Mapping
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -229,14 +230,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
             # reads on until the peer's close_notify, and Twisted would go
             # on parsing, and running, requests.
             return
-        if self._state == "idle" and not self._closing:
-            self._state = "head"
-            self._headBytes = self._headLines = 0
-            self._headStarted = self.site.reactor.seconds()
-            # One timer at a time, checked when it fires: no callLater and
-            # cancel for every request on a keep-alive connection.
-            if self._deadline is None:
-                self._deadline = self.callLater(self.site.limits.headerTimeout, self._checkHead)
+        if self._state == "idle":
+            self._startHead()
         if self._reading:  # re-entered: a pipelined request
             HTTPChannel.dataReceived(self, data)
             self._checkLineEnds()
@@ -250,10 +245,31 @@ class NetsuiteHTTPChannel(HTTPChannel):
             if self._out:
                 self.site.batch.add(self)
 
+    def _startHead(self) -> None:
+        """
+        A request's head begins: count its lines and bytes, and time it.
+        """
+        if self._closing:
+            return
+        self._state = "head"
+        self._headBytes = self._headLines = 0
+        self._headStarted = self.site.reactor.seconds()
+        # One timer at a time, checked when it fires: no callLater and
+        # cancel for every request on a keep-alive connection.
+        if self._deadline is None:
+            self._deadline = self.callLater(self.site.limits.headerTimeout, self._checkHead)
+
     def _checkLineEnds(self) -> None:
-        # Every CRLF-ended line of a head has been taken from the buffer: an
-        # LF still in it is a bare one, which would wait for the 408.
-        if self._state == "head" and self.line_mode and not self.paused and b"\n" in self._buffer:
+        # Once the line parser has taken every CRLF-ended line of a head
+        # from its buffer (it is not in the middle of its loop, nor paused),
+        # an LF still there is a bare one, which would wait for the 408.
+        if not self.line_mode or self.paused or self._busyReceiving or not self._buffer:
+            return
+        if self._state == "idle":
+            # What follows an answered request in the same read: the next
+            # head has begun.
+            self._startHead()
+        if self._state == "head" and b"\n" in self._buffer:
             self._refuse(400, "bare LF in the request head: lines end with CRLF")
 
     def write(self, data: bytes) -> None:
@@ -306,14 +322,13 @@ class NetsuiteHTTPChannel(HTTPChannel):
         HTTPChannel.loseConnection(self)
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
-        # Twisted splits Connection on spaces: "close, x" was not "close".
-        tokens = {
-            token.strip().lower()
-            for value in request.requestHeaders.getRawHeaders(b"connection", [])
-            for token in value.split(b",")
-        }
         if version != b"HTTP/1.1":
             return False
+        values = request.requestHeaders.getRawHeaders(b"connection")
+        if values is None:
+            return True
+        # Twisted splits Connection on spaces: "close, x" was not "close".
+        tokens = {token.strip().lower() for value in values for token in value.split(b",")}
         if b"close" in tokens:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
@@ -333,6 +348,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
         if b"\n" in line:
             self._refuse(400, "bare LF in the request head: lines end with CRLF")
             return
+        if self._state == "idle":
+            # The next request, in the same read as the one just answered:
+            # its head gets the same limits and deadline.
+            self._startHead()
         if self._state == "head" and line:
             self._headLines += 1
             if self._headLines > 1:  # a header line, not the request line
@@ -620,6 +639,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         #: Streams blocked because their flow-control window is empty.
         self._parked: set[int] = set()
         self.priority = _FlowAwarePriority(self.priority, self)
+        #: Deferreds waiting for a stream's queue to be sent, by stream.
+        self._sentWaiters: dict[int, list[Deferred[None]]] = {}
 
     def dataReceived(self, data: bytes) -> None:
         transport = self.transport
@@ -635,19 +656,52 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         elif self._parked:
             self._wakeParked()
 
+    def whenSent(self, streamID: int) -> Deferred[None]:
+        """
+        Wait until the connection has sent everything stream C{streamID}
+        has queued (or the stream is gone).
+
+        @return: a L{Deferred} that fires with L{None} then.
+        """
+        sent: Deferred[None] = Deferred()
+        if self._outboundStreamQueues.get(streamID):
+            self._sentWaiters.setdefault(streamID, []).append(sent)
+        else:
+            sent.callback(None)
+        return sent
+
+    def _fireSent(self, streamID: int) -> None:
+        for sent in self._sentWaiters.pop(streamID, ()):
+            sent.callback(None)
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        H2Connection._sendPrioritisedData(self, *args)
+        if self._sentWaiters:
+            queues = self._outboundStreamQueues
+            for streamID in [s for s in self._sentWaiters if not queues.get(s)]:
+                self._fireSent(streamID)
+
+    def writeDataToStream(self, streamID: int, data: bytes) -> None:
+        H2Connection.writeDataToStream(self, streamID, data)
+        if not self._sendable(streamID):
+            # Queued while the window is shut: Twisted leaves the stream
+            # blocked, and must be told when the window opens.
+            self._parked.add(streamID)
+
     def _sendable(self, streamID: int) -> bool:
         """
         Whether the sending loop can send what stream C{streamID} has
         queued first: the end of the stream, or data with room in the
-        flow-control window.
+        flow-control window; not if h2 has closed the stream (the client
+        reset it in the input being read: Twisted hears of it next).
         """
         queue = self._outboundStreamQueues.get(streamID)
-        if not queue or queue[0] is _END_STREAM_SENTINEL:
+        if not queue:
             return True
-        try:
-            return self.conn.local_flow_control_window(streamID) > 0  # type: ignore[no-any-return]
-        except h2.exceptions.ProtocolError:
-            return True  # closed: Twisted's loop deals with it
+        state = self.conn.streams.get(streamID)
+        if state is None or state.closed:
+            return False
+        return queue[0] is _END_STREAM_SENTINEL or self.conn.local_flow_control_window(streamID) > 0  # type: ignore[no-any-return]
 
     def _wakeParked(self) -> None:
         """
@@ -739,6 +793,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._received.pop(streamID, None)
         self._parked.discard(streamID)
         H2Connection._requestDone(self, streamID)
+        self._fireSent(streamID)
 
     def _refuseStream(self, streamID: int, status: int, message: str) -> None:
         """

@@ -1282,7 +1282,8 @@ class _FileProducer:
         self._streamID = getattr(channel, "streamID", None)
         #: The call that goes on in the next turn.
         self._next: IDelayedCall | None = None
-        #: Waiting for the HTTP/2 connection's transport to take data again.
+        #: Waiting for the HTTP/2 connection's transport to take data again,
+        #: or for the connection to send what this stream gave it.
         self._waitingForTransport = False
 
     def start(self) -> None:
@@ -1450,8 +1451,17 @@ class _FileProducer:
             blocked.addCallback(self._transportResumed)
             return False
         if queue:
-            # The connection sends a frame a turn: look again next turn.
-            self._later()
+            whenSent = getattr(connection, "whenSent", None)
+            if whenSent is None:
+                # Twisted's own connection: look again next turn.
+                self._later()
+                return False
+            # Wait until it is sent: a frame a turn, or not at all while
+            # the client keeps the flow-control window shut (then the stall
+            # timeout resets the stream).
+            self._waitingForTransport = True
+            self._watchStall()
+            whenSent(self._streamID).addCallback(self._transportResumed)
             return False
         return True
 
