@@ -50,6 +50,11 @@ Paths (the query selects the misbehaviour; parameters combine):
                         the connection is aborted (TCP RST) instead of the
                         last chunk ...
         endTimes=K      ... for the first K GETs only (default: all).
+        star=N          a Range is answered with at most N bytes and a
+                        Content-Range total of C{*} (the size never said);
+                        one past the end gets a 416 with C{bytes */*} ...
+        starTimes=K     ... for the first K GETs only (default: all; later
+                        ones are answered as usual).
         multipart=1     a Range is answered with a multipart/byteranges
                         body (one part, chunked) although the head also
                         carries that part's Content-Range, as a broken
@@ -678,6 +683,9 @@ class Origin:
         lastModified = self.lastModified(path)
         ranges = _arg(request, "ranges", "1") != "0"
         lie = _arg(request, "lie")
+        star = _intArg(request, "star")
+        if star is not None and earlierGets >= (_intArg(request, "starTimes", 1 << 30) or 0):
+            star = None
         if _arg(request, "later") == "1" and not (record.rangeStart or 0) > 0:
             ranges, lie = True, None  # the first request is answered honestly
 
@@ -712,9 +720,11 @@ class Origin:
             if wanted is not None:
                 assert first is not None
                 if first >= size:
-                    request.setHeader(b"content-range", b"bytes */%d" % (size,))
+                    request.setHeader(b"content-range", b"bytes */*" if star is not None else b"bytes */%d" % (size,))
                     return self._short(request, record, 416, b"")
                 last = size - 1 if last is None else min(last, size - 1)
+                if star is not None:
+                    last = min(last, first + star - 1)
                 start, end, partial = first, last + 1, True
 
         content = None
@@ -739,7 +749,8 @@ class Origin:
                 claimedEnd = end - 2  # one byte fewer than the body holds
             request.setResponseCode(206)
             record.status = 206
-            request.setHeader(b"content-range", b"bytes %d-%d/%d" % (claimedStart, claimedEnd, claimedTotal))
+            total = b"*" if star is not None else b"%d" % (claimedTotal,)
+            request.setHeader(b"content-range", b"bytes %d-%d/%s" % (claimedStart, claimedEnd, total))
         else:
             record.status = 200
         if _arg(request, "length", "1") != "0" and content is None:

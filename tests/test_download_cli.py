@@ -210,6 +210,10 @@ class InputFileTests(SynchronousTestCase):
             url + "  out=a\n  out=b\n": (3, "out= is given twice"),
             url + "  checksum=" + SHA + "\n  checksum=" + SHA + "\n": (3, "checksum= is given twice"),
             url + "  out=sub/name\n": (2, "holds a directory"),
+            url + "  out=a\x01b\n": (2, "the output file name 'a\\x01b' holds a control character"),
+            url + "  out=a\x00b\n": (2, "holds a control character"),
+            url + "  dir=a\x00b\n": (2, "the directory 'a\\x00b' holds a control character"),
+            url + "  dir=a\x1bb\n": (2, "holds a control character"),
             url + "  header=NoColon\n": (2, "is not a header"),
             url + "  header=Range: bytes=0-1\n": (2, "set by netsuite-get itself"),
             url + "  header=A: 1\n  header=a: 2\n": (3, "given twice"),
@@ -418,6 +422,15 @@ class UsageErrorTests(SynchronousTestCase):
         self.assertUsageError(["-i", "-"], "from standard input: it is not UTF-8", b"http://example.com/\xff\n")
         self.assertUsageError(["-i", "-"], "not UTF-8", b"http://example.com/\n  out=caf\xe9\n")
 
+    def test_controlCharactersInNames(self) -> None:
+        """
+        A C{dir=} or C{out=} holding a NUL or another control character is
+        a usage error naming the line, never a traceback.
+        """
+        for line in ("  dir=a\x00b\n", "  dir=a\x07b\n", "  out=a\x00b\n"):
+            self.assertUsageError(["-i", "-"], "standard input, line 2: ", "http://example.com/f\n" + line)
+        self.assertUsageError(["-o", "a\x01b", "http://example.com/f"], "holds a control character")
+
     def test_endlessInputFileRefused(self) -> None:
         """
         An input file past L{MAX_INPUT} (C{-i /dev/zero}, say) is refused
@@ -510,6 +523,41 @@ class NDJSONTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
         self.assertEqual([line["event"] for line in runner.lines()], ["error", "summary"])
         self.assertIn("broken", runner.stderr.getvalue())
+
+    def test_passwordNeverShown(self) -> None:
+        """
+        The password of a URL is hidden in every event and in the summary's
+        results: those the engine reports, and those the command line
+        makes for a failure without an event.
+        """
+        urls = ["http://user:s3cret@example.com/a", "http://user:s3cret@example.com/b",
+                "http://user:s3cret@example.com/c"]
+        runner = Runner([*urls, "-d", self.mktemp()])
+        fake = runner.fake
+        fake.jobs[0].deferred.callback(DownloadResult(urls[0], Path("a"), 1000, 0.5))
+        fake.fail(fake.jobs[1], "http://example.com/b: gone", event=False)
+        fake.jobs[2].deferred.errback(RuntimeError("broken"))
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        output = runner.stdout.getvalue() + runner.stderr.getvalue()
+        self.assertNotIn("s3cret", output)
+        summary = runner.lines()[-1]
+        self.assertEqual([r["url"] for r in summary["results"]], [u.replace("s3cret", "***") for u in urls])
+        self.assertIn("http://user:***@example.com/c: broken", output)
+
+    def test_bytesNeverNegative(self) -> None:
+        """
+        A job that ends with fewer bytes than it resumed from (a C{-c} file
+        cut back) counts no bytes in the summary, not fewer than none.
+        """
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()])
+        fake = runner.fake
+        fake.observer({"event": "start", "job": "1", "url": "http://example.com/a", "name": "a", "path": "a",
+                       "size": 1000, "resumed": 700})
+        fake.observer({"event": "error", "job": "1", "url": "http://example.com/a", "message": "too large",
+                       "done": 0})
+        fake.fail(fake.jobs[0], "too large", event=False)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        self.assertEqual(runner.lines()[-1]["bytes"], 0)
 
     def test_quietKeepsErrorsAndSummary(self) -> None:
         runner = Runner(["-q", "http://example.com/a", "http://example.com/b", "-d", self.mktemp()])
@@ -633,6 +681,23 @@ class TerminalTests(SynchronousTestCase):
             self.assertIn(text, table)
         self.assertEqual(runner.stdout.getvalue(), "")  # all through the console
         self.assertEqual(runner.reactor.getDelayedCalls(), [])  # no refresh left behind
+
+    def test_tableHidesThePassword(self) -> None:
+        """
+        The rows of failed and interrupted downloads name their URL without
+        its password.
+        """
+        console = self.console()
+        runner = Runner(["-q", "http://user:s3cret@example.com/a", "http://user:s3cret@example.com/b",
+                         "-d", self.mktemp()], isTTY=True, console=console)
+        fake = runner.fake
+        fake.fail(fake.jobs[0], "http://example.com/a: gone", event=False)
+        runner.interrupts[0](2)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_INTERRUPTED)
+        screen = console.file.getvalue()
+        self.assertNotIn("s3cret", screen + runner.stderr.getvalue())
+        self.assertIn("user:***@example.com/a", screen)
+        self.assertIn("user:***@example.com/b", screen)
 
     def test_refreshRate(self) -> None:
         runner = Runner(["http://example.com/a", "-d", self.mktemp()], isTTY=True, console=self.console())

@@ -41,7 +41,7 @@ from zope.interface import directlyProvides, providedBy
 from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, retryAfterSeconds, splitURL
-from netsuite.download.state import MAX_STATE_FILE
+from netsuite.download.state import MAX_STATE_FILE, DownloadState
 from netsuite.download.values import RESERVED_HEADERS
 from netsuite.download import (
     BadURL,
@@ -367,20 +367,6 @@ class PlainDownloadTests(EngineTestCase):
         result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
         self.assertSaved(result, directory / "noranges.bin", self.origin.digest("/file/noranges.bin", size), size)
         self.assertTrue(all(r.status == 200 for r in self.origin.seen("/file/noranges.bin")))
-
-    async def test_rangeIgnoredOnContinueStartsOver(self) -> None:
-        """
-        With C{continueExisting}, a server that ignores Range answers with
-        the whole file: it replaces the existing bytes instead of being
-        appended to them.
-        """
-        directory = self.directory()
-        path = "/file/restart.bin"
-        (directory / "restart.bin").write_bytes(self.origin.content(path, 0, 300_000))
-        result = await self.downloader().download(
-            self.origin.url(path + "?ranges=0"), directory, continueExisting=True
-        )
-        self.assertSaved(result, directory / "restart.bin", self.origin.digest(path))
 
     async def test_continueExistingFile(self) -> None:
         """
@@ -1455,6 +1441,28 @@ class NameTests(EngineTestCase):
         self.assertEqual((directory / "num.bin").read_bytes(), b"mine")
         self.assertEqual(listing(directory), ["num.bin", "num.bin.1", "num.bin.2"])
 
+    async def test_reservedWantedNameIsResumed(self) -> None:
+        """
+        A wanted name ending in C{.part} is saved as C{NAME.part_}, and an
+        interrupted download of it is resumed from C{NAME.part_.part}: not
+        started over beside it.
+        """
+        directory = self.directory()
+        path = "/file/reserved"
+        url = self.origin.url(f"{path}?rate={2 * MiB}")
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=url, directory=directory, name="x.part"))
+        await self.origin.waitForSent(path, 300 * KiB)
+        await deferLater(reactor, 0.05, lambda: None)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        self.assertTrue(downloader.cancel(job.id))
+        await outcome
+        self.assertEqual(listing(directory), ["x.part_.part", "x.part_.part.json"])
+        result = await self.downloader().download(url, directory, name="x.part")
+        self.assertSaved(result, directory / "x.part_", self.origin.digest(path))
+        self.assertGreater(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), ["x.part_"])
+
     async def test_overwriteReplaces(self) -> None:
         """
         With C{overwrite}, an existing file is replaced.
@@ -1465,6 +1473,294 @@ class NameTests(EngineTestCase):
         result = await self.downloader().download(url, directory, overwrite=True)
         self.assertSaved(result, directory / "over.bin", self.origin.digest("/file/over.bin", 5000), 5000)
         self.assertEqual(listing(directory), ["over.bin"])
+
+
+class ContinueExistingTests(EngineTestCase):
+    """
+    C{continueExisting} (C{-c}): a file already under the final name is
+    continued, and is never deleted or cut below its own length, whatever
+    the server does; a download that cannot go on gives it back as it was.
+    """
+
+    path = "/file/mine.bin"
+    held = 300_000
+
+    def existing(self, directory: Path, own: bool = False) -> bytes:
+        """
+        Put the user's file in C{directory}: the first C{held} bytes of the
+        remote file, or (C{own}) bytes of the user's own.
+        """
+        content = os.urandom(self.held) if own else self.origin.content(self.path, 0, self.held)
+        (directory / "mine.bin").write_bytes(content)
+        return content
+
+    def assertGivenBack(self, directory: Path, content: bytes) -> None:
+        """
+        The user's file is back under its own name, exactly as it was, and
+        nothing else is left.
+        """
+        self.assertEqual(listing(directory), ["mine.bin"])
+        self.assertEqual((directory / "mine.bin").read_bytes(), content)
+
+    async def test_rangeIgnoredLeavesTheFile(self) -> None:
+        """
+        A server that ignores Range (200 and the whole file) cannot continue
+        the file: the download fails in one sentence and the file keeps its
+        name and bytes.
+        """
+        directory = self.directory()
+        content = self.existing(directory, own=True)
+        url = self.origin.url(self.path + "?ranges=0")
+        error = await self.failureOf(self.downloader().download(url, directory, continueExisting=True), DownloadError)
+        self.assertReadable(error, url)
+        self.assertIn("cannot resume mine.bin: it ignores Range; the file is left as it was", str(error))
+        self.assertGivenBack(directory, content)
+        self.assertEqual(self.events[-1]["event"], "error")
+        self.assertEqual(self.events[-1]["done"], self.held)
+
+    async def test_tooLargeLeavesTheFile(self) -> None:
+        """
+        A remote file over C{maxSize} fails the download; the file it would
+        have continued stays as it was.
+        """
+        directory = self.directory()
+        content = self.existing(directory, own=True)
+        url = self.origin.url(self.path)
+        await self.failureOf(self.downloader(maxSize=100_000).download(url, directory, continueExisting=True), TooLarge)
+        self.assertGivenBack(directory, content)
+
+    async def test_checksumMismatchCutsBackTheFile(self) -> None:
+        """
+        A download that appended every byte but fails its checksum cuts the
+        file back to its own length and gives it back its name.
+        """
+        directory = self.directory()
+        content = self.existing(directory)
+        url = self.origin.url(self.path)
+        await self.failureOf(
+            self.downloader().download(url, directory, continueExisting=True, checksum="sha256=" + "0" * 64),
+            ChecksumMismatch,
+        )
+        self.assertEqual(self.origin.gets(self.path)[0].rangeStart, self.held)
+        self.assertGivenBack(directory, content)
+
+    async def test_longerThanTheRemoteLeavesTheFile(self) -> None:
+        """
+        A file longer than the remote one (416 to its Range) is not started
+        over from zero: the download fails, the file is left as it was.
+        """
+        directory = self.directory()
+        content = self.existing(directory, own=True)
+        url = self.origin.url(self.path + "?size=1000")
+        error = await self.failureOf(self.downloader().download(url, directory, continueExisting=True), DownloadError)
+        self.assertIn("the remote file is 1000 bytes, fewer than those on disk", str(error))
+        self.assertGivenBack(directory, content)
+
+    async def test_failureBeforeAnyByteLeavesTheFile(self) -> None:
+        """
+        A download that fails at once (404) leaves the file under its own
+        name, not as a C{.part}.
+        """
+        directory = self.directory()
+        content = self.existing(directory, own=True)
+        url = self.origin.url(self.path + "?status=404")
+        await self.failureOf(self.downloader().download(url, directory, continueExisting=True), HTTPStatusError)
+        self.assertGivenBack(directory, content)
+
+    async def test_retryBeforeTheFirstAnswerKeepsTheBytes(self) -> None:
+        """
+        A first attempt that fails (a 500) does not make the retry start
+        from zero: it asks again for what follows the file, whose bytes
+        stay.
+        """
+        directory = self.directory()
+        content = self.existing(directory, own=True)
+        url = self.origin.url(self.path + "?fail=1")
+        result = await self.downloader().download(url, directory, continueExisting=True)
+        self.assertEqual([r.rangeStart for r in self.origin.gets(self.path)], [self.held, self.held])
+        self.assertEqual(result.resumedFrom, self.held)
+        data = (directory / "mine.bin").read_bytes()
+        self.assertEqual(data[: self.held], content)
+        self.assertEqual(data[self.held :], self.origin.content(self.path, self.held, DEFAULT_SIZE - self.held))
+
+    async def test_cancelBeforeAnyByteGivesTheFileBack(self) -> None:
+        """
+        A download cancelled before its first answer gives the file back.
+        """
+        directory = self.directory()
+        content = self.existing(directory, own=True)
+        downloader = self.downloader()
+        job = downloader.submit(
+            DownloadRequest(url=self.origin.url(self.path + "?hang=1"), directory=directory, continueExisting=True)
+        )
+        while not self.origin.gets(self.path):
+            await deferLater(reactor, 0.01, lambda: None)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        self.assertTrue(downloader.cancel(job.id))
+        await outcome
+        self.assertGivenBack(directory, content)
+
+    async def test_cancelWithDiscardCutsBackTheFile(self) -> None:
+        """
+        C{cancel(discard=True)} of a download that appended bytes deletes
+        only those: the file is cut back and keeps its name.
+        """
+        directory = self.directory()
+        content = self.existing(directory)
+        downloader = self.downloader()
+        url = self.origin.url(f"{self.path}?rate={2 * MiB}")
+        job = downloader.submit(DownloadRequest(url=url, directory=directory, continueExisting=True))
+        await self.origin.waitForSent(self.path, 200 * KiB)
+        await deferLater(reactor, 0.05, lambda: None)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        self.assertTrue(downloader.cancel(job.id, discard=True))
+        await outcome
+        self.assertGivenBack(directory, content)
+        self.assertEqual(job.done, self.held)
+
+    async def test_brokenTransferIsResumedLater(self) -> None:
+        """
+        A transfer that breaks after appending keeps its C{.part} and state
+        (which remembers the file's own length), as any interrupted
+        download does; a later run resumes it into the exact file.
+        """
+        directory = self.directory()
+        self.existing(directory)
+        url = self.origin.url(f"{self.path}?reset={100 * KiB}&resetTimes=1")
+        await self.failureOf(self.downloader(retries=0).download(url, directory, continueExisting=True), DownloadError)
+        self.assertEqual(listing(directory), ["mine.bin.part", "mine.bin.part.json"])
+        state = json.loads((directory / "mine.bin.part.json").read_text())
+        self.assertEqual(state["adopted"], self.held)
+        self.assertEqual(state["done"], [[0, self.held + 100 * KiB]])
+        result = await self.downloader().download(url, directory, continueExisting=True)
+        self.assertSaved(result, directory / "mine.bin", self.origin.digest(self.path))
+        self.assertEqual(result.resumedFrom, self.held + 100 * KiB)
+
+    async def test_resumedPartKeepsTheUsersBytes(self) -> None:
+        """
+        When the remote file changed before the later run, the C{.part} a
+        broken C{-c} download left is not started over: the file is cut
+        back to the user's bytes and given back its name.
+        """
+        directory = self.directory()
+        content = self.existing(directory, own=True)
+        url = self.origin.url(f"{self.path}?reset={100 * KiB}&resetTimes=1")
+        await self.failureOf(self.downloader(retries=0).download(url, directory, continueExisting=True), DownloadError)
+        self.assertEqual(listing(directory), ["mine.bin.part", "mine.bin.part.json"])
+        self.origin.bump(self.path)
+        error = await self.failureOf(self.downloader().download(url, directory), DownloadError)
+        self.assertIn("cannot resume mine.bin: the remote file changed", str(error))
+        self.assertGivenBack(directory, content)
+
+    async def test_reservedNameIsNotAnotherDownloadsPart(self) -> None:
+        """
+        A wanted name ending in C{.part} is saved as C{NAME.part_}: with
+        C{continueExisting} it never takes the C{.part} of another download
+        for a file to continue.
+        """
+        directory = self.directory()
+        other = b"another download's bytes"
+        (directory / "foo.part").write_bytes(other)
+        url = self.origin.url("/file/foo?size=5000")
+        result = await self.downloader().download(url, directory, name="foo.part", continueExisting=True)
+        self.assertSaved(result, directory / "foo.part_", self.origin.digest("/file/foo", 5000), 5000)
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual((directory / "foo.part").read_bytes(), other)
+        self.assertEqual(listing(directory), ["foo.part", "foo.part_"])
+
+
+class UnknownSizeTests(EngineTestCase):
+    """
+    A server that answers ranges without saying the size (C{Content-Range:
+    bytes 0-999/*}): the end is asked for until a 416 says there is no more.
+    """
+
+    path = "/file/star.bin"
+    size = 5000
+
+    async def test_askedUntilNothingFollows(self) -> None:
+        """
+        Each range is followed by one from its end, until the 416: the file
+        is complete, never cut at the first answer's end.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"{self.path}?size={self.size}&star=1000")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "star.bin", self.origin.digest(self.path, self.size), self.size)
+        gets = self.origin.gets(self.path)
+        self.assertEqual([r.rangeStart for r in gets], [0, 1000, 2000, 3000, 4000, 5000])
+        self.assertEqual([r.status for r in gets], [206] * 5 + [416])
+        self.assertEqual(self.events[-1]["size"], self.size)
+
+    async def test_sizeSaidLater(self) -> None:
+        """
+        A later answer that names the size is taken as usual.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"{self.path}?size={self.size}&star=1000&starTimes=2")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "star.bin", self.origin.digest(self.path, self.size), self.size)
+        self.assertEqual([r.rangeStart for r in self.origin.gets(self.path)], [0, 1000, 2000])
+
+    async def test_wholeFileAnswerStartsOver(self) -> None:
+        """
+        A 200 to a later range is the whole file, taken as one stream.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"{self.path}?size={self.size}&star=1000&ranges=0&later=1")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "star.bin", self.origin.digest(self.path, self.size), self.size)
+        self.assertEqual([r.status for r in self.origin.gets(self.path)], [206, 200])
+
+    async def test_brokenAnswerIsAskedAgain(self) -> None:
+        """
+        A range that breaks is asked for again from the bytes received.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"{self.path}?size={self.size}&star=1000&reset=500&resetTimes=2")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "star.bin", self.origin.digest(self.path, self.size), self.size)
+        self.assertEqual([r.rangeStart for r in self.origin.gets(self.path)][:3], [0, 500, 1000])
+
+    async def test_interruptedIsResumed(self) -> None:
+        """
+        An interrupted download of such a file is resumed from its state
+        (no size in it) and asked on from there to the end.
+        """
+        directory = self.directory()
+        size = DEFAULT_SIZE
+        url = self.origin.url(f"{self.path}?star={64 * KiB}&rate={2 * MiB}")
+        state = await self.cutShort(url, directory, self.path, 200 * KiB)
+        self.assertIsNone(state["size"])
+        self.assertTrue(state["rangesSupported"])
+        before = len(self.origin.gets(self.path))
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "star.bin", self.origin.digest(self.path, size), size)
+        self.assertEqual(result.resumedFrom, state["done"][0][1])
+        later = self.origin.gets(self.path)[before:]
+        self.assertEqual(later[0].rangeStart, state["done"][0][1])
+        self.assertEqual(later[-1].status, 416)
+
+    async def test_maxSizeStillApplies(self) -> None:
+        """
+        C{maxSize} caps what is asked for in all: L{TooLarge}, nothing left.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"{self.path}?size={self.size}&star=1000")
+        error = await self.failureOf(self.downloader(maxSize=2500).download(url, directory), TooLarge)
+        self.assertReadable(error, url)
+        self.assertEqual(listing(directory), [])
+        self.assertLessEqual(len(self.origin.gets(self.path)), 3)
+
+    async def test_maxSizeWhenTheSizeIsSaidLater(self) -> None:
+        """
+        A size named later that is over C{maxSize} fails at once.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"{self.path}?size={self.size}&star=1000&starTimes=1")
+        await self.failureOf(self.downloader(maxSize=4000).download(url, directory), TooLarge)
+        self.assertEqual(listing(directory), [])
+        self.assertEqual(len(self.origin.gets(self.path)), 2)
 
 
 class ChecksumAndSizeTests(EngineTestCase):
@@ -1740,6 +2036,32 @@ class ResumeTests(EngineTestCase):
             warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
             self.assertEqual(len(warnings), 1, warnings)
             self.assertIn(f"holds {held} bytes, fewer than its state file says", warnings[0])
+
+    async def test_stateWithUnsendableValidatorsIsPassedOver(self) -> None:
+        """
+        A state file whose ETag or Last-Modified cannot be sent back in
+        C{If-Range} (not Latin-1, or control characters) is damaged: passed
+        over with a warning, and the download starts afresh, never an
+        internal error.
+        """
+        url = self.origin.url(self.path)
+        for field, value in (("etag", "\u2603"), ("etag", '"a"\r\nX-Injected: 1'), ("lastModified", "\x00")):
+            directory = self.directory()
+            (directory / "resume.bin.part").write_bytes(self.origin.content(self.path, 0, 100 * KiB))
+            state = {
+                "version": 1, "url": url, "finalUrl": url, "size": DEFAULT_SIZE, "etag": None, "lastModified": None,
+                "rangesSupported": True, "done": [[0, 100 * KiB]], "checksum": None, field: value,
+            }
+            (directory / "resume.bin.part.json").write_text(json.dumps(state))
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            result = await self.downloader().download(url, directory)
+            self.assertSaved(result, directory / "resume.bin.1", self.origin.digest(self.path))
+            self.assertEqual(result.resumedFrom, 0)
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertTrue(warnings)
+            for warning in warnings:
+                self.assertIn("resume.bin.part.json: not a state file this version reads", warning)
+            self.assertEqual([e for e in events if "log_failure" in e], [])
 
     async def test_deeplyNestedStateFileIsPassedOver(self) -> None:
         """
@@ -2559,6 +2881,34 @@ class RetryAfterTests(SynchronousTestCase):
             except Exception as e:
                 self.fail(f"Retry-After: {garbage!r} raised {e.__class__.__name__}: {e}")
             self.assertIsNone(seconds, garbage)
+
+
+class StateFileTests(SynchronousTestCase):
+    """
+    L{DownloadState.fromJSON}: what a state file may hold.
+    """
+
+    def test_validatorsMustBeHeaderValues(self) -> None:
+        """
+        An ETag or Last-Modified that cannot be sent back in C{If-Range}
+        makes the state unreadable (L{None}); Latin-1 text is fine.
+        """
+        base = {"version": 1, "url": "http://example.com/f", "done": []}
+        for field in ("etag", "lastModified"):
+            for bad in ("\u2603", "a\r\nb", "a\x00", "\x7f", 5):
+                self.assertIsNone(DownloadState.fromJSON({**base, field: bad}), (field, bad))
+            state = DownloadState.fromJSON({**base, field: '"caf\xe9"'})
+            self.assertEqual(getattr(state, field), '"caf\xe9"')
+
+    def test_adoptedLength(self) -> None:
+        """
+        The length of a file continued with C{-c} is kept; a value that is
+        not a length makes the state unreadable.
+        """
+        state = DownloadState(url="http://example.com/f", finalUrl="http://example.com/f", done=[(0, 10)], adopted=10)
+        self.assertEqual(DownloadState.fromJSON(state.toJSON()), state)
+        for bad in (-1, "10", 1.5):
+            self.assertIsNone(DownloadState.fromJSON({**state.toJSON(), "adopted": bad}), bad)
 
 
 class ValueTests(SynchronousTestCase):

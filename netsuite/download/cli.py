@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 
 from netsuite import __version__
 from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, Downloader, parseChecksum, parseSize
+from netsuite.download.engine import redact
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
 from netsuite.download.names import chooseName
 
@@ -490,7 +491,7 @@ class _Tracker:
     def add(self, jobId: str, request: DownloadRequest) -> _JobView:
         view = self.jobs.get(jobId)
         if view is None:
-            view = self.jobs[jobId] = _JobView(jobId, request.url, request.name or chooseName(request.url))
+            view = self.jobs[jobId] = _JobView(jobId, redact(request.url), request.name or chooseName(request.url))
         return view
 
     def _view(self, event: Dict[str, Any]) -> _JobView:
@@ -947,7 +948,7 @@ class _Session:
             "ok": ok,
             "failed": failed,
             "interrupted": interrupted,
-            "bytes": sum(r.done - r.resumedFrom for r in rows),
+            "bytes": sum(max(0, r.done - r.resumedFrom) for r in rows),
             "seconds": round(self.reactor.seconds() - started, 3),
             "exitCode": code,
         }
@@ -958,26 +959,27 @@ class _Session:
 
     def _row(self, jobId: str, request: DownloadRequest, ok: bool, value: Any) -> _Row:
         view = self.tracker.jobs.get(jobId) or self.tracker.add(jobId, request)
+        url = redact(request.url)  # what the user sees never shows the password
         if ok:
             path = str(value.path)
-            return _Row(jobId, request.url, _shownPath(path), value.size, value.size, value.seconds, "done",
+            return _Row(jobId, url, _shownPath(path), value.size, value.size, value.seconds, "done",
                         resumedFrom=getattr(value, "resumedFrom", 0), path=path)
         seconds = None
         if view.started is not None:
             seconds = (view.ended if view.ended is not None else self.reactor.seconds()) - view.started
         if value.check(CancelledError) is not None:
             view.state = "interrupted"
-            shown = _shownPath(view.path) if view.path else request.url
-            return _Row(jobId, request.url, shown, view.size, view.done, seconds, "interrupted",
+            shown = _shownPath(view.path) if view.path else url
+            return _Row(jobId, url, shown, view.size, view.done, seconds, "interrupted",
                         "resumes on the next run", resumedFrom=view.resumed, path=view.path)
         error = value.value
         message = str(error) or type(error).__name__
         if not isinstance(error, DownloadError):
-            message = f"{request.url}: {message}"
+            message = f"{url}: {message}"
         if not view.errorSeen:
             # Every failure has its error event, even one the engine did not report.
-            self.observe({"event": "error", "job": jobId, "url": request.url, "message": message})
-        return _Row(jobId, request.url, request.url, view.size, view.done, seconds, "failed",
+            self.observe({"event": "error", "job": jobId, "url": url, "message": message})
+        return _Row(jobId, url, url, view.size, view.done, seconds, "failed",
                     view.message or message, resumedFrom=view.resumed, path=view.path)
 
 

@@ -7,6 +7,7 @@ renamed to its final name only when it is complete and verified.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -97,7 +98,7 @@ MAX_FILE_SIZE = 2**63 - 1
 # Numbers of at most 30 digits: int() of a longer one is refused by Python
 # (and means nothing here).
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d{1,30})-(\d{1,30})/(\d{1,30}|\*)\s*$", re.IGNORECASE)
-_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d{1,30})\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d{1,30}|\*)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,12 @@ class DownloadRequest:
     @ivar overwrite: replace an existing file instead of choosing
         C{name.1}, C{name.2}, ...
     @ivar continueExisting: a file already under the final name, without a
-        state file, counts as the download's first bytes (C{wget -c}).
+        state file, counts as the download's first bytes (C{wget -c}).  It
+        is never cut below its own length: when the server cannot continue
+        it, the download fails and the file stays as it was; one that fails
+        after appending is cut back and given back its name, unless the
+        transfer broke or was interrupted (its C{.part} is then resumed by
+        a later run, as any other).
     @ivar partName: the C{.part} file (a plain name in C{directory}) an
         earlier run of this download chose, tried first when resuming (it
         may be C{NAME.1.part} when C{name} was taken).  Taken only when its
@@ -283,17 +289,18 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise BadURL(f"{url}: not a valid URL") from None
+    shown = redact(url)  # messages never show the password
     if parts.scheme.lower() not in ("http", "https"):
         scheme = parts.scheme or "(none)"
-        raise BadURL(f"{url}: only http and https URLs can be downloaded, not {scheme}")
+        raise BadURL(f"{shown}: only http and https URLs can be downloaded, not {scheme}")
     if not parts.hostname:
-        raise BadURL(f"{url}: the URL has no host")
+        raise BadURL(f"{shown}: the URL has no host")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url.strip()):
-        raise BadURL(f"{url!r}: the URL contains spaces or control characters")
+        raise BadURL(f"{shown!r}: the URL contains spaces or control characters")
     if not isText(url):
-        raise BadURL(f"{url!r}: the URL is not valid text (it holds a lone surrogate)")
+        raise BadURL(f"{shown!r}: the URL is not valid text (it holds a lone surrogate)")
     if parts.port == 0:
-        raise BadURL(f"{url}: port 0 cannot be connected to")
+        raise BadURL(f"{shown}: port 0 cannot be connected to")
     authorization = None
     netloc = parts.netloc
     if "@" in netloc:
@@ -307,7 +314,7 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     try:
         asciiHost = asciiHostName(host)
     except ValueError as e:
-        raise BadURL(f"{url}: {e}") from None
+        raise BadURL(f"{shown}: {e}") from None
     if not host.isascii():
         netloc = netloc.replace(host, asciiHost)
     if netloc.endswith(":"):
@@ -319,7 +326,7 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     try:
         EncodedURL.from_text(clean)  # what treq parses it with
     except (URLParseError, ValueError):
-        raise BadURL(f"{url}: not a valid URL") from None
+        raise BadURL(f"{shown}: not a valid URL") from None
     return clean, authorization
 
 
@@ -547,6 +554,13 @@ class _Restart(Exception):
         self.rangesSupported = rangesSupported
 
 
+class _CannotContinue(DownloadError):
+    """
+    A file adopted with C{continueExisting} cannot be continued from this
+    server: it is given back as it was.
+    """
+
+
 class _BodyReader(Protocol):
     """
     Writes a response body into the file at its piece's position, stops
@@ -723,6 +737,8 @@ class _Download:
         self.request = job.request
         self.directory = Path(self.request.directory)
         self.url, self.authorization = splitURL(self.request.url)
+        if "\0" in str(self.directory):
+            raise ValueError("the directory name holds a NUL character")
         self.checksum = parseChecksum(self.request.checksum) if self.request.checksum else None
         self.state = DownloadState(url=self.url, finalUrl=self.url, checksum=self.request.checksum)
         self.partPath: Optional[Path] = None
@@ -733,6 +749,10 @@ class _Download:
         self.workers: set[Deferred] = set()
         self.mostWorkers = 0
         self.resumedFrom = 0
+        # With continueExisting: the length of the user's file this download
+        # continues.  Nothing below it is ever dropped, and it is given back
+        # under its own name when the download cannot go on.
+        self.adopted: Optional[int] = None
         self.started = False
         self._transferDone: Optional[Deferred] = None
         self._error: Optional[Failure] = None
@@ -761,13 +781,15 @@ class _Download:
                     if restarts > MAX_RESTARTS:
                         raise RemoteChanged(f"{self.url}: {restart.reason}, {restarts} times; giving up") from None
                     log.info("{url}: starting over: {reason}", url=self.url, reason=restart.reason)
-                    self._startOver(restart.rangesSupported)
+                    self._startOver(restart.reason, restart.rangesSupported)
             size = self._finish()
             self.job.state = "verifying"
             await self._verify()
             self._rename()
         except CancelledError:
-            if self.discardOnCancel:
+            if self.adopted is not None and (self.discardOnCancel or not self._appended()):
+                self._giveBack()
+            elif self.discardOnCancel:
                 self._discard()
                 self.job.done = 0
             else:
@@ -791,7 +813,11 @@ class _Download:
         )
 
     def _failed(self, e: DownloadError) -> None:
-        if isinstance(e, (ChecksumMismatch, TooLarge)) or (self.fd is not None and not self.state.done):
+        if self.adopted is not None and not (e.retryable and self._appended()):
+            # Only a transfer that broke keeps what it added, for a later
+            # run to resume; anything else puts the user's file back.
+            self._giveBack()
+        elif isinstance(e, (ChecksumMismatch, TooLarge)) or (self.fd is not None and not self.state.done):
             # Nothing worth resuming: no stray .part is left behind.
             self._discard()
             self.job.done = 0
@@ -817,7 +843,8 @@ class _Download:
                 self._resumeFrom(part, state)
                 return
         wanted = names.sanitiseName(self.request.name) if self.request.name else None
-        guess = wanted or names.chooseName(self.url)
+        # The name it is saved under (see _start): never one of ours.
+        guess = names.avoidReserved(wanted or names.chooseName(self.url))
         part = self.directory / (guess + PART_SUFFIX)
         state = loadState(statePathFor(part))
         if state is not None and state.url == self.url and self._claim(part):
@@ -832,14 +859,22 @@ class _Download:
                     return
         if self.request.continueExisting:
             existing = self.directory / guess
-            if existing.is_file() and not existing.is_symlink() and not part.exists():
-                part = existing.with_name(existing.name + PART_SUFFIX)
-                os.rename(existing, part)
-                if not self._claim(part):
-                    return
-                size = part.stat().st_size
-                state = DownloadState(url=self.url, finalUrl=self.url, done=[(0, size)] if size else [], checksum=self.request.checksum)
-                self._resumeFrom(part, state, continued=True)
+            if existing.is_file() and not existing.is_symlink() and not part.exists() and self._claim(existing):
+                try:
+                    os.rename(existing, part)
+                except OSError as e:
+                    self._close()
+                    raise LocalFileError(f"{self.url}: cannot rename {existing}: {e.strerror}") from None
+                size = os.fstat(self.fd).st_size
+                state = DownloadState(
+                    url=self.url,
+                    finalUrl=self.url,
+                    done=[(0, size)] if size else [],
+                    checksum=self.request.checksum,
+                    adopted=size,
+                )
+                self._resumeFrom(part, state)
+                self._saveState()  # a crash now leaves a .part a later run resumes, never truncates
 
     def _claim(self, part: Path) -> bool:
         """
@@ -882,7 +917,7 @@ class _Download:
             # Another download took this name since freePath looked: its
             # .part now exists, so freePath passes over it.
 
-    def _resumeFrom(self, part: Path, state: DownloadState, continued: bool = False) -> None:
+    def _resumeFrom(self, part: Path, state: DownloadState) -> None:
         self.partPath = part
         self.finalPath = part.with_name(part.name[: -len(PART_SUFFIX)])
         self.state = state
@@ -900,7 +935,10 @@ class _Download:
                 size=onDisk,
             )
             self.state.done = clipped
-        if state.size is not None and not state.rangesSupported and not continued:
+        if state.adopted is not None:
+            self.adopted = self.state.adopted = min(state.adopted, onDisk)
+            self.state.done = addRange(self.state.done, 0, self.adopted)
+        elif state.size is not None and not state.rangesSupported:
             # Bytes of a server without ranges cannot be continued.
             self.state.done = []
         self.resumedFrom = covered(self.state.done)
@@ -1079,12 +1117,14 @@ class _Download:
             finally:
                 self.downloader._slots.release(key)
             if problem is None:
-                if piece.end is None or piece.complete or piece.validating:
+                if piece.complete or piece.validating or (piece.end is None and not self._endUnknown):
                     if piece.end is None:
                         piece.end = piece.pos
                     return
                 if piece.pos > before:
-                    continue  # a shorter range than asked for: ask for the rest
+                    # A shorter range than asked for, or one of a file whose
+                    # end is not known yet: ask for the rest.
+                    continue
                 problem = ConnectionFailed(f"{self.displayUrl}: the server sent an empty range")
             if not problem.retryable:
                 raise problem
@@ -1094,8 +1134,9 @@ class _Download:
             failures += 1
             if failures > self.settings.retries:
                 raise problem
-            if not self.state.rangesSupported and piece.pos > 0:
-                # Without ranges a retry starts from zero.
+            if self.started and not self.state.rangesSupported and piece.pos > 0:
+                # Without ranges a retry starts from zero.  (Before the first
+                # answer nobody knows: bytes on disk are asked for again.)
                 self.job.done -= piece.pos - piece.start
                 piece.pos = piece.start = 0
                 if self.state.done:
@@ -1259,9 +1300,19 @@ class _Download:
 
         if code == 416 and ranged:
             unsatisfied = _UNSATISFIED_RANGE.match(header(b"content-range") or "")
+            total = unsatisfied.group(1) if unsatisfied else None
+            total = None if total in (None, "*") else int(total)
+            if self._endUnknown and askedFrom == piece.pos and total in (None, askedFrom) and not (newETag or newDate):
+                # Nothing follows the bytes received: the end, at last.
+                self.state.size = self.job.size = askedFrom
+                if not self.started:
+                    self._start(response, finalUrl)
+                piece.end = piece.pos
+                piece.validating = True
+                return 0
             if (
-                unsatisfied
-                and int(unsatisfied.group(1)) == askedFrom == covered(self.state.done)
+                total is not None
+                and total == askedFrom == covered(self.state.done)
                 and self.state.size in (None, askedFrom)
                 and not (newETag or newDate)
             ):
@@ -1272,6 +1323,8 @@ class _Download:
                 piece.end = piece.pos
                 piece.validating = True
                 return 0
+            if total is not None and total < askedFrom:
+                raise _Restart(f"the remote file is {total} bytes, fewer than those on disk", rangesSupported=False)
             raise _Restart("the server cannot send the range on disk", rangesSupported=False)
         if code >= 400:
             retryAfter = retryAfterSeconds(headers.getRawHeaders(b"retry-after", [None])[-1], time.time())
@@ -1313,14 +1366,21 @@ class _Download:
                     # file as one stream is right in every case.
                     raise _Restart("the remote file changed (new Last-Modified)", rangesSupported=False)
             if not self.started:
+                # With a total of "*" the end is found by asking on (see
+                # _endUnknown).
                 self.state.size = total
-                self.state.rangesSupported = total is not None
+                self.state.rangesSupported = True
                 self._remember(strongETag, lastModified, finalUrl)
                 self._start(response, finalUrl)
                 if piece.end is None and total is not None:
                     piece.end = total
                 if not piece.validating:
                     self._split(piece)
+            elif self._endUnknown and total is not None:
+                # The server names the size after all: carry on as usual.
+                self._checkSize(total)
+                self.state.size = self.job.size = piece.end = total
+                self._split(piece)
             return rangeEnd - rangeStart + 1
 
         # 200: the whole file, from byte zero.
@@ -1329,7 +1389,8 @@ class _Download:
                 raise _Restart("the server ignored a range request", rangesSupported=False)
             # Ranges ignored, or If-Range found the file changed: this
             # answer is the whole file; take it as one stream from zero.
-            self._resetBytes()
+            validated = bool(self.state.etag or self.state.lastModified)  # If-Range was sent
+            self._resetBytes("the remote file changed" if validated else "it ignores Range")
             self.pending = []
             piece.start = piece.pos = 0
             piece.end = None
@@ -1357,15 +1418,31 @@ class _Download:
         self.state.finalUrl = finalUrl
         self._slotKey = origin(finalUrl)
 
+    @property
+    def _endUnknown(self) -> bool:
+        """
+        Whether the file's end is still to be found: the server answers
+        ranges but has not said the size (a 206 with a total of C{*}).  The
+        next range is then asked for from the end of the last one, until a
+        416 says there is no more.
+        """
+        return self.state.rangesSupported and self.state.size is None
+
+    def _checkSize(self, size: Optional[int]) -> None:
+        """
+        @raise TooLarge: C{size} is over the C{maxSize} cap.
+        """
+        maxSize = self.settings.maxSize
+        if size is not None and maxSize is not None and size > maxSize:
+            raise TooLarge(f"{self.url}: the file is {size} bytes, over the limit of {maxSize}")
+
     def _start(self, response, finalUrl: str) -> None:
         """
         The first good response: check the size, choose the name, open the
         C{.part} file, announce the download.
         """
         size = self.state.size
-        maxSize = self.settings.maxSize
-        if size is not None and maxSize is not None and size > maxSize:
-            raise TooLarge(f"{self.url}: the file is {size} bytes, over the limit of {maxSize}")
+        self._checkSize(size)
         if self._stopping:
             raise CancelledError()
         if self.partPath is None:
@@ -1405,16 +1482,26 @@ class _Download:
             }
         )
 
-    def _resetBytes(self) -> None:
+    def _resetBytes(self, reason: str) -> None:
+        """
+        Drop every byte on disk, because of C{reason}.
+
+        @raise _CannotContinue: some are a file of the user's (C{-c}).
+        """
+        if self.adopted:
+            raise _CannotContinue(
+                f"{self.url}: the server cannot resume {self.finalPath.name}: {reason};"
+                " the file is left as it was; remove it or run without -c"
+            )
         self.state.done = []
         self.resumedFrom = 0
         self.job.done = 0
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
 
-    def _startOver(self, rangesSupported: bool) -> None:
-        self._resetBytes()
-        self.state = DownloadState(url=self.url, finalUrl=self.url, checksum=self.request.checksum)
+    def _startOver(self, reason: str, rangesSupported: bool) -> None:
+        self._resetBytes(reason)
+        self.state = DownloadState(url=self.url, finalUrl=self.url, checksum=self.request.checksum, adopted=self.adopted)
         self.started = False
         self.resumedFrom = 0
         self._slotKey = origin(self.url)
@@ -1519,7 +1606,7 @@ class _Download:
         self._close()
 
     def _saveState(self) -> None:
-        if self.partPath is None or self.fd is None or not self.started:
+        if self.partPath is None or self.fd is None or not (self.started or self.adopted is not None):
             return
         done = list(self.state.done)
         for piece in self.pieces:
@@ -1536,6 +1623,43 @@ class _Download:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def _appended(self) -> bool:
+        """
+        Whether bytes were added to an adopted file (a later run can resume
+        them).
+        """
+        inFlight = [(piece.start, piece.pos) for piece in self.pieces]
+        return self.adopted is not None and covered(mergeRanges([*self.state.done, *inFlight])) > self.adopted
+
+    def _giveBack(self) -> None:
+        """
+        Put a file adopted with C{continueExisting} back as it was: cut to
+        its own length, under its own name, without a state file.
+        """
+        part, own = self.partPath, self.finalPath
+        try:
+            os.ftruncate(self.fd, self.adopted)
+            try:
+                os.link(part, own)  # never over a file that appeared meanwhile
+            except FileExistsError:
+                raise
+            except OSError:
+                # No hard links here (some shared file systems): check, then rename.
+                if own.exists():
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)) from None
+                os.rename(part, own)
+            else:
+                os.unlink(part)
+        except OSError as e:
+            # Its state says what is the user's: a later run never cuts that.
+            log.warn("{url}: cannot give {own} back its name, it stays {part}: {error}", url=self.url, own=str(own),
+                     part=str(part), error=e.strerror)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(statePathFor(part))
+        self._close()
+        self.job.done = self.adopted
 
     def _discard(self) -> None:
         # Unlinked before the lock goes with the descriptor, so that no
@@ -1719,7 +1843,7 @@ class Downloader:
         try:
             download = _Download(self, job)
         except ValueError as e:
-            job.deferred = defer.fail(DownloadError(f"{request.url}: {e}"))
+            job.deferred = defer.fail(DownloadError(f"{redact(request.url)}: {e}"))
         except DownloadError as e:
             job.deferred = defer.fail(e)
         else:

@@ -33,7 +33,8 @@ from urllib.parse import urlsplit
 
 from .values import RESERVED_HEADERS, asciiHostName, isText
 
-__all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkURL", "checkName", "parseHeader", "parseInputFile"]
+__all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
+           "parseInputFile"]
 
 #: The keys an option line may use.
 OPTION_KEYS = ("out", "checksum", "dir", "header")
@@ -103,16 +104,35 @@ def checkURL(url: str) -> None:
 
 def checkName(name: str) -> None:
     """
-    Refuse an output file name that is not one plain file name.
+    Refuse an output file name that is not one plain file name, or holds
+    control characters.
 
     @raise ValueError: with a readable sentence.
     """
     if not name.strip():
         raise ValueError("the output file name is empty")
+    if _hasControl(name):
+        raise ValueError(f"the output file name {name!r} holds a control character")
     if "/" in name or "\\" in name:
         raise ValueError(f"the output file name {name!r} holds a directory; give the directory with -d or dir=")
     if name.strip() in (".", ".."):
         raise ValueError(f"{name!r} is not a file name")
+
+
+def checkDirectory(directory: str) -> None:
+    """
+    Refuse a directory name no file system takes (a NUL) or that holds
+    other control characters.
+
+    @raise ValueError: with a readable sentence.
+    """
+    if _hasControl(directory):
+        raise ValueError(f"the directory {directory!r} holds a control character")
+
+
+def _hasControl(text: str) -> bool:
+    # C0 and C1 controls and DEL: a NUL is refused by every file system.
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
 
 
 def parseHeader(text: str) -> tuple[str, str]:
@@ -195,6 +215,8 @@ def parseInputFile(
                 raise ValueError(f"{key}= is given twice for this URL")
             if key == "out":
                 checkName(value)
+            elif key == "dir":
+                checkDirectory(value)
             elif key == "checksum":
                 algorithm, equals, digest = value.partition("=")
                 if not equals or not algorithm.strip() or not digest.strip():

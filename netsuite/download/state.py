@@ -88,6 +88,20 @@ def covered(ranges: Iterable[Range]) -> int:
     return sum(end - start for start, end in ranges)
 
 
+def isHeaderValue(value: object) -> bool:
+    """
+    Whether C{value} can be sent as an HTTP header value: text that
+    Latin-1 encodes, without control characters (RFC 9110 5.5).
+    """
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
 def statePathFor(partPath: Path) -> Path:
     """
     The state file that goes with C{partPath}.
@@ -110,6 +124,9 @@ class DownloadState:
         correctly (a download without it cannot resume).
     @ivar checksum: the checksum the file must match (C{"sha256=HEX"}), if
         one was given.
+    @ivar adopted: with C{continueExisting}, the length of the user's own
+        file this download continues (its first bytes are never dropped),
+        or L{None}.
     """
 
     url: str
@@ -120,6 +137,7 @@ class DownloadState:
     done: list[Range] = field(default_factory=list)
     rangesSupported: bool = False
     checksum: Optional[str] = None
+    adopted: Optional[int] = None
 
     def toJSON(self) -> dict:
         """
@@ -135,6 +153,7 @@ class DownloadState:
             "rangesSupported": self.rangesSupported,
             "done": [list(r) for r in self.done],
             "checksum": self.checksum,
+            "adopted": self.adopted,
         }
 
     @classmethod
@@ -148,8 +167,14 @@ class DownloadState:
         url = data.get("url")
         size = data.get("size")
         done = data.get("done")
+        adopted = data.get("adopted")
         if not isinstance(url, str) or not (size is None or (isinstance(size, int) and size >= 0)):
             return None
+        if not (adopted is None or (isinstance(adopted, int) and adopted >= 0)):
+            return None
+        etag, lastModified = data.get("etag"), data.get("lastModified")
+        if not all(value is None or isHeaderValue(value) for value in (etag, lastModified)):
+            return None  # sent back in If-Range: it must be a header value
         if not isinstance(done, list):
             return None
         ranges: list[Range] = []
@@ -172,11 +197,12 @@ class DownloadState:
             url=url,
             finalUrl=text("finalUrl") or url,
             size=size,
-            etag=text("etag"),
-            lastModified=text("lastModified"),
+            etag=etag,
+            lastModified=lastModified,
             done=mergeRanges(ranges),
             rangesSupported=bool(data.get("rangesSupported")),
             checksum=text("checksum"),
+            adopted=adopted,
         )
 
     def save(self, path: Path) -> None:
