@@ -100,6 +100,10 @@ _MAX_INTERIM = 20
 #: Bytes of request body held while the origin connection is being made.
 _PENDING_LIMIT = 65536
 
+#: Transfer codings an origin may apply before C{chunked}: passed on to
+#: the client to undo (RFC 9112 section 7); any other is a 502.
+_CODINGS = frozenset([b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"])
+
 #: Methods a request may be sent again with (RFC 9110 section 9.2.2).
 _IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 
@@ -574,6 +578,7 @@ class UpstreamConnection(Protocol):
         connection: set[bytes] = set()
         lengths: List[bytes] = []
         codings: List[bytes] = []
+        coded = False
         for raw in lines[1:]:
             line = raw[:-1] if raw.endswith(b"\r") else raw
             name, colon, value = line.partition(b":")
@@ -591,6 +596,7 @@ class UpstreamConnection(Protocol):
                 elif lower == b"content-length":
                     lengths.extend(v.strip() for v in value.split(b","))
                 elif lower == b"transfer-encoding":
+                    coded = True
                     codings.extend(v.strip().lower() for v in value.split(b","))
                 continue
             headers.append((name, value))
@@ -618,9 +624,14 @@ class UpstreamConnection(Protocol):
         others: List[bytes] = []
         if noBody:
             framing = "none"
-        elif codings:
-            framing = "chunked" if codings[-1] == b"chunked" else "close"
-            others = codings[:-1] if framing == "chunked" else codings
+        elif coded:
+            # Chunked once and last (RFC 9112 sections 6.1 and 6.3), after
+            # codings the client can undo: anything else, nobody can frame.
+            if not codings or codings[-1] != b"chunked" or not _CODINGS.issuperset(codings[:-1]):
+                self._fail("the origin sent an unknown or invalid Transfer-Encoding")
+                return False
+            framing = "chunked"
+            others = codings[:-1]
             length = -1
         elif length >= 0:
             framing = "length"
@@ -1692,6 +1703,8 @@ class ProxyChannel(NetsuiteHTTPChannel):
             tunnel.fromClient(data)
             return
         NetsuiteHTTPChannel.dataReceived(self, data)
+        if self._inputEnded:
+            self._closeIfInputDone()
 
     def readConnectionLost(self) -> None:
         tunnel = self._tunnel
@@ -1708,8 +1721,10 @@ class ProxyChannel(NetsuiteHTTPChannel):
         Close once the client has ended its input and every request it sent
         is answered (or the last one can never be complete).
         """
-        if not self._inputEnded or self.paused or self.transport.disconnecting:
-            return  # paused: requests may still wait unread in the buffer
+        if not self._inputEnded or self.paused or self._busyReceiving or self.transport.disconnecting:
+            # Paused, or parsing (a request answered here, while those after
+            # it wait in the parser's buffer): L{dataReceived} looks again.
+            return
         request = self.requests[-1] if self.requests else None
         if request is None or not request.bodyComplete:
             self.loseConnection()

@@ -13,8 +13,13 @@ terminal).
 
 scrypt costs tens of milliseconds of CPU on purpose, so L{Authenticator}
 runs it in the reactor's thread pool, remembers credentials that checked out
-(for C{cacheSeconds}), and lets each client address try only a few wrong
-passwords a second (checks under way count as wrong until they are not).
+(for C{cacheSeconds}, for the client address that sent them), and lets each
+client address try only a few wrong passwords a second (checks under way
+count as wrong until they are not; a client over its limit is not answered
+from what is remembered either).  All clients together get only so many
+checks a second, and only a few at a time (more are refused at once, never
+queued, and count as wrong tries), so that guesses spread over many
+addresses get no more tries; remembered credentials need no check.
 An unknown name costs the same check as a known one, so names cannot be
 told apart by the time the answer takes.
 """
@@ -36,7 +41,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from netsuite.files import writeAtomically
-from netsuite.limits import BucketTable
+from netsuite.limits import BucketTable, TokenBucket
 
 __all__ = ["Authenticator", "UsersFileError", "hashPassword", "loadUsers", "parseBasic", "main"]
 
@@ -167,9 +172,19 @@ class Authenticator:
         cacheSize: int = 1024,
         failuresPerSecond: float = 1.0,
         failureBurst: float = 5.0,
+        checksPerSecond: float = 10.0,
+        checkBurst: float = 20.0,
+        maxChecking: int = 8,
         check=None,
     ) -> None:
         """
+        @param failuresPerSecond: wrong tries a client address gets a second
+            (after C{failureBurst} of them).
+        @param checksPerSecond: password checks all clients together get a
+            second (after C{checkBurst} of them), whatever their addresses.
+        @param maxChecking: checks under way at once; more are refused at
+            once (the default stays below the reactor's 10 threads, so that
+            name lookups never wait behind password checks).
         @param check: how to run a hash check (default: in the reactor's
             thread pool); takes a function and its arguments and returns a
             Deferred of its result.
@@ -180,6 +195,10 @@ class Authenticator:
         self._cacheSize = cacheSize
         self._good: OrderedDict[bytes, float] = OrderedDict()
         self._failures: BucketTable[str] = BucketTable(failuresPerSecond, failureBurst, clock)
+        #: Every client's checks: changing address (or making the table
+        #: forget one) gives no more of them.
+        self._checks = TokenBucket(checksPerSecond, checkBurst, clock)
+        self._maxChecking = maxChecking
         self._check = check or threads.deferToThread
         #: Checks under way per client: each holds one of its wrong tries.
         self._reserved: Dict[str, int] = {}
@@ -198,7 +217,15 @@ class Authenticator:
         if parsed is None:
             return None
         name, password = parsed
-        key = hashlib.sha256(value.strip()).digest()  # type: ignore[union-attr]
+        reserved = self._reserved.get(client, 0)
+        if self._failures.available(client) < reserved + 1.0:
+            # Too many wrong tries: no more (costly) checks for now, and no
+            # answer from those remembered either (it would tell a right
+            # guess from a wrong one).
+            return None
+        # Remembered for the client that proved them: the same guess from
+        # another address is checked, within every client's limits.
+        key = hashlib.sha256(f"{client}\n".encode() + value.strip()).digest()  # type: ignore[union-attr]
         now = self._clock.seconds()
         expires = self._good.get(key)
         if expires is not None and now < expires:
@@ -211,9 +238,11 @@ class Authenticator:
             shared: defer.Deferred[bool] = defer.Deferred()
             waiting.append(shared)
             return name if await shared else None
-        reserved = self._reserved.get(client, 0)
-        if self._failures.available(client) < reserved + 1.0:
-            return None  # too many wrong tries: no more (costly) checks for now
+        if len(self._checking) >= self._maxChecking or not self._checks.take():
+            # Every check is taken for now.  Counted as a wrong try, or
+            # guesses refused here could test what is remembered for free.
+            self._failures.take(client)
+            return None
         self._reserved[client] = reserved + 1
         self._checking[key] = []
         entry = self.users.get(name, self._nobody)

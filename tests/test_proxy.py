@@ -1134,6 +1134,47 @@ class BrokenOriginTests(ProxyTestCase):
         self.assertEqual(response.body, b"hello")
         self.assertEqual(response.rest, b"")
 
+    def test_transferEncodingNotChunkedOnceAndLast(self) -> None:
+        """
+        A C{Transfer-Encoding} whose last coding is not C{chunked}, with
+        C{chunked} twice, C{identity}, a coding no client knows, or none at
+        all, cannot be framed (RFC 9112 sections 6.1 and 6.3): 502, and the
+        origin's connection is closed; never passed on for the client to
+        hang on.
+        """
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+        for codings in (
+            b"chunked, chunked",
+            b"chunked\r\nTransfer-Encoding: chunked",
+            b"chunked, gzip",
+            b"gzip",
+            b"identity",
+            b"identity, chunked",
+            b"x-unknown, chunked",
+            b"chunked;ext=1",
+            b"",
+        ):
+            answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\nContent-Length: 19\r\n\r\n%s" % (codings, body)
+            response = self.assertBadGateway(answer, "Transfer-Encoding")
+            self.assertEqual(response.header(b"transfer-encoding"), [], codings)
+
+    def test_codingBeforeChunkedPassedOn(self) -> None:
+        """
+        A coding the client can undo before the final C{chunked} (and
+        C{chunked} in any case) is passed on with the body de-chunked and
+        chunked again.
+        """
+        for codings, expected in ((b"Chunked", b"chunked"), (b"gzip, CHUNKED", b"gzip, chunked")):
+            proxy = self.proxy()
+            client, origin = proxy.exchange(
+                GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n5\r\nhello\r\n0\r\n\r\n" % (codings,)
+            )
+            response = client.response()
+            self.assertEqual(response.status, 200)
+            self.assertEqual(response.header(b"transfer-encoding"), [expected])
+            self.assertEqual(response.body, b"hello")
+            self.assertEqual(len(proxy.factory.pool), 1)
+
     def test_malformedChunkedBody(self) -> None:
         """
         A malformed chunked body after the response began: the client's
@@ -1756,6 +1797,50 @@ class AuthTests(ProxyTestCase):
         [line] = self.accessLines()
         self.assertTrue(line.startswith("127.0.0.1 alice ["), line)
 
+    def test_guessesFromManyAddressesShareOneLimit(self) -> None:
+        """
+        Wrong guesses spread over many loopback addresses (all allowed
+        clients) use up the checks all clients share: then even the right
+        password gets the usual 407 without being checked, until the
+        allowance refills.
+        """
+        for i in range(25):
+            client = self.proxy_.client(f"127.0.0.{i + 2}")
+            client.send(b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", f"guess{i}") + b"\r\n\r\n")
+            self.assertEqual(client.response().status, 407)
+        right = b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", "right") + b"\r\n\r\n"
+        client = self.proxy_.client("127.0.1.1")
+        client.send(right)
+        response = client.response()
+        self.assertTextError(response, 407, "needs a user name and password")
+        self.assertEqual(len(response.header(b"proxy-authenticate")), 1)
+        self.assertEqual(self.proxy_.attempts, [])
+        self.clock.advance(1)
+        client.transport.clear()
+        client.send(right)
+        self.proxy_.accept().send(OK)
+        self.assertEqual(client.response().status, 200)
+
+    def test_halfCloseAfterChallenge(self) -> None:
+        """
+        A 407 between two requests with credentials, all pipelined and then
+        the end of the client's input: all three are answered.
+        """
+        good = b"Proxy-Authorization: " + basic("alice", "right") + b"\r\n"
+        client = self.proxy_.client()
+        client.send(
+            b"GET http://example.com/1 HTTP/1.1\r\n" + good + b"\r\n"
+            b"GET http://example.com/2 HTTP/1.1\r\n\r\n"
+            b"GET http://example.com/3 HTTP/1.1\r\n" + good + b"\r\n"
+        )
+        client.channel.readConnectionLost()
+        origin = self.proxy_.accept()
+        origin.send(OK)
+        origin.send(OK)
+        self.assertEqual([r.status for r in client.responses()], [200, 407, 200])
+        self.assertEqual(origin.received().count(b"GET /"), 2)
+        self.assertTrue(client.closed)
+
     def test_retryAfterChallengeOnSameConnection(self) -> None:
         """
         After a 407 the connection stays open for the request with
@@ -1950,6 +2035,50 @@ class KeepAliveTests(ProxyTestCase):
         proxy.accept().send(OK)
         self.assertEqual([r.body for r in client.responses()], [b"hello"])
         self.assertTrue(client.closed)
+
+
+    def test_halfCloseAfterRequestAnsweredHere(self) -> None:
+        """
+        A request the proxy answers itself (400, 403, OPTIONS with
+        Max-Forwards 0), pipelined between forwarded ones and followed by
+        the end of the client's input, does not end the connection early:
+        the request after it is answered too, then the connection closes.
+        """
+        answeredHere = {
+            400: b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n",
+            403: b"GET http://169.254.169.254/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            200: b"OPTIONS http://example.com/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n",
+        }
+        for status, middle in answeredHere.items():
+            proxy = self.proxy()
+            client = proxy.client()
+            client.send(GET + middle + b"GET http://example.com/3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            client.channel.readConnectionLost()
+            origin = proxy.accept()
+            origin.send(OK)
+            self.assertFalse(client.closed, status)
+            self.assertEqual(origin.received().count(b"GET /3 "), 1, status)
+            origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3")
+            responses = client.responses()
+            self.assertEqual([r.status for r in responses], [200, status, 200], status)
+            self.assertEqual(responses[-1].body, b"3")
+            self.assertTrue(client.closed, status)
+
+    def test_halfCloseAfterRequestAnsweredHereThenIncompleteOne(self) -> None:
+        """
+        After a request the proxy answers itself, a request the client left
+        incomplete when it shut its side is dropped quietly: the connection
+        closes after the complete ones are answered.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET + b"GET /x HTTP/1.1\r\nHost: x\r\n\r\nGET http://example.com/3 HTTP/1.1\r\nHo")
+        client.channel.readConnectionLost()
+        origin = proxy.accept()
+        origin.send(OK)
+        self.assertEqual([r.status for r in client.responses()], [200, 400])
+        self.assertTrue(client.closed)
+        self.assertEqual(origin.received().count(b"GET "), 1)
 
 
 class UpstreamPoolTests(SynchronousTestCase):

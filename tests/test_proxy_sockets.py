@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import socket
 import ssl
 import urllib.error
@@ -972,6 +973,27 @@ class ProxySocketTests(TestCase):
         self.assertEqual(received.count(b"HTTP/1.1 200 OK\r\n"), 3, received)
         for n in (1, 2, 3):
             self.assertIn(b'"uri": "/echo?n=%d"' % (n,), received)
+
+    async def test_pipelinedRequestAnsweredHereThenHalfClose(self) -> None:
+        """
+        A request the proxy answers itself (400: not a proxy request),
+        pipelined between two forwarded ones and followed by the end of the
+        client's input, does not make the proxy close before the last one
+        is answered.
+        """
+        port = await self.startProxy()
+        forwarded = b"GET %s/echo?n=%%d HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(),)
+        requests = forwarded % (1,) + b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" + forwarded % (3,)
+
+        def talk() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
+                s.sendall(requests)
+                s.shutdown(socket.SHUT_WR)
+                return _recvAll(s)
+
+        received = await threads.deferToThread(talk)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", received), [b"200", b"400", b"200"], received)
+        self.assertIn(b'"uri": "/echo?n=3"', received)
 
     async def test_notAProxyRequest(self) -> None:
         """

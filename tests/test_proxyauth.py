@@ -165,6 +165,116 @@ class AuthenticatorTests(SynchronousTestCase):
             fire()
         self.assertEqual([self.successResultOf(d) for d in wrong], [None] * 5)
 
+    def test_guessesSpreadOverAddressesLimitedTogether(self) -> None:
+        """
+        Guesses from many client addresses (five each, within every
+        address's own allowance) get 20 checks at once and then 10 a second
+        in all, not five per address; the right password among them is not
+        even checked while none are left.
+        """
+        clients = [f"127.0.{i // 250}.{i % 250 + 1}" for i in range(40)]
+        for i in range(200):
+            self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), clients[i // 5]))
+        self.assertEqual(self.checks, 20)
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "127.9.9.9"))
+        self.assertEqual(self.checks, 20)
+        self.clock.advance(1)
+        for i in range(20):
+            self.authenticate(basic("alice", f"later{i}"), f"127.1.0.{i + 1}")
+        self.assertEqual(self.checks, 30)
+        self.clock.advance(0.1)
+        self.assertEqual(self.authenticate(basic("alice", "right"), "127.9.9.9"), "alice")
+
+    def test_rememberedCredentialsPassDuringAnAttack(self) -> None:
+        """
+        Credentials already checked for a client pass at once, without a
+        check and without using any of the checks all clients share, while
+        guesses from other addresses have used every one of those.
+        """
+        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
+        for _ in range(100):
+            self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
+        self.assertEqual(self.checks, 1)
+        for i in range(30):
+            self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), f"127.0.0.{i + 2}"))
+        self.assertEqual(self.checks, 20)
+        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
+        self.assertEqual(self.checks, 20)
+
+    def test_rememberedOnlyForTheClientThatProvedThem(self) -> None:
+        """
+        Credentials that checked out are remembered for the client address
+        that sent them: from any other address they are checked again,
+        within the limits (else guesses spread over addresses would be told
+        the right one at once while its user is active).
+        """
+        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.1"), "alice")
+        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
+        self.assertEqual(self.checks, 2)
+        for i in range(18):
+            self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), f"127.0.0.{i + 2}"))
+        self.assertEqual(self.checks, 20)
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "127.0.1.1"))
+        self.assertEqual(self.checks, 20)
+        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.1"), "alice")
+
+    def test_clientOverItsLimitGetsNothingRemembered(self) -> None:
+        """
+        A client over its wrong-guess limit is not answered from what is
+        remembered either (the right password would pass at once among
+        guesses sent at full speed), whether its guesses were checked or
+        refused because every check was taken; other clients are not
+        affected, and it passes again once its allowance refills.
+        """
+        self.assertEqual(self.authenticate(basic("alice", "right"), "127.0.0.1"), "alice")
+        for i in range(5):
+            self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), "127.0.0.1"))
+        self.assertEqual(self.checks, 6)
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "127.0.0.1"))
+        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.1"), "alice")
+        self.clock.advance(1)
+        self.assertEqual(self.authenticate(basic("alice", "right"), "127.0.0.1"), "alice")
+        self.assertEqual(self.checks, 7)
+        # Every check taken (guesses from many addresses): refused guesses
+        # still count against their client.
+        self.clock.advance(5)
+        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.3"), "alice")
+        for i in range(30):
+            self.authenticate(basic("alice", f"spread{i}"), f"127.0.1.{i + 1}")
+        checks = self.checks
+        for i in range(5):
+            self.assertIsNone(self.authenticate(basic("alice", f"more{i}"), "10.0.0.3"))
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "10.0.0.3"))
+        self.assertEqual(self.checks, checks)
+
+    def test_checksUnderWayBounded(self) -> None:
+        """
+        At most eight checks are under way at once: more are refused at
+        once (answered, not queued for a thread), whatever their addresses;
+        remembered credentials still pass at once, and once checks end new
+        ones start.
+        """
+        auth = self.slowAuthenticator()
+        remembered = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9"))
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(remembered), "alice")
+        guesses = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"guess{i}"), f"127.0.0.{i + 2}")) for i in range(50)
+        ]
+        self.assertEqual(self.checks, 9)
+        self.assertEqual([self.successResultOf(d) for d in guesses[8:]], [None] * 42)
+        late = defer.ensureDeferred(auth.authenticate(basic("bob", "other"), "127.8.8.8"))
+        self.assertIsNone(self.successResultOf(late))
+        again = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9"))
+        self.assertEqual(self.successResultOf(again), "alice")
+        self.assertEqual(self.checks, 9)
+        for fire in self.pending:
+            fire()
+        self.assertEqual([self.successResultOf(d) for d in guesses[:8]], [None] * 8)
+        self.pending = []
+        defer.ensureDeferred(auth.authenticate(basic("alice", "another"), "127.8.8.8"))
+        self.assertEqual(self.checks, 10)
+
     def test_unknownNameCostsTheSameCheck(self) -> None:
         """
         An unknown name is checked like a known one, against an entry of the
