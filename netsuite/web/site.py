@@ -265,6 +265,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
         # an LF still there is a bare one, which would wait for the 408.
         if not self.line_mode or self.paused or self._busyReceiving or not self._buffer:
             return
+        if self._closing or self.transport.disconnecting:
+            return
         if self._state == "idle":
             # What follows an answered request in the same read: the next
             # head has begun.
