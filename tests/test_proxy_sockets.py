@@ -194,6 +194,17 @@ def _recvAll(conn: socket.socket) -> bytes:
         received += chunk
 
 
+def _sendThenHalfClose(port: int, data: bytes) -> bytes:
+    """
+    Connect to C{port}, send C{data}, shut the sending side (C{nc -N}), and
+    return everything received until the other side closes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        return _recvAll(conn)
+
+
 def _readResponse(conn: socket.socket, request: bytes) -> bytes:
     """
     Send C{request} on C{conn} and read one response framed by its
@@ -962,14 +973,7 @@ class ProxySocketTests(TestCase):
         """
         port = await self.startProxy()
         requests = b"".join(b"GET %s/echo?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(), n) for n in (1, 2, 3))
-
-        def talk() -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
-                s.sendall(requests)
-                s.shutdown(socket.SHUT_WR)
-                return _recvAll(s)
-
-        received = await threads.deferToThread(talk)
+        received = await threads.deferToThread(_sendThenHalfClose, port, requests)
         self.assertEqual(received.count(b"HTTP/1.1 200 OK\r\n"), 3, received)
         for n in (1, 2, 3):
             self.assertIn(b'"uri": "/echo?n=%d"' % (n,), received)
@@ -984,14 +988,7 @@ class ProxySocketTests(TestCase):
         port = await self.startProxy()
         forwarded = b"GET %s/echo?n=%%d HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(),)
         requests = forwarded % (1,) + b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" + forwarded % (3,)
-
-        def talk() -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
-                s.sendall(requests)
-                s.shutdown(socket.SHUT_WR)
-                return _recvAll(s)
-
-        received = await threads.deferToThread(talk)
+        received = await threads.deferToThread(_sendThenHalfClose, port, requests)
         self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", received), [b"200", b"400", b"200"], received)
         self.assertIn(b'"uri": "/echo?n=3"', received)
 

@@ -217,6 +217,18 @@ class Probe(Resource):
         return b"ran\n"
 
 
+async def waitForNoConnections(testCase: TestCase, service) -> None:
+    """
+    Wait until C{service} has seen every connection end; fail C{testCase}
+    after 5 s.
+    """
+    for _ in range(500):
+        if service.stats.connectionsOpen == 0:
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    testCase.fail("the server kept a connection open")
+
+
 def statuses(transport: StringTransport) -> list[bytes]:
     return re.findall(rb"HTTP/1\.[01] (\d+)", transport.value())
 
@@ -747,16 +759,6 @@ class SocketTests(TestCase):
         port, service, status = await self.startHTTP(tls=options, **kwargs)
         return port, service, ca.cert_pem.bytes().decode()
 
-    async def waitForNoConnections(self, service) -> None:
-        """
-        Wait until the server has seen every connection end.
-        """
-        for _ in range(500):
-            if service.stats.connectionsOpen == 0:
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        self.fail("the server kept a connection open")
-
     async def test_refusedRequestNeverRunsOverTLS(self) -> None:
         """
         Over TLS, a request refused for a malformed header line is not run
@@ -785,7 +787,7 @@ class SocketTests(TestCase):
                     return received
 
         response = await threads.deferToThread(exchange)
-        await self.waitForNoConnections(service)
+        await waitForNoConnections(self, service)
         self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"400"])
         self.assertEqual(probe.requests, [])
 
@@ -810,7 +812,7 @@ class SocketTests(TestCase):
 
         response = await threads.deferToThread(exchange)
         self.assertTrue(response.startswith(b"HTTP/1.1 431 "), response[:100])
-        await self.waitForNoConnections(service)
+        await waitForNoConnections(self, service)
 
     async def test_homePageListsListenersAndCounters(self) -> None:
         port, service, status = await self.startHTTP()

@@ -15,7 +15,6 @@ import struct
 import trustme
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.http import H2_ENABLED
@@ -24,7 +23,7 @@ from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import Limits, makeHTTPService
 from tests.helpers import startListener
-from tests.test_web_site import inMemory
+from tests.test_web_site import inMemory, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
 if H2_ENABLED:
@@ -131,20 +130,31 @@ class Exchange:
                 answer["reset"] = event.error_code
 
 
-class LimitTests(SynchronousTestCase):
+class ExchangeTestCase(SynchronousTestCase):
+    """
+    Tests with an L{Exchange} (C{self.exchange}) to a site with the limits
+    L{limits} gives; skipped where Twisted cannot speak HTTP/2.
+    """
+
+    def limits(self) -> Limits:
+        return Limits()
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        self.exchange = Exchange(self.limits())
+        self.addCleanup(self.exchange.site.stopFactory)
+
+
+class LimitTests(ExchangeTestCase):
     """
     HTTP/2 requests get the answers HTTP/1 requests get at the same
     limits (Twisted's HTTP/2 took 500 headers, and reset the stream of a
     body over the limit instead of answering 413).
     """
 
-    def setUp(self) -> None:
-        if not H2_ENABLED:
-            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        self.exchange = Exchange(
-            Limits(maxBody=100, maxRequestLine=200, maxHeaderBytes=1000, maxHeaders=5)
-        )
-        self.addCleanup(self.exchange.site.stopFactory)
+    def limits(self) -> Limits:
+        return Limits(maxBody=100, maxRequestLine=200, maxHeaderBytes=1000, maxHeaders=5)
 
     def assertRefused(self, streamID: int, status: bytes) -> dict:
         """
@@ -243,19 +253,13 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(exchange.client.outbound_flow_control_window, 65535)
 
 
-class ClosingTests(SynchronousTestCase):
+class ClosingTests(ExchangeTestCase):
     """
     Once an HTTP/2 connection is closing (after a protocol error), nothing
     more is read from it: further input aborts it, and a peer that stays
     silent is aborted after 10 s.  (Over TLS the connection reads on after
     C{loseConnection}; a L{StringTransport} shows the same.)
     """
-
-    def setUp(self) -> None:
-        if not H2_ENABLED:
-            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        self.exchange = Exchange(Limits())
-        self.addCleanup(self.exchange.site.stopFactory)
 
     def startFlood(self) -> None:
         """
@@ -292,7 +296,7 @@ class ClosingTests(SynchronousTestCase):
         self.assertTrue(exchange.transport.disconnected)
 
 
-class FlowControlTests(SynchronousTestCase):
+class FlowControlTests(ExchangeTestCase):
     """
     A stream whose flow-control window is empty waits without using the
     CPU, and goes on when the client opens the window.  (Twisted's sending
@@ -301,10 +305,8 @@ class FlowControlTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        if not H2_ENABLED:
-            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        exchange = self.exchange = Exchange(Limits())
-        self.addCleanup(exchange.site.stopFactory)
+        ExchangeTestCase.setUp(self)
+        exchange = self.exchange
         exchange.acknowledge = False
         self.steps = 0
         connection = exchange.protocol._channel
@@ -380,7 +382,7 @@ class FlowControlTests(SynchronousTestCase):
         self.assertFalse(exchange.answers[self.streamID]["ended"])
 
 
-class ResetInSameReadTests(SynchronousTestCase):
+class ResetInSameReadTests(ExchangeTestCase):
     """
     A request and its RST_STREAM in one read: the request is answered
     while h2 has already closed the stream (Twisted hears of the reset
@@ -388,12 +390,6 @@ class ResetInSameReadTests(SynchronousTestCase):
     unhandled error), which then stopped: every later stream of the
     connection hung.
     """
-
-    def setUp(self) -> None:
-        if not H2_ENABLED:
-            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        self.exchange = Exchange(Limits())
-        self.addCleanup(self.exchange.site.stopFactory)
 
     def test_laterStreamsAnswered(self) -> None:
         exchange = self.exchange
@@ -413,17 +409,15 @@ class ResetInSameReadTests(SynchronousTestCase):
         self.assertIsNone(exchange.goaway)
 
 
-class SentWaiterTests(SynchronousTestCase):
+class SentWaiterTests(ExchangeTestCase):
     """
     L{NetsuiteH2Connection.whenSent} fires once a stream's queue is sent,
     or the stream is gone; not while its window keeps it queued.
     """
 
     def setUp(self) -> None:
-        if not H2_ENABLED:
-            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        exchange = self.exchange = Exchange(Limits())
-        self.addCleanup(exchange.site.stopFactory)
+        ExchangeTestCase.setUp(self)
+        exchange = self.exchange
         exchange.acknowledge = False
         exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
         exchange.pump()
@@ -475,13 +469,6 @@ class SocketTests(TestCase):
         port = await startListener(self, service)
         return port, service, ca.cert_pem.bytes().decode()
 
-    async def waitForNoConnections(self, service) -> None:
-        for _ in range(500):
-            if service.stats.connectionsOpen == 0:
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        self.fail("the server kept a connection open")
-
     async def test_continuationFloodCutOff(self) -> None:
         """
         A client that goes on sending CONTINUATION frames after the server's
@@ -505,7 +492,7 @@ class SocketTests(TestCase):
                     return "all sent"
 
         self.assertEqual(await threads.deferToThread(flood), "cut off")
-        await self.waitForNoConnections(service)
+        await waitForNoConnections(self, service)
 
     async def test_limits(self) -> None:
         """
