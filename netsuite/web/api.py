@@ -331,6 +331,8 @@ def _parseQuery(data: bytes, charset: str = "utf-8") -> Dict[str, List[str]]:
     form body) into name -> values, decoding with C{charset}; bytes that are
     not valid in it are replaced with U+FFFD.
     """
+    if not data:
+        return {}
     return parse_qs(
         quote_from_bytes(data, safe=_URL_SAFE),
         keep_blank_values=True,
