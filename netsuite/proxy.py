@@ -46,7 +46,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
+from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
 from netsuite.limits import IdleTimeout
@@ -55,7 +55,7 @@ from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
 from netsuite.stats import ServiceStats
 from netsuite.status import SimpleStatus, StatusSource
-from netsuite.web.site import Limits, NetsuiteHTTPChannel, _BufferedLog
+from netsuite.web.site import Limits, NetsuiteHTTPChannel, StrictChunkedDecoder, _BufferedLog
 
 DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
 
@@ -640,7 +640,7 @@ class UpstreamConnection(Protocol):
         self._framing = framing
         self._reusable = minor == b"1" and b"close" not in connection and framing != "close"
         if framing == "chunked":
-            self._decoder = _ChunkedTransferDecoder(self._deliver, self._chunksDone)
+            self._decoder = StrictChunkedDecoder(self._deliver, self._chunksDone)
         self._remaining = length
         self._state = "body"
         self._viaVersion = b"1.%s" % (minor,)

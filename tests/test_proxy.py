@@ -849,6 +849,23 @@ class ResponseForwardingTests(ProxyTestCase):
         self.assertFalse(client.closed)
         self.assertEqual(len(proxy.factory.pool), 1)
 
+    def test_chunkedResponseWithBareLineFeed(self) -> None:
+        """
+        A chunked response whose chunk-size line ends in a bare LF ends the
+        client's response as broken at once (it waited for a CRLF until the
+        read timeout), and the origin connection is not pooled.
+        """
+        for body in (b"5\nhello\n0\n\n", b"5\r\nhello\n", b"0\r\nX-T: 1\n"):
+            proxy = self.proxy()
+            client = proxy.client()
+            client.send(GET)
+            origin = proxy.accept()
+            origin.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+            response = parseResponse(client.received())
+            self.assertFalse(response.complete, body)
+            self.assertTrue(client.closed, body)
+            self.assertEqual(len(proxy.factory.pool), 0, body)
+
     def test_chunkedResponseToHTTP10Client(self) -> None:
         """
         An HTTP/1.0 client gets a chunked response without framing, ended by

@@ -375,6 +375,46 @@ class RefusalTests(SynchronousTestCase):
             self.assertEqual(statuses(transport), [b"200", b"200"], first)
             self.assertFalse(transport.disconnecting)
 
+    def test_chunkedBodyRefusedAtOnce(self) -> None:
+        """
+        A chunked body is refused on the line that is wrong, not after the
+        idle timeout (Twisted waited for a CRLF, or for a chunk's bytes):
+        a bare LF ending a chunk-size line, a chunk or a trailer line gets
+        a 400; chunk sizes adding up to more than the body limit (28 hex
+        digits, for one) a 413, before their bytes.  The request is not
+        run.  A well-formed body split across reads at every byte is read.
+        """
+        head = b"POST /api/probe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for body, status in (
+            (b"5\n", b"400"),
+            (b"5;ext=1\nhello\r\n", b"400"),
+            (b"\n", b"400"),
+            (b"5\r\nhello\n", b"400"),
+            (b"5\r\nhelloX", b"400"),
+            (b"0\r\nX-Trailer: 1\n", b"400"),
+            (b"0\r\n\n", b"400"),
+            (b"1" * 28 + b"\r\n", b"413"),
+            (b"65\r\n", b"413"),
+            (b"32\r\n" + b"x" * 50 + b"\r\n33\r\n", b"413"),
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(head + body)
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), [status], body)
+            self.assertTrue(transport.disconnecting, body)
+            if status == b"400":
+                self.assertIn(b"chunked body", transport.value(), body)
+        self.assertEqual(self.probe.requests, [])
+
+        protocol, transport = self.connect()
+        request = head + b"32\r\n" + b"x" * 50 + b"\r\n32;a=b\r\n" + b"y" * 50 + b"\r\n0\r\nX-T: 1\r\n\r\n"
+        for i in range(len(request)):
+            protocol.dataReceived(request[i : i + 1])
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200"])
+        self.assertEqual(len(self.probe.requests), 1)
+        self.assertFalse(transport.disconnecting)
+
     def test_nothingReadAfterIdleTimeout(self) -> None:
         """
         A request sent after the idle timeout closed the connection is not
@@ -758,6 +798,32 @@ class SocketTests(TestCase):
         options = makeServerOptions(self.mktemp(), ca, [b"http/1.1"])
         port, service, status = await self.startHTTP(tls=options, **kwargs)
         return port, service, ca.cert_pem.bytes().decode()
+
+    async def test_malformedChunkedBodyAnsweredAtOnce(self) -> None:
+        """
+        Over a real socket, a chunk-size line ending in a bare LF gets its
+        400 and the connection is closed at once (the client waited for the
+        idle timeout); the request is not run.
+        """
+        probe = Probe()
+        port, service, status = await self.startHTTP(api={b"probe": probe})
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(
+                    b"POST /api/probe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\n"
+                )
+                received = b""
+                while True:
+                    chunk = client.recv(65536)  # times out if the server waits
+                    if not chunk:
+                        return received
+                    received += chunk
+
+        response = await threads.deferToThread(exchange)
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"400"])
+        self.assertIn(b"bare LF", response)
+        self.assertEqual(probe.requests, [])
 
     async def test_refusedRequestNeverRunsOverTLS(self) -> None:
         """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from time import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -27,7 +27,9 @@ from twisted.web import http
 # microseconds, so the hot path binds them here.
 from twisted.web.http import (
     HTTPChannel,
+    _ChunkedTransferDecoder,
     _GenericHTTPChannelProtocol,
+    _MalformedChunkedDataError,
     combinedLogFormatter,
     datetimeToString,
 )
@@ -161,6 +163,69 @@ def accessLogLine(timestamp: str, request: Any) -> str:
         fields[4].decode("ascii"),
         fields[5].decode("ascii"),
     )
+
+
+class StrictChunkedDecoder(_ChunkedTransferDecoder):
+    """
+    Twisted's decoder of a C{chunked} body, refusing at once two things it
+    would wait on until a timeout: a line ending in a bare LF (RFC 9112,
+    section 7.1, where only CRLF ends a line), and, given C{limit}, chunk
+    sizes that add up to more than C{limit} bytes (a 13-digit chunk size
+    is refused on its line, not after the body limit's worth of bytes).
+
+    @ivar problem: why the body was refused, once it was (the message of
+        the C{_MalformedChunkedDataError} raised).
+    @ivar tooLarge: whether it was refused for C{limit}.
+    """
+
+    problem = ""
+    tooLarge = False
+
+    def __init__(
+        self,
+        dataCallback: Callable[[bytes], None],
+        finishCallback: Callable[[bytes], None],
+        limit: int | None = None,
+    ) -> None:
+        _ChunkedTransferDecoder.__init__(self, dataCallback, finishCallback)
+        self._limit = limit
+        self._declared = 0
+
+    def _fail(self, problem: str) -> NoReturn:
+        self.problem = problem
+        raise _MalformedChunkedDataError(problem)
+
+    def _checkLineEnd(self) -> None:
+        # The first LF of the buffer ends the line being read.
+        buffer = self._buffer
+        lf = buffer.find(b"\n", self._start)
+        if lf == 0 or (lf > 0 and buffer[lf - 1] != 13):
+            self._fail("a line of the chunked body ends in a bare LF")
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        self._checkLineEnd()
+        try:
+            done = _ChunkedTransferDecoder._dataReceived_CHUNK_LENGTH(self)
+        except _MalformedChunkedDataError:
+            self._fail("malformed chunk size line in the chunked body")
+        if done and self._limit is not None:
+            self._declared += self.length
+            if self._declared > self._limit:
+                self.tooLarge = True
+                self._fail(f"request body over {self._limit} bytes")
+        return done
+
+    def _dataReceived_CRLF(self) -> bool:
+        if self._buffer[:1] != b"\r" or self._buffer[1:2] not in (b"", b"\n"):
+            self._fail("a chunk of the chunked body does not end with CRLF")
+        return _ChunkedTransferDecoder._dataReceived_CRLF(self)
+
+    def _dataReceived_TRAILER(self) -> bool:
+        self._checkLineEnd()
+        try:
+            return _ChunkedTransferDecoder._dataReceived_TRAILER(self)
+        except _MalformedChunkedDataError:
+            self._fail("the trailer of the chunked body is too long")
 
 
 class NetsuiteHTTPChannel(HTTPChannel):
@@ -344,6 +409,13 @@ class NetsuiteHTTPChannel(HTTPChannel):
         # last one, trusting the transport to stop reading; TLS does not
         # (it waits for the peer's close_notify), so the refused request
         # would run on the next read.  _refuse ignores every later byte.
+        decoder = self._transferDecoder
+        if isinstance(decoder, StrictChunkedDecoder) and decoder.problem:
+            if decoder.tooLarge:
+                self.bodyTooLarge()
+            else:
+                self._refuse(400, decoder.problem)
+            return
         self._refuse(400, "malformed request")
 
     def lineReceived(self, line: bytes) -> None:
@@ -384,6 +456,11 @@ class NetsuiteHTTPChannel(HTTPChannel):
         if self.length is not None and self.length > self.site.limits.maxBody:
             self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
             return
+        decoder = self._transferDecoder
+        if type(decoder) is _ChunkedTransferDecoder:
+            self._transferDecoder = StrictChunkedDecoder(
+                decoder.dataCallback, decoder.finishCallback, self.site.limits.maxBody
+            )
         HTTPChannel.allHeadersReceived(self)
 
     def requestDone(self, request: Request) -> None:
