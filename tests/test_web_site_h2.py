@@ -13,6 +13,7 @@ import ssl
 import struct
 
 import trustme
+from twisted.python.filepath import FilePath
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -21,7 +22,7 @@ from twisted.web.http import H2_ENABLED
 
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
-from netsuite.web.site import Limits, makeHTTPService
+from netsuite.web.site import Limits, NetsuiteH2Connection, makeHTTPService
 from tests.helpers import startListener
 from tests.test_web_site import inMemory, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
@@ -513,6 +514,92 @@ class SocketTests(TestCase):
         self.assertEqual([status for status, body in answers], ["431", "413", "200"])
         self.assertEqual(json.loads(answers[0][1])["status"], 431)
 
+    async def test_shutWindowsThenUpdate(self) -> None:
+        """
+        Over real TLS, a static file waits while the client keeps a window
+        shut, and arrives whole once WINDOW_UPDATEs open it: the stream's
+        window opened at 0 (the file never came), and the connection's
+        window used up by the first 64 KiB while the client acknowledges
+        nothing, with the sending loop not spinning meanwhile (it ran
+        every reactor turn: 100% CPU).
+        """
+        folder = FilePath(self.mktemp())
+        folder.makedirs()
+        content = bytes(range(256)) * 1200  # 300 KiB: many frames
+        folder.child("big.bin").setContent(content)
+        port, service, cadata = await self.startHTTPS(root=folder.path)
+        turns = []
+        original = NetsuiteH2Connection._sendPrioritisedData
+
+        def counting(connection, *args):
+            turns.append(None)
+            return original(connection, *args)
+
+        self.patch(NetsuiteH2Connection, "_sendPrioritisedData", counting)
+
+        def exchange(streamWindow: int) -> tuple[bytes, int, int, bytes]:
+            context = ssl.create_default_context(cadata=cadata)
+            context.set_alpn_protocols(["h2"])
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    connection = h2.connection.H2Connection(
+                        h2.config.H2Configuration(client_side=True)
+                    )
+                    connection.local_settings = h2.settings.Settings(
+                        client=True,
+                        initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: streamWindow},
+                    )
+                    connection.initiate_connection()
+                    connection.send_headers(1, request("GET", "/big.bin"), end_stream=True)
+                    tls.sendall(connection.data_to_send())
+                    status, body, ended, acknowledge = b"", b"", False, False
+
+                    def read() -> None:
+                        nonlocal status, body, ended
+                        data = tls.recv(65536)
+                        if not data:
+                            raise ConnectionError("closed by the server")
+                        for event in connection.receive_data(data):
+                            if isinstance(event, h2.events.ResponseReceived):
+                                status = dict(event.headers)[b":status"]
+                            elif isinstance(event, h2.events.DataReceived):
+                                body += event.data
+                                if acknowledge:
+                                    connection.acknowledge_received_data(
+                                        event.flow_controlled_length, event.stream_id
+                                    )
+                            elif isinstance(event, h2.events.StreamEnded):
+                                ended = True
+                        tls.sendall(connection.data_to_send())
+
+                    while not status:
+                        read()
+                    tls.settimeout(0.5)
+                    before = len(turns)
+                    try:
+                        while True:
+                            read()
+                    except TimeoutError:
+                        pass
+                    whileShut, turnsWhileShut = len(body), len(turns) - before
+                    tls.settimeout(SOCKET_TIMEOUT)
+                    acknowledge = True
+                    connection.increment_flow_control_window(len(content), stream_id=1)
+                    connection.increment_flow_control_window(len(content))
+                    tls.sendall(connection.data_to_send())
+                    while not ended:
+                        read()
+                    return status, whileShut, turnsWhileShut, body
+
+        for streamWindow, sentWhileShut in ((0, 0), (1 << 20, 65535)):
+            status, whileShut, turnsWhileShut, body = await threads.deferToThread(
+                exchange, streamWindow
+            )
+            self.assertEqual(status, b"200")
+            self.assertEqual(whileShut, sentWhileShut)
+            # Spinning made thousands of turns in the half second.
+            self.assertLess(turnsWhileShut, 20)
+            self.assertEqual(body, content)
 
 def h2Requests(
     port: int, cadata: str, requests: list[tuple[list[tuple[str, str]], bool]]
