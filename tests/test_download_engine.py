@@ -1211,6 +1211,17 @@ class HostileAnswerTests(EngineTestCase):
         for url in (f"http://{'a' * 63}.example/x", "http://" + "a." * 126 + "b/x", "http://example.com./x"):
             self.assertEqual(splitURL(url)[0], url)
 
+    async def test_unparseableURLHidesPassword(self) -> None:
+        """
+        The error for a URL that cannot be parsed at all (a bad IPv6
+        literal, a port out of range) shows its password as C{***}, as
+        every other message does (it showed it as given).
+        """
+        for url in ("http://user:secret@[::1/x", "http://user:secret@example.com:99999/x"):
+            error = await self.failureOf(self.downloader().download(url, self.directory()), BadURL)
+            self.assertNotIn("secret", str(error))
+            self.assertIn("user:***@", str(error))
+
     async def test_emptyPortIsTheDefault(self) -> None:
         """
         C{http://host:/path} is C{http://host/path} (RFC 3986 3.2.3).

@@ -288,7 +288,7 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
         parts = urlsplit(url.strip())
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise BadURL(f"{url}: not a valid URL") from None
+        raise BadURL(f"{redact(url)}: not a valid URL") from None
     shown = redact(url)  # messages never show the password
     if parts.scheme.lower() not in ("http", "https"):
         scheme = parts.scheme or "(none)"
@@ -362,8 +362,13 @@ def redact(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return url
+    except ValueError:  # unparseable (a bad IPv6 literal): cut by hand
+        scheme, slashes, rest = url.partition("//")
+        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+        userinfo, at, hostport = rest[:end].rpartition("@")
+        if not slashes or not at or ":" not in userinfo:
+            return url
+        return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{hostport}{rest[end:]}"
     if parts.password is None:
         return url
     userinfo, _, hostport = parts.netloc.rpartition("@")
