@@ -407,6 +407,23 @@ class UsageErrorTests(SynchronousTestCase):
         for argv, fragment in cases:
             self.assertUsageError(argv, fragment)
 
+    def test_usageErrorsHidePasswords(self) -> None:
+        """
+        A usage error about a URL shows its password as C{***}, as every
+        other message does (it printed it as given).
+        """
+        for url, fragment in (
+            ("http://carol:Hunter4pw@example.com:0/x", "names port 0"),
+            ("ftp://carol:Hunter4pw@example.com/x", "not an http:// or https:// URL"),
+            ("http://carol:Hunter4pw@example.com/a b", "holds spaces"),
+            ("http://carol:Hunter4pw@example.com:99999/x", "that can be read"),
+            ("http://carol:Hunter4pw@[::1/x", "that can be read"),
+        ):
+            self.assertUsageError([url], "carol:***@")
+            self.assertUsageError([url], fragment)
+            runner = Runner([url], "")
+            self.assertNotIn("Hunter4pw", runner.stderr.getvalue())
+
     def test_badInputFile(self) -> None:
         missing = os.path.join(self.mktemp(), "missing.txt")
         self.assertUsageError(["-i", missing], "cannot read the input file")

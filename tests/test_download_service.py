@@ -678,6 +678,49 @@ class DownloadTests(ServiceTestCase):
         self.assertEqual((self.directory / "hello.txt").read_bytes(), HELLO)
         await self.assertError(404, "DELETE", "/" + job["id"])
 
+    async def test_givenNameShownBeforeTheFirstAnswer(self) -> None:
+        """
+        A job queued with a name shows it while it waits for the origin's
+        answer (it showed null until the engine chose one).
+        """
+        self.startService()
+        job = await self.queue({"url": self.origin.url("/silent.bin"), "name": "given.bin"})
+        self.assertEqual(job["name"], "given.bin")
+        await self.origin.silent.arrived
+        response, body = await self.call("GET", "/" + job["id"])
+        self.assertEqual(body["name"], "given.bin", body)
+
+    async def test_failedJobKeepsItsPartUntilDeleted(self) -> None:
+        """
+        A job that fails after writing bytes shows the name it was saved
+        under, and its C{.part} stays (a new job for the URL resumes it);
+        DELETE of the failed job deletes that C{.part} and its state file
+        (the client could neither see nor remove them).
+        """
+        self.startService(settings=DownloadSettings(stallTimeout=0.3, retries=0))
+        job = await self.queue({"url": self.origin.url("/slow.bin")})
+        failed = await self.waitFor(job["id"])
+        self.assertEqual(failed["state"], "failed", failed)
+        self.assertEqual(failed["name"], "slow.bin", failed)
+        self.assertEqual(listing(self.directory), [JOBS_FILE, "slow.bin.part", "slow.bin.part.json"])
+        response, body = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(body["state"], "failed", body)
+        self.assertEqual(listing(self.directory), [JOBS_FILE])
+
+    async def test_failedJobResumedByANewJob(self) -> None:
+        """
+        A new job for the URL of a failed one resumes the C{.part} it left.
+        """
+        self.startService(settings=DownloadSettings(stallTimeout=0.3, retries=0))
+        job = await self.queue({"url": self.origin.url("/slow.bin")})
+        self.assertEqual((await self.waitFor(job["id"]))["state"], "failed")
+        again = await self.queue({"url": self.origin.url("/slow.bin")})
+        done = await self.waitFor(again["id"])
+        self.assertEqual((done["state"], done["path"]), ("done", "slow.bin"), done)
+        self.assertEqual((self.directory / "slow.bin").read_bytes(), SLOW)
+        self.assertTrue(self.origin.slow.ranges[-1].startswith(b"bytes=%d-" % (HOLD_AFTER,)))
+
     async def test_deleteUnknownIs404(self) -> None:
         self.startService()
         body = await self.assertError(404, "DELETE", "/99")
@@ -1201,6 +1244,68 @@ class SaveTests(SynchronousTestCase):
         self.assertEqual(json.loads(writes[2])["jobs"][-1]["url"], "http://example.com/last")
         clock.advance(SAVE_INTERVAL * 2)
         self.assertEqual(len(writes), 3)
+
+    def test_longestJobFitsItsShare(self) -> None:
+        """
+        A job as long as a request can make it (a URL of 8150 characters
+        of 4 bytes each, failing, so its error repeats the URL
+        percent-encoded; a checksum padded with spaces) is written in at
+        most a request body and 1 KiB, the share of the job list read back
+        at start (it took 4 times that: escapes, the whole error, the
+        padding).
+        """
+        service, clock, writes = self.startService()
+        url = "http://example.com/" + "\U0001d4b3" * 8150
+        service.add(url, checksum="sha256=" + "a" * 64 + "\u3000" * 10000)
+        clock.advance(0)
+        self.assertEqual(service.get("1")["state"], "failed")
+        self.assertEqual(service.get("1")["checksum"], "sha256=" + "a" * 64)
+        self.assertLessEqual(len(writes[-1]), MAX_BODY + 1024)
+        self.assertEqual(json.loads(writes[-1])["jobs"][0]["url"], url)
+
+    def test_listLongerThanItsLimitLeavesOutOldestFinished(self) -> None:
+        """
+        A job list that would be longer than the service reads back at
+        start leaves out the oldest finished jobs, with a warning each, so
+        that a restart reads it (it was set aside as unreadable: every
+        unfinished job lost, ids given again).
+        """
+        self.patch(serviceModule, "MAX_JOBS_FILE", 20_000)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service, clock, writes = self.startService()
+        for number in range(30):
+            service.add(f"http://example.com/{number}/" + "x" * 400)
+        clock.advance(0)
+        self.assertLessEqual(len(writes[-1]), 20_000)
+        saved = json.loads(writes[-1])
+        ids = [job["id"] for job in saved["jobs"]]
+        self.assertEqual(ids[-1], "30")
+        self.assertGreater(len(ids), 10)
+        self.assertEqual(ids, [str(n) for n in range(31 - len(ids), 31)])
+        self.assertEqual(saved["next"], 31)
+        left = [e for e in events if e["log_level"] == LogLevel.warn and "leaving out" in formatEvent(e)]
+        self.assertEqual(len(left), 30 - len(ids))
+        self.successResultOf(service.stopService())
+        again = DownloadService(service.directory, reactor=clock, token=TOKEN)
+        again.startService()
+        self.addCleanup(again.stopService)
+        self.assertEqual([job["id"] for job in again.list()], ids)
+        self.assertEqual(again.add("http://example.com/next")["id"], "31")
+
+    def test_hugeIdInJobListIsHarmless(self) -> None:
+        """
+        A hand-edited job id of thousands of digits starts the service
+        (int() refused it with a traceback and twistd stopped); such an id
+        does not count for the next one.
+        """
+        jobs = [
+            {"id": "9" * 5000, "url": "http://example.com/a", "state": "done"},
+            {"id": "7", "url": "http://example.com/b", "state": "done"},
+        ]
+        service, clock, writes = self.startService(jobs)
+        self.assertTrue(service.running)
+        self.assertEqual(len(service.list()), 2)
+        self.assertEqual(service.add("http://example.com/c")["id"], "8")
 
     def test_jobsFailingAtStartAreOneWrite(self) -> None:
         """

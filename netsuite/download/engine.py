@@ -68,7 +68,7 @@ from .state import (
     mergeRanges,
     statePathFor,
 )
-from .values import RESERVED_HEADERS, asciiHostName, isText, parseChecksum
+from .values import RESERVED_HEADERS, asciiHostName, isText, parseChecksum, redact
 
 log = Logger()
 
@@ -354,26 +354,6 @@ class _ReadyURL(EncodedURL):
 
     def to_uri(self) -> "_ReadyURL":
         return self
-
-
-def redact(url: str) -> str:
-    """
-    C{url} with any password replaced by C{***}, for messages and events.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # unparseable (a bad IPv6 literal): cut by hand
-        scheme, slashes, rest = url.partition("//")
-        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-        userinfo, at, hostport = rest[:end].rpartition("@")
-        if not slashes or not at or ":" not in userinfo:
-            return url
-        return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{hostport}{rest[end:]}"
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -1678,6 +1658,31 @@ class _Download:
                 except OSError as e:
                     log.warn("cannot delete {path}: {error}", path=str(path), error=e.strerror)
         self._close()
+
+
+def discardPart(part: Path) -> bool:
+    """
+    Delete the C{.part} file C{part} and its state file, unless a download
+    (of this process or another) is writing it.
+
+    @return: whether they were deleted.
+    """
+    try:
+        fd = _openPart(part, create=False)
+    except OSError:
+        return False
+    if fd is None:
+        return False
+    try:
+        for path in (part, statePathFor(part)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    except OSError as e:
+        log.warn("cannot delete {path}: {error}", path=str(path), error=e.strerror)
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _openPart(path: Path, create: bool) -> Optional[int]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from .values import RESERVED_HEADERS, asciiHostName, isText
+from .values import RESERVED_HEADERS, asciiHostName, isText, redact
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
            "parseInputFile"]
@@ -77,29 +77,31 @@ def checkURL(url: str) -> None:
     """
     Refuse what cannot be an http or https URL to download.
 
-    @raise ValueError: with a readable sentence.
+    @raise ValueError: with a readable sentence (a password in C{url}
+        shown as C{***}).
     """
+    shown = redact(url)
     if any(c.isspace() for c in url):
-        raise ValueError(f"{url!r} is not a URL: it holds spaces or tabs (write spaces as %20)")
+        raise ValueError(f"{shown!r} is not a URL: it holds spaces or tabs (write spaces as %20)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise ValueError(f"{url!r} is not a URL that can be read") from None
+        raise ValueError(f"{shown!r} is not a URL that can be read") from None
     if not parts.scheme or "://" not in url:
-        raise ValueError(f"{url!r} is not a URL: write it with http:// or https:// in front")
+        raise ValueError(f"{shown!r} is not a URL: write it with http:// or https:// in front")
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        raise ValueError(f"{shown!r} is not an http:// or https:// URL")
     if not parts.hostname:
-        raise ValueError(f"{url!r} names no host")
+        raise ValueError(f"{shown!r} names no host")
     if parts.port == 0:
-        raise ValueError(f"{url!r} names port 0, which cannot be connected to")
+        raise ValueError(f"{shown!r} names port 0, which cannot be connected to")
     if not isText(url):
-        raise ValueError(f"{url!r} is not valid text (it holds a lone surrogate)")
+        raise ValueError(f"{shown!r} is not valid text (it holds a lone surrogate)")
     try:
         asciiHostName(parts.hostname)
     except ValueError as e:
-        raise ValueError(f"{url!r}: {e}") from None
+        raise ValueError(f"{shown!r}: {e}") from None
 
 
 def checkName(name: str) -> None:

@@ -40,7 +40,7 @@ from netsuite.files import readSmallFile, writeAtomically
 from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJSON, _readBody, renderJSON
 
 from . import names
-from .engine import DownloadRequest, Downloader, DownloadSettings, isPartName, redact, splitURL
+from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
 from .errors import DownloadError
 from .state import PART_SUFFIX
 from .values import parseChecksum
@@ -59,9 +59,19 @@ MAX_PENDING = 1000
 #: Finished jobs remembered (the oldest are forgotten first).
 MAX_FINISHED = 1000
 
-#: The longest job list read at start: every job it can hold, each as long
-#: as a request body could make it, and some.
+#: The longest job list read at start, and written: every job it can hold,
+#: each as long as a request body could make it, and some.  A job's URL is
+#: at most L{MAX_URL} characters (4 bytes each in UTF-8), its error at most
+#: L{MAX_ERROR}; should the list still be longer, the oldest finished jobs
+#: are left out of it.
 MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * (MAX_BODY + 1024)
+
+#: The longest error message a job keeps, in characters.
+MAX_ERROR = 1000
+
+#: The longest job id whose number counts for the next id (ids stay below
+#: 2**53, which JavaScript clients read exactly).
+_MAX_ID_DIGITS = 15
 
 #: Seconds between two writes of the job list at most: changes in between
 #: (a burst of POSTs, many jobs ending at once) are written together.
@@ -181,7 +191,7 @@ class DownloadService(Service):
             if not isinstance(checksum, str):
                 raise APIError(400, "'checksum' must be a string such as sha256=HEX")
             try:
-                parseChecksum(checksum)
+                checksum = "%s=%s" % parseChecksum(checksum)
             except ValueError as e:
                 raise APIError(400, str(e)) from None
         pending = sum(1 for job in self._jobs.values() if job["state"] not in _FINISHED)
@@ -256,6 +266,8 @@ class DownloadService(Service):
                 done=live["done"],
                 size=live["size"],
             )
+        elif job["state"] == "failed" and job.get("part"):
+            discardPart(self.directory / job.pop("part"))
         self._changed()
         return self.describe(job)
 
@@ -275,8 +287,8 @@ class DownloadService(Service):
                 size=live["size"],
                 speed=live["speed"],
                 attempts=live["attempts"],
-                path=self._relative(live["path"]),
-                name=live["name"],
+                path=self._relative(live["path"]) or job["path"],
+                name=live["name"] or job["name"],
             )
         else:
             shown["speed"] = 0.0
@@ -316,14 +328,18 @@ class DownloadService(Service):
         engineJob = self._engineJobs.pop(job["id"], None)
         if self._stopping:
             return None  # unfinished: it resumes at the next start
-        job.pop("part", None)
         if isinstance(result, Failure):
             if result.check(CancelledError):
                 job["state"] = "cancelled"
+                job.pop("part", None)
             else:
+                # Its .part stays (a new job for the URL resumes it) until
+                # the job is deleted.
                 job["state"] = "failed"
-                job["error"] = str(result.value)
+                error = str(result.value)
+                job["error"] = error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 1] + "\u2026"
         else:
+            job.pop("part", None)
             job["state"] = "done"
             job["path"] = result.path.name
             job["name"] = result.path.name
@@ -331,6 +347,7 @@ class DownloadService(Service):
         if engineJob is not None and job["state"] != "done":
             live = engineJob.snapshot()
             job["done"], job["size"] = live["done"], live["size"]
+            job["name"] = live["name"] or job["name"]
         job["finished"] = time.time()
         if job["id"] in self._jobs:
             self._changed()
@@ -392,8 +409,9 @@ class DownloadService(Service):
                 )
                 continue
             self._jobs[job["id"]] = job
-            if job["id"].isascii() and job["id"].isdigit():  # not "²", which isdigit() takes
-                self._next = max(self._next, int(job["id"]) + 1)
+            jobId = job["id"]
+            if jobId.isascii() and jobId.isdigit() and len(jobId) <= _MAX_ID_DIGITS:  # not "²"
+                self._next = max(self._next, int(jobId) + 1)
         if skipped:
             log.warn("job list {path}: {kept}", path=str(self.jobsFile), kept=self._setAside())
             self._save()  # the usable jobs, under the real name again
@@ -432,15 +450,30 @@ class DownloadService(Service):
         self._saveCall = None
         self._lastSave = self.reactor.seconds()
         jobs = []
+        size = 0
         for job in self._jobs.values():
             saved = dict(job)
-            engineJob = self._engineJobs.get(job["id"])
-            if engineJob is not None:
+            if job["id"] in self._engineJobs:
                 saved["state"] = "queued"  # still to do at the next start
-            jobs.append(saved)
-        document = {"version": 1, "next": self._next, "jobs": jobs}
+            encoded = _encodeJob(saved)
+            jobs.append((job, encoded))
+            size += len(encoded) + 1
+        if size > MAX_JOBS_FILE - 100:
+            # Never more than _load reads back: the oldest finished jobs go.
+            kept = []
+            for job, encoded in jobs:
+                if size > MAX_JOBS_FILE - 100 and job["state"] in _FINISHED:
+                    size -= len(encoded) + 1
+                    log.warn("job list too long: leaving out finished job {id}", id=job["id"])
+                    continue
+                kept.append((job, encoded))
+            jobs = kept
+        document = b'{"version":1,"next":%d,"jobs":[%s]}\n' % (
+            self._next,
+            b",".join(encoded for job, encoded in jobs),
+        )
         try:
-            writeAtomically(self.jobsFile, (json.dumps(document, separators=(",", ":")) + "\n").encode("utf-8"), 0o600)
+            writeAtomically(self.jobsFile, document, 0o600)
         except OSError as e:
             log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=e.strerror)
 
@@ -566,6 +599,18 @@ def makeDownloadService(
     return DownloadService(directory, reactor=reactor, token=token, settings=settings, rules=rules)
 
 
+def _encodeJob(job: dict) -> bytes:
+    """
+    One job of the job list as JSON in UTF-8: non-ASCII text as it is (an
+    escape costs up to 12 bytes a character), except in a job holding
+    strings that are not UTF-8 (bytes a URL had that were not).
+    """
+    try:
+        return json.dumps(job, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(job, separators=(",", ":")).encode("ascii")
+
+
 def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
     """
     A job of the job list as the service keeps it, or L{None} and why it
@@ -595,7 +640,7 @@ def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
         if not isinstance(checksum, str):
             return None, f"job {jobId!r} has a checksum that is not text"
         try:
-            parseChecksum(checksum)
+            checksum = "%s=%s" % parseChecksum(checksum)
         except ValueError as e:
             return None, str(e)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 from netsuite.proxyrules import hostNameProblem
 
@@ -111,3 +112,23 @@ def asciiHostName(host: str) -> str:
     if problem is not None:
         raise ValueError(problem)
     return name
+
+
+def redact(url: str) -> str:
+    """
+    C{url} with any password replaced by C{***}, for messages and events.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparseable (a bad IPv6 literal): cut by hand
+        scheme, slashes, rest = url.partition("//")
+        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+        userinfo, at, hostport = rest[:end].rpartition("@")
+        if not slashes or not at or ":" not in userinfo:
+            return url
+        return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{hostport}{rest[end:]}"
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
