@@ -52,6 +52,23 @@ _HOLD_LIMIT = 65536
 #: aborted.
 _CLOSE_GRACE = 10.0
 
+#: Seconds a client may keep more than C{maxOutput} bytes waiting, without
+#: its transport draining once, before it is taken for one that does not
+#: read.  A burst written within one reactor pass (a busy room, C{/rooms})
+#: fills TLS's buffer before any of it could be sent: that is no proof.
+_SLOW_GRACE = 2.0
+
+#: Bytes waiting, in C{maxOutput}s, past which a client is disconnected at
+#: once (what waits for one client stays bounded during the grace).
+_HARD_OUTPUT = 8
+
+#: Lines dropped in a row by flood control after which a client is
+#: disconnected (reading and refusing a flood costs the server CPU).
+_EXCESS_FLOOD = 100
+
+#: Characters a room's topic may have.
+MAX_TOPIC = 300
+
 
 @dataclass
 class ChatSettings:
@@ -97,7 +114,7 @@ _HELP = [
     "*   /who               who is in your room",
     "*   /msg NAME TEXT     a private message",
     "*   /me ACTION         say what you do",
-    "*   /topic [TEXT]      show, or set, your room's topic",
+    "*   /topic [TEXT]      show, or set, your room's topic (-delete clears it)",
     "*   /quit [REASON]     leave",
     "* anything else you type goes to your room",
 ]
@@ -121,6 +138,8 @@ class ChatProtocol(Protocol):
     _discarding = False
     _closed = False
     _paused = False
+    _slowCheck: Any = None
+    _dropped = 0
     _out: Optional[List[bytes]] = None
     _outBytes = 0
     _raw: Any = None
@@ -159,6 +178,7 @@ class ChatProtocol(Protocol):
         self._out = None
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
+        self._cancelSlowCheck()
         if self._idle is not None:
             self._idle.cancel()
         if self._counted:
@@ -232,11 +252,18 @@ class ChatProtocol(Protocol):
         bucket = self._bucket
         if bucket is not None and not bucket.take():
             stats.count("dropped_lines")
-            self.error(
-                f"slow down: that line was dropped; you may speak again in "
-                f"{max(bucket.delay(), 0.1):.1f} s"
-            )
+            self._dropped += 1
+            if self._dropped >= _EXCESS_FLOOD:
+                self._quitReason = "excess flood"
+                self.error(f"excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
+                self._close()
+            else:
+                self.error(
+                    f"slow down: that line was dropped; you may speak again in "
+                    f"{max(bucket.delay(), 0.1):.1f} s"
+                )
             return
+        self._dropped = 0
         if not text:
             return
         if text.startswith("/"):
@@ -331,7 +358,11 @@ class ChatProtocol(Protocol):
         self.factory.hub.act(self, argument)
 
     def do_topic(self, argument: str) -> None:
-        if argument:
+        if argument == "-delete":
+            self.factory.hub.setTopic(self, "")
+        elif argument:
+            if len(argument) > MAX_TOPIC:
+                raise ChatError(f"a topic is at most {MAX_TOPIC} characters")
             self.factory.hub.setTopic(self, argument)
         elif self.room.topic:
             self.info(f"* topic of {self.room.name}: {self.room.topic}")
@@ -390,8 +421,12 @@ class ChatProtocol(Protocol):
         self._outBytes += len(data)
         if self._paused:
             # The transport is full: this is what the client is not taking.
-            if self._outBytes > self.factory.settings.maxOutput:
-                self._slowReader()
+            maxOutput = self.factory.settings.maxOutput
+            if self._outBytes > maxOutput:
+                if self._outBytes > _HARD_OUTPUT * maxOutput:
+                    self._slowReader()
+                elif self._slowCheck is None:
+                    self._slowCheck = self.factory.reactor.callLater(_SLOW_GRACE, self._checkSlow)
         elif self._outBytes > _HOLD_LIMIT:
             # A big burst within one reactor pass: send it now rather than
             # hold it all until the end of the pass.
@@ -420,8 +455,20 @@ class ChatProtocol(Protocol):
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._cancelSlowCheck()  # it reads
         if self._out:
             self.flushOutput()
+
+    def _checkSlow(self) -> None:
+        self._slowCheck = None
+        if self._paused and not self._closed and self._outBytes > self.factory.settings.maxOutput:
+            self._slowReader()
+
+    def _cancelSlowCheck(self) -> None:
+        if self._slowCheck is not None:
+            if self._slowCheck.active():
+                self._slowCheck.cancel()
+            self._slowCheck = None
 
     def stopProducing(self) -> None:
         self._closed = True

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from netsuite.chat import _HELP, ChatFactory, ChatProtocol, ChatSettings
+from netsuite.chat import _EXCESS_FLOOD, _HARD_OUTPUT, _HELP, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
 from netsuite.rooms import LOBBY, ChatError, ChatHub, IMember, Line, cleanText
 from netsuite.stats import ServiceStats
 
@@ -623,6 +623,27 @@ class CommandTests(ChatTestCase):
         bob.send("/topic something else")
         self.assertEqual(alice.received(), ["* bob set the topic of lobby: something else"])
 
+    def test_topicCleared(self) -> None:
+        """
+        C{/topic -delete} clears the topic (an empty topic could not be
+        set: the topic could never be cleared); a topic over L{MAX_TOPIC}
+        characters is refused.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/topic builds")
+        bob.received()
+        alice.received()
+        alice.send("/topic -delete")
+        self.assertEqual(alice.received(), ["* alice cleared the topic of lobby"])
+        self.assertEqual(bob.received(), ["* alice cleared the topic of lobby"])
+        bob.send("/topic")
+        self.assertEqual(bob.received(), ["* lobby has no topic"])
+        alice.send("/topic " + "t" * (MAX_TOPIC + 1))
+        self.assertEqual(alice.received(), [f"! a topic is at most {MAX_TOPIC} characters"])
+        alice.send("/topic " + "t" * MAX_TOPIC)
+        self.assertEqual(bob.received(), ["* alice set the topic of lobby: " + "t" * MAX_TOPIC])
+
     def test_topicShownOnJoin(self) -> None:
         alice = self.named("alice")
         alice.send("/topic welcome all")
@@ -1022,6 +1043,30 @@ class FloodTests(ChatTestCase):
         self.assertFalse(alice.closing)
         self.assertEqual(self.factory.stats.counters["dropped_lines"], 1)
 
+    def test_excessFloodDisconnects(self) -> None:
+        """
+        A client that goes on sending after L{_EXCESS_FLOOD} lines were
+        dropped in a row is told so and disconnected (it kept the server
+        busy answering each dropped line: 100% CPU, 300 MB of errors); a
+        line let through in between starts the count again.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*["x"] * 10)
+        alice.send(*["y"] * (_EXCESS_FLOOD - 1))
+        self.clock.advance(0.2)
+        alice.send("let through")
+        alice.send(*["z"] * (_EXCESS_FLOOD - 1))
+        self.assertFalse(alice.closing)
+        self.assertEqual(bob.received()[-1], "alice: let through")
+        alice.send("z")
+        self.assertTrue(alice.closing)
+        self.assertEqual(
+            alice.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye"
+        )
+        alice.disconnect()
+        self.assertEqual(bob.received(), ["* alice left (excess flood)"])
+
     def test_speaksAgainAfterWaiting(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
@@ -1101,6 +1146,10 @@ class SlowReaderTests(ChatTestCase):
         self.assertEqual(alice.received(), ["bob: four"])
 
     def test_slowReaderDisconnected(self) -> None:
+        """
+        A client holding more than C{maxOutput} bytes, its transport not
+        draining for L{_SLOW_GRACE} seconds, is disconnected.
+        """
         alice = self.named("alice")
         bob = self.named("bob")
         carol = self.named("carol")
@@ -1110,7 +1159,9 @@ class SlowReaderTests(ChatTestCase):
         self.clock.advance(0)
         self.assertFalse(alice.closing)
         bob.send(line)
-        self.clock.advance(0)
+        self.clock.advance(_SLOW_GRACE - 0.1)
+        self.assertFalse(alice.transport.disconnected)
+        self.clock.advance(0.1)
         self.assertTrue(alice.transport.disconnected)
         self.assertEqual(carol.received(), ["bob: " + line] * 11)
         bob.send("still going")
@@ -1121,6 +1172,48 @@ class SlowReaderTests(ChatTestCase):
         self.assertEqual(bob.received(), ["* alice left (not reading)"])
         self.assertEqual(carol.received(), ["* alice left (not reading)"])
         self.assertIsNone(self.factory.hub.find("alice"))
+
+    def test_burstBeforeTheTransportCouldSendIsNotSlowReading(self) -> None:
+        """
+        A burst over C{maxOutput} that fills the transport's buffer within
+        one reactor pass (over TLS nothing is sent before the pass ends) is
+        no proof of a client not reading: when the transport drains within
+        L{_SLOW_GRACE}, the client gets it all and stays (it was
+        disconnected at once, having been sent nothing: any three users
+        could kick a TLS user so).
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.protocol.pauseProducing()
+        line = "m" * 93
+        bob.send(*[line] * 30)  # 3 KB waiting, 3 maxOutputs
+        self.clock.advance(_SLOW_GRACE / 2)
+        alice.protocol.resumeProducing()
+        self.clock.advance(_SLOW_GRACE)
+        self.assertFalse(alice.transport.disconnecting)
+        self.assertEqual(alice.received(), ["bob: " + line] * 30)
+        self.assertEqual(self.factory.stats.counters.get("slow_readers", 0), 0)
+        # Paused again and never drained: out after the grace.
+        alice.protocol.pauseProducing()
+        bob.send(*[line] * 11)
+        self.clock.advance(_SLOW_GRACE)
+        self.assertTrue(alice.transport.disconnected)
+
+    def test_outputPastTheHardBoundDisconnectsAtOnce(self) -> None:
+        """
+        During the grace, what waits for a client stays bounded: past
+        L{_HARD_OUTPUT} times C{maxOutput} it is disconnected at once.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.protocol.pauseProducing()
+        line = "m" * 93
+        bob.send(*[line] * (_HARD_OUTPUT * 10))
+        self.assertFalse(alice.transport.disconnected)
+        bob.send(line)
+        self.clock.advance(0)
+        self.assertTrue(alice.transport.disconnected)
+        self.assertEqual(self.factory.stats.counters["slow_readers"], 1)
 
     def test_burstToAReadingClientIsNotSlowReading(self) -> None:
         """

@@ -308,6 +308,37 @@ class ChatSocketTests(TestCase):
         bob.say("in the clear")
         self.assertEqual(await heard, "bob: in the clear")
 
+    async def test_tlsClientGetsALongHistory(self) -> None:
+        """
+        Over TLS, a client joining a room whose history is longer than
+        C{maxOutput} (50 lines of 12 KB: invalid UTF-8 triples) gets all of
+        it: written in one reactor pass, it filled TLS's buffer before any
+        of it could be sent, and the client was cut off as not reading.
+        """
+        ca = trustme.CA()
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), historySize=50, rate=0)
+
+        def endpoint():
+            return wrapClientTLS(
+                optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+                TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+            )
+
+        alice = await self.connect(port, "alice", endpoint())
+        for n in range(50):
+            alice.sendLine(b"%d " % (n,) + b"\xff" * 3990)
+        await deferLater(reactor, 0.2, lambda: None)
+        bob = ChatClient()
+        await connectProtocol(endpoint(), bob)
+        self.addCleanup(lambda: bob.transport.abortConnection())
+        last = bob.waitFor("[history] alice: 49 ")
+        bob.say("bob")
+        await last
+        history = [line for line in bob.lines if line.startswith("[history] ")]
+        self.assertEqual(history, [f"[history] alice: {n} " + "\ufffd" * 3990 for n in range(50)])
+        self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
+        self.assertIsNotNone(factory.hub.find("bob"))
+
     async def test_refusedClientIsToldWhy(self) -> None:
         port, factory = await self.startChat(maxClientsPerHost=1)
         await self.connect(port, "first")
