@@ -1263,10 +1263,10 @@ class SaveTests(SynchronousTestCase):
         self.assertLessEqual(len(writes[-1]), MAX_BODY + 1024)
         self.assertEqual(json.loads(writes[-1])["jobs"][0]["url"], url)
 
-    def test_listLongerThanItsLimitLeavesOutOldestFinished(self) -> None:
+    def test_listLongerThanItsLimitForgetsOldestFinished(self) -> None:
         """
         A job list that would be longer than the service reads back at
-        start leaves out the oldest finished jobs, with a warning each, so
+        start forgets the oldest finished jobs, with one warning each, so
         that a restart reads it (it was set aside as unreadable: every
         unfinished job lost, ids given again).
         """
@@ -1283,14 +1283,19 @@ class SaveTests(SynchronousTestCase):
         self.assertGreater(len(ids), 10)
         self.assertEqual(ids, [str(n) for n in range(31 - len(ids), 31)])
         self.assertEqual(saved["next"], 31)
-        left = [e for e in events if e["log_level"] == LogLevel.warn and "leaving out" in formatEvent(e)]
-        self.assertEqual(len(left), 30 - len(ids))
+        self.assertEqual([job["id"] for job in service.list()], ids)
+        service.add("http://example.com/more")
+        clock.advance(SAVE_INTERVAL)
+        ids = [job["id"] for job in json.loads(writes[-1])["jobs"]]
+        self.assertEqual(ids[-1], "31")
+        forgotten = [e for e in events if e["log_level"] == LogLevel.warn and "forgetting" in formatEvent(e)]
+        self.assertEqual(len(forgotten), 31 - len(ids))
         self.successResultOf(service.stopService())
         again = DownloadService(service.directory, reactor=clock, token=TOKEN)
         again.startService()
         self.addCleanup(again.stopService)
         self.assertEqual([job["id"] for job in again.list()], ids)
-        self.assertEqual(again.add("http://example.com/next")["id"], "31")
+        self.assertEqual(again.add("http://example.com/next")["id"], "32")
 
     def test_hugeIdInJobListIsHarmless(self) -> None:
         """

@@ -63,7 +63,7 @@ MAX_FINISHED = 1000
 #: each as long as a request body could make it, and some.  A job's URL is
 #: at most L{MAX_URL} characters (4 bytes each in UTF-8), its error at most
 #: L{MAX_ERROR}; should the list still be longer, the oldest finished jobs
-#: are left out of it.
+#: are forgotten.
 MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * (MAX_BODY + 1024)
 
 #: The longest error message a job keeps, in characters.
@@ -464,7 +464,8 @@ class DownloadService(Service):
             for job, encoded in jobs:
                 if size > MAX_JOBS_FILE - 100 and job["state"] in _FINISHED:
                     size -= len(encoded) + 1
-                    log.warn("job list too long: leaving out finished job {id}", id=job["id"])
+                    del self._jobs[job["id"]]
+                    log.warn("job list too long: forgetting finished job {id}", id=job["id"])
                     continue
                 kept.append((job, encoded))
             jobs = kept
