@@ -101,6 +101,22 @@ def occupiedPort(testCase: TestCase, kind: int = socket.SOCK_STREAM) -> int:
     return taken.getsockname()[1]
 
 
+def recvUntil(
+    conn: socket.socket, done: Callable[[bytes], bool] | None = None, received: bytes = b""
+) -> bytes:
+    """
+    Read from C{conn} (blocking) until C{done} is true of all read so far,
+    or the other side closes (with no C{done}: until it closes); return all
+    read, after C{received}.
+    """
+    while done is None or not done(received):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
 def rawExchange(port: int, data: bytes, until: int = 1, timeout: float = 5.0) -> bytes:
     """
     Send C{data} on a raw socket and read until C{until} responses ended or
@@ -108,13 +124,7 @@ def rawExchange(port: int, data: bytes, until: int = 1, timeout: float = 5.0) ->
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
-        received = b""
-        while received.count(b"HTTP/1.1 ") < until or not _complete(received, until):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        return received
+        return recvUntil(s, lambda r: r.count(b"HTTP/1.1 ") >= until and _complete(r, until))
 
 
 def _complete(received: bytes, count: int) -> bool:

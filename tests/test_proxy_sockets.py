@@ -33,7 +33,7 @@ from zope.interface import implementer
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
-from tests.helpers import Collector, connect, rawExchange, startListener
+from tests.helpers import Collector, connect, rawExchange, recvUntil, startListener
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions, startListener as startTLSListener
 
 _CHUNK = bytes(range(256)) * 256  # 64 KiB
@@ -182,18 +182,6 @@ def _parseResponse(data: bytes) -> Tuple[int, Dict[bytes, bytes], bytes]:
     return status, headers, rest
 
 
-def _recvAll(conn: socket.socket) -> bytes:
-    """
-    Everything C{conn} receives until the other side closes.
-    """
-    received = b""
-    while True:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return received
-        received += chunk
-
-
 def _sendThenHalfClose(port: int, data: bytes) -> bytes:
     """
     Connect to C{port}, send C{data}, shut the sending side (C{nc -N}), and
@@ -202,7 +190,7 @@ def _sendThenHalfClose(port: int, data: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as conn:
         conn.sendall(data)
         conn.shutdown(socket.SHUT_WR)
-        return _recvAll(conn)
+        return recvUntil(conn)
 
 
 def _readResponse(conn: socket.socket, request: bytes) -> bytes:
@@ -238,7 +226,7 @@ def _readToClose(port: int, data: bytes) -> bytes:
     """
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
         s.sendall(data)
-        return _recvAll(s)
+        return recvUntil(s)
 
 
 def _buffered(transport: Any) -> int:
@@ -416,7 +404,7 @@ class ProxySocketTests(TestCase):
                 while b"\r\n\r\n" not in interim:
                     interim += s.recv(1)
                 s.sendall(body)
-                return interim, _recvAll(s)
+                return interim, recvUntil(s)
 
         interim, data = await threads.deferToThread(post)
         self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -618,7 +606,7 @@ class ProxySocketTests(TestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
                 raw.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,) + b"x" * 100000)
                 raw.shutdown(socket.SHUT_WR)
-                return _recvAll(raw)
+                return recvUntil(raw)
 
         received = await threads.deferToThread(talk)
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
@@ -837,12 +825,7 @@ class ProxySocketTests(TestCase):
                 context = ssl.create_default_context(cadata=cadata)
                 with context.wrap_socket(raw, server_hostname="localhost") as conn:
                     conn.sendall(payload)
-                    echoed = b""
-                    while len(echoed) < len(payload):
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        echoed += chunk
+                    echoed = recvUntil(conn, lambda r: len(r) >= len(payload))
                     return challenge, answer, echoed
 
         challenge, answer, echoed = await threads.deferToThread(talk)
@@ -945,20 +928,12 @@ class ProxySocketTests(TestCase):
         def fetch() -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
                 s.sendall(b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % (target,))
-                received = b""
-                while b"partial body" not in received:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return received
-                    received += chunk
+                received = recvUntil(s, lambda r: b"partial body" in r)
+                if b"partial body" not in received:
+                    return received
                 # abortConnection closes with SO_LINGER 0: a reset.
                 reactor.callFromThread(origin.connections[0].transport.abortConnection)
-                while not received.endswith(b"0\r\n\r\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    received += chunk
-                return received
+                return recvUntil(s, lambda r: r.endswith(b"0\r\n\r\n"), received)
 
         received = await threads.deferToThread(fetch)
         self.assertIn(b"\r\nTransfer-Encoding: chunked\r\n", received)
@@ -1026,7 +1001,7 @@ class ProxySocketTests(TestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
                 with context.wrap_socket(raw, server_hostname="localhost") as conn:
                     conn.sendall(b"GET %s/chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(),))
-                    return _recvAll(conn)
+                    return recvUntil(conn)
 
         status, _, body = _parseResponse(await threads.deferToThread(fetch))
         self.assertEqual((status, body), (200, b"one,two,three"))

@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
 from netsuite.web.site import Limits, makeHTTPService, makeSite
-from tests.helpers import rawExchange, startListener
+from tests.helpers import rawExchange, recvUntil, startListener
 from tests.tlshelpers import makeServerOptions
 
 
@@ -813,12 +813,7 @@ class SocketTests(TestCase):
                 client.sendall(
                     b"POST /api/probe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\n"
                 )
-                received = b""
-                while True:
-                    chunk = client.recv(65536)  # times out if the server waits
-                    if not chunk:
-                        return received
-                    received += chunk
+                return recvUntil(client)  # times out if the server waits
 
         response = await threads.deferToThread(exchange)
         self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"400"])
@@ -843,12 +838,7 @@ class SocketTests(TestCase):
                         b"DELETE /api/probe HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n"
                         b"Authorization: Bearer secret\r\n\r\n"
                     )
-                    received = b""
-                    while True:
-                        chunk = tls.recv(65536)
-                        if not chunk:
-                            break
-                        received += chunk
+                    received = recvUntil(tls)
                     tls.sendall(b"x")  # a TLS record of its own, read later
                     return received
 
@@ -869,12 +859,7 @@ class SocketTests(TestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
                 with context.wrap_socket(raw, server_hostname="localhost") as tls:
                     tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
-                    received = b""
-                    while True:
-                        chunk = tls.recv(65536)  # times out if the server waits
-                        if not chunk:
-                            return received
-                        received += chunk
+                    return recvUntil(tls)  # times out if the server waits
 
         response = await threads.deferToThread(exchange)
         self.assertTrue(response.startswith(b"HTTP/1.1 431 "), response[:100])
@@ -1053,19 +1038,11 @@ class SocketTests(TestCase):
                     b"POST /api/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
                 )
-                received = b""
-                while b"100 Continue\r\n\r\n" not in received:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    received += chunk
+                received = recvUntil(s, lambda r: b"100 Continue\r\n\r\n" in r)
                 s.sendall(b"{}")
-                while received.count(b"HTTP/1.1 200") < 2 or not received.endswith(b"}"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    received += chunk
-                return received
+                return recvUntil(
+                    s, lambda r: r.count(b"HTTP/1.1 200") >= 2 and r.endswith(b"}"), received
+                )
 
         response = await threads.deferToThread(exchange)
         self.assertEqual(

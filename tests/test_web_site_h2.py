@@ -90,6 +90,16 @@ class Exchange:
         self.protocol.dataReceived(data)
         self.pump()
 
+    def get(self, path: str) -> int:
+        """
+        Send a GET of C{path} on a new stream, carry the bytes both ways,
+        and return the stream's id.
+        """
+        streamID = self.client.get_next_available_stream_id()
+        self.client.send_headers(streamID, request("GET", path), end_stream=True)
+        self.pump()
+        return streamID
+
     def pump(self) -> None:
         """
         Carry bytes both ways until neither side has more to say.
@@ -167,9 +177,7 @@ class LimitTests(ExchangeTestCase):
         self.assertEqual(answer["status"], status)
         self.assertEqual(json.loads(answer["body"])["status"], int(status))
         self.assertTrue(answer["ended"])
-        nextID = exchange.client.get_next_available_stream_id()
-        exchange.client.send_headers(nextID, request("GET", "/healthz"), end_stream=True)
-        exchange.pump()
+        nextID = exchange.get("/healthz")
         self.assertEqual(exchange.answers[nextID]["status"], b"200")
         self.assertIsNone(exchange.goaway)
         self.assertFalse(exchange.transport.disconnecting)
@@ -322,9 +330,7 @@ class FlowControlTests(ExchangeTestCase):
         connection._sendPrioritisedData = counted
         exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
         exchange.pump()
-        self.streamID = exchange.client.get_next_available_stream_id()
-        exchange.client.send_headers(self.streamID, request("GET", "/"), end_stream=True)
-        exchange.pump()
+        self.streamID = exchange.get("/")
 
     def assertIdle(self) -> None:
         """
@@ -375,9 +381,7 @@ class FlowControlTests(ExchangeTestCase):
         """
         self.assertIdle()
         exchange = self.exchange
-        other = exchange.client.get_next_available_stream_id()
-        exchange.client.send_headers(other, request("GET", "/healthz"), end_stream=True)
-        exchange.pump()
+        other = exchange.get("/healthz")
         self.assertEqual(exchange.answers[other]["status"], b"200")
         self.assertTrue(exchange.answers[other]["ended"])
         self.assertFalse(exchange.answers[self.streamID]["ended"])
@@ -400,9 +404,7 @@ class ResetInSameReadTests(ExchangeTestCase):
             client.send_headers(streamID, request("GET", path), end_stream=True)
             client.reset_stream(streamID)
             exchange.send(client.data_to_send())
-            other = client.get_next_available_stream_id()
-            client.send_headers(other, request("GET", "/"), end_stream=True)
-            exchange.pump()
+            other = exchange.get("/")
             answer = exchange.answers[other]
             self.assertEqual(answer["status"], b"200")
             self.assertTrue(answer["ended"], path)
@@ -422,9 +424,7 @@ class SentWaiterTests(ExchangeTestCase):
         exchange.acknowledge = False
         exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
         exchange.pump()
-        self.streamID = exchange.client.get_next_available_stream_id()
-        exchange.client.send_headers(self.streamID, request("GET", "/"), end_stream=True)
-        exchange.pump()
+        self.streamID = exchange.get("/")
         self.connection = exchange.protocol._channel
         self.fired: list[object] = []
         self.connection.whenSent(self.streamID).addCallback(self.fired.append)

@@ -26,6 +26,7 @@ from twisted.trial.unittest import TestCase
 from netsuite.echo import makeEchoService
 from netsuite.listen import StreamListener
 from netsuite.tls import loadPEM, serverOptions
+from tests.helpers import recvUntil
 
 #: Seconds any blocking socket operation in a test may take.
 SOCKET_TIMEOUT = 5.0
@@ -157,12 +158,7 @@ def stdlibTLSEcho(
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as conn:
             conn.sendall(payload)
-            received = b""
-            while len(received) < len(payload):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
+            received = recvUntil(conn, lambda r: len(r) >= len(payload))
             cipher = conn.cipher()
             return conn.version(), cipher[0] if cipher else None, received
 
