@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -218,6 +219,7 @@ class ServiceTestCase(TestCase):
             directory or self.directory, reactor=reactor, token=token, rules=rules, settings=settings
         )
         service.startService()
+        self.service = service
         self.addCleanup(lambda: service.stopService() if service.running else None)
         http = makeHTTPService(
             "tcp:0:interface=127.0.0.1",
@@ -321,10 +323,19 @@ class ServiceTestCase(TestCase):
     async def written(self, service: DownloadService) -> None:
         """
         Wait until C{service} has written its latest changes to its job
-        list (it gathers them: at most one write a L{SAVE_INTERVAL}).
+        list (it gathers them: at most one write a L{SAVE_INTERVAL}, and
+        writes in a thread).
         """
-        while getattr(service, "_saveCall", None) is not None and service._saveCall.active():
+        while (service._saveCall is not None and service._saveCall.active()) or service._writeLock.locked:
             await deferLater(reactor, 0.02, lambda: None)
+
+    async def files(self, directory: Optional[Path] = None) -> list[str]:
+        """
+        The names in C{directory} (the test's by default), sorted, once the
+        service last started has written its latest changes.
+        """
+        await self.written(self.service)
+        return listing(directory or self.directory)
 
     async def savedJobs(self, service: DownloadService) -> dict:
         """
@@ -370,7 +381,7 @@ class TokenTests(ServiceTestCase):
     async def test_rightTokenWorks(self) -> None:
         self.startService()
         response, body = await self.call("GET")
-        self.assertEqual((response.code, body), (200, {"downloads": []}))
+        self.assertEqual((response.code, body), (200, {"downloads": [], "next": None}))
         # The scheme is case-insensitive (RFC 9110, section 11.1).
         response, body = await self.call("GET", token=None, headers={b"Authorization": [b"bearer " + TOKEN.encode()]})
         self.assertEqual(response.code, 200, body)
@@ -423,7 +434,7 @@ class DownloadTests(ServiceTestCase):
         location = response.headers.getRawHeaders(b"Location")[0].decode()
         one = await self.client.get(self.root + location, headers=self.auth())
         self.assertEqual(json.loads(await treq.content(one)), listed)
-        self.assertEqual(listing(self.directory), [JOBS_FILE, "hello.txt"])
+        self.assertEqual(await self.files(), [JOBS_FILE, "hello.txt"])
 
     async def test_secondJobGetsItsOwnIdAndFile(self) -> None:
         """
@@ -481,7 +492,7 @@ class DownloadTests(ServiceTestCase):
             body = await self.assertError(400, "POST", document=document)
             self.assertIn(fragment, body["error"], document)
         self.assertEqual(await self.listed(), [])
-        self.assertEqual(listing(self.directory), [])
+        self.assertEqual(await self.files(), [])
 
     async def test_wrongContentTypeIs415(self) -> None:
         self.startService()
@@ -580,7 +591,7 @@ class DownloadTests(ServiceTestCase):
         self.assertIn("refused", failed["error"])
         self.assertIn("loopback", failed["error"])
         self.assertEqual(self.origin.slow.ranges, [])
-        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        self.assertEqual(await self.files(), [JOBS_FILE])
         [listed] = await self.listed()
         self.assertEqual(listed["state"], "failed")
 
@@ -600,7 +611,7 @@ class DownloadTests(ServiceTestCase):
         self.assertEqual(failed["state"], "failed", failed)
         self.assertIn("checksum", failed["error"])
         self.assertFalse((self.directory / "hello.txt").exists())
-        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        self.assertEqual(await self.files(), [JOBS_FILE])
 
     async def test_hostileNameStaysInside(self) -> None:
         """
@@ -632,20 +643,20 @@ class DownloadTests(ServiceTestCase):
         self.assertEqual(running["state"], "running", running)
         self.assertEqual(running["size"], len(SLOW))
         self.assertEqual(running["path"], "slow.bin")
-        self.assertIn("slow.bin.part", listing(self.directory))
+        self.assertIn("slow.bin.part", await self.files())
         response, body = await self.call("DELETE", "/" + running["id"])
         self.assertEqual(response.code, 200, body)
         self.assertEqual(body["state"], "cancelled", body)
         self.assertEqual((body["name"], body["path"], body["size"]), ("slow.bin", "slow.bin", len(SLOW)), body)
         await self.origin.slow.dropped  # the transfer really stopped
-        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        self.assertEqual(await self.files(), [JOBS_FILE])
         self.assertEqual(await self.listed(), [])
         await self.assertError(404, "GET", "/" + running["id"])
         saved = await self.savedJobs(service)
         self.assertEqual(saved["jobs"], [])
         # Nothing comes back a moment later (a late state save, say).
         await deferLater(reactor, 1.2, lambda: None)
-        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        self.assertEqual(await self.files(), [JOBS_FILE])
 
     async def test_deleteJobWaitingForResponseCancels(self) -> None:
         """
@@ -662,7 +673,7 @@ class DownloadTests(ServiceTestCase):
         await self.origin.silent.dropped
         await deferLater(reactor, RETRY_WINDOW, lambda: None)
         self.assertEqual(
-            (self.origin.silent.count, listing(self.directory)),
+            (self.origin.silent.count, await self.files()),
             (1, [JOBS_FILE]),
             "the cancelled download asked again and wrote files",
         )
@@ -702,11 +713,11 @@ class DownloadTests(ServiceTestCase):
         failed = await self.waitFor(job["id"])
         self.assertEqual(failed["state"], "failed", failed)
         self.assertEqual(failed["name"], "slow.bin", failed)
-        self.assertEqual(listing(self.directory), [JOBS_FILE, "slow.bin.part", "slow.bin.part.json"])
+        self.assertEqual(await self.files(), [JOBS_FILE, "slow.bin.part", "slow.bin.part.json"])
         response, body = await self.call("DELETE", "/" + job["id"])
         self.assertEqual(response.code, 200, body)
         self.assertEqual(body["state"], "failed", body)
-        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        self.assertEqual(await self.files(), [JOBS_FILE])
 
     async def test_failedJobResumedByANewJob(self) -> None:
         """
@@ -727,6 +738,105 @@ class DownloadTests(ServiceTestCase):
         self.assertIn("99", body["error"])
 
 
+class ListingTests(ServiceTestCase):
+    """
+    C{GET /api/downloads} answers a page at a time: C{?limit=} jobs (100
+    unless asked), those after job C{?after=}, in C{?state=} states; the
+    answer's C{next} (and its C{Link} header) is the next page's path.
+    """
+
+    async def queueDone(self, count: int) -> list[str]:
+        ids = []
+        for number in range(count):
+            job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": f"h{number}.txt"})
+            ids.append(job["id"])
+        for jobId in ids:
+            self.assertEqual((await self.waitFor(jobId))["state"], "done")
+        return ids
+
+    async def test_pagesFollowNextToTheEnd(self) -> None:
+        self.startService()
+        ids = await self.queueDone(5)
+        seen = []
+        path = "?limit=2"
+        pages = 0
+        while path is not None:
+            response, body = await self.call("GET", path)
+            self.assertEqual(response.code, 200, body)
+            self.assertLessEqual(len(body["downloads"]), 2)
+            seen += [job["id"] for job in body["downloads"]]
+            following = body["next"]
+            if following is None:
+                self.assertIsNone(response.headers.getRawHeaders(b"Link"))
+                path = None
+            else:
+                self.assertEqual(
+                    response.headers.getRawHeaders(b"Link"), [b'<%s>; rel="next"' % following.encode("ascii")]
+                )
+                self.assertTrue(following.startswith("/api/downloads?"), following)
+                path = following[len("/api/downloads") :]
+            pages += 1
+        self.assertEqual(seen, ids)
+        self.assertEqual(pages, 3)
+
+    async def test_defaultPageSize(self) -> None:
+        self.patch(serviceModule, "PAGE_SIZE", 3)
+        self.startService()
+        ids = await self.queueDone(4)
+        response, body = await self.call("GET")
+        self.assertEqual([job["id"] for job in body["downloads"]], ids[:3])
+        self.assertEqual(body["next"], f"/api/downloads?after={ids[2]}&limit=3")
+
+    async def test_stateFilterKeptOnEveryPage(self) -> None:
+        self.startService()
+        done = await self.queueDone(3)
+        running = await self.runningSlowJob()
+        self.assertEqual(running["state"], "running")
+        response, body = await self.call("GET", "?state=running")
+        self.assertEqual([job["id"] for job in body["downloads"]], [running["id"]])
+        self.assertIsNone(body["next"])
+        response, body = await self.call("GET", "?state=done,failed&limit=2")
+        self.assertEqual([job["id"] for job in body["downloads"]], done[:2])
+        self.assertEqual(body["next"], f"/api/downloads?after={done[1]}&limit=2&state=done%2Cfailed")
+        response, body = await self.call("GET", body["next"][len("/api/downloads") :])
+        self.assertEqual([job["id"] for job in body["downloads"]], done[2:])
+        self.assertIsNone(body["next"])
+
+    async def test_afterADeletedJob(self) -> None:
+        """
+        A page asked for after a job deleted since goes on with the jobs of
+        higher numbers.
+        """
+        self.startService()
+        ids = await self.queueDone(4)
+        response, body = await self.call("DELETE", "/" + ids[1])
+        self.assertEqual(response.code, 200, body)
+        response, body = await self.call("GET", "?after=" + ids[1])
+        self.assertEqual([job["id"] for job in body["downloads"]], ids[2:])
+        response, body = await self.call("GET", "?after=999")
+        self.assertEqual(body["downloads"], [])
+        response, body = await self.call("GET", "?after=0")
+        self.assertEqual([job["id"] for job in body["downloads"]], [ids[0], *ids[2:]])
+
+    async def test_badParametersAre400(self) -> None:
+        self.startService()
+        for query, fragment in (
+            ("?limit=0", "'limit'"),
+            ("?limit=1001", "'limit'"),
+            ("?limit=-1", "'limit'"),
+            ("?limit=abc", "'limit'"),
+            ("?limit=" + "9" * 5000, "'limit'"),
+            ("?limit=%C2%B2", "'limit'"),
+            ("?limit=1&limit=2", "once"),
+            ("?state=bogus", "'bogus'"),
+            ("?state=done,", "''"),
+            ("?page=2", "'page'"),
+            ("?after=nope", "'nope'"),
+        ):
+            body = await self.assertError(400, "GET", query)
+            self.assertIn(fragment, body["error"], query)
+
+
 class RestartTests(ServiceTestCase):
     """
     The job list survives a restart; unfinished jobs resume.
@@ -745,7 +855,7 @@ class RestartTests(ServiceTestCase):
         saved = json.loads((self.directory / JOBS_FILE).read_text())
         self.assertEqual([(j["id"], j["state"]) for j in saved["jobs"]], [(done["id"], "done"), (running["id"], "queued")])
         self.assertEqual(
-            listing(self.directory), [JOBS_FILE, "hello.txt", "slow.bin.part", "slow.bin.part.json"]
+            await self.files(), [JOBS_FILE, "hello.txt", "slow.bin.part", "slow.bin.part.json"]
         )
         self.assertEqual((self.directory / "slow.bin.part").read_bytes()[:HOLD_AFTER], SLOW[:HOLD_AFTER])
 
@@ -758,7 +868,7 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(self.origin.slow.ranges[0], b"bytes=0-")
         self.assertTrue(self.origin.slow.ranges[1].startswith(b"bytes=%d-" % (HOLD_AFTER,)), self.origin.slow.ranges)
         self.assertEqual(self.origin.slow.ifRanges[1], ETAG)
-        self.assertEqual(listing(self.directory), [JOBS_FILE, "hello.txt", "slow.bin"])
+        self.assertEqual(await self.files(), [JOBS_FILE, "hello.txt", "slow.bin"])
         listed = {job["id"]: job for job in await self.listed()}
         self.assertEqual(listed[done["id"]]["state"], "done")
         self.assertEqual(listed[done["id"]]["path"], "hello.txt")
@@ -780,7 +890,7 @@ class RestartTests(ServiceTestCase):
         await self.origin.silent.dropped
         await deferLater(reactor, RETRY_WINDOW, lambda: None)
         self.assertEqual(
-            (self.origin.silent.count, listing(self.directory)),
+            (self.origin.silent.count, await self.files()),
             (1, [JOBS_FILE]),
             "the stopped service's download asked again and wrote files",
         )
@@ -797,7 +907,7 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(await self.listed(), [])
         await deferLater(reactor, 0.2, lambda: None)
         self.assertEqual(len(self.origin.slow.ranges), 1)
-        self.assertEqual(listing(self.directory), [JOBS_FILE])
+        self.assertEqual(await self.files(), [JOBS_FILE])
 
     async def test_garbageJobListIsIgnoredWithWarning(self) -> None:
         for garbage in (b"\x00not json{", b'["a", "list"]', b'{"jobs": [1, {"id": 2}, {"id": "3", "url": "ftp://x/"}]}'):
@@ -843,7 +953,7 @@ class RestartTests(ServiceTestCase):
         warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
         self.assertTrue(warnings)
         self.assertTrue(all(JOBS_FILE in warning for warning in warnings), warnings)
-        self.assertEqual(listing(directory), [JOBS_FILE, "hello.txt", "second.txt"])
+        self.assertEqual(await self.files(directory), [JOBS_FILE, "hello.txt", "second.txt"])
 
     async def test_plantedLinkAtTheJobListTemporaryIsNotFollowed(self) -> None:
         """
@@ -859,7 +969,7 @@ class RestartTests(ServiceTestCase):
         job = await self.queue({"url": self.origin.url("/files/hello.txt")})
         await self.waitFor(job["id"])
         self.assertEqual(victim.read_bytes(), b"precious\n")
-        self.assertEqual(listing(directory), [JOBS_FILE, "hello.txt"])
+        self.assertEqual(await self.files(directory), [JOBS_FILE, "hello.txt"])
         self.assertEqual(json.loads((directory / JOBS_FILE).read_text())["jobs"][0]["id"], job["id"])
 
     async def test_fifoOrLinkAsJobListIsIgnoredWithWarning(self) -> None:
@@ -906,7 +1016,7 @@ class RestartTests(ServiceTestCase):
         finished = await self.waitFor(job["id"])
         self.assertEqual((finished["state"], finished["path"]), ("done", "slow.bin.1"), finished)
         self.assertEqual(sha256((self.directory / "slow.bin.1").read_bytes()), sha256(SLOW))
-        self.assertEqual(listing(self.directory), [JOBS_FILE, "slow.bin", "slow.bin.1"])
+        self.assertEqual(await self.files(), [JOBS_FILE, "slow.bin", "slow.bin.1"])
         self.assertEqual(len(self.origin.slow.ranges), 2, self.origin.slow.ranges)
         self.assertTrue(self.origin.slow.ranges[1].startswith(b"bytes=%d-" % (HOLD_AFTER,)), self.origin.slow.ranges)
 
@@ -945,7 +1055,7 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(len(warnings), 7, warnings)
         self.assertTrue(all(JOBS_FILE in warning for warning in warnings), warnings)
         self.assertEqual([formatEvent(e) for e in events if "log_failure" in e], [])
-        [bad] = [name for name in listing(self.directory) if name.startswith(JOBS_FILE + ".bad-")]
+        [bad] = [name for name in await self.files() if name.startswith(JOBS_FILE + ".bad-")]
         self.assertIn(f"kept it as {bad}", warnings[-1])
         self.assertEqual((self.directory / bad).read_bytes(), planted)
         saved = await self.savedJobs(service)
@@ -970,7 +1080,7 @@ class RestartTests(ServiceTestCase):
             self.assertEqual(await self.listed(), [])
             warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
             self.assertEqual(len(warnings), 1, warnings)
-            [bad] = [name for name in listing(directory) if name.startswith(JOBS_FILE + ".bad-")]
+            [bad] = [name for name in await self.files(directory) if name.startswith(JOBS_FILE + ".bad-")]
             self.assertIn(f"ignoring the unreadable job list {directory / JOBS_FILE}", warnings[0])
             self.assertIn(f"kept it as {bad}", warnings[0])
             self.assertEqual((directory / bad).read_bytes(), planted)
@@ -1000,10 +1110,46 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(job["id"], "4")
         await self.waitFor(job["id"])
 
+    async def test_jobListWrittenInAThread(self) -> None:
+        """
+        The job list is written in a thread, so the API answers while a
+        long write is under way (the reactor waited for it); writes come
+        one at a time, in order, and stopping waits for them and writes
+        last.
+        """
+        started, release = threading.Event(), threading.Event()
+        threads = []
+        write = serviceModule.writeAtomically
+
+        def slow(path: Path, data: bytes, mode: int = 0o666) -> None:
+            threads.append(threading.current_thread())
+            started.set()
+            release.wait(10)
+            write(path, data, mode)
+
+        self.patch(serviceModule, "writeAtomically", slow)
+        self.addCleanup(release.set)
+        service = self.startService()
+        first = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "first.txt"})
+        while not started.is_set():
+            await deferLater(reactor, 0.01, lambda: None)
+        response, body = await self.call("GET", "/" + first["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertIsNot(threads[0], threading.main_thread())
+        second = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"})
+        stopped = service.stopService()
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertNoResult(stopped)
+        self.assertEqual(len(threads), 1)
+        release.set()
+        await stopped
+        saved = json.loads(service.jobsFile.read_text())
+        self.assertEqual([job["id"] for job in saved["jobs"]], [first["id"], second["id"]])
+        self.assertNotIn(threading.main_thread(), threads)
+
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()
-        d = service.stopService()
-        self.assertIsNone(self.successResultOf(d))
+        self.assertIsNone(await service.stopService())
         self.assertFalse(service.running)
         self.assertEqual(json.loads((self.directory / JOBS_FILE).read_text())["jobs"], [])
         self.assertIsNone(self.successResultOf(service.stopService()))
@@ -1112,7 +1258,7 @@ class TapServiceTests(TestCase):
 
     async def test_downloadsEndpointByDefault(self) -> None:
         code, body = await self.apiStatus()
-        self.assertEqual((code, body), (200, {"downloads": []}))
+        self.assertEqual((code, body), (200, {"downloads": [], "next": None}))
 
 
 class TwistdDownloadTests(TestCase):

@@ -4,13 +4,15 @@ one directory, driven through C{/api/downloads} with a bearer token, that
 survives a restart.
 
     POST   /api/downloads        {"url": ..., "name": ..., "checksum": ...}  -> 201 the job
-    GET    /api/downloads        {"downloads": [job, ...]}
+    GET    /api/downloads        {"downloads": [job, ...], "next": ...}, a page
+                                 at a time (?limit=, ?after=ID, ?state=)
     GET    /api/downloads/ID     the job
     DELETE /api/downloads/ID     cancel it (its partial file goes); a
                                  finished job is only forgotten, its file stays
 
 The job list is kept in C{.netsuite-downloads.json} in the download
-directory (written at most once a second, and at stop); unfinished jobs
+directory (written at most once a second, and at stop, in a thread so
+that a long list never holds up the reactor); unfinished jobs
 start again (resuming from their state files) when the service starts.
 A job list that cannot be read, or holds entries that cannot be used, is
 kept aside as C{.netsuite-downloads.json.bad-TIMESTAMP}.
@@ -27,17 +29,19 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from netsuite.files import readSmallFile, writeAtomically
-from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJSON, _readBody, renderJSON
+from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
 
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
@@ -79,6 +83,12 @@ SAVE_INTERVAL = 1.0
 
 #: The longest URL a job may have.
 MAX_URL = 8192
+
+#: Jobs C{GET /api/downloads} shows on a page unless C{?limit=} asks.
+PAGE_SIZE = 100
+
+#: The most C{?limit=} may ask for.
+MAX_PAGE_SIZE = 1000
 
 _FINISHED = ("done", "failed", "cancelled")
 
@@ -132,6 +142,7 @@ class DownloadService(Service):
         self._stopping = False
         self._saveCall: Any = None
         self._lastSave = -math.inf
+        self._writeLock = DeferredLock()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -160,7 +171,7 @@ class DownloadService(Service):
             self._saveCall.cancel()  # the save after the stop writes everything
         downloader, self.downloader = self.downloader, None
         d = downloader.stop()
-        d.addCallback(lambda _: self._save())
+        d.addCallback(lambda _: self._save())  # after any write under way
         return d
 
     # -- jobs -----------------------------------------------------------------
@@ -238,6 +249,45 @@ class DownloadService(Service):
         """
         return [self.describe(job) for job in self._jobs.values()]
 
+    def page(
+        self, limit: int = PAGE_SIZE, after: Optional[str] = None, states: Optional[set[str]] = None
+    ) -> tuple[list[dict], bool]:
+        """
+        Some of the jobs, oldest first: at most C{limit} of them, those
+        after job C{after}, in one of C{states} (all states by default).
+        Returns them and whether more follow.
+
+        @param after: a job id, usually the last one of the page before.
+            Should that job be gone (deleted, or forgotten), the jobs with
+            a higher number follow it.
+        @raise APIError: 400 when C{after} is no job's id and no number.
+        """
+        jobs = list(self._jobs.values())
+        start = 0
+        if after is not None:
+            position = next((n for n, job in enumerate(jobs) if job["id"] == after), None)
+            if position is not None:
+                start = position + 1
+            elif _idNumber(after) is not None:
+                start = next((n for n, job in enumerate(jobs) if _idAfter(job["id"], after)), len(jobs))
+            else:
+                raise APIError(400, f"no download with id {after!r} to list the jobs after")
+        shown: list[dict] = []
+        for job in jobs[start:]:
+            if states is not None and self._state(job) not in states:
+                continue
+            if len(shown) == limit:
+                return shown, True
+            shown.append(self.describe(job))
+        return shown, False
+
+    def _state(self, job: dict) -> str:
+        engineJob = self._engineJobs.get(job["id"])
+        if engineJob is None:
+            return job["state"]
+        state = engineJob.snapshot()["state"]
+        return state if state != "verifying" else "running"
+
     def get(self, jobId: str) -> Optional[dict]:
         """
         One job, or L{None}.
@@ -282,7 +332,7 @@ class DownloadService(Service):
         if engineJob is not None:
             live = engineJob.snapshot()
             shown.update(
-                state=live["state"] if live["state"] != "verifying" else "running",
+                state=self._state(job),
                 done=live["done"],
                 size=live["size"],
                 speed=live["speed"],
@@ -410,8 +460,8 @@ class DownloadService(Service):
                 continue
             self._jobs[job["id"]] = job
             jobId = job["id"]
-            if jobId.isascii() and jobId.isdigit() and len(jobId) <= _MAX_ID_DIGITS:  # not "²"
-                self._next = max(self._next, int(jobId) + 1)
+            if _idNumber(jobId) is not None:
+                self._next = max(self._next, _idNumber(jobId) + 1)
         if skipped:
             log.warn("job list {path}: {kept}", path=str(self.jobsFile), kept=self._setAside())
             self._save()  # the usable jobs, under the real name again
@@ -444,39 +494,52 @@ class DownloadService(Service):
         delay = max(0.0, self._lastSave + SAVE_INTERVAL - self.reactor.seconds())
         self._saveCall = self.reactor.callLater(delay, self._save)
 
-    def _save(self) -> None:
+    def _save(self) -> Deferred:
+        """
+        Write the job list as it is now.  The jobs are copied here; their
+        encoding and the write happen in a thread of the reactor's pool
+        (when the reactor has one), one write at a time, in order.
+
+        @return: fires when this write is done (never fails: a write that
+            fails is logged).
+        """
         if self._saveCall is not None and self._saveCall.active():
             self._saveCall.cancel()
         self._saveCall = None
         self._lastSave = self.reactor.seconds()
         jobs = []
-        size = 0
         for job in self._jobs.values():
             saved = dict(job)
             if job["id"] in self._engineJobs:
                 saved["state"] = "queued"  # still to do at the next start
-            encoded = _encodeJob(saved)
-            jobs.append((job, encoded))
-            size += len(encoded) + 1
-        if size > MAX_JOBS_FILE - 100:
-            # Never more than _load reads back: the oldest finished jobs go.
-            kept = []
-            for job, encoded in jobs:
-                if size > MAX_JOBS_FILE - 100 and job["state"] in _FINISHED:
-                    size -= len(encoded) + 1
-                    del self._jobs[job["id"]]
-                    log.warn("job list too long: forgetting finished job {id}", id=job["id"])
-                    continue
-                kept.append((job, encoded))
-            jobs = kept
-        document = b'{"version":1,"next":%d,"jobs":[%s]}\n' % (
-            self._next,
-            b",".join(encoded for job, encoded in jobs),
-        )
-        try:
-            writeAtomically(self.jobsFile, document, 0o600)
-        except OSError as e:
-            log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=e.strerror)
+            jobs.append(saved)
+        following = self._next
+        if IReactorThreads.providedBy(self.reactor):
+
+            def write() -> Deferred:
+                return deferToThreadPool(
+                    self.reactor, self.reactor.getThreadPool(), _writeJobList, self.jobsFile, following, jobs
+                )
+
+        else:  # a reactor without threads, as in tests: write at once
+
+            def write() -> Deferred:
+                return maybeDeferred(_writeJobList, self.jobsFile, following, jobs)
+
+        d = self._writeLock.run(write)
+        d.addCallback(self._written)
+        d.addErrback(lambda f: log.failure("cannot save the job list {path}", f, path=str(self.jobsFile)))
+        return d
+
+    def _written(self, result: tuple[list[str], Optional[str]]) -> None:
+        forgotten, error = result
+        if error is not None:
+            log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=error)
+        for jobId in forgotten:
+            job = self._jobs.get(jobId)
+            if job is not None and job["state"] in _FINISHED:
+                del self._jobs[jobId]
+                log.warn("job list too long: forgetting finished job {id}", id=jobId)
 
     # -- the API ------------------------------------------------------------------
 
@@ -532,7 +595,34 @@ class DownloadsResource(_Guarded):
         return DownloadResource(self.service, path.decode("utf-8", "replace"))
 
     def json_GET(self, request: Request) -> dict:
-        return {"downloads": self.service.list()}
+        query = _parseQuery(request.uri.partition(b"?")[2])
+        unknown = sorted(set(query) - {"limit", "after", "state"})
+        if unknown:
+            raise APIError(400, f"unknown parameter {unknown[0]!r}; the list takes limit, after and state")
+        if any(len(values) > 1 for values in query.values()):
+            raise APIError(400, "give each of limit, after and state once")
+        limit = PAGE_SIZE
+        if "limit" in query:
+            text = query["limit"][0]
+            if not (text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= MAX_PAGE_SIZE):
+                raise APIError(400, f"'limit' must be a whole number from 1 to {MAX_PAGE_SIZE}")
+            limit = int(text)
+        states = None
+        if "state" in query:
+            states = set(query["state"][0].split(","))
+            wrong = sorted(states - set(_STATES))
+            if wrong:
+                raise APIError(400, f"no state {wrong[0]!r}; states are {', '.join(_STATES)}")
+        after = query["after"][0] if "after" in query else None
+        jobs, more = self.service.page(limit, after, states)
+        following = None
+        if more:
+            parameters = {"after": jobs[-1]["id"], "limit": str(limit)}
+            if "state" in query:
+                parameters["state"] = query["state"][0]
+            following = quote(request.path, safe="/") + "?" + urlencode(parameters)
+            request.setHeader(b"Link", b'<%s>; rel="next"' % following.encode("ascii"))
+        return {"downloads": jobs, "next": following}
 
     def json_POST(self, request: Request) -> dict:
         mediaType, params = _parseContentType(
@@ -598,6 +688,53 @@ def makeDownloadService(
     service tree and mount C{service.resource()} under your API.
     """
     return DownloadService(directory, reactor=reactor, token=token, settings=settings, rules=rules)
+
+
+def _idNumber(jobId: str) -> Optional[int]:
+    """
+    The number of a job id, or L{None} for an id that is not a number of at
+    most L{_MAX_ID_DIGITS} ASCII digits (not "\u00b2", not 5000 digits).
+    """
+    if jobId.isascii() and jobId.isdigit() and len(jobId) <= _MAX_ID_DIGITS:
+        return int(jobId)
+    return None
+
+
+def _idAfter(jobId: str, other: str) -> bool:
+    """
+    Whether C{jobId} is a number above the number C{other}.
+    """
+    number = _idNumber(jobId)
+    return number is not None and number > _idNumber(other)
+
+
+def _writeJobList(path: Path, following: int, jobs: list[dict]) -> tuple[list[str], Optional[str]]:
+    """
+    Encode C{jobs} (copies: this runs in a thread) and write them to
+    C{path}.  Never more than the service reads back at start: the oldest
+    finished jobs are left out until the rest fits.
+
+    @return: the ids of the jobs left out, and why the write failed (or
+        L{None}).
+    """
+    encoded = [_encodeJob(job) for job in jobs]
+    size = sum(len(one) + 1 for one in encoded)
+    forgotten = []
+    if size > MAX_JOBS_FILE - 100:
+        kept = []
+        for job, one in zip(jobs, encoded):
+            if size > MAX_JOBS_FILE - 100 and job["state"] in _FINISHED:
+                size -= len(one) + 1
+                forgotten.append(job["id"])
+                continue
+            kept.append(one)
+        encoded = kept
+    document = b'{"version":1,"next":%d,"jobs":[%s]}\n' % (following, b",".join(encoded))
+    try:
+        writeAtomically(path, document, 0o600)
+    except OSError as e:
+        return forgotten, e.strerror or str(e)
+    return forgotten, None
 
 
 def _encodeJob(job: dict) -> bytes:
