@@ -11,6 +11,7 @@ import json
 import socket
 import ssl
 import struct
+import time
 
 import trustme
 from twisted.python.filepath import FilePath
@@ -215,6 +216,21 @@ class LimitTests(ExchangeTestCase):
         self.exchange.pump()
         self.assertRefused(1, b"431")
 
+    def test_headerBlockOverH2BoundEndsConnection(self) -> None:
+        """
+        A header block that decodes to more than h2's 64 KiB cannot be
+        answered on its stream (h2 stops decoding it, so the compression
+        state is lost): GOAWAY with ENHANCE_YOUR_CALM, as the README says.
+        """
+        exchange = self.exchange
+        exchange.client.send_headers(
+            1, request("GET", "/healthz", *[(f"x-{i}", "y" * 8000) for i in range(10)]), end_stream=True
+        )
+        exchange.pump()
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(exchange.answers, {})
+        self.assertTrue(exchange.transport.disconnecting)
+
     def test_pathTooLong(self) -> None:
         self.exchange.client.send_headers(1, request("GET", "/" + "a" * 300), end_stream=True)
         self.exchange.pump()
@@ -303,6 +319,122 @@ class ClosingTests(ExchangeTestCase):
         self.assertFalse(exchange.transport.disconnected)
         exchange.clock.advance(1)
         self.assertTrue(exchange.transport.disconnected)
+
+
+class HeadDeadlineTests(ExchangeTestCase):
+    """
+    An HTTP/2 request head has the deadline an HTTP/1 head has (15 s from
+    its first byte to the end of its header block); past it the connection
+    gets a GOAWAY with NO_ERROR and is closed.  Every frame restarted the
+    idle timeout (60 s), so a byte a minute held a connection for days.
+    """
+
+    def trickle(self, data: bytes, every: float) -> float:
+        """
+        Send C{data} a byte at a time, C{every} seconds apart, until the
+        server closes the connection; return the seconds that took.
+        """
+        exchange = self.exchange
+        waited = 0.0
+        for byte in data:
+            if exchange.transport.disconnecting:
+                break
+            exchange.send(bytes([byte]))
+            exchange.clock.advance(every)
+            waited += every
+        return waited
+
+    def assertCutOffWithin(self, seconds: float, waited: float) -> None:
+        exchange = self.exchange
+        exchange.pump()  # the GOAWAY, written when the clock moved
+        self.assertTrue(exchange.transport.disconnecting, "never cut off")
+        self.assertLessEqual(waited, seconds)
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.NO_ERROR)
+        stats = exchange.site.stats
+        self.assertEqual(stats.counters.get("header_timeouts"), 1)
+
+    def headersFor(self, path: str) -> bytes:
+        """
+        The bytes of a HEADERS frame (with END_HEADERS and END_STREAM) for
+        C{GET path} on the client's next stream.
+        """
+        client = self.exchange.client
+        client.send_headers(client.get_next_available_stream_id(), request("GET", path), end_stream=True)
+        return client.data_to_send()
+
+    def test_headersFrameTrickledCutOff(self) -> None:
+        data = self.headersFor("/healthz")
+        self.assertGreater(len(data), 12)
+        self.assertCutOffWithin(16, self.trickle(data, 2))
+        self.assertEqual(self.exchange.answers, {})
+
+    def test_continuationsTrickledCutOff(self) -> None:
+        """
+        A header block kept open with a small CONTINUATION frame every 5 s
+        is cut off at 15 s.
+        """
+        exchange = self.exchange
+        exchange.send(OPEN_HEADERS)
+        for waited in range(5, 65, 5):
+            exchange.clock.advance(5)
+            if exchange.transport.disconnecting:
+                break
+            exchange.send(frame(9, 0, 1, b"\x40\x01a\x01b"))
+        self.assertCutOffWithin(15, waited)
+
+    def test_prefaceTrickledCutOff(self) -> None:
+        exchange = self.exchange
+        protocol = exchange.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+        transport = StringTransport()
+        transport.negotiatedProtocol = b"h2"
+        protocol.makeConnection(transport)
+        for index in range(len(PREFACE)):
+            if transport.disconnecting:
+                break
+            protocol.dataReceived(PREFACE[index : index + 1])
+            exchange.clock.advance(2)
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(index, 9)
+
+    def test_slowHeadWithinTheDeadlineAnswered(self) -> None:
+        """
+        A head that takes 14 s is answered; so is a head begun after the
+        connection sat idle, and requests that come one after another for a
+        minute, each head in time.
+        """
+        exchange = self.exchange
+        data = self.headersFor("/healthz")
+        self.trickle(data[:-1], 14 / len(data))
+        exchange.send(data[-1:])
+        self.assertEqual(exchange.answers[1]["status"], b"200")
+        exchange.clock.advance(40)
+        for streamID in range(3, 25, 2):
+            data = self.headersFor("/healthz")
+            exchange.send(data[:5])
+            exchange.clock.advance(5)
+            exchange.send(data[5:])
+            self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertIsNone(exchange.goaway)
+
+    def test_slowBodyIsNotAHead(self) -> None:
+        """
+        A request body that comes slowly, a DATA frame trickled for 40 s,
+        has only the idle timeout: it is answered.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        client.send_headers(
+            1, request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "30"))
+        )
+        exchange.send(client.data_to_send())
+        client.send_data(1, b'{"slow": "' + b"a" * 18 + b'"}', end_stream=True)
+        data = client.data_to_send()
+        self.trickle(data[:-1], 40 / len(data))
+        exchange.send(data[-1:])
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertEqual(exchange.answers[1]["status"], b"200")
+        self.assertEqual(json.loads(exchange.answers[1]["body"])["body"], {"slow": "a" * 18})
 
 
 class FlowControlTests(ExchangeTestCase):
@@ -493,6 +625,46 @@ class SocketTests(TestCase):
                     return "all sent"
 
         self.assertEqual(await threads.deferToThread(flood), "cut off")
+        await waitForNoConnections(self, service)
+
+    async def test_headTrickledCutOff(self) -> None:
+        """
+        Over real TLS, a client sending its request head a byte at a time
+        is cut off at the head deadline, with a GOAWAY.
+        """
+        port, service, cadata = await self.startHTTPS(limits=Limits(headerTimeout=1.0))
+
+        def trickle() -> tuple[str, int | None, float]:
+            context = ssl.create_default_context(cadata=cadata)
+            context.set_alpn_protocols(["h2"])
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            client.send_headers(1, request("GET", "/healthz"), end_stream=True)
+            data = client.data_to_send()
+            started = time.monotonic()
+            goaway = None
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.settimeout(0.2)
+                    try:
+                        for index in range(len(data)):
+                            tls.sendall(data[index : index + 1])
+                            try:
+                                received = tls.recv(65536)
+                            except TimeoutError:
+                                continue
+                            if not received:
+                                return "closed", goaway, time.monotonic() - started
+                            for event in client.receive_data(received):
+                                if isinstance(event, h2.events.ConnectionTerminated):
+                                    goaway = event.error_code
+                    except (ConnectionError, ssl.SSLError):
+                        return "closed", goaway, time.monotonic() - started
+            return "all sent", goaway, time.monotonic() - started
+
+        outcome, goaway, seconds = await threads.deferToThread(trickle)
+        self.assertEqual((outcome, goaway), ("closed", h2.errors.ErrorCodes.NO_ERROR))
+        self.assertLess(seconds, 5)
         await waitForNoConnections(self, service)
 
     async def test_limits(self) -> None:

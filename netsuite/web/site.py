@@ -683,6 +683,10 @@ class NetsuiteRequest(Request):
         Request.handleContentChunk(self, data)
 
 
+#: The type of an HTTP/2 DATA frame (RFC 9113, 6.1): a body, not a head.
+_DATA_FRAME = 0x0
+
+
 class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     """
     An HTTP/2 connection with the site's request limits, that reads
@@ -705,11 +709,24 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     A stream whose flow-control window is empty is parked: Twisted's
     sending loop sees it no more until a C{WINDOW_UPDATE} or C{SETTINGS}
     frame opens the window (see L{_FlowAwarePriority}).
+
+    A request head has the deadline it has over HTTP/1 (C{headerTimeout}):
+    from the first byte of a head (the connection preface, a frame header,
+    a HEADERS or CONTINUATION frame) to the end of its header block.  Past
+    it the connection is closed with a GOAWAY (C{NO_ERROR}: the request was
+    not processed, and may be sent again).  Every frame used to restart the
+    idle timeout, so a client sending a byte a minute held a connection for
+    days.
     """
 
     site: "NetsuiteSite"
     abortTimeout = 10
     _aborted = False
+    #: When the head being received began (L{None}: none is).
+    _headSince: float | None = None
+    _headCall: IDelayedCall | None = None
+    #: Request heads received (complete header blocks).
+    _heads = 0
 
     def __init__(self, site: "NetsuiteSite") -> None:
         H2Connection.__init__(self, site.reactor)
@@ -728,12 +745,64 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self._aborted = True
                 transport.abortConnection()
             return
+        heads = self._heads
         H2Connection.dataReceived(self, data)
         if transport.disconnecting:
             if self._abortingCall is None:
                 self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
-        elif self._parked:
+            return
+        self._timeHead(self._heads != heads)
+        if self._parked:
             self._wakeParked()
+
+    def _headPending(self) -> bool:
+        """
+        Whether the client is in the middle of a request head: what h2's
+        frame buffer holds (its private state) is part of the connection
+        preface, of a frame header, of any frame but DATA (a body may be
+        slow; control frames are as small as heads), or a header block not
+        ended.
+        """
+        buffer = self.conn.incoming_buffer
+        if buffer._preamble_len or buffer._headers_buffer:
+            return True
+        data = buffer._data
+        return 0 < len(data) < 9 or (len(data) >= 9 and data[3] != _DATA_FRAME)
+
+    def _timeHead(self, progressed: bool) -> None:
+        """
+        After a read: start timing a head that began, stop when none is
+        pending; a head completed in the read starts the clock again.
+        """
+        if not self._headPending():
+            self._headSince = None
+            return
+        if self._headSince is None or progressed:
+            self._headSince = self.site.reactor.seconds()
+        if self._headCall is None:
+            self._headCall = self.callLater(self.site.limits.headerTimeout, self._checkHeadDeadline)
+
+    def _checkHeadDeadline(self) -> None:
+        self._headCall = None
+        if self._headSince is None or self.transport.disconnecting:
+            return
+        left = self._headSince + self.site.limits.headerTimeout - self.site.reactor.seconds()
+        if left > 0:
+            self._headCall = self.callLater(left, self._checkHeadDeadline)
+            return
+        self.site.stats.count("header_timeouts")
+        self.conn.close_connection(
+            error_code=h2.errors.ErrorCodes.NO_ERROR, additional_data=b"request headers not received in time"
+        )
+        self.transport.write(self.conn.data_to_send())
+        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:
+        if self._headCall is not None and self._headCall.active():
+            self._headCall.cancel()
+        self._headCall = None
+        H2Connection.connectionLost(self, reason, _cancelTimeouts)
 
     def whenSent(self, streamID: int) -> Deferred[None]:
         """
@@ -803,6 +872,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             sending.callback(None)
 
     def _requestReceived(self, event: Any) -> None:
+        self._heads += 1
         refusal = self._checkHead(event.headers)
         if refusal is not None:
             self._refuseStream(event.stream_id, *refusal)
