@@ -178,7 +178,7 @@ SETTINGS: List[Setting] = [
     Setting("download-dir", "path", None,
             "Where the download service saves files (default: downloads in the data directory)."),
     Setting("api-token", "text", None,
-            "Bearer token /api/downloads wants (default: generated at start and logged); "
+            "Bearer token /api/downloads wants (default: generated once, kept in api-token in the data directory); "
             "at least 16 characters.  The config file keeps it out of ps."),
     Setting("download-connections", "count", 8, "Downloads: connections in all."),
     Setting("download-per-host", "count", 4, "Downloads: connections to one server."),
@@ -649,7 +649,7 @@ def _proxy(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService
 
 def _downloads(config: Options, reactor: object) -> IService:
     from netsuite.download.engine import DownloadSettings
-    from netsuite.download.service import makeDownloadService
+    from netsuite.download.service import TOKEN_FILE, loadOrCreateToken, makeDownloadService
     from netsuite.proxyrules import ProxyRules
 
     directory = config["download-dir"] or str(Path(config["data-dir"] or defaultDataDirectory()) / "downloads")
@@ -662,7 +662,18 @@ def _downloads(config: Options, reactor: object) -> IService:
         lowestSpeed=config["download-lowest-speed"] or None,
     )
     rules = ProxyRules(allowLoopback=config["download-allow-loopback"], allowPrivate=not config["download-deny-private"])
-    return makeDownloadService(directory, reactor, token=config["api-token"], settings=settings, rules=rules)
+    token, tokenFile = config["api-token"], None
+    if token is None:
+        tokenFile = Path(config["data-dir"] or defaultDataDirectory()) / TOKEN_FILE
+        try:
+            token, _ = loadOrCreateToken(tokenFile)
+        except ValueError as e:
+            raise ConfigError(str(e))
+        except OSError as e:
+            raise ConfigError(f"{tokenFile}: the API token cannot be kept there ({e.strerror or e})")
+    return makeDownloadService(
+        directory, reactor, token=token, tokenFile=tokenFile, settings=settings, rules=rules
+    )
 
 
 #: How each stream service is built from its settings.

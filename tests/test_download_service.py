@@ -1261,6 +1261,83 @@ class TapServiceTests(TestCase):
         self.assertEqual((code, body), (200, {"downloads": [], "next": None}))
 
 
+class TokenFileTests(TestCase):
+    """
+    Without C{--api-token}, C{twistd netsuite} generates a token once and
+    keeps it in C{api-token} in the data directory (its owner's only): it
+    stays the same from one start to the next, and the log names the file
+    instead of showing it (the log is often readable by all).
+    """
+
+    def build(self, dataDirectory: Path) -> Any:
+        options = Options()
+        options.parseOptions(
+            ["--http", "tcp:0:interface=127.0.0.1", "--no-echo", "--no-chat", "--no-daytime", "--no-proxy",
+             "--data-dir", str(dataDirectory)]
+        )
+        return makeService(options, reactor)
+
+    async def test_generatedOnceKeptAndNotLogged(self) -> None:
+        dataDirectory = Path(self.mktemp())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        root = self.build(dataDirectory)
+        token = root.downloads.token
+        tokenFile = dataDirectory / "api-token"
+        self.assertEqual(tokenFile.read_text(), token + "\n")
+        self.assertGreaterEqual(len(token), 32)
+        self.assertEqual(stat.S_IMODE(os.stat(tokenFile).st_mode), 0o600)
+        root.startService()
+        self.addCleanup(root.stopService)
+        logged = [formatEvent(e) for e in events]
+        self.assertEqual([line for line in logged if token in line], [])
+        self.assertEqual(len([line for line in logged if str(tokenFile) in line and "token" in line]), 1, logged)
+        [http] = [child for child in root if getattr(child, "serviceName", None) == "http"]
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        client = HTTPClient(Agent(reactor, pool=pool))
+        response = await client.get(
+            f"http://127.0.0.1:{http.port.getHost().port}/api/downloads",
+            headers={b"Authorization": [b"Bearer " + tokenFile.read_text().strip().encode()]},
+        )
+        self.assertEqual(response.code, 200, await treq.content(response))
+        self.assertEqual(self.build(dataDirectory).downloads.token, token)
+
+    def test_handWrittenTokenKept(self) -> None:
+        dataDirectory = Path(self.mktemp())
+        dataDirectory.mkdir()
+        (dataDirectory / "api-token").write_text("  my-own-token-of-20-chars \n\n")
+        self.assertEqual(self.build(dataDirectory).downloads.token, "my-own-token-of-20-chars")
+
+    def test_unusableTokenFileRefusedInOneLine(self) -> None:
+        """
+        A token file that is too short, holds spaces or bytes that are not
+        UTF-8, is too long, or is not a file, is refused at start in one
+        line naming it (nothing is overwritten).
+        """
+        for content in (b"short\n", b"two words of sixteen plus\n", b"\xff" * 20, b"x" * 5000, None):
+            dataDirectory = Path(self.mktemp())
+            dataDirectory.mkdir()
+            tokenFile = dataDirectory / "api-token"
+            if content is None:
+                tokenFile.mkdir()
+            else:
+                tokenFile.write_bytes(content)
+            error = self.assertRaises(ConfigError, self.build, dataDirectory)
+            self.assertEqual(len(str(error).splitlines()), 1, str(error))
+            self.assertIn(str(tokenFile), str(error))
+            if content is not None:
+                self.assertEqual(tokenFile.read_bytes(), content)
+
+    def test_chosenTokenMakesNoFile(self) -> None:
+        dataDirectory = Path(self.mktemp())
+        options = Options()
+        options.parseOptions(["--no-echo", "--no-chat", "--no-daytime", "--no-proxy",
+                              "--data-dir", str(dataDirectory), "--api-token", TOKEN])
+        root = makeService(options, MemoryReactorClock())
+        self.assertEqual(root.downloads.token, TOKEN)
+        self.assertFalse((dataDirectory / "api-token").exists())
+
+
 class TwistdDownloadTests(TestCase):
     """
     C{twistd -n netsuite} downloads, through its own API, a file its own

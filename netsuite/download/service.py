@@ -54,6 +54,9 @@ log = Logger()
 #: The file in the download directory that lists the jobs.
 JOBS_FILE = ".netsuite-downloads.json"
 
+#: The file in netsuite's data directory that keeps the generated API token.
+TOKEN_FILE = "api-token"
+
 #: Largest request body accepted by POST, in bytes.
 MAX_BODY = 64 * 1024
 
@@ -105,6 +108,9 @@ class DownloadService(Service):
     @param directory: where files go (created at start).
     @param token: the bearer token the API wants; one is generated (and
         logged at start) when L{None}.
+    @param tokenFile: the file C{token} was read from (see
+        L{loadOrCreateToken}): the start-up log names it instead of showing
+        the token.
     @param settings: the engine's settings.
     @param rules: destination rules every download must pass (see
         L{netsuite.proxyrules.ProxyRules}); by default the proxy's defaults
@@ -119,6 +125,7 @@ class DownloadService(Service):
         *,
         reactor: Any = None,
         token: Optional[str] = None,
+        tokenFile: Optional[str | Path] = None,
         settings: Optional[DownloadSettings] = None,
         rules: Any = None,
     ) -> None:
@@ -128,6 +135,7 @@ class DownloadService(Service):
         self.directory = Path(directory)
         self.generatedToken = token is None
         self.token = token if token is not None else secrets.token_urlsafe(24)
+        self.tokenFile = Path(tokenFile) if tokenFile is not None else None
         self.settings = settings or DownloadSettings()
         if rules is None:
             from netsuite.proxyrules import ProxyRules
@@ -153,7 +161,9 @@ class DownloadService(Service):
         self.downloader = Downloader(self.reactor, self.settings, observer=self._observe, rules=self.rules)
         self._byEngineId = {}
         self._load()
-        if self.generatedToken:
+        if self.tokenFile is not None:
+            log.info("downloads API token: in {path} (set --api-token to choose one)", path=str(self.tokenFile))
+        elif self.generatedToken:
             log.info("downloads API token (generated; set --api-token to choose one): {token}", token=self.token)
         log.info("downloads go to {directory}", directory=str(self.directory.resolve()))
         resumed = [job for job in self._jobs.values() if job["state"] not in _FINISHED]
@@ -680,6 +690,7 @@ def makeDownloadService(
     reactor: Any = None,
     *,
     token: Optional[str] = None,
+    tokenFile: Optional[str | Path] = None,
     settings: Optional[DownloadSettings] = None,
     rules: Any = None,
 ) -> DownloadService:
@@ -687,7 +698,50 @@ def makeDownloadService(
     A download service for another Twisted application: add it to your
     service tree and mount C{service.resource()} under your API.
     """
-    return DownloadService(directory, reactor=reactor, token=token, settings=settings, rules=rules)
+    return DownloadService(
+        directory, reactor=reactor, token=token, tokenFile=tokenFile, settings=settings, rules=rules
+    )
+
+
+def usableToken(token: str) -> bool:
+    """
+    Whether C{token} can be the API token: at least 16 printable
+    characters, none of them a space.
+    """
+    return len(token) >= 16 and not any(c.isspace() or not c.isprintable() for c in token)
+
+
+def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
+    """
+    The API token kept in C{path} (surrounding white space ignored), or a
+    new one written there, readable by its owner only, when there is no
+    such file: the token stays the same from one start to the next, and
+    never goes into a log.
+
+    @return: the token, and whether it was created.
+    @raise ValueError: the file holds no usable token (said in a sentence).
+    @raise OSError: the file cannot be read, or created.
+    """
+    path = Path(path)
+    try:
+        data = readSmallFile(path, 4096)
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writeAtomically(path, (token + "\n").encode("ascii"), 0o600)
+        return token, True
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}; delete it and a new API token is made") from None
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not usableToken(token):
+        raise ValueError(
+            f"{path} holds no usable API token (at least 16 printable characters without spaces); "
+            "delete it and a new one is made"
+        )
+    return token, False
 
 
 def _idNumber(jobId: str) -> Optional[int]:
