@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.http import H2_ENABLED
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
@@ -536,6 +537,70 @@ class BufferedLogTests(SynchronousTestCase):
         log.close()
         self.assertTrue(f.closedWith.endswith("last\n"))
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class Hanging(Resource):
+    """
+    Answers nothing (C{/api/hang}), or a head and C{b"partial"} of a body it
+    never ends (C{/api/hang?partial=1}).
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        if request.args.get(b"partial") is not None:
+            request.setHeader(b"content-length", b"100")
+            request.write(b"partial")
+        return NOT_DONE_YET
+
+
+class AbortedRequestLogTests(SynchronousTestCase):
+    """
+    A request whose client goes away before the answer is finished gets
+    its access-log line and metrics as nginx writes them: 499 when nothing
+    was sent, else the status and the bytes sent (there was no line).
+    """
+
+    def setUp(self) -> None:
+        self.accessLog = os.path.abspath(self.mktemp())
+        self.clock, self.site, self.connect = inMemory(accessLog=self.accessLog, api={b"hang": Hanging()})
+        self.addCleanup(self.site.stopFactory)
+
+    def logged(self) -> list[str]:
+        self.clock.advance(1)  # the access log is written once a second
+        with open(self.accessLog) as f:
+            return f.read().splitlines()
+
+    def test_goneBeforeTheAnswer(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/hang HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n")
+        self.clock.advance(0)
+        self.assertEqual(self.logged(), [])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        [line] = self.logged()
+        self.assertIn('"GET /api/hang HTTP/1.1" 499 - "-" "t"', line)
+        self.assertEqual(self.site.stats.counters["requests"], 1)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        self.assertIn(b'netsuite_http_requests_total{method="GET",status="499"} 1.0', transport.value())
+
+    def test_goneInTheMiddleOfTheAnswer(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/hang?partial=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        self.assertIn(b"partial", transport.value())
+        protocol.connectionLost(Failure(ConnectionDone()))
+        [line] = self.logged()
+        self.assertIn('"GET /api/hang?partial=1 HTTP/1.1" 200 7 ', line)
+
+    def test_finishedAnswersLoggedOnce(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        [line] = self.logged()
+        self.assertIn('"GET /healthz HTTP/1.1" 200 ', line)
 
 
 class QuickStaticTests(SynchronousTestCase):
@@ -1091,6 +1156,37 @@ class SocketTests(TestCase):
             r'^"?127\.0\.0\.1"? - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
             r'"GET /nothing\?x=1 HTTP/1\.1" 404 \d+ "http://r\.example/" "tester/1"$',
         )
+
+    async def test_clientGoneMidAnswerLogged(self) -> None:
+        """
+        A client that reads part of a large file and closes gets an
+        access-log line with the status and the bytes sent (there was none;
+        nginx writes one).
+        """
+        folder = self.mktemp()
+        os.makedirs(folder)
+        size = 64 * 1024 * 1024
+        with open(os.path.join(folder, "big.bin"), "wb") as f:
+            f.truncate(size)
+        path = os.path.abspath(self.mktemp())
+        port, service, status = await self.startHTTP(accessLog=path, root=folder)
+
+        def readSomeAndGo() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                return recvUntil(s, lambda data: len(data) > 100_000)
+
+        self.assertIn(b" 200 OK", await threads.deferToThread(readSomeAndGo))
+        for _ in range(100):
+            if service.stats.counters.get("requests"):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        await service.stopService()
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        match = re.search(r'"GET /big\.bin HTTP/1\.1" 200 (\d+) ', line)
+        self.assertIsNotNone(match, line)
+        self.assertLess(int(match.group(1)), size)
 
     async def test_metricsCountRequests(self) -> None:
         port, service, status = await self.startHTTP()

@@ -72,8 +72,8 @@ class Exchange:
 
     acknowledge = True
 
-    def __init__(self, limits: Limits) -> None:
-        self.clock, self.site, _ = inMemory(limits)
+    def __init__(self, limits: Limits, **kwargs: object) -> None:
+        self.clock, self.site, _ = inMemory(limits, **kwargs)
         self.transport = StringTransport()
         self.transport.negotiatedProtocol = b"h2"
         self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -435,6 +435,33 @@ class HeadDeadlineTests(ExchangeTestCase):
         self.assertFalse(exchange.transport.disconnecting)
         self.assertEqual(exchange.answers[1]["status"], b"200")
         self.assertEqual(json.loads(exchange.answers[1]["body"])["body"], {"slow": "a" * 18})
+
+
+class ResetStreamLogTests(SynchronousTestCase):
+    """
+    An HTTP/2 stream the client resets before its answer is finished gets
+    its access-log line: 499 when nothing was sent (there was none).
+    """
+
+    def test_resetBeforeTheAnswer(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        from tests.test_web_site import Hanging
+
+        accessLog = self.mktemp()
+        exchange = Exchange(Limits(), accessLog=accessLog, api={b"hang": Hanging()})
+        self.addCleanup(exchange.site.stopFactory)
+        streamID = exchange.get("/api/hang")
+        other = exchange.get("/healthz")
+        exchange.client.reset_stream(streamID)
+        exchange.pump()
+        exchange.clock.advance(1)  # the access log is written once a second
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn('"GET /healthz HTTP/2" 200 ', lines[0])
+        self.assertIn('"GET /api/hang HTTP/2" 499 - ', lines[1])
+        self.assertEqual(exchange.answers[other]["status"], b"200")
 
 
 class FlowControlTests(ExchangeTestCase):

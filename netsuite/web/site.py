@@ -564,6 +564,11 @@ def _httpNow() -> bytes:
     return _dateValue
 
 
+#: The status the access log shows for a request whose client went away
+#: before any of the answer was sent (nginx's).
+_CLIENT_CLOSED = 499
+
+
 class NetsuiteRequest(Request):
     """
     A request that knows when it started and keeps its body under the
@@ -670,6 +675,20 @@ class NetsuiteRequest(Request):
         self.sentLength = len(body)
         self.channel.writeSequence(out)
         self.finish()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The client went away (or reset its HTTP/2 stream) before the answer
+        was finished: a request being answered still gets its access-log
+        line and metrics, as nginx writes them: status 499 when nothing of
+        the answer was sent, else its status and the body bytes sent.
+        """
+        site = self.site
+        if site is not None and not self.finished and not self._disconnected:
+            if not self.startedWriting:
+                self.code = _CLIENT_CLOSED
+            site.log(self)
+        Request.connectionLost(self, reason)
 
     def handleContentChunk(self, data: bytes) -> None:
         self._bodyBytes += len(data)
