@@ -960,6 +960,11 @@ class _Connecting(ClientFactory):
         self.request.connectFailed(self, reason)
 
 
+#: The status logged for a request whose client went away before any of
+#: the answer was sent (nginx's).
+_CLIENT_CLOSED = 499
+
+
 class ProxyRequest(http.Request):
     """
     One proxied request: checked, routed, sent to its origin with its body
@@ -1590,6 +1595,13 @@ class ProxyRequest(http.Request):
                 factory.log(self)
         elif upstream is not None:
             upstream.abort()
+        if self._started and not self._ended:
+            # Gone before its answer ended: logged as nginx logs it, 499
+            # when none of the answer was sent.
+            self._ended = True
+            if not self.startedWriting:
+                self.code = _CLIENT_CLOSED
+            factory.log(self)
         self._releaseTunnel()
         http.Request.connectionLost(self, reason)
 

@@ -2481,6 +2481,36 @@ class StatsAndLogTests(ProxyTestCase):
             line, r'^127\.0\.0\.1 - \[[^]]+\] "POST http://example\.com/p\?q=1 HTTP/1\.1" 200 3 5 [0-9.]+$'
         )
 
+    def test_clientGoneLogged(self) -> None:
+        """
+        A client that goes away before its answer ends gets its access-log
+        line, as nginx writes it: 499 while the origin has not answered
+        (also while connecting), the origin's status and the bytes so far
+        once it has (there was no line).
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        client.lose()  # while connecting
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        client.lose()  # the origin has the request
+        self.assertTrue(origin.closed)
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        proxy.clock.advance(0)
+        client.lose()  # in the middle of the body
+        lines = accessLines(events)
+        self.assertEqual(len(lines), 3, lines)
+        self.assertRegex(lines[0], r'"GET http://example\.com/ HTTP/1\.1" 499 0 0 ')
+        self.assertRegex(lines[1], r'"GET http://example\.com/ HTTP/1\.1" 499 0 0 ')
+        self.assertRegex(lines[2], r'"GET http://example\.com/ HTTP/1\.1" 200 0 3 ')
+        self.assertEqual(proxy.factory.stats.counters["status_499"], 2)
+
     def test_accessLogNamespace(self) -> None:
         """
         Access-log events have their own namespace, C{netsuite.proxy.access},
