@@ -630,7 +630,7 @@ class DownloadsResource(_Guarded):
             parameters = {"after": jobs[-1]["id"], "limit": str(limit)}
             if "state" in query:
                 parameters["state"] = query["state"][0]
-            following = quote(request.path, safe="/") + "?" + urlencode(parameters)
+            following = quote(request.path, safe="/%") + "?" + urlencode(parameters)
             request.setHeader(b"Link", b'<%s>; rel="next"' % following.encode("ascii"))
         return {"downloads": jobs, "next": following}
 

@@ -731,7 +731,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     A request head has the deadline it has over HTTP/1 (C{headerTimeout}):
     from the first byte of a head (the connection preface, a frame header,
-    a HEADERS or CONTINUATION frame) to the end of its header block.  Past
+    any frame but DATA) to the end of its header block.  Past
     it the connection is closed with a GOAWAY (C{NO_ERROR}: the request was
     not processed, and may be sent again).  Every frame used to restart the
     idle timeout, so a client sending a byte a minute held a connection for
