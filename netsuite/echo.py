@@ -15,10 +15,22 @@ Embedding::
 
 from __future__ import annotations
 
+import struct
+import sys
 import time
 from typing import Any
 
-from twisted.internet import main, tcp
+try:
+    import fcntl
+    import termios
+
+    #: The ioctl that tells the bytes in a socket's send queue (Linux's
+    #: SIOCOUTQ); L{None} where there is none.
+    _OUTQ: int | None = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
+except ImportError:  # Windows
+    _OUTQ = None
+
+from twisted.internet import abstract, main, tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -47,12 +59,20 @@ class _IdleClosing(Protocol):
     A stream protocol closed after C{factory.idleTimeout} seconds without
     input; if it still has not gone another timeout later (a peer that
     neither sends nor reads), it is aborted.
+
+    A peer that takes some of the output waiting for it (in the transport's
+    buffer or the kernel's) within a timeout is not idle: TCP echo stops
+    reading a peer whose echo waits, so a peer sending on while it reads
+    slowly looked silent, and was closed (and reset) in the middle.
     """
 
     factory: "_StreamFactory"
     log = Logger()
     _idle: IdleTimeout | None = None
     _closing = False
+    #: The output waiting at the last look, and the timer started then.
+    _lastUnsent: int | None = None
+    _lookedWith: IdleTimeout | None = None
 
     def connectionMade(self) -> None:
         if self.factory.idleTimeout:
@@ -61,16 +81,33 @@ class _IdleClosing(Protocol):
             )
 
     def _timedOut(self) -> None:
-        if self._closing:
+        moving = self._outputMoving()
+        if not moving and self._closing:
             self.transport.abortConnection()
             return
-        self.factory.stats.count("idle_timeouts")
-        self.log.debug("closing idle connection from {peer}", peer=self.transport.getPeer())
-        self.closeGracefully()
-        # Time out again (and abort) if the peer does not take what is left.
-        self._idle = IdleTimeout(
+        if not moving:
+            self.factory.stats.count("idle_timeouts")
+            self.log.debug("closing idle connection from {peer}", peer=self.transport.getPeer())
+            self.closeGracefully()
+        # Look again a timeout later (and abort, once closing, if the peer
+        # took nothing of what is left).
+        self._idle = self._lookedWith = IdleTimeout(
             self.factory.clock, self.factory.idleTimeout, self._timedOut
         )
+
+    def _outputMoving(self) -> bool:
+        """
+        Whether the peer took some of the output waiting for it since the
+        last look, a timeout ago.  At a first look (none before, or input
+        came since) whether output waits: the peer gets one more timeout to
+        take some.
+        """
+        unsent = _unsentBytes(self.transport)
+        last, self._lastUnsent = self._lastUnsent, unsent
+        idle = self._idle
+        if last is None or idle is None or idle is not self._lookedWith or idle.last > idle.started:
+            return unsent > 0
+        return unsent < last  # all taken since counts too
 
     def closeGracefully(self) -> None:
         """
@@ -89,6 +126,31 @@ class _IdleClosing(Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+
+
+def _unsentBytes(transport: Any) -> int:
+    """
+    The bytes written to C{transport} that its peer has not taken yet: in
+    the buffer of the transport that writes to the socket (under netsuite's
+    tracking wrapper, TLS ...) and, where the system tells, in the kernel's
+    send queue.
+    """
+    for _ in range(8):
+        if isinstance(transport, abstract.FileDescriptor):
+            break
+        transport = getattr(transport, "transport", None)
+    else:
+        return 0
+    if transport is None:
+        return 0
+    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    sock = getattr(transport, "socket", None)
+    if _OUTQ is not None and sock is not None:
+        try:
+            unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            pass
+    return unsent
 
 
 class Echo(_IdleClosing):
@@ -315,21 +377,24 @@ class EchoDatagram(DatagramProtocol):
         allowPrivilegedPorts: bool = False,
     ) -> None:
         """
-        @param rate: datagrams a second per source host (burst twice that).
+        @param rate: datagrams a second per source host (burst twice that,
+            and at least one datagram, so that a rate below one every two
+            seconds still answers).
         @param bandwidth: bytes a second per source host (burst at least
             one maximum-size datagram).
-        @param totalRate: datagrams a second for all sources together.
+        @param totalRate: datagrams a second for all sources together
+            (burst twice that, at least one).
         @param totalBandwidth: bytes a second for all sources together.
         @param maxSources: source hosts remembered at once (least recently
             seen forgotten first).
         """
         self.stats = stats
         self.allowPrivilegedPorts = allowPrivilegedPorts
-        self._packets: BucketTable[str] = BucketTable(rate, 2 * rate, clock, maxSources)
+        self._packets: BucketTable[str] = BucketTable(rate, max(2 * rate, 1.0), clock, maxSources)
         self._bytes: BucketTable[str] = BucketTable(
             bandwidth, max(bandwidth, 65536), clock, maxSources
         )
-        self._totalPackets = TokenBucket(totalRate, 2 * totalRate, clock)
+        self._totalPackets = TokenBucket(totalRate, max(2 * totalRate, 1.0), clock)
         self._totalBytes = TokenBucket(totalBandwidth, max(totalBandwidth, 65536), clock)
         self._ownPort: int | None = None
 

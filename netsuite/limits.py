@@ -133,7 +133,7 @@ class IdleTimeout:
         self._clock = clock
         self.timeout = timeout
         self._onTimeout = onTimeout
-        self._last = clock.seconds()
+        self._last = self.started = clock.seconds()
         self._call: IDelayedCall | None = clock.callLater(timeout, self._check)
 
     def touch(self) -> None:
@@ -141,6 +141,14 @@ class IdleTimeout:
         Note activity now.
         """
         self._last = self._clock.seconds()
+
+    @property
+    def last(self) -> float:
+        """
+        When activity was last noted (or the timer started, at
+        C{started}).
+        """
+        return self._last
 
     def cancel(self) -> None:
         """

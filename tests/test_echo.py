@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
+import threading
 import time
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 import trustme
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -272,6 +274,24 @@ class EchoDatagramTests(SynchronousTestCase):
             protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
         self.assertEqual(len(transport.sent), 31)
 
+    def test_slowRatesStillAnswer(self) -> None:
+        """
+        A rate below one datagram every two seconds (per source, or for all
+        sources) answers one datagram at a time at that rate (its burst,
+        twice the rate, was less than one datagram: nothing was answered).
+        """
+        for limits in ({"rate": 0.4}, {"totalRate": 0.4}):
+            protocol, transport = self.makeProtocol(**limits)
+            protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
+            protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
+            self.assertEqual(len(transport.sent), 1, limits)
+            self.clock.advance(2)
+            protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
+            self.assertEqual(len(transport.sent), 1, limits)
+            self.clock.advance(0.5)
+            protocol.datagramReceived(b"x", ("10.0.0.1", 40000))
+            self.assertEqual(len(transport.sent), 2, limits)
+
     def test_perSourceBandwidthLimit(self) -> None:
         protocol, transport = self.makeProtocol(bandwidth=100000)
         for _ in range(5):
@@ -343,6 +363,61 @@ class EchoSocketTests(TestCase):
         client.transport.resumeProducing()
         await client.waitFor(size)
         self.assertEqual(b"".join(client.received), data)
+
+    async def test_slowReaderTakingItsEchoIsNotIdle(self) -> None:
+        """
+        A client that goes on sending while reading slowly is not idle,
+        though the server stops reading it while its echo waits: it gets
+        every byte back (it was closed as idle and reset).
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", idleTimeout=0.3)
+        port = await startListener(self, service)
+        data = os.urandom(1536 * 1024)
+
+        def slowClient() -> bytes:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                s.settimeout(30)
+                s.connect(("127.0.0.1", port))
+                sender = threading.Thread(target=s.sendall, args=(data,))
+                sender.start()
+                received = bytearray()
+                try:
+                    while len(received) < len(data):
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        received += chunk
+                        time.sleep(0.01)
+                except ConnectionError:
+                    pass
+                sender.join()
+                return bytes(received)
+
+        got = await threads.deferToThread(slowClient)
+        self.assertEqual(len(got), len(data))
+        self.assertEqual(got, data)
+        self.assertNotIn("idle_timeouts", service.stats.counters)
+
+    async def test_peerTakingNothingStillCutOff(self) -> None:
+        """
+        A client that sends but never reads is still closed as idle, and
+        aborted when it takes nothing of what is left: within three
+        timeouts.
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", idleTimeout=0.3)
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        client.transport.pauseProducing()  # never reads
+        client.transport.write(os.urandom(8 * 1024 * 1024))
+        started = time.monotonic()
+        # The client, reading nothing, may not notice: the server does.
+        while service.stats.connectionsOpen and time.monotonic() - started < 10:
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertEqual(service.stats.counters["idle_timeouts"], 1)
+        client.transport.abortConnection()
 
     async def test_smallReadSizeStillByteExact(self) -> None:
         """
