@@ -21,7 +21,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
+from twisted.internet._sslverify import protosFromProtocol
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
@@ -114,7 +115,7 @@ def serverOptions(
     @param acceptableProtocols: ALPN protocol names to offer, e.g.
         C{[b"h2", b"http/1.1"]}.
     """
-    return CertificateOptions(
+    return _ServerOptions(
         privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
         certificate=crypto.X509.from_cryptography(chain[0]),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
@@ -122,6 +123,30 @@ def serverOptions(
         acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
         acceptableProtocols=acceptableProtocols,
     )
+
+
+class _ServerOptions(CertificateOptions):
+    """
+    Twisted's options, except that a client offering (by ALPN) only
+    protocols the service does not speak goes on without one, as RFC 7301
+    lets a server that does not take part do: Twisted answers it with a
+    fatal alert, so any client that offers ALPN (curl, browsers) could not
+    reach the echo or chat server over TLS.
+    """
+
+    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
+        context = CertificateOptions._makeContext(self, skipCiphers)
+        acceptable = tuple(self._acceptableProtocols or ())
+
+        def select(connection: SSL.Connection, offered: Sequence[bytes]) -> object:
+            ours = protosFromProtocol(connection.get_app_data(), acceptable)
+            for protocol in ours:
+                if protocol in offered:
+                    return protocol
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+
+        context.set_alpn_select_callback(select)
+        return context
 
 
 def fingerprint(certificate: x509.Certificate) -> str:

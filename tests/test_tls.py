@@ -336,6 +336,17 @@ class _ServerPolicyMixin:
         self.assertEqual((version, echoed), ("TLSv1.3", b"ping"))  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
+    def test_clientOfferingALPNGoesOnWithout(self) -> Generator[Any, Any, None]:
+        """
+        A client offering protocols by ALPN (as curl and browsers do) gets
+        through to a service that speaks none of them, without one (Twisted
+        answered with a fatal internal_error alert).
+        """
+        for offered in (["h2", "http/1.1"], ["irc"]):
+            version, _, echoed = yield self._stdlib(self.port, alpn=offered)
+            self.assertEqual(echoed, b"ping")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
     def test_tls12CBCClientRefused(self) -> Generator[Any, Any, None]:
         """
         A TLS 1.2 client offering only CBC suites is refused, although the

@@ -138,6 +138,7 @@ def stdlibTLSEcho(
     minimum: Optional[ssl.TLSVersion] = None,
     maximum: Optional[ssl.TLSVersion] = None,
     ciphers: Optional[str] = None,
+    alpn: Optional[list[str]] = None,
 ) -> Tuple[Optional[str], Optional[str], bytes]:
     """
     Blocking: connect to C{127.0.0.1:port} with the stdlib C{ssl} module
@@ -155,6 +156,8 @@ def stdlibTLSEcho(
         context.maximum_version = maximum
     if ciphers is not None:
         context.set_ciphers(ciphers)
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as conn:
             conn.sendall(payload)
