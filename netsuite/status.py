@@ -7,6 +7,7 @@ embeds the HTTP service on its own can pass a L{SimpleStatus}.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Protocol
@@ -15,22 +16,46 @@ from netsuite import __version__
 from netsuite.stats import StatsRegistry
 
 
+#: Endpoint arguments the status pages show; the others (key and
+#: certificate files, ...) are left out: the pages are public.
+_SHOWN_ARGUMENTS = frozenset({"port", "interface", "backlog"})
+
+
+def publicEndpoint(description: str) -> str:
+    """
+    C{description} (a Twisted endpoint string) without the C{name=value}
+    arguments that are not an address: C{ssl:8443:privateKey=/etc/key.pem}
+    becomes C{ssl:8443}.
+    """
+    parts = re.split(r"(?<!\\):", description)
+    kept = [parts[0]] + [
+        part for part in parts[1:] if "=" not in part or part.split("=", 1)[0] in _SHOWN_ARGUMENTS
+    ]
+    return ":".join(kept)
+
+
 @dataclass(frozen=True)
 class ListenerInfo:
     """
     One listener, as the status pages show it.
 
     @ivar service: the service's name (C{"echo"}, C{"http"} ...).
-    @ivar endpoint: the endpoint string it was configured with.
+    @ivar endpoint: the endpoint string it was configured with, without its
+        file names and other arguments that are not an address (see
+        L{publicEndpoint}).
     @ivar address: the address it really listens on (C{"tcp 127.0.0.1:8080"}),
         or L{None} when it is not listening.
-    @ivar tls: whether it serves TLS.
+    @ivar tls: whether it serves TLS (an C{ssl:} endpoint does).
     """
 
     service: str
     endpoint: str
     address: str | None
     tls: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tls", self.tls or self.endpoint.split(":", 1)[0].strip().lower() == "ssl")
+        object.__setattr__(self, "endpoint", publicEndpoint(self.endpoint))
 
     @property
     def listening(self) -> bool:

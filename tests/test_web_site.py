@@ -1188,6 +1188,35 @@ class SocketTests(TestCase):
         self.assertIsNotNone(match, line)
         self.assertLess(int(match.group(1)), size)
 
+    async def test_statusShowsNoFileNames(self) -> None:
+        """
+        The public status pages (C{/api/status}, the home page, C{/healthz})
+        show a listener's endpoint without its key and certificate file
+        names (they showed the private key's path to anyone), and an C{ssl:}
+        endpoint as TLS.
+        """
+        port, service, status = await self.startHTTP()
+        secret = "/srv/keys/secret-key.pem"
+
+        class SSLListener:
+            def info(self) -> ListenerInfo:
+                return ListenerInfo("echo", f"ssl:8443:interface=127.0.0.1:privateKey={secret}:certKey=/c.pem", None, False)
+
+        status.add(SSLListener())
+        for path in (b"/api/status", b"/", b"/healthz"):
+            response = await threads.deferToThread(
+                rawExchange, port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            self.assertNotIn(secret.encode(), response, path)
+            self.assertNotIn(b"/c.pem", response, path)
+            self.assertIn(b"ssl:8443:interface=127.0.0.1", response, path)
+        body = await threads.deferToThread(
+            rawExchange, port, b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        services = json.loads(body.split(b"\r\n\r\n", 1)[1])["services"]
+        [echo] = [info for section in services.values() for info in section["listeners"] if info["service"] == "echo"]
+        self.assertTrue(echo["tls"])
+
     async def test_metricsCountRequests(self) -> None:
         port, service, status = await self.startHTTP()
         await threads.deferToThread(rawExchange, port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
