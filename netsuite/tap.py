@@ -741,6 +741,46 @@ def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Ite
             )
 
 
+#: Open files kept aside for everything but connections (logs, files
+#: served, state files, the reactor's own).
+_FILES_SPARE = 128
+
+#: Connections counted for a listener without a limit.
+_UNLIMITED_GUESS = 4096
+
+
+def checkOpenFileLimit(wanted: int, least: int) -> None:
+    """
+    Raise the process's limit on open files (C{ulimit -n}) towards
+    C{wanted}, as far as the hard limit allows, and warn when it stays below
+    C{least} (what the busiest listener may hold at once): past the limit
+    the system refuses new connections before netsuite's own limits
+    (C{--max-connections}) count them.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < least:
+        log.warn(
+            "open files are limited to {limit} (ulimit -n), fewer than one listener's connection limit "
+            "needs ({least}): past {limit} the system refuses connections; raise the limit or lower "
+            "--max-connections",
+            limit=soft,
+            least=least,
+        )
+
+
 def makeService(config: Options, reactor: object | None = None) -> NetsuiteService:
     """
     Build every configured listener as one named child of a
@@ -760,8 +800,18 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         root.downloads.setServiceParent(root)
         if config["no-http"]:
             log.warn("downloads: --no-http leaves /api/downloads unreachable; queued downloads still resume")
+    spare = _FILES_SPARE + (config["download-connections"] if not config["no-downloads"] else 0)
+    wanted = largest = 0
     for listener in _listeners(config, reactor, root):
         listener.setServiceParent(root)
+        tracker = getattr(listener, "tracker", None)
+        if tracker is not None:
+            # A proxied connection has its origin's too.
+            perConnection = 2 if listener.name.startswith("proxy") else 1
+            files = perConnection * (tracker.maxConnections or _UNLIMITED_GUESS)
+            wanted += files
+            largest = max(largest, files)
+    checkOpenFileLimit(wanted + spare, largest + spare)
     if config["tls-fingerprint"]:
         log.info("TLS certificate SHA-256 fingerprint: {fp}", fp=config["tls-fingerprint"])
     return root

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -251,6 +252,64 @@ class PluginTests(SynchronousTestCase):
         self.assertIs(maker.options, tap.Options)
         self.assertIs(maker.makeService, tap.makeService)
         self.assertEqual(maker.module, "netsuite.tap")
+
+
+class OpenFileLimitTests(SynchronousTestCase):
+    """
+    At start netsuite raises its limit on open files towards what the
+    connection limits allow, and warns when even the hard limit is below
+    what one listener may hold (the system then refuses connections, past
+    netsuite's counting and limits).
+    """
+
+    def setUp(self) -> None:
+        import resource
+
+        self.resource = resource
+        self.calls: list[tuple[int, int]] = []
+        self.limits = (1024, 1024)
+        self.patch(resource, "getrlimit", lambda which: self.limits)
+
+        def setrlimit(which: int, limits: tuple[int, int]) -> None:
+            self.calls.append(limits)
+            self.limits = limits
+
+        self.patch(resource, "setrlimit", setrlimit)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.warn]
+
+    def test_raisedAsFarAsTheHardLimit(self) -> None:
+        self.limits = (1024, 524288)
+        tap.checkOpenFileLimit(30000, 4224)
+        self.assertEqual(self.calls, [(30000, 524288)])
+        self.assertEqual(self.warnings(), [])
+
+    def test_warnsWhenTheHardLimitIsTooLow(self) -> None:
+        self.limits = (256, 1024)
+        tap.checkOpenFileLimit(30000, 4224)
+        self.assertEqual(self.calls, [(1024, 1024)])
+        [warning] = self.warnings()
+        self.assertIn("open files are limited to 1024", warning)
+        self.assertIn("--max-connections", warning)
+
+    def test_enoughAlready(self) -> None:
+        self.limits = (65536, 65536)
+        tap.checkOpenFileLimit(30000, 4224)
+        self.assertEqual((self.calls, self.warnings()), ([], []))
+
+    def test_makeServiceCountsEveryListener(self) -> None:
+        """
+        The default tree asks for every stream listener's connections (the
+        proxy's twice: each has its origin's), and warns at a 256 limit.
+        """
+        self.limits = (256, 256)
+        makeService(parse("--no-downloads", "--max-connections", "1000"), MemoryReactor())
+        [warning] = self.warnings()
+        self.assertIn("limited to 256", warning)
+        self.assertIn("(2128)", warning)  # the proxy: 2 x 1000, and 128 to spare
+        self.assertEqual(self.calls, [])  # the hard limit is reached already
 
 
 class ServiceTreeTests(SynchronousTestCase):
