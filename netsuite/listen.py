@@ -22,6 +22,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
+    IPushProducer,
     IReactorTime,
     IReactorUDP,
     IStreamServerEndpoint,
@@ -116,13 +117,49 @@ def _describe(address: object) -> str:
     return str(address)
 
 
+@implementer(IPushProducer)
+class _GuardedProducer:
+    """
+    A streaming producer registered through a L{_TrackedProtocol}: an error
+    in its C{stopProducing}, which the transport calls as the connection
+    ends (before C{connectionLost}), is logged instead of cutting that
+    short (the connection then never stopped counting).
+    """
+
+    log = Logger()
+
+    def __init__(self, producer: IPushProducer) -> None:
+        self.producer = producer
+
+    def pauseProducing(self) -> None:
+        self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        try:
+            self.producer.stopProducing()
+        except Exception:
+            self.log.failure("stopping {producer} failed", producer=self.producer)
+
+
 class _TrackedProtocol(ProtocolWrapper):
     """
     Counts one connection's bytes into its service's stats.
+
+    A protocol that fails cannot keep its connection counted (and
+    L{TrackingFactory.closeAll} waiting) after the connection is gone: once
+    its C{dataReceived} raised it gets no more data (TLS hands it what it
+    still holds as the connection ends, and a second error there skipped
+    the rest of the close), its producer's C{stopProducing} cannot raise
+    (L{_GuardedProducer}), and the connection is unregistered even if its
+    C{connectionLost} raises.
     """
 
     factory: "TrackingFactory"
     host: str | None = None
+    _failed = False
 
     def write(self, data: bytes) -> None:
         self.factory.stats.bytesOut += len(data)
@@ -135,12 +172,27 @@ class _TrackedProtocol(ProtocolWrapper):
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.stats.bytesIn += len(data)
-        self.wrappedProtocol.dataReceived(data)
+        if self._failed:
+            return
+        try:
+            self.wrappedProtocol.dataReceived(data)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if streaming:
+            producer = _GuardedProducer(producer)
+        self.transport.registerProducer(producer, streaming)
 
     def connectionLost(self, reason: Failure) -> None:
         if not reason.check(error.ConnectionDone):
             self.factory.stats.errors += 1
-        ProtocolWrapper.connectionLost(self, reason)
+        try:
+            self.wrappedProtocol.connectionLost(reason)
+        finally:
+            self.factory.unregisterProtocol(self)
+            self.wrappedProtocol = None
 
 
 @implementer(IHalfCloseableProtocol)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from time import time
 from typing import Any, Callable, Mapping, NoReturn
 
@@ -705,6 +706,41 @@ class NetsuiteRequest(Request):
 #: The type of an HTTP/2 DATA frame (RFC 9113, 6.1): a body, not a head.
 _DATA_FRAME = 0x0
 
+#: Bytes of answers an HTTP/2 connection holds for its client before it
+#: processes no more of the client's requests (until the client takes them).
+_H2_QUEUE_LIMIT = 1024 * 1024
+
+
+class _OutputQueue(deque):  # type: ignore[type-arg]
+    """
+    One HTTP/2 stream's output waiting to be sent (Twisted's sending loop
+    takes its frames from it), counted into its connection's C{_queued}.
+    """
+
+    def __init__(self, connection: "NetsuiteH2Connection") -> None:
+        deque.__init__(self)
+        self._connection = connection
+
+    def append(self, chunk: Any) -> None:
+        if chunk is not _END_STREAM_SENTINEL:
+            self._connection._queued += len(chunk)
+        deque.append(self, chunk)
+
+    def appendleft(self, chunk: Any) -> None:
+        if chunk is not _END_STREAM_SENTINEL:
+            self._connection._queued += len(chunk)
+        deque.appendleft(self, chunk)
+
+    def popleft(self) -> Any:
+        chunk = deque.popleft(self)
+        if chunk is not _END_STREAM_SENTINEL:
+            self._connection._queued -= len(chunk)
+        return chunk
+
+    def clear(self) -> None:
+        self._connection._queued -= sum(len(c) for c in self if c is not _END_STREAM_SENTINEL)
+        deque.clear(self)
+
 
 class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     """
@@ -735,7 +771,26 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     it the connection is closed with a GOAWAY (C{NO_ERROR}: the request was
     not processed, and may be sent again).  Every frame used to restart the
     idle timeout, so a client sending a byte a minute held a connection for
-    days.
+    days.  A connection with no stream open (no request being received or
+    answered) is idle whatever control frames (PING, SETTINGS,
+    WINDOW_UPDATE, PRIORITY) the client sends: they restart the idle
+    timeout only while a stream is open.  A GOAWAY (head deadline, idle
+    timeout, protocol error) is followed by the close at once: the
+    connection stops being the transport's producer first, without which
+    TLS sends no close_notify.
+
+    The client's PRIORITY information is ignored (RFC 9113, 5.3.1): streams
+    are sent in turn.  Twisted put every stream a PRIORITY frame named in
+    its priority tree, whose 1000 places a client could fill.
+
+    A client that does not take its answers gets no more of its requests
+    processed while more than L{_H2_QUEUE_LIMIT} bytes of answers wait for
+    it: the requests it has sent wait, and are processed in order once it
+    reads (as over HTTP/1, where a client that does not read gets no more
+    answered).  Without it, 100 streams' answers were held in memory.
+
+    A CONNECT request (RFC 9113, 8.5) gets a 400 on its stream, as HTTP/1's
+    authority-form target does.
     """
 
     site: "NetsuiteSite"
@@ -746,6 +801,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     _headCall: IDelayedCall | None = None
     #: Request heads received (complete header blocks).
     _heads = 0
+    #: Whether the connection stopped being its transport's producer.
+    _unregistered = False
+    #: Bytes queued in the streams' output queues (see L{_OutputQueue}).
+    _queued = 0
+    _releasing = False
 
     def __init__(self, site: "NetsuiteSite") -> None:
         H2Connection.__init__(self, site.reactor)
@@ -756,6 +816,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self.priority = _FlowAwarePriority(self.priority, self)
         #: Deferreds waiting for a stream's queue to be sent, by stream.
         self._sentWaiters: dict[int, list[Deferred[None]]] = {}
+        #: Streams whose complete request waits to be processed until the
+        #: output queued goes under L{_H2_QUEUE_LIMIT}, in order (the
+        #: values are unused).
+        self._held: dict[int, None] = {}
 
     def dataReceived(self, data: bytes) -> None:
         transport = self.transport
@@ -765,14 +829,27 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 transport.abortConnection()
             return
         heads = self._heads
+        streams = len(self.streams)
         H2Connection.dataReceived(self, data)
-        if transport.disconnecting:
-            if self._abortingCall is None:
-                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        if transport.disconnecting:  # Twisted closed: a protocol error, a GOAWAY
+            self._closing()
             return
         self._timeHead(self._heads != heads)
+        if streams or self._heads != heads:
+            # A request came, or the last stream was reset: Twisted's
+            # restart came before the frames were handled.
+            H2Connection.resetTimeout(self)
         if self._parked:
             self._wakeParked()
+
+    def resetTimeout(self) -> None:
+        """
+        Restart the idle timeout, which Twisted does for every frame
+        received or sent: only while a stream is open or a head is being
+        received (it has its own deadline).
+        """
+        if self.streams or self._headPending():
+            H2Connection.resetTimeout(self)
 
     def _headPending(self) -> bool:
         """
@@ -810,12 +887,40 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._headCall = self.callLater(left, self._checkHeadDeadline)
             return
         self.site.stats.count("header_timeouts")
-        self.conn.close_connection(
-            error_code=h2.errors.ErrorCodes.NO_ERROR, additional_data=b"request headers not received in time"
-        )
+        self._goAway(h2.errors.ErrorCodes.NO_ERROR, b"request headers not received in time")
+
+    def timeoutConnection(self) -> None:
+        self._log.info("Timing out client {client}", client=self.transport.getPeer())
+        if self.conn.open_outbound_streams > 0 or self.conn.open_inbound_streams > 0:
+            self._goAway(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        else:
+            self._goAway(h2.errors.ErrorCodes.NO_ERROR)
+
+    def _goAway(self, errorCode: int, message: bytes = b"") -> None:
+        """
+        Send a GOAWAY with C{errorCode} and close the connection, unless it
+        is closing already (one GOAWAY, one abort timer).
+        """
+        if self.transport.disconnecting:
+            return
+        self.setTimeout(None)
+        self.conn.close_connection(error_code=errorCode, additional_data=message or None)
         self.transport.write(self.conn.data_to_send())
-        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         self.transport.loseConnection()
+        self._closing()
+
+    def _closing(self) -> None:
+        """
+        The transport is closing: stop being its producer, so that TLS
+        sends its close_notify once the output is written (it waits while
+        a producer is registered), and abort the connection if the client
+        neither reads nor closes within L{abortTimeout} seconds.
+        """
+        if not self._unregistered:
+            self._unregistered = True
+            self.transport.unregisterProducer()
+        if self._abortingCall is None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
 
     def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:
         if self._headCall is not None and self._headCall.active():
@@ -847,6 +952,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             queues = self._outboundStreamQueues
             for streamID in [s for s in self._sentWaiters if not queues.get(s)]:
                 self._fireSent(streamID)
+        if self._held:
+            self._releaseHeld()
 
     def writeDataToStream(self, streamID: int, data: bytes) -> None:
         H2Connection.writeDataToStream(self, streamID, data)
@@ -897,12 +1004,17 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._refuseStream(event.stream_id, *refusal)
             return
         H2Connection._requestReceived(self, event)
+        self._outboundStreamQueues[event.stream_id] = _OutputQueue(self)
+
+    def _handlePriorityUpdate(self, event: Any) -> None:
+        # Ignored: see the class docstring.
+        pass
 
     def _checkHead(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
         """
         Check a request's headers against the site's limits, counted as
         HTTP/1 counts them (C{name: value} lines; the crumbs of a split
-        C{cookie} as one line).
+        C{cookie} as one line); refuse CONNECT.
 
         @return: the status and message to refuse the request with, or
             L{None}.
@@ -915,6 +1027,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if name[:1] == b":":
                 if name == b":path" and len(value) > limits.maxRequestLine:
                     return 414, "request line too long"
+                if name == b":method" and value == b"CONNECT":
+                    return 400, "CONNECT is not served here"
                 if name != b":authority":
                     continue
                 name = b"host"  # what it becomes
@@ -950,8 +1064,40 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self.conn.acknowledge_received_data(event.flow_controlled_length, streamID)
 
     def _requestEnded(self, event: Any) -> None:
-        if event.stream_id in self.streams:
-            H2Connection._requestEnded(self, event)
+        streamID = event.stream_id
+        if streamID not in self.streams:
+            return
+        state = self.conn.streams.get(streamID)
+        if state is None or state.closed:
+            # The client reset the stream in this same read (h2 may have
+            # forgotten it already, and would refuse its answer): Twisted
+            # hears of the reset next.
+            return
+        if self._held or self._queued >= _H2_QUEUE_LIMIT:
+            self._held[streamID] = None
+            return
+        H2Connection._requestEnded(self, event)
+
+    def _releaseHeld(self) -> None:
+        """
+        Process the requests held by L{_requestEnded}, in order, while the
+        output queued is under L{_H2_QUEUE_LIMIT}.
+        """
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            while (
+                self._held
+                and self._queued < _H2_QUEUE_LIMIT
+                and self._stillProducing  # not being lost
+                and not self.transport.disconnecting
+            ):
+                streamID = next(iter(self._held))
+                del self._held[streamID]
+                self.streams[streamID].requestComplete()
+        finally:
+            self._releasing = False
 
     def _requestAborted(self, event: Any) -> None:
         if event.stream_id in self.streams:
@@ -960,8 +1106,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _requestDone(self, streamID: int) -> None:
         self._received.pop(streamID, None)
         self._parked.discard(streamID)
+        self._held.pop(streamID, None)
+        queue = self._outboundStreamQueues.get(streamID)
+        if queue:
+            queue.clear()
         H2Connection._requestDone(self, streamID)
         self._fireSent(streamID)
+        if self._held:
+            self._releaseHeld()
 
     def _refuseStream(self, streamID: int, status: int, message: str) -> None:
         """

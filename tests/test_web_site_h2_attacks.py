@@ -1,0 +1,609 @@
+"""
+Tests for L{netsuite.web.site}'s HTTP/2 connection against what an attack
+round found: PRIORITY frames that broke a connection (and leaked its slot),
+a stream reset in the same read as the next request, CONNECT, a second
+GOAWAY and abort timer, a close that waited for the abort over TLS, control
+frames that held an idle connection, and a client that does not read its
+answers making the server queue them without bound; and a connection
+whose protocol fails still stops counting once it is gone
+(L{netsuite.listen}'s tracking wrapper).  In memory with the h2 library as
+the client where possible; over real TLS where the socket's close is the
+point.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+
+import trustme
+from twisted.internet import threads
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.http import H2_ENABLED
+from twisted.web.resource import Resource
+
+from netsuite.listen import StreamListener
+from netsuite.stats import StatsRegistry
+from netsuite.status import SimpleStatus
+from netsuite.web.site import Limits, NetsuiteH2Connection, makeHTTPService
+from tests.helpers import startListener
+from tests.test_web_site import Hanging, inMemory, waitForNoConnections
+from tests.test_web_site_h2 import PREFACE, SETTINGS, Exchange, ExchangeTestCase, frame, request
+from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
+
+if H2_ENABLED:
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+    import h2.settings
+
+#: Frame types (RFC 9113, 6).
+DATA, PRIORITY, GOAWAY = 0, 2, 7
+
+
+def priorityFrame(streamID: int, dependsOn: int = 0) -> bytes:
+    """
+    A PRIORITY frame: C{streamID} depends on C{dependsOn}, weight 16.
+    """
+    return frame(PRIORITY, 0, streamID, struct.pack(">IB", dependsOn, 15))
+
+
+def frameTypes(data: bytes) -> list[int]:
+    """
+    The types of the whole frames in C{data}, in order.
+    """
+    types = []
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        types.append(data[3])
+        data = data[9 + length :]
+    return types
+
+
+def queuedBytes(exchange: Exchange) -> int:
+    """
+    The response bytes the server's connection holds for its client.
+    """
+    connection = exchange.protocol._channel
+    return sum(
+        len(chunk)
+        for queue in connection._outboundStreamQueues.values()
+        for chunk in queue
+        if isinstance(chunk, bytes)
+    )
+
+
+class Big(Resource):
+    """
+    Answers every request with C{size} bytes written at once, and counts
+    the requests it answered.
+    """
+
+    isLeaf = True
+
+    def __init__(self, size: int) -> None:
+        Resource.__init__(self)
+        self.size = size
+        self.rendered = 0
+
+    def render(self, request: object) -> bytes:
+        self.rendered += 1
+        return b"x" * self.size
+
+
+class PriorityTests(ExchangeTestCase):
+    """
+    PRIORITY information from the client is ignored (RFC 9113, 5.3.1: the
+    scheme of RFC 7540 is deprecated); streams are sent in turn.  Twisted
+    put every stream a PRIORITY frame named (an idle one, or one another
+    depends on) in its priority tree, whose 1000 places ran out: the error
+    broke the connection, raised again when it was lost, and the
+    connection was never counted as closed.
+    """
+
+    def assertGoesOn(self) -> None:
+        exchange = self.exchange
+        streamID = exchange.get("/healthz")
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        self.assertIsNone(exchange.goaway)
+        self.assertFalse(exchange.transport.disconnecting)
+        # Lost afterwards: nothing raises.
+        exchange.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def test_idleStreamsThenRequest(self) -> None:
+        """
+        999 PRIORITY frames for idle streams, then a request on a new
+        stream: the request is answered.
+        """
+        exchange = self.exchange
+        exchange.send(b"".join(priorityFrame(2 * i + 1) for i in range(999)))
+        exchange.client.send_headers(2003, request("GET", "/healthz"), end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[2003]["status"], b"200")
+        self.assertGoesOn()
+
+    def test_flood(self) -> None:
+        """
+        1500 PRIORITY frames in one read do not break the connection.
+        """
+        self.exchange.send(b"".join(priorityFrame(2 * i + 1) for i in range(1500)))
+        self.assertGoesOn()
+
+    def test_dependenciesOnUnknownStreams(self) -> None:
+        """
+        An open stream made to depend on 1500 streams the server never saw
+        (each one went into the tree) breaks nothing either.
+        """
+        exchange = Exchange(Limits(), api={b"hang": Hanging()})
+        self.addCleanup(exchange.site.stopFactory)
+        self.exchange = exchange
+        streamID = exchange.get("/api/hang")
+        exchange.send(b"".join(priorityFrame(streamID, 1001 + 2 * i) for i in range(1500)))
+        self.assertGoesOn()
+
+
+class ResetRaceTests(ExchangeTestCase):
+    """
+    A request, its RST_STREAM and the next request in one read: h2 had
+    forgotten the reset stream by the time Twisted answered it (it drops
+    closed streams when another one opens), and the error closed the
+    connection with the next request unanswered.
+    """
+
+    def test_nextRequestAnswered(self) -> None:
+        exchange = self.exchange
+        client = exchange.client
+        for path in ("/api/status", "/"):
+            reset = client.get_next_available_stream_id()
+            client.send_headers(reset, request("GET", path), end_stream=True)
+            client.reset_stream(reset, h2.errors.ErrorCodes.CANCEL)
+            other = client.get_next_available_stream_id()
+            client.send_headers(other, request("GET", "/healthz"), end_stream=True)
+            exchange.send(client.data_to_send())
+            self.assertEqual(exchange.answers[other]["status"], b"200", path)
+            self.assertTrue(exchange.answers[other]["ended"])
+            self.assertNotIn(reset, exchange.answers)
+        self.assertIsNone(exchange.goaway)
+        self.assertFalse(exchange.transport.disconnecting)
+
+
+class ConnectTests(ExchangeTestCase):
+    """
+    An HTTP/2 CONNECT (C{:method} and C{:authority} only, RFC 9113, 8.5)
+    gets a 400 on its stream, as HTTP/1's authority-form target does, and
+    the connection goes on (Twisted read the missing C{:path} as None and
+    failed: the connection closed, its other streams lost).
+    """
+
+    def assertRefusedThenGoesOn(self, streamID: int) -> dict:
+        exchange = self.exchange
+        answer = exchange.answers[streamID]
+        self.assertEqual(answer["status"], b"400")
+        self.assertIn(b"CONNECT", answer["body"])
+        self.assertTrue(answer["ended"])
+        other = exchange.get("/healthz")
+        self.assertEqual(exchange.answers[other]["status"], b"200")
+        self.assertIsNone(exchange.goaway)
+        self.assertEqual(exchange.site.stats.counters.get("refused_400"), 1)
+        return answer
+
+    def connect(self, endStream: bool) -> int:
+        exchange = self.exchange
+        exchange.client.send_headers(
+            1, [(":method", "CONNECT"), (":authority", "example.com:443")], end_stream=endStream
+        )
+        exchange.pump()
+        return 1
+
+    def test_connectEnded(self) -> None:
+        self.assertRefusedThenGoesOn(self.connect(endStream=True))
+
+    def test_connectOpen(self) -> None:
+        """
+        A CONNECT whose stream stays open (a tunnel's would) is answered,
+        then reset with NO_ERROR.
+        """
+        answer = self.assertRefusedThenGoesOn(self.connect(endStream=False))
+        self.assertEqual(answer["reset"], h2.errors.ErrorCodes.NO_ERROR)
+
+
+class _AbortingTransport(StringTransport):
+    """
+    A transport whose C{abortConnection} ends the connection, as a real
+    one does (an abort of a connection already lost raised over TLS).
+    """
+
+    def __init__(self) -> None:
+        StringTransport.__init__(self)
+        self.negotiatedProtocol = b"h2"
+        self.aborts = 0
+
+    def abortConnection(self) -> None:
+        self.aborts += 1
+        if self.disconnected:
+            raise RuntimeError("aborted a connection already lost")
+        StringTransport.abortConnection(self)
+        self.protocol.connectionLost(Failure(ConnectionLost("aborted")))
+
+
+class OneGoAwayTests(SynchronousTestCase):
+    """
+    A connection closed by the head deadline is not closed again by the
+    idle timeout: one GOAWAY, one abort timer (the second overwrote the
+    first, and its abort then failed on the connection already lost).
+    """
+
+    def test_headDeadlineThenIdleTimeout(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        clock, site, _ = inMemory(Limits(headerTimeout=5, idleTimeout=10))
+        self.addCleanup(site.stopFactory)
+        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = _AbortingTransport()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        protocol.dataReceived(PREFACE[:10])
+        for _ in range(60):
+            clock.advance(1)
+        self.assertEqual(frameTypes(transport.value()).count(GOAWAY), 1)
+        self.assertEqual(transport.aborts, 1)
+        self.assertEqual(site.stats.counters.get("header_timeouts"), 1)
+        # Only the site's own timer is left.
+        self.assertEqual([call for call in clock.getDelayedCalls() if call.func.__self__ is not site], [])
+
+
+class IdleTests(ExchangeTestCase):
+    """
+    A connection with no stream open is closed after the idle timeout
+    whatever control frames the client sends (each restarted the timeout:
+    one frame every 50 s held a connection forever); a stream open (a
+    request being received or answered) keeps it, as before.
+    """
+
+    def limits(self) -> Limits:
+        return Limits(idleTimeout=60)
+
+    def assertClosedByIdleTimeout(self, send: object) -> None:
+        """
+        Call C{send()} every 50 s: the connection is closed with a GOAWAY
+        (NO_ERROR) 60 s after the client's SETTINGS.
+        """
+        exchange = self.exchange
+        for waited in range(50, 500, 50):
+            exchange.clock.advance(50)
+            exchange.pump()
+            if exchange.transport.disconnecting:
+                break
+            send()  # type: ignore[operator]
+            exchange.pump()
+        self.assertTrue(exchange.transport.disconnecting, "never closed")
+        self.assertLessEqual(waited, 100)
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.NO_ERROR)
+
+    def test_pings(self) -> None:
+        self.assertClosedByIdleTimeout(lambda: self.exchange.client.ping(b"12345678"))
+
+    def test_windowUpdates(self) -> None:
+        self.assertClosedByIdleTimeout(lambda: self.exchange.client.increment_flow_control_window(1))
+
+    def test_priorities(self) -> None:
+        self.assertClosedByIdleTimeout(lambda: self.exchange.send(priorityFrame(1)))
+
+    def test_dataForAStreamNeverOpened(self) -> None:
+        """
+        A DATA frame for a stream never opened, sent a byte at a time, is
+        no body being received.
+        """
+        data = iter(frame(DATA, 0, 1, b"a" * 100)[9:])
+        self.exchange.send(frame(DATA, 0, 1, b"a" * 100)[:9])
+        self.assertClosedByIdleTimeout(lambda: self.exchange.send(bytes([next(data)])))
+
+    def test_pingsWhileAStreamIsOpen(self) -> None:
+        """
+        A request being answered keeps the connection open; PING frames
+        are fine then.
+        """
+        exchange = Exchange(self.limits(), api={b"hang": Hanging()})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.get("/api/hang")
+        for _ in range(10):
+            exchange.clock.advance(50)
+            exchange.client.ping(b"12345678")
+            exchange.pump()
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertIsNone(exchange.goaway)
+
+    def test_idleCountedFromTheLastStream(self) -> None:
+        """
+        The idle timeout counts from the moment the last stream ended (here
+        the client reset it), not from the last frame before.
+        """
+        exchange = Exchange(self.limits(), api={b"hang": Hanging()})
+        self.addCleanup(exchange.site.stopFactory)
+        streamID = exchange.get("/api/hang")
+        for _ in range(3):
+            exchange.clock.advance(50)
+            exchange.client.ping(b"12345678")
+            exchange.pump()
+        exchange.clock.advance(40)
+        exchange.client.reset_stream(streamID)
+        exchange.pump()
+        exchange.clock.advance(59)
+        self.assertFalse(exchange.transport.disconnecting)
+        exchange.clock.advance(1)
+        exchange.pump()
+        self.assertTrue(exchange.transport.disconnecting)
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.NO_ERROR)
+
+    def test_slowBody(self) -> None:
+        """
+        A request body sent a DATA frame every 50 s is answered.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        body = b'{"slow": "' + b"a" * 18 + b'"}'
+        client.send_headers(
+            1,
+            request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "%d" % len(body))),
+        )
+        exchange.pump()
+        for index in range(len(body)):
+            exchange.clock.advance(50)
+            client.send_data(1, body[index : index + 1], end_stream=index == len(body) - 1)
+            exchange.pump()
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertEqual(exchange.answers[1]["status"], b"200")
+        self.assertIn(b"slow", exchange.answers[1]["body"])
+
+    def test_slowDownload(self) -> None:
+        """
+        An answer the client takes 100 bytes every 50 s (its window kept
+        small) comes whole.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        exchange.acknowledge = False
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+        exchange.pump()
+        streamID = exchange.get("/")
+        for _ in range(1000):
+            answer = exchange.answers[streamID]
+            if answer["ended"]:
+                break
+            exchange.clock.advance(50)
+            client.increment_flow_control_window(100, streamID)
+            client.increment_flow_control_window(100)
+            exchange.pump()
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertTrue(exchange.answers[streamID]["ended"])
+        self.assertIn(b"</html>", exchange.answers[streamID]["body"])
+
+
+class NonReadingClientTests(SynchronousTestCase):
+    """
+    A client that sends many requests and reads none of the answers gets
+    no more of them processed once the answers waiting for it pass
+    L{netsuite.web.site._H2_QUEUE_LIMIT}; the rest are processed, in order,
+    as it reads.  (All 100 streams a connection may open were answered at
+    once: 100 answers of 9 MB held in memory for a client that reads
+    nothing.)
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        self.big = Big(300 * 1024)
+        exchange = self.exchange = Exchange(Limits(), api={b"big": self.big})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        exchange.pump()
+        self.streams = []
+        for _ in range(30):
+            streamID = exchange.client.get_next_available_stream_id()
+            exchange.client.send_headers(streamID, request("GET", "/api/big"), end_stream=True)
+            self.streams.append(streamID)
+        exchange.pump()
+
+    def test_boundedWhileNotReading(self) -> None:
+        exchange = self.exchange
+        self.assertLess(self.big.rendered, 10)
+        self.assertLessEqual(queuedBytes(exchange), 2 * 1024 * 1024 + self.big.size)
+        self.assertFalse(exchange.transport.disconnecting)
+
+    def test_allAnsweredOnceRead(self) -> None:
+        exchange = self.exchange
+        exchange.acknowledge = True
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
+        exchange.client.increment_flow_control_window(1 << 30)
+        exchange.pump()
+        self.assertEqual(self.big.rendered, len(self.streams))
+        for streamID in self.streams:
+            answer = exchange.answers[streamID]
+            self.assertEqual((answer["status"], len(answer["body"]), answer["ended"]), (b"200", self.big.size, True))
+        self.assertEqual(queuedBytes(exchange), 0)
+
+    def test_lostWhileHolding(self) -> None:
+        """
+        A connection lost with requests held: they are dropped, not
+        processed (for nobody) as the answers queued are.
+        """
+        rendered = self.big.rendered
+        self.exchange.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.big.rendered, rendered)
+        self.assertEqual(self.exchange.protocol._channel.streams, {})
+
+    def test_heldStreamReset(self) -> None:
+        """
+        A request waiting to be processed whose stream the client resets
+        is dropped; the others are answered.
+        """
+        exchange = self.exchange
+        held = self.streams[-1]
+        exchange.client.reset_stream(held)
+        exchange.pump()
+        exchange.acknowledge = True
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
+        exchange.client.increment_flow_control_window(1 << 30)
+        exchange.pump()
+        self.assertEqual(self.big.rendered, len(self.streams) - 1)
+        self.assertNotIn(held, exchange.answers)
+        for streamID in self.streams[:-1]:
+            self.assertTrue(exchange.answers[streamID]["ended"])
+
+
+class _Broken(Protocol):
+    """
+    A protocol with a bug: it raises in C{dataReceived}, and again while
+    its connection ends (as a producer told to stop, and in
+    C{connectionLost}).
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        raise ValueError("a bug in dataReceived")
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        raise ValueError("a bug in stopProducing")
+
+    def connectionLost(self, reason: Failure) -> None:
+        raise ValueError("a bug in connectionLost")
+
+
+class SocketTests(TestCase):
+    """
+    Over real TLS connections, negotiated by ALPN.
+    """
+
+    timeout = 30
+
+    async def startHTTPS(self, **kwargs: object) -> tuple[int, object, str]:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
+        status = SimpleStatus(StatsRegistry())
+        service = makeHTTPService(
+            "tcp:0:interface=127.0.0.1", status=status, grace=1, tls=options, **kwargs
+        )
+        status.add(service)
+        port = await startListener(self, service)
+        return port, service, ca.cert_pem.bytes().decode()
+
+    def tlsSocket(self, port: int, cadata: str) -> ssl.SSLSocket:
+        context = ssl.create_default_context(cadata=cadata)
+        context.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
+        return context.wrap_socket(raw, server_hostname="localhost")
+
+    async def test_priorityFloodThenGone(self) -> None:
+        """
+        A client that sends 1500 PRIORITY frames and a request, then goes
+        away: its request is answered and its connection stops counting
+        (it counted forever, and the server could not stop).
+        """
+        port, service, cadata = await self.startHTTPS()
+
+        def flood() -> bytes:
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            with self.tlsSocket(port, cadata) as tls:
+                tls.sendall(client.data_to_send() + b"".join(priorityFrame(2 * i + 1) for i in range(1500)))
+                client.send_headers(3001, request("GET", "/healthz"), end_stream=True)
+                tls.sendall(client.data_to_send())
+                while True:
+                    data = tls.recv(65536)
+                    if not data:
+                        return b"closed"
+                    for event in client.receive_data(data):
+                        if isinstance(event, h2.events.ResponseReceived):
+                            return dict(event.headers)[b":status"]
+                    tls.sendall(client.data_to_send())
+
+        self.assertEqual(await threads.deferToThread(flood), b"200")
+        await waitForNoConnections(self, service)
+
+    async def silentUntilClosed(self, port: int, cadata: str, data: bytes) -> list[str]:
+        """
+        Send C{data}, then nothing: what arrives until the server closes
+        (C{"goaway"}, C{"closed"}), or C{"still open"} after
+        L{SOCKET_TIMEOUT}.
+        """
+
+        def run() -> list[str]:
+            seen = []
+            with self.tlsSocket(port, cadata) as tls:
+                tls.sendall(data)
+                buffer = b""
+                try:
+                    while True:
+                        received = tls.recv(65536)
+                        if not received:
+                            return seen + ["closed"]
+                        buffer += received
+                        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+                            if buffer[3] == GOAWAY:
+                                seen.append("goaway")
+                            buffer = buffer[9 + int.from_bytes(buffer[:3], "big") :]
+                except TimeoutError:
+                    return seen + ["still open"]
+
+        return await threads.deferToThread(run)
+
+    async def test_headDeadlineClosesAtOnce(self) -> None:
+        """
+        Past the head deadline the GOAWAY is followed by the close at once
+        (TLS's close_notify waited for the abort timer, 10 s later).
+        """
+        self.patch(NetsuiteH2Connection, "abortTimeout", 1000)
+        port, service, cadata = await self.startHTTPS(limits=Limits(headerTimeout=0.5))
+        self.assertEqual(await self.silentUntilClosed(port, cadata, PREFACE[:10]), ["goaway", "closed"])
+        await waitForNoConnections(self, service)
+
+    async def test_idleTimeoutClosesAtOnce(self) -> None:
+        self.patch(NetsuiteH2Connection, "abortTimeout", 1000)
+        port, service, cadata = await self.startHTTPS(limits=Limits(idleTimeout=0.5))
+        self.assertEqual(await self.silentUntilClosed(port, cadata, PREFACE + SETTINGS), ["goaway", "closed"])
+        await waitForNoConnections(self, service)
+
+    async def test_brokenProtocolFreesItsSlot(self) -> None:
+        """
+        A connection whose protocol raises (in C{dataReceived}, then as
+        the connection ends) over TLS still stops counting once it is
+        gone, and the listener stops (TLS delivered the rest of the read to
+        the broken protocol while closing, and the error skipped the
+        tracking wrapper: the connection counted forever).
+        """
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca)
+        factory = Factory.forProtocol(_Broken)
+        service = StreamListener("broken", "tcp:0:interface=127.0.0.1", factory, tls=options, grace=1)
+        port = await startListener(self, service)
+
+        def send() -> None:
+            with self.tlsSocket(port, ca.cert_pem.bytes().decode()) as tls:
+                try:
+                    tls.sendall(b"x" * 100000)
+                    tls.recv(10)
+                except (ConnectionError, ssl.SSLError, TimeoutError):
+                    pass
+
+        await threads.deferToThread(send)
+        await waitForNoConnections(self, service)
+        await service.stopService()
+        self.flushLoggedErrors(ValueError)
