@@ -22,6 +22,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IPushProducer,
     IReactorTime,
     IReactorUDP,
@@ -33,7 +34,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from netsuite.stats import ServiceStats
 from netsuite.status import ListenerInfo
@@ -322,11 +323,22 @@ class TrackingFactory(WrappingFactory):
         @param maxPerHost: connections open at once from one address.
         """
         WrappingFactory.__init__(self, wrappedFactory)
+        if IProtocolNegotiationFactory.providedBy(wrappedFactory):
+            # TLS asks the factory under it which protocols to offer by
+            # ALPN (an ssl: endpoint; --tls options name them themselves).
+            alsoProvides(self, IProtocolNegotiationFactory)
         self.stats = stats
         self.maxConnections = maxConnections
         self.maxPerHost = maxPerHost
         self._perHost: Dict[str, int] = {}
         self._whenEmpty: list[defer.Deferred[None]] = []
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocols of the wrapped factory (see
+        L{IProtocolNegotiationFactory}), when it has any.
+        """
+        return list(self.wrappedFactory.acceptableProtocols())  # type: ignore[attr-defined]
 
     def buildProtocol(self, addr: object) -> Optional[Protocol]:
         host = getattr(addr, "host", None)

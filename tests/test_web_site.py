@@ -1242,6 +1242,29 @@ class SocketTests(TestCase):
         self.assertEqual(headers[":status"], "200")
         self.assertEqual(body, b"ok\n")
 
+    async def test_http2OverAnSSLEndpoint(self) -> None:
+        """
+        An C{ssl:} endpoint string serves HTTP/2 to a client offering it by
+        ALPN (the handshake failed with an internal_error alert: TLS asked
+        netsuite's connection-counting factory, which named no protocols).
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        ca = trustme.CA()
+        leaf = ca.issue_cert("localhost")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+        leaf.private_key_pem.write_to_path(key)
+        leaf.cert_chain_pems[0].write_to_path(cert)
+        status = SimpleStatus(StatsRegistry())
+        service = makeHTTPService(
+            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}", status=status, grace=1
+        )
+        port = await startListener(self, service)
+        protocol, headers, body = await threads.deferToThread(h2Get, port, ca.cert_pem.bytes().decode(), "/healthz")
+        self.assertEqual((protocol, headers[":status"], body), ("h2", "200", b"ok\n"))
+
     async def test_http2ThroughTwistdOptions(self) -> None:
         """
         The HTTPS listener that C{twistd netsuite --tls} builds offers HTTP/2.
