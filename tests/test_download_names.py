@@ -4,7 +4,9 @@ Safe local file names for downloads (L{netsuite.download.names}).
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
+from typing import List, NoReturn
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -105,6 +107,76 @@ class SourceTests(SynchronousTestCase):
                          "authorized_keys")
         self.assertEqual(chooseName("http://h/%2F..%2Fetc%2Fpasswd"), "passwd")
         self.assertEqual(chooseName("http://h/x.bin", 'attachment; filename=".."'), "x.bin")
+
+
+    def test_contentDispositionParameters(self) -> None:
+        """
+        Parameters are read as Python's email package reads them: C{;} in
+        quotes, escaped quotes, RFC 2231 continuations and charsets, names in
+        any case; a charset Python does not know leaves the text as it is.
+        """
+        for value, name in (
+            ('attachment; filename="a;b.txt"', "a;b.txt"),
+            ('attachment; filename="a\\"b.txt"', 'a"b.txt'),
+            ('attachment; filename*0="a"; filename*1="b.txt"', "ab.txt"),
+            ("attachment; filename*0*=UTF-8''%E2%82; filename*1*=%AC.txt", "\u20ac.txt"),
+            ('attachment; FILENAME = "UP.TXT" ', "UP.TXT"),
+            ("attachment; filename*=iso-8859-1'en'%A3%20rates", "\u00a3 rates"),
+            ("attachment; filename*=nonesuch''abc", "abc"),
+            ("attachment; filename*=base64''QUJD", "QUJD"),
+            (";;;filename=a", "a"),
+            ('attachment; filename="unterminated;x', '"unterminated;x'),
+        ):
+            self.assertEqual(nameFromContentDisposition(value), name, value)
+
+
+class ContentDispositionCostTests(SynchronousTestCase):
+    def test_emailParameterParserNotUsed(self) -> None:
+        """
+        A C{Content-Disposition} is read without the email package's
+        parameter parser, whose time is quadratic in the header's length (a
+        quoted file name full of C{;}: 2.5 s for 64 KiB);
+        C{benchmarks/parse_bench.py} measures it.
+        """
+        import email.message
+
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
+            raise AssertionError("the email package's parameter parser was used")
+
+        self.patch(email.message, "_parseparam", refuse)
+        self.assertEqual(nameFromContentDisposition('attachment; filename="' + ";" * 1000 + '"'), ";" * 1000)
+        self.assertEqual(nameFromContentDisposition("attachment; filename=a.txt" + "; a=b" * 100), "a.txt")
+        self.assertEqual(nameFromContentDisposition("attachment; filename*=UTF-8''%E2%82%AC.txt"), "\u20ac.txt")
+
+    def test_punycodeIsNotDecoded(self) -> None:
+        """
+        A C{filename*} in C{punycode} is taken as it is: that codec takes time
+        quadratic in what it decodes (0.6 s for 64 KiB) and fails on
+        non-ASCII bytes.
+        """
+        for value, name in (
+            ("attachment; filename*=punycode''bcher-kva", "bcher-kva"),
+            ("attachment; filename*=PunyCode''%FF", "\u00ff"),
+        ):
+            self.assertEqual(nameFromContentDisposition(value), name)
+
+    def test_unknownCharsetNamesAreNotLookedUp(self) -> None:
+        """
+        Only the names of Python's own codecs are looked up (Python keeps
+        every name it is asked for, unknown ones too); the text in an unknown
+        charset is taken as it is.
+        """
+        asked: List[str] = []
+
+        def search(name: str) -> None:
+            asked.append(name)
+            return None
+
+        codecs.register(search)
+        self.addCleanup(codecs.unregister, search)
+        self.assertEqual(nameFromContentDisposition("attachment; filename*=nonesuch-4711''abc"), "abc")
+        self.assertEqual(nameFromContentDisposition("attachment; filename*=UTF--8''%C3%A9"), "\u00e9")
+        self.assertEqual([name for name in asked if "nonesuch" in name], [])
 
 
 class FreePathTests(SynchronousTestCase):

@@ -5,14 +5,19 @@ L{netsuite.web.metrics} (C{/metrics}), over real loopback sockets.
 
 from __future__ import annotations
 
+import codecs
 import json
-from typing import Dict, Tuple
+from typing import Dict, List, NoReturn, Tuple
 
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -22,6 +27,7 @@ from twisted.web.server import Site
 from netsuite import __version__
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
+from netsuite.web import api
 from netsuite.web.api import (
     APIError,
     APIResource,
@@ -625,4 +631,231 @@ class ContentTypeTests(SynchronousTestCase):
         for value in ("", "text", "text/", "text/plain x", "text/plain; =x", "te xt/plain"):
             error = self.assertRaises(APIError, _parseContentType, value)
             self.assertEqual(error.code, 400)
+
+
+def multipart(parts: List[bytes], boundary: bytes = b"B") -> bytes:
+    """
+    A multipart body of C{parts} (each its headers, an empty line, content).
+    """
+    return b"".join(b"--%s\r\n%s\r\n" % (boundary, part) for part in parts) + b"--%s--\r\n" % (
+        boundary,
+    )
+
+
+def field(name: bytes, value: bytes, *headers: bytes) -> bytes:
+    lines = (b"Content-Disposition: form-data; name=" + name,) + headers
+    return b"\r\n".join(lines) + b"\r\n\r\n" + value
+
+
+class InMemoryEchoTests(SynchronousTestCase):
+    """
+    C{/api/echo} driven in memory: a real L{Site} and HTTP/1.1 channel over a
+    L{StringTransport}.
+    """
+
+    def post(self, body: bytes, contentType: bytes) -> Tuple[int, Dict[str, object]]:
+        """
+        POST C{body} to C{/api/echo}; return the status and the parsed JSON.
+        """
+        root = Resource()
+        root.putChild(b"api", APIResource(SimpleStatus(StatsRegistry()), clock=Clock()))
+        site = Site(root, parsePOSTFormSubmission=False, reactor=MemoryReactorClock())
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (contentType, len(body), body)
+        )
+        channel.connectionLost(Failure(ConnectionDone()))
+        head, _, payload = transport.value().partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Type: application/json; charset=utf-8", head)
+        return int(head.split(b" ", 2)[1]), json.loads(payload)
+
+    def postMultipart(self, parts: List[bytes]) -> Tuple[int, Dict[str, object]]:
+        return self.post(multipart(parts), b"multipart/form-data; boundary=B")
+
+    def assertError(self, code: int, answer: Tuple[int, Dict[str, object]], *words: str) -> str:
+        """
+        Check that C{answer} is a JSON error with status C{code}, short, and
+        naming each of C{words}; return its message.
+        """
+        status, body = answer
+        self.assertEqual((status, body.get("status")), (code, code), str(body)[:200])
+        self.assertLess(len(body["error"]), 200)
+        for word in words:
+            self.assertIn(word, body["error"])
+        return body["error"]
+
+    def test_headerParametersAreBounded(self) -> None:
+        """
+        A part's C{Content-Type} or C{Content-Disposition} with more than 64
+        parameters (every C{;} counts) is a 400 naming the limit: a body of
+        C{;} was read by Python's email package in time quadratic in their
+        number (14 s for 1 MiB).  64 are still read.
+        """
+        semicolons = b"text/plain" + b";" * 65536
+        self.assertError(
+            400,
+            self.postMultipart([field(b"a", b"v", b"Content-Type: " + semicolons)]),
+            "Content-Type",
+            "64 parameters",
+        )
+        params = b"".join(b"; p%d=v" % (i,) for i in range(63))
+        self.assertError(
+            400,
+            self.postMultipart([field(b"a" + params + b"; q=v", b"v")]),
+            "Content-Disposition",
+            "64 parameters",
+        )
+        status, body = self.postMultipart([field(b"a" + params, b"v")])
+        self.assertEqual((status, body["body"]), (200, {"a": ["v"]}))
+        self.assertError(
+            400, self.post(b"a=1", b"application/x-www-form-urlencoded" + b";" * 65), "64 parameters"
+        )
+
+    def test_partsAreBounded(self) -> None:
+        """
+        A multipart body of more than 1000 parts is a 413 (1 MiB holds
+        20,000 tiny parts); 1000 are read.
+        """
+        parts = [field(b"a", b"%d" % (i,)) for i in range(1000)]
+        status, body = self.postMultipart(parts)
+        self.assertEqual(status, 200)
+        self.assertEqual(body["body"]["a"], [str(i) for i in range(1000)])
+        self.assertError(413, self.postMultipart(parts + [field(b"b", b"")]), "1000 parts")
+
+    def test_emailPackageNotUsed(self) -> None:
+        """
+        Multipart bodies are parsed without Python's email package, whose
+        parameter parser takes time quadratic in a header's length: one
+        part's C{Content-Type} of 1 MiB of C{;} held the server 14 s (quoted,
+        11 minutes); C{benchmarks/parse_bench.py} measures it.
+        """
+        import email.feedparser
+        import email.message
+
+        used = []
+
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
+            used.append(True)
+            raise AssertionError("the email package was used")
+
+        self.patch(email.message, "_parseparam", refuse)
+        self.patch(email.feedparser.FeedParser, "feed", refuse)
+        cd = b"Content-Disposition: form-data; name=a"
+        for body in (
+            multipart([field(b"a", b"v", b"Content-Type: text/plain" + b";" * 1000)]),
+            multipart([field(b"a", b"v", b'Content-Type: text/plain; charset=utf-8; x="' + b";" * 1000 + b'"')]),
+            multipart([field(b"a", b"", b'Content-Type: multipart/mixed; boundary=C; x="' + b";" * 100 + b'"')]),
+            multipart([b'Content-Disposition: form-data; name="' + b'\\"' * 100 + b'"\r\n\r\nv']),
+            multipart([cd + b"\r\nX: y" + b"\r\n z" * 100 + b"\r\n\r\nv"]),
+            multipart([field(b"f", b"data", b"Content-Type: text/plain; charset=latin-1")]),
+        ):
+            try:
+                api._parseMultipart(body, {"boundary": "B"})
+            except APIError:
+                pass
+        self.assertEqual(used, [])
+
+    def test_multipartShapes(self) -> None:
+        """
+        Nested multiparts are refused, a C{message/rfc822} part is text,
+        base64 and quoted-printable parts are decoded, malformed header lines
+        are a 400, and what an error quotes is cut short.
+        """
+        nested = multipart(
+            [field(b"a", b"--C\r\n\r\nv\r\n--C--", b"Content-Type: multipart/mixed; boundary=C")]
+        )
+        self.assertError(400, self.post(nested, b"multipart/form-data; boundary=B"), "nested")
+        status, body = self.postMultipart(
+            [
+                field(b"m", b"Content-Type: message/rfc822\r\n\r\nx", b"Content-Type: message/rfc822"),
+                field(b"b", b"w6l0w6k=", b"Content-Transfer-Encoding: base64"),
+                field(b"q", b"=C3=A9t=C3=A9", b"Content-Transfer-Encoding: Quoted-Printable"),
+            ]
+        )
+        self.assertEqual(status, 200, body)
+        self.assertEqual(
+            body["body"],
+            {
+                "m": ["Content-Type: message/rfc822\r\n\r\nx"],
+                "b": ["\u00e9t\u00e9"],
+                "q": ["\u00e9t\u00e9"],
+            },
+        )
+        self.assertError(400, self.postMultipart([field(b"a", b"v", b"not a header")]), "header")
+        for contentType, word in (
+            (b"Content-Type: text/plain; charset=" + b"u" * 65536, "charset"),
+            (b"Content-Type: text/plain; x=" + b"\xff" * 65536, "Content-Type"),
+        ):
+            self.assertError(400, self.postMultipart([field(b"a", b"v", contentType)]), word)
+
+    def test_punycodeIsRefused(self) -> None:
+        """
+        C{punycode} fails on any non-ASCII byte even when told to replace (a
+        500 with a traceback in the log), and takes time quadratic in what
+        it decodes: for a form body or a multipart field it is a 400 naming
+        it, like C{idna}.
+        """
+        self.assertError(
+            400, self.post(b"a=%ff", b"application/x-www-form-urlencoded; charset=punycode"), "punycode"
+        )
+        self.assertError(
+            400,
+            self.postMultipart([field(b"a", b"\xff", b"Content-Type: text/plain; charset=punycode")]),
+            "punycode",
+        )
+
+    def test_unknownCharsetNamesAreNotLookedUp(self) -> None:
+        """
+        Only the names of Python's own codecs are looked up: Python keeps
+        every name it is asked for, unknown ones too, so a client sending
+        new names would grow the server's memory without bound.  Spellings
+        of a known name are looked up by its normal form.
+        """
+        asked: List[str] = []
+
+        def search(name: str) -> None:
+            asked.append(name)
+            return None
+
+        codecs.register(search)
+        self.addCleanup(codecs.unregister, search)
+        unknown = [b"nonesuch-4711", b"x" * 1000, b"utf-8-x"]
+        answers = [
+            self.post(b"a=1", b"application/x-www-form-urlencoded; charset=" + charset)
+            for charset in unknown
+        ]
+        self.assertEqual([name for name in asked if "nonesuch" in name or "x" in name], [])
+        for answer in answers:
+            self.assertError(400, answer, "charset")
+        status, body = self.post(b"a=%e9", b"application/x-www-form-urlencoded; charset=ISO--8859--1")
+        self.assertEqual((status, body["body"]), (200, {"a": ["\u00e9"]}))
+
+    def test_codecFailingAnywayIsA400(self) -> None:
+        """
+        A codec that fails while decoding even when told to replace makes a
+        400 naming it, not a 500, should Python ever have one that passes
+        the check.
+        """
+
+        def decode(data: bytes, errors: str = "strict") -> Tuple[str, int]:
+            if b"!" in bytes(data):
+                raise UnicodeDecodeError("failing", bytes(data), 0, 1, "fails on !")
+            return bytes(data).decode("latin-1"), len(data)
+
+        info = codecs.CodecInfo(codecs.latin_1_encode, decode, name="failing")
+        search = lambda name: info if name == "failing" else None
+        codecs.register(search)
+        self.addCleanup(codecs.unregister, search)
+        self.patch(api, "_CODEC_NAMES", api._CODEC_NAMES | {"failing"})
+        self.assertError(
+            400, self.post(b"a=%21", b"application/x-www-form-urlencoded; charset=failing"), "failing"
+        )
+        self.assertError(
+            400,
+            self.postMultipart([field(b"a", b"!", b"Content-Type: text/plain; charset=failing")]),
+            "failing",
+        )
 

@@ -11,13 +11,16 @@ overwritten unless asked: C{name.1}, C{name.2}, ... as aria2 does.
 
 from __future__ import annotations
 
+import codecs
+import encodings
 import os
+import pkgutil
 import re
 import unicodedata
-from email.message import Message
-from email.utils import collapse_rfc2231_value
+from email.utils import decode_params, unquote as unquoteHeader
+from encodings.aliases import aliases as _ALIASES
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 #: Bytes of UTF-8 a file name may take (most file systems allow 255).
@@ -87,26 +90,97 @@ def avoidReserved(name: str) -> str:
     return name + "_" if name.lower().endswith(RESERVED_SUFFIXES) else name
 
 
+#: Every name Python's own codecs answer to, normalised as
+#: L{encodings.normalize_encoding} does.  Only these are looked up: Python
+#: remembers every name it was asked for, the unknown ones too.
+_CODEC_NAMES = frozenset(
+    [*_ALIASES, *_ALIASES.values()]
+    + [module.name for module in pkgutil.iter_modules(encodings.__path__)]
+)
+
+
+def _textCodec(charset: str) -> Optional[str]:
+    """
+    The name of C{charset}'s codec, or L{None} unless it is one of Python's
+    and decodes text with replacement: not C{base64}, C{idna}, or
+    C{punycode} (which fails on non-ASCII bytes and takes time quadratic in
+    the length of what it decodes).
+    """
+    short = len(charset) <= 40 and charset.isascii()
+    key = encodings.normalize_encoding(charset.lower()) if short else ""
+    if key not in _CODEC_NAMES and key.replace(".", "_") not in _CODEC_NAMES:
+        return None
+    try:
+        name = codecs.lookup(key).name
+        b"x\xff".decode(name, "replace")
+    except (LookupError, ValueError):
+        return None
+    return name
+
+
+def _parameters(value: str) -> List[Tuple[str, str]]:
+    """
+    C{value} cut into C{(name, value)} pairs at each C{;} outside double
+    quotes, as L{email.message.Message.get_params} cuts it (the first pair is
+    the disposition type), in time linear in the length of C{value}: the
+    email module's takes time quadratic in the number of C{;}.
+    """
+    pairs = []
+    start = 0
+    while True:
+        end = value.find(";", start)
+        scanned, quotes = start, 0
+        while end > start:
+            # A ";" inside quotes (an odd number of unescaped '"' so far) does not cut.
+            quotes += value.count('"', scanned, end) - value.count('\\"', scanned, end)
+            if quotes % 2 == 0:
+                break
+            scanned, end = end, value.find(";", end + 1)
+        if end < 0:
+            end = len(value)
+        name, equals, found = value[start:end].partition("=")
+        pairs.append((name.strip().lower(), found.strip()) if equals else (name.strip(), ""))
+        if end == len(value):
+            return pairs
+        start = end + 1
+
+
+def _decodeExtended(charset: Optional[str], language: Optional[str], text: str) -> str:
+    """
+    An RFC 2231 value (C{filename*=charset'lang'text}) as text, as
+    L{email.utils.collapse_rfc2231_value} reads it, but only in the charsets
+    L{_textCodec} allows; in any other, the text is taken as it is.
+    """
+    text = unquoteHeader(text)
+    codec = _textCodec("us-ascii" if charset is None else charset)
+    if codec is None:
+        return unquoteHeader(text)
+    return bytes(text, "raw-unicode-escape").decode(codec, "replace")
+
+
 def nameFromContentDisposition(value: Optional[str]) -> Optional[str]:
     """
     The file name a C{Content-Disposition} header value gives, preferring
     C{filename*} (RFC 5987 / 6266) to C{filename}; L{None} when it gives
-    none or cannot be read.  Not yet sanitised.
+    none or cannot be read.  Not yet sanitised.  The work is linear in the
+    length of C{value}.
     """
     if not value:
         return None
-    message = Message()
     try:
-        message["content-disposition"] = value
-        params = message.get_params(header="content-disposition") or []
+        pairs = _parameters(value)
+        # Only file names are read: leave the other parameters out of the decoding.
+        params = decode_params(
+            pairs[:1] + [pair for pair in pairs[1:] if pair[0].lower().startswith("filename")]
+        )
         plain = extended = None
         for key, found in params[1:]:
             if key.lower() != "filename":
                 continue
             if isinstance(found, tuple):  # filename*=charset'lang'value
-                extended = extended or collapse_rfc2231_value(found)
+                extended = extended or _decodeExtended(*found)
             else:
-                plain = plain or found
+                plain = plain or unquoteHeader(found)
         name = extended or plain
     except Exception:  # hostile header values: no name, never a crash
         return None

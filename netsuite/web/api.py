@@ -19,14 +19,15 @@ multipart body with its own plain-text 400 before this module sees it.
 
 from __future__ import annotations
 
+import binascii
+import codecs
+import encodings
 import json
 import math
+import pkgutil
 import re
 from datetime import datetime, timezone
-from email import errors as emailErrors
-from email.message import Message
-from email.parser import BytesParser
-from email.policy import compat32
+from encodings.aliases import aliases as _ALIASES
 from typing import Callable, Dict, List, Mapping, NoReturn, Tuple
 from urllib.parse import parse_qs, quote_from_bytes, unquote_to_bytes
 
@@ -64,18 +65,36 @@ _MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
 _PARAMETER = re.compile(rf"[ \t]*;[ \t]*(?:({_TOKEN})=({_TOKEN}|{_QUOTED}))?")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _TOKEN_AT = re.compile(_TOKEN)
-_FOLD = re.compile(r"\r?\n")
 
 #: A multipart boundary (RFC 2046, section 5.1.1).
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
-#: Defects that mean the email parser could not find the parts of a
-#: multipart body.
-_MULTIPART_DEFECTS = (
-    emailErrors.NoBoundaryInMultipartDefect,
-    emailErrors.StartBoundaryNotFoundDefect,
-    emailErrors.CloseBoundaryNotFoundDefect,
-    emailErrors.MultipartInvariantViolationDefect,
+#: What follows C{--boundary} on a delimiter line: C{--} on the last one,
+#: then optional white space (RFC 2046, section 5.1.1).
+_DELIMITER_END = re.compile(rb"(--)?[ \t]*\r?(?:\n|\Z)")
+#: The empty line that ends a part's headers.
+_HEADERS_END = re.compile(rb"\n\r?\n")
+#: A line break followed by white space: a folded header line.
+_FOLDED = re.compile(rb"\r?\n(?=[ \t])")
+#: Unfolded header lines, each ending with C{\\n} (RFC 5322, section 2.2).
+_HEADER_LINES = re.compile(rb"(?:[!-9;-~]+:[^\n]*\n)*")
+#: The header lines a multipart part is read by.
+_PART_HEADER = re.compile(
+    rb"^(content-(?:disposition|type|transfer-encoding)):([^\n]*)", re.I | re.M
+)
+
+#: Most parts a multipart body may have (Werkzeug, Starlette and Django
+#: stop at 1000 too).
+_MAX_PARTS = 1000
+#: Most parameters a header may have (every C{;} counts).
+_MAX_PARAMETERS = 64
+
+#: Every name Python's own codecs answer to, normalised as
+#: L{encodings.normalize_encoding} does.  Only these are looked up: Python
+#: remembers every name it was asked for, the unknown ones too.
+_CODEC_NAMES = frozenset(
+    [*_ALIASES, *_ALIASES.values()]
+    + [module.name for module in pkgutil.iter_modules(encodings.__path__)]
 )
 
 
@@ -228,6 +247,16 @@ def _notFound(request: Request) -> _NotFound:
     return _NotFound(request.path)
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """
+    C{repr(text)}, cut after C{limit} characters: error messages quote what
+    the client sent, which may be long.
+    """
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + "..."
+
+
 # Parsing request bodies.
 
 
@@ -237,22 +266,28 @@ def _parseParameters(value: str, position: int, header: str) -> Dict[str, str]:
     (RFC 9110, section 5.6.6).
 
     @return: the parameters by lower-case name.
-    @raise APIError: 400 when they are malformed or a name repeats.
+    @raise APIError: 400 when they are malformed, a name repeats, or there
+        are more than L{_MAX_PARAMETERS}.
     """
     params: Dict[str, str] = {}
+    count = 0
     while position < len(value):
+        count += 1
+        if count > _MAX_PARAMETERS:
+            raise APIError(400, f"{header} has more than {_MAX_PARAMETERS} parameters")
         match = _PARAMETER.match(value, position)
         if match is None or match.end() == position:
-            raise APIError(400, f"malformed {header} {value!r}")
+            raise APIError(400, f"malformed {header} {_short(value)}")
         position = match.end()
         name, raw = match.group(1), match.group(2)
         if name is None:
             continue
         name = name.lower()
         if name in params:
-            raise APIError(400, f"{header} {value!r} repeats the parameter {name!r}")
+            raise APIError(400, f"{header} {_short(value)} repeats the parameter {name!r}")
         if raw.startswith('"'):
-            raw = _QUOTED_PAIR.sub(r"\1", raw[1:-1])
+            # "".join(split) unescapes: sub() with a template runs Python code per match.
+            raw = "".join(_QUOTED_PAIR.split(raw[1:-1]))
         params[name] = raw
     return params
 
@@ -267,23 +302,42 @@ def _parseContentType(value: str) -> Tuple[str, Dict[str, str]]:
     value = value.strip(" \t")
     match = _MEDIA_TYPE.match(value)
     if match is None:
-        raise APIError(400, f"malformed Content-Type {value!r}")
+        raise APIError(400, f"malformed Content-Type {_short(value)}")
     mediaType = f"{match.group(1)}/{match.group(2)}".lower()
     return mediaType, _parseParameters(value, match.end(), "Content-Type")
 
 
 def _checkCharset(charset: str) -> str:
     """
-    @return: C{charset}, when Python can decode text in it, replacing what
-        is not valid (as the form parsers do).
-    @raise APIError: 400 when it cannot (an unknown name, a codec that is
-        not a text encoding, or one such as C{idna} that cannot replace).
+    @return: the name of C{charset}'s codec, when it is one of Python's and
+        decodes text, replacing what is not valid (as the form parsers do).
+    @raise APIError: 400 when it is not: an unknown name, a codec that is
+        not a text encoding, or one such as C{idna} or C{punycode} that
+        fails even when told to replace (C{punycode} on any non-ASCII byte).
+    """
+    short = len(charset) <= 40 and charset.isascii()
+    key = encodings.normalize_encoding(charset.lower()) if short else ""
+    try:
+        if key not in _CODEC_NAMES and key.replace(".", "_") not in _CODEC_NAMES:
+            raise LookupError(charset)
+        name = codecs.lookup(key).name
+        b"x\xff".decode(name, "replace")
+    except (LookupError, ValueError):
+        raise APIError(400, f"unsupported charset {_short(charset)}") from None
+    return name
+
+
+def _decodeText(data: bytes, charset: str) -> str:
+    """
+    C{data} decoded with the codec L{_checkCharset} gave, invalid bytes
+    replaced.
+
+    @raise APIError: 400 if the codec fails all the same.
     """
     try:
-        b"x".decode(charset, "replace")
-    except (LookupError, ValueError):
-        raise APIError(400, f"unsupported charset {charset!r}") from None
-    return charset
+        return data.decode(charset, "replace")
+    except ValueError:
+        raise APIError(400, f"cannot decode text as {charset!r}") from None
 
 
 def _rejectConstant(name: str) -> NoReturn:
@@ -333,15 +387,18 @@ def _parseQuery(data: bytes, charset: str = "utf-8") -> Dict[str, List[str]]:
     """
     if not data:
         return {}
-    return parse_qs(
-        quote_from_bytes(data, safe=_URL_SAFE),
-        keep_blank_values=True,
-        encoding=charset,
-        errors="replace",
-    )
+    try:
+        return parse_qs(
+            quote_from_bytes(data, safe=_URL_SAFE),
+            keep_blank_values=True,
+            encoding=charset,
+            errors="replace",
+        )
+    except ValueError:
+        raise APIError(400, f"cannot decode text as {charset!r}") from None
 
 
-def _parseDisposition(part: Message) -> Tuple[str, str | None]:
+def _parseDisposition(value: bytes | None) -> Tuple[str, str | None]:
     """
     Read the field name and file name from a multipart part's
     C{Content-Disposition} (RFC 7578, section 4.2).  Non-ASCII bytes in it
@@ -351,71 +408,147 @@ def _parseDisposition(part: Message) -> Tuple[str, str | None]:
     @return: the name, and the file name or L{None}.
     @raise APIError: 400 when there is no name or the header is malformed.
     """
-    for header, rawValue in part.raw_items():
-        if header.lower() == "content-disposition":
-            break
-    else:
+    if value is None:
         raise APIError(400, "multipart part without a Content-Disposition")
-    # The parser read the header's bytes as ASCII with surrogate escapes;
-    # handle them as Latin-1 (one character per byte) until the end.
-    value = _FOLD.sub("", rawValue.encode("utf-8", "surrogateescape").decode("latin-1"))
-    value = value.strip(" \t")
-    match = _TOKEN_AT.match(value)
+    # Handle the bytes as Latin-1 (one character per byte) until the end.
+    text = value.decode("latin-1")
+    match = _TOKEN_AT.match(text)
     if match is None:
         raise APIError(400, "malformed Content-Disposition in a multipart part")
-    params = _parseParameters(value, match.end(), "Content-Disposition")
+    params = _parseParameters(text, match.end(), "Content-Disposition")
 
-    def text(raw: str) -> str:
+    def utf8(raw: str) -> str:
         return raw.encode("latin-1").decode("utf-8", "replace")
 
     if "name" not in params:
         raise APIError(400, "multipart part without a name")
     filename = params.get("filename")
     if filename is not None:
-        filename = text(filename)
+        filename = utf8(filename)
     extended = params.get("filename*")
     if extended is not None:
         charset, _, rest = extended.partition("'")
         _, _, encoded = rest.partition("'")
         try:
-            filename = unquote_to_bytes(encoded).decode(charset or "utf-8", "replace")
-        except (LookupError, ValueError):
+            filename = unquote_to_bytes(encoded).decode(
+                _checkCharset(charset or "utf-8"), "replace"
+            )
+        except (APIError, ValueError):
             pass
-    return text(params["name"]), filename
+    return utf8(params["name"]), filename
+
+
+def _splitMultipart(body: bytes, boundary: bytes) -> List[bytes]:
+    """
+    The parts of a multipart body (RFC 2046, section 5.1.1), without the
+    preamble, the epilogue, and the line breaks that belong to the
+    delimiters.  Each byte of C{body} is looked at a bounded number of times.
+
+    @raise APIError: 400 when the first or the last delimiter is missing;
+        413 when there are more than L{_MAX_PARTS} parts.
+    """
+    delimiter = b"--" + boundary
+    parts: List[bytes] = []
+    start = -1  # where the current part begins, after the first delimiter
+    position = 0
+    while True:
+        found = body.find(delimiter, position)
+        if found < 0:
+            raise APIError(400, "malformed multipart body: boundaries not found")
+        position = found + len(delimiter)
+        end = _DELIMITER_END.match(body, position)
+        if end is None or (found > 0 and body[found - 1] != 0x0A):
+            continue  # the boundary's bytes inside a part, not a delimiter line
+        if start >= 0:
+            stop = found - 1
+            if body[stop - 1 : stop] == b"\r":
+                stop -= 1
+            if len(parts) == _MAX_PARTS:
+                raise APIError(413, f"multipart body has more than {_MAX_PARTS} parts")
+            parts.append(body[start:stop])
+        if end.group(1):
+            if start < 0:
+                raise APIError(400, "malformed multipart body: boundaries not found")
+            return parts
+        start = end.end()
+
+
+def _splitPart(part: bytes) -> Tuple[Dict[str, bytes], bytes]:
+    """
+    Split a multipart part into its headers and its content.
+
+    @return: the headers (lower-case name -> the first value, unfolded and
+        stripped), and the content.
+    @raise APIError: 400 when a header line is malformed.
+    """
+    if part.startswith((b"\r\n", b"\n")):
+        block, content = b"", part[part.index(b"\n") + 1 :]
+    else:
+        end = _HEADERS_END.search(part)
+        block, content = (part, b"") if end is None else (part[: end.start()], part[end.end() :])
+    headers: Dict[str, bytes] = {}
+    if not block:
+        return headers, content
+    block = _FOLDED.sub(b"", block) + b"\n"
+    if _HEADER_LINES.fullmatch(block) is None:
+        raise APIError(400, "malformed header line in a multipart part")
+    for name, value in _PART_HEADER.findall(block):
+        headers.setdefault(name.decode("ascii").lower(), value.strip(b" \t\r"))
+    return headers, content
+
+
+def _decodeTransfer(content: bytes, encoding: bytes | None, name: str) -> bytes:
+    """
+    Undo a part's C{Content-Transfer-Encoding}: C{base64} or
+    C{quoted-printable}; anything else is taken as it is.
+
+    @raise APIError: 400 for base64 that cannot be decoded.
+    """
+    encoding = (encoding or b"").lower()
+    if encoding == b"base64":
+        try:
+            return binascii.a2b_base64(content)
+        except binascii.Error:
+            raise APIError(400, f"multipart part {_short(name)} is not valid base64") from None
+    if encoding == b"quoted-printable":
+        return binascii.a2b_qp(content)
+    return content
 
 
 def _parseMultipart(body: bytes, params: Mapping[str, str]) -> Dict[str, List[object]]:
+    """
+    Parse a C{multipart/form-data} body (RFC 7578) into name -> values: a
+    file is C{{"filename", "content_type", "size"}}, any other part its
+    text.  The work is linear in the size of the body; nested multiparts
+    are refused.
+
+    @raise APIError: 400 when the body is malformed, 413 when it has more
+        than L{_MAX_PARTS} parts.
+    """
     boundary = params.get("boundary")
     if boundary is None:
         raise APIError(400, "multipart/form-data without a boundary")
     if _BOUNDARY.fullmatch(boundary) is None:
-        raise APIError(400, f"malformed multipart boundary {boundary!r}")
-    header = b'Content-Type: multipart/form-data; boundary="%s"\r\n\r\n' % (
-        boundary.encode("ascii"),
-    )
-    try:
-        message = BytesParser(policy=compat32).parsebytes(header + body)
-    except Exception:
-        raise APIError(400, "malformed multipart body") from None
-    if not message.is_multipart() or any(
-        isinstance(defect, _MULTIPART_DEFECTS) for defect in message.defects
-    ):
-        raise APIError(400, "malformed multipart body: boundaries not found")
+        raise APIError(400, f"malformed multipart boundary {_short(boundary)}")
     fields: Dict[str, List[object]] = {}
-    for part in message.get_payload():
-        name, filename = _parseDisposition(part)
-        payload = None if part.is_multipart() else part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            raise APIError(400, f"multipart part {name!r} holds nested parts")
+    for part in _splitMultipart(body, boundary.encode("ascii")):
+        headers, content = _splitPart(part)
+        name, filename = _parseDisposition(headers.get("content-disposition"))
+        mediaType, typeParams = "text/plain", {}
+        contentType = headers.get("content-type")
+        if contentType is not None:
+            mediaType, typeParams = _parseContentType(contentType.decode("latin-1"))
+        if mediaType.startswith("multipart/"):
+            raise APIError(400, f"multipart part {_short(name)} holds nested parts")
+        content = _decodeTransfer(content, headers.get("content-transfer-encoding"), name)
         if filename is not None:
             value: object = {
                 "filename": filename,
-                "content_type": part.get_content_type(),
-                "size": len(payload),
+                "content_type": mediaType,
+                "size": len(content),
             }
         else:
-            charset = _checkCharset(part.get_content_charset() or "utf-8")
-            value = payload.decode(charset, "replace")
+            value = _decodeText(content, _checkCharset(typeParams.get("charset", "utf-8")))
         fields.setdefault(name, []).append(value)
     return fields
 
@@ -457,7 +590,10 @@ class EchoResource(JSONResource):
         content; other parts are text in their charset (UTF-8 by default).
         Any other type is refused with a 415.
 
-    A body over C{maxBody} bytes gets a 413, malformed input a 400.
+    A body over C{maxBody} bytes gets a 413, and so does a multipart body
+    of more than 1000 parts; malformed input gets a 400, and so does a
+    header with more than 64 parameters.  The work is linear in the size
+    of the body.
     """
 
     def __init__(self, maxBody: int = DEFAULT_MAX_BODY) -> None:
