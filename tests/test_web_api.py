@@ -849,7 +849,9 @@ class InMemoryEchoTests(SynchronousTestCase):
         search = lambda name: info if name == "failing" else None
         codecs.register(search)
         self.addCleanup(codecs.unregister, search)
-        self.patch(api, "_CODEC_NAMES", api._CODEC_NAMES | {"failing"})
+        from netsuite import charsets
+
+        self.patch(charsets, "_CODEC_NAMES", charsets._CODEC_NAMES | {"failing"})
         self.assertError(
             400, self.post(b"a=%21", b"application/x-www-form-urlencoded; charset=failing"), "failing"
         )

@@ -11,17 +11,15 @@ overwritten unless asked: C{name.1}, C{name.2}, ... as aria2 does.
 
 from __future__ import annotations
 
-import codecs
-import encodings
 import os
-import pkgutil
 import re
 import unicodedata
 from email.utils import decode_params, unquote as unquoteHeader
-from encodings.aliases import aliases as _ALIASES
 from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
+
+from netsuite.charsets import textCodec
 
 #: Bytes of UTF-8 a file name may take (most file systems allow 255).
 MAX_NAME_BYTES = 200
@@ -90,33 +88,6 @@ def avoidReserved(name: str) -> str:
     return name + "_" if name.lower().endswith(RESERVED_SUFFIXES) else name
 
 
-#: Every name Python's own codecs answer to, normalised as
-#: L{encodings.normalize_encoding} does.  Only these are looked up: Python
-#: remembers every name it was asked for, the unknown ones too.
-_CODEC_NAMES = frozenset(
-    [*_ALIASES, *_ALIASES.values()]
-    + [module.name for module in pkgutil.iter_modules(encodings.__path__)]
-)
-
-
-def _textCodec(charset: str) -> Optional[str]:
-    """
-    The name of C{charset}'s codec, or L{None} unless it is one of Python's
-    and decodes text with replacement: not C{base64}, C{idna}, or
-    C{punycode} (which fails on non-ASCII bytes and takes time quadratic in
-    the length of what it decodes).
-    """
-    short = len(charset) <= 40 and charset.isascii()
-    key = encodings.normalize_encoding(charset.lower()) if short else ""
-    if key not in _CODEC_NAMES and key.replace(".", "_") not in _CODEC_NAMES:
-        return None
-    try:
-        name = codecs.lookup(key).name
-        b"x\xff".decode(name, "replace")
-    except (LookupError, ValueError):
-        return None
-    return name
-
 
 def _parameters(value: str) -> List[Tuple[str, str]]:
     """
@@ -149,10 +120,10 @@ def _decodeExtended(charset: Optional[str], language: Optional[str], text: str) 
     """
     An RFC 2231 value (C{filename*=charset'lang'text}) as text, as
     L{email.utils.collapse_rfc2231_value} reads it, but only in the charsets
-    L{_textCodec} allows; in any other, the text is taken as it is.
+    L{textCodec} allows; in any other, the text is taken as it is.
     """
     text = unquoteHeader(text)
-    codec = _textCodec("us-ascii" if charset is None else charset)
+    codec = textCodec("us-ascii" if charset is None else charset)
     if codec is None:
         return unquoteHeader(text)
     return bytes(text, "raw-unicode-escape").decode(codec, "replace")

@@ -20,14 +20,10 @@ multipart body with its own plain-text 400 before this module sees it.
 from __future__ import annotations
 
 import binascii
-import codecs
-import encodings
 import json
 import math
-import pkgutil
 import re
 from datetime import datetime, timezone
-from encodings.aliases import aliases as _ALIASES
 from typing import Callable, Dict, List, Mapping, NoReturn, Tuple
 from urllib.parse import parse_qs, quote_from_bytes, unquote_to_bytes
 
@@ -36,6 +32,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from netsuite.charsets import textCodec
 from netsuite.stats import ServiceStats
 from netsuite.status import StatusSource
 
@@ -88,16 +85,6 @@ _PART_HEADER = re.compile(
 _MAX_PARTS = 1000
 #: Most parameters a header may have (every C{;} counts).
 _MAX_PARAMETERS = 64
-
-#: Every name Python's own codecs answer to, normalised as
-#: L{encodings.normalize_encoding} does.  Only these are looked up: Python
-#: remembers every name it was asked for, the unknown ones too.
-_CODEC_NAMES = frozenset(
-    [*_ALIASES, *_ALIASES.values()]
-    + [module.name for module in pkgutil.iter_modules(encodings.__path__)]
-)
-
-
 
 class APIError(Exception):
     """
@@ -310,20 +297,15 @@ def _parseContentType(value: str) -> Tuple[str, Dict[str, str]]:
 def _checkCharset(charset: str) -> str:
     """
     @return: the name of C{charset}'s codec, when it is one of Python's and
-        decodes text, replacing what is not valid (as the form parsers do).
+        decodes text, replacing what is not valid (as the form parsers do;
+        see L{textCodec}).
     @raise APIError: 400 when it is not: an unknown name, a codec that is
         not a text encoding, or one such as C{idna} or C{punycode} that
-        fails even when told to replace (C{punycode} on any non-ASCII byte).
+        fails even when told to replace.
     """
-    short = len(charset) <= 40 and charset.isascii()
-    key = encodings.normalize_encoding(charset.lower()) if short else ""
-    try:
-        if key not in _CODEC_NAMES and key.replace(".", "_") not in _CODEC_NAMES:
-            raise LookupError(charset)
-        name = codecs.lookup(key).name
-        b"x\xff".decode(name, "replace")
-    except (LookupError, ValueError):
-        raise APIError(400, f"unsupported charset {_short(charset)}") from None
+    name = textCodec(charset)
+    if name is None:
+        raise APIError(400, f"unsupported charset {_short(charset)}")
     return name
 
 
