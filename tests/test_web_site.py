@@ -12,6 +12,8 @@ import re
 import shutil
 import socket
 import ssl
+import threading
+import time
 
 import trustme
 from twisted.internet import reactor, threads
@@ -601,6 +603,54 @@ class AbortedRequestLogTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         [line] = self.logged()
         self.assertIn('"GET /healthz HTTP/1.1" 200 ', line)
+
+
+class Held(Resource):
+    """
+    Keeps every request it gets (C{/api/held}) unanswered in C{requests}.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        Resource.__init__(self)
+        self.requests: list = []
+
+    def render(self, request):
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class GracefulCloseTests(SynchronousTestCase):
+    """
+    A stopping service asks each HTTP connection to close gracefully: an
+    idle one closes at once, one with an answer in hand after that answer.
+    """
+
+    def setUp(self) -> None:
+        self.held = Held()
+        self.clock, self.site, self.connect = inMemory(api={b"held": self.held})
+        self.addCleanup(self.site.stopFactory)
+
+    def test_http1AnswerInHandIsFinishedFirst(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/held HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        protocol.closeGracefully()
+        self.assertFalse(transport.disconnecting)
+        [request] = self.held.requests
+        request.write(b"done")
+        request.finish()
+        self.clock.advance(0)
+        self.assertTrue(transport.value().endswith(b"done\r\n0\r\n\r\n"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_http1IdleClosesAtOnce(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        protocol.closeGracefully()
+        self.assertTrue(transport.disconnecting)
 
 
 class QuickStaticTests(SynchronousTestCase):
@@ -1264,6 +1314,86 @@ class SocketTests(TestCase):
         port = await startListener(self, service)
         protocol, headers, body = await threads.deferToThread(h2Get, port, ca.cert_pem.bytes().decode(), "/healthz")
         self.assertEqual((protocol, headers[":status"], body), ("h2", "200", b"ok\n"))
+
+    async def stopWithIdleTLSClient(self, protocols: list[bytes], exchange) -> tuple[str, float]:
+        """
+        Start HTTPS (grace 20 s) offering C{protocols}; have C{exchange(tls)}
+        make one request on a keep-alive connection, then stop the service
+        while that connection is idle.  Return how the client saw the
+        connection end, and how long the stop took.
+        """
+        ca = trustme.CA()
+        status = SimpleStatus(StatsRegistry())
+        service = makeHTTPService(
+            "tcp:0:interface=127.0.0.1", status=status, grace=20,
+            tls=makeServerOptions(self.mktemp(), ca, protocols),
+        )
+        port = await startListener(self, service)
+        context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+        context.set_alpn_protocols([p.decode() for p in protocols])
+        ready = threading.Event()
+
+        def client() -> str:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    exchange(tls)
+                    ready.set()
+                    try:
+                        while tls.recv(65536):
+                            pass
+                    except (ssl.SSLError, OSError):
+                        return "cut"
+                    return "closed"
+
+        ended = threads.deferToThread(client)
+        while not ready.is_set():
+            await deferLater(reactor, 0.01, lambda: None)
+        started = time.monotonic()
+        await service.stopService()
+        return await ended, time.monotonic() - started
+
+    async def test_stopClosesIdleTLSConnectionAtOnce(self) -> None:
+        """
+        Stopping closes an idle keep-alive HTTPS connection at once, with
+        TLS's close_notify (it waited out the whole grace period, then was
+        aborted: the HTTP channel stayed the transport's producer).
+        """
+
+        def exchange(tls: ssl.SSLSocket) -> None:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            recvUntil(tls, lambda r: r.endswith(b"ok\n"))
+
+        how, seconds = await self.stopWithIdleTLSClient([b"http/1.1"], exchange)
+        self.assertEqual(how, "closed")
+        self.assertLess(seconds, 10)
+
+    async def test_stopClosesIdleHTTP2ConnectionAtOnce(self) -> None:
+        """
+        The same over HTTP/2: a GOAWAY, then the close.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        def exchange(tls: ssl.SSLSocket) -> None:
+            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            connection.initiate_connection()
+            connection.send_headers(
+                1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "https"), (":authority", "x")],
+                end_stream=True,
+            )
+            tls.sendall(connection.data_to_send())
+            ended = False
+            while not ended:
+                for event in connection.receive_data(tls.recv(65536)):
+                    ended = ended or isinstance(event, h2.events.StreamEnded)
+                tls.sendall(connection.data_to_send())
+
+        how, seconds = await self.stopWithIdleTLSClient([b"h2", b"http/1.1"], exchange)
+        self.assertEqual(how, "closed")
+        self.assertLess(seconds, 10)
 
     async def test_http2ThroughTwistdOptions(self) -> None:
         """

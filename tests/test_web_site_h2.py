@@ -464,6 +464,48 @@ class ResetStreamLogTests(SynchronousTestCase):
         self.assertEqual(exchange.answers[other]["status"], b"200")
 
 
+class GracefulCloseTests(SynchronousTestCase):
+    """
+    A stopping service asks an HTTP/2 connection to close gracefully: a
+    GOAWAY (NO_ERROR) at once, the open streams answered, then the close.
+    """
+
+    def test_openStreamAnsweredThenClosed(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        from tests.test_web_site import Held
+
+        held = Held()
+        exchange = Exchange(Limits(), api={b"held": held})
+        self.addCleanup(exchange.site.stopFactory)
+        streamID = exchange.get("/api/held")
+        exchange.protocol.closeGracefully()
+        exchange.pump()
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.NO_ERROR)
+        self.assertFalse(exchange.transport.disconnecting)
+        [request] = held.requests
+        exchange.protocol.dataReceived(frame(1, 0x5, streamID + 2, b"\x82\x84\x86\x01\x01x"))  # after the GOAWAY
+        request.write(b"done")
+        request.finish()
+        exchange.clock.advance(0)
+        # The client library reads nothing after a GOAWAY: read the frames.
+        from hyperframe.frame import DataFrame, Frame, RstStreamFrame
+
+        data, frames = exchange.transport.value(), []
+        while len(data) >= 9:
+            parsed, length = Frame.parse_frame_header(memoryview(data[:9]))
+            parsed.parse_body(memoryview(data[9 : 9 + length]))
+            frames.append(parsed)
+            data = data[9 + length :]
+        sent = [(f.stream_id, f.data, "END_STREAM" in f.flags) for f in frames if isinstance(f, DataFrame)]
+        self.assertEqual(b"".join(d for i, d, _ in sent if i == streamID), b"done")
+        self.assertTrue(sent[-1][2])
+        refused = [(f.stream_id, f.error_code) for f in frames if isinstance(f, RstStreamFrame)]
+        self.assertEqual(refused, [(streamID + 2, h2.errors.ErrorCodes.REFUSED_STREAM)])
+        self.assertEqual(len(held.requests), 1)
+        self.assertTrue(exchange.transport.disconnecting)
+
+
 class FlowControlTests(ExchangeTestCase):
     """
     A stream whose flow-control window is empty waits without using the

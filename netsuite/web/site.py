@@ -40,6 +40,7 @@ from twisted.web.server import Request, Site, version as _serverVersion
 try:
     import h2.errors
     import h2.exceptions
+    from hyperframe.frame import GoAwayFrame
     from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
     H2Connection = object  # type: ignore[assignment, misc]
@@ -388,6 +389,19 @@ class NetsuiteHTTPChannel(HTTPChannel):
     def loseConnection(self) -> None:
         self.flushOutput()
         HTTPChannel.loseConnection(self)
+
+    def closeGracefully(self) -> None:
+        """
+        The service is stopping: close now when no request is in hand, else
+        once its answer is sent.  Closing through the channel unregisters it
+        as the transport's producer first; without that TLS sends no
+        close_notify, and the connection waited for the end of the grace
+        period to be aborted.
+        """
+        if self.requests:
+            self.persistent = False
+        elif not self.transport.disconnecting:
+            self.loseConnection()
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         if version != b"HTTP/1.1":
@@ -805,6 +819,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     _unregistered = False
     #: Bytes queued in the streams' output queues (see L{_OutputQueue}).
     _queued = 0
+    #: Whether a GOAWAY went out for a stop, the open streams still to end.
+    _draining = False
     _releasing = False
 
     def __init__(self, site: "NetsuiteSite") -> None:
@@ -888,6 +904,22 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             return
         self.site.stats.count("header_timeouts")
         self._goAway(h2.errors.ErrorCodes.NO_ERROR, b"request headers not received in time")
+
+    def closeGracefully(self) -> None:
+        """
+        The service is stopping: a GOAWAY (C{NO_ERROR}) now; the streams
+        already open are answered, and the connection closes after the
+        last.
+        """
+        if self.transport.disconnecting or self._draining:
+            return
+        if not self.streams:
+            self._goAway(h2.errors.ErrorCodes.NO_ERROR)
+            return
+        self._draining = True
+        # Written past h2, which would answer nothing more once it sent one.
+        goAway = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
+        self.transport.write(self.conn.data_to_send() + goAway.serialize())
 
     def timeoutConnection(self) -> None:
         self._log.info("Timing out client {client}", client=self.transport.getPeer())
@@ -999,6 +1031,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestReceived(self, event: Any) -> None:
         self._heads += 1
+        if self._draining:  # after the GOAWAY: not processed, may be sent again
+            self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         refusal = self._checkHead(event.headers)
         if refusal is not None:
             self._refuseStream(event.stream_id, *refusal)
@@ -1114,6 +1149,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._fireSent(streamID)
         if self._held:
             self._releaseHeld()
+        if self._draining and not self.streams and not self.transport.disconnecting:
+            self.transport.loseConnection()
+            self._closing()
 
     def _refuseStream(self, streamID: int, status: int, message: str) -> None:
         """
@@ -1197,6 +1235,16 @@ class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         ):
             self._startHTTP2()
         _GenericHTTPChannelProtocol.dataReceived(self, data)
+
+    def closeGracefully(self) -> None:
+        """
+        The service is stopping: see the channel's C{closeGracefully}.
+        """
+        closer = getattr(self._channel, "closeGracefully", None)
+        if closer is not None:
+            closer()
+        else:
+            self._channel.loseConnection()
 
     def _startHTTP2(self) -> None:
         # What Twisted's dataReceived does, with netsuite's connection.
