@@ -102,7 +102,7 @@ def netsuiteCommand(port: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-c", _TWISTD,
         "-n", "--pidfile=", "--reactor=epoll",
-        "netsuite", "--no-http", "--no-echo", "--no-daytime", "--no-proxy",
+        "netsuite", "--no-http", "--no-echo", "--no-daytime", "--no-proxy", "--no-downloads",
         "--chat", f"tcp:{port}:interface={HOST}",
         "--chat-rate", "0",
         "--chat-max-clients", "2000",

@@ -93,7 +93,7 @@ def netsuiteCommand(port: int) -> list[str]:
     return [
         sys.executable, "-c", _TWISTD,
         "-n", "--pidfile=", "--reactor=epoll",
-        "netsuite", "--no-http", "--no-chat", "--no-proxy", "--no-daytime",
+        "netsuite", "--no-http", "--no-chat", "--no-proxy", "--no-daytime", "--no-downloads",
         "--echo", f"tcp:{port}:interface={HOST}",
         "--echo-udp", f"udp:{freePort(socket.SOCK_DGRAM)}:interface={HOST}",
     ]

@@ -152,7 +152,7 @@ def netsuiteCommand(work: Workdir, port: int) -> list[str]:
     return [
         sys.executable, "-c", _TWISTD,
         "-n", "--pidfile=", "--reactor=epoll",
-        "netsuite", "--no-chat", "--no-proxy", "--no-echo", "--no-daytime",
+        "netsuite", "--no-chat", "--no-proxy", "--no-echo", "--no-daytime", "--no-downloads",
         "--http", f"tcp:{port}:interface={HOST}",
         "--http-root", str(work.www),
         "--http-access-log", str(work.accessLog("netsuite", port)),

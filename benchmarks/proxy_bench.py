@@ -145,7 +145,7 @@ def netsuiteCommand(work: Workdir, port: int) -> list[str]:
     command = [
         sys.executable, "-c", _TWISTD,
         "-n", "--pidfile=", "--reactor=epoll",
-        "netsuite", "--no-http", "--no-chat", "--no-echo", "--no-daytime",
+        "netsuite", "--no-http", "--no-chat", "--no-echo", "--no-daytime", "--no-downloads",
         "--proxy", f"tcp:{port}:interface={HOST}",
         "--proxy-allow-loopback",
     ]
