@@ -55,7 +55,7 @@ from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
 from netsuite.stats import ServiceStats
 from netsuite.status import SimpleStatus, StatusSource
-from netsuite.web.site import Limits, NetsuiteHTTPChannel, StrictChunkedDecoder, _BufferedLog
+from netsuite.web.site import _CLIENT_CLOSED, Limits, NetsuiteHTTPChannel, StrictChunkedDecoder, _BufferedLog
 
 DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
 
@@ -958,11 +958,6 @@ class _Connecting(ClientFactory):
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
         self.request.connectFailed(self, reason)
-
-
-#: The status logged for a request whose client went away before any of
-#: the answer was sent (nginx's).
-_CLIENT_CLOSED = 499
 
 
 class ProxyRequest(http.Request):

@@ -4,6 +4,7 @@ Helpers for tests over real loopback sockets.
 
 from __future__ import annotations
 
+import codecs
 import re
 import socket
 from typing import Callable
@@ -14,7 +15,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 
 class Collector(Protocol):
@@ -142,3 +143,21 @@ def _complete(received: bytes, count: int) -> bool:
             return False
         rest = rest[length:]
     return True
+
+
+def codecSearch(testCase: SynchronousTestCase, answer: Callable[[str], object] = lambda name: None) -> list[str]:
+    """
+    Register, for the length of C{testCase}, a codec search function that
+    answers C{answer(name)}; return the list of the names Python asks it
+    for (only names no codec before it knows).
+    """
+    asked: list[str] = []
+
+    def search(name: str) -> object:
+        asked.append(name)
+        return answer(name)
+
+    codecs.register(search)
+    testCase.addCleanup(codecs.unregister, search)
+    return asked
+

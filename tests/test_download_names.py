@@ -4,9 +4,8 @@ Safe local file names for downloads (L{netsuite.download.names}).
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
-from typing import List, NoReturn
+from typing import NoReturn
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,6 +19,7 @@ from netsuite.download.names import (
     nameFromURL,
     sanitiseName,
 )
+from tests.helpers import codecSearch
 
 
 class SanitiseTests(SynchronousTestCase):
@@ -166,14 +166,7 @@ class ContentDispositionCostTests(SynchronousTestCase):
         every name it is asked for, unknown ones too); the text in an unknown
         charset is taken as it is.
         """
-        asked: List[str] = []
-
-        def search(name: str) -> None:
-            asked.append(name)
-            return None
-
-        codecs.register(search)
-        self.addCleanup(codecs.unregister, search)
+        asked = codecSearch(self)
         self.assertEqual(nameFromContentDisposition("attachment; filename*=nonesuch-4711''abc"), "abc")
         self.assertEqual(nameFromContentDisposition("attachment; filename*=UTF--8''%C3%A9"), "\u00e9")
         self.assertEqual([name for name in asked if "nonesuch" in name], [])

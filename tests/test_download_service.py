@@ -337,6 +337,21 @@ class ServiceTestCase(TestCase):
         await self.written(self.service)
         return listing(directory or self.directory)
 
+    async def startOnJobList(self, content: bytes) -> tuple[Path, EventLoggingObserver]:
+        """
+        Start the service in a new directory whose job list holds
+        C{content}; check it runs with no job listed.  Return the directory,
+        and the log events from before the start on.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / JOBS_FILE).write_bytes(content)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = self.startService(directory)
+        self.assertTrue(service.running)
+        self.assertEqual(await self.listed(), [], content[:100])
+        return directory, events
+
     async def savedJobs(self, service: DownloadService) -> dict:
         """
         The job list on disk, once C{service} has written its latest changes.
@@ -911,13 +926,7 @@ class RestartTests(ServiceTestCase):
 
     async def test_garbageJobListIsIgnoredWithWarning(self) -> None:
         for garbage in (b"\x00not json{", b'["a", "list"]', b'{"jobs": [1, {"id": 2}, {"id": "3", "url": "ftp://x/"}]}'):
-            directory = Path(self.mktemp())
-            directory.mkdir()
-            (directory / JOBS_FILE).write_bytes(garbage)
-            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-            service = self.startService(directory)
-            self.assertTrue(service.running)
-            self.assertEqual(await self.listed(), [], garbage)
+            directory, events = await self.startOnJobList(garbage)
             if garbage.startswith(b'{"jobs"'):
                 continue  # a job list whose entries are unusable: they are skipped
             warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
@@ -1071,13 +1080,8 @@ class RestartTests(ServiceTestCase):
         service starts empty and works.
         """
         for planted in (b'{"version": 1, "jobs": [{"id": "1", ', b"[" * 100_000, b"\xff\xfe"):
-            directory = Path(self.mktemp())
-            directory.mkdir()
-            (directory / JOBS_FILE).write_bytes(planted)
-            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-            service = self.startService(directory)
-            self.assertTrue(service.running)
-            self.assertEqual(await self.listed(), [])
+            directory, events = await self.startOnJobList(planted)
+            service = self.service
             warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
             self.assertEqual(len(warnings), 1, warnings)
             [bad] = [name for name in await self.files(directory) if name.startswith(JOBS_FILE + ".bad-")]

@@ -518,6 +518,36 @@ class ProxySocketTests(TestCase):
         self.assertEqual(len(data) - head, size)
         self.assertEqual(hashlib.sha256(data[head:]).digest(), hashlib.sha256(_pattern(size)).digest())
 
+    async def test_clientGoneMidAnswerLogged(self) -> None:
+        """
+        Over real sockets, a client that reads part of a large download and
+        closes gets its access-log line with the origin's status and the
+        bytes that came so far (there was none).
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from tests.test_proxy import accessLines
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        port = await self.startProxy()
+        size = 64 * 1024 * 1024
+
+        def readSomeAndGo() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"GET %s/big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(), size))
+                return recvUntil(s, lambda data: len(data) > 100_000)
+
+        self.assertIn(b" 200 ", await threads.deferToThread(readSomeAndGo))
+        for _ in range(200):
+            if accessLines(events):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        [line] = accessLines(events)
+        match = re.search(r'"GET \S+/big\?n=\d+ HTTP/1\.1" 200 0 (\d+) ', line)
+        self.assertIsNotNone(match, line)
+        self.assertLess(int(match.group(1)), size)
+
     async def test_largeUploadBounded(self) -> None:
         """
         A 32 MiB upload to an origin that does not read stays mostly in the

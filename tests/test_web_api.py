@@ -36,6 +36,7 @@ from netsuite.web.api import (
     _parseContentType,
 )
 from netsuite.web.metrics import HTTPMetrics
+from tests.helpers import codecSearch
 
 #: A POSIX time the fake clock runs from (2023-11-14T22:13:20Z).
 STARTED = 1_700_000_000.0
@@ -814,14 +815,7 @@ class InMemoryEchoTests(SynchronousTestCase):
         new names would grow the server's memory without bound.  Spellings
         of a known name are looked up by its normal form.
         """
-        asked: List[str] = []
-
-        def search(name: str) -> None:
-            asked.append(name)
-            return None
-
-        codecs.register(search)
-        self.addCleanup(codecs.unregister, search)
+        asked = codecSearch(self)
         unknown = [b"nonesuch-4711", b"x" * 1000, b"utf-8-x"]
         answers = [
             self.post(b"a=1", b"application/x-www-form-urlencoded; charset=" + charset)
@@ -846,9 +840,7 @@ class InMemoryEchoTests(SynchronousTestCase):
             return bytes(data).decode("latin-1"), len(data)
 
         info = codecs.CodecInfo(codecs.latin_1_encode, decode, name="failing")
-        search = lambda name: info if name == "failing" else None
-        codecs.register(search)
-        self.addCleanup(codecs.unregister, search)
+        codecSearch(self, lambda name: info if name == "failing" else None)
         from netsuite import charsets
 
         self.patch(charsets, "_CODEC_NAMES", charsets._CODEC_NAMES | {"failing"})

@@ -544,12 +544,18 @@ class BufferedLogTests(SynchronousTestCase):
 class Hanging(Resource):
     """
     Answers nothing (C{/api/hang}), or a head and C{b"partial"} of a body it
-    never ends (C{/api/hang?partial=1}).
+    never ends (C{/api/hang?partial=1}); keeps every request in C{requests},
+    for a test to answer.
     """
 
     isLeaf = True
 
+    def __init__(self) -> None:
+        Resource.__init__(self)
+        self.requests: list = []
+
     def render(self, request):
+        self.requests.append(request)
         if request.args.get(b"partial") is not None:
             request.setHeader(b"content-length", b"100")
             request.write(b"partial")
@@ -605,22 +611,6 @@ class AbortedRequestLogTests(SynchronousTestCase):
         self.assertIn('"GET /healthz HTTP/1.1" 200 ', line)
 
 
-class Held(Resource):
-    """
-    Keeps every request it gets (C{/api/held}) unanswered in C{requests}.
-    """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        Resource.__init__(self)
-        self.requests: list = []
-
-    def render(self, request):
-        self.requests.append(request)
-        return NOT_DONE_YET
-
-
 class GracefulCloseTests(SynchronousTestCase):
     """
     A stopping service asks each HTTP connection to close gracefully: an
@@ -628,13 +618,13 @@ class GracefulCloseTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.held = Held()
-        self.clock, self.site, self.connect = inMemory(api={b"held": self.held})
+        self.held = Hanging()
+        self.clock, self.site, self.connect = inMemory(api={b"hang": self.held})
         self.addCleanup(self.site.stopFactory)
 
     def test_http1AnswerInHandIsFinishedFirst(self) -> None:
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET /api/held HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /api/hang HTTP/1.1\r\nHost: x\r\n\r\n")
         self.clock.advance(0)
         protocol.closeGracefully()
         self.assertFalse(transport.disconnecting)
@@ -897,9 +887,9 @@ class FakeListener:
 class SocketTests(TestCase):
     timeout = 30
 
-    async def startHTTP(self, **kwargs) -> tuple[int, object, SimpleStatus]:
+    async def startHTTP(self, grace: float = 1, **kwargs) -> tuple[int, object, SimpleStatus]:
         status = SimpleStatus(StatsRegistry())
-        service = makeHTTPService("tcp:0:interface=127.0.0.1", status=status, grace=1, **kwargs)
+        service = makeHTTPService("tcp:0:interface=127.0.0.1", status=status, grace=grace, **kwargs)
         status.add(service)
         port = await startListener(self, service)
         return port, service, status
@@ -1323,12 +1313,7 @@ class SocketTests(TestCase):
         connection end, and how long the stop took.
         """
         ca = trustme.CA()
-        status = SimpleStatus(StatsRegistry())
-        service = makeHTTPService(
-            "tcp:0:interface=127.0.0.1", status=status, grace=20,
-            tls=makeServerOptions(self.mktemp(), ca, protocols),
-        )
-        port = await startListener(self, service)
+        port, service, _ = await self.startHTTP(grace=20, tls=makeServerOptions(self.mktemp(), ca, protocols))
         context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
         context.set_alpn_protocols([p.decode() for p in protocols])
         ready = threading.Event()

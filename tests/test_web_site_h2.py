@@ -15,7 +15,7 @@ import time
 
 import trustme
 from twisted.python.filepath import FilePath
-from twisted.internet import reactor, threads
+from twisted.internet import threads
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -52,6 +52,22 @@ def frame(kind: int, flags: int, streamID: int, payload: bytes) -> bytes:
 SETTINGS = frame(4, 0, 0, b"")
 OPEN_HEADERS = frame(1, 0x1, 1, b"\x82\x84\x86")
 CONTINUATION = frame(9, 0, 1, b"\x00\x03x-a\x7f\x81\x7f" + b"a" * 16376)
+
+
+def parseFrames(data: bytes) -> list:
+    """
+    The whole frames in C{data}, parsed by hyperframe (a client library
+    reads nothing after a GOAWAY).
+    """
+    from hyperframe.frame import Frame
+
+    frames = []
+    while len(data) >= 9:
+        parsed, length = Frame.parse_frame_header(memoryview(data[:9]))
+        parsed.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(parsed)
+        data = data[9 + length :]
+    return frames
 
 
 def request(method: str, path: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
@@ -473,12 +489,12 @@ class GracefulCloseTests(SynchronousTestCase):
     def test_openStreamAnsweredThenClosed(self) -> None:
         if not H2_ENABLED:
             raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        from tests.test_web_site import Held
+        from tests.test_web_site import Hanging
 
-        held = Held()
-        exchange = Exchange(Limits(), api={b"held": held})
+        held = Hanging()
+        exchange = Exchange(Limits(), api={b"hang": held})
         self.addCleanup(exchange.site.stopFactory)
-        streamID = exchange.get("/api/held")
+        streamID = exchange.get("/api/hang")
         exchange.protocol.closeGracefully()
         exchange.pump()
         self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.NO_ERROR)
@@ -488,15 +504,9 @@ class GracefulCloseTests(SynchronousTestCase):
         request.write(b"done")
         request.finish()
         exchange.clock.advance(0)
-        # The client library reads nothing after a GOAWAY: read the frames.
-        from hyperframe.frame import DataFrame, Frame, RstStreamFrame
+        from hyperframe.frame import DataFrame, RstStreamFrame
 
-        data, frames = exchange.transport.value(), []
-        while len(data) >= 9:
-            parsed, length = Frame.parse_frame_header(memoryview(data[:9]))
-            parsed.parse_body(memoryview(data[9 : 9 + length]))
-            frames.append(parsed)
-            data = data[9 + length :]
+        frames = parseFrames(exchange.transport.value())
         sent = [(f.stream_id, f.data, "END_STREAM" in f.flags) for f in frames if isinstance(f, DataFrame)]
         self.assertEqual(b"".join(d for i, d, _ in sent if i == streamID), b"done")
         self.assertTrue(sent[-1][2])
@@ -651,14 +661,18 @@ class SentWaiterTests(ExchangeTestCase):
         self.assertEqual(self.connection.whenSent(self.streamID).result, None)
 
 
-class SocketTests(TestCase):
+class HTTPSTestCase(TestCase):
     """
-    HTTP/2 over real TLS connections, negotiated by ALPN.
+    Tests against an HTTPS listener offering HTTP/2 by ALPN.
     """
 
     timeout = 30
 
-    async def startHTTPS(self, **kwargs) -> tuple[int, object, str]:
+    async def startHTTPS(self, **kwargs: object) -> tuple[int, object, str]:
+        """
+        Start the listener (with C{kwargs} for L{makeHTTPService}); return
+        its port, the service and the CA certificate to trust, as PEM text.
+        """
         if not H2_ENABLED:
             raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
         ca = trustme.CA()
@@ -670,6 +684,12 @@ class SocketTests(TestCase):
         status.add(service)
         port = await startListener(self, service)
         return port, service, ca.cert_pem.bytes().decode()
+
+
+class SocketTests(HTTPSTestCase):
+    """
+    HTTP/2 over real TLS connections, negotiated by ALPN.
+    """
 
     async def test_continuationFloodCutOff(self) -> None:
         """

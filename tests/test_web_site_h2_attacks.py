@@ -24,17 +24,24 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.http import H2_ENABLED
 from twisted.web.resource import Resource
 
 from netsuite.listen import StreamListener
-from netsuite.stats import StatsRegistry
-from netsuite.status import SimpleStatus
-from netsuite.web.site import Limits, NetsuiteH2Connection, makeHTTPService
+from netsuite.web.site import Limits, NetsuiteH2Connection
 from tests.helpers import startListener
 from tests.test_web_site import Hanging, inMemory, waitForNoConnections
-from tests.test_web_site_h2 import PREFACE, SETTINGS, Exchange, ExchangeTestCase, frame, request
+from tests.test_web_site_h2 import (
+    PREFACE,
+    SETTINGS,
+    Exchange,
+    ExchangeTestCase,
+    HTTPSTestCase,
+    frame,
+    parseFrames,
+    request,
+)
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
 if H2_ENABLED:
@@ -59,12 +66,7 @@ def frameTypes(data: bytes) -> list[int]:
     """
     The types of the whole frames in C{data}, in order.
     """
-    types = []
-    while len(data) >= 9:
-        length = int.from_bytes(data[:3], "big")
-        types.append(data[3])
-        data = data[9 + length :]
-    return types
+    return [parsed.type for parsed in parseFrames(data)]
 
 
 def queuedBytes(exchange: Exchange) -> int:
@@ -485,25 +487,10 @@ class _Broken(Protocol):
         raise ValueError("a bug in connectionLost")
 
 
-class SocketTests(TestCase):
+class SocketTests(HTTPSTestCase):
     """
     Over real TLS connections, negotiated by ALPN.
     """
-
-    timeout = 30
-
-    async def startHTTPS(self, **kwargs: object) -> tuple[int, object, str]:
-        if not H2_ENABLED:
-            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        ca = trustme.CA()
-        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
-        status = SimpleStatus(StatsRegistry())
-        service = makeHTTPService(
-            "tcp:0:interface=127.0.0.1", status=status, grace=1, tls=options, **kwargs
-        )
-        status.add(service)
-        port = await startListener(self, service)
-        return port, service, ca.cert_pem.bytes().decode()
 
     def tlsSocket(self, port: int, cadata: str) -> ssl.SSLSocket:
         context = ssl.create_default_context(cadata=cadata)
