@@ -20,10 +20,12 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.http import H2_ENABLED
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
-from netsuite.web.site import Limits, NetsuiteH2Connection, makeHTTPService
+from netsuite.web.site import H2_TURN_BYTES, Limits, NetsuiteH2Connection, makeHTTPService
 from tests.helpers import startListener
 from tests.test_web_site import inMemory, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
@@ -661,6 +663,99 @@ class SentWaiterTests(ExchangeTestCase):
         self.assertEqual(self.connection.whenSent(self.streamID).result, None)
 
 
+class WholeAnswer(Resource):
+    """
+    Answers with C{payload}, written at once as bytes, or as a bytearray
+    emptied right after the write.
+    """
+
+    isLeaf = True
+
+    def __init__(self, payload: bytes, bytearrayEmptied: bool = False) -> None:
+        Resource.__init__(self)
+        self.payload = payload
+        self.bytearrayEmptied = bytearrayEmptied
+
+    def render_GET(self, request: object) -> bytes:
+        if self.bytearrayEmptied:
+            buffer = bytearray(self.payload)
+            request.write(buffer)
+            del buffer[:]
+            request.finish()
+            return NOT_DONE_YET
+        return self.payload
+
+
+class LargeAnswerTests(SynchronousTestCase):
+    """
+    An answer written at once, larger than a frame: sent in time in
+    proportion to its size (Twisted's loop copied the rest of it for every
+    frame, and sent one frame a reactor turn).
+    """
+
+    #: 1 MiB that no frame boundary can cut into two equal halves.
+    payload = bytes(range(251)) * (1024 * 1024 // 251 + 1)
+
+    def exchange(self, resource: Resource, acknowledge: bool = True) -> Exchange:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        exchange = Exchange(Limits(), api={b"whole": resource})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = acknowledge
+        return exchange
+
+    def test_restNotCopied(self) -> None:
+        """
+        What is left of the answer once the window is used up is a view of
+        the bytes written, not a copy; once the client reads, the answer
+        arrives whole.
+        """
+        exchange = self.exchange(WholeAnswer(self.payload), acknowledge=False)
+        streamID = exchange.get("/api/whole")
+        answer = exchange.answers[streamID]
+        self.assertEqual(len(answer["body"]), 65535)
+        queue = exchange.protocol._channel._outboundStreamQueues[streamID]
+        self.assertIsInstance(queue[0], memoryview)
+        self.assertIs(queue[0].obj, self.payload)
+        exchange.acknowledge = True
+        exchange.client.acknowledge_received_data(65535, streamID)
+        exchange.pump()
+        self.assertTrue(answer["ended"])
+        self.assertEqual(answer["body"], self.payload)
+
+    def test_framesBatchedInOneWrite(self) -> None:
+        """
+        With windows that do not stop it, the answer goes out in writes of
+        L{H2_TURN_BYTES} (one a reactor turn), not in a write for every
+        16 KiB frame, each its own turn and, over TLS, its own records.
+        """
+        exchange = self.exchange(WholeAnswer(self.payload))
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        exchange.client.increment_flow_control_window(2**31 - 1 - 65535)
+        exchange.pump()
+        writes: list[int] = []
+        write = exchange.transport.write
+        self.patch(exchange.transport, "write", lambda data: (writes.append(len(data)), write(data)))
+        streamID = exchange.get("/api/whole")
+        self.assertTrue(exchange.answers[streamID]["ended"])
+        self.assertEqual(exchange.answers[streamID]["body"], self.payload)
+        # The headers, the batches, the end of the stream.
+        self.assertLessEqual(len(writes), len(self.payload) // H2_TURN_BYTES + 3)
+
+    def test_bytearrayEmptiedAfterTheWrite(self) -> None:
+        """
+        A resource may empty (resize) a bytearray it has written: the answer
+        is what it held at the write (a view of it would have made the
+        resize raise).
+        """
+        exchange = self.exchange(WholeAnswer(self.payload, bytearrayEmptied=True))
+        streamID = exchange.get("/api/whole")
+        answer = exchange.answers[streamID]
+        self.assertEqual(answer["status"], b"200")
+        self.assertTrue(answer["ended"])
+        self.assertEqual(answer["body"], self.payload)
+
+
 class HTTPSTestCase(TestCase):
     """
     Tests against an HTTPS listener offering HTTP/2 by ALPN.
@@ -755,6 +850,29 @@ class SocketTests(HTTPSTestCase):
         self.assertEqual((outcome, goaway), ("closed", h2.errors.ErrorCodes.NO_ERROR))
         self.assertLess(seconds, 5)
         await waitForNoConnections(self, service)
+
+    async def test_largeAnswersInterleaved(self) -> None:
+        """
+        Over real TLS, a 3 MiB file and a 4 MiB answer written at once,
+        asked for together on one connection, both arrive whole.
+        """
+        folder = FilePath(self.mktemp())
+        folder.makedirs()
+        content = bytes(range(256)) * (12 * 1024)
+        folder.child("big.bin").setContent(content)
+        payload = bytes(range(251)) * (4 * 1024 * 1024 // 251)
+        port, service, cadata = await self.startHTTPS(
+            root=folder.path, api={b"whole": WholeAnswer(payload)}
+        )
+        answers = await threads.deferToThread(
+            h2Requests,
+            port,
+            cadata,
+            [(request("GET", "/big.bin"), True), (request("GET", "/api/whole"), True)],
+        )
+        self.assertEqual([status for status, body in answers], ["200", "200"])
+        self.assertEqual(answers[0][1], content)
+        self.assertEqual(answers[1][1], payload)
 
     async def test_limits(self) -> None:
         """

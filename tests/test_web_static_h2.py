@@ -16,7 +16,7 @@ from twisted.web.server import Site
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import makeSite
-from netsuite.web.static import CHUNK_SIZE, StaticFolder
+from netsuite.web.static import CHUNK_SIZE, H2_MIN_CHUNK_SIZE, StaticFolder
 from tests.test_web_static import (
     NotFound,
     ReactorLikeClock,
@@ -176,7 +176,7 @@ class H2Harness:
             len(chunk)
             for queue in self.server._outboundStreamQueues.values()
             for chunk in queue
-            if isinstance(chunk, bytes)
+            if isinstance(chunk, (bytes, memoryview))
         )
 
 
@@ -425,6 +425,36 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         peer.client.increment_flow_control_window(LARGEST_WINDOW - 1065535)
         peer.send()
         for streamID in (1, 3, 5, 7):
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+            self.assertEqual(peer.bodies[streamID], patterned(BIG))
+
+    def test_smallWindowsReadLittle(self) -> None:
+        """
+        Streams whose client allows 1000 bytes each, and then reads
+        nothing, get no more read from the file than one frame's worth
+        each (it was 64 KiB each, so that 100 streams held 6.4 MiB); once
+        the client reads, every stream gets the whole file.
+        """
+        peer = self.peer
+        peer.acknowledge = False
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        peer.send()
+        peer.read()
+        streams = (1, 3, 5, 7)
+        for streamID in streams:
+            peer.get(streamID, b"/big.bin")
+        for _ in range(20):
+            peer.read()
+            peer.turns(1)
+        self.assertLessEqual(self.bytesRead, len(streams) * H2_MIN_CHUNK_SIZE)
+        for streamID in streams:
+            self.assertEqual(len(peer.bodies[streamID]), 1000)
+        peer.acknowledge = True
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        for streamID in streams:
+            peer.client.increment_flow_control_window(LARGEST_WINDOW - 1000, streamID)
+        peer.send()
+        for streamID in streams:
             self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
             self.assertEqual(peer.bodies[streamID], patterned(BIG))
 

@@ -54,6 +54,11 @@ from zope.interface import implementer
 
 from netsuite.listen import plainSocketTransport
 
+try:
+    from h2.exceptions import ProtocolError as _H2Error
+except ImportError:  # no HTTP/2 here, so no HTTP/2 stream to read for
+    _H2Error = ()  # type: ignore[assignment, misc]
+
 __all__ = [
     "StaticFolder",
     "UNSATISFIABLE",
@@ -67,10 +72,15 @@ __all__ = [
 #: Bytes read from disk at once when streaming a large file.
 CHUNK_SIZE = 256 * 1024
 
-#: Bytes read at once for an HTTP/2 stream: Twisted's HTTP/2 connection
-#: sends one frame (16 KiB unless the client allows more) a reactor turn, so
-#: more would only wait in its queue.
-H2_CHUNK_SIZE = 64 * 1024
+#: Most bytes read at once for an HTTP/2 stream: what netsuite's HTTP/2
+#: connection sends in a reactor turn (C{H2_TURN_BYTES}).  Less when the
+#: client's flow-control window holds less, but at least
+#: L{H2_MIN_CHUNK_SIZE}: more would only wait in the connection's queue.
+H2_CHUNK_SIZE = 256 * 1024
+
+#: Least bytes read at once for an HTTP/2 stream (one frame of the
+#: smallest size a client may allow).
+H2_MIN_CHUNK_SIZE = 16 * 1024
 
 #: At most this much goes out with C{os.sendfile} in one reactor turn (to a
 #: client that takes everything at once) before the other connections' turn.
@@ -1228,7 +1238,8 @@ class _FileProducer:
     fill the transport's buffer goes through it, so that the transport pauses
     this producer until the socket takes more.  Everywhere else (TLS,
     HTTP/2, compressed bodies) every chunk is a L{CHUNK_SIZE} read
-    (L{H2_CHUNK_SIZE} over HTTP/2) written to the request.
+    (over HTTP/2, what the client's flow-control window takes, between
+    L{H2_MIN_CHUNK_SIZE} and L{H2_CHUNK_SIZE}) written to the request.
 
     At most one read, or L{SENDFILE_TURN_BYTES} of C{sendfile}, is done in
     one reactor turn; the rest follows in the next turn, so that a file that
@@ -1402,7 +1413,7 @@ class _FileProducer:
                     continue
             if self._h2 is not None and not self._h2Ready():
                 return
-            size = CHUNK_SIZE if self._h2 is None else H2_CHUNK_SIZE
+            size = CHUNK_SIZE if self._h2 is None else self._h2ReadSize()
             if raw is not None:
                 # Through the transport: just enough to fill its buffer, so
                 # that it pauses us until the socket takes more.
@@ -1429,6 +1440,18 @@ class _FileProducer:
             # One read a turn: the other connections go first.
             self._later()
             return
+
+    def _h2ReadSize(self) -> int:
+        """
+        How much to read for this HTTP/2 stream: what the client's
+        flow-control window takes now, within L{H2_MIN_CHUNK_SIZE} and
+        L{H2_CHUNK_SIZE}.
+        """
+        try:
+            window: int = self._h2.conn.local_flow_control_window(self._streamID)
+        except _H2Error:  # h2 forgot the stream (a reset): Twisted hears of it next
+            window = 0
+        return min(H2_CHUNK_SIZE, max(H2_MIN_CHUNK_SIZE, window))
 
     def _h2Ready(self) -> bool:
         """
