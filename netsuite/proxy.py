@@ -26,7 +26,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 from dataclasses import dataclass
 from time import gmtime, strftime
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -55,7 +54,14 @@ from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
 from netsuite.stats import ServiceStats
 from netsuite.status import SimpleStatus, StatusSource
-from netsuite.web.site import _CLIENT_CLOSED, Limits, NetsuiteHTTPChannel, StrictChunkedDecoder, _BufferedLog
+from netsuite.web.site import (
+    _CLIENT_CLOSED,
+    _REASONS,
+    Limits,
+    NetsuiteHTTPChannel,
+    StrictChunkedDecoder,
+    _BufferedLog,
+)
 
 DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
 
@@ -124,11 +130,15 @@ class ProxySettings:
         after).
     @ivar readTimeout: seconds an origin may stay silent while a response is
         awaited or read (504 before the response starts, a cut connection
-        after); while it still takes the request body, it is not silent.
+        after); while it still takes the request body, it is not silent,
+        and while the proxy does not read it because the client takes
+        nothing, the time does not count.
     @ivar tunnelIdleTimeout: seconds a CONNECT tunnel may carry nothing
         either way before it is closed.
     @ivar idleTimeout: seconds a client's keep-alive connection may wait for
-        its next request.
+        its next request, a request body may stop coming (408), and a
+        client may take nothing of its answer (cut off), as nginx's
+        C{client_body_timeout} and C{send_timeout}.
     @ivar headerTimeout: seconds from a request's first byte to the end of
         its headers (408 after).
     @ivar maxTunnels: CONNECT tunnels open or connecting at once (503 above;
@@ -284,7 +294,7 @@ def _textResponse(clientproto: bytes, status: int, message: str, extra: bytes, c
 
 
 def _response(clientproto: bytes, status: int, contentType: bytes, body: bytes, extra: bytes, close: bool) -> bytes:
-    reason = http.RESPONSES.get(status, b"Error")
+    reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
     return b"".join(
         [
             b"HTTP/1.1" if clientproto != b"HTTP/1.0" else b"HTTP/1.0",
@@ -368,11 +378,25 @@ class _ReadGate:
             self._producer.pauseProducing()
         self._holds.add(reason)
 
-    def release(self, reason: str) -> None:
+    def release(self, reason: str) -> bool:
+        """
+        @return: whether this resumed reading.
+        """
         if reason in self._holds:
             self._holds.discard(reason)
             if not self._holds:
                 self._producer.resumeProducing()
+                return True
+        return False
+
+    @property
+    def heldByProxy(self) -> bool:
+        """
+        Whether the proxy holds the reading for its own reasons (an origin
+        not taking the body, a connection being made, a tunnel), not
+        Twisted's channel.
+        """
+        return bool(self._holds) and self._holds != {"http"}
 
 
 class UpstreamConnection(Protocol):
@@ -397,6 +421,8 @@ class UpstreamConnection(Protocol):
     _bodySent = True
     _timer: Any = None
     _last = 0.0
+    #: Not read while the client takes nothing (L{pauseReading}).
+    _held = False
     _viaVersion = b"1.1"
     _interim = 0
 
@@ -464,11 +490,21 @@ class UpstreamConnection(Protocol):
         self._last = self.factory.clock.seconds()
 
     def pauseReading(self) -> None:
+        """
+        Stop reading: the client takes nothing.  The read timeout does not
+        run meanwhile: the origin is not silent, we are not listening.
+        """
         if self.transport is not None and self._state != "closed":
+            self._held = True
             self.transport.pauseProducing()
 
     def resumeReading(self) -> None:
-        if self.transport is not None and self._state != "closed":
+        """
+        Read again (after L{pauseReading}); the read timeout starts over.
+        """
+        if self._held and self.transport is not None and self._state != "closed":
+            self._held = False
+            self._last = self.factory.clock.seconds()
             self.transport.resumeProducing()
 
     def park(self) -> None:
@@ -478,6 +514,9 @@ class UpstreamConnection(Protocol):
         self._state = "idle"
         self.request = None
         self._last = self.factory.clock.seconds()
+        if self._held:  # its answer ended while the client took nothing
+            self._held = False
+            self.transport.resumeProducing()
 
     def _checkTimer(self) -> None:
         self._timer = None
@@ -485,7 +524,10 @@ class UpstreamConnection(Protocol):
             return
         settings = self.factory.settings
         limit = settings.poolIdleTimeout if self._state == "idle" else settings.readTimeout
-        left = self._last + limit - self.factory.clock.seconds()
+        now = self.factory.clock.seconds()
+        if self._held:
+            self._last = now
+        left = self._last + limit - now
         if left > 0:
             self._timer = self.factory.clock.callLater(min(left, self._step), self._checkTimer)
         else:
@@ -624,6 +666,12 @@ class UpstreamConnection(Protocol):
         others: List[bytes] = []
         if noBody:
             framing = "none"
+            if code == 204:
+                length = -1  # never a Content-Length in a 204 (RFC 9110 8.6)
+        elif coded and minor == b"0":
+            # Faulty framing (RFC 9112 6.1): nobody can tell where it ends.
+            self._fail("the origin sent Transfer-Encoding in an HTTP/1.0 response")
+            return False
         elif coded:
             # Chunked once and last (RFC 9112 sections 6.1 and 6.3), after
             # codings the client can undo: anything else, nobody can frame.
@@ -1576,13 +1624,47 @@ class ProxyRequest(http.Request):
 
     # The client.
 
-    def connectionLost(self, reason: Failure) -> None:
-        factory = self.channel.factory
-        self._gone = True
+    def _leaveOrigin(self) -> Any:
+        """
+        Stop resolving or connecting for this request, and let go of its
+        origin connection (returned).
+        """
         self._cancelTimer()
         if self._connector is not None and self._attempt is not None and not self._attempt.connected:
             self._connector.stopConnecting()
         upstream, self._upstream = self._upstream, None
+        return upstream
+
+    def endHere(self, status: int) -> bool:
+        """
+        The proxy ends this request while its body is being received (a
+        malformed body, or one the client stopped sending), and closes the
+        client's connection: the origin is left, and the access log shows
+        C{status} if none of the answer was sent, else the status sent and
+        the bytes so far.
+
+        @return: whether C{status} may still be answered (none of the
+            answer was sent).
+        """
+        answer = not self.startedWriting
+        if not self._started or self._ended or self._gone:
+            return answer
+        self._ended = True
+        self.stopUpload()
+        upstream = self._leaveOrigin()
+        if isinstance(upstream, TunnelUpstream):
+            upstream.close()
+        elif upstream is not None:
+            upstream.abort()
+        if answer:
+            self.code = status
+        self.channel.factory.log(self)
+        return answer
+
+    def connectionLost(self, reason: Failure) -> None:
+        factory = self.channel.factory
+        self._gone = True
+        upstream = self._leaveOrigin()
         if isinstance(upstream, TunnelUpstream):
             upstream.close()
             if not self._ended:
@@ -1592,10 +1674,12 @@ class ProxyRequest(http.Request):
             upstream.abort()
         if self._started and not self._ended:
             # Gone before its answer ended: logged as nginx logs it, 499
-            # when none of the answer was sent.
+            # when none of the answer was sent, unless the proxy dropped it
+            # itself at the end of its stop's grace period (503).
             self._ended = True
             if not self.startedWriting:
-                self.code = _CLIENT_CLOSED
+                stopped = self.channel.stopping and reason.check(error.ConnectionAborted)
+                self.code = 503 if stopped else _CLIENT_CLOSED
             factory.log(self)
         self._releaseTunnel()
         http.Request.connectionLost(self, reason)
@@ -1614,9 +1698,17 @@ class ProxyChannel(NetsuiteHTTPChannel):
     factory: "ProxyFactory"
     refusal: Optional[str] = None
     clientHost: Optional[str] = None
+    #: The service is stopping (L{closeGracefully} was called).
+    stopping = False
     _tunnel: Optional[TunnelUpstream] = None
     _following: Any = None
     _inputEnded = False
+    #: Whether a refusal may be answered (L{ProxyRequest.endHere}).
+    _answerRefusal = True
+    #: When the client last stopped taking its answer (its transport's
+    #: buffer filled), while it still does not.
+    _stalledSince: Optional[float] = None
+    _sendTimer: Any = None
 
     def __init__(self, factory: "ProxyFactory") -> None:
         NetsuiteHTTPChannel.__init__(self, factory)  # type: ignore[arg-type]
@@ -1634,7 +1726,34 @@ class ProxyChannel(NetsuiteHTTPChannel):
             self.refusal = str(e)
 
     def errorResponse(self, status: int, message: str) -> bytes:
+        if not self._answerRefusal:
+            return b""  # the answer has begun: it is cut, not followed
         return _textResponse(b"HTTP/1.1", status, message, b"", True)
+
+    def _refuse(self, status: int, message: str) -> None:
+        if not self._closing and self.requests:
+            # A request whose body is refused ends with it (logged so, not
+            # as the client's 499).
+            self._answerRefusal = self.requests[-1].endHere(status)
+        NetsuiteHTTPChannel._refuse(self, status, message)
+
+    def timeoutConnection(self) -> None:
+        if self._gate.heldByProxy:
+            # Not read by our choice (an origin not taking the body): the
+            # client is not silent.
+            self.resetTimeout()
+            return
+        request = self.requests[-1] if self.requests else None
+        if request is not None and request._started and not (request.bodyComplete or request._ended):
+            # The body stopped coming: 408, as nginx's client_body_timeout.
+            self.factory.stats.count("client_timeouts")
+            self._refuse(408, f"the request body stalled for {self.timeOut:g} seconds")
+            return
+        NetsuiteHTTPChannel.timeoutConnection(self)
+
+    def closeGracefully(self) -> None:
+        self.stopping = True
+        NetsuiteHTTPChannel.closeGracefully(self)
 
     def holdReading(self, reason: str) -> None:
         """
@@ -1644,9 +1763,11 @@ class ProxyChannel(NetsuiteHTTPChannel):
 
     def releaseReading(self, reason: str) -> None:
         """
-        Read from the client again, as far as C{reason} is concerned.
+        Read from the client again, as far as C{reason} is concerned; its
+        idle timeout starts over when nothing holds it any more.
         """
-        self._gate.release(reason)
+        if self._gate.release(reason):
+            self.resetTimeout()
 
     def allHeadersReceived(self) -> None:
         NetsuiteHTTPChannel.allHeadersReceived(self)
@@ -1672,6 +1793,33 @@ class ProxyChannel(NetsuiteHTTPChannel):
         following = self._following
         if following is not None:
             following.pauseReading()
+        if self._tunnel is None:  # a tunnel has its own idle timeout
+            # nginx's send_timeout: a client taking nothing of its answer
+            # for the idle timeout is cut off.  One timer, checked when it
+            # fires: none set and cancelled for every full buffer.
+            self._stalledSince = self.factory.clock.seconds()
+            if self._sendTimer is None:
+                self._sendTimer = self.callLater(self.factory.settings.idleTimeout, self._checkStall)
+
+    def _checkStall(self) -> None:
+        self._sendTimer = None
+        since = self._stalledSince
+        if since is None or self._tunnel is not None:
+            return
+        seconds = self.factory.settings.idleTimeout
+        left = since + seconds - self.factory.clock.seconds()
+        if left > 0:
+            self._sendTimer = self.callLater(left, self._checkStall)
+            return
+        self.factory.stats.count("client_timeouts")
+        self.factory.log_.info(
+            "client {client} took nothing of its answer for {seconds:g} seconds: closed",
+            client=self.clientHost or "-",
+            seconds=seconds,
+        )
+        # Logged by its request as the client's: the status sent, the bytes
+        # so far.
+        self.transport.abortConnection()
 
     # Tunnels.
 
@@ -1741,6 +1889,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
         self._closeIfInputDone()
 
     def resumeProducing(self) -> None:
+        self._stalledSince = None
         NetsuiteHTTPChannel.resumeProducing(self)
         following = self._following
         if following is not None:
@@ -1752,6 +1901,10 @@ class ProxyChannel(NetsuiteHTTPChannel):
 
     def connectionLost(self, reason: Failure) -> None:
         self._following = None
+        self._stalledSince = None
+        if self._sendTimer is not None and self._sendTimer.active():
+            self._sendTimer.cancel()
+        self._sendTimer = None
         NetsuiteHTTPChannel.connectionLost(self, reason)
 
 
@@ -1897,24 +2050,12 @@ class ProxyListener(StreamListener):
         factory: ProxyFactory = self.tracker.wrappedFactory  # type: ignore[assignment]
         rules = factory.rules
         try:
+            # On an unspecified address, the rules take every address this
+            # host can bind to as the proxy's (its name may resolve to
+            # loopback only, while a network card's address reaches it too).
             rules.addOwnAddress(host, address.port)
         except ValueError:
             return
-        if ipaddress.ip_address(host).is_unspecified:
-            for found in _hostAddresses():
-                rules.localAddresses.add(ipaddress.ip_address(found))
-
-
-def _hostAddresses() -> List[str]:
-    """
-    This host's addresses, as far as its name resolves (for listeners on
-    an unspecified address).
-    """
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None)
-    except OSError:
-        return []
-    return [str(info[4][0]).split("%")[0] for info in infos]
 
 
 def makeProxyService(

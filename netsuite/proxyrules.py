@@ -14,7 +14,9 @@ L{Refusal} saying why not, in one sentence for the client's 403:
 
 Refused by default: loopback (unless C{allowLoopback}), link-local,
 unspecified, multicast and broadcast addresses, and the proxy's own
-listening addresses (a request to itself would loop).  Private ranges
+listening addresses (a request to itself would loop): for a listener on an
+unspecified address, every address of this host on its port
+(L{isLocalAddress}).  Private ranges
 (RFC 1918, IPv6 unique local) are allowed unless C{allowPrivate} is off.
 Destinations written as IPv6 forms of an IPv4 address (C{::ffff:127.0.0.1},
 NAT64 C{64:ff9b::7f00:1}, 6to4 C{2002:7f00:1::}) are judged as the IPv4
@@ -27,12 +29,14 @@ is allowed to the ports in C{connectPorts} only (default 443).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from typing import FrozenSet, Iterable, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "ProxyRules",
     "Refusal",
+    "isLocalAddress",
     "parseNetworks",
     "DEFAULT_CLIENTS",
     "DEFAULT_CONNECT_PORTS",
@@ -118,6 +122,26 @@ def parseNetworks(text: str) -> Tuple[Network, ...]:
     return tuple(networks)
 
 
+def isLocalAddress(address: Address) -> bool:
+    """
+    Whether C{address} is one of this host's own addresses: a socket of its
+    family can bind to it (on any interface, without listing them; with
+    Linux's C{ip_nonlocal_bind} on, every address can).
+    """
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    try:
+        probe.bind((str(address), 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def _address(value: Union[str, Address]) -> Address:
     address = ipaddress.ip_address(value.split("%", 1)[0] if isinstance(value, str) else value)
     return _embeddedIPv4(address) or address
@@ -155,10 +179,11 @@ class ProxyRules:
         local, 100.64.0.0/10).
     @ivar connectPorts: ports CONNECT may reach.
     @ivar ownAddresses: C{(address, port)} the proxy listens on; an
-        unspecified address stands for every address of this host
-        (L{localAddresses}).
-    @ivar localAddresses: this host's own addresses, for listeners on an
-        unspecified address.
+        unspecified address stands for every address of this host: loopback,
+        those a socket can bind to (L{isLocalAddress}, asked only for a
+        destination on that port) and L{localAddresses}.
+    @ivar localAddresses: more addresses to take as this host's own, for
+        listeners on an unspecified address.
     """
 
     clients: Sequence[Network] = DEFAULT_CLIENTS
@@ -238,7 +263,10 @@ class ProxyRules:
             if own == address:
                 return True
             if own.is_unspecified and (
-                address.is_loopback or address.is_unspecified or address in self.localAddresses
+                address.is_loopback
+                or address.is_unspecified
+                or address in self.localAddresses
+                or isLocalAddress(address)
             ):
                 return True
         return False

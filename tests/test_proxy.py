@@ -21,7 +21,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError, getConnectError
+from twisted.internet.error import (
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    getConnectError,
+)
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
@@ -927,6 +933,43 @@ class ResponseForwardingTests(ProxyTestCase):
         self.assertTrue(client.closed)
         self.assertEqual(len(proxy.factory.pool), 1)
 
+    def test_noContentLengthIn204(self) -> None:
+        """
+        An origin's 204 with a Content-Length reaches the client without
+        one (RFC 9110 section 8.6: never in a 204), ends at its head, and
+        its connection is pooled.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: b\r\n\r\n")
+        response = client.response()
+        self.assertEqual(response.status, 204)
+        self.assertEqual(response.header(b"content-length"), [])
+        self.assertEqual(response.header(b"transfer-encoding"), [])
+        self.assertEqual(response.header(b"x-a"), [b"b"])
+        self.assertEqual(response.rest, b"")
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_304KeepsContentLengthWithoutBody(self) -> None:
+        """
+        An origin's 304 with a Content-Length (the length the 200 would
+        have had, which RFC 9110 section 8.6 allows) is passed on as it is,
+        and ends at its head: no body is awaited, the next request goes on
+        the same origin connection.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            b"GET http://example.com/ HTTP/1.1\r\nIf-None-Match: \"x\"\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\n",
+        )
+        response = client.response()
+        self.assertEqual(response.status, 304)
+        self.assertEqual(response.header(b"content-length"), [b"5"])
+        self.assertEqual(response.rest, b"")
+        self.assertEqual(len(proxy.factory.pool), 1)
+        proxy.exchange(client=client)
+        self.assertEqual([r.status for r in client.responses()], [304, 200])
+        self.assertEqual(len(proxy.origins), 1)
+
     def test_viaNamesTheOriginsVersion(self) -> None:
         """
         The response's C{Via} names the protocol version the response was
@@ -1174,6 +1217,24 @@ class BrokenOriginTests(ProxyTestCase):
             answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\nContent-Length: 19\r\n\r\n%s" % (codings, body)
             response = self.assertBadGateway(answer, "Transfer-Encoding")
             self.assertEqual(response.header(b"transfer-encoding"), [], codings)
+
+    def test_http10ResponseWithTransferEncoding(self) -> None:
+        """
+        An HTTP/1.0 response with C{Transfer-Encoding} has faulty framing
+        (RFC 9112 section 6.1): 502, and the origin's connection is closed
+        (its chunked body was decoded and passed on).  One without a body
+        (to a HEAD) is passed on, on a connection not kept.
+        """
+        self.assertBadGateway(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "Transfer-Encoding in an HTTP/1.0 response",
+        )
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            b"HEAD http://example.com/ HTTP/1.1\r\n\r\n", b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.assertEqual(client.response(head=True).status, 200)
+        self.assertTrue(origin.closed)
 
     def test_codingBeforeChunkedPassedOn(self) -> None:
         """
@@ -1559,6 +1620,65 @@ class FlowControlTests(ProxyTestCase):
         client.channel.resumeProducing()
         self.assertEqual(origin.transport.producerState, "producing")
 
+    def test_pausedForTheClientIsNotTheOriginsSilence(self) -> None:
+        """
+        While the origin is not read because the client takes nothing, the
+        read timeout does not run (it cut the client's download and blamed
+        the origin); it starts over when reading resumes.
+        """
+        proxy = self.proxy(settings=ProxySettings(readTimeout=20, idleTimeout=60))
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        client.channel.pauseProducing()
+        proxy.clock.advance(50)
+        self.assertFalse(client.closed)
+        self.assertFalse(origin.closed)
+        client.channel.resumeProducing()
+        proxy.clock.advance(19)
+        origin.send(b"lo worl")
+        response = client.response()
+        self.assertTrue(response.complete)
+        self.assertEqual(response.body, b"hello worl")
+        self.assertEqual(proxy.factory.stats.counters.get("upstream_failures"), None)
+
+    def test_clientTakingNothingIsCutOff(self) -> None:
+        """
+        A client that takes nothing of its answer for the idle timeout
+        (nginx's send_timeout) is cut off, and logged as the client's: the
+        status sent and the bytes so far, not an origin failure.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy(settings=ProxySettings(readTimeout=20, idleTimeout=60))
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        client.channel.pauseProducing()
+        proxy.clock.advance(30)
+        client.channel.resumeProducing()  # it takes some
+        client.channel.pauseProducing()
+        proxy.clock.advance(59)
+        self.assertFalse(client.closed)
+        proxy.clock.advance(1)
+        self.assertTrue(client.transport.disconnected, "not aborted: its buffer is full")
+        client.channel.connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(origin.closed)
+        [line] = accessLines(events)
+        self.assertRegex(line, r'"GET http://example\.com/ HTTP/1\.1" 200 0 3 ')
+        counters = proxy.factory.stats.counters
+        self.assertEqual((counters["client_timeouts"], counters.get("upstream_failures")), (1, None))
+        messages = [formatEvent(e) for e in events if e.get("log_format") != "{line}"]
+        self.assertIn("client 127.0.0.1 took nothing of its answer for 60 seconds: closed", messages)
+
+    def test_originPausedAtTheEndOfItsAnswerIsReadAgain(self) -> None:
+        """
+        An origin connection paused for the client when its answer ended
+        is read again once it is in the pool, so that it serves the next
+        request.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        client.channel.pauseProducing()
+        origin.send(b"lo worl")
+        self.assertEqual(len(proxy.factory.pool), 1)
+        self.assertEqual(origin.transport.producerState, "producing")
+
     def test_slowOriginPausesUpload(self) -> None:
         """
         While the origin's transport is full, the client's upload is not
@@ -1604,6 +1724,17 @@ class ClientLimitTests(ProxyTestCase):
         self.assertTextError(client.response(), 414, "request line too long")
         self.assertTrue(client.closed)
         self.assertEqual(proxy.attempts, [])
+
+    def test_headersTooLargeReasonPhrase(self) -> None:
+        """
+        The proxy's 431 has its reason phrase (it was C{431 Error}).
+        """
+        proxy = self.proxy(settings=ProxySettings(maxHeaderBytes=100))
+        client = proxy.client()
+        client.send(b"GET http://example.com/ HTTP/1.1\r\nX-A: " + b"a" * 200 + b"\r\n\r\n")
+        response = client.response()
+        self.assertTextError(response, 431)
+        self.assertEqual(response.startLine, b"HTTP/1.1 431 Request Header Fields Too Large")
 
     def test_slowHeaders(self) -> None:
         """
@@ -2318,6 +2449,108 @@ class RequestBodyTests(ProxyTestCase):
         self.assertEqual([r.status for r in responses], [403])
         self.assertTrue(client.closed)
 
+    def test_http10RequestWithTransferEncoding(self) -> None:
+        """
+        An HTTP/1.0 request with C{Transfer-Encoding} has faulty framing
+        (RFC 9112 section 6.1): 400 and the connection closed; it was
+        decoded and sent on chunked, as HTTP/1.1.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(
+            b"POST http://example.com/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        )
+        self.assertTextError(client.response(), 400, "Transfer-Encoding in an HTTP/1.0 request")
+        self.assertTrue(client.closed)
+        self.assertEqual(proxy.attempts, [])
+
+    def test_malformedChunkedBodyLoggedAs400(self) -> None:
+        """
+        A chunked upload the proxy refuses in the middle (a bad chunk-size
+        line, a chunk not followed by CRLF) gets a 400, and is logged and
+        counted as the 400 it got, not as a 499 (the client did not go
+        away); the origin is left.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        for bad in (b"zz\r\n", b"3\r\nabcXX"):
+            client = proxy.client()
+            client.send(b"POST http://example.com/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            origin = proxy.accept()
+            client.send(bad)
+            self.assertTextError(client.response(), 400)
+            self.assertTrue(client.closed)
+            client.lose()
+            self.assertTrue(origin.closed)
+        lines = accessLines(events)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], r'"POST http://example\.com/ HTTP/1\.1" 400 5 0 ')
+        self.assertRegex(lines[1], r'"POST http://example\.com/ HTTP/1\.1" 400 8 0 ')
+        counters = proxy.factory.stats.counters
+        self.assertEqual((counters["status_400"], counters.get("status_499")), (2, None))
+
+    def test_stalledBodyGets408(self) -> None:
+        """
+        A client that stops sending its body gets a 408 at the idle timeout
+        (nginx's client_body_timeout), logged as such; it was closed
+        without an answer and logged as a 499.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=30))
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        origin = proxy.accept()
+        proxy.clock.advance(29)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(1)
+        self.assertTextError(client.response(), 408, "the request body stalled for 30 seconds")
+        self.assertTrue(client.closed)
+        self.assertTrue(origin.closed)
+        client.lose()
+        [line] = accessLines(events)
+        self.assertRegex(line, r'"POST http://example\.com/ HTTP/1\.1" 408 3 0 ')
+        self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
+
+    def test_bodyHeldForTheOriginIsNotTheClientsSilence(self) -> None:
+        """
+        While the origin takes no more of the body (and the client is not
+        read), the client's idle timeout does not run: the origin's read
+        timeout ends it.  The client's connection was closed at its idle
+        timeout.
+        """
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=10, readTimeout=30))
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        origin = proxy.accept()
+        origin.transport.producer.pauseProducing()  # the origin's buffer is full
+        proxy.clock.advance(25)
+        self.assertFalse(client.closed)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(5)
+        self.assertTextError(client.response(), 504, "did not answer within 30 seconds")
+
+    def test_refusedBodyAfterTheAnswerBegan(self) -> None:
+        """
+        A chunked upload refused after the origin's answer began: the
+        answer is cut (no second status line after it), and logged with
+        the status sent and the bytes so far.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        client.send(b"zz\r\n")
+        data = client.received()
+        self.assertEqual(data.count(b"HTTP/1.1 "), 1, data)
+        self.assertTrue(data.endswith(b"\r\n\r\nabc"), data)
+        self.assertTrue(client.closed)
+        self.assertTrue(origin.closed)
+        client.lose()
+        [line] = accessLines(events)
+        self.assertRegex(line, r'"POST http://example\.com/ HTTP/1\.1" 200 5 3 ')
+
     def test_earlyResponseClosesClient(self) -> None:
         """
         An origin that answers before the upload is over: the response is
@@ -2510,6 +2743,29 @@ class StatsAndLogTests(ProxyTestCase):
         self.assertRegex(lines[1], r'"GET http://example\.com/ HTTP/1\.1" 499 0 0 ')
         self.assertRegex(lines[2], r'"GET http://example\.com/ HTTP/1\.1" 200 0 3 ')
         self.assertEqual(proxy.factory.stats.counters["status_499"], 2)
+
+    def test_droppedAtTheEndOfTheStopLogged503(self) -> None:
+        """
+        A request the proxy drops at the end of its stop's grace period
+        (the connection aborted) before any answer is logged as 503, not as
+        the client's 499; one whose client closes during the grace period
+        is still a 499.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy()
+        clients = []
+        for _ in range(2):
+            client = proxy.client()
+            client.send(GET)
+            proxy.accept()
+            client.channel.closeGracefully()
+            clients.append(client)
+        clients[0].channel.connectionLost(Failure(ConnectionAborted()))
+        clients[1].lose()
+        lines = accessLines(events)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], r'"GET http://example\.com/ HTTP/1\.1" 503 0 0 ')
+        self.assertRegex(lines[1], r'"GET http://example\.com/ HTTP/1\.1" 499 0 0 ')
 
     def test_accessLogNamespace(self) -> None:
         """

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
@@ -717,6 +717,36 @@ class ProxySocketTests(TestCase):
         status, _, body = _parseResponse(data)
         self.assertEqual(status, 403)
         self.assertIn(b"this proxy itself", body)
+
+    async def test_ownInterfaceAddressRefused(self) -> None:
+        """
+        A proxy listening on 0.0.0.0 takes a network card's address as its
+        own even when the host's name resolves to loopback only (as it is
+        made to here; the proxy knew only what its name resolved to): a
+        CONNECT or a GET to that address on its port is refused, not a
+        tunnel or a request to itself (a loop: one write of nested
+        CONNECTs opened a tunnel each).
+        """
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(("198.51.100.1", 9))  # no packet sent: picks the route
+                address = probe.getsockname()[0]
+        except OSError:
+            raise SkipTest("no route off this host: no address but loopback") from None
+        if address.startswith("127."):
+            raise SkipTest("no address but loopback")
+        self.patch(socket, "gethostname", lambda: "localhost")
+        rules = ProxyRules()
+        self.factory = ProxyFactory(reactor, rules=rules)
+        self.listener = makeProxyService("tcp:0", reactor, factory=self.factory, grace=1)
+        port = await startListener(self, self.listener)
+        rules.connectPorts = frozenset({443, port})
+        target = b"%s:%d" % (address.encode(), port)
+        connect = b"CONNECT %s HTTP/1.1\r\nHost: x\r\n\r\n" % (target,)
+        data = await self.exchange(port, connect * 3 + b"GET http://%s/ HTTP/1.1\r\n\r\n" % (target,), 4)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d+)", data), [b"403"] * 4, data)
+        self.assertEqual(data.count(b"this proxy itself"), 4)
+        self.assertEqual(self.factory.tunnelsOpen, 0)
 
     async def test_clientRefused(self) -> None:
         """

@@ -4,8 +4,11 @@ Tests for L{netsuite.proxyrules}: the proxy's client and destination rules.
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+import ipaddress
 
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from netsuite import proxyrules
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem, parseNetworks
 
 
@@ -116,6 +119,43 @@ class DestinationTests(SynchronousTestCase):
         for address in ("127.0.0.1", "127.0.0.2", "192.0.2.7", "::1"):
             self.assertRefused(rules, [address], 3128, "this proxy itself")
         rules.checkDestination(["192.0.2.8"], 3128)
+
+    def test_unspecifiedListenerCoversEveryBindableAddress(self) -> None:
+        """
+        For a listener on an unspecified address, an address this host can
+        bind to (a network card's, which the host's name may not resolve
+        to) is the proxy's own on the listener's port; it is asked only for
+        a destination on that port.
+        """
+        asked = []
+
+        def isLocal(address: object) -> bool:
+            asked.append(str(address))
+            return str(address) == "203.0.113.5"
+
+        self.patch(proxyrules, "isLocalAddress", isLocal)
+        rules = ProxyRules()
+        rules.addOwnAddress("0.0.0.0", 3128)
+        self.assertRefused(rules, ["203.0.113.5"], 3128, "203.0.113.5 is this proxy itself")
+        self.assertRefused(rules, ["::ffff:203.0.113.5"], 3128, "this proxy itself")
+        rules.checkDestination(["203.0.113.6"], 3128)
+        rules.checkDestination(["203.0.113.5"], 443)
+        self.assertEqual(asked, ["203.0.113.5", "203.0.113.5", "203.0.113.6"])
+
+    def test_isLocalAddress(self) -> None:
+        """
+        L{proxyrules.isLocalAddress} knows this host's addresses by binding to them:
+        loopback is, a documentation address is not.
+        """
+        try:
+            with open("/proc/sys/net/ipv4/ip_nonlocal_bind") as f:
+                if f.read().strip() != "0":
+                    raise SkipTest("ip_nonlocal_bind is on: every address can be bound")
+        except OSError:
+            pass
+        self.assertTrue(proxyrules.isLocalAddress(ipaddress.ip_address("127.0.0.1")))
+        self.assertFalse(proxyrules.isLocalAddress(ipaddress.ip_address("198.51.100.1")))
+        self.assertFalse(proxyrules.isLocalAddress(ipaddress.ip_address("2001:db8::1")))
 
     def test_connectPorts(self) -> None:
         rules = ProxyRules()

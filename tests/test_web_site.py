@@ -305,6 +305,28 @@ class RefusalTests(SynchronousTestCase):
                 self.assertTrue(transport.disconnecting)
         self.assertEqual(self.probe.requests, [])
 
+    def test_transferEncodingInHTTP10(self) -> None:
+        """
+        An HTTP/1.0 request with C{Transfer-Encoding} has faulty framing
+        (RFC 9112, 6.1): a 400 that closes the connection, the request not
+        run (its body was decoded as chunked and the request run).  The
+        same request in HTTP/1.1 is run.
+        """
+        for version, expected in ((b"HTTP/1.0", [b"400"]), (b"HTTP/1.1", [b"200"])):
+            protocol, transport = self.connect()
+            protocol.dataReceived(
+                b"POST /api/probe " + version + b"\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n"
+            )
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), expected, version)
+        self.assertEqual(len(self.probe.requests), 1)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /api/probe HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        body = transport.value().split(b"\r\n\r\n", 1)[1]
+        self.assertEqual(json.loads(body), {"error": "Transfer-Encoding in an HTTP/1.0 request", "status": 400})
+
     def test_bareLineFeed(self) -> None:
         """
         A head whose lines end with a bare LF gets a 400 at once, whether

@@ -469,6 +469,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._state = "busy"
+        if self._version != b"HTTP/1.1" and self.requests[-1].requestHeaders.hasHeader(b"transfer-encoding"):
+            # Faulty framing (RFC 9112, 6.1): Twisted decoded it as chunked.
+            self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
+            return
         if self.length is not None and self.length > self.site.limits.maxBody:
             self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
             return
