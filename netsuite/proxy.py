@@ -1737,6 +1737,9 @@ class ProxyChannel(NetsuiteHTTPChannel):
             self._answerRefusal = self.requests[-1].endHere(status)
         NetsuiteHTTPChannel._refuse(self, status, message)
 
+    def _logRefusal(self, status: int, sent: int) -> None:
+        pass  # a request the proxy ends logs itself (ProxyRequest.endHere)
+
     def timeoutConnection(self) -> None:
         if self._gate.heldByProxy:
             # Not read by our choice (an origin not taking the body): the

@@ -584,6 +584,75 @@ class Hanging(Resource):
         return NOT_DONE_YET
 
 
+class RefusalLogTests(SynchronousTestCase):
+    """
+    A request refused while it is being received gets its access-log line
+    with the status it was answered (as nginx logs its 400, 408 and 413;
+    there was no line), and a body that stops coming gets a 408 (the
+    connection was closed without an answer).
+    """
+
+    def setUp(self) -> None:
+        self.accessLog = os.path.abspath(self.mktemp())
+        self.clock, self.site, self.connect = inMemory(
+            Limits(maxBody=100, idleTimeout=30), accessLog=self.accessLog
+        )
+        self.addCleanup(self.site.stopFactory)
+
+    def refused(self, data: bytes, wait: float = 0) -> tuple[bytes, str]:
+        """
+        Send C{data} on a new connection, let C{wait} seconds pass: the
+        answer, and the one access-log line written.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(data)
+        self.clock.advance(wait)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(1)  # the access log is written once a second
+        with open(self.accessLog) as f:
+            [line] = f.read().splitlines()
+        return transport.value(), line
+
+    def test_bodyTooLarge(self) -> None:
+        answer, line = self.refused(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "))
+        self.assertIn('"POST /api/echo HTTP/1.1" 413 ', line)
+
+    def test_bodyStalled(self) -> None:
+        answer, line = self.refused(
+            b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n"
+            b"Content-Type: application/json\r\nUser-Agent: t\r\n\r\nabc",
+            wait=31,
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "))
+        self.assertIn(b"stopped coming", answer)
+        self.assertIn('"POST /api/echo HTTP/1.1" 408 ', line)
+        self.assertIn('"t"', line)
+
+    def test_malformedChunk(self) -> None:
+        answer, line = self.refused(
+            b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "))
+        self.assertIn('"POST /api/echo HTTP/1.1" 400 ', line)
+
+    def test_malformedHeader(self) -> None:
+        answer, line = self.refused(b"GET /x HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "))
+        self.assertIn('"GET /x HTTP/1.1" 400 ', line)
+
+    def test_slowAnswerIsNotABodyStall(self) -> None:
+        """
+        A request whose body is complete and whose answer is slow is not
+        refused with a 408 at the idle timeout.
+        """
+        self.site.resource.putChild(b"hang", Hanging())
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(31)
+        self.assertNotIn(b"408", transport.value())
+
+
 class AbortedRequestLogTests(SynchronousTestCase):
     """
     A request whose client goes away before the answer is finished gets

@@ -532,7 +532,9 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.setTimeout(None)
         self.flushOutput()
         self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *a: None  # type: ignore[method-assign, assignment]
-        self.transport.write(self.errorResponse(status, message))
+        response = self.errorResponse(status, message)
+        self.transport.write(response)
+        self._logRefusal(status, len(response) - response.find(b"\r\n\r\n") - 4)
         # Unregisters the channel as the transport's producer first: TLS
         # sends its close_notify only once no producer is registered.
         self.loseConnection()
@@ -545,6 +547,37 @@ class NetsuiteHTTPChannel(HTTPChannel):
         closes the connection (a JSON body here).
         """
         return _jsonError(status, message)
+
+    def _logRefusal(self, status: int, sent: int) -> None:
+        """
+        Write the access-log line of a request refused with C{status} (as
+        nginx logs its 400, 408, 413): the one being received, once its
+        request line is read.
+        """
+        command = getattr(self, "_command", None)
+        if not self.requests or command is None:
+            return
+        request = self.requests[-1]
+        if request.startedWriting or getattr(request, "site", None) is not None:
+            return  # processed: its own line follows
+        request.method, request.uri = command, self._path
+        request.clientproto = self._version
+        request.code = status
+        request.sentLength = sent
+        self.site.log(request)
+
+    def timeoutConnection(self) -> None:
+        request = self.requests[-1] if self.requests else None
+        if (
+            self._state == "busy"
+            and self._transferDecoder is not None
+            and request is not None
+            and not request.startedWriting
+        ):
+            # The body stopped coming: 408, as nginx's client_body_timeout.
+            self._refuse(408, f"the request body stopped coming for {self.timeOut:g} seconds")
+            return
+        HTTPChannel.timeoutConnection(self)
 
     def _cancelDeadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
