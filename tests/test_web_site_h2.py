@@ -723,6 +723,19 @@ class LargeAnswerTests(SynchronousTestCase):
         self.assertTrue(answer["ended"])
         self.assertEqual(answer["body"], self.payload)
 
+    def test_restNotCopiedWithLargeFrames(self) -> None:
+        """
+        With the largest frames a client may allow, the window cuts the
+        answer: what is left is still a view, not a copy.
+        """
+        exchange = self.exchange(WholeAnswer(self.payload), acknowledge=False)
+        exchange.client.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: 2**24 - 1})
+        exchange.pump()
+        streamID = exchange.get("/api/whole")
+        queue = exchange.protocol._channel._outboundStreamQueues[streamID]
+        self.assertIsInstance(queue[0], memoryview)
+        self.assertIs(queue[0].obj, self.payload)
+
     def test_framesBatchedInOneWrite(self) -> None:
         """
         With windows that do not stop it, the answer goes out in writes of
@@ -873,6 +886,30 @@ class SocketTests(HTTPSTestCase):
         self.assertEqual([status for status, body in answers], ["200", "200"])
         self.assertEqual(answers[0][1], content)
         self.assertEqual(answers[1][1], payload)
+
+    async def test_twoFilesDefaultWindows(self) -> None:
+        """
+        Over real TLS, a 5 MB and a 1 MB file asked for together with the
+        default 64 KiB windows both arrive whole (a stream unblocked after
+        its queue was sent made the sending loop pop an empty queue: a
+        traceback, and the connection hung).
+        """
+        folder = FilePath(self.mktemp())
+        folder.makedirs()
+        large = bytes(range(251)) * 20889  # 5243139 bytes
+        small = bytes(range(256)) * 4096
+        folder.child("large.bin").setContent(large)
+        folder.child("small.bin").setContent(small)
+        port, service, cadata = await self.startHTTPS(root=folder.path)
+        answers = await threads.deferToThread(
+            h2Requests,
+            port,
+            cadata,
+            [(request("GET", "/large.bin"), True), (request("GET", "/small.bin"), True)],
+        )
+        self.assertEqual([status for status, body in answers], ["200", "200"])
+        self.assertEqual(answers[0][1], large)
+        self.assertEqual(answers[1][1], small)
 
     async def test_limits(self) -> None:
         """

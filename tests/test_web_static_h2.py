@@ -428,6 +428,46 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
             self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
             self.assertEqual(peer.bodies[streamID], patterned(BIG))
 
+    def test_settingsReopenAWindowTheFileFilled(self) -> None:
+        """
+        A stream whose window the file used up exactly goes on when the
+        client raises the initial window in SETTINGS (the file waited for
+        the stall reset: only a WINDOW_UPDATE resumed it).
+        """
+        peer = self.peer
+        peer.acknowledge = False
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.send()
+        peer.get(1, b"/big.bin")
+        for _ in range(20):
+            peer.read()
+            peer.turns(1)
+        self.assertEqual(len(peer.bodies[1]), 65535)
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: LARGEST_WINDOW})
+        peer.send()
+        self.assertIsInstance(peer.readUntilEnded(1), h2.events.StreamEnded)
+        self.assertEqual(peer.bodies[1], patterned(BIG))
+
+    def test_stallAfterTheConnectionClosed(self) -> None:
+        """
+        A stream that stalls after the connection sent its GOAWAY (the
+        client reads nothing, so the connection waits to close) is
+        forgotten without an error (resetting it raised in h2, a traceback
+        a stream).
+        """
+        peer = self.peer
+        peer.acknowledge = False
+        peer.get(1, b"/big.bin")
+        peer.get(3, b"/big.bin")
+        for _ in range(20):
+            peer.read()
+            peer.turns(1)
+        peer.server.timeoutConnection()
+        self.clock.advance(self.folder.stallTimeout + 1)
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(peer.server.streams, {})
+        self.assertEqual(openFilesFor(self.big), 0)
+
     def test_smallWindowsReadLittle(self) -> None:
         """
         Streams whose client allows 1000 bytes each, and then reads

@@ -38,6 +38,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site, version as _serverVersion
 
 try:
+    import h2.connection
     import h2.errors
     import h2.exceptions
     from hyperframe.frame import GoAwayFrame
@@ -762,6 +763,9 @@ _DATA_FRAME = 0x0
 #: processes no more of the client's requests (until the client takes them).
 _H2_QUEUE_LIMIT = 1024 * 1024
 
+#: The smallest largest frame a client may allow (RFC 9113, 6.5.2).
+_H2_SMALLEST_FRAME = 16384
+
 #: Bytes of DATA an HTTP/2 connection sends in one reactor turn, as one
 #: write to its transport (Twisted's loop sent one frame, 16 KiB, a turn).
 H2_TURN_BYTES = 256 * 1024
@@ -902,10 +906,15 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             return
         heads = self._heads
         streams = len(self.streams)
+        initialWindow = self.conn.remote_settings.initial_window_size
         H2Connection.dataReceived(self, data)
         if transport.disconnecting:  # Twisted closed: a protocol error, a GOAWAY
             self._closing()
             return
+        if self.conn.remote_settings.initial_window_size > initialWindow:
+            # Every stream's window grew (Twisted does nothing for SETTINGS):
+            # a producer paused on an empty window goes on.
+            self._windowsOpened()
         self._timeHead(self._heads != heads)
         if streams or self._heads != heads:
             # A request came, or the last stream was reset: Twisted's
@@ -1063,6 +1072,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self._sendingDeferred.addCallback(self._sendPrioritisedData)
                 break
             queue = queues[streamID]
+            if not queue:  # unblocked with nothing queued
+                self.priority.block(streamID)
+                continue
             chunk = queue.popleft()
             if chunk is _END_STREAM_SENTINEL:
                 conn.end_stream(streamID)
@@ -1107,7 +1119,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         once took 3.5 s where HTTP/1 took 0.4 s).  A view's rest is not a
         copy.
         """
-        if len(data) > self.conn.max_outbound_frame_size:
+        if len(data) > _H2_SMALLEST_FRAME:
+            # Not only past the frame size: a small window cuts a chunk too.
             if type(data) is not bytes:
                 # Taken now: a view would stop a bytearray from being resized.
                 data = bytes(data)
@@ -1121,15 +1134,40 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _handleWindowUpdate(self, event: Any) -> None:
         if event.stream_id:
             H2Connection._handleWindowUpdate(self, event)
-            return
-        # The connection's window: Twisted's loop over the streams broke
-        # when a producer it resumed ended its stream (a file that shrank).
+        else:
+            self._windowsOpened()
+
+    def _windowsOpened(self) -> None:
+        """
+        Every stream's window may have grown (the connection's window, or
+        the initial window in SETTINGS): resume the producers paused on an
+        empty window, and send what is queued.  (Twisted's loop over the
+        streams broke when a producer it resumed ended its stream, a file
+        that shrank.)
+        """
         for streamID, stream in list(self.streams.items()):
             if self.streams.get(streamID) is not stream:
                 continue
-            stream.windowUpdated()
-            if self._outboundStreamQueues.get(streamID):
+            if self._outboundStreamQueues.get(streamID) and self._sendable(streamID):
+                self._parked.discard(streamID)
                 self.priority.unblock(streamID)
+            stream.windowUpdated()
+        if self._sendingDeferred is not None and any(self._outboundStreamQueues.values()):
+            sending, self._sendingDeferred = self._sendingDeferred, None
+            sending.callback(None)
+
+    def abortRequest(self, streamID: int) -> None:
+        """
+        Reset stream C{streamID} (its producer failed or stalled): once the
+        connection is closed (a GOAWAY went out, the client not reading it)
+        there is nothing to reset, and the stream is only forgotten (h2
+        raised, a traceback a stream).
+        """
+        if self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+            if streamID in self.streams:
+                self._requestDone(streamID)
+            return
+        H2Connection.abortRequest(self, streamID)
 
     def remainingOutboundWindow(self, streamID: int) -> int:
         """
@@ -1168,10 +1206,13 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self._parked.discard(streamID)
             elif self._sendable(streamID):
                 self._parked.discard(streamID)
-                self.priority.unblock(streamID)
+                # Its queue may have been sent meanwhile (the loop sends
+                # several frames a turn): then only its producer is told.
+                if self._outboundStreamQueues.get(streamID):
+                    self.priority.unblock(streamID)
+                    woken = True
                 # Twisted does this for a WINDOW_UPDATE, not for SETTINGS.
                 stream.windowUpdated()
-                woken = True
         if woken and self._sendingDeferred is not None:
             sending, self._sendingDeferred = self._sendingDeferred, None
             sending.callback(None)
