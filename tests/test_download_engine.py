@@ -40,7 +40,7 @@ from zope.interface import directlyProvides, providedBy
 
 from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
-from netsuite.download.engine import _BodyReader, _Piece, retryAfterSeconds, splitURL
+from netsuite.download.engine import _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.state import MAX_STATE_FILE, DownloadState
 from netsuite.download.values import RESERVED_HEADERS
 from netsuite.download import (
@@ -2486,6 +2486,40 @@ class EventAndJobTests(EngineTestCase):
         done = mine[-1]
         self.assertEqual((done["size"], Path(done["path"]), done["url"]), (DEFAULT_SIZE, directory / "events.bin", url))
         self.assertGreater(done["seconds"], 0.2)
+
+    async def test_finishedFileNamedBeforeLaterJobsStart(self) -> None:
+        """
+        With one connection, a small file gets its final name before the
+        jobs after it start (its connection queued again for a slot behind
+        every job not started yet, only to find no work: the file stayed a
+        .part with its descriptor open until the whole list had started).
+        """
+        directory = self.directory()
+        downloader = self.downloader(maxConnections=1, maxPerHost=1)
+        urls = [self.origin.url(f"/file/small-{i}.bin?size=1000") for i in range(5)]
+        results = await downloader.downloadAll(urls)
+        self.assertTrue(all(isinstance(r, DownloadResult) for r in results), results)
+        order = [(e["event"], e["job"]) for e in self.events if e["event"] in ("start", "done")]
+        first = order[0][1]
+        self.assertEqual(order[:2], [("start", first), ("done", first)])
+
+    def test_slotsServeALongQueueWithoutRecursion(self) -> None:
+        """
+        A queue of waiters that each give their slot back at once is served
+        by one loop (each release used to wake the next a stack level deeper:
+        RecursionError past about a hundred, and the queue stalled).
+        """
+        slots = _Slots(total=1, perHost=1)
+        key = ("http", "example.com", 80)
+        first = slots.acquire(key)
+        self.assertIsNone(self.successResultOf(first))
+        served = []
+        for index in range(3000):
+            waiting = slots.acquire(key)
+            waiting.addCallback(lambda _, index=index: (served.append(index), slots.release(key)))
+        slots.release(key)
+        self.assertEqual(served, list(range(3000)))
+        self.assertEqual(slots.used, 0)
 
     async def test_jobsSnapshot(self) -> None:
         """

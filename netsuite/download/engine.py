@@ -458,6 +458,8 @@ class _Slots:
     origin; waiters are served first come, first served.
     """
 
+    _waking = False
+
     def __init__(self, total: int, perHost: int) -> None:
         self.total = total
         self.perHost = perHost
@@ -484,16 +486,25 @@ class _Slots:
 
     def _wake(self) -> None:
         # A woken waiter runs at once and may take or release slots itself:
-        # look at the queue afresh after each one.
-        while self.used < self.total:
-            for index, (key, d) in enumerate(self._waiting):
-                if self._free(key):
-                    break
-            else:
-                return
-            del self._waiting[index]
-            self._take(key)
-            d.callback(None)
+        # look at the queue afresh after each one.  A release by a woken
+        # waiter is served by this loop, not by a nested one (a queue of
+        # waiters that each released at once went one stack level deeper
+        # each: RecursionError past about a hundred).
+        if self._waking:
+            return
+        self._waking = True
+        try:
+            while self.used < self.total:
+                for index, (key, d) in enumerate(self._waiting):
+                    if self._free(key):
+                        break
+                else:
+                    return
+                del self._waiting[index]
+                self._take(key)
+                d.callback(None)
+        finally:
+            self._waking = False
 
     def _free(self, key: tuple) -> bool:
         return self.used < self.total and self._byHost.get(key, 0) < self.perHost
@@ -992,6 +1003,20 @@ class _Download:
         for worker in list(self.workers):
             worker.cancel()
 
+    def _workLeft(self) -> bool:
+        """
+        Whether L{_nextPiece} may find work: a pending range, or an active
+        piece large enough to be split.
+        """
+        if self.pending:
+            return True
+        if not self.state.rangesSupported or self.state.size is None:
+            return False
+        smallest = max(256 * 1024, self.settings.minSplitSize // 4)
+        return any(
+            p.end is not None and not p.complete and p.remaining >= 2 * smallest for p in self.pieces
+        )
+
     def _nextPiece(self) -> Optional[_Piece]:
         """
         Work for an idle connection: a pending range, or the second half of
@@ -1069,6 +1094,11 @@ class _Download:
                 # need not wait for one.
                 for waiting in list(self._idle):
                     waiting.cancel()
+            if not self._workLeft():
+                # Finished here: not queued for a slot behind every job not
+                # started yet only to find no work (the file waited unnamed,
+                # its descriptor open, until the whole list had started).
+                return
 
     def _record(self, piece: _Piece) -> None:
         if piece.pos > piece.start:
