@@ -2496,8 +2496,11 @@ class EventAndJobTests(EngineTestCase):
         """
         directory = self.directory()
         downloader = self.downloader(maxConnections=1, maxPerHost=1)
-        urls = [self.origin.url(f"/file/small-{i}.bin?size=1000") for i in range(5)]
-        results = await downloader.downloadAll(urls)
+        requests = [
+            DownloadRequest(url=self.origin.url(f"/file/small-{i}.bin?size=1000"), directory=directory)
+            for i in range(5)
+        ]
+        results = await downloader.downloadAll(requests)
         self.assertTrue(all(isinstance(r, DownloadResult) for r in results), results)
         order = [(e["event"], e["job"]) for e in self.events if e["event"] in ("start", "done")]
         first = order[0][1]
