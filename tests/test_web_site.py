@@ -1016,6 +1016,25 @@ class SocketTests(TestCase):
         self.assertIn(b"bare LF", response)
         self.assertEqual(probe.requests, [])
 
+    async def test_stalledBodyGets408(self) -> None:
+        """
+        Over a real socket, a body that stops coming gets a 408 at the idle
+        timeout (the connection was closed without an answer).
+        """
+        port, service, status = await self.startHTTP(limits=Limits(idleTimeout=1))
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(
+                    b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 50\r\n\r\n{"
+                )
+                return recvUntil(client)
+
+        response = await threads.deferToThread(exchange)
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"408"])
+        self.assertIn(b"stopped coming", response)
+
     async def test_refusedRequestNeverRunsOverTLS(self) -> None:
         """
         Over TLS, a request refused for a malformed header line is not run

@@ -864,28 +864,40 @@ class SocketTests(HTTPSTestCase):
         self.assertLess(seconds, 5)
         await waitForNoConnections(self, service)
 
+    async def assertFetchedTogether(
+        self, files: dict[str, bytes], answers: dict[str, bytes] | None = None
+    ) -> None:
+        """
+        Serve C{files} from a folder and C{answers} (under C{/api/NAME},
+        written at once), ask for them all together on one connection over
+        real TLS with the default windows, and check that each arrives
+        whole.
+        """
+        folder = FilePath(self.mktemp())
+        folder.makedirs()
+        for name, content in files.items():
+            folder.child(name).setContent(content)
+        answers = answers or {}
+        api = {name.encode(): WholeAnswer(payload) for name, payload in answers.items()}
+        port, service, cadata = await self.startHTTPS(root=folder.path, api=api)
+        expected = {f"/{name}": content for name, content in files.items()}
+        expected.update({f"/api/{name}": payload for name, payload in answers.items()})
+        got = await threads.deferToThread(
+            h2Requests, port, cadata, [(request("GET", path), True) for path in expected]
+        )
+        self.assertEqual([status for status, body in got], ["200"] * len(expected))
+        for (path, content), (status, body) in zip(expected.items(), got):
+            self.assertEqual(body, content, path)
+
     async def test_largeAnswersInterleaved(self) -> None:
         """
         Over real TLS, a 3 MiB file and a 4 MiB answer written at once,
         asked for together on one connection, both arrive whole.
         """
-        folder = FilePath(self.mktemp())
-        folder.makedirs()
-        content = bytes(range(256)) * (12 * 1024)
-        folder.child("big.bin").setContent(content)
-        payload = bytes(range(251)) * (4 * 1024 * 1024 // 251)
-        port, service, cadata = await self.startHTTPS(
-            root=folder.path, api={b"whole": WholeAnswer(payload)}
+        await self.assertFetchedTogether(
+            {"big.bin": bytes(range(256)) * (12 * 1024)},
+            {"whole": bytes(range(251)) * (4 * 1024 * 1024 // 251)},
         )
-        answers = await threads.deferToThread(
-            h2Requests,
-            port,
-            cadata,
-            [(request("GET", "/big.bin"), True), (request("GET", "/api/whole"), True)],
-        )
-        self.assertEqual([status for status, body in answers], ["200", "200"])
-        self.assertEqual(answers[0][1], content)
-        self.assertEqual(answers[1][1], payload)
 
     async def test_twoFilesDefaultWindows(self) -> None:
         """
@@ -894,22 +906,9 @@ class SocketTests(HTTPSTestCase):
         its queue was sent made the sending loop pop an empty queue: a
         traceback, and the connection hung).
         """
-        folder = FilePath(self.mktemp())
-        folder.makedirs()
-        large = bytes(range(251)) * 20889  # 5243139 bytes
-        small = bytes(range(256)) * 4096
-        folder.child("large.bin").setContent(large)
-        folder.child("small.bin").setContent(small)
-        port, service, cadata = await self.startHTTPS(root=folder.path)
-        answers = await threads.deferToThread(
-            h2Requests,
-            port,
-            cadata,
-            [(request("GET", "/large.bin"), True), (request("GET", "/small.bin"), True)],
+        await self.assertFetchedTogether(
+            {"large.bin": bytes(range(251)) * 20889, "small.bin": bytes(range(256)) * 4096}
         )
-        self.assertEqual([status for status, body in answers], ["200", "200"])
-        self.assertEqual(answers[0][1], large)
-        self.assertEqual(answers[1][1], small)
 
     async def test_limits(self) -> None:
         """

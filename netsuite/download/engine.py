@@ -1005,17 +1005,22 @@ class _Download:
 
     def _workLeft(self) -> bool:
         """
-        Whether L{_nextPiece} may find work: a pending range, or an active
-        piece large enough to be split.
+        Whether L{_nextPiece} would find work.
         """
-        if self.pending:
-            return True
+        return bool(self.pending) or self._victim() is not None
+
+    def _victim(self) -> Optional[_Piece]:
+        """
+        The active piece with the most left, if it is worth splitting.
+        """
         if not self.state.rangesSupported or self.state.size is None:
-            return False
+            return None
+        active = [p for p in self.pieces if p.end is not None and not p.complete]
+        if not active:
+            return None
+        victim = max(active, key=lambda p: p.remaining)
         smallest = max(256 * 1024, self.settings.minSplitSize // 4)
-        return any(
-            p.end is not None and not p.complete and p.remaining >= 2 * smallest for p in self.pieces
-        )
+        return victim if victim.remaining >= 2 * smallest else None
 
     def _nextPiece(self) -> Optional[_Piece]:
         """
@@ -1025,14 +1030,8 @@ class _Download:
         """
         if self.pending:
             return self.pending.pop(0)
-        if not self.state.rangesSupported or self.state.size is None:
-            return None
-        active = [p for p in self.pieces if p.end is not None and not p.complete]
-        if not active:
-            return None
-        victim = max(active, key=lambda p: p.remaining)
-        smallest = max(256 * 1024, self.settings.minSplitSize // 4)
-        if victim.remaining < 2 * smallest:
+        victim = self._victim()
+        if victim is None:
             return None
         middle = victim.pos + victim.remaining // 2
         middle -= middle % (64 * 1024) if middle % (64 * 1024) < victim.remaining // 4 else 0

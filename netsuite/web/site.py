@@ -53,7 +53,7 @@ from netsuite.status import SimpleStatus, StatusSource
 from netsuite.web.api import APIResource, HealthResource
 from netsuite.web.metrics import HTTPMetrics
 from netsuite.web.pages import BuiltinPages, NotFoundPage, HomePage
-from netsuite.web.static import StaticFolder
+from netsuite.web.static import H2_MIN_CHUNK_SIZE, StaticFolder
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 
@@ -763,9 +763,6 @@ _DATA_FRAME = 0x0
 #: processes no more of the client's requests (until the client takes them).
 _H2_QUEUE_LIMIT = 1024 * 1024
 
-#: The smallest largest frame a client may allow (RFC 9113, 6.5.2).
-_H2_SMALLEST_FRAME = 16384
-
 #: Bytes of DATA an HTTP/2 connection sends in one reactor turn, as one
 #: write to its transport (Twisted's loop sent one frame, 16 KiB, a turn).
 H2_TURN_BYTES = 256 * 1024
@@ -914,14 +911,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if self.conn.remote_settings.initial_window_size > initialWindow:
             # Every stream's window grew (Twisted does nothing for SETTINGS):
             # a producer paused on an empty window goes on.
-            self._windowsOpened()
+            self._wake(list(self.streams))
         self._timeHead(self._heads != heads)
         if streams or self._heads != heads:
             # A request came, or the last stream was reset: Twisted's
             # restart came before the frames were handled.
             H2Connection.resetTimeout(self)
         if self._parked:
-            self._wakeParked()
+            self._wake(list(self._parked))
 
     def resetTimeout(self) -> None:
         """
@@ -1119,8 +1116,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         once took 3.5 s where HTTP/1 took 0.4 s).  A view's rest is not a
         copy.
         """
-        if len(data) > _H2_SMALLEST_FRAME:
-            # Not only past the frame size: a small window cuts a chunk too.
+        if len(data) > H2_MIN_CHUNK_SIZE:
+            # Past the smallest frame a client may allow, not only past its
+            # frame size: a small window cuts a chunk too.
             if type(data) is not bytes:
                 # Taken now: a view would stop a bytearray from being resized.
                 data = bytes(data)
@@ -1135,26 +1133,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if event.stream_id:
             H2Connection._handleWindowUpdate(self, event)
         else:
-            self._windowsOpened()
-
-    def _windowsOpened(self) -> None:
-        """
-        Every stream's window may have grown (the connection's window, or
-        the initial window in SETTINGS): resume the producers paused on an
-        empty window, and send what is queued.  (Twisted's loop over the
-        streams broke when a producer it resumed ended its stream, a file
-        that shrank.)
-        """
-        for streamID, stream in list(self.streams.items()):
-            if self.streams.get(streamID) is not stream:
-                continue
-            if self._outboundStreamQueues.get(streamID) and self._sendable(streamID):
-                self._parked.discard(streamID)
-                self.priority.unblock(streamID)
-            stream.windowUpdated()
-        if self._sendingDeferred is not None and any(self._outboundStreamQueues.values()):
-            sending, self._sendingDeferred = self._sendingDeferred, None
-            sending.callback(None)
+            # The connection's window grew: every stream's may be open.
+            # (Twisted's loop over the streams broke when a producer it
+            # resumed ended its stream, a file that shrank.)
+            self._wake(list(self.streams))
 
     def abortRequest(self, streamID: int) -> None:
         """
@@ -1174,10 +1156,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         Room left in stream C{streamID}'s flow-control window once what it
         has queued is sent.
         """
-        queue = self._outboundStreamQueues[streamID]
-        if isinstance(queue, _OutputQueue):
-            return self.conn.local_flow_control_window(streamID) - queue.size  # type: ignore[no-any-return]
-        return H2Connection.remainingOutboundWindow(self, streamID)  # type: ignore[no-any-return]
+        queued: int = self._outboundStreamQueues[streamID].size
+        return self.conn.local_flow_control_window(streamID) - queued  # type: ignore[no-any-return]
 
     def _sendable(self, streamID: int) -> bool:
         """
@@ -1194,24 +1174,24 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             return False
         return queue[0] is _END_STREAM_SENTINEL or self.conn.local_flow_control_window(streamID) > 0  # type: ignore[no-any-return]
 
-    def _wakeParked(self) -> None:
+    def _wake(self, streamIDs: list[int]) -> None:
         """
-        Unblock the parked streams whose window has opened, and restart the
-        sending loop if it waits for one.
+        For each of C{streamIDs} whose window is open: unpark it, let the
+        sending loop take what it has queued (its queue may have been sent
+        meanwhile, the loop sending several frames a turn), and resume its
+        producer (Twisted does this for a WINDOW_UPDATE, not for SETTINGS);
+        then restart the loop if it waits for a stream.
         """
         woken = False
-        for streamID in list(self._parked):
+        for streamID in streamIDs:
             stream = self.streams.get(streamID)
             if stream is None:
                 self._parked.discard(streamID)
             elif self._sendable(streamID):
                 self._parked.discard(streamID)
-                # Its queue may have been sent meanwhile (the loop sends
-                # several frames a turn): then only its producer is told.
                 if self._outboundStreamQueues.get(streamID):
                     self.priority.unblock(streamID)
                     woken = True
-                # Twisted does this for a WINDOW_UPDATE, not for SETTINGS.
                 stream.windowUpdated()
         if woken and self._sendingDeferred is not None:
             sending, self._sendingDeferred = self._sendingDeferred, None
