@@ -13,6 +13,7 @@ from netsuite.download.names import (
     avoidReserved,
     MAX_NAME_BYTES,
     chooseName,
+    FreeNameHints,
     freePath,
     isInside,
     nameFromContentDisposition,
@@ -187,6 +188,35 @@ class FreePathTests(SynchronousTestCase):
         self.assertEqual(freePath(directory, "f.iso"), directory / "f.iso.2")
         self.assertEqual(freePath(directory, "f.iso", overwrite=True), directory / "f.iso")
         self.assertEqual((directory / "f.iso").read_bytes(), b"old")
+
+    def test_hintsStartWhereTheLastSearchEnded(self) -> None:
+        """
+        With hints, a search for a name tries the numbered names from the
+        one it last returned, so each of many same-named files costs a few
+        look-ups; without them (or once forgotten) it starts from C{name.1}
+        and finds the same name.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        for name in ["f.iso"] + [f"f.iso.{n}" for n in range(1, 50)]:
+            (directory / name).write_bytes(b"")
+        tried = []
+        exists = Path.exists
+        self.patch(Path, "exists", lambda path: tried.append(path.name) or exists(path))
+        hints = FreeNameHints(size=2)
+        self.assertEqual(freePath(directory, "f.iso", hints=hints), directory / "f.iso.50")
+        (directory / "f.iso.50.part").write_bytes(b"")
+        del tried[:]
+        self.assertEqual(freePath(directory, "f.iso", hints=hints), directory / "f.iso.51")
+        self.assertEqual(tried, ["f.iso", "f.iso.50", "f.iso.50.part", "f.iso.51", "f.iso.51.part"])
+        self.assertEqual(freePath(directory, "f.iso"), directory / "f.iso.51")
+        # Other names push the least recently used one out.
+        for other in ("g", "h"):
+            (directory / other).write_bytes(b"")
+            self.assertEqual(freePath(directory, other, hints=hints), directory / f"{other}.1")
+        del tried[:]
+        self.assertEqual(freePath(directory, "f.iso", hints=hints), directory / "f.iso.51")
+        self.assertGreater(len(tried), 50)
 
     def test_isInside(self) -> None:
         directory = Path(self.mktemp())

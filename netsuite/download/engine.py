@@ -15,6 +15,7 @@ import random
 import re
 import stat
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -456,6 +457,10 @@ class _Slots:
     """
     Connection slots: at most C{total} at once, at most C{perHost} for one
     origin; waiters are served first come, first served.
+
+    Waiters are queued per origin, so a freed slot looks at the first
+    waiter of each origin, not at every waiter: thousands of jobs queued
+    for one full origin cost nothing per release.
     """
 
     _waking = False
@@ -465,14 +470,23 @@ class _Slots:
         self.perHost = perHost
         self.used = 0
         self._byHost: dict[tuple, int] = {}
-        self._waiting: list[tuple[tuple, Deferred]] = []
+        # Per origin, its waiters in arrival order as [number, Deferred]; a
+        # cancelled waiter's Deferred is None, and it is dropped when it
+        # reaches the front (a queue's first entry is always a live one).
+        self._queues: dict[tuple, deque[list]] = {}
+        self._waiters = 0
+        self._arrivals = 0
 
     def acquire(self, key: tuple) -> Deferred:
-        if not self._waiting and self._free(key):
+        if not self._waiters and self._free(key):
             self._take(key)
             return defer.succeed(None)
-        d: Deferred = Deferred(lambda d: self._waiting.remove((key, d)))
-        self._waiting.append((key, d))
+        self._arrivals += 1
+        entry: list = [self._arrivals, None]
+        d: Deferred = Deferred(lambda d: self._forget(key, entry))
+        entry[1] = d
+        self._queues.setdefault(key, deque()).append(entry)
+        self._waiters += 1
         return d
 
     def release(self, key: tuple) -> None:
@@ -484,9 +498,21 @@ class _Slots:
             del self._byHost[key]
         self._wake()
 
+    def _forget(self, key: tuple, entry: list) -> None:
+        entry[1] = None
+        self._waiters -= 1
+        self._dropCancelled(key)
+
+    def _dropCancelled(self, key: tuple) -> None:
+        queue = self._queues[key]
+        while queue and queue[0][1] is None:
+            queue.popleft()
+        if not queue:
+            del self._queues[key]
+
     def _wake(self) -> None:
         # A woken waiter runs at once and may take or release slots itself:
-        # look at the queue afresh after each one.  A release by a woken
+        # look at the queues afresh after each one.  A release by a woken
         # waiter is served by this loop, not by a nested one (a queue of
         # waiters that each released at once went one stack level deeper
         # each: RecursionError past about a hundred).
@@ -495,13 +521,16 @@ class _Slots:
         self._waking = True
         try:
             while self.used < self.total:
-                for index, (key, d) in enumerate(self._waiting):
-                    if self._free(key):
-                        break
-                else:
+                first, firstNumber = None, 0
+                for key, queue in self._queues.items():
+                    if self._byHost.get(key, 0) < self.perHost and (first is None or queue[0][0] < firstNumber):
+                        first, firstNumber = key, queue[0][0]
+                if first is None:
                     return
-                del self._waiting[index]
-                self._take(key)
+                d = self._queues[first].popleft()[1]
+                self._dropCancelled(first)
+                self._waiters -= 1
+                self._take(first)
                 d.callback(None)
         finally:
             self._waking = False
@@ -897,7 +926,13 @@ class _Download:
         passing over names another download is writing.
         """
         while True:
-            final = names.freePath(self.directory, name, overwrite=self.request.overwrite, partSuffix=PART_SUFFIX)
+            final = names.freePath(
+                self.directory,
+                name,
+                overwrite=self.request.overwrite,
+                partSuffix=PART_SUFFIX,
+                hints=self.downloader._freeNames,
+            )
             part = final.with_name(final.name + PART_SUFFIX)
             if not names.isInside(self.directory, part):  # never expected: names are plain
                 raise LocalFileError(f"{self.url}: refusing to write outside {self.directory}")
@@ -1590,6 +1625,7 @@ class _Download:
         it and its state file are gone, so no other download resumes it.
         """
         final = self.finalPath
+        hints = self.downloader._freeNames
         if self.request.overwrite:
             os.replace(self.partPath, final)
         else:
@@ -1597,14 +1633,16 @@ class _Download:
                 try:
                     os.link(self.partPath, final)
                 except FileExistsError:
-                    final = names.freePath(self.directory, self.finalPath.name, partSuffix=PART_SUFFIX)
+                    final = names.freePath(self.directory, self.finalPath.name, partSuffix=PART_SUFFIX, hints=hints)
                     if final == self.finalPath:  # only our own .part was in the way
-                        final = names.freePath(self.directory, self.finalPath.name + ".1", partSuffix=PART_SUFFIX)
+                        final = names.freePath(
+                            self.directory, self.finalPath.name + ".1", partSuffix=PART_SUFFIX, hints=hints
+                        )
                     continue
                 except OSError:
                     # No hard links here (some shared file systems): check, then rename.
                     if final.exists():
-                        final = names.freePath(self.directory, final.name, partSuffix=PART_SUFFIX)
+                        final = names.freePath(self.directory, final.name, partSuffix=PART_SUFFIX, hints=hints)
                         continue
                     os.rename(self.partPath, final)
                     break
@@ -1864,6 +1902,7 @@ class Downloader:
         # Per directory: state file name -> (its inode, size, mtime; the URL
         # it names, or None).
         self._stateIndex: dict[str, dict[str, tuple[tuple[int, int, int], Optional[str]]]] = {}
+        self._freeNames = names.FreeNameHints()
 
     # -- public API -------------------------------------------------------
 
