@@ -926,7 +926,8 @@ class FailureTests(EngineTestCase):
 class _HostileHead(Protocol):
     """
     A raw HTTP server whose response heads are the attack: C{"headers"}
-    sends one status line and then header lines without end; C{"interim"}
+    sends one status line and then header lines without end; C{"line"}
+    one status line and then one header line without end; C{"interim"}
     sends C{103} interim responses without end; C{"big"} answers every
     request with C{headBytes} of header lines and then a real body.
     """
@@ -963,6 +964,8 @@ class _HostileHead(Protocol):
                 self.flooding = True
                 if self.server.mode == "headers":
                     self.write(b"HTTP/1.1 200 OK\r\n")
+                elif self.server.mode == "line":
+                    self.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
                 self.transport.registerProducer(self, False)
 
     def write(self, data: bytes) -> None:
@@ -970,7 +973,7 @@ class _HostileHead(Protocol):
         self.transport.write(data)
 
     def resumeProducing(self) -> None:
-        self.write(self.chunk if self.server.mode == "headers" else self.interim)
+        self.write({"headers": self.chunk, "line": b"a" * 4096}.get(self.server.mode, self.interim))
 
     def stopProducing(self) -> None:
         pass
@@ -1033,6 +1036,29 @@ class HostileHeadTests(EngineTestCase):
         per-line limit).
         """
         await self.assertHeadRefused("headers")
+
+    async def test_endlessHeaderLineRefused(self) -> None:
+        """
+        One header line without end fails the same way, at once (Twisted's
+        16 KiB line limit closed the connection, and the request was
+        retried as if the server had closed it).
+        """
+        await self.assertHeadRefused("line")
+
+    async def test_longHeaderLineUnderTheLimitAccepted(self) -> None:
+        """
+        One header line longer than Twisted's 16 KiB line limit, in a head
+        under L{MAX_RESPONSE_HEAD}, is fine (curl takes 100 KiB lines).
+        """
+        body = b"c" * 1000
+        line = b"X-Long: " + b"l" * (MAX_RESPONSE_HEAD * 3 // 4)
+        server, base = await startHostile(
+            self, "canned", canned=b"HTTP/1.1 200 OK\r\n%s\r\nContent-Length: %d\r\n\r\n%s" % (line, len(body), body)
+        )
+        directory = self.directory()
+        result = await self.downloader(retries=0).download(f"{base}/long.bin", directory)
+        self.assertEqual((directory / "long.bin").read_bytes(), body)
+        self.assertEqual((result.size, server.requests), (1000, 1))
 
     async def test_endlessInterimResponsesRefused(self) -> None:
         """

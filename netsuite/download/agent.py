@@ -64,12 +64,14 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     """
     Twisted's HTTP/1.1 client protocol with a cap on the response head.
 
-    Twisted limits each header line to 16 KiB but neither the number of
-    lines nor the number of interim 1xx responses, so a hostile server
-    could make the client buffer headers until the header timeout.  Bytes
-    that arrive while the response is still in its status line or headers
-    are counted from the request on; past C{maxHead} the connection is
-    dropped and the request fails with L{ResponseHeadTooLarge}.
+    Twisted limits each header line to 16 KiB (and closes the connection
+    past it, as if the server had) but neither the number of lines nor
+    the number of interim 1xx responses, so a hostile server could make
+    the client buffer headers until the header timeout.  Here one line
+    may be as long as the head may be, and bytes that arrive while the
+    response is still in its status line or headers are counted from the
+    request on; past C{maxHead} the connection is dropped and the request
+    fails with L{ResponseHeadTooLarge}.
 
     Twisted also ends a body without C{Content-Length} or chunking at the
     connection's end however it ends; here only a clean close does, and a
@@ -82,7 +84,19 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
 
     def request(self, request):
         self._headBytes = 0
-        return HTTP11ClientProtocol.request(self, request)
+        result = HTTP11ClientProtocol.request(self, request)
+        parser = getattr(self, "_parser", None)
+        if parser is not None:
+            # One line may take the whole head (curl allows 100 KiB); a
+            # longer one fails as a head too large, not as a closed
+            # connection (Twisted's own 16 KiB line limit just closes, and
+            # the request was retried).
+            parser.MAX_LENGTH = self.maxHead
+            parser.lineLengthExceeded = self._lineTooLong
+        return result
+
+    def _lineTooLong(self, line: bytes) -> None:
+        raise ResponseHeadTooLarge(f"the server's response head is over {self.maxHead // 1024} KiB")
 
     def connectionLost(self, reason: Failure) -> None:
         parser = getattr(self, "_parser", None)
