@@ -741,6 +741,22 @@ class FailureTests(EngineTestCase):
         self.assertEqual(again.rangeStart, cut)
         self.assertEqual(again.status, 206)
 
+    async def test_brokenTransferCountsThisAnswersBytes(self) -> None:
+        """
+        "The transfer broke after N bytes" counts the bytes of the answer
+        that broke, not the offset in the file (a range from byte 300000
+        cut after 300000 bytes said 600000).
+        """
+        directory = self.directory()
+        cut = 300_000
+        url = self.origin.url(f"/file/reset2.bin?reset={cut}&resetTimes=2")
+        result = await self.downloader(retries=2).download(url, directory)
+        self.assertSaved(result, directory / "reset2.bin", self.origin.digest("/file/reset2.bin"))
+        reasons = [e["reason"] for e in self.events if e["event"] == "retry"]
+        self.assertEqual(len(reasons), 2, reasons)
+        for reason in reasons:
+            self.assertIn(f"the transfer broke after {cut} bytes", reason)
+
     async def test_rangeWhoseEndNeverComesDoesNotHang(self) -> None:
         """
         A chunked 206 that delivers every byte its Content-Range names but
@@ -2100,6 +2116,35 @@ class ResumeTests(EngineTestCase):
             warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
             self.assertEqual(len(warnings), 1, warnings)
             self.assertIn(f"holds {held} bytes, fewer than its state file says", warnings[0])
+
+    async def test_stateOfUnknownSizeKeepsOnlyItsFirstBytes(self) -> None:
+        """
+        A state of unknown size can only hold the first bytes of the file
+        (ranges are asked for once the size is known).  One that claims
+        others (damaged or planted) keeps only a range from byte 0: the
+        download asks for the rest and finishes exact in one run (it asked
+        from the end of the first range, and the bytes before it were
+        missing until a second run).
+        """
+        url = self.origin.url(self.path)
+        for done, kept in (([[100 * KiB, 200 * KiB]], 0), ([[0, 50 * KiB], [100 * KiB, 200 * KiB]], 50 * KiB)):
+            directory = self.directory()
+            (directory / "resume.bin.part").write_bytes(self.origin.content(self.path, 0, 200 * KiB))
+            state = {
+                "version": 1, "url": url, "finalUrl": url, "size": None, "etag": self.origin.etag(self.path),
+                "lastModified": None, "rangesSupported": True, "done": done, "checksum": None,
+            }
+            (directory / "resume.bin.part.json").write_text(json.dumps(state))
+            before = len(self.origin.gets(self.path))
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            result = await self.downloader().download(url, directory)
+            self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+            self.assertEqual(result.resumedFrom, kept)
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(len(warnings), 1, warnings)
+            self.assertIn(f"claims bytes past a gap; only the first {kept} are kept", warnings[0])
+            self.assertEqual([get.rangeStart for get in self.origin.gets(self.path)[before:]][:1], [kept])
+            self.assertEqual(listing(directory), ["resume.bin"])
 
     async def test_stateWithUnsendableValidatorsIsPassedOver(self) -> None:
         """

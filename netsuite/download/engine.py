@@ -743,7 +743,7 @@ class _BodyReader(Protocol):
                 self.finished.callback(None)
             return
         self.finished.errback(
-            ConnectionFailed(f"{self.download.url}: the transfer broke after {self.piece.pos} bytes ({_describe(reason)})")
+            ConnectionFailed(f"{self.download.url}: the transfer broke after {self.received} bytes ({_describe(reason)})")
         )
 
 
@@ -972,6 +972,18 @@ class _Download:
         elif state.size is not None and not state.rangesSupported:
             # Bytes of a server without ranges cannot be continued.
             self.state.done = []
+        if state.size is None:
+            # Ranges are asked for once the size is known: before, only
+            # the first bytes can have come.  Others are damaged or planted.
+            prefix = self.state.done[:1] if self.state.done and self.state.done[0][0] == 0 else []
+            if prefix != self.state.done:
+                log.warn(
+                    "{url}: the state file of {part} claims bytes past a gap; only the first {size} are kept",
+                    url=self.url,
+                    part=str(part),
+                    size=covered(prefix),
+                )
+                self.state.done = prefix
         self.resumedFrom = covered(self.state.done)
         self.job.name = self.finalPath.name
         self.job.path = str(self.finalPath)
