@@ -1738,7 +1738,23 @@ class ProxyChannel(NetsuiteHTTPChannel):
         NetsuiteHTTPChannel._refuse(self, status, message)
 
     def _logRefusal(self, status: int, sent: int) -> None:
-        pass  # a request the proxy ends logs itself (ProxyRequest.endHere)
+        """
+        Log a request refused while its head was read (400, 408, 414, 431)
+        once its request line is read; one refused later has logged itself
+        (L{ProxyRequest.endHere}).
+        """
+        command = getattr(self, "_command", None)
+        if not self.requests or command is None:
+            return
+        request = self.requests[-1]
+        if request._started or request._ended:
+            return
+        request._ended = True
+        request.method, request.uri, request.clientproto = command, self._path, self._version
+        request.clientHost = self.clientHost
+        request.startedAt = self.factory.clock.seconds()  # its head never completed
+        request.code = status
+        self.factory.log(request)
 
     def timeoutConnection(self) -> None:
         if self._gate.heldByProxy:

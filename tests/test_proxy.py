@@ -1736,6 +1736,35 @@ class ClientLimitTests(ProxyTestCase):
         self.assertTextError(response, 431)
         self.assertEqual(response.startLine, b"HTTP/1.1 431 Request Header Fields Too Large")
 
+    def test_headRefusalsLogged(self) -> None:
+        """
+        A request refused while its head is read gets its access-log line
+        with the status answered, once its request line is read, as nginx
+        logs its 400 and 431 (there was none); one refused before that has
+        no request to log.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy(settings=ProxySettings(maxHeaderBytes=100, maxRequestLine=1000))
+        cases = [
+            (b"GET http://example.com/a HTTP/1.1\r\nX-A: " + b"a" * 200 + b"\r\n\r\n", 431),
+            (b"GET http://example.com/b HTTP/1.1\r\nBad header\r\n\r\n", 400),
+            (b"POST http://example.com/c HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET http://example.com/" + b"d" * 1000 + b" HTTP/1.1\r\n\r\n", 414),
+        ]
+        for data, status in cases:
+            client = proxy.client()
+            client.send(data)
+            self.assertEqual(client.response().status, status, data)
+            client.channel.connectionLost(Failure(ConnectionDone()))
+        lines = accessLines(events)
+        self.assertEqual(len(lines), 3, lines)
+        self.assertRegex(lines[0], r'^127\.0\.0\.1 - \[[^]]+\] "GET http://example\.com/a HTTP/1\.1" 431 0 0 ')
+        self.assertRegex(lines[1], r'"GET http://example\.com/b HTTP/1\.1" 400 0 0 ')
+        self.assertRegex(lines[2], r'"POST http://example\.com/c HTTP/1\.0" 400 0 0 ')
+        counters = proxy.factory.stats.counters
+        self.assertEqual((counters["requests"], counters["status_431"], counters["status_400"]), (3, 1, 2))
+        self.assertEqual(proxy.attempts, [])
+
     def test_slowHeaders(self) -> None:
         """
         Headers not complete within C{headerTimeout}: 408 with a text body,

@@ -229,9 +229,9 @@ class FreeNameHints:
     """
     Where L{freePath} last found a free numbered name, per directory and
     name: the number it returned (tried first next time, since the caller
-    may not have used it).  At most C{size} names are remembered, the least
-    recently used forgotten first; a forgotten name is searched from
-    C{name.1} again, which finds the same names, only more slowly.
+    may not have used it).  At most C{size} names are remembered, the one
+    remembered longest ago forgotten first; a forgotten name is searched
+    from C{name.1} again, which finds a free name too, only more slowly.
     """
 
     def __init__(self, size: int = 4096) -> None:
