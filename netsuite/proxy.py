@@ -95,6 +95,8 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOSTNAME = re.compile(rb"[A-Za-z0-9_][A-Za-z0-9_.-]{0,253}")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([0-9]{3})(?: (.*))?$")
 _LOG_UNSAFE = re.compile(rb'[^\x21\x23-\x5b\x5d-\x7e]')
+#: The same, for a whole request line: its spaces are kept.
+_LOG_UNSAFE_LINE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
 
 #: Bytes of response head (status line and headers) accepted from an origin.
@@ -279,9 +281,9 @@ def _errorText(value: BaseException) -> str:
     return str(value) or type(value).__name__
 
 
-def _logField(value: bytes) -> str:
-    if _LOG_UNSAFE.search(value) is not None:
-        value = _LOG_UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], value)
+def _logField(value: bytes, unsafe: re.Pattern = _LOG_UNSAFE) -> str:
+    if unsafe.search(value) is not None:
+        value = unsafe.sub(lambda m: b"\\x%02x" % m.group()[0], value)
     return value.decode("ascii")
 
 
@@ -1018,6 +1020,8 @@ class ProxyRequest(http.Request):
         the client sent through it).
     @ivar bytesDown: body bytes received from the origin.
     @ivar user: the proxy user it was authenticated as, if any.
+    @ivar rawRequestLine: the request line as it came, when it did not
+        parse (it is logged so).
     """
 
     channel: "ProxyChannel"
@@ -1026,6 +1030,8 @@ class ProxyRequest(http.Request):
     bodyComplete = False
     wantsContinue = False
     user: Optional[str] = None
+    #: The request line, when it did not parse (see the access log).
+    rawRequestLine: Optional[bytes] = None
     bytesUp = 0
     bytesDown = 0
     startedAt = 0.0
@@ -1743,14 +1749,10 @@ class ProxyChannel(NetsuiteHTTPChannel):
         once its request line is read; one refused later has logged itself
         (L{ProxyRequest.endHere}).
         """
-        command = getattr(self, "_command", None)
-        if not self.requests or command is None:
-            return
-        request = self.requests[-1]
-        if request._started or request._ended:
+        request = self._refusedRequest()
+        if request is None or request._started or request._ended:
             return
         request._ended = True
-        request.method, request.uri, request.clientproto = command, self._path, self._version
         request.clientHost = self.clientHost
         request.startedAt = self.factory.clock.seconds()  # its head never completed
         request.code = status
@@ -2036,13 +2038,15 @@ class ProxyFactory(Factory):
         if second != self._logSecond:
             self._logSecond = second
             self._logTime = strftime("%d/%b/%Y:%H:%M:%S +0000", gmtime(second))
-        line = "%s %s [%s] \"%s %s %s\" %d %d %d %.3f" % (
+        if request.rawRequestLine is not None:
+            requestLine = _logField(request.rawRequestLine, _LOG_UNSAFE_LINE)  # it did not parse
+        else:
+            requestLine = f"{_logField(request.method)} {_logField(request.uri)} {_logField(request.clientproto)}"
+        line = "%s %s [%s] \"%s\" %d %d %d %.3f" % (
             request.clientHost or "-",
             request.user or "-",
             self._logTime,
-            _logField(request.method),
-            _logField(request.uri),
-            _logField(request.clientproto),
+            requestLine,
             code,
             request.bytesUp,
             request.bytesDown,

@@ -641,6 +641,51 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 "))
         self.assertIn('"GET /x HTTP/1.1" 400 ', line)
 
+    def test_malformedRequestLine(self) -> None:
+        """
+        A request line that does not parse is logged as it came, escaped
+        as Twisted escapes log fields (nginx logs C{"GARBAGE" 400}); there
+        was no line.
+        """
+        answer, line = self.refused(b'GARBAGE \x16\x03 "q" \\\r\nHost: x\r\n\r\n')
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "))
+        self.assertRegex(line, r'^"192\.168\.1\.1" - - \[[^]]+\] "GARBAGE \\x16\\x03 \\"q\\" \\\\" 400 \d+ "-" "-"$')
+
+    def test_notAnHTTPRequest(self) -> None:
+        """
+        Bytes that cannot begin a method (a TLS handshake sent to the plain
+        port) are refused at once with a 400, not held until the header
+        timeout's 408, and logged as they came; so is a request line cut
+        by a bare LF.
+        """
+        clientHello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32))
+        for data in (clientHello, b"GET /lf HTTP/1.1\nHost: x\n\n"):
+            protocol, transport = self.connect()
+            protocol.dataReceived(data)
+            self.assertEqual(statuses(transport), [b"400"], data)
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(1)
+        with open(self.accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], r'\] "\\x16\\x03\\x01\\x02\\x00[^"]*" 400 ')
+        self.assertRegex(lines[1], r'\] "GET /lf HTTP/1\.1" 400 ')
+
+    def test_malformedRequestLineAfterAnAnswer(self) -> None:
+        """
+        On a kept-alive connection, a malformed request line after an
+        answered request is logged as itself, not as the request before.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\nNOT A REQUEST LINE\r\n\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(1)
+        with open(self.accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn('"GET /x HTTP/1.1" 404 ', lines[0])
+        self.assertIn('"NOT A REQUEST LINE" 400 ', lines[1])
+
     def test_slowAnswerIsNotABodyStall(self) -> None:
         """
         A request whose body is complete and whose answer is slow is not

@@ -124,8 +124,22 @@ def _jsonError(status: int, message: str) -> bytes:
     )
 
 
+#: The bytes of a token (RFC 9110, 5.6.2), such as a method.
+_TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
 #: A byte Twisted's combined-log formatter would write escaped.
 _LOG_ESCAPED = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+def logEscape(data: bytes) -> str:
+    """
+    C{data} as Twisted's combined-log formatter writes a field: printable
+    ASCII as it is, other bytes as C{\\xNN}, quotes and backslashes escaped.
+    """
+    text = repr(data)[1:]
+    if text[0] == "'":
+        return text[1:-1].replace('"', '\\"').replace("\\'", "'")
+    return text[1:-1]
 
 
 def accessLogLine(timestamp: str, request: Any) -> str:
@@ -141,6 +155,17 @@ def accessLogLine(timestamp: str, request: Any) -> str:
         ip = address.host.encode("ascii", "replace")
     else:
         ip = b"-"
+    raw = getattr(request, "rawRequestLine", None)
+    if raw is not None:
+        # A request line that did not parse is logged as it came, as nginx
+        # logs one ("GARBAGE" 400).
+        return '"%s" - - %s "%s" %d %s "-" "-"' % (
+            ip.decode("ascii"),
+            timestamp,
+            logEscape(raw),
+            request.code,
+            request.sentLength or "-",
+        )
     getHeader = request.getHeader
     fields = (
         ip,
@@ -260,6 +285,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
     _deadline: IDelayedCall | None = None
     _headStarted = 0.0
     _closing = False
+    #: The request line being received, until its headers are complete.
+    _requestLine: bytes | None = None
     #: Aborts a refused connection whose peer does not close.
     _abortCall: IDelayedCall | None = None
 
@@ -322,6 +349,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
             return
         self._state = "head"
         self._headBytes = self._headLines = 0
+        self._requestLine = None
         self._headStarted = self.site.reactor.seconds()
         # One timer at a time, checked when it fires: no callLater and
         # cancel for every request on a keep-alive connection.
@@ -340,7 +368,17 @@ class NetsuiteHTTPChannel(HTTPChannel):
             # What follows an answered request in the same read: the next
             # head has begun.
             self._startHead()
-        if self._state == "head" and b"\n" in self._buffer:
+        if self._state != "head":
+            return
+        buffer = self._buffer
+        if not self._headLines and buffer[0] not in _TOKEN_BYTES and buffer[0] not in b"\r\n":
+            # A method is a token: this is no HTTP request (a TLS handshake
+            # on the plain port, say), and need not wait for the 408.
+            self._requestLine = buffer.split(b"\r\n", 1)[0]
+            self._refuse(400, "not an HTTP request")
+        elif b"\n" in buffer:
+            if not self._headLines:
+                self._requestLine = buffer.split(b"\n", 1)[0].rstrip(b"\r")
             self._refuse(400, "bare LF in the request head: lines end with CRLF")
 
     def write(self, data: bytes) -> None:
@@ -436,15 +474,19 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self._refuse(400, "malformed request")
 
     def lineReceived(self, line: bytes) -> None:
-        if b"\n" in line:
-            self._refuse(400, "bare LF in the request head: lines end with CRLF")
-            return
         if self._state == "idle":
             # The next request, in the same read as the one just answered:
             # its head gets the same limits and deadline.
             self._startHead()
+        if b"\n" in line:
+            if self._state == "head" and not self._headLines:
+                self._requestLine = line.split(b"\n", 1)[0]
+            self._refuse(400, "bare LF in the request head: lines end with CRLF")
+            return
         if self._state == "head" and line:
             self._headLines += 1
+            if self._headLines == 1:
+                self._requestLine = line
             if self._headLines > 1:  # a header line, not the request line
                 self._headBytes += len(line) + 2
                 limits = self.site.limits
@@ -470,6 +512,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._state = "busy"
+        self._requestLine = None
         if self._version != b"HTTP/1.1" and self.requests[-1].requestHeaders.hasHeader(b"transfer-encoding"):
             # Faulty framing (RFC 9112, 6.1): Twisted decoded it as chunked.
             self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -555,17 +598,38 @@ class NetsuiteHTTPChannel(HTTPChannel):
         nginx logs its 400, 408, 413): the one being received, once its
         request line is read.
         """
-        command = getattr(self, "_command", None)
-        if not self.requests or command is None:
+        request = self._refusedRequest()
+        if request is None:
             return
-        request = self.requests[-1]
-        if request.startedWriting or getattr(request, "site", None) is not None:
-            return  # processed: its own line follows
-        request.method, request.uri = command, self._path
-        request.clientproto = self._version
         request.code = status
         request.sentLength = sent
         self.site.log(request)
+
+    def _refusedRequest(self) -> Request | None:
+        """
+        The request being received, for the access-log line of its
+        refusal: with its method, target and version, or, when its request
+        line did not parse, that line as C{rawRequestLine}.  L{None} before
+        a request line is read, and for a request already processed (its
+        own line follows).
+        """
+        command = getattr(self, "_command", None)
+        if self.requests:
+            request = self.requests[-1]
+        elif self._requestLine is not None:
+            request = self.requestFactory(self)  # refused before Twisted made one
+        else:
+            return None
+        if command is None and self._requestLine is None:
+            return None
+        if request.startedWriting or getattr(request, "site", None) is not None:
+            return None
+        if command is not None:
+            request.method, request.uri = command, self._path
+            request.clientproto = self._version
+        else:
+            request.rawRequestLine = self._requestLine
+        return request
 
     def timeoutConnection(self) -> None:
         request = self.requests[-1] if self.requests else None
