@@ -508,6 +508,10 @@ class ChatProtocol(Protocol):
         if self._counted:
             # A paused producer would be resumed instead of closing.
             self.transport.unregisterProducer()
+            # The room is told now, and the name is free now, as an IRC
+            # server's QUIT: the close itself may wait on the client (over
+            # TLS, for its close_notify, up to the grace below).
+            self.factory.hub.leave(self, self._quitReason or "connection closed")
         self.transport.loseConnection()
         self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 

@@ -664,15 +664,26 @@ class CommandTests(ChatTestCase):
         self.assertEqual(alice.received(), ["* lobby has no topic"])
 
     def test_quit(self) -> None:
+        """
+        C{/quit} tells the room and frees the name at once, as an IRC
+        server's QUIT, before the connection has closed (over TLS it waits
+        for the client's close_notify: the room heard of it, and the name
+        stayed taken, up to 10 s later).
+        """
         alice = self.named("alice")
         bob = self.named("bob")
         bob.send("/quit gone fishing")
         self.assertEqual(bob.received(), ["* bye"])
         self.assertTrue(bob.transport.disconnecting)
+        self.assertEqual(alice.received(), ["* bob left (gone fishing)"])
         bob.send("still here?")
         self.assertEqual(alice.received(), [])
+        self.assertIsNone(self.factory.hub.find("bob"))
+        newBob = self.named("bob")
+        self.assertIs(self.factory.hub.find("bob"), newBob.protocol)
         bob.disconnect()
-        self.assertEqual(alice.received(), ["* bob left (gone fishing)"])
+        self.assertEqual(alice.received(), [])
+        self.assertIs(self.factory.hub.find("bob"), newBob.protocol)
 
     def test_quitWithoutReason(self) -> None:
         alice = self.named("alice")

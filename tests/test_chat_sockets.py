@@ -308,6 +308,28 @@ class ChatSocketTests(TestCase):
         bob.say("in the clear")
         self.assertEqual(await heard, "bob: in the clear")
 
+    async def test_tlsQuitToldBeforeTheClose(self) -> None:
+        """
+        Over TLS, C{/quit} tells the room and frees the name at once, while
+        the close still waits for the client's close_notify (the room heard
+        of it, and the name stayed taken, only when the close gave up after
+        10 s).
+        """
+        ca = trustme.CA()
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), historySize=0)
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        alice = await self.connect(port, "alice", endpoint)
+        bob = await self.connect(port, "bob", endpoint)
+        left = alice.waitFor("* bob left", timeout=30)
+        bob.transport.pauseProducing()  # it reads nothing more: no close_notify back
+        bob.say("/quit bye now")
+        self.assertEqual(await left, "* bob left (bye now)")
+        self.assertEqual(factory._clients, 2)
+        self.assertIsNone(factory.hub.find("bob"))
+
     async def test_tlsClientGetsALongHistory(self) -> None:
         """
         Over TLS, a client joining a room whose history is longer than

@@ -29,6 +29,7 @@ from treq.client import HTTPClient
 
 from netsuite.listen import StreamListener
 from netsuite.tls import loadPEM, serverOptions
+from netsuite.web.pages import PAGE_HEADERS
 from netsuite.web.static import (
     CHUNK_SIZE,
     SENDFILE_TURN_BYTES,
@@ -793,6 +794,19 @@ class DirectoryTests(ServerMixin, TestCase):
         # The href leads to the file.
         evil = await self.get(b"/list/" + href.encode())
         self.assertEqual(evil.body, b"evil but harmless")
+
+    async def test_writtenPagesCarryThePagePolicy(self) -> None:
+        """
+        The HTML the folder writes itself (a listing, whose names anyone
+        who can write in the folder chose; a redirect; a 405) carries the
+        built-in pages' headers, their strict Content-Security-Policy among
+        them (it had only C{nosniff}).
+        """
+        for path, method, status in [(b"/list/", b"GET", 200), (b"/sub", b"GET", 301), (b"/hello.txt", b"POST", 405)]:
+            response = await self.get(path, method=method)
+            self.assertEqual(response.status, status, path)
+            for name, value in PAGE_HEADERS.items():
+                self.assertEqual(response.header(name.lower()), value, (path, name))
 
     async def test_jsonListing(self) -> None:
         response = await self.get(b"/list/", [(b"Accept", b"application/json")])

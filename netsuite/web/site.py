@@ -946,6 +946,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def __init__(self, site: "NetsuiteSite") -> None:
         H2Connection.__init__(self, site.reactor)
+        # Its timers run on the site's reactor, not the global one, also
+        # when it is made outside the site's protocol switch.
+        self.callLater = site.reactor.callLater
         #: Body bytes received so far, by stream.
         self._received: dict[int, int] = {}
         #: Streams blocked because their flow-control window is empty.

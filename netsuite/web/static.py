@@ -53,6 +53,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from netsuite.listen import plainSocketTransport
+from netsuite.web.pages import PAGE_HEADERS
 
 try:
     from h2.exceptions import ProtocolError as _H2Error
@@ -1101,9 +1102,7 @@ class StaticFolder(Resource):
     def _notAllowed(self, request) -> bytes:
         request.setResponseCode(http.NOT_ALLOWED)
         request.responseHeaders.setRawHeaders(b"Allow", [_ALLOWED_METHODS])
-        request.responseHeaders.setRawHeaders(
-            b"Content-Type", [b"text/html; charset=utf-8"]
-        )
+        _pageHeaders(request)
         return (
             b"<!DOCTYPE html>\n<html><head><title>405 Method Not Allowed</title>"
             b"</head><body><h1>Method Not Allowed</h1></body></html>\n"
@@ -1132,9 +1131,7 @@ class StaticFolder(Resource):
             location += b"?" + quote(query, safe="/?:@!$&'()*+,;=%~").encode("ascii")
         request.setResponseCode(http.MOVED_PERMANENTLY)
         request.responseHeaders.setRawHeaders(b"Location", [location])
-        request.responseHeaders.setRawHeaders(
-            b"Content-Type", [b"text/html; charset=utf-8"]
-        )
+        _pageHeaders(request)
         escaped = html.escape(location.decode("ascii")).encode("ascii")
         body = (
             b"<!DOCTYPE html>\n<html><head><title>301 Moved Permanently</title>"
@@ -1174,7 +1171,7 @@ class StaticFolder(Resource):
                 ensure_ascii=False,
             ).encode("utf-8")
             return self._sendBytes(request, body)
-        setHeader(b"Content-Type", [b"text/html; charset=utf-8"])
+        _pageHeaders(request)
         segments = self._urlPath(request, key)
         shown = "".join("/" + s.decode("utf-8", "replace") for s in segments) + "/"
         title = html.escape(shown)
@@ -1635,6 +1632,18 @@ def _etag(signature: tuple[int, int, int], variant: bytes) -> bytes:
 def _gzip(data: bytes) -> bytes:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     return compressor.compress(data) + compressor.flush()
+
+
+def _pageHeaders(request: IRequest) -> None:
+    """
+    Give a page the folder writes itself (a listing, a redirect, a 405)
+    the built-in pages' headers: HTML, and their strict
+    Content-Security-Policy (a listing shows names anyone who can write
+    in the folder chose).
+    """
+    setHeader = request.responseHeaders.setRawHeaders
+    for name, value in PAGE_HEADERS.items():
+        setHeader(name, [value])
 
 
 def _quoteSegment(segment: bytes) -> bytes:
