@@ -509,7 +509,7 @@ class StreamListener(Service):
             "{service} listening on {address}{tls}",
             service=self.serviceName,
             address=_describe(port.getHost()),
-            tls=" (TLS)" if self.tls is not None else "",
+            tls=" (TLS)" if self.info().tls else "",  # also an ssl: endpoint's
         )
 
     def startService(self) -> None:

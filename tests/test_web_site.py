@@ -21,7 +21,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import deferLater
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.http import H2_ENABLED
@@ -1456,9 +1457,12 @@ class SocketTests(TestCase):
         service = makeHTTPService(
             f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}", status=status, grace=1
         )
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         port = await startListener(self, service)
         protocol, headers, body = await threads.deferToThread(h2Get, port, ca.cert_pem.bytes().decode(), "/healthz")
         self.assertEqual((protocol, headers[":status"], body), ("h2", "200", b"ok\n"))
+        # Its start-up line says TLS, as --tls listeners' do.
+        self.assertIn(f"http listening on tcp 127.0.0.1:{port} (TLS)", [formatEvent(e) for e in events])
 
     async def stopWithIdleTLSClient(self, protocols: list[bytes], exchange) -> tuple[str, float]:
         """
