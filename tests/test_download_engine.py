@@ -1502,14 +1502,14 @@ class NameTests(EngineTestCase):
         """
         directory = self.directory()
         tried = []
-        exists = Path.exists
+        lexists = os.path.lexists
 
         def counting(path: Path) -> bool:
-            if path.name.startswith("many.bin"):
-                tried.append(path.name)
-            return exists(path)
+            if os.path.basename(path).startswith("many.bin"):
+                tried.append(path)
+            return lexists(path)
 
-        self.patch(Path, "exists", counting)
+        self.patch(os.path, "lexists", counting)
         count = 60
         requests = [
             DownloadRequest(url=self.origin.url(f"/file/many.bin?size=100&n={i}"), directory=directory)
@@ -1520,6 +1520,23 @@ class NameTests(EngineTestCase):
         self.assertEqual(listing(directory), sorted(["many.bin"] + [f"many.bin.{n}" for n in range(1, count)]))
         # Searching from NAME.1 each time looked at about 1800 names here.
         self.assertLess(len(tried), 8 * count)
+
+    async def test_danglingLinksTakeTheirNames(self) -> None:
+        """
+        Symbolic links to nowhere under the name and the next numbered one
+        take those names: the file is saved under the next free one and the
+        links stay as they were (the name search passed over them as free,
+        the rename found them taken, and the two went round forever on the
+        reactor, deaf to SIGTERM).
+        """
+        directory = self.directory()
+        os.symlink("/nonexistent/netsuite-1", directory / "dangle.bin")
+        os.symlink("/nonexistent/netsuite-2", directory / "dangle.bin.1")
+        url = self.origin.url("/file/dangle.bin?size=1000")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "dangle.bin.2", self.origin.digest("/file/dangle.bin", 1000), 1000)
+        self.assertEqual(os.readlink(directory / "dangle.bin"), "/nonexistent/netsuite-1")
+        self.assertEqual(os.readlink(directory / "dangle.bin.1"), "/nonexistent/netsuite-2")
 
     async def test_reservedWantedNameIsResumed(self) -> None:
         """
@@ -2654,6 +2671,23 @@ class EventAndJobTests(EngineTestCase):
         self.assertEqual([d.called for d in waiting], [False] * 1000)
         slots.release(full)
         self.assertEqual([d.called for d in waiting[:2]], [True, False])
+
+    def test_freeSlotNotHeldBehindAFullOrigin(self) -> None:
+        """
+        A file for an origin with a free slot starts at once, whatever waits
+        for another, full origin (it was queued behind those, and only a
+        release there served it: with downloads from a slow server under
+        way, a file from another stayed queued while slots sat idle).
+        """
+        a, b = ("http", "a", 80), ("http", "b", 80)
+        slots = _Slots(total=8, perHost=1)
+        self.successResultOf(slots.acquire(a))
+        waiting = slots.acquire(a)
+        self.assertNoResult(waiting)
+        self.successResultOf(slots.acquire(b))
+        self.assertEqual(slots.used, 2)
+        slots.release(a)
+        self.successResultOf(waiting)
 
     def test_slotsServeInArrivalOrderAcrossOrigins(self) -> None:
         """

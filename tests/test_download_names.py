@@ -4,6 +4,7 @@ Safe local file names for downloads (L{netsuite.download.names}).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NoReturn
 
@@ -189,6 +190,16 @@ class FreePathTests(SynchronousTestCase):
         self.assertEqual(freePath(directory, "f.iso", overwrite=True), directory / "f.iso")
         self.assertEqual((directory / "f.iso").read_bytes(), b"old")
 
+    def test_danglingLinkTakesItsName(self) -> None:
+        """
+        A symbolic link to nowhere takes its name, as a file does.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        os.symlink("/nonexistent/netsuite", directory / "f.iso")
+        os.symlink("/nonexistent/netsuite", directory / "f.iso.1.part")
+        self.assertEqual(freePath(directory, "f.iso"), directory / "f.iso.2")
+
     def test_hintsStartWhereTheLastSearchEnded(self) -> None:
         """
         With hints, a search for a name tries the numbered names from the
@@ -201,8 +212,8 @@ class FreePathTests(SynchronousTestCase):
         for name in ["f.iso"] + [f"f.iso.{n}" for n in range(1, 50)]:
             (directory / name).write_bytes(b"")
         tried = []
-        exists = Path.exists
-        self.patch(Path, "exists", lambda path: tried.append(path.name) or exists(path))
+        lexists = os.path.lexists
+        self.patch(os.path, "lexists", lambda path: tried.append(os.path.basename(path)) or lexists(path))
         hints = FreeNameHints(size=2)
         self.assertEqual(freePath(directory, "f.iso", hints=hints), directory / "f.iso.50")
         (directory / "f.iso.50.part").write_bytes(b"")

@@ -474,11 +474,13 @@ class _Slots:
         # cancelled waiter's Deferred is None, and it is dropped when it
         # reaches the front (a queue's first entry is always a live one).
         self._queues: dict[tuple, deque[list]] = {}
-        self._waiters = 0
         self._arrivals = 0
 
     def acquire(self, key: tuple) -> Deferred:
-        if not self._waiters and self._free(key):
+        # A free slot with no one waiting for this origin is taken at once,
+        # whatever waits for other, full origins (they cannot use it; the
+        # loop serving releases queues it, to keep the order).
+        if not self._waking and key not in self._queues and self._free(key):
             self._take(key)
             return defer.succeed(None)
         self._arrivals += 1
@@ -486,7 +488,6 @@ class _Slots:
         d: Deferred = Deferred(lambda d: self._forget(key, entry))
         entry[1] = d
         self._queues.setdefault(key, deque()).append(entry)
-        self._waiters += 1
         return d
 
     def release(self, key: tuple) -> None:
@@ -500,7 +501,6 @@ class _Slots:
 
     def _forget(self, key: tuple, entry: list) -> None:
         entry[1] = None
-        self._waiters -= 1
         self._dropCancelled(key)
 
     def _dropCancelled(self, key: tuple) -> None:
@@ -529,7 +529,6 @@ class _Slots:
                     return
                 d = self._queues[first].popleft()[1]
                 self._dropCancelled(first)
-                self._waiters -= 1
                 self._take(first)
                 d.callback(None)
         finally:
@@ -1653,7 +1652,7 @@ class _Download:
                     continue
                 except OSError:
                     # No hard links here (some shared file systems): check, then rename.
-                    if final.exists():
+                    if os.path.lexists(final):
                         final = names.freePath(self.directory, final.name, partSuffix=PART_SUFFIX, hints=hints)
                         continue
                     os.rename(self.partPath, final)

@@ -209,7 +209,9 @@ def freePath(
     """
 
     def taken(candidate: Path) -> bool:
-        return candidate.exists() or candidate.with_name(candidate.name + partSuffix).exists()
+        # lexists: a dangling symbolic link takes its name too (exists()
+        # said free, the rename found it taken, and asked again forever).
+        return os.path.lexists(candidate) or os.path.lexists(candidate.with_name(candidate.name + partSuffix))
 
     first = directory / name
     if overwrite or not taken(first):
