@@ -42,17 +42,20 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666) -> N
         raise
 
 
-def readSmallFile(path: Union[str, Path], limit: int) -> bytes:
+def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False) -> bytes:
     """
     The bytes of the regular file C{path}, opened without following a
-    symbolic link or waiting on a FIFO, and never read past C{limit} bytes.
+    symbolic link (unless C{follow}) or waiting on a FIFO, and never read
+    past C{limit} bytes.
 
     @raise FileNotFoundError: there is no such file.
     @raise OSError: it cannot be opened (a symbolic link among others).
     @raise ValueError: it is not a regular file, or is longer than
         C{limit} bytes.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -510,6 +510,7 @@ def _loadTLS(options: Options) -> tuple[tuple[list, object] | None, str | None]:
                 log.info("created a self-signed certificate for localhost in {d}", d=str(directory))
             cert, key = str(certPath), str(keyPath)
         chain, privateKey = loadPEM(cert, key)
+        serverOptions(chain, privateKey)  # what OpenSSL refuses fails the start
         return (chain, privateKey), fingerprint(chain[0])
     except TLSConfigError as e:
         raise ConfigError(str(e))

@@ -26,7 +26,7 @@ from twisted.internet._sslverify import protosFromProtocol
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
-from netsuite.files import writeAtomically
+from netsuite.files import readSmallFile, writeAtomically
 
 log = Logger()
 
@@ -45,12 +45,27 @@ class TLSConfigError(ValueError):
     """
 
 
+class UnreadableError(TLSConfigError):
+    """
+    A certificate or key file exists but cannot be read (no permission, not
+    a regular file, too large): unlike a missing or broken one, it is never
+    replaced by a generated one.
+    """
+
+
+#: Bytes a certificate chain or key file may hold.
+MAX_PEM_FILE = 1024 * 1024
+
+
 def _read(path: str, what: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return readSmallFile(path, MAX_PEM_FILE, follow=True)
+    except FileNotFoundError:
+        raise TLSConfigError(f"cannot read {what} {path!r}: No such file or directory") from None
     except OSError as e:
-        raise TLSConfigError(f"cannot read {what} {path!r}: {e.strerror}") from None
+        raise UnreadableError(f"cannot read {what} {path!r}: {e.strerror}") from None
+    except ValueError as e:  # a FIFO, a device, a directory, a huge file
+        raise UnreadableError(f"cannot read {what} {path!r}: {e}") from None
 
 
 def loadPEM(
@@ -115,14 +130,29 @@ def serverOptions(
     @param acceptableProtocols: ALPN protocol names to offer, e.g.
         C{[b"h2", b"http/1.1"]}.
     """
-    return _ServerOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
-        certificate=crypto.X509.from_cryptography(chain[0]),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
-        acceptableProtocols=acceptableProtocols,
-    )
+    try:
+        options = _ServerOptions(
+            privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+            certificate=crypto.X509.from_cryptography(chain[0]),
+            extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+            raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
+            acceptableProtocols=acceptableProtocols,
+        )
+        # Built now, not at the first connection: a certificate OpenSSL
+        # refuses (an RSA key under 2048 bits) fails the start in one line,
+        # not every handshake with a traceback.
+        options.getContext()
+    except TypeError:
+        raise TLSConfigError("the private key is of a kind TLS here cannot use") from None
+    except SSL.Error as e:
+        raise TLSConfigError(f"OpenSSL refuses the certificate or key: {_sslReason(e)}") from None
+    return options
+
+
+def _sslReason(error: SSL.Error) -> str:
+    reasons = [entry[2] for entry in error.args[0] if isinstance(entry, tuple) and len(entry) == 3] if error.args else []
+    return "; ".join(str(r) for r in reasons) or str(error)
 
 
 class _ServerOptions(CertificateOptions):
@@ -259,6 +289,8 @@ def ensureSelfSigned(directory: Path) -> Tuple[Path, Path, bool]:
         soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=7)
         if chain[0].not_valid_after_utc > soon:
             return certPath, keyPath, False
+    except UnreadableError:
+        raise  # the user's to look at: never replaced unseen
     except TLSConfigError:
         pass
     try:

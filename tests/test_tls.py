@@ -21,7 +21,7 @@ from typing import Any, Generator
 
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import defer, error, threads
@@ -212,6 +212,52 @@ class LoadPEMTests(SynchronousTestCase):
         e = self.assertRaises(TLSConfigError, loadPEM, certPath, keyPath)
         self.assertIn("encrypted", str(e))
         self.assertIn(keyPath, str(e))
+
+    def test_fifoOrHugeFileIsOneError(self) -> None:
+        """
+        A FIFO or a device given as a certificate is refused at once, never
+        waited on or read whole (a FIFO hung the start; C{/dev/zero} was
+        read until memory ran out).
+        """
+        fifo = os.path.join(self.directory, "fifo.pem")
+        os.mkfifo(fifo)
+        for path in (fifo, "/dev/zero"):
+            e = self.assertRaises(TLSConfigError, loadPEM, path)
+            self.assertIn(f"cannot read certificate {path!r}: not a regular file", str(e))
+
+    def test_keysOpenSSLRefusesFailAtOnce(self) -> None:
+        """
+        A certificate OpenSSL will not serve (an RSA key of 1024 bits) or
+        whose key it cannot hold (X25519) fails when the options are made,
+        in one sentence: it used to pass, and every handshake failed with a
+        traceback in the log (or the start ended in one).
+        """
+        from cryptography.hazmat.primitives.asymmetric import rsa, x25519
+
+        name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def certificate(publicKey: Any, signer: Any) -> x509.Certificate:
+            return (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(name)
+                .public_key(publicKey)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .sign(signer, hashes.SHA256())
+            )
+
+        weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        e = self.assertRaises(TLSConfigError, serverOptions, [certificate(weak.public_key(), weak)], weak)
+        self.assertIn("OpenSSL refuses the certificate or key: ee key too small", str(e))
+        montgomery = x25519.X25519PrivateKey.generate()
+        signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        e = self.assertRaises(
+            TLSConfigError, serverOptions, [certificate(montgomery.public_key(), signer)], montgomery
+        )
+        self.assertIn("of a kind TLS here cannot use", str(e))
 
     def test_unsupportedKeyIsRefused(self) -> None:
         """
@@ -527,6 +573,23 @@ class SelfSignedTests(SynchronousTestCase):
         self.assertTrue(created)
         self.assertEqual((newCert, newKey), (certPath, keyPath))
         loadPEM(str(newCert), str(newKey))
+
+    def test_unreadableStoredFileIsNotReplaced(self) -> None:
+        """
+        A stored certificate that exists but cannot be read (here a
+        directory; also no permission, a FIFO) stops the start in one
+        sentence, and the key beside it is kept: it was taken for a broken
+        one, and the key was overwritten before the certificate's write
+        failed (with no permission, both were replaced and the fingerprint
+        clients pinned changed unseen).
+        """
+        certPath, keyPath, _ = ensureSelfSigned(self.directory)
+        key = keyPath.read_bytes()
+        certPath.unlink()
+        certPath.mkdir()
+        e = self.assertRaises(TLSConfigError, ensureSelfSigned, self.directory)
+        self.assertIn(f"cannot read certificate {str(certPath)!r}", str(e))
+        self.assertEqual(keyPath.read_bytes(), key)
 
     def test_corruptedKeyIsReplaced(self) -> None:
         """
