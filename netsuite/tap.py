@@ -323,8 +323,7 @@ class Options(usage.Options):
                     else setting.default
                 )
         _checkDirectories(self)
-        self["tls-material"], self["tls-fingerprint"] = _loadTLS(self)
-        self["tls-options"] = serverOptions(*self["tls-material"]) if self["tls-material"] else None
+        self["tls-material"], self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
         _checkHTTPFiles(self)
         for name in ("proxy-connect-timeout", "proxy-read-timeout", "proxy-tunnel-idle-timeout"):
             if not self[name] > 0:
@@ -492,16 +491,19 @@ def _notADirectory(path: Path) -> Path | None:
     return None
 
 
-def _loadTLS(options: Options) -> tuple[tuple[list, object] | None, str | None]:
+def _loadTLS(
+    options: Options,
+) -> tuple[tuple[list, object] | None, CertificateOptions | None, str | None]:
     """
     Load (or, for a bare C{--tls}, create) the certificate chain and key for
-    the TLS listeners.
+    the TLS listeners: them, the server options made of them (which is
+    where OpenSSL refuses what it will not serve), and the fingerprint.
     """
     cert, key = options["tls-cert"], options["tls-key"]
     if key and not cert:
         raise ConfigError("--tls-key needs --tls-cert")
     if not cert and not options["tls"]:
-        return None, None
+        return None, None, None
     try:
         if not cert:
             directory = Path(options["data-dir"] or defaultDataDirectory()) / "tls"
@@ -510,8 +512,7 @@ def _loadTLS(options: Options) -> tuple[tuple[list, object] | None, str | None]:
                 log.info("created a self-signed certificate for localhost in {d}", d=str(directory))
             cert, key = str(certPath), str(keyPath)
         chain, privateKey = loadPEM(cert, key)
-        serverOptions(chain, privateKey)  # what OpenSSL refuses fails the start
-        return (chain, privateKey), fingerprint(chain[0])
+        return (chain, privateKey), serverOptions(chain, privateKey), fingerprint(chain[0])
     except TLSConfigError as e:
         raise ConfigError(str(e))
 

@@ -2834,6 +2834,28 @@ class LimitTests(EngineTestCase):
             self.assertLessEqual(origin.factory.maxOpen, 1, f"{origin.name}: open connections")
         self.assertEqual(mostAtOnce(self.origin.requests + other.requests), 2)
 
+    async def test_freeServerNotHeldBehindABusyOne(self) -> None:
+        """
+        Over real sockets, with one connection per server: a file from a
+        second server starts and finishes while the first server's slow
+        files are still coming, not after them (it waited behind the file
+        queued for the busy server, with seven connections idle).
+        """
+        other = startOrigin(self, "second")
+        directory = self.directory()
+        slow = [
+            DownloadRequest(url=self.origin.url(f"/file/slow-{n}.bin?size={MiB}&rate={256 * KiB}"), directory=directory)
+            for n in range(2)
+        ]
+        downloader = self.downloader(maxConnections=8, maxPerHost=1)
+        jobs = [downloader.submit(request) for request in slow]
+        quick = downloader.submit(DownloadRequest(url=other.url("/file/quick.bin?size=1000"), directory=directory))
+        result = await quick.deferred
+        self.assertEqual(result.size, 1000)
+        self.assertEqual([job.deferred.called for job in jobs], [False, False])
+        for job in jobs:
+            await job.deferred
+
     async def test_idleConnectionsCappedInAll(self) -> None:
         """
         Finished downloads from many hosts leave at most C{maxConnections}

@@ -614,14 +614,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
         own line follows).
         """
         command = getattr(self, "_command", None)
-        if self.requests:
-            request = self.requests[-1]
-        elif self._requestLine is not None:
-            request = self.requestFactory(self)  # refused before Twisted made one
-        else:
-            return None
         if command is None and self._requestLine is None:
             return None
+        # With none, it was refused before Twisted made one.
+        request = self.requests[-1] if self.requests else self.requestFactory(self)
         if request.startedWriting or getattr(request, "site", None) is not None:
             return None
         if command is not None:
