@@ -1232,6 +1232,21 @@ class TapOptionTests(SynchronousTestCase):
         self.assertRaises(KeyError, root.getServiceNamed, "downloads")
 
 
+async def getDownloads(testCase: TestCase, root: Any, token: str) -> Any:
+    """
+    The answer to C{GET /api/downloads} with C{token}, from the HTTP
+    listener of the started service tree C{root}.
+    """
+    [http] = [child for child in root if getattr(child, "serviceName", None) == "http"]
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    testCase.addCleanup(pool.closeCachedConnections)
+    client = HTTPClient(Agent(reactor, pool=pool))
+    return await client.get(
+        f"http://127.0.0.1:{http.port.getHost().port}/api/downloads",
+        headers={b"Authorization": [b"Bearer " + token.encode()]},
+    )
+
+
 class TapServiceTests(TestCase):
     """
     The service tree C{makeService} builds, listening for real.
@@ -1246,14 +1261,7 @@ class TapServiceTests(TestCase):
         root = makeService(options, reactor)
         root.startService()
         self.addCleanup(root.stopService)
-        [http] = [child for child in root if getattr(child, "serviceName", None) == "http"]
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        client = HTTPClient(Agent(reactor, pool=pool))
-        response = await client.get(
-            f"http://127.0.0.1:{http.port.getHost().port}/api/downloads",
-            headers={b"Authorization": [b"Bearer " + TOKEN.encode()]},
-        )
+        response = await getDownloads(self, root, TOKEN)
         return response.code, json.loads(await treq.content(response))
 
     async def test_noDownloadsMeansNoEndpoint(self) -> None:
@@ -1295,14 +1303,7 @@ class TokenFileTests(TestCase):
         logged = [formatEvent(e) for e in events]
         self.assertEqual([line for line in logged if token in line], [])
         self.assertEqual(len([line for line in logged if str(tokenFile) in line and "token" in line]), 1, logged)
-        [http] = [child for child in root if getattr(child, "serviceName", None) == "http"]
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        client = HTTPClient(Agent(reactor, pool=pool))
-        response = await client.get(
-            f"http://127.0.0.1:{http.port.getHost().port}/api/downloads",
-            headers={b"Authorization": [b"Bearer " + tokenFile.read_text().strip().encode()]},
-        )
+        response = await getDownloads(self, root, tokenFile.read_text().strip())
         self.assertEqual(response.code, 200, await treq.content(response))
         self.assertEqual(self.build(dataDirectory).downloads.token, token)
 
