@@ -209,6 +209,118 @@ class _TrackedHalfCloseableProtocol(_TrackedProtocol):
         self.wrappedProtocol.writeConnectionLost()
 
 
+@implementer(IPushProducer)
+class _OutputSignal:
+    """
+    Registered with the socket's transport by a L{_PeerReadGate}: hears when
+    the output waiting for the peer goes over the transport's buffer size
+    (paused) and when it is all sent (resumed).
+    """
+
+    def __init__(self, gate: "_PeerReadGate") -> None:
+        self.gate = gate
+
+    def pauseProducing(self) -> None:
+        self.gate._outputWaits(True)
+
+    def resumeProducing(self) -> None:
+        self.gate._outputWaits(False)
+
+    def stopProducing(self) -> None:
+        self.gate._stopProducer()
+
+
+class _PeerReadGate(ProtocolWrapper):
+    """
+    Stands between a socket and TLS: stops reading from the peer while more
+    output than the socket transport's buffer size waits for it, and reads
+    again once that output is sent.
+
+    TLS answers some records by itself, without the service writing (a TLS
+    1.3 KeyUpdate that asks for one back), so a peer that sent them and
+    never read made the server hold every answer; a service's own flow
+    control never saw that output.  The transport takes one producer, so
+    the one TLS registers (the service's) is kept here and paused and
+    resumed with the output as before.
+    """
+
+    _outputFull = False
+    _pausedAbove = False
+    _producer: IPushProducer | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        transport.registerProducer(_OutputSignal(self), True)
+        ProtocolWrapper.makeConnection(self, transport)
+
+    def _outputWaits(self, full: bool) -> None:
+        self._outputFull = full
+        self._read()
+        if self._producer is not None:
+            if full:
+                self._producer.pauseProducing()
+            else:
+                self._producer.resumeProducing()
+
+    def _stopProducer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+
+    def _read(self) -> None:
+        if self._outputFull or self._pausedAbove:
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self._pausedAbove = True
+        self._read()
+
+    def resumeProducing(self) -> None:
+        self._pausedAbove = False
+        self._read()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self._producer is not None:
+            raise RuntimeError(f"cannot register {producer!r}: {self._producer!r} is registered")
+        if not streaming:
+            raise ValueError("only streaming producers (TLS registers only those)")
+        if getattr(self.transport, "disconnected", False):
+            producer.stopProducing()
+            return
+        self._producer = producer
+        if self._outputFull:
+            producer.pauseProducing()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def loseConnection(self) -> None:
+        # A transport with a producer registered holds the close until it
+        # is unregistered.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._stopProducer()
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+class _PeerReadGateFactory(WrappingFactory):
+    """
+    Puts a L{_PeerReadGate} under each connection of a TLS factory.
+    """
+
+    protocol = _PeerReadGate
+    noisy = False
+
+    def buildProtocol(self, addr: object) -> Optional[Protocol]:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)
+
+
 class _Refused(Protocol):
     """
     A connection over a limit: closed at once, before any TLS handshake.
@@ -462,8 +574,9 @@ class StreamListener(Service):
         self.factory: IProtocolFactory = self.tracker
         self.tls = tls
         if tls is not None:
-            self.factory = TLSMemoryBIOFactory(tls, False, self.tracker)
-            self.factory.noisy = False
+            tlsFactory = TLSMemoryBIOFactory(tls, False, self.tracker)
+            tlsFactory.noisy = False
+            self.factory = _PeerReadGateFactory(tlsFactory)
         self.grace = grace
         self.port: IListeningPort | None = None
         self.name = f"{serviceName}{'+tls' if tls else ''} {description}"

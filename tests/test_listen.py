@@ -6,23 +6,30 @@ start-up errors.
 from __future__ import annotations
 
 import socket
-
+from twisted.internet import threads
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
-from netsuite.echo import makeEchoService, makeEchoUDPService
+from netsuite.chat import makeChatService
+from netsuite.echo import makeDiscardService, makeEchoService, makeEchoUDPService
 from netsuite.listen import (
     ListenError,
+    StreamListener,
     TrackingFactory,
+    _PeerReadGateFactory,
     _describe,
     parseDatagramEndpoint,
     parseStreamEndpoint,
 )
 from netsuite.stats import ServiceStats
-from tests.helpers import Collector, connect, occupiedPort, startListener
-from tests.tlshelpers import makeServerOptions
+from tests.helpers import Collector, connect, occupiedPort, startListener, waitForQuiet
+from tests.tlshelpers import KEY_UPDATE_MISSING, keyUpdateFlood, makeServerOptions
 
 
 class ParseTests(SynchronousTestCase):
@@ -150,3 +157,134 @@ class ListenerSocketTests(TestCase):
         self.assertEqual(raw.received, [])
         self.assertEqual(service.stats.counters["refused_connections"], 1)
         self.assertEqual(service.stats.connectionsTotal, 0)
+
+
+@implementer(IPushProducer)
+class RecordingProducer:
+    """
+    A streaming producer that records what it was told.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+class PeerReadGateTests(SynchronousTestCase):
+    """
+    L{_PeerReadGate} (between the socket and TLS) stops reading while output
+    waits for the peer, and passes the producer registered above it the
+    transport's pauses as the transport itself did.
+    """
+
+    def setUp(self) -> None:
+        self.transport = StringTransportWithDisconnection()
+        self.gate = _PeerReadGateFactory(Factory.forProtocol(Protocol)).buildProtocol(None)
+        self.transport.protocol = self.gate
+        self.gate.makeConnection(self.transport)
+        self.signal = self.transport.producer
+
+    def test_readingStopsWhileOutputWaits(self) -> None:
+        self.assertTrue(self.transport.streaming)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.signal.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.signal.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_producerAbovePausedAndResumedWithTheOutput(self) -> None:
+        producer = RecordingProducer()
+        self.gate.registerProducer(producer, True)
+        self.assertIs(self.transport.producer, self.signal)
+        self.signal.pauseProducing()
+        self.signal.resumeProducing()
+        self.assertEqual(producer.calls, ["pause", "resume"])
+
+    def test_producerRegisteredWhileOutputWaitsStartsPaused(self) -> None:
+        self.signal.pauseProducing()
+        producer = RecordingProducer()
+        self.gate.registerProducer(producer, True)
+        self.assertEqual(producer.calls, ["pause"])
+
+    def test_secondProducerRefused(self) -> None:
+        self.gate.registerProducer(RecordingProducer(), True)
+        self.assertRaises(RuntimeError, self.gate.registerProducer, RecordingProducer(), True)
+        self.gate.unregisterProducer()
+        self.gate.registerProducer(RecordingProducer(), True)
+
+    def test_pauseFromAboveOutlastsDrainedOutput(self) -> None:
+        """
+        A layer above that stopped reading (an HTTP channel between
+        requests) keeps it stopped when the output drains, and the other
+        way round.
+        """
+        self.gate.pauseProducing()
+        self.signal.pauseProducing()
+        self.signal.resumeProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.signal.pauseProducing()
+        self.gate.resumeProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.signal.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_loseConnectionIsNotHeldByTheGate(self) -> None:
+        self.gate.loseConnection()
+        self.assertIsNone(self.transport.producer)
+        self.assertFalse(self.transport.connected)
+
+    def test_connectionLostStopsTheProducerOnce(self) -> None:
+        producer = RecordingProducer()
+        self.gate.registerProducer(producer, True)
+        self.signal.stopProducing()
+        self.gate.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(producer.calls, ["stop"])
+
+
+class TLSKeyUpdateFloodTests(TestCase):
+    """
+    A TLS 1.3 client that asks for a KeyUpdate back again and again and
+    never reads: the server stops reading from it instead of holding every
+    answer.
+    """
+
+    if KEY_UPDATE_MISSING:
+        skip = KEY_UPDATE_MISSING
+
+    async def _flood(self, service: StreamListener) -> int:
+        port = await startListener(self, service)
+        # Small buffers, inherited by the accepted socket, so the kernel
+        # holds little of the output.
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            service.port.socket.setsockopt(socket.SOL_SOCKET, option, 4096)
+        raw, sent = await threads.deferToThread(keyUpdateFlood, port, 40000)
+        self.addCleanup(raw.close)
+        await waitForQuiet(lambda: _buffered(service))
+        return _buffered(service)
+
+    async def test_discardStopsReading(self) -> None:
+        service = makeDiscardService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        self.assertLess(await self._flood(service), 256 * 1024)
+
+    async def test_chatStopsReadingBeforeTheName(self) -> None:
+        service = makeChatService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        self.assertLess(await self._flood(service), 256 * 1024)
+
+
+def _buffered(service: StreamListener) -> int:
+    """
+    Bytes waiting in the socket transports of C{service}'s connections.
+    """
+    total = 0
+    for gate in service.factory.protocols:
+        socketTransport = gate.transport
+        total += len(socketTransport.dataBuffer) - socketTransport.offset + socketTransport._tempDataLen
+    return total

@@ -6,9 +6,12 @@ stdlib C{ssl} client (run it with C{deferToThread}).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import socket
 import ssl
+import struct
 from typing import Callable, List, Optional, Tuple
 
 import trustme
@@ -179,3 +182,81 @@ def makeServerOptions(
     ca = ca or trustme.CA()
     certPath, keyPath = writeLeaf(directory, ca.issue_cert("localhost"))
     return serverOptions(*loadPEM(certPath, keyPath), acceptableProtocols=acceptableProtocols)
+
+
+def _libssl() -> ctypes.CDLL | None:
+    """
+    The system's OpenSSL (the one the stdlib C{ssl} module uses) through
+    C{ctypes}, when it can send a TLS 1.3 KeyUpdate; else L{None}.
+    """
+    name = ctypes.util.find_library("ssl")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        lib.SSL_key_update
+    except (OSError, AttributeError):
+        return None
+    pointer = ctypes.c_void_p
+    lib.TLS_client_method.restype = pointer
+    lib.SSL_CTX_new.restype = pointer
+    lib.SSL_CTX_new.argtypes = [pointer]
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
+    lib.SSL_CTX_ctrl.argtypes = [pointer, ctypes.c_int, ctypes.c_long, pointer]
+    lib.SSL_CTX_free.argtypes = [pointer]
+    lib.SSL_new.restype = pointer
+    lib.SSL_new.argtypes = [pointer]
+    lib.SSL_set_fd.argtypes = [pointer, ctypes.c_int]
+    for function in (lib.SSL_connect, lib.SSL_do_handshake, lib.SSL_free):
+        function.argtypes = [pointer]
+    lib.SSL_key_update.argtypes = [pointer, ctypes.c_int]
+    return lib
+
+
+#: Why L{keyUpdateFlood} cannot run here, or L{None}.
+KEY_UPDATE_MISSING = (
+    None if _libssl() is not None else "no system OpenSSL with SSL_key_update for ctypes"
+)
+
+_SSL_CTRL_SET_MIN_PROTO_VERSION = 123
+_TLS1_3_VERSION = 0x0304
+_SSL_KEY_UPDATE_REQUESTED = 1
+
+
+def keyUpdateFlood(port: int, count: int, stall: float = 0.5) -> Tuple[socket.socket, int]:
+    """
+    Blocking (run it with C{deferToThread}): a TLS 1.3 client on
+    C{127.0.0.1:port} that sends up to C{count} KeyUpdate messages asking
+    the server for one back each, and never reads.  Its socket buffers are
+    small, and it stops once a send has waited C{stall} seconds.
+
+    @return: the socket (still open: close it) and how many it sent.
+    """
+    lib = _libssl()
+    assert lib is not None, KEY_UPDATE_MISSING
+    raw = socket.socket()
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        raw.setsockopt(socket.SOL_SOCKET, option, 4096)
+    raw.setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(stall), int(stall % 1 * 1e6))
+    )
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(SOCKET_TIMEOUT), 0))
+    raw.connect(("127.0.0.1", port))
+    context = lib.SSL_CTX_new(lib.TLS_client_method())
+    lib.SSL_CTX_ctrl(context, _SSL_CTRL_SET_MIN_PROTO_VERSION, _TLS1_3_VERSION, None)
+    connection = lib.SSL_new(context)
+    sent = 0
+    try:
+        lib.SSL_set_fd(connection, raw.fileno())
+        if lib.SSL_connect(connection) != 1:
+            raise ConnectionError("the TLS 1.3 handshake failed")
+        while sent < count:
+            if lib.SSL_key_update(connection, _SSL_KEY_UPDATE_REQUESTED) != 1:
+                break
+            if lib.SSL_do_handshake(connection) != 1:
+                break
+            sent += 1
+    finally:
+        lib.SSL_free(connection)
+        lib.SSL_CTX_free(context)
+    return raw, sent
