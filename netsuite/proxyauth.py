@@ -40,7 +40,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from netsuite.files import writeAtomically
+from netsuite.files import readSmallFile, writeAtomically
 from netsuite.limits import BucketTable, TokenBucket
 
 __all__ = ["Authenticator", "UsersFileError", "hashPassword", "loadUsers", "parseBasic", "main"]
@@ -51,6 +51,9 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 
 _MAX_MEMORY = 64 * 1024 * 1024
+
+#: The largest users file read.
+MAX_USERS_FILE = 16 * 1024 * 1024
 
 
 class UsersFileError(Exception):
@@ -104,6 +107,22 @@ def _parseLine(line: str) -> Tuple[str, _Entry]:
     return name, _Entry(n, r, p, salt, digest)
 
 
+def _readLines(path: str) -> List[str]:
+    """
+    The lines of the users file C{path}, read as a small regular file.
+    Lines end at LF only (a CR before it is dropped): other line breaks stay
+    in their line.
+
+    @raise OSError: it cannot be read.
+    @raise ValueError: it is not a regular file, is too long, or is not
+        UTF-8 (L{UnicodeDecodeError}).
+    """
+    lines = readSmallFile(path, MAX_USERS_FILE, follow=True).decode("utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def loadUsers(path: str) -> Dict[str, _Entry]:
     """
     Read a users file.
@@ -112,10 +131,13 @@ def loadUsers(path: str) -> Dict[str, _Entry]:
         no users.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsersFileError(f"cannot read the proxy users file {path!r}: {getattr(e, 'strerror', None) or e}") from None
+        lines = _readLines(path)
+    except OSError as e:
+        raise UsersFileError(f"cannot read the proxy users file {path!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UsersFileError(f"the proxy users file {path!r} is not UTF-8 text") from None
+    except ValueError as e:
+        raise UsersFileError(f"cannot read the proxy users file {path!r}: {e}") from None
     users: Dict[str, _Entry] = {}
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -310,11 +332,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("netsuite-proxy-user: the password is not UTF-8 text; nothing changed", file=sys.stderr)
         return 1
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = _readLines(path)
     except FileNotFoundError:
         lines = []
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        print(f"netsuite-proxy-user: {path!r} is not UTF-8 text; nothing changed", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
         print(f"netsuite-proxy-user: cannot read {path!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
     entry = f"{name}:{hashPassword(password)}"

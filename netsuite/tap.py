@@ -10,6 +10,7 @@ line wins over the config file, which wins over the default.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import tomllib
@@ -29,6 +30,7 @@ from netsuite.echo import (
     makeEchoService,
     makeEchoUDPService,
 )
+from netsuite.files import readSmallFile
 from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo
@@ -42,6 +44,11 @@ from netsuite.tls import (
 )
 
 log = Logger()
+
+#: The largest config file read.
+MAX_CONFIG_FILE = 1024 * 1024
+
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 class ConfigError(SystemExit):
@@ -292,6 +299,14 @@ class Options(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self._given: Dict[str, Any] = {}
+        self._where: Dict[str, str] = {}
+
+    def where(self, name: str) -> str:
+        """
+        How to name setting C{name} in a message: its flag, or its key in the
+        config file it came from.
+        """
+        return self._where.get(name, "--" + name)
 
     def opt_version(self) -> None:
         """
@@ -313,8 +328,9 @@ class Options(usage.Options):
                     setting, self._given[setting.name], "--" + setting.name, Path.cwd()
                 )
             elif setting.name in config:
+                self._where[setting.name] = f"{setting.name!r} in {str(configPath)!r}"
                 self[setting.name] = _check(
-                    setting, config[setting.name], repr(setting.name), configDir
+                    setting, config[setting.name], self.where(setting.name), configDir
                 )
             else:
                 self[setting.name] = (
@@ -327,10 +343,10 @@ class Options(usage.Options):
         _checkHTTPFiles(self)
         for name in ("proxy-connect-timeout", "proxy-read-timeout", "proxy-tunnel-idle-timeout"):
             if not self[name] > 0:
-                raise ConfigError(f"--{name}: expected more than 0 seconds")
+                raise ConfigError(f"{self.where(name)}: expected more than 0 seconds")
         for name in ("download-connections", "download-per-host", "download-segments"):
             if self[name] < 1:
-                raise ConfigError(f"--{name}: expected 1 or more")
+                raise ConfigError(f"{self.where(name)}: expected 1 or more")
 
 
 for _setting in SETTINGS:
@@ -346,12 +362,26 @@ def loadConfig(path: Path) -> Dict[str, Any]:
         key.
     """
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        raw = readSmallFile(path, MAX_CONFIG_FILE, follow=True)
     except OSError as e:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}")
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}")
+    except ValueError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        )
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}")
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r} nests arrays or tables too deeply") from None
+    except ValueError:
+        # Python's own limit on the digits of a decimal integer.
+        raise ConfigError(f"config file {str(path)!r} holds a number too long to read") from None
     config: Dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("_", "-")
@@ -359,6 +389,14 @@ def loadConfig(path: Path) -> Dict[str, Any]:
             raise ConfigError(f"config file {str(path)!r}: unknown key {key!r}")
         config[name] = value
     return config
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """
+    C{repr(value)}, cut to about C{limit} characters for a message.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa: C901
@@ -376,7 +414,7 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         seen = set()
         for description in values:
             if description in seen:
-                raise ConfigError(f"{where}: {description!r} is listed twice")
+                raise ConfigError(f"{where}: {_shown(description)} is listed twice")
             seen.add(description)
             try:
                 if kind == "udp":
@@ -388,7 +426,7 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         return list(values)
     if kind == "flag":
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
         return value
     if kind == "text":
         if not isinstance(value, str) or len(value) < 16 or any(c.isspace() or not c.isprintable() for c in value):
@@ -397,6 +435,8 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: expected a file or directory name")
+        if "\0" in value:
+            raise ConfigError(f"{where}: {_shown(value)} cannot be a file name (it holds a NUL character)")
         return str(base / os.path.expanduser(value))
     if kind == "networks":
         from netsuite.proxyrules import parseNetworks
@@ -412,28 +452,30 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         ports = set()
         for item in items:
             text = str(item).strip()
-            if not text.isdigit() or not 0 < int(text) < 65536:
-                raise ConfigError(f"{where}: {text!r} is not a port number (1-65535)")
+            if not _PORT.fullmatch(text) or not 0 < int(text) < 65536:
+                raise ConfigError(f"{where}: {_shown(text)} is not a port number (1-65535)")
             ports.add(int(text))
         return frozenset(ports)
     # Numbers: flags arrive as text, TOML as numbers.
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
     try:
         number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{where}: expected a finite number") from None
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        raise ConfigError(f"{where}: expected a number, got {_shown(value)}") from None
     if not (number == number and abs(number) != float("inf")):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        raise ConfigError(f"{where}: expected a finite number, got {_shown(value)}")
     if kind == "seconds" and number < 0:
-        raise ConfigError(f"{where}: expected 0 or more seconds, got {value!r}")
+        raise ConfigError(f"{where}: expected 0 or more seconds, got {_shown(value)}")
     if kind == "rate" and number <= 0:
-        raise ConfigError(f"{where}: expected a number above 0, got {value!r}")
+        raise ConfigError(f"{where}: expected a number above 0, got {_shown(value)}")
     if kind == "limit" and number < 0:
-        raise ConfigError(f"{where}: expected 0 (no limit) or more, got {value!r}")
+        raise ConfigError(f"{where}: expected 0 (no limit) or more, got {_shown(value)}")
     if kind == "count":
         if number < 0 or not number.is_integer():
-            raise ConfigError(f"{where}: expected a whole number, 0 or more, got {value!r}")
+            raise ConfigError(f"{where}: expected a whole number, 0 or more, got {_shown(value)}")
         return int(number)
     return number
 
@@ -445,14 +487,14 @@ def _checkHTTPFiles(options: Options) -> None:
     """
     root = options["http-root"]
     if root is not None and not os.path.isdir(root):
-        raise ConfigError(f"--http-root: {root!r} is not a directory")
+        raise ConfigError(f"{options.where('http-root')}: {root!r} is not a directory")
     for name in ("http-access-log", "proxy-access-log"):
         accessLog = options[name]
         if accessLog is not None:
             try:
                 open(accessLog, "a").close()
             except OSError as e:
-                raise ConfigError(f"--{name}: cannot write {accessLog!r}: {e.strerror}")
+                raise ConfigError(f"{options.where(name)}: cannot write {accessLog!r}: {e.strerror}")
     users = options["proxy-users"]
     if users is not None:
         from netsuite.proxyauth import UsersFileError, loadUsers
@@ -460,7 +502,7 @@ def _checkHTTPFiles(options: Options) -> None:
         try:
             options["proxy-user-table"] = loadUsers(users)
         except UsersFileError as e:
-            raise ConfigError(f"--proxy-users: {e}")
+            raise ConfigError(f"{options.where('proxy-users')}: {e}")
 
 
 def _checkDirectories(options: Options) -> None:
@@ -475,9 +517,11 @@ def _checkDirectories(options: Options) -> None:
             continue
         blocked = _notADirectory(Path(directory))
         if blocked == Path(directory):
-            raise ConfigError(f"--{name}: {directory!r} is not a directory")
+            raise ConfigError(f"{options.where(name)}: {directory!r} is not a directory")
         if blocked is not None:
-            raise ConfigError(f"--{name}: {directory!r} cannot be created: {str(blocked)!r} is not a directory")
+            raise ConfigError(
+                f"{options.where(name)}: {directory!r} cannot be created: {str(blocked)!r} is not a directory"
+            )
 
 
 def _notADirectory(path: Path) -> Path | None:
@@ -655,6 +699,13 @@ def _downloads(config: Options, reactor: object) -> IService:
     from netsuite.proxyrules import ProxyRules
 
     directory = config["download-dir"] or str(Path(config["data-dir"] or defaultDataDirectory()) / "downloads")
+    try:
+        # Now, so that a directory that cannot be made stops the start in one
+        # line before any listener starts.
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        where = config.where("download-dir") if config["download-dir"] else "downloads"
+        raise ConfigError(f"{where}: cannot create {directory!r}: {e.strerror or e}")
     settings = DownloadSettings(
         maxConnections=config["download-connections"],
         maxPerHost=config["download-per-host"],

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.proxyauth import Authenticator, UsersFileError, hashPassword, loadUsers, main, parseBasic
+from netsuite.proxyauth import MAX_USERS_FILE, Authenticator, UsersFileError, hashPassword, loadUsers, main, parseBasic
 
 #: Cheap scrypt parameters, so that tests stay fast.
 CHEAP = dict(n=16, r=1, p=1)
@@ -58,6 +58,38 @@ class UsersFileTests(SynchronousTestCase):
         with self.assertRaises(UsersFileError) as e:
             loadUsers(os.path.join(self.mktemp(), "missing"))
         self.assertIn("No such file", str(e.exception))
+
+    def test_fifoDeviceOrHugeFileIsOneError(self) -> None:
+        """
+        The users file is read as a small regular file: a FIFO used to hang
+        the start, and a device (C{/dev/zero}) was read until memory ran
+        out.
+        """
+        fifo = self.mktemp()
+        os.mkfifo(fifo)
+        huge = self.write("#" * (MAX_USERS_FILE + 1))
+        for path, message in ((fifo, "not a regular file"), (os.devnull, "not a regular file"), (huge, "longer than")):
+            with self.assertRaises(UsersFileError) as e:
+                loadUsers(path)
+            self.assertIn(message, str(e.exception))
+        with open(huge, "wb") as f:
+            f.write(b"alice:\xff\n")
+        with self.assertRaises(UsersFileError) as e:
+            loadUsers(huge)
+        self.assertIn("is not UTF-8 text", str(e.exception))
+
+    def test_linesEndAtLineFeedOnly(self) -> None:
+        """
+        Only LF (with an optional CR before it) ends a line, as for
+        htpasswd files: a Unicode line separator inside a line does not make
+        a second user of what follows it.
+        """
+        good = hashPassword("pw", **CHEAP)
+        self.assertEqual(sorted(loadUsers(self.write(f"alice:{good}\r\nbob:{good}"))), ["alice", "bob"])
+        for separator in ("\u2028", "\x85", "\x0c", "\x1e"):
+            with self.assertRaises(UsersFileError) as e:
+                loadUsers(self.write(f"alice:{good}{separator}bob:{good}\n"))
+            self.assertIn("line 1", str(e.exception))
 
 
 class ParseBasicTests(SynchronousTestCase):
@@ -343,6 +375,33 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         self.assertFalse(os.path.exists(path + ".tmp"))
         self.assertEqual(sorted(loadUsers(path)), ["alice", "bob"])
+
+    def test_otherLinesKeptAsTheyAre(self) -> None:
+        """
+        Adding a user keeps every other line as it was: one holding a
+        Unicode line separator is not split in two.
+        """
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("# team\u2028ops\ncarol:x\n")
+        code, _, _ = self.run_([path, "alice"], "first\n")
+        self.assertEqual(code, 0)
+        with open(path, encoding="utf-8", newline="") as f:
+            self.assertEqual(f.read().split("\n")[:2], ["# team\u2028ops", "carol:x"])
+
+    def test_unreadableFileIsOneLine(self) -> None:
+        fifo = self.mktemp()
+        os.mkfifo(fifo)
+        code, out, err = self.run_([fifo, "alice"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, f"netsuite-proxy-user: cannot read {fifo!r}: not a regular file\n")
+        notText = self.mktemp()
+        with open(notText, "wb") as f:
+            f.write(b"bob:\xff\n")
+        code, out, err = self.run_([notText, "alice"])
+        self.assertEqual(err, f"netsuite-proxy-user: {notText!r} is not UTF-8 text; nothing changed\n")
+        with open(notText, "rb") as f:
+            self.assertEqual(f.read(), b"bob:\xff\n")
 
     def test_refusals(self) -> None:
         path = self.mktemp()

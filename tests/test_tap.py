@@ -5,6 +5,7 @@ tree.  No port is bound: a L{MemoryReactor} stands in for the reactor.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from twisted.application.service import IServiceMaker
@@ -136,6 +137,36 @@ class OptionsTests(SynchronousTestCase):
         self.assertConfigError(["--echo-udp-rate", "0"], "--echo-udp-rate")
         self.assertConfigError(["--grace", "nan"], "--grace")
 
+    def test_portsAreASCIIDigits(self) -> None:
+        """
+        A port list takes ASCII digits only: a superscript two (a digit to
+        Python, but not to C{int}) ended the start in a traceback.
+        """
+        self.assertConfigError(["--proxy-connect-ports", "\u00b2"], "--proxy-connect-ports", "'\u00b2' is not a port number")
+        self.assertConfigError(["--proxy-connect-ports", "443,\u0661"], "--proxy-connect-ports", "not a port number")
+        self.assertConfigError(["--proxy-connect-ports", "1" * 5000], "--proxy-connect-ports", "not a port number")
+
+    def test_longValueShownCut(self) -> None:
+        message = self.assertConfigError(["--grace", "x" * 100000], "--grace", "expected a number")
+        self.assertLess(len(message), 200)
+
+    def test_fileNameWithNULRefused(self) -> None:
+        for flag in ("--http-access-log", "--download-dir", "--tls-cert", "--proxy-users", "--data-dir", "--http-root"):
+            self.assertConfigError([flag, "x\0y"], flag, "'x\\x00y' cannot be a file name (it holds a NUL character)")
+
+    def test_downloadDirectoryThatCannotBeMadeStopsTheStart(self) -> None:
+        """
+        A download directory that cannot be made stops the start in one line
+        before any listener starts (it failed after they had, in a
+        traceback).
+        """
+        directory = os.path.join(os.path.abspath(self.mktemp()), "d" * 300)
+        options = parse("--download-dir", directory, "--data-dir", self.mktemp())
+        reactor = MemoryReactor()
+        error = self.assertRaises(ConfigError, makeService, options, reactor)
+        self.assertEqual(str(error), f"--download-dir: cannot create {directory!r}: File name too long")
+        self.assertEqual(reactor.tcpServers, [])
+
     def test_badEndpointNamesFlag(self) -> None:
         self.assertConfigError(["--echo", "tcp:notaport"], "--echo", "tcp:notaport")
         self.assertConfigError(["--http", "bogus:1"], "--http", "bogus:1")
@@ -228,6 +259,55 @@ class ConfigFileTests(SynchronousTestCase):
 
     def test_notTOML(self) -> None:
         self.assertBadFile("echo = [\n", "not valid TOML")
+
+    def writeBytes(self, data: bytes) -> str:
+        path = Path(self.mktemp())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+    def test_notUTF8(self) -> None:
+        path = self.writeBytes(b"grace = 1\n\xff = 2\n")
+        message = str(self.assertRaises(ConfigError, parse, "--config", path))
+        self.assertEqual(message, f"config file {path!r} is not UTF-8 text (byte 0xff at offset 10)")
+
+    def test_deepNestingOrLongNumbers(self) -> None:
+        """
+        What Python's TOML reader does not turn into a TOML error (nesting
+        past the recursion limit, an integer past Python's digit limit, one
+        past a float's range) is one line too.
+        """
+        self.assertBadFile("a = " + "[" * 5000 + "]" * 5000 + "\n", "nests arrays or tables too deeply")
+        self.assertBadFile("grace = " + "1" * 5000 + "\n", "holds a number too long to read")
+        self.assertBadFile("grace = 0x" + "f" * 5000 + "\n", "'grace'", "expected a finite number")
+
+    def test_notARegularOrSmallFile(self) -> None:
+        """
+        The config file is read as a small regular file: C{/dev/zero} was
+        read until memory ran out, and a FIFO hung the start.
+        """
+        fifo = self.mktemp()
+        os.mkfifo(fifo)
+        huge = self.write("#" * (tap.MAX_CONFIG_FILE + 1))
+        for path, reason in ((fifo, "not a regular file"), (os.devnull, "not a regular file"), (huge, "longer than")):
+            message = str(self.assertRaises(ConfigError, parse, "--config", path))
+            self.assertEqual(message, f"cannot read config file {path!r}: {reason}" + (
+                f" {tap.MAX_CONFIG_FILE} bytes" if reason == "longer than" else ""
+            ))
+
+    def test_laterChecksNameTheKey(self) -> None:
+        """
+        Settings checked after reading (the HTTP folder, the users file, the
+        directories) name the key and the file they came from, as the
+        others do, not a flag that was never given.
+        """
+        missing = os.path.abspath(self.mktemp())
+        path = self.write(f'http-root = "{missing}"\n')
+        message = str(self.assertRaises(ConfigError, parse, "--config", path))
+        self.assertEqual(message, f"'http-root' in {path!r}: {missing!r} is not a directory")
+        path = self.write('download-dir = "x\\u0000y"\n')
+        message = str(self.assertRaises(ConfigError, parse, "--config", path))
+        self.assertEqual(message, f"'download-dir' in {path!r}: 'x\\x00y' cannot be a file name (it holds a NUL character)")
 
     def test_unreadable(self) -> None:
         missing = self.mktemp()
