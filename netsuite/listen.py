@@ -244,13 +244,31 @@ class _PeerReadGate(ProtocolWrapper):
     resumed with the output as before.
     """
 
+    factory: "_PeerReadGateFactory"
     _outputFull = False
     _pausedAbove = False
     _producer: IPushProducer | None = None
+    _started = False
+    _refused = False
 
     def makeConnection(self, transport: Any) -> None:
         transport.registerProducer(_OutputSignal(self), True)
         ProtocolWrapper.makeConnection(self, transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if not self._started and data:
+            self._started = True
+            # A TLS connection begins with a handshake record (0x16); a
+            # letter there is a plain HTTP request line.
+            if self.factory.plainHTTPAnswer is not None and data[:1].isalpha():
+                self._refused = True
+                self.factory.stats.count("plain_http_refused")
+                self.transport.write(self.factory.plainHTTPAnswer)
+                self.loseConnection()
+                return
+        ProtocolWrapper.dataReceived(self, data)
 
     def _outputWaits(self, full: bool) -> None:
         self._outputFull = full
@@ -306,13 +324,39 @@ class _PeerReadGate(ProtocolWrapper):
         ProtocolWrapper.connectionLost(self, reason)
 
 
+_PLAIN_HTTP_BODY = b"This port speaks TLS, but the request came as plain HTTP: use https:// to reach it.\n"
+
+#: What a plain HTTP request sent to an HTTP service's TLS port gets.
+PLAIN_HTTP_ON_TLS = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n"
+    b"\r\n" % len(_PLAIN_HTTP_BODY)
+) + _PLAIN_HTTP_BODY
+
+
 class _PeerReadGateFactory(WrappingFactory):
     """
     Puts a L{_PeerReadGate} under each connection of a TLS factory.
+
+    @ivar plainHTTPAnswer: sent (then the connection closed) to a client
+        whose first byte is a letter, not a TLS record: a plain HTTP request
+        to an HTTP service's TLS port.  L{None}: TLS fails as it does.
     """
 
     protocol = _PeerReadGate
     noisy = False
+
+    def __init__(
+        self, wrappedFactory: IProtocolFactory, stats: ServiceStats, plainHTTPAnswer: bytes | None = None
+    ) -> None:
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.stats = stats
+        self.plainHTTPAnswer = plainHTTPAnswer
+
+    def logPrefix(self) -> str:
+        return self.wrappedFactory.logPrefix()  # type: ignore[attr-defined,no-any-return]
 
     def buildProtocol(self, addr: object) -> Optional[Protocol]:
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -553,6 +597,7 @@ class StreamListener(Service):
         grace: float = DEFAULT_GRACE,
         maxConnections: int | None = None,
         maxPerHost: int | None = None,
+        speaksHTTP: bool = False,
     ) -> None:
         """
         @param serviceName: the service this listener belongs to, for logs.
@@ -563,6 +608,9 @@ class StreamListener(Service):
         @param grace: seconds connections get to close when stopping.
         @param maxConnections: connections open at once on this listener.
         @param maxPerHost: connections open at once from one address.
+        @param speaksHTTP: the service speaks HTTP, so that over TLS a plain
+            HTTP request gets a C{400} that says why (as nginx does) instead
+            of a closed connection.
         @raise ValueError: C{description} is not an endpoint string.
         """
         self.serviceName = serviceName
@@ -576,7 +624,9 @@ class StreamListener(Service):
         if tls is not None:
             tlsFactory = TLSMemoryBIOFactory(tls, False, self.tracker)
             tlsFactory.noisy = False
-            self.factory = _PeerReadGateFactory(tlsFactory)
+            self.factory = _PeerReadGateFactory(
+                tlsFactory, self.stats, PLAIN_HTTP_ON_TLS if speaksHTTP else None
+            )
         self.grace = grace
         self.port: IListeningPort | None = None
         self.name = f"{serviceName}{'+tls' if tls else ''} {description}"

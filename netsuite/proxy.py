@@ -2109,7 +2109,9 @@ def makeProxyService(
         factory = ProxyFactory(reactor, stats=stats, **options)
     elif options:
         raise TypeError(f"options given with a factory: {', '.join(sorted(options))}")
-    listener = ProxyListener("proxy", endpoint, factory, reactor=reactor, stats=factory.stats, **listening)
+    listener = ProxyListener(
+        "proxy", endpoint, factory, reactor=reactor, stats=factory.stats, speaksHTTP=True, **listening
+    )
     if status is not None and isinstance(status, SimpleStatus):
         status.add(listener)
     return listener

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from netsuite.chat import makeChatService
 from netsuite.echo import makeDiscardService, makeEchoService, makeEchoUDPService
 from netsuite.listen import (
+    PLAIN_HTTP_ON_TLS,
     ListenError,
     StreamListener,
     TrackingFactory,
@@ -28,8 +29,12 @@ from netsuite.listen import (
     parseStreamEndpoint,
 )
 from netsuite.stats import ServiceStats
-from tests.helpers import Collector, connect, occupiedPort, startListener, waitForQuiet
-from tests.tlshelpers import KEY_UPDATE_MISSING, keyUpdateFlood, makeServerOptions
+from tests.helpers import Collector, connect, occupiedPort, rawExchange, startListener, waitForQuiet
+import trustme
+
+from netsuite.proxy import makeProxyService
+from netsuite.web.site import makeHTTPService
+from tests.tlshelpers import KEY_UPDATE_MISSING, keyUpdateFlood, makeServerOptions, stdlibTLSEcho
 
 
 class ParseTests(SynchronousTestCase):
@@ -187,7 +192,7 @@ class PeerReadGateTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.transport = StringTransportWithDisconnection()
-        self.gate = _PeerReadGateFactory(Factory.forProtocol(Protocol)).buildProtocol(None)
+        self.gate = _PeerReadGateFactory(Factory.forProtocol(Protocol), ServiceStats("x")).buildProtocol(None)
         self.transport.protocol = self.gate
         self.gate.makeConnection(self.transport)
         self.signal = self.transport.producer
@@ -288,3 +293,39 @@ def _buffered(service: StreamListener) -> int:
         socketTransport = gate.transport
         total += len(socketTransport.dataBuffer) - socketTransport.offset + socketTransport._tempDataLen
     return total
+
+
+class PlainHTTPOnTLSPortTests(TestCase):
+    """
+    A plain HTTP request sent to the TLS port of a service that speaks HTTP
+    gets a C{400} saying why, as nginx answers, not a closed connection.
+    """
+
+    async def test_plainRequestGetsA400(self) -> None:
+        ca = trustme.CA()
+        service = makeEchoService(
+            "tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp(), ca), speaksHTTP=True
+        )
+        port = await startListener(self, service)
+        answer = await threads.deferToThread(rawExchange, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(answer, PLAIN_HTTP_ON_TLS)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertEqual(service.stats.counters["plain_http_refused"], 1)
+        # TLS clients are served as before.
+        cadata = ca.cert_pem.bytes().decode("ascii")
+        _, _, echoed = await threads.deferToThread(stdlibTLSEcho, port, cadata, b"ping")
+        self.assertEqual(echoed, b"ping")
+
+    async def test_otherServicesFailTheHandshakeAsBefore(self) -> None:
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+        answer = await threads.deferToThread(rawExchange, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertNotIn(b"HTTP/1.1", answer)
+        self.assertNotIn("plain_http_refused", service.stats.counters)
+
+    def test_webServerAndProxyAnswer(self) -> None:
+        for service in (
+            makeHTTPService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp())),
+            makeProxyService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp())),
+        ):
+            self.assertEqual(service.factory.plainHTTPAnswer, PLAIN_HTTP_ON_TLS)

@@ -1725,7 +1725,7 @@ def makeHTTPService(
         limits=limits,
         api=api,
     )
-    listener = StreamListener("http", endpoint, site, reactor=reactor, stats=stats, **listening)
+    listener = StreamListener("http", endpoint, site, reactor=reactor, stats=stats, speaksHTTP=True, **listening)
     if own:
         status.add(listener)  # type: ignore[union-attr]
     return listener
