@@ -7,6 +7,7 @@ downloader; then a few runs of the real command against a local origin.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -34,8 +35,9 @@ from netsuite.download import (
     DownloadResult,
     DownloadSettings,
     parseChecksum,
+    parseSize,
 )
-from netsuite.download import cli
+from netsuite.download import agent, cli, values
 from netsuite.download.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -235,6 +237,87 @@ class InputFileTests(SynchronousTestCase):
             self.assertNotIn("\n", str(e.exception))
 
 
+    def test_controlCharactersInURLs(self) -> None:
+        """
+        A URL holding a C0 or C1 control character or DEL is refused with
+        its line, the URL shown escaped so that it cannot drive a terminal.
+        """
+        for control in ("\x01", "\x1b[31m", "\x7f", "\x85", "\x9b", "\x00", "\r"):
+            text = "# list\nhttp://example.com/a" + control + "b\n"
+            with self.assertRaises(InputFileError, msg=repr(text)) as e:
+                parseInputFile(text, "list.txt")
+            message = str(e.exception)
+            self.assertIn("list.txt, line 2: ", message)
+            self.assertIn("holds a control character", message)
+            self.assertIn(repr(control)[1:-1], message)
+            self.assertTrue(message.isprintable(), message)
+
+    def test_linesEndOnlyAtLineFeeds(self) -> None:
+        """
+        Lines end at LF (one CR before it is dropped), as in aria2 and every
+        line-based tool; other characters Python counts as line breaks stay
+        in the line, which is refused, and do not shift the line numbers.
+        """
+        for separator in ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"):
+            text = "# one" + separator + "# two\nhttp://example.com/a" + separator + "http://example.com/b\n"
+            with self.assertRaises(InputFileError, msg=repr(separator)) as e:
+                parseInputFile(text, "list.txt")
+            self.assertEqual(e.exception.line, 2, repr(separator))
+            self.assertIn("list.txt, line 2: ", str(e.exception))
+            self.assertTrue(str(e.exception).isprintable(), str(e.exception))
+            # Trailing, too: it is not white space to strip.
+            with self.assertRaises(InputFileError, msg=repr(separator)):
+                parseInputFile("http://example.com/a" + separator + "\n")
+        self.assertEqual(
+            parseInputFile("http://example.com/a\r\n  out=a\r\n\nhttp://example.com/b\r\n"),
+            [InputJob("http://example.com/a", 1, name="a"), InputJob("http://example.com/b", 4)],
+        )
+        with self.assertRaises(InputFileError) as e:
+            parseInputFile("http://example.com/a\r\r\n")
+        self.assertIn("line 1: ", str(e.exception))
+
+    def test_longURLRefused(self) -> None:
+        """
+        A URL longer than the download service takes (L{values.MAX_URL}
+        characters) is refused with its line, shown shortened.
+        """
+        url = "http://user:secret@example.com/" + "a" * values.MAX_URL
+        with self.assertRaises(InputFileError) as e:
+            parseInputFile("# list\n" + url + "\n", "list.txt")
+        message = str(e.exception)
+        self.assertIn("list.txt, line 2: ", message)
+        self.assertIn(f"is longer than {values.MAX_URL} characters", message)
+        self.assertIn("user:***@", message)
+        self.assertNotIn("secret", message)
+        self.assertLess(len(message), 300)
+        longest = "http://example.com/" + "a" * (values.MAX_URL - len("http://example.com/"))
+        self.assertEqual(parseInputFile(longest + "\n"), [InputJob(longest, 1)])
+
+
+class ParseSizeTests(SynchronousTestCase):
+    """
+    L{parseSize} is exact: no float rounds or overflows it.
+    """
+
+    def test_exact(self) -> None:
+        self.assertEqual(parseSize("500"), 500)
+        self.assertEqual(parseSize("64k"), 64 * 1024)
+        self.assertEqual(parseSize(" 1.5 GiB "), 3 * 2**29)
+        self.assertEqual(parseSize("0.1K"), 102)
+        self.assertEqual(parseSize("9007199254740993"), 9007199254740993)
+        self.assertEqual(parseSize(str(values.MAX_SIZE)), 2**63 - 1)
+        self.assertEqual(parseSize("0." + "9" * 5000 + "K"), 1023)
+        self.assertEqual(parseSize("1." + "0" * 5000 + "1"), 1)
+        self.assertEqual(parseSize("0" * 5000 + "7M"), 7 * 2**20)
+
+    def test_tooLarge(self) -> None:
+        for text in (str(2**63), "8388608T", "1" + "0" * 400, "9" * 100000):
+            with self.assertRaises(ValueError) as e:
+                parseSize(text)
+            self.assertIn("is too large", str(e.exception))
+            self.assertLess(len(str(e.exception)), 200)
+
+
 class OptionMappingTests(SynchronousTestCase):
     """
     Every option reaches L{DownloadSettings} or the L{DownloadRequest}s.
@@ -372,6 +455,80 @@ class UsageErrorTests(SynchronousTestCase):
         self.assertUsageError(["--max-size", "0", url], "too small")
         self.assertUsageError(["--lowest-speed-limit", "0", url], "--lowest-speed-limit: '0' is too small")
 
+    def test_hugeSizesRefused(self) -> None:
+        """
+        A size too large to be a number of bytes (it overflowed a float, a
+        traceback) is a usage error naming the option and the value.
+        """
+        url = "http://example.com/f"
+        cases = [
+            (["--max-size", "1" + "0" * 400, url], "--max-size: '1000"),
+            (["--limit-rate", "1" + "0" * 300 + "T", url], "--limit-rate: '1000"),
+            (["--min-split-size", "9" * 5000 + ".5", url], "--min-split-size: '9999"),
+            (["--lowest-speed-limit", str(2**63), url], f"--lowest-speed-limit: '{2**63}' is too large"),
+            (["--max-size", "8388608T", url], "--max-size: '8388608T' is too large"),
+        ]
+        for argv, fragment in cases:
+            self.assertUsageError(argv, fragment)
+            self.assertUsageError(argv, "is too large")
+        self.assertUsageError(["--max-size", "1" + "0" * 400, url], "most is 8388607T")
+        runner = Runner(["--max-size", "1" + "0" * 5000, url])
+        self.assertLess(len(runner.stderr.getvalue()), 300)
+
+    def test_notANumberSizesRefused(self) -> None:
+        url = "http://example.com/f"
+        for text in ("nan", "NaN", "inf", "-inf", "Infinity", "1e999", "1e3", "-5", "-1K", "", " ", "0x10",
+                     "1_000", "\u0663K", ".5K", "5.K"):
+            self.assertUsageError([f"--max-size={text}", url], f"--max-size: {text!r} is not a size")
+
+    def test_longDirectoryName(self) -> None:
+        """
+        A C{-d} or C{dir=} the system cannot create (a name too long for it)
+        is a usage error naming it and saying why, with the line of the
+        URL for C{dir=}.
+        """
+        reason = os.strerror(errno.ENAMETOOLONG)
+        tooLong = os.path.join(self.mktemp(), "a" * 300)
+        self.assertUsageError(["-d", tooLong, "http://example.com/f"],
+                              f"cannot create the directory {tooLong!r}: {reason}")
+        self.assertUsageError(["-i", "-"], f"standard input, line 2: cannot create the directory {tooLong!r}: {reason}",
+                              "http://example.com/a\nhttp://example.com/f\n  dir=" + tooLong + "\n")
+        # The -d directory applies to an input file's URL: no line is named.
+        self.assertUsageError(["-i", "-", "-d", tooLong], f"netsuite-get: cannot create the directory {tooLong!r}",
+                              "http://example.com/a\n")
+        under = os.path.join(self.mktemp(), "file")
+        os.makedirs(os.path.dirname(under))
+        Path(under).write_text("x")
+        self.assertUsageError(["-d", os.path.join(under, "sub"), "http://example.com/f"],
+                              f": {os.strerror(errno.ENOTDIR)}")
+
+    def test_controlCharactersInURLs(self) -> None:
+        """
+        A URL given on the command line holding a control character is a
+        usage error showing it escaped, never the character itself.
+        """
+        for control in ("\x01", "\x1b]0;title\x07", "\x7f", "\x9b31m", "\x85", "\r"):
+            url = "http://example.com/a" + control
+            self.assertUsageError([url], "holds a control character")
+            self.assertUsageError([url], repr(url))
+            self.assertUsageError([url], repr(control)[1:-1])
+            self.assertTrue(Runner([url]).stderr.getvalue().rstrip("\n").isprintable())
+        self.assertUsageError(["http://exa\x01mple.com/"], "holds a control character")
+        self.assertUsageError(["http://carol:Hunter4pw@example.com/\x1b"], "'http://carol:***@example.com/\\x1b'")
+
+    def test_longURLRefused(self) -> None:
+        """
+        A URL longer than L{values.MAX_URL} characters is a usage error,
+        the URL shown shortened.
+        """
+        url = "http://example.com/" + "a" * values.MAX_URL
+        self.assertUsageError([url], f"is longer than {values.MAX_URL} characters")
+        self.assertLess(len(Runner([url]).stderr.getvalue()), 300)
+        runner = Runner(["-i", "-"], url + "\n")
+        self.assertEqual(self.successResultOf(runner.result), EXIT_USAGE)
+        self.assertIn("standard input, line 1: ", runner.stderr.getvalue())
+        self.assertLess(len(runner.stderr.getvalue()), 300)
+
     def test_oneURLOnlyOptions(self) -> None:
         urls = ["http://example.com/1", "http://example.com/2"]
         self.assertUsageError(["-o", "x", *urls], "-o/--out names one file, but there are 2 URLs")
@@ -477,6 +634,47 @@ class UsageErrorTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), EXIT_USAGE)
         self.assertIn("cannot read the CA file", stderr.getvalue())
         self.assertEqual(len(stderr.getvalue().splitlines()), 1)
+
+    def assertCAFileRefused(self, path: str, fragment: str) -> None:
+        stderr = io.StringIO()
+        d = run(["--ca-file", path, "http://example.com/f"], MemoryReactorClock(), downloaderFactory=Downloader,
+                stdout=io.StringIO(), stderr=stderr, installSignals=lambda r, i: None)
+        self.assertEqual(self.successResultOf(d), EXIT_USAGE)
+        self.assertEqual(len(stderr.getvalue().splitlines()), 1, stderr.getvalue())
+        self.assertIn(f"cannot read the CA file {path}: {fragment}", stderr.getvalue())
+
+    def test_caFileTooLong(self) -> None:
+        """
+        A CA file longer than L{agent.MAX_CA_FILE} is refused after reading
+        just past the limit.
+        """
+        self.patch(agent, "MAX_CA_FILE", 1000)
+        path = self.mktemp()
+        Path(path).write_bytes(b"#" * 1001)
+        self.assertCAFileRefused(path, "longer than 1000 bytes")
+        self.assertGreaterEqual(agent.MAX_CA_FILE, 1000)
+
+    def test_caFileNotARegularFile(self) -> None:
+        """
+        A device (C{/dev/zero}, endless), a FIFO (reading it waits for a
+        writer) or a directory is refused at once.
+        """
+        if os.path.exists("/dev/zero"):
+            self.assertCAFileRefused("/dev/zero", "not a regular file")
+        if hasattr(os, "mkfifo"):
+            fifo = self.mktemp()
+            os.mkfifo(fifo)
+            self.assertCAFileRefused(fifo, "not a regular file")
+        directory = self.mktemp()
+        os.mkdir(directory)
+        self.assertCAFileRefused(directory, os.strerror(errno.EISDIR))
+
+    def test_caFileLimitHoldsBundles(self) -> None:
+        """
+        The limit leaves room for a system's whole CA bundle (Debian's is
+        about 220 KB).
+        """
+        self.assertGreaterEqual(agent.MAX_CA_FILE, 4 * 1024 * 1024)
 
     def test_helpAndVersion(self) -> None:
         runner = Runner(["--version"])

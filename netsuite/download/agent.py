@@ -24,6 +24,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
+from netsuite.files import readSmallFile
+
 try:
     from twisted.web.http import _DataLoss, _IdentityTransferDecoder
 except ImportError:  # moved in a later Twisted: bodies then end at any close, as in Twisted itself
@@ -137,18 +139,25 @@ class DestinationRefused(ConnectError):
     """
 
 
+#: The longest CA file read (a system's whole bundle is a few hundred KB):
+#: a longer one, or C{/dev/zero}, is refused rather than read into memory.
+MAX_CA_FILE = 16 * 1024 * 1024
+
+
 def loadTrustRoot(caFile: str) -> ssl.IOpenSSLTrustRoot:
     """
     A trust root made of every certificate in the PEM file C{caFile}.
 
     @raise ValueError: with a readable sentence when the file cannot be
-        read or holds no certificate.
+        read (among others a FIFO, a device, or one longer than
+        L{MAX_CA_FILE} bytes) or holds no certificate.
     """
     try:
-        with open(caFile, "rb") as f:
-            data = f.read()
+        data = readSmallFile(caFile, MAX_CA_FILE, follow=True)
     except OSError as e:
         raise ValueError(f"cannot read the CA file {caFile}: {e.strerror}") from None
+    except ValueError as e:  # a FIFO, a device, a directory, a huge file
+        raise ValueError(f"cannot read the CA file {caFile}: {e}") from None
     blocks = _PEM.findall(data)
     if not blocks:
         raise ValueError(f"the CA file {caFile} holds no PEM certificate")

@@ -42,6 +42,7 @@ from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, 
 from netsuite.download.engine import redact
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
 from netsuite.download.names import chooseName
+from netsuite.download.values import shortened
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Plan", "UsageError", "buildParser",
            "main", "makePlan", "run"]
@@ -299,14 +300,15 @@ def _readInput(path: str, stdin: IO[str]) -> Tuple[str, str]:
 
 def _makeDirectory(directory: str) -> None:
     path = Path(directory)
-    if path.is_dir():
-        return
-    if path.exists():
-        raise UsageError(f"{directory!r} exists and is not a directory")
+    shown = shortened(directory, 500)
     try:
+        if path.is_dir():
+            return
+        if path.exists():
+            raise UsageError(f"{shown} exists and is not a directory")
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the directory {directory!r}: {e.strerror or e}") from None
+    except OSError as e:  # a name too long, a file on the way, no permission...
+        raise UsageError(f"cannot create the directory {shown}: {e.strerror or e}") from None
 
 
 def makePlan(args: argparse.Namespace, stdin: Optional[IO[str]] = None, createDirectories: bool = True) -> Plan:
@@ -398,8 +400,17 @@ def makePlan(args: argparse.Namespace, stdin: Optional[IO[str]] = None, createDi
             )
         )
     if createDirectories:
-        for directory in dict.fromkeys(str(r.directory) for r in requests):
-            _makeDirectory(directory)
+        created: set[str] = set()
+        for job, request in zip(jobs, requests):
+            directory = str(request.directory)
+            if directory in created:
+                continue
+            try:
+                _makeDirectory(directory)
+            except UsageError as e:
+                # A dir= names its line; -d is the command line's.
+                raise UsageError(f"{where(job) if job.directory is not None else ''}{e}") from None
+            created.add(directory)
     return Plan(
         settings=made,
         requests=requests,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from .values import RESERVED_HEADERS, asciiHostName, isText, redact
+from .values import MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, shortened
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
            "parseInputFile"]
@@ -75,12 +75,17 @@ class InputJob:
 
 def checkURL(url: str) -> None:
     """
-    Refuse what cannot be an http or https URL to download.
+    Refuse what cannot be an http or https URL to download, or is longer
+    than L{MAX_URL} characters.
 
     @raise ValueError: with a readable sentence (a password in C{url}
-        shown as C{***}).
+        shown as C{***}, control characters escaped).
     """
     shown = redact(url)
+    if len(url) > MAX_URL:
+        raise ValueError(f"{shortened(shown)} is longer than {MAX_URL} characters")
+    if _hasControl(url.replace("\t", " ")):  # a TAB has the sentence below
+        raise ValueError(f"{shown!r} is not a URL: it holds a control character")
     if any(c.isspace() for c in url):
         raise ValueError(f"{shown!r} is not a URL: it holds spaces or tabs (write spaces as %20)")
     try:
@@ -176,16 +181,19 @@ def parseInputFile(
     if text.startswith("\ufeff"):
         text = text[1:]
     jobs: List[InputJob] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip()
-        stripped = line.strip()
+    # Lines end at LF only, as in aria2: the other characters splitlines()
+    # takes for line ends (form feed, U+2028, ...) stay, and are refused.
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        line = line.rstrip(_BLANK)
+        stripped = line.lstrip(_BLANK)
         if not stripped or stripped.startswith("#"):
             continue
 
         def fail(problem: str) -> InputFileError:
             return InputFileError(source, number, problem)
 
-        if not line[0].isspace():
+        if line[0] not in _BLANK:
             if "\t" in line:
                 raise fail("TAB-separated mirror URLs are not supported; give one URL a line")
             try:
@@ -196,7 +204,7 @@ def parseInputFile(
             continue
 
         key, sep, value = stripped.partition("=")
-        key, value = key.strip(), value.strip()
+        key, value = key.strip(_BLANK), value.strip(_BLANK)
         if not jobs:
             raise fail("an option line (indented) comes before any URL")
         if not sep:
@@ -232,3 +240,6 @@ def parseInputFile(
 
 
 _FIELDS = {"out": "name", "checksum": "checksum", "dir": "directory"}
+
+#: What indents a line, and is stripped from either end of one.
+_BLANK = " \t"

@@ -47,7 +47,7 @@ from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
 from .errors import DownloadError
 from .state import PART_SUFFIX
-from .values import parseChecksum
+from .values import MAX_URL, parseChecksum
 
 log = Logger()
 
@@ -83,9 +83,6 @@ _MAX_ID_DIGITS = 15
 #: Seconds between two writes of the job list at most: changes in between
 #: (a burst of POSTs, many jobs ending at once) are written together.
 SAVE_INTERVAL = 1.0
-
-#: The longest URL a job may have.
-MAX_URL = 8192
 
 #: Jobs C{GET /api/downloads} shows on a page unless C{?limit=} asks.
 PAGE_SIZE = 100

@@ -11,8 +11,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from netsuite.proxyrules import hostNameProblem
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+)(?:\.([0-9]+))?\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+#: The largest size L{parseSize} gives, in bytes: the largest file offset.
+MAX_SIZE = 2**63 - 1
+
+#: The longest URL a download may have, in characters (netsuite-get and
+#: the download service).
+MAX_URL = 8192
 
 #: Headers the downloader sets itself (or, for C{Accept-Encoding}, keeps
 #: to C{identity}, so that nothing is decompressed); a user's value would
@@ -48,15 +55,42 @@ ALGORITHMS = {
 def parseSize(text: str) -> int:
     """
     A size such as C{500}, C{64K}, C{4M}, C{1.5G} (binary units: 1K is
-    1024 bytes) as a number of bytes.
+    1024 bytes) as a number of bytes, exactly (a fraction of a byte is
+    dropped).
 
-    @raise ValueError: with a readable sentence when C{text} is not a size.
+    @raise ValueError: with a readable sentence when C{text} is not a size,
+        or is one over L{MAX_SIZE}.
     """
     match = _SIZE.match(text)
     if not match:
-        raise ValueError(f"{text!r} is not a size (examples: 500, 64K, 4M, 1G)")
-    number, unit = match.groups()
-    return int(float(number) * _UNITS[unit.lower()])
+        raise ValueError(f"{shortened(text)} is not a size (examples: 500, 64K, 4M, 1G)")
+    whole, fraction, unit = match.groups()
+    scale = _UNITS[unit.lower()]
+    whole = whole.lstrip("0")
+    # Integers only, so nothing rounds or overflows.  Past 19 digits it is
+    # too large; past its 40th digit a fraction cannot change the whole
+    # bytes of up to 2**40 times it (k/2**40 has at most 40 decimals).
+    size = None
+    if len(whole) <= len(str(MAX_SIZE)):
+        size = int(whole or "0") * scale
+        if fraction:
+            fraction = fraction[:40]
+            size += int(fraction) * scale // 10 ** len(fraction)
+    if size is None or size > MAX_SIZE:
+        raise ValueError(f"{shortened(text)} is too large: the most is {MAX_SIZE // 2**40}T")
+    return size
+
+
+def shortened(text: str, most: int = 60) -> str:
+    """
+    C{repr(text)} (so control characters are shown escaped) cut after
+    C{most} characters, for messages that quote what the user gave.
+
+    @param most: the characters of C{text} shown at most.
+    """
+    if len(text) <= most:
+        return repr(text)
+    return f"{text[:most]!r}... ({len(text)} characters)"
 
 
 def parseChecksum(text: str) -> tuple[str, str]:
