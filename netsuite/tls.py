@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
@@ -83,9 +84,7 @@ def loadPEM(
     try:
         chain = x509.load_pem_x509_certificates(certData)
     except ValueError:
-        raise TLSConfigError(
-            f"no PEM certificate found in {certPath!r}"
-        ) from None
+        raise TLSConfigError(_whyNoCertificates(certData, certPath)) from None
     keyPath = keyPath or certPath
     keyData = certData if keyPath == certPath else _read(keyPath, "private key")
     try:
@@ -110,6 +109,27 @@ def loadPEM(
             f"in {certPath!r}"
         )
     return chain, key  # type: ignore[return-value]
+
+
+_CERTIFICATE_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _whyNoCertificates(data: bytes, path: str) -> str:
+    """
+    Why the certificates in C{data} (from C{path}) could not be read, in
+    one sentence: none there, or which one is damaged.
+    """
+    blocks = _CERTIFICATE_BLOCK.findall(data)
+    for number, block in enumerate(blocks, 1):
+        try:
+            x509.load_pem_x509_certificate(block)
+        except ValueError:
+            return f"certificate {number} of {len(blocks)} in {path!r} is damaged and cannot be read"
+    if data.count(b"-----BEGIN CERTIFICATE-----") > len(blocks):
+        return f"a certificate in {path!r} has no END line (the file is cut short?)"
+    return f"no PEM certificate found in {path!r}"
 
 
 def _publicBytes(publicKey: object) -> bytes:

@@ -170,6 +170,26 @@ class LoadPEMTests(SynchronousTestCase):
         self.assertIn("no PEM certificate", str(e))
         self.assertIn(keyOnly, str(e))
 
+    def test_damagedOrCutCertificateNamed(self) -> None:
+        """
+        A file whose first certificate is good but a later one is damaged,
+        or whose certificate is cut off before its END line, says so rather
+        than that it holds no certificate.
+        """
+        leaf = self.ca.issue_cert("localhost")
+        good = leaf.cert_chain_pems[0].bytes()
+        lines = good.splitlines(keepends=True)
+        damaged = b"".join(lines[:1] + [b"AAAA" + line[4:] for line in lines[1:-1]] + lines[-1:])
+        path = os.path.join(self.directory, "damaged.pem")
+        for data, message in (
+            (good + damaged, f"certificate 2 of 2 in {path!r} is damaged and cannot be read"),
+            (b"".join(lines[:-1]), f"a certificate in {path!r} has no END line (the file is cut short?)"),
+        ):
+            with open(path, "wb") as f:
+                f.write(data)
+            e = self.assertRaises(TLSConfigError, loadPEM, path, path)
+            self.assertEqual(str(e), message)
+
     def test_fileWithoutKey(self) -> None:
         """
         A certificate file without a key, used as its own key file, raises

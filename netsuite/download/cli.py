@@ -180,7 +180,7 @@ def buildParser() -> argparse.ArgumentParser:
         epilog=(
             "The input file (-i) lists one URL a line; indented lines after a URL set options for it: "
             "out=NAME, checksum=TYPE=HEX, dir=DIR, header=Name: value (repeatable); '#' starts a comment.  "
-            "SIZE and RATE take K, M and G (1K = 1024).  "
+            "SIZE and RATE take K, M, G and T (1K = 1024).  "
             "Output: a live display on a terminal, else (or with --json) NDJSON events, one JSON object a line, "
             "ending with a summary event.  "
             "Exit status: 0 all downloaded, 1 some failed, 2 usage error, 130 interrupted "
