@@ -29,7 +29,7 @@ from twisted.web.http import H2_ENABLED
 from twisted.web.resource import Resource
 
 from netsuite.listen import StreamListener
-from netsuite.web.site import Limits, NetsuiteH2Connection
+from netsuite.web.site import H2_EMPTY_DATA_BURST, H2_EMPTY_DATA_RATE, H2_RESET_RATE, Limits, NetsuiteH2Connection
 from tests.helpers import startListener
 from tests.test_web_site import Hanging, inMemory, waitForNoConnections
 from tests.test_web_site_h2 import (
@@ -259,6 +259,97 @@ class OneGoAwayTests(SynchronousTestCase):
         self.assertEqual(site.stats.counters.get("header_timeouts"), 1)
         # Only the site's own timer is left.
         self.assertEqual([call for call in clock.getDelayedCalls() if call.func.__self__ is not site], [])
+
+
+class EmptyDataFloodTests(ExchangeTestCase):
+    """
+    Empty DATA frames that do not end their stream carry nothing and cost
+    the server work each (CVE-2019-9518): past a burst, and a rate after
+    it, the connection ends with a GOAWAY (ENHANCE_YOUR_CALM).  They were
+    taken without limit.
+    """
+
+    def openUpload(self) -> None:
+        self.exchange.client.send_headers(
+            1, request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "2"))
+        )
+        self.exchange.pump()
+
+    def test_floodEndsTheConnection(self) -> None:
+        self.openUpload()
+        flood = frame(DATA, 0, 1, b"") * (H2_EMPTY_DATA_BURST + 1)
+        # A request that arrives in the same read after the flood is not
+        # processed (the connection has said GOAWAY).
+        self.exchange.client.send_headers(3, request("GET", "/"), end_stream=True)
+        self.exchange.send(flood + self.exchange.client.data_to_send())
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertNotIn(3, self.exchange.answers)
+        self.assertEqual(self.exchange.site.stats.counters["h2_empty_frame_floods"], 1)
+
+    def test_burstThenRateAllowed(self) -> None:
+        """
+        A client sending an empty frame now and then (some do, to flush)
+        is not cut off, and its request is answered.
+        """
+        self.openUpload()
+        self.exchange.send(frame(DATA, 0, 1, b"") * H2_EMPTY_DATA_BURST)
+        for _ in range(50):
+            self.exchange.clock.advance(1)
+            self.exchange.send(frame(DATA, 0, 1, b"") * int(H2_EMPTY_DATA_RATE))
+        self.exchange.client.send_data(1, b"{}", end_stream=True)
+        self.exchange.pump()
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.answers[1]["status"], b"200")
+
+    def test_emptyFrameEndingTheStreamIsNotCounted(self) -> None:
+        for _ in range(H2_EMPTY_DATA_BURST + 10):
+            streamID = self.exchange.client.get_next_available_stream_id()
+            self.exchange.client.send_headers(streamID, request("GET", "/"))
+            self.exchange.client.send_data(streamID, b"", end_stream=True)
+            self.exchange.pump()
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
+
+
+class ResetFloodTests(ExchangeTestCase):
+    """
+    Streams opened and reset at once (Rapid Reset, CVE-2023-44487): past a
+    burst, and a rate after it, the connection ends with a GOAWAY
+    (ENHANCE_YOUR_CALM), whatever Twisted version runs (only the newest
+    limits them itself).  The burst is made small here.
+    """
+
+    def setUp(self) -> None:
+        self.patch(NetsuiteH2Connection, "resetBurst", 50)
+        ExchangeTestCase.setUp(self)
+
+    def openAndReset(self, count: int) -> None:
+        client = self.exchange.client
+        for _ in range(count):
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, request("GET", "/"), end_stream=True)
+            client.reset_stream(streamID)
+        self.exchange.send(client.data_to_send())
+
+    def test_floodEndsTheConnection(self) -> None:
+        self.openAndReset(51)
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(self.exchange.site.stats.counters["h2_reset_floods"], 1)
+
+    def test_resetsAtTheRateAllowed(self) -> None:
+        """
+        A client that resets streams now and then (a browser leaving a
+        page) is not cut off.
+        """
+        self.openAndReset(50)
+        for _ in range(20):
+            self.exchange.clock.advance(1)
+            self.openAndReset(int(H2_RESET_RATE))
+        self.assertFalse(self.exchange.transport.disconnecting)
+        streamID = self.exchange.get("/")
+        self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
 
 
 class IdleTests(ExchangeTestCase):

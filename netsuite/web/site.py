@@ -47,6 +47,7 @@ try:
 except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
     H2Connection = object  # type: ignore[assignment, misc]
 
+from netsuite.limits import TokenBucket
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
@@ -823,6 +824,19 @@ _DATA_FRAME = 0x0
 #: processes no more of the client's requests (until the client takes them).
 _H2_QUEUE_LIMIT = 1024 * 1024
 
+#: Empty DATA frames (not ending their stream) an HTTP/2 client may send at
+#: once, and a second after that: each costs the server work and carries
+#: nothing (CVE-2019-9518); past that the connection ends with a GOAWAY.
+H2_EMPTY_DATA_BURST = 100
+H2_EMPTY_DATA_RATE = 10.0
+
+#: Streams an HTTP/2 client may reset at once, and a second after that (as
+#: nghttp2): each reset request may already have been processed, and frees
+#: its place among the concurrent streams at once (Rapid Reset,
+#: CVE-2023-44487); past that the connection ends with a GOAWAY.
+H2_RESET_BURST = 1000
+H2_RESET_RATE = 33.0
+
 #: Bytes of DATA an HTTP/2 connection sends in one reactor turn, as one
 #: write to its transport (Twisted's loop sent one frame, 16 KiB, a turn).
 H2_TURN_BYTES = 256 * 1024
@@ -926,6 +940,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     site: "NetsuiteSite"
     abortTimeout = 10
+    resetBurst = H2_RESET_BURST
+    resetRate = H2_RESET_RATE
     _aborted = False
     #: When the head being received began (L{None}: none is).
     _headSince: float | None = None
@@ -947,6 +963,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self.callLater = site.reactor.callLater
         #: Body bytes received so far, by stream.
         self._received: dict[int, int] = {}
+        self._emptyData = TokenBucket(H2_EMPTY_DATA_RATE, H2_EMPTY_DATA_BURST, site.reactor)
+        self._resets = TokenBucket(self.resetRate, self.resetBurst, site.reactor)
         #: Streams blocked because their flow-control window is empty.
         self._parked: set[int] = set()
         self.priority = _FlowAwarePriority(self.priority, self)
@@ -1262,6 +1280,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestReceived(self, event: Any) -> None:
         self._heads += 1
+        if self.transport.disconnecting:
+            return  # the rest of a read that ended in a GOAWAY
         if self._draining:  # after the GOAWAY: not processed, may be sent again
             self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
@@ -1317,6 +1337,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         return None
 
     def _requestDataReceived(self, event: Any) -> None:
+        if self.transport.disconnecting:
+            return  # the rest of a read that ended in a GOAWAY
+        if not event.data and event.stream_ended is None and not self._emptyData.take():
+            self.site.stats.count("h2_empty_frame_floods")
+            self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many empty DATA frames")
+            return
         streamID = event.stream_id
         if streamID in self.streams:
             received = self._received.get(streamID, 0) + len(event.data)
@@ -1331,7 +1357,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestEnded(self, event: Any) -> None:
         streamID = event.stream_id
-        if streamID not in self.streams:
+        if streamID not in self.streams or self.transport.disconnecting:
             return
         state = self.conn.streams.get(streamID)
         if state is None or state.closed:
@@ -1368,6 +1394,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _requestAborted(self, event: Any) -> None:
         if event.stream_id in self.streams:
             H2Connection._requestAborted(self, event)
+        # Newer Twisted limits resets too; this holds for every version.
+        if not self._resets.take():
+            self.site.stats.count("h2_reset_floods")
+            self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
 
     def _requestDone(self, streamID: int) -> None:
         self._received.pop(streamID, None)
