@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netsuite.limits import IdleTimeout, TokenBucket
+from netsuite.limits import IdleTimeout, TokenBucket, hostKey
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.rooms import ChatError, ChatHub, IMember, Line, cleanText, memberNames
 from netsuite.stats import ServiceStats
@@ -556,6 +556,7 @@ class ChatFactory(Factory):
         Count a new client from C{host}, or say why it is refused.
         """
         settings = self.settings
+        host = hostKey(host)
         if settings.maxClients and self._clients >= settings.maxClients:
             return f"the chat is full ({settings.maxClients} clients); try again later"
         if settings.maxClientsPerHost and self._perHost.get(host, 0) >= settings.maxClientsPerHost:
@@ -572,6 +573,7 @@ class ChatFactory(Factory):
         A client counted by L{admit} has gone.
         """
         self._clients -= 1
+        host = hostKey(host)
         left = self._perHost.get(host, 1) - 1
         if left > 0:
             self._perHost[host] = left

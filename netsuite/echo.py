@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netsuite.limits import BucketTable, IdleTimeout, TokenBucket
+from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, hostKey
 from netsuite.listen import DatagramListener, StreamListener, _reactor, plainSocketTransport
 from netsuite.stats import ServiceStats
 
@@ -407,6 +407,7 @@ class EchoDatagram(DatagramProtocol):
         stats.bytesIn += size
         stats.count("datagrams_in")
         host, port = addr[0], addr[1]
+        source = hostKey(host)
         if port < 1024 and not self.allowPrivilegedPorts:
             stats.count("dropped_privileged_port")
             return
@@ -414,8 +415,8 @@ class EchoDatagram(DatagramProtocol):
             stats.count("dropped_loop")
             return
         if not (
-            self._packets.take(host)
-            and self._bytes.take(host, size)
+            self._packets.take(source)
+            and self._bytes.take(source, size)
             and self._totalPackets.take()
             and self._totalBytes.take(size)
         ):

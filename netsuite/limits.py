@@ -1,5 +1,6 @@
 """
-Reusable guards: token buckets and idle timeouts.
+Reusable guards: token buckets, idle timeouts, and the key that limits per
+address count under.
 
 Both read time from an L{IReactorTime} so that tests drive them with
 L{twisted.internet.task.Clock}.
@@ -7,10 +8,36 @@ L{twisted.internet.task.Clock}.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Callable, Generic, Hashable, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+
+def hostKey(host: str) -> str:
+    """
+    What limits per address count C{host} under: an IPv4 address as it is,
+    an IPv6 address as its /64 network (one subscriber usually holds a
+    whole /64, so counting each address would let one client take 2**64
+    places), an IPv4-mapped IPv6 address as its IPv4 address.  Anything
+    else (a UNIX socket's name) as it is.
+    """
+    if ":" not in host:
+        return host
+    return _ipv6Key(host)
+
+
+@lru_cache(maxsize=4096)
+def _ipv6Key(host: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 class TokenBucket:

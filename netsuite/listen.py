@@ -36,6 +36,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
+from netsuite.limits import hostKey
 from netsuite.stats import ServiceStats
 from netsuite.status import ListenerInfo
 
@@ -498,6 +499,8 @@ class TrackingFactory(WrappingFactory):
 
     def buildProtocol(self, addr: object) -> Optional[Protocol]:
         host = getattr(addr, "host", None)
+        if host is not None:
+            host = hostKey(host)
         if (self.maxConnections is not None and len(self.protocols) >= self.maxConnections) or (
             self.maxPerHost is not None
             and host is not None

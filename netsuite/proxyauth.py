@@ -41,7 +41,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from netsuite.files import readSmallFile, writeAtomically
-from netsuite.limits import BucketTable, TokenBucket
+from netsuite.limits import BucketTable, TokenBucket, hostKey
 
 __all__ = ["Authenticator", "UsersFileError", "hashPassword", "loadUsers", "parseBasic", "main"]
 
@@ -239,8 +239,11 @@ class Authenticator:
         if parsed is None:
             return None
         name, password = parsed
-        reserved = self._reserved.get(client, 0)
-        if self._failures.available(client) < reserved + 1.0:
+        # Wrong tries count per address (an IPv6 client per /64);
+        # credentials are remembered for the exact address.
+        limited = hostKey(client)
+        reserved = self._reserved.get(limited, 0)
+        if self._failures.available(limited) < reserved + 1.0:
             # Too many wrong tries: no more (costly) checks for now, and no
             # answer from those remembered either (it would tell a right
             # guess from a wrong one).
@@ -263,18 +266,18 @@ class Authenticator:
         if len(self._checking) >= self._maxChecking or not self._checks.take():
             # Every check is taken for now.  Counted as a wrong try, or
             # guesses refused here could test what is remembered for free.
-            self._failures.take(client)
+            self._failures.take(limited)
             return None
-        self._reserved[client] = reserved + 1
+        self._reserved[limited] = reserved + 1
         self._checking[key] = []
         entry = self.users.get(name, self._nobody)
         try:
             result = await defer.maybeDeferred(self._check, entry.matches, password)
         except BaseException:
-            self._checked(key, client, Failure())
+            self._checked(key, limited, Failure())
             raise
         matched = bool(result) and entry is not self._nobody
-        self._checked(key, client, matched)
+        self._checked(key, limited, matched)
         if not matched:
             return None
         self._good[key] = self._clock.seconds() + self._cacheSeconds
@@ -287,6 +290,8 @@ class Authenticator:
         """
         A check ended: free the try it held, count it if the password was
         wrong, and answer those waiting for the same credentials.
+
+        @param client: the key the client's wrong tries count under.
         """
         left = self._reserved.pop(client) - 1
         if left:

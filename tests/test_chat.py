@@ -1382,6 +1382,15 @@ class ConnectionLimitTests(ChatTestCase):
         self.assertEqual(again.received(), GREETING)
         self.assertFalse(again.closing)
 
+    def test_perHostLimitCountsAnIPv6ClientByItsSlash64(self) -> None:
+        first = self.connect("2001:db8::1")
+        self.connect("2001:db8::2")
+        refused = self.connect("2001:db8::3")
+        self.assertEqual(refused.receivedBytes(), self.PER_HOST)
+        refused.disconnect()
+        first.disconnect()
+        self.assertEqual(self.connect("2001:db8::4").received(), GREETING)
+
     def test_totalLimit(self) -> None:
         first = self.connect("10.0.0.1")
         self.connect("10.0.0.2")

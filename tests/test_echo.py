@@ -257,6 +257,14 @@ class EchoDatagramTests(SynchronousTestCase):
         protocol.datagramReceived(b"x", ("10.0.0.2", 8008))
         self.assertEqual(transport.sent, [(b"x", ("10.0.0.2", 8008))])
 
+    def test_rateLimitCountsAnIPv6SourceByItsSlash64(self) -> None:
+        protocol, transport = self.makeProtocol(rate=10)
+        for index in range(50):
+            protocol.datagramReceived(b"x", (f"2001:db8::{index + 1:x}", 40000, 0, 0))
+        self.assertEqual(len(transport.sent), 20)
+        protocol.datagramReceived(b"x", ("2001:db8:0:1::1", 40000, 0, 0))
+        self.assertEqual(len(transport.sent), 21)
+
     def test_perSourceRateLimit(self) -> None:
         """
         One source gets at most its burst (twice the rate) at once, then the

@@ -5,8 +5,24 @@ Tests for L{netsuite.limits} and L{netsuite.stats}.
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.limits import BucketTable, IdleTimeout, TokenBucket
+from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, hostKey
 from netsuite.stats import StatsRegistry
+
+
+class HostKeyTests(SynchronousTestCase):
+    """
+    Limits per address count an IPv6 client by its /64.
+    """
+
+    def test_keys(self) -> None:
+        self.assertEqual(hostKey("10.0.0.1"), "10.0.0.1")
+        self.assertEqual(hostKey("2001:db8::1"), "2001:db8::/64")
+        self.assertEqual(hostKey("2001:db8:0:0:ffff:ffff:ffff:ffff"), "2001:db8::/64")
+        self.assertEqual(hostKey("2001:db8:0:1::1"), "2001:db8:0:1::/64")
+        self.assertEqual(hostKey("::ffff:10.1.2.3"), "10.1.2.3")
+        self.assertEqual(hostKey("fe80::1%eth0"), "fe80::/64")
+        self.assertEqual(hostKey("/run/netsuite.sock"), "/run/netsuite.sock")
+        self.assertEqual(hostKey("not:an:address"), "not:an:address")
 
 
 class TokenBucketTests(SynchronousTestCase):

@@ -88,6 +88,21 @@ class TrackingFactoryTests(SynchronousTestCase):
         first.loseConnection()
         self.assertTrue(self.connect(factory, "10.0.0.1").connected)
 
+    def test_maxPerHostCountsAnIPv6ClientByItsSlash64(self) -> None:
+        """
+        Addresses in one IPv6 /64 share C{maxPerHost} (one subscriber holds
+        the whole /64); another /64 does not.
+        """
+        stats = ServiceStats("x")
+        factory = TrackingFactory(Factory.forProtocol(Idle), stats, maxPerHost=2)
+        self.connect(factory, "2001:db8::1")
+        self.connect(factory, "2001:db8::2")
+        self.assertFalse(self.connect(factory, "2001:db8::ffff:3").connected)
+        self.assertTrue(self.connect(factory, "2001:db8:0:1::1").connected)
+        self.assertTrue(self.connect(factory, "::ffff:10.0.0.1").connected)
+        self.assertTrue(self.connect(factory, "10.0.0.1").connected)
+        self.assertFalse(self.connect(factory, "::ffff:10.0.0.1").connected)
+
     def test_maxConnections(self) -> None:
         stats = ServiceStats("x")
         factory = TrackingFactory(Factory.forProtocol(Idle), stats, maxConnections=3)

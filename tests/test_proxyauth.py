@@ -148,6 +148,17 @@ class AuthenticatorTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(self.authenticate(basic("alice", "right")), "alice")
 
+    def test_wrongPasswordsLimitedPerSlash64(self) -> None:
+        """
+        An IPv6 client's wrong tries count for its whole /64; what it proved
+        is remembered for its exact address only.
+        """
+        for index in range(5):
+            self.assertIsNone(self.authenticate(basic("alice", "wrong"), client=f"2001:db8::{index + 1}"))
+        self.assertIsNone(self.authenticate(basic("alice", "right"), client="2001:db8::99"))
+        self.assertEqual(self.checks, 5)
+        self.assertEqual(self.authenticate(basic("alice", "right"), client="2001:db8:0:1::1"), "alice")
+
     def slowAuthenticator(self):
         """
         An L{Authenticator} whose checks end only when the test fires them
