@@ -243,6 +243,9 @@ class _PeerReadGate(ProtocolWrapper):
     control never saw that output.  The transport takes one producer, so
     the one TLS registers (the service's) is kept here and paused and
     resumed with the output as before.
+
+    For a service that speaks HTTP it also answers a plain HTTP request
+    (see L{_PeerReadGateFactory.plainHTTPAnswer}).
     """
 
     factory: "_PeerReadGateFactory"
@@ -582,8 +585,8 @@ class StreamListener(Service):
     Listens on one stream endpoint for one service.
 
     @ivar port: the L{IListeningPort} while listening.
-    @ivar factory: the outermost factory (TLS, then tracking, then the
-        service's own).
+    @ivar factory: the outermost factory (with TLS: L{_PeerReadGate}'s, then
+        TLS; then tracking, then the service's own).
     """
 
     log = Logger()
