@@ -33,6 +33,7 @@ from netsuite.echo import (
 from netsuite.files import readSmallFile
 from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.stats import StatsRegistry
+from netsuite.text import shortened
 from netsuite.status import ListenerInfo
 from netsuite.tls import (
     TLSConfigError,
@@ -391,14 +392,6 @@ def loadConfig(path: Path) -> Dict[str, Any]:
     return config
 
 
-def _shown(value: Any, limit: int = 80) -> str:
-    """
-    C{repr(value)}, cut to about C{limit} characters for a message.
-    """
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa: C901
     """
     Check and convert one setting's value.
@@ -414,7 +407,7 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         seen = set()
         for description in values:
             if description in seen:
-                raise ConfigError(f"{where}: {_shown(description)} is listed twice")
+                raise ConfigError(f"{where}: {shortened(description)} is listed twice")
             seen.add(description)
             try:
                 if kind == "udp":
@@ -426,7 +419,7 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         return list(values)
     if kind == "flag":
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
+            raise ConfigError(f"{where}: expected true or false, got {shortened(value)}")
         return value
     if kind == "text":
         if not isinstance(value, str) or len(value) < 16 or any(c.isspace() or not c.isprintable() for c in value):
@@ -436,7 +429,7 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: expected a file or directory name")
         if "\0" in value:
-            raise ConfigError(f"{where}: {_shown(value)} cannot be a file name (it holds a NUL character)")
+            raise ConfigError(f"{where}: {shortened(value)} cannot be a file name (it holds a NUL character)")
         return str(base / os.path.expanduser(value))
     if kind == "networks":
         from netsuite.proxyrules import parseNetworks
@@ -448,34 +441,43 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         except ValueError as e:
             raise ConfigError(f"{where}: {e}")
     if kind == "ports":
-        items = value if isinstance(value, list) else str(value).replace(",", " ").split()
+        if isinstance(value, list):
+            items = value
+        elif isinstance(value, str):
+            items = value.replace(",", " ").split()
+        else:
+            items = [value]
         ports = set()
         for item in items:
-            text = str(item).strip()
-            if not _PORT.fullmatch(text) or not 0 < int(text) < 65536:
-                raise ConfigError(f"{where}: {_shown(text)} is not a port number (1-65535)")
-            ports.add(int(text))
+            if isinstance(item, str):
+                item = item.strip()
+                port = int(item) if _PORT.fullmatch(item) else 0
+            else:
+                port = item if isinstance(item, int) and not isinstance(item, bool) else 0
+            if not 0 < port < 65536:
+                raise ConfigError(f"{where}: {shortened(item)} is not a port number (1-65535)")
+            ports.add(port)
         return frozenset(ports)
     # Numbers: flags arrive as text, TOML as numbers.
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
+        raise ConfigError(f"{where}: expected a number, got {shortened(value)}")
     try:
         number = float(value)
     except OverflowError:
         raise ConfigError(f"{where}: expected a finite number") from None
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a number, got {_shown(value)}") from None
+        raise ConfigError(f"{where}: expected a number, got {shortened(value)}") from None
     if not (number == number and abs(number) != float("inf")):
-        raise ConfigError(f"{where}: expected a finite number, got {_shown(value)}")
+        raise ConfigError(f"{where}: expected a finite number, got {shortened(value)}")
     if kind == "seconds" and number < 0:
-        raise ConfigError(f"{where}: expected 0 or more seconds, got {_shown(value)}")
+        raise ConfigError(f"{where}: expected 0 or more seconds, got {shortened(value)}")
     if kind == "rate" and number <= 0:
-        raise ConfigError(f"{where}: expected a number above 0, got {_shown(value)}")
+        raise ConfigError(f"{where}: expected a number above 0, got {shortened(value)}")
     if kind == "limit" and number < 0:
-        raise ConfigError(f"{where}: expected 0 (no limit) or more, got {_shown(value)}")
+        raise ConfigError(f"{where}: expected 0 (no limit) or more, got {shortened(value)}")
     if kind == "count":
         if number < 0 or not number.is_integer():
-            raise ConfigError(f"{where}: expected a whole number, 0 or more, got {_shown(value)}")
+            raise ConfigError(f"{where}: expected a whole number, 0 or more, got {shortened(value)}")
         return int(number)
     return number
 

@@ -2109,6 +2109,22 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(self.origin.gets(self.path)[before].rangeStart, saved)
         self.assertEqual(listing(directory), ["resume.bin", "resume.bin.1", "resume.bin.2"])
 
+    def plantPart(self, held: int, **fields: Any) -> Path:
+        """
+        A new directory with C{resume.bin.part} holding the first C{held}
+        bytes of the file and a state file for it, as a crash leaves them:
+        the file's URL, size and ETag unless C{fields} say otherwise.
+        """
+        directory = self.directory()
+        (directory / "resume.bin.part").write_bytes(self.origin.content(self.path, 0, held))
+        url = self.origin.url(self.path)
+        state = {
+            "version": 1, "url": url, "finalUrl": url, "size": DEFAULT_SIZE, "etag": self.origin.etag(self.path),
+            "lastModified": None, "rangesSupported": True, "done": [[0, held]], "checksum": None, **fields,
+        }
+        (directory / "resume.bin.part.json").write_text(json.dumps(state))
+        return directory
+
     async def test_stateRangesPastThePartsEndAreNotTrusted(self) -> None:
         """
         A state file that claims more bytes than its C{.part} holds (they
@@ -2119,13 +2135,7 @@ class ResumeTests(EngineTestCase):
         """
         url = self.origin.url(self.path)
         for held in (100 * KiB, 0):
-            directory = self.directory()
-            (directory / "resume.bin.part").write_bytes(self.origin.content(self.path, 0, held))
-            state = {
-                "version": 1, "url": url, "finalUrl": url, "size": DEFAULT_SIZE, "etag": self.origin.etag(self.path),
-                "lastModified": None, "rangesSupported": True, "done": [[0, DEFAULT_SIZE]], "checksum": None,
-            }
-            (directory / "resume.bin.part.json").write_text(json.dumps(state))
+            directory = self.plantPart(held, done=[[0, DEFAULT_SIZE]])
             events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
             result = await self.downloader().download(url, directory)
             self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
@@ -2145,13 +2155,7 @@ class ResumeTests(EngineTestCase):
         """
         url = self.origin.url(self.path)
         for done, kept in (([[100 * KiB, 200 * KiB]], 0), ([[0, 50 * KiB], [100 * KiB, 200 * KiB]], 50 * KiB)):
-            directory = self.directory()
-            (directory / "resume.bin.part").write_bytes(self.origin.content(self.path, 0, 200 * KiB))
-            state = {
-                "version": 1, "url": url, "finalUrl": url, "size": None, "etag": self.origin.etag(self.path),
-                "lastModified": None, "rangesSupported": True, "done": done, "checksum": None,
-            }
-            (directory / "resume.bin.part.json").write_text(json.dumps(state))
+            directory = self.plantPart(200 * KiB, done=done, size=None)
             before = len(self.origin.gets(self.path))
             events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
             result = await self.downloader().download(url, directory)
@@ -2172,13 +2176,7 @@ class ResumeTests(EngineTestCase):
         """
         url = self.origin.url(self.path)
         for field, value in (("etag", "\u2603"), ("etag", '"a"\r\nX-Injected: 1'), ("lastModified", "\x00")):
-            directory = self.directory()
-            (directory / "resume.bin.part").write_bytes(self.origin.content(self.path, 0, 100 * KiB))
-            state = {
-                "version": 1, "url": url, "finalUrl": url, "size": DEFAULT_SIZE, "etag": None, "lastModified": None,
-                "rangesSupported": True, "done": [[0, 100 * KiB]], "checksum": None, field: value,
-            }
-            (directory / "resume.bin.part.json").write_text(json.dumps(state))
+            directory = self.plantPart(100 * KiB, **{"etag": None, field: value})
             events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
             result = await self.downloader().download(url, directory)
             self.assertSaved(result, directory / "resume.bin.1", self.origin.digest(self.path))

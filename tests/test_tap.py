@@ -210,10 +210,13 @@ class OptionsTests(SynchronousTestCase):
 
 
 class ConfigFileTests(SynchronousTestCase):
-    def write(self, text: str) -> str:
+    def write(self, text: str | bytes) -> str:
         path = Path(self.mktemp())
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
         return str(path)
 
     def test_settingsFromFile(self) -> None:
@@ -260,14 +263,8 @@ class ConfigFileTests(SynchronousTestCase):
     def test_notTOML(self) -> None:
         self.assertBadFile("echo = [\n", "not valid TOML")
 
-    def writeBytes(self, data: bytes) -> str:
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return str(path)
-
     def test_notUTF8(self) -> None:
-        path = self.writeBytes(b"grace = 1\n\xff = 2\n")
+        path = self.write(b"grace = 1\n\xff = 2\n")
         message = str(self.assertRaises(ConfigError, parse, "--config", path))
         self.assertEqual(message, f"config file {path!r} is not UTF-8 text (byte 0xff at offset 10)")
 
@@ -280,6 +277,11 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertBadFile("a = " + "[" * 5000 + "]" * 5000 + "\n", "nests arrays or tables too deeply")
         self.assertBadFile("grace = " + "1" * 5000 + "\n", "holds a number too long to read")
         self.assertBadFile("grace = 0x" + "f" * 5000 + "\n", "'grace'", "expected a finite number")
+        # Such integers where they are shown: Python will not write them out.
+        huge = "0x" + "f" * 5000
+        self.assertBadFile(f"no-echo = {huge}\n", "'no-echo'", "got an integer of 20000 bits")
+        self.assertBadFile(f"proxy-connect-ports = [443, {huge}]\n", "an integer of 20000 bits is not a port number")
+        self.assertBadFile(f"grace = [{huge}]\n", "'grace'", "expected a number, got a list too large to show")
 
     def test_notARegularOrSmallFile(self) -> None:
         """

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import json
 from typing import Dict, List, NoReturn, Tuple
+from urllib.parse import quote_from_bytes
 
 import treq
 from prometheus_client.parser import text_string_to_metric_families
@@ -792,6 +793,17 @@ class InMemoryEchoTests(SynchronousTestCase):
         ):
             self.assertError(400, self.postMultipart([field(b"a", b"v", contentType)]), word)
 
+    def assertBothRefuse(self, charset: bytes, value: bytes) -> None:
+        """
+        A form body and a multipart field holding C{value} in C{charset}
+        each get a 400 naming the charset.
+        """
+        named = charset.decode("ascii")
+        form = b"a=" + quote_from_bytes(value, safe="").encode("ascii")
+        self.assertError(400, self.post(form, b"application/x-www-form-urlencoded; charset=" + charset), named)
+        part = field(b"a", value, b"Content-Type: text/plain; charset=" + charset)
+        self.assertError(400, self.postMultipart([part]), named)
+
     def test_punycodeIsRefused(self) -> None:
         """
         C{punycode} fails on any non-ASCII byte even when told to replace (a
@@ -799,14 +811,7 @@ class InMemoryEchoTests(SynchronousTestCase):
         it decodes: for a form body or a multipart field it is a 400 naming
         it, like C{idna}.
         """
-        self.assertError(
-            400, self.post(b"a=%ff", b"application/x-www-form-urlencoded; charset=punycode"), "punycode"
-        )
-        self.assertError(
-            400,
-            self.postMultipart([field(b"a", b"\xff", b"Content-Type: text/plain; charset=punycode")]),
-            "punycode",
-        )
+        self.assertBothRefuse(b"punycode", b"\xff")
 
     def test_unknownCharsetNamesAreNotLookedUp(self) -> None:
         """
@@ -844,12 +849,5 @@ class InMemoryEchoTests(SynchronousTestCase):
         from netsuite import charsets
 
         self.patch(charsets, "_CODEC_NAMES", charsets._CODEC_NAMES | {"failing"})
-        self.assertError(
-            400, self.post(b"a=%21", b"application/x-www-form-urlencoded; charset=failing"), "failing"
-        )
-        self.assertError(
-            400,
-            self.postMultipart([field(b"a", b"!", b"Content-Type: text/plain; charset=failing")]),
-            "failing",
-        )
+        self.assertBothRefuse(b"failing", b"!")
 

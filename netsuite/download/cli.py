@@ -42,7 +42,7 @@ from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, 
 from netsuite.download.engine import redact
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
 from netsuite.download.names import chooseName
-from netsuite.download.values import shortened
+from netsuite.text import shortened
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Plan", "UsageError", "buildParser",
            "main", "makePlan", "run"]

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from .values import MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, shortened
+from netsuite.text import shortened
+
+from .values import MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
            "parseInputFile"]

@@ -10,6 +10,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 from netsuite.proxyrules import hostNameProblem
+from netsuite.text import shortened
 
 _SIZE = re.compile(r"^\s*([0-9]+)(?:\.([0-9]+))?\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -79,18 +80,6 @@ def parseSize(text: str) -> int:
     if size is None or size > MAX_SIZE:
         raise ValueError(f"{shortened(text)} is too large: the most is {MAX_SIZE // 2**40}T")
     return size
-
-
-def shortened(text: str, most: int = 60) -> str:
-    """
-    C{repr(text)} (so control characters are shown escaped) cut after
-    C{most} characters, for messages that quote what the user gave.
-
-    @param most: the characters of C{text} shown at most.
-    """
-    if len(text) <= most:
-        return repr(text)
-    return f"{text[:most]!r}... ({len(text)} characters)"
 
 
 def parseChecksum(text: str) -> tuple[str, str]:

@@ -35,6 +35,7 @@ from twisted.web.server import Request
 from netsuite.charsets import textCodec
 from netsuite.stats import ServiceStats
 from netsuite.status import StatusSource
+from netsuite.text import shortened
 
 __all__ = [
     "APIError",
@@ -234,16 +235,6 @@ def _notFound(request: Request) -> _NotFound:
     return _NotFound(request.path)
 
 
-def _short(text: str, limit: int = 60) -> str:
-    """
-    C{repr(text)}, cut after C{limit} characters: error messages quote what
-    the client sent, which may be long.
-    """
-    if len(text) <= limit:
-        return repr(text)
-    return repr(text[:limit]) + "..."
-
-
 # Parsing request bodies.
 
 
@@ -264,14 +255,14 @@ def _parseParameters(value: str, position: int, header: str) -> Dict[str, str]:
             raise APIError(400, f"{header} has more than {_MAX_PARAMETERS} parameters")
         match = _PARAMETER.match(value, position)
         if match is None or match.end() == position:
-            raise APIError(400, f"malformed {header} {_short(value)}")
+            raise APIError(400, f"malformed {header} {shortened(value)}")
         position = match.end()
         name, raw = match.group(1), match.group(2)
         if name is None:
             continue
         name = name.lower()
         if name in params:
-            raise APIError(400, f"{header} {_short(value)} repeats the parameter {name!r}")
+            raise APIError(400, f"{header} {shortened(value)} repeats the parameter {name!r}")
         if raw.startswith('"'):
             # "".join(split) unescapes: sub() with a template runs Python code per match.
             raw = "".join(_QUOTED_PAIR.split(raw[1:-1]))
@@ -289,7 +280,7 @@ def _parseContentType(value: str) -> Tuple[str, Dict[str, str]]:
     value = value.strip(" \t")
     match = _MEDIA_TYPE.match(value)
     if match is None:
-        raise APIError(400, f"malformed Content-Type {_short(value)}")
+        raise APIError(400, f"malformed Content-Type {shortened(value)}")
     mediaType = f"{match.group(1)}/{match.group(2)}".lower()
     return mediaType, _parseParameters(value, match.end(), "Content-Type")
 
@@ -305,7 +296,7 @@ def _checkCharset(charset: str) -> str:
     """
     name = textCodec(charset)
     if name is None:
-        raise APIError(400, f"unsupported charset {_short(charset)}")
+        raise APIError(400, f"unsupported charset {shortened(charset)}")
     return name
 
 
@@ -491,7 +482,7 @@ def _decodeTransfer(content: bytes, encoding: bytes | None, name: str) -> bytes:
         try:
             return binascii.a2b_base64(content)
         except binascii.Error:
-            raise APIError(400, f"multipart part {_short(name)} is not valid base64") from None
+            raise APIError(400, f"multipart part {shortened(name)} is not valid base64") from None
     if encoding == b"quoted-printable":
         return binascii.a2b_qp(content)
     return content
@@ -511,7 +502,7 @@ def _parseMultipart(body: bytes, params: Mapping[str, str]) -> Dict[str, List[ob
     if boundary is None:
         raise APIError(400, "multipart/form-data without a boundary")
     if _BOUNDARY.fullmatch(boundary) is None:
-        raise APIError(400, f"malformed multipart boundary {_short(boundary)}")
+        raise APIError(400, f"malformed multipart boundary {shortened(boundary)}")
     fields: Dict[str, List[object]] = {}
     for part in _splitMultipart(body, boundary.encode("ascii")):
         headers, content = _splitPart(part)
@@ -521,7 +512,7 @@ def _parseMultipart(body: bytes, params: Mapping[str, str]) -> Dict[str, List[ob
         if contentType is not None:
             mediaType, typeParams = _parseContentType(contentType.decode("latin-1"))
         if mediaType.startswith("multipart/"):
-            raise APIError(400, f"multipart part {_short(name)} holds nested parts")
+            raise APIError(400, f"multipart part {shortened(name)} holds nested parts")
         content = _decodeTransfer(content, headers.get("content-transfer-encoding"), name)
         if filename is not None:
             value: object = {

@@ -1,0 +1,27 @@
+"""
+Values quoted in messages: what a user or a client gave, made short and
+safe to print.
+"""
+
+from __future__ import annotations
+
+
+def shortened(value: object, most: int = 60) -> str:
+    """
+    C{repr(value)} (so control characters are shown escaped) for a message
+    that quotes it: a string longer than C{most} characters is cut there
+    and followed by its length; any other value's text is cut after
+    C{most} characters.
+    """
+    if isinstance(value, str):
+        if len(value) <= most:
+            return repr(value)
+        return f"{value[:most]!r}... ({len(value)} characters)"
+    if isinstance(value, int) and value.bit_length() > 64:
+        # Python refuses to write out an integer of thousands of digits.
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # such an integer inside a list
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= most else text[:most] + "..."
