@@ -338,9 +338,13 @@ class PlainHTTPOnTLSPortTests(TestCase):
         self.assertNotIn(b"HTTP/1.1", answer)
         self.assertNotIn("plain_http_refused", service.stats.counters)
 
-    def test_webServerAndProxyAnswer(self) -> None:
+    async def test_webServerAndProxyAnswer(self) -> None:
         for service in (
             makeHTTPService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp())),
             makeProxyService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp())),
         ):
-            self.assertEqual(service.factory.plainHTTPAnswer, PLAIN_HTTP_ON_TLS)
+            port = await startListener(self, service)
+            answer = await threads.deferToThread(
+                rawExchange, port, b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+            )
+            self.assertEqual(answer, PLAIN_HTTP_ON_TLS)

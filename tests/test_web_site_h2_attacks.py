@@ -643,6 +643,20 @@ class SocketTests(HTTPSTestCase):
 
         return await threads.deferToThread(run)
 
+    async def test_emptyDataFloodEnded(self) -> None:
+        """
+        Over a real TLS connection too, an empty DATA frame flood ends the
+        connection with a GOAWAY.
+        """
+        port, service, cadata = await self.startHTTPS()
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(1, request("POST", "/api/echo", ("content-length", "2")))
+        flood = client.data_to_send() + frame(DATA, 0, 1, b"") * (H2_EMPTY_DATA_BURST + 1)
+        self.assertEqual(await self.silentUntilClosed(port, cadata, flood), ["goaway", "closed"])
+        self.assertEqual(service.stats.counters["h2_empty_frame_floods"], 1)
+        await waitForNoConnections(self, service)
+
     async def test_headDeadlineClosesAtOnce(self) -> None:
         """
         Past the head deadline the GOAWAY is followed by the close at once
