@@ -335,7 +335,8 @@ class OptionMappingTests(SynchronousTestCase):
             "-j", "3", "--max-per-host", "2", "-x", "6", "--min-split-size", "1M", "--limit-rate", "500K",
             "--max-size", "1G", "--connect-timeout", "5", "--timeout", "6", "--stall-timeout", "7",
             "--total-timeout", "100", "--retries", "0", "--retry-wait", "2.5", "--max-redirects", "3",
-            "--lowest-speed-limit", "10K", "--proxy", "http://user:pw@127.0.0.1:3128", "--insecure", "--json", "-q", "http://example.com/f",
+            "--lowest-speed-limit", "10K", "--proxy", "http://user:pw@127.0.0.1:3128", "--insecure", "--no-fsync",
+            "--json", "-q", "http://example.com/f",
         ])
         self.assertEqual(
             p.settings,
@@ -343,7 +344,7 @@ class OptionMappingTests(SynchronousTestCase):
                 maxConnections=3, maxPerHost=2, segments=6, minSplitSize=2**20, rateLimit=500 * 1024,
                 maxSize=2**30, connectTimeout=5.0, headerTimeout=6.0, stallTimeout=7.0, totalTimeout=100.0,
                 retries=0, retryWait=2.5, maxRedirects=3, proxy="http://user:pw@127.0.0.1:3128", insecure=True,
-                lowestSpeed=10 * 1024,
+                lowestSpeed=10 * 1024, sync=False,
             ),
         )
         self.assertTrue(p.json)
@@ -687,7 +688,7 @@ class UsageErrorTests(SynchronousTestCase):
                        "--continue", "--overwrite", "--checksum", "--max-size", "--limit-rate", "--connect-timeout",
                        "--timeout", "--stall-timeout", "--lowest-speed-limit", "--total-timeout", "--retries", "--retry-wait",
                        "--max-redirects", "--ca-file", "--insecure", "--proxy", "--header", "--json", "--quiet",
-                       "--version", "http_proxy"):
+                       "--version", "http_proxy", "--no-fsync"):
             self.assertIn(option, text)
 
 

@@ -11,6 +11,7 @@ by hash.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import math
 import os
@@ -1930,6 +1931,127 @@ class ChecksumAndSizeTests(EngineTestCase):
         self.assertSaved(result, directory / "fits.bin", self.origin.digest("/file/fits.bin", 100_000), 100_000)
 
 
+
+class SyncTests(EngineTestCase):
+    """
+    A finished file is written through to the disk, in a thread, before it
+    gets its final name.
+    """
+
+    def recordSyncs(self, before: Any = None) -> List[Tuple[int, bool, bool]]:
+        """
+        Replace C{os.fsync} with one that records, for each call, the file's
+        inode, whether it ran outside the reactor's thread and whether the
+        final name then existed (L{None} until C{self.final} is set), after
+        calling C{before} (in the syncing thread) if given.
+        """
+        import threading
+
+        calls: List[Tuple[int, bool, bool]] = []
+        main = threading.current_thread()
+        self.final: Optional[Path] = None
+
+        def fsync(fd: int) -> None:
+            if before is not None:
+                before()
+            final = self.final
+            calls.append((os.fstat(fd).st_ino, threading.current_thread() is not main,
+                          final is not None and final.exists()))
+
+        self.patch(os, "fsync", fsync)
+        return calls
+
+    async def test_syncedInAThreadBeforeNamed(self) -> None:
+        """
+        The file is synced once, outside the reactor's thread, before its
+        final name exists; the file synced is the one saved.
+        """
+        calls = self.recordSyncs()
+        directory = self.directory()
+        self.final = directory / "synced.bin"
+        url = self.origin.url("/file/synced.bin")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, self.final, self.origin.digest("/file/synced.bin"))
+        self.assertEqual(calls, [(os.stat(self.final).st_ino, True, False)])
+
+    async def test_syncedWhenReplacing(self) -> None:
+        """
+        With C{overwrite} the new file is synced before it replaces the old.
+        """
+        calls = self.recordSyncs()
+        directory = self.directory()
+        self.final = directory / "again.bin"
+        self.final.write_bytes(b"old")
+        result = await self.downloader().download(self.origin.url("/file/again.bin"), directory, overwrite=True)
+        self.assertSaved(result, self.final, self.origin.digest("/file/again.bin"))
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0][0], os.stat(self.final).st_ino)
+
+    async def test_noSync(self) -> None:
+        """
+        With C{sync=False} nothing is synced.
+        """
+        calls = self.recordSyncs()
+        directory = self.directory()
+        result = await self.downloader(sync=False).download(self.origin.url("/file/fast.bin"), directory)
+        self.assertSaved(result, directory / "fast.bin", self.origin.digest("/file/fast.bin"))
+        self.assertEqual(calls, [])
+
+    async def test_syncFailureKeepsThePart(self) -> None:
+        """
+        A sync that fails (a disk error) fails the download with a readable
+        L{LocalFileError}; the file does not get its final name, and its
+        C{.part} stays to be resumed.
+        """
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(os, "fsync", failing)
+        directory = self.directory()
+        url = self.origin.url("/file/eio.bin")
+        error = await self.failureOf(self.downloader(retries=0).download(url, directory), LocalFileError)
+        self.assertReadable(error, url)
+        self.assertIn(os.strerror(errno.EIO), str(error))
+        self.assertFalse((directory / "eio.bin").exists())
+        self.assertIn("eio.bin.part", listing(directory))
+
+    async def test_cancelWhileSyncing(self) -> None:
+        """
+        A download cancelled while its file is being synced stops at once
+        and keeps its C{.part}; the sync still finishes on its own
+        descriptor, and a new download resumes the file.
+        """
+        import threading
+
+        entered, release = threading.Event(), threading.Event()
+
+        def block() -> None:
+            entered.set()
+            release.wait(10)
+
+        calls = self.recordSyncs(block)
+        self.addCleanup(release.set)
+        directory = self.directory()
+        url = self.origin.url("/file/cut.bin")
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=url, directory=directory))
+        while not entered.is_set():
+            await deferLater(reactor, 0.01, lambda: None)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        self.assertTrue(downloader.cancel(job.id))
+        await outcome
+        release.set()
+        for _ in range(500):
+            if calls:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(calls), 1, "the sync failed on a closed descriptor")
+        self.assertFalse((directory / "cut.bin").exists())
+        self.assertIn("cut.bin.part", listing(directory))
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "cut.bin", self.origin.digest("/file/cut.bin"))
+        self.assertEqual(result.resumedFrom, DEFAULT_SIZE)
+
 class ResumeTests(EngineTestCase):
     """
     Interrupted downloads resumed from their state file by a new Downloader.
@@ -2606,9 +2728,11 @@ class EventAndJobTests(EngineTestCase):
         jobs after it start (its connection queued again for a slot behind
         every job not started yet, only to find no work: the file stayed a
         .part with its descriptor open until the whole list had started).
+        Without the sync, which lets the next job start while it runs in
+        its thread.
         """
         directory = self.directory()
-        downloader = self.downloader(maxConnections=1, maxPerHost=1)
+        downloader = self.downloader(maxConnections=1, maxPerHost=1, sync=False)
         requests = [
             DownloadRequest(url=self.origin.url(f"/file/small-{i}.bin?size=1000"), directory=directory)
             for i in range(5)

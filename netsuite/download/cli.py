@@ -215,6 +215,9 @@ def buildParser() -> argparse.ArgumentParser:
     g.add_argument("--checksum", metavar="TYPE=HEX",
                    help="check the file's digest (sha256=, sha-256=, sha1=, sha512=, md5=; only with exactly one URL)")
     g.add_argument("--max-size", dest="maxSize", type=_size, metavar="SIZE", help="refuse files bigger than SIZE")
+    g.add_argument("--no-fsync", dest="sync", action="store_false",
+                   help="give a finished file its name without first writing it through to the disk (faster on "
+                        "slow disks; a power cut may then leave it with missing bytes)")
 
     g = p.add_argument_group("time and retries")
     g.add_argument("--connect-timeout", dest="connectTimeout", type=_seconds, metavar="S",
@@ -377,6 +380,8 @@ def makePlan(args: argparse.Namespace, stdin: Optional[IO[str]] = None, createDi
     settings = {option: getattr(args, option) for option in _SETTINGS_OPTIONS if getattr(args, option) is not None}
     if args.insecure:
         settings["insecure"] = True
+    if not args.sync:
+        settings["sync"] = False
     if "retryWait" in settings and settings["retryWait"] > DownloadSettings().maxRetryWait:
         settings["maxRetryWait"] = settings["retryWait"]
     try:

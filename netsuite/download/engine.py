@@ -28,7 +28,7 @@ except ImportError:  # Windows: .part files are not locked
     fcntl = None  # type: ignore[assignment]
 
 from hyperlink import EncodedURL, URLParseError
-from twisted.internet import defer, error as netError, task
+from twisted.internet import defer, error as netError, task, threads
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -133,6 +133,10 @@ class DownloadSettings:
     @ivar maxSize: the largest file accepted, in bytes, or L{None}.
     @ivar userAgent: the C{User-Agent} sent.
     @ivar progressInterval: seconds between progress events.
+    @ivar sync: write a finished file through to the disk (in a thread)
+        before it gets its final name, so that a power cut or an operating
+        system crash cannot leave the final name on a file whose bytes were
+        never written.
     """
 
     maxConnections: int = 8
@@ -155,6 +159,7 @@ class DownloadSettings:
     maxSize: Optional[int] = None
     userAgent: str = f"netsuite-get/{__version__}"
     progressInterval: float = 0.5
+    sync: bool = True
 
     def __post_init__(self) -> None:
         for name in ("maxConnections", "maxPerHost", "segments"):
@@ -809,6 +814,7 @@ class _Download:
             size = self._finish()
             self.job.state = "verifying"
             await self._verify()
+            await self._sync()
             self._rename()
         except CancelledError:
             if self.adopted is not None and (self.discardOnCancel or not self._appended()):
@@ -1628,6 +1634,26 @@ class _Download:
             raise ChecksumMismatch(
                 f"{self.url}: the {algorithm} checksum does not match (expected {expected}, got {digest.hexdigest()})"
             )
+
+    async def _sync(self) -> None:
+        """
+        Write the file through to the disk, in a thread of the reactor's
+        pool so that the other downloads go on meanwhile.  The thread syncs
+        its own duplicate of the descriptor: a cancelled download may close
+        its own at once.
+        """
+        if not self.downloader.settings.sync:
+            return
+        fd = os.dup(self.fd)
+
+        def sync() -> None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        reactor = self.downloader.reactor
+        await threads.deferToThreadPool(reactor, reactor.getThreadPool(), sync)
 
     def _rename(self) -> None:
         """
