@@ -32,8 +32,9 @@ from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from OpenSSL.SSL import WantReadError, ZeroReturnError
 from zope.interface import alsoProvides, implementer
 
 from netsuite.limits import hostKey
@@ -260,7 +261,8 @@ class _PeerReadGate(ProtocolWrapper):
         ProtocolWrapper.makeConnection(self, transport)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or getattr(self.wrappedProtocol, "peerClosed", False):
+            # Nothing may follow a close_notify; TLS would keep it unread.
             return
         if not self._started and data:
             self._started = True
@@ -326,6 +328,72 @@ class _PeerReadGate(ProtocolWrapper):
     def connectionLost(self, reason: Failure) -> None:
         self._stopProducer()
         ProtocolWrapper.connectionLost(self, reason)
+
+    # Provided only once the peer's close_notify came (see
+    # _HalfClosingTLSProtocol): its end of TCP input then changes nothing,
+    # and the answers still go out.  Before that it is the end of the
+    # connection, as Twisted's TLS takes it.
+
+    def readConnectionLost(self) -> None:
+        pass
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class _CloseNotifyAsEndOfInput:
+    """
+    Stands for a TLS protocol's pyOpenSSL connection and passes everything
+    through but C{recv}, where the peer's close_notify, which Twisted takes
+    as the end of the whole connection, becomes the end of the peer's
+    input only: the service's C{readConnectionLost}, while what it still
+    writes goes out, and its own close sends netsuite's close_notify.
+    """
+
+    def __init__(self, connection: Any, tls: "_HalfClosingTLSProtocol") -> None:
+        self._connection = connection
+        self._tls = tls
+
+    def recv(self, size: int) -> bytes:
+        if self._tls.peerClosed:
+            raise WantReadError()
+        try:
+            return self._connection.recv(size)  # type: ignore[no-any-return]
+        except ZeroReturnError:
+            self._tls.peerClosed = True
+            gate = self._tls.transport
+            if isinstance(gate, _PeerReadGate):
+                alsoProvides(gate, IHalfCloseableProtocol)
+            self._tls.wrappedProtocol.readConnectionLost()
+            raise WantReadError() from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    TLS that gives a service which handles half-close the peer's
+    close_notify as the end of its input (TLS 1.3's half-close, RFC 8446
+    6.1), not as the end of the connection.
+
+    @ivar peerClosed: the peer's close_notify came.
+    """
+
+    peerClosed = False
+
+    def makeConnection(self, transport: Any) -> None:
+        TLSMemoryBIOProtocol.makeConnection(self, transport)
+        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol) and self._tlsConnection is not None:
+            self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self)
+
+
+class _HalfClosingTLSFactory(TLSMemoryBIOFactory):
+    """
+    A server-side L{TLSMemoryBIOFactory} of L{_HalfClosingTLSProtocol}s.
+    """
+
+    protocol = _HalfClosingTLSProtocol
 
 
 _PLAIN_HTTP_BODY = b"This port speaks TLS, but the request came as plain HTTP: use https:// to reach it.\n"
@@ -628,7 +696,7 @@ class StreamListener(Service):
         self.factory: IProtocolFactory = self.tracker
         self.tls = tls
         if tls is not None:
-            tlsFactory = TLSMemoryBIOFactory(tls, False, self.tracker)
+            tlsFactory = _HalfClosingTLSFactory(tls, False, self.tracker)
             tlsFactory.noisy = False
             self.factory = _PeerReadGateFactory(
                 tlsFactory, self.stats, PLAIN_HTTP_ON_TLS if speaksHTTP else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 
 import trustme
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.ssl import optionsForClientTLS
@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netsuite.chat import _HELP, ChatFactory, ChatSettings, makeChatService
 from tests.helpers import startListener
-from tests.tlshelpers import makeServerOptions, trustRootOf
+from tests.tlshelpers import closeNotifyClient, makeServerOptions, trustRootOf
 
 
 class ChatClient(LineReceiver):
@@ -281,6 +281,33 @@ class ChatSocketTests(TestCase):
         bob.reason.trap(ConnectionDone)
         self.assertEqual(bob.lines.count(_HELP[0]), count)
         self.assertEqual(bob.lines[-1], _HELP[-1])
+        self.assertIsNone(factory.hub.find("bob"))
+
+    async def test_tlsCloseNotifyStillGetsEverything(self) -> None:
+        """
+        Over TLS, a client that sends its name and many commands, then
+        close_notify, gets every answer and the server's close_notify (the
+        close_notify ended the connection, and the answers not yet sent were
+        lost); the room hears that it left.
+        """
+        ca = trustme.CA()
+        port, factory = await self.startChat(
+            tls=makeServerOptions(self.mktemp(), ca), rate=0, historySize=0, maxOutput=64 * 1024 * 1024
+        )
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        alice = await self.connect(port, "alice", endpoint)
+        left = alice.waitFor("* bob left", timeout=30)
+        count = 5000
+        received, how = await threads.deferToThread(
+            closeNotifyClient, port, ca, b"bob\r\n" + b"/help\r\n" * count
+        )
+        lines = received.decode().split("\r\n")
+        self.assertEqual((lines.count(_HELP[0]), how), (count, "close_notify"))
+        self.assertEqual(lines[-2], _HELP[-1])
+        await left
         self.assertIsNone(factory.hub.find("bob"))
 
     async def test_tlsAndPlainShareRooms(self) -> None:

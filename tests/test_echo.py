@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from typing import Tuple
 
 from twisted.internet import reactor, threads
 import trustme
@@ -41,7 +42,7 @@ from netsuite.echo import (
 )
 from netsuite.stats import ServiceStats
 from netsuite.tls import loadPEM, serverOptions
-from tests.tlshelpers import trustRootOf, writeLeaf
+from tests.tlshelpers import closeNotifyClient, trustRootOf, writeLeaf
 from tests.helpers import Collector, connect, startListener, waitForQuiet
 
 
@@ -633,6 +634,59 @@ class TLSBackpressureTests(TestCase):
         client.transport.resumeProducing()
         await client.waitFor(size)
         self.assertEqual(b"".join(client.received), data)
+
+
+
+class TLSHalfCloseTests(TestCase):
+    """
+    Over TLS a client's close_notify is the end of its input, as a TCP
+    half-close is: it still gets everything back, then netsuite's own
+    close_notify.
+    """
+
+    async def startEcho(self) -> Tuple[int, trustme.CA]:
+        ca = trustme.CA()
+        certPath, keyPath = writeLeaf(self.mktemp(), ca.issue_cert("localhost"))
+        self.service = makeEchoService("tcp:0:interface=127.0.0.1", tls=serverOptions(*loadPEM(certPath, keyPath)))
+        return await startListener(self, self.service), ca
+
+    async def test_closeNotifyGetsEverythingBack(self) -> None:
+        """
+        A client that sends 4 MiB, then close_notify, and reads on gets all
+        4 MiB back and the server's close_notify (it lost what was not yet
+        echoed: the close_notify ended the connection).
+        """
+        port, ca = await self.startEcho()
+        data = os.urandom(4 * 1024 * 1024)
+        received, how = await threads.deferToThread(closeNotifyClient, port, ca, data)
+        self.assertEqual((len(received), how), (len(data), "close_notify"))
+        self.assertEqual(received, data)
+        await waitForQuiet(lambda: self.service.stats.connectionsOpen)
+        self.assertEqual(self.service.stats.connectionsOpen, 0)
+
+    async def test_closeNotifyThenTCPShutdown(self) -> None:
+        """
+        A client that also shuts the sending side of its socket after the
+        close_notify gets everything back too: that end of TCP input then
+        changes nothing.
+        """
+        port, ca = await self.startEcho()
+        data = os.urandom(1024 * 1024)
+        received, how = await threads.deferToThread(closeNotifyClient, port, ca, data, shutDownTCP=True)
+        self.assertEqual((received == data, how), (True, "close_notify"))
+
+    async def test_endOfTCPWithoutCloseNotifyEndsTheConnection(self) -> None:
+        """
+        The end of TCP input without a close_notify first (a truncation)
+        still ends the connection at once, without netsuite's close_notify.
+        """
+        port, ca = await self.startEcho()
+        received, how = await threads.deferToThread(
+            closeNotifyClient, port, ca, b"x" * 1000, shutDownTCP=True, closeNotify=False
+        )
+        self.assertEqual(how, "eof")
+        await waitForQuiet(lambda: self.service.stats.connectionsOpen)
+        self.assertEqual(self.service.stats.connectionsOpen, 0)
 
 
 class BareFactoryTests(TestCase):

@@ -6,13 +6,14 @@ start-up errors.
 from __future__ import annotations
 
 import socket
+from typing import List
 from twisted.internet import threads
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -260,6 +261,20 @@ class PeerReadGateTests(SynchronousTestCase):
         self.gate.loseConnection()
         self.assertIsNone(self.transport.producer)
         self.assertFalse(self.transport.connected)
+
+    def test_halfCloseableOnlyAfterCloseNotify(self) -> None:
+        """
+        The end of TCP input ends the connection (the gate does not handle
+        half-close) until TLS saw the peer's close_notify; from then on
+        whatever the peer sends is dropped, not kept unread by TLS.
+        """
+        received: List[bytes] = []
+        self.gate.wrappedProtocol.dataReceived = received.append
+        self.assertFalse(IHalfCloseableProtocol.providedBy(self.gate))
+        self.gate.dataReceived(b"\x16before")
+        self.gate.wrappedProtocol.peerClosed = True
+        self.gate.dataReceived(b"after")
+        self.assertEqual(received, [b"\x16before"])
 
     def test_connectionLostStopsTheProducerOnce(self) -> None:
         producer = RecordingProducer()

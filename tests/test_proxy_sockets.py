@@ -34,7 +34,7 @@ from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
 from tests.helpers import Collector, connect, rawExchange, recvUntil, startListener
-from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions, startListener as startTLSListener
+from tests.tlshelpers import SOCKET_TIMEOUT, closeNotifyClient, makeServerOptions, startListener as startTLSListener
 
 _CHUNK = bytes(range(256)) * 256  # 64 KiB
 
@@ -1065,3 +1065,35 @@ class ProxySocketTests(TestCase):
 
         status, _, body = _parseResponse(await threads.deferToThread(fetch))
         self.assertEqual((status, body), (200, b"one,two,three"))
+
+    async def test_httpsProxyCloseNotifyGetsEveryAnswer(self) -> None:
+        """
+        Over TLS, a client that sends three requests, then close_notify,
+        gets three answers and the proxy's close_notify (the close_notify
+        ended the connection with nothing answered).
+        """
+        ca = trustme.CA()
+        port = await self.startProxy(tls=makeServerOptions(self.mktemp(), ca))
+        requests = b"".join(b"GET %s/echo?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (self.base.encode(), n) for n in (1, 2, 3))
+        received, how = await threads.deferToThread(closeNotifyClient, port, ca, requests)
+        self.assertEqual((received.count(b"HTTP/1.1 200 OK\r\n"), how), (3, "close_notify"), received)
+        self.assertIn(b'"uri": "/echo?n=3"', received)
+
+    async def test_httpsProxyCloseNotifyCrossesATunnel(self) -> None:
+        """
+        Over TLS, a client's close_notify through a C{CONNECT} tunnel is the
+        end of its input at the origin, whose answer to it still comes back.
+        """
+        factory = Factory.forProtocol(_CountThenAnswer)
+        originPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        target = originPort.getHost().port
+        ca = trustme.CA()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})), tls=makeServerOptions(self.mktemp(), ca)
+        )
+        data = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,) + b"x" * 100000
+        received, how = await threads.deferToThread(closeNotifyClient, port, ca, data)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
+        self.assertTrue(received.endswith(b"got 100000\n"), received[-100:])
+        self.assertEqual(how, "close_notify")

@@ -1,7 +1,8 @@
 """
 Helpers for tests that speak TLS over loopback: certificates made with
-trustme, a TLS listener started for one test, a Twisted client and a blocking
-stdlib C{ssl} client (run it with C{deferToThread}).
+trustme, a TLS listener started for one test, a Twisted client, a blocking
+stdlib C{ssl} client and a pyOpenSSL client that half-closes with
+close_notify (run those two with C{deferToThread}).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import select
 import socket
 import ssl
 import struct
+import time
 from typing import Callable, List, Optional, Tuple
 
 import trustme
+from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -167,6 +171,63 @@ def stdlibTLSEcho(
             received = recvUntil(conn, lambda r: len(r) >= len(payload))
             cipher = conn.cipher()
             return conn.version(), cipher[0] if cipher else None, received
+
+
+def closeNotifyClient(
+    port: int,
+    ca: trustme.CA,
+    payload: bytes,
+    shutDownTCP: bool = False,
+    closeNotify: bool = True,
+    timeout: float = 30.0,
+) -> Tuple[bytes, str]:
+    """
+    Blocking: connect to C{127.0.0.1:port} with TLS (pyOpenSSL, trusting
+    C{ca}), send C{payload} while reading, then send close_notify (unless
+    not C{closeNotify}; and with C{shutDownTCP} also shut the socket's
+    sending side) and read on until the server closes.
+
+    @return: everything read, and how it ended: C{"close_notify"} (the
+        server's), C{"eof"} (closed without one), C{"reset"}, or
+        C{"timeout"} after C{timeout} seconds in all.
+    """
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
+    ca.configure_trust(context)
+    received: List[bytes] = []
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+        raw.setblocking(False)
+        conn = SSL.Connection(context, raw)
+        conn.set_tlsext_host_name(b"localhost")
+        conn.set_connect_state()
+        pending, closed = memoryview(payload), False
+        while time.monotonic() < deadline:
+            wantWrite = bool(pending) or not closed
+            try:
+                if pending:
+                    pending = pending[conn.send(pending[: 64 * 1024]):]
+                elif not closed:
+                    if closeNotify:
+                        conn.shutdown()
+                    if shutDownTCP:
+                        raw.shutdown(socket.SHUT_WR)
+                    closed, wantWrite = True, False
+            except (SSL.WantReadError, SSL.WantWriteError):
+                pass
+            try:
+                while True:
+                    received.append(conn.recv(64 * 1024))
+            except SSL.WantReadError:
+                pass
+            except SSL.ZeroReturnError:
+                return b"".join(received), "close_notify"
+            except SSL.SysCallError as e:
+                return b"".join(received), "eof" if e.args[0] == -1 else "reset"
+            except SSL.Error:
+                return b"".join(received), "eof"
+            select.select([raw], [raw] if wantWrite else [], [], 0.05)
+        return b"".join(received), "timeout"
 
 
 def makeServerOptions(
