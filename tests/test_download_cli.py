@@ -516,6 +516,11 @@ class UsageErrorTests(SynchronousTestCase):
             self.assertTrue(Runner([url]).stderr.getvalue().rstrip("\n").isprintable())
         self.assertUsageError(["http://exa\x01mple.com/"], "holds a control character")
         self.assertUsageError(["http://carol:Hunter4pw@example.com/\x1b"], "'http://carol:***@example.com/\\x1b'")
+        # The password hiding keeps a tab or line break it is refused for.
+        for control in ("\t", "\r", "\n"):
+            self.assertUsageError(
+                [f"http://carol:Hunter4pw@example.com/a{control}b"], repr(f"http://carol:***@example.com/a{control}b")
+            )
 
     def test_longURLRefused(self) -> None:
         """
