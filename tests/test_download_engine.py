@@ -3342,6 +3342,30 @@ class ValueTests(SynchronousTestCase):
             self.assertNotIn("\n", str(e.exception))
         self.assertEqual(splitURL("http://198.51.100.7/\udce9?\udc80")[0], "http://198.51.100.7/%E9?%80")
 
+    def test_hostWithCapitalsMadeASCII(self) -> None:
+        """
+        A non-ASCII host with capitals, or with a letter whose lower case
+        differs in length (İ) or is ASCII (the Kelvin sign), goes through
+        IDNA as a lower-case one does, port and credentials kept: the host
+        urlsplit gives is lower-cased, so it was not found in the URL as
+        given, and treq raised UnicodeEncodeError on the URL left as it was
+        (an internal error, also after a server's redirect).
+        """
+        cases = {
+            "http://Exämple.com/a": "http://xn--exmple-cua.com/a",
+            "http://EXÄMPLE.COM/a": "http://xn--exmple-cua.com/a",
+            "https://u:p@Exämple.com:8443/a?b": "https://xn--exmple-cua.com:8443/a?b",
+            "http://\u0130.com/x": "http://xn--i-9bb.com/x",
+            "http://\u212a.example/": "http://k.example/",
+            "http://Exämple.com:/a": "http://xn--exmple-cua.com/a",
+        }
+        for url, expected in cases.items():
+            clean, _ = splitURL(url)
+            self.assertEqual(clean, expected, url)
+            # What treq does with the URL the engine gives it.
+            engineModule._ReadyURL.from_text(clean).to_uri().to_text().encode("ascii")
+        self.assertEqual(splitURL("https://u:p@Exämple.com:8443/a")[1], basicAuthorization("u", "p").decode())
+
     def test_parseChecksum(self) -> None:
         """
         C{ALGORITHM=HEX} in the spellings users write; anything else is a

@@ -321,8 +321,10 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
         asciiHost = asciiHostName(host)
     except ValueError as e:
         raise BadURL(f"{shown}: {e}") from None
-    if not host.isascii():
-        netloc = netloc.replace(host, asciiHost)
+    if not netloc.isascii():
+        # Built anew: the host urlsplit gives is lower-cased (Exämple,
+        # the Kelvin sign), so it may not be found in the netloc as given.
+        netloc = asciiHost if parts.port is None else f"{asciiHost}:{parts.port}"
     if netloc.endswith(":"):
         netloc = netloc[:-1]  # an empty port is the default one (RFC 3986 3.2.3)
     # Bytes given that were not UTF-8 (surrogates) are sent as they were.
