@@ -9,7 +9,12 @@ The users file (C{--proxy-users FILE}) has one user a line::
 
 Make or change an entry with C{netsuite-proxy-user FILE NAME} (it asks for
 the password, or reads one line from standard input when that is not a
-terminal).
+terminal).  Entries that would cost a check more than 64 MiB of memory
+(128 * r * N bytes) or work (that times p), or that have a salt or hash
+longer than 64 bytes, are refused when the file is read, so that every
+entry read can be checked, each in a bounded time.  Should a check still
+fail (memory runs out), the sign-in fails as with a wrong password, and a
+warning is logged once for that user.
 
 scrypt costs tens of milliseconds of CPU on purpose, so L{Authenticator}
 runs it in the reactor's thread pool, remembers credentials that checked out
@@ -34,10 +39,11 @@ import os
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from netsuite.files import readSmallFile, writeAtomically
@@ -50,7 +56,20 @@ SCRYPT_N = 16384
 SCRYPT_R = 8
 SCRYPT_P = 1
 
-_MAX_MEMORY = 64 * 1024 * 1024
+#: The most an entry may cost: its memory (128 * r * N bytes) and its work
+#: (that times p) are each at most this many bytes' worth, so that one check
+#: takes at most about 64 MiB and a fifth of a second.
+MAX_SCRYPT_COST = 64 * 1024 * 1024
+
+#: The memory C{hashlib.scrypt} may take (its C{maxmem}).  OpenSSL counts
+#: 128 * r * (N + 2 + p) bytes, a little more than the cost above: for
+#: entries within the bounds of L{_checkCost} that is at most 144 KiB more;
+#: the rest is margin.
+_MAXMEM = MAX_SCRYPT_COST + 1024 * 1024
+
+#: The longest salt or hash, in bytes (longer ones make every check hash
+#: more, without making it any safer).
+_MAX_SALT_OR_HASH = 64
 
 #: The largest users file read.
 MAX_USERS_FILE = 16 * 1024 * 1024
@@ -71,19 +90,45 @@ class _Entry:
     hash: bytes
 
     def matches(self, password: bytes) -> bool:
+        """
+        Whether C{password} is this entry's.
+
+        @raise ValueError: C{hashlib.scrypt} refused (it should not, for an
+            entry L{loadUsers} accepted).
+        @raise MemoryError: there was not enough memory.
+        """
         derived = hashlib.scrypt(
             password, salt=self.salt, n=self.n, r=self.r, p=self.p,
-            maxmem=_MAX_MEMORY, dklen=len(self.hash),
+            maxmem=_MAXMEM, dklen=len(self.hash),
         )
         return hmac.compare_digest(derived, self.hash)
+
+
+def _checkCost(n: int, r: int, p: int) -> None:
+    """
+    Refuse scrypt parameters that are malformed, or that would cost more
+    than L{MAX_SCRYPT_COST} (or more memory than L{_MAXMEM}) a check.
+
+    @raise ValueError: they are.
+    """
+    if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16:
+        raise ValueError("unusable scrypt parameters (N must be a power of 2, r 1 to 64, p 1 to 16)")
+    if 128 * r * n * p > MAX_SCRYPT_COST or 128 * r * (n + 2 + p) > _MAXMEM:
+        raise ValueError(
+            f"unusable scrypt parameters: N={n}, r={r}, p={p} cost more than the"
+            f" {MAX_SCRYPT_COST // (1024 * 1024)} MiB allowed (128 * N * r * p bytes)"
+        )
 
 
 def hashPassword(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
     """
     The part of a users-file line after C{NAME:} for C{password}.
+
+    @raise ValueError: L{loadUsers} would refuse C{n}, C{r} and C{p}.
     """
+    _checkCost(n, r, p)
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_MAX_MEMORY, dklen=32)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM, dklen=32)
     return ":".join(
         ["scrypt", str(n), str(r), str(p), base64.b64encode(salt).decode(), base64.b64encode(digest).decode()]
     )
@@ -100,10 +145,11 @@ def _parseLine(line: str) -> Tuple[str, _Entry]:
         digest = base64.b64decode(parts[5], validate=True)
     except (ValueError, binascii.Error):
         raise ValueError("N, r and p must be numbers, the salt and hash base64") from None
-    if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16 or 128 * r * n > _MAX_MEMORY:
-        raise ValueError("unusable scrypt parameters")
+    _checkCost(n, r, p)
     if len(salt) < 8 or len(digest) < 16:
         raise ValueError("the salt or hash is too short")
+    if len(salt) > _MAX_SALT_OR_HASH or len(digest) > _MAX_SALT_OR_HASH:
+        raise ValueError(f"the salt or hash is longer than {_MAX_SALT_OR_HASH} bytes")
     return name, _Entry(n, r, p, salt, digest)
 
 
@@ -185,6 +231,8 @@ class Authenticator:
     @ivar users: name to entry, from L{loadUsers}.
     """
 
+    log = Logger()
+
     def __init__(
         self,
         users: Dict[str, _Entry],
@@ -229,6 +277,8 @@ class Authenticator:
         #: Checked for unknown names: a known name's cost, never a match.
         model = next(iter(users.values()), None) or _Entry(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"", bytes(32))
         self._nobody = _Entry(model.n, model.r, model.p, os.urandom(16), os.urandom(len(model.hash)))
+        #: Entries the hash function refused, each warned about once.
+        self._unusable: Set[_Entry] = set()
 
     async def authenticate(self, value: Optional[bytes], client: str) -> Optional[str]:
         """
@@ -273,6 +323,11 @@ class Authenticator:
         entry = self.users.get(name, self._nobody)
         try:
             result = await defer.maybeDeferred(self._check, entry.matches, password)
+        except (ValueError, MemoryError) as e:
+            # hashlib.scrypt refused (or memory ran out): the sign-in fails
+            # as a wrong password would, with a warning, never a 500.
+            self._cannotCheck(name if entry is not self._nobody else None, entry, e)
+            result = False
         except BaseException:
             self._checked(key, limited, Failure())
             raise
@@ -285,6 +340,22 @@ class Authenticator:
         while len(self._good) > self._cacheSize:
             self._good.popitem(last=False)
         return name
+
+    def _cannotCheck(self, name: Optional[str], entry: _Entry, error: BaseException) -> None:
+        """
+        The hash function could not check a password against C{entry}: warn,
+        once for each entry (unknown names share one).
+
+        @param name: the user's name, or L{None} for an unknown name.
+        """
+        if entry in self._unusable:
+            return
+        self._unusable.add(entry)
+        who = "unknown names" if name is None else f"proxy user {name!r}"
+        self.log.warn(
+            "cannot check passwords for {who} (scrypt N={n}, r={r}, p={p}): {error}; their sign-ins fail",
+            who=who, n=entry.n, r=entry.r, p=entry.p, error=str(error) or type(error).__name__,
+        )
 
     def _checked(self, key: bytes, client: str, result: Union[bool, Failure]) -> None:
         """

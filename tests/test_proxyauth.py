@@ -12,6 +12,7 @@ import sys
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite.proxyauth import MAX_USERS_FILE, Authenticator, UsersFileError, hashPassword, loadUsers, main, parseBasic
@@ -58,6 +59,45 @@ class UsersFileTests(SynchronousTestCase):
         with self.assertRaises(UsersFileError) as e:
             loadUsers(os.path.join(self.mktemp(), "missing"))
         self.assertIn("No such file", str(e.exception))
+
+    def test_everyAcceptedCostCanBeChecked(self) -> None:
+        """
+        An entry at the largest memory cost accepted (128 * r * N bytes of
+        64 MiB, here the common N=65536, r=8) can be checked:
+        OpenSSL needs a little more than that (128 * r * (N + 2 + p)), which
+        C{hashlib.scrypt} used to refuse at every sign-in.
+        """
+        n, r = 65536, 8
+        self.assertEqual(128 * r * n, 64 * 1024 * 1024)
+        users = loadUsers(self.write(f"alice:{hashPassword('pw', n=n, r=r, p=1)}\n"))
+        self.assertTrue(users["alice"].matches(b"pw"))
+
+    def test_costBounded(self) -> None:
+        """
+        Entries that would cost more memory, or more work (p times the
+        memory), than 64 MiB a check, or that have long salts or
+        hashes (each check hashes them many times), are refused with one
+        line naming the file and the line; L{hashPassword} refuses to make
+        them.
+        """
+        salt, digest = base64.b64encode(bytes(16)).decode(), base64.b64encode(bytes(32)).decode()
+        tooLong = base64.b64encode(bytes(65)).decode()
+        cases = {
+            f"alice:scrypt:131072:8:1:{salt}:{digest}": "unusable scrypt parameters",
+            f"alice:scrypt:65536:8:2:{salt}:{digest}": "unusable scrypt parameters",
+            f"alice:scrypt:16384:8:5:{salt}:{digest}": "unusable scrypt parameters",
+            f"alice:scrypt:16:1:1:{tooLong}:{digest}": "the salt or hash is longer than 64 bytes",
+            f"alice:scrypt:16:1:1:{salt}:{tooLong}": "the salt or hash is longer than 64 bytes",
+        }
+        for line, message in cases.items():
+            path = self.write(f"# users\n{line}\n")
+            with self.assertRaises(UsersFileError) as e:
+                loadUsers(path)
+            self.assertEqual(str(e.exception).splitlines(), [str(e.exception)])
+            self.assertIn(f"{path}, line 2: {message}", str(e.exception))
+        self.assertEqual(len(loadUsers(self.write(f"alice:scrypt:16384:8:4:{salt}:{digest}\n"))), 1)
+        for n, r, p in ((65536, 8, 2), (16, 1, 17), (15, 1, 1)):
+            self.assertRaises(ValueError, hashPassword, "pw", n=n, r=r, p=p)
 
     def test_fifoDeviceOrHugeFileIsOneError(self) -> None:
         """
@@ -158,6 +198,46 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertIsNone(self.authenticate(basic("alice", "right"), client="2001:db8::99"))
         self.assertEqual(self.checks, 5)
         self.assertEqual(self.authenticate(basic("alice", "right"), client="2001:db8:0:1::1"), "alice")
+
+    def test_uncheckableEntryFailsLikeAWrongPassword(self) -> None:
+        """
+        When the hash function refuses an entry (C{ValueError}) or memory
+        runs out, the sign-in fails as a wrong password would, never with an
+        error (a 500 and a traceback): it counts as a wrong try, and a
+        warning is logged once for each entry, unknown names sharing one.
+        """
+        events = []
+
+        def observe(event):
+            if event.get("log_namespace", "").startswith("netsuite.proxyauth"):
+                events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        errors = [MemoryError(), ValueError("[digital envelope routines] memory limit exceeded")]
+
+        def check(function, *args):
+            self.checks += 1
+            raise errors[self.checks % 2]
+
+        auth = Authenticator(self.users, self.clock, check=check)
+        for client in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):
+            result = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), client))
+            self.assertIsNone(self.successResultOf(result))
+        result = defer.ensureDeferred(auth.authenticate(basic("mallory", "x"), "10.0.0.3"))
+        self.assertIsNone(self.successResultOf(result))
+        self.assertEqual(self.checks, 4)
+        self.assertEqual([event["log_level"].name for event in events], ["warn", "warn"])
+        self.assertEqual([event["who"] for event in events], ["proxy user 'alice'", "unknown names"])
+        self.assertNotIn("log_failure", events[0])
+        self.assertIn("memory", events[0]["error"])
+        # Counted as wrong tries: two more and 10.0.0.1 is over its five.
+        for _ in range(3):
+            defer.ensureDeferred(auth.authenticate(basic("alice", "again"), "10.0.0.1"))
+        self.assertEqual(self.checks, 7)
+        self.assertIsNone(self.successResultOf(defer.ensureDeferred(auth.authenticate(basic("alice", "x"), "10.0.0.1"))))
+        self.assertEqual(self.checks, 7)
+        self.assertEqual(len(events), 2)
 
     def slowAuthenticator(self):
         """
