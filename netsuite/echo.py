@@ -15,29 +15,18 @@ Embedding::
 
 from __future__ import annotations
 
-import struct
-import sys
 import time
 from typing import Any
 
-try:
-    import fcntl
-    import termios
 
-    #: The ioctl that tells the bytes in a socket's send queue (Linux's
-    #: SIOCOUTQ); L{None} where there is none.
-    _OUTQ: int | None = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
-except ImportError:  # Windows
-    _OUTQ = None
-
-from twisted.internet import abstract, main, tcp
+from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, hostKey
+from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, hostKey, unsentBytes
 from netsuite.listen import DatagramListener, StreamListener, _reactor, plainSocketTransport
 from netsuite.stats import ServiceStats
 
@@ -102,7 +91,7 @@ class _IdleClosing(Protocol):
         came since) whether output waits: the peer gets one more timeout to
         take some.
         """
-        unsent = _unsentBytes(self.transport)
+        unsent = unsentBytes(self.transport)
         last, self._lastUnsent = self._lastUnsent, unsent
         idle = self._idle
         if last is None or idle is None or idle is not self._lookedWith or idle.last > idle.started:
@@ -126,31 +115,6 @@ class _IdleClosing(Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-
-
-def _unsentBytes(transport: Any) -> int:
-    """
-    The bytes written to C{transport} that its peer has not taken yet: in
-    the buffer of the transport that writes to the socket (under netsuite's
-    tracking wrapper, TLS ...) and, where the system tells, in the kernel's
-    send queue.
-    """
-    for _ in range(8):
-        if isinstance(transport, abstract.FileDescriptor):
-            break
-        transport = getattr(transport, "transport", None)
-    else:
-        return 0
-    if transport is None:
-        return 0
-    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    sock = getattr(transport, "socket", None)
-    if _OUTQ is not None and sock is not None:
-        try:
-            unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
-        except (OSError, ValueError):
-            pass
-    return unsent
 
 
 class Echo(_IdleClosing):

@@ -1,6 +1,6 @@
 """
-Reusable guards: token buckets, idle timeouts, and the key that limits per
-address count under.
+Reusable guards: token buckets, idle timeouts, the key that limits per
+address count under, and the output a peer has not taken yet.
 
 Both read time from an L{IReactorTime} so that tests drive them with
 L{twisted.internet.task.Clock}.
@@ -9,11 +9,24 @@ L{twisted.internet.task.Clock}.
 from __future__ import annotations
 
 import ipaddress
+import struct
+import sys
 from collections import OrderedDict
 from functools import lru_cache
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Any, Callable, Generic, Hashable, TypeVar
 
+from twisted.internet import abstract
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+try:
+    import fcntl
+    import termios
+
+    #: The ioctl that tells the bytes in a socket's send queue (Linux's
+    #: SIOCOUTQ); L{None} where there is none.
+    _OUTQ: int | None = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
+except ImportError:  # Windows
+    _OUTQ = None
 
 
 def hostKey(host: str) -> str:
@@ -192,3 +205,28 @@ class IdleTimeout:
         else:
             self._call = None
             self._onTimeout()
+
+
+def unsentBytes(transport: Any) -> int:
+    """
+    The bytes written to C{transport} that its peer has not taken yet: in
+    the buffer of the transport that writes to the socket (under netsuite's
+    tracking wrapper, TLS ...) and, where the system tells, in the kernel's
+    send queue.
+    """
+    for _ in range(8):
+        if isinstance(transport, abstract.FileDescriptor):
+            break
+        transport = getattr(transport, "transport", None)
+    else:
+        return 0
+    if transport is None:
+        return 0
+    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    sock = getattr(transport, "socket", None)
+    if _OUTQ is not None and sock is not None:
+        try:
+            unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            pass
+    return unsent

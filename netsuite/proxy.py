@@ -48,7 +48,7 @@ from twisted.web import http
 from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
-from netsuite.limits import IdleTimeout
+from netsuite.limits import IdleTimeout, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -140,7 +140,9 @@ class ProxySettings:
     @ivar idleTimeout: seconds a client's keep-alive connection may wait for
         its next request, a request body may stop coming (408), and a
         client may take nothing of its answer (cut off), as nginx's
-        C{client_body_timeout} and C{send_timeout}.
+        C{client_body_timeout} and C{send_timeout}; also nothing of what is
+        left while its connection closes (after a tunnel, or an answer
+        that ends the connection).
     @ivar headerTimeout: seconds from a request's first byte to the end of
         its headers (408 after).
     @ivar maxTunnels: CONNECT tunnels open or connecting at once (503 above;
@@ -1715,6 +1717,12 @@ class ProxyChannel(NetsuiteHTTPChannel):
     #: buffer filled), while it still does not.
     _stalledSince: Optional[float] = None
     _sendTimer: Any = None
+    #: Aborts the connection being closed if the client takes nothing of
+    #: what is left (L{loseConnection}); the output waiting at the last look.
+    _closingTimer: Any = None
+    _closingUnsent = 0
+    #: L{connectionLost} was called.
+    _lost = False
 
     def __init__(self, factory: "ProxyFactory") -> None:
         NetsuiteHTTPChannel.__init__(self, factory)  # type: ignore[arg-type]
@@ -1842,6 +1850,37 @@ class ProxyChannel(NetsuiteHTTPChannel):
         # so far.
         self.transport.abortConnection()
 
+    def loseConnection(self) -> None:
+        """
+        Close after what is buffered is sent; abort if the client takes none
+        of it for the idle timeout, as L{_checkStall} does for an answer
+        (nginx's C{send_timeout}).  Over TLS, a client that does not answer
+        the close_notify is aborted in the same way.
+        """
+        NetsuiteHTTPChannel.loseConnection(self)
+        if self._closingTimer is None and not self._lost:
+            # No longer the transport's producer: the stall timer would see
+            # no more progress, this one takes over.
+            self._stalledSince = None
+            self._closingUnsent = unsentBytes(self.transport)
+            self._closingTimer = self.callLater(self.factory.settings.idleTimeout, self._checkClosing)
+
+    def _checkClosing(self) -> None:
+        self._closingTimer = None
+        unsent = unsentBytes(self.transport)
+        if unsent < self._closingUnsent:
+            # It took some: it gets another timeout.
+            self._closingUnsent = unsent
+            self._closingTimer = self.callLater(self.factory.settings.idleTimeout, self._checkClosing)
+            return
+        self.factory.stats.count("client_timeouts")
+        self.factory.log_.info(
+            "client {client} took nothing for {seconds:g} seconds while its connection closed: aborted",
+            client=self.clientHost or "-",
+            seconds=self.factory.settings.idleTimeout,
+        )
+        self.transport.abortConnection()
+
     # Tunnels.
 
     def startTunnel(self, tunnel: TunnelUpstream, answer: bytes) -> None:
@@ -1921,11 +1960,13 @@ class ProxyChannel(NetsuiteHTTPChannel):
         pass
 
     def connectionLost(self, reason: Failure) -> None:
+        self._lost = True
         self._following = None
         self._stalledSince = None
-        if self._sendTimer is not None and self._sendTimer.active():
-            self._sendTimer.cancel()
-        self._sendTimer = None
+        for timer in (self._sendTimer, self._closingTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._sendTimer = self._closingTimer = None
         NetsuiteHTTPChannel.connectionLost(self, reason)
 
 

@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SynchronousTestCase
 from zope.interface import implementer
 
+from netsuite import proxy as proxyModule
 from netsuite.proxy import (
     MAX_RESPONSE_HEAD,
     ProxyFactory,
@@ -1712,6 +1713,82 @@ class FlowControlTests(ProxyTestCase):
         client.send(b"y" * 30000)
         self.assertTrue(origin.request().complete)
 
+    def test_closedAfterAnErrorAnswerClientTakingNothingIsAborted(self) -> None:
+        """
+        A connection closed after the proxy's own answer (here a 400 to an
+        HTTP/1.0 client) is aborted when the client takes none of it for
+        the idle timeout: it stayed open forever.
+        """
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
+        client = proxy.client()
+        client.send(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertTextError(client.response(), 400, "this is an HTTP proxy")
+        self.assertTrue(client.closed)
+        proxy.clock.advance(59)
+        self.assertFalse(client.transport.disconnected)
+        proxy.clock.advance(1)
+        self.assertTrue(client.transport.disconnected, "not aborted")
+        self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
+
+    def test_closingClientTakingSomeIsNotAborted(self) -> None:
+        """
+        A client whose connection is being closed is aborted only once it
+        took none of the output waiting for it for a whole idle timeout:
+        one that takes some within each is left to take the rest.
+        """
+        unsent = [300000, 200000, 1000, 1000]
+        self.patch(proxyModule, "unsentBytes", lambda transport: unsent.pop(0))
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
+        client, origin = proxy.exchange(
+            b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        self.assertTrue(client.closed)
+        proxy.clock.advance(60)
+        proxy.clock.advance(60)
+        self.assertFalse(client.transport.disconnected, "aborted while it still took some")
+        proxy.clock.advance(60)
+        self.assertTrue(client.transport.disconnected, "not aborted")
+        self.assertEqual(unsent, [])
+
+    def test_stalledClientWhoseAnswerEndedIsJudgedByTheClose(self) -> None:
+        """
+        When the answer ends and the connection closes while the client's
+        buffer is full, the stall timer no longer cuts it: the close's
+        timer does, from the close, once it takes nothing.
+        """
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
+        client, origin = proxy.exchange(
+            b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel"
+        )
+        client.channel.pauseProducing()
+        proxy.clock.advance(30)
+        origin.send(b"lo worl")
+        proxy.clock.advance(0)
+        self.assertTrue(client.closed)
+        proxy.clock.advance(59)
+        self.assertFalse(client.transport.disconnected)
+        proxy.clock.advance(1)
+        self.assertTrue(client.transport.disconnected, "not aborted")
+        self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
+
+    def test_closingTimerEndsWithTheConnection(self) -> None:
+        """
+        The timer of a connection being closed is cancelled when it ends,
+        also when it ends while it closes its tunnel.
+        """
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
+        answered, tunnel = proxy.client(), proxy.client()
+        answered.send(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertTrue(answered.closed)
+        answered.lose()
+        tunnel.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        proxy.accept()
+        tunnel.lose()
+        channels = {answered.channel, tunnel.channel}
+        self.assertEqual([c for c in proxy.clock.getDelayedCalls() if getattr(c.func, "__self__", None) in channels], [])
+        proxy.clock.advance(120)
+        self.assertEqual((answered.transport.disconnected, tunnel.transport.disconnected), (False, False))
+
 
 class ClientLimitTests(ProxyTestCase):
     def test_requestLineTooLong(self) -> None:
@@ -2647,6 +2724,47 @@ class TunnelTests(ProxyTestCase):
         proxy.clock.advance(1)
         self.assertTrue(client.closed)
         self.assertTrue(origin.transport.disconnecting)
+
+    def test_clientTakingNothingAfterTunnelTimeoutIsAborted(self) -> None:
+        """
+        When a tunnel times out while its client takes nothing, the
+        client's connection, closed after what is buffered, is aborted once
+        the client takes none of it for the idle timeout (it stayed open
+        forever, holding its place).
+        """
+        proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=30, idleTimeout=60))
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        origin = proxy.accept()
+        origin.send(b"x" * 100000)
+        client.channel.pauseProducing()  # its buffer is full
+        proxy.clock.advance(30)
+        self.assertTrue(origin.closed)
+        self.assertTrue(client.closed)
+        proxy.clock.advance(59)
+        self.assertFalse(client.transport.disconnected)
+        proxy.clock.advance(1)
+        self.assertTrue(client.transport.disconnected, "not aborted")
+        self.assertEqual(proxy.factory.stats.counters["tunnel_timeouts"], 1)
+        self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
+
+    def test_clientTakingNothingAfterOriginClosedIsAborted(self) -> None:
+        """
+        A tunnel the origin closed is closed on the client's side after
+        what is buffered; a client that takes none of it for the idle
+        timeout is aborted.
+        """
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        origin = proxy.accept()
+        origin.send(b"x" * 100000)
+        origin.close()
+        self.assertTrue(client.closed)
+        proxy.clock.advance(59)
+        self.assertFalse(client.transport.disconnected)
+        proxy.clock.advance(1)
+        self.assertTrue(client.transport.disconnected, "not aborted")
 
 
     def test_tunnelLimit(self) -> None:

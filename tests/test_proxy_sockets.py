@@ -22,8 +22,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import trustme
 from twisted.internet import defer, reactor, threads
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import SkipTest, TestCase
@@ -34,7 +36,13 @@ from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
 from tests.helpers import Collector, connect, rawExchange, recvUntil, startListener
-from tests.tlshelpers import SOCKET_TIMEOUT, closeNotifyClient, makeServerOptions, startListener as startTLSListener
+from tests.tlshelpers import (
+    SOCKET_TIMEOUT,
+    closeNotifyClient,
+    makeServerOptions,
+    startListener as startTLSListener,
+    trustRootOf,
+)
 
 _CHUNK = bytes(range(256)) * 256  # 64 KiB
 
@@ -299,6 +307,30 @@ class _CountThenAnswer(Protocol):
 
     def writeConnectionLost(self) -> None:
         pass
+
+
+@implementer(IPushProducer)
+class _Endless(Protocol):
+    """
+    An origin that sends without end, as fast as it is read.
+    """
+
+    _paused = False
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        while not self._paused and self.transport.connected and not self.transport.disconnecting:
+            self.transport.write(b"x" * 65536)
+
+    def stopProducing(self) -> None:
+        self._paused = True
 
 
 class ProxySocketTests(TestCase):
@@ -660,6 +692,54 @@ class ProxySocketTests(TestCase):
         await client.closed
         self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
         self.assertEqual(self.factory.stats.counters.get("tunnel_timeouts"), 1)
+
+    async def _tunnelTimesOutWhileClientTakesNothing(self, tls: bool) -> None:
+        """
+        A client opens a tunnel to an origin that sends without end, and
+        stops reading once the tunnel is open: after the tunnel's idle
+        timeout, then the idle timeout, its connection to the proxy is
+        gone.
+        """
+        originPort = reactor.listenTCP(0, Factory.forProtocol(_Endless), interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        target = originPort.getHost().port
+        ca = trustme.CA()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            settings=ProxySettings(tunnelIdleTimeout=0.3, idleTimeout=0.5),
+            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
+        )
+        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        if tls:
+            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
+        client = Collector()
+        await connect(self, port, client, endpoint)
+        client.transport.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,))
+        await client.waitFor(len(b"HTTP/1.1 200 Connection established\r\n\r\n"))
+        client.transport.pauseProducing()
+        self.assertEqual(len(self.channels()), 1)
+        for _ in range(50):
+            await deferLater(reactor, 0.1, lambda: None)
+            if not self.channels():
+                break
+        self.assertEqual(self.channels(), [], "the client's connection stayed open")
+        self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
+        counters = self.factory.stats.counters
+        self.assertEqual((counters.get("tunnel_timeouts"), counters.get("client_timeouts")), (1, 1))
+
+    async def test_connectIdleTimeoutClientTakingNothing(self) -> None:
+        """
+        A client that takes nothing of a tunnel that timed out is aborted
+        after the idle timeout (it kept its connection forever).
+        """
+        await self._tunnelTimesOutWhileClientTakesNothing(tls=False)
+
+    async def test_connectIdleTimeoutClientTakingNothingTLS(self) -> None:
+        """
+        The same on a TLS proxy listener, where the close_notify waits
+        behind what the client does not take.
+        """
+        await self._tunnelTimesOutWhileClientTakesNothing(tls=True)
 
     async def test_connectPortRefused(self) -> None:
         """
