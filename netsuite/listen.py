@@ -12,12 +12,13 @@ readable sentence.
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer, error, tcp
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import _parse, _parseSSL, serverFromString
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IListeningPort,
@@ -37,9 +38,12 @@ from twisted.python.failure import Failure
 from OpenSSL.SSL import WantReadError, ZeroReturnError
 from zope.interface import alsoProvides, implementer
 
+from netsuite.files import readSmallFile
 from netsuite.limits import hostKey
 from netsuite.stats import ServiceStats
 from netsuite.status import ListenerInfo
+from netsuite.text import shortened
+from netsuite.tls import MAX_PEM_FILE
 
 #: Seconds open connections get to close on their own when a listener stops.
 DEFAULT_GRACE = 5.0
@@ -68,6 +72,7 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
     """
     if description.startswith("udp:"):
         raise ValueError(f"{description!r} is a UDP address; this listener takes TCP endpoints")
+    _checkSSLFiles(description)
     try:
         return serverFromString(reactor, description)
     except Exception as e:
@@ -76,6 +81,48 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
             f"bad endpoint {description!r} ({reason}); expected a Twisted "
             f"endpoint string such as tcp:8080:interface=127.0.0.1"
         ) from None
+
+
+#: The arguments of Twisted's C{ssl:} server endpoint that name files it
+#: reads as it parses the string.
+_SSL_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
+
+
+def _checkSSLFiles(description: str) -> None:
+    """
+    Check the files an C{ssl:} endpoint string names before Twisted reads
+    them: Twisted reads them whole with a plain C{open}, so a FIFO stalled
+    the start and C{/dev/zero} filled the memory.  They must be regular
+    files of at most L{MAX_PEM_FILE} bytes, as for C{--tls-cert}.
+
+    @raise ValueError: with a readable message naming the argument and the
+        file, when one is not such a file.
+    """
+    try:
+        args, kw = _parse(description)  # as Twisted splits and unescapes it
+        if args[0] != "ssl":
+            return
+        # Bound as Twisted binds them: positional arguments count too, and
+        # privateKey has a default (server.pem), and certKey defaults to it.
+        bound = inspect.signature(_parseSSL).bind(None, *args[1:], **kw)
+    except Exception:
+        return  # not an ssl: string Twisted takes; serverFromString says why
+    bound.apply_defaults()
+    checked: set[str] = set()
+    for name in _SSL_FILES:
+        path = bound.arguments.get(name)  # certKey=None: the privateKey file
+        if not isinstance(path, str) or path in checked:
+            continue
+        checked.add(path)
+        try:
+            readSmallFile(path, MAX_PEM_FILE, follow=True)
+        except OSError as e:
+            reason = e.strerror or str(e)
+        except ValueError as e:
+            reason = str(e)
+        else:
+            continue
+        raise ValueError(f"ssl endpoint {shortened(description)}: {name}={path!r} cannot be read: {reason}")
 
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")

@@ -32,12 +32,17 @@ __all__ = [
     "Line",
     "Room",
     "LOBBY",
+    "MAX_HISTORY",
     "NAME_PATTERN",
     "cleanText",
 ]
 
 #: The room every member starts in, and goes back to with C{part}.
 LOBBY = "lobby"
+
+#: The most lines a room's history may keep (a larger C{deque} length
+#: overflows, and replaying more to each joining member would make no sense).
+MAX_HISTORY = 10000
 
 #: Member and room names: 1-32 ASCII letters, digits, C{_}, C{-}, C{.}.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
@@ -186,11 +191,13 @@ class ChatHub:
     ) -> None:
         """
         @param historySize: lines replayed to a member joining a room (0:
-            none).
+            none; at most L{MAX_HISTORY}).
         @param maxRooms: rooms that may exist at once.
         @param stats: counters (lines in and out, users, rooms).
         @param clock: the time for lines' C{when}.
         """
+        if historySize > MAX_HISTORY:
+            raise ValueError(f"a room's history holds at most {MAX_HISTORY} lines")
         self.historySize = historySize
         self.maxRooms = maxRooms
         self.stats = stats if stats is not None else ServiceStats("chat")

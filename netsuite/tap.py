@@ -9,12 +9,15 @@ line wins over the config file, which wins over the default.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import sys
 import time
 import tomllib
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Sequence
 
@@ -32,6 +35,7 @@ from netsuite.echo import (
 )
 from netsuite.files import readSmallFile
 from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
+from netsuite.rooms import MAX_HISTORY
 from netsuite.stats import StatsRegistry
 from netsuite.text import shortened
 from netsuite.status import ListenerInfo
@@ -48,6 +52,10 @@ log = Logger()
 
 #: The largest config file read.
 MAX_CONFIG_FILE = 1024 * 1024
+
+#: The largest C{count} a setting takes unless it names its own bound: the
+#: largest whole number every float holds exactly.
+MAX_COUNT = 2**53
 
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -77,12 +85,14 @@ class Setting:
         0), C{"limit"} (a number, 0 for none), C{"count"}, C{"path"},
         C{"networks"} (comma-separated addresses and networks) or
         C{"ports"} (comma-separated port numbers).
+    @ivar most: the largest value of a C{"count"} (default: L{MAX_COUNT}).
     """
 
     name: str
     kind: str
     default: Any
     help: str
+    most: int = MAX_COUNT
 
 
 def _listen(name: str, default: Sequence[str], what: str) -> Setting:
@@ -200,7 +210,9 @@ SETTINGS: List[Setting] = [
     Setting("download-deny-private", "flag", False,
             "Downloads: refuse private destinations (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10)."),
     # Echo family.
-    Setting("chat-history", "count", 20, "Chat: lines of a room replayed on joining it (0: none)."),
+    Setting("chat-history", "count", 20,
+            f"Chat: lines of a room replayed on joining it (0: none; at most {MAX_HISTORY}).",
+            most=MAX_HISTORY),
     Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
     Setting("chat-rate", "limit", 5.0, "Chat: lines a second one client may send (0: no limit)."),
     Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
@@ -461,6 +473,8 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
     # Numbers: flags arrive as text, TOML as numbers.
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {shortened(value)}")
+    if kind == "count":
+        return _count(value, where, setting.most)
     try:
         number = float(value)
     except OverflowError:
@@ -475,11 +489,36 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         raise ConfigError(f"{where}: expected a number above 0, got {shortened(value)}")
     if kind == "limit" and number < 0:
         raise ConfigError(f"{where}: expected 0 (no limit) or more, got {shortened(value)}")
-    if kind == "count":
-        if number < 0 or not number.is_integer():
-            raise ConfigError(f"{where}: expected a whole number, 0 or more, got {shortened(value)}")
-        return int(number)
     return number
+
+
+def _count(value: Any, where: str, most: int) -> int:
+    """
+    Check a C{"count"}: a whole number from 0 to C{most}, read exactly (a
+    TOML integer is taken as it is, text as a decimal number, never through
+    a float that would round it).
+
+    @param value: the flag's text or the TOML value (not a bool).
+    @param where: how to name the setting in a message.
+    """
+    if isinstance(value, int):
+        number: int | Decimal = value
+    elif isinstance(value, (str, float)):
+        try:
+            number = Decimal(value)  # exact: 1e3, 20.0 and 2**63 alike
+        except (InvalidOperation, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {shortened(value)}") from None
+        if not number.is_finite():
+            raise ConfigError(f"{where}: expected a finite number, got {shortened(value)}")
+    else:
+        raise ConfigError(f"{where}: expected a number, got {shortened(value)}")
+    # Compared before anything else, so that 1e999999999 is never written
+    # out as an integer.
+    if number > most:
+        raise ConfigError(f"{where}: expected at most {most}, got {shortened(value)}")
+    if number < 0 or number != int(number):
+        raise ConfigError(f"{where}: expected a whole number, 0 or more, got {shortened(value)}")
+    return int(number)
 
 
 def _checkHTTPFiles(options: Options) -> None:
@@ -493,10 +532,8 @@ def _checkHTTPFiles(options: Options) -> None:
     for name in ("http-access-log", "proxy-access-log"):
         accessLog = options[name]
         if accessLog is not None:
-            try:
-                open(accessLog, "a").close()
-            except OSError as e:
-                raise ConfigError(f"{options.where(name)}: cannot write {accessLog!r}: {e.strerror}")
+            # Twisted's web server keeps its log in a LogFile, which seeks.
+            _checkLogFile(accessLog, options.where(name), seekable=name == "http-access-log")
     users = options["proxy-users"]
     if users is not None:
         from netsuite.proxyauth import UsersFileError, loadUsers
@@ -505,6 +542,51 @@ def _checkHTTPFiles(options: Options) -> None:
             options["proxy-user-table"] = loadUsers(users)
         except UsersFileError as e:
             raise ConfigError(f"{options.where('proxy-users')}: {e}")
+
+
+def _checkLogFile(path: str, where: str, seekable: bool = False) -> None:
+    """
+    Check that a log can be appended to C{path}, creating the file if it is
+    missing, without waiting: a FIFO no process reads is refused (opening
+    it to write would wait for a reader, silently, for ever).  A regular
+    file, C{/dev/null}, and unless C{seekable} a terminal or a pipe that
+    something reads (as C{/dev/stdout} is under C{| tee}) are accepted.
+
+    @param where: how to name the setting in a message.
+    @param seekable: refuse a pipe or terminal too (a file that cannot
+        seek).
+    @raise ConfigError: it cannot be written.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ENXIO and _isFIFO(path):
+            raise ConfigError(f"{where}: cannot write {path!r}: it is a FIFO that no process reads") from None
+        raise ConfigError(f"{where}: cannot write {path!r}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if seekable:
+            try:
+                os.lseek(fd, 0, os.SEEK_END)
+            except OSError as e:
+                raise ConfigError(
+                    f"{where}: cannot write {path!r}: it is a pipe or terminal, not a file ({e.strerror})"
+                ) from None
+    finally:
+        os.close(fd)
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        raise ConfigError(f"{where}: cannot write {path!r}: not a regular file")
+
+
+def _isFIFO(path: str) -> bool:
+    """
+    Whether C{path} is a FIFO (without opening it).
+    """
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _checkDirectories(options: Options) -> None:

@@ -1518,6 +1518,20 @@ class HubTests(SynchronousTestCase):
     def test_fakeMemberProvidesIMember(self) -> None:
         verifyObject(IMember, self.member("alice"))
 
+    def test_historySizeBounded(self) -> None:
+        """
+        A history longer than L{netsuite.rooms.MAX_HISTORY} lines is a
+        C{ValueError} that says so, when the hub is made: 2**63 lines was an
+        C{OverflowError} from the lobby's C{deque}.
+        """
+        from netsuite import rooms
+
+        most = rooms.MAX_HISTORY
+        self.assertEqual(ChatHub(historySize=most).rooms[LOBBY].history.maxlen, most)
+        for size in (most + 1, 2**63):
+            error = self.assertRaises(ValueError, ChatHub, historySize=size)
+            self.assertEqual(str(error), f"a room's history holds at most {most} lines")
+
     def test_chatProtocolProvidesIMember(self) -> None:
         """
         What the hub holds for a real connection is an L{IMember} (and the

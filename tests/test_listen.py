@@ -5,6 +5,7 @@ start-up errors.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import List
 from twisted.internet import threads
@@ -35,7 +36,7 @@ import trustme
 
 from netsuite.proxy import makeProxyService
 from netsuite.web.site import makeHTTPService
-from tests.tlshelpers import KEY_UPDATE_MISSING, keyUpdateFlood, makeServerOptions, stdlibTLSEcho
+from tests.tlshelpers import KEY_UPDATE_MISSING, keyUpdateFlood, makeServerOptions, stdlibTLSEcho, writeLeaf
 
 
 class ParseTests(SynchronousTestCase):
@@ -52,6 +53,39 @@ class ParseTests(SynchronousTestCase):
         message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, "tcp:http"))
         self.assertIn("'tcp:http'", message)
         self.assertIn("tcp:8080:interface=127.0.0.1", message)
+
+    def test_sslFilesCheckedBeforeTwistedReadsThem(self) -> None:
+        """
+        The files an C{ssl:} endpoint string names (by keyword or position,
+        or C{server.pem} by default) must be regular files of at most
+        L{netsuite.tls.MAX_PEM_FILE} bytes, checked before Twisted reads
+        them whole; each refusal names the argument and the file.  (A FIFO
+        or C{/dev/zero} there: see
+        L{tests.test_tap.StartDoesNotWaitTests}.)
+        """
+        from netsuite.tls import MAX_PEM_FILE
+
+        directory = os.path.abspath(self.mktemp())
+        certPath, keyPath = writeLeaf(directory, trustme.CA().issue_cert("localhost"))
+        good = f"ssl:0:privateKey={keyPath}:certKey={certPath}"
+        self.assertIsNotNone(parseStreamEndpoint(None, good))
+        huge = os.path.join(directory, "huge.pem")
+        with open(huge, "wb") as f:
+            f.write(b"#" * (MAX_PEM_FILE + 1))
+        missing = os.path.join(directory, "missing.pem")
+        for description, name, path, reason in [
+            (f"ssl:0:privateKey={huge}", "privateKey", huge, f"longer than {MAX_PEM_FILE} bytes"),
+            (f"ssl:0:{huge}:{certPath}", "privateKey", huge, f"longer than {MAX_PEM_FILE} bytes"),
+            (f"ssl:0:privateKey={keyPath}:certKey={directory}", "certKey", directory, "Is a directory"),
+            (f"{good}:extraCertChain={huge}", "extraCertChain", huge, f"longer than {MAX_PEM_FILE} bytes"),
+            (f"{good}:dhParameters={missing}", "dhParameters", missing, "No such file or directory"),
+            (f"ssl:0:privateKey={os.devnull}", "privateKey", os.devnull, "not a regular file"),
+        ]:
+            message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, description))
+            self.assertIn(f": {name}={path!r} cannot be read: {reason}", message)
+        # Without privateKey, Twisted reads server.pem in the current directory.
+        message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, "ssl:0"))
+        self.assertIn("privateKey='server.pem' cannot be read: No such file or directory", message)
 
     def test_describeAddresses(self) -> None:
         self.assertEqual(_describe(IPv4Address("TCP", "127.0.0.1", 80)), "tcp 127.0.0.1:80")

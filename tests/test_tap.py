@@ -6,6 +6,8 @@ tree.  No port is bound: a L{MemoryReactor} stands in for the reactor.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from twisted.application.service import IServiceMaker
@@ -18,6 +20,7 @@ from netsuite import tap
 from netsuite.listen import DatagramListener, StreamListener
 from netsuite.proxyauth import hashPassword
 from netsuite.tap import SETTINGS, ConfigError, Options, makeService
+from netsuite.text import shortened
 
 
 class MemoryReactor(MemoryReactorClock):
@@ -130,6 +133,57 @@ class OptionsTests(SynchronousTestCase):
         self.assertConfigError(["--proxy-connect-ports", "https"], "--proxy-connect-ports")
         self.assertConfigError(["--proxy-connect-timeout", "0"], "--proxy-connect-timeout", "more than 0")
         self.assertConfigError(["--proxy-users", "missing.users"], "--proxy-users", "missing.users")
+
+    def test_countsAreBoundedWholeNumbers(self) -> None:
+        """
+        A count is a whole number up to its bound: C{--chat-history} of
+        2**63 or C{1e300} ended the start in an C{OverflowError} traceback
+        (the room's history C{deque}), and a count above 2**53 was
+        silently rounded through a float.  Text is read exactly, whole
+        numbers written as C{1e3} or C{20.0} still count.
+        """
+        for value in ("1e300", str(2**63), "1e999999999"):
+            self.assertConfigError(["--chat-history", value], "--chat-history: expected at most")
+        most = tap.MAX_HISTORY
+        for value in ("1e300", str(2**63), str(most + 1)):
+            self.assertEqual(
+                self.assertConfigError(["--chat-history", value]),
+                f"--chat-history: expected at most {most}, got {value!r}",
+            )
+        root = makeService(parse("--chat-history", str(most), "--no-downloads"), MemoryReactor())
+        self.assertEqual(root.chat.hub.rooms["lobby"].history.maxlen, most)
+        self.assertEqual(parse("--chat-history", "1e3")["chat-history"], 1000)
+        self.assertEqual(parse("--chat-history", "20.0")["chat-history"], 20)
+        # Other counts: up to 2**53, exactly.
+        self.assertEqual(tap.MAX_COUNT, 2**53)
+        self.assertEqual(parse("--download-max-size", str(2**53))["download-max-size"], 2**53)
+        self.assertEqual(parse("--download-max-size", str(2**53 - 1))["download-max-size"], 2**53 - 1)
+        for value in (str(2**53 + 1), f"{2**53}.5", "1" * 5000):
+            self.assertConfigError(["--download-max-size", value], f"--download-max-size: expected at most {2**53}, got")
+        self.assertConfigError(["--chat-history", "0.5"], "--chat-history", "whole number")
+        self.assertConfigError(["--chat-history", "-1e999999999"], "--chat-history", "whole number")
+        self.assertConfigError(["--chat-history", "nan"], "--chat-history", "finite")
+        self.assertConfigError(["--chat-history", "lots"], "--chat-history", "expected a number, got 'lots'")
+
+    def test_accessLogPipeOrDevice(self) -> None:
+        """
+        An access log may be a character device such as C{/dev/null}; the
+        proxy's may be a pipe something reads (C{/dev/stdout} under
+        C{| tee}), the web server's may not (Twisted's log file seeks in
+        it, which failed later, at listening, with "Illegal seek").  (A
+        FIFO nothing reads: see L{StartDoesNotWaitTests}.)
+        """
+        for flag in ("--http-access-log", "--proxy-access-log"):
+            self.assertEqual(parse(flag, os.devnull)[flag[2:]], os.devnull)
+        fifo = os.path.abspath(self.mktemp())
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        self.assertEqual(parse("--proxy-access-log", fifo)["proxy-access-log"], fifo)
+        self.assertEqual(
+            self.assertConfigError(["--http-access-log", fifo]),
+            f"--http-access-log: cannot write {fifo!r}: it is a pipe or terminal, not a file (Illegal seek)",
+        )
 
     def test_badNumberNamesFlag(self) -> None:
         self.assertConfigError(["--echo-idle-timeout", "soon"], "--echo-idle-timeout", "soon")
@@ -311,11 +365,102 @@ class ConfigFileTests(SynchronousTestCase):
         message = str(self.assertRaises(ConfigError, parse, "--config", path))
         self.assertEqual(message, f"'download-dir' in {path!r}: 'x\\x00y' cannot be a file name (it holds a NUL character)")
 
+    def test_countsFromFileReadExactly(self) -> None:
+        """
+        A TOML integer count is taken as it is, not through a float: one
+        past 2**53 was rounded, and 2**63 - 1 became 2**63, which ended the
+        start in a traceback for C{chat-history}.  Refusals name the key
+        and the file.
+        """
+        path = self.write(f"download-max-size = {2**53 - 1}\nchat-history = 10000\n")
+        options = parse("--config", path)
+        self.assertEqual((options["download-max-size"], options["chat-history"]), (2**53 - 1, 10000))
+        for text, key, most, shown in [
+            (f"chat-history = {2**63 - 1}\n", "chat-history", 10000, str(2**63 - 1)),
+            ("chat-history = 1e300\n", "chat-history", 10000, "1e+300"),
+            (f"download-max-size = {2**53 + 1}\n", "download-max-size", 2**53, str(2**53 + 1)),
+            ("download-max-size = 0x" + "f" * 5000 + "\n", "download-max-size", 2**53, "an integer of 20000 bits"),
+        ]:
+            path = self.write(text)
+            message = str(self.assertRaises(ConfigError, parse, "--config", path))
+            self.assertEqual(message, f"{key!r} in {path!r}: expected at most {most}, got {shown}")
+
     def test_unreadable(self) -> None:
         missing = self.mktemp()
         message = str(self.assertRaises(ConfigError, parse, "--config", missing))
         self.assertIn("cannot read config file", message)
         self.assertIn(missing, message)
+
+
+class StartDoesNotWaitTests(SynchronousTestCase):
+    """
+    Files read or opened while the settings are checked never stall the
+    start nor fill the memory; each case runs in a child process with a
+    deadline and a memory limit, so that on failure it only fails.
+    """
+
+    def parseInChild(self, *args: str) -> tuple[int, str]:
+        """
+        Parse C{args} as C{twistd netsuite}'s options in a child process.
+
+        @return: its exit status and its stderr.
+        """
+        import netsuite
+
+        def limitMemory() -> None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, resource.RLIM_INFINITY))
+
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(netsuite.__file__))))
+        try:
+            child = subprocess.run(
+                [sys.executable, "-c", "import sys\nfrom netsuite.tap import Options\nOptions().parseOptions(sys.argv[1:])", *args],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                env=env,
+                timeout=30,
+                preexec_fn=limitMemory,
+            )
+        except subprocess.TimeoutExpired:
+            self.fail(f"checking {args!r} still waited after 30 seconds")
+        return child.returncode, child.stderr.decode("utf-8", "replace")
+
+    def assertRefused(self, args: list[str], message: str) -> None:
+        self.assertEqual(self.parseInChild(*args), (1, f"netsuite: {message}\n"))
+
+    def test_accessLogFIFONobodyReads(self) -> None:
+        """
+        An access log that is a FIFO no process reads is refused: opening
+        it to append waited for a reader, silently, for ever.
+        """
+        fifo = os.path.abspath(self.mktemp())
+        os.mkfifo(fifo)
+        for flag in ("--http-access-log", "--proxy-access-log"):
+            self.assertRefused([flag, fifo], f"{flag}: cannot write {fifo!r}: it is a FIFO that no process reads")
+
+    def assertSSLFileRefused(self, description: str, name: str, path: str) -> None:
+        self.assertRefused(
+            ["--echo", description],
+            f"--echo: ssl endpoint {shortened(description)}: {name}={path!r} cannot be read: not a regular file",
+        )
+
+    def test_sslEndpointFileFIFO(self) -> None:
+        """
+        An C{ssl:} endpoint string whose key or certificate is a FIFO is
+        refused: Twisted opened it to read, waiting for a writer for ever.
+        """
+        fifo = os.path.abspath(self.mktemp())
+        os.mkfifo(fifo)
+        self.assertSSLFileRefused(f"ssl:0:privateKey={fifo}", "privateKey", fifo)
+        self.assertSSLFileRefused(f"ssl:0:{fifo}", "privateKey", fifo)
+
+    def test_sslEndpointFileDevZero(self) -> None:
+        """
+        An C{ssl:} endpoint string whose key is C{/dev/zero} is refused:
+        Twisted read it until the memory ran out.
+        """
+        self.assertSSLFileRefused("ssl:0:privateKey=/dev/zero", "privateKey", "/dev/zero")
 
 
 class PluginTests(SynchronousTestCase):
