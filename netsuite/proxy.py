@@ -334,6 +334,26 @@ class _Addresses:
 
 
 @implementer(IPushProducer)
+def shutWriting(transport: Any) -> None:
+    """
+    Shut C{transport}'s writing side once what it holds is sent.
+
+    A Twisted TCP transport whose buffer drains while its producer is
+    paused resumes the producer and forgets the half-close it was asked
+    for: the peer never saw the end.  Whoever shuts writing has nothing
+    more to write, so the producer is let go first (resumed if it was
+    paused).
+    """
+    raw, _ = plainSocketTransport(transport)
+    producer = raw.producer if raw is not None else None
+    if producer is not None:
+        paused = raw.producerPaused
+        raw.unregisterProducer()
+        if paused:
+            producer.resumeProducing()
+    transport.loseWriteConnection()
+
+
 class _HoldReading:
     """
     Registered on one side's transport: when that side's buffer fills, the
@@ -948,7 +968,7 @@ class TunnelUpstream(Protocol):
         if self._originDone:
             self.close()
         elif not self._closed:
-            self.transport.loseWriteConnection()
+            shutWriting(self.transport)
 
     def readConnectionLost(self) -> None:
         self._originDone = True
@@ -959,7 +979,7 @@ class TunnelUpstream(Protocol):
             self.close()
         else:
             channel.flushOutput()
-            channel.transport.loseWriteConnection()
+            shutWriting(channel.transport)
 
     def writeConnectionLost(self) -> None:
         pass

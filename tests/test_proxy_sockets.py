@@ -32,7 +32,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
+from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWriting
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
 from tests.helpers import Collector, connect, rawExchange, recvUntil, startListener
@@ -1177,3 +1177,71 @@ class ProxySocketTests(TestCase):
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
         self.assertTrue(received.endswith(b"got 100000\n"), received[-100:])
         self.assertEqual(how, "close_notify")
+
+
+@implementer(IPushProducer)
+class _RecordingProducer:
+    def __init__(self) -> None:
+        self.calls: List[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+@implementer(IHalfCloseableProtocol)
+class _SlowReader(Protocol):
+    """
+    Reads nothing until told to, then counts bytes until the end of input.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.started: defer.Deferred[None] = defer.Deferred()
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        self.started.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.count += len(data)
+
+    def readConnectionLost(self) -> None:
+        self.ended.callback(self.count)
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class ShutWritingTests(TestCase):
+    async def test_halfCloseWhileTheProducerIsPaused(self) -> None:
+        """
+        L{shutWriting} on a TCP transport whose buffer is full, its producer
+        paused: the peer gets every byte, then the end, and the producer is
+        resumed.  Twisted's C{loseWriteConnection} alone resumed the
+        producer when the buffer drained and never shut the writing side (a
+        tunnel's origin waited for the client's end for good).
+        """
+        reader = _SlowReader()
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: reader), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = Protocol()
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(Factory.forProtocol(lambda: client))
+        self.addCleanup(client.transport.abortConnection)
+        await reader.started
+        producer = _RecordingProducer()
+        client.transport.registerProducer(producer, True)
+        size = 8 * 1024 * 1024
+        client.transport.write(b"x" * size)
+        self.assertEqual(producer.calls, ["pause"])
+        shutWriting(client.transport)
+        reader.transport.resumeProducing()
+        self.assertEqual(await reader.ended.addTimeout(10, reactor), size)
+        self.assertEqual(producer.calls, ["pause", "resume"])
