@@ -19,6 +19,7 @@ import random
 import resource
 import stat
 import sys
+import threading
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -1945,8 +1946,6 @@ class SyncTests(EngineTestCase):
         final name then existed (L{None} until C{self.final} is set), after
         calling C{before} (in the syncing thread) if given.
         """
-        import threading
-
         calls: List[Tuple[int, bool, bool]] = []
         main = threading.current_thread()
         self.final: Optional[Path] = None
@@ -2021,8 +2020,6 @@ class SyncTests(EngineTestCase):
         and keeps its C{.part}; the sync still finishes on its own
         descriptor, and a new download resumes the file.
         """
-        import threading
-
         entered, release = threading.Event(), threading.Event()
 
         def block() -> None:
@@ -2247,6 +2244,20 @@ class ResumeTests(EngineTestCase):
         (directory / "resume.bin.part.json").write_text(json.dumps(state))
         return directory
 
+    async def assertResumedWarning(self, url: str, directory: Path, resumedFrom: int, warning: str) -> None:
+        """
+        Downloading C{url} into C{directory} (with a planted C{resume.bin}
+        part) saves the exact file, resumed from byte C{resumedFrom}, with
+        exactly one warning, which says C{warning}.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(result.resumedFrom, resumedFrom)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn(warning, warnings[0])
+
     async def test_stateRangesPastThePartsEndAreNotTrusted(self) -> None:
         """
         A state file that claims more bytes than its C{.part} holds (they
@@ -2258,13 +2269,9 @@ class ResumeTests(EngineTestCase):
         url = self.origin.url(self.path)
         for held in (100 * KiB, 0):
             directory = self.plantPart(held, done=[[0, DEFAULT_SIZE]])
-            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-            result = await self.downloader().download(url, directory)
-            self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
-            self.assertEqual(result.resumedFrom, held)
-            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-            self.assertEqual(len(warnings), 1, warnings)
-            self.assertIn(f"holds {held} bytes, fewer than its state file says", warnings[0])
+            await self.assertResumedWarning(
+                url, directory, held, f"holds {held} bytes, fewer than its state file says"
+            )
 
     async def test_stateOfUnknownSizeKeepsOnlyItsFirstBytes(self) -> None:
         """
@@ -2279,13 +2286,9 @@ class ResumeTests(EngineTestCase):
         for done, kept in (([[100 * KiB, 200 * KiB]], 0), ([[0, 50 * KiB], [100 * KiB, 200 * KiB]], 50 * KiB)):
             directory = self.plantPart(200 * KiB, done=done, size=None)
             before = len(self.origin.gets(self.path))
-            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-            result = await self.downloader().download(url, directory)
-            self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
-            self.assertEqual(result.resumedFrom, kept)
-            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-            self.assertEqual(len(warnings), 1, warnings)
-            self.assertIn(f"claims bytes past a gap; only the first {kept} are kept", warnings[0])
+            await self.assertResumedWarning(
+                url, directory, kept, f"claims bytes past a gap; only the first {kept} are kept"
+            )
             self.assertEqual([get.rangeStart for get in self.origin.gets(self.path)[before:]][:1], [kept])
             self.assertEqual(listing(directory), ["resume.bin"])
 

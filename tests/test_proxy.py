@@ -449,6 +449,16 @@ class ProxyTestCase(SynchronousTestCase):
         for fragment in fragments:
             self.assertIn(fragment, text)
 
+    def assertAbortedAfter(self, proxy: Proxy, client: Client, seconds: float) -> None:
+        """
+        C{client}'s connection is still there a second short of C{seconds},
+        and aborted at C{seconds}.
+        """
+        proxy.clock.advance(seconds - 1)
+        self.assertFalse(client.transport.disconnected)
+        proxy.clock.advance(1)
+        self.assertTrue(client.transport.disconnected, "not aborted")
+
 
 # 1. parseTarget.
 
@@ -1724,10 +1734,7 @@ class FlowControlTests(ProxyTestCase):
         client.send(b"GET / HTTP/1.0\r\n\r\n")
         self.assertTextError(client.response(), 400, "this is an HTTP proxy")
         self.assertTrue(client.closed)
-        proxy.clock.advance(59)
-        self.assertFalse(client.transport.disconnected)
-        proxy.clock.advance(1)
-        self.assertTrue(client.transport.disconnected, "not aborted")
+        self.assertAbortedAfter(proxy, client, 60)
         self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
 
     def test_closingClientTakingSomeIsNotAborted(self) -> None:
@@ -1765,10 +1772,7 @@ class FlowControlTests(ProxyTestCase):
         origin.send(b"lo worl")
         proxy.clock.advance(0)
         self.assertTrue(client.closed)
-        proxy.clock.advance(59)
-        self.assertFalse(client.transport.disconnected)
-        proxy.clock.advance(1)
-        self.assertTrue(client.transport.disconnected, "not aborted")
+        self.assertAbortedAfter(proxy, client, 60)
         self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
 
     def test_closingTimerEndsWithTheConnection(self) -> None:
@@ -2741,10 +2745,7 @@ class TunnelTests(ProxyTestCase):
         proxy.clock.advance(30)
         self.assertTrue(origin.closed)
         self.assertTrue(client.closed)
-        proxy.clock.advance(59)
-        self.assertFalse(client.transport.disconnected)
-        proxy.clock.advance(1)
-        self.assertTrue(client.transport.disconnected, "not aborted")
+        self.assertAbortedAfter(proxy, client, 60)
         self.assertEqual(proxy.factory.stats.counters["tunnel_timeouts"], 1)
         self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
 
@@ -2761,11 +2762,7 @@ class TunnelTests(ProxyTestCase):
         origin.send(b"x" * 100000)
         origin.close()
         self.assertTrue(client.closed)
-        proxy.clock.advance(59)
-        self.assertFalse(client.transport.disconnected)
-        proxy.clock.advance(1)
-        self.assertTrue(client.transport.disconnected, "not aborted")
-
+        self.assertAbortedAfter(proxy, client, 60)
 
     def test_tunnelLimit(self) -> None:
         """
