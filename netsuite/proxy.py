@@ -48,6 +48,7 @@ from twisted.web import http
 from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
+from netsuite.accesslog import openAccessLog
 from netsuite.limits import IdleTimeout, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
@@ -60,7 +61,6 @@ from netsuite.web.site import (
     Limits,
     NetsuiteHTTPChannel,
     StrictChunkedDecoder,
-    _BufferedLog,
 )
 
 DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
@@ -2061,7 +2061,7 @@ class ProxyFactory(Factory):
 
     def startFactory(self) -> None:
         if self.accessLogPath and self._logFile is None:
-            self._logFile = _BufferedLog(open(self.accessLogPath, "a", encoding="utf-8"), self.clock)
+            self._logFile = openAccessLog(self.accessLogPath, self.clock)
 
     def stopFactory(self) -> None:
         self.pool.closeAll()

@@ -532,8 +532,7 @@ def _checkHTTPFiles(options: Options) -> None:
     for name in ("http-access-log", "proxy-access-log"):
         accessLog = options[name]
         if accessLog is not None:
-            # Twisted's web server keeps its log in a LogFile, which seeks.
-            _checkLogFile(accessLog, options.where(name), seekable=name == "http-access-log")
+            _checkLogFile(accessLog, options.where(name))
     users = options["proxy-users"]
     if users is not None:
         from netsuite.proxyauth import UsersFileError, loadUsers
@@ -544,17 +543,15 @@ def _checkHTTPFiles(options: Options) -> None:
             raise ConfigError(f"{options.where('proxy-users')}: {e}")
 
 
-def _checkLogFile(path: str, where: str, seekable: bool = False) -> None:
+def _checkLogFile(path: str, where: str) -> None:
     """
     Check that a log can be appended to C{path}, creating the file if it is
-    missing, without waiting: a FIFO no process reads is refused (opening
-    it to write would wait for a reader, silently, for ever).  A regular
-    file, C{/dev/null}, and unless C{seekable} a terminal or a pipe that
-    something reads (as C{/dev/stdout} is under C{| tee}) are accepted.
+    missing, without waiting: a FIFO no process reads is refused (its log
+    would go nowhere).  A regular file, C{/dev/null}, a terminal or a pipe
+    that something reads (as C{/dev/stdout} is under C{| tee}) are
+    accepted.
 
     @param where: how to name the setting in a message.
-    @param seekable: refuse a pipe or terminal too (a file that cannot
-        seek).
     @raise ConfigError: it cannot be written.
     """
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -566,13 +563,6 @@ def _checkLogFile(path: str, where: str, seekable: bool = False) -> None:
         raise ConfigError(f"{where}: cannot write {path!r}: {e.strerror}") from None
     try:
         mode = os.fstat(fd).st_mode
-        if seekable:
-            try:
-                os.lseek(fd, 0, os.SEEK_END)
-            except OSError as e:
-                raise ConfigError(
-                    f"{where}: cannot write {path!r}: it is a pipe or terminal, not a file ({e.strerror})"
-                ) from None
     finally:
         os.close(fd)
     if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):

@@ -167,23 +167,18 @@ class OptionsTests(SynchronousTestCase):
 
     def test_accessLogPipeOrDevice(self) -> None:
         """
-        An access log may be a character device such as C{/dev/null}; the
-        proxy's may be a pipe something reads (C{/dev/stdout} under
-        C{| tee}), the web server's may not (Twisted's log file seeks in
-        it, which failed later, at listening, with "Illegal seek").  (A
-        FIFO nothing reads: see L{StartDoesNotWaitTests}.)
+        An access log may be a character device such as C{/dev/null} or a
+        pipe something reads (C{/dev/stdout} under C{| tee}); the web
+        server's was refused (Twisted's log file seeks in it).  (A FIFO
+        nothing reads: see L{StartDoesNotWaitTests}.)
         """
-        for flag in ("--http-access-log", "--proxy-access-log"):
-            self.assertEqual(parse(flag, os.devnull)[flag[2:]], os.devnull)
         fifo = os.path.abspath(self.mktemp())
         os.mkfifo(fifo)
         reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         self.addCleanup(os.close, reader)
-        self.assertEqual(parse("--proxy-access-log", fifo)["proxy-access-log"], fifo)
-        self.assertEqual(
-            self.assertConfigError(["--http-access-log", fifo]),
-            f"--http-access-log: cannot write {fifo!r}: it is a pipe or terminal, not a file (Illegal seek)",
-        )
+        for flag in ("--http-access-log", "--proxy-access-log"):
+            self.assertEqual(parse(flag, os.devnull)[flag[2:]], os.devnull)
+            self.assertEqual(parse(flag, fifo)[flag[2:]], fifo)
 
     def test_badNumberNamesFlag(self) -> None:
         self.assertConfigError(["--echo-idle-timeout", "soon"], "--echo-idle-timeout", "soon")

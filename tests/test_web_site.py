@@ -530,40 +530,6 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(self.probe.requests, [])
 
 
-class BufferedLogTests(SynchronousTestCase):
-    def test_batchesWrites(self) -> None:
-        """
-        Access log lines reach the file within a second, or as soon as 64 KiB
-        wait, and all of them when it is closed.
-        """
-        from io import StringIO
-
-        from twisted.internet.task import Clock
-
-        from netsuite.web.site import _BufferedLog
-
-        class File(StringIO):
-            closedWith = None
-
-            def close(self) -> None:
-                self.closedWith = self.getvalue()
-
-        clock = Clock()
-        f = File()
-        log = _BufferedLog(f, clock)
-        log.write("one\n")
-        log.write("two\n")
-        self.assertEqual(f.getvalue(), "")
-        clock.advance(1)
-        self.assertEqual(f.getvalue(), "one\ntwo\n")
-        log.write("x" * 70000 + "\n")
-        self.assertEqual(len(f.getvalue()), 8 + 70001)
-        log.write("last\n")
-        log.close()
-        self.assertTrue(f.closedWith.endswith("last\n"))
-        self.assertEqual(clock.getDelayedCalls(), [])
-
-
 class Hanging(Resource):
     """
     Answers nothing (C{/api/hang}), or a head and C{b"partial"} of a body it

@@ -47,6 +47,7 @@ try:
 except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
     H2Connection = object  # type: ignore[assignment, misc]
 
+from netsuite.accesslog import openAccessLog
 from netsuite.limits import TokenBucket
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
@@ -1584,7 +1585,7 @@ class NetsuiteSite(Site):
             self.reactor.seconds() - started if started else 0.0,
             request.sentLength,
         )
-        if self.logPath:
+        if self._logFile is not None:
             Site.log(self, request)
         else:
             _accessLog.info(
@@ -1597,45 +1598,8 @@ class NetsuiteSite(Site):
             self._logFile = None
 
     def _openLogFile(self, path: Any) -> Any:
-        return _BufferedLog(Site._openLogFile(self, path), self.reactor)
-
-
-class _BufferedLog:
-    """
-    An access log file written in batches: at most once a second, or when
-    64 KiB are waiting, and when it is closed (instead of one C{write} a
-    request).
-    """
-
-    def __init__(self, file: Any, clock: Any, delay: float = 1.0, limit: int = 65536) -> None:
-        self._file = file
-        self._clock = clock
-        self._delay = delay
-        self._limit = limit
-        self._lines: list[str] = []
-        self._size = 0
-        self._call: Any = None
-
-    def write(self, line: str) -> None:
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= self._limit:
-            self.flush()
-        elif self._call is None:
-            self._call = self._clock.callLater(self._delay, self.flush)
-
-    def flush(self) -> None:
-        if self._call is not None:
-            if self._call.active():
-                self._call.cancel()
-            self._call = None
-        if self._lines:
-            data, self._lines, self._size = "".join(self._lines), [], 0
-            self._file.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._file.close()
+        # Not Twisted's LogFile, which rotates the log every megabyte.
+        return openAccessLog(path, self.reactor)
 
 
 class RootResource(Resource):

@@ -1,0 +1,226 @@
+"""
+Tests for L{netsuite.accesslog}: the web server's and the proxy's access
+log files (batched, never rotated by netsuite, moved files followed, pipes
+never waited on).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from netsuite.accesslog import AccessLogFile
+from tests.test_web_site import inMemory
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+class AccessLogFileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.path = os.path.abspath(self.mktemp())
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def messages(self) -> List[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def fifo(self) -> int:
+        """
+        Make C{self.path} a FIFO and open its reading end (which reads
+        nothing until the test says so).
+        """
+        os.mkfifo(self.path)
+        reader = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        return reader
+
+    def test_batchesWrites(self) -> None:
+        """
+        Lines reach the file within a second, or as soon as 64 KiB wait,
+        and all of them when it is closed; a file already there is
+        appended to.
+        """
+        with open(self.path, "w") as f:
+            f.write("before\n")
+        log = AccessLogFile(self.path, self.clock)
+        log.write("one\n")
+        log.write("two\n")
+        self.assertEqual(read(self.path), "before\n")
+        self.clock.advance(1)
+        self.assertEqual(read(self.path), "before\none\ntwo\n")
+        log.write("x" * 70000 + "\n")
+        self.assertEqual(len(read(self.path)), 15 + 70001)
+        log.write("last \u00e9\n")
+        log.close()
+        self.assertTrue(read(self.path).endswith("last \u00e9\n"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_neverRotates(self) -> None:
+        """
+        However big the file grows, it stays one file: rotating it is
+        logrotate's job (Twisted's web log rotated it every 1,000,000 bytes
+        into C{.1}, C{.2} and so on, without limit).
+        """
+        with open(self.path, "w") as f:
+            f.write("old\n" * 300000)
+        log = AccessLogFile(self.path, self.clock)
+        for _ in range(20):
+            log.write("y" * 99999 + "\n")
+        log.close()
+        self.assertEqual(os.path.getsize(self.path), 1200000 + 2000000)
+        self.assertEqual(os.listdir(os.path.dirname(self.path)), [os.path.basename(self.path)])
+
+    def test_followsMovedFile(self) -> None:
+        """
+        A file moved away (as logrotate moves it) or removed is noticed at
+        the next batch: the log goes on in a new file under its name.
+        """
+        log = AccessLogFile(self.path, self.clock)
+        log.write("one\n")
+        self.clock.advance(1)
+        os.rename(self.path, self.path + ".1")
+        log.write("two\n")
+        self.clock.advance(1)
+        os.remove(self.path)
+        log.write("three\n")
+        log.close()
+        self.assertEqual(read(self.path + ".1"), "one\n")
+        self.assertEqual(read(self.path), "three\n")
+
+    def test_pipeReaderNotReading(self) -> None:
+        """
+        A pipe whose reader reads nothing never stops the caller: what it
+        cannot take waits, at most C{backlog} bytes of it, and the lines
+        after that are dropped and counted in a warning.  Once the reader
+        reads again, what waited follows, whole lines in order.
+        """
+        reader = self.fifo()
+        log = AccessLogFile(self.path, self.clock, backlog=200000)
+        lines = [f"{i:06d} " + "z" * 992 + "\n" for i in range(1000)]
+        for line in lines:
+            log.write(line)
+        self.assertLessEqual(len(log._pending), 200000 + 1000)
+        self.clock.advance(1)
+        [message] = [m for m in self.messages() if "dropped" in m]
+        match = re.fullmatch(r"Access log '.*': (\d+) lines dropped, its reader does not keep up", message)
+        dropped = int(match.group(1))
+        self.assertGreater(dropped, 500)
+        received = b""
+        for _ in range(100):
+            while True:
+                try:
+                    chunk = os.read(reader, 1 << 20)
+                except BlockingIOError:
+                    break
+                received += chunk
+            if not self.clock.getDelayedCalls():
+                break
+            self.clock.advance(1)
+        log.close()
+        self.assertEqual(received.decode(), "".join(lines[: 1000 - dropped]))
+
+    def test_pipeClosedAtStop(self) -> None:
+        """
+        What a pipe could not take by the time the log is closed is
+        dropped, with a warning; closing does not wait for the reader.
+        """
+        self.fifo()
+        log = AccessLogFile(self.path, self.clock)
+        for _ in range(100):
+            log.write("w" * 9999 + "\n")
+        log.close()
+        [message] = [m for m in self.messages() if "not written" in m]
+        self.assertRegex(message, r"^Access log '.*': \d+ bytes not written, its reader does not keep up$")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_writeFails(self) -> None:
+        """
+        A write that fails (here a pipe whose reader went away) is one
+        error in the log, not an exception for the request being logged,
+        and not an error a line.
+        """
+        os.mkfifo(self.path)
+        reader = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        log = AccessLogFile(self.path, self.clock)
+        os.close(reader)
+        for _ in range(3):
+            log.write("a" * 70000 + "\n")
+            self.clock.advance(1)
+        log.close()
+        errors = [m for m in self.messages() if "lost" in m]
+        self.assertEqual(errors, [f"Access log {self.path!r}: Broken pipe (errno EPIPE); 70001 bytes of it lost"])
+
+    def test_cannotOpen(self) -> None:
+        """
+        A file that cannot be opened is an C{OSError} (the start checks it
+        first, so this is a directory removed in between).
+        """
+        self.assertRaises(OSError, AccessLogFile, os.path.join(self.path, "no", "log"), self.clock)
+
+
+class SiteAccessLogTests(SynchronousTestCase):
+    """
+    The web server keeps C{--http-access-log} in an L{AccessLogFile}.
+    """
+
+    def request(self, path: str) -> None:
+        clock, site, connect = inMemory(accessLog=path)
+        self.addCleanup(site.stopFactory)
+        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "), transport.value())
+
+    def test_notRotated(self) -> None:
+        """
+        A log of a million bytes or more is appended to, not rotated into
+        C{.1} (Twisted's web log did that).
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("old\n" * 250000)
+        self.request(path)
+        self.assertEqual(os.listdir(os.path.dirname(path)), [os.path.basename(path)])
+        content = read(path)
+        self.assertTrue(content.startswith("old\n" * 250000))
+        self.assertIn('"GET / HTTP/1.1" 200 ', content[1000000:])
+
+    def test_pipe(self) -> None:
+        """
+        The log may be a pipe some process reads, such as C{/dev/stdout}
+        under C{| tee} (Twisted's web log seeks, and failed on one).
+        """
+        path = os.path.abspath(self.mktemp())
+        os.mkfifo(path)
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        self.request(path)
+        self.assertIn(b'"GET / HTTP/1.1" 200 ', os.read(reader, 65536))
+
+    def test_cannotOpen(self) -> None:
+        """
+        A log that cannot be opened when the server starts (its directory
+        removed since the start's check) is one error, and the lines go to
+        the twistd log.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        path = os.path.join(os.path.abspath(self.mktemp()), "access.log")
+        self.request(path)
+        messages = [formatEvent(e) for e in events]
+        self.assertIn(
+            f"Cannot open access log {path!r}: No such file or directory; access lines go to the twistd log",
+            messages,
+        )
+        self.assertEqual(len([m for m in messages if '"GET / HTTP/1.1" 200 ' in m]), 1)
