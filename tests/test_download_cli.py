@@ -549,6 +549,8 @@ class UsageErrorTests(SynchronousTestCase):
             (["example.com/f"], "write it with http:// or https://"),
             (["http://a..example/f"], "the host name has an empty label"),
             (["http://" + "a." * 127 + "a/f"], "longer than 253 characters"),
+            (["http://[fe80::1%25eth0]/f"], "an IPv6 zone ID (the part after %25) cannot be used"),
+            (["http://[::1]]/f"], "http://[::1]]/f: not a valid URL"),
             (["http://example.com:0/f"], "names port 0, which cannot be connected to"),
             (["--checksum", "sha256=abc", url], "a sha256 digest is 64 hexadecimal digits"),
             (["--checksum", "crc32=00", url], "is not a checksum"),
@@ -569,6 +571,30 @@ class UsageErrorTests(SynchronousTestCase):
         ]
         for argv, fragment in cases:
             self.assertUsageError(argv, fragment)
+
+    def test_namesTwistedCannotConnectTo(self) -> None:
+        """
+        A host name IDNA 2008 refuses (an underscore, a hyphen at a label's
+        end, an empty A-label), which Twisted's C{HostnameEndpoint} cannot
+        connect to, is a usage error at once, naming the input file's line;
+        through C{--proxy}, which reaches it, it is accepted.  (They failed
+        after the start, with exit 1, each after its retries.)
+        """
+        for host, reason in (
+            ("a_b.example", "Codepoint U+005F at position 2 of 'a_b' not allowed"),
+            ("-a-.example", "Label must not start or end with a hyphen"),
+            ("xn--.example", "Malformed A-label"),
+        ):
+            url = f"http://carol:Hunter4pw@{host}/f"
+            self.assertUsageError(
+                [url],
+                f"http://carol:***@{host}/f: the host name {host!r} is not a valid IDNA name ({reason}",
+            )
+            self.assertUsageError([url], "so Twisted cannot connect to it; --proxy can fetch it through a proxy")
+            self.assertUsageError(["-i", "-"], "standard input, line 2: ", f"http://example.com/f\n{url}\n")
+            [request] = plan(["--proxy", "http://127.0.0.1:3128", url]).requests
+            self.assertEqual(request.url, url)
+        self.assertEqual(len(plan(["http://xn--bcher-kva.example/f", "http://Bücher.example/f"]).requests), 2)
 
     def test_usageErrorsHidePasswords(self) -> None:
         """

@@ -1160,6 +1160,18 @@ class HostileAnswerTests(EngineTestCase):
         )
         self.assertIn("redirected to an unusable URL", str(error))
 
+    async def test_redirectToNameTwistedCannotConnectTo(self) -> None:
+        """
+        A redirect to a host name Twisted cannot connect to (IDNA 2008
+        refuses it) is refused in a sentence, not retried as a connection
+        failure.
+        """
+        error, server = await self.answer(
+            b"HTTP/1.1 302 Found\r\nLocation: http://a_b.example/x\r\nContent-Length: 0\r\n\r\n", RedirectError
+        )
+        self.assertIn("redirected to http://a_b.example/x, which cannot be fetched: the host name 'a_b.example'", str(error))
+        self.assertEqual(server.requests, 1)
+
     async def test_redirectWithoutWhereTo(self) -> None:
         """
         A redirect without a C{Location}, or with an empty one, fails at
@@ -1254,6 +1266,29 @@ class HostileAnswerTests(EngineTestCase):
         self.assertEqual(listing(directory), [])
         for url in (f"http://{'a' * 63}.example/x", "http://" + "a." * 126 + "b/x", "http://example.com./x"):
             self.assertEqual(splitURL(url)[0], url)
+
+    async def test_namesTwistedCannotConnectToAreRefusedAtOnce(self) -> None:
+        """
+        Without a proxy, a host name IDNA 2008 refuses (Twisted's
+        C{HostnameEndpoint} fails it as it connects, which counted as a
+        connection failure and was retried), and an IPv6 zone ID (which
+        treq's URL parser refuses), are refused before any connection.
+        Through a proxy, the name is the proxy's to resolve.
+        """
+        downloader = self.downloader(retries=3, retryWait=30.0)
+        directory = self.directory()
+        for url in ("http://a_b.example:1/x", "http://-a-.example:1/x", "http://xn--:1/x"):
+            error = await self.failureOf(downloader.download(url, directory), BadURL)
+            self.assertReadable(error, url)
+            self.assertIn("is not a valid IDNA name", str(error))
+        error = await self.failureOf(downloader.download("http://[fe80::1%25lo]:1/x", directory), BadURL)
+        self.assertIn("an IPv6 zone ID (the part after %25) cannot be used in a URL", str(error))
+        self.assertEqual(listing(directory), [])
+        self.assertEqual([e for e in self.events if e.get("event") == "retry"], [])
+        proxy, base = await startHostile(self, "canned", canned=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        result = await self.downloader(proxy=base).download("http://a_b.example/x", directory)
+        self.assertEqual(result.path.read_bytes(), b"ok")
+        self.assertEqual(proxy.requests, 1)
 
     async def test_unparseableURLHidesPassword(self) -> None:
         """

@@ -547,6 +547,23 @@ class DownloadTests(ServiceTestCase):
             await self.assertError(400, "POST", document={"url": url})
         self.assertEqual(await self.listed(), [])
 
+    async def test_namesTwistedCannotConnectToAre400(self) -> None:
+        """
+        A host name IDNA 2008 refuses (Twisted cannot connect to it: the
+        job failed after its retries) and an IPv6 zone ID are a 400 at
+        once, with nothing queued.
+        """
+        self.startService()
+        for url, fragment in (
+            ("http://a_b.example/x", "the host name 'a_b.example' is not a valid IDNA name"),
+            ("http://u:secret@-a-.example/x", "http://u:***@-a-.example/x: the host name '-a-.example'"),
+            ("http://[fe80::1%25eth0]/x", "an IPv6 zone ID"),
+        ):
+            body = await self.assertError(400, "POST", document={"url": url})
+            self.assertIn(fragment, body["error"])
+            self.assertNotIn("secret", body["error"])
+        self.assertEqual(await self.listed(), [])
+
     async def test_loneSurrogateIs400(self) -> None:
         """
         A URL holding a lone surrogate (JSON C{"\\ud800"}) in its path,

@@ -31,6 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
@@ -39,9 +40,10 @@ from twisted.python.failure import Failure
 
 from netsuite import __version__
 from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, Downloader, parseChecksum, parseSize
-from netsuite.download.engine import redact
+from netsuite.download.engine import redact, splitURL
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
 from netsuite.download.names import chooseName
+from netsuite.download.values import directHostProblem
 from netsuite.text import shortened
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Plan", "UsageError", "buildParser",
@@ -343,6 +345,12 @@ def makePlan(args: argparse.Namespace, stdin: Optional[IO[str]] = None, createDi
 
     def where(job: InputJob) -> str:
         return f"{source}, line {job.line}: " if job.line else ""
+
+    if args.proxy is None:
+        for job in jobs:
+            problem = directHostProblem(urlsplit(splitURL(job.url)[0]).hostname or "")
+            if problem is not None:
+                raise UsageError(f"{where(job)}{redact(job.url)}: {problem}; --proxy can fetch it through a proxy")
 
     if args.out is not None:
         if len(jobs) != 1:

@@ -69,7 +69,7 @@ from .state import (
     mergeRanges,
     statePathFor,
 )
-from .values import RESERVED_HEADERS, asciiHostName, isText, parseChecksum, redact
+from .values import RESERVED_HEADERS, asciiHostName, directHostProblem, isText, parseChecksum, redact
 
 log = Logger()
 
@@ -768,6 +768,9 @@ class _Download:
         self.request = job.request
         self.directory = Path(self.request.directory)
         self.url, self.authorization = splitURL(self.request.url)
+        problem = self._directHostProblem(self.url)
+        if problem is not None:
+            raise BadURL(f"{redact(self.request.url)}: {problem}")
         if "\0" in str(self.directory):
             raise ValueError("the directory name holds a NUL character")
         self.checksum = parseChecksum(self.request.checksum) if self.request.checksum else None
@@ -1312,9 +1315,22 @@ class _Download:
             if scheme not in ("http", "https"):
                 raise RedirectError(f"{url}: redirected to a {scheme or 'scheme-less'} URL; only http and https are followed")
             try:
-                url, _ = splitURL(target)  # credentials in a Location are never used
+                nextURL, _ = splitURL(target)  # credentials in a Location are never used
             except BadURL as e:
                 raise RedirectError(f"{url}: redirected to an unusable URL ({e})") from None
+            problem = self._directHostProblem(nextURL)
+            if problem is not None:
+                raise RedirectError(f"{url}: redirected to {nextURL}, which cannot be fetched: {problem}")
+            url = nextURL
+
+    def _directHostProblem(self, url: str) -> Optional[str]:
+        """
+        Why C{url} (as L{splitURL} gives it) cannot be fetched without a
+        proxy when none is set, or L{None}.
+        """
+        if self.settings.proxy is not None:
+            return None
+        return directHostProblem(urlsplit(url).hostname or "")
 
     async def _fetchOnce(self, piece: _Piece) -> None:
         headers: dict[bytes, list[bytes]] = {}

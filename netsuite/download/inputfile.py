@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 from netsuite.text import shortened
 
+from .engine import splitURL
+from .errors import DownloadError
 from .values import MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
@@ -109,6 +111,10 @@ def checkURL(url: str) -> None:
         asciiHostName(parts.hostname)
     except ValueError as e:
         raise ValueError(f"{shown!r}: {e}") from None
+    try:
+        splitURL(url)  # what the downloader will do with it
+    except DownloadError as e:
+        raise ValueError(str(e)) from None
 
 
 def checkName(name: str) -> None:

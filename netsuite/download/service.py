@@ -47,7 +47,7 @@ from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
 from .errors import DownloadError
 from .state import PART_SUFFIX
-from .values import MAX_URL, parseChecksum
+from .values import MAX_URL, directHostProblem, parseChecksum
 
 log = Logger()
 
@@ -197,9 +197,12 @@ class DownloadService(Service):
         if len(url) > MAX_URL:
             raise APIError(400, f"'url' is longer than {MAX_URL} characters")
         try:
-            splitURL(url)
+            clean, _ = splitURL(url)
         except DownloadError as e:
             raise APIError(400, str(e)) from None
+        problem = directHostProblem(urlsplit(clean).hostname or "")
+        if problem is not None:
+            raise APIError(400, f"{redact(url)}: {problem}")
         self._checkLiteralDestination(url)
         if name is not None:
             if not isinstance(name, str) or not names.sanitiseName(name, default=""):

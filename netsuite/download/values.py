@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
+
+import idna
+from twisted.internet.abstract import isIPAddress
 
 from netsuite.proxyrules import hostNameProblem
 from netsuite.text import shortened
@@ -124,6 +128,8 @@ def asciiHostName(host: str) -> str:
         a name IDNA refuses, or one L{hostNameProblem} refuses.
     """
     if ":" in host:  # an IPv6 literal
+        if "%" in host:
+            raise ValueError("an IPv6 zone ID (the part after %25) cannot be used in a URL")
         return host
     name = host
     if not host.isascii():
@@ -135,6 +141,22 @@ def asciiHostName(host: str) -> str:
     if problem is not None:
         raise ValueError(problem)
     return name
+
+
+def directHostProblem(host: str) -> Optional[str]:
+    """
+    Why Twisted cannot connect to C{host} (a host as L{asciiHostName} gives
+    it) without a proxy, in words; or L{None}.  Twisted's C{HostnameEndpoint}
+    takes only names IDNA 2008 allows, so C{a_b.com}, C{-a-.com} or C{xn--}
+    fail when the connection is tried; an HTTP proxy can still reach them.
+    """
+    if ":" in host or isIPAddress(host):
+        return None
+    try:
+        idna.decode(host)
+    except (UnicodeError, ValueError) as e:
+        return f"the host name {host!r} is not a valid IDNA name ({e}), so Twisted cannot connect to it"
+    return None
 
 
 def redact(url: str) -> str:
