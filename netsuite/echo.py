@@ -413,8 +413,9 @@ def makeEchoService(
     @param readSize: bytes read at once (see L{EchoFactory}).
     @param listening: keyword arguments of L{StreamListener}: C{tls} (serve
         TLS with these options, see L{netsuite.tls}), C{grace} (seconds open
-        connections get to finish when stopping), C{maxConnections} and
-        C{maxPerHost}.
+        connections get to finish when stopping), C{maxConnections},
+        C{maxPerHost} and C{handshakeTimeout} (seconds a TLS client gets to
+        finish its handshake).
     """
     reactor = _reactor(reactor)
     stats = stats if stats is not None else ServiceStats("echo")

@@ -20,7 +20,9 @@ from twisted.application.service import Service
 from twisted.internet import defer, error, tcp
 from twisted.internet.endpoints import _parse, _parseSSL, serverFromString
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
     IProtocolNegotiationFactory,
@@ -47,6 +49,9 @@ from netsuite.tls import MAX_PEM_FILE
 
 #: Seconds open connections get to close on their own when a listener stops.
 DEFAULT_GRACE = 5.0
+
+#: Seconds a TLS client gets, from its connection, to finish its handshake.
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 
 
 class ListenError(Exception):
@@ -194,9 +199,12 @@ class _GuardedProducer:
             self.log.failure("stopping {producer} failed", producer=self.producer)
 
 
+@implementer(IHandshakeListener)
 class _TrackedProtocol(ProtocolWrapper):
     """
-    Counts one connection's bytes into its service's stats.
+    Counts one connection's bytes into its service's stats; over TLS,
+    aborts the connection if its handshake is not done in the factory's
+    C{handshakeTimeout} (counted as C{tls_handshake_timeouts}).
 
     A protocol that fails cannot keep its connection counted (and
     L{TrackingFactory.closeAll} waiting) after the connection is gone: once
@@ -210,6 +218,26 @@ class _TrackedProtocol(ProtocolWrapper):
     factory: "TrackingFactory"
     host: str | None = None
     _failed = False
+    _handshakeTimer: IDelayedCall | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        factory = self.factory
+        if factory.handshakeTimeout is not None and isinstance(transport, TLSMemoryBIOProtocol):
+            clock: Any = factory.clock if factory.clock is not None else _reactor(None)
+            self._handshakeTimer = clock.callLater(factory.handshakeTimeout, self._handshakeTimedOut)
+        ProtocolWrapper.makeConnection(self, transport)
+
+    def _handshakeTimedOut(self) -> None:
+        self._handshakeTimer = None
+        self.factory.stats.count("tls_handshake_timeouts")
+        self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        if self._handshakeTimer is not None:
+            self._handshakeTimer.cancel()
+            self._handshakeTimer = None
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
 
     def write(self, data: bytes) -> None:
         self.factory.stats.bytesOut += len(data)
@@ -236,6 +264,9 @@ class _TrackedProtocol(ProtocolWrapper):
         self.transport.registerProducer(producer, streaming)
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._handshakeTimer is not None:
+            self._handshakeTimer.cancel()
+            self._handshakeTimer = None
         if not reason.check(error.ConnectionDone):
             self.factory.stats.errors += 1
         try:
@@ -591,13 +622,20 @@ class TrackingFactory(WrappingFactory):
         stats: ServiceStats,
         maxConnections: int | None = None,
         maxPerHost: int | None = None,
+        handshakeTimeout: float | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
         @param maxConnections: connections open at once; more are closed at
             once and counted as C{refused_connections}.
         @param maxPerHost: connections open at once from one address.
+        @param handshakeTimeout: seconds a connection over TLS (under this
+            factory) gets to finish its handshake; L{None}: no limit.
+        @param clock: times C{handshakeTimeout} (by default the reactor).
         """
         WrappingFactory.__init__(self, wrappedFactory)
+        self.handshakeTimeout = handshakeTimeout
+        self.clock = clock
         if IProtocolNegotiationFactory.providedBy(wrappedFactory):
             # TLS asks the factory under it which protocols to offer by
             # ALPN (an ssl: endpoint; --tls options name them themselves).
@@ -719,6 +757,7 @@ class StreamListener(Service):
         maxConnections: int | None = None,
         maxPerHost: int | None = None,
         speaksHTTP: bool = False,
+        handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         """
         @param serviceName: the service this listener belongs to, for logs.
@@ -732,6 +771,10 @@ class StreamListener(Service):
         @param speaksHTTP: the service speaks HTTP, so that over TLS a plain
             HTTP request gets a C{400} that says why (as nginx does) instead
             of a closed connection.
+        @param handshakeTimeout: seconds a TLS client (with C{tls}, or on an
+            C{ssl:} endpoint) gets, from its connection, to finish its
+            handshake, after which the connection is aborted; L{None}: no
+            limit.
         @raise ValueError: C{description} is not an endpoint string.
         """
         self.serviceName = serviceName
@@ -739,7 +782,9 @@ class StreamListener(Service):
         self.reactor = _reactor(reactor)
         self.endpoint = parseStreamEndpoint(self.reactor, description)
         self.stats = stats if stats is not None else ServiceStats(serviceName)
-        self.tracker = TrackingFactory(factory, self.stats, maxConnections, maxPerHost)
+        self.tracker = TrackingFactory(
+            factory, self.stats, maxConnections, maxPerHost, handshakeTimeout, self.reactor  # type: ignore[arg-type]
+        )
         self.factory: IProtocolFactory = self.tracker
         self.tls = tls
         if tls is not None:

@@ -2158,12 +2158,13 @@ def makeProxyService(
         TLS); by default one is made from C{options}: C{rules},
         C{settings}, C{authenticator}, C{accessLog}.
     @param options: also the keyword arguments of L{StreamListener}
-        (C{tls}, C{grace}, C{maxConnections}, C{maxPerHost}).
+        (C{tls}, C{grace}, C{maxConnections}, C{maxPerHost},
+        C{handshakeTimeout}).
     """
     reactor = _reactor(reactor)
     listening = {
         name: options.pop(name)
-        for name in ("tls", "grace", "maxConnections", "maxPerHost")
+        for name in ("tls", "grace", "maxConnections", "maxPerHost", "handshakeTimeout")
         if name in options
     }
     if factory is None:

@@ -142,6 +142,8 @@ SETTINGS: List[Setting] = [
     Setting("tls-cert", "path", None,
             "PEM certificate (chain allowed) for the TLS listeners; turns TLS on."),
     Setting("tls-key", "path", None, "PEM private key for --tls-cert (default: read from it)."),
+    Setting("tls-handshake-timeout", "seconds", 30.0,
+            "Seconds a TLS client may take, from connecting, to finish its handshake (0: forever)."),
     Setting("data-dir", "path", None,
             "Directory for netsuite's own files "
             "(default: $XDG_DATA_HOME/netsuite or ~/.local/share/netsuite)."),
@@ -851,6 +853,7 @@ def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Ite
             grace=config["grace"],
             maxConnections=config["max-connections"] or None,
             maxPerHost=config["max-connections-per-host"] or None,
+            handshakeTimeout=config["tls-handshake-timeout"] or None,
         )
         for description, tlsOptions in descriptions:
             yield build(config, status=root, endpoint=description, tls=tlsOptions, **listening)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import socket
 from typing import List
-from twisted.internet import threads
+from twisted.internet import reactor, threads
+from twisted.internet.task import deferLater
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -397,3 +398,93 @@ class PlainHTTPOnTLSPortTests(TestCase):
                 rawExchange, port, b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
             )
             self.assertEqual(answer, PLAIN_HTTP_ON_TLS)
+
+
+def _handshakeThenWait(port: int, cadata: str, wait: float) -> bytes:
+    """
+    Blocking: a TLS client that finishes its handshake, waits C{wait}
+    seconds, then sends C{ping} and reads the echo.
+    """
+    import ssl
+    import time
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=cadata)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as conn:
+            time.sleep(wait)
+            conn.sendall(b"ping")
+            return conn.recv(4)
+
+
+class TLSHandshakeTimeoutTests(TestCase):
+    """
+    A TLS client gets C{handshakeTimeout} seconds from its connection to
+    finish its handshake, on a C{tls=} listener and on an C{ssl:} endpoint;
+    then its connection is aborted and counted (echo and discard kept an
+    unfinished handshake for their whole idle timeout, 300 seconds).
+    """
+
+    async def assertAborted(self, service: StreamListener, port: int, first: bytes) -> None:
+        client = await connect(self, port, Collector())
+        if first:
+            client.transport.write(first)
+        await client.closed.addTimeout(10, reactor)
+        self.assertEqual(client.received, [])
+        self.assertEqual(service.stats.counters["tls_handshake_timeouts"], 1)
+
+    async def test_silentClientAborted(self) -> None:
+        for make in (makeEchoService, makeDiscardService, makeChatService, makeHTTPService, makeProxyService):
+            service = make("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()), handshakeTimeout=0.3)
+            port = await startListener(self, service)
+            await self.assertAborted(service, port, b"")
+
+    async def test_partialHelloAborted(self) -> None:
+        """
+        A client that sends the start of a ClientHello and no more is
+        aborted too.
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()), handshakeTimeout=0.3)
+        port = await startListener(self, service)
+        await self.assertAborted(service, port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+
+    async def test_sslEndpoint(self) -> None:
+        """
+        An C{ssl:} endpoint's connections get the same deadline.
+        """
+        certPath, keyPath = writeLeaf(self.mktemp(), trustme.CA().issue_cert("localhost"))
+        service = makeEchoService(
+            f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}", handshakeTimeout=0.3
+        )
+        port = await startListener(self, service)
+        await self.assertAborted(service, port, b"")
+
+    async def test_finishedHandshakeNotTimed(self) -> None:
+        """
+        A client whose handshake is done may then wait longer than the
+        deadline; a plain listener has no deadline at all.
+        """
+        ca = trustme.CA()
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp(), ca), handshakeTimeout=0.3)
+        port = await startListener(self, service)
+        cadata = ca.cert_pem.bytes().decode("ascii")
+        self.assertEqual(await threads.deferToThread(_handshakeThenWait, port, cadata, 1.0), b"ping")
+        self.assertNotIn("tls_handshake_timeouts", service.stats.counters)
+        plain = makeEchoService("tcp:0:interface=127.0.0.1", handshakeTimeout=0.3)
+        client = await connect(self, await startListener(self, plain), Collector())
+        await deferLater(reactor, 0.8, lambda: None)
+        client.transport.write(b"pong")
+        await client.waitFor(4)
+        self.assertEqual(b"".join(client.received), b"pong")
+
+    async def test_noDeadline(self) -> None:
+        """
+        C{handshakeTimeout=None}: no deadline (the listener's connections
+        get no timer).
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()), handshakeTimeout=None)
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        await deferLater(reactor, 0.8, lambda: None)
+        self.assertIsNone(client.reason)
+        self.assertEqual(service.stats.connectionsOpen, 1)

@@ -85,6 +85,30 @@ class OptionsTests(SynchronousTestCase):
         self.assertConfigError(["--max-connections", "1.5"], "--max-connections", "whole number")
         self.assertConfigError(["--max-connections-per-host", "-1"], "--max-connections-per-host")
 
+    def test_handshakeTimeout(self) -> None:
+        """
+        C{--tls-handshake-timeout} (30 seconds by default) reaches every
+        stream listener; 0 means no deadline.
+        """
+        from netsuite.listen import StreamListener
+
+        def timeouts(*args: str) -> set:
+            root = makeService(parse(*args), MemoryReactor())
+            found = set()
+            pending = list(root)
+            while pending:
+                service = pending.pop()
+                if isinstance(service, StreamListener):
+                    found.add((service.serviceName, service.tracker.handshakeTimeout))
+                pending.extend(getattr(service, "services", []))
+            return found
+
+        services = {"http", "chat", "echo", "daytime", "proxy"}  # discard listens nowhere by default
+        self.assertEqual(timeouts(), {(name, 30.0) for name in services})
+        self.assertEqual(timeouts("--tls-handshake-timeout", "2.5"), {(name, 2.5) for name in services})
+        self.assertEqual(timeouts("--tls-handshake-timeout", "0"), {(name, None) for name in services})
+        self.assertConfigError(["--tls-handshake-timeout", "-1"], "--tls-handshake-timeout", "0 or more seconds")
+
     def test_numbers(self) -> None:
         options = parse("--echo-idle-timeout", "2.5", "--grace", "0")
         self.assertEqual(options["echo-idle-timeout"], 2.5)

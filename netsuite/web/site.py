@@ -1700,8 +1700,9 @@ def makeHTTPService(
     @param limits: request limits and timeouts.
     @param api: more children of C{/api}, by name.
     @param listening: keyword arguments of L{StreamListener} (C{tls},
-        C{grace}, C{maxConnections}, C{maxPerHost}); give C{tls} options
-        made with C{acceptableProtocols=[b"h2", b"http/1.1"]} for HTTP/2.
+        C{grace}, C{maxConnections}, C{maxPerHost}, C{handshakeTimeout});
+        give C{tls} options made with
+        C{acceptableProtocols=[b"h2", b"http/1.1"]} for HTTP/2.
     """
     reactor = _reactor(reactor)
     own = status is None
