@@ -77,6 +77,7 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
     """
     if description.startswith("udp:"):
         raise ValueError(f"{description!r} is a UDP address; this listener takes TCP endpoints")
+    _checkDigits(description)
     _checkSSLFiles(description)
     try:
         return serverFromString(reactor, description)
@@ -86,6 +87,28 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
             f"bad endpoint {description!r} ({reason}); expected a Twisted "
             f"endpoint string such as tcp:8080:interface=127.0.0.1"
         ) from None
+
+
+def _checkDigits(description: str) -> None:
+    """
+    Refuse a number in an endpoint string written in digits other than
+    ASCII ones (C{tcp:\u0661\u0662\u0663}): Twisted reads it with C{int},
+    which takes any script's digits, so it listened on port 123.
+
+    @raise ValueError: with a readable message naming the value.
+    """
+    try:
+        args, kw = _parse(description)
+    except Exception:
+        return  # serverFromString says why
+    values = [(None, value) for value in args[1:]] + list(kw.items())
+    for name, value in values:
+        if args[0] == "unix" and name in (None, "address"):
+            continue  # a path, which may hold any digits
+        if isinstance(value, str) and value.strip().isdigit() and not value.isascii():
+            raise ValueError(
+                f"bad endpoint {shortened(description)}: {shortened(value)} is not a number in ASCII digits (0-9)"
+            )
 
 
 #: The arguments of Twisted's C{ssl:} server endpoint that name files it
@@ -144,6 +167,8 @@ def parseDatagramEndpoint(description: str) -> Tuple[int, str]:
     if parts[0] != "udp" or len(parts) < 2:
         raise ValueError(f"bad UDP endpoint {description!r}: expected udp:PORT[:interface=ADDR]")
     try:
+        if not parts[1].isascii() or not parts[1].isdigit():
+            raise ValueError()
         port = int(parts[1])
         if not 0 <= port <= 65535:
             raise ValueError()

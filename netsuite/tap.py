@@ -369,6 +369,44 @@ for _setting in SETTINGS:
 del _setting
 
 
+#: The most parts a dotted key in a config file may have: Python's TOML
+#: parser takes time in the square of a key's parts (50,000 took 39 s).
+MAX_KEY_PARTS = 32
+
+
+def _deepKeyLine(text: str) -> int | None:
+    """
+    The number of the first line with a key (in a C{[table]} header, before
+    an C{=}, in an inline table) of more than L{MAX_KEY_PARTS} dotted
+    parts, or L{None}.  Dots are counted outside quotes, from one of
+    C{=,[]{}} to the next, so a value's dots (in strings, or a float's)
+    never add up.
+    """
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.count(".") < MAX_KEY_PARTS:
+            continue
+        dots, quote, i = 0, "", 0
+        while i < len(line):
+            c = line[i]
+            if quote:
+                if c == "\\" and quote == '"':
+                    i += 1
+                elif c == quote:
+                    quote = ""
+            elif c in "\"'":
+                quote = c
+            elif c == "#":
+                break
+            elif c in "=,[]{}":
+                dots = 0
+            elif c == ".":
+                dots += 1
+                if dots >= MAX_KEY_PARTS:
+                    return number
+            i += 1
+    return None
+
+
 def loadConfig(path: Path) -> Dict[str, Any]:
     """
     Read a TOML config file whose keys are netsuite's flag names.
@@ -388,6 +426,12 @@ def loadConfig(path: Path) -> Dict[str, Any]:
         raise ConfigError(
             f"config file {str(path)!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
         )
+    deep = _deepKeyLine(text)
+    if deep is not None:
+        raise ConfigError(
+            f"config file {str(path)!r}, line {deep}: a key of more than {MAX_KEY_PARTS} dotted parts "
+            "(netsuite's keys have one)"
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -401,7 +445,7 @@ def loadConfig(path: Path) -> Dict[str, Any]:
     for key, value in data.items():
         name = key.replace("_", "-")
         if name not in _BY_NAME or name == "config":
-            raise ConfigError(f"config file {str(path)!r}: unknown key {key!r}")
+            raise ConfigError(f"config file {str(path)!r}: unknown key {shortened(key)}")
         config[name] = value
     return config
 

@@ -210,6 +210,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertConfigError(["--echo-udp-rate", "0"], "--echo-udp-rate")
         self.assertConfigError(["--grace", "nan"], "--grace")
 
+    def test_endpointNumbersAreASCIIDigits(self) -> None:
+        """
+        A port (or other number) in an endpoint string written in other
+        digits is refused: Twisted's C{int} took C{tcp:\u0661\u0662\u0663}
+        as port 123.  A Unix socket's path may hold any digits.
+        """
+        self.assertConfigError(
+            ["--echo", "tcp:\u0661\u0662\u0663"],
+            "--echo: bad endpoint 'tcp:\u0661\u0662\u0663': '\u0661\u0662\u0663' is not a number in ASCII digits (0-9)",
+        )
+        self.assertConfigError(["--chat", "tcp:6667:backlog=\u0665"], "--chat", "not a number in ASCII digits")
+        self.assertConfigError(["--echo-udp", "udp:\u0661\u0662\u0663"], "--echo-udp", "is not a port number")
+        self.assertEqual(parse("--echo", "unix:s\u0661.sock")["echo"], ["unix:s\u0661.sock"])
+
     def test_portsAreASCIIDigits(self) -> None:
         """
         A port list takes ASCII digits only: a superscript two (a digit to
@@ -325,6 +339,32 @@ class ConfigFileTests(SynchronousTestCase):
 
     def test_unknownKey(self) -> None:
         self.assertBadFile('htp = "tcp:1"\n', "unknown key", "'htp'")
+
+    def test_longUnknownKeyShortened(self) -> None:
+        """
+        An unknown key is quoted cut short (a 500 KB key was a 500 KB line).
+        """
+        path = self.write("k" * 500000 + " = 1\n")
+        message = str(self.assertRaises(ConfigError, parse, "--config", path))
+        self.assertIn("unknown key 'kkkk", message)
+        self.assertLess(len(message), 300 + len(path))
+
+    def test_deepDottedKeys(self) -> None:
+        """
+        A key of more than 32 dotted parts (in a table header, before an
+        C{=}, in an inline table) is refused before the TOML parser, which
+        takes time in the square of the parts (50,000 took 39 s); dots in
+        values and quoted keys do not count.
+        """
+        deep = ".".join(["a"] * 5000)
+        self.assertBadFile(f"grace = 1\n{deep} = 1\n", "line 2: a key of more than 32 dotted parts")
+        self.assertBadFile(f"[{deep}]\n", "line 1: a key of more than 32 dotted parts")
+        self.assertBadFile(f'x = {{ b."c".{deep} = 1 }}\n', "line 1: a key of more than 32 dotted parts")
+        self.assertBadFile(".".join(["a"] * 33) + " = 1\n", "line 1: a key of more than 32 dotted parts")
+        self.assertBadFile(".".join(["a"] * 32) + " = 1\n", "unknown key 'a'")
+        addresses = ", ".join(["10.0.0.0/8"] * 50)
+        path = self.write(f'proxy-clients = "{addresses}" # {"." * 100}\n')
+        self.assertEqual(len(parse("--config", path)["proxy-clients"]), 50)
 
     def test_wrongTypes(self) -> None:
         self.assertBadFile("echo = 7\n", "'echo'", "endpoint")
