@@ -91,9 +91,10 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
 
 def _checkDigits(description: str) -> None:
     """
-    Refuse a number in an endpoint string written in digits other than
-    ASCII ones (C{tcp:\u0661\u0662\u0663}): Twisted reads it with C{int},
-    which takes any script's digits, so it listened on port 123.
+    Refuse a number in an endpoint string written other than in plain ASCII
+    digits: Twisted reads it with C{int}, which also takes any script's
+    digits, a sign, spaces and underscores, so C{tcp:\u0661\u0662\u0663}
+    listened on port 123 and C{tcp:-0} on a random port.
 
     @raise ValueError: with a readable message naming the value.
     """
@@ -103,12 +104,20 @@ def _checkDigits(description: str) -> None:
         return  # serverFromString says why
     values = [(None, value) for value in args[1:]] + list(kw.items())
     for name, value in values:
-        if args[0] == "unix" and name in (None, "address"):
-            continue  # a path, which may hold any digits
-        if isinstance(value, str) and value.strip().isdigit() and not value.isascii():
-            raise ValueError(
-                f"bad endpoint {shortened(description)}: {shortened(value)} is not a number in ASCII digits (0-9)"
-            )
+        if (args[0] == "unix" and name in (None, "address")) or name in _SSL_FILES:
+            continue  # a path, which may be any text
+        if not isinstance(value, str) or _ASCII_DIGITS.fullmatch(value):
+            continue
+        try:
+            int(value)
+        except ValueError:
+            continue  # not a number: not this check's business
+        raise ValueError(
+            f"bad endpoint {shortened(description)}: {shortened(value)} is not a number in plain ASCII digits (0-9)"
+        )
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 #: The arguments of Twisted's C{ssl:} server endpoint that name files it

@@ -59,6 +59,11 @@ MAX_COUNT = 2**53
 
 _PORT = re.compile(r"[0-9]{1,5}")
 
+#: A number as a flag gives it: ASCII digits, a sign, a point, an exponent
+#: (C{float} also takes other scripts' digits and underscores), or C{inf}
+#: and C{nan}, which get their own message.
+_DECIMAL = re.compile(r"\s*[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\s*", re.I)
+
 
 class ConfigError(SystemExit):
     """
@@ -522,6 +527,8 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
     if kind == "count":
         return _count(value, where, setting.most)
     try:
+        if isinstance(value, str) and not (value.isascii() and _DECIMAL.fullmatch(value)):
+            raise ValueError(value)
         number = float(value)
     except OverflowError:
         raise ConfigError(f"{where}: expected a finite number") from None

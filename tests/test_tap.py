@@ -210,19 +210,45 @@ class OptionsTests(SynchronousTestCase):
         self.assertConfigError(["--echo-udp-rate", "0"], "--echo-udp-rate")
         self.assertConfigError(["--grace", "nan"], "--grace")
 
-    def test_endpointNumbersAreASCIIDigits(self) -> None:
+    def test_endpointNumbersArePlainASCIIDigits(self) -> None:
         """
-        A port (or other number) in an endpoint string written in other
-        digits is refused: Twisted's C{int} took C{tcp:\u0661\u0662\u0663}
-        as port 123.  A Unix socket's path may hold any digits.
+        A port (or other number) in an endpoint string written other than
+        in plain ASCII digits is refused: Twisted's C{int} took
+        C{tcp:\u0661\u0662\u0663} as port 123, C{tcp:+\uff11\uff19\uff10\uff14\uff11} as
+        19041 and C{tcp:-0} as a random port.  A Unix socket's path may
+        hold any digits.
         """
         self.assertConfigError(
             ["--echo", "tcp:\u0661\u0662\u0663"],
-            "--echo: bad endpoint 'tcp:\u0661\u0662\u0663': '\u0661\u0662\u0663' is not a number in ASCII digits (0-9)",
+            "--echo: bad endpoint 'tcp:\u0661\u0662\u0663': '\u0661\u0662\u0663' is not a number in plain ASCII digits (0-9)",
         )
-        self.assertConfigError(["--chat", "tcp:6667:backlog=\u0665"], "--chat", "not a number in ASCII digits")
+        for description in (
+            "tcp:+\uff11\uff19\uff10\uff14\uff11",
+            "tcp:19_040",
+            "tcp:+19040",
+            "tcp: 19040",
+            "tcp:-0",
+            "tcp:port=\uff11_\uff19\uff10\uff14\uff10",
+            "tcp6:+80:interface=\\:\\:1",
+            "tcp:6667:backlog=\u0665",
+            "unix:/tmp/x.sock:mode=+\uff16_\uff10\uff10",
+        ):
+            self.assertConfigError(["--chat", description], "--chat", "not a number in plain ASCII digits (0-9)")
         self.assertConfigError(["--echo-udp", "udp:\u0661\u0662\u0663"], "--echo-udp", "is not a port number")
+        self.assertConfigError(["--echo-udp", "udp:+7"], "--echo-udp", "is not a port number")
         self.assertEqual(parse("--echo", "unix:s\u0661.sock")["echo"], ["unix:s\u0661.sock"])
+        self.assertEqual(parse("--echo", "tcp:7:backlog=50")["echo"], ["tcp:7:backlog=50"])
+
+    def test_numbersAreASCII(self) -> None:
+        """
+        A number given as text is written in ASCII: C{float} also took
+        other scripts' digits and underscores (C{--grace \uff15}, C{1_0}).
+        """
+        for value in ("\uff15", "1_0", "\u0661.5", "0x10"):
+            self.assertConfigError(["--grace", value], "--grace", "expected a number, got")
+        for value, number in (("2.5", 2.5), (" 1e1 ", 10.0), (".5", 0.5), ("+3", 3.0)):
+            self.assertEqual(parse("--grace", value)["grace"], number)
+        self.assertConfigError(["--grace", "inf"], "--grace", "finite")
 
     def test_portsAreASCIIDigits(self) -> None:
         """
