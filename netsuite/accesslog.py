@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
 import stat
+from typing import Dict
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -17,6 +20,58 @@ from twisted.logger import Logger
 _log = Logger(namespace="netsuite.accesslog")
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+#: Names of a descriptor the process already has open.
+_OWN_DESCRIPTOR = re.compile(r"/dev/std(out|err)|/dev/fd/([0-9]{1,9})|/proc/self/fd/([0-9]{1,9})")
+
+#: Descriptors opened by L{holdAccessLog}, by path, until the log takes them.
+_held: Dict[str, int] = {}
+
+
+def _openDescriptor(path: str) -> int:
+    """
+    Open C{path} to append to, without waiting: a FIFO no process reads is
+    an C{OSError} (C{ENXIO}).  C{/dev/stdout} (or another name of an open
+    descriptor) that is a socket, as under systemd, cannot be opened again
+    by its name: the descriptor is duplicated instead.
+    """
+    match = _OWN_DESCRIPTOR.fullmatch(path)
+    if match is not None:
+        std, *numbers = match.groups()
+        number = {"out": 1, "err": 2}[std] if std else int(next(n for n in numbers if n))
+        try:
+            isSocket = stat.S_ISSOCK(os.fstat(number).st_mode)
+        except OSError:
+            isSocket = False
+        if isSocket:
+            return os.dup(number)
+    return os.open(path, _FLAGS, 0o666)
+
+
+def holdAccessLog(path: str) -> int:
+    """
+    Open C{path} as an access log (see L{AccessLogFile}) and keep the
+    descriptor for the log that will be made for C{path}: a start-up check
+    that closed it would end the input of a FIFO's reader (C{cat}, C{tee}),
+    which then goes away.
+
+    @return: the descriptor, for the caller to look at (not to close; see
+        L{releaseAccessLog}).
+    @raise OSError: it cannot be opened.
+    """
+    fd = _openDescriptor(path)
+    releaseAccessLog(path)
+    _held[path] = fd
+    return fd
+
+
+def releaseAccessLog(path: str) -> None:
+    """
+    Close the descriptor L{holdAccessLog} keeps for C{path}, if any.
+    """
+    fd = _held.pop(path, None)
+    if fd is not None:
+        os.close(fd)
 
 
 class AccessLogFile:
@@ -27,12 +82,14 @@ class AccessLogFile:
 
     A regular file moved or removed (by logrotate without C{copytruncate})
     is noticed at the next batch, and the log goes on in a new file under
-    C{path}.  A pipe or terminal is written without waiting: what it
-    cannot take now is tried again a second later, and while more than
+    C{path}.  A pipe, terminal or socket is written without waiting: what
+    it cannot take now is tried again a second later, and while more than
     C{backlog} bytes wait, new lines are dropped and counted in a warning
-    (the reactor is never stopped by a reader that does not read).  A
-    failed write (a full disk, a pipe whose reader went away) is warned
-    about once, not raised to the request that was being logged.
+    (the reactor is never stopped by a reader that does not read).  A FIFO
+    whose reader went away is opened again once one reads it.  A failed
+    write (a full disk) is one error, not an exception for the request
+    being logged, and the bytes lost meanwhile are counted when writing
+    works again.
     """
 
     def __init__(
@@ -54,19 +111,35 @@ class AccessLogFile:
         self._pending = bytearray()
         self._call: IDelayedCall | None = None
         self._dropped = 0
-        self._failing: str | None = None
         self._blocked = False
+        #: What stops writing now (logged once), and the bytes lost since.
+        self._problem: str | None = None
+        self._lost = 0
+        self._moved: str | None = None
         self._fd = -1
-        self._open()
+        self._socket: socket.socket | None = None
+        fd = _held.pop(path, None)
+        self._use(fd if fd is not None else _openDescriptor(path))
 
-    def _open(self) -> None:
-        fd = os.open(self.path, _FLAGS, 0o666)
-        if self._fd >= 0:
-            os.close(self._fd)
+    def _use(self, fd: int) -> None:
+        self._close()
         self._fd = fd
         info = os.fstat(fd)
         self._regular = stat.S_ISREG(info.st_mode)
+        self._fifo = stat.S_ISFIFO(info.st_mode)
         self._identity = (info.st_dev, info.st_ino)
+        if stat.S_ISSOCK(info.st_mode):
+            # Sent without waiting call by call: the descriptor is shared
+            # with the process's own output, whose flags stay as they are.
+            self._socket = socket.socket(fileno=fd)
+
+    def _close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        elif self._fd >= 0:
+            os.close(self._fd)
+        self._socket = None
+        self._fd = -1
 
     def write(self, line: str) -> None:
         """
@@ -95,19 +168,14 @@ class AccessLogFile:
             self._call = None
         if self._regular:
             self._reopenIfMoved()
+        elif self._fd < 0 and self._fifo:
+            self._reopenFIFO()
         self._blocked = False
-        try:
-            while self._pending:
-                del self._pending[: os.write(self._fd, self._pending)]
-        except BlockingIOError:
-            self._blocked = True
-        except OSError as e:
-            self._fail(f"{e.strerror} (errno {errno.errorcode.get(e.errno, e.errno)})", len(self._pending))
-            self._pending.clear()
-        else:
-            if self._failing is not None:
-                _log.info("Access log {path!r} is written again", path=self.path)
-                self._failing = None
+        if self._pending:
+            if self._fd < 0:
+                self._lose()
+            else:
+                self._send()
         if self._dropped:
             _log.warn(
                 "Access log {path!r}: {count} lines dropped, its reader does not keep up",
@@ -118,6 +186,55 @@ class AccessLogFile:
         if self._pending:
             self._schedule()
 
+    def _send(self) -> None:
+        try:
+            while self._pending:
+                if self._socket is not None:
+                    sent = self._socket.send(self._pending, socket.MSG_DONTWAIT)
+                else:
+                    sent = os.write(self._fd, self._pending)
+                del self._pending[:sent]
+                self._recovered()
+        except BlockingIOError:
+            self._blocked = True
+        except OSError as e:
+            if e.errno == errno.EPIPE and self._fifo:
+                self._close()  # opened again once something reads it
+                self._fail("its reader went away")
+            else:
+                self._fail(f"{e.strerror} (errno {errno.errorcode.get(e.errno or 0, e.errno)})")
+            self._lose()
+
+    def _lose(self) -> None:
+        self._lost += len(self._pending)
+        self._pending.clear()
+
+    def _fail(self, reason: str) -> None:
+        if self._problem != reason:
+            self._problem = reason
+            _log.error(
+                "Access log {path!r}: {reason}; lines are lost until it can be written again",
+                path=self.path,
+                reason=reason,
+            )
+
+    def _recovered(self) -> None:
+        if self._problem is not None:
+            _log.info(
+                "Access log {path!r} is written again; {lost} bytes were lost",
+                path=self.path,
+                lost=self._lost,
+            )
+            self._problem = None
+            self._lost = 0
+
+    def _reopenFIFO(self) -> None:
+        try:
+            fd = _openDescriptor(self.path)
+        except OSError:
+            return  # still nobody reading
+        self._use(fd)
+
     def _reopenIfMoved(self) -> None:
         try:
             info = os.stat(self.path)
@@ -126,21 +243,23 @@ class AccessLogFile:
             moved = True
         except OSError:
             return
-        if moved:
-            try:
-                self._open()
-            except OSError as e:
-                self._fail(f"cannot open it again after it was moved: {e.strerror}", 0)
-
-    def _fail(self, reason: str, lost: int) -> None:
-        if self._failing != reason:
-            self._failing = reason
-            _log.error(
-                "Access log {path!r}: {reason}; {lost} bytes of it lost",
-                path=self.path,
-                reason=reason,
-                lost=lost,
-            )
+        if not moved:
+            return
+        try:
+            self._use(_openDescriptor(self.path))
+        except OSError as e:
+            if self._moved != e.strerror:
+                self._moved = e.strerror
+                _log.error(
+                    "Access log {path!r} was moved or removed and cannot be made again ({reason}); "
+                    "lines go on to the moved file",
+                    path=self.path,
+                    reason=e.strerror,
+                )
+            return
+        if self._moved is not None:
+            _log.info("Access log {path!r} is made again", path=self.path)
+            self._moved = None
 
     def close(self) -> None:
         """
@@ -158,9 +277,7 @@ class AccessLogFile:
                 count=len(self._pending),
             )
             self._pending.clear()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._close()
 
 
 def openAccessLog(path: str, clock: IReactorTime) -> AccessLogFile | None:

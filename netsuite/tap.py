@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from netsuite import __version__
+from netsuite.accesslog import holdAccessLog, releaseAccessLog
 from netsuite.echo import (
     makeDaytimeService,
     makeDiscardService,
@@ -600,25 +601,23 @@ def _checkLogFile(path: str, where: str) -> None:
     """
     Check that a log can be appended to C{path}, creating the file if it is
     missing, without waiting: a FIFO no process reads is refused (its log
-    would go nowhere).  A regular file, C{/dev/null}, a terminal or a pipe
-    that something reads (as C{/dev/stdout} is under C{| tee}) are
-    accepted.
+    would go nowhere).  A regular file, C{/dev/null}, a terminal, a pipe
+    that something reads (as C{/dev/stdout} is under C{| tee}) or a socket
+    (C{/dev/stdout} under systemd) are accepted; the descriptor opened is
+    kept for the log (see L{holdAccessLog}).
 
     @param where: how to name the setting in a message.
     @raise ConfigError: it cannot be written.
     """
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags, 0o666)
+        fd = holdAccessLog(path)
     except OSError as e:
         if e.errno == errno.ENXIO and _isFIFO(path):
             raise ConfigError(f"{where}: cannot write {path!r}: it is a FIFO that no process reads") from None
         raise ConfigError(f"{where}: cannot write {path!r}: {e.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        releaseAccessLog(path)
         raise ConfigError(f"{where}: cannot write {path!r}: not a regular file")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from typing import List
 
 from twisted.internet.address import IPv4Address
@@ -16,7 +17,7 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.accesslog import AccessLogFile
+from netsuite.accesslog import AccessLogFile, holdAccessLog, releaseAccessLog
 from tests.test_web_site import inMemory
 
 
@@ -143,11 +144,12 @@ class AccessLogFileTests(SynchronousTestCase):
         self.assertRegex(message, r"^Access log '.*': \d+ bytes not written, its reader does not keep up$")
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_writeFails(self) -> None:
+    def test_readerGoesAway(self) -> None:
         """
-        A write that fails (here a pipe whose reader went away) is one
-        error in the log, not an exception for the request being logged,
-        and not an error a line.
+        A FIFO whose reader went away is one error in the log, not an
+        exception for the request being logged, nor an error a line; once
+        a reader comes back, the log is opened again and the bytes lost
+        meanwhile are counted.
         """
         os.mkfifo(self.path)
         reader = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
@@ -156,9 +158,99 @@ class AccessLogFileTests(SynchronousTestCase):
         for _ in range(3):
             log.write("a" * 70000 + "\n")
             self.clock.advance(1)
+        self.assertEqual(
+            [m for m in self.messages() if "lost" in m],
+            [f"Access log {self.path!r}: its reader went away; lines are lost until it can be written again"],
+        )
+        reader = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        log.write("back\n")
+        self.clock.advance(1)
+        self.assertEqual(os.read(reader, 100), b"back\n")
+        self.assertIn(f"Access log {self.path!r} is written again; 210003 bytes were lost", self.messages())
         log.close()
-        errors = [m for m in self.messages() if "lost" in m]
-        self.assertEqual(errors, [f"Access log {self.path!r}: Broken pipe (errno EPIPE); 70001 bytes of it lost"])
+
+    def test_writeFails(self) -> None:
+        """
+        A write the system refuses (a full disk: C{/dev/full}) is one error
+        however many batches fail.
+        """
+        log = AccessLogFile("/dev/full", self.clock)
+        for _ in range(3):
+            log.write("a" * 70000 + "\n")
+            self.clock.advance(1)
+        log.close()
+        self.assertEqual(
+            [m for m in self.messages() if "lost" in m],
+            ["Access log '/dev/full': No space left on device (errno ENOSPC); lines are lost until it can be written again"],
+        )
+
+    def test_cannotMakeAgain(self) -> None:
+        """
+        A file moved away whose name cannot be made again (a directory took
+        it) is one error; the lines go on to the moved file, and to a new
+        file once the name is free.
+        """
+        log = AccessLogFile(self.path, self.clock)
+        log.write("one\n")
+        self.clock.advance(1)
+        os.rename(self.path, self.path + ".1")
+        os.mkdir(self.path)
+        for line in ("two\n", "three\n"):
+            log.write(line)
+            self.clock.advance(1)
+        self.assertEqual(
+            [m for m in self.messages() if "moved" in m],
+            [f"Access log {self.path!r} was moved or removed and cannot be made again (Is a directory); "
+             "lines go on to the moved file"],
+        )
+        os.rmdir(self.path)
+        log.write("four\n")
+        log.close()
+        self.assertEqual(read(self.path + ".1"), "one\ntwo\nthree\n")
+        self.assertEqual(read(self.path), "four\n")
+        self.assertIn(f"Access log {self.path!r} is made again", self.messages())
+        self.assertEqual([m for m in self.messages() if "lost" in m or "written again" in m], [])
+
+    def test_heldForTheLog(self) -> None:
+        """
+        The start-up check keeps the descriptor it opened for the log: a
+        FIFO's reader (C{cat}, C{tee}) saw the end of its input when the
+        check closed it, and went away before the log was opened.
+        """
+        reader = self.fifo()
+        holdAccessLog(self.path)
+        self.assertRaises(BlockingIOError, os.read, reader, 10)  # no end of input
+        log = AccessLogFile(self.path, self.clock)
+        log.write("line\n")
+        log.close()
+        self.assertEqual(os.read(reader, 10), b"line\n")
+        holdAccessLog(self.path)
+        releaseAccessLog(self.path)
+        self.assertEqual(os.read(reader, 10), b"")  # released: closed
+
+    def test_socket(self) -> None:
+        """
+        A name of a descriptor that is a socket (C{/dev/stdout} under
+        systemd), which cannot be opened again by its name, is written
+        through a duplicate, without waiting, and without changing the
+        descriptor's own flags.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(True)
+        log = AccessLogFile(f"/dev/fd/{ours.fileno()}", self.clock)
+        log.write("hello\n")
+        self.clock.advance(1)
+        self.assertEqual(theirs.recv(100), b"hello\n")
+        for _ in range(3000):
+            log.write("s" * 999 + "\n")
+        self.clock.advance(1)
+        self.assertTrue(any("lines dropped" in m for m in self.messages()))
+        log.close()
+        self.assertTrue(ours.getblocking())
+        self.assertEqual(os.fstat(ours.fileno()).st_mode, os.fstat(theirs.fileno()).st_mode)  # still open
 
     def test_cannotOpen(self) -> None:
         """

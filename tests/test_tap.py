@@ -17,6 +17,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite import tap
+from netsuite.accesslog import releaseAccessLog
 from netsuite.listen import DatagramListener, StreamListener
 from netsuite.proxyauth import hashPassword
 from netsuite.tap import SETTINGS, ConfigError, Options, makeService
@@ -191,10 +192,11 @@ class OptionsTests(SynchronousTestCase):
 
     def test_accessLogPipeOrDevice(self) -> None:
         """
-        An access log may be a character device such as C{/dev/null} or a
-        pipe something reads (C{/dev/stdout} under C{| tee}); the web
-        server's was refused (Twisted's log file seeks in it).  (A FIFO
-        nothing reads: see L{StartDoesNotWaitTests}.)
+        An access log may be a character device such as C{/dev/null}, a
+        pipe something reads (C{/dev/stdout} under C{| tee}) or a socket
+        (C{/dev/stdout} under systemd, which cannot be opened by its name);
+        the web server's was refused (Twisted's log file seeks in it).  (A
+        FIFO nothing reads: see L{StartDoesNotWaitTests}.)
         """
         fifo = os.path.abspath(self.mktemp())
         os.mkfifo(fifo)
@@ -203,6 +205,18 @@ class OptionsTests(SynchronousTestCase):
         for flag in ("--http-access-log", "--proxy-access-log"):
             self.assertEqual(parse(flag, os.devnull)[flag[2:]], os.devnull)
             self.assertEqual(parse(flag, fifo)[flag[2:]], fifo)
+            # The check kept its descriptor for the log: closing it ended
+            # the input of the FIFO's reader, which then went away.
+            self.assertRaises(BlockingIOError, os.read, reader, 1)
+        releaseAccessLog(fifo)
+        import socket
+
+        ours, theirs = socket.socketpair()  # /dev/stdout under systemd
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        path = f"/dev/fd/{ours.fileno()}"
+        self.assertEqual(parse("--http-access-log", path)["http-access-log"], path)
+        releaseAccessLog(path)
 
     def test_badNumberNamesFlag(self) -> None:
         self.assertConfigError(["--echo-idle-timeout", "soon"], "--echo-idle-timeout", "soon")
