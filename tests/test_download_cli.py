@@ -613,6 +613,56 @@ class UsageErrorTests(SynchronousTestCase):
             runner = Runner([url], "")
             self.assertNotIn("Hunter4pw", runner.stderr.getvalue())
 
+    def test_nonASCIINamesTakenAsBrowsersTakeThem(self) -> None:
+        """
+        Host names that are not ASCII are judged by IDNA 2008 with the
+        UTS #46 mapping, as browsers and Twisted judge them: right-to-left
+        names ending in a digit are accepted (Python's IDNA 2003 codec
+        made them a usage error), and a name IDNA 2008 refuses is a usage
+        error with idna's reason, also through C{--proxy}.
+        """
+        urls = [
+            "http://\u05e9\u05dc\u05d5\u05dd1.example/f",
+            "http://\u05d01.example/f",
+            "http://\u0645\u062b\u0627\u0644\u0661.com/f",
+            "http://faß.de/f",
+        ]
+        self.assertEqual([r.url for r in plan(urls).requests], urls)
+        self.assertEqual(len(plan(["-i", "-"], "\n".join(urls)).requests), 4)
+        refused = "http://carol:Hunter4pw@a\u200db.example/f"
+        for argv in ([refused], ["--proxy", "http://127.0.0.1:3128", refused]):
+            self.assertUsageError(argv, "the host name is not valid IDNA (Unknown codepoint adjacent to joiner U+200D")
+            self.assertUsageError(argv, "carol:***@")
+        self.assertUsageError(
+            ["-i", "-"], "standard input, line 2: ", "http://example.com/f\nhttp://b\u00fc_cher.example/f\n"
+        )
+
+    def test_proxyHostChecked(self) -> None:
+        """
+        A C{--proxy} whose host no resolver or Twisted can take (a name IDNA
+        2008 refuses, an empty label, an IPv6 zone ID) is a usage error at
+        once, its password hidden: it was retried for about 24 seconds,
+        the messages blaming the download's URL.  A host that is not ASCII
+        is accepted (the engine converts it).
+        """
+        for proxy, fragment in (
+            (
+                "http://carol:Hunter4pw@a_b.example:3128",
+                "argument --proxy: 'http://carol:***@a_b.example:3128' cannot be used as a proxy: "
+                "the host name 'a_b.example' is not a valid IDNA name",
+            ),
+            ("http://carol:Hunter4pw@-a-.example:3128", "so Twisted cannot connect to it"),
+            ("http://carol:Hunter4pw@[::1%25lo]:3128", "cannot be used as a proxy: an IPv6 zone ID"),
+            ("http://carol:Hunter4pw@a..example:3128", "cannot be used as a proxy: the host name has an empty label"),
+            ("http://carol:Hunter4pw@b\u00fc_cher.example:3128", "cannot be used as a proxy: the host name is not valid IDNA"),
+            ("socks5://carol:Hunter4pw@example.com:1080", "'socks5://carol:***@example.com:1080' is not a proxy URL"),
+        ):
+            argv = ["--proxy", proxy, "http://example.com/f"]
+            self.assertUsageError(argv, fragment)
+            self.assertNotIn("Hunter4pw", Runner(argv).stderr.getvalue())
+        for proxy in ("http://b\u00fccher.example:3128", "http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:3128"):
+            self.assertEqual(plan(["--proxy", proxy, "http://example.com/f"]).settings.proxy, proxy)
+
     def test_badInputFile(self) -> None:
         missing = os.path.join(self.mktemp(), "missing.txt")
         self.assertUsageError(["-i", missing], "cannot read the input file")

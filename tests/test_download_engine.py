@@ -44,7 +44,7 @@ from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.state import MAX_STATE_FILE, DownloadState
-from netsuite.download.values import RESERVED_HEADERS
+from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL
 from netsuite.download import (
     BadURL,
     ChecksumMismatch,
@@ -1289,6 +1289,27 @@ class HostileAnswerTests(EngineTestCase):
         result = await self.downloader(proxy=base).download("http://a_b.example/x", directory)
         self.assertEqual(result.path.read_bytes(), b"ok")
         self.assertEqual(proxy.requests, 1)
+
+    async def test_nonASCIIHostsSentAsBrowsersSendThem(self) -> None:
+        """
+        A host name that is not ASCII is sent (in the request line and the
+        C{Host} header, here to a proxy) in the IDNA form browsers and
+        Twisted use: IDNA 2008 with the UTS #46 mapping, non-transitional.
+        Python's IDNA 2003 codec fetched C{fass.de} for C{faß.de},
+        and refused right-to-left labels that end in a digit.
+        """
+        directory = self.directory()
+        downloader = self.downloader(proxy=self.origin.base, retries=0)
+        cases = {
+            "http://faß.de/x": "xn--fa-hia.de",
+            "http://\u03c2.gr/x": "xn--3xa.gr",
+            "http://\u05e9\u05dc\u05d5\u05dd1.example/x": "xn--1-9hcuf1d.example",
+            "http://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com:8080/x": "example.com:8080",
+        }
+        for url in cases:
+            await self.failureOf(downloader.download(url, directory), DownloadError)
+        self.assertEqual([r.uri for r in self.origin.requests], [f"http://{host}/x" for host in cases.values()])
+        self.assertEqual([r.headers["host"] for r in self.origin.requests], list(cases.values()))
 
     async def test_unparseableURLHidesPassword(self) -> None:
         """
@@ -3195,6 +3216,42 @@ class ProxyTests(EngineTestCase):
         self.assertEqual(tlsOrigin.requests, [])
 
 
+    async def test_proxyHostConvertedToIDNA(self) -> None:
+        """
+        A proxy host that is not ASCII is converted as a download's host
+        is: Twisted refused full-width characters ("invalid hostname") and
+        resolved other names with Python's IDNA 2003 codec.
+        """
+        _, port = await self.startProxy()
+        directory = self.directory()
+        url = self.origin.url("/file/wide.bin")
+        proxy = f"http://\uff11\uff12\uff17.\uff10.\uff10.\uff11:{port}"
+        result = await self.downloader(proxy=proxy).download(url, directory)
+        self.assertSaved(result, directory / "wide.bin", self.origin.digest("/file/wide.bin"))
+
+    def test_proxyHostTwistedCannotReachRefused(self) -> None:
+        """
+        A proxy whose host no resolver or Twisted can take (a name IDNA
+        2008 refuses, an empty label, an IPv6 zone ID) is a L{ValueError}
+        from L{Downloader} at once, its password hidden: it was retried
+        for each download, the messages blaming the download's URL.
+        """
+        for host, reason in (
+            ("a_b.example", "the host name 'a_b.example' is not a valid IDNA name"),
+            ("-a-.example", "(Label must not start or end with a hyphen), so Twisted cannot connect to it"),
+            ("a..example", "the host name has an empty label"),
+            ("b\u00fc_cher.example", "the host name is not valid IDNA (Codepoint U+005F"),
+            ("[::1%25lo]", "an IPv6 zone ID (the part after %25) cannot be used in a URL"),
+        ):
+            with self.assertRaises(ValueError) as e:
+                Downloader(reactor, settings(proxy=f"http://carol:Hunter4pw@{host}:3128"))
+            message = str(e.exception)
+            self.assertTrue(message.startswith(f"the proxy http://carol:***@{host}:3128 cannot be used: "), message)
+            self.assertIn(reason, message)
+            self.assertNotIn("Hunter4pw", message)
+            self.assertNotIn("\n", message)
+
+
 class BodyReaderTests(SynchronousTestCase):
     """
     The body reader on a memory transport and a fake clock.
@@ -3403,6 +3460,90 @@ class ValueTests(SynchronousTestCase):
             # What treq does with the URL the engine gives it.
             engineModule._ReadyURL.from_text(clean).to_uri().to_text().encode("ascii")
         self.assertEqual(splitURL("https://u:p@Exämple.com:8443/a")[1], basicAuthorization("u", "p").decode())
+
+    def test_hostNamesMappedAsBrowsersDo(self) -> None:
+        """
+        A host name that is not ASCII is converted by IDNA 2008 with the
+        UTS #46 mapping, non-transitional, as browsers and Twisted do
+        (Python's IDNA 2003 codec made C{faß.de} C{fass.de}, dropped a
+        zero-width joiner, and refused right-to-left labels ending in a
+        digit); capitals, full-width forms and a final dot are kept
+        working; ASCII labels are left as ASCII names are.
+        """
+        cases = {
+            "faß.de": "xn--fa-hia.de",
+            "\u03c2.gr": "xn--3xa.gr",
+            "\u05e9\u05dc\u05d5\u05dd1.example": "xn--1-9hcuf1d.example",
+            "\u05d01.example": "xn--1-zhc.example",
+            "\u0645\u062b\u0627\u0644\u0661.com": "xn--mgbh0fb7l.com",
+            "B\u00dcCHER.example": "xn--bcher-kva.example",
+            "\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com": "example.com",
+            "b\u00fccher.example.": "xn--bcher-kva.example.",
+            "b\u00fccher\u3002example": "xn--bcher-kva.example",
+            "\u212a.example": "k.example",
+            "Ex\u00e4mple.com": "xn--exmple-cua.com",
+            "\u0130.com": "xn--i-9bb.com",
+            "\uab70.com": "xn--58d.com",
+            "\u1c80.ru": "xn--b1a.ru",
+            # A joiner after a virama is kept, not dropped.
+            "\u0915\u094d\u200d\u0937.com": "xn--11b2ezcw70k.com",
+            "a_b.b\u00fccher.example": "a_b.xn--bcher-kva.example",
+        }
+        for host, expected in cases.items():
+            self.assertEqual(asciiHostName(host), expected, host)
+        self.assertEqual(splitURL("http://u:p@Faß.de:8080/x")[0], "http://xn--fa-hia.de:8080/x")
+        self.assertEqual(splitURL("https://\u03c2.gr./x")[0], "https://xn--3xa.gr./x")
+
+    def test_hostNamesIDNARefusesAreReadable(self) -> None:
+        """
+        A name that is not ASCII and that IDNA 2008 refuses is a
+        L{ValueError} in one phrase with idna's reason; the checks of ASCII
+        names (empty labels, lengths) still apply after the conversion,
+        and a long label is refused before idna takes time in the square
+        of its length.
+        """
+        cases = {
+            # A zero-width joiner outside its context (it was dropped).
+            "a\u200db.com": "the host name is not valid IDNA (Unknown codepoint adjacent to joiner U+200D",
+            "b\u00fc_cher.example": "the host name is not valid IDNA (Codepoint U+005F at position 3",
+            "\u0661.com": "the host name is not valid IDNA (First codepoint in label",
+            "b\u00fccher..example": "the host name has an empty label",
+            ".b\u00fccher.example": "the host name has an empty label",
+            "b\u00fccher.example..": "the host name has an empty label",
+            "\u00fc" * 60 + ".example": "the host name has a label longer than 63 characters",
+            "\u0661" * 8000: "the host name has a label longer than 63 characters",
+            "\u00fc." * 200 + "example": "the host name is longer than 253 characters",
+        }
+        for host, expected in cases.items():
+            with self.assertRaises(ValueError, msg=host[:20]) as e:
+                asciiHostName(host)
+            message = str(e.exception)
+            self.assertTrue(message.startswith(expected), message)
+            self.assertNotIn("\n", message)
+            self.assertNotIn("Error", message)
+            self.assertLess(len(message), 200)
+        with self.assertRaises(BadURL) as e:
+            splitURL("http://user:secret@b\u00fc_cher.example/x")
+        self.assertIn("http://user:***@b\u00fc_cher.example/x: the host name is not valid IDNA", str(e.exception))
+
+    def test_proxyHostMadeASCII(self) -> None:
+        """
+        L{asciiProxyURL} gives a proxy URL with its host as a download's is
+        sent, the rest kept; an ASCII host, or a URL it cannot read, is
+        given back as it is.
+        """
+        cases = {
+            "http://u:p@Faß.de:3128": "http://u:p@xn--fa-hia.de:3128",
+            "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:3128": "http://localhost:3128",
+            "http://b\u00fccher.example": "http://xn--bcher-kva.example",
+            "http://p\u00e4:w\u00f6@[::1]:3128": "http://p\u00e4:w\u00f6@[::1]:3128",
+            "http://127.0.0.1:3128": "http://127.0.0.1:3128",
+            "http://[::1:3128": "http://[::1:3128",
+        }
+        for proxy, expected in cases.items():
+            self.assertEqual(asciiProxyURL(proxy), expected, proxy)
+        for proxy in ("http://a_b.example:1", "http://[::1%25lo]:1", "http://a..b:1", "http://b\u00fc_cher.de:1"):
+            self.assertRaises(ValueError, asciiProxyURL, proxy)
 
     def test_parseChecksum(self) -> None:
         """

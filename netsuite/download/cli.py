@@ -43,7 +43,7 @@ from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, 
 from netsuite.download.engine import redact, splitURL
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
 from netsuite.download.names import chooseName
-from netsuite.download.values import directHostProblem
+from netsuite.download.values import asciiProxyURL, directHostProblem
 from netsuite.text import shortened
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Plan", "UsageError", "buildParser",
@@ -155,15 +155,22 @@ def _header(text: str) -> Tuple[str, str]:
 
 
 def _proxy(text: str) -> str:
-    from urllib.parse import urlsplit
-
+    """
+    The C{--proxy} URL, checked: an C{http://} URL with a host Twisted can
+    connect to (L{asciiProxyURL}), its password hidden in any message.
+    """
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         parts = None
+    shown = redact(text)
     if parts is None or parts.scheme.lower() != "http" or not parts.hostname or parts.path not in ("", "/"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a proxy URL: write http://[user:password@]host:port")
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a proxy URL: write http://[user:password@]host:port")
+    try:
+        asciiProxyURL(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{shown!r} cannot be used as a proxy: {e}") from None
     return text
 
 

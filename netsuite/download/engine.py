@@ -69,7 +69,7 @@ from .state import (
     mergeRanges,
     statePathFor,
 )
-from .values import RESERVED_HEADERS, asciiHostName, directHostProblem, isText, parseChecksum, redact
+from .values import RESERVED_HEADERS, asciiHostName, asciiProxyURL, directHostProblem, isText, parseChecksum, redact
 
 log = Logger()
 
@@ -127,7 +127,8 @@ class DownloadSettings:
     @ivar maxRedirects: redirects followed per request.
     @ivar caFile: a PEM file of trust roots to use instead of the system's.
     @ivar insecure: check no certificate at all.
-    @ivar proxy: an C{http://[user:password@]host:port} proxy, or L{None}.
+    @ivar proxy: an C{http://[user:password@]host:port} proxy, or L{None};
+        a host that is not ASCII is converted as a download's is.
     @ivar rateLimit: bytes per second for all downloads together, or
         L{None}.
     @ivar maxSize: the largest file accepted, in bytes, or L{None}.
@@ -1916,7 +1917,8 @@ class Downloader:
         L{None} to allow any destination.  Not used through a proxy.
 
     @raise ValueError: with a readable sentence when C{settings} names a CA
-        file or proxy that cannot be used.
+        file or proxy that cannot be used (a proxy whose host
+        L{asciiProxyURL} refuses among them).
     """
 
     def __init__(
@@ -1935,13 +1937,19 @@ class Downloader:
         self._pool.maxPersistentPerHost = self.settings.maxPerHost
         self._pool.cachedConnectionTimeout = 30
         self._pool.maxIdle = self.settings.maxConnections
+        proxy = self.settings.proxy
+        if proxy:
+            try:
+                proxy = asciiProxyURL(proxy)
+            except ValueError as e:
+                raise ValueError(f"the proxy {redact(proxy)} cannot be used: {e}") from None
         agent = buildAgent(
             reactor,
             self._pool,
             connectTimeout=self.settings.connectTimeout,
             caFile=self.settings.caFile,
             insecure=self.settings.insecure,
-            proxy=self.settings.proxy,
+            proxy=proxy,
             rules=rules,
         )
         self._client = HTTPClient(agent)

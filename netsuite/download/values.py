@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import idna
 from twisted.internet.abstract import isIPAddress
 
-from netsuite.proxyrules import hostNameProblem
+from netsuite.proxyrules import MAX_LABEL, hostNameProblem
 from netsuite.text import shortened
 
 _SIZE = re.compile(r"^\s*([0-9]+)(?:\.([0-9]+))?\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -121,8 +121,10 @@ def isText(text: str) -> bool:
 
 def asciiHostName(host: str) -> str:
     """
-    C{host} (a URL's host, without brackets) as a resolver is given it: IDNA
-    for a name that is not ASCII.
+    C{host} (a URL's host, without brackets) as a resolver is given it: a
+    name that is not ASCII as browsers and Twisted convert it, by IDNA 2008
+    with the UTS #46 mapping, non-transitional (so C{faß.de} is
+    C{xn--fa-hia.de}, not C{fass.de}); see L{_idnaName}.
 
     @raise ValueError: with a readable phrase when no resolver can take it:
         a name IDNA refuses, or one L{hostNameProblem} refuses.
@@ -131,16 +133,38 @@ def asciiHostName(host: str) -> str:
         if "%" in host:
             raise ValueError("an IPv6 zone ID (the part after %25) cannot be used in a URL")
         return host
-    name = host
-    if not host.isascii():
-        try:
-            name = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValueError("the host name is not valid") from None
+    name = host if host.isascii() else _idnaName(host)
     problem = hostNameProblem(name)
     if problem is not None:
         raise ValueError(problem)
     return name
+
+
+def _idnaName(host: str) -> str:
+    """
+    The non-ASCII name C{host} mapped by UTS #46 (capitals, full-width
+    forms, ideographic full stops), non-transitional, and each label that
+    is still not ASCII made its IDNA 2008 A-label.  ASCII labels are kept
+    as they are, as ASCII names are: L{directHostProblem} judges them.
+
+    @raise ValueError: with a readable phrase when IDNA refuses the name.
+    """
+    try:
+        labels = idna.uts46_remap(host, std3_rules=False, transitional=False).split(".")
+        for i, label in enumerate(labels):
+            if label.isascii():
+                continue
+            # An A-label is longer than its label; idna's checks take time
+            # in the square of a label's length.
+            if len("xn--") + len(label) > MAX_LABEL:
+                raise ValueError(f"the host name has a label longer than {MAX_LABEL} characters")
+            labels[i] = idna.alabel(label).decode("ascii")
+    except idna.IDNAError as e:
+        reason = str(e)
+        if len(reason) > 100:
+            reason = reason[:100] + "..."
+        raise ValueError(f"the host name is not valid IDNA ({reason})") from None
+    return ".".join(labels)
 
 
 def directHostProblem(host: str) -> Optional[str]:
@@ -157,6 +181,38 @@ def directHostProblem(host: str) -> Optional[str]:
     except (UnicodeError, ValueError) as e:
         return f"the host name {host!r} is not a valid IDNA name ({e}), so Twisted cannot connect to it"
     return None
+
+
+def asciiProxyURL(proxy: str) -> str:
+    """
+    C{proxy}, an HTTP proxy's C{[http://][user:password@]host[:port]} URL,
+    with its host as L{asciiHostName} gives it.  Twisted resolves a
+    non-ASCII name with the IDNA 2003 codec, or refuses it (full-width
+    letters): the proxy's host is converted here as a download's is.  A
+    URL without a host that can be read is given back as it is.
+
+    @raise ValueError: with a readable phrase when the proxy's host is one
+        L{asciiHostName} refuses (an IPv6 zone ID, an empty label, a name
+        IDNA refuses) or L{directHostProblem} reports: the proxy is
+        connected to directly.
+    """
+    try:
+        parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return proxy
+    if not host:
+        return proxy
+    name = asciiHostName(host)
+    problem = directHostProblem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    if parts.netloc.isascii():
+        return proxy
+    # Built anew, as in splitURL: the host urlsplit gives is lower-cased.
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    netloc = userinfo + at + (f"[{name}]" if ":" in name else name) + ("" if port is None else f":{port}")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redact(url: str) -> str:
