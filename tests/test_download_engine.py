@@ -15,6 +15,7 @@ import errno
 import json
 import math
 import os
+import socket
 import random
 import resource
 import stat
@@ -3140,6 +3141,24 @@ class ProxyTests(EngineTestCase):
         listener = makeProxyService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
         port = await startListener(self, listener)
         return factory, port
+
+    async def test_proxyUnreachableNamed(self) -> None:
+        """
+        When the proxy cannot be connected to, the error says so and names
+        the proxy (password hidden); it named the download's URL alone, as
+        if its host had refused.
+        """
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        proxy = f"http://carol:Hunter4pw@127.0.0.1:{port}"
+        url = self.origin.url("/file/proxied.bin")
+        error = await self.failureOf(self.downloader(proxy=proxy, retries=0).download(url, self.directory()), DownloadError)
+        self.assertEqual(
+            str(error), f"{url}: cannot connect to the proxy http://carol:***@127.0.0.1:{port}: the connection was refused"
+        )
+        self.assertTrue(error.retryable)
 
     async def test_httpThroughProxy(self) -> None:
         """

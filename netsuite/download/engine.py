@@ -1293,9 +1293,13 @@ class _Download:
                     # A certificate that does not check out will not check
                     # out on a retry either.
                     raise DownloadError(f"{url}: {_describe(failure)}") from None
+                described = _describe(failure)
+                if self.settings.proxy and failure.check(netError.ConnectError):
+                    # No connection was made: the one to the proxy failed.
+                    described = f"cannot connect to the proxy {redact(self.settings.proxy)}: {described}"
                 if _cause(failure, netError.TimeoutError):
-                    raise DownloadTimeout(f"{url}: {_describe(failure)}") from None
-                raise ConnectionFailed(f"{url}: {_describe(failure)}") from None
+                    raise DownloadTimeout(f"{url}: {described}") from None
+                raise ConnectionFailed(f"{url}: {described}") from None
             finally:
                 if timer.active():
                     timer.cancel()
