@@ -253,6 +253,9 @@ class _TrackedProtocol(ProtocolWrapper):
     host: str | None = None
     _failed = False
     _handshakeTimer: IDelayedCall | None = None
+    #: The connection was answered below TLS (a plain HTTP request on a
+    #: TLS port): its end is not an error, whatever TLS says of it.
+    answered = False
 
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
@@ -301,7 +304,7 @@ class _TrackedProtocol(ProtocolWrapper):
         if self._handshakeTimer is not None:
             self._handshakeTimer.cancel()
             self._handshakeTimer = None
-        if not reason.check(error.ConnectionDone):
+        if not reason.check(error.ConnectionDone) and not self.answered:
             self.factory.stats.errors += 1
         try:
             self.wrappedProtocol.connectionLost(reason)
@@ -383,6 +386,9 @@ class _PeerReadGate(ProtocolWrapper):
             if self.factory.plainHTTPAnswer is not None and data[:1].isalpha():
                 self._refused = True
                 self.factory.stats.count("plain_http_refused")
+                tracked = getattr(self.wrappedProtocol, "wrappedProtocol", None)
+                if isinstance(tracked, _TrackedProtocol):
+                    tracked.answered = True  # TLS will call its end an error
                 self.transport.write(self.factory.plainHTTPAnswer)
                 self.loseConnection()
                 return

@@ -376,6 +376,8 @@ class PlainHTTPOnTLSPortTests(TestCase):
         self.assertEqual(answer, PLAIN_HTTP_ON_TLS)
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
         self.assertEqual(service.stats.counters["plain_http_refused"], 1)
+        await waitForQuiet(lambda: service.stats.connectionsOpen)
+        self.assertEqual(service.stats.errors, 0)  # counted as plain_http_refused only
         # TLS clients are served as before.
         cadata = ca.cert_pem.bytes().decode("ascii")
         _, _, echoed = await threads.deferToThread(stdlibTLSEcho, port, cadata, b"ping")
