@@ -118,6 +118,9 @@ class AccessLogFile:
         self._moved: str | None = None
         self._fd = -1
         self._socket: socket.socket | None = None
+        #: A name of a descriptor (C{/dev/stdout}) names another file once
+        #: twistd runs as a daemon: it is never followed as a moved file.
+        self._follow = _OWN_DESCRIPTOR.fullmatch(path) is None
         fd = _held.pop(path, None)
         self._use(fd if fd is not None else _openDescriptor(path))
 
@@ -166,7 +169,7 @@ class AccessLogFile:
             if self._call.active():
                 self._call.cancel()
             self._call = None
-        if self._regular:
+        if self._regular and self._follow:
             self._reopenIfMoved()
         elif self._fd < 0 and self._fifo:
             self._reopenFIFO()

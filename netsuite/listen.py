@@ -108,8 +108,14 @@ def _checkDigits(description: str) -> None:
             continue  # a path, which may be any text
         if not isinstance(value, str) or _ASCII_DIGITS.fullmatch(value):
             continue
+        if name == "mode":  # read in base 8
+            if _ASCII_OCTAL.fullmatch(value):
+                continue
+            base = 8
+        else:
+            base = 10
         try:
-            int(value)
+            int(value, base)
         except ValueError:
             continue  # not a number: not this check's business
         raise ValueError(
@@ -118,6 +124,7 @@ def _checkDigits(description: str) -> None:
 
 
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+_ASCII_OCTAL = re.compile(r"(?:0[oO])?[0-7]+")
 
 
 #: The arguments of Twisted's C{ssl:} server endpoint that name files it

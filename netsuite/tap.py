@@ -362,6 +362,7 @@ class Options(usage.Options):
         _checkDirectories(self)
         self["tls-material"], self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
         _checkHTTPFiles(self)
+        _checkTLSListeners(self)
         for name in ("proxy-connect-timeout", "proxy-read-timeout", "proxy-tunnel-idle-timeout"):
             if not self[name] > 0:
                 raise ConfigError(f"{self.where(name)}: expected more than 0 seconds")
@@ -559,6 +560,8 @@ def _count(value: Any, where: str, most: int) -> int:
         number: int | Decimal = value
     elif isinstance(value, (str, float)):
         try:
+            if isinstance(value, str) and not (value.isascii() and _DECIMAL.fullmatch(value)):
+                raise ValueError(value)  # Decimal also takes other digits and 1_0
             number = Decimal(value)  # exact: 1e3, 20.0 and 2**63 alike
         except (InvalidOperation, ValueError):
             raise ConfigError(f"{where}: expected a number, got {shortened(value)}") from None
@@ -583,10 +586,12 @@ def _checkHTTPFiles(options: Options) -> None:
     root = options["http-root"]
     if root is not None and not os.path.isdir(root):
         raise ConfigError(f"{options.where('http-root')}: {root!r} is not a directory")
-    for name in ("http-access-log", "proxy-access-log"):
+    for name, off in (("http-access-log", "no-http"), ("proxy-access-log", "no-proxy")):
         accessLog = options[name]
         if accessLog is not None:
             _checkLogFile(accessLog, options.where(name))
+            if options[off]:
+                releaseAccessLog(accessLog)  # no log will take it
     users = options["proxy-users"]
     if users is not None:
         from netsuite.proxyauth import UsersFileError, loadUsers
@@ -595,6 +600,20 @@ def _checkHTTPFiles(options: Options) -> None:
             options["proxy-user-table"] = loadUsers(users)
         except UsersFileError as e:
             raise ConfigError(f"{options.where('proxy-users')}: {e}")
+
+
+def _checkTLSListeners(options: Options) -> None:
+    """
+    Refuse an C{ssl:} endpoint given to a TLS listener flag (C{--https}):
+    netsuite would wrap its TLS in TLS again, and every client would fail.
+    """
+    for plain, secure, _ in SERVICES.values():
+        for description in options[secure] if secure else ():
+            if description.split(":", 1)[0] == "ssl":
+                raise ConfigError(
+                    f"{options.where(secure)}: {shortened(description)} is TLS already; "
+                    f"give it to --{plain}, and --{secure} a tcp: endpoint"
+                )
 
 
 def _checkLogFile(path: str, where: str) -> None:

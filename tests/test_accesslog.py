@@ -252,6 +252,22 @@ class AccessLogFileTests(SynchronousTestCase):
         self.assertTrue(ours.getblocking())
         self.assertEqual(os.fstat(ours.fileno()).st_mode, os.fstat(theirs.fileno()).st_mode)  # still open
 
+    def test_descriptorNameNotFollowed(self) -> None:
+        """
+        A name of a descriptor (C{/dev/stdout}, C{/dev/fd/N}) is never
+        followed as a moved file: once twistd runs as a daemon it names
+        C{/dev/null}, and the log followed it there.
+        """
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self.addCleanup(os.close, fd)
+        log = AccessLogFile(f"/dev/fd/{fd}", self.clock)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)  # what daemonizing does to the standard output
+        os.close(null)
+        log.write("kept\n")
+        log.close()
+        self.assertEqual(read(self.path), "kept\n")
+
     def test_cannotOpen(self) -> None:
         """
         A file that cannot be opened is an C{OSError} (the start checks it

@@ -656,6 +656,9 @@ class UsageErrorTests(SynchronousTestCase):
             ("http://carol:Hunter4pw@a..example:3128", "cannot be used as a proxy: the host name has an empty label"),
             ("http://carol:Hunter4pw@b\u00fc_cher.example:3128", "cannot be used as a proxy: the host name is not valid IDNA"),
             ("socks5://carol:Hunter4pw@example.com:1080", "'socks5://carol:***@example.com:1080' is not a proxy URL"),
+            # Without a scheme, as curl takes it: the user read as a scheme
+            # kept the password in the message.
+            ("carol:Hunter4pw@127.0.0.1:3128", "'carol:***@127.0.0.1:3128' is not a proxy URL"),
         ):
             argv = ["--proxy", proxy, "http://example.com/f"]
             self.assertUsageError(argv, fragment)

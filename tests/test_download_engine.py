@@ -3233,7 +3233,21 @@ class ProxyTests(EngineTestCase):
         )
         self.assertReadable(error, url)
         self.assertEqual(tlsOrigin.requests, [])
+        # The proxy was reached: its refusal is not a failure to reach it.
+        self.assertNotIn("cannot connect to the proxy", str(error))
 
+    async def test_proxyNotResolvedNamed(self) -> None:
+        """
+        A proxy whose name does not resolve is named too (Twisted's
+        DNSLookupError is no ConnectError: the URL's host, an address, was
+        blamed).
+        """
+        url = self.origin.url("/file/proxied.bin")
+        proxy = "http://carol:Hunter4pw@proxy.invalid:3128"
+        error = await self.failureOf(self.downloader(proxy=proxy, retries=0).download(url, self.directory()), DownloadError)
+        self.assertEqual(
+            str(error), f"{url}: cannot connect to the proxy http://carol:***@proxy.invalid:3128: the host name could not be resolved"
+        )
 
     async def test_proxyHostConvertedToIDNA(self) -> None:
         """

@@ -209,6 +209,9 @@ class OptionsTests(SynchronousTestCase):
             # the input of the FIFO's reader, which then went away.
             self.assertRaises(BlockingIOError, os.read, reader, 1)
         releaseAccessLog(fifo)
+        # A service that is off takes no log: the check keeps nothing.
+        parse("--no-http", "--http-access-log", fifo)
+        self.assertEqual(os.read(reader, 1), b"")
         import socket
 
         ours, theirs = socket.socketpair()  # /dev/stdout under systemd
@@ -246,12 +249,32 @@ class OptionsTests(SynchronousTestCase):
             "tcp6:+80:interface=\\:\\:1",
             "tcp:6667:backlog=\u0665",
             "unix:/tmp/x.sock:mode=+\uff16_\uff10\uff10",
+            "unix:/tmp/x.sock:mode=0o\uff16_\uff16\uff10",  # mode is read in base 8
         ):
             self.assertConfigError(["--chat", description], "--chat", "not a number in plain ASCII digits (0-9)")
         self.assertConfigError(["--echo-udp", "udp:\u0661\u0662\u0663"], "--echo-udp", "is not a port number")
         self.assertConfigError(["--echo-udp", "udp:+7"], "--echo-udp", "is not a port number")
         self.assertEqual(parse("--echo", "unix:s\u0661.sock")["echo"], ["unix:s\u0661.sock"])
         self.assertEqual(parse("--echo", "tcp:7:backlog=50")["echo"], ["tcp:7:backlog=50"])
+        for mode in ("660", "0o660"):
+            self.assertEqual(parse("--echo", f"unix:x.sock:mode={mode}")["echo"], [f"unix:x.sock:mode={mode}"])
+
+    def test_sslEndpointOnTLSFlagRefused(self) -> None:
+        """
+        An C{ssl:} endpoint given to a TLS listener flag is refused at start:
+        netsuite wrapped its TLS in TLS again, and every client failed.
+        """
+        import trustme
+
+        from tests.tlshelpers import writeLeaf
+
+        certPath, keyPath = writeLeaf(self.mktemp(), trustme.CA().issue_cert("localhost"))
+        description = f"ssl:8443:privateKey={keyPath}:certKey={certPath}"
+        self.assertConfigError(
+            ["--https", description], "--https: ", "is TLS already; give it to --http, and --https a tcp: endpoint"
+        )
+        self.assertConfigError(["--echo-tls", description], "give it to --echo, and --echo-tls a tcp: endpoint")
+        self.assertEqual(parse("--http", description)["http"], [description])
 
     def test_numbersAreASCII(self) -> None:
         """
@@ -263,6 +286,10 @@ class OptionsTests(SynchronousTestCase):
         for value, number in (("2.5", 2.5), (" 1e1 ", 10.0), (".5", 0.5), ("+3", 3.0)):
             self.assertEqual(parse("--grace", value)["grace"], number)
         self.assertConfigError(["--grace", "inf"], "--grace", "finite")
+        # Whole numbers too: Decimal took them (--http-max-body=١٠ was 10).
+        for flag, value in (("--http-max-body", "\u0661\u0660"), ("--max-connections", "1_0"), ("--http-max-headers", "\uff15")):
+            self.assertConfigError([flag, value], flag, "expected a number, got")
+        self.assertEqual(parse("--http-max-body", "1e3")["http-max-body"], 1000)
 
     def test_portsAreASCIIDigits(self) -> None:
         """

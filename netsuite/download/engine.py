@@ -44,7 +44,15 @@ from treq.client import HTTPClient
 from .. import __version__
 from ..limits import TokenBucket
 from . import names
-from .agent import PHRASE_LENGTH, BoundedClientProtocol, DestinationRefused, ResponseHeadTooLarge, basicAuthorization, buildAgent
+from .agent import (
+    PHRASE_LENGTH,
+    BoundedClientProtocol,
+    DestinationRefused,
+    ProxyError,
+    ResponseHeadTooLarge,
+    basicAuthorization,
+    buildAgent,
+)
 from .errors import (
     BadURL,
     ChecksumMismatch,
@@ -1294,8 +1302,13 @@ class _Download:
                     # out on a retry either.
                     raise DownloadError(f"{url}: {_describe(failure)}") from None
                 described = _describe(failure)
-                if self.settings.proxy and failure.check(netError.ConnectError):
-                    # No connection was made: the one to the proxy failed.
+                if (
+                    self.settings.proxy
+                    and failure.check(netError.ConnectError, netError.DNSLookupError)
+                    and not failure.check(ProxyError)
+                ):
+                    # No connection was made: the one to the proxy failed
+                    # (a ProxyError is the proxy's own answer).
                     described = f"cannot connect to the proxy {redact(self.settings.proxy)}: {described}"
                 if _cause(failure, netError.TimeoutError):
                     raise DownloadTimeout(f"{url}: {described}") from None

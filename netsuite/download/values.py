@@ -219,6 +219,12 @@ def redact(url: str) -> str:
     """
     C{url} with any password replaced by C{***}, for messages and events.
     """
+    if "//" not in url and "@" in url:
+        # No scheme (a proxy given as user:password@host:port, as curl
+        # takes it): urlsplit() would read the user as the scheme.
+        userinfo, at, rest = url.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        return f"{user}:***@{rest}" if colon else url
     try:
         # urlsplit() drops tabs and line breaks, which the message is about.
         if any(c in url for c in "\t\r\n"):
