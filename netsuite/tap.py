@@ -523,14 +523,13 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
                 raise ConfigError(f"{where}: {shortened(item)} is not a port number (1-65535)")
             ports.add(port)
         return frozenset(ports)
-    # Numbers: flags arrive as text, TOML as numbers.
-    if isinstance(value, bool):
+    # Numbers: flags arrive as text, TOML as numbers.  Text is ASCII:
+    # float() and Decimal() also take other scripts' digits and 1_0.
+    if isinstance(value, bool) or (isinstance(value, str) and not (value.isascii() and _DECIMAL.fullmatch(value))):
         raise ConfigError(f"{where}: expected a number, got {shortened(value)}")
     if kind == "count":
         return _count(value, where, setting.most)
     try:
-        if isinstance(value, str) and not (value.isascii() and _DECIMAL.fullmatch(value)):
-            raise ValueError(value)
         number = float(value)
     except OverflowError:
         raise ConfigError(f"{where}: expected a finite number") from None
@@ -560,8 +559,6 @@ def _count(value: Any, where: str, most: int) -> int:
         number: int | Decimal = value
     elif isinstance(value, (str, float)):
         try:
-            if isinstance(value, str) and not (value.isascii() and _DECIMAL.fullmatch(value)):
-                raise ValueError(value)  # Decimal also takes other digits and 1_0
             number = Decimal(value)  # exact: 1e3, 20.0 and 2**63 alike
         except (InvalidOperation, ValueError):
             raise ConfigError(f"{where}: expected a number, got {shortened(value)}") from None

@@ -11,11 +11,12 @@ from typing import Callable
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 
 class Collector(Protocol):
@@ -161,3 +162,21 @@ def codecSearch(testCase: SynchronousTestCase, answer: Callable[[str], object] =
     testCase.addCleanup(codecs.unregister, search)
     return asked
 
+
+@implementer(IPushProducer)
+class RecordingProducer:
+    """
+    A streaming producer that records what it was told.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")

@@ -11,13 +11,17 @@ import re
 import socket
 from typing import List
 
+from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netsuite.accesslog import AccessLogFile, holdAccessLog, releaseAccessLog
+from netsuite.proxy import makeProxyService
+from netsuite.web.site import makeHTTPService
+from tests.helpers import rawExchange, startListener
 from tests.test_web_site import inMemory
 
 
@@ -332,3 +336,60 @@ class SiteAccessLogTests(SynchronousTestCase):
             messages,
         )
         self.assertEqual(len([m for m in messages if '"GET / HTTP/1.1" 200 ' in m]), 1)
+
+
+class AccessLogOverSocketsTests(TestCase):
+    """
+    The web server's and the proxy's access logs, with clients over real
+    loopback sockets.
+    """
+
+    async def waitFor(self, read, fragment: bytes) -> bytes:
+        """
+        Poll C{read()} until what it gave holds C{fragment} (the log is
+        written once a second).
+        """
+        seen = b""
+        for _ in range(100):
+            seen += read()
+            if fragment in seen:
+                return seen
+            await deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"{fragment!r} not logged: {seen[-200:]!r}")
+
+    async def test_webServerAppendsWithoutRotating(self) -> None:
+        """
+        A log of a million bytes is appended to, not rotated into C{.1}.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("old\n" * 250000)
+        port = await startListener(self, makeHTTPService("tcp:0:interface=127.0.0.1", accessLog=path))
+        answer = await threads.deferToThread(rawExchange, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        with open(path, "rb") as f:
+            content = await self.waitFor(f.read, b'"GET / HTTP/1.1" 200 ')
+        self.assertTrue(content.startswith(b"old\n" * 250000))
+        self.assertEqual(os.listdir(os.path.dirname(path)), [os.path.basename(path)])
+
+    async def test_proxyToFIFO(self) -> None:
+        """
+        The proxy's log may be a FIFO some process reads.
+        """
+        path = os.path.abspath(self.mktemp())
+        os.mkfifo(path)
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+
+        def read() -> bytes:
+            try:
+                return os.read(reader, 65536)
+            except BlockingIOError:
+                return b""
+
+        port = await startListener(self, makeProxyService("tcp:0:interface=127.0.0.1", accessLog=path))
+        answer = await threads.deferToThread(
+            rawExchange, port, b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), answer[:100])
+        await self.waitFor(read, b'"GET http://127.0.0.1:1/ HTTP/1.1" 403 ')

@@ -15,9 +15,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 from netsuite.chat import makeChatService
 from netsuite.echo import makeDiscardService, makeEchoService, makeEchoUDPService
@@ -32,7 +31,7 @@ from netsuite.listen import (
     parseStreamEndpoint,
 )
 from netsuite.stats import ServiceStats
-from tests.helpers import Collector, connect, occupiedPort, rawExchange, startListener, waitForQuiet
+from tests.helpers import Collector, RecordingProducer, connect, occupiedPort, rawExchange, startListener, waitForQuiet
 import trustme
 
 from netsuite.proxy import makeProxyService
@@ -213,25 +212,6 @@ class ListenerSocketTests(TestCase):
         self.assertEqual(raw.received, [])
         self.assertEqual(service.stats.counters["refused_connections"], 1)
         self.assertEqual(service.stats.connectionsTotal, 0)
-
-
-@implementer(IPushProducer)
-class RecordingProducer:
-    """
-    A streaming producer that records what it was told.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
 
 
 class PeerReadGateTests(SynchronousTestCase):

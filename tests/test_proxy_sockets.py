@@ -35,7 +35,7 @@ from zope.interface import implementer
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWriting
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
-from tests.helpers import Collector, connect, rawExchange, recvUntil, startListener
+from tests.helpers import Collector, RecordingProducer, connect, rawExchange, recvUntil, startListener
 from tests.tlshelpers import (
     SOCKET_TIMEOUT,
     closeNotifyClient,
@@ -1179,21 +1179,6 @@ class ProxySocketTests(TestCase):
         self.assertEqual(how, "close_notify")
 
 
-@implementer(IPushProducer)
-class _RecordingProducer:
-    def __init__(self) -> None:
-        self.calls: List[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-
-
 @implementer(IHalfCloseableProtocol)
 class _SlowReader(Protocol):
     """
@@ -1236,7 +1221,7 @@ class ShutWritingTests(TestCase):
         await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(Factory.forProtocol(lambda: client))
         self.addCleanup(client.transport.abortConnection)
         await reader.started
-        producer = _RecordingProducer()
+        producer = RecordingProducer()
         client.transport.registerProducer(producer, True)
         size = 8 * 1024 * 1024
         client.transport.write(b"x" * size)
