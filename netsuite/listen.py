@@ -485,6 +485,10 @@ class _CloseNotifyAsEndOfInput:
         try:
             return self._connection.recv(size)  # type: ignore[no-any-return]
         except ZeroReturnError:
+            if self._tls.disconnecting:
+                # The answer to netsuite's own close_notify: TLS ends the
+                # connection (kept as the end of input, it stayed open).
+                raise
             self._tls.peerClosed = True
             gate = self._tls.transport
             if isinstance(gate, _PeerReadGate):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import codecs
 import re
 import socket
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -74,8 +74,17 @@ async def connect(
     if endpoint is None:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     await connectProtocol(endpoint, protocol)
-    testCase.addCleanup(lambda: protocol.transport.abortConnection())
+    testCase.addCleanup(abortIfConnected, protocol.transport)
     return protocol
+
+
+def abortIfConnected(transport: Any) -> None:
+    """
+    Abort C{transport}'s connection unless it is gone (Twisted's TLS
+    transport fails to abort one already lost).
+    """
+    if getattr(transport, "connected", True):
+        transport.abortConnection()
 
 
 async def waitForQuiet(read: Callable[[], int], interval: float = 0.05, polls: int = 100) -> None:

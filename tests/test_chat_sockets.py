@@ -20,7 +20,7 @@ from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netsuite.chat import _HELP, ChatFactory, ChatSettings, makeChatService
-from tests.helpers import startListener
+from tests.helpers import abortIfConnected, startListener
 from tests.tlshelpers import closeNotifyClient, makeServerOptions, trustRootOf
 
 
@@ -80,7 +80,7 @@ class ChatSocketTests(TestCase):
         if endpoint is None:
             endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         await connectProtocol(endpoint, client)
-        self.addCleanup(lambda: client.transport.abortConnection())
+        self.addCleanup(abortIfConnected, client.transport)
         joined = client.waitFor("* you are in lobby")
         client.say(name)
         await joined
@@ -356,6 +356,28 @@ class ChatSocketTests(TestCase):
         self.assertEqual(await left, "* bob left (bye now)")
         self.assertEqual(factory._clients, 2)
         self.assertIsNone(factory.hub.find("bob"))
+
+    async def test_tlsQuitEndsAtTheClientsCloseNotify(self) -> None:
+        """
+        Over TLS, after C{/quit} a client that answers the server's
+        close_notify with its own has its connection ended at once (the
+        answer was taken as the end of its input, and the server gave up on
+        the close only after 10 s).
+        """
+        ca = trustme.CA()
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), historySize=0)
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        bob = await self.connect(port, "bob", endpoint)
+        bob.say("/quit")
+        await bob.closed.addTimeout(5, reactor)
+        for _ in range(30):
+            if factory._clients == 0:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(factory._clients, 0)
 
     async def test_tlsClientGetsALongHistory(self) -> None:
         """

@@ -741,6 +741,97 @@ class ProxySocketTests(TestCase):
         """
         await self._tunnelTimesOutWhileClientTakesNothing(tls=True)
 
+    async def _closesWhenClientLeavesAfterEarlyAnswer(self, tls: bool) -> None:
+        """
+        An origin answers a large upload early (a 413 with C{Connection:
+        close}, reading nothing of the body) and keeps its connection; the
+        client, whose body the proxy had stopped reading, takes the answer
+        and closes: its connection to the proxy is gone at once, not after
+        the idle timeout.
+        """
+        origin = _RawOriginFactory()
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        ca = trustme.CA()
+        port = await self.startProxy(
+            settings=ProxySettings(idleTimeout=30),
+            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
+        )
+        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        if tls:
+            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
+        client = Collector()
+        await connect(self, port, client, endpoint)
+        head = b"POST http://127.0.0.1:%d/up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+            originPort.getHost().port,
+            64 * 1024 * 1024,
+        )
+        client.transport.write(head + _CHUNK * 64)  # 4 MiB of the body
+        connection = await origin.waitFor(len(head))
+        connection.transport.pauseProducing()
+        answer = b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno\n"
+        connection.transport.write(answer)
+        await client.waitFor(len(answer) + len(b"Via: 1.1 netsuite\r\n"))
+        self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 413 "))
+        client.transport.loseConnection()  # over TLS: after what it wrote, close_notify
+        for _ in range(50):
+            await deferLater(reactor, 0.1, lambda: None)
+            if not self.channels():
+                break
+        self.assertEqual(self.channels(), [], "the client's connection stayed open")
+        await client.closed
+
+    async def test_clientLeavesAfterEarlyAnswer(self) -> None:
+        """
+        Over plain TCP the proxy's connection ends with its answer.
+        """
+        await self._closesWhenClientLeavesAfterEarlyAnswer(tls=False)
+
+    async def test_clientLeavesAfterEarlyAnswerTLS(self) -> None:
+        """
+        Over TLS the proxy waits for the client's close_notify, behind the
+        rest of the body it stopped reading: it reads on, dropping the body
+        (the connection stayed until the idle timeout and was then cut).
+        """
+        await self._closesWhenClientLeavesAfterEarlyAnswer(tls=True)
+
+    async def _closesAfterAnswerWithClose(self, tls: bool) -> None:
+        """
+        A client asks with C{Connection: close}, reads its answer to the
+        end and closes (over TLS: answers the proxy's close_notify with its
+        own): its connection to the proxy ends at once, not after the idle
+        timeout.
+        """
+        ca = trustme.CA()
+        port = await self.startProxy(
+            settings=ProxySettings(idleTimeout=30),
+            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
+        )
+        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        if tls:
+            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
+        client = Collector()
+        await connect(self, port, client, endpoint)
+        client.transport.write(b"GET %s/big?n=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(),))
+        await client.closed.addTimeout(5, reactor)
+        self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
+        for _ in range(50):
+            if not self.channels():
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.channels(), [], "the client's connection stayed open")
+
+    async def test_closesAfterAnswer(self) -> None:
+        await self._closesAfterAnswerWithClose(tls=False)
+
+    async def test_closesAfterAnswerTLS(self) -> None:
+        """
+        Over TLS the client's close_notify, answering the proxy's, ends the
+        connection (it was taken as the end of the client's input only, and
+        the connection stayed until the idle timeout).
+        """
+        await self._closesAfterAnswerWithClose(tls=True)
+
     async def test_connectPortRefused(self) -> None:
         """
         CONNECT to a port not on the allow-list is refused with 403.
