@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer, error, tcp
-from twisted.internet.endpoints import _parse, _parseSSL, serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, _parse, _parseSSL, serverFromString
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -784,6 +784,23 @@ class TrackingFactory(WrappingFactory):
         return done.addBoth(stopTimer)
 
 
+def _ownTLS(reactor: Any, endpoint: Any) -> tuple[Any, Any]:
+    """
+    An C{ssl:} endpoint as a TCP endpoint and its TLS options, so that its
+    connections get netsuite's TLS layers (the read gate, the deadline,
+    close_notify as the end of input, the 400 to plain HTTP); any other
+    endpoint as it is, with no options.
+    """
+    if type(endpoint) is not SSL4ServerEndpoint:
+        return endpoint, None
+    try:
+        port, options = endpoint._port, endpoint._sslContextFactory
+        backlog, interface = endpoint._backlog, endpoint._interface
+    except AttributeError:  # another Twisted: its own TLS, as before
+        return endpoint, None
+    return TCP4ServerEndpoint(reactor, port, backlog, interface), options
+
+
 class StreamListener(Service):
     """
     Listens on one stream endpoint for one service.
@@ -832,6 +849,8 @@ class StreamListener(Service):
         self.description = description
         self.reactor = _reactor(reactor)
         self.endpoint = parseStreamEndpoint(self.reactor, description)
+        if tls is None:
+            self.endpoint, tls = _ownTLS(self.reactor, self.endpoint)
         self.stats = stats if stats is not None else ServiceStats(serviceName)
         self.tracker = TrackingFactory(
             factory, self.stats, maxConnections, maxPerHost, handshakeTimeout, self.reactor  # type: ignore[arg-type]

@@ -328,6 +328,15 @@ class TLSKeyUpdateFloodTests(TestCase):
         service = makeChatService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
         self.assertLess(await self._flood(service), 256 * 1024)
 
+    async def test_sslEndpointStopsReading(self) -> None:
+        """
+        An C{ssl:} endpoint string gets netsuite's TLS, and stops reading
+        too (Twisted's own held every answer).
+        """
+        certPath, keyPath = writeLeaf(self.mktemp(), trustme.CA().issue_cert("localhost"))
+        service = makeDiscardService(f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}")
+        self.assertLess(await self._flood(service), 256 * 1024)
+
 
 def _buffered(service: StreamListener) -> int:
     """
@@ -380,6 +389,24 @@ class PlainHTTPOnTLSPortTests(TestCase):
                 rawExchange, port, b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
             )
             self.assertEqual(answer, PLAIN_HTTP_ON_TLS)
+
+    async def test_sslEndpointAnswers(self) -> None:
+        """
+        The web server on an C{ssl:} endpoint string answers too (Twisted's
+        own TLS closed the connection), and serves TLS clients.
+        """
+        ca = trustme.CA()
+        certPath, keyPath = writeLeaf(self.mktemp(), ca.issue_cert("localhost"))
+        service = makeHTTPService(f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}")
+        port = await startListener(self, service)
+        answer = await threads.deferToThread(rawExchange, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(answer, PLAIN_HTTP_ON_TLS)
+        self.assertTrue(service.info().tls)
+        cadata = ca.cert_pem.bytes().decode("ascii")
+        _, _, answer = await threads.deferToThread(
+            stdlibTLSEcho, port, cadata, b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 404 "), answer)
 
 
 def _handshakeThenWait(port: int, cadata: str, wait: float) -> bytes:
