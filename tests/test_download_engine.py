@@ -965,8 +965,9 @@ class _HostileHead(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
         while b"\r\n\r\n" in self.buffer:
-            _, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
             self.server.requests += 1
+            self.server.requestLines.append(head.split(b"\r\n", 1)[0])
             if self.server.mode == "canned":
                 self.transport.write(self.server.canned)
                 if self.server.reset:  # RST once what was written has gone out
@@ -1005,6 +1006,7 @@ class _HostileServer(Factory):
         self.canned = canned
         self.reset = False
         self.connections = self.requests = self.sent = 0
+        self.requestLines: List[bytes] = []
 
     def buildProtocol(self, addr: Any) -> _HostileHead:
         return _HostileHead(self)
@@ -1311,6 +1313,31 @@ class HostileAnswerTests(EngineTestCase):
             await self.failureOf(downloader.download(url, directory), DownloadError)
         self.assertEqual([r.uri for r in self.origin.requests], [f"http://{host}/x" for host in cases.values()])
         self.assertEqual([r.headers["host"] for r in self.origin.requests], list(cases.values()))
+
+    async def test_utf8LocationReadAsUTF8(self) -> None:
+        """
+        A C{Location} in UTF-8 (as servers send it, and browsers and curl
+        read it) is followed to the host and path it names (here through a
+        proxy, which sees the host).  It was read as Latin-1:
+        C{fête.example} became C{xn--fate-goa.example} (another host),
+        C{faß.de} a refused name, and C{/f/é} the path C{/f/%C3%83%C2%A9}.
+        A byte that is not UTF-8 is still sent as it came.
+        """
+        directory = self.directory()
+        cases = {
+            "http://fête.example/f/é": b"GET http://xn--fte-fma.example/f/%C3%A9 HTTP/1.1",
+            "http://faß.de/x?q=ü": b"GET http://xn--fa-hia.de/x?q=%C3%BC HTTP/1.1",
+            "/f/\udce9?\udcff": b"GET http://start.example/f/%E9?%FF HTTP/1.1",
+        }
+        for to, line in cases.items():
+            location = to.encode("utf-8", "surrogateescape")
+            canned = b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % (location,)
+            proxy, base = await startHostile(self, "canned", canned=canned)
+            await self.failureOf(
+                self.downloader(proxy=base, retries=0).download("http://start.example/x", directory), RedirectError
+            )
+            self.assertEqual(proxy.requestLines[:2], [b"GET http://start.example/x HTTP/1.1", line])
+        self.assertEqual(listing(directory), [])
 
     async def test_unparseableURLHidesPassword(self) -> None:
         """

@@ -1326,7 +1326,9 @@ class _Download:
             if hops > self.settings.maxRedirects:
                 raise RedirectError(f"{self.url}: more than {self.settings.maxRedirects} redirects")
             try:
-                target = urljoin(url, location[0].decode("latin-1").strip())
+                # UTF-8, as browsers and curl read it; other bytes are
+                # sent as they came (splitURL).
+                target = urljoin(url, location[0].decode("utf-8", "surrogateescape").strip())
                 scheme = urlsplit(target).scheme.lower()
             except ValueError:  # e.g. an unclosed IPv6 bracket
                 raise RedirectError(f"{url}: redirected to an unusable URL") from None
