@@ -596,6 +596,21 @@ class UsageErrorTests(SynchronousTestCase):
             self.assertEqual(request.url, url)
         self.assertEqual(len(plan(["http://xn--bcher-kva.example/f", "http://Bücher.example/f"]).requests), 2)
 
+    def test_httpsNamesThroughAProxy(self) -> None:
+        """
+        Through C{--proxy}, an C{https} URL whose host name IDNA 2008
+        refuses is a usage error too: no certificate can be checked for it
+        (it failed after the start with a traceback and "internal error");
+        with C{--insecure}, which checks none, it is accepted.
+        """
+        url = "https://a_b.example/f"
+        self.assertUsageError(
+            ["--proxy", "http://127.0.0.1:3128", url],
+            f"{url}: the host name 'a_b.example' is not a valid IDNA name (Codepoint U+005F at position 2 of 'a_b' not allowed), "
+            "so no certificate can be checked for it (--insecure checks none)",
+        )
+        self.assertEqual(len(plan(["--proxy", "http://127.0.0.1:3128", "--insecure", url]).requests), 1)
+
     def test_usageErrorsHidePasswords(self) -> None:
         """
         A usage error about a URL shows its password as C{***}, as every

@@ -1293,6 +1293,35 @@ class HostileAnswerTests(EngineTestCase):
         self.assertEqual(result.path.read_bytes(), b"ok")
         self.assertEqual(proxy.requests, 1)
 
+    async def test_httpsNamesThroughAProxyRefused(self) -> None:
+        """
+        Through a proxy, an C{https} URL (given, or in a redirect) whose
+        host name IDNA 2008 refuses fails at once in a sentence: no
+        certificate can be checked for it (Twisted's TLS raised inside the
+        download, which was logged with a traceback as an internal error).
+        With C{insecure}, nothing is checked and the proxy is asked.
+        """
+        directory = self.directory()
+        proxy, base = await startHostile(
+            self, "canned", canned=b"HTTP/1.1 302 Found\r\nLocation: https://a_b.example/y\r\nContent-Length: 0\r\n\r\n"
+        )
+        error = await self.failureOf(
+            self.downloader(proxy=base, retries=0).download("https://a_b.example/x", directory), BadURL
+        )
+        self.assertIn("'a_b.example' is not a valid IDNA name", str(error))
+        self.assertIn("so no certificate can be checked for it (--insecure checks none)", str(error))
+        error = await self.failureOf(
+            self.downloader(proxy=base, retries=0).download("http://start.example/x", directory), RedirectError
+        )
+        self.assertIn("redirected to https://a_b.example/y, which cannot be fetched: the host name 'a_b.example'", str(error))
+        self.assertEqual(proxy.requestLines, [b"GET http://start.example/x HTTP/1.1"])
+        await self.failureOf(
+            self.downloader(proxy=base, retries=0, insecure=True).download("https://a_b.example/x", directory),
+            DownloadError,
+        )
+        self.assertEqual(proxy.requestLines[1:], [b"CONNECT a_b.example:443 HTTP/1.1"])
+        self.assertEqual(listing(directory), [])
+
     async def test_nonASCIIHostsSentAsBrowsersSendThem(self) -> None:
         """
         A host name that is not ASCII is sent (in the request line and the

@@ -77,7 +77,16 @@ from .state import (
     mergeRanges,
     statePathFor,
 )
-from .values import RESERVED_HEADERS, asciiHostName, asciiProxyURL, directHostProblem, isText, parseChecksum, redact
+from .values import (
+    RESERVED_HEADERS,
+    asciiHostName,
+    asciiProxyURL,
+    certificateHostProblem,
+    directHostProblem,
+    isText,
+    parseChecksum,
+    redact,
+)
 
 log = Logger()
 
@@ -777,7 +786,7 @@ class _Download:
         self.request = job.request
         self.directory = Path(self.request.directory)
         self.url, self.authorization = splitURL(self.request.url)
-        problem = self._directHostProblem(self.url)
+        problem = self._hostProblem(self.url)
         if problem is not None:
             raise BadURL(f"{redact(self.request.url)}: {problem}")
         if "\0" in str(self.directory):
@@ -1338,19 +1347,24 @@ class _Download:
                 nextURL, _ = splitURL(target)  # credentials in a Location are never used
             except BadURL as e:
                 raise RedirectError(f"{url}: redirected to an unusable URL ({e})") from None
-            problem = self._directHostProblem(nextURL)
+            problem = self._hostProblem(nextURL)
             if problem is not None:
                 raise RedirectError(f"{url}: redirected to {nextURL}, which cannot be fetched: {problem}")
             url = nextURL
 
-    def _directHostProblem(self, url: str) -> Optional[str]:
+    def _hostProblem(self, url: str) -> Optional[str]:
         """
         Why C{url} (as L{splitURL} gives it) cannot be fetched without a
-        proxy when none is set, or L{None}.
+        proxy when none is set, or with its certificate checked over
+        C{https}; or L{None}.
         """
-        if self.settings.proxy is not None:
-            return None
-        return directHostProblem(urlsplit(url).hostname or "")
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if self.settings.proxy is None:
+            return directHostProblem(host)
+        if parts.scheme == "https" and not self.settings.insecure:
+            return certificateHostProblem(host)
+        return None
 
     async def _fetchOnce(self, piece: _Piece) -> None:
         headers: dict[bytes, list[bytes]] = {}

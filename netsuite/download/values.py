@@ -174,12 +174,31 @@ def directHostProblem(host: str) -> Optional[str]:
     takes only names IDNA 2008 allows, so C{a_b.com}, C{-a-.com} or C{xn--}
     fail when the connection is tried; an HTTP proxy can still reach them.
     """
+    problem = _idnaProblem(host)
+    if problem is None:
+        return None
+    return f"{problem}, so Twisted cannot connect to it"
+
+
+def certificateHostProblem(host: str) -> Optional[str]:
+    """
+    Why no certificate can be checked for C{host} (a host as
+    L{asciiHostName} gives it), in words; or L{None}.  Twisted's TLS takes
+    only names IDNA 2008 allows, also when a proxy resolves the name.
+    """
+    problem = _idnaProblem(host)
+    if problem is None:
+        return None
+    return f"{problem}, so no certificate can be checked for it (--insecure checks none)"
+
+
+def _idnaProblem(host: str) -> Optional[str]:
     if ":" in host or isIPAddress(host):
         return None
     try:
         idna.decode(host)
     except (UnicodeError, ValueError) as e:
-        return f"the host name {host!r} is not a valid IDNA name ({e}), so Twisted cannot connect to it"
+        return f"the host name {host!r} is not a valid IDNA name ({e})"
     return None
 
 
