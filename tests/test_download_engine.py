@@ -3615,6 +3615,30 @@ class ValueTests(SynchronousTestCase):
             splitURL("http://user:secret@b\u00fc_cher.example/x")
         self.assertIn("http://user:***@b\u00fc_cher.example/x: the host name is not valid IDNA", str(e.exception))
 
+    def test_forbiddenHostCharactersRefused(self) -> None:
+        """
+        A host holding a character the URL Standard forbids in a domain
+        (C{<}, C{%}, C{^}, a space), also one UTS #46 maps a full-width
+        form to, is refused in a phrase naming it.  The mapped name was
+        sent to the proxy: C{Host: a<script>".example}, C{x%0d%0a.example}.
+        """
+        cases = {
+            "a\uff1cscript\uff1e\uff02.example": "the host name 'a\uff1cscript\uff1e\uff02.example' is "
+            "'a<script>\".example' once mapped by UTS #46, and holds '<', which no host name may hold",
+            "x\uff050d\uff050a.example": "is 'x%0d%0a.example' once mapped by UTS #46, and holds '%'",
+            "good\u3000example.com": "holds ' '",
+            "a\uff5cb.example": "holds '|'",
+            "a^b.example": "the host name 'a^b.example' holds '^', which no host name may hold",
+        }
+        for host, expected in cases.items():
+            with self.assertRaises(ValueError, msg=host) as e:
+                asciiHostName(host)
+            self.assertIn(expected, str(e.exception))
+        with self.assertRaises(BadURL) as e:
+            splitURL("http://user:secret@a\uff1cb.example/x")
+        self.assertIn("http://user:***@a\uff1cb.example/x: the host name", str(e.exception))
+        self.assertEqual(asciiHostName('a"b.example'), 'a"b.example')  # allowed by the URL Standard
+
     def test_proxyHostMadeASCII(self) -> None:
         """
         L{asciiProxyURL} gives a proxy URL with its host as a download's is

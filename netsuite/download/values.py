@@ -119,6 +119,12 @@ def isText(text: str) -> bool:
     return _NOT_TEXT.search(text) is None
 
 
+#: The URL Standard's forbidden domain code points: a host holding one is
+#: refused, also when UTS #46 maps a full-width form to it (＜, ％, a
+#: full-width space), rather than sent to a resolver or a proxy.
+_FORBIDDEN_IN_HOST = re.compile(r"[\x00-\x20\x7f#%/:<>?@\[\\\]^|]")
+
+
 def asciiHostName(host: str) -> str:
     """
     C{host} (a URL's host, without brackets) as a resolver is given it: a
@@ -134,6 +140,10 @@ def asciiHostName(host: str) -> str:
             raise ValueError("an IPv6 zone ID (the part after %25) cannot be used in a URL")
         return host
     name = host if host.isascii() else _idnaName(host)
+    forbidden = _FORBIDDEN_IN_HOST.search(name)
+    if forbidden is not None:
+        became = "" if name == host else f" is {name!r} once mapped by UTS #46, and"
+        raise ValueError(f"the host name {host!r}{became} holds {forbidden.group()!r}, which no host name may hold")
     problem = hostNameProblem(name)
     if problem is not None:
         raise ValueError(problem)
