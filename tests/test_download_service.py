@@ -34,7 +34,16 @@ from twisted.web.static import File
 
 from netsuite.download import service as serviceModule
 from netsuite.download.engine import DownloadSettings
-from netsuite.download.service import JOBS_FILE, MAX_BODY, SAVE_INTERVAL, DownloadService
+from netsuite.download.service import (
+    JOBS_FILE,
+    MAX_BODY,
+    MAX_ERROR,
+    MAX_FINISHED,
+    MAX_PENDING,
+    MAX_SKIP_WARNINGS,
+    SAVE_INTERVAL,
+    DownloadService,
+)
 from netsuite.listen import StreamListener
 from netsuite.proxyrules import ProxyRules
 from netsuite.status import SimpleStatus
@@ -1541,6 +1550,55 @@ class SaveTests(SynchronousTestCase):
         self.addCleanup(again.stopService)
         self.assertEqual([job["id"] for job in again.list()], ids)
         self.assertEqual(again.add("http://example.com/next")["id"], "32")
+
+    def test_jobListReadAsTheAPIWouldTakeIt(self) -> None:
+        """
+        A job list read at start holds no more than the API lets in: a job
+        whose host Twisted cannot connect to is skipped (it failed at once
+        instead, as the API answers 400 for it); an error is cut to
+        L{MAX_ERROR} characters; a path that is not a plain file name is
+        not shown.  Nothing is lost: the list as it was is kept aside.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        jobs = [
+            {"id": "1", "url": "http://a_b.example/x", "state": "queued"},
+            {"id": "2", "url": "http://xn--/x", "state": "queued"},
+            {"id": "3", "url": "http://example.com/3", "state": "failed", "error": "e" * 5000},
+            {"id": "4", "url": "http://example.com/4", "state": "done", "path": "/etc/passwd"},
+            {"id": "5", "url": "http://example.com/5", "state": "done", "path": ".."},
+            {"id": "6", "url": "http://example.com/6", "state": "done", "path": "report.1.pdf"},
+        ]
+        service, clock, writes = self.startService(jobs)
+        self.assertEqual([job["id"] for job in service.list()], ["3", "4", "5", "6"])
+        self.assertEqual(len(service.get("3")["error"]), MAX_ERROR)
+        self.assertEqual([service.get(n)["path"] for n in "456"], [None, None, "report.1.pdf"])
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("skipping job 1: http://a_b.example/x: the host name 'a_b.example' is not a valid IDNA name", warnings[0])
+        self.assertIn("skipping job 2: http://xn--/x:", warnings[1])
+        self.assertIn("kept it as", warnings[-1])
+        self.assertEqual(len(warnings), 3)
+
+    def test_jobListOverTheLimitsIsCut(self) -> None:
+        """
+        A job list holding more unfinished jobs than the queue takes
+        (L{MAX_PENDING}) starts the first of them only, and keeps the
+        newest L{MAX_FINISHED} finished ones; a list of 50,000 queued jobs
+        started them all, at full CPU and 760 MB.  The skipped jobs get one
+        warning each up to L{MAX_SKIP_WARNINGS}, then one for the rest, and
+        the list as it was is kept aside.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        jobs = [{"id": f"d{n}", "url": f"http://example.com/{n}", "state": "done"} for n in range(MAX_FINISHED + 5)]
+        jobs += [{"id": str(n), "url": f"http://example.com/{n}", "state": "queued"} for n in range(MAX_PENDING + 50)]
+        service, clock, writes = self.startService(jobs)
+        listed = [job["id"] for job in service.list()]
+        self.assertEqual(listed, [f"d{n}" for n in range(5, MAX_FINISHED + 5)] + [str(n) for n in range(MAX_PENDING)])
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), MAX_SKIP_WARNINGS + 3, warnings[-3:])
+        self.assertIn(f"skipping job {MAX_FINISHED + 5 + MAX_PENDING + 1}: more than {MAX_PENDING} downloads would wait", warnings[0])
+        self.assertIn(f"skipping {50 - MAX_SKIP_WARNINGS} more jobs that cannot be used", warnings[-3])
+        self.assertIn(f"forgetting the 5 oldest finished jobs (at most {MAX_FINISHED} are kept)", warnings[-2])
+        self.assertIn("kept it as", warnings[-1])
 
     def test_hugeIdInJobListIsHarmless(self) -> None:
         """

@@ -76,6 +76,10 @@ MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * (MAX_BODY + 1024)
 #: The longest error message a job keeps, in characters.
 MAX_ERROR = 1000
 
+#: Jobs of a job list skipped at start each with their own warning; the
+#: rest are counted in one.
+MAX_SKIP_WARNINGS = 20
+
 #: The longest job id whose number counts for the next id (ids stay below
 #: 2**53, which JavaScript clients read exactly).
 _MAX_ID_DIGITS = 15
@@ -396,8 +400,7 @@ class DownloadService(Service):
                 # Its .part stays (a new job for the URL resumes it) until
                 # the job is deleted.
                 job["state"] = "failed"
-                error = str(result.value)
-                job["error"] = error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 1] + "\u2026"
+                job["error"] = _cutError(str(result.value))
         else:
             job.pop("part", None)
             job["state"] = "done"
@@ -413,10 +416,16 @@ class DownloadService(Service):
             self._changed()
         return None
 
-    def _forgetOld(self) -> None:
+    def _forgetOld(self) -> int:
+        """
+        Forget the oldest finished jobs past L{MAX_FINISHED}; returns how
+        many.
+        """
         finished = [job for job in self._jobs.values() if job["state"] in _FINISHED]
-        for job in finished[: max(0, len(finished) - MAX_FINISHED)]:
+        old = finished[: max(0, len(finished) - MAX_FINISHED)]
+        for job in old:
             del self._jobs[job["id"]]
+        return len(old)
 
     # -- the job list on disk ---------------------------------------------------
 
@@ -454,25 +463,45 @@ class DownloadService(Service):
         following = data.get("next")
         if type(following) is int and 0 < following < 2**53:
             self._next = max(self._next, following)
-        skipped = 0
+        skipped = pending = 0
         for number, entry in enumerate(jobs, 1):
             job, problem = _readJob(entry)
             if job is not None and job["id"] in self._jobs:
                 job, problem = None, f"its id {job['id']!r} is taken by an earlier job"
+            if job is not None and job["state"] not in _FINISHED:
+                if pending >= MAX_PENDING:
+                    job, problem = None, f"more than {MAX_PENDING} downloads would wait"
+                else:
+                    pending += 1
             if job is None:
                 skipped += 1
-                log.warn(
-                    "job list {path}: skipping job {number}: {problem}",
-                    path=str(self.jobsFile),
-                    number=number,
-                    problem=problem,
-                )
+                if skipped <= MAX_SKIP_WARNINGS:
+                    log.warn(
+                        "job list {path}: skipping job {number}: {problem}",
+                        path=str(self.jobsFile),
+                        number=number,
+                        problem=problem,
+                    )
                 continue
             self._jobs[job["id"]] = job
             jobId = job["id"]
             if _idNumber(jobId) is not None:
                 self._next = max(self._next, _idNumber(jobId) + 1)
-        if skipped:
+        forgotten = self._forgetOld()
+        if skipped > MAX_SKIP_WARNINGS:
+            log.warn(
+                "job list {path}: skipping {n} more jobs that cannot be used",
+                path=str(self.jobsFile),
+                n=skipped - MAX_SKIP_WARNINGS,
+            )
+        if forgotten:
+            log.warn(
+                "job list {path}: forgetting the {n} oldest finished jobs (at most {most} are kept)",
+                path=str(self.jobsFile),
+                n=forgotten,
+                most=MAX_FINISHED,
+            )
+        if skipped or forgotten:
             log.warn("job list {path}: {kept}", path=str(self.jobsFile), kept=self._setAside())
             self._save()  # the usable jobs, under the real name again
 
@@ -803,6 +832,13 @@ def _encodeJob(job: dict) -> bytes:
         return json.dumps(job, separators=(",", ":")).encode("ascii")
 
 
+def _cutError(error: str) -> str:
+    """
+    C{error} cut to L{MAX_ERROR} characters.
+    """
+    return error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 1] + "\u2026"
+
+
 def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
     """
     A job of the job list as the service keeps it, or L{None} and why it
@@ -818,9 +854,12 @@ def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
     if not isinstance(url, str) or not url or len(url) > MAX_URL:
         return None, f"job {jobId!r} has no usable URL"
     try:
-        splitURL(url)
+        clean, _ = splitURL(url)
     except DownloadError as e:
         return None, str(e).replace(url, redact(url)).replace(repr(url), repr(redact(url)))
+    problem = directHostProblem(urlsplit(clean).hostname or "")
+    if problem is not None:
+        return None, f"{redact(url)}: {problem}"
     if state not in _STATES:
         return None, f"job {jobId!r} has no known state"
     name, checksum, part = entry.get("name"), entry.get("checksum"), entry.get("part")
@@ -848,14 +887,15 @@ def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
         value = entry.get(key)
         return value if isinstance(value, str) else None
 
+    error, path = text("error"), text("path")
     return {
         "id": jobId,
         "url": url,
         "name": name,
         "checksum": checksum,
         "state": state,
-        "error": text("error"),
-        "path": text("path"),
+        "error": None if error is None else _cutError(error),
+        "path": path if path and names.sanitiseName(path, default="") == path else None,
         "size": count("size"),
         "done": count("done") or 0,
         "created": when("created"),
