@@ -616,6 +616,11 @@ class DownloadTests(ServiceTestCase):
         for host in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"):
             body = await self.assertError(403, "POST", document={"url": self.origin.url("/slow.bin", host)})
             self.assertIn("loopback", body["error"])
+        # Other forms the resolver reads as the address (they were queued,
+        # then failed as refused when connecting).
+        for host in ("127.1", "0x7f.1", "2130706433", "017700000001", "\uff11\uff12\uff17.0.0.1", "127\u30020\u30020\u30021"):
+            body = await self.assertError(403, "POST", document={"url": self.origin.url("/slow.bin", host)})
+            self.assertIn("the destination 127.0.0.1 is a loopback address", body["error"])
         self.assertEqual(await self.listed(), [])
         self.assertEqual(self.origin.slow.ranges, [])
 

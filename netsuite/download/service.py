@@ -25,7 +25,9 @@ import ipaddress
 import json
 import math
 import os
+import re
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -207,7 +209,7 @@ class DownloadService(Service):
         problem = directHostProblem(urlsplit(clean).hostname or "")
         if problem is not None:
             raise APIError(400, f"{redact(url)}: {problem}")
-        self._checkLiteralDestination(url)
+        self._checkLiteralDestination(url, clean)
         if name is not None:
             if not isinstance(name, str) or not names.sanitiseName(name, default=""):
                 raise APIError(400, "'name' must be a usable file name")
@@ -242,15 +244,16 @@ class DownloadService(Service):
         self._changed()
         return self.describe(job)
 
-    def _checkLiteralDestination(self, url: str) -> None:
+    def _checkLiteralDestination(self, url: str, clean: str) -> None:
         """
         Refuse at once a URL whose host is an address the rules refuse
         (names are checked when they are resolved, at connection time).
+
+        @param clean: C{url} as L{splitURL} gives it (its host converted).
         """
-        parts = urlsplit(url)
-        try:
-            address = ipaddress.ip_address(parts.hostname or "")
-        except ValueError:
+        parts = urlsplit(clean)
+        address = _literalAddress(parts.hostname or "")
+        if address is None:
             return
         try:
             self.rules.checkDestination([address], parts.port or (443 if parts.scheme.lower() == "https" else 80))
@@ -830,6 +833,28 @@ def _encodeJob(job: dict) -> bytes:
         return json.dumps(job, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(job, separators=(",", ":")).encode("ascii")
+
+
+#: The IPv4 forms C{inet_aton} (so the resolver) reads beside dotted
+#: decimal: C{127.1}, C{0x7f.1}, C{2130706433}, C{017700000001}.
+_IPV4_FORMS = re.compile(r"[0-9a-fA-FxX.]+")
+
+
+def _literalAddress(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """
+    The address C{host} (as L{splitURL} gives it) stands for as it is, in
+    any form the resolver reads as an address; or L{None} for a name.
+    """
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if _IPV4_FORMS.fullmatch(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def _cutError(error: str) -> str:
