@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from OpenSSL.SSL import WantReadError, ZeroReturnError
+from OpenSSL.SSL import SENT_SHUTDOWN, WantReadError, ZeroReturnError
 from zope.interface import alsoProvides, implementer
 
 from netsuite.files import readSmallFile
@@ -485,7 +485,7 @@ class _CloseNotifyAsEndOfInput:
         try:
             return self._connection.recv(size)  # type: ignore[no-any-return]
         except ZeroReturnError:
-            if self._tls.disconnecting:
+            if self._connection.get_shutdown() & SENT_SHUTDOWN:
                 # The answer to netsuite's own close_notify: TLS ends the
                 # connection (kept as the end of input, it stayed open).
                 raise

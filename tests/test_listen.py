@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import List
+from typing import Any, List
+
+from OpenSSL.SSL import SENT_SHUTDOWN, WantReadError, ZeroReturnError
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -25,6 +27,8 @@ from netsuite.listen import (
     ListenError,
     StreamListener,
     TrackingFactory,
+    _CloseNotifyAsEndOfInput,
+    _HalfClosingTLSProtocol,
     _PeerReadGateFactory,
     _describe,
     parseDatagramEndpoint,
@@ -297,6 +301,60 @@ class PeerReadGateTests(SynchronousTestCase):
         self.signal.stopProducing()
         self.gate.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(producer.calls, ["stop"])
+
+
+class _ClosedConnection:
+    """
+    Stands for a pyOpenSSL connection whose peer's close_notify has come,
+    and which has sent its own or not (C{flags}, as C{get_shutdown}).
+    """
+
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+
+    def recv(self, size: int) -> bytes:
+        raise ZeroReturnError()
+
+    def get_shutdown(self) -> int:
+        return self.flags
+
+
+class _Ending(Protocol):
+    ended = 0
+
+    def readConnectionLost(self) -> None:
+        self.ended += 1
+
+
+class CloseNotifyTests(SynchronousTestCase):
+    """
+    L{_CloseNotifyAsEndOfInput}: a peer's close_notify is the end of its
+    input, unless it answers the one netsuite sent.
+    """
+
+    def tls(self, flags: int, disconnecting: bool) -> tuple[_CloseNotifyAsEndOfInput, Any]:
+        tls = _HalfClosingTLSProtocol(None, _Ending())
+        tls.disconnecting = disconnecting
+        return _CloseNotifyAsEndOfInput(_ClosedConnection(flags), tls), tls
+
+    def test_firstCloseNotifyEndsTheInput(self) -> None:
+        """
+        Also while the service's close waits for its producer (its own
+        close_notify not sent yet): what it still writes goes out.
+        """
+        for disconnecting in (False, True):
+            connection, tls = self.tls(0, disconnecting)
+            self.assertRaises(WantReadError, connection.recv, 1024)
+            self.assertEqual((tls.peerClosed, tls.wrappedProtocol.ended), (True, 1))
+
+    def test_answerEndsTheConnection(self) -> None:
+        """
+        The close_notify that answers netsuite's own goes to TLS, which ends
+        the connection (kept as the end of input, the connection stayed).
+        """
+        connection, tls = self.tls(SENT_SHUTDOWN, True)
+        self.assertRaises(ZeroReturnError, connection.recv, 1024)
+        self.assertEqual((tls.peerClosed, tls.wrappedProtocol.ended), (False, 0))
 
 
 class TLSKeyUpdateFloodTests(TestCase):
