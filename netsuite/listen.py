@@ -377,6 +377,7 @@ class _PeerReadGate(ProtocolWrapper):
     _producer: IPushProducer | None = None
     _started = False
     _refused = False
+    _readingToClose = False
 
     def makeConnection(self, transport: Any) -> None:
         transport.registerProducer(_OutputSignal(self), True)
@@ -422,7 +423,18 @@ class _PeerReadGate(ProtocolWrapper):
             self.transport.resumeProducing()
 
     def pauseProducing(self) -> None:
+        if self._readingToClose:
+            return
         self._pausedAbove = True
+        self._read()
+
+    def readToClose(self) -> None:
+        """
+        The service closed the connection: read on, whatever paused
+        reading above or will (output waiting for the peer still does).
+        """
+        self._readingToClose = True
+        self._pausedAbove = False
         self._read()
 
     def resumeProducing(self) -> None:
@@ -469,32 +481,44 @@ class _PeerReadGate(ProtocolWrapper):
 class _CloseNotifyAsEndOfInput:
     """
     Stands for a TLS protocol's pyOpenSSL connection and passes everything
-    through but C{recv}, where the peer's close_notify, which Twisted takes
-    as the end of the whole connection, becomes the end of the peer's
-    input only: the service's C{readConnectionLost}, while what it still
-    writes goes out, and its own close sends netsuite's close_notify.
+    through but C{recv}:
+
+      - once the service closed the connection, what the peer still sends
+        is dropped while TLS reads on for its close_notify (over TCP,
+        nothing more is read after a close);
+      - for a service that handles half-close (C{halfClose}), the peer's
+        close_notify, which Twisted takes as the end of the whole
+        connection, becomes the end of the peer's input only: the
+        service's C{readConnectionLost}, while what it still writes goes
+        out, and its own close sends netsuite's close_notify.  One that
+        answers netsuite's close_notify ends the connection.
     """
 
-    def __init__(self, connection: Any, tls: "_HalfClosingTLSProtocol") -> None:
+    def __init__(self, connection: Any, tls: "_HalfClosingTLSProtocol", halfClose: bool = True) -> None:
         self._connection = connection
         self._tls = tls
+        self._halfClose = halfClose
 
     def recv(self, size: int) -> bytes:
         if self._tls.peerClosed:
             raise WantReadError()
-        try:
-            return self._connection.recv(size)  # type: ignore[no-any-return]
-        except ZeroReturnError:
-            if self._connection.get_shutdown() & SENT_SHUTDOWN:
-                # The answer to netsuite's own close_notify: TLS ends the
-                # connection (kept as the end of input, it stayed open).
-                raise
-            self._tls.peerClosed = True
-            gate = self._tls.transport
-            if isinstance(gate, _PeerReadGate):
-                alsoProvides(gate, IHalfCloseableProtocol)
-            self._tls.wrappedProtocol.readConnectionLost()
-            raise WantReadError() from None
+        while True:
+            try:
+                data: bytes = self._connection.recv(size)
+            except ZeroReturnError:
+                if not self._halfClose or self._connection.get_shutdown() & SENT_SHUTDOWN:
+                    # The answer to netsuite's own close_notify (kept as
+                    # the end of input, the connection stayed open): TLS
+                    # ends the connection.
+                    raise
+                self._tls.peerClosed = True
+                gate = self._tls.transport
+                if isinstance(gate, _PeerReadGate):
+                    alsoProvides(gate, IHalfCloseableProtocol)
+                self._tls.wrappedProtocol.readConnectionLost()
+                raise WantReadError() from None
+            if not self._tls.disconnecting:
+                return data
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
@@ -504,7 +528,10 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
     """
     TLS that gives a service which handles half-close the peer's
     close_notify as the end of its input (TLS 1.3's half-close, RFC 8446
-    6.1), not as the end of the connection.
+    6.1), not as the end of the connection; and that, once the service
+    closes, reads on (dropping what comes) until the peer's close_notify or
+    the end of its TCP input ends the connection, whatever had stopped
+    reading.
 
     @ivar peerClosed: the peer's close_notify came.
     """
@@ -513,8 +540,17 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
 
     def makeConnection(self, transport: Any) -> None:
         TLSMemoryBIOProtocol.makeConnection(self, transport)
-        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol) and self._tlsConnection is not None:
-            self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self)
+        if self._tlsConnection is not None:
+            halfClose = IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
+            self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self, halfClose)
+
+    def loseConnection(self) -> None:
+        TLSMemoryBIOProtocol.loseConnection(self)
+        gate = self.transport
+        if isinstance(gate, _PeerReadGate):
+            # An HTTP channel stops reading while it answers; without the
+            # peer's close_notify, the connection stayed until a timeout.
+            gate.readToClose()
 
 
 class _HalfClosingTLSFactory(TLSMemoryBIOFactory):

@@ -49,7 +49,7 @@ from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
 from netsuite.accesslog import openAccessLog
-from netsuite.limits import IdleTimeout, unsentBytes
+from netsuite.limits import IdleTimeout
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -1737,12 +1737,6 @@ class ProxyChannel(NetsuiteHTTPChannel):
     #: buffer filled), while it still does not.
     _stalledSince: Optional[float] = None
     _sendTimer: Any = None
-    #: Aborts the connection being closed if the client takes nothing of
-    #: what is left (L{loseConnection}); the output waiting at the last look.
-    _closingTimer: Any = None
-    _closingUnsent = 0
-    #: L{connectionLost} was called.
-    _lost = False
 
     def __init__(self, factory: "ProxyFactory") -> None:
         NetsuiteHTTPChannel.__init__(self, factory)  # type: ignore[arg-type]
@@ -1871,35 +1865,10 @@ class ProxyChannel(NetsuiteHTTPChannel):
         self.transport.abortConnection()
 
     def loseConnection(self) -> None:
-        """
-        Close after what is buffered is sent; abort if the client takes none
-        of it for the idle timeout, as L{_checkStall} does for an answer
-        (nginx's C{send_timeout}).  Over TLS, a client that does not answer
-        the close_notify is aborted in the same way.
-        """
+        # No longer the transport's producer: the stall timer would see no
+        # more progress; the closing timer takes over.
+        self._stalledSince = None
         NetsuiteHTTPChannel.loseConnection(self)
-        if self._closingTimer is None and not self._lost:
-            # No longer the transport's producer: the stall timer would see
-            # no more progress, this one takes over.
-            self._stalledSince = None
-            self._closingUnsent = unsentBytes(self.transport)
-            self._closingTimer = self.callLater(self.factory.settings.idleTimeout, self._checkClosing)
-
-    def _checkClosing(self) -> None:
-        self._closingTimer = None
-        unsent = unsentBytes(self.transport)
-        if unsent < self._closingUnsent:
-            # It took some: it gets another timeout.
-            self._closingUnsent = unsent
-            self._closingTimer = self.callLater(self.factory.settings.idleTimeout, self._checkClosing)
-            return
-        self.factory.stats.count("client_timeouts")
-        self.factory.log_.info(
-            "client {client} took nothing for {seconds:g} seconds while its connection closed: aborted",
-            client=self.clientHost or "-",
-            seconds=self.factory.settings.idleTimeout,
-        )
-        self.transport.abortConnection()
 
     # Tunnels.
 
@@ -1980,13 +1949,11 @@ class ProxyChannel(NetsuiteHTTPChannel):
         pass
 
     def connectionLost(self, reason: Failure) -> None:
-        self._lost = True
         self._following = None
         self._stalledSince = None
-        for timer in (self._sendTimer, self._closingTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._sendTimer = self._closingTimer = None
+        if self._sendTimer is not None and self._sendTimer.active():
+            self._sendTimer.cancel()
+        self._sendTimer = None
         NetsuiteHTTPChannel.connectionLost(self, reason)
 
 

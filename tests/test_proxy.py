@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SynchronousTestCase
 from zope.interface import implementer
 
-from netsuite import proxy as proxyModule
+from netsuite.web import site as siteModule
 from netsuite.proxy import (
     MAX_RESPONSE_HEAD,
     ProxyFactory,
@@ -1744,7 +1744,7 @@ class FlowControlTests(ProxyTestCase):
         one that takes some within each is left to take the rest.
         """
         unsent = [300000, 200000, 1000, 1000]
-        self.patch(proxyModule, "unsentBytes", lambda transport: unsent.pop(0))
+        self.patch(siteModule, "unsentBytes", lambda transport: unsent.pop(0))
         proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
         client, origin = proxy.exchange(
             b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"

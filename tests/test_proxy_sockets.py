@@ -795,7 +795,7 @@ class ProxySocketTests(TestCase):
         """
         await self._closesWhenClientLeavesAfterEarlyAnswer(tls=True)
 
-    async def _closesAfterAnswerWithClose(self, tls: bool) -> None:
+    async def _closesAfterAnswerWithClose(self, tls: bool, size: int = 100) -> None:
         """
         A client asks with C{Connection: close}, reads its answer to the
         end and closes (over TLS: answers the proxy's close_notify with its
@@ -812,7 +812,7 @@ class ProxySocketTests(TestCase):
             endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
         client = Collector()
         await connect(self, port, client, endpoint)
-        client.transport.write(b"GET %s/big?n=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(),))
+        client.transport.write(b"GET %s/big?n=%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(), size))
         await client.closed.addTimeout(5, reactor)
         self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
         for _ in range(50):
@@ -831,6 +831,15 @@ class ProxySocketTests(TestCase):
         the connection stayed until the idle timeout).
         """
         await self._closesAfterAnswerWithClose(tls=True)
+
+    async def test_closesAfterLargeAnswerTLS(self) -> None:
+        """
+        The same after an answer large enough that the proxy stopped
+        reading while the client took it: it reads again to close (it was
+        aborted after the idle timeout, counted as a client timeout).
+        """
+        await self._closesAfterAnswerWithClose(tls=True, size=3_000_000)
+        self.assertNotIn("client_timeouts", self.factory.stats.counters)
 
     async def test_connectPortRefused(self) -> None:
         """

@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import threading
+import select
 import time
 
 import trustme
@@ -1091,6 +1092,86 @@ class SocketTests(TestCase):
         response = await threads.deferToThread(exchange)
         self.assertTrue(response.startswith(b"HTTP/1.1 431 "), response[:100])
         await waitForNoConnections(self, service)
+
+    async def test_largeAnswerWithCloseOverTLSEndsAtOnce(self) -> None:
+        """
+        Over TLS, a client that reads a large answer to a request with
+        C{Connection: close} and answers the server's close_notify has its
+        connection ended at once: the channel had stopped reading while it
+        answered, so the close_notify and the end of input were never read,
+        and the connection stayed until the service stopped.
+        """
+        port, service, cadata = await self.startTLS()
+        body = b'"' + b"x" * (600 * 1024) + b'"'
+
+        def exchange() -> bytes:
+            context = ssl.create_default_context(cadata=cadata)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(
+                        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                    )
+                    received = recvUntil(tls)  # to the server's close_notify
+                    tls.unwrap()
+                    return received
+
+        response = await threads.deferToThread(exchange)
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 "), response[:100])
+        self.assertGreater(len(response), len(body))
+        await waitForNoConnections(self, service)
+
+    async def test_dataAfterTheCloseOverTLSIsDropped(self) -> None:
+        """
+        Over TLS, what a client sends after the server closed (while it
+        waits for the client's close_notify) is dropped, as TCP reads
+        nothing after a close: a request sent then is not answered.
+        """
+        probe = Probe()
+        port, service, cadata = await self.startTLS(api={b"probe": probe})
+
+        def exchange() -> bytes:
+            context = ssl.create_default_context(cadata=cadata)
+            context.maximum_version = ssl.TLSVersion.TLSv1_3
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    received = recvUntil(tls, lambda r: r.endswith(b"\n") and b"\r\n\r\n" in r)
+                    tls.sendall(b"GET /api/probe HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\r\n")
+                    received = recvUntil(tls, received=received)
+                    tls.unwrap()
+                    return received
+
+        response = await threads.deferToThread(exchange)
+        self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"200"])
+        await waitForNoConnections(self, service)
+        self.assertEqual(probe.requests, [])
+
+    async def test_clientNotClosingOverTLSIsAborted(self) -> None:
+        """
+        A client that takes its answer but neither answers the close_notify
+        nor closes is aborted after the idle timeout, counted as a
+        C{client_timeouts} (it kept its connection for as long as it
+        liked).
+        """
+        port, service, cadata = await self.startTLS(limits=Limits(idleTimeout=0.5))
+
+        def exchange() -> tuple[bytes, float]:
+            context = ssl.create_default_context(cadata=cadata)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    received = recvUntil(tls)  # the server's close_notify
+                    started = time.monotonic()
+                    # No close_notify back: wait for the server to end it.
+                    select.select([tls], [], [], 5)
+                    return received, time.monotonic() - started
+
+        response, waited = await threads.deferToThread(exchange)
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 "), response[:100])
+        self.assertLess(waited, 4)
+        await waitForNoConnections(self, service)
+        self.assertEqual(service.stats.counters.get("client_timeouts"), 1, service.stats.counters)
 
     async def test_homePageListsListenersAndCounters(self) -> None:
         port, service, status = await self.startHTTP()

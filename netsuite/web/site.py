@@ -48,7 +48,7 @@ except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
     H2Connection = object  # type: ignore[assignment, misc]
 
 from netsuite.accesslog import openAccessLog
-from netsuite.limits import TokenBucket
+from netsuite.limits import TokenBucket, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
@@ -61,6 +61,7 @@ DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 
 #: The access log, when it goes to the twistd log.
 _accessLog = Logger(namespace="netsuite.web.access")
+_log = Logger(namespace="netsuite.web")
 
 
 
@@ -291,6 +292,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
     _requestLine: bytes | None = None
     #: Aborts a refused connection whose peer does not close.
     _abortCall: IDelayedCall | None = None
+    #: Aborts the connection being closed if the client takes nothing of
+    #: what is left (L{loseConnection}); the output waiting at the last look.
+    _closingTimer: IDelayedCall | None = None
+    _closingUnsent = 0
+    #: L{connectionLost} was called.
+    _lost = False
 
     def __init__(self, site: "NetsuiteSite") -> None:
         HTTPChannel.__init__(self)
@@ -429,8 +436,34 @@ class NetsuiteHTTPChannel(HTTPChannel):
             sendOrQueue(raw, self._rawStats, data)
 
     def loseConnection(self) -> None:
+        """
+        Close after what is buffered is sent; abort if the client takes none
+        of it for the idle timeout (nginx's C{send_timeout}).  Over TLS, a
+        client that does not answer the close_notify is aborted in the same
+        way.
+        """
         self.flushOutput()
         HTTPChannel.loseConnection(self)
+        if self._closingTimer is None and not self._lost:
+            self._closingUnsent = unsentBytes(self.transport)
+            self._closingTimer = self.callLater(self.site.limits.idleTimeout, self._checkClosing)
+
+    def _checkClosing(self) -> None:
+        self._closingTimer = None
+        unsent = unsentBytes(self.transport)
+        if unsent < self._closingUnsent:
+            # It took some: it gets another timeout.
+            self._closingUnsent = unsent
+            self._closingTimer = self.callLater(self.site.limits.idleTimeout, self._checkClosing)
+            return
+        self.site.stats.count("client_timeouts")
+        peer = self.transport.getPeer()
+        _log.info(
+            "client {client} took nothing for {seconds:g} seconds while its connection closed: aborted",
+            client=getattr(peer, "host", None) or "-",
+            seconds=self.site.limits.idleTimeout,
+        )
+        self.transport.abortConnection()
 
     def closeGracefully(self) -> None:
         """
@@ -648,12 +681,14 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self._deadline = None
 
     def connectionLost(self, reason: Any) -> None:
+        self._lost = True
         self._out = None
         self._outBytes = 0
         self._cancelDeadline()
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
-        self._abortCall = None
+        for timer in (self._abortCall, self._closingTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._abortCall = self._closingTimer = None
         HTTPChannel.connectionLost(self, reason)
 
 
