@@ -1596,14 +1596,31 @@ class SaveTests(SynchronousTestCase):
         jobs = [{"id": f"d{n}", "url": f"http://example.com/{n}", "state": "done"} for n in range(MAX_FINISHED + 5)]
         jobs += [{"id": str(n), "url": f"http://example.com/{n}", "state": "queued"} for n in range(MAX_PENDING + 50)]
         service, clock, writes = self.startService(jobs)
+        # The first 1000 waiting jobs were started, and failed at once here
+        # (no resolver): the newest 1000 finished jobs are theirs.
         listed = [job["id"] for job in service.list()]
-        self.assertEqual(listed, [f"d{n}" for n in range(5, MAX_FINISHED + 5)] + [str(n) for n in range(MAX_PENDING)])
+        self.assertEqual(listed, [str(n) for n in range(MAX_PENDING)])
         warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), MAX_SKIP_WARNINGS + 3, warnings[-3:])
         self.assertIn(f"skipping job {MAX_FINISHED + 5 + MAX_PENDING + 1}: more than {MAX_PENDING} downloads would wait", warnings[0])
         self.assertIn(f"skipping {50 - MAX_SKIP_WARNINGS} more jobs that cannot be used", warnings[-3])
         self.assertIn(f"forgetting the 5 oldest finished jobs (at most {MAX_FINISHED} are kept)", warnings[-2])
         self.assertIn("kept it as", warnings[-1])
+
+    def test_jobsFinishingAfterAStartKeepTheListInItsLimit(self) -> None:
+        """
+        Jobs that finish keep at most L{MAX_FINISHED} finished jobs in the
+        list, the newest: the list a start read back (its waiting jobs
+        finishing later) grew past it, and the next start set the list
+        aside as bad.
+        """
+        self.patch(serviceModule, "MAX_FINISHED", 3)
+        jobs = [{"id": str(n), "url": f"http://example.com/{n}", "state": "done"} for n in range(1, 4)]
+        jobs += [{"id": str(n), "url": f"http://example.com/{n}", "state": "queued"} for n in range(4, 7)]
+        service, clock, writes = self.startService(jobs)
+        clock.advance(0)
+        self.assertEqual([job["id"] for job in service.list()], ["4", "5", "6"])
+        self.assertEqual([job["id"] for job in json.loads(writes[-1])["jobs"]], ["4", "5", "6"])
 
     def test_hugeIdInJobListIsHarmless(self) -> None:
         """

@@ -416,6 +416,7 @@ class DownloadService(Service):
             job["name"] = live["name"] or job["name"]
         job["finished"] = time.time()
         if job["id"] in self._jobs:
+            self._forgetOld()  # what a start reads back, not more
             self._changed()
         return None
 
