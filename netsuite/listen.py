@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from OpenSSL.SSL import SENT_SHUTDOWN, WantReadError, ZeroReturnError
+from OpenSSL.SSL import SENT_SHUTDOWN, Error as SSLError, WantReadError, ZeroReturnError
 from zope.interface import alsoProvides, implementer
 
 from netsuite.files import readSmallFile
@@ -80,12 +80,36 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
     _checkDigits(description)
     _checkSSLFiles(description)
     try:
-        return serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, description)
     except Exception as e:
         reason = str(e) or e.__class__.__name__
         raise ValueError(
             f"bad endpoint {description!r} ({reason}); expected a Twisted "
             f"endpoint string such as tcp:8080:interface=127.0.0.1"
+        ) from None
+    _checkSSLContext(endpoint, description)
+    return endpoint
+
+
+def _checkSSLContext(endpoint: object, description: str) -> None:
+    """
+    Make an C{ssl:} endpoint's OpenSSL context now: a C{dhParameters} file
+    is read only then, and one that holds none failed every connection,
+    with tracebacks in the log.
+
+    @raise ValueError: with a readable message when OpenSSL refuses it.
+    """
+    options = getattr(endpoint, "_sslContextFactory", None)
+    if options is None:
+        return
+    try:
+        options.getContext()
+    except SSLError as e:
+        reasons = [str(part[-1]) for part in e.args[0]] if e.args and isinstance(e.args[0], list) else [str(e)]
+        reason = "; ".join(r for r in reasons if r) or "OpenSSL refused them"
+        raise ValueError(
+            f"ssl endpoint {shortened(description, 300)}: OpenSSL cannot use its TLS settings ({reason}); "
+            "is every file it names (dhParameters= too) the PEM it should be?"
         ) from None
 
 

@@ -91,6 +91,25 @@ class ParseTests(SynchronousTestCase):
         message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, "ssl:0"))
         self.assertIn("privateKey='server.pem' cannot be read: No such file or directory", message)
 
+    def test_sslSettingsOpenSSLRefusesAreRefused(self) -> None:
+        """
+        An C{ssl:} endpoint whose C{dhParameters} file holds no DH
+        parameters is refused in one message: OpenSSL reads it only when
+        it makes the context, so the service started and every connection
+        failed, each with tracebacks in the log.
+        """
+        directory = os.path.abspath(self.mktemp())
+        certPath, keyPath = writeLeaf(directory, trustme.CA().issue_cert("localhost"))
+        bad = os.path.join(directory, "dh.pem")
+        with open(bad, "w") as f:
+            f.write("garbage\n")
+        description = f"ssl:0:privateKey={keyPath}:certKey={certPath}:dhParameters={bad}"
+        message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, description))
+        self.assertTrue(message.startswith("ssl endpoint 'ssl:0:privateKey="), message)
+        self.assertIn(": OpenSSL cannot use its TLS settings (no start line", message)
+        self.assertIn("dhParameters= too", message)
+        self.assertNotIn("\n", message)
+
     def test_describeAddresses(self) -> None:
         self.assertEqual(_describe(IPv4Address("TCP", "127.0.0.1", 80)), "tcp 127.0.0.1:80")
         self.assertEqual(_describe(IPv6Address("TCP", "::1", 80)), "tcp [::1]:80")
