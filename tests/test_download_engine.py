@@ -1293,6 +1293,30 @@ class HostileAnswerTests(EngineTestCase):
         self.assertEqual(result.path.read_bytes(), b"ok")
         self.assertEqual(proxy.requests, 1)
 
+    async def test_backslashesInLocationReadAsBrowsersRead(self) -> None:
+        """
+        A backslash before a C{Location}'s query is a slash, as the URL
+        Standard (and browsers) read it: C{http://a.example\\@b.example/x}
+        was fetched from b.example (as user info and host), and
+        C{http:\\\\b.example\\x} as a path on the first host.  In the
+        query it stays itself.
+        """
+        directory = self.directory()
+        cases = {
+            b"http://a.example\\@b.example/x": b"GET http://a.example/@b.example/x HTTP/1.1",
+            b"http:\\\\b.example\\x": b"GET http://b.example/x HTTP/1.1",
+            b"\\\\c.example\\y?q=\\": b"GET http://c.example/y?q=%5C HTTP/1.1",
+        }
+        for location, line in cases.items():
+            canned = b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % (location,)
+            proxy, base = await startHostile(self, "canned", canned=canned)
+            await self.failureOf(
+                self.downloader(proxy=base, retries=0).download("http://start.example/x", directory), RedirectError
+            )
+            self.assertEqual(proxy.requestLines[1], line, location)
+        self.assertEqual(splitURL("http://a.example\\@b.example/x?\\")[0], "http://a.example/@b.example/x?%5C")
+        self.assertEqual(splitURL("HTTPS:\\\\b.example\\x")[0], "https://b.example/x")
+
     async def test_httpsNamesThroughAProxyRefused(self) -> None:
         """
         Through a proxy, an C{https} URL (given, or in a redirect) whose

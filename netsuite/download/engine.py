@@ -300,6 +300,24 @@ class Job:
         }
 
 
+def slashesAsBrowsersRead(text: str) -> str:
+    """
+    C{text}, an http or https URL or a reference relative to one, with each
+    backslash before its query or fragment read as a slash, as the URL
+    Standard (and so browsers) read it: C{http://a.example\\@b.example/}
+    is a.example's, and C{http:\\\\b.example\\x} is b.example's.
+    """
+    end = _QUERY_OR_FRAGMENT.search(text)
+    cut = end.start() if end is not None else len(text)
+    return text[:cut].replace("\\", "/") + text[cut:]
+
+
+_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
+
+#: A URL's scheme and its colon (RFC 3986 3.1).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 def splitURL(url: str) -> tuple[str, Optional[str]]:
     """
     C{url} without its credentials, and the Basic C{Authorization} value
@@ -308,8 +326,11 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     @raise BadURL: when C{url} is not an http or https URL with a host a
         resolver can take and a port other than 0, or is not text.
     """
+    text = url.strip()
+    if text[:6].lower().startswith(("http:", "https:")):
+        text = slashesAsBrowsersRead(text)
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise BadURL(f"{redact(url)}: not a valid URL") from None
@@ -1337,7 +1358,10 @@ class _Download:
             try:
                 # UTF-8, as browsers and curl read it; other bytes are
                 # sent as they came (splitURL).
-                target = urljoin(url, location[0].decode("utf-8", "surrogateescape").strip())
+                reference = location[0].decode("utf-8", "surrogateescape").strip()
+                if not _SCHEME.match(reference) or reference[:6].lower().startswith(("http:", "https:")):
+                    reference = slashesAsBrowsersRead(reference)
+                target = urljoin(url, reference)
                 scheme = urlsplit(target).scheme.lower()
             except ValueError:  # e.g. an unclosed IPv6 bracket
                 raise RedirectError(f"{url}: redirected to an unusable URL") from None
