@@ -44,6 +44,7 @@ from zope.interface import directlyProvides, providedBy
 from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
+from netsuite.download.inputfile import checkURL
 from netsuite.download.state import MAX_STATE_FILE, DownloadState
 from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL
 from netsuite.download import (
@@ -3638,6 +3639,28 @@ class ValueTests(SynchronousTestCase):
         with self.assertRaises(BadURL) as e:
             splitURL("http://user:secret@b\u00fc_cher.example/x")
         self.assertIn("http://user:***@b\u00fc_cher.example/x: the host name is not valid IDNA", str(e.exception))
+
+    def test_unreadableHostsSaySo(self) -> None:
+        """
+        A host holding bytes that are not UTF-8 (from a C{Location}) names
+        them, not the code points that stand for them (U+DCC0); one holding
+        a character that NFKC makes a URL delimiter (full-width C{＃ ／ ？ ＠
+        ：}) says so, where only "not a valid URL" was said.
+        """
+        with self.assertRaises(ValueError) as e:
+            asciiHostName("a\udcc0\udcae.example")
+        self.assertEqual(str(e.exception), "the host name holds bytes that are not UTF-8 (0xC0 0xAE)")
+        for host in ("a\uff03b.example", "a\uff0fb.example", "a\uff20b.example", "a\ufe56b.example"):
+            with self.assertRaises(BadURL) as e:
+                splitURL(f"http://{host}/x")
+            self.assertIn(
+                ": not a valid URL (its host holds a character that Unicode normalization (NFKC) makes one of / ? # @ :)",
+                str(e.exception),
+            )
+            with self.assertRaises(ValueError) as e:
+                checkURL(f"http://{host}/x")
+            self.assertIn("is not a URL that can be read: its host holds a character", str(e.exception))
+        checkURL("http:\\\\b.example\\x")  # read as browsers read it
 
     def test_forbiddenHostCharactersRefused(self) -> None:
         """

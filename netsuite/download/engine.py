@@ -86,6 +86,7 @@ from .values import (
     isText,
     parseChecksum,
     redact,
+    unreadableURLReason,
 )
 
 log = Logger()
@@ -332,8 +333,8 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise BadURL(f"{redact(url)}: not a valid URL") from None
+    except ValueError as e:
+        raise BadURL(f"{redact(url)}: not a valid URL ({unreadableURLReason(e)})") from None
     shown = redact(url)  # messages never show the password
     if parts.scheme.lower() not in ("http", "https"):
         scheme = parts.scheme or "(none)"

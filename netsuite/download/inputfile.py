@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 
 from netsuite.text import shortened
 
-from .engine import splitURL
+from .engine import slashesAsBrowsersRead, splitURL
 from .errors import DownloadError
-from .values import MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact
+from .values import MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, unreadableURLReason
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
            "parseInputFile"]
@@ -92,11 +92,13 @@ def checkURL(url: str) -> None:
         raise ValueError(f"{shown!r} is not a URL: it holds a control character")
     if any(c.isspace() for c in url):
         raise ValueError(f"{shown!r} is not a URL: it holds spaces or tabs (write spaces as %20)")
+    if url[:6].lower().startswith(("http:", "https:")):
+        url = slashesAsBrowsersRead(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ValueError(f"{shown!r} is not a URL that can be read") from None
+    except ValueError as e:
+        raise ValueError(f"{shown!r} is not a URL that can be read: {unreadableURLReason(e)}") from None
     if not parts.scheme or "://" not in url:
         raise ValueError(f"{shown!r} is not a URL: write it with http:// or https:// in front")
     if parts.scheme.lower() not in ("http", "https"):

@@ -125,6 +125,19 @@ def isText(text: str) -> bool:
 _FORBIDDEN_IN_HOST = re.compile(r"[\x00-\x20\x7f#%/:<>?@\[\\\]^|]")
 
 
+def unreadableURLReason(error: ValueError) -> str:
+    """
+    Why Python's C{urlsplit} could not read a URL (C{error}, what it
+    raised), in words.
+    """
+    text = str(error)
+    if "NFKC" in text:
+        return "its host holds a character that Unicode normalization (NFKC) makes one of / ? # @ :"
+    if not text:
+        return "it cannot be parsed"
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
 def asciiHostName(host: str) -> str:
     """
     C{host} (a URL's host, without brackets) as a resolver is given it: a
@@ -139,6 +152,10 @@ def asciiHostName(host: str) -> str:
         if "%" in host:
             raise ValueError("an IPv6 zone ID (the part after %25) cannot be used in a URL")
         return host
+    undecoded = bytes(ord(c) - 0xDC00 for c in host if "\udc80" <= c <= "\udcff")
+    if undecoded:
+        shown = " ".join(f"0x{b:02X}" for b in undecoded[:8])
+        raise ValueError(f"the host name holds bytes that are not UTF-8 ({shown})")
     name = host if host.isascii() else _idnaName(host)
     forbidden = _FORBIDDEN_IN_HOST.search(name)
     if forbidden is not None:
