@@ -96,6 +96,17 @@ class SourceTests(SynchronousTestCase):
         self.assertIsNone(nameFromURL("http://h"))
         self.assertEqual(nameFromURL("http://h/a/%2e%2e"), "..")
 
+    def test_urlSegmentNotUTF8KeepsItsBytesEncoded(self) -> None:
+        """
+        Bytes of a segment that are not UTF-8 stay percent-encoded (as
+        C{curl -O} keeps them), so that different URLs get different
+        names: each was U+FFFD, and C{/%E9} and C{/%F0} were one name.
+        """
+        self.assertEqual(nameFromURL("http://h/%E9"), "%E9")
+        self.assertEqual(nameFromURL("http://h/p%ED%A0%80q"), "p%ED%A0%80q")
+        self.assertEqual(nameFromURL("http://h/caf%C3%A9%e9.txt"), "caf\u00e9%E9.txt")
+        self.assertEqual(chooseName("http://h/%F0"), "%F0")
+
     def test_chooseName(self) -> None:
         """
         C{Content-Disposition} first, then the URL, then the default; always

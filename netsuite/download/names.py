@@ -17,7 +17,7 @@ import unicodedata
 from email.utils import decode_params, unquote as unquoteHeader
 from pathlib import Path
 from typing import List, Optional, Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from netsuite.charsets import textCodec
 
@@ -172,7 +172,17 @@ def nameFromURL(url: str) -> Optional[str]:
     segment = path.rsplit("/", 1)[-1]
     if not segment:
         return None
-    return unquote(segment, errors="replace")
+    # Bytes that are not UTF-8 stay percent-encoded, as curl -O keeps them:
+    # each became U+FFFD, so /%E9 and /%F0 were both saved as one name.
+    try:
+        raw = segment.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate: as its UTF-8 form
+        raw = segment.encode("utf-8", "surrogatepass")
+    text = unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+    return _UNDECODED.sub(lambda m: "%%%02X" % (ord(m.group()) - 0xDC00), text)
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 def chooseName(url: str, contentDisposition: Optional[str] = None) -> str:
