@@ -564,11 +564,13 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
 
     def makeConnection(self, transport: Any) -> None:
         TLSMemoryBIOProtocol.makeConnection(self, transport)
-        if self._tlsConnection is not None:
-            halfClose = IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
-            self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self, halfClose)
+        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol) and self._tlsConnection is not None:
+            self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self)
 
     def loseConnection(self) -> None:
+        if self._tlsConnection is not None and not isinstance(self._tlsConnection, _CloseNotifyAsEndOfInput):
+            # Only now: every TLS call of the connection goes through it.
+            self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self, halfClose=False)
         TLSMemoryBIOProtocol.loseConnection(self)
         gate = self.transport
         if isinstance(gate, _PeerReadGate):

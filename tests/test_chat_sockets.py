@@ -11,6 +11,7 @@ import socket
 import trustme
 from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import deferLater
@@ -60,6 +61,16 @@ class ChatClient(LineReceiver):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.reason = reason
         self.closed.callback(None)
+
+
+def tlsEndpoint(port: int, ca: trustme.CA) -> IStreamClientEndpoint:
+    """
+    A TLS client endpoint to C{127.0.0.1:port}, verifying C{localhost}
+    against C{ca}.
+    """
+    return wrapClientTLS(
+        optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    )
 
 
 class ChatSocketTests(TestCase):
@@ -294,10 +305,7 @@ class ChatSocketTests(TestCase):
         port, factory = await self.startChat(
             tls=makeServerOptions(self.mktemp(), ca), rate=0, historySize=0, maxOutput=64 * 1024 * 1024
         )
-        endpoint = wrapClientTLS(
-            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        )
+        endpoint = tlsEndpoint(port, ca)
         alice = await self.connect(port, "alice", endpoint)
         left = alice.waitFor("* bob left", timeout=30)
         count = 5000
@@ -322,10 +330,7 @@ class ChatSocketTests(TestCase):
         plain = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
         securePort = await startListener(self, secure)
         plainPort = await startListener(self, plain)
-        endpoint = wrapClientTLS(
-            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", securePort),
-        )
+        endpoint = tlsEndpoint(securePort, ca)
         alice = await self.connect(securePort, "alice", endpoint)
         bob = await self.connect(plainPort, "bob")
         heard = bob.waitFor("alice: ")
@@ -344,10 +349,7 @@ class ChatSocketTests(TestCase):
         """
         ca = trustme.CA()
         port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), historySize=0)
-        endpoint = wrapClientTLS(
-            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        )
+        endpoint = tlsEndpoint(port, ca)
         alice = await self.connect(port, "alice", endpoint)
         bob = await self.connect(port, "bob", endpoint)
         left = alice.waitFor("* bob left", timeout=30)
@@ -366,10 +368,7 @@ class ChatSocketTests(TestCase):
         """
         ca = trustme.CA()
         port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), historySize=0)
-        endpoint = wrapClientTLS(
-            optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        )
+        endpoint = tlsEndpoint(port, ca)
         bob = await self.connect(port, "bob", endpoint)
         bob.say("/quit")
         await bob.closed.addTimeout(5, reactor)
@@ -389,18 +388,12 @@ class ChatSocketTests(TestCase):
         ca = trustme.CA()
         port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), historySize=50, rate=0)
 
-        def endpoint():
-            return wrapClientTLS(
-                optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
-                TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-            )
-
-        alice = await self.connect(port, "alice", endpoint())
+        alice = await self.connect(port, "alice", tlsEndpoint(port, ca))
         for n in range(50):
             alice.sendLine(b"%d " % (n,) + b"\xff" * 3990)
         await deferLater(reactor, 0.2, lambda: None)
         bob = ChatClient()
-        await connectProtocol(endpoint(), bob)
+        await connectProtocol(tlsEndpoint(port, ca), bob)
         self.addCleanup(lambda: bob.transport.abortConnection())
         last = bob.waitFor("[history] alice: 49 ")
         bob.say("bob")

@@ -370,6 +370,30 @@ class ProxySocketTests(TestCase):
     def channels(self) -> List[Any]:
         return [p.wrappedProtocol for p in self.listener.tracker.protocols]
 
+    async def clientOf(self, tls: bool, rules: ProxyRules | None = None, **kw: Any) -> Collector:
+        """
+        Start a proxy (over TLS, with a certificate made here, when C{tls})
+        and connect a client to it.
+        """
+        ca = trustme.CA()
+        port = await self.startProxy(rules, tls=makeServerOptions(self.mktemp(), ca) if tls else None, **kw)
+        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        if tls:
+            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
+        client = Collector()
+        await connect(self, port, client, endpoint)
+        return client
+
+    async def assertChannelsEnd(self) -> None:
+        """
+        Fail unless every client connection of the proxy ends within 5 s.
+        """
+        for _ in range(50):
+            if not self.channels():
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.channels(), [], "the client's connection stayed open")
+
     # Plain requests.
 
     async def test_getThroughProxy(self) -> None:
@@ -703,26 +727,16 @@ class ProxySocketTests(TestCase):
         originPort = reactor.listenTCP(0, Factory.forProtocol(_Endless), interface="127.0.0.1")
         self.addCleanup(originPort.stopListening)
         target = originPort.getHost().port
-        ca = trustme.CA()
-        port = await self.startProxy(
+        client = await self.clientOf(
+            tls,
             ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
             settings=ProxySettings(tunnelIdleTimeout=0.3, idleTimeout=0.5),
-            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
         )
-        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        if tls:
-            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
-        client = Collector()
-        await connect(self, port, client, endpoint)
         client.transport.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,))
         await client.waitFor(len(b"HTTP/1.1 200 Connection established\r\n\r\n"))
         client.transport.pauseProducing()
         self.assertEqual(len(self.channels()), 1)
-        for _ in range(50):
-            await deferLater(reactor, 0.1, lambda: None)
-            if not self.channels():
-                break
-        self.assertEqual(self.channels(), [], "the client's connection stayed open")
+        await self.assertChannelsEnd()
         self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
         counters = self.factory.stats.counters
         self.assertEqual((counters.get("tunnel_timeouts"), counters.get("client_timeouts")), (1, 1))
@@ -752,16 +766,7 @@ class ProxySocketTests(TestCase):
         origin = _RawOriginFactory()
         originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
         self.addCleanup(originPort.stopListening)
-        ca = trustme.CA()
-        port = await self.startProxy(
-            settings=ProxySettings(idleTimeout=30),
-            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
-        )
-        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        if tls:
-            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
-        client = Collector()
-        await connect(self, port, client, endpoint)
+        client = await self.clientOf(tls, settings=ProxySettings(idleTimeout=30))
         head = b"POST http://127.0.0.1:%d/up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
             originPort.getHost().port,
             64 * 1024 * 1024,
@@ -774,11 +779,7 @@ class ProxySocketTests(TestCase):
         await client.waitFor(len(answer) + len(b"Via: 1.1 netsuite\r\n"))
         self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 413 "))
         client.transport.loseConnection()  # over TLS: after what it wrote, close_notify
-        for _ in range(50):
-            await deferLater(reactor, 0.1, lambda: None)
-            if not self.channels():
-                break
-        self.assertEqual(self.channels(), [], "the client's connection stayed open")
+        await self.assertChannelsEnd()
         await client.closed
 
     async def test_clientLeavesAfterEarlyAnswer(self) -> None:
@@ -802,24 +803,11 @@ class ProxySocketTests(TestCase):
         own): its connection to the proxy ends at once, not after the idle
         timeout.
         """
-        ca = trustme.CA()
-        port = await self.startProxy(
-            settings=ProxySettings(idleTimeout=30),
-            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
-        )
-        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        if tls:
-            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), endpoint)
-        client = Collector()
-        await connect(self, port, client, endpoint)
+        client = await self.clientOf(tls, settings=ProxySettings(idleTimeout=30))
         client.transport.write(b"GET %s/big?n=%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (self.base.encode(), size))
         await client.closed.addTimeout(5, reactor)
         self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
-        for _ in range(50):
-            if not self.channels():
-                break
-            await deferLater(reactor, 0.1, lambda: None)
-        self.assertEqual(self.channels(), [], "the client's connection stayed open")
+        await self.assertChannelsEnd()
 
     async def test_closesAfterAnswer(self) -> None:
         await self._closesAfterAnswerWithClose(tls=False)

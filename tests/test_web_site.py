@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import ssl
 import threading
-import select
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import trustme
 from twisted.internet import reactor, threads
@@ -232,6 +234,18 @@ async def waitForNoConnections(testCase: TestCase, service) -> None:
             return
         await deferLater(reactor, 0.01, lambda: None)
     testCase.fail("the server kept a connection open")
+
+
+@contextmanager
+def tlsClient(port: int, cadata: str) -> Iterator[ssl.SSLSocket]:
+    """
+    A blocking stdlib TLS connection to C{127.0.0.1:port}, verifying
+    C{localhost} against C{cadata}; every socket operation times out.
+    """
+    context = ssl.create_default_context(cadata=cadata)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            yield tls
 
 
 def statuses(transport: StringTransport) -> list[bytes]:
@@ -1059,16 +1073,14 @@ class SocketTests(TestCase):
         port, service, cadata = await self.startTLS(api={b"probe": probe})
 
         def exchange() -> bytes:
-            context = ssl.create_default_context(cadata=cadata)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(
-                        b"DELETE /api/probe HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n"
-                        b"Authorization: Bearer secret\r\n\r\n"
-                    )
-                    received = recvUntil(tls)
-                    tls.sendall(b"x")  # a TLS record of its own, read later
-                    return received
+            with tlsClient(port, cadata) as tls:
+                tls.sendall(
+                    b"DELETE /api/probe HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n"
+                    b"Authorization: Bearer secret\r\n\r\n"
+                )
+                received = recvUntil(tls)
+                tls.sendall(b"x")  # a TLS record of its own, read later
+                return received
 
         response = await threads.deferToThread(exchange)
         await waitForNoConnections(self, service)
@@ -1083,11 +1095,9 @@ class SocketTests(TestCase):
         port, service, cadata = await self.startTLS()
 
         def exchange() -> bytes:
-            context = ssl.create_default_context(cadata=cadata)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
-                    return recvUntil(tls)  # times out if the server waits
+            with tlsClient(port, cadata) as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+                return recvUntil(tls)  # times out if the server waits
 
         response = await threads.deferToThread(exchange)
         self.assertTrue(response.startswith(b"HTTP/1.1 431 "), response[:100])
@@ -1105,16 +1115,14 @@ class SocketTests(TestCase):
         body = b'"' + b"x" * (600 * 1024) + b'"'
 
         def exchange() -> bytes:
-            context = ssl.create_default_context(cadata=cadata)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(
-                        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-                    )
-                    received = recvUntil(tls)  # to the server's close_notify
-                    tls.unwrap()
-                    return received
+            with tlsClient(port, cadata) as tls:
+                tls.sendall(
+                    b"POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                )
+                received = recvUntil(tls)  # to the server's close_notify
+                tls.unwrap()
+                return received
 
         response = await threads.deferToThread(exchange)
         self.assertTrue(response.startswith(b"HTTP/1.1 200 "), response[:100])
@@ -1131,16 +1139,13 @@ class SocketTests(TestCase):
         port, service, cadata = await self.startTLS(api={b"probe": probe})
 
         def exchange() -> bytes:
-            context = ssl.create_default_context(cadata=cadata)
-            context.maximum_version = ssl.TLSVersion.TLSv1_3
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    received = recvUntil(tls, lambda r: r.endswith(b"\n") and b"\r\n\r\n" in r)
-                    tls.sendall(b"GET /api/probe HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\r\n")
-                    received = recvUntil(tls, received=received)
-                    tls.unwrap()
-                    return received
+            with tlsClient(port, cadata) as tls:
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                received = recvUntil(tls, lambda r: r.endswith(b"\n") and b"\r\n\r\n" in r)
+                tls.sendall(b"GET /api/probe HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\r\n")
+                received = recvUntil(tls, received=received)
+                tls.unwrap()
+                return received
 
         response = await threads.deferToThread(exchange)
         self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"200"])
@@ -1157,15 +1162,13 @@ class SocketTests(TestCase):
         port, service, cadata = await self.startTLS(limits=Limits(idleTimeout=0.5))
 
         def exchange() -> tuple[bytes, float]:
-            context = ssl.create_default_context(cadata=cadata)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    received = recvUntil(tls)  # the server's close_notify
-                    started = time.monotonic()
-                    # No close_notify back: wait for the server to end it.
-                    select.select([tls], [], [], 5)
-                    return received, time.monotonic() - started
+            with tlsClient(port, cadata) as tls:
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                received = recvUntil(tls)  # the server's close_notify
+                started = time.monotonic()
+                # No close_notify back: wait for the server to end it.
+                select.select([tls], [], [], 5)
+                return received, time.monotonic() - started
 
         response, waited = await threads.deferToThread(exchange)
         self.assertTrue(response.startswith(b"HTTP/1.1 200 "), response[:100])

@@ -43,7 +43,7 @@ from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, 
 from netsuite.download.engine import redact, splitURL
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
 from netsuite.download.names import chooseName
-from netsuite.download.values import asciiProxyURL, certificateHostProblem, directHostProblem
+from netsuite.download.values import asciiProxyURL, fetchHostProblem
 from netsuite.text import shortened
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Plan", "UsageError", "buildParser",
@@ -354,16 +354,10 @@ def makePlan(args: argparse.Namespace, stdin: Optional[IO[str]] = None, createDi
         return f"{source}, line {job.line}: " if job.line else ""
 
     for job in jobs:
-        parts = urlsplit(splitURL(job.url)[0])
-        host = parts.hostname or ""
-        if args.proxy is None:
-            problem = directHostProblem(host)
-            if problem is not None:
-                raise UsageError(f"{where(job)}{redact(job.url)}: {problem}; --proxy can fetch it through a proxy")
-        elif parts.scheme == "https" and not args.insecure:
-            problem = certificateHostProblem(host)
-            if problem is not None:
-                raise UsageError(f"{where(job)}{redact(job.url)}: {problem}")
+        problem = fetchHostProblem(splitURL(job.url)[0], args.proxy is not None, not args.insecure)
+        if problem is not None:
+            hint = "; --proxy can fetch it through a proxy" if args.proxy is None else ""
+            raise UsageError(f"{where(job)}{redact(job.url)}: {problem}{hint}")
 
     if args.out is not None:
         if len(jobs) != 1:

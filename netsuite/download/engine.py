@@ -81,8 +81,7 @@ from .values import (
     RESERVED_HEADERS,
     asciiHostName,
     asciiProxyURL,
-    certificateHostProblem,
-    directHostProblem,
+    fetchHostProblem,
     isText,
     parseChecksum,
     redact,
@@ -303,11 +302,16 @@ class Job:
 
 def slashesAsBrowsersRead(text: str) -> str:
     """
-    C{text}, an http or https URL or a reference relative to one, with each
-    backslash before its query or fragment read as a slash, as the URL
-    Standard (and so browsers) read it: C{http://a.example\\@b.example/}
-    is a.example's, and C{http:\\\\b.example\\x} is b.example's.
+    C{text}, an http or https URL or a reference without a scheme (relative
+    to one), with each backslash before its query or fragment read as a
+    slash, as the URL Standard (and so browsers) read it:
+    C{http://a.example\\@b.example/} is a.example's, and
+    C{http:\\\\b.example\\x} is b.example's.  Any other URL is given back
+    as it is.
     """
+    scheme = _SCHEME.match(text)
+    if scheme is not None and scheme.group().lower() not in ("http:", "https:"):
+        return text
     end = _QUERY_OR_FRAGMENT.search(text)
     cut = end.start() if end is not None else len(text)
     return text[:cut].replace("\\", "/") + text[cut:]
@@ -327,11 +331,8 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     @raise BadURL: when C{url} is not an http or https URL with a host a
         resolver can take and a port other than 0, or is not text.
     """
-    text = url.strip()
-    if text[:6].lower().startswith(("http:", "https:")):
-        text = slashesAsBrowsersRead(text)
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(slashesAsBrowsersRead(url.strip()))
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as e:
         raise BadURL(f"{redact(url)}: not a valid URL ({unreadableURLReason(e)})") from None
@@ -1360,9 +1361,7 @@ class _Download:
                 # UTF-8, as browsers and curl read it; other bytes are
                 # sent as they came (splitURL).
                 reference = location[0].decode("utf-8", "surrogateescape").strip()
-                if not _SCHEME.match(reference) or reference[:6].lower().startswith(("http:", "https:")):
-                    reference = slashesAsBrowsersRead(reference)
-                target = urljoin(url, reference)
+                target = urljoin(url, slashesAsBrowsersRead(reference))
                 scheme = urlsplit(target).scheme.lower()
             except ValueError:  # e.g. an unclosed IPv6 bracket
                 raise RedirectError(f"{url}: redirected to an unusable URL") from None
@@ -1383,13 +1382,7 @@ class _Download:
         proxy when none is set, or with its certificate checked over
         C{https}; or L{None}.
         """
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if self.settings.proxy is None:
-            return directHostProblem(host)
-        if parts.scheme == "https" and not self.settings.insecure:
-            return certificateHostProblem(host)
-        return None
+        return fetchHostProblem(url, self.settings.proxy is not None, not self.settings.insecure)
 
     async def _fetchOnce(self, piece: _Piece) -> None:
         headers: dict[bytes, list[bytes]] = {}

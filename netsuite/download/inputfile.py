@@ -92,8 +92,7 @@ def checkURL(url: str) -> None:
         raise ValueError(f"{shown!r} is not a URL: it holds a control character")
     if any(c.isspace() for c in url):
         raise ValueError(f"{shown!r} is not a URL: it holds spaces or tabs (write spaces as %20)")
-    if url[:6].lower().startswith(("http:", "https:")):
-        url = slashesAsBrowsersRead(url)
+    url = slashesAsBrowsersRead(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port

@@ -49,7 +49,7 @@ from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
 from .errors import DownloadError
 from .state import PART_SUFFIX
-from .values import MAX_URL, directHostProblem, parseChecksum
+from .values import MAX_URL, fetchHostProblem, parseChecksum
 
 log = Logger()
 
@@ -206,7 +206,7 @@ class DownloadService(Service):
             clean, _ = splitURL(url)
         except DownloadError as e:
             raise APIError(400, str(e)) from None
-        problem = directHostProblem(urlsplit(clean).hostname or "")
+        problem = fetchHostProblem(clean)
         if problem is not None:
             raise APIError(400, f"{redact(url)}: {problem}")
         self._checkLiteralDestination(url, clean)
@@ -883,7 +883,7 @@ def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
         clean, _ = splitURL(url)
     except DownloadError as e:
         return None, str(e).replace(url, redact(url)).replace(repr(url), repr(redact(url)))
-    problem = directHostProblem(urlsplit(clean).hostname or "")
+    problem = fetchHostProblem(clean)
     if problem is not None:
         return None, f"{redact(url)}: {problem}"
     if state not in _STATES:

@@ -207,6 +207,23 @@ def directHostProblem(host: str) -> Optional[str]:
     return f"{problem}, so Twisted cannot connect to it"
 
 
+def fetchHostProblem(url: str, proxied: bool = False, checksCertificates: bool = True) -> Optional[str]:
+    """
+    Why C{url} (as L{splitURL<netsuite.download.engine.splitURL>} gives it)
+    cannot be fetched, in words; or L{None}.  Without a proxy, its host
+    must be one Twisted can connect to (L{directHostProblem}); through one
+    (C{proxied}), the proxy resolves it, but over C{https} with
+    certificates checked it must be one a certificate can be checked for.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not proxied:
+        return directHostProblem(host)
+    if parts.scheme == "https" and checksCertificates:
+        return certificateHostProblem(host)
+    return None
+
+
 def certificateHostProblem(host: str) -> Optional[str]:
     """
     Why no certificate can be checked for C{host} (a host as
