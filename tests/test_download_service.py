@@ -955,6 +955,36 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(len(self.origin.slow.ranges), 1)
         self.assertEqual(await self.files(), [JOBS_FILE])
 
+    async def test_waitingJobForAnAddressNowRefusedFailsAtStart(self) -> None:
+        """
+        A waiting job of the job list whose host is an address the rules
+        now refuse (they changed since it was queued), in any form the
+        resolver reads as one, fails at start with the reason the API
+        gives for a 403, with a warning, before any connection; a job for a
+        name is started, as the API queues it.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        hosts = ("127.1", "0x7f.1", "[::1]")
+        jobs = [{"id": str(n), "url": self.origin.url("/slow.bin", host), "state": "queued"} for n, host in enumerate(hosts, 1)]
+        # A name is checked when it is resolved, as for the API.
+        jobs.append({"id": "4", "url": self.origin.url("/slow.bin", "localhost"), "state": "queued"})
+        (directory / JOBS_FILE).write_text(json.dumps({"version": 1, "jobs": jobs}))
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = self.startService(directory, rules=ProxyRules(allowPrivate=True, allowLoopback=False))
+        for n in "123":
+            job = service.get(n)
+            self.assertEqual(job["state"], "failed", job)
+            self.assertIn("refused", job["error"])
+            self.assertIn("is a loopback address", job["error"])
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 3, warnings)
+        self.assertIn("job 1: " + self.origin.url("/slow.bin", "127.1") + ": refused:", warnings[0])
+        self.assertIn(service.get("4")["state"], ("queued", "running"))
+        saved = await self.savedJobs(service)
+        self.assertEqual([job["state"] for job in saved["jobs"][:3]], ["failed"] * 3)
+        self.assertEqual(self.origin.slow.ranges, [])
+
     async def test_garbageJobListIsIgnoredWithWarning(self) -> None:
         for garbage in (b"\x00not json{", b'["a", "list"]', b'{"jobs": [1, {"id": 2}, {"id": "3", "url": "ftp://x/"}]}'):
             directory, events = await self.startOnJobList(garbage)

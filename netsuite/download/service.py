@@ -169,7 +169,19 @@ class DownloadService(Service):
         elif self.generatedToken:
             log.info("downloads API token (generated; set --api-token to choose one): {token}", token=self.token)
         log.info("downloads go to {directory}", directory=str(self.directory.resolve()))
-        resumed = [job for job in self._jobs.values() if job["state"] not in _FINISHED]
+        resumed = []
+        for job in self._jobs.values():
+            if job["state"] in _FINISHED:
+                continue
+            refused = self._literalDestinationProblem(job["url"])
+            if refused is None:
+                resumed.append(job)
+                continue
+            # Queued under other rules: it fails as a name refused when
+            # resolved does, before any connection.
+            log.warn("job {id}: {error}", id=job["id"], error=refused)
+            job.update(state="failed", error=_cutError(refused), finished=time.time())
+            self._changed()
         for job in resumed:
             self._submit(job)
         if resumed:
@@ -209,7 +221,9 @@ class DownloadService(Service):
         problem = fetchHostProblem(clean)
         if problem is not None:
             raise APIError(400, f"{redact(url)}: {problem}")
-        self._checkLiteralDestination(url, clean)
+        refused = self._literalDestinationProblem(url)
+        if refused is not None:
+            raise APIError(403, refused)
         if name is not None:
             if not isinstance(name, str) or not names.sanitiseName(name, default=""):
                 raise APIError(400, "'name' must be a usable file name")
@@ -244,21 +258,21 @@ class DownloadService(Service):
         self._changed()
         return self.describe(job)
 
-    def _checkLiteralDestination(self, url: str, clean: str) -> None:
+    def _literalDestinationProblem(self, url: str) -> Optional[str]:
         """
-        Refuse at once a URL whose host is an address the rules refuse
-        (names are checked when they are resolved, at connection time).
-
-        @param clean: C{url} as L{splitURL} gives it (its host converted).
+        Why the rules refuse C{url} at once, when its host is an address
+        they refuse in any form the resolver reads as one (names are
+        checked when they are resolved, at connection time); else L{None}.
         """
-        parts = urlsplit(clean)
+        parts = urlsplit(splitURL(url)[0])
         address = _literalAddress(parts.hostname or "")
         if address is None:
-            return
+            return None
         try:
             self.rules.checkDestination([address], parts.port or (443 if parts.scheme.lower() == "https" else 80))
         except Exception as e:
-            raise APIError(403, f"{redact(url)}: refused: {e}") from None
+            return f"{redact(url)}: refused: {e}"
+        return None
 
     def list(self) -> list[dict]:
         """
