@@ -575,6 +575,43 @@ class PlainDownloadTests(EngineTestCase):
         self.assertEqual(request.headers.get("range"), "bytes=0-")
         self.assertNotEqual(request.headers.get("host"), "x")
 
+    async def test_headerValuesSentAsGiven(self) -> None:
+        """
+        Header values are sent as the bytes given, as curl sends an
+        argument: text as UTF-8 (it was sent as Latin-1, with C{?} for
+        anything else, so C{日本} arrived as C{??}), bytes that were not
+        UTF-8 (surrogate-escaped, as Python reads them from the command
+        line) as they came.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/plain.bin")
+        given = {"X-Name": "Jos\u00e9 \u65e5\u672c", "X-Raw": "a\udce9b", "X-Tab": "a\tb"}
+        await self.downloader().download(url, directory, headers=given)
+        [request] = self.origin.seen("/file/plain.bin")
+        received = {name: request.headers[name].encode("latin-1") for name in ("x-name", "x-raw", "x-tab")}
+        self.assertEqual(
+            received, {"x-name": "Jos\u00e9 \u65e5\u672c".encode("utf-8"), "x-raw": b"a\xe9b", "x-tab": b"a\tb"}
+        )
+
+    async def test_headersThatCannotBeSentFailTheJob(self) -> None:
+        """
+        A header given through the API that cannot be sent fails the job at
+        once with a sentence naming it; nothing is asked of the origin.
+        """
+        cases = [
+            ({"X-A": "a\r\nInjected: b"}, "the value of the header 'X-A' holds a control character"),
+            ({"X-A": "a\x00b"}, "the value of the header 'X-A' holds a control character"),
+            ({"X-A": "\ud800"}, "the value of the header 'X-A' is not text"),
+            ({"X-A": 7}, "the value of the header 'X-A' is not text"),
+            ({"Bad Name": "x"}, "'Bad Name' is not a header name"),
+            ({"X-A:": "x"}, "'X-A:' is not a header name"),
+        ]
+        url = self.origin.url("/file/plain.bin")
+        for headers, message in cases:
+            failure = await self.assertFailure(self.downloader().download(url, self.directory(), headers=headers), DownloadError)
+            self.assertIn(message, str(failure))
+        self.assertEqual(self.origin.seen("/file/plain.bin"), [])
+
 
 class FailureTests(EngineTestCase):
     """

@@ -78,6 +78,7 @@ from .state import (
     statePathFor,
 )
 from .values import (
+    HEADER_NAME,
     RESERVED_HEADERS,
     asciiHostName,
     asciiProxyURL,
@@ -211,7 +212,8 @@ class DownloadRequest:
     @ivar checksum: C{"sha256=HEX"} (or another algorithm) the file must
         match.
     @ivar headers: extra request headers (C{Authorization} among them goes
-        to the URL's origin only).
+        to the URL's origin only), values sent as UTF-8; one that cannot
+        be sent fails the job at once.
     @ivar overwrite: replace an existing file instead of choosing
         C{name.1}, C{name.2}, ...
     @ivar continueExisting: a file already under the final name, without a
@@ -794,6 +796,32 @@ class _BodyReader(Protocol):
         )
 
 
+def _encodeHeaders(given: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """
+    A request's extra headers as sent: lower-case names, values as the
+    bytes given (UTF-8, and bytes that were not UTF-8 as they came, as
+    curl sends an argument); those the downloader sets itself left out.
+
+    @raise ValueError: a name that is not a token, or a value holding a
+        line break, another control character or a lone surrogate.
+    """
+    encoded = []
+    for name, value in given.items():
+        lowered = name.strip().lower()
+        if not HEADER_NAME.fullmatch(lowered):
+            raise ValueError(f"{name!r} is not a header name")
+        if lowered in RESERVED_HEADERS:
+            continue
+        try:
+            raw = value.strip().encode("utf-8", "surrogateescape")
+        except (AttributeError, UnicodeEncodeError):
+            raise ValueError(f"the value of the header {name!r} is not text") from None
+        if any(byte < 0x20 and byte != 0x09 or byte == 0x7F for byte in raw):
+            raise ValueError(f"the value of the header {name!r} holds a control character")
+        encoded.append((lowered.encode("ascii"), raw))
+    return encoded
+
+
 class _Download:
     """
     One job's download: finds its resume state, asks for the file (in
@@ -815,6 +843,7 @@ class _Download:
         if "\0" in str(self.directory):
             raise ValueError("the directory name holds a NUL character")
         self.checksum = parseChecksum(self.request.checksum) if self.request.checksum else None
+        self.extraHeaders = _encodeHeaders(self.request.headers or {})
         self.state = DownloadState(url=self.url, finalUrl=self.url, checksum=self.request.checksum)
         self.partPath: Optional[Path] = None
         self.finalPath: Optional[Path] = None
@@ -1276,13 +1305,10 @@ class _Download:
             b"accept": [b"*/*"],
         }
         sameOrigin = origin(url) == origin(self.url)
-        for name, value in (self.request.headers or {}).items():
-            lowered = name.strip().lower()
-            if lowered in ("authorization", "cookie", "proxy-authorization") and not sameOrigin:
+        for name, value in self.extraHeaders:
+            if name in (b"authorization", b"cookie", b"proxy-authorization") and not sameOrigin:
                 continue
-            if lowered in RESERVED_HEADERS:
-                continue
-            headers.setdefault(lowered.encode("latin-1"), []).append(value.encode("latin-1", "replace"))
+            headers.setdefault(name, []).append(value)
         if sameOrigin and self.authorization and b"authorization" not in headers:
             headers[b"authorization"] = [self.authorization.encode("ascii")]
         return headers

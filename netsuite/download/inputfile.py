@@ -26,7 +26,6 @@ it cannot use.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from urllib.parse import urlsplit
@@ -35,16 +34,13 @@ from netsuite.text import shortened
 
 from .engine import slashesAsBrowsersRead, splitURL
 from .errors import DownloadError
-from .values import MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, unreadableURLReason
+from .values import HEADER_NAME, MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, unreadableURLReason
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
            "parseInputFile"]
 
 #: The keys an option line may use.
 OPTION_KEYS = ("out", "checksum", "dir", "header")
-
-#: An HTTP header name (RFC 9110 token).
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 class InputFileError(ValueError):
     """
@@ -162,12 +158,14 @@ def parseHeader(text: str) -> tuple[str, str]:
     name, value = name.strip(), value.strip()
     if not sep or not name:
         raise ValueError(f"{text!r} is not a header: write it as 'Name: value'")
-    if not _TOKEN.match(name):
+    if not HEADER_NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a header name")
     if any(c in value for c in "\r\n"):
         raise ValueError(f"the value of the header {name!r} holds a line break")
     if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
         raise ValueError(f"the value of the header {name!r} holds a control character")
+    if not isText(value):
+        raise ValueError(f"the value of the header {name!r} is not text")
     if name.lower() in RESERVED_HEADERS:
         raise ValueError(f"the header {name!r} is set by netsuite-get itself and cannot be given")
     return name, value

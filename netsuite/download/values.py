@@ -106,6 +106,10 @@ def parseChecksum(text: str) -> tuple[str, str]:
     return algorithm, digest
 
 
+#: A header name (RFC 9110 5.1: a token); use with C{fullmatch}.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 # Lone surrogates that are not bytes Python could not decode (those arrive
 # as U+DC80..U+DCFF, "surrogateescape", and are sent as the bytes they were).
 _NOT_TEXT = re.compile("[\ud800-\udc7f\udd00-\udfff]")
