@@ -71,7 +71,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import quote
@@ -178,6 +178,7 @@ class Recorded:
 
     @ivar origin: the name of the origin that received it.
     @ivar headers: lower-case header names to their last value.
+    @ivar rawHeaders: lower-case header names to every value sent.
     @ivar range: the parsed C{Range} header (see L{parseRange}).
     @ivar rawRange: the C{Range} header as sent.
     @ivar time: the reactor's C{seconds()} when it arrived.
@@ -198,6 +199,7 @@ class Recorded:
     ifRange: Optional[str]
     time: float
     peer: Tuple[str, int]
+    rawHeaders: Dict[str, List[str]] = field(default_factory=dict)
     status: int = 0
     sent: int = 0
     ended: Optional[float] = None
@@ -605,6 +607,10 @@ class Origin:
             ifRange=headers.get("if-range"),
             time=self.reactor.seconds(),
             peer=(getattr(peer, "host", ""), getattr(peer, "port", 0)),
+            rawHeaders={
+                name.decode("latin-1").lower(): [value.decode("latin-1") for value in values]
+                for name, values in request.requestHeaders.getAllRawHeaders()
+            },
         )
         earlier = self.seen(path)
         earlierGets = [r for r in earlier if r.method == "GET"]

@@ -586,8 +586,11 @@ class PlainDownloadTests(EngineTestCase):
         directory = self.directory()
         url = self.origin.url("/file/plain.bin")
         given = {"X-Name": "Jos\u00e9 \u65e5\u672c", "X-Raw": "a\udce9b", "X-Tab": "a\tb"}
+        given.update({"user-agent": "tool/2", "Accept": "application/json"})
         await self.downloader().download(url, directory, headers=given)
         [request] = self.origin.seen("/file/plain.bin")
+        # In place of the defaults, as curl -H does: both were sent.
+        self.assertEqual((request.rawHeaders["user-agent"], request.rawHeaders["accept"]), (["tool/2"], ["application/json"]))
         received = {name: request.headers[name].encode("latin-1") for name in ("x-name", "x-raw", "x-tab")}
         self.assertEqual(
             received, {"x-name": "Jos\u00e9 \u65e5\u672c".encode("utf-8"), "x-raw": b"a\xe9b", "x-tab": b"a\tb"}

@@ -1308,7 +1308,7 @@ class _Download:
         for name, value in self.extraHeaders:
             if name in (b"authorization", b"cookie", b"proxy-authorization") and not sameOrigin:
                 continue
-            headers.setdefault(name, []).append(value)
+            headers[name] = [value]  # in place of a default (User-Agent, Accept)
         if sameOrigin and self.authorization and b"authorization" not in headers:
             headers[b"authorization"] = [self.authorization.encode("ascii")]
         return headers
