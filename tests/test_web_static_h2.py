@@ -468,6 +468,33 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(peer.server.streams, {})
         self.assertEqual(openFilesFor(self.big), 0)
 
+    def test_requestSentWithTheClientsGoAway(self) -> None:
+        """
+        A request and the client's GOAWAY in one read end the connection
+        quietly: h2 sends nothing more once it has read the peer's GOAWAY,
+        so the request is not processed (it was, and answering it raised
+        in h2, tracebacks a connection and a 500 logged).  A request of an
+        earlier read, being answered, is dropped quietly too.
+        """
+        peer = self.peer
+        peer.acknowledge = False
+        peer.get(1, b"/big.bin")
+        self.readSome()
+        self.assertEqual(len(self.folder._producers), 1)
+        peer.client.send_headers(
+            3, [(b":method", b"GET"), (b":path", b"/big.bin"), (b":scheme", b"https"), (b":authority", b"localhost")],
+            end_stream=True,
+        )
+        peer.client.close_connection()
+        peer.send()
+        self.readSome()
+        self.clock.advance(self.folder.stallTimeout + 1)
+        self.assertTrue(self.peer.transport.disconnecting)
+        self.assertEqual(peer.server.streams, {})
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(openFilesFor(self.big), 0)
+        self.assertEqual(peer.server.site.stats.snapshot().get("errors", 0), 0)
+
     def test_smallWindowsReadLittle(self) -> None:
         """
         Streams whose client allows 1000 bytes each, and then reads

@@ -40,6 +40,7 @@ from twisted.web.server import Request, Site, version as _serverVersion
 try:
     import h2.connection
     import h2.errors
+    import h2.events
     import h2.exceptions
     from hyperframe.frame import GoAwayFrame
     from priority import DeadlockError
@@ -1010,6 +1011,22 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         #: output queued goes under L{_H2_QUEUE_LIMIT}, in order (the
         #: values are unused).
         self._held: dict[int, None] = {}
+        self._receiveFrames = self.conn.receive_data
+        self.conn.receive_data = self._receive
+
+    def _receive(self, data: bytes) -> list:
+        """
+        h2's events for C{data}, up to the client's GOAWAY: once h2 has
+        read it, it sends nothing more (it is closed), so the requests
+        that came with it cannot be answered, and are not processed.
+        Twisted then ends the connection, and the streams already open
+        with it.
+        """
+        events = self._receiveFrames(data)
+        for event in events:
+            if isinstance(event, h2.events.ConnectionTerminated):
+                return [event]
+        return events
 
     def dataReceived(self, data: bytes) -> None:
         transport = self.transport
