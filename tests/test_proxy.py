@@ -449,6 +449,18 @@ class ProxyTestCase(SynchronousTestCase):
         for fragment in fragments:
             self.assertIn(fragment, text)
 
+    def assertAbortedBetween(self, proxy: Proxy, client: Client, earliest: float, latest: float) -> None:
+        """
+        C{client}'s connection is still there at C{earliest} seconds and
+        aborted by C{latest}, the clock going a second at a time.
+        """
+        while proxy.clock.seconds() < earliest - 0.5:
+            proxy.clock.advance(1)
+        self.assertFalse(client.transport.disconnected, f"aborted before {earliest} s")
+        while proxy.clock.seconds() < latest - 0.5 and not client.transport.disconnected:
+            proxy.clock.advance(1)
+        self.assertTrue(client.transport.disconnected, f"not aborted by {latest} s")
+
     def assertAbortedAfter(self, proxy: Proxy, client: Client, seconds: float) -> None:
         """
         C{client}'s connection is still there a second short of C{seconds},
@@ -1740,22 +1752,35 @@ class FlowControlTests(ProxyTestCase):
     def test_closingClientTakingSomeIsNotAborted(self) -> None:
         """
         A client whose connection is being closed is aborted only once it
-        took none of the output waiting for it for a whole idle timeout:
-        one that takes some within each is left to take the rest.
+        took none of the output waiting for it for a whole idle timeout
+        (looked at ten times a timeout, so at most a tenth late): one
+        that takes some within each is left to take the rest.
         """
-        unsent = [300000, 200000, 1000, 1000]
-        self.patch(siteModule, "unsentBytes", lambda transport: unsent.pop(0))
         proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
+        taken = {50: 200000, 100: 1000}  # unsent from these seconds on
+        unsent = lambda transport: min([300000] + [left for since, left in taken.items() if proxy.clock.seconds() >= since])
+        self.patch(siteModule, "unsentBytes", unsent)
         client, origin = proxy.exchange(
             b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
         )
         self.assertTrue(client.closed)
-        proxy.clock.advance(60)
-        proxy.clock.advance(60)
-        self.assertFalse(client.transport.disconnected, "aborted while it still took some")
-        proxy.clock.advance(60)
-        self.assertTrue(client.transport.disconnected, "not aborted")
-        self.assertEqual(unsent, [])
+        self.assertAbortedBetween(proxy, client, 100 + 60, 100 + 66)
+
+    def test_closingClientTakingAllAtOnceIsAbortedAfterOneTimeout(self) -> None:
+        """
+        A client that takes all that was left at once (the kernel sends it
+        after the close) and never closes is aborted one idle timeout
+        after, at most a tenth late: it was kept for two, the output
+        taken after the close counted as taken at the first look.
+        """
+        proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
+        self.patch(siteModule, "unsentBytes", lambda transport: 0 if proxy.clock.seconds() > 0 else 5000)
+        client, origin = proxy.exchange(
+            b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        self.assertTrue(client.closed)
+        self.assertAbortedBetween(proxy, client, 60, 66)
+        self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
 
     def test_stalledClientWhoseAnswerEndedIsJudgedByTheClose(self) -> None:
         """

@@ -261,6 +261,11 @@ class StrictChunkedDecoder(_ChunkedTransferDecoder):
             self._fail("the trailer of the chunked body is too long")
 
 
+#: How many times an idle timeout a closing connection's output is looked
+#: at (see L{NetsuiteHTTPChannel._checkClosing}).
+_CLOSING_LOOKS = 10
+
+
 class NetsuiteHTTPChannel(HTTPChannel):
     """
     An HTTP/1.x connection with netsuite's limits and deadlines.
@@ -297,6 +302,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
     #: what is left (L{loseConnection}); the output waiting at the last look.
     _closingTimer: IDelayedCall | None = None
     _closingUnsent = 0
+    #: When the client last took some of the output left.
+    _closingProgress = 0.0
     #: L{connectionLost} was called.
     _lost = False
 
@@ -447,15 +454,29 @@ class NetsuiteHTTPChannel(HTTPChannel):
         HTTPChannel.loseConnection(self)
         if self._closingTimer is None and not self._lost:
             self._closingUnsent = unsentBytes(self.transport)
-            self._closingTimer = self.callLater(self.site.limits.idleTimeout, self._checkClosing)
+            self._closingProgress = self.site.reactor.seconds()
+            self._closingTimer = self.callLater(self.site.limits.idleTimeout / _CLOSING_LOOKS, self._checkClosing)
 
     def _checkClosing(self) -> None:
+        """
+        Look at what the client has taken of the output left: abort once
+        it took nothing for the idle timeout.  Looking L{_CLOSING_LOOKS}
+        times a timeout, the abort comes at most a tenth late: looking
+        once a timeout, output the kernel took after the close (the last
+        bytes, the close_notify) counted as taken later, and a client
+        that took all at once and never answered the close_notify kept
+        its connection for two timeouts.
+        """
         self._closingTimer = None
+        now = self.site.reactor.seconds()
         unsent = unsentBytes(self.transport)
         if unsent < self._closingUnsent:
-            # It took some: it gets another timeout.
             self._closingUnsent = unsent
-            self._closingTimer = self.callLater(self.site.limits.idleTimeout, self._checkClosing)
+            self._closingProgress = now
+        timeout = self.site.limits.idleTimeout
+        left = self._closingProgress + timeout - now
+        if left > 0:
+            self._closingTimer = self.callLater(min(left, timeout / _CLOSING_LOOKS), self._checkClosing)
             return
         self.site.stats.count("client_timeouts")
         peer = self.transport.getPeer()
