@@ -1565,11 +1565,15 @@ class ProxyRequest(http.Request):
         """
         Answer with C{status} and a one-line text body; close the client's
         connection after it when C{close}, or when the request's body was
-        not all read.
+        not all read, or for a failed CONNECT but a 407: what a client sends
+        after a CONNECT is meant for the tunnel, not read as requests (a
+        request sent with it went where it named).  After a 407 the client
+        may ask again on the connection, with credentials.
         """
         self._releaseTunnel()
         if self._gone or self._ended:
             return
+        close = close or (self.method == b"CONNECT" and status != 407)
         if self.startedWriting:
             self.upstreamBroken(message)
             return

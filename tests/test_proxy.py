@@ -1967,6 +1967,32 @@ class RuleTests(ProxyTestCase):
         self.assertEqual(proxy.resolver.asked, [])
         self.assertEqual(proxy.attempts, [])
 
+    def test_failedConnectClosesTheConnection(self) -> None:
+        """
+        A failed CONNECT (a port not allowed, a bad target, too many
+        tunnels) closes the connection: what the client sent after it,
+        meant for the tunnel, is not read as a request (it went to the
+        origin it named).
+        """
+        smuggled = b"GET http://example.com/smuggled HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        cases = [
+            (ProxySettings(), b"CONNECT example.com:22 HTTP/1.1\r\nHost: example.com:22\r\n\r\n", 403),
+            (ProxySettings(), b"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", 400),
+            (ProxySettings(maxTunnels=1), b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 503),
+        ]
+        for settings, connect, status in cases:
+            proxy = self.proxy(settings=settings)
+            if status == 503:
+                proxy.client().send(connect)  # the one tunnel allowed, connecting
+            client = proxy.client()
+            client.send(connect + smuggled)
+            responses = client.responses()
+            self.assertEqual([r.status for r in responses], [status], connect)
+            self.assertEqual(responses[0].header(b"connection"), [b"close"])
+            self.assertTrue(client.closed, connect)
+            # Only the first client's tunnel was resolved.
+            self.assertEqual(proxy.resolver.asked, ["example.com"] if status == 503 else [], connect)
+
     def test_originFormRequest(self) -> None:
         """
         A request in origin form (C{GET /}): 400 saying this is an HTTP
