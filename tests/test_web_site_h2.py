@@ -331,12 +331,23 @@ class ClosingTests(ExchangeTestCase):
         self.assertTrue(exchange.transport.disconnected)
 
     def test_silentPeerAbortedAfterProtocolError(self) -> None:
+        """
+        ... and counted as C{client_timeouts}, as over HTTP/1 (it was
+        counted nowhere); a flood cut off at once is not.
+        """
         self.startFlood()
         exchange = self.exchange
         exchange.clock.advance(9)
         self.assertFalse(exchange.transport.disconnected)
         exchange.clock.advance(1)
         self.assertTrue(exchange.transport.disconnected)
+        self.assertEqual(exchange.site.stats.counters.get("client_timeouts"), 1)
+
+    def test_floodAfterTheCloseIsNotATimeout(self) -> None:
+        self.startFlood()
+        self.exchange.protocol.dataReceived(CONTINUATION)
+        self.exchange.clock.advance(10)
+        self.assertNotIn("client_timeouts", self.exchange.site.stats.counters)
 
 
 class HeadDeadlineTests(ExchangeTestCase):

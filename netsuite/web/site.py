@@ -1171,6 +1171,18 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if self._abortingCall is None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
 
+    def forceAbortClient(self) -> None:
+        """
+        The client neither closed nor went on sending for L{abortTimeout}
+        seconds after the GOAWAY: aborted, counted as C{client_timeouts}
+        (as HTTP/1's closing timer counts it).
+        """
+        if self._aborted:  # cut off already, for going on sending
+            return
+        self._aborted = True
+        self.site.stats.count("client_timeouts")
+        H2Connection.forceAbortClient(self)
+
     def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:
         if self._headCall is not None and self._headCall.active():
             self._headCall.cancel()
