@@ -1004,6 +1004,14 @@ class TunnelUpstream(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         request = self.request
+        channel = self.channel
+        if not self._closed and channel is not None and reason.check(error.ConnectionLost):
+            # The origin reset the tunnel: so is the client's side, which a
+            # clean close (or close_notify) would show as a normal end.
+            self._closed = True
+            if self._idle is not None:
+                self._idle.cancel()
+            channel.transport.abortConnection()
         self.close()
         if request is not None:
             self.request = None

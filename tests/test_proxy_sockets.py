@@ -911,9 +911,12 @@ class ProxySocketTests(TestCase):
         rules.connectPorts = frozenset({443, port})
         target = b"%s:%d" % (address.encode(), port)
         connect = b"CONNECT %s HTTP/1.1\r\nHost: x\r\n\r\n" % (target,)
-        data = await self.exchange(port, connect * 3 + b"GET http://%s/ HTTP/1.1\r\n\r\n" % (target,), 4)
-        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d+)", data), [b"403"] * 4, data)
-        self.assertEqual(data.count(b"this proxy itself"), 4)
+        # The refused CONNECT closes the connection: the rest is not read.
+        data = await self.exchange(port, connect * 3)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d+)", data), [b"403"], data)
+        data += await self.exchange(port, b"GET http://%s/ HTTP/1.1\r\n\r\n" % (target,))
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d+)", data), [b"403"] * 2, data)
+        self.assertEqual(data.count(b"this proxy itself"), 2)
         self.assertEqual(self.factory.tunnelsOpen, 0)
 
     async def test_clientRefused(self) -> None:
@@ -972,6 +975,37 @@ class ProxySocketTests(TestCase):
         originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
         self.addCleanup(originPort.stopListening)
         return origin, originPort.getHost().port
+
+    async def test_originResetInATunnelResetsTheClient(self) -> None:
+        """
+        An origin that resets a tunnel (TCP RST) resets the client's side
+        too, after what came before: it got a clean end, as if the origin
+        had closed.
+        """
+        origin, target = self._rawOrigin()
+        port = await self.startProxy(ProxyRules(allowLoopback=True, connectPorts=frozenset({target})))
+
+        def resetAfterHello(conn: _RawOrigin) -> None:
+            conn.transport.write(b"hello")
+            # abortConnection closes with SO_LINGER 0: a reset.
+            reactor.callLater(0.2, conn.transport.abortConnection)
+
+        origin.waitFor(4).addCallback(resetAfterHello)
+
+        def talk() -> tuple[bytes, str]:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                raw.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\nping" % (target,))
+                received = recvUntil(raw, lambda r: r.endswith(b"hello"))
+                try:
+                    more = raw.recv(100)
+                except ConnectionResetError:
+                    return received, "reset"
+                return received, f"ended with {more!r}"
+
+        received, end = await threads.deferToThread(talk)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
+        self.assertTrue(received.endswith(b"hello"), received[-100:])
+        self.assertEqual(end, "reset")
 
     async def test_connectWithoutCredentials(self) -> None:
         """
