@@ -344,6 +344,10 @@ class ClosingTests(ExchangeTestCase):
         self.assertEqual(exchange.site.stats.counters.get("client_timeouts"), 1)
 
     def test_floodAfterTheCloseIsNotATimeout(self) -> None:
+        """
+        A client cut off at once for sending after the GOAWAY is not also
+        counted as C{client_timeouts} when the abort timer comes.
+        """
         self.startFlood()
         self.exchange.protocol.dataReceived(CONTINUATION)
         self.exchange.clock.advance(10)

@@ -1178,6 +1178,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         (as HTTP/1's closing timer counts it).
         """
         if self._aborted:  # cut off already, for going on sending
+            self._abortingCall = None  # called: not to be cancelled
             return
         self._aborted = True
         self.site.stats.count("client_timeouts")
