@@ -1045,7 +1045,8 @@ def main(argv: list[str] | None = None) -> int:
         startups = {client.name: startup(client, work) for client in clients}
         if "netsuite" in args.clients:
             # The interpreter alone: its share of netsuite-get's start-up.
-            startups["python"] = startup(Client("python", "python3 -c pass", aria2Command, [sys.executable, "-c", "pass"]), work)
+            interpreter = Client("python", "python3 -c pass", lambda *_: [], [sys.executable, "-c", "pass"])  # start-up only
+            startups["python"] = startup(interpreter, work)
     except (BenchmarkError, subprocess.CalledProcessError, OSError) as e:
         print(f"download_bench: {e}", file=sys.stderr)
         return 1

@@ -333,7 +333,6 @@ class _Addresses:
         self.deferred.callback(self.addresses)
 
 
-@implementer(IPushProducer)
 def shutWriting(transport: Any) -> None:
     """
     Shut C{transport}'s writing side once what it holds is sent.
@@ -354,6 +353,7 @@ def shutWriting(transport: Any) -> None:
     transport.loseWriteConnection()
 
 
+@implementer(IPushProducer)
 class _HoldReading:
     """
     Registered on one side's transport: when that side's buffer fills, the
