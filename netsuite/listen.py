@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from OpenSSL.SSL import SENT_SHUTDOWN, Error as SSLError, WantReadError, ZeroReturnError
+from OpenSSL.SSL import SENT_SHUTDOWN, SSL_CB_LOOP, Connection, Error as SSLError, WantReadError, ZeroReturnError
 from zope.interface import alsoProvides, implementer
 
 from netsuite.files import readSmallFile
@@ -52,6 +52,15 @@ DEFAULT_GRACE = 5.0
 
 #: Seconds a TLS client gets, from its connection, to finish its handshake.
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+
+#: TLS 1.3 KeyUpdates any client may send; it earns one more with every
+#: L{KEY_UPDATE_BYTES} it sends.  Honest ones send one after hundreds of
+#: gigabytes (RFC 8446 5.5); each costs the server key derivations, and
+#: one asking for an update back an answer too.
+KEY_UPDATES_FREE = 32
+KEY_UPDATE_BYTES = 1024 * 1024
+
+_log = Logger()
 
 
 class ListenError(Exception):
@@ -548,6 +557,22 @@ class _CloseNotifyAsEndOfInput:
         return getattr(self._connection, name)
 
 
+#: OpenSSL's name for the state it is in as it reads a client's KeyUpdate.
+_READ_KEY_UPDATE = b"TLSv1.3 read client key update"
+
+
+def _countKeyUpdates(connection: Connection, where: int, result: int) -> None:
+    """
+    OpenSSL's info callback for a L{_HalfClosingTLSProtocol}'s connection:
+    counts the KeyUpdates the client sends.  It runs inside OpenSSL, so it
+    only counts; the protocol acts once OpenSSL is done.
+    """
+    if where & SSL_CB_LOOP and connection.get_state_string() == _READ_KEY_UPDATE:
+        tls = connection.get_app_data()
+        if isinstance(tls, _HalfClosingTLSProtocol):
+            tls.keyUpdates += 1
+
+
 class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
     """
     TLS that gives a service which handles half-close the peer's
@@ -557,15 +582,45 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
     the end of its TCP input ends the connection, whatever had stopped
     reading.
 
+    It also aborts a connection whose client sends more TLS 1.3 KeyUpdates
+    than L{KEY_UPDATES_FREE} and one per L{KEY_UPDATE_BYTES} it sent
+    (BoringSSL takes 32 in a row): OpenSSL takes any number, and a flood of
+    them, which the service never sees, kept a CPU busy until a timeout.
+
     @ivar peerClosed: the peer's close_notify came.
+    @ivar keyUpdates: KeyUpdates the client sent.
     """
 
     peerClosed = False
+    keyUpdates = 0
+    _received = 0
 
     def makeConnection(self, transport: Any) -> None:
         TLSMemoryBIOProtocol.makeConnection(self, transport)
+        if self._tlsConnection is not None:
+            # Twisted made the protocol the connection's app data.
+            self._tlsConnection.set_info_callback(_countKeyUpdates)
         if IHalfCloseableProtocol.providedBy(self.wrappedProtocol) and self._tlsConnection is not None:
             self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._received += len(data)
+        TLSMemoryBIOProtocol.dataReceived(self, data)
+        if self.keyUpdates > KEY_UPDATES_FREE + self._received // KEY_UPDATE_BYTES and not self._aborted:
+            self._keyUpdateFlood()
+
+    def _keyUpdateFlood(self) -> None:
+        stats = getattr(self.factory.wrappedFactory, "stats", None)
+        if isinstance(stats, ServiceStats):
+            stats.count("tls_key_update_floods")
+        peer = self.transport.getPeer()
+        _log.info(
+            "client {client} sent {count} TLS KeyUpdates in {size} bytes: aborted",
+            client=getattr(peer, "host", None) or "-",
+            count=self.keyUpdates,
+            size=self._received,
+        )
+        self.abortConnection()
 
     def loseConnection(self) -> None:
         if self._tlsConnection is not None and not isinstance(self._tlsConnection, _CloseNotifyAsEndOfInput):

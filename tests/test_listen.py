@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from OpenSSL.SSL import SENT_SHUTDOWN, WantReadError, ZeroReturnError
 from twisted.internet import reactor, threads
@@ -40,7 +40,15 @@ import trustme
 
 from netsuite.proxy import makeProxyService
 from netsuite.web.site import makeHTTPService
-from tests.tlshelpers import KEY_UPDATE_MISSING, keyUpdateFlood, makeServerOptions, stdlibTLSEcho, writeLeaf
+from tests.tlshelpers import (
+    KEY_UPDATE_MISSING,
+    KeyUpdateClient,
+    keyUpdateFlood,
+    makeServerOptions,
+    stdlibTLSEcho,
+    writeLeaf,
+)
+from netsuite import listen
 
 
 class ParseTests(SynchronousTestCase):
@@ -387,6 +395,9 @@ class TLSKeyUpdateFloodTests(TestCase):
         skip = KEY_UPDATE_MISSING
 
     async def _flood(self, service: StreamListener) -> int:
+        # Over the KeyUpdate limit the connection would end at once (see
+        # TLSKeyUpdateLimitTests); here the answers must pile up.
+        self.patch(listen, "KEY_UPDATES_FREE", 10**9)
         port = await startListener(self, service)
         # Small buffers, inherited by the accepted socket, so the kernel
         # holds little of the output.
@@ -413,6 +424,106 @@ class TLSKeyUpdateFloodTests(TestCase):
         certPath, keyPath = writeLeaf(self.mktemp(), trustme.CA().issue_cert("localhost"))
         service = makeDiscardService(f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}")
         self.assertLess(await self._flood(service), 256 * 1024)
+
+
+class TLSKeyUpdateLimitTests(TestCase):
+    """
+    A TLS 1.3 client may send L{listen.KEY_UPDATES_FREE} KeyUpdates and one
+    more per L{listen.KEY_UPDATE_BYTES} it sent; one that sends more is
+    aborted and counted as C{tls_key_update_floods}, whatever the service
+    is doing (OpenSSL alone would take them until a timeout).
+    """
+
+    if KEY_UPDATE_MISSING:
+        skip = KEY_UPDATE_MISSING
+
+    async def _aborted(self, service: StreamListener) -> None:
+        """
+        C{service}'s one connection ended, counted as a KeyUpdate flood.
+        """
+        await waitForQuiet(lambda: service.stats.connectionsOpen)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+        self.assertEqual(service.stats.counters.get("tls_key_update_floods"), 1)
+
+    async def test_floodAborted(self) -> None:
+        """
+        A client that sends KeyUpdates and nothing else is aborted once it
+        is over the limit, not left to a timeout (discard's is 300 s).
+        """
+        service = makeDiscardService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+
+        def flood() -> int:
+            client = KeyUpdateClient(port, smallBuffers=True, stall=0.5)
+            self.addCleanup(client.close)
+            return client.keyUpdates(100000)
+
+        sent = await threads.deferToThread(flood)
+        self.assertLess(sent, 100000)
+        await self._aborted(service)
+
+    async def test_floodAfterHTTPClose(self) -> None:
+        """
+        After the web server closed a connection (C{Connection: close}), it
+        drops what the client still sends until its close_notify; a
+        KeyUpdate flood there is aborted too, not left to the closing timer.
+        """
+        service = makeHTTPService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+
+        def closeThenFlood() -> Tuple[bytes, int]:
+            client = KeyUpdateClient(port, smallBuffers=True, stall=0.5)
+            self.addCleanup(client.close)
+            client.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = client.readAll()
+            return answer, client.keyUpdates(100000)
+
+        answer, sent = await threads.deferToThread(closeThenFlood)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        self.assertLess(sent, 100000)
+        await self._aborted(service)
+
+    async def test_honestClientKeepsItsConnection(self) -> None:
+        """
+        The free KeyUpdates and those earned by what the client sent do not
+        end the connection; the first one over the limit does.
+        """
+        self.patch(listen, "KEY_UPDATE_BYTES", 16384)
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+        data = os.urandom(4 * 16384)
+
+        def talk(client: KeyUpdateClient, message: bytes) -> bytes:
+            client.write(message)
+            echoed = b""
+            while len(echoed) < len(message):
+                echoed += client.read()
+            return echoed
+
+        def honest() -> Tuple[List[int], List[bytes], KeyUpdateClient]:
+            client = KeyUpdateClient(port)
+            self.addCleanup(client.close)
+            sent = [client.keyUpdates(listen.KEY_UPDATES_FREE)]
+            echoed = [talk(client, b"ping"), talk(client, data)]
+            # Four more, earned by the 64 KiB.
+            sent.append(client.keyUpdates(4))
+            echoed.append(talk(client, b"pong"))
+            return sent, echoed, client
+
+        sent, echoed, client = await threads.deferToThread(honest)
+        self.assertEqual(sent, [listen.KEY_UPDATES_FREE, 4])
+        self.assertEqual(echoed, [b"ping", data, b"pong"])
+        self.assertEqual(service.stats.connectionsOpen, 1)
+        self.assertNotIn("tls_key_update_floods", service.stats.counters)
+
+        def overTheLimit() -> None:
+            client.keyUpdates(10)
+            client.write(b"ping")
+            while client.read():
+                pass
+
+        await self.assertFailure(threads.deferToThread(overTheLimit), ConnectionError)
+        await self._aborted(service)
 
 
 def _buffered(service: StreamListener) -> int:

@@ -271,10 +271,13 @@ def _libssl() -> ctypes.CDLL | None:
     for function in (lib.SSL_connect, lib.SSL_do_handshake, lib.SSL_free):
         function.argtypes = [pointer]
     lib.SSL_key_update.argtypes = [pointer, ctypes.c_int]
+    for function in (lib.SSL_read, lib.SSL_write):
+        function.argtypes = [pointer, ctypes.c_char_p, ctypes.c_int]
+    lib.SSL_get_error.argtypes = [pointer, ctypes.c_int]
     return lib
 
 
-#: Why L{keyUpdateFlood} cannot run here, or L{None}.
+#: Why L{KeyUpdateClient} cannot run here, or L{None}.
 KEY_UPDATE_MISSING = (
     None if _libssl() is not None else "no system OpenSSL with SSL_key_update for ctypes"
 )
@@ -282,6 +285,102 @@ KEY_UPDATE_MISSING = (
 _SSL_CTRL_SET_MIN_PROTO_VERSION = 123
 _TLS1_3_VERSION = 0x0304
 _SSL_KEY_UPDATE_REQUESTED = 1
+_SSL_ERROR_ZERO_RETURN = 6
+
+
+class KeyUpdateClient:
+    """
+    Blocking (run it with C{deferToThread}): a TLS 1.3 client on
+    C{127.0.0.1:port}, through the system's OpenSSL, that can send KeyUpdate
+    messages asking the server for one back.
+
+    @param smallBuffers: give the socket small buffers, so that the kernel
+        holds little of what either side sends.
+    @param stall: seconds a send may wait before the client gives up.
+    """
+
+    def __init__(self, port: int, smallBuffers: bool = False, stall: float = SOCKET_TIMEOUT) -> None:
+        lib = _libssl()
+        assert lib is not None, KEY_UPDATE_MISSING
+        self._lib = lib
+        self.socket = raw = socket.socket()
+        if smallBuffers:
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                raw.setsockopt(socket.SOL_SOCKET, option, 4096)
+        raw.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(stall), int(stall % 1 * 1e6))
+        )
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(SOCKET_TIMEOUT), 0))
+        raw.connect(("127.0.0.1", port))
+        self._context = lib.SSL_CTX_new(lib.TLS_client_method())
+        lib.SSL_CTX_ctrl(self._context, _SSL_CTRL_SET_MIN_PROTO_VERSION, _TLS1_3_VERSION, None)
+        self._connection = lib.SSL_new(self._context)
+        lib.SSL_set_fd(self._connection, raw.fileno())
+        if lib.SSL_connect(self._connection) != 1:
+            self.close()
+            raise ConnectionError("the TLS 1.3 handshake failed")
+
+    def keyUpdates(self, count: int) -> int:
+        """
+        Send up to C{count} KeyUpdates, each on its own; stop at the first
+        that cannot be sent.
+
+        @return: how many were sent.
+        """
+        lib, connection = self._lib, self._connection
+        for sent in range(count):
+            if lib.SSL_key_update(connection, _SSL_KEY_UPDATE_REQUESTED) != 1:
+                return sent
+            if lib.SSL_do_handshake(connection) != 1:
+                return sent
+        return count
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data}; raise L{ConnectionError} if it cannot be.
+        """
+        while data:
+            written = self._lib.SSL_write(self._connection, data, len(data))
+            if written <= 0:
+                raise ConnectionError("the TLS write failed")
+            data = data[written:]
+
+    def read(self) -> bytes:
+        """
+        What the server sends next; C{b""} at its close_notify.
+
+        @raise ConnectionError: the connection ended otherwise (a reset, an
+            end of TCP without a close_notify, a timeout).
+        """
+        buffer = ctypes.create_string_buffer(65536)
+        got = self._lib.SSL_read(self._connection, buffer, len(buffer))
+        if got > 0:
+            return buffer.raw[:got]
+        if self._lib.SSL_get_error(self._connection, got) == _SSL_ERROR_ZERO_RETURN:
+            return b""
+        raise ConnectionError("the TLS connection ended without a close_notify")
+
+    def readAll(self) -> bytes:
+        """
+        What the server sends until its close_notify.
+        """
+        received = []
+        while data := self.read():
+            received.append(data)
+        return b"".join(received)
+
+    def close(self, closeSocket: bool = True) -> None:
+        """
+        Free OpenSSL's objects, and close the socket unless told not to.
+        """
+        if self._connection is not None:
+            self._lib.SSL_free(self._connection)
+            self._connection = None
+        if self._context is not None:
+            self._lib.SSL_CTX_free(self._context)
+            self._context = None
+        if closeSocket:
+            self.socket.close()
 
 
 def keyUpdateFlood(port: int, count: int, stall: float = 0.5) -> Tuple[socket.socket, int]:
@@ -293,31 +392,9 @@ def keyUpdateFlood(port: int, count: int, stall: float = 0.5) -> Tuple[socket.so
 
     @return: the socket (still open: close it) and how many it sent.
     """
-    lib = _libssl()
-    assert lib is not None, KEY_UPDATE_MISSING
-    raw = socket.socket()
-    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        raw.setsockopt(socket.SOL_SOCKET, option, 4096)
-    raw.setsockopt(
-        socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(stall), int(stall % 1 * 1e6))
-    )
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(SOCKET_TIMEOUT), 0))
-    raw.connect(("127.0.0.1", port))
-    context = lib.SSL_CTX_new(lib.TLS_client_method())
-    lib.SSL_CTX_ctrl(context, _SSL_CTRL_SET_MIN_PROTO_VERSION, _TLS1_3_VERSION, None)
-    connection = lib.SSL_new(context)
-    sent = 0
+    client = KeyUpdateClient(port, smallBuffers=True, stall=stall)
     try:
-        lib.SSL_set_fd(connection, raw.fileno())
-        if lib.SSL_connect(connection) != 1:
-            raise ConnectionError("the TLS 1.3 handshake failed")
-        while sent < count:
-            if lib.SSL_key_update(connection, _SSL_KEY_UPDATE_REQUESTED) != 1:
-                break
-            if lib.SSL_do_handshake(connection) != 1:
-                break
-            sent += 1
+        sent = client.keyUpdates(count)
     finally:
-        lib.SSL_free(connection)
-        lib.SSL_CTX_free(context)
-    return raw, sent
+        client.close(closeSocket=False)
+    return client.socket, sent
