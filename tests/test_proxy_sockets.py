@@ -976,36 +976,79 @@ class ProxySocketTests(TestCase):
         self.addCleanup(originPort.stopListening)
         return origin, originPort.getHost().port
 
-    async def test_originResetInATunnelResetsTheClient(self) -> None:
+    async def _originResets(self, tls: bool, request: bytes, answer: bytes) -> None:
         """
-        An origin that resets a tunnel (TCP RST) resets the client's side
-        too, after what came before: it got a clean end, as if the origin
-        had closed.
+        An origin that answers C{request} with C{answer} and then resets
+        its connection (TCP RST) resets the client's side too, after what
+        came before: over TLS without a close_notify, which would tell the
+        client the answer was whole.  (Twisted's TLS makes one as it
+        aborts, but the socket drops it unsent.)
         """
         origin, target = self._rawOrigin()
-        port = await self.startProxy(ProxyRules(allowLoopback=True, connectPorts=frozenset({target})))
+        ca = trustme.CA()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
+        )
 
-        def resetAfterHello(conn: _RawOrigin) -> None:
-            conn.transport.write(b"hello")
+        def answerThenReset(conn: _RawOrigin) -> None:
+            conn.transport.write(answer)
             # abortConnection closes with SO_LINGER 0: a reset.
             reactor.callLater(0.2, conn.transport.abortConnection)
 
-        origin.waitFor(4).addCallback(resetAfterHello)
+        origin.waitFor(4).addCallback(answerThenReset)
 
         def talk() -> tuple[bytes, str]:
             with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
-                raw.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\nping" % (target,))
+                if tls:
+                    context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode("ascii"))
+                    raw = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+                raw.sendall(request % (target,))
                 received = recvUntil(raw, lambda r: r.endswith(b"hello"))
                 try:
                     more = raw.recv(100)
                 except ConnectionResetError:
                     return received, "reset"
+                except ssl.SSLEOFError:
+                    return received, "TCP end without close_notify"
                 return received, f"ended with {more!r}"
 
         received, end = await threads.deferToThread(talk)
-        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
+        self.assertRegex(received, rb"^HTTP/1\.[01] 200 ")
         self.assertTrue(received.endswith(b"hello"), received[-100:])
-        self.assertEqual(end, "reset")
+        if tls:
+            # Python's ssl tells a reset as an end without close_notify:
+            # an error either way, where a close_notify is a clean end.
+            self.assertIn(end, ("reset", "TCP end without close_notify"))
+        else:
+            self.assertEqual(end, "reset")
+
+    _CONNECT = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\nping"
+
+    async def test_originResetInATunnelResetsTheClient(self) -> None:
+        """
+        An origin that resets a tunnel resets the client's side too: it got
+        a clean end (a FIN), as if the origin had closed.
+        """
+        await self._originResets(False, self._CONNECT, b"hello")
+
+    async def test_originResetInATunnelResetsTheClientTLS(self) -> None:
+        """
+        The same on a TLS proxy listener (C{--proxy-tls}), where the client
+        got a close_notify.
+        """
+        await self._originResets(True, self._CONNECT, b"hello")
+
+    async def test_originResetCuttingABodyResetsTheClientTLS(self) -> None:
+        """
+        A body without a length, which only the end of the connection ends,
+        cut by the origin's reset: the HTTP/1.0 client of a TLS proxy
+        listener gets a reset, not a close_notify that ends the body as if
+        it were whole.
+        """
+        await self._originResets(
+            True, b"GET http://127.0.0.1:%d/ HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nhello"
+        )
 
     async def test_connectWithoutCredentials(self) -> None:
         """
