@@ -615,7 +615,8 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
             stats.count("tls_key_update_floods")
         peer = self.transport.getPeer()
         _log.info(
-            "client {client} sent {count} TLS KeyUpdates in {size} bytes: aborted",
+            "{service}: client {client} sent {count} TLS KeyUpdates in {size} bytes: aborted",
+            service=stats.name if isinstance(stats, ServiceStats) else "-",
             client=getattr(peer, "host", None) or "-",
             count=self.keyUpdates,
             size=self._received,

@@ -14,7 +14,8 @@ from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import EventLoggingObserver, StringTransportWithDisconnection
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -452,6 +453,7 @@ class TLSKeyUpdateLimitTests(TestCase):
         """
         service = makeDiscardService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
         port = await startListener(self, service)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
         def flood() -> int:
             client = KeyUpdateClient(port, smallBuffers=True, stall=0.5)
@@ -461,6 +463,9 @@ class TLSKeyUpdateLimitTests(TestCase):
         sent = await threads.deferToThread(flood)
         self.assertLess(sent, 100000)
         await self._aborted(service)
+        messages = [formatEvent(e) for e in events if "KeyUpdates" in formatEvent(e)]
+        self.assertEqual(len(messages), 1, messages)
+        self.assertRegex(messages[0], r"^discard: client 127\.0\.0\.1 sent \d+ TLS KeyUpdates in \d+ bytes: aborted$")
 
     async def test_floodAfterHTTPClose(self) -> None:
         """
