@@ -915,6 +915,49 @@ class SocketTests(HTTPSTestCase):
         for (path, content), (status, body) in zip(expected.items(), got):
             self.assertEqual(body, content, path)
 
+    async def test_clientsGoAwayAfterItsRequest(self) -> None:
+        """
+        Over real TLS, a client that sends its GOAWAY right after its
+        request (as Node's C{session.close()} does) gets the whole answer,
+        then netsuite's GOAWAY and the close (h2 dropped the stream).
+        """
+        folder = FilePath(self.mktemp())
+        folder.makedirs()
+        content = bytes(range(256)) * 4096
+        folder.child("big.bin").setContent(content)
+        port, service, cadata = await self.startHTTPS(root=folder.path)
+
+        def fetch() -> tuple[bytes, bool, tuple[int, int] | None]:
+            context = ssl.create_default_context(cadata=cadata)
+            context.set_alpn_protocols(["h2"])
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            client.send_headers(1, request("GET", "/big.bin"), end_stream=True)
+            # Past the client's h2, which would take no answer after it.
+            goAway = frame(7, 0, 0, struct.pack(">II", 0, 0))
+            body, ended, terminated = b"", False, None
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(client.data_to_send() + goAway)
+                    while received := tls.recv(65536):
+                        for event in client.receive_data(received):
+                            if isinstance(event, h2.events.DataReceived):
+                                body += event.data
+                                client.acknowledge_received_data(event.flow_controlled_length, 1)
+                            elif isinstance(event, h2.events.StreamEnded):
+                                ended = True
+                            elif isinstance(event, h2.events.ConnectionTerminated):
+                                terminated = (event.error_code, event.last_stream_id)
+                        if not terminated:
+                            tls.sendall(client.data_to_send())
+            return body, ended, terminated
+
+        body, ended, terminated = await threads.deferToThread(fetch)
+        self.assertEqual((len(body), ended), (len(content), True))
+        self.assertEqual(body, content)
+        self.assertEqual(terminated, (h2.errors.ErrorCodes.NO_ERROR, 1))
+        await waitForNoConnections(self, service)
+
     async def test_largeAnswersInterleaved(self) -> None:
         """
         Over real TLS, a 3 MiB file and a 4 MiB answer written at once,

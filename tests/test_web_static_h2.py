@@ -31,6 +31,7 @@ try:
     import h2.events
     import h2.exceptions
     import h2.settings
+    from hyperframe.frame import GoAwayFrame
     from twisted.web._http2 import H2Connection
 
     from netsuite.web.site import NetsuiteH2Connection
@@ -468,29 +469,67 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(peer.server.streams, {})
         self.assertEqual(openFilesFor(self.big), 0)
 
-    def test_requestSentWithTheClientsGoAway(self) -> None:
+    def _getWithGoAway(self, errorCode: int) -> None:
         """
-        A request and the client's GOAWAY in one read end the connection
-        quietly: h2 sends nothing more once it has read the peer's GOAWAY,
-        so the request is not processed (it was, and answering it raised
-        in h2, tracebacks a connection and a 500 logged).  A request of an
-        earlier read, being answered, is dropped quietly too.
+        With stream 1 being answered (C{/big.bin}), send in one write a
+        request on stream 3, the client's GOAWAY with C{errorCode}, and a
+        request on stream 5.  The GOAWAY is written past the client's h2,
+        which would take no answer once it had sent one.
         """
         peer = self.peer
-        peer.acknowledge = False
+        peer.events.setdefault(0, [])  # the connection's own events
         peer.get(1, b"/big.bin")
         self.readSome()
         self.assertEqual(len(self.folder._producers), 1)
-        peer.client.send_headers(
-            3, [(b":method", b"GET"), (b":path", b"/big.bin"), (b":scheme", b"https"), (b":authority", b"localhost")],
-            end_stream=True,
-        )
-        peer.client.close_connection()
-        peer.send()
+        for streamID in (3, 5):
+            peer.events.setdefault(streamID, [])
+            peer.bodies.setdefault(streamID, b"")
+        request = [(b":method", b"GET"), (b":path", b"/big.bin"), (b":scheme", b"https"), (b":authority", b"localhost")]
+        peer.client.send_headers(3, request, end_stream=True)
+        first = peer.client.data_to_send()
+        peer.client.send_headers(5, request, end_stream=True)
+        goAway = GoAwayFrame(0, last_stream_id=0, error_code=errorCode).serialize()
+        peer.server.dataReceived(first + goAway + peer.client.data_to_send())
+
+    def test_clientsGoAwayLetsItsStreamsFinish(self) -> None:
+        """
+        The client's GOAWAY (C{NO_ERROR}) lets the streams it opened
+        finish, a request in the same read before it too (RFC 9113, 6.8;
+        h2 closed at once, dropping them); a stream opened after it is
+        refused (C{REFUSED_STREAM}: not processed).  After the last, the
+        connection closes with netsuite's GOAWAY.
+        """
+        peer = self.peer
+        self._getWithGoAway(0)
+        for streamID in (1, 3):
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+            self.assertEqual(peer.bodies[streamID], patterned(BIG))
+        reset = peer.readUntilEnded(5)
+        self.assertIsInstance(reset, h2.events.StreamReset)
+        self.assertEqual(reset.error_code, h2.errors.ErrorCodes.REFUSED_STREAM)
+        peer.read()
+        self.assertTrue(peer.transport.disconnecting)
+        terminated = [e for e in peer.events[0] if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual([(e.error_code, e.last_stream_id) for e in terminated], [(h2.errors.ErrorCodes.NO_ERROR, 5)])
+        self.assertEqual(peer.server.streams, {})
+        self.assertEqual(openFilesFor(self.big), 0)
+        self.assertEqual(peer.server.site.stats.snapshot().get("errors", 0), 0)
+
+    def test_clientsGoAwayWithAnErrorEndsTheConnection(self) -> None:
+        """
+        The client's GOAWAY with an error ends the connection quietly, as
+        h2 takes it: the requests of its read are not processed (answering
+        them raised in h2, tracebacks a connection and a 500 logged), and
+        the stream being answered is dropped.
+        """
+        peer = self.peer
+        peer.acknowledge = False
+        self._getWithGoAway(h2.errors.ErrorCodes.PROTOCOL_ERROR)
         self.readSome()
         self.clock.advance(self.folder.stallTimeout + 1)
-        self.assertTrue(self.peer.transport.disconnecting)
+        self.assertTrue(peer.transport.disconnecting)
         self.assertEqual(peer.server.streams, {})
+        self.assertEqual(peer.events[3] + peer.events[5], [])
         self.assertEqual(self.folder._producers, set())
         self.assertEqual(openFilesFor(self.big), 0)
         self.assertEqual(peer.server.site.stats.snapshot().get("errors", 0), 0)

@@ -1010,8 +1010,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     _unregistered = False
     #: Bytes queued in the streams' output queues (see L{_OutputQueue}).
     _queued = 0
-    #: Whether a GOAWAY went out for a stop, the open streams still to end.
+    #: Whether a GOAWAY went out for a stop, or came from the client, the
+    #: open streams still to end.
     _draining = False
+    #: Streams above this one are refused while draining.
+    _drainAbove = 0
+    #: Whether the client's GOAWAY started the draining (netsuite's own
+    #: GOAWAY is still to be sent, at the end).
+    _clientWentAway = False
     _releasing = False
 
     def __init__(self, site: "NetsuiteSite") -> None:
@@ -1034,14 +1040,37 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._held: dict[int, None] = {}
         self._receiveFrames = self.conn.receive_data
         self.conn.receive_data = self._receive
+        # h2's private table of what handles each kind of frame.
+        dispatch = self.conn._frame_dispatch_table
+        self._receiveGoAwayFrame = dispatch[GoAwayFrame]
+        dispatch[GoAwayFrame] = self._clientGoAway
+
+    def _clientGoAway(self, frame: Any) -> tuple[list, list]:
+        """
+        Take the client's GOAWAY (in place of h2).  h2 closes at once and
+        sends nothing more, dropping the streams the client opened, though
+        RFC 9113 (6.8) lets them finish and clients count on it (Node's
+        HTTP/2 C{session.close()} sends a GOAWAY, then waits for its
+        streams).  One without an error, while streams are open: they are
+        answered, streams opened after it refused, and once the last has
+        ended the connection closes with netsuite's own GOAWAY.  Any other
+        goes to h2, as before.
+        """
+        if frame.error_code or not self.conn.open_inbound_streams or self.transport.disconnecting:
+            return self._receiveGoAwayFrame(frame)  # type: ignore[no-any-return]
+        if not self._draining:
+            self._draining = True
+            self._clientWentAway = True
+            self._drainAbove = self.conn.highest_inbound_stream_id
+        return [], []
 
     def _receive(self, data: bytes) -> list:
         """
-        h2's events for C{data}, up to the client's GOAWAY: once h2 has
-        read it, it sends nothing more (it is closed), so the requests
-        that came with it cannot be answered, and are not processed.
-        Twisted then ends the connection, and the streams already open
-        with it.
+        h2's events for C{data}, up to a client's GOAWAY that h2 took (see
+        L{_clientGoAway}): once h2 has read it, it sends nothing more (it
+        is closed), so the requests that came with it cannot be answered,
+        and are not processed.  Twisted then ends the connection, and the
+        streams already open with it.
         """
         events = self._receiveFrames(data)
         for event in events:
@@ -1062,6 +1091,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         H2Connection.dataReceived(self, data)
         if transport.disconnecting:  # Twisted closed: a protocol error, a GOAWAY
             self._closing()
+            return
+        if self._clientWentAway and not self.streams:
+            self._goAway(h2.errors.ErrorCodes.NO_ERROR)  # nothing left to answer
             return
         if self.conn.remote_settings.initial_window_size > initialWindow:
             # Every stream's window grew (Twisted does nothing for SETTINGS):
@@ -1134,8 +1166,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._goAway(h2.errors.ErrorCodes.NO_ERROR)
             return
         self._draining = True
+        self._drainAbove = self.conn.highest_inbound_stream_id
         # Written past h2, which would answer nothing more once it sent one.
-        goAway = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
+        goAway = GoAwayFrame(0, last_stream_id=self._drainAbove, error_code=0)
         self.transport.write(self.conn.data_to_send() + goAway.serialize())
 
     def timeoutConnection(self) -> None:
@@ -1369,8 +1402,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._heads += 1
         if self.transport.disconnecting:
             return  # the rest of a read that ended in a GOAWAY
-        if self._draining:  # after the GOAWAY: not processed, may be sent again
+        if self._draining and event.stream_id > self._drainAbove:
+            # After the GOAWAY: not processed, may be sent again.
             self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._requestAborted(event)  # counted as a reset: a flood ends
             return
         refusal = self._checkHead(event.headers)
         if refusal is not None:
@@ -1498,6 +1533,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if self._held:
             self._releaseHeld()
         if self._draining and not self.streams and not self.transport.disconnecting:
+            if self._clientWentAway:
+                self._goAway(h2.errors.ErrorCodes.NO_ERROR)
+                return
             self.transport.loseConnection()
             self._closing()
 
