@@ -37,7 +37,15 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from OpenSSL.SSL import SENT_SHUTDOWN, SSL_CB_LOOP, Connection, Error as SSLError, WantReadError, ZeroReturnError
+from OpenSSL.SSL import (
+    SENT_SHUTDOWN,
+    SSL_CB_HANDSHAKE_START,
+    SSL_CB_LOOP,
+    Connection,
+    Error as SSLError,
+    WantReadError,
+    ZeroReturnError,
+)
 from zope.interface import alsoProvides, implementer
 
 from netsuite.files import readSmallFile
@@ -59,6 +67,11 @@ DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: one asking for an update back an answer too.
 KEY_UPDATES_FREE = 32
 KEY_UPDATE_BYTES = 1024 * 1024
+
+#: TLS records given to OpenSSL at a time: the limits on what OpenSSL
+#: answers by itself are checked between (a 64 KiB read holds 2400
+#: KeyUpdates).
+RECORDS_PER_FEED = 32
 
 _log = Logger()
 
@@ -561,13 +574,18 @@ class _CloseNotifyAsEndOfInput:
 _READ_KEY_UPDATE = b"TLSv1.3 read client key update"
 
 
-def _countKeyUpdates(connection: Connection, where: int, result: int) -> None:
+def _watchHandshakes(connection: Connection, where: int, result: int) -> None:
     """
     OpenSSL's info callback for a L{_HalfClosingTLSProtocol}'s connection:
-    counts the KeyUpdates the client sends.  It runs inside OpenSSL, so it
-    only counts; the protocol acts once OpenSSL is done.
+    counts the handshakes the client starts after the first (TLS 1.2
+    renegotiations) and the KeyUpdates it sends.  It runs inside OpenSSL,
+    so it only counts; the protocol acts once OpenSSL is done.
     """
-    if where & SSL_CB_LOOP and connection.get_state_string() == _READ_KEY_UPDATE:
+    if where & SSL_CB_HANDSHAKE_START:
+        tls = connection.get_app_data()
+        if isinstance(tls, _HalfClosingTLSProtocol) and tls._handshakeDone:
+            tls.renegotiations += 1
+    elif where & SSL_CB_LOOP and connection.get_state_string() == _READ_KEY_UPDATE:
         tls = connection.get_app_data()
         if isinstance(tls, _HalfClosingTLSProtocol):
             tls.keyUpdates += 1
@@ -582,44 +600,83 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
     the end of its TCP input ends the connection, whatever had stopped
     reading.
 
-    It also aborts a connection whose client sends more TLS 1.3 KeyUpdates
-    than L{KEY_UPDATES_FREE} and one per L{KEY_UPDATE_BYTES} it sent
-    (BoringSSL takes 32 in a row): OpenSSL takes any number, and a flood of
-    them, which the service never sees, kept a CPU busy until a timeout.
+    It also aborts a connection whose client sends what OpenSSL answers by
+    itself, which the service never sees, beyond need: more TLS 1.3
+    KeyUpdates than L{KEY_UPDATES_FREE} and one per L{KEY_UPDATE_BYTES} it
+    sent (BoringSSL takes 32 in a row), or a TLS 1.2 renegotiation, which
+    is refused anyway (nginx closes too).  OpenSSL takes any number of
+    either, and a flood kept a CPU busy until a timeout.  OpenSSL gets
+    L{RECORDS_PER_FEED} records at a time, so that a read full of them
+    ends after a few dozen, not thousands.
 
     @ivar peerClosed: the peer's close_notify came.
     @ivar keyUpdates: KeyUpdates the client sent.
+    @ivar renegotiations: handshakes the client started after the first.
     """
 
     peerClosed = False
     keyUpdates = 0
+    renegotiations = 0
     _received = 0
+    #: Bytes of the record being received still to come after this read.
+    _recordLeft = 0
+    #: The first bytes of a record header cut by the end of the last read.
+    _headerStart = b""
 
     def makeConnection(self, transport: Any) -> None:
         TLSMemoryBIOProtocol.makeConnection(self, transport)
         if self._tlsConnection is not None:
             # Twisted made the protocol the connection's app data.
-            self._tlsConnection.set_info_callback(_countKeyUpdates)
+            self._tlsConnection.set_info_callback(_watchHandshakes)
         if IHalfCloseableProtocol.providedBy(self.wrappedProtocol) and self._tlsConnection is not None:
             self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self)
 
     def dataReceived(self, data: bytes) -> None:
         self._received += len(data)
-        TLSMemoryBIOProtocol.dataReceived(self, data)
-        if self.keyUpdates > KEY_UPDATES_FREE + self._received // KEY_UPDATE_BYTES and not self._aborted:
-            self._keyUpdateFlood()
+        for piece in self._pieces(data):
+            TLSMemoryBIOProtocol.dataReceived(self, piece)
+            if self._aborted or self._lostTLSConnection:
+                return
+            if self.renegotiations:
+                self._abortFor("tls_renegotiations", "started a TLS renegotiation")
+                return
+            if self.keyUpdates > KEY_UPDATES_FREE + self._received // KEY_UPDATE_BYTES:
+                self._abortFor(
+                    "tls_key_update_floods", f"sent {self.keyUpdates} TLS KeyUpdates in {self._received} bytes"
+                )
+                return
 
-    def _keyUpdateFlood(self) -> None:
+    def _pieces(self, data: bytes) -> Iterable[bytes]:
+        """
+        C{data} cut where a record begins, into pieces in which at most
+        L{RECORDS_PER_FEED} records begin (the whole of it, most often).
+        """
+        view = self._headerStart + data if self._headerStart else data
+        offset = len(view) - len(data)  # where data begins in view
+        position = 0 if self._headerStart else self._recordLeft
+        cut, begun, end = offset, 0, len(view)
+        while position + 5 <= end:
+            if begun == RECORDS_PER_FEED:
+                yield view[cut:position]
+                cut, begun = position, 0
+            begun += 1
+            position += 5 + (view[position + 3] << 8 | view[position + 4])
+        if position >= end:
+            self._recordLeft, self._headerStart = position - end, b""
+        else:
+            self._recordLeft, self._headerStart = 0, view[position:]
+        yield data if cut == offset else view[cut:]
+
+    def _abortFor(self, counter: str, what: str) -> None:
         stats = getattr(self.factory.wrappedFactory, "stats", None)
         if isinstance(stats, ServiceStats):
-            stats.count("tls_key_update_floods")
+            stats.count(counter)
         peer = self.transport.getPeer()
         _log.info(
-            "{service}: client {client} sent {count} TLS KeyUpdates in {size} bytes: aborted",
+            "{service}: client {client} {what}: aborted",
             service=stats.name if isinstance(stats, ServiceStats) else "-",
             client=getattr(peer, "host", None) or "-",
-            count=self.keyUpdates,
-            size=self._received,
+            what=what,
         )
         self.abortConnection()
 

@@ -6,9 +6,12 @@ start-up errors.
 from __future__ import annotations
 
 import os
+import re
 import socket
+import struct
 from typing import Any, List, Tuple
 
+from OpenSSL import SSL
 from OpenSSL.SSL import SENT_SHUTDOWN, WantReadError, ZeroReturnError
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
@@ -467,6 +470,77 @@ class TLSKeyUpdateLimitTests(TestCase):
         self.assertEqual(len(messages), 1, messages)
         self.assertRegex(messages[0], r"^discard: client 127\.0\.0\.1 sent \d+ TLS KeyUpdates in \d+ bytes: aborted$")
 
+    async def test_burstEndsAfterAFewDozen(self) -> None:
+        """
+        KeyUpdates sent in one write, read at once, end the connection
+        after a few dozen: OpenSSL gets L{listen.RECORDS_PER_FEED} records
+        at a time, and the limit is looked at between (a 64 KiB read let
+        2400 through, each costing the server 20 microseconds).
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        def burst() -> None:
+            client = KeyUpdateClient(port)
+            self.addCleanup(client.close)
+            try:
+                client.keyUpdateBurst(4000)
+            except ConnectionError:
+                pass  # cut off while sending
+
+        await threads.deferToThread(burst)
+        await self._aborted(service)
+        [message] = [formatEvent(e) for e in events if "KeyUpdates" in formatEvent(e)]
+        taken = int(re.search(r"sent (\d+) TLS KeyUpdates", message).group(1))
+        self.assertLessEqual(taken, listen.KEY_UPDATES_FREE + listen.RECORDS_PER_FEED)
+
+    async def test_renegotiationAborted(self) -> None:
+        """
+        A TLS 1.2 client that starts a renegotiation is aborted, logged and
+        counted as C{tls_renegotiations}: OpenSSL refuses it with a warning
+        alert and keeps the connection, so a client could ask again and
+        again (100,000 times a second, a CPU busy) until a timeout.
+        """
+        ca = trustme.CA()
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp(), ca))
+        port = await startListener(self, service)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        def renegotiate() -> Tuple[bytes, str]:
+            context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            context.set_max_proto_version(SSL.TLS1_2_VERSION)
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                # Blocking for pyOpenSSL, but never for ever.
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 5, 0))
+                connection = SSL.Connection(context, raw)
+                connection.set_connect_state()
+                connection.do_handshake()
+                connection.sendall(b"ping")
+                echoed = connection.recv(4)
+                connection.renegotiate()
+                for _ in range(100):
+                    try:
+                        connection.do_handshake()
+                        connection.recv(1)
+                    except SSL.WantReadError:
+                        continue
+                    except SSL.SysCallError:
+                        return echoed, "reset"
+                    except SSL.Error as e:
+                        return echoed, f"TLS error {e}"
+                return echoed, "still open"
+
+        echoed, end = await threads.deferToThread(renegotiate)
+        self.assertEqual(echoed, b"ping")
+        # OpenSSL's refusal (a warning alert) may come before the reset.
+        self.assertNotEqual(end, "still open")
+        await waitForQuiet(lambda: service.stats.connectionsOpen)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+        self.assertEqual(service.stats.counters.get("tls_renegotiations"), 1)
+        messages = [formatEvent(e) for e in events if "renegotiation" in formatEvent(e)]
+        self.assertEqual(messages, ["echo: client 127.0.0.1 started a TLS renegotiation: aborted"])
+
     async def test_floodAfterHTTPClose(self) -> None:
         """
         After the web server closed a connection (C{Connection: close}), it
@@ -529,6 +603,42 @@ class TLSKeyUpdateLimitTests(TestCase):
 
         await self.assertFailure(threads.deferToThread(overTheLimit), ConnectionError)
         await self._aborted(service)
+
+
+class RecordPiecesTests(SynchronousTestCase):
+    """
+    What a TLS connection reads is given to OpenSSL in pieces cut where a
+    record begins, with at most L{listen.RECORDS_PER_FEED} records begun
+    in each, whatever the reads cut.
+    """
+
+    def test_pieces(self) -> None:
+        records = b"".join(
+            bytes([23, 3, 3]) + struct.pack(">H", size) + bytes([size % 251]) * size
+            for size in [22] * 100 + [16401, 0, 3] + [22] * 40 + [300]
+        )
+        for readSize in (1, 2, 4, 5, 6, 27, 1000, 4096, 65536):
+            tls = _HalfClosingTLSProtocol.__new__(_HalfClosingTLSProtocol)
+            pieces = []
+            for start in range(0, len(records), readSize):
+                pieces.extend(p for p in tls._pieces(records[start : start + readSize]) if p)
+            self.assertEqual(b"".join(pieces), records, readSize)
+            begun = [_recordsBegun(records, pieces, i) for i in range(len(pieces))]
+            self.assertLessEqual(max(begun), listen.RECORDS_PER_FEED, readSize)
+        self.assertGreaterEqual(len(pieces), 5)  # read whole: 144 records cut
+
+
+def _recordsBegun(records: bytes, pieces: List[bytes], index: int) -> int:
+    """
+    How many of the records in C{records} begin in C{pieces[index]}.
+    """
+    start = sum(map(len, pieces[:index]))
+    end = start + len(pieces[index])
+    position, begun = 0, 0
+    while position < len(records):
+        begun += start <= position < end
+        position += 5 + struct.unpack(">H", records[position + 3 : position + 5])[0]
+    return begun
 
 
 def _buffered(service: StreamListener) -> int:
