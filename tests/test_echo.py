@@ -654,11 +654,13 @@ class TLSHalfCloseTests(TestCase):
         """
         A client that sends 4 MiB, then close_notify, and reads on gets all
         4 MiB back and the server's close_notify (it lost what was not yet
-        echoed: the close_notify ended the connection).
+        echoed: the close_notify ended the connection).  The last 16 KiB
+        and the close_notify reach the server in one read, so their echo is
+        still to be sent when the close_notify is read.
         """
         port, ca = await self.startEcho()
         data = os.urandom(4 * 1024 * 1024)
-        received, how = await threads.deferToThread(closeNotifyClient, port, ca, data)
+        received, how = await threads.deferToThread(closeNotifyClient, port, ca, data, echoedBeforeEnd=16 * 1024)
         self.assertEqual((len(received), how), (len(data), "close_notify"))
         self.assertEqual(received, data)
         await waitForQuiet(lambda: self.service.stats.connectionsOpen)
@@ -672,7 +674,9 @@ class TLSHalfCloseTests(TestCase):
         """
         port, ca = await self.startEcho()
         data = os.urandom(1024 * 1024)
-        received, how = await threads.deferToThread(closeNotifyClient, port, ca, data, shutDownTCP=True)
+        received, how = await threads.deferToThread(
+            closeNotifyClient, port, ca, data, shutDownTCP=True, echoedBeforeEnd=16 * 1024
+        )
         self.assertEqual((received == data, how), (True, "close_notify"))
 
     async def test_endOfTCPWithoutCloseNotifyEndsTheConnection(self) -> None:

@@ -180,12 +180,19 @@ def closeNotifyClient(
     shutDownTCP: bool = False,
     closeNotify: bool = True,
     timeout: float = 30.0,
+    echoedBeforeEnd: int = 0,
 ) -> Tuple[bytes, str]:
     """
     Blocking: connect to C{127.0.0.1:port} with TLS (pyOpenSSL, trusting
     C{ca}), send C{payload} while reading, then send close_notify (unless
     not C{closeNotify}; and with C{shutDownTCP} also shut the socket's
     sending side) and read on until the server closes.
+
+    With C{echoedBeforeEnd} (for an echo server), the payload's last
+    C{echoedBeforeEnd} bytes are held until the echo of all before them is
+    back, then sent with the close_notify in one TCP segment (C{TCP_CORK},
+    where there is one): the server reads both at once, and still has their
+    echo to send when it reads the close_notify.
 
     @return: everything read, and how it ended: C{"close_notify"} (the
         server's), C{"eof"} (closed without one), C{"reset"}, or
@@ -202,14 +209,25 @@ def closeNotifyClient(
         conn.set_tlsext_host_name(b"localhost")
         conn.set_connect_state()
         pending, closed = memoryview(payload), False
+        cork = getattr(socket, "TCP_CORK", None) if echoedBeforeEnd else None
+        corked = False
         while time.monotonic() < deadline:
             wantWrite = bool(pending) or not closed
             try:
+                held = echoedBeforeEnd if len(pending) > echoedBeforeEnd else 0
+                if echoedBeforeEnd and not held and not corked:
+                    if sum(map(len, received)) < len(payload) - len(pending):
+                        raise SSL.WantWriteError()  # the echo is not back yet
+                    if cork is not None:
+                        raw.setsockopt(socket.IPPROTO_TCP, cork, 1)
+                    corked = True
                 if pending:
-                    pending = pending[conn.send(pending[: 64 * 1024]):]
+                    pending = pending[conn.send(pending[: min(64 * 1024, len(pending) - held)]):]
                 elif not closed:
                     if closeNotify:
                         conn.shutdown()
+                    if corked and cork is not None:
+                        raw.setsockopt(socket.IPPROTO_TCP, cork, 0)
                     if shutDownTCP:
                         raw.shutdown(socket.SHUT_WR)
                     closed, wantWrite = True, False
