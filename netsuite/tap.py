@@ -710,6 +710,8 @@ class NetsuiteService(MultiService):
 
     @ivar stats: the counters of every service, by service name.
     @ivar started: when it was built (POSIX time).
+    @ivar http: the HTTP service's L{netsuite.web.site.NetsuiteSite}
+        (every HTTP listener serves it), when HTTP runs.
     @ivar chat: the chat service's L{netsuite.chat.ChatFactory} (its rooms
         and members), when chat runs.
     @ivar proxy: the proxy's L{netsuite.proxy.ProxyFactory}, when it runs.
@@ -718,6 +720,7 @@ class NetsuiteService(MultiService):
     """
 
     version = __version__
+    http: Any = None
     chat: Any = None
     proxy: Any = None
     downloads: Any = None
@@ -757,26 +760,29 @@ class NetsuiteService(MultiService):
 
 
 def _http(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
-    from netsuite.web.site import Limits, makeHTTPService
+    from netsuite.web.site import Limits, makeHTTPService, makeSite
 
-    limits = Limits(
-        maxBody=config["http-max-body"],
-        maxRequestLine=config["http-max-request-line"],
-        maxHeaderBytes=config["http-max-header-size"],
-        maxHeaders=config["http-max-headers"],
-        headerTimeout=config["http-header-timeout"],
-        idleTimeout=config["http-idle-timeout"],
-    )
-    api = {b"downloads": status.downloads.resource()} if status.downloads is not None else {}
-    return makeHTTPService(
-        status=status,
-        api=api,
-        root=config["http-root"],
-        followSymlinks=config["http-follow-symlinks"],
-        accessLog=config["http-access-log"],
-        limits=limits,
-        **kw,
-    )
+    if status.http is None:  # one site (metrics, file cache, log) for plain and TLS
+        limits = Limits(
+            maxBody=config["http-max-body"],
+            maxRequestLine=config["http-max-request-line"],
+            maxHeaderBytes=config["http-max-header-size"],
+            maxHeaders=config["http-max-headers"],
+            headerTimeout=config["http-header-timeout"],
+            idleTimeout=config["http-idle-timeout"],
+        )
+        api = {b"downloads": status.downloads.resource()} if status.downloads is not None else {}
+        status.http = makeSite(
+            status,
+            reactor=kw["reactor"],
+            stats=kw["stats"],
+            api=api,
+            root=config["http-root"],
+            followSymlinks=config["http-follow-symlinks"],
+            accessLog=config["http-access-log"],
+            limits=limits,
+        )
+    return makeHTTPService(status=status, site=status.http, **kw)
 
 
 def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:

@@ -1613,6 +1613,38 @@ class SocketTests(TestCase):
         self.assertEqual(headers[":status"], "200")
         self.assertIn("http", json.loads(body)["services"])
 
+    async def test_plainAndTLSListenersShareOneSite(self) -> None:
+        """
+        The plain and the TLS listener that C{twistd netsuite --tls} builds
+        serve one site: C{/metrics} on either counts the requests of both
+        (each had its own, so a scrape of the plain port missed every HTTPS
+        and HTTP/2 request), and there is one static file cache.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        from netsuite.tap import Options, makeService
+
+        options = Options()
+        dataDir = os.path.abspath(self.mktemp())
+        options.parseOptions(
+            ["--no-echo", "--no-daytime", "--no-chat", "--no-proxy", "--no-downloads", "--tls",
+             "--data-dir", dataDir, "--http", "tcp:0:interface=127.0.0.1", "--https", "tcp:0:interface=127.0.0.1"]
+        )
+        root = makeService(options, reactor)
+        plain = root.getServiceNamed("http tcp:0:interface=127.0.0.1")
+        https = root.getServiceNamed("http+tls tcp:0:interface=127.0.0.1")
+        plainPort = await startListener(self, plain)
+        tlsPort = await startListener(self, https)
+        with open(os.path.join(dataDir, "tls", "localhost.pem")) as f:
+            cadata = f.read()
+        for _ in range(3):
+            protocol, headers, _body = await threads.deferToThread(h2Get, tlsPort, cadata, "/nothing-here")
+            self.assertEqual((protocol, headers[":status"]), ("h2", "404"))
+        metrics = await threads.deferToThread(
+            rawExchange, plainPort, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertIn(b'netsuite_http_requests_total{method="GET",status="404"} 3.0', metrics)
+
     async def test_curlHTTP2(self) -> None:
         """
         C{curl --http2} negotiates HTTP/2 (when curl is installed).

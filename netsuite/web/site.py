@@ -1810,6 +1810,7 @@ def makeHTTPService(
     accessLog: str | None = None,
     limits: Limits | None = None,
     api: Mapping[bytes, IResource] | None = None,
+    site: NetsuiteSite | None = None,
     **listening: Any,
 ) -> StreamListener:
     """
@@ -1817,6 +1818,11 @@ def makeHTTPService(
 
     @param status: what the status pages show; by default a
         L{SimpleStatus} that knows this listener only.
+    @param site: a site (from L{makeSite}) to serve, shared with other
+        listeners: a plain and a TLS listener given the same site have one
+        C{/metrics}, one static file cache and one access log.  Without
+        it, a site of this listener's own is made from C{root},
+        C{followSymlinks}, C{accessLog}, C{limits} and C{api}.
     @param root: a folder to serve at C{/} (like C{twistd web --path}).
     @param followSymlinks: serve symlinks that point outside C{root}.
     @param accessLog: file for the combined-format access log (default: the
@@ -1832,18 +1838,21 @@ def makeHTTPService(
     own = status is None
     if status is None:
         status = SimpleStatus(StatsRegistry())
-    if stats is None:
+    if site is not None:
+        stats = site.stats
+    elif stats is None:
         stats = status.stats.forService("http")
-    site = makeSite(
-        status,
-        reactor=reactor,
-        stats=stats,
-        root=root,
-        followSymlinks=followSymlinks,
-        accessLog=accessLog,
-        limits=limits,
-        api=api,
-    )
+    if site is None:
+        site = makeSite(
+            status,
+            reactor=reactor,
+            stats=stats,
+            root=root,
+            followSymlinks=followSymlinks,
+            accessLog=accessLog,
+            limits=limits,
+            api=api,
+        )
     listener = StreamListener("http", endpoint, site, reactor=reactor, stats=stats, speaksHTTP=True, **listening)
     if own:
         status.add(listener)  # type: ignore[union-attr]
