@@ -1645,6 +1645,31 @@ class SocketTests(TestCase):
         )
         self.assertIn(b'netsuite_http_requests_total{method="GET",status="404"} 3.0', metrics)
 
+    async def test_listenersGivenOneSite(self) -> None:
+        """
+        Listeners that L{makeHTTPService} is given one site (an embedding
+        application's plain and TLS pair) count their requests in one
+        C{/metrics}; the site's pages list the listeners added to its status.
+        """
+        status = SimpleStatus(StatsRegistry())
+        site = makeSite(status, reactor=reactor, stats=status.stats.forService("http"))
+        one = makeHTTPService("tcp:0:interface=127.0.0.1", site=site, grace=1)
+        two = makeHTTPService("tcp:0:interface=127.0.0.1", site=site, grace=1)
+        status.add(one)
+        status.add(two)
+        portOne = await startListener(self, one)
+        portTwo = await startListener(self, two)
+        await threads.deferToThread(rawExchange, portOne, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await threads.deferToThread(
+            rawExchange, portTwo, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertIn(b'netsuite_http_requests_total{method="GET",status="404"} 1.0', answer)
+        answer = await threads.deferToThread(
+            rawExchange, portOne, b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        listeners = json.loads(answer.split(b"\r\n\r\n", 1)[1])["services"]["http"]["listeners"]
+        self.assertEqual(len(listeners), 2)
+
     async def test_curlHTTP2(self) -> None:
         """
         C{curl --http2} negotiates HTTP/2 (when curl is installed).

@@ -1820,9 +1820,11 @@ def makeHTTPService(
         L{SimpleStatus} that knows this listener only.
     @param site: a site (from L{makeSite}) to serve, shared with other
         listeners: a plain and a TLS listener given the same site have one
-        C{/metrics}, one static file cache and one access log.  Without
-        it, a site of this listener's own is made from C{root},
-        C{followSymlinks}, C{accessLog}, C{limits} and C{api}.
+        C{/metrics}, one static file cache and one access log.  Its pages
+        show the status it was made with (add the listeners to it), and
+        C{status}, C{stats}, C{root}, C{followSymlinks}, C{accessLog},
+        C{limits} and C{api} are not used.  Without it, a site of this
+        listener's own is made from them.
     @param root: a folder to serve at C{/} (like C{twistd web --path}).
     @param followSymlinks: serve symlinks that point outside C{root}.
     @param accessLog: file for the combined-format access log (default: the
@@ -1835,24 +1837,24 @@ def makeHTTPService(
         C{acceptableProtocols=[b"h2", b"http/1.1"]} for HTTP/2.
     """
     reactor = _reactor(reactor)
+    if site is not None:
+        # Its pages show the status it was made with.
+        return StreamListener("http", endpoint, site, reactor=reactor, stats=site.stats, speaksHTTP=True, **listening)
     own = status is None
     if status is None:
         status = SimpleStatus(StatsRegistry())
-    if site is not None:
-        stats = site.stats
-    elif stats is None:
+    if stats is None:
         stats = status.stats.forService("http")
-    if site is None:
-        site = makeSite(
-            status,
-            reactor=reactor,
-            stats=stats,
-            root=root,
-            followSymlinks=followSymlinks,
-            accessLog=accessLog,
-            limits=limits,
-            api=api,
-        )
+    site = makeSite(
+        status,
+        reactor=reactor,
+        stats=stats,
+        root=root,
+        followSymlinks=followSymlinks,
+        accessLog=accessLog,
+        limits=limits,
+        api=api,
+    )
     listener = StreamListener("http", endpoint, site, reactor=reactor, stats=stats, speaksHTTP=True, **listening)
     if own:
         status.add(listener)  # type: ignore[union-attr]
