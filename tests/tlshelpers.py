@@ -210,23 +210,24 @@ def closeNotifyClient(
         conn.set_connect_state()
         pending, closed = memoryview(payload), False
         cork = getattr(socket, "TCP_CORK", None) if echoedBeforeEnd else None
-        corked = False
+        ending = False  # the held bytes are going out
         while time.monotonic() < deadline:
             wantWrite = bool(pending) or not closed
             try:
                 held = echoedBeforeEnd if len(pending) > echoedBeforeEnd else 0
-                if echoedBeforeEnd and not held and not corked:
+                if echoedBeforeEnd and not held and not ending:
                     if sum(map(len, received)) < len(payload) - len(pending):
-                        raise SSL.WantWriteError()  # the echo is not back yet
+                        wantWrite = False  # the echo is not back yet: only read
+                        raise SSL.WantReadError()
                     if cork is not None:
                         raw.setsockopt(socket.IPPROTO_TCP, cork, 1)
-                    corked = True
+                    ending = True
                 if pending:
                     pending = pending[conn.send(pending[: min(64 * 1024, len(pending) - held)]):]
                 elif not closed:
                     if closeNotify:
                         conn.shutdown()
-                    if corked and cork is not None:
+                    if ending and cork is not None:
                         raw.setsockopt(socket.IPPROTO_TCP, cork, 0)
                     if shutDownTCP:
                         raw.shutdown(socket.SHUT_WR)
