@@ -73,6 +73,21 @@ KEY_UPDATE_BYTES = 1024 * 1024
 #: KeyUpdates).
 RECORDS_PER_FEED = 32
 
+#: Once a service closes a connection, the listener reads on, dropping what
+#: comes, until the peer closes too (RFC 9112 9.6, nginx's lingering
+#: close), so that the peer's late bytes do not make the system reset the
+#: connection and lose the last answer before the peer read it; but for at
+#: most LINGER_TIME seconds from when the output was all handed to the
+#: system, and LINGER_TIMEOUT seconds without a byte from the peer
+#: (nginx's C{lingering_time} and C{lingering_timeout}).
+LINGER_TIME = 30.0
+LINGER_TIMEOUT = 5.0
+
+#: Seconds between looks at a closing connection whose output still waits
+#: in its transport (the service's own timers abort a peer that takes
+#: nothing).
+_LINGER_LOOK = 1.0
+
 _log = Logger()
 
 
@@ -259,6 +274,84 @@ def _describe(address: object) -> str:
     return str(address)
 
 
+def _held(transport: Any) -> int:
+    """
+    The bytes a Twisted TCP transport holds that it has not handed to the
+    system yet.
+    """
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
+
+
+class _Linger:
+    """
+    Ends a connection the server closed whose peer does not close its side:
+    after L{LINGER_TIMEOUT} seconds without a byte from the peer, or
+    L{LINGER_TIME} seconds in all, both counted from when the output was
+    all handed to the system.  Its owner tells it of each read
+    (L{received}), and stops it (L{cancel}) when the connection ends first.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, transport: tcp.Connection, stats: ServiceStats, end: Any
+    ) -> None:
+        """
+        @param transport: the TCP transport, whose buffer is looked at.
+        @param end: called (with no arguments) to close the connection.
+        """
+        self._clock = clock
+        self._transport = transport
+        self._stats = stats
+        self._end = end
+        now = clock.seconds()
+        self._lastInput = now
+        self._handedAt: float | None = None
+        if not _held(transport):
+            self._handedAt = now
+        self._call: IDelayedCall | None = clock.callLater(
+            LINGER_TIMEOUT if self._handedAt is not None else _LINGER_LOOK, self._check
+        )
+
+    def received(self) -> None:
+        """
+        The peer sent something.
+        """
+        self._lastInput = self._clock.seconds()
+
+    def cancel(self) -> None:
+        """
+        The connection ended: stop looking.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _check(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        if self._handedAt is None:
+            if _held(self._transport):
+                self._call = self._clock.callLater(_LINGER_LOOK, self._check)
+                return
+            self._handedAt = now
+        quietEnd = max(self._handedAt, self._lastInput) + LINGER_TIMEOUT
+        lastEnd = self._handedAt + LINGER_TIME
+        if now < min(quietEnd, lastEnd):
+            self._call = self._clock.callLater(min(quietEnd, lastEnd) - now, self._check)
+            return
+        if quietEnd <= lastEnd:
+            self._stats.count("close_timeouts")
+        else:
+            self._stats.count("close_floods")
+            peer = self._transport.getPeer()
+            _log.info(
+                "{service}: client {client} still sent {seconds:g} seconds after its connection closed: closed",
+                service=self._stats.name,
+                client=getattr(peer, "host", None) or "-",
+                seconds=LINGER_TIME,
+            )
+        self._end()
+
+
 @implementer(IPushProducer)
 class _GuardedProducer:
     """
@@ -300,12 +393,20 @@ class _TrackedProtocol(ProtocolWrapper):
     the rest of the close), its producer's C{stopProducing} cannot raise
     (L{_GuardedProducer}), and the connection is unregistered even if its
     C{connectionLost} raises.
+
+    Over plain TCP, a service's close sends everything, then the end of
+    output (FIN), and the connection ends once the peer closes too, reading
+    on and dropping what it sends meanwhile (see L{LINGER_TIME}); over TLS
+    the L{_PeerReadGate} does the same.
     """
 
     factory: "TrackingFactory"
     host: str | None = None
     _failed = False
     _handshakeTimer: IDelayedCall | None = None
+    _linger: _Linger | None = None
+    #: The peer ended its input (a TCP half-close).
+    _inputEnded = False
     #: The connection was answered below TLS (a plain HTTP request on a
     #: TLS port): its end is not an error, whatever TLS says of it.
     answered = False
@@ -340,6 +441,9 @@ class _TrackedProtocol(ProtocolWrapper):
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.stats.bytesIn += len(data)
+        if self._linger is not None:
+            self._linger.received()
+            return
         if self._failed:
             return
         try:
@@ -353,7 +457,36 @@ class _TrackedProtocol(ProtocolWrapper):
             producer = _GuardedProducer(producer)
         self.transport.registerProducer(producer, streaming)
 
+    def loseConnection(self) -> None:
+        if self._linger is not None:
+            return
+        transport = self.transport
+        if (
+            self.disconnecting
+            or self._inputEnded
+            or self.factory.stopping
+            or not isinstance(transport, tcp.Connection)
+            or transport.disconnecting
+            or not transport.connected
+        ):
+            ProtocolWrapper.loseConnection(self)
+            return
+        self.disconnecting = 1
+        clock: Any = self.factory.clock if self.factory.clock is not None else _reactor(None)
+        self._linger = _Linger(clock, transport, self.factory.stats, transport.loseConnection)
+        transport.loseWriteConnection()
+        transport.resumeProducing()  # whatever the service paused
+
+    def pauseProducing(self) -> None:
+        if self._linger is None:
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
     def connectionLost(self, reason: Failure) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
         if self._handshakeTimer is not None:
             self._handshakeTimer.cancel()
             self._handshakeTimer = None
@@ -373,10 +506,15 @@ class _TrackedHalfCloseableProtocol(_TrackedProtocol):
     """
 
     def readConnectionLost(self) -> None:
+        if self._linger is not None:
+            self.transport.loseConnection()  # both sides are done
+            return
+        self._inputEnded = True
         self.wrappedProtocol.readConnectionLost()
 
     def writeConnectionLost(self) -> None:
-        self.wrappedProtocol.writeConnectionLost()
+        if self._linger is None:  # else the end of output sent on close
+            self.wrappedProtocol.writeConnectionLost()
 
 
 @implementer(IPushProducer)
@@ -424,12 +562,15 @@ class _PeerReadGate(ProtocolWrapper):
     _started = False
     _refused = False
     _readingToClose = False
+    _linger: _Linger | None = None
 
     def makeConnection(self, transport: Any) -> None:
         transport.registerProducer(_OutputSignal(self), True)
         ProtocolWrapper.makeConnection(self, transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._linger is not None:
+            self._linger.received()
         if self._refused or getattr(self.wrappedProtocol, "peerClosed", False):
             # Nothing may follow a close_notify; TLS would keep it unread.
             return
@@ -477,11 +618,17 @@ class _PeerReadGate(ProtocolWrapper):
     def readToClose(self) -> None:
         """
         The service closed the connection: read on, whatever paused
-        reading above or will (output waiting for the peer still does).
+        reading above or will (output waiting for the peer still does),
+        until the peer's close_notify or the end of its TCP input, or as
+        long as L{LINGER_TIME} and L{LINGER_TIMEOUT} let it.
         """
         self._readingToClose = True
         self._pausedAbove = False
         self._read()
+        transport = self.transport
+        if self._linger is None and isinstance(transport, tcp.Connection) and transport.connected:
+            clock: Any = self.factory.clock if self.factory.clock is not None else _reactor(None)
+            self._linger = _Linger(clock, transport, self.factory.stats, self.loseConnection)
 
     def resumeProducing(self) -> None:
         self._pausedAbove = False
@@ -509,6 +656,8 @@ class _PeerReadGate(ProtocolWrapper):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
         self._stopProducer()
         ProtocolWrapper.connectionLost(self, reason)
 
@@ -680,6 +829,20 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
         )
         self.abortConnection()
 
+    def connectionLost(self, reason: Failure) -> None:
+        if (
+            not self._lostTLSConnection
+            and self._reason is None
+            and reason.check(error.ConnectionDone)
+            and self._tlsConnection is not None
+            and self._tlsConnection.get_shutdown() & SENT_SHUTDOWN
+        ):
+            # netsuite closed (its close_notify is sent) and TCP ended
+            # cleanly: the peer need not answer with its own close_notify
+            # (RFC 8446 6.1), and Twisted took its absence as an error.
+            self._lostTLSConnection = True
+        TLSMemoryBIOProtocol.connectionLost(self, reason)
+
     def loseConnection(self) -> None:
         if self._tlsConnection is not None and not isinstance(self._tlsConnection, _CloseNotifyAsEndOfInput):
             # Only now: every TLS call of the connection goes through it.
@@ -719,17 +882,23 @@ class _PeerReadGateFactory(WrappingFactory):
     @ivar plainHTTPAnswer: sent (then the connection closed) to a client
         whose first byte is a letter, not a TLS record: a plain HTTP request
         to an HTTP service's TLS port.  L{None}: TLS fails as it does.
+    @ivar clock: times the lingering close (by default the reactor).
     """
 
     protocol = _PeerReadGate
     noisy = False
 
     def __init__(
-        self, wrappedFactory: IProtocolFactory, stats: ServiceStats, plainHTTPAnswer: bytes | None = None
+        self,
+        wrappedFactory: IProtocolFactory,
+        stats: ServiceStats,
+        plainHTTPAnswer: bytes | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         WrappingFactory.__init__(self, wrappedFactory)
         self.stats = stats
         self.plainHTTPAnswer = plainHTTPAnswer
+        self.clock = clock
 
     def logPrefix(self) -> str:
         return self.wrappedFactory.logPrefix()  # type: ignore[attr-defined,no-any-return]
@@ -871,6 +1040,8 @@ class TrackingFactory(WrappingFactory):
         self.maxPerHost = maxPerHost
         self._perHost: Dict[str, int] = {}
         self._whenEmpty: list[defer.Deferred[None]] = []
+        #: L{closeAll} was called: connections close without lingering.
+        self.stopping = False
 
     def acceptableProtocols(self) -> list[bytes]:
         """
@@ -934,6 +1105,7 @@ class TrackingFactory(WrappingFactory):
 
         @return: fires when no connection is left.
         """
+        self.stopping = True
         if not self.protocols:
             return defer.succeed(None)
         done: defer.Deferred[None] = defer.Deferred()
@@ -1036,7 +1208,7 @@ class StreamListener(Service):
             tlsFactory = _HalfClosingTLSFactory(tls, False, self.tracker)
             tlsFactory.noisy = False
             self.factory = _PeerReadGateFactory(
-                tlsFactory, self.stats, PLAIN_HTTP_ON_TLS if speaksHTTP else None
+                tlsFactory, self.stats, PLAIN_HTTP_ON_TLS if speaksHTTP else None, self.reactor  # type: ignore[arg-type]
             )
         self.grace = grace
         self.port: IListeningPort | None = None
@@ -1089,6 +1261,7 @@ class StreamListener(Service):
     def startService(self) -> None:
         if self.port is None:
             self.privilegedStartService()
+        self.tracker.stopping = False
         Service.startService(self)
 
     def stopService(self) -> defer.Deferred[None]:

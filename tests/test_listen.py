@@ -14,7 +14,7 @@ from typing import Any, List, Tuple
 from OpenSSL import SSL
 from OpenSSL.SSL import SENT_SHUTDOWN, WantReadError, ZeroReturnError
 from twisted.internet import reactor, threads
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import EventLoggingObserver, StringTransportWithDisconnection
@@ -39,7 +39,16 @@ from netsuite.listen import (
     parseStreamEndpoint,
 )
 from netsuite.stats import ServiceStats
-from tests.helpers import Collector, RecordingProducer, connect, occupiedPort, rawExchange, startListener, waitForQuiet
+from tests.helpers import (
+    Collector,
+    RecordingProducer,
+    connect,
+    occupiedPort,
+    rawExchange,
+    recvUntil,
+    startListener,
+    waitForQuiet,
+)
 import trustme
 
 from netsuite.proxy import makeProxyService
@@ -800,3 +809,323 @@ class TLSHandshakeTimeoutTests(TestCase):
         await deferLater(reactor, 0.8, lambda: None)
         self.assertIsNone(client.reason)
         self.assertEqual(service.stats.connectionsOpen, 1)
+
+
+class _HeldOutput:
+    """
+    The parts of a Twisted TCP transport a L{listen._Linger} looks at.
+    """
+
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "192.0.2.7", 40000)
+
+
+class LingerTests(SynchronousTestCase):
+    """
+    L{listen._Linger} ends a closed connection after
+    L{listen.LINGER_TIMEOUT} seconds without input, or
+    L{listen.LINGER_TIME} seconds in all, counted from when the output was
+    all handed to the system.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.transport = _HeldOutput()
+        self.stats = ServiceStats("http")
+        self.ended: List[float] = []
+
+    def linger(self) -> Any:
+        return listen._Linger(
+            self.clock, self.transport, self.stats, lambda: self.ended.append(self.clock.seconds())  # type: ignore[arg-type]
+        )
+
+    def test_quietPeer(self) -> None:
+        self.linger()
+        self.clock.advance(listen.LINGER_TIMEOUT - 0.01)
+        self.assertEqual(self.ended, [])
+        self.clock.advance(0.01)
+        self.assertEqual(self.ended, [listen.LINGER_TIMEOUT])
+        self.assertEqual(self.stats.counters, {"close_timeouts": 1})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_inputPostponesTheEnd(self) -> None:
+        linger = self.linger()
+        self.clock.advance(4)
+        linger.received()
+        self.clock.advance(4)
+        self.assertEqual(self.ended, [])
+        self.clock.advance(1)
+        self.assertEqual(self.ended, [4 + listen.LINGER_TIMEOUT])
+
+    def test_floodEndsAtLingerTime(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        linger = self.linger()
+        while not self.ended:
+            self.clock.advance(0.5)
+            linger.received()
+        self.assertEqual(self.ended, [listen.LINGER_TIME])
+        self.assertEqual(self.stats.counters, {"close_floods": 1})
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["http: client 192.0.2.7 still sent 30 seconds after its connection closed: closed"],
+        )
+
+    def test_heldOutputIsNotCut(self) -> None:
+        """
+        While the transport still holds output (a peer slow to take its
+        answer), nothing ends; the clock starts once the output is handed
+        over.  (A peer that takes nothing is the service's to abort.)
+        """
+        self.transport._tempDataLen = 100
+        linger = self.linger()
+        self.clock.advance(100)
+        self.assertEqual(self.ended, [])
+        self.transport._tempDataLen = 0
+        self.clock.advance(1)  # looked at once a second
+        while not self.ended:
+            self.clock.advance(0.5)
+            linger.received()
+        self.assertEqual(self.ended, [101 + listen.LINGER_TIME])
+
+    def test_cancel(self) -> None:
+        self.linger().cancel()
+        self.clock.advance(100)
+        self.assertEqual(self.ended, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+def _tlsClient(port: int, cadata: str | None) -> socket.socket:
+    """
+    Blocking: a socket to C{port}, over TLS when C{cadata} (the CA to
+    trust) is given.
+    """
+    import ssl
+
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if cadata is None:
+        return raw
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=cadata)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def _answeredThenClosed(conn: socket.socket) -> bytes:
+    """
+    Blocking: ask for C{/healthz} with C{Connection: close} and read until
+    the server's close (its FIN, or its close_notify over TLS).
+    """
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return recvUntil(conn)
+
+
+class LingeringCloseTests(TestCase):
+    """
+    When a service closes a connection, its listener sends everything, then
+    the end of output (TCP's FIN, TLS's close_notify), and reads on,
+    dropping what comes, until the client closes too, or for
+    L{listen.LINGER_TIMEOUT} seconds without input, or L{listen.LINGER_TIME}
+    seconds in all (nginx's lingering close).
+    """
+
+    async def startHTTP(self, tls: bool, **kwargs: Any) -> Tuple[int, StreamListener, str | None]:
+        cadata = None
+        options = None
+        if tls:
+            ca = trustme.CA()
+            options = makeServerOptions(self.mktemp(), ca, [b"http/1.1"])
+            cadata = ca.cert_pem.bytes().decode()
+        service = makeHTTPService("tcp:0:interface=127.0.0.1", tls=options, **kwargs)
+        port = await startListener(self, service)
+        return port, service, cadata
+
+    async def closedWithin(self, service: StreamListener, seconds: float) -> float:
+        """
+        Seconds until C{service} has no connection open; fails after
+        C{seconds}.
+        """
+        began = reactor.seconds()
+        while service.stats.connectionsOpen:
+            if reactor.seconds() - began > seconds:
+                self.fail(f"still open after {seconds} s")
+            await deferLater(reactor, 0.02, lambda: None)
+        return reactor.seconds() - began
+
+    async def _uploadOverTheLimit(self, tls: bool) -> None:
+        """
+        A client that sends its whole body before it reads (Python's
+        C{http.client}, C{requests}) gets the 413, not a reset: over plain
+        TCP the server closed at once, and the body still coming made the
+        system reset the connection (C{BrokenPipeError}); nginx answers
+        413 too.
+        """
+        import http.client
+        import ssl
+
+        port, service, cadata = await self.startHTTP(tls)
+
+        def upload() -> int:
+            if cadata is None:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            else:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.load_verify_locations(cadata=cadata)
+                connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+                connection._create_connection = lambda address, *a, **k: socket.create_connection(  # type: ignore[attr-defined]
+                    ("127.0.0.1", port), *a, **k
+                )
+            try:
+                connection.request("POST", "/api/echo", body=b"x" * (32 * 1024 * 1024))
+                return connection.getresponse().status
+            finally:
+                connection.close()
+
+        self.assertEqual(await threads.deferToThread(upload), 413)
+        await self.closedWithin(service, 5)
+
+    async def test_uploadOverTheLimitGetsItsAnswer(self) -> None:
+        await self._uploadOverTheLimit(tls=False)
+
+    async def test_uploadOverTheLimitGetsItsAnswerOverTLS(self) -> None:
+        await self._uploadOverTheLimit(tls=True)
+
+    async def _quietClient(self, tls: bool) -> None:
+        """
+        A client that got its answer and the server's close but neither
+        closes nor sends keeps its connection L{listen.LINGER_TIMEOUT}
+        seconds, then the server closes it, counted as C{close_timeouts},
+        not as an error (over TLS it stayed until a timeout of the service,
+        60 s for the web server's).
+        """
+        self.patch(listen, "LINGER_TIMEOUT", 0.5)
+        port, service, cadata = await self.startHTTP(tls)
+        conn = await threads.deferToThread(_tlsClient, port, cadata)
+        self.addCleanup(conn.close)
+        answer = await threads.deferToThread(_answeredThenClosed, conn)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        self.assertEqual(service.stats.connectionsOpen, 1)
+        waited = await self.closedWithin(service, 3)
+        self.assertGreater(waited, 0.3)
+        self.assertEqual(service.stats.counters.get("close_timeouts"), 1)
+        self.assertEqual(service.stats.errors, 0)
+
+    async def test_quietClient(self) -> None:
+        await self._quietClient(tls=False)
+
+    async def test_quietClientOverTLS(self) -> None:
+        await self._quietClient(tls=True)
+
+    async def _floodingClient(self, tls: bool) -> None:
+        """
+        A client that goes on sending after the server's close is read
+        (and dropped) for L{listen.LINGER_TIME} seconds, then closed,
+        counted as C{close_floods} and logged (over TLS it went on until a
+        timeout of the service).
+        """
+        self.patch(listen, "LINGER_TIMEOUT", 0.5)
+        self.patch(listen, "LINGER_TIME", 1.0)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        port, service, cadata = await self.startHTTP(tls)
+        conn = await threads.deferToThread(_tlsClient, port, cadata)
+        self.addCleanup(conn.close)
+        answer = await threads.deferToThread(_answeredThenClosed, conn)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        received = service.stats.bytesIn
+
+        def flood() -> None:
+            import time
+
+            conn.settimeout(0.5)
+            end = time.monotonic() + 6
+            while time.monotonic() < end:
+                try:
+                    conn.sendall(b"y" * 16384)
+                    time.sleep(0.01)
+                except OSError:  # reset, timed out: the server is gone
+                    return
+
+        flooding = threads.deferToThread(flood)
+        waited = await self.closedWithin(service, 4)
+        await flooding
+        self.assertGreater(waited, 0.8)
+        if not tls:  # over TLS, dropped under the count
+            self.assertGreater(service.stats.bytesIn - received, 30 * 16384)
+        self.assertEqual(service.stats.counters.get("close_floods"), 1)
+        self.assertNotIn("close_timeouts", service.stats.counters)
+        messages = [formatEvent(e) for e in events if "after its connection closed" in formatEvent(e)]
+        self.assertEqual(messages, ["http: client 127.0.0.1 still sent 1 seconds after its connection closed: closed"])
+
+    async def test_floodingClient(self) -> None:
+        await self._floodingClient(tls=False)
+
+    async def test_floodingClientOverTLS(self) -> None:
+        await self._floodingClient(tls=True)
+
+    async def _closingClient(self, tls: bool) -> None:
+        """
+        A client that closes once it has its answer ends the connection at
+        once, with nothing counted.
+        """
+        port, service, cadata = await self.startHTTP(tls)
+
+        def exchange() -> bytes:
+            with _tlsClient(port, cadata) as conn:
+                return _answeredThenClosed(conn)
+
+        answer = await threads.deferToThread(exchange)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        await self.closedWithin(service, 1)
+        self.assertNotIn("close_timeouts", service.stats.counters)
+        self.assertEqual(service.stats.errors, 0)
+
+    async def test_closingClient(self) -> None:
+        await self._closingClient(tls=False)
+
+    async def test_closingClientOverTLS(self) -> None:
+        await self._closingClient(tls=True)
+
+    async def test_halfClosedClientNotKept(self) -> None:
+        """
+        A client that ended its input before the service closed (echo's
+        C{nc -N}) is not waited for: it already closed its side.
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1")
+        port = await startListener(self, service)
+
+        def echo() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(b"ping")
+                conn.shutdown(socket.SHUT_WR)
+                answer = recvUntil(conn)
+                import time
+
+                time.sleep(1)  # holds its socket
+                return answer
+
+        waiting = threads.deferToThread(echo)
+        await deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+        self.assertEqual(await waiting, b"ping")
+
+    async def test_stopDoesNotLinger(self) -> None:
+        """
+        Stopping closes idle connections at once: the process is going
+        away, and a client that does not close its side would hold the
+        stop for the whole grace period.
+        """
+        port, service, cadata = await self.startHTTP(False, grace=10)
+
+        def keepAlive() -> socket.socket:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            recvUntil(conn, lambda r: r.endswith(b"\r\n\r\nok\n"))
+            return conn
+
+        conn = await threads.deferToThread(keepAlive)
+        self.addCleanup(conn.close)
+        began = reactor.seconds()
+        await service.stopService()
+        self.assertLess(reactor.seconds() - began, 2)

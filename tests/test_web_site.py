@@ -34,6 +34,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
+from netsuite.web import site as siteModule
 from netsuite.web.site import Limits, makeHTTPService, makeSite
 from tests.helpers import rawExchange, recvUntil, startListener
 from tests.tlshelpers import makeServerOptions
@@ -473,24 +474,40 @@ class RefusalTests(SynchronousTestCase):
     def test_refusalTimerEndsWithTheConnection(self) -> None:
         """
         A refused connection is aborted 10 s later if the peer has not
-        closed it; once it is closed, nothing is left to fire (the timer
-        aborted a TLS connection already gone: a traceback).
+        taken its answer; once it is closed, nothing is left to fire (the
+        timer aborted a TLS connection already gone: a traceback).
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n")
         self.assertEqual(statuses(transport), [b"431"])
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(
-            [call for call in self.clock.getDelayedCalls() if call.func == transport.abortConnection],
+            [call for call in self.clock.getDelayedCalls() if getattr(call.func, "__name__", "") == "_abortUntaken"],
             [],
         )
 
+        self.patch(siteModule, "unsentBytes", lambda transport: 100)
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n")
         self.clock.advance(9)
         self.assertFalse(transport.disconnected)
         self.clock.advance(1)
         self.assertTrue(transport.disconnected)
+
+    def test_refusalTakenIsLeftToTheListener(self) -> None:
+        """
+        A refused client that took its answer is not aborted 10 s later:
+        netsuite's listener ends its connection once it closes too, or
+        lingers no more (an upload over the limit may still be coming, and
+        a reset could lose the answer before the client read it).
+        """
+        self.patch(siteModule, "unsentBytes", lambda transport: 0)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n")
+        self.assertEqual(statuses(transport), [b"431"])
+        self.clock.advance(30)
+        self.assertFalse(transport.disconnected)
+        self.assertNotIn("_abortUntaken", [getattr(call.func, "__name__", "") for call in self.clock.getDelayedCalls()])
 
     def test_hostRequired(self) -> None:
         """

@@ -640,7 +640,20 @@ class NetsuiteHTTPChannel(HTTPChannel):
         # sends its close_notify only once no producer is registered.
         self.loseConnection()
         # Do not wait forever for a peer that does not read its answer.
-        self._abortCall = self.callLater(10, self.transport.abortConnection)
+        self._abortCall = self.callLater(10, self._abortUntaken)
+
+    def _abortUntaken(self) -> None:
+        """
+        Abort a refused connection whose client has not taken its answer
+        in 10 seconds.  One that took it is left to netsuite's listener,
+        which ends it once the client closes too, or sends nothing for 5
+        seconds, or 30 seconds on (its lingering close): an upload over the
+        limit may still be on its way, and a reset now could lose the
+        answer before the client reads it.
+        """
+        self._abortCall = None
+        if unsentBytes(self.transport):
+            self.transport.abortConnection()
 
     def errorResponse(self, status: int, message: str) -> bytes:
         """
