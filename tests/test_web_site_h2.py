@@ -296,6 +296,50 @@ class LimitTests(ExchangeTestCase):
         self.assertEqual(exchange.client.outbound_flow_control_window, 65535)
 
 
+class ResetStreamIgnoredTests(ExchangeTestCase):
+    """
+    DATA that comes on a stream the server reset (sent before the client
+    saw the reset) is ignored, as RFC 9113 (5.1) wants, not answered with a
+    RST_STREAM (C{STREAM_CLOSED}) each, as h2 did; it still counts in the
+    connection's flow control.
+    """
+
+    def limits(self) -> Limits:
+        return Limits(maxBody=100)
+
+    def test_uploadAfterThe413(self) -> None:
+        from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
+
+        exchange = self.exchange
+        client = exchange.client
+        client.send_headers(
+            1, request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "50000"))
+        )
+        client.send_data(1, b"x" * 1000)
+        exchange.protocol.dataReceived(client.data_to_send())
+        exchange.clock.advance(0)
+        # More of the body, sent before the client read the 413 and reset.
+        for _ in range(5):
+            client.send_data(1, b"x" * 8000)
+        exchange.protocol.dataReceived(client.data_to_send())
+        exchange.clock.advance(0)
+        out = exchange.transport.value()
+        exchange.transport.clear()
+        resets = [(f.stream_id, f.error_code) for f in parseFrames(out) if isinstance(f, RstStreamFrame)]
+        self.assertEqual(resets, [(1, h2.errors.ErrorCodes.NO_ERROR)])
+        given = sum(
+            f.window_increment for f in parseFrames(out) if isinstance(f, WindowUpdateFrame) and f.stream_id == 0
+        )
+        exchange.receive(out)
+        self.assertEqual(exchange.answers[1]["status"], b"413")
+        self.assertEqual(exchange.answers[1]["reset"], h2.errors.ErrorCodes.NO_ERROR)
+        # The window the ignored frames took is given back (h2 gives it
+        # back once half of it is used).
+        self.assertGreaterEqual(given, 32768)
+        nextID = exchange.get("/healthz")
+        self.assertEqual(exchange.answers[nextID]["status"], b"200")
+
+
 class ClosingTests(ExchangeTestCase):
     """
     Once an HTTP/2 connection is closing (after a protocol error), nothing

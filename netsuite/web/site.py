@@ -42,7 +42,8 @@ try:
     import h2.errors
     import h2.events
     import h2.exceptions
-    from hyperframe.frame import GoAwayFrame
+    from h2.stream import StreamClosedBy
+    from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame
     from priority import DeadlockError
     from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
@@ -1057,6 +1058,24 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         dispatch = self.conn._frame_dispatch_table
         self._receiveGoAwayFrame = dispatch[GoAwayFrame]
         dispatch[GoAwayFrame] = self._clientGoAway
+        self._receiveDataFrame = dispatch[DataFrame]
+        dispatch[DataFrame] = self._dataFrame
+
+    def _dataFrame(self, frame: Any) -> tuple[list, list]:
+        """
+        Take a DATA frame (in place of h2), ignoring one on a stream
+        netsuite reset, as RFC 9113 (5.1) wants: the client may have sent
+        it before the RST_STREAM reached it.  It still counts in the
+        connection's flow control, whose window h2 gives back.  h2 answered
+        each with a RST_STREAM (C{STREAM_CLOSED}): an upload over the body
+        limit still on its way got one per frame after its 413 and reset.
+        """
+        closedBy = getattr(self.conn, "_stream_closed_by", lambda streamID: None)
+        resetHere = closedBy(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM
+        frames, events = self._receiveDataFrame(frame)
+        if resetHere:
+            frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
+        return frames, events
 
     def _clientGoAway(self, frame: Any) -> tuple[list, list]:
         """
