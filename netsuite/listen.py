@@ -73,6 +73,13 @@ KEY_UPDATE_BYTES = 1024 * 1024
 #: KeyUpdates).
 RECORDS_PER_FEED = 32
 
+#: Bytes a TLS client may send before its handshake is done, as Go caps a
+#: handshake message: a ClientHello takes a few KiB (one with a
+#: post-quantum key share about 2), and netsuite asks for no client
+#: certificate and takes no early data.  OpenSSL takes a ClientHello of up
+#: to 128 KiB, which it holds until the handshake timeout.
+HANDSHAKE_BYTES = 64 * 1024
+
 #: Once a service closes a connection, the listener reads on, dropping what
 #: comes, until the peer closes too (RFC 9112 9.6, nginx's lingering
 #: close), so that the peer's late bytes do not make the system reset the
@@ -749,8 +756,10 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
     the end of its TCP input ends the connection, whatever had stopped
     reading.
 
-    It also aborts a connection whose client sends what OpenSSL answers by
-    itself, which the service never sees, beyond need: more TLS 1.3
+    It aborts a connection whose client sends more than
+    L{HANDSHAKE_BYTES} before its handshake is done, and one whose client
+    sends what OpenSSL answers by itself, which the service never sees,
+    beyond need: more TLS 1.3
     KeyUpdates than L{KEY_UPDATES_FREE} and one per L{KEY_UPDATE_BYTES} it
     sent (BoringSSL takes 32 in a row), or a TLS 1.2 renegotiation, which
     is refused anyway (nginx closes too).  OpenSSL takes any number of
@@ -781,10 +790,15 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
             self._tlsConnection = _CloseNotifyAsEndOfInput(self._tlsConnection, self)
 
     def dataReceived(self, data: bytes) -> None:
-        self._received += len(data)
         for piece in self._pieces(data):
+            self._received += len(piece)
             TLSMemoryBIOProtocol.dataReceived(self, piece)
             if self._aborted or self._lostTLSConnection:
+                return
+            if not self._handshakeDone and self._received > HANDSHAKE_BYTES:
+                self._abortFor(
+                    "tls_handshakes_too_large", f"sent {self._received} bytes before its TLS handshake ended"
+                )
                 return
             if self.renegotiations:
                 self._abortFor("tls_renegotiations", "started a TLS renegotiation")

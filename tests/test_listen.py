@@ -1129,3 +1129,79 @@ class LingeringCloseTests(TestCase):
         began = reactor.seconds()
         await service.stopService()
         self.assertLess(reactor.seconds() - began, 2)
+
+
+def _helloRecords(declared: int, sent: int) -> bytes:
+    """
+    TLS handshake records carrying the start of a ClientHello that declares
+    C{declared} bytes: C{sent} bytes of it, in records of 16 KiB.
+    """
+    message = b"\x01" + declared.to_bytes(3, "big") + b"\x03\x03" + b"\x00" * (sent - 6)
+    return b"".join(
+        b"\x16\x03\x01" + struct.pack(">H", len(chunk)) + chunk
+        for chunk in (message[i : i + 16384] for i in range(0, len(message), 16384))
+    )
+
+
+class TLSHandshakeSizeTests(TestCase):
+    """
+    A TLS client may send L{listen.HANDSHAKE_BYTES} before its handshake is
+    done; one that sends more is aborted, logged and counted as
+    C{tls_handshakes_too_large} (OpenSSL held a ClientHello of up to 128
+    KiB, about 240 KB of memory a connection, until the handshake timeout).
+    """
+
+    async def test_largeHelloAborted(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        client.transport.write(_helloRecords(131000, 70000))
+        await client.closed.addTimeout(5, reactor)
+        self.assertEqual(client.received, [])
+        self.assertEqual(service.stats.counters.get("tls_handshakes_too_large"), 1)
+        self.assertNotIn("tls_handshake_timeouts", service.stats.counters)
+        messages = [formatEvent(e) for e in events if "before its TLS handshake ended" in formatEvent(e)]
+        self.assertEqual(len(messages), 1, messages)
+        self.assertTrue(messages[0].startswith("echo: client 127.0.0.1 sent "), messages)
+
+    async def test_helloWithinTheLimitWaits(self) -> None:
+        """
+        A ClientHello not yet complete under the limit is waited for (until
+        the handshake timeout).
+        """
+        service = makeEchoService(
+            "tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()), handshakeTimeout=1
+        )
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        client.transport.write(_helloRecords(131000, 60000))
+        await deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(service.stats.connectionsOpen, 1)
+        await client.closed.addTimeout(5, reactor)
+        self.assertEqual(service.stats.counters.get("tls_handshake_timeouts"), 1)
+        self.assertNotIn("tls_handshakes_too_large", service.stats.counters)
+
+    async def test_dataRightAfterTheHandshake(self) -> None:
+        """
+        What a client sends with and after its last handshake message, in
+        the same reads, is not counted: a large upload at once is echoed.
+        """
+        import ssl
+
+        ca = trustme.CA()
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp(), ca))
+        port = await startListener(self, service)
+        data = os.urandom(256 * 1024)
+
+        def upload() -> bytes:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cadata=ca.cert_pem.bytes().decode("ascii"))
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                # The handshake is finished as the first data goes out.
+                with context.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False) as conn:
+                    conn.sendall(data)
+                    return recvUntil(conn, lambda received: len(received) >= len(data))
+
+        self.assertEqual(await threads.deferToThread(upload), data)
+        self.assertNotIn("tls_handshakes_too_large", service.stats.counters)
