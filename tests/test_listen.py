@@ -957,7 +957,7 @@ class LingeringCloseTests(TestCase):
     async def _uploadOverTheLimit(self, tls: bool) -> None:
         """
         A client that sends its whole body before it reads (Python's
-        C{http.client}, C{requests}) gets the 413, not a reset: over plain
+        C{http.client}) gets the 413, not a reset: over plain
         TCP the server closed at once, and the body still coming made the
         system reset the connection (C{BrokenPipeError}); nginx answers
         413 too.
