@@ -207,6 +207,14 @@ class IdleTimeout:
             self._onTimeout()
 
 
+def heldBytes(transport: abstract.FileDescriptor) -> int:
+    """
+    The bytes a Twisted transport that writes to a socket holds, not yet
+    handed to the system.
+    """
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[attr-defined,no-any-return]
+
+
 def unsentBytes(transport: Any) -> int:
     """
     The bytes written to C{transport} that its peer has not taken yet: in
@@ -222,7 +230,7 @@ def unsentBytes(transport: Any) -> int:
         return 0
     if transport is None:
         return 0
-    unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    unsent = heldBytes(transport)
     sock = getattr(transport, "socket", None)
     if _OUTQ is not None and sock is not None:
         try:

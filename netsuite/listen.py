@@ -49,7 +49,7 @@ from OpenSSL.SSL import (
 from zope.interface import alsoProvides, implementer
 
 from netsuite.files import readSmallFile
-from netsuite.limits import hostKey
+from netsuite.limits import heldBytes, hostKey
 from netsuite.stats import ServiceStats
 from netsuite.status import ListenerInfo
 from netsuite.text import shortened
@@ -281,14 +281,6 @@ def _describe(address: object) -> str:
     return str(address)
 
 
-def _held(transport: Any) -> int:
-    """
-    The bytes a Twisted TCP transport holds that it has not handed to the
-    system yet.
-    """
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
-
-
 class _Linger:
     """
     Ends a connection the server closed whose peer does not close its side:
@@ -311,9 +303,7 @@ class _Linger:
         self._end = end
         now = clock.seconds()
         self._lastInput = now
-        self._handedAt: float | None = None
-        if not _held(transport):
-            self._handedAt = now
+        self._handedAt: float | None = None if heldBytes(transport) else now
         self._call: IDelayedCall | None = clock.callLater(
             LINGER_TIMEOUT if self._handedAt is not None else _LINGER_LOOK, self._check
         )
@@ -336,7 +326,7 @@ class _Linger:
         self._call = None
         now = self._clock.seconds()
         if self._handedAt is None:
-            if _held(self._transport):
+            if heldBytes(self._transport):
                 self._call = self._clock.callLater(_LINGER_LOOK, self._check)
                 return
             self._handedAt = now
@@ -421,8 +411,7 @@ class _TrackedProtocol(ProtocolWrapper):
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
         if factory.handshakeTimeout is not None and isinstance(transport, TLSMemoryBIOProtocol):
-            clock: Any = factory.clock if factory.clock is not None else _reactor(None)
-            self._handshakeTimer = clock.callLater(factory.handshakeTimeout, self._handshakeTimedOut)
+            self._handshakeTimer = factory.clock.callLater(factory.handshakeTimeout, self._handshakeTimedOut)
         ProtocolWrapper.makeConnection(self, transport)
 
     def _handshakeTimedOut(self) -> None:
@@ -479,17 +468,13 @@ class _TrackedProtocol(ProtocolWrapper):
             ProtocolWrapper.loseConnection(self)
             return
         self.disconnecting = 1
-        clock: Any = self.factory.clock if self.factory.clock is not None else _reactor(None)
-        self._linger = _Linger(clock, transport, self.factory.stats, transport.loseConnection)
+        self._linger = _Linger(self.factory.clock, transport, self.factory.stats, transport.loseConnection)
         transport.loseWriteConnection()
         transport.resumeProducing()  # whatever the service paused
 
     def pauseProducing(self) -> None:
         if self._linger is None:
             self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
 
     def connectionLost(self, reason: Failure) -> None:
         if self._linger is not None:
@@ -634,8 +619,7 @@ class _PeerReadGate(ProtocolWrapper):
         self._read()
         transport = self.transport
         if self._linger is None and isinstance(transport, tcp.Connection) and transport.connected:
-            clock: Any = self.factory.clock if self.factory.clock is not None else _reactor(None)
-            self._linger = _Linger(clock, transport, self.factory.stats, self.loseConnection)
+            self._linger = _Linger(self.factory.clock, transport, self.factory.stats, self.loseConnection)
 
     def resumeProducing(self) -> None:
         self._pausedAbove = False
@@ -912,7 +896,7 @@ class _PeerReadGateFactory(WrappingFactory):
         WrappingFactory.__init__(self, wrappedFactory)
         self.stats = stats
         self.plainHTTPAnswer = plainHTTPAnswer
-        self.clock = clock
+        self.clock: Any = clock if clock is not None else _reactor(None)
 
     def logPrefix(self) -> str:
         return self.wrappedFactory.logPrefix()  # type: ignore[attr-defined,no-any-return]
@@ -1040,11 +1024,12 @@ class TrackingFactory(WrappingFactory):
         @param maxPerHost: connections open at once from one address.
         @param handshakeTimeout: seconds a connection over TLS (under this
             factory) gets to finish its handshake; L{None}: no limit.
-        @param clock: times C{handshakeTimeout} (by default the reactor).
+        @param clock: times C{handshakeTimeout} and the lingering close (by
+            default the reactor).
         """
         WrappingFactory.__init__(self, wrappedFactory)
         self.handshakeTimeout = handshakeTimeout
-        self.clock = clock
+        self.clock: Any = clock if clock is not None else _reactor(None)
         if IProtocolNegotiationFactory.providedBy(wrappedFactory):
             # TLS asks the factory under it which protocols to offer by
             # ALPN (an ssl: endpoint; --tls options name them themselves).

@@ -898,7 +898,7 @@ class LingerTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-def _tlsClient(port: int, cadata: str | None) -> socket.socket:
+def _client(port: int, cadata: str | None) -> socket.socket:
     """
     Blocking: a socket to C{port}, over TLS when C{cadata} (the CA to
     trust) is given.
@@ -941,6 +941,18 @@ class LingeringCloseTests(TestCase):
         service = makeHTTPService("tcp:0:interface=127.0.0.1", tls=options, **kwargs)
         port = await startListener(self, service)
         return port, service, cadata
+
+    async def closedByTheServer(self, tls: bool) -> Tuple[StreamListener, socket.socket]:
+        """
+        A web server, and a client connection to it that got its answer and
+        the server's close, and holds its socket open.
+        """
+        port, service, cadata = await self.startHTTP(tls)
+        conn = await threads.deferToThread(_client, port, cadata)
+        self.addCleanup(conn.close)
+        answer = await threads.deferToThread(_answeredThenClosed, conn)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        return service, conn
 
     async def closedWithin(self, service: StreamListener, seconds: float) -> float:
         """
@@ -1001,11 +1013,7 @@ class LingeringCloseTests(TestCase):
         60 s for the web server's).
         """
         self.patch(listen, "LINGER_TIMEOUT", 0.5)
-        port, service, cadata = await self.startHTTP(tls)
-        conn = await threads.deferToThread(_tlsClient, port, cadata)
-        self.addCleanup(conn.close)
-        answer = await threads.deferToThread(_answeredThenClosed, conn)
-        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        service, _ = await self.closedByTheServer(tls)
         self.assertEqual(service.stats.connectionsOpen, 1)
         waited = await self.closedWithin(service, 3)
         self.assertGreater(waited, 0.3)
@@ -1028,11 +1036,7 @@ class LingeringCloseTests(TestCase):
         self.patch(listen, "LINGER_TIMEOUT", 0.5)
         self.patch(listen, "LINGER_TIME", 1.0)
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        port, service, cadata = await self.startHTTP(tls)
-        conn = await threads.deferToThread(_tlsClient, port, cadata)
-        self.addCleanup(conn.close)
-        answer = await threads.deferToThread(_answeredThenClosed, conn)
-        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        service, conn = await self.closedByTheServer(tls)
         received = service.stats.bytesIn
 
         def flood() -> None:
@@ -1072,7 +1076,7 @@ class LingeringCloseTests(TestCase):
         port, service, cadata = await self.startHTTP(tls)
 
         def exchange() -> bytes:
-            with _tlsClient(port, cadata) as conn:
+            with _client(port, cadata) as conn:
                 return _answeredThenClosed(conn)
 
         answer = await threads.deferToThread(exchange)
