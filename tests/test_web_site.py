@@ -1706,6 +1706,53 @@ class SocketTests(TestCase):
         )
         self.assertEqual((out, code), (b"2 200", 0), err)
 
+    async def test_http2UploadOverTheLimitAnsweredBeforeItsReset(self) -> None:
+        """
+        Over HTTP/2 and TLS, an upload over the body limit gets its 413 in a
+        TLS record of its own, and the RST_STREAM (C{NO_ERROR}) that stops
+        the upload in a later one.  Both came in one record, and curl 7.88,
+        which handled the reset first, reported a framing error (exit 92)
+        instead of the 413.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        import h2.errors
+
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
+        port, service, status = await self.startHTTP(tls=options, limits=Limits(maxBody=1000))
+        records = await threads.deferToThread(h2RefusedUpload, port, ca.cert_pem.bytes().decode())
+        answer = [i for i, events in enumerate(records) if "StreamEnded" in events]
+        reset = [i for i, events in enumerate(records) if "StreamReset" in events]
+        self.assertEqual(len(answer), 1, records)
+        self.assertEqual(len(reset), 1, records)
+        self.assertLess(answer[0], reset[0], records)
+        self.assertEqual(records[reset[0]]["StreamReset"], h2.errors.ErrorCodes.NO_ERROR)
+        self.assertEqual(records[answer[0]].get("status"), "413")
+
+    async def test_curlHTTP2UploadOverTheLimit(self) -> None:
+        """
+        C{curl --http2 -T} of a file over the body limit gets the 413 (when
+        curl is installed; curl 7.88 exited 92 without it).
+        """
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("curl is not installed")
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
+        port, service, status = await self.startHTTP(tls=options, limits=Limits(maxBody=100_000))
+        caPath, upload = os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp())
+        ca.cert_pem.write_to_path(caPath)
+        with open(upload, "wb") as f:
+            f.write(b"x" * 3_000_000)
+        out, err, code = await getProcessOutputAndValue(
+            curl,
+            ["-sS", "--http2", "--cacert", caPath, "-T", upload, "-w", "\n%{http_version} %{http_code}",
+             f"https://localhost:{port}/upload", "--resolve", f"localhost:{port}:127.0.0.1"],
+        )
+        self.assertEqual((out.rsplit(b"\n", 1)[-1], code), (b"2 413", 0), err)
+        self.assertIn(b"over 100000 bytes", out)
+
 
 def h2Get(port: int, cadata: str, path: str) -> tuple[str, dict, bytes]:
     """
@@ -1748,3 +1795,49 @@ def h2Get(port: int, cadata: str, path: str) -> tuple[str, dict, bytes]:
                         done = True
                 tls.sendall(connection.data_to_send())
             return negotiated, headers, body
+
+
+def h2RefusedUpload(port: int, cadata: str) -> list[dict]:
+    """
+    Start an HTTP/2 upload of 64 KiB, declared as 50 MB, with the h2 library
+    over stdlib TLS (runs in a thread), and read what the server sends until
+    the stream is reset.  Return, for each TLS record read (the stdlib reads
+    one at a time), the names of the h2 events it held for stream 1, with
+    the C{:status} of a response and the error code of a reset.
+    """
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    context = ssl.create_default_context(cadata=cadata)
+    context.set_alpn_protocols(["h2"])
+    records: list[dict] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            connection.initiate_connection()
+            connection.send_headers(
+                1,
+                [(":method", "PUT"), (":path", "/upload"), (":scheme", "https"), (":authority", "localhost"),
+                 ("content-length", "50000000")],
+            )
+            for _ in range(4):
+                connection.send_data(1, b"x" * 16383)
+            tls.sendall(connection.data_to_send())
+            while not any("StreamReset" in events for events in records):
+                data = tls.recv(65536)
+                if not data:
+                    break
+                events: dict = {}
+                for event in connection.receive_data(data):
+                    if getattr(event, "stream_id", None) != 1:
+                        continue
+                    events[type(event).__name__] = True
+                    if isinstance(event, h2.events.ResponseReceived):
+                        events["status"] = dict(event.headers)[b":status"].decode()
+                    elif isinstance(event, h2.events.StreamReset):
+                        events["StreamReset"] = event.error_code
+                if events:
+                    records.append(events)
+                tls.sendall(connection.data_to_send())
+    return records
