@@ -1712,7 +1712,7 @@ class SocketTests(TestCase):
         TLS record of its own, and the RST_STREAM (C{NO_ERROR}) that stops
         the upload in a later one.  Both came in one record, and curl 7.88,
         which handled the reset first, reported a framing error (exit 92)
-        instead of the 413.
+        instead of the 413.  Body frames still on their way are ignored.
         """
         if not H2_ENABLED:
             raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
@@ -1722,6 +1722,7 @@ class SocketTests(TestCase):
         options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
         port, service, status = await self.startHTTP(tls=options, limits=Limits(maxBody=1000))
         records = await threads.deferToThread(h2RefusedUpload, port, ca.cert_pem.bytes().decode())
+        after = records.pop()["after"]
         answer = [i for i, events in enumerate(records) if "StreamEnded" in events]
         reset = [i for i, events in enumerate(records) if "StreamReset" in events]
         self.assertEqual(len(answer), 1, records)
@@ -1729,6 +1730,10 @@ class SocketTests(TestCase):
         self.assertLess(answer[0], reset[0], records)
         self.assertEqual(records[reset[0]]["StreamReset"], h2.errors.ErrorCodes.NO_ERROR)
         self.assertEqual(records[answer[0]].get("status"), "413")
+        # Body frames sent before the client saw the reset are ignored (h2
+        # answered each with a RST_STREAM, STREAM_CLOSED); only the
+        # connection's window may be given back.
+        self.assertEqual([frame for frame in after if frame != ("WindowUpdateFrame", 0)], [])
 
     async def test_curlHTTP2UploadOverTheLimit(self) -> None:
         """
@@ -1840,4 +1845,39 @@ def h2RefusedUpload(port: int, cadata: str) -> list[dict]:
                 if events:
                     records.append(events)
                 tls.sendall(connection.data_to_send())
+            records.append({"after": framesAfterReset(tls)})
     return records
+
+
+def framesAfterReset(tls: ssl.SSLSocket) -> list[tuple[str, int]]:
+    """
+    Send three more DATA frames on stream 1, as a client does that sent
+    them before it saw the stream's reset, then a PING; return the frames
+    the server sends up to its PING ACK, as (type name, stream).
+    """
+    from hyperframe.frame import DataFrame, Frame, PingFrame
+
+    frames = b""
+    for _ in range(3):
+        data = DataFrame(1)
+        data.data = b"x" * 1000
+        frames += data.serialize()
+    ping = PingFrame(0)
+    ping.opaque_data = b"netsuite"
+    tls.sendall(frames + ping.serialize())
+    seen: list[tuple[str, int]] = []
+    buffer = b""
+    while True:
+        while len(buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+            if len(buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(buffer[9 : 9 + length]))
+            buffer = buffer[9 + length :]
+            if isinstance(frame, PingFrame) and "ACK" in frame.flags:
+                return seen
+            seen.append((type(frame).__name__, frame.stream_id))
+        data = tls.recv(65536)
+        if not data:
+            return seen
+        buffer += data
