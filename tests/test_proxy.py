@@ -1847,8 +1847,8 @@ class ClientLimitTests(ProxyTestCase):
         A request refused while its head is read gets its access-log line
         with the status answered, once its request line is read, as nginx
         logs its 400 and 431 (there was none), a request line that did not
-        parse as it came; one refused before its request line ends has no
-        request to log.
+        parse as it came; one too long for the limit as it came up to the
+        limit (414, as nginx logs it; it had none).
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         proxy = self.proxy(settings=ProxySettings(maxHeaderBytes=100, maxRequestLine=1000))
@@ -1866,17 +1866,21 @@ class ClientLimitTests(ProxyTestCase):
             self.assertEqual(client.response().status, status, data)
             client.channel.connectionLost(Failure(ConnectionDone()))
         lines = accessLines(events)
-        self.assertEqual(len(lines), 5, lines)
+        self.assertEqual(len(lines), 6, lines)
         self.assertRegex(lines[0], r'^127\.0\.0\.1 - \[[^]]+\] "GET http://example\.com/a HTTP/1\.1" 431 0 0 ')
         self.assertRegex(lines[1], r'"GET http://example\.com/b HTTP/1\.1" 400 0 0 ')
         self.assertRegex(lines[2], r'"POST http://example\.com/c HTTP/1\.0" 400 0 0 ')
+        # Cut at the limit (1000 bytes).
+        self.assertRegex(lines[3], r'"GET http://example\.com/d{977}" 414 0 0 ')
         # A request line that did not parse, as it came (escaped).
-        self.assertRegex(lines[3], r'"NOT A \\x22REQUEST\\x22 \\x16" 400 0 0 ')
+        self.assertRegex(lines[4], r'"NOT A \\x22REQUEST\\x22 \\x16" 400 0 0 ')
         # A TLS handshake on the plain port: refused at once, not at the
         # header timeout.
-        self.assertRegex(lines[4], r'"\\x16\\x03\\x01\\x02\\x00\\x01" 400 0 0 ')
+        self.assertRegex(lines[5], r'"\\x16\\x03\\x01\\x02\\x00\\x01" 400 0 0 ')
         counters = proxy.factory.stats.counters
-        self.assertEqual((counters["requests"], counters["status_431"], counters["status_400"]), (5, 1, 4))
+        self.assertEqual(
+            (counters["requests"], counters["status_431"], counters["status_414"], counters["status_400"]), (6, 1, 1, 4)
+        )
         self.assertEqual(proxy.attempts, [])
 
     def test_slowHeaders(self) -> None:

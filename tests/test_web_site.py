@@ -670,6 +670,18 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertRegex(lines[0], r'\] "\\x16\\x03\\x01\\x02\\x00[^"]*" 400 ')
         self.assertRegex(lines[1], r'\] "GET /lf HTTP/1\.1" 400 ')
 
+    def test_requestLineTooLong(self) -> None:
+        """
+        A request line over the limit is logged with its 414, as it came up
+        to the limit (as nginx logs its 414), and counted among the
+        requests in C{/metrics}; it had no line, and only an event count.
+        """
+        answer, line = self.refused(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 414 "))
+        self.assertRegex(line, r'\] "GET /a{8187}" 414 \d+ "-" "-"$')
+        counted = {key: n for key, n in self.site.metrics._requests.items() if n}
+        self.assertEqual(counted, {("GET", "414"): 1})
+
     def test_malformedRequestLineAfterAnAnswer(self) -> None:
         """
         On a kept-alive connection, a malformed request line after an

@@ -514,6 +514,52 @@ class HeadDeadlineTests(ExchangeTestCase):
         self.assertEqual(json.loads(exchange.answers[1]["body"])["body"], {"slow": "a" * 18})
 
 
+class RefusalLogTests(SynchronousTestCase):
+    """
+    An HTTP/2 request refused on its stream (431, 414, 413, a CONNECT's
+    400) gets its access-log line with the status it was answered, as over
+    HTTP/1 and as nginx logs its 413 over HTTP/2, and is counted in
+    C{/metrics} (there was neither).
+    """
+
+    def test_refusalsLogged(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        accessLog = self.mktemp()
+        exchange = Exchange(Limits(maxBody=100, maxRequestLine=200, maxHeaders=5), accessLog=accessLog)
+        self.addCleanup(exchange.site.stopFactory)
+        client = exchange.client
+        client.send_headers(
+            1, request("GET", "/many", ("user-agent", "t"), *[(f"x-{i}", "y") for i in range(6)]), end_stream=True
+        )
+        client.send_headers(3, request("GET", "/" + "a" * 300), end_stream=True)
+        client.send_headers(5, request("PUT", "/declared", ("content-length", "101"), ("referer", "r")))
+        client.send_headers(7, request("POST", "/grew", ("user-agent", "u")))
+        client.send_headers(9, [(":method", "CONNECT"), (":authority", "example.com:443")])
+        exchange.pump()
+        client.send_data(7, b"x" * 101)
+        exchange.pump()
+        self.assertEqual(
+            [exchange.answers[streamID]["status"] for streamID in (1, 3, 5, 7, 9)],
+            [b"431", b"414", b"413", b"413", b"400"],
+        )
+        exchange.clock.advance(1)  # the access log is written once a second
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 5, lines)
+        self.assertRegex(lines[0], r'^"192\.168\.1\.1" - - \[[^]]+\] "GET /many HTTP/2" 431 \d+ "-" "t"$')
+        # The target cut at the limit, as over HTTP/1.
+        self.assertRegex(lines[1], r'"GET /a{199} HTTP/2" 414 \d+ "-" "-"$')
+        self.assertRegex(lines[2], r'"PUT /declared HTTP/2" 413 \d+ "r" "-"$')
+        self.assertRegex(lines[3], r'"CONNECT example\.com:443 HTTP/2" 400 \d+ "-" "-"$')
+        # Refused as its body came, once it went over the limit.
+        self.assertRegex(lines[4], r'"POST /grew HTTP/2" 413 \d+ "-" "u"$')
+        counted = {key: n for key, n in exchange.site.metrics._requests.items() if n}
+        self.assertEqual(
+            counted, {("GET", "431"): 1, ("GET", "414"): 1, ("PUT", "413"): 1, ("POST", "413"): 1, ("CONNECT", "400"): 1}
+        )
+
+
 class ResetStreamLogTests(SynchronousTestCase):
     """
     An HTTP/2 stream the client resets before its answer is finished gets

@@ -564,6 +564,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._headLines == 0:
+            # Logged as it came, up to the limit, as nginx logs its 414.
+            self._requestLine = line[: self.MAX_LENGTH]
             self._refuse(414, "request line too long")
         else:
             self._refuse(431, "request header line too long")
@@ -696,6 +698,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
             request.clientproto = self._version
         else:
             request.rawRequestLine = self._requestLine
+            # For /metrics: a known method counts as itself.
+            request.method = self._requestLine.split(b" ", 1)[0]
         return request
 
     def timeoutConnection(self) -> None:
@@ -888,6 +892,10 @@ class NetsuiteRequest(Request):
             return
         Request.handleContentChunk(self, data)
 
+
+#: The pseudo-headers the access-log line of a refused HTTP/2 request is
+#: made of (a CONNECT has only an authority).
+_LOGGED_PSEUDO = frozenset((b":method", b":path", b":authority"))
 
 #: The type of an HTTP/2 DATA frame (RFC 9113, 6.1): a body, not a head.
 _DATA_FRAME = 0x0
@@ -1441,7 +1449,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             return
         refusal = self._checkHead(event.headers)
         if refusal is not None:
-            self._refuseStream(event.stream_id, *refusal)
+            self._refuseStream(event.stream_id, *refusal, headers=event.headers)
             return
         H2Connection._requestReceived(self, event)
         self._outboundStreamQueues[event.stream_id] = _OutputQueue(self)
@@ -1571,14 +1579,20 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self.transport.loseConnection()
             self._closing()
 
-    def _refuseStream(self, streamID: int, status: int, message: str) -> None:
+    def _refuseStream(
+        self, streamID: int, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         """
         Answer stream C{streamID} with C{status} and a JSON error, and
         reset it if the client is still sending its request.
+
+        @param headers: the request's headers, when it is refused for them
+            (it has no stream of Twisted's yet).
         """
         self.site.stats.countError(f"refused_{status}")
         body = _jsonErrorBody(status, message)
-        headers = [
+        sent = 0
+        answer = [
             (b":status", b"%d" % (status,)),
             (b"content-type", b"application/json"),
             (b"x-content-type-options", b"nosniff"),
@@ -1590,10 +1604,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 conn.local_flow_control_window(streamID), conn.max_outbound_frame_size
             )
             if fits:
-                headers.append((b"content-length", b"%d" % (len(body),)))
-            conn.send_headers(streamID, headers, end_stream=not fits)
+                answer.append((b"content-length", b"%d" % (len(body),)))
+            conn.send_headers(streamID, answer, end_stream=not fits)
             if fits:
                 conn.send_data(streamID, body, end_stream=True)
+                sent = len(body)
             state = conn.streams.get(streamID)
             if state is not None and not state.closed:
                 # The answer in a write (a TLS record) of its own: curl 7.88
@@ -1604,10 +1619,35 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 conn.reset_stream(streamID, h2.errors.ErrorCodes.NO_ERROR)
         except h2.exceptions.ProtocolError:
             pass  # the client reset the stream already
+        self._logRefusal(streamID, status, sent, headers or [])
         stream = self.streams.get(streamID)
         if self._tryToWriteControlData() and stream is not None:
             stream.connectionLost(Failure(ConnectionLost(message)))
             self._requestDone(streamID)
+
+    def _logRefusal(self, streamID: int, status: int, sent: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """
+        Write the access-log line of the request on C{streamID}, refused
+        with C{status} (and count it in C{/metrics}), as HTTP/1 logs its
+        refusals and nginx its 413 over HTTP/2, with the C{sent} bytes of
+        its body.
+        """
+        stream = self.streams.get(streamID)
+        request = getattr(stream, "_request", None)  # Twisted's, private
+        if request is not None:  # refused as its body came
+            method, target = stream.command, stream.path  # type: ignore[union-attr]
+        else:  # refused for its head
+            request = self.site.requestFactory(self)
+            fields = {name: value for name, value in headers if name in _LOGGED_PSEUDO}
+            method = fields.get(b":method", b"-")
+            target = fields.get(b":path", fields.get(b":authority", b"-"))[: self.site.limits.maxRequestLine]
+            for name, value in headers:
+                if name in (b"referer", b"user-agent"):
+                    request.requestHeaders.setRawHeaders(name, [value])
+        request.method, request.uri, request.clientproto = method, target, b"HTTP/2"
+        request.code = status
+        request.sentLength = sent
+        self.site.log(request)
 
 
 class _FlowAwarePriority:
