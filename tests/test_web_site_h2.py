@@ -535,7 +535,7 @@ class RefusalLogTests(SynchronousTestCase):
         client.send_headers(3, request("GET", "/" + "a" * 300), end_stream=True)
         client.send_headers(5, request("PUT", "/declared", ("content-length", "101"), ("referer", "r")))
         client.send_headers(7, request("POST", "/grew", ("user-agent", "u")))
-        client.send_headers(9, [(":method", "CONNECT"), (":authority", "example.com:443")])
+        client.send_headers(9, [(":method", "CONNECT"), (":authority", "example.com:443"), ("user-agent", "v" * 5000)])
         exchange.pump()
         client.send_data(7, b"x" * 101)
         exchange.pump()
@@ -551,7 +551,9 @@ class RefusalLogTests(SynchronousTestCase):
         # The target cut at the limit, as over HTTP/1.
         self.assertRegex(lines[1], r'"GET /a{199} HTTP/2" 414 \d+ "-" "-"$')
         self.assertRegex(lines[2], r'"PUT /declared HTTP/2" 413 \d+ "r" "-"$')
-        self.assertRegex(lines[3], r'"CONNECT example\.com:443 HTTP/2" 400 \d+ "-" "-"$')
+        # Refused before its other headers were checked: each cut at the
+        # line limit.
+        self.assertRegex(lines[3], r'"CONNECT example\.com:443 HTTP/2" 400 \d+ "-" "v{200}"$')
         # Refused as its body came, once it went over the limit.
         self.assertRegex(lines[4], r'"POST /grew HTTP/2" 413 \d+ "-" "u"$')
         counted = {key: n for key, n in exchange.site.metrics._requests.items() if n}

@@ -893,9 +893,9 @@ class NetsuiteRequest(Request):
         Request.handleContentChunk(self, data)
 
 
-#: The pseudo-headers the access-log line of a refused HTTP/2 request is
-#: made of (a CONNECT has only an authority).
-_LOGGED_PSEUDO = frozenset((b":method", b":path", b":authority"))
+#: The headers the access-log line of an HTTP/2 request refused for its
+#: head is made of (a CONNECT has only an authority).
+_LOGGED_FIELDS = frozenset((b":method", b":path", b":authority", b"referer", b"user-agent"))
 
 #: The type of an HTTP/2 DATA frame (RFC 9113, 6.1): a body, not a head.
 _DATA_FRAME = 0x0
@@ -1637,13 +1637,16 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if request is not None:  # refused as its body came
             method, target = stream.command, stream.path  # type: ignore[union-attr]
         else:  # refused for its head
+            # Each field cut at the line limit: the head may have been
+            # refused before the rest of it was checked.
+            cut = self.site.limits.maxRequestLine
             request = self.site.requestFactory(self)
-            fields = {name: value for name, value in headers if name in _LOGGED_PSEUDO}
+            fields = {name: value[:cut] for name, value in headers if name in _LOGGED_FIELDS}
             method = fields.get(b":method", b"-")
-            target = fields.get(b":path", fields.get(b":authority", b"-"))[: self.site.limits.maxRequestLine]
-            for name, value in headers:
-                if name in (b"referer", b"user-agent"):
-                    request.requestHeaders.setRawHeaders(name, [value])
+            target = fields.get(b":path", fields.get(b":authority", b"-"))
+            for name in (b"referer", b"user-agent"):
+                if name in fields:
+                    request.requestHeaders.setRawHeaders(name, [fields[name]])
         request.method, request.uri, request.clientproto = method, target, b"HTTP/2"
         request.code = status
         request.sentLength = sent
