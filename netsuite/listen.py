@@ -841,6 +841,16 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
             self._lostTLSConnection = True
         TLSMemoryBIOProtocol.connectionLost(self, reason)
 
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        if reason is not None and reason.check(ZeroReturnError):
+            # The client's close_notify before its handshake ended (aria2c
+            # sends one for each connection it no longer needs): a clean
+            # close, as after the handshake.  Twisted read the error's first
+            # argument, which pyOpenSSL's ZeroReturnError has not, and the
+            # IndexError went up to the reactor: a traceback in the log.
+            reason = None
+        TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)
+
     def loseConnection(self) -> None:
         if self._tlsConnection is not None and not isinstance(self._tlsConnection, _CloseNotifyAsEndOfInput):
             # Only now: every TLS call of the connection goes through it.

@@ -1147,6 +1147,34 @@ def _helloRecords(declared: int, sent: int) -> bytes:
     )
 
 
+class TLSCloseNotifyInHandshakeTests(TestCase):
+    """
+    A client that sends its close_notify before its handshake is done (as
+    aria2c does for each connection it no longer needs) is closed cleanly:
+    Twisted's TLS took pyOpenSSL's argument-less C{ZeroReturnError} apart,
+    and an C{IndexError} went up to the reactor, logged as an unhandled
+    error with its traceback.
+    """
+
+    async def test_closeNotifyAfterTheClientHello(self) -> None:
+        import ssl
+
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with self.assertRaises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        closeNotify = b"\x15\x03\x03\x00\x02\x01\x00"  # a warning alert, close_notify
+        client = await connect(self, port, Collector())
+        client.transport.write(outgoing.read() + closeNotify)
+        await client.closed.addTimeout(5, reactor)
+        self.assertEqual(service.stats.errors, 0)
+        self.assertEqual(service.stats.connectionsOpen, 0)
+
+
 class TLSHandshakeSizeTests(TestCase):
     """
     A TLS client may send L{listen.HANDSHAKE_BYTES} before its handshake is
