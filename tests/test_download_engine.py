@@ -2852,6 +2852,29 @@ class TLSTests(EngineTestCase):
         result = await self.downloader(insecure=True).download(url, directory)
         self.assertSaved(result, directory / "anyway.bin", self.tlsOrigin.digest("/file/anyway.bin"))
 
+    async def test_closeNotifyInTheHandshake(self) -> None:
+        """
+        A server that answers the ClientHello with a close_notify: "the
+        connection was closed", retried.  Twisted's TLS failed on
+        pyOpenSSL's argument-less C{ZeroReturnError}: its traceback was
+        printed, and the message was "tuple index out of range".
+        """
+
+        class CloseNotify(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(b"\x15\x03\x03\x00\x02\x01\x00")  # a warning alert, close_notify
+                self.transport.loseConnection()
+
+        port = reactor.listenTCP(0, Factory.forProtocol(CloseNotify), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"https://127.0.0.1:{port.getHost().port}/x.bin"
+        error = await self.failureOf(
+            self.downloader(insecure=True, retries=1, retryWait=0.01).download(url, self.directory()), DownloadError
+        )
+        self.assertReadable(error, url)
+        self.assertIn("the connection was closed", str(error))
+        self.assertEqual(len([e for e in self.events if e["event"] == "retry"]), 1)
+
     async def test_segmentedOverTLS(self) -> None:
         """
         Several Range requests at once over TLS give the exact file.

@@ -12,10 +12,11 @@ import re
 from typing import Optional
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from OpenSSL.SSL import SysCallError, ZeroReturnError
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web._newclient import BODY, HEADER, STATUS, HTTP11ClientProtocol
@@ -186,10 +187,56 @@ def tlsPolicy(caFile: Optional[str] = None, insecure: bool = False) -> IPolicyFo
     (C{insecure}) no checks at all.
     """
     if insecure:
-        return InsecurePolicy()
+        return _CloseInHandshakePolicy(InsecurePolicy())
     if caFile:
-        return BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(caFile))
-    return BrowserLikePolicyForHTTPS()
+        return _CloseInHandshakePolicy(BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(caFile)))
+    return _CloseInHandshakePolicy(BrowserLikePolicyForHTTPS())
+
+
+@implementer(IPolicyForHTTPS)
+class _CloseInHandshakePolicy:
+    """
+    A policy whose connections take a server's close_notify before the
+    handshake is done as the connection's end (L{_CloseInHandshake}).
+    """
+
+    def __init__(self, policy: IPolicyForHTTPS) -> None:
+        self._policy = policy
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        return _CloseInHandshakeCreator(self._policy.creatorForNetloc(hostname, port))
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _CloseInHandshakeCreator:
+    def __init__(self, creator: IOpenSSLClientConnectionCreator) -> None:
+        self._creator = creator
+
+    def clientConnectionForTLS(self, tlsProtocol):  # type: ignore[no-untyped-def]
+        return _CloseInHandshake(self._creator.clientConnectionForTLS(tlsProtocol))
+
+
+class _CloseInHandshake:
+    """
+    A client's C{OpenSSL.SSL.Connection} whose handshake, ended by the
+    server's close_notify, fails as an unexpected end of the connection
+    ("the connection was closed", retried).  pyOpenSSL's C{ZeroReturnError}
+    has no arguments, Twisted's TLS reads the first, and the C{IndexError}
+    went up to the reactor: its traceback was printed, and the download
+    failed with "tuple index out of range".
+    """
+
+    def __init__(self, connection) -> None:  # type: ignore[no-untyped-def]
+        self._connection = connection
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._connection, name)
+
+    def do_handshake(self) -> None:
+        try:
+            self._connection.do_handshake()
+        except ZeroReturnError:
+            raise SysCallError(-1, "Unexpected EOF") from None
 
 
 @implementer(IAgent)
