@@ -1501,6 +1501,20 @@ class SocketTests(TestCase):
         self.assertRegex(response, rb'netsuite_http_requests_total\{method="GET",status="404"\} 1\.0')
         self.assertEqual(service.stats.counters["requests"], 2)  # /nope and /metrics
 
+    async def test_requestLineTooLongLoggedAndCounted(self) -> None:
+        """
+        Over a real socket, a request line over the limit gets its 414 and
+        is counted among the requests (in C{/metrics}), as any request.
+        """
+        port, service, status = await self.startHTTP()
+        answer = await threads.deferToThread(rawExchange, port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 414 "), answer[:80])
+        self.assertEqual(service.stats.counters.get("requests"), 1)
+        metrics = await threads.deferToThread(
+            rawExchange, port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertRegex(metrics, rb'netsuite_http_requests_total\{method="GET",status="414"\} 1\.0')
+
     async def test_http2OverTLS(self) -> None:
         """
         A client that offers h2 by ALPN gets HTTP/2, and the response is the
@@ -1741,6 +1755,7 @@ class SocketTests(TestCase):
         self.assertLess(answer[0], reset[0], records)
         self.assertEqual(records[reset[0]]["StreamReset"], h2.errors.ErrorCodes.NO_ERROR)
         self.assertEqual(records[answer[0]].get("status"), "413")
+        self.assertEqual(service.stats.counters.get("requests"), 1)  # logged and counted
         # Body frames sent before the client saw the reset are ignored (h2
         # answered each with a RST_STREAM, STREAM_CLOSED); only the
         # connection's window may be given back.

@@ -1068,6 +1068,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         dispatch[GoAwayFrame] = self._clientGoAway
         self._receiveDataFrame = dispatch[DataFrame]
         dispatch[DataFrame] = self._dataFrame
+        # h2's private record of who closed a stream (None: not known).
+        self._closedBy = getattr(self.conn, "_stream_closed_by", lambda streamID: None)
 
     def _dataFrame(self, frame: Any) -> tuple[list, list]:
         """
@@ -1078,8 +1080,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         each with a RST_STREAM (C{STREAM_CLOSED}): an upload over the body
         limit still on its way got one per frame after its 413 and reset.
         """
-        closedBy = getattr(self.conn, "_stream_closed_by", lambda streamID: None)
-        resetHere = closedBy(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM
+        resetHere = self._closedBy(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM
         frames, events = self._receiveDataFrame(frame)
         if resetHere:
             frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
