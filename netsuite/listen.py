@@ -476,14 +476,27 @@ class _TrackedProtocol(ProtocolWrapper):
         if self._linger is None:
             self.transport.pauseProducing()
 
+    def _countEnd(self, reason: Failure) -> None:
+        """
+        Count the connection among C{errors} if something went wrong on it:
+        a TLS error, an abort by a limit or a timeout.  The peer going away
+        is not an error, however it does: a TCP reset (curl's after an
+        HTTP/2 exchange, a browser leaving a download) or, over TLS, the end
+        of TCP without a close_notify, which Twisted reports alike.  Over
+        plain TCP a client that left in the middle of an answer was read as
+        a clean end, and over TLS, which stops reading while output waits,
+        the reset that followed was read first: one client counted apart.
+        """
+        if not (reason.check(error.ConnectionDone) or self.answered or type(reason.value) is error.ConnectionLost):
+            self.factory.stats.errors += 1
+
     def connectionLost(self, reason: Failure) -> None:
         if self._linger is not None:
             self._linger.cancel()
         if self._handshakeTimer is not None:
             self._handshakeTimer.cancel()
             self._handshakeTimer = None
-        if not reason.check(error.ConnectionDone) and not self.answered:
-            self.factory.stats.errors += 1
+        self._countEnd(reason)
         try:
             self.wrappedProtocol.connectionLost(reason)
         finally:

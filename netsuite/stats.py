@@ -19,8 +19,9 @@ class ServiceStats:
     @ivar connectionsTotal: connections accepted since start.
     @ivar bytesIn: application bytes received (after TLS decryption).
     @ivar bytesOut: application bytes sent (before TLS encryption).
-    @ivar errors: connections that ended in an error, plus errors a
-        protocol reported with L{countError}.
+    @ivar errors: connections that ended in an error (a TLS error, an
+        abort by a limit or a timeout; not a peer that went away, even with
+        a TCP reset), plus errors a protocol reported with L{countError}.
     @ivar counters: service-specific counters by name, e.g. C{"timeouts"}.
     @ivar gauges: service-specific values that go up and down, by name, e.g.
         C{"users"}.

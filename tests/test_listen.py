@@ -198,18 +198,20 @@ class TrackingFactoryTests(SynchronousTestCase):
 
     def test_errorsCounted(self) -> None:
         """
-        A connection that ends in an error (not a clean close) counts as an
-        error.
+        A connection that ends in an error (a TLS error, an abort) counts as
+        an error; one the peer ended, cleanly or with a reset, does not.
         """
-        from twisted.internet.error import ConnectionLost
+        from twisted.internet.error import ConnectionAborted, ConnectionDone
         from twisted.python.failure import Failure
 
         stats = ServiceStats("x")
         factory = TrackingFactory(Factory.forProtocol(Idle), stats)
-        protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
-        protocol.makeConnection(StringTransportWithDisconnection())
-        protocol.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(stats.errors, 1)
+        reasons = [SSL.Error([("SSL routines", "", "bad record mac")]), ConnectionAborted(), ConnectionLost(), ConnectionDone()]
+        for reason in reasons:
+            protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+            protocol.makeConnection(StringTransportWithDisconnection())
+            protocol.connectionLost(Failure(reason))
+        self.assertEqual(stats.errors, 2)
 
 
 class ListenerSocketTests(TestCase):
@@ -1145,6 +1147,100 @@ def _helloRecords(declared: int, sent: int) -> bytes:
         b"\x16\x03\x01" + struct.pack(">H", len(chunk)) + chunk
         for chunk in (message[i : i + 16384] for i in range(0, len(message), 16384))
     )
+
+
+def _leave(conn: socket.socket, reset: bool) -> None:
+    """
+    Blocking: close C{conn} without a TLS close_notify, with a TCP reset if
+    C{reset}, else with a FIN after which it reads (and drops) until the
+    server closes.
+    """
+    if reset:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    else:
+        conn.shutdown(socket.SHUT_WR)  # an SSLSocket's sends no close_notify
+        raw = socket.socket(fileno=os.dup(conn.fileno()))
+        raw.settimeout(10)
+        with raw:
+            while raw.recv(65536):
+                pass
+    conn.close()
+
+
+class PeerEndTests(TestCase):
+    """
+    A client that goes away, however it does, is not counted among
+    C{errors}, over TLS as over TCP: in the middle of an answer (aria2c
+    drops the connections of ranges it no longer needs), with a TCP reset
+    once answered (curl after an HTTP/2 exchange), or over TLS without a
+    close_notify.  Each was an error over TLS, and over TCP only a reset
+    was; a TLS error still is.
+    """
+
+    startHTTP = LingeringCloseTests.startHTTP
+    closedWithin = LingeringCloseTests.closedWithin
+
+    async def _leaves(self, tls: bool, midAnswer: bool, reset: bool) -> None:
+        root = self.mktemp()
+        os.makedirs(root)
+        with open(os.path.join(root, "big.bin"), "wb") as f:
+            f.write(b"x" * (16 * 1024 * 1024))
+        port, service, cadata = await self.startHTTP(tls, root=root)
+
+        def exchange() -> bytes:
+            conn = _client(port, cadata)
+            try:
+                if midAnswer:
+                    conn.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                    received = recvUntil(conn, lambda r: len(r) > 256 * 1024)
+                else:
+                    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    received = recvUntil(conn, lambda r: r.endswith(b"\r\n\r\nok\n"))
+                _leave(conn, reset)
+            finally:
+                conn.close()
+            return received
+
+        received = await threads.deferToThread(exchange)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
+        await self.closedWithin(service, 5)
+        self.assertEqual((service.stats.errors, service.stats.connectionsTotal), (0, 1), service.stats.snapshot())
+
+    async def test_resetInTheMiddleOfAnAnswer(self) -> None:
+        await self._leaves(tls=False, midAnswer=True, reset=True)
+
+    async def test_resetInTheMiddleOfAnAnswerOverTLS(self) -> None:
+        await self._leaves(tls=True, midAnswer=True, reset=True)
+
+    async def test_resetOnceAnswered(self) -> None:
+        await self._leaves(tls=False, midAnswer=False, reset=True)
+
+    async def test_resetOnceAnsweredOverTLS(self) -> None:
+        await self._leaves(tls=True, midAnswer=False, reset=True)
+
+    async def test_noCloseNotifyInTheMiddleOfAnAnswer(self) -> None:
+        await self._leaves(tls=True, midAnswer=True, reset=False)
+
+    async def test_noCloseNotifyOnceAnswered(self) -> None:
+        await self._leaves(tls=True, midAnswer=False, reset=False)
+
+    async def test_tlsErrorCounted(self) -> None:
+        """
+        A record that does not decrypt (its authentication tag is wrong)
+        ends the connection as an error.
+        """
+        port, service, cadata = await self.startHTTP(True)
+
+        def forge() -> None:
+            conn = _client(port, cadata)
+            with conn, socket.socket(fileno=os.dup(conn.fileno())) as raw:
+                raw.settimeout(10)
+                raw.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+                recvUntil(raw)
+
+        await threads.deferToThread(forge)
+        await self.closedWithin(service, 5)
+        self.assertEqual(service.stats.errors, 1)
 
 
 class TLSCloseNotifyInHandshakeTests(TestCase):

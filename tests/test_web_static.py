@@ -1142,6 +1142,28 @@ class LargeFileTests(ServerMixin, TestCase):
         # is one buffer's worth each time the socket is full).
         self.assertGreater(sum(sent), self.SIZE // 2)
 
+    async def test_sendfileFailureGoesOnThroughTheTransport(self) -> None:
+        """
+        When C{sendfile} fails part way (a file system that cannot send so
+        says C{EINVAL}), the rest goes through the transport: the client
+        still gets the whole file.  Before, the connection was aborted.
+        """
+        import errno
+
+        real = os.sendfile
+        calls: List[int] = []
+
+        def sendfile(out, fd, offset, count):
+            calls.append(offset)
+            if len(calls) > 1:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real(out, fd, offset, min(count, 100000))
+
+        self.patch(os, "sendfile", sendfile)
+        response = await self.get(b"/big.bin")
+        self.assertEqual(response.body, patterned(self.SIZE))
+        self.assertEqual(len(calls), 2)
+
     async def test_sendfileYieldsToOtherConnections(self) -> None:
         """
         A client that takes everything at once gets at most

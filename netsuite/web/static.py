@@ -1390,10 +1390,12 @@ class _FileProducer:
                 except BlockingIOError:
                     sent = 0
                 except OSError:
-                    # A broken socket (or file): the transport would only
-                    # find out later.
-                    self._abort()
-                    return
+                    # A socket the client reset or a file that cannot be
+                    # sent so: on through the transport, whose write ends
+                    # the connection as lost (not aborted here, counted as
+                    # an error) and whose pread finds a broken file.
+                    self._socket = raw = None
+                    sent = 0
                 if sent:
                     self.offset += sent
                     self.remaining -= sent
