@@ -604,7 +604,7 @@ def makeChatService(
     @param options: L{ChatSettings} fields for a new factory (e.g.
         C{historySize=50, rate=2}), and keyword arguments of
         L{StreamListener} (C{tls}, C{grace}, C{maxConnections},
-        C{maxPerHost}, C{handshakeTimeout}).
+        C{maxPerHost}, C{handshakeTimeout}, C{lingerTime}, C{lingerTimeout}).
     """
     reactor = _reactor(reactor)
     chosen = {name: options.pop(name) for name in list(options) if name in _SETTING_NAMES}

@@ -414,8 +414,9 @@ def makeEchoService(
     @param listening: keyword arguments of L{StreamListener}: C{tls} (serve
         TLS with these options, see L{netsuite.tls}), C{grace} (seconds open
         connections get to finish when stopping), C{maxConnections},
-        C{maxPerHost} and C{handshakeTimeout} (seconds a TLS client gets to
-        finish its handshake).
+        C{maxPerHost}, C{handshakeTimeout} (seconds a TLS client gets to
+        finish its handshake), C{lingerTime} and C{lingerTimeout} (how long
+        a connection the service closed is read on for the peer's close).
     """
     reactor = _reactor(reactor)
     stats = stats if stats is not None else ServiceStats("echo")

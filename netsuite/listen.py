@@ -284,28 +284,38 @@ def _describe(address: object) -> str:
 class _Linger:
     """
     Ends a connection the server closed whose peer does not close its side:
-    after L{LINGER_TIMEOUT} seconds without a byte from the peer, or
-    L{LINGER_TIME} seconds in all, both counted from when the output was
-    all handed to the system.  Its owner tells it of each read
-    (L{received}), and stops it (L{cancel}) when the connection ends first.
+    after C{timeout} seconds without a byte from the peer, or C{time}
+    seconds in all, both counted from when the output was all handed to the
+    system.  Its owner tells it of each read (L{received}), and stops it
+    (L{cancel}) when the connection ends first.
     """
 
     def __init__(
-        self, clock: IReactorTime, transport: tcp.Connection, stats: ServiceStats, end: Any
+        self,
+        clock: IReactorTime,
+        transport: tcp.Connection,
+        stats: ServiceStats,
+        end: Any,
+        time: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         """
         @param transport: the TCP transport, whose buffer is looked at.
         @param end: called (with no arguments) to close the connection.
+        @param time: seconds in all; by default L{LINGER_TIME}.
+        @param timeout: seconds without input; by default L{LINGER_TIMEOUT}.
         """
         self._clock = clock
         self._transport = transport
         self._stats = stats
         self._end = end
+        self._time = LINGER_TIME if time is None else time
+        self._timeout = LINGER_TIMEOUT if timeout is None else timeout
         now = clock.seconds()
         self._lastInput = now
         self._handedAt: float | None = None if heldBytes(transport) else now
         self._call: IDelayedCall | None = clock.callLater(
-            LINGER_TIMEOUT if self._handedAt is not None else _LINGER_LOOK, self._check
+            self._timeout if self._handedAt is not None else _LINGER_LOOK, self._check
         )
 
     def received(self) -> None:
@@ -330,8 +340,8 @@ class _Linger:
                 self._call = self._clock.callLater(_LINGER_LOOK, self._check)
                 return
             self._handedAt = now
-        quietEnd = max(self._handedAt, self._lastInput) + LINGER_TIMEOUT
-        lastEnd = self._handedAt + LINGER_TIME
+        quietEnd = max(self._handedAt, self._lastInput) + self._timeout
+        lastEnd = self._handedAt + self._time
         if now < min(quietEnd, lastEnd):
             self._call = self._clock.callLater(min(quietEnd, lastEnd) - now, self._check)
             return
@@ -344,9 +354,28 @@ class _Linger:
                 "{service}: client {client} still sent {seconds:g} seconds after its connection closed: closed",
                 service=self._stats.name,
                 client=getattr(peer, "host", None) or "-",
-                seconds=LINGER_TIME,
+                seconds=self._time,
             )
         self._end()
+
+
+class _Lingering:
+    """
+    A factory whose connections, once the service closes them, are read on
+    for the peer's close (L{_Linger}) as long as its C{lingerTime} and
+    C{lingerTimeout} let them (L{None}: L{LINGER_TIME}, L{LINGER_TIMEOUT}).
+    """
+
+    clock: Any
+    stats: ServiceStats
+    lingerTime: float | None = None
+    lingerTimeout: float | None = None
+
+    def linger(self, transport: tcp.Connection, end: Any) -> _Linger:
+        """
+        Start the lingering close of C{transport} (see L{_Linger}).
+        """
+        return _Linger(self.clock, transport, self.stats, end, self.lingerTime, self.lingerTimeout)
 
 
 @implementer(IPushProducer)
@@ -468,7 +497,7 @@ class _TrackedProtocol(ProtocolWrapper):
             ProtocolWrapper.loseConnection(self)
             return
         self.disconnecting = 1
-        self._linger = _Linger(self.factory.clock, transport, self.factory.stats, transport.loseConnection)
+        self._linger = self.factory.linger(transport, transport.loseConnection)
         transport.loseWriteConnection()
         transport.resumeProducing()  # whatever the service paused
 
@@ -625,14 +654,14 @@ class _PeerReadGate(ProtocolWrapper):
         The service closed the connection: read on, whatever paused
         reading above or will (output waiting for the peer still does),
         until the peer's close_notify or the end of its TCP input, or as
-        long as L{LINGER_TIME} and L{LINGER_TIMEOUT} let it.
+        long as the factory's lingering limits let it (L{_Linger}).
         """
         self._readingToClose = True
         self._pausedAbove = False
         self._read()
         transport = self.transport
         if self._linger is None and isinstance(transport, tcp.Connection) and transport.connected:
-            self._linger = _Linger(self.factory.clock, transport, self.factory.stats, self.loseConnection)
+            self._linger = self.factory.linger(transport, self.loseConnection)
 
     def resumeProducing(self) -> None:
         self._pausedAbove = False
@@ -896,7 +925,7 @@ PLAIN_HTTP_ON_TLS = (
 ) + _PLAIN_HTTP_BODY
 
 
-class _PeerReadGateFactory(WrappingFactory):
+class _PeerReadGateFactory(_Lingering, WrappingFactory):
     """
     Puts a L{_PeerReadGate} under each connection of a TLS factory.
 
@@ -915,11 +944,15 @@ class _PeerReadGateFactory(WrappingFactory):
         stats: ServiceStats,
         plainHTTPAnswer: bytes | None = None,
         clock: IReactorTime | None = None,
+        lingerTime: float | None = None,
+        lingerTimeout: float | None = None,
     ) -> None:
         WrappingFactory.__init__(self, wrappedFactory)
         self.stats = stats
         self.plainHTTPAnswer = plainHTTPAnswer
         self.clock: Any = clock if clock is not None else _reactor(None)
+        self.lingerTime = lingerTime
+        self.lingerTimeout = lingerTimeout
 
     def logPrefix(self) -> str:
         return self.wrappedFactory.logPrefix()  # type: ignore[attr-defined,no-any-return]
@@ -1023,7 +1056,7 @@ class FlushBatch:
             connection.flushOutput()
 
 
-class TrackingFactory(WrappingFactory):
+class TrackingFactory(_Lingering, WrappingFactory):
     """
     Wraps a service's factory: counts its connections and bytes into
     C{stats}, refuses connections over its limits, and can close them all
@@ -1040,6 +1073,8 @@ class TrackingFactory(WrappingFactory):
         maxPerHost: int | None = None,
         handshakeTimeout: float | None = None,
         clock: IReactorTime | None = None,
+        lingerTime: float | None = None,
+        lingerTimeout: float | None = None,
     ) -> None:
         """
         @param maxConnections: connections open at once; more are closed at
@@ -1049,9 +1084,15 @@ class TrackingFactory(WrappingFactory):
             factory) gets to finish its handshake; L{None}: no limit.
         @param clock: times C{handshakeTimeout} and the lingering close (by
             default the reactor).
+        @param lingerTime: seconds in all a closed connection is read on
+            for the peer's close; by default L{LINGER_TIME}.
+        @param lingerTimeout: seconds without input from the peer after
+            which such a connection ends; by default L{LINGER_TIMEOUT}.
         """
         WrappingFactory.__init__(self, wrappedFactory)
         self.handshakeTimeout = handshakeTimeout
+        self.lingerTime = lingerTime
+        self.lingerTimeout = lingerTimeout
         self.clock: Any = clock if clock is not None else _reactor(None)
         if IProtocolNegotiationFactory.providedBy(wrappedFactory):
             # TLS asks the factory under it which protocols to offer by
@@ -1195,6 +1236,8 @@ class StreamListener(Service):
         maxPerHost: int | None = None,
         speaksHTTP: bool = False,
         handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        lingerTime: float | None = None,
+        lingerTimeout: float | None = None,
     ) -> None:
         """
         @param serviceName: the service this listener belongs to, for logs.
@@ -1212,6 +1255,12 @@ class StreamListener(Service):
             C{ssl:} endpoint) gets, from its connection, to finish its
             handshake, after which the connection is aborted; L{None}: no
             limit.
+        @param lingerTime: once the service closes a connection, seconds in
+            all it is read on (what comes dropped) for the peer's close
+            (nginx's C{lingering_time}); by default L{LINGER_TIME}.
+        @param lingerTimeout: seconds without a byte from the peer after
+            which such a connection ends (nginx's C{lingering_timeout}); by
+            default L{LINGER_TIMEOUT}.
         @raise ValueError: C{description} is not an endpoint string.
         """
         self.serviceName = serviceName
@@ -1222,7 +1271,14 @@ class StreamListener(Service):
             self.endpoint, tls = _ownTLS(self.reactor, self.endpoint)
         self.stats = stats if stats is not None else ServiceStats(serviceName)
         self.tracker = TrackingFactory(
-            factory, self.stats, maxConnections, maxPerHost, handshakeTimeout, self.reactor  # type: ignore[arg-type]
+            factory,
+            self.stats,
+            maxConnections,
+            maxPerHost,
+            handshakeTimeout,
+            self.reactor,  # type: ignore[arg-type]
+            lingerTime,
+            lingerTimeout,
         )
         self.factory: IProtocolFactory = self.tracker
         self.tls = tls
@@ -1230,7 +1286,12 @@ class StreamListener(Service):
             tlsFactory = _HalfClosingTLSFactory(tls, False, self.tracker)
             tlsFactory.noisy = False
             self.factory = _PeerReadGateFactory(
-                tlsFactory, self.stats, PLAIN_HTTP_ON_TLS if speaksHTTP else None, self.reactor  # type: ignore[arg-type]
+                tlsFactory,
+                self.stats,
+                PLAIN_HTTP_ON_TLS if speaksHTTP else None,
+                self.reactor,  # type: ignore[arg-type]
+                lingerTime,
+                lingerTimeout,
             )
         self.grace = grace
         self.port: IListeningPort | None = None

@@ -2138,12 +2138,12 @@ def makeProxyService(
         C{settings}, C{authenticator}, C{accessLog}.
     @param options: also the keyword arguments of L{StreamListener}
         (C{tls}, C{grace}, C{maxConnections}, C{maxPerHost},
-        C{handshakeTimeout}).
+        C{handshakeTimeout}, C{lingerTime}, C{lingerTimeout}).
     """
     reactor = _reactor(reactor)
     listening = {
         name: options.pop(name)
-        for name in ("tls", "grace", "maxConnections", "maxPerHost", "handshakeTimeout")
+        for name in ("tls", "grace", "maxConnections", "maxPerHost", "handshakeTimeout", "lingerTime", "lingerTimeout")
         if name in options
     }
     if factory is None:

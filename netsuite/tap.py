@@ -249,6 +249,12 @@ SETTINGS: List[Setting] = [
             "Connections open at once from one address on each listener (0: no limit)."),
     Setting("grace", "seconds", 5.0,
             "Seconds open connections get to finish when netsuite stops."),
+    Setting("linger-time", "rate", 30.0,
+            "Once a service closes a connection, seconds in all it is read on "
+            "(what comes dropped) for the client's close, like nginx's lingering_time."),
+    Setting("linger-timeout", "rate", 5.0,
+            "Seconds without a byte from the client after which such a connection "
+            "ends, like nginx's lingering_timeout."),
 ]
 
 _BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -926,6 +932,8 @@ def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Ite
             maxConnections=config["max-connections"] or None,
             maxPerHost=config["max-connections-per-host"] or None,
             handshakeTimeout=config["tls-handshake-timeout"] or None,
+            lingerTime=config["linger-time"],
+            lingerTimeout=config["linger-timeout"],
         )
         for description, tlsOptions in descriptions:
             yield build(config, status=root, endpoint=description, tls=tlsOptions, **listening)

@@ -944,12 +944,13 @@ class LingeringCloseTests(TestCase):
         port = await startListener(self, service)
         return port, service, cadata
 
-    async def closedByTheServer(self, tls: bool) -> Tuple[StreamListener, socket.socket]:
+    async def closedByTheServer(self, tls: bool, **kwargs: Any) -> Tuple[StreamListener, socket.socket]:
         """
-        A web server, and a client connection to it that got its answer and
-        the server's close, and holds its socket open.
+        A web server (made with C{kwargs}), and a client connection to it
+        that got its answer and the server's close, and holds its socket
+        open.
         """
-        port, service, cadata = await self.startHTTP(tls)
+        port, service, cadata = await self.startHTTP(tls, **kwargs)
         conn = await threads.deferToThread(_client, port, cadata)
         self.addCleanup(conn.close)
         answer = await threads.deferToThread(_answeredThenClosed, conn)
@@ -1009,13 +1010,13 @@ class LingeringCloseTests(TestCase):
     async def _quietClient(self, tls: bool) -> None:
         """
         A client that got its answer and the server's close but neither
-        closes nor sends keeps its connection L{listen.LINGER_TIMEOUT}
-        seconds, then the server closes it, counted as C{close_timeouts},
-        not as an error (over TLS it stayed until a timeout of the service,
-        60 s for the web server's).
+        closes nor sends keeps its connection the listener's
+        C{lingerTimeout} seconds (C{--linger-timeout}), then the server
+        closes it, counted as C{close_timeouts}, not as an error (over TLS
+        it stayed until a timeout of the service, 60 s for the web
+        server's).
         """
-        self.patch(listen, "LINGER_TIMEOUT", 0.5)
-        service, _ = await self.closedByTheServer(tls)
+        service, _ = await self.closedByTheServer(tls, lingerTimeout=0.5)
         self.assertEqual(service.stats.connectionsOpen, 1)
         waited = await self.closedWithin(service, 3)
         self.assertGreater(waited, 0.3)
@@ -1031,14 +1032,12 @@ class LingeringCloseTests(TestCase):
     async def _floodingClient(self, tls: bool) -> None:
         """
         A client that goes on sending after the server's close is read
-        (and dropped) for L{listen.LINGER_TIME} seconds, then closed,
-        counted as C{close_floods} and logged (over TLS it went on until a
-        timeout of the service).
+        (and dropped) for the listener's C{lingerTime} seconds
+        (C{--linger-time}), then closed, counted as C{close_floods} and
+        logged (over TLS it went on until a timeout of the service).
         """
-        self.patch(listen, "LINGER_TIMEOUT", 0.5)
-        self.patch(listen, "LINGER_TIME", 1.0)
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        service, conn = await self.closedByTheServer(tls)
+        service, conn = await self.closedByTheServer(tls, lingerTimeout=0.5, lingerTime=1.0)
         received = service.stats.bytesIn
 
         def flood() -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable, Sequence, Set, Tuple
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
@@ -42,6 +43,22 @@ def parse(*args: str) -> Options:
     options = Options()
     options.parseOptions(list(args))
     return options
+
+
+def _listenerValues(args: Sequence[str], value: Callable[[Any], Any]) -> Set[Tuple[str, Any]]:
+    """
+    C{(service name, value(tracker))} of each stream listener of the
+    service tree C{twistd netsuite} builds from C{args}.
+    """
+    root = makeService(parse(*args), MemoryReactor())
+    found = set()
+    pending = list(root)
+    while pending:
+        service = pending.pop()
+        if isinstance(service, StreamListener):
+            found.add((service.serviceName, value(service.tracker)))
+        pending.extend(getattr(service, "services", []))
+    return found
 
 
 class OptionsTests(SynchronousTestCase):
@@ -91,24 +108,32 @@ class OptionsTests(SynchronousTestCase):
         C{--tls-handshake-timeout} (30 seconds by default) reaches every
         stream listener; 0 means no deadline.
         """
-        from netsuite.listen import StreamListener
 
         def timeouts(*args: str) -> set:
-            root = makeService(parse(*args), MemoryReactor())
-            found = set()
-            pending = list(root)
-            while pending:
-                service = pending.pop()
-                if isinstance(service, StreamListener):
-                    found.add((service.serviceName, service.tracker.handshakeTimeout))
-                pending.extend(getattr(service, "services", []))
-            return found
+            return _listenerValues(args, lambda tracker: tracker.handshakeTimeout)
 
         services = {"http", "chat", "echo", "daytime", "proxy"}  # discard listens nowhere by default
         self.assertEqual(timeouts(), {(name, 30.0) for name in services})
         self.assertEqual(timeouts("--tls-handshake-timeout", "2.5"), {(name, 2.5) for name in services})
         self.assertEqual(timeouts("--tls-handshake-timeout", "0"), {(name, None) for name in services})
         self.assertConfigError(["--tls-handshake-timeout", "-1"], "--tls-handshake-timeout", "0 or more seconds")
+
+    def test_lingerLimits(self) -> None:
+        """
+        C{--linger-time} and C{--linger-timeout} (30 and 5 seconds by
+        default) reach every stream listener; they must be above 0.
+        """
+
+        def limits(*args: str) -> set:
+            return _listenerValues(args, lambda tracker: (tracker.lingerTime, tracker.lingerTimeout))
+
+        services = {"http", "chat", "echo", "daytime", "proxy"}
+        self.assertEqual(limits(), {(name, (30.0, 5.0)) for name in services})
+        self.assertEqual(
+            limits("--linger-time", "2.5", "--linger-timeout", "0.5"), {(name, (2.5, 0.5)) for name in services}
+        )
+        self.assertConfigError(["--linger-time", "0"], "--linger-time", "above 0")
+        self.assertConfigError(["--linger-timeout", "-1"], "--linger-timeout", "above 0")
 
     def test_numbers(self) -> None:
         options = parse("--echo-idle-timeout", "2.5", "--grace", "0")

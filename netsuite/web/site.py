@@ -1913,7 +1913,8 @@ def makeHTTPService(
     @param limits: request limits and timeouts.
     @param api: more children of C{/api}, by name.
     @param listening: keyword arguments of L{StreamListener} (C{tls},
-        C{grace}, C{maxConnections}, C{maxPerHost}, C{handshakeTimeout});
+        C{grace}, C{maxConnections}, C{maxPerHost}, C{handshakeTimeout},
+        C{lingerTime}, C{lingerTimeout});
         give C{tls} options made with
         C{acceptableProtocols=[b"h2", b"http/1.1"]} for HTTP/2.
     """
