@@ -511,10 +511,10 @@ class _TrackedProtocol(ProtocolWrapper):
         a TLS error, an abort by a limit or a timeout.  The peer going away
         is not an error, however it does: a TCP reset (curl's after an
         HTTP/2 exchange, a browser leaving a download) or, over TLS, the end
-        of TCP without a close_notify, which Twisted reports alike.  Over
-        plain TCP a client that left in the middle of an answer was read as
-        a clean end, and over TLS, which stops reading while output waits,
-        the reset that followed was read first: one client counted apart.
+        of TCP without a close_notify, which Twisted reports alike.  (Over
+        TLS, which stops reading while output waits, the reset that follows
+        a client's close in the middle of an answer comes before its end of
+        input, which plain TCP reads first.)
         """
         if not (reason.check(error.ConnectionDone) or self.answered or type(reason.value) is error.ConnectionLost):
             self.factory.stats.errors += 1
@@ -1261,8 +1261,12 @@ class StreamListener(Service):
         @param lingerTimeout: seconds without a byte from the peer after
             which such a connection ends (nginx's C{lingering_timeout}); by
             default L{LINGER_TIMEOUT}.
-        @raise ValueError: C{description} is not an endpoint string.
+        @raise ValueError: C{description} is not an endpoint string, or a
+            lingering limit is not above 0.
         """
+        for name, value in (("lingerTime", lingerTime), ("lingerTimeout", lingerTimeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be above 0 seconds, not {value!r}")
         self.serviceName = serviceName
         self.description = description
         self.reactor = _reactor(reactor)

@@ -131,6 +131,17 @@ class ParseTests(SynchronousTestCase):
         self.assertIn("dhParameters= too", message)
         self.assertNotIn("\n", message)
 
+    def test_lingerLimitsAboveZero(self) -> None:
+        """
+        A lingering limit that is not above 0 is refused as the listener is
+        made.
+        """
+        for name, value in [("lingerTime", 0), ("lingerTimeout", -1.0), ("lingerTime", float("nan"))]:
+            message = str(
+                self.assertRaises(ValueError, StreamListener, "echo", "tcp:0", Factory.forProtocol(Idle), **{name: value})
+            )
+            self.assertEqual(message, f"{name} must be above 0 seconds, not {value!r}")
+
     def test_describeAddresses(self) -> None:
         self.assertEqual(_describe(IPv4Address("TCP", "127.0.0.1", 80)), "tcp 127.0.0.1:80")
         self.assertEqual(_describe(IPv6Address("TCP", "::1", 80)), "tcp [::1]:80")
