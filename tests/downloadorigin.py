@@ -30,6 +30,8 @@ Paths (the query selects the misbehaviour; parameters combine):
         grow=BYTES      each version (see L{Origin.bump}) is BYTES longer
                         than the one before.
         etag=0, lm=0    no ETag / no Last-Modified.
+        bumped=none     once the file changed (L{Origin.bump}), no ETag;
+        bumped=weak     ... a weak one.
         length=0        no Content-Length (chunked).
         cd=VALUE        this Content-Disposition, as given.
         status=CODE     always answer CODE (e.g. 404) with a short body.
@@ -695,7 +697,10 @@ class Origin:
         if _arg(request, "later") == "1" and not (record.rangeStart or 0) > 0:
             ranges, lie = True, None  # the first request is answered honestly
 
-        if _arg(request, "etag", "1") != "0":
+        bumped = _arg(request, "bumped") if self.versions.get(path) else None
+        if bumped == "weak":
+            etag = "W/" + etag
+        if _arg(request, "etag", "1") != "0" and bumped != "none":
             request.setHeader(b"etag", etag.encode("ascii"))
         else:
             etag = ""

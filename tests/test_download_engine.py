@@ -45,7 +45,7 @@ from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.inputfile import checkURL
-from netsuite.download.state import MAX_STATE_FILE, DownloadState
+from netsuite.download.state import MAX_STATE_FILE, DownloadState, dataExtents, intersectRanges
 from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL
 from netsuite.download import (
     BadURL,
@@ -2447,9 +2447,30 @@ class ResumeTests(EngineTestCase):
         url = self.origin.url(self.path)
         for held in (100 * KiB, 0):
             directory = self.plantPart(held, done=[[0, DEFAULT_SIZE]])
-            await self.assertResumedWarning(
-                url, directory, held, f"holds {held} bytes, fewer than its state file says"
-            )
+            await self.assertResumedWarning(url, directory, held, f"holds {held} of the bytes its state file says")
+
+    async def test_stateRangesOverHolesAreNotTrusted(self) -> None:
+        """
+        A segmented download's C{.part} is made full size at once (sparse),
+        so the check of its end never fired: a state file that claims the
+        holes (bytes lost in a crash, or a planted state) had them taken as
+        downloaded, and the file was saved with zeros in their place.  Only
+        the ranges that hold data count.
+        """
+        url = self.origin.url(self.path)
+        directory = self.plantPart(100 * KiB, done=[[0, DEFAULT_SIZE]])
+        part = directory / "resume.bin.part"
+        with open(part, "r+b") as f:
+            f.truncate(DEFAULT_SIZE)
+            f.seek(512 * KiB)
+            f.write(self.origin.content(self.path, 512 * KiB, 100 * KiB))
+        probe = os.open(part, os.O_RDONLY)
+        try:
+            if dataExtents(probe, DEFAULT_SIZE) == [(0, DEFAULT_SIZE)]:
+                raise SkipTest("this file system does not report holes")
+        finally:
+            os.close(probe)
+        await self.assertResumedWarning(url, directory, 200 * KiB, f"holds {200 * KiB} of the bytes its state file says")
 
     async def test_stateOfUnknownSizeKeepsOnlyItsFirstBytes(self) -> None:
         """
@@ -2753,6 +2774,47 @@ class ResumeTests(EngineTestCase):
         self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
         self.assertEqual(result.resumedFrom, 0)
         self.assertEqual(listing(directory), [name])
+
+    async def test_ifRangeIgnoredETagDroppedStartsOver(self) -> None:
+        """
+        A server that ignores If-Range answers the resume's Range with a 206
+        of the changed file, without the ETag it sent before and with a new
+        Last-Modified: the download starts over, and the file is the new
+        one exactly.  The new date was not looked at while an ETag was on
+        record, and the old bytes were spliced with the new.
+        """
+        name = "ignored-dropped.bin"
+        directory, result = await self.resumeChanged(name, "bumped=none")
+        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), [name])
+
+    async def test_ifRangeIgnoredETagWeakenedStartsOver(self) -> None:
+        """
+        The same with a weak ETag in place of the strong one: weak
+        validators do not say the bytes are the same, so it starts over.
+        """
+        name = "ignored-weak.bin"
+        directory, result = await self.resumeChanged(name, "bumped=weak")
+        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), [name])
+
+    async def test_ifRangeIgnoredETagDroppedSameDateStartsOver(self) -> None:
+        """
+        Without the ETag even the date cannot show the change (it is the
+        same here): the rest of the file cannot be tied to the bytes on
+        disk, so the whole file comes again as one stream.
+        """
+        name = "ignored-undated.bin"
+        path = f"/file/{name}"
+        url = self.origin.url(f"{path}?ifRange=0&bumped=none&lm=0&rate={2 * MiB}")
+        directory = self.directory()
+        await self.cutShort(url, directory, path, 300 * KiB)
+        self.origin.bump(path)
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / name, self.origin.digest(path))
+        self.assertEqual(result.resumedFrom, 0)
 
     async def test_unsatisfiableRangeOfAShrunkFileStartsOver(self) -> None:
         """
@@ -3552,6 +3614,38 @@ class StateFileTests(SynchronousTestCase):
                 self.assertIsNone(DownloadState.fromJSON({**base, field: bad}), (field, bad))
             state = DownloadState.fromJSON({**base, field: '"caf\xe9"'})
             self.assertEqual(getattr(state, field), '"caf\xe9"')
+
+    def test_booleansAreNotLengths(self) -> None:
+        """
+        C{true} and C{false} are not byte counts (Python takes them for 1
+        and 0): a range of them went out as C{Range: bytes=True-...}.
+        """
+        base = {"version": 1, "url": "http://example.com/f", "done": [], "size": 10}
+        for fields in ({"done": [[False, True]]}, {"size": True}, {"adopted": False}):
+            self.assertIsNone(DownloadState.fromJSON({**base, **fields}), fields)
+
+    def test_dataExtents(self) -> None:
+        """
+        L{dataExtents} finds what a sparse file holds; L{intersectRanges}
+        keeps the claimed ranges that lie in it.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.truncate(1024 * KiB)
+            f.seek(512 * KiB)
+            f.write(b"x" * (64 * KiB))
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        extents = dataExtents(fd, 1024 * KiB)
+        if extents == [(0, 1024 * KiB)]:
+            raise SkipTest("this file system does not report holes")
+        self.assertEqual(extents, [(512 * KiB, 576 * KiB)])
+        self.assertEqual(dataExtents(fd, 520 * KiB), [(512 * KiB, 520 * KiB)])
+        self.assertEqual(dataExtents(fd, 0), [])
+        self.assertEqual(
+            intersectRanges([(0, 10), (500 * KiB, 530 * KiB), (570 * KiB, 600 * KiB)], extents),
+            [(512 * KiB, 530 * KiB), (570 * KiB, 576 * KiB)],
+        )
 
     def test_adoptedLength(self) -> None:
         """

@@ -71,6 +71,8 @@ from .state import (
     DownloadState,
     addRange,
     clipRanges,
+    dataExtents,
+    intersectRanges,
     covered,
     gaps,
     loadState,
@@ -1034,16 +1036,17 @@ class _Download:
         self.state = state
         self.state.url = self.url
         self.state.checksum = self.request.checksum
-        # Bytes past the .part's end are not on disk, whatever the state
+        # Bytes past the .part's end, or in its holes (a segmented
+        # download's .part is sparse), are not on disk, whatever the state
         # says (a crash before they were written out, a planted state).
         onDisk = os.fstat(self.fd).st_size
-        clipped = clipRanges(state.done, onDisk)
+        clipped = intersectRanges(clipRanges(state.done, onDisk), dataExtents(self.fd, onDisk))
         if clipped != state.done:
             log.warn(
-                "{url}: {part} holds {size} bytes, fewer than its state file says; only those are kept",
+                "{url}: {part} holds {size} of the bytes its state file says; only those are kept",
                 url=self.url,
                 part=str(part),
-                size=onDisk,
+                size=covered(clipped),
             )
             self.state.done = clipped
         if state.adopted is not None:
@@ -1454,10 +1457,14 @@ class _Download:
         strongETag = etag if etag and not etag.startswith("W/") else None
         lastModified = header(b"last-modified")
         # A server that answers although If-Range named what we have (it
-        # ignores If-Range) shows a change only by these.
+        # ignores If-Range) shows a change only by these.  Without the
+        # strong ETag on record (none, or a weak one) the bytes cannot be
+        # told the same (RFC 9110 13.1.5): a date then decides.
         newETag = bool(self.state.etag and strongETag and strongETag != self.state.etag)
+        sameETag = bool(self.state.etag and strongETag == self.state.etag)
+        lostETag = bool(self.state.etag and not strongETag)
         newDate = bool(
-            not self.state.etag and self.state.lastModified and lastModified and lastModified != self.state.lastModified
+            not sameETag and self.state.lastModified and lastModified and lastModified != self.state.lastModified
         )
 
         if code == 416 and ranged:
@@ -1527,6 +1534,9 @@ class _Download:
                     # A date alone may change at every request: the whole
                     # file as one stream is right in every case.
                     raise _Restart("the remote file changed (new Last-Modified)", rangesSupported=False)
+                if lostETag:
+                    # Nothing ties these bytes to those on disk.
+                    raise _Restart("the server no longer sends the file's ETag", rangesSupported=False)
             if not self.started:
                 # With a total of "*" the end is found by asking on (see
                 # _endUnknown).

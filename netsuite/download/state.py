@@ -8,7 +8,9 @@ Ranges are half-open C{[start, end)} pairs, kept sorted and merged.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -81,6 +83,45 @@ def clipRanges(ranges: Iterable[Range], end: int) -> list[Range]:
     return [(start, min(stop, end)) for start, stop in ranges if start < end]
 
 
+def dataExtents(fd: int, end: int) -> list[Range]:
+    """
+    The parts of the open file C{fd} before C{end} that hold data, not
+    holes: a sparse C{.part} (a segmented download's) has holes wherever
+    nothing was written, also where a crash lost bytes its state file
+    claims.  Where the file system cannot tell, all of it.
+    """
+    extents: list[Range] = []
+    position = 0
+    while position < end:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole from here on
+                break
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                return [(0, end)] if end > 0 else []
+            raise
+        if start >= end:
+            break
+        position = os.lseek(fd, start, os.SEEK_HOLE)
+        extents.append((start, min(position, end)))
+    return extents
+
+
+def intersectRanges(ranges: Iterable[Range], others: Iterable[Range]) -> list[Range]:
+    """
+    The bytes in both C{ranges} and C{others} (each sorted and merged).
+    """
+    result: list[Range] = []
+    rest = list(others)
+    for start, end in ranges:
+        for otherStart, otherEnd in rest:
+            low, high = max(start, otherStart), min(end, otherEnd)
+            if low < high:
+                result.append((low, high))
+    return mergeRanges(result)
+
+
 def covered(ranges: Iterable[Range]) -> int:
     """
     How many bytes C{ranges} (merged) cover.
@@ -100,6 +141,14 @@ def isHeaderValue(value: object) -> bool:
     except UnicodeEncodeError:
         return False
     return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def _isLength(value: object) -> bool:
+    """
+    Whether C{value} (from JSON) is a byte count: a whole number of 0 or
+    more, not C{true} or C{false}, which Python takes for 1 and 0.
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def statePathFor(partPath: Path) -> Path:
@@ -168,9 +217,9 @@ class DownloadState:
         size = data.get("size")
         done = data.get("done")
         adopted = data.get("adopted")
-        if not isinstance(url, str) or not (size is None or (isinstance(size, int) and size >= 0)):
+        if not isinstance(url, str) or not (size is None or _isLength(size)):
             return None
-        if not (adopted is None or (isinstance(adopted, int) and adopted >= 0)):
+        if not (adopted is None or _isLength(adopted)):
             return None
         etag, lastModified = data.get("etag"), data.get("lastModified")
         if not all(value is None or isHeaderValue(value) for value in (etag, lastModified)):
@@ -182,7 +231,7 @@ class DownloadState:
             if (
                 not isinstance(item, list)
                 or len(item) != 2
-                or not all(isinstance(n, int) and n >= 0 for n in item)
+                or not all(_isLength(n) for n in item)
                 or item[0] > item[1]
                 or (size is not None and item[1] > size)
             ):
