@@ -1176,6 +1176,25 @@ class EndToEndTests(TestCase):
         self.assertEqual((lines[-1]["ok"], lines[-1]["failed"]), (1, 1))
         self.assertEqual(sorted(os.listdir(self.out)), ["small.txt"])
 
+    async def test_warningsReachTheUser(self) -> None:
+        """
+        The downloader's warnings (here: a state file it cannot read, so its
+        C{.part} is left alone and the file goes to another name) are shown
+        on standard error, once each; they went to a log nobody read.
+        """
+        out = Path(self.out)
+        out.mkdir()
+        (out / "small.txt.part").write_bytes(b"")
+        (out / "small.txt.part.json").write_text("not json")
+        _, err, code = await self.netsuiteGet(f"{self.base}/small.txt", "-d", os.path.abspath(self.out), "-q")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            err.decode(),
+            f"netsuite-get: warning: ignoring unreadable download state {out.resolve() / 'small.txt.part.json'}: "
+            "Expecting value: line 1 column 1 (char 0)\n",
+        )
+        self.assertEqual((out / "small.txt.1").read_bytes(), b"hello\n")
+
     async def test_usageErrorNeedsNoServer(self) -> None:
         out, err, code = await self.netsuiteGet("-o", "x", f"{self.base}/a", f"{self.base}/b")
         self.assertEqual((code, out), (2, b""))

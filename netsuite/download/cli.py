@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall, react
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from netsuite import __version__
@@ -877,6 +878,10 @@ def installSignalHandlers(reactor: Any, interrupt: Callable[[int], None]) -> Non
     reactor.callWhenRunning(install)
 
 
+#: The log levels of the downloader's events shown to the user.
+_WARNING_LEVELS = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
+
+
 class _Session:
     """
     One run of the downloads: submits the requests, routes events to the
@@ -896,6 +901,7 @@ class _Session:
         self.finished = False
         self._stopping: Optional[Deferred[Any]] = None
         self._pending: List[Deferred[Any]] = []
+        self._warnings: set[str] = set()
 
     def observe(self, event: Dict[str, Any]) -> None:
         """
@@ -907,6 +913,21 @@ class _Session:
         except Exception:
             # The display must never break a download.
             self.output.say("cannot show an event: " + traceback.format_exc(limit=1).strip().splitlines()[-1])
+
+    def warned(self, event: Dict[str, Any]) -> None:
+        """
+        A log observer: the downloader's warnings (a state file passed over,
+        one that claimed bytes not on disk, a state that cannot be saved)
+        go to the user, not only to a log nobody reads here.
+        """
+        if event.get("log_level") not in _WARNING_LEVELS:
+            return
+        if not str(event.get("log_namespace", "")).startswith("netsuite.download."):
+            return
+        text = formatEvent(event)
+        if text not in self._warnings:  # a state file is read more than once
+            self._warnings.add(text)
+            self.output.note(f"warning: {text}")
 
     def interrupt(self, number: int = signal.SIGINT) -> None:
         """
@@ -943,6 +964,13 @@ class _Session:
         """
         Download everything; the exit status.
         """
+        globalLogPublisher.addObserver(self.warned)
+        try:
+            return await self._run()
+        finally:
+            globalLogPublisher.removeObserver(self.warned)
+
+    async def _run(self) -> int:
         started = self.reactor.seconds()
         submitted: List[Tuple[str, DownloadRequest, Deferred[Any]]] = []
         for number, request in enumerate(self.plan.requests, 1):
