@@ -1795,6 +1795,28 @@ class ContinueExistingTests(EngineTestCase):
         self.assertEqual(self.events[-1]["event"], "error")
         self.assertEqual(self.events[-1]["done"], self.held)
 
+    async def test_continuedByAnEarlierRunNamesNoOption(self) -> None:
+        """
+        A file continued with C{-c} by an earlier, interrupted run is given
+        back the same when this run (without C{-c}) cannot go on; the
+        message does not tell the user to drop an option they did not give.
+        """
+        directory = self.directory()
+        content = os.urandom(self.held)
+        (directory / "mine.bin.part").write_bytes(content)
+        url = self.origin.url(self.path + "?ranges=0")
+        state = {
+            "version": 1, "url": url, "finalUrl": url, "size": None, "etag": None, "lastModified": None,
+            "rangesSupported": True, "done": [[0, self.held]], "checksum": None, "adopted": self.held,
+        }
+        (directory / "mine.bin.part.json").write_text(json.dumps(state))
+        error = await self.failureOf(self.downloader().download(url, directory), DownloadError)
+        self.assertIn(
+            "the file is left as it was; remove it, or run again to get the new file under another name", str(error)
+        )
+        self.assertNotIn("-c", str(error))
+        self.assertGivenBack(directory, content)
+
     async def test_tooLargeLeavesTheFile(self) -> None:
         """
         A remote file over C{maxSize} fails the download; the file it would

@@ -1661,9 +1661,13 @@ class _Download:
         @raise _CannotContinue: some are a file of the user's (C{-c}).
         """
         if self.adopted:
+            if self.request.continueExisting:
+                how = "remove it or run without -c"
+            else:  # continued with -c by an earlier run
+                how = "remove it, or run again to get the new file under another name"
             raise _CannotContinue(
                 f"{self.url}: the server cannot resume {self.finalPath.name}: {reason};"
-                " the file is left as it was; remove it or run without -c"
+                f" the file is left as it was; {how}"
             )
         self.state.done = []
         self.resumedFrom = 0
