@@ -1122,6 +1122,23 @@ class HostileHeadTests(EngineTestCase):
         self.assertEqual((directory / "long.bin").read_bytes(), body)
         self.assertEqual((result.size, server.requests), (1000, 1))
 
+    async def test_headEndedInOneReadCounted(self) -> None:
+        """
+        A head over the limit whose last part comes in the read that ends
+        it (here all of it in one write) is refused too: only reads after
+        which the head went on were counted, so one up to a read longer
+        than the limit got through.
+        """
+        body = b"c" * 1000
+        lines = b"".join(b"X-%d: y\r\n" % i for i in range(MAX_RESPONSE_HEAD * 3 // 2 // 10))
+        server, base = await startHostile(
+            self, "canned", canned=b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (lines, len(body), body)
+        )
+        directory = self.directory()
+        error = await self.failureOf(self.downloader(retries=0).download(f"{base}/head.bin", directory), DownloadError)
+        self.assertIn(f"response head is over {MAX_RESPONSE_HEAD // 1024} KiB", str(error))
+        self.assertEqual(listing(directory), [])
+
     async def test_endlessInterimResponsesRefused(self) -> None:
         """
         C{103} interim responses without end: Twisted skips each one, so

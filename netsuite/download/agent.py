@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from OpenSSL.SSL import SysCallError, ZeroReturnError
@@ -84,9 +84,10 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
 
     maxHead = MAX_RESPONSE_HEAD
     _headBytes = 0
+    _lineBytes = 0
 
     def request(self, request):
-        self._headBytes = 0
+        self._headBytes = self._lineBytes = 0
         result = HTTP11ClientProtocol.request(self, request)
         parser = getattr(self, "_parser", None)
         if parser is not None:
@@ -96,7 +97,23 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
             # the request was retried).
             parser.MAX_LENGTH = self.maxHead
             parser.lineLengthExceeded = self._lineTooLong
+            parser.lineReceived = self._countedLine(parser.lineReceived)
         return result
+
+    def _countedLine(self, lineReceived: Any) -> Any:
+        """
+        C{lineReceived} of the response parser, counting each line of the
+        head (and of 1xx heads before it): the read that ends the head is
+        past the count in L{dataReceived}, and one read can hold all of it.
+        """
+
+        def counted(line: bytes) -> None:
+            self._lineBytes += len(line) + 1
+            if self._lineBytes > self.maxHead:
+                self._lineTooLong(line)
+            lineReceived(line)
+
+        return counted
 
     def _lineTooLong(self, line: bytes) -> None:
         raise ResponseHeadTooLarge(f"the server's response head is over {self.maxHead // 1024} KiB")
