@@ -1193,6 +1193,13 @@ class HostileAnswerTests(EngineTestCase):
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nxx",
             b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nxx",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            # No such status (were retried as "the server answered 2000").
+            b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nxx",
+            b"HTTP/1.1 999 What\r\nContent-Length: 2\r\n\r\nxx",
+            b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nxx",
+            # A chunk size that is not one (were retried as a broken transfer).
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-10\r\nxx\r\n0\r\n\r\n",
         ):
             error, server = await self.answer(canned)
             self.assertIn("the server's answer is not valid HTTP", str(error), canned[:40])

@@ -37,6 +37,14 @@ from twisted.web import client as webClient
 from twisted.web._newclient import BadHeaders, ParseError, ResponseNeverReceived
 from twisted.web.client import HTTPConnectionPool, PotentialDataLoss, ResponseDone, ResponseFailed
 
+try:
+    from twisted.web.http import _MalformedChunkedDataError
+except ImportError:  # a Twisted without it: nothing is taken for one
+
+    class _MalformedChunkedDataError(Exception):  # type: ignore[no-redef]
+        pass
+
+
 from OpenSSL.SSL import Error as TLSError
 from service_identity.exceptions import CertificateError, VerificationError
 from treq.client import HTTPClient
@@ -793,6 +801,12 @@ class _BodyReader(Protocol):
             else:
                 self.finished.callback(None)
             return
+        if _cause(reason, _MalformedChunkedDataError) is not None:
+            # Not a passing fault: a retry would read the same.
+            self.finished.errback(
+                DownloadError(f"{self.download.url}: the server's answer is not valid HTTP (a malformed chunked body)")
+            )
+            return
         self.finished.errback(
             ConnectionFailed(f"{self.download.url}: the transfer broke after {self.received} bytes ({_describe(reason)})")
         )
@@ -1495,6 +1509,9 @@ class _Download:
             if total is not None and total < askedFrom:
                 raise _Restart(f"the remote file is {total} bytes, fewer than those on disk", rangesSupported=False)
             raise _Restart("the server cannot send the range on disk", rangesSupported=False)
+        if not 100 <= code <= 599:
+            # No such status (RFC 9110 15): a retry would read the same.
+            raise DownloadError(f"{self.url}: the server's answer is not valid HTTP (status {code})")
         if code >= 400:
             retryAfter = retryAfterSeconds(headers.getRawHeaders(b"retry-after", [None])[-1], time.time())
             phrase = response.phrase[:PHRASE_LENGTH].decode("latin-1", "replace") if response.phrase else ""
