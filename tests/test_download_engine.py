@@ -747,6 +747,53 @@ class FailureTests(EngineTestCase):
         self.assertGreaterEqual(elapsed, 0.25)
         self.assertLess(elapsed, 3.0)
 
+    def silentResolver(self) -> None:
+        """
+        Make host name lookups on the reactor never answer, for this test.
+        """
+        from twisted.internet._resolver import HostResolution
+        from twisted.internet.interfaces import IHostnameResolver
+        from zope.interface import implementer
+
+        @implementer(IHostnameResolver)
+        class Silent:
+            def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"):
+                resolution = HostResolution(hostName)
+                receiver.resolutionBegan(resolution)
+                return resolution
+
+        old = reactor.installNameResolver(Silent())
+        self.addCleanup(reactor.installNameResolver, old)
+
+    async def test_headerTimeoutWhileResolving(self) -> None:
+        """
+        A name lookup that takes longer than C{headerTimeout} fails as a
+        timeout, not as "the host name could not be resolved" (what Twisted
+        fails a cancelled lookup with), and is not retried as one.
+        """
+        self.silentResolver()
+        directory = self.directory()
+        url = "http://slow.example/file.bin"
+        error = await self.failureOf(
+            self.downloader(headerTimeout=0.3, connectTimeout=5.0, retries=0).download(url, directory),
+            DownloadTimeout,
+        )
+        self.assertEqual(str(error), f"{url}: no response within 0.3 seconds")
+
+    async def test_stopWhileResolvingIsNoRetry(self) -> None:
+        """
+        A downloader stopped while a name lookup runs ends the job as
+        cancelled, without a C{retry} event for the lookup it cancelled.
+        """
+        self.silentResolver()
+        downloader = self.downloader(headerTimeout=5.0, connectTimeout=5.0, retries=3)
+        job = downloader.submit(DownloadRequest(url="http://slow.example/file.bin", directory=self.directory()))
+        await deferLater(reactor, 0.1, lambda: None)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        await downloader.stop()
+        await outcome
+        self.assertEqual([e for e in self.events if e["event"] == "retry"], [])
+
     async def test_totalTimeout(self) -> None:
         """
         A download that keeps trickling but takes longer than

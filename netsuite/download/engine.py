@@ -1284,6 +1284,10 @@ class _Download:
                     # end is not known yet: ask for the rest.
                     continue
                 problem = ConnectionFailed(f"{self.displayUrl}: the server sent an empty range")
+            if self._stopping:
+                # Stopped meanwhile: what the cancelled step failed with
+                # (a name lookup's DNS error) is no reason to retry.
+                raise CancelledError()
             if not problem.retryable:
                 raise problem
             progressed = piece.pos - before
@@ -1355,6 +1359,10 @@ class _Download:
                 raise
             except Exception:
                 failure = Failure()
+                if timedOut:
+                    # Whatever the cancelled step failed with (Twisted
+                    # fails a cancelled name lookup as a DNS error).
+                    raise DownloadTimeout(f"{url}: no response within {limit:g} seconds") from None
                 if _cause(failure, CancelledError, netError.ConnectingCancelledError):
                     # Cancelled while connecting or waiting for the head:
                     # Twisted wraps the CancelledError.
