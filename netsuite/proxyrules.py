@@ -12,12 +12,14 @@ L{Refusal} saying why not, in one sentence for the client's 403:
     address (DNS rebinding, C{localtest.me}, cloud metadata at
     169.254.169.254).
 
-Refused by default: loopback (unless C{allowLoopback}), link-local,
+Refused by default: loopback and this host's other addresses (unless
+C{allowLoopback}; L{routesToThisHost}), link-local,
 unspecified, multicast and broadcast addresses, and the proxy's own
 listening addresses (a request to itself would loop): for a listener on an
 unspecified address, every address of this host on its port
 (L{isLocalAddress}).  Private ranges
-(RFC 1918, IPv6 unique local) are allowed unless C{allowPrivate} is off.
+(RFC 1918, IPv6 unique local, and the special-purpose ranges no Internet
+host has) are allowed unless C{allowPrivate} is off.
 Destinations written as IPv6 forms of an IPv4 address (C{::ffff:127.0.0.1},
 NAT64 C{64:ff9b::7f00:1}, 6to4 C{2002:7f00:1::}) are judged as the IPv4
 address they reach.  A client is judged as the IPv4 address it holds only
@@ -37,6 +39,7 @@ __all__ = [
     "ProxyRules",
     "Refusal",
     "isLocalAddress",
+    "routesToThisHost",
     "parseNetworks",
     "DEFAULT_CLIENTS",
     "DEFAULT_CONNECT_PORTS",
@@ -142,6 +145,32 @@ def isLocalAddress(address: Address) -> bool:
     return True
 
 
+def routesToThisHost(address: Address) -> bool:
+    """
+    Whether the system routes C{address} to this host itself: the source
+    address it would send from is C{address} itself, as for any of the
+    host's own addresses on any interface (C{192.0.2.2} of eth0 reaches
+    what listens on 0.0.0.0 as loopback does).  Nothing is sent; unlike a
+    bind, Linux's C{ip_nonlocal_bind} does not make every address pass.
+    """
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    try:
+        probe.connect((str(address), 9))
+        source = probe.getsockname()[0]
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    try:
+        return _address(source) == address
+    except ValueError:
+        return False
+
+
 def _address(value: Union[str, Address]) -> Address:
     address = ipaddress.ip_address(value.split("%", 1)[0] if isinstance(value, str) else value)
     return _embeddedIPv4(address) or address
@@ -244,6 +273,8 @@ class ProxyRules:
             return "an unspecified address"
         if address.is_loopback:
             return None if self.allowLoopback else "a loopback address"
+        if not self.allowLoopback and routesToThisHost(address):
+            return "an address of this host"
         if address.is_link_local:
             return "a link-local address"
         if address.is_multicast:
@@ -252,6 +283,10 @@ class ProxyRules:
             return "the broadcast address"
         if address in _SHARED or any(address in network for network in _PRIVATE):
             return None if self.allowPrivate else "a private address"
+        if not self.allowPrivate and not address.is_global:
+            # Special-purpose ranges (198.18.0.0/15, the documentation
+            # ranges, most of 192.0.0.0/24): no Internet host has them.
+            return "a private address"
         if address.is_reserved:
             return "a reserved address"
         return None

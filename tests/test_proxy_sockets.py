@@ -919,6 +919,34 @@ class ProxySocketTests(TestCase):
         self.assertEqual(data.count(b"this proxy itself"), 2)
         self.assertEqual(self.factory.tunnelsOpen, 0)
 
+    async def test_hostAddressRefusedOnAnyPort(self) -> None:
+        """
+        A network card's address of this host reaches what listens on
+        0.0.0.0 as loopback does (netsuite's own status API, a service kept
+        from outside by a firewall): the default rules refuse it on every
+        port, not only on the proxy's own.  It was fetched.
+        """
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(("198.51.100.1", 9))  # no packet sent: picks the route
+                address = probe.getsockname()[0]
+        except OSError:
+            raise SkipTest("no route off this host: no address but loopback") from None
+        if address.startswith("127."):
+            raise SkipTest("no address but loopback")
+        everywhere = reactor.listenTCP(0, self.origin, interface="0.0.0.0")
+        self.addCleanup(everywhere.stopListening)
+        target = b"http://%s:%d/echo" % (address.encode(), everywhere.getHost().port)
+        port = await self.startProxy(ProxyRules())
+        data = await self.exchange(port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % (target,))
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 403)
+        self.assertIn(b"is an address of this host", body)
+        self.assertEqual(self.origin.accepted, 0)
+        port = await self.startProxy(ProxyRules(allowLoopback=True))
+        data = await self.exchange(port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % (target,))
+        self.assertEqual(_parseResponse(data)[0], 200)
+
     async def test_clientRefused(self) -> None:
         """
         A client outside the allowed networks gets 403.

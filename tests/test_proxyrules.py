@@ -5,6 +5,7 @@ Tests for L{netsuite.proxyrules}: the proxy's client and destination rules.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -156,6 +157,48 @@ class DestinationTests(SynchronousTestCase):
         self.assertTrue(proxyrules.isLocalAddress(ipaddress.ip_address("127.0.0.1")))
         self.assertFalse(proxyrules.isLocalAddress(ipaddress.ip_address("198.51.100.1")))
         self.assertFalse(proxyrules.isLocalAddress(ipaddress.ip_address("2001:db8::1")))
+
+    def test_thisHostsOtherAddressesRefused(self) -> None:
+        """
+        An address of this host that is not loopback (a network card's)
+        reaches what listens on 0.0.0.0 as loopback does: refused unless
+        loopback is allowed, on every port.  It went through on any port
+        but the proxy's own.
+        """
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect(("192.0.2.1", 9))  # nothing is sent
+            own = probe.getsockname()[0]
+        except OSError:
+            raise SkipTest("no route off this host to find one of its addresses by")
+        finally:
+            probe.close()
+        if ipaddress.ip_address(own).is_loopback:
+            raise SkipTest("this host has no address but loopback")
+        self.assertTrue(proxyrules.routesToThisHost(ipaddress.ip_address(own)))
+        for port in (80, 22210):
+            self.assertRefused(ProxyRules(), [own], port, f"{own} is an address of this host")
+            self.assertRefused(ProxyRules(), [f"::ffff:{own}"], port, "an address of this host")
+        ProxyRules(allowLoopback=True).checkDestination([own], 80)
+
+    def test_routesToThisHost(self) -> None:
+        """
+        Loopback routes to this host; a documentation address does not.
+        """
+        self.assertTrue(proxyrules.routesToThisHost(ipaddress.ip_address("127.0.0.1")))
+        self.assertFalse(proxyrules.routesToThisHost(ipaddress.ip_address("198.51.100.1")))
+        self.assertFalse(proxyrules.routesToThisHost(ipaddress.ip_address("2001:db8::1")))
+
+    def test_specialPurposeRangesArePrivate(self) -> None:
+        """
+        With private destinations refused, so are the special-purpose
+        ranges no Internet host has (an infrastructure gateway answered on
+        198.18.0.1); by default they are allowed as private ones are.
+        """
+        special = ["198.18.0.1", "198.19.255.1", "192.0.2.77", "198.51.100.1", "203.0.113.9", "192.0.0.1", "2001:db8::1"]
+        for address in special:
+            self.assertRefused(ProxyRules(allowPrivate=False), [address], 80, "a private address")
+        ProxyRules().checkDestination(["198.18.0.1", "203.0.113.9"], 80)
 
     def test_connectPorts(self) -> None:
         rules = ProxyRules()
