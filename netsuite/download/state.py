@@ -55,8 +55,11 @@ def mergeRanges(ranges: Iterable[Range]) -> list[Range]:
     C{ranges} sorted and merged (empty ones dropped).
     """
     merged: list[Range] = []
-    for start, end in ranges:
-        merged = addRange(merged, start, end)
+    for first, last in sorted(r for r in ranges if r[1] > r[0]):  # one sort: a state may hold many
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
     return merged
 
 
@@ -112,13 +115,18 @@ def intersectRanges(ranges: Iterable[Range], others: Iterable[Range]) -> list[Ra
     """
     The bytes in both C{ranges} and C{others} (each sorted and merged).
     """
+    first, second = list(ranges), list(others)
     result: list[Range] = []
-    rest = list(others)
-    for start, end in ranges:
-        for otherStart, otherEnd in rest:
-            low, high = max(start, otherStart), min(end, otherEnd)
-            if low < high:
-                result.append((low, high))
+    i = j = 0
+    while i < len(first) and j < len(second):  # one pass: a state may hold many
+        low = max(first[i][0], second[j][0])
+        high = min(first[i][1], second[j][1])
+        if low < high:
+            result.append((low, high))
+        if first[i][1] < second[j][1]:
+            i += 1
+        else:
+            j += 1
     return mergeRanges(result)
 
 
