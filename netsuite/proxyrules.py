@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import FrozenSet, Iterable, Optional, Sequence, Tuple, Union
+from typing import Callable, FrozenSet, Iterable, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "ProxyRules",
@@ -125,24 +125,31 @@ def parseNetworks(text: str) -> Tuple[Network, ...]:
     return tuple(networks)
 
 
+def _probe(address: Address, ask: Callable[[socket.socket], bool]) -> bool:
+    """
+    C{ask} of a UDP socket of C{address}'s family (nothing is sent); false
+    if the socket cannot be made or C{ask} fails.
+    """
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            return ask(probe)
+    except (OSError, ValueError):
+        return False
+
+
 def isLocalAddress(address: Address) -> bool:
     """
     Whether C{address} is one of this host's own addresses: a socket of its
     family can bind to it (on any interface, without listing them; with
     Linux's C{ip_nonlocal_bind} on, every address can).
     """
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    try:
-        probe = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError:
-        return False
-    try:
+
+    def bind(probe: socket.socket) -> bool:
         probe.bind((str(address), 0))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
+        return True
+
+    return _probe(address, bind)
 
 
 def routesToThisHost(address: Address) -> bool:
@@ -150,25 +157,15 @@ def routesToThisHost(address: Address) -> bool:
     Whether the system routes C{address} to this host itself: the source
     address it would send from is C{address} itself, as for any of the
     host's own addresses on any interface (C{192.0.2.2} of eth0 reaches
-    what listens on 0.0.0.0 as loopback does).  Nothing is sent; unlike a
-    bind, Linux's C{ip_nonlocal_bind} does not make every address pass.
+    what listens on 0.0.0.0 as loopback does).  Unlike a bind, Linux's
+    C{ip_nonlocal_bind} does not make every address pass.
     """
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    try:
-        probe = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError:
-        return False
-    try:
+
+    def sourceIsItself(probe: socket.socket) -> bool:
         probe.connect((str(address), 9))
-        source = probe.getsockname()[0]
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    try:
-        return _address(source) == address
-    except ValueError:
-        return False
+        return _address(probe.getsockname()[0]) == address
+
+    return _probe(address, sourceIsItself)
 
 
 def _address(value: Union[str, Address]) -> Address:

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 
@@ -189,3 +189,21 @@ class RecordingProducer:
 
     def stopProducing(self) -> None:
         self.calls.append("stop")
+
+
+def hostAddress() -> str:
+    """
+    An IPv4 address of this host that is not loopback (the one it would
+    send from off the host; no packet is sent).
+
+    @raise SkipTest: there is none.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("198.51.100.1", 9))
+            address: str = probe.getsockname()[0]
+    except OSError:
+        raise SkipTest("no route off this host: no address but loopback") from None
+    if address.startswith("127."):
+        raise SkipTest("no address but loopback")
+    return address

@@ -2828,6 +2828,16 @@ class ResumeTests(EngineTestCase):
                 f" from {cut} to {len(data)}"
             )
 
+    async def assertStartedOver(self, name: str, query: str, size: int = DEFAULT_SIZE) -> None:
+        """
+        L{resumeChanged}, then: the file is the new one (C{size} bytes)
+        exactly, downloaded from zero, and nothing else is left.
+        """
+        directory, result = await self.resumeChanged(name, query)
+        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}", size), size)
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(listing(directory), [name])
+
     async def test_ifRangeIgnoredNewETagStartsOver(self) -> None:
         """
         A server that ignores If-Range answers the resume's Range with a 206
@@ -2835,11 +2845,7 @@ class ResumeTests(EngineTestCase):
         the change away, the download starts over, and the file is the new
         one exactly.
         """
-        name = "ignored-etag.bin"
-        directory, result = await self.resumeChanged(name, "etag=1")
-        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
-        self.assertEqual(result.resumedFrom, 0)
-        self.assertEqual(listing(directory), [name])
+        await self.assertStartedOver("ignored-etag.bin", "etag=1")
 
     async def test_ifRangeIgnoredLastModifiedOnlyNewSizeStartsOver(self) -> None:
         """
@@ -2847,12 +2853,7 @@ class ResumeTests(EngineTestCase):
         Range with a 206 of the changed file: its new size gives the change
         away, the download starts over, and the file is the new one exactly.
         """
-        name = "ignored-grown.bin"
-        grown = DEFAULT_SIZE + 4 * KiB
-        directory, result = await self.resumeChanged(name, f"etag=0&grow={4 * KiB}")
-        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}", grown), grown)
-        self.assertEqual(result.resumedFrom, 0)
-        self.assertEqual(listing(directory), [name])
+        await self.assertStartedOver("ignored-grown.bin", f"etag=0&grow={4 * KiB}", DEFAULT_SIZE + 4 * KiB)
 
     async def test_ifRangeIgnoredLastModifiedOnlySameSizeStartsOver(self) -> None:
         """
@@ -2862,11 +2863,7 @@ class ResumeTests(EngineTestCase):
         over: the file is the new one exactly, never the old file's first
         bytes spliced with the new file's rest.
         """
-        name = "ignored-dated.bin"
-        directory, result = await self.resumeChanged(name, "etag=0")
-        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
-        self.assertEqual(result.resumedFrom, 0)
-        self.assertEqual(listing(directory), [name])
+        await self.assertStartedOver("ignored-dated.bin", "etag=0")
 
     async def test_ifRangeIgnoredETagDroppedStartsOver(self) -> None:
         """
@@ -2876,22 +2873,14 @@ class ResumeTests(EngineTestCase):
         one exactly.  The new date was not looked at while an ETag was on
         record, and the old bytes were spliced with the new.
         """
-        name = "ignored-dropped.bin"
-        directory, result = await self.resumeChanged(name, "bumped=none")
-        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
-        self.assertEqual(result.resumedFrom, 0)
-        self.assertEqual(listing(directory), [name])
+        await self.assertStartedOver("ignored-dropped.bin", "bumped=none")
 
     async def test_ifRangeIgnoredETagWeakenedStartsOver(self) -> None:
         """
         The same with a weak ETag in place of the strong one: weak
         validators do not say the bytes are the same, so it starts over.
         """
-        name = "ignored-weak.bin"
-        directory, result = await self.resumeChanged(name, "bumped=weak")
-        self.assertSaved(result, directory / name, self.origin.digest(f"/file/{name}"))
-        self.assertEqual(result.resumedFrom, 0)
-        self.assertEqual(listing(directory), [name])
+        await self.assertStartedOver("ignored-weak.bin", "bumped=weak")
 
     async def test_ifRangeIgnoredETagDroppedSameDateStartsOver(self) -> None:
         """

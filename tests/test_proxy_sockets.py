@@ -28,14 +28,14 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWriting
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
-from tests.helpers import Collector, RecordingProducer, connect, rawExchange, recvUntil, startListener
+from tests.helpers import Collector, RecordingProducer, connect, hostAddress, rawExchange, recvUntil, startListener
 from tests.tlshelpers import (
     SOCKET_TIMEOUT,
     closeNotifyClient,
@@ -895,14 +895,7 @@ class ProxySocketTests(TestCase):
         tunnel or a request to itself (a loop: one write of nested
         CONNECTs opened a tunnel each).
         """
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.connect(("198.51.100.1", 9))  # no packet sent: picks the route
-                address = probe.getsockname()[0]
-        except OSError:
-            raise SkipTest("no route off this host: no address but loopback") from None
-        if address.startswith("127."):
-            raise SkipTest("no address but loopback")
+        address = hostAddress()
         self.patch(socket, "gethostname", lambda: "localhost")
         rules = ProxyRules()
         self.factory = ProxyFactory(reactor, rules=rules)
@@ -926,14 +919,7 @@ class ProxySocketTests(TestCase):
         from outside by a firewall): the default rules refuse it on every
         port, not only on the proxy's own.  It was fetched.
         """
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                probe.connect(("198.51.100.1", 9))  # no packet sent: picks the route
-                address = probe.getsockname()[0]
-        except OSError:
-            raise SkipTest("no route off this host: no address but loopback") from None
-        if address.startswith("127."):
-            raise SkipTest("no address but loopback")
+        address = hostAddress()
         everywhere = reactor.listenTCP(0, self.origin, interface="0.0.0.0")
         self.addCleanup(everywhere.stopListening)
         target = b"http://%s:%d/echo" % (address.encode(), everywhere.getHost().port)

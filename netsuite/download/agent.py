@@ -19,7 +19,7 @@ from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web._newclient import BODY, HEADER, STATUS, HTTP11ClientProtocol
+from twisted.web._newclient import BODY, HTTP11ClientProtocol
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
@@ -71,10 +71,10 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     past it, as if the server had) but neither the number of lines nor
     the number of interim 1xx responses, so a hostile server could make
     the client buffer headers until the header timeout.  Here one line
-    may be as long as the head may be, and bytes that arrive while the
-    response is still in its status line or headers are counted from the
-    request on; past C{maxHead} the connection is dropped and the request
-    fails with L{ResponseHeadTooLarge}.
+    may be as long as the head may be, and the lines of the status line
+    and headers (of 1xx answers too) are counted from the request on; past
+    C{maxHead} the connection is dropped and the request fails with
+    L{ResponseHeadTooLarge}.
 
     Twisted also ends a body without C{Content-Length} or chunking at the
     connection's end however it ends; here only a clean close does, and a
@@ -83,11 +83,10 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     """
 
     maxHead = MAX_RESPONSE_HEAD
-    _headBytes = 0
     _lineBytes = 0
 
     def request(self, request):
-        self._headBytes = self._lineBytes = 0
+        self._lineBytes = 0
         result = HTTP11ClientProtocol.request(self, request)
         parser = getattr(self, "_parser", None)
         if parser is not None:
@@ -103,8 +102,8 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     def _countedLine(self, lineReceived: Any) -> Any:
         """
         C{lineReceived} of the response parser, counting each line of the
-        head (and of 1xx heads before it): the read that ends the head is
-        past the count in L{dataReceived}, and one read can hold all of it.
+        head (and of 1xx heads before it), exactly, whatever the reads; the
+        line being read is held to C{MAX_LENGTH}, the same cap.
         """
 
         def counted(line: bytes) -> None:
@@ -129,15 +128,6 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
             ):
                 parser.bodyDecoder = _BrokenOff()
         HTTP11ClientProtocol.connectionLost(self, reason)
-
-    def dataReceived(self, data: bytes) -> None:
-        HTTP11ClientProtocol.dataReceived(self, data)
-        parser = getattr(self, "_parser", None)
-        if parser is None or getattr(parser, "state", None) not in (STATUS, HEADER):
-            return
-        self._headBytes += len(data)
-        if self._headBytes > self.maxHead:
-            self._giveUp(Failure(ResponseHeadTooLarge(f"the server's response head is over {self.maxHead // 1024} KiB")))
 
 
 class _BrokenOff:
