@@ -710,7 +710,11 @@ class UpstreamConnection(Protocol):
         else:
             framing = "close"
         self._framing = framing
-        self._reusable = minor == b"1" and b"close" not in connection and framing != "close"
+        # Both framings (RFC 9112 6.3): read by Transfer-Encoding, but an
+        # origin that sends them may be out of step, so never reused.
+        self._reusable = (
+            minor == b"1" and b"close" not in connection and framing != "close" and not (coded and lengths)
+        )
         if framing == "chunked":
             self._decoder = StrictChunkedDecoder(self._deliver, self._chunksDone)
         self._remaining = length
@@ -777,6 +781,7 @@ class UpstreamConnection(Protocol):
         if self._state != "closed":
             self._state = "closed"
             self.request = None
+            self.factory.pool.discard(self)  # not taken while it closes
             self.transport.loseConnection()
 
     def _fail(self, why: str) -> None:

@@ -1216,6 +1216,9 @@ class BrokenOriginTests(ProxyTestCase):
         self.assertTrue(response.complete)
         self.assertEqual(response.body, b"hello")
         self.assertEqual(response.rest, b"")
+        # RFC 9112 6.3: such an origin may be out of step; never reused.
+        self.assertEqual(len(proxy.factory.pool), 0)
+        self.assertTrue(origin.transport.disconnecting)
 
     def test_transferEncodingNotChunkedOnceAndLast(self) -> None:
         """
@@ -1312,6 +1315,9 @@ class BrokenOriginTests(ProxyTestCase):
         self.assertEqual(len(proxy.factory.pool), 1)
         origin.send(b"HTTP/1.1 200 OK\r\n")
         self.assertTrue(origin.transport.disconnecting)
+        # Out of the pool at once, not when the close completes: the next
+        # request does not take a connection on its way out.
+        self.assertEqual(len(proxy.factory.pool), 0)
         origin.close()
         self.assertEqual(len(proxy.factory.pool), 0)
 
