@@ -98,6 +98,10 @@ _LOG_UNSAFE = re.compile(rb'[^\x21\x23-\x5b\x5d-\x7e]')
 #: The same, for a whole request line: its spaces are kept.
 _LOG_UNSAFE_LINE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
+#: Control characters other than HTAB, CR and LF: invalid in a field value,
+#: and refused by strict parsers further on (RFC 9110 5.5), so a forwarded
+#: value has each replaced by a space.  CR, LF and NUL never get this far.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 #: Bytes of response head (status line and headers) accepted from an origin.
 MAX_RESPONSE_HEAD = 65536
@@ -629,6 +633,7 @@ class UpstreamConnection(Protocol):
 
     def _parseHead(self, head: bytes) -> bool:
         lines = head.split(b"\n")
+        controls = _CONTROL.search(head) is not None  # one scan; rare
         match = _STATUS_LINE.match(lines[0].rstrip(b"\r"))
         if match is None:
             self._fail("the origin did not answer in HTTP/1.x")
@@ -655,6 +660,8 @@ class UpstreamConnection(Protocol):
             if b"\r" in value or b"\x00" in value:
                 self._fail("the origin sent an invalid header value")
                 return False
+            if controls:
+                value = _CONTROL.sub(b" ", value).strip(b" \t")
             lower = name.lower()
             if lower in _DROP_RESPONSE:
                 if lower == b"connection":
@@ -1385,6 +1392,8 @@ class ProxyRequest(http.Request):
                     hadLength = True
                 continue
             for value in values:
+                if _CONTROL.search(value) is not None:
+                    value = _CONTROL.sub(b" ", value).strip(b" \t")
                 out += (name, b": ", value, b"\r\n")
         out.append(b"Via: 1.1 netsuite\r\n" if self.clientproto != b"HTTP/1.0" else b"Via: 1.0 netsuite\r\n")
         if self.channel.factory.settings.forwardedFor:

@@ -720,6 +720,27 @@ class RequestForwardingTests(ProxyTestCase):
             self.assertEqual(response.header(b"connection"), [b"close"], value)
             self.assertTrue(client.closed, value)
 
+    def test_controlCharactersInValuesBecomeSpaces(self) -> None:
+        """
+        Control characters other than HTAB in a request header value reach
+        the origin as spaces (RFC 9110 5.5: strict parsers further on refuse
+        them); a space at either end is trimmed; bytes above 0x7F and HTAB
+        stay.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(
+            b"GET http://example.com/ HTTP/1.1\r\n"
+            b"X-A: a\x01b\x0bc\x0cd\x1be\x7ff\r\n"
+            b"X-B: \x80\tg\xff\r\n"
+            b"X-C: h\x1b\r\n"
+            b"\r\n"
+        )
+        request = proxy.accept().request()
+        self.assertEqual(request.header(b"x-a"), [b"a b c d e f"])
+        self.assertEqual(request.header(b"x-b"), [b"\x80\tg\xff"])
+        self.assertEqual(request.header(b"x-c"), [b"h"])
+
     def test_noForwardedHeadersByDefault(self) -> None:
         """
         By default the origin is not told the client's address.
@@ -814,6 +835,24 @@ class RequestForwardingTests(ProxyTestCase):
 
 
 class ResponseForwardingTests(ProxyTestCase):
+    def test_controlCharactersInValuesBecomeSpaces(self) -> None:
+        """
+        Control characters other than HTAB in a response header value reach
+        the client as spaces, trimmed at either end; bytes above 0x7F and
+        HTAB stay, and the body is untouched.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            GET,
+            b"HTTP/1.1 200 OK\r\nX-A: a\x01b\x1b[31mc\x7f\r\nX-B: \x80\tg\r\n"
+            b"Content-Length: 4\r\n\r\n\x1b\x01\x7f\x0b",
+        )
+        response = client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.header(b"x-a"), [b"a b [31mc"])
+        self.assertEqual(response.header(b"x-b"), [b"\x80\tg"])
+        self.assertEqual(response.body, b"\x1b\x01\x7f\x0b")
+
     def test_hopByHopResponseHeadersRemoved(self) -> None:
         """
         Hop-by-hop response headers, those the origin's C{Connection} names
