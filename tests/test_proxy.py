@@ -2063,6 +2063,22 @@ class RuleTests(ProxyTestCase):
         self.assertTextError(client.response(), 400, "CONNECT")
         self.assertFalse(client.closed)
 
+    def test_targetWithBytesOutsidePrintableASCII(self) -> None:
+        """
+        A target holding DEL or a byte above 0x7F (which Twisted's
+        request-line check lets through from 0x7F to 0xB0) gets 400 and is
+        not fetched; the same bytes percent-encoded go on as they are.
+        """
+        proxy = self.proxy()
+        for byte in (b"\x7f", b"\x80", b"\xa9", b"\xb0"):
+            client = proxy.client()
+            client.send(b"GET http://example.com/a" + byte + b"b HTTP/1.1\r\n\r\n")
+            self.assertTextError(client.response(), 400, "printable ASCII", "percent-encode")
+            self.assertFalse(client.closed)
+        self.assertEqual(proxy.attempts, [])
+        proxy.client().send(b"GET http://example.com/a%7F%80b HTTP/1.1\r\n\r\n")
+        self.assertEqual(proxy.accept().request().startLine, b"GET /a%7F%80b HTTP/1.1")
+
     def test_ipv6ZoneIdRefused(self) -> None:
         """
         A GET or CONNECT to an IPv6 literal with a zone id: 400 saying so;
@@ -3033,19 +3049,22 @@ class StatsAndLogTests(ProxyTestCase):
 
     def test_accessLogEscapesOddBytes(self) -> None:
         """
-        Quotes, backslashes and DEL in the target (Twisted refuses control
-        and non-ASCII bytes itself) are escaped in the log line.
+        Quotes and backslashes in the target, and DEL in a refused one, are
+        escaped in the log line.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         proxy = self.proxy()
         client = proxy.client()
-        client.send(b'GET http://example.com/a"b\\c\x7f HTTP/1.1\r\n\r\n')
+        client.send(b'GET http://example.com/a"b\\c HTTP/1.1\r\n\r\n')
         origin = proxy.accept()
-        self.assertEqual(origin.request().startLine, b'GET /a"b\\c\x7f HTTP/1.1')
+        self.assertEqual(origin.request().startLine, b'GET /a"b\\c HTTP/1.1')
         origin.send(OK)
-        [line] = accessLines(events)
-        self.assertIn('"GET http://example.com/a\\x22b\\x5cc\\x7f HTTP/1.1" 200', line)
-        line.encode("ascii")
+        client.send(b"GET http://example.com/d\x7f HTTP/1.1\r\n\r\n")
+        first, second = accessLines(events)
+        self.assertIn('"GET http://example.com/a\\x22b\\x5cc HTTP/1.1" 200', first)
+        self.assertIn('"GET http://example.com/d\\x7f HTTP/1.1" 400', second)
+        first.encode("ascii")
+        second.encode("ascii")
 
     def test_accessLogFile(self) -> None:
         """
