@@ -11,6 +11,7 @@ import email.utils
 import gzip
 import json
 import os
+import shutil
 import socket
 import time
 import tracemalloc
@@ -920,6 +921,78 @@ class TraversalTests(ServerMixin, TestCase):
         self.assertNotFound(await self.get(b"/linkdir/"))
         inside = await self.get(b"/inlink.txt")
         self.assertEqual(inside.body, HELLO)
+
+    def swapForLink(self, relative: str, target: str) -> None:
+        """
+        Replace C{www/relative} at once (a rename, as an attacker racing the
+        server would) by a link to C{outside/target}.
+        """
+        path = os.path.join(self.root, relative)
+        os.symlink(os.path.join(self.outside, target), path + ".new")
+        os.rename(path + ".new", path)
+
+    async def test_fileSwappedForOutsideLinkWhileCached(self) -> None:
+        """
+        A file that was served (its entry cached) and then replaced by a
+        link to outside is refused, though the entry is still fresh: what
+        is opened is checked, not only what was looked at.
+        """
+        self.startServer(maxCachedFileSize=16)  # hello.txt is opened each time
+        self.assertEqual((await self.get(b"/hello.txt")).body, HELLO)
+        self.swapForLink("hello.txt", "secret.txt")
+        self.assertNotFound(await self.get(b"/hello.txt"))
+        self.assertNotFound(await self.get(b"/hello.txt", [(b"Range", b"bytes=0-3")]))
+
+    async def test_folderSwappedForOutsideLinkWhileCached(self) -> None:
+        """
+        A listed folder replaced by a link to an outside one is not listed.
+        """
+        self.assertEqual((await self.get(b"/list/")).status, 200)
+        shutil.rmtree(os.path.join(self.root, "list"))
+        self.swapForLink("list", "dir")
+        for accept in (b"text/html", b"application/json"):
+            self.assertNotFound(await self.get(b"/list/", [(b"Accept", accept)]))
+
+    async def test_fileSwappedBetweenCheckAndOpen(self) -> None:
+        """
+        A small file swapped for a link to outside just after its path was
+        checked (before it is read into the cache) is refused.
+        """
+        folder = self.folder
+        check = folder._inside
+
+        def racedCheck(path: bytes) -> bool:
+            answer = check(path)
+            if path.endswith(b"/data.bin"):
+                self.swapForLink("data.bin", "secret.txt")
+            return answer
+
+        folder._inside = racedCheck  # type: ignore[method-assign]
+        self.assertNotFound(await self.get(b"/data.bin"))
+        folder._inside = check  # type: ignore[method-assign]
+        self.clock.advance(1.5)
+        self.assertNotFound(await self.get(b"/data.bin"))
+
+    async def test_swapsRefusedWithoutProc(self) -> None:
+        """
+        Where C{/proc} cannot name what was opened, the path's real path is
+        checked after the open and must be the file opened: the same swaps
+        are refused, and files inside, through inside links too, are served.
+        """
+        readlink = os.readlink
+
+        def noProc(path, *args, **kwargs):
+            if os.fsencode(path).startswith(b"/proc/"):
+                raise FileNotFoundError(path)
+            return readlink(path, *args, **kwargs)
+
+        self.patch(os, "readlink", noProc)
+        await self.test_fileSwappedForOutsideLinkWhileCached()
+        os.symlink("list/a.txt", os.path.join(self.root, "in2.txt"))
+        self.assertEqual((await self.get(b"/in2.txt")).body, b"ay!")
+        self.assertEqual((await self.get(b"/list/a.txt")).body, b"ay!")
+        await self.test_folderSwappedForOutsideLinkWhileCached()
+        await self.test_fileSwappedBetweenCheckAndOpen()
 
     async def test_symlinkOutsideFollowedWhenAllowed(self) -> None:
         self.startServer(followSymlinks=True)

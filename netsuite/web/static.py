@@ -776,13 +776,51 @@ class StaticFolder(Resource):
         no dot-name on the way (a link to C{.git/config} is refused too), or
         it leads outside and links are followed.
         """
-        real = os.path.realpath(path)
+        return self._realInside(os.path.realpath(path))
+
+    def _realInside(self, real: bytes) -> bool:
+        """
+        L{_inside} for a path with no symbolic link left in it.
+        """
         if real == self._rootReal:
             return True
         if real.startswith(self._rootPrefix):
             relative = real[len(self._rootPrefix) :]
             return not any(_hidden(part) for part in relative.split(b"/"))
         return self._followSymlinks
+
+    def _open(self, path: bytes, flags: int = 0) -> tuple[int, os.stat_result, bytes] | None:
+        """
+        Open C{path} (a regular file, or a directory with C{O_DIRECTORY}):
+        C{(fd, fstat, real path)}, or L{None} if it is gone or may not be
+        served.
+
+        What was opened is checked, not only what the path named before: a
+        name swapped for a link to outside the root between the check and
+        the open (or while its entry was cached) is refused.
+        """
+        opened = _openRegular(path, flags)
+        if opened is None:
+            return None
+        fd, st = opened
+        try:
+            real = os.readlink(b"/proc/self/fd/%d" % (fd,))
+        except OSError:
+            # No /proc: the path's real path must be inside and be what
+            # was opened.
+            real = os.path.realpath(path)
+            try:
+                again = os.stat(real)
+                same = (again.st_dev, again.st_ino) == (st.st_dev, st.st_ino)
+            except (OSError, ValueError):
+                same = False
+            if not same and not self._followSymlinks:
+                os.close(fd)
+                return None
+        if not self._realInside(real):
+            os.close(fd)
+            return None
+        return fd, st, real
 
     def _fileEntry(
         self, path: bytes, st: os.stat_result, now: float, old: _Entry | None
@@ -875,7 +913,10 @@ class StaticFolder(Resource):
         signature = _signature(st)
         modified = int(st.st_mtime)
         if self._cacheable(st.st_size):
-            body, signature, modified = _readSmall(path)
+            opened = self._open(path)
+            if opened is None:
+                raise FileNotFoundError(path)
+            body, signature, modified = _readSmall(opened[0], opened[1])
         extra = {} if encoding is None else {"encoding": encoding}
         return _Representation(
             path, body, signature[0], signature, tag, modified, contentType, vary, **extra
@@ -954,11 +995,11 @@ class StaticFolder(Resource):
 
         fd = None
         if representation.body is None:
-            opened = _openRegular(representation.path)
+            opened = self._open(representation.path)
             if opened is None:
                 entry.checked = _STALE
                 return self._renderNotFound(request)
-            fd, st = opened
+            fd, st, _ = opened
             if _signature(st) != representation.signature:
                 # Changed since it was cached: answer from what was opened,
                 # and look at the disk again next time.
@@ -1201,22 +1242,29 @@ class StaticFolder(Resource):
         What a listing of C{path} shows: C{(name, size, mtime, isDir)}, only
         what would be served, directories first, then by name.
         """
+        opened = self._open(path, os.O_DIRECTORY)
+        if opened is None:
+            raise FileNotFoundError(path)
+        fd, _, real = opened
         items = []
-        with os.scandir(path) as scan:
-            for dirEntry in scan:
-                name = dirEntry.name
-                if _hidden(name) or b"\\" in name:
-                    continue
-                try:
-                    st = dirEntry.stat()
-                    if dirEntry.is_symlink() and not self._inside(dirEntry.path):
+        try:
+            with os.scandir(fd) as scan:  # reads a copy of fd; names are str
+                for dirEntry in scan:
+                    name = os.fsencode(dirEntry.name)
+                    if _hidden(name) or b"\\" in name:
                         continue
-                except OSError:
-                    continue
-                isDir = stat.S_ISDIR(st.st_mode)
-                if not isDir and not stat.S_ISREG(st.st_mode):
-                    continue
-                items.append((not isDir, name, 0 if isDir else st.st_size, st.st_mtime))
+                    try:
+                        st = dirEntry.stat()
+                        if dirEntry.is_symlink() and not self._inside(os.path.join(real, name)):
+                            continue
+                    except OSError:
+                        continue
+                    isDir = stat.S_ISDIR(st.st_mode)
+                    if not isDir and not stat.S_ISREG(st.st_mode):
+                        continue
+                    items.append((not isDir, name, 0 if isDir else st.st_size, st.st_mtime))
+        finally:
+            os.close(fd)
         items.sort()
         return [(name, size, mtime, not isFile) for isFile, name, size, mtime in items]
 
@@ -1566,13 +1614,14 @@ def _h2Connection(channel: object) -> Any:
     return None
 
 
-def _openRegular(path: bytes) -> tuple[int, os.stat_result] | None:
+def _openRegular(path: bytes, flags: int = 0) -> tuple[int, os.stat_result] | None:
     """
-    Open a regular file for reading, without ever blocking on a FIFO or
-    following into a device: C{(fd, fstat)}, or L{None}.
+    Open a regular file (or, with C{O_DIRECTORY} in C{flags}, a directory)
+    for reading, without ever blocking on a FIFO or following into a device:
+    C{(fd, fstat)}, or L{None}.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
     except (OSError, ValueError):
         return None
     try:
@@ -1580,23 +1629,19 @@ def _openRegular(path: bytes) -> tuple[int, os.stat_result] | None:
     except OSError:
         os.close(fd)
         return None
-    if not stat.S_ISREG(st.st_mode):
+    if not (stat.S_ISDIR if flags & os.O_DIRECTORY else stat.S_ISREG)(st.st_mode):
         os.close(fd)
         return None
     return fd, st
 
 
-def _readSmall(path: bytes) -> tuple[bytes, tuple[int, int, int], int]:
+def _readSmall(fd: int, before: os.stat_result) -> tuple[bytes, tuple[int, int, int], int]:
     """
-    The whole content of a small regular file, with its signature and
-    modification time in seconds, from C{fstat} calls before and after
-    reading: a file being written gets a signature that matches no C{stat},
-    so that the next check reads it again.
+    The whole content of a small regular file open at C{fd} (closed here),
+    with its signature and modification time in seconds, from C{fstat}
+    calls before and after reading: a file being written gets a signature
+    that matches no C{stat}, so that the next check reads it again.
     """
-    opened = _openRegular(path)
-    if opened is None:
-        raise FileNotFoundError(path)
-    fd, before = opened
     try:
         parts = []
         remaining = before.st_size
