@@ -1244,6 +1244,21 @@ class SocketTests(TestCase):
         self.assertIn(b'"version"', status)
         self.assertNotIn(b"shadow", status)
         self.assertIn(b"404 Not Found", await get(b"/missing"))
+        # Empty and "." segments are merged away before routing (nginx's
+        # merge_slashes): no spelling lists the folder instead of the home
+        # page, or reaches its files under a reserved name.
+        for path in (b"//", b"/./", b"/.", b"//./"):
+            page = await get(path)
+            self.assertIn(b"<title>netsuite</title>", page, path)
+            self.assertNotIn(b"Index of", page, path)
+        for path in (b"//api/status", b"/./api//status", b"/api/./status"):
+            page = await get(path)
+            self.assertIn(b'"version"', page, path)
+            self.assertNotIn(b"shadow", page, path)
+        self.assertIn(b"200 OK", await get(b"//healthz"))
+        self.assertIn(b"# TYPE", await get(b"/./metrics"))
+        self.assertIn(b"<title>netsuite</title>", await get(b"//_netsuite/"))
+        self.assertIn(b"hello from the folder", await get(b"//.//hello.txt"))
 
         folder2 = os.path.abspath(self.mktemp())
         os.makedirs(folder2)

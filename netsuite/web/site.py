@@ -1777,6 +1777,21 @@ class NetsuiteSite(Site):
         #: reactor pass.
         self.batch = FlushBatch(reactor)
 
+    def getResourceFor(self, request: Request) -> IResource:
+        """
+        Route C{request} with its empty and C{.} path segments merged away
+        (C{//api/./status} is C{/api/status}, as nginx's C{merge_slashes}
+        does), a final one kept as the trailing slash, so that every
+        spelling of a path reaches the same resource.
+        """
+        postpath = request.postpath
+        if b"" in postpath[:-1] or b"." in postpath:
+            *inner, last = postpath
+            request.postpath = [p for p in inner if p != b"" and p != b"."] + [
+                b"" if last == b"." else last
+            ]
+        return Site.getResourceFor(self, request)
+
     def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
         # HTTP/2 is negotiated through this wrapper; both channels are ours.
         return _ChannelSwitch(NetsuiteHTTPChannel(self))
