@@ -554,7 +554,16 @@ class RefusalTests(SynchronousTestCase):
         A target that is neither a path, C{*} nor an absolute http(s) URL
         is a 400 (C{x/api/probe} was served as C{/api/probe}).
         """
-        for target in (b"x/api/probe", b"http://u@x/api/probe", b"http:///api/probe", b"ftp://x/api/probe"):
+        for target in (
+            b"x/api/probe",
+            b"http://u@x/api/probe",
+            b"http:///api/probe",
+            b"ftp://x/api/probe",
+            # Not visible ASCII; Twisted refuses 0xB1 and above itself.
+            b"/api/probe\x7f",
+            b"/api/probe\x80",
+            b"/api/probe\xb0",
+        ):
             protocol, transport = self.connect()
             protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
             self.clock.advance(0)

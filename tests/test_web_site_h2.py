@@ -263,6 +263,42 @@ class LimitTests(ExchangeTestCase):
         self.exchange.pump()
         self.assertRefused(1, b"400")
 
+    def test_targetsRefusedAsOverHTTP1(self) -> None:
+        """
+        What HTTP/1.1 refuses with 400 is refused over HTTP/2 too: a
+        malformed C{:authority}, an absolute URL in C{:path} (RFC 9113 8.3.1: origin-form or C{*}; its host
+        took the place of C{:authority}) and bytes that are not visible
+        ASCII in it.
+        """
+        client = self.exchange.client
+        client.config.validate_outbound_headers = False
+        client.config.normalize_outbound_headers = False
+        streams = []
+        for headers in (
+            [(b":method", b"GET"), (b":path", b"/api/echo"), (b":scheme", b"https"), (b":authority", b"a/b@c")],
+            [(b":method", b"GET"), (b":path", b"http://evil/api/echo"), (b":scheme", b"https"), (b":authority", b"a")],
+            [(b":method", b"GET"), (b":path", b"/api/echo\x01"), (b":scheme", b"https"), (b":authority", b"a")],
+            [(b":method", b"GET"), (b":path", b"/\xff\xfe"), (b":scheme", b"https"), (b":authority", b"a")],
+            [(b":method", b"GET"), (b":path", b"/a\x7f"), (b":scheme", b"https"), (b":authority", b"a")],
+        ):
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, headers, end_stream=True)
+            self.exchange.pump()
+            streams.append(streamID)
+        for streamID in streams:
+            self.assertRefused(streamID, b"400")
+        streamID = client.get_next_available_stream_id()
+        client.send_headers(
+            streamID,
+            [(b":method", b"GET"), (b":path", b"/api/echo"), (b":scheme", b"https"), (b":authority", b"a"), (b"host", b"a")],
+            end_stream=True,
+        )
+        self.exchange.pump()
+        answer = self.exchange.answers[streamID]
+        self.assertEqual(answer["status"], b"200")
+        # A Host that says what :authority says is one Host.
+        self.assertEqual(json.loads(answer["body"])["headers"]["host"], "a")
+
     def test_declaredBodyTooLarge(self) -> None:
         """
         A Content-Length over the limit is a 413 before the body is read;

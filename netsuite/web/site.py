@@ -739,6 +739,9 @@ _dateValue = b""
 #: RFC 3986, 3.2.2): a name or an IP literal, and a port; no user info.
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
 
+#: A byte a request target may not hold: it must be visible ASCII.
+_NOT_VISIBLE = re.compile(rb"[^\x21-\x7e]")
+
 #: An absolute-form request target, without its query: authority, path.
 _ABSOLUTE_FORM = re.compile(rb"(?i)https?://([^/]*)(/.*)?", re.S)
 
@@ -803,29 +806,41 @@ class NetsuiteRequest(Request):
         Check the request target and C{Host} (RFC 9112, 3.2): one valid
         C{Host} (required in HTTP/1.1), and a path, C{*} or an absolute
         C{http(s)://} URL, whose path is then the one served and whose
-        authority is the C{Host} (3.2.2).
+        authority is the C{Host} (3.2.2), all in visible ASCII.  Over
+        HTTP/2 the same, with C{:authority} as the C{Host} (a C{Host}
+        beside it must say the same) and no absolute URL (RFC 9113 8.3.1).
 
         @return: what is wrong, or L{None}.
         """
         headers = self.requestHeaders
-        if self.clientproto != b"HTTP/2":
-            hosts = headers.getRawHeaders(b"host")
-            if hosts is None:
-                if self.clientproto == b"HTTP/1.1":
-                    return "HTTP/1.1 request without a Host header"
-            elif len(hosts) > 1:
-                return "more than one Host header"
-            else:
-                # A keep-alive client sends the same Host every time.
-                channel = self.channel
-                if hosts[0] != channel._goodHost:
-                    if _HOST.fullmatch(hosts[0]) is None:
-                        return "malformed Host header"
-                    channel._goodHost = hosts[0]
+        http2 = self.clientproto == b"HTTP/2"
+        hosts = headers.getRawHeaders(b"host")
+        if hosts is None:
+            if self.clientproto == b"HTTP/1.1":
+                return "HTTP/1.1 request without a Host header"
+        elif len(hosts) > 1 and not (http2 and len(set(hosts)) == 1):
+            # Over HTTP/2, :authority and a Host that say the same are one.
+            return "more than one Host header"
+        elif http2:
+            if _HOST.fullmatch(hosts[0]) is None:
+                return "malformed Host header"
+            if len(hosts) > 1:
+                headers.setRawHeaders(b"host", hosts[:1])
+        else:
+            # A keep-alive client sends the same Host every time.
+            channel = self.channel
+            if hosts[0] != channel._goodHost:
+                if _HOST.fullmatch(hosts[0]) is None:
+                    return "malformed Host header"
+                channel._goodHost = hosts[0]
         path = self.path
+        if _NOT_VISIBLE.search(path) is not None:
+            # Controls and raw bytes above 0x7E (Twisted's HTTP/1.1 check
+            # lets 0x7F to 0xB0 through, HTTP/2 has none).
+            return "malformed request target"
         if path[:1] == b"/" or path == b"*":
             return None
-        absolute = _ABSOLUTE_FORM.fullmatch(path)
+        absolute = None if http2 else _ABSOLUTE_FORM.fullmatch(path)  # RFC 9113 8.3.1
         if absolute is None or not absolute.group(1) or _HOST.fullmatch(absolute.group(1)) is None:
             return "malformed request target"
         headers.setRawHeaders(b"Host", [absolute.group(1)])
