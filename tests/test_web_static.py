@@ -251,6 +251,7 @@ class ServerMixin:
         a bare C{Site} on a loopback port.
         """
         self.clock = Clock()
+        self.clock.advance(time.time())  # a date in the future is one to come
         self.folder = StaticFolder(
             self.root, notFound=NotFound(), clock=self.clock, **kwargs
         )
@@ -520,6 +521,21 @@ class FileTests(ServerMixin, TestCase):
         )
         self.assertEqual(oldDate.status, 200)
         self.assertEqual(oldDate.body, HELLO)
+        # Two If-Range lines say nothing: the whole file, as when one fails.
+        twice = await self.get(b"/hello.txt", [rangeHeader, (b"If-Range", etag), (b"If-Range", etag)])
+        self.assertEqual(twice.status, 200)
+        self.assertEqual(twice.body, HELLO)
+
+    async def test_twoRangeLinesAreOneList(self) -> None:
+        """
+        Two C{Range} lines are one list of ranges (RFC 9110 5.3), and more
+        than one range gets the whole file, as one range in two lines does;
+        the last line alone was honoured.
+        """
+        for ranges in ([b"bytes=0-1", b"bytes=10-19"], [b"bytes=10-19", b"bytes=10-19"]):
+            response = await self.get(b"/hello.txt", [(b"Range", value) for value in ranges])
+            self.assertEqual(response.status, 200, ranges)
+            self.assertEqual(response.body, HELLO)
 
     async def test_ifNoneMatch(self) -> None:
         full = await self.get(b"/hello.txt")
@@ -534,6 +550,23 @@ class FileTests(ServerMixin, TestCase):
         miss = await self.get(b"/hello.txt", [(b"If-None-Match", b'"nope", "other"')])
         self.assertEqual(miss.status, 200)
         self.assertEqual(miss.body, HELLO)
+        # A list that is not a list of entity tags names nothing (as nginx).
+        bare = etag[1:-1]
+        for value in [
+            b"x" + etag,
+            etag + b"x",
+            b'"a""' + bare + b'"',
+            etag + b" " + etag,
+            b"W/ " + etag,
+            b'"a\x01", ' + etag,
+            b"*, " + etag,
+        ]:
+            response = await self.get(b"/hello.txt", [(b"If-None-Match", value)])
+            self.assertEqual(response.status, 200, value)
+        # Empty list elements are allowed (RFC 9110 5.6.1).
+        for value in [b", " + etag, etag + b" ,, ", b' "a" ,\t' + etag]:
+            response = await self.get(b"/hello.txt", [(b"If-None-Match", value)])
+            self.assertEqual(response.status, 304, value)
 
     async def test_ifModifiedSince(self) -> None:
         full = await self.get(b"/data.bin")
@@ -542,9 +575,17 @@ class FileTests(ServerMixin, TestCase):
         self.assertEqual(same.status, 304)
         self.assertEqual(same.body, b"")
         self.assertEqual(same.header(b"etag"), full.header(b"etag"))
+        # A date still to come is not one the file had (as Apache; nginx
+        # wants the exact date): the whole file.
         later = email.utils.formatdate(time.time() + 3600, usegmt=True).encode()
         future = await self.get(b"/data.bin", [(b"If-Modified-Since", later)])
-        self.assertEqual(future.status, 304)
+        self.assertEqual(future.status, 200)
+        self.assertEqual(future.body, patterned(5000))
+        # Two dates (RFC 9110 13.1.3: more than one member) are ignored.
+        twice = await self.get(
+            b"/data.bin", [(b"If-Modified-Since", lastModified), (b"If-Modified-Since", lastModified)]
+        )
+        self.assertEqual(twice.status, 200)
         old = b"Sun, 06 Nov 1994 08:49:37 GMT"
         older = await self.get(b"/data.bin", [(b"If-Modified-Since", old)])
         self.assertEqual(older.status, 200)
@@ -572,6 +613,14 @@ class FileTests(ServerMixin, TestCase):
         old = b"Sun, 06 Nov 1994 08:49:37 GMT"
         unmodified = await self.get(b"/data.bin", [(b"If-Unmodified-Since", old)])
         self.assertEqual(unmodified.status, 412)
+        # Junk around the right tag does not hold (it did).
+        junk = await self.get(b"/data.bin", [(b"If-Match", b"x" + full.header(b"etag"))])
+        self.assertEqual(junk.status, 412)
+        # Two dates are ignored (RFC 9110 13.1.4).
+        twice = await self.get(
+            b"/data.bin", [(b"If-Unmodified-Since", old), (b"If-Unmodified-Since", old)]
+        )
+        self.assertEqual(twice.status, 200)
 
     async def test_gzipWhenAccepted(self) -> None:
         plain = await self.get(b"/hello.txt")

@@ -172,6 +172,12 @@ _TEXT_APPLICATION_TYPES = frozenset(
 
 _RANGE_SPEC = re.compile(rb"^[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*$")
 _ENTITY_TAG = re.compile(rb'(W/)?("[^"]*")')
+#: A whole If-Match / If-None-Match list (RFC 9110 8.8.3, 5.6.1: empty
+#: elements allowed); anything else matches nothing.
+_ENTITY_TAGS = re.compile(
+    rb'[ \t]*(?:(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"[ \t]*)?'
+    rb'(?:,[ \t]*(?:(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"[ \t]*)?)*'
+)
 _QVALUE = re.compile(rb"^(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)$")
 
 
@@ -343,11 +349,14 @@ def parseHTTPDate(value: bytes) -> int | None:
 
 def _etagMatches(header: bytes, etag: bytes, weak: bool) -> bool:
     """
-    Whether an C{If-Match}/C{If-None-Match}/C{If-Range} value names C{etag}
-    (a strong, quoted tag); C{weak} comparison also accepts C{W/} tags.
+    Whether an C{If-Match}/C{If-None-Match} value names C{etag} (a strong,
+    quoted tag); C{weak} comparison also accepts C{W/} tags.  A value that
+    is not C{*} or a list of entity tags names nothing (C{x"tag"} did).
     """
-    if header.strip() == b"*":
+    if header.strip(b" \t") == b"*":
         return True
+    if _ENTITY_TAGS.fullmatch(header) is None:
+        return False
     for match in _ENTITY_TAG.finditer(header):
         if match.group(1) and not weak:
             continue
@@ -361,11 +370,14 @@ def _ifRangeHolds(
 ) -> bool:
     """
     Whether a C{Range} may be honoured: no C{If-Range}, or one that is the
-    representation's (strong) ETag or exactly its modification date.
+    representation's (strong) ETag or exactly its modification date (not
+    two, which say nothing).
     """
     if ifRange is None:
         return True
-    value = ifRange[-1].strip()
+    if len(ifRange) != 1:
+        return False
+    value = ifRange[0].strip()
     if value.startswith(b'"'):
         return value == representation.etag
     if value.startswith(b"W/"):
@@ -1060,7 +1072,8 @@ class StaticFolder(Resource):
         length = size
         rangeValue = found.get(b"Range")
         if rangeValue is not None and size:
-            byteRange = parseRange(rangeValue[-1], size)
+            # Two Range lines are one list of ranges (RFC 9110 5.3).
+            byteRange = parseRange(b",".join(rangeValue), size)
             if byteRange is not None and not _ifRangeHolds(
                 found.get(b"If-Range"), representation
             ):
@@ -1105,8 +1118,8 @@ class StaticFolder(Resource):
                 return http.PRECONDITION_FAILED
         else:
             ifUnmodified = found.get(b"If-Unmodified-Since")
-            if ifUnmodified is not None:
-                date = parseHTTPDate(ifUnmodified[-1])
+            if ifUnmodified is not None and len(ifUnmodified) == 1:  # 13.1.4
+                date = parseHTTPDate(ifUnmodified[0])
                 if date is not None and representation.modified > date:
                     return http.PRECONDITION_FAILED
         ifNoneMatch = found.get(b"If-None-Match")
@@ -1115,9 +1128,10 @@ class StaticFolder(Resource):
                 return http.NOT_MODIFIED
             return None
         ifModified = found.get(b"If-Modified-Since")
-        if ifModified is not None:
-            date = parseHTTPDate(ifModified[-1])
-            if date is not None and representation.modified <= date:
+        if ifModified is not None and len(ifModified) == 1:  # 13.1.3
+            date = parseHTTPDate(ifModified[0])
+            # A date still to come is no date the file had (as Apache).
+            if date is not None and representation.modified <= date <= self._clock.seconds():
                 return http.NOT_MODIFIED
         return None
 
