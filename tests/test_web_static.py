@@ -11,6 +11,7 @@ import email.utils
 import gzip
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -19,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import trustme
 from twisted.internet import reactor, tcp
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
@@ -30,6 +32,7 @@ from treq.client import HTTPClient
 
 from netsuite.listen import StreamListener
 from netsuite.tls import loadPEM, serverOptions
+from netsuite.web import static
 from netsuite.web.pages import PAGE_HEADERS
 from netsuite.web.static import (
     CHUNK_SIZE,
@@ -879,6 +882,73 @@ class DirectoryTests(ServerMixin, TestCase):
         )
         self.assertIn(b"<!DOCTYPE html>", browser.body)
 
+    async def test_largeListingInSteps(self) -> None:
+        """
+        A folder of more entries than one step takes is scanned over several
+        reactor turns and its listing written a part at a time (chunked),
+        whole and in order, in HTML and JSON; HEAD gets no body.
+        """
+        self.patch(static, "_LIST_STEP", 10)
+        names = sorted(f"f{i:03d}.txt" for i in range(35))
+        for name in names:
+            self.write("www/big/" + name, name.encode())
+        page = await self.get(b"/big/")
+        self.assertEqual(page.status, 200)
+        self.assertEqual(page.header(b"transfer-encoding"), b"chunked")
+        self.assertIsNone(page.header(b"content-length"))
+        self.assertEqual(re.findall(rb'href="(f\d+\.txt)"', page.body), [n.encode() for n in names])
+        self.assertTrue(page.body.endswith(b"</table>\n</body></html>\n"))
+        self.assertEqual(page.header(b"content-security-policy"), PAGE_HEADERS[b"Content-Security-Policy"])
+        entries = json.loads((await self.get(b"/big/", [(b"Accept", b"application/json")])).body)
+        self.assertEqual([e["name"] for e in entries], names)
+        self.assertEqual([e["size"] for e in entries], [8] * 35)
+        head = await self.get(b"/big/", method=b"HEAD")
+        self.assertEqual(head.status, 200)
+        self.assertEqual(head.body, b"")
+
+    async def test_listingScannedOnceMeanwhile(self) -> None:
+        """
+        Requests for a folder being scanned wait for that scan; what it
+        found answers requests for C{cacheSeconds}, then it is scanned again.
+        """
+        self.patch(static, "_LIST_STEP", 10)
+        for i in range(25):
+            self.write(f"www/big/f{i:02d}.txt", b"x")
+        scans = []
+        scan = self.folder._scan
+
+        def counted(*args):
+            scans.append(args)
+            return scan(*args)
+
+        self.folder._scan = counted  # type: ignore[method-assign]
+        pages = await gatherResults([ensureDeferred(self.get(b"/big/")) for _ in range(4)])
+        self.assertEqual(len(scans), 1)
+        self.assertEqual({page.body for page in pages}, {pages[0].body})
+        self.assertEqual(pages[0].body.count(b"<tr><td><a"), 26)  # with ../
+        self.write("www/big/new.txt", b"new")
+        self.assertNotIn(b"new.txt", (await self.get(b"/big/")).body)
+        self.assertEqual(len(scans), 1)
+        self.clock.advance(1.5)
+        self.assertIn(b"new.txt", (await self.get(b"/big/")).body)
+        self.assertEqual(len(scans), 2)
+
+    async def test_clientGoneWhileScanning(self) -> None:
+        """
+        A client that leaves while its folder is scanned gets nothing
+        written, and the next one its listing.
+        """
+        self.patch(static, "_LIST_STEP", 10)
+        for i in range(25):
+            self.write(f"www/big/f{i:02d}.txt", b"x")
+        client = await self.connectRaw()
+        client.transport.write(b"GET /big/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.transport.abortConnection()
+        await client.closed
+        page = await self.get(b"/big/")
+        self.assertEqual(page.status, 200)
+        self.assertEqual(page.body.count(b"<tr><td><a"), 26)
+
     async def test_listingEmptyAndRoot(self) -> None:
         empty = await self.get(b"/empty/", [(b"Accept", b"application/json")])
         self.assertEqual(json.loads(empty.body), [])
@@ -992,13 +1062,25 @@ class TraversalTests(ServerMixin, TestCase):
         self.assertNotFound(await self.get(b"/hello.txt"))
         self.assertNotFound(await self.get(b"/hello.txt", [(b"Range", b"bytes=0-3")]))
 
-    async def test_folderSwappedForOutsideLinkWhileCached(self) -> None:
+    async def test_folderSwappedBetweenCheckAndOpen(self) -> None:
         """
-        A listed folder replaced by a link to an outside one is not listed.
+        A folder swapped for a link to an outside one just after its path
+        was checked (before it is scanned) is not listed.
         """
-        self.assertEqual((await self.get(b"/list/")).status, 200)
-        shutil.rmtree(os.path.join(self.root, "list"))
-        self.swapForLink("list", "dir")
+        folder = self.folder
+        check = folder._inside
+
+        def racedCheck(path: bytes) -> bool:
+            answer = check(path)
+            if path.endswith(b"/list"):
+                shutil.rmtree(os.path.join(self.root, "list"))
+                self.swapForLink("list", "dir")
+            return answer
+
+        folder._inside = racedCheck  # type: ignore[method-assign]
+        self.assertNotFound(await self.get(b"/list/", [(b"Accept", b"application/json")]))
+        folder._inside = check  # type: ignore[method-assign]
+        self.clock.advance(1.5)
         for accept in (b"text/html", b"application/json"):
             self.assertNotFound(await self.get(b"/list/", [(b"Accept", accept)]))
 
@@ -1040,7 +1122,7 @@ class TraversalTests(ServerMixin, TestCase):
         os.symlink("list/a.txt", os.path.join(self.root, "in2.txt"))
         self.assertEqual((await self.get(b"/in2.txt")).body, b"ay!")
         self.assertEqual((await self.get(b"/list/a.txt")).body, b"ay!")
-        await self.test_folderSwappedForOutsideLinkWhileCached()
+        await self.test_folderSwappedBetweenCheckAndOpen()
         await self.test_fileSwappedBetweenCheckAndOpen()
 
     async def test_symlinkOutsideFollowedWhenAllowed(self) -> None:

@@ -39,12 +39,15 @@ import stat
 import sys
 import zlib
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import quote
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer, IReactorTime
+from twisted.internet.task import cooperate
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
@@ -171,6 +174,13 @@ _TEXT_APPLICATION_TYPES = frozenset(
 )
 
 _RANGE_SPEC = re.compile(rb"^[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*$")
+#: Folder entries scanned per reactor turn, and listing entries written
+#: per part: a folder of 100,000 is listed in steps, never in one go.
+_LIST_STEP = 1000
+
+#: Scanned listings kept (each for C{cacheSeconds}).
+_LISTINGS_KEPT = 16
+
 _ENTITY_TAG = re.compile(rb'(W/)?("[^"]*")')
 #: A whole If-Match / If-None-Match list (RFC 9110 8.8.3, 5.6.1: empty
 #: elements allowed); anything else matches nothing.
@@ -613,6 +623,7 @@ class StaticFolder(Resource):
         self._acceptsGzip: dict[bytes, bool] = {}
         self._producers: set[_FileProducer] = set()
         self._quick: dict[bytes, tuple[bytes, ...]] = {}
+        self._listings: dict[bytes, _Listing] = {}
 
     # Public API
 
@@ -1204,66 +1215,132 @@ class StaticFolder(Resource):
         return body
 
     def _renderListing(self, request, key: tuple[bytes, ...], entry: _Entry) -> bytes | int:
-        try:
-            items = self._listDirectory(entry.path)
-        except OSError:
+        """
+        List the folder C{entry}: at once when it is small (its scan took
+        one step) or was scanned lately; otherwise when its scan is done.
+        """
+        made = self._listing(entry.path)
+        if made is None:
             return self._renderNotFound(request)
+        if not isinstance(made, Deferred):
+            return self._answerListing(request, key, made)
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: None)
+
+        def answer(items: list[tuple[bytes, int, float, bool]] | None) -> None:
+            if finished.called:  # the client went away meanwhile
+                return
+            body = self._renderNotFound(request) if items is None else self._answerListing(request, key, items)
+            if body is not NOT_DONE_YET:
+                request.write(body)
+                request.finish()
+
+        made.addCallback(answer)
+        return NOT_DONE_YET
+
+    def _answerListing(
+        self, request, key: tuple[bytes, ...], items: list[tuple[bytes, int, float, bool]]
+    ) -> bytes | int:
+        """
+        The listing of C{items}, in JSON or HTML: whole, with its
+        C{Content-Length}, up to L{_LIST_STEP} entries; above, written a
+        part at a time as the client takes it (chunked).
+        """
         setHeader = request.responseHeaders.setRawHeaders
         setHeader(b"Vary", [b"Accept"])
         accept = request.requestHeaders.getRawHeaders(b"Accept")
         if prefersJSON(b",".join(accept) if accept else None):
             setHeader(b"Content-Type", [b"application/json; charset=utf-8"])
-            body = json.dumps(
-                [
-                    {
-                        "name": name.decode("utf-8", "replace"),
-                        "size": size,
-                        "mtime": mtime,
-                        "is_dir": isDir,
-                    }
-                    for name, size, mtime, isDir in items
-                ],
-                ensure_ascii=False,
-            ).encode("utf-8")
-            return self._sendBytes(request, body)
-        _pageHeaders(request)
-        segments = self._urlPath(request, key)
-        shown = "".join("/" + s.decode("utf-8", "replace") for s in segments) + "/"
-        title = html.escape(shown)
-        rows = []
-        if self._urlPath(request, ()) != segments:
-            rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
-        for name, size, mtime, isDir in items:
-            slash = "/" if isDir else ""
-            href = html.escape(quote(name, safe="") + slash)
-            label = html.escape(name.decode("utf-8", "replace") + slash)
-            when = _httpDate(mtime).decode("ascii")[5:-4]
-            rows.append(
-                f'<tr><td><a href="{href}">{label}</a></td>'
-                f"<td>{'-' if isDir else size}</td><td>{when}</td></tr>"
-            )
-        page = (
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
-            "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (GMT)</th></tr>\n"
-            + "\n".join(rows)
-            + "\n</table>\n</body></html>\n"
-        )
-        return self._sendBytes(request, page.encode("utf-8"))
+            parts = _jsonListing(items)
+        else:
+            _pageHeaders(request)
+            segments = self._urlPath(request, key)
+            parts = _htmlListing(items, segments, self._urlPath(request, ()) != segments)
+        if len(items) <= _LIST_STEP:
+            return self._sendBytes(request, b"".join(parts))
+        if request.method == b"HEAD":
+            return b""
+        _PartsProducer(request, parts).start()
+        return NOT_DONE_YET
 
-    def _listDirectory(self, path: bytes) -> list[tuple[bytes, int, float, bool]]:
+    def _listing(
+        self, path: bytes
+    ) -> list[tuple[bytes, int, float, bool]] | None | Deferred[list[tuple[bytes, int, float, bool]] | None]:
         """
         What a listing of C{path} shows: C{(name, size, mtime, isDir)}, only
-        what would be served, directories first, then by name.
+        what would be served, directories first, then by name; L{None} if it
+        cannot be listed; a L{Deferred} of either while it is scanned.
+
+        A folder is scanned L{_LIST_STEP} entries per reactor turn, once for
+        all the requests that want it meanwhile, and what it holds is kept
+        for C{cacheSeconds}.
         """
+        listings = self._listings
+        known = listings.get(path)
+        if known is not None:
+            if known.items is None:
+                waiting: Deferred[list[tuple[bytes, int, float, bool]] | None] = Deferred()
+                known.waiting.append(waiting)
+                return waiting
+            if 0 <= self._clock.seconds() - known.made < self._cacheSeconds:
+                return known.items
+            del listings[path]
         opened = self._open(path, os.O_DIRECTORY)
         if opened is None:
-            raise FileNotFoundError(path)
+            return None
         fd, _, real = opened
-        items = []
+        found: list[tuple[bool, bytes, int, float]] = []
+        steps = self._scan(fd, real, found)
+        try:
+            next(steps)
+        except StopIteration:
+            return self._listed(path, found)
+        except OSError:
+            return None
+        listing = listings[path] = _Listing()
+
+        def scanned(result: object) -> None:
+            if listings.get(path) is listing:
+                del listings[path]
+            items = None if isinstance(result, Failure) else self._listed(path, found)
+            for d in listing.waiting:
+                d.callback(items)
+
+        cooperate(steps).whenDone().addBoth(scanned)
+        waiting = Deferred()
+        listing.waiting.append(waiting)
+        return waiting
+
+    def _listed(
+        self, path: bytes, found: list[tuple[bool, bytes, int, float]]
+    ) -> list[tuple[bytes, int, float, bool]]:
+        """
+        The listing from the entries scanned, kept for later requests.
+        """
+        found.sort()
+        listing = _Listing()
+        listing.items = [(name, size, mtime, not isFile) for isFile, name, size, mtime in found]
+        listing.made = self._clock.seconds()
+        listings = self._listings
+        listings[path] = listing
+        for old in [p for p, other in listings.items() if other.items is not None]:
+            if len(listings) <= _LISTINGS_KEPT:
+                break
+            del listings[old]
+        return listing.items
+
+    def _scan(
+        self, fd: int, real: bytes, found: list[tuple[bool, bytes, int, float]]
+    ) -> Iterator[None]:
+        """
+        Put what may be listed of the folder open at C{fd} (closed here)
+        into C{found}, pausing after every L{_LIST_STEP} entries.
+        """
         try:
             with os.scandir(fd) as scan:  # reads a copy of fd; names are str
-                for dirEntry in scan:
+                for count, dirEntry in enumerate(scan, 1):
+                    if count % _LIST_STEP == 0:
+                        yield None
                     name = os.fsencode(dirEntry.name)
                     if _hidden(name) or b"\\" in name:
                         continue
@@ -1276,11 +1353,96 @@ class StaticFolder(Resource):
                     isDir = stat.S_ISDIR(st.st_mode)
                     if not isDir and not stat.S_ISREG(st.st_mode):
                         continue
-                    items.append((not isDir, name, 0 if isDir else st.st_size, st.st_mtime))
+                    found.append((not isDir, name, 0 if isDir else st.st_size, st.st_mtime))
         finally:
             os.close(fd)
-        items.sort()
-        return [(name, size, mtime, not isFile) for isFile, name, size, mtime in items]
+
+
+class _Listing:
+    """
+    A folder's listing, being scanned (C{items} is L{None}; C{waiting} are
+    the requests that want it) or scanned at C{made}.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[bytes, int, float, bool]] | None = None
+        self.made = 0.0
+        self.waiting: list[Deferred[list[tuple[bytes, int, float, bool]]]] = []
+
+
+def _jsonListing(items: list[tuple[bytes, int, float, bool]]) -> Iterator[bytes]:
+    """
+    A JSON listing, L{_LIST_STEP} entries a part.
+    """
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    yield b"["
+    for start in range(0, len(items), _LIST_STEP):
+        yield (", " if start else "").encode() + ", ".join(
+            encode({"name": name.decode("utf-8", "replace"), "size": size, "mtime": mtime, "is_dir": isDir})
+            for name, size, mtime, isDir in items[start : start + _LIST_STEP]
+        ).encode("utf-8")
+    yield b"]"
+
+
+def _htmlListing(
+    items: list[tuple[bytes, int, float, bool]], segments: list[bytes], up: bool
+) -> Iterator[bytes]:
+    """
+    An HTML listing of the folder at URL path C{segments}, L{_LIST_STEP}
+    rows a part; C{up}: with a C{../} row.
+    """
+    shown = "".join("/" + s.decode("utf-8", "replace") for s in segments) + "/"
+    title = html.escape(shown)
+    yield (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
+        "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (GMT)</th></tr>\n"
+        + ('<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n' if up else "")
+    ).encode("utf-8")
+    for start in range(0, len(items), _LIST_STEP):
+        rows = []
+        for name, size, mtime, isDir in items[start : start + _LIST_STEP]:
+            slash = "/" if isDir else ""
+            href = html.escape(quote(name, safe="") + slash)
+            label = html.escape(name.decode("utf-8", "replace") + slash)
+            when = _httpDate(mtime).decode("ascii")[5:-4]
+            rows.append(
+                f'<tr><td><a href="{href}">{label}</a></td>'
+                f"<td>{'-' if isDir else size}</td><td>{when}</td></tr>\n"
+            )
+        yield "".join(rows).encode("utf-8")
+    yield b"</table>\n</body></html>\n"
+
+
+@implementer(IPullProducer)
+class _PartsProducer:
+    """
+    Write the parts of a body one at a time, each when the client has
+    taken the one before, then finish the request.
+    """
+
+    def __init__(self, request: IRequest, parts: Iterator[bytes]) -> None:
+        self._request: IRequest | None = request
+        self._parts = parts
+
+    def start(self) -> None:
+        assert self._request is not None
+        self._request.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        request = self._request
+        if request is None:
+            return
+        part = next(self._parts, None)
+        if part is None:
+            self._request = None
+            request.unregisterProducer()
+            request.finish()
+        else:
+            request.write(part)
+
+    def stopProducing(self) -> None:
+        self._request = None
 
 
 @implementer(IPushProducer)
