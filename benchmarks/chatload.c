@@ -6,7 +6,7 @@
  *
  * Connects CLIENTS clients named u0 .. u<CLIENTS-1> (each sends its name as
  * its first line) and waits until every one was told it is in a room (a line
- * starting with "* you are in").  Then the first SENDERS clients each send
+ * starting with "*** you are in").  Then the first SENDERS clients each send
  * MESSAGES lines
  *
  *   m SENDER SEQ SEND_TIME_NS PADDING
@@ -24,8 +24,8 @@
  *     exact length and padding, a plausible TS, CRLF at the end, and not
  *     from the receiver itself, counts as misframed;
  *   - a line starting with "! " is an error line from the server (counted,
- *     the first few printed); other lines starting with "* " (notices such
- *     as joins) and "[history]" lines are ignored;
+ *     the first few printed); other lines starting with "*** " (notices
+ *     such as joins) or "* " (actions) and "[history]" lines are ignored;
  *   - delivery latency is the receive time minus SEND_TIME_NS, kept in a
  *     log-scale histogram (about 3% resolution) for p50 / p99 / max.
  *
@@ -131,7 +131,7 @@ static char letters[26 + MAX_PAYLOAD + 64];
 
 struct client {
     int fd;                /* -1 once closed */
-    int registered;        /* told "* you are in ..." */
+    int registered;        /* told "*** you are in ..." */
     int discarding;        /* skipping the rest of an over-long line */
     uint32_t partialLen;   /* bytes of an unfinished line in partial */
     char *partial;         /* MAX_LINE bytes */
@@ -283,8 +283,8 @@ static void handle_line(struct run *run, uint32_t r, const char *line, size_t le
     }
     len -= 2;
     const char *end = line + len;
-    if (len >= 2 && line[0] == '*' && line[1] == ' ') {
-        if (!c->registered && len >= 12 && memcmp(line, "* you are in", 12) == 0) {
+    if (len >= 2 && line[0] == '*') {
+        if (!c->registered && len >= 14 && memcmp(line, "*** you are in", 14) == 0) {
             c->registered = 1;
             run->registered++;
         }

@@ -4,10 +4,11 @@ C{openssl s_client}.
 
 The first line a client sends is its name; after that, a plain line goes to
 the others in its room as C{name: text}, and lines starting with C{/} are
-commands (L{ChatProtocol.commands}).  Server lines start with C{* } (notices
-and information), C{[history] } (a room's recent lines, replayed on
-joining), C{[private] } (a private message), C{name: } (someone's message);
-every error is one line starting with C{! }.
+commands (L{ChatProtocol.commands}).  Server lines start with C{*** }
+(notices and information, as IRC servers' notices), C{* name } (someone's
+C{/me} action), C{[history] } (a room's recent lines, replayed on joining),
+C{[private] } (a private message), C{name: } (someone's message); every
+error is one line starting with C{! }.
 
 Rooms, names and history live in a L{netsuite.rooms.ChatHub}, which knows
 nothing of lines and sockets, so that other front ends can share it.
@@ -105,18 +106,18 @@ class ChatSettings:
 
 
 _HELP = [
-    "* commands:",
-    "*   /help              this list",
-    "*   /nick NAME         change your name",
-    "*   /join ROOM         go to ROOM (made if it does not exist)",
-    "*   /part              go back to the lobby",
-    "*   /rooms             rooms and how many are in each",
-    "*   /who               who is in your room",
-    "*   /msg NAME TEXT     a private message",
-    "*   /me ACTION         say what you do",
-    "*   /topic [TEXT]      show, or set, your room's topic (-delete clears it)",
-    "*   /quit [REASON]     leave",
-    "* anything else you type goes to your room",
+    "*** commands:",
+    "***   /help              this list",
+    "***   /nick NAME         change your name",
+    "***   /join ROOM         go to ROOM (made if it does not exist)",
+    "***   /part              go back to the lobby",
+    "***   /rooms             rooms and how many are in each",
+    "***   /who               who is in your room",
+    "***   /msg NAME TEXT     a private message",
+    "***   /me ACTION         say what you do",
+    "***   /topic [TEXT]      show, or set, your room's topic (-delete clears it)",
+    "***   /quit [REASON]     leave",
+    "*** anything else you type goes to your room",
 ]
 
 
@@ -170,8 +171,8 @@ class ChatProtocol(Protocol):
         self._tries = settings.nameTries
         if settings.nameTimeout > 0:
             self._idle = IdleTimeout(factory.reactor, settings.nameTimeout, self._timedOut)
-        self.info("* welcome to netsuite chat")
-        self.info("* what is your name? (1-32 letters, digits, '_', '-' or '.')")
+        self.info("*** welcome to netsuite chat")
+        self.info("*** what is your name? (1-32 letters, digits, '_', '-' or '.')")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closed = True
@@ -201,7 +202,7 @@ class ChatProtocol(Protocol):
         """
         netsuite is stopping: say so, and close.
         """
-        self.info("* the server is shutting down; bye")
+        self.info("*** the server is shutting down; bye")
         self._close()
 
     # Input
@@ -293,7 +294,7 @@ class ChatProtocol(Protocol):
             else:
                 self.error(f"{e.message}; try another ({self._tries} left)")
             return
-        self.info(f"* hello {name}; /help lists the commands")
+        self.info(f"*** hello {name}; /help lists the commands")
         hub.register(self, name)
         idle = self.factory.settings.idleTimeout
         if self._idle is not None:
@@ -335,14 +336,14 @@ class ChatProtocol(Protocol):
 
     def do_rooms(self, argument: str) -> None:
         rooms = self.factory.hub.roomList()
-        self.info(f"* {len(rooms)} room{'s' if len(rooms) != 1 else ''}:")
+        self.info(f"*** {len(rooms)} room{'s' if len(rooms) != 1 else ''}:")
         for room in rooms:
             count = len(room.members)
             topic = f"; topic: {room.topic}" if room.topic else ""
-            self.info(f"*   {room.name} ({count} member{'s' if count != 1 else ''}){topic}")
+            self.info(f"***   {room.name} ({count} member{'s' if count != 1 else ''}){topic}")
 
     def do_who(self, argument: str) -> None:
-        self.info(f"* in {self.room.name}: {', '.join(memberNames(self.room.members.values()))}")
+        self.info(f"*** in {self.room.name}: {', '.join(memberNames(self.room.members.values()))}")
 
     def do_msg(self, argument: str) -> None:
         target, _, text = argument.partition(" ")
@@ -365,13 +366,13 @@ class ChatProtocol(Protocol):
                 raise ChatError(f"a topic is at most {MAX_TOPIC} characters")
             self.factory.hub.setTopic(self, argument)
         elif self.room.topic:
-            self.info(f"* topic of {self.room.name}: {self.room.topic}")
+            self.info(f"*** topic of {self.room.name}: {self.room.topic}")
         else:
-            self.info(f"* {self.room.name} has no topic")
+            self.info(f"*** {self.room.name} has no topic")
 
     def do_quit(self, argument: str) -> None:
         self._quitReason = argument or "quit"
-        self.info("* bye")
+        self.info("*** bye")
         self._close()
 
     #: Commands by name (after the C{/}).

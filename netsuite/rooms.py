@@ -294,7 +294,7 @@ class ChatHub:
         del self.members[name.casefold()]
         room: Optional[Room] = member.room  # type: ignore[attr-defined]
         if room is not None:
-            self._exit(member, room, f"* {name} left" + (f" ({reason})" if reason else ""))
+            self._exit(member, room, f"*** {name} left" + (f" ({reason})" if reason else ""))
         self._gauges()
 
     # Rooms
@@ -328,7 +328,7 @@ class ChatHub:
                 raise ChatError(f"there are already {self.maxRooms} rooms; join one of them")
             room = self._room(name)
         if current is not None:
-            self._exit(member, current, f"* {member.name} left {current.name}")  # type: ignore[attr-defined]
+            self._exit(member, current, f"*** {member.name} left {current.name}")  # type: ignore[attr-defined]
         self._enter(member, room)
         return room
 
@@ -404,15 +404,15 @@ class ChatHub:
 
     def _enter(self, member: object, room: Room) -> None:
         name: str = member.name  # type: ignore[attr-defined]
-        self._notice(room, f"* {name} joined {room.name}", prefixed=True)
+        self._notice(room, f"*** {name} joined {room.name}", prefixed=True)
         room.members[name.casefold()] = member
         member.room = room  # type: ignore[attr-defined]
         count = len(room.members)
         others = count - 1
-        info = f"* you are in {room.name} with {others} other{'s' if others != 1 else ''}"
+        info = f"*** you are in {room.name} with {others} other{'s' if others != 1 else ''}"
         member.deliver(Line(info, "info", room.name))  # type: ignore[attr-defined]
         if room.topic:
-            member.deliver(Line(f"* topic: {room.topic}", "info", room.name))  # type: ignore[attr-defined]
+            member.deliver(Line(f"*** topic: {room.topic}", "info", room.name))  # type: ignore[attr-defined]
         for line in list(room.history):
             member.deliver(Line(f"[history] {line.text}", "history", room.name, line.sender, line.when))  # type: ignore[attr-defined]
 
@@ -425,7 +425,7 @@ class ChatHub:
             self._gauges()
 
     def _notice(self, room: Room, text: str, prefixed: bool = False) -> None:
-        line = Line(text if prefixed else f"* {text}", "notice", room.name, None, self.clock())
+        line = Line(text if prefixed else f"*** {text}", "notice", room.name, None, self.clock())
         sent = room.broadcast(line, remember=False)
         self.stats.count("lines_out", sent)
 

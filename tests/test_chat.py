@@ -31,8 +31,8 @@ _ports = itertools.count(40000)
 NAME_RULES = "names are 1-32 characters: letters, digits, '_', '-' and '.'"
 ROOM_RULES = "room names are 1-32 characters: letters, digits, '_', '-' and '.'"
 GREETING = [
-    "* welcome to netsuite chat",
-    "* what is your name? (1-32 letters, digits, '_', '-' or '.')",
+    "*** welcome to netsuite chat",
+    "*** what is your name? (1-32 letters, digits, '_', '-' or '.')",
 ]
 #: What /help sends; its content is checked against the commands below.
 HELP = _HELP
@@ -173,7 +173,7 @@ class NameTests(ChatTestCase):
         client.send("alice")
         self.assertEqual(
             client.received(),
-            ["* hello alice; /help lists the commands", "* you are in lobby with 0 others"],
+            ["*** hello alice; /help lists the commands", "*** you are in lobby with 0 others"],
         )
         self.assertEqual(client.protocol.name, "alice")
         self.assertIs(self.factory.hub.find("ALICE"), client.protocol)
@@ -187,7 +187,7 @@ class NameTests(ChatTestCase):
             client.received()
             client.send(name)
             self.assertEqual(
-                client.received()[0], f"* hello {name}; /help lists the commands", name
+                client.received()[0], f"*** hello {name}; /help lists the commands", name
             )
             self.assertEqual(client.protocol.name, name)
 
@@ -200,7 +200,7 @@ class NameTests(ChatTestCase):
             self.assertFalse(client.closing)
             self.assertIsNone(client.protocol.name)
             client.send("ok")
-            self.assertEqual(client.received()[0], "* hello ok; /help lists the commands")
+            self.assertEqual(client.received()[0], "*** hello ok; /help lists the commands")
             client.disconnect()
 
     def test_takenNameCaseInsensitive(self) -> None:
@@ -212,7 +212,7 @@ class NameTests(ChatTestCase):
         client.send("Alice")
         self.assertEqual(client.received(), ["! the name Alice is taken; try another (1 left)"])
         client.send("bob")
-        self.assertEqual(client.received()[0], "* hello bob; /help lists the commands")
+        self.assertEqual(client.received()[0], "*** hello bob; /help lists the commands")
 
     def test_threeTriesThenClosed(self) -> None:
         client = self.connect()
@@ -316,14 +316,14 @@ class RoomTests(ChatTestCase):
         alice = self.named("alice")
         bob = self.connect()
         bob.send("bob")
-        self.assertEqual(alice.received(), ["* bob joined lobby"])
+        self.assertEqual(alice.received(), ["*** bob joined lobby"])
         self.assertEqual(
             bob.received(),
-            GREETING + ["* hello bob; /help lists the commands", "* you are in lobby with 1 other"],
+            GREETING + ["*** hello bob; /help lists the commands", "*** you are in lobby with 1 other"],
         )
         carol = self.connect()
         carol.send("carol")
-        self.assertEqual(carol.received()[-1], "* you are in lobby with 2 others")
+        self.assertEqual(carol.received()[-1], "*** you are in lobby with 2 others")
 
     def test_leaveNoticeOnJoin(self) -> None:
         alice = self.named("alice")
@@ -331,15 +331,15 @@ class RoomTests(ChatTestCase):
         carol = self.named("carol")
         carol.send("/join dev")
         bob.send("/join dev")
-        self.assertEqual(alice.received(), ["* carol left lobby", "* bob left lobby"])
-        self.assertEqual(carol.received(), ["* you are in dev with 0 others", "* bob joined dev"])
-        self.assertEqual(bob.received(), ["* carol left lobby", "* you are in dev with 1 other"])
+        self.assertEqual(alice.received(), ["*** carol left lobby", "*** bob left lobby"])
+        self.assertEqual(carol.received(), ["*** you are in dev with 0 others", "*** bob joined dev"])
+        self.assertEqual(bob.received(), ["*** carol left lobby", "*** you are in dev with 1 other"])
 
     def test_leaveNoticeOnDisconnect(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
         bob.disconnect()
-        self.assertEqual(alice.received(), ["* bob left (connection closed)"])
+        self.assertEqual(alice.received(), ["*** bob left (connection closed)"])
         self.assertIsNone(self.factory.hub.find("bob"))
 
     def test_unnamedDisconnectIsSilent(self) -> None:
@@ -373,7 +373,7 @@ class CommandTests(ChatTestCase):
         self.assertEqual(alice.received(), HELP)
 
     def test_helpListsEveryCommand(self) -> None:
-        listed = {line.split()[1][1:] for line in HELP if line.startswith("*   /")}
+        listed = {line.split()[1][1:] for line in HELP if line.startswith("***   /")}
         self.assertEqual(listed, set(ChatProtocol.commands))
 
     def test_nickTellsRoom(self) -> None:
@@ -383,15 +383,15 @@ class CommandTests(ChatTestCase):
         carol.send("/join dev")
         self.drain()
         alice.send("/nick alicia")
-        self.assertEqual(alice.received(), ["* alice is now known as alicia"])
-        self.assertEqual(bob.received(), ["* alice is now known as alicia"])
+        self.assertEqual(alice.received(), ["*** alice is now known as alicia"])
+        self.assertEqual(bob.received(), ["*** alice is now known as alicia"])
         self.assertEqual(carol.received(), [])
         self.assertIs(self.factory.hub.find("alicia"), alice.protocol)
         self.assertIsNone(self.factory.hub.find("alice"))
         alice.send("hi")
         self.assertEqual(bob.received(), ["alicia: hi"])
         bob.send("/who")
-        self.assertEqual(bob.received(), ["* in lobby: alicia, bob"])
+        self.assertEqual(bob.received(), ["*** in lobby: alicia, bob"])
 
     def test_nickFreesOldName(self) -> None:
         alice = self.named("alice")
@@ -422,8 +422,8 @@ class CommandTests(ChatTestCase):
         alice = self.named("alice")
         bob = self.named("bob")
         alice.send("/nick Alice")
-        self.assertEqual(alice.received(), ["* alice is now known as Alice"])
-        self.assertEqual(bob.received(), ["* alice is now known as Alice"])
+        self.assertEqual(alice.received(), ["*** alice is now known as Alice"])
+        self.assertEqual(bob.received(), ["*** alice is now known as Alice"])
         self.assertEqual(alice.protocol.name, "Alice")
         self.assertIs(self.factory.hub.find("alice"), alice.protocol)
         self.assertEqual(len(self.factory.hub.members), 2)
@@ -437,8 +437,8 @@ class CommandTests(ChatTestCase):
         alice = self.named("alice")
         bob = self.named("bob")
         alice.send("/join dev")
-        self.assertEqual(alice.received(), ["* you are in dev with 0 others"])
-        self.assertEqual(bob.received(), ["* alice left lobby"])
+        self.assertEqual(alice.received(), ["*** you are in dev with 0 others"])
+        self.assertEqual(bob.received(), ["*** alice left lobby"])
         self.assertEqual(alice.protocol.room.name, "dev")
         self.assertIn("dev", self.factory.hub.rooms)
 
@@ -447,7 +447,7 @@ class CommandTests(ChatTestCase):
         bob = self.named("bob")
         alice.send("/join Dev.Team")
         bob.send("/join dev.team")
-        self.assertEqual(bob.received(), ["* alice left lobby", "* you are in Dev.Team with 1 other"])
+        self.assertEqual(bob.received(), ["*** alice left lobby", "*** you are in Dev.Team with 1 other"])
         self.assertIs(alice.protocol.room, bob.protocol.room)
 
     def test_joinLeadingHashIgnored(self) -> None:
@@ -455,7 +455,7 @@ class CommandTests(ChatTestCase):
         bob = self.named("bob")
         alice.send("/join #dev")
         bob.send("/join dev")
-        self.assertEqual(alice.received(), ["* you are in dev with 0 others", "* bob joined dev"])
+        self.assertEqual(alice.received(), ["*** you are in dev with 0 others", "*** bob joined dev"])
         self.assertEqual(sorted(self.factory.hub.rooms), ["dev", "lobby"])
 
     def test_joinRoomYouAreIn(self) -> None:
@@ -489,7 +489,7 @@ class CommandTests(ChatTestCase):
         self.assertEqual(bob.received(), ["! there are already 2 rooms; join one of them"])
         self.assertEqual(bob.protocol.room.name, LOBBY)
         bob.send("/join one")
-        self.assertEqual(bob.received(), ["* you are in one with 1 other"])
+        self.assertEqual(bob.received(), ["*** you are in one with 1 other"])
 
     def test_partBackToLobby(self) -> None:
         alice = self.named("alice")
@@ -497,8 +497,8 @@ class CommandTests(ChatTestCase):
         alice.send("/join dev")
         self.drain()
         alice.send("/part")
-        self.assertEqual(alice.received(), ["* you are in lobby with 1 other"])
-        self.assertEqual(bob.received(), ["* alice joined lobby"])
+        self.assertEqual(alice.received(), ["*** you are in lobby with 1 other"])
+        self.assertEqual(bob.received(), ["*** alice joined lobby"])
         self.assertEqual(alice.protocol.room.name, LOBBY)
         self.assertNotIn("dev", self.factory.hub.rooms)
 
@@ -509,7 +509,7 @@ class CommandTests(ChatTestCase):
         bob.send("/join dev")
         self.drain()
         alice.send("/part")
-        self.assertEqual(bob.received(), ["* alice left dev"])
+        self.assertEqual(bob.received(), ["*** alice left dev"])
 
     def test_partInLobby(self) -> None:
         alice = self.named("alice")
@@ -530,10 +530,10 @@ class CommandTests(ChatTestCase):
         self.assertEqual(
             alice.received(),
             [
-                "* 3 rooms:",
-                "*   lobby (0 members)",
-                "*   Alpha (1 member)",
-                "*   dev (2 members); topic: builds",
+                "*** 3 rooms:",
+                "***   lobby (0 members)",
+                "***   Alpha (1 member)",
+                "***   dev (2 members); topic: builds",
             ],
         )
 
@@ -547,7 +547,7 @@ class CommandTests(ChatTestCase):
         alice.send("/part")
         self.drain()
         alice.send("/rooms")
-        self.assertEqual(alice.received(), ["* 1 room:", "*   lobby (1 member)"])
+        self.assertEqual(alice.received(), ["*** 1 room:", "***   lobby (1 member)"])
         alice.disconnect()
         self.assertEqual(list(self.factory.hub.rooms), [LOBBY])
 
@@ -559,10 +559,10 @@ class CommandTests(ChatTestCase):
         dave.send("/join dev")
         self.drain()
         alice.send("/who")
-        self.assertEqual(alice.received(), ["* in lobby: alice, Bob, carol"])
+        self.assertEqual(alice.received(), ["*** in lobby: alice, Bob, carol"])
         dave.received()
         dave.send("/who")
-        self.assertEqual(dave.received(), ["* in dev: dave"])
+        self.assertEqual(dave.received(), ["*** in dev: dave"])
 
     def test_msg(self) -> None:
         alice = self.named("alice")
@@ -603,6 +603,21 @@ class CommandTests(ChatTestCase):
         self.assertEqual(bob.received(), ["* alice waves at everyone"])
         self.assertEqual(carol.received(), [])
 
+    def test_actionNeverPassesForAServerLine(self) -> None:
+        """
+        Server lines start with C{*** }, actions with C{* name }: a user
+        named C{the} cannot make C{/me} look like the server's notices
+        (they were both C{* }).
+        """
+        the = self.named("the")
+        bob = self.named("bob")
+        self.drain()
+        the.send("/me server is shutting down; bye", "/me left (excess flood)")
+        lines = bob.received()
+        self.assertEqual(lines, ["* the server is shutting down; bye", "* the left (excess flood)"])
+        the.send("/quit")
+        self.assertEqual(bob.received(), ["*** the left (quit)"])
+
     def test_meUsage(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
@@ -614,14 +629,14 @@ class CommandTests(ChatTestCase):
         alice = self.named("alice")
         bob = self.named("bob")
         alice.send("/topic")
-        self.assertEqual(alice.received(), ["* lobby has no topic"])
+        self.assertEqual(alice.received(), ["*** lobby has no topic"])
         alice.send("/topic  Rust \x1b[31monly ")
-        self.assertEqual(alice.received(), ["* alice set the topic of lobby: Rust only"])
-        self.assertEqual(bob.received(), ["* alice set the topic of lobby: Rust only"])
+        self.assertEqual(alice.received(), ["*** alice set the topic of lobby: Rust only"])
+        self.assertEqual(bob.received(), ["*** alice set the topic of lobby: Rust only"])
         bob.send("/topic")
-        self.assertEqual(bob.received(), ["* topic of lobby: Rust only"])
+        self.assertEqual(bob.received(), ["*** topic of lobby: Rust only"])
         bob.send("/topic something else")
-        self.assertEqual(alice.received(), ["* bob set the topic of lobby: something else"])
+        self.assertEqual(alice.received(), ["*** bob set the topic of lobby: something else"])
 
     def test_topicCleared(self) -> None:
         """
@@ -635,14 +650,14 @@ class CommandTests(ChatTestCase):
         bob.received()
         alice.received()
         alice.send("/topic -delete")
-        self.assertEqual(alice.received(), ["* alice cleared the topic of lobby"])
-        self.assertEqual(bob.received(), ["* alice cleared the topic of lobby"])
+        self.assertEqual(alice.received(), ["*** alice cleared the topic of lobby"])
+        self.assertEqual(bob.received(), ["*** alice cleared the topic of lobby"])
         bob.send("/topic")
-        self.assertEqual(bob.received(), ["* lobby has no topic"])
+        self.assertEqual(bob.received(), ["*** lobby has no topic"])
         alice.send("/topic " + "t" * (MAX_TOPIC + 1))
         self.assertEqual(alice.received(), [f"! a topic is at most {MAX_TOPIC} characters"])
         alice.send("/topic " + "t" * MAX_TOPIC)
-        self.assertEqual(bob.received(), ["* alice set the topic of lobby: " + "t" * MAX_TOPIC])
+        self.assertEqual(bob.received(), ["*** alice set the topic of lobby: " + "t" * MAX_TOPIC])
 
     def test_topicShownOnJoin(self) -> None:
         alice = self.named("alice")
@@ -651,17 +666,17 @@ class CommandTests(ChatTestCase):
         bob = self.connect()
         bob.send("bob")
         self.assertEqual(
-            bob.received()[-2:], ["* you are in lobby with 0 others", "* topic: welcome all"]
+            bob.received()[-2:], ["*** you are in lobby with 0 others", "*** topic: welcome all"]
         )
         bob.send("/join dev")
-        self.assertEqual(bob.received(), ["* you are in dev with 1 other", "* topic: dev talk"])
+        self.assertEqual(bob.received(), ["*** you are in dev with 1 other", "*** topic: dev talk"])
 
     def test_topicIsPerRoom(self) -> None:
         alice = self.named("alice")
         alice.send("/join dev", "/topic dev talk", "/part")
         alice.received()
         alice.send("/topic")
-        self.assertEqual(alice.received(), ["* lobby has no topic"])
+        self.assertEqual(alice.received(), ["*** lobby has no topic"])
 
     def test_quit(self) -> None:
         """
@@ -673,9 +688,9 @@ class CommandTests(ChatTestCase):
         alice = self.named("alice")
         bob = self.named("bob")
         bob.send("/quit gone fishing")
-        self.assertEqual(bob.received(), ["* bye"])
+        self.assertEqual(bob.received(), ["*** bye"])
         self.assertTrue(bob.transport.disconnecting)
-        self.assertEqual(alice.received(), ["* bob left (gone fishing)"])
+        self.assertEqual(alice.received(), ["*** bob left (gone fishing)"])
         bob.send("still here?")
         self.assertEqual(alice.received(), [])
         self.assertIsNone(self.factory.hub.find("bob"))
@@ -690,14 +705,14 @@ class CommandTests(ChatTestCase):
         bob = self.named("bob")
         bob.send("/quit")
         bob.disconnect()
-        self.assertEqual(alice.received(), ["* bob left (quit)"])
+        self.assertEqual(alice.received(), ["*** bob left (quit)"])
 
     def test_quitSendsPendingOutputFirst(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
         alice.send("last words")
         bob.send("/quit")
-        self.assertEqual(bob.received(), ["alice: last words", "* bye"])
+        self.assertEqual(bob.received(), ["alice: last words", "*** bye"])
 
     def test_halfCloseSendsWhatIsWaitingThenCloses(self) -> None:
         """
@@ -710,10 +725,10 @@ class CommandTests(ChatTestCase):
         self.assertTrue(IHalfCloseableProtocol.providedBy(bob.protocol))
         bob.send("/who")
         bob.protocol.readConnectionLost()
-        self.assertEqual(bob.received(), ["* in lobby: alice, bob"])
+        self.assertEqual(bob.received(), ["*** in lobby: alice, bob"])
         self.assertTrue(bob.transport.disconnecting)
         bob.disconnect()
-        self.assertEqual(alice.received(), ["* bob left (connection closed)"])
+        self.assertEqual(alice.received(), ["*** bob left (connection closed)"])
 
     def test_unknownCommand(self) -> None:
         alice = self.named("alice")
@@ -741,9 +756,9 @@ class CommandTests(ChatTestCase):
         self.assertEqual(bob.received(), ["* alice jumps"])
         self.assertEqual(alice.received(), ["* alice jumps"])
         alice.send("/JOIN dev", "/WhO")
-        self.assertEqual(alice.received(), ["* you are in dev with 0 others", "* in dev: alice"])
+        self.assertEqual(alice.received(), ["*** you are in dev with 0 others", "*** in dev: alice"])
         alice.send("/Quit")
-        self.assertEqual(alice.received(), ["* bye"])
+        self.assertEqual(alice.received(), ["*** bye"])
 
     def test_everyErrorStartsWithBang(self) -> None:
         """
@@ -779,8 +794,8 @@ class HistoryTests(ChatTestCase):
         self.assertEqual(
             bob.received()[2:],
             [
-                "* hello bob; /help lists the commands",
-                "* you are in lobby with 1 other",
+                "*** hello bob; /help lists the commands",
+                "*** you are in lobby with 1 other",
                 "[history] alice: two",
                 "[history] alice: three",
                 "[history] * alice four",
@@ -793,7 +808,7 @@ class HistoryTests(ChatTestCase):
         bob = self.named("bob")
         bob.send("/join dev")
         self.assertEqual(
-            bob.received(), ["* you are in dev with 1 other", "* topic: t", "[history] alice: said"]
+            bob.received(), ["*** you are in dev with 1 other", "*** topic: t", "[history] alice: said"]
         )
 
     def test_historyDisabled(self) -> None:
@@ -802,7 +817,7 @@ class HistoryTests(ChatTestCase):
         alice.send("one", "/me two")
         bob = self.connect()
         bob.send("bob")
-        self.assertEqual(bob.received()[-1], "* you are in lobby with 1 other")
+        self.assertEqual(bob.received()[-1], "*** you are in lobby with 1 other")
         self.assertEqual(len(self.factory.hub.rooms[LOBBY].history), 0)
 
     def test_onlyMessagesAndActionsRemembered(self) -> None:
@@ -815,7 +830,7 @@ class HistoryTests(ChatTestCase):
         bob.send("/join dev")
         self.assertEqual(
             bob.received(),
-            ["* you are in dev with 1 other", "* topic: x", "[history] * alice stays"],
+            ["*** you are in dev with 1 other", "*** topic: x", "[history] * alice stays"],
         )
 
     def test_historyIsPerRoom(self) -> None:
@@ -826,11 +841,11 @@ class HistoryTests(ChatTestCase):
         carol = self.named("carol")
         carol.send("/join dev")
         self.assertEqual(
-            carol.received(), ["* you are in dev with 1 other", "[history] bob: in dev"]
+            carol.received(), ["*** you are in dev with 1 other", "[history] bob: in dev"]
         )
         carol.send("/part")
         self.assertEqual(
-            carol.received(), ["* you are in lobby with 1 other", "[history] alice: in lobby"]
+            carol.received(), ["*** you are in lobby with 1 other", "[history] alice: in lobby"]
         )
 
     def test_historyIsPerRoomInHub(self) -> None:
@@ -895,7 +910,7 @@ class LineLengthTests(ChatTestCase):
             self.assertLessEqual(len(alice.protocol._buffer), 10)
         self.assertEqual(alice.received(), [self.TOO_LONG])
         alice.sendRaw(b"q\n/who\n")
-        self.assertEqual(alice.received(), ["* in lobby: alice"])
+        self.assertEqual(alice.received(), ["*** in lobby: alice"])
 
     def test_byteAtATime(self) -> None:
         alice = self.named("alice")
@@ -993,13 +1008,13 @@ class CleaningTests(ChatTestCase):
         client = self.connect()
         client.received()
         client.send("\x1b[1;31mal\x00ice\x1b[0m\x07")
-        self.assertEqual(client.received()[0], "* hello alice; /help lists the commands")
+        self.assertEqual(client.received()[0], "*** hello alice; /help lists the commands")
         self.assertEqual(client.protocol.name, "alice")
 
     def test_escapesStrippedFromNick(self) -> None:
         alice = self.named("alice")
         alice.send("/nick \x1b[32mgreen\x1b[0m")
-        self.assertEqual(alice.received(), ["* alice is now known as green"])
+        self.assertEqual(alice.received(), ["*** alice is now known as green"])
 
     def test_invalidUtf8Replaced(self) -> None:
         alice = self.named("alice")
@@ -1076,7 +1091,7 @@ class FloodTests(ChatTestCase):
             alice.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye"
         )
         alice.disconnect()
-        self.assertEqual(bob.received(), ["* alice left (excess flood)"])
+        self.assertEqual(bob.received(), ["*** alice left (excess flood)"])
 
     def test_speaksAgainAfterWaiting(self) -> None:
         alice = self.named("alice")
@@ -1180,8 +1195,8 @@ class SlowReaderTests(ChatTestCase):
         self.assertEqual(alice.received(), [])
         self.assertEqual(self.factory.stats.counters["slow_readers"], 1)
         alice.disconnect(ConnectionAborted())
-        self.assertEqual(bob.received(), ["* alice left (not reading)"])
-        self.assertEqual(carol.received(), ["* alice left (not reading)"])
+        self.assertEqual(bob.received(), ["*** alice left (not reading)"])
+        self.assertEqual(carol.received(), ["*** alice left (not reading)"])
         self.assertIsNone(self.factory.hub.find("alice"))
 
     def test_burstBeforeTheTransportCouldSendIsNotSlowReading(self) -> None:
@@ -1322,7 +1337,7 @@ class IdleTests(ChatTestCase):
         bob = self.named("bob")
         self.clock.advance(50)
         alice.disconnect()
-        self.assertEqual(bob.received(), ["* alice left (idle)"])
+        self.assertEqual(bob.received(), ["*** alice left (idle)"])
 
     def test_namedClientNotClosedAtNameTimeout(self) -> None:
         alice = self.named("alice")
@@ -1440,7 +1455,7 @@ class CloseTests(ChatTestCase):
         bob.send("bye all")
         alice.protocol.closeGracefully()
         self.assertEqual(
-            alice.transport.value(), b"bob: bye all\r\n* the server is shutting down; bye\r\n"
+            alice.transport.value(), b"bob: bye all\r\n*** the server is shutting down; bye\r\n"
         )
         self.assertTrue(alice.transport.disconnecting)
         self.assertFalse(alice.transport.disconnected)
@@ -1449,7 +1464,7 @@ class CloseTests(ChatTestCase):
         alice = self.named("alice")
         alice.protocol.pauseProducing()
         alice.protocol.closeGracefully()
-        self.assertEqual(alice.received(), ["* the server is shutting down; bye"])
+        self.assertEqual(alice.received(), ["*** the server is shutting down; bye"])
 
     def test_closeAbortsClientThatDoesNotTakeIt(self) -> None:
         alice = self.named("alice")
@@ -1644,7 +1659,7 @@ class HubTests(SynchronousTestCase):
         self.hub.leave(FakeMember())
         self.hub.leave(alice, "gone")
         self.hub.leave(alice, "gone")
-        self.assertEqual(bob.texts(), ["* alice left (gone)"])
+        self.assertEqual(bob.texts(), ["*** alice left (gone)"])
 
     def test_historyWithTimes(self) -> None:
         alice = self.member("alice")

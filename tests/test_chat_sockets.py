@@ -92,7 +92,7 @@ class ChatSocketTests(TestCase):
             endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         await connectProtocol(endpoint, client)
         self.addCleanup(abortIfConnected, client.transport)
-        joined = client.waitFor("* you are in lobby")
+        joined = client.waitFor("*** you are in lobby")
         client.say(name)
         await joined
         return client
@@ -112,7 +112,7 @@ class ChatSocketTests(TestCase):
         for n, client in enumerate(clients):
             room = rooms[n % 4]
             if room != "lobby":
-                joins.append(client.waitFor(f"* you are in {room}"))
+                joins.append(client.waitFor(f"*** you are in {room}"))
                 client.say(f"/join {room}")
         await defer.gatherResults(joins)
         self.assertEqual(factory.hub.snapshot(), {"users": 200, "rooms": 4})
@@ -128,7 +128,7 @@ class ChatSocketTests(TestCase):
                     expected[n] += [f"user{m}: line {r} from user{m}" for r in range(3)]
 
         def messages(n: int) -> list[str]:
-            return [line for line in clients[n].lines if not line.startswith("* ")]
+            return [line for line in clients[n].lines if not line.startswith("*** ")]
 
         for _ in range(200):
             if all(len(messages(n)) >= len(expected[n]) for n in range(200)):
@@ -163,7 +163,7 @@ class ChatSocketTests(TestCase):
         # Keep the kernel from absorbing megabytes for it (its send buffer
         # grows with the connection otherwise).
         factory.hub.find("stuck")._raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-        left = reader.waitFor("* stuck left (not reading)")
+        left = reader.waitFor("*** stuck left (not reading)")
         payload = "x" * 900
         count = 3000  # 2.7 MB: far more than the socket buffers and the bound
         for n in range(count):
@@ -208,7 +208,7 @@ class ChatSocketTests(TestCase):
             ["alice: " + "y" * 100, "alice: after"],
         )
         # Any error for these lines would come before the answer to /who.
-        answered = alice.waitFor("* in lobby: ")
+        answered = alice.waitFor("*** in lobby: ")
         alice.say("/who")
         await answered
         self.assertEqual([line for line in alice.lines if line.startswith("! ")], [tooLong, tooLong])
@@ -239,7 +239,7 @@ class ChatSocketTests(TestCase):
             self.assertTrue(error.startswith(prefix) and error.endswith(" s"), error)
             self.assertGreater(float(error[len(prefix) : -2]), 50)
         # Bob's own answer comes after every line of alice's sent to him.
-        answered = bob.waitFor("* in lobby: ")
+        answered = bob.waitFor("*** in lobby: ")
         bob.say("/who")
         await answered
         self.assertEqual(
@@ -263,12 +263,12 @@ class ChatSocketTests(TestCase):
         port, factory = await self.startChat(historySize=0)
         alice = await self.connect(port, "alice")
         bob = await self.connect(port, "bob")
-        left = alice.waitFor("* bob left")
+        left = alice.waitFor("*** bob left")
         bob.transport.write(b"/who\r\n/quit gone fishing\r\n")
         await bob.closed.addTimeout(10, reactor)
-        self.assertEqual(bob.lines[-2:], ["* in lobby: alice, bob", "* bye"])
+        self.assertEqual(bob.lines[-2:], ["*** in lobby: alice, bob", "*** bye"])
         bob.reason.trap(ConnectionDone)
-        self.assertEqual(await left, "* bob left (gone fishing)")
+        self.assertEqual(await left, "*** bob left (gone fishing)")
         self.assertIsNone(factory.hub.find("bob"))
         self.assertEqual(factory._clients, 1)
         await self.connect(port, "bob")
@@ -307,7 +307,7 @@ class ChatSocketTests(TestCase):
         )
         endpoint = tlsEndpoint(port, ca)
         alice = await self.connect(port, "alice", endpoint)
-        left = alice.waitFor("* bob left", timeout=30)
+        left = alice.waitFor("*** bob left", timeout=30)
         count = 5000
         received, how = await threads.deferToThread(
             closeNotifyClient, port, ca, b"bob\r\n" + b"/help\r\n" * count
@@ -352,10 +352,10 @@ class ChatSocketTests(TestCase):
         endpoint = tlsEndpoint(port, ca)
         alice = await self.connect(port, "alice", endpoint)
         bob = await self.connect(port, "bob", endpoint)
-        left = alice.waitFor("* bob left", timeout=30)
+        left = alice.waitFor("*** bob left", timeout=30)
         bob.transport.pauseProducing()  # it reads nothing more: no close_notify back
         bob.say("/quit bye now")
-        self.assertEqual(await left, "* bob left (bye now)")
+        self.assertEqual(await left, "*** bob left (bye now)")
         self.assertEqual(factory._clients, 2)
         self.assertIsNone(factory.hub.find("bob"))
 
@@ -415,7 +415,7 @@ class ChatSocketTests(TestCase):
     async def test_stopSaysGoodbye(self) -> None:
         port, factory = await self.startChat()
         client = await self.connect(port, "alice")
-        bye = client.waitFor("* the server is shutting down")
+        bye = client.waitFor("*** the server is shutting down")
         await self.service.stopService()
         await bye
         await client.closed

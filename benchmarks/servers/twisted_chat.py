@@ -3,7 +3,7 @@ Plain Twisted broadcast chat server, the reference of the chat benchmark: a
 C{LineReceiver} on the epoll reactor, nothing else (no limits, no flood
 control, no backpressure).
 
-A client's first line is its name; it is then told C{* you are in lobby}.
+A client's first line is its name; it is then told C{*** you are in lobby}.
 Every later line goes to every other named client as C{NAME: text}, with
 C{sendLine} (CRLF).
 
@@ -43,7 +43,7 @@ class Chat(LineReceiver):
         if self.name is None:
             self.name = line
             clients.add(self)
-            self.sendLine(b"* you are in lobby")
+            self.sendLine(b"*** you are in lobby")
             return
         message = self.name + b": " + line
         for client in clients:
