@@ -57,6 +57,7 @@ from netsuite.stats import ServiceStats
 from netsuite.status import SimpleStatus, StatusSource
 from netsuite.web.site import (
     _CLIENT_CLOSED,
+    _NOT_VISIBLE,
     _REASONS,
     Limits,
     NetsuiteHTTPChannel,
@@ -101,7 +102,6 @@ _LOG_UNSAFE_REASON = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
 #: Control characters other than HTAB, CR and LF: invalid in a field value,
 #: and refused by strict parsers further on (RFC 9110 5.5), so a forwarded
 #: value has each replaced by a space.  CR, LF and NUL never get this far.
-_NOT_VISIBLE = re.compile(rb"[^\x21-\x7e]")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 #: Bytes of response head (status line and headers) accepted from an origin.
@@ -237,7 +237,6 @@ def parseTarget(uri: bytes) -> Tuple[bytes, int, bytes, bytes]:
     @raise _BadTarget: the target is not an absolute C{http} URL.
     """
     if _NOT_VISIBLE.search(uri) is not None:
-        # Twisted lets DEL and 0x80 to 0xB0 through (0xB1 and above it refuses).
         raise _BadTarget("the target holds a byte that is not printable ASCII (percent-encode it)")
     scheme, sep, rest = uri.partition(b"://")
     if not sep or scheme.lower() != b"http":

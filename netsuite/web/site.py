@@ -739,7 +739,9 @@ _dateValue = b""
 #: RFC 3986, 3.2.2): a name or an IP literal, and a port; no user info.
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
 
-#: A byte a request target may not hold: it must be visible ASCII.
+#: A byte a request target may not hold (here and in the proxy): it must be
+#: visible ASCII.  Twisted's HTTP/1.1 request-line check lets DEL and 0x80
+#: to 0xB0 through (and refuses the bytes above); HTTP/2 has no check.
 _NOT_VISIBLE = re.compile(rb"[^\x21-\x7e]")
 
 #: An absolute-form request target, without its query: authority, path.
@@ -835,8 +837,6 @@ class NetsuiteRequest(Request):
                 channel._goodHost = hosts[0]
         path = self.path
         if _NOT_VISIBLE.search(path) is not None:
-            # Controls and raw bytes above 0x7E (Twisted's HTTP/1.1 check
-            # lets 0x7F to 0xB0 through, HTTP/2 has none).
             return "malformed request target"
         if path[:1] == b"/" or path == b"*":
             return None

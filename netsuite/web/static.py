@@ -1291,18 +1291,21 @@ class StaticFolder(Resource):
         fd, _, real = opened
         found: list[tuple[bool, bytes, int, float]] = []
         steps = self._scan(fd, real, found)
+        listing = _Listing()
         try:
             next(steps)
         except StopIteration:
-            return self._listed(path, found)
+            return self._listed(path, found, listing)
         except OSError:
             return None
-        listing = listings[path] = _Listing()
+        listings[path] = listing
 
         def scanned(result: object) -> None:
-            if listings.get(path) is listing:
+            if isinstance(result, Failure):
                 del listings[path]
-            items = None if isinstance(result, Failure) else self._listed(path, found)
+                items = None
+            else:
+                items = self._listed(path, found, listing)
             for d in listing.waiting:
                 d.callback(items)
 
@@ -1312,13 +1315,12 @@ class StaticFolder(Resource):
         return waiting
 
     def _listed(
-        self, path: bytes, found: list[tuple[bool, bytes, int, float]]
+        self, path: bytes, found: list[tuple[bool, bytes, int, float]], listing: _Listing
     ) -> list[tuple[bytes, int, float, bool]]:
         """
-        The listing from the entries scanned, kept for later requests.
+        Make C{listing} from the entries scanned, kept for later requests.
         """
         found.sort()
-        listing = _Listing()
         listing.items = [(name, size, mtime, not isFile) for isFile, name, size, mtime in found]
         listing.made = self._clock.seconds()
         listings = self._listings
@@ -1367,7 +1369,7 @@ class _Listing:
     def __init__(self) -> None:
         self.items: list[tuple[bytes, int, float, bool]] | None = None
         self.made = 0.0
-        self.waiting: list[Deferred[list[tuple[bytes, int, float, bool]]]] = []
+        self.waiting: list[Deferred[list[tuple[bytes, int, float, bool]] | None]] = []
 
 
 def _jsonListing(items: list[tuple[bytes, int, float, bool]]) -> Iterator[bytes]:
