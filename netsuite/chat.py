@@ -28,7 +28,8 @@ costs each of them an C{append}, not a C{write}.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Dict, List, Optional
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -38,7 +39,7 @@ from zope.interface import implementer
 
 from netsuite.limits import IdleTimeout, TokenBucket, hostKey
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
-from netsuite.rooms import ChatError, ChatHub, IMember, Line, cleanText, memberNames
+from netsuite.rooms import HISTORY_BYTES, ChatError, ChatHub, IMember, Line, cleanText, memberNames
 from netsuite.stats import ServiceStats
 
 __all__ = ["ChatFactory", "ChatProtocol", "ChatSettings", "makeChatService", "DEFAULT_CHAT"]
@@ -77,6 +78,7 @@ class ChatSettings:
     The chat service's limits.
 
     @ivar historySize: lines of a room replayed on joining it (0: none).
+    @ivar historyBytes: bytes of a room's lines kept for that, at most.
     @ivar maxLine: bytes in one line (without its line ending).
     @ivar rate: lines a second a client may send (0: no limit).
     @ivar burst: lines a client may send at once before C{rate} applies.
@@ -93,6 +95,7 @@ class ChatSettings:
     """
 
     historySize: int = 20
+    historyBytes: int = HISTORY_BYTES
     maxLine: int = 4096
     rate: float = 5.0
     burst: float = 10.0
@@ -143,6 +146,9 @@ class ChatProtocol(Protocol):
     _dropped = 0
     _out: Optional[List[bytes]] = None
     _outBytes = 0
+    _replay: Optional[Deque[Line]] = None
+    _replayCall: Any = None
+    _after: Optional[List[bytes]] = None
     _raw: Any = None
     _rawStats: Optional[ServiceStats] = None
     _idle: Optional[IdleTimeout] = None
@@ -177,6 +183,9 @@ class ChatProtocol(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closed = True
         self._out = None
+        self._replay = self._after = None
+        if self._replayCall is not None and self._replayCall.active():
+            self._replayCall.cancel()
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._cancelSlowCheck()
@@ -397,6 +406,39 @@ class ChatProtocol(Protocol):
         """
         self._write(line.encoded)
 
+    def replay(self, lines: Sequence[Line]) -> None:
+        """
+        Send C{lines}, a room's history, as the client takes them
+        (L{IMember}): a few at a time while its transport is not full, what
+        is said meanwhile after them.  Only what is said meanwhile counts
+        against C{maxOutput}: the history is as long as the room's, however
+        slow the client.  What is left of an earlier replay (the client has
+        moved to another room) is dropped.
+        """
+        if self._closed:
+            return
+        if self._replay is not None:
+            self._endReplay()
+        if not lines:
+            return
+        self._replay = deque(lines)
+        if self._replayCall is None:
+            self._replayCall = self.factory.reactor.callLater(0, self._replayTurn)
+
+    def _endReplay(self) -> None:
+        """
+        Drop what is left of the history being replayed; what was written
+        after it waits to be sent next.
+        """
+        self._replay = None
+        after, self._after = self._after, None
+        if after:
+            if self._out is None:
+                self._out = after
+                self.factory.batch.add(self)
+            else:
+                self._out.extend(after)
+
     def info(self, text: str) -> None:
         """
         Send this client one line of C{text} (a notice, an answer).
@@ -412,14 +454,18 @@ class ChatProtocol(Protocol):
     def _write(self, data: bytes) -> None:
         if self._closed:
             return
-        out = self._out
-        if out is None:
-            self._out = [data]
-            self._outBytes = len(data)
-            self.factory.batch.add(self)
-            return
-        out.append(data)
         self._outBytes += len(data)
+        if self._replay is not None:
+            # After the history being replayed.
+            if self._after is None:
+                self._after = [data]
+            else:
+                self._after.append(data)
+        elif self._out is None:
+            self._out = [data]
+            self.factory.batch.add(self)
+        else:
+            self._out.append(data)
         if self._paused:
             # The transport is full: this is what the client is not taking.
             maxOutput = self.factory.settings.maxOutput
@@ -437,14 +483,50 @@ class ChatProtocol(Protocol):
         """
         Give what was written for this client to the transport, unless the
         transport's buffer is full: then it waits here, and a client with
-        more than C{maxOutput} bytes waiting is disconnected.
+        more than C{maxOutput} bytes waiting is disconnected.  Then, while
+        the transport takes it, the next piece of a history being replayed.
         """
-        out = self._out
-        if not out or self._paused or self._closed:
+        if self._paused or self._closed:
             return
-        self._out = None
-        self._outBytes = 0
-        data = b"".join(out)
+        out = self._out
+        if out:
+            self._out = None
+            data = b"".join(out)
+            self._outBytes -= len(data)
+            self._send(data)
+        if self._replay is not None and not self._paused and not self._closed:
+            self._replayMore()
+
+    def _replayMore(self) -> None:
+        """
+        Send the next lines of the history being replayed, up to
+        L{_HOLD_LIMIT} bytes; after its last line, what was written
+        meanwhile.  Called again next pass until the history is sent, or on
+        C{resumeProducing} when the transport filled.
+        """
+        lines = self._replay
+        assert lines is not None
+        chunk = []
+        size = 0
+        while lines and size < _HOLD_LIMIT:
+            encoded = lines.popleft().encoded
+            chunk.append(encoded)
+            size += len(encoded)
+        if not lines:
+            self._replay = None
+            after, self._after = self._after, None
+            if after:
+                chunk.extend(after)
+                self._outBytes -= sum(map(len, after))
+        elif self._replayCall is None:
+            self._replayCall = self.factory.reactor.callLater(0, self._replayTurn)
+        self._send(b"".join(chunk))
+
+    def _replayTurn(self) -> None:
+        self._replayCall = None
+        self.flushOutput()
+
+    def _send(self, data: bytes) -> None:
         raw = self._raw
         if raw is None:
             self.transport.write(data)
@@ -457,7 +539,7 @@ class ChatProtocol(Protocol):
     def resumeProducing(self) -> None:
         self._paused = False
         self._cancelSlowCheck()  # it reads
-        if self._out:
+        if self._out or self._replay is not None:
             self.flushOutput()
 
     def _checkSlow(self) -> None:
@@ -486,6 +568,7 @@ class ChatProtocol(Protocol):
         self._quitReason = "not reading"
         self._closed = True
         self._out = None
+        self._replay = self._after = None
         # Not from inside a broadcast: the room is being iterated.
         self.factory.reactor.callLater(0, self.transport.abortConnection)
 
@@ -504,6 +587,8 @@ class ChatProtocol(Protocol):
             self._idle.cancel()
             self._idle = None
         self._paused = False
+        if self._replay is not None:
+            self._endReplay()  # the rest of the history would only delay the last lines
         self.flushOutput()
         self._closed = True
         if self._counted:
@@ -544,6 +629,7 @@ class ChatFactory(Factory):
         self.stats = stats if stats is not None else ServiceStats("chat")
         self.hub = hub if hub is not None else ChatHub(
             historySize=self.settings.historySize,
+            historyBytes=self.settings.historyBytes,
             maxRooms=self.settings.maxRooms,
             stats=self.stats,
             clock=self.reactor.seconds,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from typing import Callable, Deque, Dict, Iterable, List, Optional
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence
 
 from zope.interface import Attribute, Interface
 
@@ -33,6 +33,7 @@ __all__ = [
     "Room",
     "LOBBY",
     "MAX_HISTORY",
+    "HISTORY_BYTES",
     "NAME_PATTERN",
     "cleanText",
 ]
@@ -43,6 +44,11 @@ LOBBY = "lobby"
 #: The most lines a room's history may keep (a larger C{deque} length
 #: overflows, and replaying more to each joining member would make no sense).
 MAX_HISTORY = 10000
+
+#: The bytes a room's history keeps by default (its lines in UTF-8 with
+#: CRLF, as replayed): enough for 20 lines of the longest kind, and a bound
+#: on memory whatever the number of lines.
+HISTORY_BYTES = 256 * 1024
 
 #: Member and room names: 1-32 ASCII letters, digits, C{_}, C{-}, C{.}.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
@@ -125,6 +131,26 @@ class Line:
         return f"<Line {self.kind} {self.text!r}>"
 
 
+class _KeptLine(Line):
+    """
+    A line as a room's history keeps it: its bytes only (as it is replayed,
+    C{[history] } and all); its text is made again when asked for.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, encoded: bytes, room: Optional[str], sender: Optional[str], when: float) -> None:
+        self.kind = "history"
+        self.room = room
+        self.sender = sender
+        self.when = when
+        self._encoded = encoded
+
+    @property  # type: ignore[override]
+    def text(self) -> str:  # type: ignore[override]
+        return self.encoded[:-2].decode("utf-8")
+
+
 class IMember(Interface):
     """
     One participant of a L{ChatHub}, as a front end presents it.
@@ -139,6 +165,14 @@ class IMember(Interface):
         member that cannot keep up is the front end's to drop.
         """
 
+    def replay(lines: Sequence[Line]) -> None:
+        """
+        Send C{lines}, the history of the room the member has just entered
+        (maybe none), before anything delivered after this call.  The front
+        end may send them as the member takes them, and drop what is left of
+        an earlier replay: the member has left that room.
+        """
+
 
 class Room:
     """
@@ -147,14 +181,38 @@ class Room:
     @ivar name: the name as it was first written.
     @ivar members: members by case-folded name, in joining order.
     @ivar topic: the topic, or C{""}.
-    @ivar history: the last lines said in it.
+    @ivar history: the last lines said in it, as they are replayed
+        (C{[history] alice: text}): at most C{historySize} lines of at most
+        C{historyBytes} bytes in all.
+    @ivar historyBytes: the bytes the history may hold.
     """
 
-    def __init__(self, name: str, historySize: int) -> None:
+    def __init__(self, name: str, historySize: int, historyBytes: int = HISTORY_BYTES) -> None:
         self.name = name
         self.members: Dict[str, object] = {}
         self.topic = ""
         self.history: Deque[Line] = deque(maxlen=max(historySize, 0))
+        self.historyBytes = historyBytes
+        self._kept = 0  # bytes in history
+
+    def remember(self, line: Line) -> None:
+        """
+        Keep C{line} in the history, as it will be replayed; the oldest
+        lines make room for it.
+        """
+        history = self.history
+        if not history.maxlen:
+            return
+        kept = _KeptLine(b"[history] " + line.encoded, line.room, line.sender, line.when)
+        size = len(kept.encoded)
+        if size > self.historyBytes:
+            return  # longer than the whole history may be
+        if len(history) == history.maxlen:
+            self._kept -= len(history.popleft().encoded)
+        while history and self._kept + size > self.historyBytes:
+            self._kept -= len(history.popleft().encoded)
+        history.append(kept)
+        self._kept += size
 
     def broadcast(self, line: Line, exclude: object = None, remember: bool = True) -> int:
         """
@@ -162,7 +220,7 @@ class Room:
         history when C{remember}.  Returns how many members it went to.
         """
         if remember:
-            self.history.append(line)  # kept only if the history has room
+            self.remember(line)
         sent = 0
         for member in list(self.members.values()):
             if member is not exclude:
@@ -185,6 +243,7 @@ class ChatHub:
         self,
         *,
         historySize: int = 20,
+        historyBytes: int = HISTORY_BYTES,
         maxRooms: int = 1000,
         stats: Optional[ServiceStats] = None,
         clock: Callable[[], float] = time.time,
@@ -192,6 +251,8 @@ class ChatHub:
         """
         @param historySize: lines replayed to a member joining a room (0:
             none; at most L{MAX_HISTORY}).
+        @param historyBytes: the most bytes a room's history keeps (its
+            lines as replayed, in UTF-8 with CRLF).
         @param maxRooms: rooms that may exist at once.
         @param stats: counters (lines in and out, users, rooms).
         @param clock: the time for lines' C{when}.
@@ -199,6 +260,7 @@ class ChatHub:
         if historySize > MAX_HISTORY:
             raise ValueError(f"a room's history holds at most {MAX_HISTORY} lines")
         self.historySize = historySize
+        self.historyBytes = historyBytes
         self.maxRooms = maxRooms
         self.stats = stats if stats is not None else ServiceStats("chat")
         self.clock = clock
@@ -398,7 +460,7 @@ class ChatHub:
         return line
 
     def _room(self, name: str) -> Room:
-        room = self.rooms[name.casefold()] = Room(name, self.historySize)
+        room = self.rooms[name.casefold()] = Room(name, self.historySize, self.historyBytes)
         self._gauges()
         return room
 
@@ -413,8 +475,7 @@ class ChatHub:
         member.deliver(Line(info, "info", room.name))  # type: ignore[attr-defined]
         if room.topic:
             member.deliver(Line(f"*** topic: {room.topic}", "info", room.name))  # type: ignore[attr-defined]
-        for line in list(room.history):
-            member.deliver(Line(f"[history] {line.text}", "history", room.name, line.sender, line.when))  # type: ignore[attr-defined]
+        member.replay(list(room.history))  # type: ignore[attr-defined]
 
     def _exit(self, member: object, room: Room, text: str) -> None:
         del room.members[member.name.casefold()]  # type: ignore[attr-defined]

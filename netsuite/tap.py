@@ -36,7 +36,7 @@ from netsuite.echo import (
 )
 from netsuite.files import readSmallFile
 from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
-from netsuite.rooms import MAX_HISTORY
+from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY
 from netsuite.stats import StatsRegistry
 from netsuite.text import shortened
 from netsuite.status import ListenerInfo
@@ -221,6 +221,8 @@ SETTINGS: List[Setting] = [
     Setting("chat-history", "count", 20,
             f"Chat: lines of a room replayed on joining it (0: none; at most {MAX_HISTORY}).",
             most=MAX_HISTORY),
+    Setting("chat-history-bytes", "count", HISTORY_BYTES,
+            "Chat: bytes of a room's lines kept for that, at most (the oldest make room)."),
     Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
     Setting("chat-rate", "limit", 5.0, "Chat: lines a second one client may send (0: no limit)."),
     Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
@@ -800,6 +802,7 @@ def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
             stats=kw["stats"],
             settings=ChatSettings(
                 historySize=config["chat-history"],
+                historyBytes=config["chat-history-bytes"],
                 maxLine=max(config["chat-max-line"], 1),
                 rate=config["chat-rate"],
                 burst=max(config["chat-burst"], 1),

@@ -11,7 +11,7 @@ advances the clock by 0 before it reads what the client got.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
@@ -23,7 +23,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from netsuite.chat import _EXCESS_FLOOD, _HARD_OUTPUT, _HELP, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
-from netsuite.rooms import LOBBY, ChatError, ChatHub, IMember, Line, cleanText
+from netsuite.rooms import HISTORY_BYTES, LOBBY, ChatError, ChatHub, IMember, Line, cleanText
 from netsuite.stats import ServiceStats
 
 _ports = itertools.count(40000)
@@ -44,11 +44,13 @@ class ChatClient:
     with a peer address, and ways to send it lines and read what it was sent.
     """
 
-    def __init__(self, factory: ChatFactory, clock: MemoryReactorClock, host: str) -> None:
+    def __init__(
+        self, factory: ChatFactory, clock: MemoryReactorClock, host: str, transport: type = StringTransport
+    ) -> None:
         self.clock = clock
         self.address = IPv4Address("TCP", host, next(_ports))
         self.protocol: ChatProtocol = factory.buildProtocol(self.address)
-        self.transport = StringTransport(
+        self.transport = transport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 8023), peerAddress=self.address
         )
         self.protocol.makeConnection(self.transport)
@@ -129,11 +131,12 @@ class ChatTestCase(SynchronousTestCase):
         self.factory = ChatFactory(self.clock, settings=settings)
         return self.factory
 
-    def connect(self, host: str = "127.0.0.1") -> ChatClient:
+    def connect(self, host: str = "127.0.0.1", transport: type = StringTransport) -> ChatClient:
         """
-        A new connection, whose greeting is not read yet.
+        A new connection (on a C{transport}), whose greeting is not read
+        yet.
         """
-        client = ChatClient(self.factory, self.clock, host)
+        client = ChatClient(self.factory, self.clock, host, transport)
         self.clients.append(client)
         return client
 
@@ -852,7 +855,153 @@ class HistoryTests(ChatTestCase):
         alice = self.named("alice")
         alice.send("hello")
         history = self.factory.hub.rooms[LOBBY].history
-        self.assertEqual([line.text for line in history], ["alice: hello"])
+        self.assertEqual([line.text for line in history], ["[history] alice: hello"])
+
+
+class FillingTransport(StringTransport):
+    """
+    A L{StringTransport} that, as a real one, pauses its producer when more
+    than C{bufferSize} bytes wait in it; L{take} is the client reading them.
+    """
+
+    bufferSize = 65536
+
+    def write(self, data: bytes) -> None:
+        StringTransport.write(self, data)
+        if len(self.io.getvalue()) > self.bufferSize and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def take(self) -> bytes:
+        """
+        The client reads what waits; the producer is resumed.
+        """
+        data = self.value()
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        return data
+
+
+class HistoryReplayTests(ChatTestCase):
+    """
+    A long history is sent as the joining client takes it; only what is
+    said meanwhile counts against C{maxOutput}.
+    """
+
+    settings = {"historySize": 500, "historyBytes": 1 << 20, "maxOutput": 1000, "rate": 0}
+
+    def fillHistory(self, lines: int = 300) -> List[str]:
+        """
+        Have someone say C{lines} lines of about 1 KB in the lobby; return
+        them as they are replayed.
+        """
+        alice = self.named("alice")
+        said = [f"{n} " + "h" * 1000 for n in range(lines)]
+        alice.send(*said)
+        self.drain()
+        return [f"[history] alice: {text}" for text in said]
+
+    def joinFilling(self, name: str) -> ChatClient:
+        """
+        A client on a L{FillingTransport} that gave C{name}.
+        """
+        client = self.connect(transport=FillingTransport)
+        client.send(name)
+        return client
+
+    def readAll(self, client: ChatClient) -> List[str]:
+        """
+        Read as the client would until nothing more comes; the lines.
+        """
+        data = b""
+        for _ in range(1000):
+            self.clock.advance(0)
+            chunk = client.transport.take()
+            if not chunk:
+                break
+            data += chunk
+        return data.decode("utf-8").split("\r\n")[:-1]
+
+    def test_historySentAsTheClientTakesIt(self) -> None:
+        """
+        300 KB of history to a client whose transport holds 64 KiB, with
+        C{maxOutput} at 1000 bytes: each piece waits for the last to be
+        taken, and the client gets it all (it was cut off as not reading
+        past 8 x C{maxOutput}).
+        """
+        history = self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        self.assertLess(len(bob.transport.value()), 2 * 65536 + 4096)
+        self.clock.advance(_SLOW_GRACE * 10)
+        self.assertFalse(bob.closing)
+        lines = self.readAll(bob)
+        self.assertEqual(lines[:4], GREETING + ["*** hello bob; /help lists the commands", "*** you are in lobby with 1 other"])
+        self.assertEqual(lines[4:], history)
+        self.assertEqual(self.factory.stats.counters.get("slow_readers", 0), 0)
+
+    def test_whatIsSaidMeanwhileComesAfter(self) -> None:
+        history = self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        self.clients[0].send("meanwhile")
+        self.connect().send("carol")
+        lines = self.readAll(bob)
+        self.assertEqual(lines[4:], history + ["alice: meanwhile", "*** carol joined lobby"])
+
+    def test_whatIsSaidMeanwhileCountsAgainstMaxOutput(self) -> None:
+        """
+        A client that takes nothing while the room talks is still a slow
+        reader: what is said meanwhile is held for it and counted.
+        """
+        self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        self.clients[0].send(*["m" * 90] * 11)
+        self.clock.advance(_SLOW_GRACE)
+        self.assertTrue(bob.transport.disconnected)
+        self.assertEqual(self.factory.stats.counters["slow_readers"], 1)
+
+    def test_joiningElsewhereDropsTheRest(self) -> None:
+        """
+        A client that moves to another room during the replay gets what was
+        said meanwhile, then the new room's lines; not the rest of the old
+        room's history.
+        """
+        history = self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        bob.send("/join dev")
+        lines = self.readAll(bob)
+        replayed = [line for line in lines if line.startswith("[history] ")]
+        self.assertLess(len(replayed), len(history))
+        self.assertEqual(replayed, history[: len(replayed)])
+        self.assertEqual(lines[-1], "*** you are in dev with 0 others")
+
+    def test_quitDuringTheReplay(self) -> None:
+        self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        bob.send("/quit")
+        lines = self.readAll(bob)
+        self.assertEqual(lines[-1], "*** bye")
+        self.assertLess(len([line for line in lines if line.startswith("[history] ")]), 200)
+        self.assertTrue(bob.transport.disconnecting)
+
+    def test_closeGracefullyDuringTheReplay(self) -> None:
+        self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        bob.protocol.closeGracefully()
+        self.assertEqual(self.readAll(bob)[-1], "*** the server is shutting down; bye")
+
+    def test_goneDuringTheReplay(self) -> None:
+        self.fillHistory()
+        bob = self.joinFilling("bob")
+        bob.disconnect()
+        self.assertEqual(
+            [call for call in self.clock.getDelayedCalls() if call.func == bob.protocol._replayTurn], []
+        )
 
 
 class LineLengthTests(ChatTestCase):
@@ -1509,6 +1658,9 @@ class FakeMember:
     def deliver(self, line: Line) -> None:
         self.lines.append(line)
 
+    def replay(self, lines: Sequence[Line]) -> None:
+        self.lines.extend(lines)
+
     def texts(self) -> List[str]:
         texts = [line.text for line in self.lines]
         del self.lines[:]
@@ -1680,6 +1832,74 @@ class HubTests(SynchronousTestCase):
             [line.text for line in bob.lines if line.kind == "history"],
             [f"[history] alice: {i}" for i in range(3, 8)],
         )
+
+
+class HistoryBytesTests(SynchronousTestCase):
+    """
+    A room's history is bounded in bytes as well as in lines.
+    """
+
+    def replayed(self, hub: ChatHub) -> List[str]:
+        bob = FakeMember()
+        hub.register(bob, "bob")
+        texts = [line.text for line in bob.lines if line.kind == "history"]
+        hub.leave(bob)
+        return texts
+
+    def test_oldestLinesMakeRoom(self) -> None:
+        # "[history] alice: N" + 90 x + CRLF: 111 bytes for N < 10.
+        hub = ChatHub(historySize=100, historyBytes=350)
+        alice = FakeMember()
+        hub.register(alice, "alice")
+        for n in range(6):
+            hub.say(alice, f"{n} " + "x" * 90)
+        self.assertEqual(self.replayed(hub), [f"[history] alice: {n} " + "x" * 90 for n in (3, 4, 5)])
+
+    def test_linesAndBytesBothCount(self) -> None:
+        """
+        Lines dropped for the line count no longer count in bytes: after
+        many short lines, a long one still fits.
+        """
+        hub = ChatHub(historySize=2, historyBytes=300)
+        alice = FakeMember()
+        hub.register(alice, "alice")
+        for n in range(50):
+            hub.say(alice, str(n))
+        hub.say(alice, "y" * 250)
+        self.assertEqual(self.replayed(hub), ["[history] alice: 49", "[history] alice: " + "y" * 250])
+
+    def test_lineLongerThanTheWholeHistoryNotKept(self) -> None:
+        hub = ChatHub(historySize=10, historyBytes=100)
+        alice = FakeMember()
+        hub.register(alice, "alice")
+        hub.say(alice, "short")
+        hub.say(alice, "z" * 200)
+        self.assertEqual(self.replayed(hub), ["[history] alice: short"])
+
+    def test_bytesCountedEncoded(self) -> None:
+        """
+        The bound is on UTF-8 bytes, not characters: a replacement
+        character (what an invalid byte becomes) is three.
+        """
+        hub = ChatHub(historySize=10, historyBytes=3 * 100 + 40)
+        alice = FakeMember()
+        hub.register(alice, "alice")
+        hub.say(alice, "\ufffd" * 100)
+        hub.say(alice, "\ufffd" * 100)
+        self.assertEqual(self.replayed(hub), ["[history] alice: " + "\ufffd" * 100])
+
+    def test_defaultKeepsTwentyOfTheLongestLines(self) -> None:
+        """
+        By default 20 lines of the longest kind (4096 invalid bytes, each
+        three bytes out) are kept whole.
+        """
+        self.assertEqual(ChatSettings().historyBytes, HISTORY_BYTES)
+        hub = ChatHub()
+        alice = FakeMember()
+        hub.register(alice, "alice")
+        for n in range(25):
+            hub.say(alice, "\ufffd" * 4096)
+        self.assertEqual(len(self.replayed(hub)), 20)
 
 
 class ProtocolStatsTests(ChatTestCase):

@@ -386,7 +386,9 @@ class ChatSocketTests(TestCase):
         of it could be sent, and the client was cut off as not reading.
         """
         ca = trustme.CA()
-        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), historySize=50, rate=0)
+        port, factory = await self.startChat(
+            tls=makeServerOptions(self.mktemp(), ca), historySize=50, historyBytes=1 << 20, rate=0
+        )
 
         alice = await self.connect(port, "alice", tlsEndpoint(port, ca))
         for n in range(50):
@@ -400,6 +402,35 @@ class ChatSocketTests(TestCase):
         await last
         history = [line for line in bob.lines if line.startswith("[history] ")]
         self.assertEqual(history, [f"[history] alice: {n} " + "\ufffd" * 3990 for n in range(50)])
+        self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
+        self.assertIsNotNone(factory.hub.find("bob"))
+
+    async def test_historyLongerThanTheOutputLimitsReachesAReader(self) -> None:
+        """
+        A room's history far longer than C{maxOutput} (and than
+        L{netsuite.chat._HARD_OUTPUT} times it) reaches a client that reads
+        it, over plain TCP, followed by what the room said meanwhile: it is
+        sent as the client takes it.  It was written whole in one reactor
+        pass, and the client was cut off as not reading.
+        """
+        port, factory = await self.startChat(historySize=2000, historyBytes=16 << 20, maxOutput=16384, rate=0)
+        alice = await self.connect(port, "alice")
+        watcher = await self.connect(port, "watcher")
+        said = watcher.waitFor("alice: 1999 ")
+        for n in range(2000):
+            alice.sendLine(b"%d " % (n,) + b"h" * 4000)
+        await said
+        bob = ChatClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
+        self.addCleanup(abortIfConnected, bob.transport)
+        joined = bob.waitFor("*** you are in lobby")
+        bob.say("bob")
+        await joined
+        alice.say("after")
+        await bob.waitFor("alice: after", timeout=30)
+        history = [line for line in bob.lines if line.startswith("[history] ")]
+        self.assertEqual(history, [f"[history] alice: {n} " + "h" * 4000 for n in range(2000)])
+        self.assertEqual(bob.lines[-1], "alice: after")
         self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
         self.assertIsNotNone(factory.hub.find("bob"))
 

@@ -202,6 +202,10 @@ class OptionsTests(SynchronousTestCase):
             )
         root = makeService(parse("--chat-history", str(most), "--no-downloads"), MemoryReactor())
         self.assertEqual(root.chat.hub.rooms["lobby"].history.maxlen, most)
+        self.assertEqual(root.chat.hub.rooms["lobby"].historyBytes, 256 * 1024)
+        root = makeService(parse("--chat-history-bytes", "1e6", "--no-downloads"), MemoryReactor())
+        self.assertEqual(root.chat.hub.rooms["lobby"].historyBytes, 1000000)
+        self.assertEqual(root.chat.settings.historyBytes, 1000000)
         self.assertEqual(parse("--chat-history", "1e3")["chat-history"], 1000)
         self.assertEqual(parse("--chat-history", "20.0")["chat-history"], 20)
         # Other counts: up to 2**53, exactly.
