@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from netsuite.limits import IdleTimeout, TokenBucket, hostKey
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
-from netsuite.rooms import HISTORY_BYTES, ChatError, ChatHub, IMember, Line, cleanText, memberNames
+from netsuite.rooms import HISTORY_BYTES, PRIVATE_RATE, ChatError, ChatHub, IMember, Line, cleanText, memberNames
 from netsuite.stats import ServiceStats
 
 __all__ = ["ChatFactory", "ChatProtocol", "ChatSettings", "makeChatService", "DEFAULT_CHAT"]
@@ -81,6 +81,8 @@ class ChatSettings:
     @ivar historyBytes: bytes of a room's lines kept for that, at most.
     @ivar maxLine: bytes in one line (without its line ending).
     @ivar rate: lines a second a client may send (0: no limit).
+    @ivar privateRate: bytes a second of private messages a client may be
+        sent, by everyone together (0: no limit).
     @ivar burst: lines a client may send at once before C{rate} applies.
     @ivar maxOutput: bytes waiting to be sent to one client before it is
         disconnected as a reader that does not keep up.
@@ -98,6 +100,7 @@ class ChatSettings:
     historyBytes: int = HISTORY_BYTES
     maxLine: int = 4096
     rate: float = 5.0
+    privateRate: float = PRIVATE_RATE
     burst: float = 10.0
     maxOutput: int = 256 * 1024
     nameTimeout: float = 30.0
@@ -211,6 +214,7 @@ class ChatProtocol(Protocol):
         """
         netsuite is stopping: say so, and close.
         """
+        self._quitReason = self._quitReason or "server shutting down"
         self.info("*** the server is shutting down; bye")
         self._close()
 
@@ -253,7 +257,15 @@ class ChatProtocol(Protocol):
         """
         if self._idle is not None:
             self._idle.touch()
-        text = cleanText(raw.decode("utf-8", "replace"))
+        try:
+            text = cleanText(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            # Each invalid byte becomes U+FFFD, three bytes out: the line
+            # must still be within the limit once they are replaced.
+            text = cleanText(raw.decode("utf-8", "replace"))
+            if len(text.encode("utf-8")) > self.factory.settings.maxLine:
+                self._tooLong(" once its invalid UTF-8 is replaced")
+                return
         if self.name is None:
             self._chooseName(text)
             return
@@ -310,9 +322,9 @@ class ChatProtocol(Protocol):
             self._idle.cancel()
         self._idle = IdleTimeout(self.factory.reactor, idle, self._timedOut) if idle > 0 else None
 
-    def _tooLong(self) -> None:
+    def _tooLong(self, how: str = "") -> None:
         self.factory.stats.count("long_lines")
-        self.error(f"line too long (over {self.factory.settings.maxLine} bytes); it was dropped")
+        self.error(f"line too long (over {self.factory.settings.maxLine} bytes{how}); it was dropped")
 
     def _timedOut(self) -> None:
         self._idle = None
@@ -380,7 +392,7 @@ class ChatProtocol(Protocol):
             self.info(f"*** {self.room.name} has no topic")
 
     def do_quit(self, argument: str) -> None:
-        self._quitReason = argument or "quit"
+        self._quitReason = f"quit: {argument}" if argument else "quit"
         self.info("*** bye")
         self._close()
 
@@ -454,18 +466,20 @@ class ChatProtocol(Protocol):
     def _write(self, data: bytes) -> None:
         if self._closed:
             return
-        self._outBytes += len(data)
-        if self._replay is not None:
-            # After the history being replayed.
-            if self._after is None:
-                self._after = [data]
-            else:
-                self._after.append(data)
-        elif self._out is None:
-            self._out = [data]
-            self.factory.batch.add(self)
+        if self._replay is None:
+            out = self._out
+            if out is None:
+                # (Nothing waits: neither here, nor after a replay.)
+                self._out = [data]
+                self._outBytes = len(data)
+                self.factory.batch.add(self)
+                return
+            out.append(data)
+        elif self._after is None:  # after the history being replayed
+            self._after = [data]
         else:
-            self._out.append(data)
+            self._after.append(data)
+        self._outBytes += len(data)
         if self._paused:
             # The transport is full: this is what the client is not taking.
             maxOutput = self.factory.settings.maxOutput
@@ -630,6 +644,7 @@ class ChatFactory(Factory):
         self.hub = hub if hub is not None else ChatHub(
             historySize=self.settings.historySize,
             historyBytes=self.settings.historyBytes,
+            privateRate=self.settings.privateRate,
             maxRooms=self.settings.maxRooms,
             stats=self.stats,
             clock=self.reactor.seconds,

@@ -181,13 +181,23 @@ class Echo(_IdleClosing):
         raw.write(bytes(chunk))
         return None
 
-    def connectionLost(self, reason: Failure) -> None:
+    def _readPlainly(self) -> None:
+        """
+        Give reads back to the transport (and so to the tracking wrapper,
+        which drops what comes during a lingering close).
+        """
         raw, self._socketTransport = self._socketTransport, None
         if raw is not None:
             del raw.doRead
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._readPlainly()
         _IdleClosing.connectionLost(self, reason)
 
     def closeGracefully(self) -> None:
+        # Nothing more is echoed: what comes now would be written on a
+        # socket shut for writing.
+        self._readPlainly()
         # A registered producer keeps the connection open; let it flush.
         self.transport.unregisterProducer()
         _IdleClosing.closeGracefully(self)

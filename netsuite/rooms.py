@@ -23,6 +23,7 @@ from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence
 
 from zope.interface import Attribute, Interface
 
+from netsuite.limits import TokenBucket
 from netsuite.stats import ServiceStats
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "LOBBY",
     "MAX_HISTORY",
     "HISTORY_BYTES",
+    "PRIVATE_RATE",
     "NAME_PATTERN",
     "cleanText",
 ]
@@ -49,6 +51,14 @@ MAX_HISTORY = 10000
 #: CRLF, as replayed): enough for 20 lines of the longest kind, and a bound
 #: on memory whatever the number of lines.
 HISTORY_BYTES = 256 * 1024
+
+#: Bytes a second of private messages one member may receive by default,
+#: from everyone together (in bursts of L{_PRIVATE_BURST} seconds' worth):
+#: many senders cannot bury a member under more than it reads.
+PRIVATE_RATE = 16 * 1024
+
+#: Seconds of C{privateRate} a member may receive at once.
+_PRIVATE_BURST = 4.0
 
 #: Member and room names: 1-32 ASCII letters, digits, C{_}, C{-}, C{.}.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
@@ -244,6 +254,7 @@ class ChatHub:
         *,
         historySize: int = 20,
         historyBytes: int = HISTORY_BYTES,
+        privateRate: float = PRIVATE_RATE,
         maxRooms: int = 1000,
         stats: Optional[ServiceStats] = None,
         clock: Callable[[], float] = time.time,
@@ -253,6 +264,8 @@ class ChatHub:
             none; at most L{MAX_HISTORY}).
         @param historyBytes: the most bytes a room's history keeps (its
             lines as replayed, in UTF-8 with CRLF).
+        @param privateRate: bytes a second of private messages one member
+            may receive, from everyone together (0: no limit).
         @param maxRooms: rooms that may exist at once.
         @param stats: counters (lines in and out, users, rooms).
         @param clock: the time for lines' C{when}.
@@ -261,11 +274,13 @@ class ChatHub:
             raise ValueError(f"a room's history holds at most {MAX_HISTORY} lines")
         self.historySize = historySize
         self.historyBytes = historyBytes
+        self.privateRate = privateRate
         self.maxRooms = maxRooms
         self.stats = stats if stats is not None else ServiceStats("chat")
         self.clock = clock
         self.members: Dict[str, object] = {}
         self.rooms: Dict[str, Room] = {}
+        self._inboxes: Dict[object, TokenBucket] = {}
         self._room(LOBBY)
         self._gauges()
 
@@ -354,6 +369,7 @@ class ChatHub:
         if name is None or self.members.get(name.casefold()) is not member:
             return
         del self.members[name.casefold()]
+        self._inboxes.pop(member, None)
         room: Optional[Room] = member.room  # type: ignore[attr-defined]
         if room is not None:
             self._exit(member, room, f"*** {name} left" + (f" ({reason})" if reason else ""))
@@ -411,6 +427,8 @@ class ChatHub:
         """
         room: Room = member.room  # type: ignore[attr-defined]
         topic = cleanText(topic)
+        if not topic and not room.topic:
+            raise ChatError(f"{room.name} has no topic")
         room.topic = topic
         if topic:
             self._notice(room, f"{member.name} set the topic of {room.name}: {topic}")  # type: ignore[attr-defined]
@@ -437,7 +455,8 @@ class ChatHub:
         Send C{text} privately from C{member} to the member called
         C{target}; returns the recipient.
 
-        @raise ChatError: there is no such member, or it is the sender.
+        @raise ChatError: there is no such member, it is the sender, or it
+            has been sent more private messages than C{privateRate} lately.
         """
         recipient = self.find(target)
         if recipient is None:
@@ -446,6 +465,18 @@ class ChatHub:
             raise ChatError("that is you")
         sender: str = member.name  # type: ignore[attr-defined]
         line = Line(f"[private] {sender}: {text}", "private", None, sender, self.clock())
+        if self.privateRate > 0:
+            inbox = self._inboxes.get(recipient)
+            if inbox is None:
+                rate = self.privateRate
+                inbox = self._inboxes[recipient] = TokenBucket(rate, rate * _PRIVATE_BURST, _Clock(self.clock))
+            cost = min(len(line.encoded), inbox.burst)  # a line over the burst takes all of it
+            if not inbox.take(cost):
+                self.stats.count("private_refused")
+                raise ChatError(
+                    f"{recipient.name} is being sent too many private messages; "  # type: ignore[attr-defined]
+                    f"try again in {max(inbox.delay(cost), 0.1):.1f} s"
+                )
         recipient.deliver(line)  # type: ignore[attr-defined]
         self.stats.count("lines_out")
         return recipient
@@ -494,6 +525,17 @@ class ChatHub:
         gauges = self.stats.gauges
         gauges["users"] = len(self.members)
         gauges["rooms"] = len(self.rooms)
+
+
+class _Clock:
+    """
+    The hub's clock as a L{TokenBucket} wants it.
+    """
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: Callable[[], float]) -> None:
+        self.seconds = seconds
 
 
 def memberNames(members: Iterable[object]) -> List[str]:

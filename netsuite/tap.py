@@ -36,7 +36,7 @@ from netsuite.echo import (
 )
 from netsuite.files import readSmallFile
 from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
-from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY
+from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE
 from netsuite.stats import StatsRegistry
 from netsuite.text import shortened
 from netsuite.status import ListenerInfo
@@ -226,6 +226,9 @@ SETTINGS: List[Setting] = [
     Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
     Setting("chat-rate", "limit", 5.0, "Chat: lines a second one client may send (0: no limit)."),
     Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
+    Setting("chat-private-rate", "count", PRIVATE_RATE,
+            "Chat: bytes a second of private messages one client may be sent, by everyone together "
+            "(bursts of 4 s; 0: no limit)."),
     Setting("chat-max-output", "count", 262144,
             "Chat: bytes waiting for one client before it is disconnected as not reading."),
     Setting("chat-name-timeout", "seconds", 30.0, "Chat: seconds a client may take to give its name (0: forever)."),
@@ -803,6 +806,7 @@ def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
             settings=ChatSettings(
                 historySize=config["chat-history"],
                 historyBytes=config["chat-history-bytes"],
+                privateRate=config["chat-private-rate"],
                 maxLine=max(config["chat-max-line"], 1),
                 rate=config["chat-rate"],
                 burst=max(config["chat-burst"], 1),

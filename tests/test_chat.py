@@ -567,6 +567,73 @@ class CommandTests(ChatTestCase):
         dave.send("/who")
         self.assertEqual(dave.received(), ["*** in dev: dave"])
 
+    def test_privateMessagesToOneMemberAreLimited(self) -> None:
+        """
+        Private messages to one member, from everyone together, are held to
+        C{privateRate} bytes a second (in bursts of 4 s worth): a sender
+        over it is told when to try again.  Many connections could bury one
+        member under more than it reads, and have it cut off.
+        """
+        self.makeFactory(privateRate=1000.0, rate=0)
+        senders = [self.named(f"s{n}") for n in range(4)]
+        bob = self.named("bob")
+        carol = self.named("carol")
+        text = "p" * 480  # "[private] sN: " + 480 + CRLF: 496 bytes
+        for sender in senders:
+            sender.send(f"/msg bob {text}", f"/msg bob {text}")
+        self.assertEqual(bob.received(), [f"[private] s{n}: {text}" for n in range(4) for _ in range(2)])
+        senders[0].received()
+        senders[0].send(f"/msg bob {text}")
+        self.assertEqual(
+            senders[0].received(), ["! bob is being sent too many private messages; try again in 0.5 s"]
+        )
+        self.assertEqual(bob.received(), [])
+        senders[1].send(f"/msg carol {text}")
+        self.assertEqual(carol.received(), [f"[private] s1: {text}"])
+        self.clock.advance(0.5)
+        senders[0].send(f"/msg bob {text}")
+        self.assertEqual(bob.received(), [f"[private] s0: {text}"])
+        self.assertEqual(self.factory.stats.counters["private_refused"], 1)
+
+    def test_privateLimitGoesWithTheMember(self) -> None:
+        """
+        A member who leaves takes its budget with it: one who takes the name
+        starts afresh.
+        """
+        self.makeFactory(privateRate=1000.0, rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*[f"/msg bob {'p' * 480}"] * 9)
+        self.assertEqual(len(bob.received()), 8)
+        bob.send("/quit")
+        bob.disconnect()
+        self.assertEqual(self.factory.hub._inboxes, {})
+        bob = self.named("bob")
+        alice.received()
+        alice.send(f"/msg bob {'p' * 480}")
+        self.assertEqual(len(bob.received()), 1)
+
+    def test_privateLineOverTheBurstStillGoes(self) -> None:
+        """
+        A line longer than the whole burst is not refused for ever: it takes
+        all of it.
+        """
+        self.makeFactory(privateRate=10.0, rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("/msg bob " + "p" * 100)
+        self.assertEqual(bob.received(), ["[private] alice: " + "p" * 100])
+        alice.received()
+        alice.send("/msg bob again")
+        self.assertEqual(alice.received(), ["! bob is being sent too many private messages; try again in 2.4 s"])
+
+    def test_privateRateZeroIsNoLimit(self) -> None:
+        self.makeFactory(privateRate=0, rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*[f"/msg bob {'p' * 4000}"] * 100)
+        self.assertEqual(len(bob.received()), 100)
+
     def test_msg(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
@@ -657,6 +724,9 @@ class CommandTests(ChatTestCase):
         self.assertEqual(bob.received(), ["*** alice cleared the topic of lobby"])
         bob.send("/topic")
         self.assertEqual(bob.received(), ["*** lobby has no topic"])
+        bob.send("/topic -delete")
+        self.assertEqual(bob.received(), ["! lobby has no topic"])
+        self.assertEqual(alice.received(), [])
         alice.send("/topic " + "t" * (MAX_TOPIC + 1))
         self.assertEqual(alice.received(), [f"! a topic is at most {MAX_TOPIC} characters"])
         alice.send("/topic " + "t" * MAX_TOPIC)
@@ -693,7 +763,7 @@ class CommandTests(ChatTestCase):
         bob.send("/quit gone fishing")
         self.assertEqual(bob.received(), ["*** bye"])
         self.assertTrue(bob.transport.disconnecting)
-        self.assertEqual(alice.received(), ["*** bob left (gone fishing)"])
+        self.assertEqual(alice.received(), ["*** bob left (quit: gone fishing)"])
         bob.send("still here?")
         self.assertEqual(alice.received(), [])
         self.assertIsNone(self.factory.hub.find("bob"))
@@ -1022,6 +1092,23 @@ class LineLengthTests(ChatTestCase):
         alice.send("y" * 10)
         self.assertEqual(bob.received(), ["alice: " + "y" * 10])
         self.assertEqual(alice.received(), [])
+
+    def test_replacedInvalidBytesCount(self) -> None:
+        """
+        The limit holds for the line as it goes out: each invalid byte
+        becomes U+FFFD, three bytes (a line of 4096 invalid bytes went out
+        as 12 KB).
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.sendRaw(b"ab\xff\xff\xff\r\n")  # 5 bytes in, 11 out
+        self.assertEqual(
+            alice.received(), ["! line too long (over 10 bytes once its invalid UTF-8 is replaced); it was dropped"]
+        )
+        self.assertEqual(bob.received(), [])
+        alice.sendRaw(b"a\xff\xff\xff\r\n")  # 10 out
+        self.assertEqual(bob.received(), ["alice: a" + "\ufffd" * 3])
+        self.assertEqual(self.factory.stats.counters["long_lines"], 1)
 
     def test_limitCountsBytesNotCharacters(self) -> None:
         alice = self.named("alice")
@@ -1608,6 +1695,7 @@ class CloseTests(ChatTestCase):
         )
         self.assertTrue(alice.transport.disconnecting)
         self.assertFalse(alice.transport.disconnected)
+        self.assertEqual(bob.received(), ["*** alice left (server shutting down)"])
 
     def test_closeGracefullyWhilePausedStillTellsClient(self) -> None:
         alice = self.named("alice")
@@ -1890,8 +1978,8 @@ class HistoryBytesTests(SynchronousTestCase):
 
     def test_defaultKeepsTwentyOfTheLongestLines(self) -> None:
         """
-        By default 20 lines of the longest kind (4096 invalid bytes, each
-        three bytes out) are kept whole.
+        By default 20 lines of 12 KB (three times the longest line the
+        protocol lets through) are kept whole.
         """
         self.assertEqual(ChatSettings().historyBytes, HISTORY_BYTES)
         hub = ChatHub()

@@ -268,7 +268,7 @@ class ChatSocketTests(TestCase):
         await bob.closed.addTimeout(10, reactor)
         self.assertEqual(bob.lines[-2:], ["*** in lobby: alice, bob", "*** bye"])
         bob.reason.trap(ConnectionDone)
-        self.assertEqual(await left, "*** bob left (gone fishing)")
+        self.assertEqual(await left, "*** bob left (quit: gone fishing)")
         self.assertIsNone(factory.hub.find("bob"))
         self.assertEqual(factory._clients, 1)
         await self.connect(port, "bob")
@@ -355,7 +355,7 @@ class ChatSocketTests(TestCase):
         left = alice.waitFor("*** bob left", timeout=30)
         bob.transport.pauseProducing()  # it reads nothing more: no close_notify back
         bob.say("/quit bye now")
-        self.assertEqual(await left, "*** bob left (bye now)")
+        self.assertEqual(await left, "*** bob left (quit: bye now)")
         self.assertEqual(factory._clients, 2)
         self.assertIsNone(factory.hub.find("bob"))
 
@@ -381,27 +381,27 @@ class ChatSocketTests(TestCase):
     async def test_tlsClientGetsALongHistory(self) -> None:
         """
         Over TLS, a client joining a room whose history is longer than
-        C{maxOutput} (50 lines of 12 KB: invalid UTF-8 triples) gets all of
-        it: written in one reactor pass, it filled TLS's buffer before any
-        of it could be sent, and the client was cut off as not reading.
+        C{maxOutput} (100 lines of 4 KB) gets all of it: written in one
+        reactor pass, it filled TLS's buffer before any of it could be sent,
+        and the client was cut off as not reading.
         """
         ca = trustme.CA()
         port, factory = await self.startChat(
-            tls=makeServerOptions(self.mktemp(), ca), historySize=50, historyBytes=1 << 20, rate=0
+            tls=makeServerOptions(self.mktemp(), ca), historySize=100, historyBytes=1 << 20, rate=0
         )
 
         alice = await self.connect(port, "alice", tlsEndpoint(port, ca))
-        for n in range(50):
-            alice.sendLine(b"%d " % (n,) + b"\xff" * 3990)
+        for n in range(100):
+            alice.sendLine(b"%d " % (n,) + "\u00e9".encode() * 1995)
         await deferLater(reactor, 0.2, lambda: None)
         bob = ChatClient()
         await connectProtocol(tlsEndpoint(port, ca), bob)
         self.addCleanup(lambda: bob.transport.abortConnection())
-        last = bob.waitFor("[history] alice: 49 ")
+        last = bob.waitFor("[history] alice: 99 ")
         bob.say("bob")
         await last
         history = [line for line in bob.lines if line.startswith("[history] ")]
-        self.assertEqual(history, [f"[history] alice: {n} " + "\ufffd" * 3990 for n in range(50)])
+        self.assertEqual(history, [f"[history] alice: {n} " + "\u00e9" * 1995 for n in range(100)])
         self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
         self.assertIsNotNone(factory.hub.find("bob"))
 

@@ -37,6 +37,7 @@ from netsuite.echo import (
     EchoFactory,
     daytimeLine,
     makeDaytimeService,
+    makeDiscardService,
     makeEchoService,
     makeEchoUDPService,
 )
@@ -407,6 +408,35 @@ class EchoSocketTests(TestCase):
         self.assertEqual(len(got), len(data))
         self.assertEqual(got, data)
         self.assertNotIn("idle_timeouts", service.stats.counters)
+
+    async def test_idleCloseLingers(self) -> None:
+        """
+        Over plain TCP, what a client sends after an idle close is read and
+        dropped until it closes too (as over TLS, and for every other
+        service): it was echoed on a socket already shut for writing, the
+        connection ended at once, and the client's next bytes got a reset.
+        """
+        for make in (makeEchoService, makeDiscardService):
+            # (One more timeout without output taken, and it is aborted.)
+            service = make("tcp:0:interface=127.0.0.1", idleTimeout=1.0)
+            port = await startListener(self, service)
+
+            def client() -> Tuple[bytes, bytes]:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    first = s.recv(100)  # the server's end of output, once idle
+                    s.sendall(b"late")
+                    time.sleep(0.1)
+                    s.sendall(b"later")
+                    time.sleep(0.1)
+                    s.shutdown(socket.SHUT_WR)
+                    return first, s.recv(100)
+
+            first, last = await threads.deferToThread(client)
+            self.assertEqual((first, last), (b"", b""))
+            await waitForQuiet(lambda: len(service.tracker.protocols))
+            self.assertEqual(len(service.tracker.protocols), 0)
+            self.assertEqual(service.stats.errors, 0)
+            self.assertEqual(service.stats.bytesOut, 0)
 
     async def test_peerTakingNothingStillCutOff(self) -> None:
         """
