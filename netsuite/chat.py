@@ -84,6 +84,9 @@ class ChatSettings:
     @ivar privateRate: bytes a second of private messages a client may be
         sent, by everyone together (0: no limit).
     @ivar burst: lines a client may send at once before C{rate} applies.
+    @ivar hostRate: lines a second all clients from one address may send
+        together (0: no limit; none either when C{rate} is 0), in bursts of
+        twice that (at least C{burst}).
     @ivar maxOutput: bytes waiting to be sent to one client before it is
         disconnected as a reader that does not keep up.
     @ivar nameTimeout: seconds a client may take to give its name (0:
@@ -101,6 +104,7 @@ class ChatSettings:
     maxLine: int = 4096
     rate: float = 5.0
     privateRate: float = PRIVATE_RATE
+    hostRate: float = 20.0
     burst: float = 10.0
     maxOutput: int = 256 * 1024
     nameTimeout: float = 30.0
@@ -273,17 +277,14 @@ class ChatProtocol(Protocol):
         stats.count("lines_in")
         bucket = self._bucket
         if bucket is not None and not bucket.take():
-            stats.count("dropped_lines")
-            self._dropped += 1
-            if self._dropped >= _EXCESS_FLOOD:
-                self._quitReason = "excess flood"
-                self.error(f"excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
-                self._close()
-            else:
-                self.error(
-                    f"slow down: that line was dropped; you may speak again in "
-                    f"{max(bucket.delay(), 0.1):.1f} s"
-                )
+            self._droppedLine(f"you may speak again in {max(bucket.delay(), 0.1):.1f} s")
+            return
+        shared = self.factory.hostBucket(self._host)
+        if shared is not None and not shared.take():
+            self._droppedLine(
+                f"your address sends more than {shared.rate:g} lines a second in all; "
+                f"you may speak again in {max(shared.delay(), 0.1):.1f} s"
+            )
             return
         self._dropped = 0
         if not text:
@@ -300,6 +301,20 @@ class ChatProtocol(Protocol):
                 self.error(e.message)
             return
         self.factory.hub.say(self, text)
+
+    def _droppedLine(self, when: str) -> None:
+        """
+        Flood control dropped a line: say so, or disconnect a client that
+        goes on.
+        """
+        self.factory.stats.count("dropped_lines")
+        self._dropped += 1
+        if self._dropped >= _EXCESS_FLOOD:
+            self._quitReason = "excess flood"
+            self.error(f"excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
+            self._close()
+        else:
+            self.error(f"slow down: that line was dropped; {when}")
 
     def _chooseName(self, name: str) -> None:
         hub = self.factory.hub
@@ -652,6 +667,22 @@ class ChatFactory(Factory):
         self.batch = FlushBatch(self.reactor)
         self._clients = 0
         self._perHost: Dict[str, int] = {}
+        self._hostBuckets: Dict[str, TokenBucket] = {}
+
+    def hostBucket(self, host: str) -> Optional[TokenBucket]:
+        """
+        The lines all clients from C{host} may still send together, or
+        L{None} for no limit.
+        """
+        rate = self.settings.hostRate
+        if rate <= 0 or self.settings.rate <= 0:
+            return None  # (--chat-rate 0 turns all flood control off)
+        key = hostKey(host)
+        bucket = self._hostBuckets.get(key)
+        if bucket is None:
+            burst = max(2 * rate, self.settings.burst)
+            bucket = self._hostBuckets[key] = TokenBucket(rate, burst, self.reactor)
+        return bucket
 
     def admit(self, host: str) -> Optional[str]:
         """
@@ -681,6 +712,7 @@ class ChatFactory(Factory):
             self._perHost[host] = left
         else:
             self._perHost.pop(host, None)
+            self._hostBuckets.pop(host, None)
 
 
 def _hostOf(address: IAddress) -> str:

@@ -226,6 +226,9 @@ SETTINGS: List[Setting] = [
     Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
     Setting("chat-rate", "limit", 5.0, "Chat: lines a second one client may send (0: no limit)."),
     Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
+    Setting("chat-host-rate", "limit", 20.0,
+            "Chat: lines a second all clients from one address may send together, in bursts of twice that "
+            "(0: no limit; --chat-rate 0 turns it off too)."),
     Setting("chat-private-rate", "count", PRIVATE_RATE,
             "Chat: bytes a second of private messages one client may be sent, by everyone together "
             "(bursts of 4 s; 0: no limit)."),
@@ -807,6 +810,7 @@ def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
                 historySize=config["chat-history"],
                 historyBytes=config["chat-history-bytes"],
                 privateRate=config["chat-private-rate"],
+                hostRate=config["chat-host-rate"],
                 maxLine=max(config["chat-max-line"], 1),
                 rate=config["chat-rate"],
                 burst=max(config["chat-burst"], 1),

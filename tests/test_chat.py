@@ -1329,6 +1329,53 @@ class FloodTests(ChatTestCase):
         alice.disconnect()
         self.assertEqual(bob.received(), ["*** alice left (excess flood)"])
 
+    def test_clientsFromOneAddressShareALimit(self) -> None:
+        """
+        All clients from one address together may send C{hostRate} lines a
+        second (bursts of twice that): forty connections from one address
+        at 5 lines a second each could bury a room under 800 KB/s and have
+        its slower readers cut off.  Other addresses are not held back.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=4.0)  # bursts of 10
+        flooders = [self.named(f"f{n}", host="192.0.2.7") for n in range(4)]
+        bob = self.named("bob", host="198.51.100.1")
+        for flooder in flooders:
+            flooder.send("one", "two", "three")
+        self.assertEqual(len(bob.received()), 10)
+        self.assertEqual(
+            flooders[3].received()[-1],
+            "! slow down: that line was dropped; your address sends more than 4 lines a second in all; "
+            "you may speak again in 0.2 s",
+        )
+        carol = self.named("carol", host="198.51.100.2")
+        carol.send("still heard")
+        self.assertEqual(bob.received(), ["carol: still heard"])
+        self.clock.advance(0.25)
+        flooders[0].send("again")
+        self.assertEqual(bob.received(), ["f0: again"])
+        self.assertEqual(self.factory.stats.counters["dropped_lines"], 2)
+
+    def test_addressLimitForgottenWithItsLastClient(self) -> None:
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=4.0)
+        alice = self.named("alice", host="192.0.2.7")
+        alice.send(*["x"] * 8)
+        self.assertIn("192.0.2.7", self.factory._hostBuckets)
+        alice.disconnect()
+        self.assertEqual(self.factory._hostBuckets, {})
+
+    def test_noAddressLimitWithoutFloodControl(self) -> None:
+        """
+        C{rate} 0 turns all flood control off, the limit per address too;
+        C{hostRate} 0 turns off only that one.
+        """
+        for settings in ({"rate": 0, "hostRate": 4.0}, {"rate": 5.0, "burst": 10.0, "hostRate": 0}):
+            self.makeFactory(**settings)
+            clients = [self.named(f"c{n}", host="192.0.2.7") for n in range(3)]
+            bob = self.named("bob", host="198.51.100.1")
+            for client in clients:
+                client.send(*["x"] * 10)
+            self.assertEqual(len(bob.received()), 30)
+
     def test_speaksAgainAfterWaiting(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
