@@ -48,8 +48,8 @@ LOBBY = "lobby"
 MAX_HISTORY = 10000
 
 #: The bytes a room's history keeps by default (its lines in UTF-8 with
-#: CRLF, as replayed): enough for 20 lines of the longest kind, and a bound
-#: on memory whatever the number of lines.
+#: CRLF, as replayed): 20 lines of three times the default line limit fit,
+#: and memory is bounded whatever the number of lines.
 HISTORY_BYTES = 256 * 1024
 
 #: Bytes a second of private messages one member may receive by default,

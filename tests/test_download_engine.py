@@ -11,6 +11,7 @@ by hash.
 from __future__ import annotations
 
 import base64
+import hashlib
 import errno
 import json
 import math
@@ -45,7 +46,7 @@ from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.inputfile import checkURL
-from netsuite.download.state import MAX_STATE_FILE, DownloadState, dataExtents, intersectRanges, mergeRanges
+from netsuite.download.state import MAX_STATE_FILE, DownloadState, dataExtents, intersectRanges, mergeRanges, statePathFor
 from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL
 from netsuite.download import (
     BadURL,
@@ -403,6 +404,41 @@ class PlainDownloadTests(EngineTestCase):
         self.assertEqual(result.resumedFrom, 0)
         self.assertTrue((directory / "linked.bin").is_symlink())
         self.assertEqual(victim.read_bytes(), b"precious\n")
+
+    async def test_continueDoesNotTakeAHardLink(self) -> None:
+        """
+        Nor is a file with other names (a hard link to a file elsewhere):
+        continuing it would write into that file.
+        """
+        directory = self.directory()
+        path = "/file/hard.bin"
+        victim = Path(self.mktemp())
+        victim.write_bytes(b"precious\n")
+        os.link(victim, directory / "hard.bin")
+        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
+        self.assertSaved(result, directory / "hard.bin.1", self.origin.digest(path))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(victim.read_bytes(), b"precious\n")
+        self.assertEqual(os.stat(victim).st_nlink, 2)
+
+    async def test_plantedHardLinkedPartIsNotWrittenThrough(self) -> None:
+        """
+        A C{.part} that is a hard link to a file elsewhere, with a state
+        file saying it holds the first bytes, is not resumed: the file it
+        shares keeps its bytes.
+        """
+        directory = self.directory()
+        path = "/file/planted.bin"
+        victim = Path(self.mktemp())
+        victim.write_bytes(b"precious\n" * 1000)
+        os.link(victim, directory / "planted.bin.part")
+        url = self.origin.url(path)
+        state = DownloadState(url=url, finalUrl=url, size=DEFAULT_SIZE, done=[(0, 10)], rangesSupported=True)
+        statePathFor(directory / "planted.bin.part").write_text(json.dumps(state.toJSON()))
+        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(hashlib.sha256(result.path.read_bytes()).hexdigest(), self.origin.digest(path))
+        self.assertEqual(victim.read_bytes(), b"precious\n" * 1000)
 
     async def test_lyingContentRangeStartFallsBack(self) -> None:
         """

@@ -1001,14 +1001,19 @@ class _Download:
         """
         Open and lock an existing C{.part} file for this download.
 
-        @return: whether it is now ours: C{False} when it is gone, or when
-            another download (of this process or another) is writing it.
+        @return: whether it is now ours: C{False} when it is gone, when
+            another download (of this process or another) is writing it, or
+            when it has other names (a hard link to a file elsewhere, which
+            is left as it is).
         """
         try:
             fd = _openPart(part, create=False)
         except FileNotFoundError:
             return False
         except OSError as e:
+            if e.errno == errno.EMLINK:
+                log.warn("{url}: not resuming {part}: {why}", url=self.url, part=str(part), why=e.strerror)
+                return False
             raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
         if fd is None:
             log.info("{url}: not resuming {part}: another download is writing it", url=self.url, part=str(part))
@@ -1927,7 +1932,9 @@ def discardPart(part: Path) -> bool:
 def _openPart(path: Path, create: bool) -> Optional[int]:
     """
     Open a C{.part} file for reading and writing (never through a symbolic
-    link) and lock it, so that two downloads never write one file.
+    link, nor a file with other names: a hard link planted there would have
+    the download write into a file elsewhere) and lock it, so that two
+    downloads never write one file.
 
     @return: the descriptor, or L{None} when another download holds the
         lock.  Where the file system has no locks, the file is opened
@@ -1936,9 +1943,13 @@ def _openPart(path: Path, create: bool) -> Optional[int]:
     """
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
     fd = os.open(path, flags, 0o644)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
+    if status.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EMLINK, "it has other names (hard links) too")
     if fcntl is None:
         return fd
     try:
