@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Union
 
 
-def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666) -> None:
+def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync: bool = False) -> None:
     """
     Replace C{path} with C{data} through a new temporary file beside it and
     a rename, so a crash leaves the old content or the new one.
@@ -24,6 +24,8 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666) -> N
     behind neither.
 
     @param mode: the permissions of the new file, before the umask.
+    @param sync: also flush the file, then its directory, to the disk
+        before returning, so that the new content outlives a power cut.
     @raise OSError: the file could not be written; C{path} is unchanged.
     """
     path = Path(path)
@@ -35,11 +37,33 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666) -> N
         fd = os.open(temporary, flags, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temporary, path)
+        if sync:
+            _syncDirectory(path.parent)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _syncDirectory(directory: Path) -> None:
+    """
+    Flush C{directory}'s entries (a rename in it) to the disk, where the
+    system can open a directory for that.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False) -> bytes:

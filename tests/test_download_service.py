@@ -41,7 +41,7 @@ from netsuite.download.service import (
     MAX_FINISHED,
     MAX_PENDING,
     MAX_SKIP_WARNINGS,
-    SAVE_INTERVAL,
+    SAVE_PAUSE,
     DownloadService,
 )
 from netsuite.listen import StreamListener
@@ -72,6 +72,10 @@ RETRY_WINDOW = 0.6
 
 #: States a job does not leave.
 FINISHED = ("done", "failed", "cancelled")
+
+
+#: The API token's header, and the type of what is posted.
+AUTH = {b"Authorization": [b"Bearer " + TOKEN.encode()], b"Content-Type": [b"application/json"]}
 
 
 def sha256(data: bytes) -> str:
@@ -332,10 +336,9 @@ class ServiceTestCase(TestCase):
     async def written(self, service: DownloadService) -> None:
         """
         Wait until C{service} has written its latest changes to its job
-        list (it gathers them: at most one write a L{SAVE_INTERVAL}, and
-        writes in a thread).
+        list (it gathers them, and writes in a thread).
         """
-        while (service._saveCall is not None and service._saveCall.active()) or service._writeLock.locked:
+        while (service._saveCall is not None and service._saveCall.active()) or service._writing:
             await deferLater(reactor, 0.02, lambda: None)
 
     async def files(self, directory: Optional[Path] = None) -> list[str]:
@@ -1016,13 +1019,22 @@ class RestartTests(ServiceTestCase):
         (directory / JOBS_FILE).unlink()
         (directory / JOBS_FILE).mkdir()  # nothing can be saved under that name now
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"})
-        self.assertEqual((await self.waitFor(job["id"]))["state"], "done")
-        await self.written(service)
-        self.assertEqual((directory / "second.txt").read_bytes(), HELLO)
+        response, body = await self.post({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"})
+        self.assertEqual(response.code, 503, body)
+        self.assertEqual(body["error"], "the download was not queued: cannot save the job list (Is a directory)")
+        self.assertEqual([shown["id"] for shown in await self.listed()], [job["id"]])
         warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-        self.assertTrue(warnings)
-        self.assertTrue(all(JOBS_FILE in warning for warning in warnings), warnings)
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn(JOBS_FILE, warnings[0])
+        self.assertEqual(warnings[1], "download 2 not queued: the job list could not be written")
+        await self.written(service)
+        self.assertEqual(sorted(os.listdir(directory)), [JOBS_FILE, "hello.txt"])
+
+        (directory / JOBS_FILE).rmdir()
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"})
+        self.assertEqual(job["id"], "3")
+        self.assertEqual((await self.waitFor(job["id"]))["state"], "done")
+        self.assertEqual((directory / "second.txt").read_bytes(), HELLO)
         self.assertEqual(await self.files(directory), [JOBS_FILE, "hello.txt", "second.txt"])
 
     async def test_plantedLinkAtTheJobListTemporaryIsNotFollowed(self) -> None:
@@ -1178,38 +1190,57 @@ class RestartTests(ServiceTestCase):
     async def test_jobListWrittenInAThread(self) -> None:
         """
         The job list is written in a thread, so the API answers while a
-        long write is under way (the reactor waited for it); writes come
-        one at a time, in order, and stopping waits for them and writes
-        last.
+        long write is under way (the reactor waited for it); a POST is
+        answered once the list holding its job is written, and the job is
+        neither shown nor started before; stopping waits for a write under
+        way and writes last.
         """
         started, release = threading.Event(), threading.Event()
         threads = []
         write = serviceModule.writeAtomically
 
-        def slow(path: Path, data: bytes, mode: int = 0o666) -> None:
+        def slow(path: Path, data: bytes, mode: int = 0o666, sync: bool = False) -> None:
             threads.append(threading.current_thread())
             started.set()
             release.wait(10)
-            write(path, data, mode)
+            write(path, data, mode, sync)
 
         self.patch(serviceModule, "writeAtomically", slow)
         self.addCleanup(release.set)
         service = self.startService()
-        first = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "first.txt"})
-        while not started.is_set():
-            await deferLater(reactor, 0.01, lambda: None)
-        response, body = await self.call("GET", "/" + first["id"])
-        self.assertEqual(response.code, 200, body)
+
+        async def waitForWrite() -> None:
+            while not started.is_set():
+                await deferLater(reactor, 0.01, lambda: None)
+            started.clear()
+
+        posting = defer.ensureDeferred(self.post({"url": self.origin.url("/files/hello.txt"), "name": "first.txt"}))
+        await waitForWrite()
+        self.assertEqual(await self.listed(), [])
+        self.assertNoResult(posting)
+        self.assertEqual(listing(self.directory), [])
         self.assertIsNot(threads[0], threading.main_thread())
-        second = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"})
+        release.set()
+        response, first = await posting
+        self.assertEqual(response.code, 201, first)
+        self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"][0]["id"], first["id"])
+        await self.waitFor(first["id"])
+        await self.written(service)
+
+        release.clear()
+        started.clear()
+        posting = defer.ensureDeferred(self.post({"url": self.origin.url("/files/hello.txt"), "name": "second.txt"}))
+        await waitForWrite()
         stopped = service.stopService()
         await deferLater(reactor, 0.1, lambda: None)
         self.assertNoResult(stopped)
-        self.assertEqual(len(threads), 1)
         release.set()
         await stopped
+        response, second = await posting
+        self.assertEqual(response.code, 201, second)
         saved = json.loads(service.jobsFile.read_text())
         self.assertEqual([job["id"] for job in saved["jobs"]], [first["id"], second["id"]])
+        self.assertEqual([job["state"] for job in saved["jobs"]], ["done", "queued"])
         self.assertNotIn(threading.main_thread(), threads)
 
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
@@ -1412,14 +1443,12 @@ class TwistdDownloadTests(TestCase):
 
     timeout = 30
 
-    async def test_twistdDownloadsFromItself(self) -> None:
-        home = os.path.abspath(self.mktemp())
-        served = os.path.join(home, "www")
-        downloads = os.path.join(home, "downloads")
-        os.makedirs(served)
-        content = os.urandom(300_000)
-        with open(os.path.join(served, "blob.bin"), "wb") as f:
-            f.write(content)
+    def start(self, home: str, *args: str) -> tuple[Running, Any]:
+        """
+        Start C{twistd -n netsuite} in C{home}, serving HTTP only, with
+        downloads into C{home/downloads}; it is killed at the end of the
+        test if still running.
+        """
         process = Running(expected=1)
         transport = reactor.spawnProcess(
             process,
@@ -1428,10 +1457,10 @@ class TwistdDownloadTests(TestCase):
                 sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
                 "--http", "tcp:0:interface=127.0.0.1",
                 "--no-chat", "--no-echo", "--no-daytime", "--no-proxy",
-                "--http-root", served,
-                "--download-dir", downloads,
+                "--download-dir", os.path.join(home, "downloads"),
                 "--api-token", TOKEN,
                 "--download-allow-loopback",
+                *args,
             ],
             env=environment(home),
             path=home,
@@ -1443,27 +1472,81 @@ class TwistdDownloadTests(TestCase):
             return process.ended
 
         self.addCleanup(kill)
-        [(service, kind, port, tls)] = await process.listening
-        self.assertEqual(service, "http")
+        return process, transport
+
+    def client(self) -> HTTPClient:
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
-        client = HTTPClient(Agent(reactor, pool=pool))
+        return HTTPClient(Agent(reactor, pool=pool))
+
+    async def test_twistdDownloadsFromItself(self) -> None:
+        home = os.path.abspath(self.mktemp())
+        served = os.path.join(home, "www")
+        downloads = os.path.join(home, "downloads")
+        os.makedirs(served)
+        content = os.urandom(300_000)
+        with open(os.path.join(served, "blob.bin"), "wb") as f:
+            f.write(content)
+        process, transport = self.start(home, "--http-root", served)
+        [(service, kind, port, tls)] = await process.listening
+        self.assertEqual(service, "http")
+        client = self.client()
         api = f"http://127.0.0.1:{port}/api/downloads"
-        auth = {b"Authorization": [b"Bearer " + TOKEN.encode()], b"Content-Type": [b"application/json"]}
         response = await client.post(
-            api, data=json.dumps({"url": f"http://127.0.0.1:{port}/blob.bin"}).encode(), headers=auth
+            api, data=json.dumps({"url": f"http://127.0.0.1:{port}/blob.bin"}).encode(), headers=AUTH
         )
         job = json.loads(await treq.content(response))
         self.assertEqual(response.code, 201, job)
         deadline = time.monotonic() + 15
         while job["state"] not in FINISHED and time.monotonic() < deadline:
             await deferLater(reactor, 0.05, lambda: None)
-            response = await client.get(f"{api}/{job['id']}", headers=auth)
+            response = await client.get(f"{api}/{job['id']}", headers=AUTH)
             job = json.loads(await treq.content(response))
         self.assertEqual(job["state"], "done", job)
         with open(os.path.join(downloads, "blob.bin"), "rb") as f:
             self.assertEqual(sha256(f.read()), sha256(content))
         self.assertNotIn(TOKEN.encode(), process.output)
+        transport.signalProcess("TERM")
+        await process.ended
+        self.assertNotIn(b"Traceback", process.output)
+
+    async def test_acceptedJobsOutliveAKill(self) -> None:
+        """
+        A job answered C{201} is on the disk: killed (SIGKILL) right after
+        the answer, netsuite has it again when it starts, and gives its id
+        to no other job.  The job list was written at most once a second,
+        so a second job queued within a second of the first was lost, and
+        its id given again.
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        client = self.client()
+        nowhere = "http://127.0.0.1:1/never.bin"  # refused: the jobs retry, unfinished
+
+        async def post(api: str, name: str) -> dict:
+            response = await client.post(
+                api, data=json.dumps({"url": nowhere, "name": name}).encode(), headers=AUTH
+            )
+            job = json.loads(await treq.content(response))
+            self.assertEqual(response.code, 201, job)
+            return job
+
+        process, transport = self.start(home)
+        [(_, _, port, _)] = await process.listening
+        api = f"http://127.0.0.1:{port}/api/downloads"
+        first = await post(api, "first.bin")
+        second = await post(api, "second.bin")
+        transport.signalProcess("KILL")
+        await process.ended
+
+        process, transport = self.start(home)
+        [(_, _, port, _)] = await process.listening
+        api = f"http://127.0.0.1:{port}/api/downloads"
+        response = await client.get(api, headers=AUTH)
+        listed = json.loads(await treq.content(response))["downloads"]
+        self.assertEqual([(job["id"], job["name"]) for job in listed], [(first["id"], "first.bin"), (second["id"], "second.bin")])
+        third = await post(api, "third.bin")
+        self.assertEqual([first["id"], second["id"], third["id"]], ["1", "2", "3"])
         transport.signalProcess("TERM")
         await process.ended
         self.assertNotIn(b"Traceback", process.output)
@@ -1492,13 +1575,17 @@ class SaveTests(SynchronousTestCase):
             (directory / JOBS_FILE).write_text(json.dumps({"version": 1, "jobs": jobs}))
         writes: list[bytes] = []
         write = serviceModule.writeAtomically
+        clock = MemoryReactorClock()
+        #: How long each write takes, on the clock.
+        self.writeTime = 0.0
 
-        def counted(path: Path, data: bytes, mode: int = 0o666) -> None:
+        def counted(path: Path, data: bytes, mode: int = 0o666, sync: bool = False) -> None:
+            self.assertTrue(sync)
             writes.append(data)
             write(path, data, mode)
+            clock.rightNow += self.writeTime
 
         self.patch(serviceModule, "writeAtomically", counted)
-        clock = MemoryReactorClock()
         clock.nameResolver = _RaisingResolver()
         service = DownloadService(directory, reactor=clock, token=TOKEN, settings=DownloadSettings(retries=0))
         service.startService()
@@ -1507,32 +1594,45 @@ class SaveTests(SynchronousTestCase):
 
     def test_burstOfChangesIsOneWrite(self) -> None:
         """
-        Many jobs added (and failing) in one reactor turn are written in one
-        go at the next turn; changes within L{SAVE_INTERVAL} of a write wait
-        for its end; stopping writes what is left, and nothing after.
+        Many jobs added in one reactor turn are written in one go at the
+        next turn, and shown and started only then; the changes they make
+        (here: all fail at once) go in one more write.  After a write that
+        took long, the next waits L{SAVE_PAUSE} times as long.  Stopping
+        writes what is left, and nothing after.
         """
         service, clock, writes = self.startService()
-        for number in range(100):
-            service.add(f"http://example.com/{number}")
+        added = [service.add(f"http://example.com/{number}") for number in range(100)]
+        self.assertEqual([job["id"] for job in added], [str(n) for n in range(1, 101)])
         self.assertEqual(writes, [])
+        self.assertEqual(service.list(), [])
+        self.assertIsNone(service.get("1"))
         clock.advance(0)
-        self.assertEqual(len(writes), 1)
-        saved = json.loads(writes[0])
-        self.assertEqual(len(saved["jobs"]), 100)
-        self.assertNotIn(b"\n ", writes[0])  # compact, not indented
-        for number in range(100, 110):
-            service.add(f"http://example.com/{number}")
-        clock.advance(SAVE_INTERVAL / 2)
-        self.assertEqual(len(writes), 1)
-        clock.advance(SAVE_INTERVAL / 2)
         self.assertEqual(len(writes), 2)
-        self.assertEqual(len(json.loads(writes[1])["jobs"]), 110)
+        saved = json.loads(writes[0])
+        self.assertEqual([job["state"] for job in saved["jobs"]], ["queued"] * 100)
+        self.assertEqual(saved["next"], 101)
+        self.assertNotIn(b"\n ", writes[0])  # compact, not indented
+        self.assertEqual(len(service.list()), 100)
+        self.assertEqual({job["state"] for job in json.loads(writes[1])["jobs"]}, {"failed"})
+
+        self.writeTime = 2.0
+        service.add("http://example.com/slow")
+        clock.advance(0)
+        self.assertEqual(len(writes), 3)  # took 2 s; the job failed meanwhile
+        clock.advance(2.0 * SAVE_PAUSE - 0.1)
+        self.assertEqual(len(writes), 3)
+        clock.advance(0.1)
+        self.assertEqual(len(writes), 4)
+        self.assertEqual(service.get("101")["state"], "failed")
+
+        self.writeTime = 0.0
         service.add("http://example.com/last")
         self.successResultOf(service.stopService())
-        self.assertEqual(len(writes), 3)
-        self.assertEqual(json.loads(writes[2])["jobs"][-1]["url"], "http://example.com/last")
-        clock.advance(SAVE_INTERVAL * 2)
-        self.assertEqual(len(writes), 3)
+        self.assertEqual(len(writes), 5)
+        self.assertEqual(json.loads(writes[4])["jobs"][-1]["url"], "http://example.com/last")
+        self.assertEqual(service.get("102")["state"], "queued")
+        clock.advance(10)
+        self.assertEqual(len(writes), 5)
 
     def test_longestJobFitsItsShare(self) -> None:
         """
@@ -1574,7 +1674,7 @@ class SaveTests(SynchronousTestCase):
         self.assertEqual(saved["next"], 31)
         self.assertEqual([job["id"] for job in service.list()], ids)
         service.add("http://example.com/more")
-        clock.advance(SAVE_INTERVAL)
+        clock.advance(0)
         ids = [job["id"] for job in json.loads(writes[-1])["jobs"]]
         self.assertEqual(ids[-1], "31")
         forgotten = [e for e in events if e["log_level"] == LogLevel.warn and "forgetting" in formatEvent(e)]

@@ -14,9 +14,10 @@ import treq
 from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -401,6 +402,70 @@ class EchoTests(ServerTestCase):
         body = await self.assertJSONError(500, "GET", "/api/broken")
         self.assertNotIn("secret", json.dumps(body))
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+
+    async def test_deferredAnswers(self) -> None:
+        """
+        A handler may answer later, through a L{Deferred}: with a value, an
+        L{api.Answer} for another status code, an L{APIError}, or an
+        unexpected failure (a JSON 500, logged, no traceback sent).
+        """
+        waiting: List[Deferred] = []
+
+        class Later(JSONResource):
+            def json_GET(self, request):
+                d = Deferred()
+                waiting.append(d)
+                return d
+
+        self.api.putChild(b"later", Later())
+        outcomes = [
+            ({"a": 1}, 200, {"a": 1}),
+            (api.Answer(201, {"made": True}), 201, {"made": True}),
+            (Failure(APIError(409, "taken")), 409, {"error": "taken", "status": 409}),
+            (Failure(KeyError("secret detail")), 500, {"error": "internal error", "status": 500}),
+        ]
+        for result, code, expected in outcomes:
+            asked = ensureDeferred(self.requestJSON("GET", "/api/later"))
+            while not waiting:
+                await deferLater(reactor, 0.01, lambda: None)
+            self.assertNoResult(asked)
+            waiting.pop().callback(result) if not isinstance(result, Failure) else waiting.pop().errback(result)
+            response, body = await asked
+            self.assertEqual((response.code, body), (code, expected))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+
+class DeferredAnswerTests(SynchronousTestCase):
+    """
+    A handler's L{Deferred} that fires after the client has gone writes
+    nothing.
+    """
+
+    def test_clientGone(self) -> None:
+        waiting: List[Deferred] = []
+
+        class Later(JSONResource):
+            def json_GET(self, request):
+                d = Deferred()
+                waiting.append(d)
+                return d
+
+        root = Resource()
+        root.putChild(b"later", Later())
+        site = Site(root)
+        site.timeOut = None
+        transport = StringTransport()
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(len(waiting), 1)
+        self.assertEqual(transport.value(), b"")
+        channel.connectionLost(Failure(ConnectionDone()))
+        waiting[0].callback({"late": True})
+        self.assertIsNone(self.successResultOf(waiting[0]))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class SmallBodyTests(ServerTestCase):

@@ -11,9 +11,11 @@ survives a restart.
                                  finished job is only forgotten, its file stays
 
 The job list is kept in C{.netsuite-downloads.json} in the download
-directory (written at most once a second, and at stop, in a thread so
-that a long list never holds up the reactor); unfinished jobs
-start again (resuming from their state files) when the service starts.
+directory, written in a thread so that a long list never holds up the
+reactor, one write at a time: changes made during a write go together
+into the next.  A job is answered (C{201}), and starts, only once the
+list holding it is on the disk; unfinished jobs start again (resuming
+from their state files) when the service starts.
 A job list that cannot be read, or holds entries that cannot be used, is
 kept aside as C{.netsuite-downloads.json.bad-TIMESTAMP}.
 """
@@ -34,7 +36,7 @@ from typing import Any, Optional
 from urllib.parse import quote, urlencode, urlsplit
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredLock, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -43,7 +45,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from netsuite.files import readSmallFile, writeAtomically
-from netsuite.web.api import APIError, JSONResource, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
+from netsuite.web.api import Answer, APIError, JSONResource, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
 
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
@@ -86,9 +88,10 @@ MAX_SKIP_WARNINGS = 20
 #: 2**53, which JavaScript clients read exactly).
 _MAX_ID_DIGITS = 15
 
-#: Seconds between two writes of the job list at most: changes in between
-#: (a burst of POSTs, many jobs ending at once) are written together.
-SAVE_INTERVAL = 1.0
+#: How long the job list waits after a write before the next, as a share
+#: of the time that write took: a long list is not written over and over
+#: (changes meanwhile are gathered), a short one at once.
+SAVE_PAUSE = 1.0
 
 #: Jobs C{GET /api/downloads} shows on a page unless C{?limit=} asks.
 PAGE_SIZE = 100
@@ -147,13 +150,18 @@ class DownloadService(Service):
         self.rules = rules
         self.downloader: Optional[Downloader] = None
         self._jobs: dict[str, dict] = {}
+        # Jobs added but not yet on the disk (not shown, not started), and
+        # who waits for them to be.
+        self._new: dict[str, tuple[dict, list[Deferred]]] = {}
         self._engineJobs: dict[str, Any] = {}
         self._byEngineId: dict[str, dict] = {}
         self._next = 1
         self._stopping = False
         self._saveCall: Any = None
-        self._lastSave = -math.inf
-        self._writeLock = DeferredLock()
+        self._nextSave = -math.inf
+        self._writing = False
+        self._dirty = False
+        self._again: list[Deferred] = []
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -203,7 +211,9 @@ class DownloadService(Service):
 
     def add(self, url: Any, name: Any = None, checksum: Any = None) -> dict:
         """
-        Queue a download; returns the job.
+        Queue a download; returns the job.  It is written to the job list
+        first, and only then shown (L{get}, L{page}) and started: L{saved}
+        says when.
 
         @raise APIError: 400 for a bad URL, name or checksum; 503 when the
             queue is full or the service is not running.
@@ -235,7 +245,7 @@ class DownloadService(Service):
                 checksum = "%s=%s" % parseChecksum(checksum)
             except ValueError as e:
                 raise APIError(400, str(e)) from None
-        pending = sum(1 for job in self._jobs.values() if job["state"] not in _FINISHED)
+        pending = len(self._new) + sum(1 for job in self._jobs.values() if job["state"] not in _FINISHED)
         if pending >= MAX_PENDING:
             raise APIError(503, f"{MAX_PENDING} downloads are already waiting; try again later")
         job = {
@@ -252,11 +262,25 @@ class DownloadService(Service):
             "finished": None,
         }
         self._next += 1
-        self._jobs[job["id"]] = job
-        self._forgetOld()
-        self._submit(job)
+        self._new[job["id"]] = (job, [])
         self._changed()
         return self.describe(job)
+
+    def saved(self, jobId: str) -> Deferred:
+        """
+        Wait until job C{jobId}, just added, is on the disk.
+
+        @return: fires with the job (as L{get} shows it) once the job list
+            holding it is written, at once when it already is; or fails
+            with an L{APIError} 503 when that write fails: the job is
+            dropped then, never started.
+        """
+        new = self._new.get(jobId)
+        if new is None:
+            return succeed(self.get(jobId))
+        d: Deferred = Deferred()
+        new[1].append(d)
+        return d
 
     def _literalDestinationProblem(self, url: str) -> Optional[str]:
         """
@@ -543,52 +567,72 @@ class DownloadService(Service):
     def _changed(self) -> None:
         """
         The job list changed: write it soon.  Changes are gathered: one
-        write at the next reactor turn, at most one a L{SAVE_INTERVAL}, and
+        write at a time, at the next reactor turn at the soonest, and after
+        a write a pause of L{SAVE_PAUSE} times as long as it took; and
         always one when the service stops.
         """
-        if not self.running or (self._saveCall is not None and self._saveCall.active()):
+        if not self.running:
             return
-        delay = max(0.0, self._lastSave + SAVE_INTERVAL - self.reactor.seconds())
+        if self._writing:
+            self._dirty = True  # written when this write ends
+            return
+        if self._saveCall is not None and self._saveCall.active():
+            return
+        delay = max(0.0, self._nextSave - self.reactor.seconds())
         self._saveCall = self.reactor.callLater(delay, self._save)
 
     def _save(self) -> Deferred:
         """
-        Write the job list as it is now.  The jobs are copied here; their
+        Write the job list as it is now, or, while a write is under way,
+        as it is when that one ends.  The jobs are copied here; their
         encoding and the write happen in a thread of the reactor's pool
-        (when the reactor has one), one write at a time, in order.
+        (when the reactor has one), with the file and its directory flushed
+        to the disk.
 
-        @return: fires when this write is done (never fails: a write that
+        @return: fires when the write is done (never fails: a write that
             fails is logged).
         """
         if self._saveCall is not None and self._saveCall.active():
             self._saveCall.cancel()
         self._saveCall = None
-        self._lastSave = self.reactor.seconds()
+        if self._writing:
+            again: Deferred = Deferred()
+            self._again.append(again)
+            return again
+        self._writing = True
+        self._dirty = False
+        waiting, self._again = self._again, []
+        started = self.reactor.seconds()
         jobs = []
         for job in self._jobs.values():
             saved = dict(job)
             if job["id"] in self._engineJobs:
                 saved["state"] = "queued"  # still to do at the next start
             jobs.append(saved)
+        jobs.extend(dict(job) for job, _ in self._new.values())
+        batch = list(self._new)
         following = self._next
         if IReactorThreads.providedBy(self.reactor):
-
-            def write() -> Deferred:
-                return deferToThreadPool(
-                    self.reactor, self.reactor.getThreadPool(), _writeJobList, self.jobsFile, following, jobs
-                )
-
+            d = deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), _writeJobList, self.jobsFile, following, jobs
+            )
         else:  # a reactor without threads, as in tests: write at once
+            d = maybeDeferred(_writeJobList, self.jobsFile, following, jobs)
 
-            def write() -> Deferred:
-                return maybeDeferred(_writeJobList, self.jobsFile, following, jobs)
+        def unexpected(failure: Failure) -> tuple[list[str], str]:
+            log.failure("cannot save the job list {path}", failure, path=str(self.jobsFile))
+            return [], "unexpected error"
 
-        d = self._writeLock.run(write)
-        d.addCallback(self._written)
-        d.addErrback(lambda f: log.failure("cannot save the job list {path}", f, path=str(self.jobsFile)))
+        d.addErrback(unexpected)
+        d.addCallback(self._written, batch, started)
+        for waiter in waiting:
+            d.addCallback(lambda _, waiter=waiter: waiter.callback(None))
         return d
 
-    def _written(self, result: tuple[list[str], Optional[str]]) -> None:
+    def _written(self, result: tuple[list[str], Optional[str]], batch: list[str], started: float) -> None:
+        self._writing = False
+        now = self.reactor.seconds()
+        self._nextSave = now + SAVE_PAUSE * max(0.0, now - started)
         forgotten, error = result
         if error is not None:
             log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=error)
@@ -597,6 +641,22 @@ class DownloadService(Service):
             if job is not None and job["state"] in _FINISHED:
                 del self._jobs[jobId]
                 log.warn("job list too long: forgetting finished job {id}", id=jobId)
+        for jobId in batch:
+            job, waiters = self._new.pop(jobId)
+            if error is not None:
+                log.warn("download {id} not queued: the job list could not be written", id=jobId)
+                for waiter in waiters:
+                    waiter.errback(APIError(503, f"the download was not queued: cannot save the job list ({error})"))
+                continue
+            self._jobs[jobId] = job
+            if self.downloader is not None and not self._stopping:
+                self._submit(job)
+            for waiter in waiters:
+                waiter.callback(self.describe(job))
+        if self._again:
+            self._save()
+        elif self._dirty:
+            self._changed()
 
     # -- the API ------------------------------------------------------------------
 
@@ -640,7 +700,8 @@ class _Guarded(JSONResource):
 
 class DownloadsResource(_Guarded):
     """
-    C{/api/downloads}: C{GET} lists the jobs, C{POST} queues one (201);
+    C{/api/downloads}: C{GET} lists the jobs, C{POST} queues one (201,
+    once it is on the disk);
     C{/api/downloads/ID} is one job.
     """
 
@@ -681,7 +742,7 @@ class DownloadsResource(_Guarded):
             request.setHeader(b"Link", b'<%s>; rel="next"' % following.encode("ascii"))
         return {"downloads": jobs, "next": following}
 
-    def json_POST(self, request: Request) -> dict:
+    def json_POST(self, request: Request) -> Deferred:
         mediaType, params = _parseContentType(
             (request.getHeader(b"content-type") or b"application/json").decode("latin-1")
         )
@@ -696,14 +757,12 @@ class DownloadsResource(_Guarded):
         if unknown:
             raise APIError(400, f"unknown field {unknown[0]!r}; a download takes url, name and checksum")
         job = self.service.add(document.get("url"), document.get("name"), document.get("checksum"))
-        request.setHeader(b"Location", b"/api/downloads/" + job["id"].encode("ascii"))
-        return job
 
-    def render(self, request: Request) -> bytes:
-        body = _Guarded.render(self, request)
-        if request.method == b"POST" and request.code == 200:
-            request.setResponseCode(201)
-        return body
+        def created(job: dict) -> Answer:
+            request.setHeader(b"Location", b"/api/downloads/" + job["id"].encode("ascii"))
+            return Answer(201, job)
+
+        return self.service.saved(job["id"]).addCallback(created)
 
 
 class DownloadResource(_Guarded):
@@ -832,7 +891,7 @@ def _writeJobList(path: Path, following: int, jobs: list[dict]) -> tuple[list[st
         encoded = kept
     document = b'{"version":1,"next":%d,"jobs":[%s]}\n' % (following, b",".join(encoded))
     try:
-        writeAtomically(path, document, 0o600)
+        writeAtomically(path, document, 0o600, sync=True)
     except OSError as e:
         return forgotten, e.strerror or str(e)
     return forgotten, None

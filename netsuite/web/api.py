@@ -27,10 +27,12 @@ from datetime import datetime, timezone
 from typing import Callable, Dict, List, Mapping, NoReturn, Tuple
 from urllib.parse import parse_qs, quote_from_bytes, unquote_to_bytes
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from netsuite.charsets import textCodec
 from netsuite.stats import ServiceStats
@@ -38,6 +40,7 @@ from netsuite.status import StatusSource
 from netsuite.text import shortened
 
 __all__ = [
+    "Answer",
     "APIError",
     "APIResource",
     "EchoResource",
@@ -109,6 +112,20 @@ class APIError(Exception):
         return {"error": self.message, "status": self.code, **self.extra}
 
 
+class Answer:
+    """
+    What a C{json_*} handler returns to answer with another status code
+    than 200 (a C{201} for something created, say).
+
+    @ivar code: the HTTP status code.
+    @ivar value: the JSON-able body.
+    """
+
+    def __init__(self, code: int, value: object) -> None:
+        self.code = code
+        self.value = value
+
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
@@ -163,7 +180,9 @@ class JSONResource(Resource):
     A resource answering in JSON.
 
     Subclasses define C{json_GET}, C{json_POST} ... taking the request and
-    returning a JSON-able value (sent with a 200), or raising L{APIError}.
+    returning a JSON-able value (sent with a 200), an L{Answer}, or a
+    L{Deferred} firing with one of them; or raising (or failing with)
+    L{APIError}.
     HEAD is answered like GET, without a body; any other method gets a 405
     JSON error with an C{Allow} header.  An unexpected exception is logged
     and answered with a JSON 500 that shows no traceback.  A path below it
@@ -200,16 +219,46 @@ class JSONResource(Resource):
                     allow=allowed,
                 )
             value = handler(request)
+        except Exception:
+            return self._renderFailure(request, Failure())
+        if isinstance(value, Deferred):
+            value.addCallbacks(self._renderLater, self._renderLater, (request,), None, (request,))
+            return NOT_DONE_YET
+        return self._renderValue(request, value)
+
+    def _renderValue(self, request: Request, value: object) -> bytes:
+        try:
+            if isinstance(value, Answer):
+                return renderJSON(request, value.value, value.code)
             return renderJSON(request, value)
-        except APIError as e:
-            return renderJSON(request, e.toJSON(), e.code)
-        except RecursionError:
+        except Exception:
+            return self._renderFailure(request, Failure())
+
+    def _renderFailure(self, request: Request, failure: Failure) -> bytes:
+        if failure.check(APIError):
+            return renderJSON(request, failure.value.toJSON(), failure.value.code)
+        if failure.check(RecursionError):
             # Only a value nested too deeply to encode gets here.
             error = APIError(400, "JSON nested too deeply")
             return renderJSON(request, error.toJSON(), error.code)
-        except Exception:
-            self.log.failure("{method} {uri!r} failed", method=method, uri=request.uri)
-            return renderJSON(request, APIError(500, "internal error").toJSON(), 500)
+        self.log.failure(
+            "{method} {uri!r} failed", failure, method=request.method.decode("latin-1"), uri=request.uri
+        )
+        return renderJSON(request, APIError(500, "internal error").toJSON(), 500)
+
+    def _renderLater(self, result: object, request: Request) -> None:
+        """
+        Send the answer of a handler that returned a L{Deferred}, unless the
+        client has gone meanwhile.
+        """
+        if isinstance(result, Failure):
+            body = self._renderFailure(request, result)
+        else:
+            body = self._renderValue(request, result)
+        if getattr(request, "_disconnected", False) or request.finished:
+            return
+        request.write(body)
+        request.finish()
 
 
 class _NotFound(JSONResource):
