@@ -279,19 +279,24 @@ class InputFileTests(SynchronousTestCase):
     def test_longURLRefused(self) -> None:
         """
         A URL longer than the download service takes (L{values.MAX_URL}
-        characters) is refused with its line, shown shortened.
+        bytes) is refused with its line, shown shortened.
         """
         url = "http://user:secret@example.com/" + "a" * values.MAX_URL
         with self.assertRaises(InputFileError) as e:
             parseInputFile("# list\n" + url + "\n", "list.txt")
         message = str(e.exception)
         self.assertIn("list.txt, line 2: ", message)
-        self.assertIn(f"is longer than {values.MAX_URL} characters", message)
+        self.assertIn(f"is longer than {values.MAX_URL} bytes", message)
         self.assertIn("user:***@", message)
         self.assertNotIn("secret", message)
         self.assertLess(len(message), 300)
         longest = "http://example.com/" + "a" * (values.MAX_URL - len("http://example.com/"))
         self.assertEqual(parseInputFile(longest + "\n"), [InputJob(longest, 1)])
+        # Bytes of UTF-8 count, not characters.
+        wide = "http://example.com/" + "\u00e9" * (values.MAX_URL // 2 - 9)
+        self.assertEqual(len(wide.encode("utf-8")), values.MAX_URL + 1)
+        with self.assertRaises(InputFileError):
+            parseInputFile(wide + "\n")
 
 
 class ParseSizeTests(SynchronousTestCase):
@@ -524,11 +529,11 @@ class UsageErrorTests(SynchronousTestCase):
 
     def test_longURLRefused(self) -> None:
         """
-        A URL longer than L{values.MAX_URL} characters is a usage error,
+        A URL longer than L{values.MAX_URL} bytes is a usage error,
         the URL shown shortened.
         """
         url = "http://example.com/" + "a" * values.MAX_URL
-        self.assertUsageError([url], f"is longer than {values.MAX_URL} characters")
+        self.assertUsageError([url], f"is longer than {values.MAX_URL} bytes")
         self.assertLess(len(Runner([url]).stderr.getvalue()), 300)
         runner = Runner(["-i", "-"], url + "\n")
         self.assertEqual(self.successResultOf(runner.result), EXIT_USAGE)

@@ -44,6 +44,7 @@ from netsuite.download.service import (
     SAVE_PAUSE,
     DownloadService,
 )
+from netsuite.download.values import MAX_URL
 from netsuite.listen import StreamListener
 from netsuite.proxyrules import ProxyRules
 from netsuite.status import SimpleStatus
@@ -505,6 +506,8 @@ class DownloadTests(ServiceTestCase):
             ({"url": "ftp://example.com/file"}, "ftp"),
             ({"url": "data:text/plain,hello"}, "data"),
             ({"url": "http:///no-host"}, "host"),
+            # 8192 bytes at most, not characters: 2049 x 4 bytes is over.
+            ({"url": "http://example.com/" + "\U0001d4b3" * 2049}, "'url' is longer than 8192 bytes"),
             ({"url": url, "headers": {}}, "'headers'"),
             ({"url": url, "overwrite": True}, "'overwrite'"),
             ({"url": url, "checksum": "sha256=1234"}, "sha256"),
@@ -827,6 +830,32 @@ class ListingTests(ServiceTestCase):
             pages += 1
         self.assertEqual(seen, ids)
         self.assertEqual(pages, 3)
+
+    async def test_pageHoldsAtMostMaxPageBytes(self) -> None:
+        """
+        A page holds no more than L{MAX_PAGE_BYTES} of jobs, however many
+        C{?limit=} asks for (one job at least); C{next} goes on from there.
+        """
+        self.patch(serviceModule, "MAX_PAGE_BYTES", 2500)
+        self.startService()
+        ids = []
+        for number in range(5):
+            job = await self.queue({"url": self.origin.url("/files/hello.txt") + "?" + "q" * 900, "name": f"h{number}.txt"})
+            ids.append(job["id"])
+        for jobId in ids:
+            await self.waitFor(jobId)
+        seen, path, sizes = [], "?limit=100", []
+        while path is not None:
+            response, body = await self.call("GET", path)
+            self.assertEqual(response.code, 200, body)
+            sizes.append(len(body["downloads"]))
+            seen += [job["id"] for job in body["downloads"]]
+            path = body["next"] and body["next"][len("/api/downloads") :]
+        self.assertEqual(seen, ids)
+        self.assertEqual(sizes, [2, 2, 1])
+        self.patch(serviceModule, "MAX_PAGE_BYTES", 10)
+        response, body = await self.call("GET", "?limit=100")
+        self.assertEqual([job["id"] for job in body["downloads"]], ids[:1])
 
     async def test_defaultPageSize(self) -> None:
         self.patch(serviceModule, "PAGE_SIZE", 3)
@@ -1636,21 +1665,39 @@ class SaveTests(SynchronousTestCase):
 
     def test_longestJobFitsItsShare(self) -> None:
         """
-        A job as long as a request can make it (a URL of 8150 characters
-        of 4 bytes each, failing, so its error repeats the URL
+        A job as long as a request can make it (a URL of 8192 bytes, in
+        characters of 4 bytes each, failing, so its error repeats the URL
         percent-encoded; a checksum padded with spaces) is written in at
         most a request body and 1 KiB, the share of the job list read back
         at start (it took 4 times that: escapes, the whole error, the
         padding).
         """
         service, clock, writes = self.startService()
-        url = "http://example.com/" + "\U0001d4b3" * 8150
+        url = "http://example.com/" + "\U0001d4b3" * ((MAX_URL - 19) // 4)
         service.add(url, checksum="sha256=" + "a" * 64 + "\u3000" * 10000)
         clock.advance(0)
         self.assertEqual(service.get("1")["state"], "failed")
         self.assertEqual(service.get("1")["checksum"], "sha256=" + "a" * 64)
         self.assertLessEqual(len(writes[-1]), MAX_BODY + 1024)
         self.assertEqual(json.loads(writes[-1])["jobs"][0]["url"], url)
+
+    def test_pageOfLongestJobsIsBounded(self) -> None:
+        """
+        A page of the longest jobs (URLs of 8192 bytes) asked with the
+        highest C{?limit=} is at most L{MAX_PAGE_BYTES} and a job: a
+        thousand of them made a page of 34 MB, built whole.
+        """
+        service, clock, writes = self.startService()
+        for number in range(300):
+            service.add(f"http://example.com/{number:03}/" + "\U0001d4b3" * ((MAX_URL - 23) // 4))
+        clock.advance(0)
+        jobs, more = service.page(limit=1000)
+        self.assertTrue(more)
+        size = len(json.dumps(jobs, ensure_ascii=False).encode("utf-8"))
+        self.assertLessEqual(size, serviceModule.MAX_PAGE_BYTES)
+        self.assertGreater(size, serviceModule.MAX_PAGE_BYTES - 20_000)
+        following, more = service.page(limit=1000, after=jobs[-1]["id"])
+        self.assertEqual(int(following[0]["id"]), int(jobs[-1]["id"]) + 1)
 
     def test_listLongerThanItsLimitForgetsOldestFinished(self) -> None:
         """

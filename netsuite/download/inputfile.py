@@ -34,7 +34,7 @@ from netsuite.text import shortened
 
 from .engine import slashesAsBrowsersRead, splitURL
 from .errors import DownloadError
-from .values import HEADER_NAME, MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, unreadableURLReason
+from .values import HEADER_NAME, MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, unreadableURLReason, urlTooLong
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
            "parseInputFile"]
@@ -76,14 +76,14 @@ class InputJob:
 def checkURL(url: str) -> None:
     """
     Refuse what cannot be an http or https URL to download, or is longer
-    than L{MAX_URL} characters.
+    than L{MAX_URL} bytes in UTF-8.
 
     @raise ValueError: with a readable sentence (a password in C{url}
         shown as C{***}, control characters escaped).
     """
     shown = redact(url)
-    if len(url) > MAX_URL:
-        raise ValueError(f"{shortened(shown)} is longer than {MAX_URL} characters")
+    if urlTooLong(url):
+        raise ValueError(f"{shortened(shown)} is longer than {MAX_URL} bytes")
     if _hasControl(url.replace("\t", " ")):  # a TAB has the sentence below
         raise ValueError(f"{shown!r} is not a URL: it holds a control character")
     if any(c.isspace() for c in url):

@@ -45,13 +45,13 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from netsuite.files import readSmallFile, writeAtomically
-from netsuite.web.api import Answer, APIError, JSONResource, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
+from netsuite.web.api import Answer, APIError, JSONResource, _dumps, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
 
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
 from .errors import DownloadError
 from .state import PART_SUFFIX
-from .values import MAX_URL, fetchHostProblem, parseChecksum
+from .values import MAX_URL, fetchHostProblem, parseChecksum, urlTooLong
 
 log = Logger()
 
@@ -72,7 +72,7 @@ MAX_FINISHED = 1000
 
 #: The longest job list read at start, and written: every job it can hold,
 #: each as long as a request body could make it, and some.  A job's URL is
-#: at most L{MAX_URL} characters (4 bytes each in UTF-8), its error at most
+#: at most L{MAX_URL} bytes, its error at most
 #: L{MAX_ERROR}; should the list still be longer, the oldest finished jobs
 #: are forgotten.
 MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * (MAX_BODY + 1024)
@@ -98,6 +98,12 @@ PAGE_SIZE = 100
 
 #: The most C{?limit=} may ask for.
 MAX_PAGE_SIZE = 1000
+
+#: The most bytes of jobs a page of C{GET /api/downloads} holds (in JSON),
+#: however many C{?limit=} asks for: it is built whole in memory, and a
+#: thousand of the longest jobs came to 34 MB.  A page holds one job at
+#: least.
+MAX_PAGE_BYTES = 1024 * 1024
 
 _FINISHED = ("done", "failed", "cancelled")
 
@@ -222,8 +228,8 @@ class DownloadService(Service):
             raise APIError(503, "the download service is not running")
         if not isinstance(url, str) or not url:
             raise APIError(400, "'url' must be a non-empty string")
-        if len(url) > MAX_URL:
-            raise APIError(400, f"'url' is longer than {MAX_URL} characters")
+        if urlTooLong(url):
+            raise APIError(400, f"'url' is longer than {MAX_URL} bytes")
         try:
             clean, _ = splitURL(url)
         except DownloadError as e:
@@ -309,7 +315,8 @@ class DownloadService(Service):
     ) -> tuple[list[dict], bool]:
         """
         Some of the jobs, oldest first: at most C{limit} of them, those
-        after job C{after}, in one of C{states} (all states by default).
+        after job C{after}, in one of C{states} (all states by default),
+        no more than L{MAX_PAGE_BYTES} of them in JSON (but one at least).
         Returns them and whether more follow.
 
         @param after: a job id, usually the last one of the page before.
@@ -328,12 +335,17 @@ class DownloadService(Service):
             else:
                 raise APIError(400, f"no download with id {after!r} to list the jobs after")
         shown: list[dict] = []
+        size = 0
         for job in jobs[start:]:
             if states is not None and self._state(job) not in states:
                 continue
             if len(shown) == limit:
                 return shown, True
-            shown.append(self.describe(job))
+            described = self.describe(job)
+            size += len(_dumps(described)) + 2
+            if shown and size > MAX_PAGE_BYTES:
+                return shown, True
+            shown.append(described)
         return shown, False
 
     def _state(self, job: dict) -> str:
@@ -950,7 +962,7 @@ def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
     jobId, url, state = entry.get("id"), entry.get("url"), entry.get("state")
     if not isinstance(jobId, str) or not jobId:
         return None, "it has no id"
-    if not isinstance(url, str) or not url or len(url) > MAX_URL:
+    if not isinstance(url, str) or not url or urlTooLong(url):
         return None, f"job {jobId!r} has no usable URL"
     try:
         clean, _ = splitURL(url)

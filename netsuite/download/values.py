@@ -22,8 +22,8 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 #: The largest size L{parseSize} gives, in bytes: the largest file offset.
 MAX_SIZE = 2**63 - 1
 
-#: The longest URL a download may have, in characters (netsuite-get and
-#: the download service).
+#: The longest URL a download may have, in bytes of UTF-8 (netsuite-get
+#: and the download service).
 MAX_URL = 8192
 
 #: Headers the downloader sets itself (or, for C{Accept-Encoding}, keeps
@@ -55,6 +55,14 @@ ALGORITHMS = {
     "sha-1": "sha1",
     "md5": "md5",
 }
+
+
+def urlTooLong(url: str) -> bool:
+    """
+    Whether C{url} is longer than L{MAX_URL} bytes in UTF-8 (a lone
+    surrogate counting as the 3 bytes it would take).
+    """
+    return len(url) > MAX_URL or len(url.encode("utf-8", "surrogatepass")) > MAX_URL
 
 
 def parseSize(text: str) -> int:
