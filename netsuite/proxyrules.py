@@ -66,6 +66,14 @@ _PRIVATE = (
     ipaddress.ip_network("192.168.0.0/16"),
     ipaddress.ip_network("fc00::/7"),
 )
+#: Ranges no Internet host has that Python's C{is_global} lets through:
+#: IPv6 site-local (deprecated, RFC 3879, but still routed inside some
+#: sites) and all of the IETF's 192.0.0.0/24 (192.0.0.8, 9 and 10 count as
+#: global there).
+_NOT_GLOBAL = (
+    ipaddress.ip_network("fec0::/10"),
+    ipaddress.ip_network("192.0.0.0/24"),
+)
 
 
 #: The longest DNS name, without its final dot (RFC 1035, 2.3.4).
@@ -280,9 +288,9 @@ class ProxyRules:
             return "the broadcast address"
         if address in _SHARED or any(address in network for network in _PRIVATE):
             return None if self.allowPrivate else "a private address"
-        if not self.allowPrivate and not address.is_global:
+        if not self.allowPrivate and (not address.is_global or any(address in net for net in _NOT_GLOBAL)):
             # Special-purpose ranges (198.18.0.0/15, the documentation
-            # ranges, most of 192.0.0.0/24): no Internet host has them.
+            # ranges, 192.0.0.0/24, site-local): no Internet host has them.
             return "a private address"
         if address.is_reserved:
             return "a reserved address"

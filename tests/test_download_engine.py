@@ -43,7 +43,7 @@ from twisted.web.client import ResponseDone
 from zope.interface import directlyProvides, providedBy
 
 from netsuite.download import engine as engineModule
-from netsuite.download.agent import MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
+from netsuite.download.agent import MAX_INTERIM, MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.inputfile import checkURL
 from netsuite.download.state import MAX_STATE_FILE, DownloadState, dataExtents, intersectRanges, mergeRanges, statePathFor
@@ -1157,7 +1157,7 @@ class HostileHeadTests(EngineTestCase):
     and without a retry.
     """
 
-    async def assertHeadRefused(self, mode: str) -> None:
+    async def assertHeadRefused(self, mode: str, expected: str = f"response head is over {MAX_RESPONSE_HEAD // 1024} KiB") -> None:
         server, base = await startHostile(self, mode)
         url = base + "/flood.bin"
         directory = self.directory()
@@ -1167,10 +1167,9 @@ class HostileHeadTests(EngineTestCase):
         )
         self.assertLess(reactor.seconds() - started, 10.0)
         self.assertReadable(error, url)
-        self.assertIn(f"response head is over {MAX_RESPONSE_HEAD // 1024} KiB", str(error))
+        self.assertIn(expected, str(error))
         self.assertFalse(error.retryable)
         self.assertEqual((server.connections, server.requests), (1, 1))
-        self.assertGreater(server.sent, MAX_RESPONSE_HEAD)
         # What got through the socket buffers, not the whole flood.
         self.assertLess(server.sent, 64 * MiB)
         self.assertEqual(listing(directory), [])
@@ -1224,10 +1223,38 @@ class HostileHeadTests(EngineTestCase):
 
     async def test_endlessInterimResponsesRefused(self) -> None:
         """
-        C{103} interim responses without end: Twisted skips each one, so
-        they count towards the same limit.
+        C{103} interim responses without end: Twisted skips each one (and
+        logs it); past L{MAX_INTERIM} of them the request fails.
         """
-        await self.assertHeadRefused("interim")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        await self.assertHeadRefused("interim", f"the server sent more than {MAX_INTERIM} interim (1xx) responses")
+        skipped = [e for e in events if "Ignoring unexpected" in formatEvent(e)]
+        # The last one is skipped before the next status line shows it was
+        # one too many.
+        self.assertEqual(len(skipped), MAX_INTERIM + 1)
+
+    async def test_someInterimResponsesAccepted(self) -> None:
+        """
+        L{MAX_INTERIM} interim responses before the answer are skipped;
+        one more fails the request.  Each used to be skipped (and logged),
+        thousands of them within the 64 KiB head limit.
+        """
+        body = b"c" * 1000
+        for count, fails in ((MAX_INTERIM, False), (MAX_INTERIM + 1, True)):
+            server, base = await startHostile(
+                self,
+                "canned",
+                canned=b"HTTP/1.1 100 Continue\r\n\r\n" * count
+                + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+            )
+            directory = self.directory()
+            download = self.downloader(retries=0).download(f"{base}/x.bin", directory)
+            if fails:
+                error = await self.failureOf(download, DownloadError)
+                self.assertIn(f"more than {MAX_INTERIM} interim (1xx) responses", str(error))
+                self.assertEqual(listing(directory), [])
+            else:
+                self.assertEqual((await download).size, 1000)
 
     async def test_largeHeadsUnderTheLimitAccepted(self) -> None:
         """

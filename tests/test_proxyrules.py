@@ -186,10 +186,14 @@ class DestinationTests(SynchronousTestCase):
         ranges no Internet host has (an infrastructure gateway answered on
         198.18.0.1); by default they are allowed as private ones are.
         """
-        special = ["198.18.0.1", "198.19.255.1", "192.0.2.77", "198.51.100.1", "203.0.113.9", "192.0.0.1", "2001:db8::1"]
+        special = [
+            "198.18.0.1", "198.19.255.1", "192.0.2.77", "198.51.100.1", "203.0.113.9", "192.0.0.1", "2001:db8::1",
+            # Python counts these as global.
+            "192.0.0.8", "192.0.0.9", "192.0.0.10", "fec0::1", "feff::1",
+        ]
         for address in special:
             self.assertRefused(ProxyRules(allowPrivate=False), [address], 80, "a private address")
-        ProxyRules().checkDestination(["198.18.0.1", "203.0.113.9"], 80)
+        ProxyRules().checkDestination(["198.18.0.1", "203.0.113.9", "192.0.0.9", "fec0::1"], 80)
 
     def test_connectPorts(self) -> None:
         rules = ProxyRules()

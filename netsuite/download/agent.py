@@ -19,7 +19,7 @@ from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web._newclient import BODY, HTTP11ClientProtocol
+from twisted.web._newclient import BODY, STATUS, HTTP11ClientProtocol
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
@@ -57,9 +57,15 @@ class ProxyError(ConnectError):
     """
 
 
+#: The most interim (1xx) responses a server may send before its answer
+#: (Twisted skips each one, and logs it).
+MAX_INTERIM = 16
+
+
 class ResponseHeadTooLarge(Exception):
     """
-    A server sent more than L{MAX_RESPONSE_HEAD} bytes of response head.
+    A server sent more than L{MAX_RESPONSE_HEAD} bytes of response head,
+    or more than L{MAX_INTERIM} interim responses before its answer.
     """
 
 
@@ -74,7 +80,8 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     may be as long as the head may be, and the lines of the status line
     and headers (of 1xx answers too) are counted from the request on; past
     C{maxHead} the connection is dropped and the request fails with
-    L{ResponseHeadTooLarge}.
+    L{ResponseHeadTooLarge}; so it does past L{MAX_INTERIM} interim
+    responses.
 
     Twisted also ends a body without C{Content-Length} or chunking at the
     connection's end however it ends; here only a clean close does, and a
@@ -84,9 +91,11 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
 
     maxHead = MAX_RESPONSE_HEAD
     _lineBytes = 0
+    _statusLines = 0
 
     def request(self, request):
         self._lineBytes = 0
+        self._statusLines = 0
         result = HTTP11ClientProtocol.request(self, request)
         parser = getattr(self, "_parser", None)
         if parser is not None:
@@ -106,10 +115,16 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
         line being read is held to C{MAX_LENGTH}, the same cap.
         """
 
+        parser = self._parser
+
         def counted(line: bytes) -> None:
             self._lineBytes += len(line) + 1
             if self._lineBytes > self.maxHead:
                 self._lineTooLong(line)
+            if parser.state == STATUS:
+                self._statusLines += 1
+                if self._statusLines > MAX_INTERIM + 1:
+                    raise ResponseHeadTooLarge(f"the server sent more than {MAX_INTERIM} interim (1xx) responses")
             lineReceived(line)
 
         return counted
