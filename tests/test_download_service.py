@@ -688,7 +688,8 @@ class DownloadTests(ServiceTestCase):
     async def test_deleteRunningJobCancels(self) -> None:
         """
         DELETE of a running job stops it and deletes its partial file; the
-        answer shows the job as it ended, under the name it really had.
+        answer shows the job as it ended, under the name it really had, and
+        with no path (it showed the path of a file that never came to be).
         """
         service = self.startService()
         running = await self.runningSlowJob()
@@ -699,7 +700,7 @@ class DownloadTests(ServiceTestCase):
         response, body = await self.call("DELETE", "/" + running["id"])
         self.assertEqual(response.code, 200, body)
         self.assertEqual(body["state"], "cancelled", body)
-        self.assertEqual((body["name"], body["path"], body["size"]), ("slow.bin", "slow.bin", len(SLOW)), body)
+        self.assertEqual((body["name"], body["path"], body["size"]), ("slow.bin", None, len(SLOW)), body)
         await self.origin.slow.dropped  # the transfer really stopped
         self.assertEqual(await self.files(), [JOBS_FILE])
         self.assertEqual(await self.listed(), [])
@@ -1680,6 +1681,11 @@ class SaveTests(SynchronousTestCase):
         self.assertEqual(service.get("1")["checksum"], "sha256=" + "a" * 64)
         self.assertLessEqual(len(writes[-1]), MAX_BODY + 1024)
         self.assertEqual(json.loads(writes[-1])["jobs"][0]["url"], url)
+        # The error is cut in its middle, so that the reason stays.
+        error = service.get("1")["error"]
+        self.assertEqual(len(error), MAX_ERROR)
+        self.assertTrue(error.startswith("http://example.com/"), error[:50])
+        self.assertTrue(error.endswith(": example.com could not be resolved (label empty or too long)"), error[-80:])
 
     def test_pageOfLongestJobsIsBounded(self) -> None:
         """

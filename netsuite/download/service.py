@@ -379,7 +379,7 @@ class DownloadService(Service):
                 state="cancelled",
                 finished=time.time(),
                 name=live["name"] or job["name"],
-                path=self._relative(live["path"]),
+                path=None,  # its file is gone
                 done=live["done"],
                 size=live["size"],
             )
@@ -945,9 +945,14 @@ def _literalAddress(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv
 
 def _cutError(error: str) -> str:
     """
-    C{error} cut to L{MAX_ERROR} characters.
+    C{error} cut to L{MAX_ERROR} characters, in its middle: an error starts
+    with the URL and ends with the reason, and a long URL must not push
+    the reason out.
     """
-    return error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 1] + "\u2026"
+    if len(error) <= MAX_ERROR:
+        return error
+    head = MAX_ERROR // 3
+    return error[:head] + "\u2026" + error[len(error) - (MAX_ERROR - head - 1) :]
 
 
 def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
