@@ -1056,6 +1056,61 @@ class FlushBatch:
             connection.flushOutput()
 
 
+class ConnectionBudget:
+    """
+    Connection limits shared by several listeners (all of a process's):
+    how many connections they hold together, and how many from one
+    address (an IPv6 client by its /64, see L{hostKey}).  nginx's
+    C{worker_connections} is such a limit: without it, limits per listener
+    add up past the process's open files.
+
+    @ivar maxTotal: connections open at once in all; L{None}: no limit.
+    @ivar maxPerHost: connections open at once from one address in all.
+    @ivar total: connections open now, each counted with its weight.
+    """
+
+    def __init__(self, maxTotal: int | None = None, maxPerHost: int | None = None) -> None:
+        self.maxTotal = maxTotal
+        self.maxPerHost = maxPerHost
+        self.total = 0
+        self._perHost: Dict[str, int] = {}
+
+    def full(self, host: str | None, weight: int = 1) -> bool:
+        """
+        Whether one more connection (from C{host}, holding C{weight} open
+        files) is over a limit.
+        """
+        if self.maxTotal is not None and self.total + weight > self.maxTotal:
+            return True
+        return self.maxPerHost is not None and host is not None and self._perHost.get(host, 0) >= self.maxPerHost
+
+    def opened(self, host: str | None, weight: int = 1) -> None:
+        """
+        Count a connection from C{host}.
+        """
+        self.total += weight
+        if host is not None:
+            self._perHost[host] = self._perHost.get(host, 0) + 1
+
+    def closed(self, host: str | None, weight: int = 1) -> None:
+        """
+        Count a connection from C{host} as gone.
+        """
+        self.total -= weight
+        if host is not None:
+            left = self._perHost[host] - 1
+            if left:
+                self._perHost[host] = left
+            else:
+                del self._perHost[host]
+
+    def fromHost(self, host: str) -> int:
+        """
+        Connections open now from C{host} (as L{hostKey} gives it).
+        """
+        return self._perHost.get(host, 0)
+
+
 class TrackingFactory(_Lingering, WrappingFactory):
     """
     Wraps a service's factory: counts its connections and bytes into
@@ -1075,11 +1130,16 @@ class TrackingFactory(_Lingering, WrappingFactory):
         clock: IReactorTime | None = None,
         lingerTime: float | None = None,
         lingerTimeout: float | None = None,
+        budget: ConnectionBudget | None = None,
+        weight: int = 1,
     ) -> None:
         """
         @param maxConnections: connections open at once; more are closed at
             once and counted as C{refused_connections}.
         @param maxPerHost: connections open at once from one address.
+        @param budget: limits shared with other listeners, checked too.
+        @param weight: what one connection counts in C{budget} (the open
+            files it may hold: 2 for a proxy's, with its origin's).
         @param handshakeTimeout: seconds a connection over TLS (under this
             factory) gets to finish its handshake; L{None}: no limit.
         @param clock: times C{handshakeTimeout} and the lingering close (by
@@ -1101,6 +1161,8 @@ class TrackingFactory(_Lingering, WrappingFactory):
         self.stats = stats
         self.maxConnections = maxConnections
         self.maxPerHost = maxPerHost
+        self.budget = budget
+        self.weight = weight
         self._perHost: Dict[str, int] = {}
         self._whenEmpty: list[defer.Deferred[None]] = []
         #: L{closeAll} was called: connections close without lingering.
@@ -1121,7 +1183,7 @@ class TrackingFactory(_Lingering, WrappingFactory):
             self.maxPerHost is not None
             and host is not None
             and self._perHost.get(host, 0) >= self.maxPerHost
-        ):
+        ) or (self.budget is not None and self.budget.full(host, self.weight)):
             self.stats.count("refused_connections")
             return _Refused()
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -1141,6 +1203,8 @@ class TrackingFactory(_Lingering, WrappingFactory):
         host = p.host  # type: ignore[attr-defined]
         if host is not None:
             self._perHost[host] = self._perHost.get(host, 0) + 1
+        if self.budget is not None:
+            self.budget.opened(host, self.weight)
 
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:
         WrappingFactory.unregisterProtocol(self, p)
@@ -1152,6 +1216,8 @@ class TrackingFactory(_Lingering, WrappingFactory):
                 self._perHost[host] = left
             else:
                 del self._perHost[host]
+        if self.budget is not None:
+            self.budget.closed(host, self.weight)
         if not self.protocols:
             waiting, self._whenEmpty = self._whenEmpty, []
             for d in waiting:
@@ -1218,9 +1284,12 @@ class StreamListener(Service):
     @ivar port: the L{IListeningPort} while listening.
     @ivar factory: the outermost factory (with TLS: L{_PeerReadGate}'s, then
         TLS; then tracking, then the service's own).
+    @cvar connectionWeight: the open files one connection may hold, as
+        counted in a shared L{ConnectionBudget}.
     """
 
     log = Logger()
+    connectionWeight = 1
 
     def __init__(
         self,
@@ -1238,6 +1307,7 @@ class StreamListener(Service):
         handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         lingerTime: float | None = None,
         lingerTimeout: float | None = None,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         """
         @param serviceName: the service this listener belongs to, for logs.
@@ -1248,6 +1318,8 @@ class StreamListener(Service):
         @param grace: seconds connections get to close when stopping.
         @param maxConnections: connections open at once on this listener.
         @param maxPerHost: connections open at once from one address.
+        @param budget: limits shared with other listeners (all of the
+            process's, say), checked too.
         @param speaksHTTP: the service speaks HTTP, so that over TLS a plain
             HTTP request gets a C{400} that says why (as nginx does) instead
             of a closed connection.
@@ -1283,6 +1355,8 @@ class StreamListener(Service):
             self.reactor,  # type: ignore[arg-type]
             lingerTime,
             lingerTimeout,
+            budget,
+            self.connectionWeight,
         )
         self.factory: IProtocolFactory = self.tracker
         self.tls = tls

@@ -2118,8 +2118,11 @@ class ProxyFactory(Factory):
 class ProxyListener(StreamListener):
     """
     A L{StreamListener} for the proxy that tells its rules where it listens,
-    so the proxy refuses to connect to itself.
+    so the proxy refuses to connect to itself.  A proxied connection holds
+    its origin's too, so it counts twice in a shared connection budget.
     """
+
+    connectionWeight = 2
 
     def _listening(self, port: Any) -> None:
         StreamListener._listening(self, port)
@@ -2155,12 +2158,14 @@ def makeProxyService(
         C{settings}, C{authenticator}, C{accessLog}.
     @param options: also the keyword arguments of L{StreamListener}
         (C{tls}, C{grace}, C{maxConnections}, C{maxPerHost},
-        C{handshakeTimeout}, C{lingerTime}, C{lingerTimeout}).
+        C{handshakeTimeout}, C{lingerTime}, C{lingerTimeout}, C{budget}).
     """
     reactor = _reactor(reactor)
     listening = {
         name: options.pop(name)
-        for name in ("tls", "grace", "maxConnections", "maxPerHost", "handshakeTimeout", "lingerTime", "lingerTimeout")
+        for name in (
+            "tls", "grace", "maxConnections", "maxPerHost", "handshakeTimeout", "lingerTime", "lingerTimeout", "budget"
+        )
         if name in options
     }
     if factory is None:

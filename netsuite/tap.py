@@ -19,7 +19,7 @@ import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.ssl import CertificateOptions
@@ -35,7 +35,7 @@ from netsuite.echo import (
     makeEchoUDPService,
 )
 from netsuite.files import readSmallFile
-from netsuite.listen import ListenError, parseDatagramEndpoint, parseStreamEndpoint
+from netsuite.listen import ConnectionBudget, ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE
 from netsuite.stats import StatsRegistry
 from netsuite.text import shortened
@@ -254,7 +254,10 @@ SETTINGS: List[Setting] = [
             "Connections open at once on each listener; more are closed at once "
             "(0: no limit)."),
     Setting("max-connections-per-host", "count", 256,
-            "Connections open at once from one address on each listener (0: no limit)."),
+            "Connections open at once from one address, on all listeners together (0: no limit)."),
+    Setting("max-connections-total", "count", 0,
+            "Connections open at once on all listeners together, a proxied one counting "
+            "twice (0: as many as the open-file limit allows, keeping some for the rest)."),
     Setting("grace", "seconds", 5.0,
             "Seconds open connections get to finish when netsuite stops."),
     Setting("linger-time", "rate", 30.0,
@@ -731,6 +734,7 @@ class NetsuiteService(MultiService):
     @ivar proxy: the proxy's L{netsuite.proxy.ProxyFactory}, when it runs.
     @ivar downloads: the L{netsuite.download.service.DownloadService}, when
         it runs.
+    @ivar budget: the connection limits all stream listeners share.
     """
 
     version = __version__
@@ -743,6 +747,7 @@ class NetsuiteService(MultiService):
         MultiService.__init__(self)
         self.stats = stats
         self.started = time.time()
+        self.budget = ConnectionBudget()
 
     def listeners(self) -> List[ListenerInfo]:
         """
@@ -941,7 +946,7 @@ def _listeners(config: Options, reactor: object, root: "NetsuiteService") -> Ite
             stats=stats.forService(name),
             grace=config["grace"],
             maxConnections=config["max-connections"] or None,
-            maxPerHost=config["max-connections-per-host"] or None,
+            budget=root.budget,
             handshakeTimeout=config["tls-handshake-timeout"] or None,
             lingerTime=config["linger-time"],
             lingerTimeout=config["linger-timeout"],
@@ -970,21 +975,25 @@ _FILES_SPARE = 128
 _UNLIMITED_GUESS = 4096
 
 
-def checkOpenFileLimit(wanted: int, least: int) -> None:
+def checkOpenFileLimit(wanted: int, least: int) -> Optional[int]:
     """
     Raise the process's limit on open files (C{ulimit -n}) towards
     C{wanted}, as far as the hard limit allows, and warn when it stays below
     C{least} (what the busiest listener may hold at once): past the limit
     the system refuses new connections before netsuite's own limits
     (C{--max-connections}) count them.
+
+    @return: the limit on open files as it is now (L{None}: none).
     """
     try:
         import resource
     except ImportError:  # Windows
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if soft >= wanted:
+        return soft
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:
         try:
@@ -1000,6 +1009,7 @@ def checkOpenFileLimit(wanted: int, least: int) -> None:
             limit=soft,
             least=least,
         )
+    return soft
 
 
 def makeService(config: Options, reactor: object | None = None) -> NetsuiteService:
@@ -1016,6 +1026,7 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         reactor = globalReactor
     stats = StatsRegistry()
     root = NetsuiteService(stats)
+    root.budget.maxPerHost = config["max-connections-per-host"] or None
     if not config["no-downloads"]:
         root.downloads = _downloads(config, reactor)
         root.downloads.setServiceParent(root)
@@ -1032,7 +1043,13 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
             files = perConnection * (tracker.maxConnections or _UNLIMITED_GUESS)
             wanted += files
             largest = max(largest, files)
-    checkOpenFileLimit(wanted + spare, largest + spare)
+    limit = checkOpenFileLimit(wanted + spare, largest + spare)
+    total = config["max-connections-total"] or None
+    if limit is not None:
+        # Past the open-file limit the system refuses connections before
+        # netsuite counts them, and the files it needs fail to open.
+        total = min(total or limit, max(limit - spare, 1))
+    root.budget.maxTotal = total
     if config["tls-fingerprint"]:
         log.info("TLS certificate SHA-256 fingerprint: {fp}", fp=config["tls-fingerprint"])
     return root

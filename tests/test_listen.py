@@ -28,6 +28,7 @@ from netsuite.chat import makeChatService
 from netsuite.echo import makeDiscardService, makeEchoService, makeEchoUDPService
 from netsuite.listen import (
     PLAIN_HTTP_ON_TLS,
+    ConnectionBudget,
     ListenError,
     StreamListener,
     TrackingFactory,
@@ -201,6 +202,32 @@ class TrackingFactoryTests(SynchronousTestCase):
         self.assertEqual(stats.connectionsOpen, 3)
         self.assertEqual(stats.connectionsTotal, 3)
 
+    def test_budgetSharedByListeners(self) -> None:
+        """
+        A L{ConnectionBudget} shared by two listeners counts their
+        connections together, per address and in all (a connection counting
+        its weight), on top of each listener's own limits; connections that
+        end give their places back.
+        """
+        budget = ConnectionBudget(maxTotal=5, maxPerHost=2)
+        stats = ServiceStats("x")
+        one = TrackingFactory(Factory.forProtocol(Idle), stats, budget=budget)
+        two = TrackingFactory(Factory.forProtocol(Idle), stats, budget=budget, weight=2)
+        first = self.connect(one, "10.0.0.1")
+        self.assertTrue(self.connect(two, "10.0.0.1").connected)
+        self.assertFalse(self.connect(one, "10.0.0.1").connected)
+        self.assertFalse(self.connect(two, "10.0.0.1").connected)
+        self.assertEqual((budget.total, budget.fromHost("10.0.0.1")), (3, 2))
+        self.assertTrue(self.connect(one, "10.0.0.2").connected)
+        # 4 of 5: a connection of weight 2 no longer fits, one of weight 1 does.
+        self.assertFalse(self.connect(two, "10.0.0.3").connected)
+        self.assertTrue(self.connect(one, "10.0.0.3").connected)
+        self.assertFalse(self.connect(one, "10.0.0.4").connected)
+        self.assertEqual(stats.counters["refused_connections"], 4)
+        first.loseConnection()
+        self.assertEqual((budget.total, budget.fromHost("10.0.0.1")), (4, 1))
+        self.assertTrue(self.connect(one, "10.0.0.1").connected)
+
     def test_perHostCountsForgottenWhenZero(self) -> None:
         factory = TrackingFactory(Factory.forProtocol(Idle), ServiceStats("x"), maxPerHost=5)
         for i in range(100):
@@ -255,6 +282,23 @@ class ListenerSocketTests(TestCase):
             client.transport.write(b"still here")
             await client.waitFor(10)
         self.assertEqual(service.stats.counters["refused_connections"], 1)
+
+    async def test_budgetOverRealSockets(self) -> None:
+        """
+        Two listeners sharing a budget of two connections: the third, to
+        either, is closed at once; the first two keep working.
+        """
+        budget = ConnectionBudget(maxTotal=2)
+        services = [makeEchoService("tcp:0:interface=127.0.0.1", budget=budget) for _ in range(2)]
+        ports = [await startListener(self, service) for service in services]
+        clients = [await connect(self, ports[0], Collector()), await connect(self, ports[1], Collector())]
+        refused = await connect(self, ports[1], Collector())
+        await refused.closed
+        self.assertEqual(refused.received, [])
+        for client in clients:
+            client.transport.write(b"still here")
+            await client.waitFor(10)
+        self.assertEqual(services[1].stats.counters["refused_connections"], 1)
 
     async def test_refusedTLSConnectionClosedBeforeHandshake(self) -> None:
         """

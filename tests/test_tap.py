@@ -100,6 +100,17 @@ class OptionsTests(SynchronousTestCase):
         )
         tracker = root.getServiceNamed("echo tcp:8007:interface=127.0.0.1").tracker
         self.assertEqual((tracker.maxConnections, tracker.maxPerHost), (10, None))
+        self.assertIs(tracker.budget, root.budget)
+        self.assertIsNone(root.budget.maxPerHost)
+        # Per address on all listeners together, by default 256; every
+        # stream listener shares the one budget, the proxy's counting twice.
+        root = makeService(parse(), MemoryReactor())
+        trackers = [child.tracker for child in root if hasattr(child, "tracker")]
+        self.assertGreaterEqual(len(trackers), 5)
+        self.assertEqual({id(tracker.budget) for tracker in trackers}, {id(root.budget)})
+        self.assertEqual(root.budget.maxPerHost, 256)
+        self.assertEqual(root.getServiceNamed("proxy tcp:3128:interface=127.0.0.1").tracker.weight, 2)
+        self.assertEqual(tracker.weight, 1)
         self.assertConfigError(["--max-connections", "1.5"], "--max-connections", "whole number")
         self.assertConfigError(["--max-connections-per-host", "-1"], "--max-connections-per-host")
 
@@ -685,6 +696,24 @@ class OpenFileLimitTests(SynchronousTestCase):
         self.limits = (65536, 65536)
         tap.checkOpenFileLimit(30000, 4224)
         self.assertEqual((self.calls, self.warnings()), ([], []))
+
+    def test_totalConnectionsBelowTheOpenFileLimit(self) -> None:
+        """
+        All listeners together hold no more connections than the open-file
+        limit allows, keeping 128 files (and one per download connection)
+        for the rest; C{--max-connections-total} may ask for fewer.  Each
+        listener's limits added up past the limit, and connections then
+        failed with EMFILE everywhere.
+        """
+        self.limits = (20000, 20000)
+        root = makeService(parse("--no-downloads"), MemoryReactor())
+        self.assertEqual(root.budget.maxTotal, 20000 - 128)
+        root = makeService(parse("--no-downloads", "--max-connections-total", "500"), MemoryReactor())
+        self.assertEqual(root.budget.maxTotal, 500)
+        root = makeService(parse("--no-downloads", "--max-connections-total", "50000"), MemoryReactor())
+        self.assertEqual(root.budget.maxTotal, 20000 - 128)
+        root = makeService(parse("--download-connections", "16"), MemoryReactor())
+        self.assertEqual(root.budget.maxTotal, 20000 - 128 - 16)
 
     def test_makeServiceCountsEveryListener(self) -> None:
         """
