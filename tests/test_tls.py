@@ -13,6 +13,7 @@ import hashlib
 import io
 import ipaddress
 import os
+import socket
 import ssl
 import stat
 import sys
@@ -312,6 +313,30 @@ def _permissiveOptions(certPath: str, keyPath: str | None) -> CertificateOptions
     return options
 
 
+def _groupsHandshake(port: int, groups: bytes, version: int | None = None) -> str:
+    """
+    A TLS handshake with the server on C{port} (not verifying it) offering
+    only the key-exchange C{groups}; returns the group used.
+    """
+    from OpenSSL._util import lib
+
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    if version is not None:
+        context.set_min_proto_version(version)
+        context.set_max_proto_version(version)
+    context.set_cipher_list(b"ECDHE+AESGCM:DHE+AESGCM")
+    if lib.SSL_CTX_set1_curves_list(context._context, groups) != 1:
+        raise AssertionError(f"this OpenSSL takes none of {groups!r}")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.settimeout(None)  # pyOpenSSL wants a blocking socket
+        connection = SSL.Connection(context, raw)
+        connection.set_connect_state()
+        connection.do_handshake()
+        name = connection.get_group_name()
+        connection.shutdown()
+        return name
+
+
 class _ServerPolicyMixin:
     """
     L{serverOptions}' policy (TLS 1.2 or newer, forward-secret AEAD ciphers)
@@ -400,6 +425,21 @@ class _ServerPolicyMixin:
             self.port, minimum=ssl.TLSVersion.TLSv1_3
         )
         self.assertEqual((version, echoed), ("TLSv1.3", b"ping"))  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_keyExchangeGroups(self) -> Generator[Any, Any, None]:
+        """
+        Key exchange is by X25519, P-256 or P-384 only: a client offering
+        only finite-field groups (which OpenSSL 3 takes, at many times the
+        CPU) is refused, in TLS 1.3 and 1.2.
+        """
+        for groups, expected in ((b"X25519", "x25519"), (b"P-384", "secp384r1"), (b"P-256", "secp256r1")):
+            name = yield threads.deferToThread(_groupsHandshake, self.port, groups)
+            self.assertEqual(name, expected)  # type: ignore[attr-defined]
+        for version in (SSL.TLS1_3_VERSION, SSL.TLS1_2_VERSION):
+            yield self.assertFailure(  # type: ignore[attr-defined]
+                threads.deferToThread(_groupsHandshake, self.port, b"ffdhe2048:ffdhe3072", version), SSL.Error
+            )
 
     @defer.inlineCallbacks
     def test_clientOfferingALPNGoesOnWithout(self) -> Generator[Any, Any, None]:
