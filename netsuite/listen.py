@@ -1159,14 +1159,25 @@ class TrackingFactory(_Lingering, WrappingFactory):
             # ALPN (an ssl: endpoint; --tls options name them themselves).
             alsoProvides(self, IProtocolNegotiationFactory)
         self.stats = stats
-        self.maxConnections = maxConnections
-        self.maxPerHost = maxPerHost
+        #: This listener's own limits, counted as a budget of its own.
+        self._own = ConnectionBudget(maxConnections, maxPerHost)
         self.budget = budget
         self.weight = weight
-        self._perHost: Dict[str, int] = {}
         self._whenEmpty: list[defer.Deferred[None]] = []
         #: L{closeAll} was called: connections close without lingering.
         self.stopping = False
+
+    @property
+    def maxConnections(self) -> int | None:
+        return self._own.maxTotal
+
+    @property
+    def maxPerHost(self) -> int | None:
+        return self._own.maxPerHost
+
+    @property
+    def _perHost(self) -> Dict[str, int]:
+        return self._own._perHost
 
     def acceptableProtocols(self) -> list[bytes]:
         """
@@ -1179,11 +1190,7 @@ class TrackingFactory(_Lingering, WrappingFactory):
         host = getattr(addr, "host", None)
         if host is not None:
             host = hostKey(host)
-        if (self.maxConnections is not None and len(self.protocols) >= self.maxConnections) or (
-            self.maxPerHost is not None
-            and host is not None
-            and self._perHost.get(host, 0) >= self.maxPerHost
-        ) or (self.budget is not None and self.budget.full(host, self.weight)):
+        if self._own.full(host) or (self.budget is not None and self.budget.full(host, self.weight)):
             self.stats.count("refused_connections")
             return _Refused()
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -1201,8 +1208,7 @@ class TrackingFactory(_Lingering, WrappingFactory):
         self.stats.connectionsOpen += 1
         self.stats.connectionsTotal += 1
         host = p.host  # type: ignore[attr-defined]
-        if host is not None:
-            self._perHost[host] = self._perHost.get(host, 0) + 1
+        self._own.opened(host)
         if self.budget is not None:
             self.budget.opened(host, self.weight)
 
@@ -1210,12 +1216,7 @@ class TrackingFactory(_Lingering, WrappingFactory):
         WrappingFactory.unregisterProtocol(self, p)
         self.stats.connectionsOpen -= 1
         host = p.host  # type: ignore[attr-defined]
-        if host is not None:
-            left = self._perHost[host] - 1
-            if left:
-                self._perHost[host] = left
-            else:
-                del self._perHost[host]
+        self._own.closed(host)
         if self.budget is not None:
             self.budget.closed(host, self.weight)
         if not self.protocols:

@@ -410,15 +410,9 @@ class EchoTests(ServerTestCase):
         L{api.Answer} for another status code, an L{APIError}, or an
         unexpected failure (a JSON 500, logged, no traceback sent).
         """
-        waiting: List[Deferred] = []
-
-        class Later(JSONResource):
-            def json_GET(self, request):
-                d = Deferred()
-                waiting.append(d)
-                return d
-
-        self.api.putChild(b"later", Later())
+        later = _Later()
+        waiting = later.waiting
+        self.api.putChild(b"later", later)
         outcomes = [
             ({"a": 1}, 200, {"a": 1}),
             (api.Answer(201, {"made": True}), 201, {"made": True}),
@@ -430,10 +424,28 @@ class EchoTests(ServerTestCase):
             while not waiting:
                 await deferLater(reactor, 0.01, lambda: None)
             self.assertNoResult(asked)
-            waiting.pop().callback(result) if not isinstance(result, Failure) else waiting.pop().errback(result)
+            if isinstance(result, Failure):
+                waiting.pop().errback(result)
+            else:
+                waiting.pop().callback(result)
             response, body = await asked
             self.assertEqual((response.code, body), (code, expected))
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+
+class _Later(JSONResource):
+    """
+    Answers GET through a L{Deferred} the test fires (from C{waiting}).
+    """
+
+    def __init__(self) -> None:
+        JSONResource.__init__(self)
+        self.waiting: List[Deferred] = []
+
+    def json_GET(self, request):
+        d: Deferred = Deferred()
+        self.waiting.append(d)
+        return d
 
 
 class DeferredAnswerTests(SynchronousTestCase):
@@ -443,16 +455,10 @@ class DeferredAnswerTests(SynchronousTestCase):
     """
 
     def test_clientGone(self) -> None:
-        waiting: List[Deferred] = []
-
-        class Later(JSONResource):
-            def json_GET(self, request):
-                d = Deferred()
-                waiting.append(d)
-                return d
-
+        later = _Later()
+        waiting = later.waiting
         root = Resource()
-        root.putChild(b"later", Later())
+        root.putChild(b"later", later)
         site = Site(root)
         site.timeOut = None
         transport = StringTransport()
