@@ -104,6 +104,13 @@ class TokenBucket:
         self._tokens = self._refill() - amount
         return -self._tokens / self.rate if self._tokens < 0 else 0.0
 
+    def give(self, amount: float) -> None:
+        """
+        Add C{amount} tokens, up to C{burst} (a credit for work that makes
+        more takes legitimate).
+        """
+        self._tokens = min(self.burst, self._refill() + amount)
+
     def isFull(self) -> bool:
         """
         Whether the bucket has refilled completely (its owner was quiet).

@@ -46,6 +46,18 @@ class TokenBucketTests(SynchronousTestCase):
         clock.advance(1000)
         self.assertEqual(sum(bucket.take() for _ in range(10)), 3)
 
+    def test_giveUpToBurst(self) -> None:
+        """
+        L{TokenBucket.give} adds tokens at once, never past C{burst}.
+        """
+        clock = Clock()
+        bucket = TokenBucket(rate=1, burst=5, clock=clock)
+        self.assertEqual(sum(bucket.take() for _ in range(5)), 5)
+        bucket.give(2)
+        self.assertEqual(sum(bucket.take() for _ in range(5)), 2)
+        bucket.give(100)
+        self.assertEqual(sum(bucket.take() for _ in range(10)), 5)
+
     def test_delaySaysWhenTokensReturn(self) -> None:
         """
         L{TokenBucket.delay} is the wait until enough tokens are back.

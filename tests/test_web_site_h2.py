@@ -100,6 +100,8 @@ class Exchange:
         self.client.initiate_connection()
         self.answers: dict[int, dict] = {}
         self.goaway: int | None = None
+        #: The debug data of the server's GOAWAY.
+        self.goawayData: bytes | None = None
         self.pump()
 
     def send(self, data: bytes) -> None:
@@ -139,6 +141,7 @@ class Exchange:
         for event in self.client.receive_data(data):
             if isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = event.error_code
+                self.goawayData = event.additional_data
                 continue
             if not isinstance(
                 event,

@@ -29,7 +29,16 @@ from twisted.web.http import H2_ENABLED
 from twisted.web.resource import Resource
 
 from netsuite.listen import StreamListener
-from netsuite.web.site import H2_EMPTY_DATA_BURST, H2_EMPTY_DATA_RATE, H2_RESET_RATE, Limits, NetsuiteH2Connection
+from netsuite.web.site import (
+    H2_CONTROL_BURST,
+    H2_CONTROL_RATE,
+    H2_EMPTY_DATA_BURST,
+    H2_EMPTY_DATA_RATE,
+    H2_MAX_SETTINGS,
+    H2_RESET_RATE,
+    Limits,
+    NetsuiteH2Connection,
+)
 from tests.helpers import startListener
 from tests.test_web_site import Hanging, inMemory, waitForNoConnections
 from tests.test_web_site_h2 import (
@@ -107,8 +116,13 @@ class PriorityTests(ExchangeTestCase):
     put every stream a PRIORITY frame named (an idle one, or one another
     depends on) in its priority tree, whose 1000 places ran out: the error
     broke the connection, raised again when it was lost, and the
-    connection was never counted as closed.
+    connection was never counted as closed.  (The budget for control
+    frames is raised here: these floods are of the tree, not of frames.)
     """
+
+    def setUp(self) -> None:
+        self.patch(NetsuiteH2Connection, "controlBurst", 10_000)
+        ExchangeTestCase.setUp(self)
 
     def assertGoesOn(self) -> None:
         exchange = self.exchange
@@ -352,6 +366,128 @@ class ResetFloodTests(ExchangeTestCase):
         self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
 
 
+class ControlFrameFloodTests(ExchangeTestCase):
+    """
+    Control frames carry no request and cost the server work each (a
+    SETTINGS frame 30 to 45 microseconds, its ACK sent; PING, WINDOW_UPDATE
+    and PRIORITY 10 to 20): past a burst, and a rate after it, the
+    connection ends with a GOAWAY (ENHANCE_YOUR_CALM), and the rest of the
+    read is not looked at.  They were taken without limit: four
+    connections sending SETTINGS raised other clients' latency from 10 ms
+    to 3 s.  A client earns more with each request and each DATA frame it
+    is sent, so browsers and small-window readers are never cut off.
+    """
+
+    #: One frame of each kind counted, by name.
+    kinds = {
+        "SETTINGS": frame(4, 0, 0, b""),
+        "SETTINGS ACK": frame(4, 1, 0, b""),
+        "PING": frame(6, 0, 0, b"\0" * 8),
+        "WINDOW_UPDATE": frame(8, 0, 0, struct.pack(">I", 1)),
+        "PRIORITY": priorityFrame(1),
+        "unknown": frame(0x20, 0, 0, b"x" * 8),
+    }
+
+    def assertEnded(self, reason: bytes) -> None:
+        exchange = self.exchange
+        self.assertTrue(exchange.transport.disconnecting)
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(exchange.site.stats.counters["h2_control_floods"], 1)
+        self.assertEqual(exchange.goawayData, reason)
+
+    def test_floodEndsTheConnection(self) -> None:
+        """
+        One frame past the burst, of any kind counted, ends the connection;
+        a request after the flood, in the same read, is not processed.
+        """
+        for name, flood in self.kinds.items():
+            with self.subTest(name):
+                self.exchange = Exchange(Limits())
+                self.addCleanup(self.exchange.site.stopFactory)
+                self.exchange.client.send_headers(1, request("GET", "/"), end_stream=True)
+                self.exchange.send(flood * (H2_CONTROL_BURST + 1) + self.exchange.client.data_to_send())
+                self.assertEnded(b"too many control frames")
+                self.assertNotIn(1, self.exchange.answers)
+
+    def test_restOfTheReadIgnored(self) -> None:
+        """
+        Of 20,000 PINGs in one read, the server answers the burst and no
+        more: it stopped reading at the first frame past it.
+        """
+        pings = self.kinds["PING"] * 20_000
+        self.exchange.transport.clear()
+        self.exchange.protocol.dataReceived(pings)
+        acks = frameTypes(self.exchange.transport.value()).count(6)
+        # The client's SETTINGS and its ACK of the server's took two.
+        self.assertEqual(acks, H2_CONTROL_BURST - 2)
+
+    def test_burstThenRateAllowed(self) -> None:
+        """
+        A client sending control frames at the rate allowed is not cut off,
+        and its request is answered.
+        """
+        # The client's SETTINGS and its ACK of the server's took two.
+        self.exchange.send(self.kinds["PING"] * (H2_CONTROL_BURST - 2))
+        for _ in range(50):
+            self.exchange.clock.advance(1)
+            self.exchange.send(self.kinds["SETTINGS"] * int(H2_CONTROL_RATE))
+        streamID = self.exchange.get("/healthz")
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
+
+    def test_requestsEarnFrames(self) -> None:
+        """
+        A browser that sends a PRIORITY frame and a WINDOW_UPDATE with each
+        of 300 requests, all at once, is not cut off.
+        """
+        client = self.exchange.client
+        data = b""
+        for _ in range(300):
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, request("GET", "/healthz"), end_stream=True)
+            data += client.data_to_send() + priorityFrame(streamID) + frame(8, 0, 0, struct.pack(">I", 1))
+            self.exchange.send(data)
+            data = b""
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
+
+    def test_smallWindowDownload(self) -> None:
+        """
+        A client with a small window that gives back each DATA frame with a
+        WINDOW_UPDATE for the stream and one for the connection (as a naive
+        client does) downloads 4 MiB, 256 frames, without being cut off.
+        """
+        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(4 * 1024 * 1024)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        client = exchange.client
+        streamID = exchange.get("/api/big")
+        for _ in range(1000):
+            answer = exchange.answers[streamID]
+            if answer["ended"] or exchange.transport.disconnecting:
+                break
+            received = len(answer["body"]) - answer.setdefault("given", 0)
+            answer["given"] = len(answer["body"])
+            for start in range(0, received, 16384):
+                size = min(16384, received - start)
+                client.increment_flow_control_window(size, streamID)
+                client.increment_flow_control_window(size)
+            exchange.pump()
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 4 * 1024 * 1024)
+
+    def test_tooManySettings(self) -> None:
+        """
+        A SETTINGS frame of more than 32 settings (each costs work; RFC 9113
+        defines six) ends the connection, as in nghttp2; one of 32 does not.
+        """
+        setting = struct.pack(">HI", 4, 65535)
+        self.exchange.send(frame(4, 0, 0, setting * H2_MAX_SETTINGS))
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.exchange.send(frame(4, 0, 0, setting * (H2_MAX_SETTINGS + 1)))
+        self.assertEnded(b"too many settings in one frame")
+
+
 class IdleTests(ExchangeTestCase):
     """
     A connection with no stream open is closed after the idle timeout
@@ -593,8 +729,10 @@ class SocketTests(HTTPSTestCase):
         """
         A client that sends 1500 PRIORITY frames and a request, then goes
         away: its request is answered and its connection stops counting
-        (it counted forever, and the server could not stop).
+        (it counted forever, and the server could not stop).  The budget
+        for control frames is raised: this is not about that.
         """
+        self.patch(NetsuiteH2Connection, "controlBurst", 10_000)
         port, service, cadata = await self.startHTTPS()
 
         def flood() -> bytes:
@@ -655,6 +793,17 @@ class SocketTests(HTTPSTestCase):
         flood = client.data_to_send() + frame(DATA, 0, 1, b"") * (H2_EMPTY_DATA_BURST + 1)
         self.assertEqual(await self.silentUntilClosed(port, cadata, flood), ["goaway", "closed"])
         self.assertEqual(service.stats.counters["h2_empty_frame_floods"], 1)
+        await waitForNoConnections(self, service)
+
+    async def test_controlFrameFloodEnded(self) -> None:
+        """
+        Over a real TLS connection too, a SETTINGS flood ends the
+        connection with a GOAWAY.
+        """
+        port, service, cadata = await self.startHTTPS()
+        flood = PREFACE + SETTINGS * (H2_CONTROL_BURST + 1000)
+        self.assertEqual(await self.silentUntilClosed(port, cadata, flood), ["goaway", "closed"])
+        self.assertEqual(service.stats.counters["h2_control_floods"], 1)
         await waitForNoConnections(self, service)
 
     async def test_headDeadlineClosesAtOnce(self) -> None:

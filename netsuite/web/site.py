@@ -43,7 +43,17 @@ try:
     import h2.events
     import h2.exceptions
     from h2.stream import StreamClosedBy
-    from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame
+    from hyperframe.frame import (
+        AltSvcFrame,
+        DataFrame,
+        ExtensionFrame,
+        GoAwayFrame,
+        PingFrame,
+        PriorityFrame,
+        RstStreamFrame,
+        SettingsFrame,
+        WindowUpdateFrame,
+    )
     from priority import DeadlockError
     from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
 except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
@@ -932,9 +942,32 @@ H2_EMPTY_DATA_RATE = 10.0
 H2_RESET_BURST = 1000
 H2_RESET_RATE = 33.0
 
+#: Control frames (SETTINGS, PING, WINDOW_UPDATE, PRIORITY, and frames of
+#: other or unknown types) an HTTP/2 client may send at once, and a second
+#: after that: each costs the server 10 to 45 microseconds and carries no
+#: request (CVE-2019-9512, 9515); past that the connection ends with a
+#: GOAWAY.  A client earns more by the server's work for it: each request
+#: head, and each DATA frame sent (which a client with a small window
+#: answers with WINDOW_UPDATEs).
+H2_CONTROL_BURST = 100
+H2_CONTROL_RATE = 10.0
+H2_CONTROL_PER_REQUEST = 10
+H2_CONTROL_PER_DATA_FRAME = 2
+
+#: Settings in one SETTINGS frame, past which the connection ends with a
+#: GOAWAY (as nghttp2): each costs work, and RFC 9113 defines six.
+H2_MAX_SETTINGS = 32
+
 #: Bytes of DATA an HTTP/2 connection sends in one reactor turn, as one
 #: write to its transport (Twisted's loop sent one frame, 16 KiB, a turn).
 H2_TURN_BYTES = 256 * 1024
+
+
+class _Flood(Exception):
+    """
+    An HTTP/2 client sent control frames past its budget: the argument is
+    the GOAWAY's debug data.
+    """
 
 
 class _OutputQueue(deque):  # type: ignore[type-arg]
@@ -1012,6 +1045,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     connection stops being the transport's producer first, without which
     TLS sends no close_notify.
 
+    Control frames (SETTINGS, PING, WINDOW_UPDATE, PRIORITY, unknown
+    types) come out of a budget (L{H2_CONTROL_BURST}, L{H2_CONTROL_RATE},
+    earned back by requests and DATA frames sent): past it, or at a
+    SETTINGS frame of more than L{H2_MAX_SETTINGS} settings, the
+    connection ends with a GOAWAY (C{ENHANCE_YOUR_CALM}) at that frame.
+
     The client's PRIORITY information is ignored (RFC 9113, 5.3.1): streams
     are sent in turn.  Twisted put every stream a PRIORITY frame named in
     its priority tree, whose 1000 places a client could fill.
@@ -1037,6 +1076,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     abortTimeout = 10
     resetBurst = H2_RESET_BURST
     resetRate = H2_RESET_RATE
+    controlBurst = H2_CONTROL_BURST
+    controlRate = H2_CONTROL_RATE
     _aborted = False
     #: When the head being received began (L{None}: none is).
     _headSince: float | None = None
@@ -1066,6 +1107,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._received: dict[int, int] = {}
         self._emptyData = TokenBucket(H2_EMPTY_DATA_RATE, H2_EMPTY_DATA_BURST, site.reactor)
         self._resets = TokenBucket(self.resetRate, self.resetBurst, site.reactor)
+        self._controls = TokenBucket(self.controlRate, self.controlBurst, site.reactor)
         #: Streams blocked because their flow-control window is empty.
         self._parked: set[int] = set()
         self.priority = _FlowAwarePriority(self.priority, self)
@@ -1083,8 +1125,28 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         dispatch[GoAwayFrame] = self._clientGoAway
         self._receiveDataFrame = dispatch[DataFrame]
         dispatch[DataFrame] = self._dataFrame
+        for kind in (SettingsFrame, PingFrame, WindowUpdateFrame, PriorityFrame, AltSvcFrame, ExtensionFrame):
+            dispatch[kind] = self._budgeted(dispatch[kind])
         # h2's private record of who closed a stream (None: not known).
         self._closedBy = getattr(self.conn, "_stream_closed_by", lambda streamID: None)
+
+    def _budgeted(self, receive: Callable[[Any], tuple[list, list]]) -> Callable[[Any], tuple[list, list]]:
+        """
+        h2's handler C{receive} of a kind of control frame, taking each
+        frame from the connection's budget (L{H2_CONTROL_BURST}) first: a
+        client past it, or sending a SETTINGS frame of more than
+        L{H2_MAX_SETTINGS} settings, stops h2 at that frame (the rest of the
+        read is not looked at) with L{_Flood}.
+        """
+
+        def budgeted(frame: Any) -> tuple[list, list]:
+            if not self._controls.take():
+                raise _Flood(b"too many control frames")
+            if isinstance(frame, SettingsFrame) and frame.body_len > 6 * H2_MAX_SETTINGS:
+                raise _Flood(b"too many settings in one frame")
+            return receive(frame)
+
+        return budgeted
 
     def _dataFrame(self, frame: Any) -> tuple[list, list]:
         """
@@ -1126,9 +1188,15 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         L{_clientGoAway}): once h2 has read it, it sends nothing more (it
         is closed), so the requests that came with it cannot be answered,
         and are not processed.  Twisted then ends the connection, and the
-        streams already open with it.
+        streams already open with it.  Control frames past the budget end
+        it here (see L{_budgeted}), with none of the read's events.
         """
-        events = self._receiveFrames(data)
+        try:
+            events = self._receiveFrames(data)
+        except _Flood as flood:
+            self.site.stats.count("h2_control_floods")
+            self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, flood.args[0])
+            return []
         for event in events:
             if isinstance(event, h2.events.ConnectionTerminated):
                 return [event]
@@ -1310,6 +1378,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         conn = self.conn
         queues = self._outboundStreamQueues
         sent = 0
+        frames = 0
         again: Callable[[], object] | None = None
         while True:
             if self._consumerBlocked is not None:
@@ -1345,12 +1414,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if chunk:
                 conn.send_data(streamID, chunk)
                 sent += len(chunk)
+                frames += 1
             if not queue:
                 self.priority.block(streamID)
             if self.remainingOutboundWindow(streamID) <= 0:
                 self.streams[streamID].flowControlBlocked()
         if sent:
             self.resetTimeout()
+            self._controls.give(frames * H2_CONTROL_PER_DATA_FRAME)
         data = conn.data_to_send()
         if data:
             self.transport.write(data)
@@ -1456,6 +1527,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestReceived(self, event: Any) -> None:
         self._heads += 1
+        self._controls.give(H2_CONTROL_PER_REQUEST)
         if self.transport.disconnecting:
             return  # the rest of a read that ended in a GOAWAY
         if self._draining and event.stream_id > self._drainAbove:
