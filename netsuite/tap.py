@@ -42,6 +42,7 @@ from netsuite.text import shortened
 from netsuite.status import ListenerInfo
 from netsuite.tls import (
     TLSConfigError,
+    chainWarnings,
     defaultDataDirectory,
     ensureSelfSigned,
     fingerprint,
@@ -715,6 +716,8 @@ def _loadTLS(
                 log.info("created a self-signed certificate for localhost in {d}", d=str(directory))
             cert, key = str(certPath), str(keyPath)
         chain, privateKey = loadPEM(cert, key)
+        for problem in chainWarnings(chain, cert):
+            log.warn("TLS: {problem}", problem=problem)
         return (chain, privateKey), serverOptions(chain, privateKey), fingerprint(chain[0])
     except TLSConfigError as e:
         raise ConfigError(str(e))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -90,6 +90,14 @@ def loadPEM(
         chain = x509.load_pem_x509_certificates(certData)
     except ValueError:
         raise TLSConfigError(_whyNoCertificates(certData, certPath)) from None
+    begun = certData.count(b"-----BEGIN CERTIFICATE-----")
+    if begun > len(chain):
+        # cryptography reads the whole blocks and skips a cut one: the
+        # chain would be served without it.
+        raise TLSConfigError(
+            f"certificate {len(chain) + 1} of {begun} in {certPath!r} has no END line "
+            f"(the file is cut short?)"
+        )
     keyPath = keyPath or certPath
     keyData = certData if keyPath == certPath else _read(keyPath, "private key")
     try:
@@ -114,6 +122,42 @@ def loadPEM(
             f"in {certPath!r}"
         )
     return chain, key  # type: ignore[return-value]
+
+
+#: How soon before a certificate expires a start warns of it.
+EXPIRY_WARNING = datetime.timedelta(days=14)
+
+
+def chainWarnings(
+    chain: Sequence[x509.Certificate], path: str, now: datetime.datetime | None = None
+) -> List[str]:
+    """
+    What is wrong with C{chain} (from C{path}) that clients will refuse,
+    though it can be served: a certificate expired, not valid yet, or
+    expiring within L{EXPIRY_WARNING}; one not issued by the certificate
+    after it (the chain out of order, or a certificate missing).  One
+    sentence each; none if all is well.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    warnings = []
+    for number, certificate in enumerate(chain, 1):
+        which = "the certificate" if number == 1 else f"certificate {number} of the chain"
+        ends, begins = certificate.not_valid_after_utc, certificate.not_valid_before_utc
+        if ends <= now:
+            warnings.append(f"{which} in {path!r} expired on {ends:%Y-%m-%d %H:%M} UTC: clients will refuse it")
+        elif begins > now:
+            warnings.append(f"{which} in {path!r} is not valid before {begins:%Y-%m-%d %H:%M} UTC: clients will refuse it")
+        elif ends - now < EXPIRY_WARNING:
+            warnings.append(f"{which} in {path!r} expires on {ends:%Y-%m-%d %H:%M} UTC")
+    for number, (certificate, issuer) in enumerate(zip(chain, chain[1:]), 1):
+        try:
+            certificate.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature):
+            warnings.append(
+                f"certificate {number + 1} in {path!r} did not issue certificate {number} "
+                f"(out of order, or one missing between them): clients may refuse the chain"
+            )
+    return warnings
 
 
 _CERTIFICATE_BLOCK = re.compile(

@@ -32,12 +32,14 @@ from twisted.internet.ssl import (
     CertificateOptions,
     TLSVersion,
 )
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netsuite import tap
 from netsuite.echo import makeDaytimeService
 from netsuite.tls import (
     TLSConfigError,
+    chainWarnings,
     ensureSelfSigned,
     fingerprint,
     loadPEM,
@@ -191,6 +193,25 @@ class LoadPEMTests(SynchronousTestCase):
             e = self.assertRaises(TLSConfigError, loadPEM, path, path)
             self.assertEqual(str(e), message)
 
+    def test_cutChainRefused(self) -> None:
+        """
+        A chain file cut off inside its second certificate is refused,
+        naming which one (the leaf alone was served, and clients that need
+        the intermediate refused it).
+        """
+        leaf = self.ca.create_child_ca().issue_cert("localhost")
+        whole = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
+        path = os.path.join(self.directory, "cut.pem")
+        with open(path, "wb") as f:
+            f.write(whole[: whole.rfind(b"-----END")])
+        e = self.assertRaises(TLSConfigError, loadPEM, path, self._key(leaf))
+        self.assertEqual(str(e), f"certificate 2 of 2 in {path!r} has no END line (the file is cut short?)")
+
+    def _key(self, leaf: trustme.LeafCert) -> str:
+        path = os.path.join(self.directory, "key.pem")
+        _writeKey(path, leaf)
+        return path
+
     def test_fileWithoutKey(self) -> None:
         """
         A certificate file without a key, used as its own key file, raises
@@ -335,6 +356,63 @@ def _groupsHandshake(port: int, groups: bytes, version: int | None = None) -> st
         name = connection.get_group_name()
         connection.shutdown()
         return name
+
+
+class ChainWarningsTests(SynchronousTestCase):
+    """
+    L{chainWarnings} says, one sentence each, what clients will refuse in
+    a chain that can still be served.
+    """
+
+    def setUp(self) -> None:
+        self.now = datetime.datetime.now(datetime.timezone.utc)
+
+    def chain(self, leaf: trustme.LeafCert) -> list[x509.Certificate]:
+        return [x509.load_pem_x509_certificate(pem.bytes()) for pem in leaf.cert_chain_pems]
+
+    def test_goodChainNone(self) -> None:
+        leaf = trustme.CA().create_child_ca().issue_cert("localhost")
+        self.assertEqual(chainWarnings(self.chain(leaf), "c.pem"), [])
+
+    def test_expired(self) -> None:
+        ended = self.now - datetime.timedelta(days=3)
+        leaf = trustme.CA().issue_cert("localhost", not_before=ended - datetime.timedelta(days=90), not_after=ended)
+        self.assertEqual(
+            chainWarnings(self.chain(leaf), "c.pem"),
+            [f"the certificate in 'c.pem' expired on {ended:%Y-%m-%d %H:%M} UTC: clients will refuse it"],
+        )
+
+    def test_notYetValid(self) -> None:
+        begins = self.now + datetime.timedelta(days=2)
+        leaf = trustme.CA().issue_cert("localhost", not_before=begins, not_after=begins + datetime.timedelta(days=90))
+        self.assertEqual(
+            chainWarnings(self.chain(leaf), "c.pem"),
+            [f"the certificate in 'c.pem' is not valid before {begins:%Y-%m-%d %H:%M} UTC: clients will refuse it"],
+        )
+
+    def test_expiringSoon(self) -> None:
+        ends = self.now + datetime.timedelta(days=5)
+        leaf = trustme.CA().issue_cert("localhost", not_after=ends)
+        self.assertEqual(
+            chainWarnings(self.chain(leaf), "c.pem"), [f"the certificate in 'c.pem' expires on {ends:%Y-%m-%d %H:%M} UTC"]
+        )
+        self.assertEqual(chainWarnings(self.chain(leaf), "c.pem", now=ends - datetime.timedelta(days=30)), [])
+
+    def test_outOfOrder(self) -> None:
+        """
+        An intermediate that did not issue the certificate before it (the
+        wrong CA's, or the chain out of order) is named.
+        """
+        leaf = trustme.CA().create_child_ca().issue_cert("localhost")
+        other = trustme.CA().create_child_ca()
+        chain = self.chain(leaf)[:1] + [x509.load_pem_x509_certificate(other.cert_pem.bytes())]
+        self.assertEqual(
+            chainWarnings(chain, "c.pem"),
+            [
+                "certificate 2 in 'c.pem' did not issue certificate 1 (out of order, or one missing "
+                "between them): clients may refuse the chain"
+            ],
+        )
 
 
 class _ServerPolicyMixin:
@@ -855,6 +933,25 @@ class TapTLSOptionsTests(SynchronousTestCase):
         self.assertIsInstance(options["tls-options"], CertificateOptions)
         expected = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
         self.assertEqual(options["tls-fingerprint"], fingerprint(expected))
+
+    def test_expiredCertificateWarns(self) -> None:
+        """
+        An expired C{--tls-cert} starts (as nginx does), with a warning in
+        the log saying when it expired.
+        """
+        ended = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+        leaf = self.ca.issue_cert("localhost", not_before=ended - datetime.timedelta(days=30), not_after=ended)
+        certPath, keyPath = writeLeaf(self.directory, leaf)
+        assert keyPath is not None
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        options = self._parse("--tls-cert", certPath, "--tls-key", keyPath)
+        self.assertIsInstance(options["tls-options"], CertificateOptions)
+        self.assertEqual(
+            [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn],
+            [f"TLS: the certificate in {os.path.abspath(certPath)!r} expired on {ended:%Y-%m-%d %H:%M} UTC: clients will refuse it"],
+        )
 
     def test_mismatchedKeyIsAConfigError(self) -> None:
         """
