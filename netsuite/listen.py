@@ -619,9 +619,29 @@ class _PeerReadGate(ProtocolWrapper):
                 if isinstance(tracked, _TrackedProtocol):
                     tracked.answered = True  # TLS will call its end an error
                 self.transport.write(self.factory.plainHTTPAnswer)
-                self.loseConnection()
+                self._closeLingering()
                 return
         ProtocolWrapper.dataReceived(self, data)
+
+    def _closeLingering(self) -> None:
+        """
+        Close after a plain HTTP answer as the web server closes after a
+        4xx: the end of output (TCP's FIN), then read on, dropping what
+        comes, until the client closes or the factory's lingering limits
+        end it (L{_Linger}).  Closed at once, the request body still
+        coming made the system reset the connection, and the client lost
+        the answer.
+        """
+        transport = self.transport
+        # A transport with a producer registered holds the close until it
+        # is unregistered.
+        transport.unregisterProducer()
+        if not (isinstance(transport, tcp.Connection) and transport.connected):
+            transport.loseConnection()
+            return
+        self._linger = self.factory.linger(transport, transport.loseConnection)
+        transport.loseWriteConnection()
+        transport.resumeProducing()
 
     def _outputWaits(self, full: bool) -> None:
         self._outputFull = full

@@ -741,6 +741,34 @@ class PlainHTTPOnTLSPortTests(TestCase):
         _, _, echoed = await threads.deferToThread(stdlibTLSEcho, port, cadata, b"ping")
         self.assertEqual(echoed, b"ping")
 
+    async def test_plainUploadGetsItsAnswer(self) -> None:
+        """
+        A plain POST of 32 MiB, sent whole before the client reads (Python's
+        C{http.client}), gets the 400, not a reset: the listener reads on,
+        dropping the body, until the client closes (the server closed at
+        once, and the body still coming made the system reset the
+        connection: C{BrokenPipeError}).
+        """
+        import http.client
+
+        service = makeHTTPService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+
+        def upload() -> tuple[int, bytes]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request("POST", "/api/echo", body=b"x" * (32 * 1024 * 1024))
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        status, body = await threads.deferToThread(upload)
+        self.assertEqual((status, body), (400, PLAIN_HTTP_ON_TLS.split(b"\r\n\r\n", 1)[1]))
+        await waitForQuiet(lambda: service.stats.connectionsOpen)
+        self.assertEqual(service.stats.counters["plain_http_refused"], 1)
+        self.assertEqual(service.stats.errors, 0)
+
     async def test_otherServicesFailTheHandshakeAsBefore(self) -> None:
         service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
         port = await startListener(self, service)
