@@ -1358,8 +1358,21 @@ class TLSHandshakeSizeTests(TestCase):
     A TLS client may send L{listen.HANDSHAKE_BYTES} before its handshake is
     done; one that sends more is aborted, logged and counted as
     C{tls_handshakes_too_large} (OpenSSL held a ClientHello of up to 128
-    KiB, about 240 KB of memory a connection, until the handshake timeout).
+    KiB, about 240 KB of memory a connection, until the handshake timeout;
+    with a limit of 64 KiB, 200 KiB).
     """
+
+    async def test_helloOverBoringSSLsLimitAborted(self) -> None:
+        """
+        A ClientHello over 16 KiB, which BoringSSL (a server asking for no
+        client certificate) refuses too, is aborted as it comes.
+        """
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        client.transport.write(_helloRecords(40000, 20000))
+        await client.closed.addTimeout(5, reactor)
+        self.assertEqual(service.stats.counters.get("tls_handshakes_too_large"), 1)
 
     async def test_largeHelloAborted(self) -> None:
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
@@ -1385,7 +1398,7 @@ class TLSHandshakeSizeTests(TestCase):
         )
         port = await startListener(self, service)
         client = await connect(self, port, Collector())
-        client.transport.write(_helloRecords(131000, 60000))
+        client.transport.write(_helloRecords(16384, 16000))
         await deferLater(reactor, 0.5, lambda: None)
         self.assertEqual(service.stats.connectionsOpen, 1)
         await client.closed.addTimeout(5, reactor)
