@@ -194,7 +194,8 @@ def serverOptions(
 ) -> CertificateOptions:
     """
     Server-side TLS options with netsuite's policy: TLS 1.2 or newer,
-    forward-secret AEAD ciphers only, key exchange by L{GROUPS}.
+    forward-secret AEAD ciphers only, key exchange by L{GROUPS}; sessions
+    resume by ticket (the key is made for these options, in memory only).
 
     @param acceptableProtocols: ALPN protocol names to offer, e.g.
         C{[b"h2", b"http/1.1"]}.
@@ -207,6 +208,10 @@ def serverOptions(
             raiseMinimumTo=TLSVersion.TLSv1_2,
             acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
             acceptableProtocols=acceptableProtocols,
+            # Stateless tickets, with a key OpenSSL makes for the context
+            # (nginx's default): without them TLS 1.3 sent tickets that
+            # never resumed (the session cache is off).
+            enableSessionTickets=True,
         )
         # Built now, not at the first connection: a certificate OpenSSL
         # refuses (an RSA key under 2048 bits) fails the start in one line,

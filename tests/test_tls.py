@@ -455,6 +455,32 @@ class _ServerPolicyMixin:
         self.assertTrue(reason.check(error.ConnectionDone), reason)  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
+    def test_sessionsResume(self) -> Generator[Any, Any, None]:
+        """
+        A client that comes back with the session ticket it was given
+        resumes its session, over TLS 1.3 and 1.2 (OpenSSL sent TLS 1.3
+        tickets that never resumed, and TLS 1.2 none).
+        """
+
+        def twice(version: ssl.TLSVersion) -> list[bool]:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cadata=self.cadata)
+            context.minimum_version = context.maximum_version = version
+            session, reused = None, []
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                    with context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
+                        conn.sendall(b"ping")
+                        conn.recv(4)  # TLS 1.3 tickets come after the handshake
+                        session = conn.session
+                        reused.append(conn.session_reused)
+            return reused
+
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            reused = yield threads.deferToThread(twice, version)
+            self.assertEqual(reused, [False, True], version)  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
     def test_wrongHostnameFailsHandshake(self) -> Generator[Any, Any, None]:
         """
         A client expecting another name refuses the server's certificate:
