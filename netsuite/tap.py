@@ -917,18 +917,26 @@ _BUILDERS: Dict[str, Callable[..., IService]] = {
 }
 
 
+#: The HTTP/1 protocols the web server and the proxy take by ALPN (as nginx).
+_HTTP1_ALPN = [b"http/1.1", b"http/1.0"]
+
+
 def _tlsOptions(config: Options, service: str) -> CertificateOptions | None:
     """
-    The TLS options for C{service}'s listeners: HTTP also offers HTTP/2 by
-    ALPN when Twisted can speak it.
+    The TLS options for C{service}'s listeners: HTTP and the proxy name
+    their protocols by ALPN (HTTP also HTTP/2 when Twisted can speak it),
+    and refuse a client offering none of them; the other services name
+    none, and refuse a client offering HTTP (see L{netsuite.tls}).
     """
     if config["tls-material"] is None:
         return None
     if service == "http":
         from twisted.web.http import H2_ENABLED
 
-        protocols = [b"h2", b"http/1.1"] if H2_ENABLED else [b"http/1.1"]
+        protocols = [b"h2", *_HTTP1_ALPN] if H2_ENABLED else _HTTP1_ALPN
         return serverOptions(*config["tls-material"], acceptableProtocols=protocols)
+    if service == "proxy":
+        return serverOptions(*config["tls-material"], acceptableProtocols=_HTTP1_ALPN)
     return config["tls-options"]  # type: ignore[no-any-return]
 
 

@@ -229,13 +229,32 @@ def _sslReason(error: SSL.Error) -> str:
     return "; ".join(str(r) for r in reasons) or str(error)
 
 
+#: ALPN protocol ids of HTTP (RFC 7301's registry): a service that does not
+#: speak HTTP refuses a client offering one.
+_HTTP_ALPN = re.compile(rb"(?:http/|h2|h3|spdy/)")
+
+
+class NoApplicationProtocol(SSL.Error):
+    """
+    The client offered by ALPN only protocols the service does not speak
+    (OpenSSL answers with a C{no_application_protocol} alert).
+    """
+
+
 class _ServerOptions(CertificateOptions):
     """
-    Twisted's options, except that a client offering (by ALPN) only
-    protocols the service does not speak goes on without one, as RFC 7301
-    lets a server that does not take part do: Twisted answers it with a
-    fatal alert, so any client that offers ALPN (curl, browsers) could not
-    reach the echo or chat server over TLS.
+    Twisted's options, with netsuite's ALPN policy, as nginx's (1.21.4 and
+    later) and RFC 9325's against cross-protocol attacks (ALPACA):
+
+      - a service that speaks protocols named by ALPN (HTTP: C{h2},
+        C{http/1.1}) refuses a client that offers only others, with a
+        C{no_application_protocol} alert;
+      - a service that names none (echo, chat, daytime, discard) refuses a
+        client offering an HTTP protocol (a browser, whose request another
+        site could have sent there to have it echoed back), and lets any
+        other client go on without one, as RFC 7301 lets a server that
+        does not take part do (Twisted refused every client offering ALPN,
+        with an C{internal_error} alert).
     """
 
     def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
@@ -247,6 +266,8 @@ class _ServerOptions(CertificateOptions):
             for protocol in ours:
                 if protocol in offered:
                     return protocol
+            if ours or any(_HTTP_ALPN.match(protocol) for protocol in offered):
+                raise NoApplicationProtocol([("ALPN", "select", "no protocol offered is served here")])
             return SSL.NO_OVERLAPPING_PROTOCOLS
 
         context.set_alpn_select_callback(select)

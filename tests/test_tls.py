@@ -548,13 +548,27 @@ class _ServerPolicyMixin:
     @defer.inlineCallbacks
     def test_clientOfferingALPNGoesOnWithout(self) -> Generator[Any, Any, None]:
         """
-        A client offering protocols by ALPN (as curl and browsers do) gets
-        through to a service that speaks none of them, without one (Twisted
-        answered with a fatal internal_error alert).
+        A client offering by ALPN protocols other than HTTP gets through to
+        a service that speaks none of them, without one (Twisted answered
+        with a fatal internal_error alert).
         """
-        for offered in (["h2", "http/1.1"], ["irc"]):
+        for offered in (["irc"], ["x-echo", "foo"]):
             version, _, echoed = yield self._stdlib(self.port, alpn=offered)
             self.assertEqual(echoed, b"ping")  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_clientOfferingHTTPRefused(self) -> Generator[Any, Any, None]:
+        """
+        A client offering HTTP by ALPN (a browser, whose request another
+        site may have sent here to have it echoed back: ALPACA) is refused
+        by a service that does not speak HTTP, with a
+        C{no_application_protocol} alert, as nginx's mail proxy does.
+        """
+        for offered in (["h2", "http/1.1"], ["http/1.1"], ["http/1.0"], ["spdy/3.1"], ["h3", "irc"]):
+            failure = yield self.assertFailure(  # type: ignore[attr-defined]
+                self._stdlib(self.port, alpn=offered), ssl.SSLError
+            )
+            self.assertIn("alert no application protocol", str(failure), offered)  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
     def test_tls12CBCClientRefused(self) -> Generator[Any, Any, None]:
@@ -622,6 +636,55 @@ class _ServerPolicyMixin:
             ),
             ssl.SSLError,
         )
+
+
+class HTTPALPNTests(TestCase):
+    """
+    Options naming their protocols by ALPN (the web server's, the proxy's)
+    choose the first of theirs the client offers, and refuse a client that
+    offers none of them with a C{no_application_protocol} alert, as nginx
+    does since 1.21.4 (the client went on without a protocol).
+    """
+
+    def setUp(self) -> None:
+        ca = trustme.CA()
+        certPath, keyPath = writeLeaf(self.mktemp(), ca.issue_cert("localhost"))
+        chain, key = loadPEM(certPath, keyPath)
+        options = serverOptions(chain, key, acceptableProtocols=[b"h2", b"http/1.1", b"http/1.0"])
+        self.port = startListener(self, options)
+        self.cadata = ca.cert_pem.bytes().decode("ascii")
+
+    def chosen(self, offered: list[str]) -> defer.Deferred[Any]:
+        def handshake() -> str | None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cadata=self.cadata)
+            context.set_alpn_protocols(offered)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                    return conn.selected_alpn_protocol()
+
+        return threads.deferToThread(handshake)
+
+    async def test_oursChosen(self) -> None:
+        self.assertEqual(await self.chosen(["http/1.1", "h2"]), "h2")
+        self.assertEqual(await self.chosen(["http/1.1"]), "http/1.1")
+        self.assertEqual(await self.chosen(["http/1.0", "irc"]), "http/1.0")
+
+    async def test_noneOfOursRefused(self) -> None:
+        for offered in (["irc"], ["h3", "spdy/3.1"]):
+            with self.assertRaises(ssl.SSLError) as raised:
+                await self.chosen(offered)
+            self.assertIn("alert no application protocol", str(raised.exception))
+
+    async def test_noALPNGoesOn(self) -> None:
+        def handshake() -> str | None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cadata=self.cadata)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                    return conn.selected_alpn_protocol()
+
+        self.assertIsNone(await threads.deferToThread(handshake))
 
 
 class ServerPolicyECDSATests(_ServerPolicyMixin, TestCase):
@@ -977,6 +1040,30 @@ class TapTLSOptionsTests(SynchronousTestCase):
         self.assertEqual(
             [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn],
             [f"TLS: the certificate in {os.path.abspath(certPath)!r} expired on {ended:%Y-%m-%d %H:%M} UTC: clients will refuse it"],
+        )
+
+    def test_protocolsByService(self) -> None:
+        """
+        The web server names HTTP/2 and HTTP/1 by ALPN, the proxy HTTP/1,
+        the other services nothing (they refuse a client offering HTTP).
+        """
+        from twisted.web.http import H2_ENABLED
+
+        options = self._parse("--tls", "--data-dir", self.directory)
+        protocols = {
+            service: list(tap._tlsOptions(options, service)._acceptableProtocols or [])  # type: ignore[union-attr]
+            for service in ("http", "proxy", "echo", "chat", "daytime", "discard")
+        }
+        self.assertEqual(
+            protocols,
+            {
+                "http": [b"h2", b"http/1.1", b"http/1.0"] if H2_ENABLED else [b"http/1.1", b"http/1.0"],
+                "proxy": [b"http/1.1", b"http/1.0"],
+                "echo": [],
+                "chat": [],
+                "daytime": [],
+                "discard": [],
+            },
         )
 
     def test_mismatchedKeyIsAConfigError(self) -> None:
