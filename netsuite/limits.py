@@ -106,8 +106,8 @@ class TokenBucket:
 
     def give(self, amount: float) -> None:
         """
-        Add C{amount} tokens, up to C{burst} (a credit for work that makes
-        more takes legitimate).
+        Add C{amount} tokens, up to C{burst}: a credit for work after which
+        more takes are to be expected.
         """
         self._tokens = min(self.burst, self._refill() + amount)
 

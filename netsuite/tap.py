@@ -716,7 +716,8 @@ def _loadTLS(
                 log.info("created a self-signed certificate for localhost in {d}", d=str(directory))
             cert, key = str(certPath), str(keyPath)
         chain, privateKey = loadPEM(cert, key)
-        for problem in chainWarnings(chain, cert):
+        # The self-signed one is renewed before it expires.
+        for problem in chainWarnings(chain, cert) if options["tls-cert"] else ():
             log.warn("TLS: {problem}", problem=problem)
         return (chain, privateKey), serverOptions(chain, privateKey), fingerprint(chain[0])
     except TLSConfigError as e:

@@ -234,7 +234,7 @@ def _sslReason(error: SSL.Error) -> str:
 _HTTP_ALPN = re.compile(rb"(?:http/|h2|h3|spdy/)")
 
 
-class NoApplicationProtocol(SSL.Error):
+class _NoApplicationProtocol(SSL.Error):
     """
     The client offered by ALPN only protocols the service does not speak
     (OpenSSL answers with a C{no_application_protocol} alert).
@@ -247,8 +247,8 @@ class _ServerOptions(CertificateOptions):
     later) and RFC 9325's against cross-protocol attacks (ALPACA):
 
       - a service that speaks protocols named by ALPN (HTTP: C{h2},
-        C{http/1.1}) refuses a client that offers only others, with a
-        C{no_application_protocol} alert;
+        C{http/1.1}, C{http/1.0}) refuses a client that offers only others,
+        with a C{no_application_protocol} alert;
       - a service that names none (echo, chat, daytime, discard) refuses a
         client offering an HTTP protocol (a browser, whose request another
         site could have sent there to have it echoed back), and lets any
@@ -267,7 +267,7 @@ class _ServerOptions(CertificateOptions):
                 if protocol in offered:
                     return protocol
             if ours or any(_HTTP_ALPN.match(protocol) for protocol in offered):
-                raise NoApplicationProtocol([("ALPN", "select", "no protocol offered is served here")])
+                raise _NoApplicationProtocol([("ALPN", "select", "no protocol offered is served here")])
             return SSL.NO_OVERLAPPING_PROTOCOLS
 
         context.set_alpn_select_callback(select)

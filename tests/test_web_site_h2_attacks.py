@@ -373,8 +373,8 @@ class ControlFrameFloodTests(ExchangeTestCase):
     and PRIORITY 10 to 20): past a burst, and a rate after it, the
     connection ends with a GOAWAY (ENHANCE_YOUR_CALM), and the rest of the
     read is not looked at.  They were taken without limit: four
-    connections sending SETTINGS raised other clients' latency from 10 ms
-    to 3 s.  A client earns more with each request and each DATA frame it
+    connections sending SETTINGS raised another client's median latency
+    from 10 ms to 1.2 s.  A client earns more with each request and each DATA frame it
     is sent, so browsers and small-window readers are never cut off.
     """
 
