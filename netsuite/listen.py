@@ -380,6 +380,17 @@ class _Lingering:
         """
         return _Linger(self.clock, transport, self.stats, end, self.lingerTime, self.lingerTimeout)
 
+    def closeLingering(self, transport: tcp.Connection) -> _Linger:
+        """
+        Close C{transport} with a lingering close: the end of output (TCP's
+        FIN) once it is sent, then read on, whatever paused reading, until
+        the peer closes or the limits end it.
+        """
+        linger = self.linger(transport, transport.loseConnection)
+        transport.loseWriteConnection()
+        transport.resumeProducing()
+        return linger
+
 
 @implementer(IPushProducer)
 class _GuardedProducer:
@@ -500,9 +511,7 @@ class _TrackedProtocol(ProtocolWrapper):
             ProtocolWrapper.loseConnection(self)
             return
         self.disconnecting = 1
-        self._linger = self.factory.linger(transport, transport.loseConnection)
-        transport.loseWriteConnection()
-        transport.resumeProducing()  # whatever the service paused
+        self._linger = self.factory.closeLingering(transport)
 
     def pauseProducing(self) -> None:
         if self._linger is None:
@@ -639,12 +648,10 @@ class _PeerReadGate(ProtocolWrapper):
         # A transport with a producer registered holds the close until it
         # is unregistered.
         transport.unregisterProducer()
-        if not (isinstance(transport, tcp.Connection) and transport.connected):
+        if isinstance(transport, tcp.Connection) and transport.connected:
+            self._linger = self.factory.closeLingering(transport)
+        else:
             transport.loseConnection()
-            return
-        self._linger = self.factory.linger(transport, transport.loseConnection)
-        transport.loseWriteConnection()
-        transport.resumeProducing()
 
     def _outputWaits(self, full: bool) -> None:
         self._outputFull = full
