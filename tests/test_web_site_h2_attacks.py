@@ -31,6 +31,7 @@ from twisted.web.resource import Resource
 from netsuite.listen import StreamListener
 from netsuite.web.site import (
     H2_CONTROL_BURST,
+    H2_CONTROL_FRAME_BYTES,
     H2_CONTROL_RATE,
     H2_EMPTY_DATA_BURST,
     H2_EMPTY_DATA_RATE,
@@ -475,6 +476,55 @@ class ControlFrameFloodTests(ExchangeTestCase):
             exchange.pump()
         self.assertFalse(exchange.transport.disconnecting)
         self.assertEqual(len(exchange.answers[streamID]["body"]), 4 * 1024 * 1024)
+
+    def test_smallestWindowDownload(self) -> None:
+        """
+        A client whose stream window is L{H2_CONTROL_FRAME_BYTES}, and that
+        gives back each DATA frame with a WINDOW_UPDATE for the stream and
+        one for the connection, downloads 1,000 frames without being cut
+        off.
+        """
+        window = H2_CONTROL_FRAME_BYTES
+        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(1000 * window)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        client = exchange.client
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        streamID = exchange.get("/api/big")
+        for _ in range(2000):
+            answer = exchange.answers[streamID]
+            if answer["ended"] or exchange.transport.disconnecting:
+                break
+            received = len(answer["body"]) - answer.setdefault("given", 0)
+            answer["given"] = len(answer["body"])
+            for start in range(0, received, window):
+                size = min(window, received - start)
+                client.increment_flow_control_window(size, streamID)
+                client.increment_flow_control_window(size)
+            exchange.pump()
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 1000 * window)
+
+    def test_windowDribble(self) -> None:
+        """
+        A client that opens its stream window one byte at a time makes the
+        server send a DATA frame of one byte for each WINDOW_UPDATE: such
+        frames earn next to nothing, and the connection ends at the budget
+        (each 1-byte frame earned two frames, so it went on for ever).
+        """
+        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(64 * 1024)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        client = exchange.client
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        streamID = exchange.get("/api/big")
+        for _ in range(2000):
+            if exchange.transport.disconnecting:
+                break
+            client.increment_flow_control_window(1, streamID)
+            exchange.pump()
+        self.assertEnded(b"too many control frames")
+        self.assertLess(len(exchange.answers[streamID]["body"]), H2_CONTROL_BURST + 20)
 
     def test_tooManySettings(self) -> None:
         """

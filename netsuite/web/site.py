@@ -947,12 +947,16 @@ H2_RESET_RATE = 33.0
 #: after that: each costs the server 10 to 45 microseconds and carries no
 #: request (CVE-2019-9512, 9515); past that the connection ends with a
 #: GOAWAY.  A client earns more by the server's work for it: each request
-#: head, and each DATA frame sent (which a client with a small window
-#: answers with WINDOW_UPDATEs).
+#: head, and each DATA frame sent of L{H2_CONTROL_FRAME_BYTES} or more
+#: (which a client with a small window answers with WINDOW_UPDATEs); a
+#: smaller frame earns in proportion, so that a client opening its window
+#: a few bytes at a time (the "data dribble", CVE-2019-9511) earns nearly
+#: nothing for the frames it makes the server send.
 H2_CONTROL_BURST = 100
 H2_CONTROL_RATE = 10.0
 H2_CONTROL_PER_REQUEST = 10
 H2_CONTROL_PER_DATA_FRAME = 2
+H2_CONTROL_FRAME_BYTES = 256
 
 #: Settings in one SETTINGS frame, past which the connection ends with a
 #: GOAWAY (as nghttp2): each costs work, and RFC 9113 defines six.
@@ -1378,7 +1382,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         conn = self.conn
         queues = self._outboundStreamQueues
         sent = 0
-        frames = 0
+        earning = 0  # bytes sent in DATA frames, each counted up to a full frame
         again: Callable[[], object] | None = None
         while True:
             if self._consumerBlocked is not None:
@@ -1414,14 +1418,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if chunk:
                 conn.send_data(streamID, chunk)
                 sent += len(chunk)
-                frames += 1
+                earning += min(len(chunk), H2_CONTROL_FRAME_BYTES)
             if not queue:
                 self.priority.block(streamID)
             if self.remainingOutboundWindow(streamID) <= 0:
                 self.streams[streamID].flowControlBlocked()
         if sent:
             self.resetTimeout()
-            self._controls.give(frames * H2_CONTROL_PER_DATA_FRAME)
+            self._controls.give(earning * H2_CONTROL_PER_DATA_FRAME / H2_CONTROL_FRAME_BYTES)
         data = conn.data_to_send()
         if data:
             self.transport.write(data)
