@@ -1051,9 +1051,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     Control frames (SETTINGS, PING, WINDOW_UPDATE, PRIORITY, unknown
     types) come out of a budget (L{H2_CONTROL_BURST}, L{H2_CONTROL_RATE},
-    earned back by requests and DATA frames sent): past it, or at a
-    SETTINGS frame of more than L{H2_MAX_SETTINGS} settings, the
-    connection ends with a GOAWAY (C{ENHANCE_YOUR_CALM}) at that frame.
+    earned back by requests and by the size of DATA frames sent): past
+    it, or at a SETTINGS frame of more than L{H2_MAX_SETTINGS} settings,
+    the connection ends with a GOAWAY (C{ENHANCE_YOUR_CALM}) at that
+    frame.
 
     The client's PRIORITY information is ignored (RFC 9113, 5.3.1): streams
     are sent in turn.  Twisted put every stream a PRIORITY frame named in
