@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netsuite.limits import IdleTimeout, TokenBucket, hostKey
-from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
+from netsuite.listen import ConnectionBudget, FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.rooms import HISTORY_BYTES, PRIVATE_RATE, ChatError, ChatHub, IMember, Line, cleanText, memberNames
 from netsuite.stats import ServiceStats
 
@@ -665,8 +665,7 @@ class ChatFactory(Factory):
             clock=self.reactor.seconds,
         )
         self.batch = FlushBatch(self.reactor)
-        self._clients = 0
-        self._perHost: Dict[str, int] = {}
+        self._budget = ConnectionBudget()
         self._hostBuckets: Dict[str, TokenBucket] = {}
 
     def hostBucket(self, host: str) -> Optional[TokenBucket]:
@@ -684,34 +683,40 @@ class ChatFactory(Factory):
             bucket = self._hostBuckets[key] = TokenBucket(rate, burst, self.reactor)
         return bucket
 
+    @property
+    def clients(self) -> int:
+        """
+        Clients counted by L{admit} and not yet released.
+        """
+        return self._budget.total
+
     def admit(self, host: str) -> Optional[str]:
         """
         Count a new client from C{host}, or say why it is refused.
         """
         settings = self.settings
         host = hostKey(host)
-        if settings.maxClients and self._clients >= settings.maxClients:
+        budget = self._budget
+        # Read at each client, as the other settings are.
+        budget.maxTotal = settings.maxClients or None
+        budget.maxPerHost = settings.maxClientsPerHost or None
+        if budget.full(None):
             return f"the chat is full ({settings.maxClients} clients); try again later"
-        if settings.maxClientsPerHost and self._perHost.get(host, 0) >= settings.maxClientsPerHost:
+        if budget.full(host):
             return (
                 f"too many connections from your address (at most "
                 f"{settings.maxClientsPerHost}); try again later"
             )
-        self._clients += 1
-        self._perHost[host] = self._perHost.get(host, 0) + 1
+        budget.opened(host)
         return None
 
     def release(self, host: str) -> None:
         """
         A client counted by L{admit} has gone.
         """
-        self._clients -= 1
         host = hostKey(host)
-        left = self._perHost.get(host, 1) - 1
-        if left > 0:
-            self._perHost[host] = left
-        else:
-            self._perHost.pop(host, None)
+        self._budget.closed(host)
+        if not self._budget.fromHost(host):
             self._hostBuckets.pop(host, None)
 
 

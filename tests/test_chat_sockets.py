@@ -270,7 +270,7 @@ class ChatSocketTests(TestCase):
         bob.reason.trap(ConnectionDone)
         self.assertEqual(await left, "*** bob left (quit: gone fishing)")
         self.assertIsNone(factory.hub.find("bob"))
-        self.assertEqual(factory._clients, 1)
+        self.assertEqual(factory.clients, 1)
         await self.connect(port, "bob")
         self.assertIsNotNone(factory.hub.find("bob"))
 
@@ -356,7 +356,7 @@ class ChatSocketTests(TestCase):
         bob.transport.pauseProducing()  # it reads nothing more: no close_notify back
         bob.say("/quit bye now")
         self.assertEqual(await left, "*** bob left (quit: bye now)")
-        self.assertEqual(factory._clients, 2)
+        self.assertEqual(factory.clients, 2)
         self.assertIsNone(factory.hub.find("bob"))
 
     async def test_tlsQuitEndsAtTheClientsCloseNotify(self) -> None:
@@ -373,10 +373,10 @@ class ChatSocketTests(TestCase):
         bob.say("/quit")
         await bob.closed.addTimeout(5, reactor)
         for _ in range(30):
-            if factory._clients == 0:
+            if factory.clients == 0:
                 break
             await deferLater(reactor, 0.1, lambda: None)
-        self.assertEqual(factory._clients, 0)
+        self.assertEqual(factory.clients, 0)
 
     async def test_tlsClientGetsALongHistory(self) -> None:
         """
