@@ -1394,6 +1394,10 @@ class ProxyRequest(http.Request):
                 if lower == b"content-length":
                     hadLength = True
                 continue
+            if b"_" in name:
+                # As nginx drops them: CGI, WSGI and PHP turn "-" into "_",
+                # so X_Forwarded_For could pass there for X-Forwarded-For.
+                continue
             for value in values:
                 if _CONTROL.search(value) is not None:
                     value = _CONTROL.sub(b" ", value).strip(b" \t")

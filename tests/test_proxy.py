@@ -720,6 +720,31 @@ class RequestForwardingTests(ProxyTestCase):
             self.assertEqual(response.header(b"connection"), [b"close"], value)
             self.assertTrue(client.closed, value)
 
+    def test_underscoreHeadersDropped(self) -> None:
+        """
+        Request headers with C{_} in their names do not reach the origin,
+        as with nginx's default: CGI, WSGI and PHP turn C{-} into C{_},
+        so to an origin C{X_Forwarded_For} can pass for
+        C{X-Forwarded-For}, and C{Content_Length} for C{Content-Length}.
+        """
+        proxy = self.proxy(settings=ProxySettings(forwardedFor=True))
+        client = proxy.client("127.0.0.1")
+        client.send(
+            b"GET http://example.com/ HTTP/1.1\r\n"
+            b"X_Forwarded_For: 10.0.0.1\r\n"
+            b"Content_Length: 5\r\n"
+            b"X-Real-IP_: 10.0.0.2\r\n"
+            b"X-Custom: 1\r\n"
+            b"\r\n"
+        )
+        request = proxy.accept().request()
+        self.assertEqual(
+            sorted(request.names()),
+            [b"forwarded", b"host", b"via", b"x-custom", b"x-forwarded-for"],
+            request.headers,
+        )
+        self.assertEqual(request.header(b"x-forwarded-for"), [b"127.0.0.1"])
+
     def test_controlCharactersInValuesBecomeSpaces(self) -> None:
         """
         Control characters other than HTAB in a request header value reach
