@@ -1296,6 +1296,17 @@ class TrackingFactory(_Lingering, WrappingFactory):
             for d in waiting:
                 d.callback(None)
 
+    def abortAll(self) -> int:
+        """
+        Abort every connection still open, at once.
+
+        @return: how many there were.
+        """
+        protocols = list(self.protocols)
+        for p in protocols:
+            p.transport.abortConnection()
+        return len(protocols)
+
     def closeAll(self, clock: IReactorTime, grace: float) -> defer.Deferred[None]:
         """
         Ask every open connection to close, and abort those still open after
@@ -1319,11 +1330,7 @@ class TrackingFactory(_Lingering, WrappingFactory):
             else:
                 p.loseConnection()
 
-        def abortStragglers() -> None:
-            for p in list(self.protocols):
-                p.transport.abortConnection()
-
-        timer = clock.callLater(grace, abortStragglers)
+        timer = clock.callLater(grace, self.abortAll)
 
         def stopTimer(result: object) -> object:
             if timer.active():

@@ -10,8 +10,10 @@ line wins over the config file, which wins over the default.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
+import signal
 import stat
 import sys
 import time
@@ -774,12 +776,79 @@ class NetsuiteService(MultiService):
                     child.port = None
             raise ConfigError(str(e))
 
+    def abortConnections(self) -> int:
+        """
+        Abort at once the connections of the listeners that are stopping,
+        rather than at the end of their grace period.
+
+        @return: how many were aborted.
+        """
+        aborted = 0
+        for child in self:
+            tracker = getattr(child, "tracker", None)
+            if tracker is not None and tracker.stopping:
+                aborted += tracker.abortAll()
+        return aborted
+
     def startService(self) -> None:
         # twistd listens in privilegedStartService; twist and embedding
         # applications go straight here.
         if not any(getattr(child, "port", None) for child in self):
             self.privilegedStartService()
         MultiService.startService(self)
+
+
+class StopSignals:
+    """
+    SIGINT and SIGTERM for a process that runs a L{NetsuiteService}: the
+    first goes to the reactor's own handler, which stops it (connections
+    get the grace period to close); one that comes while netsuite is still
+    stopping aborts the connections still open at once.  Twisted's handler
+    took a second signal to C{reactor.stop()} again, which raised
+    C{ReactorNotRunning}: a critical traceback in the log, and nothing
+    done.
+
+    @ivar stopping: the reactor is stopping (by a signal or otherwise).
+    """
+
+    stopping = False
+
+    def __init__(self, reactor: Any, root: NetsuiteService) -> None:
+        self._reactor = reactor
+        self._root = root
+
+    def install(self) -> None:
+        """
+        Stand in front of the reactor's handlers; call once it runs (it
+        installs them as it starts).
+        """
+        for number in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(number)
+            if callable(handler):
+                signal.signal(number, functools.partial(self.received, handler))
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
+
+    def _stopping(self) -> None:
+        self.stopping = True
+
+    def received(self, first: Callable[[int, Any], object], number: int, frame: Any) -> None:
+        """
+        A signal: the first to C{first}, the reactor's handler; a later
+        one aborts the connections left, from the reactor's thread (a
+        signal handler may run in the middle of the reactor's work).
+        """
+        if not self.stopping:
+            self.stopping = True
+            first(number, frame)
+            return
+        self._reactor.callFromThread(self._again, signal.Signals(number).name)
+
+    def _again(self, name: str) -> None:
+        aborted = self._root.abortConnections()
+        if aborted:
+            log.info("Received {signal} again: aborted the {count} connection(s) still open", signal=name, count=aborted)
+        else:
+            log.info("Received {signal} again: already stopping", signal=name)
 
 
 def _http(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
@@ -1064,4 +1133,8 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
     root.budget.maxTotal = total
     if config["tls-fingerprint"]:
         log.info("TLS certificate SHA-256 fingerprint: {fp}", fp=config["tls-fingerprint"])
+    if not getattr(reactor, "running", True):
+        # twistd and twist: the process is netsuite's.  An application
+        # that embeds it while its reactor runs keeps its own handlers.
+        reactor.callWhenRunning(StopSignals(reactor, root).install)  # type: ignore[attr-defined]
     return root

@@ -802,3 +802,61 @@ class ServiceTreeTests(SynchronousTestCase):
             "--no-echo", "--no-daytime", "--no-http", "--no-chat", "--no-proxy", "--no-downloads", "--discard", "tcp:7009"
         )
         self.assertEqual([s.name for s in makeService(options, MemoryReactor())], ["discard tcp:7009"])
+
+
+class _ThreadCalls(MemoryReactor):
+    """
+    A memory reactor whose C{callFromThread} calls at once.
+    """
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class StopSignalsTests(SynchronousTestCase):
+    """
+    L{tap.StopSignals}: the first SIGINT or SIGTERM goes to the reactor's
+    handler; a later one aborts the connections still open.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = _ThreadCalls()
+        self.root = makeService(parse("--no-downloads"), self.reactor)
+        self.patch(self.root, "abortConnections", lambda: 2)
+        self.first: list[int] = []
+        self.signals = tap.StopSignals(self.reactor, self.root)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def send(self, number: int) -> None:
+        self.signals.received(lambda n, frame: self.first.append(n), number, None)
+
+    def test_onlyTheFirstStops(self) -> None:
+        self.send(15)
+        self.assertEqual(self.first, [15])
+        self.assertEqual(len(self.events), 0)
+        self.send(2)
+        self.assertEqual(self.first, [15])
+        self.assertEqual(
+            [formatEvent(e) for e in self.events], ["Received SIGINT again: aborted the 2 connection(s) still open"]
+        )
+
+    def test_stoppedOtherwise(self) -> None:
+        """
+        Once the reactor stops for another reason, a signal is a second one.
+        """
+        self.signals._stopping()
+        self.send(15)
+        self.assertEqual(self.first, [])
+        self.assertEqual(len(self.events), 1)
+
+    def test_notInstalledWhileTheReactorRuns(self) -> None:
+        """
+        Only a process whose reactor is not running yet (twistd's, twist's)
+        gets them installed; an application embedding netsuite in a running
+        reactor keeps its own handlers.
+        """
+        self.assertEqual(len(self.reactor.whenRunningHooks), 1)
+        running = MemoryReactor()
+        running.running = True
+        makeService(parse("--no-downloads"), running)
+        self.assertEqual(running.whenRunningHooks, [])

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
 
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
@@ -197,3 +198,53 @@ class TwistdTests(TestCase):
         self.assertEqual(code, 0, output)
         for flag in ("--http=", "--echo-udp=", "--tls-cert=", "--no-chat", "--config="):
             self.assertIn(flag, output)
+
+    async def test_secondSignalAbortsWhatIsLeft(self) -> None:
+        """
+        A second SIGTERM while netsuite waits out its grace period for a
+        client that takes nothing aborts that client's connection at once,
+        with one log line, and netsuite ends; Twisted's handler logged a
+        C{ReactorNotRunning} traceback for it, and waited the whole grace.
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        process = Running(expected=1)
+        transport = reactor.spawnProcess(
+            process,
+            sys.executable,
+            [
+                sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
+                "--no-http", "--no-chat", "--no-daytime", "--no-proxy", "--no-downloads",
+                "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp", "udp:0:interface=127.0.0.1",
+                "--grace", "300",
+            ],
+            env=environment(home),
+            path=home,
+        )
+
+        def kill():
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        listeners = await process.listening
+        [port] = [p for s, kind, p, tls in listeners if s == "echo" and kind == "tcp"]
+        # A client that sends and never reads: its echo waits for it.
+        client = await connect(self, port, Collector())
+        client.transport.pauseProducing()
+        client.transport.write(b"x" * (8 * 1024 * 1024))
+        await deferLater(reactor, 0.5, lambda: None)
+        transport.signalProcess("TERM")
+        for _ in range(100):
+            if b"Received SIGTERM, shutting down." in process.output:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        await deferLater(reactor, 0.3, lambda: None)
+        self.assertFalse(process.ended.called, process.output)
+        transport.signalProcess("TERM")
+        code = await process.ended
+        self.assertIn(code, (0, -signal.SIGTERM), process.output)
+        self.assertIn(b"Received SIGTERM again: aborted the 1 connection(s) still open", process.output)
+        self.assertNotIn(b"Traceback", process.output)
+        self.assertIn(b"Server Shut Down.", process.output)
