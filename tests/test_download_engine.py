@@ -44,7 +44,7 @@ from zope.interface import directlyProvides, providedBy
 
 from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_INTERIM, MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
-from netsuite.download.engine import _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
+from netsuite.download.engine import BODY_BATCH_BYTES, _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.inputfile import checkURL
 from netsuite.download.state import MAX_STATE_FILE, DownloadState, dataExtents, intersectRanges, mergeRanges, statePathFor
 from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL
@@ -3661,15 +3661,71 @@ class BodyReaderTests(SynchronousTestCase):
         reader.makeConnection(transport)
         reader.dataReceived(b"x" * 100)  # the burst
         self.assertEqual(transport.producerState, "producing")
+        clock.advance(0)  # the next pass
         reader.dataReceived(b"x" * 100)  # 0.1 s owed
         self.assertEqual(transport.producerState, "paused")
-        reader.dataReceived(b"x" * 100)  # 0.2 s owed
+        reader.dataReceived(b"x" * 100)  # 0.2 s owed, at the end of the pass
+        clock.advance(0)
+        self.assertEqual(transport.producerState, "paused")
         clock.advance(0.15)
         self.assertEqual(transport.producerState, "paused")
         clock.advance(0.06)
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(len(clock.getDelayedCalls()), 1)  # the stall timer only
         reader.connectionLost(Failure(ResponseDone()))
+
+
+    def reader(self, writes: list) -> tuple[_BodyReader, Clock]:
+        clock = Clock()
+        download = SimpleNamespace(
+            settings=DownloadSettings(stallTimeout=30),
+            clock=clock,
+            downloader=SimpleNamespace(_rateLimit=None),
+            write=lambda data, offset: writes.append((offset, data)),
+            job=SimpleNamespace(done=0),
+            url="http://example.com/f",
+        )
+        reader = _BodyReader(download, _Piece(0, None), None)
+        reader.makeConnection(StringTransport())
+        return reader, clock
+
+    def test_smallChunksWrittenTogether(self) -> None:
+        """
+        Of the chunks that come in one pass of the reactor, the first is
+        written at once and the rest together at the end of the pass, or
+        whenever they reach L{BODY_BATCH_BYTES} (a server sending 1-byte
+        chunks cost a write for each).
+        """
+        writes: list = []
+        reader, clock = self.reader(writes)
+        for _ in range(1000):
+            reader.dataReceived(b"a")
+        self.assertEqual(writes, [(0, b"a")])
+        clock.advance(0)
+        self.assertEqual(writes, [(0, b"a"), (1, b"a" * 999)])
+        writes.clear()
+        reader.dataReceived(b"b")
+        for _ in range(3):
+            reader.dataReceived(b"c" * (BODY_BATCH_BYTES // 2))
+        self.assertEqual([(offset, len(data)) for offset, data in writes], [(1000, 1), (1001, BODY_BATCH_BYTES)])
+        clock.advance(0)
+        self.assertEqual(writes[-1][0], 1001 + BODY_BATCH_BYTES)
+        self.assertEqual(reader.received, 1001 + 3 * (BODY_BATCH_BYTES // 2))
+
+    def test_batchWrittenBeforeTheEnd(self) -> None:
+        """
+        Chunks held back in the pass the body ends in are written before
+        the reader is done.
+        """
+        writes: list = []
+        reader, clock = self.reader(writes)
+        reader.dataReceived(b"a")
+        reader.dataReceived(b"b")
+        reader.dataReceived(b"c")
+        reader.connectionLost(Failure(ResponseDone()))
+        self.assertEqual(writes, [(0, b"a"), (1, b"bc")])
+        self.assertEqual(self.successResultOf(reader.finished), None)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class RetryAfterTests(SynchronousTestCase):

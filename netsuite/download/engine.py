@@ -645,11 +645,23 @@ class _CannotContinue(DownloadError):
     """
 
 
+#: Body bytes held back within one pass of the reactor, to be written
+#: with the next (see L{_BodyReader}), before they are written at once.
+BODY_BATCH_BYTES = 64 * 1024
+
+
 class _BodyReader(Protocol):
     """
     Writes a response body into the file at its piece's position, stops
     at the piece's end, pauses for the rate limit and fails when the body
     stalls or is slower than the lowest speed.
+
+    The first piece of body in a pass of the reactor is taken at once; the
+    rest that comes in the same pass is taken together at its end (or at
+    L{BODY_BATCH_BYTES}).  Twisted gives each chunk of a chunked body on its
+    own: a server sending 1-byte chunks cost a write to the disk and the
+    checks for each byte, 9 microseconds, and one read of 64 KiB held the
+    reactor for 100 ms.
     """
 
     def __init__(self, download: "_Download", piece: _Piece, expected: Optional[int]) -> None:
@@ -665,6 +677,9 @@ class _BodyReader(Protocol):
         self._windowStart = 0  # self.received when the speed window began
         self._heldBack = False  # the rate limit paused us in this window
         self._cut = False
+        self._batchCall = None  # ends the pass's batch
+        self._batch: list[bytes] = []
+        self._batchBytes = 0
 
     def connectionMade(self) -> None:
         self._armStall()
@@ -703,13 +718,42 @@ class _BodyReader(Protocol):
         self._stop(DownloadTimeout(f"{self.download.url}: no data for {seconds:g} seconds"))
 
     def _disarm(self) -> None:
-        for timer in (self._stallTimer, self._resumeTimer, self._speedTimer):
+        for timer in (self._stallTimer, self._resumeTimer, self._speedTimer, self._batchCall):
             if timer is not None and timer.active():
                 timer.cancel()
+        self._batchCall = None
+        self._batch = []
+        self._batchBytes = 0
 
     def dataReceived(self, data: bytes) -> None:
         if self.finished.called:
             return
+        if self._batchCall is None:
+            self._batchCall = self.download.clock.callLater(0, self._endBatch)
+            self._take(data)
+            return
+        self._batch.append(data)
+        self._batchBytes += len(data)
+        if self._batchBytes >= BODY_BATCH_BYTES:
+            self._takeBatch()
+
+    def _endBatch(self) -> None:
+        self._batchCall = None
+        self._takeBatch()
+
+    def _takeBatch(self) -> None:
+        """
+        Take the body held back in this pass, if any.
+        """
+        batch = self._batch
+        if batch and not self.finished.called:
+            self._batch, self._batchBytes = [], 0
+            self._take(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    def _take(self, data: bytes) -> None:
+        """
+        Write C{data}, the body's next bytes, and check what must be.
+        """
         self._arrived += len(data)
         if self.expected is not None and self._arrived > self.expected:
             # A chunked or close-delimited body longer than its Content-Range
@@ -782,6 +826,7 @@ class _BodyReader(Protocol):
             self.transport.stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:
+        self._takeBatch()
         self._disarm()
         if self.finished.called:
             return
