@@ -235,6 +235,23 @@ class StrictChunkedDecoder(_ChunkedTransferDecoder):
         self._limit = limit
         self._declared = 0
 
+    def dataReceived(self, data: bytes) -> None:
+        # The chunks of one read go on as one piece, then the end if it
+        # came: Twisted's gives each chunk on its own, and a body of 1-byte
+        # chunks cost the receiver a call (a write, a chunk sent on) each.
+        pieces: list[bytes] = []
+        ended: list[bytes] = []
+        deliver, finish = self.dataCallback, self.finishCallback
+        self.dataCallback, self.finishCallback = pieces.append, ended.append
+        try:
+            _ChunkedTransferDecoder.dataReceived(self, data)
+        finally:
+            self.dataCallback, self.finishCallback = deliver, finish
+            if pieces:
+                deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if ended:
+            finish(ended[0])
+
     def _fail(self, problem: str) -> NoReturn:
         self.problem = problem
         raise _MalformedChunkedDataError(problem)
