@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
@@ -39,6 +40,17 @@ CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 #: field ones, ffdhe2048 to 8192, at up to 30 times the CPU per handshake:
 #: a cheap way to load the server).
 GROUPS = b"X25519:P-256:P-384"
+
+#: Seconds a listener's TLS context serves new connections before it is
+#: made anew, and with it the session-ticket key OpenSSL makes for each
+#: context: a TLS 1.2 session resumed by ticket has no forward secrecy
+#: against that key (TLS 1.3 resumption makes a new key exchange), so a
+#: key held for the whole run would open every one of them.  A ticket made
+#: under the old key gets a full handshake; Mozilla's guidelines ask for a
+#: new key at least daily.
+TICKET_KEY_LIFETIME = 3600.0
+
+_monotonic = time.monotonic
 
 #: Names the generated certificates are valid for.
 LOCAL_NAMES = ("localhost",)
@@ -256,6 +268,20 @@ class _ServerOptions(CertificateOptions):
         does not take part do (Twisted refused every client offering ALPN,
         with an C{internal_error} alert).
     """
+
+    _contextMade = 0.0
+
+    def getContext(self) -> SSL.Context:
+        """
+        The context for new connections: made anew every
+        L{TICKET_KEY_LIFETIME} seconds, with a new session-ticket key
+        (connections already open keep theirs).
+        """
+        now = _monotonic()
+        if self._context is None or now - self._contextMade >= TICKET_KEY_LIFETIME:
+            self._context = self._makeContext()
+            self._contextMade = now
+        return self._context
 
     def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
         context = CertificateOptions._makeContext(self, skipCiphers)

@@ -17,6 +17,7 @@ import socket
 import ssl
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any, Generator
 
@@ -35,9 +36,10 @@ from twisted.internet.ssl import (
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netsuite import tap
+from netsuite import tap, tls
 from netsuite.echo import makeDaytimeService
 from netsuite.tls import (
+    TICKET_KEY_LIFETIME,
     TLSConfigError,
     chainWarnings,
     ensureSelfSigned,
@@ -479,6 +481,38 @@ class _ServerPolicyMixin:
         for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
             reused = yield threads.deferToThread(twice, version)
             self.assertEqual(reused, [False, True], version)  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_ticketKeyRenewed(self) -> Generator[Any, Any, None]:
+        """
+        After L{TICKET_KEY_LIFETIME} seconds the listener's TLS context, and
+        with it the session-ticket key, is made anew: a ticket from before
+        gets a full handshake, and a ticket from the new key resumes (the
+        key was held for the whole run: every resumed TLS 1.2 session open
+        to whoever got it).
+        """
+        offset = [0.0]
+        self.patch(tls, "_monotonic", lambda: time.monotonic() + offset[0])  # type: ignore[attr-defined]
+
+        def thrice(version: ssl.TLSVersion) -> list[bool]:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cadata=self.cadata)
+            context.minimum_version = context.maximum_version = version
+            session, reused = None, []
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                    with context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
+                        conn.sendall(b"ping")
+                        conn.recv(4)
+                        session = conn.session
+                        reused.append(conn.session_reused)
+                if len(reused) == 1:
+                    offset[0] += TICKET_KEY_LIFETIME
+            return reused
+
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            reused = yield threads.deferToThread(thrice, version)
+            self.assertEqual(reused, [False, False, True], version)  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
     def test_wrongHostnameFailsHandshake(self) -> Generator[Any, Any, None]:
