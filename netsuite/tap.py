@@ -846,7 +846,9 @@ class StopSignals:
     def _again(self, name: str) -> None:
         aborted = self._root.abortConnections()
         if aborted:
-            log.info("Received {signal} again: aborted the {count} connection(s) still open", signal=name, count=aborted)
+            log.info(
+                "Received {signal} again: aborted the {count} connection(s) still open", signal=name, count=aborted
+            )
         else:
             log.info("Received {signal} again: already stopping", signal=name)
 

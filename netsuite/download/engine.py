@@ -645,8 +645,8 @@ class _CannotContinue(DownloadError):
     """
 
 
-#: Body bytes held back within one pass of the reactor, to be written
-#: with the next (see L{_BodyReader}), before they are written at once.
+#: Body bytes a body reader holds back in one pass of the reactor before
+#: it writes them at once (see L{_BodyReader}).
 BODY_BATCH_BYTES = 64 * 1024
 
 
