@@ -718,7 +718,9 @@ class _Received(Protocol):
 
 @implementer(IHalfCloseableProtocol)
 class _HalfClosingReceived(_Received):
-    pass
+    """
+    A L{_Received} that handles half-close.
+    """
 
 
 class TLSPlaintextTests(SynchronousTestCase):
@@ -830,15 +832,7 @@ def _tinyRecordsEchoed(port: int, count: int) -> Tuple[bytes, int]:
         for i in range(count):
             client.write(data[i : i + 1])
         raw.sendall(outgoing.read())
-        wire = b""
-        while True:
-            try:
-                echoed = client.read(count)
-                break
-            except ssl.SSLWantReadError:
-                chunk = raw.recv(65536)
-                wire += chunk
-                incoming.write(chunk)
+        wire = echoed = b""
         while len(echoed) < count:
             try:
                 echoed += client.read(count)
