@@ -1247,10 +1247,6 @@ class TrackingFactory(_Lingering, WrappingFactory):
     def maxPerHost(self) -> int | None:
         return self._own.maxPerHost
 
-    @property
-    def _perHost(self) -> Dict[str, int]:
-        return self._own._perHost
-
     def acceptableProtocols(self) -> list[bytes]:
         """
         The ALPN protocols of the wrapped factory (see

@@ -235,7 +235,7 @@ class TrackingFactoryTests(SynchronousTestCase):
         factory = TrackingFactory(Factory.forProtocol(Idle), ServiceStats("x"), maxPerHost=5)
         for i in range(100):
             self.connect(factory, f"10.0.{i // 256}.{i % 256}").loseConnection()
-        self.assertEqual(factory._perHost, {})
+        self.assertEqual(factory._own._perHost, {})
 
     def test_errorsCounted(self) -> None:
         """

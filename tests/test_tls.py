@@ -456,6 +456,29 @@ class _ServerPolicyMixin:
         self.assertTrue(received == payload, "echoed bytes differ")  # type: ignore[attr-defined]
         self.assertTrue(reason.check(error.ConnectionDone), reason)  # type: ignore[attr-defined]
 
+    def _resumed(self, version: ssl.TLSVersion, times: int, between: Any = None) -> list[bool]:
+        """
+        Blocking: connect C{times} times with the stdlib client over
+        C{version}, each with the session ticket the one before was given,
+        calling C{between()} after the first.
+
+        @return: whether each resumed its session.
+        """
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cadata=self.cadata)
+        context.minimum_version = context.maximum_version = version
+        session, reused = None, []
+        for _ in range(times):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
+                    conn.sendall(b"ping")
+                    conn.recv(4)  # TLS 1.3 tickets come after the handshake
+                    session = conn.session
+                    reused.append(conn.session_reused)
+            if between is not None and len(reused) == 1:
+                between()
+        return reused
+
     @defer.inlineCallbacks
     def test_sessionsResume(self) -> Generator[Any, Any, None]:
         """
@@ -463,23 +486,8 @@ class _ServerPolicyMixin:
         resumes its session, over TLS 1.3 and 1.2 (OpenSSL sent TLS 1.3
         tickets that never resumed, and TLS 1.2 none).
         """
-
-        def twice(version: ssl.TLSVersion) -> list[bool]:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.load_verify_locations(cadata=self.cadata)
-            context.minimum_version = context.maximum_version = version
-            session, reused = None, []
-            for _ in range(2):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
-                    with context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
-                        conn.sendall(b"ping")
-                        conn.recv(4)  # TLS 1.3 tickets come after the handshake
-                        session = conn.session
-                        reused.append(conn.session_reused)
-            return reused
-
         for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
-            reused = yield threads.deferToThread(twice, version)
+            reused = yield threads.deferToThread(self._resumed, version, 2)
             self.assertEqual(reused, [False, True], version)  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks
@@ -494,24 +502,11 @@ class _ServerPolicyMixin:
         offset = [0.0]
         self.patch(tls, "_monotonic", lambda: time.monotonic() + offset[0])  # type: ignore[attr-defined]
 
-        def thrice(version: ssl.TLSVersion) -> list[bool]:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.load_verify_locations(cadata=self.cadata)
-            context.minimum_version = context.maximum_version = version
-            session, reused = None, []
-            for _ in range(3):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
-                    with context.wrap_socket(raw, server_hostname="localhost", session=session) as conn:
-                        conn.sendall(b"ping")
-                        conn.recv(4)
-                        session = conn.session
-                        reused.append(conn.session_reused)
-                if len(reused) == 1:
-                    offset[0] += TICKET_KEY_LIFETIME
-            return reused
+        def later() -> None:
+            offset[0] += TICKET_KEY_LIFETIME
 
         for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
-            reused = yield threads.deferToThread(thrice, version)
+            reused = yield threads.deferToThread(self._resumed, version, 3, later)
             self.assertEqual(reused, [False, False, True], version)  # type: ignore[attr-defined]
 
     @defer.inlineCallbacks

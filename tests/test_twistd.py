@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import deferLater
@@ -39,6 +40,9 @@ class Running(ProcessProtocol):
     Collects a process's output and notices listener lines as they come.
     """
 
+    #: The folder it runs in (its HOME).
+    home = ""
+
     def __init__(self, expected: int) -> None:
         self.output = b""
         self.expected = expected
@@ -66,6 +70,35 @@ class Running(ProcessProtocol):
 
 class TwistdTests(TestCase):
     timeout = 60
+
+    async def running(self, expected: int, *args: str) -> tuple[Running, Any, list[tuple[str, str, int, bool]]]:
+        """
+        Start C{twistd -n netsuite ARGS} in a new home folder (the
+        process's C{home}), killed when the test ends, and wait for
+        C{expected} listener lines.
+
+        @return: the process protocol, its transport, and the listeners
+            (service, kind, port, TLS).
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        process = Running(expected=expected)
+        process.home = home
+        transport = reactor.spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite", *args],
+            env=environment(home),
+            path=home,
+        )
+
+        def kill():
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        return process, transport, await process.listening
 
     async def netsuite(self, runner: str, *args: str) -> tuple[str, int]:
         """
@@ -96,38 +129,22 @@ class TwistdTests(TestCase):
         address, serves echo, UDP echo, daytime and TLS echo there, and stops
         cleanly on SIGTERM.
         """
-        home = os.path.abspath(self.mktemp())
-        os.makedirs(home)
-        process = Running(expected=11)
-        transport = reactor.spawnProcess(
-            process,
-            sys.executable,
-            [
-                sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
-                "--http", "tcp:0:interface=127.0.0.1",
-                "--https", "tcp:0:interface=127.0.0.1",
-                "--echo", "tcp:0:interface=127.0.0.1",
-                "--echo-udp", "udp:0:interface=127.0.0.1",
-                "--daytime", "tcp:0:interface=127.0.0.1",
-                "--echo-tls", "tcp:0:interface=127.0.0.1",
-                "--daytime-tls", "tcp:0:interface=127.0.0.1",
-                "--chat", "tcp:0:interface=127.0.0.1",
-                "--chat-tls", "tcp:0:interface=127.0.0.1",
-                "--proxy", "tcp:0:interface=127.0.0.1",
-                "--proxy-tls", "tcp:0:interface=127.0.0.1",
-                "--proxy-allow-loopback",
-                "--tls",
-            ],
-            env=environment(home),
-            path=home,
+        process, transport, listeners = await self.running(
+            11,
+            "--http", "tcp:0:interface=127.0.0.1",
+            "--https", "tcp:0:interface=127.0.0.1",
+            "--echo", "tcp:0:interface=127.0.0.1",
+            "--echo-udp", "udp:0:interface=127.0.0.1",
+            "--daytime", "tcp:0:interface=127.0.0.1",
+            "--echo-tls", "tcp:0:interface=127.0.0.1",
+            "--daytime-tls", "tcp:0:interface=127.0.0.1",
+            "--chat", "tcp:0:interface=127.0.0.1",
+            "--chat-tls", "tcp:0:interface=127.0.0.1",
+            "--proxy", "tcp:0:interface=127.0.0.1",
+            "--proxy-tls", "tcp:0:interface=127.0.0.1",
+            "--proxy-allow-loopback",
+            "--tls",
         )
-        def kill():
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
-        listeners = await process.listening
         byName = {(s, tls): (kind, port) for s, kind, port, tls in listeners}
         self.assertEqual(
             sorted(byName),
@@ -136,7 +153,7 @@ class TwistdTests(TestCase):
              ("http", True), ("proxy", False), ("proxy", True)],
         )
         self.assertIn(b"TLS certificate SHA-256 fingerprint: ", process.output)
-        self.assertTrue(os.path.exists(os.path.join(home, "data", "netsuite", "tls", "localhost.pem")))
+        self.assertTrue(os.path.exists(os.path.join(process.home, "data", "netsuite", "tls", "localhost.pem")))
         client = await connect(self, byName[("echo", False)][1], Collector())
         client.transport.write(b"through twistd")
         await client.waitFor(14)
@@ -206,29 +223,12 @@ class TwistdTests(TestCase):
         with one log line, and netsuite ends; Twisted's handler logged a
         C{ReactorNotRunning} traceback for it, and waited the whole grace.
         """
-        home = os.path.abspath(self.mktemp())
-        os.makedirs(home)
-        process = Running(expected=1)
-        transport = reactor.spawnProcess(
-            process,
-            sys.executable,
-            [
-                sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
-                "--no-http", "--no-chat", "--no-daytime", "--no-proxy", "--no-downloads",
-                "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp", "udp:0:interface=127.0.0.1",
-                "--grace", "300",
-            ],
-            env=environment(home),
-            path=home,
+        process, transport, listeners = await self.running(
+            2,
+            "--no-http", "--no-chat", "--no-daytime", "--no-proxy", "--no-downloads",
+            "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp", "udp:0:interface=127.0.0.1",
+            "--grace", "300",
         )
-
-        def kill():
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
-        listeners = await process.listening
         [port] = [p for s, kind, p, tls in listeners if s == "echo" and kind == "tcp"]
         # A client that sends and never reads: its echo waits for it.
         client = await connect(self, port, Collector())

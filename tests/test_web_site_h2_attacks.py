@@ -452,30 +452,45 @@ class ControlFrameFloodTests(ExchangeTestCase):
         self.assertFalse(self.exchange.transport.disconnecting)
         self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
 
+    def giveBackEachFrame(self, size: int, window: int | None = None) -> int:
+        """
+        Download C{size} bytes as a client that gives back each DATA frame
+        it gets (frames of at most C{window} bytes, the stream's window, if
+        given) with a WINDOW_UPDATE for the stream and one for the
+        connection, as a naive client does.
+
+        @return: the bytes received.
+        """
+        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(size)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        client = exchange.client
+        if window is not None:
+            client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        frame = window or 16384
+        streamID = exchange.get("/api/big")
+        for _ in range(2000):
+            answer = exchange.answers[streamID]
+            if answer["ended"] or exchange.transport.disconnecting:
+                break
+            received = len(answer["body"]) - answer.setdefault("given", 0)
+            answer["given"] = len(answer["body"])
+            for start in range(0, received, frame):
+                given = min(frame, received - start)
+                client.increment_flow_control_window(given, streamID)
+                client.increment_flow_control_window(given)
+            exchange.pump()
+        return len(exchange.answers[streamID]["body"])
+
     def test_smallWindowDownload(self) -> None:
         """
         A client with a small window that gives back each DATA frame with a
         WINDOW_UPDATE for the stream and one for the connection (as a naive
         client does) downloads 4 MiB, 256 frames, without being cut off.
         """
-        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(4 * 1024 * 1024)})
-        self.addCleanup(exchange.site.stopFactory)
-        exchange.acknowledge = False
-        client = exchange.client
-        streamID = exchange.get("/api/big")
-        for _ in range(1000):
-            answer = exchange.answers[streamID]
-            if answer["ended"] or exchange.transport.disconnecting:
-                break
-            received = len(answer["body"]) - answer.setdefault("given", 0)
-            answer["given"] = len(answer["body"])
-            for start in range(0, received, 16384):
-                size = min(16384, received - start)
-                client.increment_flow_control_window(size, streamID)
-                client.increment_flow_control_window(size)
-            exchange.pump()
-        self.assertFalse(exchange.transport.disconnecting)
-        self.assertEqual(len(exchange.answers[streamID]["body"]), 4 * 1024 * 1024)
+        received = self.giveBackEachFrame(4 * 1024 * 1024)
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(received, 4 * 1024 * 1024)
 
     def test_smallestWindowDownload(self) -> None:
         """
@@ -484,26 +499,9 @@ class ControlFrameFloodTests(ExchangeTestCase):
         one for the connection, downloads 1,000 frames without being cut
         off.
         """
-        window = H2_CONTROL_FRAME_BYTES
-        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(1000 * window)})
-        self.addCleanup(exchange.site.stopFactory)
-        exchange.acknowledge = False
-        client = exchange.client
-        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
-        streamID = exchange.get("/api/big")
-        for _ in range(2000):
-            answer = exchange.answers[streamID]
-            if answer["ended"] or exchange.transport.disconnecting:
-                break
-            received = len(answer["body"]) - answer.setdefault("given", 0)
-            answer["given"] = len(answer["body"])
-            for start in range(0, received, window):
-                size = min(window, received - start)
-                client.increment_flow_control_window(size, streamID)
-                client.increment_flow_control_window(size)
-            exchange.pump()
-        self.assertFalse(exchange.transport.disconnecting)
-        self.assertEqual(len(exchange.answers[streamID]["body"]), 1000 * window)
+        received = self.giveBackEachFrame(1000 * H2_CONTROL_FRAME_BYTES, H2_CONTROL_FRAME_BYTES)
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(received, 1000 * H2_CONTROL_FRAME_BYTES)
 
     def test_windowDribble(self) -> None:
         """
