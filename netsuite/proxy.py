@@ -45,10 +45,10 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.http import _MalformedChunkedDataError
 from zope.interface import implementer
 
 from netsuite.accesslog import openAccessLog
+from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
 from netsuite.limits import IdleTimeout
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
@@ -61,7 +61,6 @@ from netsuite.web.site import (
     _REASONS,
     Limits,
     NetsuiteHTTPChannel,
-    StrictChunkedDecoder,
 )
 
 DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
@@ -726,7 +725,7 @@ class UpstreamConnection(Protocol):
             minor == b"1" and b"close" not in connection and framing != "close" and not (coded and lengths)
         )
         if framing == "chunked":
-            self._decoder = StrictChunkedDecoder(self._deliver, self._chunksDone)
+            self._decoder = ChunkedDecoder(self._deliver, self._chunksDone)
         self._remaining = length
         self._state = "body"
         self._viaVersion = b"1.%s" % (minor,)
@@ -765,7 +764,7 @@ class UpstreamConnection(Protocol):
         elif framing == "chunked":
             try:
                 self._decoder.dataReceived(data)
-            except _MalformedChunkedDataError:
+            except MalformedChunkedBody:
                 self._broken("the origin sent a malformed chunked body")
         else:  # "close": everything until the end of the connection
             self._deliver(data)

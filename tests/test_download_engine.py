@@ -1310,6 +1310,11 @@ class HostileAnswerTests(EngineTestCase):
             # A chunk size that is not one (were retried as a broken transfer).
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-10\r\nxx\r\n0\r\n\r\n",
+            # Refused where they go wrong, though the connection then ends
+            # (were retried as broken transfers: Twisted's decoder waited
+            # for the size line's CRLF).
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 ",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a\x00",
         ):
             error, server = await self.answer(canned)
             self.assertIn("the server's answer is not valid HTTP", str(error), canned[:40])

@@ -35,7 +35,7 @@ from twisted.web.server import NOT_DONE_YET
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
 from netsuite.web import site as siteModule
-from netsuite.web.site import Limits, StrictChunkedDecoder, makeHTTPService, makeSite
+from netsuite.web.site import Limits, makeHTTPService, makeSite
 from tests.helpers import rawExchange, recvUntil, startListener
 from tests.tlshelpers import makeServerOptions
 
@@ -1932,29 +1932,3 @@ def framesAfterReset(tls: ssl.SSLSocket) -> list[tuple[str, int]]:
         if not data:
             return seen
         buffer += data
-
-
-class StrictChunkedDecoderTests(SynchronousTestCase):
-    """
-    L{StrictChunkedDecoder} gives the chunks of one read as one piece, then
-    the end of the body; what came before a malformed part still goes on
-    before the error.
-    """
-
-    def decoder(self) -> tuple[StrictChunkedDecoder, list]:
-        calls: list = []
-        return StrictChunkedDecoder(lambda d: calls.append(("data", d)), lambda e: calls.append(("end", e))), calls
-
-    def test_oneReadOneCall(self) -> None:
-        decoder, calls = self.decoder()
-        decoder.dataReceived(b"1\r\na\r\n" * 500 + b"2\r\nb")
-        self.assertEqual(calls, [("data", b"a" * 500 + b"b")])
-        decoder.dataReceived(b"b\r\n0\r\n\r\nextra")
-        self.assertEqual(calls[1:], [("data", b"b"), ("end", b"extra")])
-
-    def test_dataBeforeTheError(self) -> None:
-        decoder, calls = self.decoder()
-        with self.assertRaises(Exception):
-            decoder.dataReceived(b"1\r\na\r\n1\r\nb\r\nzz\r\n")
-        self.assertEqual(calls, [("data", b"ab")])
-        self.assertEqual(decoder.problem, "malformed chunk size line in the chunked body")

@@ -25,6 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
+from netsuite.chunked import ChunkedDecoder
 from netsuite.files import readSmallFile
 
 try:
@@ -47,6 +48,8 @@ PHRASE_LENGTH = 80
 #: interim 1xx responses before the real one) a server may send for one
 #: request; the same limit as netsuite's proxy.
 MAX_RESPONSE_HEAD = 64 * 1024
+
+_TRANSFER_DECODERS = {b"chunked": ChunkedDecoder}
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -83,6 +86,8 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     L{ResponseHeadTooLarge}; so it does past L{MAX_INTERIM} interim
     responses.
 
+    Its chunked bodies are read by L{ChunkedDecoder}.
+
     Twisted also ends a body without C{Content-Length} or chunking at the
     connection's end however it ends; here only a clean close does, and a
     reset is a broken transfer (as curl and wget see it), so that a
@@ -106,6 +111,9 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
             parser.MAX_LENGTH = self.maxHead
             parser.lineLengthExceeded = self._lineTooLong
             parser.lineReceived = self._countedLine(parser.lineReceived)
+            # Chunked bodies are read by netsuite's decoder: a chunk in
+            # about 1 microsecond, not 5, and the chunks of a read together.
+            parser._transferDecoders = _TRANSFER_DECODERS
         return result
 
     def _countedLine(self, lineReceived: Any) -> Any:

@@ -37,19 +37,12 @@ from twisted.web import client as webClient
 from twisted.web._newclient import BadHeaders, ParseError, ResponseNeverReceived
 from twisted.web.client import HTTPConnectionPool, PotentialDataLoss, ResponseDone, ResponseFailed
 
-try:
-    from twisted.web.http import _MalformedChunkedDataError
-except ImportError:  # a Twisted without it: nothing is taken for one
-
-    class _MalformedChunkedDataError(Exception):  # type: ignore[no-redef]
-        pass
-
-
 from OpenSSL.SSL import Error as TLSError
 from service_identity.exceptions import CertificateError, VerificationError
 from treq.client import HTTPClient
 
 from .. import __version__
+from ..chunked import MalformedChunkedBody
 from ..limits import TokenBucket
 from . import names
 from .agent import (
@@ -846,7 +839,7 @@ class _BodyReader(Protocol):
             else:
                 self.finished.callback(None)
             return
-        if _cause(reason, _MalformedChunkedDataError) is not None:
+        if _cause(reason, MalformedChunkedBody) is not None:
             # Not a passing fault: a retry would read the same.
             self.finished.errback(
                 DownloadError(f"{self.download.url}: the server's answer is not valid HTTP (a malformed chunked body)")

@@ -15,7 +15,7 @@ import json
 import re
 from collections import deque
 from time import time
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, Mapping
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -30,7 +30,6 @@ from twisted.web.http import (
     HTTPChannel,
     _ChunkedTransferDecoder,
     _GenericHTTPChannelProtocol,
-    _MalformedChunkedDataError,
     combinedLogFormatter,
     datetimeToString,
 )
@@ -60,6 +59,7 @@ except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
     H2Connection = object  # type: ignore[assignment, misc]
 
 from netsuite.accesslog import openAccessLog
+from netsuite.chunked import ChunkedDecoder
 from netsuite.limits import TokenBucket, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
@@ -207,86 +207,6 @@ def accessLogLine(timestamp: str, request: Any) -> str:
         fields[4].decode("ascii"),
         fields[5].decode("ascii"),
     )
-
-
-class StrictChunkedDecoder(_ChunkedTransferDecoder):
-    """
-    Twisted's decoder of a C{chunked} body, refusing at once two things it
-    would wait on until a timeout: a line ending in a bare LF (RFC 9112,
-    section 7.1, where only CRLF ends a line), and, given C{limit}, chunk
-    sizes that add up to more than C{limit} bytes (a 13-digit chunk size
-    is refused on its line, not after the body limit's worth of bytes).
-
-    @ivar problem: why the body was refused, once it was (the message of
-        the C{_MalformedChunkedDataError} raised).
-    @ivar tooLarge: whether it was refused for C{limit}.
-    """
-
-    problem = ""
-    tooLarge = False
-
-    def __init__(
-        self,
-        dataCallback: Callable[[bytes], None],
-        finishCallback: Callable[[bytes], None],
-        limit: int | None = None,
-    ) -> None:
-        _ChunkedTransferDecoder.__init__(self, dataCallback, finishCallback)
-        self._limit = limit
-        self._declared = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        # The chunks of one read go on as one piece, then the end if it
-        # came: Twisted's gives each chunk on its own, and a body of 1-byte
-        # chunks cost the receiver a call (a write, a chunk sent on) each.
-        pieces: list[bytes] = []
-        ended: list[bytes] = []
-        deliver, finish = self.dataCallback, self.finishCallback
-        self.dataCallback, self.finishCallback = pieces.append, ended.append
-        try:
-            _ChunkedTransferDecoder.dataReceived(self, data)
-        finally:
-            self.dataCallback, self.finishCallback = deliver, finish
-            if pieces:
-                deliver(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        if ended:
-            finish(ended[0])
-
-    def _fail(self, problem: str) -> NoReturn:
-        self.problem = problem
-        raise _MalformedChunkedDataError(problem)
-
-    def _checkLineEnd(self) -> None:
-        # The first LF of the buffer ends the line being read.
-        buffer = self._buffer
-        lf = buffer.find(b"\n", self._start)
-        if lf == 0 or (lf > 0 and buffer[lf - 1] != 13):
-            self._fail("a line of the chunked body ends in a bare LF")
-
-    def _dataReceived_CHUNK_LENGTH(self) -> bool:
-        self._checkLineEnd()
-        try:
-            done = _ChunkedTransferDecoder._dataReceived_CHUNK_LENGTH(self)
-        except _MalformedChunkedDataError:
-            self._fail("malformed chunk size line in the chunked body")
-        if done and self._limit is not None:
-            self._declared += self.length
-            if self._declared > self._limit:
-                self.tooLarge = True
-                self._fail(f"request body over {self._limit} bytes")
-        return done
-
-    def _dataReceived_CRLF(self) -> bool:
-        if self._buffer[:1] != b"\r" or self._buffer[1:2] not in (b"", b"\n"):
-            self._fail("a chunk of the chunked body does not end with CRLF")
-        return _ChunkedTransferDecoder._dataReceived_CRLF(self)
-
-    def _dataReceived_TRAILER(self) -> bool:
-        self._checkLineEnd()
-        try:
-            return _ChunkedTransferDecoder._dataReceived_TRAILER(self)
-        except _MalformedChunkedDataError:
-            self._fail("the trailer of the chunked body is too long")
 
 
 #: How many times an idle timeout a closing connection's output is looked
@@ -550,7 +470,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
         # (it waits for the peer's close_notify), so the refused request
         # would run on the next read.  _refuse ignores every later byte.
         decoder = self._transferDecoder
-        if isinstance(decoder, StrictChunkedDecoder) and decoder.problem:
+        if isinstance(decoder, ChunkedDecoder) and decoder.problem:
             if decoder.tooLarge:
                 self.bodyTooLarge()
             else:
@@ -609,7 +529,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
             return
         decoder = self._transferDecoder
         if type(decoder) is _ChunkedTransferDecoder:
-            self._transferDecoder = StrictChunkedDecoder(
+            self._transferDecoder = ChunkedDecoder(
                 decoder.dataCallback, decoder.finishCallback, self.site.limits.maxBody
             )
         HTTPChannel.allHeadersReceived(self)
