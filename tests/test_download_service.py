@@ -49,6 +49,7 @@ from netsuite.listen import StreamListener
 from netsuite.proxyrules import ProxyRules
 from netsuite.status import SimpleStatus
 from netsuite.tap import ConfigError, Options, makeService
+from netsuite.web import api as apiModule
 from netsuite.web.site import makeHTTPService
 from tests.test_twistd import TWISTD, Running, environment
 
@@ -857,6 +858,30 @@ class ListingTests(ServiceTestCase):
         self.patch(serviceModule, "MAX_PAGE_BYTES", 10)
         response, body = await self.call("GET", "?limit=100")
         self.assertEqual([job["id"] for job in body["downloads"]], ids[:1])
+
+    async def test_pageEncodesEachJobOnce(self) -> None:
+        """
+        A page's jobs are encoded once each, as its size is measured, and
+        sent as they were encoded (they were encoded again with the page):
+        the body is the JSON of the page, exactly.
+        """
+        self.startService()
+        await self.queueDone(3)
+        encoded: list[int] = []
+        encoder = apiModule._ENCODER
+
+        class Counting:
+            def encode(self, value: Any) -> str:
+                text = encoder.encode(value)
+                encoded.append(len(text))
+                return text
+
+        self.patch(apiModule, "_ENCODER", Counting())
+        response = await self.client.get(self.base, headers=self.auth())
+        body = await treq.content(response)
+        self.assertEqual(body, json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8"))
+        self.assertEqual(len(json.loads(body)["downloads"]), 3)
+        self.assertLessEqual(sum(encoded), len(body))
 
     async def test_defaultPageSize(self) -> None:
         self.patch(serviceModule, "PAGE_SIZE", 3)

@@ -45,7 +45,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from netsuite.files import readSmallFile, writeAtomically
-from netsuite.web.api import Answer, APIError, JSONResource, _dumps, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
+from netsuite.web.api import Answer, APIError, EncodedJSON, JSONResource, _dumps, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
 
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
@@ -324,6 +324,14 @@ class DownloadService(Service):
             a higher number follow it.
         @raise APIError: 400 when C{after} is no job's id and no number.
         """
+        shown, more = self._page(limit, after, states)
+        return [described for described, _ in shown], more
+
+    def _page(
+        self, limit: int, after: Optional[str], states: Optional[set[str]]
+    ) -> tuple[list[tuple[dict, bytes]], bool]:
+        # L{page}, each job with its JSON (measured for the page's size,
+        # and sent as it is).
         jobs = list(self._jobs.values())
         start = 0
         if after is not None:
@@ -334,7 +342,7 @@ class DownloadService(Service):
                 start = next((n for n, job in enumerate(jobs) if _idAfter(job["id"], after)), len(jobs))
             else:
                 raise APIError(400, f"no download with id {after!r} to list the jobs after")
-        shown: list[dict] = []
+        shown: list[tuple[dict, bytes]] = []
         size = 0
         for job in jobs[start:]:
             if states is not None and self._state(job) not in states:
@@ -342,10 +350,11 @@ class DownloadService(Service):
             if len(shown) == limit:
                 return shown, True
             described = self.describe(job)
-            size += len(_dumps(described)) + 2
+            encoded = _dumps(described)
+            size += len(encoded) + 2
             if shown and size > MAX_PAGE_BYTES:
                 return shown, True
-            shown.append(described)
+            shown.append((described, encoded))
         return shown, False
 
     def _state(self, job: dict) -> str:
@@ -724,7 +733,7 @@ class DownloadsResource(_Guarded):
             return self
         return DownloadResource(self.service, path.decode("utf-8", "replace"))
 
-    def json_GET(self, request: Request) -> dict:
+    def json_GET(self, request: Request) -> EncodedJSON:
         query = _parseQuery(request.uri.partition(b"?")[2])
         unknown = sorted(set(query) - {"limit", "after", "state"})
         if unknown:
@@ -744,15 +753,18 @@ class DownloadsResource(_Guarded):
             if wrong:
                 raise APIError(400, f"no state {wrong[0]!r}; states are {', '.join(_STATES)}")
         after = query["after"][0] if "after" in query else None
-        jobs, more = self.service.page(limit, after, states)
+        jobs, more = self.service._page(limit, after, states)
         following = None
         if more:
-            parameters = {"after": jobs[-1]["id"], "limit": str(limit)}
+            parameters = {"after": jobs[-1][0]["id"], "limit": str(limit)}
             if "state" in query:
                 parameters["state"] = query["state"][0]
             following = quote(request.path, safe="/%") + "?" + urlencode(parameters)
             request.setHeader(b"Link", b'<%s>; rel="next"' % following.encode("ascii"))
-        return {"downloads": jobs, "next": following}
+        # {"downloads": [...], "next": ...}, each job encoded once.
+        return EncodedJSON(
+            b'{"downloads": [%s], "next": %s}' % (b", ".join(encoded for _, encoded in jobs), _dumps(following))
+        )
 
     def json_POST(self, request: Request) -> Deferred:
         mediaType, params = _parseContentType(

@@ -126,6 +126,18 @@ class Answer:
         self.value = value
 
 
+class EncodedJSON:
+    """
+    A body already encoded as JSON, for a handler to return (or to give
+    L{Answer}) when it had to encode its parts anyway: it is sent as it is.
+
+    @ivar data: the UTF-8 JSON text.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
@@ -168,11 +180,13 @@ def renderJSON(request: Request, value: object, code: int = 200) -> bytes:
     Answer C{request} with C{value} as JSON: set the status code and the
     API's headers, and return the body for a C{render} method to return.
 
-    @param value: a JSON-able value (no NaN or infinities).
+    @param value: a JSON-able value (no NaN or infinities), or
+        L{EncodedJSON}.
     """
+    body = value.data if isinstance(value, EncodedJSON) else _dumps(value)
     request.setResponseCode(code)
     _setHeaders(request, b"application/json; charset=utf-8")
-    return _finishBody(request, _dumps(value))
+    return _finishBody(request, body)
 
 
 class JSONResource(Resource):
@@ -180,7 +194,8 @@ class JSONResource(Resource):
     A resource answering in JSON.
 
     Subclasses define C{json_GET}, C{json_POST} ... taking the request and
-    returning a JSON-able value (sent with a 200), an L{Answer}, or a
+    returning a JSON-able value (sent with a 200; L{EncodedJSON} when it is
+    encoded already), an L{Answer}, or a
     L{Deferred} firing with one of them; or raising (or failing with)
     L{APIError}.
     HEAD is answered like GET, without a body; any other method gets a 405
