@@ -1298,6 +1298,89 @@ class RestartTests(ServiceTestCase):
         self.assertEqual([job["state"] for job in saved["jobs"]], ["done", "queued"])
         self.assertNotIn(threading.main_thread(), threads)
 
+    def stuckDisk(self) -> threading.Event:
+        """
+        Make every write of the job list wait, in its thread, until the
+        event returned is set.  C{SAVE_TIMEOUT} is made 0.3 s.
+        """
+        release = threading.Event()
+        write = serviceModule.writeAtomically
+
+        def stuck(path: Path, data: bytes, mode: int = 0o666, sync: bool = False) -> None:
+            release.wait(10)
+            write(path, data, mode, sync)
+
+        self.patch(serviceModule, "writeAtomically", stuck)
+        self.patch(serviceModule, "SAVE_TIMEOUT", 0.3)
+        self.addCleanup(release.set)
+        return release
+
+    async def test_stuckDiskAnswered202(self) -> None:
+        """
+        A POST whose job list write has not ended after C{SAVE_TIMEOUT} is
+        answered C{202} with the job (it was held as long as the disk);
+        the job is shown from then on, and starts once the write ends.
+        """
+        release = self.stuckDisk()
+        service = self.startService()
+        response, job = await self.post({"url": self.origin.url("/files/hello.txt"), "name": "late.txt"})
+        self.assertEqual(response.code, 202, job)
+        self.assertEqual(response.headers.getRawHeaders(b"Location"), [b"/api/downloads/" + job["id"].encode()])
+        self.assertEqual(job["state"], "queued")
+        self.assertEqual((await self.waitFor(job["id"], lambda job: True))["state"], "queued")
+        self.assertEqual([shown["id"] for shown in await self.listed()], [job["id"]])
+        self.assertEqual(listing(self.directory), [])
+        release.set()
+        self.assertEqual((await self.waitFor(job["id"]))["state"], "done")
+        self.assertEqual((self.directory / "late.txt").read_bytes(), HELLO)
+        await self.written(service)
+        self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"][0]["state"], "done")
+
+    async def test_stuckDiskThenFailedWrite(self) -> None:
+        """
+        A job answered C{202} whose write then fails is kept as failed,
+        saying why, and written as such once the list can be.
+        """
+        release = self.stuckDisk()
+        service = self.startService()
+        response, job = await self.post({"url": self.origin.url("/files/hello.txt")})
+        self.assertEqual(response.code, 202, job)
+        service.jobsFile.mkdir()  # the write under way fails
+        release.set()
+        failed = await self.waitFor(job["id"])
+        self.assertEqual(failed["state"], "failed")
+        self.assertEqual(failed["error"], "not queued: cannot save the job list (Is a directory)")
+        service.jobsFile.rmdir()
+        # This write waits as long as the last took (SAVE_PAUSE).
+        self.patch(serviceModule, "SAVE_TIMEOUT", 30.0)
+        response, other = await self.post({"url": self.origin.url("/files/hello.txt"), "name": "other.txt"})
+        self.assertEqual(response.code, 201, other)
+        await self.waitFor(other["id"])
+        await self.written(service)
+        saved = json.loads(service.jobsFile.read_text())["jobs"]
+        self.assertEqual([(j["id"], j["state"]) for j in saved], [(job["id"], "failed"), (other["id"], "done")])
+        self.assertEqual(await self.files(), [JOBS_FILE, "other.txt"])
+
+    async def test_stuckDiskThenDelete(self) -> None:
+        """
+        A job answered C{202} and deleted before its write ends is
+        cancelled: it never starts, and the list says so.
+        """
+        release = self.stuckDisk()
+        service = self.startService()
+        response, job = await self.post({"url": self.origin.url("/files/hello.txt")})
+        self.assertEqual(response.code, 202, job)
+        response, cancelled = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual(response.code, 200, cancelled)
+        self.assertEqual(cancelled["state"], "cancelled")
+        release.set()
+        await self.written(service)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual((await self.waitFor(job["id"]))["state"], "cancelled")
+        await self.written(service)
+        self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"][0]["state"], "cancelled")
+        self.assertEqual(await self.files(), [JOBS_FILE])
+
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()
         self.assertIsNone(await service.stopService())

@@ -93,6 +93,11 @@ _MAX_ID_DIGITS = 15
 #: (changes meanwhile are gathered), a short one at once.
 SAVE_PAUSE = 1.0
 
+#: How long a C{POST} waits for the job list holding its job to be on the
+#: disk before it is answered C{202} (accepted, still being written)
+#: rather than C{201}: a stuck disk does not hold the client forever.
+SAVE_TIMEOUT = 30.0
+
 #: Jobs C{GET /api/downloads} shows on a page unless C{?limit=} asks.
 PAGE_SIZE = 100
 
@@ -159,6 +164,8 @@ class DownloadService(Service):
         # Jobs added but not yet on the disk (not shown, not started), and
         # who waits for them to be.
         self._new: dict[str, tuple[dict, list[Deferred]]] = {}
+        # Of those, the ones answered before their write ended (shown).
+        self._accepted: set[str] = set()
         self._engineJobs: dict[str, Any] = {}
         self._byEngineId: dict[str, dict] = {}
         self._next = 1
@@ -219,7 +226,7 @@ class DownloadService(Service):
         """
         Queue a download; returns the job.  It is written to the job list
         first, and only then shown (L{get}, L{page}) and started: L{saved}
-        says when.
+        says when (L{accept} shows it before).
 
         @raise APIError: 400 for a bad URL, name or checksum; 503 when the
             queue is full or the service is not running.
@@ -284,9 +291,23 @@ class DownloadService(Service):
         new = self._new.get(jobId)
         if new is None:
             return succeed(self.get(jobId))
-        d: Deferred = Deferred()
-        new[1].append(d)
+        waiters = new[1]
+        d: Deferred = Deferred(lambda d: waiters.remove(d) if d in waiters else None)
+        waiters.append(d)
         return d
+
+    def accept(self, jobId: str) -> Optional[dict]:
+        """
+        Show job C{jobId}, just added, before the write of the job list
+        holding it has ended (L{get}, L{page} and L{remove} find it): its
+        C{POST} could wait no longer.  It starts once the list is written;
+        should that write fail, it is kept as failed, with the reason.
+
+        @return: the job as L{get} shows it.
+        """
+        if jobId in self._new:
+            self._accepted.add(jobId)
+        return self.get(jobId)
 
     def _literalDestinationProblem(self, url: str) -> Optional[str]:
         """
@@ -333,6 +354,7 @@ class DownloadService(Service):
         # L{page}, each job with its JSON (measured for the page's size,
         # and sent as it is).
         jobs = list(self._jobs.values())
+        jobs.extend(self._new[jobId][0] for jobId in self._new if jobId in self._accepted)
         start = 0
         if after is not None:
             position = next((n for n, job in enumerate(jobs) if job["id"] == after), None)
@@ -369,6 +391,8 @@ class DownloadService(Service):
         One job, or L{None}.
         """
         job = self._jobs.get(jobId)
+        if job is None and jobId in self._accepted:
+            job = self._new[jobId][0]
         return self.describe(job) if job is not None else None
 
     def remove(self, jobId: str) -> Optional[dict]:
@@ -377,6 +401,13 @@ class DownloadService(Service):
         finished, forget it (its file stays).  Returns the job as it ends,
         or L{None} when there is no such job.
         """
+        if jobId in self._accepted:
+            # Still being written as queued: it is never started, and the
+            # next write has it cancelled.
+            job = self._new[jobId][0]
+            if job["state"] not in _FINISHED:
+                job.update(state="cancelled", finished=time.time())
+            return self.describe(job)
         job = self._jobs.pop(jobId, None)
         if job is None:
             return None
@@ -664,13 +695,26 @@ class DownloadService(Service):
                 log.warn("job list too long: forgetting finished job {id}", id=jobId)
         for jobId in batch:
             job, waiters = self._new.pop(jobId)
+            accepted = jobId in self._accepted
+            self._accepted.discard(jobId)
             if error is not None:
                 log.warn("download {id} not queued: the job list could not be written", id=jobId)
+                if accepted:  # shown already: kept, as failed
+                    if job["state"] not in _FINISHED:
+                        job.update(
+                            state="failed",
+                            error=f"not queued: cannot save the job list ({error})",
+                            finished=time.time(),
+                        )
+                    self._jobs[jobId] = job
+                    self._dirty = True
                 for waiter in waiters:
                     waiter.errback(APIError(503, f"the download was not queued: cannot save the job list ({error})"))
                 continue
             self._jobs[jobId] = job
-            if self.downloader is not None and not self._stopping:
+            if job["state"] in _FINISHED:  # cancelled while being written
+                self._dirty = True
+            elif self.downloader is not None and not self._stopping:
                 self._submit(job)
             for waiter in waiters:
                 waiter.callback(self.describe(job))
@@ -722,7 +766,7 @@ class _Guarded(JSONResource):
 class DownloadsResource(_Guarded):
     """
     C{/api/downloads}: C{GET} lists the jobs, C{POST} queues one (201,
-    once it is on the disk);
+    once it is on the disk; 202 when that takes over L{SAVE_TIMEOUT});
     C{/api/downloads/ID} is one job.
     """
 
@@ -781,12 +825,16 @@ class DownloadsResource(_Guarded):
         if unknown:
             raise APIError(400, f"unknown field {unknown[0]!r}; a download takes url, name and checksum")
         job = self.service.add(document.get("url"), document.get("name"), document.get("checksum"))
+        jobId = job["id"]
 
-        def created(job: dict) -> Answer:
-            request.setHeader(b"Location", b"/api/downloads/" + job["id"].encode("ascii"))
-            return Answer(201, job)
+        def answer(code: int, job: Optional[dict]) -> Answer:
+            request.setHeader(b"Location", b"/api/downloads/" + jobId.encode("ascii"))
+            return Answer(code, job)
 
-        return self.service.saved(job["id"]).addCallback(created)
+        d = self.service.saved(jobId).addCallback(lambda job: answer(201, job))
+        # A write that takes too long (a stuck disk): accepted, not yet saved.
+        d.addTimeout(SAVE_TIMEOUT, self.service.reactor, lambda _, __: answer(202, self.service.accept(jobId)))
+        return d
 
 
 class DownloadResource(_Guarded):
