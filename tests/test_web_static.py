@@ -22,12 +22,16 @@ import trustme
 from twisted.internet import reactor, tcp
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.resource import getChildForRequest
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.test.requesthelper import DummyRequest
 from treq.client import HTTPClient
 
 from netsuite.listen import StreamListener
@@ -935,8 +939,11 @@ class DirectoryTests(ServerMixin, TestCase):
 
     async def test_clientGoneWhileScanning(self) -> None:
         """
-        A client that leaves while its folder is scanned gets nothing
-        written, and the next one its listing.
+        Over a socket, a client that leaves at once after asking for a
+        folder that takes several steps to scan does not keep the next one
+        from its listing.  (That nothing is written for the one gone is
+        L{test_clientGoneWhileScanningGetsNothing}: here the client may be
+        gone before its request is read.)
         """
         self.patch(static, "_LIST_STEP", 10)
         for i in range(25):
@@ -948,6 +955,24 @@ class DirectoryTests(ServerMixin, TestCase):
         page = await self.get(b"/big/")
         self.assertEqual(page.status, 200)
         self.assertEqual(page.body.count(b"<tr><td><a"), 26)
+
+    async def test_clientGoneWhileScanningGetsNothing(self) -> None:
+        """
+        A request whose client left while its folder was scanned is not
+        written to when the scan ends; the scan is kept for the next one.
+        """
+        self.patch(static, "_LIST_STEP", 10)
+        for i in range(25):
+            self.write(f"www/big/f{i:02d}.txt", b"x")
+        request = DummyRequest([b"big", b""])
+        self.assertEqual(getChildForRequest(self.folder, request).render(request), NOT_DONE_YET)
+        request.processingFailed(Failure(ConnectionLost()))
+        scanned = self.folder._listings[os.path.join(self.root, "big").encode()]
+        while scanned.items is None:
+            await deferLater(reactor, 0, lambda: None)
+        await deferLater(reactor, 0, lambda: None)
+        self.assertEqual((request.written, request.finished), ([], 0))
+        self.assertEqual(len(scanned.items), 25)
 
     async def test_listingEmptyAndRoot(self) -> None:
         empty = await self.get(b"/empty/", [(b"Accept", b"application/json")])
