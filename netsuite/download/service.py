@@ -161,8 +161,8 @@ class DownloadService(Service):
         self.rules = rules
         self.downloader: Optional[Downloader] = None
         self._jobs: dict[str, dict] = {}
-        # Jobs added but not yet on the disk (not shown, not started), and
-        # who waits for them to be.
+        # Jobs added but not yet on the disk (not started, and not shown
+        # unless accepted), and who waits for them to be.
         self._new: dict[str, tuple[dict, list[Deferred]]] = {}
         # Of those, the ones answered before their write ended (shown).
         self._accepted: set[str] = set()

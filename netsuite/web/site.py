@@ -1,7 +1,8 @@
 """
 The HTTP site: routing, request limits and deadlines, access log, metrics.
 
-Everything HTTP is parsed by C{twisted.web}; this module adds what a public
+Everything HTTP is parsed by C{twisted.web} (but chunked request bodies,
+read by L{netsuite.chunked}); this module adds what a public
 server needs on top: a deadline for the request head (slowloris), an idle
 keep-alive timeout, limits on the request line, the header block and the
 body (414, 431, 413 instead of a silent close; over HTTP/2 too), nothing
