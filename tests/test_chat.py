@@ -1068,7 +1068,8 @@ class HistoryReplayTests(ChatTestCase):
     def test_goneDuringTheReplay(self) -> None:
         self.fillHistory()
         bob = self.joinFilling("bob")
-        bob.disconnect()
+        # Not bob.disconnect(): its clock.advance(0) would run the turn.
+        bob.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(
             [call for call in self.clock.getDelayedCalls() if call.func == bob.protocol._replayTurn], []
         )

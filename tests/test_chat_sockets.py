@@ -420,12 +420,7 @@ class ChatSocketTests(TestCase):
         for n in range(2000):
             alice.sendLine(b"%d " % (n,) + b"h" * 4000)
         await said
-        bob = ChatClient()
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bob)
-        self.addCleanup(abortIfConnected, bob.transport)
-        joined = bob.waitFor("*** you are in lobby")
-        bob.say("bob")
-        await joined
+        bob = await self.connect(port, "bob")
         alice.say("after")
         await bob.waitFor("alice: after", timeout=30)
         history = [line for line in bob.lines if line.startswith("[history] ")]

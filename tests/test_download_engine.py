@@ -11,7 +11,6 @@ by hash.
 from __future__ import annotations
 
 import base64
-import hashlib
 import errno
 import json
 import math
@@ -437,7 +436,7 @@ class PlainDownloadTests(EngineTestCase):
         statePathFor(directory / "planted.bin.part").write_text(json.dumps(state.toJSON()))
         result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
         self.assertEqual(result.resumedFrom, 0)
-        self.assertEqual(hashlib.sha256(result.path.read_bytes()).hexdigest(), self.origin.digest(path))
+        self.assertSaved(result, directory / "planted.bin.1", self.origin.digest(path))
         self.assertEqual(victim.read_bytes(), b"precious\n" * 1000)
 
     async def test_lyingContentRangeStartFallsBack(self) -> None:
@@ -3652,18 +3651,8 @@ class BodyReaderTests(SynchronousTestCase):
         transport add to the pause: it resumes once all of them are paid
         for, not when the first pause would have ended.
         """
-        clock = Clock()
-        download = SimpleNamespace(
-            settings=DownloadSettings(stallTimeout=30),
-            clock=clock,
-            downloader=SimpleNamespace(_rateLimit=TokenBucket(1000, 100, clock)),
-            write=lambda data, offset: None,
-            job=SimpleNamespace(done=0),
-            url="http://example.com/f",
-        )
-        reader = _BodyReader(download, _Piece(0, 10_000), None)
-        transport = StringTransport()
-        reader.makeConnection(transport)
+        reader, clock = self.reader([], rate=(1000, 100), piece=_Piece(0, 10_000))
+        transport = reader.transport
         reader.dataReceived(b"x" * 100)  # the burst
         self.assertEqual(transport.producerState, "producing")
         clock.advance(0)  # the next pass
@@ -3679,18 +3668,25 @@ class BodyReaderTests(SynchronousTestCase):
         self.assertEqual(len(clock.getDelayedCalls()), 1)  # the stall timer only
         reader.connectionLost(Failure(ResponseDone()))
 
-
-    def reader(self, writes: list) -> tuple[_BodyReader, Clock]:
+    def reader(
+        self, writes: list, rate: tuple[float, float] | None = None, piece: _Piece | None = None
+    ) -> tuple[_BodyReader, Clock]:
+        """
+        A body reader of C{piece} (by default the whole body, of unknown
+        length) on a L{StringTransport}, its writes going to C{writes}, with
+        a rate limit of C{rate} (bytes a second, burst) if given; and its
+        clock.
+        """
         clock = Clock()
         download = SimpleNamespace(
             settings=DownloadSettings(stallTimeout=30),
             clock=clock,
-            downloader=SimpleNamespace(_rateLimit=None),
+            downloader=SimpleNamespace(_rateLimit=None if rate is None else TokenBucket(*rate, clock)),
             write=lambda data, offset: writes.append((offset, data)),
             job=SimpleNamespace(done=0),
             url="http://example.com/f",
         )
-        reader = _BodyReader(download, _Piece(0, None), None)
+        reader = _BodyReader(download, piece or _Piece(0, None), None)
         reader.makeConnection(StringTransport())
         return reader, clock
 

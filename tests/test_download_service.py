@@ -799,10 +799,14 @@ class ListingTests(ServiceTestCase):
     answer's C{next} (and its C{Link} header) is the next page's path.
     """
 
-    async def queueDone(self, count: int) -> list[str]:
+    async def queueDone(self, count: int, url: Optional[str] = None) -> list[str]:
+        """
+        Queue C{count} downloads of C{url} (C{hello.txt} by default) and
+        wait until each is done; return their ids.
+        """
         ids = []
         for number in range(count):
-            job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": f"h{number}.txt"})
+            job = await self.queue({"url": url or self.origin.url("/files/hello.txt"), "name": f"h{number}.txt"})
             ids.append(job["id"])
         for jobId in ids:
             self.assertEqual((await self.waitFor(jobId))["state"], "done")
@@ -840,12 +844,7 @@ class ListingTests(ServiceTestCase):
         """
         self.patch(serviceModule, "MAX_PAGE_BYTES", 2500)
         self.startService()
-        ids = []
-        for number in range(5):
-            job = await self.queue({"url": self.origin.url("/files/hello.txt") + "?" + "q" * 900, "name": f"h{number}.txt"})
-            ids.append(job["id"])
-        for jobId in ids:
-            await self.waitFor(jobId)
+        ids = await self.queueDone(5, self.origin.url("/files/hello.txt") + "?" + "q" * 900)
         seen, path, sizes = [], "?limit=100", []
         while path is not None:
             response, body = await self.call("GET", path)
@@ -881,6 +880,7 @@ class ListingTests(ServiceTestCase):
         body = await treq.content(response)
         self.assertEqual(body, json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8"))
         self.assertEqual(len(json.loads(body)["downloads"]), 3)
+        self.assertEqual(len(encoded), 4)  # the 3 jobs, then "next"
         self.assertLessEqual(sum(encoded), len(body))
 
     async def test_defaultPageSize(self) -> None:
@@ -1375,7 +1375,7 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(cancelled["state"], "cancelled")
         release.set()
         await self.written(service)
-        await deferLater(reactor, 0.1, lambda: None)
+        await deferLater(reactor, 0.1, lambda: None)  # time to start, were it to
         self.assertEqual((await self.waitFor(job["id"]))["state"], "cancelled")
         await self.written(service)
         self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"][0]["state"], "cancelled")

@@ -217,11 +217,12 @@ class OptionsTests(SynchronousTestCase):
         root = makeService(parse("--chat-history-bytes", "1e6", "--no-downloads"), MemoryReactor())
         self.assertEqual(root.chat.hub.rooms["lobby"].historyBytes, 1000000)
         self.assertEqual(root.chat.settings.historyBytes, 1000000)
-        settings = makeService(
-            parse("--chat-host-rate", "7", "--chat-private-rate", "1000", "--no-downloads"), MemoryReactor()
-        ).chat.settings
-        self.assertEqual((settings.hostRate, settings.privateRate), (7.0, 1000))
         self.assertEqual(root.chat.hub.privateRate, 16 * 1024)
+        chat = makeService(
+            parse("--chat-host-rate", "7", "--chat-private-rate", "1000", "--no-downloads"), MemoryReactor()
+        ).chat
+        self.assertEqual((chat.settings.hostRate, chat.settings.privateRate), (7.0, 1000))
+        self.assertEqual(chat.hub.privateRate, 1000)
         self.assertEqual(parse("--chat-history", "1e3")["chat-history"], 1000)
         self.assertEqual(parse("--chat-history", "20.0")["chat-history"], 20)
         # Other counts: up to 2**53, exactly.

@@ -683,11 +683,17 @@ class HTTPALPNTests(TestCase):
         self.port = startListener(self, options)
         self.cadata = ca.cert_pem.bytes().decode("ascii")
 
-    def chosen(self, offered: list[str]) -> defer.Deferred[Any]:
+    def chosen(self, offered: list[str] | None) -> defer.Deferred[Any]:
+        """
+        The protocol the server chooses for a client offering C{offered}
+        by ALPN (L{None}: no ALPN at all).
+        """
+
         def handshake() -> str | None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.load_verify_locations(cadata=self.cadata)
-            context.set_alpn_protocols(offered)
+            if offered is not None:
+                context.set_alpn_protocols(offered)
             with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
                 with context.wrap_socket(raw, server_hostname="localhost") as conn:
                     return conn.selected_alpn_protocol()
@@ -706,14 +712,7 @@ class HTTPALPNTests(TestCase):
             self.assertIn("alert no application protocol", str(raised.exception))
 
     async def test_noALPNGoesOn(self) -> None:
-        def handshake() -> str | None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.load_verify_locations(cadata=self.cadata)
-            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as conn:
-                    return conn.selected_alpn_protocol()
-
-        self.assertIsNone(await threads.deferToThread(handshake))
+        self.assertIsNone(await self.chosen(None))
 
 
 class ServerPolicyECDSATests(_ServerPolicyMixin, TestCase):

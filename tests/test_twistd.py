@@ -240,6 +240,8 @@ class TwistdTests(TestCase):
             if b"Received SIGTERM, shutting down." in process.output:
                 break
             await deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail(process.output)
         await deferLater(reactor, 0.3, lambda: None)
         self.assertFalse(process.ended.called, process.output)
         transport.signalProcess("TERM")

@@ -16,7 +16,8 @@ import shutil
 import socket
 import time
 import tracemalloc
-from typing import Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import trustme
 from twisted.internet import reactor, tcp
@@ -937,29 +938,11 @@ class DirectoryTests(ServerMixin, TestCase):
         self.assertIn(b"new.txt", (await self.get(b"/big/")).body)
         self.assertEqual(len(scans), 2)
 
-    async def test_clientGoneWhileScanning(self) -> None:
-        """
-        Over a socket, a client that leaves at once after asking for a
-        folder that takes several steps to scan does not keep the next one
-        from its listing.  (That nothing is written for the one gone is
-        L{test_clientGoneWhileScanningGetsNothing}: here the client may be
-        gone before its request is read.)
-        """
-        self.patch(static, "_LIST_STEP", 10)
-        for i in range(25):
-            self.write(f"www/big/f{i:02d}.txt", b"x")
-        client = await self.connectRaw()
-        client.transport.write(b"GET /big/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        client.transport.abortConnection()
-        await client.closed
-        page = await self.get(b"/big/")
-        self.assertEqual(page.status, 200)
-        self.assertEqual(page.body.count(b"<tr><td><a"), 26)
-
     async def test_clientGoneWhileScanningGetsNothing(self) -> None:
         """
         A request whose client left while its folder was scanned is not
-        written to when the scan ends; the scan is kept for the next one.
+        written to when the scan ends; the scan is kept, and the next client
+        (over a socket) gets the listing.
         """
         self.patch(static, "_LIST_STEP", 10)
         for i in range(25):
@@ -973,6 +956,9 @@ class DirectoryTests(ServerMixin, TestCase):
         await deferLater(reactor, 0, lambda: None)
         self.assertEqual((request.written, request.finished), ([], 0))
         self.assertEqual(len(scanned.items), 25)
+        page = await self.get(b"/big/")
+        self.assertEqual(page.status, 200)
+        self.assertEqual(page.body.count(b"<tr><td><a"), 26)
 
     async def test_listingEmptyAndRoot(self) -> None:
         empty = await self.get(b"/empty/", [(b"Accept", b"application/json")])
@@ -1075,6 +1061,28 @@ class TraversalTests(ServerMixin, TestCase):
         os.symlink(os.path.join(self.outside, target), path + ".new")
         os.rename(path + ".new", path)
 
+    @contextmanager
+    def swappedAfterCheck(self, suffix: bytes, swap: Callable[[], object]) -> Iterator[None]:
+        """
+        Within it, C{swap()} runs each time the folder has just checked a
+        path ending in C{suffix}, before it opens it (an attacker winning
+        the race).
+        """
+        folder = self.folder
+        check = folder._inside
+
+        def racedCheck(path: bytes) -> bool:
+            answer = check(path)
+            if path.endswith(suffix):
+                swap()
+            return answer
+
+        folder._inside = racedCheck  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            folder._inside = check  # type: ignore[method-assign]
+
     async def test_fileSwappedForOutsideLinkWhileCached(self) -> None:
         """
         A file that was served (its entry cached) and then replaced by a
@@ -1092,19 +1100,12 @@ class TraversalTests(ServerMixin, TestCase):
         A folder swapped for a link to an outside one just after its path
         was checked (before it is scanned) is not listed.
         """
-        folder = self.folder
-        check = folder._inside
+        def swap() -> None:
+            shutil.rmtree(os.path.join(self.root, "list"))
+            self.swapForLink("list", "dir")
 
-        def racedCheck(path: bytes) -> bool:
-            answer = check(path)
-            if path.endswith(b"/list"):
-                shutil.rmtree(os.path.join(self.root, "list"))
-                self.swapForLink("list", "dir")
-            return answer
-
-        folder._inside = racedCheck  # type: ignore[method-assign]
-        self.assertNotFound(await self.get(b"/list/", [(b"Accept", b"application/json")]))
-        folder._inside = check  # type: ignore[method-assign]
+        with self.swappedAfterCheck(b"/list", swap):
+            self.assertNotFound(await self.get(b"/list/", [(b"Accept", b"application/json")]))
         self.clock.advance(1.5)
         for accept in (b"text/html", b"application/json"):
             self.assertNotFound(await self.get(b"/list/", [(b"Accept", accept)]))
@@ -1114,18 +1115,8 @@ class TraversalTests(ServerMixin, TestCase):
         A small file swapped for a link to outside just after its path was
         checked (before it is read into the cache) is refused.
         """
-        folder = self.folder
-        check = folder._inside
-
-        def racedCheck(path: bytes) -> bool:
-            answer = check(path)
-            if path.endswith(b"/data.bin"):
-                self.swapForLink("data.bin", "secret.txt")
-            return answer
-
-        folder._inside = racedCheck  # type: ignore[method-assign]
-        self.assertNotFound(await self.get(b"/data.bin"))
-        folder._inside = check  # type: ignore[method-assign]
+        with self.swappedAfterCheck(b"/data.bin", lambda: self.swapForLink("data.bin", "secret.txt")):
+            self.assertNotFound(await self.get(b"/data.bin"))
         self.clock.advance(1.5)
         self.assertNotFound(await self.get(b"/data.bin"))
 
