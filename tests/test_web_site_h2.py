@@ -601,6 +601,40 @@ class RefusalLogTests(SynchronousTestCase):
         )
 
 
+    def test_refusalLoggedWhenTwistedAborts(self) -> None:
+        """
+        A refusal whose answer overflows the frames Twisted buffers for a
+        client that reads nothing (its connection is aborted as the answer
+        is queued) is still logged, with nothing sent (C{-}): both a request
+        refused for its head and one refused as its body came.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        lines = []
+        for refused in ("head", "body"):
+            accessLog = self.mktemp()
+            exchange = Exchange(Limits(maxBody=100, maxHeaders=5), accessLog=accessLog)
+            self.addCleanup(exchange.site.stopFactory)
+            client, connection = exchange.client, exchange.protocol._channel
+            if refused == "head":
+                client.send_headers(1, request("GET", "/many", *[(f"x-{i}", "y") for i in range(6)]), end_stream=True)
+            else:
+                client.send_headers(1, request("POST", "/grew", ("user-agent", "u")))
+                exchange.pump()
+                client.send_data(1, b"x" * 101)
+            connection._maxBufferedControlFrameBytes = 1
+            connection.pauseProducing()  # the client stopped reading
+            exchange.protocol.dataReceived(client.data_to_send())
+            self.assertTrue(exchange.transport.disconnecting)
+            self.assertEqual(connection.streams, {})
+            exchange.clock.advance(1)  # the access log is written once a second
+            with open(accessLog) as f:
+                lines += f.read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], r'"GET /many HTTP/2" 431 - "-" "-"$')
+        self.assertRegex(lines[1], r'"POST /grew HTTP/2" 413 - "-" "u"$')
+
+
 class ResetStreamLogTests(SynchronousTestCase):
     """
     An HTTP/2 stream the client resets before its answer is finished gets

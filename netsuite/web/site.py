@@ -1621,6 +1621,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             (it has no stream of Twisted's yet).
         """
         self.site.stats.countError(f"refused_{status}")
+        # Taken now: a connection aborted for its buffered frames (below)
+        # has forgotten its streams.
+        stream = self.streams.get(streamID)
         body = _jsonErrorBody(status, message)
         sent = 0
         answer = [
@@ -1629,6 +1632,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             (b"x-content-type-options", b"nosniff"),
         ]
         conn = self.conn
+        written = True
         try:
             # A client may allow less than the body: then the status alone.
             fits = len(body) <= min(
@@ -1645,25 +1649,26 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 # The answer in a write (a TLS record) of its own: curl 7.88
                 # read a reset that came in the same record as the answer
                 # first, and reported a framing error instead of the answer.
-                if not self._tryToWriteControlData():
-                    return
-                conn.reset_stream(streamID, h2.errors.ErrorCodes.NO_ERROR)
+                written = self._tryToWriteControlData()
+                if written:
+                    conn.reset_stream(streamID, h2.errors.ErrorCodes.NO_ERROR)
         except h2.exceptions.ProtocolError:
             pass  # the client reset the stream already
-        self._logRefusal(streamID, status, sent, headers or [])
-        stream = self.streams.get(streamID)
-        if self._tryToWriteControlData() and stream is not None:
+        # Not written: Twisted aborted the connection of a client that read
+        # too little of what was queued (and logged why), the answer unsent.
+        written = written and self._tryToWriteControlData()
+        self._logRefusal(stream, status, sent if written else 0, headers or [])
+        if written and stream is not None:
             stream.connectionLost(Failure(ConnectionLost(message)))
             self._requestDone(streamID)
 
-    def _logRefusal(self, streamID: int, status: int, sent: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def _logRefusal(self, stream: Any, status: int, sent: int, headers: list[tuple[bytes, bytes]]) -> None:
         """
-        Write the access-log line of the request on C{streamID}, refused
-        with C{status} (and count it in C{/metrics}), as HTTP/1 logs its
-        refusals and nginx its 413 over HTTP/2, with the C{sent} bytes of
-        its body.
+        Write the access-log line of the request on C{stream} (Twisted's
+        stream, or L{None} if it has none yet), refused with C{status} (and
+        count it in C{/metrics}), as HTTP/1 logs its refusals and nginx its
+        413 over HTTP/2, with the C{sent} bytes of its body.
         """
-        stream = self.streams.get(streamID)
         request = getattr(stream, "_request", None)  # Twisted's, private
         if request is not None:  # refused as its body came
             method, target = stream.command, stream.path  # type: ignore[union-attr]
