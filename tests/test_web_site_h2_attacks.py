@@ -436,18 +436,61 @@ class ControlFrameFloodTests(ExchangeTestCase):
         self.assertFalse(self.exchange.transport.disconnecting)
         self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
 
+    def sendRequestsWithFrames(self, requests: int, frames: int, oneRead: bool) -> int:
+        """
+        Send C{requests} GETs, each followed by C{frames} PRIORITY and
+        WINDOW_UPDATE frames, all in one read or a read each.
+
+        @return: the last request's stream id.
+        """
+        client = self.exchange.client
+        data = b""
+        for _ in range(requests):
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, request("GET", "/healthz"), end_stream=True)
+            data += client.data_to_send()
+            for i in range(frames):
+                data += priorityFrame(streamID) if i % 2 else frame(8, 0, 0, struct.pack(">I", 1))
+            if not oneRead:
+                self.exchange.send(data)
+                data = b""
+        self.exchange.send(data)
+        return streamID
+
     def test_requestsEarnFrames(self) -> None:
         """
         A browser that sends a PRIORITY frame and a WINDOW_UPDATE with each
         of 300 requests, one after another (a read each), is not cut off.
         """
-        client = self.exchange.client
-        for _ in range(300):
-            streamID = client.get_next_available_stream_id()
-            client.send_headers(streamID, request("GET", "/healthz"), end_stream=True)
-            self.exchange.send(client.data_to_send() + priorityFrame(streamID) + frame(8, 0, 0, struct.pack(">I", 1)))
+        streamID = self.sendRequestsWithFrames(300, 2, oneRead=False)
         self.assertFalse(self.exchange.transport.disconnecting)
         self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
+
+    def test_requestsEarnFramesInOneRead(self) -> None:
+        """
+        The same with 40 requests and 8 frames after each, 320 frames, all
+        in one read: each request earns as it is read, before the frames
+        after it are charged (they were charged first, and the client cut
+        off at the 100th frame).
+        """
+        streamID = self.sendRequestsWithFrames(40, 8, oneRead=True)
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
+
+    def test_framesBeforeRequestsInOneRead(self) -> None:
+        """
+        Frames past the budget sent before the requests that would earn
+        them, in the same read, still end the connection: a request earns
+        only once it is read.
+        """
+        client = self.exchange.client
+        data = self.kinds["PING"] * H2_CONTROL_BURST
+        for _ in range(40):
+            client.send_headers(client.get_next_available_stream_id(), request("GET", "/healthz"), end_stream=True)
+            data += client.data_to_send()
+        self.exchange.send(data)
+        self.assertTrue(self.exchange.transport.disconnecting)
+        self.assertEqual(self.exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
     def giveBackEachFrame(self, size: int, window: int | None = None) -> int:
         """

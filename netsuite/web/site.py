@@ -48,6 +48,7 @@ try:
         DataFrame,
         ExtensionFrame,
         GoAwayFrame,
+        HeadersFrame,
         PingFrame,
         PriorityFrame,
         RstStreamFrame,
@@ -1070,6 +1071,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         dispatch[DataFrame] = self._dataFrame
         for kind in (SettingsFrame, PingFrame, WindowUpdateFrame, PriorityFrame, AltSvcFrame, ExtensionFrame):
             dispatch[kind] = self._budgeted(dispatch[kind])
+        self._receiveHeadersFrame = dispatch[HeadersFrame]
+        dispatch[HeadersFrame] = self._headersFrame
         # h2's private record of who closed a stream (None: not known).
         self._closedBy = getattr(self.conn, "_stream_closed_by", lambda streamID: None)
 
@@ -1090,6 +1093,18 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             return receive(frame)
 
         return budgeted
+
+    def _headersFrame(self, frame: Any) -> tuple[list, list]:
+        """
+        Take a HEADERS frame (with h2): one that opens a request earns the
+        budget its request brings (L{H2_CONTROL_PER_REQUEST}) as it is
+        read, before the control frames after it in the same read are
+        charged.
+        """
+        frames, events = self._receiveHeadersFrame(frame)
+        if any(isinstance(event, h2.events.RequestReceived) for event in events):
+            self._controls.give(H2_CONTROL_PER_REQUEST)
+        return frames, events
 
     def _dataFrame(self, frame: Any) -> tuple[list, list]:
         """
@@ -1470,7 +1485,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestReceived(self, event: Any) -> None:
         self._heads += 1
-        self._controls.give(H2_CONTROL_PER_REQUEST)
         if self.transport.disconnecting:
             return  # the rest of a read that ended in a GOAWAY
         if self._draining and event.stream_id > self._drainAbove:
