@@ -1381,6 +1381,33 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"][0]["state"], "cancelled")
         self.assertEqual(await self.files(), [JOBS_FILE])
 
+    async def test_stuckDiskThenDeleteTwice(self) -> None:
+        """
+        A job answered C{202}, then cancelled, and deleted again before its
+        write ends is forgotten, as a finished job is: not shown at once,
+        and gone from the list once the write ends.
+        """
+        release = self.stuckDisk()
+        service = self.startService()
+        response, job = await self.post({"url": self.origin.url("/files/hello.txt")})
+        self.assertEqual(response.code, 202, job)
+        await self.call("DELETE", "/" + job["id"])
+        response, forgotten = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual(response.code, 200, forgotten)
+        self.assertEqual(forgotten["state"], "cancelled")
+        response, body = await self.call("GET", "/" + job["id"])
+        self.assertEqual(response.code, 404, body)
+        self.assertEqual(await self.listed(), [])
+        response, body = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual(response.code, 404, body)
+        release.set()
+        await self.written(service)
+        await deferLater(reactor, 0.1, lambda: None)  # time to start, were it to
+        await self.written(service)
+        self.assertEqual(await self.listed(), [])
+        self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"], [])
+        self.assertEqual(await self.files(), [JOBS_FILE])
+
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()
         self.assertIsNone(await service.stopService())

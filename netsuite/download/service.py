@@ -164,8 +164,10 @@ class DownloadService(Service):
         # Jobs added but not yet on the disk (not started, and not shown
         # unless accepted), and who waits for them to be.
         self._new: dict[str, tuple[dict, list[Deferred]]] = {}
-        # Of those, the ones answered before their write ended (shown).
+        # Of those, the ones answered before their write ended (shown), and
+        # the ones then cancelled and deleted (forgotten once written).
         self._accepted: set[str] = set()
+        self._forgotten: set[str] = set()
         self._engineJobs: dict[str, Any] = {}
         self._byEngineId: dict[str, dict] = {}
         self._next = 1
@@ -403,10 +405,13 @@ class DownloadService(Service):
         """
         if jobId in self._accepted:
             # Still being written as queued: it is never started, and the
-            # next write has it cancelled.
+            # next write has it cancelled, or forgets it once it was.
             job = self._new[jobId][0]
             if job["state"] not in _FINISHED:
                 job.update(state="cancelled", finished=time.time())
+            else:
+                self._accepted.discard(jobId)
+                self._forgotten.add(jobId)
             return self.describe(job)
         job = self._jobs.pop(jobId, None)
         if job is None:
@@ -697,6 +702,10 @@ class DownloadService(Service):
             job, waiters = self._new.pop(jobId)
             accepted = jobId in self._accepted
             self._accepted.discard(jobId)
+            if jobId in self._forgotten:
+                self._forgotten.discard(jobId)
+                self._dirty = self._dirty or error is None  # written: unwrite it
+                continue
             if error is not None:
                 log.warn("download {id} not queued: the job list could not be written", id=jobId)
                 if accepted:  # shown already: kept, as failed
