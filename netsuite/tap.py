@@ -161,6 +161,9 @@ SETTINGS: List[Setting] = [
             "Serve this folder at / (like twistd web --path); default: no folder."),
     Setting("http-follow-symlinks", "flag", False,
             "Serve symlinks in --http-root that point outside it."),
+    Setting("http-h2c", "flag", False,
+            "HTTP: let plain connections speak HTTP/2 with prior knowledge "
+            "(h2c, as curl --http2-prior-knowledge); TLS ones choose it by ALPN."),
     Setting("http-access-log", "path", None,
             "Append the HTTP access log (combined format) to this file "
             "(default: the twistd log)."),
@@ -873,6 +876,7 @@ def _http(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
             api=api,
             root=config["http-root"],
             followSymlinks=config["http-follow-symlinks"],
+            h2c=config["http-h2c"],
             accessLog=config["http-access-log"],
             limits=limits,
         )

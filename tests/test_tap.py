@@ -391,6 +391,15 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertConfigError(["--http-header-timeout", "-2"], "--http-header-timeout")
 
+    def test_h2c(self) -> None:
+        """
+        C{--http-h2c} lets the site's plain connections speak HTTP/2 with
+        prior knowledge; it is off by default, as in nginx.
+        """
+        for args, expected in (((), False), (("--http-h2c",), True)):
+            root = makeService(parse("--no-downloads", *args), MemoryReactor())
+            self.assertIs(root.http.h2c, expected)
+
     def test_duplicateEndpoint(self) -> None:
         self.assertConfigError(["--echo", "tcp:7007", "--echo", "tcp:7007"], "twice")
 

@@ -90,10 +90,19 @@ class Exchange:
 
     acknowledge = True
 
-    def __init__(self, limits: Limits, **kwargs: object) -> None:
+    def __init__(self, limits: Limits, tls: bool = True, trickle: bool = False, **kwargs: object) -> None:
+        """
+        @param tls: whether the connection is one where ALPN chose HTTP/2;
+            else a plain one (HTTP/2 with prior knowledge, if the site
+            allows it).
+        @param trickle: send the client's first bytes (the preface and its
+            SETTINGS) a byte a read.
+        @param kwargs: for L{makeSite}.
+        """
         self.clock, self.site, _ = inMemory(limits, **kwargs)
         self.transport = StringTransport()
-        self.transport.negotiatedProtocol = b"h2"
+        if tls:
+            self.transport.negotiatedProtocol = b"h2"
         self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.protocol.makeConnection(self.transport)
         self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -102,6 +111,9 @@ class Exchange:
         self.goaway: int | None = None
         #: The debug data of the server's GOAWAY.
         self.goawayData: bytes | None = None
+        if trickle:
+            for byte in self.client.data_to_send():
+                self.protocol.dataReceived(bytes([byte]))
         self.pump()
 
     def send(self, data: bytes) -> None:
@@ -947,6 +959,179 @@ class LargeAnswerTests(SynchronousTestCase):
         self.assertEqual(answer["status"], b"200")
         self.assertTrue(answer["ended"])
         self.assertEqual(answer["body"], self.payload)
+
+
+class PriorKnowledgeTests(SynchronousTestCase):
+    """
+    A plain connection speaks HTTP/2 when the site allows it (C{h2c}) and
+    the client starts with HTTP/2's preface (C{curl
+    --http2-prior-knowledge}); HTTP/1.1 goes on as before beside it.
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+
+    def exchange(self, **kwargs: object) -> Exchange:
+        exchange = Exchange(Limits(headerTimeout=10), tls=False, **kwargs)
+        self.addCleanup(exchange.site.stopFactory)
+        return exchange
+
+    def test_preface(self) -> None:
+        """
+        The preface in one read, or a byte a read, starts HTTP/2: requests
+        are answered on their streams.
+        """
+        for trickle in (False, True):
+            exchange = self.exchange(h2c=True, trickle=trickle)
+            streamID = exchange.get("/healthz")
+            self.assertEqual(exchange.answers[streamID]["status"], b"200")
+            self.assertEqual(exchange.answers[streamID]["body"], b"ok\n")
+            self.assertIsNone(exchange.goaway)
+            self.assertFalse(exchange.transport.disconnecting)
+
+    def test_http1Beside(self) -> None:
+        """
+        HTTP/1.1 requests on a site allowing h2c are answered as on one
+        that does not, in one read or a byte a read: also a C{POST} (whose
+        first byte is the preface's), and a request line that begins as
+        the preface does.
+        """
+        requests = (
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /api/echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            b"PRI * HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+
+        def statuses(h2c: bool, oneRead: bool) -> list[bytes]:
+            clock, site, connect = inMemory(Limits(), h2c=h2c)
+            self.addCleanup(site.stopFactory)
+            found = []
+            for request in requests:
+                protocol, transport = connect()
+                for data in [request] if oneRead else [bytes([byte]) for byte in request]:
+                    protocol.dataReceived(data)
+                clock.advance(0)  # answers are written at the end of a turn
+                found.append(transport.value().split(b"\r\n", 1)[0])
+            return found
+
+        expected = statuses(h2c=False, oneRead=True)
+        self.assertEqual(expected[:2], [b"HTTP/1.1 200 OK"] * 2)
+        self.assertEqual(statuses(h2c=True, oneRead=True), expected)
+        self.assertEqual(statuses(h2c=True, oneRead=False), expected)
+
+    def test_notAllowed(self) -> None:
+        """
+        Without C{h2c}, the preface on a plain connection is an HTTP/1.1
+        request, and refused (400).
+        """
+        clock, site, connect = inMemory(Limits())
+        self.addCleanup(site.stopFactory)
+        protocol, transport = connect()
+        protocol.dataReceived(PREFACE + SETTINGS)
+        clock.advance(0)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_notOverTLS(self) -> None:
+        """
+        A TLS connection whose client chose no protocol by ALPN does not
+        speak HTTP/2 for the preface, whatever C{h2c} says (nginx does the
+        same): HTTP/2 over TLS is chosen by ALPN (RFC 9113, 3.3).
+        """
+        clock, site, _ = inMemory(Limits(), h2c=True)
+        self.addCleanup(site.stopFactory)
+        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        transport.negotiatedProtocol = None  # TLS without ALPN
+        protocol.makeConnection(transport)
+        protocol.dataReceived(PREFACE + SETTINGS)
+        clock.advance(0)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+
+    def test_partialPrefaceTimesOut(self) -> None:
+        """
+        A client that sends part of the preface and stops is cut off at
+        the head deadline (408), as a slow HTTP/1.1 head is.
+        """
+        clock, site, connect = inMemory(Limits(headerTimeout=10), h2c=True)
+        self.addCleanup(site.stopFactory)
+        protocol, transport = connect()
+        protocol.dataReceived(PREFACE[:10])
+        clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "), transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_headDeadlineOfTheSwitchCancelled(self) -> None:
+        """
+        The HTTP/1.1 head deadline the preface's first bytes started does
+        not fire on the HTTP/2 connection they became (it would have
+        written an HTTP/1.1 408 into it).
+        """
+        exchange = self.exchange(h2c=True, trickle=True)
+        exchange.clock.advance(30)
+        exchange.pump()
+        streamID = exchange.get("/healthz")
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        self.assertNotIn(b"HTTP/1.1", exchange.transport.value())
+        self.assertIsNone(exchange.goaway)
+        self.assertFalse(exchange.transport.disconnecting)
+
+
+class PriorKnowledgeSocketTests(TestCase):
+    """
+    HTTP/2 with prior knowledge over a real plain connection.
+    """
+
+    timeout = 30
+
+    async def test_requestsAnswered(self) -> None:
+        """
+        A client starting with the preface gets its requests answered over
+        HTTP/2 on the plain listener of a service made with C{h2c}; an
+        HTTP/1.1 client beside it is answered as before.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        status = SimpleStatus(StatsRegistry())
+        service = makeHTTPService("tcp:0:interface=127.0.0.1", status=status, grace=1, h2c=True)
+        status.add(service)
+        port = await startListener(self, service)
+
+        def fetch() -> tuple[dict, bytes]:
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            client.send_headers(1, request("GET", "/healthz"), end_stream=True)
+            client.send_headers(3, request("GET", "/missing"), end_stream=True)
+            answers: dict = {1: {}, 3: {}}
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as sock:
+                sock.sendall(client.data_to_send())
+                while not all(answer.get("ended") for answer in answers.values()):
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    for event in client.receive_data(data):
+                        if isinstance(event, h2.events.ResponseReceived):
+                            answers[event.stream_id]["status"] = dict(event.headers)[b":status"]
+                        elif isinstance(event, h2.events.DataReceived):
+                            answers[event.stream_id]["body"] = answers[event.stream_id].get("body", b"") + event.data
+                        elif isinstance(event, h2.events.StreamEnded):
+                            answers[event.stream_id]["ended"] = True
+                    sock.sendall(client.data_to_send())
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                http1 = b""
+                while data := sock.recv(65536):
+                    http1 += data
+            return answers, http1
+
+        answers, http1 = await threads.deferToThread(fetch)
+        self.assertEqual(answers[1], {"status": b"200", "body": b"ok\n", "ended": True})
+        self.assertEqual(answers[3]["status"], b"404")
+        self.assertTrue(http1.startswith(b"HTTP/1.1 200 OK\r\n"), http1)
+        self.assertTrue(http1.endswith(b"\r\n\r\nok\n"), http1)
 
 
 class HTTPSTestCase(TestCase):

@@ -1736,20 +1736,42 @@ class _FlowAwarePriority:
             self._connection._parked.add(streamID)
 
 
+#: What an HTTP/2 client sends first (RFC 9113, 3.4): on a plain
+#: connection, a client that knows the server speaks HTTP/2 ("prior
+#: knowledge", C{curl --http2-prior-knowledge}) starts with it.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+_NO_TLS = object()
+
+
 class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     """
     Twisted's choice of HTTP/1.1 or HTTP/2 by ALPN, with a
     L{NetsuiteH2Connection} for HTTP/2 (Twisted's builds its own
-    C{H2Connection}, and has no hook for another).
+    C{H2Connection}, and has no hook for another); on a plain connection,
+    when the site allows it (L{NetsuiteSite.h2c}), HTTP/2 for a client
+    whose first bytes are HTTP/2's preface.
     """
 
+    _start = b""  # the first bytes of a plain connection, while they may be the preface
+
     def dataReceived(self, data: bytes) -> None:
-        if (
-            self._negotiatedProtocol is None
-            and H2Connection is not object
-            and getattr(self._channel.transport, "negotiatedProtocol", None) == b"h2"
-        ):
-            self._startHTTP2()
+        if self._negotiatedProtocol is None and H2Connection is not object:
+            negotiated = getattr(self._channel.transport, "negotiatedProtocol", _NO_TLS)
+            if negotiated == b"h2":
+                self._startHTTP2()
+            elif negotiated is _NO_TLS and self._site.h2c:
+                start = self._start = self._start + data
+                if len(start) < len(_H2_PREFACE) and _H2_PREFACE.startswith(start):
+                    http1 = self._channel
+                    if http1._state == "idle":
+                        http1._startHead()  # the head deadline runs meanwhile
+                    return
+                data, self._start = start, b""
+                if start.startswith(_H2_PREFACE):
+                    self._startHTTP2()
+                else:
+                    self._negotiatedProtocol = b"http/1.1"
         _GenericHTTPChannelProtocol.dataReceived(self, data)
 
     def closeGracefully(self) -> None:
@@ -1768,6 +1790,10 @@ class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         networkProducer = http1._networkProducer
         networkProducer.unregisterProducer()
         http1.setTimeout(None)
+        http1._state = "h2"
+        if http1._deadline is not None:  # the preface of a plain connection ran it
+            http1._deadline.cancel()
+            http1._deadline = None
         channel = self._channel = NetsuiteH2Connection(self._site)
         channel.requestFactory = self._requestFactory
         channel.site = self._site
@@ -1792,6 +1818,10 @@ class NetsuiteSite(Site):
     displayTracebacks = False
     #: The folder served at C{/}, whose small files are answered quickly.
     static: StaticFolder | None = None
+    #: Whether a plain (not TLS) connection may speak HTTP/2 with prior
+    #: knowledge (h2c; without the HTTP/1.1 C{Upgrade}, which RFC 9113
+    #: deprecates): its client starts with HTTP/2's preface.
+    h2c = False
     noisy = False
 
     def __init__(
@@ -1910,6 +1940,7 @@ def makeSite(
     accessLog: str | None = None,
     limits: Limits | None = None,
     api: Mapping[bytes, IResource] | None = None,
+    h2c: bool = False,
 ) -> NetsuiteSite:
     """
     Build netsuite's whole site.
@@ -1919,6 +1950,8 @@ def makeSite(
     @param root: a folder to serve at C{/}, or L{None}.
     @param api: more children of C{/api}, by name (the download service's
         C{downloads}, for one).
+    @param h2c: serve HTTP/2 with prior knowledge on plain connections
+        (L{NetsuiteSite.h2c}).
     """
     limits = limits or Limits()
     metrics = HTTPMetrics(status.stats)
@@ -1941,6 +1974,7 @@ def makeSite(
         top, reactor=reactor, stats=stats, metrics=metrics, limits=limits, accessLog=accessLog
     )
     site.static = static
+    site.h2c = h2c
     return site
 
 
@@ -1956,6 +1990,7 @@ def makeHTTPService(
     limits: Limits | None = None,
     api: Mapping[bytes, IResource] | None = None,
     site: NetsuiteSite | None = None,
+    h2c: bool = False,
     **listening: Any,
 ) -> StreamListener:
     """
@@ -1968,7 +2003,7 @@ def makeHTTPService(
         C{/metrics}, one static file cache and one access log.  Its pages
         show the status it was made with (add the listeners to it), and
         C{status}, C{stats}, C{root}, C{followSymlinks}, C{accessLog},
-        C{limits} and C{api} are not used.  Without it, a site of this
+        C{limits}, C{api} and C{h2c} are not used.  Without it, a site of this
         listener's own is made from them.
     @param root: a folder to serve at C{/} (like C{twistd web --path}).
     @param followSymlinks: serve symlinks that point outside C{root}.
@@ -1976,6 +2011,8 @@ def makeHTTPService(
         twistd log).
     @param limits: request limits and timeouts.
     @param api: more children of C{/api}, by name.
+    @param h2c: serve HTTP/2 with prior knowledge on plain connections
+        (L{NetsuiteSite.h2c}).
     @param listening: keyword arguments of L{StreamListener} (C{tls},
         C{grace}, C{maxConnections}, C{maxPerHost}, C{handshakeTimeout},
         C{lingerTime}, C{lingerTimeout});
@@ -2000,6 +2037,7 @@ def makeHTTPService(
         accessLog=accessLog,
         limits=limits,
         api=api,
+        h2c=h2c,
     )
     listener = StreamListener("http", endpoint, site, reactor=reactor, stats=stats, speaksHTTP=True, **listening)
     if own:
