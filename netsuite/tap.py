@@ -1000,16 +1000,16 @@ _HTTP1_ALPN = [b"http/1.1", b"http/1.0"]
 def _tlsOptions(config: Options, service: str) -> CertificateOptions | None:
     """
     The TLS options for C{service}'s listeners: HTTP and the proxy name
-    their protocols by ALPN (HTTP also HTTP/2 when Twisted can speak it),
+    their protocols by ALPN (HTTP also HTTP/2 when netsuite serves it),
     and refuse a client offering none of them; the other services name
     none, and refuse a client offering HTTP (see L{netsuite.tls}).
     """
     if config["tls-material"] is None:
         return None
     if service == "http":
-        from twisted.web.http import H2_ENABLED
+        from netsuite.web.site import H2_SERVED
 
-        protocols = [b"h2", *_HTTP1_ALPN] if H2_ENABLED else _HTTP1_ALPN
+        protocols = [b"h2", *_HTTP1_ALPN] if H2_SERVED else _HTTP1_ALPN
         return serverOptions(*config["tls-material"], acceptableProtocols=protocols)
     if service == "proxy":
         return serverOptions(*config["tls-material"], acceptableProtocols=_HTTP1_ALPN)

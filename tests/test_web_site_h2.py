@@ -31,6 +31,7 @@ from tests.test_web_site import inMemory, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
 if H2_ENABLED:
+    from twisted.web._http2 import H2Connection as H2ConnectionOfTwisted
     import h2.config
     import h2.connection
     import h2.errors
@@ -1078,6 +1079,40 @@ class PriorKnowledgeTests(SynchronousTestCase):
         self.assertNotIn(b"HTTP/1.1", exchange.transport.value())
         self.assertIsNone(exchange.goaway)
         self.assertFalse(exchange.transport.disconnecting)
+
+
+class NotServedTests(SynchronousTestCase):
+    """
+    Where netsuite cannot serve HTTP/2 (C{H2_SERVED} false: a Twisted
+    whose private HTTP/2 names moved), Twisted's own HTTP/2, which has
+    none of netsuite's limits, is never used: a connection whose client
+    chose C{h2} anyway, or sends the preface to a site allowing h2c, is
+    read as HTTP/1.1 (a 400), and making the site says HTTP/2 is off.
+    """
+
+    def test_neverTwistedsHTTP2(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        from netsuite.web import site as siteModule
+
+        self.patch(siteModule, "H2_SERVED", False)
+        self.patch(siteModule, "_TWISTED_H2", True)
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock, site, connect = inMemory(Limits(), h2c=True)
+        self.addCleanup(site.stopFactory)
+        self.assertIn("HTTP/2 is off", " ".join(str(event.get("log_format")) for event in events))
+        for alpn in (b"h2", None):
+            protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            transport = StringTransport()
+            if alpn is not None:
+                transport.negotiatedProtocol = alpn
+            protocol.makeConnection(transport)
+            protocol.dataReceived(PREFACE + SETTINGS)
+            clock.advance(0)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), (alpn, transport.value()))
+            self.assertNotIsInstance(protocol._channel, H2ConnectionOfTwisted)
 
 
 class PriorKnowledgeSocketTests(TestCase):

@@ -28,6 +28,7 @@ from twisted.web import http
 # twisted.web.http is a deprecation proxy: a name read through it costs
 # microseconds, so the hot path binds them here.
 from twisted.web.http import (
+    H2_ENABLED as _TWISTED_H2,
     HTTPChannel,
     _ChunkedTransferDecoder,
     _GenericHTTPChannelProtocol,
@@ -57,8 +58,14 @@ try:
     )
     from priority import DeadlockError
     from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
-except ImportError:  # Twisted without its http2 extra: HTTP/1.1 only
+except ImportError:
+    # Twisted without its http2 extra, or (caught by tests/test_upstream.py)
+    # a Twisted whose private HTTP/2 names moved: HTTP/1.1 only, for Twisted's
+    # own HTTP/2 has none of netsuite's limits.
     H2Connection = object  # type: ignore[assignment, misc]
+
+#: Whether netsuite serves HTTP/2 (offered by ALPN on its TLS listeners).
+H2_SERVED = H2Connection is not object
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder
@@ -1756,11 +1763,14 @@ class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     _start = b""  # the first bytes of a plain connection, while they may be the preface
 
     def dataReceived(self, data: bytes) -> None:
-        if self._negotiatedProtocol is None and H2Connection is not object:
+        if self._negotiatedProtocol is None:
             negotiated = getattr(self._channel.transport, "negotiatedProtocol", _NO_TLS)
             if negotiated == b"h2":
-                self._startHTTP2()
-            elif negotiated is _NO_TLS and self._site.h2c:
+                if H2_SERVED:
+                    self._startHTTP2()
+                else:  # never Twisted's HTTP/2: the preface gets a 400
+                    self._negotiatedProtocol = b"http/1.1"
+            elif negotiated is _NO_TLS and self._site.h2c and H2_SERVED:
                 start = self._start = self._start + data
                 if len(start) < len(_H2_PREFACE) and _H2_PREFACE.startswith(start):
                     http1 = self._channel
@@ -1954,6 +1964,8 @@ def makeSite(
         (L{NetsuiteSite.h2c}).
     """
     limits = limits or Limits()
+    if not H2_SERVED and _TWISTED_H2:
+        _log.warn("HTTP/2 is off: this Twisted's HTTP/2 is not one netsuite knows (HTTP/1.1 is served)")
     metrics = HTTPMetrics(status.stats)
     notFound = NotFoundPage()
     home = HomePage(status, reactor)
