@@ -1333,7 +1333,7 @@ class FloodTests(ChatTestCase):
     def test_clientsFromOneAddressShareALimit(self) -> None:
         """
         All clients from one address together may send C{hostRate} lines a
-        second (bursts of twice that): forty connections from one address
+        second (bursts of twice that, or C{burst} if more): forty connections from one address
         at 5 lines a second each could bury a room under 800 KB/s and have
         its slower readers cut off.  Other addresses are not held back.
         """
@@ -2024,7 +2024,7 @@ class HistoryBytesTests(SynchronousTestCase):
         hub.say(alice, "\ufffd" * 100)
         self.assertEqual(self.replayed(hub), ["[history] alice: " + "\ufffd" * 100])
 
-    def test_defaultKeepsTwentyOfTheLongestLines(self) -> None:
+    def test_defaultKeepsTwentyLinesOfThreeTimesTheLimit(self) -> None:
         """
         By default 20 lines of 12 KB (three times the longest line the
         protocol lets through) are kept whole.

@@ -111,7 +111,8 @@ class ChunkedDecoderTests(SynchronousTestCase):
     def test_bareLF(self) -> None:
         """
         A size line or a trailer line ending in a bare LF is refused on its
-        LF (Twisted waited for a CRLF).
+        LF (Twisted waited for a CRLF on a size line, and took the LF into
+        a trailer line).
         """
         problem = "a line of the chunked body ends in a bare LF"
         self.assertRefused([b"5\n"], problem)
@@ -170,7 +171,7 @@ class ChunkedDecoderTests(SynchronousTestCase):
         self.assertEqual(decode(ChunkedDecoder, [b"0" * (MAX_SIZE_LINE - 2) + b"1\r\nz\r\n0\r\n\r\n"])[0][0], "done")
         problem = "malformed chunk size line in the chunked body"
         self.assertRefused([b"1" + ext + b"a\r\n"], problem)
-        self.assertRefused([b"1" + ext + b"a", b"aa"], problem)
+        self.assertRefused([b"1" + ext + b"a", b"a"], problem)
         decoder, calls = self.decoder()
         decoder.dataReceived(b"1" + ext + b"a")  # 1,024 bytes: its CRLF may yet come
         self.assertEqual(calls, [])

@@ -25,7 +25,7 @@ import time
 from email.utils import formatdate
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 import trustme
@@ -387,37 +387,41 @@ class PlainDownloadTests(EngineTestCase):
         self.assertEqual(gets[0].rangeStart, 300_000, [r.rawRange for r in gets])
         self.assertLessEqual(self.origin.sentBytes, DEFAULT_SIZE - 300_000 + 1)
 
+    async def continueOverALink(self, name: str, link: Callable[[Path, Path], None]) -> tuple[Path, Path]:
+        """
+        Download C{/file/NAME} with C{continueExisting} into a directory
+        where C{NAME} was made by C{link(victim, NAME)}: it is saved beside
+        it, as C{NAME.1}, from the start, and the victim keeps its bytes.
+
+        @return: the directory and the victim.
+        """
+        directory = self.directory()
+        path = f"/file/{name}"
+        victim = Path(self.mktemp())
+        victim.write_bytes(b"precious\n")
+        link(victim, directory / name)
+        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
+        self.assertSaved(result, directory / f"{name}.1", self.origin.digest(path))
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(victim.read_bytes(), b"precious\n")
+        return directory, victim
+
     async def test_continueDoesNotTakeALink(self) -> None:
         """
         With C{continueExisting}, a symbolic link under the final name is
         not a file to continue: it stays as it is, the file it points at
         keeps its bytes, and the download is saved beside it.
         """
-        directory = self.directory()
-        path = "/file/linked.bin"
-        victim = Path(self.mktemp())
-        victim.write_bytes(b"precious\n")
-        os.symlink(victim.resolve(), directory / "linked.bin")
-        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
-        self.assertSaved(result, directory / "linked.bin.1", self.origin.digest(path))
-        self.assertEqual(result.resumedFrom, 0)
+        directory, _ = await self.continueOverALink("linked.bin", lambda victim, name: os.symlink(victim.resolve(), name))
         self.assertTrue((directory / "linked.bin").is_symlink())
-        self.assertEqual(victim.read_bytes(), b"precious\n")
 
     async def test_continueDoesNotTakeAHardLink(self) -> None:
         """
-        Nor is a file with other names (a hard link to a file elsewhere):
+        With C{continueExisting}, a file with other names (a hard link to a
+        file elsewhere) under the final name is not continued either:
         continuing it would write into that file.
         """
-        directory = self.directory()
-        path = "/file/hard.bin"
-        victim = Path(self.mktemp())
-        victim.write_bytes(b"precious\n")
-        os.link(victim, directory / "hard.bin")
-        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
-        self.assertSaved(result, directory / "hard.bin.1", self.origin.digest(path))
-        self.assertEqual(result.resumedFrom, 0)
-        self.assertEqual(victim.read_bytes(), b"precious\n")
+        _, victim = await self.continueOverALink("hard.bin", os.link)
         self.assertEqual(os.stat(victim).st_nlink, 2)
 
     async def test_plantedHardLinkedPartIsNotWrittenThrough(self) -> None:

@@ -1809,7 +1809,8 @@ class SaveTests(SynchronousTestCase):
         padding).
         """
         service, clock, writes = self.startService()
-        url = "http://example.com/" + "\U0001d4b3" * ((MAX_URL - 19) // 4)
+        url = "http://example.com/" + "a" * ((MAX_URL - 19) % 4) + "\U0001d4b3" * ((MAX_URL - 19) // 4)
+        self.assertEqual(len(url.encode()), MAX_URL)
         service.add(url, checksum="sha256=" + "a" * 64 + "\u3000" * 10000)
         clock.advance(0)
         self.assertEqual(service.get("1")["state"], "failed")
@@ -1830,7 +1831,9 @@ class SaveTests(SynchronousTestCase):
         """
         service, clock, writes = self.startService()
         for number in range(300):
-            service.add(f"http://example.com/{number:03}/" + "\U0001d4b3" * ((MAX_URL - 23) // 4))
+            url = f"http://example.com/{number:03}/" + "a" * ((MAX_URL - 23) % 4) + "\U0001d4b3" * ((MAX_URL - 23) // 4)
+            self.assertEqual(len(url.encode()), MAX_URL)
+            service.add(url)
         clock.advance(0)
         jobs, more = service.page(limit=1000)
         self.assertTrue(more)

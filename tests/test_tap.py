@@ -110,7 +110,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual({id(tracker.budget) for tracker in trackers}, {id(root.budget)})
         self.assertEqual(root.budget.maxPerHost, 256)
         self.assertEqual(root.getServiceNamed("proxy tcp:3128:interface=127.0.0.1").tracker.weight, 2)
-        self.assertEqual(tracker.weight, 1)
+        self.assertEqual(root.getServiceNamed("echo tcp:8007:interface=127.0.0.1").tracker.weight, 1)
         self.assertConfigError(["--max-connections", "1.5"], "--max-connections", "whole number")
         self.assertConfigError(["--max-connections-per-host", "-1"], "--max-connections-per-host")
 
@@ -854,10 +854,15 @@ class StopSignalsTests(SynchronousTestCase):
         """
         Once the reactor stops for another reason, a signal is a second one.
         """
-        self.signals._stopping()
+        self.patch(tap.signal, "signal", lambda number, handler: None)
+        self.signals.install()
+        for f, args, kwargs in self.reactor.triggers["before"]["shutdown"]:
+            f(*args, **kwargs)
         self.send(15)
         self.assertEqual(self.first, [])
-        self.assertEqual(len(self.events), 1)
+        self.assertEqual(
+            [formatEvent(e) for e in self.events], ["Received SIGTERM again: aborted the 2 connection(s) still open"]
+        )
 
     def test_notInstalledWhileTheReactorRuns(self) -> None:
         """

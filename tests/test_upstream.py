@@ -24,7 +24,7 @@ def source(cls: type) -> str:
     The source of C{cls} and its bases (for attributes set in methods,
     where an instance is hard to come by).
     """
-    return "\n".join(inspect.getsource(base) for base in cls.__mro__ if base.__module__.split(".")[0] != "builtins")
+    return "\n".join(inspect.getsource(base) for base in cls.__mro__ if base is not object)
 
 
 class UpstreamNamesTestCase(SynchronousTestCase):
@@ -43,11 +43,11 @@ class UpstreamNamesTestCase(SynchronousTestCase):
             try:
                 found = owner()
             except Exception as e:
-                missing.append(f"{where}: {owner.__name__ if hasattr(owner, '__name__') else owner}: {e!r}: {loses}")
+                missing.append(f"{where}: {e!r}: {loses}")
                 continue
             for name in names:
                 if not hasattr(found, name):
-                    label = getattr(found, "__qualname__", type(found).__qualname__)
+                    label = getattr(found, "__qualname__", None) or getattr(found, "__name__", None) or type(found).__qualname__
                     missing.append(f"{where}: {label}.{name} is gone: {loses}")
         if missing:
             self.fail("\n".join(missing))

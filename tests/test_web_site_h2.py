@@ -27,7 +27,7 @@ from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import H2_TURN_BYTES, Limits, NetsuiteH2Connection, makeHTTPService
 from tests.helpers import startListener
-from tests.test_web_site import inMemory, waitForNoConnections
+from tests.test_web_site import inMemory, statusLine, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
 if H2_ENABLED:
@@ -613,7 +613,6 @@ class RefusalLogTests(SynchronousTestCase):
             counted, {("GET", "431"): 1, ("GET", "414"): 1, ("PUT", "413"): 1, ("POST", "413"): 1, ("CONNECT", "400"): 1}
         )
 
-
     def test_refusalLoggedWhenTwistedAborts(self) -> None:
         """
         A refusal whose answer overflows the frames Twisted buffers for a
@@ -1013,7 +1012,7 @@ class PriorKnowledgeTests(SynchronousTestCase):
                 for data in [request] if oneRead else [bytes([byte]) for byte in request]:
                     protocol.dataReceived(data)
                 clock.advance(0)  # answers are written at the end of a turn
-                found.append(transport.value().split(b"\r\n", 1)[0])
+                found.append(statusLine(transport))
             return found
 
         expected = statuses(h2c=False, oneRead=True)
@@ -1091,15 +1090,14 @@ class NotServedTests(SynchronousTestCase):
     """
 
     def test_neverTwistedsHTTP2(self) -> None:
+        from twisted.internet.testing import EventLoggingObserver
         from twisted.logger import globalLogPublisher
 
         from netsuite.web import site as siteModule
 
         self.patch(siteModule, "H2_SERVED", False)
         self.patch(siteModule, "_TWISTED_H2", True)
-        events: list[dict] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         clock, site, connect = inMemory(Limits(), h2c=True)
         self.addCleanup(site.stopFactory)
         self.assertIn("HTTP/2 is off", " ".join(str(event.get("log_format")) for event in events))
