@@ -305,7 +305,7 @@ def _setGroups(context: SSL.Context, groups: bytes) -> None:
     """
     Limit C{context}'s key exchange to C{groups} (pyOpenSSL has no call for
     it; its OpenSSL binding does).  Left as it is where the binding lacks
-    it, or OpenSSL knows none of them.
+    it (logged), or OpenSSL knows none of them.
     """
     try:
         from OpenSSL._util import lib
@@ -313,6 +313,7 @@ def _setGroups(context: SSL.Context, groups: bytes) -> None:
         setList = lib.SSL_CTX_set1_curves_list
         native = context._context
     except (ImportError, AttributeError):
+        log.warn("TLS: this pyOpenSSL cannot choose key-exchange groups; OpenSSL's own are used")
         return
     if setList(native, groups) != 1:
         getattr(lib, "ERR_clear_error", lambda: None)()

@@ -5,7 +5,7 @@ Tests for L{netsuite.limits} and L{netsuite.stats}.
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, hostKey
+from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, heldBytes, hostKey
 from netsuite.stats import StatsRegistry
 
 
@@ -23,6 +23,33 @@ class HostKeyTests(SynchronousTestCase):
         self.assertEqual(hostKey("fe80::1%eth0"), "fe80::/64")
         self.assertEqual(hostKey("/run/netsuite.sock"), "/run/netsuite.sock")
         self.assertEqual(hostKey("not:an:address"), "not:an:address")
+
+
+class HeldBytesTests(SynchronousTestCase):
+    """
+    L{heldBytes} counts what a Twisted socket transport holds, from its
+    private buffer names.
+    """
+
+    def transport(self, **names: object) -> object:
+        held = type("Transport", (), {})()
+        held.__dict__.update(names)
+        return held
+
+    def test_counted(self) -> None:
+        """
+        The buffered list less what was sent of it, and the writes not yet
+        joined into it.
+        """
+        self.assertEqual(heldBytes(self.transport(dataBuffer=b"x" * 100, offset=40, _tempDataLen=7)), 67)
+
+    def test_nameGoneCountsNothing(self) -> None:
+        """
+        A later Twisted without one of the names: what the others say, not
+        an C{AttributeError} in the protocol that asked.
+        """
+        self.assertEqual(heldBytes(self.transport(dataBuffer=b"x" * 100, offset=40)), 60)
+        self.assertEqual(heldBytes(self.transport()), 0)
 
 
 class TokenBucketTests(SynchronousTestCase):

@@ -33,6 +33,7 @@ from twisted.internet.ssl import (
     CertificateOptions,
     TLSVersion,
 )
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -358,6 +359,49 @@ def _groupsHandshake(port: int, groups: bytes, version: int | None = None) -> st
         name = connection.get_group_name()
         connection.shutdown()
         return name
+
+
+class KeyExchangeGroupsTests(SynchronousTestCase):
+    """
+    Where netsuite cannot choose the key-exchange groups, the context is
+    still made, with OpenSSL's own groups, and one warning says so.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_level"] == LogLevel.warn]
+
+    def test_bindingWithoutTheCallWarns(self) -> None:
+        """
+        A pyOpenSSL whose binding lacks C{SSL_CTX_set1_curves_list}.
+        """
+        from OpenSSL import _util
+
+        class Lib:
+            def __getattr__(self, name: str) -> Any:
+                if name == "SSL_CTX_set1_curves_list":
+                    raise AttributeError(name)
+                return getattr(_util.lib, name)
+
+        self.patch(_util, "lib", Lib())
+        tls._setGroups(SSL.Context(SSL.TLS_SERVER_METHOD), tls.GROUPS)
+        self.assertEqual(self.warnings(), ["TLS: this pyOpenSSL cannot choose key-exchange groups; OpenSSL's own are used"])
+
+    def test_unknownGroupsWarn(self) -> None:
+        """
+        An OpenSSL that knows none of the groups named.
+        """
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        tls._setGroups(context, b"nosuchgroup")
+        self.assertEqual(
+            self.warnings(), ["TLS: OpenSSL takes none of the key-exchange groups nosuchgroup; keeping its own"]
+        )
+
+    def test_knownGroupsQuiet(self) -> None:
+        tls._setGroups(SSL.Context(SSL.TLS_SERVER_METHOD), tls.GROUPS)
+        self.assertEqual(self.warnings(), [])
 
 
 class ChainWarningsTests(SynchronousTestCase):
