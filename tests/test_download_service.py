@@ -1250,18 +1250,9 @@ class RestartTests(ServiceTestCase):
         neither shown nor started before; stopping waits for a write under
         way and writes last.
         """
-        started, release = threading.Event(), threading.Event()
-        threads = []
-        write = serviceModule.writeAtomically
-
-        def slow(path: Path, data: bytes, mode: int = 0o666, sync: bool = False) -> None:
-            threads.append(threading.current_thread())
-            started.set()
-            release.wait(10)
-            write(path, data, mode, sync)
-
-        self.patch(serviceModule, "writeAtomically", slow)
-        self.addCleanup(release.set)
+        threads: list[threading.Thread] = []
+        started = threading.Event()
+        release = self.stuckDisk(saveTimeout=None, started=started, threads=threads)
         service = self.startService()
 
         async def waitForWrite() -> None:
@@ -1298,20 +1289,35 @@ class RestartTests(ServiceTestCase):
         self.assertEqual([job["state"] for job in saved["jobs"]], ["done", "queued"])
         self.assertNotIn(threading.main_thread(), threads)
 
-    def stuckDisk(self) -> threading.Event:
+    def stuckDisk(
+        self,
+        saveTimeout: float | None = 0.3,
+        started: threading.Event | None = None,
+        threads: list[threading.Thread] | None = None,
+    ) -> threading.Event:
         """
         Make every write of the job list wait, in its thread, until the
-        event returned is set.  C{SAVE_TIMEOUT} is made 0.3 s.
+        event returned is set.
+
+        @param saveTimeout: what C{SAVE_TIMEOUT} is made, or L{None} to
+            leave it.
+        @param started: set as each write starts.
+        @param threads: the thread of each write is added to it.
         """
         release = threading.Event()
         write = serviceModule.writeAtomically
 
         def stuck(path: Path, data: bytes, mode: int = 0o666, sync: bool = False) -> None:
+            if threads is not None:
+                threads.append(threading.current_thread())
+            if started is not None:
+                started.set()
             release.wait(10)
             write(path, data, mode, sync)
 
         self.patch(serviceModule, "writeAtomically", stuck)
-        self.patch(serviceModule, "SAVE_TIMEOUT", 0.3)
+        if saveTimeout is not None:
+            self.patch(serviceModule, "SAVE_TIMEOUT", saveTimeout)
         self.addCleanup(release.set)
         return release
 
@@ -1644,6 +1650,15 @@ class TwistdDownloadTests(TestCase):
         self.addCleanup(pool.closeCachedConnections)
         return HTTPClient(Agent(reactor, pool=pool))
 
+    async def post(self, client: HTTPClient, api: str, body: dict) -> dict:
+        """
+        Queue a job through the API at C{api}; it must be answered C{201}.
+        """
+        response = await client.post(api, data=json.dumps(body).encode(), headers=AUTH)
+        job = json.loads(await treq.content(response))
+        self.assertEqual(response.code, 201, job)
+        return job
+
     async def test_twistdDownloadsFromItself(self) -> None:
         home = os.path.abspath(self.mktemp())
         served = os.path.join(home, "www")
@@ -1657,11 +1672,7 @@ class TwistdDownloadTests(TestCase):
         self.assertEqual(service, "http")
         client = self.client()
         api = f"http://127.0.0.1:{port}/api/downloads"
-        response = await client.post(
-            api, data=json.dumps({"url": f"http://127.0.0.1:{port}/blob.bin"}).encode(), headers=AUTH
-        )
-        job = json.loads(await treq.content(response))
-        self.assertEqual(response.code, 201, job)
+        job = await self.post(client, api, {"url": f"http://127.0.0.1:{port}/blob.bin"})
         deadline = time.monotonic() + 15
         while job["state"] not in FINISHED and time.monotonic() < deadline:
             await deferLater(reactor, 0.05, lambda: None)
@@ -1689,12 +1700,7 @@ class TwistdDownloadTests(TestCase):
         nowhere = "http://127.0.0.1:1/never.bin"  # refused: the jobs retry, unfinished
 
         async def post(api: str, name: str) -> dict:
-            response = await client.post(
-                api, data=json.dumps({"url": nowhere, "name": name}).encode(), headers=AUTH
-            )
-            job = json.loads(await treq.content(response))
-            self.assertEqual(response.code, 201, job)
-            return job
+            return await self.post(client, api, {"url": nowhere, "name": name})
 
         process, transport = self.start(home)
         [(_, _, port, _)] = await process.listening

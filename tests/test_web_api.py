@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from typing import Dict, List, NoReturn, Tuple
+from typing import Any, Dict, List, NoReturn, Tuple
 from urllib.parse import quote_from_bytes
 
 import treq
@@ -448,6 +448,16 @@ class _Later(JSONResource):
         return d
 
 
+def connectInMemory(site: Site) -> Tuple[Any, StringTransport]:
+    """
+    A new HTTP channel of C{site}, connected to a L{StringTransport}.
+    """
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
 class DeferredAnswerTests(SynchronousTestCase):
     """
     A handler's L{Deferred} that fires after the client has gone writes
@@ -461,9 +471,7 @@ class DeferredAnswerTests(SynchronousTestCase):
         root.putChild(b"later", later)
         site = Site(root)
         site.timeOut = None
-        transport = StringTransport()
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        channel.makeConnection(transport)
+        channel, transport = connectInMemory(site)
         channel.dataReceived(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(len(waiting), 1)
         self.assertEqual(transport.value(), b"")
@@ -733,9 +741,7 @@ class InMemoryEchoTests(SynchronousTestCase):
         root = Resource()
         root.putChild(b"api", APIResource(SimpleStatus(StatsRegistry()), clock=Clock()))
         site = Site(root, parsePOSTFormSubmission=False, reactor=MemoryReactorClock())
-        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
-        channel.makeConnection(transport)
+        channel, transport = connectInMemory(site)
         channel.dataReceived(
             b"POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (contentType, len(body), body)

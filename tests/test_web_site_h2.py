@@ -12,6 +12,7 @@ import socket
 import ssl
 import struct
 import time
+from typing import Any
 
 import trustme
 from twisted.python.filepath import FilePath
@@ -77,6 +78,22 @@ def request(method: str, path: str, *extra: tuple[str, str]) -> list[tuple[str, 
     return [(":method", method), (":path", path), (":scheme", "https"), (":authority", "localhost"), *extra]
 
 
+_PLAIN = object()
+
+
+def connectInMemory(site: Any, alpn: Any = _PLAIN, port: int = 40000) -> tuple[Any, StringTransport]:
+    """
+    A new connection of C{site} to a L{StringTransport}: a plain one, or,
+    given C{alpn}, a TLS one where ALPN chose it (L{None}: no protocol).
+    """
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+    transport = StringTransport()
+    if alpn is not _PLAIN:
+        transport.negotiatedProtocol = alpn
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
 class Exchange:
     """
     An in-memory HTTP/2 connection to a site on a fake clock: the h2
@@ -101,11 +118,7 @@ class Exchange:
         @param kwargs: for L{makeSite}.
         """
         self.clock, self.site, _ = inMemory(limits, **kwargs)
-        self.transport = StringTransport()
-        if tls:
-            self.transport.negotiatedProtocol = b"h2"
-        self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.protocol.makeConnection(self.transport)
+        self.protocol, self.transport = connectInMemory(self.site, b"h2" if tls else _PLAIN)
         self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.client.initiate_connection()
         self.answers: dict[int, dict] = {}
@@ -513,10 +526,7 @@ class HeadDeadlineTests(ExchangeTestCase):
 
     def test_prefaceTrickledCutOff(self) -> None:
         exchange = self.exchange
-        protocol = exchange.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
-        transport = StringTransport()
-        transport.negotiatedProtocol = b"h2"
-        protocol.makeConnection(transport)
+        protocol, transport = connectInMemory(exchange.site, b"h2", port=40001)
         for index in range(len(PREFACE)):
             if transport.disconnecting:
                 break
@@ -1041,10 +1051,7 @@ class PriorKnowledgeTests(SynchronousTestCase):
         """
         clock, site, _ = inMemory(Limits(), h2c=True)
         self.addCleanup(site.stopFactory)
-        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
-        transport.negotiatedProtocol = None  # TLS without ALPN
-        protocol.makeConnection(transport)
+        protocol, transport = connectInMemory(site, None)  # TLS without ALPN
         protocol.dataReceived(PREFACE + SETTINGS)
         clock.advance(0)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
@@ -1102,11 +1109,7 @@ class NotServedTests(SynchronousTestCase):
         self.addCleanup(site.stopFactory)
         self.assertIn("HTTP/2 is off", " ".join(str(event.get("log_format")) for event in events))
         for alpn in (b"h2", None):
-            protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-            transport = StringTransport()
-            if alpn is not None:
-                transport.negotiatedProtocol = alpn
-            protocol.makeConnection(transport)
+            protocol, transport = connectInMemory(site, _PLAIN if alpn is None else alpn)
             protocol.dataReceived(PREFACE + SETTINGS)
             clock.advance(0)
             self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), (alpn, transport.value()))
