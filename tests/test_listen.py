@@ -295,13 +295,14 @@ class ListenerSocketTests(TestCase):
         services = [makeEchoService("tcp:0:interface=127.0.0.1", budget=budget) for _ in range(2)]
         ports = [await startListener(self, service) for service in services]
         clients = [await connect(self, ports[0], Collector()), await connect(self, ports[1], Collector())]
-        refused = await connect(self, ports[1], Collector())
-        await refused.closed
-        self.assertEqual(refused.received, [])
+        for port in ports:
+            refused = await connect(self, port, Collector())
+            await refused.closed
+            self.assertEqual(refused.received, [])
         for client in clients:
             client.transport.write(b"still here")
             await client.waitFor(10)
-        self.assertEqual(services[1].stats.counters["refused_connections"], 1)
+        self.assertEqual([service.stats.counters["refused_connections"] for service in services], [1, 1])
 
     async def test_refusedTLSConnectionClosedBeforeHandshake(self) -> None:
         """
@@ -723,6 +724,19 @@ class _HalfClosingReceived(_Received):
     """
 
 
+def memoryTLSClient() -> Tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """
+    A stdlib TLS client over memory, checking no certificate.
+
+    @return: the client, its incoming BIO (write the server's bytes there),
+        and its outgoing one (read what it sends there).
+    """
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return context.wrap_bio(incoming, outgoing, server_hostname="localhost"), incoming, outgoing
+
+
 class TLSPlaintextTests(SynchronousTestCase):
     """
     The plaintext of every TLS record OpenSSL reads from one piece of a
@@ -744,10 +758,7 @@ class TLSPlaintextTests(SynchronousTestCase):
         server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
         transport = StringTransport()
         server.makeConnection(transport)
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        client = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        client, incoming, outgoing = memoryTLSClient()
         for _ in range(5):
             try:
                 client.do_handshake()
@@ -817,10 +828,7 @@ def _tinyRecordsEchoed(port: int, count: int) -> Tuple[bytes, bytes, int]:
     @return: the plaintext sent, the plaintext echoed, and the number of
         TLS records it came in.
     """
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    client, incoming, outgoing = memoryTLSClient()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         while True:
             try:
@@ -1508,14 +1516,9 @@ class TLSCloseNotifyInHandshakeTests(TestCase):
     """
 
     async def test_closeNotifyAfterTheClientHello(self) -> None:
-        import ssl
-
         service = makeEchoService("tcp:0:interface=127.0.0.1", tls=makeServerOptions(self.mktemp()))
         port = await startListener(self, service)
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        tls, _, outgoing = memoryTLSClient()
         with self.assertRaises(ssl.SSLWantReadError):
             tls.do_handshake()
         closeNotify = b"\x15\x03\x03\x00\x02\x01\x00"  # a warning alert, close_notify

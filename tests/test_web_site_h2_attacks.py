@@ -493,6 +493,21 @@ class ControlFrameFloodTests(ExchangeTestCase):
         self.assertTrue(self.exchange.transport.disconnecting)
         self.assertEqual(self.exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
+    def startDownload(self, size: int, window: int | None) -> tuple[Exchange, int]:
+        """
+        A new exchange (as C{self.exchange}) whose client, with a stream
+        window of C{window} bytes if given, and giving back no data by
+        itself, has asked for a body of C{size} bytes.
+
+        @return: the exchange and the request's stream.
+        """
+        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(size)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        if window is not None:
+            exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        return exchange, exchange.get("/api/big")
+
     def giveBackEachFrame(self, size: int, window: int | None = None) -> int:
         """
         Download C{size} bytes as a client that gives back each DATA frame
@@ -502,14 +517,9 @@ class ControlFrameFloodTests(ExchangeTestCase):
 
         @return: the bytes received.
         """
-        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(size)})
-        self.addCleanup(exchange.site.stopFactory)
-        exchange.acknowledge = False
+        exchange, streamID = self.startDownload(size, window)
         client = exchange.client
-        if window is not None:
-            client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         frameSize = window or 16384
-        streamID = exchange.get("/api/big")
         for _ in range(2000):
             answer = exchange.answers[streamID]
             if answer["ended"] or exchange.transport.disconnecting:
@@ -551,12 +561,8 @@ class ControlFrameFloodTests(ExchangeTestCase):
         frames earn next to nothing, and the connection ends at the budget
         (each 1-byte frame earned two frames, so it went on for ever).
         """
-        exchange = self.exchange = Exchange(Limits(), api={b"big": Big(64 * 1024)})
-        self.addCleanup(exchange.site.stopFactory)
-        exchange.acknowledge = False
+        exchange, streamID = self.startDownload(64 * 1024, 0)
         client = exchange.client
-        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
-        streamID = exchange.get("/api/big")
         for _ in range(2000):
             if exchange.transport.disconnecting:
                 break
