@@ -27,7 +27,7 @@ from twisted.web.server import NOT_DONE_YET
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import H2_TURN_BYTES, Limits, NetsuiteH2Connection, makeHTTPService
-from tests.helpers import startListener
+from tests.helpers import rawExchange, startListener
 from tests.test_web_site import inMemory, statusLine, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
@@ -1136,36 +1136,14 @@ class PriorKnowledgeSocketTests(TestCase):
         status.add(service)
         port = await startListener(self, service)
 
-        def fetch() -> tuple[dict, bytes]:
-            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-            client.initiate_connection()
-            client.send_headers(1, request("GET", "/healthz"), end_stream=True)
-            client.send_headers(3, request("GET", "/missing"), end_stream=True)
-            answers: dict = {1: {}, 3: {}}
-            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as sock:
-                sock.sendall(client.data_to_send())
-                while not all(answer.get("ended") for answer in answers.values()):
-                    data = sock.recv(65536)
-                    if not data:
-                        break
-                    for event in client.receive_data(data):
-                        if isinstance(event, h2.events.ResponseReceived):
-                            answers[event.stream_id]["status"] = dict(event.headers)[b":status"]
-                        elif isinstance(event, h2.events.DataReceived):
-                            answers[event.stream_id]["body"] = answers[event.stream_id].get("body", b"") + event.data
-                        elif isinstance(event, h2.events.StreamEnded):
-                            answers[event.stream_id]["ended"] = True
-                    sock.sendall(client.data_to_send())
-            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as sock:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-                http1 = b""
-                while data := sock.recv(65536):
-                    http1 += data
-            return answers, http1
-
-        answers, http1 = await threads.deferToThread(fetch)
-        self.assertEqual(answers[1], {"status": b"200", "body": b"ok\n", "ended": True})
-        self.assertEqual(answers[3]["status"], b"404")
+        answers = await threads.deferToThread(
+            h2Requests, port, None, [(request("GET", "/healthz"), True), (request("GET", "/missing"), True)]
+        )
+        self.assertEqual(answers[0], ("200", b"ok\n"))
+        self.assertEqual(answers[1][0], "404")
+        http1 = await threads.deferToThread(
+            rawExchange, port, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
         self.assertTrue(http1.startswith(b"HTTP/1.1 200 OK\r\n"), http1)
         self.assertTrue(http1.endswith(b"\r\n\r\nok\n"), http1)
 
@@ -1472,38 +1450,45 @@ class SocketTests(HTTPSTestCase):
             self.assertEqual(body, content)
 
 def h2Requests(
-    port: int, cadata: str, requests: list[tuple[list[tuple[str, str]], bool]]
+    port: int, cadata: str | None, requests: list[tuple[list[tuple[str, str]], bool]]
 ) -> list[tuple[str, bytes]]:
     """
     Send C{requests} (headers, and whether they end the stream) on one
-    HTTP/2 connection with the h2 library over stdlib TLS, and collect each
-    one's status and body (runs in a thread).
+    HTTP/2 connection with the h2 library, over stdlib TLS trusting
+    C{cadata}, or with prior knowledge on a plain connection if L{None};
+    collect each one's status and body (runs in a thread).
     """
-    context = ssl.create_default_context(cadata=cadata)
-    context.set_alpn_protocols(["h2"])
     with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+        if cadata is None:
+            return _h2Exchange(raw, requests)
+        context = ssl.create_default_context(cadata=cadata)
+        context.set_alpn_protocols(["h2"])
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-            connection.initiate_connection()
-            streams = []
-            for headers, end in requests:
-                streamID = connection.get_next_available_stream_id()
-                connection.send_headers(streamID, headers, end_stream=end)
-                streams.append(streamID)
-            tls.sendall(connection.data_to_send())
-            answers: dict[int, list] = {streamID: [None, b""] for streamID in streams}
-            ended: set[int] = set()
-            while len(ended) < len(streams):
-                data = tls.recv(65536)
-                if not data:
-                    break
-                for event in connection.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        answers[event.stream_id][0] = dict(event.headers)[b":status"].decode()
-                    elif isinstance(event, h2.events.DataReceived):
-                        answers[event.stream_id][1] += event.data
-                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                    elif isinstance(event, h2.events.StreamEnded):
-                        ended.add(event.stream_id)
-                tls.sendall(connection.data_to_send())
-            return [tuple(answers[streamID]) for streamID in streams]  # type: ignore[misc]
+            return _h2Exchange(tls, requests)
+
+
+def _h2Exchange(sock: socket.socket, requests: list[tuple[list[tuple[str, str]], bool]]) -> list[tuple[str, bytes]]:
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    streams = []
+    for headers, end in requests:
+        streamID = connection.get_next_available_stream_id()
+        connection.send_headers(streamID, headers, end_stream=end)
+        streams.append(streamID)
+    sock.sendall(connection.data_to_send())
+    answers: dict[int, list] = {streamID: [None, b""] for streamID in streams}
+    ended: set[int] = set()
+    while len(ended) < len(streams):
+        data = sock.recv(65536)
+        if not data:
+            break
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                answers[event.stream_id][0] = dict(event.headers)[b":status"].decode()
+            elif isinstance(event, h2.events.DataReceived):
+                answers[event.stream_id][1] += event.data
+                connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                ended.add(event.stream_id)
+        sock.sendall(connection.data_to_send())
+    return [tuple(answers[streamID]) for streamID in streams]  # type: ignore[misc]
