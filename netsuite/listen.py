@@ -53,7 +53,7 @@ from netsuite.limits import heldBytes, hostKey
 from netsuite.stats import ServiceStats
 from netsuite.status import ListenerInfo
 from netsuite.text import shortened
-from netsuite.tls import MAX_PEM_FILE
+from netsuite.tls import MAX_PEM_FILE, GatheringTLSProtocol
 
 #: Seconds open connections get to close on their own when a listener stops.
 DEFAULT_GRACE = 5.0
@@ -804,7 +804,7 @@ def _watchHandshakes(connection: Connection, where: int, result: int) -> None:
             tls.keyUpdates += 1
 
 
-class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
+class _HalfClosingTLSProtocol(GatheringTLSProtocol):
     """
     TLS that gives a service which handles half-close the peer's
     close_notify as the end of its input (TLS 1.3's half-close, RFC 8446
@@ -825,9 +825,9 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
     ends after a few dozen, not thousands.
 
     The plaintext of all the records OpenSSL reads from one feed goes to
-    the service in one C{dataReceived} (Twisted's gives it each record's
-    on its own), so that a client sending one byte a record costs the
-    service one call, and an echo one TLS record, for many records.
+    the service in one C{dataReceived} (L{GatheringTLSProtocol}), so that
+    a client sending one byte a record costs the service one call, and an
+    echo one TLS record, for many records.
 
     @ivar peerClosed: the peer's close_notify came.
     @ivar keyUpdates: KeyUpdates the client sent.
@@ -842,8 +842,6 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
     _recordLeft = 0
     #: The first bytes of a record header cut by the end of the last read.
     _headerStart = b""
-    #: Plaintext read from OpenSSL and not yet handed to the service.
-    _plaintext: list[bytes] | None = None
 
     def makeConnection(self, transport: Any) -> None:
         TLSMemoryBIOProtocol.makeConnection(self, transport)
@@ -872,40 +870,6 @@ class _HalfClosingTLSProtocol(TLSMemoryBIOProtocol):
                     "tls_key_update_floods", f"sent {self.keyUpdates} TLS KeyUpdates in {self._received} bytes"
                 )
                 return
-
-    def _flushReceiveBIO(self) -> None:
-        # Twisted's, but with the plaintext of every record read handed on
-        # at once: at the end, or before the connection ends.
-        self._plaintext = plaintext = []
-        while not self._lostTLSConnection:
-            try:
-                data = self._tlsConnection.recv(2**15)
-            except WantReadError:
-                break
-            except ZeroReturnError:
-                self._handOn()
-                self._shutdownTLS()
-                self._tlsShutdownFinished(None)
-            except SSLError:
-                failure = Failure()
-                self._handOn()
-                self._tlsShutdownFinished(failure)
-            else:
-                plaintext.append(data)
-        self._handOn()
-        self._flushSendBIO()
-
-    def _handOn(self) -> None:
-        """
-        Give the service the plaintext read so far, unless the connection
-        was aborted.
-        """
-        plaintext = self._plaintext
-        if plaintext:
-            data = plaintext[0] if len(plaintext) == 1 else b"".join(plaintext)
-            plaintext.clear()
-            if not self._aborted:
-                ProtocolWrapper.dataReceived(self, data)
 
     def _pieces(self, data: bytes) -> Iterable[bytes]:
         """

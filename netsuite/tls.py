@@ -27,6 +27,9 @@ from OpenSSL import SSL, crypto
 from twisted.internet._sslverify import protosFromProtocol
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 
 from netsuite.files import readSmallFile, writeAtomically
 
@@ -318,6 +321,52 @@ def _setGroups(context: SSL.Context, groups: bytes) -> None:
     if setList(native, groups) != 1:
         getattr(lib, "ERR_clear_error", lambda: None)()
         log.warn("TLS: OpenSSL takes none of the key-exchange groups {groups}; keeping its own", groups=groups.decode())
+
+
+class GatheringTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    Twisted's TLS, handing the protocol above the plaintext of all the
+    records OpenSSL reads from one feed in one C{dataReceived}.  Twisted's
+    hands on each record's alone: a peer sending one byte a record cost a
+    call of the protocol above (and for echo, a record back) for each.
+    """
+
+    #: Plaintext read from OpenSSL and not yet handed on.
+    _plaintext: list[bytes] | None = None
+
+    def _flushReceiveBIO(self) -> None:
+        # Twisted's, gathering: handed on at the end, or before the
+        # connection ends.
+        self._plaintext = plaintext = []
+        while not self._lostTLSConnection:
+            try:
+                data = self._tlsConnection.recv(2**15)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self._handOn()
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            except SSL.Error:
+                failure = Failure()
+                self._handOn()
+                self._tlsShutdownFinished(failure)
+            else:
+                plaintext.append(data)
+        self._handOn()
+        self._flushSendBIO()
+
+    def _handOn(self) -> None:
+        """
+        Give the protocol above the plaintext read so far, unless the
+        connection was aborted.
+        """
+        plaintext = self._plaintext
+        if plaintext:
+            data = plaintext[0] if len(plaintext) == 1 else b"".join(plaintext)
+            plaintext.clear()
+            if not self._aborted:
+                ProtocolWrapper.dataReceived(self, data)
 
 
 def fingerprint(certificate: x509.Certificate) -> str:

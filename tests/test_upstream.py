@@ -186,13 +186,13 @@ class TwistedTLSAndEndpointTests(UpstreamNamesTestCase):
                 (
                     lambda: TLSMemoryBIOProtocol,
                     ("_flushReceiveBIO", "_tlsShutdownFinished"),
-                    "netsuite's overrides are never called: the plaintext of each record goes on alone, and a "
-                    "close_notify during the handshake gives a traceback again",
+                    "netsuite's overrides are never called: the plaintext of each record goes on alone (to "
+                    "services and to the downloader), and a close_notify during the handshake gives a traceback again",
                 ),
                 (
                     lambda: TLSMemoryBIOProtocol,
                     ("_shutdownTLS", "_flushSendBIO", "_handshakeDone", "_aborted", "_reason", "_lostTLSConnection"),
-                    "every TLS listener fails",
+                    "every TLS listener, and every https download, fails",
                 ),
                 (lambda: _sslverify, ("protosFromProtocol",), "netsuite.tls cannot be imported"),
                 (
@@ -202,7 +202,7 @@ class TwistedTLSAndEndpointTests(UpstreamNamesTestCase):
                 ),
             ],
         )
-        self.assertMentioned(TLSMemoryBIOProtocol, ("_tlsConnection",), "every TLS listener fails")
+        self.assertMentioned(TLSMemoryBIOProtocol, ("_tlsConnection",), "every TLS listener, and every https download, fails")
 
     def test_endpoints(self) -> None:
         from twisted.internet import endpoints, ssl
