@@ -1087,6 +1087,26 @@ class PriorKnowledgeTests(SynchronousTestCase):
         self.assertFalse(exchange.transport.disconnecting)
 
 
+class HTTP1ByALPNTests(SynchronousTestCase):
+    """
+    A TLS client that chose HTTP/1.1 or HTTP/1.0 by ALPN, or nothing, is
+    answered over HTTP/1.x, as a plain one is.  Twisted asserted that ALPN
+    chose http/1.1: a client choosing http/1.0 (C{curl --http1.0}) got no
+    answer, and the log the AssertionError's traceback.
+    """
+
+    def test_answered(self) -> None:
+        clock, site, _ = inMemory(Limits())
+        self.addCleanup(site.stopFactory)
+        for alpn in (b"http/1.0", b"http/1.1", None, _PLAIN):
+            protocol, transport = connectInMemory(site, alpn)
+            protocol.dataReceived(b"GET /healthz HTTP/1.0\r\n\r\n")
+            clock.advance(0)
+            self.assertEqual(statusLine(transport), b"HTTP/1.0 200 OK", alpn)
+            self.assertTrue(transport.value().endswith(b"\r\n\r\nok\n"), (alpn, transport.value()))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class NotServedTests(SynchronousTestCase):
     """
     Where netsuite cannot serve HTTP/2 (C{H2_SERVED} false: a Twisted
@@ -1163,7 +1183,7 @@ class HTTPSTestCase(TestCase):
         if not H2_ENABLED:
             raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
         ca = trustme.CA()
-        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1"])
+        options = makeServerOptions(self.mktemp(), ca, [b"h2", b"http/1.1", b"http/1.0"])  # as twistd offers
         status = SimpleStatus(StatsRegistry())
         service = makeHTTPService(
             "tcp:0:interface=127.0.0.1", status=status, grace=1, tls=options, **kwargs
@@ -1177,6 +1197,28 @@ class SocketTests(HTTPSTestCase):
     """
     HTTP/2 over real TLS connections, negotiated by ALPN.
     """
+
+    async def test_http10ByALPN(self) -> None:
+        """
+        A client choosing http/1.0 by ALPN (C{curl --http1.0}) is answered.
+        """
+        port, service, cadata = await self.startHTTPS()
+
+        def fetch() -> tuple[str | None, bytes]:
+            context = ssl.create_default_context(cadata=cadata)
+            context.set_alpn_protocols(["http/1.0"])
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                    answer = b""
+                    while data := tls.recv(65536):
+                        answer += data
+                    return tls.selected_alpn_protocol(), answer
+
+        alpn, answer = await threads.deferToThread(fetch)
+        self.assertEqual(alpn, "http/1.0")
+        self.assertTrue(answer.startswith(b"HTTP/1.0 200 OK\r\n"), answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\nok\n"), answer)
 
     async def test_continuationFloodCutOff(self) -> None:
         """

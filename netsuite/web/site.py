@@ -1782,6 +1782,12 @@ class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
                     self._startHTTP2()
                 else:
                     self._negotiatedProtocol = b"http/1.1"
+            else:
+                # HTTP/1.x: by ALPN (http/1.1 or http/1.0), without it, or
+                # plain.  Twisted took only http/1.1: a client choosing
+                # http/1.0 (curl --http1.0) got no answer, and the log an
+                # AssertionError's traceback.
+                self._negotiatedProtocol = b"http/1.1"
         _GenericHTTPChannelProtocol.dataReceived(self, data)
 
     def closeGracefully(self) -> None:
