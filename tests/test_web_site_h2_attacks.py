@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+from typing import Any
 
 import trustme
 from twisted.internet import threads
@@ -35,6 +36,7 @@ from netsuite.web.site import (
     H2_CONTROL_RATE,
     H2_EMPTY_DATA_BURST,
     H2_EMPTY_DATA_RATE,
+    H2_ENCODER_TABLE,
     H2_MAX_SETTINGS,
     H2_RESET_RATE,
     Limits,
@@ -581,6 +583,52 @@ class ControlFrameFloodTests(ExchangeTestCase):
         self.assertFalse(self.exchange.transport.disconnecting)
         self.exchange.send(frame(4, 0, 0, setting * (H2_MAX_SETTINGS + 1)))
         self.assertEnded(b"too many settings in one frame")
+
+
+class Unique(Resource):
+    """
+    Answers every request with a header whose value no answer had before,
+    as a redirect's C{Location} echoing the query is.
+    """
+
+    isLeaf = True
+    answered = 0
+
+    def render(self, request: Any) -> bytes:
+        self.answered += 1
+        request.setHeader(b"x-unique", b"%d-" % self.answered + b"v" * 100)
+        return b"ok"
+
+
+class EncoderTableTests(ExchangeTestCase):
+    """
+    The HPACK table the server compresses its answers against stays within
+    L{H2_ENCODER_TABLE} bytes whatever larger size the client allows: h2
+    took the client's word (up to 4 GiB), and every new header value of
+    every answer stayed in it, searched for every header sent after.
+    """
+
+    def assertTableAfter(self, allowed: int, expected: int) -> None:
+        exchange = self.exchange = Exchange(Limits(), api={b"unique": Unique()})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.client.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: allowed})
+        for _ in range(200):
+            streamID = exchange.get("/api/unique")
+            self.assertEqual(exchange.answers[streamID]["body"], b"ok")
+        encoder = exchange.protocol._channel.conn.encoder
+        self.assertEqual(encoder.header_table_size, expected)
+        held = sum(32 + len(name) + len(value) for name, value in encoder.header_table.dynamic_entries)
+        self.assertLessEqual(held, expected)
+
+    def test_largeTableRefused(self) -> None:
+        self.assertTableAfter(2**32 - 1, H2_ENCODER_TABLE)
+
+    def test_smallerTableTaken(self) -> None:
+        """
+        A client allowing less than L{H2_ENCODER_TABLE} gets what it asks.
+        """
+        self.assertTableAfter(100, 100)
+        self.assertTableAfter(0, 0)
 
 
 class IdleTests(ExchangeTestCase):

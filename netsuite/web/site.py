@@ -908,6 +908,14 @@ H2_CONTROL_FRAME_BYTES = 256
 #: GOAWAY (as nghttp2): each costs work, and RFC 9113 defines six.
 H2_MAX_SETTINGS = 32
 
+#: The largest HPACK table (bytes) netsuite's answers are compressed
+#: against on an HTTP/2 connection, whatever larger size the client allows
+#: (RFC 7541, 4.2 lets the encoder use less; nghttp2's default): h2 took
+#: the client's word, up to 4 GiB, and each answer's new header values
+#: (a redirect's Location) stayed in the table for good, searched one by
+#: one for every header of every answer.
+H2_ENCODER_TABLE = 4096
+
 #: Bytes of DATA an HTTP/2 connection sends in one reactor turn, as one
 #: write to its transport (Twisted's loop sent one frame, 16 KiB, a turn).
 H2_TURN_BYTES = 256 * 1024
@@ -1080,6 +1088,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             dispatch[kind] = self._budgeted(dispatch[kind])
         self._receiveHeadersFrame = dispatch[HeadersFrame]
         dispatch[HeadersFrame] = self._headersFrame
+        self._receiveSettingsFrame = dispatch[SettingsFrame]
+        dispatch[SettingsFrame] = self._settingsFrame
         # h2's private record of who closed a stream (None: not known).
         self._closedBy = getattr(self.conn, "_stream_closed_by", lambda streamID: None)
 
@@ -1112,6 +1122,17 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if any(isinstance(event, h2.events.RequestReceived) for event in events):
             self._controls.give(H2_CONTROL_PER_REQUEST)
         return frames, events
+
+    def _settingsFrame(self, frame: Any) -> tuple[list, list]:
+        """
+        Take a SETTINGS frame (with h2, budgeted), reading a header table
+        size over L{H2_ENCODER_TABLE} as that: h2 sizes the table it
+        compresses answers against by it.
+        """
+        table = frame.settings.get(SettingsFrame.HEADER_TABLE_SIZE)
+        if table is not None and table > H2_ENCODER_TABLE:
+            frame.settings[SettingsFrame.HEADER_TABLE_SIZE] = H2_ENCODER_TABLE
+        return self._receiveSettingsFrame(frame)  # type: ignore[no-any-return]
 
     def _dataFrame(self, frame: Any) -> tuple[list, list]:
         """
