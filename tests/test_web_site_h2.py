@@ -341,6 +341,25 @@ class LimitTests(ExchangeTestCase):
         answer = self.assertRefused(1, b"413")
         self.assertEqual(answer["reset"], h2.errors.ErrorCodes.NO_ERROR)
 
+    def test_declaredBodyMissing(self) -> None:
+        """
+        A request whose head ends its stream though it declares a body is
+        malformed (RFC 9113, 8.1.1): a 400 on its stream, not processed
+        (h2 checks a declared length against DATA frames only, and such a
+        request was answered as one with an empty body).  One declaring
+        no bytes is answered.
+        """
+        headers = request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "5"))
+        self.exchange.client.send_headers(1, headers, end_stream=True)
+        self.exchange.pump()
+        answer = self.assertRefused(1, b"400")
+        self.assertIn("request body of 5 bytes missing", json.loads(answer["body"])["error"])
+        headers = request("GET", "/healthz", ("content-length", "0"))
+        streamID = self.exchange.client.get_next_available_stream_id()
+        self.exchange.client.send_headers(streamID, headers, end_stream=True)
+        self.exchange.pump()
+        self.assertEqual(self.exchange.answers[streamID]["status"], b"200")
+
     def test_receivedBodyTooLarge(self) -> None:
         """
         A body without a length that grows over the limit is a 413 as soon

@@ -1520,7 +1520,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._requestAborted(event)  # counted as a reset: a flood ends
             return
-        refusal = self._checkHead(event.headers)
+        refusal = self._checkHead(event.headers, event.stream_ended is not None)
         if refusal is not None:
             self._refuseStream(event.stream_id, *refusal, headers=event.headers)
             return
@@ -1531,11 +1531,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         # Ignored: see the class docstring.
         pass
 
-    def _checkHead(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    def _checkHead(self, headers: list[tuple[bytes, bytes]], ended: bool = False) -> tuple[int, str] | None:
         """
         Check a request's headers against the site's limits, counted as
         HTTP/1 counts them (C{name: value} lines; the crumbs of a split
-        C{cookie} as one line); refuse CONNECT.
+        C{cookie} as one line); refuse CONNECT, and a request that C{ended}
+        with its head though it declares a body (RFC 9113, 8.1.1: h2 checks
+        a declared length only against DATA frames, and such a request was
+        processed with no body).
 
         @return: the status and message to refuse the request with, or
             L{None}.
@@ -1569,6 +1572,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             return 431, "request header fields too large"
         if declared > limits.maxBody:
             return 413, f"request body over {limits.maxBody} bytes"
+        if ended and declared:
+            return 400, f"request body of {declared} bytes missing"
         return None
 
     def _requestDataReceived(self, event: Any) -> None:
