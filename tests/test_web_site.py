@@ -993,6 +993,19 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(headers[b"x-content-type-options"], b"nosniff")
         self.assertIn(b"default-src 'none'", headers[b"content-security-policy"])
 
+    def test_healthzAndMetricsOnlyAtTheirPaths(self) -> None:
+        """
+        C{/healthz} and C{/metrics} answer at their own paths (a query
+        string is fine); a path below them is the 404 page, where it got
+        the same answer.
+        """
+        for path in (b"/healthz", b"/metrics", b"/metrics?name=x"):
+            self.assertEqual(self.request(path)[0], b"HTTP/1.1 200 OK", path)
+        for path in (b"/healthz/", b"/healthz/x", b"/metrics/", b"/metrics/anything?x=1"):
+            status, headers, body = self.request(path)
+            self.assertEqual(status, b"HTTP/1.1 404 Not Found", path)
+            self.assertIn(b"<h1>404 Not Found</h1>", body)
+
     def test_homePageHasSecurityHeaders(self) -> None:
         for path in (b"/", b"/_netsuite/"):
             status, headers, body = self.request(path)

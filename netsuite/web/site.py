@@ -1972,6 +1972,23 @@ class RootResource(Resource):
         return self.home.render(request)
 
 
+class _Exactly(Resource):
+    """
+    C{resource} at its own path only: a path below it (C{/metrics/x},
+    C{/healthz/}) gets C{notFound}, where the leaf answered as itself.
+    """
+
+    isLeaf = True
+
+    def __init__(self, resource: Resource, notFound: Resource) -> None:
+        Resource.__init__(self)
+        self._resource = resource
+        self._notFound = notFound
+
+    def render(self, request: Request) -> bytes:
+        return (self._notFound if request.postpath else self._resource).render(request)  # type: ignore[no-any-return]
+
+
 def makeSite(
     status: StatusSource,
     *,
@@ -2011,8 +2028,8 @@ def makeSite(
     for name, child in (api or {}).items():
         apiResource.putChild(name, child)
     top.putChild(b"api", apiResource)
-    top.putChild(b"healthz", HealthResource(status))
-    top.putChild(b"metrics", metrics.resource())
+    top.putChild(b"healthz", _Exactly(HealthResource(status), notFound))
+    top.putChild(b"metrics", _Exactly(metrics.resource(), notFound))
     top.putChild(b"_netsuite", BuiltinPages(home, notFound))
     site = NetsuiteSite(
         top, reactor=reactor, stats=stats, metrics=metrics, limits=limits, accessLog=accessLog
