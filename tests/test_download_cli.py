@@ -1200,6 +1200,30 @@ class EndToEndTests(TestCase):
         )
         self.assertEqual((out / "small.txt.1").read_bytes(), b"hello\n")
 
+    async def test_closedStandardStreams(self) -> None:
+        """
+        Started with standard output closed (C{>&-}), the command downloads
+        and exits 0, quietly; with standard input closed, C{-i -} is a
+        usage error.  Python makes a closed stream L{None}: the first event
+        ended in an internal error's traceback and exit status 1.
+        """
+        env, root = self.environment()
+
+        async def closed(redirect: str, *args: str) -> tuple[bytes, bytes, int]:
+            script = f'exec "$0" -m netsuite.download.cli "$@" {redirect}'
+            return await getProcessOutputAndValue("/bin/sh", ["-c", script, sys.executable, *args], env=env, path=root)
+
+        out = os.path.abspath(self.out)
+        for redirect, name in ((">&-", "small.txt"), (">&- 2>&-", "small.txt.1")):
+            _, err, code = await closed(redirect, f"{self.base}/small.txt", "-d", out)
+            self.assertEqual((code, err), (0, b""), redirect)
+            self.assertEqual(Path(out, name).read_bytes(), b"hello\n")
+        _, err, code = await closed("<&-", "-i", "-", "-d", out)
+        self.assertEqual(code, 2)
+        self.assertEqual(
+            err, b"netsuite-get: cannot read the input file from standard input: it is closed (see netsuite-get --help)\n"
+        )
+
     async def test_usageErrorNeedsNoServer(self) -> None:
         out, err, code = await self.netsuiteGet("-o", "x", f"{self.base}/a", f"{self.base}/b")
         self.assertEqual((code, out), (2, b""))

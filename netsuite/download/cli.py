@@ -289,10 +289,12 @@ class Plan:
     lines: List[int] = field(default_factory=list)
 
 
-def _readInput(path: str, stdin: IO[str]) -> Tuple[str, str]:
+def _readInput(path: str, stdin: Optional[IO[str]]) -> Tuple[str, str]:
     # Bytes, decoded strictly: standard input's own decoding would pass
     # bytes that are not UTF-8 through as surrogates.
     where, named = ("standard input", "from standard input") if path == "-" else (path, repr(path))
+    if path == "-" and stdin is None:
+        raise UsageError("cannot read the input file from standard input: it is closed")
     try:
         if path == "-":
             data = getattr(stdin, "buffer", stdin).read(MAX_INPUT + 1)
@@ -1106,11 +1108,33 @@ def run(
     return defer.ensureDeferred(session.run())
 
 
+def _holdClosedStreams() -> None:
+    """
+    Give a standard stream that was closed when the command started
+    (C{>&-}; Python makes it L{None}) the null device: what would go there
+    is dropped, and its descriptor is not given to a file the command
+    opens.  Standard input stays L{None}, so that C{-i -} says it is closed.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+        if fd:
+            setattr(sys, name, open(fd, "w", closefd=False))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     """
     The C{netsuite-get} console script: exits with the status L{run} gives.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    _holdClosedStreams()
 
     def start(reactor: Any) -> Deferred[None]:
         def exit(code: int) -> NoReturn:
