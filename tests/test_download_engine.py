@@ -1754,6 +1754,23 @@ class RedirectTests(EngineTestCase):
         self.assertEqual(self.origin.requests, [])
         self.assertEqual(listing(directory), [])
 
+    async def test_spacesInALocationEncoded(self) -> None:
+        """
+        Spaces and control characters in a C{Location}'s path and query are
+        sent percent-encoded, as browsers, curl, wget and aria2c send them
+        (they were refused as "the URL contains spaces or control
+        characters"); in its host they are still refused.
+        """
+        directory = self.directory()
+        url = self.origin.hopURL(1, "/file/my file.bin?a=b c\x01")
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "my file.bin", self.origin.digest("/file/my%20file.bin"))
+        [request] = self.origin.seen("/file/my%20file.bin")
+        self.assertEqual(request.uri, "/file/my%20file.bin?a=b%20c%01")
+        url = self.origin.hopURL(1, "http://bad host.example/x.bin")
+        error = await self.failureOf(self.downloader(retries=0).download(url, directory), RedirectError)
+        self.assertIn("the URL contains spaces or control characters", str(error))
+
     async def test_urlCredentialsStayWithTheirOrigin(self) -> None:
         """
         C{user:password@} in the URL becomes Basic Authorization for that

@@ -328,6 +328,25 @@ _QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def controlsEncoded(url: str) -> str:
+    """
+    C{url} with the spaces and control characters of its path and query
+    percent-encoded, and without its fragment, as browsers and curl send a
+    redirect's C{Location} (C{/my file.txt} as C{/my%20file.txt}).  Tabs
+    and line breaks are dropped (the URL Standard), and those of a host are
+    left for L{splitURL} to refuse.
+    """
+    parts = urlsplit(url)
+
+    def encoded(text: str) -> str:
+        return _CONTROL_OR_SPACE.sub(lambda match: "%%%02X" % ord(match.group()), text)
+
+    return urlunsplit((parts.scheme, parts.netloc, encoded(parts.path), encoded(parts.query), ""))
+
+
 def splitURL(url: str) -> tuple[str, Optional[str]]:
     """
     C{url} without its credentials, and the Basic C{Authorization} value
@@ -1455,7 +1474,7 @@ class _Download:
                 # UTF-8, as browsers and curl read it; other bytes are
                 # sent as they came (splitURL).
                 reference = location[0].decode("utf-8", "surrogateescape").strip()
-                target = urljoin(url, slashesAsBrowsersRead(reference))
+                target = controlsEncoded(urljoin(url, slashesAsBrowsersRead(reference)))
                 scheme = urlsplit(target).scheme.lower()
             except ValueError:  # e.g. an unclosed IPv6 bracket
                 raise RedirectError(f"{url}: redirected to an unusable URL") from None
