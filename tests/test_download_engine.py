@@ -19,7 +19,6 @@ import socket
 import ssl
 import random
 import resource
-import stat
 import sys
 import threading
 import time
@@ -481,24 +480,37 @@ class PlainDownloadTests(EngineTestCase):
         _, victim = await self.continueOverALink("hard.bin", os.link)
         self.assertEqual(os.stat(victim).st_nlink, 2)
 
-    async def test_plantedHardLinkedPartIsNotWrittenThrough(self) -> None:
+    async def test_plantedPartThatIsNoFileOfItsOwnIsLeft(self) -> None:
         """
-        A C{.part} that is a hard link to a file elsewhere, with a state
-        file saying it holds the first bytes, is not resumed: the file it
-        shares keeps its bytes.
+        A C{.part} that is a hard link or a symbolic link to a file
+        elsewhere, or a FIFO, with a state file saying it holds the first
+        bytes, is not resumed, with a warning: the download is saved beside
+        it from the start, and the file it shares keeps its bytes.  A
+        symbolic link or a FIFO failed the download ("Too many levels of
+        symbolic links"; "not a regular file").
         """
-        directory = self.directory()
-        path = "/file/planted.bin"
-        victim = Path(self.mktemp())
-        victim.write_bytes(b"precious\n" * 1000)
-        os.link(victim, directory / "planted.bin.part")
-        url = self.origin.url(path)
-        state = DownloadState(url=url, finalUrl=url, size=DEFAULT_SIZE, done=[(0, 10)], rangesSupported=True)
-        statePathFor(directory / "planted.bin.part").write_text(json.dumps(state.toJSON()))
-        result = await self.downloader().download(self.origin.url(path), directory, continueExisting=True)
-        self.assertEqual(result.resumedFrom, 0)
-        self.assertSaved(result, directory / "planted.bin.1", self.origin.digest(path))
-        self.assertEqual(victim.read_bytes(), b"precious\n" * 1000)
+        plants = [
+            ("hard.bin", os.link, "it has other names (hard links) too"),
+            ("soft.bin", lambda victim, part: os.symlink(victim.resolve(), part), "it is a symbolic link"),
+            ("fifo.bin", lambda victim, part: os.mkfifo(part), "not a regular file"),
+        ]
+        for name, plant, why in plants:
+            directory = self.directory()
+            path = f"/file/{name}"
+            victim = Path(self.mktemp())
+            victim.write_bytes(b"precious\n" * 1000)
+            part = directory / f"{name}.part"
+            plant(victim, part)
+            url = self.origin.url(path)
+            state = DownloadState(url=url, finalUrl=url, size=DEFAULT_SIZE, done=[(0, 10)], rangesSupported=True)
+            statePathFor(part).write_text(json.dumps(state.toJSON()))
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            result = await self.downloader().download(url, directory, continueExisting=True)
+            self.assertEqual(result.resumedFrom, 0)
+            self.assertSaved(result, directory / f"{name}.1", self.origin.digest(path))
+            self.assertEqual(victim.read_bytes(), b"precious\n" * 1000)
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(warnings, [f"{url}: not resuming {part}: {why}"], name)
 
     async def test_lyingContentRangeStartFallsBack(self) -> None:
         """
@@ -1968,6 +1980,23 @@ class NameTests(EngineTestCase):
         self.assertEqual(listing(directory), ["over.bin"])
 
 
+    async def test_overwriteWithADirectoryInTheWay(self) -> None:
+        """
+        With C{overwrite}, a directory under the final name fails the
+        download in one sentence naming that directory (it named the
+        C{.part}, which was fine); the bytes stay, to be resumed.
+        """
+        directory = self.directory()
+        (directory / "dir.bin").mkdir()
+        url = self.origin.url("/file/dir.bin?size=5000")
+        error = await self.failureOf(self.downloader().download(url, directory, overwrite=True), LocalFileError)
+        self.assertEqual(str(error), f"{url}: cannot write {directory / 'dir.bin'}: Is a directory")
+        self.assertEqual(listing(directory), ["dir.bin", "dir.bin.part", "dir.bin.part.json"])
+        (directory / "dir.bin").rmdir()
+        result = await self.downloader().download(url, directory, overwrite=True)
+        self.assertSaved(result, directory / "dir.bin", self.origin.digest("/file/dir.bin", 5000), 5000)
+        self.assertEqual(result.resumedFrom, 5000)
+
 class ContinueExistingTests(EngineTestCase):
     """
     C{continueExisting} (C{-c}): a file already under the final name is
@@ -2596,19 +2625,6 @@ class ResumeTests(EngineTestCase):
         self.assertIn("not a regular file", warnings[0])
         self.assertIn("symbolic links", warnings[1])
         self.assertIn(f"longer than {MAX_STATE_FILE} bytes", warnings[2])
-
-    async def test_plantedFIFOPartFailsInOneSentence(self) -> None:
-        """
-        A FIFO planted as the C{.part} that a matching state file names is
-        not written to: the download fails in one sentence and leaves it.
-        """
-        directory = self.directory()
-        url = self.origin.url(self.path)
-        os.mkfifo(directory / "resume.bin.part")
-        (directory / "resume.bin.part.json").write_text(json.dumps({"version": 1, "url": url, "done": [[0, 10]]}))
-        error = await self.failureOf(self.downloader().download(url, directory), LocalFileError)
-        self.assertEqual(str(error), f"{url}: cannot open {directory / 'resume.bin.part'}: not a regular file")
-        self.assertTrue(stat.S_ISFIFO(os.lstat(directory / "resume.bin.part").st_mode))
 
     async def test_partAnEarlierRunChoseIsResumed(self) -> None:
         """

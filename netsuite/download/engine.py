@@ -978,7 +978,9 @@ class _Download:
             self._failed(e)
             raise
         except OSError as e:
-            problem = LocalFileError(f"{self.url}: cannot write {e.filename or self.directory}: {e.strerror}")
+            # A rename's error is the destination's (a directory in the way).
+            where = e.filename2 or e.filename or self.directory
+            problem = LocalFileError(f"{self.url}: cannot write {where}: {e.strerror}")
             self._failed(problem)
             raise problem from None
         return DownloadResult(
@@ -1013,9 +1015,11 @@ class _Download:
         directory naming this URL), or with C{continueExisting} a file
         already under the final name.
         """
+        tried = set()  # each .part is looked at once (a warning about it said once)
         earlier = self.request.partName
         if earlier and isPartName(earlier):
             part = self.directory / earlier
+            tried.add(part)
             state = loadState(statePathFor(part))
             if state is not None and state.url == self.url and self._claim(part):
                 self._resumeFrom(part, state)
@@ -1024,15 +1028,19 @@ class _Download:
         # The name it is saved under (see _start): never one of ours.
         guess = names.avoidReserved(wanted or names.chooseName(self.url))
         part = self.directory / (guess + PART_SUFFIX)
-        state = loadState(statePathFor(part))
+        state = loadState(statePathFor(part)) if part not in tried else None
+        tried.add(part)
         if state is not None and state.url == self.url and self._claim(part):
             self._resumeFrom(part, state)
             return
         if not wanted:
             for statePath in self.downloader._statesNaming(self.directory, self.url):
+                other = statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])
+                if other in tried:
+                    continue
                 state = loadState(statePath)
-                part = statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])
-                if state is not None and state.url == self.url and self._claim(part):
+                if state is not None and state.url == self.url and self._claim(other):
+                    part = other
                     self._resumeFrom(part, state)
                     return
         if self.request.continueExisting:
@@ -1060,16 +1068,19 @@ class _Download:
 
         @return: whether it is now ours: C{False} when it is gone, when
             another download (of this process or another) is writing it, or
-            when it has other names (a hard link to a file elsewhere, which
-            is left as it is).
+            when it is not a file of its own (a hard link to a file
+            elsewhere, a symbolic link, a FIFO), which is left as it is.
         """
         try:
             fd = _openPart(part, create=False)
         except FileNotFoundError:
             return False
         except OSError as e:
-            if e.errno == errno.EMLINK:
-                log.warn("{url}: not resuming {part}: {why}", url=self.url, part=str(part), why=e.strerror)
+            if e.errno in (errno.EMLINK, errno.ELOOP, errno.EINVAL):
+                # Planted or made by hand: a hard link, a symbolic link (which
+                # O_NOFOLLOW refuses), a FIFO.  Left as it is.
+                why = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+                log.warn("{url}: not resuming {part}: {why}", url=self.url, part=str(part), why=why)
                 return False
             raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
         if fd is None:
