@@ -37,6 +37,9 @@ Paths (the query selects the misbehaviour; parameters combine):
         status=CODE     always answer CODE (e.g. 404) with a short body.
         fail=N          the first N requests to the path get failStatus
                         (default 500); with retryAfter=SECONDS a Retry-After.
+        busy=CODE       a request while another response of the origin is
+                        in progress gets CODE (a server allowing one
+                        connection at a time).
         drip=N          the body stops after N bytes and the response stalls
                         (connection left open) ...
         dripTimes=K     ... for the first K GETs only (default: all).
@@ -672,6 +675,9 @@ class Origin:
         status = _intArg(request, "status")
         if status is not None:
             return self._short(request, record, status, b"status %d\n" % (status,))
+        busy = _intArg(request, "busy")
+        if busy is not None and self.active > 1:
+            return self._short(request, record, busy, b"too many connections\n")
         fail = _intArg(request, "fail", 0) or 0
         if earlier < fail:
             retryAfter = _arg(request, "retryAfter")

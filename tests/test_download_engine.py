@@ -512,6 +512,27 @@ class PlainDownloadTests(EngineTestCase):
             warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
             self.assertEqual(warnings, [f"{url}: not resuming {part}: {why}"], name)
 
+    async def test_connectionsOverTheServersLimitGiveWayTo(self) -> None:
+        """
+        A server that takes one connection at a time and answers the others
+        503: once their retries are spent, the extra connections leave
+        their ranges to the one that works, and the file is exact (the
+        first connection to give up failed the whole download, as aria2c
+        does not).  Alone, a connection's spent retries still fail it.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.origin.url(f"/file/busy.bin?size={size}&rate={8 * MiB}&busy=503")
+        downloader = self.downloader(segments=4, minSplitSize=256 * KiB, retries=1, retryWait=0.01)
+        result = await downloader.download(url, directory)
+        self.assertSaved(result, directory / "busy.bin", self.origin.digest("/file/busy.bin", size), size)
+        statuses = [r.status for r in self.origin.gets("/file/busy.bin")]
+        self.assertIn(503, statuses)
+        self.assertGreater(result.segments, 1)
+        url = self.origin.url(f"/file/always.bin?size={size}&status=503")
+        error = await self.failureOf(self.downloader(segments=4, retries=1, retryWait=0.01).download(url, directory), HTTPStatusError)
+        self.assertIn("503", str(error))
+
     async def test_lyingContentRangeStartFallsBack(self) -> None:
         """
         A server whose 206 answers name another start than asked is caught:

@@ -895,6 +895,12 @@ def _encodeHeaders(given: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return encoded
 
 
+class _GaveBack(Exception):
+    """
+    A connection left the rest of its range to the others, and ends.
+    """
+
+
 class _Download:
     """
     One job's download: finds its resume state, asks for the file (in
@@ -1300,10 +1306,13 @@ class _Download:
             self.pieces.append(piece)
             self.mostWorkers = max(self.mostWorkers, len(self.pieces))
             try:
-                await self._fetchWithRetries(piece, held)
-            finally:
-                self.pieces.remove(piece)
-                self._record(piece)
+                try:
+                    await self._fetchWithRetries(piece, held)
+                finally:
+                    self.pieces.remove(piece)
+                    self._record(piece)
+            except _GaveBack:
+                return
             piece = held = None
             if not self.pieces and not self.pending:
                 # Nothing left to share: workers still queued for a slot
@@ -1368,6 +1377,19 @@ class _Download:
                 failures = 0
             failures += 1
             if failures > self.settings.retries:
+                if self._othersGoOn(piece):
+                    # One connection too many for this server (503s past a
+                    # limit of connections, resets): the rest of its range
+                    # goes to the connections that work, as aria2 does.
+                    self.pending.append(_Piece(piece.pos, piece.end))
+                    log.info(
+                        "{url}: one connection fewer, its {left} bytes left to the others: {reason}",
+                        url=self.displayUrl,
+                        left=piece.remaining,
+                        reason=str(problem),
+                    )
+                    piece.end = piece.pos
+                    raise _GaveBack()
                 raise problem
             if self.started and not self.state.rangesSupported and piece.pos > 0:
                 # Without ranges a retry starts from zero.  (Before the first
@@ -1384,6 +1406,16 @@ class _Download:
             )
             log.info("{url}: retry {n} in {delay:.1f}s: {reason}", url=self.displayUrl, n=failures, delay=delay, reason=str(problem))
             await task.deferLater(self.clock, delay, lambda: None)
+
+    def _othersGoOn(self, piece: _Piece) -> bool:
+        """
+        Whether C{piece}, whose retries are spent, can be left to the other
+        connections: they fetch ranges of a file of known size, and one of
+        them is fetching now.
+        """
+        if not self.state.rangesSupported or piece.end is None or piece.validating:
+            return False
+        return any(other is not piece and not other.complete for other in self.pieces)
 
     def _backoff(self, failures: int, retryAfter: Optional[float]) -> float:
         if retryAfter is not None:
