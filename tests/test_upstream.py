@@ -271,7 +271,8 @@ class HTTP2Tests(UpstreamNamesTestCase):
                 (
                     lambda: _http2.H2Connection(),
                     ("_tryToWriteControlData", "_outboundStreamQueues", "_consumerBlocked", "_stillProducing",
-                     "_sendingDeferred", "_reactor", "_abortingCall", "_log", "_maxBufferedControlFrameBytes"),
+                     "_sendingDeferred", "_reactor", "_abortingCall", "_log", "_maxBufferedControlFrameBytes",
+                     "_bufferedControlFrameBytes"),
                     "HTTP/2 connections fail, and static files over HTTP/2 are no longer paced",
                 ),
             ],

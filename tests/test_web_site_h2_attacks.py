@@ -594,9 +594,13 @@ class Unique(Resource):
     isLeaf = True
     answered = 0
 
+    def __init__(self, size: int = 100) -> None:
+        Resource.__init__(self)
+        self.size = size
+
     def render(self, request: Any) -> bytes:
         self.answered += 1
-        request.setHeader(b"x-unique", b"%d-" % self.answered + b"v" * 100)
+        request.setHeader(b"x-unique", b"%d-" % self.answered + b"v" * self.size)
         return b"ok"
 
 
@@ -629,6 +633,73 @@ class EncoderTableTests(ExchangeTestCase):
         """
         self.assertTableAfter(100, 100)
         self.assertTableAfter(0, 0)
+
+
+class PausedTransportTests(ExchangeTestCase):
+    """
+    While the transport is paused, the answers' HEADERS frames wait in
+    Twisted's buffer of frames outside flow control, which aborts the
+    connection at 17 KiB: requests are held before it fills, and processed
+    once the transport takes more.  A client that sent 50 requests at once
+    with large answer heads was cut off with none of its answers, and each
+    request still in the read was processed for nobody, with tracebacks.
+    """
+
+    def test_requestsHeldUntilHeadersSent(self) -> None:
+        unique = Unique(2000)
+        exchange = self.exchange = Exchange(Limits(), api={b"unique": unique})
+        self.addCleanup(exchange.site.stopFactory)
+        channel = exchange.protocol._channel
+        channel.pauseProducing()  # as a transport whose buffer is full
+        streams = []
+        for _ in range(60):
+            streamID = exchange.client.get_next_available_stream_id()
+            exchange.client.send_headers(streamID, request("GET", "/api/unique"), end_stream=True)
+            streams.append(streamID)
+        exchange.pump()
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertLess(unique.answered, 10)
+        for _ in range(60):
+            if unique.answered == 60:
+                break
+            channel.resumeProducing()
+            exchange.pump()
+            channel.pauseProducing()
+        channel.resumeProducing()
+        exchange.pump()
+        self.assertEqual([exchange.answers[s]["status"] for s in streams], [b"200"] * 60)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_noRequestProcessedAfterAnAbort(self) -> None:
+        """
+        Requests in the read that ended in Twisted's abort are not
+        processed (no stream, no tracebacks).
+        """
+        unique = Unique()
+        exchange = self.exchange = Exchange(Limits(), api={b"unique": unique})
+        self.addCleanup(exchange.site.stopFactory)
+        channel = exchange.protocol._channel
+        original = channel._requestReceived
+        received = []
+
+        def abortAtTheFirst(event: Any) -> None:
+            received.append(event.stream_id)
+            if len(received) == 1:
+                # Twisted's abort at too many frames held: a TCP transport
+                # says nothing of it (disconnecting stays false) until the
+                # next turn, but the connection was told it is lost.
+                channel.connectionLost(Failure(ConnectionLost("aborted")))
+            original(event)
+
+        channel._requestReceived = abortAtTheFirst
+        for _ in range(3):
+            streamID = exchange.client.get_next_available_stream_id()
+            exchange.client.send_headers(streamID, request("GET", "/api/unique"), end_stream=True)
+        exchange.protocol.dataReceived(exchange.client.data_to_send())
+        self.assertEqual(len(received), 3)
+        self.assertEqual(unique.answered, 0)
+        self.assertEqual(channel.streams, {})
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class IdleTests(ExchangeTestCase):

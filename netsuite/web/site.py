@@ -875,6 +875,13 @@ _DATA_FRAME = 0x0
 #: processes no more of the client's requests (until the client takes them).
 _H2_QUEUE_LIMIT = 1024 * 1024
 
+#: Bytes of frames outside flow control (answers' HEADERS among them) an
+#: HTTP/2 connection may hold while its transport is paused, before it
+#: processes no more requests until they are sent: Twisted aborts the
+#: connection at 17 KiB of them, so a client reading at its own pace that
+#: sent 50 requests at once, answered with large heads, was cut off.
+_H2_CONTROL_HOLD = 4 * 1024
+
 #: Empty DATA frames (not ending their stream) an HTTP/2 client may send at
 #: once, and a second after that: each costs the server work and carries
 #: nothing (CVE-2019-9518); past that the connection ends with a GOAWAY.
@@ -1513,8 +1520,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestReceived(self, event: Any) -> None:
         self._heads += 1
-        if self.transport.disconnecting:
-            return  # the rest of a read that ended in a GOAWAY
+        if self.transport.disconnecting or not self._stillProducing:
+            # The rest of a read that ended in a GOAWAY, or in Twisted's
+            # abort (the request was processed for nobody, with tracebacks).
+            return
         if self._draining and event.stream_id > self._drainAbove:
             # After the GOAWAY: not processed, may be sent again.
             self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
@@ -1577,8 +1586,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         return None
 
     def _requestDataReceived(self, event: Any) -> None:
-        if self.transport.disconnecting:
-            return  # the rest of a read that ended in a GOAWAY
+        if self.transport.disconnecting or not self._stillProducing:
+            return  # the rest of a read that ended in a GOAWAY, or an abort
         if not event.data and event.stream_ended is None and not self._emptyData.take():
             self.site.stats.count("h2_empty_frame_floods")
             self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many empty DATA frames")
@@ -1597,7 +1606,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestEnded(self, event: Any) -> None:
         streamID = event.stream_id
-        if streamID not in self.streams or self.transport.disconnecting:
+        if streamID not in self.streams or self.transport.disconnecting or not self._stillProducing:
             return
         state = self.conn.streams.get(streamID)
         if state is None or state.closed:
@@ -1605,10 +1614,19 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             # forgotten it already, and would refuse its answer): Twisted
             # hears of the reset next.
             return
-        if self._held or self._queued >= _H2_QUEUE_LIMIT:
+        if self._held or self._queued >= _H2_QUEUE_LIMIT or self._bufferedControlFrameBytes >= _H2_CONTROL_HOLD:
             self._held[streamID] = None
             return
         H2Connection._requestEnded(self, event)
+
+    def resumeProducing(self) -> None:
+        """
+        The transport takes more: Twisted sends the frames held meanwhile;
+        then requests held for them (L{_H2_CONTROL_HOLD}) are processed.
+        """
+        H2Connection.resumeProducing(self)
+        if self._held and self._consumerBlocked is None:
+            self._releaseHeld()
 
     def _releaseHeld(self) -> None:
         """
@@ -1622,6 +1640,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             while (
                 self._held
                 and self._queued < _H2_QUEUE_LIMIT
+                and self._bufferedControlFrameBytes < _H2_CONTROL_HOLD
                 and self._stillProducing  # not being lost
                 and not self.transport.disconnecting
             ):
