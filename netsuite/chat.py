@@ -259,7 +259,9 @@ class ChatProtocol(Protocol):
         """
         Handle one line (without its line ending).
         """
-        if self._idle is not None:
+        if self._idle is not None and self.name is not None:
+            # Before the name, the timer runs from the connection: lines it
+            # refuses (too long) held a nameless connection for ever.
             self._idle.touch()
         try:
             text = cleanText(raw.decode("utf-8"))

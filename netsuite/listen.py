@@ -13,6 +13,7 @@ readable sentence.
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import re
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -267,6 +268,13 @@ def parseDatagramEndpoint(description: str) -> Tuple[int, str]:
         if key != "interface" or not sep:
             raise ValueError(f"bad UDP endpoint {description!r}: unknown option {option!r}")
         interface = value
+    if interface:
+        try:
+            ipaddress.ip_address(interface)
+        except ValueError:
+            raise ValueError(
+                f"bad UDP endpoint {description!r}: interface {interface!r} is not an IP address"
+            ) from None
     return port, interface
 
 

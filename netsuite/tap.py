@@ -9,6 +9,7 @@ line wins over the config file, which wins over the default.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -751,6 +752,8 @@ class NetsuiteService(MultiService):
     chat: Any = None
     proxy: Any = None
     downloads: Any = None
+    #: twistd's own options, when twistd runs it (see L{_tellTwistd}).
+    twistdConfig: Any = None
 
     def __init__(self, stats: StatsRegistry) -> None:
         MultiService.__init__(self)
@@ -777,7 +780,31 @@ class NetsuiteService(MultiService):
                 if port is not None:
                     port.stopListening()
                     child.port = None
+            self._tellTwistd(str(e))
             raise ConfigError(str(e))
+
+    def _tellTwistd(self, message: str) -> None:
+        """
+        Under a daemonizing twistd, hand C{message} to the process waiting
+        in the terminal, and remove the pid file.  twistd does both only
+        for an C{Exception}, not for the C{SystemExit} a L{ConfigError} is,
+        and its waiting process never ended (the pipe it reads is its own
+        too).
+        """
+        twistd = self.twistdConfig
+        pipe = twistd.get("statusPipe") if twistd is not None else None
+        if pipe is None:
+            return
+        twistd["statusPipe"] = None
+        with contextlib.suppress(OSError):
+            os.write(pipe, b"1 " + f"netsuite: {message}".encode("utf-8", "backslashreplace")[:98])
+            os.close(pipe)
+        pidfile = twistd.get("pidfile")
+        with contextlib.suppress(OSError, ValueError):
+            with open(pidfile, "rb") as f:
+                own = int(f.read(32)) == os.getpid()
+            if own:
+                os.remove(pidfile)
 
     def abortConnections(self) -> int:
         """
@@ -1113,6 +1140,7 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         reactor = globalReactor
     stats = StatsRegistry()
     root = NetsuiteService(stats)
+    root.twistdConfig = getattr(config, "parent", None)
     root.budget.maxPerHost = config["max-connections-per-host"] or None
     if not config["no-downloads"]:
         root.downloads = _downloads(config, reactor)

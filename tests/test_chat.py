@@ -1599,6 +1599,22 @@ class IdleTests(ChatTestCase):
         client.send("alice")
         self.assertEqual(client.protocol.name, "alice")
 
+    def test_refusedLinesDoNotHoldANamelessClient(self) -> None:
+        """
+        Before a name is given the timer runs from the connection: lines
+        refused without using a try (too long once invalid UTF-8 is
+        replaced) restarted it, and held a nameless connection for ever.
+        """
+        self.makeFactory(nameTimeout=5.0)
+        client = self.connect()
+        for _ in range(4):
+            self.clock.advance(2)
+            if client.transport.disconnecting:
+                break
+            client.sendRaw(b"\xff" * 1400 + b"\n")
+        self.assertTrue(client.transport.disconnecting)
+        self.assertIn("! no name given in time; bye", client.received())
+
     def test_partialLineIsNotActivity(self) -> None:
         client = self.connect()
         self.clock.advance(20)

@@ -78,6 +78,16 @@ class ParseTests(SynchronousTestCase):
         for bad in ("udp", "udp:x", "udp:70000", "udp:-1", "tcp:7", "udp:7:iface=x", "udp:7:interface"):
             self.assertRaises(ValueError, parseDatagramEndpoint, bad)
 
+    def test_datagramInterfaceMustBeAnAddress(self) -> None:
+        """
+        A UDP interface that is not an IP address (a host name) is refused
+        in one sentence: Twisted's listenUDP raised InvalidAddressError,
+        which reached the user as a traceback.
+        """
+        for name in ("localhost", "eth0", "127.0.0.256"):
+            message = str(self.assertRaises(ValueError, parseDatagramEndpoint, f"udp:7:interface={name}"))
+            self.assertIn(f"interface {name!r} is not an IP address", message)
+
     def test_badStreamEndpointMessage(self) -> None:
         message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, "tcp:http"))
         self.assertIn("'tcp:http'", message)

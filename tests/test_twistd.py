@@ -198,6 +198,48 @@ class TwistdTests(TestCase):
             )
             self.assertOneReadableLine(output, code, f"tcp:{port}", "already in use")
 
+    async def test_portInUseDaemonized(self) -> None:
+        """
+        Daemonizing (no C{-n}), a listener that cannot start ends twistd in
+        the terminal with the reason, status 1, and no pid file left.
+        twistd's waiting process hung for ever: the L{SystemExit} the
+        daemon ended with never reached the pipe it waits on.
+        """
+        port = occupiedPort(self)
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        pidfile = os.path.join(home, "twistd.pid")
+        process = Running(expected=1)
+        process.listening.addErrback(lambda failure: None)  # it never listens
+        transport = reactor.spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-c", TWISTD, f"--pidfile={pidfile}", "--logfile", os.path.join(home, "twistd.log"),
+             "netsuite", "--no-http", "--no-chat", "--daytime", "tcp:0:interface=127.0.0.1",
+             "--echo", f"tcp:{port}:interface=127.0.0.1"],
+            env=environment(home),
+            path=home,
+        )
+
+        def kill() -> defer.Deferred[int]:
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        for _ in range(200):
+            if process.ended.called:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(process.ended.called, "twistd did not end")
+        code = await process.ended
+        output = process.output.decode(errors="replace")
+        self.assertEqual(code, 1, output)
+        for fragment in ("netsuite: echo: cannot listen on", f"tcp:{port}", "Address already in use"):
+            self.assertIn(fragment, output)
+        self.assertNotIn("Traceback", output)
+        self.assertFalse(os.path.exists(pidfile))
+
     async def test_badEndpointIsOneLine(self) -> None:
         output, code = await self.netsuite(TWISTD, "--echo", "tcp:eighty")
         self.assertOneReadableLine(output, code, "--echo", "tcp:eighty")
