@@ -1209,7 +1209,9 @@ class ProxyRequest(http.Request):
                 if len(hops) != 1 or not hops[0].strip(b" \t").isdigit():
                     self.fail(400, "Max-Forwards must be one number")
                     return
-                left = int(hops[0])
+                digits = hops[0].strip(b" \t").lstrip(b"0") or b"0"
+                # int() refuses over 4,300 digits (a traceback, no answer).
+                left = int(digits) if len(digits) <= 9 else 10**9
                 if left == 0:
                     self._answerAsFinalRecipient()
                     return

@@ -855,6 +855,20 @@ class RequestForwardingTests(ProxyTestCase):
         client.send(b"TRACE http://example.com/ HTTP/1.1\r\nMax-Forwards: -1\r\n\r\n")
         self.assertTextError(client.response(), 400, "Max-Forwards")
 
+    def test_maxForwardsOfThousandsOfDigits(self) -> None:
+        """
+        A Max-Forwards of more digits than int() takes (4,300) is read as
+        its number: the request went unanswered, with a traceback.
+        """
+        proxy = self.proxy()
+        for sent, forwarded in ((b"0" * 5000 + b"2", b"1"), (b"9" * 5000, b"999999999")):
+            proxy.client().send(b"OPTIONS http://example.com/ HTTP/1.1\r\nMax-Forwards: %s\r\n\r\n" % sent)
+            self.assertEqual(proxy.accept().request().header(b"max-forwards"), [forwarded])
+        client = proxy.client()
+        client.send(b"OPTIONS http://example.com/ HTTP/1.1\r\nMax-Forwards: %s\r\n\r\n" % (b"0" * 5000))
+        self.assertTextError(client.response(), 200, "Max-Forwards is 0")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
 
 # 3. What the client receives.
 

@@ -269,6 +269,28 @@ class RefusalTests(SynchronousTestCase):
         )
         self.addCleanup(self.site.stopFactory)
 
+    def test_contentLengthOfThousandsOfDigits(self) -> None:
+        """
+        A Content-Length of more digits than int() takes (4,300) is read
+        as its number with its leading zeros gone, or is a 413 when no body
+        could be that long: Twisted's int() raised, the request went
+        unanswered and the log got a traceback.
+        """
+        clock, site, connect = inMemory(api={b"probe": self.probe})  # lines of 5,000 bytes allowed
+        self.addCleanup(site.stopFactory)
+        protocol, transport = connect()
+        protocol.dataReceived(
+            b"POST /api/probe HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 5000 + b"3\r\n\r\nabc"
+        )
+        clock.advance(0)
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 200 OK")
+        self.assertEqual(len(self.probe.requests), 1)
+        protocol, transport = connect()
+        protocol.dataReceived(b"POST /api/probe HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
+        clock.advance(0)
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 413 Request Entity Too Large")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_badHeaderLineThenMoreInput(self) -> None:
         """
         A malformed header line that is not the last one gets a 400, and
