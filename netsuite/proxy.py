@@ -444,6 +444,8 @@ class UpstreamConnection(Protocol):
     _state = "connecting"  # then "head", "body", "idle", "closed"
     _buffer = b""
     _reusable = False
+    #: Whether bytes followed the response head being parsed, in its read.
+    _bytesAfterHead = False
     _remaining = 0
     _framing = ""
     _decoder: Any = None
@@ -621,6 +623,7 @@ class UpstreamConnection(Protocol):
                 self._fail("the origin's response head is too large")
                 return
             head = buffer[:end]
+            self._bytesAfterHead = bool(rest)
             if not self._parseHead(head):
                 return
             if self._state == "head":  # an informational response: skip it
@@ -733,6 +736,11 @@ class UpstreamConnection(Protocol):
             code, reason, headers, framing, length if (length >= 0 and not codings) else -1, others
         )
         if self._state == "body" and (framing == "none" or (framing == "length" and length == 0)):
+            if self._bytesAfterHead:
+                # Bytes after an answer without a body: never the answer to
+                # the client's next (pipelined) request, which this
+                # connection would take up at once.
+                self._reusable = False
             self._responseDone()
         return True
 

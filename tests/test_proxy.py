@@ -2332,6 +2332,33 @@ class KeepAliveTests(ProxyTestCase):
         self.assertEqual([r.body for r in client.responses()], [b"hello", b"two"])
         self.assertEqual(len(proxy.attempts), 1)
 
+    def test_bytesAfterABodilessAnswerNeverAnswerTheNext(self) -> None:
+        """
+        Bytes an origin sends after an answer without a body (a 204, a
+        HEAD's answer, a Content-Length of 0) never answer the client's
+        next pipelined request: the connection is closed, and the next
+        request goes on another.  They were read as its answer (a smuggled
+        response), and the origin's real answer was lost.
+        """
+        smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+        for first, answer in (
+            (GET, b"HTTP/1.1 204 No Content\r\n\r\n"),
+            (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            (b"HEAD http://example.com/ HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n"),
+        ):
+            proxy = self.proxy()
+            client = proxy.client()
+            client.send(first + b"GET http://example.com/2 HTTP/1.1\r\n\r\n")
+            origin = proxy.accept()
+            origin.send(answer + smuggled)
+            self.assertTrue(origin.transport.disconnecting, answer)
+            second = proxy.accept()
+            self.assertIn(b"GET /2 ", second.received())
+            second.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+            received = client.received()
+            self.assertNotIn(b"SMUGGLED", received, answer)
+            self.assertTrue(received.endswith(b"\r\n\r\nreal"), (answer, received))
+
     def test_originConnectionCloseNotPooled(self) -> None:
         """
         An origin that says C{Connection: close}, or speaks HTTP/1.0, is not
