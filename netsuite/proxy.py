@@ -647,7 +647,7 @@ class UpstreamConnection(Protocol):
         code = int(codeText)
         if reason is None or _LOG_UNSAFE_REASON.search(reason) is not None:
             reason = http.RESPONSES.get(code, b"Unknown")
-        if code < 100:
+        if not 100 <= code <= 599:  # RFC 9110 15: others are invalid
             self._fail("the origin answered with an invalid status")
             return False
         headers: List[Tuple[bytes, bytes]] = []

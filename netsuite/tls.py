@@ -304,6 +304,9 @@ class _ServerOptions(CertificateOptions):
         return context
 
 
+_groupsWarned = False
+
+
 def _setGroups(context: SSL.Context, groups: bytes) -> None:
     """
     Limit C{context}'s key exchange to C{groups} (pyOpenSSL has no call for
@@ -316,7 +319,10 @@ def _setGroups(context: SSL.Context, groups: bytes) -> None:
         setList = lib.SSL_CTX_set1_curves_list
         native = context._context
     except (ImportError, AttributeError):
-        log.warn("TLS: this pyOpenSSL cannot choose key-exchange groups; OpenSSL's own are used")
+        global _groupsWarned
+        if not _groupsWarned:  # contexts are made again every hour
+            _groupsWarned = True
+            log.warn("TLS: this pyOpenSSL cannot choose key-exchange groups; OpenSSL's own are used")
         return
     if setList(native, groups) != 1:
         getattr(lib, "ERR_clear_error", lambda: None)()

@@ -1144,6 +1144,9 @@ class BrokenOriginTests(ProxyTestCase):
         self.assertBadGateway(b"HTTP/1.1 2OO OK\r\n\r\n", "did not answer in HTTP/1.x")
         self.assertBadGateway(b"HTTP/2.0 200 OK\r\n\r\n", "did not answer in HTTP/1.x")
         self.assertBadGateway(b"HTTP/1.1 099 Low\r\n\r\n", "invalid status")
+        # Past 599 too (RFC 9110 15): 600 and 999 were relayed as they came.
+        self.assertBadGateway(b"HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n", "invalid status")
+        self.assertBadGateway(b"HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n", "invalid status")
 
     def test_contentLengthNotANumber(self) -> None:
         """

@@ -386,7 +386,9 @@ class KeyExchangeGroupsTests(SynchronousTestCase):
                 return getattr(_util.lib, name)
 
         self.patch(_util, "lib", Lib())
-        tls._setGroups(SSL.Context(SSL.TLS_SERVER_METHOD), tls.GROUPS)
+        self.patch(tls, "_groupsWarned", False)
+        for _ in range(3):  # each listener's context, and each made again
+            tls._setGroups(SSL.Context(SSL.TLS_SERVER_METHOD), tls.GROUPS)
         self.assertEqual(self.warnings(), ["TLS: this pyOpenSSL cannot choose key-exchange groups; OpenSSL's own are used"])
 
     def test_unknownGroupsWarn(self) -> None:

@@ -1126,7 +1126,7 @@ def _holdClosedStreams() -> None:
                 os.dup2(held, fd)
                 os.close(held)
         if fd:
-            setattr(sys, name, open(fd, "w", closefd=False))
+            setattr(sys, name, open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:

@@ -334,11 +334,13 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 def controlsEncoded(url: str) -> str:
     """
     C{url} with the spaces and control characters of its path and query
-    percent-encoded, and without its fragment, as browsers and curl send a
+    percent-encoded (the fragment dropped, as L{splitURL} drops it), as browsers and curl send a
     redirect's C{Location} (C{/my file.txt} as C{/my%20file.txt}).  Tabs
     and line breaks are dropped (the URL Standard), and those of a host are
     left for L{splitURL} to refuse.
     """
+    if _CONTROL_OR_SPACE.search(url) is None:
+        return url  # as given (urlunsplit drops an empty query's "?")
     parts = urlsplit(url)
 
     def encoded(text: str) -> str:
@@ -984,8 +986,9 @@ class _Download:
             self._failed(e)
             raise
         except OSError as e:
-            # A rename's error is the destination's (a directory in the way).
-            where = e.filename2 or e.filename or self.directory
+            # A rename's error may be its destination's (a directory in the way).
+            destination = e.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST)
+            where = (e.filename2 if destination else None) or e.filename or self.directory
             problem = LocalFileError(f"{self.url}: cannot write {where}: {e.strerror}")
             self._failed(problem)
             raise problem from None
