@@ -10,10 +10,12 @@ import socket
 from typing import Any, Callable
 
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -207,3 +209,21 @@ def hostAddress() -> str:
     if address.startswith("127."):
         raise SkipTest("no address but loopback")
     return address
+
+
+#: For L{connectInMemory}: a plain connection, not a TLS one.
+PLAIN = object()
+
+
+def connectInMemory(factory: Any, alpn: Any = PLAIN, port: int = 40000) -> tuple[Any, StringTransport]:
+    """
+    A new connection of C{factory} (a site, say) to a L{StringTransport}:
+    a plain one, or, given C{alpn}, a TLS one where ALPN chose it (L{None}:
+    no protocol).
+    """
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+    transport = StringTransport()
+    if alpn is not PLAIN:
+        transport.negotiatedProtocol = alpn
+    protocol.makeConnection(transport)
+    return protocol, transport

@@ -532,6 +532,12 @@ class PlainDownloadTests(EngineTestCase):
         url = self.origin.url(f"/file/always.bin?size={size}&status=503")
         error = await self.failureOf(self.downloader(segments=4, retries=1, retryWait=0.01).download(url, directory), HTTPStatusError)
         self.assertIn("503", str(error))
+        # Split, then every connection broken: the last to give up fails
+        # the download with its own reason, not with bytes missing.
+        url = self.origin.url(f"/file/broken.bin?size={size}&rate={8 * MiB}&reset=1000")
+        downloader = self.downloader(segments=4, minSplitSize=256 * KiB, retries=1, retryWait=0.01)
+        error = await self.failureOf(downloader.download(url, directory), DownloadError)
+        self.assertIn("the transfer broke", str(error))
 
     async def test_lyingContentRangeStartFallsBack(self) -> None:
         """
@@ -2000,7 +2006,6 @@ class NameTests(EngineTestCase):
         self.assertSaved(result, directory / "over.bin", self.origin.digest("/file/over.bin", 5000), 5000)
         self.assertEqual(listing(directory), ["over.bin"])
 
-
     async def test_overwriteWithADirectoryInTheWay(self) -> None:
         """
         With C{overwrite}, a directory under the final name fails the
@@ -2017,6 +2022,7 @@ class NameTests(EngineTestCase):
         result = await self.downloader().download(url, directory, overwrite=True)
         self.assertSaved(result, directory / "dir.bin", self.origin.digest("/file/dir.bin", 5000), 5000)
         self.assertEqual(result.resumedFrom, 5000)
+
 
 class ContinueExistingTests(EngineTestCase):
     """

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import stat
-import sys
 import threading
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ from netsuite.status import SimpleStatus
 from netsuite.tap import ConfigError, Options, makeService
 from netsuite.web import api as apiModule
 from netsuite.web.site import makeHTTPService
-from tests.test_twistd import TWISTD, Running, environment
+from tests.test_twistd import TWISTD, Running, spawn
 
 #: The token the tests' services want.
 TOKEN = "correct-horse-battery-staple-42"
@@ -1621,28 +1620,16 @@ class TwistdDownloadTests(TestCase):
         test if still running.
         """
         process = Running(expected=1)
-        transport = reactor.spawnProcess(
-            process,
-            sys.executable,
-            [
-                sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite",
-                "--http", "tcp:0:interface=127.0.0.1",
-                "--no-chat", "--no-echo", "--no-daytime", "--no-proxy",
-                "--download-dir", os.path.join(home, "downloads"),
-                "--api-token", TOKEN,
-                "--download-allow-loopback",
-                *args,
-            ],
-            env=environment(home),
-            path=home,
+        transport = spawn(
+            self, process, home,
+            "-c", TWISTD, "-n", "--pidfile=", "netsuite",
+            "--http", "tcp:0:interface=127.0.0.1",
+            "--no-chat", "--no-echo", "--no-daytime", "--no-proxy",
+            "--download-dir", os.path.join(home, "downloads"),
+            "--api-token", TOKEN,
+            "--download-allow-loopback",
+            *args,
         )
-
-        def kill() -> defer.Deferred[int]:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
         return process, transport
 
     def client(self) -> HTTPClient:

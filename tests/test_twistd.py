@@ -68,6 +68,25 @@ class Running(ProcessProtocol):
         self.ended.callback(code)
 
 
+def spawn(testCase: TestCase, process: Running, home: str, *args: str) -> Any:
+    """
+    Run C{python ARGS} in C{home} (its C{HOME} too) with C{process} as its
+    protocol, killed when C{testCase} ends if it still runs; return its
+    transport.
+    """
+    transport = reactor.spawnProcess(
+        process, sys.executable, [sys.executable, *args], env=environment(home), path=home
+    )
+
+    def kill() -> defer.Deferred[int]:
+        if not process.ended.called:
+            transport.signalProcess("KILL")
+        return process.ended
+
+    testCase.addCleanup(kill)
+    return transport
+
+
 class TwistdTests(TestCase):
     timeout = 60
 
@@ -84,20 +103,7 @@ class TwistdTests(TestCase):
         os.makedirs(home)
         process = Running(expected=expected)
         process.home = home
-        transport = reactor.spawnProcess(
-            process,
-            sys.executable,
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "netsuite", *args],
-            env=environment(home),
-            path=home,
-        )
-
-        def kill():
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
+        transport = spawn(self, process, home, "-c", TWISTD, "-n", "--pidfile=", "netsuite", *args)
         return process, transport, await process.listening
 
     async def netsuite(self, runner: str, *args: str) -> tuple[str, int]:
@@ -211,22 +217,12 @@ class TwistdTests(TestCase):
         pidfile = os.path.join(home, "twistd.pid")
         process = Running(expected=1)
         process.listening.addErrback(lambda failure: None)  # it never listens
-        transport = reactor.spawnProcess(
-            process,
-            sys.executable,
-            [sys.executable, "-c", TWISTD, f"--pidfile={pidfile}", "--logfile", os.path.join(home, "twistd.log"),
-             "netsuite", "--no-http", "--no-chat", "--daytime", "tcp:0:interface=127.0.0.1",
-             "--echo", f"tcp:{port}:interface=127.0.0.1"],
-            env=environment(home),
-            path=home,
+        spawn(
+            self, process, home,
+            "-c", TWISTD, f"--pidfile={pidfile}", "--logfile", os.path.join(home, "twistd.log"),
+            "netsuite", "--no-http", "--no-chat", "--daytime", "tcp:0:interface=127.0.0.1",
+            "--echo", f"tcp:{port}:interface=127.0.0.1",
         )
-
-        def kill() -> defer.Deferred[int]:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
         for _ in range(200):
             if process.ended.called:
                 break

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from typing import Any, Dict, List, NoReturn, Tuple
+from typing import Dict, List, NoReturn, Tuple
 from urllib.parse import quote_from_bytes
 
 import treq
@@ -15,10 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -38,7 +37,7 @@ from netsuite.web.api import (
     _parseContentType,
 )
 from netsuite.web.metrics import HTTPMetrics
-from tests.helpers import codecSearch
+from tests.helpers import codecSearch, connectInMemory
 
 #: A POSIX time the fake clock runs from (2023-11-14T22:13:20Z).
 STARTED = 1_700_000_000.0
@@ -446,16 +445,6 @@ class _Later(JSONResource):
         d: Deferred = Deferred()
         self.waiting.append(d)
         return d
-
-
-def connectInMemory(site: Site) -> Tuple[Any, StringTransport]:
-    """
-    A new HTTP channel of C{site}, connected to a L{StringTransport}.
-    """
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    return channel, transport
 
 
 class DeferredAnswerTests(SynchronousTestCase):

@@ -36,7 +36,7 @@ from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
 from netsuite.web import site as siteModule
 from netsuite.web.site import Limits, makeHTTPService, makeSite
-from tests.helpers import rawExchange, recvUntil, startListener
+from tests.helpers import connectInMemory, rawExchange, recvUntil, startListener
 from tests.tlshelpers import makeServerOptions
 
 
@@ -50,13 +50,7 @@ def inMemory(limits: Limits | None = None, **kwargs):
     site = makeSite(status, reactor=clock, stats=stats, limits=limits, **kwargs)
     site.startFactory()
 
-    def connect():
-        protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    return clock, site, connect
+    return clock, site, lambda: connectInMemory(site)
 
 
 def statusLine(transport: StringTransport) -> bytes:

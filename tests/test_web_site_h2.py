@@ -12,13 +12,10 @@ import socket
 import ssl
 import struct
 import time
-from typing import Any
 
 import trustme
 from twisted.python.filepath import FilePath
 from twisted.internet import threads
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.http import H2_ENABLED
 from twisted.web.resource import Resource
@@ -27,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import H2_TURN_BYTES, Limits, NetsuiteH2Connection, makeHTTPService
-from tests.helpers import rawExchange, startListener
+from tests.helpers import PLAIN, connectInMemory, rawExchange, startListener
 from tests.test_web_site import inMemory, statusLine, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
@@ -78,22 +75,6 @@ def request(method: str, path: str, *extra: tuple[str, str]) -> list[tuple[str, 
     return [(":method", method), (":path", path), (":scheme", "https"), (":authority", "localhost"), *extra]
 
 
-_PLAIN = object()
-
-
-def connectInMemory(site: Any, alpn: Any = _PLAIN, port: int = 40000) -> tuple[Any, StringTransport]:
-    """
-    A new connection of C{site} to a L{StringTransport}: a plain one, or,
-    given C{alpn}, a TLS one where ALPN chose it (L{None}: no protocol).
-    """
-    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
-    transport = StringTransport()
-    if alpn is not _PLAIN:
-        transport.negotiatedProtocol = alpn
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
 class Exchange:
     """
     An in-memory HTTP/2 connection to a site on a fake clock: the h2
@@ -118,7 +99,7 @@ class Exchange:
         @param kwargs: for L{makeSite}.
         """
         self.clock, self.site, _ = inMemory(limits, **kwargs)
-        self.protocol, self.transport = connectInMemory(self.site, b"h2" if tls else _PLAIN)
+        self.protocol, self.transport = connectInMemory(self.site, b"h2" if tls else PLAIN)
         self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.client.initiate_connection()
         self.answers: dict[int, dict] = {}
@@ -1117,7 +1098,7 @@ class HTTP1ByALPNTests(SynchronousTestCase):
     def test_answered(self) -> None:
         clock, site, _ = inMemory(Limits())
         self.addCleanup(site.stopFactory)
-        for alpn in (b"http/1.0", b"http/1.1", None, _PLAIN):
+        for alpn in (b"http/1.0", b"http/1.1", None, PLAIN):
             protocol, transport = connectInMemory(site, alpn)
             protocol.dataReceived(b"GET /healthz HTTP/1.0\r\n\r\n")
             clock.advance(0)
@@ -1148,7 +1129,7 @@ class NotServedTests(SynchronousTestCase):
         self.addCleanup(site.stopFactory)
         self.assertIn("HTTP/2 is off", " ".join(str(event.get("log_format")) for event in events))
         for alpn in (b"h2", None):
-            protocol, transport = connectInMemory(site, _PLAIN if alpn is None else alpn)
+            protocol, transport = connectInMemory(site, PLAIN if alpn is None else alpn)
             protocol.dataReceived(PREFACE + SETTINGS)
             clock.advance(0)
             self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), (alpn, transport.value()))

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 try:
@@ -1024,34 +1024,29 @@ class _Download:
         directory naming this URL), or with C{continueExisting} a file
         already under the final name.
         """
-        tried = set()  # each .part is looked at once (a warning about it said once)
         earlier = self.request.partName
-        if earlier and isPartName(earlier):
-            part = self.directory / earlier
-            tried.add(part)
-            state = loadState(statePathFor(part))
-            if state is not None and state.url == self.url and self._claim(part):
-                self._resumeFrom(part, state)
-                return
         wanted = names.sanitiseName(self.request.name) if self.request.name else None
         # The name it is saved under (see _start): never one of ours.
         guess = names.avoidReserved(wanted or names.chooseName(self.url))
         part = self.directory / (guess + PART_SUFFIX)
-        state = loadState(statePathFor(part)) if part not in tried else None
-        tried.add(part)
-        if state is not None and state.url == self.url and self._claim(part):
-            self._resumeFrom(part, state)
-            return
-        if not wanted:
-            for statePath in self.downloader._statesNaming(self.directory, self.url):
-                other = statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])
-                if other in tried:
-                    continue
-                state = loadState(statePath)
-                if state is not None and state.url == self.url and self._claim(other):
-                    part = other
-                    self._resumeFrom(part, state)
-                    return
+
+        def candidates() -> Iterator[Path]:
+            if earlier and isPartName(earlier):
+                yield self.directory / earlier
+            yield part
+            if not wanted:
+                for statePath in self.downloader._statesNaming(self.directory, self.url):
+                    yield statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])
+
+        tried: set[Path] = set()  # each .part looked at once (a warning about it said once)
+        for candidate in candidates():
+            if candidate in tried:
+                continue
+            tried.add(candidate)
+            state = loadState(statePathFor(candidate))
+            if state is not None and state.url == self.url and self._claim(candidate):
+                self._resumeFrom(candidate, state)
+                return
         if self.request.continueExisting:
             existing = self.directory / guess
             if existing.is_file() and not existing.is_symlink() and not part.exists() and self._claim(existing):

@@ -1625,10 +1625,18 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             # forgotten it already, and would refuse its answer): Twisted
             # hears of the reset next.
             return
-        if self._held or self._queued >= _H2_QUEUE_LIMIT or self._bufferedControlFrameBytes >= _H2_CONTROL_HOLD:
+        if self._held or self._backedUp():
             self._held[streamID] = None
             return
         H2Connection._requestEnded(self, event)
+
+    def _backedUp(self) -> bool:
+        """
+        Whether what waits for the client is enough that no more of its
+        requests are processed for now (L{_H2_QUEUE_LIMIT} of answers, or
+        L{_H2_CONTROL_HOLD} of answer heads waiting for the transport).
+        """
+        return self._queued >= _H2_QUEUE_LIMIT or self._bufferedControlFrameBytes >= _H2_CONTROL_HOLD
 
     def resumeProducing(self) -> None:
         """
@@ -1642,7 +1650,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _releaseHeld(self) -> None:
         """
         Process the requests held by L{_requestEnded}, in order, while the
-        output queued is under L{_H2_QUEUE_LIMIT}.
+        connection is not L{_backedUp}.
         """
         if self._releasing:
             return
@@ -1650,8 +1658,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         try:
             while (
                 self._held
-                and self._queued < _H2_QUEUE_LIMIT
-                and self._bufferedControlFrameBytes < _H2_CONTROL_HOLD
+                and not self._backedUp()
                 and self._stillProducing  # not being lost
                 and not self.transport.disconnecting
             ):
