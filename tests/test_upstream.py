@@ -283,6 +283,7 @@ class HTTP2Tests(UpstreamNamesTestCase):
     def test_h2(self) -> None:
         import h2.connection
         import h2.frame_buffer
+        import h2.stream
         from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, SettingsFrame
 
         connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
@@ -293,6 +294,18 @@ class HTTP2Tests(UpstreamNamesTestCase):
                     lambda: connection,
                     ("_frame_dispatch_table", "_stream_closed_by", "incoming_buffer"),
                     "no control-frame budget, GOAWAY drain, or quiet DATA after netsuite's reset",
+                ),
+                (
+                    lambda: connection,
+                    ("_begin_new_stream",),
+                    "a request's unreadable content-length ends the connection",
+                ),
+                (
+                    lambda: h2.stream.H2Stream(
+                        1, config=connection.config, inbound_window_size=65535, outbound_window_size=65535
+                    ),
+                    ("_initialize_content_length", "_expected_content_length"),
+                    "a request's unreadable content-length ends the connection",
                 ),
                 (
                     lambda: h2.frame_buffer.FrameBuffer(),

@@ -309,6 +309,84 @@ class LimitTests(ExchangeTestCase):
         # A Host that says what :authority says is one Host.
         self.assertEqual(json.loads(answer["body"])["headers"]["host"], "a")
 
+    def test_malformedHeadsRefusedOnTheirStream(self) -> None:
+        """
+        A malformed request head (RFC 9113, 8.1.1) is a 400 on its own
+        stream, and the connection's other requests go on, as in nginx: h2
+        made each a connection error, ending every stream with a GOAWAY.
+        """
+        client = self.exchange.client
+        client.config.validate_outbound_headers = False
+        client.config.normalize_outbound_headers = False
+        head = [(b":method", b"GET"), (b":path", b"/healthz"), (b":scheme", b"https"), (b":authority", b"a")]
+        malformed = {
+            "upper-case name": head + [(b"X-Foo", b"1")],
+            "te not trailers": head + [(b"te", b"gzip")],
+            "connection field": head + [(b"connection", b"keep-alive")],
+            "host unlike :authority": head + [(b"host", b"b")],
+            "two :path": head + [(b":path", b"/")],
+            "no :scheme": head[:2] + head[3:],
+            "empty name": head + [(b"", b"1")],
+            "unknown pseudo-header": head + [(b":foo", b"1")],
+            "pseudo-header after a field": head[:3] + [(b"x-a", b"1"), head[3]],
+            "value with a space around": head + [(b"x-a", b" 1")],
+            "content-length not a number": head + [(b"content-length", b"5x")],
+            "two content-lengths": head + [(b"content-length", b"5"), (b"content-length", b"6")],
+        }
+        streams = {}
+        for why, headers in malformed.items():
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, headers, end_stream=True)
+            self.exchange.pump()
+            streams[why] = streamID
+        for why, streamID in streams.items():
+            with self.subTest(why):
+                answer = self.assertRefused(streamID, b"400")
+                self.assertIn("malformed request", json.loads(answer["body"])["error"])
+
+    def test_bodyUnlikeItsLengthRefusedOnItsStream(self) -> None:
+        """
+        A body longer than its C{content-length}, or ending short of it, is
+        a 400 on its stream, not processed; the connection goes on, and its
+        flow-control window is given back (h2 ended the connection).
+        """
+        exchange = self.exchange
+        client = exchange.client
+        headers = request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "5"))
+        client.send_headers(1, headers)
+        for _ in range(3):  # the rest after the refusal, in the same read
+            client.send_data(1, b"1," * 7000)
+        exchange.pump()
+        answer = self.assertRefused(1, b"400")
+        self.assertIn("longer than its content-length of 5", json.loads(answer["body"])["error"])
+        self.assertEqual(client.outbound_flow_control_window, 65535)
+        streamID = client.get_next_available_stream_id()
+        client.send_headers(streamID, headers)
+        client.send_data(streamID, b"[1]", end_stream=True)
+        exchange.pump()
+        answer = self.assertRefused(streamID, b"400")
+        self.assertIn("body of 3 bytes, content-length 5", json.loads(answer["body"])["error"])
+        streamID = client.get_next_available_stream_id()
+        client.send_headers(streamID, headers)
+        client.send_data(streamID, b"[1,2]", end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+
+    def test_contentLengthOfThousandsOfDigits(self) -> None:
+        """
+        A C{content-length} of more digits than C{int()} takes (4,300) is
+        read as its number, as over HTTP/1: h2 could not read it, and
+        ended the connection.
+        """
+        exchange = Exchange(Limits(maxRequestLine=8000, maxHeaderBytes=16000))
+        self.addCleanup(exchange.site.stopFactory)
+        headers = request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "0" * 5000 + "2"))
+        exchange.client.send_headers(1, headers)
+        exchange.client.send_data(1, b"[]", end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[1]["status"], b"200")
+        self.assertIsNone(exchange.goaway)
+
     def test_declaredBodyTooLarge(self) -> None:
         """
         A Content-Length over the limit is a 413 before the body is read;

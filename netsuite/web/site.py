@@ -16,7 +16,7 @@ import json
 import re
 from collections import deque
 from time import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -44,6 +44,7 @@ try:
     import h2.events
     import h2.exceptions
     from h2.stream import StreamClosedBy
+    from h2.utilities import HeaderValidationFlags, validate_headers
     from hyperframe.frame import (
         AltSvcFrame,
         DataFrame,
@@ -946,6 +947,51 @@ class _Flood(Exception):
     """
 
 
+if H2_SERVED:
+    #: How h2 checks a request's head (not trailers, not an answer).
+    _REQUEST_HEAD = HeaderValidationFlags(
+        is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
+    )
+
+    class _BodyLengthWrong(h2.events.DataReceived):  # type: ignore[misc]
+        """
+        A DATA frame that takes a request's body past its declared
+        C{content-length}, or ends it short of it: a malformed request
+        (RFC 9113, 8.1.1), refused on its stream.
+        """
+
+        def __init__(self, streamID: int, flowControlled: int, message: str) -> None:
+            # Not h2's __init__: its arguments differ between versions.
+            self.stream_id = streamID
+            self.stream_ended = None
+            self.data = b""
+            self.flow_controlled_length = flowControlled
+            self.message = message
+
+
+def _declaredLength(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """
+    The body length a request's C{content-length} fields declare (L{None}:
+    none), read as HTTP/1's is: leading zeros are dropped, and a length of
+    more than 18 digits is read as 10**18 (C{int()} refuses over 4,300).
+
+    @raise ValueError: a value is not all digits, or two values differ.
+    """
+    declared: bytes | None = None
+    for name, value in headers:
+        if name != b"content-length":
+            continue
+        if not value.isdigit():
+            raise ValueError("invalid content-length")
+        digits = value.lstrip(b"0") or b"0"
+        if declared is not None and digits != declared:
+            raise ValueError("conflicting content-length values")
+        declared = digits
+    if declared is None:
+        return None
+    return int(declared) if len(declared) <= 18 else 10**18
+
+
 class _OutputQueue(deque):  # type: ignore[type-arg]
     """
     One HTTP/2 stream's output waiting to be sent (the sending loop takes
@@ -1096,6 +1142,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._held: dict[int, None] = {}
         self._receiveFrames = self.conn.receive_data
         self.conn.receive_data = self._receive
+        # A malformed request head is refused on its stream by _checkHead
+        # (h2 ended the connection), with the checks h2 would have made.
+        self.conn.config.validate_inbound_headers = False
+        self._beginStream = self.conn._begin_new_stream
+        self.conn._begin_new_stream = self._beginNewStream
         # h2's private table of what handles each kind of frame.
         dispatch = self.conn._frame_dispatch_table
         self._receiveGoAwayFrame = dispatch[GoAwayFrame]
@@ -1110,6 +1161,27 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         dispatch[SettingsFrame] = self._settingsFrame
         # h2's private record of who closed a stream (None: not known).
         self._closedBy = getattr(self.conn, "_stream_closed_by", lambda streamID: None)
+
+    def _beginNewStream(self, *args: Any, **kwargs: Any) -> Any:
+        """
+        h2's new stream, whose reading of a request's C{content-length}
+        (before any other check of its head) no longer ends the connection:
+        a value h2 cannot read is left to L{_checkHead}.
+        """
+        stream = self._beginStream(*args, **kwargs)
+        initialize = stream._initialize_content_length
+
+        def initializeContentLength(headers: list[tuple[bytes, bytes]]) -> None:
+            try:
+                initialize(headers)
+            except h2.exceptions.ProtocolError:
+                try:
+                    stream._expected_content_length = _declaredLength(headers)
+                except ValueError:
+                    stream._expected_content_length = None  # refused
+
+        stream._initialize_content_length = initializeContentLength
+        return stream
 
     def _budgeted(self, receive: Callable[[Any], tuple[list, list]]) -> Callable[[Any], tuple[list, list]]:
         """
@@ -1162,7 +1234,17 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         limit still on its way got one per frame after its 413 and reset.
         """
         resetHere = self._closedBy(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM
-        frames, events = self._receiveDataFrame(frame)
+        try:
+            frames, events = self._receiveDataFrame(frame)
+        except h2.exceptions.InvalidBodyLengthError as wrong:
+            # A stream error (RFC 9113, 8.1.1), which h2 made the
+            # connection's: refused on its stream, in its turn.
+            expected, actual = wrong.expected_length, wrong.actual_length
+            if actual > expected:
+                message = f"request body longer than its content-length of {expected}"
+            else:
+                message = f"request body of {actual} bytes, content-length {expected}"
+            return [], [_BodyLengthWrong(frame.stream_id, frame.flow_controlled_length, message)]
         if resetHere:
             frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
         return frames, events
@@ -1544,6 +1626,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if refusal is not None:
             self._refuseStream(event.stream_id, *refusal, headers=event.headers)
             return
+        declared = _declaredLength(event.headers)
+        if declared is not None:
+            # As one field of the number (Twisted's int() refuses over
+            # 4,300 digits, and takes each of two equal fields).
+            fields = [field for field in event.headers if field[0] != b"content-length"]
+            event.headers = fields + [(b"content-length", b"%d" % (declared,))]
         H2Connection._requestReceived(self, event)
         self._outboundStreamQueues[event.stream_id] = _OutputQueue(self)
 
@@ -1555,10 +1643,15 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         """
         Check a request's headers against the site's limits, counted as
         HTTP/1 counts them (C{name: value} lines; the crumbs of a split
-        C{cookie} as one line); refuse CONNECT, and a request that C{ended}
-        with its head though it declares a body (RFC 9113, 8.1.1: h2 checks
-        a declared length only against DATA frames, and such a request was
-        processed with no body).
+        C{cookie} as one line); refuse a malformed head (RFC 9113, 8.1.1:
+        by h2's checks, and a C{content-length} not a number, or two
+        different ones), CONNECT, and a request that C{ended} with its head
+        though it declares a body (h2 checks a declared length only against
+        DATA frames, and such a request was processed with no body).
+
+        A malformed head used to end the connection, with every other
+        request on it (h2 makes it a connection error); nginx answers 400
+        on the stream, as here.
 
         @return: the status and message to refuse the request with, or
             L{None}.
@@ -1566,7 +1659,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         limits = self.site.limits
         lines = size = 0
         cookie = False
-        declared = 0
         for name, value in headers:
             if name[:1] == b":":
                 if name == b":path" and len(value) > limits.maxRequestLine:
@@ -1579,8 +1671,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             line = len(name) + len(value) + 2
             if line > limits.maxRequestLine:
                 return 431, "request header line too long"
-            if name == b"content-length" and value.isdigit():
-                declared = int(value)
             if name == b"cookie":
                 if cookie:
                     size += len(value) + 2
@@ -1590,6 +1680,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             size += line + 2
         if lines > limits.maxHeaders or size > limits.maxHeaderBytes:
             return 431, "request header fields too large"
+        try:
+            for _ in validate_headers(headers, _REQUEST_HEAD):
+                pass
+            declared = _declaredLength(headers) or 0
+        except (h2.exceptions.ProtocolError, ValueError) as malformed:
+            return 400, f"malformed request: {malformed}"
         if declared > limits.maxBody:
             return 413, f"request body over {limits.maxBody} bytes"
         if ended and declared:
@@ -1599,6 +1695,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _requestDataReceived(self, event: Any) -> None:
         if self.transport.disconnecting or not self._stillProducing:
             return  # the rest of a read that ended in a GOAWAY, or an abort
+        if isinstance(event, _BodyLengthWrong):
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if event.stream_id in self.streams:
+                self._refuseStream(event.stream_id, 400, event.message)
+            return
         if not event.data and event.stream_ended is None and not self._emptyData.take():
             self.site.stats.count("h2_empty_frame_floods")
             self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many empty DATA frames")
