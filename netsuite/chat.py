@@ -277,16 +277,7 @@ class ChatProtocol(Protocol):
             return
         stats = self.factory.stats
         stats.count("lines_in")
-        bucket = self._bucket
-        if bucket is not None and not bucket.take():
-            self._droppedLine(f"you may speak again in {max(bucket.delay(), 0.1):.1f} s")
-            return
-        shared = self.factory.hostBucket(self._host)
-        if shared is not None and not shared.take():
-            self._droppedLine(
-                f"your address sends more than {shared.rate:g} lines a second in all; "
-                f"you may speak again in {max(shared.delay(), 0.1):.1f} s"
-            )
+        if not self._withinFloodLimits():
             return
         self._dropped = 0
         if not text:
@@ -304,6 +295,26 @@ class ChatProtocol(Protocol):
             return
         self.factory.hub.say(self, text)
 
+    def _withinFloodLimits(self) -> bool:
+        """
+        Take a line from the client's flood budget and its address's; if
+        either is spent, the line is dropped (see L{_droppedLine}).
+
+        @return: whether the line may be answered.
+        """
+        bucket = self._bucket
+        if bucket is not None and not bucket.take():
+            self._droppedLine(f"you may speak again in {max(bucket.delay(), 0.1):.1f} s")
+            return False
+        shared = self.factory.hostBucket(self._host)
+        if shared is not None and not shared.take():
+            self._droppedLine(
+                f"your address sends more than {shared.rate:g} lines a second in all; "
+                f"you may speak again in {max(shared.delay(), 0.1):.1f} s"
+            )
+            return False
+        return True
+
     def _droppedLine(self, when: str) -> None:
         """
         Flood control dropped a line: say so, or disconnect a client that
@@ -320,17 +331,24 @@ class ChatProtocol(Protocol):
 
     def _chooseName(self, name: str) -> None:
         hub = self.factory.hub
+        retry = "try another"
         try:
             hub.checkName(name)
             if hub.find(name) is not None:
                 raise ChatError(f"the name {name} is taken")
+            # A join (and the leave after it) is a line to the room: a
+            # client joining and leaving in a loop flooded it with notices.
+            shared = self.factory.hostBucket(self._host)
+            if shared is not None and not shared.take():
+                retry = f"send your name again in {max(shared.delay(), 0.1):.1f} s"
+                raise ChatError(f"your address joins more than {shared.rate:g} times a second")
         except ChatError as e:
             self._tries -= 1
             if self._tries <= 0:
                 self.error(f"{e.message}; too many tries, bye")
                 self._close()
             else:
-                self.error(f"{e.message}; try another ({self._tries} left)")
+                self.error(f"{e.message}; {retry} ({self._tries} left)")
             return
         self.info(f"*** hello {name}; /help lists the commands")
         hub.register(self, name)
@@ -340,8 +358,14 @@ class ChatProtocol(Protocol):
         self._idle = IdleTimeout(self.factory.reactor, idle, self._timedOut) if idle > 0 else None
 
     def _tooLong(self, how: str = "") -> None:
+        """
+        Refuse a line over the length limit.  Each answer is a line from
+        the flood budget: a stream of long lines got one each, for ever,
+        and never counted towards an excess flood.
+        """
         self.factory.stats.count("long_lines")
-        self.error(f"line too long (over {self.factory.settings.maxLine} bytes{how}); it was dropped")
+        if self._withinFloodLimits():
+            self.error(f"line too long (over {self.factory.settings.maxLine} bytes{how}); it was dropped")
 
     def _timedOut(self) -> None:
         self._idle = None
@@ -669,11 +693,14 @@ class ChatFactory(Factory):
         self.batch = FlushBatch(self.reactor)
         self._budget = ConnectionBudget()
         self._hostBuckets: Dict[str, TokenBucket] = {}
+        #: Addresses whose last client went while their bucket was not
+        #: full, oldest first (a host may be in it more than once).
+        self._quiet: Deque[str] = deque()
 
     def hostBucket(self, host: str) -> Optional[TokenBucket]:
         """
-        The lines all clients from C{host} may still send together, or
-        L{None} for no limit.
+        The lines all clients from C{host} may still send together (a
+        join counts as a line), or L{None} for no limit.
         """
         rate = self.settings.hostRate
         if rate <= 0 or self.settings.rate <= 0:
@@ -714,12 +741,26 @@ class ChatFactory(Factory):
 
     def release(self, host: str) -> None:
         """
-        A client counted by L{admit} has gone.
+        A client counted by L{admit} has gone.  Its address's line budget
+        (L{hostBucket}) is forgotten once the address has no client and the
+        budget has refilled.
         """
         host = hostKey(host)
-        self._budget.closed(host)
-        if not self._budget.fromHost(host):
-            self._hostBuckets.pop(host, None)
+        budget = self._budget
+        budget.closed(host)
+        if not budget.fromHost(host) and host in self._hostBuckets:
+            # Kept until full: forgotten with the last client, a client
+            # joining and leaving in a loop had a fresh budget each time.
+            self._quiet.append(host)
+        quiet = self._quiet
+        while quiet:
+            oldest = quiet[0]
+            bucket = self._hostBuckets.get(oldest)
+            if bucket is not None and not budget.fromHost(oldest):
+                if not bucket.isFull():
+                    break  # (later ones have had less time to refill)
+                del self._hostBuckets[oldest]
+            quiet.popleft()
 
 
 def _hostOf(address: IAddress) -> str:

@@ -1342,7 +1342,8 @@ class FloodTests(ChatTestCase):
         bob = self.named("bob", host="198.51.100.1")
         for flooder in flooders:
             flooder.send("one", "two", "three")
-        self.assertEqual(len(bob.received()), 10)
+        # Their four joins took four lines of the ten.
+        self.assertEqual(len(bob.received()), 6)
         self.assertEqual(
             flooders[3].received()[-1],
             "! slow down: that line was dropped; your address sends more than 4 lines a second in all; "
@@ -1354,15 +1355,85 @@ class FloodTests(ChatTestCase):
         self.clock.advance(0.25)
         flooders[0].send("again")
         self.assertEqual(bob.received(), ["f0: again"])
-        self.assertEqual(self.factory.stats.counters["dropped_lines"], 2)
+        self.assertEqual(self.factory.stats.counters["dropped_lines"], 6)
 
-    def test_addressLimitForgottenWithItsLastClient(self) -> None:
+    def test_addressLimitKeptUntilRefilled(self) -> None:
+        """
+        An address's budget outlives its last client until it has
+        refilled (it was forgotten with the last client, so a client
+        leaving and coming back had a new one each time); then it is
+        forgotten.
+        """
         self.makeFactory(rate=5.0, burst=10.0, hostRate=4.0)
         alice = self.named("alice", host="192.0.2.7")
-        alice.send(*["x"] * 8)
-        self.assertIn("192.0.2.7", self.factory._hostBuckets)
+        alice.send(*["x"] * 8)  # with the join, 9 of 10
         alice.disconnect()
+        self.assertIn("192.0.2.7", self.factory._hostBuckets)
+        again = self.named("alice", host="192.0.2.7")  # the 10th
+        again.send("x")
+        self.assertEqual(
+            again.received(),
+            ["! slow down: that line was dropped; your address sends more than 4 lines a second in all; "
+             "you may speak again in 0.2 s"],
+        )
+        self.clock.advance(2.5)  # refilled
+        again.disconnect()
         self.assertEqual(self.factory._hostBuckets, {})
+        # Many addresses come and go: none is kept once refilled.
+        for n in range(50):
+            self.named(f"c{n}", host=f"192.0.2.{n}").send("x", "y")
+            self.clients[-1].disconnect()
+        self.assertEqual(len(self.factory._hostBuckets), 50)
+        self.clock.advance(2.5)
+        self.named("last", host="198.51.100.9").disconnect()  # its join: not full
+        self.assertEqual(list(self.factory._hostBuckets), ["198.51.100.9"])
+        self.assertEqual(list(self.factory._quiet), ["198.51.100.9"])
+
+    def test_joinLeaveLoopHeldToTheAddressLimit(self) -> None:
+        """
+        A join counts as a line of its address's budget: a client joining
+        and leaving in a loop flooded a room with notices (2,000 a second
+        from one address).  One refused is told when to send its name
+        again, and may.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=4.0)
+        bob = self.named("bob", host="198.51.100.1")
+        refused = []
+        for _ in range(30):
+            looper = self.connect("192.0.2.7")
+            looper.received()
+            looper.send("loop")
+            if self.factory.hub.find("loop") is None:
+                refused.append(looper.received())
+            looper.disconnect()
+        joins = [line for line in bob.received() if line.startswith("*** loop joined")]
+        self.assertEqual(len(joins), 10)
+        self.assertEqual(len(refused), 20)
+        self.assertEqual(
+            refused[0], ["! your address joins more than 4 times a second; send your name again in 0.2 s (2 left)"]
+        )
+        looper = self.connect("192.0.2.7")
+        looper.send("loop")
+        self.assertIsNone(self.factory.hub.find("loop"))
+        self.clock.advance(0.25)
+        looper.send("loop")
+        self.assertIsNotNone(self.factory.hub.find("loop"))
+
+    def test_longLinesUnderFloodControl(self) -> None:
+        """
+        Lines refused as too long come out of the flood budget like any
+        other: each got its answer, for ever, and the sender was never
+        cut off for an excess flood.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, maxLine=10)
+        alice = self.named("alice")
+        alice.send(*["x" * 11] * 10)
+        self.assertEqual(alice.received(), ["! line too long (over 10 bytes); it was dropped"] * 10)
+        alice.send(*["x" * 11] * (_EXCESS_FLOOD - 1))
+        self.assertFalse(alice.closing)
+        alice.send("x" * 11)
+        self.assertTrue(alice.closing)
+        self.assertEqual(alice.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
 
     def test_noAddressLimitWithoutFloodControl(self) -> None:
         """
