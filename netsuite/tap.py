@@ -838,14 +838,23 @@ class StopSignals:
     C{ReactorNotRunning}: a critical traceback in the log, and nothing
     done.
 
+    SIGHUP (unless the process was started ignoring it, as by C{nohup}):
+    in the foreground, its terminal went away, and netsuite stops as for
+    SIGTERM; a daemon has no terminal, so it came from an operator
+    expecting a reload, and is logged and ignored (netsuite has nothing to
+    reload).  Either way it killed the process at once, with no goodbye
+    to chat users and the pid file left behind.
+
     @ivar stopping: the reactor is stopping (by a signal or otherwise).
+    @ivar daemon: the process is a daemon (twistd without C{-n}).
     """
 
     stopping = False
 
-    def __init__(self, reactor: Any, root: NetsuiteService) -> None:
+    def __init__(self, reactor: Any, root: NetsuiteService, daemon: bool = False) -> None:
         self._reactor = reactor
         self._root = root
+        self.daemon = daemon
 
     def install(self) -> None:
         """
@@ -856,7 +865,27 @@ class StopSignals:
             handler = signal.getsignal(number)
             if callable(handler):
                 signal.signal(number, functools.partial(self.received, handler))
+        hangUp = getattr(signal, "SIGHUP", None)
+        if hangUp is not None and signal.getsignal(hangUp) in (signal.SIG_DFL, None):
+            signal.signal(hangUp, self._hungUp)
         self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
+
+    def _hungUp(self, number: int, frame: Any) -> None:
+        if self.daemon:
+            self._reactor.callFromThread(
+                log.info,
+                "Received SIGHUP: ignored, netsuite has nothing to reload (restart it to change its "
+                "options; the access log is opened again by itself when it is moved or removed)",
+            )
+            return
+        self.received(self._hangUpStop, number, frame)
+
+    def _hangUpStop(self, number: int, frame: Any) -> None:
+        reactor = self._reactor
+        reactor.callFromThread(log.info, "Received SIGHUP (the terminal went away), shutting down.")
+        reactor.callFromThread(reactor.stop)
+        # twistd then ends the process by the signal, as after SIGTERM.
+        reactor._exitSignal = number
 
     def _stopping(self) -> None:
         self.stopping = True
@@ -1170,5 +1199,7 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
     if not getattr(reactor, "running", True):
         # twistd and twist: the process is netsuite's.  An application
         # that embeds it while its reactor runs keeps its own handlers.
-        reactor.callWhenRunning(StopSignals(reactor, root).install)  # type: ignore[attr-defined]
+        twistd = root.twistdConfig
+        daemon = twistd is not None and "nodaemon" in twistd and not twistd["nodaemon"]
+        reactor.callWhenRunning(StopSignals(reactor, root, daemon).install)  # type: ignore[attr-defined]
     return root

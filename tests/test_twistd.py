@@ -288,3 +288,73 @@ class TwistdTests(TestCase):
         self.assertIn(b"Received SIGTERM again: aborted the 1 connection(s) still open", process.output)
         self.assertNotIn(b"Traceback", process.output)
         self.assertIn(b"Server Shut Down.", process.output)
+
+    async def test_hangUpInTheForeground(self) -> None:
+        """
+        SIGHUP to C{twistd -n netsuite} (its terminal went away) stops it
+        as SIGTERM does: chat users are told, and twistd ends by the
+        signal.  It killed the process at once.
+        """
+        process, transport, listeners = await self.running(
+            1, "--no-http", "--no-daytime", "--no-proxy", "--no-downloads", "--no-echo",
+            "--chat", "tcp:0:interface=127.0.0.1",
+        )
+        [(_, _, port, _)] = listeners
+        client = await connect(self, port, Collector())
+        client.transport.write(b"alice\r\n")
+        await client.waitFor(1)
+        transport.signalProcess("HUP")
+        code = await process.ended
+        await client.closed
+        self.assertIn(b"the server is shutting down; bye", b"".join(client.received))
+        self.assertIn(code, (0, -signal.SIGHUP), process.output)
+        self.assertIn(b"Received SIGHUP (the terminal went away), shutting down.", process.output)
+        self.assertIn(b"Server Shut Down.", process.output)
+        self.assertNotIn(b"Traceback", process.output)
+
+    async def test_hangUpIgnoredByADaemon(self) -> None:
+        """
+        SIGHUP to a daemonized netsuite is logged and ignored: it goes on
+        serving, and SIGTERM then stops it and removes its pid file.
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        pidfile, logfile = os.path.join(home, "twistd.pid"), os.path.join(home, "twistd.log")
+        process = Running(expected=1)
+        process.listening.addErrback(lambda failure: None)  # its log is a file
+        spawn(
+            self, process, home,
+            "-c", TWISTD, f"--pidfile={pidfile}", "--logfile", logfile,
+            "netsuite", "--no-http", "--no-chat", "--no-daytime", "--no-proxy", "--no-downloads",
+            "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp", "udp:0:interface=127.0.0.1",
+        )
+        self.assertEqual(await process.ended, 0, process.output)
+
+        async def logged(pattern: bytes) -> re.Match[bytes]:
+            for _ in range(200):
+                if os.path.exists(logfile):
+                    with open(logfile, "rb") as f:
+                        found = re.search(pattern, f.read())
+                    if found:
+                        return found
+                await deferLater(reactor, 0.05, lambda: None)
+            self.fail(f"not logged: {pattern!r}")
+
+        port = int((await logged(rb"echo listening on tcp 127\.0\.0\.1:(\d+)")).group(1))
+        with open(pidfile) as f:
+            pid = int(f.read())
+        self.addCleanup(lambda: os.path.exists(pidfile) and os.kill(pid, signal.SIGKILL))
+        os.kill(pid, signal.SIGHUP)
+        await logged(rb"Received SIGHUP: ignored")
+        client = await connect(self, port, Collector())
+        client.transport.write(b"still here")
+        await client.waitFor(10)
+        self.assertEqual(b"".join(client.received), b"still here")
+        client.transport.loseConnection()
+        os.kill(pid, signal.SIGTERM)
+        await logged(rb"Server Shut Down\.")
+        for _ in range(100):
+            if not os.path.exists(pidfile):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(os.path.exists(pidfile))
