@@ -678,6 +678,10 @@ class UpstreamConnection(Protocol):
                     codings.extend(v.strip().lower() for v in value.split(b","))
                 continue
             headers.append((name, value))
+        if connection:
+            headers = [(n, v) for n, v in headers if n.lower() not in connection]
+        request = self.request
+        assert request is not None
         if 100 <= code < 200:
             if code == 101:
                 self._fail("the origin switched protocols, which was not asked for")
@@ -686,17 +690,16 @@ class UpstreamConnection(Protocol):
             if self._interim > _MAX_INTERIM:
                 self._fail("the origin sent interim responses without end")
                 return False
-            return True  # skipped by the caller
+            # 100 Continue is the proxy's to send (it answers Expect).
+            if code != 100:
+                request.interimResponse(code, reason, headers, len(head), b"1.%s" % (minor,))
+            return True  # the caller reads on for the answer
         length = -1
         if lengths:
             if not all(v.isdigit() for v in lengths) or len(set(lengths)) != 1 or len(lengths[0]) > 18:
                 self._fail("the origin sent an invalid Content-Length")
                 return False
             length = int(lengths[0])
-        if connection:
-            headers = [(n, v) for n, v in headers if n.lower() not in connection]
-        request = self.request
-        assert request is not None
         noBody = request.method == b"HEAD" or code in (204, 304)
         codings = [c for c in codings if c]
         others: List[bytes] = []
@@ -1107,6 +1110,8 @@ class ProxyRequest(http.Request):
     _tunnel = False
     _tunnelCounted = False
     _lengthSent = False
+    #: Bytes of the origin's informational responses passed on.
+    _interimBytes = 0
     _target: Tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -1469,6 +1474,31 @@ class ProxyRequest(http.Request):
                 self.channel.releaseReading("upload")
 
     # The response.
+
+    def interimResponse(
+        self, code: int, reason: bytes, headers: List[Tuple[bytes, bytes]], size: int, via: bytes
+    ) -> None:
+        """
+        An informational (1xx) response from the origin, other than C{100
+        Continue}: passed on (RFC 9110, 15.2), so that a browser gets its
+        C{103 Early Hints} through the proxy.  Never to an HTTP/1.0 client,
+        which cannot take one, and only up to L{MAX_RESPONSE_HEAD} bytes of
+        them for one request (the client's connection is not yet paced by
+        the origin's).
+
+        @param size: the response head's size as the origin sent it.
+        @param via: the origin's HTTP version, for C{Via}.
+        """
+        if self._gone or self._ended or self.startedWriting or self.clientproto != b"HTTP/1.1":
+            return
+        self._interimBytes += size
+        if self._interimBytes > MAX_RESPONSE_HEAD:
+            return
+        out = [b"HTTP/1.1 %d " % (code,), reason, b"\r\n"]
+        for name, value in headers:
+            out += (name, b": ", value, b"\r\n")
+        out += (b"Via: ", via, b" netsuite\r\n\r\n")
+        self.channel.writeSequence(out)
 
     def responseStarted(
         self,

@@ -1129,7 +1129,7 @@ class BrokenOriginTests(ProxyTestCase):
         """
         proxy = self.proxy()
         client, origin = proxy.exchange(GET, answer)
-        response = client.response()
+        [response] = [r for r in client.responses() if r.status >= 200]  # after any 1xx passed on
         self.assertTextError(response, 502, *fragments)
         self.assertTrue(origin.transport.disconnecting)
         self.assertEqual(len(proxy.factory.pool), 0)
@@ -1272,10 +1272,12 @@ class BrokenOriginTests(ProxyTestCase):
         origin.close()
         self.assertTextError(client.response(), 502, "without answering")
 
-    def test_continueSkipped(self) -> None:
+    def test_interimResponsesPassedOn(self) -> None:
         """
         An interim C{100 Continue} (in the same piece as the response, or
-        alone) is skipped: the client gets the 200 only.
+        alone) is skipped: the proxy answers C{Expect} itself.  Other 1xx
+        (C{103 Early Hints}) go on to the client before the answer (RFC
+        9110, 15.2), without their hop-by-hop fields; they were dropped.
         """
         proxy = self.proxy()
         client, origin = proxy.exchange(
@@ -1289,11 +1291,38 @@ class BrokenOriginTests(ProxyTestCase):
         client.send(GET)
         self.assertEqual(len(proxy.attempts), 1)  # the pooled connection is used
         origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        origin.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
         self.assertEqual(client.received(), b"")
+        origin.send(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\nConnection: x-hop\r\nX-Hop: 1\r\n"
+            b"Keep-Alive: timeout=5\r\n\r\n"
+        )
+        self.assertEqual(
+            client.received(), b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\nVia: 1.1 netsuite\r\n\r\n"
+        )
         origin.send(OK)
         responses = client.responses()
-        self.assertEqual([r.status for r in responses], [200])
+        self.assertEqual([r.status for r in responses], [103, 200])
+        self.assertEqual(responses[1].body, b"hello")
+
+    def test_interimResponsesNotToHTTP10(self) -> None:
+        """
+        An HTTP/1.0 client never gets a 1xx (RFC 9110, 15.2).
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(
+            b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n" + OK
+        )
+        self.assertEqual([r.status for r in client.responses()], [200])
+
+    def test_interimResponsesPassedOnUpToALimit(self) -> None:
+        """
+        Up to L{MAX_RESPONSE_HEAD} bytes of 1xx go on for one request: the
+        client's connection is not paced by the origin's yet.
+        """
+        proxy = self.proxy()
+        hint = b"HTTP/1.1 103 Early Hints\r\nLink: <" + b"a" * 10000 + b">\r\n\r\n"
+        client, origin = proxy.exchange(GET, hint * 10 + OK)
+        self.assertEqual([r.status for r in client.responses()], [103] * 6 + [200])
 
     def test_transferEncodingOverridesContentLength(self) -> None:
         """
