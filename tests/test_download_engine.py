@@ -483,16 +483,18 @@ class PlainDownloadTests(EngineTestCase):
     async def test_plantedPartThatIsNoFileOfItsOwnIsLeft(self) -> None:
         """
         A C{.part} that is a hard link or a symbolic link to a file
-        elsewhere, or a FIFO, with a state file saying it holds the first
-        bytes, is not resumed, with a warning: the download is saved beside
-        it from the start, and the file it shares keeps its bytes.  A
-        symbolic link or a FIFO failed the download ("Too many levels of
-        symbolic links"; "not a regular file").
+        elsewhere, a FIFO or a directory, with a state file saying it holds
+        the first bytes, is not resumed, with a warning: the download is
+        saved beside it from the start, and the file it shares keeps its
+        bytes.  A symbolic link, a FIFO or a directory failed the download
+        ("Too many levels of symbolic links"; "not a regular file"; "Is a
+        directory").
         """
         plants = [
             ("hard.bin", os.link, "it has other names (hard links) too"),
             ("soft.bin", lambda victim, part: os.symlink(victim.resolve(), part), "it is a symbolic link"),
             ("fifo.bin", lambda victim, part: os.mkfifo(part), "not a regular file"),
+            ("dir.bin", lambda victim, part: part.mkdir(), "it is a directory"),
         ]
         for name, plant, why in plants:
             directory = self.directory()

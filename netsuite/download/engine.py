@@ -1080,10 +1080,12 @@ class _Download:
         except FileNotFoundError:
             return False
         except OSError as e:
-            if e.errno in (errno.EMLINK, errno.ELOOP, errno.EINVAL):
+            if isinstance(e, _NotOwnFile) or e.errno in (errno.ELOOP, errno.EISDIR):
                 # Planted or made by hand: a hard link, a symbolic link (which
-                # O_NOFOLLOW refuses), a FIFO.  Left as it is.
-                why = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+                # O_NOFOLLOW refuses), a FIFO, a directory.  Left as it is.
+                why = {errno.ELOOP: "it is a symbolic link", errno.EISDIR: "it is a directory"}.get(
+                    e.errno or 0, e.strerror
+                )
                 log.warn("{url}: not resuming {part}: {why}", url=self.url, part=str(part), why=why)
                 return False
             raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
@@ -2027,6 +2029,13 @@ def discardPart(part: Path) -> bool:
     return True
 
 
+class _NotOwnFile(OSError):
+    """
+    A C{.part} that is not a regular file of its own: a hard link to a file
+    elsewhere, a FIFO, a device.
+    """
+
+
 def _openPart(path: Path, create: bool) -> Optional[int]:
     """
     Open a C{.part} file for reading and writing (never through a symbolic
@@ -2037,17 +2046,18 @@ def _openPart(path: Path, create: bool) -> Optional[int]:
     @return: the descriptor, or L{None} when another download holds the
         lock.  Where the file system has no locks, the file is opened
         unlocked.
-    @raise OSError: it cannot be opened, or is not a regular file.
+    @raise _NotOwnFile: it is not a regular file of its own.
+    @raise OSError: it cannot be opened.
     """
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
     fd = os.open(path, flags, 0o644)
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
+        raise _NotOwnFile(errno.EINVAL, "not a regular file")
     if status.st_nlink != 1:
         os.close(fd)
-        raise OSError(errno.EMLINK, "it has other names (hard links) too")
+        raise _NotOwnFile(errno.EMLINK, "it has other names (hard links) too")
     if fcntl is None:
         return fd
     try:
