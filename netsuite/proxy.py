@@ -696,10 +696,15 @@ class UpstreamConnection(Protocol):
             return True  # the caller reads on for the answer
         length = -1
         if lengths:
-            if not all(v.isdigit() for v in lengths) or len(set(lengths)) != 1 or len(lengths[0]) > 18:
+            if not all(v.isdigit() for v in lengths):
                 self._fail("the origin sent an invalid Content-Length")
                 return False
-            length = int(lengths[0])
+            # Leading zeros do not count (a client's are taken the same way).
+            values = {v.lstrip(b"0") or b"0" for v in lengths}
+            if len(values) != 1 or len(next(iter(values))) > 18:
+                self._fail("the origin sent an invalid Content-Length")
+                return False
+            length = int(values.pop())
         noBody = request.method == b"HEAD" or code in (204, 304)
         codings = [c for c in codings if c]
         others: List[bytes] = []

@@ -1175,6 +1175,19 @@ class BrokenOriginTests(ProxyTestCase):
         self.assertEqual(response.header(b"content-length"), [b"5"])
         self.assertEqual(response.body, b"hello")
 
+    def test_contentLengthLeadingZeros(self) -> None:
+        """
+        Leading zeros do not count against a Content-Length's 18 digits, as
+        for a client's: C{0…05} of 30 digits is 5 (it was a 502), and equal
+        to C{5}.  Over 18 digits without them is still a 502.
+        """
+        proxy = self.proxy()
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: " + b"0" * 29 + b"5\r\nContent-Length: 5\r\n\r\nhello"
+        client, origin = proxy.exchange(GET, answer)
+        response = client.response()
+        self.assertEqual((response.status, response.header(b"content-length"), response.body), (200, [b"5"], b"hello"))
+        self.assertBadGateway(b"HTTP/1.1 200 OK\r\nContent-Length: 1" + b"0" * 18 + b"\r\n\r\n", "invalid Content-Length")
+
     def test_headerLineWithoutColon(self) -> None:
         """
         A header line without a colon: 502.
