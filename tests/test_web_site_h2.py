@@ -372,6 +372,64 @@ class LimitTests(ExchangeTestCase):
         exchange.pump()
         self.assertEqual(exchange.answers[streamID]["status"], b"200")
 
+    def test_trailersChecked(self) -> None:
+        """
+        Trailers that end a body short of its C{content-length}, or that
+        are malformed (a pseudo-header, an upper-case name), make the
+        request a 400 on its stream: h2 checks a declared length only
+        against DATA frames that end the stream, and with its checks made
+        here, trailers were not checked at all.  Well-formed trailers after
+        the whole body are fine.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        client.config.validate_outbound_headers = False
+        client.config.normalize_outbound_headers = False
+        head = request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "5"))
+        cases = [
+            (b"[1]", [(b"x-t", b"1")], "body of 3 bytes, content-length 5"),
+            (b"", [(b"x-t", b"1")], "body of 0 bytes, content-length 5"),
+            (b"[1,2]", [(b":path", b"/admin")], "malformed trailers"),
+            (b"[1,2]", [(b"X-Up", b"1")], "malformed trailers"),
+        ]
+        for body, trailers, why in cases:
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, head)
+            if body:
+                client.send_data(streamID, body)
+            client.send_headers(streamID, trailers, end_stream=True)
+            exchange.pump()
+            with self.subTest(why):
+                answer = self.assertRefused(streamID, b"400")
+                self.assertIn(why, json.loads(answer["body"])["error"])
+        streamID = client.get_next_available_stream_id()
+        client.send_headers(streamID, head)
+        client.send_data(streamID, b"[1,2]")
+        client.send_headers(streamID, [(b"x-t", b"1")], end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+
+    def test_cookieCrumbs(self) -> None:
+        """
+        A C{cookie} before a pseudo-header is malformed (RFC 9113, 8.3):
+        h2 moved cookies to the end before checking the order.  Crumbs,
+        an empty one among them, are joined for the request (h2 joined
+        them into C{a=1; }, refused for its trailing space).
+        """
+        client = self.exchange.client
+        client.config.validate_outbound_headers = False
+        client.config.normalize_outbound_headers = False
+        head = [(b":method", b"GET"), (b":path", b"/api/echo"), (b":scheme", b"https"), (b":authority", b"a")]
+        client.send_headers(1, [(b"cookie", b"a=1")] + head, end_stream=True)
+        self.exchange.pump()
+        self.assertRefused(1, b"400")
+        streamID = client.get_next_available_stream_id()
+        client.send_headers(streamID, head + [(b"cookie", b"a=1"), (b"cookie", b""), (b"cookie", b"b=2")], end_stream=True)
+        self.exchange.pump()
+        answer = self.exchange.answers[streamID]
+        self.assertEqual(answer["status"], b"200")
+        self.assertEqual(json.loads(answer["body"])["headers"]["cookie"], "a=1; b=2")
+
     def test_contentLengthOfThousandsOfDigits(self) -> None:
         """
         A C{content-length} of more digits than C{int()} takes (4,300) is

@@ -953,11 +953,15 @@ if H2_SERVED:
         is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
     )
 
-    class _BodyLengthWrong(h2.events.DataReceived):  # type: ignore[misc]
+    #: How h2 checks a request's trailers.
+    _TRAILERS = _REQUEST_HEAD._replace(is_trailer=True)
+
+    class _Malformed(h2.events.DataReceived):  # type: ignore[misc]
         """
-        A DATA frame that takes a request's body past its declared
-        C{content-length}, or ends it short of it: a malformed request
-        (RFC 9113, 8.1.1), refused on its stream.
+        A request found malformed (RFC 9113, 8.1.1) after its head: a DATA
+        frame that takes its body past its declared C{content-length}, or
+        ends it short of it, or malformed trailers.  It is refused on its
+        stream, in its turn among the read's events.
         """
 
         def __init__(self, streamID: int, flowControlled: int, message: str) -> None:
@@ -967,6 +971,26 @@ if H2_SERVED:
             self.data = b""
             self.flow_controlled_length = flowControlled
             self.message = message
+
+
+def _forTwisted(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """
+    A checked request head as Twisted's HTTP/2 takes it: the C{cookie}
+    crumbs joined into one field (RFC 9113, 8.2.3), and one
+    C{content-length} field of the number (Twisted's C{int()} refuses over
+    4,300 digits, and takes each of two equal fields).
+    """
+    declared = _declaredLength(headers)
+    cookies = [value for name, value in headers if name == b"cookie"]
+    if declared is None and len(cookies) < 2:
+        return headers
+    crumbs = [value for value in cookies if value]
+    fields = [field for field in headers if field[0] not in (b"cookie", b"content-length")]
+    if crumbs:
+        fields.append((b"cookie", b"; ".join(crumbs)))
+    if declared is not None:
+        fields.append((b"content-length", b"%d" % (declared,)))
+    return fields
 
 
 def _declaredLength(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
@@ -1145,6 +1169,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         # A malformed request head is refused on its stream by _checkHead
         # (h2 ended the connection), with the checks h2 would have made.
         self.conn.config.validate_inbound_headers = False
+        # Cookie crumbs are joined after the checks (h2 joined them first,
+        # which moved them after the pseudo-headers).
+        self.conn.config.normalize_inbound_headers = False
         self._beginStream = self.conn._begin_new_stream
         self.conn._begin_new_stream = self._beginNewStream
         # h2's private table of what handles each kind of frame.
@@ -1166,12 +1193,18 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         """
         h2's new stream, whose reading of a request's C{content-length}
         (before any other check of its head) no longer ends the connection:
-        a value h2 cannot read is left to L{_checkHead}.
+        a value h2 cannot read is left to L{_checkHead}.  Trailers no longer
+        make h2 forget the declared length (see L{_checkTrailers}).
         """
         stream = self._beginStream(*args, **kwargs)
         initialize = stream._initialize_content_length
+        headRead = False
 
         def initializeContentLength(headers: list[tuple[bytes, bytes]]) -> None:
+            nonlocal headRead
+            if headRead:
+                return  # trailers
+            headRead = True
             try:
                 initialize(headers)
             except h2.exceptions.ProtocolError:
@@ -1211,7 +1244,36 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         frames, events = self._receiveHeadersFrame(frame)
         if any(isinstance(event, h2.events.RequestReceived) for event in events):
             self._controls.give(H2_CONTROL_PER_REQUEST)
+        for trailers in events:
+            if isinstance(trailers, h2.events.TrailersReceived):
+                problem = self._checkTrailers(trailers)
+                if problem is not None:
+                    # In place of the end of the stream (trailers end it).
+                    ended = [e for e in events if not isinstance(e, (h2.events.TrailersReceived, h2.events.StreamEnded))]
+                    return frames, ended + [_Malformed(trailers.stream_id, 0, problem)]
         return frames, events
+
+    def _checkTrailers(self, event: Any) -> str | None:
+        """
+        Check a request's trailers (h2 checked them, but made a problem
+        the connection's; Twisted drops them): they must be well formed,
+        and the body they end as long as its C{content-length} says (h2
+        checks a declared length against DATA frames that end a stream
+        only).
+
+        @return: why the request is malformed, or L{None}.
+        """
+        try:
+            for _ in validate_headers(event.headers, _TRAILERS):
+                pass
+        except h2.exceptions.ProtocolError as malformed:
+            return f"malformed trailers: {malformed}"
+        stream = self.conn.streams.get(event.stream_id)
+        expected = getattr(stream, "_expected_content_length", None)
+        received = getattr(stream, "_actual_content_length", None)
+        if expected is not None and received is not None and received != expected:
+            return f"request body of {received} bytes, content-length {expected}"
+        return None
 
     def _settingsFrame(self, frame: Any) -> tuple[list, list]:
         """
@@ -1244,7 +1306,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 message = f"request body longer than its content-length of {expected}"
             else:
                 message = f"request body of {actual} bytes, content-length {expected}"
-            return [], [_BodyLengthWrong(frame.stream_id, frame.flow_controlled_length, message)]
+            return [], [_Malformed(frame.stream_id, frame.flow_controlled_length, message)]
         if resetHere:
             frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
         return frames, events
@@ -1626,12 +1688,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if refusal is not None:
             self._refuseStream(event.stream_id, *refusal, headers=event.headers)
             return
-        declared = _declaredLength(event.headers)
-        if declared is not None:
-            # As one field of the number (Twisted's int() refuses over
-            # 4,300 digits, and takes each of two equal fields).
-            fields = [field for field in event.headers if field[0] != b"content-length"]
-            event.headers = fields + [(b"content-length", b"%d" % (declared,))]
+        event.headers = _forTwisted(event.headers)
         H2Connection._requestReceived(self, event)
         self._outboundStreamQueues[event.stream_id] = _OutputQueue(self)
 
@@ -1695,8 +1752,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _requestDataReceived(self, event: Any) -> None:
         if self.transport.disconnecting or not self._stillProducing:
             return  # the rest of a read that ended in a GOAWAY, or an abort
-        if isinstance(event, _BodyLengthWrong):
-            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        if isinstance(event, _Malformed):
+            if event.flow_controlled_length:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if event.stream_id in self.streams:
                 self._refuseStream(event.stream_id, 400, event.message)
             return
