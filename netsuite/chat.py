@@ -308,6 +308,8 @@ class ChatProtocol(Protocol):
             return False
         shared = self.factory.hostBucket(self._host)
         if shared is not None and not shared.take():
+            if bucket is not None:
+                bucket.give(1)  # not said: the client's own budget keeps it
             self._droppedLine(
                 f"your address sends more than {shared.rate:g} lines a second in all; "
                 f"you may speak again in {max(shared.delay(), 0.1):.1f} s"
@@ -323,6 +325,7 @@ class ChatProtocol(Protocol):
         self.factory.stats.count("dropped_lines")
         self._dropped += 1
         if self._dropped >= _EXCESS_FLOOD:
+            self.factory.stats.count("excess_floods")
             self._quitReason = "excess flood"
             self.error(f"excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
             self._close()
@@ -340,8 +343,9 @@ class ChatProtocol(Protocol):
             # client joining and leaving in a loop flooded it with notices.
             shared = self.factory.hostBucket(self._host)
             if shared is not None and not shared.take():
+                self.factory.stats.count("refused_joins")
                 retry = f"send your name again in {max(shared.delay(), 0.1):.1f} s"
-                raise ChatError(f"your address joins more than {shared.rate:g} times a second")
+                raise ChatError(f"your address sends more than {shared.rate:g} lines and joins a second in all")
         except ChatError as e:
             self._tries -= 1
             if self._tries <= 0:
@@ -365,6 +369,7 @@ class ChatProtocol(Protocol):
         """
         self.factory.stats.count("long_lines")
         if self._withinFloodLimits():
+            self._dropped = 0  # not dropped by flood control
             self.error(f"line too long (over {self.factory.settings.maxLine} bytes{how}); it was dropped")
 
     def _timedOut(self) -> None:
@@ -694,8 +699,8 @@ class ChatFactory(Factory):
         self._budget = ConnectionBudget()
         self._hostBuckets: Dict[str, TokenBucket] = {}
         #: Addresses whose last client went while their bucket was not
-        #: full, oldest first (a host may be in it more than once).
-        self._quiet: Deque[str] = deque()
+        #: full, in the order they are looked at (see L{_sweep}).
+        self._quiet: Dict[str, None] = {}
 
     def hostBucket(self, host: str) -> Optional[TokenBucket]:
         """
@@ -751,16 +756,30 @@ class ChatFactory(Factory):
         if not budget.fromHost(host) and host in self._hostBuckets:
             # Kept until full: forgotten with the last client, a client
             # joining and leaving in a loop had a fresh budget each time.
-            self._quiet.append(host)
-        quiet = self._quiet
-        while quiet:
-            oldest = quiet[0]
-            bucket = self._hostBuckets.get(oldest)
-            if bucket is not None and not budget.fromHost(oldest):
-                if not bucket.isFull():
-                    break  # (later ones have had less time to refill)
-                del self._hostBuckets[oldest]
-            quiet.popleft()
+            self._quiet.setdefault(host)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """
+        Look at the two addresses without a client that waited longest:
+        forget a budget that has refilled, and put one still refilling
+        last.  Each release adds at most one address, so those whose
+        budgets refilled go at least as fast as addresses come, whatever
+        an address joining and leaving in a loop does.
+        """
+        quiet, budget = self._quiet, self._budget
+        for _ in range(2):
+            if not quiet:
+                return
+            host = next(iter(quiet))
+            del quiet[host]
+            bucket = self._hostBuckets.get(host)
+            if bucket is None or budget.fromHost(host):
+                continue  # a client again: looked at once its last goes
+            if bucket.isFull():
+                del self._hostBuckets[host]
+            else:
+                quiet[host] = None
 
 
 def _hostOf(address: IAddress) -> str:

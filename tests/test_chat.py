@@ -1385,9 +1385,28 @@ class FloodTests(ChatTestCase):
             self.clients[-1].disconnect()
         self.assertEqual(len(self.factory._hostBuckets), 50)
         self.clock.advance(2.5)
-        self.named("last", host="198.51.100.9").disconnect()  # its join: not full
-        self.assertEqual(list(self.factory._hostBuckets), ["198.51.100.9"])
-        self.assertEqual(list(self.factory._quiet), ["198.51.100.9"])
+        for _ in range(25):  # each client gone looks at two
+            self.connect("198.51.100.9").disconnect()
+        self.assertEqual(self.factory._hostBuckets, {})
+        self.assertEqual(self.factory._quiet, {})
+
+    def test_addressLimitsForgottenWhileOneLoops(self) -> None:
+        """
+        An address joining and leaving in a loop, its budget never
+        refilled, does not keep the others' from being forgotten (the
+        oldest waiting budget was looked at first, so one never refilled
+        held every one after it: 10,000 kept after 15,000 loops).
+        """
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=4.0)
+        for n in range(2000):
+            self.clock.advance(0.05)
+            for host in ("192.0.2.1", f"10.{n // 250}.{n % 250}.1"):
+                client = self.connect(host)
+                client.send("loop" if host == "192.0.2.1" else f"c{n}")
+                client.disconnect()
+        # Addresses of the last 2.5 s (their budgets still refill), or so.
+        self.assertLess(len(self.factory._hostBuckets), 120)
+        self.assertLess(len(self.factory._quiet), 120)
 
     def test_joinLeaveLoopHeldToTheAddressLimit(self) -> None:
         """
@@ -1410,14 +1429,30 @@ class FloodTests(ChatTestCase):
         self.assertEqual(len(joins), 10)
         self.assertEqual(len(refused), 20)
         self.assertEqual(
-            refused[0], ["! your address joins more than 4 times a second; send your name again in 0.2 s (2 left)"]
+            refused[0],
+            ["! your address sends more than 4 lines and joins a second in all; send your name again in 0.2 s (2 left)"],
         )
+        self.assertEqual(self.factory.stats.counters["refused_joins"], 20)
         looper = self.connect("192.0.2.7")
         looper.send("loop")
         self.assertIsNone(self.factory.hub.find("loop"))
         self.clock.advance(0.25)
         looper.send("loop")
         self.assertIsNotNone(self.factory.hub.find("loop"))
+
+    def test_refusedForItsAddressNotChargedToTheClient(self) -> None:
+        """
+        A line refused for the address's budget is not taken from the
+        client's own as well: it was, so a client whose address-mates had
+        used the budget was then held back for lines it never said.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=4.0)
+        alice = self.named("alice", host="192.0.2.7")
+        bob = self.named("bob", host="192.0.2.7")
+        alice.send(*["x"] * 8)  # with the two joins, the address's ten
+        bob.send(*["y"] * 10)
+        self.assertEqual(len(bob.received()), 18)  # alice's eight, ten refusals
+        self.assertTrue(bob.protocol._bucket.isFull())
 
     def test_longLinesUnderFloodControl(self) -> None:
         """
@@ -1431,9 +1466,14 @@ class FloodTests(ChatTestCase):
         self.assertEqual(alice.received(), ["! line too long (over 10 bytes); it was dropped"] * 10)
         alice.send(*["x" * 11] * (_EXCESS_FLOOD - 1))
         self.assertFalse(alice.closing)
+        self.clock.advance(0.2)
+        alice.send("x" * 11)  # answered: not dropped by flood control
+        alice.send(*["x" * 11] * (_EXCESS_FLOOD - 1))
+        self.assertFalse(alice.closing)
         alice.send("x" * 11)
         self.assertTrue(alice.closing)
         self.assertEqual(alice.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
+        self.assertEqual(self.factory.stats.counters["excess_floods"], 1)
 
     def test_noAddressLimitWithoutFloodControl(self) -> None:
         """
