@@ -828,6 +828,20 @@ class NetsuiteService(MultiService):
         MultiService.startService(self)
 
 
+def _hasTerminal() -> bool:
+    """
+    Whether this process has a controlling terminal: one started from a
+    shell has; a daemon, or one run by systemd, Docker or supervisord, has
+    not.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 class StopSignals:
     """
     SIGINT and SIGTERM for a process that runs a L{NetsuiteService}: the
@@ -839,22 +853,24 @@ class StopSignals:
     done.
 
     SIGHUP (unless the process was started ignoring it, as by C{nohup}):
-    in the foreground, its terminal went away, and netsuite stops as for
-    SIGTERM; a daemon has no terminal, so it came from an operator
-    expecting a reload, and is logged and ignored (netsuite has nothing to
+    for a process started from a terminal, the terminal went away, and
+    netsuite stops as for SIGTERM; one without a terminal (a daemon, or
+    run by systemd, Docker or supervisord) got it from an operator
+    expecting a reload, and logs and ignores it (netsuite has nothing to
     reload).  Either way it killed the process at once, with no goodbye
     to chat users and the pid file left behind.
 
     @ivar stopping: the reactor is stopping (by a signal or otherwise).
-    @ivar daemon: the process is a daemon (twistd without C{-n}).
+    @ivar terminal: the process has a controlling terminal (L{None}: look
+        when installing).
     """
 
     stopping = False
 
-    def __init__(self, reactor: Any, root: NetsuiteService, daemon: bool = False) -> None:
+    def __init__(self, reactor: Any, root: NetsuiteService, terminal: bool | None = None) -> None:
         self._reactor = reactor
         self._root = root
-        self.daemon = daemon
+        self.terminal = terminal
 
     def install(self) -> None:
         """
@@ -867,11 +883,13 @@ class StopSignals:
                 signal.signal(number, functools.partial(self.received, handler))
         hangUp = getattr(signal, "SIGHUP", None)
         if hangUp is not None and signal.getsignal(hangUp) in (signal.SIG_DFL, None):
+            if self.terminal is None:
+                self.terminal = _hasTerminal()
             signal.signal(hangUp, self._hungUp)
         self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
 
     def _hungUp(self, number: int, frame: Any) -> None:
-        if self.daemon:
+        if not self.terminal:
             self._reactor.callFromThread(
                 log.info,
                 "Received SIGHUP: ignored, netsuite has nothing to reload (restart it to change its "
@@ -1199,7 +1217,5 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
     if not getattr(reactor, "running", True):
         # twistd and twist: the process is netsuite's.  An application
         # that embeds it while its reactor runs keeps its own handlers.
-        twistd = root.twistdConfig
-        daemon = twistd is not None and "nodaemon" in twistd and not twistd["nodaemon"]
-        reactor.callWhenRunning(StopSignals(reactor, root, daemon).install)  # type: ignore[attr-defined]
+        reactor.callWhenRunning(StopSignals(reactor, root).install)  # type: ignore[attr-defined]
     return root

@@ -865,13 +865,14 @@ class StopSignalsTests(SynchronousTestCase):
             [formatEvent(e) for e in self.events], ["Received SIGTERM again: aborted the 2 connection(s) still open"]
         )
 
-    def test_hangUpInTheForegroundStops(self) -> None:
+    def test_hangUpWithATerminalStops(self) -> None:
         """
-        SIGHUP in the foreground (the terminal went away) stops netsuite as
-        SIGTERM does, and twistd ends by it; a later signal is a second
-        one.  It killed the process at once (no goodbye to chat users, the
-        pid file left).
+        SIGHUP to a process started from a terminal (which went away)
+        stops netsuite as SIGTERM does, and twistd ends by it; a later
+        signal is a second one.  It killed the process at once (no goodbye
+        to chat users, the pid file left).
         """
+        self.signals.terminal = True
         stopped: list[bool] = []
         self.reactor.stop = lambda: stopped.append(True)
         self.signals._hungUp(signal.SIGHUP, None)
@@ -884,13 +885,13 @@ class StopSignalsTests(SynchronousTestCase):
         self.assertEqual(self.first, [])
         self.assertIn("Received SIGTERM again", formatEvent(self.events[-1]))
 
-    def test_hangUpIgnoredByADaemon(self) -> None:
+    def test_hangUpWithoutATerminalIgnored(self) -> None:
         """
-        A daemon has no terminal: SIGHUP comes from an operator expecting
-        a reload, and is logged and ignored.
+        Without a terminal (a daemon, systemd, Docker), SIGHUP comes from
+        an operator expecting a reload, and is logged and ignored.
         """
         self.reactor.stop = lambda: self.fail("stopped")
-        self.signals.daemon = True
+        self.signals.terminal = False
         self.signals._hungUp(signal.SIGHUP, None)
         self.assertIn("Received SIGHUP: ignored, netsuite has nothing to reload", formatEvent(self.events[0]))
         self.send(15)
@@ -899,22 +900,19 @@ class StopSignalsTests(SynchronousTestCase):
     def test_hangUpHandledUnlessIgnored(self) -> None:
         """
         SIGHUP is handled unless the process was started ignoring it (as
-        C{nohup} starts it); whether netsuite is a daemon is twistd's
-        C{--nodaemon}.
+        C{nohup} starts it); whether the process has a terminal is looked
+        at then.
         """
         for before, handled in ((signal.SIG_DFL, True), (signal.SIG_IGN, False)):
-            installed: dict[int, Any] = {}
-            self.patch(tap.signal, "signal", lambda number, handler: installed.__setitem__(number, handler))
-            self.patch(tap.signal, "getsignal", lambda number: before if number == signal.SIGHUP else None)
-            self.signals.install()
-            self.assertEqual(signal.SIGHUP in installed, handled)
-        for twistd, daemon in ((None, False), ({"nodaemon": True}, False), ({"nodaemon": False}, True)):
-            reactor = MemoryReactor()
-            options = parse("--no-downloads")
-            options.parent = twistd
-            makeService(options, reactor)
-            [install] = reactor.whenRunningHooks
-            self.assertEqual(install[0].__self__.daemon, daemon)
+            for terminal in (True, False):
+                installed: dict[int, Any] = {}
+                self.patch(tap.signal, "signal", lambda number, handler: installed.__setitem__(number, handler))
+                self.patch(tap.signal, "getsignal", lambda number: before if number == signal.SIGHUP else None)
+                self.patch(tap, "_hasTerminal", lambda: terminal)
+                signals = tap.StopSignals(self.reactor, self.root)
+                signals.install()
+                self.assertEqual(signal.SIGHUP in installed, handled)
+                self.assertEqual(signals.terminal, terminal if handled else None)
 
     def test_notInstalledWhileTheReactorRuns(self) -> None:
         """

@@ -68,14 +68,16 @@ class Running(ProcessProtocol):
         self.ended.callback(code)
 
 
-def spawn(testCase: TestCase, process: Running, home: str, *args: str) -> Any:
+def spawn(testCase: TestCase, process: Running, home: str, *args: str, usePTY: bool = False) -> Any:
     """
     Run C{python ARGS} in C{home} (its C{HOME} too) with C{process} as its
     protocol, killed when C{testCase} ends if it still runs; return its
     transport.
+
+    @param usePTY: run it in a terminal of its own (its controlling one).
     """
     transport = reactor.spawnProcess(
-        process, sys.executable, [sys.executable, *args], env=environment(home), path=home
+        process, sys.executable, [sys.executable, *args], env=environment(home), path=home, usePTY=usePTY
     )
 
     def kill() -> defer.Deferred[int]:
@@ -90,11 +92,16 @@ def spawn(testCase: TestCase, process: Running, home: str, *args: str) -> Any:
 class TwistdTests(TestCase):
     timeout = 60
 
-    async def running(self, expected: int, *args: str) -> tuple[Running, Any, list[tuple[str, str, int, bool]]]:
+    async def running(
+        self, expected: int, *args: str, terminal: bool | None = None
+    ) -> tuple[Running, Any, list[tuple[str, str, int, bool]]]:
         """
         Start C{twistd -n netsuite ARGS} in a new home folder (the
         process's C{home}), killed when the test ends, and wait for
         C{expected} listener lines.
+
+        @param terminal: give it a terminal of its own (C{True}), none
+            (C{False}), or the test's (L{None}).
 
         @return: the process protocol, its transport, and the listeners
             (service, kind, port, TLS).
@@ -103,7 +110,10 @@ class TwistdTests(TestCase):
         os.makedirs(home)
         process = Running(expected=expected)
         process.home = home
-        transport = spawn(self, process, home, "-c", TWISTD, "-n", "--pidfile=", "netsuite", *args)
+        runner = "import os; os.setsid(); " + TWISTD if terminal is False else TWISTD
+        transport = spawn(
+            self, process, home, "-c", runner, "-n", "--pidfile=", "netsuite", *args, usePTY=bool(terminal)
+        )
         return process, transport, await process.listening
 
     async def netsuite(self, runner: str, *args: str) -> tuple[str, int]:
@@ -289,15 +299,15 @@ class TwistdTests(TestCase):
         self.assertNotIn(b"Traceback", process.output)
         self.assertIn(b"Server Shut Down.", process.output)
 
-    async def test_hangUpInTheForeground(self) -> None:
+    async def test_hangUpWithATerminal(self) -> None:
         """
-        SIGHUP to C{twistd -n netsuite} (its terminal went away) stops it
-        as SIGTERM does: chat users are told, and twistd ends by the
-        signal.  It killed the process at once.
+        SIGHUP to C{twistd -n netsuite} started from a terminal (which went
+        away) stops it as SIGTERM does: chat users are told, and twistd
+        ends by the signal.  It killed the process at once.
         """
         process, transport, listeners = await self.running(
             1, "--no-http", "--no-daytime", "--no-proxy", "--no-downloads", "--no-echo",
-            "--chat", "tcp:0:interface=127.0.0.1",
+            "--chat", "tcp:0:interface=127.0.0.1", terminal=True,
         )
         [(_, _, port, _)] = listeners
         client = await connect(self, port, Collector())
@@ -310,6 +320,32 @@ class TwistdTests(TestCase):
         self.assertIn(code, (0, -signal.SIGHUP), process.output)
         self.assertIn(b"Received SIGHUP (the terminal went away), shutting down.", process.output)
         self.assertIn(b"Server Shut Down.", process.output)
+        self.assertNotIn(b"Traceback", process.output)
+
+    async def test_hangUpWithoutATerminal(self) -> None:
+        """
+        C{twistd -n netsuite} without a terminal (as systemd, Docker or
+        supervisord run it) logs a SIGHUP and goes on: it was meant as a
+        reload.
+        """
+        process, transport, listeners = await self.running(
+            2, "--no-http", "--no-chat", "--no-daytime", "--no-proxy", "--no-downloads",
+            "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp", "udp:0:interface=127.0.0.1", terminal=False,
+        )
+        transport.signalProcess("HUP")
+        for _ in range(100):
+            if b"Received SIGHUP: ignored" in process.output:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        else:
+            self.fail(process.output)
+        [port] = [p for s, kind, p, tls in listeners if kind == "tcp"]
+        client = await connect(self, port, Collector())
+        client.transport.write(b"still here")
+        await client.waitFor(10)
+        client.transport.loseConnection()
+        transport.signalProcess("TERM")
+        self.assertIn(await process.ended, (0, -signal.SIGTERM), process.output)
         self.assertNotIn(b"Traceback", process.output)
 
     async def test_hangUpIgnoredByADaemon(self) -> None:
