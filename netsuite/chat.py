@@ -367,6 +367,8 @@ class ChatProtocol(Protocol):
         the flood budget: a stream of long lines got one each, for ever,
         and never counted towards an excess flood.
         """
+        if self._closed:
+            return  # the rest of a read after an excess flood
         self.factory.stats.count("long_lines")
         if self._withinFloodLimits():
             self._dropped = 0  # not dropped by flood control
@@ -698,8 +700,8 @@ class ChatFactory(Factory):
         self.batch = FlushBatch(self.reactor)
         self._budget = ConnectionBudget()
         self._hostBuckets: Dict[str, TokenBucket] = {}
-        #: Addresses whose last client went while their bucket was not
-        #: full, in the order they are looked at (see L{_sweep}).
+        #: Addresses whose last client went, their budget kept, in the
+        #: order they are looked at (see L{_sweep}).
         self._quiet: Dict[str, None] = {}
 
     def hostBucket(self, host: str) -> Optional[TokenBucket]:

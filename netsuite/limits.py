@@ -29,6 +29,19 @@ except ImportError:  # Windows
     _OUTQ = None
 
 
+def decimal(digits: bytes, cap: int) -> int:
+    """
+    The number ASCII C{digits} (checked by the caller) write, or C{cap} if
+    it is larger: leading zeros do not count, and a number of thousands of
+    digits is read (C{int()} refuses over 4,300, a traceback where a
+    request wanted an answer).
+    """
+    significant = digits.lstrip(b"0")
+    if len(significant) > len(str(cap)):
+        return cap
+    return min(int(significant or b"0"), cap)
+
+
 def hostKey(host: str) -> str:
     """
     What limits per address count C{host} under: an IPv4 address as it is,

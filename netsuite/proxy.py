@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
-from netsuite.limits import IdleTimeout
+from netsuite.limits import IdleTimeout, decimal
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -700,11 +700,11 @@ class UpstreamConnection(Protocol):
                 self._fail("the origin sent an invalid Content-Length")
                 return False
             # Leading zeros do not count (a client's are taken the same way).
-            values = {v.lstrip(b"0") or b"0" for v in lengths}
-            if len(values) != 1 or len(next(iter(values))) > 18:
+            values = {decimal(v, 10**18) for v in lengths}
+            if len(values) != 1 or 10**18 in values:
                 self._fail("the origin sent an invalid Content-Length")
                 return False
-            length = int(values.pop())
+            length = values.pop()
         noBody = request.method == b"HEAD" or code in (204, 304)
         codings = [c for c in codings if c]
         others: List[bytes] = []
@@ -1227,9 +1227,7 @@ class ProxyRequest(http.Request):
                 if len(hops) != 1 or not hops[0].strip(b" \t").isdigit():
                     self.fail(400, "Max-Forwards must be one number")
                     return
-                digits = hops[0].strip(b" \t").lstrip(b"0") or b"0"
-                # int() refuses over 4,300 digits (a traceback, no answer).
-                left = int(digits) if len(digits) <= 9 else 10**9
+                left = decimal(hops[0].strip(b" \t"), 10**9)
                 if left == 0:
                     self._answerAsFinalRecipient()
                     return

@@ -831,8 +831,8 @@ class NetsuiteService(MultiService):
 def _hasTerminal() -> bool:
     """
     Whether this process has a controlling terminal: one started from a
-    shell has; a daemon, or one run by systemd, Docker or supervisord, has
-    not.
+    shell, tmux or C{docker run -t} has; a daemon, or one run by systemd,
+    supervisord or Docker without C{-t}, has not.
     """
     try:
         fd = os.open("/dev/tty", os.O_RDONLY | getattr(os, "O_NOCTTY", 0))
@@ -853,11 +853,11 @@ class StopSignals:
     done.
 
     SIGHUP (unless the process was started ignoring it, as by C{nohup}):
-    for a process started from a terminal, the terminal went away, and
-    netsuite stops as for SIGTERM; one without a terminal (a daemon, or
-    run by systemd, Docker or supervisord) got it from an operator
-    expecting a reload, and logs and ignores it (netsuite has nothing to
-    reload).  Either way it killed the process at once, with no goodbye
+    for a process with a controlling terminal (a shell's, tmux's, C{docker
+    run -t}'s), the terminal went away, and netsuite stops as for SIGTERM;
+    one without (a daemon, or run by systemd, supervisord or Docker without
+    C{-t}) got it from an operator expecting a reload, and logs and ignores
+    it (netsuite has nothing to reload).  Either way it killed the process at once, with no goodbye
     to chat users and the pid file left behind.
 
     @ivar stopping: the reactor is stopping (by a signal or otherwise).
@@ -889,6 +889,9 @@ class StopSignals:
         self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
 
     def _hungUp(self, number: int, frame: Any) -> None:
+        """
+        SIGHUP: a stop with a terminal, else ignored (see the class).
+        """
         if not self.terminal:
             self._reactor.callFromThread(
                 log.info,
@@ -899,6 +902,9 @@ class StopSignals:
         self.received(self._hangUpStop, number, frame)
 
     def _hangUpStop(self, number: int, frame: Any) -> None:
+        """
+        Stop the reactor for a SIGHUP, as its own handler does for SIGTERM.
+        """
         reactor = self._reactor
         reactor.callFromThread(log.info, "Received SIGHUP (the terminal went away), shutting down.")
         reactor.callFromThread(reactor.stop)

@@ -1474,6 +1474,12 @@ class FloodTests(ChatTestCase):
         self.assertTrue(alice.closing)
         self.assertEqual(alice.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
         self.assertEqual(self.factory.stats.counters["excess_floods"], 1)
+        # Cut off in the middle of a read: the rest of it (an unended long
+        # line) is not counted again.
+        bob = self.named("bob")
+        bob.sendRaw((b"x" * 11 + b"\n") * (10 + _EXCESS_FLOOD) + b"y" * 50)
+        self.assertTrue(bob.closing)
+        self.assertEqual(self.factory.stats.counters["excess_floods"], 2)
 
     def test_noAddressLimitWithoutFloodControl(self) -> None:
         """

@@ -5,8 +5,29 @@ Tests for L{netsuite.limits} and L{netsuite.stats}.
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, heldBytes, hostKey
+from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, decimal, heldBytes, hostKey
 from netsuite.stats import StatsRegistry
+
+
+class DecimalTests(SynchronousTestCase):
+    """
+    L{decimal} reads digits as HTTP lengths and counts are read.
+    """
+
+    def test_number(self) -> None:
+        self.assertEqual(decimal(b"0", 10**18), 0)
+        self.assertEqual(decimal(b"000", 10**18), 0)
+        self.assertEqual(decimal(b"0" * 5000 + b"42", 10**18), 42)
+        self.assertEqual(decimal(b"9" * 18, 10**18), 10**18 - 1)
+
+    def test_capped(self) -> None:
+        """
+        A number over C{cap} is C{cap}, also one of more digits than
+        C{int()} reads (4,300).
+        """
+        self.assertEqual(decimal(b"1" + b"0" * 18, 10**18), 10**18)
+        self.assertEqual(decimal(b"7" * 5000, 10**9), 10**9)
+        self.assertEqual(decimal(b"1000000001", 10**9), 10**9)
 
 
 class HostKeyTests(SynchronousTestCase):

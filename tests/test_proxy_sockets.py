@@ -782,6 +782,28 @@ class ProxySocketTests(TestCase):
         await self.assertChannelsEnd()
         await client.closed
 
+    async def test_earlyHintsPassedOn(self) -> None:
+        """
+        Over real sockets, an origin's C{103 Early Hints} reaches the
+        client before the answer, with C{Via} (it was dropped).
+        """
+        origin = _RawOriginFactory()
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        client = await self.clientOf(False)
+        head = b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n" % (originPort.getHost().port,)
+        client.transport.write(head)
+        connection = await origin.waitFor(1)
+        hint = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+        connection.transport.write(hint)
+        passed = hint[:-2] + b"Via: 1.1 netsuite\r\n\r\n"
+        await client.waitFor(len(passed))
+        self.assertEqual(b"".join(client.received), passed)
+        connection.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        answer = b"HTTP/1.1 200 OK\r\nVia: 1.1 netsuite\r\nContent-Length: 2\r\n\r\nok"
+        await client.waitFor(len(passed) + len(answer))
+        self.assertEqual(b"".join(client.received), passed + answer)
+
     async def test_clientLeavesAfterEarlyAnswer(self) -> None:
         """
         Over plain TCP the proxy's connection ends with its answer.

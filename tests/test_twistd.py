@@ -317,7 +317,7 @@ class TwistdTests(TestCase):
         code = await process.ended
         await client.closed
         self.assertIn(b"the server is shutting down; bye", b"".join(client.received))
-        self.assertIn(code, (0, -signal.SIGHUP), process.output)
+        self.assertEqual(code, -signal.SIGHUP, process.output)
         self.assertIn(b"Received SIGHUP (the terminal went away), shutting down.", process.output)
         self.assertIn(b"Server Shut Down.", process.output)
         self.assertNotIn(b"Traceback", process.output)

@@ -279,6 +279,12 @@ class HTTP2Tests(UpstreamNamesTestCase):
         )
         self.assertIn("_cancelTimeouts", inspect.signature(_http2.H2Connection.connectionLost).parameters)
         self.assertMentioned(_http2.H2Stream, ("_request", "_conn"), "static files over HTTP/2 are not paced")
+        from twisted.internet import reactor
+
+        self.assertNames(
+            "twisted.internet",
+            [(lambda: reactor, ("_exitSignal",), "twistd ends with status 0, not by the signal, after a SIGHUP")],
+        )
 
     def test_h2(self) -> None:
         import h2.connection

@@ -1709,6 +1709,32 @@ class SocketTests(TestCase):
         self.assertEqual(headers[":status"], "200")
         self.assertIn("http", json.loads(body)["services"])
 
+    async def test_malformedHTTP2RequestRefusedOnItsStream(self) -> None:
+        """
+        Over a real TLS connection, a malformed HTTP/2 request (an
+        upper-case field name) gets a 400 on its stream, and the requests
+        beside it on the connection are answered (h2 ended the connection).
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        from netsuite.tap import Options, makeService
+
+        options = Options()
+        dataDir = os.path.abspath(self.mktemp())
+        options.parseOptions(
+            ["--no-echo", "--no-daytime", "--tls", "--data-dir", dataDir,
+             "--http", "tcp:0:interface=127.0.0.1", "--https", "tcp:0:interface=127.0.0.1"]
+        )
+        root = makeService(options, reactor)
+        https = root.getServiceNamed("http+tls tcp:0:interface=127.0.0.1")
+        port = await startListener(self, https)
+        with open(os.path.join(dataDir, "tls", "localhost.pem")) as f:
+            cadata = f.read()
+        head = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"localhost")]
+        answers = await threads.deferToThread(h2Requests, port, cadata, [head, head + [(b"X-Up", b"1")], head])
+        self.assertEqual([status for status, body in answers], [b"200", b"400", b"200"])
+        self.assertIn(b"malformed request", answers[1][1])
+
     async def test_plainAndTLSListenersShareOneSite(self) -> None:
         """
         The plain and the TLS listener that C{twistd netsuite --tls} builds
@@ -1836,6 +1862,49 @@ class SocketTests(TestCase):
         )
         self.assertEqual((out.rsplit(b"\n", 1)[-1], code), (b"2 413", 0), err)
         self.assertIn(b"over 100000 bytes", out)
+
+
+def h2Requests(port: int, cadata: str, heads: list[list[tuple[bytes, bytes]]]) -> list[tuple[bytes, bytes]]:
+    """
+    Send request C{heads} (unchecked: they may be malformed) on one HTTP/2
+    connection with the h2 library over stdlib TLS (runs in a thread);
+    return each one's status and body.
+    """
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    context = ssl.create_default_context(cadata=cadata)
+    context.set_alpn_protocols(["h2"])
+    config = h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+    )
+    answers: dict[int, list] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            connection = h2.connection.H2Connection(config)
+            connection.initiate_connection()
+            streams = []
+            for head in heads:
+                streamID = connection.get_next_available_stream_id()
+                connection.send_headers(streamID, head, end_stream=True)
+                answers[streamID] = [b"", b"", False]
+                streams.append(streamID)
+            tls.sendall(connection.data_to_send())
+            while not all(answer[2] for answer in answers.values()):
+                data = tls.recv(65536)
+                if not data:
+                    break
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        answers[event.stream_id][0] = dict(event.headers)[b":status"]
+                    elif isinstance(event, h2.events.DataReceived):
+                        answers[event.stream_id][1] += event.data
+                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        answers[event.stream_id][2] = True
+                tls.sendall(connection.data_to_send())
+    return [(answers[streamID][0], answers[streamID][1]) for streamID in streams]
 
 
 def h2Get(port: int, cadata: str, path: str) -> tuple[str, dict, bytes]:

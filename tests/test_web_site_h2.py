@@ -444,6 +444,11 @@ class LimitTests(ExchangeTestCase):
         exchange.pump()
         self.assertEqual(exchange.answers[1]["status"], b"200")
         self.assertIsNone(exchange.goaway)
+        # The number is held to: a longer body is refused.
+        exchange.client.send_headers(3, headers)
+        exchange.client.send_data(3, b"[1]", end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[3]["status"], b"400")
 
     def test_declaredBodyTooLarge(self) -> None:
         """

@@ -1073,16 +1073,18 @@ class _Download:
         @return: whether it is now ours: C{False} when it is gone, when
             another download (of this process or another) is writing it, or
             when it is not a file of its own (a hard link to a file
-            elsewhere, a symbolic link, a FIFO), which is left as it is.
+            elsewhere, a symbolic link, a FIFO, a directory), which is left
+            as it is.
         """
         try:
             fd = _openPart(part, create=False)
         except FileNotFoundError:
             return False
         except OSError as e:
-            if isinstance(e, _NotOwnFile) or e.errno in (errno.ELOOP, errno.EISDIR):
-                # Planted or made by hand: a hard link, a symbolic link (which
-                # O_NOFOLLOW refuses), a FIFO, a directory.  Left as it is.
+            # Planted or made by hand: a hard link, a FIFO, a directory, a
+            # symbolic link (refused by O_NOFOLLOW: ELOOP, EMLINK on
+            # FreeBSD).  Left as it is.
+            if isinstance(e, _NotOwnFile) or e.errno in (errno.ELOOP, errno.EMLINK, errno.EISDIR):
                 why = {errno.ELOOP: "it is a symbolic link", errno.EISDIR: "it is a directory"}.get(
                     e.errno or 0, e.strerror
                 )

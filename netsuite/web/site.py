@@ -70,7 +70,7 @@ H2_SERVED = H2Connection is not object
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder
-from netsuite.limits import TokenBucket, unsentBytes
+from netsuite.limits import TokenBucket, decimal, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
@@ -523,11 +523,11 @@ class NetsuiteHTTPChannel(HTTPChannel):
                         # Twisted's int() refuses over 4,300 digits (a
                         # traceback, and no answer): leading zeros go, and
                         # a length no body could have is a 413 here.
-                        digits = value.lstrip(b"0") or b"0"
-                        if len(digits) > 18:
+                        length = decimal(value, 10**18)
+                        if length == 10**18:
                             self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
                             return
-                        line = line[:15] + b" " + digits
+                        line = line[:15] + b" %d" % (length,)
         HTTPChannel.lineReceived(self, line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -973,6 +973,16 @@ if H2_SERVED:
             self.message = message
 
 
+def _validate(headers: list[tuple[bytes, bytes]], flags: Any) -> None:
+    """
+    Run h2's checks of a header block (C{flags}: which kind).
+
+    @raise h2.exceptions.ProtocolError: it is malformed.
+    """
+    for _ in validate_headers(headers, flags):
+        pass
+
+
 def _forTwisted(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """
     A checked request head as Twisted's HTTP/2 takes it: the C{cookie}
@@ -1001,19 +1011,17 @@ def _declaredLength(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
 
     @raise ValueError: a value is not all digits, or two values differ.
     """
-    declared: bytes | None = None
+    declared: int | None = None
     for name, value in headers:
         if name != b"content-length":
             continue
         if not value.isdigit():
             raise ValueError("invalid content-length")
-        digits = value.lstrip(b"0") or b"0"
-        if declared is not None and digits != declared:
+        number = decimal(value, 10**18)
+        if declared is not None and number != declared:
             raise ValueError("conflicting content-length values")
-        declared = digits
-    if declared is None:
-        return None
-    return int(declared) if len(declared) <= 18 else 10**18
+        declared = number
+    return declared
 
 
 class _OutputQueue(deque):  # type: ignore[type-arg]
@@ -1244,13 +1252,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         frames, events = self._receiveHeadersFrame(frame)
         if any(isinstance(event, h2.events.RequestReceived) for event in events):
             self._controls.give(H2_CONTROL_PER_REQUEST)
-        for trailers in events:
-            if isinstance(trailers, h2.events.TrailersReceived):
-                problem = self._checkTrailers(trailers)
+        for event in events:
+            if isinstance(event, h2.events.TrailersReceived):
+                problem = self._checkTrailers(event)
                 if problem is not None:
                     # In place of the end of the stream (trailers end it).
-                    ended = [e for e in events if not isinstance(e, (h2.events.TrailersReceived, h2.events.StreamEnded))]
-                    return frames, ended + [_Malformed(trailers.stream_id, 0, problem)]
+                    ends = (h2.events.TrailersReceived, h2.events.StreamEnded)
+                    kept = [e for e in events if not isinstance(e, ends)]
+                    return frames, kept + [_Malformed(event.stream_id, 0, problem)]
         return frames, events
 
     def _checkTrailers(self, event: Any) -> str | None:
@@ -1264,8 +1273,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         @return: why the request is malformed, or L{None}.
         """
         try:
-            for _ in validate_headers(event.headers, _TRAILERS):
-                pass
+            _validate(event.headers, _TRAILERS)
         except h2.exceptions.ProtocolError as malformed:
             return f"malformed trailers: {malformed}"
         stream = self.conn.streams.get(event.stream_id)
@@ -1738,8 +1746,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if lines > limits.maxHeaders or size > limits.maxHeaderBytes:
             return 431, "request header fields too large"
         try:
-            for _ in validate_headers(headers, _REQUEST_HEAD):
-                pass
+            _validate(headers, _REQUEST_HEAD)
             declared = _declaredLength(headers) or 0
         except (h2.exceptions.ProtocolError, ValueError) as malformed:
             return 400, f"malformed request: {malformed}"
