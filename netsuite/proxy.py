@@ -1497,11 +1497,20 @@ class ProxyRequest(http.Request):
         self._interimBytes += size
         if self._interimBytes > MAX_RESPONSE_HEAD:
             return
-        out = [b"HTTP/1.1 %d " % (code,), reason, b"\r\n"]
+        out = self._headLines(code, reason, headers, via)
+        out.append(b"\r\n")
+        self.channel.writeSequence(out)
+
+    def _headLines(self, code: int, reason: bytes, headers: List[Tuple[bytes, bytes]], via: bytes) -> List[bytes]:
+        """
+        The start of a response head for the client: the status line, the
+        origin's C{headers} and C{Via} (C{via}: the origin's HTTP version).
+        """
+        out = [self.clientproto, b" %d " % (code,), reason, b"\r\n"]
         for name, value in headers:
             out += (name, b": ", value, b"\r\n")
-        out += (b"Via: ", via, b" netsuite\r\n\r\n")
-        self.channel.writeSequence(out)
+        out += (b"Via: ", via, b" netsuite\r\n")
+        return out
 
     def responseStarted(
         self,
@@ -1532,10 +1541,7 @@ class ProxyRequest(http.Request):
             channel.persistent = False  # the rest of the body is not read
         self.code = code
         self.code_message = reason
-        out = [self.clientproto, b" %d " % (code,), reason, b"\r\n"]
-        for name, value in headers:
-            out += (name, b": ", value, b"\r\n")
-        out += (b"Via: ", self._upstream._viaVersion, b" netsuite\r\n")
+        out = self._headLines(code, reason, headers, self._upstream._viaVersion)
         if length >= 0:
             out.append(b"Content-Length: %d\r\n" % (length,))
             self._lengthSent = True

@@ -857,8 +857,8 @@ class StopSignals:
     run -t}'s), the terminal went away, and netsuite stops as for SIGTERM;
     one without (a daemon, or run by systemd, supervisord or Docker without
     C{-t}) got it from an operator expecting a reload, and logs and ignores
-    it (netsuite has nothing to reload).  Either way it killed the process at once, with no goodbye
-    to chat users and the pid file left behind.
+    it (netsuite has nothing to reload).  Either way it killed the process
+    at once, with no goodbye to chat users and the pid file left behind.
 
     @ivar stopping: the reactor is stopping (by a signal or otherwise).
     @ivar terminal: the process has a controlling terminal (L{None}: look

@@ -59,6 +59,18 @@ class Running(ProcessProtocol):
                 [(s.decode(), k.decode(), int(p), bool(t)) for s, k, p, t in found]
             )
 
+    async def said(self, text: bytes, seconds: float = 10.0) -> None:
+        """
+        Wait until the process's output holds C{text}.
+
+        @raise AssertionError: it did not within C{seconds}.
+        """
+        for _ in range(int(seconds / 0.05)):
+            if text in self.output:
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError(f"not said: {text!r} in {self.output!r}")
+
     def processEnded(self, reason) -> None:
         code = reason.value.exitCode
         if code is None:
@@ -284,12 +296,7 @@ class TwistdTests(TestCase):
         client.transport.write(b"x" * (8 * 1024 * 1024))
         await deferLater(reactor, 0.5, lambda: None)
         transport.signalProcess("TERM")
-        for _ in range(100):
-            if b"Received SIGTERM, shutting down." in process.output:
-                break
-            await deferLater(reactor, 0.1, lambda: None)
-        else:
-            self.fail(process.output)
+        await process.said(b"Received SIGTERM, shutting down.")
         await deferLater(reactor, 0.3, lambda: None)
         self.assertFalse(process.ended.called, process.output)
         transport.signalProcess("TERM")
@@ -332,17 +339,14 @@ class TwistdTests(TestCase):
             2, "--no-http", "--no-chat", "--no-daytime", "--no-proxy", "--no-downloads",
             "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp", "udp:0:interface=127.0.0.1", terminal=False,
         )
-        transport.signalProcess("HUP")
-        for _ in range(100):
-            if b"Received SIGHUP: ignored" in process.output:
-                break
-            await deferLater(reactor, 0.05, lambda: None)
-        else:
-            self.fail(process.output)
         [port] = [p for s, kind, p, tls in listeners if kind == "tcp"]
         client = await connect(self, port, Collector())
+        client.transport.write(b"ready")  # answered: the reactor runs, its handlers set
+        await client.waitFor(5)
+        transport.signalProcess("HUP")
+        await process.said(b"Received SIGHUP: ignored")
         client.transport.write(b"still here")
-        await client.waitFor(10)
+        await client.waitFor(15)
         client.transport.loseConnection()
         transport.signalProcess("TERM")
         self.assertIn(await process.ended, (0, -signal.SIGTERM), process.output)
@@ -380,12 +384,14 @@ class TwistdTests(TestCase):
         with open(pidfile) as f:
             pid = int(f.read())
         self.addCleanup(lambda: os.path.exists(pidfile) and os.kill(pid, signal.SIGKILL))
+        client = await connect(self, port, Collector())
+        client.transport.write(b"ready")  # answered: the reactor runs, its handlers set
+        await client.waitFor(5)
         os.kill(pid, signal.SIGHUP)
         await logged(rb"Received SIGHUP: ignored")
-        client = await connect(self, port, Collector())
         client.transport.write(b"still here")
-        await client.waitFor(10)
-        self.assertEqual(b"".join(client.received), b"still here")
+        await client.waitFor(15)
+        self.assertEqual(b"".join(client.received), b"readystill here")
         client.transport.loseConnection()
         os.kill(pid, signal.SIGTERM)
         await logged(rb"Server Shut Down\.")

@@ -1685,9 +1685,12 @@ class SocketTests(TestCase):
         self.assertEqual(how, "closed")
         self.assertLess(seconds, 10)
 
-    async def test_http2ThroughTwistdOptions(self) -> None:
+    async def twistdHTTPS(self) -> tuple[int, str]:
         """
-        The HTTPS listener that C{twistd netsuite --tls} builds offers HTTP/2.
+        Start the HTTPS listener that C{twistd netsuite --tls} builds (with
+        its generated certificate); skip where HTTP/2 cannot be spoken.
+
+        @return: its port, and the certificate to trust.
         """
         if not H2_ENABLED:
             raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
@@ -1700,10 +1703,15 @@ class SocketTests(TestCase):
              "--http", "tcp:0:interface=127.0.0.1", "--https", "tcp:0:interface=127.0.0.1"]
         )
         root = makeService(options, reactor)
-        https = root.getServiceNamed("http+tls tcp:0:interface=127.0.0.1")
-        port = await startListener(self, https)
+        port = await startListener(self, root.getServiceNamed("http+tls tcp:0:interface=127.0.0.1"))
         with open(os.path.join(dataDir, "tls", "localhost.pem")) as f:
-            cadata = f.read()
+            return port, f.read()
+
+    async def test_http2ThroughTwistdOptions(self) -> None:
+        """
+        The HTTPS listener that C{twistd netsuite --tls} builds offers HTTP/2.
+        """
+        port, cadata = await self.twistdHTTPS()
         protocol, headers, body = await threads.deferToThread(h2Get, port, cadata, "/api/status")
         self.assertEqual(protocol, "h2")
         self.assertEqual(headers[":status"], "200")
@@ -1715,21 +1723,7 @@ class SocketTests(TestCase):
         upper-case field name) gets a 400 on its stream, and the requests
         beside it on the connection are answered (h2 ended the connection).
         """
-        if not H2_ENABLED:
-            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
-        from netsuite.tap import Options, makeService
-
-        options = Options()
-        dataDir = os.path.abspath(self.mktemp())
-        options.parseOptions(
-            ["--no-echo", "--no-daytime", "--tls", "--data-dir", dataDir,
-             "--http", "tcp:0:interface=127.0.0.1", "--https", "tcp:0:interface=127.0.0.1"]
-        )
-        root = makeService(options, reactor)
-        https = root.getServiceNamed("http+tls tcp:0:interface=127.0.0.1")
-        port = await startListener(self, https)
-        with open(os.path.join(dataDir, "tls", "localhost.pem")) as f:
-            cadata = f.read()
+        port, cadata = await self.twistdHTTPS()
         head = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"localhost")]
         answers = await threads.deferToThread(h2Requests, port, cadata, [head, head + [(b"X-Up", b"1")], head])
         self.assertEqual([status for status, body in answers], [b"200", b"400", b"200"])

@@ -239,9 +239,17 @@ class _DirectEndpointFactory:
 
     def endpointForURI(self, uri):  # type: ignore[no-untyped-def]
         endpoint = HostnameEndpoint(self._reactor, uri.host.decode("ascii"), uri.port, timeout=self._timeout)
-        if uri.scheme == b"https":
-            return clientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        return endpoint
+        return _withTLSFor(uri, self._policy, endpoint)
+
+
+def _withTLSFor(uri: Any, policy: IPolicyForHTTPS, endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:
+    """
+    C{endpoint} for C{uri}: with TLS (L{clientTLS}, checked by C{policy})
+    for an C{https} one.
+    """
+    if uri.scheme == b"https":
+        return clientTLS(policy.creatorForNetloc(uri.host, uri.port), endpoint)
+    return endpoint
 
 
 @implementer(IPolicyForHTTPS)
@@ -609,9 +617,7 @@ class _CheckedEndpointFactory:
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         endpoint = CheckedEndpoint(self._reactor, host, uri.port, self._rules, self._timeout)
-        if uri.scheme == b"https":
-            return clientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        return endpoint
+        return _withTLSFor(uri, self._policy, endpoint)
 
 
 def buildAgent(

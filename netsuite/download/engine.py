@@ -334,10 +334,10 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 def controlsEncoded(url: str) -> str:
     """
     C{url} with the spaces and control characters of its path and query
-    percent-encoded (the fragment dropped, as L{splitURL} drops it), as browsers and curl send a
-    redirect's C{Location} (C{/my file.txt} as C{/my%20file.txt}).  Tabs
-    and line breaks are dropped (the URL Standard), and those of a host are
-    left for L{splitURL} to refuse.
+    percent-encoded (the fragment dropped, as L{splitURL} drops it), as
+    browsers and curl send a redirect's C{Location} (C{/my file.txt} as
+    C{/my%20file.txt}).  Tabs and line breaks are dropped (the URL
+    Standard), and those of a host are left for L{splitURL} to refuse.
     """
     if _CONTROL_OR_SPACE.search(url) is None:
         return url  # as given (urlunsplit drops an empty query's "?")

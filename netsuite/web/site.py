@@ -983,14 +983,14 @@ def _validate(headers: list[tuple[bytes, bytes]], flags: Any) -> None:
         pass
 
 
-def _forTwisted(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _forTwisted(headers: list[tuple[bytes, bytes]], declared: int | None) -> list[tuple[bytes, bytes]]:
     """
     A checked request head as Twisted's HTTP/2 takes it: the C{cookie}
     crumbs joined into one field (RFC 9113, 8.2.3), and one
-    C{content-length} field of the number (Twisted's C{int()} refuses over
-    4,300 digits, and takes each of two equal fields).
+    C{content-length} field of the number it C{declared} (Twisted's
+    C{int()} refuses over 4,300 digits, and takes each of two equal
+    fields).
     """
-    declared = _declaredLength(headers)
     cookies = [value for name, value in headers if name == b"cookie"]
     if declared is None and len(cookies) < 2:
         return headers
@@ -1692,11 +1692,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._requestAborted(event)  # counted as a reset: a flood ends
             return
-        refusal = self._checkHead(event.headers, event.stream_ended is not None)
+        refusal, declared = self._checkHead(event.headers, event.stream_ended is not None)
         if refusal is not None:
             self._refuseStream(event.stream_id, *refusal, headers=event.headers)
             return
-        event.headers = _forTwisted(event.headers)
+        event.headers = _forTwisted(event.headers, declared)
         H2Connection._requestReceived(self, event)
         self._outboundStreamQueues[event.stream_id] = _OutputQueue(self)
 
@@ -1704,7 +1704,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         # Ignored: see the class docstring.
         pass
 
-    def _checkHead(self, headers: list[tuple[bytes, bytes]], ended: bool = False) -> tuple[int, str] | None:
+    def _checkHead(
+        self, headers: list[tuple[bytes, bytes]], ended: bool = False
+    ) -> tuple[tuple[int, str] | None, int | None]:
         """
         Check a request's headers against the site's limits, counted as
         HTTP/1 counts them (C{name: value} lines; the crumbs of a split
@@ -1718,8 +1720,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         request on it (h2 makes it a connection error); nginx answers 400
         on the stream, as here.
 
-        @return: the status and message to refuse the request with, or
-            L{None}.
+        @return: the status and message to refuse the request with (or
+            L{None}), and the body length it declares (or L{None}).
         """
         limits = self.site.limits
         lines = size = 0
@@ -1727,15 +1729,15 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         for name, value in headers:
             if name[:1] == b":":
                 if name == b":path" and len(value) > limits.maxRequestLine:
-                    return 414, "request line too long"
+                    return (414, "request line too long"), None
                 if name == b":method" and value == b"CONNECT":
-                    return 400, "CONNECT is not served here"
+                    return (400, "CONNECT is not served here"), None
                 if name != b":authority":
                     continue
                 name = b"host"  # what it becomes
             line = len(name) + len(value) + 2
             if line > limits.maxRequestLine:
-                return 431, "request header line too long"
+                return (431, "request header line too long"), None
             if name == b"cookie":
                 if cookie:
                     size += len(value) + 2
@@ -1744,17 +1746,17 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             lines += 1
             size += line + 2
         if lines > limits.maxHeaders or size > limits.maxHeaderBytes:
-            return 431, "request header fields too large"
+            return (431, "request header fields too large"), None
         try:
             _validate(headers, _REQUEST_HEAD)
-            declared = _declaredLength(headers) or 0
+            declared = _declaredLength(headers)
         except (h2.exceptions.ProtocolError, ValueError) as malformed:
-            return 400, f"malformed request: {malformed}"
-        if declared > limits.maxBody:
-            return 413, f"request body over {limits.maxBody} bytes"
+            return (400, f"malformed request: {malformed}"), None
+        if declared is not None and declared > limits.maxBody:
+            return (413, f"request body over {limits.maxBody} bytes"), None
         if ended and declared:
-            return 400, f"request body of {declared} bytes missing"
-        return None
+            return (400, f"request body of {declared} bytes missing"), None
+        return None, declared
 
     def _requestDataReceived(self, event: Any) -> None:
         if self.transport.disconnecting or not self._stillProducing:
