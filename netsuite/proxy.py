@@ -299,20 +299,19 @@ def _textBody(message: str) -> bytes:
     return f"netsuite proxy: {message}\n".encode("utf-8", "replace")
 
 
-def _textResponse(clientproto: bytes, status: int, message: str, extra: bytes, close: bool) -> bytes:
-    return _response(clientproto, status, _TEXT_PLAIN, _textBody(message), extra, close)
-
-
-def _response(clientproto: bytes, status: int, contentType: bytes, body: bytes, extra: bytes, close: bool) -> bytes:
+def _response(status: int, contentType: bytes, body: bytes, extra: bytes, connection: bytes | None) -> bytes:
+    """
+    One of the proxy's own answers, with C{connection} as its C{Connection}
+    header (see L{NetsuiteHTTPChannel.connectionValue}).
+    """
     reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
     return b"".join(
         [
-            b"HTTP/1.1" if clientproto != b"HTTP/1.0" else b"HTTP/1.0",
-            b" %d %s\r\n" % (status, reason),
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
             b"Content-Type: %s\r\n" % (contentType,),
             b"Content-Length: %d\r\n" % (len(body),),
             extra,
-            b"Connection: close\r\n" if close else b"",
+            b"Connection: %s\r\n" % (connection,) if connection else b"",
             b"\r\n",
             body,
         ]
@@ -1506,7 +1505,7 @@ class ProxyRequest(http.Request):
         The start of a response head for the client: the status line, the
         origin's C{headers} and C{Via} (C{via}: the origin's HTTP version).
         """
-        out = [self.clientproto, b" %d " % (code,), reason, b"\r\n"]
+        out = [b"HTTP/1.1 %d " % (code,), reason, b"\r\n"]
         for name, value in headers:
             out += (name, b": ", value, b"\r\n")
         out += (b"Via: ", via, b" netsuite\r\n")
@@ -1552,10 +1551,9 @@ class ProxyRequest(http.Request):
                 else:
                     out.append(b"Transfer-Encoding: chunked\r\n")
                 self.chunked = 1
-            else:
-                channel.persistent = False
-        if not channel.persistent and self.clientproto == b"HTTP/1.1":
-            out.append(b"Connection: close\r\n")
+        connection = channel.connectionValue(self.clientproto, length >= 0 or framing == "none")
+        if connection is not None:
+            out += (b"Connection: ", connection, b"\r\n")
         out.append(b"\r\n")
         self.startedWriting = 1
         channel.writeSequence(out)
@@ -1661,13 +1659,10 @@ class ProxyRequest(http.Request):
         Answer with the proxy's own response (see L{fail}).
         """
         channel = self.channel
-        close = close or not self.bodyComplete
-        if close:
+        if close or not self.bodyComplete:
             channel.persistent = False
-        elif not channel.persistent and self.clientproto == b"HTTP/1.1":
-            close = True
         self.code = status
-        response = _response(self.clientproto, status, contentType, body, extra, close)
+        response = _response(status, contentType, body, extra, channel.connectionValue(self.clientproto, True))
         self.startedWriting = 1
         self.sentLength = len(body)
         channel.write(response)
@@ -1837,7 +1832,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
     def errorResponse(self, status: int, message: str) -> bytes:
         if not self._answerRefusal:
             return b""  # the answer has begun: it is cut, not followed
-        return _textResponse(b"HTTP/1.1", status, message, b"", True)
+        return _response(status, _TEXT_PLAIN, _textBody(message), b"", b"close")
 
     def _refuse(self, status: int, message: str) -> None:
         if not self._closing and self.requests:

@@ -1002,7 +1002,8 @@ class ResponseForwardingTests(ProxyTestCase):
         )
         data = client.received()
         response = parseResponse(data)
-        self.assertEqual(response.startLine, b"HTTP/1.0 200 OK")
+        self.assertEqual(response.startLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.header(b"connection"), [b"close"])
         self.assertEqual(response.header(b"transfer-encoding"), [])
         self.assertEqual(response.header(b"content-length"), [])
         self.assertEqual(response.body, b"hello world")
@@ -1040,13 +1041,15 @@ class ResponseForwardingTests(ProxyTestCase):
 
     def test_http10ClientGetsContentLengthAndClose(self) -> None:
         """
-        An HTTP/1.0 client gets a Content-Length response in HTTP/1.0, then
-        the connection is closed.
+        An HTTP/1.0 client gets a Content-Length response, with the proxy's
+        own version (RFC 9110, 6.2) and C{Connection: close}, then the
+        connection is closed.
         """
         proxy = self.proxy()
         client, origin = proxy.exchange(b"GET http://example.com/ HTTP/1.0\r\n\r\n", OK)
         response = client.response()
-        self.assertEqual(response.startLine, b"HTTP/1.0 200 OK")
+        self.assertEqual(response.startLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.header(b"connection"), [b"close"])
         self.assertEqual(response.body, b"hello")
         self.assertTrue(client.closed)
         self.assertEqual(len(proxy.factory.pool), 1)
@@ -2361,6 +2364,72 @@ class KeepAliveTests(ProxyTestCase):
         origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
         self.assertEqual(client.response().body, b"second")
         self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_http10KeepAlive(self) -> None:
+        """
+        An HTTP/1.0 client asking for keep-alive keeps its connection
+        while each answer has a length, and is told so; an answer whose
+        body only the end of the connection can end (chunked from the
+        origin) says C{Connection: close} and closes it.  Every answer says
+        HTTP/1.1, the proxy's own version (RFC 9110, 6.2).  Each was closed.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        keepAlive = b"GET http://example.com/%d HTTP/1.0\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n"
+        client, origin = proxy.exchange(keepAlive % (1,), OK, client)
+        [response] = client.responses()
+        self.assertEqual(response.startLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.header(b"connection"), [b"keep-alive"])
+        self.assertFalse(client.closed)
+        forwarded = origin.request()
+        self.assertEqual(forwarded.header(b"connection"), [])
+        self.assertEqual(forwarded.header(b"keep-alive"), [])
+        client.transport.clear()
+        client.send(b"GET http://loopback.example/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        refused = client.response()
+        self.assertTextError(refused, 403, "loopback")
+        self.assertEqual(refused.header(b"connection"), [b"keep-alive"])
+        self.assertFalse(client.closed)
+        client.transport.clear()
+        client, origin = proxy.exchange(
+            keepAlive % (2,), b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n", client
+        )
+        response = client.response()
+        self.assertEqual(response.startLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.header(b"connection"), [b"close"])
+        self.assertEqual(response.body, b"two")
+        self.assertTrue(client.closed)
+
+    def test_http10ProxysOwnAnswerSaysClose(self) -> None:
+        """
+        The proxy's own answer to an HTTP/1.0 client without keep-alive
+        says HTTP/1.1 and C{Connection: close} (it said HTTP/1.0 and
+        nothing), and closes.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET http://loopback.example/ HTTP/1.0\r\n\r\n")
+        response = client.response()
+        self.assertEqual(response.startLine, b"HTTP/1.1 403 Forbidden")
+        self.assertEqual(response.header(b"connection"), [b"close"])
+        self.assertTrue(client.closed)
+
+    def test_laterAndOtherVersions(self) -> None:
+        """
+        A request of a later HTTP/1 minor version is forwarded as HTTP/1.1
+        (RFC 9110, 6.2); one of another major version is a 505 and the
+        connection closes.
+        """
+        proxy = self.proxy()
+        client, origin = proxy.exchange(b"GET http://example.com/ HTTP/1.2\r\n\r\n", OK)
+        self.assertEqual(origin.request().startLine, b"GET / HTTP/1.1")
+        self.assertEqual(client.response().body, b"hello")
+        self.assertFalse(client.closed)
+        client = proxy.client()
+        client.send(b"GET http://example.com/ HTTP/2.0\r\n\r\n")
+        self.assertTextError(client.response(), 505, "HTTP version not supported")
+        self.assertTrue(client.closed)
+        self.assertEqual(len(proxy.attempts), 1)
 
     def test_pipelinedRequests(self) -> None:
         """

@@ -313,7 +313,7 @@ class RefusalTests(SynchronousTestCase):
         AttributeError at their end).
         """
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET / HTTP/1.x\r\nHost: x\r\n\r\n")
         for _ in range(3):
             protocol.dataReceived(b"X: y\r\n\r\n")
         self.assertEqual(statuses(transport), [b"400"])
@@ -815,6 +815,126 @@ class GracefulCloseTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+class VersionTests(SynchronousTestCase):
+    """
+    Every HTTP/1.x answer says C{HTTP/1.1} (RFC 9110, 6.2: the server's own
+    version), and its C{Connection} header says whether the connection
+    goes on, as nginx writes them; an HTTP/1.0 client keeps its connection
+    with C{Connection: keep-alive} (as C{ab -k} asks).
+    """
+
+    def setUp(self) -> None:
+        self.held = Hanging()
+        self.probe = Probe()
+        self.clock, self.site, self.connect = inMemory(api={b"hang": self.held, b"probe": self.probe})
+        self.addCleanup(self.site.stopFactory)
+
+    def exchange(self, data: bytes) -> tuple[bytes, StringTransport]:
+        protocol, transport = self.connect()
+        protocol.dataReceived(data)
+        self.clock.advance(0)
+        return transport.value(), transport
+
+    def test_http10AnsweredAsHTTP11ThenClosed(self) -> None:
+        """
+        An HTTP/1.0 request without C{keep-alive} is answered with an
+        HTTP/1.1 status line and C{Connection: close} (it had an HTTP/1.0
+        one and no C{Connection}), then the connection closes.
+        """
+        for connection in (b"", b"Connection: close\r\n", b"Connection: keep-alive, close\r\n"):
+            answer, transport = self.exchange(b"GET /api/probe HTTP/1.0\r\n" + connection + b"\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+            self.assertIn(b"\r\nConnection: close\r\n", answer)
+            self.assertTrue(transport.disconnecting, connection)
+
+    def test_http10KeepAlive(self) -> None:
+        """
+        An HTTP/1.0 request with C{Connection: keep-alive} gets it back,
+        and the connection takes the next request (each was closed).
+        """
+        protocol, transport = self.connect()
+        for path in (b"/api/probe", b"/nothing-here", b"/healthz"):
+            transport.clear()
+            protocol.dataReceived(b"GET " + path + b" HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            self.clock.advance(0)
+            answer = transport.value()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 "), answer)
+            self.assertIn(b"\r\nConnection: keep-alive\r\n", answer)
+            self.assertIn(b"\r\nContent-Length: ", answer)
+            self.assertFalse(transport.disconnecting, path)
+        self.assertEqual(len(self.probe.requests), 1)
+
+    def test_http10KeepAliveWithoutLengthCloses(self) -> None:
+        """
+        An answer to an HTTP/1.0 client with a body and no
+        C{Content-Length} can only end with the connection (no chunks in
+        HTTP/1.0): it says C{Connection: close}, even to C{keep-alive}, and
+        the connection closes once it is sent.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/hang HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.clock.advance(0)
+        [request] = self.held.requests
+        request.write(b"some")
+        request.write(b" body")
+        request.finish()
+        self.clock.advance(0)
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+        self.assertNotIn(b"chunked", answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\nsome body"), answer)
+        self.assertTrue(transport.disconnecting)
+
+    def test_http11ClosedByTheServerSaysSo(self) -> None:
+        """
+        An HTTP/1.1 answer after which the server closes (it is stopping)
+        says C{Connection: close}, as nginx does; it said nothing.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        protocol.closeGracefully()
+        [request] = self.held.requests
+        request.write(b"done")
+        request.finish()
+        self.clock.advance(0)
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_laterHTTP1ReadAsHTTP11(self) -> None:
+        """
+        A request of a later HTTP/1 minor version is read as HTTP/1.1, the
+        highest this server knows (RFC 9110, 6.2), as nginx reads it: it was
+        a 400.
+        """
+        for version in (b"HTTP/1.2", b"HTTP/1.9"):
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"GET /api/probe " + version + b"\r\nHost: x\r\n\r\n")
+            self.clock.advance(0)
+            self.assertEqual(statusLine(transport), b"HTTP/1.1 200 OK", version)
+            self.assertFalse(transport.disconnecting, version)
+            protocol.dataReceived(b"GET /api/probe " + version + b"\r\n\r\n")
+            self.clock.advance(0)
+            self.assertIn(b"without a Host header", transport.value())  # as HTTP/1.1 wants
+        self.assertEqual(len(self.probe.requests), 2)
+
+    def test_otherMajorVersionRefused(self) -> None:
+        """
+        A request line of another major version is a 505 that closes the
+        connection, as in nginx (it was a 400 that named nothing).
+        """
+        for version in (b"HTTP/2.0", b"HTTP/0.9", b"HTTP/3.1", b"HTTP/9.9"):
+            answer, transport = self.exchange(b"GET /api/probe " + version + b"\r\nHost: x\r\n\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), answer)
+            self.assertIn(b"HTTP version not supported", answer)
+            self.assertTrue(transport.disconnecting)
+        for malformed in (b"HTTP/1.10", b"HTTP/11.1", b"HTTP/1", b"http/1.1"):
+            answer, transport = self.exchange(b"GET /api/probe " + malformed + b"\r\nHost: x\r\n\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), (malformed, answer))
+        self.assertEqual(self.probe.requests, [])
+
+
 class QuickStaticTests(SynchronousTestCase):
     """
     A small static file asked for again is answered from the folder's cache
@@ -858,6 +978,7 @@ class QuickStaticTests(SynchronousTestCase):
             b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             b"GET /hello.txt HTTP/1.0\r\n\r\n",
+            b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
             b"GET /sub/ HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET /sub/?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
         ):
@@ -870,7 +991,8 @@ class QuickStaticTests(SynchronousTestCase):
             self.assertEqual(self.rendered, before, request)
             self.assertEqual(self.withoutDate(second), self.withoutDate(first))
             self.assertIn(b"\r\nDate: ", second)
-            self.assertEqual(transport.disconnecting, b"close" in request or b"1.0" in request)
+            self.assertEqual(transport.disconnecting, b"close" in request or request.endswith(b"1.0\r\n\r\n"))
+            self.assertTrue(second.startswith(b"HTTP/1.1 200 OK\r\n"), second)
         self.assertTrue(first.endswith(b"<p>sub</p>"))
 
     def test_loggedAndCounted(self) -> None:
@@ -1109,6 +1231,29 @@ class SocketTests(TestCase):
         self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"400"])
         self.assertIn(b"bare LF", response)
         self.assertEqual(probe.requests, [])
+
+    async def test_http10KeepAlive(self) -> None:
+        """
+        Over a real socket, an HTTP/1.0 client asking for keep-alive (as
+        C{ab -k} does) gets three answers on one connection, each with an
+        HTTP/1.1 status line and C{Connection: keep-alive}, and the
+        connection closes after a request without it.
+        """
+        port, service, status = await self.startHTTP()
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                for _ in range(3):
+                    client.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                    answer = recvUntil(client, lambda r: r.endswith(b"ok\n"))
+                    self.assertIn(b"\r\nConnection: keep-alive\r\n", answer)
+                client.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                return answer + recvUntil(client)
+
+        answers = await threads.deferToThread(exchange)
+        self.assertEqual(answers.count(b"HTTP/1.1 200 OK\r\n"), 2)
+        self.assertTrue(answers.endswith(b"ok\n"), answers)
+        self.assertEqual(answers.count(b"Connection: close"), 1)
 
     async def test_stalledBodyGets408(self) -> None:
         """

@@ -1174,14 +1174,15 @@ class PriorKnowledgeTests(SynchronousTestCase):
     def test_notAllowed(self) -> None:
         """
         Without C{h2c}, the preface on a plain connection is an HTTP/1.1
-        request, and refused (400).
+        request of version 2.0, and refused (505, as nginx does).
         """
         clock, site, connect = inMemory(Limits())
         self.addCleanup(site.stopFactory)
         protocol, transport = connect()
         protocol.dataReceived(PREFACE + SETTINGS)
         clock.advance(0)
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 505 "), transport.value())
+        self.assertIn(b"prior knowledge is not served", transport.value())
         self.assertTrue(transport.disconnecting)
 
     def test_notOverTLS(self) -> None:
@@ -1195,7 +1196,7 @@ class PriorKnowledgeTests(SynchronousTestCase):
         protocol, transport = connectInMemory(site, None)  # TLS without ALPN
         protocol.dataReceived(PREFACE + SETTINGS)
         clock.advance(0)
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 505 "), transport.value())
 
     def test_partialPrefaceTimesOut(self) -> None:
         """
@@ -1243,7 +1244,7 @@ class HTTP1ByALPNTests(SynchronousTestCase):
             protocol, transport = connectInMemory(site, alpn)
             protocol.dataReceived(b"GET /healthz HTTP/1.0\r\n\r\n")
             clock.advance(0)
-            self.assertEqual(statusLine(transport), b"HTTP/1.0 200 OK", alpn)
+            self.assertEqual(statusLine(transport), b"HTTP/1.1 200 OK", alpn)
             self.assertTrue(transport.value().endswith(b"\r\n\r\nok\n"), (alpn, transport.value()))
         self.assertEqual(self.flushLoggedErrors(), [])
 
@@ -1273,7 +1274,7 @@ class NotServedTests(SynchronousTestCase):
             protocol, transport = connectInMemory(site, PLAIN if alpn is None else alpn)
             protocol.dataReceived(PREFACE + SETTINGS)
             clock.advance(0)
-            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), (alpn, transport.value()))
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 505 "), (alpn, transport.value()))
             self.assertNotIsInstance(protocol._channel, H2ConnectionOfTwisted)
 
 
@@ -1358,7 +1359,7 @@ class SocketTests(HTTPSTestCase):
 
         alpn, answer = await threads.deferToThread(fetch)
         self.assertEqual(alpn, "http/1.0")
-        self.assertTrue(answer.startswith(b"HTTP/1.0 200 OK\r\n"), answer)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
         self.assertTrue(answer.endswith(b"\r\n\r\nok\n"), answer)
 
     async def test_continuationFloodCutOff(self) -> None:

@@ -29,6 +29,7 @@ from twisted.web import http
 # microseconds, so the hot path binds them here.
 from twisted.web.http import (
     H2_ENABLED as _TWISTED_H2,
+    NO_BODY_CODES,
     HTTPChannel,
     _ChunkedTransferDecoder,
     _GenericHTTPChannelProtocol,
@@ -123,8 +124,8 @@ class Limits:
 #: transport anyway (whose buffer then pauses a client's pipelined requests).
 _HOLD_LIMIT = 65536
 
-#: Reason phrases Twisted's table lacks.
-_REASONS = {431: b"Request Header Fields Too Large"}
+#: Reason phrases Twisted's table lacks, or writes otherwise than RFC 9110.
+_REASONS = {431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
 
 
 def _jsonErrorBody(status: int, message: str) -> bytes:
@@ -148,6 +149,9 @@ def _jsonError(status: int, message: str) -> bytes:
         ]
     )
 
+
+#: The version at the end of a request line other than HTTP/1.0 and 1.1.
+_OTHER_VERSION = re.compile(rb" HTTP/([0-9])\.[0-9]\Z")
 
 #: The bytes of a token (RFC 9110, 5.6.2), such as a method.
 _TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -371,7 +375,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
             self.flushOutput()
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        out = [version, b" ", code, b" ", reason, b"\r\n"]
+        # The server's own version, whatever the client's (RFC 9110, 6.2).
+        delimited = version == b"HTTP/1.1" or headers.hasHeader(b"content-length") or int(code) in NO_BODY_CODES
+        connection = self.connectionValue(version, delimited)
+        if connection is not None:
+            headers.setRawHeaders(b"Connection", [connection])
+        out = [b"HTTP/1.1 ", code, b" ", reason, b"\r\n"]
         for name, values in headers.getAllRawHeaders():
             for value in values:
                 out += (name, b": ", value, b"\r\n")
@@ -459,17 +468,35 @@ class NetsuiteHTTPChannel(HTTPChannel):
             self.loseConnection()
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
-        if version != b"HTTP/1.1":
-            return False
+        """
+        Whether the connection may carry another request after C{request}:
+        an HTTP/1.1 one unless it says C{Connection: close}, an HTTP/1.0 one
+        only when it says C{Connection: keep-alive} (RFC 9112, 9.3), as
+        nginx does for C{ab -k}.  The answer's C{Connection} header is
+        L{connectionValue}.
+        """
         values = request.requestHeaders.getRawHeaders(b"connection")
         if values is None:
-            return True
+            return version == b"HTTP/1.1"
         # Twisted splits Connection on spaces: "close, x" was not "close".
         tokens = {token.strip().lower() for value in values for token in value.split(b",")}
-        if b"close" in tokens:
-            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-            return False
-        return True
+        return b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
+
+    def connectionValue(self, version: bytes, delimited: bool) -> bytes | None:
+        """
+        The C{Connection} header of an answer to a request of C{version}:
+        C{close} when the connection ends after it, as nginx says it (the
+        status line says HTTP/1.1 even to an HTTP/1.0 client, which cannot
+        go by the version then), C{keep-alive} when an HTTP/1.0 client's
+        connection goes on, else none.  An HTTP/1.0 answer with a body not
+        C{delimited} by its length has no chunks to end it: the end of the
+        connection does.
+        """
+        if version == b"HTTP/1.1":
+            return None if self.persistent else b"close"
+        if self.persistent and not delimited:
+            self.persistent = False
+        return b"keep-alive" if self.persistent else b"close"
 
     def _send100Continue(self) -> None:
         self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -502,6 +529,21 @@ class NetsuiteHTTPChannel(HTTPChannel):
             self._headLines += 1
             if self._headLines == 1:
                 self._requestLine = line
+                version = line[-9:]
+                if version != b" HTTP/1.1" and version != b" HTTP/1.0":
+                    other = _OTHER_VERSION.search(line)
+                    if other is not None:
+                        if other.group(1) != b"1":
+                            self._refuse(
+                                505,
+                                "HTTP/2 with prior knowledge is not served on this connection"
+                                if line == b"PRI * HTTP/2.0"
+                                else "HTTP version not supported: requests in this form are HTTP/1.x",
+                            )
+                            return
+                        # A later HTTP/1 is read as the highest this server
+                        # knows (RFC 9110, 6.2), as nginx does.
+                        line = line[:-9] + b" HTTP/1.1"
             if self._headLines > 1:  # a header line, not the request line
                 self._headBytes += len(line) + 2
                 limits = self.site.limits
@@ -836,15 +878,19 @@ class NetsuiteRequest(Request):
     def _sendQuick(self, head: bytes, body: bytes) -> None:
         """
         Send a whole 200 answer, header for header in the order the usual
-        way writes it: the status line, the headers the channel already set
-        (C{Connection: close}), C{Server} and C{Date}, C{head} and C{body};
+        way writes it: the status line, C{Server} and C{Date}, C{head} (with
+        C{Content-Length}), C{Connection} when there is one, and C{body};
         then finish as usual (access log, metrics, keep-alive).
         """
-        out = [self.clientproto, b" 200 OK\r\n"]
+        out = [b"HTTP/1.1 200 OK\r\n"]
         for name, values in self.responseHeaders.getAllRawHeaders():
             for value in values:
                 out += (name, b": ", value, b"\r\n")
-        out += (b"Server: ", _serverVersion, b"\r\nDate: ", _httpNow(), b"\r\n", head, b"\r\n", body)
+        out += (b"Server: ", _serverVersion, b"\r\nDate: ", _httpNow(), b"\r\n", head)
+        connection = self.channel.connectionValue(self.clientproto, True)
+        if connection is not None:
+            out += (b"Connection: ", connection, b"\r\n")
+        out += (b"\r\n", body)
         self.startedWriting = 1
         self.sentLength = len(body)
         self.channel.writeSequence(out)
