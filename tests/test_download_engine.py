@@ -47,7 +47,7 @@ from netsuite.download.agent import MAX_INTERIM, MAX_RESPONSE_HEAD, CheckedEndpo
 from netsuite.download.engine import BODY_BATCH_BYTES, _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.inputfile import checkURL
 from netsuite.download.state import MAX_STATE_FILE, DownloadState, dataExtents, intersectRanges, mergeRanges, statePathFor
-from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL
+from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL, redact
 from netsuite.download import (
     BadURL,
     ChecksumMismatch,
@@ -2842,6 +2842,37 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(Path(second.path).name, "two.bin")
         self.assertEqual(reads, ["two.bin.part.json", "stale7.part.json"])
 
+    async def test_directoryListedOncePerPass(self) -> None:
+        """
+        Downloads without a wanted name started in one pass of the reactor
+        (a service resuming its jobs) list the directory once between them:
+        each listed it, and 1,000 jobs resumed into a directory of 30,000
+        files held the reactor for 35 s.  One started later lists it again,
+        and finds a state file written since.
+        """
+        directory = self.directory()
+        listed: List[str] = []
+        scandir = os.scandir
+
+        def counted(path: Any) -> Any:
+            if Path(path) == directory:
+                listed.append(str(path))
+            return scandir(path)
+
+        self.patch(os, "scandir", counted)
+        downloader = self.downloader()
+        started = [downloader.download(self.origin.url(f"/file/f{n}.bin?size=100"), directory) for n in range(10)]
+        self.assertEqual(len(listed), 1)
+        results = await defer.gatherResults(started)
+        self.assertEqual(sorted(Path(result.path).name for result in results), [f"f{n}.bin" for n in range(10)])
+        url = self.origin.url("/file/later.bin?size=1000")
+        state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
+        (directory / "chosen.part").write_bytes(b"\0" * 10)
+        (directory / "chosen.part.json").write_text(json.dumps(state.toJSON()))
+        later = await downloader.download(url, directory)
+        self.assertEqual(len(listed), 2)
+        self.assertEqual(Path(later.path).name, "chosen")
+
     async def test_stoppedDownloaderResumes(self) -> None:
         """
         C{stop()} writes the state of running jobs; a new Downloader resumes
@@ -2899,6 +2930,9 @@ class ResumeTests(EngineTestCase):
             self.assertIn(key, state)
         self.assertEqual(state["lastModified"], self.origin.lastModified(self.path))
         self.assertIn(digest, json.dumps(state["checksum"]))
+        # Its URL may hold a secret (a signed query): its owner's only, as
+        # the service's job list is (it was readable by all).
+        self.assertEqual(os.stat(directory / "resume.bin.part.json").st_mode & 0o777, 0o600)
 
     async def test_stopFailsRunningJobsWithCancelledError(self) -> None:
         """
@@ -4232,6 +4266,27 @@ class ValueTests(SynchronousTestCase):
         for bad in ("sha256", "sha256=xyz", "crc32=00000000", "sha256=" + "0" * 63):
             error = self.assertRaises(ValueError, parseChecksum, bad)
             self.assertNotIn("\n", str(error))
+        for long in ("sha256=" + "a" * 60_000, "x" * 60_000):
+            # It was quoted whole: a 60 KB error for a 60 KB value.
+            error = self.assertRaises(ValueError, parseChecksum, long)
+            self.assertLess(len(str(error)), 300, long[:10])
+            self.assertIn(f"({len(long)} characters)", str(error))
+
+    def test_redactReadsBackslashesAsTheFetchDoes(self) -> None:
+        """
+        A URL is shown as it is fetched, backslashes before its query read
+        as slashes: C{http://127.0.0.1:8000\\@evil.example/x} goes to
+        127.0.0.1, and was shown as C{http://127.0.0.1:***@evil.example/x},
+        evil.example's with its port hidden as a password.
+        """
+        for url, shown in (
+            ("http://127.0.0.1:8000\\@evil.example/x", "http://127.0.0.1:8000/@evil.example/x"),
+            ("http://u:pw@h.example\\x?q=\\", "http://u:***@h.example/x?q=\\"),
+            ("http:\\\\u:pw@h.example\\x", "http://u:***@h.example/x"),
+            ("https://h.example/p?x=\\y", "https://h.example/p?x=\\y"),
+            ("u:pw@proxy.example:3128", "u:***@proxy.example:3128"),
+        ):
+            self.assertEqual(redact(url), shown, url)
 
 
 class ResolverTests(SynchronousTestCase):

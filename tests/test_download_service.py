@@ -97,6 +97,7 @@ class HoldingFile(Resource):
     response stalls until the client closes the connection; later requests
     get their whole range at once.
 
+    @ivar holds: how many requests, from the first, stall so.
     @ivar ranges: the C{Range} header of every request (L{None} for none).
     @ivar ifRanges: the C{If-Range} header of every request.
     @ivar held: requests stalled now.
@@ -104,6 +105,7 @@ class HoldingFile(Resource):
     """
 
     isLeaf = True
+    holds = 1
 
     def __init__(self) -> None:
         Resource.__init__(self)
@@ -131,7 +133,7 @@ class HoldingFile(Resource):
             request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (start, end, total))
         body = SLOW[start : end + 1]
         request.setHeader(b"Content-Length", b"%d" % (len(body),))
-        if len(self.ranges) > 1:
+        if len(self.ranges) > self.holds:
             return body
         request.write(body[:HOLD_AFTER])
         self.held.append(request)
@@ -521,8 +523,26 @@ class DownloadTests(ServiceTestCase):
         for document, fragment in cases:
             body = await self.assertError(400, "POST", document=document)
             self.assertIn(fragment, body["error"], document)
+        # What was sent is quoted cut short: the whole of it came back.
+        for document in ({"url": url, "checksum": "sha256=" + "a" * 60_000}, {"k" * 60_000: 1, "url": url}):
+            body = await self.assertError(400, "POST", document=document)
+            self.assertLess(len(body["error"]), 300)
+            self.assertIn("characters)", body["error"])
         self.assertEqual(await self.listed(), [])
         self.assertEqual(await self.files(), [])
+
+    async def test_urlKeptAsItIsFetched(self) -> None:
+        """
+        A job's URL is kept and shown as it is fetched: white space around
+        it dropped, backslashes before its query read as slashes.  One with
+        C{\\@} was shown as another host's, its port hidden as a password.
+        """
+        self.startService()
+        base = self.origin.url("")
+        job = await self.queue({"url": f"  {base}\\@evil.example\\files\\hello.txt?x=\\ \n"})
+        self.assertEqual(job["url"], f"{base}/@evil.example/files/hello.txt?x=\\")
+        ended = await self.waitFor(job["id"])
+        self.assertEqual(ended["url"], job["url"])
 
     async def test_wrongContentTypeIs415(self) -> None:
         self.startService()
@@ -784,6 +804,49 @@ class DownloadTests(ServiceTestCase):
         self.assertEqual((done["state"], done["path"]), ("done", "slow.bin"), done)
         self.assertEqual((self.directory / "slow.bin").read_bytes(), SLOW)
         self.assertTrue(self.origin.slow.ranges[-1].startswith(b"bytes=%d-" % (HOLD_AFTER,)))
+
+    async def test_deletingAFailedJobKeepsAPartResumedSince(self) -> None:
+        """
+        DELETE of a failed job leaves its C{.part} alone once a later job of
+        the URL has resumed it (and failed too): it deleted that job's
+        bytes.  DELETE of the later job deletes it.
+        """
+        self.startService(settings=DownloadSettings(stallTimeout=0.3, retries=0))
+        self.origin.slow.holds = 2
+        first = await self.queue({"url": self.origin.url("/slow.bin")})
+        self.assertEqual((await self.waitFor(first["id"]))["state"], "failed")
+        second = await self.queue({"url": self.origin.url("/slow.bin")})
+        failed = await self.waitFor(second["id"])
+        self.assertEqual((failed["state"], failed["done"]), ("failed", 2 * HOLD_AFTER), failed)
+        response, body = await self.call("DELETE", "/" + first["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(await self.files(), [JOBS_FILE, "slow.bin.part", "slow.bin.part.json"])
+        self.assertEqual(os.path.getsize(self.directory / "slow.bin.part"), 2 * HOLD_AFTER)
+        response, body = await self.call("DELETE", "/" + second["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(await self.files(), [JOBS_FILE])
+
+    async def test_deletingAFailedJobKeepsAnotherURLsPart(self) -> None:
+        """
+        A failed job whose download deleted its C{.part} (its checksum did
+        not match) no longer names it, and DELETE of it leaves alone the
+        C{.part} of that name another URL's job has left since: it deleted
+        it, and the other job could resume nothing.
+        """
+        service = self.startService(settings=DownloadSettings(stallTimeout=0.3, retries=0))
+        wrong = "sha256=" + sha256(b"something else")
+        first = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "shared", "checksum": wrong})
+        self.assertEqual((await self.waitFor(first["id"]))["state"], "failed")
+        [saved] = (await self.savedJobs(service))["jobs"]
+        self.assertNotIn("part", saved)
+        second = await self.queue({"url": self.origin.url("/slow.bin"), "name": "shared"})
+        self.assertEqual((await self.waitFor(second["id"]))["state"], "failed")
+        self.assertEqual(await self.files(), [JOBS_FILE, "shared.part", "shared.part.json"])
+        response, body = await self.call("DELETE", "/" + first["id"])
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(await self.files(), [JOBS_FILE, "shared.part", "shared.part.json"])
+        response, body = await self.call("DELETE", "/" + second["id"])
+        self.assertEqual(await self.files(), [JOBS_FILE])
 
     async def test_deleteUnknownIs404(self) -> None:
         self.startService()
@@ -1573,7 +1636,27 @@ class TokenFileTests(TestCase):
         dataDirectory = Path(self.mktemp())
         dataDirectory.mkdir()
         (dataDirectory / "api-token").write_text("  my-own-token-of-20-chars \n\n")
+        os.chmod(dataDirectory / "api-token", 0o600)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.assertEqual(self.build(dataDirectory).downloads.token, "my-own-token-of-20-chars")
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+
+    def test_tokenFileOthersCanReadIsWarnedOf(self) -> None:
+        """
+        A token file that other users may read is used, with a warning
+        saying so and how to mend it (it was used silently).
+        """
+        dataDirectory = Path(self.mktemp())
+        dataDirectory.mkdir()
+        tokenFile = dataDirectory / "api-token"
+        tokenFile.write_text("my-own-token-of-20-chars\n")
+        os.chmod(tokenFile, 0o644)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertEqual(self.build(dataDirectory).downloads.token, "my-own-token-of-20-chars")
+        [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn(f"{tokenFile} is open to other users (mode 0644)", warning)
+        self.assertIn("chmod 600", warning)
+        self.assertNotIn("my-own-token", warning)
 
     def test_unusableTokenFileRefusedInOneLine(self) -> None:
         """

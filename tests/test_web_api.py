@@ -471,6 +471,31 @@ class DeferredAnswerTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
+    def test_answerThatCannotBeSentClosesTheConnection(self) -> None:
+        """
+        A late answer whose sending fails (a bug: Twisted's own writing
+        raised) is logged and the connection closed: it waited, open, for
+        the client's timeout, and the failure went unhandled.
+        """
+        later = _Later()
+        root = Resource()
+        root.putChild(b"later", later)
+        site = Site(root)
+        site.timeOut = None
+        channel, transport = connectInMemory(site)
+        channel.dataReceived(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        [request] = channel._channel.requests
+
+        def broken(data: bytes) -> None:
+            raise NameError("a bug")
+
+        request.write = broken
+        later.waiting[0].callback({"late": True})
+        self.assertIsNone(self.successResultOf(later.waiting[0]))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(NameError)), 1)
+
+
 class SmallBodyTests(ServerTestCase):
     maxBody = 64
 

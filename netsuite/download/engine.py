@@ -89,6 +89,7 @@ from .values import (
     isText,
     parseChecksum,
     redact,
+    slashesAsBrowsersRead,
     unreadableURLReason,
 )
 
@@ -303,29 +304,6 @@ class Job:
             "error": self.error,
             "attempts": self.attempts,
         }
-
-
-def slashesAsBrowsersRead(text: str) -> str:
-    """
-    C{text}, an http or https URL or a reference without a scheme (relative
-    to one), with each backslash before its query or fragment read as a
-    slash, as the URL Standard (and so browsers) read it:
-    C{http://a.example\\@b.example/} is a.example's, and
-    C{http:\\\\b.example\\x} is b.example's.  Any other URL is given back
-    as it is.
-    """
-    scheme = _SCHEME.match(text)
-    if scheme is not None and scheme.group().lower() not in ("http:", "https:"):
-        return text
-    end = _QUERY_OR_FRAGMENT.search(text)
-    cut = end.start() if end is not None else len(text)
-    return text[:cut].replace("\\", "/") + text[cut:]
-
-
-_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
-
-#: A URL's scheme and its colon (RFC 3986 3.1).
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
@@ -2006,10 +1984,11 @@ class _Download:
         self._close()
 
 
-def discardPart(part: Path) -> bool:
+def discardPart(part: Path, url: str) -> bool:
     """
-    Delete the C{.part} file C{part} and its state file, unless a download
-    (of this process or another) is writing it.
+    Delete the C{.part} file C{part} and its state file, when that says it
+    is a download of C{url} and no download (of this process or another)
+    is writing it: the name may have gone to another download since.
 
     @return: whether they were deleted.
     """
@@ -2018,6 +1997,10 @@ def discardPart(part: Path) -> bool:
     except OSError:
         return False
     if fd is None:
+        return False
+    state = loadState(statePathFor(part))
+    if state is None or state.url != url:
+        os.close(fd)
         return False
     try:
         for path in (part, statePathFor(part)):
@@ -2202,6 +2185,8 @@ class Downloader:
         # Per directory: state file name -> (its inode, size, mtime; the URL
         # it names, or None).
         self._stateIndex: dict[str, dict[str, tuple[tuple[int, int, int], Optional[str]]]] = {}
+        # The same, listed in this pass of the reactor.
+        self._listedThisTurn: dict[str, dict[str, tuple[tuple[int, int, int], Optional[str]]]] = {}
         self._freeNames = names.FreeNameHints()
 
     # -- public API -------------------------------------------------------
@@ -2313,6 +2298,19 @@ class Downloader:
         per download, not thousands of reads.  (A caller still reads the
         ones returned, and checks them.)
         """
+        index = self._listedThisTurn.get(str(directory))
+        if index is None:
+            index = self._indexStates(directory)
+        return [directory / name for name in sorted(index) if index[name][1] == url]
+
+    def _indexStates(self, directory: Path) -> dict[str, tuple[tuple[int, int, int], Optional[str]]]:
+        """
+        List and index the state files in C{directory} (see
+        L{_statesNaming}).  The listing serves every download started in
+        the same pass of the reactor: a service resuming 1,000 jobs into a
+        directory of 30,000 files listed it 1,000 times, and answered
+        nothing for 35 s.
+        """
         known = self._stateIndex.get(str(directory), {})
         index = {}
         try:
@@ -2332,7 +2330,10 @@ class Downloader:
                 seen = (key, state.url if state is not None else None)
             index[entry.name] = seen
         self._stateIndex[str(directory)] = index
-        return [directory / name for name in sorted(index) if index[name][1] == url]
+        if not self._listedThisTurn:
+            self.clock.callLater(0, self._listedThisTurn.clear)
+        self._listedThisTurn[str(directory)] = index
+        return index
 
     def _limitTime(self, job: Job) -> None:
         seconds = self.settings.totalTimeout

@@ -22,6 +22,7 @@ kept aside as C{.netsuite-downloads.json.bad-TIMESTAMP}.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -30,6 +31,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -46,9 +48,10 @@ from twisted.web.server import Request
 
 from netsuite.files import readSmallFile, writeAtomically
 from netsuite.web.api import Answer, APIError, EncodedJSON, JSONResource, _dumps, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
+from netsuite.text import shortened
 
 from . import names
-from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
+from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, slashesAsBrowsersRead, splitURL
 from .errors import DownloadError
 from .state import PART_SUFFIX
 from .values import MAX_URL, fetchHostProblem, parseChecksum, urlTooLong
@@ -239,6 +242,8 @@ class DownloadService(Service):
             raise APIError(400, "'url' must be a non-empty string")
         if urlTooLong(url):
             raise APIError(400, f"'url' is longer than {MAX_URL} bytes")
+        # Kept, and shown, as it is fetched (see splitURL).
+        url = slashesAsBrowsersRead(url.strip())
         try:
             clean, _ = splitURL(url)
         except DownloadError as e:
@@ -429,7 +434,10 @@ class DownloadService(Service):
                 size=live["size"],
             )
         elif job["state"] == "failed" and job.get("part"):
-            discardPart(self.directory / job.pop("part"))
+            part = job.pop("part")
+            # A later job of the URL may have resumed it, and failed too.
+            if not any(other.get("part") == part for other in self._jobs.values()):
+                discardPart(self.directory / part, job["url"])
         self._changed()
         return self.describe(job)
 
@@ -496,9 +504,12 @@ class DownloadService(Service):
                 job.pop("part", None)
             else:
                 # Its .part stays (a new job for the URL resumes it) until
-                # the job is deleted.
+                # the job is deleted, unless the download deleted it (a
+                # checksum that did not match): the name is free for others.
                 job["state"] = "failed"
                 job["error"] = _cutError(str(result.value))
+                if job.get("part") and not os.path.lexists(self.directory / job["part"]):
+                    del job["part"]
         else:
             job.pop("part", None)
             job["state"] = "done"
@@ -832,7 +843,7 @@ class DownloadsResource(_Guarded):
             raise APIError(400, 'send a JSON object: {"url": "https://..."}')
         unknown = sorted(set(document) - {"url", "name", "checksum"})
         if unknown:
-            raise APIError(400, f"unknown field {unknown[0]!r}; a download takes url, name and checksum")
+            raise APIError(400, f"unknown field {shortened(unknown[0])}; a download takes url, name and checksum")
         job = self.service.add(document.get("url"), document.get("name"), document.get("checksum"))
         jobId = job["id"]
 
@@ -903,7 +914,8 @@ def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
     The API token kept in C{path} (surrounding white space ignored), or a
     new one written there, readable by its owner only, when there is no
     such file: the token stays the same from one start to the next, and
-    never goes into a log.
+    never goes into a log.  A file others may read or write is used, with
+    a warning.
 
     @return: the token, and whether it was created.
     @raise ValueError: the file holds no usable token (said in a sentence).
@@ -928,6 +940,14 @@ def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
             f"{path} holds no usable API token (at least 16 printable characters without spaces); "
             "delete it and a new one is made"
         )
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            log.warn(
+                "{path} is open to other users (mode {mode:04o}), who can read the API token: chmod 600 it",
+                path=str(path),
+                mode=stat.S_IMODE(mode),
+            )
     return token, False
 
 

@@ -267,7 +267,7 @@ class DownloadState:
         Write the state to C{path} atomically (a temporary file, then a
         rename), so a crash leaves the old state or the new one.
         """
-        writeAtomically(path, (json.dumps(self.toJSON(), indent=2) + "\n").encode("utf-8"))
+        writeAtomically(path, (json.dumps(self.toJSON(), indent=2) + "\n").encode("utf-8"), mode=0o600)
 
 
 def loadState(path: Path) -> Optional[DownloadState]:

@@ -106,11 +106,11 @@ def parseChecksum(text: str) -> tuple[str, str]:
     algorithm = ALGORITHMS.get(name.strip().lower())
     if not sep or algorithm is None:
         known = ", ".join(sorted({k for k in ALGORITHMS if "-" not in k}))
-        raise ValueError(f"{text!r} is not a checksum: write ALGORITHM=HEX, with ALGORITHM one of {known}")
+        raise ValueError(f"{shortened(text)} is not a checksum: write ALGORITHM=HEX, with ALGORITHM one of {known}")
     digest = digest.strip().lower()
     size = hashlib.new(algorithm).digest_size * 2
     if len(digest) != size or not re.fullmatch(r"[0-9a-f]+", digest):
-        raise ValueError(f"{text!r} is not a checksum: a {algorithm} digest is {size} hexadecimal digits")
+        raise ValueError(f"{shortened(text)} is not a checksum: a {algorithm} digest is {size} hexadecimal digits")
     return algorithm, digest
 
 
@@ -290,10 +290,35 @@ def asciiProxyURL(proxy: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def slashesAsBrowsersRead(text: str) -> str:
+    """
+    C{text}, an http or https URL or a reference without a scheme (relative
+    to one), with each backslash before its query or fragment read as a
+    slash, as the URL Standard (and so browsers) read it:
+    C{http://a.example\\@b.example/} is a.example's, and
+    C{http:\\\\b.example\\x} is b.example's.  Any other URL is given back
+    as it is.
+    """
+    scheme = _SCHEME.match(text)
+    if scheme is not None and scheme.group().lower() not in ("http:", "https:"):
+        return text
+    end = _QUERY_OR_FRAGMENT.search(text)
+    cut = end.start() if end is not None else len(text)
+    return text[:cut].replace("\\", "/") + text[cut:]
+
+
+_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
+
+#: A URL's scheme and its colon (RFC 3986 3.1).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 def redact(url: str) -> str:
     """
     C{url} with any password replaced by C{***}, for messages and events.
     """
+    # Backslashes as the URL is fetched: http://a\\@b/ is a's, not b's.
+    url = slashesAsBrowsersRead(url)
     if "//" not in url and "@" in url:
         # No scheme (a proxy given as user:password@host:port, as curl
         # takes it): urlsplit() would read the user as the scheme.

@@ -272,8 +272,15 @@ class JSONResource(Resource):
             body = self._renderValue(request, result)
         if getattr(request, "_disconnected", False) or request.finished:
             return
-        request.write(body)
-        request.finish()
+        try:
+            request.write(body)
+            request.finish()
+        except Exception:
+            # Never a connection left waiting for an answer that is not coming.
+            self.log.failure(
+                "{method} {uri!r}: the answer could not be sent", method=request.method.decode("latin-1"), uri=request.uri
+            )
+            request.loseConnection()
 
 
 class _NotFound(JSONResource):
