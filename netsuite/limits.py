@@ -260,3 +260,55 @@ def unsentBytes(transport: Any) -> int:
         except (OSError, ValueError):
             pass
     return unsent
+
+
+class ClosingWatch:
+    """
+    Watch a connection being closed (after what is written is sent): abort
+    it once its peer has taken none of the output left for C{timeout}
+    seconds, as nginx's C{send_timeout} ends a connection.  Without it, a
+    peer that stops reading keeps a closed connection, and its file
+    descriptor, for ever.  The output is looked at L{LOOKS} times a
+    timeout, so the abort comes at most a tenth late (looked at once a
+    timeout, output the kernel took after the close counted as taken
+    later, and a peer that took it all at once and never answered TLS's
+    close_notify kept its connection for two timeouts).
+
+    @param aborted: called just before an abort.
+    """
+
+    LOOKS = 10
+
+    def __init__(
+        self, clock: IReactorTime, transport: Any, timeout: float, aborted: Callable[[], None] | None = None
+    ) -> None:
+        self._clock = clock
+        self._transport = transport
+        self._timeout = timeout
+        self._aborted = aborted
+        self._unsent = unsentBytes(transport)
+        self._progress = clock.seconds()
+        self._call: IDelayedCall | None = clock.callLater(timeout / self.LOOKS, self._look)
+
+    def cancel(self) -> None:
+        """
+        The connection ended: stop watching.
+        """
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _look(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        unsent = unsentBytes(self._transport)
+        if unsent < self._unsent:
+            self._unsent = unsent
+            self._progress = now
+        left = self._progress + self._timeout - now
+        if left > 0:
+            self._call = self._clock.callLater(min(left, self._timeout / self.LOOKS), self._look)
+            return
+        if self._aborted is not None:
+            self._aborted()
+        self._transport.abortConnection()

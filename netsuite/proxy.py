@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
-from netsuite.limits import IdleTimeout, decimal
+from netsuite.limits import ClosingWatch, IdleTimeout, decimal
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -449,6 +449,8 @@ class UpstreamConnection(Protocol):
     _framing = ""
     _decoder: Any = None
     _chunkedUpload = False
+    #: Aborts the connection, closed, when the origin takes nothing more.
+    _closing: ClosingWatch | None = None
     _bodySent = True
     _timer: Any = None
     _last = 0.0
@@ -807,6 +809,7 @@ class UpstreamConnection(Protocol):
             self.request = None
             self.factory.pool.discard(self)  # not taken while it closes
             self.transport.loseConnection()
+            self._closing = _watchOrigin(self.factory, self.transport)
 
     def _fail(self, why: str) -> None:
         """
@@ -842,6 +845,9 @@ class UpstreamConnection(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
         self.factory.pool.discard(self)
         if request is None:
             return
@@ -929,6 +935,17 @@ class UpstreamPool:
             connection._close()
 
 
+def _watchOrigin(factory: "ProxyFactory", transport: Any) -> ClosingWatch:
+    """
+    Watch an origin's connection the proxy closed: it is aborted once the
+    origin takes nothing of what is left for C{--proxy-read-timeout}.  An
+    origin that had stopped reading kept it, and its file descriptor, for
+    ever, unseen by every limit: a client could leak one a tunnel.
+    """
+    timedOut = lambda: factory.stats.count("origin_timeouts")  # noqa: E731
+    return ClosingWatch(factory.clock, transport, factory.settings.readTimeout, timedOut)
+
+
 @implementer(IHalfCloseableProtocol)
 class TunnelUpstream(Protocol):
     """
@@ -942,6 +959,8 @@ class TunnelUpstream(Protocol):
     _originDone = False
     _closed = False
     _idle: IdleTimeout | None = None
+    _closing: ClosingWatch | None = None
+    _originGone = False
 
     def __init__(self, factory: "ProxyFactory", key: Tuple[bytes, int]) -> None:
         self.factory = factory
@@ -1023,6 +1042,8 @@ class TunnelUpstream(Protocol):
         if self._idle is not None:
             self._idle.cancel()
         self.transport.loseConnection()
+        if not self._originGone:
+            self._closing = _watchOrigin(self.factory, self.transport)
         channel = self.channel
         if channel is not None:
             channel.loseConnection()
@@ -1032,6 +1053,10 @@ class TunnelUpstream(Protocol):
         self.close()
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        self._originGone = True
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
         request = self.request
         channel = self.channel
         if not self._closed and channel is not None and reason.check(error.ConnectionLost):

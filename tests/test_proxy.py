@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SynchronousTestCase
 from zope.interface import implementer
 
-from netsuite.web import site as siteModule
+from netsuite import limits as limitsModule
 from netsuite.proxy import (
     MAX_RESPONSE_HEAD,
     ProxyFactory,
@@ -1908,7 +1908,7 @@ class FlowControlTests(ProxyTestCase):
         proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
         taken = {50: 200000, 100: 1000}  # unsent from these seconds on
         unsent = lambda transport: min([300000] + [left for since, left in taken.items() if proxy.clock.seconds() >= since])
-        self.patch(siteModule, "unsentBytes", unsent)
+        self.patch(limitsModule, "unsentBytes", unsent)
         client, origin = proxy.exchange(
             b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
         )
@@ -1923,7 +1923,7 @@ class FlowControlTests(ProxyTestCase):
         taken after the close counted as taken at the first look.
         """
         proxy = self.proxy(settings=ProxySettings(idleTimeout=60))
-        self.patch(siteModule, "unsentBytes", lambda transport: 0 if proxy.clock.seconds() > 0 else 5000)
+        self.patch(limitsModule, "unsentBytes", lambda transport: 0 if proxy.clock.seconds() > 0 else 5000)
         client, origin = proxy.exchange(
             b"GET http://example.com/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
         )
@@ -1962,8 +1962,9 @@ class FlowControlTests(ProxyTestCase):
         tunnel.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
         proxy.accept()
         tunnel.lose()
-        channels = {answered.channel, tunnel.channel}
-        self.assertEqual([c for c in proxy.clock.getDelayedCalls() if getattr(c.func, "__self__", None) in channels], [])
+        ours = {answered.channel, tunnel.channel, answered.transport, tunnel.transport}
+        owners = [getattr(c.func, "__self__", None) for c in proxy.clock.getDelayedCalls()]
+        self.assertEqual([o for o in owners if o in ours or getattr(o, "_transport", None) in ours], [])
         proxy.clock.advance(120)
         self.assertEqual((answered.transport.disconnected, tunnel.transport.disconnected), (False, False))
 
@@ -2999,6 +3000,28 @@ class RequestBodyTests(ProxyTestCase):
         self.assertEqual(len(proxy.factory.pool), 0)
 
 
+    def test_originTakingNothingAfterAnEarlyResponseIsAborted(self) -> None:
+        """
+        The connection to an origin that answered before the upload was
+        over, and then stopped reading it, is closed, and aborted once the
+        origin takes none of what is left for C{readTimeout} (it was kept
+        for ever).
+        """
+        proxy = self.proxy(settings=ProxySettings(readTimeout=60))
+        self.patch(limitsModule, "unsentBytes", lambda transport: 1000)
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"a" * 5000)
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 413 Too Big\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(client.response().status, 413)
+        client.lose()
+        self.assertTrue(origin.transport.disconnecting)
+        proxy.clock.advance(59)
+        self.assertFalse(origin.transport.disconnected)
+        proxy.clock.advance(7)
+        self.assertTrue(origin.transport.disconnected)
+
+
 # CONNECT tunnels.
 
 
@@ -3041,6 +3064,39 @@ class TunnelTests(ProxyTestCase):
         proxy.clock.advance(1)
         self.assertTrue(client.closed)
         self.assertTrue(origin.transport.disconnecting)
+
+    def test_originTakingNothingAfterTheTunnelIsAborted(self) -> None:
+        """
+        The origin's side of a tunnel that ended (timed out, or its client
+        went) is aborted once the origin takes none of what is left for
+        C{readTimeout}: an origin that had stopped reading kept it, and its
+        file descriptor, for ever, unseen by every limit.  One that takes
+        some is given more time; one that closes ends the watch.
+        """
+        for end in ("timeout", "client gone"):
+            proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=30, readTimeout=60))
+            self.patch(limitsModule, "unsentBytes", lambda transport: 1000)
+            client = proxy.client()
+            client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+            origin = proxy.accept()
+            client.send(b"x" * 1000)
+            if end == "timeout":
+                proxy.clock.advance(30)
+            else:
+                client.lose()
+            self.assertTrue(origin.transport.disconnecting, end)
+            proxy.clock.advance(59)
+            self.assertFalse(origin.transport.disconnected, end)
+            proxy.clock.advance(7)
+            self.assertTrue(origin.transport.disconnected, end)
+            self.assertEqual(proxy.factory.stats.counters["origin_timeouts"], 1)
+        proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=30, readTimeout=60))
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        origin = proxy.accept()
+        client.lose()
+        origin.close()
+        self.assertEqual(proxy.clock.getDelayedCalls(), [])
 
     def test_clientTakingNothingAfterTunnelTimeoutIsAborted(self) -> None:
         """

@@ -717,6 +717,45 @@ class ProxySocketTests(TestCase):
         self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 200 "))
         self.assertEqual(self.factory.stats.counters.get("tunnel_timeouts"), 1)
 
+    async def test_connectOriginNotReadingIsAbortedOnceTheTunnelEnds(self) -> None:
+        """
+        Over real sockets: a client fills a tunnel to an origin that reads
+        nothing, until the tunnel times out.  The proxy's connection to the
+        origin, closed with bytes it cannot send, is aborted after the read
+        timeout; it stayed for ever (a file descriptor leaked a tunnel,
+        unseen by every limit).
+        """
+        origin = _RawOriginFactory(pauseAtStart=True)
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        target = originPort.getHost().port
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            settings=ProxySettings(readTimeout=0.5, tunnelIdleTimeout=0.3),
+        )
+        client = Collector()
+        await connect(self, port, client)
+        client.transport.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,))
+        await client.waitFor(len(b"HTTP/1.1 200 Connection established\r\n\r\n"))
+        client.transport.write(b"x" * (16 * 1024 * 1024))
+        [connection] = origin.connections
+        await client.closed  # the tunnel timed out
+        counters = self.factory.stats.counters
+        for _ in range(500):
+            if counters.get("origin_timeouts"):
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(counters.get("origin_timeouts"), 1, "the origin's connection was kept")
+        # Aborted: what the origin had not taken is dropped, and reading
+        # again it finds the end (a reset).
+        connection.transport.resumeProducing()
+        for _ in range(500):
+            if not connection.transport.connected:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(connection.transport.connected)
+        self.assertLess(len(connection.received), 16 * 1024 * 1024)
+
     async def _tunnelTimesOutWhileClientTakesNothing(self, tls: bool) -> None:
         """
         A client opens a tunnel to an origin that sends without end, and

@@ -71,7 +71,7 @@ H2_SERVED = H2Connection is not object
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder
-from netsuite.limits import TokenBucket, decimal, unsentBytes
+from netsuite.limits import ClosingWatch, TokenBucket, decimal, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
@@ -223,11 +223,6 @@ def accessLogLine(timestamp: str, request: Any) -> str:
     )
 
 
-#: How many times an idle timeout a closing connection's output is looked
-#: at (see L{NetsuiteHTTPChannel._checkClosing}).
-_CLOSING_LOOKS = 10
-
-
 class NetsuiteHTTPChannel(HTTPChannel):
     """
     An HTTP/1.x connection with netsuite's limits and deadlines.
@@ -261,11 +256,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
     #: Aborts a refused connection whose peer does not close.
     _abortCall: IDelayedCall | None = None
     #: Aborts the connection being closed if the client takes nothing of
-    #: what is left (L{loseConnection}); the output waiting at the last look.
-    _closingTimer: IDelayedCall | None = None
-    _closingUnsent = 0
-    #: When the client last took some of the output left.
-    _closingProgress = 0.0
+    #: what is left (L{loseConnection}).
+    _closingWatch: ClosingWatch | None = None
     #: L{connectionLost} was called.
     _lost = False
 
@@ -419,32 +411,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
         """
         self.flushOutput()
         HTTPChannel.loseConnection(self)
-        if self._closingTimer is None and not self._lost:
-            self._closingUnsent = unsentBytes(self.transport)
-            self._closingProgress = self.site.reactor.seconds()
-            self._closingTimer = self.callLater(self.site.limits.idleTimeout / _CLOSING_LOOKS, self._checkClosing)
+        if self._closingWatch is None and not self._lost:
+            self._closingWatch = ClosingWatch(
+                self.site.reactor, self.transport, self.site.limits.idleTimeout, self._closingAborted
+            )
 
-    def _checkClosing(self) -> None:
-        """
-        Look at what the client has taken of the output left: abort once
-        it took nothing for the idle timeout.  Looking L{_CLOSING_LOOKS}
-        times a timeout, the abort comes at most a tenth late: looking
-        once a timeout, output the kernel took after the close (the last
-        bytes, the close_notify) counted as taken later, and a client
-        that took all at once and never answered the close_notify kept
-        its connection for two timeouts.
-        """
-        self._closingTimer = None
-        now = self.site.reactor.seconds()
-        unsent = unsentBytes(self.transport)
-        if unsent < self._closingUnsent:
-            self._closingUnsent = unsent
-            self._closingProgress = now
-        timeout = self.site.limits.idleTimeout
-        left = self._closingProgress + timeout - now
-        if left > 0:
-            self._closingTimer = self.callLater(min(left, timeout / _CLOSING_LOOKS), self._checkClosing)
-            return
+    def _closingAborted(self) -> None:
         self.site.stats.count("client_timeouts")
         peer = self.transport.getPeer()
         _log.info(
@@ -452,7 +424,6 @@ class NetsuiteHTTPChannel(HTTPChannel):
             client=getattr(peer, "host", None) or "-",
             seconds=self.site.limits.idleTimeout,
         )
-        self.transport.abortConnection()
 
     def closeGracefully(self) -> None:
         """
@@ -735,10 +706,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self._out = None
         self._outBytes = 0
         self._cancelDeadline()
-        for timer in (self._abortCall, self._closingTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._abortCall = self._closingTimer = None
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+        self._abortCall = None
+        if self._closingWatch is not None:
+            self._closingWatch.cancel()
+            self._closingWatch = None
         HTTPChannel.connectionLost(self, reason)
 
 
