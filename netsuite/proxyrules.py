@@ -68,11 +68,13 @@ _PRIVATE = (
 )
 #: Ranges no Internet host has that Python's C{is_global} lets through:
 #: IPv6 site-local (deprecated, RFC 3879, but still routed inside some
-#: sites) and all of the IETF's 192.0.0.0/24 (192.0.0.8, 9 and 10 count as
-#: global there).
+#: sites), all of the IETF's 192.0.0.0/24 (192.0.0.8, 9 and 10 count as
+#: global there), and IPv6's newer documentation prefix (RFC 9637), which
+#: Python 3.11 does not know.
 _NOT_GLOBAL = (
     ipaddress.ip_network("fec0::/10"),
     ipaddress.ip_network("192.0.0.0/24"),
+    ipaddress.ip_network("3fff::/20"),
 )
 
 

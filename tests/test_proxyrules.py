@@ -189,7 +189,7 @@ class DestinationTests(SynchronousTestCase):
         special = [
             "198.18.0.1", "198.19.255.1", "192.0.2.77", "198.51.100.1", "203.0.113.9", "192.0.0.1", "2001:db8::1",
             # Python counts these as global.
-            "192.0.0.8", "192.0.0.9", "192.0.0.10", "fec0::1", "feff::1",
+            "192.0.0.8", "192.0.0.9", "192.0.0.10", "fec0::1", "feff::1", "3fff::1", "3fff:fff::1",
         ]
         for address in special:
             self.assertRefused(ProxyRules(allowPrivate=False), [address], 80, "a private address")
