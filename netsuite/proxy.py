@@ -940,7 +940,7 @@ def _watchOrigin(factory: "ProxyFactory", transport: Any) -> ClosingWatch:
     Watch an origin's connection the proxy closed: it is aborted once the
     origin takes nothing of what is left for C{--proxy-read-timeout}.  An
     origin that had stopped reading kept it, and its file descriptor, for
-    ever, unseen by every limit: a client could leak one a tunnel.
+    ever, unseen by every limit: a client could leak one per tunnel.
     """
     timedOut = lambda: factory.stats.count("origin_timeouts")  # noqa: E731
     return ClosingWatch(factory.clock, transport, factory.settings.readTimeout, timedOut)

@@ -779,10 +779,11 @@ class DownloadTests(ServiceTestCase):
         A job that fails after writing bytes shows the name it was saved
         under, and its C{.part} stays (a new job for the URL resumes it);
         DELETE of the failed job deletes that C{.part} and its state file
-        (the client could neither see nor remove them).
+        (the client could neither see nor remove them), also when its URL
+        holds credentials (which its state file does not).
         """
         self.startService(settings=DownloadSettings(stallTimeout=0.3, retries=0))
-        job = await self.queue({"url": self.origin.url("/slow.bin")})
+        job = await self.queue({"url": self.origin.url("/slow.bin", "user:secret@127.0.0.1")})
         failed = await self.waitFor(job["id"])
         self.assertEqual(failed["state"], "failed", failed)
         self.assertEqual(failed["name"], "slow.bin", failed)

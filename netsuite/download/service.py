@@ -437,7 +437,8 @@ class DownloadService(Service):
             part = job.pop("part")
             # A later job of the URL may have resumed it, and failed too.
             if not any(other.get("part") == part for other in self._jobs.values()):
-                discardPart(self.directory / part, job["url"])
+                with contextlib.suppress(DownloadError):
+                    discardPart(self.directory / part, splitURL(job["url"])[0])  # as the state file has it
         self._changed()
         return self.describe(job)
 
