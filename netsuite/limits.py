@@ -269,10 +269,8 @@ class ClosingWatch:
     seconds, as nginx's C{send_timeout} ends a connection.  Without it, a
     peer that stops reading keeps a closed connection, and its file
     descriptor, for ever.  The output is looked at L{LOOKS} times a
-    timeout, so the abort comes at most a tenth late (looked at once a
-    timeout, output the kernel took after the close counted as taken
-    later, and a peer that took it all at once and never answered TLS's
-    close_notify kept its connection for two timeouts).
+    timeout, so the abort comes at most a tenth late, and output taken
+    just after the close is seen as taken then, not a timeout later.
 
     @param aborted: called just before an abort.
     """

@@ -302,7 +302,7 @@ def _textBody(message: str) -> bytes:
 def _response(status: int, contentType: bytes, body: bytes, extra: bytes, connection: bytes | None) -> bytes:
     """
     One of the proxy's own answers, with C{connection} as its C{Connection}
-    header (see L{NetsuiteHTTPChannel.connectionValue}).
+    header (see L{NetsuiteHTTPChannel.settleConnection}).
     """
     reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
     return b"".join(
@@ -1576,7 +1576,7 @@ class ProxyRequest(http.Request):
                 else:
                     out.append(b"Transfer-Encoding: chunked\r\n")
                 self.chunked = 1
-        connection = channel.connectionValue(self.clientproto, length >= 0 or framing == "none")
+        connection = channel.settleConnection(self.clientproto, length >= 0 or framing == "none")
         if connection is not None:
             out += (b"Connection: ", connection, b"\r\n")
         out.append(b"\r\n")
@@ -1687,7 +1687,7 @@ class ProxyRequest(http.Request):
         if close or not self.bodyComplete:
             channel.persistent = False
         self.code = status
-        response = _response(status, contentType, body, extra, channel.connectionValue(self.clientproto, True))
+        response = _response(status, contentType, body, extra, channel.settleConnection(self.clientproto, True))
         self.startedWriting = 1
         self.sentLength = len(body)
         channel.write(response)

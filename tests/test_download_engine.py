@@ -2847,7 +2847,7 @@ class ResumeTests(EngineTestCase):
         Downloads without a wanted name started in one pass of the reactor
         (a service resuming its jobs) list the directory once between them:
         each listed it, and 1,000 jobs resumed into a directory of 30,000
-        files held the reactor for 35 s.  One started later lists it again,
+        files held the reactor for 33 s.  One started later lists it again,
         and finds a state file written since.
         """
         directory = self.directory()

@@ -1651,13 +1651,14 @@ class TokenFileTests(TestCase):
         dataDirectory.mkdir()
         tokenFile = dataDirectory / "api-token"
         tokenFile.write_text("my-own-token-of-20-chars\n")
-        os.chmod(tokenFile, 0o644)
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        self.assertEqual(self.build(dataDirectory).downloads.token, "my-own-token-of-20-chars")
-        [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-        self.assertIn(f"{tokenFile} is open to other users (mode 0644)", warning)
-        self.assertIn("chmod 600", warning)
-        self.assertNotIn("my-own-token", warning)
+        for mode in (0o644, 0o640, 0o620):
+            os.chmod(tokenFile, mode)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            self.assertEqual(self.build(dataDirectory).downloads.token, "my-own-token-of-20-chars")
+            [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertIn(f"{tokenFile} is open to other users (mode 0{mode:o})", warning)
+            self.assertIn("chmod 600", warning)
+            self.assertNotIn("my-own-token", warning)
 
     def test_unusableTokenFileRefusedInOneLine(self) -> None:
         """

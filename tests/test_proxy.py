@@ -2401,6 +2401,23 @@ class KeepAliveTests(ProxyTestCase):
         self.assertEqual(response.body, b"two")
         self.assertTrue(client.closed)
 
+    def test_http10KeepAliveAfterABodilessAnswer(self) -> None:
+        """
+        An answer with no body (to HEAD, a 204) keeps an HTTP/1.0 client's
+        keep-alive connection, though it has no length.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        for request, answer in (
+            (b"HEAD http://example.com/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"),
+            (b"GET http://example.com/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ):
+            client.transport.clear()
+            client, origin = proxy.exchange(request, answer, client)
+            response = client.response(head=True)
+            self.assertEqual(response.header(b"connection"), [b"keep-alive"], request)
+            self.assertFalse(client.closed, request)
+
     def test_http10ProxysOwnAnswerSaysClose(self) -> None:
         """
         The proxy's own answer to an HTTP/1.0 client without keep-alive
@@ -2428,7 +2445,7 @@ class KeepAliveTests(ProxyTestCase):
         self.assertFalse(client.closed)
         client = proxy.client()
         client.send(b"GET http://example.com/ HTTP/2.0\r\n\r\n")
-        self.assertTextError(client.response(), 505, "HTTP version not supported")
+        self.assertTextError(client.response(), 505, "HTTP version 2.0 not supported")
         self.assertTrue(client.closed)
         self.assertEqual(len(proxy.attempts), 1)
 
@@ -3007,7 +3024,7 @@ class RequestBodyTests(ProxyTestCase):
         origin takes none of what is left for C{readTimeout} (it was kept
         for ever).
         """
-        proxy = self.proxy(settings=ProxySettings(readTimeout=60))
+        proxy = self.proxy(settings=ProxySettings(readTimeout=60, idleTimeout=600))
         self.patch(limitsModule, "unsentBytes", lambda transport: 1000)
         client = proxy.client()
         client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"a" * 5000)
@@ -3020,7 +3037,15 @@ class RequestBodyTests(ProxyTestCase):
         self.assertFalse(origin.transport.disconnected)
         proxy.clock.advance(7)
         self.assertTrue(origin.transport.disconnected)
-
+        # One that ends by itself ends the watch.
+        client = proxy.client()
+        client.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"a" * 5000)
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 413 Too Big\r\nContent-Length: 0\r\n\r\n")
+        client.lose()
+        origin.close()
+        owners = [getattr(c.func, "__self__", None) for c in proxy.clock.getDelayedCalls()]
+        self.assertEqual([o for o in owners if getattr(o, "_transport", None) is origin.transport], [])
 
 # CONNECT tunnels.
 
@@ -3074,7 +3099,7 @@ class TunnelTests(ProxyTestCase):
         some is given more time; one that closes ends the watch.
         """
         for end in ("timeout", "client gone"):
-            proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=30, readTimeout=60))
+            proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=30, readTimeout=60, idleTimeout=600))
             self.patch(limitsModule, "unsentBytes", lambda transport: 1000)
             client = proxy.client()
             client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")

@@ -1185,6 +1185,19 @@ class PriorKnowledgeTests(SynchronousTestCase):
         self.assertIn(b"prior knowledge is not served", transport.value())
         self.assertTrue(transport.disconnecting)
 
+    def test_malformedPreface(self) -> None:
+        """
+        With C{h2c}, a preface broken after its first line is a 400 saying
+        so (it was told HTTP/2 was not served there).
+        """
+        clock, site, connect = inMemory(Limits(), h2c=True)
+        self.addCleanup(site.stopFactory)
+        protocol, transport = connect()
+        protocol.dataReceived(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
+        clock.advance(0)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+        self.assertIn(b"malformed HTTP/2 connection preface", transport.value())
+
     def test_notOverTLS(self) -> None:
         """
         A TLS connection whose client chose no protocol by ALPN does not

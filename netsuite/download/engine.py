@@ -2309,7 +2309,7 @@ class Downloader:
         L{_statesNaming}).  The listing serves every download started in
         the same pass of the reactor: a service resuming 1,000 jobs into a
         directory of 30,000 files listed it 1,000 times, and answered
-        nothing for 35 s.
+        nothing for 33 s.
         """
         known = self._stateIndex.get(str(directory), {})
         index = {}

@@ -945,7 +945,7 @@ def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
         mode = os.stat(path).st_mode
         if mode & 0o077:
             log.warn(
-                "{path} is open to other users (mode {mode:04o}), who can read the API token: chmod 600 it",
+                "{path} is open to other users (mode {mode:04o}), who may read or change the API token: chmod 600 it",
                 path=str(path),
                 mode=stat.S_IMODE(mode),
             )

@@ -264,7 +264,8 @@ class JSONResource(Resource):
     def _renderLater(self, result: object, request: Request) -> None:
         """
         Send the answer of a handler that returned a L{Deferred}, unless the
-        client has gone meanwhile.
+        client has gone meanwhile; should sending it fail, log that and
+        close the connection.
         """
         if isinstance(result, Failure):
             body = self._renderFailure(request, result)

@@ -368,8 +368,9 @@ class NetsuiteHTTPChannel(HTTPChannel):
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         # The server's own version, whatever the client's (RFC 9110, 6.2).
+        # (HTTP/1.1 answers have chunks: the header lookup is spared them.)
         delimited = version == b"HTTP/1.1" or headers.hasHeader(b"content-length") or int(code) in NO_BODY_CODES
-        connection = self.connectionValue(version, delimited)
+        connection = self.settleConnection(version, delimited)
         if connection is not None:
             headers.setRawHeaders(b"Connection", [connection])
         out = [b"HTTP/1.1 ", code, b" ", reason, b"\r\n"]
@@ -444,7 +445,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
         an HTTP/1.1 one unless it says C{Connection: close}, an HTTP/1.0 one
         only when it says C{Connection: keep-alive} (RFC 9112, 9.3), as
         nginx does for C{ab -k}.  The answer's C{Connection} header is
-        L{connectionValue}.
+        L{settleConnection}.
         """
         values = request.requestHeaders.getRawHeaders(b"connection")
         if values is None:
@@ -453,9 +454,11 @@ class NetsuiteHTTPChannel(HTTPChannel):
         tokens = {token.strip().lower() for value in values for token in value.split(b",")}
         return b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
 
-    def connectionValue(self, version: bytes, delimited: bool) -> bytes | None:
+    def settleConnection(self, version: bytes, delimited: bool) -> bytes | None:
         """
-        The C{Connection} header of an answer to a request of C{version}:
+        Decide whether the connection goes on after the answer being
+        started (ending keep-alive for an HTTP/1.0 answer not C{delimited}),
+        and return that answer's C{Connection} header, to be written once:
         C{close} when the connection ends after it, as nginx says it (the
         status line says HTTP/1.1 even to an HTTP/1.0 client, which cannot
         go by the version then), C{keep-alive} when an HTTP/1.0 client's
@@ -505,12 +508,16 @@ class NetsuiteHTTPChannel(HTTPChannel):
                     other = _OTHER_VERSION.search(line)
                     if other is not None:
                         if other.group(1) != b"1":
-                            self._refuse(
-                                505,
-                                "HTTP/2 with prior knowledge is not served on this connection"
-                                if line == b"PRI * HTTP/2.0"
-                                else "HTTP version not supported: requests in this form are HTTP/1.x",
-                            )
+                            plain = getattr(self.transport, "negotiatedProtocol", _NO_TLS) is _NO_TLS
+                            status = 505
+                            if line != b"PRI * HTTP/2.0":
+                                sent = other.group()[6:].decode()
+                                why = f"HTTP version {sent} not supported: requests in this form are HTTP/1.x"
+                            elif getattr(self.site, "h2c", False) and H2_SERVED and plain:
+                                status, why = 400, "malformed HTTP/2 connection preface"
+                            else:
+                                why = "HTTP/2 with prior knowledge is not served on this connection"
+                            self._refuse(status, why)
                             return
                         # A later HTTP/1 is read as the highest this server
                         # knows (RFC 9110, 6.2), as nginx does.
@@ -860,7 +867,7 @@ class NetsuiteRequest(Request):
             for value in values:
                 out += (name, b": ", value, b"\r\n")
         out += (b"Server: ", _serverVersion, b"\r\nDate: ", _httpNow(), b"\r\n", head)
-        connection = self.channel.connectionValue(self.clientproto, True)
+        connection = self.channel.settleConnection(self.clientproto, True)
         if connection is not None:
             out += (b"Connection: ", connection, b"\r\n")
         out += (b"\r\n", body)
