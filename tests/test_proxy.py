@@ -3047,6 +3047,7 @@ class RequestBodyTests(ProxyTestCase):
         owners = [getattr(c.func, "__self__", None) for c in proxy.clock.getDelayedCalls()]
         self.assertEqual([o for o in owners if getattr(o, "_transport", None) is origin.transport], [])
 
+
 # CONNECT tunnels.
 
 

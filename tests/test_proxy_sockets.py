@@ -470,6 +470,38 @@ class ProxySocketTests(TestCase):
         self.assertEqual(seen["sha256"], hashlib.sha256(body).hexdigest())
         self.assertNotIn("expect", seen["headers"])
 
+    async def test_http10KeepAlive(self) -> None:
+        """
+        Over real sockets, an HTTP/1.0 client asking for keep-alive (as
+        C{ab -k -X} does) gets two answers on one connection, each with an
+        HTTP/1.1 status line and C{Connection: keep-alive}; a chunked one
+        then says C{Connection: close} and ends with the connection.
+        """
+        port = await self.startProxy()
+        base = self.base.encode()
+
+        def _whole(received: bytes) -> bool:
+            head, ended, body = received.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
+            return bool(ended) and length is not None and len(body) >= int(length.group(1))
+
+        def exchange() -> list[bytes]:
+            answers = []
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                for _ in range(2):
+                    raw.sendall(b"GET %s/echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % (base,))
+                    answers.append(recvUntil(raw, _whole))
+                raw.sendall(b"GET %s/chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % (base,))
+                answers.append(recvUntil(raw))
+            return answers
+
+        answers = await threads.deferToThread(exchange)
+        for answer in answers[:2]:
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+            self.assertIn(b"\r\nConnection: keep-alive\r\n", answer)
+        status, headers, body = _parseResponse(answers[2])
+        self.assertEqual((status, headers.get(b"connection"), body), (200, b"close", b"one,two,three"))
+
     async def test_chunkedResponse(self) -> None:
         """
         A chunked origin response reaches an HTTP/1.1 client chunked and

@@ -453,15 +453,23 @@ class DeferredAnswerTests(SynchronousTestCase):
     nothing.
     """
 
-    def test_clientGone(self) -> None:
+    def asked(self) -> tuple[_Later, object, object]:
+        """
+        A L{_Later} served in memory, asked for once: it, the channel and
+        the transport.
+        """
         later = _Later()
-        waiting = later.waiting
         root = Resource()
         root.putChild(b"later", later)
         site = Site(root)
         site.timeOut = None
         channel, transport = connectInMemory(site)
         channel.dataReceived(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        return later, channel, transport
+
+    def test_clientGone(self) -> None:
+        later, channel, transport = self.asked()
+        waiting = later.waiting
         self.assertEqual(len(waiting), 1)
         self.assertEqual(transport.value(), b"")
         channel.connectionLost(Failure(ConnectionDone()))
@@ -470,21 +478,14 @@ class DeferredAnswerTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         self.assertEqual(self.flushLoggedErrors(), [])
 
-
     def test_answerThatCannotBeSentClosesTheConnection(self) -> None:
         """
         A late answer whose sending fails (a bug: Twisted's own writing
         raised) is logged and the connection closed: it waited, open, for
         the client's timeout, and the failure went unhandled.
         """
-        later = _Later()
-        root = Resource()
-        root.putChild(b"later", later)
-        site = Site(root)
-        site.timeOut = None
-        channel, transport = connectInMemory(site)
-        channel.dataReceived(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
-        [request] = channel._channel.requests
+        later, channel, transport = self.asked()
+        [request] = channel._channel.requests  # type: ignore[attr-defined]
 
         def broken(data: bytes) -> None:
             raise NameError("a bug")

@@ -85,6 +85,7 @@ from .values import (
     RESERVED_HEADERS,
     asciiHostName,
     asciiProxyURL,
+    asFetched,
     fetchHostProblem,
     isText,
     parseChecksum,
@@ -336,7 +337,7 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
         resolver can take and a port other than 0, or is not text.
     """
     try:
-        parts = urlsplit(slashesAsBrowsersRead(url.strip()))
+        parts = urlsplit(asFetched(url))
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as e:
         raise BadURL(f"{redact(url)}: not a valid URL ({unreadableURLReason(e)})") from None

@@ -32,9 +32,19 @@ from urllib.parse import urlsplit
 
 from netsuite.text import shortened
 
-from .engine import slashesAsBrowsersRead, splitURL
+from .engine import splitURL
 from .errors import DownloadError
-from .values import HEADER_NAME, MAX_URL, RESERVED_HEADERS, asciiHostName, isText, redact, unreadableURLReason, urlTooLong
+from .values import (
+    HEADER_NAME,
+    MAX_URL,
+    RESERVED_HEADERS,
+    asciiHostName,
+    isText,
+    redact,
+    slashesAsBrowsersRead,
+    unreadableURLReason,
+    urlTooLong,
+)
 
 __all__ = ["InputFileError", "InputJob", "OPTION_KEYS", "checkDirectory", "checkURL", "checkName", "parseHeader",
            "parseInputFile"]

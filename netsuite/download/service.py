@@ -51,10 +51,10 @@ from netsuite.web.api import Answer, APIError, EncodedJSON, JSONResource, _dumps
 from netsuite.text import shortened
 
 from . import names
-from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, slashesAsBrowsersRead, splitURL
+from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
 from .errors import DownloadError
 from .state import PART_SUFFIX
-from .values import MAX_URL, fetchHostProblem, parseChecksum, urlTooLong
+from .values import MAX_URL, asFetched, fetchHostProblem, parseChecksum, urlTooLong
 
 log = Logger()
 
@@ -242,8 +242,7 @@ class DownloadService(Service):
             raise APIError(400, "'url' must be a non-empty string")
         if urlTooLong(url):
             raise APIError(400, f"'url' is longer than {MAX_URL} bytes")
-        # Kept, and shown, as it is fetched (see splitURL).
-        url = slashesAsBrowsersRead(url.strip())
+        url = asFetched(url)  # kept, and shown, so
         try:
             clean, _ = splitURL(url)
         except DownloadError as e:

@@ -307,6 +307,14 @@ def slashesAsBrowsersRead(text: str) -> str:
     return text[:cut].replace("\\", "/") + text[cut:]
 
 
+def asFetched(url: str) -> str:
+    """
+    C{url} as it is fetched: without white space around it, backslashes
+    before its query read as slashes (L{slashesAsBrowsersRead}).
+    """
+    return slashesAsBrowsersRead(url.strip())
+
+
 _QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 
 #: A URL's scheme and its colon (RFC 3986 3.1).

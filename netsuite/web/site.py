@@ -505,23 +505,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
                 self._requestLine = line
                 version = line[-9:]
                 if version != b" HTTP/1.1" and version != b" HTTP/1.0":
-                    other = _OTHER_VERSION.search(line)
-                    if other is not None:
-                        if other.group(1) != b"1":
-                            plain = getattr(self.transport, "negotiatedProtocol", _NO_TLS) is _NO_TLS
-                            status = 505
-                            if line != b"PRI * HTTP/2.0":
-                                sent = other.group()[6:].decode()
-                                why = f"HTTP version {sent} not supported: requests in this form are HTTP/1.x"
-                            elif getattr(self.site, "h2c", False) and H2_SERVED and plain:
-                                status, why = 400, "malformed HTTP/2 connection preface"
-                            else:
-                                why = "HTTP/2 with prior knowledge is not served on this connection"
-                            self._refuse(status, why)
-                            return
-                        # A later HTTP/1 is read as the highest this server
-                        # knows (RFC 9110, 6.2), as nginx does.
-                        line = line[:-9] + b" HTTP/1.1"
+                    read = self._otherVersion(line)
+                    if read is None:
+                        return
+                    line = read
             if self._headLines > 1:  # a header line, not the request line
                 self._headBytes += len(line) + 2
                 limits = self.site.limits
@@ -549,6 +536,32 @@ class NetsuiteHTTPChannel(HTTPChannel):
                             return
                         line = line[:15] + b" %d" % (length,)
         HTTPChannel.lineReceived(self, line)
+
+    def _otherVersion(self, line: bytes) -> bytes | None:
+        """
+        A request line that is not HTTP/1.0 or 1.1: one of a later HTTP/1
+        is read as HTTP/1.1, the highest this server knows (RFC 9110, 6.2),
+        as nginx does; one of another major version is refused (505, or
+        400 for a broken h2c preface), and L{None} returned.  A line
+        without a version of that form is left to Twisted's parser (400).
+        """
+        other = _OTHER_VERSION.search(line)
+        if other is None:
+            return line
+        if other.group(1) == b"1":
+            return line[:-9] + b" HTTP/1.1"
+        if line != b"PRI * HTTP/2.0":
+            sent = other.group()[6:].decode()
+            self._refuse(505, f"HTTP version {sent} not supported: requests in this form are HTTP/1.x")
+        elif (
+            getattr(self.site, "h2c", False)
+            and H2_SERVED
+            and getattr(self.transport, "negotiatedProtocol", _NO_TLS) is _NO_TLS
+        ):
+            self._refuse(400, "malformed HTTP/2 connection preface")
+        else:
+            self._refuse(505, "HTTP/2 with prior knowledge is not served on this connection")
+        return None
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._headLines == 0:
