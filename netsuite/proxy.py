@@ -1759,16 +1759,19 @@ class ProxyRequest(http.Request):
         origin connection (returned).
         """
         self._cancelTimer()
-        if self._connector is not None and self._attempt is not None and not self._attempt.connected:
-            self._connector.stopConnecting()
+        attempt, connector = self._attempt, self._connector
+        self._attempt = self._connector = None
+        if connector is not None and attempt is not None and not attempt.connected:
+            connector.stopConnecting()
         upstream, self._upstream = self._upstream, None
         return upstream
 
     def endHere(self, status: int) -> bool:
         """
         The proxy ends this request while its body is being received (a
-        malformed body, or one the client stopped sending), and closes the
-        client's connection: the origin is left, and the access log shows
+        malformed body, or one the client stopped sending, or a CONNECT
+        whose client left), and closes the client's connection: the origin
+        is left, a tunnel's place given back, and the access log shows
         C{status} if none of the answer was sent, else the status sent and
         the bytes so far.
 
@@ -1785,6 +1788,7 @@ class ProxyRequest(http.Request):
             upstream.close()
         elif upstream is not None:
             upstream.abort()
+        self._releaseTunnel()
         if answer:
             self.code = status
         self.channel.factory.log(self)
@@ -2019,7 +2023,29 @@ class ProxyChannel(NetsuiteHTTPChannel):
         # The client sent its last requests and shut its side: answer every
         # one of them (some may wait in the buffer), then close.
         self._inputEnded = True
+        if self._connectAbandoned():
+            return
         self._closeIfInputDone()
+
+    def _connectAbandoned(self) -> bool:
+        """
+        End a CONNECT still waiting for its origin (checked, resolved or
+        connected to) whose client ended its input having sent nothing for
+        the tunnel: a tunnel could carry nothing from it, and a client that
+        closed looks the same.  Taken as gone, as nginx and squid take a
+        client's end before its answer: the origin is left, the tunnel's
+        place is given back and it is logged C{499}.
+
+        @return: whether it was ended.
+        """
+        request = self.requests[-1] if self.requests else None
+        if request is None or request.method != b"CONNECT" or self._dataBuffer:
+            return False
+        if not request._started or request._ended or request._gone:
+            return False
+        request.endHere(_CLIENT_CLOSED)
+        self.loseConnection()
+        return True
 
     def _closeIfInputDone(self) -> None:
         """

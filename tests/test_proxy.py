@@ -3227,6 +3227,43 @@ class TunnelTests(ProxyTestCase):
         self.assertEqual(origin.received(), b"hello")
         self.assertTrue(origin.transport.writeClosed, "the origin still waits for more from the client")
 
+    def test_clientEndBeforeTunnelOpensWithNothingSentIsGone(self) -> None:
+        """
+        A client that ends its input while its CONNECT is still resolved or
+        connected to, having sent nothing for the tunnel, is taken as gone:
+        the attempt stops, the connection closes without an answer, the
+        tunnel's place is given back and the access log says 499.  It held
+        its place until the connect timeout, then was logged 504.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        proxy = self.proxy(settings=ProxySettings(maxTunnels=1), silent=["slow.example"])
+        for target in (b"example.com:443", b"slow.example:443"):
+            client = proxy.client()
+            client.send(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target))
+            self.assertEqual(proxy.factory.tunnelsOpen, 1)
+            client.channel.readConnectionLost()
+            self.assertTrue(client.closed, target)
+            self.assertEqual(client.received(), b"")
+            self.assertEqual(proxy.factory.tunnelsOpen, 0, target)
+            client.lose()
+            self.assertEqual(proxy.factory.tunnelsOpen, 0, target)
+        self.assertTrue(proxy.clock.connectors[0].stoppedConnecting)
+        [waiting] = proxy.resolver.waiting
+        waiting.addressResolved(IPv4Address("TCP", PUBLIC, 443))
+        waiting.resolutionComplete()
+        proxy.clock.advance(60)
+        self.assertEqual(len(proxy.attempts), 1, "connected for a client that was gone")
+        lines = accessLines(events)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], r'"CONNECT example\.com:443 HTTP/1\.1" 499 0 0 ')
+        self.assertRegex(lines[1], r'"CONNECT slow\.example:443 HTTP/1\.1" 499 0 0 ')
+        self.assertNotIn("connect_timeouts", proxy.factory.stats.counters)
+        # With the limit's place given back, the next CONNECT goes ahead.
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        proxy.accept()
+        self.assertEqual(client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n")
+
 # 10. Stats and the access log.
 
 

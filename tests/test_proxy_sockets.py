@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,7 +29,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
@@ -825,6 +826,79 @@ class ProxySocketTests(TestCase):
         behind what the client does not take.
         """
         await self._tunnelTimesOutWhileClientTakesNothing(tls=True)
+
+    def _unacceptingPort(self) -> int:
+        """
+        A loopback port whose listener accepts nothing and whose queue is
+        full: a connection to it is never made (Linux drops the SYNs).
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket()
+            self.addCleanup(filler.close)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        probe = socket.socket()
+        probe.settimeout(0.3)
+        with probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise SkipTest("this system accepts connections beyond a full listen queue")
+        return port
+
+    async def _clientEndsWhileConnecting(self, tls: bool) -> None:
+        """
+        A client sends a CONNECT to an origin that never accepts, then ends
+        its input (a FIN; over TLS, close_notify) with nothing sent for the
+        tunnel: its connection closes at once with no answer, and the
+        access log says 499.  It stayed until the connect timeout and was
+        logged 504, holding its tunnel place.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from tests.test_proxy import accessLines
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        target = self._unacceptingPort()
+        ca = trustme.CA()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            tls=makeServerOptions(self.mktemp(), ca) if tls else None,
+            settings=ProxySettings(connectTimeout=30),
+        )
+        connect = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,)
+        started = time.monotonic()
+        if tls:
+            received, how = await threads.deferToThread(closeNotifyClient, port, ca, connect, timeout=10)
+            self.assertEqual((received, how), (b"", "close_notify"))
+        else:
+
+            def endAndRead() -> bytes:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                    raw.sendall(connect)
+                    raw.shutdown(socket.SHUT_WR)
+                    return recvUntil(raw)
+
+            self.assertEqual(await threads.deferToThread(endAndRead), b"")
+        self.assertLess(time.monotonic() - started, 5)
+        for _ in range(100):
+            if accessLines(events):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        [line] = accessLines(events)
+        self.assertRegex(line, r'"CONNECT 127\.0\.0\.1:\d+ HTTP/1\.1" 499 0 0 ')
+        self.assertEqual(self.factory.tunnelsOpen, 0)
+        self.assertNotIn("connect_timeouts", self.factory.stats.counters)
+
+    async def test_clientEndsWhileConnecting(self) -> None:
+        await self._clientEndsWhileConnecting(tls=False)
+
+    async def test_clientEndsWhileConnectingTLS(self) -> None:
+        await self._clientEndsWhileConnecting(tls=True)
 
     async def _closesWhenClientLeavesAfterEarlyAnswer(self, tls: bool) -> None:
         """
