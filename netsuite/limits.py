@@ -9,6 +9,7 @@ L{twisted.internet.task.Clock}.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 import sys
 from collections import OrderedDict
@@ -237,6 +238,35 @@ def heldBytes(transport: abstract.FileDescriptor) -> int:
     return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)  # type: ignore[no-any-return]
 
 
+def _descriptorOf(transport: Any) -> abstract.FileDescriptor | None:
+    """
+    The transport that owns the socket under C{transport} (under netsuite's
+    tracking wrapper, TLS ...), if there is one.
+    """
+    for _ in range(8):
+        if transport is None or isinstance(transport, abstract.FileDescriptor):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def peerReset(transport: Any) -> bool:
+    """
+    Whether the socket under C{transport} has a pending error, such as the
+    peer's reset: a socket the reactor does not read from reports nothing
+    until it is written to or read again.  The error is taken (a second
+    call says no): whoever asks closes the connection when told yes.
+    """
+    descriptor = _descriptorOf(transport)
+    sock = getattr(descriptor, "socket", None)
+    if sock is None:
+        return False
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+    except (OSError, ValueError):
+        return False
+
+
 def unsentBytes(transport: Any) -> int:
     """
     The bytes written to C{transport} that its peer has not taken yet: in
@@ -244,12 +274,7 @@ def unsentBytes(transport: Any) -> int:
     tracking wrapper, TLS ...) and, where the system tells, in the kernel's
     send queue.
     """
-    for _ in range(8):
-        if isinstance(transport, abstract.FileDescriptor):
-            break
-        transport = getattr(transport, "transport", None)
-    else:
-        return 0
+    transport = _descriptorOf(transport)
     if transport is None:
         return 0
     unsent = heldBytes(transport)

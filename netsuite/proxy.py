@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
-from netsuite.limits import ClosingWatch, IdleTimeout, decimal
+from netsuite.limits import ClosingWatch, IdleTimeout, decimal, peerReset
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -111,6 +111,9 @@ _READ_SIZE = 1 << 18
 _MAX_INTERIM = 20
 #: Bytes of request body held while the origin connection is being made.
 _PENDING_LIMIT = 65536
+#: How often a client the proxy is not reading from is checked for a reset
+#: (seconds): a socket not read reports nothing.
+_RESET_CHECK = 5.0
 
 #: Transfer codings an origin may apply before C{chunked}: passed on to
 #: the client to undo (RFC 9112 section 7); any other is a 502.
@@ -386,8 +389,12 @@ class _ReadGate:
     request body waiting for its connection).
     """
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, stopped: Callable[[], None]) -> None:
+        """
+        @param stopped: called each time reading stops.
+        """
         self._producer = producer
+        self._stopped = stopped
         self._holds: set[str] = set()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
@@ -405,7 +412,15 @@ class _ReadGate:
     def hold(self, reason: str) -> None:
         if not self._holds:
             self._producer.pauseProducing()
+            self._stopped()
         self._holds.add(reason)
+
+    @property
+    def held(self) -> bool:
+        """
+        Whether reading is stopped, for any reason.
+        """
+        return bool(self._holds)
 
     def release(self, reason: str) -> bool:
         """
@@ -1842,6 +1857,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
     #: buffer filled), while it still does not.
     _stalledSince: Optional[float] = None
     _sendTimer: Any = None
+    _resetTimer: Any = None
 
     def __init__(self, factory: "ProxyFactory") -> None:
         NetsuiteHTTPChannel.__init__(self, factory)  # type: ignore[arg-type]
@@ -1849,7 +1865,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
 
     def connectionMade(self) -> None:
         NetsuiteHTTPChannel.connectionMade(self)
-        self._networkProducer = self._gate = _ReadGate(self._networkProducer)
+        self._networkProducer = self._gate = _ReadGate(self._networkProducer, self._readingStopped)
         peer = self.transport.getPeer()
         if isinstance(peer, (IPv4Address, IPv6Address)):
             self.clientHost = peer.host
@@ -1916,6 +1932,30 @@ class ProxyChannel(NetsuiteHTTPChannel):
         """
         if self._gate.release(reason):
             self.resetTimeout()
+
+    def _readingStopped(self) -> None:
+        # One timer, checked when it fires: none set and cancelled each
+        # time reading stops and starts again.
+        if self._resetTimer is None:
+            self._resetTimer = self.callLater(_RESET_CHECK, self._checkReset)
+
+    def _checkReset(self) -> None:
+        """
+        Close a client that reset its connection while it was not read
+        from (a full origin buffer, a tunnel the origin does not take):
+        nothing else would notice before the idle timeout.
+        """
+        self._resetTimer = None
+        if not self._gate.held or self.transport.disconnecting:
+            return
+        if not peerReset(self.transport):
+            self._resetTimer = self.callLater(_RESET_CHECK, self._checkReset)
+            return
+        self.factory.log_.info(
+            "client {client} reset its connection while it was not read from: closed",
+            client=self.clientHost or "-",
+        )
+        self.transport.abortConnection()
 
     def allHeadersReceived(self) -> None:
         NetsuiteHTTPChannel.allHeadersReceived(self)
@@ -2078,9 +2118,10 @@ class ProxyChannel(NetsuiteHTTPChannel):
     def connectionLost(self, reason: Failure) -> None:
         self._following = None
         self._stalledSince = None
-        if self._sendTimer is not None and self._sendTimer.active():
-            self._sendTimer.cancel()
-        self._sendTimer = None
+        for timer in (self._sendTimer, self._resetTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._sendTimer = self._resetTimer = None
         NetsuiteHTTPChannel.connectionLost(self, reason)
 
 

@@ -36,6 +36,7 @@ from twisted.trial.unittest import FailTest, SynchronousTestCase
 from zope.interface import implementer
 
 from netsuite import limits as limitsModule
+from netsuite import proxy as proxyModule
 from netsuite.proxy import (
     MAX_RESPONSE_HEAD,
     ProxyFactory,
@@ -3226,6 +3227,33 @@ class TunnelTests(ProxyTestCase):
         self.assertEqual(client.received(), b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.assertEqual(origin.received(), b"hello")
         self.assertTrue(origin.transport.writeClosed, "the origin still waits for more from the client")
+
+    def test_clientResetWhileNotReadIsClosed(self) -> None:
+        """
+        A client whose tunnel the origin stops taking is not read from; its
+        socket is checked every five seconds while so, and a reset (a
+        pending error) closes it.  It was seen only at the tunnel's idle
+        timeout.  Once read again, it is no longer checked.
+        """
+        errors: List[bool] = []
+        self.patch(proxyModule, "peerReset", lambda transport: errors.append(True) or len(errors) == 3)
+        proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=300))
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        origin = proxy.accept()
+        origin.transport.producer.pauseProducing()  # the origin's buffer is full
+        self.assertEqual(client.transport.producerState, "paused")
+        origin.transport.producer.resumeProducing()
+        proxy.clock.advance(5)
+        self.assertEqual(errors, [], "checked while read from")
+        origin.transport.producer.pauseProducing()
+        proxy.clock.advance(4.9)
+        self.assertEqual(errors, [])
+        proxy.clock.advance(0.1)
+        self.assertEqual((len(errors), client.transport.disconnected), (1, False))
+        proxy.clock.advance(5)
+        proxy.clock.advance(5)
+        self.assertEqual((len(errors), client.transport.disconnected), (3, True))
 
     def test_clientEndBeforeTunnelOpensWithNothingSentIsGone(self) -> None:
         """

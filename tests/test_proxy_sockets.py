@@ -33,6 +33,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from netsuite.limits import _descriptorOf
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWriting
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
@@ -308,6 +309,30 @@ class _CountThenAnswer(Protocol):
 
     def writeConnectionLost(self) -> None:
         pass
+
+
+@implementer(IPushProducer)
+class _Flood:
+    """
+    Writes to a transport without end, as fast as it takes it.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.paused = False
+        transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and not self.transport.disconnecting:
+            self.transport.write(_CHUNK)
+
+    def stopProducing(self) -> None:
+        self.paused = True
 
 
 @implementer(IPushProducer)
@@ -788,6 +813,58 @@ class ProxySocketTests(TestCase):
             await deferLater(reactor, 0.01, lambda: None)
         self.assertFalse(connection.transport.connected)
         self.assertLess(len(connection.received), 16 * 1024 * 1024)
+
+    async def test_clientResetWhileNotReadIsClosed(self) -> None:
+        await self._clientResetWhileNotRead(tls=False)
+
+    async def test_clientResetWhileNotReadIsClosedTLS(self) -> None:
+        await self._clientResetWhileNotRead(tls=True)
+
+    async def _clientResetWhileNotRead(self, tls: bool) -> None:
+        """
+        Over real sockets: a client fills a tunnel to an origin that reads
+        nothing, so the proxy stops reading from it, then resets its
+        connection.  The proxy's side is closed at the next check, not at
+        the tunnel's idle timeout (its socket, not read, told nothing).
+        """
+        from netsuite import proxy as proxyModule
+
+        self.patch(proxyModule, "_RESET_CHECK", 0.2)
+        origin = _RawOriginFactory(pauseAtStart=True)
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        target = originPort.getHost().port
+        client = await self.clientOf(
+            tls,
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})),
+            settings=ProxySettings(tunnelIdleTimeout=300, idleTimeout=300, readTimeout=300),
+        )
+        client.transport.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,))
+        await client.waitFor(len(b"HTTP/1.1 200 Connection established\r\n\r\n"))
+        _Flood(client.transport)
+        [channel] = self.channels()
+        socketTransport = _descriptorOf(channel.transport)
+        watched = 0.0
+        for _ in range(1000):
+            # Until the proxy has held its reading, and the reactor has
+            # watched the client's socket for nothing, for 0.3 s (every
+            # buffer on the way is full).
+            if channel._gate.held and socketTransport not in set(reactor.getReaders()) | set(reactor.getWriters()):
+                if time.monotonic() - watched > 0.3:
+                    break
+            else:
+                watched = time.monotonic()
+            await deferLater(reactor, 0.01, lambda: None)
+        else:
+            self.fail("the proxy never stopped reading")
+        client.transport.abortConnection()  # a reset
+        await self.assertChannelsEnd()
+        [connection] = origin.connections
+        connection.transport.abortConnection()
+        for _ in range(100):  # the proxy's side of it goes too
+            if not [call for call in reactor.getDelayedCalls() if "ClosingWatch" in repr(call.func)]:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
 
     async def _tunnelTimesOutWhileClientTakesNothing(self, tls: bool) -> None:
         """
