@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 from time import gmtime, strftime
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -1874,17 +1874,18 @@ class ProxyChannel(NetsuiteHTTPChannel):
         except Refusal as e:
             self.refusal = str(e)
 
-    def errorResponse(self, status: int, message: str) -> bytes:
+    def errorResponse(self, status: int, message: str, headers: Sequence[Tuple[bytes, bytes]] = ()) -> bytes:
         if not self._answerRefusal:
             return b""  # the answer has begun: it is cut, not followed
-        return _response(status, _TEXT_PLAIN, _textBody(message), b"", b"close")
+        extra = b"".join(b"%s: %s\r\n" % header for header in headers)
+        return _response(status, _TEXT_PLAIN, _textBody(message), extra, b"close")
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, headers: Sequence[Tuple[bytes, bytes]] = ()) -> None:
         if not self._closing and self.requests:
             # A request whose body is refused ends with it (logged so, not
             # as the client's 499).
             self._answerRefusal = self.requests[-1].endHere(status)
-        NetsuiteHTTPChannel._refuse(self, status, message)
+        NetsuiteHTTPChannel._refuse(self, status, message, headers)
 
     def _logRefusal(self, status: int, sent: int) -> None:
         """

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import stat
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any, Optional
 
 import treq
 from treq.client import HTTPClient
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -50,6 +51,7 @@ from netsuite.status import SimpleStatus
 from netsuite.tap import ConfigError, Options, makeService
 from netsuite.web import api as apiModule
 from netsuite.web.site import makeHTTPService
+from tests.helpers import recvUntil
 from tests.test_twistd import TWISTD, Running, spawn
 
 #: The token the tests' services want.
@@ -393,6 +395,55 @@ class TokenTests(ServiceTestCase):
         self.assertEqual(response.code, 401, body)
         self.assertEqual(await self.listed(), [])
         self.assertFalse((self.directory / "hello.txt").exists())
+
+    async def test_refusedFromTheHead(self) -> None:
+        """
+        Over a real socket, a POST that asks for C{100 Continue} gets its
+        401 (no token), 413 (a body over 64 KiB) or 415 (not JSON) from its
+        head, before any C{100 Continue}, and its body is never sent for
+        nothing, as from nginx; a good one gets its C{100 Continue}, then
+        its 201.  The C{100 Continue} came without the token, and the body
+        was read up to the site's limit (1 MiB) before its 413.
+        """
+        self.startService()
+        port = int(self.root.rsplit(":", 1)[1])
+        document = json.dumps({"url": self.origin.url("/files/hello.txt")}).encode()
+
+        def head(*lines: bytes, length: int = len(document)) -> bytes:
+            return b"\r\n".join(
+                [
+                    b"POST /api/downloads HTTP/1.1",
+                    b"Host: x",
+                    b"Expect: 100-continue",
+                    b"Content-Length: %d" % (length,),
+                    *lines,
+                    b"",
+                    b"",
+                ]
+            )
+
+        def exchange(data: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(data)
+                answer = recvUntil(s, lambda got: b"\r\n\r\n" in got)
+                if answer.startswith(b"HTTP/1.1 100 "):
+                    s.sendall(document)
+                    answer = recvUntil(s, lambda got: got.count(b"\r\n\r\n") >= 2 and got.rstrip().endswith(b"}"), answer)
+                return answer
+
+        bearer = b"Authorization: Bearer " + TOKEN.encode()
+        for data, status in (
+            (head(b"Content-Type: application/json"), b"401"),
+            (head(b"Content-Type: application/json", bearer, length=MAX_BODY + 1), b"413"),
+            (head(b"Content-Type: application/xml", bearer), b"415"),
+        ):
+            answer = await threads.deferToThread(exchange, data)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 " + status + b" "), answer)
+            self.assertIn(b"\r\nContent-Type: application/json; charset=utf-8\r\n", answer)
+        self.assertIn(b'\r\nWWW-Authenticate: Bearer realm="netsuite"\r\n', await threads.deferToThread(exchange, head()))
+        answer = await threads.deferToThread(exchange, head(b"Content-Type: application/json", bearer))
+        self.assertTrue(answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 "), answer)
+        self.assertEqual(len(await self.listed()), 1)
 
     async def test_wrongTokenIs401(self) -> None:
         self.startService()

@@ -35,6 +35,7 @@ from twisted.web.server import NOT_DONE_YET
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
 from netsuite.web import site as siteModule
+from netsuite.web.api import APIError, JSONResource
 from netsuite.web.site import Limits, makeHTTPService, makeSite
 from tests.helpers import connectInMemory, rawExchange, recvUntil, startListener
 from tests.tlshelpers import makeServerOptions
@@ -200,6 +201,122 @@ class LimitTests(SynchronousTestCase):
             protocol, transport = self.connect()
             protocol.dataReceived(b"POST /api/echo HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello")
             self.assertEqual(statusLine(transport), b"HTTP/1.1 400 Bad Request", headers)
+
+
+class Guarded(JSONResource):
+    """
+    Wants C{Authorization: yes} and bodies of at most 10 bytes, checked
+    from the head; records the lengths its head check saw, and answers a
+    POST with the body's length.
+    """
+
+    def __init__(self, fail: bool = False) -> None:
+        JSONResource.__init__(self)
+        self.checked: list[int | None] = []
+        self.fail = fail
+
+    def checkHead(self, request, length) -> None:
+        self.checked.append(length)
+        if self.fail:
+            raise ValueError("a bug")
+        if request.getHeader(b"authorization") != b"yes":
+            request.setHeader(b"WWW-Authenticate", b'Basic realm="x"')
+            raise APIError(401, "say yes")
+        if length is not None and length > 10:
+            raise APIError(413, f"{length} bytes is too many")
+
+    def json_POST(self, request) -> dict:
+        return {"length": len(request.content.read())}
+
+
+class HeadCheckTests(SynchronousTestCase):
+    """
+    A resource's C{checkHead} refuses a request with a body from its head
+    (before the 100 Continue and before the body is read), as nginx
+    answers a 401 or a 413; a request it lets pass goes on as before.
+    """
+
+    def setUp(self) -> None:
+        self.guarded = Guarded()
+        self.clock, self.site, self.connect = inMemory(api={b"guarded": self.guarded})
+
+    def test_refusedFromTheHead(self) -> None:
+        for head, status in (
+            (b"Content-Length: 5\r\n", b"401 Unauthorized"),
+            (b"Authorization: yes\r\nContent-Length: 11\r\n", b"413 Request Entity Too Large"),
+        ):
+            protocol, transport = self.connect()
+            protocol.dataReceived(
+                b"POST /api/guarded HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + head + b"\r\n"
+            )
+            self.assertEqual(statusLine(transport), b"HTTP/1.1 " + status)
+            self.assertNotIn(b"100 Continue", transport.value())
+            self.assertTrue(transport.disconnecting)
+            head, _, body = transport.value().partition(b"\r\n\r\n")
+            self.assertIn(b"\r\nContent-Type: application/json; charset=utf-8\r\n", head)
+            self.assertIn(b"\r\nCache-Control: no-store\r\n", head)
+            self.assertEqual(head.count(b"\r\nContent-Type:"), 1)
+            self.assertEqual(json.loads(body)["status"], int(status[:3]))
+        self.assertEqual(self.guarded.checked, [5, 11])
+
+    def test_challengeSent(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /api/guarded HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        self.assertIn(b'\r\nWWW-Authenticate: Basic realm="x"\r\n', transport.value())
+        self.assertEqual(self.site.stats.counters.get("refused_401"), 1)
+
+    def test_passedGoesOn(self) -> None:
+        """
+        A head the resource lets pass gets its 100 Continue, and its body
+        is read and answered; a chunked body's length is not known
+        (L{None}); a request without a body is not checked from its head.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /api/guarded HTTP/1.1\r\nHost: x\r\nAuthorization: yes\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        self.clock.advance(0)
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        protocol.dataReceived(b"hello")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"100", b"200"])
+        self.assertTrue(transport.value().endswith(b'{"length": 5}'))
+        protocol.dataReceived(
+            b"POST /api/guarded HTTP/1.1\r\nHost: x\r\nAuthorization: yes\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            b"POST /api/guarded HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"100", b"200", b"200", b"200"])
+        self.assertEqual(self.guarded.checked, [5, None])
+
+    def test_otherPathsAndBadTargetsNotChecked(self) -> None:
+        """
+        Only the resource the request goes to is asked; a target that is
+        not one is left to the usual 400.
+        """
+        for target, status in ((b"/api/echo", b"200"), (b"/api/guarded/below", b"404"), (b"api/guarded", b"400")):
+            protocol, transport = self.connect()
+            protocol.dataReceived(
+                b"POST " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b"
+            )
+            self.clock.advance(0)
+            self.assertEqual(statuses(transport), [status], target)
+        self.assertEqual(self.guarded.checked, [])
+
+    def test_failingCheckLoggedAndPassed(self) -> None:
+        """
+        A head check that fails unexpectedly is logged, and the request
+        goes on (the resource answers it as it would have).
+        """
+        self.guarded.fail = True
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /api/guarded HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class Probe(Resource):

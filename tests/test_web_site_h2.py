@@ -25,7 +25,7 @@ from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import H2_TURN_BYTES, Limits, NetsuiteH2Connection, makeHTTPService
 from tests.helpers import PLAIN, connectInMemory, rawExchange, startListener
-from tests.test_web_site import inMemory, statusLine, waitForNoConnections
+from tests.test_web_site import Guarded, inMemory, statusLine, waitForNoConnections
 from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
 if H2_ENABLED:
@@ -152,14 +152,24 @@ class Exchange:
                 continue
             if not isinstance(
                 event,
-                (h2.events.ResponseReceived, h2.events.DataReceived, h2.events.StreamEnded, h2.events.StreamReset),
+                (
+                    h2.events.InformationalResponseReceived,
+                    h2.events.ResponseReceived,
+                    h2.events.DataReceived,
+                    h2.events.StreamEnded,
+                    h2.events.StreamReset,
+                ),
             ):
                 continue
             answer = self.answers.setdefault(
-                event.stream_id, {"status": None, "body": b"", "ended": False, "reset": None}
+                event.stream_id,
+                {"status": None, "body": b"", "ended": False, "reset": None, "interim": [], "headers": {}},
             )
-            if isinstance(event, h2.events.ResponseReceived):
-                answer["status"] = dict(event.headers)[b":status"]
+            if isinstance(event, h2.events.InformationalResponseReceived):
+                answer["interim"].append(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.ResponseReceived):
+                answer["headers"] = dict(event.headers)
+                answer["status"] = answer["headers"][b":status"]
             elif isinstance(event, h2.events.DataReceived):
                 answer["body"] += event.data
                 if self.acknowledge:
@@ -500,6 +510,53 @@ class LimitTests(ExchangeTestCase):
         answer = self.assertRefused(1, b"413")
         self.assertEqual(answer["reset"], h2.errors.ErrorCodes.NO_ERROR)
         self.assertEqual(exchange.client.outbound_flow_control_window, 65535)
+
+
+class HeadCheckTests(SynchronousTestCase):
+    """
+    Over HTTP/2 too, a resource's C{checkHead} refuses a request with a
+    body from its head: the stream is answered (and reset, its body not
+    wanted) before any 100 Continue; one it lets pass gets the 100
+    Continue it asked for and is answered as before.
+    """
+
+    def setUp(self) -> None:
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        self.guarded = Guarded()
+        self.exchange = Exchange(Limits(), api={b"guarded": self.guarded})
+        self.addCleanup(self.exchange.site.stopFactory)
+
+    def post(self, *extra: tuple[str, str]) -> dict:
+        exchange = self.exchange
+        streamID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(
+            streamID, request("POST", "/api/guarded", ("expect", "100-continue"), *extra), end_stream=False
+        )
+        exchange.pump()
+        return exchange.answers.setdefault(streamID, {"status": None, "interim": []})
+
+    def test_refusedFromTheHead(self) -> None:
+        answer = self.post(("content-length", "5"))
+        self.assertEqual((answer["status"], answer["interim"]), (b"401", []))
+        self.assertEqual(answer["headers"][b"www-authenticate"], b'Basic realm="x"')
+        self.assertEqual(answer["headers"][b"content-type"], b"application/json; charset=utf-8")
+        self.assertEqual(json.loads(answer["body"])["status"], 401)
+        self.assertTrue(answer["ended"])
+        self.assertEqual(answer["reset"], 0, "the body still comes: NO_ERROR says it is not wanted")
+        answer = self.post(("authorization", "yes"), ("content-length", "11"))
+        self.assertEqual((answer["status"], answer["interim"]), (b"413", []))
+        self.assertEqual(self.guarded.checked, [5, 11])
+
+    def test_passedGoesOn(self) -> None:
+        exchange = self.exchange
+        answer = self.post(("authorization", "yes"))
+        self.assertEqual((answer["status"], answer["interim"]), (None, [b"100"]))
+        exchange.client.send_data(1, b"hello", end_stream=True)
+        exchange.pump()
+        answer = exchange.answers[1]
+        self.assertEqual((answer["status"], answer["body"]), (b"200", b'{"length": 5}'))
+        self.assertEqual(self.guarded.checked, [None])
 
 
 class ResetStreamIgnoredTests(ExchangeTestCase):

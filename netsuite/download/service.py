@@ -34,7 +34,7 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 from urllib.parse import quote, urlencode, urlsplit
 
 from twisted.application.service import Service
@@ -775,6 +775,9 @@ class _Guarded(JSONResource):
         JSONResource.__init__(self)
         self.service = service
 
+    def checkHead(self, request: Request, length: Optional[int]) -> None:
+        self.service.checkToken(request)
+
     def render(self, request: Request) -> bytes:
         try:
             self.service.checkToken(request)
@@ -830,13 +833,15 @@ class DownloadsResource(_Guarded):
             b'{"downloads": [%s], "next": %s}' % (b", ".join(encoded for _, encoded in jobs), _dumps(following))
         )
 
+    def checkHead(self, request: Request, length: Optional[int]) -> None:
+        _Guarded.checkHead(self, request, length)
+        if request.method == b"POST":
+            _jobBodyType(request)
+            if length is not None and length > MAX_BODY:
+                raise APIError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}")
+
     def json_POST(self, request: Request) -> Deferred:
-        mediaType, params = _parseContentType(
-            (request.getHeader(b"content-type") or b"application/json").decode("latin-1")
-        )
-        # curl -d sends a form type; the body is JSON all the same.
-        if mediaType not in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
-            raise APIError(415, "send the download as application/json")
+        params = _jobBodyType(request)
         body = _readBody(request, MAX_BODY)
         document = _parseJSON(body, params)
         if not isinstance(document, dict):
@@ -855,6 +860,21 @@ class DownloadsResource(_Guarded):
         # A write that takes too long (a stuck disk): accepted, not yet saved.
         d.addTimeout(SAVE_TIMEOUT, self.service.reactor, lambda _, __: answer(202, self.service.accept(jobId)))
         return d
+
+
+def _jobBodyType(request: Request) -> Mapping[str, str]:
+    """
+    The parameters of the type of a job's body (JSON; C{curl -d} sends a
+    form type, and the body is JSON all the same).
+
+    @raise APIError: 415 for another type.
+    """
+    mediaType, params = _parseContentType(
+        (request.getHeader(b"content-type") or b"application/json").decode("latin-1")
+    )
+    if mediaType not in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+        raise APIError(415, "send the download as application/json")
+    return params
 
 
 class DownloadResource(_Guarded):

@@ -24,7 +24,7 @@ import json
 import math
 import re
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Mapping, NoReturn, Tuple
+from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 from urllib.parse import parse_qs, quote_from_bytes, unquote_to_bytes
 
 from twisted.internet.defer import Deferred
@@ -164,6 +164,13 @@ def _setHeaders(request: Request, contentType: bytes) -> None:
     request.setHeader(b"Cache-Control", b"no-store")
 
 
+def setJSONHeaders(request: Request) -> None:
+    """
+    Set the headers of the API's JSON answers on C{request}.
+    """
+    _setHeaders(request, b"application/json; charset=utf-8")
+
+
 def _finishBody(request: Request, body: bytes) -> bytes:
     """
     Return C{body} for Twisted to send, or only its length for a HEAD request
@@ -185,7 +192,7 @@ def renderJSON(request: Request, value: object, code: int = 200) -> bytes:
     """
     body = value.data if isinstance(value, EncodedJSON) else _dumps(value)
     request.setResponseCode(code)
-    _setHeaders(request, b"application/json; charset=utf-8")
+    setJSONHeaders(request)
     return _finishBody(request, body)
 
 
@@ -208,6 +215,17 @@ class JSONResource(Resource):
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return _notFound(request)
+
+    def checkHead(self, request: Request, length: Optional[int]) -> None:
+        """
+        Refuse C{request} from its head alone, before its body (of
+        C{length} bytes; L{None}: chunked) is read, and before a client
+        that asked is told to send it (C{100 Continue}), as nginx answers
+        a 401 or a 413: a subclass raises L{APIError} (after setting any
+        response header it needs, such as C{WWW-Authenticate}).  netsuite's
+        site calls it for a request with a body; its method, URI and path
+        are set.  By default nothing is refused here.
+        """
 
     def _allowed(self) -> List[str]:
         names = [name[5:] for name in dir(self) if name.startswith("json_")]
@@ -644,6 +662,10 @@ class EchoResource(JSONResource):
     def __init__(self, maxBody: int = DEFAULT_MAX_BODY) -> None:
         JSONResource.__init__(self)
         self.maxBody = maxBody
+
+    def checkHead(self, request: Request, length: Optional[int]) -> None:
+        if length is not None and length > self.maxBody:
+            raise APIError(413, f"request body of {length} bytes is over the limit of {self.maxBody}")
 
     def json_GET(self, request: Request) -> Dict[str, object]:
         """

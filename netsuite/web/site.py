@@ -16,7 +16,8 @@ import json
 import re
 from collections import deque
 from time import time
-from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import unquote_to_bytes
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -36,7 +37,8 @@ from twisted.web.http import (
     combinedLogFormatter,
     datetimeToString,
 )
-from twisted.web.resource import IResource, Resource
+from twisted.web.http_headers import Headers
+from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import Request, Site, version as _serverVersion
 
 try:
@@ -75,7 +77,7 @@ from netsuite.limits import ClosingWatch, TokenBucket, decimal, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
-from netsuite.web.api import APIResource, HealthResource
+from netsuite.web.api import APIError, APIResource, HealthResource, setJSONHeaders
 from netsuite.web.metrics import HTTPMetrics
 from netsuite.web.pages import BuiltinPages, NotFoundPage, HomePage
 from netsuite.web.static import H2_MIN_CHUNK_SIZE, StaticFolder
@@ -132,17 +134,22 @@ def _jsonErrorBody(status: int, message: str) -> bytes:
     return json.dumps({"error": message, "status": status}).encode("utf-8") + b"\n"
 
 
-def _jsonError(status: int, message: str) -> bytes:
+def _jsonError(status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """
-    A complete HTTP/1.1 error response that closes the connection.
+    A complete HTTP/1.1 error response that closes the connection, with
+    C{headers} (its C{Content-Type} and C{X-Content-Type-Options} when
+    they have none).
     """
     body = _jsonErrorBody(status, message)
     reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
+    lines = [b"%s: %s\r\n" % (name, value) for name, value in headers]
+    given = {name.lower() for name, _ in headers}
+    if b"content-type" not in given:
+        lines += [b"Content-Type: application/json\r\n", b"X-Content-Type-Options: nosniff\r\n"]
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, reason),
-            b"Content-Type: application/json\r\n",
-            b"X-Content-Type-Options: nosniff\r\n",
+            *lines,
             b"Connection: close\r\n",
             b"Content-Length: %d\r\n\r\n" % (len(body),),
             body,
@@ -581,6 +588,14 @@ class NetsuiteHTTPChannel(HTTPChannel):
         if self.length is not None and self.length > self.site.limits.maxBody:
             self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
             return
+        check = getattr(self.requests[-1], "headRefusal", None)  # not the proxy's
+        if self.length != 0 and check is not None:
+            # A body follows: its resource may refuse it now, before a
+            # 100 Continue and before the body is read.
+            refusal = check(self._command, self._path, self._version, self.length)
+            if refusal is not None:
+                self._refuse(*refusal)
+                return
         decoder = self._transferDecoder
         if type(decoder) is _ChunkedTransferDecoder:
             self._transferDecoder = ChunkedDecoder(
@@ -625,9 +640,10 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.site.stats.count("header_timeouts")
         self._refuse(408, "request headers not received in time")
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         """
-        Answer C{status} with a JSON error and close, reading nothing more.
+        Answer C{status} with a JSON error (and C{headers}) and close,
+        reading nothing more.
         """
         if self._closing:
             return
@@ -637,7 +653,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.setTimeout(None)
         self.flushOutput()
         self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *a: None  # type: ignore[method-assign, assignment]
-        response = self.errorResponse(status, message)
+        response = self.errorResponse(status, message, headers)
         self.transport.write(response)
         self._logRefusal(status, len(response) - response.find(b"\r\n\r\n") - 4)
         # Unregisters the channel as the transport's producer first: TLS
@@ -659,12 +675,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
         if unsentBytes(self.transport):
             self.transport.abortConnection()
 
-    def errorResponse(self, status: int, message: str) -> bytes:
+    def errorResponse(self, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
         """
-        The complete response that refuses a request with C{status} and
-        closes the connection (a JSON body here).
+        The complete response that refuses a request with C{status} (and
+        C{headers}) and closes the connection (a JSON body here).
         """
-        return _jsonError(status, message)
+        return _jsonError(status, message, headers)
 
     def _logRefusal(self, status: int, sent: int) -> None:
         """
@@ -805,6 +821,41 @@ class NetsuiteRequest(Request):
                     self._sendQuick(*answer)
                     return
         Request.process(self)
+
+    def headRefusal(
+        self, method: bytes, uri: bytes, version: bytes, length: int | None
+    ) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        """
+        Ask the resource this request goes to whether it refuses the
+        request from its head alone, before its body is read (as nginx
+        answers a 401 or a 413 before reading a body): a resource with a
+        C{checkHead(request, length)} method refuses by raising
+        L{APIError} (see L{JSONResource.checkHead}).  Called once the head
+        is in, for a request with a body (of C{length} bytes; L{None}:
+        chunked); a target that is not one is left to L{process} (400).
+
+        @return: the status, message and response headers to refuse it
+            with, or L{None}.
+        """
+        self.method, self.uri, self.clientproto = method, uri, version
+        self.path = uri.split(b"?", 1)[0]
+        if self._checkTarget() is not None or self.path[:1] != b"/":
+            return None
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        try:
+            resource = getChildForRequest(self.channel.site.resource, self)
+            check = getattr(resource, "checkHead", None)
+            if check is not None:
+                check(self, length)
+        except APIError as refused:
+            setJSONHeaders(self)  # as the resource would answer it
+            headers = [(name, value) for name, values in self.responseHeaders.getAllRawHeaders() for value in values]
+            self.responseHeaders = Headers()
+            return refused.code, refused.message, headers
+        except Exception:
+            _log.failure("checking the head of {method} {uri!r}", method=method.decode("latin-1"), uri=uri)
+        return None
 
     def _checkTarget(self) -> str | None:
         """
@@ -1735,9 +1786,28 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if refusal is not None:
             self._refuseStream(event.stream_id, *refusal, headers=event.headers)
             return
-        event.headers = _forTwisted(event.headers, declared)
+        headers = _forTwisted(event.headers, declared)
+        expect = None
+        if event.stream_ended is None:
+            # A body follows: its resource may refuse it from the head,
+            # before Twisted sends the 100 Continue it asks for.
+            expect = [value for name, value in headers if name == b"expect"]
+            if expect:
+                headers = [field for field in headers if field[0] != b"expect"]
+        event.headers = headers
         H2Connection._requestReceived(self, event)
         self._outboundStreamQueues[event.stream_id] = _OutputQueue(self)
+        if event.stream_ended is None:
+            stream = self.streams[event.stream_id]
+            request = stream._request  # Twisted's, private
+            refusal = request.headRefusal(stream.command, stream.path, b"HTTP/2", declared)
+            if refusal is not None:
+                self._refuseStream(event.stream_id, *refusal)
+                return
+            if expect:
+                request.requestHeaders.setRawHeaders(b"expect", expect)
+                if expect[0].lower() == b"100-continue":
+                    stream._send100Continue()
 
     def _handlePriorityUpdate(self, event: Any) -> None:
         # Ignored: see the class docstring.
@@ -1902,11 +1972,18 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._closing()
 
     def _refuseStream(
-        self, streamID: int, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        streamID: int,
+        status: int,
+        message: str,
+        extra: Iterable[tuple[bytes, bytes]] = (),
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """
-        Answer stream C{streamID} with C{status} and a JSON error, and
-        reset it if the client is still sending its request.
+        Answer stream C{streamID} with C{status}, C{extra} response headers
+        (its C{content-type} and C{x-content-type-options} when they have
+        none) and a JSON error, and reset it if the client is still sending
+        its request.
 
         @param headers: the request's headers, when it is refused for them
             (it has no stream of Twisted's yet).
@@ -1917,11 +1994,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         stream = self.streams.get(streamID)
         body = _jsonErrorBody(status, message)
         sent = 0
-        answer = [
-            (b":status", b"%d" % (status,)),
-            (b"content-type", b"application/json"),
-            (b"x-content-type-options", b"nosniff"),
-        ]
+        answer = [(b":status", b"%d" % (status,)), *((name.lower(), value) for name, value in extra)]
+        if not any(name == b"content-type" for name, _ in answer):
+            answer += [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
         conn = self.conn
         written = True
         try:
