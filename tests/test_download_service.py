@@ -601,11 +601,13 @@ class DownloadTests(ServiceTestCase):
         response, body = await self.post(data, headers={b"Content-Type": [b"image/png"]})
         self.assertEqual(response.code, 415, body)
         self.assertEqual(await self.listed(), [])
-        # curl -d sends a form type: the body is JSON all the same.
-        response, body = await self.post(data, headers={b"Content-Type": [b"application/x-www-form-urlencoded"]})
-        self.assertEqual(response.code, 201, body)
-        done = await self.waitFor(body["id"])
-        self.assertEqual(done["state"], "done", done)
+        # curl -d sends a form type: the body is JSON all the same; and
+        # application/*+json is JSON (it was a 415).
+        for kind in (b"application/x-www-form-urlencoded", b"application/vnd.example+json; charset=utf-8"):
+            response, body = await self.post(data, headers={b"Content-Type": [kind]})
+            self.assertEqual(response.code, 201, (kind, body))
+            done = await self.waitFor(body["id"])
+            self.assertEqual(done["state"], "done", done)
 
     async def test_bodyOver64KiBIs413(self) -> None:
         self.startService()

@@ -47,7 +47,19 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from netsuite.files import readSmallFile, writeAtomically
-from netsuite.web.api import Answer, APIError, EncodedJSON, JSONResource, _dumps, _parseContentType, _parseJSON, _parseQuery, _readBody, renderJSON
+from netsuite.web.api import (
+    Answer,
+    APIError,
+    EncodedJSON,
+    JSONResource,
+    _dumps,
+    _isJSONType,
+    _parseContentType,
+    _parseJSON,
+    _parseQuery,
+    _readBody,
+    renderJSON,
+)
 from netsuite.text import shortened
 
 from . import names
@@ -864,15 +876,16 @@ class DownloadsResource(_Guarded):
 
 def _jobBodyType(request: Request) -> Mapping[str, str]:
     """
-    The parameters of the type of a job's body (JSON; C{curl -d} sends a
-    form type, and the body is JSON all the same).
+    The parameters of the type of a job's body (JSON, also as
+    C{application/*+json}; C{curl -d} sends a form type, and the body is
+    JSON all the same).
 
     @raise APIError: 415 for another type.
     """
     mediaType, params = _parseContentType(
         (request.getHeader(b"content-type") or b"application/json").decode("latin-1")
     )
-    if mediaType not in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+    if not (_isJSONType(mediaType) or mediaType in ("application/x-www-form-urlencoded", "text/plain")):
         raise APIError(415, "send the download as application/json")
     return params
 
