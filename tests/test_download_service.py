@@ -177,11 +177,24 @@ class SilentFirst(Resource):
         return NOT_DONE_YET
 
 
+class Busy(Resource):
+    """
+    Always C{503} with C{Retry-After: 30}.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request) -> bytes:
+        request.setResponseCode(503)
+        request.setHeader(b"Retry-After", b"30")
+        return b"busy\n"
+
+
 class Origin:
     """
     A real HTTP origin on 127.0.0.1: C{/files/NAME} from a folder (with
-    ranges, as L{File} serves them), C{/slow.bin} (L{HoldingFile}) and
-    C{/silent.bin} (L{SilentFirst}).
+    ranges, as L{File} serves them), C{/slow.bin} (L{HoldingFile}),
+    C{/silent.bin} (L{SilentFirst}) and C{/busy.bin} (L{Busy}).
     """
 
     def __init__(self, testCase: TestCase) -> None:
@@ -194,6 +207,7 @@ class Origin:
         root.putChild(b"slow.bin", self.slow)
         self.silent = SilentFirst()
         root.putChild(b"silent.bin", self.silent)
+        root.putChild(b"busy.bin", Busy())
         self.listener = StreamListener("origin", "tcp:0:interface=127.0.0.1", Site(root), grace=0.5)
         self.listener.startService()
         testCase.addCleanup(self.listener.stopService)
@@ -608,6 +622,18 @@ class DownloadTests(ServiceTestCase):
             self.assertEqual(response.code, 201, (kind, body))
             done = await self.waitFor(body["id"])
             self.assertEqual(done["state"], "done", done)
+
+    async def test_retryingJobSaysWhy(self) -> None:
+        """
+        A job waiting to retry shows why its last attempt failed as its
+        C{error} (it showed none); once cancelled, its error is gone.
+        """
+        self.startService()
+        job = await self.queue({"url": self.origin.url("/busy.bin")})
+        job = await self.waitFor(job["id"], lambda job: job["state"] == "retrying")
+        self.assertIn("503", job["error"])
+        response, job = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual((job["state"], job.get("error")), ("cancelled", None))
 
     async def test_bodyOver64KiBIs413(self) -> None:
         self.startService()

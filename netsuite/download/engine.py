@@ -273,6 +273,8 @@ class Job:
     @ivar id: its identifier, unique in its downloader.
     @ivar deferred: fires with a L{DownloadResult} or fails with a
         L{DownloadError} (or L{CancelledError} once cancelled).
+    @ivar error: why it failed; while it is C{retrying}, why its last
+        attempt failed.
     """
 
     id: str
@@ -286,6 +288,8 @@ class Job:
     speed: float = 0.0
     error: Optional[str] = None
     attempts: int = 0
+    #: Why the last attempt that is retried failed.
+    _retried: Optional[str] = field(default=None, repr=False)
     _lastDone: int = field(default=0, repr=False)
     _download: Optional["_Download"] = field(default=None, repr=False)
 
@@ -302,7 +306,7 @@ class Job:
             "done": self.done,
             "size": self.size,
             "speed": round(self.speed, 1),
-            "error": self.error,
+            "error": self._retried if self.state == "retrying" and self.error is None else self.error,
             "attempts": self.attempts,
         }
 
@@ -1382,6 +1386,7 @@ class _Download:
                     self.state.done = []
             delay = self._backoff(failures, problem.retryAfter)
             self.job.state = "retrying"
+            self.job._retried = str(problem)
             self.downloader._emit(
                 {"event": "retry", "job": self.job.id, "attempt": failures, "delay": round(delay, 3), "reason": str(problem)}
             )

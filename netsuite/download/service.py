@@ -471,6 +471,8 @@ class DownloadService(Service):
                 attempts=live["attempts"],
                 path=self._relative(live["path"]) or job["path"],
                 name=live["name"] or job["name"],
+                # While retrying: why the last attempt failed.
+                error=None if live["error"] is None else _cutError(live["error"]),
             )
         else:
             shown["speed"] = 0.0
