@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from typing import Tuple
@@ -477,7 +479,11 @@ class EchoSocketTests(TestCase):
         Echo over a UNIX socket (not plain TCP) takes Twisted's ordinary
         path and is byte-exact too.
         """
-        path = os.path.abspath(self.mktemp())
+        # A short path: a clone in a deep folder made the test's own
+        # temporary path longer than AF_UNIX takes (108 bytes).
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "echo.sock")
         service = makeEchoService(f"unix:{path}")
         service.startService()
         self.addCleanup(service.stopService)
