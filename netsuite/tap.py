@@ -39,6 +39,7 @@ from netsuite.echo import (
 )
 from netsuite.files import readSmallFile
 from netsuite.listen import ConnectionBudget, ListenError, parseDatagramEndpoint, parseStreamEndpoint
+from netsuite.resolving import installResolver
 from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE
 from netsuite.stats import StatsRegistry
 from netsuite.text import shortened
@@ -1191,6 +1192,7 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    installResolver(reactor)
     stats = StatsRegistry()
     root = NetsuiteService(stats)
     root.twistdConfig = getattr(config, "parent", None)

@@ -1120,6 +1120,30 @@ class ProxySocketTests(TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(self.origin.accepted, 1)
 
+    async def test_resolverFailureOfAnyKindIs502(self) -> None:
+        """
+        A C{getaddrinfo} that fails with something other than a DNS error
+        (C{EMFILE}: the process is out of file descriptors) is a 502 at
+        once with netsuite's resolver; Twisted's never told the proxy, which
+        answered 504 at its connect timeout.
+        """
+        import errno
+
+        from netsuite.resolving import AnsweringResolver
+
+        def outOfFiles(*args: Any) -> list:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        port = await self.startProxy(
+            resolver=AnsweringResolver(reactor, getaddrinfo=outOfFiles), settings=ProxySettings(connectTimeout=30)
+        )
+        started = time.monotonic()
+        data = await self.exchange(port, b"GET http://name.example/ HTTP/1.1\r\nHost: name.example\r\n\r\n")
+        status, _, body = _parseResponse(data)
+        self.assertEqual(status, 502, body)
+        self.assertIn(b"could not resolve the host name name.example", body)
+        self.assertLess(time.monotonic() - started, 5)
+
     async def test_proxyItselfRefused(self) -> None:
         """
         Even with loopback allowed, the proxy does not connect to itself.

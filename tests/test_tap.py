@@ -740,6 +740,22 @@ class OpenFileLimitTests(SynchronousTestCase):
 
 
 class ServiceTreeTests(SynchronousTestCase):
+    def test_answeringResolverInstalled(self) -> None:
+        """
+        The reactor's resolver, when it is Twisted's own, becomes one that
+        answers every lookup (L{netsuite.resolving}).
+        """
+        from twisted.internet._resolver import GAIResolver
+
+        from netsuite.resolving import AnsweringResolver
+
+        reactor = MemoryReactor()
+        reactor.getThreadPool = lambda: None
+        reactor.nameResolver = GAIResolver(reactor)
+        reactor.installNameResolver = lambda resolver: setattr(reactor, "nameResolver", resolver)
+        makeService(parse("--no-downloads"), reactor)
+        self.assertIsInstance(reactor.nameResolver, AnsweringResolver)
+
     def test_defaultTree(self) -> None:
         """
         One named child per listener.

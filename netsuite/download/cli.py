@@ -45,6 +45,7 @@ from netsuite.download.engine import redact, splitURL
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
 from netsuite.download.names import chooseName
 from netsuite.download.values import asciiProxyURL, fetchHostProblem
+from netsuite.resolving import installResolver
 from netsuite.text import shortened
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Plan", "UsageError", "buildParser",
@@ -1146,6 +1147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
                 raise SystemExit(EXIT_FAILED)
             return failure
 
+        installResolver(reactor)
         d = run(args, reactor)
         d.addCallback(exit)
         d.addErrback(crashed)

@@ -1,0 +1,105 @@
+"""
+netsuite's name resolver answers every lookup: a C{getaddrinfo} failure of
+any kind is "no addresses", where Twisted's left its caller waiting.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import socket
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet._resolver import GAIResolver
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IResolutionReceiver
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from netsuite.resolving import AnsweringResolver, installResolver
+
+
+@implementer(IResolutionReceiver)
+class Receiver:
+    def __init__(self) -> None:
+        self.began = False
+        self.addresses: list[Any] = []
+        self.complete: defer.Deferred[list[Any]] = defer.Deferred()
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        self.began = True
+
+    def addressResolved(self, address: Any) -> None:
+        self.addresses.append(address)
+
+    def resolutionComplete(self) -> None:
+        self.complete.callback(self.addresses)
+
+
+class AnsweringResolverTests(TestCase):
+    async def resolve(self, resolver: Any, name: str = "example.com") -> list[Any]:
+        receiver = Receiver()
+        resolver.resolveHostName(receiver, name, 80)
+        self.assertTrue(receiver.began)
+        return await receiver.complete.addTimeout(5, reactor)
+
+    async def test_anyFailureIsNoAddresses(self) -> None:
+        """
+        C{getaddrinfo} failing with C{EMFILE} (the process is out of file
+        descriptors), or anything else, is no addresses, at once and with
+        nothing logged: Twisted's resolver never told its receiver.
+        """
+        for exception in (OSError(errno.EMFILE, "Too many open files"), UnicodeError("label too long"), ValueError()):
+            resolver = AnsweringResolver(reactor, getaddrinfo=lambda *args, e=exception: _raise(e))
+            self.assertEqual(await self.resolve(resolver), [], exception)
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_addressesPassed(self) -> None:
+        """
+        What C{getaddrinfo} finds is passed on; its C{gaierror} is no
+        addresses, as in Twisted's.
+        """
+        found = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", 80))]
+        resolver = AnsweringResolver(reactor, getaddrinfo=lambda *args: found)
+        self.assertEqual(await self.resolve(resolver), [IPv4Address("TCP", "192.0.2.7", 80)])
+        resolver = AnsweringResolver(reactor, getaddrinfo=lambda *args: _raise(socket.gaierror(-2, "Name or service not known")))
+        self.assertEqual(await self.resolve(resolver), [])
+
+    async def test_realLookup(self) -> None:
+        addresses = await self.resolve(AnsweringResolver(reactor), "localhost")
+        self.assertIn("127.0.0.1", [address.host for address in addresses])
+
+
+def _raise(exception: BaseException) -> Any:
+    raise exception
+
+
+class FakeReactor:
+    def __init__(self, resolver: Any) -> None:
+        self.nameResolver = resolver
+        self.installed: list[Any] = []
+
+    def getThreadPool(self) -> Any:
+        return None
+
+    def installNameResolver(self, resolver: Any) -> Any:
+        self.installed.append(resolver)
+        self.nameResolver = resolver
+
+
+class InstallTests(SynchronousTestCase):
+    def test_replacesTwistedsOnce(self) -> None:
+        fake = FakeReactor(None)
+        fake.nameResolver = GAIResolver(fake)
+        installResolver(fake)
+        installResolver(fake)
+        self.assertEqual([type(r) for r in fake.installed], [AnsweringResolver])
+
+    def test_leavesOneOfYourOwn(self) -> None:
+        own = object()
+        fake = FakeReactor(own)
+        installResolver(fake)
+        self.assertEqual(fake.installed, [])
+        self.assertIs(fake.nameResolver, own)
