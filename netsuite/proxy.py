@@ -2238,7 +2238,8 @@ class ProxyFactory(Factory):
         if request.rawRequestLine is not None:
             requestLine = _logField(request.rawRequestLine, _LOG_UNSAFE_LINE)  # it did not parse
         else:
-            requestLine = f"{_logField(request.method)} {_logField(request.uri)} {_logField(request.clientproto)}"
+            version = getattr(request, "sentVersion", None) or request.clientproto  # as sent
+            requestLine = f"{_logField(request.method)} {_logField(request.uri)} {_logField(version)}"
         line = "%s %s [%s] \"%s\" %d %d %d %.3f" % (
             request.clientHost or "-",
             request.user or "-",

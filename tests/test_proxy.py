@@ -2437,13 +2437,16 @@ class KeepAliveTests(ProxyTestCase):
         """
         A request of a later HTTP/1 minor version is forwarded as HTTP/1.1
         (RFC 9110, 6.2); one of another major version is a 505 and the
-        connection closes.
+        connection closes.  The access log shows the version as sent.
         """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         proxy = self.proxy()
         client, origin = proxy.exchange(b"GET http://example.com/ HTTP/1.2\r\n\r\n", OK)
         self.assertEqual(origin.request().startLine, b"GET / HTTP/1.1")
         self.assertEqual(client.response().body, b"hello")
         self.assertFalse(client.closed)
+        [line] = accessLines(events)
+        self.assertIn('"GET http://example.com/ HTTP/1.2" 200 ', line)
         client = proxy.client()
         client.send(b"GET http://example.com/ HTTP/2.0\r\n\r\n")
         self.assertTextError(client.response(), 505, "HTTP version 2.0 not supported")

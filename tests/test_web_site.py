@@ -1039,8 +1039,12 @@ class VersionTests(SynchronousTestCase):
         """
         A request of a later HTTP/1 minor version is read as HTTP/1.1, the
         highest this server knows (RFC 9110, 6.2), as nginx reads it: it was
-        a 400.
+        a 400.  The access log shows its request line as sent (it said
+        HTTP/1.1).
         """
+        accessLog = os.path.abspath(self.mktemp())
+        self.clock, self.site, self.connect = inMemory(accessLog=accessLog, api={b"probe": self.probe})
+        self.addCleanup(self.site.stopFactory)
         for version in (b"HTTP/1.2", b"HTTP/1.9"):
             protocol, transport = self.connect()
             protocol.dataReceived(b"GET /api/probe " + version + b"\r\nHost: x\r\n\r\n")
@@ -1051,6 +1055,12 @@ class VersionTests(SynchronousTestCase):
             self.clock.advance(0)
             self.assertIn(b"without a Host header", transport.value())  # as HTTP/1.1 wants
         self.assertEqual(len(self.probe.requests), 2)
+        self.clock.advance(1)  # the access log is written once a second
+        with open(accessLog) as f:
+            logged = re.findall(r'"GET /api/probe (HTTP/[0-9.]+)" (\d+)', f.read())
+        self.assertEqual(
+            logged, [("HTTP/1.2", "200"), ("HTTP/1.2", "400"), ("HTTP/1.9", "200"), ("HTTP/1.9", "400")]
+        )
 
     def test_otherMajorVersionRefused(self) -> None:
         """

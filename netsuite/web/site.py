@@ -207,7 +207,7 @@ def accessLogLine(timestamp: str, request: Any) -> str:
         ip,
         request.method,
         request.uri,
-        request.clientproto,
+        getattr(request, "sentVersion", None) or request.clientproto,
         getHeader(b"referer") or b"-",
         getHeader(b"user-agent") or b"-",
     )
@@ -515,7 +515,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
                     read = self._otherVersion(line)
                     if read is None:
                         return
-                    line = read
+                    if read != line:
+                        # Served as HTTP/1.1, logged as sent (as nginx logs it).
+                        HTTPChannel.lineReceived(self, read)
+                        if self.requests:
+                            self.requests[-1].sentVersion = version[1:]
+                        return
             if self._headLines > 1:  # a header line, not the request line
                 self._headBytes += len(line) + 2
                 limits = self.site.limits
