@@ -1005,8 +1005,8 @@ class VersionTests(SynchronousTestCase):
 
     def test_http10KeepAliveWithoutABody(self) -> None:
         """
-        An answer with no body (a 204, a 304) needs no length: an HTTP/1.0
-        client's keep-alive connection goes on after it.
+        An answer with no body (a 204, a 304, one to a HEAD) needs no
+        length: an HTTP/1.0 client's keep-alive connection goes on after it.
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /api/hang HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -1017,6 +1017,18 @@ class VersionTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 204 "), transport.value())
         self.assertIn(b"\r\nConnection: keep-alive\r\n", transport.value())
+        self.assertFalse(transport.disconnecting)
+        # Nor does the answer to a HEAD, whatever its length (it closed).
+        transport.clear()
+        protocol.dataReceived(b"HEAD /api/hang HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.clock.advance(0)
+        request = self.held.requests[-1]
+        request.write(b"some body")
+        request.finish()
+        self.clock.advance(0)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "), transport.value())
+        self.assertIn(b"\r\nConnection: keep-alive\r\n", transport.value())
+        self.assertTrue(transport.value().endswith(b"\r\n\r\n"), transport.value())
         self.assertFalse(transport.disconnecting)
 
     def test_http11ClosedByTheServerSaysSo(self) -> None:

@@ -376,7 +376,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         # The server's own version, whatever the client's (RFC 9110, 6.2).
         # (HTTP/1.1 answers have chunks: the header lookup is spared them.)
-        delimited = version == b"HTTP/1.1" or headers.hasHeader(b"content-length") or int(code) in NO_BODY_CODES
+        delimited = (
+            version == b"HTTP/1.1"
+            or headers.hasHeader(b"content-length")
+            or int(code) in NO_BODY_CODES
+            or (bool(self.requests) and self.requests[0].method == b"HEAD")  # the one answered
+        )
         connection = self.settleConnection(version, delimited)
         if connection is not None:
             headers.setRawHeaders(b"Connection", [connection])
