@@ -163,6 +163,9 @@ class ChatProtocol(Protocol):
     _counted = False
     _host = ""
     _quitReason = ""
+    #: When a join refused for its address's budget was told to send its
+    #: name again.
+    _joinAgainAt = 0.0
 
     # Connection
 
@@ -335,6 +338,7 @@ class ChatProtocol(Protocol):
     def _chooseName(self, name: str) -> None:
         hub = self.factory.hub
         retry = "try another"
+        costs = True
         try:
             hub.checkName(name)
             if hub.find(name) is not None:
@@ -344,9 +348,19 @@ class ChatProtocol(Protocol):
             shared = self.factory.hostBucket(self._host)
             if shared is not None and not shared.take():
                 self.factory.stats.count("refused_joins")
-                retry = f"send your name again in {max(shared.delay(), 0.1):.1f} s"
+                # A try only for a client that did not wait as it was told:
+                # others of its address (a class behind one NAT) used the
+                # budget, not it.
+                now = self.factory.reactor.seconds()
+                costs = now < self._joinAgainAt
+                wait = max(shared.delay(), 0.1)
+                self._joinAgainAt = now + wait
+                retry = f"send your name again in {wait:.1f} s"
                 raise ChatError(f"your address sends more than {shared.rate:g} lines and joins a second in all")
         except ChatError as e:
+            if not costs:
+                self.error(f"{e.message}; {retry}")
+                return
             self._tries -= 1
             if self._tries <= 0:
                 self.error(f"{e.message}; too many tries, bye")

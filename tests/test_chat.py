@@ -1430,7 +1430,7 @@ class FloodTests(ChatTestCase):
         self.assertEqual(len(refused), 20)
         self.assertEqual(
             refused[0],
-            ["! your address sends more than 4 lines and joins a second in all; send your name again in 0.2 s (2 left)"],
+            ["! your address sends more than 4 lines and joins a second in all; send your name again in 0.2 s"],
         )
         self.assertEqual(self.factory.stats.counters["refused_joins"], 20)
         looper = self.connect("192.0.2.7")
@@ -1439,6 +1439,40 @@ class FloodTests(ChatTestCase):
         self.clock.advance(0.25)
         looper.send("loop")
         self.assertIsNotNone(self.factory.hub.find("loop"))
+
+    def test_joinRefusedForItsAddressCostsNoTryWhenWaitedFor(self) -> None:
+        """
+        A join refused for its address's budget (spent by others behind the
+        same address) costs the client none of its name tries when it waits
+        as it was told before sending its name again: it cost one, and the
+        third such refusal disconnected a client whose name was fine.  One
+        that sends its name again sooner spends its tries as before.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=1.0, nameTries=3)
+        mate = self.named("mate", host="192.0.2.7")
+        patient = self.connect("192.0.2.7")
+        patient.received()
+        for _ in range(5):
+            mate.send(*["x"] * 12)  # the address's budget, spent by its mate
+            patient.send("patient")
+            [refusal] = patient.received()
+            self.assertTrue(refusal.endswith(" s"), refusal)  # no tries counted down
+            wait = float(refusal.rsplit(" ", 2)[-2])
+            self.clock.advance(wait)
+        self.assertFalse(patient.transport.disconnecting)
+        self.clock.advance(5)
+        patient.send("patient")
+        self.assertIs(self.factory.hub.find("patient"), patient.protocol)
+        hasty = self.connect("192.0.2.7")
+        hasty.received()
+        mate.send(*["x"] * 12)
+        hasty.send("hasty")  # the first refusal is free
+        for left in ("2 left", "1 left"):
+            hasty.send("hasty")
+            self.assertIn(left, hasty.received()[-1])
+        hasty.send("hasty")
+        self.assertIn("too many tries, bye", hasty.received()[-1])
+        self.assertTrue(hasty.transport.disconnecting)
 
     def test_refusedForItsAddressNotChargedToTheClient(self) -> None:
         """
