@@ -2845,10 +2845,10 @@ class ResumeTests(EngineTestCase):
     async def test_directoryListedOncePerPass(self) -> None:
         """
         Downloads without a wanted name started in one pass of the reactor
-        (a service resuming its jobs) list the directory once between them:
-        each listed it, and 1,000 jobs resumed into a directory of 30,000
-        files held the reactor for 33 s.  One started later lists it again,
-        and finds a state file written since.
+        (a service resuming its jobs) list the directory once between them,
+        in a thread: each listed it, on the reactor, and 1,000 jobs resumed
+        into a directory of 30,000 files held the reactor for 33 s.  One
+        started later lists it again, and finds a state file written since.
         """
         directory = self.directory()
         listed: List[str] = []
@@ -2856,14 +2856,15 @@ class ResumeTests(EngineTestCase):
 
         def counted(path: Any) -> Any:
             if Path(path) == directory:
-                listed.append(str(path))
+                listed.append(threading.current_thread().name)
             return scandir(path)
 
         self.patch(os, "scandir", counted)
         downloader = self.downloader()
         started = [downloader.download(self.origin.url(f"/file/f{n}.bin?size=100"), directory) for n in range(10)]
-        self.assertEqual(len(listed), 1)
         results = await defer.gatherResults(started)
+        self.assertEqual(len(listed), 1)
+        self.assertNotEqual(listed[0], threading.main_thread().name, "listed on the reactor")
         self.assertEqual(sorted(Path(result.path).name for result in results), [f"f{n}.bin" for n in range(10)])
         url = self.origin.url("/file/later.bin?size=1000")
         state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
@@ -2872,6 +2873,32 @@ class ResumeTests(EngineTestCase):
         later = await downloader.download(url, directory)
         self.assertEqual(len(listed), 2)
         self.assertEqual(Path(later.path).name, "chosen")
+
+    async def test_cancelledWhileListing(self) -> None:
+        """
+        A download cancelled while the directory is being listed for it
+        ends cancelled, leaving nothing behind; the listing, once made,
+        still serves the downloads that wait for it.
+        """
+        directory = self.directory()
+        release = threading.Event()
+        indexStates = engineModule._indexStates
+
+        def slow(*args: Any) -> Any:
+            release.wait(10)
+            return indexStates(*args)
+
+        self.patch(engineModule, "_indexStates", slow)
+        downloader = self.downloader()
+        cancelled = downloader.submit(DownloadRequest(url=self.origin.url("/file/c.bin?size=100"), directory=directory))
+        other = downloader.download(self.origin.url("/file/o.bin?size=100"), directory)
+        cancelled.deferred.cancel()
+        release.set()
+        with self.assertRaises(defer.CancelledError):
+            await cancelled.deferred
+        result = await other
+        self.assertEqual(sorted(p.name for p in directory.iterdir()), ["o.bin"])
+        self.assertEqual(Path(result.path).name, "o.bin")
 
     async def test_stoppedDownloaderResumes(self) -> None:
         """

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 try:
@@ -30,6 +30,7 @@ except ImportError:  # Windows: .part files are not locked
 from hyperlink import EncodedURL, URLParseError
 from twisted.internet import defer, error as netError, task, threads
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -937,7 +938,7 @@ class _Download:
     async def run(self) -> DownloadResult:
         began = self.clock.seconds()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._findResume()
+        await self._findResume()
         restarts = 0
         try:
             while True:
@@ -1000,36 +1001,38 @@ class _Download:
 
     # -- finding what is already on disk ----------------------------------
 
-    def _findResume(self) -> None:
+    async def _findResume(self) -> None:
         """
         Pick up a state file of this URL (by the C{.part} an earlier run
         chose, the wanted name, the URL's name, or any state file in the
-        directory naming this URL), or with C{continueExisting} a file
-        already under the final name.
+        directory naming this URL, listed in a thread), or with
+        C{continueExisting} a file already under the final name.
         """
         earlier = self.request.partName
         wanted = names.sanitiseName(self.request.name) if self.request.name else None
         # The name it is saved under (see _start): never one of ours.
         guess = names.avoidReserved(wanted or names.chooseName(self.url))
         part = self.directory / (guess + PART_SUFFIX)
-
-        def candidates() -> Iterator[Path]:
-            if earlier and isPartName(earlier):
-                yield self.directory / earlier
-            yield part
-            if not wanted:
-                for statePath in self.downloader._statesNaming(self.directory, self.url):
-                    yield statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])
-
         tried: set[Path] = set()  # each .part looked at once (a warning about it said once)
-        for candidate in candidates():
+
+        def resumed(candidate: Path) -> bool:
             if candidate in tried:
-                continue
+                return False
             tried.add(candidate)
             state = loadState(statePathFor(candidate))
             if state is not None and state.url == self.url and self._claim(candidate):
                 self._resumeFrom(candidate, state)
-                return
+                return True
+            return False
+
+        if earlier and isPartName(earlier) and resumed(self.directory / earlier):
+            return
+        if resumed(part):
+            return
+        if not wanted:
+            for statePath in await self.downloader._statesNaming(self.directory, self.url):
+                if resumed(statePath.with_name(statePath.name[: -len(STATE_SUFFIX)])):
+                    return
         if self.request.continueExisting:
             existing = self.directory / guess
             if existing.is_file() and not existing.is_symlink() and not part.exists() and self._claim(existing):
@@ -2129,6 +2132,58 @@ def _outcome(d: Deferred) -> Deferred:
     return outcome
 
 
+def _indexStates(
+    directory: Path, known: dict[str, tuple[tuple[int, int, int], Optional[str]]]
+) -> dict[str, tuple[tuple[int, int, int], Optional[str]]]:
+    """
+    List and index the state files in C{directory} (in a thread): name ->
+    (inode, size, modification time; the URL it names, or L{None}), reading
+    again only those new or changed since C{known}.
+    """
+    index = {}
+    try:
+        with os.scandir(directory) as entries:
+            found = [e for e in entries if e.name.endswith(PART_SUFFIX + STATE_SUFFIX) and not e.name.startswith(".")]
+    except OSError:
+        found = []
+    for entry in found:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        key = (info.st_ino, info.st_size, info.st_mtime_ns)
+        seen = known.get(entry.name)
+        if seen is None or seen[0] != key:
+            state = loadState(Path(entry.path))
+            seen = (key, state.url if state is not None else None)
+        index[entry.name] = seen
+    return index
+
+
+class _Shared:
+    """
+    One result, given to everyone who waits for it (before or after it
+    came).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[Deferred] = []
+        self._result: Optional[dict] = None
+
+    def wait(self) -> Deferred:
+        if self._result is not None:
+            return defer.succeed(self._result)
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def fire(self, result: dict) -> None:
+        self._result = result
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(result)
+
+
 class Downloader:
     """
     Downloads many files at once over its own bounded connection pool.
@@ -2191,8 +2246,9 @@ class Downloader:
         # Per directory: state file name -> (its inode, size, mtime; the URL
         # it names, or None).
         self._stateIndex: dict[str, dict[str, tuple[tuple[int, int, int], Optional[str]]]] = {}
-        # The same, listed in this pass of the reactor.
-        self._listedThisTurn: dict[str, dict[str, tuple[tuple[int, int, int], Optional[str]]]] = {}
+        # Per directory: its listing, being made or made in this pass of
+        # the reactor.
+        self._listings: dict[str, _Shared] = {}
         self._freeNames = names.FreeNameHints()
 
     # -- public API -------------------------------------------------------
@@ -2295,7 +2351,7 @@ class Downloader:
             except Exception:
                 log.failure("download observer failed on {event}", event=event)
 
-    def _statesNaming(self, directory: Path, url: str) -> list[Path]:
+    async def _statesNaming(self, directory: Path, url: str) -> list[Path]:
         """
         The state files in C{directory} (by name) that name C{url}.  What
         each one names is remembered with its inode, size and modification
@@ -2304,42 +2360,42 @@ class Downloader:
         per download, not thousands of reads.  (A caller still reads the
         ones returned, and checks them.)
         """
-        index = self._listedThisTurn.get(str(directory))
-        if index is None:
-            index = self._indexStates(directory)
+        index = await self._listing(directory)
         return [directory / name for name in sorted(index) if index[name][1] == url]
 
-    def _indexStates(self, directory: Path) -> dict[str, tuple[tuple[int, int, int], Optional[str]]]:
+    def _listing(self, directory: Path) -> Deferred:
         """
-        List and index the state files in C{directory} (see
-        L{_statesNaming}).  The listing serves every download started in
-        the same pass of the reactor: a service resuming 1,000 jobs into a
-        directory of 30,000 files listed it 1,000 times, and answered
-        nothing for 33 s.
+        The index of the state files in C{directory} (see
+        L{_statesNaming}), made in a thread of the reactor's pool (a
+        directory of 30,000 files held the reactor, and every service, for
+        35 ms a download), once for every download that asks while it is
+        made and in the same pass of the reactor after: a service resuming
+        1,000 jobs into such a directory listed it 1,000 times, and
+        answered nothing for 33 s.
         """
-        known = self._stateIndex.get(str(directory), {})
-        index = {}
-        try:
-            with os.scandir(directory) as entries:
-                found = [e for e in entries if e.name.endswith(PART_SUFFIX + STATE_SUFFIX) and not e.name.startswith(".")]
-        except OSError:
-            found = []
-        for entry in found:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            key = (info.st_ino, info.st_size, info.st_mtime_ns)
-            seen = known.get(entry.name)
-            if seen is None or seen[0] != key:
-                state = loadState(Path(entry.path))
-                seen = (key, state.url if state is not None else None)
-            index[entry.name] = seen
-        self._stateIndex[str(directory)] = index
-        if not self._listedThisTurn:
-            self.clock.callLater(0, self._listedThisTurn.clear)
-        self._listedThisTurn[str(directory)] = index
-        return index
+        key = str(directory)
+        listing = self._listings.get(key)
+        if listing is None:
+            listing = self._listings[key] = _Shared()
+            known = dict(self._stateIndex.get(key, {}))
+            reactor = self.reactor
+            if IReactorThreads.providedBy(reactor):
+                made = threads.deferToThreadPool(reactor, reactor.getThreadPool(), _indexStates, directory, known)
+            else:  # a test's clock
+                made = defer.maybeDeferred(_indexStates, directory, known)
+
+            def listed(index: dict) -> None:
+                self._stateIndex[key] = index
+                listing.fire(index)
+                self.clock.callLater(0, self._listings.pop, key, None)
+
+            def failed(failure: Failure) -> None:
+                log.failure("listing {directory}", failure, directory=str(directory))
+                del self._listings[key]
+                listing.fire({})
+
+            made.addCallbacks(listed, failed)
+        return listing.wait()
 
     def _limitTime(self, job: Job) -> None:
         seconds = self.settings.totalTimeout
