@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -215,14 +215,21 @@ def hostAddress() -> str:
 PLAIN = object()
 
 
-def connectInMemory(factory: Any, alpn: Any = PLAIN, port: int = 40000) -> tuple[Any, StringTransport]:
+def connectInMemory(
+    factory: Any, alpn: Any = PLAIN, port: int = 40000, disconnects: bool = False
+) -> tuple[Any, StringTransport]:
     """
     A new connection of C{factory} (a site, say) to a L{StringTransport}:
     a plain one, or, given C{alpn}, a TLS one where ALPN chose it (L{None}:
     no protocol).
+
+    @param disconnects: whether closing the transport ends the connection
+        at once (the protocol's C{connectionLost} is called).
     """
     protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
-    transport = StringTransport()
+    transport = StringTransportWithDisconnection() if disconnects else StringTransport()
+    if disconnects:
+        transport.protocol = protocol
     if alpn is not PLAIN:
         transport.negotiatedProtocol = alpn
     protocol.makeConnection(transport)

@@ -28,7 +28,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
@@ -46,18 +46,7 @@ from netsuite.echo import (
 from netsuite.stats import ServiceStats
 from netsuite.tls import loadPEM, serverOptions
 from tests.tlshelpers import closeNotifyClient, trustRootOf, writeLeaf
-from tests.helpers import Collector, connect, startListener, waitForQuiet
-
-
-def connectInMemory(factory):
-    """
-    Build a protocol from C{factory} on a L{StringTransport}.
-    """
-    protocol = factory.buildProtocol(None)
-    transport = StringTransportWithDisconnection()
-    transport.protocol = protocol
-    protocol.makeConnection(transport)
-    return protocol, transport
+from tests.helpers import Collector, connect, connectInMemory, startListener, waitForQuiet
 
 
 class EchoProtocolTests(SynchronousTestCase):
@@ -67,7 +56,7 @@ class EchoProtocolTests(SynchronousTestCase):
         self.factory = EchoFactory(self.clock, self.stats, idleTimeout=300)
 
     def test_echoesBytes(self) -> None:
-        protocol, transport = connectInMemory(self.factory)
+        protocol, transport = connectInMemory(self.factory, disconnects=True)
         protocol.dataReceived(b"hello\r\n")
         protocol.dataReceived(b"\x00\xffbinary")
         self.assertEqual(transport.value(), b"hello\r\n\x00\xffbinary")
@@ -77,12 +66,12 @@ class EchoProtocolTests(SynchronousTestCase):
         The echo registers its transport as a streaming producer, so a full
         write buffer pauses reading.
         """
-        protocol, transport = connectInMemory(self.factory)
+        protocol, transport = connectInMemory(self.factory, disconnects=True)
         self.assertIs(transport.producer, transport)
         self.assertTrue(transport.streaming)
 
     def test_idleTimeoutClosesSilentConnection(self) -> None:
-        protocol, transport = connectInMemory(self.factory)
+        protocol, transport = connectInMemory(self.factory, disconnects=True)
         self.clock.advance(299)
         self.assertTrue(transport.connected)
         self.clock.advance(1)
@@ -90,7 +79,7 @@ class EchoProtocolTests(SynchronousTestCase):
         self.assertEqual(self.stats.counters["idle_timeouts"], 1)
 
     def test_inputPostponesIdleTimeout(self) -> None:
-        protocol, transport = connectInMemory(self.factory)
+        protocol, transport = connectInMemory(self.factory, disconnects=True)
         self.clock.advance(200)
         protocol.dataReceived(b"x")
         self.clock.advance(200)
@@ -100,7 +89,7 @@ class EchoProtocolTests(SynchronousTestCase):
 
     def test_zeroIdleTimeoutNeverCloses(self) -> None:
         factory = EchoFactory(self.clock, self.stats, idleTimeout=0)
-        protocol, transport = connectInMemory(factory)
+        protocol, transport = connectInMemory(factory, disconnects=True)
         self.clock.advance(10**6)
         self.assertTrue(transport.connected)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -110,7 +99,7 @@ class EchoProtocolTests(SynchronousTestCase):
         A registered producer would keep the connection open forever; the
         idle close unregisters it first.
         """
-        protocol, transport = connectInMemory(self.factory)
+        protocol, transport = connectInMemory(self.factory, disconnects=True)
         self.clock.advance(300)
         self.assertIsNone(transport.producer)
 
@@ -133,7 +122,7 @@ class EchoProtocolTests(SynchronousTestCase):
         When the peer shuts down its sending side, what was echoed is still
         delivered and then the connection closes.
         """
-        protocol, transport = connectInMemory(self.factory)
+        protocol, transport = connectInMemory(self.factory, disconnects=True)
         protocol.dataReceived(b"last words")
         protocol.readConnectionLost()
         self.assertEqual(transport.value(), b"last words")
@@ -141,7 +130,7 @@ class EchoProtocolTests(SynchronousTestCase):
         self.assertIsNone(transport.producer)
 
     def test_connectionLostCancelsTimer(self) -> None:
-        protocol, transport = connectInMemory(self.factory)
+        protocol, transport = connectInMemory(self.factory, disconnects=True)
         transport.loseConnection()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -149,7 +138,7 @@ class EchoProtocolTests(SynchronousTestCase):
 class DiscardAndDaytimeTests(SynchronousTestCase):
     def test_discardSendsNothing(self) -> None:
         clock = Clock()
-        protocol, transport = connectInMemory(DiscardFactory(clock, ServiceStats("d"), 10))
+        protocol, transport = connectInMemory(DiscardFactory(clock, ServiceStats("d"), 10), disconnects=True)
         protocol.dataReceived(b"x" * 1000)
         self.assertEqual(transport.value(), b"")
         clock.advance(10)
@@ -169,7 +158,7 @@ class DiscardAndDaytimeTests(SynchronousTestCase):
     def test_daytimeSendsLineAndCloses(self) -> None:
         clock = Clock()
         clock.advance(86400)
-        protocol, transport = connectInMemory(DaytimeFactory(clock))
+        protocol, transport = connectInMemory(DaytimeFactory(clock), disconnects=True)
         self.assertEqual(transport.value(), daytimeLine(86400))
         self.assertFalse(transport.connected)
 
@@ -191,7 +180,7 @@ class DiscardAndDaytimeTests(SynchronousTestCase):
 
     def test_daytimeCloseCancelsAbort(self) -> None:
         clock = Clock()
-        connectInMemory(DaytimeFactory(clock))
+        connectInMemory(DaytimeFactory(clock), disconnects=True)
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
