@@ -1208,6 +1208,12 @@ class ProxyRequest(http.Request):
             factory.stats.count("refused_clients")
             self.fail(403, channel.refusal, close=True)
             return
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        if hosts is not None and len(hosts) > 1:
+            # RFC 9112, 3.2 (as nginx): which one an origin or a cache in
+            # between would take is anyone's guess.
+            self.fail(400, "more than one Host header", close=True)
+            return
         if factory.authenticator is not None:
             values = self.requestHeaders.getRawHeaders(b"proxy-authorization")
             if not values or len(values) != 1:

@@ -1483,6 +1483,28 @@ class BrokenOriginTests(ProxyTestCase):
 
 
 class FailureTests(ProxyTestCase):
+    def test_duplicateHostRefused(self) -> None:
+        """
+        A request with more than one C{Host} field is a 400 that closes
+        the connection (RFC 9112, 3.2, as nginx answers it), a CONNECT too;
+        it was forwarded with the C{Host} made from its URL.  One C{Host},
+        or none, goes on.
+        """
+        proxy = self.proxy()
+        for request in (
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nHost: evil.example\r\n\r\n",
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nhost: example.com\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nHost: x\r\n\r\n",
+        ):
+            client = proxy.client()
+            client.send(request)
+            self.assertTextError(client.response(), 400, "more than one Host header")
+            self.assertTrue(client.closed, request)
+        self.assertEqual(proxy.attempts, [])
+        client, origin = proxy.exchange(b"GET http://example.com/ HTTP/1.0\r\n\r\n", OK)
+        self.assertEqual(client.response().status, 200)
+        self.assertEqual(origin.request().header(b"host"), [b"example.com"])
+
     def test_dnsFailure(self) -> None:
         """
         A name that resolves to nothing: 502 "could not resolve".
