@@ -8,6 +8,7 @@ L{twisted.internet.task.Clock}.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -262,7 +263,12 @@ def peerReset(transport: Any) -> bool:
     if sock is None:
         return False
     try:
-        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        if hasattr(socket, "TCP_INFO") and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # The connection's state, not SO_ERROR: that also gives (and
+            # takes) a soft error, such as an ICMP host unreachable, which
+            # TCP itself rides out.  TCP_CLOSE (7): reset, or timed out.
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 7
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in (errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT)
     except (OSError, ValueError):
         return False
 

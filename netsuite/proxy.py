@@ -1943,7 +1943,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
     def _readingStopped(self) -> None:
         # One timer, checked when it fires: none set and cancelled each
         # time reading stops and starts again.
-        if self._resetTimer is None:
+        if self._resetTimer is None and not getattr(self.transport, "disconnected", False):
             self._resetTimer = self.callLater(_RESET_CHECK, self._checkReset)
 
     def _checkReset(self) -> None:
@@ -1953,7 +1953,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
         nothing else would notice before the idle timeout.
         """
         self._resetTimer = None
-        if not self._gate.held or self.transport.disconnecting:
+        if not self._gate.held or self.transport.disconnecting or getattr(self.transport, "disconnected", False):
             return
         if not peerReset(self.transport):
             self._resetTimer = self.callLater(_RESET_CHECK, self._checkReset)

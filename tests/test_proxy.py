@@ -3280,6 +3280,20 @@ class TunnelTests(ProxyTestCase):
         proxy.clock.advance(5)
         self.assertEqual((len(errors), client.transport.disconnected), (3, True))
 
+    def test_requestNotTunnelStillAnsweredAfterClientEnd(self) -> None:
+        """
+        Only a CONNECT is taken as gone: a GET whose client ends its input
+        while the origin connection is made still gets its answer.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        client.channel.readConnectionLost()
+        self.assertFalse(client.closed)
+        proxy.accept().send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        self.assertEqual([response.body for response in client.responses()], [b"1"])
+        self.assertTrue(client.closed)
+
     def test_clientEndBeforeTunnelOpensWithNothingSentIsGone(self) -> None:
         """
         A client that ends its input while its CONNECT is still resolved or

@@ -35,7 +35,7 @@ from twisted.web.server import NOT_DONE_YET
 from netsuite.stats import StatsRegistry
 from netsuite.status import ListenerInfo, SimpleStatus
 from netsuite.web import site as siteModule
-from netsuite.web.api import APIError, JSONResource
+from netsuite.web.api import APIError, EchoResource, JSONResource
 from netsuite.web.site import Limits, makeHTTPService, makeSite
 from tests.helpers import connectInMemory, rawExchange, recvUntil, startListener
 from tests.tlshelpers import makeServerOptions
@@ -305,6 +305,73 @@ class HeadCheckTests(SynchronousTestCase):
             self.clock.advance(0)
             self.assertEqual(statuses(transport), [status], target)
         self.assertEqual(self.guarded.checked, [])
+
+    def test_everySpellingOfThePathChecked(self) -> None:
+        """
+        A path the site reads as the resource's (C{//api/x}, C{/api/./x})
+        is checked from its head as the resource's: it went round the
+        check, and a resource that checked only there was open.
+        """
+        for target in (b"//api/guarded", b"/api//guarded", b"/api/./guarded", b"/./api/guarded"):
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+            self.assertEqual(statusLine(transport), b"HTTP/1.1 401 Unauthorized", target)
+        self.assertEqual(len(self.guarded.checked), 4)
+
+    def test_headRefusedWithoutABody(self) -> None:
+        """
+        A HEAD refused from its head (or for its declared length) gets the
+        head of the refusal only: an answer to a HEAD has no body.
+        """
+        for head in (b"Content-Length: 5\r\n", b"Authorization: yes\r\nContent-Length: 2000000\r\n"):
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"HEAD /api/guarded HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+            answer = transport.value()
+            self.assertIn(answer[9:12], (b"401", b"413"))
+            self.assertTrue(answer.endswith(b"\r\n\r\n"), answer)
+            self.assertIn(b"\r\nContent-Length: ", answer)
+
+    def test_nothingTheCheckSetStays(self) -> None:
+        """
+        Headers and a status a check sets before it lets a request pass
+        are not on the answer.
+        """
+
+        def setsAndPasses(request, length) -> None:
+            request.setHeader(b"WWW-Authenticate", b'Basic realm="x"')
+            request.setResponseCode(401)
+
+        self.guarded.checkHead = setsAndPasses
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /api/guarded HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200"])
+        self.assertNotIn(b"WWW-Authenticate", transport.value())
+
+    def test_malformedHostLeftToThe400(self) -> None:
+        """
+        A request whose C{Host} is malformed is not checked: it gets the
+        usual 400.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /api/guarded HTTP/1.1\r\nHost: a b\r\nContent-Length: 2\r\n\r\nhi")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"400"])
+        self.assertEqual(self.guarded.checked, [])
+
+    def test_echoRefusesOverItsOwnLimitFromTheHead(self) -> None:
+        """
+        An C{EchoResource} with a limit below the site's refuses a longer
+        declared body from its head.
+        """
+        self.clock, self.site, self.connect = inMemory(api={b"small": EchoResource(maxBody=10)})
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /api/small HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+        )
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 413 Request Entity Too Large")
+        self.assertNotIn(b"100 Continue", transport.value())
 
     def test_failingCheckLoggedAndPassed(self) -> None:
         """

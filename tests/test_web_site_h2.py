@@ -558,6 +558,25 @@ class HeadCheckTests(SynchronousTestCase):
         self.assertEqual((answer["status"], answer["body"]), (b"200", b'{"length": 5}'))
         self.assertEqual(self.guarded.checked, [None])
 
+    def test_expectStaysForTheResource(self) -> None:
+        """
+        The C{expect} held back from Twisted while the head is checked is
+        the request's again once it passed (C{/api/echo} shows it).
+        """
+        exchange = self.exchange
+        streamID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(
+            streamID,
+            request("POST", "/api/echo", ("expect", "100-continue"), ("content-type", "application/json")),
+            end_stream=False,
+        )
+        exchange.pump()
+        exchange.client.send_data(streamID, b"[1]", end_stream=True)
+        exchange.pump()
+        answer = exchange.answers[streamID]
+        self.assertEqual((answer["status"], answer["interim"]), (b"200", [b"100"]))
+        self.assertEqual(json.loads(answer["body"])["headers"]["expect"], "100-continue")
+
 
 class ResetStreamIgnoredTests(ExchangeTestCase):
     """

@@ -38,7 +38,7 @@ from twisted.web.http import (
     datetimeToString,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.resource import IResource, Resource, getChildForRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site, version as _serverVersion
 
 try:
@@ -664,6 +664,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self.flushOutput()
         self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *a: None  # type: ignore[method-assign, assignment]
         response = self.errorResponse(status, message, headers)
+        if getattr(self, "_command", None) == b"HEAD":
+            response = response[: response.find(b"\r\n\r\n") + 4]  # its length, not its body
         self.transport.write(response)
         self._logRefusal(status, len(response) - response.find(b"\r\n\r\n") - 4)
         # Unregisters the channel as the transport's producer first: TLS
@@ -854,17 +856,25 @@ class NetsuiteRequest(Request):
         self.prepath = []
         self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
         try:
-            resource = getChildForRequest(self.channel.site.resource, self)
+            try:
+                # Routed as process() routes it: //api/x and /api/./x are
+                # /api/x (they went round the check).
+                resource = self.channel.site.getResourceFor(self)
+            finally:
+                self.site = None  # process() sets it; a refusal's log line wants it unset
             check = getattr(resource, "checkHead", None)
             if check is not None:
                 check(self, length)
         except APIError as refused:
             setJSONHeaders(self)  # as the resource would answer it
             headers = [(name, value) for name, values in self.responseHeaders.getAllRawHeaders() for value in values]
-            self.responseHeaders = Headers()
             return refused.code, refused.message, headers
         except Exception:
             _log.failure("checking the head of {method} {uri!r}", method=method.decode("latin-1"), uri=uri)
+        finally:
+            # Nothing the route or the check set stays on the answer.
+            self.responseHeaders = Headers()
+            self.code, self.code_message = http.OK, http.RESPONSES[http.OK]
         return None
 
     def _checkTarget(self) -> str | None:
@@ -1810,7 +1820,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if event.stream_ended is None:
             stream = self.streams[event.stream_id]
             request = stream._request  # Twisted's, private
-            refusal = request.headRefusal(stream.command, stream.path, b"HTTP/2", declared)
+            check = getattr(request, "headRefusal", None)  # another requestFactory's has none
+            refusal = None if check is None else check(stream.command, stream.path, b"HTTP/2", declared)
             if refusal is not None:
                 self._refuseStream(event.stream_id, *refusal)
                 return
