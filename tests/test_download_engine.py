@@ -3846,6 +3846,23 @@ class ProxyTests(EngineTestCase):
             self.assertNotIn("\n", message)
 
 
+class JobSnapshotTests(SynchronousTestCase):
+    def test_retryReasonOnlyWhileRetrying(self) -> None:
+        """
+        A job's snapshot shows why its last attempt failed as its C{error}
+        while it waits to retry, not once it runs again; the error it
+        failed with wins.
+        """
+        job = engineModule.Job(id="1", request=DownloadRequest(url="http://example.com/x"))
+        job._retried = "connection refused"
+        job.state = "retrying"
+        self.assertEqual(job.snapshot()["error"], "connection refused")
+        job.state = "running"
+        self.assertIsNone(job.snapshot()["error"])
+        job.state, job.error = "failed", "gave up"
+        self.assertEqual(job.snapshot()["error"], "gave up")
+
+
 class BodyReaderTests(SynchronousTestCase):
     """
     The body reader on a memory transport and a fake clock.
