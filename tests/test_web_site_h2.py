@@ -548,6 +548,18 @@ class HeadCheckTests(SynchronousTestCase):
         self.assertEqual((answer["status"], answer["interim"]), (b"413", []))
         self.assertEqual(self.guarded.checked, [5, 11])
 
+    def test_headRefusedWithoutABody(self) -> None:
+        """
+        A HEAD refused gets its status and length, no body.
+        """
+        exchange = self.exchange
+        streamID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(streamID, request("HEAD", "/api/guarded", ("content-length", "5")), end_stream=False)
+        exchange.pump()
+        answer = exchange.answers[streamID]
+        self.assertEqual((answer["status"], answer["body"], answer["ended"]), (b"401", b"", True))
+        self.assertIn(b"content-length", answer["headers"])
+
     def test_passedGoesOn(self) -> None:
         exchange = self.exchange
         answer = self.post(("authorization", "yes"))

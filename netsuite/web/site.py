@@ -16,8 +16,8 @@ import json
 import re
 from collections import deque
 from time import time
-from urllib.parse import unquote_to_bytes
 from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -2020,6 +2020,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             answer += [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
         conn = self.conn
         written = True
+        method = stream.command if stream is not None else dict(headers or ()).get(b":method")
         try:
             # A client may allow less than the body: then the status alone.
             fits = len(body) <= min(
@@ -2027,6 +2028,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             )
             if fits:
                 answer.append((b"content-length", b"%d" % (len(body),)))
+            if method == b"HEAD":
+                fits = False  # an answer to a HEAD has no body: its length only
             conn.send_headers(streamID, answer, end_stream=not fits)
             if fits:
                 conn.send_data(streamID, body, end_stream=True)
