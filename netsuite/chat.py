@@ -353,9 +353,10 @@ class ChatProtocol(Protocol):
                 # budget, not it.
                 now = self.factory.reactor.seconds()
                 costs = now < self._joinAgainAt
-                wait = max(shared.delay(), 0.1)
-                self._joinAgainAt = now + wait
-                retry = f"send your name again in {wait:.1f} s"
+                said = f"{max(shared.delay(), 0.1):.1f}"
+                # As said (rounded), less a margin for the clock's arithmetic.
+                self._joinAgainAt = now + float(said) - 0.001
+                retry = f"send your name again in {said} s"
                 raise ChatError(f"your address sends more than {shared.rate:g} lines and joins a second in all")
         except ChatError as e:
             if not costs:

@@ -253,17 +253,20 @@ def _descriptorOf(transport: Any) -> abstract.FileDescriptor | None:
 
 def peerReset(transport: Any) -> bool:
     """
-    Whether the socket under C{transport} has a pending error, such as the
-    peer's reset: a socket the reactor does not read from reports nothing
-    until it is written to or read again.  The error is taken (a second
-    call says no): whoever asks closes the connection when told yes.
+    Whether the TCP connection under C{transport} was reset by its peer
+    (or timed out): a socket the reactor does not read from reports
+    nothing until it is written to or read again.  On Linux its state says
+    so, and a soft error (one ICMP "host unreachable", which TCP rides out)
+    does not; elsewhere a pending C{ECONNRESET}, C{EPIPE} or C{ETIMEDOUT}
+    does, and is taken (a second call says no): whoever asks closes the
+    connection when told yes.
     """
     descriptor = _descriptorOf(transport)
     sock = getattr(descriptor, "socket", None)
     if sock is None:
         return False
     try:
-        if hasattr(socket, "TCP_INFO") and sock.family in (socket.AF_INET, socket.AF_INET6):
+        if sys.platform.startswith("linux") and sock.family in (socket.AF_INET, socket.AF_INET6):
             # The connection's state, not SO_ERROR: that also gives (and
             # takes) a soft error, such as an ICMP host unreachable, which
             # TCP itself rides out.  TCP_CLOSE (7): reset, or timed out.

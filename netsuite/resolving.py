@@ -16,19 +16,28 @@ import socket
 from typing import Any, Callable
 
 from twisted.internet._resolver import GAIResolver
+from twisted.logger import Logger
 
 
-def _answering(getaddrinfo: Callable[..., list]) -> Callable[..., list]:
+#: Seconds between two warnings of failed lookups.
+WARN_EVERY = 60.0
+
+log = Logger()
+
+
+def _answering(getaddrinfo: Callable[..., list], failed: Callable[[str, Exception], None]) -> Callable[..., list]:
     """
-    C{getaddrinfo}, whose every failure is a C{gaierror}.
+    C{getaddrinfo}, whose every failure is a C{gaierror}; one of another
+    kind is told to C{failed} (in the thread) first.
     """
 
-    def lookUp(*args: Any) -> list:
+    def lookUp(host: str, *args: Any) -> list:
         try:
-            return getaddrinfo(*args)
+            return getaddrinfo(host, *args)
         except socket.gaierror:
             raise
         except Exception as e:
+            failed(host, e)
             raise socket.gaierror(f"{e.__class__.__name__}: {e}") from e
 
     return lookUp
@@ -37,11 +46,34 @@ def _answering(getaddrinfo: Callable[..., list]) -> Callable[..., list]:
 class AnsweringResolver(GAIResolver):
     """
     Twisted's C{GAIResolver}, on the reactor's thread pool, telling its
-    receiver "no addresses" whatever C{getaddrinfo} fails with.
+    receiver "no addresses" whatever C{getaddrinfo} fails with.  A failure
+    other than a DNS error (C{EMFILE}: the process is out of file
+    descriptors) is logged as a warning, at most one a minute.
     """
 
+    _lastWarning: float | None = None
+    _unwarned = 0
+
     def __init__(self, reactor: Any, getaddrinfo: Callable[..., list] = socket.getaddrinfo) -> None:
-        GAIResolver.__init__(self, reactor, reactor.getThreadPool, _answering(getaddrinfo))
+        self._clock = reactor
+
+        def failed(host: str, error: Exception) -> None:
+            reactor.callFromThread(self._failed, host, error)
+
+        GAIResolver.__init__(self, reactor, reactor.getThreadPool, _answering(getaddrinfo, failed))
+
+    def _failed(self, host: str, error: Exception) -> None:
+        now = self._clock.seconds()
+        if self._lastWarning is not None and now - self._lastWarning < WARN_EVERY:
+            self._unwarned += 1
+            return
+        more, self._unwarned, self._lastWarning = self._unwarned, 0, now
+        log.warn(
+            "looking up {host} failed ({error}), taken as no addresses{more}",
+            host=host,
+            error=f"{error.__class__.__name__}: {error}",
+            more=f"; {more} more such failures since the last warning" if more else "",
+        )
 
 
 def installResolver(reactor: Any) -> None:

@@ -1474,6 +1474,30 @@ class FloodTests(ChatTestCase):
         self.assertIn("too many tries, bye", hasty.received()[-1])
         self.assertTrue(hasty.transport.disconnecting)
 
+    def test_waitingAsToldCountsWhateverTheRounding(self) -> None:
+        """
+        The wait a refusal names is rounded to a tenth of a second (a delay
+        of 0.333 s is "0.3 s"): a client that waits just that is not
+        charged either.  One that waited once, then sends again at once
+        after its next refusal, is.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=3.0, nameTries=3)
+        mate = self.named("mate", host="192.0.2.7")
+        patient = self.connect("192.0.2.7")
+        patient.received()
+        for _ in range(4):
+            mate.send(*["x"] * 12)
+            patient.send("patient")
+            [refusal] = patient.received()
+            self.assertTrue(refusal.endswith(" s"), refusal)
+            self.clock.advance(float(refusal.rsplit(" ", 2)[-2]))
+        self.assertFalse(patient.transport.disconnecting)
+        mate.send(*["x"] * 12)
+        patient.send("patient")
+        self.assertTrue(patient.received()[-1].endswith(" s"))
+        patient.send("patient")
+        self.assertIn("(2 left)", patient.received()[-1])
+
     def test_refusedForItsAddressNotChargedToTheClient(self) -> None:
         """
         A line refused for the address's budget is not taken from the

@@ -2900,6 +2900,95 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(sorted(p.name for p in directory.iterdir()), ["o.bin"])
         self.assertEqual(Path(result.path).name, "o.bin")
 
+    async def test_listingUnderWayNotJoinedLater(self) -> None:
+        """
+        A download that asks for the directory's listing in a later pass
+        than one under way has its own made: the one under way may have
+        missed a state file written since (here, one of its URL under
+        another name, which it then resumes).
+        """
+        directory = self.directory()
+        scanned, release = threading.Event(), threading.Event()
+        indexStates = engineModule._indexStates
+
+        def slow(*args: Any) -> Any:
+            index = indexStates(*args)
+            scanned.set()
+            release.wait(10)  # the thread slow to hand it back
+            return index
+
+        self.patch(engineModule, "_indexStates", slow)
+        downloader = self.downloader()
+        first = downloader.download(self.origin.url("/file/a.bin?size=100"), directory)
+        while not scanned.is_set():
+            await deferLater(reactor, 0.01, lambda: None)
+        url = self.origin.url("/file/later.bin?size=1000")
+        state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
+        (directory / "chosen.part").write_bytes(b"\0" * 10)
+        (directory / "chosen.part.json").write_text(json.dumps(state.toJSON()))
+        later = downloader.download(url, directory)
+        release.set()
+        await first
+        self.assertEqual(Path((await later).path).name, "chosen")
+
+    async def test_failedListingLoggedAndMadeAgain(self) -> None:
+        """
+        A listing that fails is logged; its download goes on as if no
+        state file were there, and the next download lists again.
+        """
+        directory = self.directory()
+        calls: List[int] = []
+        indexStates = engineModule._indexStates
+
+        def failing(*args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return indexStates(*args)
+
+        self.patch(engineModule, "_indexStates", failing)
+        downloader = self.downloader()
+        first = await downloader.download(self.origin.url("/file/a.bin?size=100"), directory)
+        self.assertEqual(Path(first.path).name, "a.bin")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        url = self.origin.url("/file/later.bin?size=1000")
+        state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
+        (directory / "chosen.part").write_bytes(b"\0" * 10)
+        (directory / "chosen.part.json").write_text(json.dumps(state.toJSON()))
+        later = await downloader.download(url, directory)
+        self.assertEqual((len(calls), Path(later.path).name), (2, "chosen"))
+
+    async def test_stopWhileListing(self) -> None:
+        """
+        Downloads stopped while the directory is listed for them end
+        cancelled, leave nothing, and keep no listing.
+        """
+        directory = self.directory()
+        release = threading.Event()
+        indexStates = engineModule._indexStates
+
+        def slow(*args: Any) -> Any:
+            release.wait(10)
+            return indexStates(*args)
+
+        self.patch(engineModule, "_indexStates", slow)
+        downloader = self.downloader()
+        jobs = [
+            downloader.submit(DownloadRequest(url=self.origin.url(f"/file/s{n}.bin?size=100"), directory=directory))
+            for n in range(3)
+        ]
+        stopped = downloader.stop()
+        for job in jobs:
+            with self.assertRaises(defer.CancelledError):
+                await job.deferred
+        await stopped
+        release.set()
+        for _ in range(100):
+            if not downloader._listings:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual((list(directory.iterdir()), downloader._listings), ([], {}))
+
     async def test_stoppedDownloaderResumes(self) -> None:
         """
         C{stop()} writes the state of running jobs; a new Downloader resumes

@@ -3294,6 +3294,28 @@ class TunnelTests(ProxyTestCase):
         self.assertEqual([response.body for response in client.responses()], [b"1"])
         self.assertTrue(client.closed)
 
+    def test_lostConnectionNotCheckedForAReset(self) -> None:
+        """
+        A connection already lost is not checked for a reset, neither when
+        its reading stops nor when a check armed before comes due.
+        """
+        for when in ("armed before", "stops after"):
+            checked: List[bool] = []
+            self.patch(proxyModule, "peerReset", lambda transport: checked.append(True) or False)
+            proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=300))
+            client = proxy.client()
+            client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+            origin = proxy.accept()
+            if when == "armed before":
+                origin.transport.producer.pauseProducing()
+                client.transport.disconnected = True
+            else:
+                client.transport.disconnected = True
+                origin.transport.producer.pauseProducing()
+                self.assertIsNone(client.channel._resetTimer)
+            proxy.clock.advance(5)
+            self.assertEqual(checked, [], when)
+
     def test_clientEndBeforeTunnelOpensWithNothingSentIsGone(self) -> None:
         """
         A client that ends its input while its CONNECT is still resolved or

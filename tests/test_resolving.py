@@ -14,6 +14,9 @@ from twisted.internet import defer, reactor
 from twisted.internet._resolver import GAIResolver
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -48,13 +51,35 @@ class AnsweringResolverTests(TestCase):
         """
         C{getaddrinfo} failing with C{EMFILE} (the process is out of file
         descriptors), or anything else, is no addresses, at once and with
-        nothing logged: Twisted's resolver never told its receiver.
+        no error logged: Twisted's resolver never told its receiver.
         """
         for exception in (OSError(errno.EMFILE, "Too many open files"), UnicodeError("label too long"), ValueError()):
             resolver = AnsweringResolver(reactor, getaddrinfo=lambda *args, e=exception: _raise(e))
             self.assertEqual(await self.resolve(resolver), [], exception)
         gc.collect()
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_failureOfAnotherKindWarnedOnceAMinute(self) -> None:
+        """
+        A failure other than a DNS error is logged as a warning (an
+        operator sees the process ran out of descriptors), at most one a
+        minute, the next saying how many came in between.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        resolver = AnsweringResolver(reactor, getaddrinfo=lambda *args: _raise(OSError(errno.EMFILE, "Too many open files")))
+        resolver._clock = clock
+        for _ in range(3):
+            self.assertEqual(await self.resolve(resolver), [])
+        clock.advance(60)
+        self.assertEqual(await self.resolve(resolver), [])
+        warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("looking up example.com failed (OSError: [Errno 24] Too many open files)", warnings[0])
+        self.assertIn("2 more such failures", warnings[1])
+        resolver = AnsweringResolver(reactor, getaddrinfo=lambda *args: _raise(socket.gaierror(-2, "unknown")))
+        await self.resolve(resolver)
+        self.assertEqual(len([e for e in events if e.get("log_level") == LogLevel.warn]), 2, "a DNS error warned")
 
     async def test_addressesPassed(self) -> None:
         """

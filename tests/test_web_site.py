@@ -1140,6 +1140,12 @@ class VersionTests(SynchronousTestCase):
         self.assertEqual(
             logged, [("HTTP/1.2", "200"), ("HTTP/1.2", "400"), ("HTTP/1.9", "200"), ("HTTP/1.9", "400")]
         )
+        # Also when a field must be escaped (Twisted's formatter writes it).
+        protocol, transport = self.connect()
+        protocol.dataReceived(b'GET /api/probe HTTP/1.2\r\nHost: x\r\nUser-Agent: a"b\r\n\r\n')
+        self.clock.advance(1)
+        with open(accessLog) as f:
+            self.assertIn('"GET /api/probe HTTP/1.2" 200', f.read().splitlines()[-1])
 
     def test_otherMajorVersionRefused(self) -> None:
         """

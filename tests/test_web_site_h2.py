@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
+from netsuite.web import site as siteModule
 from netsuite.web.site import H2_TURN_BYTES, Limits, NetsuiteH2Connection, makeHTTPService
 from tests.helpers import PLAIN, connectInMemory, rawExchange, startListener
 from tests.test_web_site import Guarded, inMemory, statusLine, waitForNoConnections
@@ -559,6 +560,39 @@ class HeadCheckTests(SynchronousTestCase):
         answer = exchange.answers[streamID]
         self.assertEqual((answer["status"], answer["body"], answer["ended"]), (b"401", b"", True))
         self.assertIn(b"content-length", answer["headers"])
+
+    def test_headRefusedForItsLengthWithoutABody(self) -> None:
+        """
+        The same for a HEAD refused for its declared length, before
+        Twisted has a stream for it.
+        """
+        self.exchange = exchange = Exchange(Limits(maxBody=100), api={b"guarded": self.guarded})
+        self.addCleanup(exchange.site.stopFactory)
+        streamID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(streamID, request("HEAD", "/api/guarded", ("content-length", "2000")), end_stream=False)
+        exchange.pump()
+        answer = exchange.answers[streamID]
+        self.assertEqual((answer["status"], answer["body"], answer["ended"]), (b"413", b"", True))
+
+    def test_otherRequestFactoryPassedOver(self) -> None:
+        """
+        A site whose request factory has no C{headRefusal} answers a POST
+        with a body as before.
+        """
+
+        class Other(siteModule.NetsuiteRequest):
+            headRefusal = None
+
+        self.patch(siteModule.NetsuiteSite, "requestFactory", Other)
+        self.exchange = exchange = Exchange(Limits(), api={b"guarded": self.guarded})
+        self.addCleanup(exchange.site.stopFactory)
+        streamID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(streamID, request("POST", "/api/guarded", ("content-length", "2")), end_stream=False)
+        exchange.pump()
+        exchange.client.send_data(streamID, b"hi", end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        self.assertEqual(self.guarded.checked, [])
 
     def test_passedGoesOn(self) -> None:
         exchange = self.exchange

@@ -2166,6 +2166,8 @@ class _Shared:
     came).
     """
 
+    open = True
+
     def __init__(self) -> None:
         self._waiting: list[Deferred] = []
         self._result: Optional[dict] = None
@@ -2375,8 +2377,11 @@ class Downloader:
         """
         key = str(directory)
         listing = self._listings.get(key)
-        if listing is None:
+        if listing is None or not listing.open:
+            # Joined only in the pass it starts in: a listing already under
+            # way may have missed a state file written since.
             listing = self._listings[key] = _Shared()
+            self.clock.callLater(0, setattr, listing, "open", False)
             known = dict(self._stateIndex.get(key, {}))
             reactor = self.reactor
             if IReactorThreads.providedBy(reactor):
@@ -2387,11 +2392,13 @@ class Downloader:
             def listed(index: dict) -> None:
                 self._stateIndex[key] = index
                 listing.fire(index)
-                self.clock.callLater(0, self._listings.pop, key, None)
+                if self._listings.get(key) is listing:
+                    del self._listings[key]
 
             def failed(failure: Failure) -> None:
                 log.failure("listing {directory}", failure, directory=str(directory))
-                del self._listings[key]
+                if self._listings.get(key) is listing:
+                    del self._listings[key]
                 listing.fire({})
 
             made.addCallbacks(listed, failed)

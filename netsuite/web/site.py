@@ -178,6 +178,20 @@ def logEscape(data: bytes) -> str:
     return text[1:-1]
 
 
+def _twistedLine(timestamp: str, request: Any) -> str:
+    """
+    Twisted's combined log line, with the version as sent.
+    """
+    sent = getattr(request, "sentVersion", None)
+    if not sent:
+        return combinedLogFormatter(timestamp, request)
+    kept, request.clientproto = request.clientproto, sent
+    try:
+        return combinedLogFormatter(timestamp, request)
+    finally:
+        request.clientproto = kept
+
+
 def accessLogLine(timestamp: str, request: Any) -> str:
     """
     C{request}'s line in the combined log format: exactly what
@@ -214,9 +228,9 @@ def accessLogLine(timestamp: str, request: Any) -> str:
     try:
         joined = b" ".join(fields)
     except TypeError:  # not all bytes: leave it to Twisted
-        return combinedLogFormatter(timestamp, request)
+        return _twistedLine(timestamp, request)
     if _LOG_ESCAPED.search(joined) is not None:
-        return combinedLogFormatter(timestamp, request)
+        return _twistedLine(timestamp, request)
     return '"%s" - - %s "%s %s %s" %d %s "%s" "%s"' % (
         fields[0].decode("ascii"),
         timestamp,
