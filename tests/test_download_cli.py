@@ -156,6 +156,36 @@ def plan(argv: List[str], stdin: str = ""):
     return makePlan(buildParser().parse_intermixed_args(argv), io.StringIO(stdin), createDirectories=False)
 
 
+class MainTests(SynchronousTestCase):
+    def test_answeringResolverInstalled(self) -> None:
+        """
+        C{netsuite-get} gives the reactor a resolver that answers every
+        lookup (L{netsuite.resolving}) before it runs.
+        """
+        from twisted.internet._resolver import GAIResolver
+
+        from netsuite.resolving import AnsweringResolver
+
+        fake = MemoryReactorClock()
+        fake.getThreadPool = lambda: None
+        fake.nameResolver = GAIResolver(fake)
+        fake.installNameResolver = lambda resolver: setattr(fake, "nameResolver", resolver)
+        seen = []
+
+        def react(start: Any) -> None:
+            start(fake).addErrback(lambda failure: failure.trap(SystemExit))
+
+        def run(args: Any, reactor: Any) -> Deferred:
+            seen.append(type(reactor.nameResolver))
+            return defer.succeed(0)
+
+        self.patch(cli, "react", react)
+        self.patch(cli, "run", run)
+        self.patch(cli, "_holdClosedStreams", lambda: None)
+        cli.main(["http://example.com/"])
+        self.assertEqual(seen, [AnsweringResolver])
+
+
 class InputFileTests(SynchronousTestCase):
     """
     L{parseInputFile}: aria2-like lists of URLs with per-file options.

@@ -4,6 +4,7 @@ Tests for L{netsuite.limits} and L{netsuite.stats}.
 
 import socket
 import struct
+import sys
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -289,6 +290,8 @@ class PeerResetTests(SynchronousTestCase):
         client.close()
         self.settled()
         self.assertTrue(peerReset(self.transport(server)))
+        if sys.platform.startswith("linux"):  # told by the state, which stays
+            self.assertTrue(peerReset(self.transport(server)))
 
     def test_noSocket(self) -> None:
         self.assertFalse(peerReset(object()))

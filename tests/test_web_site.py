@@ -348,6 +348,27 @@ class HeadCheckTests(SynchronousTestCase):
         self.assertEqual(statuses(transport), [b"200"])
         self.assertNotIn(b"WWW-Authenticate", transport.value())
 
+    def test_statusSetByAPassingCheckDoesNotStay(self) -> None:
+        """
+        A resource that never sets its status answers 200 after a check
+        that set one and let the request pass.
+        """
+
+        class Plain(Resource):
+            isLeaf = True
+
+            def checkHead(self, request, length) -> None:
+                request.setResponseCode(401)
+
+            def render_POST(self, request) -> bytes:
+                return b"ran\n"
+
+        self.clock, self.site, self.connect = inMemory(api={b"plain": Plain()})
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /api/plain HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200"])
+
     def test_malformedHostLeftToThe400(self) -> None:
         """
         A request whose C{Host} is malformed is not checked: it gets the
