@@ -2166,6 +2166,7 @@ class _Shared:
     came).
     """
 
+    #: Whether others may still come to wait for it.
     open = True
 
     def __init__(self) -> None:
@@ -2370,10 +2371,11 @@ class Downloader:
         The index of the state files in C{directory} (see
         L{_statesNaming}), made in a thread of the reactor's pool (a
         directory of 30,000 files held the reactor, and every service, for
-        35 ms a download), once for every download that asks while it is
-        made and in the same pass of the reactor after: a service resuming
-        1,000 jobs into such a directory listed it 1,000 times, and
-        answered nothing for 33 s.
+        35 ms a download), once for every download that asks in the pass of
+        the reactor it began in: a service resuming 1,000 jobs into such a
+        directory listed it 1,000 times, and answered nothing for 33 s.
+        One asking later gets a listing of its own, which sees what was
+        written since.
         """
         key = str(directory)
         listing = self._listings.get(key)
