@@ -2900,6 +2900,40 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(sorted(p.name for p in directory.iterdir()), ["o.bin"])
         self.assertEqual(Path(result.path).name, "o.bin")
 
+    def stateOf(self, directory: Path, url: str, part: str) -> None:
+        """
+        Leave C{part} in C{directory}, with a state file of C{url} (ten
+        bytes done).
+        """
+        state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
+        (directory / part).write_bytes(b"\0" * 10)
+        (directory / (part + ".json")).write_text(json.dumps(state.toJSON()))
+
+    async def test_earlierRunsPartFirst(self) -> None:
+        """
+        The C{.part} an earlier run chose is resumed before the one the
+        URL's name would give, when both are of the URL.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/both.bin?size=1000")
+        self.stateOf(directory, url, "chosen.part")
+        self.stateOf(directory, url, "both.bin.part")
+        result = await self.downloader().download(url, directory, partName="chosen.part")
+        self.assertEqual(Path(result.path).name, "chosen")
+        self.assertTrue((directory / "both.bin.part").exists())
+
+    async def test_namedDownloadDoesNotListTheDirectory(self) -> None:
+        """
+        A download with a wanted name resumes only under that name: a state
+        file of its URL under another name (another job's) is left alone.
+        """
+        directory = self.directory()
+        url = self.origin.url("/file/named.bin?size=1000")
+        self.stateOf(directory, url, "other.part")
+        result = await self.downloader().download(url, directory, name="wanted.bin")
+        self.assertEqual(Path(result.path).name, "wanted.bin")
+        self.assertTrue((directory / "other.part").exists())
+
     async def test_listingUnderWayNotJoinedLater(self) -> None:
         """
         A download that asks for the directory's listing in a later pass
