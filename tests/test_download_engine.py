@@ -2867,9 +2867,7 @@ class ResumeTests(EngineTestCase):
         self.assertNotEqual(listed[0], threading.main_thread().name, "listed on the reactor")
         self.assertEqual(sorted(Path(result.path).name for result in results), [f"f{n}.bin" for n in range(10)])
         url = self.origin.url("/file/later.bin?size=1000")
-        state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
-        (directory / "chosen.part").write_bytes(b"\0" * 10)
-        (directory / "chosen.part.json").write_text(json.dumps(state.toJSON()))
+        self.stateOf(directory, url, "chosen.part")
         later = await downloader.download(url, directory)
         self.assertEqual(len(listed), 2)
         self.assertEqual(Path(later.path).name, "chosen")
@@ -2881,14 +2879,7 @@ class ResumeTests(EngineTestCase):
         still serves the downloads that wait for it.
         """
         directory = self.directory()
-        release = threading.Event()
-        indexStates = engineModule._indexStates
-
-        def slow(*args: Any) -> Any:
-            release.wait(10)
-            return indexStates(*args)
-
-        self.patch(engineModule, "_indexStates", slow)
+        _, release = self.holdListings()
         downloader = self.downloader()
         cancelled = downloader.submit(DownloadRequest(url=self.origin.url("/file/c.bin?size=100"), directory=directory))
         other = downloader.download(self.origin.url("/file/o.bin?size=100"), directory)
@@ -2899,6 +2890,25 @@ class ResumeTests(EngineTestCase):
         result = await other
         self.assertEqual(sorted(p.name for p in directory.iterdir()), ["o.bin"])
         self.assertEqual(Path(result.path).name, "o.bin")
+
+    def holdListings(self) -> tuple[threading.Event, threading.Event]:
+        """
+        Make the directory listings hold their result in their thread until
+        the second event returned is set; the first is set once a listing
+        has looked through the directory.
+        """
+        scanned, release = threading.Event(), threading.Event()
+        self.addCleanup(release.set)
+        indexStates = engineModule._indexStates
+
+        def slow(*args: Any) -> Any:
+            index = indexStates(*args)
+            scanned.set()
+            release.wait(10)
+            return index
+
+        self.patch(engineModule, "_indexStates", slow)
+        return scanned, release
 
     def stateOf(self, directory: Path, url: str, part: str) -> None:
         """
@@ -2942,24 +2952,13 @@ class ResumeTests(EngineTestCase):
         another name, which it then resumes).
         """
         directory = self.directory()
-        scanned, release = threading.Event(), threading.Event()
-        indexStates = engineModule._indexStates
-
-        def slow(*args: Any) -> Any:
-            index = indexStates(*args)
-            scanned.set()
-            release.wait(10)  # the thread slow to hand it back
-            return index
-
-        self.patch(engineModule, "_indexStates", slow)
+        scanned, release = self.holdListings()  # the thread slow to hand it back
         downloader = self.downloader()
         first = downloader.download(self.origin.url("/file/a.bin?size=100"), directory)
         while not scanned.is_set():
             await deferLater(reactor, 0.01, lambda: None)
         url = self.origin.url("/file/later.bin?size=1000")
-        state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
-        (directory / "chosen.part").write_bytes(b"\0" * 10)
-        (directory / "chosen.part.json").write_text(json.dumps(state.toJSON()))
+        self.stateOf(directory, url, "chosen.part")
         later = downloader.download(url, directory)
         release.set()
         await first
@@ -2986,9 +2985,7 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(Path(first.path).name, "a.bin")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         url = self.origin.url("/file/later.bin?size=1000")
-        state = DownloadState(url=url, finalUrl=url, size=1000, done=[(0, 10)])
-        (directory / "chosen.part").write_bytes(b"\0" * 10)
-        (directory / "chosen.part.json").write_text(json.dumps(state.toJSON()))
+        self.stateOf(directory, url, "chosen.part")
         later = await downloader.download(url, directory)
         self.assertEqual((len(calls), Path(later.path).name), (2, "chosen"))
 
@@ -2998,14 +2995,7 @@ class ResumeTests(EngineTestCase):
         cancelled, leave nothing, and keep no listing.
         """
         directory = self.directory()
-        release = threading.Event()
-        indexStates = engineModule._indexStates
-
-        def slow(*args: Any) -> Any:
-            release.wait(10)
-            return indexStates(*args)
-
-        self.patch(engineModule, "_indexStates", slow)
+        _, release = self.holdListings()
         downloader = self.downloader()
         jobs = [
             downloader.submit(DownloadRequest(url=self.origin.url(f"/file/s{n}.bin?size=100"), directory=directory))

@@ -58,6 +58,7 @@ from netsuite.web.api import (
     _parseJSON,
     _parseQuery,
     _readBody,
+    checkBodyLength,
     renderJSON,
 )
 from netsuite.text import shortened
@@ -851,8 +852,7 @@ class DownloadsResource(_Guarded):
         _Guarded.checkHead(self, request, length)
         if request.method == b"POST":
             _jobBodyType(request)
-            if length is not None and length > MAX_BODY:
-                raise APIError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}")
+            checkBodyLength(length, MAX_BODY)
 
     def json_POST(self, request: Request) -> Deferred:
         params = _jobBodyType(request)

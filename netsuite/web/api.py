@@ -622,14 +622,21 @@ def _isJSONType(mediaType: str) -> bool:
     )
 
 
+def checkBodyLength(length: Optional[int], maxBody: int) -> None:
+    """
+    @raise APIError: 413 when C{length} (L{None}: not known yet) is over
+        C{maxBody}.
+    """
+    if length is not None and length > maxBody:
+        raise APIError(413, f"request body of {length} bytes is over the limit of {maxBody}")
+
+
 def _readBody(request: Request, maxBody: int) -> bytes:
     content = request.content
     if content is None:
         return b""
     content.seek(0, 2)
-    length = content.tell()
-    if length > maxBody:
-        raise APIError(413, f"request body of {length} bytes is over the limit of {maxBody}")
+    checkBodyLength(content.tell(), maxBody)
     content.seek(0)
     return content.read()
 
@@ -664,8 +671,7 @@ class EchoResource(JSONResource):
         self.maxBody = maxBody
 
     def checkHead(self, request: Request, length: Optional[int]) -> None:
-        if length is not None and length > self.maxBody:
-            raise APIError(413, f"request body of {length} bytes is over the limit of {self.maxBody}")
+        checkBodyLength(length, self.maxBody)
 
     def json_GET(self, request: Request) -> Dict[str, object]:
         """
