@@ -420,6 +420,53 @@ class LimitTests(ExchangeTestCase):
         exchange.pump()
         self.assertEqual(exchange.answers[streamID]["status"], b"200")
 
+    def test_trailersNotEndingTheStream(self) -> None:
+        """
+        Trailers that do not end their stream make the request malformed
+        (RFC 9113, 8.1), and so do trailers with an informational
+        C{:status}: each is a 400 on its stream, the body the client sent
+        after them is ignored, and the connection goes on.  h2 made each a
+        connection error, ending every stream with a GOAWAY.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        head = request("POST", "/api/echo", ("content-type", "application/json"))
+        for trailers in ([(b"x-t", b"1")], [(b":status", b"100")]):
+            streamID = client.get_next_available_stream_id()
+            client.send_headers(streamID, head)
+            client.send_data(streamID, b"[1")
+            exchange.pump()
+            # Raw: h2 will not send trailers without END_STREAM.
+            exchange.send(
+                frame(1, 0x4, streamID, client.encoder.encode(trailers)) + frame(0, 0x1, streamID, b",2]")
+            )
+            with self.subTest(trailers=trailers):
+                answer = self.assertRefused(streamID, b"400")
+                self.assertIn("malformed trailers", json.loads(answer["body"])["error"])
+
+    def test_statusInARequestHead(self) -> None:
+        """
+        A request head with a C{:status}, of any value, is malformed: a 400
+        on its stream, and the connection goes on.  h2 took one of C{1xx}
+        for the head of an interim answer, and ended the connection.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        for streamID, status in ((1, b"100"), (3, b"200")):
+            head = [(b":status", status)] + [(name.encode(), value.encode()) for name, value in request("GET", "/")]
+            # Raw: h2 will not send it.
+            exchange.protocol.dataReceived(frame(1, 0x5, streamID, client.encoder.encode(head)))
+            answer = [each for each in parseFrames(exchange.transport.value()) if each.stream_id == streamID]
+            exchange.transport.clear()
+            with self.subTest(status=status):
+                [answerHead, body] = answer
+                self.assertEqual(dict(client.decoder.decode(answerHead.data, raw=True))[b":status"], b"400")
+                self.assertIn("response-only headers", json.loads(body.data)["error"])
+        client.send_headers(5, request("GET", "/healthz"), end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.answers[5]["status"], b"200")
+        self.assertIsNone(exchange.goaway)
+
     def test_cookieCrumbs(self) -> None:
         """
         A C{cookie} before a pseudo-header is malformed (RFC 9113, 8.3):

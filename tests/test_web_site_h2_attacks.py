@@ -64,7 +64,7 @@ if H2_ENABLED:
     import h2.settings
 
 #: Frame types (RFC 9113, 6).
-DATA, PRIORITY, GOAWAY = 0, 2, 7
+DATA, PRIORITY, RST_STREAM, GOAWAY = 0, 2, 3, 7
 
 
 def priorityFrame(streamID: int, dependsOn: int = 0) -> bytes:
@@ -165,6 +165,128 @@ class PriorityTests(ExchangeTestCase):
         self.exchange = exchange
         streamID = exchange.get("/api/hang")
         exchange.send(b"".join(priorityFrame(streamID, 1001 + 2 * i) for i in range(1500)))
+        self.assertGoesOn()
+
+
+class SelfDependencyTests(ExchangeTestCase):
+    """
+    A stream made to depend on itself is a stream error (RFC 7540, 5.3.1):
+    the stream is reset with C{PROTOCOL_ERROR}, as nginx and Go reset it,
+    and the connection's other streams go on.  h2 made it a connection
+    error, ending every stream with a GOAWAY.
+    """
+
+    def setUp(self) -> None:
+        ExchangeTestCase.setUp(self)
+        self.hanging = Hanging()
+        self.exchange = Exchange(Limits(), api={b"hang": self.hanging})
+        self.addCleanup(self.exchange.site.stopFactory)
+
+    def assertGoesOn(self) -> None:
+        exchange = self.exchange
+        streamID = exchange.get("/healthz")
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        self.assertIsNone(exchange.goaway)
+        self.assertFalse(exchange.transport.disconnecting)
+
+    def selfDependentHeaders(self, streamID: int, headers: list, endStream: bool) -> bytes:
+        """
+        The client's HEADERS frame opening C{streamID}, made to depend on
+        itself (h2 will not send that).
+        """
+        client = self.exchange.client
+        client.send_headers(streamID, headers, end_stream=endStream, priority_weight=16, priority_depends_on=0)
+        data = client.data_to_send()
+        self.assertEqual(data[3:5], bytes([1, 0x24 | endStream]))
+        return data[:9] + struct.pack(">I", streamID) + data[13:]
+
+    def assertResetOnly(self, streamID: int) -> None:
+        answer = self.exchange.answers[streamID]
+        self.assertEqual(answer["reset"], h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.assertIsNone(answer["status"])
+
+    def test_headersOfARequest(self) -> None:
+        """
+        A request whose HEADERS make its stream depend on itself is not
+        processed, with its body or without.
+        """
+        exchange = self.exchange
+        exchange.send(self.selfDependentHeaders(1, request("GET", "/api/hang"), endStream=True))
+        self.assertResetOnly(1)
+        data = self.selfDependentHeaders(3, request("POST", "/api/hang"), endStream=False)
+        exchange.send(data + frame(DATA, 0x1, 3, b"body"))
+        self.assertResetOnly(3)
+        self.assertEqual(self.hanging.requests, [])
+        self.assertGoesOn()
+
+    def test_headersCountAsControlFrames(self) -> None:
+        """
+        Such a request earns no budget for control frames, as a request
+        does, and takes from it: a client cannot make the server reset
+        stream after stream for nothing.
+        """
+        self.patch(NetsuiteH2Connection, "controlBurst", 10)
+        exchange = Exchange(Limits())
+        self.addCleanup(exchange.site.stopFactory)
+        self.exchange = exchange
+        # The client's SETTINGS and its ACK of the server's took two.
+        first = b"".join(self.selfDependentHeaders(1 + 2 * i, request("GET", "/"), endStream=True) for i in range(8))
+        exchange.send(first)
+        self.assertEqual([exchange.answers[1 + 2 * i]["reset"] for i in range(8)], [1] * 8)
+        self.assertIsNone(exchange.goaway)
+        exchange.send(self.selfDependentHeaders(17, request("GET", "/"), endStream=True))
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual(exchange.site.stats.counters["h2_stream_errors"], 8)
+
+    def test_headersOfTrailers(self) -> None:
+        """
+        Trailers whose HEADERS make their stream depend on itself: the
+        request is dropped, unanswered.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        client.send_headers(1, request("POST", "/api/hang"))
+        client.send_data(1, b"body")
+        exchange.pump()
+        trailers = client.encoder.encode([(b"x-t", b"1")])
+        exchange.send(frame(1, 0x25, 1, struct.pack(">IB", 1, 15) + trailers))
+        self.assertResetOnly(1)
+        self.assertEqual(self.hanging.requests, [])
+        self.assertGoesOn()
+
+    def test_priorityOfAStreamInProgress(self) -> None:
+        """
+        A PRIORITY frame making a stream whose request is being processed
+        depend on itself: the request is lost, as if the client had reset
+        its stream.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        [processing] = self.hanging.requests
+        lost = processing.notifyFinish()
+        exchange.send(priorityFrame(streamID, streamID))
+        self.assertResetOnly(streamID)
+        self.failureResultOf(lost, ConnectionLost)
+        self.assertGoesOn()
+
+    def test_priorityOfOtherStreams(self) -> None:
+        """
+        A PRIORITY frame making an idle stream depend on itself gets that
+        stream reset (as nginx and Go answer it); one for a closed stream
+        is ignored (no frame but PRIORITY may be sent on it, RFC 9113 5.1).
+        """
+        exchange = self.exchange
+        done = exchange.get("/healthz")
+        for streamID, expected in [(done + 4, [(done + 4, 1)]), (2, [(2, 1)]), (done, [])]:
+            exchange.protocol.dataReceived(priorityFrame(streamID, streamID))
+            resets = [
+                (parsed.stream_id, parsed.error_code)
+                for parsed in parseFrames(exchange.transport.value())
+                if parsed.type == RST_STREAM
+            ]
+            exchange.transport.clear()
+            with self.subTest(streamID=streamID):
+                self.assertEqual(resets, expected)
         self.assertGoesOn()
 
 
@@ -967,6 +1089,49 @@ class SocketTests(HTTPSTestCase):
                     tls.sendall(client.data_to_send())
 
         self.assertEqual(await threads.deferToThread(flood), b"200")
+        await waitForNoConnections(self, service)
+
+    async def test_streamErrorsLeaveTheConnection(self) -> None:
+        """
+        Over a real TLS connection, a stream made to depend on itself is
+        reset, trailers that do not end their stream get a 400, and a
+        request after both on the same connection is answered.
+        """
+        port, service, cadata = await self.startHTTPS()
+
+        def run() -> dict[int, object]:
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            client.send_headers(1, request("GET", "/healthz"), end_stream=True, priority_weight=16, priority_depends_on=0)
+            data = client.data_to_send()
+            # Stream 1's HEADERS made to depend on stream 1 (after the frame's 9-byte header).
+            at = data.index(bytes([1, 0x25]) + struct.pack(">I", 1)) - 3
+            data = data[: at + 9] + struct.pack(">I", 1) + data[at + 13 :]
+            client.send_headers(3, request("POST", "/api/echo", ("content-type", "application/json")))
+            client.send_data(3, b"[1")
+            data += client.data_to_send()
+            data += frame(1, 0x4, 3, client.encoder.encode([(b"x-t", b"1")])) + frame(DATA, 0x1, 3, b"]")
+            client.send_headers(5, request("GET", "/healthz"), end_stream=True)
+            data += client.data_to_send()
+            seen: dict[int, object] = {}
+            with self.tlsSocket(port, cadata) as tls:
+                tls.sendall(data)
+                while len(seen) < 3:
+                    received = tls.recv(65536)
+                    if not received:
+                        break
+                    for event in client.receive_data(received):
+                        if isinstance(event, h2.events.StreamReset):
+                            seen[event.stream_id] = event.error_code
+                        elif isinstance(event, h2.events.ResponseReceived):
+                            seen[event.stream_id] = dict(event.headers)[b":status"]
+                        elif isinstance(event, h2.events.ConnectionTerminated):
+                            seen[0] = "goaway"
+                    tls.sendall(client.data_to_send())
+            return seen
+
+        seen = await threads.deferToThread(run)
+        self.assertEqual(seen, {1: h2.errors.ErrorCodes.PROTOCOL_ERROR, 3: b"400", 5: b"200"})
         await waitForNoConnections(self, service)
 
     async def silentUntilClosed(self, port: int, cadata: str, data: bytes) -> list[str]:

@@ -47,7 +47,7 @@ try:
     import h2.events
     import h2.exceptions
     from h2.stream import StreamClosedBy
-    from h2.utilities import HeaderValidationFlags, validate_headers
+    from h2.utilities import HeaderValidationFlags, is_informational_response, validate_headers
     from hyperframe.frame import (
         AltSvcFrame,
         DataFrame,
@@ -1086,15 +1086,30 @@ if H2_SERVED:
         frame that takes its body past its declared C{content-length}, or
         ends it short of it, or malformed trailers.  It is refused on its
         stream, in its turn among the read's events.
+
+        @ivar reset: a stream error that is not a malformed request (a
+            stream made to depend on itself): the stream is reset with
+            C{PROTOCOL_ERROR}, unanswered, in place of the refusal.
         """
 
-        def __init__(self, streamID: int, flowControlled: int, message: str) -> None:
+        def __init__(self, streamID: int, flowControlled: int, message: str, reset: bool = False) -> None:
             # Not h2's __init__: its arguments differ between versions.
             self.stream_id = streamID
             self.stream_ended = None
             self.data = b""
             self.flow_controlled_length = flowControlled
             self.message = message
+            self.reset = reset
+
+    class _BadTrailers(Exception):
+        """
+        h2 found a stream's trailers malformed (they do not end the
+        stream, or carry an informational C{:status}) after it decoded
+        them: the argument says why.
+        """
+
+    #: Why a stream is reset when it is made to depend on itself.
+    _SELF_DEPENDENT = "stream depends on itself"
 
 
 def _validate(headers: list[tuple[bytes, bytes]], flags: Any) -> None:
@@ -1312,6 +1327,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         dispatch[GoAwayFrame] = self._clientGoAway
         self._receiveDataFrame = dispatch[DataFrame]
         dispatch[DataFrame] = self._dataFrame
+        self._receivePriorityFrame = dispatch[PriorityFrame]
+        dispatch[PriorityFrame] = self._priorityFrame
         for kind in (SettingsFrame, PingFrame, WindowUpdateFrame, PriorityFrame, AltSvcFrame, ExtensionFrame):
             dispatch[kind] = self._budgeted(dispatch[kind])
         self._receiveHeadersFrame = dispatch[HeadersFrame]
@@ -1326,11 +1343,37 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         h2's new stream, whose reading of a request's C{content-length}
         (before any other check of its head) no longer ends the connection:
         a value h2 cannot read is left to L{_checkHead}.  Trailers no longer
-        make h2 forget the declared length (see L{_checkTrailers}).
+        make h2 forget the declared length (see L{_checkTrailers}), and
+        h2's finding them malformed raises L{_BadTrailers} (for
+        L{_headersFrame}), not a connection error.
         """
         stream = self._beginStream(*args, **kwargs)
         initialize = stream._initialize_content_length
+        receiveHeaders = stream.receive_headers
         headRead = False
+        opened = False
+
+        def receiveHeadersOrTrailers(headers: list[tuple[bytes, bytes]], *rest: Any) -> tuple[list, list]:
+            nonlocal opened
+            if not opened:
+                if is_informational_response(headers):
+                    # h2 would take it for an interim answer and end the
+                    # connection; any :status in a request is refused by
+                    # _checkHead, whatever its value.
+                    headers = [(name, b"200" if name == b":status" else value) for name, value in headers]
+                received = receiveHeaders(headers, *rest)
+                opened = True
+                return received  # type: ignore[no-any-return]
+            state = stream.state_machine.state
+            try:
+                return receiveHeaders(headers, *rest)  # type: ignore[no-any-return]
+            except h2.exceptions.StreamClosedError:
+                raise  # h2's own: the stream is closed (or was reset)
+            except h2.exceptions.ProtocolError as malformed:
+                # h2 marks the stream closed for an informational :status:
+                # it stays open, to be refused.
+                stream.state_machine.state = state
+                raise _BadTrailers(f"malformed trailers: {malformed}") from None
 
         def initializeContentLength(headers: list[tuple[bytes, bytes]]) -> None:
             nonlocal headRead
@@ -1346,6 +1389,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                     stream._expected_content_length = None  # refused
 
         stream._initialize_content_length = initializeContentLength
+        stream.receive_headers = receiveHeadersOrTrailers
         return stream
 
     def _budgeted(self, receive: Callable[[Any], tuple[list, list]]) -> Callable[[Any], tuple[list, list]]:
@@ -1371,9 +1415,24 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         Take a HEADERS frame (with h2): one that opens a request earns the
         budget its request brings (L{H2_CONTROL_PER_REQUEST}) as it is
         read, before the control frames after it in the same read are
-        charged.
+        charged.  Malformed trailers are refused on their stream, and a
+        stream made to depend on itself is reset (h2 made both connection
+        errors): such a frame comes out of the budget for control frames
+        instead.
         """
-        frames, events = self._receiveHeadersFrame(frame)
+        streamID = frame.stream_id
+        selfDependent = "PRIORITY" in frame.flags and frame.depends_on == streamID
+        if selfDependent:
+            frame.flags.discard("PRIORITY")  # h2 would end the connection
+        try:
+            frames, events = self._receiveHeadersFrame(frame)
+        except _BadTrailers as bad:
+            return [], [_Malformed(streamID, 0, bad.args[0])]
+        if selfDependent:
+            if not self._controls.take():
+                raise _Flood(b"too many control frames")
+            kept = [event for event in events if getattr(event, "stream_id", None) != streamID]
+            return frames, kept + [_Malformed(streamID, 0, _SELF_DEPENDENT, reset=True)]
         if any(isinstance(event, h2.events.RequestReceived) for event in events):
             self._controls.give(H2_CONTROL_PER_REQUEST)
         for event in events:
@@ -1406,6 +1465,16 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if expected is not None and received is not None and received != expected:
             return f"request body of {received} bytes, content-length {expected}"
         return None
+
+    def _priorityFrame(self, frame: Any) -> tuple[list, list]:
+        """
+        Take a PRIORITY frame (with h2, budgeted): one that makes its
+        stream depend on itself gets that stream reset, where h2 ended the
+        connection.
+        """
+        if frame.depends_on == frame.stream_id:
+            return [], [_Malformed(frame.stream_id, 0, _SELF_DEPENDENT, reset=True)]
+        return self._receivePriorityFrame(frame)  # type: ignore[no-any-return]
 
     def _settingsFrame(self, frame: Any) -> tuple[list, list]:
         """
@@ -1908,7 +1977,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if isinstance(event, _Malformed):
             if event.flow_controlled_length:
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            if event.stream_id in self.streams:
+            if event.reset:
+                self._streamError(event.stream_id, event.message)
+            elif event.stream_id in self.streams:
                 self._refuseStream(event.stream_id, 400, event.message)
             return
         if not event.data and event.stream_ended is None and not self._emptyData.take():
@@ -2063,6 +2134,28 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         written = written and self._tryToWriteControlData()
         self._logRefusal(stream, status, sent if written else 0, headers or [])
         if written and stream is not None:
+            stream.connectionLost(Failure(ConnectionLost(message)))
+            self._requestDone(streamID)
+
+    def _streamError(self, streamID: int, message: str) -> None:
+        """
+        Reset stream C{streamID} with C{PROTOCOL_ERROR} (a stream error,
+        RFC 9113 5.4.2), unanswered: a request on it being received or
+        processed is lost, as if the client had reset it.  An idle stream
+        gets the reset too, as nginx and Go send it; a closed one nothing
+        (no frame but PRIORITY may be sent on it, RFC 9113 5.1).
+        """
+        self.site.stats.count("h2_stream_errors")
+        conn = self.conn
+        state = conn.streams.get(streamID)
+        if state is not None and not state.closed:
+            conn.reset_stream(streamID, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        elif streamID > (conn.highest_inbound_stream_id if streamID % 2 else conn.highest_outbound_stream_id):
+            reset = RstStreamFrame(streamID)
+            reset.error_code = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            conn._prepare_for_sending([reset])  # h2 resets only streams it knows
+        stream = self.streams.get(streamID)
+        if stream is not None:
             stream.connectionLost(Failure(ConnectionLost(message)))
             self._requestDone(streamID)
 
