@@ -608,6 +608,25 @@ class HeadCheckTests(SynchronousTestCase):
         self.assertEqual((answer["status"], answer["body"], answer["ended"]), (b"401", b"", True))
         self.assertIn(b"content-length", answer["headers"])
 
+    def test_headRefusedInASmallWindow(self) -> None:
+        """
+        A HEAD refused gets its length even when the client's window is too
+        small for the body another request would get (it went without one).
+        """
+        exchange = self.exchange
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 10})
+        exchange.pump()
+        answers = {}
+        for method in ("POST", "HEAD"):
+            streamID = exchange.client.get_next_available_stream_id()
+            exchange.client.send_headers(streamID, request(method, "/api/guarded", ("content-length", "5")))
+            exchange.pump()
+            answers[method] = exchange.answers[streamID]
+        self.assertEqual((answers["POST"]["status"], answers["POST"]["body"]), (b"401", b""))
+        self.assertNotIn(b"content-length", answers["POST"]["headers"])
+        self.assertEqual((answers["HEAD"]["status"], answers["HEAD"]["body"]), (b"401", b""))
+        self.assertGreater(int(answers["HEAD"]["headers"][b"content-length"]), 10)
+
     def test_headRefusedForItsLengthWithoutABody(self) -> None:
         """
         The same for a HEAD refused for its declared length, before

@@ -2111,10 +2111,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             fits = len(body) <= min(
                 conn.local_flow_control_window(streamID), conn.max_outbound_frame_size
             )
-            if fits:
-                answer.append((b"content-length", b"%d" % (len(body),)))
             if method == b"HEAD":
                 fits = False  # an answer to a HEAD has no body: its length only
+                answer.append((b"content-length", b"%d" % (len(body),)))
+            elif fits:
+                answer.append((b"content-length", b"%d" % (len(body),)))
             conn.send_headers(streamID, answer, end_stream=not fits)
             if fits:
                 conn.send_data(streamID, body, end_stream=True)
