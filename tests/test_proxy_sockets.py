@@ -1571,6 +1571,28 @@ class ProxySocketTests(TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 400 "))
         self.assertEqual(self.origin.accepted, 0)
 
+    async def test_duplicateHostRefused(self) -> None:
+        """
+        Over a real socket, a request with two C{Host} fields gets a 400 and
+        its connection closes; nothing reaches the origin (it was forwarded
+        with the C{Host} made from its URL, leaving which one counts to
+        whoever read it).
+        """
+        port = await self.startProxy()
+        client = Collector()
+        await connect(self, port, client)
+        client.transport.write(
+            b"GET http://127.0.0.1:%d/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" % (self.originPort,)
+        )
+        try:
+            await client.closed.addTimeout(SOCKET_TIMEOUT, reactor)
+        except defer.TimeoutError:
+            self.fail(f"the connection stayed open after {b''.join(client.received)!r}")
+        status, _, body = _parseResponse(b"".join(client.received))
+        self.assertEqual(status, 400)
+        self.assertIn(b"more than one Host header", body)
+        self.assertEqual(self.origin.accepted, 0)
+
     # TLS to the proxy.
 
     async def test_httpsProxy(self) -> None:

@@ -38,7 +38,7 @@ from netsuite.web import site as siteModule
 from netsuite.web.api import APIError, EchoResource, JSONResource
 from netsuite.web.site import Limits, makeHTTPService, makeSite
 from tests.helpers import connectInMemory, rawExchange, recvUntil, startListener
-from tests.tlshelpers import makeServerOptions
+from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
 
 
 def inMemory(limits: Limits | None = None, **kwargs):
@@ -1020,6 +1020,19 @@ class GracefulCloseTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+class Unsized(Resource):
+    """
+    Answers C{some body} written, not returned: no C{Content-Length}.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        request.write(b"some body")
+        request.finish()
+        return NOT_DONE_YET
+
+
 class VersionTests(SynchronousTestCase):
     """
     Every HTTP/1.x answer says C{HTTP/1.1} (RFC 9110, 6.2: the server's own
@@ -1504,6 +1517,33 @@ class SocketTests(TestCase):
         self.assertTrue(answers.endswith(b"ok\n"), answers)
         self.assertEqual(answers.count(b"Connection: close"), 1)
 
+    async def test_http10KeepAliveAfterAHeadWithoutLength(self) -> None:
+        """
+        Over a real socket, an HTTP/1.0 keep-alive connection goes on after
+        the answer to a HEAD that has no C{Content-Length} (it has no body
+        the end of the connection must end): the next request on it is
+        answered (the connection was closed after the HEAD).
+        """
+        port, service, status = await self.startHTTP(api={b"unsized": Unsized()})
+
+        def exchange() -> tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as client:
+                client.sendall(b"HEAD /api/unsized HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                head = recvUntil(client, lambda r: b"\r\n\r\n" in r)
+                try:
+                    client.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                    return head, recvUntil(client)
+                except ConnectionError as e:
+                    return head, repr(e).encode()
+
+        head, second = await threads.deferToThread(exchange)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertNotIn(b"\r\nContent-Length: ", head)
+        self.assertIn(b"\r\nConnection: keep-alive\r\n", head)
+        self.assertTrue(head.endswith(b"\r\n\r\n"), head)
+        self.assertTrue(second.startswith(b"HTTP/1.1 200 OK\r\n"), second)
+        self.assertTrue(second.endswith(b"\r\n\r\nok\n"), second)
+
     async def test_stalledBodyGets408(self) -> None:
         """
         Over a real socket, a body that stops coming gets a 408 at the idle
@@ -1878,6 +1918,23 @@ class SocketTests(TestCase):
             r'^"?127\.0\.0\.1"? - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
             r'"GET /nothing\?x=1 HTTP/1\.1" 404 \d+ "http://r\.example/" "tester/1"$',
         )
+
+    async def test_accessLogShowsALaterHTTP1VersionAsSent(self) -> None:
+        """
+        Over a real socket, a request line of C{HTTP/1.2}, served as
+        HTTP/1.1, is logged with its version as sent, as nginx logs it (it
+        was logged as C{HTTP/1.1}).
+        """
+        path = os.path.abspath(self.mktemp())
+        port, service, status = await self.startHTTP(accessLog=path)
+        answer = await threads.deferToThread(
+            rawExchange, port, b"GET /healthz HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+        await service.stopService()  # writes the log out
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        self.assertIn('"GET /healthz HTTP/1.2" 200 ', line)
 
     async def test_clientGoneMidAnswerLogged(self) -> None:
         """
