@@ -444,6 +444,24 @@ class LimitTests(ExchangeTestCase):
                 answer = self.assertRefused(streamID, b"400")
                 self.assertIn("malformed trailers", json.loads(answer["body"])["error"])
 
+    def test_trailersTwice(self) -> None:
+        """
+        Trailers that do not end their stream, then more trailers in the
+        same read: the request gets its 400 (h2 marked the stream closed
+        at the second, and the 400 went unsent, the client left waiting).
+        """
+        exchange = self.exchange
+        client = exchange.client
+        client.send_headers(1, request("POST", "/api/echo", ("content-type", "application/json")))
+        client.send_data(1, b"[1]")
+        exchange.pump()
+        exchange.send(
+            frame(1, 0x4, 1, client.encoder.encode([(b"x-t", b"1")]))
+            + frame(1, 0x5, 1, client.encoder.encode([(b"x-u", b"2")]))
+        )
+        answer = self.assertRefused(1, b"400")
+        self.assertIn("malformed trailers", json.loads(answer["body"])["error"])
+
     def test_statusInARequestHead(self) -> None:
         """
         A request head with a C{:status}, of any value, is malformed: a 400

@@ -289,6 +289,167 @@ class SelfDependencyTests(ExchangeTestCase):
                 self.assertEqual(resets, expected)
         self.assertGoesOn()
 
+    def test_headersDependingOnAnotherStream(self) -> None:
+        """
+        HEADERS with the PRIORITY flag that depend on another stream (or on
+        none, as curl and older browsers send them) are a request like any
+        other: answered, not reset.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        for streamID, dependsOn in ((1, 0), (3, 1)):
+            client.send_headers(
+                streamID, request("GET", "/healthz"), end_stream=True, priority_weight=16, priority_depends_on=dependsOn
+            )
+            exchange.pump()
+            with self.subTest(dependsOn=dependsOn):
+                self.assertEqual(exchange.answers[streamID]["status"], b"200")
+                self.assertIsNone(exchange.answers[streamID]["reset"])
+        self.assertNotIn("h2_stream_errors", exchange.site.stats.counters)
+
+    def test_streamForgotten(self) -> None:
+        """
+        A request dropped for its stream's self-dependency leaves nothing
+        of its stream behind: a graceful stop that waited for it closes the
+        connection.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        connection = exchange.protocol._channel
+        connection.closeGracefully()
+        exchange.pump()
+        self.assertFalse(exchange.transport.disconnecting)
+        exchange.send(priorityFrame(streamID, streamID))
+        self.assertEqual(connection.streams, {})
+        self.assertEqual(connection._outboundStreamQueues, {})
+        self.assertTrue(exchange.transport.disconnecting)
+
+    def test_priorityOfAServerStreamAfterRequests(self) -> None:
+        """
+        An even (server-initiated) stream is idle whatever streams the
+        client opened: made to depend on itself, it is reset.
+        """
+        exchange = self.exchange
+        done = exchange.get("/healthz")
+        self.assertEqual(exchange.get("/healthz"), done + 2)
+        exchange.protocol.dataReceived(priorityFrame(2, 2))
+        resets = [
+            (parsed.stream_id, parsed.error_code)
+            for parsed in parseFrames(exchange.transport.value())
+            if parsed.type == RST_STREAM
+        ]
+        self.assertEqual(resets, [(2, h2.errors.ErrorCodes.PROTOCOL_ERROR)])
+
+    def test_headersSplitByContinuation(self) -> None:
+        """
+        Self-dependent HEADERS whose block goes on in a CONTINUATION frame
+        (h2 joins them into the first frame, whose flags and dependency
+        stay), and padded ones: each reset, the request not processed.
+        """
+        exchange = self.exchange
+        data = self.selfDependentHeaders(1, request("GET", "/api/hang"), endStream=True)
+        # PRIORITY | END_STREAM, not END_HEADERS; the rest of the block after.
+        payload = data[9 : 9 + int.from_bytes(data[:3], "big")]
+        priority, block = payload[:5], payload[5:]
+        exchange.send(frame(1, 0x21, 1, priority + block[:3]) + frame(9, 0x4, 1, block[3:]))
+        self.assertResetOnly(1)
+        data = self.selfDependentHeaders(3, request("GET", "/api/hang"), endStream=True)
+        payload = data[9 : 9 + int.from_bytes(data[:3], "big")]
+        # PRIORITY | PADDED | END_HEADERS | END_STREAM
+        exchange.send(frame(1, 0x2D, 3, bytes([4]) + payload + b"\0" * 4))
+        self.assertResetOnly(3)
+        self.assertEqual(self.hanging.requests, [])
+        self.assertGoesOn()
+
+    def test_resetsOfRequestsInProgressAreLimited(self) -> None:
+        """
+        Requests made to depend on themselves once they are being processed
+        are as many streams reset (Rapid Reset, CVE-2023-44487): past the
+        reset budget the connection ends, as it does for the client's own
+        RST_STREAMs.  Each request earns more control budget than its
+        PRIORITY frame costs, so that budget does not stop it.
+        """
+        self.patch(NetsuiteH2Connection, "resetBurst", 50)
+        exchange = Exchange(Limits(), api={b"hang": self.hanging})
+        self.addCleanup(exchange.site.stopFactory)
+        client = exchange.client
+        head = [(name.encode(), value.encode()) for name, value in request("GET", "/api/hang")]
+        data = b""
+        for streamID in range(1, 2 * 60, 2):
+            data += frame(1, 0x5, streamID, client.encoder.encode(head)) + priorityFrame(streamID, streamID)
+        exchange.protocol.dataReceived(data)
+        self.assertTrue(exchange.transport.disconnecting)
+        self.assertEqual(exchange.site.stats.counters["h2_reset_floods"], 1)
+        self.assertLessEqual(len(self.hanging.requests), 51)
+
+
+class LateInformationalHeadersTests(ExchangeTestCase):
+    """
+    HEADERS with an informational C{:status} on a stream whose request has
+    ended are no trailers: h2 raised for them before it looked at the
+    stream's state, and netsuite took that for malformed trailers.
+    """
+
+    def setUp(self) -> None:
+        ExchangeTestCase.setUp(self)
+        self.hanging = Hanging()
+        self.exchange = Exchange(Limits(), api={b"hang": self.hanging})
+        self.addCleanup(self.exchange.site.stopFactory)
+
+    def test_onAStreamInProgress(self) -> None:
+        """
+        On a stream whose request is being processed they get what any
+        HEADERS on a half-closed stream get from h2 (RFC 9113, 5.1: a
+        reset, C{STREAM_CLOSED}, counted as a reset), not a 400 answering
+        a request that ended well, as its malformed trailers.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        for endStream in (0x1, 0):
+            with self.subTest(endStream=endStream):
+                streamID = client.get_next_available_stream_id()
+                client.send_headers(streamID, request("GET", "/api/hang"), end_stream=True)
+                exchange.pump()
+                late = client.encoder.encode([(b":status", b"100")])
+                exchange.send(frame(1, 0x4 | endStream, streamID, late))
+                answer = exchange.answers.get(streamID, {})
+                self.assertIsNone(answer.get("status"))
+                self.assertEqual(answer.get("reset"), h2.errors.ErrorCodes.STREAM_CLOSED)
+        self.assertNotIn("refused_400", exchange.site.stats.counters)
+        self.assertIsNone(exchange.goaway)
+
+    def test_headersAfterTheEndOfTheRequest(self) -> None:
+        """
+        Any HEADERS on a stream whose request has ended (half closed) get
+        h2's reset (C{STREAM_CLOSED}), not a 400 as malformed trailers.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        streamID = client.get_next_available_stream_id()
+        client.send_headers(streamID, request("GET", "/api/hang"), end_stream=True)
+        exchange.pump()
+        exchange.send(frame(1, 0x5, streamID, client.encoder.encode([(b"x-t", b"1")])))
+        answer = exchange.answers.get(streamID, {})
+        self.assertIsNone(answer.get("status"))
+        self.assertEqual(answer.get("reset"), h2.errors.ErrorCodes.STREAM_CLOSED)
+        self.assertNotIn("refused_400", exchange.site.stats.counters)
+
+    def test_onAClosedStream(self) -> None:
+        """
+        On a stream that ended both ways they end the connection (RFC
+        9113, 5.1: C{STREAM_CLOSED}), as other HEADERS there do: they were
+        decoded and dropped, unbudgeted, as often as the client sent them.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        streamID = exchange.get("/healthz")
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        for endStream in (0x1, 0):
+            late = client.encoder.encode([(b":status", b"100"), (b"x-pad", b"a" * 1000)])
+            exchange.protocol.dataReceived(frame(1, 0x4 | endStream, streamID, late))
+        exchange.pump()
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.STREAM_CLOSED)
+
 
 class ResetRaceTests(ExchangeTestCase):
     """
@@ -510,6 +671,8 @@ class ControlFrameFloodTests(ExchangeTestCase):
         "PING": frame(6, 0, 0, b"\0" * 8),
         "WINDOW_UPDATE": frame(8, 0, 0, struct.pack(">I", 1)),
         "PRIORITY": priorityFrame(1),
+        # Each gets the idle stream reset: budgeted all the same.
+        "PRIORITY on itself": priorityFrame(3, 3),
         "unknown": frame(0x20, 0, 0, b"x" * 8),
     }
 

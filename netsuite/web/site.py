@@ -1104,8 +1104,7 @@ if H2_SERVED:
     class _BadTrailers(Exception):
         """
         h2 found a stream's trailers malformed (they do not end the
-        stream, or carry an informational C{:status}) after it decoded
-        them: the argument says why.
+        stream) after it decoded them: the argument says why.
         """
 
     #: Why a stream is reset when it is made to depend on itself.
@@ -1355,12 +1354,13 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
         def receiveHeadersOrTrailers(headers: list[tuple[bytes, bytes]], *rest: Any) -> tuple[list, list]:
             nonlocal opened
+            if is_informational_response(headers):
+                # h2 would take it for an interim answer, and raise before
+                # it looks at the stream's state; any :status in a request
+                # head or its trailers is refused by _checkHead or
+                # _checkTrailers, whatever its value.
+                headers = [(name, b"200" if name == b":status" else value) for name, value in headers]
             if not opened:
-                if is_informational_response(headers):
-                    # h2 would take it for an interim answer and end the
-                    # connection; any :status in a request is refused by
-                    # _checkHead, whatever its value.
-                    headers = [(name, b"200" if name == b":status" else value) for name, value in headers]
                 received = receiveHeaders(headers, *rest)
                 opened = True
                 return received  # type: ignore[no-any-return]
@@ -1370,8 +1370,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             except h2.exceptions.StreamClosedError:
                 raise  # h2's own: the stream is closed (or was reset)
             except h2.exceptions.ProtocolError as malformed:
-                # h2 marks the stream closed for an informational :status:
-                # it stays open, to be refused.
+                # h2 marks the stream closed for trailers after trailers
+                # (in the read of the first, before the refusal): it stays
+                # open, for the refusal to be sent.
                 stream.state_machine.state = state
                 raise _BadTrailers(f"malformed trailers: {malformed}") from None
 
@@ -2159,6 +2160,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if stream is not None:
             stream.connectionLost(Failure(ConnectionLost(message)))
             self._requestDone(streamID)
+            # A request dropped, as by the client's reset: a flood of them
+            # is Rapid Reset (each request earns more control budget than
+            # its PRIORITY frame costs).
+            if not self._resets.take():
+                self.site.stats.count("h2_reset_floods")
+                self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
 
     def _logRefusal(self, stream: Any, status: int, sent: int, headers: list[tuple[bytes, bytes]]) -> None:
         """
