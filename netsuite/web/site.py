@@ -2056,7 +2056,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if event.stream_id in self.streams:
             H2Connection._requestAborted(self, event)
         # Newer Twisted limits resets too; this holds for every version.
-        if not self._resets.take():
+        if not self._resets.take() and not self.transport.disconnecting:
             self.site.stats.count("h2_reset_floods")
             self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
 
