@@ -383,6 +383,22 @@ class LimitTests(ExchangeTestCase):
         exchange.pump()
         self.assertEqual(exchange.answers[streamID]["status"], b"200")
 
+    def test_shortBodyRefusedWithoutAReset(self) -> None:
+        """
+        A body that ends short of its C{content-length} gets its 400 and
+        no reset after it, and its stream is closed: the client had ended
+        it (h2 raised before it took the end, and a C{RST_STREAM NO_ERROR}
+        followed the answer).
+        """
+        exchange = self.exchange
+        client = exchange.client
+        client.send_headers(1, request("POST", "/api/echo", ("content-type", "application/json"), ("content-length", "5")))
+        client.send_data(1, b"[1]", end_stream=True)
+        exchange.protocol.dataReceived(client.data_to_send())
+        sent = [(type(each).__name__, sorted(each.flags)) for each in parseFrames(exchange.transport.value())]
+        self.assertEqual(sent, [("HeadersFrame", ["END_HEADERS"]), ("DataFrame", ["END_STREAM"])])
+        self.assertEqual(exchange.protocol._channel.conn.open_inbound_streams, 0)
+
     def test_trailersChecked(self) -> None:
         """
         Trailers that end a body short of its C{content-length}, or that

@@ -46,7 +46,7 @@ try:
     import h2.errors
     import h2.events
     import h2.exceptions
-    from h2.stream import StreamClosedBy
+    from h2.stream import StreamClosedBy, StreamInputs
     from h2.utilities import HeaderValidationFlags, is_informational_response, validate_headers
     from hyperframe.frame import (
         AltSvcFrame,
@@ -1504,6 +1504,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             # A stream error (RFC 9113, 8.1.1), which h2 made the
             # connection's: refused on its stream, in its turn.
             expected, actual = wrong.expected_length, wrong.actual_length
+            stream = self.conn.streams.get(frame.stream_id)
+            if "END_STREAM" in frame.flags and stream is not None:
+                # The client has ended its request (h2 raised before it
+                # took the end): the refusal closes the stream, with no
+                # reset after it.
+                stream.state_machine.process_input(StreamInputs.RECV_END_STREAM)
             if actual > expected:
                 message = f"request body longer than its content-length of {expected}"
             else:
