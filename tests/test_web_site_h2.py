@@ -90,13 +90,18 @@ class Exchange:
 
     acknowledge = True
 
-    def __init__(self, limits: Limits, tls: bool = True, trickle: bool = False, **kwargs: object) -> None:
+    def __init__(
+        self, limits: Limits, tls: bool = True, trickle: bool = False, handshake: bool = True, **kwargs: object
+    ) -> None:
         """
         @param tls: whether the connection is one where ALPN chose HTTP/2;
             else a plain one (HTTP/2 with prior knowledge, if the site
             allows it).
         @param trickle: send the client's first bytes (the preface and its
             SETTINGS) a byte a read.
+        @param handshake: exchange the SETTINGS now; else the client's stay
+            to be sent with what the test adds, and it knows nothing of the
+            server's settings.
         @param kwargs: for L{makeSite}.
         """
         self.clock, self.site, _ = inMemory(limits, **kwargs)
@@ -110,7 +115,8 @@ class Exchange:
         if trickle:
             for byte in self.client.data_to_send():
                 self.protocol.dataReceived(bytes([byte]))
-        self.pump()
+        if handshake:
+            self.pump()
 
     def send(self, data: bytes) -> None:
         """

@@ -383,6 +383,57 @@ class SelfDependencyTests(ExchangeTestCase):
         self.assertLessEqual(len(self.hanging.requests), 51)
 
 
+class ConcurrentStreamsTests(ExchangeTestCase):
+    """
+    Streams past the concurrent streams the server allows (100) are
+    refused with C{REFUSED_STREAM}, which a client may send again (RFC
+    9113, 5.1.2), as nginx refuses them; the others are answered.  h2 ended
+    the connection at the first, and every request on it was lost: a
+    client sending more before it has read the server's SETTINGS (until
+    then it may assume no limit) lost them all.
+    """
+
+    def test_pastTheLimitRefused(self) -> None:
+        hanging = Hanging()
+        exchange = Exchange(Limits(), handshake=False, api={b"hang": hanging})
+        self.addCleanup(exchange.site.stopFactory)
+        client = exchange.client
+        streams = [1 + 2 * i for i in range(150)]
+        for streamID in streams:
+            client.send_headers(streamID, request("GET", "/api/hang"), end_stream=True)
+        exchange.pump()
+        self.assertEqual(len(hanging.requests), 100)
+        resets = {streamID: exchange.answers.get(streamID, {}).get("reset") for streamID in streams}
+        self.assertEqual(set(resets[s] for s in streams[:100]), {None})
+        self.assertEqual(set(resets[s] for s in streams[100:]), {h2.errors.ErrorCodes.REFUSED_STREAM})
+        self.assertIsNone(exchange.goaway)
+        self.assertEqual(exchange.site.stats.counters["h2_refused_streams"], 50)
+        # Once some end, the client's next request is taken.
+        for request_ in hanging.requests[:10]:
+            request_.write(b"done")
+            request_.finish()
+        exchange.pump()
+        streamID = exchange.get("/healthz")
+        self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        self.assertEqual([exchange.answers[s]["body"] for s in streams[:10]], [b"done"] * 10)
+
+    def test_refusalsBudgeted(self) -> None:
+        """
+        A refused stream brings no request: its HEADERS come out of the
+        budget for control frames, so a client cannot make the server
+        decode and refuse header blocks without end.
+        """
+        self.patch(NetsuiteH2Connection, "controlBurst", 10)
+        hanging = Hanging()
+        exchange = Exchange(Limits(), handshake=False, api={b"hang": hanging})
+        self.addCleanup(exchange.site.stopFactory)
+        client = exchange.client
+        for i in range(100 + 20):
+            client.send_headers(1 + 2 * i, request("GET", "/api/hang"), end_stream=True)
+        exchange.pump()
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+
 class LateInformationalHeadersTests(ExchangeTestCase):
     """
     HEADERS with an informational C{:status} on a stream whose request has
@@ -1299,6 +1350,54 @@ class SocketTests(HTTPSTestCase):
 
         seen = await threads.deferToThread(run)
         self.assertEqual(seen, {1: h2.errors.ErrorCodes.PROTOCOL_ERROR, 3: b"400", 5: b"200"})
+        await waitForNoConnections(self, service)
+
+    async def test_streamsPastTheLimitSentAgain(self) -> None:
+        """
+        Over a real TLS connection, a client that sends 150 requests before
+        it has read the server's SETTINGS gets each answered or refused
+        (C{REFUSED_STREAM}), and the refused ones answered when it sends
+        them again on the same connection (h2 ended the connection, every
+        request lost).
+        """
+        port, service, cadata = await self.startHTTPS()
+
+        def run() -> tuple[dict[int, object], dict[int, object]]:
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            for i in range(150):
+                client.send_headers(1 + 2 * i, request("GET", "/healthz"), end_stream=True)
+            statuses: dict[int, bytes] = {}
+            first: dict[int, object] = {}
+            again: dict[int, object] = {}
+            seen, expected = first, 150
+            with self.tlsSocket(port, cadata) as tls:
+                tls.sendall(client.data_to_send())
+                while len(seen) < expected:
+                    received = tls.recv(65536)
+                    if not received:
+                        break
+                    for event in client.receive_data(received):
+                        if isinstance(event, h2.events.StreamReset):
+                            seen[event.stream_id] = event.error_code
+                        elif isinstance(event, h2.events.ResponseReceived):
+                            statuses[event.stream_id] = dict(event.headers)[b":status"]
+                        elif isinstance(event, h2.events.StreamEnded):
+                            seen[event.stream_id] = statuses[event.stream_id]
+                        elif isinstance(event, h2.events.ConnectionTerminated):
+                            return first, {0: "goaway"}
+                    if seen is first and len(first) == 150:
+                        # Each stream has ended: send the refused ones again.
+                        seen, expected = again, list(first.values()).count(h2.errors.ErrorCodes.REFUSED_STREAM)
+                        for _ in range(expected):
+                            client.send_headers(client.get_next_available_stream_id(), request("GET", "/healthz"), end_stream=True)
+                    tls.sendall(client.data_to_send())
+            return first, again
+
+        first, again = await threads.deferToThread(run)
+        self.assertEqual(len(first), 150, first)
+        self.assertEqual(set(first.values()) - {b"200", h2.errors.ErrorCodes.REFUSED_STREAM}, set())
+        self.assertEqual(set(again.values()) - {b"200"}, set())
         await waitForNoConnections(self, service)
 
     async def silentUntilClosed(self, port: int, cadata: str, data: bytes) -> list[str]:

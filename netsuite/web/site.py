@@ -46,6 +46,7 @@ try:
     import h2.errors
     import h2.events
     import h2.exceptions
+    from h2.connection import AllowedStreamIDs
     from h2.stream import StreamClosedBy, StreamInputs
     from h2.utilities import HeaderValidationFlags, is_informational_response, validate_headers
     from hyperframe.frame import (
@@ -1087,12 +1088,13 @@ if H2_SERVED:
         ends it short of it, or malformed trailers.  It is refused on its
         stream, in its turn among the read's events.
 
-        @ivar reset: a stream error that is not a malformed request (a
-            stream made to depend on itself): the stream is reset with
-            C{PROTOCOL_ERROR}, unanswered, in place of the refusal.
+        @ivar reset: for a stream error that is not a malformed request (a
+            stream made to depend on itself, one past the concurrent
+            streams allowed), the error code the stream is reset with,
+            unanswered, in place of the refusal.
         """
 
-        def __init__(self, streamID: int, flowControlled: int, message: str, reset: bool = False) -> None:
+        def __init__(self, streamID: int, flowControlled: int, message: str, reset: int | None = None) -> None:
             # Not h2's __init__: its arguments differ between versions.
             self.stream_id = streamID
             self.stream_ended = None
@@ -1109,6 +1111,9 @@ if H2_SERVED:
 
     #: Why a stream is reset when it is made to depend on itself.
     _SELF_DEPENDENT = "stream depends on itself"
+
+    #: Why a stream is refused past the concurrent streams allowed.
+    _TOO_MANY_STREAMS = "too many concurrent streams"
 
 
 def _validate(headers: list[tuple[bytes, bytes]], flags: Any) -> None:
@@ -1416,12 +1421,25 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         Take a HEADERS frame (with h2): one that opens a request earns the
         budget its request brings (L{H2_CONTROL_PER_REQUEST}) as it is
         read, before the control frames after it in the same read are
-        charged.  Malformed trailers are refused on their stream, and a
-        stream made to depend on itself is reset (h2 made both connection
-        errors): such a frame comes out of the budget for control frames
-        instead.
+        charged.  Malformed trailers are refused on their stream, a stream
+        made to depend on itself is reset (C{PROTOCOL_ERROR}), and so is a
+        stream past the concurrent streams allowed (C{REFUSED_STREAM}: the
+        client may send it again, RFC 9113 5.1.2), as nginx refuses it.
+        h2 made each a connection error, the last before it decoded the
+        header block.  A frame of a stream reset so comes out of the budget
+        for control frames instead.
         """
         streamID = frame.stream_id
+        conn = self.conn
+        overLimit = (
+            streamID not in conn.streams
+            and streamID % 2
+            and streamID > conn.highest_inbound_stream_id
+            and conn.open_inbound_streams >= conn.local_settings.max_concurrent_streams
+        )
+        if overLimit:
+            # Opened here, past h2's check, for h2 to decode its block.
+            conn._get_or_create_stream(streamID, AllowedStreamIDs.ODD)
         selfDependent = "PRIORITY" in frame.flags and frame.depends_on == streamID
         if selfDependent:
             frame.flags.discard("PRIORITY")  # h2 would end the connection
@@ -1429,11 +1447,15 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             frames, events = self._receiveHeadersFrame(frame)
         except _BadTrailers as bad:
             return [], [_Malformed(streamID, 0, bad.args[0])]
-        if selfDependent:
+        if selfDependent or overLimit:
             if not self._controls.take():
                 raise _Flood(b"too many control frames")
             kept = [event for event in events if getattr(event, "stream_id", None) != streamID]
-            return frames, kept + [_Malformed(streamID, 0, _SELF_DEPENDENT, reset=True)]
+            if selfDependent:
+                refusal = _Malformed(streamID, 0, _SELF_DEPENDENT, reset=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            else:
+                refusal = _Malformed(streamID, 0, _TOO_MANY_STREAMS, reset=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return frames, kept + [refusal]
         if any(isinstance(event, h2.events.RequestReceived) for event in events):
             self._controls.give(H2_CONTROL_PER_REQUEST)
         for event in events:
@@ -1474,7 +1496,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         connection.
         """
         if frame.depends_on == frame.stream_id:
-            return [], [_Malformed(frame.stream_id, 0, _SELF_DEPENDENT, reset=True)]
+            return [], [
+                _Malformed(frame.stream_id, 0, _SELF_DEPENDENT, reset=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            ]
         return self._receivePriorityFrame(frame)  # type: ignore[no-any-return]
 
     def _settingsFrame(self, frame: Any) -> tuple[list, list]:
@@ -1984,8 +2008,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         if isinstance(event, _Malformed):
             if event.flow_controlled_length:
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            if event.reset:
-                self._streamError(event.stream_id, event.message)
+            if event.reset is not None:
+                self._streamError(event.stream_id, event.message, event.reset)
             elif event.stream_id in self.streams:
                 self._refuseStream(event.stream_id, 400, event.message)
             return
@@ -2145,22 +2169,24 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             stream.connectionLost(Failure(ConnectionLost(message)))
             self._requestDone(streamID)
 
-    def _streamError(self, streamID: int, message: str) -> None:
+    def _streamError(self, streamID: int, message: str, code: int) -> None:
         """
-        Reset stream C{streamID} with C{PROTOCOL_ERROR} (a stream error,
-        RFC 9113 5.4.2), unanswered: a request on it being received or
+        Reset stream C{streamID} with error C{code} (a stream error, RFC
+        9113 5.4.2), unanswered: a request on it being received or
         processed is lost, as if the client had reset it.  An idle stream
         gets the reset too, as nginx and Go send it; a closed one nothing
-        (no frame but PRIORITY may be sent on it, RFC 9113 5.1).
+        (no frame but PRIORITY may be sent on it, RFC 9113 5.1).  Counted
+        as C{h2_refused_streams} (C{REFUSED_STREAM}) or C{h2_stream_errors}.
         """
-        self.site.stats.count("h2_stream_errors")
+        refused = code == h2.errors.ErrorCodes.REFUSED_STREAM
+        self.site.stats.count("h2_refused_streams" if refused else "h2_stream_errors")
         conn = self.conn
         state = conn.streams.get(streamID)
         if state is not None and not state.closed:
-            conn.reset_stream(streamID, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            conn.reset_stream(streamID, code)
         elif streamID > (conn.highest_inbound_stream_id if streamID % 2 else conn.highest_outbound_stream_id):
             reset = RstStreamFrame(streamID)
-            reset.error_code = h2.errors.ErrorCodes.PROTOCOL_ERROR
+            reset.error_code = code
             conn._prepare_for_sending([reset])  # h2 resets only streams it knows
         stream = self.streams.get(streamID)
         if stream is not None:
