@@ -1,5 +1,5 @@
 """
-A host name resolver that answers every lookup.
+A host name resolver that answers every lookup, on threads of its own.
 
 Twisted's default resolver (C{GAIResolver}) runs C{getaddrinfo} in a thread
 and takes a C{gaierror} as "no addresses"; any other exception (C{EMFILE}
@@ -8,19 +8,31 @@ failed and unhandled, and the caller is never told: a proxied request waited
 for its connect timeout, a download for minutes.  Here such a failure is
 "no addresses" too, so every caller answers at once (the proxy's C{502},
 the downloader's error for the job).
+
+Twisted's runs on the reactor's thread pool, 10 threads shared with all
+other work in threads: 10 lookups of names whose DNS does not answer (each
+waits for the resolver's timeout, seconds) held every lookup behind them,
+of any name, for any client, and the downloader's directory listings and
+job-list writes too.  Here lookups have a pool of their own, of up to
+L{LOOKUP_THREADS} threads.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any, Callable
 
 from twisted.internet._resolver import GAIResolver
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 
 #: Seconds between two warnings of failed lookups.
 WARN_EVERY = 60.0
+
+#: Lookups that may run at once (each waits in a thread of its own).
+LOOKUP_THREADS = 64
 
 log = Logger()
 
@@ -45,22 +57,58 @@ def _answering(getaddrinfo: Callable[..., list], failed: Callable[[str, Exceptio
 
 class AnsweringResolver(GAIResolver):
     """
-    Twisted's C{GAIResolver}, on the reactor's thread pool, telling its
-    receiver "no addresses" whatever C{getaddrinfo} fails with.  A failure
-    other than a DNS error (C{EMFILE}: the process is out of file
-    descriptors) is logged as a warning, at most one a minute.
+    Twisted's C{GAIResolver}, telling its receiver "no addresses" whatever
+    C{getaddrinfo} fails with, on a thread pool of its own (up to
+    C{threads} lookups at once).  A failure other than a DNS error
+    (C{EMFILE}: the process is out of file descriptors) is logged as a
+    warning, at most one a minute.
+
+    The pool starts with the first lookup, and stops when the reactor shuts
+    down, or with L{stop}.  Its threads are daemon threads: one waiting on
+    DNS never holds up the process's exit.
     """
 
     _lastWarning: float | None = None
     _unwarned = 0
 
-    def __init__(self, reactor: Any, getaddrinfo: Callable[..., list] = socket.getaddrinfo) -> None:
+    def __init__(
+        self, reactor: Any, getaddrinfo: Callable[..., list] = socket.getaddrinfo, threads: int = LOOKUP_THREADS
+    ) -> None:
         self._clock = reactor
+        self._reactor = reactor
+        self._threads = threads
+        self._pool: ThreadPool | None = None
+        self._trigger: Any = None
 
         def failed(host: str, error: Exception) -> None:
             reactor.callFromThread(self._failed, host, error)
 
-        GAIResolver.__init__(self, reactor, reactor.getThreadPool, _answering(getaddrinfo, failed))
+        GAIResolver.__init__(self, reactor, self._getPool, _answering(getaddrinfo, failed))
+
+    def _getPool(self) -> ThreadPool:
+        if self._pool is None:
+            self._pool = ThreadPool(0, self._threads, "netsuite-lookups")
+            self._pool.threadFactory = _daemonThread  # type: ignore[assignment]
+            self._pool.start()
+            self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._shutDown)
+        return self._pool
+
+    def _shutDown(self) -> None:
+        self._trigger = None  # firing: it cannot be removed
+        self.stop()
+
+    def stop(self) -> None:
+        """
+        Stop the lookup threads (once the lookups running end); a later
+        lookup starts them again.
+        """
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+        pool.stop()
 
     def _failed(self, host: str, error: Exception) -> None:
         now = self._clock.seconds()
@@ -74,6 +122,10 @@ class AnsweringResolver(GAIResolver):
             error=f"{error.__class__.__name__}: {error}",
             more=f"; {more} more such failures since the last warning" if more else "",
         )
+
+
+def _daemonThread(*args: Any, **kwargs: Any) -> threading.Thread:
+    return threading.Thread(*args, daemon=True, **kwargs)
 
 
 def installResolver(reactor: Any) -> None:

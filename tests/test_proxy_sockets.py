@@ -1144,6 +1144,50 @@ class ProxySocketTests(TestCase):
         self.assertIn(b"could not resolve the host name name.example", body)
         self.assertLess(time.monotonic() - started, 5)
 
+    async def test_slowLookupsHoldNoOtherClient(self) -> None:
+        """
+        Twelve requests for names whose DNS does not answer leave another
+        client's request for a name that resolves answered at once: the
+        lookups ran on the reactor's 10 threads, and every lookup behind
+        them waited (a 3 s DNS timeout held the other client 5.7 s).
+        """
+        import threading
+
+        from netsuite.resolving import AnsweringResolver
+
+        answer = threading.Event()
+
+        def getaddrinfo(host: str, *args: Any) -> list:
+            if host.startswith("slow"):
+                answer.wait(SOCKET_TIMEOUT)
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return socket.getaddrinfo("127.0.0.1", *args)
+
+        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo)
+        self.addCleanup(resolver.stop)
+        self.addCleanup(answer.set)
+        port = await self.startProxy(ProxyRules(allowLoopback=True), resolver=resolver)
+        waiting = []
+        for i in range(12):
+            client = Collector()
+            await connect(self, port, client)
+            client.transport.write(b"GET http://slow%d.example/ HTTP/1.1\r\nHost: slow%d.example\r\n\r\n" % (i, i))
+            waiting.append(client)
+        fast = Collector()
+        await connect(self, port, fast)
+        fast.transport.write(
+            b"GET http://fast.example:%d/echo HTTP/1.1\r\nHost: fast.example\r\nConnection: close\r\n\r\n"
+            % (self.originPort,)
+        )
+        await fast.closed.addTimeout(SOCKET_TIMEOUT, reactor)
+        status, _, _ = _parseResponse(b"".join(fast.received))
+        self.assertEqual(status, 200)
+        self.assertEqual([client.count for client in waiting], [0] * 12)
+        answer.set()
+        for client in waiting:
+            await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
+            self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
+
     async def test_proxyItselfRefused(self) -> None:
         """
         Even with loopback allowed, the proxy does not connect to itself.

@@ -8,19 +8,20 @@ from __future__ import annotations
 import errno
 import gc
 import socket
+import threading
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet._resolver import GAIResolver
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IResolutionReceiver
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from netsuite.resolving import AnsweringResolver, installResolver
+from netsuite.resolving import LOOKUP_THREADS, AnsweringResolver, installResolver
 
 
 @implementer(IResolutionReceiver)
@@ -95,6 +96,80 @@ class AnsweringResolverTests(TestCase):
     async def test_realLookup(self) -> None:
         addresses = await self.resolve(AnsweringResolver(reactor), "localhost")
         self.assertIn("127.0.0.1", [address.host for address in addresses])
+
+
+class OwnThreadsTests(TestCase):
+    """
+    Lookups run on threads of their own, up to L{LOOKUP_THREADS} at once:
+    on the reactor's 10, ten lookups of names whose DNS did not answer
+    held every other lookup (and every other use of those threads).
+    """
+
+    def blockingResolver(self, threads: int = LOOKUP_THREADS) -> tuple[AnsweringResolver, threading.Event]:
+        """
+        A resolver whose lookups of names starting with C{slow} wait until
+        the event returned is set; others find 192.0.2.1.
+        """
+        answer = threading.Event()
+
+        def getaddrinfo(host: str, *args: Any) -> list:
+            if host.startswith("slow"):
+                answer.wait(10)
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 80))]
+
+        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo, threads=threads)
+        self.addCleanup(resolver.stop)
+        self.addCleanup(answer.set)
+        return resolver, answer
+
+    def lookUp(self, resolver: AnsweringResolver, name: str) -> defer.Deferred[list[Any]]:
+        receiver = Receiver()
+        resolver.resolveHostName(receiver, name, 80)
+        return receiver.complete
+
+    async def test_slowLookupsHoldNoOthers(self) -> None:
+        """
+        Twelve lookups that wait on DNS (more than the reactor's pool has
+        threads) leave a lookup of another name, and the reactor's threads,
+        free.
+        """
+        resolver, answer = self.blockingResolver()
+        slow = [self.lookUp(resolver, f"slow{i}.example") for i in range(12)]
+        found = await self.lookUp(resolver, "fast.example").addTimeout(5, reactor)
+        self.assertEqual([address.host for address in found], ["192.0.2.1"])
+        self.assertEqual(await threads.deferToThread(lambda: "free").addTimeout(5, reactor), "free")
+        self.assertFalse(any(d.called for d in slow))
+        answer.set()
+        self.assertEqual(await defer.gatherResults(slow).addTimeout(5, reactor), [[]] * 12)
+
+    async def test_threadsBounded(self) -> None:
+        """
+        No more lookups than the pool's threads run at once: the next one
+        waits for a thread.
+        """
+        resolver, answer = self.blockingResolver(threads=2)
+        slow = [self.lookUp(resolver, f"slow{i}.example") for i in range(2)]
+        fast = self.lookUp(resolver, "fast.example")
+        await deferLater(reactor, 0.2)
+        self.assertFalse(fast.called)
+        answer.set()
+        await defer.gatherResults(slow + [fast]).addTimeout(5, reactor)
+        self.assertEqual([address.host for address in fast.result], ["192.0.2.1"])
+
+    async def test_stopAndStartAgain(self) -> None:
+        """
+        L{AnsweringResolver.stop} ends the pool's threads (as the reactor's
+        shutdown does); a later lookup starts them again.
+        """
+        resolver, answer = self.blockingResolver()
+        await self.lookUp(resolver, "fast.example").addTimeout(5, reactor)
+        pool = resolver._pool
+        resolver.stop()
+        self.assertEqual([thread for thread in pool.threads if thread.is_alive()], [])
+        found = await self.lookUp(resolver, "fast.example").addTimeout(5, reactor)
+        self.assertEqual([address.host for address in found], ["192.0.2.1"])
+        self.assertIsNot(resolver._pool, pool)
 
 
 def _raise(exception: BaseException) -> Any:
