@@ -14,18 +14,22 @@ other work in threads: 10 lookups of names whose DNS does not answer (each
 waits for the resolver's timeout, seconds) held every lookup behind them,
 of any name, for any client, and the downloader's directory listings and
 job-list writes too.  Here lookups have a pool of their own, of up to
-L{LOOKUP_THREADS} threads.
+L{LOOKUP_THREADS} threads, and lookups of the same name at the same time
+are one lookup (a browser opening six connections to a host whose DNS is
+slow held six threads).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from twisted.internet._resolver import GAIResolver
+from twisted.internet._resolver import GAIResolver, HostResolution
+from twisted.internet.interfaces import IAddress, IHostResolution, IResolutionReceiver
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 
 #: Seconds between two warnings of failed lookups.
@@ -65,7 +69,9 @@ class AnsweringResolver(GAIResolver):
 
     The pool starts with the first lookup, and stops when the reactor shuts
     down, or with L{stop}.  Its threads are daemon threads: one waiting on
-    DNS never holds up the process's exit.
+    DNS never holds up the process's exit.  A lookup asked for while the
+    same one (name, port, kinds of address) runs waits for its answer, and
+    takes no thread of its own; nothing is kept once answered.
     """
 
     _lastWarning: float | None = None
@@ -79,11 +85,41 @@ class AnsweringResolver(GAIResolver):
         self._threads = threads
         self._pool: ThreadPool | None = None
         self._trigger: Any = None
+        #: The receivers of each lookup running, by what it looks up.
+        self._running: dict[tuple, list[IResolutionReceiver]] = {}
 
         def failed(host: str, error: Exception) -> None:
             reactor.callFromThread(self._failed, host, error)
 
         GAIResolver.__init__(self, reactor, self._getPool, _answering(getaddrinfo, failed))
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[IAddress]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        """
+        Look C{hostName} up for C{resolutionReceiver}, or have it told what
+        the same lookup running finds.
+        """
+        key = (hostName, portNumber, None if addressTypes is None else frozenset(addressTypes), transportSemantics)
+        receivers = self._running.get(key)
+        if receivers is not None:
+            resolution = HostResolution(hostName)
+            resolutionReceiver.resolutionBegan(resolution)
+            receivers.append(resolutionReceiver)
+            return resolution
+        receivers = self._running[key] = [resolutionReceiver]
+        try:
+            return GAIResolver.resolveHostName(
+                self, _Shared(self._running, key, receivers), hostName, portNumber, addressTypes, transportSemantics
+            )
+        except BaseException:
+            del self._running[key]
+            raise
 
     def _getPool(self) -> ThreadPool:
         if self._pool is None:
@@ -122,6 +158,38 @@ class AnsweringResolver(GAIResolver):
             error=f"{error.__class__.__name__}: {error}",
             more=f"; {more} more such failures since the last warning" if more else "",
         )
+
+
+@implementer(IResolutionReceiver)
+class _Shared:
+    """
+    The receiver of one lookup for every receiver that asked for it
+    meanwhile: each is told the addresses found, in turn, once the lookup
+    has ended (one that raises is logged, and the others are still told).
+    """
+
+    def __init__(self, running: dict, key: tuple, receivers: list[IResolutionReceiver]) -> None:
+        self._running = running
+        self._key = key
+        self._receivers = receivers
+        self._addresses: list[IAddress] = []
+
+    def resolutionBegan(self, resolution: IHostResolution) -> None:
+        self._receivers[0].resolutionBegan(resolution)
+
+    def addressResolved(self, address: IAddress) -> None:
+        self._addresses.append(address)
+
+    def resolutionComplete(self) -> None:
+        if self._running.get(self._key) is self._receivers:
+            del self._running[self._key]
+        for receiver in self._receivers:
+            try:
+                for address in self._addresses:
+                    receiver.addressResolved(address)
+                receiver.resolutionComplete()
+            except Exception:
+                log.failure("telling {receiver} what a lookup found", receiver=receiver)
 
 
 def _daemonThread(*args: Any, **kwargs: Any) -> threading.Thread:

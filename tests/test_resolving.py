@@ -172,6 +172,67 @@ class OwnThreadsTests(TestCase):
         self.assertIsNot(resolver._pool, pool)
 
 
+class SharedLookupTests(TestCase):
+    """
+    Lookups of the same name at the same time are one lookup: a browser
+    opening six connections to a host whose DNS is slow held six threads.
+    """
+
+    def setUp(self) -> None:
+        self.answer = threading.Event()
+        self.looked: list[tuple] = []
+
+        def getaddrinfo(host: str, port: int, *args: Any) -> list:
+            self.looked.append((host, port))
+            self.answer.wait(10)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port))]
+
+        self.resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo)
+        self.addCleanup(self.resolver.stop)
+        self.addCleanup(self.answer.set)
+
+    def lookUp(self, name: str, port: int = 80, receiver: Any = None) -> defer.Deferred[list[Any]]:
+        receiver = receiver or Receiver()
+        self.resolver.resolveHostName(receiver, name, port)
+        self.assertTrue(receiver.began)
+        return receiver.complete
+
+    async def test_sameNameOnce(self) -> None:
+        """
+        Five lookups of a name while the first runs: C{getaddrinfo} is
+        called once, and each receiver is told the addresses.  Another
+        port is another lookup, and a lookup after the answer a new one
+        (nothing is kept).
+        """
+        same = [self.lookUp("host.example") for _ in range(5)]
+        other = self.lookUp("host.example", 443)
+        await deferLater(reactor, 0.1)
+        self.answer.set()
+        found = await defer.gatherResults(same + [other]).addTimeout(5, reactor)
+        self.assertEqual([[(a.host, a.port) for a in addresses] for addresses in found], [[("192.0.2.1", 80)]] * 5 + [[("192.0.2.1", 443)]])
+        self.assertEqual(sorted(self.looked), [("host.example", 80), ("host.example", 443)])
+        await self.lookUp("host.example").addTimeout(5, reactor)
+        self.assertEqual(len(self.looked), 3)
+
+    async def test_aReceiverRaising(self) -> None:
+        """
+        A receiver that raises is logged, and the others are still told.
+        """
+
+        class Raising(Receiver):
+            def addressResolved(self, address: Any) -> None:
+                raise ValueError("a bug in a receiver")
+
+        broken = Raising()
+        self.lookUp("host.example", receiver=broken)
+        fine = self.lookUp("host.example")
+        self.answer.set()
+        found = await fine.addTimeout(5, reactor)
+        self.assertEqual([a.host for a in found], ["192.0.2.1"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertFalse(broken.complete.called)
+
+
 def _raise(exception: BaseException) -> Any:
     raise exception
 
