@@ -135,8 +135,12 @@ class AnsweringResolver(GAIResolver):
 
     def stop(self) -> None:
         """
-        Stop the lookup threads (once the lookups running end); a later
-        lookup starts them again.
+        Stop the lookup threads (each ends once the lookups running and
+        queued have ended, their receivers told), without waiting for
+        them: C{ThreadPool.stop} joins its threads, and in the reactor's
+        thread (its shutdown) a lookup waiting on DNS held the reactor, and
+        the process's exit, until it timed out.  A later lookup starts
+        them again.
         """
         pool, self._pool = self._pool, None
         if pool is None:
@@ -144,7 +148,10 @@ class AnsweringResolver(GAIResolver):
         if self._trigger is not None:
             self._reactor.removeSystemEventTrigger(self._trigger)
             self._trigger = None
-        pool.stop()
+        # ThreadPool.stop without its join (Twisted's, private).
+        pool.joined = True
+        pool.started = False
+        pool._team.quit()
 
     def _failed(self, host: str, error: Exception) -> None:
         now = self._clock.seconds()

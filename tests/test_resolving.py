@@ -9,10 +9,12 @@ import errno
 import gc
 import socket
 import threading
+import time
 from typing import Any
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet._resolver import GAIResolver
+from twisted.internet.base import _ThreePhaseEvent
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.task import Clock, deferLater
@@ -166,10 +168,131 @@ class OwnThreadsTests(TestCase):
         await self.lookUp(resolver, "fast.example").addTimeout(5, reactor)
         pool = resolver._pool
         resolver.stop()
+        for _ in range(50):  # they end once idle (stop does not wait)
+            if not any(thread.is_alive() for thread in pool.threads):
+                break
+            await deferLater(reactor, 0.1)
         self.assertEqual([thread for thread in pool.threads if thread.is_alive()], [])
         found = await self.lookUp(resolver, "fast.example").addTimeout(5, reactor)
         self.assertEqual([address.host for address in found], ["192.0.2.1"])
         self.assertIsNot(resolver._pool, pool)
+
+    async def stopWhileLookingUp(self, stop: Any) -> None:
+        """
+        Call C{stop} (given the resolver) while a lookup waits on DNS: it
+        returns at once (it joined the lookup threads, in the reactor's
+        thread: the reactor, and the process's exit, waited for every
+        lookup running or queued, each up to its DNS timeout), and the
+        lookup's receiver is still told once it ends.
+        """
+        resolver, answer = self.blockingResolver()
+        slow = self.lookUp(resolver, "slow.example")
+        await deferLater(reactor, 0.1)
+        timer = threading.Timer(3, answer.set)  # the test cannot hang
+        timer.start()
+        self.addCleanup(timer.cancel)
+        started = time.monotonic()
+        stop(resolver)
+        self.assertLess(time.monotonic() - started, 1)
+        self.assertFalse(slow.called)
+        answer.set()
+        self.assertEqual(await slow.addTimeout(5, reactor), [])
+
+    async def test_stopDoesNotWaitForLookups(self) -> None:
+        await self.stopWhileLookingUp(lambda resolver: resolver.stop())
+
+    async def test_queuedLookupsToldAfterStop(self) -> None:
+        """
+        Lookups queued for a thread when the pool stops still run, and
+        their receivers are told; then the threads end.
+        """
+        resolver, answer = self.blockingResolver(threads=1)
+        slow = [self.lookUp(resolver, f"slow{i}.example") for i in range(3)]
+        pool = resolver._pool
+        resolver.stop()
+        answer.set()
+        self.assertEqual(await defer.gatherResults(slow).addTimeout(5, reactor), [[]] * 3)
+        for _ in range(50):
+            if not any(thread.is_alive() for thread in pool.threads):
+                break
+            await deferLater(reactor, 0.1)
+        self.assertEqual([thread for thread in pool.threads if thread.is_alive()], [])
+
+    async def test_shutdownDoesNotWaitForLookups(self) -> None:
+        """
+        Nor does the reactor's shutdown (its trigger), though the threads
+        are daemon threads so that a lookup waiting on DNS would not hold
+        up the exit.
+        """
+        await self.stopWhileLookingUp(lambda resolver: resolver._shutDown())
+
+
+class ShutdownReactor:
+    """
+    The global reactor, with a shutdown of its own, fired by the test
+    (L{shutdown}: its triggers by phase).
+    """
+
+    def __init__(self) -> None:
+        self.shutdown = _ThreePhaseEvent()
+
+    def addSystemEventTrigger(self, phase: str, eventType: str, f: Any, *args: Any, **kwargs: Any) -> Any:
+        assert eventType == "shutdown", eventType
+        return self.shutdown.addTrigger(phase, f, *args, **kwargs)
+
+    def removeSystemEventTrigger(self, handle: Any) -> None:
+        self.shutdown.removeTrigger(handle)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
+class PoolLifeTests(TestCase):
+    """
+    The lookup threads are daemon threads, stopped during the reactor's
+    shutdown (one trigger, removed by L{AnsweringResolver.stop}).
+    """
+
+    async def lookedUp(self) -> tuple[ShutdownReactor, AnsweringResolver]:
+        fake = ShutdownReactor()
+        found = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 80))]
+        resolver = AnsweringResolver(fake, getaddrinfo=lambda *args: found)
+        self.addCleanup(resolver.stop)
+        receiver = Receiver()
+        resolver.resolveHostName(receiver, "example.com", 80)
+        await receiver.complete.addTimeout(5, reactor)
+        return fake, resolver
+
+    async def assertThreadsEnd(self, pool: Any) -> None:
+        for _ in range(50):
+            if not any(thread.is_alive() for thread in pool.threads):
+                return
+            await deferLater(reactor, 0.1)
+        self.fail("the lookup threads did not end")
+
+    async def test_daemonThreads(self) -> None:
+        _, resolver = await self.lookedUp()
+        pool = resolver._pool
+        self.assertNotEqual(pool.threads, [])
+        self.assertTrue(all(thread.daemon for thread in pool.threads))
+
+    async def test_stoppedDuringShutdown(self) -> None:
+        fake, resolver = await self.lookedUp()
+        pool = resolver._pool
+        self.assertEqual(len(fake.shutdown.during), 1)
+        self.assertEqual(fake.shutdown.before + fake.shutdown.after, [])
+        fake.shutdown.fireEvent()
+        self.assertIsNone(resolver._pool)
+        self.assertTrue(pool.joined)
+        await self.assertThreadsEnd(pool)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_stopRemovesTheTrigger(self) -> None:
+        fake, resolver = await self.lookedUp()
+        self.assertEqual(len(fake.shutdown.during), 1)
+        resolver.stop()
+        self.assertEqual(fake.shutdown.during, [])
+        resolver.stop()  # again: nothing
 
 
 class SharedLookupTests(TestCase):

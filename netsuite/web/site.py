@@ -46,7 +46,7 @@ try:
     import h2.errors
     import h2.events
     import h2.exceptions
-    from h2.connection import AllowedStreamIDs
+    from h2.connection import AllowedStreamIDs, _decode_headers
     from h2.stream import StreamClosedBy, StreamInputs
     from h2.utilities import HeaderValidationFlags, is_informational_response, validate_headers
     from hyperframe.frame import (
@@ -1431,6 +1431,21 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         """
         streamID = frame.stream_id
         conn = self.conn
+        if (
+            streamID % 2
+            and streamID not in conn.streams
+            and streamID <= conn.highest_inbound_stream_id
+            and self._closedBy(streamID) is StreamClosedBy.SEND_RST_STREAM
+        ):
+            # Late HEADERS (trailers) on a stream reset here, which h2 has
+            # forgotten: ignored (RFC 9113, 5.1), its block decoded (the
+            # HPACK state stays whole).  h2 took it for a new stream, and
+            # with the concurrent streams at the limit (as they are when a
+            # stream is refused) ended the connection.
+            if not self._controls.take():
+                raise _Flood(b"too many control frames")
+            _decode_headers(conn.decoder, frame.data)
+            return [], []
         overLimit = (
             streamID not in conn.streams
             and streamID % 2
@@ -2083,10 +2098,15 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._releasing = False
 
     def _requestAborted(self, event: Any) -> None:
+        # Closing before this reset: a flood already counted, or another end.
+        closing = self.transport.disconnecting
         if event.stream_id in self.streams:
+            # Newer Twisted limits resets too (the same burst and rate):
+            # it may end the connection at this reset, the flood still to
+            # be counted.
             H2Connection._requestAborted(self, event)
         # Newer Twisted limits resets too; this holds for every version.
-        if not self._resets.take() and not self.transport.disconnecting:
+        if not self._resets.take() and not closing:
             self.site.stats.count("h2_reset_floods")
             self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
 
