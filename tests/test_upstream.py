@@ -285,6 +285,20 @@ class HTTP2Tests(UpstreamNamesTestCase):
             "twisted.internet",
             [(lambda: reactor, ("_exitSignal",), "twistd ends with status 0, not by the signal, after a SIGHUP")],
         )
+        from twisted.internet import _resolver
+        from twisted.python.threadpool import ThreadPool
+
+        self.assertNames(
+            "twisted.internet._resolver",
+            [
+                (lambda: _resolver, ("GAIResolver", "HostResolution"), "netsuite.resolving does not import"),
+                (
+                    lambda: ThreadPool(),
+                    ("_team", "joined", "started", "threadFactory"),
+                    "the lookup threads are not daemon threads, or stopping them fails: shutdown raises or waits",
+                ),
+            ],
+        )
 
     def test_h2(self) -> None:
         import h2.connection
@@ -307,11 +321,28 @@ class HTTP2Tests(UpstreamNamesTestCase):
                     "a request's unreadable content-length ends the connection",
                 ),
                 (
+                    lambda: connection,
+                    ("_get_or_create_stream", "_prepare_for_sending", "decoder"),
+                    "a stream past the concurrent-stream limit, or made to depend on itself, ends the connection",
+                ),
+                (
+                    lambda: h2.connection,
+                    ("_decode_headers", "AllowedStreamIDs"),
+                    "netsuite.web.site does not import: HTTP/2 is off",
+                ),
+                (
                     lambda: h2.stream.H2Stream(
                         1, config=connection.config, inbound_window_size=65535, outbound_window_size=65535
                     ),
                     ("_initialize_content_length", "_expected_content_length", "_actual_content_length"),
                     "a request's unreadable content-length ends the connection; trailers are not checked",
+                ),
+                (
+                    lambda: h2.stream.H2Stream(
+                        1, config=connection.config, inbound_window_size=65535, outbound_window_size=65535
+                    ),
+                    ("receive_headers", "state_machine"),
+                    "malformed trailers, and a :status in a request, end the connection",
                 ),
                 (
                     lambda: h2.frame_buffer.FrameBuffer(),

@@ -1426,8 +1426,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         stream past the concurrent streams allowed (C{REFUSED_STREAM}: the
         client may send it again, RFC 9113 5.1.2), as nginx refuses it.
         h2 made each a connection error, the last before it decoded the
-        header block.  A frame of a stream reset so comes out of the budget
-        for control frames instead.
+        header block.  Late HEADERS on a stream reset here, which h2 has
+        forgotten, are ignored.  A frame of a stream reset so, and a late
+        one, comes out of the budget for control frames instead.
         """
         streamID = frame.stream_id
         conn = self.conn
@@ -2101,11 +2102,19 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         # Closing before this reset: a flood already counted, or another end.
         closing = self.transport.disconnecting
         if event.stream_id in self.streams:
-            # Newer Twisted limits resets too (the same burst and rate):
-            # it may end the connection at this reset, the flood still to
-            # be counted.
+            # Newer Twisted limits resets too, with the same burst and rate
+            # (netsuite's limit holds for every version): it may end the
+            # connection at this reset, the flood still to be counted.
             H2Connection._requestAborted(self, event)
-        # Newer Twisted limits resets too; this holds for every version.
+        self._takeReset(closing)
+
+    def _takeReset(self, closing: bool) -> None:
+        """
+        Take a stream reset (by the client, or as if by it) from the
+        connection's budget (Rapid Reset): past it, the connection ends
+        with a GOAWAY (C{ENHANCE_YOUR_CALM}), the flood counted unless the
+        connection was C{closing} already.
+        """
         if not self._resets.take() and not closing:
             self.site.stats.count("h2_reset_floods")
             self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
@@ -2162,11 +2171,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             fits = len(body) <= min(
                 conn.local_flow_control_window(streamID), conn.max_outbound_frame_size
             )
-            if method == b"HEAD":
+            head = method == b"HEAD"
+            if fits or head:
+                answer.append((b"content-length", b"%d" % (len(body),)))
+            if head:
                 fits = False  # an answer to a HEAD has no body: its length only
-                answer.append((b"content-length", b"%d" % (len(body),)))
-            elif fits:
-                answer.append((b"content-length", b"%d" % (len(body),)))
             conn.send_headers(streamID, answer, end_stream=not fits)
             if fits:
                 conn.send_data(streamID, body, end_stream=True)
@@ -2215,9 +2224,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             # A request dropped, as by the client's reset: a flood of them
             # is Rapid Reset (each request earns more control budget than
             # its PRIORITY frame costs).
-            if not self._resets.take():
-                self.site.stats.count("h2_reset_floods")
-                self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
+            self._takeReset(self.transport.disconnecting)
 
     def _logRefusal(self, stream: Any, status: int, sent: int, headers: list[tuple[bytes, bytes]]) -> None:
         """
