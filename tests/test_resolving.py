@@ -168,11 +168,7 @@ class OwnThreadsTests(TestCase):
         await self.lookUp(resolver, "fast.example").addTimeout(5, reactor)
         pool = resolver._pool
         resolver.stop()
-        for _ in range(50):  # they end once idle (stop does not wait)
-            if not any(thread.is_alive() for thread in pool.threads):
-                break
-            await deferLater(reactor, 0.1)
-        self.assertEqual([thread for thread in pool.threads if thread.is_alive()], [])
+        await threadsEnded(self, pool)  # once idle: stop does not wait
         found = await self.lookUp(resolver, "fast.example").addTimeout(5, reactor)
         self.assertEqual([address.host for address in found], ["192.0.2.1"])
         self.assertIsNot(resolver._pool, pool)
@@ -212,11 +208,7 @@ class OwnThreadsTests(TestCase):
         resolver.stop()
         answer.set()
         self.assertEqual(await defer.gatherResults(slow).addTimeout(5, reactor), [[]] * 3)
-        for _ in range(50):
-            if not any(thread.is_alive() for thread in pool.threads):
-                break
-            await deferLater(reactor, 0.1)
-        self.assertEqual([thread for thread in pool.threads if thread.is_alive()], [])
+        await threadsEnded(self, pool)
 
     async def test_shutdownDoesNotWaitForLookups(self) -> None:
         """
@@ -263,13 +255,6 @@ class PoolLifeTests(TestCase):
         await receiver.complete.addTimeout(5, reactor)
         return fake, resolver
 
-    async def assertThreadsEnd(self, pool: Any) -> None:
-        for _ in range(50):
-            if not any(thread.is_alive() for thread in pool.threads):
-                return
-            await deferLater(reactor, 0.1)
-        self.fail("the lookup threads did not end")
-
     async def test_daemonThreads(self) -> None:
         _, resolver = await self.lookedUp()
         pool = resolver._pool
@@ -284,7 +269,7 @@ class PoolLifeTests(TestCase):
         fake.shutdown.fireEvent()
         self.assertIsNone(resolver._pool)
         self.assertTrue(pool.joined)
-        await self.assertThreadsEnd(pool)
+        await threadsEnded(self, pool)
         self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_stopRemovesTheTrigger(self) -> None:
@@ -354,6 +339,18 @@ class SharedLookupTests(TestCase):
         self.assertEqual([a.host for a in found], ["192.0.2.1"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertFalse(broken.complete.called)
+
+
+async def threadsEnded(testCase: TestCase, pool: Any) -> None:
+    """
+    Wait (up to 5 s) for every thread of C{pool} to end; fail if one does
+    not.
+    """
+    for _ in range(50):
+        if not any(thread.is_alive() for thread in pool.threads):
+            return
+        await deferLater(reactor, 0.1)
+    testCase.fail("the lookup threads did not end")
 
 
 def _raise(exception: BaseException) -> Any:
