@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections import deque
 from dataclasses import dataclass
 from time import gmtime, strftime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -49,7 +50,7 @@ from zope.interface import implementer
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
-from netsuite.limits import ClosingWatch, IdleTimeout, decimal, peerReset
+from netsuite.limits import ClosingWatch, IdleTimeout, decimal, hostKey, peerReset
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -163,6 +164,8 @@ class ProxySettings:
         (414 / 431 above).
     @ivar maxHeaderBytes: bytes in a request's headers (431 above).
     @ivar maxHeaders: header lines in one request (431 above).
+    @ivar lookupsPerClient: name lookups one client address may have
+        running at once; its others wait their turn (0: no limit).
     """
 
     connectTimeout: float = 10.0
@@ -178,6 +181,7 @@ class ProxySettings:
     maxRequestLine: int = 8192
     maxHeaderBytes: int = 32768
     maxHeaders: int = 100
+    lookupsPerClient: int = 16
 
 
 class _BadTarget(Exception):
@@ -322,6 +326,67 @@ def _response(status: int, contentType: bytes, body: bytes, extra: bytes, connec
 
 
 @implementer(IResolutionReceiver)
+class LookupTurns:
+    """
+    Name lookups by client address (L{hostKey}): an address may have
+    C{perClient} lookups running at once, and its others wait their turn,
+    in order.  One client's lookups of names whose DNS does not answer
+    (each holds a lookup thread until the resolver's timeout) cannot take
+    every thread (L{netsuite.resolving.LOOKUP_THREADS}) from the others.
+    A lookup whose request has ended while it waited is passed over.
+    """
+
+    def __init__(self, perClient: int) -> None:
+        """
+        @param perClient: lookups an address may have running at once
+            (0: no limit).
+        """
+        self.perClient = perClient
+        self._running: Dict[str, int] = {}
+        self._waiting: Dict[str, "deque[Tuple[Callable[[], bool], Callable[[], defer.Deferred[Any]]]]"] = {}
+
+    def run(self, client: str, wanted: Callable[[], bool], start: Callable[[], defer.Deferred[Any]]) -> None:
+        """
+        Call C{start} (a lookup: its Deferred fires once it has ended) for
+        C{client} now, or in its turn if C{wanted} then says it still is.
+        """
+        key = hostKey(client) if client else ""
+        if self.perClient and self._running.get(key, 0) >= self.perClient:
+            self._waiting.setdefault(key, deque()).append((wanted, start))
+            return
+        self._start(key, start)
+
+    def running(self, client: str) -> int:
+        """
+        The lookups C{client}'s address has running.
+        """
+        return self._running.get(hostKey(client) if client else "", 0)
+
+    def _start(self, key: str, start: Callable[[], defer.Deferred[Any]]) -> None:
+        self._running[key] = self._running.get(key, 0) + 1
+        try:
+            ended = start()
+        except BaseException:
+            self._ended(None, key)
+            raise
+        ended.addBoth(self._ended, key)
+
+    def _ended(self, result: Any, key: str) -> Any:
+        left = self._running[key] - 1
+        if left:
+            self._running[key] = left
+        else:
+            del self._running[key]
+        waiting = self._waiting.get(key)
+        while waiting and self._running.get(key, 0) < self.perClient:
+            wanted, start = waiting.popleft()
+            if not waiting:
+                del self._waiting[key]
+            if wanted():
+                self._start(key, start)
+        return result
+
+
 class _Addresses:
     """
     Collects every address a name resolves to.
@@ -1314,13 +1379,29 @@ class ProxyRequest(http.Request):
 
     def _resolve(self) -> None:
         factory = self.channel.factory
-        host, port = self._target[0], self._target[1]
+        host = self._target[0]
         self._timer = factory.clock.callLater(factory.settings.connectTimeout, self._connectTimedOut)
         literal = _literalAddress(host)
         if literal is not None:
             self._resolved([literal])
             return
         self._timedOutWhile = "resolving"
+        factory.lookups.run(self.clientHost or "", self._stillResolving, self._lookUp)
+
+    def _stillResolving(self) -> bool:
+        """
+        Whether this request still waits for its lookup (not ended, gone,
+        or timed out while its lookup waited its turn).
+        """
+        return not (self._gone or self._ended) and self._timer is not None
+
+    def _lookUp(self) -> defer.Deferred[Any]:
+        """
+        Look the target's name up (in its turn among the client's): the
+        Deferred fires when the lookup has ended.
+        """
+        factory = self.channel.factory
+        host, port = self._target[0], self._target[1]
         receiver = _Addresses()
         receiver.deferred.addCallback(self._resolved)
         try:
@@ -1331,6 +1412,8 @@ class ProxyRequest(http.Request):
                 self._cancelTimer()
                 factory.stats.count("dns_failures")
                 self.fail(502, f"could not resolve the host name {host.decode('ascii')}: {_errorText(e)}")
+                return defer.succeed(None)
+        return receiver.deferred
 
     def _resolved(self, addresses: List[str]) -> None:
         if self._gone or self._ended or self._timer is None:
@@ -2189,6 +2272,7 @@ class ProxyFactory(Factory):
             idleTimeout=s.idleTimeout,
         )
         self.pool = UpstreamPool(s.poolPerHost, s.poolTotal)
+        self.lookups = LookupTurns(s.lookupsPerClient)
         self.tunnelsOpen = 0
         self.accessLogPath = accessLog
         self._logFile: Any = None

@@ -206,6 +206,8 @@ SETTINGS: List[Setting] = [
     Setting("proxy-header-timeout", "seconds", 15.0,
             "Proxy: seconds from a request's first byte to the end of its headers (408 after)."),
     Setting("proxy-max-tunnels", "count", 1024, "Proxy: CONNECT tunnels open at once (0: no limit)."),
+    Setting("proxy-lookups-per-client", "count", 16,
+            "Proxy: name lookups one client address may have running at once; its others wait (0: no limit)."),
     Setting("proxy-pool-per-host", "count", 64,
             "Proxy: idle connections kept open to each origin for the next request (0: none)."),
     # Downloads.
@@ -1014,6 +1016,7 @@ def _proxy(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService
                 idleTimeout=config["proxy-idle-timeout"],
                 headerTimeout=config["proxy-header-timeout"],
                 maxTunnels=config["proxy-max-tunnels"],
+                lookupsPerClient=config["proxy-lookups-per-client"],
                 poolPerHost=config["proxy-pool-per-host"],
                 forwardedFor=config["proxy-forwarded-for"],
             ),

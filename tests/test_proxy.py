@@ -13,6 +13,7 @@ advances the clock by 0 before it reads what the client got.
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import itertools
 import os
@@ -40,6 +41,7 @@ from netsuite import proxy as proxyModule
 from netsuite.proxy import (
     MAX_RESPONSE_HEAD,
     ProxyFactory,
+    ProxyRequest,
     ProxySettings,
     UpstreamConnection,
     UpstreamPool,
@@ -48,7 +50,7 @@ from netsuite.proxy import (
     parseTarget,
 )
 from netsuite.proxyauth import Authenticator, _parseLine, hashPassword
-from netsuite.proxyrules import ProxyRules
+from netsuite.proxyrules import ProxyRules, parseNetworks
 
 _ports = itertools.count(40000)
 
@@ -3502,3 +3504,94 @@ class StatsAndLogTests(ProxyTestCase):
         messages = [formatEvent(e) for e in events if e.get("log_format") != "{line}"]
         self.assertIn("origin example.com: the origin did not answer in HTTP/1.x", messages)
         self.assertIn("http://example.com/: the origin closed the connection before the end of the response", messages)
+
+
+class LookupTurnTests(ProxyTestCase):
+    """
+    A client address may have C{lookupsPerClient} name lookups running at
+    once; its others wait their turn, and other clients' lookups start at
+    once: one client's lookups of names whose DNS does not answer held
+    every lookup thread, for every client.
+    """
+
+    SLOW = ["slow1.example", "slow2.example", "slow3.example"]
+
+    def ask(self, proxy: Proxy, name: str, host: str = "127.0.0.1") -> Client:
+        client = proxy.client(host)
+        client.send(b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (name.encode(), name.encode()))
+        return client
+
+    def test_turns(self) -> None:
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=2), silent=self.SLOW)
+        for name in self.SLOW:
+            self.ask(proxy, name)
+        self.assertEqual(proxy.resolver.asked, self.SLOW[:2])
+        # Another address (an IPv6 client of another /64 too): at once.
+        other = self.ask(proxy, "example.com", "127.0.0.2")
+        self.assertEqual(proxy.resolver.asked[-1], "example.com")
+        self.assertEqual(len(proxy.attempts), 1)
+        self.assertFalse(other.closed)
+        # The first slow lookup ends (no addresses): the third's turn.
+        proxy.resolver.waiting[0].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked[-1], "slow3.example")
+        self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 2)
+        for receiver in proxy.resolver.waiting[1:]:
+            receiver.resolutionComplete()
+        self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 0)
+
+    def test_oneAddressOfASubscriber(self) -> None:
+        """
+        The clients of one IPv6 /64 take turns as one address, as in every
+        per-address limit of netsuite.
+        """
+        rules = ProxyRules(clients=parseNetworks("2001:db8::/32"))
+        proxy = self.proxy(rules=rules, settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0], "2001:db8::1")
+        self.ask(proxy, self.SLOW[1], "2001:db8::2")
+        self.assertEqual(proxy.resolver.asked, self.SLOW[:1])
+        self.ask(proxy, self.SLOW[2], "2001:db8:0:1::1")
+        self.assertEqual(proxy.resolver.asked, [self.SLOW[0], self.SLOW[2]])
+
+    def test_goneWhileWaitingPassedOver(self) -> None:
+        """
+        A request whose client left, or that timed out, while its lookup
+        waited its turn is passed over: its lookup is never made.
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1, connectTimeout=10), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0])
+        gone = self.ask(proxy, self.SLOW[1])
+        proxy.clock.advance(5)
+        late = self.ask(proxy, self.SLOW[2])
+        gone.lose()
+        proxy.clock.advance(5)  # the first and second time out, not the third
+        proxy.clock.advance(5.5)  # the third times out too, still waiting
+        self.assertTextError(late.response(), 504, "timed out resolving slow3.example")
+        proxy.resolver.waiting[0].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked, self.SLOW[:1])
+        self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 0)
+        # The turns are free again.
+        self.ask(proxy, "example.com")
+        self.assertEqual(proxy.resolver.asked[-1], "example.com")
+
+    def test_turnGivenBackAfterABug(self) -> None:
+        """
+        A lookup whose answer meets a bug still gives its turn back.
+        """
+
+        def broken(request: object, addresses: object) -> None:
+            raise RuntimeError("a bug")
+
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        self.patch(ProxyRequest, "_resolved", broken)
+        self.ask(proxy, self.SLOW[0])
+        self.ask(proxy, self.SLOW[1])
+        proxy.resolver.waiting.pop(0).resolutionComplete()
+        self.assertEqual(proxy.resolver.asked, self.SLOW[:2])
+        gc.collect()  # the bug's failure is logged when its Deferred goes
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_unlimited(self) -> None:
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=0), silent=self.SLOW)
+        for name in self.SLOW:
+            self.ask(proxy, name)
+        self.assertEqual(proxy.resolver.asked, self.SLOW)

@@ -1188,6 +1188,53 @@ class ProxySocketTests(TestCase):
             await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
             self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
 
+    async def test_oneClientsSlowLookupsTakeTurns(self) -> None:
+        """
+        Over real sockets, one client address with twenty requests for
+        names whose DNS does not answer has its lookups take turns (here 4
+        at a time, on 8 lookup threads), so another client address's
+        request is answered at once; it waited for the first client's
+        lookups to time out.
+        """
+        import threading
+
+        from netsuite.resolving import AnsweringResolver
+
+        answer = threading.Event()
+
+        def getaddrinfo(host: str, *args: Any) -> list:
+            if host.startswith("slow"):
+                answer.wait(SOCKET_TIMEOUT)
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return socket.getaddrinfo("127.0.0.1", *args)
+
+        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo, threads=8)
+        self.addCleanup(resolver.stop)
+        self.addCleanup(answer.set)
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True), resolver=resolver, settings=ProxySettings(lookupsPerClient=4)
+        )
+        waiting = []
+        for i in range(20):
+            client = Collector()
+            await connect(self, port, client)
+            client.transport.write(b"GET http://slow%d.example/ HTTP/1.1\r\nHost: slow%d.example\r\n\r\n" % (i, i))
+            waiting.append(client)
+        other = Collector()
+        await connect(self, port, other, TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=("127.0.0.2", 0)))
+        other.transport.write(
+            b"GET http://fast.example:%d/echo HTTP/1.1\r\nHost: fast.example\r\nConnection: close\r\n\r\n"
+            % (self.originPort,)
+        )
+        await other.closed.addTimeout(SOCKET_TIMEOUT, reactor)
+        status, _, _ = _parseResponse(b"".join(other.received))
+        self.assertEqual(status, 200)
+        self.assertEqual([client.count for client in waiting], [0] * 20)
+        answer.set()
+        for client in waiting:
+            await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
+            self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
+
     async def test_proxyItselfRefused(self) -> None:
         """
         Even with loopback allowed, the proxy does not connect to itself.

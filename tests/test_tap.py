@@ -175,7 +175,7 @@ class OptionsTests(SynchronousTestCase):
                 "--proxy-clients", "10.0.0.0/8, 127.0.0.1", "--proxy-allow-loopback",
                 "--proxy-deny-private", "--proxy-connect-ports", "443, 8443",
                 "--proxy-users", users, "--proxy-forwarded-for", "--proxy-connect-timeout", "3",
-                "--proxy-max-tunnels", "7", "--proxy-pool-per-host", "2",
+                "--proxy-max-tunnels", "7", "--proxy-pool-per-host", "2", "--proxy-lookups-per-client", "3",
             ),
             MemoryReactor(),
         )
@@ -190,6 +190,7 @@ class OptionsTests(SynchronousTestCase):
             (settings.forwardedFor, settings.connectTimeout, settings.maxTunnels, settings.poolPerHost),
             (True, 3.0, 7, 2),
         )
+        self.assertEqual(factory.lookups.perClient, 3)
         self.assertConfigError(["--proxy-clients", "10.0.0.0/33"], "--proxy-clients")
         self.assertConfigError(["--proxy-connect-ports", "0"], "--proxy-connect-ports", "'0'")
         self.assertConfigError(["--proxy-connect-ports", "https"], "--proxy-connect-ports")
