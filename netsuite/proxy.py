@@ -325,7 +325,27 @@ def _response(status: int, contentType: bytes, body: bytes, extra: bytes, connec
     )
 
 
-@implementer(IResolutionReceiver)
+#: Seconds a lookup holds its client's turn at most: one its resolver never
+#: answers (Twisted's own when C{getaddrinfo} fails with other than a DNS
+#: error) gives it back then, not never (its client address had no lookup
+#: again, after C{lookupsPerClient} of them, until the proxy restarted).
+LOOKUP_TURN_LIMIT = 60.0
+
+_log = Logger()
+
+
+class _Waiting(deque):  # type: ignore[type-arg]
+    """
+    The lookups of one client address that wait their turn, in order.
+
+    @ivar compactAt: the length at which those no longer wanted are
+        dropped (twice what was left the last time: each look is paid for
+        by as many new ones).
+    """
+
+    compactAt = 64
+
+
 class LookupTurns:
     """
     Name lookups by client address (L{hostKey}): an address may have
@@ -336,14 +356,22 @@ class LookupTurns:
     A lookup whose request has ended while it waited is passed over.
     """
 
-    def __init__(self, perClient: int) -> None:
+    def __init__(self, perClient: int, clock: Any = None, holdLimit: float = LOOKUP_TURN_LIMIT) -> None:
         """
         @param perClient: lookups an address may have running at once
             (0: no limit).
+        @param clock: times C{holdLimit} (none: a turn is held until its
+            lookup ends).
+        @param holdLimit: seconds a lookup holds its turn at most.
         """
         self.perClient = perClient
+        self.holdLimit = holdLimit
+        self._clock = clock
         self._running: Dict[str, int] = {}
-        self._waiting: Dict[str, "deque[Tuple[Callable[[], bool], Callable[[], defer.Deferred[Any]]]]"] = {}
+        self._waiting: Dict[str, _Waiting] = {}
+        #: The addresses whose waiting lookups are being started (up the
+        #: stack): a lookup that ends meanwhile leaves the next to it.
+        self._draining: set = set()
 
     def run(self, client: str, wanted: Callable[[], bool], start: Callable[[], defer.Deferred[Any]]) -> None:
         """
@@ -352,7 +380,17 @@ class LookupTurns:
         """
         key = hostKey(client) if client else ""
         if self.perClient and self._running.get(key, 0) >= self.perClient:
-            self._waiting.setdefault(key, deque()).append((wanted, start))
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                waiting = self._waiting[key] = _Waiting()
+            elif len(waiting) >= waiting.compactAt:
+                # Requests that ended while they waited (their clients left)
+                # are let go of now, not when a turn comes back.
+                kept = [entry for entry in waiting if entry[0]()]
+                waiting.clear()
+                waiting.extend(kept)
+                waiting.compactAt = max(_Waiting.compactAt, 2 * len(kept))
+            waiting.append((wanted, start))
             return
         self._start(key, start)
 
@@ -364,29 +402,54 @@ class LookupTurns:
 
     def _start(self, key: str, start: Callable[[], defer.Deferred[Any]]) -> None:
         self._running[key] = self._running.get(key, 0) + 1
+        given = False
+        timer: Any = None
+
+        def giveBack(result: Any) -> Any:
+            nonlocal given
+            if not given:
+                given = True
+                if timer is not None and timer.active():
+                    timer.cancel()
+                self._ended(key)
+            return result
+
         try:
             ended = start()
         except BaseException:
-            self._ended(None, key)
+            giveBack(None)
             raise
-        ended.addBoth(self._ended, key)
+        ended.addBoth(giveBack)
+        if not given and self._clock is not None:
+            timer = self._clock.callLater(self.holdLimit, giveBack, None)
 
-    def _ended(self, result: Any, key: str) -> Any:
+    def _ended(self, key: str) -> None:
         left = self._running[key] - 1
         if left:
             self._running[key] = left
         else:
             del self._running[key]
-        waiting = self._waiting.get(key)
-        while waiting and self._running.get(key, 0) < self.perClient:
-            wanted, start = waiting.popleft()
-            if not waiting:
-                del self._waiting[key]
-            if wanted():
-                self._start(key, start)
-        return result
+        if key in self._draining:
+            return  # one up the stack starts the next (not by recursion)
+        self._draining.add(key)
+        try:
+            while self._running.get(key, 0) < self.perClient:
+                waiting = self._waiting.get(key)
+                if not waiting:
+                    break
+                wanted, start = waiting.popleft()
+                if not waiting:
+                    del self._waiting[key]
+                if wanted():
+                    try:
+                        self._start(key, start)
+                    except Exception:
+                        _log.failure("starting a lookup in its turn")
+        finally:
+            self._draining.discard(key)
 
 
+@implementer(IResolutionReceiver)
 class _Addresses:
     """
     Collects every address a name resolves to.
@@ -2272,7 +2335,7 @@ class ProxyFactory(Factory):
             idleTimeout=s.idleTimeout,
         )
         self.pool = UpstreamPool(s.poolPerHost, s.poolTotal)
-        self.lookups = LookupTurns(s.lookupsPerClient)
+        self.lookups = LookupTurns(s.lookupsPerClient, self.clock)
         self.tunnelsOpen = 0
         self.accessLogPath = accessLog
         self._logFile: Any = None

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 from twisted.internet._resolver import GAIResolver, HostResolution
 from twisted.internet.interfaces import IAddress, IHostResolution, IResolutionReceiver
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -123,8 +124,7 @@ class AnsweringResolver(GAIResolver):
 
     def _getPool(self) -> ThreadPool:
         if self._pool is None:
-            self._pool = ThreadPool(0, self._threads, "netsuite-lookups")
-            self._pool.threadFactory = _daemonThread  # type: ignore[assignment]
+            self._pool = _LookupPool(0, self._threads, "netsuite-lookups")
             self._pool.start()
             self._trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._shutDown)
         return self._pool
@@ -201,6 +201,26 @@ class _Shared:
 
 def _daemonThread(*args: Any, **kwargs: Any) -> threading.Thread:
     return threading.Thread(*args, daemon=True, **kwargs)
+
+
+class _LookupPool(ThreadPool):
+    """
+    The lookup threads: daemon threads, and a lookup no thread could start
+    for (C{RuntimeError: can't start new thread}: the process is out of
+    threads) is a DNS error, "no addresses".  Twisted's resolver never
+    told its receiver (and every later lookup of that name joined it).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        ThreadPool.__init__(self, *args, **kwargs)
+        self.threadFactory = lambda *a, **kw: _daemonThread(*a, **kw)  # type: ignore[assignment]
+
+    def callInThreadWithCallback(self, onResult: Any, func: Any, *args: Any, **kw: Any) -> None:
+        try:
+            ThreadPool.callInThreadWithCallback(self, onResult, func, *args, **kw)
+        except Exception as e:
+            log.warn("no thread could start for a lookup ({error}): taken as no addresses", error=e)
+            onResult(False, Failure(socket.gaierror(socket.EAI_AGAIN, f"{e.__class__.__name__}: {e}")))
 
 
 def installResolver(reactor: Any) -> None:

@@ -13,6 +13,7 @@ advances the clock by 0 before it reads what the client got.
 from __future__ import annotations
 
 import base64
+import errno
 import gc
 import gzip
 import itertools
@@ -3595,3 +3596,230 @@ class LookupTurnTests(ProxyTestCase):
         for name in self.SLOW:
             self.ask(proxy, name)
         self.assertEqual(proxy.resolver.asked, self.SLOW)
+
+
+class LookupTurnReviewTests(ProxyTestCase):
+    """
+    More of L{netsuite.proxy.LookupTurns}: its order, what it keeps, the
+    paths by which a turn is given back, re-entrant answers.
+    """
+
+    SLOW = LookupTurnTests.SLOW
+
+    ask = LookupTurnTests.ask
+
+    def turns(self, proxy: Proxy) -> Tuple[Dict[str, int], Dict[str, int]]:
+        lookups = proxy.factory.lookups
+        return dict(lookups._running), {key: len(waiting) for key, waiting in lookups._waiting.items()}
+
+    def test_default(self) -> None:
+        self.assertEqual(ProxySettings().lookupsPerClient, 16)
+
+    def test_receiverDeclared(self) -> None:
+        """
+        The resolver's receiver is declared an L{IResolutionReceiver}; the
+        turns are none (the decorator went to the class inserted between).
+        """
+        self.assertTrue(IResolutionReceiver.implementedBy(proxyModule._Addresses))
+        self.assertFalse(IResolutionReceiver.implementedBy(proxyModule.LookupTurns))
+
+    def test_inOrder(self) -> None:
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        for name in self.SLOW:
+            self.ask(proxy, name)
+        proxy.resolver.waiting[0].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked, self.SLOW[:2])
+        proxy.resolver.waiting[1].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked, self.SLOW)
+
+    def test_liveBehindGone(self) -> None:
+        """
+        A lookup that waits behind one whose client left starts in the
+        turn that frees: the one gone does not take it.
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0])
+        self.ask(proxy, self.SLOW[1]).lose()
+        self.ask(proxy, self.SLOW[2])
+        proxy.resolver.waiting[0].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked, [self.SLOW[0], self.SLOW[2]])
+
+    def test_nothingKept(self) -> None:
+        """
+        Once its lookups have ended, nothing is kept for a client address
+        (an attacker has any number of IPv6 /64s).
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0])
+        self.ask(proxy, self.SLOW[1])
+        self.assertEqual(self.turns(proxy), ({"127.0.0.1": 1}, {"127.0.0.1": 1}))
+        proxy.resolver.waiting[0].resolutionComplete()
+        proxy.resolver.waiting[1].resolutionComplete()
+        self.assertEqual(self.turns(proxy), ({}, {}))
+
+    def test_runningBySubscriber(self) -> None:
+        rules = ProxyRules(clients=parseNetworks("2001:db8::/32, 127.0.0.1"))
+        proxy = self.proxy(rules=rules, settings=ProxySettings(lookupsPerClient=2), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0], "2001:db8::1")
+        self.assertEqual(proxy.factory.lookups.running("2001:db8::2"), 1)
+        self.ask(proxy, self.SLOW[1], "::ffff:127.0.0.1")
+        self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 1)
+
+    def test_resolverRaises(self) -> None:
+        """
+        A resolver that raises at once: the request fails (502) and its turn
+        is given back.
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        asked = proxy.resolver.resolveHostName
+
+        def resolveHostName(receiver: IResolutionReceiver, hostName: str, *args: object) -> IHostResolution:
+            if hostName == "boom.example":
+                raise OSError("no lookups today")
+            return asked(receiver, hostName, *args)
+
+        proxy.resolver.resolveHostName = resolveHostName  # type: ignore[method-assign]
+        self.assertTextError(self.ask(proxy, "boom.example").response(), 502, "could not resolve")
+        self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 0)
+        self.ask(proxy, self.SLOW[0])
+        self.assertEqual(proxy.resolver.asked, self.SLOW[:1])
+
+    def test_startRaises(self) -> None:
+        """
+        A lookup that raises as it starts (a bug) gives its turn back.
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        lookUp = ProxyRequest._lookUp
+        calls = []
+
+        def broken(request: ProxyRequest) -> defer.Deferred[object]:
+            calls.append(request)
+            if len(calls) == 1:
+                raise RuntimeError("a bug")
+            return lookUp(request)
+
+        self.patch(ProxyRequest, "_lookUp", broken)
+        try:
+            self.ask(proxy, "example.com")
+        except RuntimeError:
+            pass
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 0)
+        self.ask(proxy, self.SLOW[0])
+        self.assertEqual(proxy.resolver.asked, self.SLOW[:1])
+
+    def test_reentrantAnswerKeepsOrder(self) -> None:
+        """
+        A lookup started in its turn that is answered at once (a 502), whose
+        connection then has its next request looked up: that one waits
+        behind those that were waiting before it.
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0])
+        pipelined = proxy.client()
+        pipelined.send(
+            b"GET http://nowhere.example/ HTTP/1.1\r\nHost: nowhere.example\r\n\r\n"
+            b"GET http://slow2.example/ HTTP/1.1\r\nHost: slow2.example\r\n\r\n"
+        )
+        self.ask(proxy, self.SLOW[2])
+        proxy.resolver.waiting[0].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked, [self.SLOW[0], "nowhere.example", self.SLOW[2]])
+        self.assertEqual(self.turns(proxy), ({"127.0.0.1": 1}, {"127.0.0.1": 1}))
+        proxy.resolver.waiting[1].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked[-1], self.SLOW[1])
+
+    def test_manyAnsweredAtOnce(self) -> None:
+        """
+        Hundreds of waiting lookups whose resolver answers them at once
+        (names with no address: 502) are each answered when the turn
+        frees: the turns are given on in a loop, not by recursion (which
+        ran out of stack past a couple of hundred, and dropped the rest).
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0])
+        clients = [self.ask(proxy, f"none{i}.example") for i in range(500)]
+        proxy.resolver.waiting[0].resolutionComplete()
+        self.assertEqual(len(proxy.resolver.asked), 501)
+        self.assertEqual([client.response().status for client in clients], [502] * 500)
+        self.assertEqual(self.turns(proxy), ({}, {}))
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_unansweredLookupGivesTurnBack(self) -> None:
+        """
+        Twisted's own resolver never answers a lookup whose C{getaddrinfo}
+        fails with other than a DNS error (C{EMFILE}): its turn is given
+        back after C{LOOKUP_TURN_LIMIT} (60 s), not held for good
+        (after C{lookupsPerClient} such failures, a client address had no
+        lookup again until the proxy restarted).
+        """
+        from twisted.internet._resolver import GAIResolver
+        from twisted.internet.test.test_resolver import deterministicPool, deterministicReactorThreads
+
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1, connectTimeout=10))
+        pool, threadWork = deterministicPool()
+        threads, reactorWork = deterministicReactorThreads()
+        looked: List[str] = []
+
+        def getaddrinfo(host: str, port: int, *args: object) -> list:
+            looked.append(host)
+            if host == "broken.example":
+                raise OSError(errno.EMFILE, "Too many open files")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port))]
+
+        proxy.factory.resolver = GAIResolver(threads, lambda: pool, getaddrinfo)
+        broken = self.ask(proxy, "broken.example")
+        threadWork()
+        reactorWork()
+        proxy.clock.advance(10)
+        self.assertTextError(broken.response(), 504, "timed out resolving broken.example")
+        proxy.clock.advance(120)
+        later = self.ask(proxy, "example.com")
+        threadWork()
+        reactorWork()
+        self.assertEqual(looked, ["broken.example", "example.com"])
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80)])
+        del broken, later
+        gc.collect()  # Twisted's failed lookup is logged when its Deferred goes
+        self.flushLoggedErrors(OSError)
+
+    def test_noThreadGivesTurnBack(self) -> None:
+        """
+        netsuite's own resolver: a lookup whose thread could not start
+        (C{RuntimeError: can't start new thread}, out of processes) is "no
+        addresses" at once (a 502), its turn given back, and so is the next
+        lookup of that name (it was never answered, and every later lookup
+        of the name joined it).
+        """
+        from netsuite import resolving
+
+        def noThread(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+        self.patch(resolving, "_daemonThread", noThread)
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1, connectTimeout=10))
+        # The refusal comes in the reactor's thread: no thread is involved.
+        proxy.clock.callFromThread = lambda f, *args, **kwargs: f(*args, **kwargs)  # type: ignore[attr-defined]
+        resolver = resolving.AnsweringResolver(proxy.clock, getaddrinfo=lambda *args: [])
+        self.addCleanup(resolver.stop)
+        proxy.factory.resolver = resolver
+        for _ in range(2):
+            client = self.ask(proxy, "example.com")
+            self.assertTextError(client.response(), 502, "could not resolve the host name example.com")
+            self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 0)
+
+    def test_goneNotKept(self) -> None:
+        """
+        A client that asks and leaves, again and again, while its lookups
+        do not answer: what waits for it is not kept for each request (each
+        held its request, connection and headers until a turn came back).
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        self.ask(proxy, self.SLOW[0])
+        for i in range(1000):
+            self.ask(proxy, self.SLOW[1]).lose()
+        self.assertLess(self.turns(proxy)[1]["127.0.0.1"], 200)
+        live = self.ask(proxy, self.SLOW[2])
+        proxy.resolver.waiting[0].resolutionComplete()
+        self.assertEqual(proxy.resolver.asked, [self.SLOW[0], self.SLOW[2]])
+        self.assertFalse(live.closed)

@@ -341,6 +341,31 @@ class SharedLookupTests(TestCase):
         self.assertFalse(broken.complete.called)
 
 
+class NoThreadTests(TestCase):
+    async def test_noThreadIsNoAddresses(self) -> None:
+        """
+        A lookup no thread could start for (the process is out of threads)
+        is "no addresses", with a warning, and so is the next lookup of
+        that name: Twisted's resolver never told the receiver, and every
+        later lookup of the name joined the one never answered.
+        """
+        from netsuite import resolving
+
+        def noThread(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+        self.patch(resolving, "_daemonThread", noThread)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        resolver = AnsweringResolver(reactor, getaddrinfo=lambda *args: [])
+        self.addCleanup(resolver.stop)
+        for _ in range(2):
+            receiver = Receiver()
+            resolver.resolveHostName(receiver, "example.com", 80)
+            self.assertEqual(await receiver.complete.addTimeout(5, reactor), [])
+        warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn("no thread could start for a lookup (can't start new thread)", warnings[0])
+
+
 async def threadsEnded(testCase: TestCase, pool: Any) -> None:
     """
     Wait (up to 5 s) for every thread of C{pool} to end; fail if one does

@@ -191,6 +191,9 @@ class OptionsTests(SynchronousTestCase):
             (True, 3.0, 7, 2),
         )
         self.assertEqual(factory.lookups.perClient, 3)
+        # By default 16; a count, never below 0 (-1 queued every lookup for good).
+        self.assertEqual(makeService(parse(), MemoryReactor()).proxy.lookups.perClient, 16)
+        self.assertConfigError(["--proxy-lookups-per-client", "-1"], "--proxy-lookups-per-client")
         self.assertConfigError(["--proxy-clients", "10.0.0.0/33"], "--proxy-clients")
         self.assertConfigError(["--proxy-connect-ports", "0"], "--proxy-connect-ports", "'0'")
         self.assertConfigError(["--proxy-connect-ports", "https"], "--proxy-connect-ports")
