@@ -1449,6 +1449,12 @@ class ProxyRequest(http.Request):
             self._resolved([literal])
             return
         self._timedOutWhile = "resolving"
+        running = getattr(factory.resolver, "isRunning", None)
+        if running is not None and running(host.decode("ascii"), self._target[1]):
+            # It joins a lookup running (netsuite's resolver): no thread,
+            # and no turn (it waited behind its own client's lookups).
+            self._lookUp()
+            return
         factory.lookups.run(self.clientHost or "", self._stillResolving, self._lookUp)
 
     def _stillResolving(self) -> bool:

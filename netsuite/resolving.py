@@ -122,6 +122,14 @@ class AnsweringResolver(GAIResolver):
             del self._running[key]
             raise
 
+    def isRunning(self, hostName: str, portNumber: int = 0) -> bool:
+        """
+        Whether a lookup of C{hostName} and C{portNumber} (of any kind of
+        address, over TCP: as C{resolveHostName} by default) runs now: one
+        asked for now would take no thread, and wait for its answer.
+        """
+        return (hostName, portNumber, None, "TCP") in self._running
+
     def _getPool(self) -> ThreadPool:
         if self._pool is None:
             self._pool = _LookupPool(0, self._threads, "netsuite-lookups")

@@ -3591,6 +3591,21 @@ class LookupTurnTests(ProxyTestCase):
         gc.collect()  # the bug's failure is logged when its Deferred goes
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_joiningTakesNoTurn(self) -> None:
+        """
+        A request for a name whose lookup runs (netsuite's resolver shares
+        it: no thread) takes no turn: it waited behind its own client's
+        lookups, and then looked the name up again.
+        """
+        proxy = self.proxy(settings=ProxySettings(lookupsPerClient=1), silent=self.SLOW)
+        proxy.resolver.isRunning = lambda name, port: name in proxy.resolver.asked  # type: ignore[attr-defined]
+        self.ask(proxy, self.SLOW[0])
+        self.ask(proxy, self.SLOW[0])
+        self.assertEqual(proxy.resolver.asked, [self.SLOW[0]] * 2)
+        self.assertEqual(proxy.factory.lookups.running("127.0.0.1"), 1)
+        self.ask(proxy, self.SLOW[1])
+        self.assertEqual(proxy.resolver.asked, [self.SLOW[0]] * 2)
+
     def test_unlimited(self) -> None:
         proxy = self.proxy(settings=ProxySettings(lookupsPerClient=0), silent=self.SLOW)
         for name in self.SLOW:

@@ -1235,6 +1235,41 @@ class ProxySocketTests(TestCase):
             await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
             self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
 
+    async def test_requestsForOneSlowNameShareItsLookup(self) -> None:
+        """
+        Over real sockets, five requests from one address for a name whose
+        DNS is slow share one lookup, with one turn: the others waited for
+        a turn and looked the name up again, each.
+        """
+        import threading
+
+        from netsuite.resolving import AnsweringResolver
+
+        answer = threading.Event()
+        looked: list[str] = []
+
+        def getaddrinfo(host: str, *args: Any) -> list:
+            looked.append(host)
+            answer.wait(SOCKET_TIMEOUT)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo)
+        self.addCleanup(resolver.stop)
+        self.addCleanup(answer.set)
+        port = await self.startProxy(resolver=resolver, settings=ProxySettings(lookupsPerClient=1))
+        clients = []
+        for _ in range(5):
+            client = Collector()
+            await connect(self, port, client)
+            client.transport.write(b"GET http://slow.example/ HTTP/1.1\r\nHost: slow.example\r\n\r\n")
+            clients.append(client)
+        await deferLater(reactor, 0.2)
+        answer.set()
+        for client in clients:
+            await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
+            self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
+        self.assertEqual(looked, ["slow.example"])
+
     async def test_proxyItselfRefused(self) -> None:
         """
         Even with loopback allowed, the proxy does not connect to itself.

@@ -322,6 +322,19 @@ class SharedLookupTests(TestCase):
         await self.lookUp("host.example").addTimeout(5, reactor)
         self.assertEqual(len(self.looked), 3)
 
+    async def test_isRunning(self) -> None:
+        """
+        L{AnsweringResolver.isRunning} says whether a lookup of a name and
+        port runs (one asked for now would share it).
+        """
+        self.assertFalse(self.resolver.isRunning("host.example", 80))
+        found = self.lookUp("host.example")
+        self.assertTrue(self.resolver.isRunning("host.example", 80))
+        self.assertFalse(self.resolver.isRunning("host.example", 443))
+        self.answer.set()
+        await found.addTimeout(5, reactor)
+        self.assertFalse(self.resolver.isRunning("host.example", 80))
+
     async def test_aReceiverRaising(self) -> None:
         """
         A receiver that raises is logged, and the others are still told.
