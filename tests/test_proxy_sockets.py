@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,7 @@ from netsuite.limits import _descriptorOf
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWriting
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
+from netsuite.resolving import LOOKUP_THREADS, AnsweringResolver
 from tests.helpers import Collector, RecordingProducer, connect, hostAddress, rawExchange, recvUntil, startListener
 from tests.tlshelpers import (
     SOCKET_TIMEOUT,
@@ -1129,8 +1131,6 @@ class ProxySocketTests(TestCase):
         """
         import errno
 
-        from netsuite.resolving import AnsweringResolver
-
         def outOfFiles(*args: Any) -> list:
             raise OSError(errno.EMFILE, "Too many open files")
 
@@ -1144,6 +1144,61 @@ class ProxySocketTests(TestCase):
         self.assertIn(b"could not resolve the host name name.example", body)
         self.assertLess(time.monotonic() - started, 5)
 
+    def slowResolver(self, threads: int = LOOKUP_THREADS) -> tuple[AnsweringResolver, threading.Event, list[str]]:
+        """
+        netsuite's resolver, whose lookups of names starting with C{slow}
+        wait (for the event returned to be set, or L{SOCKET_TIMEOUT}) and
+        then fail as a DNS timeout does; other names are 127.0.0.1.  The
+        list returned gets each name C{getaddrinfo} was called for.
+        """
+        answer = threading.Event()
+        looked: list[str] = []
+
+        def getaddrinfo(host: str, *args: Any) -> list:
+            looked.append(host)
+            if host.startswith("slow"):
+                answer.wait(SOCKET_TIMEOUT)
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return socket.getaddrinfo("127.0.0.1", *args)
+
+        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo, threads=threads)
+        self.addCleanup(resolver.stop)
+        self.addCleanup(answer.set)
+        return resolver, answer, looked
+
+    async def askFor(self, port: int, names: list[str]) -> list[Collector]:
+        """
+        Send a GET of each of C{names} through the proxy, each on a
+        connection of its own; answers are not waited for.
+        """
+        clients = []
+        for name in names:
+            client = Collector()
+            await connect(self, port, client)
+            client.transport.write(b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (name.encode(), name.encode()))
+            clients.append(client)
+        return clients
+
+    async def assertAnsweredAtOnce(self, port: int, endpoint: Any = None) -> None:
+        """
+        A request (from C{endpoint}'s address) for a name that resolves is
+        answered, within L{SOCKET_TIMEOUT}.
+        """
+        client = Collector()
+        await connect(self, port, client, endpoint)
+        client.transport.write(
+            b"GET http://fast.example:%d/echo HTTP/1.1\r\nHost: fast.example\r\nConnection: close\r\n\r\n"
+            % (self.originPort,)
+        )
+        await client.closed.addTimeout(SOCKET_TIMEOUT, reactor)
+        status, _, _ = _parseResponse(b"".join(client.received))
+        self.assertEqual(status, 200)
+
+    async def assertAll502(self, clients: list[Collector]) -> None:
+        for client in clients:
+            await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
+            self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
+
     async def test_slowLookupsHoldNoOtherClient(self) -> None:
         """
         Twelve requests for names whose DNS does not answer leave another
@@ -1151,42 +1206,13 @@ class ProxySocketTests(TestCase):
         lookups ran on the reactor's 10 threads, and every lookup behind
         them waited (a 3 s DNS timeout held the other client 5.7 s).
         """
-        import threading
-
-        from netsuite.resolving import AnsweringResolver
-
-        answer = threading.Event()
-
-        def getaddrinfo(host: str, *args: Any) -> list:
-            if host.startswith("slow"):
-                answer.wait(SOCKET_TIMEOUT)
-                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-            return socket.getaddrinfo("127.0.0.1", *args)
-
-        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo)
-        self.addCleanup(resolver.stop)
-        self.addCleanup(answer.set)
+        resolver, answer, _ = self.slowResolver()
         port = await self.startProxy(ProxyRules(allowLoopback=True), resolver=resolver)
-        waiting = []
-        for i in range(12):
-            client = Collector()
-            await connect(self, port, client)
-            client.transport.write(b"GET http://slow%d.example/ HTTP/1.1\r\nHost: slow%d.example\r\n\r\n" % (i, i))
-            waiting.append(client)
-        fast = Collector()
-        await connect(self, port, fast)
-        fast.transport.write(
-            b"GET http://fast.example:%d/echo HTTP/1.1\r\nHost: fast.example\r\nConnection: close\r\n\r\n"
-            % (self.originPort,)
-        )
-        await fast.closed.addTimeout(SOCKET_TIMEOUT, reactor)
-        status, _, _ = _parseResponse(b"".join(fast.received))
-        self.assertEqual(status, 200)
+        waiting = await self.askFor(port, [f"slow{i}.example" for i in range(12)])
+        await self.assertAnsweredAtOnce(port)
         self.assertEqual([client.count for client in waiting], [0] * 12)
         answer.set()
-        for client in waiting:
-            await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
-            self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
+        await self.assertAll502(waiting)
 
     async def test_oneClientsSlowLookupsTakeTurns(self) -> None:
         """
@@ -1196,44 +1222,15 @@ class ProxySocketTests(TestCase):
         request is answered at once; it waited for the first client's
         lookups to time out.
         """
-        import threading
-
-        from netsuite.resolving import AnsweringResolver
-
-        answer = threading.Event()
-
-        def getaddrinfo(host: str, *args: Any) -> list:
-            if host.startswith("slow"):
-                answer.wait(SOCKET_TIMEOUT)
-                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-            return socket.getaddrinfo("127.0.0.1", *args)
-
-        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo, threads=8)
-        self.addCleanup(resolver.stop)
-        self.addCleanup(answer.set)
+        resolver, answer, _ = self.slowResolver(threads=8)
         port = await self.startProxy(
             ProxyRules(allowLoopback=True), resolver=resolver, settings=ProxySettings(lookupsPerClient=4)
         )
-        waiting = []
-        for i in range(20):
-            client = Collector()
-            await connect(self, port, client)
-            client.transport.write(b"GET http://slow%d.example/ HTTP/1.1\r\nHost: slow%d.example\r\n\r\n" % (i, i))
-            waiting.append(client)
-        other = Collector()
-        await connect(self, port, other, TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=("127.0.0.2", 0)))
-        other.transport.write(
-            b"GET http://fast.example:%d/echo HTTP/1.1\r\nHost: fast.example\r\nConnection: close\r\n\r\n"
-            % (self.originPort,)
-        )
-        await other.closed.addTimeout(SOCKET_TIMEOUT, reactor)
-        status, _, _ = _parseResponse(b"".join(other.received))
-        self.assertEqual(status, 200)
+        waiting = await self.askFor(port, [f"slow{i}.example" for i in range(20)])
+        await self.assertAnsweredAtOnce(port, TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=("127.0.0.2", 0)))
         self.assertEqual([client.count for client in waiting], [0] * 20)
         answer.set()
-        for client in waiting:
-            await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
-            self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
+        await self.assertAll502(waiting)
 
     async def test_requestsForOneSlowNameShareItsLookup(self) -> None:
         """
@@ -1241,33 +1238,12 @@ class ProxySocketTests(TestCase):
         DNS is slow share one lookup, with one turn: the others waited for
         a turn and looked the name up again, each.
         """
-        import threading
-
-        from netsuite.resolving import AnsweringResolver
-
-        answer = threading.Event()
-        looked: list[str] = []
-
-        def getaddrinfo(host: str, *args: Any) -> list:
-            looked.append(host)
-            answer.wait(SOCKET_TIMEOUT)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-
-        resolver = AnsweringResolver(reactor, getaddrinfo=getaddrinfo)
-        self.addCleanup(resolver.stop)
-        self.addCleanup(answer.set)
+        resolver, answer, looked = self.slowResolver()
         port = await self.startProxy(resolver=resolver, settings=ProxySettings(lookupsPerClient=1))
-        clients = []
-        for _ in range(5):
-            client = Collector()
-            await connect(self, port, client)
-            client.transport.write(b"GET http://slow.example/ HTTP/1.1\r\nHost: slow.example\r\n\r\n")
-            clients.append(client)
+        clients = await self.askFor(port, ["slow.example"] * 5)
         await deferLater(reactor, 0.2)
         answer.set()
-        for client in clients:
-            await client.waitFor(12).addTimeout(SOCKET_TIMEOUT, reactor)
-            self.assertTrue(b"".join(client.received).startswith(b"HTTP/1.1 502 "))
+        await self.assertAll502(clients)
         self.assertEqual(looked, ["slow.example"])
 
     async def test_proxyItselfRefused(self) -> None:

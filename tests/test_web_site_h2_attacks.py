@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-from typing import Any
+from typing import Any, Iterator
 
 import trustme
 from twisted.internet import threads
@@ -73,6 +73,20 @@ def priorityFrame(streamID: int, dependsOn: int = 0) -> bytes:
     A PRIORITY frame: C{streamID} depends on C{dependsOn}, weight 16.
     """
     return frame(PRIORITY, 0, streamID, struct.pack(">IB", dependsOn, 15))
+
+
+def h2Events(tls: Any, client: Any) -> Iterator[Any]:
+    """
+    The events of the h2 C{client} for what comes on the socket C{tls},
+    until the server closes; after each read's events, what the client then
+    has to say is sent.
+    """
+    while True:
+        received = tls.recv(65536)
+        if not received:
+            return
+        yield from client.receive_data(received)
+        tls.sendall(client.data_to_send())
 
 
 def frameTypes(data: bytes) -> list[int]:
@@ -1421,14 +1435,10 @@ class SocketTests(HTTPSTestCase):
                 tls.sendall(client.data_to_send() + b"".join(priorityFrame(2 * i + 1) for i in range(1500)))
                 client.send_headers(3001, request("GET", "/healthz"), end_stream=True)
                 tls.sendall(client.data_to_send())
-                while True:
-                    data = tls.recv(65536)
-                    if not data:
-                        return b"closed"
-                    for event in client.receive_data(data):
-                        if isinstance(event, h2.events.ResponseReceived):
-                            return dict(event.headers)[b":status"]
-                    tls.sendall(client.data_to_send())
+                for event in h2Events(tls, client):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        return dict(event.headers)[b":status"]
+                return b"closed"
 
         self.assertEqual(await threads.deferToThread(flood), b"200")
         await waitForNoConnections(self, service)
@@ -1458,18 +1468,15 @@ class SocketTests(HTTPSTestCase):
             seen: dict[int, object] = {}
             with self.tlsSocket(port, cadata) as tls:
                 tls.sendall(data)
-                while len(seen) < 3:
-                    received = tls.recv(65536)
-                    if not received:
+                for event in h2Events(tls, client):
+                    if isinstance(event, h2.events.StreamReset):
+                        seen[event.stream_id] = event.error_code
+                    elif isinstance(event, h2.events.ResponseReceived):
+                        seen[event.stream_id] = dict(event.headers)[b":status"]
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        seen[0] = "goaway"
+                    if len(seen) == 3:
                         break
-                    for event in client.receive_data(received):
-                        if isinstance(event, h2.events.StreamReset):
-                            seen[event.stream_id] = event.error_code
-                        elif isinstance(event, h2.events.ResponseReceived):
-                            seen[event.stream_id] = dict(event.headers)[b":status"]
-                        elif isinstance(event, h2.events.ConnectionTerminated):
-                            seen[0] = "goaway"
-                    tls.sendall(client.data_to_send())
             return seen
 
         seen = await threads.deferToThread(run)
@@ -1497,25 +1504,23 @@ class SocketTests(HTTPSTestCase):
             seen, expected = first, 150
             with self.tlsSocket(port, cadata) as tls:
                 tls.sendall(client.data_to_send())
-                while len(seen) < expected:
-                    received = tls.recv(65536)
-                    if not received:
-                        break
-                    for event in client.receive_data(received):
-                        if isinstance(event, h2.events.StreamReset):
-                            seen[event.stream_id] = event.error_code
-                        elif isinstance(event, h2.events.ResponseReceived):
-                            statuses[event.stream_id] = dict(event.headers)[b":status"]
-                        elif isinstance(event, h2.events.StreamEnded):
-                            seen[event.stream_id] = statuses[event.stream_id]
-                        elif isinstance(event, h2.events.ConnectionTerminated):
-                            return first, {0: "goaway"}
+                for event in h2Events(tls, client):
+                    if isinstance(event, h2.events.StreamReset):
+                        seen[event.stream_id] = event.error_code
+                    elif isinstance(event, h2.events.ResponseReceived):
+                        statuses[event.stream_id] = dict(event.headers)[b":status"]
+                    elif isinstance(event, h2.events.StreamEnded):
+                        seen[event.stream_id] = statuses[event.stream_id]
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        return first, {0: "goaway"}
                     if seen is first and len(first) == 150:
-                        # Each stream has ended: send the refused ones again.
+                        # Each stream has ended: send the refused ones again
+                        # (sent after this read's events).
                         seen, expected = again, list(first.values()).count(h2.errors.ErrorCodes.REFUSED_STREAM)
                         for _ in range(expected):
                             client.send_headers(client.get_next_available_stream_id(), request("GET", "/healthz"), end_stream=True)
-                    tls.sendall(client.data_to_send())
+                    if len(seen) == expected:
+                        break
             return first, again
 
         first, again = await threads.deferToThread(run)
