@@ -304,7 +304,7 @@ class HTTP2Tests(UpstreamNamesTestCase):
         import h2.connection
         import h2.frame_buffer
         import h2.stream
-        from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, SettingsFrame
+        from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame
 
         connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         self.assertNames(
@@ -345,14 +345,16 @@ class HTTP2Tests(UpstreamNamesTestCase):
                     "malformed trailers, and a :status in a request, end the connection",
                 ),
                 (
-                    lambda: h2.frame_buffer.FrameBuffer(),
+                    lambda: h2.frame_buffer.FrameBuffer(server=True),
                     ("_preamble_len", "_headers_buffer", "_data"),
-                    "every HTTP/2 read fails (the head deadline reads them)",
+                    "every HTTP/2 read fails (the head deadline and the WINDOW_UPDATE check read them)",
                 ),
             ],
         )
-        for kind in (DataFrame, GoAwayFrame, HeadersFrame, SettingsFrame):
+        self.assertIsInstance(connection.incoming_buffer, h2.frame_buffer.FrameBuffer)
+        for kind in (DataFrame, GoAwayFrame, HeadersFrame, SettingsFrame, WindowUpdateFrame):
             self.assertIn(kind, connection._frame_dispatch_table)
+        self.assertEqual(WindowUpdateFrame(1, window_increment=0).window_increment, 0)
 
 
 class PyOpenSSLTests(UpstreamNamesTestCase):

@@ -65,7 +65,7 @@ if H2_ENABLED:
     import h2.settings
 
 #: Frame types (RFC 9113, 6).
-DATA, PRIORITY, RST_STREAM, GOAWAY = 0, 2, 3, 7
+DATA, PRIORITY, RST_STREAM, GOAWAY, WINDOW_UPDATE = 0, 2, 3, 7, 8
 
 
 def priorityFrame(streamID: int, dependsOn: int = 0) -> bytes:
@@ -183,12 +183,10 @@ class PriorityTests(ExchangeTestCase):
         self.assertGoesOn()
 
 
-class SelfDependencyTests(ExchangeTestCase):
+class StreamErrorTestCase(ExchangeTestCase):
     """
-    A stream made to depend on itself is a stream error (RFC 7540, 5.3.1):
-    the stream is reset with C{PROTOCOL_ERROR}, as nginx and Go reset it,
-    and the connection's other streams go on.  h2 made it a connection
-    error, ending every stream with a GOAWAY.
+    Tests of stream errors, on an L{Exchange} whose site hangs requests
+    for C{/api/hang} (C{self.hanging}).
     """
 
     def setUp(self) -> None:
@@ -198,11 +196,46 @@ class SelfDependencyTests(ExchangeTestCase):
         self.addCleanup(self.exchange.site.stopFactory)
 
     def assertGoesOn(self) -> None:
+        """
+        The connection goes on: a new request is answered, and no GOAWAY
+        came.
+        """
         exchange = self.exchange
         streamID = exchange.get("/healthz")
         self.assertEqual(exchange.answers[streamID]["status"], b"200")
         self.assertIsNone(exchange.goaway)
         self.assertFalse(exchange.transport.disconnecting)
+
+    def assertResetOnly(self, streamID: int) -> None:
+        """
+        Stream C{streamID} was reset with C{PROTOCOL_ERROR}, unanswered.
+        """
+        answer = self.exchange.answers[streamID]
+        self.assertEqual(answer["reset"], h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.assertIsNone(answer["status"])
+
+    def sentResets(self) -> list[tuple[int, int]]:
+        """
+        The stream and error code of each RST_STREAM the server has written
+        since the test last looked (what it wrote is cleared).
+        """
+        exchange = self.exchange
+        resets = [
+            (parsed.stream_id, parsed.error_code)
+            for parsed in parseFrames(exchange.transport.value())
+            if parsed.type == RST_STREAM
+        ]
+        exchange.transport.clear()
+        return resets
+
+
+class SelfDependencyTests(StreamErrorTestCase):
+    """
+    A stream made to depend on itself is a stream error (RFC 7540, 5.3.1):
+    the stream is reset with C{PROTOCOL_ERROR}, as nginx and Go reset it,
+    and the connection's other streams go on.  h2 made it a connection
+    error, ending every stream with a GOAWAY.
+    """
 
     def selfDependentHeaders(self, streamID: int, headers: list, endStream: bool) -> bytes:
         """
@@ -214,11 +247,6 @@ class SelfDependencyTests(ExchangeTestCase):
         data = client.data_to_send()
         self.assertEqual(data[3:5], bytes([1, 0x24 | endStream]))
         return data[:9] + struct.pack(">I", streamID) + data[13:]
-
-    def assertResetOnly(self, streamID: int) -> None:
-        answer = self.exchange.answers[streamID]
-        self.assertEqual(answer["reset"], h2.errors.ErrorCodes.PROTOCOL_ERROR)
-        self.assertIsNone(answer["status"])
 
     def test_headersOfARequest(self) -> None:
         """
@@ -294,14 +322,8 @@ class SelfDependencyTests(ExchangeTestCase):
         done = exchange.get("/healthz")
         for streamID, expected in [(done + 4, [(done + 4, 1)]), (2, [(2, 1)]), (done, [])]:
             exchange.protocol.dataReceived(priorityFrame(streamID, streamID))
-            resets = [
-                (parsed.stream_id, parsed.error_code)
-                for parsed in parseFrames(exchange.transport.value())
-                if parsed.type == RST_STREAM
-            ]
-            exchange.transport.clear()
             with self.subTest(streamID=streamID):
-                self.assertEqual(resets, expected)
+                self.assertEqual(self.sentResets(), expected)
         self.assertGoesOn()
 
     def test_headersDependingOnAnotherStream(self) -> None:
@@ -348,12 +370,7 @@ class SelfDependencyTests(ExchangeTestCase):
         done = exchange.get("/healthz")
         self.assertEqual(exchange.get("/healthz"), done + 2)
         exchange.protocol.dataReceived(priorityFrame(2, 2))
-        resets = [
-            (parsed.stream_id, parsed.error_code)
-            for parsed in parseFrames(exchange.transport.value())
-            if parsed.type == RST_STREAM
-        ]
-        self.assertEqual(resets, [(2, h2.errors.ErrorCodes.PROTOCOL_ERROR)])
+        self.assertEqual(self.sentResets(), [(2, h2.errors.ErrorCodes.PROTOCOL_ERROR)])
 
     def test_headersSplitByContinuation(self) -> None:
         """
@@ -396,6 +413,139 @@ class SelfDependencyTests(ExchangeTestCase):
         self.assertTrue(exchange.transport.disconnecting)
         self.assertEqual(exchange.site.stats.counters["h2_reset_floods"], 1)
         self.assertLessEqual(len(self.hanging.requests), 51)
+
+
+class WindowUpdateTests(StreamErrorTestCase):
+    """
+    A WINDOW_UPDATE frame that adds 0 to a stream's window is a stream
+    error (RFC 9113, 6.9): the stream is reset with C{PROTOCOL_ERROR}, as
+    nginx resets it, and the connection's other streams go on; one of 0
+    for the connection still ends it.  Its reserved bit is ignored (RFC
+    9113, 6.9).  hyperframe refused both while parsing, and h2 ended the
+    connection.
+    """
+
+    def windowUpdate(self, streamID: int, increment: int) -> bytes:
+        """
+        A WINDOW_UPDATE frame for C{streamID} with the 32 bits C{increment}
+        (its reserved bit among them).
+        """
+        return frame(WINDOW_UPDATE, 0, streamID, struct.pack(">I", increment))
+
+    def test_zeroForAStreamInProgress(self) -> None:
+        """
+        An increment of 0 for a stream whose request is being processed:
+        the request is lost, as if the client had reset its stream, and
+        counted as a stream error.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        [processing] = self.hanging.requests
+        lost = processing.notifyFinish()
+        exchange.send(self.windowUpdate(streamID, 0))
+        self.assertResetOnly(streamID)
+        self.failureResultOf(lost, ConnectionLost)
+        self.assertEqual(exchange.site.stats.counters["h2_stream_errors"], 1)
+        self.assertGoesOn()
+
+    def test_zeroInPieces(self) -> None:
+        """
+        The frame is read as a whole whatever reads it comes in, and
+        the frames after it in the same read are read too.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        data = self.windowUpdate(streamID, 0)
+        exchange.protocol.dataReceived(data[:5])
+        exchange.protocol.dataReceived(data[5:12])
+        self.assertEqual(self.sentResets(), [])
+        exchange.protocol.dataReceived(data[12:] + priorityFrame(streamID + 2, streamID + 2))
+        self.assertEqual(
+            self.sentResets(),
+            [(streamID, h2.errors.ErrorCodes.PROTOCOL_ERROR), (streamID + 2, h2.errors.ErrorCodes.PROTOCOL_ERROR)],
+        )
+        self.assertGoesOn()
+
+    def test_zeroForOtherStreams(self) -> None:
+        """
+        An increment of 0 for an idle stream gets that stream reset, as
+        nginx resets it; for a closed one, nothing.
+        """
+        exchange = self.exchange
+        done = exchange.get("/healthz")
+        for streamID, expected in [(done + 4, [(done + 4, 1)]), (2, [(2, 1)]), (done, [])]:
+            exchange.protocol.dataReceived(self.windowUpdate(streamID, 0))
+            with self.subTest(streamID=streamID):
+                self.assertEqual(self.sentResets(), expected)
+        self.assertGoesOn()
+
+    def test_zeroWithTheReservedBit(self) -> None:
+        """
+        An increment of 0 with the reserved bit set is an increment of 0.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        exchange.send(self.windowUpdate(streamID, 1 << 31))
+        self.assertResetOnly(streamID)
+        self.assertGoesOn()
+
+    def test_zeroForTheConnection(self) -> None:
+        """
+        An increment of 0 for the connection (with the reserved bit or
+        without) ends it, a connection error (RFC 9113, 6.9).
+        """
+        for increment in (0, 1 << 31):
+            with self.subTest(increment=increment):
+                exchange = Exchange(Limits())
+                self.addCleanup(exchange.site.stopFactory)
+                exchange.send(self.windowUpdate(0, increment))
+                self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+
+    def test_zeroInsideAHeaderBlock(self) -> None:
+        """
+        Inside a header block, a WINDOW_UPDATE frame of 0, as any other
+        frame but CONTINUATION, ends the connection (RFC 9113, 6.10).
+        """
+        exchange = self.exchange
+        client = exchange.client
+        block = client.encoder.encode([(name.encode(), value.encode()) for name, value in request("GET", "/")])
+        # END_STREAM, not END_HEADERS.
+        exchange.send(frame(1, 0x1, 1, block) + self.windowUpdate(1, 0))
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+
+    def test_reservedBitIgnored(self) -> None:
+        """
+        A WINDOW_UPDATE frame with the reserved bit set opens the window
+        by its increment, for a stream and for the connection.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        conn = exchange.protocol._channel.conn
+        streamWindow = conn.streams[streamID].outbound_flow_control_window
+        window = conn.outbound_flow_control_window
+        exchange.send(self.windowUpdate(streamID, (1 << 31) | 1000) + self.windowUpdate(0, (1 << 31) | 2000))
+        self.assertEqual(conn.streams[streamID].outbound_flow_control_window, streamWindow + 1000)
+        self.assertEqual(conn.outbound_flow_control_window, window + 2000)
+        self.assertIsNone(exchange.answers.get(streamID))
+        self.assertGoesOn()
+
+    def test_countAsControlFrames(self) -> None:
+        """
+        Such frames take from the budget for control frames, as any
+        WINDOW_UPDATE: a client cannot make the server reset stream after
+        stream for nothing.
+        """
+        self.patch(NetsuiteH2Connection, "controlBurst", 10)
+        exchange = Exchange(Limits())
+        self.addCleanup(exchange.site.stopFactory)
+        self.exchange = exchange
+        # The client's SETTINGS and its ACK of the server's took two.
+        exchange.protocol.dataReceived(b"".join(self.windowUpdate(1 + 2 * i, 0) for i in range(8)))
+        self.assertEqual(len(self.sentResets()), 8)
+        self.assertFalse(exchange.transport.disconnecting)
+        exchange.protocol.dataReceived(self.windowUpdate(17, 0))
+        [goAway] = [parsed for parsed in parseFrames(exchange.transport.value()) if parsed.type == GOAWAY]
+        self.assertEqual(goAway.error_code, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
 
 class ConcurrentStreamsTests(ExchangeTestCase):
@@ -1446,8 +1596,9 @@ class SocketTests(HTTPSTestCase):
     async def test_streamErrorsLeaveTheConnection(self) -> None:
         """
         Over a real TLS connection, a stream made to depend on itself is
-        reset, trailers that do not end their stream get a 400, and a
-        request after both on the same connection is answered.
+        reset, trailers that do not end their stream get a 400, a stream
+        whose window a WINDOW_UPDATE adds 0 to is reset, and a request
+        after these on the same connection is answered.
         """
         port, service, cadata = await self.startHTTPS()
 
@@ -1464,6 +1615,10 @@ class SocketTests(HTTPSTestCase):
             data += client.data_to_send()
             data += frame(1, 0x4, 3, client.encoder.encode([(b"x-t", b"1")])) + frame(DATA, 0x1, 3, b"]")
             client.send_headers(5, request("GET", "/healthz"), end_stream=True)
+            client.send_headers(7, request("POST", "/api/echo", ("content-type", "application/json")))
+            client.send_data(7, b"[1")
+            data += client.data_to_send() + frame(WINDOW_UPDATE, 0, 7, struct.pack(">I", 0))
+            client.send_headers(9, request("GET", "/healthz"), end_stream=True)
             data += client.data_to_send()
             seen: dict[int, object] = {}
             with self.tlsSocket(port, cadata) as tls:
@@ -1475,12 +1630,13 @@ class SocketTests(HTTPSTestCase):
                         seen[event.stream_id] = dict(event.headers)[b":status"]
                     elif isinstance(event, h2.events.ConnectionTerminated):
                         seen[0] = "goaway"
-                    if len(seen) == 3:
+                    if len(seen) == 5:
                         break
             return seen
 
         seen = await threads.deferToThread(run)
-        self.assertEqual(seen, {1: h2.errors.ErrorCodes.PROTOCOL_ERROR, 3: b"400", 5: b"200"})
+        error = h2.errors.ErrorCodes.PROTOCOL_ERROR
+        self.assertEqual(seen, {1: error, 3: b"400", 5: b"200", 7: error, 9: b"200"})
         await waitForNoConnections(self, service)
 
     async def test_streamsPastTheLimitSentAgain(self) -> None:

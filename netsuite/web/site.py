@@ -47,6 +47,7 @@ try:
     import h2.events
     import h2.exceptions
     from h2.connection import AllowedStreamIDs, _decode_headers
+    from h2.frame_buffer import FrameBuffer
     from h2.stream import StreamClosedBy, StreamInputs
     from h2.utilities import HeaderValidationFlags, is_informational_response, validate_headers
     from hyperframe.frame import (
@@ -1008,6 +1009,9 @@ _LOGGED_FIELDS = frozenset((b":method", b":path", b":authority", b"referer", b"u
 #: The type of an HTTP/2 DATA frame (RFC 9113, 6.1): a body, not a head.
 _DATA_FRAME = 0x0
 
+#: The type of an HTTP/2 WINDOW_UPDATE frame (RFC 9113, 6.9).
+_WINDOW_UPDATE_FRAME = 0x8
+
 #: Bytes of answers an HTTP/2 connection holds for its client before it
 #: processes no more of the client's requests (until the client takes them).
 _H2_QUEUE_LIMIT = 1024 * 1024
@@ -1114,6 +1118,30 @@ if H2_SERVED:
 
     #: Why a stream is refused past the concurrent streams allowed.
     _TOO_MANY_STREAMS = "too many concurrent streams"
+
+    #: Why a stream is reset when a WINDOW_UPDATE frame adds 0 to its window.
+    _ZERO_INCREMENT = "window increment of 0"
+
+    class _FrameBuffer(FrameBuffer):  # type: ignore[misc]
+        """
+        h2's buffer of the frames a connection receives, that reads a
+        WINDOW_UPDATE frame's increment without its reserved bit, which RFC
+        9113 (6.9) says is ignored when received, and gives one of 0 on a
+        stream on as a frame with that increment, for the connection to
+        reset its stream (RFC 9113, 6.9: a stream error), as nginx does.
+        hyperframe refused both while parsing: a connection error.
+        """
+
+        def __next__(self) -> Any:
+            data = self._data
+            if len(data) >= 13 and data[3] == _WINDOW_UPDATE_FRAME and data[:3] == b"\0\0\4":
+                data[9] &= 0x7F
+                streamID = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+                # Inside a header block any other frame ends the connection.
+                if streamID and data[9:13] == b"\0\0\0\0" and not self._headers_buffer:
+                    del data[:13]
+                    return WindowUpdateFrame(streamID, window_increment=0)
+            return FrameBuffer.__next__(self)
 
 
 def _validate(headers: list[tuple[bytes, bytes]], flags: Any) -> None:
@@ -1333,6 +1361,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         dispatch[DataFrame] = self._dataFrame
         self._receivePriorityFrame = dispatch[PriorityFrame]
         dispatch[PriorityFrame] = self._priorityFrame
+        self._receiveWindowUpdateFrame = dispatch[WindowUpdateFrame]
+        dispatch[WindowUpdateFrame] = self._windowUpdateFrame
+        self.conn.incoming_buffer = _FrameBuffer(server=True)
         for kind in (SettingsFrame, PingFrame, WindowUpdateFrame, PriorityFrame, AltSvcFrame, ExtensionFrame):
             dispatch[kind] = self._budgeted(dispatch[kind])
         self._receiveHeadersFrame = dispatch[HeadersFrame]
@@ -1516,6 +1547,16 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 _Malformed(frame.stream_id, 0, _SELF_DEPENDENT, reset=h2.errors.ErrorCodes.PROTOCOL_ERROR)
             ]
         return self._receivePriorityFrame(frame)  # type: ignore[no-any-return]
+
+    def _windowUpdateFrame(self, frame: Any) -> tuple[list, list]:
+        """
+        Take a WINDOW_UPDATE frame (with h2, budgeted): one that adds 0 to
+        a stream's window (only L{_FrameBuffer} makes those) gets that
+        stream reset, where hyperframe ended the connection.
+        """
+        if not frame.window_increment:
+            return [], [_Malformed(frame.stream_id, 0, _ZERO_INCREMENT, reset=h2.errors.ErrorCodes.PROTOCOL_ERROR)]
+        return self._receiveWindowUpdateFrame(frame)  # type: ignore[no-any-return]
 
     def _settingsFrame(self, frame: Any) -> tuple[list, list]:
         """
