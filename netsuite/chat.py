@@ -39,7 +39,17 @@ from zope.interface import implementer
 
 from netsuite.limits import IdleTimeout, TokenBucket, hostKey
 from netsuite.listen import ConnectionBudget, FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
-from netsuite.rooms import HISTORY_BYTES, PRIVATE_RATE, ChatError, ChatHub, IMember, Line, cleanText, memberNames
+from netsuite.rooms import (
+    HISTORY_BYTES,
+    PRIVATE_RATE,
+    ROOM_RATE,
+    ChatError,
+    ChatHub,
+    IMember,
+    Line,
+    cleanText,
+    memberNames,
+)
 from netsuite.stats import ServiceStats
 
 __all__ = ["ChatFactory", "ChatProtocol", "ChatSettings", "makeChatService", "DEFAULT_CHAT"]
@@ -83,6 +93,8 @@ class ChatSettings:
     @ivar rate: lines a second a client may send (0: no limit).
     @ivar privateRate: bytes a second of private messages a client may be
         sent, by everyone together (0: no limit).
+    @ivar roomRate: bytes a second of lines one room may be sent, by its
+        members together (0: no limit).
     @ivar burst: lines a client may send at once before C{rate} applies.
     @ivar hostRate: lines a second all clients from one address may send
         together (0: no limit; none either when C{rate} is 0), in bursts of
@@ -104,6 +116,7 @@ class ChatSettings:
     maxLine: int = 4096
     rate: float = 5.0
     privateRate: float = PRIVATE_RATE
+    roomRate: float = ROOM_RATE
     hostRate: float = 20.0
     burst: float = 10.0
     maxOutput: int = 256 * 1024
@@ -149,6 +162,11 @@ class ChatProtocol(Protocol):
     _discarding = False
     _closed = False
     _paused = False
+    #: Whether the client's lines wait (in C{_buffer}) until it takes
+    #: what waits for it, its transport paused.
+    _held = False
+    #: Whether the client's input ended while its lines were held.
+    _inputEnded = False
     _slowCheck: Any = None
     _dropped = 0
     _out: Optional[List[bytes]] = None
@@ -209,8 +227,12 @@ class ChatProtocol(Protocol):
     def readConnectionLost(self) -> None:
         """
         The client has sent all it will (C{nc -N}, C{shutdown(SHUT_WR)}):
-        it still gets what is waiting for it, then the connection closes.
+        it still gets what is waiting for it, then the connection closes;
+        lines of its held until it takes its answers are answered first.
         """
+        if self._held:
+            self._inputEnded = True
+            return
         self._quitReason = self._quitReason or "connection closed"
         self._close()
 
@@ -232,8 +254,20 @@ class ChatProtocol(Protocol):
             return
         maxLine = self.factory.settings.maxLine
         buffer = self._buffer + data if self._buffer else data
+        if self._held:
+            # (What came in the read the transport was paused in.)
+            self._buffer = buffer
+            return
         start = 0
         while not self._closed:
+            if self._paused and self._outBytes > self.factory.settings.maxOutput:
+                # The client has not taken its answers yet: the rest of
+                # what it sent waits until it has (see resumeProducing), so
+                # its own commands cannot pile up answers for it.
+                self._held = True
+                self._buffer = buffer[start:]
+                self.transport.pauseProducing()
+                return
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
@@ -285,18 +319,18 @@ class ChatProtocol(Protocol):
         self._dropped = 0
         if not text:
             return
-        if text.startswith("/"):
+        try:
+            if not text.startswith("/"):
+                self.factory.hub.say(self, text)
+                return
             command, _, argument = text[1:].partition(" ")
             handler = self.commands.get(command.lower())
             if handler is None:
                 self.error(f"unknown command /{command}; /help lists them")
                 return
-            try:
-                handler(self, argument.strip())
-            except ChatError as e:
-                self.error(e.message)
-            return
-        self.factory.hub.say(self, text)
+            handler(self, argument.strip())
+        except ChatError as e:
+            self.error(e.message)
 
     def _withinFloodLimits(self) -> bool:
         """
@@ -618,6 +652,12 @@ class ChatProtocol(Protocol):
         self._cancelSlowCheck()  # it reads
         if self._out or self._replay is not None:
             self.flushOutput()
+        if self._held and not self._paused and not self._closed:
+            self._held = False
+            self.transport.resumeProducing()
+            self.dataReceived(b"")
+            if self._inputEnded and not self._held:
+                self.readConnectionLost()
 
     def _checkSlow(self) -> None:
         self._slowCheck = None
@@ -708,6 +748,7 @@ class ChatFactory(Factory):
             historySize=self.settings.historySize,
             historyBytes=self.settings.historyBytes,
             privateRate=self.settings.privateRate,
+            roomRate=self.settings.roomRate,
             maxRooms=self.settings.maxRooms,
             stats=self.stats,
             clock=self.reactor.seconds,

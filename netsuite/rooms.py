@@ -60,6 +60,15 @@ PRIVATE_RATE = 16 * 1024
 #: Seconds of C{privateRate} a member may receive at once.
 _PRIVATE_BURST = 4.0
 
+#: Bytes a second of lines one room may be sent by default, from all its
+#: members together (in bursts of L{_ROOM_BURST} seconds' worth): members
+#: from many addresses cannot make a room send each member more than it
+#: reads, nor the server hold that much for each.
+ROOM_RATE = 64 * 1024
+
+#: Seconds of C{roomRate} a room may be sent at once.
+_ROOM_BURST = 4.0
+
 #: Member and room names: 1-32 ASCII letters, digits, C{_}, C{-}, C{.}.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
@@ -195,7 +204,11 @@ class Room:
         (C{[history] alice: text}): at most C{historySize} lines of at most
         C{historyBytes} bytes in all.
     @ivar historyBytes: the bytes the history may hold.
+    @ivar budget: the bytes of lines it may still be sent now (L{None}: no
+        limit).
     """
+
+    budget: Optional[TokenBucket] = None
 
     def __init__(self, name: str, historySize: int, historyBytes: int = HISTORY_BYTES) -> None:
         self.name = name
@@ -255,6 +268,7 @@ class ChatHub:
         historySize: int = 20,
         historyBytes: int = HISTORY_BYTES,
         privateRate: float = PRIVATE_RATE,
+        roomRate: float = ROOM_RATE,
         maxRooms: int = 1000,
         stats: Optional[ServiceStats] = None,
         clock: Callable[[], float] = time.time,
@@ -266,6 +280,9 @@ class ChatHub:
             lines as replayed, in UTF-8 with CRLF).
         @param privateRate: bytes a second of private messages one member
             may receive, from everyone together (0: no limit).
+        @param roomRate: bytes a second of lines one room may be sent,
+            from all its members together (0: no limit): past it, what
+            they say is refused; notices go out, and come out of it.
         @param maxRooms: rooms that may exist at once.
         @param stats: counters (lines in and out, users, rooms).
         @param clock: the time for lines' C{when}.
@@ -275,6 +292,7 @@ class ChatHub:
         self.historySize = historySize
         self.historyBytes = historyBytes
         self.privateRate = privateRate
+        self.roomRate = roomRate
         self.maxRooms = maxRooms
         self.stats = stats if stats is not None else ServiceStats("chat")
         self.clock = clock
@@ -429,11 +447,13 @@ class ChatHub:
         topic = cleanText(topic)
         if not topic and not room.topic:
             raise ChatError(f"{room.name} has no topic")
-        room.topic = topic
         if topic:
-            self._notice(room, f"{member.name} set the topic of {room.name}: {topic}")  # type: ignore[attr-defined]
+            line = self._line(room, f"*** {member.name} set the topic of {room.name}: {topic}")  # type: ignore[attr-defined]
         else:
-            self._notice(room, f"{member.name} cleared the topic of {room.name}")  # type: ignore[attr-defined]
+            line = self._line(room, f"*** {member.name} cleared the topic of {room.name}")  # type: ignore[attr-defined]
+        self._sendToRoom(room, line)
+        room.topic = topic
+        self._announce(room, line)
 
     # Speaking
 
@@ -486,12 +506,40 @@ class ChatHub:
     def _speak(self, member: object, kind: str, text: str, toSender: bool = False) -> Line:
         room: Room = member.room  # type: ignore[attr-defined]
         line = Line(text, kind, room.name, member.name, self.clock())  # type: ignore[attr-defined]
+        self._sendToRoom(room, line)
         sent = room.broadcast(line, exclude=None if toSender else member)
         self.stats.count("lines_out", sent)
         return line
 
+    def _sendToRoom(self, room: Room, line: Line) -> None:
+        """
+        Take C{line}, said by a member, from C{room}'s budget.
+
+        @raise ChatError: the room has been sent more than C{roomRate}
+            lately; the line is not to be sent.
+        """
+        budget = room.budget
+        if budget is None:
+            return
+        cost = min(len(line.encoded), budget.burst)  # a line over the burst takes all of it
+        if not budget.take(cost):
+            self.stats.count("room_refused")
+            raise ChatError(
+                f"{room.name} is being sent too much at once; that line was dropped; "
+                f"try again in {max(budget.delay(cost), 0.1):.1f} s"
+            )
+
+    def _line(self, room: Room, text: str) -> Line:
+        """
+        A notice to C{room}: C{text}, which starts with C{***}.
+        """
+        return Line(text, "notice", room.name, None, self.clock())
+
     def _room(self, name: str) -> Room:
         room = self.rooms[name.casefold()] = Room(name, self.historySize, self.historyBytes)
+        if self.roomRate > 0:
+            rate = self.roomRate
+            room.budget = TokenBucket(rate, rate * _ROOM_BURST, _Clock(self.clock))
         self._gauges()
         return room
 
@@ -517,7 +565,16 @@ class ChatHub:
             self._gauges()
 
     def _notice(self, room: Room, text: str, prefixed: bool = False) -> None:
-        line = Line(text if prefixed else f"*** {text}", "notice", room.name, None, self.clock())
+        line = self._line(room, text if prefixed else f"*** {text}")
+        if room.budget is not None:
+            # Sent whatever the budget: what members say waits for it.
+            room.budget.spend(len(line.encoded))
+        self._announce(room, line)
+
+    def _announce(self, room: Room, line: Line) -> None:
+        """
+        Send the notice C{line} to everyone in C{room}.
+        """
         sent = room.broadcast(line, remember=False)
         self.stats.count("lines_out", sent)
 

@@ -40,7 +40,7 @@ from netsuite.echo import (
 from netsuite.files import readSmallFile
 from netsuite.listen import ConnectionBudget, ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.resolving import installResolver
-from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE
+from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE, ROOM_RATE
 from netsuite.stats import StatsRegistry
 from netsuite.text import shortened
 from netsuite.status import ListenerInfo
@@ -241,6 +241,9 @@ SETTINGS: List[Setting] = [
             "(0: no limit; --chat-rate 0 turns it off too)."),
     Setting("chat-private-rate", "count", PRIVATE_RATE,
             "Chat: bytes a second of private messages one client may be sent, by everyone together "
+            "(bursts of 4 s; 0: no limit)."),
+    Setting("chat-room-rate", "count", ROOM_RATE,
+            "Chat: bytes a second of lines one room may be sent, by its members together "
             "(bursts of 4 s; 0: no limit)."),
     Setting("chat-max-output", "count", 262144,
             "Chat: bytes waiting for one client before it is disconnected as not reading."),
@@ -977,6 +980,7 @@ def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
                 historySize=config["chat-history"],
                 historyBytes=config["chat-history-bytes"],
                 privateRate=config["chat-private-rate"],
+                roomRate=config["chat-room-rate"],
                 hostRate=config["chat-host-rate"],
                 maxLine=max(config["chat-max-line"], 1),
                 rate=config["chat-rate"],

@@ -952,13 +952,227 @@ class FillingTransport(StringTransport):
         return data
 
 
+class RoomBudgetTests(ChatTestCase):
+    """
+    What one room is sent, by all its members together, is held to
+    C{roomRate} bytes a second (in bursts of 4 s worth): past it, what is
+    said is refused, and the sender told when to try again.  Members from
+    many addresses, each within its flood limits, made the room send every
+    member more at once than it could take, and the readers were cut off.
+    """
+
+    def setUp(self) -> None:
+        ChatTestCase.setUp(self)
+        self.makeFactory(roomRate=1000.0, rate=0)
+
+    def refill(self) -> None:
+        """
+        Let every room's budget fill up again (the joins took from it).
+        """
+        self.clock.advance(10)
+
+    def test_linesToARoomAreLimited(self) -> None:
+        senders = [self.named(f"s{n}") for n in range(4)]
+        bob = self.named("bob")
+        carol = self.named("carol")
+        carol.send("/join dev")
+        self.refill()
+        self.drain()
+        text = "r" * 490  # "sN: " + 490 + CRLF: 496 bytes
+        for sender in senders:
+            sender.send(text, text)
+        self.assertEqual(bob.received(), [f"s{n}: {text}" for n in range(4) for _ in range(2)])
+        senders[0].received()
+        senders[0].send(text)
+        self.assertEqual(
+            senders[0].received(), ["! lobby is being sent too much at once; that line was dropped; try again in 0.5 s"]
+        )
+        self.assertEqual(bob.received(), [])
+        self.assertEqual(len(self.factory.hub.rooms[LOBBY].history), 8)
+        senders[1].send("/join dev", text)
+        self.assertEqual(carol.received(), ["*** s1 joined dev", f"s1: {text}"])
+        self.clock.advance(0.5)
+        senders[0].send(text)
+        self.assertEqual(bob.received(), ["*** s1 left lobby", f"s0: {text}"])
+        self.assertEqual(self.factory.stats.counters["room_refused"], 1)
+
+    def test_actionsAndTopicsToo(self) -> None:
+        """
+        C{/me} and C{/topic} are lines to the room like any other: refused
+        past the budget, the topic unchanged.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        self.refill()
+        # 41 bytes, then 3 x 990, then 980: 9 left.
+        alice.send("/topic first", *["/me " + "a" * 980] * 3, "/me " + "a" * 970)
+        self.drain()
+        alice.send("/me waves", "/topic " + "t" * 300)
+        refused = "! lobby is being sent too much at once; that line was dropped; try again in"
+        self.assertEqual(alice.received(), [f"{refused} 0.1 s", f"{refused} 0.3 s"])
+        self.assertEqual(bob.received(), [])
+        self.assertEqual(self.factory.hub.rooms[LOBBY].topic, "first")
+
+    def test_noticesGoAndComeOutOfTheBudget(self) -> None:
+        """
+        Notices (joins, leaves, names) go out whatever the budget, and what
+        members say waits for them.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        self.refill()
+        alice.send("a" * 3900)  # 3,909 bytes: 91 left; the notices take 485
+        for n in range(20):
+            self.named(f"n{n}")
+        self.named("late")
+        bob.send("/nick robert")
+        self.assertEqual(alice.received(), ["*** bob is now known as robert"])
+        alice.send("hello")
+        self.assertEqual(
+            alice.received(), ["! lobby is being sent too much at once; that line was dropped; try again in 0.4 s"]
+        )
+        self.assertEqual(bob.received(), ["*** bob is now known as robert"])
+
+    def test_lineOverTheBurstStillGoes(self) -> None:
+        """
+        A line longer than the whole burst is not refused for ever: it takes
+        all of it.
+        """
+        self.makeFactory(roomRate=100.0, rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        self.refill()
+        alice.send("l" * 1000)
+        self.assertEqual(bob.received(), ["alice: " + "l" * 1000])
+        alice.send("again")
+        self.assertEqual(alice.received(), ["! lobby is being sent too much at once; that line was dropped; try again in 0.1 s"])
+
+    def test_roomRateZeroIsNoLimit(self) -> None:
+        self.makeFactory(roomRate=0, rate=0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*["m" * 4000] * 100)
+        self.assertEqual(len(bob.received()), 100)
+        self.assertIsNone(self.factory.hub.rooms[LOBBY].budget)
+
+    def test_burstFromManyAddressesReachesAReader(self) -> None:
+        """
+        At the default limits, 15 addresses of 4 clients each, each client
+        within its flood limits, say 10 lines of 4,000 bytes at once: a
+        member whose transport holds 64 KiB and who reads only once it is
+        all said gets every line that went out, and is not cut off as not
+        reading (it was, past 8 times C{maxOutput}).
+        """
+        self.makeFactory()
+        reader = self.connect(transport=FillingTransport)
+        reader.send("reader")
+        senders = [self.named(f"s{a}x{k}", host=f"10.0.{a}.1") for a in range(15) for k in range(4)]
+        reader.transport.take()
+        self.clock.advance(10)
+        text = "z" * 4000
+        for sender in senders:
+            sender.sendRaw(f"{text}\r\n".encode() * 10)
+        self.assertFalse(reader.closing)
+        data = b""
+        for _ in range(1000):
+            self.clock.advance(0)
+            chunk = reader.transport.take()
+            if not chunk:
+                break
+            data += chunk
+        self.assertFalse(reader.closing)
+        self.assertNotIn("slow_readers", self.factory.stats.counters)
+        said = [line for line in data.decode().split("\r\n") if line.endswith(text)]
+        refused = self.factory.stats.counters.get("room_refused", 0)
+        self.assertGreater(refused, 0)
+        self.assertEqual(len(said), 600 - refused)
+        self.assertLessEqual(len(said) * 4010, 4 * 64 * 1024 + 4010)
+
+
+class OwnAnswersTests(ChatTestCase):
+    """
+    While more than C{maxOutput} bytes wait for a client whose transport
+    is full, the rest of what it sent waits too, its transport paused, and
+    is answered as it takes its answers: its own commands (C{/rooms} many
+    times in one write) cannot pile up answers for it until it is cut off
+    as not reading.
+    """
+
+    settings = {"maxOutput": 1000, "rate": 0}
+
+    def reader(self) -> ChatClient:
+        client = self.connect(transport=FillingTransport)
+        client.send("alice")
+        self.clock.advance(0)
+        client.transport.take()
+        return client
+
+    def readAll(self, client: ChatClient) -> List[str]:
+        """
+        Read as the client would until nothing more comes; the lines.
+        """
+        data = b""
+        for _ in range(1000):
+            self.clock.advance(0)
+            chunk = client.transport.take()
+            if not chunk:
+                break
+            data += chunk
+        return data.decode("utf-8").split("\r\n")[:-1]
+
+    def test_answersWaitForTheClient(self) -> None:
+        alice = self.reader()
+        alice.sendRaw(b"/help\r\n" * 500)  # 330 KB of answers
+        self.assertEqual(alice.transport.producerState, "paused")
+        self.assertFalse(alice.closing)
+        self.assertEqual(self.readAll(alice), HELP * 500)
+        self.assertEqual(alice.transport.producerState, "producing")
+        self.assertNotIn("slow_readers", self.factory.stats.counters)
+
+    def test_moreInputWhileHeld(self) -> None:
+        """
+        What arrives while the client's lines wait (the rest of the read
+        its transport was paused in) is answered after them, in order.
+        """
+        alice = self.reader()
+        alice.sendRaw(b"/help\r\n" * 200)
+        alice.sendRaw(b"/who\r\n/he")
+        alice.sendRaw(b"lp\r\n")
+        self.assertEqual(self.readAll(alice), HELP * 200 + ["*** in lobby: alice"] + HELP)
+
+    def test_inputEndedWhileHeld(self) -> None:
+        """
+        A client whose input ends while its lines wait gets them answered,
+        then the connection closes.
+        """
+        alice = self.reader()
+        alice.sendRaw(b"/help\r\n" * 200 + b"/quit\r\n")
+        alice.protocol.readConnectionLost()
+        self.assertFalse(alice.closing)
+        self.assertEqual(self.readAll(alice), HELP * 200 + ["*** bye"])
+        self.assertTrue(alice.closing)
+
+    def test_aClientThatDoesNotReadIsStillCutOff(self) -> None:
+        """
+        A client that takes nothing is cut off as before once what the
+        room says for it passes the limit; its own lines wait.
+        """
+        alice = self.reader()
+        bob = self.named("bob")
+        alice.sendRaw(b"/help\r\n" * 200)
+        bob.send(*["m" * 90] * 11)
+        self.clock.advance(_SLOW_GRACE)
+        self.assertTrue(alice.transport.disconnected)
+        self.assertEqual(self.factory.stats.counters["slow_readers"], 1)
+
+
 class HistoryReplayTests(ChatTestCase):
     """
     A long history is sent as the joining client takes it; only what is
     said meanwhile counts against C{maxOutput}.
     """
 
-    settings = {"historySize": 500, "historyBytes": 1 << 20, "maxOutput": 1000, "rate": 0}
+    settings = {"historySize": 500, "historyBytes": 1 << 20, "maxOutput": 1000, "rate": 0, "roomRate": 0}
 
     def fillHistory(self, lines: int = 300) -> List[str]:
         """
@@ -1706,7 +1920,7 @@ class SlowReaderTests(ChatTestCase):
         whose transport takes it, is sent as it grows (in pieces of at most
         64 KiB), not held and counted against the client.
         """
-        self.makeFactory(maxOutput=100_000, rate=0)
+        self.makeFactory(maxOutput=100_000, rate=0, roomRate=0)
         alice = self.named("alice")
         bob = self.named("bob")
         line = "m" * 93
@@ -2221,7 +2435,7 @@ class HistoryBytesTests(SynchronousTestCase):
         protocol lets through) are kept whole.
         """
         self.assertEqual(ChatSettings().historyBytes, HISTORY_BYTES)
-        hub = ChatHub()
+        hub = ChatHub(roomRate=0)
         alice = FakeMember()
         hub.register(alice, "alice")
         for n in range(25):

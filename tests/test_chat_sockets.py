@@ -63,13 +63,14 @@ class ChatClient(LineReceiver):
         self.closed.callback(None)
 
 
-def tlsEndpoint(port: int, ca: trustme.CA) -> IStreamClientEndpoint:
+def tlsEndpoint(port: int, ca: trustme.CA, address: str = "127.0.0.1") -> IStreamClientEndpoint:
     """
-    A TLS client endpoint to C{127.0.0.1:port}, verifying C{localhost}
-    against C{ca}.
+    A TLS client endpoint to C{127.0.0.1:port}, from C{address}, verifying
+    C{localhost} against C{ca}.
     """
     return wrapClientTLS(
-        optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)), TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(address, 0)),
     )
 
 
@@ -147,7 +148,7 @@ class ChatSocketTests(TestCase):
         A client that never reads is disconnected once its pending output
         passes the bound; the others keep receiving everything.
         """
-        port, factory = await self.startChat(rate=0, historySize=0)
+        port, factory = await self.startChat(rate=0, roomRate=0, historySize=0)
         sender = await self.connect(port, "sender")
         reader = await self.connect(port, "reader")
         stuck = socket.socket()
@@ -278,9 +279,10 @@ class ChatSocketTests(TestCase):
         """
         A client that sends many commands, shuts down its sending side
         (C{nc -N}) and only then reads gets every answer, then a clean close
-        (it used to lose what had not reached the socket yet).
+        (it used to lose what had not reached the socket yet).  Its
+        commands wait while their answers do: C{maxOutput} is the default.
         """
-        port, factory = await self.startChat(rate=0, historySize=0, maxOutput=64 * 1024 * 1024)
+        port, factory = await self.startChat(rate=0, historySize=0)
         bob = await self.connect(port, "bob")
         bob.transport.pauseProducing()
         count = 20000  # about 8 MB of answers: more than the socket buffers hold
@@ -299,12 +301,12 @@ class ChatSocketTests(TestCase):
         Over TLS, a client that sends its name and many commands, then
         close_notify, gets every answer and the server's close_notify (the
         close_notify ended the connection, and the answers not yet sent were
-        lost); the room hears that it left.
+        lost); the room hears that it left.  Its commands wait while their
+        answers do (3 MB of them, C{maxOutput} the default; it was cut off
+        as not reading once 2 MB waited, in the pass they were read in).
         """
         ca = trustme.CA()
-        port, factory = await self.startChat(
-            tls=makeServerOptions(self.mktemp(), ca), rate=0, historySize=0, maxOutput=64 * 1024 * 1024
-        )
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), rate=0, historySize=0)
         endpoint = tlsEndpoint(port, ca)
         alice = await self.connect(port, "alice", endpoint)
         left = alice.waitFor("*** bob left", timeout=30)
@@ -317,6 +319,38 @@ class ChatSocketTests(TestCase):
         self.assertEqual(lines[-2], _HELP[-1])
         await left
         self.assertIsNone(factory.hub.find("bob"))
+
+    async def test_tlsReaderOfARoomBurstFromManyAddresses(self) -> None:
+        """
+        Over TLS, a member reading a room to which 15 addresses of 4
+        clients each, each within the default flood limits, say 10 lines
+        of 4,000 bytes at once gets every line that went out, and stays;
+        the room refuses the rest.  Against a netsuite of its own process,
+        the member was cut off as not reading, 2 MB having waited for it
+        in the pass the lines were read in.
+        """
+        ca = trustme.CA()
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca))
+        reader = await self.connect(port, "reader", tlsEndpoint(port, ca))
+        senders = []
+        for a in range(15):
+            for k in range(4):
+                address = f"127.0.3.{a + 1}"
+                senders.append(await self.connect(port, f"s{a}x{k}", tlsEndpoint(port, ca, address)))
+        await deferLater(reactor, 2.5, lambda: None)  # the joins' budgets fill again
+        text = "z" * 4000
+        for sender in senders:
+            sender.transport.write(f"{text}\r\n".encode() * 10)
+        for _ in range(200):
+            await deferLater(reactor, 0.05, lambda: None)
+            said = sum(1 for line in reader.lines if line.endswith(text))
+            if reader.reason is not None or said == 600 - factory.stats.counters.get("room_refused", 0):
+                break
+        self.assertIsNone(reader.reason)
+        self.assertNotIn("slow_readers", factory.stats.counters)
+        refused = factory.stats.counters.get("room_refused", 0)
+        self.assertGreater(refused, 0)
+        self.assertEqual(said, 600 - refused)
 
     async def test_tlsAndPlainShareRooms(self) -> None:
         """
@@ -387,7 +421,7 @@ class ChatSocketTests(TestCase):
         """
         ca = trustme.CA()
         port, factory = await self.startChat(
-            tls=makeServerOptions(self.mktemp(), ca), historySize=100, historyBytes=1 << 20, rate=0
+            tls=makeServerOptions(self.mktemp(), ca), historySize=100, historyBytes=1 << 20, rate=0, roomRate=0
         )
 
         alice = await self.connect(port, "alice", tlsEndpoint(port, ca))
@@ -413,7 +447,7 @@ class ChatSocketTests(TestCase):
         sent as the client takes it.  It was written whole in one reactor
         pass, and the client was cut off as not reading.
         """
-        port, factory = await self.startChat(historySize=2000, historyBytes=16 << 20, maxOutput=16384, rate=0)
+        port, factory = await self.startChat(historySize=2000, historyBytes=16 << 20, maxOutput=16384, rate=0, roomRate=0)
         alice = await self.connect(port, "alice")
         watcher = await self.connect(port, "watcher")
         said = watcher.waitFor("alice: 1999 ")

@@ -228,6 +228,12 @@ class OptionsTests(SynchronousTestCase):
         ).chat
         self.assertEqual((chat.settings.hostRate, chat.settings.privateRate), (7.0, 1000))
         self.assertEqual(chat.hub.privateRate, 1000)
+        self.assertEqual(root.chat.hub.roomRate, 64 * 1024)
+        self.assertEqual(root.chat.hub.rooms["lobby"].budget.burst, 256 * 1024)
+        chat = makeService(parse("--chat-room-rate", "1000", "--no-downloads"), MemoryReactor()).chat
+        self.assertEqual((chat.settings.roomRate, chat.hub.rooms["lobby"].budget.rate), (1000, 1000))
+        chat = makeService(parse("--chat-room-rate", "0", "--no-downloads"), MemoryReactor()).chat
+        self.assertIsNone(chat.hub.rooms["lobby"].budget)
         self.assertEqual(parse("--chat-history", "1e3")["chat-history"], 1000)
         self.assertEqual(parse("--chat-history", "20.0")["chat-history"], 20)
         # Other counts: up to 2**53, exactly.
