@@ -3051,6 +3051,30 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(later[0].ifRange, oldDate)
         self.assertEqual(later[0].status, 200)
 
+    async def test_resumeWithUnsendableValidators(self) -> None:
+        """
+        An ETag and a Last-Modified with control characters in them, which
+        may not be sent back in If-Range (RFC 9110 5.5), are taken as none:
+        an interrupted download resumes as from a server that sends none.
+        They were kept, and the state file holding them was read as
+        damaged: each run started over beside the last one's C{.part},
+        which stayed for good.
+        """
+        path = "/file/controls.bin"
+        url = self.origin.url(f"{path}?controls=1&rate={2 * MiB}")
+        directory = self.directory()
+        state = await self.cutShort(url, directory, path, 300 * KiB)
+        self.assertEqual((state.get("etag"), state.get("lastModified")), (None, None))
+        before = len(self.origin.gets(path))
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        result = await self.downloader().download(url, directory)
+        self.assertSaved(result, directory / "controls.bin", self.origin.digest(path))
+        self.assertEqual(result.resumedFrom, state["done"][0][1])
+        later = self.origin.gets(path)[before:]
+        self.assertEqual((later[0].ifRange, later[0].status), (None, 206))
+        self.assertEqual(listing(directory), ["controls.bin"])
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+
     async def test_stateFileFields(self) -> None:
         """
         The state file of an interrupted download holds the fields the

@@ -77,6 +77,7 @@ from .state import (
     intersectRanges,
     covered,
     gaps,
+    isHeaderValue,
     loadState,
     mergeRanges,
     statePathFor,
@@ -1569,9 +1570,14 @@ class _Download:
             values = headers.getRawHeaders(name)
             return values[-1].decode("latin-1") if values else None
 
+        # A validator that may not be sent back in If-Range (RFC 9110 5.5:
+        # control characters) is none: kept, it made the state file
+        # unreadable, and the download could never resume.
         etag = header(b"etag")
+        etag = etag if isHeaderValue(etag) else None
         strongETag = etag if etag and not etag.startswith("W/") else None
         lastModified = header(b"last-modified")
+        lastModified = lastModified if isHeaderValue(lastModified) else None
         # A server that answers although If-Range named what we have (it
         # ignores If-Range) shows a change only by these.  Without the
         # strong ETag on record (none, or a weak one) the bytes cannot be
