@@ -1032,6 +1032,29 @@ class TerminalTests(SynchronousTestCase):
         self.assertEqual(runner.stdout.getvalue(), "")  # all through the console
         self.assertEqual(runner.reactor.getDelayedCalls(), [])  # no refresh left behind
 
+    def test_terminalNotUTF8(self) -> None:
+        """
+        On a terminal whose encoding is not UTF-8 (an ISO-8859-1 locale),
+        the marks are ASCII and a name the encoding cannot hold is shown
+        escaped; the exit status is the downloads'.  The end of the live
+        display failed with an internal error and exit status 1, the file
+        downloaded.
+        """
+        raw = io.BytesIO()
+        stdout = io.TextIOWrapper(raw, encoding="latin-1", write_through=True)
+        runner = Runner(["http://example.com/a", "http://example.com/b", "http://example.com/c", "-d", self.mktemp()],
+                        isTTY=True, stdout=stdout)  # type: ignore[arg-type]
+        fake = runner.fake
+        fake.observer({"event": "retry", "job": "3", "attempt": 1, "delay": 2.0, "reason": "timed out"})
+        fake.finish(fake.jobs[0], name="caf\u00e9.iso")
+        fake.finish(fake.jobs[1], name="snow\u2603.iso")
+        fake.finish(fake.jobs[2])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        screen = raw.getvalue().decode("latin-1")
+        for text in ("ok ", "caf\u00e9.iso", "snow\\u2603.iso", "retry ", "3 downloaded"):
+            self.assertIn(text, screen)
+        self.assertNotIn("internal error", runner.stderr.getvalue())
+
     def test_tableHidesThePassword(self) -> None:
         """
         The rows of failed and interrupted downloads name their URL without

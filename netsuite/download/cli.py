@@ -746,6 +746,36 @@ class _LiveView:
         return table
 
 
+#: The live display's marks of a file done, failed, and retried.
+_MARKS = ("\u2713 ", "\u2717 ", "\u21bb ")
+_ASCII_MARKS = ("ok ", "error ", "retry ")
+
+
+def _encodes(encoding: str, text: str) -> bool:
+    """
+    Whether C{text} can be written in C{encoding}.
+    """
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _forgiving(stream: IO[str]) -> None:
+    """
+    Make C{stream} write what its encoding cannot hold (a file name from a
+    server, on a terminal that is not UTF-8) as backslash escapes, instead
+    of failing: a download must not fail for what it shows.
+    """
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+        try:
+            reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):
+            pass  # closed, or already written to in a way it cannot change
+
+
 class _RichOutput(_Output):
     """
     A live display on a terminal (unless quiet), a line per finished file,
@@ -758,6 +788,9 @@ class _RichOutput(_Output):
         from rich.console import Console
 
         self.console = console if console is not None else Console(file=stdout, force_terminal=True)
+        #: The marks of a file done, failed, retried: ASCII where the
+        #: terminal's encoding has no others.
+        self.marks = _MARKS if _encodes(self.console.encoding, "".join(_MARKS)) else _ASCII_MARKS
         self.reactor = reactor
         self.live: Any = None
         self.refresher: Optional[LoopingCall] = None
@@ -795,15 +828,15 @@ class _RichOutput(_Output):
     def event(self, event: Dict[str, Any], view: _JobView) -> None:
         kind = event.get("event")
         if kind == "error":
-            self._print(("✗ ", "bold red"), (view.message or "", "red"))
+            self._print((self.marks[1], "bold red"), (view.message or "", "red"))
         elif self.quiet:
             return
         elif kind == "done":
-            self._print(("✓ ", "bold green"), (_shownPath(view.path or view.name), ""),
+            self._print((self.marks[0], "bold green"), (_shownPath(view.path or view.name), ""),
                         (f"  {formatSize(view.size)}", "dim"))
         elif kind == "retry":
             delay = float(event.get("delay") or 0.0)
-            self._print(("↻ ", "yellow"),
+            self._print((self.marks[2], "yellow"),
                         (f"{view.name}: {view.message}; try {view.attempt} in {formatSeconds(delay)}", "dim"))
 
     def note(self, text: str) -> None:
@@ -1070,6 +1103,8 @@ def run(
     """
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
+    _forgiving(stdout)
+    _forgiving(stderr)
 
     def say(text: str) -> None:
         stderr.write(f"{PROGRAM}: {text}\n")
