@@ -1312,6 +1312,43 @@ class LargeFileTests(ServerMixin, TestCase):
         self.assertEqual(openFilesFor(self.big), 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    async def test_stalledListingDisconnected(self) -> None:
+        """
+        A client that stops taking a long listing is disconnected after the
+        folder's C{stallTimeout}, as for a file, and the listing is let go:
+        it held its connection, and a copy of the listing, for good.
+        """
+        self.patch(static, "_LIST_STEP", 1)
+        self.write("www/many/a.txt", b"a")
+        self.write("www/many/b.txt", b"b")
+        taken = []
+
+        def listing(items, segments, up):
+            for n in range(20):
+                taken.append(n)
+                yield b"x" * 1_000_000
+
+        self.patch(static, "_htmlListing", listing)
+        client = await self.connectRaw()
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        client.transport.pauseProducing()
+        client.transport.write(b"GET /many/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        await waitUntil(lambda: taken)
+        while True:  # until the server stops taking parts
+            before = len(taken)
+            await deferLater(reactor, 0.2, lambda: None)
+            if len(taken) == before:
+                break
+        self.clock.advance(self.folder.stallTimeout - 1)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(client.closed.called)
+        self.clock.advance(2)
+        client.transport.resumeProducing()
+        await client.closed
+        self.assertLess(len(taken), 20)
+        self.assertLess(client.count, 20_000_000)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     async def test_largeCompressibleFileGzipStreamed(self) -> None:
         text = b"".join(b"line %d of a long text\n" % i for i in range(100000))
         path = self.write("www/big.txt", text)

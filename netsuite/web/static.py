@@ -1260,7 +1260,7 @@ class StaticFolder(Resource):
             return self._sendBytes(request, b"".join(parts))
         if request.method == b"HEAD":
             return b""
-        _PartsProducer(request, parts).start()
+        _PartsProducer(self, request, parts).start()
         return NOT_DONE_YET
 
     def _listing(
@@ -1416,35 +1416,91 @@ def _htmlListing(
     yield b"</table>\n</body></html>\n"
 
 
+def _abortRequest(request: Any) -> None:
+    """
+    End the answer to C{request} short: its connection is aborted, or its
+    HTTP/2 stream reset (RST_STREAM; a stream has no transport of its own),
+    never ended as if the body were complete.
+    """
+    if getattr(request, "_disconnected", False):
+        return
+    request.unregisterProducer()
+    channel = request.channel
+    transport = getattr(channel, "transport", None)
+    abort = getattr(transport if transport is not None else channel, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        request.loseConnection()
+
+
 @implementer(IPullProducer)
 class _PartsProducer:
     """
     Write the parts of a body one at a time, each when the client has
     taken the one before, then finish the request.
+
+    A client that takes nothing for the folder's C{stallTimeout} seconds is
+    disconnected, or its HTTP/2 stream reset, as L{_FileProducer} does: a
+    listing of 60,000 names to a client that stopped reading held its
+    connection, and its own copy of the listing, for good.
     """
 
-    def __init__(self, request: IRequest, parts: Iterator[bytes]) -> None:
+    log = Logger()
+
+    def __init__(self, folder: "StaticFolder", request: IRequest, parts: Iterator[bytes]) -> None:
+        self._folder = folder
         self._request: IRequest | None = request
         self._parts = parts
+        self._stallTimer: IDelayedCall | None = None
 
     def start(self) -> None:
-        assert self._request is not None
-        self._request.registerProducer(self, False)
+        request = self._request
+        assert request is not None
+        request.notifyFinish().addBoth(lambda _: self._done())
+        self._stallTimer = self._folder._clock.callLater(self._folder.stallTimeout, self._stalled)
+        request.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
         request = self._request
         if request is None:
             return
+        if self._stallTimer is not None:
+            self._stallTimer.reset(self._folder.stallTimeout)
         part = next(self._parts, None)
         if part is None:
-            self._request = None
+            self._done()
             request.unregisterProducer()
             request.finish()
         else:
             request.write(part)
 
     def stopProducing(self) -> None:
+        self._done()
+
+    def _done(self) -> None:
+        """
+        Nothing more to write: the listing the parts come from is let go.
+        """
         self._request = None
+        self._parts = iter(())
+        if self._stallTimer is not None:
+            if self._stallTimer.active():
+                self._stallTimer.cancel()
+            self._stallTimer = None
+
+    def _stalled(self) -> None:
+        self._stallTimer = None
+        request = self._request
+        if request is None:
+            return
+        self.log.info(
+            "client took nothing of the listing of {path!r} for {seconds} seconds: disconnecting",
+            path=request.path,
+            seconds=self._folder.stallTimeout,
+        )
+        self._done()
+        _abortRequest(request)
 
 
 @implementer(IPushProducer)
@@ -1729,21 +1785,7 @@ class _FileProducer:
 
     def _abort(self) -> None:
         self._close()
-        request = self._request
-        if getattr(request, "_disconnected", False):
-            return
-        request.unregisterProducer()
-        channel = request.channel
-        # An HTTP/2 stream has no transport of its own: it is reset
-        # (RST_STREAM), never ended as if the body were complete.
-        transport = getattr(channel, "transport", None)
-        abort = getattr(
-            transport if transport is not None else channel, "abortConnection", None
-        )
-        if abort is not None:
-            abort()
-        else:
-            request.loseConnection()
+        _abortRequest(self._request)
 
     def _stalled(self) -> None:
         self._stallTimer = None
