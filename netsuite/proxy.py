@@ -2008,7 +2008,6 @@ class ProxyChannel(NetsuiteHTTPChannel):
     stopping = False
     _tunnel: Optional[TunnelUpstream] = None
     _following: Any = None
-    _inputEnded = False
     #: Whether a refusal may be answered (L{ProxyRequest.endHere}).
     _answerRefusal = True
     #: When the client last stopped taking its answer (its transport's
@@ -2211,20 +2210,16 @@ class ProxyChannel(NetsuiteHTTPChannel):
             tunnel.fromClient(data)
             return
         NetsuiteHTTPChannel.dataReceived(self, data)
-        if self._inputEnded:
-            self._closeIfInputDone()
 
     def readConnectionLost(self) -> None:
         tunnel = self._tunnel
         if tunnel is not None:
             tunnel.clientEnded()
             return
-        # The client sent its last requests and shut its side: answer every
-        # one of them (some may wait in the buffer), then close.
         self._inputEnded = True
         if self._connectAbandoned():
             return
-        self._closeIfInputDone()
+        NetsuiteHTTPChannel.readConnectionLost(self)
 
     def _connectAbandoned(self) -> bool:
         """
@@ -2246,33 +2241,12 @@ class ProxyChannel(NetsuiteHTTPChannel):
         self.loseConnection()
         return True
 
-    def _closeIfInputDone(self) -> None:
-        """
-        Close once the client has ended its input and every request it sent
-        is answered (or the last one can never be complete).
-        """
-        if not self._inputEnded or self.paused or self._busyReceiving or self.transport.disconnecting:
-            # Paused, or parsing (a request answered here, while those after
-            # it wait in the parser's buffer): L{dataReceived} looks again.
-            return
-        request = self.requests[-1] if self.requests else None
-        if request is None or not request.bodyComplete:
-            self.loseConnection()
-
-    def requestDone(self, request: http.Request) -> None:
-        NetsuiteHTTPChannel.requestDone(self, request)
-        self._closeIfInputDone()
-
     def resumeProducing(self) -> None:
         self._stalledSince = None
         NetsuiteHTTPChannel.resumeProducing(self)
         following = self._following
         if following is not None:
             following.resumeReading()
-        self._closeIfInputDone()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
     def connectionLost(self, reason: Failure) -> None:
         self._following = None

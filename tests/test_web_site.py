@@ -38,7 +38,7 @@ from netsuite.web import site as siteModule
 from netsuite.web.api import APIError, EchoResource, JSONResource
 from netsuite.web.site import Limits, makeHTTPService, makeSite
 from tests.helpers import connectInMemory, rawExchange, recvUntil, startListener
-from tests.tlshelpers import SOCKET_TIMEOUT, makeServerOptions
+from tests.tlshelpers import SOCKET_TIMEOUT, closeNotifyClient, makeServerOptions
 
 
 def inMemory(limits: Limits | None = None, **kwargs):
@@ -1472,6 +1472,69 @@ class SocketTests(TestCase):
         options = makeServerOptions(self.mktemp(), ca, [b"http/1.1"])
         port, service, status = await self.startHTTP(tls=options, **kwargs)
         return port, service, ca.cert_pem.bytes().decode()
+
+    def bigFolder(self) -> tuple[str, bytes]:
+        """
+        A folder holding C{big.bin}, of 3 MB; the folder and the bytes.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        data = os.urandom(3_000_000)
+        with open(os.path.join(folder, "big.bin"), "wb") as f:
+            f.write(data)
+        return folder, data
+
+    async def test_halfCloseGetsEveryAnswer(self) -> None:
+        """
+        A client that sends its requests and shuts its side (C{nc -N}) gets
+        every answer, a 3 MB file among them, then the server closes.
+        twisted.web dropped what was not sent yet: any answer written a
+        part at a time (a file over 64 KiB) came to nothing, not even its
+        status line.  A request left unfinished is not run.
+        """
+        folder, data = self.bigFolder()
+        probe = Probe()
+        port, service, status = await self.startHTTP(root=folder, api={b"probe": probe})
+
+        def halfClosed(request: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(request)
+                client.shutdown(socket.SHUT_WR)
+                return recvUntil(client)
+
+        received = await threads.deferToThread(halfClosed, b"GET /big.bin HTTP/1.0\r\n\r\n")
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"), received[:100])
+        self.assertTrue(received.endswith(b"\r\n\r\n" + data))
+        pipelined = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+        received = await threads.deferToThread(halfClosed, pipelined)
+        self.assertEqual(received.count(b"HTTP/1.1 200 OK\r\n"), 3)
+        self.assertTrue(received.endswith(b"\r\n\r\n" + data))
+        self.assertEqual(len(received) - received.rindex(b"\r\n\r\n" + data), len(data) + 4)
+        for unfinished in (
+            b"POST /api/probe HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+            b"GET /big.bin HTTP/1.1\r\nHost:",
+        ):
+            self.assertEqual(await threads.deferToThread(halfClosed, unfinished), b"")
+        self.assertEqual(probe.requests, [])
+        await waitForNoConnections(self, service)
+
+    async def test_closeNotifyGetsEveryAnswer(self) -> None:
+        """
+        Over TLS, a client's close_notify after its request is the end of
+        its input, as a TCP half-close is: it gets the whole answer (3 MB),
+        then the server's close_notify.
+        """
+        folder, data = self.bigFolder()
+        ca = trustme.CA()
+        options = makeServerOptions(self.mktemp(), ca, [b"http/1.1"])
+        port, service, status = await self.startHTTP(tls=options, root=folder)
+        received, how = await threads.deferToThread(
+            closeNotifyClient, port, ca, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertEqual(how, "close_notify")
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"), received[:100])
+        self.assertTrue(received.endswith(b"\r\n\r\n" + data))
+        await waitForNoConnections(self, service)
 
     async def test_malformedChunkedBodyAnsweredAtOnce(self) -> None:
         """

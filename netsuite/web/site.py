@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -40,6 +40,7 @@ from twisted.web.http import (
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site, version as _serverVersion
+from zope.interface import implementer
 
 try:
     import h2.connection
@@ -246,9 +247,15 @@ def accessLogLine(timestamp: str, request: Any) -> str:
     )
 
 
+@implementer(IHalfCloseableProtocol)
 class NetsuiteHTTPChannel(HTTPChannel):
     """
     An HTTP/1.x connection with netsuite's limits and deadlines.
+
+    A client that shuts its side of the connection (C{nc -N}; over TLS,
+    its C{close_notify}) has every request it sent answered, then the
+    connection closes: twisted.web dropped what was not sent yet (every
+    answer written a part at a time: any file over 64 KiB got nothing).
 
     States: C{idle} (waiting for a request), C{head} (receiving a request
     line and headers, under the head deadline), C{busy} (receiving a body or
@@ -283,6 +290,8 @@ class NetsuiteHTTPChannel(HTTPChannel):
     _closingWatch: ClosingWatch | None = None
     #: L{connectionLost} was called.
     _lost = False
+    #: The client ended its input (L{readConnectionLost}).
+    _inputEnded = False
 
     def __init__(self, site: "NetsuiteSite") -> None:
         HTTPChannel.__init__(self)
@@ -334,6 +343,32 @@ class NetsuiteHTTPChannel(HTTPChannel):
             self._reading = False
             if self._out:
                 self.site.batch.add(self)
+        if self._inputEnded:
+            self._closeIfInputDone()
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sent its last requests and shut its side: answer every
+        one of them (some may wait in the buffer), then close.
+        """
+        self._inputEnded = True
+        self._closeIfInputDone()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def _closeIfInputDone(self) -> None:
+        """
+        Close once the client has ended its input and every request it sent
+        is answered (or the last one can never be complete).
+        """
+        if not self._inputEnded or self.paused or self._busyReceiving or self.transport.disconnecting:
+            # Paused, or parsing (a request answered here, while those after
+            # it wait in the parser's buffer): L{dataReceived} looks again.
+            return
+        request = self.requests[-1] if self.requests else None
+        if request is None or not getattr(request, "bodyComplete", self._handlingRequest):
+            self.loseConnection()
 
     def _startHead(self) -> None:
         """
@@ -639,12 +674,14 @@ class NetsuiteHTTPChannel(HTTPChannel):
             self.paused = True
             self._networkProducer.pauseProducing()
         HTTPChannel.requestDone(self, request)
+        self._closeIfInputDone()
 
     def resumeProducing(self) -> None:
         HTTPChannel.resumeProducing(self)
         if self.paused and not self._waitingForTransport and not self._handlingRequest:
             self.paused = False
             self.dataReceived(b"")
+        self._closeIfInputDone()
 
     def bodyTooLarge(self) -> None:
         """
@@ -820,6 +857,8 @@ class NetsuiteRequest(Request):
 
     startedAt = 0.0
     _bodyBytes = 0
+    #: Whether the whole request, its body too, has been received.
+    bodyComplete = False
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         Request.__init__(self, channel, *args, **kwargs)
@@ -834,6 +873,7 @@ class NetsuiteRequest(Request):
         answered before straight from its cache (L{StaticFolder.quickAnswer});
         anything else the usual way, through the resource tree.
         """
+        self.bodyComplete = True
         problem = self._checkTarget()
         if problem is not None:
             self._answerError(400, problem)
@@ -2335,14 +2375,28 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _NO_TLS = object()
 
 
+@implementer(IHalfCloseableProtocol)
 class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     """
     Twisted's choice of HTTP/1.1 or HTTP/2 by ALPN, with a
     L{NetsuiteH2Connection} for HTTP/2 (Twisted's builds its own
     C{H2Connection}, and has no hook for another); on a plain connection,
     when the site allows it (L{NetsuiteSite.h2c}), HTTP/2 for a client
-    whose first bytes are HTTP/2's preface.
+    whose first bytes are HTTP/2's preface.  The end of the client's input
+    goes to an HTTP/1 channel (see L{NetsuiteHTTPChannel}); over HTTP/2,
+    whose answers need the client's frames, it closes the connection once
+    what is written is sent.
     """
+
+    def readConnectionLost(self) -> None:
+        channel = self._channel
+        if IHalfCloseableProtocol.providedBy(channel):
+            channel.readConnectionLost()
+        else:
+            channel.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     _start = b""  # the first bytes of a plain connection, while they may be the preface
 
