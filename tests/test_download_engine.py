@@ -1416,6 +1416,10 @@ class HostileAnswerTests(EngineTestCase):
             # for the size line's CRLF).
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 ",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a\x00",
+            # Chunk sizes past the largest file offset (the first was read,
+            # and retried as a broken transfer once the connection closed).
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"f" * 24 + b"\r\n" + b"x" * 1000,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % 2**63 + b"x" * 1000,
         ):
             error, server = await self.answer(canned)
             self.assertIn("the server's answer is not valid HTTP", str(error), canned[:40])

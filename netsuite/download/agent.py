@@ -8,6 +8,7 @@ decompression.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from typing import Any, Optional
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -51,7 +52,11 @@ PHRASE_LENGTH = 80
 #: request; the same limit as netsuite's proxy.
 MAX_RESPONSE_HEAD = 64 * 1024
 
-_TRANSFER_DECODERS = {b"chunked": ChunkedDecoder}
+#: The most bytes a chunked body's chunk sizes may add up to: past the
+#: largest file offset, they are malformed.
+MAX_CHUNKED_BODY = 2**63 - 1
+
+_TRANSFER_DECODERS = {b"chunked": functools.partial(ChunkedDecoder, limit=MAX_CHUNKED_BODY)}
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
