@@ -947,6 +947,30 @@ class NDJSONTests(SynchronousTestCase):
         self.assertEqual(runner.stderr.getvalue(), "")
 
 
+    def test_outputLost(self) -> None:
+        """
+        Output that cannot be written for another reason (a full disk,
+        C{> /dev/full}) is said once on standard error, the downloads go
+        on, and the exit status is 1 though every file arrived: a reader of
+        the events must not take them for whole.  It was 0, with nothing
+        said.
+        """
+
+        class Full(io.StringIO):
+            def write(self, text: str) -> int:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        runner = Runner(["http://example.com/a", "http://example.com/b", "-d", self.mktemp()], stdout=Full())
+        runner.fake.finish(runner.fake.jobs[0])
+        runner.fake.finish(runner.fake.jobs[1])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        self.assertEqual(
+            runner.stderr.getvalue(),
+            "netsuite-get: cannot write the events to standard output (No space left on device); "
+            "the downloads go on\n",
+        )
+
+
 class InterruptionTests(SynchronousTestCase):
     """
     Ctrl-C or SIGTERM: the downloader is stopped (state files written), the

@@ -609,6 +609,10 @@ class _Output:
     Where events and messages go; see L{_JSONOutput} and L{_RichOutput}.
     """
 
+    #: Why what was to go to standard output was lost, if it was (a full
+    #: disk): the exit status then is not 0.
+    lost: Optional[str] = None
+
     def __init__(self, stdout: IO[str], stderr: IO[str], tracker: _Tracker, quiet: bool) -> None:
         self.stdout = stdout
         self.stderr = stderr
@@ -660,7 +664,13 @@ class _JSONOutput(_Output):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, self.stdout.fileno())
                 os.close(devnull)
-        except (OSError, ValueError):
+        except OSError as e:
+            # Not the reader going away: what it would read is lost (a full
+            # disk, /dev/full), and it must not take the output for whole.
+            self.broken = True
+            self.lost = e.strerror or type(e).__name__
+            self.say(f"cannot write the events to standard output ({self.lost}); the downloads go on")
+        except ValueError:  # closed
             self.broken = True
 
     def event(self, event: Dict[str, Any], view: _JobView) -> None:
@@ -1050,6 +1060,8 @@ class _Session:
         self.output.end(rows, summary)
         if self.interrupted:
             self.output.say(RESUME_HINT)
+        if self.output.lost is not None and code == EXIT_OK:
+            code = EXIT_FAILED  # the files arrived, their events did not
         return code
 
     def _row(self, jobId: str, request: DownloadRequest, ok: bool, value: Any) -> _Row:
