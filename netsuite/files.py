@@ -49,6 +49,37 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync
         raise
 
 
+def rewriteInPlace(path: Union[str, Path], data: bytes) -> bool:
+    """
+    Write C{data} over the file C{path} in place, where it needs no new
+    space on the disk (a full one): the file must be a regular file of its
+    own (no link to it or from it) holding at least that many bytes of
+    allocated space.  Not atomic: a crash during it may leave the file
+    damaged.
+
+    @return: whether C{path} now holds C{data}; when not, it is unchanged.
+    """
+    # Not through a link; a FIFO with no reader fails at once.
+    flags = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+            return False
+        if len(data) > max(status.st_size, getattr(status, "st_blocks", 0) * 512):
+            return False
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _syncDirectory(directory: Path) -> None:
     """
     Flush C{directory}'s entries (a rename in it) to the disk, where the

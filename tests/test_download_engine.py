@@ -46,7 +46,16 @@ from netsuite.download import engine as engineModule
 from netsuite.download.agent import MAX_INTERIM, MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
 from netsuite.download.engine import BODY_BATCH_BYTES, _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.inputfile import checkURL
-from netsuite.download.state import MAX_STATE_FILE, DownloadState, dataExtents, intersectRanges, mergeRanges, statePathFor
+from netsuite.download import state
+from netsuite.download.state import (
+    MAX_STATE_FILE,
+    DownloadState,
+    dataExtents,
+    intersectRanges,
+    loadState,
+    mergeRanges,
+    statePathFor,
+)
 from netsuite.download.values import RESERVED_HEADERS, asciiHostName, asciiProxyURL, redact
 from netsuite.download import (
     BadURL,
@@ -64,6 +73,7 @@ from netsuite.download import (
     parseChecksum,
     parseSize,
 )
+from netsuite.files import rewriteInPlace
 from netsuite.limits import TokenBucket
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
@@ -4180,6 +4190,62 @@ class StateFileTests(SynchronousTestCase):
                 self.assertIsNone(DownloadState.fromJSON({**base, field: bad}), (field, bad))
             state = DownloadState.fromJSON({**base, field: '"caf\xe9"'})
             self.assertEqual(getattr(state, field), '"caf\xe9"')
+
+    def test_savedInPlaceOnAFullDisk(self) -> None:
+        """
+        On a full disk, which has no room for the temporary file of an
+        atomic save, the state is written over the old one in place: the
+        bytes written before the disk filled count for the resume (the
+        state saved at the start, with nothing done, stayed).  Any other
+        error is raised, the old state kept.
+        """
+        path = Path(self.mktemp())
+        first = DownloadState(url="http://example.com/f", size=10 * MiB, done=[])
+        first.save(path)
+
+        def full(*args: Any, **kwargs: Any) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(state, "writeAtomically", full)
+        later = DownloadState(url="http://example.com/f", size=10 * MiB, done=[(0, 3 * MiB)])
+        later.save(path)
+        self.assertEqual(loadState(path).done, [(0, 3 * MiB)])
+        self.assertEqual(list(path.parent.glob(path.name + "*")), [path])
+
+        def denied(*args: Any, **kwargs: Any) -> None:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+        self.patch(state, "writeAtomically", denied)
+        with self.assertRaises(PermissionError):
+            DownloadState(url="http://example.com/f", size=10 * MiB, done=[]).save(path)
+        self.assertEqual(loadState(path).done, [(0, 3 * MiB)])
+
+    def test_rewriteInPlaceOnlyOverAFileOfItsOwn(self) -> None:
+        """
+        L{rewriteInPlace} writes only over a regular file of its own that
+        has room for the new bytes: not through a symbolic link, not over a
+        hard-linked file, a FIFO or a directory, not past the space the
+        file holds (a full disk has none to give); each is left unchanged.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        own = directory / "own.json"
+        own.write_bytes(b"x" * 100)
+        self.assertTrue(rewriteInPlace(own, b"new"))
+        self.assertEqual(own.read_bytes(), b"new")
+        victim = directory / "victim"
+        victim.write_bytes(b"precious")
+        (directory / "link.json").symlink_to(victim)
+        os.link(victim, directory / "hard.json")
+        os.mkfifo(directory / "fifo.json")
+        (directory / "dir.json").mkdir()
+        for name in ("link.json", "hard.json", "fifo.json", "dir.json", "missing.json"):
+            self.assertFalse(rewriteInPlace(directory / name, b"new"), name)
+        self.assertEqual(victim.read_bytes(), b"precious")
+        small = directory / "small.json"
+        small.write_bytes(b"")
+        self.assertFalse(rewriteInPlace(small, b"y" * 100_000))
+        self.assertEqual(small.read_bytes(), b"")
 
     def test_booleansAreNotLengths(self) -> None:
         """

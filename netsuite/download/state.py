@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 
 from twisted.logger import Logger
 
-from netsuite.files import readSmallFile, writeAtomically
+from netsuite.files import readSmallFile, rewriteInPlace, writeAtomically
 
 log = Logger()
 
@@ -265,9 +265,19 @@ class DownloadState:
     def save(self, path: Path) -> None:
         """
         Write the state to C{path} atomically (a temporary file, then a
-        rename), so a crash leaves the old state or the new one.
+        rename), so a crash leaves the old state or the new one.  On a full
+        disk, which has no room for the temporary file, the state is
+        written over the old one in place, if it fits in its space: the
+        bytes a download wrote before the disk filled count for its resume.
+
+        @raise OSError: the state could not be written.
         """
-        writeAtomically(path, (json.dumps(self.toJSON(), indent=2) + "\n").encode("utf-8"), mode=0o600)
+        data = (json.dumps(self.toJSON(), indent=2) + "\n").encode("utf-8")
+        try:
+            writeAtomically(path, data, mode=0o600)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not rewriteInPlace(path, data):
+                raise
 
 
 def loadState(path: Path) -> Optional[DownloadState]:
