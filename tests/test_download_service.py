@@ -868,6 +868,19 @@ class DownloadTests(ServiceTestCase):
         response, body = await self.call("GET", "/" + job["id"])
         self.assertEqual(body["name"], "given.bin", body)
 
+    async def test_reservedNameShownAsSaved(self) -> None:
+        """
+        A name ending like the downloader's own files (C{x.part}) is shown
+        as it will be saved, C{x.part_}, from the start: the answer to the
+        POST showed C{x.part}.
+        """
+        self.startService()
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "x.part"})
+        self.assertEqual(job["name"], "x.part_")
+        done = await self.waitFor(job["id"])
+        self.assertEqual((done["name"], done["path"]), ("x.part_", "x.part_"), done)
+        self.assertEqual((self.directory / "x.part_").read_bytes(), HELLO)
+
     async def test_failedJobKeepsItsPartUntilDeleted(self) -> None:
         """
         A job that fails after writing bytes shows the name it was saved

@@ -269,7 +269,8 @@ class DownloadService(Service):
         if name is not None:
             if not isinstance(name, str) or not names.sanitiseName(name, default=""):
                 raise APIError(400, "'name' must be a usable file name")
-            name = names.sanitiseName(name)
+            # As the engine will save it (x.part as x.part_).
+            name = names.avoidReserved(names.sanitiseName(name))
         if checksum is not None:
             if not isinstance(checksum, str):
                 raise APIError(400, "'checksum' must be a string such as sha256=HEX")
