@@ -38,7 +38,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netsuite.limits import IdleTimeout, TokenBucket, hostKey
-from netsuite.listen import ConnectionBudget, FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
+from netsuite.listen import (
+    ConnectionBudget,
+    FlushBatch,
+    StreamListener,
+    _reactor,
+    keepAlive,
+    plainSocketTransport,
+    sendOrQueue,
+)
 from netsuite.rooms import (
     HISTORY_BYTES,
     PRIVATE_RATE,
@@ -77,6 +85,15 @@ _HARD_OUTPUT = 8
 #: Lines dropped in a row by flood control after which a client is
 #: disconnected (reading and refusing a flood costs the server CPU).
 _EXCESS_FLOOD = 100
+
+#: Seconds a connection may be silent both ways before TCP asks whether
+#: its client is still there, seconds between asks, and asks unanswered
+#: before it is dropped: a client that vanished (a laptop shut, a NAT that
+#: forgot it) leaves, and its name is free, within 2 minutes, not at the
+#: idle timeout an hour on (IRC servers PING for the same).
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 6
 
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
@@ -140,7 +157,7 @@ _HELP = [
     "***   /me ACTION         say what you do",
     "***   /topic [TEXT]      show, or set, your room's topic (-delete clears it)",
     "***   /quit [REASON]     leave",
-    "*** anything else you type goes to your room",
+    "*** anything else you type goes to your room (start it with // to say a line that starts with /)",
 ]
 
 
@@ -198,6 +215,7 @@ class ChatProtocol(Protocol):
             return
         self._counted = True
         self._raw, self._rawStats = plainSocketTransport(self.transport)
+        keepAlive(self.transport, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
         self.transport.registerProducer(self, True)
         settings = factory.settings
         if settings.rate > 0:
@@ -310,6 +328,10 @@ class ChatProtocol(Protocol):
                 self._tooLong(" once its invalid UTF-8 is replaced")
                 return
         if self.name is None:
+            command, _, argument = text.partition(" ")
+            if command.lower() == "/quit":  # leaving before giving a name, as IRC's QUIT
+                self.do_quit(argument.strip())
+                return
             self._chooseName(text)
             return
         stats = self.factory.stats
@@ -320,8 +342,9 @@ class ChatProtocol(Protocol):
         if not text:
             return
         try:
-            if not text.startswith("/"):
-                self.factory.hub.say(self, text)
+            if not text.startswith("/") or text.startswith("//"):
+                # "//" says a line that starts with "/", as IRC clients do.
+                self.factory.hub.say(self, text[1:] if text.startswith("//") else text)
                 return
             command, _, argument = text[1:].partition(" ")
             handler = self.commands.get(command.lower())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import re
+import socket
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.application.service import Service
@@ -1038,6 +1039,32 @@ def plainSocketTransport(transport: object) -> Tuple[tcp.Connection | None, Serv
     ):
         return transport, stats
     return None, None
+
+
+def keepAlive(transport: object, idle: int, interval: int, count: int) -> bool:
+    """
+    Have TCP ask whether the peer of the connection under C{transport}
+    (under TLS and netsuite's wrappers too) is still there once it has been
+    silent both ways for C{idle} seconds, then every C{interval} seconds,
+    and drop the connection after C{count} asks unanswered (where the
+    system lets these be set; elsewhere its own defaults).
+
+    @return: whether the connection is a TCP one, whose keepalive is on.
+    """
+    while transport is not None and not isinstance(transport, tcp.Connection):
+        transport = getattr(transport, "transport", None)
+    if transport is None:
+        return False
+    try:
+        sock = transport.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        return False
+    return True
 
 
 def sendOrQueue(raw: tcp.Connection, stats: ServiceStats | None, data: bytes) -> None:

@@ -780,6 +780,35 @@ class CommandTests(ChatTestCase):
         bob.disconnect()
         self.assertEqual(alice.received(), ["*** bob left (quit)"])
 
+    def test_quitBeforeAName(self) -> None:
+        """
+        C{/quit} before a name is given leaves, as IRC's QUIT before
+        registering: it was taken for a name, refused, and cost a try.
+        """
+        alice = self.named("alice")
+        for line in ("/quit", "/QUIT not today"):
+            client = self.connect()
+            client.received()
+            client.send(line)
+            self.assertEqual(client.received(), ["*** bye"])
+            self.assertTrue(client.transport.disconnecting)
+            client.disconnect()
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(self.factory.stats.counters.get("excess_floods", 0), 0)
+
+    def test_lineStartingWithASlash(self) -> None:
+        """
+        A line that starts with C{//} goes to the room with one C{/} less,
+        as IRC clients take it: there was no way to say a line starting
+        with C{/} (C{//join is the command} got "unknown command").
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send("//join is the command", "//")
+        self.assertEqual(bob.received(), ["alice: /join is the command", "alice: /"])
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(alice.protocol.room.name, LOBBY)
+
     def test_quitSendsPendingOutputFirst(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")

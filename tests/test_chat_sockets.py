@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.internet.testing import MemoryReactorClock as MemoryReactor
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netsuite.chat import _HELP, ChatFactory, ChatSettings, makeChatService
 from tests.helpers import abortIfConnected, startListener
@@ -351,6 +351,34 @@ class ChatSocketTests(TestCase):
         refused = factory.stats.counters.get("room_refused", 0)
         self.assertGreater(refused, 0)
         self.assertEqual(said, 600 - refused)
+
+    async def test_keepAliveFindsVanishedClients(self) -> None:
+        """
+        TCP keepalive is on for every chat connection, plain and TLS: a
+        client that vanished (a laptop shut) is dropped, and its name
+        freed, within 2 minutes (60 s idle, 6 asks 10 s apart), not at the
+        idle timeout an hour on.
+        """
+        if not hasattr(socket, "TCP_KEEPIDLE"):
+            raise SkipTest("this system does not let keepalive times be set")
+        ca = trustme.CA()
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca))
+        plain = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
+        plainPort = await startListener(self, plain)
+        await self.connect(port, "secure", tlsEndpoint(port, ca))
+        await self.connect(plainPort, "plain")
+        for name in ("secure", "plain"):
+            transport = factory.hub.find(name).transport
+            while not hasattr(transport, "socket"):
+                transport = transport.transport
+            sock = transport.socket
+            options = [
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            ]
+            self.assertEqual(options, [1, 60, 10, 6], name)
 
     async def test_tlsAndPlainShareRooms(self) -> None:
         """
