@@ -874,7 +874,10 @@ class DirectoryTests(ServerMixin, TestCase):
         entries = json.loads(response.body)
         self.assertEqual([e["name"] for e in entries], ["z", EVIL_NAME, "a.txt", "b.txt"])
         for entry in entries:
-            self.assertEqual(set(entry), {"name", "size", "mtime", "is_dir"})
+            self.assertEqual(set(entry), {"name", "href", "size", "mtime", "is_dir"})
+            fetched = await self.get(b"/list/" + entry["href"].encode("ascii"))
+            self.assertEqual(fetched.status, 200, entry)
+        self.assertEqual(entries[0]["href"], "z/")
         self.assertEqual(entries[0]["is_dir"], True)
         self.assertEqual(entries[0]["size"], 0)
         self.assertEqual(entries[2]["is_dir"], False)
@@ -886,6 +889,19 @@ class DirectoryTests(ServerMixin, TestCase):
             [(b"Accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")],
         )
         self.assertIn(b"<!DOCTYPE html>", browser.body)
+
+    async def test_jsonListingLinksNamesThatAreNotUTF8(self) -> None:
+        """
+        A name that is not UTF-8 is shown with U+FFFD in C{name}, which
+        cannot fetch it; its C{href} can, as the HTML listing's link.
+        """
+        with open(os.path.join(self.root.encode(), b"list", b"bad\xff.txt"), "wb") as f:
+            f.write(b"bad")
+        self.clock.advance(2)
+        entries = json.loads((await self.get(b"/list/", [(b"Accept", b"application/json")])).body)
+        [entry] = [e for e in entries if e["name"].startswith("bad")]
+        self.assertEqual((entry["name"], entry["href"]), ("bad\ufffd.txt", "bad%FF.txt"))
+        self.assertEqual((await self.get(b"/list/bad%FF.txt")).body, b"bad")
 
     async def test_largeListingInSteps(self) -> None:
         """

@@ -1374,13 +1374,24 @@ class _Listing:
 
 def _jsonListing(items: list[tuple[bytes, int, float, bool]]) -> Iterator[bytes]:
     """
-    A JSON listing, L{_LIST_STEP} entries a part.
+    A JSON listing, L{_LIST_STEP} entries a part.  Each entry's C{href}
+    is its name percent-encoded (with a C{/} for a folder), as the HTML
+    listing links it: a name that is not UTF-8 is shown with U+FFFD in
+    C{name}, and could not be fetched from it.
     """
     encode = json.JSONEncoder(ensure_ascii=False).encode
     yield b"["
     for start in range(0, len(items), _LIST_STEP):
         yield (", " if start else "").encode() + ", ".join(
-            encode({"name": name.decode("utf-8", "replace"), "size": size, "mtime": mtime, "is_dir": isDir})
+            encode(
+                {
+                    "name": name.decode("utf-8", "replace"),
+                    "href": quote(name, safe="") + ("/" if isDir else ""),
+                    "size": size,
+                    "mtime": mtime,
+                    "is_dir": isDir,
+                }
+            )
             for name, size, mtime, isDir in items[start : start + _LIST_STEP]
         ).encode("utf-8")
     yield b"]"
