@@ -198,6 +198,8 @@ class ChatProtocol(Protocol):
     _counted = False
     _host = ""
     _quitReason = ""
+    #: What the client said with its C{/quit}.
+    _quitWords = ""
     #: When a join refused for its address's budget was told to send its
     #: name again.
     _joinAgainAt = 0.0
@@ -240,7 +242,7 @@ class ChatProtocol(Protocol):
         if self._counted:
             self._counted = False
             self.factory.release(self._host)
-            self.factory.hub.leave(self, self._quitReason or "connection closed")
+            self.factory.hub.leave(self, self._quitReason or "connection closed", self._quitWords)
 
     def readConnectionLost(self) -> None:
         """
@@ -512,7 +514,8 @@ class ChatProtocol(Protocol):
             self.info(f"*** {self.room.name} has no topic")
 
     def do_quit(self, argument: str) -> None:
-        self._quitReason = f"quit: {argument}" if argument else "quit"
+        self._quitReason = "quit"
+        self._quitWords = argument
         self.info("*** bye")
         self._close()
 
@@ -737,7 +740,7 @@ class ChatProtocol(Protocol):
             # The room is told now, and the name is free now, as an IRC
             # server's QUIT: the close itself may wait on the client (over
             # TLS, for its close_notify, up to the grace below).
-            self.factory.hub.leave(self, self._quitReason or "connection closed")
+            self.factory.hub.leave(self, self._quitReason or "connection closed", self._quitWords)
         self.transport.loseConnection()
         self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 

@@ -15,7 +15,7 @@ import struct
 import sys
 from collections import OrderedDict
 from functools import lru_cache
-from typing import Any, Callable, Generic, Hashable, TypeVar
+from typing import Any, Callable, Generic, Hashable, Optional, TypeVar
 
 from twisted.internet import abstract
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -110,13 +110,16 @@ class TokenBucket:
         missing = amount - self._refill()
         return max(0.0, missing / self.rate)
 
-    def spend(self, amount: float) -> float:
+    def spend(self, amount: float, floor: Optional[float] = None) -> float:
         """
         Take C{amount} tokens, going into debt if there are not that many
-        (bytes already received must be paid for); return the seconds until
-        the debt is paid off, which is how long the spender should pause.
+        (bytes already received must be paid for), but not below C{floor}
+        tokens if given; return the seconds until the debt is paid off,
+        which is how long the spender should pause.
         """
         self._tokens = self._refill() - amount
+        if floor is not None and self._tokens < floor:
+            self._tokens = floor
         return -self._tokens / self.rate if self._tokens < 0 else 0.0
 
     def give(self, amount: float) -> None:

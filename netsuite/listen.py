@@ -1047,7 +1047,11 @@ def keepAlive(transport: object, idle: int, interval: int, count: int) -> bool:
     (under TLS and netsuite's wrappers too) is still there once it has been
     silent both ways for C{idle} seconds, then every C{interval} seconds,
     and drop the connection after C{count} asks unanswered (where the
-    system lets these be set; elsewhere its own defaults).
+    system lets these be set; elsewhere its own defaults).  TCP asks
+    nothing while what was sent waits to be acknowledged: the connection
+    is dropped then once that has waited as long (C{TCP_USER_TIMEOUT}; the
+    system's own retries took 15 minutes), as for a peer that stopped
+    reading for that long.
 
     @return: whether the connection is a TCP one, whose keepalive is on.
     """
@@ -1058,7 +1062,12 @@ def keepAlive(transport: object, idle: int, interval: int, count: int) -> bool:
     try:
         sock = transport.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+        for name, value in (
+            ("TCP_KEEPIDLE", idle),
+            ("TCP_KEEPINTVL", interval),
+            ("TCP_KEEPCNT", count),
+            ("TCP_USER_TIMEOUT", (idle + interval * count) * 1000),
+        ):
             option = getattr(socket, name, None)
             if option is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)

@@ -69,6 +69,10 @@ ROOM_RATE = 64 * 1024
 #: Seconds of C{roomRate} a room may be sent at once.
 _ROOM_BURST = 4.0
 
+#: Characters of a member's C{/quit} message its room is shown (as IRC's
+#: QUITLEN).
+MAX_QUIT = 300
+
 #: Member and room names: 1-32 ASCII letters, digits, C{_}, C{-}, C{.}.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
@@ -378,10 +382,15 @@ class ChatHub:
             room.members[key] = member
             self._notice(room, f"{old} is now known as {new}")
 
-    def leave(self, member: object, reason: str = "") -> None:
+    def leave(self, member: object, reason: str = "", words: str = "") -> None:
         """
         Remove C{member} from the hub (it disconnected or quit), telling its
         room.  Harmless for a member that never registered or already left.
+
+        @param reason: why it left, shown in the notice (C{quit}).
+        @param words: what it said as it left (its C{/quit} message): at
+            most L{MAX_QUIT} characters of it are shown, if the room's
+            budget can take them (the notice goes out without them else).
         """
         name: Optional[str] = getattr(member, "name", None)
         if name is None or self.members.get(name.casefold()) is not member:
@@ -390,7 +399,13 @@ class ChatHub:
         self._inboxes.pop(member, None)
         room: Optional[Room] = member.room  # type: ignore[attr-defined]
         if room is not None:
-            self._exit(member, room, f"*** {name} left" + (f" ({reason})" if reason else ""))
+            text = f"*** {name} left" + (f" ({reason})" if reason else "")
+            if words:
+                said = f"*** {name} left ({reason}: {words[:MAX_QUIT]})"
+                # (The notice takes it from the budget.)
+                if room.budget is None or not room.budget.delay(len(self._line(room, said).encoded)):
+                    text = said
+            self._exit(member, room, text)
         self._gauges()
 
     # Rooms
@@ -566,9 +581,11 @@ class ChatHub:
 
     def _notice(self, room: Room, text: str, prefixed: bool = False) -> None:
         line = self._line(room, text if prefixed else f"*** {text}")
-        if room.budget is not None:
-            # Sent whatever the budget: what members say waits for it.
-            room.budget.spend(len(line.encoded))
+        budget = room.budget
+        if budget is not None:
+            # Sent whatever the budget: what members say waits for it, at
+            # most 8 s after a flood of notices.
+            budget.spend(len(line.encoded), floor=-budget.burst)
         self._announce(room, line)
 
     def _announce(self, room: Room, line: Line) -> None:

@@ -1062,6 +1062,44 @@ class RoomBudgetTests(ChatTestCase):
         )
         self.assertEqual(bob.received(), ["*** bob is now known as robert"])
 
+    def test_quitWordsWithinTheBudget(self) -> None:
+        """
+        A C{/quit} message is shown cut to 300 characters, and not at all
+        when the room's budget cannot take it: quitting clients of a few
+        addresses, each within its limits, sent the room twice its rate in
+        4 KB quit messages.
+        """
+        bob = self.named("bob")
+        self.refill()
+        alice = self.named("alice")
+        alice.send("/quit " + "q" * 4000)
+        self.assertEqual(bob.received(), ["*** alice left (quit: " + "q" * 300 + ")"])
+        carol = self.named("carol")
+        carol.send("c" * 3300)  # the budget is spent
+        bob.received()
+        carol.send("/quit " + "q" * 300)
+        self.assertEqual(bob.received(), ["*** carol left (quit)"])
+
+    def test_noticeDebtHasAFloor(self) -> None:
+        """
+        However many notices a flood of joins and quits from many addresses
+        sends, the room may speak again within 8 s (its budget went into a
+        debt without end, the room silent for minutes after the flood).
+        """
+        bob = self.named("bob")
+        for n in range(200):
+            client = self.named(f"n{n}", host=f"10.1.{n}.1")
+            client.send("/quit")
+        bob.received()
+        bob.send("hello")
+        [refusal] = bob.received()
+        seconds = float(refusal.rsplit(" ", 2)[-2])
+        self.assertLessEqual(seconds, 4.1)  # the burst of 4,000 bytes, at 1,000 a second
+        self.clock.advance(seconds + 0.1)
+        bob.send("hello")
+        self.assertEqual(bob.received(), [])
+        self.assertEqual(self.factory.hub.rooms[LOBBY].history[-1].encoded, b"[history] bob: hello\r\n")
+
     def test_lineOverTheBurstStillGoes(self) -> None:
         """
         A line longer than the whole burst is not refused for ever: it takes
@@ -1179,6 +1217,18 @@ class OwnAnswersTests(ChatTestCase):
         alice.protocol.readConnectionLost()
         self.assertFalse(alice.closing)
         self.assertEqual(self.readAll(alice), HELP * 200 + ["*** bye"])
+        self.assertTrue(alice.closing)
+
+    def test_inputEndedWhileHeldWithoutQuit(self) -> None:
+        """
+        The same without a C{/quit}: the end of input, which came while the
+        lines waited, closes the connection once they are answered.
+        """
+        alice = self.reader()
+        alice.sendRaw(b"/help\r\n" * 200)
+        alice.protocol.readConnectionLost()
+        self.assertFalse(alice.closing)
+        self.assertEqual(self.readAll(alice), HELP * 200)
         self.assertTrue(alice.closing)
 
     def test_aClientThatDoesNotReadIsStillCutOff(self) -> None:
