@@ -228,6 +228,13 @@ class Authenticator:
     """
     Checks C{Proxy-Authorization} values against a users table.
 
+    Given the users file's C{path}, it reads the file again when it changed
+    (looked at once a second at most, as a request comes), as nginx and
+    squid do: a user added, removed or given a new password (by
+    C{netsuite-proxy-user}) counts from the next request, and every
+    credential remembered is checked again.  A file that became unreadable
+    or malformed leaves the table as it was, with a warning.
+
     @ivar users: name to entry, from L{loadUsers}.
     """
 
@@ -246,8 +253,11 @@ class Authenticator:
         checkBurst: float = 20.0,
         maxChecking: int = 8,
         check=None,
+        path: Optional[str] = None,
     ) -> None:
         """
+        @param path: the users file C{users} came from, read again when it
+            changes (L{None}: never).
         @param failuresPerSecond: wrong tries a client address gets a second
             (after C{failureBurst} of them).
         @param checksPerSecond: password checks all clients together get a
@@ -274,17 +284,67 @@ class Authenticator:
         self._reserved: Dict[str, int] = {}
         #: Credentials being checked, and who waits for the same answer.
         self._checking: Dict[bytes, List[defer.Deferred[bool]]] = {}
-        #: Checked for unknown names: a known name's cost, never a match.
-        model = next(iter(users.values()), None) or _Entry(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"", bytes(32))
-        self._nobody = _Entry(model.n, model.r, model.p, os.urandom(16), os.urandom(len(model.hash)))
+        self._nobody = self._nobodyLike(users)
         #: Entries the hash function refused, each warned about once.
         self._unusable: Set[_Entry] = set()
+        self._path = path
+        #: When the users file was last looked at, and what it was then.
+        self._lookedAt = clock.seconds()
+        self._version = self._fileVersion()
+
+    @staticmethod
+    def _nobodyLike(users: Dict[str, _Entry]) -> _Entry:
+        """
+        What is checked for unknown names: a known name's cost, never a
+        match.
+        """
+        model = next(iter(users.values()), None) or _Entry(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"", bytes(32))
+        return _Entry(model.n, model.r, model.p, os.urandom(16), os.urandom(len(model.hash)))
+
+    def _fileVersion(self) -> Optional[Tuple[int, int, int, int]]:
+        """
+        What tells one version of the users file from another, or L{None}
+        when it cannot be looked at.
+        """
+        if self._path is None:
+            return None
+        try:
+            status = os.stat(self._path)
+        except OSError:
+            return None
+        return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+    def _reloadIfChanged(self) -> None:
+        """
+        Read the users file again if it changed since it was last read
+        (looking at most once a second).
+        """
+        now = self._clock.seconds()
+        if self._path is None or now - self._lookedAt < 1.0:
+            return
+        self._lookedAt = now
+        version = self._fileVersion()
+        if version == self._version:
+            return
+        self._version = version
+        try:
+            users = loadUsers(self._path)
+        except UsersFileError as e:
+            self.log.warn("proxy users file not read again, the users stay as they were: {error}", error=str(e))
+            return
+        self.users = users
+        self._nobody = self._nobodyLike(users)
+        self._good.clear()
+        self.log.info(
+            "proxy users file {path} read again: {count} users", path=self._path, count=len(users)
+        )
 
     async def authenticate(self, value: Optional[bytes], client: str) -> Optional[str]:
         """
         The user C{value} (a C{Proxy-Authorization} header) proves to be, or
         L{None}.
         """
+        self._reloadIfChanged()
         parsed = parseBasic(value)
         if parsed is None:
             return None
@@ -331,7 +391,8 @@ class Authenticator:
         except BaseException:
             self._checked(key, limited, Failure())
             raise
-        matched = bool(result) and entry is not self._nobody
+        # (Not for an entry the users file changed meanwhile.)
+        matched = bool(result) and entry is not self._nobody and self.users.get(name) is entry
         self._checked(key, limited, matched)
         if not matched:
             return None

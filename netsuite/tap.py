@@ -1024,7 +1024,7 @@ def _proxy(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService
                 poolPerHost=config["proxy-pool-per-host"],
                 forwardedFor=config["proxy-forwarded-for"],
             ),
-            authenticator=Authenticator(users, reactor) if users is not None else None,
+            authenticator=Authenticator(users, reactor, path=config["proxy-users"]) if users is not None else None,
             accessLog=config["proxy-access-log"],
         )
     return makeProxyService(factory=status.proxy, **kw)

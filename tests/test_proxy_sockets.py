@@ -1331,6 +1331,32 @@ class ProxySocketTests(TestCase):
         self.assertEqual(status, 200)
         self.assertNotIn("proxy-authorization", json.loads(body)["headers"])
 
+    async def test_usersFileChangedWhileRunning(self) -> None:
+        """
+        A password changed and a user added with C{netsuite-proxy-user}
+        while the proxy runs count from the next request (the file is read
+        again when it changed): they counted only after a restart, the old
+        password still taken.
+        """
+        authenticator = self._usersAuthenticator()
+        port = await self.startProxy(authenticator=authenticator)
+        request = b"GET %s/echo HTTP/1.1\r\nHost: x\r\nProxy-Authorization: %s\r\n\r\n"
+
+        async def status(name: str, password: str) -> int:
+            credentials = b"Basic " + base64.b64encode(f"{name}:{password}".encode())
+            data = await self.exchange(port, request % (self.base.encode(), credentials))
+            return _parseResponse(data)[0]
+
+        self.assertEqual(await status("alice", "s3cret"), 200)
+        with open(authenticator._path, "w") as f:
+            f.write("alice:" + hashPassword("changed", n=1024) + "\n")
+            f.write("bob:" + hashPassword("new", n=1024) + "\n")
+        await deferLater(reactor, 1.1, lambda: None)
+        self.assertEqual(
+            [await status("alice", "s3cret"), await status("alice", "changed"), await status("bob", "new")],
+            [407, 200, 200],
+        )
+
     def _usersAuthenticator(self) -> Authenticator:
         """
         An L{Authenticator} knowing alice (password C{s3cret}), with a quick
@@ -1339,7 +1365,7 @@ class ProxySocketTests(TestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("alice:" + hashPassword("s3cret", n=1024) + "\n")
-        return Authenticator(loadUsers(path), reactor)
+        return Authenticator(loadUsers(path), reactor, path=path)
 
     async def _startAuthenticatingProxy(self, connectPort: int) -> int:
         """

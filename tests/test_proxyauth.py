@@ -423,6 +423,102 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(len(seen), 5)
 
 
+class UsersFileReloadTests(SynchronousTestCase):
+    """
+    An L{Authenticator} given its users file's path reads it again when it
+    changes (looked at once a second at most): a user added, removed or
+    given a new password counts from the next request.  It was read once,
+    at start: a leaked password changed with C{netsuite-proxy-user} kept
+    working until a restart, and a new user was refused.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.write(alice="right")
+        self.clock = Clock()
+        #: Whether checks wait (in C{waiting}) until the test answers them.
+        self.hold = False
+        self.waiting: list = []
+
+        def check(function, *args):
+            if not self.hold:
+                return defer.succeed(function(*args))
+            d: defer.Deferred = defer.Deferred()
+            self.waiting.append((d, function(*args)))
+            return d
+
+        self.auth = Authenticator(loadUsers(self.path), self.clock, check=check, cacheSeconds=300, path=self.path)
+
+    def write(self, **passwords: str) -> None:
+        with open(self.path, "w") as f:
+            for name, password in passwords.items():
+                f.write(f"{name}:{hashPassword(password, **CHEAP)}\n")
+
+    def authenticate(self, name: str, password: str):
+        return self.successResultOf(defer.ensureDeferred(self.auth.authenticate(basic(name, password), "127.0.0.1")))
+
+    def test_changesCountFromTheNextRequest(self) -> None:
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.write(alice="changed", bob="new")
+        self.assertEqual(self.authenticate("alice", "right"), "alice")  # within the second
+        self.clock.advance(1.5)
+        self.assertIsNone(self.authenticate("alice", "right"))
+        self.assertEqual(self.authenticate("alice", "changed"), "alice")
+        self.assertEqual(self.authenticate("bob", "new"), "bob")
+        self.write(bob="new")
+        self.clock.advance(1.5)
+        self.assertIsNone(self.authenticate("alice", "changed"))
+        self.assertEqual(self.authenticate("bob", "new"), "bob")
+
+    def test_badFileKeepsTheUsers(self) -> None:
+        """
+        A file that became malformed, or went away, leaves the users as
+        they were, with a warning.
+        """
+        warnings = []
+        globalLogPublisher.addObserver(warnings.append)
+        self.addCleanup(globalLogPublisher.removeObserver, warnings.append)
+        for broken in ("alice has no password\n", None):
+            if broken is None:
+                os.remove(self.path)
+            else:
+                with open(self.path, "w") as f:
+                    f.write(broken)
+            self.clock.advance(1.5)
+            self.assertEqual(self.authenticate("alice", "right"), "alice")
+        said = [e for e in warnings if "not read again" in e.get("log_format", "")]
+        self.assertEqual(len(said), 2)
+        self.write(alice="back")
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "back"), "alice")
+
+    def test_lookedAtOnceASecond(self) -> None:
+        looks = []
+        version = self.auth._fileVersion
+        self.auth._fileVersion = lambda: looks.append(1) or version()  # type: ignore[method-assign]
+        for _ in range(30):  # 3 s
+            self.authenticate("alice", "right")
+            self.clock.advance(0.1)
+        self.assertEqual(len(looks), 2)
+
+    def test_checkAgainstAnEntryChangedMeanwhile(self) -> None:
+        """
+        A check that began against an entry the file then changed proves
+        nothing: the old password is not remembered as good.
+        """
+        self.hold = True
+        checking = defer.ensureDeferred(self.auth.authenticate(basic("alice", "right"), "127.0.0.1"))
+        self.write(alice="changed")
+        self.clock.advance(1.5)
+        self.hold = False
+        self.assertIsNone(self.authenticate("alice", "other"))  # reads the file again
+        [(d, result)] = self.waiting
+        self.assertTrue(result)  # right for the entry it began with
+        d.callback(result)
+        self.assertIsNone(self.successResultOf(checking))
+        self.assertIsNone(self.authenticate("alice", "right"))
+
+
 class CommandTests(SynchronousTestCase):
     def run_(self, argv, stdin: str = "pw\n"):
         out, err = io.StringIO(), io.StringIO()
