@@ -24,6 +24,7 @@ asked for.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 from collections import deque
@@ -1215,6 +1216,26 @@ class TunnelUpstream(Protocol):
             request.tunnelClosed()
 
 
+#: Seconds an attempt to connect to one of an origin's addresses has alone
+#: before the next address is tried too (RFC 8305's Connection Attempt
+#: Delay, as browsers and curl use).
+CONNECT_ATTEMPT_DELAY = 0.25
+
+
+def _interleaved(addresses: List[str]) -> List[str]:
+    """
+    C{addresses} (in the resolver's order of preference) with their families
+    taking turns, the first address's first (RFC 8305, 4): a family that
+    does not get through is not tried again and again before the other.
+    """
+    first = [a for a in addresses if (":" in a) == (":" in addresses[0])]
+    other = [a for a in addresses if (":" in a) != (":" in addresses[0])]
+    mixed: List[str] = []
+    for pair in itertools.zip_longest(first, other):
+        mixed.extend(a for a in pair if a is not None)
+    return mixed
+
+
 class _Connecting(ClientFactory):
     """
     One attempt to connect to one address of an origin for a request.
@@ -1272,8 +1293,10 @@ class ProxyRequest(http.Request):
     _pendingBytes = 0
     _uploadProducer = False
     _timer: Any = None
-    _attempt: Optional[_Connecting] = None
-    _connector: Any = None
+    #: Attempts to connect under way, with their connectors.
+    _attempts: Dict[_Connecting, Any] = {}
+    #: Starts the attempt to the next address (see L{CONNECT_ATTEMPT_DELAY}).
+    _nextAttempt: Any = None
     _addresses: List[str] = []
     _retried = False
     _reused = False
@@ -1503,11 +1526,20 @@ class ProxyRequest(http.Request):
             factory.stats.count("refused_destinations")
             self.fail(403, f"{e}; this proxy does not go there")
             return
-        self._addresses = addresses
+        self._addresses = _interleaved(addresses)
+        self._attempts = {}
         self._timedOutWhile = "connecting"
         self._connectNext()
 
     def _connectNext(self) -> None:
+        """
+        Start an attempt to connect to the next address; while it has not
+        connected, the one after it starts L{CONNECT_ATTEMPT_DELAY} seconds
+        later (RFC 8305), the attempts racing: an address that drops what
+        is sent to it (IPv6 broken on the way) holds the others up that
+        long, not the whole connect timeout.
+        """
+        self._nextAttempt = None
         factory = self.channel.factory
         address = self._addresses[0]
         self._addresses = self._addresses[1:]
@@ -1517,28 +1549,50 @@ class ProxyRequest(http.Request):
             protocol = lambda: TunnelUpstream(factory, key)  # noqa: E731
         else:
             protocol = lambda: UpstreamConnection(factory, key)  # noqa: E731
-        self._attempt = attempt = _Connecting(self, protocol)
+        attempt = _Connecting(self, protocol)
+        self._attempts[attempt] = None
+        if self._addresses:
+            self._nextAttempt = factory.clock.callLater(CONNECT_ATTEMPT_DELAY, self._connectNext)
         # Our own timer ends the attempt; the reactor's is only a backstop.
         try:
-            self._connector = factory.connector.connectTCP(
+            connector = factory.connector.connectTCP(
                 address, self._target[1], attempt, timeout=factory.settings.connectTimeout + 5
             )
         except Exception:
-            self._connector = None
             self.connectFailed(attempt, Failure())
+            return
+        if attempt in self._attempts:
+            self._attempts[attempt] = connector
+
+    def _stopConnecting(self) -> None:
+        """
+        Stop every attempt to connect still under way, and the next one.
+        """
+        later, self._nextAttempt = self._nextAttempt, None
+        if later is not None and later.active():
+            later.cancel()
+        attempts, self._attempts = self._attempts, {}
+        for attempt, connector in attempts.items():
+            if connector is not None and not attempt.connected:
+                connector.stopConnecting()
 
     def connectFailed(self, attempt: _Connecting, reason: Failure) -> None:
         """
         An attempt to connect ended without a connection.
         """
-        if attempt is not self._attempt:
+        if self._attempts.pop(attempt, False) is False:
             return
-        self._attempt = None
         if self._gone or self._ended or self._timer is None:
             return
         if self._addresses:
+            # The next address now, not at its turn.
+            later, self._nextAttempt = self._nextAttempt, None
+            if later is not None and later.active():
+                later.cancel()
             self._connectNext()
             return
+        if self._attempts:
+            return  # others still race
         self._cancelTimer()
         factory = self.channel.factory
         where = self._describeTarget()
@@ -1554,11 +1608,11 @@ class ProxyRequest(http.Request):
         """
         The origin accepted the connection C{attempt} made.
         """
-        if attempt is not self._attempt or self._gone or self._ended:
+        if attempt not in self._attempts or self._gone or self._ended:
             protocol.transport.abortConnection()  # type: ignore[union-attr]
             return
-        self._attempt = None
-        self._connector = None
+        del self._attempts[attempt]
+        self._stopConnecting()  # the others lost the race
         self._cancelTimer()
         if self._tunnel:
             self._openTunnel(protocol)  # type: ignore[arg-type]
@@ -1569,10 +1623,7 @@ class ProxyRequest(http.Request):
         self._timer = None
         if self._gone or self._ended:
             return
-        attempt, connector = self._attempt, self._connector
-        self._attempt = self._connector = None
-        if connector is not None and attempt is not None and not attempt.connected:
-            connector.stopConnecting()
+        self._stopConnecting()
         factory = self.channel.factory
         seconds = factory.settings.connectTimeout
         factory.stats.count("connect_timeouts")
@@ -1932,10 +1983,7 @@ class ProxyRequest(http.Request):
         origin connection (returned).
         """
         self._cancelTimer()
-        attempt, connector = self._attempt, self._connector
-        self._attempt = self._connector = None
-        if connector is not None and attempt is not None and not attempt.connected:
-            connector.stopConnecting()
+        self._stopConnecting()
         upstream, self._upstream = self._upstream, None
         return upstream
 

@@ -40,6 +40,7 @@ from zope.interface import implementer
 from netsuite import limits as limitsModule
 from netsuite import proxy as proxyModule
 from netsuite.proxy import (
+    CONNECT_ATTEMPT_DELAY,
     MAX_RESPONSE_HEAD,
     ProxyFactory,
     ProxyRequest,
@@ -1589,6 +1590,92 @@ class FailureTests(ProxyTestCase):
         self.assertEqual(proxy.attempts, [(PUBLIC, 80), (PUBLIC2, 80)])
         proxy.accept().send(OK)
         self.assertEqual(client.response().status, 200)
+
+    def test_silentAddressDoesNotHoldTheNext(self) -> None:
+        """
+        An address that does not answer (IPv6 broken on the way drops what
+        is sent) holds the next one up for L{CONNECT_ATTEMPT_DELAY}, not
+        the whole connect timeout (RFC 8305): the next attempt starts
+        then, the two race, and the one that connects is taken, the other
+        stopped.  The request waited for the connect timeout, then got a
+        504, the next address never tried.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=6))
+        client = proxy.client()
+        client.send(b"GET http://two.example/ HTTP/1.1\r\n\r\n")
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80)])
+        proxy.clock.advance(CONNECT_ATTEMPT_DELAY - 0.01)
+        self.assertEqual(len(proxy.attempts), 1)
+        proxy.clock.advance(0.01)
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80), (PUBLIC2, 80)])
+        proxy.accept(1).send(OK)
+        self.assertEqual(client.response().status, 200)
+        self.assertTrue(proxy.clock.connectors[0].stoppedConnecting)
+        proxy.clock.advance(10)
+        self.assertEqual(len(proxy.attempts), 2)
+        self.assertEqual(len(client.responses()), 1)
+
+    def test_firstToConnectWins(self) -> None:
+        """
+        The earlier address connecting after the next one was started wins;
+        the other is stopped, and one that connects late anyway is closed.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"GET http://two.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.advance(CONNECT_ATTEMPT_DELAY)
+        first = proxy.accept(0)
+        self.assertTrue(proxy.clock.connectors[1].stoppedConnecting)
+        late = proxy.accept(1)
+        self.assertTrue(late.transport.disconnecting)
+        first.send(OK)
+        self.assertEqual(client.response().status, 200)
+
+    def test_familiesTakeTurns(self) -> None:
+        """
+        Addresses are tried with their families taking turns, the first
+        address's first (RFC 8305, 4).
+        """
+        v6, v6b = "2606:2800:220:1:248:1893:25c8:1946", "2606:2800:220:1:248:1893:25c8:1947"
+        proxy = self.proxy(answers={"dual.example": [v6, v6b, PUBLIC, PUBLIC2]})
+        client = proxy.client()
+        client.send(b"GET http://dual.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.pump([CONNECT_ATTEMPT_DELAY] * 3)
+        self.assertEqual([host for host, _ in proxy.attempts], [v6, PUBLIC, v6b, PUBLIC2])
+        for index in range(4):
+            proxy.refuse(index)
+        self.assertTextError(client.response(), 502, "dual.example:80 refused the connection")
+        self.assertEqual(proxy.factory.stats.counters["connect_failures"], 1)
+
+    def test_refusalStartsTheNextAtOnce(self) -> None:
+        """
+        An attempt refused starts the next address at once, not at its
+        turn; a 502 comes only once every attempt has failed.
+        """
+        proxy = self.proxy(answers={"three.example": [PUBLIC, PUBLIC2, "93.184.216.36"]})
+        client = proxy.client()
+        client.send(b"GET http://three.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.advance(CONNECT_ATTEMPT_DELAY)
+        self.assertEqual(len(proxy.attempts), 2)
+        proxy.refuse(1)
+        self.assertEqual(len(proxy.attempts), 3)
+        proxy.refuse(2)
+        self.assertEqual(client.received(), b"")
+        proxy.refuse(0)
+        self.assertTextError(client.response(), 502, "three.example:80 refused the connection")
+
+    def test_racingAttemptsTimeOut(self) -> None:
+        """
+        At the connect timeout every attempt still racing is stopped: 504.
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=6))
+        client = proxy.client()
+        client.send(b"GET http://two.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.advance(6)
+        self.assertTextError(client.response(), 504, "timed out connecting to two.example:80")
+        self.assertEqual([c.stoppedConnecting for c in proxy.clock.connectors], [True, True])
+        proxy.clock.advance(10)
+        self.assertEqual(len(proxy.attempts), 2)
 
     def test_originNeverAnswers(self) -> None:
         """

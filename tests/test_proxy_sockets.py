@@ -40,6 +40,7 @@ from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
 from netsuite.resolving import LOOKUP_THREADS, AnsweringResolver
 from tests.helpers import Collector, RecordingProducer, connect, hostAddress, rawExchange, recvUntil, startListener
+from tests.test_proxy import FakeResolver
 from tests.tlshelpers import (
     SOCKET_TIMEOUT,
     closeNotifyClient,
@@ -1330,6 +1331,31 @@ class ProxySocketTests(TestCase):
         status, _, body = _parseResponse(await self.exchange(port, request % (self.base.encode(), right)))
         self.assertEqual(status, 200)
         self.assertNotIn("proxy-authorization", json.loads(body)["headers"])
+
+    async def test_silentFirstAddressFallsBack(self) -> None:
+        """
+        A name whose first address drops connections (its accept queue is
+        full: what IPv6 broken on the way looks like) is reached at its
+        second address at once (RFC 8305): it got a 504 at the connect
+        timeout, the second address never tried.
+        """
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.2", self.originPort))
+        silent.listen(0)
+        queued = []
+        for _ in range(4):  # fill its accept queue: later SYNs are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.2", self.originPort))
+            queued.append(filler)
+        self.addCleanup(lambda: [filler.close() for filler in queued])
+        resolver = FakeResolver({"dual.test": ["127.0.0.2", "127.0.0.1"]})
+        port = await self.startProxy(resolver=resolver, settings=ProxySettings(connectTimeout=6))
+        started = time.monotonic()
+        data = await self.exchange(port, b"GET http://dual.test:%d/echo HTTP/1.1\r\nHost: x\r\n\r\n" % self.originPort)
+        self.assertEqual(_parseResponse(data)[0], 200)
+        self.assertLess(time.monotonic() - started, 3)
 
     async def test_usersFileChangedWhileRunning(self) -> None:
         """
