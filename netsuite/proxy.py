@@ -23,6 +23,7 @@ asked for.
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import itertools
 import os
@@ -307,15 +308,33 @@ def _textBody(message: str) -> bytes:
     return f"netsuite proxy: {message}\n".encode("utf-8", "replace")
 
 
-def _response(status: int, contentType: bytes, body: bytes, extra: bytes, connection: bytes | None) -> bytes:
+#: The C{Date} value of the second last asked for: C{(second, value)}.
+_dateNow: Tuple[int, bytes] = (-1, b"")
+
+
+def _date(now: float) -> bytes:
+    """
+    The C{Date} header value for the time C{now} (made once a second).
+    """
+    global _dateNow
+    second = int(now)
+    if _dateNow[0] != second:
+        _dateNow = (second, email.utils.formatdate(second, usegmt=True).encode("ascii"))
+    return _dateNow[1]
+
+
+def _response(
+    status: int, contentType: bytes, body: bytes, extra: bytes, connection: bytes | None, now: float
+) -> bytes:
     """
     One of the proxy's own answers, with C{connection} as its C{Connection}
-    header (see L{NetsuiteHTTPChannel.settleConnection}).
+    header (see L{NetsuiteHTTPChannel.settleConnection}), dated C{now}.
     """
     reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            b"Date: %s\r\n" % (_date(now),),
             b"Content-Type: %s\r\n" % (contentType,),
             b"Content-Length: %d\r\n" % (len(body),),
             extra,
@@ -1790,6 +1809,10 @@ class ProxyRequest(http.Request):
         self.code = code
         self.code_message = reason
         out = self._headLines(code, reason, headers, self._upstream._viaVersion)
+        if not any(name.lower() == b"date" for name, _ in headers):
+            # RFC 9110 6.6.1: a recipient with a clock forwarding a response
+            # without one MUST add it.
+            out += (b"Date: ", _date(channel.factory.clock.seconds()), b"\r\n")
         if length >= 0:
             out.append(b"Content-Length: %d\r\n" % (length,))
             self._lengthSent = True
@@ -1911,7 +1934,9 @@ class ProxyRequest(http.Request):
         if close or not self.bodyComplete:
             channel.persistent = False
         self.code = status
-        response = _response(status, contentType, body, extra, channel.settleConnection(self.clientproto, True))
+        response = _response(
+            status, contentType, body, extra, channel.settleConnection(self.clientproto, True), channel.factory.clock.seconds()
+        )
         self.startedWriting = 1
         self.sentLength = len(body)
         channel.write(response)
@@ -2083,7 +2108,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
         if not self._answerRefusal:
             return b""  # the answer has begun: it is cut, not followed
         extra = b"".join(b"%s: %s\r\n" % header for header in headers)
-        return _response(status, _TEXT_PLAIN, _textBody(message), extra, b"close")
+        return _response(status, _TEXT_PLAIN, _textBody(message), extra, b"close", self.factory.clock.seconds())
 
     def _refuse(self, status: int, message: str, headers: Sequence[Tuple[bytes, bytes]] = ()) -> None:
         if not self._closing and self.requests:

@@ -897,6 +897,25 @@ class ResponseForwardingTests(ProxyTestCase):
         self.assertEqual(response.header(b"x-b"), [b"\x80\tg"])
         self.assertEqual(response.body, b"\x1b\x01\x7f\x0b")
 
+    def test_dateAddedWhereMissing(self) -> None:
+        """
+        An answer forwarded without C{Date} gets one (RFC 9110 6.6.1: a
+        recipient with a clock MUST add it), an origin's own is kept as it
+        is, and the proxy's own answers have one, as nginx and squid send.
+        """
+        proxy = self.proxy()
+        proxy.clock.advance(784111777)  # Sun, 06 Nov 1994 08:49:37 GMT
+        client, _ = proxy.exchange()
+        self.assertEqual(client.response().header(b"date"), [b"Sun, 06 Nov 1994 08:49:37 GMT"])
+        dated = b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n"
+        client, _ = proxy.exchange(answer=dated)
+        self.assertEqual(client.response().header(b"date"), [b"Mon, 01 Jan 2001 00:00:00 GMT"])
+        client = proxy.client()
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        refusal = client.response()
+        self.assertEqual(refusal.status, 400)
+        self.assertEqual(refusal.header(b"date"), [b"Sun, 06 Nov 1994 08:49:37 GMT"])
+
     def test_hopByHopResponseHeadersRemoved(self) -> None:
         """
         Hop-by-hop response headers, those the origin's C{Connection} names
@@ -919,7 +938,7 @@ class ResponseForwardingTests(ProxyTestCase):
         )
         response = client.response()
         self.assertEqual(response.startLine, b"HTTP/1.1 200 OK")
-        self.assertEqual(sorted(response.names()), [b"content-length", b"set-cookie", b"via"], response.headers)
+        self.assertEqual(sorted(response.names()), [b"content-length", b"date", b"set-cookie", b"via"], response.headers)
         self.assertEqual(response.header(b"set-cookie"), [b"a=b"])
         self.assertEqual(response.header(b"content-length"), [b"5"])
         self.assertEqual(response.header(b"via"), [b"1.1 netsuite"])

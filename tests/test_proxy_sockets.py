@@ -1024,8 +1024,9 @@ class ProxySocketTests(TestCase):
         passed = hint[:-2] + b"Via: 1.1 netsuite\r\n\r\n"
         await client.waitFor(len(passed))
         self.assertEqual(b"".join(client.received), passed)
-        connection.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        answer = b"HTTP/1.1 200 OK\r\nVia: 1.1 netsuite\r\nContent-Length: 2\r\n\r\nok"
+        date = b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"  # the origin's, kept
+        connection.transport.write(b"HTTP/1.1 200 OK\r\n" + date + b"Content-Length: 2\r\n\r\nok")
+        answer = b"HTTP/1.1 200 OK\r\n" + date + b"Via: 1.1 netsuite\r\nContent-Length: 2\r\n\r\nok"
         await client.waitFor(len(passed) + len(answer))
         self.assertEqual(b"".join(client.received), passed + answer)
 
