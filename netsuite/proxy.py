@@ -1109,6 +1109,11 @@ def _watchOrigin(factory: "ProxyFactory", transport: Any) -> ClosingWatch:
     return ClosingWatch(factory.clock, transport, factory.settings.readTimeout, timedOut)
 
 
+#: Seconds a CONNECT tunnel one side has ended its half of stays open with
+#: nothing going either way.
+HALF_CLOSED_TUNNEL_TIMEOUT = 30.0
+
+
 @implementer(IHalfCloseableProtocol)
 class TunnelUpstream(Protocol):
     """
@@ -1180,6 +1185,7 @@ class TunnelUpstream(Protocol):
             self.close()
         elif not self._closed:
             shutWriting(self.transport)
+            self._halfClosed()
 
     def readConnectionLost(self) -> None:
         self._originDone = True
@@ -1191,6 +1197,20 @@ class TunnelUpstream(Protocol):
         else:
             channel.flushOutput()
             shutWriting(channel.transport)
+            self._halfClosed()
+
+    def _halfClosed(self) -> None:
+        """
+        One side ended its half: the tunnel closes once nothing has gone
+        either way for L{HALF_CLOSED_TUNNEL_TIMEOUT} (as HAProxy's
+        C{timeout client-fin}), not the tunnel idle timeout: a peer that
+        never ends its own half kept a tunnel the client had closed, and
+        its place under the limits, for 300 s.
+        """
+        timeout = min(self.factory.settings.tunnelIdleTimeout, HALF_CLOSED_TUNNEL_TIMEOUT)
+        if self._idle is not None and self._idle.timeout > timeout:
+            self._idle.cancel()
+            self._idle = IdleTimeout(self.factory.clock, timeout, self._timedOut)
 
     def writeConnectionLost(self) -> None:
         pass

@@ -41,6 +41,7 @@ from netsuite import limits as limitsModule
 from netsuite import proxy as proxyModule
 from netsuite.proxy import (
     CONNECT_ATTEMPT_DELAY,
+    HALF_CLOSED_TUNNEL_TIMEOUT,
     MAX_RESPONSE_HEAD,
     ProxyFactory,
     ProxyRequest,
@@ -3225,6 +3226,41 @@ class TunnelTests(ProxyTestCase):
         proxy.clock.advance(1)
         self.assertTrue(client.closed)
         self.assertTrue(origin.transport.disconnecting)
+
+    def test_halfClosedTunnelEndsSooner(self) -> None:
+        """
+        Once either side has ended its half of a tunnel, the tunnel closes
+        after L{HALF_CLOSED_TUNNEL_TIMEOUT} with nothing going either way
+        (as HAProxy's C{timeout client-fin}), not the tunnel idle timeout:
+        an origin that never ended its own half kept a tunnel its client
+        had closed, and its place under the limits, for 300 s.  Bytes still
+        going count as before.
+        """
+        for ending in ("client", "origin"):
+            with self.subTest(ending=ending):
+                proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=300))
+                client = proxy.client()
+                client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+                origin = proxy.accept()
+                if ending == "client":
+                    client.channel.readConnectionLost()
+                    self.assertTrue(origin.transport.writeClosed)
+                else:
+                    ended: List[bool] = []
+                    client.transport.loseWriteConnection = lambda: ended.append(True)  # type: ignore[attr-defined]
+                    origin.protocol.readConnectionLost()
+                    self.assertEqual(ended, [True])
+                proxy.clock.advance(HALF_CLOSED_TUNNEL_TIMEOUT - 1)
+                if ending == "client":
+                    origin.send(b"still answering")
+                else:
+                    client.send(b"still asking")
+                proxy.clock.advance(HALF_CLOSED_TUNNEL_TIMEOUT - 1)
+                self.assertFalse(client.closed)
+                proxy.clock.advance(1)
+                self.assertTrue(client.closed)
+                self.assertTrue(origin.transport.disconnecting)
+                self.assertEqual(proxy.factory.stats.counters["tunnel_timeouts"], 1)
 
     def test_originTakingNothingAfterTheTunnelIsAborted(self) -> None:
         """
