@@ -309,6 +309,11 @@ class ClosingWatch:
     timeout, so the abort comes at most a tenth late, and output taken
     just after the close is seen as taken then, not a timeout later.
 
+    Once the peer has taken it all, the watch ends: what follows is the
+    listener's lingering close (see L{netsuite.listen}), with its own
+    timeouts.  An idle timeout shorter than the linger timeout aborted a
+    client that had taken everything, and blamed it.
+
     @param aborted: called just before an abort.
     """
 
@@ -322,6 +327,9 @@ class ClosingWatch:
         self._timeout = timeout
         self._aborted = aborted
         self._unsent = unsentBytes(transport)
+        #: Whether what is left can be known (else it is taken for none
+        #: taken, for as long as the connection lasts).
+        self._measured = _descriptorOf(transport) is not None
         self._progress = clock.seconds()
         self._call: IDelayedCall | None = clock.callLater(timeout / self.LOOKS, self._look)
 
@@ -337,6 +345,8 @@ class ClosingWatch:
         self._call = None
         now = self._clock.seconds()
         unsent = unsentBytes(self._transport)
+        if not unsent and self._measured:
+            return  # all taken
         if unsent < self._unsent:
             self._unsent = unsent
             self._progress = now

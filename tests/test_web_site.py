@@ -1719,11 +1719,13 @@ class SocketTests(TestCase):
     async def test_clientNotClosingOverTLSIsAborted(self) -> None:
         """
         A client that takes its answer but neither answers the close_notify
-        nor closes is aborted after the idle timeout, counted as a
-        C{client_timeouts} (it kept its connection for as long as it
-        liked).
+        nor closes is closed after the linger timeout, counted as a
+        C{close_timeouts} (it kept its connection for as long as it
+        liked).  It took everything: an idle timeout shorter than the
+        linger timeout no longer aborts it as one that took nothing
+        (C{client_timeouts}).
         """
-        port, service, cadata = await self.startTLS(limits=Limits(idleTimeout=0.5))
+        port, service, cadata = await self.startTLS(limits=Limits(idleTimeout=0.2), lingerTimeout=0.5)
 
         def exchange() -> tuple[bytes, float]:
             with tlsClient(port, cadata) as tls:
@@ -1738,7 +1740,8 @@ class SocketTests(TestCase):
         self.assertTrue(response.startswith(b"HTTP/1.1 200 "), response[:100])
         self.assertLess(waited, 4)
         await waitForNoConnections(self, service)
-        self.assertEqual(service.stats.counters.get("client_timeouts"), 1, service.stats.counters)
+        self.assertEqual(service.stats.counters.get("close_timeouts"), 1, service.stats.counters)
+        self.assertNotIn("client_timeouts", service.stats.counters)
 
     async def test_homePageListsListenersAndCounters(self) -> None:
         port, service, status = await self.startHTTP()
