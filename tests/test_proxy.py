@@ -3425,6 +3425,24 @@ class TunnelTests(ProxyTestCase):
         proxy.clock.advance(5)
         self.assertEqual((len(errors), client.transport.disconnected), (3, True))
 
+    def test_idleOrUnfinishedClientEnd(self) -> None:
+        """
+        The end of a client's input when it is idle (after an answer), or in
+        the middle of a request head, closes at once.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        proxy.accept().send(OK)
+        self.assertEqual(len(client.responses()), 1)
+        self.assertFalse(client.closed)
+        client.channel.readConnectionLost()
+        self.assertTrue(client.closed)
+        client = proxy.client()
+        client.send(b"GET http://example.com/2 HTTP/1.1\r\nHost: exa")
+        client.channel.readConnectionLost()
+        self.assertTrue(client.closed)
+
     def test_requestNotTunnelStillAnsweredAfterClientEnd(self) -> None:
         """
         Only a CONNECT is taken as gone: a GET whose client ends its input

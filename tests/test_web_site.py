@@ -1033,6 +1033,48 @@ class Unsized(Resource):
         return NOT_DONE_YET
 
 
+class HalfCloseTests(SynchronousTestCase):
+    """
+    The end of a client's input, in memory (see the socket tests too).
+    """
+
+    def test_pausedPipelinedThenEndOfInput(self) -> None:
+        """
+        Requests pipelined while the client did not read, then the end of
+        its input: each is answered once it reads again, then the
+        connection closes (not before).
+        """
+        clock, site, connect = inMemory()
+        self.addCleanup(site.stopFactory)
+        protocol, transport = connect()
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(0)
+        protocol._channel.pauseProducing()  # the client stops reading
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        clock.advance(0)
+        protocol.readConnectionLost()
+        clock.advance(0)
+        self.assertFalse(transport.disconnecting)
+        protocol._channel.resumeProducing()
+        clock.advance(0)
+        self.assertEqual(transport.value().count(b"200 OK"), 4)
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleOrUnfinishedEndOfInput(self) -> None:
+        """
+        The end of input of an idle connection, or in the middle of a
+        request head, closes at once.
+        """
+        for sent in (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHo"):
+            clock, site, connect = inMemory()
+            self.addCleanup(site.stopFactory)
+            protocol, transport = connect()
+            protocol.dataReceived(sent)
+            clock.advance(0)
+            protocol.readConnectionLost()
+            self.assertTrue(transport.disconnecting, sent)
+
+
 class VersionTests(SynchronousTestCase):
     """
     Every HTTP/1.x answer says C{HTTP/1.1} (RFC 9110, 6.2: the server's own

@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+import time
 from typing import Any, Iterator
 
 import trustme
@@ -489,6 +490,30 @@ class WindowUpdateTests(StreamErrorTestCase):
         self.assertResetOnly(streamID)
         self.assertGoesOn()
 
+    def test_zeroOfTheWrongLength(self) -> None:
+        """
+        A WINDOW_UPDATE frame of another length than 4 ends the connection
+        (FRAME_SIZE_ERROR, RFC 9113 6.9), its first four bytes zero or not.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        exchange.send(frame(WINDOW_UPDATE, 0, streamID, b"\0" * 8))
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+
+    def test_zeroOnAStreamWithTheReservedBit(self) -> None:
+        """
+        The reserved bit of the stream identifier is ignored too: an
+        increment of 0 on it resets the stream.
+        """
+        exchange = self.exchange
+        streamID = exchange.get("/api/hang")
+        [processing] = self.hanging.requests
+        lost = processing.notifyFinish()
+        exchange.send(self.windowUpdate(streamID | (1 << 31), 0))
+        self.assertResetOnly(streamID)
+        self.failureResultOf(lost, ConnectionLost)
+        self.assertGoesOn()
+
     def test_zeroForTheConnection(self) -> None:
         """
         An increment of 0 for the connection (with the reserved bit or
@@ -852,6 +877,25 @@ class _AbortingTransport(StringTransport):
             raise RuntimeError("aborted a connection already lost")
         StringTransport.abortConnection(self)
         self.protocol.connectionLost(Failure(ConnectionLost("aborted")))
+
+
+class InputEndedTests(ExchangeTestCase):
+    """
+    An HTTP/2 client that ends its input (a TCP half-close, or TLS's
+    close_notify): the connection closes once what is written is sent,
+    its transport no longer produced for (TLS then sends its
+    close_notify), and is aborted if the client takes nothing.
+    """
+
+    def test_closes(self) -> None:
+        exchange = self.exchange
+        self.assertEqual(exchange.answers[exchange.get("/healthz")]["status"], b"200")
+        exchange.protocol.readConnectionLost()
+        self.assertTrue(exchange.transport.disconnecting)
+        self.assertIsNone(exchange.transport.producer)
+        exchange.clock.advance(NetsuiteH2Connection.abortTimeout)
+        self.assertTrue(exchange.transport.disconnected)
+        exchange.protocol.readConnectionLost()  # again: nothing more
 
 
 class OneGoAwayTests(SynchronousTestCase):
@@ -1637,6 +1681,30 @@ class SocketTests(HTTPSTestCase):
         seen = await threads.deferToThread(run)
         error = h2.errors.ErrorCodes.PROTOCOL_ERROR
         self.assertEqual(seen, {1: error, 3: b"400", 5: b"200", 7: error, 9: b"200"})
+        await waitForNoConnections(self, service)
+
+    async def test_closeNotifyAnswered(self) -> None:
+        """
+        An HTTP/2 client's close_notify after its answer ends the
+        connection with the server's own close_notify at once: the server
+        sent none, and closed the TCP connection 5 s later.
+        """
+        port, service, cadata = await self.startHTTPS()
+
+        def run() -> float:
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            client.send_headers(1, request("GET", "/healthz"), end_stream=True)
+            with self.tlsSocket(port, cadata) as tls:
+                tls.sendall(client.data_to_send())
+                for event in h2Events(tls, client):
+                    if isinstance(event, h2.events.StreamEnded):
+                        break
+                started = time.monotonic()
+                tls.unwrap()  # sends close_notify, waits for the server's
+                return time.monotonic() - started
+
+        self.assertLess(await threads.deferToThread(run), 2)
         await waitForNoConnections(self, service)
 
     async def test_streamsPastTheLimitSentAgain(self) -> None:

@@ -17,11 +17,12 @@ import socket
 import time
 import tracemalloc
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import trustme
 from twisted.internet import reactor, tcp
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock, deferLater
@@ -1662,3 +1663,84 @@ class InMemoryStreamingTests(SynchronousTestCase):
         response = Response(b"".join(received))
         self.assertEqual(response.header(b"content-encoding"), b"gzip")
         self.assertEqual(gzip.decompress(response.body), text)
+
+
+class _PullingRequest:
+    """
+    Just enough of a request for a L{static._PartsProducer}: what it is
+    given, and a client that takes a slice when the test says.
+    """
+
+    path = b"/many/"
+
+    def __init__(self) -> None:
+        self.written: List[bytes] = []
+        self.finished = False
+        self.aborted = False
+        self.producer = None
+        self._finish: Deferred[None] = Deferred()
+        self.channel = self
+        self.transport = self
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def notifyFinish(self) -> Deferred[None]:
+        return self._finish
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class PartsProducerTests(SynchronousTestCase):
+    """
+    L{static._PartsProducer}, the writer of long listings, in memory.
+    """
+
+    def test_slowReaderNotCutOff(self) -> None:
+        """
+        A client that takes a part slowly, a slice at a time, but goes on
+        taking it, is not cut off in the middle of it: the stall timer
+        starts again as each slice is taken (it did only as whole parts
+        were, half a megabyte of long names, which a slow link takes
+        longer than the timeout).
+        """
+        clock = Clock()
+        folder = SimpleNamespace(_clock=clock, stallTimeout=60.0)
+        request = _PullingRequest()
+        producer = static._PartsProducer(folder, request, iter([b"x" * 100_000, b"y" * 10]))
+        producer.start()
+        producer.resumeProducing()
+        taken = 0
+        for _ in range(7):  # 16 KiB a minute: slow, but going on
+            clock.advance(59)
+            taken += 16 * 1024
+            if taken >= sum(map(len, request.written)):
+                producer.resumeProducing()  # the transport took what it had
+        self.assertFalse(request.aborted)
+        while not request.finished:
+            producer.resumeProducing()
+        self.assertEqual(b"".join(request.written), b"x" * 100_000 + b"y" * 10)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_stalledReaderCutOff(self) -> None:
+        clock = Clock()
+        folder = SimpleNamespace(_clock=clock, stallTimeout=60.0)
+        request = _PullingRequest()
+        producer = static._PartsProducer(folder, request, iter([b"x" * 100_000]))
+        producer.start()
+        producer.resumeProducing()
+        clock.advance(60)
+        self.assertTrue(request.aborted)
+        self.assertIsNone(request.producer)
+        producer.resumeProducing()  # late: nothing more
+        self.assertEqual(len(request.written), 1)

@@ -1755,6 +1755,21 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self.site.stats.count("header_timeouts")
         self._goAway(h2.errors.ErrorCodes.NO_ERROR, b"request headers not received in time")
 
+    def inputEnded(self) -> None:
+        """
+        The client ended its input (a TCP half-close; over TLS its
+        close_notify): its streams cannot go on, for their flow control
+        needs its frames.  The connection closes once what is written is
+        sent, as any close here (TLS sends its close_notify; a client that
+        takes nothing is aborted after L{abortTimeout}).  It stayed open,
+        over TLS without the server's close_notify.
+        """
+        if self.transport.disconnecting:
+            return
+        self.setTimeout(None)
+        self.transport.loseConnection()
+        self._closing()
+
     def closeGracefully(self) -> None:
         """
         The service is stopping: a GOAWAY (C{NO_ERROR}) now; the streams
@@ -2392,6 +2407,8 @@ class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         channel = self._channel
         if IHalfCloseableProtocol.providedBy(channel):
             channel.readConnectionLost()
+        elif isinstance(channel, NetsuiteH2Connection):
+            channel.inputEnded()
         else:
             channel.transport.loseConnection()
 
