@@ -49,15 +49,22 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync
         raise
 
 
-def rewriteInPlace(path: Union[str, Path], data: bytes) -> bool:
+def rewriteInPlace(path: Union[str, Path], data: bytes, filler: bytes = b"") -> bool:
     """
     Write C{data} over the file C{path} in place, where it needs no new
     space on the disk (a full one): the file must be a regular file of its
-    own (no link to it or from it) holding at least that many bytes of
-    allocated space.  Not atomic: a crash during it may leave the file
-    damaged.
+    own (no link to it or from it), this user's and private to it (no
+    other user may read or write it: one planted in a shared directory
+    is not written a secret), holding at least that many bytes of
+    allocated space.  The write is flushed to the disk.
 
-    @return: whether C{path} now holds C{data}; when not, it is unchanged.
+    With a C{filler} byte (a space, for JSON), data shorter than the file
+    is padded with it to the file's length and written in one go, never
+    truncated: a crash leaves the old bytes or the new ones, each whole.
+    Without one, the file is cut to the new length after the write.
+
+    @return: whether C{path} now holds C{data} (padded); when not, it is
+        unchanged, unless the system failed in the middle of the write.
     """
     # Not through a link; a FIFO with no reader fails at once.
     flags = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -69,10 +76,17 @@ def rewriteInPlace(path: Union[str, Path], data: bytes) -> bool:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
             return False
+        if status.st_uid != os.geteuid() or status.st_mode & 0o077:
+            return False
         if len(data) > max(status.st_size, getattr(status, "st_blocks", 0) * 512):
             return False
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
+        if filler:
+            data += filler * (status.st_size - len(data))
+        if os.pwrite(fd, data, 0) != len(data):
+            return False
+        if not filler:
+            os.ftruncate(fd, len(data))
+        os.fdatasync(fd)
         return True
     except OSError:
         return False

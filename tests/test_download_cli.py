@@ -969,6 +969,14 @@ class NDJSONTests(SynchronousTestCase):
             "netsuite-get: cannot write the events to standard output (No space left on device); "
             "the downloads go on\n",
         )
+        # With -q only the summary is written, and lost: the same.
+        runner = Runner(["-q", "http://example.com/a", "-d", self.mktemp()], stdout=Full())
+        runner.fake.finish(runner.fake.jobs[0])
+        self.assertEqual(self.successResultOf(runner.result), EXIT_FAILED)
+        # Interrupted, it says so whatever was lost.
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()], stdout=Full())
+        runner.interrupts[0](2)
+        self.assertEqual(self.successResultOf(runner.result), EXIT_INTERRUPTED)
 
 
 class InterruptionTests(SynchronousTestCase):
@@ -1078,6 +1086,20 @@ class TerminalTests(SynchronousTestCase):
         for text in ("ok ", "caf\u00e9.iso", "snow\\u2603.iso", "retry ", "3 downloaded"):
             self.assertIn(text, screen)
         self.assertNotIn("internal error", runner.stderr.getvalue())
+        self.assertEqual(stdout.errors, "strict")  # the caller's stream as it was
+
+    def test_terminalASCII(self) -> None:
+        """
+        The same on an ASCII terminal of the C locale, whose stream escapes
+        undecodable bytes as surrogates.
+        """
+        raw = io.BytesIO()
+        stdout = io.TextIOWrapper(raw, encoding="ascii", errors="surrogateescape", write_through=True)
+        runner = Runner(["http://example.com/a", "-d", self.mktemp()], isTTY=True, stdout=stdout)  # type: ignore[arg-type]
+        runner.fake.finish(runner.fake.jobs[0], name="snow\u2603.iso")
+        self.assertEqual(self.successResultOf(runner.result), EXIT_OK)
+        self.assertIn("snow\\u2603.iso", raw.getvalue().decode("ascii"))
+        self.assertEqual(stdout.errors, "surrogateescape")
 
     def test_tableHidesThePassword(self) -> None:
         """

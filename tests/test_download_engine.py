@@ -4200,17 +4200,22 @@ class StateFileTests(SynchronousTestCase):
         error is raised, the old state kept.
         """
         path = Path(self.mktemp())
-        first = DownloadState(url="http://example.com/f", size=10 * MiB, done=[])
+        first = DownloadState(url="http://example.com/f", size=10 * MiB, done=[], etag='"' + "e" * 40 + '"')
         first.save(path)
+        size = path.stat().st_size
+        for errorNumber in (errno.ENOSPC, errno.EDQUOT):
 
-        def full(*args: Any, **kwargs: Any) -> None:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            def full(*args: Any, **kwargs: Any) -> None:
+                raise OSError(errorNumber, os.strerror(errorNumber))
 
-        self.patch(state, "writeAtomically", full)
-        later = DownloadState(url="http://example.com/f", size=10 * MiB, done=[(0, 3 * MiB)])
-        later.save(path)
-        self.assertEqual(loadState(path).done, [(0, 3 * MiB)])
-        self.assertEqual(list(path.parent.glob(path.name + "*")), [path])
+            self.patch(state, "writeAtomically", full)
+            later = DownloadState(url="http://example.com/f", size=10 * MiB, done=[(0, 3 * MiB)])
+            later.save(path)
+            self.assertEqual(loadState(path).done, [(0, 3 * MiB)])
+            self.assertEqual(list(path.parent.glob(path.name + "*")), [path])
+            # Padded with spaces to its old length, never cut: a crash
+            # leaves one state or the other.
+            self.assertEqual(path.stat().st_size, size)
 
         def denied(*args: Any, **kwargs: Any) -> None:
             raise OSError(errno.EACCES, os.strerror(errno.EACCES))
@@ -4231,19 +4236,32 @@ class StateFileTests(SynchronousTestCase):
         directory.mkdir()
         own = directory / "own.json"
         own.write_bytes(b"x" * 100)
+        own.chmod(0o600)
         self.assertTrue(rewriteInPlace(own, b"new"))
         self.assertEqual(own.read_bytes(), b"new")
+        # With a filler: padded to the old length in one write, not cut.
+        self.assertTrue(rewriteInPlace(own, b"[]", filler=b" "))
+        self.assertEqual(own.read_bytes(), b"[] ")
         victim = directory / "victim"
         victim.write_bytes(b"precious")
-        (directory / "link.json").symlink_to(victim)
+        victim.chmod(0o600)
+        alone = directory / "alone"
+        alone.write_bytes(b"precious")
+        alone.chmod(0o600)
+        (directory / "link.json").symlink_to(alone)
         os.link(victim, directory / "hard.json")
-        os.mkfifo(directory / "fifo.json")
-        (directory / "dir.json").mkdir()
-        for name in ("link.json", "hard.json", "fifo.json", "dir.json", "missing.json"):
+        os.mkfifo(directory / "fifo.json", 0o600)
+        (directory / "dir.json").mkdir(0o700)
+        shared = directory / "shared.json"
+        shared.write_bytes(b"planted by another user, for all to read")
+        shared.chmod(0o644)
+        for name in ("link.json", "hard.json", "fifo.json", "dir.json", "missing.json", "shared.json"):
             self.assertFalse(rewriteInPlace(directory / name, b"new"), name)
-        self.assertEqual(victim.read_bytes(), b"precious")
+        self.assertEqual((victim.read_bytes(), alone.read_bytes()), (b"precious", b"precious"))
+        self.assertEqual(shared.read_bytes(), b"planted by another user, for all to read")
         small = directory / "small.json"
         small.write_bytes(b"")
+        small.chmod(0o600)
         self.assertFalse(rewriteInPlace(small, b"y" * 100_000))
         self.assertEqual(small.read_bytes(), b"")
 

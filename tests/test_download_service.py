@@ -880,6 +880,11 @@ class DownloadTests(ServiceTestCase):
         done = await self.waitFor(job["id"])
         self.assertEqual((done["name"], done["path"]), ("x.part_", "x.part_"), done)
         self.assertEqual((self.directory / "x.part_").read_bytes(), HELLO)
+        # One at the longest a name may be: still within it, the same.
+        job = await self.queue({"url": self.origin.url("/files/hello.txt"), "name": "a" * 195 + ".part"})
+        self.assertEqual(job["name"], "a" * 194 + ".part_")
+        done = await self.waitFor(job["id"])
+        self.assertEqual((done["name"], done["path"]), (job["name"], job["name"]), done)
 
     async def test_failedJobKeepsItsPartUntilDeleted(self) -> None:
         """

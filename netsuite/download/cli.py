@@ -772,18 +772,29 @@ def _encodes(encoding: str, text: str) -> bool:
     return True
 
 
-def _forgiving(stream: IO[str]) -> None:
+def _forgiving(stream: IO[str]) -> Callable[[], None]:
     """
     Make C{stream} write what its encoding cannot hold (a file name from a
     server, on a terminal that is not UTF-8) as backslash escapes, instead
-    of failing: a download must not fail for what it shows.
+    of failing (also one that escapes undecodable bytes as surrogates, as
+    in the C locale): a download must not fail for what it shows.
+
+    @return: what puts the stream back as it was.
     """
     reconfigure = getattr(stream, "reconfigure", None)
-    if reconfigure is not None and getattr(stream, "errors", None) == "strict":
-        try:
-            reconfigure(errors="backslashreplace")
-        except (ValueError, OSError):
-            pass  # closed, or already written to in a way it cannot change
+    errors = getattr(stream, "errors", None)
+    if reconfigure is None or errors not in ("strict", "surrogateescape"):
+        return lambda: None
+    try:
+        reconfigure(errors="backslashreplace")
+    except (ValueError, OSError):
+        return lambda: None  # closed, or already written to in a way it cannot change
+
+    def restore() -> None:
+        with contextlib.suppress(ValueError, OSError):
+            reconfigure(errors=errors)
+
+    return restore
 
 
 class _RichOutput(_Output):
@@ -1115,8 +1126,33 @@ def run(
     """
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
-    _forgiving(stdout)
-    _forgiving(stderr)
+    restore = [_forgiving(stdout), _forgiving(stderr)]
+
+    def restored(result: Any) -> Any:
+        # The caller's streams as they were (run may be embedded).
+        for undo in restore:
+            undo()
+        return result
+
+    return _run(argv, reactor, downloaderFactory, stdout, stderr, stdin, isTTY, installSignals, console).addBoth(
+        restored
+    )
+
+
+def _run(
+    argv: Sequence[str],
+    reactor: Any,
+    downloaderFactory: Callable[..., Any],
+    stdout: IO[str],
+    stderr: IO[str],
+    stdin: Optional[IO[str]],
+    isTTY: Optional[bool],
+    installSignals: Callable[[Any, Callable[[int], None]], None],
+    console: Any,
+) -> Deferred[int]:
+    """
+    L{run}, its streams chosen.
+    """
 
     def say(text: str) -> None:
         stderr.write(f"{PROGRAM}: {text}\n")

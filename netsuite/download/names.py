@@ -83,9 +83,10 @@ RESERVED_SUFFIXES = (".part", ".part.json", ".part.json.tmp")
 def avoidReserved(name: str) -> str:
     """
     C{name}, with C{_} added when it ends like one of the downloader's own
-    files (L{RESERVED_SUFFIXES}).
+    files (L{RESERVED_SUFFIXES}), still at most L{MAX_NAME_BYTES}: a name
+    L{sanitiseName} leaves as it is.
     """
-    return name + "_" if name.lower().endswith(RESERVED_SUFFIXES) else name
+    return _cut(name + "_") if name.lower().endswith(RESERVED_SUFFIXES) else name
 
 
 

@@ -1107,7 +1107,7 @@ def _readJob(entry: object) -> tuple[Optional[dict], Optional[str]]:
     if name is not None:
         if not isinstance(name, str) or not names.sanitiseName(name, default=""):
             return None, f"job {jobId!r} has no usable file name"
-        name = names.sanitiseName(name)
+        name = names.avoidReserved(names.sanitiseName(name))  # as it is saved
     if checksum is not None:
         if not isinstance(checksum, str):
             return None, f"job {jobId!r} has a checksum that is not text"

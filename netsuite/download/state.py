@@ -276,7 +276,9 @@ class DownloadState:
         try:
             writeAtomically(path, data, mode=0o600)
         except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not rewriteInPlace(path, data):
+            # Padded with spaces (JSON allows them): a crash leaves the old
+            # state or the new one, whole.
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not rewriteInPlace(path, data, filler=b" "):
                 raise
 
 
