@@ -1332,7 +1332,8 @@ class ProxyRequest(http.Request):
     _pendingBytes = 0
     _uploadProducer = False
     _timer: Any = None
-    #: Attempts to connect under way, with their connectors.
+    #: Attempts to connect under way, with their connectors (the request's
+    #: own once it has addresses; this empty one is only read).
     _attempts: Dict[_Connecting, Any] = {}
     #: Starts the attempt to the next address (see L{CONNECT_ATTEMPT_DELAY}).
     _nextAttempt: Any = None

@@ -584,7 +584,7 @@ class ChatHub:
         budget = room.budget
         if budget is not None:
             # Sent whatever the budget: what members say waits for it, at
-            # most 8 s after a flood of notices.
+            # most 4 s (the burst) after a flood of notices.
             budget.spend(len(line.encoded), floor=-budget.burst)
         self._announce(room, line)
 
