@@ -393,10 +393,28 @@ class Options(usage.Options):
         self["tls-material"], self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
         _checkHTTPFiles(self)
         _checkTLSListeners(self)
-        for name in ("proxy-connect-timeout", "proxy-read-timeout", "proxy-tunnel-idle-timeout"):
+        # 0 does not mean "none" for these (it did for others): every
+        # connection, or every request, would be refused.
+        for name in (
+            "proxy-connect-timeout",
+            "proxy-read-timeout",
+            "proxy-tunnel-idle-timeout",
+            "proxy-idle-timeout",
+            "proxy-header-timeout",
+            "http-idle-timeout",
+            "http-header-timeout",
+        ):
             if not self[name] > 0:
                 raise ConfigError(f"{self.where(name)}: expected more than 0 seconds")
-        for name in ("download-connections", "download-per-host", "download-segments"):
+        for name in (
+            "download-connections",
+            "download-per-host",
+            "download-segments",
+            "http-max-request-line",
+            "http-max-header-size",
+            "http-max-headers",
+            "chat-max-line",
+        ):
             if self[name] < 1:
                 raise ConfigError(f"{self.where(name)}: expected 1 or more")
 

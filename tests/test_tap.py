@@ -198,6 +198,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertConfigError(["--proxy-connect-ports", "0"], "--proxy-connect-ports", "'0'")
         self.assertConfigError(["--proxy-connect-ports", "https"], "--proxy-connect-ports")
         self.assertConfigError(["--proxy-connect-timeout", "0"], "--proxy-connect-timeout", "more than 0")
+        # 0 is no "none" for these: every connection or request was refused.
+        for name in ("--http-idle-timeout", "--http-header-timeout", "--proxy-idle-timeout", "--proxy-header-timeout"):
+            self.assertConfigError([name, "0"], name, "more than 0 seconds")
+        for name in ("--http-max-request-line", "--http-max-header-size", "--http-max-headers", "--chat-max-line"):
+            self.assertConfigError([name, "0"], name, "1 or more")
         self.assertConfigError(["--proxy-users", "missing.users"], "--proxy-users", "missing.users")
 
     def test_countsAreBoundedWholeNumbers(self) -> None:
