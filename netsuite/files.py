@@ -11,7 +11,12 @@ import contextlib
 import os
 import stat
 from pathlib import Path
-from typing import Union
+from typing import Dict, Optional, Union
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 
 def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync: bool = False) -> None:
@@ -133,3 +138,34 @@ def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False) -> b
     if len(data) > limit:
         raise ValueError(f"longer than {limit} bytes")
     return data
+
+
+#: The lock files this process holds, by path, open for its lifetime.
+_held: Dict[str, int] = {}
+
+
+def lockForThisProcess(path: Union[str, Path]) -> Optional[str]:
+    """
+    Take the lock file C{path} for this process, for as long as it runs
+    (an advisory C{flock}, which the system drops when the process ends,
+    however it ends), and write this process's id in it.  Taking it again
+    in the same process is nothing.
+
+    @return: L{None} once held; else who holds it (C{"process 1234"}).
+    @raise OSError: the lock file cannot be made or opened.
+    """
+    key = os.path.abspath(path)
+    if key in _held or fcntl is None:
+        return None
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(key, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        return f"process {holder}" if holder.isdigit() else "another process"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    _held[key] = fd
+    return None

@@ -37,7 +37,7 @@ from netsuite.echo import (
     makeEchoService,
     makeEchoUDPService,
 )
-from netsuite.files import readSmallFile
+from netsuite.files import lockForThisProcess, readSmallFile
 from netsuite.listen import ConnectionBudget, ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.resolving import installResolver
 from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE, ROOM_RATE
@@ -390,6 +390,7 @@ class Options(usage.Options):
                     else setting.default
                 )
         _checkDirectories(self)
+        _lockDataDirectory(self)
         self["tls-material"], self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
         _checkHTTPFiles(self)
         _checkTLSListeners(self)
@@ -712,6 +713,36 @@ def _checkDirectories(options: Options) -> None:
             raise ConfigError(
                 f"{options.where(name)}: {directory!r} cannot be created: {str(blocked)!r} is not a directory"
             )
+
+
+def _lockDataDirectory(options: Options) -> None:
+    """
+    When netsuite keeps files in its data directory (the API token, the
+    download service's downloads, a self-signed certificate), make it
+    (private to its user) and take it for this process: a second netsuite
+    given the same one is refused in one line.  Two shared it, each
+    rewriting the job list from its own memory (the other's jobs were
+    lost), and when started together, each making its own token or
+    certificate over the other's.
+    """
+    if options["no-downloads"] and not (options["tls"] and not options["tls-cert"]):
+        return
+    directory = Path(options["data-dir"] or defaultDataDirectory())
+    where = options.where("data-dir") if options["data-dir"] else "the data directory"
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        holder = lockForThisProcess(directory / DATA_LOCK)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot use {str(directory)!r}: {e.strerror or e}")
+    if holder is not None:
+        raise ConfigError(
+            f"{where}: {str(directory)!r} is in use by another netsuite ({holder}); give this one its own --data-dir"
+        )
+
+
+#: The lock file a netsuite holds in its data directory (and, for its
+#: download service, in its download directory).
+DATA_LOCK = ".netsuite.lock"
 
 
 def _notADirectory(path: Path) -> Path | None:
@@ -1058,9 +1089,17 @@ def _downloads(config: Options, reactor: object) -> IService:
         # Now, so that a directory that cannot be made stops the start in one
         # line before any listener starts.
         Path(directory).mkdir(parents=True, exist_ok=True)
+        holder = lockForThisProcess(Path(directory) / DATA_LOCK)
     except OSError as e:
         where = config.where("download-dir") if config["download-dir"] else "downloads"
         raise ConfigError(f"{where}: cannot create {directory!r}: {e.strerror or e}")
+    if holder is not None:
+        # Two services' job lists in one directory: each rewrote it alone.
+        where = config.where("download-dir") if config["download-dir"] else "downloads"
+        raise ConfigError(
+            f"{where}: {directory!r} is in use by another netsuite's downloads ({holder});"
+            " give this one its own --download-dir"
+        )
     settings = DownloadSettings(
         maxConnections=config["download-connections"],
         maxPerHost=config["download-per-host"],

@@ -609,7 +609,12 @@ class StartDoesNotWaitTests(SynchronousTestCase):
 
             resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, resource.RLIM_INFINITY))
 
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(netsuite.__file__))))
+        # A data directory of its own: this process holds the tests' one.
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(netsuite.__file__))),
+            XDG_DATA_HOME=os.path.abspath(self.mktemp()),
+        )
         try:
             child = subprocess.run(
                 [sys.executable, "-c", "import sys\nfrom netsuite.tap import Options\nOptions().parseOptions(sys.argv[1:])", *args],
@@ -658,6 +663,61 @@ class StartDoesNotWaitTests(SynchronousTestCase):
         Twisted read it until the memory ran out.
         """
         self.assertSSLFileRefused("ssl:0:privateKey=/dev/zero", "privateKey", "/dev/zero")
+
+
+class DataDirectoryLockTests(SynchronousTestCase):
+    """
+    A netsuite takes its data directory (when it keeps files there) and
+    its download directory for itself: a second one given the same is
+    refused in one line.  Two shared them, each rewriting the job list
+    from its own memory (the other's jobs were lost), and when started
+    together each made its own token or certificate over the other's.
+    """
+
+    def holdInChild(self, path: str) -> None:
+        """
+        Have another process hold the lock file C{path} until the test
+        ends.
+        """
+        import netsuite
+
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(netsuite.__file__))))
+        code = (
+            "import sys\nfrom netsuite.files import lockForThisProcess\n"
+            "print(lockForThisProcess(sys.argv[1]), flush=True)\nsys.stdin.read()"
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        self.addCleanup(child.wait, 10)
+        self.addCleanup(child.stdin.close)  # type: ignore[union-attr]
+        self.assertEqual(child.stdout.readline(), b"None\n")  # type: ignore[union-attr]
+        self.pid = child.pid
+
+    def test_dataDirectoryInUse(self) -> None:
+        data = os.path.abspath(self.mktemp())
+        os.makedirs(data)
+        self.holdInChild(os.path.join(data, tap.DATA_LOCK))
+        error = self.assertRaises(ConfigError, parse, "--data-dir", data)
+        self.assertEqual(
+            error.message,
+            f"--data-dir: {data!r} is in use by another netsuite (process {self.pid}); give this one its own --data-dir",
+        )
+        # Without downloads or a certificate of its own, it keeps nothing there.
+        parse("--data-dir", data, "--no-downloads")
+
+    def test_downloadDirectoryInUse(self) -> None:
+        downloads = os.path.abspath(self.mktemp())
+        os.makedirs(downloads)
+        self.holdInChild(os.path.join(downloads, tap.DATA_LOCK))
+        options = parse("--data-dir", os.path.abspath(self.mktemp()), "--download-dir", downloads)
+        error = self.assertRaises(ConfigError, makeService, options, MemoryReactor())
+        self.assertIn(f"{downloads!r} is in use by another netsuite's downloads (process {self.pid})", error.message)
+
+    def test_dataDirectoryMadePrivate(self) -> None:
+        data = os.path.join(os.path.abspath(self.mktemp()), "netsuite")
+        parse("--data-dir", data)
+        self.assertEqual(os.stat(data).st_mode & 0o777, 0o700)
 
 
 class PluginTests(SynchronousTestCase):
