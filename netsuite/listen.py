@@ -126,6 +126,7 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
     """
     if description.startswith("udp:"):
         raise ValueError(f"{description!r} is a UDP address; this listener takes TCP endpoints")
+    _checkKeywords(description)
     _checkDigits(description)
     _checkSSLFiles(description)
     try:
@@ -138,6 +139,37 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
         ) from None
     _checkSSLContext(endpoint, description)
     return endpoint
+
+
+def _checkKeywords(description: str) -> None:
+    """
+    Refuse what would listen somewhere else than asked, without a word:
+    Twisted's C{tls:} server endpoint (C{tls:8443} took 8443 for a
+    certificate path and listened on port 443 of every interface, and it
+    skips the checks made on C{ssl:}), an empty C{interface=} (every
+    interface), and a keyword given twice (the last one was taken).
+
+    @raise ValueError: with a readable message.
+    """
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind == "tls":
+        raise ValueError(
+            f"{shortened(description, 300)}: tls: endpoints are not taken here; use"
+            " ssl:PORT:privateKey=KEY:certKey=CERT, or --tls / --tls-cert with the TLS listener flags"
+        )
+    seen = set()
+    for part in re.split(r"(?<!\\):", description)[1:]:
+        name, equals, value = part.partition("=")
+        if not equals:
+            continue
+        if name in seen:
+            raise ValueError(f"{shortened(description, 300)}: {name}= is given twice")
+        seen.add(name)
+        if name == "interface" and not value:
+            raise ValueError(
+                f"{shortened(description, 300)}: interface= is empty; to listen on every interface,"
+                " leave interface= out"
+            )
 
 
 def _checkSSLContext(endpoint: object, description: str) -> None:

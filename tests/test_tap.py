@@ -321,6 +321,21 @@ class OptionsTests(SynchronousTestCase):
         for mode in ("660", "0o660"):
             self.assertEqual(parse("--echo", f"unix:x.sock:mode={mode}")["echo"], [f"unix:x.sock:mode={mode}"])
 
+    def test_endpointsListeningElsewhereRefused(self) -> None:
+        """
+        An endpoint string that would listen somewhere else than asked, in
+        silence, is refused in one line: Twisted's C{tls:} (C{tls:8443}
+        listened on port 443 of every interface, skipping every check made
+        on C{ssl:}), an empty C{interface=} (every interface), a keyword
+        given twice (the last was taken).
+        """
+        self.assertConfigError(["--http", "tls:8443"], "--http", "tls: endpoints are not taken here", "ssl:PORT")
+        self.assertConfigError(["--echo", "tcp:8007:interface="], "--echo", "interface= is empty")
+        self.assertConfigError(
+            ["--chat", "tcp:8023:interface=127.0.0.1:interface=0.0.0.0"], "--chat", "interface= is given twice"
+        )
+        self.assertEqual(parse("--echo", "tcp6:7:interface=\\:\\:1")["echo"], ["tcp6:7:interface=\\:\\:1"])
+
     def test_sslEndpointOnTLSFlagRefused(self) -> None:
         """
         An C{ssl:} endpoint given to a TLS listener flag is refused at start:
