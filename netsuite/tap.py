@@ -941,7 +941,23 @@ class StopSignals:
             if self.terminal is None:
                 self.terminal = _hasTerminal()
             signal.signal(hangUp, self._hungUp)
+        user1 = getattr(signal, "SIGUSR1", None)
+        if user1 is not None and signal.getsignal(user1) in (signal.SIG_DFL, None):
+            # twistd reopens its --logfile on SIGUSR1; without one (-n,
+            # logging to standard output) it killed the process, which a
+            # logrotate script's "kill -USR1" (nginx's) sends.
+            signal.signal(user1, self._user1)
         self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
+
+    def _user1(self, number: int, frame: Any) -> None:
+        """
+        SIGUSR1 without a twistd log file to reopen: logged, and ignored.
+        """
+        self._reactor.callFromThread(
+            log.info,
+            "Received SIGUSR1: ignored, there is no log file to reopen (the access log is opened "
+            "again by itself when it is moved or removed)",
+        )
 
     def _hungUp(self, number: int, frame: Any) -> None:
         """

@@ -1020,6 +1020,27 @@ class StopSignalsTests(SynchronousTestCase):
                 self.assertEqual(signal.SIGHUP in installed, handled)
                 self.assertEqual(signals.terminal, terminal if handled else None)
 
+    def test_user1WithoutALogFileIgnored(self) -> None:
+        """
+        SIGUSR1, which twistd takes to reopen its --logfile, is logged and
+        ignored when twistd has none (C{-n} logging to standard output):
+        it killed the process, which a logrotate script's C{kill -USR1}
+        sends.  twistd's own handler, when it has one, stays.
+        """
+        for before, handled in ((signal.SIG_DFL, True), (lambda number, frame: None, False)):
+            installed: dict[int, Any] = {}
+            self.patch(tap.signal, "signal", lambda number, handler: installed.__setitem__(number, handler))
+            self.patch(tap.signal, "getsignal", lambda number: before if number == signal.SIGUSR1 else None)
+            tap.StopSignals(self.reactor, self.root).install()
+            self.assertEqual(signal.SIGUSR1 in installed, handled)
+        installed[signal.SIGUSR1] = None
+        self.patch(tap.signal, "getsignal", lambda number: signal.SIG_DFL)
+        self.reactor.stop = lambda: self.fail("stopped")
+        signals = tap.StopSignals(self.reactor, self.root)
+        signals.install()
+        installed[signal.SIGUSR1](signal.SIGUSR1, None)
+        self.assertIn("Received SIGUSR1: ignored, there is no log file to reopen", formatEvent(self.events[-1]))
+
     def test_notInstalledWhileTheReactorRuns(self) -> None:
         """
         Only a process whose reactor is not running yet (twistd's, twist's)
