@@ -6,6 +6,7 @@ pipelining, slowloris resistance, the access log and HTTP/2 over TLS.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -1073,6 +1074,62 @@ class HalfCloseTests(SynchronousTestCase):
             clock.advance(0)
             protocol.readConnectionLost()
             self.assertTrue(transport.disconnecting, sent)
+
+
+class BodyFilesTests(SynchronousTestCase):
+    """
+    Request bodies are kept in memory up to L{site.BODY_IN_MEMORY}; a
+    larger one goes to a temporary file, one of at most L{site.BODY_FILES}
+    at once (each a file descriptor no connection limit counts); past them
+    a larger body is refused, 503.  Twisted gave every body of 100,000
+    bytes or more, and every chunked one, a temporary file: 100 streams of
+    an HTTP/2 connection took 100 descriptors, and 200 connections ran the
+    process out of them.
+    """
+
+    def setUp(self) -> None:
+        self.patch(siteModule, "BODY_FILES", 2)
+        self.hanging = Hanging()
+        self.clock, self.site, self.connect = inMemory(api={b"hang": self.hanging})
+        self.addCleanup(self.site.stopFactory)
+
+    def upload(self, body: bytes, chunked: bool = False) -> tuple[object, StringTransport]:
+        protocol, transport = self.connect()
+        if chunked:
+            head = b"POST /api/hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            protocol.dataReceived(head + b"%x\r\n" % len(body) + body + b"\r\n")
+        else:
+            head = b"POST /api/hang HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (len(body) + 10)
+            protocol.dataReceived(head + body)
+        self.clock.advance(0)
+        return protocol, transport
+
+    def test_smallBodiesInMemory(self) -> None:
+        for chunked in (False, True):
+            protocol, transport = self.upload(b"x" * siteModule.BODY_IN_MEMORY, chunked)
+            self.assertIsInstance(protocol._channel.requests[-1].content, io.BytesIO)
+        self.assertEqual(self.site.bodyFiles, 0)
+
+    def test_largeBodiesInFilesAtMostSoMany(self) -> None:
+        large = b"x" * (siteModule.BODY_IN_MEMORY + 1)
+        first, _ = self.upload(large)
+        self.upload(large, chunked=True)
+        self.assertEqual(self.site.bodyFiles, 2)
+        _, refused = self.upload(large)
+        self.assertTrue(statusLine(refused).startswith(b"HTTP/1.1 503 "), refused.value()[:100])
+        self.assertIn(b"Retry-After: 1", refused.value())
+        self.assertEqual(self.site.bodyFiles, 2)
+        self.assertEqual(self.site.stats.counters["body_files_refused"], 1)
+        # A body complete in its file is read whole; closing it frees its place.
+        request = first._channel.requests[-1]
+        first.dataReceived(b"y" * 10)
+        self.clock.advance(0)
+        [received] = [r for r in self.hanging.requests if r is request]
+        self.assertEqual(received.content.read(), large + b"y" * 10)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.site.bodyFiles, 1)
+        self.upload(large)
+        self.assertEqual(self.site.bodyFiles, 2)
 
 
 class VersionTests(SynchronousTestCase):

@@ -879,6 +879,36 @@ class _AbortingTransport(StringTransport):
         self.protocol.connectionLost(Failure(ConnectionLost("aborted")))
 
 
+class BodyFilesTests(StreamErrorTestCase):
+    """
+    Over HTTP/2 too, request bodies past L{site.BODY_IN_MEMORY} take one of
+    at most L{site.BODY_FILES} temporary files; past them the stream is
+    reset and the connection goes on (100 streams took 100 descriptors).
+    """
+
+    def test_streamsPastTheFilesReset(self) -> None:
+        from netsuite.web import site as siteModule
+
+        self.patch(siteModule, "BODY_FILES", 1)
+        exchange = self.exchange
+        client = exchange.client
+        large = b"x" * (siteModule.BODY_IN_MEMORY + 1)
+        for streamID in (1, 3):
+            client.send_headers(streamID, request("POST", "/api/hang", ("content-length", str(len(large) + 10))))
+            client.increment_flow_control_window(len(large))
+            client.send_data(streamID, large[:16384])
+            exchange.pump()
+        for streamID in (1, 3):
+            for start in range(16384, len(large), 16384):
+                client.send_data(streamID, large[start : start + 16384])
+                exchange.pump()
+        self.assertEqual(exchange.site.bodyFiles, 1)
+        self.assertIsNone(exchange.answers.get(1, {}).get("reset"))
+        self.assertIsNotNone(exchange.answers[3]["reset"])
+        self.assertEqual(exchange.site.stats.counters["body_files_refused"], 1)
+        self.assertGoesOn()
+
+
 class InputEndedTests(ExchangeTestCase):
     """
     An HTTP/2 client that ends its input (a TCP half-close, or TLS's

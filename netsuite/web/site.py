@@ -12,8 +12,10 @@ read after a connection starts closing, and per-request accounting
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tempfile
 from collections import deque
 from time import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -689,6 +691,13 @@ class NetsuiteHTTPChannel(HTTPChannel):
         """
         self._refuse(413, f"request body over {self.site.limits.maxBody} bytes")
 
+    def refuseBody(self, status: int, message: str) -> None:
+        """
+        Refuse the request whose body is being received, with C{status},
+        and close (its body is not read).
+        """
+        self._refuse(status, message, [(b"Retry-After", b"1")] if status == 503 else [])
+
     def _checkHead(self) -> None:
         self._deadline = None
         if self._state != "head":
@@ -847,6 +856,38 @@ def _httpNow() -> bytes:
 #: The status the access log shows for a request whose client went away
 #: before any of the answer was sent (nginx's).
 _CLIENT_CLOSED = 499
+
+
+#: Bytes of a request's body kept in memory; a larger one goes to a
+#: temporary file.
+BODY_IN_MEMORY = 64 * 1024
+
+#: Request bodies a site holds in temporary files at once (each a file
+#: descriptor, outside the connection limits); past it, a larger body is
+#: refused (503 over HTTP/1, its stream reset over HTTP/2).
+BODY_FILES = 64
+
+
+class _BodyFile:
+    """
+    A request body in a temporary file, counted in its site's C{bodyFiles}
+    until it is closed.
+    """
+
+    def __init__(self, site: "NetsuiteSite", start: bytes) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._file.write(start)
+        self._site: "NetsuiteSite | None" = site
+        site.bodyFiles += 1
+
+    def close(self) -> None:
+        site, self._site = self._site, None
+        if site is not None:
+            site.bodyFiles -= 1
+        self._file.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 class NetsuiteRequest(Request):
@@ -1030,15 +1071,38 @@ class NetsuiteRequest(Request):
             site.log(self)
         Request.connectionLost(self, reason)
 
+    def gotLength(self, length: int | None) -> None:
+        """
+        Keep the body in memory (see L{handleContentChunk}): Twisted gave
+        each body of 100,000 bytes or more, and each chunked one, a
+        temporary file of its own, a file descriptor no limit counted: 100
+        streams of an HTTP/2 connection took 100 of them, and 200
+        connections ran the process out of descriptors.
+        """
+        self.content = io.BytesIO()
+
     def handleContentChunk(self, data: bytes) -> None:
         self._bodyBytes += len(data)
-        if self._bodyBytes > self.channel.site.limits.maxBody:
+        site = self.channel.site
+        if self._bodyBytes > site.limits.maxBody:
             refuse = getattr(self.channel, "bodyTooLarge", None)
             if refuse is not None:
                 refuse()
             else:  # an HTTP/2 stream (its connection refuses first): reset it
                 self.channel.abortConnection()
             return
+        if self._bodyBytes > BODY_IN_MEMORY and isinstance(self.content, io.BytesIO):
+            # Past what is kept in memory: a temporary file, one of at most
+            # BODY_FILES at once.
+            if site.bodyFiles >= BODY_FILES:
+                site.stats.count("body_files_refused")
+                refuse = getattr(self.channel, "refuseBody", None)
+                if refuse is not None:
+                    refuse(503, f"more than {BODY_FILES} request bodies are being received; try again")
+                else:  # an HTTP/2 stream: reset it (the client may send it again)
+                    self.channel.abortConnection()
+                return
+            self.content = _BodyFile(site, self.content.getvalue())
         Request.handleContentChunk(self, data)
 
 
@@ -2526,6 +2590,8 @@ class NetsuiteSite(Site):
         #: Connections whose collected output goes out at the end of the
         #: reactor pass.
         self.batch = FlushBatch(reactor)
+        #: Request bodies held in temporary files now (see L{BODY_FILES}).
+        self.bodyFiles = 0
 
     def getResourceFor(self, request: Request) -> IResource:
         """
