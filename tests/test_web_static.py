@@ -8,6 +8,7 @@ server exactly as written) and treq.
 from __future__ import annotations
 
 import email.utils
+import errno
 import gzip
 import json
 import os
@@ -1000,6 +1001,38 @@ class DirectoryTests(ServerMixin, TestCase):
         self.assertNotIn("linkdir", names)
         self.assertNotIn("dotlink.txt", names)
         self.assertNotIn(".secret", names)
+
+
+class OutOfDescriptorsTests(ServerMixin, TestCase):
+    """
+    A file that cannot be opened because the process is out of file
+    descriptors (or memory) gets 503 with C{Retry-After}, and is not
+    remembered as missing: it answered 404 (a flood of connections turned
+    every file of the site into a 404).
+    """
+
+    def setUp(self) -> None:
+        self.makeTree()
+        self.startServer()
+
+    async def test_503NotMissing(self) -> None:
+        realOpen = os.open
+        failing = [True]
+
+        def openOrNot(path, *args, **kwargs):
+            if failing[0] and isinstance(path, bytes) and path.endswith(b"hello.txt"):
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            return realOpen(path, *args, **kwargs)
+
+        self.patch(static.os, "open", openOrNot)
+        for method in (b"GET", b"HEAD"):
+            response = await self.get(b"/hello.txt", method=method)
+            self.assertEqual(response.status, 503, method)
+            self.assertEqual(response.header(b"retry-after"), b"1")
+        self.assertIn(b"Too many open files", (await self.get(b"/hello.txt")).body)
+        failing[0] = False
+        response = await self.get(b"/hello.txt")
+        self.assertEqual((response.status, response.body), (200, HELLO))
 
 
 class TraversalTests(ServerMixin, TestCase):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import errno
 import html
 import json
 import mimetypes
@@ -643,6 +644,24 @@ class StaticFolder(Resource):
         method = request.method
         if method != b"GET" and method != b"HEAD":
             return self._notAllowed(request)
+        try:
+            return self._renderPath(request)
+        except _Unavailable as e:
+            # Out of descriptors (a flood): every file answered 404, the
+            # missing ones cached as such.
+            request.setResponseCode(http.SERVICE_UNAVAILABLE)
+            request.responseHeaders.setRawHeaders(b"Retry-After", [b"1"])
+            request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+            body = f"the server cannot open files now ({e.args[0]}); try again\n".encode("utf-8")
+            request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
+            return b"" if method == b"HEAD" else body
+
+    def _renderPath(self, request: IRequest) -> bytes | int:
+        """
+        L{render} for a C{GET} or C{HEAD}.
+
+        @raise _Unavailable: the system could not open what it needed.
+        """
         postpath = request.postpath
         if not postpath:
             # The folder itself, without its slash.
@@ -1856,6 +1875,18 @@ def _h2Connection(channel: object) -> Any:
     return None
 
 
+#: What an open fails with when the system, not the file, is short of
+#: something (descriptors, memory): a 503, never a 404.
+_UNAVAILABLE = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM))
+
+
+class _Unavailable(Exception):
+    """
+    A file could not be opened for want of file descriptors or memory (the
+    argument says which); it may well exist.
+    """
+
+
 def _openRegular(path: bytes, flags: int = 0) -> tuple[int, os.stat_result] | None:
     """
     Open a regular file (or, with C{O_DIRECTORY} in C{flags}, a directory)
@@ -1864,7 +1895,11 @@ def _openRegular(path: bytes, flags: int = 0) -> tuple[int, os.stat_result] | No
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
-    except (OSError, ValueError):
+    except OSError as e:
+        if e.errno in _UNAVAILABLE:
+            raise _Unavailable(e.strerror) from None
+        return None
+    except ValueError:
         return None
     try:
         st = os.fstat(fd)
