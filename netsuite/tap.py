@@ -1282,7 +1282,6 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         root.downloads.setServiceParent(root)
         if config["no-http"]:
             log.warn("downloads: --no-http leaves /api/downloads unreachable; queued downloads still resume")
-    spare = _FILES_SPARE + (config["download-connections"] if not config["no-downloads"] else 0)
     wanted = largest = 0
     for listener in _listeners(config, reactor, root):
         listener.setServiceParent(root)
@@ -1293,9 +1292,25 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
             files = perConnection * (tracker.maxConnections or _UNLIMITED_GUESS)
             wanted += files
             largest = max(largest, files)
+    spare = _FILES_SPARE + (config["download-connections"] if not config["no-downloads"] else 0)
+    if not config["no-http"]:
+        from netsuite.web.site import BODY_FILES
+
+        spare += BODY_FILES  # request bodies in temporary files
+    pool = root.proxy.pool if root.proxy is not None else None
+    if pool is not None:
+        # Idle origin connections outlive their clients, and counted
+        # nowhere: the pool's 512 took the files others needed.
+        spare += pool.total
     limit = checkOpenFileLimit(wanted + spare, largest + spare)
     total = config["max-connections-total"] or None
     if limit is not None:
+        if pool is not None and limit < wanted + spare:
+            # A small limit: the pool gets at most a quarter of what the
+            # rest leaves.
+            spare -= pool.total
+            pool.total = min(pool.total, max((limit - spare) // 4, 0))
+            spare += pool.total
         # Past the open-file limit the system refuses connections before
         # netsuite counts them, and the files it needs fail to open.
         total = min(total or limit, max(limit - spare, 1))

@@ -19,6 +19,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite import tap
+from netsuite.web import site as siteModule
 from netsuite.accesslog import releaseAccessLog
 from netsuite.listen import DatagramListener, StreamListener
 from netsuite.proxyauth import hashPassword
@@ -801,20 +802,30 @@ class OpenFileLimitTests(SynchronousTestCase):
     def test_totalConnectionsBelowTheOpenFileLimit(self) -> None:
         """
         All listeners together hold no more connections than the open-file
-        limit allows, keeping 128 files (and one per download connection)
-        for the rest; C{--max-connections-total} may ask for fewer.  Each
-        listener's limits added up past the limit, and connections then
-        failed with EMFILE everywhere.
+        limit allows, keeping 128 files (and one per download connection,
+        per request body in a temporary file, per idle origin connection
+        of the proxy's pool) for the rest; C{--max-connections-total} may
+        ask for fewer.  Each listener's limits added up past the limit,
+        and connections then failed with EMFILE everywhere.  Under a small
+        limit the proxy's pool shrinks to a quarter of what is left.
         """
+        spare = 128 + siteModule.BODY_FILES + 512
         self.limits = (20000, 20000)
         root = makeService(parse("--no-downloads"), MemoryReactor())
-        self.assertEqual(root.budget.maxTotal, 20000 - 128)
+        self.assertEqual(root.budget.maxTotal, 20000 - spare)
         root = makeService(parse("--no-downloads", "--max-connections-total", "500"), MemoryReactor())
         self.assertEqual(root.budget.maxTotal, 500)
         root = makeService(parse("--no-downloads", "--max-connections-total", "50000"), MemoryReactor())
-        self.assertEqual(root.budget.maxTotal, 20000 - 128)
+        self.assertEqual(root.budget.maxTotal, 20000 - spare)
         root = makeService(parse("--download-connections", "16"), MemoryReactor())
-        self.assertEqual(root.budget.maxTotal, 20000 - 128 - 16)
+        self.assertEqual(root.budget.maxTotal, 20000 - spare - 16)
+        root = makeService(parse("--no-downloads", "--no-http"), MemoryReactor())
+        self.assertEqual(root.budget.maxTotal, 20000 - 128 - 512)
+        self.limits = (1024, 1024)
+        root = makeService(parse("--no-downloads"), MemoryReactor())
+        pool = (1024 - 128 - siteModule.BODY_FILES) // 4
+        self.assertEqual(root.proxy.pool.total, pool)
+        self.assertEqual(root.budget.maxTotal, 1024 - 128 - siteModule.BODY_FILES - pool)
 
     def test_makeServiceCountsEveryListener(self) -> None:
         """
@@ -825,7 +836,7 @@ class OpenFileLimitTests(SynchronousTestCase):
         makeService(parse("--no-downloads", "--max-connections", "1000"), MemoryReactor())
         [warning] = self.warnings()
         self.assertIn("limited to 256", warning)
-        self.assertIn("(2128)", warning)  # the proxy: 2 x 1000, and 128 to spare
+        self.assertIn("(2704)", warning)  # the proxy: 2 x 1000; 128, 64 and its pool's 512 to spare
         self.assertEqual(self.calls, [])  # the hard limit is reached already
 
 
