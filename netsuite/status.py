@@ -28,8 +28,13 @@ def publicEndpoint(description: str) -> str:
     becomes C{ssl:8443}.
     """
     parts = re.split(r"(?<!\\):", description)
+    # Only the first positional argument is an address (a port, a path):
+    # an ssl: endpoint's second one is its private key's file.
+    positional = [part for part in parts[1:] if "=" not in part][:1]
     kept = [parts[0]] + [
-        part for part in parts[1:] if "=" not in part or part.split("=", 1)[0] in _SHOWN_ARGUMENTS
+        part
+        for part in parts[1:]
+        if part in positional or ("=" in part and part.split("=", 1)[0] in _SHOWN_ARGUMENTS)
     ]
     return ":".join(kept)
 

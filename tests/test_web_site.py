@@ -2143,10 +2143,15 @@ class SocketTests(TestCase):
         secret = "/srv/keys/secret-key.pem"
 
         class SSLListener:
-            def info(self) -> ListenerInfo:
-                return ListenerInfo("echo", f"ssl:8443:interface=127.0.0.1:privateKey={secret}:certKey=/c.pem", None, False)
+            def __init__(self, description: str) -> None:
+                self.description = description
 
-        status.add(SSLListener())
+            def info(self) -> ListenerInfo:
+                return ListenerInfo("echo", self.description, None, False)
+
+        status.add(SSLListener(f"ssl:8443:interface=127.0.0.1:privateKey={secret}:certKey=/c.pem"))
+        # The key's file given as the second positional argument (it was shown).
+        status.add(SSLListener(f"ssl:8444:{secret}:interface=127.0.0.1"))
         for path in (b"/api/status", b"/", b"/healthz"):
             response = await threads.deferToThread(
                 rawExchange, port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -2154,12 +2159,13 @@ class SocketTests(TestCase):
             self.assertNotIn(secret.encode(), response, path)
             self.assertNotIn(b"/c.pem", response, path)
             self.assertIn(b"ssl:8443:interface=127.0.0.1", response, path)
+            self.assertIn(b"ssl:8444:interface=127.0.0.1", response, path)
         body = await threads.deferToThread(
             rawExchange, port, b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         services = json.loads(body.split(b"\r\n\r\n", 1)[1])["services"]
-        [echo] = [info for section in services.values() for info in section["listeners"] if info["service"] == "echo"]
-        self.assertTrue(echo["tls"])
+        echoes = [info for section in services.values() for info in section["listeners"] if info["service"] == "echo"]
+        self.assertEqual([echo["tls"] for echo in echoes], [True, True])
 
     async def test_metricsCountRequests(self) -> None:
         port, service, status = await self.startHTTP()
