@@ -6,6 +6,7 @@ pipelining, slowloris resistance, the access log and HTTP/2 over TLS.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -1130,6 +1131,21 @@ class BodyFilesTests(SynchronousTestCase):
         self.assertEqual(self.site.bodyFiles, 1)
         self.upload(large)
         self.assertEqual(self.site.bodyFiles, 2)
+
+    def test_noTemporaryFile(self) -> None:
+        """
+        A temporary file that cannot be made (out of descriptors, or of
+        disk) is a 503 too, not an unhandled error.
+        """
+
+        def cannot() -> None:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+        self.patch(siteModule.tempfile, "TemporaryFile", cannot)
+        _, refused = self.upload(b"x" * (siteModule.BODY_IN_MEMORY + 1))
+        self.assertTrue(statusLine(refused).startswith(b"HTTP/1.1 503 "), refused.value()[:100])
+        self.assertIn(b"Too many open files", refused.value())
+        self.assertEqual(self.site.bodyFiles, 0)
 
 
 class VersionTests(SynchronousTestCase):

@@ -875,8 +875,15 @@ class _BodyFile:
     """
 
     def __init__(self, site: "NetsuiteSite", start: bytes) -> None:
+        """
+        @raise OSError: no temporary file can be made, or written.
+        """
         self._file = tempfile.TemporaryFile()
-        self._file.write(start)
+        try:
+            self._file.write(start)
+        except OSError:
+            self._file.close()
+            raise
         self._site: "NetsuiteSite | None" = site
         site.bodyFiles += 1
 
@@ -1094,15 +1101,21 @@ class NetsuiteRequest(Request):
         if self._bodyBytes > BODY_IN_MEMORY and isinstance(self.content, io.BytesIO):
             # Past what is kept in memory: a temporary file, one of at most
             # BODY_FILES at once.
-            if site.bodyFiles >= BODY_FILES:
+            problem = f"more than {BODY_FILES} request bodies are being received"
+            if site.bodyFiles < BODY_FILES:
+                try:
+                    self.content = _BodyFile(site, self.content.getvalue())
+                    problem = ""
+                except OSError as e:  # out of descriptors, or of disk
+                    problem = f"the body cannot be kept ({e.strerror or e})"
+            if problem:
                 site.stats.count("body_files_refused")
                 refuse = getattr(self.channel, "refuseBody", None)
                 if refuse is not None:
-                    refuse(503, f"more than {BODY_FILES} request bodies are being received; try again")
+                    refuse(503, f"{problem}; try again")
                 else:  # an HTTP/2 stream: reset it (the client may send it again)
                     self.channel.abortConnection()
                 return
-            self.content = _BodyFile(site, self.content.getvalue())
         Request.handleContentChunk(self, data)
 
 
