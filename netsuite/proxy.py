@@ -1604,13 +1604,16 @@ class ProxyRequest(http.Request):
         if attempt in self._attempts:
             self._attempts[attempt] = connector
 
+    def _cancelNextAttempt(self) -> None:
+        later, self._nextAttempt = self._nextAttempt, None
+        if later is not None and later.active():
+            later.cancel()
+
     def _stopConnecting(self) -> None:
         """
         Stop every attempt to connect still under way, and the next one.
         """
-        later, self._nextAttempt = self._nextAttempt, None
-        if later is not None and later.active():
-            later.cancel()
+        self._cancelNextAttempt()
         attempts, self._attempts = self._attempts, {}
         for attempt, connector in attempts.items():
             if connector is not None and not attempt.connected:
@@ -1626,9 +1629,7 @@ class ProxyRequest(http.Request):
             return
         if self._addresses:
             # The next address now, not at its turn.
-            later, self._nextAttempt = self._nextAttempt, None
-            if later is not None and later.active():
-                later.cancel()
+            self._cancelNextAttempt()
             self._connectNext()
             return
         if self._attempts:

@@ -981,6 +981,28 @@ class FillingTransport(StringTransport):
         return data
 
 
+def takeAll(client: ChatClient) -> bytes:
+    """
+    Read as a client on a L{FillingTransport} would, a pass of the reactor
+    at a time, until nothing more comes; what came.
+    """
+    data = b""
+    for _ in range(1000):
+        client.clock.advance(0)
+        chunk = client.transport.take()
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def readAll(client: ChatClient) -> List[str]:
+    """
+    L{takeAll}, as lines.
+    """
+    return takeAll(client).decode("utf-8").split("\r\n")[:-1]
+
+
 class RoomBudgetTests(ChatTestCase):
     """
     What one room is sent, by all its members together, is held to
@@ -1140,13 +1162,7 @@ class RoomBudgetTests(ChatTestCase):
         for sender in senders:
             sender.sendRaw(f"{text}\r\n".encode() * 10)
         self.assertFalse(reader.closing)
-        data = b""
-        for _ in range(1000):
-            self.clock.advance(0)
-            chunk = reader.transport.take()
-            if not chunk:
-                break
-            data += chunk
+        data = takeAll(reader)
         self.assertFalse(reader.closing)
         self.assertNotIn("slow_readers", self.factory.stats.counters)
         said = [line for line in data.decode().split("\r\n") if line.endswith(text)]
@@ -1174,25 +1190,12 @@ class OwnAnswersTests(ChatTestCase):
         client.transport.take()
         return client
 
-    def readAll(self, client: ChatClient) -> List[str]:
-        """
-        Read as the client would until nothing more comes; the lines.
-        """
-        data = b""
-        for _ in range(1000):
-            self.clock.advance(0)
-            chunk = client.transport.take()
-            if not chunk:
-                break
-            data += chunk
-        return data.decode("utf-8").split("\r\n")[:-1]
-
     def test_answersWaitForTheClient(self) -> None:
         alice = self.reader()
         alice.sendRaw(b"/help\r\n" * 500)  # 330 KB of answers
         self.assertEqual(alice.transport.producerState, "paused")
         self.assertFalse(alice.closing)
-        self.assertEqual(self.readAll(alice), HELP * 500)
+        self.assertEqual(readAll(alice), HELP * 500)
         self.assertEqual(alice.transport.producerState, "producing")
         self.assertNotIn("slow_readers", self.factory.stats.counters)
 
@@ -1205,7 +1208,7 @@ class OwnAnswersTests(ChatTestCase):
         alice.sendRaw(b"/help\r\n" * 200)
         alice.sendRaw(b"/who\r\n/he")
         alice.sendRaw(b"lp\r\n")
-        self.assertEqual(self.readAll(alice), HELP * 200 + ["*** in lobby: alice"] + HELP)
+        self.assertEqual(readAll(alice), HELP * 200 + ["*** in lobby: alice"] + HELP)
 
     def test_inputEndedWhileHeld(self) -> None:
         """
@@ -1216,7 +1219,7 @@ class OwnAnswersTests(ChatTestCase):
         alice.sendRaw(b"/help\r\n" * 200 + b"/quit\r\n")
         alice.protocol.readConnectionLost()
         self.assertFalse(alice.closing)
-        self.assertEqual(self.readAll(alice), HELP * 200 + ["*** bye"])
+        self.assertEqual(readAll(alice), HELP * 200 + ["*** bye"])
         self.assertTrue(alice.closing)
 
     def test_inputEndedWhileHeldWithoutQuit(self) -> None:
@@ -1228,7 +1231,7 @@ class OwnAnswersTests(ChatTestCase):
         alice.sendRaw(b"/help\r\n" * 200)
         alice.protocol.readConnectionLost()
         self.assertFalse(alice.closing)
-        self.assertEqual(self.readAll(alice), HELP * 200)
+        self.assertEqual(readAll(alice), HELP * 200)
         self.assertTrue(alice.closing)
 
     def test_aClientThatDoesNotReadIsStillCutOff(self) -> None:
@@ -1272,19 +1275,6 @@ class HistoryReplayTests(ChatTestCase):
         client.send(name)
         return client
 
-    def readAll(self, client: ChatClient) -> List[str]:
-        """
-        Read as the client would until nothing more comes; the lines.
-        """
-        data = b""
-        for _ in range(1000):
-            self.clock.advance(0)
-            chunk = client.transport.take()
-            if not chunk:
-                break
-            data += chunk
-        return data.decode("utf-8").split("\r\n")[:-1]
-
     def test_historySentAsTheClientTakesIt(self) -> None:
         """
         300 KB of history to a client whose transport holds 64 KiB, with
@@ -1298,7 +1288,7 @@ class HistoryReplayTests(ChatTestCase):
         self.assertLess(len(bob.transport.value()), 2 * 65536 + 4096)
         self.clock.advance(_SLOW_GRACE * 10)
         self.assertFalse(bob.closing)
-        lines = self.readAll(bob)
+        lines = readAll(bob)
         self.assertEqual(lines[:4], GREETING + ["*** hello bob; /help lists the commands", "*** you are in lobby with 1 other"])
         self.assertEqual(lines[4:], history)
         self.assertEqual(self.factory.stats.counters.get("slow_readers", 0), 0)
@@ -1309,7 +1299,7 @@ class HistoryReplayTests(ChatTestCase):
         self.clock.advance(0)
         self.clients[0].send("meanwhile")
         self.connect().send("carol")
-        lines = self.readAll(bob)
+        lines = readAll(bob)
         self.assertEqual(lines[4:], history + ["alice: meanwhile", "*** carol joined lobby"])
 
     def test_whatIsSaidMeanwhileCountsAgainstMaxOutput(self) -> None:
@@ -1335,7 +1325,7 @@ class HistoryReplayTests(ChatTestCase):
         bob = self.joinFilling("bob")
         self.clock.advance(0)
         bob.send("/join dev")
-        lines = self.readAll(bob)
+        lines = readAll(bob)
         replayed = [line for line in lines if line.startswith("[history] ")]
         self.assertLess(len(replayed), len(history))
         self.assertEqual(replayed, history[: len(replayed)])
@@ -1346,7 +1336,7 @@ class HistoryReplayTests(ChatTestCase):
         bob = self.joinFilling("bob")
         self.clock.advance(0)
         bob.send("/quit")
-        lines = self.readAll(bob)
+        lines = readAll(bob)
         self.assertEqual(lines[-1], "*** bye")
         self.assertLess(len([line for line in lines if line.startswith("[history] ")]), 200)
         self.assertTrue(bob.transport.disconnecting)
@@ -1356,7 +1346,7 @@ class HistoryReplayTests(ChatTestCase):
         bob = self.joinFilling("bob")
         self.clock.advance(0)
         bob.protocol.closeGracefully()
-        self.assertEqual(self.readAll(bob)[-1], "*** the server is shutting down; bye")
+        self.assertEqual(readAll(bob)[-1], "*** the server is shutting down; bye")
 
     def test_goneDuringTheReplay(self) -> None:
         self.fillHistory()

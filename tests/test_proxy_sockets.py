@@ -1326,6 +1326,7 @@ class ProxySocketTests(TestCase):
         status, headers, _ = _parseResponse(data)
         self.assertEqual(status, 407)
         self.assertTrue(headers[b"proxy-authenticate"].startswith(b"Basic realm="))
+        self.assertIn(b"date", headers)  # the proxy's own answers are dated
         wrong = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(b"alice:nope")
         self.assertEqual(_parseResponse(await self.exchange(port, request % (self.base.encode(), wrong)))[0], 407)
         right = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(b"alice:s3cret")

@@ -1633,6 +1633,26 @@ class SocketTests(TestCase):
         self.assertEqual(probe.requests, [])
         await waitForNoConnections(self, service)
 
+    async def test_largeBodiesOverASocket(self) -> None:
+        """
+        Over a real socket, a body past what is kept in memory is read
+        whole from its temporary file; with no temporary file to be had,
+        it gets a 503 with Retry-After.
+        """
+        port, service, status = await self.startHTTP()
+        body = b'"' + b"x" * (siteModule.BODY_IN_MEMORY * 2) + b'"'
+        upload = (
+            b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (len(body),) + body
+        )
+        answer = await threads.deferToThread(rawExchange, port, upload)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["body"], json.loads(body))
+        self.patch(siteModule, "BODY_FILES", 0)
+        answer = await threads.deferToThread(rawExchange, port, upload)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 503 "), answer[:100])
+        self.assertIn(b"Retry-After: 1", answer)
+
     async def test_closeNotifyGetsEveryAnswer(self) -> None:
         """
         Over TLS, a client's close_notify after its request is the end of

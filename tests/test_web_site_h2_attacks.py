@@ -727,18 +727,12 @@ class LateHeadersTests(ExchangeTestCase):
         self.assertEqual(self.exchange.goaway, h2.errors.ErrorCodes.STREAM_CLOSED)
 
 
-class LateInformationalHeadersTests(ExchangeTestCase):
+class LateInformationalHeadersTests(StreamErrorTestCase):
     """
     HEADERS with an informational C{:status} on a stream whose request has
     ended are no trailers: h2 raised for them before it looked at the
     stream's state, and netsuite took that for malformed trailers.
     """
-
-    def setUp(self) -> None:
-        ExchangeTestCase.setUp(self)
-        self.hanging = Hanging()
-        self.exchange = Exchange(Limits(), api={b"hang": self.hanging})
-        self.addCleanup(self.exchange.site.stopFactory)
 
     def test_onAStreamInProgress(self) -> None:
         """
