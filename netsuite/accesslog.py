@@ -118,6 +118,10 @@ class AccessLogFile:
         self._moved: str | None = None
         self._fd = -1
         self._socket: socket.socket | None = None
+        #: The last byte written did not end a line; and a failed write then
+        #: left that line cut short, so the next write starts a new line.
+        self._midLine = False
+        self._cutShort = False
         #: A name of a descriptor (C{/dev/stdout}) names another file once
         #: twistd runs as a daemon: it is never followed as a moved file.
         self._follow = _OWN_DESCRIPTOR.fullmatch(path) is None
@@ -127,6 +131,7 @@ class AccessLogFile:
     def _use(self, fd: int) -> None:
         self._close()
         self._fd = fd
+        self._midLine = self._cutShort = False
         info = os.fstat(fd)
         self._regular = stat.S_ISREG(info.st_mode)
         self._fifo = stat.S_ISFIFO(info.st_mode)
@@ -189,13 +194,19 @@ class AccessLogFile:
         if self._pending:
             self._schedule()
 
+    def _write(self, data: bytes | bytearray) -> int:
+        if self._socket is not None:
+            return self._socket.send(data, socket.MSG_DONTWAIT)
+        return os.write(self._fd, data)
+
     def _send(self) -> None:
         try:
-            while self._pending:
-                if self._socket is not None:
-                    sent = self._socket.send(self._pending, socket.MSG_DONTWAIT)
-                else:
-                    sent = os.write(self._fd, self._pending)
+            if self._cutShort and self._write(b"\n"):
+                self._cutShort = self._midLine = False
+            while self._pending and not self._cutShort:
+                sent = self._write(self._pending)
+                if sent:
+                    self._midLine = self._pending[sent - 1] != 0x0A
                 del self._pending[:sent]
                 self._recovered()
         except BlockingIOError:
@@ -209,6 +220,7 @@ class AccessLogFile:
             self._lose()
 
     def _lose(self) -> None:
+        self._cutShort = self._midLine
         self._lost += len(self._pending)
         self._pending.clear()
 

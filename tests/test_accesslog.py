@@ -189,6 +189,39 @@ class AccessLogFileTests(SynchronousTestCase):
             ["Access log '/dev/full': No space left on device (errno ENOSPC); lines are lost until it can be written again"],
         )
 
+    def test_lineCutShortByFullDisk(self) -> None:
+        """
+        A line that a full disk cut short is ended before the next line
+        written once the disk has room, so no line is glued to half of
+        another.
+        """
+        realWrite = os.write
+        full: List[bool | None] = [False]
+
+        def write(fd: int, data: bytes) -> int:
+            if full[0]:
+                # The disk takes 10 bytes, then no more.
+                full[0] = None
+                return realWrite(fd, bytes(data[:10]))
+            if full[0] is None:
+                raise OSError(28, "No space left on device")
+            return realWrite(fd, data)
+
+        self.patch(os, "write", write)
+        log = AccessLogFile(self.path, self.clock)
+        log.write("first line\n")
+        self.clock.advance(1)
+        full[0] = True
+        log.write("second line, cut short\n")
+        self.clock.advance(1)
+        full[0] = False
+        log.write("third line\n")
+        self.clock.advance(1)
+        log.write("fourth line\n")
+        log.close()
+        self.assertEqual(read(self.path), "first line\nsecond lin\nthird line\nfourth line\n")
+        self.assertIn(f"Access log {self.path!r} is written again; 13 bytes were lost", self.messages())
+
     def test_cannotMakeAgain(self) -> None:
         """
         A file moved away whose name cannot be made again (a directory took
