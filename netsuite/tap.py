@@ -10,6 +10,7 @@ line wins over the config file, which wins over the default.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import functools
 import os
@@ -282,6 +283,8 @@ SETTINGS: List[Setting] = [
 ]
 
 _BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
+#: The flags that name where a service listens.
+_LISTENERS = frozenset(s.name for s in SETTINGS if s.kind in ("listen", "udp"))
 
 #: Each service: its listener settings (plain, TLS) and the flag that turns it
 #: off.
@@ -358,6 +361,40 @@ class Options(usage.Options):
         config file it came from.
         """
         return self._where.get(name, "--" + name)
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """
+        Parse the command line; a flag that is unknown, or lacks its value,
+        ends the program with one line on stderr (see L{ConfigError}).
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            raise ConfigError(self._usageMessage(str(e))) from None
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        Refuse arguments: netsuite takes options only.
+        """
+        if args:
+            raise usage.UsageError(f"unexpected argument {shortened(args[0])} (options start with --)")
+
+    def _usageMessage(self, message: str) -> str:
+        unknown = re.fullmatch(r"option --(.+) not recognized", message, re.S)
+        if unknown is not None:
+            name = unknown.group(1)
+            message = f"unknown option {shortened('--' + name)}"
+            listener = re.fullmatch(r"(.+)-(?:port|listen|bind|addr|address|endpoint)", name)
+            if listener is not None and listener.group(1) in _LISTENERS:
+                setting = _BY_NAME[listener.group(1)]
+                example = f" {setting.default[0]}" if setting.default else " ENDPOINT"
+                message += f" (did you mean --{setting.name}{example}?)"
+            else:
+                names = [option.rstrip("=") for option in self.longOpt]
+                close = difflib.get_close_matches(name, names, n=1)
+                if close:
+                    message += f" (did you mean --{close[0]}?)"
+        return f"{message.rstrip('.')}; twistd netsuite --help lists every option"
 
     def opt_version(self) -> None:
         """
@@ -482,6 +519,8 @@ def loadConfig(path: Path) -> Dict[str, Any]:
         raise ConfigError(
             f"config file {str(path)!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
         )
+    # Some editors on Windows start a UTF-8 file with a byte order mark.
+    text = text.removeprefix("\ufeff")
     deep = _deepKeyLine(text)
     if deep is not None:
         raise ConfigError(
@@ -498,11 +537,19 @@ def loadConfig(path: Path) -> Dict[str, Any]:
         # Python's own limit on the digits of a decimal integer.
         raise ConfigError(f"config file {str(path)!r} holds a number too long to read") from None
     config: Dict[str, Any] = {}
+    spelled: Dict[str, str] = {}
     for key, value in data.items():
         name = key.replace("_", "-")
         if name not in _BY_NAME or name == "config":
-            raise ConfigError(f"config file {str(path)!r}: unknown key {shortened(key)}")
+            close = difflib.get_close_matches(name, [s for s in _BY_NAME if s != "config"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"config file {str(path)!r}: unknown key {shortened(key)}{hint}")
+        if name in config:
+            raise ConfigError(
+                f"config file {str(path)!r}: {spelled[name]!r} and {key!r} are one setting, given twice"
+            )
         config[name] = value
+        spelled[name] = key
     return config
 
 

@@ -449,6 +449,24 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("[default: 300]", flat)
         self.assertIn("[default: none]", flat)
 
+    def test_unknownFlag(self) -> None:
+        """
+        An unknown flag is one line that names the flag it is closest to,
+        or for C{--SERVICE-port} and the like, the listener flag and its
+        default endpoint.
+        """
+        for args, message in [
+            (["--chat-max-clinets", "5"], "unknown option '--chat-max-clinets' (did you mean --chat-max-clients?)"),
+            (["--http-port", "80"], "unknown option '--http-port' (did you mean --http tcp:8080:interface=127.0.0.1?)"),
+            (["--discard-listen", "9"], "unknown option '--discard-listen' (did you mean --discard ENDPOINT?)"),
+            (["--qqqqqqqq"], "unknown option '--qqqqqqqq'"),
+            (["--http"], "option --http requires argument"),
+            (["--no-chat=1"], "option --no-chat must not have an argument"),
+            (["--no-chat", "http"], "unexpected argument 'http' (options start with --)"),
+        ]:
+            error = self.assertRaises(ConfigError, parse, *args)
+            self.assertEqual(error.message, message + "; twistd netsuite --help lists every option")
+
 
 class ConfigFileTests(SynchronousTestCase):
     def write(self, text: str | bytes) -> str:
@@ -493,6 +511,30 @@ class ConfigFileTests(SynchronousTestCase):
 
     def test_unknownKey(self) -> None:
         self.assertBadFile('htp = "tcp:1"\n', "unknown key", "'htp'")
+
+    def test_unknownKeyCloseToOne(self) -> None:
+        """
+        An unknown key close to a known one names it.
+        """
+        self.assertBadFile('chat_max_clinets = 5\n', "unknown key 'chat_max_clinets' (did you mean 'chat-max-clients'?)")
+
+    def test_keyInBothSpellings(self) -> None:
+        """
+        One setting given twice, as C{a_b} and C{a-b}, is refused; the
+        second silently won.
+        """
+        self.assertBadFile(
+            "grace = 1\nhttp_idle_timeout = 5\nhttp-idle-timeout = 6\n",
+            "'http_idle_timeout' and 'http-idle-timeout' are one setting, given twice",
+        )
+
+    def test_byteOrderMark(self) -> None:
+        """
+        A UTF-8 byte order mark (as some Windows editors write) starts the
+        file without breaking it; it was "not valid TOML".
+        """
+        path = self.write("\ufeffgrace = 3\n")
+        self.assertEqual(parse("--config", path)["grace"], 3)
 
     def test_longUnknownKeyShortened(self) -> None:
         """

@@ -270,6 +270,21 @@ class TwistdTests(TestCase):
         output, code = await self.netsuite(TWISTD, "--config", "nonexistent.toml")
         self.assertOneReadableLine(output, code, "nonexistent.toml")
 
+    async def test_mistypedFlagIsOneLine(self) -> None:
+        """
+        A mistyped flag is one line that names it and the flag meant, under
+        twistd and twist; twistd printed its whole help (218 lines) with
+        the one useful line last.
+        """
+        for runner in (TWISTD, TWIST):
+            output, code = await self.netsuite(runner, "--echo-port", "7007")
+            self.assertEqual(code, 1, output)
+            self.assertEqual(
+                output.strip(),
+                "netsuite: unknown option '--echo-port' (did you mean --echo tcp:8007:interface=127.0.0.1?); "
+                "twistd netsuite --help lists every option",
+            )
+
     async def test_twistHelpListsOptions(self) -> None:
         output, code = await self.netsuite(TWIST, "--help")
         self.assertEqual(code, 0, output)
