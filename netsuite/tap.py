@@ -48,9 +48,11 @@ from netsuite.status import ListenerInfo
 from netsuite.tls import (
     TLSConfigError,
     chainWarnings,
+    checkHandshake,
     defaultDataDirectory,
     ensureSelfSigned,
     fingerprint,
+    keyWarnings,
     loadPEM,
     serverOptions,
 )
@@ -825,9 +827,11 @@ def _loadTLS(
             cert, key = str(certPath), str(keyPath)
         chain, privateKey = loadPEM(cert, key)
         # The self-signed one is renewed before it expires.
-        for problem in chainWarnings(chain, cert) if options["tls-cert"] else ():
+        for problem in chainWarnings(chain, cert) + keyWarnings(privateKey) if options["tls-cert"] else ():
             log.warn("TLS: {problem}", problem=problem)
-        return (chain, privateKey), serverOptions(chain, privateKey), fingerprint(chain[0])
+        tlsOptions = serverOptions(chain, privateKey)
+        checkHandshake(tlsOptions, privateKey)
+        return (chain, privateKey), tlsOptions, fingerprint(chain[0])
     except TLSConfigError as e:
         raise ConfigError(str(e))
 

@@ -21,7 +21,7 @@ from typing import Iterable, List, Sequence, Tuple
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet._sslverify import protosFromProtocol
@@ -237,6 +237,76 @@ def serverOptions(
     except SSL.Error as e:
         raise TLSConfigError(f"OpenSSL refuses the certificate or key: {_sslReason(e)}") from None
     return options
+
+
+def _keyKind(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"an ECDSA key on {key.curve.name}"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"an RSA key of {key.key_size} bits"
+    if isinstance(key, dsa.DSAPrivateKey):
+        return "a DSA key"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "an Ed25519 key"
+    if isinstance(key, ed448.Ed448PrivateKey):
+        return "an Ed448 key"
+    return "a key of this kind"
+
+
+#: The curves of ECDSA keys every browser takes (P-521 is not in Chrome).
+_BROWSER_CURVES = ("secp256r1", "secp384r1")
+
+
+def keyWarnings(key: object) -> List[str]:
+    """
+    Why browsers will refuse a certificate with C{key} that TLS clients
+    built on OpenSSL (curl, Python) take: they take RSA and ECDSA on P-256
+    and P-384 keys only.  One sentence, or none.
+    """
+    if isinstance(key, rsa.RSAPrivateKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _BROWSER_CURVES
+    ):
+        return []
+    return [f"the certificate has {_keyKind(key)}, which browsers refuse (they take RSA, or ECDSA on P-256 or P-384)"]
+
+
+def checkHandshake(options: CertificateOptions, key: object) -> None:
+    """
+    Make one TLS handshake in memory between C{options} and a client with
+    OpenSSL's defaults (TLS 1.2 and 1.3, as curl's), so that a certificate
+    no client could connect with stops the start, not every handshake.
+
+    @raise TLSConfigError: the handshake fails.
+    """
+    client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+    client.set_connect_state()
+    server = SSL.Connection(options.getContext(), None)
+    server.set_accept_state()
+    done = {client: False, server: False}
+    for _ in range(10):
+        for connection in (client, server):
+            if done[connection]:
+                continue
+            try:
+                connection.do_handshake()
+                done[connection] = True
+            except SSL.WantReadError:
+                pass
+            except SSL.Error as e:
+                side = "the server" if connection is server else "a client"
+                raise TLSConfigError(
+                    f"no TLS client can connect with a certificate that has {_keyKind(key)} "
+                    f"({side} fails the handshake: {_sslReason(e)}); use an RSA key of 2048 bits "
+                    "or more, or an ECDSA key on P-256 or P-384"
+                ) from None
+        if all(done.values()):
+            return
+        for source, target in ((client, server), (server, client)):
+            try:
+                target.bio_write(source.bio_read(1 << 16))
+            except SSL.WantReadError:
+                pass
+    raise TLSConfigError("a TLS handshake with the certificate did not finish")
 
 
 def _sslReason(error: SSL.Error) -> str:

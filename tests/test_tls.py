@@ -24,6 +24,7 @@ from typing import Any, Generator
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import defer, error, threads
@@ -43,8 +44,10 @@ from netsuite.tls import (
     TICKET_KEY_LIFETIME,
     TLSConfigError,
     chainWarnings,
+    checkHandshake,
     ensureSelfSigned,
     fingerprint,
+    keyWarnings,
     loadPEM,
     main,
     makeDevelopmentCertificates,
@@ -279,21 +282,7 @@ class LoadPEMTests(SynchronousTestCase):
         """
         from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
-        name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-
-        def certificate(publicKey: Any, signer: Any) -> x509.Certificate:
-            return (
-                x509.CertificateBuilder()
-                .subject_name(name)
-                .issuer_name(name)
-                .public_key(publicKey)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=30))
-                .sign(signer, hashes.SHA256())
-            )
-
+        certificate = _selfSigned
         weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
         e = self.assertRaises(TLSConfigError, serverOptions, [certificate(weak.public_key(), weak)], weak)
         self.assertIn("OpenSSL refuses the certificate or key: ee key too small", str(e))
@@ -303,6 +292,55 @@ class LoadPEMTests(SynchronousTestCase):
             TLSConfigError, serverOptions, [certificate(montgomery.public_key(), signer)], montgomery
         )
         self.assertIn("of a kind TLS here cannot use", str(e))
+
+    def test_keysNoClientCanUseFailAtOnce(self) -> None:
+        """
+        A certificate that every handshake would fail with (a DSA key, or
+        an ECDSA key on secp256k1, with no cipher or group a client shares)
+        fails the start in one sentence; it passed, and no client could
+        connect.  Keys that OpenSSL clients take pass.
+        """
+        from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+
+        for key, kind in [
+            (dsa.generate_private_key(2048), "a DSA key"),
+            (ec.generate_private_key(ec.SECP256K1()), "an ECDSA key on secp256k1"),
+        ]:
+            options = serverOptions([_selfSigned(key.public_key(), key)], key)
+            e = self.assertRaises(TLSConfigError, checkHandshake, options, key)
+            self.assertEqual(
+                str(e),
+                f"no TLS client can connect with a certificate that has {kind} (the server fails the "
+                "handshake: no shared cipher); use an RSA key of 2048 bits or more, or an ECDSA key on "
+                "P-256 or P-384",
+            )
+        for key in [
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            ec.generate_private_key(ec.SECP384R1()),
+            ed25519.Ed25519PrivateKey.generate(),
+        ]:
+            checkHandshake(serverOptions([_selfSigned(key.public_key(), key)], key), key)
+
+    def test_keysBrowsersRefuseWarned(self) -> None:
+        """
+        A key that OpenSSL clients take and browsers refuse (Ed25519, an
+        ECDSA key on P-521 or a Brainpool curve) is warned of; RSA and
+        ECDSA on P-256 and P-384 are not.
+        """
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        self.assertEqual(
+            keyWarnings(ed25519.Ed25519PrivateKey.generate()),
+            ["the certificate has an Ed25519 key, which browsers refuse (they take RSA, or ECDSA on P-256 or P-384)"],
+        )
+        for curve in (ec.SECP521R1(), ec.BrainpoolP256R1()):
+            self.assertIn(f"an ECDSA key on {curve.name}", keyWarnings(ec.generate_private_key(curve))[0])
+        for key in (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP384R1()),
+        ):
+            self.assertEqual(keyWarnings(key), [])
 
     def test_unsupportedKeyIsRefused(self) -> None:
         """
@@ -316,6 +354,25 @@ class LoadPEMTests(SynchronousTestCase):
         e = self.assertRaises(TLSConfigError, loadPEM, certPath, keyPath)
         self.assertIn(keyPath, str(e))
 
+
+
+def _selfSigned(publicKey: Any, signer: Any) -> x509.Certificate:
+    """
+    A certificate for localhost valid for 30 days, for C{publicKey}, signed
+    by C{signer}.
+    """
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(publicKey)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(signer, None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+    )
 
 
 def _permissiveOptions(certPath: str, keyPath: str | None) -> CertificateOptions:
@@ -1114,6 +1171,46 @@ class TapTLSOptionsTests(SynchronousTestCase):
         self.assertEqual(
             [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn],
             [f"TLS: the certificate in {os.path.abspath(certPath)!r} expired on {ended:%Y-%m-%d %H:%M} UTC: clients will refuse it"],
+        )
+
+    def _writeSelfSigned(self, key: Any) -> tuple[str, str]:
+        certPath = os.path.join(self.directory, "kind.pem")
+        keyPath = os.path.join(self.directory, "kind-key.pem")
+        with open(certPath, "wb") as f:
+            f.write(_selfSigned(key.public_key(), key).public_bytes(serialization.Encoding.PEM))
+        with open(keyPath, "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
+        return certPath, keyPath
+
+    def test_certificateNoClientCanUseRefused(self) -> None:
+        """
+        A C{--tls-cert} that no client could make a handshake with (an
+        ECDSA key on secp256k1) stops the start in one line.
+        """
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        certPath, keyPath = self._writeSelfSigned(ec.generate_private_key(ec.SECP256K1()))
+        e = self.assertRaises(tap.ConfigError, self._parse, "--tls-cert", certPath, "--tls-key", keyPath)
+        self.assertIn("no TLS client can connect with a certificate that has an ECDSA key on secp256k1", str(e))
+
+    def test_certificateBrowsersRefuseWarns(self) -> None:
+        """
+        A C{--tls-cert} with an Ed25519 key starts, with a warning that
+        browsers refuse it.
+        """
+        certPath, keyPath = self._writeSelfSigned(ed25519.Ed25519PrivateKey.generate())
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        options = self._parse("--tls-cert", certPath, "--tls-key", keyPath)
+        self.assertIsInstance(options["tls-options"], CertificateOptions)
+        self.assertEqual(
+            [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn],
+            ["TLS: the certificate has an Ed25519 key, which browsers refuse (they take RSA, or ECDSA on P-256 or P-384)"],
         )
 
     def test_protocolsByService(self) -> None:
