@@ -433,6 +433,7 @@ class Options(usage.Options):
         self["tls-material"], self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
         _checkHTTPFiles(self)
         _checkTLSListeners(self)
+        _warnUnused(self)
         # 0 does not mean "none" for these (it did for others): every
         # connection, or every request, would be refused.
         for name in (
@@ -709,6 +710,36 @@ def _checkTLSListeners(options: Options) -> None:
                     f"{options.where(secure)}: {shortened(description)} is TLS already; "
                     f"give it to --{plain}, and --{secure} a tcp: endpoint"
                 )
+
+
+def _warnUnused(options: Options) -> None:
+    """
+    Warn of listener settings given (as a flag or in the config file) that
+    nothing will use: a TLS listener while TLS is off, a listener of a
+    service turned off.
+    """
+
+    def given(name: str) -> bool:
+        return name in options._given or name in options._where
+
+    for service, (plain, secure, off) in SERVICES.items():
+        if off and options[off]:
+            for name in (plain, secure):
+                if name and given(name):
+                    log.warn(
+                        "{where} is given, but {off} turns {service} off: it is not listened on",
+                        where=options.where(name),
+                        off=options.where(off),
+                        service=service,
+                    )
+        elif secure and given(secure) and options["tls-options"] is None:
+            log.warn(
+                "{where} is given, but TLS is off: it is not listened on (--tls turns TLS on with "
+                "a self-signed certificate, --tls-cert with yours)",
+                where=options.where(secure),
+            )
+    if given("tls-handshake-timeout") and options["tls-options"] is None:
+        log.warn("{where} is given, but TLS is off", where=options.where("tls-handshake-timeout"))
 
 
 def _checkLogFile(path: str, where: str) -> None:
