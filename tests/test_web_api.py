@@ -701,6 +701,17 @@ class MetricsTests(ServerTestCase):
         self.assertTrue(contentType.startswith(b"application/openmetrics-text"), contentType)
         self.assertTrue(body.endswith(b"# EOF\n"))
 
+    async def test_openMetricsRefused(self) -> None:
+        """
+        OpenMetrics named with C{q=0} (not acceptable) gets the text
+        format; it got OpenMetrics.
+        """
+        response, body = await self.request(
+            "GET", "/metrics", headers={b"Accept": [b"application/openmetrics-text; version=1.0.0; q=0, text/plain"]}
+        )
+        self.assertEqual(response.headers.getRawHeaders(b"Content-Type"), [b"text/plain; version=0.0.4; charset=utf-8"])
+        self.assertFalse(body.endswith(b"# EOF\n"))
+
     def test_registriesAreSeparate(self) -> None:
         """
         Two L{HTTPMetrics} do not share (or collide in) a registry.

@@ -32,6 +32,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from netsuite.stats import StatsRegistry
+from netsuite.web.static import withoutRefused
 
 __all__ = ["HTTPMetrics", "MetricsResource", "DURATION_BUCKETS", "METHODS"]
 
@@ -160,7 +161,7 @@ class MetricsResource(Resource):
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             body = b"method not allowed; use GET or HEAD\n"
         else:
-            accept = (request.getHeader(b"Accept") or b"").decode("latin-1")
+            accept = withoutRefused(request.getHeader(b"Accept") or b"").decode("latin-1")
             try:
                 encoder, contentType = choose_encoder(accept)
             except Exception:

@@ -72,6 +72,7 @@ __all__ = [
     "parseHTTPDate",
     "parseRange",
     "prefersJSON",
+    "withoutRefused",
 ]
 
 #: Bytes read from disk at once when streaming a large file.
@@ -286,6 +287,14 @@ def _qvalue(params: bytes) -> float:
                 return float(value)
             return 0.0
     return 1.0
+
+
+def withoutRefused(value: bytes) -> bytes:
+    """
+    The items of an C{Accept}-like value whose q is above 0: what the
+    client takes (C{q=0} says "not this", RFC 9110 12.4.2).
+    """
+    return b",".join(item for item in value.split(b",") if _qvalue(item.partition(b";")[2]) > 0)
 
 
 #: What L{parseRange} returns for a range that starts past the end.
