@@ -465,6 +465,9 @@ for _setting in SETTINGS:
 del _setting
 
 
+#: The smallest rate, or time above 0, taken.
+MIN_RATE = 1e-9
+
 #: The most parts a dotted key in a config file may have: Python's TOML
 #: parser takes time in the square of a key's parts (50,000 took 39 s).
 MAX_KEY_PARTS = 32
@@ -642,6 +645,9 @@ def _check(setting: Setting, value: Any, where: str, base: Path) -> Any:  # noqa
         raise ConfigError(f"{where}: expected a number above 0, got {shortened(value)}")
     if kind == "limit" and number < 0:
         raise ConfigError(f"{where}: expected 0 (no limit) or more, got {shortened(value)}")
+    if kind in ("rate", "limit") and 0 < number < MIN_RATE:
+        # Its inverse, a wait, would be too long to be a wait (or infinite).
+        raise ConfigError(f"{where}: {shortened(value)} is too small; expected {MIN_RATE:g} or more")
     return number
 
 

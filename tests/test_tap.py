@@ -153,6 +153,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["echo-idle-timeout"], 2.5)
         self.assertEqual(options["grace"], 0)
 
+    def test_ratesTooSmall(self) -> None:
+        """
+        A rate above 0 too small to wait for (its inverse infinite, or
+        longer than decades) is refused; a chat rate of 1e-320 told a
+        client to speak again in "inf s".
+        """
+        self.assertConfigError(["--chat-rate", "1e-320"], "--chat-rate: '1e-320' is too small; expected 1e-09 or more")
+        self.assertConfigError(["--echo-udp-rate", "1e-12"], "--echo-udp-rate: '1e-12' is too small")
+        self.assertEqual(parse("--chat-rate", "0", "--echo-udp-rate", "1e-9")["chat-rate"], 0)
+
     def assertConfigError(self, args: list[str], *fragments: str) -> str:
         error = self.assertRaises(ConfigError, parse, *args)
         message = str(error)
