@@ -84,6 +84,33 @@ class LimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.site.stats.counters["header_timeouts"], 1)
 
+    def test_emptyLinesBeforeRequestLine(self) -> None:
+        """
+        Empty lines before a request line are skipped, any number of them
+        as nginx does (Twisted skipped one, and answered a second with a
+        400); they do not count against the header fields' size; more of
+        them than the head may hold get a 400; they do not move the head's
+        deadline.
+        """
+        protocol, transport = self.connect()
+        fields = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 190) for i in range(4))  # 797 bytes with Host
+        protocol.dataReceived(b"\r\n" * 100 + b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+        protocol.dataReceived(b"\r\n" * 3 + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200", b"200"])
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"\r\n" * 500)
+        self.assertEqual(statuses(transport), [b"200", b"200"])
+        protocol.dataReceived(b"\r\n")
+        self.assertEqual(statuses(transport), [b"200", b"200", b"400"])
+        self.assertTrue(transport.disconnecting)
+
+        protocol, transport = self.connect()
+        for _ in range(10):
+            protocol.dataReceived(b"\r\n")
+            self.clock.advance(1)
+        self.assertEqual(statusLine(transport), b"HTTP/1.1 408 Request Time-out")
+
     def test_connectionCloseAmongOtherTokens(self) -> None:
         """
         C{Connection: close, x} closes the connection after the answer, as

@@ -564,9 +564,18 @@ class NetsuiteHTTPChannel(HTTPChannel):
                 self._requestLine = line.split(b"\n", 1)[0]
             self._refuse(400, "bare LF in the request head: lines end with CRLF")
             return
+        if self._state == "head" and not line and not self._headLines:
+            # Empty lines before the request line are skipped, any number
+            # of them as nginx does (RFC 9112 2.2: "at least one"; Twisted
+            # skips one), within the head's size and deadline.
+            self._headBytes += 2
+            if self._headBytes > self.site.limits.maxHeaderBytes:
+                self._refuse(400, "only empty lines where a request line should be")
+            return
         if self._state == "head" and line:
             self._headLines += 1
             if self._headLines == 1:
+                self._headBytes = 0  # the empty lines skipped before
                 self._requestLine = line
                 version = line[-9:]
                 if version != b" HTTP/1.1" and version != b" HTTP/1.0":
