@@ -44,6 +44,7 @@ from netsuite.listen import (
     StreamListener,
     _reactor,
     keepAlive,
+    limitSendBuffer,
     plainSocketTransport,
     sendOrQueue,
 )
@@ -94,6 +95,12 @@ _EXCESS_FLOOD = 100
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 10
 KEEPALIVE_COUNT = 6
+
+#: Bytes the system may hold for a client beyond what chat holds itself
+#: (L{ChatSettings.maxOutput}); Linux doubles it.  Left to the system, a
+#: client that does not read took up to 4 MiB more, as IRC servers bound
+#: (ircu: 61440 bytes).
+SEND_BUFFER = 64 * 1024
 
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
@@ -218,6 +225,7 @@ class ChatProtocol(Protocol):
         self._counted = True
         self._raw, self._rawStats = plainSocketTransport(self.transport)
         keepAlive(self.transport, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        limitSendBuffer(self.transport, SEND_BUFFER)
         self.transport.registerProducer(self, True)
         settings = factory.settings
         if settings.rate > 0:

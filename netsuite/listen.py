@@ -1073,6 +1073,35 @@ def plainSocketTransport(transport: object) -> Tuple[tcp.Connection | None, Serv
     return None, None
 
 
+def _tcpSocket(transport: object) -> socket.socket | None:
+    """
+    The socket of the TCP connection under C{transport} (under TLS and
+    netsuite's wrappers too), if it is one.
+    """
+    while transport is not None and not isinstance(transport, tcp.Connection):
+        transport = getattr(transport, "transport", None)
+    return None if transport is None else transport.socket
+
+
+def limitSendBuffer(transport: object, size: int) -> bool:
+    """
+    Have the system hold at most about C{size} bytes (Linux: twice that)
+    sent on the TCP connection under C{transport} and not yet taken by the
+    peer, where it would grow to C{net.ipv4.tcp_wmem}'s largest (4 MiB) for
+    a peer that does not read, memory no limit of the service counts.
+
+    @return: whether the connection is a TCP one whose buffer was set.
+    """
+    sock = _tcpSocket(transport)
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        return False
+    return True
+
+
 def keepAlive(transport: object, idle: int, interval: int, count: int) -> bool:
     """
     Have TCP ask whether the peer of the connection under C{transport}
@@ -1087,12 +1116,10 @@ def keepAlive(transport: object, idle: int, interval: int, count: int) -> bool:
 
     @return: whether the connection is a TCP one, whose keepalive is on.
     """
-    while transport is not None and not isinstance(transport, tcp.Connection):
-        transport = getattr(transport, "transport", None)
-    if transport is None:
+    sock = _tcpSocket(transport)
+    if sock is None:
         return False
     try:
-        sock = transport.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for name, value in (
             ("TCP_KEEPIDLE", idle),

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from netsuite.chat import _HELP, ChatFactory, ChatSettings, makeChatService
+from netsuite.chat import _HELP, SEND_BUFFER, ChatFactory, ChatSettings, makeChatService
 from tests.helpers import abortIfConnected, startListener
 from tests.tlshelpers import closeNotifyClient, makeServerOptions, trustRootOf
 
@@ -369,10 +369,7 @@ class ChatSocketTests(TestCase):
         await self.connect(port, "secure", tlsEndpoint(port, ca))
         await self.connect(plainPort, "plain")
         for name in ("secure", "plain"):
-            transport = factory.hub.find(name).transport
-            while not hasattr(transport, "socket"):
-                transport = transport.transport
-            sock = transport.socket
+            sock = self.serverSocket(factory, name)
             options = [
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
                 sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
@@ -381,6 +378,31 @@ class ChatSocketTests(TestCase):
                 sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
             ]
             self.assertEqual(options, [1, 60, 10, 6, 120_000], name)
+
+    def serverSocket(self, factory: ChatFactory, name: str) -> socket.socket:
+        """
+        The server's socket of the client called C{name}.
+        """
+        transport = factory.hub.find(name).transport
+        while not hasattr(transport, "socket"):
+            transport = transport.transport
+        return transport.socket
+
+    async def test_sendBufferBounded(self) -> None:
+        """
+        The system holds at most 64 KiB (Linux: 128 KiB) for a chat client,
+        plain or TLS, beyond chat's own C{maxOutput}: for a client that did
+        not read, it held up to 4 MiB more (2.8 MB measured).
+        """
+        ca = trustme.CA()
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca))
+        plain = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
+        plainPort = await startListener(self, plain)
+        await self.connect(port, "secure", tlsEndpoint(port, ca))
+        await self.connect(plainPort, "plain")
+        for name in ("secure", "plain"):
+            size = self.serverSocket(factory, name).getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            self.assertIn(size, (SEND_BUFFER, 2 * SEND_BUFFER), name)
 
     async def test_tlsAndPlainShareRooms(self) -> None:
         """
