@@ -108,6 +108,8 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 #: Bytes of response head (status line and headers) accepted from an origin.
 MAX_RESPONSE_HEAD = 65536
+#: Bytes of the heads of one answer, its interim (1xx) responses included.
+MAX_RESPONSE_HEADS = 2 * MAX_RESPONSE_HEAD
 #: Bytes read from an origin at once.
 _READ_SIZE = 1 << 18
 #: Interim (1xx) responses skipped before one origin's answer.
@@ -604,7 +606,12 @@ class UpstreamConnection(Protocol):
     request: Optional["ProxyRequest"] = None
     key: Tuple[bytes, int] = (b"", 0)
     _state = "connecting"  # then "head", "body", "idle", "closed"
-    _buffer = b""
+    #: What came of a response head, and how much of it was searched for
+    #: the head's end.
+    _buffer: bytes | bytearray = b""
+    _scanned = 0
+    #: Bytes of the answer's heads so far, interim ones included.
+    _headBytes = 0
     _reusable = False
     #: Whether bytes followed the response head being parsed, in its read.
     _bytesAfterHead = False
@@ -655,6 +662,7 @@ class UpstreamConnection(Protocol):
         self.request = request
         self._state = "head"
         self._buffer = b""
+        self._scanned = self._headBytes = 0
         self._interim = 0
         self._chunkedUpload = chunkedUpload
         self._bodySent = not bodyFollows
@@ -768,32 +776,44 @@ class UpstreamConnection(Protocol):
             self._close()
 
     def _headReceived(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
+        if self._buffer:
+            self._buffer += data
+            buffer: bytes | bytearray = self._buffer
+        else:
+            buffer = data
+        # Only what came since the last search is searched (with the few
+        # bytes before it an end may span): an origin dripping its head a
+        # byte at a time cost time in the square of its length.
+        start = self._scanned
         while True:
-            end = buffer.find(b"\r\n\r\n")
+            end = buffer.find(b"\r\n\r\n", max(start - 3, 0))
             # A bare LF blank line may end the head sooner (RFC 9112 2.2).
-            bare = buffer.find(b"\n\n", 0, end if end >= 0 else len(buffer))
+            bare = buffer.find(b"\n\n", max(start - 1, 0), end if end >= 0 else len(buffer))
             if bare >= 0:
                 end, rest = bare, buffer[bare + 2 :]
             elif end >= 0:
                 rest = buffer[end + 4 :]
             else:
-                if len(buffer) > MAX_RESPONSE_HEAD:
+                if len(buffer) > MAX_RESPONSE_HEAD or self._headBytes + len(buffer) > MAX_RESPONSE_HEADS:
                     self._fail("the origin's response head is too large")
                 else:
-                    self._buffer = buffer
+                    self._buffer = buffer if isinstance(buffer, bytearray) else bytearray(buffer)
+                    self._scanned = len(buffer)
                 return
-            if end > MAX_RESPONSE_HEAD:
+            self._headBytes += end
+            if end > MAX_RESPONSE_HEAD or self._headBytes > MAX_RESPONSE_HEADS:
                 self._fail("the origin's response head is too large")
                 return
-            head = buffer[:end]
+            head = bytes(buffer[:end])
+            rest = bytes(rest)
+            self._buffer = b""
+            self._scanned = 0
             self._bytesAfterHead = bool(rest)
             if not self._parseHead(head):
                 return
             if self._state == "head":  # an informational response: skip it
-                buffer = rest
+                buffer, start = rest, 0
                 continue
-            self._buffer = b""
             if rest and self._state == "body":
                 self._bodyReceived(rest)
             elif rest and self._state == "idle":

@@ -1273,6 +1273,44 @@ class BrokenOriginTests(ProxyTestCase):
         self.assertTextError(client.response(), 502, "too large")
         self.assertTrue(origin.transport.disconnecting)
 
+    def test_headsOfOneAnswerBounded(self) -> None:
+        """
+        The heads of one answer, interim ones included, are at most
+        L{MAX_RESPONSE_HEADS} bytes: an origin sending 20 heads of 60 KB
+        each (one byte at a time, each read searched again whole) made the
+        proxy parse 1.2 MB for one request, 70 s of CPU.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        hint = b"HTTP/1.1 103 Early Hints\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(60)) + b"\r\n"
+        for _ in range(2):
+            origin.send(hint)
+        self.assertFalse(origin.transport.disconnecting)
+        origin.send(hint)
+        self.assertTextError(client.responses()[-1], 502, "too large")
+        self.assertTrue(origin.transport.disconnecting)
+
+    def test_headInPiecesOfOneByte(self) -> None:
+        """
+        A head that comes a byte at a time is read whole, its end found
+        whether it is CRLF CRLF or a bare LF LF, across interim heads.
+        """
+        for answer in (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\nX-A: b\nContent-Length: 5\n\nhello",
+        ):
+            proxy = self.proxy()
+            client = proxy.client()
+            client.send(GET)
+            origin = proxy.accept()
+            for i in range(len(answer)):
+                origin.send(answer[i : i + 1])
+            responses = client.responses()
+            self.assertEqual(responses[-1].status, 200)
+            self.assertEqual(responses[-1].body, b"hello")
+
     def test_switchingProtocols(self) -> None:
         """
         C{101 Switching Protocols}, never asked for: 502.
