@@ -3997,6 +3997,40 @@ class ProxyTests(EngineTestCase):
             self.assertNotIn("\n", message)
 
 
+class TunnelProtocolTests(SynchronousTestCase):
+    """
+    The CONNECT exchange with a proxy, in memory.
+    """
+
+    def test_answerInPiecesOfOneByte(self) -> None:
+        """
+        A proxy's answer to CONNECT that comes a byte at a time is read
+        whole (its end found across reads), and what follows it goes to
+        the protocol inside the tunnel.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.testing import StringTransport
+
+        from netsuite.download.agent import _TunnelFactory
+
+        received: list[bytes] = []
+
+        class Inner(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+        factory = _TunnelFactory(Factory.forProtocol(Inner), b"example.com:443", None)
+        tunnel = factory.buildProtocol(None)
+        tunnel.makeConnection(StringTransport())
+        answer = b"HTTP/1.1 200 Connection established\r\nVia: 1.1 p\r\n\r\nhello"
+        for i in range(len(answer) - 6):
+            tunnel.dataReceived(answer[i : i + 1])
+        self.assertFalse(factory.done.called)
+        tunnel.dataReceived(answer[-6:])
+        self.assertIsInstance(self.successResultOf(factory.done), Inner)
+        self.assertEqual(received, [b"hello"])
+
+
 class JobSnapshotTests(SynchronousTestCase):
     def test_retryReasonOnlyWhileRetrying(self) -> None:
         """

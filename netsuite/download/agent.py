@@ -396,7 +396,7 @@ class _TunnelProtocol(Protocol):
 
     def __init__(self, factory: "_TunnelFactory") -> None:
         self._factory = factory
-        self._buffer = b""
+        self._buffer = bytearray()
         self._inner: Optional[Protocol] = None
 
     def connectionMade(self) -> None:
@@ -410,14 +410,15 @@ class _TunnelProtocol(Protocol):
         if self._inner is not None:
             self._inner.dataReceived(data)
             return
+        searched = max(len(self._buffer) - 3, 0)  # (a byte at a time: no search again)
         self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
+        end = self._buffer.find(b"\r\n\r\n", searched)
         if end < 0:
             if len(self._buffer) > MAX_TUNNEL_HEAD:
                 self._fail("the proxy's answer to CONNECT is too long")
             return
-        head, rest = self._buffer[:end], self._buffer[end + 4 :]
-        self._buffer = b""
+        head, rest = bytes(self._buffer[:end]), bytes(self._buffer[end + 4 :])
+        self._buffer = bytearray()
         statusLine = head.split(b"\r\n", 1)[0]
         parts = statusLine.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
