@@ -265,15 +265,17 @@ class Authenticator:
         @param maxChecking: checks under way at once; more are refused at
             once (the default stays below the reactor's 10 threads, so that
             name lookups never wait behind password checks).
-        @param check: how to run a hash check (default: in the reactor's
-            thread pool); takes a function and its arguments and returns a
-            Deferred of its result.
+        @param check: how to run a hash check, or a read of the users file
+            (default: in the reactor's thread pool); takes a function and its
+            arguments and returns a Deferred of its result.
         """
         self.users = users
         self._clock = clock
         self._cacheSeconds = cacheSeconds
         self._cacheSize = cacheSize
-        self._good: OrderedDict[bytes, float] = OrderedDict()
+        #: Credentials proved, for how long, and the entry they matched:
+        #: kept while the users file keeps that user's entry as it was.
+        self._good: OrderedDict[bytes, Tuple[float, _Entry]] = OrderedDict()
         self._failures: BucketTable[str] = BucketTable(failuresPerSecond, failureBurst, clock)
         #: Every client's checks: changing address (or making the table
         #: forget one) gives no more of them.
@@ -288,6 +290,10 @@ class Authenticator:
         #: Entries the hash function refused, each warned about once.
         self._unusable: Set[_Entry] = set()
         self._path = path
+        #: Whether the users file is being read again.
+        self._reading = False
+        #: Requests waiting for it to be read.
+        self._readWaiters: List[defer.Deferred[None]] = []
         #: When the users file was last looked at, and what it was then.
         self._lookedAt = clock.seconds()
         self._version = self._fileVersion()
@@ -317,26 +323,44 @@ class Authenticator:
     def _reloadIfChanged(self) -> None:
         """
         Read the users file again if it changed since it was last read
-        (looking at most once a second).
+        (looking at most once a second), off the reactor (up to 16 MiB took
+        it 2 s); requests wait for it meanwhile.
         """
         now = self._clock.seconds()
-        if self._path is None or now - self._lookedAt < 1.0:
+        if self._path is None or self._reading or now - self._lookedAt < 1.0:
             return
         self._lookedAt = now
         version = self._fileVersion()
         if version == self._version:
             return
         self._version = version
+        self._reading = True
+        reading = defer.maybeDeferred(self._check, loadUsers, self._path)
+        reading.addBoth(self._reread)
+
+    def _reread(self, result: object) -> None:
+        self._reading = False
+        waiters, self._readWaiters = self._readWaiters, []
         try:
-            users = loadUsers(self._path)
-        except UsersFileError as e:
-            self.log.warn("proxy users file not read again, the users stay as they were: {error}", error=str(e))
+            self._takeUsers(result)
+        finally:
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _takeUsers(self, result: object) -> None:
+        if isinstance(result, Failure):
+            if result.check(UsersFileError):
+                self.log.warn(
+                    "proxy users file not read again, the users stay as they were: {error}",
+                    error=str(result.value),
+                )
+            else:
+                self.log.failure("reading the proxy users file again", result)
             return
-        self.users = users
-        self._nobody = self._nobodyLike(users)
-        self._good.clear()
+        self.users = result  # type: ignore[assignment]
+        self._nobody = self._nobodyLike(self.users)
         self.log.info(
-            "proxy users file {path} read again: {count} users", path=self._path, count=len(users)
+            "proxy users file {path} read again: {count} users", path=self._path, count=len(self.users)
         )
 
     async def authenticate(self, value: Optional[bytes], client: str) -> Optional[str]:
@@ -345,6 +369,11 @@ class Authenticator:
         L{None}.
         """
         self._reloadIfChanged()
+        if self._reading:
+            # A change counts from the next request: wait for the file.
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._readWaiters.append(waiter)
+            await waiter
         parsed = parseBasic(value)
         if parsed is None:
             return None
@@ -362,10 +391,14 @@ class Authenticator:
         # another address is checked, within every client's limits.
         key = hashlib.sha256(f"{client}\n".encode() + value.strip()).digest()  # type: ignore[union-attr]
         now = self._clock.seconds()
-        expires = self._good.get(key)
-        if expires is not None and now < expires:
-            self._good.move_to_end(key)
-            return name
+        good = self._good.get(key)
+        if good is not None:
+            expires, proved = good
+            if now < expires and self.users.get(name) == proved:
+                self._good.move_to_end(key)
+                return name
+            # Expired, or the user was changed or removed meanwhile.
+            del self._good[key]
         waiting = self._checking.get(key)
         if waiting is not None:
             # The same credentials on another connection (a browser opens
@@ -391,12 +424,13 @@ class Authenticator:
         except BaseException:
             self._checked(key, limited, Failure())
             raise
-        # (Not for an entry the users file changed meanwhile.)
-        matched = bool(result) and entry is not self._nobody and self.users.get(name) is entry
+        # (Not for an entry the users file changed meanwhile; the file
+        # read again with this user as it was changes nothing.)
+        matched = bool(result) and entry is not self._nobody and self.users.get(name) == entry
         self._checked(key, limited, matched)
         if not matched:
             return None
-        self._good[key] = self._clock.seconds() + self._cacheSeconds
+        self._good[key] = (self._clock.seconds() + self._cacheSeconds, entry)
         self._good.move_to_end(key)
         while len(self._good) > self._cacheSize:
             self._good.popitem(last=False)

@@ -519,6 +519,76 @@ class UsersFileReloadTests(SynchronousTestCase):
         self.assertIsNone(self.authenticate("alice", "right"))
 
 
+    def test_readOffTheReactor(self) -> None:
+        """
+        The file is read again off the reactor (as checks are run); the
+        requests that come meanwhile wait for it, and are answered by the
+        new users.  A file of 16 MiB held the reactor for 2 s.
+        """
+        reads = []
+        original = self.auth._check
+
+        def check(function, *args):
+            if function is loadUsers:
+                d: defer.Deferred = defer.Deferred()
+                reads.append((d, function(*args)))
+                return d
+            return original(function, *args)
+
+        self.auth._check = check  # type: ignore[method-assign]
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.write(alice="changed")
+        self.clock.advance(1.5)
+        waiting = [
+            defer.ensureDeferred(self.auth.authenticate(basic("alice", password), "127.0.0.1"))
+            for password in ("right", "changed")
+        ]
+        self.assertNoResult(waiting[0])
+        self.assertNoResult(waiting[1])
+        self.assertEqual(len(reads), 1)  # one read at a time
+        d, users = reads.pop()
+        d.callback(users)
+        self.assertEqual([self.successResultOf(w) for w in waiting], [None, "alice"])
+
+    def test_otherChangesKeepProvedCredentials(self) -> None:
+        """
+        The file read again with a user's entry as it was (another user
+        added, the file touched) keeps that user's proved credentials, and
+        a check under way for them proves them.  Every credential was
+        forgotten (a proxy with 40 users signed in answered 32 of them a
+        407, its checks all taken), and a check under way failed.
+        """
+        checks = []
+        original = self.auth._check
+        self.auth._check = lambda function, *args: (  # type: ignore[method-assign]
+            checks.append(1) if function.__name__ == "matches" else None
+        ) or original(function, *args)
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        with open(self.path) as f:
+            aliceLine = f.read()
+        with open(self.path, "a") as f:
+            f.write(f"bob:{hashPassword('new', **CHEAP)}\n")
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("bob", "new"), "bob")  # the file is read again
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.assertEqual(len(checks), 2)  # alice's once, bob's once
+
+        self.hold = True
+        checking = defer.ensureDeferred(self.auth.authenticate(basic("bob", "new"), "127.0.0.2"))
+        os.utime(self.path, ns=(1, 1))  # touched
+        self.clock.advance(1.5)
+        self.hold = False
+        self.assertEqual(self.authenticate("alice", "right"), "alice")  # reads the file again
+        [(d, result)] = self.waiting
+        d.callback(result)
+        self.assertEqual(self.successResultOf(checking), "bob")
+
+        with open(self.path, "w") as f:
+            f.write(aliceLine.replace("alice:", "carol:"))  # alice removed
+        self.clock.advance(1.5)
+        self.assertIsNone(self.authenticate("alice", "right"))
+
+
 class CommandTests(SynchronousTestCase):
     def run_(self, argv, stdin: str = "pw\n"):
         out, err = io.StringIO(), io.StringIO()
