@@ -1279,6 +1279,10 @@ class TunnelUpstream(Protocol):
 #: before the next address is tried too (RFC 8305's Connection Attempt
 #: Delay, as browsers and curl use).
 CONNECT_ATTEMPT_DELAY = 0.25
+#: Attempts to connect racing at once for one request: a name with many
+#: addresses that drop what is sent to them made one request hold 40
+#: sockets connecting (one every 0.25 s until the connect timeout).
+MAX_RACING_ATTEMPTS = 4
 
 
 def _interleaved(addresses: List[str]) -> List[str]:
@@ -1597,7 +1601,8 @@ class ProxyRequest(http.Request):
         connected, the one after it starts L{CONNECT_ATTEMPT_DELAY} seconds
         later (RFC 8305), the attempts racing: an address that drops what
         is sent to it (IPv6 broken on the way) holds the others up that
-        long, not the whole connect timeout.
+        long, not the whole connect timeout.  At most
+        L{MAX_RACING_ATTEMPTS} race; one that fails makes way for the next.
         """
         self._nextAttempt = None
         factory = self.channel.factory
@@ -1611,7 +1616,7 @@ class ProxyRequest(http.Request):
             protocol = lambda: UpstreamConnection(factory, key)  # noqa: E731
         attempt = _Connecting(self, protocol)
         self._attempts[attempt] = None
-        if self._addresses:
+        if self._addresses and len(self._attempts) < MAX_RACING_ATTEMPTS:
             self._nextAttempt = factory.clock.callLater(CONNECT_ATTEMPT_DELAY, self._connectNext)
         # Our own timer ends the attempt; the reactor's is only a backstop.
         try:

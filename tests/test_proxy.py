@@ -41,6 +41,7 @@ from netsuite import limits as limitsModule
 from netsuite import proxy as proxyModule
 from netsuite.proxy import (
     CONNECT_ATTEMPT_DELAY,
+    MAX_RACING_ATTEMPTS,
     HALF_CLOSED_TUNNEL_TIMEOUT,
     MAX_RESPONSE_HEAD,
     ProxyFactory,
@@ -1721,6 +1722,25 @@ class FailureTests(ProxyTestCase):
         self.assertEqual(client.received(), b"")
         proxy.refuse(0)
         self.assertTextError(client.response(), 502, "three.example:80 refused the connection")
+
+    def test_racingAttemptsBounded(self) -> None:
+        """
+        At most L{MAX_RACING_ATTEMPTS} attempts race for one request; one
+        that fails makes way for the next address.  A name of 40 silent
+        addresses had one request hold 40 sockets connecting.
+        """
+        many = [f"93.184.216.{n}" for n in range(100, 140)]
+        proxy = self.proxy(answers={"many.example": many}, settings=ProxySettings(connectTimeout=10))
+        client = proxy.client()
+        client.send(b"GET http://many.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.pump([CONNECT_ATTEMPT_DELAY] * 30)
+        self.assertEqual([host for host, _ in proxy.attempts], many[:MAX_RACING_ATTEMPTS])
+        proxy.refuse(1)
+        self.assertEqual(len(proxy.attempts), MAX_RACING_ATTEMPTS + 1)
+        proxy.clock.pump([CONNECT_ATTEMPT_DELAY] * 4)
+        self.assertEqual(len(proxy.attempts), MAX_RACING_ATTEMPTS + 1)
+        proxy.clock.advance(10)
+        self.assertTextError(client.response(), 504, "timed out connecting")
 
     def test_racingAttemptsTimeOut(self) -> None:
         """
