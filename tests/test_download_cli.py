@@ -1235,6 +1235,7 @@ class EndToEndTests(TestCase):
         root = Resource()
         root.putChild(b"file.bin", Data(self.payload, "application/octet-stream"))
         root.putChild(b"small.txt", Data(b"hello\n", "text/plain"))
+        root.putChild("café☃.txt".encode("utf-8"), Data(b"snow\n", "text/plain"))
         root.putChild(b"missing", _Missing())
         root.putChild(b"endless.bin", _Endless())
         ranged = Path(self.mktemp())
@@ -1322,6 +1323,32 @@ class EndToEndTests(TestCase):
         self.assertEqual(
             err, b"netsuite-get: cannot read the input file from standard input: it is closed (see netsuite-get --help)\n"
         )
+
+    async def test_namesTheFileSystemCannotTake(self) -> None:
+        """
+        Under a locale whose file names cannot hold a download's name (the
+        C locale, its encoding ASCII), the characters it cannot take are
+        percent-encoded as their UTF-8 bytes; the download failed as an
+        internal error, with a traceback.  Bytes of C{-o} that are not
+        UTF-8 are kept percent-encoded; they were dropped.
+        """
+        env, root = self.environment()
+        env.update(LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
+        out = os.path.abspath(self.out)
+        _, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "netsuite.download.cli", f"{self.base}/caf%C3%A9%E2%98%83.txt", "-d", out, "-q"],
+            env=env, path=root,
+        )
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(Path(out, "caf%C3%A9%E2%98%83.txt").read_bytes(), b"snow\n")
+        env, root = self.environment()
+        _, err, code = await getProcessOutputAndValue(
+            sys.executable, [b"-m", b"netsuite.download.cli", f"{self.base}/small.txt".encode(), b"-d", out.encode(),
+                             b"-q", b"-o", b"caf\xe9.txt"],
+            env=env, path=root,
+        )
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(Path(out, "caf%E9.txt").read_bytes(), b"hello\n")
 
     async def test_usageErrorNeedsNoServer(self) -> None:
         out, err, code = await self.netsuiteGet("-o", "x", f"{self.base}/a", f"{self.base}/b")

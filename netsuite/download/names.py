@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import unicodedata
 from email.utils import decode_params, unquote as unquoteHeader
 from pathlib import Path
@@ -51,6 +52,9 @@ def sanitiseName(name: str, default: str = DEFAULT_NAME) -> str:
     to L{MAX_NAME_BYTES}, keeping its extension when it can.
     """
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    # Bytes of command-line text that were not UTF-8 stay, percent-encoded
+    # as in a name from a URL (they were dropped: -o $'caf\xe9' gave caf).
+    name = _UNDECODED.sub(lambda m: "%%%02X" % (ord(m.group()) - 0xDC00), name)
     name = unicodedata.normalize("NFC", name)
     name = "".join(c for c in name if visible(c))
     name = _UNSAFE.sub("_", name)
@@ -58,7 +62,30 @@ def sanitiseName(name: str, default: str = DEFAULT_NAME) -> str:
     name = name.lstrip(". ").rstrip(". ")
     if not name:
         return default
-    return _cut(name)
+    return _cut(_storable(name))
+
+
+def _storable(name: str) -> str:
+    """
+    C{name} with each character the file system's encoding cannot take
+    (an ISO-8859-1 or C locale) percent-encoded as its UTF-8 bytes: such a
+    name could not be opened.
+    """
+    encoding = sys.getfilesystemencoding()
+    try:
+        name.encode(encoding)
+        return name
+    except UnicodeEncodeError:
+        pass
+
+    def storable(character: str) -> str:
+        try:
+            character.encode(encoding)
+            return character
+        except UnicodeEncodeError:
+            return "".join("%%%02X" % byte for byte in character.encode("utf-8"))
+
+    return "".join(storable(c) for c in name)
 
 
 def _cut(name: str) -> str:
