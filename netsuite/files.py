@@ -116,24 +116,28 @@ def _syncDirectory(directory: Path) -> None:
         os.close(fd)
 
 
-def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False) -> bytes:
+def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False, own: bool = False) -> bytes:
     """
     The bytes of the regular file C{path}, opened without following a
     symbolic link (unless C{follow}) or waiting on a FIFO, and never read
     past C{limit} bytes.
 
+    @param own: refuse a file that belongs to another user.
     @raise FileNotFoundError: there is no such file.
     @raise OSError: it cannot be opened (a symbolic link among others).
-    @raise ValueError: it is not a regular file, or is longer than
-        C{limit} bytes.
+    @raise ValueError: it is not a regular file, is longer than C{limit}
+        bytes, or (with C{own}) belongs to another user.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     if not follow:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise ValueError("not a regular file")
+        if own and status.st_uid != os.geteuid():
+            raise ValueError("it belongs to another user")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"longer than {limit} bytes")

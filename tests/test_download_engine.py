@@ -2646,6 +2646,59 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(victim.read_bytes(), b"precious\n")
         self.assertEqual(listing(directory), ["resume.bin"])
 
+    async def test_filesOfAnotherUserAreLeft(self) -> None:
+        """
+        A C{.part} or a state file that belongs to another user (planted in
+        a shared directory) is not resumed, with a warning; the download
+        is saved beside it from the start, and theirs keep their bytes.
+        Their C{.part} was resumed: the download was their content, and
+        the file given its final name still theirs.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("making a file of another user needs root")
+        url = self.origin.url(self.path)
+        planted = b"#!/bin/sh\necho PWNED\n".ljust(DEFAULT_SIZE - 1, b"#")
+        for whose in ("part", "state"):
+            directory = self.directory()
+            part = directory / "resume.bin.part"
+            part.write_bytes(planted)
+            state = DownloadState(url=url, finalUrl=url, size=DEFAULT_SIZE, done=[(0, DEFAULT_SIZE - 1)],
+                                  rangesSupported=True, etag=self.origin.etag(self.path))
+            statePathFor(part).write_text(json.dumps(state.toJSON()))
+            os.chown(part if whose == "part" else statePathFor(part), 65534, 65534)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            result = await self.downloader().download(url, directory)
+            self.assertEqual(result.resumedFrom, 0)
+            self.assertSaved(result, directory / "resume.bin.1", self.origin.digest(self.path))
+            self.assertEqual(os.stat(directory / "resume.bin.1").st_uid, os.geteuid())
+            self.assertEqual(part.read_bytes(), planted)
+            warnings = {formatEvent(e) for e in events if e["log_level"] == LogLevel.warn}
+            self.assertEqual(len(warnings), 1, warnings)
+            self.assertIn("it belongs to another user", warnings.pop())
+
+    async def test_partReplacedWhileDownloading(self) -> None:
+        """
+        A C{.part} removed or replaced while its download runs (by another
+        program, or another user in a shared directory) is not given the
+        final name, and what took its place is left as it is, its state
+        file too: the other file was named as the verified download, and
+        its own state file deleted.
+        """
+        directory = self.directory()
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory))
+        await self.origin.waitForSent(self.path, 300 * KiB)
+        part = directory / "resume.bin.part"
+        other = directory / "other"
+        other.write_bytes(b"another download's bytes")
+        os.replace(other, part)
+        statePathFor(part).write_text("another download's state")
+        failure = await self.failureOf(job.deferred, LocalFileError)
+        self.assertIn("resume.bin.part was removed or replaced while it downloaded", str(failure))
+        self.assertFalse((directory / "resume.bin").exists())
+        self.assertEqual(part.read_bytes(), b"another download's bytes")
+        self.assertEqual(statePathFor(part).read_text(), "another download's state")
+
     async def test_plantedStateFilesAreIgnored(self) -> None:
         """
         State files that are not small regular files (a FIFO, which would

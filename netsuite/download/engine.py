@@ -929,6 +929,8 @@ class _Download:
         self._slotKey = origin(self.url)
         self._lastSave = 0.0
         self._noRanges = False
+        #: The .part was found removed or replaced (said once).
+        self._lostPart = False
         self._stopping = False
         self.discardOnCancel = False
         self._idle: set[Deferred] = set()
@@ -1101,7 +1103,9 @@ class _Download:
             if not names.isInside(self.directory, part):  # never expected: names are plain
                 raise LocalFileError(f"{self.url}: refusing to write outside {self.directory}")
             try:
-                fd = _openPart(part, create=True)
+                fd = _openPart(part, create=True, exclusive=not self.request.overwrite)
+            except FileExistsError:
+                continue  # made since freePath looked: freePath now passes over it
             except OSError as e:
                 raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
             if fd is not None:
@@ -1896,6 +1900,10 @@ class _Download:
         appeared meanwhile unless asked.  The C{.part} stays locked until
         it and its state file are gone, so no other download resumes it.
         """
+        if not self._stillOurs():
+            raise LocalFileError(
+                f"{self.url}: {self.partPath} was removed or replaced while it downloaded; the download is not saved"
+            )
         final = self.finalPath
         hints = self.downloader._freeNames
         if self.request.overwrite:
@@ -1929,8 +1937,30 @@ class _Download:
             pass
         self._close()
 
+    def _stillOurs(self) -> bool:
+        """
+        Whether the C{.part} path still names the file this download
+        writes: another program (or user) may have removed or replaced it,
+        and what is there now is not ours to name, save state for, or
+        delete.
+        """
+        if self.partPath is None or self.fd is None:
+            return False
+        try:
+            there = os.lstat(self.partPath)
+        except OSError:
+            return False
+        ours = os.fstat(self.fd)
+        return (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino)
+
     def _saveState(self) -> None:
         if self.partPath is None or self.fd is None or not (self.started or self.adopted is not None):
+            return
+        if not self._stillOurs():
+            if not self._lostPart:
+                self._lostPart = True
+                log.warn("{url}: {part} was removed or replaced; its resume state is not saved",
+                         url=self.url, part=str(self.partPath))
             return
         done = list(self.state.done)
         for piece in self.pieces:
@@ -1962,6 +1992,11 @@ class _Download:
         its own length, under its own name, without a state file.
         """
         part, own = self.partPath, self.finalPath
+        if not self._stillOurs():
+            log.warn("{url}: cannot give {own} back its name: {part} was removed or replaced", url=self.url,
+                     own=str(own), part=str(part))
+            self._close()
+            return
         try:
             os.ftruncate(self.fd, self.adopted)
             try:
@@ -1986,6 +2021,9 @@ class _Download:
         self.job.done = self.adopted
 
     def _discard(self) -> None:
+        if not self._stillOurs():  # what is there now is another's
+            self._close()
+            return
         # Unlinked before the lock goes with the descriptor, so that no
         # other download can claim the .part in between.
         for path in (self.partPath, statePathFor(self.partPath) if self.partPath else None):
@@ -2036,25 +2074,34 @@ class _NotOwnFile(OSError):
     """
 
 
-def _openPart(path: Path, create: bool) -> Optional[int]:
+def _openPart(path: Path, create: bool, exclusive: bool = False) -> Optional[int]:
     """
     Open a C{.part} file for reading and writing (never through a symbolic
     link, nor a file with other names: a hard link planted there would have
     the download write into a file elsewhere) and lock it, so that two
     downloads never write one file.
 
+    @param exclusive: with C{create}, the file must not exist yet.
     @return: the descriptor, or L{None} when another download holds the
         lock.  Where the file system has no locks, the file is opened
         unlocked.
-    @raise _NotOwnFile: it is not a regular file of its own.
+    @raise _NotOwnFile: it is not a regular file of its own, or belongs to
+        another user (a file planted in a shared directory, which would be
+        resumed as the download, and given its final name, still theirs).
+    @raise FileExistsError: C{exclusive}, and it exists.
     @raise OSError: it cannot be opened.
     """
-    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    if create:
+        flags |= os.O_CREAT | (os.O_EXCL if exclusive else 0)
     fd = os.open(path, flags, 0o644)
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
         raise _NotOwnFile(errno.EINVAL, "not a regular file")
+    if status.st_uid != os.geteuid():
+        os.close(fd)
+        raise _NotOwnFile(errno.EPERM, "it belongs to another user")
     if status.st_nlink != 1:
         os.close(fd)
         raise _NotOwnFile(errno.EMLINK, "it has other names (hard links) too")

@@ -288,7 +288,7 @@ def loadState(path: Path) -> Optional[DownloadState]:
     read (a damaged state file means starting over, never a crash).
     """
     try:
-        data = json.loads(readSmallFile(path, MAX_STATE_FILE).decode("utf-8"))
+        data = json.loads(readSmallFile(path, MAX_STATE_FILE, own=True).decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
