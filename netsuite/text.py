@@ -5,6 +5,8 @@ safe to print.
 
 from __future__ import annotations
 
+import unicodedata
+
 
 def shortened(value: object, most: int = 60) -> str:
     """
@@ -25,3 +27,19 @@ def shortened(value: object, most: int = 60) -> str:
     except ValueError:  # such an integer inside a list
         return f"a {type(value).__name__} too large to show"
     return text if len(text) <= most else text[:most] + "..."
+
+
+def visibleText(text: str) -> str:
+    """
+    C{text} with its control, format (bidi overrides), surrogate and
+    unassigned characters written as backslash escapes (C{\\x1b}), so that
+    a terminal shows them rather than obeying them.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _HIDDEN else c for c in text
+    )
+
+
+_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Cn", "Co", "Zl", "Zp"))

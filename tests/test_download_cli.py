@@ -1300,6 +1300,22 @@ class EndToEndTests(TestCase):
         )
         self.assertEqual((out / "small.txt.1").read_bytes(), b"hello\n")
 
+    async def test_warningsShowNoEscapeSequences(self) -> None:
+        """
+        A warning naming a file someone planted with escape sequences in its
+        name shows them escaped: they reached the terminal (a title set,
+        the screen cleared).
+        """
+        out = Path(self.out)
+        out.mkdir()
+        planted = "a\x1b]2;PWNED\x07\x1b[2J.part.json"
+        (out / planted).write_text("not json")
+        _, err, code = await self.netsuiteGet(f"{self.base}/small.txt", "-d", os.path.abspath(self.out), "-q")
+        self.assertEqual(code, 0)
+        self.assertNotIn(b"\x1b", err)
+        self.assertNotIn(b"\x07", err)
+        self.assertIn(b"a\\x1b]2;PWNED\\x07\\x1b[2J.part.json", err)
+
     async def test_closedStandardStreams(self) -> None:
         """
         Started with standard output closed (C{>&-}), the command downloads

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.text import shortened
+from netsuite.text import shortened, visibleText
 
 
 class ShortenedTests(SynchronousTestCase):
@@ -25,3 +25,17 @@ class ShortenedTests(SynchronousTestCase):
         self.assertEqual(shortened(huge), "an integer of 20000 bits")
         self.assertEqual(shortened([huge]), "a list too large to show")
         self.assertEqual(shortened(2**63), repr(2**63))
+
+
+class VisibleTextTests(SynchronousTestCase):
+    def test_hiddenCharactersEscaped(self) -> None:
+        """
+        Controls (ESC, BEL), bidi overrides, line separators and lone
+        surrogates are written as escapes; other text, spaces and letters
+        of any script, stays.
+        """
+        self.assertEqual(
+            visibleText("a\x1b]2;x\x07\x1b[2J \u202e\u2028\udce9 é ☃"),
+            "a\\x1b]2;x\\x07\\x1b[2J \\u202e\\u2028\\udce9 é ☃",
+        )
+        self.assertEqual(visibleText("plain text"), "plain text")

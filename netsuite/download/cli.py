@@ -46,7 +46,7 @@ from netsuite.download.inputfile import InputFileError, InputJob, checkName, che
 from netsuite.download.names import chooseName
 from netsuite.download.values import asciiProxyURL, fetchHostProblem
 from netsuite.resolving import installResolver
-from netsuite.text import shortened
+from netsuite.text import shortened, visibleText
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Plan", "UsageError", "buildParser",
            "main", "makePlan", "run"]
@@ -981,7 +981,9 @@ class _Session:
             return
         if not str(event.get("log_namespace", "")).startswith("netsuite.download."):
             return
-        text = formatEvent(event)
+        # Visible: a name in it may be anyone's (a file planted in the
+        # directory), with escape sequences for the terminal.
+        text = visibleText(formatEvent(event))
         if text not in self._warnings:  # a state file is read more than once
             self._warnings.add(text)
             self.output.note(f"warning: {text}")
