@@ -165,8 +165,11 @@ class LimitTests(SynchronousTestCase):
         protocol.dataReceived(b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n")
         self.assertEqual(statusLine(transport), b"HTTP/1.1 414 Request-URI Too Long")
         self.assertTrue(transport.disconnecting)
-        body = transport.value().split(b"\r\n\r\n", 1)[1]
+        head, body = transport.value().split(b"\r\n\r\n", 1)
         self.assertEqual(json.loads(body)["status"], 414)
+        # Dated, as RFC 9110 6.6.1 wants of a 4xx (it had no date).
+        self.assertRegex(head, rb"\r\nDate: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} GMT\r\n")
+        self.assertIn(b"\r\nServer: ", head)
 
     def test_headerLineTooLong(self) -> None:
         protocol, transport = self.connect()
@@ -1558,10 +1561,19 @@ class PageTests(SynchronousTestCase):
             self.assertNotIn(b"<script>", body)  # no inline script
 
     def test_headHasNoBody(self) -> None:
-        status, headers, body = self.request(b"/", b"HEAD")
-        self.assertEqual(status, b"HTTP/1.1 200 OK")
-        self.assertEqual(body, b"")
-        self.assertGreater(int(headers[b"content-length"]), 100)
+        """
+        A C{HEAD} of a built-in page gets its head, with the length of the
+        page a C{GET} gets, and no warning in the log (every one wrote
+        Twisted's "returning a message body. I think I'll eat it.").
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for path in (b"/", b"/_netsuite/", b"/_netsuite/x", b"/nothing", b"/_netsuite/style.css"):
+            status, headers, body = self.request(path, b"HEAD")
+            getStatus, _, getBody = self.request(path)
+            self.assertEqual(status, getStatus)
+            self.assertEqual(body, b"")
+            self.assertEqual(int(headers[b"content-length"]), len(getBody), path)
+        self.assertEqual([formatEvent(e) for e in events if "message body" in formatEvent(e)], [])
 
     def test_otherMethodsOnBuiltinPages(self) -> None:
         """

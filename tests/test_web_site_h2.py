@@ -560,6 +560,9 @@ class LimitTests(ExchangeTestCase):
         self.exchange.pump()
         answer = self.assertRefused(1, b"413")
         self.assertEqual(answer["reset"], h2.errors.ErrorCodes.NO_ERROR)
+        # Dated, as RFC 9110 6.6.1 wants of a 4xx (it had no date).
+        self.assertRegex(answer["headers"][b"date"], rb"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} GMT$")
+        self.assertIn(b"server", answer["headers"])
 
     def test_declaredBodyMissing(self) -> None:
         """

@@ -89,6 +89,17 @@ def methodNotAllowed(request: Request) -> bytes:
     )
 
 
+def headOnly(request: Request, body: bytes) -> bytes:
+    """
+    C{body} as the answer to C{request}; to a C{HEAD}, its length only
+    (Twisted would send none of it too, but log a warning every time).
+    """
+    if request.method != b"HEAD":
+        return body
+    request.setHeader(b"Content-Length", b"%d" % (len(body),))
+    return b""
+
+
 class _ReadOnly(Resource):
     """
     A resource that answers GET and HEAD only; any other method gets
@@ -99,7 +110,7 @@ class _ReadOnly(Resource):
     def render(self, request: Request) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
             return methodNotAllowed(request)
-        return Resource.render(self, request)  # type: ignore[no-any-return]
+        return headOnly(request, Resource.render(self, request))
 
 
 class HomePage(_ReadOnly):
@@ -194,13 +205,13 @@ class NotFoundPage(Resource):
         request.setResponseCode(404)
         _setHeaders(request, PAGE_HEADERS)
         path = _e(unquote(request.path.decode("ascii", "replace"), errors="replace"))
-        return (
+        return headOnly(request, (
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>404 Not Found</title>"
             "<link rel=\"stylesheet\" href=\"/_netsuite/style.css\"></head>"
             f"<body><h1>404 Not Found</h1><p>Nothing is at <code>{path}</code>.</p>"
             "<p><a href=\"/_netsuite/\">netsuite home</a></p></body></html>\n"
-        ).encode("utf-8")
+        ).encode("utf-8"))
 
 
 class _Asset(_ReadOnly):

@@ -154,6 +154,8 @@ def _jsonError(status: int, message: str, headers: Sequence[tuple[bytes, bytes]]
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, reason),
+            # (RFC 9110 6.6.1: a Date on every answer but a 1xx or 5xx.)
+            b"Server: %s\r\nDate: %s\r\n" % (_serverVersion, _httpNow()),
             *lines,
             b"Connection: close\r\n",
             b"Content-Length: %d\r\n\r\n" % (len(body),),
@@ -2342,7 +2344,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         stream = self.streams.get(streamID)
         body = _jsonErrorBody(status, message)
         sent = 0
-        answer = [(b":status", b"%d" % (status,)), *((name.lower(), value) for name, value in extra)]
+        answer = [
+            (b":status", b"%d" % (status,)),
+            (b"server", _serverVersion),
+            (b"date", _httpNow()),
+            *((name.lower(), value) for name, value in extra),
+        ]
         if not any(name == b"content-type" for name, _ in answer):
             answer += [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
         conn = self.conn
