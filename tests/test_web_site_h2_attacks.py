@@ -13,6 +13,7 @@ point.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import struct
@@ -898,8 +899,15 @@ class BodyFilesTests(StreamErrorTestCase):
                 exchange.pump()
         self.assertEqual(exchange.site.bodyFiles, 1)
         self.assertIsNone(exchange.answers.get(1, {}).get("reset"))
-        self.assertIsNotNone(exchange.answers[3]["reset"])
+        # Answered 503 (it was reset unanswered), then reset with NO_ERROR
+        # as the client is still sending (RFC 9113 8.1).
+        refused = exchange.answers[3]
+        self.assertEqual(refused["status"], b"503")
+        self.assertEqual(refused["headers"][b"retry-after"], b"1")
+        self.assertIn("request bodies are being received; try again", json.loads(refused["body"])["error"])
+        self.assertEqual(refused["reset"], h2.errors.ErrorCodes.NO_ERROR)
         self.assertEqual(exchange.site.stats.counters["body_files_refused"], 1)
+        self.assertEqual(exchange.site.stats.counters["refused_503"], 1)
         self.assertGoesOn()
 
 

@@ -12,6 +12,7 @@ read after a connection starts closing, and per-request accounting
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -1122,10 +1123,10 @@ class NetsuiteRequest(Request):
             if problem:
                 site.stats.count("body_files_refused")
                 refuse = getattr(self.channel, "refuseBody", None)
-                if refuse is not None:
-                    refuse(503, f"{problem}; try again")
-                else:  # an HTTP/2 stream: reset it (the client may send it again)
-                    self.channel.abortConnection()
+                if refuse is None:  # an HTTP/2 stream: its connection answers on it
+                    connection = self.channel._conn
+                    refuse = functools.partial(connection.refuseBody, self.channel.streamID)
+                refuse(503, f"{problem}; try again")
                 return
         Request.handleContentChunk(self, data)
 
@@ -2045,6 +2046,16 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             # (Twisted's loop over the streams broke when a producer it
             # resumed ended its stream, a file that shrank.)
             self._wake(list(self.streams))
+
+    def refuseBody(self, streamID: int, status: int, message: str) -> None:
+        """
+        Refuse the request whose body stream C{streamID} is receiving: answer
+        C{status} (a 503 with C{Retry-After}), logged, then reset the
+        stream with C{NO_ERROR} (RFC 9113 8.1).  It was reset unanswered,
+        and not logged.
+        """
+        extra = [(b"retry-after", b"1")] if status == 503 else []
+        self._refuseStream(streamID, status, message, extra)
 
     def abortRequest(self, streamID: int) -> None:
         """
