@@ -1390,15 +1390,26 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         # Idle origin connections outlive their clients, and counted
         # nowhere: the pool's 512 took the files others needed.
         spare += pool.total
+    folder = root.http.static if root.http is not None else None
+    if folder is not None and folder.maxOpenFiles is not None:
+        spare += folder.maxOpenFiles  # files being sent
     limit = checkOpenFileLimit(wanted + spare, largest + spare)
     total = config["max-connections-total"] or None
-    if limit is not None:
-        if pool is not None and limit < wanted + spare:
-            # A small limit: the pool gets at most a quarter of what the
-            # rest leaves.
+    if limit is not None and limit < wanted + spare:
+        # A small limit: the files being sent get at most a quarter of what
+        # the rest leaves (at least 16), the proxy's pool a quarter of what
+        # is left then.
+        if folder is not None and folder.maxOpenFiles is not None:
+            spare -= folder.maxOpenFiles
+        if pool is not None:
             spare -= pool.total
+        if folder is not None and folder.maxOpenFiles is not None:
+            folder.maxOpenFiles = min(folder.maxOpenFiles, max((limit - spare) // 4, 16))
+            spare += folder.maxOpenFiles
+        if pool is not None:
             pool.total = min(pool.total, max((limit - spare) // 4, 0))
             spare += pool.total
+    if limit is not None:
         # Past the open-file limit the system refuses connections before
         # netsuite counts them, and the files it needs fail to open.
         total = min(total or limit, max(limit - spare, 1))

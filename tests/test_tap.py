@@ -904,6 +904,29 @@ class OpenFileLimitTests(SynchronousTestCase):
         self.assertEqual(root.proxy.pool.total, pool)
         self.assertEqual(root.budget.maxTotal, 1024 - 128 - siteModule.BODY_FILES - pool)
 
+    def test_filesBeingSentCounted(self) -> None:
+        """
+        With a folder served, the files it may send at once (each an open
+        file) are kept aside too; under a small limit they are a quarter
+        of what the rest leaves, and the proxy's pool a quarter of what is
+        left then.
+        """
+        from netsuite.web.static import SERVED_FILES
+
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        spare = 128 + siteModule.BODY_FILES + 512 + SERVED_FILES
+        self.limits = (20000, 20000)
+        root = makeService(parse("--no-downloads", "--http-root", folder), MemoryReactor())
+        self.assertEqual(root.http.static.maxOpenFiles, SERVED_FILES)
+        self.assertEqual(root.budget.maxTotal, 20000 - spare)
+        self.limits = (1024, 1024)
+        root = makeService(parse("--no-downloads", "--http-root", folder), MemoryReactor())
+        files = (1024 - 128 - siteModule.BODY_FILES) // 4
+        pool = (1024 - 128 - siteModule.BODY_FILES - files) // 4
+        self.assertEqual((root.http.static.maxOpenFiles, root.proxy.pool.total), (files, pool))
+        self.assertEqual(root.budget.maxTotal, 1024 - 128 - siteModule.BODY_FILES - files - pool)
+
     def test_makeServiceCountsEveryListener(self) -> None:
         """
         The default tree asks for every stream listener's connections (the

@@ -1320,6 +1320,28 @@ class LargeFileTests(ServerMixin, TestCase):
         await waitUntil(lambda: not self.folder._producers)
         self.assertEqual(openFilesFor(self.big), 0)
 
+    async def test_filesBeingSentBounded(self) -> None:
+        """
+        Past C{maxOpenFiles} files being sent at once, a request for another
+        large file gets 503 with C{Retry-After} (a small one, kept in
+        memory, is answered); once one ends, files are sent again.
+        """
+        self.folder.maxOpenFiles = 1
+        client = await self.connectRaw()
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.transport.write(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.waitFor(300 * 1024)
+        self.assertEqual(len(self.folder._producers), 1)
+        refused = await self.get(b"/big.bin")
+        self.assertEqual(refused.status, 503)
+        self.assertEqual(refused.header(b"retry-after"), b"1")
+        self.assertIn(b"1 files are being sent", refused.body)
+        self.assertEqual((await self.get(b"/hello.txt")).status, 200)
+        client.transport.abortConnection()
+        await client.closed
+        await waitUntil(lambda: not self.folder._producers)
+        self.assertEqual((await self.get(b"/big.bin")).body, patterned(self.SIZE))
+
     async def test_slowReaderPausesProducer(self) -> None:
         size = 24 * 1024 * 1024
         self.write("www/huge.bin", patterned(size))

@@ -16,7 +16,7 @@ from twisted.web.server import Site
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import makeSite
-from netsuite.web.static import CHUNK_SIZE, H2_MIN_CHUNK_SIZE, StaticFolder
+from netsuite.web.static import CHUNK_SIZE, H2_MIN_CHUNK_SIZE, H2_OPEN_FILES, StaticFolder
 from tests.test_web_static import (
     NotFound,
     ReactorLikeClock,
@@ -244,6 +244,35 @@ class HTTP2Tests(SynchronousTestCase):
             self.assertEqual(peer.bodies[streamID], patterned(BIG))
         self.assertEqual(self.folder._producers, set())
         self.assertEqual(openFilesFor(self.big), 0)
+
+    def test_filesAtOnceBounded(self) -> None:
+        """
+        One connection is sent at most L{H2_OPEN_FILES} files at once; its
+        other requests for files wait, hold no file, and go on as those
+        end (one reset meanwhile is passed over).  Each stream held a file
+        of its own: 16 connections that read nothing took 1,024.
+        """
+        middle = os.path.join(self.root, "middle.bin")
+        with open(middle, "wb") as f:
+            f.write(patterned(2 * 1024 * 1024))
+        peer = self.peer
+        peer.largestWindows()
+        streams = list(range(1, 2 * (H2_OPEN_FILES + 4), 2))
+        for streamID in streams:
+            peer.get(streamID, b"/middle.bin")
+        peer.turns(20)
+        self.assertEqual(len(self.folder._producers), H2_OPEN_FILES)
+        self.assertEqual(openFilesFor(middle), H2_OPEN_FILES)
+        reset = streams[-1]
+        peer.client.reset_stream(reset)
+        peer.send()
+        for streamID in streams[:-1]:
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+            self.assertEqual(peer.bodies[streamID], patterned(2 * 1024 * 1024), streamID)
+        self.assertEqual(peer.bodies[reset], b"")
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual((self.folder._h2Files, self.folder._h2Waiting), ({}, {}))
+        self.assertEqual(openFilesFor(middle), 0)
 
     def test_socketFullTooLongResetsTheStream(self) -> None:
         """

@@ -39,7 +39,7 @@ import re
 import stat
 import sys
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import quote
 
@@ -77,6 +77,16 @@ __all__ = [
 
 #: Bytes read from disk at once when streaming a large file.
 CHUNK_SIZE = 256 * 1024
+
+#: Files being sent at once by a folder (each holds a file descriptor);
+#: past them a request for a file gets a 503.
+SERVED_FILES = 1024
+
+#: Files one HTTP/2 connection is sent at once; its other requests for
+#: files wait for one of them to end.  Each stream of a connection held
+#: one (64 of them once its answers filled its queue), counted nowhere: 16
+#: connections from one address took 1,024 descriptors.
+H2_OPEN_FILES = 8
 
 #: Most bytes read at once for an HTTP/2 stream: what netsuite's HTTP/2
 #: connection sends in a reactor turn (C{H2_TURN_BYTES}).  Less when the
@@ -632,6 +642,14 @@ class StaticFolder(Resource):
         self._cacheBytes = 0
         self._acceptsGzip: dict[bytes, bool] = {}
         self._producers: set[_FileProducer] = set()
+        #: At most this many files sent at once (L{SERVED_FILES}; L{None}:
+        #: no limit); netsuite's twistd plugin fits it to the open-file
+        #: limit.
+        self.maxOpenFiles: int | None = SERVED_FILES
+        #: Files being sent to each HTTP/2 connection, and its requests
+        #: waiting for one of them to end.
+        self._h2Files: dict[Any, int] = {}
+        self._h2Waiting: dict[Any, deque[tuple[Any, tuple[bytes, ...], _Entry]]] = {}
         self._quick: dict[bytes, tuple[bytes, ...]] = {}
         self._listings: dict[bytes, _Listing] = {}
 
@@ -656,14 +674,17 @@ class StaticFolder(Resource):
         try:
             return self._renderPath(request)
         except _Unavailable as e:
-            # Out of descriptors (a flood): every file answered 404, the
-            # missing ones cached as such.
-            request.setResponseCode(http.SERVICE_UNAVAILABLE)
-            request.responseHeaders.setRawHeaders(b"Retry-After", [b"1"])
-            request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
-            body = f"the server cannot open files now ({e.args[0]}); try again\n".encode("utf-8")
-            request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
-            return b"" if method == b"HEAD" else body
+            return self._unavailable(request, e)
+
+    def _unavailable(self, request: IRequest, e: _Unavailable) -> bytes:
+        # Out of descriptors (a flood): every file answered 404, the
+        # missing ones cached as such.
+        request.setResponseCode(http.SERVICE_UNAVAILABLE)
+        request.responseHeaders.setRawHeaders(b"Retry-After", [b"1"])
+        request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+        body = f"the server cannot open files now ({e.args[0]}); try again\n".encode("utf-8")
+        request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
+        return b"" if request.method == b"HEAD" else body
 
     def _renderPath(self, request: IRequest) -> bytes | int:
         """
@@ -1046,6 +1067,12 @@ class StaticFolder(Resource):
 
         fd = None
         if representation.body is None:
+            connection = _h2Connection(request.channel)
+            if connection is not None and self._h2Files.get(connection, 0) >= H2_OPEN_FILES:
+                self._h2Waiting.setdefault(connection, deque()).append((request, key, entry))
+                return NOT_DONE_YET
+            if self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles:
+                raise _Unavailable(f"{self.maxOpenFiles} files are being sent")
             opened = self._open(representation.path)
             if opened is None:
                 entry.checked = _STALE
@@ -1078,6 +1105,42 @@ class StaticFolder(Resource):
         start, length = plan
         _FileProducer(self, request, fd, start, length, representation.streamGzip).start()
         return NOT_DONE_YET
+
+    def _h2FileDone(self, connection: Any) -> None:
+        """
+        A file sent to HTTP/2 C{connection} ended: a request of that
+        connection waiting for one goes on.
+        """
+        left = self._h2Files.get(connection, 1) - 1
+        if left > 0:
+            self._h2Files[connection] = left
+        else:
+            self._h2Files.pop(connection, None)
+        waiting = self._h2Waiting.get(connection)
+        while waiting and self._h2Files.get(connection, 0) < H2_OPEN_FILES:
+            request, key, entry = waiting.popleft()
+            if not getattr(request, "_disconnected", False) and not getattr(request, "finished", False):
+                self._renderLater(request, key, entry)
+        if not waiting:
+            self._h2Waiting.pop(connection, None)
+
+    def _renderLater(self, request, key: tuple[bytes, ...], entry: _Entry) -> None:
+        """
+        Answer a request for a file that waited (see L{H2_OPEN_FILES}).
+        """
+        try:
+            body = self._renderFile(request, key, entry)
+        except _Unavailable as e:
+            body = self._unavailable(request, e)
+        except Exception:
+            self.log.failure("answering {path!r}", path=request.path)
+            request.setResponseCode(http.INTERNAL_SERVER_ERROR)
+            body = b""
+        if body is NOT_DONE_YET:
+            return
+        if body:
+            request.write(body)
+        request.finish()
 
     def _respond(
         self,
@@ -1636,6 +1699,8 @@ class _FileProducer:
             self._close()
             return
         self._folder._producers.add(self)
+        if self._h2 is not None:
+            self._folder._h2Files[self._h2] = self._folder._h2Files.get(self._h2, 0) + 1
         try:
             request.notifyFinish().addBoth(self._requestDone)
             request.registerProducer(self, True)
@@ -1863,7 +1928,10 @@ class _FileProducer:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        self._folder._producers.discard(self)
+        if self in self._folder._producers:
+            self._folder._producers.discard(self)
+            if self._h2 is not None:
+                self._folder._h2FileDone(self._h2)
 
 
 def _h2Connection(channel: object) -> Any:
