@@ -1162,6 +1162,30 @@ class BodyFilesTests(SynchronousTestCase):
         self.upload(large)
         self.assertEqual(self.site.bodyFiles, 2)
 
+    def test_atMostSoManyForOneAddress(self) -> None:
+        """
+        One client address gets at most L{site.BODY_FILES_PER_HOST} of
+        them: one client that stopped its bodies held all 64, and every
+        other client's large upload got a 503.
+        """
+        self.patch(siteModule, "BODY_FILES", 4)
+        self.patch(siteModule, "BODY_FILES_PER_HOST", 2)
+        large = b"x" * (siteModule.BODY_IN_MEMORY + 1)
+        self.upload(large)
+        self.upload(large)
+        _, refused = self.upload(large)
+        self.assertTrue(statusLine(refused).startswith(b"HTTP/1.1 503 "), refused.value()[:100])
+        self.assertIn(b"more than 2 request bodies are being received from your address", refused.value())
+        other = IPv4Address("TCP", "10.0.0.2", 40000)
+        protocol = self.site.buildProtocol(other)
+        protocol.makeConnection(StringTransport(peerAddress=other))
+        protocol.dataReceived(b"POST /api/hang HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(large) + large)
+        self.clock.advance(0)
+        self.assertEqual(self.site.bodyFiles, 3)
+        self.assertEqual(self.site.bodyFilesByHost, {"192.168.1.1": 2, "10.0.0.2": 1})
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.site.bodyFilesByHost, {"192.168.1.1": 2})
+
     def test_noTemporaryFile(self) -> None:
         """
         A temporary file that cannot be made (out of descriptors, or of

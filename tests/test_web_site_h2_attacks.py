@@ -911,6 +911,57 @@ class BodyFilesTests(StreamErrorTestCase):
         self.assertGoesOn()
 
 
+    def test_atMostSoManyForOneConnection(self) -> None:
+        """
+        One connection gets at most L{site.H2_BODY_FILES} of them; past
+        that its stream gets a 503.
+        """
+        from netsuite.web import site as siteModule
+
+        self.patch(siteModule, "H2_BODY_FILES", 1)
+        exchange = self.exchange
+        client = exchange.client
+        large = b"x" * (siteModule.BODY_IN_MEMORY + 1)
+        client.increment_flow_control_window(2 * len(large))
+        for streamID in (1, 3):
+            client.send_headers(streamID, request("POST", "/api/hang", ("content-length", str(len(large) + 10))))
+            for start in range(0, len(large), 16384):
+                client.send_data(streamID, large[start : start + 16384])
+                exchange.pump()
+        self.assertEqual((exchange.site.bodyFiles, exchange.protocol._channel.bodyFiles), (1, 1))
+        refused = exchange.answers[3]
+        self.assertEqual(refused["status"], b"503")
+        self.assertIn("more than 1 request bodies are being received on this connection",
+                      json.loads(refused["body"])["error"])
+        self.assertGoesOn()
+
+    def test_bodyThatStopsComingTimesOut(self) -> None:
+        """
+        A request body that stops coming for the idle timeout gets a 408
+        on its stream, whatever else the connection receives (PINGs kept
+        it, and the body file it held, for ever); one that comes slowly
+        does not.
+        """
+        exchange = self.exchange
+        client = exchange.client
+        idle = exchange.site.limits.idleTimeout
+        for streamID in (1, 3):
+            client.send_headers(streamID, request("POST", "/api/hang", ("content-length", "1000")))
+            client.send_data(streamID, b"x" * 100)
+        exchange.pump()
+        for second in range(int(idle) + 1):
+            exchange.clock.advance(1)
+            client.ping(b"%08d" % second)
+            client.send_data(3, b"y")  # a byte a second
+            exchange.pump()
+        stopped = exchange.answers[1]
+        self.assertEqual(stopped["status"], b"408")
+        self.assertEqual(stopped["reset"], h2.errors.ErrorCodes.NO_ERROR)
+        self.assertIsNone(exchange.answers.get(3, {}).get("status"))
+        self.assertEqual(exchange.site.stats.counters["body_timeouts"], 1)
+        self.assertGoesOn()
+
+
 class InputEndedTests(ExchangeTestCase):
     """
     An HTTP/2 client that ends its input (a TCP half-close, or TLS's

@@ -79,7 +79,7 @@ H2_SERVED = H2Connection is not object
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder
-from netsuite.limits import ClosingWatch, TokenBucket, decimal, unsentBytes
+from netsuite.limits import ClosingWatch, TokenBucket, decimal, hostKey, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
@@ -876,8 +876,14 @@ BODY_IN_MEMORY = 64 * 1024
 
 #: Request bodies a site holds in temporary files at once (each a file
 #: descriptor, outside the connection limits); past it, a larger body is
-#: refused (503 over HTTP/1, its stream reset over HTTP/2).
+#: refused (503).
 BODY_FILES = 64
+
+#: ... of them for one client address (an IPv6 one by its /64), and for
+#: one HTTP/2 connection: one client held all 64, its bodies stopped, and
+#: every other client's large upload got a 503.
+BODY_FILES_PER_HOST = 16
+H2_BODY_FILES = 8
 
 
 class _BodyFile:
@@ -886,8 +892,10 @@ class _BodyFile:
     until it is closed.
     """
 
-    def __init__(self, site: "NetsuiteSite", start: bytes) -> None:
+    def __init__(self, site: "NetsuiteSite", start: bytes, host: str, connection: Any = None) -> None:
         """
+        @param host: the client's address, as limits count it.
+        @param connection: the HTTP/2 connection the body comes on, if any.
         @raise OSError: no temporary file can be made, or written.
         """
         self._file = tempfile.TemporaryFile()
@@ -897,12 +905,22 @@ class _BodyFile:
             self._file.close()
             raise
         self._site: "NetsuiteSite | None" = site
+        self._host = host
+        self._connection = connection
         site.bodyFiles += 1
+        site.bodyFilesByHost[host] = site.bodyFilesByHost.get(host, 0) + 1
+        if connection is not None:
+            connection.bodyFiles += 1
 
     def close(self) -> None:
         site, self._site = self._site, None
         if site is not None:
             site.bodyFiles -= 1
+            left = site.bodyFilesByHost.pop(self._host, 1) - 1
+            if left:
+                site.bodyFilesByHost[self._host] = left
+            if self._connection is not None:
+                self._connection.bodyFiles -= 1
         self._file.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -1113,10 +1131,19 @@ class NetsuiteRequest(Request):
         if self._bodyBytes > BODY_IN_MEMORY and isinstance(self.content, io.BytesIO):
             # Past what is kept in memory: a temporary file, one of at most
             # BODY_FILES at once.
-            problem = f"more than {BODY_FILES} request bodies are being received"
-            if site.bodyFiles < BODY_FILES:
+            host = hostKey(str(getattr(self.getClientAddress(), "host", "")))
+            connection = getattr(self.channel, "_conn", None)  # HTTP/2's
+            if site.bodyFiles >= BODY_FILES:
+                problem = f"more than {BODY_FILES} request bodies are being received"
+            elif site.bodyFilesByHost.get(host, 0) >= BODY_FILES_PER_HOST:
+                problem = f"more than {BODY_FILES_PER_HOST} request bodies are being received from your address"
+            elif connection is not None and getattr(connection, "bodyFiles", 0) >= H2_BODY_FILES:
+                problem = f"more than {H2_BODY_FILES} request bodies are being received on this connection"
+            else:
                 try:
-                    self.content = _BodyFile(site, self.content.getvalue())
+                    self.content = _BodyFile(
+                        site, self.content.getvalue(), host, connection if hasattr(connection, "bodyFiles") else None
+                    )
                     problem = ""
                 except OSError as e:  # out of descriptors, or of disk
                     problem = f"the body cannot be kept ({e.strerror or e})"
@@ -1434,6 +1461,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     controlBurst = H2_CONTROL_BURST
     controlRate = H2_CONTROL_RATE
     _aborted = False
+    #: Request bodies in temporary files for this connection (see
+    #: L{H2_BODY_FILES}).
+    bodyFiles = 0
+    #: Checks for request bodies that stopped coming.
+    _bodyCall: IDelayedCall | None = None
     #: When the head being received began (L{None}: none is).
     _headSince: float | None = None
     _headCall: IDelayedCall | None = None
@@ -1460,6 +1492,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self.callLater = site.reactor.callLater
         #: Body bytes received so far, by stream.
         self._received: dict[int, int] = {}
+        #: Streams whose request body is coming, and when it last came.
+        self._bodySince: dict[int, float] = {}
         self._emptyData = TokenBucket(H2_EMPTY_DATA_RATE, H2_EMPTY_DATA_BURST, site.reactor)
         self._resets = TokenBucket(self.resetRate, self.resetBurst, site.reactor)
         self._controls = TokenBucket(self.controlRate, self.controlBurst, site.reactor)
@@ -1923,10 +1957,41 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         H2Connection.forceAbortClient(self)
 
     def connectionLost(self, reason: Failure, _cancelTimeouts: bool = True) -> None:
-        if self._headCall is not None and self._headCall.active():
-            self._headCall.cancel()
-        self._headCall = None
+        for call in (self._headCall, self._bodyCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._headCall = self._bodyCall = None
         H2Connection.connectionLost(self, reason, _cancelTimeouts)
+
+    def _waitForBody(self, streamID: int) -> None:
+        """
+        Time the request body of stream C{streamID}: one that stops coming
+        for the idle timeout gets a 408 (nginx's C{client_body_timeout}).
+        The connection's own idle timeout did not end it: any frame (a
+        PING) kept the connection, and the stream, alive.
+        """
+        self._bodySince[streamID] = self.site.reactor.seconds()
+        if self._bodyCall is None:
+            self._bodyCall = self.callLater(self.site.limits.idleTimeout, self._checkBodies)
+
+    def _checkBodies(self) -> None:
+        self._bodyCall = None
+        if self.transport.disconnecting:
+            return
+        now = self.site.reactor.seconds()
+        idle = self.site.limits.idleTimeout
+        for streamID, since in list(self._bodySince.items()):
+            if now - since < idle or self._bodySince.pop(streamID, None) is None:
+                continue
+            self.site.stats.count("body_timeouts")
+            stream = self.streams.get(streamID)
+            if stream is not None and getattr(stream._request, "startedWriting", False):
+                self.abortRequest(streamID)  # answered already: the rest is not waited for
+            else:
+                self._refuseStream(streamID, 408, f"the request body stopped coming for {idle:g} seconds")
+        if self._bodySince:
+            soonest = min(self._bodySince.values()) + idle
+            self._bodyCall = self.callLater(max(soonest - now, 0.01), self._checkBodies)
 
     def whenSent(self, streamID: int) -> Deferred[None]:
         """
@@ -2150,6 +2215,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if refusal is not None:
                 self._refuseStream(event.stream_id, *refusal)
                 return
+            self._waitForBody(event.stream_id)
             if expect:
                 request.requestHeaders.setRawHeaders(b"expect", expect)
                 if expect[0].lower() == b"100-continue":
@@ -2233,6 +2299,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             received = self._received.get(streamID, 0) + len(event.data)
             self._received[streamID] = received
             if received <= self.site.limits.maxBody:
+                if streamID in self._bodySince:
+                    self._bodySince[streamID] = self.site.reactor.seconds()
                 H2Connection._requestDataReceived(self, event)
                 return
             self._refuseStream(streamID, 413, f"request body over {self.site.limits.maxBody} bytes")
@@ -2242,6 +2310,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestEnded(self, event: Any) -> None:
         streamID = event.stream_id
+        self._bodySince.pop(streamID, None)
         if streamID not in self.streams or self.transport.disconnecting or not self._stillProducing:
             return
         state = self.conn.streams.get(streamID)
@@ -2316,6 +2385,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def _requestDone(self, streamID: int) -> None:
         self._received.pop(streamID, None)
+        self._bodySince.pop(streamID, None)
         self._parked.discard(streamID)
         self._held.pop(streamID, None)
         queue = self._outboundStreamQueues.get(streamID)
@@ -2630,8 +2700,10 @@ class NetsuiteSite(Site):
         #: Connections whose collected output goes out at the end of the
         #: reactor pass.
         self.batch = FlushBatch(reactor)
-        #: Request bodies held in temporary files now (see L{BODY_FILES}).
+        #: Request bodies held in temporary files now (see L{BODY_FILES}), in
+        #: all and by client address.
         self.bodyFiles = 0
+        self.bodyFilesByHost: dict[str, int] = {}
 
     def getResourceFor(self, request: Request) -> IResource:
         """
