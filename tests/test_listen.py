@@ -88,6 +88,65 @@ class ParseTests(SynchronousTestCase):
             message = str(self.assertRaises(ValueError, parseDatagramEndpoint, f"udp:7:interface={name}"))
             self.assertIn(f"interface {name!r} is not an IP address", message)
 
+    def test_datagramInterfaceEmptyOrTwice(self) -> None:
+        """
+        An empty C{interface=}, or one given twice, is refused as for stream
+        endpoints: UDP echo listened on every interface.
+        """
+        for description, why in [
+            ("udp:7:interface=", "interface= is empty"),
+            ("udp:7:interface=127.0.0.1:interface=", "interface= is given twice"),
+            ("udp:7:interface=127.0.0.1:interface=0.0.0.0", "interface= is given twice"),
+        ]:
+            message = str(self.assertRaises(ValueError, parseDatagramEndpoint, description))
+            self.assertIn(why, message)
+
+    def test_systemdSocketOfTheWrongKind(self) -> None:
+        """
+        A socket systemd passed that is not a listening stream socket of
+        the endpoint's family is refused in one sentence: a UDP one made
+        the reactor spin on accept errors, a UNIX one given as INET a
+        traceback a connection, one not listening nothing at all.
+        """
+        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+        from netsuite.listen import _checkAdopted
+
+        def made(family: int, kind: int, listening: bool) -> socket.socket:
+            sock = socket.socket(family, kind)
+            self.addCleanup(sock.close)
+            if family == socket.AF_INET:
+                sock.bind(("127.0.0.1", 0))
+            if listening:
+                sock.listen(1)
+            return sock
+
+        for family, kind, listening, problem in [
+            (socket.AF_INET, socket.SOCK_DGRAM, False, "a SOCK_DGRAM socket, not a stream"),
+            (socket.AF_UNIX, socket.SOCK_STREAM, False, "an AF_UNIX socket, not AF_INET"),
+            (socket.AF_INET, socket.SOCK_STREAM, False, "not listening"),
+        ]:
+            sock = made(family, kind, listening)
+            endpoint = AdoptedStreamServerEndpoint(None, sock.fileno(), socket.AF_INET)
+            message = str(self.assertRaises(ValueError, _checkAdopted, endpoint, "systemd:domain=INET:index=0"))
+            self.assertIn(f"the socket systemd passed is {problem}", message)
+        good = made(socket.AF_INET, socket.SOCK_STREAM, True)
+        _checkAdopted(AdoptedStreamServerEndpoint(None, good.fileno(), socket.AF_INET), "systemd:domain=INET:index=0")
+
+    def test_systemdPassedNone(self) -> None:
+        """
+        A systemd endpoint whose socket was not passed says so; it said
+        "(list index out of range)".
+        """
+        from twisted.internet.endpoints import _SystemdParser
+        from twisted.python.systemd import ListenFDs
+
+        self.patch(_SystemdParser, "_sddaemon", ListenFDs([], ()))
+        for description, which in [("systemd:domain=INET:index=0", "of that index"),
+                                   ("systemd:domain=INET:name=web", "named 'web'")]:
+            message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, description))
+            self.assertIn(f"systemd passed no socket {which}", message)
+
     def test_badStreamEndpointMessage(self) -> None:
         message = str(self.assertRaises(ValueError, parseStreamEndpoint, None, "tcp:http"))
         self.assertIn("'tcp:http'", message)
