@@ -173,3 +173,20 @@ def lockForThisProcess(path: Union[str, Path]) -> Optional[str]:
     os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
     _held[key] = fd
     return None
+
+
+def claimLocksForThisProcess() -> None:
+    """
+    Write this process's id in every lock file it holds, where another id
+    is written: twistd takes the locks while it reads the options, then
+    becomes a daemon (a new process, holding the same locks), and the lock
+    files named a process that no longer ran.
+    """
+    pid = str(os.getpid()).encode("ascii")
+    for fd in _held.values():
+        try:
+            if os.pread(fd, 32, 0).strip() != pid:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, pid, 0)
+        except OSError:
+            pass  # the lock still holds; only the id it shows is stale

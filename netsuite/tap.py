@@ -38,7 +38,7 @@ from netsuite.echo import (
     makeEchoService,
     makeEchoUDPService,
 )
-from netsuite.files import lockForThisProcess, readSmallFile
+from netsuite.files import claimLocksForThisProcess, lockForThisProcess, readSmallFile
 from netsuite.listen import ConnectionBudget, ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.resolving import installResolver
 from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE, ROOM_RATE
@@ -915,6 +915,7 @@ class NetsuiteService(MultiService):
         Start listening everywhere; if any listener fails, stop the others
         and exit with one readable line.
         """
+        claimLocksForThisProcess()  # twistd may be a daemon now, a new process
         try:
             MultiService.privilegedStartService(self)
         except ListenError as e:

@@ -258,6 +258,51 @@ class TwistdTests(TestCase):
         self.assertNotIn("Traceback", output)
         self.assertFalse(os.path.exists(pidfile))
 
+    async def test_daemonHoldsItsLocksByItsOwnId(self) -> None:
+        """
+        Daemonized, the lock files of the data and download directories name
+        the daemon's process (the one in the pid file), not the process
+        that read the options and is gone: a second netsuite's refusal
+        named a process that did not exist.
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        pidfile = os.path.join(home, "twistd.pid")
+        data = os.path.join(home, "state")
+        process = Running(expected=0)
+        process.listening.addErrback(lambda failure: None)
+        spawn(
+            self, process, home,
+            "-c", TWISTD, f"--pidfile={pidfile}", "--logfile", os.path.join(home, "twistd.log"),
+            "netsuite", "--no-http", "--no-chat", "--no-echo", "--no-proxy", "--data-dir", data,
+            "--daytime", "tcp:0:interface=127.0.0.1",
+        )
+        for _ in range(200):
+            if process.ended.called and os.path.exists(pidfile):
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        with open(pidfile) as f:
+            daemon = int(f.read())
+        self.addCleanup(self._stopDaemon, daemon)
+        lock = os.path.join(data, ".netsuite.lock")
+        for _ in range(100):
+            with open(lock) as f:
+                if f.read() == str(daemon):
+                    break
+            await deferLater(reactor, 0.1, lambda: None)
+        with open(lock) as f:
+            self.assertEqual(f.read(), str(daemon))
+
+    async def _stopDaemon(self, pid: int) -> None:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            await deferLater(reactor, 0.1, lambda: None)
+        os.kill(pid, signal.SIGKILL)
+
     async def test_badEndpointIsOneLine(self) -> None:
         output, code = await self.netsuite(TWISTD, "--echo", "tcp:eighty")
         self.assertOneReadableLine(output, code, "--echo", "tcp:eighty")
