@@ -1312,13 +1312,10 @@ _FILES_SPARE = 128
 _UNLIMITED_GUESS = 4096
 
 
-def checkOpenFileLimit(wanted: int, least: int) -> Optional[int]:
+def checkOpenFileLimit(wanted: int) -> Optional[int]:
     """
     Raise the process's limit on open files (C{ulimit -n}) towards
-    C{wanted}, as far as the hard limit allows, and warn when it stays below
-    C{least} (what the busiest listener may hold at once): past the limit
-    the system refuses new connections before netsuite's own limits
-    (C{--max-connections}) count them.
+    C{wanted}, as far as the hard limit allows.
 
     @return: the limit on open files as it is now (L{None}: none).
     """
@@ -1338,14 +1335,6 @@ def checkOpenFileLimit(wanted: int, least: int) -> Optional[int]:
             soft = target
         except (ValueError, OSError):
             pass
-    if soft < least:
-        log.warn(
-            "open files are limited to {limit} (ulimit -n), fewer than one listener's connection limit "
-            "needs ({least}): past {limit} the system refuses connections; raise the limit or lower "
-            "--max-connections",
-            limit=soft,
-            least=least,
-        )
     return soft
 
 
@@ -1394,7 +1383,7 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
     folder = root.http.static if root.http is not None else None
     if folder is not None and folder.maxOpenFiles is not None:
         spare += folder.maxOpenFiles  # files being sent
-    limit = checkOpenFileLimit(wanted + spare, largest + spare)
+    limit = checkOpenFileLimit(wanted + spare)
     total = config["max-connections-total"] or None
     if limit is not None and limit < wanted + spare:
         # A small limit: the files being sent get at most a quarter of what
@@ -1414,6 +1403,16 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         # Past the open-file limit the system refuses connections before
         # netsuite counts them, and the files it needs fail to open.
         total = min(total or limit, max(limit - spare, 1))
+        if total < largest:
+            log.warn(
+                "open files are limited to {limit} (ulimit -n): keeping {spare} for files, logs and state, "
+                "netsuite accepts at most {total} connections in all, fewer than one listener's limit "
+                "({largest}); raise the open-file limit or lower --max-connections",
+                limit=limit,
+                spare=spare,
+                total=total,
+                largest=largest,
+            )
     root.budget.maxTotal = total
     if config["tls-fingerprint"]:
         log.info("TLS certificate SHA-256 fingerprint: {fp}", fp=config["tls-fingerprint"])
