@@ -720,9 +720,9 @@ def _checkTLSListeners(options: Options) -> None:
 
 def _warnUnused(options: Options) -> None:
     """
-    Warn of listener settings given (as a flag or in the config file) that
-    nothing will use: a TLS listener while TLS is off, a listener of a
-    service turned off.
+    Refuse a TLS listener given (as a flag or in the config file) while
+    TLS is off; warn of a listener of a service turned off, and of a TLS
+    setting that nothing uses.
     """
 
     def given(name: str) -> bool:
@@ -739,10 +739,9 @@ def _warnUnused(options: Options) -> None:
                         service=service,
                     )
         elif secure and given(secure) and options["tls-options"] is None:
-            log.warn(
-                "{where} is given, but TLS is off: it is not listened on (--tls turns TLS on with "
-                "a self-signed certificate, --tls-cert with yours)",
-                where=options.where(secure),
+            # As nginx refuses "listen ... ssl" without a certificate.
+            raise ConfigError(
+                f"{options.where(secure)} needs TLS: give --tls (a self-signed certificate) or --tls-cert"
             )
     if given("tls-handshake-timeout") and options["tls-options"] is None:
         log.warn("{where} is given, but TLS is off", where=options.where("tls-handshake-timeout"))

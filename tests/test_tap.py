@@ -461,28 +461,33 @@ class OptionsTests(SynchronousTestCase):
 
     def test_unusedListenersWarned(self) -> None:
         """
-        A listener that will not listen is warned of at start: a TLS
-        listener while TLS is off (it was ignored without a word), a
-        listener of a service turned off; from the config file too.
-        Defaults are not warned of.
+        A listener that will not listen is warned of at start, a listener
+        of a service turned off; from the config file too.  Defaults are
+        not warned of.  A TLS listener while TLS is off is refused.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         config = os.path.abspath(self.mktemp())
         with open(config, "w") as f:
             f.write('proxy-tls = "tcp:0"\nno-proxy = true\n')
-        parse("--echo-tls", "tcp:0", "--no-chat", "--chat", "tcp:0", "--tls-handshake-timeout", "5", "--config", config)
+        parse("--no-chat", "--chat", "tcp:0", "--tls-handshake-timeout", "5", "--config", config)
         parse("--no-echo", "--no-http")
         self.assertEqual(
             [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
             [
                 "--chat is given, but --no-chat turns chat off: it is not listened on",
-                "--echo-tls is given, but TLS is off: it is not listened on (--tls turns TLS on with a "
-                "self-signed certificate, --tls-cert with yours)",
                 f"'proxy-tls' in {config!r} is given, but 'no-proxy' in {config!r} turns proxy off: it is not "
                 "listened on",
                 "--tls-handshake-timeout is given, but TLS is off",
             ],
         )
+        # A TLS listener while TLS is off is refused, as nginx refuses
+        # "listen ... ssl" without a certificate (it was ignored).
+        self.assertConfigError(
+            ["--echo-tls", "tcp:0"], "--echo-tls needs TLS: give --tls (a self-signed certificate) or --tls-cert"
+        )
+        with open(config, "w") as f:
+            f.write('https = "tcp:0"\n')
+        self.assertConfigError(["--config", config], f"'https' in {config!r} needs TLS")
 
     def test_unknownFlag(self) -> None:
         """
