@@ -1024,6 +1024,16 @@ class StopSignals:
             handler = signal.getsignal(number)
             if callable(handler):
                 signal.signal(number, functools.partial(self.received, handler))
+        quit, term = getattr(signal, "SIGQUIT", None), signal.getsignal(signal.SIGTERM)
+        if quit is not None and signal.getsignal(quit) in (signal.SIG_DFL, None) and callable(term):
+            # nginx's graceful stop; by default it ended the process at once
+            # (and dumped its core).  As SIGTERM, which twistd ends the
+            # process with once stopped (SIGQUIT would dump its core then).
+            signal.signal(quit, lambda number, frame: term(signal.SIGTERM, frame))
+        user2 = getattr(signal, "SIGUSR2", None)
+        if user2 is not None and signal.getsignal(user2) in (signal.SIG_DFL, None):
+            # nginx's binary upgrade; by default it ended the process at once.
+            signal.signal(user2, self._user2)
         hangUp = getattr(signal, "SIGHUP", None)
         if hangUp is not None and signal.getsignal(hangUp) in (signal.SIG_DFL, None):
             if self.terminal is None:
@@ -1045,6 +1055,14 @@ class StopSignals:
             log.info,
             "Received SIGUSR1: ignored, there is no log file to reopen (the access log is opened "
             "again by itself when it is moved or removed)",
+        )
+
+    def _user2(self, number: int, frame: Any) -> None:
+        """
+        SIGUSR2 (nginx's binary upgrade): logged, and ignored.
+        """
+        self._reactor.callFromThread(
+            log.info, "Received SIGUSR2: ignored, netsuite has no upgrade in place (restart it to upgrade)"
         )
 
     def _hungUp(self, number: int, frame: Any) -> None:

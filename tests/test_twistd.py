@@ -412,6 +412,38 @@ class TwistdTests(TestCase):
         self.assertIn(await process.ended, (0, -signal.SIGTERM), process.output)
         self.assertNotIn(b"Traceback", process.output)
 
+    async def test_nginxSignals(self) -> None:
+        """
+        SIGUSR2 (nginx's binary upgrade) is logged and ignored, and SIGQUIT
+        (nginx's graceful stop) stops netsuite as SIGTERM does, its pid
+        file removed: each ended the process at once (SIGQUIT with a core
+        dump).
+        """
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        pidfile = os.path.join(home, "twistd.pid")
+        process = Running(expected=1)
+        transport = spawn(
+            self, process, home, "-c", TWISTD, "-n", f"--pidfile={pidfile}", "netsuite",
+            "--no-http", "--no-chat", "--no-daytime", "--no-proxy", "--no-downloads",
+            "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp", "udp:0:interface=127.0.0.1",
+        )
+        listeners = await process.listening
+        [port] = [p for s, kind, p, tls in listeners if kind == "tcp"]
+        client = await connect(self, port, Collector())
+        client.transport.write(b"ready")  # answered: the reactor runs, its handlers set
+        await client.waitFor(5)
+        transport.signalProcess(signal.SIGUSR2)
+        await process.said(b"Received SIGUSR2: ignored")
+        client.transport.write(b"still here")
+        await client.waitFor(15)
+        client.transport.loseConnection()
+        transport.signalProcess(signal.SIGQUIT)
+        self.assertIn(await process.ended, (0, -signal.SIGTERM), process.output)
+        self.assertIn(b"Server Shut Down", process.output)
+        self.assertFalse(os.path.exists(pidfile))
+        self.assertNotIn(b"Traceback", process.output)
+
     async def test_hangUpIgnoredByADaemon(self) -> None:
         """
         SIGHUP to a daemonized netsuite is logged and ignored: it goes on
