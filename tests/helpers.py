@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import re
 import socket
+import time
 from typing import Any, Callable
 
 from twisted.internet import defer, reactor
@@ -234,3 +235,14 @@ def connectInMemory(
         transport.negotiatedProtocol = alpn
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+async def waitUntil(predicate, timeout: float = 5.0) -> None:
+    """
+    Poll C{predicate} until it is true.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {predicate}")
+        await deferLater(reactor, 0.01, lambda: None)

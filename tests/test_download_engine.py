@@ -88,7 +88,7 @@ from tests.downloadorigin import (
     mostAtOnce,
     startOrigin,
 )
-from tests.helpers import startListener
+from tests.helpers import startListener, waitUntil
 from tests.tlshelpers import makeServerOptions
 
 KiB = 1024
@@ -2586,11 +2586,20 @@ class ResumeTests(EngineTestCase):
         await self.origin.waitForSent(self.path, 300 * KiB)
         await deferLater(reactor, 0.05, lambda: None)
         self.assertTrue(listing(directory))
+        # The deleted .part is closed in a thread (freeing the blocks of a
+        # large one held the reactor 0.5 s for 1.5 GB).
+        inThreads: list = []
+        callInThread = reactor.callInThread
+        self.patch(reactor, "callInThread", lambda f, *a, **kw: inThreads.append(f) or callInThread(f, *a, **kw))
         outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
         self.assertTrue(downloader.cancel(job.id, discard=True))
         await outcome
         self.assertEqual(listing(directory), [])
         self.assertEqual(job.done, 0)
+        self.assertIn(os.close, inThreads)
+        part = str(directory / "resume.bin.part")
+        await waitUntil(lambda: not any(os.readlink(f"/proc/self/fd/{fd}").startswith(part)
+                                        for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")))
         self.assertFalse(downloader.cancel(job.id, discard=True))
         await deferLater(reactor, 1.2, lambda: None)
         self.assertEqual(listing(directory), [])

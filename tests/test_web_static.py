@@ -51,7 +51,7 @@ from netsuite.web.static import (
     parseRange,
     prefersJSON,
 )
-from tests.helpers import Collector
+from tests.helpers import Collector, waitUntil
 from tests.tlshelpers import trustRootOf, twistedTLSClient, writeLeaf
 
 NOT_FOUND_PAGE = b"<!DOCTYPE html><html><body><h1>No such page</h1></body></html>"
@@ -196,17 +196,6 @@ class RawClient(Collector):
 
     def body(self) -> bytes:
         return b"".join(self.received)
-
-
-async def waitUntil(predicate, timeout: float = 5.0) -> None:
-    """
-    Poll C{predicate} until it is true.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        await deferLater(reactor, 0.01, lambda: None)
 
 
 class ServerMixin:

@@ -2034,15 +2034,31 @@ class _Download:
                     pass
                 except OSError as e:
                     log.warn("cannot delete {path}: {error}", path=str(path), error=e.strerror)
-        self._close()
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            closeInThread(self.downloader.reactor, fd)
 
 
-def discardPart(part: Path, url: str) -> bool:
+def closeInThread(reactor: object, fd: int) -> None:
+    """
+    Close C{fd} in a thread of C{reactor}'s pool (where it has one): the
+    last close of a file already unlinked frees its blocks, which took the
+    reactor 0.5 s for 1.5 GB (1.76 s for 6 GB), every service waiting.
+    """
+    if IReactorThreads.providedBy(reactor):
+        reactor.callInThread(os.close, fd)  # type: ignore[attr-defined]
+    else:
+        os.close(fd)
+
+
+def discardPart(part: Path, url: str, reactor: object = None) -> bool:
     """
     Delete the C{.part} file C{part} and its state file, when that says it
     is a download of C{url} and no download (of this process or another)
     is writing it: the name may have gone to another download since.
 
+    @param reactor: whose thread pool closes the file (see
+        L{closeInThread}); by default it is closed here.
     @return: whether they were deleted.
     """
     try:
@@ -2061,9 +2077,9 @@ def discardPart(part: Path, url: str) -> bool:
                 os.unlink(path)
     except OSError as e:
         log.warn("cannot delete {path}: {error}", path=str(path), error=e.strerror)
-        return False
-    finally:
         os.close(fd)
+        return False
+    closeInThread(reactor, fd)
     return True
 
 

@@ -451,7 +451,8 @@ class DownloadService(Service):
             # A later job of the URL may have resumed it, and failed too.
             if not any(other.get("part") == part for other in self._jobs.values()):
                 with contextlib.suppress(DownloadError):
-                    discardPart(self.directory / part, splitURL(job["url"])[0])  # as the state file has it
+                    # (As the state file has the URL.)
+                    discardPart(self.directory / part, splitURL(job["url"])[0], self.reactor)
         self._changed()
         return self.describe(job)
 
