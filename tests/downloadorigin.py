@@ -30,6 +30,8 @@ Paths (the query selects the misbehaviour; parameters combine):
         grow=BYTES      each version (see L{Origin.bump}) is BYTES longer
                         than the one before.
         etag=0, lm=0    no ETag / no Last-Modified.
+        etagEach=1      each GET gets an ETag of its own (mirrors behind
+                        one name, each with its own), the bytes the same.
         controls=1      an ETag and a Last-Modified with a control
                         character in them.
         bumped=none     once the file changed (L{Origin.bump}), no ETag;
@@ -708,6 +710,9 @@ class Origin:
         bumped = _arg(request, "bumped") if self.versions.get(path) else None
         if bumped == "weak":
             etag = "W/" + etag
+        if _arg(request, "etagEach") == "1":
+            # Each answer its own ETag (mirrors behind one name).
+            etag = etag[:-1] + '-%d"' % (earlierGets,)
         if _arg(request, "controls") == "1":
             # Validators that may not be sent back (RFC 9110 5.5).
             etag, lastModified = etag[:-1] + '\x01"', lastModified + "\x7f"

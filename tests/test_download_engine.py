@@ -1398,6 +1398,19 @@ class HostileAnswerTests(EngineTestCase):
         self.assertEqual(listing(directory), [])
         return error, server
 
+    async def test_anETagForEachAnswer(self) -> None:
+        """
+        A server whose answers each carry their own ETag (mirrors behind one
+        name), ranges answered whatever If-Range says: the download goes on
+        as one stream, and is exact.  Each segment started it over, and it
+        failed after four times, where one stream (and aria2) finishes.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        url = self.origin.url(f"/file/mirrors.bin?size={size}&etagEach=1&ifRange=0&rate={8 * MiB}")
+        result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
+        self.assertSaved(result, directory / "mirrors.bin", self.origin.digest("/file/mirrors.bin", size), size)
+
     async def test_garbledAnswersNotRetried(self) -> None:
         """
         A status line, header or framing Twisted's parser refuses is "not

@@ -1653,7 +1653,10 @@ class _Download:
                 raise _Restart("the server's Content-Range does not match the range asked for", rangesSupported=False)
             if self.started or self.state.done:
                 if newETag:
-                    raise _Restart("the remote file changed (new ETag)", rangesSupported=True)
+                    # Within one run, one stream: mirrors behind one name may
+                    # each have an ETag of their own (aria2 compares none),
+                    # and a file that did change comes whole either way.
+                    raise _Restart("the remote file changed (new ETag)", rangesSupported=not self.started)
                 if self.state.size is not None and total != self.state.size:
                     if newDate:
                         raise _Restart("the remote file changed (new size and date)", rangesSupported=True)
