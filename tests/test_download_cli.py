@@ -1366,6 +1366,36 @@ class EndToEndTests(TestCase):
         self.assertEqual((code, err), (0, b""))
         self.assertEqual(Path(out, "caf%E9.txt").read_bytes(), b"hello\n")
 
+    async def test_eventsAreUnicode(self) -> None:
+        """
+        NDJSON events are Unicode throughout: bytes of the command line that
+        are not UTF-8 (a directory named in Latin-1) are shown as C{%XX}.
+        JSON's C{\\udce9} for them, a lone surrogate, is refused by strict
+        parsers (Go's, Rust's serde).
+        """
+        env, root = self.environment()
+        out = os.path.abspath(self.out).encode() + b"/caf\xe9"
+        stdout, err, code = await getProcessOutputAndValue(
+            sys.executable, [b"-m", b"netsuite.download.cli", f"{self.base}/small.txt".encode(), b"-d", out, b"--json"],
+            env=env, path=root,
+        )
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(Path(os.fsdecode(out), "small.txt").read_bytes(), b"hello\n")
+
+        def strings(value: object) -> list:
+            if isinstance(value, str):
+                return [value]
+            if isinstance(value, dict):
+                return [s for k, v in value.items() for s in strings(k) + strings(v)]
+            if isinstance(value, list):
+                return [s for v in value for s in strings(v)]
+            return []
+
+        events = [json.loads(line) for line in stdout.splitlines()]
+        for text in strings(events):
+            text.encode("utf-8")  # no lone surrogate
+        self.assertTrue(any("caf%E9" in text for text in strings(events)))
+
     async def test_usageErrorNeedsNoServer(self) -> None:
         out, err, code = await self.netsuiteGet("-o", "x", f"{self.base}/a", f"{self.base}/b")
         self.assertEqual((code, out), (2, b""))

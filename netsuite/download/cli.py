@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import sys
 import traceback
@@ -642,6 +643,32 @@ class _Output:
         raise NotImplementedError()
 
 
+#: Lone surrogates: the bytes of command-line text that were not UTF-8
+#: (C{\\udc80} to C{\\udcff}), and any other.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _wellFormed(value: Any) -> Any:
+    """
+    C{value} (an event) with the lone surrogates in its text replaced: a
+    byte that was not UTF-8 (a name or path given on the command line) by
+    its C{%XX}, any other by U+FFFD.  JSON's C{\\udce9} for one is refused by
+    strict parsers (Go's, Rust's serde), as not Unicode.
+    """
+    if isinstance(value, str):
+        if value.isascii() or _SURROGATE.search(value) is None:
+            return value
+        return _SURROGATE.sub(
+            lambda m: "%%%02X" % (ord(m.group()) - 0xDC00) if "\udc80" <= m.group() <= "\udcff" else "\ufffd",
+            value,
+        )
+    if isinstance(value, dict):
+        return {_wellFormed(k): _wellFormed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_wellFormed(v) for v in value]
+    return value
+
+
 class _JSONOutput(_Output):
     """
     NDJSON on standard output: the engine's events as they come, then a
@@ -654,7 +681,7 @@ class _JSONOutput(_Output):
         if self.broken:
             return
         try:
-            self.stdout.write(json.dumps(record) + "\n")
+            self.stdout.write(json.dumps(_wellFormed(record)) + "\n")
             self.stdout.flush()
         except BrokenPipeError:
             # The reader went away (| head): keep downloading, stop writing,
