@@ -823,6 +823,18 @@ def _lockDataDirectory(options: Options) -> None:
         raise ConfigError(
             f"{where}: {str(directory)!r} is in use by another netsuite ({holder}); give this one its own --data-dir"
         )
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        # An existing one keeps its mode (it may be shared on purpose).
+        log.warn(
+            "the data directory {path} is open to other users (mode {mode:o}): its job list names every URL "
+            "downloaded, secrets in them too; chmod 700 it",
+            path=str(directory),
+            mode=stat.S_IMODE(mode),
+        )
 
 
 #: The lock file a netsuite holds in its data directory (and, for its

@@ -817,6 +817,23 @@ class DataDirectoryLockTests(SynchronousTestCase):
         parse("--data-dir", data)
         self.assertEqual(os.stat(data).st_mode & 0o777, 0o700)
 
+    def test_openDataDirectoryWarned(self) -> None:
+        """
+        An existing data directory other users may read keeps its mode (it
+        may be shared on purpose), with a warning to C{chmod 700} it.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        data = os.path.abspath(self.mktemp())
+        os.makedirs(data)
+        os.chmod(data, 0o755)
+        parse("--data-dir", data)
+        self.assertEqual(os.stat(data).st_mode & 0o777, 0o755)
+        self.assertIn(
+            f"the data directory {data} is open to other users (mode 755): its job list names every URL "
+            "downloaded, secrets in them too; chmod 700 it",
+            [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+        )
+
 
 class PluginTests(SynchronousTestCase):
     def test_pluginIsDiscoverable(self) -> None:
