@@ -494,6 +494,17 @@ class CommandTests(ChatTestCase):
         bob.send("/join one")
         self.assertEqual(bob.received(), ["*** you are in one with 1 other"])
 
+    def test_lobbyOnly(self) -> None:
+        """
+        With one room at most (C{--chat-max-rooms 0} or C{1}), the lobby is
+        the only one, and C{/join} says so (it said "there are already 1
+        rooms").
+        """
+        self.makeFactory(maxRooms=1)
+        alice = self.named("alice")
+        alice.send("/join one")
+        self.assertEqual(alice.received(), ["! no room but the lobby may be made here"])
+
     def test_partBackToLobby(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")
