@@ -1747,7 +1747,7 @@ class TokenFileTests(TestCase):
 
     def test_handWrittenTokenKept(self) -> None:
         dataDirectory = Path(self.mktemp())
-        dataDirectory.mkdir()
+        dataDirectory.mkdir(mode=0o700)
         (dataDirectory / "api-token").write_text("  my-own-token-of-20-chars \n\n")
         os.chmod(dataDirectory / "api-token", 0o600)
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
@@ -1760,7 +1760,7 @@ class TokenFileTests(TestCase):
         saying so and how to mend it (it was used silently).
         """
         dataDirectory = Path(self.mktemp())
-        dataDirectory.mkdir()
+        dataDirectory.mkdir(mode=0o700)
         tokenFile = dataDirectory / "api-token"
         tokenFile.write_text("my-own-token-of-20-chars\n")
         for mode in (0o644, 0o640, 0o620):
