@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -73,6 +73,10 @@ _MAX_SALT_OR_HASH = 64
 
 #: The largest users file read.
 MAX_USERS_FILE = 16 * 1024 * 1024
+
+#: Seconds requests wait for the users file being read again; past them
+#: they go on with the users as they were.
+READ_PATIENCE = 5.0
 
 
 class UsersFileError(Exception):
@@ -290,8 +294,10 @@ class Authenticator:
         #: Entries the hash function refused, each warned about once.
         self._unusable: Set[_Entry] = set()
         self._path = path
-        #: Whether the users file is being read again.
-        self._reading = False
+        #: Whether the users file is being read again, and has taken longer
+        #: than L{READ_PATIENCE} (requests no longer wait for it).
+        self._reading = self._overdue = False
+        self._readTimer: Optional[IDelayedCall] = None
         #: Requests waiting for it to be read.
         self._readWaiters: List[defer.Deferred[None]] = []
         #: When the users file was last looked at, and what it was then.
@@ -335,17 +341,41 @@ class Authenticator:
             return
         self._version = version
         self._reading = True
+        self._overdue = False
+        self._readTimer = self._clock.callLater(READ_PATIENCE, self._readTooSlow)
         reading = defer.maybeDeferred(self._check, loadUsers, self._path)
         reading.addBoth(self._reread)
 
-    def _reread(self, result: object) -> None:
-        self._reading = False
+    def _readTooSlow(self) -> None:
+        """
+        The users file is not read yet after L{READ_PATIENCE} seconds (a
+        hung network file system): the requests waiting for it go on with
+        the users as they were, and later ones do not wait (they waited
+        for good); the file counts once it is read.
+        """
+        self._readTimer = None
+        self._overdue = True
+        self.log.warn(
+            "proxy users file {path} not read after {seconds:g} s; the users stay as they were until it is",
+            path=self._path,
+            seconds=READ_PATIENCE,
+        )
+        self._releaseWaiters()
+
+    def _releaseWaiters(self) -> None:
         waiters, self._readWaiters = self._readWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _reread(self, result: object) -> None:
+        self._reading = self._overdue = False
+        timer, self._readTimer = self._readTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         try:
             self._takeUsers(result)
         finally:
-            for waiter in waiters:
-                waiter.callback(None)
+            self._releaseWaiters()
 
     def _takeUsers(self, result: object) -> None:
         if isinstance(result, Failure):
@@ -369,7 +399,7 @@ class Authenticator:
         L{None}.
         """
         self._reloadIfChanged()
-        if self._reading:
+        if self._reading and not self._overdue:
             # A change counts from the next request: wait for the file.
             waiter: defer.Deferred[None] = defer.Deferred()
             self._readWaiters.append(waiter)

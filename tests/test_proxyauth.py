@@ -12,7 +12,8 @@ import sys
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite.proxyauth import MAX_USERS_FILE, Authenticator, UsersFileError, hashPassword, loadUsers, main, parseBasic
@@ -549,6 +550,51 @@ class UsersFileReloadTests(SynchronousTestCase):
         d, users = reads.pop()
         d.callback(users)
         self.assertEqual([self.successResultOf(w) for w in waiting], [None, "alice"])
+
+    def test_readThatNeverEnds(self) -> None:
+        """
+        A read of the file that does not end (a hung network file system)
+        holds the requests waiting for it L{READ_PATIENCE} seconds at most:
+        they and later ones go on with the users as they were, with one
+        warning; the file counts once read.  They waited for good.
+        """
+        from netsuite.proxyauth import READ_PATIENCE
+
+        warnings = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        reads = []
+        original = self.auth._check
+
+        def check(function, *args):
+            if function is loadUsers:
+                d: defer.Deferred = defer.Deferred()
+                reads.append((d, function(*args)))
+                return d
+            return original(function, *args)
+
+        self.auth._check = check  # type: ignore[method-assign]
+        self.write(alice="changed")
+        self.clock.advance(1.5)
+        waiting = defer.ensureDeferred(self.auth.authenticate(basic("alice", "right"), "127.0.0.1"))
+        self.clock.advance(READ_PATIENCE - 0.1)
+        self.assertNoResult(waiting)
+        self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(waiting), "alice")  # the users as they were
+        self.assertEqual(self.authenticate("alice", "right"), "alice")  # no wait now
+        self.assertEqual(
+            [formatEvent(e) for e in warnings if e["log_level"] == LogLevel.warn],
+            [f"proxy users file {self.path} not read after {READ_PATIENCE:g} s; the users stay as they were until it is"],
+        )
+        self.write(alice="again")
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.assertEqual(len(reads), 1)  # one read at a time, even a hung one
+        d, users = reads.pop()
+        d.callback(users)  # the first change counts; the next request reads the later one
+        later = defer.ensureDeferred(self.auth.authenticate(basic("alice", "again"), "127.0.0.1"))
+        d, users = reads.pop()
+        d.callback(users)
+        self.assertEqual(self.successResultOf(later), "alice")
+        self.assertIsNone(self.authenticate("alice", "right"))
 
     def test_otherChangesKeepProvedCredentials(self) -> None:
         """

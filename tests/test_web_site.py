@@ -1488,6 +1488,19 @@ class QuickStaticTests(SynchronousTestCase):
         self.assertEqual(remembered, 1024)
         self.assertLess(len(self.site.static._quick), 1024)
 
+    def test_headOfMissingFileHasTheLength(self) -> None:
+        """
+        A C{HEAD} of a missing file under the served folder says the length
+        of the 404 page a C{GET} gets (it said 0 once the page answered a
+        C{HEAD} itself).
+        """
+        get, _ = self.exchange(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _ = self.exchange(b"HEAD /missing HTTP/1.1\r\nHost: x\r\n\r\n")
+        getHead, body = get.split(b"\r\n\r\n", 1)
+        self.assertIn(b" 404 ", head.split(b"\r\n", 1)[0])
+        self.assertIn(b"\r\nContent-Length: %d\r\n" % (len(body),), head)
+        self.assertTrue(head.endswith(b"\r\n\r\n"))
+
 
 class AccessLogLineTests(SynchronousTestCase):
     """

@@ -92,11 +92,13 @@ class H2Harness:
         # The client takes larger frames once the server has acknowledged.
         self.read()
 
-    def get(self, streamID: int, path: bytes, headers: Sequence[Tuple[bytes, bytes]] = ()) -> None:
+    def get(
+        self, streamID: int, path: bytes, headers: Sequence[Tuple[bytes, bytes]] = (), method: bytes = b"GET"
+    ) -> None:
         self.client.send_headers(
             streamID,
             [
-                (b":method", b"GET"),
+                (b":method", method),
                 (b":path", path),
                 (b":scheme", b"https"),
                 (b":authority", b"localhost"),
@@ -273,6 +275,67 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertEqual(self.folder._producers, set())
         self.assertEqual((self.folder._h2Files, self.folder._h2Waiting), ({}, {}))
         self.assertEqual(openFilesFor(middle), 0)
+
+    def test_waitingRequestsAnsweredWhateverTheyBecome(self) -> None:
+        """
+        With a connection's L{H2_OPEN_FILES} files being sent: a C{HEAD}
+        does not wait (it holds its file for no longer than its answer); a
+        request that waited for a file removed meanwhile gets its 404, one
+        that finds the folder's files all taken its 503, and each ends.
+        """
+        middle = os.path.join(self.root, "middle.bin")
+        with open(middle, "wb") as f:
+            f.write(patterned(2 * 1024 * 1024))
+        for name in ("gone.bin", "later.bin"):
+            with open(os.path.join(self.root, name), "wb") as f:
+                f.write(patterned(100 * 1024))
+        peer = self.peer
+        peer.largestWindows()
+        streams = list(range(1, 2 * H2_OPEN_FILES, 2))
+        for streamID in streams:
+            peer.get(streamID, b"/middle.bin")
+        peer.turns(20)
+        head, gone, later = (2 * H2_OPEN_FILES + 1, 2 * H2_OPEN_FILES + 3, 2 * H2_OPEN_FILES + 5)
+        peer.get(head, b"/middle.bin", method=b"HEAD")
+        peer.get(gone, b"/gone.bin")
+        peer.get(later, b"/later.bin")
+        self.assertIsInstance(peer.readUntilEnded(head), h2.events.StreamEnded)
+        headers = [e for e in peer.events[head] if isinstance(e, h2.events.ResponseReceived)]
+        self.assertEqual(dict(headers[0].headers)[b":status"], b"200")
+        # ... while the files go on, and the others wait.
+        self.assertTrue(any(peer.ended(streamID) is None for streamID in streams))
+        self.assertEqual(peer.events[gone], [])
+        os.remove(os.path.join(self.root, "gone.bin"))
+        self.folder.maxOpenFiles = H2_OPEN_FILES  # the folder's files all taken by this connection
+        for streamID in streams:
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+        for streamID, status in ((gone, b"404"), (later, b"200")):
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+            [response] = [e for e in peer.events[streamID] if isinstance(e, h2.events.ResponseReceived)]
+            self.assertEqual(dict(response.headers)[b":status"], status, streamID)
+
+    def test_waitingRequestFindsNoFileFree(self) -> None:
+        """
+        A request that waited, and then finds the folder's files all taken,
+        gets a 503 with C{Retry-After}, and its stream ends.
+        """
+        middle = os.path.join(self.root, "middle.bin")
+        with open(middle, "wb") as f:
+            f.write(patterned(2 * 1024 * 1024))
+        peer = self.peer
+        peer.largestWindows()
+        streams = list(range(1, 2 * H2_OPEN_FILES + 2, 2))
+        for streamID in streams:
+            peer.get(streamID, b"/middle.bin")
+        peer.turns(20)
+        self.folder.maxOpenFiles = 1
+        waiting = streams[-1]
+        for streamID in streams[:-1]:
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+        self.assertIsInstance(peer.readUntilEnded(waiting), h2.events.StreamEnded)
+        [response] = [e for e in peer.events[waiting] if isinstance(e, h2.events.ResponseReceived)]
+        headers = dict(response.headers)
+        self.assertEqual((headers[b":status"], headers[b"retry-after"]), (b"503", b"1"))
 
     def test_socketFullTooLongResetsTheStream(self) -> None:
         """

@@ -1068,7 +1068,11 @@ class StaticFolder(Resource):
         fd = None
         if representation.body is None:
             connection = _h2Connection(request.channel)
-            if connection is not None and self._h2Files.get(connection, 0) >= H2_OPEN_FILES:
+            if (
+                connection is not None
+                and request.method != b"HEAD"  # holds its file only for this call
+                and self._h2Files.get(connection, 0) >= H2_OPEN_FILES
+            ):
                 self._h2Waiting.setdefault(connection, deque()).append((request, key, entry))
                 return NOT_DONE_YET
             if self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles:
@@ -1249,7 +1253,8 @@ class StaticFolder(Resource):
 
     def _renderNotFound(self, request) -> bytes | int:
         body = self._notFound.render(request)
-        if request.method == b"HEAD" and isinstance(body, bytes):
+        # (A page that answers a HEAD itself has set its length already.)
+        if request.method == b"HEAD" and isinstance(body, bytes) and body:
             request.responseHeaders.setRawHeaders(
                 b"Content-Length", [b"%d" % (len(body),)]
             )
