@@ -1293,6 +1293,37 @@ class BrokenOriginTests(ProxyTestCase):
         self.assertTextError(client.responses()[-1], 502, "too large")
         self.assertTrue(origin.transport.disconnecting)
 
+    def test_headsBoundedBeforeTheirEnd(self) -> None:
+        """
+        Interim heads, then a head not ended yet that takes the answer past
+        L{MAX_RESPONSE_HEADS}: a 502 at once, not when (if ever) it ends.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(GET)
+        origin = proxy.accept()
+        hint = b"HTTP/1.1 103 Early Hints\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40)) + b"\r\n"
+        origin.send(hint * 2)
+        origin.send(b"HTTP/1.1 200 OK\r\n" + b"".join(b"Y-%d: %s\r\n" % (i, b"b" * 1000) for i in range(55)))
+        self.assertTextError(client.responses()[-1], 502, "too large")
+
+    def test_headsCountedPerAnswer(self) -> None:
+        """
+        The bound on an answer's heads counts each answer's own: many
+        answers on one pooled connection, each with a large head, all go
+        through.
+        """
+        proxy = self.proxy()
+        head = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(30))
+        for _ in range(8):
+            client = proxy.client()
+            client.send(GET)
+            if len(proxy.attempts) == 1 and _ == 0:
+                origin = proxy.accept()
+            origin.send(b"HTTP/1.1 200 OK\r\n" + head + b"Content-Length: 2\r\n\r\nok")
+            self.assertEqual(client.response().status, 200)
+        self.assertEqual(len(proxy.attempts), 1)  # one pooled connection
+
     def test_headInPiecesOfOneByte(self) -> None:
         """
         A head that comes a byte at a time is read whole, its end found

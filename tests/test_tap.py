@@ -942,6 +942,9 @@ class OpenFileLimitTests(SynchronousTestCase):
         pool = (1024 - 128 - siteModule.BODY_FILES - files) // 4
         self.assertEqual((root.http.static.maxOpenFiles, root.proxy.pool.total), (files, pool))
         self.assertEqual(root.budget.maxTotal, 1024 - 128 - siteModule.BODY_FILES - files - pool)
+        self.limits = (200, 200)  # less than the rest needs: 16 files at least
+        root = makeService(parse("--no-downloads", "--http-root", folder), MemoryReactor())
+        self.assertEqual(root.http.static.maxOpenFiles, 16)
 
     def test_makeServiceCountsEveryListener(self) -> None:
         """

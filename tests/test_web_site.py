@@ -94,7 +94,7 @@ class LimitTests(SynchronousTestCase):
         """
         protocol, transport = self.connect()
         fields = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 190) for i in range(4))  # 797 bytes with Host
-        protocol.dataReceived(b"\r\n" * 100 + b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+        protocol.dataReceived(b"\r\n" * 110 + b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
         protocol.dataReceived(b"\r\n" * 3 + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         self.clock.advance(0)
         self.assertEqual(statuses(transport), [b"200", b"200"])

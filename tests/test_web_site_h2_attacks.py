@@ -934,6 +934,23 @@ class BodyFilesTests(StreamErrorTestCase):
         self.assertIn("more than 1 request bodies are being received on this connection",
                       json.loads(refused["body"])["error"])
         self.assertGoesOn()
+        # A body done with gives its place back: uploads one after another
+        # are all taken.
+        client.send_data(1, b"y" * 10, end_stream=True)
+        exchange.pump()
+        self.hanging.requests[-1].finish()
+        exchange.pump()
+        body = json.dumps(list(range(20000))).encode()
+        self.assertGreater(len(body), siteModule.BODY_IN_MEMORY)
+        for _ in range(3):
+            streamID = client.get_next_available_stream_id()
+            client.increment_flow_control_window(len(body))
+            client.send_headers(streamID, request("POST", "/api/echo", ("content-type", "application/json")))
+            for start in range(0, len(body), 16384):
+                client.send_data(streamID, body[start : start + 16384], end_stream=start + 16384 >= len(body))
+                exchange.pump()
+            self.assertEqual(exchange.answers[streamID]["status"], b"200")
+        self.assertEqual((exchange.site.bodyFiles, exchange.protocol._channel.bodyFiles), (0, 0))
 
     def test_bodyThatStopsComingTimesOut(self) -> None:
         """
@@ -960,6 +977,26 @@ class BodyFilesTests(StreamErrorTestCase):
         self.assertIsNone(exchange.answers.get(3, {}).get("status"))
         self.assertEqual(exchange.site.stats.counters["body_timeouts"], 1)
         self.assertGoesOn()
+        # A body that came whole is not timed out, however long its answer
+        # takes; one that stops later is, the idle timeout after its last
+        # bytes.
+        whole = client.get_next_available_stream_id()
+        client.send_headers(whole, request("POST", "/api/hang", ("content-length", "3")))
+        client.send_data(whole, b"abc", end_stream=True)
+        exchange.pump()
+        exchange.clock.advance(idle / 2)
+        client.send_data(3, b"z")
+        exchange.pump()
+        for second in range(int(idle) - 1):  # PINGs keep the connection
+            exchange.clock.advance(1)
+            client.ping(b"%08d" % second)
+            exchange.pump()
+        self.assertIsNone(exchange.answers.get(3, {}).get("status"))
+        exchange.clock.advance(1)
+        exchange.pump()
+        self.assertEqual(exchange.answers[3]["status"], b"408")
+        self.assertIsNone(exchange.answers.get(whole, {}).get("status"))
+        self.assertEqual(exchange.site.stats.counters["body_timeouts"], 2)
 
 
 class InputEndedTests(ExchangeTestCase):
