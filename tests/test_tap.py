@@ -958,9 +958,9 @@ class OpenFileLimitTests(SynchronousTestCase):
         # refused connections past 256, and netsuite took 128 already).
         self.assertEqual(
             warning,
-            f"open files are limited to 256 (ulimit -n): keeping 208 for files, logs and state, netsuite "
-            f"accepts at most 48 connections in all, fewer than one listener's limit (2000); raise the "
-            f"open-file limit or lower --max-connections",
+            "open files are limited to 256 (ulimit -n): keeping 208 for files, logs and state, netsuite "
+            "accepts at most 48 connections in all, fewer than one listener's limit (2000); raise the "
+            "open-file limit or lower --max-connections",
         )
         self.assertEqual(root.budget.maxTotal, 48)
         self.assertEqual(self.calls, [])  # the hard limit is reached already
