@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netsuite.limits import IdleTimeout, TokenBucket, hostKey
+from netsuite.limits import IdleTimeout, TokenBucket, hostKey, unsentBytes
 from netsuite.listen import (
     ConnectionBudget,
     FlushBatch,
@@ -192,6 +192,8 @@ class ChatProtocol(Protocol):
     #: Whether the client's input ended while its lines were held.
     _inputEnded = False
     _slowCheck: Any = None
+    #: What the client had not taken yet when the check was set.
+    _slowFrom = 0
     _dropped = 0
     _out: Optional[List[bytes]] = None
     _outBytes = 0
@@ -618,6 +620,7 @@ class ChatProtocol(Protocol):
                 if self._outBytes > _HARD_OUTPUT * maxOutput:
                     self._slowReader()
                 elif self._slowCheck is None:
+                    self._slowFrom = unsentBytes(self.transport)
                     self._slowCheck = self.factory.reactor.callLater(_SLOW_GRACE, self._checkSlow)
         elif self._outBytes > _HOLD_LIMIT:
             # A big burst within one reactor pass: send it now rather than
@@ -696,6 +699,15 @@ class ChatProtocol(Protocol):
     def _checkSlow(self) -> None:
         self._slowCheck = None
         if self._paused and not self._closed and self._outBytes > self.factory.settings.maxOutput:
+            # Taking any of what the transport and the system hold counts
+            # as reading (as nginx's send_timeout): the transport's buffer
+            # may take longer than the grace to empty for a client that
+            # reads slowly, with the system holding 128 KiB for it.
+            unsent = unsentBytes(self.transport)
+            if unsent < self._slowFrom:
+                self._slowFrom = unsent
+                self._slowCheck = self.factory.reactor.callLater(_SLOW_GRACE, self._checkSlow)
+                return
             self._slowReader()
 
     def _cancelSlowCheck(self) -> None:

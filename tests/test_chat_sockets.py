@@ -7,6 +7,7 @@ and graceful stop.
 from __future__ import annotations
 
 import socket
+import time
 
 import trustme
 from twisted.internet import defer, reactor, threads
@@ -295,6 +296,40 @@ class ChatSocketTests(TestCase):
         self.assertEqual(bob.lines.count(_HELP[0]), count)
         self.assertEqual(bob.lines[-1], _HELP[-1])
         self.assertIsNone(factory.hub.find("bob"))
+
+    async def test_slowButSteadyReaderStays(self) -> None:
+        """
+        A client that reads steadily, more slowly than its answers come, is
+        not cut off as not reading: taking any of what the transport and
+        the system hold counts (here with a grace of 0.3 s, 8 KiB of
+        output allowed, and a reader at 100 KB/s, whose transport buffer
+        takes longer than the grace to empty).  With the system holding 128
+        KiB for it, such a reader at 40 KB/s was cut off under the
+        defaults.
+        """
+        from netsuite import chat
+
+        self.patch(chat, "_SLOW_GRACE", 0.3)
+        port, factory = await self.startChat(rate=0, maxOutput=8 * 1024, historySize=0)
+        count = 500
+
+        def readSlowly() -> int:
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", port))
+                sock.settimeout(5)
+                sock.sendall(b"bob\r\n" + b"/help\r\n" * count)
+                received = b""
+                while received.count(_HELP[-1].encode()) < count:
+                    data = sock.recv(2048)
+                    if not data:
+                        break
+                    received += data
+                    time.sleep(2048 / 100_000)
+                return received.count(_HELP[-1].encode())
+
+        self.assertEqual(await threads.deferToThread(readSlowly), count)
+        self.assertNotIn("slow_readers", factory.stats.counters)
 
     async def test_tlsCloseNotifyStillGetsEverything(self) -> None:
         """
