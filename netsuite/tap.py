@@ -288,6 +288,22 @@ _BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
 #: The flags that name where a service listens.
 _LISTENERS = frozenset(s.name for s in SETTINGS if s.kind in ("listen", "udp"))
 
+
+def _meant(name: str, names: Sequence[str]) -> tuple[str, str] | None:
+    """
+    The setting an unknown flag or key C{name} most likely meant, and an
+    example value to show with it (C{http-port}: C{http} and its default
+    endpoint), or L{None}.
+    """
+    listener = re.fullmatch(r"(.+)-(?:port|listen|bind|addr|address|endpoint)", name)
+    if listener is not None:
+        close = difflib.get_close_matches(listener.group(1), sorted(_LISTENERS), n=1)
+        if close:
+            setting = _BY_NAME[close[0]]
+            return setting.name, f" {setting.default[0]}" if setting.default else " ENDPOINT"
+    close = difflib.get_close_matches(name, names, n=1)
+    return (close[0], "") if close else None
+
 #: Each service: its listener settings (plain, TLS) and the flag that turns it
 #: off.
 SERVICES: Dict[str, tuple[str | None, str | None, str | None]] = {
@@ -386,16 +402,10 @@ class Options(usage.Options):
         if unknown is not None:
             name = unknown.group(1)
             message = f"unknown option {shortened('--' + name)}"
-            listener = re.fullmatch(r"(.+)-(?:port|listen|bind|addr|address|endpoint)", name)
-            if listener is not None and listener.group(1) in _LISTENERS:
-                setting = _BY_NAME[listener.group(1)]
-                example = f" {setting.default[0]}" if setting.default else " ENDPOINT"
-                message += f" (did you mean --{setting.name}{example}?)"
-            else:
-                names = [option.rstrip("=") for option in self.longOpt]
-                close = difflib.get_close_matches(name, names, n=1)
-                if close:
-                    message += f" (did you mean --{close[0]}?)"
+            meant = _meant(name, [option.rstrip("=") for option in self.longOpt])
+            if meant is not None:
+                setting, example = meant
+                message += f" (did you mean --{setting}{example}?)"
         return f"{message.rstrip('.')}; twistd netsuite --help lists every option"
 
     def opt_version(self) -> None:
@@ -547,8 +557,11 @@ def loadConfig(path: Path) -> Dict[str, Any]:
     for key, value in data.items():
         name = key.replace("_", "-")
         if name not in _BY_NAME or name == "config":
-            close = difflib.get_close_matches(name, [s for s in _BY_NAME if s != "config"], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            meant = _meant(name, [s for s in _BY_NAME if s != "config"])
+            hint = ""
+            if meant is not None:
+                setting, example = meant
+                hint = f" (did you mean {setting!r}{' = ' + repr(example.strip()) if example else ''}?)"
             raise ConfigError(f"config file {str(path)!r}: unknown key {shortened(key)}{hint}")
         if name in config:
             raise ConfigError(
@@ -726,7 +739,8 @@ def _warnUnused(options: Options) -> None:
     """
 
     def given(name: str) -> bool:
-        return name in options._given or name in options._where
+        # (An empty list turns a listener off: nothing is given.)
+        return (name in options._given or name in options._where) and bool(options[name])
 
     for service, (plain, secure, off) in SERVICES.items():
         if off and options[off]:
@@ -743,6 +757,12 @@ def _warnUnused(options: Options) -> None:
             raise ConfigError(
                 f"{options.where(secure)} needs TLS: give --tls (a self-signed certificate) or --tls-cert"
             )
+    if options["no-echo"] and given("echo-udp"):
+        log.warn(
+            "{where} is given, but {off} turns echo off: it is not listened on",
+            where=options.where("echo-udp"),
+            off=options.where("no-echo"),
+        )
     if given("tls-handshake-timeout") and options["tls-options"] is None:
         log.warn("{where} is given, but TLS is off", where=options.where("tls-handshake-timeout"))
 
@@ -1431,17 +1451,19 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
     if limit is not None:
         # Past the open-file limit the system refuses connections before
         # netsuite counts them, and the files it needs fail to open.
-        total = min(total or limit, max(limit - spare, 1))
-        if total < largest:
+        fileBound = max(limit - spare, 1)
+        # (Not when the total asked for is what bounds it.)
+        if fileBound < largest and fileBound < (total or limit + 1):
             log.warn(
                 "open files are limited to {limit} (ulimit -n): keeping {spare} for files, logs and state, "
                 "netsuite accepts at most {total} connections in all, fewer than one listener's limit "
                 "({largest}); raise the open-file limit or lower --max-connections",
                 limit=limit,
                 spare=spare,
-                total=total,
+                total=fileBound,
                 largest=largest,
             )
+        total = min(total or limit, fileBound)
     root.budget.maxTotal = total
     if config["tls-fingerprint"]:
         log.info("TLS certificate SHA-256 fingerprint: {fp}", fp=config["tls-fingerprint"])

@@ -488,6 +488,18 @@ class OptionsTests(SynchronousTestCase):
         with open(config, "w") as f:
             f.write('https = "tcp:0"\n')
         self.assertConfigError(["--config", config], f"'https' in {config!r} needs TLS")
+        # An empty list turns a listener off: a config file shared with
+        # runs that have TLS may say so.
+        with open(config, "w") as f:
+            f.write("https = []\n")
+        self.assertEqual(parse("--config", config)["https"], [])
+        # UDP echo is echo's too.
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        parse("--no-echo", "--echo-udp", "udp:0")
+        self.assertEqual(
+            [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+            ["--echo-udp is given, but --no-echo turns echo off: it is not listened on"],
+        )
 
     def test_unknownFlag(self) -> None:
         """
@@ -499,6 +511,7 @@ class OptionsTests(SynchronousTestCase):
             (["--chat-max-clinets", "5"], "unknown option '--chat-max-clinets' (did you mean --chat-max-clients?)"),
             (["--http-port", "80"], "unknown option '--http-port' (did you mean --http tcp:8080:interface=127.0.0.1?)"),
             (["--discard-listen", "9"], "unknown option '--discard-listen' (did you mean --discard ENDPOINT?)"),
+            (["--htp-port", "80"], "unknown option '--htp-port' (did you mean --http tcp:8080:interface=127.0.0.1?)"),
             (["--qqqqqqqq"], "unknown option '--qqqqqqqq'"),
             (["--http"], "option --http requires argument"),
             (["--no-chat=1"], "option --no-chat must not have an argument"),
@@ -554,9 +567,11 @@ class ConfigFileTests(SynchronousTestCase):
 
     def test_unknownKeyCloseToOne(self) -> None:
         """
-        An unknown key close to a known one names it.
+        An unknown key close to a known one names it; C{SERVICE_port} and
+        the like name the listener and its default (it named C{http-root}).
         """
         self.assertBadFile('chat_max_clinets = 5\n', "unknown key 'chat_max_clinets' (did you mean 'chat-max-clients'?)")
+        self.assertBadFile("http_port = 80\n", "unknown key 'http_port' (did you mean 'http' = 'tcp:8080:interface=127.0.0.1'?)")
 
     def test_keyInBothSpellings(self) -> None:
         """
@@ -964,6 +979,19 @@ class OpenFileLimitTests(SynchronousTestCase):
         )
         self.assertEqual(root.budget.maxTotal, 48)
         self.assertEqual(self.calls, [])  # the hard limit is reached already
+
+    def test_noWarningWhenTheTotalAskedForBounds(self) -> None:
+        """
+        A total asked for (C{--max-connections-total}) below what the file
+        limit allows is no reason to blame the file limit; nor is a limit
+        short of what every listener could want while the total it allows
+        is enough for one.
+        """
+        self.limits = (1048576, 1048576)
+        makeService(parse("--no-downloads", "--max-connections-total", "1000"), MemoryReactor())
+        self.limits = (20000, 20000)
+        makeService(parse("--no-downloads"), MemoryReactor())
+        self.assertEqual(self.warnings(), [])
 
 
 class ServiceTreeTests(SynchronousTestCase):
