@@ -63,7 +63,7 @@ from netsuite.limits import heldBytes, hostKey
 from netsuite.stats import ServiceStats
 from netsuite.status import ListenerInfo
 from netsuite.text import shortened
-from netsuite.tls import MAX_PEM_FILE, GatheringTLSProtocol
+from netsuite.tls import MAX_PEM_FILE, GatheringTLSProtocol, TLSConfigError, checkHandshake
 
 #: Seconds open connections get to close on their own when a listener stops.
 DEFAULT_GRACE = 5.0
@@ -240,6 +240,15 @@ def _checkSSLContext(endpoint: object, description: str) -> None:
             f"ssl endpoint {shortened(description, 300)}: OpenSSL cannot use its TLS settings ({reason}); "
             "is every file it names (dhParameters= too) the PEM it should be?"
         ) from None
+    # As for netsuite's own TLS: a certificate no client could use (a DSA
+    # key) stops the start, not every handshake.
+    key = getattr(options, "privateKey", None)
+    if getattr(options, "verify", False):
+        return  # (client certificates asked for: a client without one fails)
+    try:
+        checkHandshake(options, key.to_cryptography_key() if key is not None else None)
+    except TLSConfigError as e:
+        raise ValueError(f"ssl endpoint {shortened(description, 300)}: {e}") from None
 
 
 def _checkDigits(description: str) -> None:

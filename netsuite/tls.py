@@ -294,10 +294,17 @@ def checkHandshake(options: CertificateOptions, key: object) -> None:
                 pass
             except SSL.Error as e:
                 side = "the server" if connection is server else "a client"
+                reason = _sslReason(e)
+                if re.search(r"shared cipher|signature|sigalg", reason):
+                    raise TLSConfigError(
+                        f"no TLS client can connect with a certificate that has {_keyKind(key)} "
+                        f"({side} fails the handshake: {reason}); use an RSA key of 2048 bits "
+                        "or more, or an ECDSA key on P-256 or P-384"
+                    ) from None
+                if "excessive message size" in reason:
+                    reason += " (the certificate chain is larger than clients take, about 100 KiB: give only the certificate and its intermediates)"
                 raise TLSConfigError(
-                    f"no TLS client can connect with a certificate that has {_keyKind(key)} "
-                    f"({side} fails the handshake: {_sslReason(e)}); use an RSA key of 2048 bits "
-                    "or more, or an ECDSA key on P-256 or P-384"
+                    f"no TLS client can connect with this certificate ({side} fails the handshake: {reason})"
                 ) from None
         if all(done.values()):
             return

@@ -101,6 +101,45 @@ class ParseTests(SynchronousTestCase):
             message = str(self.assertRaises(ValueError, parseDatagramEndpoint, description))
             self.assertIn(why, message)
 
+    def test_sslEndpointNoClientCanUse(self) -> None:
+        """
+        An C{ssl:} endpoint whose certificate no client could make a
+        handshake with (a DSA key) is refused, as netsuite's own TLS is; it
+        started, and every handshake failed.
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import dsa, ec
+        import datetime
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+
+        def write(name: str, key: object) -> tuple[str, str]:
+            subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
+            now = datetime.datetime.now(datetime.timezone.utc)
+            cert = (
+                x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(key.public_key()).serial_number(1)
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=9))
+                .sign(key, hashes.SHA256())
+            )
+            keyPath, certPath = os.path.join(directory, name + "-key.pem"), os.path.join(directory, name + ".pem")
+            with open(keyPath, "wb") as f:
+                f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+            with open(certPath, "wb") as f:
+                f.write(cert.public_bytes(serialization.Encoding.PEM))
+            return keyPath, certPath
+
+        keyPath, certPath = write("dsa", dsa.generate_private_key(2048))
+        message = str(self.assertRaises(
+            ValueError, parseStreamEndpoint, reactor, f"ssl:0:privateKey={keyPath}:certKey={certPath}"
+        ))
+        self.assertIn("no TLS client can connect with a certificate that has a DSA key", message)
+        keyPath, certPath = write("ec", ec.generate_private_key(ec.SECP256R1()))
+        parseStreamEndpoint(reactor, f"ssl:0:privateKey={keyPath}:certKey={certPath}")
+
     def test_systemdSocketOfTheWrongKind(self) -> None:
         """
         A socket systemd passed that is not a listening stream socket of

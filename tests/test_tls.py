@@ -321,6 +321,26 @@ class LoadPEMTests(SynchronousTestCase):
         ]:
             checkHandshake(serverOptions([_selfSigned(key.public_key(), key)], key), key)
 
+    def test_chainTooLargeNamed(self) -> None:
+        """
+        A chain larger than TLS clients take (a leaf followed by a whole CA
+        bundle, a common mistake) is refused, saying so: the message blamed
+        the key, a P-256 one, and advised a P-256 key.
+        """
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = _selfSigned(key.public_key(), key)
+        other = ec.generate_private_key(ec.SECP256R1())
+        bundle = [_selfSigned(other.public_key(), other)] * 400
+        e = self.assertRaises(TLSConfigError, checkHandshake, serverOptions([leaf, *bundle], key), key)
+        self.assertIn("excessive message size", str(e))
+        self.assertIn("the certificate chain is larger than clients take", str(e))
+        self.assertNotIn("use an RSA key", str(e))
+        # A large chain clients do take (79 KB) passes: the handshake has
+        # room for its rounds.
+        checkHandshake(serverOptions([leaf, *bundle[:265]], key), key)
+
     def test_keysBrowsersRefuseWarned(self) -> None:
         """
         A key that OpenSSL clients take and browsers refuse (Ed25519, an
