@@ -1061,7 +1061,7 @@ class StopSignals:
             # nginx's graceful stop; by default it ended the process at once
             # (and dumped its core).  As SIGTERM, which twistd ends the
             # process with once stopped (SIGQUIT would dump its core then).
-            signal.signal(quit, lambda number, frame: term(signal.SIGTERM, frame))
+            signal.signal(quit, functools.partial(self._quit, term))
         user2 = getattr(signal, "SIGUSR2", None)
         if user2 is not None and signal.getsignal(user2) in (signal.SIG_DFL, None):
             # nginx's binary upgrade; by default it ended the process at once.
@@ -1088,6 +1088,14 @@ class StopSignals:
             "Received SIGUSR1: ignored, there is no log file to reopen (the access log is opened "
             "again by itself when it is moved or removed)",
         )
+
+    def _quit(self, term: Callable[[int, Any], object], number: int, frame: Any) -> None:
+        """
+        SIGQUIT (nginx's graceful stop): a SIGTERM, said so in the log.
+        """
+        if not self.stopping:
+            self._reactor.callFromThread(log.info, "Received SIGQUIT: stopping as for SIGTERM")
+        term(signal.SIGTERM, frame)
 
     def _user2(self, number: int, frame: Any) -> None:
         """

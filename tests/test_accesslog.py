@@ -222,6 +222,34 @@ class AccessLogFileTests(SynchronousTestCase):
         self.assertEqual(read(self.path), "first line\nsecond lin\nthird line\nfourth line\n")
         self.assertIn(f"Access log {self.path!r} is written again; 13 bytes were lost", self.messages())
 
+    def test_lineCutShortThenMoved(self) -> None:
+        """
+        A log cut short by a full disk, then moved away (rotated): the new
+        file starts with the next line, not with an empty one.
+        """
+        realWrite = os.write
+        full: List[bool | None] = [True]
+
+        def write(fd: int, data: bytes) -> int:
+            if full[0]:
+                full[0] = None
+                return realWrite(fd, bytes(data[:5]))
+            if full[0] is None:
+                raise OSError(28, "No space left on device")
+            return realWrite(fd, data)
+
+        self.patch(os, "write", write)
+        log = AccessLogFile(self.path, self.clock)
+        log.write("cut short\n")
+        self.clock.advance(1)
+        os.rename(self.path, self.path + ".1")
+        full[0] = False
+        log.write("next\n")
+        self.clock.advance(1)
+        log.close()
+        self.assertEqual(read(self.path), "next\n")
+        self.assertEqual(read(self.path + ".1"), "cut s")
+
     def test_cannotMakeAgain(self) -> None:
         """
         A file moved away whose name cannot be made again (a directory took

@@ -586,10 +586,13 @@ class ConfigFileTests(SynchronousTestCase):
     def test_byteOrderMark(self) -> None:
         """
         A UTF-8 byte order mark (as some Windows editors write) starts the
-        file without breaking it; it was "not valid TOML".
+        file without breaking it; it was "not valid TOML".  One inside a
+        value is the value's.
         """
         path = self.write("\ufeffgrace = 3\n")
         self.assertEqual(parse("--config", path)["grace"], 3)
+        path = self.write('http-access-log = "a\ufeffb"\n')
+        self.assertEqual(tap.loadConfig(Path(path))["http-access-log"], "a\ufeffb")
 
     def test_longUnknownKeyShortened(self) -> None:
         """
@@ -827,6 +830,24 @@ class DataDirectoryLockTests(SynchronousTestCase):
         error = self.assertRaises(ConfigError, makeService, options, MemoryReactor())
         self.assertIn(f"{downloads!r} is in use by another netsuite's downloads (process {self.pid})", error.message)
 
+    def test_lockNamesThisProcess(self) -> None:
+        """
+        L{files.claimLocksForThisProcess} writes this process's id, whole,
+        in every lock file it holds, over a longer one written before (by
+        the process twistd daemonized from).
+        """
+        from netsuite import files
+
+        path = os.path.abspath(self.mktemp())
+        self.assertIsNone(files.lockForThisProcess(path))
+        self.addCleanup(lambda: os.close(files._held.pop(path)))
+        fd = files._held[path]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"1234567890123", 0)
+        files.claimLocksForThisProcess()
+        with open(path) as f:
+            self.assertEqual(f.read(), str(os.getpid()))
+
     def test_dataDirectoryMadePrivate(self) -> None:
         data = os.path.join(os.path.abspath(self.mktemp()), "netsuite")
         parse("--data-dir", data)
@@ -848,6 +869,15 @@ class DataDirectoryLockTests(SynchronousTestCase):
             "downloaded, secrets in them too; chmod 700 it",
             [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
         )
+
+
+class ChatRoomsTests(SynchronousTestCase):
+    def test_zeroRoomsIsTheLobbyOnly(self) -> None:
+        """
+        C{--chat-max-rooms 0} leaves the lobby, the one room there must be.
+        """
+        root = makeService(parse("--no-downloads", "--chat-max-rooms", "0"), MemoryReactor())
+        self.assertEqual(root.chat.settings.maxRooms, 1)
 
 
 class PluginTests(SynchronousTestCase):
@@ -1120,6 +1150,26 @@ class StopSignalsTests(SynchronousTestCase):
         self.assertEqual(self.first, [15])
         self.assertEqual(
             [formatEvent(e) for e in self.events], ["Received SIGINT again: aborted the 2 connection(s) still open"]
+        )
+
+    def test_quitIsATermThatSaysSo(self) -> None:
+        """
+        SIGQUIT (nginx's graceful stop) goes to netsuite's SIGTERM handling,
+        said so in the log: the first stops, a second aborts what is left
+        (it ended the process at once, dumping its core).
+        """
+        installed: dict[int, Any] = {}
+        self.patch(tap.signal, "signal", lambda number, handler: installed.__setitem__(number, handler))
+        self.patch(tap.signal, "getsignal", lambda number: installed.get(number, signal.SIG_DFL)
+                   if number != signal.SIGTERM else installed.get(number, lambda n, frame: self.first.append(n)))
+        self.signals.install()
+        installed[signal.SIGQUIT](signal.SIGQUIT, None)
+        self.assertEqual(self.first, [signal.SIGTERM])
+        installed[signal.SIGQUIT](signal.SIGQUIT, None)
+        self.assertEqual(self.first, [signal.SIGTERM])
+        self.assertEqual(
+            [formatEvent(e) for e in self.events],
+            ["Received SIGQUIT: stopping as for SIGTERM", "Received SIGTERM again: aborted the 2 connection(s) still open"],
         )
 
     def test_stoppedOtherwise(self) -> None:
