@@ -51,7 +51,7 @@ from netsuite.status import SimpleStatus
 from netsuite.tap import ConfigError, Options, makeService
 from netsuite.web import api as apiModule
 from netsuite.web.site import makeHTTPService
-from tests.helpers import recvUntil
+from tests.helpers import recvUntil, waitUntil
 from tests.test_twistd import TWISTD, Running, spawn
 
 #: The token the tests' services want.
@@ -355,9 +355,12 @@ class ServiceTestCase(TestCase):
     async def written(self, service: DownloadService) -> None:
         """
         Wait until C{service} has written its latest changes to its job
-        list (it gathers them, and writes in a thread).
+        list (it gathers them, and writes in a thread), or failed to and
+        waits to try again.
         """
-        while (service._saveCall is not None and service._saveCall.active()) or service._writing:
+        while service._writing or (
+            service._saveCall is not None and service._saveCall.active() and not service._saveFailures
+        ):
             await deferLater(reactor, 0.02, lambda: None)
 
     async def files(self, directory: Optional[Path] = None) -> list[str]:
@@ -1266,6 +1269,58 @@ class RestartTests(ServiceTestCase):
         self.assertEqual((await self.waitFor(job["id"]))["state"], "done")
         self.assertEqual((directory / "second.txt").read_bytes(), HELLO)
         self.assertEqual(await self.files(directory), [JOBS_FILE, "hello.txt", "second.txt"])
+
+    async def test_errorsQuoteInputCutShort(self) -> None:
+        """
+        Error messages quote what was sent cut short, as the README says
+        (60 characters; a URL 200): they quoted whole ids, parameters and
+        URLs of 7 to 8 KB.
+        """
+        self.startService(Path(self.mktemp()))
+        long = "9" * 7000
+        for path, fragment in [
+            ("/" + long, "no download with id '9999"),
+            ("?x" + long + "=1", "unknown parameter 'x999"),
+            ("?state=x" + long, "no state 'x999"),
+            ("?after=x" + long, "no download with id 'x999"),
+        ]:
+            response, body = await self.call("GET", path)
+            self.assertIn(fragment, body["error"])
+            self.assertLess(len(body["error"]), 300, path[:20])
+        response, body = await self.post({"url": "http://169.254.169.254/" + "p" * 8000})
+        self.assertLess(len(body["error"]), 400)
+        self.assertIn("(8023 characters): refused", body["error"])
+
+    async def test_failedSaveTriedAgain(self) -> None:
+        """
+        A job list that could not be saved is saved again once it can be,
+        at growing intervals (from 1 s), with nothing else changing: a
+        DELETE answered while the disk was full came undone in a crash
+        once the disk had room again.  One warning, and a line when it is
+        saved again.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        service = self.startService(directory)
+        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        await self.waitFor(job["id"])
+        await self.written(service)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        (directory / JOBS_FILE).unlink()
+        (directory / JOBS_FILE).mkdir()  # nothing can be saved under that name now
+        response, _ = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual(response.code, 200)
+        await deferLater(reactor, 2.5, lambda: None)  # tried again at 1 s and 3 s
+        self.assertGreaterEqual(service._saveFailures, 2)
+        (directory / JOBS_FILE).rmdir()
+        await waitUntil(lambda: (directory / JOBS_FILE).is_file(), timeout=10)
+        await self.written(service)
+        with open(directory / JOBS_FILE) as f:
+            self.assertEqual(json.load(f)["jobs"], [])
+        logged = [formatEvent(e) for e in events if "job list" in formatEvent(e)]
+        self.assertEqual(len(logged), 2, logged)
+        self.assertIn("cannot save the job list", logged[0])
+        self.assertIn("is saved again", logged[1])
 
     async def test_plantedLinkAtTheJobListTemporaryIsNotFollowed(self) -> None:
         """

@@ -109,6 +109,10 @@ _MAX_ID_DIGITS = 15
 #: (changes meanwhile are gathered), a short one at once.
 SAVE_PAUSE = 1.0
 
+#: The longest wait before trying again to save a job list that could not
+#: be saved.
+SAVE_RETRY_MOST = 60.0
+
 #: How long a C{POST} waits for the job list holding its job to be on the
 #: disk before it is answered C{202} (accepted, still being written)
 #: rather than C{201}: a stuck disk does not hold the client forever.
@@ -132,6 +136,15 @@ _STATES = ("queued", "running", "retrying", *_FINISHED)
 
 #: Fields of a job that only the job list keeps (the API does not show them).
 _PRIVATE = ("part",)
+
+
+def _shownURL(url: str, most: int = 200) -> str:
+    """
+    C{url} as an error message shows it: its password hidden, and cut
+    after C{most} characters (a URL may be 8 KB).
+    """
+    shown = redact(url)
+    return shown if len(shown) <= most else f"{shown[:most]}... ({len(shown)} characters)"
 
 
 class DownloadService(Service):
@@ -192,6 +205,8 @@ class DownloadService(Service):
         self._nextSave = -math.inf
         self._writing = False
         self._dirty = False
+        #: Saves of the job list that failed in a row.
+        self._saveFailures = 0
         self._again: list[Deferred] = []
 
     # -- lifecycle --------------------------------------------------------------
@@ -262,7 +277,7 @@ class DownloadService(Service):
             raise APIError(400, str(e)) from None
         problem = fetchHostProblem(clean)
         if problem is not None:
-            raise APIError(400, f"{redact(url)}: {problem}")
+            raise APIError(400, f"{_shownURL(url)}: {problem}")
         refused = self._literalDestinationProblem(url)
         if refused is not None:
             raise APIError(403, refused)
@@ -342,7 +357,7 @@ class DownloadService(Service):
         try:
             self.rules.checkDestination([address], parts.port or (443 if parts.scheme.lower() == "https" else 80))
         except Exception as e:
-            return f"{redact(url)}: refused: {e}"
+            return f"{_shownURL(url)}: refused: {e}"
         return None
 
     def list(self) -> list[dict]:
@@ -383,7 +398,7 @@ class DownloadService(Service):
             elif _idNumber(after) is not None:
                 start = next((n for n, job in enumerate(jobs) if _idAfter(job["id"], after)), len(jobs))
             else:
-                raise APIError(400, f"no download with id {after!r} to list the jobs after")
+                raise APIError(400, f"no download with id {shortened(after)} to list the jobs after")
         shown: list[tuple[dict, bytes]] = []
         size = 0
         for job in jobs[start:]:
@@ -720,7 +735,17 @@ class DownloadService(Service):
         self._nextSave = now + SAVE_PAUSE * max(0.0, now - started)
         forgotten, error = result
         if error is not None:
-            log.warn("cannot save the job list {path}: {error}", path=str(self.jobsFile), error=error)
+            # Tried again until it works, at growing intervals: what was
+            # answered (a DELETE's 200) came undone in a crash once the
+            # disk had room again, nothing else changing.
+            self._saveFailures += 1
+            if self._saveFailures == 1:
+                log.warn("cannot save the job list {path}: {error}; trying again", path=str(self.jobsFile), error=error)
+            self._nextSave = now + min(SAVE_RETRY_MOST, SAVE_PAUSE * 2 ** (self._saveFailures - 1))
+            self._dirty = True
+        elif self._saveFailures:
+            self._saveFailures = 0
+            log.info("the job list {path} is saved again", path=str(self.jobsFile))
         for jobId in forgotten:
             job = self._jobs.get(jobId)
             if job is not None and job["state"] in _FINISHED:
@@ -821,7 +846,7 @@ class DownloadsResource(_Guarded):
         query = _parseQuery(request.uri.partition(b"?")[2])
         unknown = sorted(set(query) - {"limit", "after", "state"})
         if unknown:
-            raise APIError(400, f"unknown parameter {unknown[0]!r}; the list takes limit, after and state")
+            raise APIError(400, f"unknown parameter {shortened(unknown[0])}; the list takes limit, after and state")
         if any(len(values) > 1 for values in query.values()):
             raise APIError(400, "give each of limit, after and state once")
         limit = PAGE_SIZE
@@ -835,7 +860,7 @@ class DownloadsResource(_Guarded):
             states = set(query["state"][0].split(","))
             wrong = sorted(states - set(_STATES))
             if wrong:
-                raise APIError(400, f"no state {wrong[0]!r}; states are {', '.join(_STATES)}")
+                raise APIError(400, f"no state {shortened(wrong[0])}; states are {', '.join(_STATES)}")
         after = query["after"][0] if "after" in query else None
         jobs, more = self.service._page(limit, after, states)
         following = None
@@ -905,7 +930,7 @@ class DownloadResource(_Guarded):
         self.jobId = jobId
 
     def _missing(self) -> APIError:
-        return APIError(404, f"no download with id {self.jobId!r}")
+        return APIError(404, f"no download with id {shortened(self.jobId)}")
 
     def json_GET(self, request: Request) -> dict:
         job = self.service.get(self.jobId)

@@ -314,7 +314,7 @@ class _NotFound(JSONResource):
     def render(self, request: Request) -> bytes:
         path = unquote_to_bytes(self.path).decode("utf-8", "replace")
         return renderJSON(
-            request, APIError(404, f"no API endpoint at {path!r}").toJSON(), 404
+            request, APIError(404, f"no API endpoint at {shortened(path)}").toJSON(), 404
         )
 
     def getChild(self, path: bytes, request: Request) -> IResource:
