@@ -1357,6 +1357,17 @@ class EndToEndTests(TestCase):
         )
         self.assertEqual((code, err), (0, b""))
         self.assertEqual(Path(out, "caf%C3%A9%E2%98%83.txt").read_bytes(), b"snow\n")
+        # A directory such a locale cannot name is one usage error (it was
+        # a traceback).
+        inputFile = os.path.abspath(self.mktemp())
+        with open(inputFile, "w", encoding="utf-8") as f:
+            f.write(f"{self.base}/small.txt\n  dir={out}/café\n")
+        _, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "netsuite.download.cli", "-i", inputFile, "-q"], env=env, path=root,
+        )
+        self.assertEqual(code, 2, err)
+        self.assertNotIn(b"Traceback", err)
+        self.assertIn(b"this locale's file names cannot hold its name", err)
         env, root = self.environment()
         _, err, code = await getProcessOutputAndValue(
             sys.executable, [b"-m", b"netsuite.download.cli", f"{self.base}/small.txt".encode(), b"-d", out.encode(),

@@ -2714,12 +2714,36 @@ class ResumeTests(EngineTestCase):
         other = directory / "other"
         other.write_bytes(b"another download's bytes")
         os.replace(other, part)
-        statePathFor(part).write_text("another download's state")
+        theirs = directory / "theirs.json"
+        theirs.write_text("another download's state")
+        os.replace(theirs, statePathFor(part))  # as a download writes it
         failure = await self.failureOf(job.deferred, LocalFileError)
         self.assertIn("resume.bin.part was removed or replaced while it downloaded", str(failure))
         self.assertFalse((directory / "resume.bin").exists())
         self.assertEqual(part.read_bytes(), b"another download's bytes")
         self.assertEqual(statePathFor(part).read_text(), "another download's state")
+
+    async def test_partReplacedNotResumedLater(self) -> None:
+        """
+        A C{.part} replaced while its download runs (the state file left as
+        this download wrote it): the state file goes with the failure, and
+        a later run does not resume the other file from it.  It did: the
+        file saved under the final name began with the other file's bytes.
+        """
+        directory = self.directory()
+        url = self.origin.url(f"{self.path}?rate={256 * KiB}")
+        job = self.downloader().submit(DownloadRequest(url=url, directory=directory))
+        part = directory / "resume.bin.part"
+        await waitUntil(lambda: statePathFor(part).exists() and json.loads(statePathFor(part).read_text())["done"])
+        size = part.stat().st_size
+        other = directory / "other"
+        other.write_bytes(b"X" * size)
+        os.replace(other, part)
+        await self.failureOf(job.deferred, LocalFileError)
+        self.assertFalse(statePathFor(part).exists())
+        result = await self.downloader().download(url, directory)
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertEqual(fileSHA256(result.path), self.origin.digest(self.path))
 
     async def test_plantedStateFilesAreIgnored(self) -> None:
         """
@@ -4426,6 +4450,24 @@ class StateFileTests(SynchronousTestCase):
         self.assertEqual(DownloadState.fromJSON(state.toJSON()), state)
         for bad in (-1, "10", 1.5):
             self.assertIsNone(DownloadState.fromJSON({**state.toJSON(), "adopted": bad}), bad)
+
+
+class StateWarningTests(SynchronousTestCase):
+    def test_plantedNameEscapedInTheLog(self) -> None:
+        """
+        A state file planted with an escape sequence in its name is named
+        escaped in the log (the service's log is often a terminal, or read
+        with tail -f): it cleared the screen.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        planted = directory / "a\x1b]2;PWNED\x07\x1b[2J.part.json"
+        planted.write_text("not json")
+        self.assertIsNone(state.loadState(planted))
+        [message] = [formatEvent(e) for e in events]
+        self.assertNotIn("\x1b", message)
+        self.assertIn("a\\x1b]2;PWNED\\x07\\x1b[2J.part.json", message)
 
 
 class ValueTests(SynchronousTestCase):

@@ -326,6 +326,8 @@ def _makeDirectory(directory: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a name too long, a file on the way, no permission...
         raise UsageError(f"cannot create the directory {shown}: {e.strerror or e}") from None
+    except UnicodeEncodeError:
+        raise UsageError(f"cannot create the directory {shown}: this locale's file names cannot hold its name") from None
 
 
 def makePlan(args: argparse.Namespace, stdin: Optional[IO[str]] = None, createDirectories: bool = True) -> Plan:

@@ -45,6 +45,7 @@ from treq.client import HTTPClient
 from .. import __version__
 from ..chunked import MalformedChunkedBody
 from ..limits import TokenBucket
+from ..text import visibleText
 from . import names
 from .agent import (
     PHRASE_LENGTH,
@@ -929,8 +930,10 @@ class _Download:
         self._slotKey = origin(self.url)
         self._lastSave = 0.0
         self._noRanges = False
-        #: The .part was found removed or replaced (said once).
+        #: The .part was found removed or replaced (said once), and the
+        #: state file this download last wrote (device, inode).
         self._lostPart = False
+        self._stateIdentity: Optional[tuple[int, int]] = None
         self._stopping = False
         self.discardOnCancel = False
         self._idle: set[Deferred] = set()
@@ -1077,7 +1080,7 @@ class _Download:
                 why = {errno.ELOOP: "it is a symbolic link", errno.EISDIR: "it is a directory"}.get(
                     e.errno or 0, e.strerror
                 )
-                log.warn("{url}: not resuming {part}: {why}", url=self.url, part=str(part), why=why)
+                log.warn("{url}: not resuming {part}: {why}", url=self.url, part=visibleText(str(part)), why=why)
                 return False
             raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
         if fd is None:
@@ -1863,7 +1866,9 @@ class _Download:
 
         def chunks():
             offset = 0
-            while True:
+            # (Cancelled: the descriptor is closed, or being closed in a
+            # thread, and its number may soon be another file's.)
+            while self.fd == fd:
                 chunk = os.pread(fd, HASH_CHUNK, offset)
                 if not chunk:
                     return
@@ -1872,6 +1877,8 @@ class _Download:
                 yield None
 
         await task.cooperate(chunks()).whenDone()
+        if self.fd != fd:
+            raise CancelledError()
         if digest.hexdigest() != expected:
             raise ChecksumMismatch(
                 f"{self.url}: the {algorithm} checksum does not match (expected {expected}, got {digest.hexdigest()})"
@@ -1904,6 +1911,7 @@ class _Download:
         it and its state file are gone, so no other download resumes it.
         """
         if not self._stillOurs():
+            self._partLost()
             raise LocalFileError(
                 f"{self.url}: {self.partPath} was removed or replaced while it downloaded; the download is not saved"
             )
@@ -1940,6 +1948,27 @@ class _Download:
             pass
         self._close()
 
+    def _partLost(self) -> None:
+        """
+        The C{.part} was removed or replaced: say so once, and delete the
+        state file this download wrote beside it, if it is still there, so
+        that no later run resumes what took the C{.part}'s place from it
+        (a file of other bytes was saved under the final name, its hash
+        wrong).
+        """
+        if self._lostPart or self.partPath is None:
+            return
+        self._lostPart = True
+        log.warn("{url}: {part} was removed or replaced; its resume state is not kept",
+                 url=self.url, part=visibleText(str(self.partPath)))
+        statePath = statePathFor(self.partPath)
+        try:
+            there = os.lstat(statePath)
+            if (there.st_dev, there.st_ino) == self._stateIdentity:
+                os.unlink(statePath)
+        except OSError:
+            pass
+
     def _stillOurs(self) -> bool:
         """
         Whether the C{.part} path still names the file this download
@@ -1960,10 +1989,7 @@ class _Download:
         if self.partPath is None or self.fd is None or not (self.started or self.adopted is not None):
             return
         if not self._stillOurs():
-            if not self._lostPart:
-                self._lostPart = True
-                log.warn("{url}: {part} was removed or replaced; its resume state is not saved",
-                         url=self.url, part=str(self.partPath))
+            self._partLost()
             return
         done = list(self.state.done)
         for piece in self.pieces:
@@ -1972,14 +1998,20 @@ class _Download:
         state = replace(self.state, done=mergeRanges(done))
         try:
             state.save(statePathFor(self.partPath))
+            saved = os.lstat(statePathFor(self.partPath))
+            self._stateIdentity = (saved.st_dev, saved.st_ino)
         except OSError as e:
             log.warn("{url}: cannot save the resume state: {error}", url=self.url, error=e.strerror)
         self._lastSave = self.clock.seconds()
 
     def _close(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+            fd, self.fd = self.fd, None
+            if self.partPath is not None and self._lostPart:
+                # Removed meanwhile: the last close frees its blocks.
+                closeInThread(self.downloader.reactor, fd)
+            else:
+                os.close(fd)
 
     def _appended(self) -> bool:
         """
@@ -1997,7 +2029,8 @@ class _Download:
         part, own = self.partPath, self.finalPath
         if not self._stillOurs():
             log.warn("{url}: cannot give {own} back its name: {part} was removed or replaced", url=self.url,
-                     own=str(own), part=str(part))
+                     own=visibleText(str(own)), part=visibleText(str(part)))
+            self._partLost()
             self._close()
             return
         try:
@@ -2015,7 +2048,7 @@ class _Download:
                 os.unlink(part)
         except OSError as e:
             # Its state says what is the user's: a later run never cuts that.
-            log.warn("{url}: cannot give {own} back its name, it stays {part}: {error}", url=self.url, own=str(own),
+            log.warn("{url}: cannot give {own} back its name, it stays {part}: {error}", url=self.url, own=visibleText(str(own)),
                      part=str(part), error=e.strerror)
         else:
             with contextlib.suppress(OSError):
@@ -2025,6 +2058,7 @@ class _Download:
 
     def _discard(self) -> None:
         if not self._stillOurs():  # what is there now is another's
+            self._partLost()
             self._close()
             return
         # Unlinked before the lock goes with the descriptor, so that no
@@ -2036,7 +2070,7 @@ class _Download:
                 except FileNotFoundError:
                     pass
                 except OSError as e:
-                    log.warn("cannot delete {path}: {error}", path=str(path), error=e.strerror)
+                    log.warn("cannot delete {path}: {error}", path=visibleText(str(path)), error=e.strerror)
         fd, self.fd = self.fd, None
         if fd is not None:
             closeInThread(self.downloader.reactor, fd)
@@ -2079,7 +2113,7 @@ def discardPart(part: Path, url: str, reactor: object = None) -> bool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
     except OSError as e:
-        log.warn("cannot delete {path}: {error}", path=str(path), error=e.strerror)
+        log.warn("cannot delete {path}: {error}", path=visibleText(str(path)), error=e.strerror)
         os.close(fd)
         return False
     closeInThread(reactor, fd)
@@ -2118,7 +2152,9 @@ def _openPart(path: Path, create: bool, exclusive: bool = False) -> Optional[int
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
         raise _NotOwnFile(errno.EINVAL, "not a regular file")
-    if status.st_uid != os.geteuid():
+    # (One made here is ours whoever the file system says owns it: NFS with
+    # root_squash, a vfat or CIFS mount's uid=.)
+    if status.st_uid != os.geteuid() and not (create and exclusive):
         os.close(fd)
         raise _NotOwnFile(errno.EPERM, "it belongs to another user")
     if status.st_nlink != 1:

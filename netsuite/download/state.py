@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 from twisted.logger import Logger
 
 from netsuite.files import readSmallFile, rewriteInPlace, writeAtomically
+from netsuite.text import visibleText
 
 log = Logger()
 
@@ -292,12 +293,12 @@ def loadState(path: Path) -> Optional[DownloadState]:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        log.warn("ignoring unreadable download state {path}: {error}", path=str(path), error=str(e))
+        log.warn("ignoring unreadable download state {path}: {error}", path=visibleText(str(path)), error=visibleText(str(e)))
         return None
     except RecursionError:
-        log.warn("ignoring unreadable download state {path}: nested too deeply", path=str(path))
+        log.warn("ignoring unreadable download state {path}: nested too deeply", path=visibleText(str(path)))
         return None
     state = DownloadState.fromJSON(data)
     if state is None:
-        log.warn("ignoring download state {path}: not a state file this version reads", path=str(path))
+        log.warn("ignoring download state {path}: not a state file this version reads", path=visibleText(str(path)))
     return state
