@@ -850,8 +850,8 @@ def _lockDataDirectory(options: Options) -> None:
     if mode & 0o077:
         # An existing one keeps its mode (it may be shared on purpose).
         log.warn(
-            "the data directory {path} is open to other users (mode {mode:o}): its job list names every URL "
-            "downloaded, secrets in them too; chmod 700 it",
+            "the data directory {path} is open to other users (mode {mode:o}): they may list and read what "
+            "is downloaded into it; chmod 700 it",
             path=str(directory),
             mode=stat.S_IMODE(mode),
         )

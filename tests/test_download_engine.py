@@ -2698,6 +2698,18 @@ class ResumeTests(EngineTestCase):
             self.assertEqual(len(warnings), 1, warnings)
             self.assertIn("it belongs to another user", warnings.pop())
 
+    async def test_newPartOfAnotherOwnerOnSomeFileSystems(self) -> None:
+        """
+        A C{.part} made here (O_EXCL) is this download's, whoever the file
+        system says owns it (NFS with root_squash, a vfat mount's uid=):
+        every download failed with "it belongs to another user".
+        """
+        uid = os.geteuid()
+        self.patch(os, "geteuid", lambda: uid + 1)
+        directory = self.directory()
+        result = await self.downloader().download(self.origin.url(self.path), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+
     async def test_partReplacedWhileDownloading(self) -> None:
         """
         A C{.part} removed or replaced while its download runs (by another

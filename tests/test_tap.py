@@ -865,8 +865,8 @@ class DataDirectoryLockTests(SynchronousTestCase):
         parse("--data-dir", data)
         self.assertEqual(os.stat(data).st_mode & 0o777, 0o755)
         self.assertIn(
-            f"the data directory {data} is open to other users (mode 755): its job list names every URL "
-            "downloaded, secrets in them too; chmod 700 it",
+            f"the data directory {data} is open to other users (mode 755): they may list and read what "
+            "is downloaded into it; chmod 700 it",
             [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
         )
 
