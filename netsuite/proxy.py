@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from netsuite.accesslog import openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
-from netsuite.limits import ClosingWatch, IdleTimeout, decimal, hostKey, peerReset
+from netsuite.limits import ClosingWatch, IdleTimeout, decimal, hostKey, peerReset, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -628,6 +628,8 @@ class UpstreamConnection(Protocol):
     _held = False
     _viaVersion = b"1.1"
     _interim = 0
+    #: What of the request the origin had not taken when last looked at.
+    _unsentSeen = 0
 
     def __init__(self, factory: "ProxyFactory", key: Tuple[bytes, int]) -> None:
         self.factory = factory
@@ -683,6 +685,7 @@ class UpstreamConnection(Protocol):
             self.transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
         else:
             self.transport.write(data)
+        self._unsentSeen = unsentBytes(self.transport)
 
     def endBody(self) -> None:
         """
@@ -692,6 +695,7 @@ class UpstreamConnection(Protocol):
             self.transport.write(b"0\r\n\r\n")
         self._bodySent = True
         self._last = self.factory.clock.seconds()
+        self._unsentSeen = unsentBytes(self.transport)
 
     def pauseReading(self) -> None:
         """
@@ -731,6 +735,13 @@ class UpstreamConnection(Protocol):
         now = self.factory.clock.seconds()
         if self._held:
             self._last = now
+        if self._state == "head":
+            # An origin still taking what was sent (a slow upload, all of it
+            # queued) is not silent either: 2 MB taken at 5 KB/s got a 504.
+            unsent = unsentBytes(self.transport)
+            if unsent < self._unsentSeen:
+                self._last = now
+            self._unsentSeen = unsent
         left = self._last + limit - now
         if left > 0:
             self._timer = self.factory.clock.callLater(min(left, self._step), self._checkTimer)

@@ -1359,6 +1359,47 @@ class ProxySocketTests(TestCase):
         self.assertEqual(_parseResponse(data)[0], 200)
         self.assertLess(time.monotonic() - started, 3)
 
+    async def test_originTakingAnUploadSlowlyIsNotSilent(self) -> None:
+        """
+        An origin that takes an upload slowly but steadily, all of it
+        already written towards it, is not timed out while it takes it
+        (here a read timeout of 0.5 s, 150 KB taken over some seconds):
+        it got a 504 "did not answer", 2 MB at 5 KB/s after 60 s.
+        """
+        size = 150_000
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        originPort = listener.getsockname()[1]
+
+        def origin() -> int:
+            conn, _ = listener.accept()
+            with conn:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                taken = len(data.split(b"\r\n\r\n", 1)[1])
+                while taken < size:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return taken
+                    taken += len(chunk)
+                    time.sleep(0.01)
+                conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                return taken
+
+        taking = threads.deferToThread(origin)
+        port = await self.startProxy(settings=ProxySettings(readTimeout=0.5))
+        data = await self.exchange(
+            port,
+            b"PUT http://127.0.0.1:%d/f HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (originPort, size)
+            + b"x" * size,
+        )
+        self.assertEqual(_parseResponse(data)[0], 201, data[:200])
+        self.assertEqual(await taking, size)
+
     async def test_usersFileChangedWhileRunning(self) -> None:
         """
         A password changed and a user added with C{netsuite-proxy-user}
