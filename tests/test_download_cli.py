@@ -1223,6 +1223,21 @@ class _Missing(Resource):
         return b"not here"
 
 
+class WellFormedTests(SynchronousTestCase):
+    def test_loneSurrogates(self) -> None:
+        """
+        A byte that was not UTF-8 (C{\\udce9}) becomes its C{%E9}; any
+        other lone surrogate U+FFFD; the rest of the text, and what is not
+        text, stays.
+        """
+        from netsuite.download.cli import _wellFormed
+
+        self.assertEqual(
+            _wellFormed({"path": "d\udce9/x", "n": [1, "a\ud800b", None], "ok": "é☃"}),
+            {"path": "d%E9/x", "n": [1, "a\ufffdb", None], "ok": "é☃"},
+        )
+
+
 class EndToEndTests(TestCase):
     """
     The real command in a subprocess against a local origin.

@@ -282,3 +282,18 @@ class ReservedNameTests(SynchronousTestCase):
         self.assertEqual(avoidReserved("party.json"), "party.json")
         self.assertEqual(avoidReserved("x.json"), "x.json")
 
+
+
+class StorableNameTests(SynchronousTestCase):
+    def test_longNameTheLocaleCannotHoldStaysShort(self) -> None:
+        """
+        A long name whose characters the locale's file names cannot hold is
+        percent-encoded, then cut to L{MAX_NAME_BYTES} (encoded
+        after the cut, it grew to three times as long).
+        """
+        import sys
+
+        self.patch(sys, "getfilesystemencoding", lambda: "ascii")
+        name = sanitiseName("é" * 150 + ".txt")
+        self.assertLessEqual(len(name.encode("ascii")), MAX_NAME_BYTES)
+        self.assertTrue(name.startswith("%C3%A9") and name.endswith(".txt"), name)

@@ -858,6 +858,13 @@ class DataDirectoryLockTests(SynchronousTestCase):
         An existing data directory other users may read keeps its mode (it
         may be shared on purpose), with a warning to C{chmod 700} it.
         """
+        for mode in (0o750, 0o705):  # the group, or others
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            data = os.path.abspath(self.mktemp())
+            os.makedirs(data)
+            os.chmod(data, mode)
+            parse("--data-dir", data)
+            self.assertTrue(any("is open to other users" in formatEvent(e) for e in events), oct(mode))
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         data = os.path.abspath(self.mktemp())
         os.makedirs(data)
