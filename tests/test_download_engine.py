@@ -2698,6 +2698,29 @@ class ResumeTests(EngineTestCase):
             self.assertEqual(len(warnings), 1, warnings)
             self.assertIn("it belongs to another user", warnings.pop())
 
+    async def test_partMadeMeanwhileIsNotTaken(self) -> None:
+        """
+        A C{.part} made between the search for a free name and its opening
+        (by another download, or planted) is not opened: the next free
+        name is taken (O_EXCL), and that file keeps its bytes.
+        """
+        directory = self.directory()
+        part = directory / "resume.bin.part"
+        realFreePath = engineModule.names.freePath
+        planted = []
+
+        def freePath(*args: Any, **kwargs: Any) -> Path:
+            found = realFreePath(*args, **kwargs)
+            if not planted:
+                planted.append(found)
+                part.write_bytes(b"someone else's")
+            return found
+
+        self.patch(engineModule.names, "freePath", freePath)
+        result = await self.downloader().download(self.origin.url(self.path), directory)
+        self.assertSaved(result, directory / "resume.bin.1", self.origin.digest(self.path))
+        self.assertEqual(part.read_bytes(), b"someone else's")
+
     async def test_newPartOfAnotherOwnerOnSomeFileSystems(self) -> None:
         """
         A C{.part} made here (O_EXCL) is this download's, whoever the file
