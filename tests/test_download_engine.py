@@ -2758,6 +2758,27 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(part.read_bytes(), b"another download's bytes")
         self.assertEqual(statePathFor(part).read_text(), "another download's state")
 
+    async def test_partReplacedThenCancelled(self) -> None:
+        """
+        A download whose C{.part} was replaced (here by a symbolic link to
+        the very file it writes, which C{stat} would take for it) and that
+        is then cancelled with its files discarded leaves what took the
+        C{.part}'s place as it is.
+        """
+        directory = self.directory()
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory))
+        await self.origin.waitForSent(self.path, 300 * KiB)
+        part = directory / "resume.bin.part"
+        hidden = directory / "hidden"
+        os.rename(part, hidden)
+        os.symlink(hidden, part)
+        outcome = defer.ensureDeferred(self.failureOf(job.deferred, defer.CancelledError))
+        self.assertTrue(downloader.cancel(job.id, discard=True))
+        await outcome
+        self.assertTrue(os.path.islink(part))
+        self.assertTrue(hidden.exists())
+
     async def test_partReplacedNotResumedLater(self) -> None:
         """
         A C{.part} replaced while its download runs (the state file left as
