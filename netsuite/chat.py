@@ -98,8 +98,8 @@ KEEPALIVE_COUNT = 6
 
 #: Bytes the system may hold for a client beyond what chat holds itself
 #: (L{ChatSettings.maxOutput}); Linux doubles it.  Left to the system, a
-#: client that does not read took up to 4 MiB more, as IRC servers bound
-#: (ircu: 61440 bytes).
+#: client that does not read took up to 4 MiB more; IRC servers bound
+#: theirs too (ircu: 61440 bytes).
 SEND_BUFFER = 64 * 1024
 
 #: Characters a room's topic may have.

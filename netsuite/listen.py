@@ -141,7 +141,10 @@ def parseStreamEndpoint(reactor: object | None, description: str) -> IStreamServ
         endpoint = serverFromString(reactor, description)
     except (IndexError, KeyError) as e:
         if description.split(":", 1)[0].strip().lower() != "systemd":
-            raise ValueError(f"bad endpoint {description!r} ({e!r})") from None
+            raise ValueError(
+                f"bad endpoint {description!r} ({e!r}); expected a Twisted "
+                f"endpoint string such as tcp:8080:interface=127.0.0.1"
+            ) from None
         which = f"named {e.args[0]!r}" if isinstance(e, KeyError) else "of that index"
         raise ValueError(
             f"{shortened(description, 300)}: systemd passed no socket {which} (is the service"

@@ -436,7 +436,7 @@ class ChatHub:
                 and current.name.casefold() != LOBBY
             )
             if len(self.rooms) - freed >= self.maxRooms:
-                if self.maxRooms == 1:
+                if self.maxRooms <= 1:
                     raise ChatError("no room but the lobby may be made here")
                 raise ChatError(f"there are already {self.maxRooms} rooms; join one of them")
             room = self._room(name)

@@ -443,7 +443,7 @@ class Options(usage.Options):
         self["tls-material"], self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
         _checkHTTPFiles(self)
         _checkTLSListeners(self)
-        _warnUnused(self)
+        _checkListenersUsed(self)
         # 0 does not mean "none" for these (it did for others): every
         # connection, or every request, would be refused.
         for name in (
@@ -731,7 +731,7 @@ def _checkTLSListeners(options: Options) -> None:
                 )
 
 
-def _warnUnused(options: Options) -> None:
+def _checkListenersUsed(options: Options) -> None:
     """
     Refuse a TLS listener given (as a flag or in the config file) while
     TLS is off; warn of a listener of a service turned off, and of a TLS
@@ -1034,6 +1034,10 @@ class StopSignals:
     C{-t}) got it from an operator expecting a reload, and logs and ignores
     it (netsuite has nothing to reload).  Either way it killed the process
     at once, with no goodbye to chat users and the pid file left behind.
+
+    nginx's SIGQUIT (its graceful stop) is a SIGTERM here; its SIGUSR2 (a
+    binary upgrade) is logged and ignored; and SIGUSR1 without a twistd log
+    file to reopen too.  Each killed the process at once.
 
     @ivar stopping: the reactor is stopping (by a signal or otherwise).
     @ivar terminal: the process has a controlling terminal (L{None}: look

@@ -38,8 +38,13 @@ def visibleText(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(
-        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _HIDDEN else c for c in text
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in HIDDEN_CATEGORIES else c
+        for c in text
     )
 
 
-_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Cn", "Co", "Zl", "Zp"))
+#: The Unicode categories of characters a terminal obeys or hides rather
+#: than shows: controls, format characters (bidi overrides, zero-width),
+#: surrogates, unassigned and private-use characters, line and paragraph
+#: separators.
+HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Cn", "Co", "Zl", "Zp"))

@@ -1290,6 +1290,9 @@ class RestartTests(ServiceTestCase):
         response, body = await self.post({"url": "http://169.254.169.254/" + "p" * 8000})
         self.assertLess(len(body["error"]), 400)
         self.assertIn("(8023 characters): refused", body["error"])
+        response, body = await self.post({"url": "ftp://user:pw@x/" + "p" * 8000})
+        self.assertEqual(response.code, 400)
+        self.assertLess(len(body["error"]), 400)
 
     async def test_failedSaveTriedAgain(self) -> None:
         """
@@ -1321,6 +1324,13 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(len(logged), 2, logged)
         self.assertIn("cannot save the job list", logged[0])
         self.assertIn("is saved again", logged[1])
+        # Days of failures in a row (2**2000 seconds overflowed a float, and
+        # no retry came after it) still give a wait of at most a minute.
+        service._saveFailures = 2000
+        service._written(([], "No space left on device"), [], service.reactor.seconds())
+        self.assertLessEqual(service._nextSave - service.reactor.seconds(), 60)
+        service._saveCall.cancel()
+        service._saveFailures, service._dirty = 0, False
 
     async def test_plantedLinkAtTheJobListTemporaryIsNotFollowed(self) -> None:
         """

@@ -1084,7 +1084,7 @@ class _Download:
                 return False
             raise LocalFileError(f"{self.url}: cannot open {part}: {e.strerror}") from None
         if fd is None:
-            log.info("{url}: not resuming {part}: another download is writing it", url=self.url, part=str(part))
+            log.info("{url}: not resuming {part}: another download is writing it", url=self.url, part=visibleText(str(part)))
             return False
         self.fd = fd
         return True
@@ -1134,7 +1134,7 @@ class _Download:
             log.warn(
                 "{url}: {part} holds {size} of the bytes its state file says; only those are kept",
                 url=self.url,
-                part=str(part),
+                part=visibleText(str(part)),
                 size=covered(clipped),
             )
             self.state.done = clipped
@@ -1152,7 +1152,7 @@ class _Download:
                 log.warn(
                     "{url}: the state file of {part} claims bytes past a gap; only the first {size} are kept",
                     url=self.url,
-                    part=str(part),
+                    part=visibleText(str(part)),
                     size=covered(prefix),
                 )
                 self.state.done = prefix
@@ -1417,7 +1417,7 @@ class _Download:
     def _backoff(self, failures: int, retryAfter: Optional[float]) -> float:
         if retryAfter is not None:
             return min(retryAfter, self.settings.maxRetryWait)
-        ceiling = min(self.settings.maxRetryWait, self.settings.retryWait * 2 ** (failures - 1))
+        ceiling = min(self.settings.maxRetryWait, self.settings.retryWait * 2 ** min(failures - 1, 64))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     # -- one request --------------------------------------------------------
@@ -2049,7 +2049,7 @@ class _Download:
         except OSError as e:
             # Its state says what is the user's: a later run never cuts that.
             log.warn("{url}: cannot give {own} back its name, it stays {part}: {error}", url=self.url, own=visibleText(str(own)),
-                     part=str(part), error=e.strerror)
+                     part=visibleText(str(part)), error=e.strerror)
         else:
             with contextlib.suppress(OSError):
                 os.unlink(statePathFor(part))
@@ -2088,7 +2088,7 @@ def closeInThread(reactor: object, fd: int) -> None:
         os.close(fd)
 
 
-def discardPart(part: Path, url: str, reactor: object = None) -> bool:
+def discardPart(part: Path, url: str, reactor: Optional[object] = None) -> bool:
     """
     Delete the C{.part} file C{part} and its state file, when that says it
     is a download of C{url} and no download (of this process or another)

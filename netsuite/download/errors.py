@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .names import visible
+from ..text import visibleText
 
 
 def printable(text: str) -> str:
@@ -20,7 +20,7 @@ def printable(text: str) -> str:
     (C{\\x1b}, C{\\u202e}): a server's words in a message must not move a
     terminal's cursor, set its title or reorder what it shows.
     """
-    return "".join(c if visible(c) else ascii(c)[1:-1] for c in text)
+    return visibleText(text)
 
 
 class DownloadError(Exception):

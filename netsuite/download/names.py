@@ -21,6 +21,7 @@ from typing import List, Optional, Tuple
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from netsuite.charsets import textCodec
+from netsuite.text import HIDDEN_CATEGORIES
 
 #: Bytes of UTF-8 a file name may take (most file systems allow 255).
 MAX_NAME_BYTES = 200
@@ -35,11 +36,10 @@ _UNSAFE = re.compile(r'[/\\<>:"|?*]')
 
 def visible(character: str) -> bool:
     """
-    Whether C{character} may reach a file name or a terminal: not a control
-    (Cc), format (Cf: bidi overrides, zero-width), unassigned, surrogate or
-    private-use character.
+    Whether C{character} may reach a file name or a terminal: not one of
+    L{HIDDEN_CATEGORIES} (a control, a bidi override, a line separator...).
     """
-    return unicodedata.category(character) not in ("Cc", "Cf", "Cn", "Cs", "Co")
+    return unicodedata.category(character) not in HIDDEN_CATEGORIES
 
 
 def sanitiseName(name: str, default: str = DEFAULT_NAME) -> str:

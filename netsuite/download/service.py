@@ -274,7 +274,8 @@ class DownloadService(Service):
         try:
             clean, _ = splitURL(url)
         except DownloadError as e:
-            raise APIError(400, str(e)) from None
+            message = str(e)  # (it quotes the URL whole)
+            raise APIError(400, message if len(message) <= 300 else f"{message[:300]}... ({len(message)} characters)") from None
         problem = fetchHostProblem(clean)
         if problem is not None:
             raise APIError(400, f"{_shownURL(url)}: {problem}")
@@ -668,8 +669,9 @@ class DownloadService(Service):
         """
         The job list changed: write it soon.  Changes are gathered: one
         write at a time, at the next reactor turn at the soonest, and after
-        a write a pause of L{SAVE_PAUSE} times as long as it took; and
-        always one when the service stops.
+        a write a pause of L{SAVE_PAUSE} times as long as it took (after a
+        failed one, a pause that grows to L{SAVE_RETRY_MOST}); and always
+        one when the service stops.
         """
         if not self.running:
             return
@@ -690,7 +692,7 @@ class DownloadService(Service):
         to the disk.
 
         @return: fires when the write is done (never fails: a write that
-            fails is logged).
+            fails is logged once, and tried again later; see L{_written}).
         """
         if self._saveCall is not None and self._saveCall.active():
             self._saveCall.cancel()
@@ -741,7 +743,7 @@ class DownloadService(Service):
             self._saveFailures += 1
             if self._saveFailures == 1:
                 log.warn("cannot save the job list {path}: {error}; trying again", path=str(self.jobsFile), error=error)
-            self._nextSave = now + min(SAVE_RETRY_MOST, SAVE_PAUSE * 2 ** (self._saveFailures - 1))
+            self._nextSave = now + min(SAVE_RETRY_MOST, SAVE_PAUSE * 2 ** min(self._saveFailures - 1, 16))
             self._dirty = True
         elif self._saveFailures:
             self._saveFailures = 0

@@ -875,7 +875,8 @@ _CLIENT_CLOSED = 499
 BODY_IN_MEMORY = 64 * 1024
 
 #: Request bodies a site holds in temporary files at once (each a file
-#: descriptor, outside the connection limits); past it, a larger body is
+#: descriptor, outside the connection limits; see also
+#: L{BODY_FILES_PER_HOST} and L{H2_BODY_FILES}); past it, a larger body is
 #: refused (503).
 BODY_FILES = 64
 
