@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 import socket
-from typing import List
+from types import SimpleNamespace
+from typing import Any, List
 
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
@@ -189,32 +190,41 @@ class AccessLogFileTests(SynchronousTestCase):
             ["Access log '/dev/full': No space left on device (errno ENOSPC); lines are lost until it can be written again"],
         )
 
+    def fullDisk(self, room: int) -> Any:
+        """
+        Make C{os.write} act as on a disk that, once its C{full} is set,
+        takes C{room} bytes more, then none (C{ENOSPC}) until C{full} is
+        unset.
+        """
+        realWrite = os.write
+        disk = SimpleNamespace(full=False, left=room)
+
+        def write(fd: int, data: bytes) -> int:
+            if not disk.full:
+                disk.left = room
+                return realWrite(fd, data)
+            if disk.left:
+                taken, disk.left = disk.left, 0
+                return realWrite(fd, bytes(data[:taken]))
+            raise OSError(28, "No space left on device")
+
+        self.patch(os, "write", write)
+        return disk
+
     def test_lineCutShortByFullDisk(self) -> None:
         """
         A line that a full disk cut short is ended before the next line
         written once the disk has room, so no line is glued to half of
         another.
         """
-        realWrite = os.write
-        full: List[bool | None] = [False]
-
-        def write(fd: int, data: bytes) -> int:
-            if full[0]:
-                # The disk takes 10 bytes, then no more.
-                full[0] = None
-                return realWrite(fd, bytes(data[:10]))
-            if full[0] is None:
-                raise OSError(28, "No space left on device")
-            return realWrite(fd, data)
-
-        self.patch(os, "write", write)
+        disk = self.fullDisk(10)
         log = AccessLogFile(self.path, self.clock)
         log.write("first line\n")
         self.clock.advance(1)
-        full[0] = True
+        disk.full = True
         log.write("second line, cut short\n")
         self.clock.advance(1)
-        full[0] = False
+        disk.full = False
         log.write("third line\n")
         self.clock.advance(1)
         log.write("fourth line\n")
@@ -227,23 +237,13 @@ class AccessLogFileTests(SynchronousTestCase):
         A log cut short by a full disk, then moved away (rotated): the new
         file starts with the next line, not with an empty one.
         """
-        realWrite = os.write
-        full: List[bool | None] = [True]
-
-        def write(fd: int, data: bytes) -> int:
-            if full[0]:
-                full[0] = None
-                return realWrite(fd, bytes(data[:5]))
-            if full[0] is None:
-                raise OSError(28, "No space left on device")
-            return realWrite(fd, data)
-
-        self.patch(os, "write", write)
+        disk = self.fullDisk(5)
+        disk.full = True
         log = AccessLogFile(self.path, self.clock)
         log.write("cut short\n")
         self.clock.advance(1)
         os.rename(self.path, self.path + ".1")
-        full[0] = False
+        disk.full = False
         log.write("next\n")
         self.clock.advance(1)
         log.close()

@@ -397,12 +397,7 @@ class ChatSocketTests(TestCase):
         """
         if not hasattr(socket, "TCP_KEEPIDLE") or not hasattr(socket, "TCP_USER_TIMEOUT"):
             raise SkipTest("this system does not let keepalive times be set")
-        ca = trustme.CA()
-        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca))
-        plain = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
-        plainPort = await startListener(self, plain)
-        await self.connect(port, "secure", tlsEndpoint(port, ca))
-        await self.connect(plainPort, "plain")
+        factory = await self.securePlainPair()
         for name in ("secure", "plain"):
             sock = self.serverSocket(factory, name)
             options = [
@@ -413,6 +408,20 @@ class ChatSocketTests(TestCase):
                 sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
             ]
             self.assertEqual(options, [1, 60, 10, 6, 120_000], name)
+
+    async def securePlainPair(self) -> ChatFactory:
+        """
+        Start one chat on a TLS listener and a plain one, with a client
+        named C{secure} on the first and C{plain} on the second; return its
+        factory.
+        """
+        ca = trustme.CA()
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca))
+        plain = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
+        plainPort = await startListener(self, plain)
+        await self.connect(port, "secure", tlsEndpoint(port, ca))
+        await self.connect(plainPort, "plain")
+        return factory
 
     def serverSocket(self, factory: ChatFactory, name: str) -> socket.socket:
         """
@@ -429,12 +438,7 @@ class ChatSocketTests(TestCase):
         plain or TLS, beyond chat's own C{maxOutput}: for a client that did
         not read, it held up to 4 MiB more (2.8 MB measured).
         """
-        ca = trustme.CA()
-        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca))
-        plain = makeChatService("tcp:0:interface=127.0.0.1", reactor, factory=factory, grace=1)
-        plainPort = await startListener(self, plain)
-        await self.connect(port, "secure", tlsEndpoint(port, ca))
-        await self.connect(plainPort, "plain")
+        factory = await self.securePlainPair()
         for name in ("secure", "plain"):
             size = self.serverSocket(factory, name).getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             self.assertIn(size, (SEND_BUFFER, 2 * SEND_BUFFER), name)

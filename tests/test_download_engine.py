@@ -2560,6 +2560,18 @@ class ResumeTests(EngineTestCase):
     def slowURL(self) -> str:
         return self.origin.url(f"{self.path}?rate={2 * MiB}")
 
+    async def slowDownloadUnderWay(self) -> Tuple[Path, Downloader, Any]:
+        """
+        Start a slow download of C{self.path} into a new directory, and
+        wait until 300 KiB of it were sent: the directory, the downloader
+        and the job.
+        """
+        directory = self.directory()
+        downloader = self.downloader()
+        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory))
+        await self.origin.waitForSent(self.path, 300 * KiB)
+        return directory, downloader, job
+
     async def checkResumed(self, state: Dict[str, Any], directory: Path) -> None:
         before = len(self.origin.gets(self.path))
         saved = sum(end - start for start, end in state["done"])
@@ -2741,10 +2753,7 @@ class ResumeTests(EngineTestCase):
         file too: the other file was named as the verified download, and
         its own state file deleted.
         """
-        directory = self.directory()
-        downloader = self.downloader()
-        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory))
-        await self.origin.waitForSent(self.path, 300 * KiB)
+        directory, downloader, job = await self.slowDownloadUnderWay()
         part = directory / "resume.bin.part"
         other = directory / "other"
         other.write_bytes(b"another download's bytes")
@@ -2765,10 +2774,7 @@ class ResumeTests(EngineTestCase):
         is then cancelled with its files discarded leaves what took the
         C{.part}'s place as it is.
         """
-        directory = self.directory()
-        downloader = self.downloader()
-        job = downloader.submit(DownloadRequest(url=self.slowURL(), directory=directory))
-        await self.origin.waitForSent(self.path, 300 * KiB)
+        directory, downloader, job = await self.slowDownloadUnderWay()
         part = directory / "resume.bin.part"
         hidden = directory / "hidden"
         os.rename(part, hidden)

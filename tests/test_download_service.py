@@ -1235,11 +1235,11 @@ class RestartTests(ServiceTestCase):
             await self.waitFor(job["id"])
             self.assertEqual((directory / "hello.txt").read_bytes(), HELLO)
 
-    async def test_jobListIsPrivateAndAFailedSaveLeavesNoTemporary(self) -> None:
+    async def oneJobDone(self) -> tuple[Path, DownloadService, dict]:
         """
-        The job list is readable by its owner only.  When it cannot be
-        saved, the service warns, keeps working, and leaves no temporary
-        file behind.
+        Start a service in a new directory and have it download one file;
+        return the directory, the service and the job, once its job list
+        is written.
         """
         directory = Path(self.mktemp())
         directory.mkdir()
@@ -1247,6 +1247,15 @@ class RestartTests(ServiceTestCase):
         job = await self.queue({"url": self.origin.url("/files/hello.txt")})
         await self.waitFor(job["id"])
         await self.written(service)
+        return directory, service, job
+
+    async def test_jobListIsPrivateAndAFailedSaveLeavesNoTemporary(self) -> None:
+        """
+        The job list is readable by its owner only.  When it cannot be
+        saved, the service warns, keeps working, and leaves no temporary
+        file behind.
+        """
+        directory, service, job = await self.oneJobDone()
         self.assertEqual(stat.S_IMODE(os.stat(directory / JOBS_FILE).st_mode), 0o600)
 
         (directory / JOBS_FILE).unlink()
@@ -1302,12 +1311,7 @@ class RestartTests(ServiceTestCase):
         once the disk had room again.  One warning, and a line when it is
         saved again.
         """
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        service = self.startService(directory)
-        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
-        await self.waitFor(job["id"])
-        await self.written(service)
+        directory, service, job = await self.oneJobDone()
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         (directory / JOBS_FILE).unlink()
         (directory / JOBS_FILE).mkdir()  # nothing can be saved under that name now

@@ -458,6 +458,24 @@ class UsersFileReloadTests(SynchronousTestCase):
     def authenticate(self, name: str, password: str):
         return self.successResultOf(defer.ensureDeferred(self.auth.authenticate(basic(name, password), "127.0.0.1")))
 
+    def holdReads(self) -> list:
+        """
+        Have reads of the users file wait until the test fires them: each
+        is a (Deferred, users read) pair in the list returned.
+        """
+        reads: list = []
+        original = self.auth._check
+
+        def check(function, *args):
+            if function is loadUsers:
+                d: defer.Deferred = defer.Deferred()
+                reads.append((d, function(*args)))
+                return d
+            return original(function, *args)
+
+        self.auth._check = check  # type: ignore[method-assign]
+        return reads
+
     def test_changesCountFromTheNextRequest(self) -> None:
         self.assertEqual(self.authenticate("alice", "right"), "alice")
         self.write(alice="changed", bob="new")
@@ -526,17 +544,7 @@ class UsersFileReloadTests(SynchronousTestCase):
         requests that come meanwhile wait for it, and are answered by the
         new users.  A file of 16 MiB held the reactor for 2 s.
         """
-        reads = []
-        original = self.auth._check
-
-        def check(function, *args):
-            if function is loadUsers:
-                d: defer.Deferred = defer.Deferred()
-                reads.append((d, function(*args)))
-                return d
-            return original(function, *args)
-
-        self.auth._check = check  # type: ignore[method-assign]
+        reads = self.holdReads()
         self.assertEqual(self.authenticate("alice", "right"), "alice")
         self.write(alice="changed")
         self.clock.advance(1.5)
@@ -561,17 +569,7 @@ class UsersFileReloadTests(SynchronousTestCase):
         from netsuite.proxyauth import READ_PATIENCE
 
         warnings = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        reads = []
-        original = self.auth._check
-
-        def check(function, *args):
-            if function is loadUsers:
-                d: defer.Deferred = defer.Deferred()
-                reads.append((d, function(*args)))
-                return d
-            return original(function, *args)
-
-        self.auth._check = check  # type: ignore[method-assign]
+        reads = self.holdReads()
         self.write(alice="changed")
         self.clock.advance(1.5)
         waiting = defer.ensureDeferred(self.auth.authenticate(basic("alice", "right"), "127.0.0.1"))

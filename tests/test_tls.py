@@ -1183,15 +1183,21 @@ class TapTLSOptionsTests(SynchronousTestCase):
         leaf = self.ca.issue_cert("localhost", not_before=ended - datetime.timedelta(days=30), not_after=ended)
         certPath, keyPath = writeLeaf(self.directory, leaf)
         assert keyPath is not None
-        events: list[dict] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.assertStartsWarning(
+            certPath,
+            keyPath,
+            f"TLS: the certificate in {os.path.abspath(certPath)!r} expired on {ended:%Y-%m-%d %H:%M} UTC: clients will refuse it",
+        )
+
+    def assertStartsWarning(self, certPath: str, keyPath: str, warning: str) -> None:
+        """
+        C{--tls-cert certPath --tls-key keyPath} start, with C{warning} and
+        no other in the log.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         options = self._parse("--tls-cert", certPath, "--tls-key", keyPath)
         self.assertIsInstance(options["tls-options"], CertificateOptions)
-        self.assertEqual(
-            [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn],
-            [f"TLS: the certificate in {os.path.abspath(certPath)!r} expired on {ended:%Y-%m-%d %H:%M} UTC: clients will refuse it"],
-        )
+        self.assertEqual([formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn], [warning])
 
     def _writeSelfSigned(self, key: Any) -> tuple[str, str]:
         certPath = os.path.join(self.directory, "kind.pem")
@@ -1223,14 +1229,10 @@ class TapTLSOptionsTests(SynchronousTestCase):
         browsers refuse it.
         """
         certPath, keyPath = self._writeSelfSigned(ed25519.Ed25519PrivateKey.generate())
-        events: list[dict] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        options = self._parse("--tls-cert", certPath, "--tls-key", keyPath)
-        self.assertIsInstance(options["tls-options"], CertificateOptions)
-        self.assertEqual(
-            [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn],
-            ["TLS: the certificate has an Ed25519 key, which browsers refuse (they take RSA, or ECDSA on P-256 or P-384)"],
+        self.assertStartsWarning(
+            certPath,
+            keyPath,
+            "TLS: the certificate has an Ed25519 key, which browsers refuse (they take RSA, or ECDSA on P-256 or P-384)",
         )
 
     def test_protocolsByService(self) -> None:
