@@ -3410,6 +3410,24 @@ class ResumeTests(EngineTestCase):
         """
         await self.assertStartedOver("ignored-etag.bin", "etag=1")
 
+    async def test_newETagOnResumeStillSplits(self) -> None:
+        """
+        A file that changed since an earlier run (a new ETag on the
+        resume's answer) starts over with ranges still taken: it is split
+        into segments as a new download is.  Only a change within one run
+        makes it one stream.
+        """
+        path = "/file/changed-split.bin"
+        size = 2 * MiB
+        url = self.origin.url(f"{path}?ifRange=0&size={size}&rate={2 * MiB}")
+        directory = self.directory()
+        await self.cutShort(url, directory, path, 300 * KiB)
+        self.origin.bump(path)
+        result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
+        self.assertSaved(result, directory / "changed-split.bin", self.origin.digest(path, size), size)
+        self.assertEqual(result.resumedFrom, 0)
+        self.assertGreater(result.segments, 1)
+
     async def test_ifRangeIgnoredLastModifiedOnlyNewSizeStartsOver(self) -> None:
         """
         Without an ETag, a server that ignores If-Range answers the resume's
