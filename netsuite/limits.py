@@ -242,7 +242,7 @@ def heldBytes(transport: abstract.FileDescriptor) -> int:
     return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)  # type: ignore[no-any-return]
 
 
-def _descriptorOf(transport: Any) -> abstract.FileDescriptor | None:
+def descriptorOf(transport: Any) -> abstract.FileDescriptor | None:
     """
     The transport that owns the socket under C{transport} (under netsuite's
     tracking wrapper, TLS ...), if there is one.
@@ -264,7 +264,7 @@ def peerReset(transport: Any) -> bool:
     does, and is taken (a second call says no): whoever asks closes the
     connection when told yes.
     """
-    descriptor = _descriptorOf(transport)
+    descriptor = descriptorOf(transport)
     sock = getattr(descriptor, "socket", None)
     if sock is None:
         return False
@@ -286,7 +286,7 @@ def unsentBytes(transport: Any) -> int:
     tracking wrapper, TLS ...) and, where the system tells, in the kernel's
     send queue.
     """
-    transport = _descriptorOf(transport)
+    transport = descriptorOf(transport)
     if transport is None:
         return 0
     unsent = heldBytes(transport)
@@ -329,7 +329,7 @@ class ClosingWatch:
         self._unsent = unsentBytes(transport)
         #: Whether what is left can be known (else it is taken for none
         #: taken, for as long as the connection lasts).
-        self._measured = _descriptorOf(transport) is not None
+        self._measured = descriptorOf(transport) is not None
         self._progress = clock.seconds()
         self._call: IDelayedCall | None = clock.callLater(timeout / self.LOOKS, self._look)
 

@@ -59,7 +59,7 @@ from OpenSSL.SSL import (
 from zope.interface import alsoProvides, implementer
 
 from netsuite.files import readSmallFile
-from netsuite.limits import heldBytes, hostKey
+from netsuite.limits import descriptorOf, heldBytes, hostKey
 from netsuite.stats import ServiceStats
 from netsuite.status import ListenerInfo
 from netsuite.text import shortened
@@ -1147,9 +1147,8 @@ def _tcpSocket(transport: object) -> socket.socket | None:
     The socket of the TCP connection under C{transport} (under TLS and
     netsuite's wrappers too), if it is one.
     """
-    while transport is not None and not isinstance(transport, tcp.Connection):
-        transport = getattr(transport, "transport", None)
-    return None if transport is None else transport.socket
+    descriptor = descriptorOf(transport)
+    return descriptor.socket if isinstance(descriptor, tcp.Connection) else None
 
 
 def limitSendBuffer(transport: object, size: int) -> bool:

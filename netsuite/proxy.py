@@ -23,7 +23,6 @@ asked for.
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
 import itertools
 import os
@@ -64,6 +63,7 @@ from netsuite.web.site import (
     _REASONS,
     Limits,
     NetsuiteHTTPChannel,
+    httpDate,
 )
 
 DEFAULT_PROXY = "tcp:3128:interface=127.0.0.1"
@@ -310,21 +310,6 @@ def _textBody(message: str) -> bytes:
     return f"netsuite proxy: {message}\n".encode("utf-8", "replace")
 
 
-#: The C{Date} value of the second last asked for: C{(second, value)}.
-_dateNow: Tuple[int, bytes] = (-1, b"")
-
-
-def _date(now: float) -> bytes:
-    """
-    The C{Date} header value for the time C{now} (made once a second).
-    """
-    global _dateNow
-    second = int(now)
-    if _dateNow[0] != second:
-        _dateNow = (second, email.utils.formatdate(second, usegmt=True).encode("ascii"))
-    return _dateNow[1]
-
-
 def _response(
     status: int, contentType: bytes, body: bytes, extra: bytes, connection: bytes | None, now: float
 ) -> bytes:
@@ -336,7 +321,7 @@ def _response(
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, reason),
-            b"Date: %s\r\n" % (_date(now),),
+            b"Date: %s\r\n" % (httpDate(now),),
             b"Content-Type: %s\r\n" % (contentType,),
             b"Content-Length: %d\r\n" % (len(body),),
             extra,
@@ -1870,7 +1855,7 @@ class ProxyRequest(http.Request):
         if not any(name.lower() == b"date" for name, _ in headers):
             # RFC 9110 6.6.1: a recipient with a clock forwarding a response
             # without one MUST add it.
-            out += (b"Date: ", _date(channel.factory.clock.seconds()), b"\r\n")
+            out += (b"Date: ", httpDate(channel.factory.clock.seconds()), b"\r\n")
         if length >= 0:
             out.append(b"Content-Length: %d\r\n" % (length,))
             self._lengthSent = True

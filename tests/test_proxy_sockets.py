@@ -34,7 +34,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from netsuite.limits import _descriptorOf
+from netsuite.limits import descriptorOf
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWriting
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
@@ -846,7 +846,7 @@ class ProxySocketTests(TestCase):
         await client.waitFor(len(b"HTTP/1.1 200 Connection established\r\n\r\n"))
         _Flood(client.transport)
         [channel] = self.channels()
-        socketTransport = _descriptorOf(channel.transport)
+        socketTransport = descriptorOf(channel.transport)
         watched = 0.0
         for _ in range(1000):
             # Until the proxy has held its reading, and the reactor has

@@ -853,16 +853,24 @@ _NOT_VISIBLE = re.compile(rb"[^\x21-\x7e]")
 _ABSOLUTE_FORM = re.compile(rb"(?i)https?://([^/]*)(/.*)?", re.S)
 
 
-def _httpNow() -> bytes:
+def httpDate(now: float) -> bytes:
     """
-    The C{Date} header's value now, made at most once a second.
+    The C{Date} header's value for the time C{now} (seconds since the
+    epoch), made at most once a second.
     """
     global _dateSecond, _dateValue
-    now = int(time())
-    if now != _dateSecond:
-        _dateValue = datetimeToString(now)
-        _dateSecond = now
+    second = int(now)
+    if second != _dateSecond:
+        _dateValue = datetimeToString(second)
+        _dateSecond = second
     return _dateValue
+
+
+def _httpNow() -> bytes:
+    """
+    The C{Date} header's value now.
+    """
+    return httpDate(time())
 
 
 #: The status the access log shows for a request whose client went away
