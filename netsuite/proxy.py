@@ -87,7 +87,8 @@ _HOP_BY_HOP = frozenset(
 )
 
 #: Request headers that never go to the origin: also C{Host} (rewritten from
-#: the target), C{Expect} (answered here) and the proxy's credentials.
+#: the target), C{Expect} (only C{100-continue} is forwarded, by
+#: L{ProxyRequest._forwardHead}) and the proxy's credentials.
 _DROP_REQUEST = _HOP_BY_HOP | {b"proxy-authorization", b"host", b"expect"}
 
 #: Response headers that never go to the client.  C{Proxy-Authenticate}
@@ -132,6 +133,9 @@ _TRACE_HIDDEN = frozenset([b"authorization", b"proxy-authorization", b"cookie"])
 
 _TEXT_PLAIN = b"text/plain; charset=utf-8"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Seconds the proxy waits for an origin's C{100 Continue} before sending
+#: its own (curl waits as long for one before it sends the body anyway).
+CONTINUE_WAIT = 1.0
 _ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
 
@@ -870,8 +874,9 @@ class UpstreamConnection(Protocol):
             if self._interim > _MAX_INTERIM:
                 self._fail("the origin sent interim responses without end")
                 return False
-            # 100 Continue is the proxy's to send (it answers Expect).
-            if code != 100:
+            if code == 100:
+                request.continued()
+            else:
                 request.interimResponse(code, reason, headers, len(head), b"1.%s" % (minor,))
             return True  # the caller reads on for the answer
         length = -1
@@ -1365,6 +1370,10 @@ class ProxyRequest(http.Request):
     _tunnel = False
     _tunnelCounted = False
     _lengthSent = False
+    #: Whether C{Expect: 100-continue} went to the origin, and whether the
+    #: client has had its C{100 Continue}.
+    _expectSent = False
+    _continueSent = False
     #: Bytes of the origin's informational responses passed on.
     _interimBytes = 0
     _target: Tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
@@ -1737,6 +1746,8 @@ class ProxyRequest(http.Request):
                 b"X-Forwarded-For: ", client.encode("ascii"), b"\r\n",
                 b"Forwarded: for=", node.encode("ascii"), b";proto=http\r\n",
             )
+        if self._expectSent:
+            out.append(b"Expect: 100-continue\r\n")
         if self.bodyLength is None:
             out.append(b"Transfer-Encoding: chunked\r\n")
         elif self.bodyLength or hadLength:
@@ -1748,6 +1759,13 @@ class ProxyRequest(http.Request):
         self._upstream = connection
         self._reused = reused
         bodyFollows = self.bodyLength != 0
+        # RFC 9110 10.1.1: the expectation goes on, so that the origin can
+        # refuse (401, 413) before the body is sent, unless some of the
+        # body came anyway.
+        self._expectSent = (
+            bodyFollows and self.wantsContinue and not self.bodyComplete and not self._pending
+            and not self.startedWriting
+        )
         connection.send(self, self._forwardHead(), self.bodyLength is None, bodyFollows)
         if self._upstream is not connection:  # failed while sending
             return
@@ -1755,8 +1773,13 @@ class ProxyRequest(http.Request):
         if not bodyFollows:
             return
         channel = self.channel
-        if self.wantsContinue and not self.bodyComplete and not self.startedWriting:
-            channel.write(_CONTINUE)
+        if self._expectSent:
+            # The origin's own 100 is passed on (L{continued}); one that
+            # ignores the expectation (or an HTTP/1.0 one) gets the body
+            # after CONTINUE_WAIT all the same.
+            self._timer = channel.factory.clock.callLater(CONTINUE_WAIT, self.continued)
+        elif self.wantsContinue:
+            self.continued()
         pending, self._pending, self._pendingBytes = self._pending, None, 0
         if pending:
             for data in pending:
@@ -1768,6 +1791,19 @@ class ProxyRequest(http.Request):
         else:
             connection.transport.registerProducer(_HoldReading(channel, "upload"), True)
             self._uploadProducer = True
+
+    def continued(self) -> None:
+        """
+        Send the client its C{100 Continue}, once: the origin sent one, or
+        did not within L{CONTINUE_WAIT}, or the expectation was not
+        forwarded.  Nothing once the body is in or the answer began.
+        """
+        self._cancelTimer()
+        if self._continueSent or self._gone or self._ended:
+            return
+        self._continueSent = True
+        if self.wantsContinue and not self.bodyComplete and not self.startedWriting:
+            self.channel.write(_CONTINUE)
 
     def _endBody(self) -> None:
         self.stopUpload()
@@ -1839,6 +1875,7 @@ class ProxyRequest(http.Request):
         @param codings: transfer codings applied besides C{chunked} (which
             the client must still undo).
         """
+        self._cancelTimer()  # no 100 Continue after this
         if self._gone or self._ended:
             return
         if codings and self.clientproto != b"HTTP/1.1":
@@ -1907,6 +1944,7 @@ class ProxyRequest(http.Request):
             body is sent once more on a new connection.
         """
         self.stopUpload()
+        self._cancelTimer()
         self._upstream = None
         self._headSent = False
         if self._gone or self._ended:

@@ -3095,21 +3095,110 @@ class RequestBodyTests(ProxyTestCase):
 
     def test_expectContinue(self) -> None:
         """
-        C{Expect: 100-continue}: the client gets C{100 Continue} once the
-        origin's connection exists, not before; the origin never sees
-        C{Expect}.
+        C{Expect: 100-continue} goes to the origin (RFC 9110 10.1.1), and
+        the origin's C{100 Continue} on to the client, once; not before.
         """
         proxy = self.proxy()
         client = proxy.client()
         client.send(b"PUT http://example.com/f HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         self.assertEqual(client.received(), b"")
         origin = proxy.accept()
+        self.assertEqual(origin.request().header(b"expect"), [b"100-continue"])
+        self.assertEqual(client.received(), b"")
+        origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.assertEqual(client.received(), b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.assertEqual(origin.request().header(b"expect"), [])
+        origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        proxy.clock.advance(proxyModule.CONTINUE_WAIT)
+        self.assertEqual(client.received(), b"HTTP/1.1 100 Continue\r\n\r\n")
         client.send(b"data")
         self.assertEqual(origin.request().body, b"data")
         origin.send(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual([r.status for r in client.responses()], [100, 201])
+        self.assertFalse(client.closed)
+        self.assertEqual(len(proxy.factory.pool), 1)
+
+    def test_expectContinueOriginRefuses(self) -> None:
+        """
+        An origin that refuses a body from its head (a C{413}, as S3 or
+        nginx do) is heard before the body is sent: the client gets the
+        C{413} and no C{100}; its connection closes, since the body it was
+        to send is not read, and the origin's is not kept.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"PUT http://example.com/f HTTP/1.1\r\nContent-Length: 9000000\r\nExpect: 100-continue\r\n\r\n")
+        origin = proxy.accept()
+        origin.send(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\n\r\nbig")
+        proxy.clock.advance(proxyModule.CONTINUE_WAIT)
+        [response] = client.responses()
+        self.assertEqual((response.status, response.body), (413, b"big"))
+        self.assertTrue(client.closed)
+        self.assertTrue(origin.closed)
+        self.assertEqual(len(proxy.factory.pool), 0)
+
+    def test_expectContinueOriginSilent(self) -> None:
+        """
+        An origin that ignores the expectation (an HTTP/1.0 one does): the
+        client gets the proxy's own C{100 Continue} after
+        L{proxyModule.CONTINUE_WAIT}, and its body then goes on.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"PUT http://example.com/f HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        origin = proxy.accept()
+        proxy.clock.advance(proxyModule.CONTINUE_WAIT - 0.01)
+        self.assertEqual(client.received(), b"")
+        proxy.clock.advance(0.01)
+        self.assertEqual(client.received(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        client.send(b"data")
+        self.assertEqual(origin.request().body, b"data")
+        origin.send(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual([r.status for r in client.responses()], [100, 200])
+
+    def test_expectContinueBodySentAnyway(self) -> None:
+        """
+        A client that sends its body without waiting (it may, RFC 9110
+        10.1.1): what came is not held back for an origin's answer, and the
+        expectation is not forwarded; the client still gets its C{100}.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"PUT http://example.com/f HTTP/1.1\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\ndata")
+        origin = proxy.accept()
+        request = origin.request()
+        self.assertEqual((request.header(b"expect"), request.body), ([], b"data"))
+        self.assertEqual(client.received(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        client.send(b"more")
+        self.assertEqual(origin.request().body, b"datamore")
+
+    def test_unaskedContinueNotPassedOn(self) -> None:
+        """
+        An origin's C{100 Continue} to a request that did not ask for one
+        is not passed on (an HTTP/1.1 client did not expect it; RFC 9110
+        15.2.1 lets it be ignored, but not every client does).
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"PUT http://example.com/f HTTP/1.1\r\nContent-Length: 4\r\n\r\n")
+        origin = proxy.accept()
+        self.assertEqual(origin.request().header(b"expect"), [])
+        origin.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(client.received(), b"")
+        client.send(b"data")
+        origin.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual([r.status for r in client.responses()], [204])
+
+    def test_otherExpectationNotForwarded(self) -> None:
+        """
+        Only C{100-continue} is forwarded; another expectation is dropped
+        as before.
+        """
+        proxy = self.proxy()
+        client = proxy.client()
+        client.send(b"PUT http://example.com/f HTTP/1.1\r\nContent-Length: 4\r\nExpect: 200-ok\r\n\r\n")
+        origin = proxy.accept()
+        self.assertEqual(origin.request().header(b"expect"), [])
+        self.assertEqual(client.received(), b"")
 
     def test_expectContinueRefusedDestination(self) -> None:
         """
