@@ -939,12 +939,19 @@ class _HalfClosingTLSProtocol(GatheringTLSProtocol):
     a client sending one byte a record costs the service one call, and an
     echo one TLS record, for many records.
 
+    Over TLS 1.3, L{loseWriteConnection} ends netsuite's output only: its
+    close_notify goes, and what the peer still sends is read and handed on
+    (a proxy tunnel whose origin ended its output, as over TCP).
+
     @ivar peerClosed: the peer's close_notify came.
+    @ivar writeShut: netsuite's close_notify went as the end of its output
+        only (L{loseWriteConnection}).
     @ivar keyUpdates: KeyUpdates the client sent.
     @ivar renegotiations: handshakes the client started after the first.
     """
 
     peerClosed = False
+    writeShut = False
     keyUpdates = 0
     renegotiations = 0
     _received = 0
@@ -1038,6 +1045,54 @@ class _HalfClosingTLSProtocol(GatheringTLSProtocol):
             # IndexError went up to the reactor: a traceback in the log.
             reason = None
         TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)
+
+    def canShutWriting(self) -> bool:
+        """
+        Whether L{loseWriteConnection} would end only this side's output:
+        TLS 1.3 (RFC 8446 6.1; TLS 1.2 has the peer answer a close_notify
+        with its own at once, dropping what it had to send), the handshake
+        done, a service that handles half-close, and nothing waiting to be
+        encrypted.
+        """
+        connection = self._tlsConnection
+        return (
+            self._handshakeDone
+            and not self.disconnecting
+            and not self._appSendBuffer
+            and isinstance(connection, _CloseNotifyAsEndOfInput)
+            and connection._halfClose
+            and connection.get_protocol_version_name() == "TLSv1.3"
+        )
+
+    def loseWriteConnection(self) -> None:
+        """
+        End this side's output with a close_notify, and go on reading what
+        the peer sends, until its own close_notify ends the connection.
+        Where that cannot be (see L{canShutWriting}), the connection is
+        closed as by L{loseConnection}.  (Without this, Twisted's TLS passed
+        the call on to the TCP connection underneath: a FIN in the middle
+        of the TLS stream.)
+        """
+        if self.writeShut or self.disconnecting:
+            return
+        if not self.canShutWriting():
+            self.loseConnection()
+            return
+        self.writeShut = True
+        try:
+            self._tlsConnection.shutdown()  # False: the peer's is still to come
+        except SSLError:
+            self.loseConnection()
+            return
+        self._flushSendBIO()
+
+    def write(self, data: bytes) -> None:
+        if not self.writeShut:  # nothing may follow a close_notify
+            TLSMemoryBIOProtocol.write(self, data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        if not self.writeShut:
+            TLSMemoryBIOProtocol.writeSequence(self, data)
 
     def loseConnection(self) -> None:
         if self._tlsConnection is not None and not isinstance(self._tlsConnection, _CloseNotifyAsEndOfInput):

@@ -2353,10 +2353,13 @@ class ProxyChannel(NetsuiteHTTPChannel):
 
     def canHalfClose(self) -> bool:
         """
-        Whether this client's connection can be closed one way (plain TCP:
-        yes; TLS: no).
+        Whether this client's connection can be closed one way: plain TCP,
+        or TLS 1.3 through netsuite's TLS (its C{canShutWriting}).
         """
-        return ISSLTransport(self.transport, None) is None
+        if ISSLTransport(self.transport, None) is None:
+            return True
+        canShutWriting = getattr(self.transport, "canShutWriting", None)
+        return canShutWriting is not None and bool(canShutWriting())
 
     def dataReceived(self, data: bytes) -> None:
         tunnel = self._tunnel

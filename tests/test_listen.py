@@ -967,6 +967,102 @@ def _tinyRecordsEchoed(port: int, count: int) -> Tuple[bytes, bytes, int]:
     return data, echoed, records
 
 
+class TLSWriteHalfCloseTests(SynchronousTestCase):
+    """
+    L{_HalfClosingTLSProtocol.loseWriteConnection}: over TLS 1.3 netsuite's
+    close_notify ends its output only, and what the client still sends is
+    handed on; where that cannot be, the connection closes.
+    """
+
+    def connect(self, service: _Received, tls12: bool = False) -> _HalfClosingTLSProtocol:
+        """
+        A server TLS protocol for C{service} over an in-memory transport,
+        its handshake done with a stdlib client (C{self.client}, its BIOs
+        C{self.incoming} and C{self.outgoing}), TLS 1.2 if C{tls12}.
+        """
+        options = makeServerOptions(self.mktemp())
+        factory = _HalfClosingTLSFactory(options, False, Factory.forProtocol(lambda: service), Clock())
+        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
+        server.makeConnection(StringTransport())
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if tls12:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.client = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        for _ in range(5):
+            try:
+                self.client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.toServer(server)
+                self.toClient(server)
+        self.toServer(server)
+        self.assertTrue(server._handshakeDone)
+        return server
+
+    def toServer(self, server: _HalfClosingTLSProtocol) -> None:
+        data = self.outgoing.read()
+        if data:
+            server.dataReceived(data)
+
+    def toClient(self, server: _HalfClosingTLSProtocol) -> Tuple[bytes, bool]:
+        """
+        Give the client what the server sent: what it reads, and whether
+        the server's close_notify came.
+        """
+        self.incoming.write(server.transport.value())
+        server.transport.clear()
+        out = b""
+        while True:
+            try:
+                data = self.client.read(65536)
+            except ssl.SSLZeroReturnError:
+                return out, True
+            except ssl.SSLWantReadError:
+                return out, False
+            if not data:  # the stdlib's read gives b"" for a close_notify
+                return out, True
+            out += data
+
+    def test_writeSideOnly(self) -> None:
+        service = _HalfClosingReceived()
+        server = self.connect(service)
+        self.assertTrue(server.canShutWriting())
+        server.write(b"last words")
+        server.loseWriteConnection()
+        self.assertEqual(self.toClient(server), (b"last words", True))
+        self.assertFalse(server.transport.disconnecting)
+        server.write(b"nothing may follow")
+        server.writeSequence([b"nor this"])
+        self.assertEqual(server.transport.value(), b"")
+        self.client.write(b"still coming")
+        self.toServer(server)
+        self.assertEqual(service.events, [b"still coming"])
+        self.assertFalse(server.transport.disconnecting)
+        # The client's own close_notify ends the connection.
+        self.client.unwrap()  # done at once: the server's came
+        self.toServer(server)
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_tls12ClosesTheConnection(self) -> None:
+        """
+        TLS 1.2 has no half-close (RFC 5246 7.2.1): the connection closes.
+        """
+        server = self.connect(_HalfClosingReceived(), tls12=True)
+        self.assertEqual(server._tlsConnection.get_protocol_version_name(), "TLSv1.2")
+        self.assertFalse(server.canShutWriting())
+        server.loseWriteConnection()
+        self.assertTrue(server.disconnecting)
+        self.assertFalse(server.writeShut)
+
+    def test_serviceWithoutHalfCloseClosesTheConnection(self) -> None:
+        server = self.connect(_Received())
+        self.assertFalse(server.canShutWriting())
+        server.loseWriteConnection()
+        self.assertTrue(server.disconnecting)
+
+
 class TLSTinyRecordsTests(TestCase):
     """
     Over real sockets: TLS echo answers many 1-byte records read at once

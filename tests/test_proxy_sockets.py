@@ -10,12 +10,14 @@ Python's urllib as a real client.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 import urllib.error
@@ -23,6 +25,7 @@ import urllib.request
 from typing import Any, Dict, List, Optional, Tuple
 
 import trustme
+from OpenSSL import SSL
 from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
@@ -312,6 +315,85 @@ class _CountThenAnswer(Protocol):
 
     def writeConnectionLost(self) -> None:
         pass
+
+
+@implementer(IHalfCloseableProtocol)
+class _GreetThenCount(Protocol):
+    """
+    Sends a greeting and ends its output at once, then counts what comes
+    until the end of input (C{ended} fires with the count).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"hello from the origin\n")
+        self.transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.count += len(data)
+
+    def readConnectionLost(self) -> None:
+        self.ended.callback(self.count)
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+def _tunnelAfterOriginEnd(port: int, ca: trustme.CA, target: int, tls12: bool, size: int) -> Tuple[bytes, str, str]:
+    """
+    Blocking: through the TLS proxy at C{port}, open a tunnel to C{target}
+    and read until the proxy's end of output (its close_notify, or the
+    connection's end); then send C{size} bytes and close_notify, and read
+    on until the connection ends.
+
+    @return: what was read, how the proxy's output ended
+        (C{"close_notify"}, C{"eof"}, C{"reset"}), and how the client's
+        sending went (C{"sent"} or the error).
+    """
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    if tls12:
+        context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    context.set_verify(SSL.VERIFY_PEER, lambda *args: bool(args[-1]))
+    ca.configure_trust(context)
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+        # Blocking for pyOpenSSL, with the kernel's timeouts instead.
+        raw.settimeout(None)
+        limit = struct.pack("ll", int(SOCKET_TIMEOUT), 0)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        conn = SSL.Connection(context, raw)
+        conn.set_tlsext_host_name(b"localhost")
+        conn.set_connect_state()
+        conn.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % (target,))
+        how = ""
+        while not how:
+            try:
+                data = conn.recv(65536)
+            except SSL.ZeroReturnError:
+                how = "close_notify"
+            except SSL.SysCallError as e:
+                how = {-1: "eof", errno.EAGAIN: "timeout"}.get(e.args[0], "reset")
+            else:
+                if not data:
+                    how = "eof"
+                received += data
+        try:
+            conn.sendall(b"y" * size)
+            conn.shutdown()
+            sending = "sent"
+        except (SSL.Error, OSError) as e:
+            sending = type(e).__name__
+        try:
+            while conn.recv(65536):
+                pass
+        except (SSL.Error, OSError):
+            pass
+    return received, how, sending
 
 
 @implementer(IPushProducer)
@@ -1843,6 +1925,45 @@ class ProxySocketTests(TestCase):
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
         self.assertTrue(received.endswith(b"got 100000\n"), received[-100:])
         self.assertEqual(how, "close_notify")
+
+
+    async def _originEndsTunnel(self, tls12: bool) -> Tuple[bytes, str, str, _GreetThenCount]:
+        origin = _GreetThenCount()
+        originPort = reactor.listenTCP(0, Factory.forProtocol(lambda: origin), interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        target = originPort.getHost().port
+        ca = trustme.CA()
+        port = await self.startProxy(
+            ProxyRules(allowLoopback=True, connectPorts=frozenset({target})), tls=makeServerOptions(self.mktemp(), ca)
+        )
+        received, how, sending = await threads.deferToThread(_tunnelAfterOriginEnd, port, ca, target, tls12, 300_000)
+        return received, how, sending, origin
+
+    async def test_httpsProxyTunnelHalfClosedByOrigin(self) -> None:
+        """
+        Over TLS 1.3, an origin's end of its output reaches the client
+        through a tunnel as the proxy's close_notify, and the tunnel stays
+        open the other way, as over TCP: what the client sends after it
+        reaches the origin whole, then the client's close_notify as the
+        end of its input.  It ended the tunnel both ways, and what the
+        client sent after was dropped.
+        """
+        received, how, sending, origin = await self._originEndsTunnel(tls12=False)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received[:100])
+        self.assertTrue(received.endswith(b"\r\n\r\nhello from the origin\n"), received[-100:])
+        self.assertEqual((how, sending), ("close_notify", "sent"))
+        self.assertEqual(await origin.ended.addTimeout(10, reactor), 300_000)
+
+    async def test_httpsProxyTunnelEndedByOriginOverTLS12(self) -> None:
+        """
+        Over TLS 1.2, whose close_notify the peer must answer at once
+        dropping what it still has to send (RFC 5246 7.2.1), an origin's
+        end of its output ends the tunnel both ways, after what it sent.
+        """
+        received, how, _, origin = await self._originEndsTunnel(tls12=True)
+        self.assertTrue(received.endswith(b"\r\n\r\nhello from the origin\n"), received[-100:])
+        self.assertEqual(how, "close_notify")
+        self.assertEqual(await origin.ended.addTimeout(10, reactor), 0)
 
 
 @implementer(IHalfCloseableProtocol)
