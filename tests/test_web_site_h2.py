@@ -792,13 +792,25 @@ class ClosingTests(ExchangeTestCase):
         """
         exchange = self.exchange
         exchange.send(OPEN_HEADERS)
-        for _ in range(100):
+        for sent in range(1, 101):
             exchange.send(CONTINUATION)
             if exchange.transport.disconnecting:
                 break
         self.assertTrue(exchange.transport.disconnecting)
-        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         self.assertFalse(exchange.transport.disconnected)
+        self.sent = sent
+
+    def test_headerBlockBounded(self) -> None:
+        """
+        A header block being received is held to 64 KiB: the fourth 16 KiB
+        CONTINUATION frame ends the connection (h2 took 64 of them, 1 MiB,
+        held until the head deadline: 1.2 MB a connection measured).
+        """
+        self.startFlood()
+        self.assertEqual(self.sent, 4)
+        buffered = self.exchange.protocol._channel.conn.incoming_buffer
+        self.assertLessEqual(sum(len(f.data) for f in buffered._headers_buffer), siteModule.H2_MAX_HEADER_BLOCK)
 
     def test_inputAfterProtocolErrorAborts(self) -> None:
         """

@@ -56,12 +56,14 @@ try:
     from h2.utilities import HeaderValidationFlags, is_informational_response, validate_headers
     from hyperframe.frame import (
         AltSvcFrame,
+        ContinuationFrame,
         DataFrame,
         ExtensionFrame,
         GoAwayFrame,
         HeadersFrame,
         PingFrame,
         PriorityFrame,
+        PushPromiseFrame,
         RstStreamFrame,
         SettingsFrame,
         WindowUpdateFrame,
@@ -131,6 +133,10 @@ class Limits:
 #: Bytes of output a connection collects before it gives them to the
 #: transport anyway (whose buffer then pauses a client's pipelined requests).
 _HOLD_LIMIT = 65536
+
+#: Bytes of one HTTP/2 header block as it comes (compressed), as the h2
+#: library bounds it decoded.
+H2_MAX_HEADER_BLOCK = 65536
 
 #: Reason phrases Twisted's table lacks, or writes otherwise than RFC 9110.
 _REASONS = {431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
@@ -1295,7 +1301,25 @@ if H2_SERVED:
         stream on as a frame with that increment, for the connection to
         reset its stream (RFC 9113, 6.9: a stream error), as nginx does.
         hyperframe refused both while parsing: a connection error.
+
+        A header block being received (HEADERS, then CONTINUATION frames)
+        is held to L{H2_MAX_HEADER_BLOCK} bytes; past it the connection
+        ends with C{ENHANCE_YOUR_CALM}.  h2 held 64 frames of any size:
+        1.2 MB per connection until the head deadline.
         """
+
+        _blockBytes = 0
+
+        def _update_header_buffer(self, f: Any) -> Any:
+            if isinstance(f, ContinuationFrame) and self._headers_buffer:
+                self._blockBytes += len(f.data)
+                if self._blockBytes > H2_MAX_HEADER_BLOCK:
+                    raise h2.exceptions.DenialOfServiceError(
+                        f"header block over {H2_MAX_HEADER_BLOCK} bytes"
+                    )
+            elif isinstance(f, (HeadersFrame, PushPromiseFrame)):
+                self._blockBytes = len(f.data)
+            return FrameBuffer._update_header_buffer(self, f)
 
         def __next__(self) -> Any:
             data = self._data
