@@ -10,6 +10,8 @@ import gzip
 import os
 from typing import Any, List, Optional, Sequence, Tuple
 
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
@@ -313,6 +315,101 @@ class HTTP2Tests(SynchronousTestCase):
             self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
             [response] = [e for e in peer.events[streamID] if isinstance(e, h2.events.ResponseReceived)]
             self.assertEqual(dict(response.headers)[b":status"], status, streamID)
+
+    def stallFiles(self, waiting: int) -> Tuple[List[int], List[int]]:
+        """
+        Fill the connection's L{H2_OPEN_FILES} with streams of C{big.bin}
+        that the client's windows (never opened again) stall, then ask for
+        C{waiting} more: the streams sent, and those waiting.
+        """
+        peer = self.peer
+        peer.acknowledge = False
+        sent = list(range(1, 2 * H2_OPEN_FILES, 2))
+        more = list(range(2 * H2_OPEN_FILES + 1, 2 * (H2_OPEN_FILES + waiting), 2))
+        for streamID in sent + more:
+            peer.get(streamID, b"/big.bin")
+        peer.turns(20)
+        peer.read()
+        self.assertEqual(len(self.folder._producers), H2_OPEN_FILES)
+        self.assertEqual(len(self.folder._h2Waiting.get(self.peer.server, {})), waiting)
+        return sent, more
+
+    def test_resetWaitingRequestLeaves(self) -> None:
+        """
+        A waiting request whose stream is reset stops waiting at once: reset
+        ones were kept until one of the files ended (3.3 KB each: a client
+        resetting 30 a second while its files crawled grew the server by
+        18 MB in 30 s).
+        """
+        sent, more = self.stallFiles(3)
+        self.peer.client.reset_stream(more[1])
+        self.peer.send()
+        waiting = self.folder._h2Waiting[self.peer.server]
+        self.assertEqual([request.channel.streamID for request in waiting], [more[0], more[2]])
+        for streamID in more[::2]:
+            self.peer.client.reset_stream(streamID)
+        self.peer.send()
+        self.assertEqual(self.folder._h2Waiting, {})
+
+    def test_connectionLostWithRequestsWaiting(self) -> None:
+        """
+        A connection lost while requests wait: none of them is answered or
+        opens its file as the files being sent end (Twisted tells the
+        streams one at a time; each file's end started a waiting request on
+        the lost connection: two critical errors in the log each, its file
+        read, and a 200 logged).
+        """
+        sent, more = self.stallFiles(4)
+        opened: List[str] = []
+        realOpen = self.folder._open
+
+        def watchOpen(path: Any) -> Any:
+            opened.append(path)
+            return realOpen(path)
+
+        self.patch(self.folder, "_open", watchOpen)
+        self.peer.server.connectionLost(Failure(ConnectionLost()))
+        self.peer.turns(5)
+        self.assertEqual(opened, [])
+        self.assertEqual((self.folder._producers, self.folder._h2Files, self.folder._h2Waiting), (set(), {}, {}))
+        self.assertEqual(openFilesFor(self.big), 0)
+
+    def test_connectionClosedByGoAwayWithRequestsWaiting(self) -> None:
+        """
+        After the server's GOAWAY (a protocol error), before the connection
+        is lost, a file that ends starts no waiting request: h2 refuses to
+        send anything then.
+        """
+        sent, more = self.stallFiles(2)
+        self.peer.server.conn.close_connection()
+        next(iter(self.folder._producers)).stopProducing()
+        self.peer.turns(5)
+        self.assertEqual(self.folder._h2Waiting, {})
+        self.assertEqual(len(self.folder._producers), H2_OPEN_FILES - 1)
+
+    def test_answersWithoutTheFileDoNotWait(self) -> None:
+        """
+        A C{304}, a C{412} or a C{416} needs no file: with the connection's
+        files all stalled, each is answered at once, as a C{HEAD} is (they
+        waited behind the stalled files, for a minute).
+        """
+        self.stallFiles(0)
+        peer = self.peer
+        peer.acknowledge = True
+        [entry] = self.folder._cache.values()
+        etag = entry.identity.etag
+        cases = {
+            31: ([(b"if-none-match", etag)], b"304"),
+            33: ([(b"if-match", b'"nope"')], b"412"),
+            35: ([(b"range", b"bytes=99999999-")], b"416"),
+        }
+        for streamID, (headers, _) in cases.items():
+            peer.get(streamID, b"/big.bin", headers)
+        for streamID, (_, status) in cases.items():
+            self.assertIsInstance(peer.readUntilEnded(streamID, limit=50), h2.events.StreamEnded)
+            [response] = [e for e in peer.events[streamID] if isinstance(e, h2.events.ResponseReceived)]
+            self.assertEqual(dict(response.headers)[b":status"], status, streamID)
+        self.assertNotIn(peer.server, self.folder._h2Waiting)
 
     def test_waitingRequestFindsNoFileFree(self) -> None:
         """

@@ -39,7 +39,7 @@ import re
 import stat
 import sys
 import zlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import quote
 
@@ -647,9 +647,10 @@ class StaticFolder(Resource):
         #: limit.
         self.maxOpenFiles: int | None = SERVED_FILES
         #: Files being sent to each HTTP/2 connection, and its requests
-        #: waiting for one of them to end.
+        #: waiting for one of them to end, in order (a request that is
+        #: lost leaves at once).
         self._h2Files: dict[Any, int] = {}
-        self._h2Waiting: dict[Any, deque[tuple[Any, tuple[bytes, ...], _Entry]]] = {}
+        self._h2Waiting: dict[Any, dict[Any, tuple[tuple[bytes, ...], _Entry]]] = {}
         self._quick: dict[bytes, tuple[bytes, ...]] = {}
         self._listings: dict[bytes, _Listing] = {}
 
@@ -1070,10 +1071,11 @@ class StaticFolder(Resource):
             connection = _h2Connection(request.channel)
             if (
                 connection is not None
-                and request.method != b"HEAD"  # holds its file only for this call
                 and self._h2Files.get(connection, 0) >= H2_OPEN_FILES
+                and self._sendsTheFile(request, representation, found)
             ):
-                self._h2Waiting.setdefault(connection, deque()).append((request, key, entry))
+                self._h2Waiting.setdefault(connection, {})[request] = (key, entry)
+                request.notifyFinish().addErrback(self._waitingLost, connection, request)
                 return NOT_DONE_YET
             if self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles:
                 raise _Unavailable(f"{self.maxOpenFiles} files are being sent")
@@ -1110,10 +1112,39 @@ class StaticFolder(Resource):
         _FileProducer(self, request, fd, start, length, representation.streamGzip).start()
         return NOT_DONE_YET
 
+    def _sendsTheFile(self, request, representation: _Representation, found: dict[bytes, Sequence[bytes]]) -> bool:
+        """
+        Whether C{request} would be sent the file's bytes, by what is
+        known of it: not a C{HEAD}, a C{304} or C{412}, or a C{416}, which
+        hold the file only while they are answered, and so never wait
+        behind a connection's files.
+        """
+        if request.method == b"HEAD" or self._preconditions(representation, found) is not None:
+            return False
+        rangeValue = found.get(b"Range")
+        if rangeValue is not None and representation.size:
+            byteRange = parseRange(b",".join(rangeValue), representation.size)
+            if byteRange is UNSATISFIABLE and _ifRangeHolds(found.get(b"If-Range"), representation):
+                return False
+        return True
+
+    def _waitingLost(self, failure: Failure, connection: Any, request) -> None:
+        """
+        A request waiting for one of its HTTP/2 connection's files was
+        lost (its stream reset, or the connection gone): it stops waiting.
+        """
+        waiting = self._h2Waiting.get(connection)
+        if waiting is not None:
+            waiting.pop(request, None)
+            if not waiting:
+                del self._h2Waiting[connection]
+
     def _h2FileDone(self, connection: Any) -> None:
         """
         A file sent to HTTP/2 C{connection} ended: a request of that
-        connection waiting for one goes on.
+        connection waiting for one goes on, unless the connection is
+        ending (its requests are lost, or about to be: Twisted tells its
+        streams one at a time).
         """
         left = self._h2Files.get(connection, 1) - 1
         if left > 0:
@@ -1121,8 +1152,14 @@ class StaticFolder(Resource):
         else:
             self._h2Files.pop(connection, None)
         waiting = self._h2Waiting.get(connection)
+        if waiting is None:
+            return
+        if not _h2Open(connection):
+            del self._h2Waiting[connection]
+            return
         while waiting and self._h2Files.get(connection, 0) < H2_OPEN_FILES:
-            request, key, entry = waiting.popleft()
+            request = next(iter(waiting))
+            key, entry = waiting.pop(request)
             if not getattr(request, "_disconnected", False) and not getattr(request, "finished", False):
                 self._renderLater(request, key, entry)
         if not waiting:
@@ -1719,6 +1756,9 @@ class _FileProducer:
                 if flush is not None:
                     flush()
         except BaseException:
+            if getattr(request, "producer", None) is self:
+                # Or the caller's answer (a 500) fails in its turn.
+                request.unregisterProducer()
             self._close()
             raise
         self.resumeProducing()
@@ -1937,6 +1977,17 @@ class _FileProducer:
             self._folder._producers.discard(self)
             if self._h2 is not None:
                 self._folder._h2FileDone(self._h2)
+
+
+def _h2Open(connection: Any) -> bool:
+    """
+    Whether HTTP/2 C{connection} may still answer: not lost, and not
+    closed by a GOAWAY (h2's state machine refuses any frame then).
+    """
+    if not getattr(connection, "_stillProducing", True):
+        return False
+    state = getattr(getattr(getattr(connection, "conn", None), "state_machine", None), "state", None)
+    return getattr(state, "name", "") != "CLOSED"
 
 
 def _h2Connection(channel: object) -> Any:
