@@ -1457,6 +1457,11 @@ def makeService(config: Options, reactor: object | None = None) -> NetsuiteServi
         if folder is not None and folder.maxOpenFiles is not None:
             folder.maxOpenFiles = min(folder.maxOpenFiles, max((limit - spare) // 4, 16))
             spare += folder.maxOpenFiles
+            if folder.maxOpenFilesPerHost is not None:
+                # An address's share shrinks with them (at least 16).
+                folder.maxOpenFilesPerHost = min(
+                    folder.maxOpenFilesPerHost, max(folder.maxOpenFiles // 8, min(folder.maxOpenFiles, 16))
+                )
         if pool is not None:
             pool.total = min(pool.total, max((limit - spare) // 4, 0))
             spare += pool.total

@@ -987,16 +987,18 @@ class OpenFileLimitTests(SynchronousTestCase):
         self.limits = (20000, 20000)
         root = makeService(parse("--no-downloads", "--http-root", folder), MemoryReactor())
         self.assertEqual(root.http.static.maxOpenFiles, SERVED_FILES)
+        self.assertEqual(root.http.static.maxOpenFilesPerHost, SERVED_FILES // 8)
         self.assertEqual(root.budget.maxTotal, 20000 - spare)
         self.limits = (1024, 1024)
         root = makeService(parse("--no-downloads", "--http-root", folder), MemoryReactor())
         files = (1024 - 128 - siteModule.BODY_FILES) // 4
         pool = (1024 - 128 - siteModule.BODY_FILES - files) // 4
         self.assertEqual((root.http.static.maxOpenFiles, root.proxy.pool.total), (files, pool))
+        self.assertEqual(root.http.static.maxOpenFilesPerHost, max(files // 8, 16))
         self.assertEqual(root.budget.maxTotal, 1024 - 128 - siteModule.BODY_FILES - files - pool)
         self.limits = (200, 200)  # less than the rest needs: 16 files at least
         root = makeService(parse("--no-downloads", "--http-root", folder), MemoryReactor())
-        self.assertEqual(root.http.static.maxOpenFiles, 16)
+        self.assertEqual((root.http.static.maxOpenFiles, root.http.static.maxOpenFilesPerHost), (16, 16))
 
     def test_makeServiceCountsEveryListener(self) -> None:
         """

@@ -1331,6 +1331,36 @@ class LargeFileTests(ServerMixin, TestCase):
         await waitUntil(lambda: not self.folder._producers)
         self.assertEqual((await self.get(b"/big.bin")).body, patterned(self.SIZE))
 
+    async def test_filesBeingSentToOneAddressBounded(self) -> None:
+        """
+        Past C{maxOpenFilesPerHost} files being sent to one client address,
+        another request of its for a large file gets 503 with
+        C{Retry-After}; a C{HEAD} still gets its answer, and so does
+        another address.  One address could take every file the folder may
+        send, and every other client's large files got a 503.
+        """
+        self.folder.maxOpenFilesPerHost = 1
+        client = await self.connectRaw()
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.transport.write(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.waitFor(300 * 1024)
+        refused = await self.get(b"/big.bin")
+        self.assertEqual((refused.status, refused.header(b"retry-after")), (503, b"1"))
+        self.assertIn(b"1 files are being sent to your address", refused.body)
+        self.assertEqual((await self.get(b"/big.bin", method=b"HEAD")).status, 200)
+        other = RawClient()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, bindAddress=("127.0.0.2", 0))
+        await connectProtocol(endpoint, other)
+        self.addCleanup(lambda: other.closed)
+        other.transport.write(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await other.closed
+        self.assertEqual(Response(other.body()).body, patterned(self.SIZE))
+        client.transport.abortConnection()
+        await client.closed
+        await waitUntil(lambda: not self.folder._producers)
+        self.assertEqual(self.folder._filesByHost, {})
+        self.assertEqual((await self.get(b"/big.bin")).body, patterned(self.SIZE))
+
     async def test_slowReaderPausesProducer(self) -> None:
         size = 24 * 1024 * 1024
         self.write("www/huge.bin", patterned(size))

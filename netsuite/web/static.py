@@ -56,6 +56,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from netsuite.limits import hostKey
 from netsuite.listen import plainSocketTransport
 from netsuite.web.pages import PAGE_HEADERS
 
@@ -81,6 +82,12 @@ CHUNK_SIZE = 256 * 1024
 #: Files being sent at once by a folder (each holds a file descriptor);
 #: past them a request for a file gets a 503.
 SERVED_FILES = 1024
+
+#: Files sent at once to one client address (an IPv6 client's /64): its
+#: share of L{SERVED_FILES}, past which it gets a 503.  One address could
+#: hold them all (256 connections reading nothing, or 128 over HTTP/2),
+#: and every other client's large files got a 503.
+SERVED_FILES_PER_HOST = SERVED_FILES // 8
 
 #: Files one HTTP/2 connection is sent at once; its other requests for
 #: files wait for one of them to end.  Each stream of a connection held
@@ -646,6 +653,11 @@ class StaticFolder(Resource):
         #: no limit); netsuite's twistd plugin fits it to the open-file
         #: limit.
         self.maxOpenFiles: int | None = SERVED_FILES
+        #: At most this many of them to one client address
+        #: (L{SERVED_FILES_PER_HOST}; L{None}: no limit).
+        self.maxOpenFilesPerHost: int | None = SERVED_FILES_PER_HOST
+        #: Files being sent, by client address (L{hostKey}).
+        self._filesByHost: dict[str, int] = {}
         #: Files being sent to each HTTP/2 connection, and its requests
         #: waiting for one of them to end, in order (a request that is
         #: lost leaves at once).
@@ -1079,6 +1091,13 @@ class StaticFolder(Resource):
                 return NOT_DONE_YET
             if self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles:
                 raise _Unavailable(f"{self.maxOpenFiles} files are being sent")
+            perHost = self.maxOpenFilesPerHost
+            if (
+                perHost is not None
+                and self._filesByHost.get(_clientKey(request), 0) >= perHost
+                and self._sendsTheFile(request, representation, found)
+            ):
+                raise _Unavailable(f"{perHost} files are being sent to your address")
             opened = self._open(representation.path)
             if opened is None:
                 entry.checked = _STALE
@@ -1718,6 +1737,8 @@ class _FileProducer:
         self._producing = False
         self._stallTimer: IDelayedCall | None = None
         self.done = False
+        #: The client address it counts under, once started.
+        self._host = ""
         channel = request.channel
         # The reactor that runs the connection (the folder's clock need not
         # be one) gives the next turn.
@@ -1741,6 +1762,8 @@ class _FileProducer:
             self._close()
             return
         self._folder._producers.add(self)
+        host = self._host = _clientKey(request)
+        self._folder._filesByHost[host] = self._folder._filesByHost.get(host, 0) + 1
         if self._h2 is not None:
             self._folder._h2Files[self._h2] = self._folder._h2Files.get(self._h2, 0) + 1
         try:
@@ -1975,8 +1998,19 @@ class _FileProducer:
             os.close(fd)
         if self in self._folder._producers:
             self._folder._producers.discard(self)
+            byHost = self._folder._filesByHost
+            left = byHost.pop(self._host, 1) - 1
+            if left > 0:
+                byHost[self._host] = left
             if self._h2 is not None:
                 self._folder._h2FileDone(self._h2)
+
+
+def _clientKey(request) -> str:
+    """
+    The key a request's client address counts under (L{hostKey}).
+    """
+    return hostKey(str(getattr(request.getClientAddress(), "host", "")))
 
 
 def _h2Open(connection: Any) -> bool:
