@@ -499,6 +499,21 @@ class FileTests(ServerMixin, TestCase):
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, HELLO)
 
+    async def test_lastModifiedNeverAfterDate(self) -> None:
+        """
+        A file modified in the future (unpacked from an archive made on a
+        fast clock) is sent as modified now, never after the answer's
+        C{Date} (RFC 9110 8.8.2.1), and that date sent back in
+        C{If-Modified-Since} gets a 304.  It was sent as it was, and never
+        matched (a date still to come is no date the file had).
+        """
+        self.write("www/future.txt", b"from 2100", mtime=4102444800)
+        full = await self.get(b"/future.txt")
+        lastModified = parseHTTPDate(full.header(b"last-modified"))
+        self.assertLessEqual(lastModified, parseHTTPDate(full.header(b"date")))
+        again = await self.get(b"/future.txt", [(b"If-Modified-Since", full.header(b"last-modified"))])
+        self.assertEqual(again.status, 304)
+
     async def test_ifRange(self) -> None:
         full = await self.get(b"/hello.txt")
         etag = full.header(b"etag")
