@@ -2244,6 +2244,47 @@ class SocketTests(TestCase):
         self.assertIsNotNone(match, line)
         self.assertLess(int(match.group(1)), size)
 
+    async def test_answerEndingInTheGracePeriodLogged(self) -> None:
+        """
+        A download that ends in the grace period after the stop (the
+        listener no longer listening) is logged to the access log file, at
+        the time it ended; it went to the twistd log, its time frozen at
+        the stop (Twisted closes the log when the last listener stops).
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        size = 64_000_000  # more than the kernel's buffers hold
+        with open(os.path.join(folder, "big.bin"), "wb") as f:
+            f.truncate(size)
+        path = os.path.abspath(self.mktemp())
+        port, service, status = await self.startHTTP(grace=20, accessLog=path, root=folder)
+        started = threading.Event()
+        go = threading.Event()
+
+        def download() -> int:
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+                s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                received = len(s.recv(1000))
+                started.set()
+                go.wait(20)
+                while True:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        return received
+                    received += len(chunk)
+
+        answer = threads.deferToThread(download)
+        await threads.deferToThread(started.wait, 20)
+        stopping = service.stopService()
+        await deferLater(reactor, 1.1, lambda: None)  # the log's clock would have stopped
+        go.set()
+        self.assertGreater(await answer, size)
+        await stopping
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        self.assertIn('"GET /big.bin HTTP/1.1" 200 64000000 ', line)
+
     async def test_statusShowsNoFileNames(self) -> None:
         """
         The public status pages (C{/api/status}, the home page, C{/healthz})

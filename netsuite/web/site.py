@@ -2610,6 +2610,20 @@ class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
     what is written is sent.
     """
 
+    def makeConnection(self, transport: Any) -> None:
+        site = self._site
+        if isinstance(site, NetsuiteSite):
+            site.connectionOpened()
+        _GenericHTTPChannelProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            _GenericHTTPChannelProtocol.connectionLost(self, reason)
+        finally:
+            site = self._site
+            if isinstance(site, NetsuiteSite):
+                site.connectionClosed()
+
     def readConnectionLost(self) -> None:
         channel = self._channel
         if IHalfCloseableProtocol.providedBy(channel):
@@ -2773,10 +2787,44 @@ class NetsuiteSite(Site):
                 "{line}", line=self._logFormatter(self._logDateTime, request)
             )
 
+    #: Connections open, and whether the site stopped (its last listener
+    #: stopped listening) while some were: the access log is closed when
+    #: the last one ends.
+    _connections = 0
+    _stopping = False
+
     def startFactory(self) -> None:
+        if self._stopping:  # started again before its connections ended
+            self._stopping = False
+            return
         Site.startFactory(self)
         if not self.logPath:
             self._logFile = None
+
+    def stopFactory(self) -> None:
+        # Twisted closes the access log (and stops its clock) when the last
+        # listener stops; the answers that end in the grace period after
+        # it went to the twistd log, their times frozen at the stop.
+        if self._connections:
+            self._stopping = True
+        else:
+            Site.stopFactory(self)
+
+    def connectionOpened(self) -> None:
+        """
+        A connection of this site began.
+        """
+        self._connections += 1
+
+    def connectionClosed(self) -> None:
+        """
+        A connection of this site ended: the last one of a stopped site
+        closes the access log.
+        """
+        self._connections -= 1
+        if self._stopping and not self._connections:
+            self._stopping = False
+            Site.stopFactory(self)
 
     def _openLogFile(self, path: Any) -> Any:
         # Not Twisted's LogFile, which rotates the log every megabyte.
