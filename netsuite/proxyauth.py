@@ -161,13 +161,15 @@ def _readLines(path: str) -> List[str]:
     """
     The lines of the users file C{path}, read as a small regular file.
     Lines end at LF only (a CR before it is dropped): other line breaks stay
-    in their line.
+    in their line.  A byte order mark at the start (some editors on Windows
+    write one) is not part of the first line.
 
     @raise OSError: it cannot be read.
     @raise ValueError: it is not a regular file, is too long, or is not
         UTF-8 (L{UnicodeDecodeError}).
     """
-    lines = readSmallFile(path, MAX_USERS_FILE, follow=True).decode("utf-8").split("\n")
+    text = readSmallFile(path, MAX_USERS_FILE, follow=True).decode("utf-8")
+    lines = text.removeprefix("\ufeff").split("\n")
     if lines[-1] == "":
         lines.pop()
     return [line.removesuffix("\r") for line in lines]

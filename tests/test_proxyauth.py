@@ -133,6 +133,16 @@ class UsersFileTests(SynchronousTestCase):
             self.assertIn("line 1", str(e.exception))
 
 
+    def test_byteOrderMarkSkipped(self) -> None:
+        """
+        A byte order mark at the start of the file (some editors on Windows
+        write one) is not part of the first name: it made that user
+        C{"\\ufeffalice"}, who could never sign in, silently.
+        """
+        good = hashPassword("pw", **CHEAP)
+        users = loadUsers(self.write(f"\ufeffalice:{good}\nbob:{good}\n"))
+        self.assertEqual(sorted(users), ["alice", "bob"])
+
 class ParseBasicTests(SynchronousTestCase):
     def test_parse(self) -> None:
         self.assertEqual(parseBasic(basic("alice", "pa:ss")), ("alice", b"pa:ss"))
@@ -689,6 +699,24 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(code, 0)
         with open(path, encoding="utf-8", newline="") as f:
             self.assertEqual(f.read().split("\n")[:2], ["# team\u2028ops", "carol:x"])
+
+    def test_byteOrderMarkNotKeptInAName(self) -> None:
+        """
+        A file starting with a byte order mark gets its first user's password
+        changed (not a second entry beside one named C{"\\ufeffalice"}), and
+        the mark is not written back glued to a name; the other lines stay
+        as they were.
+        """
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"\ufeffalice:{hashPassword('first', **CHEAP)}\n# ops\nbob:x\n")
+        code, out, _ = self.run_([path, "alice"], "second\n")
+        self.assertEqual((code, out), (0, f"changed alice in {path}\n"))
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        self.assertEqual(lines[:2], ["# ops", "bob:x"])
+        self.assertEqual([line for line in lines if "alice" in line], [lines[2]])
+        self.assertTrue(lines[2].startswith("alice:"))
 
     def test_unreadableFileIsOneLine(self) -> None:
         fifo = self.mktemp()
