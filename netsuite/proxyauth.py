@@ -138,11 +138,34 @@ def hashPassword(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int 
     )
 
 
+def _usableName(name: str) -> bool:
+    """
+    Whether C{name} may be a user's: not empty, without C{:}, spaces, or
+    control or format characters (arguments that are not UTF-8 arrive as
+    surrogates, which are not printable either).  The users file and
+    C{netsuite-proxy-user} share this rule.
+    """
+    return bool(name) and ":" not in name and name.isprintable() and not any(c.isspace() for c in name)
+
+
+def _lineName(line: str) -> Optional[str]:
+    """
+    The name a users-file line is about, as L{loadUsers} reads it, or
+    L{None} for a blank or comment line.
+    """
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    return line.partition(":")[0]
+
+
 def _parseLine(line: str) -> Tuple[str, _Entry]:
     name, sep, rest = line.partition(":")
     parts = rest.split(":")
     if not sep or not name or len(parts) != 6 or parts[0] != "scrypt":
         raise ValueError("expected NAME:scrypt:N:r:p:SALT:HASH")
+    if not _usableName(name):
+        raise ValueError("a name cannot hold spaces, control or format characters")
     try:
         n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
         salt = base64.b64decode(parts[4], validate=True)
@@ -514,9 +537,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("usage: netsuite-proxy-user FILE NAME", file=sys.stderr)
         return 2
     path, name = args
-    # Arguments and standard input that are not UTF-8 arrive as surrogates,
-    # which are not printable and cannot be encoded.
-    if not name or ":" in name or not name.isprintable() or any(c.isspace() for c in name):
+    if not _usableName(name):
         print("netsuite-proxy-user: a name cannot be empty or hold ':', spaces, control characters or bytes that are not UTF-8", file=sys.stderr)
         return 1
     if sys.stdin.isatty():
@@ -545,7 +566,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"netsuite-proxy-user: cannot read {path!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
     entry = f"{name}:{hashPassword(password)}"
-    kept = [line for line in lines if line.partition(":")[0] != name]
+    kept = [line for line in lines if _lineName(line) != name]
     try:
         writeAtomically(path, ("\n".join(kept + [entry]) + "\n").encode("utf-8"), 0o600)
     except OSError as e:

@@ -143,6 +143,25 @@ class UsersFileTests(SynchronousTestCase):
         users = loadUsers(self.write(f"\ufeffalice:{good}\nbob:{good}\n"))
         self.assertEqual(sorted(users), ["alice", "bob"])
 
+    def test_namesTheCommandRefusesAreRefused(self) -> None:
+        """
+        A name C{netsuite-proxy-user} refuses (spaces, control or format
+        characters) is refused in the file too, with one line naming the
+        file and the line: such names were taken, and a user whose name
+        held an invisible character looked like another.
+        """
+        good = hashPassword("pw", **CHEAP)
+        self.patch(sys, "stderr", io.StringIO())
+        for name in ("al ice", "al\tice", "al\x07ice", "al\u200bice", "al\u00a0ice", "alice\x7f", "\u202eecila"):
+            path = self.write(f"# users\nbob:{good}\n{name}:{good}\n")
+            with self.assertRaises(UsersFileError) as e:
+                loadUsers(path)
+            self.assertEqual(
+                str(e.exception), f"{path}, line 3: a name cannot hold spaces, control or format characters", repr(name)
+            )
+            self.assertEqual(main([self.mktemp(), name]), 1)
+        self.assertEqual(sorted(loadUsers(self.write(f"zoë:{good}\n  ünïcödé.name@example:{good}\n"))), ["zoë", "ünïcödé.name@example"])
+
 class ParseBasicTests(SynchronousTestCase):
     def test_parse(self) -> None:
         self.assertEqual(parseBasic(basic("alice", "pa:ss")), ("alice", b"pa:ss"))
@@ -521,6 +540,24 @@ class UsersFileReloadTests(SynchronousTestCase):
         self.clock.advance(1.5)
         self.assertEqual(self.authenticate("alice", "back"), "alice")
 
+    def test_unusableNameKeepsTheUsers(self) -> None:
+        """
+        A line whose name holds a space or a control character, added while
+        netsuite runs, leaves the users as they were, with a warning, as
+        any malformed line does.
+        """
+        warnings = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        with open(self.path, "a") as f:
+            f.write(f"mal lory:{hashPassword('pw', **CHEAP)}\nbob:{hashPassword('new', **CHEAP)}\n")
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.assertIsNone(self.authenticate("bob", "new"))
+        self.assertEqual(
+            [formatEvent(e) for e in warnings if e["log_level"] == LogLevel.warn],
+            [f"proxy users file not read again, the users stay as they were: {self.path}, line 2:"
+             " a name cannot hold spaces, control or format characters"],
+        )
+
     def test_lookedAtOnceASecond(self) -> None:
         looks = []
         version = self.auth._fileVersion
@@ -717,6 +754,19 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(lines[:2], ["# ops", "bob:x"])
         self.assertEqual([line for line in lines if "alice" in line], [lines[2]])
         self.assertTrue(lines[2].startswith("alice:"))
+
+    def test_indentedLineChangedNotDoubled(self) -> None:
+        """
+        A user's line with blanks around it (which the proxy reads as that
+        user) is the one changed: a second line was added, and the proxy
+        then refused the file ("listed twice"), keeping the old password.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"  alice:{hashPassword('first', **CHEAP)}\t\n")
+        code, out, _ = self.run_([path, "alice"], "second\n")
+        self.assertEqual((code, out), (0, f"changed alice in {path}\n"))
+        self.assertTrue(loadUsers(path)["alice"].matches(b"second"))
 
     def test_unreadableFileIsOneLine(self) -> None:
         fifo = self.mktemp()
