@@ -25,20 +25,24 @@ from what is remembered either).  All clients together get only so many
 checks a second, and only a few at a time (more are refused at once, never
 queued, and count as wrong tries), so that guesses spread over many
 addresses get no more tries; remembered credentials need no check.
-An unknown name costs the same check as a known one, so names cannot be
-told apart by the time the answer takes.
+An unknown name costs the same check as a known one (one of the users'
+scrypt costs, the same for the same name, the costs shared out among
+unknown names as among the users), so names cannot be told apart by the
+time the answer takes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import hmac
 import os
 import sys
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from twisted.internet import defer, threads
@@ -106,6 +110,35 @@ class _Entry:
             maxmem=_MAXMEM, dklen=len(self.hash),
         )
         return hmac.compare_digest(derived, self.hash)
+
+
+class _Decoys:
+    """
+    What unknown names are checked against: an entry of each scrypt cost
+    (N, r, p and hash length) the users have, never matching.  A keyed hash
+    of the name picks one, the same each time for a name, each cost for a
+    share of names as large as its share of users: with one user at a
+    higher cost, that user's wrong password took as long as no unknown
+    name's, and told that the name existed.
+    """
+
+    def __init__(self, users: Dict[str, _Entry], key: bytes) -> None:
+        counts = Counter((entry.n, entry.r, entry.p, len(entry.hash)) for entry in users.values())
+        if not counts:
+            counts[SCRYPT_N, SCRYPT_R, SCRYPT_P, 32] = 1
+        self._key = key
+        self._entries = [_Entry(n, r, p, os.urandom(16), os.urandom(length)) for n, r, p, length in counts]
+        #: Users counted up to each entry, in order: where a name's hash
+        #: (modulo the last) falls picks the entry.
+        self._bounds = list(accumulate(counts.values()))
+
+    def forName(self, name: str) -> _Entry:
+        """
+        The entry to check C{name}'s password against.
+        """
+        digest = hmac.new(self._key, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        index = int.from_bytes(digest[:8], "big") % self._bounds[-1]
+        return self._entries[bisect.bisect_right(self._bounds, index)]
 
 
 def _checkCost(n: int, r: int, p: int) -> None:
@@ -315,7 +348,9 @@ class Authenticator:
         self._reserved: Dict[str, int] = {}
         #: Credentials being checked, and who waits for the same answer.
         self._checking: Dict[bytes, List[defer.Deferred[bool]]] = {}
-        self._nobody = self._nobodyLike(users)
+        #: Keys the choice of the entry unknown names are checked against.
+        self._decoyKey = os.urandom(32)
+        self._decoys = _Decoys(users, self._decoyKey)
         #: Entries the hash function refused, each warned about once.
         self._unusable: Set[_Entry] = set()
         self._path = path
@@ -329,14 +364,16 @@ class Authenticator:
         self._lookedAt = clock.seconds()
         self._version = self._fileVersion()
 
-    @staticmethod
-    def _nobodyLike(users: Dict[str, _Entry]) -> _Entry:
+    def _readUsers(self, path: str) -> Tuple[Dict[str, _Entry], _Decoys]:
         """
-        What is checked for unknown names: a known name's cost, never a
-        match.
+        The users in the file C{path}, and what unknown names are then
+        checked against (counting the users' costs is work too: 70 ms for
+        175,000 users, done here, off the reactor).
+
+        @raise UsersFileError: see L{loadUsers}.
         """
-        model = next(iter(users.values()), None) or _Entry(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"", bytes(32))
-        return _Entry(model.n, model.r, model.p, os.urandom(16), os.urandom(len(model.hash)))
+        users = loadUsers(path)
+        return users, _Decoys(users, self._decoyKey)
 
     def _fileVersion(self) -> Optional[Tuple[int, int, int, int]]:
         """
@@ -368,7 +405,7 @@ class Authenticator:
         self._reading = True
         self._overdue = False
         self._readTimer = self._clock.callLater(READ_PATIENCE, self._readTooSlow)
-        reading = defer.maybeDeferred(self._check, loadUsers, self._path)
+        reading = defer.maybeDeferred(self._check, self._readUsers, self._path)
         reading.addBoth(self._reread)
 
     def _readTooSlow(self) -> None:
@@ -412,8 +449,7 @@ class Authenticator:
             else:
                 self.log.failure("reading the proxy users file again", result)
             return
-        self.users = result  # type: ignore[assignment]
-        self._nobody = self._nobodyLike(self.users)
+        self.users, self._decoys = result  # type: ignore[misc]
         self.log.info(
             "proxy users file {path} read again: {count} users", path=self._path, count=len(self.users)
         )
@@ -468,20 +504,23 @@ class Authenticator:
             return None
         self._reserved[limited] = reserved + 1
         self._checking[key] = []
-        entry = self.users.get(name, self._nobody)
+        entry = self.users.get(name)
+        known = entry is not None
+        if entry is None:
+            entry = self._decoys.forName(name)
         try:
             result = await defer.maybeDeferred(self._check, entry.matches, password)
         except (ValueError, MemoryError) as e:
             # hashlib.scrypt refused (or memory ran out): the sign-in fails
             # as a wrong password would, with a warning, never a 500.
-            self._cannotCheck(name if entry is not self._nobody else None, entry, e)
+            self._cannotCheck(name if known else None, entry, e)
             result = False
         except BaseException:
             self._checked(key, limited, Failure())
             raise
         # (Not for an entry the users file changed meanwhile; the file
         # read again with this user as it was changes nothing.)
-        matched = bool(result) and entry is not self._nobody and self.users.get(name) == entry
+        matched = bool(result) and known and self.users.get(name) == entry
         self._checked(key, limited, matched)
         if not matched:
             return None
@@ -494,7 +533,7 @@ class Authenticator:
     def _cannotCheck(self, name: Optional[str], entry: _Entry, error: BaseException) -> None:
         """
         The hash function could not check a password against C{entry}: warn,
-        once for each entry (unknown names share one).
+        once for each entry (unknown names of a cost share one).
 
         @param name: the user's name, or L{None} for an unknown name.
         """

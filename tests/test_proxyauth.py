@@ -9,6 +9,7 @@ import base64
 import io
 import os
 import sys
+from collections import Counter
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -496,7 +497,7 @@ class UsersFileReloadTests(SynchronousTestCase):
         original = self.auth._check
 
         def check(function, *args):
-            if function is loadUsers:
+            if function == self.auth._readUsers:
                 d: defer.Deferred = defer.Deferred()
                 reads.append((d, function(*args)))
                 return d
@@ -557,6 +558,56 @@ class UsersFileReloadTests(SynchronousTestCase):
             [f"proxy users file not read again, the users stay as they were: {self.path}, line 2:"
              " a name cannot hold spaces, control or format characters"],
         )
+
+    def test_unknownNamesSpreadOverTheUsersCosts(self) -> None:
+        """
+        With users at different scrypt costs (N, r, p, hash length), an
+        unknown name is checked at one of them, the same each time for the
+        same name, each cost for about as large a share of unknown names as
+        of users (read again with the file).  Every unknown name got the
+        first user's cost: with one user at N=65536 among users at
+        N=16384, a wrong password for that user took 270-415 ms and an
+        unknown name 70 ms, which told that the name existed.
+        """
+        seen: list = []
+        original = self.auth._check
+
+        def check(function, *args):
+            if getattr(function, "__name__", None) == "matches":
+                seen.append(function.__self__)
+            return original(function, *args)
+
+        self.auth._check = check  # type: ignore[method-assign]
+
+        def costs(names: list) -> Counter:
+            del seen[:]
+            for number, name in enumerate(names):
+                self.clock.advance(0.1)  # within every client's checks a second
+                client = f"10.{number // 250}.{number % 250}.1"
+                result = defer.ensureDeferred(self.auth.authenticate(basic(name, "right"), client))
+                self.assertIsNone(self.successResultOf(result))
+            self.assertEqual(len(seen), len(names))
+            return Counter((e.n, e.r, e.p, len(e.hash)) for e in seen)
+
+        names = [f"nobody{number}" for number in range(4000)]
+        self.assertEqual(costs(names[:50]), Counter({(16, 1, 1, 32): 50}))
+        salt, longHash = base64.b64encode(bytes(16)).decode(), base64.b64encode(bytes(48)).decode()
+        with open(self.path, "a") as f:
+            for name in ("bob", "carol"):
+                f.write(f"{name}:{hashPassword('pw', n=32, r=1, p=1)}\n")
+            f.write(f"dave:scrypt:16:2:1:{salt}:{longHash}\n")
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("bob", "pw"), "bob")  # read again
+        spread = costs(names)
+        self.assertEqual(set(spread), {(16, 1, 1, 32), (32, 1, 1, 32), (16, 2, 1, 48)})
+        for cost, users in (((16, 1, 1, 32), 1), ((32, 1, 1, 32), 2), ((16, 2, 1, 48), 1)):
+            self.assertLess(abs(spread[cost] / len(names) - users / 4), 0.04, spread)  # > 4 sigmas
+        known = set(map(id, self.auth.users.values()))
+        self.assertFalse(known & set(map(id, seen)))
+        # The same name, the same cost, every time.
+        byName = dict(zip(names, seen))
+        costs(names[:100])
+        self.assertEqual([byName[name] for name in names[:100]], seen)
 
     def test_lookedAtOnceASecond(self) -> None:
         looks = []
