@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -173,6 +174,37 @@ def lockForThisProcess(path: Union[str, Path]) -> Optional[str]:
     os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
     _held[key] = fd
     return None
+
+
+def waitForLock(path: Union[str, Path], patience: float) -> int:
+    """
+    Take the lock file C{path} (an advisory exclusive C{flock}; the file is
+    made, private, if missing, and never opened through a symbolic link),
+    waiting up to C{patience} seconds for another process holding it.
+
+    @return: the lock file's descriptor: closing it lets the lock go.
+    @raise TimeoutError: another process held it all that time.
+    @raise OSError: the lock file cannot be made or opened, or is not a
+        regular file.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{str(path)!r} is not a regular file")
+        deadline = time.monotonic() + patience
+        while fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{str(path)!r} stayed locked by another process for {patience:g} s") from None
+                time.sleep(0.01)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def claimLocksForThisProcess() -> None:

@@ -50,7 +50,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netsuite.files import readSmallFile, writeAtomically
+from netsuite.files import readSmallFile, waitForLock, writeAtomically
 from netsuite.limits import BucketTable, TokenBucket, hostKey
 
 __all__ = ["Authenticator", "UsersFileError", "hashPassword", "loadUsers", "parseBasic", "main"]
@@ -77,6 +77,10 @@ _MAX_SALT_OR_HASH = 64
 
 #: The largest users file read.
 MAX_USERS_FILE = 16 * 1024 * 1024
+
+#: Seconds C{netsuite-proxy-user} waits for another run to be done with
+#: the users file.
+LOCK_PATIENCE = 30.0
 
 #: Seconds requests wait for the users file being read again; past them
 #: they go on with the users as they were.
@@ -594,6 +598,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UnicodeEncodeError:
         print("netsuite-proxy-user: the password is not UTF-8 text; nothing changed", file=sys.stderr)
         return 1
+    entry = f"{name}:{hashPassword(password)}"
+    # Runs at once would each write what they read, losing the others'
+    # changes: one at a time, from the read to the rename.
+    lock = path + ".lock"
+    try:
+        fd = waitForLock(lock, LOCK_PATIENCE)
+    except TimeoutError as e:
+        print(f"netsuite-proxy-user: {e}; nothing changed", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"netsuite-proxy-user: cannot lock {lock!r}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    try:
+        return _putLine(path, name, entry)
+    finally:
+        os.close(fd)
+
+
+def _putLine(path: str, name: str, entry: str) -> int:
+    """
+    Replace C{name}'s line in the users file C{path} by C{entry}, or add it,
+    keeping the other lines as they are; say what was done.
+
+    @return: the exit status.
+    """
     try:
         lines = _readLines(path)
     except FileNotFoundError:
@@ -604,7 +633,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (OSError, ValueError) as e:
         print(f"netsuite-proxy-user: cannot read {path!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
-    entry = f"{name}:{hashPassword(password)}"
     kept = [line for line in lines if _lineName(line) != name]
     try:
         writeAtomically(path, ("\n".join(kept + [entry]) + "\n").encode("utf-8"), 0o600)

@@ -751,6 +751,89 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(sorted(users), ["alice", "bob"])
         self.assertTrue(users["alice"].matches(b"second"))
 
+    def test_concurrentRunsLoseNothing(self) -> None:
+        """
+        Runs at the same time (real processes) wait for each other, from the
+        read to the rename: every user added is there, and a password
+        changed meanwhile is the new one.  Each wrote what it had read: 12
+        runs at once left 3 users, all saying they had added theirs, and a
+        change racing an add was lost 1 time in 10 (a leaked password kept
+        working).
+        """
+        import subprocess
+
+        import netsuite
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(f"alice:{hashPassword('old', **CHEAP)}\n")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(netsuite.__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        script = (
+            "import sys; from netsuite.proxyauth import main; print('ready', flush=True);"
+            " sys.exit(main(sys.argv[1:]))"
+        )
+        names = ["alice"] + [f"user{number}" for number in range(7)]
+        runs = []
+        for name in names:
+            run = subprocess.Popen(
+                [sys.executable, "-c", script, path, name], env=env, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            self.addCleanup(run.wait)
+            self.addCleanup(run.kill)
+            runs.append(run)
+        for run in runs:  # every one has started, then all go at once
+            self.assertEqual(run.stdout.readline(), "ready\n")
+        for run in runs:
+            run.stdin.write("new\n")
+            run.stdin.flush()
+        for name, run in zip(names, runs):
+            out, err = run.communicate(timeout=120)
+            self.assertEqual((run.returncode, out, err), (0, f"{'changed' if name == 'alice' else 'added'} {name} in {path}\n", ""))
+        users = loadUsers(path)
+        self.assertEqual(sorted(users), sorted(names))
+        self.assertTrue(users["alice"].matches(b"new"))
+
+    def test_lockFileNotFollowed(self) -> None:
+        """
+        The lock file is made private when missing, and a symbolic link
+        planted in its place is not followed: the run stops, with one line,
+        and nothing is written.
+        """
+        path = self.mktemp()
+        self.assertEqual(self.run_([path, "alice"])[0], 0)
+        self.assertEqual(os.stat(path + ".lock").st_mode & 0o777, 0o600)
+        os.remove(path + ".lock")
+        victim = os.path.abspath(self.mktemp())
+        os.symlink(victim, path + ".lock")
+        code, out, err = self.run_([path, "bob"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertTrue(err.startswith(f"netsuite-proxy-user: cannot lock {path + '.lock'!r}: "), err)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertFalse(os.path.lexists(victim))
+        self.assertEqual(sorted(loadUsers(path)), ["alice"])
+
+    def test_lockHeldTooLong(self) -> None:
+        """
+        A lock held by another run past L{LOCK_PATIENCE} stops this one with
+        one line, nothing changed (never a wait without end).
+        """
+        import fcntl
+
+        from netsuite import proxyauth
+
+        path = self.mktemp()
+        self.assertEqual(self.run_([path, "alice"])[0], 0)
+        with open(path + ".lock") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            self.patch(proxyauth, "LOCK_PATIENCE", 0)
+            code, out, err = self.run_([path, "bob"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, f"netsuite-proxy-user: {path + '.lock'!r} stayed locked by another process for 0 s; nothing changed\n")
+        self.assertEqual(sorted(loadUsers(path)), ["alice"])
+        self.assertEqual(self.run_([path, "bob"])[0], 0)
+
     def test_staleOrPlantedTemporaryIsReplaced(self) -> None:
         """
         The password file is written through a fresh temporary file: a
