@@ -20,7 +20,13 @@ except ImportError:  # not POSIX
     fcntl = None  # type: ignore[assignment]
 
 
-def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync: bool = False) -> None:
+def writeAtomically(
+    path: Union[str, Path],
+    data: bytes,
+    mode: int = 0o666,
+    sync: bool = False,
+    like: Optional[os.stat_result] = None,
+) -> os.stat_result:
     """
     Replace C{path} with C{data} through a new temporary file beside it and
     a rename, so a crash leaves the old content or the new one.
@@ -32,6 +38,12 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync
     @param mode: the permissions of the new file, before the umask.
     @param sync: also flush the file, then its directory, to the disk
         before returning, so that the new content outlives a power cut.
+    @param like: the status of the file replaced, whose owner, group and
+        permissions (as they are, whatever the umask) the new file keeps.
+        Where this process may not give the file away, it keeps what it
+        can: the group if it is one of this process's, else the
+        permissions without the group's.
+    @return: the new file's status (its owner tells whether it was kept).
     @raise OSError: the file could not be written; C{path} is unchanged.
     """
     path = Path(path)
@@ -40,12 +52,15 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync
         os.unlink(temporary)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(temporary, flags, mode)
+        fd = os.open(temporary, flags, mode if like is None else 0o600)
         with os.fdopen(fd, "wb") as f:
+            if like is not None:
+                _takeOwnerAndMode(fd, like)
             f.write(data)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
+            status = os.fstat(fd)
         os.replace(temporary, path)
         if sync:
             _syncDirectory(path.parent)
@@ -53,6 +68,27 @@ def writeAtomically(path: Union[str, Path], data: bytes, mode: int = 0o666, sync
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    return status
+
+
+def _takeOwnerAndMode(fd: int, like: os.stat_result) -> None:
+    """
+    Give the open file C{fd} the owner, group and permissions of C{like},
+    as far as this process may (see L{writeAtomically}).
+    """
+    mode = stat.S_IMODE(like.st_mode)
+    status = os.fstat(fd)
+    fchown = getattr(os, "fchown", None)
+    if fchown is not None and (status.st_uid, status.st_gid) != (like.st_uid, like.st_gid):
+        try:
+            fchown(fd, like.st_uid, like.st_gid)
+        except PermissionError:
+            # Only root gives a file away; a group of one's own will do.
+            with contextlib.suppress(PermissionError):
+                fchown(fd, -1, like.st_gid)
+            if os.fstat(fd).st_gid != like.st_gid:
+                mode &= ~0o070
+    os.fchmod(fd, mode)
 
 
 def rewriteInPlace(path: Union[str, Path], data: bytes, filler: bytes = b"") -> bool:

@@ -39,6 +39,7 @@ import bisect
 import hashlib
 import hmac
 import os
+import stat
 import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -569,6 +570,24 @@ class Authenticator:
                 shared.callback(result)
 
 
+def _owner(status: os.stat_result) -> str:
+    """
+    C{user:group} of a file's status, by name where they have one.
+    """
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwuid(status.st_uid).pw_name
+    except KeyError:
+        user = str(status.st_uid)
+    try:
+        group = grp.getgrgid(status.st_gid).gr_name
+    except KeyError:
+        group = str(status.st_gid)
+    return f"{user}:{group}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """
     C{netsuite-proxy-user FILE NAME}: add or change NAME's password in FILE.
@@ -599,9 +618,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("netsuite-proxy-user: the password is not UTF-8 text; nothing changed", file=sys.stderr)
         return 1
     entry = f"{name}:{hashPassword(password)}"
+    # A symbolic link stays one: the file it leads to is the one changed.
+    real = os.path.realpath(path)
     # Runs at once would each write what they read, losing the others'
     # changes: one at a time, from the read to the rename.
-    lock = path + ".lock"
+    lock = real + ".lock"
     try:
         fd = waitForLock(lock, LOCK_PATIENCE)
     except TimeoutError as e:
@@ -611,22 +632,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"netsuite-proxy-user: cannot lock {lock!r}: {e.strerror or e}", file=sys.stderr)
         return 1
     try:
-        return _putLine(path, name, entry)
+        return _putLine(path, real, name, entry)
     finally:
         os.close(fd)
 
 
-def _putLine(path: str, name: str, entry: str) -> int:
+def _putLine(path: str, real: str, name: str, entry: str) -> int:
     """
-    Replace C{name}'s line in the users file C{path} by C{entry}, or add it,
-    keeping the other lines as they are; say what was done.
+    Replace C{name}'s line in the users file C{path} (the file C{real}, with
+    no symbolic link left in its path) by C{entry}, or add it, keeping the
+    other lines, and the file's owner and permissions, as they are; say
+    what was done.
 
     @return: the exit status.
     """
+    old: Optional[os.stat_result]
     try:
-        lines = _readLines(path)
+        lines = _readLines(real)
+        old = os.stat(real)
     except FileNotFoundError:
-        lines = []
+        lines, old = [], None
     except UnicodeDecodeError:
         print(f"netsuite-proxy-user: {path!r} is not UTF-8 text; nothing changed", file=sys.stderr)
         return 1
@@ -635,9 +660,15 @@ def _putLine(path: str, name: str, entry: str) -> int:
         return 1
     kept = [line for line in lines if _lineName(line) != name]
     try:
-        writeAtomically(path, ("\n".join(kept + [entry]) + "\n").encode("utf-8"), 0o600)
+        new = writeAtomically(real, ("\n".join(kept + [entry]) + "\n").encode("utf-8"), 0o600, like=old)
     except OSError as e:
         print(f"netsuite-proxy-user: cannot write {path!r}: {e.strerror}", file=sys.stderr)
         return 1
+    if old is not None and (new.st_uid, new.st_gid) != (old.st_uid, old.st_gid):
+        print(
+            f"netsuite-proxy-user: warning: {path!r} could not keep its owner {_owner(old)}"
+            f" (only root can give a file away); it is now {_owner(new)}, mode {stat.S_IMODE(new.st_mode):04o}",
+            file=sys.stderr,
+        )
     print(f"{'changed' if len(kept) < len(lines) else 'added'} {name} in {path}")
     return 0

@@ -809,7 +809,8 @@ class CommandTests(SynchronousTestCase):
         os.symlink(victim, path + ".lock")
         code, out, err = self.run_([path, "bob"])
         self.assertEqual((code, out), (1, ""))
-        self.assertTrue(err.startswith(f"netsuite-proxy-user: cannot lock {path + '.lock'!r}: "), err)
+        lock = os.path.realpath(path) + ".lock"
+        self.assertTrue(err.startswith(f"netsuite-proxy-user: cannot lock {lock!r}: "), err)
         self.assertEqual(err.count("\n"), 1)
         self.assertFalse(os.path.lexists(victim))
         self.assertEqual(sorted(loadUsers(path)), ["alice"])
@@ -830,9 +831,76 @@ class CommandTests(SynchronousTestCase):
             self.patch(proxyauth, "LOCK_PATIENCE", 0)
             code, out, err = self.run_([path, "bob"])
         self.assertEqual((code, out), (1, ""))
-        self.assertEqual(err, f"netsuite-proxy-user: {path + '.lock'!r} stayed locked by another process for 0 s; nothing changed\n")
+        lock = os.path.realpath(path) + ".lock"
+        self.assertEqual(err, f"netsuite-proxy-user: {lock!r} stayed locked by another process for 0 s; nothing changed\n")
         self.assertEqual(sorted(loadUsers(path)), ["alice"])
         self.assertEqual(self.run_([path, "bob"])[0], 0)
+
+    def test_modeAndOwnerKept(self) -> None:
+        """
+        A changed file keeps its permissions, and its owner and group (as
+        Apache's htpasswd does): a C{640 root:daemon} file became C{600
+        root:root}, which the proxy reading it through its group could no
+        longer read, so a leaked password that was changed stayed valid.
+        """
+        path = self.mktemp()
+        self.assertEqual(self.run_([path, "alice"])[0], 0)
+        os.chmod(path, 0o640)
+        self.assertEqual(self.run_([path, "bob"])[0], 0)
+        self.assertEqual(os.stat(path).st_mode & 0o7777, 0o640)
+        if os.geteuid() != 0:
+            return  # only root gives a file away
+        for uid, gid in ((0, 1), (1, 1), (65534, 0)):
+            os.chown(path, uid, gid)
+            code, out, err = self.run_([path, "alice"])
+            self.assertEqual((code, out, err), (0, f"changed alice in {path}\n", ""))
+            status = os.stat(path)
+            self.assertEqual((status.st_uid, status.st_gid, status.st_mode & 0o7777), (uid, gid, 0o640))
+
+    def test_ownerThatCannotBeKept(self) -> None:
+        """
+        Where the owner cannot be kept (only root can give a file away), the
+        file is still written, with a one-line warning, and without the
+        group's permissions when the group could not be kept either.
+        """
+        path = self.mktemp()
+        self.assertEqual(self.run_([path, "alice"])[0], 0)
+        os.chmod(path, 0o640)
+        mine = os.stat(path)
+
+        def fchown(fd, uid, gid):
+            raise PermissionError(1, "Operation not permitted")
+
+        self.patch(os, "fchown", fchown)
+        old = os.stat_result((0o100640, mine.st_ino, mine.st_dev, 1, mine.st_uid + 1, mine.st_gid + 1, 0, 0, 0, 0))
+        original = os.stat
+        self.patch(os, "stat", lambda p, *a, **k: old if p == os.path.realpath(path) else original(p, *a, **k))
+        code, out, err = self.run_([path, "bob"])
+        self.assertEqual((code, out), (0, f"added bob in {path}\n"))
+        self.assertEqual(err.count("\n"), 1)
+        self.assertTrue(err.startswith(f"netsuite-proxy-user: warning: {path!r} could not keep its owner "), err)
+        self.assertTrue(err.endswith(", mode 0600\n"), err)
+        self.patch(os, "stat", original)
+        self.assertEqual(os.stat(path).st_mode & 0o7777, 0o600)
+        self.assertEqual(sorted(loadUsers(path)), ["alice", "bob"])
+
+    def test_symbolicLinkKept(self) -> None:
+        """
+        A users file that is a symbolic link stays one, and the file it
+        leads to gets the new user (it was replaced by a regular file, and
+        the real one never got the user).
+        """
+        os.mkdir("real")
+        target = os.path.abspath(os.path.join("real", "users"))
+        self.assertEqual(self.run_([target, "alice"])[0], 0)
+        link = self.mktemp()
+        os.symlink(target, link)
+        code, out, _ = self.run_([link, "bob"])
+        self.assertEqual((code, out), (0, f"added bob in {link}\n"))
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(sorted(loadUsers(target)), ["alice", "bob"])
+        self.assertTrue(os.path.exists(target + ".lock"))
+        self.assertFalse(os.path.exists(link + ".lock"))
 
     def test_staleOrPlantedTemporaryIsReplaced(self) -> None:
         """
