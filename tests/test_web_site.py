@@ -2213,6 +2213,30 @@ class SocketTests(TestCase):
             [line] = f.read().splitlines()
         self.assertIn('"GET /healthz HTTP/1.2" 200 ', line)
 
+    async def test_clientGoneMidBodyLogged(self) -> None:
+        """
+        A client that leaves in the middle of its request body is logged
+        and counted, as nginx logs it: 400 (it was in no log, and not in
+        C{/metrics}).
+        """
+        path = os.path.abspath(self.mktemp())
+        port, service, status = await self.startHTTP(accessLog=path)
+
+        def leave() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 500)
+                time.sleep(0.2)
+
+        await threads.deferToThread(leave)
+        for _ in range(100):
+            if service.stats.counters.get("requests"):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        await service.stopService()
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        self.assertIn('"POST /api/echo HTTP/1.1" 400 - ', line)
+
     async def test_clientGoneMidAnswerLogged(self) -> None:
         """
         A client that reads part of a large file and closes gets an

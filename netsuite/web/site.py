@@ -830,6 +830,11 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self._deadline = None
 
     def connectionLost(self, reason: Any) -> None:
+        if not self._closing and self._transferDecoder is not None and not self._lost:
+            # Gone in the middle of a request body: logged (and counted)
+            # as nginx logs it, 400 ("client prematurely closed connection
+            # while reading client request body"); it was in no log.
+            self._logRefusal(400, 0)
         self._lost = True
         self._out = None
         self._outBytes = 0
