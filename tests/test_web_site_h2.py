@@ -1068,6 +1068,38 @@ class ResetStreamLogTests(SynchronousTestCase):
         self.assertEqual(exchange.answers[other]["status"], b"200")
 
 
+    def test_queuedBytesAreNotSent(self) -> None:
+        """
+        A stream reset while its answer waits in the connection's queue
+        (the client's window shut) logs the bytes sent, not those given to
+        the connection: a stalled stream logged 16,384 bytes sent where
+        none had left.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        from tests.test_web_site import Hanging
+
+        accessLog = self.mktemp()
+        held = Hanging()
+        exchange = Exchange(Limits(), accessLog=accessLog, api={b"hang": held})
+        exchange.acknowledge = False
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+        exchange.pump()
+        streamID = exchange.get("/api/hang")
+        [request] = held.requests
+        request.write(b"x" * 20000)
+        exchange.clock.advance(0)
+        exchange.pump()
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 100)
+        exchange.client.reset_stream(streamID)
+        exchange.pump()
+        exchange.clock.advance(1)  # the access log is written once a second
+        with open(accessLog) as f:
+            [line] = f.read().splitlines()
+        self.assertIn('"GET /api/hang HTTP/2" 200 100 ', line)
+
+
 class GracefulCloseTests(SynchronousTestCase):
     """
     A stopping service asks an HTTP/2 connection to close gracefully: a

@@ -848,6 +848,18 @@ class NetsuiteHTTPChannel(HTTPChannel):
         HTTPChannel.connectionLost(self, reason)
 
 
+def _queuedOnStream(channel: Any) -> int:
+    """
+    Body bytes an HTTP/2 stream (Twisted's C{H2Stream}) gave its connection
+    that are still in its queue, not sent; 0 for anything else.
+    """
+    queues = getattr(getattr(channel, "_conn", None), "_outboundStreamQueues", None)
+    queue = queues.get(getattr(channel, "streamID", None)) if isinstance(queues, dict) else None
+    if not queue:
+        return 0
+    return sum(len(chunk) for chunk in queue if isinstance(chunk, (bytes, memoryview)))
+
+
 _dateSecond = -1
 _dateValue = b""
 
@@ -1125,6 +1137,10 @@ class NetsuiteRequest(Request):
         if site is not None and not self.finished and not self._disconnected:
             if not self.startedWriting:
                 self.code = _CLIENT_CLOSED
+            else:
+                # Over HTTP/2, what still waits in the stream's queue was
+                # never sent (a stalled stream logged 16,384 bytes sent).
+                self.sentLength = max(self.sentLength - _queuedOnStream(self.channel), 0)
             site.log(self)
         Request.connectionLost(self, reason)
 
