@@ -22,9 +22,10 @@ runs it in the reactor's thread pool, remembers credentials that checked out
 client address try only a few wrong passwords a second (checks under way
 count as wrong until they are not; a client over its limit is not answered
 from what is remembered either).  All clients together get only so many
-checks a second, and only a few at a time (more are refused at once, never
-queued, and count as wrong tries), so that guesses spread over many
-addresses get no more tries; remembered credentials need no check.
+checks a second, and only a few at a time (more wait their turn, a bounded
+number of them for a bounded time, and are refused past that, which counts
+as a wrong try), so that guesses spread over many addresses get no more
+tries; remembered credentials need no check.
 An unknown name costs the same check as a known one (one of the users'
 scrypt costs, the same for the same name, the costs shared out among
 unknown names as among the users), so names cannot be told apart by the
@@ -41,7 +42,7 @@ import hmac
 import os
 import stat
 import sys
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Dict, List, Optional, Set, Tuple, Union
@@ -78,6 +79,14 @@ _MAX_SALT_OR_HASH = 64
 
 #: The largest users file read.
 MAX_USERS_FILE = 16 * 1024 * 1024
+
+#: Sign-ins that wait for a check (all of them taken, or none left this
+#: second), and for how long at most; past either, a 407 at once.  They
+#: were all refused at once: 20 users behind one NAT signing in together
+#: got 15 407s, then 10, then 5, and a clean round only after 3 s (squid
+#: queues them for its helpers).
+MAX_WAITING_CHECKS = 64
+CHECK_PATIENCE = 5.0
 
 #: Seconds C{netsuite-proxy-user} waits for another run to be done with
 #: the users file.
@@ -329,9 +338,10 @@ class Authenticator:
             (after C{failureBurst} of them).
         @param checksPerSecond: password checks all clients together get a
             second (after C{checkBurst} of them), whatever their addresses.
-        @param maxChecking: checks under way at once; more are refused at
-            once (the default stays below the reactor's 10 threads, so that
-            name lookups never wait behind password checks).
+        @param maxChecking: checks under way at once; more wait their
+            turn (L{MAX_WAITING_CHECKS}, L{CHECK_PATIENCE}); the default
+            stays below the reactor's 10 threads, so that name lookups
+            never wait behind password checks.
         @param check: how to run a hash check, or a read of the users file
             (default: in the reactor's thread pool); takes a function and its
             arguments and returns a Deferred of its result.
@@ -348,6 +358,19 @@ class Authenticator:
         #: forget one) gives no more of them.
         self._checks = TokenBucket(checksPerSecond, checkBurst, clock)
         self._maxChecking = maxChecking
+        #: Checks running, sign-ins waiting for one (each with its
+        #: patience's timer), and the call that wakes them when the next
+        #: check of the second is due.
+        self._running = 0
+        self._waitingTurns: deque[Tuple[defer.Deferred[bool], IDelayedCall]] = deque()
+        self._turnCall: Optional[IDelayedCall] = None
+        #: Sign-ins waiting, by client, for one of its checks under way to
+        #: end (each holds one of its wrong tries until then).
+        self._waitingTries: Dict[str, deque[defer.Deferred[bool]]] = {}
+        self._toWake: Set[str] = set()
+        self._waking = self._turning = False
+        #: Sign-ins waiting in all (L{MAX_WAITING_CHECKS} at most).
+        self._waiting = 0
         self._check = check or threads.deferToThread
         #: Checks under way per client: each holds one of its wrong tries.
         self._reserved: Dict[str, int] = {}
@@ -477,8 +500,7 @@ class Authenticator:
         # Wrong tries count per address (an IPv6 client per /64);
         # credentials are remembered for the exact address.
         limited = hostKey(client)
-        reserved = self._reserved.get(limited, 0)
-        if self._failures.available(limited) < reserved + 1.0:
+        if not await self._freeTry(limited):
             # Too many wrong tries: no more (costly) checks for now, and no
             # answer from those remembered either (it would tell a right
             # guess from a wrong one).
@@ -502,13 +524,24 @@ class Authenticator:
             shared: defer.Deferred[bool] = defer.Deferred()
             waiting.append(shared)
             return name if await shared else None
-        if len(self._checking) >= self._maxChecking or not self._checks.take():
-            # Every check is taken for now.  Counted as a wrong try, or
-            # guesses refused here could test what is remembered for free.
-            self._failures.take(limited)
-            return None
-        self._reserved[limited] = reserved + 1
+        self._reserved[limited] = self._reserved.get(limited, 0) + 1
         self._checking[key] = []
+        if not await self._turn():
+            # No check free in time.  Counted as a wrong try, or guesses
+            # refused here could test what is remembered for free.
+            self._checked(key, limited, False)
+            return None
+        try:
+            return await self._checkPassword(name, password, key, limited)
+        finally:
+            self._running -= 1
+            self._nextTurns()
+
+    async def _checkPassword(self, name: str, password: bytes, key: bytes, limited: str) -> Optional[str]:
+        """
+        Check C{password} for C{name} (its turn taken), and remember it if
+        right; answer those waiting for the same credentials (C{key}).
+        """
         entry = self.users.get(name)
         known = entry is not None
         if entry is None:
@@ -534,6 +567,118 @@ class Authenticator:
         while len(self._good) > self._cacheSize:
             self._good.popitem(last=False)
         return name
+
+    async def _freeTry(self, client: str) -> bool:
+        """
+        Wait until C{client} has a wrong try free to hold for a check:
+        while its tries are all held by its checks under way (20 people
+        behind one NAT signing in together), until one of those ends;
+        C{False} when it has used its tries up, when L{MAX_WAITING_CHECKS}
+        wait already, or after L{CHECK_PATIENCE} seconds.
+        """
+        deadline = self._clock.seconds() + CHECK_PATIENCE
+        while True:
+            available = self._failures.available(client)
+            if available >= self._reserved.get(client, 0) + 1.0:
+                return True
+            left = deadline - self._clock.seconds()
+            if available < 1.0 or self._waiting >= MAX_WAITING_CHECKS or left <= 0:
+                return False
+            waiter: defer.Deferred[bool] = defer.Deferred()
+            waiters = self._waitingTries.setdefault(client, deque())
+            waiters.append(waiter)
+            self._waiting += 1
+            timer = self._clock.callLater(left, self._triesGaveUp, client, waiter)
+            try:
+                if not await waiter:
+                    return False
+            finally:
+                self._waiting -= 1
+                if timer.active():
+                    timer.cancel()
+
+    def _wakeTries(self, client: str) -> None:
+        """
+        Let C{client}'s sign-ins waiting for a free try look again, in
+        order (those that still find none wait again, or give up if its
+        tries are spent).  Not from within itself: a check that ends at
+        once (as in tests) wakes them from the loop already running.
+        """
+        self._toWake.add(client)
+        if self._waking:
+            return
+        self._waking = True
+        try:
+            while self._toWake:
+                waiters = self._waitingTries.pop(self._toWake.pop(), None)
+                for waiter in waiters or ():
+                    waiter.callback(True)
+        finally:
+            self._waking = False
+
+    def _triesGaveUp(self, client: str, waiter: defer.Deferred[bool]) -> None:
+        waiters = self._waitingTries.get(client)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waitingTries[client]
+        if not waiter.called:
+            waiter.callback(False)
+
+    def _turn(self) -> defer.Deferred[bool]:
+        """
+        Wait for a check to be free (at most C{maxChecking} at once, and
+        within the checks all clients get a second); C{True} once this one
+        runs, C{False} when L{MAX_WAITING_CHECKS} already wait or none came
+        within L{CHECK_PATIENCE} seconds.
+        """
+        if not self._waitingTurns and self._running < self._maxChecking and self._checks.take():
+            self._running += 1
+            return defer.succeed(True)
+        if self._waiting >= MAX_WAITING_CHECKS:
+            return defer.succeed(False)
+        waiter: defer.Deferred[bool] = defer.Deferred()
+        timer = self._clock.callLater(CHECK_PATIENCE, self._gaveUp, waiter)
+        self._waitingTurns.append((waiter, timer))
+        self._waiting += 1
+        self._nextTurns()
+        return waiter
+
+    def _gaveUp(self, waiter: defer.Deferred[bool]) -> None:
+        for waiting in self._waitingTurns:
+            if waiting[0] is waiter:
+                self._waitingTurns.remove(waiting)
+                self._waiting -= 1
+                break
+        waiter.callback(False)
+
+    def _nextTurns(self) -> None:
+        """
+        Start the checks of sign-ins waiting, in order, as far as the
+        limits allow; wake up when the next check of the second is due.
+        """
+        if self._turning:  # a check that ended at once: the loop goes on
+            return
+        self._turning = True
+        try:
+            while self._waitingTurns and self._running < self._maxChecking:
+                if not self._checks.take():
+                    if self._turnCall is None:
+                        # (At least 10 ms: the float sums may leave the
+                        # token a hair short when it is due.)
+                        self._turnCall = self._clock.callLater(max(self._checks.delay(), 0.01), self._turnDue)
+                    return
+                waiter, timer = self._waitingTurns.popleft()
+                timer.cancel()
+                self._waiting -= 1
+                self._running += 1
+                waiter.callback(True)
+        finally:
+            self._turning = False
+
+    def _turnDue(self) -> None:
+        self._turnCall = None
+        self._nextTurns()
 
     def _cannotCheck(self, name: Optional[str], entry: _Entry, error: BaseException) -> None:
         """
@@ -563,6 +708,9 @@ class Authenticator:
             self._reserved[client] = left
         if result is False:
             self._failures.take(client)
+        # The try this check held is free (or spent): the client's sign-ins
+        # waiting for one look again.
+        self._wakeTries(client)
         for shared in self._checking.pop(key):
             if isinstance(result, Failure):
                 shared.errback(result)

@@ -17,7 +17,17 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from netsuite.proxyauth import MAX_USERS_FILE, Authenticator, UsersFileError, hashPassword, loadUsers, main, parseBasic
+from netsuite.proxyauth import (
+    CHECK_PATIENCE,
+    MAX_USERS_FILE,
+    MAX_WAITING_CHECKS,
+    Authenticator,
+    UsersFileError,
+    hashPassword,
+    loadUsers,
+    main,
+    parseBasic,
+)
 
 #: Cheap scrypt parameters, so that tests stay fast.
 CHEAP = dict(n=16, r=1, p=1)
@@ -188,7 +198,13 @@ class AuthenticatorTests(SynchronousTestCase):
         self.auth = Authenticator(self.users, self.clock, check=check, cacheSeconds=60)
 
     def authenticate(self, value, client="127.0.0.1"):
-        return self.successResultOf(defer.ensureDeferred(self.auth.authenticate(value, client)))
+        return self.successResultOf(self.start(value, client))
+
+    def start(self, value, client="127.0.0.1"):
+        """
+        Begin a sign-in; its Deferred (it may wait for a check).
+        """
+        return defer.ensureDeferred(self.auth.authenticate(value, client))
 
     def test_rightAndWrong(self) -> None:
         self.assertEqual(self.authenticate(basic("alice", "right")), "alice")
@@ -323,37 +339,56 @@ class AuthenticatorTests(SynchronousTestCase):
         """
         Guesses from many client addresses (five each, within every
         address's own allowance) get 20 checks at once and then 10 a second
-        in all, not five per address; the right password among them is not
-        even checked while none are left.
+        in all, not five per address: 64 more wait their turn, the rest are
+        refused at once, and those that wait longer than the patience are
+        refused then; the right password among them waits its turn too.
         """
         clients = [f"127.0.{i // 250}.{i % 250 + 1}" for i in range(40)]
-        for i in range(200):
-            self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), clients[i // 5]))
+        guesses = [self.start(basic("alice", f"guess{i}"), clients[i // 5]) for i in range(200)]
         self.assertEqual(self.checks, 20)
-        self.assertIsNone(self.authenticate(basic("alice", "right"), "127.9.9.9"))
-        self.assertEqual(self.checks, 20)
+        refused = [d for d in guesses if d.called]
+        self.assertEqual(len(refused), 20 + 200 - 20 - MAX_WAITING_CHECKS)
+        self.assertEqual({self.successResultOf(d) for d in refused}, {None})
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "127.9.9.9"))  # none can wait
         self.clock.advance(1)
-        for i in range(20):
-            self.authenticate(basic("alice", f"later{i}"), f"127.1.0.{i + 1}")
         self.assertEqual(self.checks, 30)
-        self.clock.advance(0.1)
+        self.clock.pump([0.1] * int((CHECK_PATIENCE - 1) * 10) + [0.01])
+        self.assertLessEqual(abs(self.checks - (20 + 10 * CHECK_PATIENCE)), 1)
+        self.assertEqual({self.successResultOf(d) for d in guesses}, {None})
+        self.clock.advance(1)
         self.assertEqual(self.authenticate(basic("alice", "right"), "127.9.9.9"), "alice")
+
+    def test_signInsWaitTheirTurn(self) -> None:
+        """
+        20 users behind one address (a NAT) signing in at once, past the
+        checks of the second: every one passes, the last ones a second
+        later; they got 407s at once (15 of 30 in a measured burst).
+        """
+        self.auth._checks = self.auth._checks.__class__(10, 20, self.clock)
+        for n in range(30):
+            self.users[f"user{n}"] = self.users["alice"]
+        signIns = [self.start(basic(f"user{n}", "right"), "192.0.2.7") for n in range(30)]
+        self.assertEqual(sum(d.called for d in signIns), 20)
+        self.clock.advance(1)
+        self.assertEqual([self.successResultOf(d) for d in signIns], [f"user{n}" for n in range(30)])
 
     def test_rememberedCredentialsPassDuringAnAttack(self) -> None:
         """
         Credentials already checked for a client pass at once, without a
         check and without using any of the checks all clients share, while
-        guesses from other addresses have used every one of those.
+        guesses from other addresses have used every one of those (and
+        fill the line of those waiting).
         """
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
         for _ in range(100):
             self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
         self.assertEqual(self.checks, 1)
-        for i in range(30):
-            self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), f"127.0.0.{i + 2}"))
+        for i in range(30 + MAX_WAITING_CHECKS):
+            self.start(basic("alice", f"guess{i}"), f"127.0.{i // 200}.{i % 200 + 2}")
         self.assertEqual(self.checks, 20)
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
         self.assertEqual(self.checks, 20)
+        self.clock.advance(CHECK_PATIENCE)
 
     def test_rememberedOnlyForTheClientThatProvedThem(self) -> None:
         """
@@ -365,12 +400,13 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.1"), "alice")
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.2"), "alice")
         self.assertEqual(self.checks, 2)
-        for i in range(18):
-            self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), f"127.0.0.{i + 2}"))
+        for i in range(18 + MAX_WAITING_CHECKS):
+            self.start(basic("alice", f"guess{i}"), f"127.0.{i // 200}.{i % 200 + 2}")
         self.assertEqual(self.checks, 20)
-        self.assertIsNone(self.authenticate(basic("alice", "right"), "127.0.1.1"))
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "127.0.9.1"))
         self.assertEqual(self.checks, 20)
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.1"), "alice")
+        self.clock.advance(CHECK_PATIENCE)
 
     def test_clientOverItsLimitGetsNothingRemembered(self) -> None:
         """
@@ -389,45 +425,68 @@ class AuthenticatorTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(self.authenticate(basic("alice", "right"), "127.0.0.1"), "alice")
         self.assertEqual(self.checks, 7)
-        # Every check taken (guesses from many addresses): refused guesses
-        # still count against their client.
+        # Every check taken and the line full (guesses from many
+        # addresses): refused guesses still count against their client.
         self.clock.advance(5)
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.3"), "alice")
-        for i in range(30):
-            self.authenticate(basic("alice", f"spread{i}"), f"127.0.1.{i + 1}")
+        for i in range(30 + MAX_WAITING_CHECKS):
+            self.start(basic("alice", f"spread{i}"), f"127.1.{i // 200}.{i % 200 + 1}")
         checks = self.checks
         for i in range(5):
             self.assertIsNone(self.authenticate(basic("alice", f"more{i}"), "10.0.0.3"))
         self.assertIsNone(self.authenticate(basic("alice", "right"), "10.0.0.3"))
         self.assertEqual(self.checks, checks)
+        self.clock.advance(CHECK_PATIENCE)
 
     def test_checksUnderWayBounded(self) -> None:
         """
-        At most eight checks are under way at once: more are refused at
-        once (answered, not queued for a thread), whatever their addresses;
-        remembered credentials still pass at once, and once checks end new
-        ones start.
+        At most eight checks are under way at once: more wait for one to
+        end, whatever their addresses (up to L{MAX_WAITING_CHECKS}, then
+        they are refused at once), and are refused if none ends within
+        L{CHECK_PATIENCE}; remembered credentials still pass at once, and
+        once checks end the waiting ones start, in order.
         """
         auth = self.slowAuthenticator()
         remembered = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9"))
         self.pending.pop()()
         self.assertEqual(self.successResultOf(remembered), "alice")
         guesses = [
-            defer.ensureDeferred(auth.authenticate(basic("alice", f"guess{i}"), f"127.0.0.{i + 2}")) for i in range(50)
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"guess{i}"), f"127.0.0.{i + 2}")) for i in range(18)
         ]
         self.assertEqual(self.checks, 9)
-        self.assertEqual([self.successResultOf(d) for d in guesses[8:]], [None] * 42)
-        late = defer.ensureDeferred(auth.authenticate(basic("bob", "other"), "127.8.8.8"))
-        self.assertIsNone(self.successResultOf(late))
+        self.assertEqual([d.called for d in guesses], [False] * 18)
         again = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9"))
         self.assertEqual(self.successResultOf(again), "alice")
-        self.assertEqual(self.checks, 9)
+        self.pending.pop(0)()  # the first guess's check ends: the ninth starts
+        self.assertEqual(self.checks, 10)
+        self.assertIsNone(self.successResultOf(guesses[0]))
+        self.clock.advance(CHECK_PATIENCE)
+        self.assertEqual([self.successResultOf(d) for d in guesses[9:]], [None] * 9)
         for fire in self.pending:
             fire()
-        self.assertEqual([self.successResultOf(d) for d in guesses[:8]], [None] * 8)
+        self.assertEqual([self.successResultOf(d) for d in guesses[1:9]], [None] * 8)
+        self.assertEqual(self.checks, 10)
         self.pending = []
         defer.ensureDeferred(auth.authenticate(basic("alice", "another"), "127.8.8.8"))
-        self.assertEqual(self.checks, 10)
+        self.assertEqual(self.checks, 11)
+
+    def test_waitingLineBounded(self) -> None:
+        """
+        Past L{MAX_WAITING_CHECKS} sign-ins waiting, another is refused at
+        once.
+        """
+        auth = self.slowAuthenticator()
+        running = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), f"127.0.0.{i + 2}")) for i in range(8)]
+        waiting = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"w{i}"), f"127.1.{i // 200}.{i % 200 + 2}"))
+            for i in range(MAX_WAITING_CHECKS)
+        ]
+        self.assertEqual(sum(d.called for d in running + waiting), 0)
+        late = defer.ensureDeferred(auth.authenticate(basic("bob", "other"), "127.8.8.8"))
+        self.assertIsNone(self.successResultOf(late))
+        self.clock.advance(CHECK_PATIENCE)
+        for fire in self.pending:
+            fire()
 
     def test_unknownNameCostsTheSameCheck(self) -> None:
         """
