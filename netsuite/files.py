@@ -8,6 +8,7 @@ planted FIFO or huge file never stalls or fills the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
@@ -192,8 +193,13 @@ def lockForThisProcess(path: Union[str, Path]) -> Optional[str]:
     however it ends), and write this process's id in it.  Taking it again
     in the same process is nothing.
 
+    The id is only shown to a second process (see the return value): a
+    full disk that cannot take it leaves the lock file empty, and the lock
+    held all the same.
+
     @return: L{None} once held; else who holds it (C{"process 1234"}).
-    @raise OSError: the lock file cannot be made or opened.
+    @raise OSError: the lock file cannot be made, opened or written for
+        another reason than a full disk.
     """
     key = os.path.abspath(path)
     if key in _held or fcntl is None:
@@ -206,8 +212,13 @@ def lockForThisProcess(path: Union[str, Path]) -> Optional[str]:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
         return f"process {holder}" if holder.isdigit() else "another process"
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            os.close(fd)  # which frees the lock
+            raise
     _held[key] = fd
     return None
 
@@ -241,6 +252,10 @@ def waitForLock(path: Union[str, Path], patience: float) -> int:
         os.close(fd)
         raise
     return fd
+
+
+#: The errors of a write to a disk (or a quota) that is full.
+_DISK_FULL = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT") if hasattr(errno, name))
 
 
 def claimLocksForThisProcess() -> None:

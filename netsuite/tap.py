@@ -836,9 +836,12 @@ def _lockDataDirectory(options: Options) -> None:
     where = options.where("data-dir") if options["data-dir"] else "the data directory"
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        holder = lockForThisProcess(directory / DATA_LOCK)
     except OSError as e:
         raise ConfigError(f"{where}: cannot use {str(directory)!r}: {e.strerror or e}")
+    try:
+        holder = lockForThisProcess(directory / DATA_LOCK)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot lock {str(directory / DATA_LOCK)!r}: {e.strerror or e}")
     if holder is not None:
         raise ConfigError(
             f"{where}: {str(directory)!r} is in use by another netsuite ({holder}); give this one its own --data-dir"
@@ -1251,17 +1254,20 @@ def _downloads(config: Options, reactor: object) -> IService:
     from netsuite.proxyrules import ProxyRules
 
     directory = config["download-dir"] or str(Path(config["data-dir"] or defaultDataDirectory()) / "downloads")
+    where = config.where("download-dir") if config["download-dir"] else "downloads"
     try:
         # Now, so that a directory that cannot be made stops the start in one
         # line before any listener starts.
         Path(directory).mkdir(parents=True, exist_ok=True)
-        holder = lockForThisProcess(Path(directory) / DATA_LOCK)
     except OSError as e:
-        where = config.where("download-dir") if config["download-dir"] else "downloads"
         raise ConfigError(f"{where}: cannot create {directory!r}: {e.strerror or e}")
+    lock = Path(directory) / DATA_LOCK
+    try:
+        holder = lockForThisProcess(lock)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot lock {str(lock)!r}: {e.strerror or e}")
     if holder is not None:
         # Two services' job lists in one directory: each rewrote it alone.
-        where = config.where("download-dir") if config["download-dir"] else "downloads"
         raise ConfigError(
             f"{where}: {directory!r} is in use by another netsuite's downloads ({holder});"
             " give this one its own --download-dir"

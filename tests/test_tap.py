@@ -848,6 +848,59 @@ class DataDirectoryLockTests(SynchronousTestCase):
         with open(path) as f:
             self.assertEqual(f.read(), str(os.getpid()))
 
+    def lockWritesFailing(self, code: int) -> Path:
+        """
+        Parse options for a new download directory, then have every
+        C{pwrite} fail with C{code} until the test ends; return where the
+        download directory's lock file goes.
+        """
+        from netsuite import files
+
+        downloads = Path(os.path.abspath(self.mktemp()))
+        self.options = parse("--data-dir", os.path.abspath(self.mktemp()), "--download-dir", str(downloads))
+        lock = downloads / tap.DATA_LOCK
+        self.addCleanup(lambda: os.close(files._held.pop(str(lock))) if str(lock) in files._held else None)
+
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            raise OSError(code, os.strerror(code))
+
+        self.patch(os, "pwrite", pwrite)
+        return lock
+
+    def test_lockHeldOnAFullDisk(self) -> None:
+        """
+        A download directory on a full disk (or quota) is taken all the
+        same: the process id the lock file shows cannot be written, and
+        the lock holds without it.  The whole start failed ("cannot
+        create DIR: No space left on device"), leaving an empty lock file.
+        """
+        import errno
+        import fcntl
+
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            lock = self.lockWritesFailing(code)
+            makeService(self.options, MemoryReactor())
+            self.assertEqual(lock.read_bytes(), b"")
+            other = os.open(lock, os.O_RDWR)
+            self.addCleanup(os.close, other)
+            self.assertRaises(BlockingIOError, fcntl.flock, other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def test_lockThatCannotBeWrittenStopsTheStart(self) -> None:
+        """
+        Another error writing the lock file stops the start in one line
+        that names the lock file (it said "cannot create" of the directory,
+        which was there), and the lock is not kept.
+        """
+        import errno
+        import fcntl
+
+        lock = self.lockWritesFailing(errno.EIO)
+        error = self.assertRaises(ConfigError, makeService, self.options, MemoryReactor())
+        self.assertEqual(error.message, f"--download-dir: cannot lock {str(lock)!r}: Input/output error")
+        other = os.open(lock, os.O_RDWR)
+        self.addCleanup(os.close, other)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
     def test_dataDirectoryMadePrivate(self) -> None:
         data = os.path.join(os.path.abspath(self.mktemp()), "netsuite")
         parse("--data-dir", data)
