@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urljoin
 
 import treq
 from treq.client import HTTPClient
@@ -1020,6 +1021,24 @@ class ListingTests(ServiceTestCase):
             pages += 1
         self.assertEqual(seen, ids)
         self.assertEqual(pages, 3)
+
+    async def test_nextIsAPathOnThisHost(self) -> None:
+        """
+        The list asked for as C{//api/downloads} (which reaches it) gives
+        C{next} as C{/api/downloads?...}: it was C{//api/downloads?...}, a
+        network-path reference to the host C{api}, where a client paging
+        on would send its token.
+        """
+        self.startService()
+        await self.queueDone(2)
+        for path in ("//api/downloads", "///api/downloads"):
+            response = await self.client.get(self.root + path + "?limit=1", headers=self.auth())
+            body = json.loads(await treq.content(response))
+            self.assertEqual(response.code, 200, body)
+            following = body["next"]
+            self.assertTrue(following.startswith("/api/downloads?after="), following)
+            self.assertEqual(response.headers.getRawHeaders(b"Link"), [b'<%s>; rel="next"' % following.encode("ascii")])
+            self.assertEqual(urljoin(self.root + path, following), self.base + following[len("/api/downloads") :])
 
     async def test_pageHoldsAtMostMaxPageBytes(self) -> None:
         """

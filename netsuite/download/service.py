@@ -870,7 +870,10 @@ class DownloadsResource(_Guarded):
             parameters = {"after": jobs[-1][0]["id"], "limit": str(limit)}
             if "state" in query:
                 parameters["state"] = query["state"][0]
-            following = quote(request.path, safe="/%") + "?" + urlencode(parameters)
+            # Path-absolute: "//api/downloads" (routed here all the same)
+            # is a network-path reference, to the host "api".
+            path = b"/" + request.path.lstrip(b"/")
+            following = quote(path, safe="/%") + "?" + urlencode(parameters)
             request.setHeader(b"Link", b'<%s>; rel="next"' % following.encode("ascii"))
         # {"downloads": [...], "next": ...}, each job encoded once.
         return EncodedJSON(
