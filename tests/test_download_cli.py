@@ -585,6 +585,8 @@ class UsageErrorTests(SynchronousTestCase):
             (["http://a..example/f"], "the host name has an empty label"),
             (["http://" + "a." * 127 + "a/f"], "longer than 253 characters"),
             (["http://[fe80::1%25eth0]/f"], "an IPv6 zone ID (the part after %25) cannot be used"),
+            # An IPvFuture literal was looked up as the name v1.x.
+            (["http://[v1.x]/f"], "netsuite-get: http://[v1.x]/f: [v1.x] is not an IPv6 address"),
             (["http://[::1]]/f"], "http://[::1]]/f: not a valid URL"),
             (["http://example.com:0/f"], "names port 0, which cannot be connected to"),
             (["--checksum", "sha256=abc", url], "a sha256 digest is 64 hexadecimal digits"),
@@ -703,6 +705,7 @@ class UsageErrorTests(SynchronousTestCase):
             ),
             ("http://carol:Hunter4pw@-a-.example:3128", "so Twisted cannot connect to it"),
             ("http://carol:Hunter4pw@[::1%25lo]:3128", "cannot be used as a proxy: an IPv6 zone ID"),
+            ("http://carol:Hunter4pw@[v1.x]:3128", "cannot be used as a proxy: [v1.x] is not an IPv6 address"),
             ("http://carol:Hunter4pw@a..example:3128", "cannot be used as a proxy: the host name has an empty label"),
             ("http://carol:Hunter4pw@b\u00fc_cher.example:3128", "cannot be used as a proxy: the host name is not valid IDNA"),
             ("socks5://carol:Hunter4pw@example.com:1080", "'socks5://carol:***@example.com:1080' is not a proxy URL"),

@@ -683,14 +683,16 @@ class DownloadTests(ServiceTestCase):
     async def test_namesTwistedCannotConnectToAre400(self) -> None:
         """
         A host name IDNA 2008 refuses (Twisted cannot connect to it: the
-        job failed after its retries) and an IPv6 zone ID are a 400 at
-        once, with nothing queued.
+        job failed after its retries), an IPv6 zone ID and an IPvFuture
+        literal (C{[v1.x]}, which was looked up as the name C{v1.x}) are a
+        400 at once, with nothing queued.
         """
         self.startService()
         for url, fragment in (
             ("http://a_b.example/x", "the host name 'a_b.example' is not a valid IDNA name"),
             ("http://u:secret@-a-.example/x", "http://u:***@-a-.example/x: the host name '-a-.example'"),
             ("http://[fe80::1%25eth0]/x", "an IPv6 zone ID"),
+            ("http://u:secret@[v1.x]/x", "http://u:***@[v1.x]/x: [v1.x] is not an IPv6 address (an IPvFuture"),
         ):
             body = await self.assertError(400, "POST", document={"url": url})
             self.assertIn(fragment, body["error"])

@@ -89,6 +89,7 @@ from .values import (
     asciiHostName,
     asciiProxyURL,
     asFetched,
+    bracketedHostProblem,
     fetchHostProblem,
     isText,
     parseChecksum,
@@ -370,6 +371,9 @@ def splitURL(url: str) -> tuple[str, Optional[str]]:
     # name no resolver can take is refused here: getaddrinfo would raise
     # inside Twisted's resolver, which then never answers.
     host = parts.hostname
+    bracketed = bracketedHostProblem(parts.netloc)
+    if bracketed is not None:
+        raise BadURL(f"{shown}: {bracketed}")
     try:
         asciiHost = asciiHostName(host)
     except ValueError as e:

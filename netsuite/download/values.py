@@ -179,6 +179,23 @@ def asciiHostName(host: str) -> str:
     return name
 
 
+def bracketedHostProblem(netloc: str) -> Optional[str]:
+    """
+    Why the host of C{netloc} (a URL's C{[user@]host[:port]}) cannot be
+    connected to when it is in brackets but no IPv6 address, in words; or
+    L{None}.  Python's C{urlsplit} takes an IPvFuture literal
+    (C{[v1.x]}, RFC 3986 3.2.2) and gives its text as the host, which a
+    resolver would look up as the name C{v1.x}.
+    """
+    hostport = netloc.rpartition("@")[2]
+    if not hostport.startswith("["):
+        return None
+    inside = hostport[1:].partition("]")[0]
+    if ":" in inside:
+        return None  # an IPv6 address (urlsplit checked it)
+    return f"[{inside}] is not an IPv6 address (an IPvFuture address cannot be connected to)"
+
+
 def _idnaName(host: str) -> str:
     """
     The non-ASCII name C{host} mapped by UTS #46 (capitals, full-width
@@ -278,6 +295,9 @@ def asciiProxyURL(proxy: str) -> str:
         return proxy
     if not host:
         return proxy
+    bracketed = bracketedHostProblem(parts.netloc)
+    if bracketed is not None:
+        raise ValueError(bracketed)
     name = asciiHostName(host)
     problem = directHostProblem(name)
     if problem is not None:
