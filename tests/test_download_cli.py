@@ -1021,6 +1021,35 @@ class InterruptionTests(SynchronousTestCase):
         runner.interrupts[0](15)
         self.assertEqual(self.successResultOf(runner.result), EXIT_INTERRUPTED)
 
+    def test_interruptedWhileImporting(self) -> None:
+        """
+        Ctrl-C while the console script still imports the downloader (its
+        first 0.9 s) ends it in one line with status 130: it printed a
+        C{KeyboardInterrupt} traceback and exited 1.  The script is run as
+        pip's wrapper runs it, from the entry point C{pyproject.toml}
+        names, with SIGINT sent as the engine's module is looked for.
+        """
+        import re
+        import subprocess
+
+        root = Path(netsuite.__file__).resolve().parent.parent
+        scripts = (root / "pyproject.toml").read_text()
+        module, function = re.search(r'^netsuite-get = "([\w.]+):(\w+)"$', scripts, re.MULTILINE).groups()
+        code = (
+            "import os, signal, sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'netsuite.download.engine':\n"
+            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "sys.argv = ['netsuite-get', 'http://127.0.0.1:1/x']\n"
+            f"from {module} import {function}\n"
+            f"sys.exit({function}())\n"
+        )
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=60)
+        self.assertEqual((done.returncode, done.stderr, done.stdout), (130, b"netsuite-get: interrupted\n", b""))
+
     def test_interruptAfterTheEnd(self) -> None:
         runner = Runner(["http://example.com/a", "-d", self.mktemp()])
         runner.fake.finish(runner.fake.jobs[0])

@@ -41,6 +41,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from netsuite import __version__
+from netsuite.getscript import interrupted
 from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, Downloader, parseChecksum, parseSize
 from netsuite.download.engine import redact, splitURL
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
@@ -1270,7 +1271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     try:
         react(start)
     except KeyboardInterrupt:  # Ctrl-C before the reactor ran
-        sys.exit(EXIT_INTERRUPTED)
+        interrupted()
 
 
 if __name__ == "__main__":
