@@ -22,6 +22,9 @@ Paths (the query selects the misbehaviour; parameters combine):
         lie=total       206 whose Content-Range claims another total size.
         lie=end         206 whose Content-Range ends a byte before the last
                         byte sent (Content-Length counts them all).
+        lie=whole       every GET, with a Range or without, is answered 206
+                        with the whole file and C{Content-Range: bytes
+                        0-(SIZE-1)/SIZE}.
         later=1         ranges=0 and lie= only for a Range that starts
                         after byte 0 (the pieces a split adds): the first
                         request, from byte 0, gets an honest 206.
@@ -753,6 +756,8 @@ class Origin:
                 if star is not None:
                     last = min(last, first + star - 1)
                 start, end, partial = first, last + 1, True
+        if lie == "whole":
+            start, end, partial = 0, size, True
 
         content = None
         if partial and _arg(request, "multipart") == "1":

@@ -568,6 +568,29 @@ class PlainDownloadTests(EngineTestCase):
         self.assertIn(gets[-1].rangeStart, (None, 0))
         self.assertEqual(gets[-1].sent, size)
 
+    async def test_wholeFileAs206ToEveryRequest(self) -> None:
+        """
+        A server that answers every GET, with a Range or without, with a
+        206 of the whole file (C{bytes 0-(SIZE-1)/SIZE}) is downloaded: the
+        first answer splits the file, the next pieces' answers start at 0,
+        and the one stream asked for then (no Range) is taken whole, as a
+        200, and not split again.  It was taken as ranges working, split
+        again, and the download failed ("does not match the range asked
+        for, 4 times; giving up"); aria2c saves it.
+        """
+        directory = self.directory()
+        size = 2 * MiB
+        path = "/file/whole.bin"
+        url = self.origin.url(f"{path}?size={size}&lie=whole&rate={8 * MiB}")
+        result = await self.downloader(segments=4, minSplitSize=256 * KiB).download(url, directory)
+        self.assertSaved(result, directory / "whole.bin", self.origin.digest(path, size), size)
+        self.assertEqual(listing(directory), ["whole.bin"])
+        gets = self.origin.gets(path)
+        seen = [(r.rawRange, r.status, r.sent) for r in gets]
+        self.assertTrue(any((r.rangeStart or 0) > 0 for r in gets), seen)
+        self.assertEqual((gets[-1].range, gets[-1].status, gets[-1].sent), (None, 206, size), seen)
+        self.assertEqual([r.range for r in gets].count(None), 1, seen)
+
     async def test_lyingContentRangeTotalFallsBack(self) -> None:
         """
         A server whose 206 answers claim another total size than the file's

@@ -1642,6 +1642,22 @@ class _Download:
         if length is not None:
             self._believable(length)
 
+        if code == 206 and not ranged:
+            whole = _CONTENT_RANGE.match(header(b"content-range") or "")
+            if (
+                whole is not None
+                and int(whole.group(1)) == 0
+                and whole.group(3) != "*"
+                and int(whole.group(2)) + 1 == int(whole.group(3))
+                and length in (None, int(whole.group(3)))
+                and not (header(b"content-type") or "").strip().lower().startswith("multipart/")
+            ):
+                # No range was asked, and the whole file came as a 206 (a
+                # server that answers every request so): a 200 in all but
+                # its status.  Taken as ranges working, it split the file
+                # again, and failed after 4 restarts.
+                code, length = 200, int(whole.group(3))
+                self._believable(length)
         if code == 206:
             if (header(b"content-type") or "").strip().lower().startswith("multipart/"):
                 raise _Restart("the server answered one range with several parts", rangesSupported=False)
@@ -1685,13 +1701,14 @@ class _Download:
                 self._start(response, finalUrl)
                 if piece.end is None and total is not None:
                     piece.end = total
-                if not piece.validating:
+                if not piece.validating and not self._noRanges:
                     self._split(piece)
             elif self._endUnknown and total is not None:
                 # The server names the size after all: carry on as usual.
                 self._checkSize(total)
                 self.state.size = self.job.size = piece.end = total
-                self._split(piece)
+                if not self._noRanges:
+                    self._split(piece)
             return rangeEnd - rangeStart + 1
 
         # 200: the whole file, from byte zero.
