@@ -154,6 +154,12 @@ def _syncDirectory(directory: Path) -> None:
         os.close(fd)
 
 
+class OtherUsersFile(ValueError):
+    """
+    The file belongs to another user (see L{readSmallFile}'s C{own}).
+    """
+
+
 def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False, own: bool = False) -> bytes:
     """
     The bytes of the regular file C{path}, opened without following a
@@ -163,8 +169,9 @@ def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False, own:
     @param own: refuse a file that belongs to another user.
     @raise FileNotFoundError: there is no such file.
     @raise OSError: it cannot be opened (a symbolic link among others).
-    @raise ValueError: it is not a regular file, is longer than C{limit}
-        bytes, or (with C{own}) belongs to another user.
+    @raise OtherUsersFile: (with C{own}) it belongs to another user.
+    @raise ValueError: it is not a regular file, or is longer than C{limit}
+        bytes.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     if not follow:
@@ -175,7 +182,7 @@ def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False, own:
         if not stat.S_ISREG(status.st_mode):
             raise ValueError("not a regular file")
         if own and status.st_uid != os.geteuid():
-            raise ValueError("it belongs to another user")
+            raise OtherUsersFile("it belongs to another user")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"longer than {limit} bytes")

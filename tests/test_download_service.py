@@ -1262,6 +1262,77 @@ class RestartTests(ServiceTestCase):
             await self.waitFor(job["id"])
             self.assertEqual((directory / "hello.txt").read_bytes(), HELLO)
 
+    def plantedJobList(self) -> tuple[Path, bytes]:
+        """
+        A new directory holding a job list with one waiting job, and that
+        list; the list will seem another user's to the service started
+        next (as a list planted in a shared directory is).
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        jobs = [{"id": "7", "url": self.origin.url("/files/hello.txt"), "state": "queued", "name": "planted.txt"}]
+        planted = json.dumps({"version": 1, "next": 8, "jobs": jobs}).encode("utf-8")
+        (directory / JOBS_FILE).write_bytes(planted)
+        uid = os.geteuid()
+        self.patch(os, "geteuid", lambda: uid + 1)
+        return directory, planted
+
+    async def test_jobListOfAnotherUserIsNotRun(self) -> None:
+        """
+        A job list that belongs to another user (planted in a shared
+        download directory) is not read, with one warning, and set aside
+        where the directory lets this user rename it: its jobs ran, from
+        this service's network position, their files readable by the
+        planter.  The service works on with a list of its own.
+        """
+        directory, planted = self.plantedJobList()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = self.startService(directory)
+        self.assertEqual(service.list(), [])
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn(f"ignoring the job list {directory / JOBS_FILE}: it belongs to another user; kept it as", warnings[0])
+        [kept] = [name for name in os.listdir(directory) if name.startswith(JOBS_FILE + ".bad-")]
+        self.assertEqual((directory / kept).read_bytes(), planted)
+        self.patch(os, "geteuid", os.getuid)  # the new list is this user's
+        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        self.assertEqual(job["id"], "1")  # the planted list's "next" is not taken either
+        self.assertEqual((await self.waitFor(job["id"]))["state"], "done")
+        self.assertFalse((directory / "planted.txt").exists())
+
+    async def test_jobListOfAnotherUserThatCannotBeMoved(self) -> None:
+        """
+        Another user's job list in a sticky directory (C{/tmp}), which this
+        user may neither rename nor replace, is left as it is; the warning
+        says no job can be saved until it is removed, and so does each
+        C{503} then (not only "Operation not permitted").
+        """
+        directory, planted = self.plantedJobList()
+
+        def refused(source: Any, destination: Any) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        self.patch(os, "rename", refused)
+        self.patch(os, "replace", refused)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = self.startService(directory)
+        self.assertEqual(service.list(), [])
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn(
+            "it belongs to another user; it cannot be set aside (Operation not permitted): "
+            "no job can be saved until it is removed",
+            warnings[0],
+        )
+        body = await self.assertError(503, "POST", document={"url": self.origin.url("/files/hello.txt")})
+        self.assertEqual(
+            body["error"],
+            "the download was not queued: cannot save the job list (Operation not permitted; "
+            f"{JOBS_FILE} there belongs to another user: remove it)",
+        )
+        self.assertEqual((directory / JOBS_FILE).read_bytes(), planted)
+        self.assertEqual(sorted(os.listdir(directory)), [JOBS_FILE])
+
     async def oneJobDone(self) -> tuple[Path, DownloadService, dict]:
         """
         Start a service in a new directory and have it download one file;

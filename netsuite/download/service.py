@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
-from netsuite.files import readSmallFile, writeAtomically
+from netsuite.files import OtherUsersFile, readSmallFile, writeAtomically
 from netsuite.web.api import (
     Answer,
     APIError,
@@ -584,11 +584,20 @@ class DownloadService(Service):
         Read the job list.  One that cannot be read is set aside (never
         overwritten) with one warning; entries that cannot be used are
         skipped, each with a warning, and the list as it was is kept aside
-        too.
+        too.  One that belongs to another user (planted in a shared
+        directory) is not read: its jobs would run with this service's
+        network position, their files readable by that user.
         """
         try:
-            data = json.loads(readSmallFile(self.jobsFile, MAX_JOBS_FILE).decode("utf-8"))
+            data = json.loads(readSmallFile(self.jobsFile, MAX_JOBS_FILE, own=True).decode("utf-8"))
         except FileNotFoundError:
+            return
+        except OtherUsersFile:
+            log.warn(
+                "ignoring the job list {path}: it belongs to another user; {kept}",
+                path=str(self.jobsFile),
+                kept=self._setAside(othersFile=True),
+            )
             return
         except (OSError, ValueError, RecursionError) as e:
             why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
@@ -648,10 +657,14 @@ class DownloadService(Service):
             log.warn("job list {path}: {kept}", path=str(self.jobsFile), kept=self._setAside())
             self._save()  # the usable jobs, under the real name again
 
-    def _setAside(self) -> str:
+    def _setAside(self, othersFile: bool = False) -> str:
         """
         Rename the job list to C{NAME.bad-TIMESTAMP}, so that the next save
         does not overwrite what it held; returns what was done, in words.
+
+        @param othersFile: the job list belongs to another user (who can
+            keep it where this user cannot rename it, nor save over it: a
+            sticky directory such as C{/tmp}).
         """
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         bad = self.jobsFile.with_name(f"{JOBS_FILE}.bad-{stamp}")
@@ -662,6 +675,8 @@ class DownloadService(Service):
         try:
             os.rename(self.jobsFile, bad)
         except OSError as e:
+            if othersFile:
+                return f"it cannot be set aside ({e.strerror}): no job can be saved until it is removed"
             return f"it could not be set aside ({e.strerror}) and will be replaced"
         return f"kept it as {bad.name}"
 
@@ -1061,7 +1076,13 @@ def _writeJobList(path: Path, following: int, jobs: list[dict]) -> tuple[list[st
     try:
         writeAtomically(path, document, 0o600, sync=True)
     except OSError as e:
-        return forgotten, e.strerror or str(e)
+        error = e.strerror or str(e)
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_uid != os.geteuid():
+                # Planted in a sticky directory, where only its owner may
+                # replace it.
+                error += f"; {path.name} there belongs to another user: remove it"
+        return forgotten, error
     return forgotten, None
 
 
