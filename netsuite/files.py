@@ -183,6 +183,8 @@ def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False, own:
             raise ValueError("not a regular file")
         if own and status.st_uid != os.geteuid():
             raise OtherUsersFile("it belongs to another user")
+        if status.st_size > limit:
+            raise ValueError(f"longer than {limit} bytes")  # not read first
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"longer than {limit} bytes")

@@ -40,6 +40,8 @@ from netsuite.download.service import (
     MAX_BODY,
     MAX_ERROR,
     MAX_FINISHED,
+    MAX_JOB_BYTES,
+    MAX_JOBS_VALUES,
     MAX_PENDING,
     MAX_SKIP_WARNINGS,
     SAVE_PAUSE,
@@ -2161,9 +2163,10 @@ class SaveTests(SynchronousTestCase):
         A job as long as a request can make it (a URL of 8192 bytes, in
         characters of 4 bytes each, failing, so its error repeats the URL
         percent-encoded; a checksum padded with spaces) is written in at
-        most a request body and 1 KiB, the share of the job list read back
-        at start (it took 4 times that: escapes, the whole error, the
-        padding).
+        most L{MAX_JOB_BYTES}, the share of the job list read back at start
+        (it took 4 times a request body: escapes, the whole error, the
+        padding), also when a byte that is not UTF-8 in its URL has every
+        character escaped (12 bytes for each of 4).
         """
         service, clock, writes = self.startService()
         url = "http://example.com/" + "a" * ((MAX_URL - 19) % 4) + "\U0001d4b3" * ((MAX_URL - 19) // 4)
@@ -2172,8 +2175,17 @@ class SaveTests(SynchronousTestCase):
         clock.advance(0)
         self.assertEqual(service.get("1")["state"], "failed")
         self.assertEqual(service.get("1")["checksum"], "sha256=" + "a" * 64)
-        self.assertLessEqual(len(writes[-1]), MAX_BODY + 1024)
+        self.assertLessEqual(len(writes[-1]), MAX_JOB_BYTES)
         self.assertEqual(json.loads(writes[-1])["jobs"][0]["url"], url)
+        escaped = "http://example.com/\udce9" + "a" * ((MAX_URL - 22) % 4) + "\U0001d4b3" * ((MAX_URL - 22) // 4)
+        self.assertEqual(len(escaped.encode("utf-8", "surrogatepass")), MAX_URL)
+        service.add(escaped, name="\U0001d4b3" * 50)
+        clock.advance(0)
+        self.assertEqual(service.get("2")["state"], "failed")
+        saved = json.loads(writes[-1])["jobs"][1]
+        self.assertEqual(saved["url"], escaped)
+        self.assertGreater(len(serviceModule._encodeJob(saved)), 3 * MAX_URL)
+        self.assertLessEqual(len(serviceModule._encodeJob(saved)), MAX_JOB_BYTES)
         # The error is cut in its middle, so that the reason stays.
         error = service.get("1")["error"]
         self.assertEqual(len(error), MAX_ERROR)
@@ -2260,6 +2272,34 @@ class SaveTests(SynchronousTestCase):
         self.assertIn("skipping job 2: http://xn--/x:", warnings[1])
         self.assertIn("kept it as", warnings[-1])
         self.assertEqual(len(warnings), 3)
+
+    def test_jobListOfTooManyValuesIsSetAside(self) -> None:
+        """
+        A job list holding more values than any job list
+        (L{MAX_JOBS_VALUES}) is set aside as unreadable, with one warning,
+        before they are built: 126 MiB of C{{},} took 3.3 GB and 40 s to
+        read.  Commas, brackets and braces in strings do not count: a list
+        of URLs full of them is read.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / JOBS_FILE).write_bytes(b'{"version":1,"next":1,"jobs":[' + b"{}," * MAX_JOBS_VALUES + b"{}]}")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        loads, realLoads = [], json.loads
+        self.patch(json, "loads", lambda *a, **k: loads.append(a) or realLoads(*a, **k))
+        service = DownloadService(directory, reactor=MemoryReactorClock(), token=TOKEN)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual((service.list(), loads), ([], []))
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn(f"it holds more than {MAX_JOBS_VALUES} values, more than any job list; kept it as", warnings[0])
+
+        url = "http://example.com/" + ",[{" * 2000
+        jobs = [{"id": str(n), "url": f"{url}{n}", "state": "done"} for n in range(1, MAX_JOBS_VALUES // 6000 + 2)]
+        service, clock, writes = self.startService(jobs)
+        self.assertGreater(sum(json.dumps(jobs).count(c) for c in ",[{"), MAX_JOBS_VALUES)
+        self.assertEqual(len(service.list()), len(jobs))
 
     def test_jobListOverTheLimitsIsCut(self) -> None:
         """

@@ -86,15 +86,27 @@ MAX_PENDING = 1000
 #: Finished jobs remembered (the oldest are forgotten first).
 MAX_FINISHED = 1000
 
-#: The longest job list read at start, and written: every job it can hold,
-#: each as long as a request body could make it, and some.  A job's URL is
-#: at most L{MAX_URL} bytes, its error at most
-#: L{MAX_ERROR}; should the list still be longer, the oldest finished jobs
-#: are forgotten.
-MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * (MAX_BODY + 1024)
-
 #: The longest error message a job keeps, in characters.
 MAX_ERROR = 1000
+
+#: The most bytes one job takes in the job list: its URL (L{MAX_URL} bytes)
+#: and error (L{MAX_ERROR} characters) as JSON escapes them at worst (3
+#: bytes for each byte of a URL holding bytes that are not UTF-8, 12 for a
+#: character past U+FFFF), its name, path and C{.part} name likewise, and
+#: 1 KiB for the rest.
+MAX_JOB_BYTES = 3 * MAX_URL + 12 * MAX_ERROR + 3 * 3 * (names.MAX_NAME_BYTES + 8) + 1024
+
+#: The longest job list read at start, and written: every job it can hold,
+#: each as long as it can be (should the list still be longer, the oldest
+#: finished jobs are forgotten).  It was 127 MiB, a request body a job.
+MAX_JOBS_FILE = (MAX_PENDING + MAX_FINISHED) * MAX_JOB_BYTES
+
+#: The most values a job list read at start may hold, counted as its
+#: strings and the commas, brackets and braces outside them: a job has
+#: about 30, and a list edited by hand may have more.  Python takes up to
+#: 80 bytes for a value 3 bytes of JSON make (C{{},}): 126 MiB of them took
+#: 3.3 GB and 40 s.
+MAX_JOBS_VALUES = 128 * (MAX_PENDING + MAX_FINISHED)
 
 #: Jobs of a job list skipped at start each with their own warning; the
 #: rest are counted in one.
@@ -589,7 +601,7 @@ class DownloadService(Service):
         network position, their files readable by that user.
         """
         try:
-            data = json.loads(readSmallFile(self.jobsFile, MAX_JOBS_FILE, own=True).decode("utf-8"))
+            data = _parseJobList(readSmallFile(self.jobsFile, MAX_JOBS_FILE, own=True))
         except FileNotFoundError:
             return
         except OtherUsersFile:
@@ -1084,6 +1096,46 @@ def _writeJobList(path: Path, following: int, jobs: list[dict]) -> tuple[list[st
                 error += f"; {path.name} there belongs to another user: remove it"
         return forgotten, error
     return forgotten, None
+
+
+#: A JSON string, or what is left of one cut short: read in one pass, never
+#: going back (possessive), so that no text takes more than linear time.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
+
+
+def _valueCount(data: bytes) -> int:
+    """
+    How many values the JSON text C{data} holds (see L{MAX_JOBS_VALUES}),
+    found without building them; counting stops past L{MAX_JOBS_VALUES}.
+    """
+
+    def structural(start: int, end: int) -> int:
+        return data.count(b",", start, end) + data.count(b"[", start, end) + data.count(b"{", start, end)
+
+    count = structural(0, len(data)) + data.count(b'"') // 2
+    if count <= MAX_JOBS_VALUES:
+        return count  # what strings hold counted too: more than there are
+    count = end = 0
+    for string in _JSON_STRING.finditer(data):
+        count += 1 + structural(end, string.start())
+        end = string.end()
+        if count > MAX_JOBS_VALUES:
+            return count
+    return count + structural(end, len(data))
+
+
+def _parseJobList(data: bytes) -> Any:
+    """
+    The JSON document C{data}, a job list, unless it holds more values than
+    any job list (L{MAX_JOBS_VALUES}): counted first, as Python would take
+    up to 27 times the list's size to hold them.
+
+    @raise ValueError: it is not JSON in UTF-8, or holds too many values.
+    @raise RecursionError: it is nested too deeply.
+    """
+    if _valueCount(data) > MAX_JOBS_VALUES:
+        raise ValueError(f"it holds more than {MAX_JOBS_VALUES} values, more than any job list")
+    return json.loads(data.decode("utf-8"))
 
 
 def _encodeJob(job: dict) -> bytes:
