@@ -1549,7 +1549,7 @@ class RestartTests(ServiceTestCase):
         A job list that cannot be read at all (cut short, nested too deeply
         for the parser, not UTF-8) is renamed to C{JOBS_FILE.bad-TIMESTAMP}
         with one warning, so that the next save does not overwrite it; the
-        service starts empty and works.
+        service starts empty and works, giving no id the list shows again.
         """
         for planted in (b'{"version": 1, "jobs": [{"id": "1", ', b"[" * 100_000, b"\xff\xfe"):
             directory, events = await self.startOnJobList(planted)
@@ -1564,7 +1564,8 @@ class RestartTests(ServiceTestCase):
             await self.waitFor(job["id"])
             await service.stopService()
             self.assertEqual((directory / bad).read_bytes(), planted)
-            self.assertEqual([j["id"] for j in json.loads((directory / JOBS_FILE).read_text())["jobs"]], ["1"])
+            following = "2" if b'"id": "1"' in planted else "1"
+            self.assertEqual([j["id"] for j in json.loads((directory / JOBS_FILE).read_text())["jobs"]], [following])
 
     async def test_idsAreNotReusedAfterRestart(self) -> None:
         """
@@ -2300,6 +2301,46 @@ class SaveTests(SynchronousTestCase):
         service, clock, writes = self.startService(jobs)
         self.assertGreater(sum(json.dumps(jobs).count(c) for c in ",[{"), MAX_JOBS_VALUES)
         self.assertEqual(len(service.list()), len(jobs))
+
+    def test_idsNotGivenAgainAfterAnUnreadableList(self) -> None:
+        """
+        A job list that cannot be read (cut short, not a job list, too
+        long) is set aside, and the ids it gave are not given again: the
+        next id is past its C{"next"} and its jobs' ids, and is written at
+        once (a start after it, with no job added, knows it too).  Ids
+        started at 1 again.
+        """
+        self.patch(serviceModule, "_ID_SCAN", 600)
+        self.patch(serviceModule, "MAX_JOBS_FILE", 5000)
+        clock = MemoryReactorClock()
+        clock.nameResolver = _RaisingResolver()
+        for spoil in (
+            lambda data: data[:-5],
+            lambda data: data.replace(b'"jobs":', b'"jabs":'),
+            # Only the last job's id, at the end, tells.
+            lambda data: data.replace(b'"next":4,"jobs":[', b'"next":2,"jobs":[' + b" " * 5000),
+        ):
+            directory = Path(self.mktemp())
+            service = DownloadService(directory, reactor=clock, token=TOKEN, settings=DownloadSettings(retries=0))
+            service.startService()
+            for number in range(3):
+                service.add(f"http://example.com/{number}")
+            clock.advance(0)
+            self.successResultOf(service.stopService())
+            path = directory / JOBS_FILE
+            path.write_bytes(spoil(path.read_bytes()))
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            again = DownloadService(directory, reactor=clock, token=TOKEN)
+            again.startService()
+            self.assertEqual(again.list(), [])
+            self.assertIn("kept it as", formatEvent([e for e in events if e["log_level"] == LogLevel.warn][0]))
+            clock.advance(0)
+            self.successResultOf(again.stopService())
+            self.assertEqual(json.loads(path.read_bytes()), {"version": 1, "next": 4, "jobs": []})
+            last = DownloadService(directory, reactor=clock, token=TOKEN)
+            last.startService()
+            self.addCleanup(last.stopService)
+            self.assertEqual(last.add("http://example.com/new")["id"], "4")
 
     def test_jobListOverTheLimitsIsCut(self) -> None:
         """

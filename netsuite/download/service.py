@@ -617,12 +617,14 @@ class DownloadService(Service):
                 "ignoring the unreadable job list {path}: {error}; {kept}",
                 path=str(self.jobsFile),
                 error=why,
-                kept=self._setAside(),
+                kept=self._setAsideUnread(),
             )
             return
         jobs = data.get("jobs") if isinstance(data, dict) else None
         if not isinstance(jobs, list):
-            log.warn("ignoring the job list {path}: not a job list; {kept}", path=str(self.jobsFile), kept=self._setAside())
+            log.warn(
+                "ignoring the job list {path}: not a job list; {kept}", path=str(self.jobsFile), kept=self._setAsideUnread()
+            )
             return
         following = data.get("next")
         if type(following) is int and 0 < following < 2**53:
@@ -668,6 +670,19 @@ class DownloadService(Service):
         if skipped or forgotten:
             log.warn("job list {path}: {kept}", path=str(self.jobsFile), kept=self._setAside())
             self._save()  # the usable jobs, under the real name again
+
+    def _setAsideUnread(self) -> str:
+        """
+        L{_setAside} a job list of this user's that could not be read, the
+        next id first taken from what it shows (L{_nextIdIn}) and written
+        at once, so that no id it gave is given again.
+        """
+        following = _nextIdIn(self.jobsFile)
+        kept = self._setAside()
+        if following > self._next:
+            self._next = following
+            self._changed()
+        return kept
 
     def _setAside(self, othersFile: bool = False) -> str:
         """
@@ -1043,6 +1058,47 @@ def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
                 mode=stat.S_IMODE(mode),
             )
     return token, False
+
+
+#: How much of the start and of the end of a job list that cannot be read
+#: is looked through for ids (see L{_nextIdIn}).
+_ID_SCAN = 1024 * 1024
+
+#: A job list's C{"next": N} or a job's C{"id": "N"}, as L{_idNumber} reads
+#: ids (a quote inside a string is escaped, so none is found there).
+_COUNTER = re.compile(
+    rb'"next"\s*:\s*([0-9]{1,%d})(?![0-9])|"id"\s*:\s*"([0-9]{1,%d})"' % (_MAX_ID_DIGITS, _MAX_ID_DIGITS)
+)
+
+
+def _nextIdIn(path: Path) -> int:
+    """
+    The next id a job list that cannot be read (cut short, not JSON, too
+    long) shows: past its C{"next"} and past every numbered id in its first
+    and last L{_ID_SCAN} bytes (the newest jobs are last).  1 when it shows
+    none, or is not a regular file of this user's.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return 1
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid():
+            return 1
+        parts = [os.pread(fd, _ID_SCAN, 0)]
+        if status.st_size > _ID_SCAN:
+            parts.append(os.pread(fd, _ID_SCAN, status.st_size - _ID_SCAN))
+    except OSError:
+        return 1
+    finally:
+        os.close(fd)
+    found = [1]
+    for part in parts:
+        for following, jobId in _COUNTER.findall(part):
+            found.append(int(following) if following else int(jobId) + 1)
+    return max(found)
 
 
 def _idNumber(jobId: str) -> Optional[int]:
