@@ -102,6 +102,9 @@ KEEPALIVE_COUNT = 6
 #: theirs too (ircu: 61440 bytes).
 SEND_BUFFER = 64 * 1024
 
+#: Bytes skipped after a CR that ends a line: CRLF's LF, telnet's CR NUL.
+_AFTER_CR = (0x0A, 0x00)
+
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
 
@@ -184,6 +187,8 @@ class ChatProtocol(Protocol):
 
     _buffer = b""
     _discarding = False
+    #: Whether the last read ended with a CR (see L{dataReceived}).
+    _afterCR = False
     _closed = False
     _paused = False
     #: Whether the client's lines wait (in C{_buffer}) until it takes
@@ -289,6 +294,16 @@ class ChatProtocol(Protocol):
             self._buffer = buffer
             return
         start = 0
+        size = len(buffer)
+        if self._afterCR and size:
+            # The LF of a CRLF (or the NUL of telnet's CR NUL) whose CR
+            # ended the last read: the line has ended already.
+            self._afterCR = False
+            if buffer[0] in _AFTER_CR:
+                start = 1
+        # The next LF and the next CR (size: none), each looked for again
+        # only once passed, so a read of many lines is scanned once.
+        lf = cr = -1
         while not self._closed:
             if self._paused and self._outBytes > self.factory.settings.maxOutput:
                 # The client has not taken its answers yet: the rest of
@@ -298,23 +313,36 @@ class ChatProtocol(Protocol):
                 self._buffer = buffer[start:]
                 self.transport.pauseProducing()
                 return
-            end = buffer.find(b"\n", start)
-            if end < 0:
+            if lf < start:
+                lf = buffer.find(b"\n", start)
+                if lf < 0:
+                    lf = size
+            if cr < start:
+                cr = buffer.find(b"\r", start)
+                if cr < 0:
+                    cr = size
+            end = min(lf, cr)
+            if end == size:
                 break
+            after = end + 1
+            if end == cr:
+                # CR ends a line, as IRC servers take it; so do CRLF and CR
+                # NUL, even split between two reads.
+                if after == size:
+                    self._afterCR = True
+                elif buffer[after] in _AFTER_CR:
+                    after += 1
             if self._discarding:
                 self._discarding = False  # the end of a line already refused
             else:
                 line = buffer[start:end]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
                 if len(line) > maxLine:
                     self._tooLong()
                 else:
                     self.lineReceived(line)
-            start = end + 1
+            start = after
         rest = buffer[start:]
-        # (A line of maxLine bytes may wait for the LF of its CRLF.)
-        if len(rest) > maxLine + rest.endswith(b"\r"):
+        if len(rest) > maxLine:
             # No line ending in sight: refuse the line now, drop what came.
             if not self._discarding:
                 self._discarding = True
@@ -340,6 +368,12 @@ class ChatProtocol(Protocol):
                 self._tooLong(" once its invalid UTF-8 is replaced")
                 return
         if self.name is None:
+            if not text:
+                # Enter pressed before the name: no try spent, but a line
+                # of the flood budget, as a named client's empty line.
+                if self._withinFloodLimits():
+                    self._dropped = 0
+                return
             command, _, argument = text.partition(" ")
             if command.lower() == "/quit":  # leaving before giving a name, as IRC's QUIT
                 self.do_quit(argument.strip())

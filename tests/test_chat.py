@@ -195,7 +195,7 @@ class NameTests(ChatTestCase):
             self.assertEqual(client.protocol.name, name)
 
     def test_invalidNameGetsAnotherChance(self) -> None:
-        for bad in ["x" * 33, "two words", "bang!", "caf\u00e9", "#room", "a/b", ""]:
+        for bad in ["x" * 33, "two words", "bang!", "caf\u00e9", "#room", "a/b", "@"]:
             client = self.connect()
             client.received()
             client.send(bad)
@@ -270,6 +270,51 @@ class NameTests(ChatTestCase):
             bob.received(),
             ["alice: one", "alice: two", "alice: three", "alice: four", "alice: five"],
         )
+
+    def test_bareCRAndCRNULEndLines(self) -> None:
+        """
+        A lone CR ends a line, and so does telnet's CR NUL, as IRC servers
+        take them: such lines were not seen until an LF came, and then all
+        of them came as one line.  A CRLF is still one line end when its CR
+        and LF come in different reads (ten such lines within a burst of
+        ten: an empty line between would have been a line of the budget).
+        """
+        bob = self.named("bob")
+        alice = self.connect()
+        alice.send("alice", ending=b"\r")
+        self.assertEqual(alice.protocol.name, "alice")
+        self.drain()
+        alice.sendRaw(b"one\rtwo\r\x00three\r\nfour\n")
+        alice.sendRaw(b"five\r")
+        alice.sendRaw(b"\x00six\r")
+        self.assertEqual(
+            bob.received(),
+            ["alice: one", "alice: two", "alice: three", "alice: four", "alice: five", "alice: six"],
+        )
+        self.clock.advance(10)
+        for n in range(10):
+            alice.sendRaw(b"line %d\r" % (n,))
+            alice.sendRaw(b"\n")
+        self.assertEqual(bob.received(), [f"alice: line {n}" for n in range(10)])
+        self.assertEqual(alice.received(), [])
+
+    def test_emptyLinesBeforeTheNameAreIgnored(self) -> None:
+        """
+        Enter pressed before the name costs no try (it cost one, with an
+        error); each such line is a line of the flood budget, so a stream
+        of them is cut off as an excess flood.
+        """
+        client = self.connect()
+        client.received()
+        client.send("", "   ", "", "")
+        self.assertEqual(client.received(), [])
+        client.send("alice")
+        self.assertEqual(client.protocol.name, "alice")
+        flooder = self.connect()
+        flooder.received()
+        flooder.sendRaw(b"\n" * (10 + _EXCESS_FLOOD))
+        self.assertTrue(flooder.closing)
+        self.assertEqual(flooder.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
 
     def test_utf8(self) -> None:
         bob = self.named("bob")
