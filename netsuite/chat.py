@@ -187,6 +187,8 @@ class ChatProtocol(Protocol):
 
     _buffer = b""
     _discarding = False
+    #: Bytes of the line being discarded not yet charged (see L{_discard}).
+    _discardedBytes = 0
     #: Whether the last read ended with a CR (see L{dataReceived}).
     _afterCR = False
     _closed = False
@@ -334,21 +336,43 @@ class ChatProtocol(Protocol):
                     after += 1
             if self._discarding:
                 self._discarding = False  # the end of a line already refused
+                self._discard(end - start)
             else:
                 line = buffer[start:end]
                 if len(line) > maxLine:
+                    self._discardedBytes = 0
                     self._tooLong()
+                    self._discard(len(line) - maxLine)
                 else:
                     self.lineReceived(line)
             start = after
         rest = buffer[start:]
-        if len(rest) > maxLine:
+        if self._discarding:
+            self._discard(len(rest))
+            rest = b""
+        elif len(rest) > maxLine:
             # No line ending in sight: refuse the line now, drop what came.
-            if not self._discarding:
-                self._discarding = True
-                self._tooLong()
+            self._discarding = True
+            self._discardedBytes = 0
+            self._tooLong()
+            self._discard(len(rest) - maxLine)
             rest = b""
         self._buffer = rest
+
+    def _discard(self, size: int) -> None:
+        """
+        Drop C{size} more bytes of a line refused as too long.  Each
+        C{maxLine} bytes of it is a line of the flood budgets, silently
+        taken, and counts towards an excess flood once they are spent: a
+        client streaming a line without end was read at hundreds of MB/s
+        until its idle timeout.
+        """
+        maxLine = self.factory.settings.maxLine
+        self._discardedBytes += size
+        while self._discardedBytes >= maxLine and not self._closed:
+            self._discardedBytes -= maxLine
+            if self._withinFloodLimits(quietly=True):
+                self._dropped = 0
 
     def lineReceived(self, raw: bytes) -> None:
         """
@@ -401,16 +425,17 @@ class ChatProtocol(Protocol):
         except ChatError as e:
             self.error(e.message)
 
-    def _withinFloodLimits(self) -> bool:
+    def _withinFloodLimits(self, quietly: bool = False) -> bool:
         """
         Take a line from the client's flood budget and its address's; if
         either is spent, the line is dropped (see L{_droppedLine}).
 
+        @param quietly: whether a dropped line goes without its error.
         @return: whether the line may be answered.
         """
         bucket = self._bucket
         if bucket is not None and not bucket.take():
-            self._droppedLine(f"you may speak again in {max(bucket.delay(), 0.1):.1f} s")
+            self._droppedLine(f"you may speak again in {max(bucket.delay(), 0.1):.1f} s", quietly)
             return False
         shared = self.factory.hostBucket(self._host)
         if shared is not None and not shared.take():
@@ -418,15 +443,16 @@ class ChatProtocol(Protocol):
                 bucket.give(1)  # not said: the client's own budget keeps it
             self._droppedLine(
                 f"your address sends more than {shared.rate:g} lines a second in all; "
-                f"you may speak again in {max(shared.delay(), 0.1):.1f} s"
+                f"you may speak again in {max(shared.delay(), 0.1):.1f} s",
+                quietly,
             )
             return False
         return True
 
-    def _droppedLine(self, when: str) -> None:
+    def _droppedLine(self, when: str, quietly: bool = False) -> None:
         """
-        Flood control dropped a line: say so, or disconnect a client that
-        goes on.
+        Flood control dropped a line: say so (unless C{quietly}), or
+        disconnect a client that goes on.
         """
         self.factory.stats.count("dropped_lines")
         self._dropped += 1
@@ -435,7 +461,7 @@ class ChatProtocol(Protocol):
             self._quitReason = "excess flood"
             self.error(f"excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
             self._close()
-        else:
+        elif not quietly:
             self.error(f"slow down: that line was dropped; {when}")
 
     def _chooseName(self, name: str) -> None:

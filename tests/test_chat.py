@@ -1481,6 +1481,7 @@ class LineLengthTests(ChatTestCase):
         self.assertEqual(bob.received(), ["alice: after"])
 
     def test_bytesBeyondTheLimitAreNotBuffered(self) -> None:
+        self.makeFactory(maxLine=10, rate=0)  # (200 KB of one line is an excess flood)
         alice = self.named("alice")
         for i in range(200):
             alice.sendRaw(b"q" * 1000)
@@ -1877,6 +1878,41 @@ class FloodTests(ChatTestCase):
         bob = self.named("bob")
         bob.sendRaw((b"x" * 11 + b"\n") * (10 + _EXCESS_FLOOD) + b"y" * 50)
         self.assertTrue(bob.closing)
+        self.assertEqual(self.factory.stats.counters["excess_floods"], 2)
+
+    def test_endlessLineIsAnExcessFlood(self) -> None:
+        """
+        Each C{maxLine} bytes dropped of a line refused as too long is a
+        line of the flood budget, taken without an answer: a client
+        streaming a line without end is cut off as an excess flood once 100
+        of them were over the budget (it got one C{! line too long} and was
+        read at 724 MB/s until its idle timeout).  One streaming within the
+        budget stays, and so does one whose long line ends.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, maxLine=10)
+        alice = self.named("alice")
+        alice.sendRaw(b"x" * 11)  # a line of the budget, answered
+        self.assertEqual(alice.received(), ["! line too long (over 10 bytes); it was dropped"])
+        alice.sendRaw(b"x" * 89)  # nine more, the burst spent
+        alice.sendRaw(b"x" * 10 * (_EXCESS_FLOOD - 1))
+        self.assertFalse(alice.closing)
+        self.assertEqual(alice.received(), [])
+        alice.sendRaw(b"x" * 10)
+        self.assertTrue(alice.closing)
+        self.assertEqual(alice.received(), [f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye"])
+        self.assertEqual(self.factory.stats.counters["excess_floods"], 1)
+        # The same in one read that ends the line.
+        bob = self.named("bob")
+        bob.sendRaw(b"y" * 10 * (11 + _EXCESS_FLOOD) + b"\n")
+        self.assertTrue(bob.closing)
+        # Within the budget: never cut off.
+        carol = self.named("carol")
+        for _ in range(2 * _EXCESS_FLOOD):
+            carol.sendRaw(b"z" * 10)
+            self.clock.advance(0.2)
+        carol.sendRaw(b"\nstill here\n")
+        self.assertFalse(carol.closing)
+        self.assertEqual(carol.received(), ["! line too long (over 10 bytes); it was dropped"])
         self.assertEqual(self.factory.stats.counters["excess_floods"], 2)
 
     def test_noAddressLimitWithoutFloodControl(self) -> None:
