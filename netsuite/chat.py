@@ -271,6 +271,19 @@ class ChatProtocol(Protocol):
             self._inputEnded = True
             return
         self._quitReason = self._quitReason or "connection closed"
+        if self._replay is not None and not self._closing:
+            # The room's history being replayed (to a client that sent its
+            # name and ended its input at once, often in one read) is sent
+            # first, as the client takes it; the close then.  The room is
+            # told now, and the close's grace runs from now.
+            self._closeAfterReplay = True
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
+            if self._counted:
+                self.factory.hub.leave(self, self._quitReason, self._quitWords)
+            self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
+            return
         self._close()
 
     def writeConnectionLost(self) -> None:
@@ -729,6 +742,8 @@ class ChatProtocol(Protocol):
         elif self._replayCall is None:
             self._replayCall = self.factory.reactor.callLater(0, self._replayTurn)
         self._send(b"".join(chunk))
+        if self._replay is None and self._closeAfterReplay:
+            self._close()
 
     def _replayTurn(self) -> None:
         self._replayCall = None
@@ -796,6 +811,9 @@ class ChatProtocol(Protocol):
         self.factory.reactor.callLater(0, self.transport.abortConnection)
 
     _closing = False
+    #: Whether the client's input ended while the room's history was
+    #: being replayed to it: the close comes after the replay.
+    _closeAfterReplay = False
     _abortCall: Any = None
 
     def _close(self) -> None:
@@ -822,7 +840,8 @@ class ChatProtocol(Protocol):
             # TLS, for its close_notify, up to the grace below).
             self.factory.hub.leave(self, self._quitReason or "connection closed", self._quitWords)
         self.transport.loseConnection()
-        self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
+        if self._abortCall is None:
+            self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 
 
 class ChatFactory(Factory):

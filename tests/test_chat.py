@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from netsuite.chat import _EXCESS_FLOOD, _HARD_OUTPUT, _HELP, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
+from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _HARD_OUTPUT, _HELP, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
 from netsuite.rooms import HISTORY_BYTES, LOBBY, ChatError, ChatHub, IMember, Line, cleanText
 from netsuite.stats import ServiceStats
 
@@ -1404,6 +1404,52 @@ class HistoryReplayTests(ChatTestCase):
         self.clock.advance(0)
         bob.protocol.closeGracefully()
         self.assertEqual(readAll(bob)[-1], "*** the server is shutting down; bye")
+
+    def test_inputEndedWithTheName(self) -> None:
+        """
+        A client that sends its name and ends its input at once (in one
+        read: C{shutdown(SHUT_WR)}, a TLS close_notify) gets the room's
+        history, then the close; the room is told it left at once.  The
+        end of input dropped the history not yet sent: over sockets, such
+        a client got none of it 5 times in 20 over TCP, 16 over TLS.
+        """
+        self.makeFactory(rate=0)
+        alice = self.named("alice")
+        alice.send("one", "two")
+        self.drain()
+        bob = self.connect()
+        bob.send("bob")
+        bob.protocol.readConnectionLost()
+        self.assertEqual(alice.received(), ["*** bob joined lobby", "*** bob left (connection closed)"])
+        self.assertIsNone(self.factory.hub.find("bob"))
+        self.assertEqual(
+            bob.received()[-3:],
+            ["*** you are in lobby with 1 other", "[history] alice: one", "[history] alice: two"],
+        )
+        self.assertTrue(bob.transport.disconnecting)
+
+    def test_inputEndedDuringTheReplay(self) -> None:
+        """
+        A long history is still sent as the client takes it once its input
+        has ended, then the close; a client that does not take it within
+        the close's grace, counted from the end of its input, is aborted.
+        """
+        history = self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        bob.protocol.readConnectionLost()
+        self.assertFalse(bob.closing)
+        lines = readAll(bob)
+        self.assertEqual(lines[4:], history)
+        self.assertTrue(bob.transport.disconnecting)
+        self.assertEqual(self.clients[0].received()[-1], "*** bob left (connection closed)")
+        carol = self.joinFilling("carol")
+        self.clock.advance(0)
+        carol.protocol.readConnectionLost()
+        self.clock.advance(_CLOSE_GRACE - 0.1)
+        self.assertFalse(carol.closing)
+        self.clock.advance(0.1)
+        self.assertTrue(carol.transport.disconnected)
 
     def test_goneDuringTheReplay(self) -> None:
         self.fillHistory()
