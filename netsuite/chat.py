@@ -291,8 +291,10 @@ class ChatProtocol(Protocol):
 
     def closeGracefully(self) -> None:
         """
-        netsuite is stopping: say so, and close.
+        netsuite is stopping: say so, and close.  The room is not told:
+        everyone in it is being told the same.
         """
+        self._stopping = True
         self._quitReason = self._quitReason or "server shutting down"
         self.info("*** the server is shutting down; bye")
         self._close()
@@ -811,6 +813,8 @@ class ChatProtocol(Protocol):
         self.factory.reactor.callLater(0, self.transport.abortConnection)
 
     _closing = False
+    #: Whether the service is stopping (see L{closeGracefully}).
+    _stopping = False
     #: Whether the client's input ended while the room's history was
     #: being replayed to it: the close comes after the replay.
     _closeAfterReplay = False
@@ -838,7 +842,9 @@ class ChatProtocol(Protocol):
             # The room is told now, and the name is free now, as an IRC
             # server's QUIT: the close itself may wait on the client (over
             # TLS, for its close_notify, up to the grace below).
-            self.factory.hub.leave(self, self._quitReason or "connection closed", self._quitWords)
+            self.factory.hub.leave(
+                self, self._quitReason or "connection closed", self._quitWords, quietly=self._stopping
+            )
         self.transport.loseConnection()
         if self._abortCall is None:
             self._abortCall = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)

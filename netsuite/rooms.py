@@ -382,7 +382,7 @@ class ChatHub:
             room.members[key] = member
             self._notice(room, f"{old} is now known as {new}")
 
-    def leave(self, member: object, reason: str = "", words: str = "") -> None:
+    def leave(self, member: object, reason: str = "", words: str = "", quietly: bool = False) -> None:
         """
         Remove C{member} from the hub (it disconnected or quit), telling its
         room.  Harmless for a member that never registered or already left.
@@ -391,6 +391,9 @@ class ChatHub:
         @param words: what it said as it left (its C{/quit} message): at
             most L{MAX_QUIT} characters of it are shown, if the room's
             budget can take them (the notice goes out without them else).
+        @param quietly: whether its room is not told (the service is
+            stopping, and everyone is leaving: each of N members told of
+            the others is N squared lines).
         """
         name: Optional[str] = getattr(member, "name", None)
         if name is None or self.members.get(name.casefold()) is not member:
@@ -398,7 +401,9 @@ class ChatHub:
         del self.members[name.casefold()]
         self._inboxes.pop(member, None)
         room: Optional[Room] = member.room  # type: ignore[attr-defined]
-        if room is not None:
+        if room is not None and quietly:
+            self._exit(member, room, None)
+        elif room is not None:
             text = f"*** {name} left" + (f" ({reason})" if reason else "")
             if words:
                 said = f"*** {name} left ({reason}: {words[:MAX_QUIT]})"
@@ -573,10 +578,15 @@ class ChatHub:
             member.deliver(Line(f"*** topic: {room.topic}", "info", room.name))  # type: ignore[attr-defined]
         member.replay(list(room.history))  # type: ignore[attr-defined]
 
-    def _exit(self, member: object, room: Room, text: str) -> None:
+    def _exit(self, member: object, room: Room, text: Optional[str]) -> None:
+        """
+        Take C{member} out of C{room}, telling the room C{text} (none if
+        L{None}).
+        """
         del room.members[member.name.casefold()]  # type: ignore[attr-defined]
         member.room = None  # type: ignore[attr-defined]
-        self._notice(room, text, prefixed=True)
+        if text is not None:
+            self._notice(room, text, prefixed=True)
         if not room.members and room.name.casefold() != LOBBY:
             del self.rooms[room.name.casefold()]
             self._gauges()

@@ -2356,7 +2356,27 @@ class CloseTests(ChatTestCase):
         )
         self.assertTrue(alice.transport.disconnecting)
         self.assertFalse(alice.transport.disconnected)
-        self.assertEqual(bob.received(), ["*** alice left (server shutting down)"])
+        self.assertEqual(bob.received(), [])
+        self.assertIsNone(self.factory.hub.find("alice"))
+
+    def test_stopTellsEachClientOnce(self) -> None:
+        """
+        When the service stops, each client gets its own goodbye and no
+        notice of the others leaving: each client closed in turn was
+        announced to all those not closed yet (900 clients were sent
+        405,000 lines, 15 MB, with 0.4 s of the server's CPU).
+        """
+        clients = [self.named(f"c{n}", host=f"10.0.0.{n}") for n in range(20)]
+        for client in clients[10:]:
+            client.send("/join dev")
+        self.drain()
+        for client in clients:
+            client.protocol.closeGracefully()
+        for client in clients:
+            self.assertEqual(client.received(), ["*** the server is shutting down; bye"])
+            self.assertTrue(client.closing)
+        self.assertEqual(self.factory.hub.snapshot(), {"users": 0, "rooms": 1})
+        self.assertEqual(self.factory.hub.rooms["lobby"].members, {})
 
     def test_closeGracefullyWhilePausedStillTellsClient(self) -> None:
         alice = self.named("alice")
@@ -2553,6 +2573,22 @@ class HubTests(SynchronousTestCase):
         self.assertEqual(self.stats.counters["lines_out"], before + 6)
         self.hub.join(carol, "dev")  # "left lobby" to 2
         self.assertEqual(self.stats.counters["lines_out"], before + 8)
+
+    def test_leaveQuietly(self) -> None:
+        """
+        A member leaving quietly is removed, its room not told; an empty
+        room goes.
+        """
+        alice, bob, carol = self.member("alice"), self.member("bob"), self.member("carol")
+        self.hub.join(carol, "dev")
+        bob.texts()
+        self.hub.leave(alice, "server shutting down", quietly=True)
+        self.hub.leave(carol, "server shutting down", quietly=True)
+        self.assertEqual(bob.texts(), [])
+        self.assertIsNone(self.hub.find("alice"))
+        self.assertIsNone(alice.room)
+        self.assertEqual(list(self.hub.rooms), ["lobby"])
+        self.assertEqual(self.hub.snapshot(), {"users": 1, "rooms": 1})
 
     def test_leaveTwiceAndUnregisteredHarmless(self) -> None:
         alice, bob = self.member("alice"), self.member("bob")
