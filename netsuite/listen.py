@@ -1225,6 +1225,26 @@ def limitSendBuffer(transport: object, size: int) -> bool:
     return True
 
 
+def limitReceiveBuffer(transport: object, size: int) -> bool:
+    """
+    Have the system hold at most about C{size} bytes (Linux: twice that)
+    received on the TCP connection under C{transport} and not yet read by
+    the service, where, left to tune itself, it grows to
+    C{net.ipv4.tcp_rmem}'s largest (6 MiB by default) while the service has stopped
+    reading (a peer that sends on and does not read its echo).
+
+    @return: whether the connection is a TCP one whose buffer was set.
+    """
+    sock = _tcpSocket(transport)
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError:
+        return False
+    return True
+
+
 def keepAlive(transport: object, idle: int, interval: int, count: int) -> bool:
     """
     Have TCP ask whether the peer of the connection under C{transport}

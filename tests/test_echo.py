@@ -9,8 +9,12 @@ import hashlib
 import os
 import re
 import shutil
+import fcntl
 import socket
+import struct
+import sys
 import tempfile
+import termios
 import threading
 import time
 from typing import Tuple
@@ -33,6 +37,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netsuite.echo import (
+    RECEIVE_BUFFER,
+    SEND_BUFFER,
     DaytimeFactory,
     DiscardFactory,
     EchoDatagram,
@@ -43,6 +49,7 @@ from netsuite.echo import (
     makeEchoService,
     makeEchoUDPService,
 )
+from netsuite.limits import descriptorOf
 from netsuite.stats import ServiceStats
 from netsuite.tls import loadPEM, serverOptions
 from tests.tlshelpers import closeNotifyClient, trustRootOf, writeLeaf
@@ -660,6 +667,91 @@ class TLSBackpressureTests(TestCase):
         await client.waitFor(size)
         self.assertEqual(b"".join(client.received), data)
 
+
+
+def kernelQueues(transport: object) -> Tuple[int, int, int]:
+    """
+    What the system holds for the TCP connection under C{transport} (on
+    the server's side): bytes received and not read, bytes sent and not
+    taken, and the size of its receive buffer.
+    """
+    if not sys.platform.startswith("linux"):
+        raise SkipTest("the queues are read with Linux's ioctls")
+    sock = descriptorOf(transport).socket
+    inq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    return inq, outq, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+class KernelBufferTests(TestCase):
+    """
+    What the system holds for a peer, beyond what echo holds itself.
+    """
+
+    async def floodWithoutReading(self, tls: bool) -> Tuple[int, int, int]:
+        """
+        Have a client send 32 MiB to echo (over TLS if C{tls}) without
+        reading; what the system holds for it once the server has stopped
+        reading it.
+        """
+        options, endpoint = None, None
+        if tls:
+            ca = trustme.CA()
+            options = serverOptions(*loadPEM(*writeLeaf(self.mktemp(), ca.issue_cert("localhost"))))
+        service = makeEchoService("tcp:0:interface=127.0.0.1", tls=options)
+        port = await startListener(self, service)
+        if tls:
+            endpoint = wrapClientTLS(
+                optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
+                TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+            )
+        client = await connect(self, port, Collector(), endpoint)
+        client.transport.write(b"x")
+        await client.waitFor(1)  # (over TLS, the handshake is done)
+        client.transport.pauseProducing()
+        client.transport.write(b"x" * (32 * 1024 * 1024))
+        await waitForQuiet(lambda: service.stats.bytesIn)
+        queues = kernelQueues(next(iter(service.tracker.protocols)).transport)
+        client.transport.abortConnection()
+        return queues
+
+    def assertBounded(self, queues: Tuple[int, int, int]) -> None:
+        inq, outq, rcvbuf = queues
+        self.assertLessEqual(outq, 2 * SEND_BUFFER)
+        self.assertLessEqual(inq, 2 * RECEIVE_BUFFER)
+        self.assertLessEqual(rcvbuf, 2 * RECEIVE_BUFFER)
+
+    async def test_echoPeerThatDoesNotRead(self) -> None:
+        """
+        For an echo peer that sends and does not read, the system holds at
+        most about 2 x L{SEND_BUFFER} of echo and 2 x L{RECEIVE_BUFFER} of
+        input: left to tune itself, it held 4 MiB of echo and up to 2 MB
+        of input a connection (20 such clients: 97 MB).
+        """
+        self.assertBounded(await self.floodWithoutReading(tls=False))
+
+    async def test_tlsEchoPeerThatDoesNotRead(self) -> None:
+        """
+        The same over TLS.
+        """
+        self.assertBounded(await self.floodWithoutReading(tls=True))
+
+    async def test_discardReceiveBuffer(self) -> None:
+        """
+        Discard's receive buffer stays at L{RECEIVE_BUFFER} (Linux: twice
+        that) however fast its peer sends, where the system tuned it (to 0.6
+        to 1.3 MB over 32 MiB, measured): what waits there while the server
+        is busy is bounded.
+        """
+        service = makeDiscardService("tcp:0:interface=127.0.0.1")
+        port = await startListener(self, service)
+        client = await connect(self, port, Collector())
+        size = 32 * 1024 * 1024
+        client.transport.write(b"d" * size)
+        while service.stats.bytesIn < size:
+            await deferLater(reactor, 0.01, lambda: None)
+        inq, outq, rcvbuf = kernelQueues(next(iter(service.tracker.protocols)).transport)
+        self.assertEqual(rcvbuf, 2 * RECEIVE_BUFFER)
 
 
 class TLSHalfCloseTests(TestCase):
