@@ -53,7 +53,7 @@ from netsuite.proxy import (
     _parseAuthority,
     parseTarget,
 )
-from netsuite.proxyauth import Authenticator, _parseLine, hashPassword
+from netsuite.proxyauth import CHECK_PATIENCE, MAX_WAITING_CHECKS, Authenticator, _parseLine, hashPassword
 from netsuite.proxyrules import ProxyRules, parseNetworks
 
 _ports = itertools.count(40000)
@@ -2509,14 +2509,16 @@ class AuthTests(ProxyTestCase):
     def test_guessesFromManyAddressesShareOneLimit(self) -> None:
         """
         Wrong guesses spread over many loopback addresses (all allowed
-        clients) use up the checks all clients share: then even the right
-        password gets the usual 407 without being checked, until the
-        allowance refills.
+        clients) use up the checks all clients share, and fill the line of
+        those waiting for one: then even the right password gets the usual
+        407 without being checked, until the allowance refills.
         """
-        for i in range(25):
-            client = self.proxy_.client(f"127.0.0.{i + 2}")
+        guessing = []
+        for i in range(25 + MAX_WAITING_CHECKS):
+            client = self.proxy_.client(f"127.0.{i // 200}.{i % 200 + 2}")
             client.send(b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", f"guess{i}") + b"\r\n\r\n")
-            self.assertEqual(client.response().status, 407)
+            guessing.append(client)
+        self.assertEqual({client.response().status for client in guessing[:20] + guessing[-5:]}, {407})
         right = b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", "right") + b"\r\n\r\n"
         client = self.proxy_.client("127.0.1.1")
         client.send(right)
@@ -2524,6 +2526,8 @@ class AuthTests(ProxyTestCase):
         self.assertTextError(response, 407, "needs a user name and password")
         self.assertEqual(len(response.header(b"proxy-authenticate")), 1)
         self.assertEqual(self.proxy_.attempts, [])
+        self.clock.advance(CHECK_PATIENCE)  # the guesses waiting give up
+        self.assertEqual({client.response().status for client in guessing}, {407})
         self.clock.advance(1)
         client.transport.clear()
         client.send(right)

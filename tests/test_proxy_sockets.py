@@ -1445,10 +1445,10 @@ class ProxySocketTests(TestCase):
         """
         An origin that takes an upload slowly but steadily, all of it
         already written towards it, is not timed out while it takes it
-        (here a read timeout of 0.5 s, 150 KB taken over some seconds):
-        it got a 504 "did not answer", 2 MB at 5 KB/s after 60 s.
+        (here a read timeout of 1 s, 300 KB taken 4 KB at a time over about
+        1.5 s): it got a 504 "did not answer", 2 MB at 5 KB/s after 60 s.
         """
-        size = 150_000
+        size = 300_000
         listener = socket.socket()
         self.addCleanup(listener.close)
         listener.bind(("127.0.0.1", 0))
@@ -1468,12 +1468,12 @@ class ProxySocketTests(TestCase):
                     if not chunk:
                         return taken
                     taken += len(chunk)
-                    time.sleep(0.01)
+                    time.sleep(0.02)
                 conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
                 return taken
 
         taking = threads.deferToThread(origin)
-        port = await self.startProxy(settings=ProxySettings(readTimeout=0.5))
+        port = await self.startProxy(settings=ProxySettings(readTimeout=1.0))
         data = await self.exchange(
             port,
             b"PUT http://127.0.0.1:%d/f HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (originPort, size)
