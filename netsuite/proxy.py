@@ -1996,12 +1996,17 @@ class ProxyRequest(http.Request):
         not all read, or for a failed CONNECT but a 407: what a client sends
         after a CONNECT is meant for the tunnel, not read as requests (a
         request sent with it went where it named).  After a 407 the client
-        may ask again on the connection, with credentials.
+        may ask again on the connection, with credentials, unless it had
+        already sent bytes for the tunnel.
         """
         self._releaseTunnel()
         if self._gone or self._ended:
             return
-        close = close or (self.method == b"CONNECT" and status != 407)
+        # Bytes already sent after a CONNECT were meant for its tunnel: after
+        # a 407 too they are not read as requests (a GET pipelined there
+        # was served).
+        if self.method == b"CONNECT" and (status != 407 or self.channel.hasInputWaiting()):
+            close = True
         if self.startedWriting:
             self.upstreamBroken(message)
             return
@@ -2350,6 +2355,13 @@ class ProxyChannel(NetsuiteHTTPChannel):
             tunnel.fromClient(early)
         if self._inputEnded:  # the client shut its side while we connected
             tunnel.clientEnded()
+
+    def hasInputWaiting(self) -> bool:
+        """
+        Whether bytes the client sent after the request being answered wait
+        to be read (in the line parser's buffer, or held while it answers).
+        """
+        return bool(self._dataBuffer) or bool(getattr(self, "_buffer", b""))
 
     def canHalfClose(self) -> bool:
         """

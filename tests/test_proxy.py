@@ -2571,6 +2571,27 @@ class AuthTests(ProxyTestCase):
         self.assertEqual(client.response().status, 200)
 
 
+    def test_connectChallengeWithBytesForTheTunnel(self) -> None:
+        """
+        A CONNECT answered 407 closes the connection when the client had
+        already sent bytes after it, meant for the tunnel (a GET pipelined
+        there, with credentials, was served); without them the connection
+        stays open for the CONNECT with credentials.
+        """
+        client = self.proxy_.client()
+        client.send(
+            b"CONNECT example.com:443 HTTP/1.1\r\n\r\n"
+            b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", "right") + b"\r\n\r\n"
+        )
+        self.assertEqual([r.status for r in client.responses()], [407])
+        self.assertTrue(client.closed)
+        self.assertEqual(self.proxy_.attempts, [])
+        client = self.proxy_.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        self.assertEqual(client.response().status, 407)
+        self.assertFalse(client.closed)
+
+
 # 8. Keep-alive and the pool.
 
 
