@@ -1376,6 +1376,44 @@ class LargeFileTests(ServerMixin, TestCase):
         self.assertEqual(self.folder._filesByHost, {})
         self.assertEqual((await self.get(b"/big.bin")).body, patterned(self.SIZE))
 
+    async def test_oldETagOfAChangedFileWithinTheShare(self) -> None:
+        """
+        A request with the ETag of a file that changed since it was cached
+        is a 200 after all: it is held to the address's share like any
+        other (let through as a 304, it streamed the file past it).
+        """
+        self.folder.maxOpenFilesPerHost = 1
+        client = await self.connectRaw()
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.transport.write(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.waitFor(300 * 1024)
+        etag = (await self.get(b"/big.bin", method=b"HEAD")).header(b"etag")
+        with open(os.path.join(self.base, "www", "big.bin"), "ab") as f:
+            f.write(b"more")
+        refused = await self.get(b"/big.bin", [(b"If-None-Match", etag)])
+        self.assertEqual(refused.status, 503)
+        self.assertEqual(self.folder._filesByHost, {"127.0.0.1": 1})
+        client.transport.abortConnection()
+        await client.closed
+        await waitUntil(lambda: not self.folder._producers)
+
+    def test_clientsWithoutAnAddressHaveNoShare(self) -> None:
+        """
+        Clients of a UNIX socket have no address to share: they all counted
+        under one empty key, as if one client.
+        """
+        from twisted.internet.address import IPv4Address, UNIXAddress
+        from twisted.web.test.requesthelper import DummyRequest
+
+        self.folder.maxOpenFilesPerHost = 1
+        self.folder._filesByHost[""] = 5
+        self.folder._filesByHost["10.0.0.1"] = 1
+        request = DummyRequest([b""])
+        request.client = UNIXAddress(b"/run/netsuite.sock")
+        self.assertFalse(self.folder._hostFull(request))
+        request.client = IPv4Address("TCP", "10.0.0.1", 1234)
+        self.assertTrue(self.folder._hostFull(request))
+
     async def test_slowReaderPausesProducer(self) -> None:
         size = 24 * 1024 * 1024
         self.write("www/huge.bin", patterned(size))

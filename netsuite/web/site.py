@@ -830,7 +830,7 @@ class NetsuiteHTTPChannel(HTTPChannel):
         self._deadline = None
 
     def connectionLost(self, reason: Any) -> None:
-        if not self._closing and self._transferDecoder is not None and not self._lost:
+        if not self._closing and self._state == "busy" and self._transferDecoder is not None and not self._lost:
             # Gone in the middle of a request body: logged (and counted)
             # as nginx logs it, 400 ("client prematurely closed connection
             # while reading client request body"); it was in no log.
@@ -1171,7 +1171,8 @@ class NetsuiteRequest(Request):
             connection = getattr(self.channel, "_conn", None)  # HTTP/2's
             if site.bodyFiles >= BODY_FILES:
                 problem = f"more than {BODY_FILES} request bodies are being received"
-            elif site.bodyFilesByHost.get(host, 0) >= BODY_FILES_PER_HOST:
+            elif host and site.bodyFilesByHost.get(host, 0) >= BODY_FILES_PER_HOST:
+                # (Not for a UNIX socket's clients, which have no address.)
                 problem = f"more than {BODY_FILES_PER_HOST} request bodies are being received from your address"
             elif connection is not None and getattr(connection, "bodyFiles", 0) >= H2_BODY_FILES:
                 problem = f"more than {H2_BODY_FILES} request bodies are being received on this connection"

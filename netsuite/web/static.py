@@ -1100,13 +1100,8 @@ class StaticFolder(Resource):
                 return NOT_DONE_YET
             if self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles:
                 raise _Unavailable(f"{self.maxOpenFiles} files are being sent")
-            perHost = self.maxOpenFilesPerHost
-            if (
-                perHost is not None
-                and self._filesByHost.get(_clientKey(request), 0) >= perHost
-                and self._sendsTheFile(request, representation, found)
-            ):
-                raise _Unavailable(f"{perHost} files are being sent to your address")
+            if self._hostFull(request) and self._sendsTheFile(request, representation, found):
+                raise _Unavailable(f"{self.maxOpenFilesPerHost} files are being sent to your address")
             opened = self._open(representation.path)
             if opened is None:
                 entry.checked = _STALE
@@ -1116,7 +1111,19 @@ class StaticFolder(Resource):
                 # Changed since it was cached: answer from what was opened,
                 # and look at the disk again next time.
                 entry.checked = _STALE
+                before = self._sendsTheFile(request, representation, found)
                 representation = representation.changedTo(st)
+                if not before and self._sendsTheFile(request, representation, found):
+                    # A 304 by what was cached (an old ETag) that is a 200
+                    # now: within the limits like any other.
+                    if connection is not None and self._h2Files.get(connection, 0) >= H2_OPEN_FILES:
+                        os.close(fd)
+                        self._h2Waiting.setdefault(connection, {})[request] = (key, entry)
+                        request.notifyFinish().addErrback(self._waitingLost, connection, request)
+                        return NOT_DONE_YET
+                    if self._hostFull(request):
+                        os.close(fd)
+                        raise _Unavailable(f"{self.maxOpenFilesPerHost} files are being sent to your address")
         try:
             plan = self._respond(request, representation, found)
         except BaseException:
@@ -1139,6 +1146,16 @@ class StaticFolder(Resource):
         start, length = plan
         _FileProducer(self, request, fd, start, length, representation.streamGzip).start()
         return NOT_DONE_YET
+
+    def _hostFull(self, request) -> bool:
+        """
+        Whether C{request}'s client address has its share of the files
+        being sent (L{maxOpenFilesPerHost}); never for a client without an
+        address (a UNIX socket's).
+        """
+        perHost = self.maxOpenFilesPerHost
+        host = _clientKey(request)
+        return perHost is not None and bool(host) and self._filesByHost.get(host, 0) >= perHost
 
     def _sendsTheFile(self, request, representation: _Representation, found: dict[bytes, Sequence[bytes]]) -> bool:
         """
