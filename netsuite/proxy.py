@@ -2180,6 +2180,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
         self.factory = factory
 
     def connectionMade(self) -> None:
+        self.factory.connectionOpened()
         NetsuiteHTTPChannel.connectionMade(self)
         self._networkProducer = self._gate = _ReadGate(self._networkProducer, self._readingStopped)
         peer = self.transport.getPeer()
@@ -2424,7 +2425,10 @@ class ProxyChannel(NetsuiteHTTPChannel):
             if timer is not None and timer.active():
                 timer.cancel()
         self._sendTimer = self._resetTimer = None
-        NetsuiteHTTPChannel.connectionLost(self, reason)
+        try:
+            NetsuiteHTTPChannel.connectionLost(self, reason)
+        finally:
+            self.factory.connectionClosed()
 
 
 class ProxyFactory(Factory):
@@ -2497,12 +2501,42 @@ class ProxyFactory(Factory):
         channel.timeOut = self.settings.idleTimeout
         return channel
 
+    #: Client connections open, and whether the factory stopped (its last
+    #: listener stopped listening) while some were: the access log is
+    #: closed when the last one ends.  It was closed at once, and the
+    #: answers that ended in the grace period went to the twistd log.
+    _connections = 0
+    _stopping = False
+
     def startFactory(self) -> None:
+        self._stopping = False
         if self.accessLogPath and self._logFile is None:
             self._logFile = openAccessLog(self.accessLogPath, self.clock)
 
     def stopFactory(self) -> None:
         self.pool.closeAll()
+        if self._connections:
+            self._stopping = True
+        else:
+            self._closeLog()
+
+    def connectionOpened(self) -> None:
+        """
+        A client connection began.
+        """
+        self._connections += 1
+
+    def connectionClosed(self) -> None:
+        """
+        A client connection ended: the last one of a stopped factory
+        closes the access log.
+        """
+        self._connections -= 1
+        if self._stopping and not self._connections:
+            self._stopping = False
+            self._closeLog()
+
+    def _closeLog(self) -> None:
         if self._logFile is not None:
             self._logFile.close()
             self._logFile = None

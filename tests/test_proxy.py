@@ -3840,20 +3840,30 @@ class StatsAndLogTests(ProxyTestCase):
     def test_accessLogFile(self) -> None:
         """
         With C{accessLog}, lines go to that file (written when the factory
-        stops at the latest).
+        stops at the latest, and its last connection has ended): an answer
+        that ends after the stop, in the grace period, is in it too (it went
+        to the twistd log).
         """
         path = self.mktemp()
         proxy = self.proxy(accessLog=path)
-        proxy.exchange()
+        client = proxy.client()
+        client.send(b"GET http://example.com/ HTTP/1.1\r\n\r\n")
+        origin = proxy.accept()
         other = proxy.client()
         other.send(b"GET http://loopback.example/ HTTP/1.1\r\n\r\n")
         other.received()
         proxy.factory.stopFactory()
+        origin.send(OK)
+        self.assertEqual(client.response().status, 200)
+        client.lose()
+        self.assertIsNotNone(proxy.factory._logFile)
+        other.lose()
+        self.assertIsNone(proxy.factory._logFile)
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
         self.assertEqual(len(lines), 2)
-        self.assertIn('"GET http://example.com/ HTTP/1.1" 200 0 5 ', lines[0])
-        self.assertIn('"GET http://loopback.example/ HTTP/1.1" 403 0 0 ', lines[1])
+        self.assertIn('"GET http://loopback.example/ HTTP/1.1" 403 0 0 ', lines[0])
+        self.assertIn('"GET http://example.com/ HTTP/1.1" 200 0 5 ', lines[1])
 
     def test_logMessagesAreText(self) -> None:
         """
