@@ -1362,7 +1362,14 @@ class LargeFileTests(ServerMixin, TestCase):
         refused = await self.get(b"/big.bin")
         self.assertEqual((refused.status, refused.header(b"retry-after")), (503, b"1"))
         self.assertIn(b"1 files are being sent to your address", refused.body)
-        self.assertEqual((await self.get(b"/big.bin", method=b"HEAD")).status, 200)
+        head = await self.get(b"/big.bin", method=b"HEAD")
+        self.assertEqual(head.status, 200)
+        for headers, status in (
+            ([(b"If-None-Match", head.header(b"etag"))], 304),
+            ([(b"If-Match", b'"other"')], 412),
+            ([(b"Range", b"bytes=999999999-")], 416),
+        ):
+            self.assertEqual((await self.get(b"/big.bin", headers)).status, status, headers)
         other = RawClient()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, bindAddress=("127.0.0.2", 0))
         await connectProtocol(endpoint, other)
@@ -1402,7 +1409,7 @@ class LargeFileTests(ServerMixin, TestCase):
         Clients of a UNIX socket have no address to share: they all counted
         under one empty key, as if one client.
         """
-        from twisted.internet.address import IPv4Address, UNIXAddress
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
         from twisted.web.test.requesthelper import DummyRequest
 
         self.folder.maxOpenFilesPerHost = 1
@@ -1413,6 +1420,14 @@ class LargeFileTests(ServerMixin, TestCase):
         self.assertFalse(self.folder._hostFull(request))
         request.client = IPv4Address("TCP", "10.0.0.1", 1234)
         self.assertTrue(self.folder._hostFull(request))
+        # An IPv6 client counts by its /64, as everywhere in netsuite.
+        self.folder._filesByHost.clear()
+        request.client = IPv6Address("TCP", "2001:db8::1", 1234)
+        self.folder._filesByHost[static._clientKey(request)] = 1
+        request.client = IPv6Address("TCP", "2001:db8::2:2", 1234)
+        self.assertTrue(self.folder._hostFull(request))
+        request.client = IPv6Address("TCP", "2001:db8:0:1::1", 1234)
+        self.assertFalse(self.folder._hostFull(request))
 
     async def test_slowReaderPausesProducer(self) -> None:
         size = 24 * 1024 * 1024
