@@ -102,8 +102,9 @@ KEEPALIVE_COUNT = 6
 #: theirs too (ircu: 61440 bytes).
 SEND_BUFFER = 64 * 1024
 
-#: Bytes skipped after a CR that ends a line: CRLF's LF, telnet's CR NUL.
-_AFTER_CR = (0x0A, 0x00)
+#: Bytes skipped after a CR that ends a line: CRLF's LF, telnet's CR NUL,
+#: and more CRs (Windows' text mode writes CRLF as CR CR LF).
+_AFTER_CR = (0x0A, 0x00, 0x0D)
 
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
@@ -316,8 +317,10 @@ class ChatProtocol(Protocol):
             # The LF of a CRLF (or the NUL of telnet's CR NUL) whose CR
             # ended the last read: the line has ended already.
             self._afterCR = False
-            if buffer[0] in _AFTER_CR:
-                start = 1
+            while start < size and buffer[start] in _AFTER_CR:
+                start += 1
+            if start == size:
+                self._afterCR = True
         # The next LF and the next CR (size: none), each looked for again
         # only once passed, so a read of many lines is scanned once.
         lf = cr = -1
@@ -345,10 +348,10 @@ class ChatProtocol(Protocol):
             if end == cr:
                 # CR ends a line, as IRC servers take it; so do CRLF and CR
                 # NUL, even split between two reads.
+                while after < size and buffer[after] in _AFTER_CR:
+                    after += 1
                 if after == size:
                     self._afterCR = True
-                elif buffer[after] in _AFTER_CR:
-                    after += 1
             if self._discarding:
                 self._discarding = False  # the end of a line already refused
                 self._discard(end - start)

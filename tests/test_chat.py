@@ -298,6 +298,27 @@ class NameTests(ChatTestCase):
         self.assertEqual(bob.received(), [f"alice: line {n}" for n in range(10)])
         self.assertEqual(alice.received(), [])
 
+    def test_crCrLfIsOneLineEnd(self) -> None:
+        """
+        CR CR LF (Windows' text mode writing CRLF) is one line end, split
+        between reads or not, and so is CR NUL after CRs: the CR ended the
+        line and the CRLF after it was an empty line, a line of the flood
+        budget each (ten lines within a burst of ten got five "slow down").
+        """
+        bob = self.named("bob")
+        alice = self.named("alice")
+        self.drain()
+        self.clock.advance(10)
+        for n in range(5):
+            alice.sendRaw(b"m%d\r\r\n" % (n,))
+        for n in range(5, 8):
+            alice.sendRaw(b"m%d\r" % (n,))
+            alice.sendRaw(b"\r")
+            alice.sendRaw(b"\n")
+        alice.sendRaw(b"m8\r\r\x00m9\r\r\r\n")
+        self.assertEqual(bob.received(), [f"alice: m{n}" for n in range(10)])
+        self.assertEqual(alice.received(), [])
+
     def test_emptyLinesBeforeTheNameAreIgnored(self) -> None:
         """
         Enter pressed before the name costs no try (it cost one, with an
