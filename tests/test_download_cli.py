@@ -706,6 +706,9 @@ class UsageErrorTests(SynchronousTestCase):
             ("http://carol:Hunter4pw@-a-.example:3128", "so Twisted cannot connect to it"),
             ("http://carol:Hunter4pw@[::1%25lo]:3128", "cannot be used as a proxy: an IPv6 zone ID"),
             ("http://carol:Hunter4pw@[v1.x]:3128", "cannot be used as a proxy: [v1.x] is not an IPv6 address"),
+            # An IPvFuture literal may hold colons: it was taken for IPv6.
+            ("http://[v1.a:b]:3128", "cannot be used as a proxy: [v1.a:b] is not an IPv6 address"),
+            ("http://[vF.fe80::1]:3128", "cannot be used as a proxy: [vF.fe80::1] is not an IPv6 address"),
             ("http://carol:Hunter4pw@a..example:3128", "cannot be used as a proxy: the host name has an empty label"),
             ("http://carol:Hunter4pw@b\u00fc_cher.example:3128", "cannot be used as a proxy: the host name is not valid IDNA"),
             ("socks5://carol:Hunter4pw@example.com:1080", "'socks5://carol:***@example.com:1080' is not a proxy URL"),

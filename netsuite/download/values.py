@@ -6,6 +6,7 @@ names and which headers are the downloader's own.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -191,8 +192,12 @@ def bracketedHostProblem(netloc: str) -> Optional[str]:
     if not hostport.startswith("["):
         return None
     inside = hostport[1:].partition("]")[0]
-    if ":" in inside:
-        return None  # an IPv6 address (urlsplit checked it)
+    if inside[:1] not in ("v", "V"):  # IPvFuture's mark (it may hold colons too)
+        try:
+            ipaddress.IPv6Address(inside)
+            return None
+        except ValueError:
+            pass
     return f"[{inside}] is not an IPv6 address (an IPvFuture address cannot be connected to)"
 
 
