@@ -1439,7 +1439,11 @@ class ProxyRequest(http.Request):
             if not values or len(values) != 1:
                 self._askForCredentials()
                 return
-            d = defer.ensureDeferred(factory.authenticator.authenticate(values[0], channel.clientHost))
+            d = defer.ensureDeferred(
+                factory.authenticator.authenticate(
+                    values[0], channel.clientHost, lambda: not (self._gone or self._ended)
+                )
+            )
             d.addCallbacks(self._authenticated, self._authError)
             return
         self._route()

@@ -45,7 +45,7 @@ import sys
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -87,6 +87,9 @@ MAX_USERS_FILE = 16 * 1024 * 1024
 #: queues them for its helpers).
 MAX_WAITING_CHECKS = 64
 CHECK_PATIENCE = 5.0
+#: Sign-ins of one client address that wait for one of its own checks to
+#: end (L{MAX_WAITING_CHECKS} in all): one address took every place.
+MAX_WAITING_PER_CLIENT = 16
 
 #: Seconds C{netsuite-proxy-user} waits for another run to be done with
 #: the users file.
@@ -362,11 +365,11 @@ class Authenticator:
         #: patience's timer), and the call that wakes them when the next
         #: check of the second is due.
         self._running = 0
-        self._waitingTurns: deque[Tuple[defer.Deferred[bool], IDelayedCall]] = deque()
+        self._waitingTurns: deque[Tuple[defer.Deferred[bool], IDelayedCall, Callable[[], bool]]] = deque()
         self._turnCall: Optional[IDelayedCall] = None
         #: Sign-ins waiting, by client, for one of its checks under way to
         #: end (each holds one of its wrong tries until then).
-        self._waitingTries: Dict[str, deque[defer.Deferred[bool]]] = {}
+        self._waitingTries: Dict[str, deque[Tuple[defer.Deferred[bool], Callable[[], bool]]]] = {}
         self._toWake: Set[str] = set()
         self._waking = self._turning = False
         #: Sign-ins waiting in all (L{MAX_WAITING_CHECKS} at most).
@@ -482,10 +485,16 @@ class Authenticator:
             "proxy users file {path} read again: {count} users", path=self._path, count=len(self.users)
         )
 
-    async def authenticate(self, value: Optional[bytes], client: str) -> Optional[str]:
+    async def authenticate(
+        self, value: Optional[bytes], client: str, wanted: Callable[[], bool] = lambda: True
+    ) -> Optional[str]:
         """
         The user C{value} (a C{Proxy-Authorization} header) proves to be, or
         L{None}.
+
+        @param wanted: whether the answer is still wanted (the client is
+            still there): one no longer wanted gives up its place while it
+            waits for a check (L{CHECK_PATIENCE} in all).
         """
         self._reloadIfChanged()
         if self._reading and not self._overdue:
@@ -500,7 +509,8 @@ class Authenticator:
         # Wrong tries count per address (an IPv6 client per /64);
         # credentials are remembered for the exact address.
         limited = hostKey(client)
-        if not await self._freeTry(limited):
+        deadline = self._clock.seconds() + CHECK_PATIENCE
+        if not await self._freeTry(limited, deadline, wanted):
             # Too many wrong tries: no more (costly) checks for now, and no
             # answer from those remembered either (it would tell a right
             # guess from a wrong one).
@@ -526,7 +536,7 @@ class Authenticator:
             return name if await shared else None
         self._reserved[limited] = self._reserved.get(limited, 0) + 1
         self._checking[key] = []
-        if not await self._turn():
+        if not await self._turn(deadline, wanted):
             # No check free in time.  Counted as a wrong try, or guesses
             # refused here could test what is remembered for free.
             self._checked(key, limited, False)
@@ -568,34 +578,61 @@ class Authenticator:
             self._good.popitem(last=False)
         return name
 
-    async def _freeTry(self, client: str) -> bool:
+    async def _freeTry(self, client: str, deadline: float, wanted: Callable[[], bool]) -> bool:
         """
         Wait until C{client} has a wrong try free to hold for a check:
         while its tries are all held by its checks under way (20 people
         behind one NAT signing in together), until one of those ends;
-        C{False} when it has used its tries up, when L{MAX_WAITING_CHECKS}
-        wait already, or after L{CHECK_PATIENCE} seconds.
+        C{False} when it has used its tries up, when
+        L{MAX_WAITING_PER_CLIENT} of its sign-ins or L{MAX_WAITING_CHECKS}
+        in all wait already, at the C{deadline}, or once the sign-in is no
+        longer C{wanted} (its client went away).
         """
-        deadline = self._clock.seconds() + CHECK_PATIENCE
         while True:
             available = self._failures.available(client)
             if available >= self._reserved.get(client, 0) + 1.0:
                 return True
             left = deadline - self._clock.seconds()
-            if available < 1.0 or self._waiting >= MAX_WAITING_CHECKS or left <= 0:
+            waiters = self._waitingTries.setdefault(client, deque())
+            if available < 1.0 or left <= 0 or len(waiters) >= MAX_WAITING_PER_CLIENT or not self._placeFree():
+                if not waiters:
+                    del self._waitingTries[client]
                 return False
             waiter: defer.Deferred[bool] = defer.Deferred()
-            waiters = self._waitingTries.setdefault(client, deque())
-            waiters.append(waiter)
+            waiters.append((waiter, wanted))
             self._waiting += 1
             timer = self._clock.callLater(left, self._triesGaveUp, client, waiter)
             try:
-                if not await waiter:
+                if not await waiter or not wanted():
                     return False
             finally:
                 self._waiting -= 1
                 if timer.active():
                     timer.cancel()
+
+    def _placeFree(self) -> bool:
+        """
+        Whether another sign-in may wait (L{MAX_WAITING_CHECKS}); when none
+        may, those whose clients went away leave first.
+        """
+        if self._waiting < MAX_WAITING_CHECKS:
+            return True
+        # Taken out first, told after: telling one may start others.
+        gone: List[defer.Deferred[bool]] = []
+        for waiting in [w for w in self._waitingTurns if not w[2]()]:
+            self._waitingTurns.remove(waiting)
+            waiting[1].cancel()
+            self._waiting -= 1
+            gone.append(waiting[0])
+        for client, waiters in list(self._waitingTries.items()):
+            for waiting in [w for w in waiters if not w[1]()]:
+                waiters.remove(waiting)
+                gone.append(waiting[0])  # its own finally counts it out
+            if not waiters:
+                del self._waitingTries[client]
+        for waiter in gone:
+            waiter.callback(False)
+        return self._waiting < MAX_WAITING_CHECKS
 
     def _wakeTries(self, client: str) -> None:
         """
@@ -611,35 +648,39 @@ class Authenticator:
         try:
             while self._toWake:
                 waiters = self._waitingTries.pop(self._toWake.pop(), None)
-                for waiter in waiters or ():
+                for waiter, _ in waiters or ():
                     waiter.callback(True)
         finally:
             self._waking = False
 
     def _triesGaveUp(self, client: str, waiter: defer.Deferred[bool]) -> None:
         waiters = self._waitingTries.get(client)
-        if waiters is not None and waiter in waiters:
-            waiters.remove(waiter)
+        if waiters is not None:
+            for waiting in waiters:
+                if waiting[0] is waiter:
+                    waiters.remove(waiting)
+                    break
             if not waiters:
                 del self._waitingTries[client]
         if not waiter.called:
             waiter.callback(False)
 
-    def _turn(self) -> defer.Deferred[bool]:
+    def _turn(self, deadline: float, wanted: Callable[[], bool]) -> defer.Deferred[bool]:
         """
         Wait for a check to be free (at most C{maxChecking} at once, and
         within the checks all clients get a second); C{True} once this one
-        runs, C{False} when L{MAX_WAITING_CHECKS} already wait or none came
-        within L{CHECK_PATIENCE} seconds.
+        runs, C{False} when L{MAX_WAITING_CHECKS} already wait, at the
+        C{deadline}, or once the sign-in is no longer C{wanted}.
         """
         if not self._waitingTurns and self._running < self._maxChecking and self._checks.take():
             self._running += 1
             return defer.succeed(True)
-        if self._waiting >= MAX_WAITING_CHECKS:
+        left = deadline - self._clock.seconds()
+        if left <= 0 or not self._placeFree():
             return defer.succeed(False)
         waiter: defer.Deferred[bool] = defer.Deferred()
-        timer = self._clock.callLater(CHECK_PATIENCE, self._gaveUp, waiter)
-        self._waitingTurns.append((waiter, timer))
+        timer = self._clock.callLater(left, self._gaveUp, waiter)
+        self._waitingTurns.append((waiter, timer, wanted))
         self._waiting += 1
         self._nextTurns()
         return waiter
@@ -655,20 +696,28 @@ class Authenticator:
     def _nextTurns(self) -> None:
         """
         Start the checks of sign-ins waiting, in order, as far as the
-        limits allow; wake up when the next check of the second is due.
+        limits allow (those whose clients went away leave without one);
+        wake up when the next check of the second is due.
         """
         if self._turning:  # a check that ended at once: the loop goes on
             return
         self._turning = True
         try:
             while self._waitingTurns and self._running < self._maxChecking:
+                waiter, timer, wanted = self._waitingTurns[0]
+                if not wanted():
+                    self._waitingTurns.popleft()
+                    timer.cancel()
+                    self._waiting -= 1
+                    waiter.callback(False)
+                    continue
                 if not self._checks.take():
                     if self._turnCall is None:
                         # (At least 10 ms: the float sums may leave the
                         # token a hair short when it is due.)
                         self._turnCall = self._clock.callLater(max(self._checks.delay(), 0.01), self._turnDue)
                     return
-                waiter, timer = self._waitingTurns.popleft()
+                self._waitingTurns.popleft()
                 timer.cancel()
                 self._waiting -= 1
                 self._running += 1

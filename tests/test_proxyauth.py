@@ -21,6 +21,7 @@ from netsuite.proxyauth import (
     CHECK_PATIENCE,
     MAX_USERS_FILE,
     MAX_WAITING_CHECKS,
+    MAX_WAITING_PER_CLIENT,
     Authenticator,
     UsersFileError,
     hashPassword,
@@ -469,6 +470,79 @@ class AuthenticatorTests(SynchronousTestCase):
         self.pending = []
         defer.ensureDeferred(auth.authenticate(basic("alice", "another"), "127.8.8.8"))
         self.assertEqual(self.checks, 11)
+
+    def test_oneAddressHoldsFewPlaces(self) -> None:
+        """
+        One address's sign-ins waiting for one of its own checks to end are
+        at most L{MAX_WAITING_PER_CLIENT}: one address filled the whole
+        line, and others' sign-ins were refused at once.
+        """
+        auth = self.slowAuthenticator()
+        flood = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), "192.0.2.66")) for i in range(80)]
+        self.assertEqual(self.checks, 5)
+        self.assertEqual(sum(d.called for d in flood), 80 - 5 - MAX_WAITING_PER_CLIENT)
+        self.assertEqual(auth._waiting, MAX_WAITING_PER_CLIENT)
+        other = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "198.51.100.1"))
+        self.assertEqual(self.checks, 6)
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(other), "alice")
+        self.clock.advance(CHECK_PATIENCE)
+        for fire in self.pending:
+            fire()
+        self.assertEqual(auth._waiting, 0)
+
+    def test_goneClientsLeaveTheLine(self) -> None:
+        """
+        When the line is full, sign-ins whose clients went away (no longer
+        wanted) leave it for a new one, and none of them gets a check: the
+        line was held, and checks run, for connections already closed.
+        """
+        auth = self.slowAuthenticator()
+        gone = [False]
+        running = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), f"127.0.0.{i + 2}")) for i in range(8)]
+        waiting = [
+            defer.ensureDeferred(
+                auth.authenticate(basic("alice", f"w{i}"), f"127.1.{i // 200}.{i % 200 + 2}", lambda: not gone[0])
+            )
+            for i in range(MAX_WAITING_CHECKS)
+        ]
+        self.assertEqual(auth._waiting, MAX_WAITING_CHECKS)
+        gone[0] = True
+        late = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "198.51.100.1"))
+        self.assertFalse(late.called)
+        self.assertEqual({self.successResultOf(d) for d in waiting}, {None})
+        self.assertEqual(auth._waiting, 1)
+        self.pending.pop(0)()
+        self.assertEqual(self.checks, 9)
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(late), "alice")
+        for fire in self.pending:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in running}, {None})
+
+    def test_patienceCountsBothWaits(self) -> None:
+        """
+        A sign-in that waited for a free try and then for a check waits
+        L{CHECK_PATIENCE} in all (each wait had its own: 10 s).
+        """
+        auth = self.slowAuthenticator()
+        auth._checks = auth._checks.__class__(10, 5, self.clock)
+        self.users["bob"] = self.users["alice"]
+        held = [defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.7"))]
+        held += [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), "192.0.2.7")) for i in range(4)]
+        sixth = defer.ensureDeferred(auth.authenticate(basic("bob", "right"), "192.0.2.7"))
+        for i in range(20):  # the checks of the second all taken by others
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"o{i}"), f"127.2.0.{i + 2}"))
+        self.clock.advance(CHECK_PATIENCE - 0.1)
+        self.pending.pop(0)()  # one of its tries comes free: it waits for a check now
+        self.assertEqual(self.successResultOf(held[0]), "alice")
+        self.assertFalse(sixth.called)
+        self.clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(sixth))
+        self.clock.advance(CHECK_PATIENCE)
+        for fire in self.pending:
+            fire()
+        del held
 
     def test_waitingLineBounded(self) -> None:
         """
