@@ -1215,14 +1215,7 @@ def limitSendBuffer(transport: object, size: int) -> bool:
 
     @return: whether the connection is a TCP one whose buffer was set.
     """
-    sock = _tcpSocket(transport)
-    if sock is None:
-        return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-    except OSError:
-        return False
-    return True
+    return _setBuffer(transport, socket.SO_SNDBUF, size)
 
 
 def limitReceiveBuffer(transport: object, size: int) -> bool:
@@ -1235,11 +1228,19 @@ def limitReceiveBuffer(transport: object, size: int) -> bool:
 
     @return: whether the connection is a TCP one whose buffer was set.
     """
+    return _setBuffer(transport, socket.SO_RCVBUF, size)
+
+
+def _setBuffer(transport: object, option: int, size: int) -> bool:
+    """
+    Set the socket C{option} (a buffer size) of the TCP connection under
+    C{transport} to C{size}; whether it was.
+    """
     sock = _tcpSocket(transport)
     if sock is None:
         return False
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
     except OSError:
         return False
     return True

@@ -318,19 +318,15 @@ class _CountThenAnswer(Protocol):
 
 
 @implementer(IHalfCloseableProtocol)
-class _GreetThenCount(Protocol):
+class _CountingInput(Protocol):
     """
-    Sends a greeting and ends its output at once, then counts what comes
-    until the end of input (C{ended} fires with the count).
+    Counts bytes until the end of input (C{ended} fires with the count),
+    then closes.
     """
 
     def __init__(self) -> None:
         self.count = 0
         self.ended: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(b"hello from the origin\n")
-        self.transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.count += len(data)
@@ -341,6 +337,16 @@ class _GreetThenCount(Protocol):
 
     def writeConnectionLost(self) -> None:
         pass
+
+
+class _GreetThenCount(_CountingInput):
+    """
+    Sends a greeting and ends its output at once, then counts what comes.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"hello from the origin\n")
+        self.transport.loseWriteConnection()
 
 
 def _tunnelAfterOriginEnd(port: int, ca: trustme.CA, target: int, tls12: bool, size: int) -> Tuple[bytes, str, str]:
@@ -1966,30 +1972,18 @@ class ProxySocketTests(TestCase):
         self.assertEqual(await origin.ended.addTimeout(10, reactor), 0)
 
 
-@implementer(IHalfCloseableProtocol)
-class _SlowReader(Protocol):
+class _SlowReader(_CountingInput):
     """
     Reads nothing until told to, then counts bytes until the end of input.
     """
 
     def __init__(self) -> None:
-        self.count = 0
+        _CountingInput.__init__(self)
         self.started: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[int] = defer.Deferred()
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
         self.started.callback(None)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.count += len(data)
-
-    def readConnectionLost(self) -> None:
-        self.ended.callback(self.count)
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
 
 class ShutWritingTests(TestCase):

@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import trustme
 from twisted.internet import reactor, threads
@@ -2231,6 +2231,14 @@ class SocketTests(TestCase):
         # as a head never finished is not (nginx logs neither).
         await threads.deferToThread(leave, b"POST /api/echo?head HTTP/1.1\r\nContent-Length: 1000\r\nHost: x\r\nAcc")
         await threads.deferToThread(leave, b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 500)
+        line = await self.onlyLogLine(service, path)
+        self.assertIn('"POST /api/echo HTTP/1.1" 400 - ', line)
+
+    async def onlyLogLine(self, service: Any, path: str) -> str:
+        """
+        Once C{service} has logged a request, stop it and return the one
+        line of its access log file C{path}.
+        """
         for _ in range(100):
             if service.stats.counters.get("requests"):
                 break
@@ -2238,7 +2246,7 @@ class SocketTests(TestCase):
         await service.stopService()
         with open(path) as f:
             [line] = f.read().splitlines()
-        self.assertIn('"POST /api/echo HTTP/1.1" 400 - ', line)
+        return line
 
     async def test_clientGoneMidAnswerLogged(self) -> None:
         """
@@ -2260,13 +2268,7 @@ class SocketTests(TestCase):
                 return recvUntil(s, lambda data: len(data) > 100_000)
 
         self.assertIn(b" 200 OK", await threads.deferToThread(readSomeAndGo))
-        for _ in range(100):
-            if service.stats.counters.get("requests"):
-                break
-            await deferLater(reactor, 0.05, lambda: None)
-        await service.stopService()
-        with open(path) as f:
-            [line] = f.read().splitlines()
+        line = await self.onlyLogLine(service, path)
         match = re.search(r'"GET /big\.bin HTTP/1\.1" 200 (\d+) ', line)
         self.assertIsNotNone(match, line)
         self.assertLess(int(match.group(1)), size)
