@@ -2319,6 +2319,9 @@ class SaveTests(SynchronousTestCase):
             lambda data: data.replace(b'"jobs":', b'"jabs":'),
             # Only the last job's id, at the end, tells.
             lambda data: data.replace(b'"next":4,"jobs":[', b'"next":2,"jobs":[' + b" " * 5000),
+            # A "next" of more digits than an id has is no "next" (its first
+            # digits are not one either).
+            lambda data: data.replace(b'"next":4', b'"next":12345678901234567890')[:-5],
         ):
             directory = Path(self.mktemp())
             service = DownloadService(directory, reactor=clock, token=TOKEN, settings=DownloadSettings(retries=0))
