@@ -1068,6 +1068,36 @@ class ResetStreamLogTests(SynchronousTestCase):
         self.assertEqual(exchange.answers[other]["status"], b"200")
 
 
+    def test_goneInTheMiddleOfTheBody(self) -> None:
+        """
+        A stream reset, or a connection lost, in the middle of a request
+        body is logged 400, as over HTTP/1 (and nginx); it was in no log.
+        """
+        if not H2_ENABLED:
+            raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        accessLog = self.mktemp()
+        exchange = Exchange(Limits(), accessLog=accessLog)
+        self.addCleanup(exchange.site.stopFactory)
+        streams = []
+        for path in ("/api/echo?reset", "/api/echo?lost"):
+            streamID = exchange.client.get_next_available_stream_id()
+            exchange.client.send_headers(streamID, request("POST", path, ("content-length", "100")))
+            exchange.client.send_data(streamID, b"abc")
+            exchange.pump()
+            streams.append(streamID)
+        exchange.client.reset_stream(streams[0])
+        exchange.pump()
+        exchange.protocol.connectionLost(Failure(ConnectionLost()))
+        exchange.clock.advance(1)  # the access log is written once a second
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn('"POST /api/echo?reset HTTP/2" 400 - ', lines[0])
+        self.assertIn('"POST /api/echo?lost HTTP/2" 400 - ', lines[1])
+
     def test_queuedBytesAreNotSent(self) -> None:
         """
         A stream reset while its answer waits in the connection's queue

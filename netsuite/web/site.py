@@ -2016,7 +2016,23 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if call is not None and call.active():
                 call.cancel()
         self._headCall = self._bodyCall = None
+        for streamID in list(self._bodySince):
+            self._bodyCutShort(streamID)
         H2Connection.connectionLost(self, reason, _cancelTimeouts)
+
+    def _bodyCutShort(self, streamID: int) -> None:
+        """
+        Stream C{streamID} is reset or lost while its request body still
+        comes: logged (and counted) 400, as HTTP/1 logs a client gone in
+        the middle of its body, and nginx; it was in no log.
+        """
+        if self._bodySince.pop(streamID, None) is None:
+            return
+        stream = self.streams.get(streamID)
+        request = getattr(stream, "_request", None)
+        if request is None or request.site is not None or request.startedWriting:
+            return  # being answered already: it logs itself
+        self._logRefusal(stream, 400, 0, [])
 
     def _waitForBody(self, streamID: int) -> None:
         """
@@ -2418,6 +2434,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._releasing = False
 
     def _requestAborted(self, event: Any) -> None:
+        self._bodyCutShort(event.stream_id)
         # Closing before this reset: a flood already counted, or another end.
         closing = self.transport.disconnecting
         if event.stream_id in self.streams:
@@ -2475,6 +2492,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             (it has no stream of Twisted's yet).
         """
         self.site.stats.countError(f"refused_{status}")
+        self._bodySince.pop(streamID, None)  # its refusal is its log line
         # Taken now: a connection aborted for its buffered frames (below)
         # has forgotten its streams.
         stream = self.streams.get(streamID)
