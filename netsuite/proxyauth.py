@@ -80,11 +80,11 @@ _MAX_SALT_OR_HASH = 64
 #: The largest users file read.
 MAX_USERS_FILE = 16 * 1024 * 1024
 
-#: Sign-ins that wait for a check (all of them taken, or none left this
-#: second), and for how long at most; past either, a 407 at once.  They
-#: were all refused at once: 20 users behind one NAT signing in together
-#: got 15 407s, then 10, then 5, and a clean round only after 3 s (squid
-#: queues them for its helpers).
+#: Sign-ins that wait, for a check (all of them taken, or none left this
+#: second) or for one of their address's tries to come free, and for how
+#: long at most in all; past either, a 407.  They were all refused at
+#: once: 20 users behind one NAT signing in together got 15 407s, then 10,
+#: and a clean round only after 3 s (squid queues them for its helpers).
 MAX_WAITING_CHECKS = 64
 CHECK_PATIENCE = 5.0
 #: Sign-ins of one client address that wait for one of its own checks to
@@ -511,9 +511,10 @@ class Authenticator:
         limited = hostKey(client)
         deadline = self._clock.seconds() + CHECK_PATIENCE
         if not await self._freeTry(limited, deadline, wanted):
-            # Too many wrong tries: no more (costly) checks for now, and no
-            # answer from those remembered either (it would tell a right
-            # guess from a wrong one).
+            # Too many wrong tries (no more costly checks for now, and no
+            # answer from those remembered either: it would tell a right
+            # guess from a wrong one); or no try came free in time, or the
+            # client went away.
             return None
         # Remembered for the client that proved them: the same guess from
         # another address is checked, within every client's limits.
@@ -536,10 +537,12 @@ class Authenticator:
             return name if await shared else None
         self._reserved[limited] = self._reserved.get(limited, 0) + 1
         self._checking[key] = []
-        if not await self._turn(deadline, wanted):
-            # No check free in time.  Counted as a wrong try, or guesses
-            # refused here could test what is remembered for free.
-            self._checked(key, limited, False)
+        # Its turn is kept while others wait for the same credentials.
+        if not await self._turn(deadline, lambda: wanted() or bool(self._checking.get(key))):
+            # No check free in time: counted as a wrong try, or guesses
+            # refused here could test what is remembered for free; not when
+            # the client went away.
+            self._checked(key, limited, False, counted=wanted())
             return None
         try:
             return await self._checkPassword(name, password, key, limited)
@@ -745,17 +748,18 @@ class Authenticator:
             who=who, n=entry.n, r=entry.r, p=entry.p, error=str(error) or type(error).__name__,
         )
 
-    def _checked(self, key: bytes, client: str, result: Union[bool, Failure]) -> None:
+    def _checked(self, key: bytes, client: str, result: Union[bool, Failure], counted: bool = True) -> None:
         """
-        A check ended: free the try it held, count it if the password was
-        wrong, and answer those waiting for the same credentials.
+        A check ended (or never ran: no turn came): free the try it held,
+        count it if the password was wrong (unless not C{counted}), and
+        answer those waiting for the same credentials.
 
         @param client: the key the client's wrong tries count under.
         """
         left = self._reserved.pop(client) - 1
         if left:
             self._reserved[client] = left
-        if result is False:
+        if result is False and counted:
             self._failures.take(client)
         # The try this check held is free (or spent): the client's sign-ins
         # waiting for one look again.

@@ -523,6 +523,41 @@ class AuthenticatorTests(SynchronousTestCase):
             fire()
         self.assertEqual({self.successResultOf(d) for d in running}, {None})
 
+    def test_sharedCheckKeptWhenTheFirstClientLeaves(self) -> None:
+        """
+        The same credentials on two connections wait for one check: when
+        the first connection's client goes away while they wait, the check
+        still runs for the other, and no wrong try is counted (the other
+        got a 407 without a check, and the address a wrong try).
+        """
+        auth = self.slowAuthenticator()
+        auth._maxChecking = 1
+        running = defer.ensureDeferred(auth.authenticate(basic("alice", "other"), "10.9.9.9"))
+        gone = [False]
+        first = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.1", lambda: not gone[0]))
+        second = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.1"))
+        gone[0] = True
+        self.pending.pop(0)()
+        self.assertIsNone(self.successResultOf(running))
+        self.pending.pop(0)()
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), ("alice", "alice"))
+        self.assertEqual(auth._failures.available("10.0.0.1"), 5)
+
+    def test_goneClientIsNotCountedAWrongTry(self) -> None:
+        """
+        A sign-in given up because its client went away is not a wrong try.
+        """
+        auth = self.slowAuthenticator()
+        auth._maxChecking = 1
+        defer.ensureDeferred(auth.authenticate(basic("alice", "other"), "10.9.9.9"))
+        gone = [False]
+        left = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.1", lambda: not gone[0]))
+        gone[0] = True
+        self.pending.pop(0)()
+        self.assertIsNone(self.successResultOf(left))
+        self.assertEqual(auth._failures.available("10.0.0.1"), 5)
+        self.assertEqual(self.checks, 1)
+
     def test_patienceCountsBothWaits(self) -> None:
         """
         A sign-in that waited for a free try and then for a check waits
