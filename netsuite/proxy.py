@@ -1374,6 +1374,8 @@ class ProxyRequest(http.Request):
     #: client has had its C{100 Continue}.
     _expectSent = False
     _continueSent = False
+    #: Sends the proxy's own 100 Continue (L{CONTINUE_WAIT}).
+    _continueCall: Any = None
     #: Bytes of the origin's informational responses passed on.
     _interimBytes = 0
     _target: Tuple[bytes, int, bytes, bytes] = (b"", 0, b"", b"")
@@ -1781,7 +1783,7 @@ class ProxyRequest(http.Request):
             # The origin's own 100 is passed on (L{continued}); one that
             # ignores the expectation (or an HTTP/1.0 one) gets the body
             # after CONTINUE_WAIT all the same.
-            self._timer = channel.factory.clock.callLater(CONTINUE_WAIT, self.continued)
+            self._continueCall = channel.factory.clock.callLater(CONTINUE_WAIT, self.continued)
         elif self.wantsContinue:
             self.continued()
         pending, self._pending, self._pendingBytes = self._pending, None, 0
@@ -1802,12 +1804,17 @@ class ProxyRequest(http.Request):
         did not within L{CONTINUE_WAIT}, or the expectation was not
         forwarded.  Nothing once the body is in or the answer began.
         """
-        self._cancelTimer()
+        self._cancelContinue()
         if self._continueSent or self._gone or self._ended:
             return
         self._continueSent = True
         if self.wantsContinue and not self.bodyComplete and not self.startedWriting:
             self.channel.write(_CONTINUE)
+
+    def _cancelContinue(self) -> None:
+        call, self._continueCall = self._continueCall, None
+        if call is not None and call.active():
+            call.cancel()
 
     def _endBody(self) -> None:
         self.stopUpload()
@@ -1879,7 +1886,7 @@ class ProxyRequest(http.Request):
         @param codings: transfer codings applied besides C{chunked} (which
             the client must still undo).
         """
-        self._cancelTimer()  # no 100 Continue after this
+        self._cancelContinue()  # no 100 Continue after this
         if self._gone or self._ended:
             return
         if codings and self.clientproto != b"HTTP/1.1":
@@ -1948,7 +1955,7 @@ class ProxyRequest(http.Request):
             body is sent once more on a new connection.
         """
         self.stopUpload()
-        self._cancelTimer()
+        self._cancelContinue()
         self._upstream = None
         self._headSent = False
         if self._gone or self._ended:
@@ -2098,6 +2105,7 @@ class ProxyRequest(http.Request):
         origin connection (returned).
         """
         self._cancelTimer()
+        self._cancelContinue()
         self._stopConnecting()
         upstream, self._upstream = self._upstream, None
         return upstream
