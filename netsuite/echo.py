@@ -56,8 +56,8 @@ SEND_BUFFER = 128 * 1024
 
 #: Bytes the system may hold received from a TCP echo or discard peer and
 #: not yet read (Linux doubles it): while echo waits for its peer to read,
-#: the peer's input waits there, and it grew by the system's tuning (to
-#: 2 MB a connection, measured).
+#: the peer's input waits there, and it grew by the system's tuning (up to
+#: net.ipv4.tcp_rmem's largest, 6 MiB by default).
 RECEIVE_BUFFER = 128 * 1024
 
 

@@ -385,7 +385,9 @@ class ChatHub:
     def leave(self, member: object, reason: str = "", words: str = "", quietly: bool = False) -> None:
         """
         Remove C{member} from the hub (it disconnected or quit), telling its
-        room.  Harmless for a member that never registered or already left.
+        room unless C{quietly} (the server is stopping: each client is told
+        once, of its own end).  Harmless for a member that never registered
+        or already left.
 
         @param reason: why it left, shown in the notice (C{quit}).
         @param words: what it said as it left (its C{/quit} message): at

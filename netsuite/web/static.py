@@ -86,8 +86,9 @@ SERVED_FILES = 1024
 
 #: Files sent at once to one client address (an IPv6 client's /64): its
 #: share of L{SERVED_FILES}, past which it gets a 503.  One address could
-#: hold them all (256 connections reading nothing, or 128 over HTTP/2),
-#: and every other client's large files got a 503.
+#: hold them all over HTTP/2 (128 connections of 8 files reading nothing),
+#: and four over HTTP/1 (256 connections each), and every other client's
+#: large files got a 503.
 SERVED_FILES_PER_HOST = SERVED_FILES // 8
 
 #: Files one HTTP/2 connection is sent at once; its other requests for
@@ -1095,13 +1096,11 @@ class StaticFolder(Resource):
                 and self._h2Files.get(connection, 0) >= H2_OPEN_FILES
                 and self._sendsTheFile(request, representation, found)
             ):
-                self._h2Waiting.setdefault(connection, {})[request] = (key, entry)
-                request.notifyFinish().addErrback(self._waitingLost, connection, request)
-                return NOT_DONE_YET
+                return self._waitForFile(connection, request, key, entry)
             if self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles:
                 raise _Unavailable(f"{self.maxOpenFiles} files are being sent")
             if self._hostFull(request) and self._sendsTheFile(request, representation, found):
-                raise _Unavailable(f"{self.maxOpenFilesPerHost} files are being sent to your address")
+                raise self._hostUnavailable()
             opened = self._open(representation.path)
             if opened is None:
                 entry.checked = _STALE
@@ -1118,12 +1117,10 @@ class StaticFolder(Resource):
                     # now: within the limits like any other.
                     if connection is not None and self._h2Files.get(connection, 0) >= H2_OPEN_FILES:
                         os.close(fd)
-                        self._h2Waiting.setdefault(connection, {})[request] = (key, entry)
-                        request.notifyFinish().addErrback(self._waitingLost, connection, request)
-                        return NOT_DONE_YET
+                        return self._waitForFile(connection, request, key, entry)
                     if self._hostFull(request):
                         os.close(fd)
-                        raise _Unavailable(f"{self.maxOpenFilesPerHost} files are being sent to your address")
+                        raise self._hostUnavailable()
         try:
             plan = self._respond(request, representation, found)
         except BaseException:
@@ -1146,6 +1143,18 @@ class StaticFolder(Resource):
         start, length = plan
         _FileProducer(self, request, fd, start, length, representation.streamGzip).start()
         return NOT_DONE_YET
+
+    def _waitForFile(self, connection: Any, request, key: tuple[bytes, ...], entry: _Entry) -> int:
+        """
+        Have C{request} wait until one of its HTTP/2 C{connection}'s files
+        ends (L{H2_OPEN_FILES}); it leaves at once if it is lost.
+        """
+        self._h2Waiting.setdefault(connection, {})[request] = (key, entry)
+        request.notifyFinish().addErrback(self._waitingLost, connection, request)
+        return NOT_DONE_YET
+
+    def _hostUnavailable(self) -> _Unavailable:
+        return _Unavailable(f"{self.maxOpenFilesPerHost} files are being sent to your address")
 
     def _hostFull(self, request) -> bool:
         """
