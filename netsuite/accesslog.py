@@ -295,6 +295,59 @@ class AccessLogFile:
         self._close()
 
 
+class LogKeptThroughGrace:
+    """
+    For a factory with an access log: once it is stopped (its last
+    listener stopped listening), the log stays open until its last
+    connection ends, so that answers ending in the grace period of a stop
+    are logged there (Twisted closes a site's log at once, and they went
+    to the twistd log).  The factory calls L{connectionOpened} and
+    L{connectionClosed} for each connection, L{stopLogging} when it stops
+    and L{stillLogging} when it starts, and closes its log in
+    C{_closeLog}.
+    """
+
+    _connections = 0
+    _stopping = False
+
+    def connectionOpened(self) -> None:
+        """
+        A connection began.
+        """
+        self._connections += 1
+
+    def connectionClosed(self) -> None:
+        """
+        A connection ended: the last one of a stopped factory closes the
+        log.
+        """
+        self._connections -= 1
+        if self._stopping and not self._connections:
+            self._stopping = False
+            self._closeLog()
+
+    def stopLogging(self) -> None:
+        """
+        The factory stopped: close the log now, or once its last
+        connection ends.
+        """
+        if self._connections:
+            self._stopping = True
+        else:
+            self._closeLog()
+
+    def stillLogging(self) -> bool:
+        """
+        The factory starts: whether its log is still open (it was started
+        again before the connections of its stop ended).
+        """
+        was, self._stopping = self._stopping, False
+        return was
+
+    def _closeLog(self) -> None:
+        raise NotImplementedError
+
+
 def openAccessLog(path: str, clock: IReactorTime) -> AccessLogFile | None:
     """
     Open the access log C{path}, or log why it cannot be (the caller then

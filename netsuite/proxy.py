@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from zope.interface import implementer
 
-from netsuite.accesslog import openAccessLog
+from netsuite.accesslog import LogKeptThroughGrace, openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
 from netsuite.limits import ClosingWatch, IdleTimeout, decimal, hostKey, peerReset, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
@@ -2443,7 +2443,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
             self.factory.connectionClosed()
 
 
-class ProxyFactory(Factory):
+class ProxyFactory(LogKeptThroughGrace, Factory):
     """
     The proxy's protocol factory: its rules, authenticator, origin pool,
     access log and stats.  One factory serves every listener of the proxy
@@ -2513,40 +2513,14 @@ class ProxyFactory(Factory):
         channel.timeOut = self.settings.idleTimeout
         return channel
 
-    #: Client connections open, and whether the factory stopped (its last
-    #: listener stopped listening) while some were: the access log is
-    #: closed when the last one ends.  It was closed at once, and the
-    #: answers that ended in the grace period went to the twistd log.
-    _connections = 0
-    _stopping = False
-
     def startFactory(self) -> None:
-        self._stopping = False
+        self.stillLogging()
         if self.accessLogPath and self._logFile is None:
             self._logFile = openAccessLog(self.accessLogPath, self.clock)
 
     def stopFactory(self) -> None:
         self.pool.closeAll()
-        if self._connections:
-            self._stopping = True
-        else:
-            self._closeLog()
-
-    def connectionOpened(self) -> None:
-        """
-        A client connection began.
-        """
-        self._connections += 1
-
-    def connectionClosed(self) -> None:
-        """
-        A client connection ended: the last one of a stopped factory
-        closes the access log.
-        """
-        self._connections -= 1
-        if self._stopping and not self._connections:
-            self._stopping = False
-            self._closeLog()
+        self.stopLogging()
 
     def _closeLog(self) -> None:
         if self._logFile is not None:

@@ -1047,6 +1047,15 @@ class ResetStreamLogTests(SynchronousTestCase):
     its access-log line: 499 when nothing was sent (there was none).
     """
 
+    def logLines(self, exchange: "Exchange", accessLog: str) -> list[str]:
+        """
+        The lines of the access log C{accessLog}, once written (once a
+        second).
+        """
+        exchange.clock.advance(1)
+        with open(accessLog) as f:
+            return f.read().splitlines()
+
     def test_resetBeforeTheAnswer(self) -> None:
         if not H2_ENABLED:
             raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
@@ -1059,9 +1068,7 @@ class ResetStreamLogTests(SynchronousTestCase):
         other = exchange.get("/healthz")
         exchange.client.reset_stream(streamID)
         exchange.pump()
-        exchange.clock.advance(1)  # the access log is written once a second
-        with open(accessLog) as f:
-            lines = f.read().splitlines()
+        lines = self.logLines(exchange, accessLog)
         self.assertEqual(len(lines), 2, lines)
         self.assertIn('"GET /healthz HTTP/2" 200 ', lines[0])
         self.assertIn('"GET /api/hang HTTP/2" 499 - ', lines[1])
@@ -1091,9 +1098,7 @@ class ResetStreamLogTests(SynchronousTestCase):
         exchange.client.reset_stream(streams[0])
         exchange.pump()
         exchange.protocol.connectionLost(Failure(ConnectionLost()))
-        exchange.clock.advance(1)  # the access log is written once a second
-        with open(accessLog) as f:
-            lines = f.read().splitlines()
+        lines = self.logLines(exchange, accessLog)
         self.assertEqual(len(lines), 2, lines)
         self.assertIn('"POST /api/echo?reset HTTP/2" 400 - ', lines[0])
         self.assertIn('"POST /api/echo?lost HTTP/2" 400 - ', lines[1])
@@ -1124,9 +1129,7 @@ class ResetStreamLogTests(SynchronousTestCase):
         self.assertEqual(len(exchange.answers[streamID]["body"]), 100)
         exchange.client.reset_stream(streamID)
         exchange.pump()
-        exchange.clock.advance(1)  # the access log is written once a second
-        with open(accessLog) as f:
-            [line] = f.read().splitlines()
+        [line] = self.logLines(exchange, accessLog)
         self.assertIn('"GET /api/hang HTTP/2" 200 100 ', line)
 
 

@@ -79,7 +79,7 @@ except ImportError:
 #: Whether netsuite serves HTTP/2 (offered by ALPN on its TLS listeners).
 H2_SERVED = H2Connection is not object
 
-from netsuite.accesslog import openAccessLog
+from netsuite.accesslog import LogKeptThroughGrace, openAccessLog
 from netsuite.chunked import ChunkedDecoder
 from netsuite.limits import ClosingWatch, TokenBucket, decimal, hostKey, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
@@ -2737,7 +2737,7 @@ class _ChannelSwitch(_GenericHTTPChannelProtocol):  # type: ignore[misc]
         self._negotiatedProtocol = b"h2"
 
 
-class NetsuiteSite(Site):
+class NetsuiteSite(LogKeptThroughGrace, Site):
     """
     A L{Site} with netsuite's limits, access log, metrics and stats.
 
@@ -2827,44 +2827,21 @@ class NetsuiteSite(Site):
                 "{line}", line=self._logFormatter(self._logDateTime, request)
             )
 
-    #: Connections open, and whether the site stopped (its last listener
-    #: stopped listening) while some were: the access log is closed when
-    #: the last one ends.
-    _connections = 0
-    _stopping = False
-
     def startFactory(self) -> None:
-        if self._stopping:  # started again before its connections ended
-            self._stopping = False
+        if self.stillLogging():
             return
         Site.startFactory(self)
         if not self.logPath:
             self._logFile = None
 
     def stopFactory(self) -> None:
-        # Twisted closes the access log (and stops its clock) when the last
-        # listener stops; the answers that end in the grace period after
-        # it went to the twistd log, their times frozen at the stop.
-        if self._connections:
-            self._stopping = True
-        else:
-            Site.stopFactory(self)
+        # Twisted closes the access log (and stops its clock) at once: the
+        # answers that end in the grace period went to the twistd log,
+        # their times frozen at the stop.
+        self.stopLogging()
 
-    def connectionOpened(self) -> None:
-        """
-        A connection of this site began.
-        """
-        self._connections += 1
-
-    def connectionClosed(self) -> None:
-        """
-        A connection of this site ended: the last one of a stopped site
-        closes the access log.
-        """
-        self._connections -= 1
-        if self._stopping and not self._connections:
-            self._stopping = False
-            Site.stopFactory(self)
+    def _closeLog(self) -> None:
+        Site.stopFactory(self)
 
     def _openLogFile(self, path: Any) -> Any:
         # Not Twisted's LogFile, which rotates the log every megabyte.
