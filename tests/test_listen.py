@@ -1045,6 +1045,28 @@ class TLSWriteHalfCloseTests(SynchronousTestCase):
         self.toServer(server)
         self.assertTrue(server.transport.disconnecting)
 
+    def test_secondCallSendsNothingMore(self) -> None:
+        server = self.connect(_HalfClosingReceived())
+        server.loseWriteConnection()
+        sent = server.transport.value()
+        server.loseWriteConnection()
+        self.assertEqual(server.transport.value(), sent)
+        self.assertFalse(server.transport.disconnecting)
+
+    def test_beforeTheHandshakeClosesTheConnection(self) -> None:
+        """
+        Before the handshake has ended there is no TLS 1.3 to half-close:
+        the connection closes.
+        """
+        options = makeServerOptions(self.mktemp())
+        factory = _HalfClosingTLSFactory(options, False, Factory.forProtocol(_HalfClosingReceived), Clock())
+        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 12345))
+        server.makeConnection(StringTransport())
+        self.assertFalse(server.canShutWriting())
+        server.loseWriteConnection()
+        self.assertTrue(server.disconnecting)
+        self.assertFalse(server.writeShut)
+
     def test_tls12ClosesTheConnection(self) -> None:
         """
         TLS 1.2 has no half-close (RFC 5246 7.2.1): the connection closes.

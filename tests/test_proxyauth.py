@@ -986,6 +986,21 @@ class CommandTests(SynchronousTestCase):
         self.assertFalse(os.path.lexists(victim))
         self.assertEqual(sorted(loadUsers(path)), ["alice"])
 
+    def test_lockFileNotARegularFile(self) -> None:
+        """
+        A FIFO (or any other thing but a regular file) in the lock file's
+        place stops the run with one line, nothing written.
+        """
+        path = self.mktemp()
+        self.assertEqual(self.run_([path, "alice"])[0], 0)
+        os.remove(path + ".lock")
+        os.mkfifo(path + ".lock")
+        code, out, err = self.run_([path, "bob"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertIn("is not a regular file", err)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertEqual(sorted(loadUsers(path)), ["alice"])
+
     def test_lockHeldTooLong(self) -> None:
         """
         A lock held by another run past L{LOCK_PATIENCE} stops this one with
