@@ -901,6 +901,23 @@ class DataDirectoryLockTests(SynchronousTestCase):
         self.addCleanup(os.close, other)
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
+    def test_dataDirectoryLockThatCannotBeWritten(self) -> None:
+        """
+        The data directory's lock file that cannot be written (but for a
+        full disk) stops the start in one line naming the lock file.
+        """
+        import errno
+
+        data = os.path.abspath(self.mktemp())
+
+        def pwrite(fd: int, data: bytes, offset: int) -> int:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        self.patch(os, "pwrite", pwrite)
+        error = self.assertRaises(ConfigError, parse, "--data-dir", data)
+        lock = os.path.join(data, tap.DATA_LOCK)
+        self.assertEqual(error.message, f"--data-dir: cannot lock {lock!r}: Input/output error")
+
     def test_dataDirectoryMadePrivate(self) -> None:
         data = os.path.join(os.path.abspath(self.mktemp()), "netsuite")
         parse("--data-dir", data)
