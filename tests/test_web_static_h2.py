@@ -411,6 +411,22 @@ class HTTP2Tests(SynchronousTestCase):
             self.assertEqual(dict(response.headers)[b":status"], status, streamID)
         self.assertNotIn(peer.server, self.folder._h2Waiting)
 
+    def test_unsatisfiableRangeOfAnotherVersionWaits(self) -> None:
+        """
+        A C{Range} past the end whose C{If-Range} fails is a whole 200, not
+        a 416: it waits for a file like any other.
+        """
+        self.stallFiles(0)
+        peer = self.peer
+        peer.get(31, b"/big.bin", [(b"range", b"bytes=999999999-"), (b"if-range", b'"other"')])
+        peer.turns(5)
+        self.assertEqual([r.channel.streamID for r in self.folder._h2Waiting[peer.server]], [31])
+        peer.get(33, b"/big.bin", [(b"range", b"bytes=999999999-")])
+        peer.acknowledge = True
+        self.assertIsInstance(peer.readUntilEnded(33, limit=50), h2.events.StreamEnded)
+        [response] = [e for e in peer.events[33] if isinstance(e, h2.events.ResponseReceived)]
+        self.assertEqual(dict(response.headers)[b":status"], b"416")
+
     def test_waitingRequestFindsNoFileFree(self) -> None:
         """
         A request that waited, and then finds the folder's files all taken,
