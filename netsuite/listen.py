@@ -355,21 +355,14 @@ def parseDatagramEndpoint(description: str) -> Tuple[int, str]:
             raise ValueError()
     except ValueError:
         raise ValueError(f"bad UDP endpoint {description!r}: {parts[1]!r} is not a port number") from None
-    interface = None
     for option in parts[2:]:
         key, sep, value = option.partition("=")
         if key != "interface" or not sep:
             raise ValueError(f"bad UDP endpoint {description!r}: unknown option {option!r}")
-        # As for stream endpoints: either listened on every interface.
-        if interface is not None:
-            raise ValueError(f"{shortened(description, 300)}: interface= is given twice")
-        if not value:
-            raise ValueError(
-                f"{shortened(description, 300)}: interface= is empty; to listen on every interface,"
-                " leave interface= out"
-            )
-        interface = value
-    interface = interface or ""
+    # As for stream endpoints: an empty or repeated interface= listened on
+    # every interface.
+    _checkKeywords(description)
+    interface = parts[2].partition("=")[2] if len(parts) > 2 else ""
     if interface:
         try:
             ipaddress.ip_address(interface)

@@ -595,10 +595,8 @@ class UpstreamConnection(Protocol):
     request: Optional["ProxyRequest"] = None
     key: Tuple[bytes, int] = (b"", 0)
     _state = "connecting"  # then "head", "body", "idle", "closed"
-    #: What came of a response head, and how much of it was searched for
-    #: the head's end.
+    #: What came of a response head (searched already for its end).
     _buffer: bytes | bytearray = b""
-    _scanned = 0
     #: Bytes of the answer's heads so far, interim ones included.
     _headBytes = 0
     _reusable = False
@@ -653,7 +651,7 @@ class UpstreamConnection(Protocol):
         self.request = request
         self._state = "head"
         self._buffer = b""
-        self._scanned = self._headBytes = 0
+        self._headBytes = 0
         self._interim = 0
         self._chunkedUpload = chunkedUpload
         self._bodySent = not bodyFollows
@@ -776,15 +774,15 @@ class UpstreamConnection(Protocol):
             self._close()
 
     def _headReceived(self, data: bytes) -> None:
+        # Only what came since the last search is searched (with the few
+        # bytes before it an end may span): an origin dripping its head a
+        # byte at a time cost time in the square of its length.
+        start = len(self._buffer)
         if self._buffer:
             self._buffer += data
             buffer: bytes | bytearray = self._buffer
         else:
             buffer = data
-        # Only what came since the last search is searched (with the few
-        # bytes before it an end may span): an origin dripping its head a
-        # byte at a time cost time in the square of its length.
-        start = self._scanned
         while True:
             end = buffer.find(b"\r\n\r\n", max(start - 3, 0))
             # A bare LF blank line may end the head sooner (RFC 9112 2.2).
@@ -798,7 +796,6 @@ class UpstreamConnection(Protocol):
                     self._fail("the origin's response head is too large")
                 else:
                     self._buffer = buffer if isinstance(buffer, bytearray) else bytearray(buffer)
-                    self._scanned = len(buffer)
                 return
             self._headBytes += end
             if end > MAX_RESPONSE_HEAD or self._headBytes > MAX_RESPONSE_HEADS:
@@ -807,7 +804,6 @@ class UpstreamConnection(Protocol):
             head = bytes(buffer[:end])
             rest = bytes(rest)
             self._buffer = b""
-            self._scanned = 0
             self._bytesAfterHead = bool(rest)
             if not self._parseHead(head):
                 return

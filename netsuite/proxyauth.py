@@ -265,11 +265,10 @@ def loadUsers(path: str) -> Dict[str, _Entry]:
         raise UsersFileError(f"cannot read the proxy users file {path!r}: {e}") from None
     users: Dict[str, _Entry] = {}
     for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        if _lineName(line) is None:
             continue
         try:
-            name, entry = _parseLine(line)
+            name, entry = _parseLine(line.strip())
         except ValueError as e:
             raise UsersFileError(f"{path}, line {number}: {e}") from None
         if name in users:

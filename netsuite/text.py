@@ -8,6 +8,14 @@ from __future__ import annotations
 import unicodedata
 
 
+def cut(text: str, most: int) -> str:
+    """
+    C{text} cut after C{most} characters, then followed by its length, for
+    a message that shows it as it is.
+    """
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
+
+
 def shortened(value: object, most: int = 60) -> str:
     """
     C{repr(value)} (so control characters are shown escaped) for a message

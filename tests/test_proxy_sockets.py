@@ -587,6 +587,73 @@ class ProxySocketTests(TestCase):
         self.assertEqual(seen["sha256"], hashlib.sha256(body).hexdigest())
         self.assertEqual(seen["headers"]["expect"], ["100-continue"])
 
+    async def test_expectContinueRefusedOrUnanswered(self) -> None:
+        """
+        Over real sockets: an origin that refuses an upload from its head
+        (a 413) is heard before the body is sent, and gets none of it; one
+        that ignores the expectation gets the body after the proxy's own
+        C{100 Continue}.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+        originPort = listener.getsockname()[1]
+
+        def origin(refuse: bool) -> int:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(SOCKET_TIMEOUT)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                body = data.split(b"\r\n\r\n", 1)[1]
+                if refuse:
+                    conn.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    conn.shutdown(socket.SHUT_WR)
+                    conn.settimeout(0.5)
+                    try:
+                        while True:
+                            more = conn.recv(65536)
+                            if not more:
+                                break
+                            body += more
+                    except OSError:
+                        pass
+                    return len(body)
+                while len(body) < 4:
+                    body += conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                return len(body)
+
+        port = await self.startProxy()
+
+        def client(size: int) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as s:
+                s.sendall(
+                    b"PUT http://127.0.0.1:%d/f HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (originPort, size)
+                )
+                first = b""
+                while b"\r\n\r\n" not in first:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    first += chunk
+                if first.startswith(b"HTTP/1.1 100 "):
+                    s.sendall(b"x" * size)
+                    return first + recvUntil(s, lambda data: b"\r\n\r\n" in data)
+                return first
+
+        refused = threads.deferToThread(origin, True)
+        answer = await threads.deferToThread(client, 10_000_000)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertEqual(await refused, 0)
+        silent = threads.deferToThread(origin, False)
+        answer = await threads.deferToThread(client, 4)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 "), answer[:100])
+        self.assertEqual(await silent, 4)
+
     async def test_http10KeepAlive(self) -> None:
         """
         Over real sockets, an HTTP/1.0 client asking for keep-alive (as

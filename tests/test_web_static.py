@@ -1423,7 +1423,7 @@ class LargeFileTests(ServerMixin, TestCase):
         # An IPv6 client counts by its /64, as everywhere in netsuite.
         self.folder._filesByHost.clear()
         request.client = IPv6Address("TCP", "2001:db8::1", 1234)
-        self.folder._filesByHost[static._clientKey(request)] = 1
+        self.folder._filesByHost[static.clientKey(request)] = 1
         request.client = IPv6Address("TCP", "2001:db8::2:2", 1234)
         self.assertTrue(self.folder._hostFull(request))
         request.client = IPv6Address("TCP", "2001:db8:0:1::1", 1234)

@@ -283,7 +283,8 @@ class HTTP2Tests(SynchronousTestCase):
         With a connection's L{H2_OPEN_FILES} files being sent: a C{HEAD}
         does not wait (it holds its file for no longer than its answer); a
         request that waited for a file removed meanwhile gets its 404, one
-        that finds the folder's files all taken its 503, and each ends.
+        for a file still there its 200, and each ends (the 503 of one that
+        finds the folder's files all taken: the next test).
         """
         middle = os.path.join(self.root, "middle.bin")
         with open(middle, "wb") as f:

@@ -45,7 +45,7 @@ from netsuite.getscript import interrupted
 from netsuite.download import DownloadError, DownloadRequest, DownloadSettings, Downloader, parseChecksum, parseSize
 from netsuite.download.engine import redact, splitURL
 from netsuite.download.inputfile import InputFileError, InputJob, checkName, checkURL, parseHeader, parseInputFile
-from netsuite.download.names import chooseName
+from netsuite.download.names import chooseName, percentUndecoded
 from netsuite.download.values import asciiProxyURL, fetchHostProblem
 from netsuite.resolving import installResolver
 from netsuite.text import shortened, visibleText
@@ -661,10 +661,7 @@ def _wellFormed(value: Any) -> Any:
     if isinstance(value, str):
         if value.isascii() or _SURROGATE.search(value) is None:
             return value
-        return _SURROGATE.sub(
-            lambda m: "%%%02X" % (ord(m.group()) - 0xDC00) if "\udc80" <= m.group() <= "\udcff" else "\ufffd",
-            value,
-        )
+        return _SURROGATE.sub("\ufffd", percentUndecoded(value))
     if isinstance(value, dict):
         return {_wellFormed(k): _wellFormed(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

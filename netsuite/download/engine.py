@@ -1264,14 +1264,16 @@ class _Download:
 
     def _split(self, first: _Piece) -> None:
         """
-        Once the size is known and ranges work, start more connections, as
+        Once the size is known and ranges work (and have not failed this
+        run), start more connections, as
         C{segments} and the limits allow.  They join as slots come free and
         each takes a pending range or half of the piece with the most left
         (see L{_nextPiece}), so nothing is cut up for a connection that
         never comes.
         """
         size = self.state.size
-        if self.settings.segments <= 1 or size is None or size < self.settings.minSplitSize:
+        if self.settings.segments <= 1 or size is None or size < self.settings.minSplitSize or self._noRanges:
+            # (Once fallen back to one stream, never split again.)
             return
         left = size - covered(self.state.done)
         count = min(
@@ -1642,26 +1644,27 @@ class _Download:
         if length is not None:
             self._believable(length)
 
+        if code == 206:
+            multipart = (header(b"content-type") or "").strip().lower().startswith("multipart/")
+            match = _CONTENT_RANGE.match(header(b"content-range") or "")
         if code == 206 and not ranged:
-            whole = _CONTENT_RANGE.match(header(b"content-range") or "")
             if (
-                whole is not None
-                and int(whole.group(1)) == 0
-                and whole.group(3) != "*"
-                and int(whole.group(2)) + 1 == int(whole.group(3))
-                and length in (None, int(whole.group(3)))
-                and not (header(b"content-type") or "").strip().lower().startswith("multipart/")
+                match is not None
+                and int(match.group(1)) == 0
+                and match.group(3) != "*"
+                and int(match.group(2)) + 1 == int(match.group(3))
+                and length in (None, int(match.group(3)))
+                and not multipart
             ):
                 # No range was asked, and the whole file came as a 206 (a
                 # server that answers every request so): a 200 in all but
                 # its status.  Taken as ranges working, it split the file
                 # again, and failed after 4 restarts.
-                code, length = 200, int(whole.group(3))
+                code, length = 200, int(match.group(3))
                 self._believable(length)
         if code == 206:
-            if (header(b"content-type") or "").strip().lower().startswith("multipart/"):
+            if multipart:
                 raise _Restart("the server answered one range with several parts", rangesSupported=False)
-            match = _CONTENT_RANGE.match(header(b"content-range") or "")
             if not match:
                 raise _Restart("the server sent a partial answer without a usable Content-Range", rangesSupported=False)
             rangeStart, rangeEnd, total = int(match.group(1)), int(match.group(2)), match.group(3)
@@ -1701,14 +1704,13 @@ class _Download:
                 self._start(response, finalUrl)
                 if piece.end is None and total is not None:
                     piece.end = total
-                if not piece.validating and not self._noRanges:
+                if not piece.validating:
                     self._split(piece)
             elif self._endUnknown and total is not None:
                 # The server names the size after all: carry on as usual.
                 self._checkSize(total)
                 self.state.size = self.job.size = piece.end = total
-                if not self._noRanges:
-                    self._split(piece)
+                self._split(piece)
             return rangeEnd - rangeStart + 1
 
         # 200: the whole file, from byte zero.

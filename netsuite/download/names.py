@@ -54,7 +54,7 @@ def sanitiseName(name: str, default: str = DEFAULT_NAME) -> str:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     # Bytes of command-line text that were not UTF-8 stay, percent-encoded
     # as in a name from a URL (they were dropped: -o $'caf\xe9' gave caf).
-    name = _UNDECODED.sub(lambda m: "%%%02X" % (ord(m.group()) - 0xDC00), name)
+    name = percentUndecoded(name)
     name = unicodedata.normalize("NFC", name)
     name = "".join(c for c in name if visible(c))
     name = _UNSAFE.sub("_", name)
@@ -207,7 +207,19 @@ def nameFromURL(url: str) -> Optional[str]:
     except UnicodeEncodeError:  # a lone surrogate: as its UTF-8 form
         raw = segment.encode("utf-8", "surrogatepass")
     text = unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
-    return _UNDECODED.sub(lambda m: "%%%02X" % (ord(m.group()) - 0xDC00), text)
+    return percentUndecoded(text)
+
+
+def percentUndecoded(text: str) -> str:
+    """
+    C{text} with each byte that was not UTF-8 (a C{surrogateescape}
+    character) written as its C{%XX}.
+    """
+    return _UNDECODED.sub(_percent, text)
+
+
+def _percent(match: re.Match[str]) -> str:
+    return "%%%02X" % (ord(match.group()) - 0xDC00)
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")

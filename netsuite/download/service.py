@@ -61,7 +61,7 @@ from netsuite.web.api import (
     checkBodyLength,
     renderJSON,
 )
-from netsuite.text import shortened
+from netsuite.text import cut, shortened
 
 from . import names
 from .engine import DownloadRequest, Downloader, DownloadSettings, discardPart, isPartName, redact, splitURL
@@ -155,8 +155,7 @@ def _shownURL(url: str, most: int = 200) -> str:
     C{url} as an error message shows it: its password hidden, and cut
     after C{most} characters (a URL may be 8 KB).
     """
-    shown = redact(url)
-    return shown if len(shown) <= most else f"{shown[:most]}... ({len(shown)} characters)"
+    return cut(redact(url), most)
 
 
 class DownloadService(Service):
@@ -287,7 +286,7 @@ class DownloadService(Service):
             clean, _ = splitURL(url)
         except DownloadError as e:
             message = str(e)  # (it quotes the URL whole)
-            raise APIError(400, message if len(message) <= 300 else f"{message[:300]}... ({len(message)} characters)") from None
+            raise APIError(400, cut(message, 300)) from None
         problem = fetchHostProblem(clean)
         if problem is not None:
             raise APIError(400, f"{_shownURL(url)}: {problem}")

@@ -38,6 +38,7 @@ from netsuite.charsets import textCodec
 from netsuite.stats import ServiceStats
 from netsuite.status import StatusSource
 from netsuite.text import shortened
+from netsuite.web.pages import headOnly
 
 __all__ = [
     "Answer",
@@ -175,17 +176,6 @@ def setJSONHeaders(request: Request) -> None:
     _setHeaders(request, b"application/json; charset=utf-8")
 
 
-def _finishBody(request: Request, body: bytes) -> bytes:
-    """
-    Return C{body} for Twisted to send, or only its length for a HEAD request
-    (Twisted logs a warning when a HEAD request is answered with a body).
-    """
-    if request.method == b"HEAD":
-        request.setHeader(b"Content-Length", b"%d" % (len(body),))
-        return b""
-    return body
-
-
 def renderJSON(request: Request, value: object, code: int = 200) -> bytes:
     """
     Answer C{request} with C{value} as JSON: set the status code and the
@@ -197,7 +187,7 @@ def renderJSON(request: Request, value: object, code: int = 200) -> bytes:
     body = value.data if isinstance(value, EncodedJSON) else _dumps(value)
     request.setResponseCode(code)
     setJSONHeaders(request)
-    return _finishBody(request, body)
+    return headOnly(request, body)
 
 
 class JSONResource(Resource):
@@ -873,15 +863,15 @@ class HealthResource(Resource):
         if request.method not in (b"GET", b"HEAD"):
             request.setResponseCode(405)
             request.setHeader(b"Allow", b"GET, HEAD")
-            return _finishBody(request, b"method not allowed; use GET or HEAD\n")
+            return headOnly(request, b"method not allowed; use GET or HEAD\n")
         try:
             down = [info for info in self.status.listeners() if not info.listening]
         except Exception:
             self.log.failure("cannot read listeners for the health check")
             request.setResponseCode(503)
-            return _finishBody(request, b"status unavailable\n")
+            return headOnly(request, b"status unavailable\n")
         if not down:
-            return _finishBody(request, b"ok\n")
+            return headOnly(request, b"ok\n")
         request.setResponseCode(503)
         lines = ["not listening:"] + [f"{info.service} {info.endpoint}" for info in down]
-        return _finishBody(request, ("\n".join(lines) + "\n").encode("utf-8"))
+        return headOnly(request, ("\n".join(lines) + "\n").encode("utf-8"))

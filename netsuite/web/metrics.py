@@ -32,6 +32,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from netsuite.stats import StatsRegistry
+from netsuite.web.pages import headOnly
 from netsuite.web.static import withoutRefused
 
 __all__ = ["HTTPMetrics", "MetricsResource", "DURATION_BUCKETS", "METHODS"]
@@ -169,10 +170,7 @@ class MetricsResource(Resource):
                 encoder, contentType = generate_latest, "text/plain; version=0.0.4; charset=utf-8"
             body = encoder(self.registry)
             request.setHeader(b"Content-Type", contentType.encode("latin-1"))
-        if request.method == b"HEAD":
-            request.setHeader(b"Content-Length", b"%d" % (len(body),))
-            return b""
-        return body
+        return headOnly(request, body)
 
 
 class _RequestCollector:

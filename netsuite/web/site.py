@@ -81,14 +81,14 @@ H2_SERVED = H2Connection is not object
 
 from netsuite.accesslog import LogKeptThroughGrace, openAccessLog
 from netsuite.chunked import ChunkedDecoder
-from netsuite.limits import ClosingWatch, TokenBucket, decimal, hostKey, unsentBytes
+from netsuite.limits import ClosingWatch, TokenBucket, decimal, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
 from netsuite.web.api import APIError, APIResource, HealthResource, setJSONHeaders
 from netsuite.web.metrics import HTTPMetrics
 from netsuite.web.pages import BuiltinPages, NotFoundPage, HomePage
-from netsuite.web.static import H2_MIN_CHUNK_SIZE, StaticFolder
+from netsuite.web.static import H2_MIN_CHUNK_SIZE, StaticFolder, clientKey
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 
@@ -855,9 +855,7 @@ def _queuedOnStream(channel: Any) -> int:
     """
     queues = getattr(getattr(channel, "_conn", None), "_outboundStreamQueues", None)
     queue = queues.get(getattr(channel, "streamID", None)) if isinstance(queues, dict) else None
-    if not queue:
-        return 0
-    return sum(len(chunk) for chunk in queue if isinstance(chunk, (bytes, memoryview)))
+    return queue.size if isinstance(queue, _OutputQueue) else 0
 
 
 _dateSecond = -1
@@ -1167,7 +1165,7 @@ class NetsuiteRequest(Request):
         if self._bodyBytes > BODY_IN_MEMORY and isinstance(self.content, io.BytesIO):
             # Past what is kept in memory: a temporary file, one of at most
             # BODY_FILES at once.
-            host = hostKey(str(getattr(self.getClientAddress(), "host", "")))
+            host = clientKey(self)
             connection = getattr(self.channel, "_conn", None)  # HTTP/2's
             if site.bodyFiles >= BODY_FILES:
                 problem = f"more than {BODY_FILES} request bodies are being received"

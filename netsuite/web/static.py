@@ -69,6 +69,7 @@ except ImportError:  # no HTTP/2 here, so no HTTP/2 stream to read for
 __all__ = [
     "StaticFolder",
     "UNSATISFIABLE",
+    "clientKey",
     "contentTypeFor",
     "parseAcceptsGzip",
     "parseHTTPDate",
@@ -1163,7 +1164,7 @@ class StaticFolder(Resource):
         address (a UNIX socket's).
         """
         perHost = self.maxOpenFilesPerHost
-        host = _clientKey(request)
+        host = clientKey(request)
         return perHost is not None and bool(host) and self._filesByHost.get(host, 0) >= perHost
 
     def _sendsTheFile(self, request, representation: _Representation, found: dict[bytes, Sequence[bytes]]) -> bool:
@@ -1797,7 +1798,7 @@ class _FileProducer:
             self._close()
             return
         self._folder._producers.add(self)
-        host = self._host = _clientKey(request)
+        host = self._host = clientKey(request)
         self._folder._filesByHost[host] = self._folder._filesByHost.get(host, 0) + 1
         if self._h2 is not None:
             self._folder._h2Files[self._h2] = self._folder._h2Files.get(self._h2, 0) + 1
@@ -2041,7 +2042,7 @@ class _FileProducer:
                 self._folder._h2FileDone(self._h2)
 
 
-def _clientKey(request) -> str:
+def clientKey(request) -> str:
     """
     The key a request's client address counts under (L{hostKey}).
     """
