@@ -3354,6 +3354,48 @@ class ResumeTests(EngineTestCase):
         self.assertEqual(later[0].rangeStart, state["done"][0][1])
         self.assertEqual(later[0].status, 200)
 
+    async def test_largePartStartingOverIsReplacedNotTruncated(self) -> None:
+        """
+        When a download starts over, a C{.part} holding more than
+        C{TRUNCATE_IN_PLACE} bytes is not truncated on the reactor (0.64 s
+        for 2 GiB on ext4, every service waiting): a new empty file takes
+        its name, and the old one is closed, freeing its blocks, in a
+        thread.  The file saved is exact and nothing hidden is left.
+        """
+        self.patch(engineModule, "TRUNCATE_IN_PLACE", 100 * KiB)
+        directory = self.directory()
+        await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB)
+        oldInode = os.stat(directory / "resume.bin.part").st_ino
+        self.origin.bump(self.path)
+        inThreads: list = []
+        callInThread = reactor.callInThread
+        self.patch(reactor, "callInThread", lambda f, *a, **kw: inThreads.append((f, a)) or callInThread(f, *a, **kw))
+        keep = os.open(directory / "resume.bin.part", os.O_RDONLY)
+        self.addCleanup(os.close, keep)
+        result = await self.downloader().download(self.slowURL(), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertIn(os.close, [f for f, _ in inThreads])
+        self.assertEqual(os.fstat(keep).st_ino, oldInode)
+        self.assertEqual(os.fstat(keep).st_nlink, 0)  # the old file, unlinked, not emptied
+        self.assertGreaterEqual(os.fstat(keep).st_size, 300 * KiB)
+        self.assertEqual(listing(directory), ["resume.bin"])
+
+    async def test_smallPartStartingOverIsTruncated(self) -> None:
+        """
+        A C{.part} of at most C{TRUNCATE_IN_PLACE} bytes is emptied in
+        place when its download starts over: no new file is made.
+        """
+        directory = self.directory()
+        await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB)
+        oldInode = os.stat(directory / "resume.bin.part").st_ino
+        self.origin.bump(self.path)
+        keep = os.open(directory / "resume.bin.part", os.O_RDONLY)
+        self.addCleanup(os.close, keep)
+        result = await self.downloader().download(self.slowURL(), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(os.stat(directory / "resume.bin").st_ino, oldInode)
+        self.assertEqual(listing(directory), ["resume.bin"])
+
     async def test_changedFileIsNotReportedAsResumed(self) -> None:
         """
         When If-Range finds the file changed and the whole new file comes

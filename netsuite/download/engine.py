@@ -113,6 +113,12 @@ PROGRESS_FORGIVES = 256 * 1024
 #: misreported) before it fails.
 MAX_RESTARTS = 3
 
+#: A C{.part} holding more bytes than this is emptied (a download starting
+#: over) by a new empty file put in its place, the old one's blocks freed
+#: as its descriptor closes in a thread: truncating it froze the reactor,
+#: and every service, 0.64 s for 2 GiB on ext4.
+TRUNCATE_IN_PLACE = 16 * MiB
+
 #: Seconds between state-file writes of a running download.
 STATE_INTERVAL = 1.0
 
@@ -1787,7 +1793,7 @@ class _Download:
                     name = names.chooseName(self.url)
             self._claimNew(names.avoidReserved(name))
         if not self.state.done:
-            os.ftruncate(self.fd, 0)
+            self._emptyPart()
         if size is not None and self.state.rangesSupported and self.settings.segments > 1 and size >= self.settings.minSplitSize:
             try:
                 os.ftruncate(self.fd, size)  # one sparse file the pieces are written into
@@ -1831,7 +1837,35 @@ class _Download:
         self.resumedFrom = 0
         self.job.done = 0
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            self._emptyPart()
+
+    def _emptyPart(self) -> None:
+        """
+        Make the C{.part} file empty.  A large one is replaced by a new
+        empty file (see L{TRUNCATE_IN_PLACE}), made and locked under a
+        hidden name, then renamed over it; where that cannot be done, or
+        the name no longer holds this download's file, it is truncated.
+        """
+        fd = self.fd
+        if os.fstat(fd).st_blocks * 512 > TRUNCATE_IN_PLACE and self._stillOurs():
+            part = self.partPath
+            fresh = part.with_name(f".{part.name}.{random.getrandbits(32):08x}")
+            try:
+                newFd = _openPart(fresh, create=True, exclusive=True)
+            except OSError:
+                newFd = None
+            if newFd is not None:
+                try:
+                    os.rename(fresh, part)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(fresh)
+                    os.close(newFd)
+                else:
+                    self.fd = newFd
+                    closeInThread(self.downloader.reactor, fd)
+                    return
+        os.ftruncate(fd, 0)
 
     def _startOver(self, reason: str, rangesSupported: bool) -> None:
         self._resetBytes(reason)
