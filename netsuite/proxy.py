@@ -52,7 +52,7 @@ from zope.interface import implementer
 from netsuite.accesslog import LogKeptThroughGrace, openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
 from netsuite.limits import ClosingWatch, IdleTimeout, decimal, hostKey, peerReset, unsentBytes
-from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
+from netsuite.listen import ConnectionBudget, FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
 from netsuite.stats import ServiceStats
@@ -1358,6 +1358,10 @@ class ProxyRequest(http.Request):
     _attempts: Dict[_Connecting, Any] = {}
     #: Starts the attempt to the next address (see L{CONNECT_ATTEMPT_DELAY}).
     _nextAttempt: Any = None
+    #: Attempts past the first counted in the listeners' connection budget,
+    #: and that budget (see L{_countRacing}).
+    _racingCounted = 0
+    _racingBudget: Any = None
     _addresses: List[str] = []
     _retried = False
     _reused = False
@@ -1613,6 +1617,11 @@ class ProxyRequest(http.Request):
         """
         self._nextAttempt = None
         factory = self.channel.factory
+        if self._attempts and factory.budget is not None and factory.budget.full(None):
+            # No socket to spare in the connection budget: the attempts
+            # under way race alone until one fails or room is made.
+            self._nextAttempt = factory.clock.callLater(CONNECT_ATTEMPT_DELAY, self._connectNext)
+            return
         address = self._addresses[0]
         self._addresses = self._addresses[1:]
         key = (self._target[0], self._target[1])
@@ -1623,6 +1632,7 @@ class ProxyRequest(http.Request):
             protocol = lambda: UpstreamConnection(factory, key)  # noqa: E731
         attempt = _Connecting(self, protocol)
         self._attempts[attempt] = None
+        self._countRacing(factory.budget)
         if self._addresses and len(self._attempts) < MAX_RACING_ATTEMPTS:
             self._nextAttempt = factory.clock.callLater(CONNECT_ATTEMPT_DELAY, self._connectNext)
         # Our own timer ends the attempt; the reactor's is only a backstop.
@@ -1647,9 +1657,29 @@ class ProxyRequest(http.Request):
         """
         self._cancelNextAttempt()
         attempts, self._attempts = self._attempts, {}
+        self._countRacing(self._racingBudget)
         for attempt, connector in attempts.items():
             if connector is not None and not attempt.connected:
                 connector.stopConnecting()
+
+    def _countRacing(self, budget: Any) -> None:
+        """
+        Count the attempts racing past the first in C{budget}, the
+        connection budget the proxy's listeners share: the first is the
+        origin's socket, counted with the client's connection, and each
+        other one is a socket more (a proxy of 1,000 connections to names
+        of silent addresses held 4,000 sockets where the budget counted
+        1,000).
+        """
+        extra = max(0, len(self._attempts) - 1)
+        if budget is None or extra == self._racingCounted:
+            return
+        if extra > self._racingCounted:
+            budget.opened(None, extra - self._racingCounted)
+        else:
+            budget.closed(None, self._racingCounted - extra)
+        self._racingCounted = extra
+        self._racingBudget = budget
 
     def connectFailed(self, attempt: _Connecting, reason: Failure) -> None:
         """
@@ -1657,6 +1687,7 @@ class ProxyRequest(http.Request):
         """
         if self._attempts.pop(attempt, False) is False:
             return
+        self._countRacing(self._racingBudget)
         if self._gone or self._ended or self._timer is None:
             return
         if self._addresses:
@@ -2450,10 +2481,14 @@ class ProxyFactory(LogKeptThroughGrace, Factory):
     @ivar settings: the L{ProxySettings}.
     @ivar pool: idle origin connections.
     @ivar tunnelsOpen: CONNECT tunnels open now, or connecting.
+    @ivar budget: the L{ConnectionBudget} the proxy's listeners share, set
+        by the first L{ProxyListener}: attempts to connect racing past a
+        request's first come out of it too.
     """
 
     noisy = False
     log_ = Logger()
+    budget: ConnectionBudget | None = None
     _logSecond = -1
     _logTime = ""
 
@@ -2578,10 +2613,18 @@ class ProxyListener(StreamListener):
     """
     A L{StreamListener} for the proxy that tells its rules where it listens,
     so the proxy refuses to connect to itself.  A proxied connection holds
-    its origin's too, so it counts twice in a shared connection budget.
+    its origin's too, so it counts twice in a shared connection budget; the
+    budget goes to its factory too, for the attempts to connect that race
+    (see L{ProxyFactory.budget}).
     """
 
     connectionWeight = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        StreamListener.__init__(self, *args, **kwargs)
+        factory: ProxyFactory = self.tracker.wrappedFactory  # type: ignore[assignment]
+        if factory.budget is None:
+            factory.budget = self.tracker.budget
 
     def _listening(self, port: Any) -> None:
         StreamListener._listening(self, port)

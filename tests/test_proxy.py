@@ -39,6 +39,7 @@ from zope.interface import implementer
 
 from netsuite import limits as limitsModule
 from netsuite import proxy as proxyModule
+from netsuite.listen import ConnectionBudget
 from netsuite.proxy import (
     CONNECT_ATTEMPT_DELAY,
     MAX_RACING_ATTEMPTS,
@@ -1785,6 +1786,77 @@ class FailureTests(ProxyTestCase):
         self.assertEqual([c.stoppedConnecting for c in proxy.clock.connectors], [True, True])
         proxy.clock.advance(10)
         self.assertEqual(len(proxy.attempts), 2)
+
+    def test_racingAttemptsCountInTheBudget(self) -> None:
+        """
+        Each attempt racing past a request's first is a socket more, and
+        counts in the connection budget the proxy's listeners share while
+        it races; the budget is back where it was once one connects (the
+        others stopped), once all fail, at the connect timeout, and when
+        the client leaves.  It counted none of them: a proxy of 1,000
+        connections to names of silent addresses held 4,000 sockets.
+        """
+        many = [f"93.184.216.{n}" for n in range(100, 110)]
+        names = ["a.example", "b.example", "c.example"]
+        proxy = self.proxy(answers={name: many for name in names}, settings=ProxySettings(connectTimeout=10))
+        budget = proxy.factory.budget = ConnectionBudget(100)
+        budget.opened(None, 7)
+
+        def race() -> Client:
+            client = proxy.client()
+            client.send(b"GET http://%s/ HTTP/1.1\r\n\r\n" % names.pop().encode())
+            proxy.clock.pump([CONNECT_ATTEMPT_DELAY] * 3)
+            self.assertEqual(budget.total, 7 + MAX_RACING_ATTEMPTS - 1)
+            return client
+
+        client = race()
+        proxy.refuse(1)  # the next takes its place
+        self.assertEqual(budget.total, 7 + MAX_RACING_ATTEMPTS - 1)
+        proxy.accept(2).send(OK)
+        self.assertEqual(client.response().status, 200)
+        self.assertEqual(budget.total, 7)
+
+        race()
+        proxy.clock.advance(10)
+        self.assertEqual(budget.total, 7)
+
+        race().lose()
+        self.assertEqual(budget.total, 7)
+
+        proxy = self.proxy(answers={"three.example": many[:3]})
+        budget = proxy.factory.budget = ConnectionBudget(100)
+        client = proxy.client()
+        client.send(b"GET http://three.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.pump([CONNECT_ATTEMPT_DELAY] * 3)
+        self.assertEqual(budget.total, 2)
+        for index in range(3):
+            proxy.refuse(index)
+        self.assertTextError(client.response(), 502, "refused the connection")
+        self.assertEqual(budget.total, 0)
+
+    def test_noRacingWithoutRoomInTheBudget(self) -> None:
+        """
+        With no room left in the connection budget, a request's first
+        attempt races alone (it is counted with the client's connection);
+        the next starts once there is room, or at once when the first
+        fails.
+        """
+        proxy = self.proxy(answers={"three.example": [PUBLIC, PUBLIC2, "93.184.216.36"]})
+        budget = proxy.factory.budget = ConnectionBudget(10)
+        budget.opened(None, 10)
+        client = proxy.client()
+        client.send(b"GET http://three.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.pump([CONNECT_ATTEMPT_DELAY] * 4)
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80)])
+        budget.closed(None, 1)
+        proxy.clock.advance(CONNECT_ATTEMPT_DELAY)
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80), (PUBLIC2, 80)])
+        self.assertEqual(budget.total, 10)
+        proxy.refuse(0)
+        self.assertEqual(proxy.attempts, [(PUBLIC, 80), (PUBLIC2, 80), ("93.184.216.36", 80)])
+        proxy.accept(2).send(OK)
+        self.assertEqual(client.response().status, 200)
+        self.assertEqual(budget.total, 9)
 
     def test_originNeverAnswers(self) -> None:
         """

@@ -112,6 +112,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual({id(tracker.budget) for tracker in trackers}, {id(root.budget)})
         self.assertEqual(root.budget.maxPerHost, 256)
         self.assertEqual(root.getServiceNamed("proxy tcp:3128:interface=127.0.0.1").tracker.weight, 2)
+        # The proxy's attempts to connect racing past a request's first come
+        # out of the budget too.
+        self.assertIs(root.getServiceNamed("proxy tcp:3128:interface=127.0.0.1").tracker.wrappedFactory.budget, root.budget)
         self.assertEqual(root.getServiceNamed("echo tcp:8007:interface=127.0.0.1").tracker.weight, 1)
         self.assertConfigError(["--max-connections", "1.5"], "--max-connections", "whole number")
         self.assertConfigError(["--max-connections-per-host", "-1"], "--max-connections-per-host")
