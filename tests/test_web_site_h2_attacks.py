@@ -1337,6 +1337,33 @@ class ControlFrameFloodTests(ExchangeTestCase):
         self.assertFalse(self.exchange.transport.disconnecting)
         self.assertEqual(received, 4 * 1024 * 1024)
 
+    def test_largeWindowDownload(self) -> None:
+        """
+        A client with a window of 4 MiB (the stream's and the connection's)
+        that gives back each DATA frame with a WINDOW_UPDATE for the stream
+        and one for the connection is sent 256 frames at once, and its 512
+        updates are not taken for a flood: what the frames earned is kept
+        past the budget's burst.  It was cut off after the first window.
+        """
+        window = 4 * 1024 * 1024
+        exchange, streamID = self.startDownload(16 * 1024 * 1024, window)
+        client = exchange.client
+        client.increment_flow_control_window(window - 65535)
+        exchange.pump()
+        for _ in range(200):
+            answer = exchange.answers[streamID]
+            if answer["ended"] or exchange.transport.disconnecting:
+                break
+            received = len(answer["body"]) - answer.setdefault("given", 0)
+            answer["given"] = len(answer["body"])
+            for start in range(0, received, 16384):
+                given = min(16384, received - start)
+                client.increment_flow_control_window(given, streamID)
+                client.increment_flow_control_window(given)
+            exchange.pump()
+        self.assertFalse(self.exchange.transport.disconnecting)
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 16 * 1024 * 1024)
+
     def test_smallestWindowDownload(self) -> None:
         """
         A client whose stream window is L{H2_CONTROL_FRAME_BYTES}, and that

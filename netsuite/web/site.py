@@ -1242,6 +1242,12 @@ H2_CONTROL_RATE = 10.0
 H2_CONTROL_PER_REQUEST = 10
 H2_CONTROL_PER_DATA_FRAME = 2
 H2_CONTROL_FRAME_BYTES = 256
+#: What DATA frames sent earn is kept apart from the budget, not lost past
+#: its burst, up to this many frames: a client with a large window that
+#: gives back each frame (two WINDOW_UPDATEs) is sent many frames at once,
+#: and was cut off (a 1 MiB window: 64 frames earning 128 where the burst
+#: holds 100).  4096 answer 2,048 frames of 16 KiB, a 32 MiB window.
+H2_CONTROL_DATA_CREDIT = 4096
 
 #: Settings in one SETTINGS frame, past which the connection ends with a
 #: GOAWAY (as nghttp2): each costs work, and RFC 9113 defines six.
@@ -1550,6 +1556,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._emptyData = TokenBucket(H2_EMPTY_DATA_RATE, H2_EMPTY_DATA_BURST, site.reactor)
         self._resets = TokenBucket(self.resetRate, self.resetBurst, site.reactor)
         self._controls = TokenBucket(self.controlRate, self.controlBurst, site.reactor)
+        #: Control frames earned by DATA frames sent, not yet spent (see
+        #: L{H2_CONTROL_DATA_CREDIT}).
+        self._dataCredit = 0.0
         #: Streams blocked because their flow-control window is empty.
         self._parked: set[int] = set()
         self.priority = _FlowAwarePriority(self.priority, self)
@@ -1645,6 +1654,16 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         stream.receive_headers = receiveHeadersOrTrailers
         return stream
 
+    def _takeControl(self) -> bool:
+        """
+        Take one control frame from what DATA frames sent earned, else from
+        the connection's budget; say whether there was one.
+        """
+        if self._dataCredit >= 1:
+            self._dataCredit -= 1
+            return True
+        return self._controls.take()
+
     def _budgeted(self, receive: Callable[[Any], tuple[list, list]]) -> Callable[[Any], tuple[list, list]]:
         """
         h2's handler C{receive} of a kind of control frame, taking each
@@ -1655,7 +1674,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         """
 
         def budgeted(frame: Any) -> tuple[list, list]:
-            if not self._controls.take():
+            if not self._takeControl():
                 raise _Flood(b"too many control frames")
             if isinstance(frame, SettingsFrame) and frame.body_len > 6 * H2_MAX_SETTINGS:
                 raise _Flood(b"too many settings in one frame")
@@ -1690,7 +1709,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             # HPACK state stays whole).  h2 took it for a new stream, and
             # with the concurrent streams at the limit (as they are when a
             # stream is refused) ended the connection.
-            if not self._controls.take():
+            if not self._takeControl():
                 raise _Flood(b"too many control frames")
             _decode_headers(conn.decoder, frame.data)
             return [], []
@@ -1711,7 +1730,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         except _BadTrailers as bad:
             return [], [_Malformed(streamID, 0, bad.args[0])]
         if selfDependent or overLimit:
-            if not self._controls.take():
+            if not self._takeControl():
                 raise _Flood(b"too many control frames")
             kept = [event for event in events if getattr(event, "stream_id", None) != streamID]
             if selfDependent:
@@ -2136,7 +2155,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self.streams[streamID].flowControlBlocked()
         if sent:
             self.resetTimeout()
-            self._controls.give(earning * H2_CONTROL_PER_DATA_FRAME / H2_CONTROL_FRAME_BYTES)
+            self._dataCredit = min(
+                H2_CONTROL_DATA_CREDIT, self._dataCredit + earning * H2_CONTROL_PER_DATA_FRAME / H2_CONTROL_FRAME_BYTES
+            )
         data = conn.data_to_send()
         if data:
             self.transport.write(data)
