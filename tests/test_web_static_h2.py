@@ -789,3 +789,26 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         peer.send()
         self.assertIsInstance(peer.readUntilEnded(1), h2.events.StreamEnded)
         self.assertEqual(peer.bodies[1], patterned(BIG))
+
+    def test_bodyCutShortResetsWithAnError(self) -> None:
+        """
+        A body cut short (the file shrank; the client took nothing for the
+        stall timeout) resets its stream with C{INTERNAL_ERROR}, as nginx
+        does: a reset with C{NO_ERROR} says the answer was complete (RFC
+        9113, 8.1), and curl took a gzipped body, which has no
+        Content-Length, cut short for a whole one.
+        """
+        text = os.path.join(self.root, "big.txt")
+        with open(text, "wb") as f:
+            f.write(os.urandom(BIG // 2).hex().encode("ascii"))
+        ended = self.shrinkWhileSending(b"/big.txt", [(b"accept-encoding", b"gzip")])
+        self.assertIsInstance(ended, h2.events.StreamReset)
+        self.assertEqual(ended.error_code, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        peer = self.peer
+        peer.acknowledge = False
+        peer.get(3, b"/big.bin")
+        self.readSome()
+        self.clock.advance(self.folder.stallTimeout + 1)
+        ended = peer.readUntilEnded(3)
+        self.assertIsInstance(ended, h2.events.StreamReset)
+        self.assertEqual(ended.error_code, h2.errors.ErrorCodes.INTERNAL_ERROR)

@@ -2214,16 +2214,22 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     def abortRequest(self, streamID: int) -> None:
         """
-        Reset stream C{streamID} (its producer failed or stalled): once the
-        connection is closed (a GOAWAY went out, the client not reading it)
-        there is nothing to reset, and the stream is only forgotten (h2
-        raised, a traceback a stream).
+        Reset stream C{streamID} (its producer failed or stalled, its answer
+        cut short) with C{INTERNAL_ERROR}, as nginx does: Twisted reset it
+        with C{NO_ERROR}, which says the answer was complete (RFC 9113,
+        8.1), and curl took a gzipped body cut short (it has no
+        C{content-length}) for a whole one.  Once the connection is closed
+        (a GOAWAY went out, the client not reading it) there is nothing to
+        reset, and the stream is only forgotten (h2 raised, a traceback a
+        stream).
         """
         if self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
             if streamID in self.streams:
                 self._requestDone(streamID)
             return
-        H2Connection.abortRequest(self, streamID)
+        self.conn.reset_stream(streamID, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        if self._tryToWriteControlData():
+            self._requestDone(streamID)
 
     def remainingOutboundWindow(self, streamID: int) -> int:
         """
