@@ -497,19 +497,21 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertIsInstance(ended, h2.events.StreamReset)
         self.assertEqual(openFilesFor(self.big), 0)
 
-    def shrinkWhileSending(self, path: bytes, headers: Sequence[Tuple[bytes, bytes]] = ()) -> object:
+    def shrinkWhileSending(
+        self, path: bytes, headers: Sequence[Tuple[bytes, bytes]] = (), streamID: int = 1
+    ) -> object:
         """
-        GET C{path}, truncate the file once its first bytes are out, then
-        read on: how the stream ends.
+        GET C{path} on stream C{streamID}, truncate the file once its first
+        bytes are out, then read on: how the stream ends.
         """
         peer = self.peer
-        peer.get(1, path, headers)
+        peer.get(streamID, path, headers)
         for _ in range(20):
             peer.read()
             peer.turns(1)
-        self.assertGreater(len(peer.bodies[1]), 0)
+        self.assertGreater(len(peer.bodies[streamID]), 0)
         os.truncate(os.path.join(self.root, path.decode("ascii").lstrip("/")), 1000)
-        return peer.readUntilEnded(1)
+        return peer.readUntilEnded(streamID)
 
     def test_shrunkFileResetsTheStream(self) -> None:
         """
@@ -558,9 +560,11 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
     Twisted's sending loop took the stream again and again).
     """
 
-    def makePeer(self) -> None:
+    def makePeer(self, accessLog: Optional[str] = None) -> None:
         status = SimpleStatus(StatsRegistry())
-        site = makeSite(status, reactor=self.clock, stats=status.stats.forService("http"), root=self.root)
+        site = makeSite(
+            status, reactor=self.clock, stats=status.stats.forService("http"), root=self.root, accessLog=accessLog
+        )
         site.startFactory()
         self.addCleanup(site.stopFactory)
         self.folder = site.static
@@ -812,3 +816,35 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         ended = peer.readUntilEnded(3)
         self.assertIsInstance(ended, h2.events.StreamReset)
         self.assertEqual(ended.error_code, h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    def test_bodyCutShortIsLogged(self) -> None:
+        """
+        A stream reset because its body was cut short (the client took
+        nothing for the stall timeout; the file shrank) gets its
+        access-log line and is counted, as over HTTP/1: its status and the
+        body bytes sent, not those still queued.  Such streams were in no
+        log, and C{/metrics} did not count them.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        peer = self.peer
+        site = peer.server.site
+        peer.acknowledge = False
+        peer.get(1, b"/big.bin")
+        self.readSome()
+        self.assertEqual(len(peer.bodies[1]), 65535)
+        self.clock.advance(self.folder.stallTimeout + 1)
+        self.assertIsInstance(peer.readUntilEnded(1), h2.events.StreamReset)
+        peer.acknowledge = True
+        peer.client.acknowledge_received_data(65535, 1)
+        shrunk = os.path.join(self.root, "shrinks.bin")
+        with open(shrunk, "wb") as f:
+            f.write(patterned(BIG))
+        self.assertIsInstance(self.shrinkWhileSending(b"/shrinks.bin", streamID=3), h2.events.StreamReset)
+        self.clock.advance(1)  # the log is written once a second
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn('"GET /big.bin HTTP/2" 200 65535 ', lines[0])
+        self.assertIn('"GET /shrinks.bin HTTP/2" 200 %d ' % (len(peer.bodies[3]),), lines[1])
+        self.assertEqual(site.stats.snapshot()["requests"], 2)

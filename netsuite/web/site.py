@@ -2222,13 +2222,19 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         (a GOAWAY went out, the client not reading it) there is nothing to
         reset, and the stream is only forgotten (h2 raised, a traceback a
         stream).
+
+        Either way its request is told it is lost, so that it is logged and
+        counted as over HTTP/1, with the body bytes sent (not those still
+        queued, which L{_requestDone} drops): Twisted forgot the stream
+        untold, and such a request was in no log.
         """
-        if self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
-            if streamID in self.streams:
-                self._requestDone(streamID)
-            return
-        self.conn.reset_stream(streamID, h2.errors.ErrorCodes.INTERNAL_ERROR)
-        if self._tryToWriteControlData():
+        if self.conn.state_machine.state != h2.connection.ConnectionState.CLOSED:
+            self.conn.reset_stream(streamID, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            if not self._tryToWriteControlData():
+                return  # aborted: every stream is told
+        stream = self.streams.get(streamID)
+        if stream is not None:
+            stream.connectionLost(Failure(ConnectionLost("the answer was cut short")))
             self._requestDone(streamID)
 
     def remainingOutboundWindow(self, streamID: int) -> int:
