@@ -412,6 +412,53 @@ class HTTP2Tests(SynchronousTestCase):
             self.assertEqual(dict(response.headers)[b":status"], status, streamID)
         self.assertNotIn(peer.server, self.folder._h2Waiting)
 
+    def status(self, streamID: int) -> bytes:
+        """
+        The status stream C{streamID} is answered with, once it ends.
+        """
+        self.assertIsInstance(self.peer.readUntilEnded(streamID, limit=50), h2.events.StreamEnded)
+        [response] = [e for e in self.peer.events[streamID] if isinstance(e, h2.events.ResponseReceived)]
+        return dict(response.headers)[b":status"]  # type: ignore[no-any-return]
+
+    def test_answersWithoutTheFileAtTheFolderLimit(self) -> None:
+        """
+        With the folder's C{maxOpenFiles} files being sent, a C{HEAD}, a
+        C{304}, a C{412} and a C{416} are still answered (they got a
+        C{503}, though they hold a file only while they are answered),
+        holding no file afterwards; another file's C{GET} gets the C{503},
+        and so does a C{304} by the ETag of a file that changed since, a
+        whole C{200} now.
+        """
+        self.folder.maxOpenFiles = 1
+        peer = self.peer
+        peer.acknowledge = False
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.get(1, b"/big.bin")
+        for _ in range(20):
+            peer.read()
+            peer.turns(1)
+        self.assertEqual(len(peer.bodies[1]), 65535)
+        [entry] = self.folder._cache.values()
+        etag = entry.identity.etag
+        cases = {
+            3: ([], b"HEAD", b"200"),
+            5: ([(b"if-none-match", etag)], b"GET", b"304"),
+            7: ([(b"if-match", b'"nope"')], b"GET", b"412"),
+            9: ([(b"range", b"bytes=99999999-")], b"GET", b"416"),
+            11: ([], b"GET", b"503"),
+        }
+        for streamID, (headers, method, _) in cases.items():
+            peer.get(streamID, b"/big.bin", headers, method=method)
+        for streamID, (_, _, status) in cases.items():
+            self.assertEqual(self.status(streamID), status, streamID)
+        self.assertEqual(openFilesFor(self.big), 1)
+        with open(self.big, "ab") as f:
+            f.write(b"more")
+        peer.get(13, b"/big.bin", [(b"if-none-match", etag)])
+        self.assertEqual(self.status(13), b"503")
+        self.assertEqual(len(self.folder._producers), 1)
+        self.assertEqual(openFilesFor(self.big), 1)
+
     def test_unsatisfiableRangeOfAnotherVersionWaits(self) -> None:
         """
         A C{Range} past the end whose C{If-Range} fails is a whole 200, not

@@ -1098,8 +1098,10 @@ class StaticFolder(Resource):
                 and self._sendsTheFile(request, representation, found)
             ):
                 return self._waitForFile(connection, request, key, entry)
-            if self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles:
-                raise _Unavailable(f"{self.maxOpenFiles} files are being sent")
+            # What sends no file holds one only while it is answered (one
+            # of the files kept aside for the process, see tap.py).
+            if self._folderFull() and self._sendsTheFile(request, representation, found):
+                raise self._folderUnavailable()
             if self._hostFull(request) and self._sendsTheFile(request, representation, found):
                 raise self._hostUnavailable()
             opened = self._open(representation.path)
@@ -1119,6 +1121,9 @@ class StaticFolder(Resource):
                     if connection is not None and self._h2Files.get(connection, 0) >= H2_OPEN_FILES:
                         os.close(fd)
                         return self._waitForFile(connection, request, key, entry)
+                    if self._folderFull():
+                        os.close(fd)
+                        raise self._folderUnavailable()
                     if self._hostFull(request):
                         os.close(fd)
                         raise self._hostUnavailable()
@@ -1153,6 +1158,16 @@ class StaticFolder(Resource):
         self._h2Waiting.setdefault(connection, {})[request] = (key, entry)
         request.notifyFinish().addErrback(self._waitingLost, connection, request)
         return NOT_DONE_YET
+
+    def _folderFull(self) -> bool:
+        """
+        Whether the folder sends as many files as it may at once
+        (L{maxOpenFiles}).
+        """
+        return self.maxOpenFiles is not None and len(self._producers) >= self.maxOpenFiles
+
+    def _folderUnavailable(self) -> _Unavailable:
+        return _Unavailable(f"{self.maxOpenFiles} files are being sent")
 
     def _hostUnavailable(self) -> _Unavailable:
         return _Unavailable(f"{self.maxOpenFilesPerHost} files are being sent to your address")
