@@ -1719,6 +1719,63 @@ class SocketTests(HTTPSTestCase):
         await waitForNoConnections(self, service)
         self.assertLess(sum(received), 4 * 1024 * 1024)
 
+    async def _cutOffAfterGoAway(self, tls: bool, error: bytes = b"") -> None:
+        """
+        A client that goes on sending PING frames after the GOAWAY for its
+        C{error} (by default, the flood of those PINGs: C{ENHANCE_YOUR_CALM})
+        is cut off at its next input.  The lingering close of the
+        connection read it on, and dropped it, for the 10 s of the abort
+        timer (2.9 GB over h2c), so that HTTP/2, which aborts on input after
+        its close, never saw it.
+        """
+        if tls:
+            port, service, cadata = await self.startHTTPS()
+        else:
+            service = makeHTTPService("tcp:0:interface=127.0.0.1", status=SimpleStatus(StatsRegistry()), h2c=True)
+            port = await startListener(self, service)
+        pings = b"".join(frame(6, 0, 0, b"%08d" % (i,)) for i in range(1000))
+
+        def flood() -> tuple[str, int]:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
+            sent = 0
+            try:
+                if tls:
+                    context = ssl.create_default_context(cadata=cadata)
+                    context.set_alpn_protocols(["h2"])
+                    raw = context.wrap_socket(raw, server_hostname="localhost")
+                raw.sendall(PREFACE + SETTINGS + error)
+                while sent < 256 * 1024 * 1024:
+                    raw.sendall(pings)
+                    sent += len(pings)
+                return "all sent", sent
+            except (ConnectionError, ssl.SSLError):
+                return "cut off", sent
+            except TimeoutError:
+                return "stalled", sent
+            finally:
+                raw.close()
+
+        outcome, sent = await threads.deferToThread(flood)
+        self.assertEqual(outcome, "cut off")
+        self.assertLess(sent, 32 * 1024 * 1024)
+        await waitForNoConnections(self, service)
+
+    async def test_floodCutOffAfterGoAway(self) -> None:
+        await self._cutOffAfterGoAway(tls=True)
+
+    async def test_floodCutOffAfterGoAwayPlain(self) -> None:
+        await self._cutOffAfterGoAway(tls=False)
+
+    async def test_cutOffAfterProtocolError(self) -> None:
+        """
+        The same after the GOAWAY (C{PROTOCOL_ERROR}) for a DATA frame on
+        stream 0, which the h2 library refuses.
+        """
+        await self._cutOffAfterGoAway(tls=True, error=frame(0, 0, 0, b"x"))
+
+    async def test_cutOffAfterProtocolErrorPlain(self) -> None:
+        await self._cutOffAfterGoAway(tls=False, error=frame(0, 0, 0, b"x"))
+
     async def test_headTrickledCutOff(self) -> None:
         """
         Over real TLS, a client sending its request head a byte at a time
