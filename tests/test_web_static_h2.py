@@ -607,7 +607,11 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
     Twisted's sending loop took the stream again and again).
     """
 
-    def makePeer(self, accessLog: Optional[str] = None) -> None:
+    def makePeer(self, accessLog: Optional[str] = None, idleTimeout: bool = False) -> None:
+        """
+        @param idleTimeout: whether the connection has the site's idle
+            timeout (as the site's connections have), or none.
+        """
         status = SimpleStatus(StatsRegistry())
         site = makeSite(
             status, reactor=self.clock, stats=status.stats.forService("http"), root=self.root, accessLog=accessLog
@@ -618,6 +622,8 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         server = NetsuiteH2Connection(site)
         server.site = site
         server.requestFactory = site.requestFactory
+        if idleTimeout:
+            server.timeOut = site.limits.idleTimeout
         self.peer = H2Harness(self.folder, self.clock, server)
 
     def assertIdle(self) -> None:
@@ -895,3 +901,61 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertIn('"GET /big.bin HTTP/2" 200 65535 ', lines[0])
         self.assertIn('"GET /shrinks.bin HTTP/2" 200 %d ' % (len(peer.bodies[3]),), lines[1])
         self.assertEqual(site.stats.snapshot()["requests"], 2)
+
+    def stallSilently(self, pingAfter: float) -> Tuple[List[int], List[int]]:
+        """
+        A client that shuts its windows, asks for 12 files (8 are sent, 4
+        wait), sends a PING C{pingAfter} seconds later (while it waits for
+        the answers, the idle timeout starts again), and then nothing: the
+        clock is moved on to the stall timeout of the files.
+        """
+        self.makePeer(idleTimeout=True)
+        peer = self.peer
+        peer.events.setdefault(0, [])
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        peer.send()
+        peer.read()
+        sent, waiting = self.stallFiles(4)
+        self.readSome()
+        self.assertEqual(self.folder.stallTimeout, peer.server.timeOut)
+        self.clock.advance(pingAfter)
+        peer.client.ping(b"12345678")
+        peer.send()
+        self.clock.advance(self.folder.stallTimeout - pingAfter)
+        self.readSome()
+        return sent, waiting
+
+    def test_idleTimeoutWithEveryFileStalled(self) -> None:
+        """
+        A client that shut its windows and then sends nothing: its files
+        stall, and the connection reaches its idle timeout as their stall
+        timeout comes (here half a second later: the client's last frame
+        came after the files stalled).  It ends with a GOAWAY
+        C{NO_ERROR}, as any idle timeout (it was C{PROTOCOL_ERROR}), and
+        the requests waiting for its files do not start then: each was
+        given its file and its headers for nothing, the GOAWAY following.
+        """
+        sent, waiting = self.stallSilently(0.5)
+        peer = self.peer
+        self.clock.advance(1)
+        self.readSome()
+        [goAway] = [e for e in peer.events[0] if isinstance(e, h2.events.ConnectionTerminated)]
+        self.assertEqual(goAway.error_code, h2.errors.ErrorCodes.NO_ERROR)
+        for streamID in waiting:
+            self.assertEqual(peer.events[streamID], [], streamID)
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(self.folder._h2Waiting, {})
+        self.assertEqual(openFilesFor(self.big), 0)
+
+    def test_stalledFilesMakeWayBeforeTheIdleTimeout(self) -> None:
+        """
+        The same client, whose last frame came 30 s after its files
+        stalled: the stalled files are reset, and the waiting requests
+        start, the idle timeout still 30 s away.
+        """
+        sent, waiting = self.stallSilently(30)
+        peer = self.peer
+        self.assertEqual([e for e in peer.events[0] if isinstance(e, h2.events.ConnectionTerminated)], [])
+        for streamID in waiting:
+            self.assertIsInstance(peer.events[streamID][0], h2.events.ResponseReceived, streamID)
+        self.assertEqual(len(self.folder._producers), len(waiting))

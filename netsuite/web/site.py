@@ -1265,6 +1265,12 @@ H2_ENCODER_TABLE = 4096
 #: write to its transport (Twisted's loop sent one frame, 16 KiB, a turn).
 H2_TURN_BYTES = 256 * 1024
 
+#: Seconds within which an HTTP/2 connection's idle timeout may be due for
+#: the connection to time out at once when one of its files ends, rather
+#: than start the requests waiting for a file (see
+#: L{NetsuiteH2Connection.timeOutIfDue}).
+H2_IDLE_SLACK = 1.0
+
 
 class _Flood(Exception):
     """
@@ -1986,11 +1992,30 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self.transport.write(self.conn.data_to_send() + goAway.serialize())
 
     def timeoutConnection(self) -> None:
+        """
+        The idle timeout: a GOAWAY with C{NO_ERROR}, as every timeout here
+        and nginx's (Twisted sent C{PROTOCOL_ERROR} while a stream was
+        open, a client that shut its windows and sent nothing for a minute
+        say, which is no error of the protocol).
+        """
         self._log.info("Timing out client {client}", client=self.transport.getPeer())
-        if self.conn.open_outbound_streams > 0 or self.conn.open_inbound_streams > 0:
-            self._goAway(h2.errors.ErrorCodes.PROTOCOL_ERROR)
-        else:
-            self._goAway(h2.errors.ErrorCodes.NO_ERROR)
+        self._goAway(h2.errors.ErrorCodes.NO_ERROR)
+
+    def timeOutIfDue(self) -> None:
+        """
+        Time the connection out now if its idle timeout is due within
+        L{H2_IDLE_SLACK} seconds: one of its files ended, and the requests
+        waiting for one are about to start (the static folder asks).  A
+        client that shut its windows and then sent nothing has its stalled
+        files reset by their stall timeout as its idle timeout comes, both
+        a minute, a few milliseconds apart: the waiting requests were each
+        given a file and sent their headers, and the GOAWAY followed.
+        """
+        call = getattr(self, "_TimeoutMixin__timeoutCall", None)  # Twisted's, private
+        if call is None or not call.active() or self.transport.disconnecting:
+            return
+        if call.getTime() - self.site.reactor.seconds() <= H2_IDLE_SLACK:
+            self.timeoutConnection()
 
     def _goAway(self, errorCode: int, message: bytes = b"") -> None:
         """

@@ -1214,7 +1214,7 @@ class StaticFolder(Resource):
         A file sent to HTTP/2 C{connection} ended: a request of that
         connection waiting for one goes on, unless the connection is
         ending (its requests are lost, or about to be: Twisted tells its
-        streams one at a time).
+        streams one at a time), or times out now, its idle timeout due.
         """
         left = self._h2Files.get(connection, 1) - 1
         if left > 0:
@@ -1224,6 +1224,9 @@ class StaticFolder(Resource):
         waiting = self._h2Waiting.get(connection)
         if waiting is None:
             return
+        timeOutIfDue = getattr(connection, "timeOutIfDue", None)  # netsuite's connection's
+        if timeOutIfDue is not None:
+            timeOutIfDue()  # then closed: none starts
         if not _h2Open(connection):
             del self._h2Waiting[connection]
             return
