@@ -102,9 +102,11 @@ KEEPALIVE_COUNT = 6
 #: theirs too (ircu: 61440 bytes).
 SEND_BUFFER = 64 * 1024
 
-#: Bytes skipped after a CR that ends a line: CRLF's LF, telnet's CR NUL,
-#: and more CRs (Windows' text mode writes CRLF as CR CR LF).
-_AFTER_CR = (0x0A, 0x00, 0x0D)
+#: The byte after a CR that belongs to its line end: CRLF's LF, telnet's
+#: CR NUL (also after a second CR: Windows' text mode writes CRLF as CR CR
+#: LF).
+_AFTER_CR = (0x0A, 0x00)
+_CR = 0x0D
 
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
@@ -314,13 +316,19 @@ class ChatProtocol(Protocol):
         start = 0
         size = len(buffer)
         if self._afterCR and size:
-            # The LF of a CRLF (or the NUL of telnet's CR NUL) whose CR
-            # ended the last read: the line has ended already.
+            # The rest of a line end whose CR ended the last read: an LF or
+            # a NUL, or a CR and one of them; the line has ended already.
+            first = buffer[0]
+            if first in _AFTER_CR:
+                start = 1
+            elif first == _CR:
+                if size == 1:
+                    self._buffer = buffer  # CR CR, maybe CR CR LF
+                    return
+                if buffer[1] in _AFTER_CR:
+                    start = 2
+                # (Else that CR ends an empty line.)
             self._afterCR = False
-            while start < size and buffer[start] in _AFTER_CR:
-                start += 1
-            if start == size:
-                self._afterCR = True
         # The next LF and the next CR (size: none), each looked for again
         # only once passed, so a read of many lines is scanned once.
         lf = cr = -1
@@ -345,13 +353,21 @@ class ChatProtocol(Protocol):
             if end == size:
                 break
             after = end + 1
+            # CR ends a line, as IRC servers take it; so do CRLF, CR NUL and
+            # CR CR LF, even split between reads.  Any other byte after them
+            # is the next line's: more LFs or CRs are empty lines, each a
+            # line of the flood budget (they were all skipped, for nothing).
+            waitCR = False
             if end == cr:
-                # CR ends a line, as IRC servers take it; so do CRLF and CR
-                # NUL, even split between two reads.
-                while after < size and buffer[after] in _AFTER_CR:
-                    after += 1
                 if after == size:
                     self._afterCR = True
+                elif buffer[after] in _AFTER_CR:
+                    after += 1
+                elif buffer[after] == _CR:
+                    if after + 1 == size:
+                        self._afterCR = waitCR = True  # kept: CR CR, maybe CR CR LF
+                    elif buffer[after + 1] in _AFTER_CR:
+                        after += 2
             if self._discarding:
                 self._discarding = False  # the end of a line already refused
                 self._discard(end - start)
@@ -364,6 +380,8 @@ class ChatProtocol(Protocol):
                 else:
                     self.lineReceived(line)
             start = after
+            if waitCR:
+                break
         rest = buffer[start:]
         if self._discarding:
             self._discard(len(rest))

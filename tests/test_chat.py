@@ -301,9 +301,10 @@ class NameTests(ChatTestCase):
     def test_crCrLfIsOneLineEnd(self) -> None:
         """
         CR CR LF (Windows' text mode writing CRLF) is one line end, split
-        between reads or not, and so is CR NUL after CRs: the CR ended the
-        line and the CRLF after it was an empty line, a line of the flood
-        budget each (ten lines within a burst of ten got five "slow down").
+        between reads or not, and so is CR CR NUL: the CR ended the line and
+        the CRLF after it was an empty line, a line of the flood budget each
+        (ten lines within a burst of ten got five "slow down").  A third CR
+        is an empty line again, a line of the budget.
         """
         bob = self.named("bob")
         alice = self.named("alice")
@@ -315,9 +316,15 @@ class NameTests(ChatTestCase):
             alice.sendRaw(b"m%d\r" % (n,))
             alice.sendRaw(b"\r")
             alice.sendRaw(b"\n")
-        alice.sendRaw(b"m8\r\r\x00m9\r\r\r\n")
+        alice.sendRaw(b"m8\r\r\x00m9\r")
+        alice.sendRaw(b"\r\n")
         self.assertEqual(bob.received(), [f"alice: m{n}" for n in range(10)])
         self.assertEqual(alice.received(), [])
+        self.clock.advance(10)
+        linesIn = self.factory.stats.counters["lines_in"]
+        alice.sendRaw(b"m10\r\r\r\n" * 5)
+        self.assertEqual(bob.received(), ["alice: m10"] * 5)
+        self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 2 * 5)
 
     def test_emptyLinesBeforeTheNameAreIgnored(self) -> None:
         """
@@ -1981,6 +1988,33 @@ class FloodTests(ChatTestCase):
         self.assertFalse(carol.closing)
         self.assertEqual(carol.received(), ["! line too long (over 10 bytes); it was dropped"])
         self.assertEqual(self.factory.stats.counters["excess_floods"], 2)
+
+    def test_lineEndsAfterACRAreLinesOfTheBudget(self) -> None:
+        """
+        After a CR, only one LF or NUL (CRLF, CR NUL), or a second CR and
+        one of them (CR CR LF), belong to its line end: each further LF or
+        CR is an empty line and each C{maxLine} NULs a line being dropped,
+        every one a line of the flood budget, so a stream of them after a
+        CR ends in an excess flood, in one read or many.  Every such byte
+        was skipped, one at a time in Python, uncounted: a CR followed by
+        NULs without end kept a CPU busy (218 MB in 20 s) until the idle
+        timeout.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, maxLine=10)
+        flood = 11 + _EXCESS_FLOOD
+        for n, (after, size) in enumerate([(b"\n", flood), (b"\r", flood), (b"\x00", 10 * flood)]):
+            alice = self.named(f"alice{n}", host=f"192.0.2.{n}")
+            alice.sendRaw(b"x\r" + after * size)
+            self.assertTrue(alice.closing, after)
+            self.assertEqual(
+                alice.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye", after
+            )
+            bob = self.named(f"bob{n}", host=f"198.51.100.{n}")
+            bob.sendRaw(b"x\r")
+            for _ in range(size):
+                bob.sendRaw(after)
+            self.assertTrue(bob.closing, after)
+        self.assertEqual(self.factory.stats.counters["excess_floods"], 6)
 
     def test_noAddressLimitWithoutFloodControl(self) -> None:
         """
