@@ -28,8 +28,9 @@ costs each of them an C{append}, not a C{write}.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+from itertools import chain
+from operator import attrgetter
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -56,6 +57,7 @@ from netsuite.rooms import (
     ChatHub,
     IMember,
     Line,
+    Room,
     cleanText,
     memberNames,
 )
@@ -110,6 +112,9 @@ _CR = 0x0D
 
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
+
+#: Names in one line of C{/who}'s answer.
+_WHO_NAMES = 50
 
 
 @dataclass
@@ -207,8 +212,12 @@ class ChatProtocol(Protocol):
     _dropped = 0
     _out: Optional[List[bytes]] = None
     _outBytes = 0
-    _replay: Optional[Deque[Line]] = None
+    #: Lines sent as the client takes them (see L{replay}, L{_answer}).
+    _replay: Optional[Iterator[bytes]] = None
     _replayCall: Any = None
+    #: Whether C{_replay} holds an answer to the client's command, which
+    #: its next lines wait for.
+    _answering = False
     _after: Optional[List[bytes]] = None
     _raw: Any = None
     _rawStats: Optional[ServiceStats] = None
@@ -332,15 +341,18 @@ class ChatProtocol(Protocol):
         # The next LF and the next CR (size: none), each looked for again
         # only once passed, so a read of many lines is scanned once.
         lf = cr = -1
+        waitCR = False
         while not self._closed:
-            if self._paused and self._outBytes > self.factory.settings.maxOutput:
+            if self._answering or (self._paused and self._outBytes > self.factory.settings.maxOutput):
                 # The client has not taken its answers yet: the rest of
-                # what it sent waits until it has (see resumeProducing), so
+                # what it sent waits until it has (see L{_release}), so
                 # its own commands cannot pile up answers for it.
                 self._held = True
                 self._buffer = buffer[start:]
                 self.transport.pauseProducing()
                 return
+            if waitCR:
+                break
             if lf < start:
                 lf = buffer.find(b"\n", start)
                 if lf < 0:
@@ -357,7 +369,6 @@ class ChatProtocol(Protocol):
             # CR CR LF, even split between reads.  Any other byte after them
             # is the next line's: more LFs or CRs are empty lines, each a
             # line of the flood budget (they were all skipped, for nothing).
-            waitCR = False
             if end == cr:
                 if after == size:
                     self._afterCR = True
@@ -380,8 +391,6 @@ class ChatProtocol(Protocol):
                 else:
                     self.lineReceived(line)
             start = after
-            if waitCR:
-                break
         rest = buffer[start:]
         if self._discarding:
             self._discard(len(rest))
@@ -584,15 +593,10 @@ class ChatProtocol(Protocol):
         self.factory.hub.part(self)
 
     def do_rooms(self, argument: str) -> None:
-        rooms = self.factory.hub.roomList()
-        self.info(f"*** {len(rooms)} room{'s' if len(rooms) != 1 else ''}:")
-        for room in rooms:
-            count = len(room.members)
-            topic = f"; topic: {room.topic}" if room.topic else ""
-            self.info(f"***   {room.name} ({count} member{'s' if count != 1 else ''}){topic}")
+        self._answer(_roomLines(self.factory.hub.rooms, self.factory.hub.roomList()))
 
     def do_who(self, argument: str) -> None:
-        self.info(f"*** in {self.room.name}: {', '.join(memberNames(self.room.members.values()))}")
+        self._answer(_whoLines(self.room.name, memberNames(self.room.members.values())))
 
     def do_msg(self, argument: str) -> None:
         target, _, text = argument.partition(" ")
@@ -658,20 +662,51 @@ class ChatProtocol(Protocol):
         """
         if self._closed:
             return
-        if self._replay is not None:
+        if self._replay is not None and not self._answering:
             self._endReplay()
-        if not lines:
+        if lines:
+            self._sendLazily(map(attrgetter("encoded"), lines))
+
+    def _answer(self, lines: Iterable[bytes]) -> None:
+        """
+        Answer a command with C{lines} (encoded, with CRLF), made and sent
+        as the client takes them, as a room's history is (L{replay}): an
+        answer that grows with the server (C{/rooms}, C{/who}) cannot pile
+        up for a client that does not read.  The client's next lines wait
+        until it is all sent (IRC servers send their C{LIST} so).
+        """
+        if self._closed:
             return
-        self._replay = deque(lines)
+        lines = iter(lines)
+        if self._replay is None and not self._paused:
+            # Its first L{_HOLD_LIMIT} bytes (most answers whole) go as any
+            # other output.
+            size = 0
+            while size < _HOLD_LIMIT:
+                encoded = next(lines, None)
+                if encoded is None:
+                    return
+                self._write(encoded)
+                size += len(encoded)
+        self._answering = True
+        self._sendLazily(lines)
+
+    def _sendLazily(self, lines: Iterable[bytes]) -> None:
+        """
+        Send C{lines} as the client takes them, after what is being sent so.
+        """
+        replay = self._replay
+        self._replay = iter(lines) if replay is None else chain(replay, lines)
         if self._replayCall is None:
             self._replayCall = self.factory.reactor.callLater(0, self._replayTurn)
 
     def _endReplay(self) -> None:
         """
-        Drop what is left of the history being replayed; what was written
-        after it waits to be sent next.
+        Drop what is left of the lines being sent as the client takes them;
+        what was written after them waits to be sent next.
         """
         self._replay = None
+        self._answering = False
         after, self._after = self._after, None
         if after:
             if self._out is None:
@@ -743,34 +778,38 @@ class ChatProtocol(Protocol):
 
     def _replayMore(self) -> None:
         """
-        Send the next lines of the history being replayed, up to
-        L{_HOLD_LIMIT} bytes; after its last line, what was written
-        meanwhile.  Called again next pass until the history is sent, or on
-        C{resumeProducing} when the transport filled.
+        Send the next lines of the history being replayed (or of an
+        answer), up to L{_HOLD_LIMIT} bytes; after its last line, what was
+        written meanwhile.  Called again next pass until the history is
+        sent, or on C{resumeProducing} when the transport filled.
         """
         lines = self._replay
         assert lines is not None
         chunk = []
         size = 0
-        while lines and size < _HOLD_LIMIT:
-            encoded = lines.popleft().encoded
+        while size < _HOLD_LIMIT:
+            encoded = next(lines, None)
+            if encoded is None:
+                self._replay = None
+                self._answering = False  # the client's lines wait for the next turn
+                after, self._after = self._after, None
+                if after:
+                    chunk.extend(after)
+                    self._outBytes -= sum(map(len, after))
+                break
             chunk.append(encoded)
             size += len(encoded)
-        if not lines:
-            self._replay = None
-            after, self._after = self._after, None
-            if after:
-                chunk.extend(after)
-                self._outBytes -= sum(map(len, after))
-        elif self._replayCall is None:
+        if (self._replay is not None or self._held) and self._replayCall is None:
             self._replayCall = self.factory.reactor.callLater(0, self._replayTurn)
-        self._send(b"".join(chunk))
+        if chunk:
+            self._send(b"".join(chunk))
         if self._replay is None and self._closeAfterReplay:
             self._close()
 
     def _replayTurn(self) -> None:
         self._replayCall = None
         self.flushOutput()
+        self._release()
 
     def _send(self, data: bytes) -> None:
         raw = self._raw
@@ -787,7 +826,14 @@ class ChatProtocol(Protocol):
         self._cancelSlowCheck()  # it reads
         if self._out or self._replay is not None:
             self.flushOutput()
-        if self._held and not self._paused and not self._closed:
+        self._release()
+
+    def _release(self) -> None:
+        """
+        Handle the client's lines that wait (see L{dataReceived}), and read
+        on, once what they waited for is sent.
+        """
+        if self._held and not self._paused and not self._closed and not self._answering:
             self._held = False
             self.transport.resumeProducing()
             self.dataReceived(b"")
@@ -990,6 +1036,34 @@ class ChatFactory(Factory):
                 del self._hostBuckets[host]
             else:
                 quiet[host] = None
+
+
+def _roomLines(rooms: Dict[str, Room], listed: List[Room]) -> Iterator[bytes]:
+    """
+    The answer to C{/rooms}: how many rooms there are, then C{listed}, each
+    as it is when its line is made (one gone from C{rooms} by then is left
+    out).
+    """
+    yield f"*** {len(listed)} room{'s' if len(listed) != 1 else ''}:\r\n".encode("utf-8")
+    for room in listed:
+        if rooms.get(room.name.casefold()) is not room:
+            continue
+        count = len(room.members)
+        topic = f"; topic: {room.topic}" if room.topic else ""
+        yield f"***   {room.name} ({count} member{'s' if count != 1 else ''}){topic}\r\n".encode("utf-8")
+
+
+def _whoLines(room: str, names: List[str]) -> Iterator[bytes]:
+    """
+    The answer to C{/who} in C{room}: one line of C{names}, or, past
+    L{_WHO_NAMES} of them, how many there are, then lines of that many.
+    """
+    if len(names) <= _WHO_NAMES:
+        yield f"*** in {room}: {', '.join(names)}\r\n".encode("utf-8")
+        return
+    yield f"*** {len(names)} in {room}:\r\n".encode("utf-8")
+    for start in range(0, len(names), _WHO_NAMES):
+        yield f"***   {', '.join(names[start:start + _WHO_NAMES])}\r\n".encode("utf-8")
 
 
 def _hostOf(address: IAddress) -> str:

@@ -1333,6 +1333,158 @@ class OwnAnswersTests(ChatTestCase):
         self.assertEqual(self.factory.stats.counters["slow_readers"], 1)
 
 
+class LongAnswerTests(ChatTestCase):
+    """
+    Answers as long as the server's state makes them (C{/rooms}, C{/who})
+    are made as the client takes them, as a room's history is, and the
+    client's next lines wait until it has taken them: a client that does
+    not read holds about a transport's buffer of them, however many rooms
+    and members there are and however often it asks.
+    """
+
+    settings = {"rate": 0}
+    TOPIC = "\U0001f600" * MAX_TOPIC
+
+    def makeRooms(self, count: int) -> List[str]:
+        """
+        Make C{count} rooms (each with a member and a topic of 1,200
+        bytes); return the lines of C{/rooms} about them.
+        """
+        hub = self.factory.hub
+        for n in range(count):
+            member = FakeMember()
+            hub.register(member, f"m{n:04}")
+            hub.join(member, f"room{n:04}")
+            hub.setTopic(member, self.TOPIC)
+        return [f"***   room{n:04} (1 member); topic: {self.TOPIC}" for n in range(count)]
+
+    def reader(self, name: str = "alice") -> ChatClient:
+        client = self.connect(transport=FillingTransport)
+        client.send(name)
+        takeAll(client)
+        return client
+
+    def held(self, client: ChatClient) -> int:
+        """
+        The bytes waiting for C{client}, in its transport and in the chat.
+        """
+        return len(client.transport.value()) + client.protocol._outBytes
+
+    def test_roomsSentAsTheClientTakesThem(self) -> None:
+        """
+        Three C{/rooms} of 500 KB each, from a client that reads nothing:
+        about two transport buffers wait for it (the whole answer waited,
+        in the transport and the chat: 1,000 rooms with long topics made
+        1.2 MB a C{/rooms}, and 990 clients asking 3 times each took 1.1 GB
+        of memory).  Once it reads, it gets the three answers, whole and in
+        order, then what it sent after them.
+        """
+        lines = self.makeRooms(400)
+        alice = self.reader()
+        alice.sendRaw(b"/rooms\r\n" * 3 + b"/join dev\r\n")
+        for _ in range(10):
+            self.clock.advance(0)
+        self.assertLess(self.held(alice), 2 * 65536 + 2 * 1300)
+        self.assertEqual(alice.protocol.room.name, LOBBY)
+        self.clock.advance(_SLOW_GRACE * 10)
+        self.assertFalse(alice.closing)
+        answer = ["*** 401 rooms:", "***   lobby (1 member)"] + lines
+        self.assertEqual(readAll(alice), answer * 3 + ["*** you are in dev with 0 others"])
+        self.assertNotIn("slow_readers", self.factory.stats.counters)
+
+    def test_whoSentAsTheClientTakesIt(self) -> None:
+        """
+        C{/who} in a room of many members comes in lines of 50 names, after
+        one that says how many there are, made as the client takes them.
+        """
+        hub = self.factory.hub
+        for n in range(2000):
+            hub.register(FakeMember(), f"member{n:04}-" + "x" * 20)
+        alice = self.reader("a")
+        alice.sendRaw(b"/who\r\n" * 3)
+        for _ in range(10):
+            self.clock.advance(0)
+        self.assertLess(self.held(alice), 2 * 65536 + 2 * 2000)
+        names = ["a"] + [f"member{n:04}-" + "x" * 20 for n in range(2000)]
+        answer = ["*** 2001 in lobby:"] + [
+            "***   " + ", ".join(names[n : n + 50]) for n in range(0, len(names), 50)
+        ]
+        self.assertEqual(readAll(alice), answer * 3)
+
+    def test_fewMembersInOneLine(self) -> None:
+        """
+        Up to 50 members, C{/who} is one line, as it was.
+        """
+        hub = self.factory.hub
+        for n in range(49):
+            hub.register(FakeMember(), f"m{n:02}")
+        alice = self.named("alice")
+        alice.send("/who")
+        self.assertEqual(alice.received(), ["*** in lobby: alice, " + ", ".join(f"m{n:02}" for n in range(49))])
+
+    def test_roomsAfterTheHistory(self) -> None:
+        """
+        A C{/rooms} sent while a room's history is still being replayed
+        comes after it; what the room says meanwhile after both.
+        """
+        self.makeFactory(rate=0, roomRate=0, historySize=300, historyBytes=1 << 20)
+        bob = self.named("bob")
+        said = [f"{n} " + "h" * 1000 for n in range(300)]
+        bob.send(*said)
+        self.drain()
+        carol = self.connect(transport=FillingTransport)
+        carol.send("carol")
+        self.clock.advance(0)
+        carol.send("/rooms")
+        bob.send("meanwhile")
+        lines = readAll(carol)
+        self.assertEqual(lines[4:304], [f"[history] bob: {text}" for text in said])
+        self.assertEqual(lines[304:], ["*** 1 room:", "***   lobby (2 members)", "bob: meanwhile"])
+
+    def test_roomGoneMeanwhileIsLeftOut(self) -> None:
+        """
+        Each room is shown as it is when its line is made: one gone by
+        then is left out.
+        """
+        self.makeRooms(200)
+        alice = self.reader()
+        alice.send("/rooms")
+        self.clock.advance(0)
+        gone = self.factory.hub.find("m0199")
+        self.factory.hub.leave(gone)
+        lines = readAll(alice)
+        self.assertEqual(lines[0], "*** 201 rooms:")
+        self.assertEqual(len(lines), 201)
+        self.assertFalse(any(line.startswith("***   room0199 ") for line in lines))
+
+    def test_inputEndedDuringTheAnswer(self) -> None:
+        """
+        A client that ends its input after its C{/rooms} gets all of it,
+        then the close.
+        """
+        lines = self.makeRooms(200)
+        alice = self.reader()
+        alice.sendRaw(b"/rooms\r\n")
+        alice.protocol.readConnectionLost()
+        self.assertFalse(alice.closing)
+        self.assertEqual(readAll(alice)[2:], lines)
+        self.assertTrue(alice.transport.disconnecting)
+
+    def test_quitDuringTheAnswer(self) -> None:
+        """
+        The server stopping drops the rest of an answer: the goodbye comes
+        at once.
+        """
+        self.makeRooms(200)
+        alice = self.reader()
+        alice.sendRaw(b"/rooms\r\n")
+        self.clock.advance(0)
+        alice.protocol.closeGracefully()
+        lines = readAll(alice)
+        self.assertEqual(lines[-1], "*** the server is shutting down; bye")
+        self.assertLess(len(lines), 200)
+
+
 class HistoryReplayTests(ChatTestCase):
     """
     A long history is sent as the joining client takes it; only what is

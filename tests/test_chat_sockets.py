@@ -22,6 +22,7 @@ from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netsuite.chat import _HELP, SEND_BUFFER, ChatFactory, ChatSettings, makeChatService
+from netsuite.limits import descriptorOf, heldBytes
 from tests.helpers import abortIfConnected, startListener
 from tests.tlshelpers import closeNotifyClient, makeServerOptions, trustRootOf
 
@@ -73,6 +74,21 @@ def tlsEndpoint(port: int, ca: trustme.CA, address: str = "127.0.0.1") -> IStrea
         optionsForClientTLS("localhost", trustRoot=trustRootOf(ca)),
         TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(address, 0)),
     )
+
+
+class _Member:
+    """
+    A member of the hub without a connection (the rooms of a test).
+    """
+
+    name = None
+    room = None
+
+    def deliver(self, line: object) -> None:
+        pass
+
+    def replay(self, lines: object) -> None:
+        pass
 
 
 class ChatSocketTests(TestCase):
@@ -593,6 +609,50 @@ class ChatSocketTests(TestCase):
         self.assertEqual(bob.lines[-1], "alice: after")
         self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
         self.assertIsNotNone(factory.hub.find("bob"))
+
+    async def test_roomsWaitForAClientThatDoesNotRead(self) -> None:
+        """
+        Three C{/rooms} of 600 KB each (500 rooms with long topics) from a
+        client that reads nothing: the server holds about a transport
+        buffer of them (it held all of them, 1.2 MB a C{/rooms} with 1,000
+        rooms); once the client reads, it gets all three, whole.
+        """
+        port, factory = await self.startChat(rate=0, roomRate=0)
+        hub = factory.hub
+        topic = "\U0001f600" * 300
+        for n in range(500):
+            member = _Member()
+            hub.register(member, f"m{n:03}")
+            hub.join(member, f"room{n:03}")
+            hub.setTopic(member, topic)
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        self.addCleanup(stuck.close)
+        stuck.sendall(b"stuck\r\n")
+        for _ in range(100):
+            if hub.find("stuck") is not None:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        protocol = hub.find("stuck")
+        stuck.sendall(b"/rooms\r\n" * 3)
+        await deferLater(reactor, 0.5, lambda: None)
+        self.assertLess(heldBytes(descriptorOf(protocol.transport)) + protocol._outBytes, 3 * 65536)
+        stuck.setblocking(False)
+        data = b""
+        answer = ["*** 501 rooms:", "***   lobby (1 member)"] + [
+            f"***   room{n:03} (1 member); topic: {topic}" for n in range(500)
+        ]
+        expected = ("\r\n".join(answer * 3) + "\r\n").encode("utf-8")
+        for _ in range(500):
+            try:
+                data += stuck.recv(1 << 20)
+            except BlockingIOError:
+                await deferLater(reactor, 0.01, lambda: None)
+            if data.endswith(expected):
+                break
+        self.assertEqual(data[-len(expected):], expected)
+        self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
 
     async def test_refusedClientIsToldWhy(self) -> None:
         port, factory = await self.startChat(maxClientsPerHost=1)
