@@ -465,6 +465,42 @@ class _Linger:
         self._end()
 
 
+class _Refusal:
+    """
+    Closes a connection on a peer that proved hostile (a flood) without
+    reading it any more: the output waiting is sent, then the end of output
+    (TCP's FIN), and the connection ends C{grace} seconds after the close;
+    aborted if output still waits then.  Nothing the peer still sends is
+    read (the kernel's buffers fill, then TCP stops it): read and dropped by
+    a lingering close (L{_Linger}), a flood cost a CPU until its end.  A
+    peer that reads its answer gets it; one that resets may lose it.
+    """
+
+    def __init__(self, clock: IReactorTime, transport: tcp.Connection, grace: float) -> None:
+        self._transport = transport
+        transport.stopReading()
+        # A paused producer would keep the transport from sending its FIN.
+        transport.unregisterProducer()
+        transport.loseWriteConnection()
+        self._call: IDelayedCall | None = clock.callLater(grace, self._end)
+
+    def cancel(self) -> None:
+        """
+        The connection ended: stop the timer.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _end(self) -> None:
+        self._call = None
+        transport = self._transport
+        if heldBytes(transport):
+            transport.abortConnection()
+        else:
+            transport.loseConnection()  # (the system resets it if the peer's bytes wait unread)
+
+
 class _Lingering:
     """
     A factory whose connections, once the service closes them, are read on
@@ -552,6 +588,7 @@ class _TrackedProtocol(ProtocolWrapper):
     _abortOnInput = False
     _handshakeTimer: IDelayedCall | None = None
     _linger: _Linger | None = None
+    _refusal: _Refusal | None = None
     #: The peer ended its input (a TCP half-close).
     _inputEnded = False
     #: The connection was answered below TLS (a plain HTTP request on a
@@ -595,7 +632,7 @@ class _TrackedProtocol(ProtocolWrapper):
                 return
             self._linger.received()
             return
-        if self._failed:
+        if self._failed or self._refusal is not None:
             return
         try:
             self.wrappedProtocol.dataReceived(data)
@@ -609,7 +646,7 @@ class _TrackedProtocol(ProtocolWrapper):
         self.transport.registerProducer(producer, streaming)
 
     def loseConnection(self) -> None:
-        if self._linger is not None:
+        if self._linger is not None or self._refusal is not None:
             return
         transport = self.transport
         if (
@@ -639,9 +676,37 @@ class _TrackedProtocol(ProtocolWrapper):
         if isinstance(self.transport, _HalfClosingTLSProtocol):
             self.transport.inputAborts = True
 
+    def closeWithoutReading(self, grace: float) -> None:
+        """
+        Close the connection on a client that proved hostile (a flood):
+        what was written is sent, then the end of output (over TLS, a
+        close_notify first), but nothing more is read, so that what the
+        client still sends costs nothing; the connection ends C{grace}
+        seconds later (see L{_Refusal}).  L{loseConnection}'s lingering
+        close read and dropped a flood at full speed until its limits.
+        """
+        if self.disconnecting or self._linger is not None:
+            return
+        if self._inputEnded or self.factory.stopping:
+            ProtocolWrapper.loseConnection(self)  # nothing to read, or no time
+            return
+        self.disconnecting = 1
+        transport = self.transport
+        gate = getattr(transport, "transport", None)
+        if isinstance(transport, tcp.Connection) and transport.connected and not transport.disconnecting:
+            self._refusal = _Refusal(self.factory.clock, transport, grace)
+        elif isinstance(transport, TLSMemoryBIOProtocol) and isinstance(gate, _PeerReadGate):
+            gate.closeWithoutReading(grace)
+        else:
+            ProtocolWrapper.loseConnection(self)
+
     def pauseProducing(self) -> None:
         if self._linger is None:
             self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._refusal is None:
+            self.transport.resumeProducing()
 
     def _countEnd(self, reason: Failure) -> None:
         """
@@ -660,6 +725,8 @@ class _TrackedProtocol(ProtocolWrapper):
     def connectionLost(self, reason: Failure) -> None:
         if self._linger is not None:
             self._linger.cancel()
+        if self._refusal is not None:
+            self._refusal.cancel()
         if self._handshakeTimer is not None:
             self._handshakeTimer.cancel()
             self._handshakeTimer = None
@@ -735,6 +802,9 @@ class _PeerReadGate(ProtocolWrapper):
     _refused = False
     _readingToClose = False
     _linger: _Linger | None = None
+    #: The service closed on a hostile peer: nothing more is read.
+    _refusing = False
+    _refusal: _Refusal | None = None
 
     def makeConnection(self, transport: Any) -> None:
         transport.registerProducer(_OutputSignal(self), True)
@@ -743,7 +813,7 @@ class _PeerReadGate(ProtocolWrapper):
     def dataReceived(self, data: bytes) -> None:
         if self._linger is not None:
             self._linger.received()
-        if self._refused or getattr(self.wrappedProtocol, "peerClosed", False):
+        if self._refused or self._refusing or getattr(self.wrappedProtocol, "peerClosed", False):
             # Nothing may follow a close_notify; TLS would keep it unread.
             return
         if not self._started and data:
@@ -794,7 +864,7 @@ class _PeerReadGate(ProtocolWrapper):
             producer.stopProducing()
 
     def _read(self) -> None:
-        if self._outputFull or self._pausedAbove:
+        if self._outputFull or self._pausedAbove or self._refusing:
             self.transport.pauseProducing()
         else:
             self.transport.resumeProducing()
@@ -812,6 +882,8 @@ class _PeerReadGate(ProtocolWrapper):
         until the peer's close_notify or the end of its TCP input, or as
         long as the factory's lingering limits let it (L{_Linger}).
         """
+        if self._refusing:
+            return
         self._readingToClose = True
         self._pausedAbove = False
         self._read()
@@ -822,6 +894,22 @@ class _PeerReadGate(ProtocolWrapper):
     def resumeProducing(self) -> None:
         self._pausedAbove = False
         self._read()
+
+    def closeWithoutReading(self, grace: float) -> None:
+        """
+        Close the connection on a client that proved hostile: TLS's
+        close_notify after what waits, then the end of TCP output, and
+        nothing more read (see L{_TrackedProtocol.closeWithoutReading}).
+        """
+        transport = self.transport
+        if not isinstance(transport, tcp.Connection) or not transport.connected or transport.disconnecting:
+            self.wrappedProtocol.loseConnection()
+            return
+        self._refusing = True
+        transport.stopReading()
+        self.wrappedProtocol.loseConnection()  # the close_notify, written at once after the handshake
+        if transport.connected and not transport.disconnecting:
+            self._refusal = _Refusal(self.factory.clock, transport, grace)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         if self._producer is not None:
@@ -847,6 +935,8 @@ class _PeerReadGate(ProtocolWrapper):
     def connectionLost(self, reason: Failure) -> None:
         if self._linger is not None:
             self._linger.cancel()
+        if self._refusal is not None:
+            self._refusal.cancel()
         self._stopProducer()
         ProtocolWrapper.connectionLost(self, reason)
 

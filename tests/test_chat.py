@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _HARD_OUTPUT, _HELP, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
+from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _HARD_OUTPUT, _HELP, _HOSTILE_GRACE, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
 from netsuite.rooms import HISTORY_BYTES, LOBBY, ChatError, ChatHub, IMember, Line, cleanText
 from netsuite.stats import ServiceStats
 
@@ -1064,6 +1064,20 @@ class FillingTransport(StringTransport):
         if self.producer is not None:
             self.producer.resumeProducing()
         return data
+
+
+class RefusingTransport(StringTransport):
+    """
+    A L{StringTransport} that, as netsuite's listeners, can close without
+    reading on; it keeps the grace of each such close.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        StringTransport.__init__(self, *args, **kwargs)
+        self.refused: List[float] = []
+
+    def closeWithoutReading(self, grace: float) -> None:
+        self.refused.append(grace)
 
 
 def takeAll(client: ChatClient) -> bytes:
@@ -2590,6 +2604,33 @@ class CloseTests(ChatTestCase):
         alice.protocol.pauseProducing()
         alice.protocol.closeGracefully()
         self.assertEqual(alice.received(), ["*** the server is shutting down; bye"])
+
+    def test_hostileClientsAreNotReadOn(self) -> None:
+        """
+        A client cut off as an excess flood, or for spending its name
+        tries, is closed without reading it on (its listener's
+        C{closeWithoutReading}, with L{_HOSTILE_GRACE}), after its error
+        line; other closes (C{/quit}, an idle timeout) read on until the
+        client closes, a lingering close.
+        """
+        self.makeFactory(rate=5.0, burst=10.0)
+        flooder = self.connect(transport=RefusingTransport)
+        flooder.send("flooder")
+        flooder.sendRaw(b"x\n" * (10 + _EXCESS_FLOOD))
+        self.assertEqual(flooder.transport.refused, [_HOSTILE_GRACE])
+        self.assertFalse(flooder.transport.disconnecting)
+        self.assertEqual(flooder.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
+        guesser = self.connect(host="192.0.2.1", transport=RefusingTransport)
+        guesser.send("a b", "c d", "e f")
+        self.assertEqual(guesser.transport.refused, [_HOSTILE_GRACE])
+        self.assertEqual(guesser.received()[-1], f"! {NAME_RULES}; too many tries, bye")
+        quitter = self.connect(host="192.0.2.2", transport=RefusingTransport)
+        quitter.send("quitter", "/quit")
+        idle = self.connect(host="192.0.2.3", transport=RefusingTransport)
+        self.clock.advance(self.factory.settings.nameTimeout)
+        for client in quitter, idle:
+            self.assertEqual(client.transport.refused, [])
+            self.assertTrue(client.transport.disconnecting)
 
     def test_closeAbortsClientThatDoesNotTakeIt(self) -> None:
         alice = self.named("alice")

@@ -7,6 +7,7 @@ and graceful stop.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 import trustme
@@ -23,7 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netsuite.chat import _HELP, SEND_BUFFER, ChatFactory, ChatSettings, makeChatService
 from netsuite.limits import descriptorOf, heldBytes
-from tests.helpers import abortIfConnected, startListener
+from tests.helpers import abortIfConnected, startListener, waitUntil
 from tests.tlshelpers import closeNotifyClient, makeServerOptions, trustRootOf
 
 
@@ -653,6 +654,63 @@ class ChatSocketTests(TestCase):
                 break
         self.assertEqual(data[-len(expected):], expected)
         self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
+
+    async def _floodAfterTheExcessFlood(self, tls: bool) -> None:
+        """
+        A client cut off as an excess flood that sends on is not read any
+        more: it gets the error line and the end of the server's output
+        (over TLS a close_notify), its sends stall once the system's
+        buffers are full, and its connection ends soon after.  The lingering
+        close read and dropped the flood at full speed for 10 s (10.5 GB,
+        7.1 s of CPU), and a client reconnecting did it again.
+        """
+        ca = trustme.CA() if tls else None
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca) if ca else None)
+        limit = 64 << 20
+
+        def flood() -> tuple[int, bytes]:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if ca is not None:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
+                conn = context.wrap_socket(conn, server_hostname="localhost")
+            with conn:
+                conn.sendall(b"flooder\r\n")
+                got = b""
+                while b"*** you are in lobby" not in got:
+                    got += conn.recv(65536)
+                conn.settimeout(1)
+                sent = 0
+                try:
+                    while sent < limit:
+                        conn.sendall(b"x\n" * 32768)
+                        sent += 65536
+                except OSError:  # timed out: the server does not read
+                    pass
+                conn.settimeout(5)
+                try:
+                    while True:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        got += data
+                except OSError:
+                    pass
+                return sent, got
+
+        sent, got = await threads.deferToThread(flood)
+        self.assertLess(sent, limit)
+        self.assertLess(self.service.stats.bytesIn, 1 << 20)
+        self.assertIn(b"! excess flood: 100 lines dropped in a row; bye\r\n", got)
+        self.assertEqual(factory.stats.counters["excess_floods"], 1)
+        await waitUntil(lambda: self.service.stats.connectionsOpen == 0)
+        self.assertEqual(self.service.stats.errors, 0)
+
+    async def test_floodAfterTheExcessFloodIsNotRead(self) -> None:
+        await self._floodAfterTheExcessFlood(tls=False)
+
+    async def test_floodAfterTheExcessFloodIsNotReadOverTLS(self) -> None:
+        await self._floodAfterTheExcessFlood(tls=True)
 
     async def test_refusedClientIsToldWhy(self) -> None:
         port, factory = await self.startChat(maxClientsPerHost=1)

@@ -1390,6 +1390,53 @@ class LingerTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class _RefusedTransport(_HeldOutput):
+    """
+    The parts of a Twisted TCP transport a L{listen._Refusal} calls, which
+    it records.
+    """
+
+    def __init__(self) -> None:
+        self.calls: List[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("stopReading", "unregisterProducer", "loseWriteConnection", "loseConnection", "abortConnection"):
+            return lambda: self.calls.append(name)
+        raise AttributeError(name)
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    L{listen._Refusal} stops reading at once, sends the end of output once
+    what waits is sent, and ends the connection after its grace: closed,
+    or aborted if output still waits.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.transport = _RefusedTransport()
+
+    def test_closedAfterTheGrace(self) -> None:
+        listen._Refusal(self.clock, self.transport, 2.0)  # type: ignore[arg-type]
+        self.assertEqual(self.transport.calls, ["stopReading", "unregisterProducer", "loseWriteConnection"])
+        self.clock.advance(1.9)
+        self.assertEqual(len(self.transport.calls), 3)
+        self.clock.advance(0.1)
+        self.assertEqual(self.transport.calls[3:], ["loseConnection"])
+
+    def test_abortedIfOutputWaits(self) -> None:
+        listen._Refusal(self.clock, self.transport, 2.0)  # type: ignore[arg-type]
+        self.transport._tempDataLen = 100
+        self.clock.advance(2.0)
+        self.assertEqual(self.transport.calls[3:], ["abortConnection"])
+
+    def test_cancel(self) -> None:
+        listen._Refusal(self.clock, self.transport, 2.0).cancel()  # type: ignore[arg-type]
+        self.clock.advance(100)
+        self.assertEqual(len(self.transport.calls), 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 def _client(port: int, cadata: str | None) -> socket.socket:
     """
     Blocking: a socket to C{port}, over TLS when C{cadata} (the CA to
