@@ -452,6 +452,16 @@ class ChatProtocol(Protocol):
             if command.lower() == "/quit":  # leaving before giving a name, as IRC's QUIT
                 self.do_quit(argument.strip())
                 return
+            if text.startswith("/"):
+                # No name starts with "/": no try spent (one was, on
+                # "/help" at the prompt), but a line of the flood budget.
+                if self._withinFloodLimits():
+                    self._dropped = 0
+                    if command.lower() == "/help":
+                        self.do_help(argument)
+                    else:
+                        self.error("give your name first; commands work once you have one")
+                return
             self._chooseName(text)
             return
         stats = self.factory.stats

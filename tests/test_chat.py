@@ -881,6 +881,31 @@ class CommandTests(ChatTestCase):
         self.assertEqual(alice.received(), [])
         self.assertEqual(self.factory.stats.counters.get("excess_floods", 0), 0)
 
+    def test_commandsBeforeANameCostNoTry(self) -> None:
+        """
+        A line starting with C{/} before the name, which no name does, gets
+        a line saying a name comes first (C{/help} the help) and costs no
+        try: C{/help} at the name prompt was refused as a name, and cost one.
+        Each is a line of the flood budget, so a stream of them is still cut
+        off as an excess flood.
+        """
+        self.makeFactory(rate=5.0, burst=10.0)
+        client = self.connect()
+        client.received()
+        client.send("/help")
+        self.assertEqual(client.received(), HELP)
+        client.send("/join dev", "/who", "//hi", "/")
+        self.assertEqual(client.received(), ["! give your name first; commands work once you have one"] * 4)
+        client.send("no good")
+        self.assertEqual(client.received(), [f"! {NAME_RULES}; try another (2 left)"])
+        client.send("alice")
+        self.assertEqual(client.protocol.name, "alice")
+        flooder = self.connect(host="192.0.2.1")
+        flooder.received()
+        flooder.sendRaw(b"/help\n" * (10 + _EXCESS_FLOOD))
+        self.assertTrue(flooder.closing)
+        self.assertEqual(flooder.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
+
     def test_lineStartingWithASlash(self) -> None:
         """
         A line that starts with C{//} goes to the room with one C{/} less,
