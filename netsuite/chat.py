@@ -282,11 +282,20 @@ class ChatProtocol(Protocol):
         """
         The client has sent all it will (C{nc -N}, C{shutdown(SHUT_WR)}):
         it still gets what is waiting for it, then the connection closes;
-        lines of its held until it takes its answers are answered first.
+        lines of its held until it takes its answers are answered first,
+        and so is a last line without a line end.
         """
         if self._held:
             self._inputEnded = True
             return
+        if (self._buffer or self._discarding) and not self._closed:
+            # The end of input ends a last line sent without a line end, as
+            # the end of a file does (IRC servers drop it; an nc user or a
+            # script meant it said).
+            self.dataReceived(b"\n")
+            if self._held:
+                self._inputEnded = True  # (its answer waits to be taken)
+                return
         self._quitReason = self._quitReason or "connection closed"
         if self._replay is not None and not self._closing:
             # The room's history being replayed (to a client that sent its

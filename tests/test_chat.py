@@ -942,6 +942,37 @@ class CommandTests(ChatTestCase):
         bob.disconnect()
         self.assertEqual(alice.received(), ["*** bob left (connection closed)"])
 
+    def test_halfCloseEndsTheLastLine(self) -> None:
+        """
+        The end of a client's input ends a last line it sent without a line
+        ending (C{printf 'hi\\nlast words' | nc -N}), as the end of a file
+        ends its last line: it was dropped.  A line being refused as too
+        long stays refused, and a line end split before it stays one.
+        """
+        self.makeFactory(maxLine=20)
+        bob = self.named("bob")
+        alice = self.named("alice")
+        alice.sendRaw(b"hi\nlast words")
+        alice.protocol.readConnectionLost()
+        self.assertEqual(bob.received(), ["alice: hi", "alice: last words", "*** alice left (connection closed)"])
+        self.assertTrue(alice.transport.disconnecting)
+        carol = self.connect()
+        carol.sendRaw(b"carol")
+        carol.protocol.readConnectionLost()
+        self.assertEqual(bob.received(), ["*** carol joined lobby", "*** carol left (connection closed)"])
+        for sent, answer in [
+            (b"x" * 21, "! line too long (over 20 bytes); it was dropped"),
+            (b"/who\r", "*** in lobby: bob, dave"),
+            (b"/who\r\r", "*** in lobby: bob, dave"),
+        ]:
+            dave = self.named("dave")
+            dave.sendRaw(sent)
+            dave.protocol.readConnectionLost()
+            self.assertEqual(dave.received(), [answer])
+            self.assertEqual(bob.received(), ["*** dave left (connection closed)"])
+            self.assertTrue(dave.transport.disconnecting)
+            dave.disconnect()
+
     def test_unknownCommand(self) -> None:
         alice = self.named("alice")
         bob = self.named("bob")

@@ -299,19 +299,20 @@ class ChatSocketTests(TestCase):
         (C{nc -N}) and only then reads gets every answer, then a clean close
         (it used to lose what had not reached the socket yet).  Its
         commands wait while their answers do: C{maxOutput} is the default.
+        The last, sent without a line end, is answered too (it was dropped).
         """
         port, factory = await self.startChat(rate=0, historySize=0)
         bob = await self.connect(port, "bob")
         bob.transport.pauseProducing()
         count = 20000  # about 8 MB of answers: more than the socket buffers hold
-        bob.transport.write(b"/help\r\n" * count)
+        bob.transport.write(b"/help\r\n" * count + b"/who")
         bob.transport.loseWriteConnection()
         await deferLater(reactor, 0.5, lambda: None)
         bob.transport.resumeProducing()
         await bob.closed.addTimeout(30, reactor)
         bob.reason.trap(ConnectionDone)
         self.assertEqual(bob.lines.count(_HELP[0]), count)
-        self.assertEqual(bob.lines[-1], _HELP[-1])
+        self.assertEqual(bob.lines[-2:], [_HELP[-1], "*** in lobby: bob"])
         self.assertIsNone(factory.hub.find("bob"))
 
     async def test_slowButSteadyReaderStays(self) -> None:
@@ -356,6 +357,7 @@ class ChatSocketTests(TestCase):
         lost); the room hears that it left.  Its commands wait while their
         answers do (3 MB of them, C{maxOutput} the default; it was cut off
         as not reading once 2 MB waited, in the pass they were read in).
+        The last, sent without a line end, is answered too.
         """
         ca = trustme.CA()
         port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca), rate=0, historySize=0)
@@ -364,11 +366,11 @@ class ChatSocketTests(TestCase):
         left = alice.waitFor("*** bob left", timeout=30)
         count = 5000
         received, how = await threads.deferToThread(
-            closeNotifyClient, port, ca, b"bob\r\n" + b"/help\r\n" * count
+            closeNotifyClient, port, ca, b"bob\r\n" + b"/help\r\n" * count + b"/who"
         )
         lines = received.decode().split("\r\n")
         self.assertEqual((lines.count(_HELP[0]), how), (count, "close_notify"))
-        self.assertEqual(lines[-2], _HELP[-1])
+        self.assertEqual(lines[-3:-1], [_HELP[-1], "*** in lobby: alice, bob"])
         await left
         self.assertIsNone(factory.hub.find("bob"))
 
