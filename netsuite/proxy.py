@@ -315,11 +315,14 @@ def _textBody(message: str) -> bytes:
 
 
 def _response(
-    status: int, contentType: bytes, body: bytes, extra: bytes, connection: bytes | None, now: float
+    status: int, contentType: bytes, body: bytes, extra: bytes, connection: bytes | None, now: float,
+    head: bool = False,
 ) -> bytes:
     """
     One of the proxy's own answers, with C{connection} as its C{Connection}
-    header (see L{NetsuiteHTTPChannel.settleConnection}), dated C{now}.
+    header (see L{NetsuiteHTTPChannel.settleConnection}), dated C{now}; to
+    a C{HEAD} (C{head}), its head alone, with the body's C{Content-Length}
+    (RFC 9110, 9.3.2).
     """
     reason = _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
     return b"".join(
@@ -331,7 +334,7 @@ def _response(
             extra,
             b"Connection: %s\r\n" % (connection,) if connection else b"",
             b"\r\n",
-            body,
+            b"" if head else body,
         ]
     )
 
@@ -2058,11 +2061,13 @@ class ProxyRequest(http.Request):
         if close or not self.bodyComplete:
             channel.persistent = False
         self.code = status
+        head = self.method == b"HEAD"
         response = _response(
-            status, contentType, body, extra, channel.settleConnection(self.clientproto, True), channel.factory.clock.seconds()
+            status, contentType, body, extra, channel.settleConnection(self.clientproto, True),
+            channel.factory.clock.seconds(), head,
         )
         self.startedWriting = 1
-        self.sentLength = len(body)
+        self.sentLength = 0 if head else len(body)
         channel.write(response)
         self.finish()
 

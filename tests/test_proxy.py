@@ -1600,6 +1600,36 @@ class FailureTests(ProxyTestCase):
         self.assertEqual(client.response().status, 200)
         self.assertEqual(origin.request().header(b"host"), [b"example.com"])
 
+    def test_ownAnswerToHeadHasNoBody(self) -> None:
+        """
+        The proxy's own answer to a C{HEAD} (a 502 here, a 504 after the
+        connect timeout, a 400) is its head alone, with the C{Content-Length}
+        of the body a C{GET} gets: the next answer on the connection follows
+        it directly (a body there broke Node's keep-alive agent with
+        HPE_INVALID_CONSTANT, and curl warned "Excess found").
+        """
+        proxy = self.proxy(settings=ProxySettings(connectTimeout=7), silent=["silent.example"])
+        client = proxy.client()
+        client.send(b"HEAD http://nowhere.example/ HTTP/1.1\r\n\r\nGET http://nowhere.example/ HTTP/1.1\r\n\r\n")
+        data = client.received()
+        head = parseResponse(data, head=True)
+        self.assertEqual(head.status, 502)
+        following = parseResponse(head.rest)
+        self.assertTextError(following, 502, "could not resolve")
+        self.assertEqual(head.header(b"content-length"), [b"%d" % len(following.body)])
+        self.assertEqual(following.rest, b"")
+        client.transport.clear()
+        client.send(b"HEAD http://silent.example/ HTTP/1.1\r\n\r\n")
+        proxy.clock.advance(7)
+        data = client.received()
+        self.assertEqual(parseResponse(data, head=True).status, 504)
+        self.assertTrue(data.endswith(b"\r\n\r\n"), data)
+        client = proxy.client()
+        client.send(b"HEAD http://example.com/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        data = client.received()
+        self.assertEqual(parseResponse(data, head=True).status, 400)
+        self.assertTrue(data.endswith(b"\r\n\r\n"), data)
+
     def test_dnsFailure(self) -> None:
         """
         A name that resolves to nothing: 502 "could not resolve".
@@ -2642,6 +2672,26 @@ class AuthTests(ProxyTestCase):
         self.proxy_.accept().send(OK)
         self.assertEqual(client.response().status, 200)
 
+
+    def test_challengeToHeadHasNoBody(self) -> None:
+        """
+        The 407 to a C{HEAD} has no body;
+        the request with credentials after it on the connection is read and
+        answered as the next one.
+        """
+        client = self.proxy_.client()
+        client.send(
+            b"HEAD http://example.com/ HTTP/1.1\r\n\r\n"
+            b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", "right") + b"\r\n\r\n"
+        )
+        self.proxy_.accept().send(OK)
+        head = parseResponse(client.received(), head=True)
+        self.assertEqual(head.status, 407)
+        self.assertNotEqual(head.header(b"content-length"), [b"0"])
+        following = parseResponse(head.rest)
+        self.assertEqual((following.status, following.body, following.rest), (200, b"hello", b""))
+        self.assertEqual(client.channel.requests, [])
+        self.assertFalse(client.closed)
 
     def test_connectChallengeWithBytesForTheTunnel(self) -> None:
         """
