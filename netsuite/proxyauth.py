@@ -307,11 +307,12 @@ class Authenticator:
     Checks C{Proxy-Authorization} values against a users table.
 
     Given the users file's C{path}, it reads the file again when it changed
-    (looked at once a second at most, as a request comes), as nginx and
-    squid do: a user added, removed or given a new password (by
-    C{netsuite-proxy-user}) counts from the next request, and every
-    credential remembered is checked again.  A file that became unreadable
-    or malformed leaves the table as it was, with a warning.
+    (looked at in a thread once a second at most, as a request comes), as
+    nginx and squid do: a user added, removed or given a new password (by
+    C{netsuite-proxy-user}) counts from the first request after the look
+    that finds it, and every credential remembered is checked again.  A
+    file that became unreadable or malformed leaves the table as it was,
+    with a warning.
 
     @ivar users: name to entry, from L{loadUsers}.
     """
@@ -387,6 +388,8 @@ class Authenticator:
         #: Whether the users file is being read again, and has taken longer
         #: than L{READ_PATIENCE} (requests no longer wait for it).
         self._reading = self._overdue = False
+        #: Whether the users file is being looked at (in a thread).
+        self._looking = False
         self._readTimer: Optional[IDelayedCall] = None
         #: Requests waiting for it to be read.
         self._readWaiters: List[defer.Deferred[None]] = []
@@ -420,18 +423,32 @@ class Authenticator:
 
     def _reloadIfChanged(self) -> None:
         """
-        Read the users file again if it changed since it was last read
-        (looking at most once a second), off the reactor (up to 16 MiB took
-        it 2 s); requests wait for it meanwhile.
+        Look at the users file (at most once a second, one look at a time)
+        off the reactor, as it is read: a network file system that hangs
+        held every service for as long as it took to answer.  Requests do
+        not wait for the look.
         """
         now = self._clock.seconds()
-        if self._path is None or self._reading or now - self._lookedAt < 1.0:
+        if self._path is None or self._looking or self._reading or now - self._lookedAt < 1.0:
             return
         self._lookedAt = now
-        version = self._fileVersion()
+        self._looking = True
+        looking = defer.maybeDeferred(self._check, self._fileVersion)
+        looking.addBoth(self._lookDone)
+
+    def _lookDone(self, version: object) -> None:
+        """
+        Read the users file again if the look found it changed since it was
+        last read, off the reactor (up to 16 MiB took it 2 s); requests wait
+        for it meanwhile.
+        """
+        self._looking = False
+        if isinstance(version, Failure):
+            self.log.failure("looking at the proxy users file", version)
+            return
         if version == self._version:
             return
-        self._version = version
+        self._version = version  # type: ignore[assignment]
         self._reading = True
         self._overdue = False
         self._readTimer = self._clock.callLater(READ_PATIENCE, self._readTooSlow)

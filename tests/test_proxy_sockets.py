@@ -1558,9 +1558,9 @@ class ProxySocketTests(TestCase):
     async def test_usersFileChangedWhileRunning(self) -> None:
         """
         A password changed and a user added with C{netsuite-proxy-user}
-        while the proxy runs count from the next request (the file is read
-        again when it changed): they counted only after a restart, the old
-        password still taken.
+        while the proxy runs count once the file has been looked at (in a
+        thread, as the first request after a second comes) and read again:
+        they counted only after a restart, the old password still taken.
         """
         authenticator = self._usersAuthenticator()
         port = await self.startProxy(authenticator=authenticator)
@@ -1576,6 +1576,10 @@ class ProxySocketTests(TestCase):
             f.write("alice:" + hashPassword("changed", n=1024) + "\n")
             f.write("bob:" + hashPassword("new", n=1024) + "\n")
         await deferLater(reactor, 1.1, lambda: None)
+        # This request has the file looked at, and does not wait for it.
+        self.assertIn(await status("alice", "s3cret"), (200, 407))
+        while authenticator._looking or authenticator._reading:
+            await deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(
             [await status("alice", "s3cret"), await status("alice", "changed"), await status("bob", "new")],
             [407, 200, 200],

@@ -828,6 +828,42 @@ class UsersFileReloadTests(SynchronousTestCase):
         d.callback(users)
         self.assertEqual([self.successResultOf(w) for w in waiting], [None, "alice"])
 
+    def test_lookOffTheReactor(self) -> None:
+        """
+        The file is looked at off the reactor too (as it is read), one look
+        at a time; requests do not wait for a look, only for the read of a
+        change it found.  The look was made on the reactor: a network file
+        system that took 3 s to answer it held every service, and
+        remembered sign-ins took 8 to 13 s.
+        """
+        looks: list = []
+        original = self.auth._check
+
+        def check(function, *args):
+            if function == self.auth._fileVersion:
+                d: defer.Deferred = defer.Deferred()
+                looks.append((d, function, args))
+                return d
+            return original(function, *args)
+
+        self.auth._check = check  # type: ignore[method-assign]
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.write(alice="changed")
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "right"), "alice")  # not waiting for the look
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.assertEqual(len(looks), 1)  # one look at a time, even a hung one
+        reads = self.holdReads()
+        d, function, args = looks.pop()
+        d.callback(function(*args))
+        waiting = defer.ensureDeferred(self.auth.authenticate(basic("alice", "changed"), "127.0.0.1"))
+        self.assertNoResult(waiting)  # the change found is being read
+        d, users = reads.pop()
+        d.callback(users)
+        self.assertEqual(self.successResultOf(waiting), "alice")
+        self.assertIsNone(self.authenticate("alice", "right"))
+
     def test_readThatNeverEnds(self) -> None:
         """
         A read of the file that does not end (a hung network file system)
