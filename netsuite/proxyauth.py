@@ -190,12 +190,19 @@ def hashPassword(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int 
 
 def _usableName(name: str) -> bool:
     """
-    Whether C{name} may be a user's: not empty, without C{:}, spaces, or
-    control or format characters (arguments that are not UTF-8 arrive as
-    surrogates, which are not printable either).  The users file and
+    Whether C{name} may be a user's: not empty, not starting with C{#}
+    (its line would be a comment), without C{:}, spaces, or control or
+    format characters (arguments that are not UTF-8 arrive as surrogates,
+    which are not printable either).  The users file and
     C{netsuite-proxy-user} share this rule.
     """
-    return bool(name) and ":" not in name and name.isprintable() and not any(c.isspace() for c in name)
+    return (
+        bool(name)
+        and not name.startswith("#")
+        and ":" not in name
+        and name.isprintable()
+        and not any(c.isspace() for c in name)
+    )
 
 
 def _lineName(line: str) -> Optional[str]:
@@ -817,7 +824,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     path, name = args
     if not _usableName(name):
-        print("netsuite-proxy-user: a name cannot be empty or hold ':', spaces, control characters or bytes that are not UTF-8", file=sys.stderr)
+        print("netsuite-proxy-user: a name cannot be empty, start with '#' or hold ':', spaces, control characters or bytes that are not UTF-8", file=sys.stderr)
         return 1
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {name}: ")

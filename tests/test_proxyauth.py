@@ -1220,11 +1220,30 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.run_([path])[0], 2)
         code, _, err = self.run_([path, "a:b"])
         self.assertEqual(code, 1)
-        self.assertIn("cannot be empty or hold", err)
+        self.assertIn("cannot be empty, start with '#' or hold", err)
         code, _, err = self.run_([path, "alice"], "\n")
         self.assertEqual(code, 1)
         self.assertIn("empty password", err)
         self.assertFalse(os.path.exists(path))
+
+    def test_nameStartingWithHashRefused(self) -> None:
+        """
+        A name starting with C{#} is refused in one sentence, and nothing is
+        written: its line would be a comment, and the tool wrote it and
+        said "added" for a user who could never sign in.
+        """
+        path = self.mktemp()
+        self.assertEqual(self.run_([path, "alice"])[0], 0)
+        with open(path, "rb") as f:
+            before = f.read()
+        for name in ("#bob", "#"):
+            code, out, err = self.run_([path, name])
+            self.assertEqual((code, out), (1, ""), name)
+            self.assertIn("cannot be empty, start with '#'", err)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(self.run_([path, "b#ob"])[0], 0)  # elsewhere in a name it is fine
+        self.assertEqual(sorted(loadUsers(path)), ["alice", "b#ob"])
 
     def test_textThatIsNotUTF8(self) -> None:
         """
@@ -1238,7 +1257,7 @@ class CommandTests(SynchronousTestCase):
         for name in (undecodable, "al\x1cice", "al\x00ice", "alice\x7f"):
             code, out, err = self.run_([path, name])
             self.assertEqual((code, out), (1, ""), repr(name))
-            self.assertEqual(err, "netsuite-proxy-user: a name cannot be empty or hold ':', spaces, control characters or bytes that are not UTF-8\n")
+            self.assertEqual(err, "netsuite-proxy-user: a name cannot be empty, start with '#' or hold ':', spaces, control characters or bytes that are not UTF-8\n")
         code, out, err = self.run_([path, "alice"], b"p\xe9\n".decode("utf-8", "surrogateescape"))
         self.assertEqual((code, out), (1, ""))
         self.assertEqual(err, "netsuite-proxy-user: the password is not UTF-8 text; nothing changed\n")
