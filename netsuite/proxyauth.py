@@ -816,9 +816,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     C{netsuite-proxy-user FILE NAME}: add or change NAME's password in FILE.
     """
-    import getpass
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        # Only the rename changes the file: either it came or it did not.
+        print("netsuite-proxy-user: interrupted", file=sys.stderr)
+        return 130
 
-    args = sys.argv[1:] if argv is None else argv
+
+def _main(args: List[str]) -> int:
     if len(args) != 2:
         print("usage: netsuite-proxy-user FILE NAME", file=sys.stderr)
         return 2
@@ -826,39 +832,68 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not _usableName(name):
         print("netsuite-proxy-user: a name cannot be empty, start with '#' or hold ':', spaces, control characters or bytes that are not UTF-8", file=sys.stderr)
         return 1
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"password for {name}: ")
-        if getpass.getpass("again: ") != password:
-            print("netsuite-proxy-user: the passwords differ; nothing changed", file=sys.stderr)
+    try:
+        password = _askPassword(name)
+        if password is None:
             return 1
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("netsuite-proxy-user: an empty password is not allowed", file=sys.stderr)
-        return 1
-    try:
-        password.encode("utf-8")
-    except UnicodeEncodeError:
-        print("netsuite-proxy-user: the password is not UTF-8 text; nothing changed", file=sys.stderr)
-        return 1
-    entry = f"{name}:{hashPassword(password)}"
-    # A symbolic link stays one: the file it leads to is the one changed.
-    real = os.path.realpath(path)
-    # Runs at once would each write what they read, losing the others'
-    # changes: one at a time, from the read to the rename.
-    lock = real + ".lock"
-    try:
-        fd = waitForLock(lock, LOCK_PATIENCE)
-    except TimeoutError as e:
-        print(f"netsuite-proxy-user: {e}; nothing changed", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"netsuite-proxy-user: cannot lock {lock!r}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        entry = f"{name}:{hashPassword(password)}"
+        # A symbolic link stays one: the file it leads to is the one changed.
+        real = os.path.realpath(path)
+        # Runs at once would each write what they read, losing the others'
+        # changes: one at a time, from the read to the rename.
+        lock = real + ".lock"
+        try:
+            fd = waitForLock(lock, LOCK_PATIENCE)
+        except TimeoutError as e:
+            print(f"netsuite-proxy-user: {e}; nothing changed", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"netsuite-proxy-user: cannot lock {lock!r}: {e.strerror or e}", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("netsuite-proxy-user: interrupted; nothing changed", file=sys.stderr)
+        return 130
     try:
         return _putLine(path, real, name, entry)
     finally:
         os.close(fd)
+
+
+def _askPassword(name: str) -> Optional[str]:
+    """
+    The password for C{name}: asked twice on a terminal, else one line of
+    standard input; L{None} (having said why) when there is none fit for
+    use.
+    """
+    import getpass
+
+    stdin = sys.stdin
+    try:
+        if stdin is not None and stdin.isatty():
+            password = getpass.getpass(f"password for {name}: ")
+            if getpass.getpass("again: ") != password:
+                print("netsuite-proxy-user: the passwords differ; nothing changed", file=sys.stderr)
+                return None
+        else:
+            # Read as bytes and decoded here: text that is not UTF-8 is
+            # refused in a sentence, whatever the locale.
+            line = stdin.buffer.readline() if stdin is not None else b""
+            password = line.rstrip(b"\r\n").decode("utf-8")
+    except EOFError:
+        print("netsuite-proxy-user: no password given; nothing changed", file=sys.stderr)
+        return None
+    except UnicodeDecodeError:
+        print("netsuite-proxy-user: the password is not UTF-8 text; nothing changed", file=sys.stderr)
+        return None
+    if not password:
+        print("netsuite-proxy-user: an empty password is not allowed", file=sys.stderr)
+        return None
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        print("netsuite-proxy-user: the password is not UTF-8 text; nothing changed", file=sys.stderr)
+        return None
+    return password
 
 
 def _putLine(path: str, real: str, name: str, entry: str) -> int:

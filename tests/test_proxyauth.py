@@ -939,9 +939,15 @@ class UsersFileReloadTests(SynchronousTestCase):
 
 
 class CommandTests(SynchronousTestCase):
-    def run_(self, argv, stdin: str = "pw\n"):
+    def run_(self, argv, stdin="pw\n"):
+        """
+        Run the command with C{stdin} (text, or bytes as they come) as its
+        standard input, which is not a terminal.
+        """
         out, err = io.StringIO(), io.StringIO()
-        self.patch(sys, "stdin", io.StringIO(stdin))
+        if isinstance(stdin, str):
+            stdin = stdin.encode("utf-8", "surrogateescape")
+        self.patch(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
         self.patch(sys, "stdout", out)
         self.patch(sys, "stderr", err)
         return main(argv), out.getvalue(), err.getvalue()
@@ -1244,6 +1250,53 @@ class CommandTests(SynchronousTestCase):
             self.assertEqual(f.read(), before)
         self.assertEqual(self.run_([path, "b#ob"])[0], 0)  # elsewhere in a name it is fine
         self.assertEqual(sorted(loadUsers(path)), ["alice", "b#ob"])
+
+    def test_passwordsThatCannotBeReadAreOneLine(self) -> None:
+        """
+        A password on standard input that is not UTF-8 (in a UTF-8 locale),
+        none at all, Ctrl-D, Ctrl-C or text the terminal cannot decode at
+        the prompt, and Ctrl-C while waiting for the lock: one line and
+        exit status 1 (130 for Ctrl-C), never a traceback, and nothing is
+        written.  Each was a traceback.
+        """
+        import getpass
+
+        from netsuite import proxyauth
+
+        path = self.mktemp()
+        for data in (b"p\xe9\xff\n", b"\xff"):
+            code, out, err = self.run_([path, "alice"], data)
+            self.assertEqual((code, out, err), (1, "", "netsuite-proxy-user: the password is not UTF-8 text; nothing changed\n"))
+        self.assertEqual(self.run_([path, "alice"], b"")[0:3:2], (1, "netsuite-proxy-user: an empty password is not allowed\n"))
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        def asking(error):
+            def ask(prompt: str) -> str:
+                raise error
+
+            return ask
+
+        for error, status, said in (
+            (KeyboardInterrupt(), 130, "interrupted; nothing changed"),
+            (EOFError(), 1, "no password given; nothing changed"),
+            (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), 1, "the password is not UTF-8 text; nothing changed"),
+        ):
+            self.patch(getpass, "getpass", asking(error))
+            err = io.StringIO()
+            self.patch(sys, "stdin", Terminal())
+            self.patch(sys, "stderr", err)
+            self.assertEqual((main([path, "alice"]), err.getvalue()), (status, f"netsuite-proxy-user: {said}\n"))
+
+        def waitForLock(path: str, patience: float) -> int:
+            raise KeyboardInterrupt()
+
+        self.patch(proxyauth, "waitForLock", waitForLock)
+        code, out, err = self.run_([path, "alice"])
+        self.assertEqual((code, out, err), (130, "", "netsuite-proxy-user: interrupted; nothing changed\n"))
+        self.assertFalse(os.path.exists(path))
 
     def test_textThatIsNotUTF8(self) -> None:
         """
