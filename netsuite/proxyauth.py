@@ -918,8 +918,16 @@ def _putLine(path: str, real: str, name: str, entry: str) -> int:
         print(f"netsuite-proxy-user: cannot read {path!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
     kept = [line for line in lines if _lineName(line) != name]
+    data = ("\n".join(kept + [entry]) + "\n").encode("utf-8")
+    if len(data) > MAX_USERS_FILE:
+        print(
+            f"netsuite-proxy-user: {path!r} would grow to {len(data)} bytes, more than the"
+            f" {MAX_USERS_FILE // (1024 * 1024)} MiB a users file may hold; nothing changed",
+            file=sys.stderr,
+        )
+        return 1
     try:
-        new = writeAtomically(real, ("\n".join(kept + [entry]) + "\n").encode("utf-8"), 0o600, like=old)
+        new = writeAtomically(real, data, 0o600, like=old)
     except OSError as e:
         print(f"netsuite-proxy-user: cannot write {path!r}: {e.strerror}", file=sys.stderr)
         return 1

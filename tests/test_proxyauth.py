@@ -1298,6 +1298,28 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual((code, out, err), (130, "", "netsuite-proxy-user: interrupted; nothing changed\n"))
         self.assertFalse(os.path.exists(path))
 
+    def test_fileNotMadeTooLargeToRead(self) -> None:
+        """
+        A change that would make the file larger than L{MAX_USERS_FILE}
+        (which neither the proxy nor the command reads) is refused in one
+        line, and the file is left as it was; it was written, and then
+        nothing could read it.
+        """
+        from netsuite import proxyauth
+
+        self.patch(proxyauth, "MAX_USERS_FILE", 1024)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("# " + "x" * 980 + "\n")
+        code, out, err = self.run_([path, "alice"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertRegex(err, r"^netsuite-proxy-user: '.*' would grow to \d+ bytes, more than the 0 MiB a users file may hold; nothing changed\n$")
+        with open(path) as f:
+            self.assertEqual(f.read(), "# " + "x" * 980 + "\n")
+        self.patch(proxyauth, "MAX_USERS_FILE", 2048)
+        self.assertEqual(self.run_([path, "alice"])[0], 0)
+        self.assertEqual(list(loadUsers(path)), ["alice"])
+
     def test_textThatIsNotUTF8(self) -> None:
         """
         A name or password with bytes that are not UTF-8 (which Python
