@@ -832,6 +832,12 @@ def _main(args: List[str]) -> int:
     if not _usableName(name):
         print("netsuite-proxy-user: a name cannot be empty, start with '#' or hold ':', spaces, control characters or bytes that are not UTF-8", file=sys.stderr)
         return 1
+    # Checked before the lock is made beside it (the lock of a link to
+    # /dev/null was /dev/null.lock, of an empty path one in the parent).
+    problem = _unusableTarget(path)
+    if problem is not None:
+        print(f"netsuite-proxy-user: {problem}", file=sys.stderr)
+        return 1
     try:
         password = _askPassword(name)
         if password is None:
@@ -857,6 +863,25 @@ def _main(args: List[str]) -> int:
         return _putLine(path, real, name, entry)
     finally:
         os.close(fd)
+
+
+def _unusableTarget(path: str) -> Optional[str]:
+    """
+    Why C{path} cannot be a users file to change (it is empty, or names
+    something other than a regular file, or cannot be looked at), or
+    L{None}: it is one, or does not exist yet.
+    """
+    if not path:
+        return "the users file's name is empty"
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot read {path!r}: {e.strerror or e}"
+    if not stat.S_ISREG(status.st_mode):
+        return f"cannot read {path!r}: not a regular file"
+    return None
 
 
 def _askPassword(name: str) -> Optional[str]:

@@ -1221,6 +1221,37 @@ class CommandTests(SynchronousTestCase):
         with open(notText, "rb") as f:
             self.assertEqual(f.read(), b"bob:\xff\n")
 
+    def test_noLockBesideAnUnusableTarget(self) -> None:
+        """
+        A path that is empty, or names (through a link or not) a directory,
+        a FIFO or a device, is refused in one line before a lock file is
+        made beside what it names: a link to /dev/null made
+        C{/dev/null.lock}, an empty path a lock in the parent directory,
+        and a link to a directory C{DIR.lock}.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(base, "here"))
+        directory = os.path.join(base, "dir")
+        os.mkdir(directory)
+        fifo = os.path.join(base, "fifo")
+        os.mkfifo(fifo)
+        for target in (directory, fifo, os.devnull):
+            link = os.path.join(base, "link")
+            os.symlink(target, link)
+            for path in (target, link):
+                code, out, err = self.run_([path, "alice"])
+                self.assertEqual((code, out, err), (1, "", f"netsuite-proxy-user: cannot read {path!r}: not a regular file\n"))
+            os.remove(link)
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(os.path.join(base, "here"))
+        code, out, err = self.run_(["", "alice"])
+        self.assertEqual((code, out, err), (1, "", "netsuite-proxy-user: the users file's name is empty\n"))
+        os.chdir(cwd)
+        self.assertEqual(sorted(os.listdir(base)), ["dir", "fifo", "here"])
+        self.assertEqual(os.listdir(directory), [])
+        self.assertFalse(os.path.exists(os.devnull + ".lock"))
+
     def test_refusals(self) -> None:
         path = self.mktemp()
         self.assertEqual(self.run_([path])[0], 2)
