@@ -221,6 +221,31 @@ class AuthenticatorTests(SynchronousTestCase):
         self.authenticate(basic("alice", "right"))
         self.assertEqual(self.checks, 2)
 
+    def test_manyClientsRemembered(self) -> None:
+        """
+        Credentials from thousands of client addresses are all remembered
+        (L{REMEMBERED_CREDENTIALS}): there were 1024 places, and with 1,100
+        clients signed in every request was a password check (a round of
+        their requests took 112 s instead of 1 s).
+        """
+        auth = Authenticator(self.users, self.clock, check=lambda f, *a: defer.succeed(f(*a)))
+        matches = []
+        entry = self.users["alice"]
+        self.patch(type(entry), "matches", lambda self, password: matches.append(1) or password == b"right")
+        clients = [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(2000)]
+
+        def signIn(client: str) -> None:
+            result = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), client))
+            self.assertEqual(self.successResultOf(result), "alice")
+
+        for client in clients:
+            signIn(client)
+            self.clock.advance(0.1)  # within every client's checks a second
+        self.assertEqual(len(matches), len(clients))
+        for client in clients:
+            signIn(client)
+        self.assertEqual(len(matches), len(clients))  # no check again
+
     def test_wrongPasswordsLimitedPerClient(self) -> None:
         """
         After five wrong tries a client gets no more checks (not even with
