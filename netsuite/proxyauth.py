@@ -55,7 +55,16 @@ from twisted.python.failure import Failure
 from netsuite.files import readSmallFile, waitForLock, writeAtomically
 from netsuite.limits import BucketTable, TokenBucket, hostKey
 
-__all__ = ["Authenticator", "UsersFileError", "hashPassword", "loadUsers", "parseBasic", "main"]
+__all__ = [
+    "Authenticator",
+    "DECOY_KEY_FILE",
+    "UsersFileError",
+    "hashPassword",
+    "loadOrCreateDecoyKey",
+    "loadUsers",
+    "parseBasic",
+    "main",
+]
 
 #: scrypt parameters for new entries: about 50 ms and 16 MiB.
 SCRYPT_N = 16384
@@ -143,6 +152,14 @@ class _Decoys:
     share of names as large as its share of users: with one user at a
     higher cost, that user's wrong password took as long as no unknown
     name's, and told that the name existed.
+
+    The hash is a place in [0, 1), and the costs, in a fixed (sorted)
+    order, take shares of it as large as their shares of users: a user
+    added or removed moves each bound by less than one user's share, so an
+    unknown name keeps its cost unless its place is that near a bound (a
+    name's place modulo the number of users changed with every user added,
+    and so did about half the unknown names' costs, where a real user's
+    never does).
     """
 
     def __init__(self, users: Dict[str, _Entry], key: bytes) -> None:
@@ -150,18 +167,52 @@ class _Decoys:
         if not counts:
             counts[SCRYPT_N, SCRYPT_R, SCRYPT_P, 32] = 1
         self._key = key
-        self._entries = [_Entry(n, r, p, os.urandom(16), os.urandom(length)) for n, r, p, length in counts]
-        #: Users counted up to each entry, in order: where a name's hash
-        #: (modulo the last) falls picks the entry.
-        self._bounds = list(accumulate(counts.values()))
+        costs = sorted(counts)
+        self._entries = [_Entry(n, r, p, os.urandom(16), os.urandom(length)) for n, r, p, length in costs]
+        #: Users counted up to each entry, in order: where a name's place
+        #: (scaled to the last) falls picks the entry.
+        self._bounds = list(accumulate(counts[cost] for cost in costs))
 
     def forName(self, name: str) -> _Entry:
         """
         The entry to check C{name}'s password against.
         """
         digest = hmac.new(self._key, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
-        index = int.from_bytes(digest[:8], "big") % self._bounds[-1]
-        return self._entries[bisect.bisect_right(self._bounds, index)]
+        # The place, a 64-bit fraction, times the users counted.
+        place = (int.from_bytes(digest[:8], "big") * self._bounds[-1]) >> 64
+        return self._entries[bisect.bisect_right(self._bounds, place)]
+
+
+#: The file, in netsuite's data directory, that keeps the key choosing
+#: unknown names' costs from one start to the next (see L{_Decoys}).
+DECOY_KEY_FILE = "proxy-decoy-key"
+
+
+def loadOrCreateDecoyKey(path: str) -> bytes:
+    """
+    The key kept in the file C{path} (64 hexadecimal digits), or a new one
+    written there, readable by its owner only, when there is no such file.
+    A new key at every start gave unknown names other costs after each
+    restart, where real users keep theirs.
+
+    @raise ValueError: the file holds no usable key (said in a sentence).
+    @raise OSError: the file cannot be read, or made.
+    """
+    try:
+        data = readSmallFile(path, 4096)
+    except FileNotFoundError:
+        key = os.urandom(32)
+        writeAtomically(path, key.hex().encode("ascii") + b"\n", 0o600)
+        return key
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}; delete it and a new key is made") from None
+    try:
+        key = bytes.fromhex(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"{path} holds no usable key (64 hexadecimal digits); delete it and a new one is made")
+    return key
 
 
 def _checkCost(n: int, r: int, p: int) -> None:
@@ -346,10 +397,14 @@ class Authenticator:
         maxChecking: int = 8,
         check=None,
         path: Optional[str] = None,
+        decoyKey: Optional[bytes] = None,
     ) -> None:
         """
         @param path: the users file C{users} came from, read again when it
             changes (L{None}: never).
+        @param decoyKey: the key that chooses unknown names' costs (see
+            L{_Decoys}), kept from one start to the next by
+            L{loadOrCreateDecoyKey}; L{None}: a new random one.
         @param cacheSeconds: how long credentials that checked out are
             remembered for the client address that sent them.
         @param cacheSize: how many such credentials are remembered at most
@@ -398,7 +453,7 @@ class Authenticator:
         #: Credentials being checked, and who waits for the same answer.
         self._checking: Dict[bytes, List[defer.Deferred[bool]]] = {}
         #: Keys the choice of the entry unknown names are checked against.
-        self._decoyKey = os.urandom(32)
+        self._decoyKey = os.urandom(32) if decoyKey is None else decoyKey
         self._decoys = _Decoys(users, self._decoyKey)
         #: Entries the hash function refused, each warned about once.
         self._unusable: Set[_Entry] = set()

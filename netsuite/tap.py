@@ -715,6 +715,16 @@ def _checkHTTPFiles(options: Options) -> None:
             options["proxy-user-table"] = loadUsers(users)
         except UsersFileError as e:
             raise ConfigError(f"{options.where('proxy-users')}: {e}")
+    if _keepsDecoyKey(options):
+        from netsuite.proxyauth import DECOY_KEY_FILE, loadOrCreateDecoyKey
+
+        keyFile = Path(options["data-dir"] or defaultDataDirectory()) / DECOY_KEY_FILE
+        try:
+            options["proxy-decoy-key"] = loadOrCreateDecoyKey(str(keyFile))
+        except ValueError as e:
+            raise ConfigError(str(e))
+        except OSError as e:
+            raise ConfigError(f"{keyFile}: the proxy's key cannot be kept there ({e.strerror or e})")
 
 
 def _checkTLSListeners(options: Options) -> None:
@@ -830,7 +840,11 @@ def _lockDataDirectory(options: Options) -> None:
     lost), and when started together, each making its own token or
     certificate over the other's.
     """
-    if options["no-downloads"] and not (options["tls"] and not options["tls-cert"]):
+    if (
+        options["no-downloads"]
+        and not (options["tls"] and not options["tls-cert"])
+        and not _keepsDecoyKey(options)
+    ):
         return
     directory = Path(options["data-dir"] or defaultDataDirectory())
     where = options.where("data-dir") if options["data-dir"] else "the data directory"
@@ -858,6 +872,14 @@ def _lockDataDirectory(options: Options) -> None:
             path=str(directory),
             mode=stat.S_IMODE(mode),
         )
+
+
+def _keepsDecoyKey(options: Options) -> bool:
+    """
+    Whether the proxy keeps the key of its unknown names' costs in the data
+    directory (it runs, and asks for users).
+    """
+    return not options["no-proxy"] and options["proxy-users"] is not None
 
 
 #: The lock file a netsuite holds in its data directory (and, for its
@@ -1242,7 +1264,11 @@ def _proxy(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService
                 poolPerHost=config["proxy-pool-per-host"],
                 forwardedFor=config["proxy-forwarded-for"],
             ),
-            authenticator=Authenticator(users, reactor, path=config["proxy-users"]) if users is not None else None,
+            authenticator=(
+                Authenticator(users, reactor, path=config["proxy-users"], decoyKey=config.get("proxy-decoy-key"))
+                if users is not None
+                else None
+            ),
             accessLog=config["proxy-access-log"],
         )
     return makeProxyService(factory=status.proxy, **kw)

@@ -24,7 +24,10 @@ from netsuite.proxyauth import (
     MAX_WAITING_PER_CLIENT,
     Authenticator,
     UsersFileError,
+    _Decoys,
+    _Entry,
     hashPassword,
+    loadOrCreateDecoyKey,
     loadUsers,
     main,
     parseBasic,
@@ -648,6 +651,80 @@ class AuthenticatorTests(SynchronousTestCase):
             self.assertIsNone(self.successResultOf(defer.ensureDeferred(auth.authenticate(basic("mallory", "x"), "10.0.0.9"))))
         self.assertIsNone(self.successResultOf(defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "10.0.0.9"))))
         self.assertEqual(len(seen), 5)
+
+
+class DecoyTests(SynchronousTestCase):
+    """
+    The cost an unknown name is checked at (L{_Decoys}) stays the same
+    across restarts and, but for few names, across users added or removed,
+    as a real user's does: it changed with every restart (a new random key)
+    and, for about half the names, with every user added (a hash modulo
+    the number of users), which told unknown names from real ones.
+    """
+
+    @staticmethod
+    def users(**counts: int) -> dict:
+        """
+        Users at the costs C{cheap} (N=16) and C{dear} (N=64), so many each.
+        """
+        costs = {"cheap": 16, "dear": 64}
+        return {
+            f"{kind}{number}": _Entry(costs[kind], 1, 1, bytes(16), bytes(32))
+            for kind, count in counts.items()
+            for number in range(count)
+        }
+
+    def costs(self, decoys: _Decoys, names: list) -> list:
+        return [decoys.forName(name).n for name in names]
+
+    names = [f"nobody{number}" for number in range(4000)]
+
+    def test_sameKeySameCosts(self) -> None:
+        """
+        The same key (kept from one start to the next) gives every unknown
+        name the same cost; the costs are shared out as the users' are.
+        """
+        key = os.urandom(32)
+        users = self.users(cheap=10, dear=10)
+        first = self.costs(_Decoys(users, key), self.names)
+        self.assertEqual(self.costs(_Decoys(users, key), self.names), first)
+        self.assertLess(abs(first.count(64) / len(first) - 0.5), 0.04)
+        auth = Authenticator(users, Clock(), decoyKey=key)
+        self.assertEqual(self.costs(auth._decoys, self.names), first)
+
+    def test_userAddedMovesFewNames(self) -> None:
+        """
+        A user added or removed changes the cost of only the names near a
+        bound (about one user's share of them), whichever cost it has and
+        wherever its line is in the file.
+        """
+        key = os.urandom(32)
+        before = self.costs(_Decoys(self.users(cheap=10, dear=10), key), self.names)
+        for changed in (self.users(cheap=11, dear=10), self.users(cheap=10, dear=11), self.users(cheap=10, dear=9)):
+            after = self.costs(_Decoys(changed, key), self.names)
+            moved = sum(a != b for a, b in zip(before, after))
+            self.assertLess(moved / len(self.names), 0.06, moved)
+        # The order of the users (of their lines) does not matter.
+        reordered = dict(reversed(list(self.users(cheap=10, dear=10).items())))
+        self.assertEqual(self.costs(_Decoys(reordered, key), self.names), before)
+
+    def test_keyKeptInAFile(self) -> None:
+        """
+        L{loadOrCreateDecoyKey} makes the key file, private, and reads the
+        same key from it again; a file without a key is one sentence.
+        """
+        path = self.mktemp()
+        key = loadOrCreateDecoyKey(path)
+        self.assertEqual(len(key), 32)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(loadOrCreateDecoyKey(path), key)
+        with open(path, "w") as f:
+            f.write("not a key\n")
+        with self.assertRaises(ValueError) as e:
+            loadOrCreateDecoyKey(path)
+        self.assertEqual(
+            str(e.exception), f"{path} holds no usable key (64 hexadecimal digits); delete it and a new one is made"
+        )
 
 
 class UsersFileReloadTests(SynchronousTestCase):

@@ -219,6 +219,30 @@ class OptionsTests(SynchronousTestCase):
             self.assertConfigError([name, "0"], name, "1 or more")
         self.assertConfigError(["--proxy-users", "missing.users"], "--proxy-users", "missing.users")
 
+    def test_proxyDecoyKeyKept(self) -> None:
+        """
+        With users, the proxy's key choosing unknown names' costs is made
+        in the data directory (private) at the first start and is the same
+        at the next, so that those costs do not change with a restart (a
+        new key at every start told unknown names from real users, whose
+        costs never change); a file holding no key is one line.
+        """
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("alice:" + hashPassword("pw", n=2) + "\n")
+        data = os.path.abspath(self.mktemp())
+        args = ("--data-dir", data, "--no-downloads", "--proxy-users", users)
+        keys = [makeService(parse(*args), MemoryReactor()).proxy.authenticator._decoyKey for _ in range(2)]
+        self.assertEqual(keys[0], keys[1])
+        keyFile = os.path.join(data, "proxy-decoy-key")
+        self.assertEqual(os.stat(keyFile).st_mode & 0o777, 0o600)
+        with open(keyFile, "w") as f:
+            f.write("\n")
+        error = self.assertRaises(ConfigError, parse, *args)
+        self.assertEqual(
+            error.message, f"{keyFile} holds no usable key (64 hexadecimal digits); delete it and a new one is made"
+        )
+
     def test_countsAreBoundedWholeNumbers(self) -> None:
         """
         A count is a whole number up to its bound: C{--chat-history} of
