@@ -59,6 +59,7 @@ __all__ = [
     "Authenticator",
     "DECOY_KEY_FILE",
     "UsersFileError",
+    "UsersFileMissing",
     "hashPassword",
     "loadOrCreateDecoyKey",
     "loadUsers",
@@ -118,6 +119,12 @@ READ_PATIENCE = 5.0
 class UsersFileError(Exception):
     """
     The users file cannot be used; the message says where and why.
+    """
+
+
+class UsersFileMissing(UsersFileError):
+    """
+    The users file does not exist.
     """
 
 
@@ -312,15 +319,19 @@ def _readLines(path: str) -> List[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def loadUsers(path: str) -> Dict[str, _Entry]:
+def loadUsers(path: str, *, empty: bool = False) -> Dict[str, _Entry]:
     """
     Read a users file.
 
+    @param empty: whether a file without users is fine.
+    @raise UsersFileMissing: it does not exist.
     @raise UsersFileError: it cannot be read, a line is malformed, or it has
-        no users.
+        no users (unless C{empty}).
     """
     try:
         lines = _readLines(path)
+    except FileNotFoundError as e:
+        raise UsersFileMissing(f"cannot read the proxy users file {path!r}: {e.strerror or e}") from None
     except OSError as e:
         raise UsersFileError(f"cannot read the proxy users file {path!r}: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -338,7 +349,7 @@ def loadUsers(path: str) -> Dict[str, _Entry]:
         if name in users:
             raise UsersFileError(f"{path}, line {number}: {name!r} is listed twice")
         users[name] = entry
-    if not users:
+    if not users and not empty:
         raise UsersFileError(f"the proxy users file {path!r} has no users")
     return users
 
@@ -376,7 +387,9 @@ class Authenticator:
     C{netsuite-proxy-user}) counts from the first request after the look
     that finds it, and every credential remembered is checked again.  A
     file that became unreadable or malformed leaves the table as it was,
-    with a warning.
+    with a warning; one that lists no users, or no longer exists, refuses
+    every sign-in (and forgets every credential remembered), with a
+    warning.
 
     @ivar users: name to entry, from L{loadUsers}.
     """
@@ -470,16 +483,28 @@ class Authenticator:
         self._lookedAt = clock.seconds()
         self._version = self._fileVersion()
 
-    def _readUsers(self, path: str) -> Tuple[Dict[str, _Entry], _Decoys]:
+    def _readUsers(self, path: str) -> Tuple[Dict[str, _Entry], _Decoys, Optional[str]]:
         """
-        The users in the file C{path}, and what unknown names are then
-        checked against (counting the users' costs is work too: 70 ms for
-        175,000 users, done here, off the reactor).
+        The users in the file C{path}, what unknown names are then checked
+        against (counting the users' costs is work too: 70 ms for 175,000
+        users, done here, off the reactor), and why there are none, if so:
+        a file read that lists none, or that no longer exists, has no
+        users, as an administrator who empties or deletes it after a breach
+        means (it left the users as they were).
 
-        @raise UsersFileError: see L{loadUsers}.
+        @raise UsersFileError: see L{loadUsers}; an error that may pass (the
+            disk, a malformed file being edited) leaves the users as they
+            were.
         """
-        users = loadUsers(path)
-        return users, _Decoys(users, self._decoyKey)
+        why = None
+        try:
+            users = loadUsers(path, empty=True)
+        except UsersFileMissing as e:
+            users, why = {}, str(e)
+        else:
+            if not users:
+                why = f"the proxy users file {path!r} lists no users"
+        return users, _Decoys(users, self._decoyKey), why
 
     def _fileVersion(self) -> Optional[Tuple[int, int, int, int]]:
         """
@@ -569,7 +594,11 @@ class Authenticator:
             else:
                 self.log.failure("reading the proxy users file again", result)
             return
-        self.users, self._decoys = result  # type: ignore[misc]
+        self.users, self._decoys, why = result  # type: ignore[misc]
+        if why is not None:
+            self._good.clear()
+            self.log.warn("{why}: every sign-in is refused until users are added", why=why)
+            return
         self.log.info(
             "proxy users file {path} read again: {count} users", path=self._path, count=len(self.users)
         )

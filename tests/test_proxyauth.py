@@ -794,22 +794,55 @@ class UsersFileReloadTests(SynchronousTestCase):
 
     def test_badFileKeepsTheUsers(self) -> None:
         """
-        A file that became malformed, or went away, leaves the users as
-        they were, with a warning.
+        A file that became malformed, or cannot be read (not UTF-8 here, an
+        I/O error or a hung disk alike), leaves the users as they were,
+        with a warning: the error may pass.
         """
         warnings = []
         globalLogPublisher.addObserver(warnings.append)
         self.addCleanup(globalLogPublisher.removeObserver, warnings.append)
-        for broken in ("alice has no password\n", None):
-            if broken is None:
-                os.remove(self.path)
-            else:
-                with open(self.path, "w") as f:
-                    f.write(broken)
+        for broken in (b"alice has no password\n", b"alice:\xff\n"):
+            with open(self.path, "wb") as f:
+                f.write(broken)
             self.clock.advance(1.5)
             self.assertEqual(self.authenticate("alice", "right"), "alice")
         said = [e for e in warnings if "not read again" in e.get("log_format", "")]
         self.assertEqual(len(said), 2)
+        self.write(alice="back")
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "back"), "alice")
+
+    def test_noUsersLeftRefusesEveryone(self) -> None:
+        """
+        A file read that lists no users (comments only, or empty), or one
+        that no longer exists, refuses every sign-in, those remembered too,
+        with one warning each time: an administrator emptying or deleting
+        it after a breach means everyone refused (nginx refuses all).  It
+        left the users as they were.  Users added back count again.
+        """
+        warnings: list = []
+        globalLogPublisher.addObserver(warnings.append)
+        self.addCleanup(globalLogPublisher.removeObserver, warnings.append)
+        for emptied in ("# nobody for now\n", "", None):
+            self.write(alice="right")
+            self.clock.advance(1.5)
+            self.assertEqual(self.authenticate("alice", "right"), "alice")  # remembered
+            if emptied is None:
+                os.remove(self.path)
+                why = f"cannot read the proxy users file {self.path!r}: No such file or directory"
+            else:
+                with open(self.path, "w") as f:
+                    f.write(emptied)
+                why = f"the proxy users file {self.path!r} lists no users"
+            self.clock.advance(1.5)
+            self.assertIsNone(self.authenticate("alice", "right"))
+            self.assertEqual(self.auth._good, {})
+            said = [formatEvent(e) for e in warnings if e["log_level"] == LogLevel.warn]
+            self.assertEqual(said, [f"{why}: every sign-in is refused until users are added"])
+            del warnings[:]
+            self.clock.advance(1.5)
+            self.assertIsNone(self.authenticate("alice", "right"))
+            self.assertEqual([e for e in warnings if e["log_level"] == LogLevel.warn], [])  # said once
         self.write(alice="back")
         self.clock.advance(1.5)
         self.assertEqual(self.authenticate("alice", "back"), "alice")
