@@ -20,8 +20,9 @@ scrypt costs tens of milliseconds of CPU on purpose, so L{Authenticator}
 runs it in the reactor's thread pool, remembers credentials that checked out
 (for C{cacheSeconds}, for the client address that sent them), and lets each
 client address try only a few wrong passwords a second (checks under way
-count as wrong until they are not; a client over its limit is not answered
-from what is remembered either).  All clients together get only so many
+count as wrong until they are not; credentials remembered for a client
+address still pass while it is over its limit, unless that address also
+sends others at full speed).  All clients together get only so many
 checks a second, and only a few at a time (more wait their turn, a bounded
 number of them for a bounded time, and are refused past that, which counts
 as a wrong try), so that guesses spread over many addresses get no more
@@ -106,6 +107,16 @@ MAX_WAITING_PER_CLIENT = 16
 #: clients signed in made every request a password check, and a round of
 #: their requests took 112 s instead of 1 s.
 REMEMBERED_CREDENTIALS = 65536
+
+#: Credentials not remembered that one client address (exact) may send a
+#: second, after a burst, while its address is over its limit of wrong
+#: tries, and still have what is remembered for it answered.  Remembered
+#: credentials pass while the address is limited (a guesser behind the same
+#: NAT sending a guess every 0.2 s had a signed-in user refused), but a
+#: guesser at that same address could otherwise test guesses against them
+#: at full speed: past this, they are refused too, as all were.
+LIMITED_MISSES_PER_SECOND = 10.0
+LIMITED_MISS_BURST = 50.0
 
 #: Seconds C{netsuite-proxy-user} waits for another run to be done with
 #: the users file.
@@ -443,6 +454,9 @@ class Authenticator:
         #: kept while the users file keeps that user's entry as it was.
         self._good: OrderedDict[bytes, Tuple[float, _Entry]] = OrderedDict()
         self._failures: BucketTable[str] = BucketTable(failuresPerSecond, failureBurst, clock)
+        #: By exact address, credentials not remembered sent while over
+        #: the limit of wrong tries (L{LIMITED_MISSES_PER_SECOND}).
+        self._limitedMisses: BucketTable[str] = BucketTable(LIMITED_MISSES_PER_SECOND, LIMITED_MISS_BURST, clock)
         #: Every client's checks: changing address (or making the table
         #: forget one) gives no more of them.
         self._checks = TokenBucket(checksPerSecond, checkBurst, clock)
@@ -627,25 +641,26 @@ class Authenticator:
         # Wrong tries count per address (an IPv6 client per /64);
         # credentials are remembered for the exact address.
         limited = hostKey(client)
+        # Remembered for the exact address that proved them: the same guess
+        # from another address (another host of the same /64 too) is
+        # checked, within every client's limits.  They pass even while the
+        # address is over its limit of wrong tries (a guesser behind the
+        # same NAT locked its signed-in users out), as long as that exact
+        # address does not send credentials not remembered at full speed
+        # meanwhile (those would test guesses against them).
+        key = hashlib.sha256(f"{client}\n".encode() + value.strip()).digest()  # type: ignore[union-attr]
+        overLimit = self._failures.available(limited) < 1.0
+        if self._remembered(key, name):
+            if not overLimit or self._limitedMisses.available(client) >= 1.0:
+                return name
+            return None
+        if overLimit:
+            self._limitedMisses.take(client)
         deadline = self._clock.seconds() + CHECK_PATIENCE
         if not await self._freeTry(limited, deadline, wanted):
-            # Too many wrong tries (no more costly checks for now, and no
-            # answer from those remembered either: it would tell a right
-            # guess from a wrong one); or no try came free in time, or the
-            # client went away.
+            # Too many wrong tries (no more costly checks for now); or no
+            # try came free in time, or the client went away.
             return None
-        # Remembered for the client that proved them: the same guess from
-        # another address is checked, within every client's limits.
-        key = hashlib.sha256(f"{client}\n".encode() + value.strip()).digest()  # type: ignore[union-attr]
-        now = self._clock.seconds()
-        good = self._good.get(key)
-        if good is not None:
-            expires, proved = good
-            if now < expires and self.users.get(name) == proved:
-                self._good.move_to_end(key)
-                return name
-            # Expired, or the user was changed or removed meanwhile.
-            del self._good[key]
         waiting = self._checking.get(key)
         if waiting is not None:
             # The same credentials on another connection (a browser opens
@@ -667,6 +682,23 @@ class Authenticator:
         finally:
             self._running -= 1
             self._nextTurns()
+
+    def _remembered(self, key: bytes, name: str) -> bool:
+        """
+        Whether the credentials C{key} (with the client's address) were
+        proved for C{name} and are still remembered: not expired, and the
+        user's entry as it was then.
+        """
+        good = self._good.get(key)
+        if good is None:
+            return False
+        expires, proved = good
+        if self._clock.seconds() < expires and self.users.get(name) == proved:
+            self._good.move_to_end(key)
+            return True
+        # Expired, or the user was changed or removed meanwhile.
+        del self._good[key]
+        return False
 
     async def _checkPassword(self, name: str, password: bytes, key: bytes, limited: str) -> Optional[str]:
         """

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netsuite.proxyauth import (
     CHECK_PATIENCE,
+    LIMITED_MISS_BURST,
     MAX_USERS_FILE,
     MAX_WAITING_CHECKS,
     MAX_WAITING_PER_CLIENT,
@@ -440,27 +441,25 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.1"), "alice")
         self.clock.advance(CHECK_PATIENCE)
 
-    def test_clientOverItsLimitGetsNothingRemembered(self) -> None:
+    def test_clientOverItsLimitGetsNoFreshCheck(self) -> None:
         """
-        A client over its wrong-guess limit is not answered from what is
-        remembered either (the right password would pass at once among
-        guesses sent at full speed), whether its guesses were checked or
-        refused because every check was taken; other clients are not
-        affected, and it passes again once its allowance refills.
+        A client over its wrong-guess limit gets no check, the right
+        password not remembered for it included, whether its guesses were
+        checked or refused because every check was taken; other clients are
+        not affected, and it is checked again once its allowance refills.
         """
-        self.assertEqual(self.authenticate(basic("alice", "right"), "127.0.0.1"), "alice")
         for i in range(5):
             self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), "127.0.0.1"))
-        self.assertEqual(self.checks, 6)
+        self.assertEqual(self.checks, 5)
         self.assertIsNone(self.authenticate(basic("alice", "right"), "127.0.0.1"))
         self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.1"), "alice")
+        self.assertEqual(self.checks, 6)
         self.clock.advance(1)
         self.assertEqual(self.authenticate(basic("alice", "right"), "127.0.0.1"), "alice")
         self.assertEqual(self.checks, 7)
         # Every check taken and the line full (guesses from many
         # addresses): refused guesses still count against their client.
         self.clock.advance(5)
-        self.assertEqual(self.authenticate(basic("alice", "right"), "10.0.0.3"), "alice")
         for i in range(30 + MAX_WAITING_CHECKS):
             self.start(basic("alice", f"spread{i}"), f"127.1.{i // 200}.{i % 200 + 1}")
         checks = self.checks
@@ -469,6 +468,36 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertIsNone(self.authenticate(basic("alice", "right"), "10.0.0.3"))
         self.assertEqual(self.checks, checks)
         self.clock.advance(CHECK_PATIENCE)
+
+    def test_rememberedPassWhileTheAddressIsLimited(self) -> None:
+        """
+        Credentials remembered for a client address pass while a guesser
+        at the same address (behind the same NAT), or in the same IPv6 /64,
+        has used up its wrong tries: a guess every 0.2 s had alice's
+        remembered sign-ins refused.  Only the exact address that proved
+        them is answered so; and a guesser at that address sending more
+        than L{LIMITED_MISSES_PER_SECOND} guesses a second (which could
+        test them against what is remembered) has them refused too.
+        """
+        for client in ("192.0.2.1", "2001:db8::1"):
+            self.assertEqual(self.authenticate(basic("alice", "right"), client), "alice")
+        guessers = ("192.0.2.1", "2001:db8::2")
+        for i in range(25):  # a guess every 0.2 s
+            for guesser in guessers:
+                self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), guesser))
+            self.clock.advance(0.2)
+            for client in ("192.0.2.1", "2001:db8::1"):
+                self.assertEqual(self.authenticate(basic("alice", "right"), client), "alice", (i, client))
+        # Not for another host of the /64, which has nothing remembered.
+        self.assertIsNone(self.authenticate(basic("alice", "again"), "2001:db8::2"))
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "2001:db8::3"))
+        # Guesses at full speed from the same exact address.
+        for i in range(int(LIMITED_MISS_BURST) + 2):  # (the first may be checked)
+            self.assertIsNone(self.authenticate(basic("alice", f"fast{i}"), "192.0.2.1"))
+        checks = self.checks
+        self.assertIsNone(self.authenticate(basic("alice", "right"), "192.0.2.1"))
+        self.assertEqual(self.authenticate(basic("alice", "right"), "2001:db8::1"), "alice")
+        self.assertEqual(self.checks, checks)
 
     def test_checksUnderWayBounded(self) -> None:
         """
