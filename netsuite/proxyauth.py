@@ -746,11 +746,11 @@ class Authenticator:
             if available >= self._reserved.get(client, 0) + 1.0:
                 return True
             left = deadline - self._clock.seconds()
-            waiters = self._waitingTries.setdefault(client, deque())
-            if available < 1.0 or left <= 0 or len(waiters) >= MAX_WAITING_PER_CLIENT or not self._placeFree():
-                if not waiters:
-                    del self._waitingTries[client]
+            waiting = len(self._waitingTries.get(client, ()))
+            if available < 1.0 or left <= 0 or waiting >= MAX_WAITING_PER_CLIENT or not self._placeFree():
                 return False
+            # (Taken after _placeFree, which drops the clients left with none.)
+            waiters = self._waitingTries.setdefault(client, deque())
             waiter: defer.Deferred[bool] = defer.Deferred()
             waiters.append((waiter, wanted))
             self._waiting += 1

@@ -657,6 +657,58 @@ class AuthenticatorTests(SynchronousTestCase):
         for fire in self.pending:
             fire()
 
+    def test_fullLineRefusesAWaitForATry(self) -> None:
+        """
+        With L{MAX_WAITING_CHECKS} sign-ins waiting, one whose address's
+        tries are all held by its checks under way is refused at once too
+        (a C{KeyError}: the proxy answered C{500}, with a traceback).
+        """
+        auth = self.slowAuthenticator()
+        held = [defer.ensureDeferred(auth.authenticate(basic("alice", f"h{i}"), "192.0.2.7")) for i in range(5)]
+        others = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), f"127.0.0.{i + 2}")) for i in range(3)]
+        waiting = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"w{i}"), f"127.1.{i // 200}.{i % 200 + 2}"))
+            for i in range(MAX_WAITING_CHECKS)
+        ]
+        self.assertEqual((self.checks, auth._waiting), (8, MAX_WAITING_CHECKS))
+        sixth = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.7"))
+        self.assertIsNone(self.successResultOf(sixth))
+        self.assertEqual((auth._waiting, auth._waitingTries), (MAX_WAITING_CHECKS, {}))
+        self.clock.advance(CHECK_PATIENCE)
+        for fire in self.pending:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in held + others + waiting}, {None})
+
+    def test_waitForATryAfterGoneOnesLeftTheLine(self) -> None:
+        """
+        A sign-in that finds the line full of sign-ins whose clients went
+        away, and its address's tries all held, takes a place and is woken
+        when one of those tries comes free (it waited for its patience's
+        end and got a C{407}: its own address's place was dropped with
+        those of the clients gone).
+        """
+        auth = self.slowAuthenticator()
+        gone = [False]
+        held = [defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.7"))]
+        held += [defer.ensureDeferred(auth.authenticate(basic("alice", f"h{i}"), "192.0.2.7")) for i in range(4)]
+        others = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), f"127.0.0.{i + 2}")) for i in range(3)]
+        waiting = [
+            defer.ensureDeferred(
+                auth.authenticate(basic("alice", f"w{i}"), f"127.1.{i // 200}.{i % 200 + 2}", lambda: not gone[0])
+            )
+            for i in range(MAX_WAITING_CHECKS)
+        ]
+        gone[0] = True
+        sixth = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.7"))
+        self.assertEqual({self.successResultOf(d) for d in waiting}, {None})
+        self.assertFalse(sixth.called)
+        self.pending.pop(0)()  # the right password: one of its tries is free
+        self.assertEqual(self.successResultOf(held[0]), "alice")
+        self.assertEqual(self.successResultOf(sixth), "alice")
+        for fire in self.pending:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in held[1:] + others}, {None})
+
     def test_unknownNameCostsTheSameCheck(self) -> None:
         """
         An unknown name is checked like a known one, against an entry of the
