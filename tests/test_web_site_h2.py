@@ -812,6 +812,58 @@ class ClosingTests(ExchangeTestCase):
         buffered = self.exchange.protocol._channel.conn.incoming_buffer
         self.assertLessEqual(sum(len(f.data) for f in buffered._headers_buffer), siteModule.H2_MAX_HEADER_BLOCK)
 
+    def test_headerBlockOfExactly64KiB(self) -> None:
+        """
+        A header block of exactly 64 KiB as it comes (its HEADERS and
+        CONTINUATION frames together), as the README says, is held; one
+        byte more ends the connection.
+        """
+        exchange = self.exchange
+        exchange.send(OPEN_HEADERS)
+        left = 64 * 1024 - 3
+        while left:
+            size = min(left, 16384)
+            exchange.send(frame(9, 0, 1, b"a" * size))
+            left -= size
+        self.assertIsNone(exchange.goaway)
+        self.assertFalse(exchange.transport.disconnecting)
+        exchange.send(frame(9, 0, 1, b"a"))
+        self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertTrue(exchange.transport.disconnecting)
+
+    def test_eachHeaderBlockHeldToItsOwnBound(self) -> None:
+        """
+        The bound is each header block's: two blocks of 40 KB (each over
+        the site's limit on the head) on one connection each get their
+        C{431}, and the connection goes on.
+        """
+        exchange = self.exchange
+        for streamID in (1, 3):
+            exchange.client.send_headers(streamID, request("GET", "/healthz", ("x-big", "X" * 40000)), end_stream=True)
+            exchange.pump()
+            self.assertEqual(exchange.answers[streamID]["status"], b"431")
+        self.assertEqual(exchange.answers[exchange.get("/healthz")]["status"], b"200")
+        self.assertIsNone(exchange.goaway)
+
+    def test_framesOutOfPlaceAreProtocolErrors(self) -> None:
+        """
+        A CONTINUATION frame outside a header block, and a header block a
+        client may not send (PUSH_PROMISE), end the connection as protocol
+        errors after a header block of 60 KB as on a new connection: the
+        bound counts neither with the block before.
+        """
+        pushPromise = frame(5, 0, 1, b"\0\0\0\2" + b"a" * 100)
+        for extra in (CONTINUATION, pushPromise + frame(9, 0x4, 1, b"a" * 16384)):
+            for before in (0, 60000):
+                exchange = Exchange(self.limits())
+                self.addCleanup(exchange.site.stopFactory)
+                if before:
+                    exchange.client.send_headers(1, request("GET", "/healthz", ("x-big", "X" * before)), end_stream=True)
+                    exchange.pump()
+                    self.assertEqual(exchange.answers[1]["status"], b"431")
+                exchange.send(extra)
+                self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+
     def test_inputAfterProtocolErrorAborts(self) -> None:
         """
         A CONTINUATION flood goes on after the GOAWAY: the next frame
