@@ -579,6 +579,8 @@ class AuthenticatorTests(SynchronousTestCase):
         for fire in self.pending:
             fire()
         self.assertEqual({self.successResultOf(d) for d in running}, {None})
+        # The patience timers of those that left went with them.
+        self.assertEqual((auth._waiting, self.clock.getDelayedCalls()), (0, []))
 
     def test_sharedCheckKeptWhenTheFirstClientLeaves(self) -> None:
         """
@@ -614,6 +616,8 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(left))
         self.assertEqual(auth._failures.available("10.0.0.1"), 5)
         self.assertEqual(self.checks, 1)
+        # It left the line, its patience's timer with it.
+        self.assertEqual((auth._waiting, self.clock.getDelayedCalls()), (0, []))
 
     def test_patienceCountsBothWaits(self) -> None:
         """
@@ -656,6 +660,17 @@ class AuthenticatorTests(SynchronousTestCase):
         self.clock.advance(CHECK_PATIENCE)
         for fire in self.pending:
             fire()
+
+    def test_figuresAsTheReadmeSays(self) -> None:
+        """
+        The waiting line's figures are those the README gives: 64 sign-ins
+        wait, 16 of them at most for one address's tries, 5 s at most.
+        """
+        from tests.test_readme import README
+
+        text = " ".join(README.split())
+        self.assertIn(f"up to {MAX_WAITING_CHECKS} wait, for {CHECK_PATIENCE:g} s at most in all", text)
+        self.assertIn(f"at most {MAX_WAITING_PER_CLIENT} such for one address", text)
 
     def test_fullLineRefusesAWaitForATry(self) -> None:
         """
@@ -708,6 +723,257 @@ class AuthenticatorTests(SynchronousTestCase):
         for fire in self.pending:
             fire()
         self.assertEqual({self.successResultOf(d) for d in held[1:] + others}, {None})
+
+    def test_nothingKeptForClientsDone(self) -> None:
+        """
+        Once a client's sign-ins are answered nothing is kept for it in the
+        tables of tries held and of sign-ins waiting for one, whether they
+        were refused at once, gave up at the deadline, left a full line, or
+        were checked: a client changing address grew them for ever.
+        """
+        auth = self.slowAuthenticator()
+        gone = [False]
+        # Checked (the tries they held are free again).
+        checked = [defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.1"))]
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(checked[0]), "alice")
+        self.assertEqual((auth._reserved, auth._waitingTries), ({}, {}))
+        # Waiting for a try, then given up at the deadline.
+        held = [defer.ensureDeferred(auth.authenticate(basic("alice", f"h{i}"), "192.0.2.2")) for i in range(5)]
+        late = defer.ensureDeferred(auth.authenticate(basic("alice", "x"), "192.0.2.2"))
+        self.assertEqual(list(auth._waitingTries), ["192.0.2.2"])
+        self.clock.advance(CHECK_PATIENCE)
+        self.assertIsNone(self.successResultOf(late))
+        self.assertEqual(auth._waitingTries, {})
+        for fire in self.pending:
+            fire()
+        self.pending = []
+        self.assertEqual({self.successResultOf(d) for d in held}, {None})
+        self.assertEqual(auth._reserved, {})
+        # Refused at once: its tries are spent.
+        self.assertIsNone(self.successResultOf(defer.ensureDeferred(auth.authenticate(basic("alice", "y"), "192.0.2.2"))))
+        self.assertEqual(auth._waitingTries, {})
+        # Left a full line, its client gone.
+        held = [defer.ensureDeferred(auth.authenticate(basic("alice", f"h{i}"), "192.0.2.3")) for i in range(5)]
+        waitingTry = defer.ensureDeferred(auth.authenticate(basic("alice", "z"), "192.0.2.3", lambda: not gone[0]))
+        others = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), f"127.0.0.{i + 2}")) for i in range(3)]
+        waiting = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"w{i}"), f"127.1.{i // 200}.{i % 200 + 2}"))
+            for i in range(MAX_WAITING_CHECKS - 1)
+        ]
+        gone[0] = True
+        newcomer = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "198.51.100.1"))
+        self.assertIsNone(self.successResultOf(waitingTry))
+        self.assertFalse(newcomer.called)
+        self.assertEqual(auth._waitingTries, {})
+        self.clock.advance(CHECK_PATIENCE)
+        for fire in self.pending:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in held + others + waiting + [newcomer]}, {None})
+        self.assertEqual((auth._reserved, auth._waitingTries, auth._waiting), ({}, {}, 0))
+
+    def test_goneWhileWaitingForATry(self) -> None:
+        """
+        A sign-in whose client went away while it waited for one of its
+        address's tries gets no check when one comes free, and is not a
+        wrong try.
+        """
+        auth = self.slowAuthenticator()
+        gone = [False]
+        held = [defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.7"))]
+        held += [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), "192.0.2.7")) for i in range(4)]
+        left = defer.ensureDeferred(auth.authenticate(basic("alice", "other"), "192.0.2.7", lambda: not gone[0]))
+        self.assertEqual(self.checks, 5)
+        gone[0] = True
+        self.pending.pop(0)()  # the right password: one of its tries is free
+        self.assertEqual(self.successResultOf(held[0]), "alice")
+        self.assertIsNone(self.successResultOf(left))
+        self.assertEqual(self.checks, 5)
+        for fire in self.pending:
+            fire()
+        self.assertEqual(auth._failures.available("192.0.2.7"), 1)
+
+    def test_goneWaitingForATryLeaveAFullLine(self) -> None:
+        """
+        Sign-ins waiting for one of their address's tries whose clients
+        went away leave a full line for a new one too, as those waiting for
+        a check do.
+        """
+        auth = self.slowAuthenticator()
+        gone = [False]
+        held = [defer.ensureDeferred(auth.authenticate(basic("alice", f"h{i}"), "192.0.2.7")) for i in range(5)]
+        waitingTries = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"t{i}"), "192.0.2.7", lambda: not gone[0]))
+            for i in range(MAX_WAITING_PER_CLIENT)
+        ]
+        others = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), f"127.0.0.{i + 2}")) for i in range(3)]
+        waiting = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", f"w{i}"), f"127.1.{i // 200}.{i % 200 + 2}"))
+            for i in range(MAX_WAITING_CHECKS - MAX_WAITING_PER_CLIENT)
+        ]
+        self.assertEqual(auth._waiting, MAX_WAITING_CHECKS)
+        gone[0] = True
+        late = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "198.51.100.1"))
+        self.assertFalse(late.called)
+        self.assertEqual({self.successResultOf(d) for d in waitingTries}, {None})
+        self.assertEqual((auth._waiting, auth._waitingTries), (MAX_WAITING_CHECKS - MAX_WAITING_PER_CLIENT + 1, {}))
+        self.clock.advance(CHECK_PATIENCE)
+        for fire in self.pending:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in held + others + waiting + [late]}, {None})
+
+    def test_placesFreeAtTheDeadline(self) -> None:
+        """
+        Sign-ins refused at the end of their patience leave the line: as
+        many may wait again, and none of their timers is left.
+        """
+        auth = self.slowAuthenticator()
+        running = [defer.ensureDeferred(auth.authenticate(basic("alice", f"g{i}"), f"127.0.0.{i + 2}")) for i in range(8)]
+        for round in range(2):
+            waiting = [
+                defer.ensureDeferred(auth.authenticate(basic("alice", f"w{i}"), f"127.{round + 1}.{i // 200}.{i % 200 + 2}"))
+                for i in range(MAX_WAITING_CHECKS)
+            ]
+            self.assertEqual(sum(d.called for d in waiting), 0)
+            self.clock.advance(CHECK_PATIENCE)
+            self.assertEqual({self.successResultOf(d) for d in waiting}, {None})
+            self.assertEqual((auth._waiting, self.clock.getDelayedCalls()), (0, []))
+        for fire in self.pending:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in running}, {None})
+
+    def test_newSignInWaitsBehindThoseWaiting(self) -> None:
+        """
+        A sign-in that comes while others wait for a check goes behind
+        them, even when the check of the second has come back before the
+        line was looked at again (it is looked at 10 ms later at the
+        soonest): it took their check.
+        """
+        self.auth._checks = self.auth._checks.__class__(1000, 1, self.clock)
+        first = self.start(basic("alice", "right"), "10.0.0.1")
+        self.assertEqual(self.successResultOf(first), "alice")
+        second = self.start(basic("alice", "right"), "10.0.0.2")
+        self.clock.advance(0.005)
+        third = self.start(basic("alice", "right"), "10.0.0.3")
+        self.assertEqual(self.successResultOf(second), "alice")
+        self.assertFalse(third.called)
+        self.clock.advance(0.005)
+        self.assertEqual(self.successResultOf(third), "alice")
+
+    def test_oneWakeForTheLine(self) -> None:
+        """
+        Sign-ins waiting for the next check of the second share one timer
+        that wakes the line, beside each one's patience.
+        """
+        self.auth._checks = self.auth._checks.__class__(10, 20, self.clock)
+        for n in range(30):
+            self.users[f"user{n}"] = self.users["alice"]
+        signIns = [self.start(basic(f"user{n}", "right"), "192.0.2.7") for n in range(30)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 10 + 1)
+        self.clock.advance(1)
+        self.assertEqual([self.successResultOf(d) for d in signIns], [f"user{n}" for n in range(30)])
+
+    def mixedAuthenticator(self):
+        """
+        An L{Authenticator} (C{self.auth} too) whose checks of passwords
+        starting with C{slow} end only when the test fires them
+        (C{self.pending}, in order), and of others at once; the user C{s}'s
+        password is C{slowright}.
+        """
+        self.pending = []
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"s:{hashPassword('slowright', **CHEAP)}\n")
+        self.users.update(loadUsers(path))
+
+        def check(function, password):
+            self.checks += 1
+            if not password.startswith(b"slow"):
+                return defer.succeed(function(password))
+            d = defer.Deferred()
+            self.pending.append(lambda: d.callback(function(password)))
+            return d
+
+        self.auth = Authenticator(self.users, self.clock, check=check)
+        return self.auth
+
+    def test_deadlineHoldsWhenATryComesFreeAtIt(self) -> None:
+        """
+        A sign-in waiting for one of its address's tries is refused at its
+        deadline, even when a try comes free at that very instant; and one
+        that gets a try then, but must wait for a check, is refused too.
+        """
+        for maxChecking, atDeadline in ((8, [1, 0]), (5, [0])):
+            auth = self.mixedAuthenticator()
+            auth._maxChecking = maxChecking
+            # With 8 checks at once, a wrong password's check ends first:
+            # no try comes free; the right one's does.  With 5, every
+            # check is taken when a try comes free.
+            for index in atDeadline:
+                self.clock.callLater(CHECK_PATIENCE, lambda index: self.pending[index](), index)
+            held = [self.start(basic("s", "slowright"), "192.0.2.7")]
+            held += [self.start(basic("s", f"slow{i}"), "192.0.2.7") for i in range(4)]
+            sixth = self.start(basic("alice", "right"), "192.0.2.7")
+            self.assertEqual(self.checks % 5, 0)
+            checks = self.checks
+            self.clock.advance(CHECK_PATIENCE)
+            self.assertEqual(self.successResultOf(held[0]), "s")
+            self.assertIsNone(self.successResultOf(sixth))
+            self.assertEqual(self.checks, checks)
+            for fire in self.pending[len(atDeadline) :]:
+                fire()
+            self.assertEqual([self.successResultOf(d) for d in held[1:]], [None] * 4)
+
+    def test_triesWokenForEveryAddressTheirChecksFreed(self) -> None:
+        """
+        A sign-in woken when one of its address's tries came free may let
+        the line move on, and the checks that then end free tries of other
+        addresses: their sign-ins waiting for one are woken as well, not
+        left until another check of theirs ends.
+        """
+        auth = self.mixedAuthenticator()
+        auth._checks = auth._checks.__class__(1000, 5, self.clock)
+        for n in range(6):
+            self.users[f"y{n}"] = self.users["alice"]
+        held = [self.start(basic("s", "slowright"), "192.0.2.7")]
+        held += [self.start(basic("s", f"slow{i}"), "192.0.2.7") for i in range(4)]
+        sixth = self.start(basic("alice", "right"), "192.0.2.7")
+        others = [self.start(basic(f"y{n}", "right"), "192.0.2.8") for n in range(6)]
+        self.assertEqual((self.checks, list(auth._waitingTries)), (5, ["192.0.2.7", "192.0.2.8"]))
+        # The checks of the second are back, the line not looked at yet
+        # (it is 10 ms later at the soonest).
+        self.clock.advance(0.005)
+        self.pending.pop(0)()
+        self.assertEqual([d.called for d in others], [True] * 5 + [False])
+        self.assertEqual(auth._waitingTries, {})
+        self.clock.advance(0.005)
+        self.assertEqual(self.successResultOf(sixth), "alice")
+        self.assertEqual([self.successResultOf(d) for d in others], [f"y{n}" for n in range(6)])
+        for fire in self.pending:
+            fire()
+        self.assertEqual([self.successResultOf(d) for d in held], ["s"] + [None] * 4)
+
+    def test_manyChecksEndingAtOnce(self) -> None:
+        """
+        A line of L{MAX_WAITING_CHECKS} sign-ins whose checks end at once
+        (a check that ends at once starts the next) is answered in order,
+        from one loop: started from within each other, the last was
+        answered first, 64 calls deep.
+        """
+        auth = self.mixedAuthenticator()
+        auth._checks = auth._checks.__class__(1000, 1000, self.clock)
+        running = [self.start(basic("s", f"slow{i}"), f"127.0.0.{i + 2}") for i in range(8)]
+        for n in range(MAX_WAITING_CHECKS):
+            self.users[f"u{n}"] = self.users["alice"]
+        order = []
+        waiting = [self.start(basic(f"u{n}", "right"), f"127.1.0.{n + 2}") for n in range(MAX_WAITING_CHECKS)]
+        for d in waiting:
+            d.addCallback(order.append)
+        self.pending[0]()
+        self.assertEqual(order, [f"u{n}" for n in range(MAX_WAITING_CHECKS)])
+        for fire in self.pending[1:]:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in running}, {None})
 
     def test_unknownNameCostsTheSameCheck(self) -> None:
         """
