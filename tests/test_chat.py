@@ -326,6 +326,22 @@ class NameTests(ChatTestCase):
         self.assertEqual(bob.received(), ["alice: m10"] * 5)
         self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 2 * 5)
 
+    def test_lineEndAfterACRInTheNextRead(self) -> None:
+        """
+        CR, then CRLF in the next read, is one line end too: the LF was an
+        empty line, a line of the flood budget (ten lines within a burst of
+        ten got five "slow down").
+        """
+        bob = self.named("bob")
+        alice = self.named("alice")
+        self.drain()
+        self.clock.advance(10)
+        for n in range(10):
+            alice.sendRaw(b"m%d\r" % (n,))
+            alice.sendRaw(b"\r\n")
+        self.assertEqual(bob.received(), [f"alice: m{n}" for n in range(10)])
+        self.assertEqual(alice.received(), [])
+
     def test_emptyLinesBeforeTheNameAreIgnored(self) -> None:
         """
         Enter pressed before the name costs no try (it cost one, with an
@@ -1701,6 +1717,72 @@ class HistoryReplayTests(ChatTestCase):
         self.clock.advance(0.1)
         self.assertTrue(carol.transport.disconnected)
 
+    def test_inputEndedDuringTheReplayTellsTheRoomAtOnce(self) -> None:
+        """
+        When a client's input ends during the replay, the room is told at
+        once, not when the history is sent, and the idle timeout no longer
+        runs: the close's grace alone bounds the wait.
+        """
+        self.makeFactory(**{**self.settings, "idleTimeout": 1.0})
+        self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        bob.protocol.readConnectionLost()
+        self.assertEqual(self.clients[0].received(), ["*** bob joined lobby", "*** bob left (connection closed)"])
+        self.clock.advance(_CLOSE_GRACE - 0.1)
+        self.assertFalse(bob.closing)
+        self.clock.advance(0.1)
+        self.assertTrue(bob.transport.disconnected)
+
+    def test_oneReplayTurnAtATime(self) -> None:
+        """
+        One call of the reactor sends the next piece of the history,
+        however often the client takes what it was sent or joins a room.
+        """
+        self.fillHistory()
+        bob = self.joinFilling("bob")
+        bob.send("/join dev", "/join lobby")
+
+        def turns() -> int:
+            return len([call for call in self.clock.getDelayedCalls() if call.func == bob.protocol._replayTurn])
+
+        self.assertEqual(turns(), 1)
+        for _ in range(20):
+            self.clock.advance(0)
+            bob.transport.take()
+            bob.transport.take()
+            self.assertLessEqual(turns(), 1)
+
+    def test_pieceOfHistoryUpTo64KiB(self) -> None:
+        """
+        The history goes out in pieces of 64 KiB: lines that make exactly
+        that are one piece.
+        """
+        alice = self.named("alice")
+        # 64 lines of 1 KiB as they are replayed ("[history] alice: " and CRLF).
+        alice.send(*[f"{n:02d}" + "h" * 1003 for n in range(70)])
+        self.drain()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        sent = bob.transport.value()
+        self.assertEqual(len(sent) - sent.index(b"[history] "), 64 * 1024)
+
+    def test_whatWasSaidMeanwhileNoLongerCounted(self) -> None:
+        """
+        Once what was said during the replay is sent, it no longer counts
+        as waiting for the client: a line the client sends while its
+        transport is full is still read (it was held, as if more than
+        C{maxOutput} of its answers waited).
+        """
+        self.fillHistory()
+        bob = self.joinFilling("bob")
+        self.clock.advance(0)
+        self.clients[0].send("m" * 600, "n" * 600)
+        takeAll(bob)
+        bob.protocol.pauseProducing()
+        bob.send("hello")
+        self.assertEqual(self.clients[0].received()[-1], "bob: hello")
+
     def test_goneDuringTheReplay(self) -> None:
         self.fillHistory()
         bob = self.joinFilling("bob")
@@ -1808,6 +1890,21 @@ class LineLengthTests(ChatTestCase):
         alice.sendRaw(b"\n")
         self.assertEqual(alice.received(), [])
         self.assertEqual(bob.received(), ["alice: abcdefghij"])
+
+    def test_lineOfMaximumLengthAfterCRNUL(self) -> None:
+        """
+        A line of exactly C{maxLine} bytes is accepted after telnet's CR
+        NUL ended the one before (the NUL was taken for its first byte),
+        and when its line end comes whole in the next read.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.sendRaw(b"one\r\x00")
+        alice.sendRaw(b"0123456789\r\x00")
+        alice.sendRaw(b"abcdefghij")
+        alice.sendRaw(b"\r\n")
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(bob.received(), ["alice: one", "alice: 0123456789", "alice: abcdefghij"])
 
     def test_overlongNameLine(self) -> None:
         client = self.connect()
@@ -2237,6 +2334,46 @@ class FloodTests(ChatTestCase):
                 bob.sendRaw(after)
             self.assertTrue(bob.closing, after)
         self.assertEqual(self.factory.stats.counters["excess_floods"], 6)
+
+    def test_droppedBytesChargedExactly(self) -> None:
+        """
+        Each C{maxLine} bytes dropped of a line refused as too long is a
+        line of the budget, counted over the reads that bring it, to its
+        line end, and afresh for each long line: 1 + 8 bytes dropped take
+        none, 1 + 89 take nine.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, maxLine=10)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        tooLong = "! line too long (over 10 bytes); it was dropped"
+        for first, second in ((b"x", b"y"), (b"z", b"w")):
+            alice.sendRaw(first * 11)  # one line of the budget: the answer
+            alice.sendRaw(first * 8 + b"\n")
+            alice.send(*[f"{first.decode()}{n}" for n in range(9)])
+            self.assertEqual(bob.received(), [f"alice: {first.decode()}{n}" for n in range(9)])
+            self.assertEqual(alice.received(), [tooLong])
+            self.clock.advance(2)
+        alice.sendRaw(b"v" * 11)
+        alice.sendRaw(b"v" * 89 + b"\n")
+        alice.send("dropped")
+        self.assertEqual(bob.received(), [])
+        self.assertEqual(alice.received(), [tooLong, "! slow down: that line was dropped; you may speak again in 0.2 s"])
+
+    def test_droppedBytesWithinTheBudgetEndAFlood(self) -> None:
+        """
+        Bytes of a long line dropped within the budget end a run of lines
+        dropped by flood control, as a line let through does.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, maxLine=10)
+        alice = self.named("alice")
+        alice.send(*["x"] * 10)
+        alice.send(*["y"] * (_EXCESS_FLOOD - 2))
+        alice.sendRaw(b"z" * 11)  # refused, its answer dropped too
+        self.clock.advance(0.2)
+        alice.sendRaw(b"z" * 9 + b"\n")  # a line of the budget, within it
+        alice.send("dropped")
+        self.assertFalse(alice.closing)
+        self.assertEqual(self.factory.stats.counters.get("excess_floods", 0), 0)
 
     def test_noAddressLimitWithoutFloodControl(self) -> None:
         """
