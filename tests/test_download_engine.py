@@ -4876,3 +4876,51 @@ class ResolverTests(SynchronousTestCase):
         failure = self.failureResultOf(endpoint.connect(Factory()), ConnectError)
         self.assertEqual(failure.value.args[0], "a..example could not be resolved (label empty or too long)")
         self.assertEqual(clock.tcpClients, [])
+
+
+class WholeFileAs206Tests(SynchronousTestCase):
+    """
+    A 206 to a request without a Range (one stream, once ranges failed) is
+    taken as a 200 when it is the whole file, and only then: each of its
+    conditions alone keeps it the partial answer it is.
+    """
+
+    def accept(self, contentRange: bytes, length: Optional[int] = None, contentType: bytes = b"application/octet-stream"):
+        """
+        The engine's reading of such a 206 to a download under way: the
+        download, and the body length it expects.
+        """
+        from twisted.web.http_headers import Headers
+        from twisted.web.iweb import UNKNOWN_LENGTH
+
+        downloader = Downloader(reactor=MemoryReactorClock())
+        job = engineModule.Job("1", DownloadRequest(url="http://example.com/f", directory=self.mktemp()))
+        download = engineModule._Download(downloader, job)
+        download.started = True
+        headers = Headers({b"content-range": [contentRange], b"content-type": [contentType]})
+        response = SimpleNamespace(
+            code=206, phrase=b"Partial Content", headers=headers, length=UNKNOWN_LENGTH if length is None else length
+        )
+        return download, download._accept(response, _Piece(0, None), 0, False, download.url)
+
+    def test_wholeFileIsA200(self) -> None:
+        for length in (None, 100):
+            download, expected = self.accept(b"bytes 0-99/100", length)
+            self.assertEqual((expected, download.state.size, download.state.rangesSupported), (100, 100, False))
+
+    def test_partialAnswersStayPartial(self) -> None:
+        """
+        Not from byte 0, short of the total, a total of C{*}, a length that
+        is not the total's, or several parts: not the whole file.
+        """
+        self.assertRaises(engineModule._Restart, self.accept, b"bytes 5-99/100")
+        for contentRange, length in ((b"bytes 0-49/100", None), (b"bytes 0-99/*", None)):
+            download, expected = self.accept(contentRange, length)
+            self.assertEqual((expected, download.state.size), (int(contentRange[8:10]) + 1, None))
+        self.assertRaises(engineModule._Restart, self.accept, b"bytes 0-99/100", 50)
+        self.assertRaises(
+            engineModule._Restart, self.accept, b"bytes 0-99/100", None, b"multipart/byteranges; boundary=x"
+        )
+
+    def test_wholeFileTooLargeForAnyFile(self) -> None:
+        self.assertRaises(TooLarge, self.accept, b"bytes 0-%d/%d" % (2**63 - 1, 2**63))

@@ -2345,6 +2345,26 @@ class SaveTests(SynchronousTestCase):
             self.addCleanup(last.stopService)
             self.assertEqual(last.add("http://example.com/new")["id"], "4")
 
+    def test_linkedJobListGivesNoIds(self) -> None:
+        """
+        A job list that is a symbolic link is set aside unread, and the
+        file it leads to gives no ids: it is not the service's (its
+        C{"next"} of 500 was taken).
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        other = Path(self.mktemp()).absolute()
+        other.write_bytes(b'{"version":1,"next":500,"jobs":[]}')
+        os.symlink(other, directory / JOBS_FILE)
+        clock = MemoryReactorClock()
+        clock.nameResolver = _RaisingResolver()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = DownloadService(directory, reactor=clock, token=TOKEN, settings=DownloadSettings(retries=0))
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn("symbolic links", formatEvent([e for e in events if e["log_level"] == LogLevel.warn][0]))
+        self.assertEqual(service.add("http://example.com/new")["id"], "1")
+
     def test_jobListOverTheLimitsIsCut(self) -> None:
         """
         A job list holding more unfinished jobs than the queue takes
