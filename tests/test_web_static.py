@@ -134,7 +134,8 @@ class SocketLikeTransport(StringTransport):
         self.clear()
         if self.producerPaused:
             self.producerPaused = False
-            self.producer.resumeProducing()
+            if self.producer is not None:  # not unregistered by a close meanwhile
+                self.producer.resumeProducing()
         return data
 
 

@@ -17,7 +17,7 @@ from twisted.web.server import Site
 
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
-from netsuite.web.site import makeSite
+from netsuite.web.site import Limits, makeSite
 from netsuite.web.static import CHUNK_SIZE, H2_MIN_CHUNK_SIZE, H2_OPEN_FILES, StaticFolder
 from tests.test_web_static import (
     NotFound,
@@ -607,14 +607,20 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
     Twisted's sending loop took the stream again and again).
     """
 
-    def makePeer(self, accessLog: Optional[str] = None, idleTimeout: bool = False) -> None:
+    def makePeer(self, accessLog: Optional[str] = None, idleTimeout: Optional[float] = None) -> None:
         """
-        @param idleTimeout: whether the connection has the site's idle
-            timeout (as the site's connections have), or none.
+        @param idleTimeout: the site's idle timeout, which the connection
+            then has (as the site's connections have); by default it has
+            none.
         """
         status = SimpleStatus(StatsRegistry())
         site = makeSite(
-            status, reactor=self.clock, stats=status.stats.forService("http"), root=self.root, accessLog=accessLog
+            status,
+            reactor=self.clock,
+            stats=status.stats.forService("http"),
+            root=self.root,
+            accessLog=accessLog,
+            limits=Limits(idleTimeout=idleTimeout or 60.0),
         )
         site.startFactory()
         self.addCleanup(site.stopFactory)
@@ -622,7 +628,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         server = NetsuiteH2Connection(site)
         server.site = site
         server.requestFactory = site.requestFactory
-        if idleTimeout:
+        if idleTimeout is not None:
             server.timeOut = site.limits.idleTimeout
         self.peer = H2Harness(self.folder, self.clock, server)
 
@@ -909,7 +915,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         the answers, the idle timeout starts again), and then nothing: the
         clock is moved on to the stall timeout of the files.
         """
-        self.makePeer(idleTimeout=True)
+        self.makePeer(idleTimeout=60.0)
         peer = self.peer
         peer.events.setdefault(0, [])
         peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
@@ -959,3 +965,63 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         for streamID in waiting:
             self.assertIsInstance(peer.events[streamID][0], h2.events.ResponseReceived, streamID)
         self.assertEqual(len(self.folder._producers), len(waiting))
+
+    def test_filesEndingWithAShortIdleTimeout(self) -> None:
+        """
+        With an idle timeout of 1 s, a client asking for more files than
+        L{H2_OPEN_FILES} and reading them all gets them all: each file
+        that ends lets a waiting request start.  Every file's end timed the
+        connection out, its idle timeout always due within the second, so
+        the waiting requests were lost with a GOAWAY (nghttp: none of 12
+        processed).
+        """
+        self.makePeer(idleTimeout=1.0)
+        middle = os.path.join(self.root, "middle.bin")
+        with open(middle, "wb") as f:
+            f.write(patterned(1024 * 1024))
+        peer = self.peer
+        peer.events.setdefault(0, [])
+        peer.largestWindows()
+        streams = list(range(1, 2 * (H2_OPEN_FILES + 4), 2))
+        for streamID in streams:
+            peer.get(streamID, b"/middle.bin")
+        while not peer.transport.disconnecting and any(peer.ended(streamID) is None for streamID in streams):
+            peer.read()
+            self.clock.advance(0)
+        peer.read()
+        self.assertEqual([e for e in peer.events[0] if isinstance(e, h2.events.ConnectionTerminated)], [])
+        for streamID in streams:
+            self.assertIsInstance(peer.ended(streamID), h2.events.StreamEnded, streamID)
+            self.assertEqual(peer.bodies[streamID], patterned(1024 * 1024), streamID)
+        self.assertFalse(peer.transport.disconnecting)
+
+    def test_stalledFileOfABusyConnectionWithAShortIdleTimeout(self) -> None:
+        """
+        With an idle timeout of 1 s, a client whose files stall but which
+        keeps sending (a PING every half second) has its stalled files
+        reset by their stall timeout, and the requests waiting for a file
+        start: the connection was busy long after the files stalled, and
+        does not time out (its idle timeout, always due within the second,
+        ended it with its other streams).
+        """
+        self.makePeer(idleTimeout=1.0)
+        peer = self.peer
+        peer.events.setdefault(0, [])
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        peer.send()
+        peer.read()
+        sent, waiting = self.stallFiles(1)
+        self.readSome()
+        for _ in range(int(self.folder.stallTimeout * 2) + 2):
+            self.clock.advance(0.5)
+            if peer.transport.disconnecting:
+                break
+            peer.client.ping(b"12345678")
+            peer.send()
+            peer.read()
+        self.readSome()
+        self.assertEqual([e for e in peer.events[0] if isinstance(e, h2.events.ConnectionTerminated)], [])
+        for streamID in sent:
+            self.assertIsInstance(peer.ended(streamID), h2.events.StreamReset, streamID)
+        self.assertIsInstance(peer.events[waiting[0]][0], h2.events.ResponseReceived)
+        self.assertEqual(len(self.folder._producers), 1)

@@ -1265,9 +1265,10 @@ H2_ENCODER_TABLE = 4096
 #: write to its transport (Twisted's loop sent one frame, 16 KiB, a turn).
 H2_TURN_BYTES = 256 * 1024
 
-#: Seconds within which an HTTP/2 connection's idle timeout may be due for
-#: the connection to time out at once when one of its files ends, rather
-#: than start the requests waiting for a file (see
+#: Seconds within which an HTTP/2 connection's idle timeout may be due, and
+#: its quiet may have begun after a file stalled, for the connection to
+#: time out at once when the stall timeout resets that file, rather than
+#: start the requests waiting for a file (see
 #: L{NetsuiteH2Connection.timeOutIfDue}).
 H2_IDLE_SLACK = 1.0
 
@@ -2001,20 +2002,28 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._log.info("Timing out client {client}", client=self.transport.getPeer())
         self._goAway(h2.errors.ErrorCodes.NO_ERROR)
 
-    def timeOutIfDue(self) -> None:
+    def timeOutIfDue(self, stalledFor: float) -> None:
         """
-        Time the connection out now if its idle timeout is due within
-        L{H2_IDLE_SLACK} seconds: one of its files ended, and the requests
-        waiting for one are about to start (the static folder asks).  A
+        One of the connection's files was reset by its stall timeout, after
+        C{stalledFor} seconds, and the requests waiting for a file are
+        about to start (the static folder asks): time the connection out
+        now if nothing was received or sent since the file stalled and its
+        idle timeout is due, both within L{H2_IDLE_SLACK} seconds.  A
         client that shut its windows and then sent nothing has its stalled
         files reset by their stall timeout as its idle timeout comes, both
         a minute, a few milliseconds apart: the waiting requests were each
-        given a file and sent their headers, and the GOAWAY followed.
+        given a file and sent their headers, and the GOAWAY followed.  A
+        file that ended otherwise, or a connection that was busy meanwhile
+        (its idle timeout shorter than the stall), lets them start: asked
+        at every file's end, an idle timeout of 1 s or less was always due
+        within the second, and the connection ended with its requests.
         """
         call = getattr(self, "_TimeoutMixin__timeoutCall", None)  # Twisted's, private
         if call is None or not call.active() or self.transport.disconnecting:
             return
-        if call.getTime() - self.site.reactor.seconds() <= H2_IDLE_SLACK:
+        left = call.getTime() - self.site.reactor.seconds()
+        quietFor = self.timeOut - left
+        if left <= H2_IDLE_SLACK and quietFor >= stalledFor - H2_IDLE_SLACK:
             self.timeoutConnection()
 
     def _goAway(self, errorCode: int, message: bytes = b"") -> None:

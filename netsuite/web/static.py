@@ -1209,12 +1209,13 @@ class StaticFolder(Resource):
             if not waiting:
                 del self._h2Waiting[connection]
 
-    def _h2FileDone(self, connection: Any) -> None:
+    def _h2FileDone(self, connection: Any, stalledFor: float | None = None) -> None:
         """
         A file sent to HTTP/2 C{connection} ended: a request of that
         connection waiting for one goes on, unless the connection is
         ending (its requests are lost, or about to be: Twisted tells its
-        streams one at a time), or times out now, its idle timeout due.
+        streams one at a time), or, the file reset by its stall timeout
+        after C{stalledFor} seconds, times out now, its idle timeout due.
         """
         left = self._h2Files.get(connection, 1) - 1
         if left > 0:
@@ -1225,8 +1226,8 @@ class StaticFolder(Resource):
         if waiting is None:
             return
         timeOutIfDue = getattr(connection, "timeOutIfDue", None)  # netsuite's connection's
-        if timeOutIfDue is not None:
-            timeOutIfDue()  # then closed: none starts
+        if stalledFor is not None and timeOutIfDue is not None:
+            timeOutIfDue(stalledFor)  # then closed: none starts
         if not _h2Open(connection):
             del self._h2Waiting[connection]
             return
@@ -2020,8 +2021,8 @@ class _FileProducer:
             request.unregisterProducer()
             request.finish()
 
-    def _abort(self) -> None:
-        self._close()
+    def _abort(self, stalledFor: float | None = None) -> None:
+        self._close(stalledFor)
         _abortRequest(self._request)
 
     def _stalled(self) -> None:
@@ -2031,14 +2032,19 @@ class _FileProducer:
             path=self._request.path,
             seconds=self._folder.stallTimeout,
         )
-        self._abort()
+        self._abort(stalledFor=self._folder.stallTimeout)
 
     def _requestDone(self, result: object) -> None:
         # Finished, or the connection was lost: either way the file is done
         # (and a lost connection is no error to report).
         self._close()
 
-    def _close(self) -> None:
+    def _close(self, stalledFor: float | None = None) -> None:
+        """
+        The file is done: close it, and let a waiting request of its
+        HTTP/2 connection go on (C{stalledFor}: the seconds the client
+        took nothing, when the stall timeout ends it).
+        """
         self.done = True
         if self._stallTimer is not None:
             self._stallTimer.cancel()
@@ -2057,7 +2063,7 @@ class _FileProducer:
             if left > 0:
                 byHost[self._host] = left
             if self._h2 is not None:
-                self._folder._h2FileDone(self._h2)
+                self._folder._h2FileDone(self._h2, stalledFor)
 
 
 def clientKey(request) -> str:
