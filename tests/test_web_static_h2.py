@@ -1025,3 +1025,52 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
             self.assertIsInstance(peer.ended(streamID), h2.events.StreamReset, streamID)
         self.assertIsInstance(peer.events[waiting[0]][0], h2.events.ResponseReceived)
         self.assertEqual(len(self.folder._producers), 1)
+
+    def test_shrunkFileResumedByAWindowUpdateOfAStreamResetWithIt(self) -> None:
+        """
+        A client sends a WINDOW_UPDATE and an RST_STREAM for a stream in
+        one packet while its file has shrunk: the window update resumes the
+        file, which finds it short and resets the stream, which h2 has
+        closed already (the client's reset was read).  The stream is
+        logged once, and the connection goes on: h2's C{StreamClosedError}
+        escaped through C{dataReceived}, a traceback, and the connection
+        was lost.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        peer = self.peer
+        peer.events.setdefault(0, [])
+        peer.acknowledge = False
+        # A stream window the file's reads fill exactly: nothing is left
+        # queued when it is shut, and the window update resumes the file.
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 4 * H2_MIN_CHUNK_SIZE})
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.send()
+        peer.read()
+        peer.get(1, b"/big.bin")
+        self.readSome()
+        self.assertEqual(len(peer.bodies[1]), 4 * H2_MIN_CHUNK_SIZE)
+        self.assertEqual(peer.queued(), 0)
+        self.assertTrue(self.producer()._paused)
+        os.truncate(self.big, 1000)
+        peer.client.increment_flow_control_window(65535, 1)
+        peer.client.reset_stream(1)
+        peer.send()
+        self.readSome()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.folder._producers, set())
+        self.assertEqual(peer.server.streams, {})
+        self.assertEqual(openFilesFor(self.big), 0)
+        self.assertFalse(peer.transport.disconnecting)
+        peer.acknowledge = True
+        with open(os.path.join(self.root, "small.txt"), "wb") as f:
+            f.write(b"small")
+        peer.get(3, b"/small.txt")
+        self.assertIsInstance(peer.readUntilEnded(3), h2.events.StreamEnded)
+        self.assertEqual(peer.bodies[3], b"small")
+        self.clock.advance(1)  # the log is written once a second
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('"GET /big.bin HTTP/2" 200 %d ' % (4 * H2_MIN_CHUNK_SIZE,), lines[0])
+        self.assertEqual(peer.server.site.stats.snapshot()["requests"], 1)

@@ -2279,11 +2279,21 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         counted as over HTTP/1, with the body bytes sent (not those still
         queued, which L{_requestDone} drops): Twisted forgot the stream
         untold, and such a request was in no log.
+
+        A stream the client reset in the input being read (h2 closed it;
+        Twisted hears of it next) is told it is lost at once, and not reset
+        again: a WINDOW_UPDATE and an RST_STREAM in one read resumed a file
+        that had shrunk, and h2's C{StreamClosedError} escaped through
+        C{dataReceived}, a traceback, and the connection was lost.
         """
         if self.conn.state_machine.state != h2.connection.ConnectionState.CLOSED:
-            self.conn.reset_stream(streamID, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            if not self._tryToWriteControlData():
-                return  # aborted: every stream is told
+            try:
+                self.conn.reset_stream(streamID, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            except h2.exceptions.StreamClosedError:
+                pass  # its StreamReset, to come, finds it forgotten (_requestAborted)
+            else:
+                if not self._tryToWriteControlData():
+                    return  # aborted: every stream is told
         stream = self.streams.get(streamID)
         if stream is not None:
             stream.connectionLost(Failure(ConnectionLost("the answer was cut short")))
