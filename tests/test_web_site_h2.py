@@ -1828,6 +1828,46 @@ class SocketTests(HTTPSTestCase):
     async def test_cutOffAfterProtocolErrorPlain(self) -> None:
         await self._cutOffAfterGoAway(tls=False, error=frame(0, 0, 0, b"x"))
 
+    async def test_inputAfterIdleTimeoutGoAwayNotCutOff(self) -> None:
+        """
+        A client that sends a frame after the GOAWAY (C{NO_ERROR}) of the
+        idle timeout, and the end of output that follows it, is not cut
+        off: its input is read and dropped by the graceful lingering close,
+        no reset, as for any close that is not the client's error (only a
+        GOAWAY with an error aborts on input).
+        """
+        service = makeHTTPService(
+            "tcp:0:interface=127.0.0.1", status=SimpleStatus(StatsRegistry()), limits=Limits(idleTimeout=0.5), h2c=True
+        )
+        port = await startListener(self, service)
+        ping = frame(6, 0, 0, b"12345678")
+
+        def run() -> tuple[list[int], str]:
+            codes = []
+            with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
+                raw.sendall(PREFACE + SETTINGS)
+                buffer = b""
+                while True:
+                    received = raw.recv(65536)
+                    if not received:
+                        break
+                    buffer += received
+                while len(buffer) >= 9:
+                    end = 9 + int.from_bytes(buffer[:3], "big")
+                    if buffer[3] == 7:  # GOAWAY: its error code
+                        codes.append(int.from_bytes(buffer[13:17], "big"))
+                    buffer = buffer[end:]
+                try:
+                    for _ in range(3):
+                        raw.sendall(ping)
+                        time.sleep(0.2)
+                    return codes, "read on" if raw.recv(10) == b"" else "more"
+                except ConnectionError:
+                    return codes, "reset"
+
+        self.assertEqual(await threads.deferToThread(run), ([0], "read on"))
+        await waitForNoConnections(self, service)
+
     async def test_headTrickledCutOff(self) -> None:
         """
         Over real TLS, a client sending its request head a byte at a time

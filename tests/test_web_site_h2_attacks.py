@@ -1364,6 +1364,33 @@ class ControlFrameFloodTests(ExchangeTestCase):
         self.assertFalse(self.exchange.transport.disconnecting)
         self.assertEqual(len(exchange.answers[streamID]["body"]), 16 * 1024 * 1024)
 
+    def test_creditKeptIsBounded(self) -> None:
+        """
+        What DATA frames sent earn is kept up to 4,096 frames (as the
+        README says; L{H2_CONTROL_DATA_CREDIT}), no more: after a download of 40 MiB with the largest
+        windows (2,560 frames of 16 KiB, which earn 5,120), the client may
+        send that many control frames at once, and the budget's burst past
+        them ends the connection.  Without the bound a long download would
+        buy a flood as long as itself.
+        """
+        size = 40 * 1024 * 1024
+        largest = 2**31 - 1
+        exchange, streamID = self.startDownload(size, largest)
+        # Collected in place (bytes were copied whole for every frame).
+        exchange.answers[streamID]["body"] = bytearray(exchange.answers[streamID]["body"])
+        exchange.client.increment_flow_control_window(largest - 65535)
+        exchange.pump()
+        for _ in range(1000):
+            if exchange.answers[streamID]["ended"] or exchange.transport.disconnecting:
+                break
+            exchange.pump()
+        self.assertEqual(len(exchange.answers[streamID]["body"]), size)
+        ping = self.kinds["PING"]
+        exchange.send(ping * 4096)
+        self.assertFalse(exchange.transport.disconnecting)
+        exchange.send(ping * (H2_CONTROL_BURST + 1))
+        self.assertEnded(b"too many control frames")
+
     def test_smallestWindowDownload(self) -> None:
         """
         A client whose stream window is L{H2_CONTROL_FRAME_BYTES}, and that

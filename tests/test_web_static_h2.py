@@ -738,6 +738,31 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(peer.server.streams, {})
         self.assertEqual(openFilesFor(self.big), 0)
 
+    def test_stallAfterTheIdleTimeoutIsLogged(self) -> None:
+        """
+        A stream that stalls after the idle timeout's GOAWAY (the client
+        reads nothing, so the connection waits to close) is still told it
+        is lost: it gets its access-log line, with the bytes sent, and is
+        counted, as a stream reset before the GOAWAY is.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        peer = self.peer
+        peer.acknowledge = False
+        peer.get(1, b"/big.bin")
+        self.readSome()
+        self.assertEqual(len(peer.bodies[1]), 65535)
+        peer.server.timeoutConnection()
+        self.assertEqual(peer.server.conn.state_machine.state, h2.connection.ConnectionState.CLOSED)
+        self.clock.advance(self.folder.stallTimeout + 1)
+        self.clock.advance(1)  # the log is written once a second
+        self.assertEqual(peer.server.streams, {})
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('"GET /big.bin HTTP/2" 200 65535 ', lines[0])
+        self.assertEqual(peer.server.site.stats.snapshot()["requests"], 1)
+
     def _getWithGoAway(self, errorCode: int) -> None:
         """
         With stream 1 being answered (C{/big.bin}), send in one write a
@@ -907,6 +932,33 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertIn('"GET /big.bin HTTP/2" 200 65535 ', lines[0])
         self.assertIn('"GET /shrinks.bin HTTP/2" 200 %d ' % (len(peer.bodies[3]),), lines[1])
         self.assertEqual(site.stats.snapshot()["requests"], 2)
+
+    def test_stalledStreamLogsOnlyWhatWasSent(self) -> None:
+        """
+        A stream reset by the stall timeout with a chunk of the file still
+        queued (its window of 1,000 bytes took only the start of the first
+        read) is logged with the 1,000 bytes sent, not with what the file
+        gave it: the request is told it is lost before its queue is
+        dropped.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        peer = self.peer
+        peer.acknowledge = False
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        peer.send()
+        peer.read()
+        peer.get(1, b"/big.bin")
+        self.readSome()
+        self.assertEqual(len(peer.bodies[1]), 1000)
+        self.assertEqual(peer.queued(), H2_MIN_CHUNK_SIZE - 1000)
+        self.clock.advance(self.folder.stallTimeout + 1)
+        self.assertIsInstance(peer.readUntilEnded(1), h2.events.StreamReset)
+        self.clock.advance(1)  # the log is written once a second
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('"GET /big.bin HTTP/2" 200 1000 ', lines[0])
 
     def stallSilently(self, pingAfter: float) -> Tuple[List[int], List[int]]:
         """
