@@ -3380,6 +3380,59 @@ class ResumeTests(EngineTestCase):
         self.assertGreaterEqual(os.fstat(keep).st_size, 300 * KiB)
         self.assertEqual(listing(directory), ["resume.bin"])
 
+    async def test_largePartReplacedBeforeStartingOverIsLeft(self) -> None:
+        """
+        A large C{.part} that another program replaced by a file of its own
+        before the download starts over is not renamed over: the new empty
+        file is for this download's own C{.part} only, and what took its
+        place keeps its bytes (the download then fails, the C{.part} not
+        its own).
+        """
+        self.patch(engineModule, "TRUNCATE_IN_PLACE", 100 * KiB)
+        directory = self.directory()
+        await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB)
+        self.origin.bump(self.path)
+        part = directory / "resume.bin.part"
+        resetBytes = engineModule._Download._resetBytes
+
+        def replacedFirst(download: Any, reason: str) -> None:
+            other = directory / "other"
+            other.write_bytes(b"another program's bytes")
+            os.replace(other, part)
+            resetBytes(download, reason)
+
+        self.patch(engineModule._Download, "_resetBytes", replacedFirst)
+        await self.failureOf(self.downloader().download(self.slowURL(), directory), LocalFileError)
+        self.assertEqual(part.read_bytes(), b"another program's bytes")
+        self.assertFalse((directory / "resume.bin").exists())
+        self.assertEqual([name for name in listing(directory) if name.startswith(".")], [])
+
+    async def test_largePartNotRenamedLeavesNothingHidden(self) -> None:
+        """
+        When the new empty file made for a large C{.part} starting over
+        cannot be renamed over it, the C{.part} is truncated instead, and
+        the new file (under a hidden name) is removed: the file saved is
+        exact, and nothing hidden is left.
+        """
+        self.patch(engineModule, "TRUNCATE_IN_PLACE", 100 * KiB)
+        directory = self.directory()
+        await self.cutShort(self.slowURL(), directory, self.path, 300 * KiB)
+        self.origin.bump(self.path)
+        rename = os.rename
+        refused: List[str] = []
+
+        def refuseHidden(source: Any, target: Any) -> None:
+            if Path(source).name.startswith("."):
+                refused.append(Path(source).name)
+                raise OSError(errno.EXDEV, "refused by the test")
+            rename(source, target)
+
+        self.patch(os, "rename", refuseHidden)
+        result = await self.downloader().download(self.slowURL(), directory)
+        self.assertSaved(result, directory / "resume.bin", self.origin.digest(self.path))
+        self.assertEqual(len(refused), 1, refused)
+        self.assertEqual(listing(directory), ["resume.bin"])
+
     async def test_smallPartStartingOverIsTruncated(self) -> None:
         """
         A C{.part} of at most C{TRUNCATE_IN_PLACE} bytes is emptied in
