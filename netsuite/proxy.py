@@ -1446,7 +1446,7 @@ class ProxyRequest(http.Request):
                 return
             d = defer.ensureDeferred(
                 factory.authenticator.authenticate(
-                    values[0], channel.clientHost, lambda: not (self._gone or self._ended)
+                    values[0], channel.clientHost, lambda: not (self._gone or self._ended), connection=channel
                 )
             )
             d.addCallbacks(self._authenticated, self._authError)

@@ -20,9 +20,9 @@ scrypt costs tens of milliseconds of CPU on purpose, so L{Authenticator}
 runs it in the reactor's thread pool, remembers credentials that checked out
 (for C{cacheSeconds}, for the client address that sent them), and lets each
 client address try only a few wrong passwords a second (checks under way
-count as wrong until they are not; credentials remembered for a client
-address still pass while it is over its limit, unless that address also
-sends others at full speed).  All clients together get only so many
+count as wrong until they are not; while a client address is over its
+limit, credentials remembered for it pass only on a connection where they
+passed already).  All clients together get only so many
 checks a second, and only a few at a time (more wait their turn, a bounded
 number of them for a bounded time, and are refused past that, which counts
 as a wrong try), so that guesses spread over many addresses get no more
@@ -43,6 +43,7 @@ import hmac
 import os
 import stat
 import sys
+import weakref
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from itertools import accumulate
@@ -107,16 +108,6 @@ MAX_WAITING_PER_CLIENT = 16
 #: clients signed in made every request a password check, and a round of
 #: their requests took 112 s instead of 1 s.
 REMEMBERED_CREDENTIALS = 65536
-
-#: Credentials not remembered that one client address (exact) may send a
-#: second, after a burst, while its address is over its limit of wrong
-#: tries, and still have what is remembered for it answered.  Remembered
-#: credentials pass while the address is limited (a guesser behind the same
-#: NAT sending a guess every 0.2 s had a signed-in user refused), but a
-#: guesser at that same address could otherwise test guesses against them
-#: at full speed: past this, they are refused too, as all were.
-LIMITED_MISSES_PER_SECOND = 10.0
-LIMITED_MISS_BURST = 50.0
 
 #: Seconds C{netsuite-proxy-user} waits for another run to be done with
 #: the users file.
@@ -454,9 +445,10 @@ class Authenticator:
         #: kept while the users file keeps that user's entry as it was.
         self._good: OrderedDict[bytes, Tuple[float, _Entry]] = OrderedDict()
         self._failures: BucketTable[str] = BucketTable(failuresPerSecond, failureBurst, clock)
-        #: By exact address, credentials not remembered sent while over
-        #: the limit of wrong tries (L{LIMITED_MISSES_PER_SECOND}).
-        self._limitedMisses: BucketTable[str] = BucketTable(LIMITED_MISSES_PER_SECOND, LIMITED_MISS_BURST, clock)
+        #: The credentials (their key) each connection last signed in with,
+        #: for as long as the connection is kept: they pass there while the
+        #: client's address is over its limit of wrong tries.
+        self._signedIn: weakref.WeakKeyDictionary[object, bytes] = weakref.WeakKeyDictionary()
         #: Every client's checks: changing address (or making the table
         #: forget one) gives no more of them.
         self._checks = TokenBucket(checksPerSecond, checkBurst, clock)
@@ -618,7 +610,11 @@ class Authenticator:
         )
 
     async def authenticate(
-        self, value: Optional[bytes], client: str, wanted: Callable[[], bool] = lambda: True
+        self,
+        value: Optional[bytes],
+        client: str,
+        wanted: Callable[[], bool] = lambda: True,
+        connection: object = None,
     ) -> Optional[str]:
         """
         The user C{value} (a C{Proxy-Authorization} header) proves to be, or
@@ -627,6 +623,10 @@ class Authenticator:
         @param wanted: whether the answer is still wanted (the client is
             still there): one no longer wanted gives up its place while it
             waits for a check (L{CHECK_PATIENCE} in all).
+        @param connection: the client's connection (its protocol, held by
+            a weak reference), or L{None}: while the client's address is
+            over its limit of wrong tries, remembered credentials pass only
+            on a connection where they passed already.
         """
         self._reloadIfChanged()
         if self._reading and not self._overdue:
@@ -643,19 +643,15 @@ class Authenticator:
         limited = hostKey(client)
         # Remembered for the exact address that proved them: the same guess
         # from another address (another host of the same /64 too) is
-        # checked, within every client's limits.  They pass even while the
-        # address is over its limit of wrong tries (a guesser behind the
-        # same NAT locked its signed-in users out), as long as that exact
-        # address does not send credentials not remembered at full speed
-        # meanwhile (those would test guesses against them).
+        # checked, within every client's limits.  While the address is over
+        # its limit of wrong tries they pass only on a connection that
+        # signed in with them already (a guesser behind the same NAT locked
+        # its signed-in users out; answered on any connection, they would
+        # tell a guesser at that address its right guess among many).
         key = hashlib.sha256(f"{client}\n".encode() + value.strip()).digest()  # type: ignore[union-attr]
-        overLimit = self._failures.available(limited) < 1.0
-        if self._remembered(key, name):
-            if not overLimit or self._limitedMisses.available(client) >= 1.0:
-                return name
-            return None
-        if overLimit:
-            self._limitedMisses.take(client)
+        if self._failures.available(limited) >= 1.0 or self._signedInWith(connection, key):
+            if self._remembered(key, name):
+                return self._passed(connection, key, name)
         deadline = self._clock.seconds() + CHECK_PATIENCE
         if not await self._freeTry(limited, deadline, wanted):
             # Too many wrong tries (no more costly checks for now); or no
@@ -667,7 +663,7 @@ class Authenticator:
             # several at once): one check answers them all.
             shared: defer.Deferred[bool] = defer.Deferred()
             waiting.append(shared)
-            return name if await shared else None
+            return self._passed(connection, key, name) if await shared else None
         self._reserved[limited] = self._reserved.get(limited, 0) + 1
         self._checking[key] = []
         # Its turn is kept while others wait for the same credentials.
@@ -678,10 +674,25 @@ class Authenticator:
             self._checked(key, limited, False, counted=wanted())
             return None
         try:
-            return await self._checkPassword(name, password, key, limited)
+            user = await self._checkPassword(name, password, key, limited)
         finally:
             self._running -= 1
             self._nextTurns()
+        return None if user is None else self._passed(connection, key, user)
+
+    def _signedInWith(self, connection: object, key: bytes) -> bool:
+        """
+        Whether C{connection} signed in last with the credentials C{key}.
+        """
+        return connection is not None and self._signedIn.get(connection) == key
+
+    def _passed(self, connection: object, key: bytes, name: str) -> str:
+        """
+        The credentials C{key} passed for C{name} on C{connection}: note it.
+        """
+        if connection is not None:
+            self._signedIn[connection] = key
+        return name
 
     def _remembered(self, key: bytes, name: str) -> bool:
         """

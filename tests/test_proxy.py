@@ -2636,6 +2636,33 @@ class AuthTests(ProxyTestCase):
         self.proxy_.accept().send(OK)
         self.assertEqual(client.response().status, 200)
 
+    def test_signedInConnectionKeptWhileItsAddressIsLimited(self) -> None:
+        """
+        A guesser behind the same address as a signed-in user, its wrong
+        tries used up, does not lock the user out of the connection she
+        signed in on; a new connection from that address gets a 407 for
+        the same credentials until the address is under its limit again
+        (answered from what is remembered there, they would tell the
+        guesser its right guess).
+        """
+        right = b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", "right") + b"\r\n\r\n"
+        alice, _ = self.proxy_.exchange(right, client=self.proxy_.client("127.0.0.7"))
+        self.assertEqual(alice.response().status, 200)
+        guesser = self.proxy_.client("127.0.0.7")
+        for i in range(6):
+            guesser.transport.clear()
+            guesser.send(b"GET http://example.com/ HTTP/1.1\r\nProxy-Authorization: " + basic("alice", f"guess{i}") + b"\r\n\r\n")
+            self.assertEqual(guesser.response().status, 407)
+        alice.transport.clear()
+        self.proxy_.exchange(right, client=alice)
+        self.assertEqual(alice.response().status, 200)
+        for client in (guesser, self.proxy_.client("127.0.0.7")):
+            client.transport.clear()
+            client.send(right)
+            self.assertEqual(client.response().status, 407)
+        self.clock.advance(1)
+        self.assertEqual(self.proxy_.exchange(right, client=self.proxy_.client("127.0.0.7"))[0].response().status, 200)
+
     def test_halfCloseAfterChallenge(self) -> None:
         """
         A 407 between two requests with credentials, all pipelined and then

@@ -19,7 +19,6 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from netsuite.proxyauth import (
     CHECK_PATIENCE,
-    LIMITED_MISS_BURST,
     MAX_USERS_FILE,
     MAX_WAITING_CHECKS,
     MAX_WAITING_PER_CLIENT,
@@ -469,35 +468,56 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(self.checks, checks)
         self.clock.advance(CHECK_PATIENCE)
 
-    def test_rememberedPassWhileTheAddressIsLimited(self) -> None:
+    def test_rememberedPassOnTheirConnectionWhileTheAddressIsLimited(self) -> None:
         """
-        Credentials remembered for a client address pass while a guesser
-        at the same address (behind the same NAT), or in the same IPv6 /64,
-        has used up its wrong tries: a guess every 0.2 s had alice's
-        remembered sign-ins refused.  Only the exact address that proved
-        them is answered so; and a guesser at that address sending more
-        than L{LIMITED_MISSES_PER_SECOND} guesses a second (which could
-        test them against what is remembered) has them refused too.
+        While a guesser at the same address (behind the same NAT), or in
+        the same IPv6 /64, has used up its wrong tries, remembered
+        credentials pass on a connection that signed in with them already
+        (a guess every 0.2 s had alice's sign-ins refused), and on no other:
+        a new connection, the guesser's ones included, gets no answer from
+        what is remembered until the address is under its limit again.
+        Answered on any connection, they told a guesser at that address
+        its right guess among 9 a second (1,080 tested in 120 s).
         """
-        for client in ("192.0.2.1", "2001:db8::1"):
-            self.assertEqual(self.authenticate(basic("alice", "right"), client), "alice")
-        guessers = ("192.0.2.1", "2001:db8::2")
+
+        class Connection:
+            pass
+
+        def signIn(password: str, client: str, connection: object):
+            result = defer.ensureDeferred(self.auth.authenticate(basic("alice", password), client, connection=connection))
+            return self.successResultOf(result)
+
+        alices = {"192.0.2.1": Connection(), "2001:db8::1": Connection()}
+        for client, connection in alices.items():
+            self.assertEqual(signIn("right", client, connection), "alice")
+        guessers = {"192.0.2.1": Connection(), "2001:db8::2": Connection()}
         for i in range(25):  # a guess every 0.2 s
-            for guesser in guessers:
-                self.assertIsNone(self.authenticate(basic("alice", f"guess{i}"), guesser))
+            for client, connection in guessers.items():
+                self.assertIsNone(signIn(f"guess{i}", client, connection))
             self.clock.advance(0.2)
-            for client in ("192.0.2.1", "2001:db8::1"):
-                self.assertEqual(self.authenticate(basic("alice", "right"), client), "alice", (i, client))
-        # Not for another host of the /64, which has nothing remembered.
-        self.assertIsNone(self.authenticate(basic("alice", "again"), "2001:db8::2"))
-        self.assertIsNone(self.authenticate(basic("alice", "right"), "2001:db8::3"))
-        # Guesses at full speed from the same exact address.
-        for i in range(int(LIMITED_MISS_BURST) + 2):  # (the first may be checked)
-            self.assertIsNone(self.authenticate(basic("alice", f"fast{i}"), "192.0.2.1"))
+            for client, connection in alices.items():
+                self.assertEqual(signIn("right", client, connection), "alice", (i, client))
+        for client, connection in guessers.items():  # (a try that came free)
+            self.assertIsNone(signIn("one more", client, connection))
         checks = self.checks
-        self.assertIsNone(self.authenticate(basic("alice", "right"), "192.0.2.1"))
-        self.assertEqual(self.authenticate(basic("alice", "right"), "2001:db8::1"), "alice")
+        for i in range(200):  # on new connections, the right one among them
+            self.assertIsNone(signIn("right" if i == 150 else f"fast{i}", "192.0.2.1", Connection()))
+        for client in alices:
+            self.assertIsNone(signIn("right", client, guessers.get(client, Connection())))
+            self.assertIsNone(signIn("right", client, None))
         self.assertEqual(self.checks, checks)
+        # Other credentials on alice's connection, and hers again.
+        self.assertIsNone(signIn("other", "192.0.2.1", alices["192.0.2.1"]))
+        self.assertEqual(signIn("right", "192.0.2.1", alices["192.0.2.1"]), "alice")
+        self.assertEqual(self.checks, checks)
+        # Under the limit again: remembered on a new connection, unchecked.
+        self.clock.advance(1)
+        self.assertEqual(signIn("right", "192.0.2.1", Connection()), "alice")
+        self.assertEqual(self.checks, checks)
+        # A connection is not kept once gone.
+        self.assertEqual(len(self.auth._signedIn), 2)
+        del alices["2001:db8::1"]
+        self.assertEqual(len(self.auth._signedIn), 1)
 
     def test_checksUnderWayBounded(self) -> None:
         """
