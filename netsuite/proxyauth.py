@@ -390,8 +390,8 @@ class Authenticator:
     that finds it, and every credential remembered is checked again.  A
     file that became unreadable or malformed leaves the table as it was,
     with a warning; one that lists no users, or no longer exists, refuses
-    every sign-in (and forgets every credential remembered), with a
-    warning.
+    every sign-in, with a warning (what is remembered counts again for the
+    users back as they were, should the file come back).
 
     @ivar users: name to entry, from L{loadUsers}.
     """
@@ -602,7 +602,9 @@ class Authenticator:
             return
         self.users, self._decoys, why = result  # type: ignore[misc]
         if why is not None:
-            self._good.clear()
+            # What is remembered stays, refused while there are no users: an
+            # editor's save (the file renamed away, or emptied, for a moment)
+            # had every user signed in checked again once it was back.
             self.log.warn("{why}: every sign-in is refused until users are added", why=why)
             return
         self.log.info(
@@ -698,10 +700,11 @@ class Authenticator:
         """
         Whether the credentials C{key} (with the client's address) were
         proved for C{name} and are still remembered: not expired, and the
-        user's entry as it was then.
+        user's entry as it was then.  While the users file lists no users,
+        none is, and each is kept for when the users are back.
         """
         good = self._good.get(key)
-        if good is None:
+        if good is None or not self.users:
             return False
         expires, proved = good
         if self._clock.seconds() < expires and self.users.get(name) == proved:
