@@ -480,8 +480,10 @@ class Authenticator:
         #: Whether the users file is being read again, and has taken longer
         #: than L{READ_PATIENCE} (requests no longer wait for it).
         self._reading = self._overdue = False
-        #: Whether the users file is being looked at (in a thread).
+        #: Whether the users file is being looked at (in a thread), and the
+        #: call that warns when a look takes longer than L{READ_PATIENCE}.
         self._looking = False
+        self._lookTimer: Optional[IDelayedCall] = None
         self._readTimer: Optional[IDelayedCall] = None
         #: Requests waiting for it to be read.
         self._readWaiters: List[defer.Deferred[None]] = []
@@ -537,8 +539,24 @@ class Authenticator:
             return
         self._lookedAt = now
         self._looking = True
+        self._lookTimer = self._clock.callLater(READ_PATIENCE, self._lookTooSlow)
         looking = defer.maybeDeferred(self._check, self._fileVersion)
         looking.addBoth(self._lookDone)
+
+    def _lookTooSlow(self) -> None:
+        """
+        The look at the users file has not ended after L{READ_PATIENCE}
+        seconds (a hung network file system): no other look starts until it
+        does, so say so, once.  Without it, a file deleted after a breach
+        went on letting its users in, with nothing in the log.
+        """
+        self._lookTimer = None
+        self.log.warn(
+            "proxy users file {path} not looked at after {seconds:g} s; the users stay as they were,"
+            " and changes to the file count once it can be looked at again",
+            path=self._path,
+            seconds=READ_PATIENCE,
+        )
 
     def _lookDone(self, version: object) -> None:
         """
@@ -547,6 +565,9 @@ class Authenticator:
         for it meanwhile.
         """
         self._looking = False
+        timer, self._lookTimer = self._lookTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         if isinstance(version, Failure):
             self.log.failure("looking at the proxy users file", version)
             return

@@ -1409,6 +1409,53 @@ class UsersFileReloadTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(waiting), "alice")
         self.assertIsNone(self.authenticate("alice", "right"))
 
+    def test_lookThatNeverEndsIsWarnedOf(self) -> None:
+        """
+        A look at the file that does not end (a hung network file system)
+        is warned of once, after L{READ_PATIENCE} seconds: no other look
+        starts until it ends, and a file deleted after a breach went on
+        letting its users in for an hour with nothing in the log.  A look
+        that ends leaves no timer behind.
+        """
+        from netsuite.proxyauth import READ_PATIENCE
+
+        warnings = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        looks: list = []
+        original = self.auth._check
+
+        def check(function, *args):
+            if function == self.auth._fileVersion and self.hold:
+                d: defer.Deferred = defer.Deferred()
+                looks.append((d, function))
+                return d
+            return original(function, *args)
+
+        self.auth._check = check  # type: ignore[method-assign]
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "right"), "alice")  # looked at at once
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.hold = True
+        os.remove(self.path)
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.clock.advance(READ_PATIENCE - 0.1)
+        self.assertEqual([e for e in warnings if e["log_level"] == LogLevel.warn], [])
+        self.clock.advance(0.1)
+        for _ in range(60):
+            self.assertEqual(self.authenticate("alice", "right"), "alice")
+            self.clock.advance(1)
+        self.assertEqual(len(looks), 1)
+        self.assertEqual(
+            [formatEvent(e) for e in warnings if e["log_level"] == LogLevel.warn],
+            [f"proxy users file {self.path} not looked at after {READ_PATIENCE:g} s; the users stay as they"
+             " were, and changes to the file count once it can be looked at again"],
+        )
+        self.hold = False
+        d, function = looks.pop()
+        d.callback(function())
+        self.assertIsNone(self.authenticate("alice", "right"))  # the file is gone
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_readThatNeverEnds(self) -> None:
         """
         A read of the file that does not end (a hung network file system)
