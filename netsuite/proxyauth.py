@@ -113,6 +113,10 @@ REMEMBERED_CREDENTIALS = 65536
 #: the users file.
 LOCK_PATIENCE = 30.0
 
+#: The longest password C{netsuite-proxy-user} reads from standard input,
+#: in bytes (it read a line without end: C{< /dev/zero} took all memory).
+MAX_PASSWORD = 65536
+
 #: Seconds requests wait for the users file being read again; past them
 #: they go on with the users as they were.
 READ_PATIENCE = 5.0
@@ -1064,7 +1068,14 @@ def _askPassword(name: str) -> Optional[str]:
         else:
             # Read as bytes and decoded here: text that is not UTF-8 is
             # refused in a sentence, whatever the locale.
-            line = stdin.buffer.readline() if stdin is not None else b""
+            line = stdin.buffer.readline(MAX_PASSWORD + 1) if stdin is not None else b""
+            if len(line) > MAX_PASSWORD and not line.endswith(b"\n"):
+                print(
+                    f"netsuite-proxy-user: no line end within the first {MAX_PASSWORD + 1} bytes of standard input"
+                    f" (a password is at most {MAX_PASSWORD} bytes); nothing changed",
+                    file=sys.stderr,
+                )
+                return None
             password = line.rstrip(b"\r\n").decode("utf-8")
     except EOFError:
         print("netsuite-proxy-user: no password given; nothing changed", file=sys.stderr)

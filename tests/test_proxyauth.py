@@ -1921,6 +1921,30 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual((code, out, err), (130, "", "netsuite-proxy-user: interrupted; nothing changed\n"))
         self.assertFalse(os.path.exists(path))
 
+    def test_endlessPasswordRefusedInOneLine(self) -> None:
+        """
+        Standard input without a line end in the first 65,537 bytes (as
+        C{< /dev/zero}) is refused in one line, nothing written: it was
+        read until memory ran out, then a C{MemoryError} traceback.  A
+        password of 65,536 bytes (L{MAX_PASSWORD}), with its line end or
+        at the end of the input, is taken.
+        """
+        MAX_PASSWORD = 65536
+        path = self.mktemp()
+        for data in (b"\0" * (1 << 20), b"x" * (MAX_PASSWORD + 1) + b"\n"):
+            code, out, err = self.run_([path, "alice"], data)
+            self.assertEqual((code, out), (1, ""))
+            self.assertEqual(
+                err,
+                f"netsuite-proxy-user: no line end within the first {MAX_PASSWORD + 1} bytes of standard input"
+                f" (a password is at most {MAX_PASSWORD} bytes); nothing changed\n",
+            )
+        self.assertFalse(os.path.exists(path))
+        self.patch(sys.modules["netsuite.proxyauth"], "hashPassword", lambda password: hashPassword(password, **CHEAP))
+        for data in (b"y" * MAX_PASSWORD + b"\n", b"z" * MAX_PASSWORD):
+            self.assertEqual(self.run_([path, "alice"], data)[0], 0)
+            self.assertTrue(loadUsers(path)["alice"].matches(data.rstrip(b"\n")))
+
     def test_fileNotMadeTooLargeToRead(self) -> None:
         """
         A change that would make the file larger than L{MAX_USERS_FILE}
