@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Union
 
+from twisted.logger import Logger
+
 try:
     import fcntl
 except ImportError:  # not POSIX
@@ -189,6 +191,24 @@ def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False, own:
     if len(data) > limit:
         raise ValueError(f"longer than {limit} bytes")
     return data
+
+
+def warnIfOpenToOthers(path: Union[str, Path], secret: str, log: Logger) -> None:
+    """
+    Warn on C{log} when other users may read or write the file C{path},
+    which keeps C{secret} (named so in the warning, as "the API token"):
+    it is used all the same (it may be shared on purpose), and the warning
+    says how to mend it.
+    """
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            log.warn(
+                "{path} is open to other users (mode {mode:04o}), who may read or change {secret}: chmod 600 it",
+                path=str(path),
+                mode=stat.S_IMODE(mode),
+                secret=secret,
+            )
 
 
 #: The lock files this process holds, by path, open for its lifetime.

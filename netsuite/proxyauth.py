@@ -54,7 +54,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netsuite.files import readSmallFile, waitForLock, writeAtomically
+from netsuite.files import readSmallFile, waitForLock, warnIfOpenToOthers, writeAtomically
 from netsuite.limits import BucketTable, TokenBucket, hostKey
 
 __all__ = [
@@ -68,6 +68,8 @@ __all__ = [
     "parseBasic",
     "main",
 ]
+
+_log = Logger()
 
 #: scrypt parameters for new entries: about 50 ms and 16 MiB.
 SCRYPT_N = 16384
@@ -206,7 +208,8 @@ def loadOrCreateDecoyKey(path: str) -> bytes:
     The key kept in the file C{path} (64 hexadecimal digits), or a new one
     written there, readable by its owner only, when there is no such file.
     A new key at every start gave unknown names other costs after each
-    restart, where real users keep theirs.
+    restart, where real users keep theirs.  A file others may read or
+    write is used, with a warning.
 
     @raise ValueError: the file holds no usable key (said in a sentence).
     @raise OSError: the file cannot be read, or made.
@@ -225,6 +228,7 @@ def loadOrCreateDecoyKey(path: str) -> bytes:
         key = b""
     if len(key) != 32:
         raise ValueError(f"{path} holds no usable key (64 hexadecimal digits); delete it and a new one is made")
+    warnIfOpenToOthers(path, "the proxy's decoy key", _log)
     return key
 
 

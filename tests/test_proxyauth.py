@@ -1094,6 +1094,29 @@ class DecoyTests(SynchronousTestCase):
         )
 
 
+    def test_keyFileOthersCanUseIsWarnedOf(self) -> None:
+        """
+        A key file that other users may read or write is used, with a
+        warning saying so and how to mend it, as the API token's is: it was
+        used silently.  A private one is used without a word.
+        """
+        path = self.mktemp()
+        key = loadOrCreateDecoyKey(path)
+        for mode in (0o644, 0o640, 0o620, 0o604, 0o600):
+            os.chmod(path, mode)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            self.assertEqual(loadOrCreateDecoyKey(path), key)
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            if mode == 0o600:
+                self.assertEqual(warnings, [])
+            else:
+                self.assertEqual(
+                    warnings,
+                    [f"{path} is open to other users (mode 0{mode:o}), who may read or change the proxy's decoy key:"
+                     " chmod 600 it"],
+                )
+
+
 class UsersFileReloadTests(SynchronousTestCase):
     """
     An L{Authenticator} given its users file's path reads it again when it

@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
-from netsuite.files import OtherUsersFile, readSmallFile, writeAtomically
+from netsuite.files import OtherUsersFile, readSmallFile, warnIfOpenToOthers, writeAtomically
 from netsuite.web.api import (
     Answer,
     APIError,
@@ -1048,14 +1048,7 @@ def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
             f"{path} holds no usable API token (at least 16 printable characters without spaces); "
             "delete it and a new one is made"
         )
-    with contextlib.suppress(OSError):
-        mode = os.stat(path).st_mode
-        if mode & 0o077:
-            log.warn(
-                "{path} is open to other users (mode {mode:04o}), who may read or change the API token: chmod 600 it",
-                path=str(path),
-                mode=stat.S_IMODE(mode),
-            )
+    warnIfOpenToOthers(path, "the API token", log)
     return token, False
 
 
