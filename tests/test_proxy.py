@@ -2702,10 +2702,13 @@ class AuthTests(ProxyTestCase):
 
     def test_challengeToHeadHasNoBody(self) -> None:
         """
-        The 407 to a C{HEAD} has no body;
-        the request with credentials after it on the connection is read and
-        answered as the next one.
+        The 407 to a C{HEAD} has no body, and its access-log line counts
+        none sent; the request with credentials after it on the connection
+        is read and answered as the next one.
         """
+        logged: list = []
+        log = self.proxy_.factory.log
+        self.patch(self.proxy_.factory, "log", lambda request: logged.append(request) or log(request))
         client = self.proxy_.client()
         client.send(
             b"HEAD http://example.com/ HTTP/1.1\r\n\r\n"
@@ -2719,6 +2722,13 @@ class AuthTests(ProxyTestCase):
         self.assertEqual((following.status, following.body, following.rest), (200, b"hello", b""))
         self.assertEqual(client.channel.requests, [])
         self.assertFalse(client.closed)
+        # No body sent: the request's sentLength (twisted.web's count of
+        # the body bytes sent, which an application's log may read; the
+        # access log here counts the origin's) is 0, as Twisted's own
+        # answers to HEAD count it.
+        [line, _] = self.accessLines()
+        self.assertRegex(line, r'"HEAD http://example\.com/ HTTP/1\.1" 407 0 0 ')
+        self.assertEqual([(r.method, r.code, r.sentLength) for r in logged], [(b"HEAD", 407, 0), (b"GET", 200, 5)])
 
     def test_connectChallengeWithBytesForTheTunnel(self) -> None:
         """

@@ -6,6 +6,7 @@ non-blocking checker.
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import os
 import sys
@@ -248,6 +249,50 @@ class AuthenticatorTests(SynchronousTestCase):
         for client in clients:
             signIn(client)
         self.assertEqual(len(matches), len(clients))  # no check again
+
+    def rememberedAuthenticator(self, cacheSize: int):
+        """
+        An L{Authenticator} remembering at most C{cacheSize} credentials,
+        and a function signing alice in from a client address that says
+        whether her password was checked.
+        """
+        auth = Authenticator(self.users, self.clock, check=self.auth._check, cacheSize=cacheSize)
+
+        def signIn(client: str) -> bool:
+            checks = self.checks
+            result = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), client))
+            self.assertEqual(self.successResultOf(result), "alice")
+            return self.checks > checks
+
+        return signIn
+
+    def test_rememberedUpToTheirNumber(self) -> None:
+        """
+        Exactly C{cacheSize} credentials are remembered: filled to that
+        number, the first is still remembered; one more, and it is
+        forgotten.
+        """
+        signIn = self.rememberedAuthenticator(3)
+        for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            self.assertTrue(signIn(client))
+        self.assertFalse(signIn("10.0.0.1"))
+        self.assertTrue(signIn("10.0.0.4"))  # forgets 10.0.0.2, the least recently used
+        self.assertFalse(signIn("10.0.0.1"))
+        self.assertTrue(signIn("10.0.0.2"))
+
+    def test_rememberedUseKeepsThem(self) -> None:
+        """
+        The least recently used credentials are forgotten first, not the
+        first remembered: with room for two, A used, B added, A used again
+        and C added, A is still remembered and B forgotten.
+        """
+        signIn = self.rememberedAuthenticator(2)
+        self.assertTrue(signIn("10.0.0.1"))  # A
+        self.assertTrue(signIn("10.0.0.2"))  # B
+        self.assertFalse(signIn("10.0.0.1"))
+        self.assertTrue(signIn("10.0.0.3"))  # C
+        self.assertFalse(signIn("10.0.0.1"))
+        self.assertTrue(signIn("10.0.0.2"))
 
     def test_wrongPasswordsLimitedPerClient(self) -> None:
         """
@@ -1092,6 +1137,33 @@ class DecoyTests(SynchronousTestCase):
         self.assertEqual(
             str(e.exception), f"{path} holds no usable key (64 hexadecimal digits); delete it and a new one is made"
         )
+
+    def test_keyOfAnotherLengthRefused(self) -> None:
+        """
+        A key file of fewer or more than 64 hexadecimal digits (a 16-byte
+        key here) holds no usable key: a short key is a weaker one.
+        """
+        path = self.mktemp()
+        for key in (os.urandom(16), os.urandom(33), b""):
+            with open(path, "w") as f:
+                f.write(key.hex() + "\n")
+            with self.assertRaises(ValueError) as e:
+                loadOrCreateDecoyKey(path)
+            self.assertIn("holds no usable key (64 hexadecimal digits)", str(e.exception))
+
+    def test_keyFileNotFollowedThroughALink(self) -> None:
+        """
+        A key file that is a symbolic link is refused (an error opening
+        it, which the start reports in one line), though it leads to a
+        good key: it is read only as a file of its own, as the data
+        directory's other files are.
+        """
+        target = self.mktemp()
+        loadOrCreateDecoyKey(target)
+        link = self.mktemp()
+        os.symlink(os.path.abspath(target), link)
+        self.assertRaises(OSError, loadOrCreateDecoyKey, link)
+        self.assertTrue(os.path.islink(link))
 
 
     def test_keyFileOthersCanUseIsWarnedOf(self) -> None:
@@ -1989,6 +2061,64 @@ class CommandTests(SynchronousTestCase):
         self.patch(proxyauth, "MAX_USERS_FILE", 2048)
         self.assertEqual(self.run_([path, "alice"])[0], 0)
         self.assertEqual(list(loadUsers(path)), ["alice"])
+
+    def test_fileMadeExactlyAsLargeAsReadIsWritten(self) -> None:
+        """
+        A change that makes the file exactly L{MAX_USERS_FILE} bytes, which
+        the proxy and the command still read, is written.
+        """
+        from netsuite import proxyauth
+
+        self.patch(proxyauth, "MAX_USERS_FILE", 1024)
+        line = "alice:" + hashPassword("pw")  # the length of any such line
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("# " + "x" * (1024 - len(line) - 4) + "\n")
+        code, out, err = self.run_([path, "alice"])
+        self.assertEqual((code, out, err), (0, f"added alice in {path}\n", ""))
+        self.assertEqual(os.path.getsize(path), 1024)
+        self.assertEqual(list(loadUsers(path)), ["alice"])
+
+    def test_interruptedWhileWritingIs130(self) -> None:
+        """
+        Ctrl-C once the lock is held (while the file is read or written)
+        ends the command with one line and status 130, as at the prompt,
+        never a traceback: the file is as it was (only the rename changes
+        it), and the lock is let go.
+        """
+        from netsuite import proxyauth
+
+        path = self.mktemp()
+        self.assertEqual(self.run_([path, "alice"], "first\n")[0], 0)
+        with open(path, "rb") as f:
+            before = f.read()
+
+        def writeAtomically(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt()
+
+        patched = self.patch(proxyauth, "writeAtomically", writeAtomically)
+        code, out, err = self.run_([path, "bob"])
+        self.assertEqual((code, out, err), (130, "", "netsuite-proxy-user: interrupted\n"))
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        patched.restore()
+        self.assertEqual(self.run_([path, "bob"])[0], 0)
+        self.assertEqual(sorted(loadUsers(path)), ["alice", "bob"])
+
+    def test_targetThatCannotBeLookedAtIsOneLine(self) -> None:
+        """
+        A FILE that cannot be looked at (a loop of symbolic links) is
+        refused in one line naming the error, before the password is asked
+        for and before a lock is made.
+        """
+        base = os.path.abspath(self.mktemp())
+        os.mkdir(base)
+        loop = os.path.join(base, "loop")
+        os.symlink(loop, loop)
+        code, out, err = self.run_([loop, "alice"])
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, f"netsuite-proxy-user: cannot read {loop!r}: {os.strerror(errno.ELOOP)}\n")
+        self.assertEqual(os.listdir(base), ["loop"])
 
     def test_textThatIsNotUTF8(self) -> None:
         """
