@@ -115,6 +115,12 @@ SEND_BUFFER = 64 * 1024
 _AFTER_CR = (0x0A, 0x00)
 _CR = 0x0D
 
+#: Empty lines in a row that cost no line of the flood budget: a blank
+#: line between pasted lines, CRLF CRLF, is common.  Those after them are
+#: taken from the budget, quietly, so a stream of line ends is still cut
+#: off as an excess flood.
+_FREE_EMPTY_LINES = 2
+
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
 
@@ -204,6 +210,8 @@ class ChatProtocol(Protocol):
     _discardedBytes = 0
     #: Whether the last read ended with a CR (see L{dataReceived}).
     _afterCR = False
+    #: Empty lines since the last line that was not (see L{lineReceived}).
+    _emptyLines = 0
     _closed = False
     _paused = False
     #: Whether the client's lines wait (in C{_buffer}) until it takes
@@ -381,8 +389,9 @@ class ChatProtocol(Protocol):
             after = end + 1
             # CR ends a line, as IRC servers take it; so do CRLF, CR NUL and
             # CR CR LF, even split between reads.  Any other byte after them
-            # is the next line's: more LFs or CRs are empty lines, each a
-            # line of the flood budget (they were all skipped, for nothing).
+            # is the next line's: more LFs or CRs are empty lines, free only
+            # while few (see L{lineReceived}; they were all skipped, for
+            # nothing, a byte at a time).
             if end == cr:
                 if after == size:
                     self._afterCR = True
@@ -441,6 +450,18 @@ class ChatProtocol(Protocol):
             # Before the name, the timer runs from the connection: lines it
             # refuses (too long) held a nameless connection for ever.
             self._idle.touch()
+        if not raw:
+            # A blank line between lines (CRLF CRLF), or a line end more
+            # than one, as IRC servers skip them: free while they are few,
+            # never answered, and a stream of them counts towards an excess
+            # flood (each cost a line, with a "slow down" of its own).
+            if self.name is not None:
+                self.factory.stats.count("lines_in")
+            self._emptyLines += 1
+            if self._emptyLines > _FREE_EMPTY_LINES and self._withinFloodLimits(quietly=True):
+                self._dropped = 0
+            return
+        self._emptyLines = 0
         try:
             text = cleanText(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -452,8 +473,8 @@ class ChatProtocol(Protocol):
                 return
         if self.name is None:
             if not text:
-                # Enter pressed before the name: no try spent, but a line
-                # of the flood budget, as a named client's empty line.
+                # Spaces before the name: no try spent, but a line of the
+                # flood budget, as a named client's blank line.
                 if self._withinFloodLimits():
                     self._dropped = 0
                 return

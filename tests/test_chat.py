@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _HARD_OUTPUT, _HELP, _HOSTILE_GRACE, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
+from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _FREE_EMPTY_LINES, _HARD_OUTPUT, _HELP, _HOSTILE_GRACE, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
 from netsuite.rooms import HISTORY_BYTES, LOBBY, ChatError, ChatHub, IMember, Line, cleanText
 from netsuite.stats import ServiceStats
 
@@ -276,8 +276,8 @@ class NameTests(ChatTestCase):
         A lone CR ends a line, and so does telnet's CR NUL, as IRC servers
         take them: such lines were not seen until an LF came, and then all
         of them came as one line.  A CRLF is still one line end when its CR
-        and LF come in different reads (ten such lines within a burst of
-        ten: an empty line between would have been a line of the budget).
+        and LF come in different reads (ten such lines are ten lines in:
+        an empty line between would have been counted too).
         """
         bob = self.named("bob")
         alice = self.connect()
@@ -292,11 +292,13 @@ class NameTests(ChatTestCase):
             ["alice: one", "alice: two", "alice: three", "alice: four", "alice: five", "alice: six"],
         )
         self.clock.advance(10)
+        linesIn = self.factory.stats.counters.get("lines_in", 0)
         for n in range(10):
             alice.sendRaw(b"line %d\r" % (n,))
             alice.sendRaw(b"\n")
         self.assertEqual(bob.received(), [f"alice: line {n}" for n in range(10)])
         self.assertEqual(alice.received(), [])
+        self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 10)
 
     def test_crCrLfIsOneLineEnd(self) -> None:
         """
@@ -304,12 +306,13 @@ class NameTests(ChatTestCase):
         between reads or not, and so is CR CR NUL: the CR ended the line and
         the CRLF after it was an empty line, a line of the flood budget each
         (ten lines within a burst of ten got five "slow down").  A third CR
-        is an empty line again, a line of the budget.
+        is an empty line again, a line in (free while few).
         """
         bob = self.named("bob")
         alice = self.named("alice")
         self.drain()
         self.clock.advance(10)
+        linesIn = self.factory.stats.counters.get("lines_in", 0)
         for n in range(5):
             alice.sendRaw(b"m%d\r\r\n" % (n,))
         for n in range(5, 8):
@@ -320,8 +323,9 @@ class NameTests(ChatTestCase):
         alice.sendRaw(b"\r\n")
         self.assertEqual(bob.received(), [f"alice: m{n}" for n in range(10)])
         self.assertEqual(alice.received(), [])
+        self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 10)
         self.clock.advance(10)
-        linesIn = self.factory.stats.counters["lines_in"]
+        linesIn = self.factory.stats.counters.get("lines_in", 0)
         alice.sendRaw(b"m10\r\r\r\n" * 5)
         self.assertEqual(bob.received(), ["alice: m10"] * 5)
         self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 2 * 5)
@@ -330,23 +334,51 @@ class NameTests(ChatTestCase):
         """
         CR, then CRLF in the next read, is one line end too: the LF was an
         empty line, a line of the flood budget (ten lines within a burst of
-        ten got five "slow down").
+        ten got five "slow down"), a line in.
         """
         bob = self.named("bob")
         alice = self.named("alice")
         self.drain()
         self.clock.advance(10)
+        linesIn = self.factory.stats.counters.get("lines_in", 0)
         for n in range(10):
             alice.sendRaw(b"m%d\r" % (n,))
             alice.sendRaw(b"\r\n")
         self.assertEqual(bob.received(), [f"alice: m{n}" for n in range(10)])
         self.assertEqual(alice.received(), [])
+        self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 10)
+
+    def test_blankLinesBetweenPastedLinesAreFree(self) -> None:
+        """
+        A paste with a blank line (or two) after each line costs a line of
+        the flood budget for each line said, as IRC servers skip them: each
+        blank line cost a line, with a "slow down" of its own, so p0 to p5
+        each followed by CRLF CRLF (rate 5, burst 10) showed p0 to p4 only
+        and got two "slow down".  A third blank line in a row costs a line
+        again, dropped quietly once the budget is spent.
+        """
+        bob = self.named("bob")
+        alice = self.named("alice")
+        self.clock.advance(10)
+        alice.sendRaw(b"".join(b"p%d\r\n\r\n" % (n,) for n in range(6)))
+        self.assertEqual(bob.received(), [f"alice: p{n}" for n in range(6)])
+        self.assertEqual(alice.received(), [])
+        self.clock.advance(10)
+        alice.sendRaw(b"".join(b"q%d\n\n\n" % (n,) for n in range(10)))
+        self.assertEqual(bob.received(), [f"alice: q{n}" for n in range(10)])
+        self.assertEqual(alice.received(), [])
+        self.clock.advance(10)
+        alice.sendRaw(b"r\r\n" + b"\r\n" * (_FREE_EMPTY_LINES + 9 + 5) + b"s\r\n")
+        self.assertEqual(bob.received(), ["alice: r"])
+        self.assertEqual(len(alice.received()), 1)  # s's "slow down" only
+        self.assertEqual(self.factory.stats.counters["dropped_lines"], 6)
 
     def test_emptyLinesBeforeTheNameAreIgnored(self) -> None:
         """
         Enter pressed before the name costs no try (it cost one, with an
-        error); each such line is a line of the flood budget, so a stream
-        of them is cut off as an excess flood.
+        error); past the first few in a row, each such line is a line of
+        the flood budget, dropped quietly once it is spent, so a stream of
+        them is cut off as an excess flood.
         """
         client = self.connect()
         client.received()
@@ -356,9 +388,12 @@ class NameTests(ChatTestCase):
         self.assertEqual(client.protocol.name, "alice")
         flooder = self.connect()
         flooder.received()
-        flooder.sendRaw(b"\n" * (10 + _EXCESS_FLOOD))
+        flooder.sendRaw(b"\n" * (_FREE_EMPTY_LINES + 10 + _EXCESS_FLOOD - 1))
+        self.assertFalse(flooder.closing)
+        self.assertEqual(flooder.received(), [])
+        flooder.sendRaw(b"\n")
         self.assertTrue(flooder.closing)
-        self.assertEqual(flooder.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
+        self.assertEqual(flooder.received(), [f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye"])
 
     def test_utf8(self) -> None:
         bob = self.named("bob")
@@ -2313,21 +2348,23 @@ class FloodTests(ChatTestCase):
         After a CR, only one LF or NUL (CRLF, CR NUL), or a second CR and
         one of them (CR CR LF), belong to its line end: each further LF or
         CR is an empty line and each C{maxLine} NULs a line being dropped,
-        every one a line of the flood budget, so a stream of them after a
-        CR ends in an excess flood, in one read or many.  Every such byte
-        was skipped, one at a time in Python, uncounted: a CR followed by
-        NULs without end kept a CPU busy (218 MB in 20 s) until the idle
-        timeout.
+        every one past the first few empty lines a line of the flood
+        budget, so a stream of them after a CR ends in an excess flood, in
+        one read or many (the empty lines without a "slow down" each).
+        Every such byte was skipped, one at a time in Python, uncounted: a
+        CR followed by NULs without end kept a CPU busy (218 MB in 20 s)
+        until the idle timeout.
         """
         self.makeFactory(rate=5.0, burst=10.0, maxLine=10)
-        flood = 11 + _EXCESS_FLOOD
+        flood = 11 + _FREE_EMPTY_LINES + _EXCESS_FLOOD
         for n, (after, size) in enumerate([(b"\n", flood), (b"\r", flood), (b"\x00", 10 * flood)]):
             alice = self.named(f"alice{n}", host=f"192.0.2.{n}")
             alice.sendRaw(b"x\r" + after * size)
             self.assertTrue(alice.closing, after)
-            self.assertEqual(
-                alice.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye", after
-            )
+            received = alice.received()
+            self.assertEqual(received[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye", after)
+            if after != b"\x00":
+                self.assertEqual(len(received), 1, after)
             bob = self.named(f"bob{n}", host=f"198.51.100.{n}")
             bob.sendRaw(b"x\r")
             for _ in range(size):
