@@ -577,15 +577,13 @@ class _TrackedProtocol(ProtocolWrapper):
     output (FIN), and the connection ends once the peer closes too, reading
     on and dropping what it sends meanwhile (see L{LINGER_TIME}); over TLS
     the L{_PeerReadGate} does the same.  A service that closes for the
-    peer's error or flood has any input after its close abort the
-    connection instead (L{abortOnInput}).
+    peer's error or flood closes without reading on instead
+    (L{closeWithoutReading}).
     """
 
     factory: "TrackingFactory"
     host: str | None = None
     _failed = False
-    #: Input once the service closed aborts the connection (L{abortOnInput}).
-    _abortOnInput = False
     _handshakeTimer: IDelayedCall | None = None
     _linger: _Linger | None = None
     _refusal: _Refusal | None = None
@@ -625,11 +623,6 @@ class _TrackedProtocol(ProtocolWrapper):
     def dataReceived(self, data: bytes) -> None:
         self.factory.stats.bytesIn += len(data)
         if self._linger is not None:
-            if self._abortOnInput:
-                self._linger.cancel()
-                self._linger = None
-                self.transport.abortConnection()
-                return
             self._linger.received()
             return
         if self._failed or self._refusal is not None:
@@ -661,20 +654,6 @@ class _TrackedProtocol(ProtocolWrapper):
             return
         self.disconnecting = 1
         self._linger = self.factory.closeLingering(transport)
-
-    def abortOnInput(self) -> None:
-        """
-        Have the peer's input, once the service has closed the connection
-        (before this call or after it), abort the connection at once, where
-        the lingering close reads it on and drops it: for a connection the
-        service closes for the peer's error or flood (an HTTP/2 GOAWAY with
-        an error), after which a peer that goes on sending was read for as
-        long as the close waited.  Over TLS, the input is what TLS decrypts
-        (the peer's close_notify ends the connection as before).
-        """
-        self._abortOnInput = True
-        if isinstance(self.transport, _HalfClosingTLSProtocol):
-            self.transport.inputAborts = True
 
     def closeWithoutReading(self, grace: float) -> None:
         """
@@ -994,9 +973,6 @@ class _CloseNotifyAsEndOfInput:
                 raise WantReadError() from None
             if not self._tls.disconnecting:
                 return data
-            if self._tls.inputAborts:
-                self._tls.abortConnection()
-                raise WantReadError()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
@@ -1055,16 +1031,12 @@ class _HalfClosingTLSProtocol(GatheringTLSProtocol):
     @ivar peerClosed: the peer's close_notify came.
     @ivar writeShut: netsuite's close_notify went as the end of its output
         only (L{loseWriteConnection}).
-    @ivar inputAborts: data from the peer once netsuite closed aborts the
-        connection (see L{_TrackedProtocol.abortOnInput}); else it is
-        dropped.
     @ivar keyUpdates: KeyUpdates the client sent.
     @ivar renegotiations: handshakes the client started after the first.
     """
 
     peerClosed = False
     writeShut = False
-    inputAborts = False
     keyUpdates = 0
     renegotiations = 0
     _received = 0

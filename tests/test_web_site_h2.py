@@ -8,6 +8,7 @@ same over real TLS connections negotiated by ALPN.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import struct
@@ -1771,14 +1772,18 @@ class SocketTests(HTTPSTestCase):
         await waitForNoConnections(self, service)
         self.assertLess(sum(received), 4 * 1024 * 1024)
 
-    async def _cutOffAfterGoAway(self, tls: bool, error: bytes = b"") -> None:
+    async def _cutOffAfterGoAway(self, tls: bool, error: bytes = b"", code: int = 11) -> None:
         """
         A client that goes on sending PING frames after the GOAWAY for its
-        C{error} (by default, the flood of those PINGs: C{ENHANCE_YOUR_CALM})
-        is cut off at its next input.  The lingering close of the
-        connection read it on, and dropped it, for the 10 s of the abort
-        timer (2.9 GB over h2c), so that HTTP/2, which aborts on input after
-        its close, never saw it.
+        C{error} (by default, the flood of those PINGs: C{ENHANCE_YOUR_CALM},
+        11) gets that GOAWAY, with C{code}, and the end of the server's
+        output, while nothing more it sends is read: its sends stall once
+        the sockets' buffers are full, and the connection ends after
+        C{H2_HOSTILE_GRACE} seconds, with a reset for the unread flood.
+        The lingering close of the connection read it on, and dropped it,
+        for the 10 s of the abort timer (5.9 GB over h2c); aborting at the
+        client's next bytes after that lost the GOAWAY to a client that
+        kept sending, and counted an error.
         """
         if tls:
             port, service, cadata = await self.startHTTPS()
@@ -1787,30 +1792,55 @@ class SocketTests(HTTPSTestCase):
             port = await startListener(self, service)
         pings = b"".join(frame(6, 0, 0, b"%08d" % (i,)) for i in range(1000))
 
-        def flood() -> tuple[str, int]:
+        def flood() -> tuple[str, int, bytes, bool]:
             raw = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
-            sent = 0
+            sent, received, ended = 0, b"", False
             try:
                 if tls:
                     context = ssl.create_default_context(cadata=cadata)
                     context.set_alpn_protocols(["h2"])
-                    raw = context.wrap_socket(raw, server_hostname="localhost")
+                    # The end of output must be a close_notify.
+                    raw = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
                 raw.sendall(PREFACE + SETTINGS + error)
+                # Send without reading, until the sends stall...
+                raw.setblocking(False)
                 while sent < 256 * 1024 * 1024:
+                    if not select.select([], [raw], [], 0.3)[1]:
+                        break
+                    try:
+                        sent += raw.send(pings)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        pass
+                else:
+                    return "all sent", sent, received, ended
+                # ... then read what came, and send on.
+                raw.settimeout(SOCKET_TIMEOUT)
+                while data := raw.recv(65536):
+                    received += data
+                ended = True
+                while True:
                     raw.sendall(pings)
                     sent += len(pings)
-                return "all sent", sent
             except (ConnectionError, ssl.SSLError):
-                return "cut off", sent
+                return "cut off", sent, received, ended
             except TimeoutError:
-                return "stalled", sent
+                return "stalled", sent, received, ended
             finally:
                 raw.close()
 
-        outcome, sent = await threads.deferToThread(flood)
+        outcome, sent, received, ended = await threads.deferToThread(flood)
         self.assertEqual(outcome, "cut off")
         self.assertLess(sent, 32 * 1024 * 1024)
+        self.assertTrue(ended, "no end of output")
+        codes = []
+        while len(received) >= 9:
+            if received[3] == 7:  # GOAWAY: its error code
+                codes.append(int.from_bytes(received[13:17], "big"))
+            received = received[9 + int.from_bytes(received[:3], "big") :]
+        self.assertEqual(codes, [code])
         await waitForNoConnections(self, service)
+        self.assertLess(service.stats.bytesIn, 1024 * 1024)  # nothing read after the GOAWAY
+        self.assertEqual(service.stats.errors, 0)
 
     async def test_floodCutOffAfterGoAway(self) -> None:
         await self._cutOffAfterGoAway(tls=True)
@@ -1823,10 +1853,10 @@ class SocketTests(HTTPSTestCase):
         The same after the GOAWAY (C{PROTOCOL_ERROR}) for a DATA frame on
         stream 0, which the h2 library refuses.
         """
-        await self._cutOffAfterGoAway(tls=True, error=frame(0, 0, 0, b"x"))
+        await self._cutOffAfterGoAway(tls=True, error=frame(0, 0, 0, b"x"), code=1)
 
     async def test_cutOffAfterProtocolErrorPlain(self) -> None:
-        await self._cutOffAfterGoAway(tls=False, error=frame(0, 0, 0, b"x"))
+        await self._cutOffAfterGoAway(tls=False, error=frame(0, 0, 0, b"x"), code=1)
 
     async def test_inputAfterIdleTimeoutGoAwayNotCutOff(self) -> None:
         """
@@ -1834,7 +1864,7 @@ class SocketTests(HTTPSTestCase):
         idle timeout, and the end of output that follows it, is not cut
         off: its input is read and dropped by the graceful lingering close,
         no reset, as for any close that is not the client's error (only a
-        GOAWAY with an error aborts on input).
+        GOAWAY with an error closes without reading on).
         """
         service = makeHTTPService(
             "tcp:0:interface=127.0.0.1", status=SimpleStatus(StatsRegistry()), limits=Limits(idleTimeout=0.5), h2c=True
@@ -1867,6 +1897,7 @@ class SocketTests(HTTPSTestCase):
 
         self.assertEqual(await threads.deferToThread(run), ([0], "read on"))
         await waitForNoConnections(self, service)
+        self.assertEqual(service.stats.bytesIn, len(PREFACE + SETTINGS) + 3 * len(ping))
 
     async def test_headTrickledCutOff(self) -> None:
         """

@@ -138,6 +138,11 @@ _HOLD_LIMIT = 65536
 #: library bounds it decoded.
 H2_MAX_HEADER_BLOCK = 65536
 
+#: Seconds an HTTP/2 connection closed for the client's error or flood,
+#: which is not read any more, gets to take its GOAWAY before it ends (as
+#: chat's hostile clients).
+H2_HOSTILE_GRACE = 2.0
+
 #: Reason phrases Twisted's table lacks, or writes otherwise than RFC 9110.
 _REASONS = {431: b"Request Header Fields Too Large", 505: b"HTTP Version Not Supported"}
 
@@ -1877,7 +1882,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, flood.args[0])
             return []
         except h2.exceptions.ProtocolError:
-            self._abortOnInput()  # h2's GOAWAY; Twisted closes
+            # h2's GOAWAY goes first; Twisted's close then finds the
+            # connection closed.
+            self.transport.write(self.conn.data_to_send())
+            self._closeWithoutReading()
             raise
         for event in events:
             if isinstance(event, h2.events.ConnectionTerminated):
@@ -2037,22 +2045,28 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self.conn.close_connection(error_code=errorCode, additional_data=message or None)
         self.transport.write(self.conn.data_to_send())
         if errorCode != h2.errors.ErrorCodes.NO_ERROR:
-            self._abortOnInput()
-        self.transport.loseConnection()
-        self._closing()
+            self._closeWithoutReading()
+        else:
+            self.transport.loseConnection()
+            self._closing()
 
-    def _abortOnInput(self) -> None:
+    def _closeWithoutReading(self) -> None:
         """
-        The connection closes for the client's error or flood: any input
-        after the close aborts it.  The listener's lingering close read it
-        on, and dropped it, for as long as it waited (10 s, the abort
-        timer: 2.9 GB over h2c), so that this connection, which aborts on
-        input after its close, never saw it (see
-        L{netsuite.listen._TrackedProtocol.abortOnInput}).
+        Close for the client's error or flood, its GOAWAY written: nothing
+        it sends after is read, and the connection ends
+        L{H2_HOSTILE_GRACE} seconds later (see
+        L{netsuite.listen._TrackedProtocol.closeWithoutReading}).  The
+        listener's lingering close read it on and dropped it for the 10 s
+        of the abort timer (5.9 GB of PINGs over h2c); aborting the
+        connection at the client's next bytes lost the GOAWAY to a client
+        that kept sending.
         """
-        abortOnInput = getattr(self.transport, "abortOnInput", None)
-        if abortOnInput is not None:
-            abortOnInput()
+        self._closing()  # over TLS, the close_notify waits for that
+        closeWithoutReading = getattr(self.transport, "closeWithoutReading", None)
+        if closeWithoutReading is None:
+            self.transport.loseConnection()
+        else:
+            closeWithoutReading(H2_HOSTILE_GRACE)
 
     def _closing(self) -> None:
         """
