@@ -1099,7 +1099,7 @@ def _roomLines(rooms: Dict[str, Room], listed: List[Room]) -> Iterator[bytes]:
     """
     The answer to C{/rooms}: how many rooms there are, then C{listed}, each
     as it is when its line is made (one gone from C{rooms} by then is left
-    out).
+    out, though the first line, made at once, counted it).
     """
     yield f"*** {len(listed)} room{'s' if len(listed) != 1 else ''}:\r\n".encode("utf-8")
     for room in listed:

@@ -1565,7 +1565,8 @@ class LongAnswerTests(ChatTestCase):
     def test_roomGoneMeanwhileIsLeftOut(self) -> None:
         """
         Each room is shown as it is when its line is made: one gone by
-        then is left out.
+        then is left out (the first line, made at once, counted it, as the
+        README says).
         """
         self.makeRooms(200)
         alice = self.reader()
