@@ -781,7 +781,8 @@ class _PeerReadGate(ProtocolWrapper):
     _refused = False
     _readingToClose = False
     _linger: _Linger | None = None
-    #: The service closed on a hostile peer: nothing more is read.
+    #: The service closed on a hostile peer: nothing more is read, whatever
+    #: asks for reading after (L{_read}, L{readToClose}).
     _refusing = False
     _refusal: _Refusal | None = None
 
@@ -792,7 +793,8 @@ class _PeerReadGate(ProtocolWrapper):
     def dataReceived(self, data: bytes) -> None:
         if self._linger is not None:
             self._linger.received()
-        if self._refused or self._refusing or getattr(self.wrappedProtocol, "peerClosed", False):
+        # (Once refusing, nothing is read: see _read and readToClose.)
+        if self._refused or getattr(self.wrappedProtocol, "peerClosed", False):
             # Nothing may follow a close_notify; TLS would keep it unread.
             return
         if not self._started and data:

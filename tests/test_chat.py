@@ -330,6 +330,23 @@ class NameTests(ChatTestCase):
         self.assertEqual(bob.received(), ["alice: m10"] * 5)
         self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 2 * 5)
 
+    def test_crCrThenLFInTheNextRead(self) -> None:
+        """
+        CR CR at the end of a read, then LF in the next, is one line end:
+        the second CR is kept for the LF that may follow (without it, that
+        CR LF was an empty line), and it is not taken as ending an empty
+        line of its own (then the LF was skipped after it).  Each line is
+        one line in.
+        """
+        bob = self.named("bob")
+        alice = self.named("alice")
+        linesIn = self.factory.stats.counters.get("lines_in", 0)
+        for n in range(5):
+            alice.sendRaw(b"m%d\r\r" % (n,))
+            alice.sendRaw(b"\n")
+        self.assertEqual(bob.received(), [f"alice: m{n}" for n in range(5)])
+        self.assertEqual(self.factory.stats.counters["lines_in"] - linesIn, 5)
+
     def test_lineEndAfterACRInTheNextRead(self) -> None:
         """
         CR, then CRLF in the next read, is one line end too: the LF was an
@@ -957,6 +974,19 @@ class CommandTests(ChatTestCase):
         self.assertTrue(flooder.closing)
         self.assertEqual(flooder.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
 
+    def test_helpBeforeANameWhateverTheCase(self) -> None:
+        """
+        C{/HELP} before the name gets the help too, as commands after it
+        do whatever their case (and so does C{/Quit}).
+        """
+        client = self.connect()
+        client.received()
+        client.send("/HELP")
+        self.assertEqual(client.received(), HELP)
+        client.send("/Help me")
+        self.assertEqual(client.received(), HELP)
+        self.assertIsNone(client.protocol.name)
+
     def test_lineStartingWithASlash(self) -> None:
         """
         A line that starts with C{//} goes to the room with one C{/} less,
@@ -1023,6 +1053,29 @@ class CommandTests(ChatTestCase):
             self.assertEqual(bob.received(), ["*** dave left (connection closed)"])
             self.assertTrue(dave.transport.disconnecting)
             dave.disconnect()
+
+    def test_lastLineHeldAtTheEndOfInput(self) -> None:
+        """
+        A last line without a line end, sent by a client that does not
+        read, is held when the input ends if more than C{maxOutput} waits
+        for the client by then, and answered once the client takes what
+        waits; the connection closes after: without the check, the end of
+        input closed at once, and the line was lost.
+        """
+        self.makeFactory(rate=0, maxOutput=1000)
+        alice = self.connect(transport=FillingTransport)
+        alice.send("alice")
+        takeAll(alice)
+        bob = self.named("bob")
+        alice.transport.producer.pauseProducing()
+        alice.sendRaw(b"/who")
+        bob.send("b" * 2000)  # now more than maxOutput waits for alice
+        alice.protocol.readConnectionLost()
+        self.assertFalse(alice.transport.disconnecting)
+        alice.transport.producer.resumeProducing()
+        lines = readAll(alice)
+        self.assertEqual(lines, ["bob: " + "b" * 2000, "*** in lobby: alice, bob"])
+        self.assertTrue(alice.transport.disconnecting)
 
     def test_unknownCommand(self) -> None:
         alice = self.named("alice")
@@ -1561,6 +1614,22 @@ class LongAnswerTests(ChatTestCase):
         lines = readAll(carol)
         self.assertEqual(lines[4:304], [f"[history] bob: {text}" for text in said])
         self.assertEqual(lines[304:], ["*** 1 room:", "***   lobby (2 members)", "bob: meanwhile"])
+
+    def test_answerToAPausedClientWaitsWhole(self) -> None:
+        """
+        A client whose transport is full (paused) that asks for C{/rooms}
+        gets none of it written meanwhile: it is all made as the client
+        takes it (its first 64 KiB were written at once, to wait in the
+        chat), and comes whole once it reads.
+        """
+        lines = self.makeRooms(200)
+        alice = self.reader()
+        alice.transport.producer.pauseProducing()
+        alice.sendRaw(b"/rooms\r\n")
+        self.clock.advance(0)
+        self.assertEqual(self.held(alice), 0)
+        alice.transport.producer.resumeProducing()
+        self.assertEqual(readAll(alice), ["*** 201 rooms:", "***   lobby (1 member)"] + lines)
 
     def test_roomGoneMeanwhileIsLeftOut(self) -> None:
         """

@@ -14,7 +14,7 @@ from typing import Any, List, Tuple
 
 from OpenSSL import SSL
 from OpenSSL.SSL import SENT_SHUTDOWN, WantReadError, ZeroReturnError
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, tcp, threads
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -52,6 +52,7 @@ from tests.helpers import (
     recvUntil,
     startListener,
     waitForQuiet,
+    waitUntil,
 )
 import trustme
 
@@ -1435,6 +1436,139 @@ class RefusalTests(SynchronousTestCase):
         self.clock.advance(100)
         self.assertEqual(len(self.transport.calls), 3)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+@implementer(IHalfCloseableProtocol)
+class _Refuser(Protocol):
+    """
+    Writes C{bye} and closes without reading on (with its factory's
+    C{grace}) at the line C{HOSTILE}, or when the peer ends its input; then
+    calls its factory's C{after} methods of its transport, as services do
+    (chat pauses and resumes its producer; Twisted's HTTP/2 calls
+    loseConnection after its own close).  It notes whether its socket is
+    read after that, and when it was closed.
+    """
+
+    factory: Any
+    refusedAt: float | None = None
+    reading: bool | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"HOSTILE" in data:
+            self._refuse()
+
+    def readConnectionLost(self) -> None:
+        self._refuse()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def _refuse(self) -> None:
+        if self.refusedAt is not None:
+            return
+        self.refusedAt = reactor.seconds()
+        self.transport.write(b"bye\r\n")
+        self.transport.closeWithoutReading(self.factory.grace)
+        for name in self.factory.after:
+            getattr(self.transport, name)()
+        sock = self.transport
+        while not isinstance(sock, tcp.Connection):
+            sock = sock.transport
+        self.reading = sock in reactor.getReaders()
+        self.factory.refusers.append(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.ended.append(reactor.seconds() - (self.refusedAt or 0.0))
+
+
+class ClosingWithoutReadingTests(TestCase):
+    """
+    L{listen._TrackedProtocol.closeWithoutReading} over real sockets: the
+    peer gets what was written and the end of output (over TLS a
+    close_notify), nothing it sends after is read, whatever the service
+    does with its transport after, and the connection ends after the grace;
+    a peer that ended its input is closed at once.
+    """
+
+    GRACE = 3.0
+
+    async def refused(self, tls: bool, after: List[str], halfClose: bool = False) -> Tuple[bytes, int, _Refuser, float]:
+        """
+        A client of a L{_Refuser} service that sends C{HOSTILE} (or ends
+        its input, C{halfClose}), then sends on until its sends stall, then
+        reads to the end; what it read, what it sent after, the refuser and
+        seconds from the refusal to the end of the connection.
+        """
+        ca = trustme.CA() if tls else None
+        factory = Factory.forProtocol(_Refuser)
+        factory.grace, factory.after, factory.refusers, factory.ended = self.GRACE, after, [], []
+        service = StreamListener(
+            "refuser",
+            "tcp:0:interface=127.0.0.1",
+            factory,
+            reactor=reactor,
+            tls=makeServerOptions(self.mktemp(), ca) if ca else None,
+            lingerTimeout=0.5,
+        )
+        port = await startListener(self, service)
+        limit = 64 << 20
+
+        def client() -> Tuple[bytes, int]:
+            with _client(port, ca.cert_pem.bytes().decode() if ca else None) as conn:
+                sent = 0
+                if halfClose:
+                    conn.sendall(b"x")
+                    conn.shutdown(socket.SHUT_WR)
+                else:
+                    conn.sendall(b"HOSTILE\r\n")
+                    conn.settimeout(1)
+                    try:
+                        while sent < limit:
+                            conn.sendall(b"x" * 65536)
+                            sent += 65536
+                    except OSError:  # timed out: not read
+                        pass
+                    conn.settimeout(10)
+                return recvUntil(conn), sent
+
+        got, sent = await threads.deferToThread(client)
+        await waitUntil(lambda: factory.ended, timeout=self.GRACE + 5)
+        self.assertEqual(got, b"bye\r\n")
+        self.assertLess(sent, limit)
+        self.assertLess(service.stats.bytesIn, 1 << 20)
+        self.assertEqual(service.stats.errors, 0)
+        return got, sent, factory.refusers[0], factory.ended[0]
+
+    async def test_notReadAndClosedAfterTheGrace(self) -> None:
+        """
+        Over TCP: the service resuming its transport after the close does
+        not read the peer again (it read a flood on), and its
+        loseConnection after does not cut the grace short (the connection
+        was closed at once).
+        """
+        _, _, refuser, ended = await self.refused(False, ["pauseProducing", "resumeProducing", "loseConnection"])
+        self.assertFalse(refuser.reading)
+        self.assertGreaterEqual(ended, self.GRACE - 0.01)
+
+    async def test_notReadAndClosedAfterTheGraceOverTLS(self) -> None:
+        """
+        The same over TLS, where the read gate under TLS stops reading: a
+        resume from above did not start it again, nor did TLS's close that
+        follows the service's loseConnection, which also started the
+        lingering close (the connection ended after its 0.5 s timeout).
+        """
+        _, _, refuser, ended = await self.refused(True, ["pauseProducing", "resumeProducing", "loseConnection"])
+        self.assertFalse(refuser.reading)
+        self.assertGreaterEqual(ended, self.GRACE - 0.01)
+
+    async def test_closedAtOnceWhenTheInputEnded(self) -> None:
+        """
+        A peer that ended its input has nothing more to send: the close is
+        the ordinary one, at once, not after the grace.
+        """
+        self.GRACE = 30.0
+        _, _, _, ended = await self.refused(False, [], halfClose=True)
+        self.assertLess(ended, 5)
 
 
 def _client(port: int, cadata: str | None) -> socket.socket:
