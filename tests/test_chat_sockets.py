@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from netsuite.chat import _HELP, SEND_BUFFER, ChatFactory, ChatSettings, makeChatService
+from netsuite.chat import _HELP, SEND_BUFFER, ChatFactory, ChatProtocol, ChatSettings, makeChatService
 from netsuite.limits import descriptorOf, heldBytes
 from tests.helpers import abortIfConnected, startListener, waitUntil
 from tests.tlshelpers import closeNotifyClient, makeServerOptions, trustRootOf
@@ -116,6 +116,21 @@ class ChatSocketTests(TestCase):
         await joined
         return client
 
+    async def connectStuck(self, port: int, factory: ChatFactory) -> tuple[socket.socket, ChatProtocol]:
+        """
+        A client named C{stuck} on a plain socket with a small receive
+        buffer, which reads only when the test does; and its protocol.
+        """
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        self.addCleanup(stuck.close)
+        stuck.sendall(b"stuck\r\n")
+        await waitUntil(lambda: factory.hub.find("stuck") is not None)
+        protocol = factory.hub.find("stuck")
+        assert isinstance(protocol, ChatProtocol)
+        return stuck, protocol
+
     async def test_manyClientsInSeveralRooms(self) -> None:
         """
         200 clients in 4 rooms each send 3 lines: every client gets exactly
@@ -169,19 +184,10 @@ class ChatSocketTests(TestCase):
         port, factory = await self.startChat(rate=0, roomRate=0, historySize=0)
         sender = await self.connect(port, "sender")
         reader = await self.connect(port, "reader")
-        stuck = socket.socket()
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(("127.0.0.1", port))
-        self.addCleanup(stuck.close)
-        stuck.sendall(b"stuck\r\n")
-        for _ in range(100):
-            if factory.hub.find("stuck") is not None:
-                break
-            await deferLater(reactor, 0.02, lambda: None)
-        self.assertIsNotNone(factory.hub.find("stuck"))
+        _, stuck = await self.connectStuck(port, factory)
         # Keep the kernel from absorbing megabytes for it (its send buffer
         # grows with the connection otherwise).
-        factory.hub.find("stuck")._raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        stuck._raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
         left = reader.waitFor("*** stuck left (not reading)")
         payload = "x" * 900
         count = 3000  # 2.7 MB: far more than the socket buffers and the bound
@@ -628,16 +634,7 @@ class ChatSocketTests(TestCase):
             hub.register(member, f"m{n:03}")
             hub.join(member, f"room{n:03}")
             hub.setTopic(member, topic)
-        stuck = socket.socket()
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(("127.0.0.1", port))
-        self.addCleanup(stuck.close)
-        stuck.sendall(b"stuck\r\n")
-        for _ in range(100):
-            if hub.find("stuck") is not None:
-                break
-            await deferLater(reactor, 0.02, lambda: None)
-        protocol = hub.find("stuck")
+        stuck, protocol = await self.connectStuck(port, factory)
         stuck.sendall(b"/rooms\r\n" * 3)
         await deferLater(reactor, 0.5, lambda: None)
         self.assertLess(heldBytes(descriptorOf(protocol.transport)) + protocol._outBytes, 3 * 65536)

@@ -73,6 +73,13 @@ def parseFrames(data: bytes) -> list:
     return frames
 
 
+def goAwayCodes(data: bytes) -> list[int]:
+    """
+    The error codes of the GOAWAY frames in C{data}.
+    """
+    return [parsed.error_code for parsed in parseFrames(data) if parsed.type == 7]
+
+
 def request(method: str, path: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
     return [(":method", method), (":path", path), (":scheme", "https"), (":authority", "localhost"), *extra]
 
@@ -1832,12 +1839,7 @@ class SocketTests(HTTPSTestCase):
         self.assertEqual(outcome, "cut off")
         self.assertLess(sent, 32 * 1024 * 1024)
         self.assertTrue(ended, "no end of output")
-        codes = []
-        while len(received) >= 9:
-            if received[3] == 7:  # GOAWAY: its error code
-                codes.append(int.from_bytes(received[13:17], "big"))
-            received = received[9 + int.from_bytes(received[:3], "big") :]
-        self.assertEqual(codes, [code])
+        self.assertEqual(goAwayCodes(received), [code])
         await waitForNoConnections(self, service)
         self.assertLess(service.stats.bytesIn, 1024 * 1024)  # nothing read after the GOAWAY
         self.assertEqual(service.stats.errors, 0)
@@ -1873,7 +1875,6 @@ class SocketTests(HTTPSTestCase):
         ping = frame(6, 0, 0, b"12345678")
 
         def run() -> tuple[list[int], str]:
-            codes = []
             with socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT) as raw:
                 raw.sendall(PREFACE + SETTINGS)
                 buffer = b""
@@ -1882,11 +1883,7 @@ class SocketTests(HTTPSTestCase):
                     if not received:
                         break
                     buffer += received
-                while len(buffer) >= 9:
-                    end = 9 + int.from_bytes(buffer[:3], "big")
-                    if buffer[3] == 7:  # GOAWAY: its error code
-                        codes.append(int.from_bytes(buffer[13:17], "big"))
-                    buffer = buffer[end:]
+                codes = goAwayCodes(buffer)
                 try:
                     for _ in range(3):
                         raw.sendall(ping)

@@ -1305,15 +1305,20 @@ class ControlFrameFloodTests(ExchangeTestCase):
     def giveBackEachFrame(self, size: int, window: int | None = None) -> int:
         """
         Download C{size} bytes as a client that gives back each DATA frame
-        it gets (frames of at most C{window} bytes, the stream's window, if
-        given) with a WINDOW_UPDATE for the stream and one for the
-        connection, as a naive client does.
+        it gets with a WINDOW_UPDATE for the stream and one for the
+        connection, as a naive client does.  Given a C{window}, the
+        stream's (and the connection's, opened to it first when larger),
+        the frames are of at most that many bytes; they are of 16 KiB at
+        most anyway (the largest frame h2 sends by default).
 
         @return: the bytes received.
         """
         exchange, streamID = self.startDownload(size, window)
         client = exchange.client
-        frameSize = window or 16384
+        if window is not None and window > 65535:
+            client.increment_flow_control_window(window - 65535)
+            exchange.pump()
+        frameSize = min(window or 16384, 16384)
         for _ in range(2000):
             answer = exchange.answers[streamID]
             if answer["ended"] or exchange.transport.disconnecting:
@@ -1345,33 +1350,18 @@ class ControlFrameFloodTests(ExchangeTestCase):
         updates are not taken for a flood: what the frames earned is kept
         past the budget's burst.  It was cut off after the first window.
         """
-        window = 4 * 1024 * 1024
-        exchange, streamID = self.startDownload(16 * 1024 * 1024, window)
-        client = exchange.client
-        client.increment_flow_control_window(window - 65535)
-        exchange.pump()
-        for _ in range(200):
-            answer = exchange.answers[streamID]
-            if answer["ended"] or exchange.transport.disconnecting:
-                break
-            received = len(answer["body"]) - answer.setdefault("given", 0)
-            answer["given"] = len(answer["body"])
-            for start in range(0, received, 16384):
-                given = min(16384, received - start)
-                client.increment_flow_control_window(given, streamID)
-                client.increment_flow_control_window(given)
-            exchange.pump()
+        received = self.giveBackEachFrame(16 * 1024 * 1024, 4 * 1024 * 1024)
         self.assertFalse(self.exchange.transport.disconnecting)
-        self.assertEqual(len(exchange.answers[streamID]["body"]), 16 * 1024 * 1024)
+        self.assertEqual(received, 16 * 1024 * 1024)
 
     def test_creditKeptIsBounded(self) -> None:
         """
         What DATA frames sent earn is kept up to 4,096 frames (as the
-        README says; L{H2_CONTROL_DATA_CREDIT}), no more: after a download of 40 MiB with the largest
-        windows (2,560 frames of 16 KiB, which earn 5,120), the client may
-        send that many control frames at once, and the budget's burst past
-        them ends the connection.  Without the bound a long download would
-        buy a flood as long as itself.
+        README says; L{H2_CONTROL_DATA_CREDIT}), no more: after a download
+        of 40 MiB with the largest windows (2,560 frames of 16 KiB, which
+        earn 5,120), the client may send that many control frames at once,
+        and the budget's burst past them ends the connection.  Without the
+        bound a long download would buy a flood as long as itself.
         """
         size = 40 * 1024 * 1024
         largest = 2**31 - 1

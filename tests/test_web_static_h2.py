@@ -960,6 +960,22 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn('"GET /big.bin HTTP/2" 200 1000 ', lines[0])
 
+    def stallWithWindowsShut(self, idleTimeout: float, waiting: int) -> Tuple[List[int], List[int]]:
+        """
+        A new peer, with an idle timeout of C{idleTimeout} seconds, whose
+        client shuts its windows and asks for files (see L{stallFiles}):
+        the streams sent, which stall, and the C{waiting} ones.
+        """
+        self.makePeer(idleTimeout=idleTimeout)
+        peer = self.peer
+        peer.events.setdefault(0, [])
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        peer.send()
+        peer.read()
+        sent, more = self.stallFiles(waiting)
+        self.readSome()
+        return sent, more
+
     def stallSilently(self, pingAfter: float) -> Tuple[List[int], List[int]]:
         """
         A client that shuts its windows, asks for 12 files (8 are sent, 4
@@ -967,14 +983,8 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         the answers, the idle timeout starts again), and then nothing: the
         clock is moved on to the stall timeout of the files.
         """
-        self.makePeer(idleTimeout=60.0)
+        sent, waiting = self.stallWithWindowsShut(60.0, 4)
         peer = self.peer
-        peer.events.setdefault(0, [])
-        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
-        peer.send()
-        peer.read()
-        sent, waiting = self.stallFiles(4)
-        self.readSome()
         self.assertEqual(self.folder.stallTimeout, peer.server.timeOut)
         self.clock.advance(pingAfter)
         peer.client.ping(b"12345678")
@@ -1056,14 +1066,8 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         does not time out (its idle timeout, always due within the second,
         ended it with its other streams).
         """
-        self.makePeer(idleTimeout=1.0)
+        sent, waiting = self.stallWithWindowsShut(1.0, 1)
         peer = self.peer
-        peer.events.setdefault(0, [])
-        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
-        peer.send()
-        peer.read()
-        sent, waiting = self.stallFiles(1)
-        self.readSome()
         for _ in range(int(self.folder.stallTimeout * 2) + 2):
             self.clock.advance(0.5)
             if peer.transport.disconnecting:
