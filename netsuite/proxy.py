@@ -1672,7 +1672,7 @@ class ProxyRequest(http.Request):
         origin's socket, counted with the client's connection, and each
         other one is a socket more (a proxy of 1,000 connections to names
         of silent addresses held 4,000 sockets where the budget counted
-        1,000).
+        2,000).
         """
         extra = max(0, len(self._attempts) - 1)
         if budget is None or extra == self._racingCounted:

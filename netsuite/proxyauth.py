@@ -395,7 +395,8 @@ class Authenticator:
     (looked at in a thread once a second at most, as a request comes), as
     nginx and squid do: a user added, removed or given a new password (by
     C{netsuite-proxy-user}) counts from the first request after the look
-    that finds it, and every credential remembered is checked again.  A
+    that finds it, and the credentials remembered for a user whose entry
+    changed or went are checked again (the others stay remembered).  A
     file that became unreadable or malformed leaves the table as it was,
     with a warning; one that lists no users, or no longer exists, refuses
     every sign-in, with a warning (what is remembered counts again for the

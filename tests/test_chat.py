@@ -2422,7 +2422,7 @@ class FloodTests(ChatTestCase):
         budget, so a stream of them after a CR ends in an excess flood, in
         one read or many (the empty lines without a "slow down" each).
         Every such byte was skipped, one at a time in Python, uncounted: a
-        CR followed by NULs without end kept a CPU busy (218 MB in 20 s)
+        CR followed by NULs without end kept a CPU busy (224 MB in 20 s)
         until the idle timeout.
         """
         self.makeFactory(rate=5.0, burst=10.0, maxLine=10)

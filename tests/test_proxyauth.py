@@ -1165,7 +1165,6 @@ class DecoyTests(SynchronousTestCase):
         self.assertRaises(OSError, loadOrCreateDecoyKey, link)
         self.assertTrue(os.path.islink(link))
 
-
     def test_keyFileOthersCanUseIsWarnedOf(self) -> None:
         """
         A key file that other users may read or write is used, with a
