@@ -2338,6 +2338,7 @@ class SaveTests(SynchronousTestCase):
             self.assertEqual(again.list(), [])
             self.assertIn("kept it as", formatEvent([e for e in events if e["log_level"] == LogLevel.warn][0]))
             clock.advance(0)
+            self.assertEqual(json.loads(path.read_bytes()), {"version": 1, "next": 4, "jobs": []})  # before the stop
             self.successResultOf(again.stopService())
             self.assertEqual(json.loads(path.read_bytes()), {"version": 1, "next": 4, "jobs": []})
             last = DownloadService(directory, reactor=clock, token=TOKEN)
@@ -2438,3 +2439,125 @@ class SaveTests(SynchronousTestCase):
         self.assertEqual(saved["next"], 201)
         error = service.get("1")["error"]
         self.assertEqual(error, "http://example.com/1: example.com could not be resolved (label empty or too long)")
+
+    def test_jobListWrittenUpToItsLimitExactly(self) -> None:
+        """
+        The jobs a job list holds take up to L{MAX_JOBS_FILE} less 100
+        bytes (the rest is for the list's head and end), each counted with
+        a comma: a list of exactly that keeps every job, one byte less
+        forgets the oldest finished job, and so on, one job at a time.  A
+        waiting job is never forgotten, even the oldest.
+        """
+        jobs = [{"id": "1", "url": "http://example.com/1", "state": "queued"}]
+        jobs += [{"id": str(n), "url": f"http://example.com/{n}", "state": "done"} for n in range(2, 5)]
+        lengths = [len(serviceModule._encodeJob(job)) + 1 for job in jobs]
+        self.assertEqual(len(set(lengths[1:])), 1)
+        full, finished = sum(lengths), lengths[1]
+        path = Path(self.mktemp())
+        for room, forgotten in [
+            (full, []),
+            (full - 1, ["2"]),
+            (full - finished, ["2"]),
+            (full - finished - 1, ["2", "3"]),
+            (full - 3 * finished, ["2", "3", "4"]),
+            (full - 3 * finished - 1, ["2", "3", "4"]),
+        ]:
+            self.patch(serviceModule, "MAX_JOBS_FILE", room + 100)
+            self.assertEqual(serviceModule._writeJobList(path, 5, jobs), (forgotten, None), room)
+            document = path.read_bytes()
+            self.assertLessEqual(len(document), room + 100)
+            written = [job["id"] for job in json.loads(document)["jobs"]]
+            self.assertEqual(written, [job["id"] for job in jobs if job["id"] not in forgotten])
+
+    def test_valuesOfEachKindCountExactly(self) -> None:
+        """
+        A job list of exactly L{MAX_JOBS_VALUES} values is read, and one of
+        a value more is refused, whether the values are objects, arrays or
+        strings (each counted once, with the commas between them), or
+        strings holding commas, brackets and braces (which do not count).
+        """
+        for value in (b"{}", b"[]", b'""', b'"a,[{b"'):
+
+            def jobList(count: int, nested: bool) -> bytes:
+                values = b",".join([value] * count)
+                if nested:
+                    values = b"[" + values + b"]"
+                return b'{"version":1,"next":1,"jobs":[],"pad":[' + values + b"]}"
+
+            # Outside the values: 4 strings, 3 commas, 2 brackets and a
+            # brace; then each value and a comma, but the first; and one
+            # bracket more for the nested list.
+            most = jobList((MAX_JOBS_VALUES - 10) // 2, nested=True)
+            self.assertEqual(serviceModule._parseJobList(most)["jobs"], [], value)
+            over = jobList((MAX_JOBS_VALUES - 8) // 2, nested=False)
+            self.assertEqual(len(over), len(most) - 2 + len(value) + 1)
+            error = self.assertRaises(ValueError, serviceModule._parseJobList, over)
+            self.assertEqual(str(error), f"it holds more than {MAX_JOBS_VALUES} values, more than any job list")
+
+    def test_nextOfTheJobListTakenWithinIds(self) -> None:
+        """
+        A job list's C{"next"} is taken when it is a whole number below
+        2**53 (ids stay numbers JavaScript clients read exactly); any other
+        is ignored, and starts no traceback.
+        """
+        for following, expected in [
+            (12, "12"),
+            (2**53 - 1, str(2**53 - 1)),
+            (2**53, "1"),
+            (2**64, "1"),
+            (5.5, "1"),
+            ("12", "1"),
+            (None, "1"),
+        ]:
+            directory = Path(self.mktemp())
+            directory.mkdir()
+            (directory / JOBS_FILE).write_text(json.dumps({"version": 1, "next": following, "jobs": []}))
+            service = DownloadService(directory, reactor=MemoryReactorClock(), token=TOKEN)
+            service.startService()
+            self.addCleanup(service.stopService)
+            self.assertEqual(service.add("http://example.com/new")["id"], expected, following)
+
+    def test_idsOfAnUnreadableListWrittenByHand(self) -> None:
+        """
+        The ids of a job list that cannot be read are found as JSON may
+        write them (with spaces around the colon), past a C{"next"} higher
+        than every id, and only for numbers an id can be (of at most 15
+        digits, the one of a C{"id"} in its quotes).
+        """
+        url = '"url": "http://example.com/x", "state": "done"'
+        for text, expected in [
+            ('{"version": 1, "next": 9, "jobs": [{"id": "2", %s}, {"id": "3", %s' % (url, url), "9"),
+            ('{"version":1,"next":2,"jobs":[{"id" :  "5", %s}, {"id"\n:\n"6"' % url, "7"),
+            ('{"version":1,"next":9999999999999999,"jobs":[{"id":"3",%s' % url, "4"),
+            ('{"version":1,"next":2,"jobs":[{"id":"1234567890123456",%s' % url, "2"),
+        ]:
+            directory = Path(self.mktemp())
+            directory.mkdir()
+            (directory / JOBS_FILE).write_text(text)
+            service = DownloadService(directory, reactor=MemoryReactorClock(), token=TOKEN)
+            service.startService()
+            self.addCleanup(service.stopService)
+            self.assertEqual(service.list(), [])
+            self.assertEqual(service.add("http://example.com/new")["id"], expected, text)
+
+    def test_unreadableListOfAnotherUserGivesNoIds(self) -> None:
+        """
+        A job list that is not this user's gives no ids when looked
+        through after it could not be read (it became another's meanwhile).
+        """
+        path = Path(self.mktemp())
+        path.write_bytes(b'{"version":1,"next":500,"jobs":[')
+        self.assertEqual(serviceModule._nextIdIn(path), 500)
+        uid = os.geteuid()
+        self.patch(os, "geteuid", lambda: uid + 1)
+        self.assertEqual(serviceModule._nextIdIn(path), 1)
+
+    def test_jobListNotInUTF8IsRefused(self) -> None:
+        """
+        A job list in another encoding than UTF-8 (which the service
+        writes), even one JSON allows, is refused as unreadable.
+        """
+        document = json.dumps({"version": 1, "next": 9, "jobs": []})
+        self.assertEqual(serviceModule._parseJobList(document.encode("utf-8"))["next"], 9)
+        for encoding in ("utf-16", "utf-32-le", "utf-8-sig"):
+            self.assertRaises(ValueError, serviceModule._parseJobList, document.encode(encoding))
