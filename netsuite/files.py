@@ -196,8 +196,8 @@ def readSmallFile(path: Union[str, Path], limit: int, follow: bool = False, own:
 def warnIfOpenToOthers(path: Union[str, Path], secret: str, log: Logger) -> None:
     """
     Warn on C{log} when other users may read or write the file C{path},
-    which keeps C{secret} (named so in the warning, as "the API token"):
-    it is used all the same (it may be shared on purpose), and the warning
+    which keeps C{secret} (what the warning calls it: "the API token",
+    "the proxy's decoy key"): it is used all the same (it may be shared on purpose), and the warning
     says how to mend it.
     """
     with contextlib.suppress(OSError):
@@ -213,6 +213,10 @@ def warnIfOpenToOthers(path: Union[str, Path], secret: str, log: Logger) -> None
 
 #: The lock files this process holds, by path, open for its lifetime.
 _held: Dict[str, int] = {}
+
+
+#: The errors of a write to a disk (or a quota) that is full.
+_DISK_FULL = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT") if hasattr(errno, name))
 
 
 def lockForThisProcess(path: Union[str, Path]) -> Optional[str]:
@@ -281,10 +285,6 @@ def waitForLock(path: Union[str, Path], patience: float) -> int:
         os.close(fd)
         raise
     return fd
-
-
-#: The errors of a write to a disk (or a quota) that is full.
-_DISK_FULL = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT") if hasattr(errno, name))
 
 
 def claimLocksForThisProcess() -> None:

@@ -1362,7 +1362,7 @@ class ProxyRequest(http.Request):
     #: Starts the attempt to the next address (see L{CONNECT_ATTEMPT_DELAY}).
     _nextAttempt: Any = None
     #: Attempts past the first counted in the listeners' connection budget,
-    #: and that budget (see L{_countRacing}).
+    #: and that budget, taken at the first attempt (see L{_countRacing}).
     _racingCounted = 0
     _racingBudget: Any = None
     _addresses: List[str] = []
@@ -1635,7 +1635,8 @@ class ProxyRequest(http.Request):
             protocol = lambda: UpstreamConnection(factory, key)  # noqa: E731
         attempt = _Connecting(self, protocol)
         self._attempts[attempt] = None
-        self._countRacing(factory.budget)
+        self._racingBudget = factory.budget
+        self._countRacing()
         if self._addresses and len(self._attempts) < MAX_RACING_ATTEMPTS:
             self._nextAttempt = factory.clock.callLater(CONNECT_ATTEMPT_DELAY, self._connectNext)
         # Our own timer ends the attempt; the reactor's is only a backstop.
@@ -1660,14 +1661,14 @@ class ProxyRequest(http.Request):
         """
         self._cancelNextAttempt()
         attempts, self._attempts = self._attempts, {}
-        self._countRacing(self._racingBudget)
+        self._countRacing()
         for attempt, connector in attempts.items():
             if connector is not None and not attempt.connected:
                 connector.stopConnecting()
 
-    def _countRacing(self, budget: Any) -> None:
+    def _countRacing(self) -> None:
         """
-        Count the attempts racing past the first in C{budget}, the
+        Count the attempts racing past the first in the
         connection budget the proxy's listeners share: the first is the
         origin's socket, counted with the client's connection, and each
         other one is a socket more (a proxy of 1,000 connections to names
@@ -1675,6 +1676,7 @@ class ProxyRequest(http.Request):
         2,000).
         """
         extra = max(0, len(self._attempts) - 1)
+        budget = self._racingBudget
         if budget is None or extra == self._racingCounted:
             return
         if extra > self._racingCounted:
@@ -1682,7 +1684,6 @@ class ProxyRequest(http.Request):
         else:
             budget.closed(None, self._racingCounted - extra)
         self._racingCounted = extra
-        self._racingBudget = budget
 
     def connectFailed(self, attempt: _Connecting, reason: Failure) -> None:
         """
@@ -1690,7 +1691,7 @@ class ProxyRequest(http.Request):
         """
         if self._attempts.pop(attempt, False) is False:
             return
-        self._countRacing(self._racingBudget)
+        self._countRacing()
         if self._gone or self._ended or self._timer is None:
             return
         if self._addresses:
@@ -2406,7 +2407,7 @@ class ProxyChannel(NetsuiteHTTPChannel):
         Whether bytes the client sent after the request being answered wait
         to be read (in the line parser's buffer, or held while it answers).
         """
-        return bool(self._dataBuffer) or bool(getattr(self, "_buffer", b""))
+        return bool(self._dataBuffer) or bool(self._buffer)
 
     def canHalfClose(self) -> bool:
         """

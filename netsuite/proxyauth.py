@@ -722,7 +722,7 @@ class Authenticator:
         """
         The credentials C{key} passed for C{name} on C{connection}: note it.
         """
-        if connection is not None:
+        if connection is not None and self._signedIn.get(connection) != key:
             self._signedIn[connection] = key
         return name
 
