@@ -51,6 +51,7 @@ from netsuite.listen import (
 )
 from netsuite.rooms import (
     HISTORY_BYTES,
+    NOTICE_RATE,
     PRIVATE_RATE,
     ROOM_RATE,
     ChatError,
@@ -141,6 +142,9 @@ class ChatSettings:
         sent, by everyone together (0: no limit).
     @ivar roomRate: bytes a second of lines one room may be sent, by its
         members together (0: no limit).
+    @ivar noticeRate: join, leave and new-name notices a second one room
+        is sent one by one (0: no limit); past it, they are told in one
+        line a second.
     @ivar burst: lines a client may send at once before C{rate} applies.
     @ivar hostRate: lines a second all clients from one address may send
         together (0: no limit; none either when C{rate} is 0), in bursts of
@@ -163,6 +167,7 @@ class ChatSettings:
     rate: float = 5.0
     privateRate: float = PRIVATE_RATE
     roomRate: float = ROOM_RATE
+    noticeRate: float = NOTICE_RATE
     hostRate: float = 20.0
     burst: float = 10.0
     maxOutput: int = 256 * 1024
@@ -1004,9 +1009,10 @@ class ChatFactory(Factory):
             historyBytes=self.settings.historyBytes,
             privateRate=self.settings.privateRate,
             roomRate=self.settings.roomRate,
+            noticeRate=self.settings.noticeRate,
             maxRooms=self.settings.maxRooms,
             stats=self.stats,
-            clock=self.reactor.seconds,
+            reactor=self.reactor,
         )
         self.batch = FlushBatch(self.reactor)
         self._budget = ConnectionBudget()
@@ -1014,6 +1020,13 @@ class ChatFactory(Factory):
         #: Addresses whose last client went, their budget kept, in the
         #: order they are looked at (see L{_sweep}).
         self._quiet: Dict[str, None] = {}
+
+    def startFactory(self) -> None:
+        self.hub.startFolding()
+
+    def stopFactory(self) -> None:
+        # Nothing may stay scheduled once the last listener has stopped.
+        self.hub.stopFolding()
 
     def hostBucket(self, host: str) -> Optional[TokenBucket]:
         """

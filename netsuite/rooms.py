@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import Attribute, Interface
 
 from netsuite.limits import TokenBucket
@@ -35,6 +36,7 @@ __all__ = [
     "LOBBY",
     "MAX_HISTORY",
     "HISTORY_BYTES",
+    "NOTICE_RATE",
     "PRIVATE_RATE",
     "NAME_PATTERN",
     "cleanText",
@@ -68,6 +70,28 @@ ROOM_RATE = 64 * 1024
 
 #: Seconds of C{roomRate} a room may be sent at once.
 _ROOM_BURST = 4.0
+
+#: Join, leave and new-name notices a second one room is sent one by one by
+#: default, in bursts of L{_NOTICE_BURST}: past that, they are counted, and
+#: told in one line a second (C{*** lobby, last second: 41 joined, 39
+#: left}), so that clients of many addresses joining and leaving in a loop,
+#: each within its address's limit, cannot bury a room under notices.
+NOTICE_RATE = 2.0
+
+#: Notices one room may be sent one by one at once, above C{noticeRate}: a
+#: class joining in the same minute still sees each name.
+_NOTICE_BURST = 20.0
+
+#: Seconds notices past the rate are counted before one line tells them.
+_FOLD_PERIOD = 1.0
+
+#: How the line telling folded notices names each kind, for one and for
+#: more.
+_FOLDED_KINDS = (
+    ("joined", "joined", "joined"),
+    ("left", "left", "left"),
+    ("renamed", "changed name", "changed names"),
+)
 
 #: Characters of a member's C{/quit} message its room is shown (as IRC's
 #: QUITLEN).
@@ -210,9 +234,16 @@ class Room:
     @ivar historyBytes: the bytes the history may hold.
     @ivar budget: the bytes of lines it may still be sent now (L{None}: no
         limit).
+    @ivar notices: the join, leave and new-name notices it may still be
+        sent one by one now (L{None}: no limit).
+    @ivar folded: the notices counted instead of sent, by kind, until the
+        line telling them (L{None}: none are being counted).
     """
 
     budget: Optional[TokenBucket] = None
+    notices: Optional[TokenBucket] = None
+    folded: Optional[Dict[str, int]] = None
+    _foldCall: Optional[IDelayedCall] = None
 
     def __init__(self, name: str, historySize: int, historyBytes: int = HISTORY_BYTES) -> None:
         self.name = name
@@ -273,9 +304,11 @@ class ChatHub:
         historyBytes: int = HISTORY_BYTES,
         privateRate: float = PRIVATE_RATE,
         roomRate: float = ROOM_RATE,
+        noticeRate: float = NOTICE_RATE,
         maxRooms: int = 1000,
         stats: Optional[ServiceStats] = None,
-        clock: Callable[[], float] = time.time,
+        clock: Optional[Callable[[], float]] = None,
+        reactor: Optional[IReactorTime] = None,
     ) -> None:
         """
         @param historySize: lines replayed to a member joining a room (0:
@@ -287,9 +320,16 @@ class ChatHub:
         @param roomRate: bytes a second of lines one room may be sent,
             from all its members together (0: no limit): past it, what
             they say is refused; notices go out, and come out of it.
+        @param noticeRate: join, leave and new-name notices a second one
+            room is sent one by one, in bursts of L{_NOTICE_BURST} (0: no
+            limit): past it, they are counted and told in one line a
+            second.
         @param maxRooms: rooms that may exist at once.
         @param stats: counters (lines in and out, users, rooms).
-        @param clock: the time for lines' C{when}.
+        @param clock: the time for lines' C{when} (by default
+            C{reactor}'s, or the system's).
+        @param reactor: what schedules the line telling folded notices
+            (by default the global reactor).
         """
         if historySize > MAX_HISTORY:
             raise ValueError(f"a room's history holds at most {MAX_HISTORY} lines")
@@ -297,9 +337,14 @@ class ChatHub:
         self.historyBytes = historyBytes
         self.privateRate = privateRate
         self.roomRate = roomRate
+        self.noticeRate = noticeRate
         self.maxRooms = maxRooms
         self.stats = stats if stats is not None else ServiceStats("chat")
+        if clock is None:
+            clock = reactor.seconds if reactor is not None else time.time
         self.clock = clock
+        self._reactor = reactor
+        self._folding = True
         self.members: Dict[str, object] = {}
         self.rooms: Dict[str, Room] = {}
         self._inboxes: Dict[object, TokenBucket] = {}
@@ -380,7 +425,7 @@ class ChatHub:
         if room is not None:
             del room.members[old.casefold()]
             room.members[key] = member
-            self._notice(room, f"{old} is now known as {new}")
+            self._notice(room, f"{old} is now known as {new}", "renamed")
 
     def leave(self, member: object, reason: str = "", words: str = "", quietly: bool = False) -> None:
         """
@@ -564,12 +609,15 @@ class ChatHub:
         if self.roomRate > 0:
             rate = self.roomRate
             room.budget = TokenBucket(rate, rate * _ROOM_BURST, _Clock(self.clock))
+        if self.noticeRate > 0:
+            rate = self.noticeRate
+            room.notices = TokenBucket(rate, max(rate, _NOTICE_BURST), _Clock(self.clock))
         self._gauges()
         return room
 
     def _enter(self, member: object, room: Room) -> None:
         name: str = member.name  # type: ignore[attr-defined]
-        self._notice(room, f"*** {name} joined {room.name}", prefixed=True)
+        self._notice(room, f"*** {name} joined {room.name}", "joined", prefixed=True)
         room.members[name.casefold()] = member
         member.room = room  # type: ignore[attr-defined]
         count = len(room.members)
@@ -588,13 +636,87 @@ class ChatHub:
         del room.members[member.name.casefold()]  # type: ignore[attr-defined]
         member.room = None  # type: ignore[attr-defined]
         if text is not None:
-            self._notice(room, text, prefixed=True)
+            self._notice(room, text, "left", prefixed=True)
         if not room.members and room.name.casefold() != LOBBY:
             del self.rooms[room.name.casefold()]
+            if room._foldCall is not None:
+                room._foldCall.cancel()  # nobody is left to tell
+                room._foldCall = room.folded = None
             self._gauges()
 
-    def _notice(self, room: Room, text: str, prefixed: bool = False) -> None:
-        line = self._line(room, text if prefixed else f"*** {text}")
+    def _notice(self, room: Room, text: str, kind: str, prefixed: bool = False) -> None:
+        """
+        Tell C{room} C{text}, a notice of C{kind} (C{"joined"}, C{"left"} or
+        C{"renamed"}), or count it in the room's next line of folded
+        notices when the room has been sent more than C{noticeRate} lately.
+        """
+        if self._fold(room, kind):
+            return
+        self._sendNotice(room, self._line(room, text if prefixed else f"*** {text}"))
+
+    def _fold(self, room: Room, kind: str) -> bool:
+        """
+        Count a notice of C{kind} to C{room} instead of sending it, if the
+        room's notice rate is spent or notices are being counted already
+        (those sent one by one come before the line that tells the
+        others).  Returns whether it was counted.
+        """
+        folded = room.folded
+        if folded is None:
+            bucket = room.notices
+            if bucket is None or not self._folding or bucket.take(1.0):
+                return False
+            folded = room.folded = {}
+            room._foldCall = self._scheduler().callLater(_FOLD_PERIOD, self._tellFolded, room)
+        folded[kind] = folded.get(kind, 0) + 1
+        self.stats.count("notices_folded")
+        return True
+
+    def _tellFolded(self, room: Room) -> None:
+        """
+        Tell C{room} the notices counted instead of sent, in one line.
+        """
+        folded = room.folded or {}
+        room.folded = room._foldCall = None
+        parts = []
+        for kind, one, more in _FOLDED_KINDS:
+            count = folded.get(kind, 0)
+            if count:
+                parts.append(f"{count} {one if count == 1 else more}")
+        if parts:
+            text = f"*** {room.name}, last second: {', '.join(parts)} (too many to name; /who lists who is here)"
+            self._sendNotice(room, self._line(room, text))
+
+    def _scheduler(self) -> IReactorTime:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor  # type: ignore[assignment]
+        return self._reactor  # type: ignore[return-value]
+
+    def stopFolding(self) -> None:
+        """
+        Tell every room the notices being counted now, and send notices one
+        by one from now on until L{startFolding}: the service is stopping,
+        and nothing may be left scheduled.
+        """
+        self._folding = False
+        for room in list(self.rooms.values()):
+            call = room._foldCall
+            if call is not None and call.active():
+                call.cancel()
+                self._tellFolded(room)
+
+    def startFolding(self) -> None:
+        """
+        Count notices past C{noticeRate} again (see L{stopFolding}).
+        """
+        self._folding = True
+
+    def _sendNotice(self, room: Room, line: Line) -> None:
+        """
+        Send C{room} the notice C{line}, taking it from the room's budget.
+        """
         budget = room.budget
         if budget is not None:
             # Sent whatever the budget: what members say waits for it, at

@@ -41,7 +41,7 @@ from netsuite.echo import (
 from netsuite.files import claimLocksForThisProcess, lockForThisProcess, readSmallFile
 from netsuite.listen import ConnectionBudget, ListenError, parseDatagramEndpoint, parseStreamEndpoint
 from netsuite.resolving import installResolver
-from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, PRIVATE_RATE, ROOM_RATE
+from netsuite.rooms import HISTORY_BYTES, MAX_HISTORY, NOTICE_RATE, PRIVATE_RATE, ROOM_RATE
 from netsuite.stats import StatsRegistry
 from netsuite.text import shortened
 from netsuite.status import ListenerInfo
@@ -248,6 +248,9 @@ SETTINGS: List[Setting] = [
     Setting("chat-room-rate", "count", ROOM_RATE,
             "Chat: bytes a second of lines one room may be sent, by its members together "
             "(bursts of 4 s; 0: no limit)."),
+    Setting("chat-notice-rate", "limit", NOTICE_RATE,
+            "Chat: join, leave and new-name notices a second one room is sent one by one, in bursts of 20; "
+            "past it, they are told in one line a second (0: no limit)."),
     Setting("chat-max-output", "count", 262144,
             "Chat: bytes waiting for one client before it is disconnected as not reading."),
     Setting("chat-name-timeout", "seconds", 30.0, "Chat: seconds a client may take to give its name (0: forever)."),
@@ -1221,6 +1224,7 @@ def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
                 historyBytes=config["chat-history-bytes"],
                 privateRate=config["chat-private-rate"],
                 roomRate=config["chat-room-rate"],
+                noticeRate=config["chat-notice-rate"],
                 hostRate=config["chat-host-rate"],
                 maxLine=max(config["chat-max-line"], 1),
                 rate=config["chat-rate"],

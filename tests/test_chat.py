@@ -23,7 +23,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _FREE_EMPTY_LINES, _HARD_OUTPUT, _HELP, _HOSTILE_GRACE, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
-from netsuite.rooms import HISTORY_BYTES, LOBBY, ChatError, ChatHub, IMember, Line, cleanText
+from netsuite.rooms import _FOLD_PERIOD, _NOTICE_BURST, HISTORY_BYTES, LOBBY, ChatError, ChatHub, IMember, Line, cleanText
 from netsuite.stats import ServiceStats
 
 _ports = itertools.count(40000)
@@ -1273,7 +1273,8 @@ class RoomBudgetTests(ChatTestCase):
 
     def setUp(self) -> None:
         ChatTestCase.setUp(self)
-        self.makeFactory(roomRate=1000.0, rate=0)
+        # (Notices told one by one, however many: see NoticeFoldingTests.)
+        self.makeFactory(roomRate=1000.0, rate=0, noticeRate=0)
 
     def refill(self) -> None:
         """
@@ -1431,6 +1432,171 @@ class RoomBudgetTests(ChatTestCase):
         self.assertLessEqual(len(said) * 4010, 4 * 64 * 1024 + 4010)
 
 
+class NoticeFoldingTests(ChatTestCase):
+    """
+    A room is sent at most L{netsuite.rooms.NOTICE_RATE} join, leave and
+    new-name notices a second one by one (in bursts of 20): past that,
+    they are counted, and told in one line a second.  Clients of 30
+    addresses joining and leaving in a loop, each within its address's
+    limit, made 6,354 joins in 15 s, and sent the 200 members of the lobby
+    84 MB of notices.
+    """
+
+    FOLDED = "*** lobby, last second: {} (too many to name; /who lists who is here)"
+
+    def setUp(self) -> None:
+        ChatTestCase.setUp(self)
+        self.bob = self.named("bob")
+        self.clock.advance(60)  # the notice budget refills
+        self.hosts = itertools.count(1)
+
+    def arrive(self, name: str) -> ChatClient:
+        """
+        A new client named C{name}, of an address of its own; nobody's
+        output is read.
+        """
+        client = self.connect(f"10.2.{next(self.hosts)}.1")
+        client.send(name)
+        return client
+
+    def foldCalls(self) -> List[Any]:
+        """
+        The calls scheduled to tell folded notices.
+        """
+        tell = self.factory.hub._tellFolded
+        return [call for call in self.clock.getDelayedCalls() if call.func == tell]
+
+    def folded(self, lines: List[str]) -> Dict[str, int]:
+        """
+        The notices C{lines} tell: those told one by one and those counted
+        in lines of folded notices, by kind.
+        """
+        told = {"joined": 0, "left": 0, "renamed": 0}
+        for line in lines:
+            if line.startswith("*** lobby, last second: "):
+                for part in line.split(": ", 1)[1].split(" (")[0].split(", "):
+                    count, kind = part.split(" ", 1)
+                    told[{"changed name": "renamed", "changed names": "renamed"}.get(kind, kind)] += int(count)
+            elif line.endswith(" joined lobby"):
+                told["joined"] += 1
+            elif " left" in line:
+                told["left"] += 1
+            elif " is now known as " in line:
+                told["renamed"] += 1
+            else:
+                raise AssertionError(f"not a notice: {line!r}")
+        return told
+
+    def test_noticesPastTheBurstToldInOneLine(self) -> None:
+        """
+        The first 20 notices are told one by one; those past them, of each
+        kind, are counted and told in one line a second later; once the
+        budget refills, notices are told one by one again.
+        """
+        bob = self.bob
+        arrivals = [self.arrive(f"n{n}") for n in range(int(_NOTICE_BURST))]
+        self.assertEqual(bob.received(), [f"*** n{n} joined lobby" for n in range(20)])
+        late = [self.arrive(f"late{n}") for n in range(5)]
+        for client in arrivals[:3]:
+            client.send("/quit")
+        late[0].send("/nick later0")
+        self.assertEqual(bob.received(), [])
+        self.clock.advance(_FOLD_PERIOD)
+        self.assertEqual(bob.received(), [self.FOLDED.format("5 joined, 3 left, 1 changed name")])
+        self.assertEqual(self.factory.stats.counters["notices_folded"], 9)
+        self.clock.advance(1 / self.factory.settings.noticeRate)
+        late[1].send("/nick later1")
+        self.assertEqual(bob.received(), ["*** late1 is now known as later1"])
+        self.assertEqual(self.foldCalls(), [])
+
+    def test_pluralsOfEachKind(self) -> None:
+        """
+        Each kind is named as its count wants; a kind nobody did is left
+        out.
+        """
+        bob = self.bob
+        clients = [self.arrive(f"n{n}") for n in range(int(_NOTICE_BURST) + 1)]
+        clients[0].send("/nick m0")
+        clients[1].send("/nick m1")
+        bob.received()
+        self.clock.advance(_FOLD_PERIOD)
+        self.assertEqual(bob.received(), [self.FOLDED.format("1 joined, 2 changed names")])
+        self.assertEqual(self.foldCalls(), [])
+
+    def test_joinAndLeaveLoopsFromManyAddresses(self) -> None:
+        """
+        30 addresses joining and quitting 10 times a second each, for 15
+        s: the lobby's members are sent about 3 notices a second, and
+        every join and leave is told, one by one or counted.
+        """
+        bob = self.bob
+        lines = []
+        for second in range(15):
+            for host in range(30):
+                for n in range(10):
+                    client = self.connect(f"10.3.{host}.1")
+                    client.send(f"h{host}x{n}")
+                    client.send("/quit")
+                    client.disconnect()
+            lines += bob.received()
+            self.clock.advance(1.0)
+        lines += bob.received()
+        self.assertLessEqual(len(lines), _NOTICE_BURST + 15 * 3 + 1)
+        self.assertEqual(self.folded(lines), {"joined": 4500, "left": 4500, "renamed": 0})
+        self.assertEqual(self.foldCalls(), [])
+
+    def test_roomEmptiedWhileCounting(self) -> None:
+        """
+        A room whose last member leaves while its notices are counted is
+        gone, nothing is left scheduled for it, and a room made again of
+        that name starts afresh.
+        """
+        clients = [self.arrive(f"n{n}") for n in range(int(_NOTICE_BURST) + 3)]
+        for client in clients:
+            client.send("/join dev")
+        self.assertIsNotNone(self.factory.hub.rooms["dev"].folded)
+        for client in clients:
+            client.send("/quit")
+        self.assertNotIn("dev", self.factory.hub.rooms)
+        self.clock.advance(_FOLD_PERIOD)  # (the lobby's told)
+        self.assertEqual(self.foldCalls(), [])
+        self.bob.received()
+        self.bob.send("/join dev")
+        self.assertIsNone(self.factory.hub.rooms["dev"].folded)
+        self.assertEqual(self.factory.hub.rooms["dev"].notices.delay(_NOTICE_BURST - 1), 0)  # (bob's join took one)
+
+    def test_stopTellsWhatIsCounted(self) -> None:
+        """
+        When the factory stops (its last listener stopped), the notices
+        being counted are told at once and nothing stays scheduled; until
+        it starts again, notices go one by one.
+        """
+        bob = self.bob
+        for n in range(int(_NOTICE_BURST) + 2):
+            self.arrive(f"n{n}")
+        bob.received()
+        self.factory.doStart()
+        self.factory.doStop()
+        self.assertEqual(bob.received(), [self.FOLDED.format("2 joined")])
+        self.assertEqual(self.foldCalls(), [])
+        self.arrive("after")
+        self.assertEqual(bob.received(), ["*** after joined lobby"])
+        self.factory.doStart()
+        self.arrive("again")
+        self.assertEqual(bob.received(), [])
+        self.assertEqual(len(self.foldCalls()), 1)
+        self.clock.advance(_FOLD_PERIOD)
+        self.assertEqual(bob.received(), [self.FOLDED.format("1 joined")])
+
+    def test_noticeRateZeroIsNoLimit(self) -> None:
+        self.makeFactory(noticeRate=0)
+        bob = self.named("bob")
+        for n in range(50):
+            self.arrive(f"n{n}")
+        self.assertEqual(bob.received(), [f"*** n{n} joined lobby" for n in range(50)])
+        self.assertEqual(self.foldCalls(), [])
+
+
 class OwnAnswersTests(ChatTestCase):
     """
     While more than C{maxOutput} bytes wait for a client whose transport
@@ -1530,6 +1696,7 @@ class LongAnswerTests(ChatTestCase):
             hub.register(member, f"m{n:04}")
             hub.join(member, f"room{n:04}")
             hub.setTopic(member, self.TOPIC)
+        self.clock.advance(_FOLD_PERIOD)  # the lobby is told of them
         return [f"***   room{n:04} (1 member); topic: {self.TOPIC}" for n in range(count)]
 
     def reader(self, name: str = "alice") -> ChatClient:

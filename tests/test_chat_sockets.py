@@ -299,6 +299,41 @@ class ChatSocketTests(TestCase):
         await self.connect(port, "bob")
         self.assertIsNotNone(factory.hub.find("bob"))
 
+    async def test_joinsPastTheNoticeRateToldInOneLine(self) -> None:
+        """
+        40 clients of two addresses join at once, then quit: the lobby's
+        member is told of the first ones one by one and of the others in
+        lines of folded notices, and every join and leave is counted once.
+        """
+        port, factory = await self.startChat(historySize=0, maxClientsPerHost=0)
+        bob = await self.connect(port, "bob")
+        clients = await defer.gatherResults([
+            defer.ensureDeferred(self.connect(
+                port, f"n{n}", TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(f"127.0.0.{2 + n % 2}", 0))
+            ))
+            for n in range(40)
+        ])
+
+        def told() -> dict[str, int]:
+            counts = {"joined": 0, "left": 0}
+            for line in bob.lines:
+                if line.startswith("*** lobby, last second: "):
+                    for part in line.split(": ", 1)[1].split(" (")[0].split(", "):
+                        count, kind = part.split(" ", 1)
+                        counts[kind] += int(count)
+                elif line.startswith("*** n"):
+                    counts["joined" if line.endswith(" joined lobby") else "left"] += 1
+            return counts
+
+        await waitUntil(lambda: told()["joined"] == 40)
+        for client in clients:
+            client.say("/quit")
+        await waitUntil(lambda: told() == {"joined": 40, "left": 40})
+        folded = [line for line in bob.lines if line.startswith("*** lobby, last second: ")]
+        self.assertTrue(folded)
+        self.assertLessEqual(len(bob.lines), 2 * 20 + 2 * len(folded) + 10)
+        self.assertGreaterEqual(factory.stats.counters["notices_folded"], 40)
+
     async def test_halfCloseStillGetsEverything(self) -> None:
         """
         A client that sends many commands, shuts down its sending side

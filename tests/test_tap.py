@@ -277,6 +277,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual((chat.settings.roomRate, chat.hub.rooms["lobby"].budget.rate), (1000, 1000))
         chat = makeService(parse("--chat-room-rate", "0", "--no-downloads"), MemoryReactor()).chat
         self.assertIsNone(chat.hub.rooms["lobby"].budget)
+        self.assertEqual((root.chat.hub.noticeRate, root.chat.hub.rooms["lobby"].notices.burst), (2.0, 20.0))
+        chat = makeService(parse("--chat-notice-rate", "0.5", "--no-downloads"), MemoryReactor()).chat
+        self.assertEqual((chat.settings.noticeRate, chat.hub.rooms["lobby"].notices.rate), (0.5, 0.5))
+        chat = makeService(parse("--chat-notice-rate", "0", "--no-downloads"), MemoryReactor()).chat
+        self.assertIsNone(chat.hub.rooms["lobby"].notices)
         self.assertEqual(parse("--chat-history", "1e3")["chat-history"], 1000)
         self.assertEqual(parse("--chat-history", "20.0")["chat-history"], 20)
         # Other counts: up to 2**53, exactly.
