@@ -2496,13 +2496,17 @@ class SaveTests(SynchronousTestCase):
 
     def test_nextOfTheJobListTakenWithinIds(self) -> None:
         """
-        A job list's C{"next"} is taken when it is a whole number below
-        2**53 (ids stay numbers JavaScript clients read exactly); any other
-        is ignored, and starts no traceback.
+        A job list's C{"next"} is taken when it is a whole number of at
+        most 15 digits (ids stay numbers JavaScript clients read exactly,
+        and ids an unreadable list shows are found again: a "next" of 16
+        digits gave ids the list's scan did not find); any other is
+        ignored, and starts no traceback.
         """
         for following, expected in [
             (12, "12"),
-            (2**53 - 1, str(2**53 - 1)),
+            (10**15 - 1, str(10**15 - 1)),
+            (10**15, "1"),
+            (2**53 - 1, "1"),
             (2**53, "1"),
             (2**64, "1"),
             (5.5, "1"),

@@ -112,8 +112,10 @@ MAX_JOBS_VALUES = 128 * (MAX_PENDING + MAX_FINISHED)
 #: rest are counted in one.
 MAX_SKIP_WARNINGS = 20
 
-#: The longest job id whose number counts for the next id (ids stay below
-#: 2**53, which JavaScript clients read exactly).
+#: The longest job id whose number counts for the next id, and the digits
+#: of the highest C{"next"} a job list may give (ids stay below 2**53,
+#: which JavaScript clients read exactly, and an unreadable list's ids are
+#: found again: see L{_nextIdIn}).
 _MAX_ID_DIGITS = 15
 
 #: How long the job list waits after a write before the next, as a share
@@ -626,7 +628,7 @@ class DownloadService(Service):
             )
             return
         following = data.get("next")
-        if type(following) is int and 0 < following < 2**53:
+        if type(following) is int and 0 < following < 10**_MAX_ID_DIGITS:
             self._next = max(self._next, following)
         skipped = pending = 0
         for number, entry in enumerate(jobs, 1):
