@@ -13,7 +13,7 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, Optional, Tuple, TypeVar, Union
 
 from twisted.logger import Logger
 
@@ -209,6 +209,53 @@ def warnIfOpenToOthers(path: Union[str, Path], secret: str, log: Logger) -> None
                 mode=stat.S_IMODE(mode),
                 secret=secret,
             )
+
+
+_Secret = TypeVar("_Secret")
+
+
+def loadOrCreateSecret(
+    path: Union[str, Path],
+    *,
+    parse: Callable[[bytes], Optional[_Secret]],
+    create: Callable[[], Tuple[_Secret, bytes]],
+    what: str,
+    form: str,
+    secret: str,
+    log: Logger,
+    makeDirectory: bool = False,
+) -> Tuple[_Secret, bool]:
+    """
+    The secret kept in the file C{path}, or a new one written there,
+    readable by its owner only, when there is no such file.  A file others
+    may read or write is used, with a warning (see L{warnIfOpenToOthers}).
+
+    @param parse: the secret a file's bytes hold, or L{None} when they hold
+        no usable one.
+    @param create: a new secret, and the bytes to keep it in.
+    @param what: what the errors call the secret ("key"), and C{form} what
+        a usable one looks like ("64 hexadecimal digits").
+    @param secret: what the warning calls it ("the proxy's decoy key").
+    @param makeDirectory: make C{path}'s directory first, when it is missing.
+    @return: the secret, and whether it was created.
+    @raise ValueError: the file holds no usable secret (said in a sentence).
+    @raise OSError: the file cannot be read, or made.
+    """
+    try:
+        data = readSmallFile(path, 4096)
+    except FileNotFoundError:
+        value, content = create()
+        if makeDirectory:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writeAtomically(path, content, 0o600)
+        return value, True
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}; delete it and a new {what} is made") from None
+    value = parse(data)
+    if value is None:
+        raise ValueError(f"{path} holds no usable {what} ({form}); delete it and a new one is made")
+    warnIfOpenToOthers(path, secret, log)
+    return value, False
 
 
 #: The lock files this process holds, by path, open for its lifetime.

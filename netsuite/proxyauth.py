@@ -54,7 +54,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netsuite.files import readSmallFile, waitForLock, warnIfOpenToOthers, writeAtomically
+from netsuite.files import loadOrCreateSecret, readSmallFile, waitForLock, writeAtomically
 from netsuite.limits import BucketTable, TokenBucket, hostKey
 
 __all__ = [
@@ -214,22 +214,34 @@ def loadOrCreateDecoyKey(path: str) -> bytes:
     @raise ValueError: the file holds no usable key (said in a sentence).
     @raise OSError: the file cannot be read, or made.
     """
-    try:
-        data = readSmallFile(path, 4096)
-    except FileNotFoundError:
-        key = os.urandom(32)
-        writeAtomically(path, key.hex().encode("ascii") + b"\n", 0o600)
-        return key
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}; delete it and a new key is made") from None
+    return loadOrCreateSecret(
+        path,
+        parse=_parseDecoyKey,
+        create=_newDecoyKey,
+        what="key",
+        form="64 hexadecimal digits",
+        secret="the proxy's decoy key",
+        log=_log,
+    )[0]
+
+
+def _newDecoyKey() -> Tuple[bytes, bytes]:
+    """
+    A new decoy key, and the line that keeps it.
+    """
+    key = os.urandom(32)
+    return key, key.hex().encode("ascii") + b"\n"
+
+
+def _parseDecoyKey(data: bytes) -> Optional[bytes]:
+    """
+    The decoy key a key file's bytes hold, or L{None}.
+    """
     try:
         key = bytes.fromhex(data.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ValueError(f"{path} holds no usable key (64 hexadecimal digits); delete it and a new one is made")
-    warnIfOpenToOthers(path, "the proxy's decoy key", _log)
-    return key
+        return None
+    return key if len(key) == 32 else None
 
 
 def _checkCost(n: int, r: int, p: int) -> None:

@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
-from netsuite.files import OtherUsersFile, readSmallFile, warnIfOpenToOthers, writeAtomically
+from netsuite.files import OtherUsersFile, loadOrCreateSecret, readSmallFile, writeAtomically
 from netsuite.web.api import (
     Answer,
     APIError,
@@ -1031,27 +1031,35 @@ def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
     @raise ValueError: the file holds no usable token (said in a sentence).
     @raise OSError: the file cannot be read, or created.
     """
-    path = Path(path)
-    try:
-        data = readSmallFile(path, 4096)
-    except FileNotFoundError:
-        token = secrets.token_urlsafe(24)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writeAtomically(path, (token + "\n").encode("ascii"), 0o600)
-        return token, True
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}; delete it and a new API token is made") from None
+    return loadOrCreateSecret(
+        Path(path),
+        parse=_parseToken,
+        create=_newToken,
+        what="API token",
+        form="at least 16 printable characters without spaces",
+        secret="the API token",
+        log=log,
+        makeDirectory=True,
+    )
+
+
+def _newToken() -> tuple[str, bytes]:
+    """
+    A new API token, and the line that keeps it.
+    """
+    token = secrets.token_urlsafe(24)
+    return token, (token + "\n").encode("ascii")
+
+
+def _parseToken(data: bytes) -> Optional[str]:
+    """
+    The API token a token file's bytes hold, or L{None}.
+    """
     try:
         token = data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        token = ""
-    if not usableToken(token):
-        raise ValueError(
-            f"{path} holds no usable API token (at least 16 printable characters without spaces); "
-            "delete it and a new one is made"
-        )
-    warnIfOpenToOthers(path, "the API token", log)
-    return token, False
+        return None
+    return token if usableToken(token) else None
 
 
 #: How much of the start and of the end of a job list that cannot be read
