@@ -182,6 +182,15 @@ class BucketTable(Generic[K]):
         return bucket.take(amount)
 
 
+def cancelIfActive(call: Optional[IDelayedCall]) -> None:
+    """
+    Cancel C{call} unless it is L{None}, has run or was cancelled already
+    (where C{cancel} would raise).
+    """
+    if call is not None and call.active():
+        call.cancel()
+
+
 class IdleTimeout:
     """
     Calls C{onTimeout} once nothing has called L{touch} for C{timeout}
@@ -219,8 +228,7 @@ class IdleTimeout:
         """
         Stop watching; L{onTimeout} will not be called.
         """
-        if self._call is not None and self._call.active():
-            self._call.cancel()
+        cancelIfActive(self._call)
         self._call = None
 
     def _check(self) -> None:
@@ -337,9 +345,8 @@ class ClosingWatch:
         """
         The connection ended: stop watching.
         """
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelIfActive(self._call)
+        self._call = None
 
     def _look(self) -> None:
         self._call = None

@@ -51,7 +51,7 @@ from zope.interface import implementer
 
 from netsuite.accesslog import LogKeptThroughGrace, openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
-from netsuite.limits import ClosingWatch, IdleTimeout, decimal, hostKey, peerReset, unsentBytes
+from netsuite.limits import ClosingWatch, IdleTimeout, cancelIfActive, decimal, hostKey, peerReset, unsentBytes
 from netsuite.listen import ConnectionBudget, FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -423,8 +423,7 @@ class LookupTurns:
             nonlocal given
             if not given:
                 given = True
-                if timer is not None and timer.active():
-                    timer.cancel()
+                cancelIfActive(timer)
                 self._ended(key)
             return result
 
@@ -1025,8 +1024,7 @@ class UpstreamConnection(Protocol):
         state, request = self._state, self.request
         self._state = "closed"
         self.request = None
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        cancelIfActive(self._timer)
         self._timer = None
         if self._closing is not None:
             self._closing.cancel()
@@ -1651,9 +1649,8 @@ class ProxyRequest(http.Request):
             self._attempts[attempt] = connector
 
     def _cancelNextAttempt(self) -> None:
-        later, self._nextAttempt = self._nextAttempt, None
-        if later is not None and later.active():
-            later.cancel()
+        cancelIfActive(self._nextAttempt)
+        self._nextAttempt = None
 
     def _stopConnecting(self) -> None:
         """
@@ -1741,9 +1738,8 @@ class ProxyRequest(http.Request):
             self.fail(504, f"timed out connecting to {self._describeTarget()} ({seconds:g} seconds)")
 
     def _cancelTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancelIfActive(self._timer)
+        self._timer = None
 
     def _describeTarget(self) -> str:
         host, port = self._target[0], self._target[1]
@@ -1843,9 +1839,8 @@ class ProxyRequest(http.Request):
             self.channel.write(_CONTINUE)
 
     def _cancelContinue(self) -> None:
-        call, self._continueCall = self._continueCall, None
-        if call is not None and call.active():
-            call.cancel()
+        cancelIfActive(self._continueCall)
+        self._continueCall = None
 
     def _endBody(self) -> None:
         self.stopUpload()
@@ -2466,9 +2461,8 @@ class ProxyChannel(NetsuiteHTTPChannel):
     def connectionLost(self, reason: Failure) -> None:
         self._following = None
         self._stalledSince = None
-        for timer in (self._sendTimer, self._resetTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        cancelIfActive(self._sendTimer)
+        cancelIfActive(self._resetTimer)
         self._sendTimer = self._resetTimer = None
         try:
             NetsuiteHTTPChannel.connectionLost(self, reason)

@@ -13,7 +13,16 @@ from twisted.internet import abstract
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from netsuite.limits import BucketTable, IdleTimeout, TokenBucket, decimal, heldBytes, hostKey, peerReset
+from netsuite.limits import (
+    BucketTable,
+    IdleTimeout,
+    TokenBucket,
+    cancelIfActive,
+    decimal,
+    heldBytes,
+    hostKey,
+    peerReset,
+)
 from netsuite.stats import StatsRegistry
 
 
@@ -181,6 +190,34 @@ class BucketTableTests(SynchronousTestCase):
         self.assertEqual(len(table), 3)
         self.assertFalse(table.take(0))  # still remembered, still empty
         self.assertTrue(table.take(1))  # forgotten, so full again
+
+
+class CancelIfActiveTests(SynchronousTestCase):
+    """
+    L{cancelIfActive} cancels a call still to come, and passes over one
+    that is L{None}, has run or was cancelled (which C{cancel} refuses).
+    """
+
+    def test_pendingCallCancelled(self) -> None:
+        clock = Clock()
+        ran = []
+        call = clock.callLater(1, ran.append, 1)
+        cancelIfActive(call)
+        self.assertFalse(call.active())
+        clock.advance(2)
+        self.assertEqual(ran, [])
+
+    def test_noCallRunOrCancelledPassedOver(self) -> None:
+        clock = Clock()
+        ran = []
+        done = clock.callLater(1, ran.append, 1)
+        clock.advance(1)
+        cancelled = clock.callLater(1, ran.append, 2)
+        cancelled.cancel()
+        for call in (None, done, cancelled):
+            cancelIfActive(call)
+        clock.advance(2)
+        self.assertEqual(ran, [1])
 
 
 class IdleTimeoutTests(SynchronousTestCase):
