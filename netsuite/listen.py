@@ -625,6 +625,8 @@ class _TrackedProtocol(ProtocolWrapper):
         if self._linger is not None:
             self._linger.received()
             return
+        # Refused, the socket may still be read once: epoll and poll read
+        # it in the pass that another connection's input closed it in.
         if self._failed or self._refusal is not None:
             return
         try:

@@ -23,7 +23,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from netsuite.chat import makeChatService
@@ -1569,6 +1569,69 @@ class ClosingWithoutReadingTests(TestCase):
         self.GRACE = 30.0
         _, _, _, ended = await self.refused(False, [], halfClose=True)
         self.assertLess(ended, 5)
+
+
+class _Kicker(Protocol):
+    """
+    Notes what it receives; at C{KICK}, closes its factory's first
+    connection without reading on, as a service may close a client on
+    another's word.
+    """
+
+    factory: Any
+
+    def connectionMade(self) -> None:
+        self.received: List[bytes] = []
+        self.factory.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        if b"KICK" in data:
+            self.factory.connections[0].transport.closeWithoutReading(self.factory.grace)
+            self.factory.kicked = True
+
+
+class ClosedWithoutReadingByAnotherTests(TestCase):
+    """
+    A connection closed without reading on while the reactor handles
+    another's input may still be read once in that pass: the epoll and
+    poll reactors call C{doRead} for every socket their poll found
+    readable, even one that stopped reading since.  What is read then is
+    counted, and not given to its protocol.
+    """
+
+    async def test_readInTheSamePassNotGivenToTheProtocol(self) -> None:
+        if type(reactor).__name__ not in ("EPollReactor", "PollReactor"):
+            raise SkipTest("only the epoll and poll reactors read a socket that stopped reading")
+        factory = Factory.forProtocol(_Kicker)
+        factory.connections, factory.grace, factory.kicked = [], 0.2, False
+        service = StreamListener("kicker", "tcp:0:interface=127.0.0.1", factory, reactor=reactor)
+        port = await startListener(self, service)
+        clients = []
+        for count in (1, 2):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            self.addCleanup(clients[-1].close)
+            await waitUntil(lambda: len(factory.connections) == count)
+        victim, kicker = factory.connections
+        for protocol in (victim, kicker):
+            protocol.transport.pauseProducing()
+        clients[0].sendall(b"late")
+        clients[1].sendall(b"KICK")
+
+        def waiting(protocol: _Kicker) -> bool:
+            try:
+                return bool(protocol.transport.transport.socket.recv(8, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                return False
+
+        await waitUntil(lambda: waiting(victim) and waiting(kicker))
+        # Both readable in the same poll, the kicker's first.
+        kicker.transport.resumeProducing()
+        victim.transport.resumeProducing()
+        await waitUntil(lambda: factory.kicked)
+        await waitUntil(lambda: service.stats.bytesIn == 8)
+        self.assertEqual(kicker.received, [b"KICK"])
+        self.assertEqual(victim.received, [])
 
 
 def _client(port: int, cadata: str | None) -> socket.socket:
