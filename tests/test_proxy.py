@@ -877,6 +877,21 @@ class RequestForwardingTests(ProxyTestCase):
         self.assertTextError(client.response(), 200, "Max-Forwards is 0")
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_obsoleteLineFoldingRefused(self) -> None:
+        """
+        A request header continued on the next line (obsolete line
+        folding) is a 400 and goes nowhere: a folded Content-Length of
+        thousands of digits reached Twisted's int() (a traceback, and no
+        answer), and other folded headers were sent on joined.
+        """
+        proxy = self.proxy()
+        for folded in (b"Content-Length:\r\n " + b"9" * 4400, b"X-Long: a\r\n\tcontinued"):
+            client = proxy.client()
+            client.send(b"POST http://example.com/ HTTP/1.1\r\nHost: example.com\r\n" + folded + b"\r\n\r\n{}")
+            self.assertTextError(client.response(), 400, "obsolete line folding")
+        self.assertEqual(proxy.attempts, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
 
 # 3. What the client receives.
 

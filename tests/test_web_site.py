@@ -522,6 +522,31 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(statusLine(transport), b"HTTP/1.1 413 Request Entity Too Large")
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_obsoleteLineFoldingRefused(self) -> None:
+        """
+        A header line continued on the next (obsolete line folding) is a
+        400, as in nginx (RFC 9112, 5.2), and nothing after it is read:
+        Twisted joined it to the header above, so a folded Content-Length
+        of thousands of digits reached its int() (a traceback, and no
+        answer).
+        """
+        clock, site, connect = inMemory(api={b"probe": self.probe})  # lines of 5,000 bytes allowed
+        self.addCleanup(site.stopFactory)
+        for folded in (
+            b"Content-Length:\r\n " + b"0" * 5000 + b"2",
+            b"Content-Length:\r\n\t" + b"9" * 4400,
+            b"X-Long: a\r\n  continued",
+        ):
+            protocol, transport = connect()
+            protocol.dataReceived(b"POST /api/probe HTTP/1.1\r\nHost: x\r\n" + folded + b"\r\n\r\n{}")
+            protocol.dataReceived(b"GET /api/probe HTTP/1.1\r\nHost: x\r\n\r\n")
+            clock.advance(0)
+            self.assertEqual(statuses(transport), [b"400"], folded)
+            self.assertIn(b"obsolete line folding", transport.value())
+            self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.probe.requests, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_badHeaderLineThenMoreInput(self) -> None:
         """
         A malformed header line that is not the last one gets a 400, and
@@ -780,6 +805,17 @@ class RefusalTests(SynchronousTestCase):
             self.clock.advance(0)
             self.assertEqual(statuses(transport), [b"400"], head)
             self.assertIn(b"Host", transport.value())
+        self.assertEqual(self.probe.requests, [])
+        # The refusal closes the connection, as the others do (the next
+        # pipelined request was served).
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET /api/probe HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\nGET /api/probe HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"400"])
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
         self.assertEqual(self.probe.requests, [])
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /api/probe HTTP/1.0\r\n\r\n")

@@ -608,6 +608,13 @@ class NetsuiteHTTPChannel(HTTPChannel):
                 if self._headBytes > limits.maxHeaderBytes or self._headLines > limits.maxHeaders + 1:
                     self._refuse(431, "request header fields too large")
                     return
+                if line[0] in b" \t":
+                    # Obsolete line folding (RFC 9112, 5.2: 400, as nginx):
+                    # Twisted joined it to the header above, past the
+                    # checks of this method (a folded Content-Length of
+                    # 5,000 digits went unanswered, with a traceback).
+                    self._refuse(400, "obsolete line folding in the request head")
+                    return
                 if (
                     line[0] in b"Tt"
                     and line[:18].lower() == b"transfer-encoding:"
@@ -1096,6 +1103,10 @@ class NetsuiteRequest(Request):
         """
         self.site = self.channel.site
         body = _jsonErrorBody(status, message)
+        if isinstance(self.channel, NetsuiteHTTPChannel):
+            # A refusal closes the connection, as the channel's own do (and
+            # nginx after any 400): the next pipelined request went on.
+            self.channel.persistent = False
         self.setResponseCode(status)
         for name, value in (
             (b"Server", _serverVersion),
