@@ -1679,7 +1679,8 @@ class NonReadingClientTests(SynchronousTestCase):
         if not H2_ENABLED:
             raise SkipTest("Twisted cannot speak HTTP/2 here (the h2 package is missing)")
         self.big = Big(300 * 1024)
-        exchange = self.exchange = Exchange(Limits(), api={b"big": self.big})
+        self.accessLog = self.mktemp()
+        exchange = self.exchange = Exchange(Limits(), api={b"big": self.big}, accessLog=self.accessLog)
         self.addCleanup(exchange.site.stopFactory)
         exchange.acknowledge = False
         exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
@@ -1736,6 +1737,34 @@ class NonReadingClientTests(SynchronousTestCase):
         self.assertNotIn(held, exchange.answers)
         for streamID in self.streams[:-1]:
             self.assertTrue(exchange.answers[streamID]["ended"])
+
+    def loggedStatuses(self) -> list[str]:
+        """
+        The status of each line of the access log, once written.
+        """
+        self.exchange.clock.advance(1)  # the log is written once a second
+        with open(self.accessLog) as f:
+            return [line.split('"')[4].split()[0] for line in f.read().splitlines()]
+
+    def test_heldRequestsLoggedWhenResetOrLost(self) -> None:
+        """
+        A held request whose stream the client resets, and those held when
+        the connection is lost, are logged 499 and counted, once each, as
+        a request being answered is when its client goes away (they were
+        in no log).
+        """
+        exchange = self.exchange
+        rendered = self.big.rendered
+        exchange.client.reset_stream(self.streams[-1], h2.errors.ErrorCodes.CANCEL)
+        exchange.pump()
+        # Those answered were logged as they finished (their answers queued).
+        self.assertEqual(self.loggedStatuses(), ["200"] * rendered + ["499"])
+        exchange.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.big.rendered, rendered)
+        statuses = self.loggedStatuses()
+        self.assertEqual(sorted(statuses), ["200"] * rendered + ["499"] * (len(self.streams) - rendered))
+        self.assertEqual(exchange.site.stats.snapshot()["requests"], len(self.streams))
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class _Broken(Protocol):

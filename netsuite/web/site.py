@@ -2574,10 +2574,17 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             self._goAway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many streams reset")
 
     def _requestDone(self, streamID: int) -> None:
+        """
+        Forget stream C{streamID}, ended, reset or lost.  A request held
+        (L{_requestEnded}), never processed, is logged and counted 499,
+        as a client gone before its answer is: it was in no log.
+        """
         self._received.pop(streamID, None)
         self._bodySince.pop(streamID, None)
         self._parked.discard(streamID)
-        self._held.pop(streamID, None)
+        if streamID in self._held:
+            del self._held[streamID]
+            self._logRefusal(self.streams.get(streamID), _CLIENT_CLOSED, 0, [])
         queue = self._outboundStreamQueues.get(streamID)
         if queue:
             queue.clear()
@@ -2610,7 +2617,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             (it has no stream of Twisted's yet).
         """
         self.site.stats.countError(f"refused_{status}")
-        self._bodySince.pop(streamID, None)  # its refusal is its log line
+        # Its refusal is its log line.
+        self._bodySince.pop(streamID, None)
+        self._held.pop(streamID, None)
         # Taken now: a connection aborted for its buffered frames (below)
         # has forgotten its streams.
         stream = self.streams.get(streamID)
