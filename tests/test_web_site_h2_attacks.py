@@ -814,6 +814,152 @@ class ResetRaceTests(ExchangeTestCase):
         self.assertIsNone(exchange.goaway)
         self.assertFalse(exchange.transport.disconnecting)
 
+    def assertNextAnswered(self, exchange: Exchange, first: bytes) -> int:
+        """
+        Send C{first}, then the client's RST_STREAM of every stream it has
+        open and a request on a new stream, all in one read: nothing
+        raises, and the new request is answered.
+
+        @return: the new request's stream.
+        """
+        client = exchange.client
+        for streamID, stream in list(client.streams.items()):
+            if not stream.closed:
+                client.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        other = client.get_next_available_stream_id()
+        client.send_headers(other, request("GET", "/healthz"), end_stream=True)
+        exchange.send(first + client.data_to_send())
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(exchange.answers[other]["status"], b"200")
+        self.assertTrue(exchange.answers[other]["ended"])
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertEqual(exchange.protocol._channel.streams, {})
+        return other
+
+    def test_continueOnAStreamForgotten(self) -> None:
+        """
+        A request asking for C{100-continue}: its 100 is not sent on the
+        stream h2 forgot (h2 raised out of C{dataReceived}, and the
+        connection was lost).
+        """
+        exchange = self.exchange
+        client = exchange.client
+        client.send_headers(1, request("POST", "/api/echo", ("expect", "100-continue"), ("content-length", "10")))
+        first = client.data_to_send()
+        self.assertNextAnswered(exchange, first)
+        self.assertNotIn(1, exchange.answers)
+
+    def test_producerOfAStreamForgotten(self) -> None:
+        """
+        A WINDOW_UPDATE of the connection in the read that resets a stream
+        whose producer waits for its window, and opens another: the
+        producer is not resumed (h2 raised, out of C{dataReceived}, on the
+        window of the stream it forgot, and the connection was lost).
+        """
+        from tests.test_web_site import Hanging
+
+        hanging = Hanging()
+        exchange = self.exchange = Exchange(Limits(), api={b"hang": hanging})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+        exchange.pump()
+        streamID = exchange.get("/api/hang")
+        [hung] = hanging.requests
+        calls = []
+
+        class Producer:
+            def pauseProducing(self) -> None:
+                calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                calls.append("resume")
+
+            def stopProducing(self) -> None:
+                calls.append("stop")
+
+        hung.registerProducer(Producer(), True)
+        hung.write(b"x" * 100)
+        exchange.pump()
+        self.assertEqual((calls, len(exchange.answers[streamID]["body"])), (["pause"], 100))
+        exchange.client.increment_flow_control_window(1000)
+        self.assertNextAnswered(exchange, b"")
+        self.assertNotIn("resume", calls)
+
+    def test_answersOnStreamsForgotten(self) -> None:
+        """
+        A resource that answers other requests when one is lost (as a
+        long poll may): told of the first reset of a read that resets
+        them all and opens another stream, it writes on streams h2 has
+        forgotten.  Nothing is sent on them, and nothing raises (h2's
+        C{StreamIDTooLowError} for the head of an answer, its
+        C{StreamClosedError} for more of a body begun, raised into the
+        resource); each request is logged once, the new one answered.
+        """
+        from tests.test_web_site import Hanging
+
+        accessLog = self.mktemp()
+        hanging = Hanging()
+        exchange = self.exchange = Exchange(Limits(), api={b"hang": hanging}, accessLog=accessLog)
+        self.addCleanup(exchange.site.stopFactory)
+        for _ in range(3):
+            exchange.get("/api/hang")
+        first, begun, waiting = hanging.requests
+        begun.write(b"head")
+        exchange.pump()
+        raised = []
+
+        def answerTheOthers(reason: object) -> None:
+            try:
+                begun.write(b" and more")
+            except Exception as e:
+                raised.append(e)
+            try:
+                waiting.write(b"late")
+                waiting.finish()
+            except Exception as e:
+                raised.append(e)
+
+        first.notifyFinish().addErrback(answerTheOthers)
+        self.assertNextAnswered(exchange, b"")
+        self.assertEqual(raised, [])
+        self.assertEqual(exchange.answers[3]["body"], b"head")
+        self.assertNotIn(5, exchange.answers)
+        exchange.clock.advance(1)  # the log is written once a second
+        with open(accessLog) as f:
+            lines = f.read().splitlines()
+        statuses = [line.split('"')[4].split()[:2] for line in lines]
+        # The first and the one whose answer never began: 499; the one
+        # begun: the bytes of it sent.
+        self.assertEqual(sorted(statuses), [["200", "3"], ["200", "4"], ["499", "-"], ["499", "-"]])
+        self.assertEqual(exchange.site.stats.snapshot()["requests"], 4)
+
+    def test_refusedAfterTheClientsGoAwayOnAStreamForgotten(self) -> None:
+        """
+        After the client's GOAWAY, a request on a new stream that the same
+        read resets, before another: not reset again (h2 raised out of
+        C{dataReceived}, and the connection was lost); the next one is
+        refused as any after the GOAWAY.
+        """
+        from hyperframe.frame import GoAwayFrame
+
+        from tests.test_web_site import Hanging
+
+        exchange = self.exchange = Exchange(Limits(), api={b"hang": Hanging()})
+        self.addCleanup(exchange.site.stopFactory)
+        client = exchange.client
+        exchange.get("/api/hang")
+        # Past the client's h2, which would open no stream once it had sent it.
+        exchange.send(GoAwayFrame(0, last_stream_id=0, error_code=0).serialize())
+        client.send_headers(3, request("GET", "/healthz"), end_stream=True)
+        client.reset_stream(3, h2.errors.ErrorCodes.CANCEL)
+        client.send_headers(5, request("GET", "/healthz"), end_stream=True)
+        exchange.send(client.data_to_send())
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertNotIn(3, exchange.answers)
+        self.assertEqual(exchange.answers[5]["reset"], h2.errors.ErrorCodes.REFUSED_STREAM)
+        self.assertFalse(exchange.transport.disconnecting)
+
 
 class ConnectTests(ExchangeTestCase):
     """
@@ -1745,6 +1891,41 @@ class NonReadingClientTests(SynchronousTestCase):
         self.exchange.clock.advance(1)  # the log is written once a second
         with open(self.accessLog) as f:
             return [line.split('"')[4].split()[0] for line in f.read().splitlines()]
+
+    def test_heldStreamsResetWithTheNextRequest(self) -> None:
+        """
+        The client resets every stream and opens a new one, in one read:
+        h2 forgets the reset streams as it reads the new HEADERS, before
+        Twisted hears of the resets.  The first reset makes room, and the
+        held requests whose streams are gone are not processed: each is
+        logged once, 499, and the new request is answered.  They were
+        processed on the forgotten streams: a critical error (h2's
+        C{StreamIDTooLowError}), then h2's C{StreamClosedError} out of
+        C{dataReceived}, the connection dropped without a GOAWAY, and the
+        requests in no log.
+        """
+        exchange = self.exchange
+        rendered = self.big.rendered
+        self.assertGreater(len(self.streams) - rendered, 20)  # held
+        for streamID in self.streams:
+            exchange.client.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        newID = exchange.client.get_next_available_stream_id()
+        exchange.client.send_headers(newID, request("GET", "/api/big"), end_stream=True)
+        exchange.pump()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertFalse(exchange.transport.disconnecting)
+        self.assertEqual(self.big.rendered, rendered + 1)
+        self.assertEqual(exchange.answers[newID]["status"], b"200")
+        exchange.acknowledge = True
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
+        exchange.client.increment_flow_control_window(1 << 30)
+        exchange.pump()
+        self.assertEqual(len(exchange.answers[newID]["body"]), self.big.size)
+        self.assertEqual(exchange.protocol._channel.streams, {})
+        statuses = self.loggedStatuses()
+        self.assertEqual(sorted(statuses), ["200"] * (rendered + 1) + ["499"] * (len(self.streams) - rendered))
+        counted = {key: n for key, n in exchange.site.metrics._requests.items() if n}
+        self.assertEqual(counted, {("GET", "200"): rendered + 1, ("GET", "499"): len(self.streams) - rendered})
 
     def test_heldRequestsLoggedWhenResetOrLost(self) -> None:
         """

@@ -1085,12 +1085,14 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
     def test_shrunkFileResumedByAWindowUpdateOfAStreamResetWithIt(self) -> None:
         """
         A client sends a WINDOW_UPDATE and an RST_STREAM for a stream in
-        one packet while its file has shrunk: the window update resumes the
-        file, which finds it short and resets the stream, which h2 has
-        closed already (the client's reset was read).  The stream is
-        logged once, and the connection goes on: h2's C{StreamClosedError}
-        escaped through C{dataReceived}, a traceback, and the connection
-        was lost.
+        one packet while its file has shrunk.  The window update resumed
+        the file, which found it short and reset the stream, which h2 had
+        closed already (the client's reset was read): h2's
+        C{StreamClosedError} escaped through C{dataReceived}, a traceback,
+        and the connection was lost.  Now a stream h2 has closed has no
+        room (L{NetsuiteH2Connection.remainingOutboundWindow}), nothing
+        resumes its file, and the reset ends it: it is logged once, and
+        the connection goes on.
         """
         accessLog = self.mktemp()
         self.makePeer(accessLog=accessLog)
@@ -1130,3 +1132,107 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn('"GET /big.bin HTTP/2" 200 %d ' % (4 * H2_MIN_CHUNK_SIZE,), lines[0])
         self.assertEqual(peer.server.site.stats.snapshot()["requests"], 1)
+
+    def resetAllInOneRead(self, reset: List[int], then: bytes) -> None:
+        """
+        With the connection's files stalled and 4 requests waiting, the
+        client resets the streams C{reset} and sends C{then}, in one read.
+        """
+        peer = self.peer
+        for streamID in reset:
+            peer.client.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        peer.server.dataReceived(peer.client.data_to_send() + then)
+
+    def loggedStatuses(self, accessLog: str) -> List[Tuple[str, str]]:
+        """
+        The target and status of each line of the access log, once written.
+        """
+        self.clock.advance(1)  # the log is written once a second
+        with open(accessLog) as f:
+            return [(line.split('"')[3].split()[1], line.split('"')[4].split()[0]) for line in f.read().splitlines()]
+
+    def test_waitingRequestsResetWithTheNextRequest(self) -> None:
+        """
+        The client resets, in one read, every stream (8 being sent files,
+        4 waiting for one) and opens a new one: h2 forgets the reset
+        streams as it reads the new one's HEADERS, before Twisted hears of
+        the resets.  The first reset ends a file, and a waiting request
+        whose stream is gone does not start (nor open its file): each
+        waiting request is logged once, 499, and the new request is
+        answered.  They were
+        started on the forgotten stream (h2's C{StreamIDTooLowError}): a
+        critical error in the log each, logged and counted as 500.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        self.peer.server.factory = self.peer.server.site  # which logs the answers finished
+        with open(os.path.join(self.root, "small.txt"), "wb") as f:
+            f.write(b"small")
+        sent, waiting = self.stallFiles(4)
+        peer = self.peer
+        peer.client.send_headers(
+            25,
+            [(b":method", b"GET"), (b":path", b"/small.txt"), (b":scheme", b"https"), (b":authority", b"localhost")],
+            end_stream=True,
+        )
+        request = peer.client.data_to_send()
+        peer.events[25], peer.bodies[25] = [], b""
+        opened: List[Any] = []
+        realOpen = self.folder._open
+
+        def watchOpen(path: Any) -> Any:
+            opened.append(path)
+            return realOpen(path)
+
+        self.patch(self.folder, "_open", watchOpen)
+        self.resetAllInOneRead(sent + waiting, request)
+        self.assertEqual([path for path in opened if path.endswith(b"big.bin")], [])
+        peer.acknowledge = True
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.send()
+        self.assertIsInstance(peer.readUntilEnded(25), h2.events.StreamEnded)
+        self.assertEqual(peer.bodies[25], b"small")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual((self.folder._producers, self.folder._h2Waiting), (set(), {}))
+        self.assertEqual(peer.server.streams, {})
+        self.assertEqual(openFilesFor(self.big), 0)
+        logged = self.loggedStatuses(accessLog)
+        self.assertEqual(len(logged), 13, logged)
+        self.assertEqual(sorted(status for _, status in logged), ["200"] * 9 + ["499"] * 4)
+        self.assertIn(("/small.txt", "200"), logged)
+        counted = {key: n for key, n in peer.server.site.metrics._requests.items() if n}
+        self.assertEqual(counted, {("GET", "200"): 9, ("GET", "499"): 4})
+
+    def test_waitingRequestsResetWithTheClientsGoAway(self) -> None:
+        """
+        The same with the client's GOAWAY (C{NO_ERROR}) after resets of
+        two of the files and of the waiting requests (a browser closing a
+        tab): h2 forgets the reset streams as it counts those left open.
+        The waiting requests are logged 499, once each, and the files not
+        reset are sent to the end, the connection closing after them.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        self.peer.server.factory = self.peer.server.site  # which logs the answers finished
+        sent, waiting = self.stallFiles(4)
+        peer = self.peer
+        peer.events.setdefault(0, [])
+        goAway = GoAwayFrame(0, last_stream_id=0, error_code=0).serialize()
+        self.resetAllInOneRead(sent[:2] + waiting, goAway)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.folder._h2Waiting, {})
+        peer.acknowledge = True
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        for streamID in sent[2:]:
+            peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535, streamID)
+        peer.send()
+        for streamID in sent[2:]:
+            self.assertIsInstance(peer.readUntilEnded(streamID), h2.events.StreamEnded)
+            self.assertEqual(peer.bodies[streamID], patterned(BIG))
+        peer.read()
+        self.assertTrue(peer.transport.disconnecting)
+        self.assertEqual(openFilesFor(self.big), 0)
+        logged = self.loggedStatuses(accessLog)
+        self.assertEqual(len(logged), 12, logged)
+        self.assertEqual(sorted(status for _, status in logged), ["200"] * 8 + ["499"] * 4)
+        self.assertEqual(self.flushLoggedErrors(), [])

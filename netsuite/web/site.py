@@ -979,6 +979,9 @@ class NetsuiteRequest(Request):
     _bodyBytes = 0
     #: Whether the whole request, its body too, has been received.
     bodyComplete = False
+    #: Whether the head of its answer was never sent: its HTTP/2 stream
+    #: was gone (see L{NetsuiteH2Connection.writeHeaders}).
+    _headLost = False
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
         Request.__init__(self, channel, *args, **kwargs)
@@ -2264,11 +2267,41 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 # Taken now: a view would stop a bytearray from being resized.
                 data = bytes(data)
             data = memoryview(data)  # type: ignore[assignment]
+        if self._streamGone(streamID):
+            # Queued for the reset to come to drop (the request counts it
+            # as not sent); h2 raised on the window of a stream it forgot.
+            self._outboundStreamQueues[streamID].append(data)
+            return
         H2Connection.writeDataToStream(self, streamID, data)
         if not self._sendable(streamID):
             # Queued while the window is shut: Twisted leaves the stream
             # blocked, and must be told when the window opens.
             self._parked.add(streamID)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any, streamID: int) -> None:
+        """
+        Send the head of the answer on stream C{streamID}; nothing once
+        the stream is gone (L{_streamGone}), the request then logged 499
+        whether it finishes or is told of the reset to come.  h2 took a
+        stream it had forgotten for a new one and raised
+        C{StreamIDTooLowError}, where Twisted passes over only its
+        C{StreamClosedError}: a critical error, and the request answered,
+        logged and counted as a 500.
+        """
+        if not self._streamGone(streamID):
+            H2Connection.writeHeaders(self, version, code, reason, headers, streamID)
+            return
+        request = getattr(self.streams.get(streamID), "_request", None)  # Twisted's, private
+        if request is not None:
+            request._headLost = True
+
+    def _send100Continue(self, streamID: int) -> None:
+        if not self._streamGone(streamID):  # h2 raised, out of dataReceived
+            H2Connection._send100Continue(self, streamID)
+
+    def _respondToBadRequestAndDisconnect(self, streamID: int) -> None:
+        if not self._streamGone(streamID):  # its reset, to come, ends it
+            H2Connection._respondToBadRequestAndDisconnect(self, streamID)
 
     def _handleWindowUpdate(self, event: Any) -> None:
         if event.stream_id:
@@ -2327,23 +2360,38 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def remainingOutboundWindow(self, streamID: int) -> int:
         """
         Room left in stream C{streamID}'s flow-control window once what it
-        has queued is sent.
+        has queued is sent: none once the stream is gone (L{_streamGone}),
+        so that no producer is resumed for it (h2 raised on the window of
+        a stream it forgot, out of C{dataReceived}).
         """
+        if self._streamGone(streamID):
+            return 0
         queued: int = self._outboundStreamQueues[streamID].size
         return self.conn.local_flow_control_window(streamID) - queued  # type: ignore[no-any-return]
+
+    def _streamGone(self, streamID: int) -> bool:
+        """
+        Whether h2 has closed stream C{streamID}, or forgotten it, though
+        Twisted still has it: the client reset it in the input being read,
+        and Twisted hears of the reset next (h2 reads all of a read before
+        Twisted sees any of it, and forgets the closed streams as it counts
+        the open ones, for a new stream's HEADERS or a GOAWAY).  Nothing
+        may start or be sent on it: h2 raises C{StreamClosedError}, or,
+        taking a stream it forgot for a new one, C{StreamIDTooLowError}.
+        """
+        state = self.conn.streams.get(streamID)
+        return state is None or state.closed  # type: ignore[no-any-return]
 
     def _sendable(self, streamID: int) -> bool:
         """
         Whether the sending loop can send what stream C{streamID} has
         queued first: the end of the stream, or data with room in the
-        flow-control window; not if h2 has closed the stream (the client
-        reset it in the input being read: Twisted hears of it next).
+        flow-control window; not if the stream is gone (L{_streamGone}).
         """
         queue = self._outboundStreamQueues.get(streamID)
         if not queue:
             return True
-        state = self.conn.streams.get(streamID)
-        if state is None or state.closed:
+        if self._streamGone(streamID):
             return False
         return queue[0] is _END_STREAM_SENTINEL or self.conn.local_flow_control_window(streamID) > 0  # type: ignore[no-any-return]
 
@@ -2378,7 +2426,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             return
         if self._draining and event.stream_id > self._drainAbove:
             # After the GOAWAY: not processed, may be sent again.
-            self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            if not self._streamGone(event.stream_id):  # else reset by the client already
+                self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._requestAborted(event)  # counted as a reset: a flood ends
             return
         refusal, declared = self._checkHead(event.headers, event.stream_ended is not None)
@@ -2502,11 +2551,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._bodySince.pop(streamID, None)
         if streamID not in self.streams or self.transport.disconnecting or not self._stillProducing:
             return
-        state = self.conn.streams.get(streamID)
-        if state is None or state.closed:
-            # The client reset the stream in this same read (h2 may have
-            # forgotten it already, and would refuse its answer): Twisted
-            # hears of the reset next.
+        if self._streamGone(streamID):
+            # The client reset the stream in this same read: Twisted hears
+            # of the reset next.
             return
         if self._held or self._backedUp():
             self._held[streamID] = None
@@ -2533,7 +2580,12 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _releaseHeld(self) -> None:
         """
         Process the requests held by L{_requestEnded}, in order, while the
-        connection is not L{_backedUp}.
+        connection is not L{_backedUp}.  One whose stream is gone
+        (L{_streamGone}) stays held for its reset, which comes next in the
+        read being handled (L{_requestDone} logs it): it was processed on
+        the stream h2 had forgotten, h2 raised (a critical error, then an
+        Unhandled Error out of C{dataReceived}, the connection dropped
+        without a GOAWAY) and the requests were in no log.
         """
         if self._releasing:
             return
@@ -2545,7 +2597,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 and self._stillProducing  # not being lost
                 and not self.transport.disconnecting
             ):
-                streamID = next(iter(self._held))
+                streamID = next((held for held in self._held if not self._streamGone(held)), None)
+                if streamID is None:
+                    break
                 del self._held[streamID]
                 self.streams[streamID].requestComplete()
         finally:
@@ -2939,6 +2993,10 @@ class NetsuiteSite(LogKeptThroughGrace, Site):
         return _ChannelSwitch(NetsuiteHTTPChannel(self))
 
     def log(self, request: Request) -> None:
+        if getattr(request, "_headLost", False):
+            # Its HTTP/2 stream was gone before the head of its answer:
+            # none of the answer was sent.
+            request.code, request.sentLength = _CLIENT_CLOSED, 0
         self.stats.count("requests")
         started = getattr(request, "startedAt", 0.0)
         self.metrics.observe(

@@ -1216,6 +1216,11 @@ class StaticFolder(Resource):
         ending (its requests are lost, or about to be: Twisted tells its
         streams one at a time), or, the file reset by its stall timeout
         after C{stalledFor} seconds, times out now, its idle timeout due.
+        A waiting request whose stream h2 has closed or forgotten (the
+        client reset it in the input being read, Twisted hears of it next)
+        is passed over: its reset, to come, ends it (logged 499).  It was
+        started on the forgotten stream, and h2 raised (a critical error,
+        the request logged and counted as a 500).
         """
         left = self._h2Files.get(connection, 1) - 1
         if left > 0:
@@ -1232,7 +1237,9 @@ class StaticFolder(Resource):
             del self._h2Waiting[connection]
             return
         while waiting and self._h2Files.get(connection, 0) < H2_OPEN_FILES:
-            request = next(iter(waiting))
+            request = next((r for r in waiting if not _h2StreamGone(connection, r)), None)
+            if request is None:
+                break
             key, entry = waiting.pop(request)
             if not getattr(request, "_disconnected", False) and not getattr(request, "finished", False):
                 self._renderLater(request, key, entry)
@@ -2082,6 +2089,19 @@ def _h2Open(connection: Any) -> bool:
         return False
     state = getattr(getattr(getattr(connection, "conn", None), "state_machine", None), "state", None)
     return getattr(state, "name", "") != "CLOSED"
+
+
+def _h2StreamGone(connection: Any, request: Any) -> bool:
+    """
+    Whether h2 has closed, or forgotten, the stream of C{request} on HTTP/2
+    C{connection} (the client reset it in the input being read): nothing
+    may be sent on it.
+    """
+    streams = getattr(getattr(connection, "conn", None), "streams", None)
+    if not isinstance(streams, dict):
+        return False
+    state = streams.get(getattr(request.channel, "streamID", None))
+    return state is None or bool(state.closed)
 
 
 def _h2Connection(channel: object) -> Any:
