@@ -643,7 +643,9 @@ class ChatProtocol(Protocol):
         self.factory.hub.part(self)
 
     def do_rooms(self, argument: str) -> None:
-        self._answer(_roomLines(self.factory.hub.rooms, self.factory.hub.roomList()))
+        # Names, not rooms: a room deleted meanwhile is freed, history and
+        # all, while a client that does not read holds its answer.
+        self._answer(_roomLines(self.factory.hub.rooms, [room.name for room in self.factory.hub.roomList()]))
 
     def do_who(self, argument: str) -> None:
         self._answer(_whoLines(self.room.name, memberNames(self.room.members.values())))
@@ -1108,15 +1110,16 @@ class ChatFactory(Factory):
                 quiet[host] = None
 
 
-def _roomLines(rooms: Dict[str, Room], listed: List[Room]) -> Iterator[bytes]:
+def _roomLines(rooms: Dict[str, Room], listed: List[str]) -> Iterator[bytes]:
     """
-    The answer to C{/rooms}: how many rooms there are, then C{listed}, each
-    as it is when its line is made (one gone from C{rooms} by then is left
-    out, though the first line, made at once, counted it).
+    The answer to C{/rooms}: how many rooms there are, then the rooms named
+    C{listed}, each as it is when its line is made (one gone from C{rooms}
+    by then is left out, though the first line, made at once, counted it).
     """
     yield f"*** {len(listed)} room{'s' if len(listed) != 1 else ''}:\r\n".encode("utf-8")
-    for room in listed:
-        if rooms.get(room.name.casefold()) is not room:
+    for name in listed:
+        room = rooms.get(name.casefold())
+        if room is None:
             continue
         count = len(room.members)
         topic = f"; topic: {room.topic}" if room.topic else ""

@@ -10,7 +10,9 @@ advances the clock by 0 before it reads what the client got.
 
 from __future__ import annotations
 
+import gc
 import itertools
+import weakref
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from twisted.internet.address import IPv4Address
@@ -1814,6 +1816,26 @@ class LongAnswerTests(ChatTestCase):
         self.assertEqual(lines[0], "*** 201 rooms:")
         self.assertEqual(len(lines), 201)
         self.assertFalse(any(line.startswith("***   room0199 ") for line in lines))
+
+    def test_roomsGoneMeanwhileAreFreed(self) -> None:
+        """
+        A room deleted while a client that does not read holds a C{/rooms}
+        that lists it is freed, its history with it: the answer held every
+        room it listed, and clients that did not read kept 100 MB of
+        deleted rooms' histories each round of rooms made and left.
+        """
+        self.makeRooms(200)
+        alice = self.reader()
+        alice.send("/rooms")
+        self.clock.advance(0)
+        hub = self.factory.hub
+        gone = weakref.ref(hub.rooms["room0150"])
+        hub.leave(hub.find("m0150"))
+        gc.collect()
+        self.assertIsNone(gone())
+        lines = readAll(alice)
+        self.assertEqual(len(lines), 201)
+        self.assertNotIn("***   room0150 (1 member); topic: " + self.TOPIC, lines)
 
     def test_inputEndedDuringTheAnswer(self) -> None:
         """
