@@ -994,6 +994,12 @@ class ChatFactory(Factory):
 
     protocol = ChatProtocol
     noisy = False
+    #: Bytes a client may still send once its connection is closing (after
+    #: C{/quit}, a timeout, a refusal) before nothing more is read (see
+    #: L{netsuite.listen.StreamListener}): a chat has no upload whose end
+    #: to wait for, and a flood after C{/quit} was read for the whole
+    #: close's grace (3 GB, 3 CPU-seconds, again at each connection).
+    lingerBytes = 64 * 1024
 
     def __init__(
         self,

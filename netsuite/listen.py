@@ -108,6 +108,11 @@ LINGER_TIMEOUT = 5.0
 #: nothing).
 _LINGER_LOOK = 1.0
 
+#: Seconds a connection whose peer sent more than its service's
+#: C{lingerBytes} after the close gets before it ends, nothing more read
+#: (see L{_Refusal}).
+_FLOOD_GRACE = 2.0
+
 _log = Logger()
 
 
@@ -404,12 +409,15 @@ class _Linger:
         end: Any,
         time: float | None = None,
         timeout: float | None = None,
+        allowance: int | None = None,
     ) -> None:
         """
         @param transport: the TCP transport, whose buffer is looked at.
         @param end: called (with no arguments) to close the connection.
         @param time: seconds in all; by default L{LINGER_TIME}.
         @param timeout: seconds without input; by default L{LINGER_TIMEOUT}.
+        @param allowance: bytes the peer may send meanwhile (L{None}: any
+            number); past them, L{received} says so.
         """
         self._clock = clock
         self._transport = transport
@@ -417,6 +425,7 @@ class _Linger:
         self._end = end
         self._time = LINGER_TIME if time is None else time
         self._timeout = LINGER_TIMEOUT if timeout is None else timeout
+        self._left = allowance
         now = clock.seconds()
         self._lastInput = now
         self._handedAt: float | None = None if heldBytes(transport) else now
@@ -424,11 +433,17 @@ class _Linger:
             self._timeout if self._handedAt is not None else _LINGER_LOOK, self._check
         )
 
-    def received(self) -> None:
+    def received(self, size: int = 0) -> bool:
         """
-        The peer sent something.
+        The peer sent C{size} bytes.  Returns whether they take it past its
+        allowance: its owner then stops lingering, and reading (see
+        L{_Refusal}).
         """
         self._lastInput = self._clock.seconds()
+        if self._left is None:
+            return False
+        self._left -= size
+        return self._left < 0
 
     def cancel(self) -> None:
         """
@@ -481,7 +496,10 @@ class _Refusal:
         transport.stopReading()
         # A paused producer would keep the transport from sending its FIN.
         transport.unregisterProducer()
-        transport.loseWriteConnection()
+        if not transport.disconnecting and not getattr(transport, "_writeDisconnecting", False):
+            # (Once more, on a lingering close that sent its FIN, Twisted
+            # wrote to the shut socket, and lost the connection at once.)
+            transport.loseWriteConnection()
         self._call: IDelayedCall | None = clock.callLater(grace, self._end)
 
     def cancel(self) -> None:
@@ -512,12 +530,23 @@ class _Lingering:
     stats: ServiceStats
     lingerTime: float | None = None
     lingerTimeout: float | None = None
+    #: Bytes a peer may send once its connection is closing before nothing
+    #: more is read (L{None}: any number, within the limits of time).
+    lingerBytes: int | None = None
 
     def linger(self, transport: tcp.Connection, end: Any) -> _Linger:
         """
         Start the lingering close of C{transport} (see L{_Linger}).
         """
-        return _Linger(self.clock, transport, self.stats, end, self.lingerTime, self.lingerTimeout)
+        return _Linger(self.clock, transport, self.stats, end, self.lingerTime, self.lingerTimeout, self.lingerBytes)
+
+    def floodWhileClosing(self, transport: tcp.Connection) -> _Refusal:
+        """
+        The peer of C{transport}, closing, sent more than C{lingerBytes}:
+        read nothing more, and end the connection shortly (L{_Refusal}).
+        """
+        self.stats.count("close_floods")
+        return _Refusal(self.clock, transport, _FLOOD_GRACE)
 
     def closeLingering(self, transport: tcp.Connection) -> _Linger:
         """
@@ -623,7 +652,10 @@ class _TrackedProtocol(ProtocolWrapper):
     def dataReceived(self, data: bytes) -> None:
         self.factory.stats.bytesIn += len(data)
         if self._linger is not None:
-            self._linger.received()
+            if self._linger.received(len(data)):
+                self._linger.cancel()
+                self._linger = None
+                self._refusal = self.factory.floodWhileClosing(self.transport)
             return
         # Refused, the socket may still be read once: epoll and poll read
         # it in the pass that another connection's input closed it in.
@@ -793,8 +825,12 @@ class _PeerReadGate(ProtocolWrapper):
         ProtocolWrapper.makeConnection(self, transport)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._linger is not None:
-            self._linger.received()
+        if self._linger is not None and self._linger.received(len(data)):
+            self._linger.cancel()
+            self._linger = None
+            self._refusing = True
+            self._refusal = self.factory.floodWhileClosing(self.transport)
+            return
         # (Once refusing, nothing is read: see _read and readToClose.)
         if self._refused or getattr(self.wrappedProtocol, "peerClosed", False):
             # Nothing may follow a close_notify; TLS would keep it unread.
@@ -1684,6 +1720,7 @@ class StreamListener(Service):
         lingerTime: float | None = None,
         lingerTimeout: float | None = None,
         budget: ConnectionBudget | None = None,
+        lingerBytes: int | None = None,
     ) -> None:
         """
         @param serviceName: the service this listener belongs to, for logs.
@@ -1709,6 +1746,10 @@ class StreamListener(Service):
         @param lingerTimeout: seconds without a byte from the peer after
             which such a connection ends (nginx's C{lingering_timeout}); by
             default L{LINGER_TIMEOUT}.
+        @param lingerBytes: bytes a peer may send once its connection is
+            closing, before nothing more is read and the connection ends
+            L{_FLOOD_GRACE} seconds later; by default C{factory}'s
+            C{lingerBytes} if it has one, else any number.
         @raise ValueError: C{description} is not an endpoint string, or a
             lingering limit is not above 0.
         """
@@ -1734,12 +1775,15 @@ class StreamListener(Service):
             budget,
             self.connectionWeight,
         )
+        if lingerBytes is None:
+            lingerBytes = getattr(factory, "lingerBytes", None)
+        self.tracker.lingerBytes = lingerBytes
         self.factory: IProtocolFactory = self.tracker
         self.tls = tls
         if tls is not None:
             tlsFactory = _HalfClosingTLSFactory(tls, False, self.tracker)
             tlsFactory.noisy = False
-            self.factory = _PeerReadGateFactory(
+            gate = _PeerReadGateFactory(
                 tlsFactory,
                 self.stats,
                 PLAIN_HTTP_ON_TLS if speaksHTTP else None,
@@ -1747,6 +1791,8 @@ class StreamListener(Service):
                 lingerTime,
                 lingerTimeout,
             )
+            gate.lingerBytes = lingerBytes
+            self.factory = gate
         self.grace = grace
         self.port: IListeningPort | None = None
         self.name = f"{serviceName}{'+tls' if tls else ''} {description}"

@@ -689,17 +689,12 @@ class ChatSocketTests(TestCase):
         self.assertEqual(data[-len(expected):], expected)
         self.assertEqual(factory.stats.counters.get("slow_readers", 0), 0)
 
-    async def _floodAfterTheExcessFlood(self, tls: bool) -> None:
+    async def _flood(self, port: int, ca: trustme.CA | None, first: bytes, answered: bytes) -> tuple[int, bytes]:
         """
-        A client cut off as an excess flood that sends on is not read any
-        more: it gets the error line and the end of the server's output
-        (over TLS a close_notify), its sends stall once the system's
-        buffers are full, and its connection ends soon after.  The lingering
-        close read and dropped the flood at full speed for 10 s (10.5 GB,
-        7.1 s of CPU), and a client reconnecting did it again.
+        Connect (over TLS when C{ca} is given), send C{first}, wait for
+        C{answered}, then flood until the server stops reading (at most 64
+        MiB); return the bytes sent in the flood and all the client got.
         """
-        ca = trustme.CA() if tls else None
-        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca) if ca else None)
         limit = 64 << 20
 
         def flood() -> tuple[int, bytes]:
@@ -709,17 +704,20 @@ class ChatSocketTests(TestCase):
                 context.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
                 conn = context.wrap_socket(conn, server_hostname="localhost")
             with conn:
-                conn.sendall(b"flooder\r\n")
+                conn.sendall(first)
                 got = b""
-                while b"*** you are in lobby" not in got:
-                    got += conn.recv(65536)
+                while answered not in got:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    got += data
                 conn.settimeout(1)
                 sent = 0
                 try:
                     while sent < limit:
                         conn.sendall(b"x\n" * 32768)
                         sent += 65536
-                except OSError:  # timed out: the server does not read
+                except OSError:  # timed out (the server does not read), or reset
                     pass
                 conn.settimeout(5)
                 try:
@@ -734,6 +732,20 @@ class ChatSocketTests(TestCase):
 
         sent, got = await threads.deferToThread(flood)
         self.assertLess(sent, limit)
+        return sent, got
+
+    async def _floodAfterTheExcessFlood(self, tls: bool) -> None:
+        """
+        A client cut off as an excess flood that sends on is not read any
+        more: it gets the error line and the end of the server's output
+        (over TLS a close_notify), its sends stall once the system's
+        buffers are full, and its connection ends soon after.  The lingering
+        close read and dropped the flood at full speed for 10 s (10.5 GB,
+        7.1 s of CPU), and a client reconnecting did it again.
+        """
+        ca = trustme.CA() if tls else None
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca) if ca else None)
+        sent, got = await self._flood(port, ca, b"flooder\r\n", b"*** you are in lobby")
         self.assertLess(self.service.stats.bytesIn, 1 << 20)
         self.assertIn(b"! excess flood: 100 lines dropped in a row; bye\r\n", got)
         self.assertEqual(factory.stats.counters["excess_floods"], 1)
@@ -745,6 +757,43 @@ class ChatSocketTests(TestCase):
 
     async def test_floodAfterTheExcessFloodIsNotReadOverTLS(self) -> None:
         await self._floodAfterTheExcessFlood(tls=True)
+
+    async def _floodAfterQuit(self, tls: bool) -> None:
+        """
+        A client that sends C{/quit}, then floods, gets its C{*** bye}; past
+        64 KiB (the chat's C{lingerBytes}) nothing more is read, and the
+        connection ends 2 s later.  Its lingering close read the flood at
+        full speed for the close's 10 s grace (3 GB, 3 CPU-seconds), again
+        at each connection.
+        """
+        ca = trustme.CA() if tls else None
+        port, factory = await self.startChat(tls=makeServerOptions(self.mktemp(), ca) if ca else None)
+        sent, got = await self._flood(port, ca, b"quitter\r\n/quit\r\n", b"*** bye\r\n")
+        self.assertIn(b"*** bye\r\n", got)
+        self.assertLess(self.service.stats.bytesIn, 1 << 20)
+        self.assertEqual(self.service.stats.counters["close_floods"], 1)
+        await waitUntil(lambda: self.service.stats.connectionsOpen == 0)
+
+    async def test_floodAfterQuitIsNotRead(self) -> None:
+        await self._floodAfterQuit(tls=False)
+
+    async def test_floodAfterQuitIsNotReadOverTLS(self) -> None:
+        await self._floodAfterQuit(tls=True)
+
+    async def test_floodOfARefusedClientIsNotRead(self) -> None:
+        """
+        A client refused (here, over its address's limit) that floods gets
+        its refusal, and past 64 KiB is not read any more: its lingering
+        close read 3.5 GB in 10 s, and 206 such connections could run at
+        once from one address.
+        """
+        port, factory = await self.startChat(maxClientsPerHost=1)
+        await self.connect(port, "first")
+        sent, got = await self._flood(port, None, b"", b"\r\n")
+        self.assertTrue(got.startswith(b"! too many connections from your address"), got)
+        self.assertLess(self.service.stats.bytesIn, 1 << 20)
+        self.assertEqual(self.service.stats.counters["close_floods"], 1)
+        await waitUntil(lambda: self.service.stats.connectionsOpen == 1)
 
     async def test_refusedClientIsToldWhy(self) -> None:
         port, factory = await self.startChat(maxClientsPerHost=1)

@@ -1354,6 +1354,18 @@ class LingerTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(self.ended, [4 + listen.LINGER_TIMEOUT])
 
+    def test_allowance(self) -> None:
+        """
+        With an allowance, L{listen._Linger.received} says when the bytes
+        received take the peer past it; without one, never.
+        """
+        linger = listen._Linger(self.clock, self.transport, self.stats, lambda: None, allowance=100)  # type: ignore[arg-type]
+        self.assertFalse(linger.received(60))
+        self.assertFalse(linger.received(40))
+        self.assertTrue(linger.received(1))
+        linger.cancel()
+        self.assertFalse(self.linger().received(10**12))
+
     def test_floodEndsAtLingerTime(self) -> None:
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         linger = self.linger()
@@ -1397,6 +1409,9 @@ class _RefusedTransport(_HeldOutput):
     it records.
     """
 
+    disconnecting = False
+    _writeDisconnecting = False
+
     def __init__(self) -> None:
         self.calls: List[str] = []
 
@@ -1430,6 +1445,21 @@ class RefusalTests(SynchronousTestCase):
         self.transport._tempDataLen = 100
         self.clock.advance(2.0)
         self.assertEqual(self.transport.calls[3:], ["abortConnection"])
+
+    def test_endOfOutputSentOnce(self) -> None:
+        """
+        The end of output is not asked for again when it was (a lingering
+        close that turned into a refusal), nor on a transport closing
+        already: asked again, Twisted wrote to the shut socket and lost the
+        connection at once.
+        """
+        for closing in ("_writeDisconnecting", "disconnecting"):
+            transport = _RefusedTransport()
+            setattr(transport, closing, True)
+            listen._Refusal(self.clock, transport, 2.0)  # type: ignore[arg-type]
+            self.assertEqual(transport.calls, ["stopReading", "unregisterProducer"], closing)
+            self.clock.advance(2.0)
+            self.assertEqual(transport.calls[2:], ["loseConnection"], closing)
 
     def test_cancel(self) -> None:
         listen._Refusal(self.clock, self.transport, 2.0).cancel()  # type: ignore[arg-type]
