@@ -1472,6 +1472,33 @@ class HostileAnswerTests(EngineTestCase):
             self.assertFalse(error.retryable)
             self.assertEqual(server.requests, 1, canned[:40])
 
+    async def test_headerLineBeginningWithWhiteSpaceRefused(self) -> None:
+        """
+        A first header line that begins with a space or a tab (after the
+        status line, or after an interim response's) is "not valid HTTP",
+        named, at once: Twisted took it for the rest of a header not yet
+        begun, and Python's "'NoneType' object has no attribute 'append'"
+        was the message, retried.  A folded line after a header is still
+        Twisted's to join.
+        """
+        body = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde"
+        for canned in (
+            b"HTTP/1.1 200 OK\r\n Content-Length: 5\r\n\r\nabcde",
+            b"HTTP/1.1 200 OK\r\n\tX: 1\r\nContent-Length: 5\r\n\r\nabcde",
+            b"HTTP/1.1 100 Continue\r\n X: 1\r\n\r\n" + body,
+        ):
+            error, server = await self.answer(canned)
+            self.assertIn("the server's answer is not valid HTTP (a header line begins with white space)", str(error))
+            self.assertNotIn("NoneType", str(error))
+            self.assertFalse(error.retryable)
+            self.assertEqual(server.requests, 1, canned[:40])
+        server, base = await startHostile(
+            self, "canned", canned=b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 5\r\n\r\nabcde"
+        )
+        directory = self.directory()
+        await self.downloader(retries=0).download(base + "/folded.bin", directory)
+        self.assertEqual((directory / "folded.bin").read_bytes(), b"abcde")
+
     async def test_serverWordsCannotDriveATerminal(self) -> None:
         """
         A reason phrase with terminal escapes, C1 controls and a bidi
@@ -4432,6 +4459,22 @@ class BodyReaderTests(SynchronousTestCase):
         self.assertEqual(writes, [(0, b"a"), (1, b"bc")])
         self.assertEqual(self.successResultOf(reader.finished), None)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class DescribeTests(SynchronousTestCase):
+    """
+    L{engineModule._describe} gives fixed phrases, never Python's words.
+    """
+
+    def test_unexpectedErrorNamedByItsKind(self) -> None:
+        """
+        An exception the engine does not expect is described by a fixed
+        phrase naming its class, not by its text: an C{AttributeError}
+        from inside Twisted showed "'NoneType' object has no attribute
+        'append'".
+        """
+        described = engineModule._describe(Failure(AttributeError("'NoneType' object has no attribute 'append'")))
+        self.assertEqual(described, "an unexpected error in the HTTP client (AttributeError)")
 
 
 class RetryAfterTests(SynchronousTestCase):

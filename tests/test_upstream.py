@@ -142,7 +142,7 @@ class TwistedWebTests(UpstreamNamesTestCase):
         self.assertNames(
             "twisted.web (client)",
             [
-                (module, ("BODY", "STATUS", "BadHeaders", "ParseError"), "the downloader cannot be imported"),
+                (module, ("BODY", "HEADER", "STATUS", "BadHeaders", "ParseError"), "the downloader cannot be imported"),
                 (
                     lambda: _newclient.HTTP11ClientProtocol,
                     ("_parser",),
@@ -166,6 +166,11 @@ class TwistedWebTests(UpstreamNamesTestCase):
                     "no head cap or strict decoder",
                 ),
             ],
+        )
+        self.assertMentioned(
+            _newclient.HTTPClientParser,
+            ("_partialHeader",),
+            "the downloader refuses every folded response header as a first line beginning with white space",
         )
         self.assertIsInstance(_newclient.HTTPClientParser._transferDecoders, dict)
         self.assertIn(b"chunked", _newclient.HTTPClientParser._transferDecoders)

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStream
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.web._newclient import BODY, STATUS, HTTP11ClientProtocol
+from twisted.web._newclient import BODY, HEADER, STATUS, HTTP11ClientProtocol, ParseError
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ProxyAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
@@ -93,6 +93,12 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
     L{ResponseHeadTooLarge}; so it does past L{MAX_INTERIM} interim
     responses.
 
+    A header line that begins with white space where no header came before
+    it (the first line after a status line) fails the request as a
+    L{ParseError}, as curl refuses it (RFC 9112, 2.2): Twisted took it for
+    the continuation of a header not yet begun, and failed with Python's
+    C{AttributeError}, whose words reached the user.
+
     Its chunked bodies are read by L{ChunkedDecoder}.
 
     Twisted also ends a body without C{Content-Length} or chunking at the
@@ -140,6 +146,8 @@ class BoundedClientProtocol(HTTP11ClientProtocol):
                 self._statusLines += 1
                 if self._statusLines > MAX_INTERIM + 1:
                     raise ResponseHeadTooLarge(f"the server sent more than {MAX_INTERIM} interim (1xx) responses")
+            elif parser.state == HEADER and line[:1] in (b" ", b"\t") and getattr(parser, "_partialHeader", None) is None:
+                raise ParseError("a header line begins with white space", line)
             lineReceived(line)
 
         return counted

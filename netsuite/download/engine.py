@@ -477,7 +477,9 @@ def _describe(failure: Failure) -> str:
         return "the server's certificate is not for this host name"
     if failure.check(TLSError):
         return "the TLS handshake failed (is the server's certificate trusted?)"
-    return str(value) or value.__class__.__name__
+    # Not Python's words (an AttributeError's "'NoneType' object has no
+    # attribute 'append'" was shown): a fixed phrase that names the kind.
+    return f"an unexpected error in the HTTP client ({value.__class__.__name__})"
 
 
 def _garbled(failure: Failure) -> Optional[Failure]:
