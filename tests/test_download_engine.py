@@ -4043,6 +4043,59 @@ class LimitTests(EngineTestCase):
             self.assertLessEqual(origin.factory.maxOpen, 1, f"{origin.name}: open connections")
         self.assertEqual(mostAtOnce(self.origin.requests + other.requests), 2)
 
+    async def test_perHostLimitHoldsForTheServerRedirectedTo(self) -> None:
+        """
+        Files one server redirects to another count against the other's
+        C{maxPerHost}, where they are fetched: with 2 per host, four
+        segmented files redirected to one server have at most two responses
+        in progress there at once, and do have two.  There were up to 6:
+        each file's first connection was counted under the redirecting
+        server, and held that server's slot, unused, for its whole
+        transfer.
+        """
+        final = startOrigin(self, "final")
+        directory = self.directory()
+        size = 2 * MiB
+        paths = [f"/file/moved-{n}.bin" for n in range(4)]
+        requests = [
+            DownloadRequest(url=self.origin.hopURL(1, final.url(f"{path}?size={size}&rate={4 * MiB}")), directory=directory)
+            for path in paths
+        ]
+        downloader = self.downloader(maxConnections=16, maxPerHost=2, segments=4, minSplitSize=256 * KiB)
+        results = await downloader.downloadAll(requests)
+        for path, result in zip(paths, results):
+            self.assertSaved(result, directory / path.rsplit("/", 1)[-1], final.digest(path, size), size)
+        self.assertEqual(final.maxActive, 2)
+        self.assertLessEqual(self.origin.maxActive, 2)
+        self.assertEqual(len(self.origin.gets("/hop")), 4)
+
+    async def test_redirectsBetweenFullServersDoNotDeadlock(self) -> None:
+        """
+        With one connection per server, files the first server redirects to
+        the second and files the second redirects to the first all finish,
+        with one response at a time on each server: a redirect gives back
+        its server's slot before it waits for the next server's.  (Holding
+        it while waiting, a file holding the first and waiting for the
+        second, and one holding the second and waiting for the first, would
+        wait for ever; counting it under the first server alone, a redirect
+        was answered there while another file's body still came from it.)
+        """
+        other = startOrigin(self, "second")
+        directory = self.directory()
+        expected = []
+        requests = []
+        for n in range(2):
+            for source, target, size in ((self.origin, other, 64 * KiB), (other, self.origin, 512 * KiB)):
+                path = f"/file/{source.name}-to-{target.name}-{n}.bin"
+                url = source.hopURL(1, target.url(f"{path}?size={size}&rate={MiB}"))
+                requests.append(DownloadRequest(url=url, directory=directory))
+                expected.append((path, target.digest(path, size), size))
+        downloader = self.downloader(maxConnections=8, maxPerHost=1, segments=1)
+        results = await downloader.downloadAll(requests)
+        for (path, digest, size), result in zip(expected, results):
+            self.assertSaved(result, directory / path.rsplit("/", 1)[-1], digest, size)
+        self.assertEqual((self.origin.maxActive, other.maxActive), (1, 1))
+
     async def test_freeServerNotHeldBehindABusyOne(self) -> None:
         """
         Over real sockets, with one connection per server: a file from a
@@ -4459,6 +4512,41 @@ class BodyReaderTests(SynchronousTestCase):
         self.assertEqual(writes, [(0, b"a"), (1, b"bc")])
         self.assertEqual(self.successResultOf(reader.finished), None)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class PoolTests(SynchronousTestCase):
+    """
+    The downloader's connection pool.
+    """
+
+    def test_closingConnectionNotKept(self) -> None:
+        """
+        A connection handed back to the pool while it closes (the body
+        L{engineModule._discard} threw away had all come already), closing
+        itself or under a TLS layer, is not kept for the next request: that
+        request went out on it, was lost as it closed, and was sent again
+        (a redirecting server answered the same request twice).  An open
+        one is kept.
+        """
+
+        class Connection:
+            state = "QUIESCENT"
+
+            def __init__(self, transport: Any) -> None:
+                self.transport = transport
+
+        pool = engineModule._QuietPool(MemoryReactorClock(), persistent=True)
+        key = ("http", b"a.example", 80)
+        for layers in (0, 1):
+            transport: Any = StringTransport()
+            transport.loseConnection()
+            for _ in range(layers):
+                transport = SimpleNamespace(transport=transport, disconnecting=False, loseConnection=lambda: None)
+            pool._putConnection(key, Connection(transport))
+            self.assertEqual(pool._connections.get(key, []), [], layers)
+        kept = Connection(SimpleNamespace(transport=StringTransport(), disconnecting=False))
+        pool._putConnection(key, kept)
+        self.assertEqual(pool._connections[key], [kept])
 
 
 class DescribeTests(SynchronousTestCase):

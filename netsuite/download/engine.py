@@ -614,6 +614,40 @@ class _Slots:
         self._byHost[key] = self._byHost.get(key, 0) + 1
 
 
+class _HeldSlot:
+    """
+    The slot of L{_Slots} one connection holds, under the origin it is
+    connected to: a request's redirects move it to each new origin.
+
+    @ivar key: the origin held for, or L{None} while nothing is held.
+    """
+
+    def __init__(self, slots: _Slots, key: Optional[tuple] = None) -> None:
+        self._slots = slots
+        self.key = key
+
+    async def holdFor(self, key: tuple) -> None:
+        """
+        Hold a slot for C{key}: the one held if it is for C{key}; else that
+        one is given back first and a slot for C{key} waited for, holding
+        none meanwhile (a file holding X and waiting for Y, and another
+        holding Y and waiting for X, would wait for ever).
+        """
+        if self.key == key:
+            return
+        self.release()
+        await self._slots.acquire(key)
+        self.key = key
+
+    def release(self) -> None:
+        """
+        Give back the slot held, if any.
+        """
+        key, self.key = self.key, None
+        if key is not None:
+            self._slots.release(key)
+
+
 class _Piece:
     """
     A byte range one connection fills: C{[start, end)}, filled up to
@@ -1345,27 +1379,25 @@ class _Download:
         taken for the first attempt, if any.
         """
         failures = 0
+        slot = _HeldSlot(self.downloader._slots, held)
         while True:
             if self._stopping:
-                if held is not None:
-                    self.downloader._slots.release(held)
+                slot.release()
                 raise CancelledError()
             before = piece.pos
-            key = held
-            if key is None:
-                key = self._slotKey
-                await self.downloader._slots.acquire(key)
-            held = None
+            if slot.key is None:
+                await slot.holdFor(self._slotKey)
             try:
                 self.job.attempts += 1
                 self.job.state = "running"
-                await self._fetchOnce(piece)
+                await self._fetchOnce(piece, slot)
             except DownloadError as e:
                 problem = e
             else:
                 problem = None
             finally:
-                self.downloader._slots.release(key)
+                # Whichever origin the request ended on (see _request).
+                slot.release()
             if problem is None:
                 if piece.complete or piece.validating or (piece.end is None and not self._endUnknown):
                     if piece.end is None:
@@ -1450,15 +1482,18 @@ class _Download:
             headers[b"authorization"] = [self.authorization.encode("ascii")]
         return headers
 
-    async def _request(self, url: str, headers: dict[bytes, list[bytes]]):
+    async def _request(self, url: str, headers: dict[bytes, list[bytes]], slot: _HeldSlot):
         """
         GET C{url}, following redirects (http and https only, at most
         C{maxRedirects}, credentials only to the first origin); returns the
-        final response and its URL.
+        final response and its URL.  C{slot} is moved to each origin asked
+        before it is asked, so C{maxPerHost} holds for the origins really
+        connected to.
         """
         client = self.downloader._client
         hops = 0
         while True:
+            await slot.holdFor(origin(url))
             hopHeaders = self._headers(url)
             for name in (b"range", b"if-range"):
                 if name in headers:
@@ -1551,7 +1586,7 @@ class _Download:
         """
         return fetchHostProblem(url, self.settings.proxy is not None, not self.settings.insecure)
 
-    async def _fetchOnce(self, piece: _Piece) -> None:
+    async def _fetchOnce(self, piece: _Piece, slot: _HeldSlot) -> None:
         headers: dict[bytes, list[bytes]] = {}
         askedFrom = piece.pos
         fresh = not self.started and not self.state.done
@@ -1565,7 +1600,7 @@ class _Download:
             if validator and not fresh:
                 headers[b"if-range"] = [validator.encode("latin-1")]
         url = self.state.finalUrl if self.started and self.state.finalUrl else self.url
-        response, finalUrl = await self._request(url, headers)
+        response, finalUrl = await self._request(url, headers, slot)
         try:
             expected = self._accept(response, piece, askedFrom, ranged, finalUrl)
         except BaseException:
@@ -2254,6 +2289,23 @@ class _QuietFactory(webClient._HTTP11ClientFactory):
         return BoundedClientProtocol(self._quiescentCallback)
 
 
+def _closing(transport) -> bool:
+    """
+    Whether C{transport}, or one it runs over (TLS over TCP), is closing:
+    L{_discard} closes the connection of a body it throws away, and when
+    that body had all come already, Twisted still handed the connection
+    back to the pool.  The next request to that origin went out on it, was
+    answered and lost as it closed, and was sent again.
+    """
+    for _ in range(8):  # a few layers at most: never a loop
+        if transport is None:
+            return False
+        if getattr(transport, "disconnecting", False):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
+
+
 class _QuietPool(HTTPConnectionPool):
     """
     The downloader's pool: closes connections handed back after L{stop},
@@ -2267,7 +2319,7 @@ class _QuietPool(HTTPConnectionPool):
     maxIdle = 8
 
     def _putConnection(self, key, connection) -> None:
-        if self.closed:
+        if self.closed or _closing(connection.transport):
             connection.transport.loseConnection()
             return
         HTTPConnectionPool._putConnection(self, key, connection)
