@@ -11,6 +11,7 @@ by hash.
 from __future__ import annotations
 
 import base64
+import datetime
 import errno
 import json
 import math
@@ -29,6 +30,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -43,7 +47,13 @@ from twisted.web.client import ResponseDone
 from zope.interface import directlyProvides, providedBy
 
 from netsuite.download import engine as engineModule
-from netsuite.download.agent import MAX_INTERIM, MAX_RESPONSE_HEAD, CheckedEndpoint, basicAuthorization
+from netsuite.download.agent import (
+    MAX_INTERIM,
+    MAX_RESPONSE_HEAD,
+    CheckedEndpoint,
+    basicAuthorization,
+    certificateProblem,
+)
 from netsuite.download.engine import BODY_BATCH_BYTES, _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
 from netsuite.download.inputfile import checkURL
 from netsuite.download import state
@@ -78,6 +88,7 @@ from netsuite.limits import TokenBucket
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules
+from netsuite.tls import loadPEM, serverOptions
 from tests.downloadorigin import (
     DEFAULT_SIZE,
     GZIPPED,
@@ -89,7 +100,7 @@ from tests.downloadorigin import (
     startOrigin,
 )
 from tests.helpers import startListener, waitUntil
-from tests.tlshelpers import makeServerOptions
+from tests.tlshelpers import makeServerOptions, writeLeaf
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -3697,6 +3708,76 @@ class TLSTests(EngineTestCase):
         self.assertEqual(self.tlsOrigin.requests, [])
         self.assertFalse((directory / "wrongname.bin").exists())
 
+    def startOriginWith(self, name: str, chain: Tuple[str, str]) -> Origin:
+        """
+        An https origin serving the certificate chain and key in the PEM
+        files C{chain}.
+        """
+        return startOrigin(self, name, tls=serverOptions(*loadPEM(*chain)))
+
+    async def test_certificateProblemsNamed(self) -> None:
+        """
+        A certificate that does not verify is refused in one sentence
+        saying why, as curl says it, and is not retried: each of these was
+        "the TLS handshake failed (is the server's certificate trusted?)"
+        but the wrong name.
+        """
+        now = datetime.datetime.now(datetime.timezone.utc)
+        day = datetime.timedelta(days=1)
+        ca = trustme.CA()
+        caFile = os.path.join(self.mktemp(), "ca.pem")
+        os.makedirs(os.path.dirname(caFile))
+        ca.cert_pem.write_to_path(caFile)
+
+        def leaf(**dates: datetime.datetime) -> Tuple[str, str]:
+            return writeLeaf(self.mktemp(), ca.issue_cert("localhost", **dates))
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        localhost = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")])
+        selfSigned = (
+            x509.CertificateBuilder()
+            .subject_name(localhost)
+            .issuer_name(localhost)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - day)
+            .not_valid_after(now + day)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        selfSignedPath = os.path.join(self.mktemp(), "self.pem")
+        os.makedirs(os.path.dirname(selfSignedPath))
+        with open(selfSignedPath, "wb") as f:
+            f.write(selfSigned.public_bytes(serialization.Encoding.PEM))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
+        cases = [
+            ("expired", leaf(not_before=now - 10 * day, not_after=now - day), "localhost", "has expired"),
+            ("early", leaf(not_before=now + day, not_after=now + 10 * day), "localhost", "is not valid yet"),
+            ("self", (selfSignedPath, None), "localhost", "is self-signed"),
+            ("stranger", writeLeaf(self.mktemp(), trustme.CA().issue_cert("localhost")), "localhost",
+             "is signed by an unknown authority"),
+            ("misnamed", leaf(), "127.0.0.1", "is not for this host name"),
+        ]
+        for name, chain, host, words in cases:
+            origin = self.startOriginWith(name, chain)
+            url = origin.url(f"/file/{name}.bin", host=host)
+            directory = self.directory()
+            downloader = self.downloader(caFile=caFile, retries=3, retryWait=0.01)
+            error = await self.failureOf(downloader.download(url, directory), DownloadError)
+            self.assertReadable(error, url)
+            self.assertEqual(str(error), f"{url}: the server's certificate {words}")
+            self.assertFalse(error.retryable, name)
+            self.assertEqual((origin.factory.accepted, origin.requests), (1, []), name)
+            self.assertEqual(listing(directory), [])
+        self.assertEqual([e for e in self.events if e["event"] == "retry"], [])
+        good = self.startOriginWith("good", leaf())
+        result = await self.downloader(caFile=caFile).download(good.url("/file/good.bin"), self.directory())
+        self.assertEqual(result.size, DEFAULT_SIZE)
+
     async def test_certificateErrorsNotRetried(self) -> None:
         """
         A certificate that does not check out (unknown CA, wrong name) will
@@ -4563,6 +4644,14 @@ class DescribeTests(SynchronousTestCase):
         """
         described = engineModule._describe(Failure(AttributeError("'NoneType' object has no attribute 'append'")))
         self.assertEqual(described, "an unexpected error in the HTTP client (AttributeError)")
+
+    def test_rarerCertificateProblemsInOpenSSLsWords(self) -> None:
+        """
+        A verification error without words of netsuite's own is named in
+        OpenSSL's (C{X509_V_ERR_CERT_REVOKED}, 23, here).
+        """
+        self.assertEqual(certificateProblem(10), "the server's certificate has expired")
+        self.assertEqual(certificateProblem(23), "the server's certificate was refused (certificate revoked)")
 
 
 class RetryAfterTests(SynchronousTestCase):

@@ -365,7 +365,7 @@ class HTTP2Tests(UpstreamNamesTestCase):
 class PyOpenSSLTests(UpstreamNamesTestCase):
     """
     pyOpenSSL's binding, through which netsuite sets the key-exchange
-    groups.
+    groups, and the downloader reads why a certificate was refused.
     """
 
     def test_binding(self) -> None:
@@ -380,5 +380,13 @@ class PyOpenSSLTests(UpstreamNamesTestCase):
                     "OpenSSL's default key-exchange groups are kept, finite-field ones included (one warning at start)",
                 ),
                 (lambda: SSL.Context(SSL.TLS_METHOD), ("_context",), "the same"),
+                (
+                    lambda: _util.lib,
+                    ("SSL_get_verify_result", "X509_verify_cert_error_string"),
+                    "the downloader says only \"is the server's certificate trusted?\" for a certificate that "
+                    "expired, is self-signed or was signed by an unknown authority",
+                ),
+                (lambda: _util, ("ffi",), "the same"),
+                (lambda: SSL.Connection(SSL.Context(SSL.TLS_METHOD)), ("_ssl",), "the same"),
             ],
         )

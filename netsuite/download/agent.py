@@ -13,7 +13,7 @@ import re
 from typing import Any, Optional
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from OpenSSL.SSL import SysCallError, ZeroReturnError
+from OpenSSL.SSL import VERIFY_PEER, Error as TLSError, SysCallError, WantReadError, WantWriteError, ZeroReturnError
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectError, ConnectionDone
@@ -303,6 +303,68 @@ class _CloseInHandshakePolicy:
         return _CloseInHandshakeCreator(self._policy.creatorForNetloc(hostname, port))
 
 
+#: The common reasons OpenSSL refuses a server's certificate chain (its
+#: C{X509_V_ERR_*} numbers), in words, as curl names them.
+_VERIFY_ERRORS = {
+    2: "the server's certificate is signed by an unknown authority",  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+    9: "the server's certificate is not valid yet",  # X509_V_ERR_CERT_NOT_YET_VALID
+    10: "the server's certificate has expired",  # X509_V_ERR_CERT_HAS_EXPIRED
+    18: "the server's certificate is self-signed",  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+    19: "the server's certificate chain ends in a self-signed certificate that is not trusted",
+    20: "the server's certificate is signed by an unknown authority",  # ..._UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21: "the server's certificate is signed by an unknown authority",  # ..._UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    62: "the server's certificate is not for this host name",  # X509_V_ERR_HOSTNAME_MISMATCH
+    64: "the server's certificate is not for this IP address",  # X509_V_ERR_IP_ADDRESS_MISMATCH
+}
+
+
+def certificateProblem(number: int) -> str:
+    """
+    One phrase for OpenSSL's certificate verification error C{number} (an
+    C{X509_V_ERR_*}): one of L{_VERIFY_ERRORS}, else OpenSSL's own words
+    for it.
+    """
+    words = _VERIFY_ERRORS.get(number)
+    if words is not None:
+        return words
+    try:
+        from OpenSSL._util import ffi, lib
+
+        said = ffi.string(lib.X509_verify_cert_error_string(number)).decode("ascii", "replace")
+    except (ImportError, AttributeError):
+        said = f"OpenSSL verify error {number}"
+    return f"the server's certificate was refused ({said})"
+
+
+def _verifyResult(connection: Any) -> int:
+    """
+    OpenSSL's verdict on the certificate chain the server of C{connection}
+    (an C{OpenSSL.SSL.Connection}) sent: an C{X509_V_ERR_*} number, 0 when
+    it verified or was not reached.  Read through pyOpenSSL's binding (it
+    has no call for it); 0 where the binding lacks it.
+    """
+    try:
+        from OpenSSL._util import lib
+
+        return int(lib.SSL_get_verify_result(connection._ssl))
+    except (ImportError, AttributeError):
+        return 0
+
+
+class CertificateRefused(TLSError):
+    """
+    The TLS handshake failed because the server's certificate chain did
+    not verify; L{reason} says why (L{certificateProblem}).  Its arguments
+    are those of OpenSSL's error (its error queue, which Twisted's TLS
+    reads).
+    """
+
+    def __init__(self, reason: str, *args: Any) -> None:
+        super().__init__(*args)
+        self.reason = reason
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class _CloseInHandshakeCreator:
     def __init__(self, creator: IOpenSSLClientConnectionCreator) -> None:
@@ -320,6 +382,12 @@ class _CloseInHandshake:
     has no arguments, Twisted's TLS reads the first, and the C{IndexError}
     went up to the reactor: its traceback was printed, and the download
     failed with "tuple index out of range".
+
+    A handshake that fails on the server's certificate chain fails with a
+    L{CertificateRefused} saying why (expired, self-signed...): OpenSSL's
+    own error says only "certificate verify failed", and the download
+    failed as "is the server's certificate trusted?".  (Twisted checks the
+    host name itself, and says so.)
     """
 
     def __init__(self, connection) -> None:  # type: ignore[no-untyped-def]
@@ -333,6 +401,15 @@ class _CloseInHandshake:
             self._connection.do_handshake()
         except ZeroReturnError:
             raise SysCallError(-1, "Unexpected EOF") from None
+        except (WantReadError, WantWriteError):
+            raise
+        except TLSError as e:
+            # Without VERIFY_PEER (--insecure) OpenSSL still records what it
+            # found, and it failed nothing.
+            number = _verifyResult(self._connection) if self._connection.get_verify_mode() & VERIFY_PEER else 0
+            if number:
+                raise CertificateRefused(certificateProblem(number), *e.args) from None
+            raise
 
 
 @implementer(IAgent)

@@ -50,6 +50,7 @@ from . import names
 from .agent import (
     PHRASE_LENGTH,
     BoundedClientProtocol,
+    CertificateRefused,
     DestinationRefused,
     ProxyError,
     ResponseHeadTooLarge,
@@ -475,6 +476,8 @@ def _describe(failure: Failure) -> str:
         return text or "the connection failed"
     if failure.check(VerificationError, CertificateError):
         return "the server's certificate is not for this host name"
+    if failure.check(CertificateRefused):
+        return value.reason
     if failure.check(TLSError):
         return "the TLS handshake failed (is the server's certificate trusted?)"
     # Not Python's words (an AttributeError's "'NoneType' object has no
