@@ -1989,6 +1989,23 @@ class NameTests(EngineTestCase):
             listing(parent), sorted([f"d{n}" for n in range(len(cases))] + [f"d{n}/{e}" for n, (_, e) in enumerate(cases)])
         )
 
+    async def test_contentDispositionNotUTF8KeepsItsBytesEncoded(self) -> None:
+        """
+        A C{Content-Disposition} name in bytes that are not UTF-8 (Latin-1
+        here) is saved with those bytes percent-encoded, as a URL's are, so
+        two such names are two files: each byte became U+FFFD, and both
+        were saved as one mangled name.
+        """
+        directory = self.directory()
+        downloader = self.downloader()
+        for number, raw in enumerate((b"\xe9t\xe9.txt", b"\xf0t\xf0.txt")):
+            path = f"/file/latin{number}"
+            cd = quote(b'attachment; filename="' + raw + b'"', safe="")
+            result = await downloader.download(self.origin.url(f"{path}?size=1000&cd={cd}"), directory)
+            expected = "".join("%%%02X" % b if b > 0x7F else chr(b) for b in raw)
+            self.assertSaved(result, directory / expected, self.origin.digest(path, 1000), 1000)
+        self.assertEqual(listing(directory), ["%E9t%E9.txt", "%F0t%F0.txt"])
+
     async def test_wantedNameIsSanitised(self) -> None:
         """
         A wanted name (C{name=}) is still reduced to a plain name inside the

@@ -107,6 +107,27 @@ class SourceTests(SynchronousTestCase):
         self.assertEqual(nameFromURL("http://h/caf%C3%A9%e9.txt"), "caf\u00e9%E9.txt")
         self.assertEqual(chooseName("http://h/%F0"), "%F0")
 
+    def test_contentDispositionNotUTF8KeepsItsBytesEncoded(self) -> None:
+        """
+        Bytes of a C{Content-Disposition} name that its charset cannot
+        decode (UTF-8 for C{filename}, as the engine reads the header)
+        stay percent-encoded, as those of a URL do: each was U+FFFD, so
+        C{\xe9t\xe9.txt} and C{\xf0t\xf0.txt} were one name.
+        """
+
+        def header(raw: bytes) -> str:
+            return raw.decode("utf-8", "surrogateescape")
+
+        for value, name in (
+            (header(b'attachment; filename="\xe9t\xe9.txt"'), "%E9t%E9.txt"),
+            (header(b'attachment; filename="\xf0t\xf0.txt"'), "%F0t%F0.txt"),
+            (header(b'attachment; filename="caf\xc3\xa9\xe9.txt"'), "caf\u00e9%E9.txt"),
+            ("attachment; filename*=UTF-8''%FF%FE.txt", "%FF%FE.txt"),
+            ("attachment; filename*=shift_jis''%82%A0%FF.txt", "\u3042%FF.txt"),
+            (header(b"attachment; filename*=UTF-8''a\xe9\xe2\x82\xacb.txt"), "a%E9\u20acb.txt"),
+        ):
+            self.assertEqual(chooseName("http://h/x.bin", value), name, value)
+
     def test_chooseName(self) -> None:
         """
         C{Content-Disposition} first, then the URL, then the default; always

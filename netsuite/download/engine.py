@@ -1827,7 +1827,8 @@ class _Download:
                 name = names.sanitiseName(wanted)
             else:
                 disposition = response.headers.getRawHeaders(b"content-disposition")
-                value = disposition[-1].decode("utf-8", "replace") if disposition else None
+                # Bytes that are not UTF-8 are kept, percent-encoded in the name (names.percentUndecoded).
+                value = disposition[-1].decode("utf-8", "surrogateescape") if disposition else None
                 name = names.chooseName(finalUrl, value)
                 if not value and names.nameFromURL(finalUrl) is None:
                     name = names.chooseName(self.url)

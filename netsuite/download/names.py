@@ -148,13 +148,30 @@ def _decodeExtended(charset: Optional[str], language: Optional[str], text: str) 
     """
     An RFC 2231 value (C{filename*=charset'lang'text}) as text, as
     L{email.utils.collapse_rfc2231_value} reads it, but only in the charsets
-    L{textCodec} allows; in any other, the text is taken as it is.
+    L{textCodec} allows; in any other, the text is taken as it is.  Bytes
+    the charset cannot decode are kept as C{surrogateescape} characters,
+    to be percent-encoded (L{percentUndecoded}) as a URL's are: each was
+    U+FFFD, so that different names were saved as one.
     """
     text = unquoteHeader(text)
     codec = textCodec("us-ascii" if charset is None else charset)
     if codec is None:
         return unquoteHeader(text)
-    return bytes(text, "raw-unicode-escape").decode(codec, "replace")
+    return _octets(text).decode(codec, "surrogateescape")
+
+
+def _octets(text: str) -> bytes:
+    """
+    The bytes of an RFC 2231 value as the email package leaves it: a
+    character below U+0100 for each percent-encoded byte, and the header's
+    own bytes as they were read (C{surrogateescape} characters for those
+    that were not UTF-8; a character past U+00FF, which the RFC does not
+    allow unencoded, as its UTF-8).
+    """
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return b"".join(c.encode("latin-1") if c < "\u0100" else c.encode("utf-8", "surrogateescape") for c in text)
 
 
 def nameFromContentDisposition(value: Optional[str]) -> Optional[str]:
