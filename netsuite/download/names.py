@@ -29,8 +29,10 @@ MAX_NAME_BYTES = 200
 #: The name of a download whose URL names no file.
 DEFAULT_NAME = "index.html"
 
-#: Characters replaced by C{_}: separators, and what Windows file systems
-#: refuse (so that a download directory can be shared).
+#: Characters replaced by C{_}: separators, and the characters Windows file
+#: systems refuse in a name.  Names Windows reserves for devices (C{CON},
+#: C{COM1}, C{nul.txt}) are kept, as curl and aria2 keep them everywhere but
+#: on Windows: such a file cannot be opened from Windows, over SMB either.
 _UNSAFE = re.compile(r'[/\\<>:"|?*]')
 
 
