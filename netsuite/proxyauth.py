@@ -20,9 +20,9 @@ scrypt costs tens of milliseconds of CPU on purpose, so L{Authenticator}
 runs it in the reactor's thread pool, remembers credentials that checked out
 (for C{cacheSeconds}, for the client address that sent them), and lets each
 client address try only a few wrong passwords a second (checks under way
-count as wrong until they are not; while a client address is over its
-limit, credentials remembered for it pass only on a connection where they
-passed already).  All clients together get only so many
+count as wrong until they are not; credentials remembered for a client
+address pass on a connection where they passed already, and on another
+only while the address could pay a wrong try).  All clients together get only so many
 checks a second, and only a few at a time (more wait their turn, a bounded
 number of them for a bounded time, and are refused past that, which counts
 as a wrong try), so that guesses spread over many addresses get no more
@@ -668,9 +668,10 @@ class Authenticator:
             still there): one no longer wanted gives up its place while it
             waits for a check (L{CHECK_PATIENCE} in all).
         @param connection: the client's connection (its protocol, held by
-            a weak reference), or L{None}: while the client's address is
-            over its limit of wrong tries, remembered credentials pass only
-            on a connection where they passed already.
+            a weak reference), or L{None}: remembered credentials pass on a
+            connection where they passed already, and on another only while
+            the client's address has a wrong try free (its checks under way
+            hold theirs).
         """
         self._reloadIfChanged()
         if self._reading and not self._overdue:
@@ -687,13 +688,15 @@ class Authenticator:
         limited = hostKey(client)
         # Remembered for the exact address that proved them: the same guess
         # from another address (another host of the same /64 too) is
-        # checked, within every client's limits.  While the address is over
-        # its limit of wrong tries they pass only on a connection that
-        # signed in with them already (a guesser behind the same NAT locked
-        # its signed-in users out; answered on any connection, they would
-        # tell a guesser at that address its right guess among many).
+        # checked, within every client's limits.  On a connection that did
+        # not sign in with them they are looked up only while the address
+        # could pay a wrong try, its checks under way holding theirs: a
+        # guesser at that address (behind the same NAT) is told "not
+        # remembered" only for guesses it pays for.  On one that did, they
+        # pass however many tries the address has left (a guesser at the
+        # same address locked its signed-in users out).
         key = hashlib.sha256(f"{client}\n".encode() + value.strip()).digest()  # type: ignore[union-attr]
-        if self._failures.available(limited) >= 1.0 or self._signedInWith(connection, key):
+        if self._freeTries(limited) >= 1.0 or self._signedInWith(connection, key):
             if self._remembered(key, name):
                 return self._passed(connection, key, name)
         deadline = self._clock.seconds() + CHECK_PATIENCE
@@ -701,6 +704,9 @@ class Authenticator:
             # Too many wrong tries (no more costly checks for now); or no
             # try came free in time, or the client went away.
             return None
+        # A try is free now: remembered credentials need no check.
+        if self._remembered(key, name):
+            return self._passed(connection, key, name)
         waiting = self._checking.get(key)
         if waiting is not None:
             # The same credentials on another connection (a browser opens
@@ -723,6 +729,13 @@ class Authenticator:
             self._running -= 1
             self._nextTurns()
         return None if user is None else self._passed(connection, key, user)
+
+    def _freeTries(self, client: str) -> float:
+        """
+        The wrong tries C{client} (a key of L{hostKey}) could pay now: those
+        it has left, less those its checks under way hold.
+        """
+        return self._failures.available(client) - self._reserved.get(client, 0)
 
     def _signedInWith(self, connection: object, key: bytes) -> bool:
         """
@@ -799,7 +812,7 @@ class Authenticator:
         """
         while True:
             available = self._failures.available(client)
-            if available >= self._reserved.get(client, 0) + 1.0:
+            if self._freeTries(client) >= 1.0:
                 return True
             left = deadline - self._clock.seconds()
             waiting = len(self._waitingTries.get(client, ()))

@@ -42,6 +42,13 @@ def basic(name: str, password: str) -> bytes:
     return b"Basic " + base64.b64encode(f"{name}:{password}".encode())
 
 
+class Connection:
+    """
+    A client's connection, as the L{Authenticator} sees one (the proxy's
+    channel): an object it holds by a weak reference.
+    """
+
+
 class UsersFileTests(SynchronousTestCase):
     def write(self, text: str) -> str:
         path = self.mktemp()
@@ -563,6 +570,65 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(len(self.auth._signedIn), 2)
         del alices["2001:db8::1"]
         self.assertEqual(len(self.auth._signedIn), 1)
+
+    def test_rememberedNotToldWhileChecksHoldTheTries(self) -> None:
+        """
+        A guesser at a signed-in user's address whose last wrong try is held
+        by one of its checks under way is not told, on a new connection,
+        which of its guesses is remembered: each waits for that try as a
+        guess not remembered does, and is refused with it.  The right one
+        passed at once, the others waited or were refused uncounted: 2,411
+        guesses tested in 21.6 s, about 17 checks run.  Alice's own
+        connection still passes at once.
+        """
+        auth = self.slowAuthenticator()
+
+        def start(password: str, connection: object):
+            return defer.ensureDeferred(auth.authenticate(basic("alice", password), "192.0.2.7", connection=connection))
+
+        alice = Connection()
+        signedIn = start("right", alice)
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(signedIn), "alice")
+        guesser = Connection()
+        for i in range(4):
+            wrong = start(f"wrong{i}", guesser)
+            self.pending.pop()()
+            self.assertIsNone(self.successResultOf(wrong))
+        holder = start("holder", guesser)  # holds the last try
+        checks = self.checks
+        guesses = [start("right" if i == 20 else f"guess{i}", Connection()) for i in range(40)]
+        self.assertEqual([d.called for d in guesses], [False] * MAX_WAITING_PER_CLIENT + [True] * 24)
+        self.assertEqual(self.successResultOf(start("right", alice)), "alice")
+        self.pending.pop()()  # the holder was wrong: no try is left
+        self.assertIsNone(self.successResultOf(holder))
+        self.assertEqual({self.successResultOf(d) for d in guesses}, {None})
+        self.assertEqual(self.checks, checks)
+        self.assertEqual(self.successResultOf(start("right", alice)), "alice")
+
+    def test_newConnectionWaitsForATryNotACheck(self) -> None:
+        """
+        A signed-in user's new connection while the checks of its address
+        hold its tries waits for one of them to come free, then passes from
+        what is remembered, without a check of its own.
+        """
+        auth = self.slowAuthenticator()
+        self.users["bob"] = self.users["alice"]
+        alice = Connection()
+        signedIn = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.7", connection=alice))
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(signedIn), "alice")
+        held = [defer.ensureDeferred(auth.authenticate(basic("bob", "right"), "192.0.2.7"))]
+        held += [defer.ensureDeferred(auth.authenticate(basic("bob", f"g{i}"), "192.0.2.7")) for i in range(4)]
+        checks = self.checks
+        new = defer.ensureDeferred(auth.authenticate(basic("alice", "right"), "192.0.2.7", connection=Connection()))
+        self.assertFalse(new.called)
+        self.pending.pop(0)()  # bob's right password frees its try
+        self.assertEqual((self.successResultOf(held[0]), self.successResultOf(new)), ("bob", "alice"))
+        self.assertEqual(self.checks, checks)
+        for fire in self.pending:
+            fire()
+        self.assertEqual({self.successResultOf(d) for d in held[1:]}, {None})
 
     def test_checksUnderWayBounded(self) -> None:
         """
