@@ -718,10 +718,11 @@ class Authenticator:
         self._checking[key] = []
         # Its turn is kept while others wait for the same credentials.
         if not await self._turn(deadline, lambda: wanted() or bool(self._checking.get(key))):
-            # No check free in time: counted as a wrong try, or guesses
-            # refused here could test what is remembered for free; not when
-            # the client went away.
-            self._checked(key, limited, False, counted=wanted())
+            # No check free in time, or the client went away: counted as a
+            # wrong try all the same, or guesses refused or left here would
+            # have tested what is remembered for free (a right one passes
+            # at once, others wait for a check).
+            self._checked(key, limited, False)
             return None
         try:
             user = await self._checkPassword(name, password, key, limited)
