@@ -21,8 +21,9 @@ runs it in the reactor's thread pool, remembers credentials that checked out
 (for C{cacheSeconds}, for the client address that sent them), and lets each
 client address try only a few wrong passwords a second (checks under way
 count as wrong until they are not; credentials remembered for a client
-address pass on a connection where they passed already, and on another
-only while the address could pay a wrong try).  All clients together get only so many
+address pass on a connection where they passed already, checked again
+there without a try once forgotten, and on another only while the address
+could pay a wrong try).  All clients together get only so many
 checks a second, and only a few at a time (more wait their turn, a bounded
 number of them for a bounded time, and are refused past that, which counts
 as a wrong try), so that guesses spread over many addresses get no more
@@ -696,40 +697,54 @@ class Authenticator:
         # pass however many tries the address has left (a guesser at the
         # same address locked its signed-in users out).
         key = hashlib.sha256(f"{client}\n".encode() + value.strip()).digest()  # type: ignore[union-attr]
-        if self._freeTries(limited) >= 1.0 or self._signedInWith(connection, key):
+        signedIn = self._signedInWith(connection, key)
+        if (signedIn or self._freeTries(limited) >= 1.0) and self._remembered(key, name):
+            return self._passed(connection, key, name)
+        deadline = self._clock.seconds() + CHECK_PATIENCE
+        # Passed on this connection, and no longer remembered (after
+        # cacheSeconds, or pushed out): checked again without waiting for
+        # a try of the address's, which a guesser there may keep spent
+        # (they were refused from then on).  Not for a user no longer
+        # listed.
+        again = signedIn and name in self.users
+        if not again:
+            if not await self._freeTry(limited, deadline, wanted):
+                # Too many wrong tries (no more costly checks for now); or
+                # no try came free in time, or the client went away.
+                return None
+            # A try is free now: remembered credentials need no check.
             if self._remembered(key, name):
                 return self._passed(connection, key, name)
-        deadline = self._clock.seconds() + CHECK_PATIENCE
-        if not await self._freeTry(limited, deadline, wanted):
-            # Too many wrong tries (no more costly checks for now); or no
-            # try came free in time, or the client went away.
-            return None
-        # A try is free now: remembered credentials need no check.
-        if self._remembered(key, name):
-            return self._passed(connection, key, name)
         waiting = self._checking.get(key)
         if waiting is not None:
             # The same credentials on another connection (a browser opens
             # several at once): one check answers them all.
             shared: defer.Deferred[bool] = defer.Deferred()
             waiting.append(shared)
-            return self._passed(connection, key, name) if await shared else None
-        self._reserved[limited] = self._reserved.get(limited, 0) + 1
-        self._checking[key] = []
-        # Its turn is kept while others wait for the same credentials.
-        if not await self._turn(deadline, lambda: wanted() or bool(self._checking.get(key))):
-            # No check free in time, or the client went away: counted as a
-            # wrong try all the same, or guesses refused or left here would
-            # have tested what is remembered for free (a right one passes
-            # at once, others wait for a check).
-            self._checked(key, limited, False)
-            return None
-        try:
-            user = await self._checkPassword(name, password, key, limited)
-        finally:
-            self._running -= 1
-            self._nextTurns()
-        return None if user is None else self._passed(connection, key, user)
+            right = await shared
+        else:
+            self._reserved[limited] = self._reserved.get(limited, 0) + 1
+            self._checking[key] = []
+            # Its turn is kept while others wait for the same credentials.
+            if not await self._turn(deadline, lambda: wanted() or bool(self._checking.get(key))):
+                # No check free in time, or the client went away: counted
+                # as a wrong try all the same, or guesses refused or left
+                # here would have tested what is remembered for free (a
+                # right one passes at once, others wait for a check).
+                self._checked(key, limited, False, counted=not again)
+                return None
+            try:
+                right = await self._checkPassword(name, password, key, limited) is not None
+            finally:
+                self._running -= 1
+                self._nextTurns()
+        if right:
+            return self._passed(connection, key, name)
+        if again and self._signedInWith(connection, key):
+            # Its password changed: further checks there wait for the
+            # address's tries, as anywhere else.
+            del self._signedIn[connection]
+        return None
 
     def _freeTries(self, client: str) -> float:
         """

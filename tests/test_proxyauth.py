@@ -42,6 +42,18 @@ def basic(name: str, password: str) -> bytes:
     return b"Basic " + base64.b64encode(f"{name}:{password}".encode())
 
 
+def loadUsersFrom(case: SynchronousTestCase, **passwords: str) -> dict:
+    """
+    The users of a users file giving each name its password (cheaply
+    hashed), written in C{case}'s temporary directory.
+    """
+    path = case.mktemp()
+    with open(path, "w") as f:
+        for name, password in passwords.items():
+            f.write(f"{name}:{hashPassword(password, **CHEAP)}\n")
+    return loadUsers(path)
+
+
 class Connection:
     """
     A client's connection, as the L{Authenticator} sees one (the proxy's
@@ -570,6 +582,66 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(len(self.auth._signedIn), 2)
         del alices["2001:db8::1"]
         self.assertEqual(len(self.auth._signedIn), 1)
+
+    def test_signedInConnectionOutlastsWhatIsRemembered(self) -> None:
+        """
+        A connection that signed in goes on passing with the same
+        credentials however long a guesser at its address keeps it over its
+        limit: once they are no longer remembered (60 s here) they are
+        checked again there, without a try of the address's, and
+        remembered again.  They were refused from then on, typed again too
+        (from 300 s of a guess every 0.2 s, with the default 5 minutes).
+        A password changed meanwhile ends it, as a removed user does: the
+        connection's further tries wait for the address's, as anywhere.
+        """
+
+        def signIn(password: str, connection: object, client: str = "192.0.2.1"):
+            return self.successResultOf(
+                defer.ensureDeferred(self.auth.authenticate(basic("alice", password), client, connection=connection))
+            )
+
+        alice, guesser = Connection(), Connection()
+        self.assertEqual(signIn("right", alice), "alice")
+        checked = []
+        for second in range(1, 181):
+            self.clock.advance(0.25)
+            for quarter in range(4):
+                self.assertIsNone(signIn(f"guess{second}.{quarter}", guesser))
+                if quarter == 3 and second % 15 == 0:
+                    checks = self.checks
+                    self.assertEqual(signIn("right", alice), "alice", second)
+                    checked += [second] * (self.checks - checks)
+                if quarter < 3:
+                    self.clock.advance(0.25)
+        self.assertEqual(checked, [60, 120, 180])
+        # Other credentials on it are refused unchecked, and it is still
+        # signed in with hers.
+        checks = self.checks
+        self.assertIsNone(signIn("wrong", alice))
+        self.assertEqual((signIn("right", alice), self.checks), ("alice", checks))
+        # Her password changed: checked once there, then refused unchecked.
+        self.users["alice"] = loadUsersFrom(self, alice="new")["alice"]
+        self.assertIsNone(signIn("right", alice))
+        self.assertEqual(self.checks, checks + 1)
+        self.assertIsNone(signIn("right", alice))
+        self.assertIsNone(signIn("new", alice))
+        self.assertEqual(self.checks, checks + 1)
+        # A user removed is refused unchecked on the connection that signed
+        # in, as it was.
+        bob = Connection()
+        self.users["bob"] = self.users["alice"]
+        self.assertEqual(
+            self.successResultOf(defer.ensureDeferred(self.auth.authenticate(basic("bob", "new"), "10.0.0.1", connection=bob))),
+            "bob",
+        )
+        for _ in range(5):
+            self.successResultOf(defer.ensureDeferred(self.auth.authenticate(basic("bob", "x"), "10.0.0.1")))
+        del self.users["bob"]
+        checks = self.checks
+        self.assertIsNone(
+            self.successResultOf(defer.ensureDeferred(self.auth.authenticate(basic("bob", "new"), "10.0.0.1", connection=bob)))
+        )
+        self.assertEqual(self.checks, checks)
 
     def test_rememberedNotToldWhileChecksHoldTheTries(self) -> None:
         """
