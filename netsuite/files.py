@@ -197,17 +197,28 @@ def warnIfOpenToOthers(path: Union[str, Path], secret: str, log: Logger) -> None
     """
     Warn on C{log} when other users may read or write the file C{path},
     which keeps C{secret} (what the warning calls it: "the API token",
-    "the proxy's decoy key"): it is used all the same (it may be shared on purpose), and the warning
-    says how to mend it.
+    "the proxy's decoy key"): its mode lets them, or another user owns it
+    (and may read and change it whatever its mode).  It is used all the
+    same (it may be shared on purpose), and the warning says how to mend it.
     """
     with contextlib.suppress(OSError):
-        mode = os.stat(path).st_mode
+        status = os.stat(path)
+        mode = status.st_mode
         if mode & 0o077:
             log.warn(
                 "{path} is open to other users (mode {mode:04o}), who may read or change {secret}: chmod 600 it",
                 path=str(path),
                 mode=stat.S_IMODE(mode),
                 secret=secret,
+            )
+        if hasattr(os, "geteuid") and status.st_uid != os.geteuid():
+            log.warn(
+                "{path} is owned by another user (uid {owner}), who may read or change {secret}:"
+                " chown it to the user netsuite runs as (uid {uid})",
+                path=str(path),
+                owner=status.st_uid,
+                secret=secret,
+                uid=os.geteuid(),
             )
 
 
@@ -228,7 +239,8 @@ def loadOrCreateSecret(
     """
     The secret kept in the file C{path}, or a new one written there,
     readable by its owner only, when there is no such file.  A file others
-    may read or write is used, with a warning (see L{warnIfOpenToOthers}).
+    may read or write, or that another user owns, is used, with a warning
+    (see L{warnIfOpenToOthers}).
 
     @param parse: the secret a file's bytes hold, or L{None} when they hold
         no usable one.

@@ -210,7 +210,7 @@ def loadOrCreateDecoyKey(path: str) -> bytes:
     written there, readable by its owner only, when there is no such file.
     A new key at every start gave unknown names other costs after each
     restart, where real users keep theirs.  A file others may read or
-    write is used, with a warning.
+    write, or that another user owns, is used, with a warning.
 
     @raise ValueError: the file holds no usable key (said in a sentence).
     @raise OSError: the file cannot be read, or made.

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Optional, Tuple
 
-from twisted.logger import Logger
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from netsuite.download.service import loadOrCreateToken
@@ -107,3 +108,38 @@ class LoadOrCreateSecretTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as e:
             loadOrCreateDecoyKey(str(path))
         self.assertEqual(str(e.exception), f"{path}: longer than 4096 bytes; delete it and a new key is made")
+
+    def test_fileOfAnotherOwnerIsWarnedOf(self) -> None:
+        """
+        A private file that another user owns (which that user may read and
+        change, and which this process reads as root) is used, with a
+        warning saying so and how to mend it, for the decoy key as for the
+        API token: only a mode open to others was warned of.  One of this
+        process's user is used without a word.
+        """
+        path = Path(self.mktemp())
+        key = loadOrCreateDecoyKey(str(path))
+        owner = os.stat(path).st_uid
+        for uid in (owner, owner + 1):
+            self.patch(os, "geteuid", lambda: uid)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            self.assertEqual(loadOrCreateDecoyKey(str(path)), key)
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            if uid == owner:
+                self.assertEqual(warnings, [])
+            else:
+                self.assertEqual(
+                    warnings,
+                    [f"{path} is owned by another user (uid {owner}), who may read or change the proxy's decoy key:"
+                     f" chown it to the user netsuite runs as (uid {uid})"],
+                )
+        tokenFile = Path(self.mktemp())
+        loadOrCreateToken(tokenFile)
+        self.patch(os, "geteuid", lambda: owner + 1)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        loadOrCreateToken(tokenFile)
+        self.assertEqual(
+            [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+            [f"{tokenFile} is owned by another user (uid {owner}), who may read or change the API token:"
+             f" chown it to the user netsuite runs as (uid {owner + 1})"],
+        )

@@ -1024,8 +1024,8 @@ def loadOrCreateToken(path: str | Path) -> tuple[str, bool]:
     The API token kept in C{path} (surrounding white space ignored), or a
     new one written there, readable by its owner only, when there is no
     such file: the token stays the same from one start to the next, and
-    never goes into a log.  A file others may read or write is used, with
-    a warning.
+    never goes into a log.  A file others may read or write, or that another
+    user owns, is used, with a warning.
 
     @return: the token, and whether it was created.
     @raise ValueError: the file holds no usable token (said in a sentence).
