@@ -63,6 +63,7 @@ __all__ = [
     "DECOY_KEY_FILE",
     "UsersFileError",
     "UsersFileMissing",
+    "UsersFileUnreadable",
     "hashPassword",
     "loadOrCreateDecoyKey",
     "loadUsers",
@@ -134,6 +135,14 @@ class UsersFileError(Exception):
 class UsersFileMissing(UsersFileError):
     """
     The users file does not exist.
+    """
+
+
+class UsersFileUnreadable(UsersFileError):
+    """
+    The users file exists but reading it failed (a disk error, too many
+    open files, no permission): an error that may pass without the file
+    changing.
     """
 
 
@@ -348,15 +357,16 @@ def loadUsers(path: str, *, empty: bool = False) -> Dict[str, _Entry]:
 
     @param empty: whether a file without users is fine.
     @raise UsersFileMissing: it does not exist.
-    @raise UsersFileError: it cannot be read, a line is malformed, or it has
-        no users (unless C{empty}).
+    @raise UsersFileUnreadable: reading it failed.
+    @raise UsersFileError: it is not a small regular UTF-8 file, a line is
+        malformed, or it has no users (unless C{empty}).
     """
     try:
         lines = _readLines(path)
     except FileNotFoundError as e:
         raise UsersFileMissing(f"cannot read the proxy users file {path!r}: {e.strerror or e}") from None
     except OSError as e:
-        raise UsersFileError(f"cannot read the proxy users file {path!r}: {e.strerror or e}") from None
+        raise UsersFileUnreadable(f"cannot read the proxy users file {path!r}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise UsersFileError(f"the proxy users file {path!r} is not UTF-8 text") from None
     except ValueError as e:
@@ -509,6 +519,9 @@ class Authenticator:
         self._readTimer: Optional[IDelayedCall] = None
         #: Requests waiting for it to be read.
         self._readWaiters: List[defer.Deferred[None]] = []
+        #: Why it could not be read at the last read, if it was an error
+        #: that may pass (warned of once while it lasts).
+        self._unreadable: Optional[str] = None
         #: When the users file was last looked at, and what it was then.
         self._lookedAt = clock.seconds()
         self._version = self._fileVersion()
@@ -583,8 +596,8 @@ class Authenticator:
     def _lookDone(self, version: object) -> None:
         """
         Read the users file again if the look found it changed since it was
-        last read, off the reactor (up to 16 MiB took it 2 s); requests wait
-        for it meanwhile.
+        last read, or that read failed in a way that may pass, off the
+        reactor (up to 16 MiB took it 2 s); requests wait for it meanwhile.
         """
         self._looking = False
         timer, self._lookTimer = self._lookTimer, None
@@ -593,7 +606,7 @@ class Authenticator:
         if isinstance(version, Failure):
             self.log.failure("looking at the proxy users file", version)
             return
-        if version == self._version:
+        if version == self._version and self._unreadable is None:
             return
         self._version = version  # type: ignore[assignment]
         self._reading = True
@@ -636,13 +649,17 @@ class Authenticator:
     def _takeUsers(self, result: object) -> None:
         if isinstance(result, Failure):
             if result.check(UsersFileError):
-                self.log.warn(
-                    "proxy users file not read again, the users stay as they were: {error}",
-                    error=str(result.value),
-                )
+                error = str(result.value)
+                if error != self._unreadable:
+                    self.log.warn("proxy users file not read again, the users stay as they were: {error}", error=error)
+                # An error that may pass without the file changing (a disk
+                # error, too many open files): it is read again at the next
+                # look (it waited for the file's next change).
+                self._unreadable = error if result.check(UsersFileUnreadable) else None
             else:
                 self.log.failure("reading the proxy users file again", result)
             return
+        self._unreadable = None
         self.users, self._decoys, why = result  # type: ignore[misc]
         if why is not None:
             # What is remembered stays, refused while there are no users: an

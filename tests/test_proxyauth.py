@@ -1423,6 +1423,50 @@ class UsersFileReloadTests(SynchronousTestCase):
         self.clock.advance(1.5)
         self.assertEqual(self.authenticate("alice", "back"), "alice")
 
+    def test_readErrorThatPassesIsReadAgain(self) -> None:
+        """
+        A change to the file whose read failed with an error that may pass
+        without the file changing (an I/O error, too many open files) is
+        read again at the next look, once a second, with one warning while
+        the error lasts, and counts once the read works: it waited for the
+        file's next change, and the users stayed as they were meanwhile.
+        """
+        from netsuite import proxyauth
+
+        warnings = []
+        globalLogPublisher.addObserver(warnings.append)
+        self.addCleanup(globalLogPublisher.removeObserver, warnings.append)
+        readLines = proxyauth._readLines
+        failing = [True]
+        reads = []
+
+        def read(path):
+            reads.append(path)
+            if failing[0]:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return readLines(path)
+
+        self.patch(proxyauth, "_readLines", read)
+        self.write(alice="right", bob="new")
+        for _ in range(3):
+            self.clock.advance(1.5)
+            self.assertIsNone(self.authenticate("bob", "new"))
+            self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.assertEqual(len(reads), 3)
+        said = [formatEvent(e) for e in warnings if "not read again" in e.get("log_format", "")]
+        self.assertEqual(
+            said,
+            [f"proxy users file not read again, the users stay as they were: cannot read the proxy users file"
+             f" {self.path!r}: {os.strerror(errno.EIO)}"],
+        )
+        failing[0] = False
+        self.clock.advance(1.5)
+        self.assertEqual(self.authenticate("bob", "new"), "bob")
+        # Read, it is read again only when it changes.
+        self.clock.advance(1.5)
+        self.authenticate("bob", "new")
+        self.assertEqual(len(reads), 4)
+
     def test_noUsersLeftRefusesEveryone(self) -> None:
         """
         A file read that lists no users (comments only, or empty), or one
