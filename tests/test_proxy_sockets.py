@@ -31,13 +31,13 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from netsuite.limits import descriptorOf
+from netsuite.limits import descriptorOf, unsentBytes
 from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWriting
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
@@ -295,6 +295,58 @@ class _RawOriginFactory(Factory):
         else:
             self.waiting.append((size, d))
         return d
+
+
+class _TakingWhenTold(Protocol):
+    """
+    An origin that reads nothing until told, then one read each time it is
+    (L{takeOne}).
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.taking = False
+        self.answered = False
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+
+    def takeOne(self) -> None:
+        """
+        Read once more.
+        """
+        self.taking = True
+        self.transport.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.taking = False
+        self.transport.pauseProducing()
+
+    def bodyTaken(self) -> int:
+        """
+        The bytes read after the request's head.
+        """
+        head, found, body = bytes(self.received).partition(b"\r\n\r\n")
+        return len(body) if found else 0
+
+    def answer(self, response: bytes) -> None:
+        """
+        Send C{response} and read again.
+        """
+        self.answered = True
+        self.transport.write(response)
+        self.transport.resumeProducing()
+
+
+class _TakingWhenToldFactory(Factory):
+    def __init__(self) -> None:
+        self.connections: List[_TakingWhenTold] = []
+
+    def buildProtocol(self, addr: Any) -> _TakingWhenTold:
+        taker = _TakingWhenTold()
+        self.connections.append(taker)
+        return taker
 
 
 @implementer(IHalfCloseableProtocol)
@@ -1517,43 +1569,61 @@ class ProxySocketTests(TestCase):
     async def test_originTakingAnUploadSlowlyIsNotSilent(self) -> None:
         """
         An origin that takes an upload slowly but steadily, all of it
-        already written towards it, is not timed out while it takes it
-        (here a read timeout of 1 s, 300 KB taken 4 KB at a time over about
-        1.5 s): it got a 504 "did not answer", 2 MB at 5 KB/s after 60 s.
+        already written towards it, is not timed out while it takes it: it
+        got a 504 "did not answer", 2 MB at 5 KB/s after 60 s.  Here the
+        origin takes 100 KB through a 4 KB receive buffer, a read at a
+        time, and the proxy's clock (a read timeout of 1 s) moves 0.4 s
+        each time the proxy's side holds less: more than two read timeouts
+        in all.  No thread and no wall clock decides the outcome: with the
+        origin in a thread reading on the wall clock, a starved thread or
+        the kernel's zero-window probes (up to 0.8 s apart, measured) left
+        a second with nothing taken, and it failed 1 run in 6 to 16 of the
+        proxy's modules under load.
         """
-        size = 300_000
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        originPort = listener.getsockname()[1]
-
-        def origin() -> int:
-            conn, _ = listener.accept()
-            with conn:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(4096)
-                taken = len(data.split(b"\r\n\r\n", 1)[1])
-                while taken < size:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return taken
-                    taken += len(chunk)
-                    time.sleep(0.02)
-                conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
-                return taken
-
-        taking = threads.deferToThread(origin)
-        port = await self.startProxy(settings=ProxySettings(readTimeout=1.0))
-        data = await self.exchange(
-            port,
-            b"PUT http://127.0.0.1:%d/f HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (originPort, size)
-            + b"x" * size,
+        size, readTimeout, step = 100_000, 1.0, 0.4
+        clock = Clock()
+        origin = _TakingWhenToldFactory()
+        listening = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        # Set before any connection, so the window offered stays 4 KB: what
+        # the origin has not taken stays on the proxy's side.
+        listening.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        port = await self.startProxy(settings=ProxySettings(readTimeout=readTimeout), clock=clock)
+        client = await connect(self, port, Collector())
+        client.transport.write(
+            b"PUT http://127.0.0.1:%d/f HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (listening.getHost().port, size)
+            + b"x" * size
         )
-        self.assertEqual(_parseResponse(data)[0], 201, data[:200])
-        self.assertEqual(await taking, size)
+        written: Optional[float] = None  # the proxy's time when the body was all written
+        seen = 0
+        while b"\r\n\r\n" not in b"".join(client.received):
+            await deferLater(reactor, 0.001, lambda: None)
+            clock.advance(0)  # the proxy's output goes at the end of its pass
+            taker = origin.connections[0] if origin.connections else None
+            if taker is None or taker.taking or taker.answered:
+                continue
+            if taker.bodyTaken() == size:
+                taker.answer(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                continue
+            requests = [request for channel in self.channels() for request in channel.requests]
+            upstream = requests[0]._upstream if requests else None
+            if upstream is None or not upstream._bodySent:
+                taker.takeOne()
+                continue
+            unsent = unsentBytes(upstream.transport)
+            if written is None:
+                written = clock.seconds()
+            elif unsent < seen:
+                clock.advance(step)  # it took more: the proxy's time goes on
+            elif unsent:
+                continue  # what it read is not yet made up from the proxy's side
+            seen = unsent
+            taker.takeOne()
+        self.assertEqual(_parseResponse(b"".join(client.received))[0], 201, client.received[:1])
+        self.assertEqual(origin.connections[0].bodyTaken(), size)
+        assert written is not None
+        self.assertGreater(clock.seconds() - written, 2 * readTimeout)
 
     async def test_usersFileChangedWhileRunning(self) -> None:
         """
