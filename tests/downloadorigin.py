@@ -83,6 +83,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import weakref
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Dict, List, Optional, Tuple
@@ -199,6 +200,7 @@ class Recorded:
     @ivar status: the status answered (0 while none).
     @ivar sent: body bytes written for it.
     @ivar peer: the client's C{(host, port)}.
+    @ivar reused: whether it came on a connection that carried one before.
     """
 
     origin: str
@@ -215,6 +217,7 @@ class Recorded:
     status: int = 0
     sent: int = 0
     ended: Optional[float] = None
+    reused: bool = False
 
     @property
     def rangeStart(self) -> Optional[int]:
@@ -471,6 +474,8 @@ class Origin:
         self.port = 0
         self.factory = _Tracking(self._site())
         self._listening: Any = None
+        #: The connections (HTTP channels) that carried a request.
+        self._served: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
     def _site(self) -> server.Site:
         site = server.Site(_Root(self))
@@ -623,7 +628,9 @@ class Origin:
                 name.decode("latin-1").lower(): [value.decode("latin-1") for value in values]
                 for name, values in request.requestHeaders.getAllRawHeaders()
             },
+            reused=request.channel in self._served,
         )
+        self._served.add(request.channel)
         earlier = self.seen(path)
         earlierGets = [r for r in earlier if r.method == "GET"]
         self.requests.append(record)

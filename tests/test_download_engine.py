@@ -1104,6 +1104,48 @@ class FailureTests(EngineTestCase):
         self.assertEqual(len(self.origin.seen("/file/broken.bin")), 3)
         self.assertEqual(listing(directory), [])
 
+    async def test_retryAfterAnErrorAtOnceIsOneRequest(self) -> None:
+        """
+        With no wait between retries, each of the C{retries} more requests
+        goes once, on a new connection, and gets its 500, over http and
+        https: the connection of a 500 whose body was thrown away as it
+        came, closing, went back to the pool, the retry went out on it
+        before the close was seen, and Twisted sent it again on a new one:
+        5 requests for 3 (with a wait of 0.01 s, 4 when the reactor came
+        late, under load).
+        """
+        tlsOrigin, caFile = self.startTLSOrigin()
+        for origin in (self.origin, tlsOrigin):
+            del self.events[:]
+            directory = self.directory()
+            url = origin.url("/file/again.bin?fail=1000")
+            downloader = self.downloader(retries=2, retryWait=0, maxRetryWait=0, caFile=caFile)
+            error = await self.failureOf(downloader.download(url, directory), HTTPStatusError)
+            self.assertEqual(error.status, 500)
+            seen = origin.seen("/file/again.bin")
+            self.assertEqual([(r.status, r.reused) for r in seen], [(500, False)] * 3, url)
+            retries = [e for e in self.events if e["event"] == "retry"]
+            self.assertEqual([("500" in e["reason"]) for e in retries], [True, True], url)
+
+    async def test_connectionClosedAfterAnAnswerCostsNoRetry(self) -> None:
+        """
+        A server that closes its connection after each answer without
+        saying so (no C{Connection: close}) costs no retry: the next
+        request, sent on that connection before its close was seen (a
+        redirect's, at once), never read, is sent again on a new connection
+        (Twisted's pool does it, as curl does) and the server sees it once.
+        Turned off, it failed a download with no retries left as "the
+        connection was closed".
+        """
+        canned = b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n"
+        server, base = await startHostile(self, "canned", canned=canned)
+        downloader = self.downloader(retries=0, maxRedirects=1)
+        error = await self.failureOf(downloader.download(base + "/first", self.directory()), RedirectError)
+        self.assertIn("more than 1 redirects", str(error))
+        self.assertEqual(server.requestLines, [b"GET /first HTTP/1.1", b"GET /next HTTP/1.1"])
+        self.assertEqual(server.connections, 2)
+        self.assertEqual([e for e in self.events if e["event"] == "retry"], [])
+
     async def test_retryAfterHonoured(self) -> None:
         """
         429 with C{Retry-After: 1}: the next attempt waits at least a

@@ -44,7 +44,7 @@ from treq.client import HTTPClient
 
 from .. import __version__
 from ..chunked import MalformedChunkedBody
-from ..limits import TokenBucket
+from ..limits import TokenBucket, descriptorOf
 from ..text import visibleText
 from . import names
 from .agent import (
@@ -2313,9 +2313,16 @@ def _closing(transport) -> bool:
 class _QuietPool(HTTPConnectionPool):
     """
     The downloader's pool: closes connections handed back after L{stop},
-    and keeps at most C{maxIdle} idle connections in all (Twisted caps them
-    per host only), closing the one idle longest past that, so that a list
-    of files on many hosts does not run out of file descriptors.
+    keeps none that is being closed, and keeps at most C{maxIdle} idle
+    connections in all (Twisted caps them per host only), closing the one
+    idle longest past that, so that a list of files on many hosts does not
+    run out of file descriptors.
+
+    Twisted's own retry stays: a GET that failed on a reused connection
+    before any answer is sent once more on a new one, uncounted, as curl
+    does.  It is what makes a server that closes its connection after an
+    answer, without saying so, cost no retry (the request on the closing
+    connection was never read).
     """
 
     _factory = _QuietFactory
@@ -2325,6 +2332,12 @@ class _QuietPool(HTTPConnectionPool):
     def _putConnection(self, key, connection) -> None:
         if self.closed or _closing(connection.transport):
             connection.transport.loseConnection()
+            return
+        if _closing(connection.transport):
+            # An answer whose body, come in the read of its head, was
+            # thrown away (_discard): Twisted hands the connection back all
+            # the same.  A request sent on it before the close was seen
+            # reached the server, failed, and was sent again.
             return
         HTTPConnectionPool._putConnection(self, key, connection)
         while len(self._timeouts) > self.maxIdle:
@@ -2337,6 +2350,14 @@ class _QuietPool(HTTPConnectionPool):
         HTTPConnectionPool._removeConnection(self, key, connection)
         if not self._connections.get(key):
             self._connections.pop(key, None)  # no empty list left per host ever seen
+
+
+def _closing(transport) -> bool:
+    """
+    Whether C{transport}, or the socket's transport under it (under TLS),
+    is being closed.
+    """
+    return bool(getattr(transport, "disconnecting", False) or getattr(descriptorOf(transport), "disconnecting", False))
 
 
 def _outcome(d: Deferred) -> Deferred:
