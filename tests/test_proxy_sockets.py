@@ -42,7 +42,16 @@ from netsuite.proxy import ProxyFactory, ProxySettings, makeProxyService, shutWr
 from netsuite.proxyauth import Authenticator, hashPassword, loadUsers
 from netsuite.proxyrules import ProxyRules, parseNetworks
 from netsuite.resolving import LOOKUP_THREADS, AnsweringResolver
-from tests.helpers import Collector, RecordingProducer, connect, hostAddress, rawExchange, recvUntil, startListener
+from tests.helpers import (
+    Collector,
+    RecordingProducer,
+    connect,
+    hostAddress,
+    rawExchange,
+    recvUntil,
+    startListener,
+    waitUntil,
+)
 from tests.test_proxy import FakeResolver
 from tests.tlshelpers import (
     SOCKET_TIMEOUT,
@@ -890,11 +899,20 @@ class ProxySocketTests(TestCase):
             % (originPort.getHost().port, size)
         )
         client.transport.write(_pattern(size))
-        await deferLater(reactor, 0.5, lambda: None)
-        channel = self.channels()[0]
-        upstream = channel.requests[0]._upstream
-        held = _buffered(channel.transport) + _buffered(upstream.transport)
-        self.assertLess(held, 4 * 1024 * 1024)
+
+        def held() -> int:
+            channel = self.channels()[0]
+            return _buffered(channel.transport) + _buffered(channel.requests[0]._upstream.transport)
+
+        def stopped() -> bool:
+            # The proxy stopped reading for the origin, or holds too much.
+            channels = self.channels()
+            if not channels or not channels[0].requests or channels[0].requests[0]._upstream is None:
+                return False
+            return "upload" in channels[0]._gate._holds or held() >= 4 * 1024 * 1024
+
+        await waitUntil(stopped, timeout=30)
+        self.assertLess(held(), 4 * 1024 * 1024)
         self.assertGreater(_buffered(client.transport), 8 * 1024 * 1024)
         conn = origin.connections[0]
         conn.transport.resumeProducing()
