@@ -44,7 +44,7 @@ from treq.client import HTTPClient
 
 from .. import __version__
 from ..chunked import MalformedChunkedBody
-from ..limits import TokenBucket, descriptorOf
+from ..limits import TokenBucket
 from ..text import visibleText
 from . import names
 from .agent import (
@@ -2330,14 +2330,12 @@ class _QuietPool(HTTPConnectionPool):
     maxIdle = 8
 
     def _putConnection(self, key, connection) -> None:
+        # A connection being closed is not kept: an answer whose body, come
+        # in the read of its head, was thrown away (_discard), is handed
+        # back by Twisted all the same, and a request sent on it before the
+        # close was seen reached the server, failed, and was sent again.
         if self.closed or _closing(connection.transport):
             connection.transport.loseConnection()
-            return
-        if _closing(connection.transport):
-            # An answer whose body, come in the read of its head, was
-            # thrown away (_discard): Twisted hands the connection back all
-            # the same.  A request sent on it before the close was seen
-            # reached the server, failed, and was sent again.
             return
         HTTPConnectionPool._putConnection(self, key, connection)
         while len(self._timeouts) > self.maxIdle:
@@ -2350,14 +2348,6 @@ class _QuietPool(HTTPConnectionPool):
         HTTPConnectionPool._removeConnection(self, key, connection)
         if not self._connections.get(key):
             self._connections.pop(key, None)  # no empty list left per host ever seen
-
-
-def _closing(transport) -> bool:
-    """
-    Whether C{transport}, or the socket's transport under it (under TLS),
-    is being closed.
-    """
-    return bool(getattr(transport, "disconnecting", False) or getattr(descriptorOf(transport), "disconnecting", False))
 
 
 def _outcome(d: Deferred) -> Deferred:
