@@ -794,7 +794,8 @@ class _PeerReadGate(ProtocolWrapper):
     """
     Stands between a socket and TLS: stops reading from the peer while more
     output than the socket transport's buffer size waits for it, and reads
-    again once that output is sent.
+    again once that output is sent.  What the peer sent meanwhile is read
+    before the service is resumed (see L{_outputWaits}).
 
     TLS answers some records by itself, without the service writing (a TLS
     1.3 KeyUpdate that asks for one back), so a peer that sent them and
@@ -819,12 +820,19 @@ class _PeerReadGate(ProtocolWrapper):
     #: asks for reading after (L{_read}, L{readToClose}).
     _refusing = False
     _refusal: _Refusal | None = None
+    #: The output was sent while the peer's input waited: the service is
+    #: resumed once that is read (L{_outputWaits}).
+    _resumeAfterRead = False
 
     def makeConnection(self, transport: Any) -> None:
         transport.registerProducer(_OutputSignal(self), True)
         ProtocolWrapper.makeConnection(self, transport)
 
     def dataReceived(self, data: bytes) -> None:
+        self._receive(data)
+        self._releaseProducer()
+
+    def _receive(self, data: bytes) -> None:
         if self._linger is not None and self._linger.received(len(data)):
             self._linger.cancel()
             self._linger = None
@@ -869,12 +877,58 @@ class _PeerReadGate(ProtocolWrapper):
             transport.loseConnection()
 
     def _outputWaits(self, full: bool) -> None:
+        """
+        Stop reading while the output waits (C{full}), and read again once
+        it is sent.  Then, if the peer's input waits, the service is resumed
+        only once the reactor has read it: resumed at once, it filled the
+        transport again (an HTTP/2 connection's file, in its next reactor
+        turn, which comes before the reactor looks at the sockets), which
+        stopped reading before anything was read.  An HTTP/2 client
+        downloading with a large window had its PING answered, and its
+        RST_STREAM acted on, only once the whole answer was sent.
+        """
         self._outputFull = full
+        self._resumeAfterRead = False
         self._read()
-        if self._producer is not None:
-            if full:
-                self._producer.pauseProducing()
-            else:
+        if self._producer is None:
+            return
+        if full:
+            self._producer.pauseProducing()
+        elif self._reading() and self._inputWaits():
+            self._resumeAfterRead = True  # see _releaseProducer
+        else:
+            self._producer.resumeProducing()
+
+    def _reading(self) -> bool:
+        """
+        Whether the socket is being read (its transport read on).
+        """
+        transport = self.transport
+        return (
+            not (self._outputFull or self._pausedAbove or self._refusing)
+            and isinstance(transport, tcp.Connection)
+            and transport.connected
+            and not transport.disconnecting
+        )
+
+    def _inputWaits(self) -> bool:
+        """
+        Whether the peer sent data (not its end) that the socket holds
+        unread.
+        """
+        try:
+            return bool(self.transport.socket.recv(1, socket.MSG_PEEK))
+        except OSError:  # nothing (EAGAIN), or an error the reactor's read takes
+            return False
+
+    def _releaseProducer(self) -> None:
+        """
+        Resume the service held until the peer's input was read (in
+        L{dataReceived}), or until reading stopped again (L{_read}).
+        """
+        if self._resumeAfterRead:
+            self._resumeAfterRead = False
+            if self._producer is not None and not self._outputFull:
                 self._producer.resumeProducing()
 
     def _stopProducer(self) -> None:
@@ -885,6 +939,7 @@ class _PeerReadGate(ProtocolWrapper):
     def _read(self) -> None:
         if self._outputFull or self._pausedAbove or self._refusing:
             self.transport.pauseProducing()
+            self._releaseProducer()  # nothing will be read for it now
         else:
             self.transport.resumeProducing()
 
@@ -926,6 +981,7 @@ class _PeerReadGate(ProtocolWrapper):
             return
         self._refusing = True
         transport.stopReading()
+        self._releaseProducer()
         self.wrappedProtocol.loseConnection()  # the close_notify, written at once after the handshake
         if transport.connected and not transport.disconnecting:
             self._refusal = _Refusal(self.factory.clock, transport, grace)
@@ -944,6 +1000,7 @@ class _PeerReadGate(ProtocolWrapper):
 
     def unregisterProducer(self) -> None:
         self._producer = None
+        self._resumeAfterRead = False
 
     def loseConnection(self) -> None:
         # A transport with a producer registered holds the close until it

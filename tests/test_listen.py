@@ -18,11 +18,16 @@ from twisted.internet import reactor, tcp, threads
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.testing import EventLoggingObserver, StringTransport, StringTransportWithDisconnection
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    MemoryReactor,
+    StringTransport,
+    StringTransportWithDisconnection,
+)
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -511,6 +516,187 @@ class PeerReadGateTests(SynchronousTestCase):
         self.signal.stopProducing()
         self.gate.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(producer.calls, ["stop"])
+
+
+class PeerReadGateInputTests(SynchronousTestCase):
+    """
+    Once the output waiting for the peer is sent, L{_PeerReadGate} has what
+    the peer sent meanwhile read before the producer above it is resumed:
+    resumed at once, the producer filled the transport again before the
+    reactor looked at the socket, and nothing the peer sent was read while
+    it took its answers as fast as they came (an HTTP/2 client's PING,
+    answered only after the whole download).  A real socket pair under a
+    Twisted TCP transport, on a L{MemoryReactor}.
+    """
+
+    def setUp(self) -> None:
+        ours, self.peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(self.peer.close)
+        self.reactor = MemoryReactor()
+        self.gate = _PeerReadGateFactory(Factory.forProtocol(Protocol), ServiceStats("x")).buildProtocol(None)
+        self.received: List[bytes] = []
+        self.gate.wrappedProtocol.dataReceived = self.received.append
+        self.transport = tcp.Connection(ours, self.gate, self.reactor)
+        self.transport.connected = True
+        self.gate.makeConnection(self.transport)
+        self.transport.startReading()
+        self.producer = RecordingProducer()
+        self.gate.registerProducer(self.producer, True)
+
+    def fill(self) -> None:
+        """
+        Write more than the transport's buffer holds: output waits.
+        """
+        self.gate.write(b"x" * (self.transport.bufferSize + 1))
+        self.assertNotIn(self.transport, self.reactor.readers)
+
+    def drain(self) -> None:
+        """
+        The reactor sends the output waiting (the peer's socket takes it).
+        """
+        self.transport.doWrite()
+        self.assertEqual(self.transport.dataBuffer, b"")
+        self.peer.recv(1 << 20)
+
+    def test_resumedAtOnceWhenNothingWaits(self) -> None:
+        self.fill()
+        self.drain()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertIn(self.transport, self.reactor.readers)
+
+    def test_inputWaitingReadBeforeTheProducerResumes(self) -> None:
+        self.fill()
+        self.peer.sendall(b"PING")
+        self.drain()
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.assertIn(self.transport, self.reactor.readers)
+        self.transport.doRead()
+        self.assertEqual((self.received, self.producer.calls), ([b"PING"], ["pause", "resume"]))
+
+    def test_endOfInputNotWaitedFor(self) -> None:
+        """
+        The peer's end of input is not data to be read first: the reactor
+        ends the connection on it when it reads.
+        """
+        self.fill()
+        self.peer.shutdown(socket.SHUT_WR)
+        self.drain()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+
+    def test_heldProducerResumedWhenReadingStopsAbove(self) -> None:
+        """
+        A layer above that stops reading (an HTTP/1 channel answering a
+        request) leaves nothing to wait for: the producer resumes.
+        """
+        self.fill()
+        self.peer.sendall(b"GET")
+        self.drain()
+        self.gate.pauseProducing()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertNotIn(self.transport, self.reactor.readers)
+
+    def test_heldProducerWaitsForOutputWaitingAgain(self) -> None:
+        """
+        Output that waits again while the producer is held (written by
+        something else) keeps it paused; once that is sent, the input still
+        waiting is read first.
+        """
+        self.fill()
+        self.peer.sendall(b"PING")
+        self.drain()
+        self.fill()
+        self.drain()
+        self.assertNotIn("resume", self.producer.calls)
+        self.transport.doRead()
+        self.assertEqual(self.received, [b"PING"])
+        self.assertEqual(self.producer.calls[-1], "resume")
+        self.assertEqual(self.producer.calls.count("resume"), 1)
+
+    def test_heldProducerUnregistered(self) -> None:
+        self.fill()
+        self.peer.sendall(b"PING")
+        self.drain()
+        self.gate.unregisterProducer()
+        self.transport.doRead()
+        self.assertEqual(self.producer.calls, ["pause"])
+
+
+@implementer(IHandshakeListener, IPushProducer)
+class _Firehose(Protocol):
+    """
+    Once TLS is up, writes from its C{resumeProducing} while its transport
+    takes more (as a producer with data ready does), up to its factory's
+    C{limit}; at C{STOP} from the peer, notes in its factory how much it
+    had written, and closes.
+    """
+
+    factory: Any
+    paused = False
+    written = 0
+
+    def handshakeCompleted(self) -> None:
+        listen.limitSendBuffer(self.transport, 256 * 1024)
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.written < self.factory.limit:
+            self.transport.write(b"x" * 65536)
+            self.written += 65536
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"STOP" in data:
+            self.factory.writtenAtStop.append(self.written)
+            self.written = self.factory.limit
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+
+class PeerReadGateSocketTests(TestCase):
+    """
+    Over real TLS connections, a peer that takes what it is sent as fast as
+    it comes gets what it sends read between the service's writes.
+    """
+
+    async def test_peerReadWhileTakingAFirehose(self) -> None:
+        """
+        The peer's C{STOP}, sent once it got 1 MiB, is read after at most
+        the few MiB the sockets hold; the service got it only once it had
+        written all it had (64 MiB).
+        """
+        factory = Factory.forProtocol(_Firehose)
+        factory.limit, factory.writtenAtStop = 64 << 20, []
+        ca = trustme.CA()
+        service = StreamListener(
+            "firehose", "tcp:0:interface=127.0.0.1", factory, reactor=reactor, tls=makeServerOptions(self.mktemp(), ca)
+        )
+        port = await startListener(self, service)
+
+        def client() -> int:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
+            raw = socket.socket()
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+            raw.settimeout(10)
+            raw.connect(("127.0.0.1", port))
+            with context.wrap_socket(raw, server_hostname="localhost") as conn:
+                received = len(recvUntil(conn, lambda got: len(got) >= 1 << 20))
+                conn.sendall(b"STOP")
+                while conn.recv(1 << 20):
+                    pass
+                return received
+
+        received = await threads.deferToThread(client)
+        await waitUntil(lambda: factory.writtenAtStop)
+        self.assertLess(factory.writtenAtStop[0] - received, 8 << 20)
 
 
 class _ClosedConnection:

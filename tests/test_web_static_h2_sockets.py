@@ -12,9 +12,11 @@ stops coming.
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 from typing import Any
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
@@ -363,6 +365,78 @@ class StaticHTTP2SocketTests(HTTPSTestCase):
         holder.reset(stalled[0])
         await waitUntil(lambda: openFilesFor(self.big) == 2)
         await self.served(other, other.get("/big.bin", window=True))
+
+    async def test_clientReadDuringALargeDownload(self) -> None:
+        """
+        A client that takes a large file as fast as it comes, with windows
+        that let the server send all of it at once, is read between the
+        server's writes: its PING, sent after 1 MiB, is answered after a
+        few MiB more (what the sockets hold), and its RST_STREAM ends the
+        download (after the PING sent with it is answered, no more of the
+        file comes).  Over TLS, the server read nothing until the whole
+        file (64 MiB here, 300 MB in the report) was sent.
+        """
+        port, folder, service = await self.startFolder()
+        size = 64 << 20
+        with open(os.path.join(os.path.dirname(self.big), "huge.bin"), "wb") as f:
+            f.truncate(size)
+        cadata = self.trustRoot.dumpPEM().decode("ascii")
+
+        def download() -> tuple[int, int, int, bytes]:
+            """
+            Blocking: ask for C{/huge.bin}; PING after 1 MiB; at the ACK,
+            reset the stream and PING again; at that ACK, ask for
+            C{/healthz}.  Return the bytes of the file received when the
+            first PING went and when its ACK came, the bytes the server
+            sent after the second ACK (until C{/healthz} is answered), and
+            C{/healthz}'s status.
+            """
+            context = ssl.create_default_context(cadata=cadata)
+            context.set_alpn_protocols(["h2"])
+            raw = socket.socket()
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+            raw.settimeout(10)
+            raw.connect(("127.0.0.1", port))
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+                conn.initiate_connection()
+                conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+                conn.increment_flow_control_window(2**31 - 1 - 65535)
+                conn.send_headers(1, request("GET", "/huge.bin"), end_stream=True)
+                tls.sendall(conn.data_to_send())
+                received = 0
+                pingAt = ackAt = afterReset = None
+                status = b""
+                while not status:
+                    data = tls.recv(1 << 20)
+                    if not data:
+                        break
+                    if afterReset is not None:
+                        afterReset += len(data)
+                    for event in conn.receive_data(data):
+                        if isinstance(event, h2.events.DataReceived) and event.stream_id == 1:
+                            received += len(event.data)
+                        elif isinstance(event, h2.events.StreamEnded) and event.stream_id == 1:
+                            return pingAt or 0, received, 0, b"the whole file came first"
+                        elif isinstance(event, h2.events.PingAckReceived) and ackAt is None:
+                            ackAt = received
+                            conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+                            conn.ping(b"rst sent")
+                        elif isinstance(event, h2.events.PingAckReceived):
+                            afterReset = 0
+                            conn.send_headers(3, request("GET", "/healthz"), end_stream=True)
+                        elif isinstance(event, h2.events.ResponseReceived) and event.stream_id == 3:
+                            status = dict(event.headers)[b":status"]
+                    if pingAt is None and received >= 1 << 20:
+                        pingAt = received
+                        conn.ping(b"mid-file")
+                    tls.sendall(conn.data_to_send())
+                return pingAt or 0, ackAt or 0, afterReset or 0, status
+
+        pingAt, ackAt, afterReset, status = await threads.deferToThread(download)
+        self.assertEqual(status, b"200")
+        self.assertLess(ackAt - pingAt, 16 << 20)
+        self.assertLess(afterReset, 64 * 1024)
 
     async def test_bodyThatStopsComingTimesOut(self) -> None:
         """
