@@ -345,6 +345,7 @@ class ChatHub:
         self.clock = clock
         self._reactor = reactor
         self._folding = True
+        self._users = 0  # front ends started (startFolding) and not stopped
         self.members: Dict[str, object] = {}
         self.rooms: Dict[str, Room] = {}
         self._inboxes: Dict[object, TokenBucket] = {}
@@ -696,10 +697,14 @@ class ChatHub:
 
     def stopFolding(self) -> None:
         """
-        Tell every room the notices being counted now, and send notices one
-        by one from now on until L{startFolding}: the service is stopping,
-        and nothing may be left scheduled.
+        A front end that called L{startFolding} stops.  When it was the
+        last, tell every room the notices being counted now, and send
+        notices one by one from now on until L{startFolding}: the service
+        is stopping, and nothing may be left scheduled.
         """
+        self._users = max(self._users - 1, 0)
+        if self._users:
+            return  # another front end still serves the rooms
         self._folding = False
         for room in list(self.rooms.values()):
             call = room._foldCall
@@ -709,8 +714,10 @@ class ChatHub:
 
     def startFolding(self) -> None:
         """
-        Count notices past C{noticeRate} again (see L{stopFolding}).
+        A front end starts: count notices past C{noticeRate} (again, after
+        L{stopFolding}).  Each call is matched by one of L{stopFolding}.
         """
+        self._users += 1
         self._folding = True
 
     def _sendNotice(self, room: Room, line: Line) -> None:

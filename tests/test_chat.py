@@ -1557,9 +1557,11 @@ class NoticeFoldingTests(ChatTestCase):
         for client in clients:
             client.send("/join dev")
         self.assertIsNotNone(self.factory.hub.rooms["dev"].folded)
+        dev = self.factory.hub.rooms["dev"]
         for client in clients:
             client.send("/quit")
         self.assertNotIn("dev", self.factory.hub.rooms)
+        self.assertEqual([call for call in self.foldCalls() if call.args == (dev,)], [])
         self.clock.advance(_FOLD_PERIOD)  # (the lobby's told)
         self.assertEqual(self.foldCalls(), [])
         self.bob.received()
@@ -1589,6 +1591,57 @@ class NoticeFoldingTests(ChatTestCase):
         self.assertEqual(len(self.foldCalls()), 1)
         self.clock.advance(_FOLD_PERIOD)
         self.assertEqual(bob.received(), [self.FOLDED.format("1 joined")])
+
+    def test_countingGoesOnWhenTheBudgetRefills(self) -> None:
+        """
+        While notices are counted, those that come are counted too, though
+        the rate would let them go one by one by then: a notice told alone
+        would come before the line telling earlier ones.
+        """
+        bob = self.bob
+        for n in range(int(_NOTICE_BURST) + 1):
+            self.arrive(f"n{n}")
+        bob.received()
+        self.clock.advance(_FOLD_PERIOD * 0.6)  # a notice's worth of rate
+        self.arrive("later")
+        self.assertEqual(bob.received(), [])
+        self.clock.advance(_FOLD_PERIOD * 0.4)
+        self.assertEqual(bob.received(), [self.FOLDED.format("2 joined")])
+
+    def test_foldedLineTakenFromTheRoomsBudget(self) -> None:
+        """
+        The line telling folded notices comes out of the room's byte
+        budget, as notices told one by one do.
+        """
+        self.makeFactory(roomRate=1000.0, rate=0)
+        bob = self.named("bob")
+        self.clock.advance(60)
+        for n in range(int(_NOTICE_BURST) + 1):
+            self.arrive(f"n{n}")
+        budget = self.factory.hub.rooms[LOBBY].budget
+        self.assertLess(budget.delay(budget.burst), _FOLD_PERIOD)  # (the joins took less than a second's)
+        self.clock.advance(_FOLD_PERIOD)
+        told = bob.received()[-1]
+        self.assertEqual(told, self.FOLDED.format("1 joined"))
+        # Full again by then, less the line's bytes, at 1,000 a second.
+        self.assertAlmostEqual(budget.delay(budget.burst), (len(told) + 2) / 1000.0)
+
+    def test_hubSharedByTwoFactories(self) -> None:
+        """
+        A hub shared by two factories folds notices until both have
+        stopped: the first to stop turned it off for the other.
+        """
+        other = ChatFactory(self.clock, hub=self.factory.hub)
+        self.factory.doStart()
+        other.doStart()
+        self.factory.doStop()
+        bob = self.bob
+        for n in range(int(_NOTICE_BURST) + 5):
+            self.arrive(f"n{n}")
+        self.assertEqual(len(bob.received()), _NOTICE_BURST)
+        other.doStop()
+        self.assertEqual(bob.received(), [self.FOLDED.format("5 joined")])
+        self.assertEqual(self.foldCalls(), [])
 
     def test_noticeRateZeroIsNoLimit(self) -> None:
         self.makeFactory(noticeRate=0)

@@ -2521,6 +2521,28 @@ class SaveTests(SynchronousTestCase):
             self.addCleanup(service.stopService)
             self.assertEqual(service.add("http://example.com/new")["id"], expected, following)
 
+    def test_idsUsedUpAreNotGivenAgain(self) -> None:
+        """
+        Once the 15-digit ids are used up, a new job is refused with a 503
+        that says so, across a restart too: the next id was 16 digits,
+        found neither in the job list's "next" nor as an id, so after a
+        restart it was given again, and the job that held it was lost.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / JOBS_FILE).write_text(json.dumps({"version": 1, "next": 10**15 - 1, "jobs": []}))
+        service = DownloadService(directory, reactor=MemoryReactorClock(), token=TOKEN)
+        service.startService()
+        self.assertEqual(service.add("http://example.com/a")["id"], str(10**15 - 1))
+        for _ in range(2):
+            error = self.assertRaises(apiModule.APIError, service.add, "http://example.com/b")
+            self.assertEqual((error.code, error.message), (503, "no job id is left: ids have at most 15 digits"))
+            self.successResultOf(service.stopService())
+            service = DownloadService(directory, reactor=MemoryReactorClock(), token=TOKEN)
+            service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([job["url"] for job in service.list()], ["http://example.com/a"])
+
     def test_idsOfAnUnreadableListWrittenByHand(self) -> None:
         """
         The ids of a job list that cannot be read are found as JSON may

@@ -275,7 +275,8 @@ class DownloadService(Service):
         says when (L{accept} shows it before).
 
         @raise APIError: 400 for a bad URL, name or checksum; 503 when the
-            queue is full or the service is not running.
+            queue is full, the service is not running, or no job id is
+            left (a hand-edited job list's C{"next"} near 10**15).
         """
         if self.downloader is None:
             raise APIError(503, "the download service is not running")
@@ -310,6 +311,10 @@ class DownloadService(Service):
         pending = len(self._new) + sum(1 for job in self._jobs.values() if job["state"] not in _FINISHED)
         if pending >= MAX_PENDING:
             raise APIError(503, f"{MAX_PENDING} downloads are already waiting; try again later")
+        if self._next >= 10**_MAX_ID_DIGITS:
+            # (A longer id would not be found again in a job list that
+            # cannot be read, and would be given twice.)
+            raise APIError(503, f"no job id is left: ids have at most {_MAX_ID_DIGITS} digits")
         job = {
             "id": str(self._next),
             "url": url,
