@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.testing import (
     EventLoggingObserver,
     MemoryReactor,
+    MemoryReactorClock,
     StringTransport,
     StringTransportWithDisconnection,
 )
@@ -658,6 +659,49 @@ class _Firehose(Protocol):
             self.written = self.factory.limit
             self.transport.unregisterProducer()
             self.transport.loseConnection()
+
+
+class PeerReadGateFloodWhileClosingTests(SynchronousTestCase):
+    """
+    A TLS connection closing (L{_PeerReadGate.readToClose}) whose peer
+    sends more than the factory's C{lingerBytes} is read no more, whatever
+    asks to read after, and ends 2 s (L{listen._FLOOD_GRACE}) later.  A
+    real socket pair under a Twisted TCP transport, on a fake reactor.
+    """
+
+    def setUp(self) -> None:
+        ours, self.peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(self.peer.close)
+        self.reactor = MemoryReactorClock()
+        self.stats = ServiceStats("x")
+        factory = _PeerReadGateFactory(Factory.forProtocol(Protocol), self.stats, clock=self.reactor)
+        factory.lingerBytes = 100
+        self.gate = factory.buildProtocol(None)
+        self.received: List[bytes] = []
+        self.gate.wrappedProtocol.dataReceived = self.received.append
+        self.transport = tcp.Connection(ours, self.gate, self.reactor)
+        self.transport.connected = True
+        self.gate.makeConnection(self.transport)
+        self.transport.startReading()
+
+    def test_floodNotReadAgain(self) -> None:
+        self.gate.readToClose()
+        self.peer.sendall(b"x" * 100)
+        self.transport.doRead()
+        self.assertIn(self.transport, self.reactor.readers)  # within the allowance
+        self.peer.sendall(b"y")
+        self.transport.doRead()
+        self.assertNotIn(self.transport, self.reactor.readers)
+        self.assertEqual(b"".join(self.received), b"x" * 100)  # not the byte past it
+        self.assertEqual(self.stats.counters.get("close_floods"), 1)
+        self.gate.readToClose()
+        self.gate.resumeProducing()
+        self.assertNotIn(self.transport, self.reactor.readers)
+        self.reactor.advance(2.0 - 0.01)  # (the README's 2 s)
+        self.assertFalse(self.transport.disconnecting)
+        self.reactor.advance(0.01)
+        self.assertTrue(self.transport.disconnecting or self.transport.disconnected)
 
 
 class PeerReadGateSocketTests(TestCase):

@@ -536,6 +536,7 @@ class RefusalTests(SynchronousTestCase):
             b"Content-Length:\r\n " + b"0" * 5000 + b"2",
             b"Content-Length:\r\n\t" + b"9" * 4400,
             b"X-Long: a\r\n  continued",
+            b"\tX-First: folded onto the request line",
         ):
             protocol, transport = connect()
             protocol.dataReceived(b"POST /api/probe HTTP/1.1\r\nHost: x\r\n" + folded + b"\r\n\r\n{}")
