@@ -536,7 +536,6 @@ class RefusalTests(SynchronousTestCase):
             b"Content-Length:\r\n " + b"0" * 5000 + b"2",
             b"Content-Length:\r\n\t" + b"9" * 4400,
             b"X-Long: a\r\n  continued",
-            b"\tX-First: folded onto the request line",
         ):
             protocol, transport = connect()
             protocol.dataReceived(b"POST /api/probe HTTP/1.1\r\nHost: x\r\n" + folded + b"\r\n\r\n{}")
@@ -545,6 +544,12 @@ class RefusalTests(SynchronousTestCase):
             self.assertEqual(statuses(transport), [b"400"], folded)
             self.assertIn(b"obsolete line folding", transport.value())
             self.assertTrue(transport.disconnecting)
+        # The first header line too (folded onto the request line).
+        protocol, transport = connect()
+        protocol.dataReceived(b"GET /api/probe HTTP/1.1\r\n\tHost: x\r\n\r\n")
+        clock.advance(0)
+        self.assertEqual(statuses(transport), [b"400"])
+        self.assertIn(b"obsolete line folding", transport.value())
         self.assertEqual(self.probe.requests, [])
         self.assertEqual(self.flushLoggedErrors(), [])
 
