@@ -815,6 +815,25 @@ class ResetRaceTests(ExchangeTestCase):
         self.assertIsNone(exchange.goaway)
         self.assertFalse(exchange.transport.disconnecting)
 
+    def test_resetInTheReadThatCompletesTheRequest(self) -> None:
+        """
+        A request and its RST_STREAM in one read: it is not processed at
+        all, and not logged (as the README says), now that nothing is sent
+        on a stream h2 has closed.
+        """
+        log = self.mktemp()
+        hanging = Hanging()
+        exchange = Exchange(Limits(), api={b"hang": hanging}, accessLog=log)
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.client.send_headers(1, request("GET", "/api/hang"), end_stream=True)
+        exchange.client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+        exchange.send(exchange.client.data_to_send())
+        exchange.clock.advance(1)  # the log is written once a second
+        with open(log) as f:
+            self.assertEqual((len(hanging.requests), f.read()), (0, ""))
+        self.assertEqual(exchange.site.stats.snapshot().get("requests", 0), 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def assertNextAnswered(self, exchange: Exchange, first: bytes) -> int:
         """
         Send C{first}, then the client's RST_STREAM of every stream it has
@@ -2018,6 +2037,25 @@ class NonReadingClientTests(SynchronousTestCase):
         self.assertEqual(sorted(statuses), ["200"] * (rendered + 1) + ["499"] * (len(self.streams) - rendered))
         counted = {key: n for key, n in exchange.site.metrics._requests.items() if n}
         self.assertEqual(counted, {("GET", "200"): rendered + 1, ("GET", "499"): len(self.streams) - rendered})
+
+    def test_heldStreamsResetWithNothingAfter(self) -> None:
+        """
+        The client resets every stream in one read and sends nothing else:
+        h2 has closed the held streams (not forgotten them, no new stream
+        counted them), and none is processed once the first reset makes
+        room; each is logged once, 499.  Before 30c1ec6 this read raised
+        out of C{dataReceived}; processed, each held request's answer was
+        made and thrown away.
+        """
+        exchange = self.exchange
+        rendered = self.big.rendered
+        for streamID in self.streams:
+            exchange.client.reset_stream(streamID, h2.errors.ErrorCodes.CANCEL)
+        exchange.pump()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.big.rendered, rendered)
+        statuses = self.loggedStatuses()
+        self.assertEqual(sorted(statuses), ["200"] * rendered + ["499"] * (len(self.streams) - rendered))
 
     def test_heldRequestsLoggedWhenResetOrLost(self) -> None:
         """

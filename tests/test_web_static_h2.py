@@ -1151,6 +1151,30 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         with open(accessLog) as f:
             return [(line.split('"')[3].split()[1], line.split('"')[4].split()[0]) for line in f.read().splitlines()]
 
+    def test_waitingRequestsResetWithNothingAfter(self) -> None:
+        """
+        The client resets a file's stream and the 4 waiting ones in one
+        read, with nothing after: h2 has closed the waiting streams (no
+        new stream made it forget them), and the file's end starts none
+        of them, nor opens their files; each is logged once, 499.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        self.peer.server.factory = self.peer.server.site  # which logs the answers finished
+        sent, waiting = self.stallFiles(4)
+        opened: List[Any] = []
+        realOpen = self.folder._open
+
+        def watchOpen(path: Any) -> Any:
+            opened.append(path)
+            return realOpen(path)
+
+        self.patch(self.folder, "_open", watchOpen)
+        self.resetAllInOneRead(sent[:1] + waiting, b"")
+        self.assertEqual(opened, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(sorted(status for _, status in self.loggedStatuses(accessLog)), ["200"] + ["499"] * 4)
+
     def test_waitingRequestsResetWithTheNextRequest(self) -> None:
         """
         The client resets, in one read, every stream (8 being sent files,
