@@ -54,7 +54,15 @@ from netsuite.download.agent import (
     basicAuthorization,
     certificateProblem,
 )
-from netsuite.download.engine import BODY_BATCH_BYTES, _BodyReader, _Piece, _Slots, retryAfterSeconds, splitURL
+from netsuite.download.engine import (
+    BODY_BATCH_BYTES,
+    _BodyReader,
+    _HeldSlot,
+    _Piece,
+    _Slots,
+    retryAfterSeconds,
+    splitURL,
+)
 from netsuite.download.inputfile import checkURL
 from netsuite.download import state
 from netsuite.download.state import (
@@ -4062,6 +4070,91 @@ class EventAndJobTests(EngineTestCase):
         self.assertEqual(slots.used, 0)
         self.successResultOf(slots.acquire(b))
 
+    def test_redirectKeepsItsPlaceInTheTotal(self) -> None:
+        """
+        A connection redirected to a full origin keeps its slot of the total
+        while it waits there, and gives back its room at the origin it
+        leaves, at once: a file waiting for that origin starts only once a
+        slot of the total is free.  (The redirected connection gave back
+        its slot, the next file took it and was redirected too: a long
+        list's redirects were all answered before their files were asked
+        for, and links that expire had expired.)
+        """
+        a, b = ("http", "a", 80), ("http", "b", 80)
+        slots = _Slots(total=2, perHost=1)
+        redirected, busy = _HeldSlot(slots), _HeldSlot(slots)
+        self.successResultOf(redirected.take(a))
+        self.successResultOf(busy.take(b))
+        waiting = slots.acquire(a)
+        moved = defer.ensureDeferred(redirected.holdFor(b))
+        self.assertNoResult(moved)
+        self.assertNoResult(waiting)
+        self.assertEqual((slots.used, redirected.held, redirected.key), (2, True, None))
+        busy.release()
+        self.successResultOf(moved)
+        self.successResultOf(waiting)
+        self.assertEqual((slots.used, redirected.key), (2, b))
+        redirected.release()
+        slots.release(a)
+        self.assertEqual((slots.used, slots._byHost), (0, {}))
+
+    def test_movedConnectionsServedInTheirFirstOrder(self) -> None:
+        """
+        Connections waiting for room at an origin are served in the order
+        they first asked for a slot, whether they come from a redirect or
+        not; one cancelled while moving still holds its slot of the total
+        until it gives it back.
+        """
+        a, b, c = ("http", "a", 80), ("http", "b", 80), ("http", "c", 80)
+        slots = _Slots(total=4, perHost=1)
+        first, second, busy = _HeldSlot(slots), _HeldSlot(slots), _HeldSlot(slots)
+        self.successResultOf(first.take(a))
+        self.successResultOf(second.take(c))
+        self.successResultOf(busy.take(b))
+        fresh = slots.acquire(b)
+        served: list = []
+        fresh.addCallback(lambda _: served.append("fresh"))
+        # The second moves first, the first later: the first goes first.
+        secondMoved = defer.ensureDeferred(second.holdFor(b))
+        secondMoved.addCallback(lambda _: served.append("second"))
+        firstMoved = defer.ensureDeferred(first.holdFor(b))
+        firstMoved.addCallback(lambda _: served.append("first"))
+        busy.release()
+        self.assertEqual(served, ["first"])
+        first.release()
+        self.assertEqual(served, ["first", "second"])
+        second.release()
+        self.assertEqual(served, ["first", "second", "fresh"])
+        slots.release(b)
+        cancelled = _HeldSlot(slots)
+        self.successResultOf(cancelled.take(a))
+        self.successResultOf(busy.take(b))
+        moving = defer.ensureDeferred(cancelled.holdFor(b))
+        moving.cancel()
+        self.failureResultOf(moving, defer.CancelledError)
+        self.assertEqual((slots.used, cancelled.held, cancelled.key), (2, True, None))
+        cancelled.release()
+        busy.release()
+        self.assertEqual((slots.used, slots._byHost, slots._moving, slots._queues), (0, {}, {}, {}))
+
+    def test_sameOriginRedirectKeepsItsSlot(self) -> None:
+        """
+        A redirect to the same origin keeps its slot there: it does not
+        give it back and wait again, behind a connection that came earlier
+        and is waiting to move there.
+        """
+        a, b = ("http", "a", 80), ("http", "b", 80)
+        slots = _Slots(total=2, perHost=1)
+        earlier, hopping = _HeldSlot(slots), _HeldSlot(slots)
+        self.successResultOf(earlier.take(a))
+        self.successResultOf(hopping.take(b))
+        moving = defer.ensureDeferred(earlier.holdFor(b))
+        self.assertNoResult(moving)
+        self.successResultOf(defer.ensureDeferred(hopping.holdFor(b)))
+        self.assertNoResult(moving)
+        hopping.release()
+        self.successResultOf(moving)
+
     async def test_jobsSnapshot(self) -> None:
         """
         C{jobs()} lists submitted jobs with their state until they end; a
@@ -4156,6 +4249,47 @@ class EventAndJobTests(EngineTestCase):
         self.assertEqual(await downloader.downloadAll([]), [])
 
 
+class _ExpiringLinkOrigin(Origin):
+    """
+    An origin handing out links that expire, as GitHub's release assets, S3
+    pre-signed URLs and CDN tokens do: C{/asset/NAME} redirects to the
+    C{/file/NAME} of L{target} (with L{query}) by a link numbered in the
+    order handed out, and the target answers such a link with 403 once
+    L{lifetime} newer ones were handed out.  Counted, not timed, so that
+    how fast the machine runs does not matter: a link expires when the
+    redirects run that far ahead of the files.
+
+    @ivar expired: the paths asked by an expired link.
+    """
+
+    def __init__(self, name: str, lifetime: int = 0) -> None:
+        super().__init__(name)
+        self.lifetime = lifetime
+        self.handedOut = 0
+        self.expired: List[str] = []
+        self.target: Optional["_ExpiringLinkOrigin"] = None
+        self.issuer: Optional["_ExpiringLinkOrigin"] = None
+        self.query = ""
+
+    def redirectTo(self, target: "_ExpiringLinkOrigin", query: str) -> None:
+        """
+        Hand out links to C{target}'s files, with C{query}.
+        """
+        self.target, self.query = target, query
+        target.issuer = self
+
+    def _answer(self, request: Any, record: Recorded, path: str, earlier: int, earlierGets: int) -> Any:
+        if path.startswith("/asset/") and self.target is not None:
+            self.handedOut += 1
+            location = self.target.url(f"/file/{path[len('/asset/'):]}?{self.query}&link={self.handedOut}")
+            return self._redirect(request, record, 302, location)
+        link = request.args.get(b"link")
+        if link and self.issuer is not None and self.issuer.handedOut - int(link[0]) >= self.issuer.lifetime:
+            self.expired.append(path)
+            return self._short(request, record, 403, b"this link has expired\n")
+        return super()._answer(request, record, path, earlier, earlierGets)
+
+
 class LimitTests(EngineTestCase):
     """
     Connection limits and memory.
@@ -4235,6 +4369,35 @@ class LimitTests(EngineTestCase):
         for (path, digest, size), result in zip(expected, results):
             self.assertSaved(result, directory / path.rsplit("/", 1)[-1], digest, size)
         self.assertEqual((self.origin.maxActive, other.maxActive), (1, 1))
+
+    async def test_redirectedFilesFollowTheirRedirectsAtOnce(self) -> None:
+        """
+        A file redirected to a busy server keeps its place in C{maxConnections}
+        while it waits for one there, so the redirecting server hands out
+        at most that many links not yet used, and links that expire (as
+        GitHub's release assets do after five minutes) are used in time:
+        twelve files redirected to one server with 4 connections, 2 per
+        host, all saved, each link used before 4 newer ones were handed
+        out.  A file gave its place back at the redirect, the next file
+        took it and was redirected too, and all twelve links were handed
+        out while the second server took two files at a time: 6 of them
+        failed with 403.
+        """
+        connections = 4
+        redirector = _ExpiringLinkOrigin("redirector", lifetime=connections).start(self)
+        files = _ExpiringLinkOrigin("files").start(self)
+        redirector.redirectTo(files, f"size={128 * KiB}&rate={MiB}")
+        directory = self.directory()
+        names = [f"asset-{n}.bin" for n in range(12)]
+        downloader = self.downloader(maxConnections=connections, maxPerHost=2, segments=1)
+        results = await downloader.downloadAll(
+            [DownloadRequest(url=redirector.url(f"/asset/{name}"), directory=directory) for name in names]
+        )
+        self.assertEqual(files.expired, [])
+        for name, result in zip(names, results):
+            self.assertSaved(result, directory / name, files.digest(f"/file/{name}", 128 * KiB), 128 * KiB)
+        self.assertEqual(len(redirector.gets()), 12)
+        self.assertEqual(files.maxActive, 2)
 
     async def test_freeServerNotHeldBehindABusyOne(self) -> None:
         """

@@ -536,6 +536,13 @@ class _Slots:
     Waiters are queued per origin, so a freed slot looks at the first
     waiter of each origin, not at every waiter: thousands of jobs queued
     for one full origin cost nothing per release.
+
+    A connection redirected to another origin keeps its place in C{total}
+    and waits only for room at the new origin (L{move}): while it waits,
+    the redirecting origin's room goes to others, but no other file starts
+    in its place, so the files redirected and not yet fetched are at most
+    C{total} (a redirect's link may expire).  This cannot deadlock: room at
+    an origin is only held by requests to it under way, never by a waiter.
     """
 
     _waking = False
@@ -549,41 +556,89 @@ class _Slots:
         # cancelled waiter's Deferred is None, and it is dropped when it
         # reaches the front (a queue's first entry is always a live one).
         self._queues: dict[tuple, deque[list]] = {}
+        # The same for connections moving to an origin (L{move}), which hold
+        # a slot of C{total} already; in the order of their numbers.
+        self._moving: dict[tuple, deque[list]] = {}
         self._arrivals = 0
 
-    def acquire(self, key: tuple) -> Deferred:
+    def arrival(self) -> int:
+        """
+        A new arrival number, later than every one given before.
+        """
+        self._arrivals += 1
+        return self._arrivals
+
+    def acquire(self, key: tuple, number: Optional[int] = None) -> Deferred:
+        """
+        Wait for a slot for C{key}: one of C{total} and room at C{key}.
+        C{number} is the waiter's place in line (L{arrival}; a new one by
+        default).
+        """
         # A free slot with no one waiting for this origin is taken at once,
         # whatever waits for other, full origins (they cannot use it; the
         # loop serving releases queues it, to keep the order).
-        if not self._waking and key not in self._queues and self._free(key):
+        if not self._waking and key not in self._queues and key not in self._moving and self._free(key):
             self._take(key)
             return defer.succeed(None)
-        self._arrivals += 1
-        entry: list = [self._arrivals, None]
-        d: Deferred = Deferred(lambda d: self._forget(key, entry))
-        entry[1] = d
-        self._queues.setdefault(key, deque()).append(entry)
+        return self._queue(self._queues, key, self.arrival() if number is None else number)
+
+    def move(self, old: Optional[tuple], new: tuple, number: int) -> Deferred:
+        """
+        Move a slot held from origin C{old} (L{None} if it has left it
+        already) to C{new}: C{old}'s room is given back at once, and room at
+        C{new} waited for, keeping the slot of C{total}.  C{number} is the
+        mover's place in line among those waiting for C{new}: the number it
+        first came with (L{arrival}).
+        """
+        if old is not None:
+            self._leave(old)
+        # Queued even when there is room: someone earlier may be waiting
+        # for it (L{_wake} serves the earliest that can go).
+        d = self._queue(self._moving, new, number)
+        self._wake()
         return d
 
-    def release(self, key: tuple) -> None:
+    def release(self, key: Optional[tuple]) -> None:
+        """
+        Give back a slot held for origin C{key} (L{None} for one that was
+        moving and holds no room at any origin).
+        """
         self.used -= 1
+        if key is not None:
+            self._leave(key)
+        self._wake()
+
+    def _queue(self, queues: dict[tuple, deque[list]], key: tuple, number: int) -> Deferred:
+        entry: list = [number, None]
+        d: Deferred = Deferred(lambda d: self._forget(queues, key, entry))
+        entry[1] = d
+        queue = queues.setdefault(key, deque())
+        if queue and queue[-1][0] > number:
+            # A mover with an early number goes in its place (movers are
+            # few: each holds one of the total).
+            index = next(i for i, waiting in enumerate(queue) if waiting[0] > number)
+            queue.insert(index, entry)
+        else:
+            queue.append(entry)
+        return d
+
+    def _leave(self, key: tuple) -> None:
         left = self._byHost[key] - 1
         if left:
             self._byHost[key] = left
         else:
             del self._byHost[key]
-        self._wake()
 
-    def _forget(self, key: tuple, entry: list) -> None:
+    def _forget(self, queues: dict[tuple, deque[list]], key: tuple, entry: list) -> None:
         entry[1] = None
-        self._dropCancelled(key)
+        self._dropCancelled(queues, key)
 
-    def _dropCancelled(self, key: tuple) -> None:
-        queue = self._queues[key]
+    def _dropCancelled(self, queues: dict[tuple, deque[list]], key: tuple) -> None:
+        queue = queues[key]
         while queue and queue[0][1] is None:
             queue.popleft()
         if not queue:
-            del self._queues[key]
+            del queues[key]
 
     def _wake(self) -> None:
         # A woken waiter runs at once and may take or release slots itself:
@@ -595,16 +650,22 @@ class _Slots:
             return
         self._waking = True
         try:
-            while self.used < self.total:
-                first, firstNumber = None, 0
-                for key, queue in self._queues.items():
-                    if self._byHost.get(key, 0) < self.perHost and (first is None or queue[0][0] < firstNumber):
-                        first, firstNumber = key, queue[0][0]
+            while True:
+                first, firstNumber, queues = None, 0, self._moving
+                # Movers need only room at their origin; others a slot of
+                # total too.  The earliest number that can go goes.
+                for candidates in (self._moving, self._queues) if self.used < self.total else (self._moving,):
+                    for key, queue in candidates.items():
+                        if self._byHost.get(key, 0) < self.perHost and (first is None or queue[0][0] < firstNumber):
+                            first, firstNumber, queues = key, queue[0][0], candidates
                 if first is None:
                     return
-                d = self._queues[first].popleft()[1]
-                self._dropCancelled(first)
-                self._take(first)
+                d = queues[first].popleft()[1]
+                self._dropCancelled(queues, first)
+                if queues is self._moving:
+                    self._byHost[first] = self._byHost.get(first, 0) + 1
+                else:
+                    self._take(first)
                 d.callback(None)
         finally:
             self._waking = False
@@ -619,35 +680,55 @@ class _Slots:
 
 class _HeldSlot:
     """
-    The slot of L{_Slots} one connection holds, under the origin it is
-    connected to: a request's redirects move it to each new origin.
+    The slot of L{_Slots} one connection holds, counted under the origin it
+    is connected to: a request's redirects move it to each new origin
+    (L{_Slots.move}), keeping its place in the total.
 
-    @ivar key: the origin held for, or L{None} while nothing is held.
+    @ivar held: whether it holds one of the total.
+    @ivar key: the origin it is counted under, or L{None} while it holds
+        nothing or is between two origins.
     """
 
-    def __init__(self, slots: _Slots, key: Optional[tuple] = None) -> None:
+    def __init__(self, slots: _Slots) -> None:
         self._slots = slots
-        self.key = key
+        self.held = False
+        self.key: Optional[tuple] = None
+        self._number = 0
+
+    def take(self, key: tuple) -> Deferred:
+        """
+        Wait for a slot for C{key} (when none is held), in a new place in
+        line.
+        """
+        self._number = self._slots.arrival()
+
+        def taken(result: None) -> None:
+            self.held, self.key = True, key
+
+        return self._slots.acquire(key, self._number).addCallback(taken)
 
     async def holdFor(self, key: tuple) -> None:
         """
-        Hold a slot for C{key}: the one held if it is for C{key}; else that
-        one is given back first and a slot for C{key} waited for, holding
-        none meanwhile (a file holding X and waiting for Y, and another
-        holding Y and waiting for X, would wait for ever).
+        Hold a slot for C{key}: the one held if it is for C{key}; else the
+        one held is moved there (waiting for room at C{key} in the place in
+        line it first took, its room at the origin it leaves given back at
+        once); else a new one is waited for.
         """
         if self.key == key:
             return
-        self.release()
-        await self._slots.acquire(key)
+        if not self.held:
+            await self.take(key)
+            return
+        old, self.key = self.key, None
+        await self._slots.move(old, key, self._number)
         self.key = key
 
     def release(self) -> None:
         """
         Give back the slot held, if any.
         """
-        key, self.key = self.key, None
-        if key is not None:
+        if self.held:
+            key, self.key, self.held = self.key, None, False
             self._slots.release(key)
 
 
@@ -1335,11 +1416,10 @@ class _Download:
         One connection's loop: take a piece once a slot is free, fetch it
         (retrying), repeat while there is work.
         """
-        held: Optional[tuple] = None
         while True:
+            slot = _HeldSlot(self.downloader._slots)
             if piece is None:
-                key = self._slotKey
-                waiting = self.downloader._slots.acquire(key)
+                waiting = slot.take(self._slotKey)
                 self._idle.add(waiting)
                 try:
                     await waiting
@@ -1347,20 +1427,19 @@ class _Download:
                     self._idle.discard(waiting)
                 piece = self._nextPiece()
                 if piece is None:
-                    self.downloader._slots.release(key)
+                    slot.release()
                     return
-                held = key
             self.pieces.append(piece)
             self.mostWorkers = max(self.mostWorkers, len(self.pieces))
             try:
                 try:
-                    await self._fetchWithRetries(piece, held)
+                    await self._fetchWithRetries(piece, slot)
                 finally:
                     self.pieces.remove(piece)
                     self._record(piece)
             except _GaveBack:
                 return
-            piece = held = None
+            piece = None
             if not self.pieces and not self.pending:
                 # Nothing left to share: workers still queued for a slot
                 # need not wait for one.
@@ -1376,19 +1455,18 @@ class _Download:
         if piece.pos > piece.start:
             self.state.done = addRange(self.state.done, piece.start, piece.pos)
 
-    async def _fetchWithRetries(self, piece: _Piece, held: Optional[tuple]) -> None:
+    async def _fetchWithRetries(self, piece: _Piece, slot: _HeldSlot) -> None:
         """
-        Fetch C{piece}, retrying with backoff; C{held} is the slot already
-        taken for the first attempt, if any.
+        Fetch C{piece}, retrying with backoff, with C{slot} (already taken
+        for the first attempt, or not).
         """
         failures = 0
-        slot = _HeldSlot(self.downloader._slots, held)
         while True:
             if self._stopping:
                 slot.release()
                 raise CancelledError()
             before = piece.pos
-            if slot.key is None:
+            if not slot.held:
                 await slot.holdFor(self._slotKey)
             try:
                 self.job.attempts += 1
