@@ -128,6 +128,30 @@ class SourceTests(SynchronousTestCase):
         ):
             self.assertEqual(chooseName("http://h/x.bin", value), name, value)
 
+    def test_bytesSentAsTheyAreInAnExtendedNameKeepTheirValue(self) -> None:
+        """
+        Bytes of a C{filename*} value sent as they are, not percent-encoded
+        (which RFC 5987 does not allow, and servers do), are decoded in its
+        charset as the bytes they are, alone, among percent-encoded ones or
+        across continuations; those the charset cannot decode stay
+        percent-encoded.  A raw C{\xc3\xa9} (é in UTF-8) was taken for the
+        one byte C{%E9} and saved as C{%E9.txt}, and in Latin-1 as C{é}.
+        """
+
+        def header(raw: bytes) -> str:
+            return raw.decode("utf-8", "surrogateescape")
+
+        for value, name in (
+            (header(b"attachment; filename*=UTF-8''\xc3\xa9.txt"), "\u00e9.txt"),
+            (header(b"attachment; filename*=UTF-8''\xc4\x93.txt"), "\u0113.txt"),
+            (header(b"attachment; filename*=UTF-8''caf\xc3\xa9%C3%A9\xe9.txt"), "caf\u00e9\u00e9%E9.txt"),
+            (header(b"attachment; filename*=iso-8859-1''\xc3\xa9.txt"), "\u00c3\u00a9.txt"),
+            (header(b"attachment; filename*0*=UTF-8''\xc3; filename*1*=\xa9%E2%82; filename*2=\xac.txt"),
+             "\u00e9\u20ac.txt"),
+            (header(b"attachment; filename*=\xc3\xa9.txt"), "%C3%A9.txt"),
+        ):
+            self.assertEqual(chooseName("http://h/x.bin", value), name, value)
+
     def test_chooseName(self) -> None:
         """
         C{Content-Disposition} first, then the URL, then the default; always

@@ -15,10 +15,10 @@ import os
 import re
 import sys
 import unicodedata
-from email.utils import decode_params, unquote as unquoteHeader
+from email.utils import unquote as unquoteHeader
 from pathlib import Path
 from typing import List, Optional, Tuple
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from netsuite.charsets import textCodec
 from netsuite.text import HIDDEN_CATEGORIES
@@ -146,60 +146,77 @@ def _parameters(value: str) -> List[Tuple[str, str]]:
         start = end + 1
 
 
-def _decodeExtended(charset: Optional[str], language: Optional[str], text: str) -> str:
-    """
-    An RFC 2231 value (C{filename*=charset'lang'text}) as text, as
-    L{email.utils.collapse_rfc2231_value} reads it, but only in the charsets
-    L{textCodec} allows; in any other, the text is taken as it is.  Bytes
-    the charset cannot decode are kept as C{surrogateescape} characters,
-    to be percent-encoded (L{percentUndecoded}) as a URL's are: each was
-    U+FFFD, so that different names were saved as one.
-    """
-    text = unquoteHeader(text)
-    codec = textCodec("us-ascii" if charset is None else charset)
-    if codec is None:
-        return unquoteHeader(text)
-    return _octets(text).decode(codec, "surrogateescape")
+#: A parameter of an RFC 2231 file name: C{filename*} (one extended value),
+#: C{filename*N} (a continuation) or C{filename*N*} (an extended one).
+_EXTENDED = re.compile(r"filename\*(?:([0-9]{1,9})(\*)?)?", re.ASCII)
 
 
-def _octets(text: str) -> bytes:
+def _headerBytes(text: str) -> bytes:
     """
-    The bytes of an RFC 2231 value as the email package leaves it: a
-    character below U+0100 for each percent-encoded byte, and the header's
-    own bytes as they were read (C{surrogateescape} characters for those
-    that were not UTF-8; a character past U+00FF, which the RFC does not
-    allow unencoded, as its UTF-8).
+    The bytes C{text} was read from: the header is read as UTF-8, with
+    C{surrogateescape} characters for the bytes that were not.
     """
     try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return b"".join(c.encode("latin-1") if c < "\u0100" else c.encode("utf-8", "surrogateescape") for c in text)
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate given as text: its UTF-8 form
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _decodeExtended(segments: List[Tuple[str, bool]]) -> str:
+    """
+    An RFC 2231 value (C{charset'lang'text}, in one or more segments, each
+    C{(text, percentEncoded)}) as text, as
+    L{email.utils.collapse_rfc2231_value} reads it, but only in the charsets
+    L{textCodec} allows; in any other, the text is taken as it is (each
+    percent-encoded byte as the character of that number).  Each
+    percent-encoded byte, and each byte sent as it is (which the RFC does
+    not allow), is decoded in the charset; bytes the charset cannot decode
+    are kept as C{surrogateescape} characters, to be percent-encoded
+    (L{percentUndecoded}) as a URL's are: each was U+FFFD, so that
+    different names were saved as one.
+    """
+    charset = None
+    first, encoded = segments[0]
+    if first.count("'") >= 2:
+        charset, _, first = first.split("'", 2)
+        segments = [(first, encoded)] + segments[1:]
+    codec = textCodec(charset or "us-ascii")
+    if codec is None:
+        return "".join(unquote(text, encoding="latin-1") if encoded else text for text, encoded in segments)
+    octets = b"".join(unquote_to_bytes(_headerBytes(text)) if encoded else _headerBytes(text) for text, encoded in segments)
+    return octets.decode(codec, "surrogateescape")
 
 
 def nameFromContentDisposition(value: Optional[str]) -> Optional[str]:
     """
     The file name a C{Content-Disposition} header value gives, preferring
-    C{filename*} (RFC 5987 / 6266) to C{filename}; L{None} when it gives
-    none or cannot be read.  Not yet sanitised.  The work is linear in the
-    length of C{value}.
+    C{filename*} (RFC 5987 / 6266, or RFC 2231 continuations) to
+    C{filename}; L{None} when it gives none or cannot be read.  Not yet
+    sanitised.  The work is linear in the length of C{value}.
     """
     if not value:
         return None
     try:
-        pairs = _parameters(value)
-        # Only file names are read: leave the other parameters out of the decoding.
-        params = decode_params(
-            pairs[:1] + [pair for pair in pairs[1:] if pair[0].lower().startswith("filename")]
-        )
         plain = extended = None
-        for key, found in params[1:]:
-            if key.lower() != "filename":
+        continued: dict[int, Tuple[str, bool]] = {}
+        for key, found in _parameters(value)[1:]:
+            if key == "filename":
+                plain = plain if plain is not None else unquoteHeader(found)
                 continue
-            if isinstance(found, tuple):  # filename*=charset'lang'value
-                extended = extended or _decodeExtended(*found)
+            match = _EXTENDED.fullmatch(key)
+            if match is None:
+                continue
+            if match.group(1) is None:
+                extended = extended if extended is not None else unquoteHeader(found)
             else:
-                plain = plain or unquoteHeader(found)
-        name = extended or plain
+                continued.setdefault(int(match.group(1)), (unquoteHeader(found), bool(match.group(2))))
+        segments = [continued[number] for number in sorted(continued)]
+        if extended is not None:
+            name = _decodeExtended([(extended, True)]) or plain
+        elif any(encoded for _, encoded in segments):
+            name = _decodeExtended(segments) or plain
+        else:
+            name = plain or "".join(text for text, _ in segments)
     except Exception:  # hostile header values: no name, never a crash
         return None
     if not name or not isinstance(name, str):
