@@ -4179,6 +4179,25 @@ class EventAndJobTests(EngineTestCase):
         self.assertEqual(Path(entry["path"]), directory / "jobs.bin")
         self.assertEqual(entry["name"], "jobs.bin")
 
+    async def test_jobWaitingForASlotIsQueued(self) -> None:
+        """
+        A job waiting for a connection slot shows as C{queued}, with no
+        attempt made, not as C{running}.
+        """
+        directory = self.directory()
+        downloader = self.downloader(maxConnections=1)
+        busy = downloader.submit(DownloadRequest(url=self.origin.url(f"/file/busy.bin?size={64 * MiB}&rate={MiB}"), directory=directory))
+        waiting = downloader.submit(DownloadRequest(url=self.origin.url("/file/waiting.bin?size=1000"), directory=directory))
+        await waitUntil(lambda: self.origin.active == 1 and bool(downloader._slots._queues))
+        snapshot = {job["id"]: job for job in downloader.jobs()}
+        self.assertEqual((snapshot[busy.id]["state"], snapshot[busy.id]["attempts"]), ("running", 1))
+        self.assertEqual((snapshot[waiting.id]["state"], snapshot[waiting.id]["attempts"]), ("queued", 0))
+        downloader.cancel(busy.id)
+        await self.failureOf(busy.deferred, defer.CancelledError)
+        result = await waiting.deferred
+        self.assertEqual(result.size, 1000)
+        self.assertEqual(waiting.snapshot()["attempts"], 1)
+
     async def test_cancelledJobState(self) -> None:
         """
         A cancelled job says so on its L{Job} (and is gone from C{jobs()});
@@ -4398,6 +4417,87 @@ class LimitTests(EngineTestCase):
             self.assertSaved(result, directory / name, files.digest(f"/file/{name}", 128 * KiB), 128 * KiB)
         self.assertEqual(len(redirector.gets()), 12)
         self.assertEqual(files.maxActive, 2)
+
+    async def test_segmentsOfARedirectedFileAskTheServerRedirectedTo(self) -> None:
+        """
+        Connections a redirected file adds once it splits wait for a slot
+        at the server it was redirected to, where they connect, not at the
+        redirecting one: with the redirecting server full of other files,
+        the redirected file still uses two connections at once.
+        """
+        final = startOrigin(self, "final")
+        directory = self.directory()
+        downloader = self.downloader(maxConnections=8, maxPerHost=2, segments=2, minSplitSize=256 * KiB)
+        size = 2 * MiB
+        moved = downloader.submit(
+            DownloadRequest(url=self.origin.hopURL(1, final.url(f"/file/moved.bin?size={size}&rate={2 * MiB}")), directory=directory)
+        )
+        # Submitted after it: they take the redirecting server's two slots
+        # as the redirect gives its own back, and keep them.
+        busy = [
+            downloader.submit(DownloadRequest(url=self.origin.url(f"/file/busy-{n}.bin?size={64 * MiB}&rate={MiB}"), directory=directory))
+            for n in range(2)
+        ]
+        result = await moved.deferred
+        self.assertSaved(result, directory / "moved.bin", final.digest("/file/moved.bin", size), size)
+        self.assertEqual(len(final.gets("/file/moved.bin")), 2)
+        self.assertEqual(result.segments, 2)
+        self.assertEqual([job.deferred.called for job in busy], [False, False])
+        for job in busy:
+            downloader.cancel(job.id)
+            await self.failureOf(job.deferred, defer.CancelledError)
+
+    async def test_cancelWhileASegmentWaitsGivesBackEverySlot(self) -> None:
+        """
+        Cancelling a file while one of its connections waits for a slot
+        gives back every slot it held.  When the active connection is
+        cancelled first, its slot wakes the waiting one, which takes it and
+        must give it back as it finds the file stopping: that slot was lost
+        for good, and after two such cancels the server took no file more.
+        (The connections are cancelled in the order of a set, which varies:
+        here they are kept in the order they started, so that the active
+        one goes first.)
+        """
+
+        class InStartOrder(set):  # type: ignore[type-arg]
+            def __init__(self, items: Any) -> None:
+                super().__init__(items)
+                self.order = list(items)
+
+            def add(self, item: Any) -> None:
+                super().add(item)
+                self.order.append(item)
+
+            def discard(self, item: Any) -> None:
+                super().discard(item)
+                if item in self.order:
+                    self.order.remove(item)
+
+            def __iter__(self) -> Any:
+                return iter(list(self.order))
+
+        directory = self.directory()
+        downloader = self.downloader(maxConnections=8, maxPerHost=2, segments=4, minSplitSize=256 * KiB)
+        slots = downloader._slots
+        key = ("http", "127.0.0.1", self.origin.port)
+        busy = downloader.submit(
+            DownloadRequest(url=self.origin.url(f"/file/busy.bin?size={64 * MiB}&rate={MiB}&ranges=0"), directory=directory)
+        )
+        await waitUntil(lambda: self.origin.active == 1)
+        for n in range(2):
+            job = downloader.submit(
+                DownloadRequest(url=self.origin.url(f"/file/split-{n}.bin?size={64 * MiB}&rate={MiB}"), directory=directory)
+            )
+            download = job._download
+            download.workers = InStartOrder(download.workers)
+            await waitUntil(lambda: bool(download._idle))
+            self.assertEqual((slots.used, slots._byHost[key]), (2, 2))
+            downloader.cancel(job.id)
+            await self.failureOf(job.deferred, defer.CancelledError)
+            self.assertEqual((slots.used, slots._byHost[key]), (1, 1))
+        downloader.cancel(busy.id)
+        await self.failureOf(busy.deferred, defer.CancelledError)
+        self.assertEqual((slots.used, slots._byHost), (0, {}))
 
     async def test_freeServerNotHeldBehindABusyOne(self) -> None:
         """
