@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import random
+import re
 import resource
 import sys
 import threading
@@ -38,6 +39,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.internet.error import ConnectError
+from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, TLSVersion
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -3845,6 +3847,114 @@ class TLSTests(EngineTestCase):
         result = await self.downloader(caFile=caFile).download(good.url("/file/good.bin"), self.directory())
         self.assertEqual(result.size, DEFAULT_SIZE)
 
+    async def test_chainProblemsNamed(self) -> None:
+        """
+        A chain that ends in a self-signed root nobody trusts, and one whose
+        trusted certificate is an intermediate whose own issuer is not
+        known, are each refused in one sentence saying why.
+        """
+        root = trustme.CA()
+        intermediate = root.create_child_ca()
+        directory = self.mktemp()
+        os.makedirs(directory)
+
+        def pem(name: str, *blobs: bytes) -> str:
+            path = os.path.join(directory, name)
+            with open(path, "wb") as f:
+                f.write(b"".join(blobs))
+            return path
+
+        byRoot = root.issue_cert("localhost")
+        byIntermediate = intermediate.issue_cert("localhost")
+        cases = [
+            (
+                "rooted",
+                (pem("rooted.pem", byRoot.cert_chain_pems[0].bytes(), root.cert_pem.bytes()), pem("rooted.key", byRoot.private_key_pem.bytes())),
+                pem("stranger.pem", trustme.CA().cert_pem.bytes()),
+                "the server's certificate chain ends in a self-signed certificate that is not trusted",
+            ),
+            (
+                "partial",
+                (pem("partial.pem", byIntermediate.cert_chain_pems[0].bytes()), pem("partial.key", byIntermediate.private_key_pem.bytes())),
+                pem("intermediate.pem", intermediate.cert_pem.bytes()),
+                "the server's certificate is signed by an unknown authority",
+            ),
+        ]
+        for name, chain, caFile, words in cases:
+            origin = self.startOriginWith(name, chain)
+            url = origin.url(f"/file/{name}.bin")
+            error = await self.failureOf(self.downloader(caFile=caFile, retries=0).download(url, self.directory()), DownloadError)
+            self.assertEqual(str(error), f"{url}: {words}")
+
+    async def test_handshakeFailuresNotOnTheCertificateSaySo(self) -> None:
+        """
+        A TLS connection that fails for another reason than the server's
+        certificate says what OpenSSL says happened, with checks on and
+        with C{insecure}, in one sentence, not retried: the server asks for
+        a client certificate (TLS 1.2: its alert "handshake failure"; TLS
+        1.3: "certificate required"), or answers with bytes that are not
+        TLS (garbage, a plain http server).  Each was "the TLS handshake
+        failed (is the server's certificate trusted?)", the certificate
+        being trusted or not checked at all.
+        """
+
+        class Counted(Factory):
+            protocol = Protocol
+            accepted = 0
+
+            def buildProtocol(self, addr: Any) -> Protocol:
+                Counted.accepted += 1
+                return super().buildProtocol(addr)
+
+        class Garbage(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(b"\x16\x03\x03\x00\x05hello")
+                self.transport.loseConnection()
+
+        class PlainHTTP(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                self.transport.loseConnection()
+
+        ca = trustme.CA()
+        caFile = os.path.join(self.mktemp(), "ca.pem")
+        os.makedirs(os.path.dirname(caFile))
+        ca.cert_pem.write_to_path(caFile)
+        server = PrivateCertificate.loadPEM(ca.issue_cert("localhost").private_key_and_cert_chain_pem.bytes())
+
+        def listen(factory: Factory, maximum: Optional[TLSVersion] = None) -> int:
+            if maximum is None:
+                port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+            else:
+                options = CertificateOptions(
+                    privateKey=server.privateKey.original,
+                    certificate=server.original,
+                    verify=True,
+                    caCerts=[Certificate.loadPEM(trustme.CA().cert_pem.bytes()).original],
+                    requireCertificate=True,
+                    lowerMaximumSecurityTo=maximum,
+                )
+                port = reactor.listenSSL(0, factory, options, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            return port.getHost().port
+
+        cases = [
+            (listen(Counted(), TLSVersion.TLSv1_2), r'the server refused the TLS handshake \(alert "handshake failure"\)'),
+            (listen(Counted(), TLSVersion.TLSv1_3), r'the server wants a client certificate \(TLS alert "certificate required"\)'),
+            (listen(Counted.forProtocol(Garbage)), r"the server's answer is not valid TLS \([a-z ]+\)"),
+            (listen(Counted.forProtocol(PlainHTTP)), r"the server's answer is not valid TLS \([a-z ]+\)"),
+        ]
+        for port, words in cases:
+            for checks in ({"caFile": caFile}, {"insecure": True}):
+                url = f"https://localhost:{port}/file/x.bin"
+                before = Counted.accepted
+                downloader = self.downloader(retries=3, retryWait=0.01, **checks)
+                error = await self.failureOf(downloader.download(url, self.directory()), DownloadError)
+                self.assertReadable(error, url)
+                self.assertRegex(str(error), f"^{re.escape(url)}: {words}$", checks)
+                self.assertEqual(Counted.accepted - before, 1, (url, checks))
+        self.assertEqual([e for e in self.events if e["event"] == "retry"], [])
+
     async def test_certificateErrorsNotRetried(self) -> None:
         """
         A certificate that does not check out (unknown CA, wrong name) will
@@ -4974,6 +5084,30 @@ class DescribeTests(SynchronousTestCase):
         """
         self.assertEqual(certificateProblem(10), "the server's certificate has expired")
         self.assertEqual(certificateProblem(23), "the server's certificate was refused (certificate revoked)")
+
+
+    def test_tlsFailuresInOpenSSLsWords(self) -> None:
+        """
+        A TLS failure other than a certificate named is described from
+        OpenSSL's reason: an alert under its older name too, and any other
+        reason in OpenSSL's words; "is the server's certificate trusted?"
+        only when OpenSSL says the certificate failed, or says nothing
+        readable.
+        """
+        from OpenSSL.SSL import Error as TLSError
+
+        def described(*reasons: str) -> str:
+            return engineModule._describe(Failure(TLSError([("SSL routines", "", reason) for reason in reasons])))
+
+        trusted = "the TLS handshake failed (is the server's certificate trusted?)"
+        self.assertEqual(described("sslv3 alert handshake failure"), 'the server refused the TLS handshake (alert "handshake failure")')
+        self.assertEqual(described("tlsv1 alert protocol version"), 'the server refused the TLS handshake (alert "protocol version")')
+        self.assertEqual(described("packet length too long"), "the server's answer is not valid TLS (packet length too long)")
+        self.assertEqual(described("unsupported protocol"), "the TLS handshake failed (unsupported protocol)")
+        self.assertEqual(described("certificate verify failed"), trusted)
+        self.assertEqual(described("\x1b[2Jnot words"), trusted)
+        self.assertEqual(described(), trusted)
+        self.assertEqual(engineModule._describe(Failure(TLSError())), trusted)
 
 
 class RetryAfterTests(SynchronousTestCase):

@@ -337,6 +337,65 @@ def certificateProblem(number: int) -> str:
     return f"the server's certificate was refused ({said})"
 
 
+#: OpenSSL's reasons for a handshake that read bytes that are not TLS, or
+#: not in TLS's order (a plain http server, garbage).
+_NOT_TLS = frozenset(
+    {
+        "wrong version number",
+        "unexpected message",
+        "packet length too long",
+        "record layer failure",
+        "unknown protocol",
+    }
+)
+
+#: An alert the server sent, as OpenSSL names it ("tls alert handshake
+#: failure"; "sslv3 alert ..." before OpenSSL 3).
+_ALERT = re.compile(r"(?:sslv3|tls|tlsv1|tlsv12|tlsv13) alert (.+)")
+
+#: What an OpenSSL reason may hold to be shown (its own fixed words).
+_REASON = re.compile(r"[a-z0-9 ,.'()_-]{1,80}")
+
+
+def _openSSLReason(error: BaseException) -> Optional[str]:
+    """
+    The reason OpenSSL gave for C{error} (an C{OpenSSL.SSL.Error}, whose
+    first argument is OpenSSL's error queue of C{(library, function,
+    reason)}), or L{None} when it gave none readable.
+    """
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], list):
+        for entry in args[0]:
+            if isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[2], str):
+                reason = entry[2].lower()
+                if _REASON.fullmatch(reason):
+                    return reason
+    return None
+
+
+def tlsProblem(error: BaseException) -> str:
+    """
+    One phrase for a TLS connection that failed other than on a certificate
+    L{_CloseInHandshake} could name: from OpenSSL's reason, an alert the
+    server sent ("the server refused the TLS handshake (alert "handshake
+    failure")"; "the server wants a client certificate" for that alert),
+    an answer that is not TLS, or OpenSSL's own words; the question "is
+    the server's certificate trusted?" only when OpenSSL said the
+    certificate failed, or said nothing.
+    """
+    reason = _openSSLReason(error)
+    if reason is None or reason == "certificate verify failed":
+        return "the TLS handshake failed (is the server's certificate trusted?)"
+    alert = _ALERT.fullmatch(reason)
+    if alert is not None:
+        if alert.group(1) == "certificate required":
+            return 'the server wants a client certificate (TLS alert "certificate required")'
+        return f'the server refused the TLS handshake (alert "{alert.group(1)}")'
+    if reason in _NOT_TLS:
+        return f"the server's answer is not valid TLS ({reason})"
+    return f"the TLS handshake failed ({reason})"
+
+
 def _verifyResult(connection: Any) -> int:
     """
     OpenSSL's verdict on the certificate chain the server of C{connection}

@@ -56,6 +56,7 @@ from .agent import (
     ResponseHeadTooLarge,
     basicAuthorization,
     buildAgent,
+    tlsProblem,
 )
 from .errors import (
     BadURL,
@@ -479,7 +480,7 @@ def _describe(failure: Failure) -> str:
     if failure.check(CertificateRefused):
         return value.reason
     if failure.check(TLSError):
-        return "the TLS handshake failed (is the server's certificate trusted?)"
+        return tlsProblem(value)
     # Not Python's words (an AttributeError's "'NoneType' object has no
     # attribute 'append'" was shown): a fixed phrase that names the kind.
     return f"an unexpected error in the HTTP client ({value.__class__.__name__})"
