@@ -125,6 +125,10 @@ MAX_PASSWORD = 65536
 #: they go on with the users as they were.
 READ_PATIENCE = 5.0
 
+#: The longest wait, in seconds, between two reads of a users file whose
+#: read failed with an error that may pass (the waits double from 1 s).
+READ_RETRY_MAX = 60.0
+
 
 class UsersFileError(Exception):
     """
@@ -509,9 +513,10 @@ class Authenticator:
         #: Entries the hash function refused, each warned about once.
         self._unusable: Set[_Entry] = set()
         self._path = path
-        #: Whether the users file is being read again, and has taken longer
-        #: than L{READ_PATIENCE} (requests no longer wait for it).
-        self._reading = self._overdue = False
+        #: Whether the users file is being read again, and whether requests
+        #: wait for that read (a change found, not yet read for
+        #: L{READ_PATIENCE}; not a retry of a read that failed).
+        self._reading = self._holding = False
         #: Whether the users file is being looked at (in a thread), and the
         #: call that warns when a look takes longer than L{READ_PATIENCE}.
         self._looking = False
@@ -520,8 +525,14 @@ class Authenticator:
         #: Requests waiting for it to be read.
         self._readWaiters: List[defer.Deferred[None]] = []
         #: Why it could not be read at the last read, if it was an error
-        #: that may pass (warned of once while it lasts).
+        #: that may pass (warned of once while it lasts); when it is read
+        #: again at the soonest, and the wait before the retry after that.
         self._unreadable: Optional[str] = None
+        self._retryAt = 0.0
+        self._retryWait = 0.0
+        #: Whether a read taking longer than L{READ_PATIENCE} was warned of
+        #: since the last read that did not fail in a way that may pass.
+        self._slowSaid = False
         #: When the users file was last looked at, and what it was then.
         self._lookedAt = clock.seconds()
         self._version = self._fileVersion()
@@ -595,9 +606,11 @@ class Authenticator:
 
     def _lookDone(self, version: object) -> None:
         """
-        Read the users file again if the look found it changed since it was
-        last read, or that read failed in a way that may pass, off the
-        reactor (up to 16 MiB took it 2 s); requests wait for it meanwhile.
+        Read the users file again, off the reactor (up to 16 MiB took it
+        2 s), if the look found it changed since it was last read (requests
+        wait for that read), or if that read failed in a way that may pass
+        and its retry is due (requests do not wait: the users stay as they
+        were either way).
         """
         self._looking = False
         timer, self._lookTimer = self._lookTimer, None
@@ -606,11 +619,14 @@ class Authenticator:
         if isinstance(version, Failure):
             self.log.failure("looking at the proxy users file", version)
             return
-        if version == self._version and self._unreadable is None:
+        changed = version != self._version
+        if not changed and (self._unreadable is None or self._clock.seconds() < self._retryAt):
             return
-        self._version = version  # type: ignore[assignment]
+        if changed:
+            self._version = version  # type: ignore[assignment]
+            self._retryWait = 0.0
         self._reading = True
-        self._overdue = False
+        self._holding = changed
         self._readTimer = self._clock.callLater(READ_PATIENCE, self._readTooSlow)
         reading = defer.maybeDeferred(self._check, self._readUsers, self._path)
         reading.addBoth(self._reread)
@@ -620,15 +636,19 @@ class Authenticator:
         The users file is not read yet after L{READ_PATIENCE} seconds (a
         hung network file system): the requests waiting for it go on with
         the users as they were, and later ones do not wait (they waited
-        for good); the file counts once it is read.
+        for good); the file counts once it is read.  Said once while reads
+        keep failing in a way that may pass (a dying disk that takes 30 s
+        to fail each read said it at every retry).
         """
         self._readTimer = None
-        self._overdue = True
-        self.log.warn(
-            "proxy users file {path} not read after {seconds:g} s; the users stay as they were until it is",
-            path=self._path,
-            seconds=READ_PATIENCE,
-        )
+        self._holding = False
+        if not self._slowSaid:
+            self._slowSaid = True
+            self.log.warn(
+                "proxy users file {path} not read after {seconds:g} s; the users stay as they were until it is",
+                path=self._path,
+                seconds=READ_PATIENCE,
+            )
         self._releaseWaiters()
 
     def _releaseWaiters(self) -> None:
@@ -637,7 +657,7 @@ class Authenticator:
             waiter.callback(None)
 
     def _reread(self, result: object) -> None:
-        self._reading = self._overdue = False
+        self._reading = self._holding = False
         timer, self._readTimer = self._readTimer, None
         if timer is not None and timer.active():
             timer.cancel()
@@ -653,13 +673,22 @@ class Authenticator:
                 if error != self._unreadable:
                     self.log.warn("proxy users file not read again, the users stay as they were: {error}", error=error)
                 # An error that may pass without the file changing (a disk
-                # error, too many open files): it is read again at the next
-                # look (it waited for the file's next change).
-                self._unreadable = error if result.check(UsersFileUnreadable) else None
+                # error, too many open files): it is read again, 1 s later,
+                # then 2, 4... up to READ_RETRY_MAX (it waited for the
+                # file's next change; retried at every look, a read taking
+                # 30 s to fail held every sign-in 5 s each time).
+                if result.check(UsersFileUnreadable):
+                    self._unreadable = error
+                    self._retryWait = min(max(2 * self._retryWait, 1.0), READ_RETRY_MAX)
+                    self._retryAt = self._clock.seconds() + self._retryWait
+                    return
+                self._unreadable = None
             else:
                 self.log.failure("reading the proxy users file again", result)
+            self._slowSaid = False
             return
         self._unreadable = None
+        self._slowSaid = False
         self.users, self._decoys, why = result  # type: ignore[misc]
         if why is not None:
             # What is remembered stays, refused while there are no users: an
@@ -692,7 +721,7 @@ class Authenticator:
             hold theirs).
         """
         self._reloadIfChanged()
-        if self._reading and not self._overdue:
+        if self._holding:
             # A change counts from the next request: wait for the file.
             waiter: defer.Deferred[None] = defer.Deferred()
             self._readWaiters.append(waiter)

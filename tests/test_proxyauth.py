@@ -1427,9 +1427,12 @@ class UsersFileReloadTests(SynchronousTestCase):
         """
         A change to the file whose read failed with an error that may pass
         without the file changing (an I/O error, too many open files) is
-        read again at the next look, once a second, with one warning while
-        the error lasts, and counts once the read works: it waited for the
-        file's next change, and the users stayed as they were meanwhile.
+        read again 1 s later, then 2, 4... up to 60 s apart, with one
+        warning while the error lasts, and counts once the read works: it
+        waited for the file's next change, and the users stayed as they
+        were meanwhile; then it was read at every look, once a second.
+        Another change is read at the next look, and the waits start again
+        from 1 s.
         """
         from netsuite import proxyauth
 
@@ -1441,31 +1444,112 @@ class UsersFileReloadTests(SynchronousTestCase):
         reads = []
 
         def read(path):
-            reads.append(path)
+            reads.append(self.clock.seconds())
             if failing[0]:
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             return readLines(path)
 
         self.patch(proxyauth, "_readLines", read)
         self.write(alice="right", bob="new")
-        for _ in range(3):
-            self.clock.advance(1.5)
+        for _ in range(250):
+            self.clock.advance(1)
             self.assertIsNone(self.authenticate("bob", "new"))
             self.assertEqual(self.authenticate("alice", "right"), "alice")
-        self.assertEqual(len(reads), 3)
+        self.assertEqual([b - a for a, b in zip(reads, reads[1:])], [1, 2, 4, 8, 16, 32, 60, 60, 60])
         said = [formatEvent(e) for e in warnings if "not read again" in e.get("log_format", "")]
         self.assertEqual(
             said,
             [f"proxy users file not read again, the users stay as they were: cannot read the proxy users file"
              f" {self.path!r}: {os.strerror(errno.EIO)}"],
         )
+        # A change is read at the next look, and retried 1 s later.
+        del reads[:]
+        self.write(alice="right", bob="new", carol="new")
+        for _ in range(3):
+            self.clock.advance(1)
+            self.assertIsNone(self.authenticate("carol", "new"))
+        self.assertEqual(len(reads), 2)
         failing[0] = False
-        self.clock.advance(1.5)
+        self.clock.advance(2)
         self.assertEqual(self.authenticate("bob", "new"), "bob")
+        self.assertEqual(self.authenticate("carol", "new"), "carol")
         # Read, it is read again only when it changes.
-        self.clock.advance(1.5)
-        self.authenticate("bob", "new")
-        self.assertEqual(len(reads), 4)
+        for _ in range(120):
+            self.clock.advance(1)
+            self.authenticate("bob", "new")
+        self.assertEqual(len(reads), 3)
+        self.assertEqual(len(said), 1)
+
+    def test_slowFailingRetriesHoldNoSignIn(self) -> None:
+        """
+        A retry of a read that failed in a way that may pass does not make
+        sign-ins wait (the users stay as they were either way; only the
+        read of a change found does), and a read not done after
+        L{READ_PATIENCE} is warned of once while reads keep failing so
+        (again once a read works, or finds the file malformed).  With a
+        read that takes 30 s and then fails with an I/O error (a dying
+        disk, a soft network mount), one sign-in a second for 200 s had 8
+        of them wait 5 s (every retry held them), with 9 warnings.
+        """
+        from netsuite.proxyauth import READ_PATIENCE, UsersFileUnreadable
+
+        warnings: list = []
+        globalLogPublisher.addObserver(warnings.append)
+        self.addCleanup(globalLogPublisher.removeObserver, warnings.append)
+        reads = []
+        #: How the reads end, 30 s after they start: this error, or the
+        #: users read (None).
+        ending = [UsersFileUnreadable("cannot read: Input/output error")]
+
+        def check(function, *args):
+            if function != self.auth._readUsers:
+                return defer.succeed(function(*args))
+            reads.append(self.clock.seconds())
+            d: defer.Deferred = defer.Deferred()
+            end = ending[0]
+            self.clock.callLater(30, lambda: d.callback(function(*args)) if end is None else d.errback(end))
+            return d
+
+        def signInEachSecond(seconds: int) -> list:
+            waited = []
+            for _ in range(seconds):
+                self.clock.advance(1)
+                signIn = defer.ensureDeferred(self.auth.authenticate(basic("alice", "right"), "127.0.0.1"))
+                if not signIn.called:
+                    waited.append(self.clock.seconds())
+                    self.clock.advance(READ_PATIENCE)
+                self.assertEqual(self.successResultOf(signIn), "alice")
+            return waited
+
+        def warned() -> list:
+            said = [formatEvent(e) for e in warnings if e["log_level"] == LogLevel.warn]
+            del warnings[:]
+            return said
+
+        slow = f"proxy users file {self.path} not read after {READ_PATIENCE:g} s; the users stay as they were until it is"
+        self.auth._check = check  # type: ignore[method-assign]
+        self.assertEqual(self.authenticate("alice", "right"), "alice")
+        self.write(alice="right", bob="new")
+        self.assertEqual(signInEachSecond(200), reads[:1])  # the change's read only
+        self.assertEqual([b - (a + 30) for a, b in zip(reads, reads[1:])], [1, 2, 4, 8, 16])
+        self.assertEqual(
+            warned(), [slow, "proxy users file not read again, the users stay as they were: cannot read: Input/output error"]
+        )
+        # The next retry works: a slow read is warned of again.
+        ending[0] = None
+        self.assertEqual(signInEachSecond(70), [])
+        self.assertEqual(self.authenticate("bob", "new"), "bob")
+        ending[0] = UsersFileError("line 1: malformed")
+        self.write(alice="right")
+        signInEachSecond(40)
+        ending[0] = UsersFileUnreadable("cannot read: Input/output error")
+        self.write(alice="right", carol="new")
+        signInEachSecond(40)
+        self.assertEqual(
+            warned(),
+            [slow, "proxy users file not read again, the users stay as they were: line 1: malformed",
+             slow, "proxy users file not read again, the users stay as they were: cannot read: Input/output error"],
+        )
 
     def test_noUsersLeftRefusesEveryone(self) -> None:
         """
