@@ -115,12 +115,15 @@ class LoadOrCreateSecretTests(SynchronousTestCase):
         change, and which this process reads as root) is used, with a
         warning saying so and how to mend it, for the decoy key as for the
         API token: only a mode open to others was warned of.  One of this
-        process's user is used without a word.
+        process's user is used without a word.  An owner's uid above or
+        below the process's alike.
         """
         path = Path(self.mktemp())
         key = loadOrCreateDecoyKey(str(path))
+        if os.geteuid() == 0:
+            os.chown(path, 1, -1)  # a uid below its owner's to run as
         owner = os.stat(path).st_uid
-        for uid in (owner, owner + 1):
+        for uid in (owner, owner + 1, owner - 1):
             self.patch(os, "geteuid", lambda: uid)
             events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
             self.assertEqual(loadOrCreateDecoyKey(str(path)), key)
@@ -135,6 +138,7 @@ class LoadOrCreateSecretTests(SynchronousTestCase):
                 )
         tokenFile = Path(self.mktemp())
         loadOrCreateToken(tokenFile)
+        owner = os.stat(tokenFile).st_uid
         self.patch(os, "geteuid", lambda: owner + 1)
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         loadOrCreateToken(tokenFile)

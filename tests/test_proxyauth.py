@@ -834,6 +834,105 @@ class AuthenticatorTests(SynchronousTestCase):
         # It left the line, its patience's timer with it.
         self.assertEqual((auth._waiting, self.clock.getDelayedCalls()), (0, []))
 
+    def test_signedInCheckWithoutATurnCostsNoTry(self) -> None:
+        """
+        A connection that signed in, its credentials no longer remembered,
+        whose check again there gets no turn (no check free within its
+        patience, or its client gone while it waits) is refused this time
+        without a wrong try counted for its address, and stays signed in:
+        its next request is checked again there, and passes, with the
+        address's tries all spent by a guesser.  (Counted, a busy line
+        spent a real user's tries; dropped, the user was locked out.)
+        """
+        auth = self.slowAuthenticator()
+        auth._maxChecking = 1
+        alice = Connection()
+
+        def signIn(password: str, connection: object, wanted=lambda: True):
+            return defer.ensureDeferred(auth.authenticate(basic("alice", password), "10.0.0.1", wanted, connection))
+
+        first = signIn("right", alice)
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(first), "alice")
+        gone = [False]
+        for leave in (False, True):
+            self.clock.advance(301)  # no longer remembered
+            running = defer.ensureDeferred(auth.authenticate(basic("alice", "other"), "10.9.9.9"))
+            again = signIn("right", alice, lambda: not gone[0])
+            if leave:
+                gone[0] = True
+            else:
+                self.clock.advance(CHECK_PATIENCE)
+            self.pending.pop()()
+            self.assertEqual((self.successResultOf(running), self.successResultOf(again)), (None, None))
+            self.assertEqual(auth._failures.available("10.0.0.1"), 5)
+        guesser = Connection()
+        for i in range(5):
+            wrong = signIn(f"guess{i}", guesser)
+            self.pending.pop()()
+            self.assertIsNone(self.successResultOf(wrong))
+        self.assertIsNone(self.successResultOf(signIn("right", Connection())))
+        checks = self.checks
+        again = signIn("right", alice)
+        self.pending.pop()()
+        self.assertEqual((self.successResultOf(again), self.checks), ("alice", checks + 1))
+
+    def test_sharedWrongCheckIsOneWrongTry(self) -> None:
+        """
+        The same wrong credentials sent on two connections at once share
+        one check, and count as one wrong try for their address, not one
+        each.
+        """
+        auth = self.slowAuthenticator()
+        guesses = [
+            defer.ensureDeferred(auth.authenticate(basic("alice", "wrong"), "10.0.0.1", connection=Connection()))
+            for _ in range(2)
+        ]
+        self.assertEqual(self.checks, 1)
+        self.pending.pop()()
+        self.assertEqual([self.successResultOf(d) for d in guesses], [None, None])
+        self.assertEqual(auth._failures.available("10.0.0.1"), 4)
+
+    def test_newConnectionPassingFromMemorySignsIn(self) -> None:
+        """
+        A new connection whose credentials pass from what is remembered
+        (at once, or once one of its address's tries came free) is signed
+        in with them as one that was checked: it goes on passing there
+        while a guesser at its address keeps the address over its limit,
+        where another new connection is refused.
+        """
+        auth = self.slowAuthenticator()
+        self.users["bob"] = self.users["alice"]
+
+        def signIn(name: str, password: str, connection: object):
+            return defer.ensureDeferred(auth.authenticate(basic(name, password), "192.0.2.7", connection=connection))
+
+        first = signIn("alice", "right", Connection())
+        self.pending.pop()()
+        self.assertEqual(self.successResultOf(first), "alice")
+        checks = self.checks
+        atOnce = Connection()
+        self.assertEqual(self.successResultOf(signIn("alice", "right", atOnce)), "alice")
+        # The address's tries all held by checks: a new one waits for one.
+        held = [signIn("bob", "right", None)] + [signIn("bob", f"g{i}", None) for i in range(4)]
+        afterATry = Connection()
+        waited = signIn("alice", "right", afterATry)
+        self.assertFalse(waited.called)
+        self.pending.pop(0)()  # bob's right password frees its try
+        self.assertEqual((self.successResultOf(held[0]), self.successResultOf(waited)), ("bob", "alice"))
+        for fire in self.pending:
+            fire()
+        self.pending = []
+        wrong = signIn("alice", "one more", None)
+        self.pending.pop()()
+        self.assertIsNone(self.successResultOf(wrong))
+        self.assertLess(auth._failures.available("192.0.2.7"), 1)
+        self.assertEqual(self.checks, checks + 6)
+        for connection in (atOnce, afterATry):
+            self.assertEqual(self.successResultOf(signIn("alice", "right", connection)), "alice")
+        self.assertIsNone(self.successResultOf(signIn("alice", "right", Connection())))
+        self.assertEqual(self.checks, checks + 6)
+
     def test_patienceCountsBothWaits(self) -> None:
         """
         A sign-in that waited for a free try and then for a check waits
@@ -1550,6 +1649,49 @@ class UsersFileReloadTests(SynchronousTestCase):
             [slow, "proxy users file not read again, the users stay as they were: line 1: malformed",
              slow, "proxy users file not read again, the users stay as they were: cannot read: Input/output error"],
         )
+
+    def test_malformedFileWaitsForItsNextChange(self) -> None:
+        """
+        A file found malformed (a line, UTF-8, its size) is read again only
+        when it changes, as it cannot mend by itself, also when the read
+        before it failed with an error that may pass (which is tried again
+        until a read ends otherwise).
+        """
+        from netsuite import proxyauth
+
+        readLines = proxyauth._readLines
+        failing = [False]
+        reads = []
+
+        def read(path):
+            reads.append(path)
+            if failing[0]:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return readLines(path)
+
+        def signInEachSecond(seconds: int) -> None:
+            for _ in range(seconds):
+                self.clock.advance(1)
+                self.assertEqual(self.authenticate("alice", "right"), "alice")
+
+        self.patch(proxyauth, "_readLines", read)
+        with open(self.path, "a") as f:
+            f.write("bob has no password\n")
+        signInEachSecond(120)
+        self.assertEqual(len(reads), 1)
+        failing[0] = True
+        self.write(alice="right", bob="new")
+        signInEachSecond(3)
+        self.assertEqual(len(reads), 3)  # the change, and 1 s later
+        with open(self.path, "a") as f:
+            f.write("carol has no password\n")
+        failing[0] = False
+        signInEachSecond(120)
+        self.assertEqual(len(reads), 4)
+        self.assertIsNone(self.authenticate("bob", "new"))
+        self.write(alice="right", bob="new")
+        signInEachSecond(1)
+        self.assertEqual(self.authenticate("bob", "new"), "bob")
 
     def test_noUsersLeftRefusesEveryone(self) -> None:
         """
