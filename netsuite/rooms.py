@@ -78,8 +78,8 @@ _ROOM_BURST = 4.0
 #: each within its address's limit, cannot bury a room under notices.
 NOTICE_RATE = 2.0
 
-#: Notices one room may be sent one by one at once, above C{noticeRate}: a
-#: class joining in the same minute still sees each name.
+#: Notices one room may be sent one by one at once, above C{noticeRate}: 20
+#: joins at once, then 2 a second, are each named.
 _NOTICE_BURST = 20.0
 
 #: Seconds notices past the rate are counted before one line tells them.
@@ -345,7 +345,7 @@ class ChatHub:
         self.clock = clock
         self._reactor = reactor
         self._folding = True
-        self._users = 0  # front ends started (startFolding) and not stopped
+        self._frontEnds = 0  # started (startFolding) and not stopped
         self.members: Dict[str, object] = {}
         self.rooms: Dict[str, Room] = {}
         self._inboxes: Dict[object, TokenBucket] = {}
@@ -702,8 +702,8 @@ class ChatHub:
         notices one by one from now on until L{startFolding}: the service
         is stopping, and nothing may be left scheduled.
         """
-        self._users = max(self._users - 1, 0)
-        if self._users:
+        self._frontEnds = max(self._frontEnds - 1, 0)
+        if self._frontEnds:
             return  # another front end still serves the rooms
         self._folding = False
         for room in list(self.rooms.values()):
@@ -717,7 +717,7 @@ class ChatHub:
         A front end starts: count notices past C{noticeRate} (again, after
         L{stopFolding}).  Each call is matched by one of L{stopFolding}.
         """
-        self._users += 1
+        self._frontEnds += 1
         self._folding = True
 
     def _sendNotice(self, room: Room, line: Line) -> None:

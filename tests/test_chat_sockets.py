@@ -25,6 +25,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from netsuite.chat import _HELP, SEND_BUFFER, ChatFactory, ChatProtocol, ChatSettings, makeChatService
 from netsuite.limits import descriptorOf, heldBytes
 from tests.helpers import abortIfConnected, startListener, waitUntil
+from tests.test_chat import foldedCounts
 from tests.tlshelpers import closeNotifyClient, makeServerOptions, trustRootOf
 
 
@@ -318,9 +319,8 @@ class ChatSocketTests(TestCase):
             counts = {"joined": 0, "left": 0}
             for line in bob.lines:
                 if line.startswith("*** lobby, last second: "):
-                    for part in line.split(": ", 1)[1].split(" (")[0].split(", "):
-                        count, kind = part.split(" ", 1)
-                        counts[kind] += int(count)
+                    for kind, count in foldedCounts(line).items():
+                        counts[kind] += count
                 elif line.startswith("*** n"):
                     counts["joined" if line.endswith(" joined lobby") else "left"] += 1
             return counts

@@ -34,6 +34,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL.SSL import Error as TLSError
 from twisted.internet import defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -3777,6 +3778,16 @@ class TLSTests(EngineTestCase):
         self.assertEqual(self.tlsOrigin.requests, [])
         self.assertFalse((directory / "wrongname.bin").exists())
 
+    def writeCA(self, ca: trustme.CA) -> str:
+        """
+        The path of a new PEM file holding C{ca}'s certificate, for
+        C{caFile}.
+        """
+        caFile = os.path.join(self.mktemp(), "ca.pem")
+        os.makedirs(os.path.dirname(caFile))
+        ca.cert_pem.write_to_path(caFile)
+        return caFile
+
     def startOriginWith(self, name: str, chain: Tuple[str, str]) -> Origin:
         """
         An https origin serving the certificate chain and key in the PEM
@@ -3794,9 +3805,7 @@ class TLSTests(EngineTestCase):
         now = datetime.datetime.now(datetime.timezone.utc)
         day = datetime.timedelta(days=1)
         ca = trustme.CA()
-        caFile = os.path.join(self.mktemp(), "ca.pem")
-        os.makedirs(os.path.dirname(caFile))
-        ca.cert_pem.write_to_path(caFile)
+        caFile = self.writeCA(ca)
 
         def leaf(**dates: datetime.datetime) -> Tuple[str, str]:
             return writeLeaf(self.mktemp(), ca.issue_cert("localhost", **dates))
@@ -3917,9 +3926,7 @@ class TLSTests(EngineTestCase):
                 self.transport.loseConnection()
 
         ca = trustme.CA()
-        caFile = os.path.join(self.mktemp(), "ca.pem")
-        os.makedirs(os.path.dirname(caFile))
-        ca.cert_pem.write_to_path(caFile)
+        caFile = self.writeCA(ca)
         server = PrivateCertificate.loadPEM(ca.issue_cert("localhost").private_key_and_cert_chain_pem.bytes())
 
         def listen(factory: Factory, maximum: Optional[TLSVersion] = None) -> int:
@@ -5085,7 +5092,6 @@ class DescribeTests(SynchronousTestCase):
         self.assertEqual(certificateProblem(10), "the server's certificate has expired")
         self.assertEqual(certificateProblem(23), "the server's certificate was refused (certificate revoked)")
 
-
     def test_tlsFailuresInOpenSSLsWords(self) -> None:
         """
         A TLS failure other than a certificate named is described from
@@ -5094,8 +5100,6 @@ class DescribeTests(SynchronousTestCase):
         only when OpenSSL says the certificate failed, or says nothing
         readable.
         """
-        from OpenSSL.SSL import Error as TLSError
-
         def described(*reasons: str) -> str:
             return engineModule._describe(Failure(TLSError([("SSL routines", "", reason) for reason in reasons])))
 

@@ -24,6 +24,14 @@ from netsuite.download.names import (
 from tests.helpers import codecSearch
 
 
+def _header(raw: bytes) -> str:
+    """
+    A header value as the engine reads it: UTF-8, each byte that is not
+    UTF-8 kept as a C{surrogateescape} character.
+    """
+    return raw.decode("utf-8", "surrogateescape")
+
+
 class SanitiseTests(SynchronousTestCase):
     def test_plainNameKept(self) -> None:
         self.assertEqual(sanitiseName("report-2026.pdf"), "report-2026.pdf")
@@ -114,17 +122,13 @@ class SourceTests(SynchronousTestCase):
         stay percent-encoded, as those of a URL do: each was U+FFFD, so
         C{\xe9t\xe9.txt} and C{\xf0t\xf0.txt} were one name.
         """
-
-        def header(raw: bytes) -> str:
-            return raw.decode("utf-8", "surrogateescape")
-
         for value, name in (
-            (header(b'attachment; filename="\xe9t\xe9.txt"'), "%E9t%E9.txt"),
-            (header(b'attachment; filename="\xf0t\xf0.txt"'), "%F0t%F0.txt"),
-            (header(b'attachment; filename="caf\xc3\xa9\xe9.txt"'), "caf\u00e9%E9.txt"),
+            (_header(b'attachment; filename="\xe9t\xe9.txt"'), "%E9t%E9.txt"),
+            (_header(b'attachment; filename="\xf0t\xf0.txt"'), "%F0t%F0.txt"),
+            (_header(b'attachment; filename="caf\xc3\xa9\xe9.txt"'), "caf\u00e9%E9.txt"),
             ("attachment; filename*=UTF-8''%FF%FE.txt", "%FF%FE.txt"),
             ("attachment; filename*=shift_jis''%82%A0%FF.txt", "\u3042%FF.txt"),
-            (header(b"attachment; filename*=UTF-8''a\xe9\xe2\x82\xacb.txt"), "a%E9\u20acb.txt"),
+            (_header(b"attachment; filename*=UTF-8''a\xe9\xe2\x82\xacb.txt"), "a%E9\u20acb.txt"),
         ):
             self.assertEqual(chooseName("http://h/x.bin", value), name, value)
 
@@ -137,18 +141,14 @@ class SourceTests(SynchronousTestCase):
         percent-encoded.  A raw C{\xc3\xa9} (é in UTF-8) was taken for the
         one byte C{%E9} and saved as C{%E9.txt}, and in Latin-1 as C{é}.
         """
-
-        def header(raw: bytes) -> str:
-            return raw.decode("utf-8", "surrogateescape")
-
         for value, name in (
-            (header(b"attachment; filename*=UTF-8''\xc3\xa9.txt"), "\u00e9.txt"),
-            (header(b"attachment; filename*=UTF-8''\xc4\x93.txt"), "\u0113.txt"),
-            (header(b"attachment; filename*=UTF-8''caf\xc3\xa9%C3%A9\xe9.txt"), "caf\u00e9\u00e9%E9.txt"),
-            (header(b"attachment; filename*=iso-8859-1''\xc3\xa9.txt"), "\u00c3\u00a9.txt"),
-            (header(b"attachment; filename*0*=UTF-8''\xc3; filename*1*=\xa9%E2%82; filename*2=\xac.txt"),
+            (_header(b"attachment; filename*=UTF-8''\xc3\xa9.txt"), "\u00e9.txt"),
+            (_header(b"attachment; filename*=UTF-8''\xc4\x93.txt"), "\u0113.txt"),
+            (_header(b"attachment; filename*=UTF-8''caf\xc3\xa9%C3%A9\xe9.txt"), "caf\u00e9\u00e9%E9.txt"),
+            (_header(b"attachment; filename*=iso-8859-1''\xc3\xa9.txt"), "\u00c3\u00a9.txt"),
+            (_header(b"attachment; filename*0*=UTF-8''\xc3; filename*1*=\xa9%E2%82; filename*2=\xac.txt"),
              "\u00e9\u20ac.txt"),
-            (header(b"attachment; filename*=\xc3\xa9.txt"), "%C3%A9.txt"),
+            (_header(b"attachment; filename*=\xc3\xa9.txt"), "%C3%A9.txt"),
         ):
             self.assertEqual(chooseName("http://h/x.bin", value), name, value)
 

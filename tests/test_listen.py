@@ -519,7 +519,32 @@ class PeerReadGateTests(SynchronousTestCase):
         self.assertEqual(producer.calls, ["stop"])
 
 
-class PeerReadGateInputTests(SynchronousTestCase):
+class _GateOnASocketPairTestCase(SynchronousTestCase):
+    """
+    A L{_PeerReadGate} over a real socket pair under a Twisted TCP
+    transport, on a fake reactor.
+    """
+
+    def startGate(self, factory: _PeerReadGateFactory, reactor: MemoryReactor) -> None:
+        """
+        Connect a gate of C{factory} on C{reactor} to one end of a socket
+        pair, reading: C{self.peer} is the other end, and C{self.received}
+        what the protocol under the gate receives.
+        """
+        ours, self.peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(self.peer.close)
+        self.reactor = reactor
+        self.gate = factory.buildProtocol(None)
+        self.received: List[bytes] = []
+        self.gate.wrappedProtocol.dataReceived = self.received.append
+        self.transport = tcp.Connection(ours, self.gate, reactor)
+        self.transport.connected = True
+        self.gate.makeConnection(self.transport)
+        self.transport.startReading()
+
+
+class PeerReadGateInputTests(_GateOnASocketPairTestCase):
     """
     Once the output waiting for the peer is sent, L{_PeerReadGate} has what
     the peer sent meanwhile read before the producer above it is resumed:
@@ -531,17 +556,7 @@ class PeerReadGateInputTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        ours, self.peer = socket.socketpair()
-        self.addCleanup(ours.close)
-        self.addCleanup(self.peer.close)
-        self.reactor = MemoryReactor()
-        self.gate = _PeerReadGateFactory(Factory.forProtocol(Protocol), ServiceStats("x")).buildProtocol(None)
-        self.received: List[bytes] = []
-        self.gate.wrappedProtocol.dataReceived = self.received.append
-        self.transport = tcp.Connection(ours, self.gate, self.reactor)
-        self.transport.connected = True
-        self.gate.makeConnection(self.transport)
-        self.transport.startReading()
+        self.startGate(_PeerReadGateFactory(Factory.forProtocol(Protocol), ServiceStats("x")), MemoryReactor())
         self.producer = RecordingProducer()
         self.gate.registerProducer(self.producer, True)
 
@@ -661,7 +676,7 @@ class _Firehose(Protocol):
             self.transport.loseConnection()
 
 
-class PeerReadGateFloodWhileClosingTests(SynchronousTestCase):
+class PeerReadGateFloodWhileClosingTests(_GateOnASocketPairTestCase):
     """
     A TLS connection closing (L{_PeerReadGate.readToClose}) whose peer
     sends more than the factory's C{lingerBytes} is read no more, whatever
@@ -670,20 +685,11 @@ class PeerReadGateFloodWhileClosingTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        ours, self.peer = socket.socketpair()
-        self.addCleanup(ours.close)
-        self.addCleanup(self.peer.close)
-        self.reactor = MemoryReactorClock()
+        clock = MemoryReactorClock()
         self.stats = ServiceStats("x")
-        factory = _PeerReadGateFactory(Factory.forProtocol(Protocol), self.stats, clock=self.reactor)
+        factory = _PeerReadGateFactory(Factory.forProtocol(Protocol), self.stats, clock=clock)
         factory.lingerBytes = 100
-        self.gate = factory.buildProtocol(None)
-        self.received: List[bytes] = []
-        self.gate.wrappedProtocol.dataReceived = self.received.append
-        self.transport = tcp.Connection(ours, self.gate, self.reactor)
-        self.transport.connected = True
-        self.gate.makeConnection(self.transport)
-        self.transport.startReading()
+        self.startGate(factory, clock)
 
     def test_floodNotReadAgain(self) -> None:
         self.gate.readToClose()

@@ -46,7 +46,7 @@ from netsuite.web.site import (
     Limits,
     NetsuiteH2Connection,
 )
-from tests.helpers import startListener
+from tests.helpers import RecordingProducer, startListener
 from tests.test_web_site import Hanging, inMemory, waitForNoConnections
 from tests.test_web_site_h2 import (
     PREFACE,
@@ -876,8 +876,6 @@ class ResetRaceTests(ExchangeTestCase):
         producer is not resumed (h2 raised, out of C{dataReceived}, on the
         window of the stream it forgot, and the connection was lost).
         """
-        from tests.test_web_site import Hanging
-
         hanging = Hanging()
         exchange = self.exchange = Exchange(Limits(), api={b"hang": hanging})
         self.addCleanup(exchange.site.stopFactory)
@@ -886,25 +884,14 @@ class ResetRaceTests(ExchangeTestCase):
         exchange.pump()
         streamID = exchange.get("/api/hang")
         [hung] = hanging.requests
-        calls = []
-
-        class Producer:
-            def pauseProducing(self) -> None:
-                calls.append("pause")
-
-            def resumeProducing(self) -> None:
-                calls.append("resume")
-
-            def stopProducing(self) -> None:
-                calls.append("stop")
-
-        hung.registerProducer(Producer(), True)
+        producer = RecordingProducer()
+        hung.registerProducer(producer, True)
         hung.write(b"x" * 100)
         exchange.pump()
-        self.assertEqual((calls, len(exchange.answers[streamID]["body"])), (["pause"], 100))
+        self.assertEqual((producer.calls, len(exchange.answers[streamID]["body"])), (["pause"], 100))
         exchange.client.increment_flow_control_window(1000)
         self.assertNextAnswered(exchange, b"")
-        self.assertNotIn("resume", calls)
+        self.assertNotIn("resume", producer.calls)
 
     def test_answersOnStreamsForgotten(self) -> None:
         """
@@ -916,8 +903,6 @@ class ResetRaceTests(ExchangeTestCase):
         C{StreamClosedError} for more of a body begun, raised into the
         resource); each request is logged once, the new one answered.
         """
-        from tests.test_web_site import Hanging
-
         accessLog = self.mktemp()
         hanging = Hanging()
         exchange = self.exchange = Exchange(Limits(), api={b"hang": hanging}, accessLog=accessLog)
@@ -962,8 +947,6 @@ class ResetRaceTests(ExchangeTestCase):
         refused as any after the GOAWAY.
         """
         from hyperframe.frame import GoAwayFrame
-
-        from tests.test_web_site import Hanging
 
         exchange = self.exchange = Exchange(Limits(), api={b"hang": Hanging()})
         self.addCleanup(exchange.site.stopFactory)

@@ -335,6 +335,20 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertEqual(len(self.folder._h2Waiting.get(self.peer.server, {})), waiting)
         return sent, more
 
+    def watchOpens(self) -> List[Any]:
+        """
+        The paths the folder opens from now on (a list that grows).
+        """
+        opened: List[Any] = []
+        realOpen = self.folder._open
+
+        def watchOpen(path: Any) -> Any:
+            opened.append(path)
+            return realOpen(path)
+
+        self.patch(self.folder, "_open", watchOpen)
+        return opened
+
     def test_resetWaitingRequestLeaves(self) -> None:
         """
         A waiting request whose stream is reset stops waiting at once: reset
@@ -361,14 +375,7 @@ class HTTP2Tests(SynchronousTestCase):
         read, and a 200 logged).
         """
         sent, more = self.stallFiles(4)
-        opened: List[str] = []
-        realOpen = self.folder._open
-
-        def watchOpen(path: Any) -> Any:
-            opened.append(path)
-            return realOpen(path)
-
-        self.patch(self.folder, "_open", watchOpen)
+        opened = self.watchOpens()
         self.peer.server.connectionLost(Failure(ConnectionLost()))
         self.peer.turns(5)
         self.assertEqual(opened, [])
@@ -1133,6 +1140,16 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertIn('"GET /big.bin HTTP/2" 200 %d ' % (4 * H2_MIN_CHUNK_SIZE,), lines[0])
         self.assertEqual(peer.server.site.stats.snapshot()["requests"], 1)
 
+    def makeLoggingPeer(self) -> str:
+        """
+        L{makePeer} with an access log, whose connection's factory is the
+        site, which logs the answers finished; the log's path.
+        """
+        accessLog = self.mktemp()
+        self.makePeer(accessLog=accessLog)
+        self.peer.server.factory = self.peer.server.site
+        return accessLog
+
     def resetAllInOneRead(self, reset: List[int], then: bytes) -> None:
         """
         With the connection's files stalled and 4 requests waiting, the
@@ -1158,18 +1175,9 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         new stream made it forget them), and the file's end starts none
         of them, nor opens their files; each is logged once, 499.
         """
-        accessLog = self.mktemp()
-        self.makePeer(accessLog=accessLog)
-        self.peer.server.factory = self.peer.server.site  # which logs the answers finished
+        accessLog = self.makeLoggingPeer()
         sent, waiting = self.stallFiles(4)
-        opened: List[Any] = []
-        realOpen = self.folder._open
-
-        def watchOpen(path: Any) -> Any:
-            opened.append(path)
-            return realOpen(path)
-
-        self.patch(self.folder, "_open", watchOpen)
+        opened = self.watchOpens()
         self.resetAllInOneRead(sent[:1] + waiting, b"")
         self.assertEqual(opened, [])
         self.assertEqual(self.flushLoggedErrors(), [])
@@ -1183,13 +1191,11 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         the resets.  The first reset ends a file, and a waiting request
         whose stream is gone does not start (nor open its file): each
         waiting request is logged once, 499, and the new request is
-        answered.  They were
-        started on the forgotten stream (h2's C{StreamIDTooLowError}): a
-        critical error in the log each, logged and counted as 500.
+        answered.  They were started on the forgotten stream (h2's
+        C{StreamIDTooLowError}): a critical error in the log each, logged
+        and counted as 500.
         """
-        accessLog = self.mktemp()
-        self.makePeer(accessLog=accessLog)
-        self.peer.server.factory = self.peer.server.site  # which logs the answers finished
+        accessLog = self.makeLoggingPeer()
         with open(os.path.join(self.root, "small.txt"), "wb") as f:
             f.write(b"small")
         sent, waiting = self.stallFiles(4)
@@ -1201,14 +1207,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         )
         request = peer.client.data_to_send()
         peer.events[25], peer.bodies[25] = [], b""
-        opened: List[Any] = []
-        realOpen = self.folder._open
-
-        def watchOpen(path: Any) -> Any:
-            opened.append(path)
-            return realOpen(path)
-
-        self.patch(self.folder, "_open", watchOpen)
+        opened = self.watchOpens()
         self.resetAllInOneRead(sent + waiting, request)
         self.assertEqual([path for path in opened if path.endswith(b"big.bin")], [])
         peer.acknowledge = True
@@ -1235,9 +1234,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         The waiting requests are logged 499, once each, and the files not
         reset are sent to the end, the connection closing after them.
         """
-        accessLog = self.mktemp()
-        self.makePeer(accessLog=accessLog)
-        self.peer.server.factory = self.peer.server.site  # which logs the answers finished
+        accessLog = self.makeLoggingPeer()
         sent, waiting = self.stallFiles(4)
         peer = self.peer
         peer.events.setdefault(0, [])

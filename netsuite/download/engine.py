@@ -2374,11 +2374,8 @@ class _QuietFactory(webClient._HTTP11ClientFactory):
 
 def _closing(transport) -> bool:
     """
-    Whether C{transport}, or one it runs over (TLS over TCP), is closing:
-    L{_discard} closes the connection of a body it throws away, and when
-    that body had all come already, Twisted still handed the connection
-    back to the pool.  The next request to that origin went out on it, was
-    answered and lost as it closed, and was sent again.
+    Whether C{transport}, or one it runs over (TLS over TCP), is closing
+    (see L{_QuietPool._putConnection}).
     """
     for _ in range(8):  # a few layers at most: never a loop
         if transport is None:

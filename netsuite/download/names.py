@@ -165,15 +165,14 @@ def _headerBytes(text: str) -> bytes:
 def _decodeExtended(segments: List[Tuple[str, bool]]) -> str:
     """
     An RFC 2231 value (C{charset'lang'text}, in one or more segments, each
-    C{(text, percentEncoded)}) as text, as
-    L{email.utils.collapse_rfc2231_value} reads it, but only in the charsets
-    L{textCodec} allows; in any other, the text is taken as it is (each
-    percent-encoded byte as the character of that number).  Each
-    percent-encoded byte, and each byte sent as it is (which the RFC does
-    not allow), is decoded in the charset; bytes the charset cannot decode
-    are kept as C{surrogateescape} characters, to be percent-encoded
-    (L{percentUndecoded}) as a URL's are: each was U+FFFD, so that
-    different names were saved as one.
+    C{(text, percentEncoded)}) as text.  In a charset L{textCodec} allows
+    (US-ASCII when none is given), the percent-encoded bytes and the bytes
+    sent as they are (which the RFC does not allow) are decoded together;
+    bytes the charset cannot decode are kept as C{surrogateescape}
+    characters, to be percent-encoded (L{percentUndecoded}) as a URL's
+    are: each was U+FFFD, so that different names were saved as one.  In
+    any other charset, the text is taken as it is, each percent-encoded
+    byte as the character of that number.
     """
     charset = None
     first, encoded = segments[0]
