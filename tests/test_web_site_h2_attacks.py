@@ -14,7 +14,6 @@ point.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import struct
@@ -1540,97 +1539,6 @@ class ControlFrameFloodTests(ExchangeTestCase):
         received = self.giveBackEachFrame(1000 * H2_CONTROL_FRAME_BYTES, H2_CONTROL_FRAME_BYTES)
         self.assertFalse(self.exchange.transport.disconnecting)
         self.assertEqual(received, 1000 * H2_CONTROL_FRAME_BYTES)
-
-    def giveBackFilesFrameByFrame(self, files: int, size: int, window: int | None = None) -> int:
-        """
-        Download C{files} files of C{size} bytes at once, as a client that
-        gives back each DATA frame with a WINDOW_UPDATE for the stream and
-        one for the connection, in a read of their own (the frames it is
-        sent in the meantime wait their turn).  Given a C{window}, the
-        streams' windows are of that many bytes.
-
-        @return: the files received whole.
-        """
-        root = self.mktemp()
-        os.makedirs(root)
-        for i in range(files):
-            with open(os.path.join(root, f"{i}.bin"), "wb") as f:
-                f.write(b"x" * size)
-        exchange = self.exchange = Exchange(Limits(), root=root)
-        self.addCleanup(exchange.site.stopFactory)
-        exchange.acknowledge = False
-        client = exchange.client
-        if window is not None:
-            client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
-        for i in range(files):
-            client.send_headers(client.get_next_available_stream_id(), request("GET", f"/{i}.bin"), end_stream=True)
-        exchange.protocol.dataReceived(client.data_to_send())
-        frames: list[tuple[int, int]] = []  # to give back, in order
-        received: dict[int, int] = {}
-        ended: set[int] = set()
-        while not exchange.transport.disconnecting:
-            exchange.clock.advance(0)
-            sent = exchange.transport.value()
-            exchange.transport.clear()
-            for event in client.receive_data(sent):
-                if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
-                    frames.append((event.stream_id, event.flow_controlled_length))
-                    received[event.stream_id] = received.get(event.stream_id, 0) + len(event.data)
-                elif isinstance(event, h2.events.StreamEnded):
-                    ended.add(event.stream_id)
-            if not frames:
-                break
-            streamID, length = frames.pop(0)
-            client.increment_flow_control_window(length)
-            if streamID not in ended:
-                client.increment_flow_control_window(length, streamID)
-            exchange.protocol.dataReceived(client.data_to_send())
-        return sum(1 for streamID in ended if received.get(streamID) == size)
-
-    def test_filesGivenBackFrameByFrame(self) -> None:
-        """
-        A client with the default windows that gives back each DATA frame
-        (two WINDOW_UPDATEs) downloads 12 files at once without being cut
-        off: the server no longer cuts the windows it gets back into
-        frames of less than L{H2_CONTROL_FRAME_BYTES} (the streams sharing
-        the connection's, the window cutting a file's chunk and leaving a
-        sliver), whose updates cost more than the frames earn.  It was cut
-        off after 5 files, with 937 kB sent.
-        """
-        self.assertEqual(self.giveBackFilesFrameByFrame(12, 100_000), 12)
-        self.assertFalse(self.exchange.transport.disconnecting)
-
-    def test_smallWindowFileGivenBackFrameByFrame(self) -> None:
-        """
-        The same with one file and a window of 300, 511 or 1,000 bytes:
-        cut off after 175, 137 and 320 frames, where each 16 KiB the file
-        was read in ended in a sliver.
-        """
-        for window in (300, 511, 1000):
-            with self.subTest(window=window):
-                self.assertEqual(self.giveBackFilesFrameByFrame(1, 200_000, window), 1)
-                self.assertFalse(self.exchange.transport.disconnecting)
-
-    def test_windowDribbleAfterALargeWindow(self) -> None:
-        """
-        A client that had its window of 65,535 bytes filled, then opens it
-        one byte at a time (both windows, as a client giving back every
-        frame does), is cut off as any data dribble: the server waits for
-        L{H2_CONTROL_FRAME_BYTES} of window before it sends a frame, which
-        costs the client that many updates.
-        """
-        exchange, streamID = self.startDownload(256 * 1024, None)
-        client = exchange.client
-        first = len(exchange.answers[streamID]["body"])
-        self.assertEqual(first, 65535)
-        for _ in range(2000):
-            if exchange.transport.disconnecting:
-                break
-            client.increment_flow_control_window(1, streamID)
-            client.increment_flow_control_window(1)
-            exchange.pump()
-        self.assertEnded(b"too many control frames")
-        self.assertLess(len(exchange.answers[streamID]["body"]) - first, 2 * H2_CONTROL_FRAME_BYTES)
 
     def test_windowDribble(self) -> None:
         """

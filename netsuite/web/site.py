@@ -1569,10 +1569,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     #: GOAWAY is still to be sent, at the end).
     _clientWentAway = False
     _releasing = False
-    #: WINDOW_UPDATE frames received, and DATA frames sent (not counting
-    #: those that carry nothing), for L{_givesBackEachFrame}.
-    _windowUpdates = 0
-    _dataFramesSent = 0
 
     def __init__(self, site: "NetsuiteSite") -> None:
         H2Connection.__init__(self, site.reactor)
@@ -1821,7 +1817,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         """
         if not frame.window_increment:
             return [], [_Malformed(frame.stream_id, 0, _ZERO_INCREMENT, reset=h2.errors.ErrorCodes.PROTOCOL_ERROR)]
-        self._windowUpdates += 1
         return self._receiveWindowUpdateFrame(frame)  # type: ignore[no-any-return]
 
     def _settingsFrame(self, frame: Any) -> tuple[list, list]:
@@ -2217,12 +2212,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if not queue:  # unblocked with nothing queued
                 self.priority.block(streamID)
                 continue
-            if queue[0] is not _END_STREAM_SENTINEL:
-                size = self._frameSize(streamID, len(queue[0]))
-                if not size:  # it waits for the client's next WINDOW_UPDATE
-                    self.priority.block(streamID)
-                    self._parked.add(streamID)
-                    continue
             chunk = queue.popleft()
             if chunk is _END_STREAM_SENTINEL:
                 conn.end_stream(streamID)
@@ -2232,6 +2221,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 sent += 1
                 self._requestDone(streamID)
                 continue
+            size = min(conn.max_outbound_frame_size, conn.local_flow_control_window(streamID))
             if len(chunk) > size:
                 queue.appendleft(chunk[size:])
                 chunk = chunk[:size]
@@ -2239,7 +2229,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 conn.send_data(streamID, chunk)
                 sent += len(chunk)
                 earning += min(len(chunk), H2_CONTROL_FRAME_BYTES)
-                self._dataFramesSent += 1
             if not queue:
                 self.priority.block(streamID)
             if self.remainingOutboundWindow(streamID) <= 0:
@@ -2260,55 +2249,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self._fireSent(streamID)
         if self._held:
             self._releaseHeld()
-
-    def _frameSize(self, streamID: int, length: int) -> int:
-        """
-        How much of the chunk of C{length} bytes that stream C{streamID}
-        has queued first to send in a DATA frame now: what the frame size
-        and the flow-control window allow.
-
-        A client that gives back every frame it is sent (as many
-        WINDOW_UPDATEs as it was sent DATA frames) is not sent a frame of
-        less than L{H2_CONTROL_FRAME_BYTES} where it can be helped: a
-        frame the window would cut that small waits (0) for the client's
-        next give-back, and a chunk the window cuts is cut so that what is
-        left of it makes frames of that size or more, in windows the size
-        of the stream's.  Not where the stream's window cannot take that
-        much (C{nghttp -w 7}: its small frames are cut off as the data
-        dribble they are).
-
-        Such a client was sent smaller and smaller frames (each window it
-        gave back cut up by the streams that shared it, a chunk cut by the
-        window leaving a sliver sent on its own), each earning less than
-        its two updates cost, and was cut off as a flood: with windows of
-        300 bytes to 1 KB within 0.4 s, with the default windows when it
-        asked for 21 files at once.  A client that gives back less often
-        is sent what its window takes, as before: one that gives back only
-        once its window is used up would wait for ever.
-        """
-        conn = self.conn
-        size: int = min(conn.max_outbound_frame_size, conn.local_flow_control_window(streamID))
-        if length <= size or not self._givesBackEachFrame():
-            return size
-        least = H2_CONTROL_FRAME_BYTES
-        # The most the stream's window takes once all is given back.
-        largest = max(conn.remote_settings.initial_window_size, conn.streams[streamID].outbound_flow_control_window)
-        if size >= least:
-            frames = -(-(length - size) // min(largest, conn.max_outbound_frame_size))  # for the rest
-            frame = min(size, length - least * frames)
-            if frame >= least:
-                return frame
-            need = length  # too little for two frames: all of it at once
-        else:
-            need = least
-        return size if largest < need else 0
-
-    def _givesBackEachFrame(self) -> bool:
-        """
-        Whether the client has sent as many WINDOW_UPDATEs as it was sent
-        DATA frames (see L{_frameSize}).
-        """
-        return self._windowUpdates >= self._dataFramesSent
 
     def writeDataToStream(self, streamID: int, data: bytes) -> None:
         """
