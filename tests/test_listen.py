@@ -629,6 +629,22 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         self.assertEqual(self.producer.calls[-1], "resume")
         self.assertEqual(self.producer.calls.count("resume"), 1)
 
+    def test_heldProducerResumedWhenClosedWithoutReading(self) -> None:
+        """
+        A connection closed without reading on (a hostile peer) while the
+        producer is held for the peer's input: nothing will be read for
+        it, and it resumes (to finish, and let the close go out).
+        """
+        self.fill()
+        self.peer.sendall(b"FLOOD")
+        self.drain()
+        self.gate.wrappedProtocol.loseConnection = lambda: None  # (TLS's close_notify)
+        self.gate.closeWithoutReading(2.0)
+        if self.gate._refusal is not None:
+            self.gate._refusal.cancel()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertNotIn(self.transport, self.reactor.readers)
+
     def test_heldProducerUnregistered(self) -> None:
         self.fill()
         self.peer.sendall(b"PING")
