@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from netsuite.files import loadOrCreateSecret, readSmallFile, waitForLock, writeAtomically
-from netsuite.limits import BucketTable, TokenBucket, hostKey
+from netsuite.limits import BucketTable, TokenBucket, cancelIfActive, hostKey
 
 __all__ = [
     "Authenticator",
@@ -613,9 +613,8 @@ class Authenticator:
         were either way).
         """
         self._looking = False
-        timer, self._lookTimer = self._lookTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancelIfActive(self._lookTimer)
+        self._lookTimer = None
         if isinstance(version, Failure):
             self.log.failure("looking at the proxy users file", version)
             return
@@ -658,9 +657,8 @@ class Authenticator:
 
     def _reread(self, result: object) -> None:
         self._reading = self._holding = False
-        timer, self._readTimer = self._readTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        cancelIfActive(self._readTimer)
+        self._readTimer = None
         try:
             self._takeUsers(result)
         finally:
@@ -891,8 +889,7 @@ class Authenticator:
                     return False
             finally:
                 self._waiting -= 1
-                if timer.active():
-                    timer.cancel()
+                cancelIfActive(timer)
 
     def _placeFree(self) -> bool:
         """
