@@ -899,13 +899,20 @@ class _PeerReadGate(ProtocolWrapper):
         else:
             self._producer.resumeProducing()
 
+    def _readPaused(self) -> bool:
+        """
+        Whether the gate keeps the socket from being read: output waits
+        for the peer, a layer above paused, or the peer proved hostile.
+        """
+        return self._outputFull or self._pausedAbove or self._refusing
+
     def _reading(self) -> bool:
         """
         Whether the socket is being read (its transport read on).
         """
         transport = self.transport
         return (
-            not (self._outputFull or self._pausedAbove or self._refusing)
+            not self._readPaused()
             and isinstance(transport, tcp.Connection)
             and transport.connected
             and not transport.disconnecting
@@ -937,7 +944,7 @@ class _PeerReadGate(ProtocolWrapper):
             producer.stopProducing()
 
     def _read(self) -> None:
-        if self._outputFull or self._pausedAbove or self._refusing:
+        if self._readPaused():
             self.transport.pauseProducing()
             self._releaseProducer()  # nothing will be read for it now
         else:
