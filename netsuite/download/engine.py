@@ -664,7 +664,7 @@ class _Slots:
                 d = queues[first].popleft()[1]
                 self._dropCancelled(queues, first)
                 if queues is self._moving:
-                    self._byHost[first] = self._byHost.get(first, 0) + 1
+                    self._enter(first)
                 else:
                     self._take(first)
                 d.callback(None)
@@ -676,6 +676,9 @@ class _Slots:
 
     def _take(self, key: tuple) -> None:
         self.used += 1
+        self._enter(key)
+
+    def _enter(self, key: tuple) -> None:
         self._byHost[key] = self._byHost.get(key, 0) + 1
 
 
