@@ -1471,7 +1471,7 @@ class _Download:
                 raise CancelledError()
             before = piece.pos
             if not slot.held:
-                await slot.holdFor(self._slotKey)
+                await slot.take(self._slotKey)
             try:
                 self.job.attempts += 1
                 self.job.state = "running"
