@@ -27,10 +27,11 @@ costs each of them an C{append}, not a C{write}.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, fields, replace
 from itertools import chain
 from operator import attrgetter
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -38,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netsuite.limits import IdleTimeout, TokenBucket, hostKey, unsentBytes
+from netsuite.limits import IdleTimeout, TokenBucket, cancelIfActive, hostKey, unsentBytes
 from netsuite.listen import (
     ConnectionBudget,
     FlushBatch,
@@ -122,6 +123,10 @@ _CR = 0x0D
 #: off as an excess flood.
 _FREE_EMPTY_LINES = 2
 
+#: Bytes of lines that may wait their turn for one client (see
+#: L{ChatSettings.lineQueue}); at least one line of C{maxLine}.
+QUEUE_BYTES = 8192
+
 #: Characters a room's topic may have.
 MAX_TOPIC = 300
 
@@ -146,6 +151,10 @@ class ChatSettings:
         is sent one by one (0: no limit); past it, they are told in one
         line a second.
     @ivar burst: lines a client may send at once before C{rate} applies.
+    @ivar lineQueue: lines a client sends past its budget that wait their
+        turn, handled at C{rate} (as IRC servers' "fake lag"), rather than
+        dropped; past that many, or L{QUEUE_BYTES}, lines are dropped (0:
+        none wait).
     @ivar hostRate: lines a second all clients from one address may send
         together (0: no limit; none either when C{rate} is 0), in bursts of
         twice that (at least C{burst}).
@@ -170,6 +179,7 @@ class ChatSettings:
     noticeRate: float = NOTICE_RATE
     hostRate: float = 20.0
     burst: float = 10.0
+    lineQueue: int = 50
     maxOutput: int = 256 * 1024
     nameTimeout: float = 30.0
     idleTimeout: float = 3600.0
@@ -249,6 +259,11 @@ class ChatProtocol(Protocol):
     #: When a join refused for its address's budget was told to send its
     #: name again.
     _joinAgainAt = 0.0
+    #: Lines past the flood budget waiting their turn (see L{_enqueue}),
+    #: their bytes, and the call that handles the next.
+    _queue: Optional[Deque[str]] = None
+    _queueBytes = 0
+    _queueCall: Any = None
 
     # Connection
 
@@ -283,6 +298,7 @@ class ChatProtocol(Protocol):
             self._replayCall.cancel()
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
+        self._cancelQueue()
         self._cancelSlowCheck()
         if self._idle is not None:
             self._idle.cancel()
@@ -295,10 +311,11 @@ class ChatProtocol(Protocol):
         """
         The client has sent all it will (C{nc -N}, C{shutdown(SHUT_WR)}):
         it still gets what is waiting for it, then the connection closes;
-        lines of its held until it takes its answers are answered first,
-        and so is a last line without a line end.
+        lines of its held until it takes its answers, or waiting their
+        turn (L{_enqueue}), are answered first, and so is a last line
+        without a line end.
         """
-        if self._held:
+        if self._held or self._queue:
             self._inputEnded = True
             return
         if (self._buffer or self._discarding) and not self._closed:
@@ -306,7 +323,7 @@ class ChatProtocol(Protocol):
             # the end of a file does (IRC servers drop it; an nc user or a
             # script meant it said).
             self.dataReceived(b"\n")
-            if self._held:
+            if self._held or self._queue:
                 self._inputEnded = True  # (its answer waits to be taken)
                 return
         self._quitReason = self._quitReason or "connection closed"
@@ -499,11 +516,22 @@ class ChatProtocol(Protocol):
                 return
             self._chooseName(text)
             return
-        stats = self.factory.stats
-        stats.count("lines_in")
-        if not self._withinFloodLimits():
+        self.factory.stats.count("lines_in")
+        if self._queue:
+            self._enqueue(text, None)  # after those waiting already
+            return
+        when = self._takeLine()
+        if when is not None:
+            self._enqueue(text, when)
             return
         self._dropped = 0
+        self._handle(text)
+
+    def _handle(self, text: str) -> None:
+        """
+        Handle a named client's line, within its flood budget: a command,
+        or a line for its room.
+        """
         if not text:
             return
         try:
@@ -528,21 +556,100 @@ class ChatProtocol(Protocol):
         @param quietly: whether a dropped line goes without its error.
         @return: whether the line may be answered.
         """
+        when = self._takeLine()
+        if when is None:
+            return True
+        self._droppedLine(when, quietly)
+        return False
+
+    def _takeLine(self) -> Optional[str]:
+        """
+        Take a line from the client's flood budget and its address's.
+
+        @return: L{None} if both had one; else when the client may speak
+            again, in words (and neither budget is charged).
+        """
         bucket = self._bucket
         if bucket is not None and not bucket.take():
-            self._droppedLine(f"you may speak again in {max(bucket.delay(), 0.1):.1f} s", quietly)
-            return False
+            return f"you may speak again in {max(bucket.delay(), 0.1):.1f} s"
         shared = self.factory.hostBucket(self._host)
         if shared is not None and not shared.take():
             if bucket is not None:
                 bucket.give(1)  # not said: the client's own budget keeps it
-            self._droppedLine(
+            return (
                 f"your address sends more than {shared.rate:g} lines a second in all; "
-                f"you may speak again in {max(shared.delay(), 0.1):.1f} s",
-                quietly,
+                f"you may speak again in {max(shared.delay(), 0.1):.1f} s"
             )
-            return False
-        return True
+        return None
+
+    def _enqueue(self, text: str, when: Optional[str]) -> None:
+        """
+        Keep a line past the flood budget to be handled in its turn, at
+        the budget's rate (as IRC servers' "fake lag"): a pasted 30 lines
+        lost 20, each with a C{! slow down}.  Past L{ChatSettings.lineQueue}
+        lines or L{QUEUE_BYTES} bytes waiting, it is dropped as before, so
+        a flood is still cut off as an excess flood.
+
+        @param when: when the client may speak again, in words, if the
+            budget has just refused this line (L{None}: lines wait already).
+        """
+        settings = self.factory.settings
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        size = len(text.encode("utf-8"))
+        if len(queue) >= settings.lineQueue or self._queueBytes + size > max(QUEUE_BYTES, settings.maxLine):
+            if when is None:
+                call = self._queueCall
+                wait = call.getTime() - self.factory.reactor.seconds() if call is not None else 0.0
+                when = f"{len(queue)} lines wait their turn; you may speak again in {max(wait, 0.1):.1f} s"
+            self._droppedLine(when)
+            return
+        self._dropped = 0
+        self.factory.stats.count("queued_lines")
+        queue.append(text)
+        self._queueBytes += size
+        if self._queueCall is None:
+            self._queueCall = self.factory.reactor.callLater(self._lineDelay(), self._serveQueue)
+
+    def _lineDelay(self) -> float:
+        """
+        Seconds until the client's flood budget and its address's each
+        have a line again.
+        """
+        delays = [0.01]
+        if self._bucket is not None:
+            delays.append(self._bucket.delay())
+        shared = self.factory.hostBucket(self._host)
+        if shared is not None:
+            delays.append(shared.delay())
+        return max(delays)
+
+    def _serveQueue(self) -> None:
+        """
+        Handle the lines waiting their turn, as the flood budgets allow;
+        not while the client has answers or more than C{maxOutput} bytes
+        still to take (L{_release} serves on then).
+        """
+        self._queueCall = None
+        queue = self._queue
+        while queue and not self._closed:
+            if self._answering or (self._paused and self._outBytes > self.factory.settings.maxOutput):
+                return
+            if self._takeLine() is not None:
+                self._queueCall = self.factory.reactor.callLater(self._lineDelay(), self._serveQueue)
+                return
+            text = queue.popleft()
+            self._queueBytes -= len(text.encode("utf-8"))
+            self._handle(text)
+        if not queue and self._inputEnded and not self._held and not self._closed:
+            self.readConnectionLost()
+
+    def _cancelQueue(self) -> None:
+        self._queue = None
+        self._queueBytes = 0
+        cancelIfActive(self._queueCall)
+        self._queueCall = None
 
     def _droppedLine(self, when: str, quietly: bool = False) -> None:
         """
@@ -885,6 +992,8 @@ class ChatProtocol(Protocol):
         Handle the client's lines that wait (see L{dataReceived}), and read
         on, once what they waited for is sent.
         """
+        if self._queue and self._queueCall is None and not self._closed:
+            self._serveQueue()
         if self._held and not self._paused and not self._closed and not self._answering:
             self._held = False
             self.transport.resumeProducing()

@@ -239,6 +239,9 @@ SETTINGS: List[Setting] = [
     Setting("chat-max-line", "count", 4096, "Chat: bytes in one line (longer lines are refused)."),
     Setting("chat-rate", "limit", 5.0, "Chat: lines a second one client may send (0: no limit)."),
     Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
+    Setting("chat-line-queue", "count", 50,
+            "Chat: lines one client sends past its flood budget that wait their turn (8 KiB at most), "
+            "rather than be dropped (0: none wait)."),
     Setting("chat-host-rate", "limit", 20.0,
             "Chat: lines a second all clients from one address may send together, in bursts of twice that "
             "(0: no limit; --chat-rate 0 turns it off too)."),
@@ -1229,6 +1232,7 @@ def _chat(config: Options, *, status: "NetsuiteService", **kw: Any) -> IService:
                 maxLine=max(config["chat-max-line"], 1),
                 rate=config["chat-rate"],
                 burst=max(config["chat-burst"], 1),
+                lineQueue=config["chat-line-queue"],
                 maxOutput=config["chat-max-output"],
                 nameTimeout=config["chat-name-timeout"],
                 idleTimeout=config["chat-idle-timeout"],

@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _FREE_EMPTY_LINES, _HARD_OUTPUT, _HELP, _HOSTILE_GRACE, _SLOW_GRACE, MAX_TOPIC, ChatFactory, ChatProtocol, ChatSettings
+from netsuite.chat import _CLOSE_GRACE, _EXCESS_FLOOD, _FREE_EMPTY_LINES, _HARD_OUTPUT, _HELP, _HOSTILE_GRACE, _SLOW_GRACE, MAX_TOPIC, QUEUE_BYTES, ChatFactory, ChatProtocol, ChatSettings
 from netsuite.rooms import _FOLD_PERIOD, _NOTICE_BURST, HISTORY_BYTES, LOBBY, ChatError, ChatHub, IMember, Line, cleanText
 from netsuite.stats import ServiceStats
 
@@ -389,8 +389,10 @@ class NameTests(ChatTestCase):
         self.clock.advance(10)
         alice.sendRaw(b"r\r\n" + b"\r\n" * (_FREE_EMPTY_LINES + 9 + 5) + b"s\r\n")
         self.assertEqual(bob.received(), ["alice: r"])
-        self.assertEqual(len(alice.received()), 1)  # s's "slow down" only
-        self.assertEqual(self.factory.stats.counters["dropped_lines"], 6)
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(self.factory.stats.counters["dropped_lines"], 5)
+        self.clock.advance(0.21)
+        self.assertEqual(bob.received(), ["alice: s"])  # it waited its turn
 
     def test_emptyLinesBeforeTheNameAreIgnored(self) -> None:
         """
@@ -1122,6 +1124,7 @@ class CommandTests(ChatTestCase):
         ]
         for mistake in mistakes:
             alice.send(mistake)
+            self.clock.advance(0.2)  # (past the burst, lines wait their turn)
             lines = alice.received()
             self.assertEqual(len(lines), 1, (mistake, lines))
             self.assertTrue(lines[0].startswith("! "), (mistake, lines))
@@ -1778,6 +1781,25 @@ class LongAnswerTests(ChatTestCase):
         """
         return len(client.transport.value()) + client.protocol._outBytes
 
+    def test_waitingLinesWaitForALongAnswer(self) -> None:
+        """
+        Lines waiting their turn behind a long answer (see
+        L{LineQueueTests}) wait until the client has taken it, as the lines
+        it sends after it do.
+        """
+        self.makeFactory(rate=5.0, burst=1.0, hostRate=0)
+        self.makeRooms(400)
+        alice = self.reader()
+        self.clock.advance(1)
+        alice.sendRaw(b"first\r\n/rooms\r\n/join dev\r\n")
+        for _ in range(20):
+            self.clock.advance(0.1)
+        self.assertEqual(alice.protocol.room.name, LOBBY)
+        lines = readAll(alice)
+        self.assertIn("*** 401 rooms:", lines)
+        self.clock.advance(0.21)
+        self.assertEqual(alice.protocol.room.name, "dev")
+
     def test_roomsSentAsTheClientTakesThem(self) -> None:
         """
         Three C{/rooms} of 500 KB each, from a client that reads nothing:
@@ -2384,10 +2406,11 @@ class CleaningTests(ChatTestCase):
 
 class FloodTests(ChatTestCase):
     """
-    A token bucket of lines per client.
+    A token bucket of lines per client; with no queue (C{lineQueue} 0),
+    lines past it are dropped (see L{LineQueueTests}).
     """
 
-    settings = {"rate": 5.0, "burst": 10.0}
+    settings = {"rate": 5.0, "burst": 10.0, "lineQueue": 0}
     SLOW = "! slow down: that line was dropped; you may speak again in 0.2 s"
 
     def test_burstThenSlowDown(self) -> None:
@@ -2808,6 +2831,203 @@ class FloodTests(ChatTestCase):
         self.assertNotIn("dropped_lines", self.factory.stats.counters)
 
 
+class LineQueueTests(ChatTestCase):
+    """
+    Lines past a client's flood budget wait their turn, up to
+    C{lineQueue} lines or L{QUEUE_BYTES}, and are handled at the budget's
+    rate, as IRC servers' "fake lag"; past that, they are dropped.
+    """
+
+    settings = {"rate": 5.0, "burst": 10.0}
+
+    def queued(self, client: ChatClient) -> Any:
+        return client.protocol._queueCall
+
+    def wait(self, seconds: float) -> None:
+        """
+        Let C{seconds} pass, a reactor's turn each 10 ms.
+        """
+        for _ in range(round(seconds * 100)):
+            self.clock.advance(0.01)
+
+    def test_pasteWaitsItsTurn(self) -> None:
+        """
+        A pasted 30 lines all reach the room, in order: 10 at once, then 5
+        a second; the client gets no error (20 were dropped, each with a
+        C{! slow down}).
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.sendRaw(b"".join(b"line %d\r\n" % (n,) for n in range(30)))
+        self.assertEqual(bob.received(), [f"alice: line {n}" for n in range(10)])
+        self.clock.advance(1.01)
+        self.assertEqual(bob.received(), [f"alice: line {n}" for n in range(10, 15)])
+        for _ in range(40):
+            self.clock.advance(0.1)
+        self.assertEqual(bob.received(), [f"alice: line {n}" for n in range(15, 30)])
+        self.assertEqual(alice.received(), [])
+        self.assertNotIn("dropped_lines", self.factory.stats.counters)
+        self.assertEqual(self.factory.stats.counters["queued_lines"], 20)
+        self.assertIsNone(self.queued(alice))
+
+    def test_newLinesGoAfterThoseWaiting(self) -> None:
+        """
+        A line sent while others wait goes after them, even when the
+        budget has a line for it by then (the reactor reads it before the
+        call that serves the next line waiting runs).
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*[f"a{n}" for n in range(12)])
+        self.clock.advance(0.21)
+        self.assertEqual(bob.received(), [f"alice: a{n}" for n in range(11)])
+        self.clock.rightNow += 0.5  # (the call not run yet)
+        alice.send("new")
+        self.assertEqual(bob.received(), ["alice: a11", "alice: new"])
+
+    def test_fullQueueDrops(self) -> None:
+        """
+        Past C{lineQueue} lines waiting, a line is dropped with a
+        C{! slow down} that says so, and counts towards an excess flood.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, lineQueue=3)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*[f"x{n}" for n in range(15)])
+        self.assertEqual(
+            alice.received(),
+            ["! slow down: that line was dropped; 3 lines wait their turn; you may speak again in 0.2 s"] * 2,
+        )
+        self.assertEqual(self.factory.stats.counters["dropped_lines"], 2)
+        self.clock.advance(1)
+        self.assertEqual(bob.received(), [f"alice: x{n}" for n in range(13)])
+        # A line that waits, as one said, starts the count of lines
+        # dropped in a row (towards an excess flood) again.
+        self.clock.advance(10)
+        alice.send(*["y"] * 13, *["z"] * (_EXCESS_FLOOD - 1))  # 10 said, 3 wait
+        self.clock.advance(0.21)  # (one more said: room for one)
+        alice.send("w", *["z"] * (_EXCESS_FLOOD - 1))
+        self.assertFalse(alice.closing)
+        alice.send("z")
+        self.assertTrue(alice.closing)
+
+    def test_queueBytesBounded(self) -> None:
+        """
+        Lines wait up to L{QUEUE_BYTES} bytes in all (a client may not park
+        C{lineQueue} lines of C{maxLine} bytes each), or one line of
+        C{maxLine} where that is more.
+        """
+        self.makeFactory(rate=5.0, burst=1.0)
+        alice = self.named("alice")
+        bob = self.named("bob")
+        self.clock.advance(1)
+        long = "y" * (QUEUE_BYTES // 2)
+        alice.send("first", long, long, "z")
+        self.assertEqual(alice.received(), [
+            "! slow down: that line was dropped; 2 lines wait their turn; you may speak again in 0.2 s"
+        ])
+        self.wait(1)
+        self.assertEqual(bob.received(), ["alice: first", f"alice: {long}", f"alice: {long}"])
+        alice.send("again", long, long)  # (the queue is empty again)
+        self.assertEqual(alice.received(), [])
+        self.makeFactory(rate=5.0, burst=1.0, maxLine=QUEUE_BYTES * 2)
+        carol = self.named("carol")
+        self.clock.advance(1)
+        longer = "w" * (QUEUE_BYTES * 2)
+        carol.send("first", longer)
+        self.assertEqual(carol.received(), [])
+        self.clock.advance(0.21)
+        self.assertIsNone(self.queued(carol))
+        self.assertEqual(self.factory.stats.counters["queued_lines"], 1)
+
+    def test_commandsWaitTooAndQuitEndsTheQueue(self) -> None:
+        """
+        A command waits its turn as any line, and is answered in it; lines
+        after a C{/quit} are never said.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*["hi"] * 10)
+        bob.received()
+        alice.send("/who", "one", "/quit", "two")
+        self.assertEqual(alice.received(), [])
+        self.clock.advance(0.21)
+        self.assertEqual(alice.received(), ["*** in lobby: alice, bob"])
+        self.clock.advance(0.42)
+        self.assertEqual(bob.received(), ["alice: one", "*** alice left (quit)"])
+        self.assertTrue(alice.closing)
+        self.assertEqual(alice.received(), ["*** bye"])
+        self.clock.advance(1)
+        self.assertEqual(bob.received(), [])
+        self.assertIsNone(self.queued(alice))
+
+    def test_endOfInputWaitsForTheQueue(self) -> None:
+        """
+        A client that pastes and ends its input (C{nc -N}, a script) has
+        every line said before the connection closes.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.sendRaw(b"".join(b"p%d\n" % (n,) for n in range(14)) + b"last")
+        alice.protocol.readConnectionLost()
+        self.assertFalse(alice.closing)
+        for _ in range(10):
+            self.clock.advance(0.21)
+        self.assertEqual(bob.received(), [f"alice: p{n}" for n in range(14)] + ["alice: last", "*** alice left (connection closed)"])
+        self.assertTrue(alice.closing)
+        carol = self.named("carol")  # (her last line ended)
+        carol.sendRaw(b"".join(b"q%d\n" % (n,) for n in range(12)))
+        carol.protocol.readConnectionLost()
+        self.assertFalse(carol.closing)
+        for _ in range(5):
+            self.clock.advance(0.21)
+        self.assertEqual(bob.received()[-3:], ["carol: q10", "carol: q11", "*** carol left (connection closed)"])
+
+    def test_lostConnectionDropsTheQueue(self) -> None:
+        """
+        Lines waiting when the connection is lost are never said, and
+        nothing stays scheduled for them.
+        """
+        alice = self.named("alice")
+        bob = self.named("bob")
+        alice.send(*["hi"] * 12)
+        bob.received()
+        call = self.queued(alice)
+        alice.disconnect()
+        self.assertFalse(call.active())
+        self.clock.advance(1)
+        self.assertEqual(bob.received(), ["*** alice left (connection closed)"])
+
+    def test_addressBudgetQueuesToo(self) -> None:
+        """
+        A line refused for its address's budget waits its turn as well,
+        until the address's budget has a line.
+        """
+        self.makeFactory(rate=5.0, burst=10.0, hostRate=1.0)  # bursts of 10
+        alice = self.named("alice", host="192.0.2.7")
+        bob = self.named("bob")
+        self.clock.advance(10)
+        alice.send(*[f"x{n}" for n in range(11)])
+        self.assertEqual(len(bob.received()), 10)
+        self.assertEqual(alice.received(), [])
+        self.clock.advance(0.5)
+        self.assertEqual(bob.received(), [])
+        self.clock.advance(0.51)
+        self.assertEqual(bob.received(), ["alice: x10"])
+
+    def test_noQueue(self) -> None:
+        """
+        With C{lineQueue} 0, lines past the budget are dropped at once, as
+        before (L{FloodTests}).
+        """
+        self.makeFactory(rate=5.0, burst=1.0, lineQueue=0)
+        alice = self.named("alice")
+        self.clock.advance(1)
+        alice.send("one", "two")
+        self.assertEqual(alice.received(), ["! slow down: that line was dropped; you may speak again in 0.2 s"])
+        self.assertIsNone(self.queued(alice))
+
+
 class SlowReaderTests(ChatTestCase):
     """
     A client that does not read what it is sent is disconnected before its
@@ -3165,12 +3385,13 @@ class CloseTests(ChatTestCase):
         tries, is closed without reading it on (its listener's
         C{closeWithoutReading}, with L{_HOSTILE_GRACE}), after its error
         line; other closes (C{/quit}, an idle timeout) read on until the
-        client closes, a lingering close.
+        client closes, a lingering close.  Lines waiting their turn do not
+        hold that off.
         """
         self.makeFactory(rate=5.0, burst=10.0)
         flooder = self.connect(transport=RefusingTransport)
         flooder.send("flooder")
-        flooder.sendRaw(b"x\n" * (10 + _EXCESS_FLOOD))
+        flooder.sendRaw(b"x\n" * (10 + self.factory.settings.lineQueue + _EXCESS_FLOOD))
         self.assertEqual(flooder.transport.refused, [_HOSTILE_GRACE])
         self.assertFalse(flooder.transport.disconnecting)
         self.assertEqual(flooder.received()[-1], f"! excess flood: {_EXCESS_FLOOD} lines dropped in a row; bye")
@@ -3494,7 +3715,7 @@ class ProtocolStatsTests(ChatTestCase):
     The protocol and the hub count into the factory's stats.
     """
 
-    settings = {"rate": 1.0, "burst": 2.0}
+    settings = {"rate": 1.0, "burst": 2.0, "lineQueue": 1}
 
     def test_counters(self) -> None:
         alice = self.named("alice")
@@ -3504,6 +3725,11 @@ class ProtocolStatsTests(ChatTestCase):
         alice.send("one", "/me two", "three")
         counters = self.factory.stats.counters
         self.assertEqual(counters["lines_in"], 3)
-        self.assertEqual(counters["dropped_lines"], 1)
+        self.assertEqual(counters["queued_lines"], 1)
         self.assertEqual(counters["lines_out"], out + 1 + 2)
+        self.clock.advance(1)
+        self.assertEqual(counters["lines_out"], out + 1 + 2 + 1)
+        alice.send(*["four"] * 3)  # one waits, two are dropped
+        self.assertEqual(counters["queued_lines"], 2)
+        self.assertEqual(counters["dropped_lines"], 2)
         self.assertEqual(self.factory.stats.gauges, {"users": 2, "rooms": 1})

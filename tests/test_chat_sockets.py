@@ -243,14 +243,14 @@ class ChatSocketTests(TestCase):
 
     async def test_floodGetsSlowDownNotKick(self) -> None:
         """
-        Over a real socket, lines beyond the burst are dropped, each with a
-        C{! slow down} error saying when the client may speak again; the
-        others get only the lines within the burst, and the flooder stays
-        connected (it still hears the room).
+        Over a real socket, with no line queue, lines beyond the burst are
+        dropped, each with a C{! slow down} error saying when the client
+        may speak again; the others get only the lines within the burst,
+        and the flooder stays connected (it still hears the room).
         """
         # A rate so low the bucket cannot refill during the test, however
         # slow the machine.
-        port, factory = await self.startChat(rate=0.01, burst=3, historySize=0)
+        port, factory = await self.startChat(rate=0.01, burst=3, historySize=0, lineQueue=0)
         alice = await self.connect(port, "alice")
         bob = await self.connect(port, "bob")
         alice.transport.write(b"".join(b"line %d\r\n" % (n,) for n in range(5)))
@@ -278,6 +278,40 @@ class ChatSocketTests(TestCase):
         self.assertEqual(await heard, "bob: still there?")
         self.assertFalse(alice.closed.called)
         self.assertIsNotNone(factory.hub.find("alice"))
+
+    async def test_pasteWaitsItsTurn(self) -> None:
+        """
+        Over a real socket, lines past the burst wait their turn, up to the
+        line queue, and reach the room in order at the budget's rate; past
+        the queue, they are dropped with a C{! slow down}.  A client that
+        ends its input meanwhile (C{nc -N}) has its waiting lines said
+        before the connection closes.
+        """
+        port, factory = await self.startChat(rate=4, burst=3, lineQueue=2, historySize=0)
+        alice = await self.connect(port, "alice")
+        bob = await self.connect(port, "bob")
+        last = bob.waitFor("alice: line 4")
+        alice.transport.write(b"".join(b"line %d\r\n" % (n,) for n in range(8)))
+        await last
+        self.assertEqual(
+            [line for line in bob.lines if line.startswith("alice: ")],
+            [f"alice: line {n}" for n in range(5)],
+        )
+        errors = [line for line in alice.lines if line.startswith("! ")]
+        self.assertEqual(len(errors), 3, alice.lines)
+        for error in errors:
+            self.assertTrue(
+                error.startswith("! slow down: that line was dropped; 2 lines wait their turn; "), error
+            )
+        self.assertEqual(factory.stats.counters["queued_lines"], 2)
+        left = bob.waitFor("*** alice left")
+        alice.transport.write(b"".join(b"more %d\r\n" % (n,) for n in range(5)))
+        alice.transport.loseWriteConnection()
+        await left
+        said = [line for line in bob.lines if line.startswith("alice: more")]
+        self.assertEqual(said, [f"alice: more {n}" for n in range(len(said))])
+        self.assertGreaterEqual(len(said), 2)  # (the burst refilled meanwhile)
+        await alice.closed.addTimeout(10, reactor)
 
     async def test_quitClosesCleanlyAndRoomIsTold(self) -> None:
         """

@@ -282,6 +282,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual((chat.settings.noticeRate, chat.hub.rooms["lobby"].notices.rate), (0.5, 0.5))
         chat = makeService(parse("--chat-notice-rate", "0", "--no-downloads"), MemoryReactor()).chat
         self.assertIsNone(chat.hub.rooms["lobby"].notices)
+        self.assertEqual(root.chat.settings.lineQueue, 50)
+        chat = makeService(parse("--chat-line-queue", "0", "--no-downloads"), MemoryReactor()).chat
+        self.assertEqual(chat.settings.lineQueue, 0)
         self.assertEqual(parse("--chat-history", "1e3")["chat-history"], 1000)
         self.assertEqual(parse("--chat-history", "20.0")["chat-history"], 20)
         # Other counts: up to 2**53, exactly.
