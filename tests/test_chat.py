@@ -1800,6 +1800,21 @@ class LongAnswerTests(ChatTestCase):
         self.clock.advance(0.21)
         self.assertEqual(alice.protocol.room.name, "dev")
 
+    def test_waitingLinesAfterALongAnswerSentAtOnce(self) -> None:
+        """
+        Lines waiting their turn behind a long answer are handled once it
+        is sent, also to a client that takes it as fast as it is sent
+        (its transport never full).
+        """
+        self.makeFactory(rate=5.0, burst=1.0, hostRate=0)
+        self.makeRooms(400)
+        alice = self.named("alice")
+        self.clock.advance(1)
+        alice.sendRaw(b"first\r\n/rooms\r\n/join dev\r\n")
+        for _ in range(20):
+            self.clock.advance(0.1)
+        self.assertEqual(alice.protocol.room.name, "dev")
+
     def test_roomsSentAsTheClientTakesThem(self) -> None:
         """
         Three C{/rooms} of 500 KB each, from a client that reads nothing:
