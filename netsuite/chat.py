@@ -162,7 +162,8 @@ class ChatSettings:
         disconnected as a reader that does not keep up.
     @ivar nameTimeout: seconds a client may take to give its name (0:
         forever).
-    @ivar idleTimeout: seconds a named client may stay silent (0: forever).
+    @ivar idleTimeout: seconds a named client may stay silent (0: forever,
+        as on IRC servers; TCP keepalive drops a client that vanished).
     @ivar maxClients: connections at once (0: no limit).
     @ivar maxClientsPerHost: connections at once from one address (0: no
         limit).
@@ -182,7 +183,7 @@ class ChatSettings:
     lineQueue: int = 50
     maxOutput: int = 256 * 1024
     nameTimeout: float = 30.0
-    idleTimeout: float = 3600.0
+    idleTimeout: float = 0.0
     maxClients: int = 1000
     maxClientsPerHost: int = 50
     maxRooms: int = 1000

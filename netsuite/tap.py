@@ -257,8 +257,9 @@ SETTINGS: List[Setting] = [
     Setting("chat-max-output", "count", 262144,
             "Chat: bytes waiting for one client before it is disconnected as not reading."),
     Setting("chat-name-timeout", "seconds", 30.0, "Chat: seconds a client may take to give its name (0: forever)."),
-    Setting("chat-idle-timeout", "seconds", 3600.0,
-            "Chat: seconds a named client may stay silent (0: forever)."),
+    Setting("chat-idle-timeout", "seconds", 0.0,
+            "Chat: seconds a named client may stay silent (0: forever; a client that vanished is dropped "
+            "within 2 minutes anyway)."),
     Setting("chat-max-clients", "count", 1000, "Chat: clients at once (0: no limit)."),
     Setting("chat-max-clients-per-host", "count", 50,
             "Chat: clients at once from one address (0: no limit)."),

@@ -3273,6 +3273,11 @@ class IdleTests(ChatTestCase):
         self.assertFalse(bob.closing)
 
     def test_zeroIdleTimeoutNeverCloses(self) -> None:
+        """
+        With C{idleTimeout} 0, the default (IRC servers keep a client that
+        only reads), a named client may stay silent for ever.
+        """
+        self.assertEqual(ChatSettings().idleTimeout, 0)
         self.makeFactory(idleTimeout=0)
         alice = self.named("alice")
         self.clock.advance(10**6)
