@@ -877,6 +877,12 @@ class UpstreamConnection(Protocol):
             else:
                 request.interimResponse(code, reason, headers, len(head), b"1.%s" % (minor,))
             return True  # the caller reads on for the answer
+        if code == 407:
+            # Only a proxy asks for proxy credentials, and this one passes
+            # no challenge on: its client would take it as its own sign-in
+            # refused (Chrome refuses it, ERR_UNEXPECTED_PROXY_AUTH).
+            self._fail("the origin answered 407 Proxy Authentication Required, which only a proxy may send")
+            return False
         length = -1
         if lengths:
             if not all(v.isdigit() for v in lengths):

@@ -1367,6 +1367,19 @@ class BrokenOriginTests(ProxyTestCase):
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", "switched protocols"
         )
 
+    def test_proxyAuthenticationRequired(self) -> None:
+        """
+        C{407} from an origin: 502.  Only a proxy may ask for proxy
+        credentials, and the origin's challenge is not passed on: the
+        client got a 407 without C{Proxy-Authenticate}, taken for its own
+        sign-in refused.
+        """
+        self.assertBadGateway(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n"
+            b"Content-Length: 5\r\n\r\nlogin",
+            "only a proxy may send",
+        )
+
     def test_endlessInterimResponses(self) -> None:
         """
         An origin that sends interim responses without end (keeping the
