@@ -700,6 +700,14 @@ def _count(value: Any, where: str, most: int) -> int:
     return int(number)
 
 
+def _dataDirectory(options: Options) -> Path:
+    """
+    The directory netsuite keeps its state in: C{--data-dir}, or the
+    default one.
+    """
+    return Path(options["data-dir"] or defaultDataDirectory())
+
+
 def _checkHTTPFiles(options: Options) -> None:
     """
     Check the HTTP folder and access log now, so that a mistake is one line
@@ -725,7 +733,7 @@ def _checkHTTPFiles(options: Options) -> None:
     if _keepsDecoyKey(options):
         from netsuite.proxyauth import DECOY_KEY_FILE, loadOrCreateDecoyKey
 
-        keyFile = Path(options["data-dir"] or defaultDataDirectory()) / DECOY_KEY_FILE
+        keyFile = _dataDirectory(options) / DECOY_KEY_FILE
         try:
             options["proxy-decoy-key"] = loadOrCreateDecoyKey(str(keyFile))
         except ValueError as e:
@@ -853,7 +861,7 @@ def _lockDataDirectory(options: Options) -> None:
         and not _keepsDecoyKey(options)
     ):
         return
-    directory = Path(options["data-dir"] or defaultDataDirectory())
+    directory = _dataDirectory(options)
     where = options.where("data-dir") if options["data-dir"] else "the data directory"
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -920,7 +928,7 @@ def _loadTLS(
         return None, None, None
     try:
         if not cert:
-            directory = Path(options["data-dir"] or defaultDataDirectory()) / "tls"
+            directory = _dataDirectory(options) / "tls"
             certPath, keyPath, created = ensureSelfSigned(directory)
             if created:
                 log.info("created a self-signed certificate for localhost in {d}", d=str(directory))
@@ -1288,7 +1296,7 @@ def _downloads(config: Options, reactor: object) -> IService:
     from netsuite.download.service import TOKEN_FILE, loadOrCreateToken, makeDownloadService
     from netsuite.proxyrules import ProxyRules
 
-    directory = config["download-dir"] or str(Path(config["data-dir"] or defaultDataDirectory()) / "downloads")
+    directory = config["download-dir"] or str(_dataDirectory(config) / "downloads")
     where = config.where("download-dir") if config["download-dir"] else "downloads"
     try:
         # Now, so that a directory that cannot be made stops the start in one
@@ -1318,7 +1326,7 @@ def _downloads(config: Options, reactor: object) -> IService:
     rules = ProxyRules(allowLoopback=config["download-allow-loopback"], allowPrivate=not config["download-deny-private"])
     token, tokenFile = config["api-token"], None
     if token is None:
-        tokenFile = Path(config["data-dir"] or defaultDataDirectory()) / TOKEN_FILE
+        tokenFile = _dataDirectory(config) / TOKEN_FILE
         try:
             token, _ = loadOrCreateToken(tokenFile)
         except ValueError as e:
