@@ -54,7 +54,7 @@ from netsuite.status import SimpleStatus
 from netsuite.tap import ConfigError, Options, makeService
 from netsuite.web import api as apiModule
 from netsuite.web.site import makeHTTPService
-from tests.helpers import recvUntil, waitUntil
+from tests.helpers import recvUntil
 from tests.test_twistd import TWISTD, Running, spawn
 
 #: The token the tests' services want.
@@ -1408,19 +1408,22 @@ class RestartTests(ServiceTestCase):
         A job list that could not be saved is saved again once it can be,
         at growing intervals (from 1 s), with nothing else changing: a
         DELETE answered while the disk was full came undone in a crash
-        once the disk had room again.  One warning, and a line when it is
-        saved again.
+        once the disk had room again.  The DELETE is answered once it is
+        saved.  One warning, and a line when it is saved again.
         """
         directory, service, job = await self.oneJobDone()
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         (directory / JOBS_FILE).unlink()
         (directory / JOBS_FILE).mkdir()  # nothing can be saved under that name now
-        response, _ = await self.call("DELETE", "/" + job["id"])
-        self.assertEqual(response.code, 200)
+        deleting = defer.ensureDeferred(self.call("DELETE", "/" + job["id"]))
         await deferLater(reactor, 2.5, lambda: None)  # tried again at 1 s and 3 s
         self.assertGreaterEqual(service._saveFailures, 2)
+        # Answered once the list saying so is on the disk, not before.
+        self.assertNoResult(deleting)
         (directory / JOBS_FILE).rmdir()
-        await waitUntil(lambda: (directory / JOBS_FILE).is_file(), timeout=10)
+        response, deleted = await deleting
+        self.assertEqual((response.code, deleted["id"]), (200, job["id"]))
+        self.assertTrue((directory / JOBS_FILE).is_file())
         await self.written(service)
         with open(directory / JOBS_FILE) as f:
             self.assertEqual(json.load(f)["jobs"], [])
@@ -1722,7 +1725,7 @@ class RestartTests(ServiceTestCase):
         response, job = await self.post({"url": self.origin.url("/files/hello.txt")})
         self.assertEqual(response.code, 202, job)
         response, cancelled = await self.call("DELETE", "/" + job["id"])
-        self.assertEqual(response.code, 200, cancelled)
+        self.assertEqual(response.code, 202, cancelled)  # not on the disk yet either
         self.assertEqual(cancelled["state"], "cancelled")
         release.set()
         await self.written(service)
@@ -1744,7 +1747,7 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(response.code, 202, job)
         await self.call("DELETE", "/" + job["id"])
         response, forgotten = await self.call("DELETE", "/" + job["id"])
-        self.assertEqual(response.code, 200, forgotten)
+        self.assertEqual(response.code, 202, forgotten)
         self.assertEqual(forgotten["state"], "cancelled")
         response, body = await self.call("GET", "/" + job["id"])
         self.assertEqual(response.code, 404, body)
@@ -1758,6 +1761,48 @@ class RestartTests(ServiceTestCase):
         self.assertEqual(await self.listed(), [])
         self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"], [])
         self.assertEqual(await self.files(), [JOBS_FILE])
+
+    async def test_deleteAnsweredOnceSaved(self) -> None:
+        """
+        A C{DELETE} is answered once the job list without the job is on
+        the disk, as a C{POST} once its job is: it was answered first, and
+        a crash (C{kill -9}) right after the answer left the job listed as
+        queued, so that it downloaded again from 0 (its C{.part} was gone)
+        at the next start.  A disk that takes longer than C{SAVE_TIMEOUT}
+        gets a C{202}, the job as it ended, and the list says so once the
+        write ends.
+        """
+        service = self.startService()
+        running = await self.runningSlowJob()
+        await self.written(service)
+        started = threading.Event()
+        release = self.stuckDisk(saveTimeout=None, started=started)
+        deleting = defer.ensureDeferred(self.call("DELETE", "/" + running["id"]))
+        while not started.is_set():
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.1, lambda: None)  # time to answer, were it to
+        self.assertNoResult(deleting)
+        # What a crash now would leave (the write has not ended).
+        saved = json.loads(service.jobsFile.read_text())["jobs"]
+        self.assertEqual([(job["id"], job["state"]) for job in saved], [(running["id"], "queued")])
+        release.set()
+        response, deleted = await deleting
+        self.assertEqual((response.code, deleted["state"]), (200, "cancelled"), deleted)
+        self.assertEqual(json.loads(service.jobsFile.read_text())["jobs"], [])
+
+        job = await self.queue({"url": self.origin.url("/files/hello.txt")})
+        await self.waitFor(job["id"])
+        await self.written(service)
+        self.patch(serviceModule, "SAVE_TIMEOUT", 0.3)
+        release.clear()
+        started.clear()
+        response, forgotten = await self.call("DELETE", "/" + job["id"])
+        self.assertEqual((response.code, forgotten["state"]), (202, "done"), forgotten)
+        self.assertTrue(started.is_set())
+        self.assertEqual(service._savedWaiters + service._savingWaiters, [])  # no longer waited for
+        self.assertEqual(len(json.loads(service.jobsFile.read_text())["jobs"]), 1)
+        release.set()
+        self.assertEqual((await self.savedJobs(service))["jobs"], [])
 
     async def test_stopWithNothingRunningIsQuickAndHarmless(self) -> None:
         service = self.startService()

@@ -9,6 +9,7 @@ survives a restart.
     GET    /api/downloads/ID     the job
     DELETE /api/downloads/ID     cancel it (its partial file goes); a
                                  finished job is only forgotten, its file stays
+                                 (answered once the job list says so on disk)
 
 The job list is kept in C{.netsuite-downloads.json} in the download
 directory, written in a thread so that a long list never holds up the
@@ -221,6 +222,12 @@ class DownloadService(Service):
         #: Saves of the job list that failed in a row.
         self._saveFailures = 0
         self._again: list[Deferred] = []
+        #: Who waits for the job list as it is now to be on the disk (see
+        #: L{whenSaved}), and who waits for the write under way: the next
+        #: write to start takes the first, and one that fails hands them on
+        #: to the write after it.
+        self._savedWaiters: list[Deferred] = []
+        self._savingWaiters: list[Deferred] = []
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -349,6 +356,26 @@ class DownloadService(Service):
         d: Deferred = Deferred(lambda d: waiters.remove(d) if d in waiters else None)
         waiters.append(d)
         return d
+
+    def whenSaved(self) -> Deferred:
+        """
+        Wait until the job list, as it is now, is on the disk: until the
+        end of the next write to start from now on that works (a write
+        that fails is tried again; see L{_changed}).  A C{DELETE} is
+        answered so, as a C{POST} is once its job is written (L{saved}).
+
+        @return: fires with L{None}; cancelling it stops the wait.
+        """
+        d: Deferred = Deferred(self._stopWaiting)
+        self._savedWaiters.append(d)
+        self._changed()
+        return d
+
+    def _stopWaiting(self, waiter: Deferred) -> None:
+        # (A cancelled L{whenSaved}.)
+        for waiters in (self._savedWaiters, self._savingWaiters):
+            if waiter in waiters:
+                waiters.remove(waiter)
 
     def accept(self, jobId: str) -> Optional[dict]:
         """
@@ -752,6 +779,7 @@ class DownloadService(Service):
         self._writing = True
         self._dirty = False
         waiting, self._again = self._again, []
+        self._savingWaiters, self._savedWaiters = self._savedWaiters, []
         started = self.reactor.seconds()
         jobs = []
         for job in self._jobs.values():
@@ -781,6 +809,7 @@ class DownloadService(Service):
 
     def _written(self, result: tuple[list[str], Optional[str]], batch: list[str], started: float) -> None:
         self._writing = False
+        savedWaiters, self._savingWaiters = self._savingWaiters, []
         now = self.reactor.seconds()
         self._nextSave = now + SAVE_PAUSE * max(0.0, now - started)
         forgotten, error = result
@@ -793,6 +822,8 @@ class DownloadService(Service):
                 log.warn("cannot save the job list {path}: {error}; trying again", path=str(self.jobsFile), error=error)
             self._nextSave = now + min(SAVE_RETRY_MOST, SAVE_PAUSE * 2 ** min(self._saveFailures - 1, 16))
             self._dirty = True
+            self._savedWaiters[:0] = savedWaiters  # on to the next write
+            savedWaiters = []
         elif self._saveFailures:
             self._saveFailures = 0
             log.info("the job list {path} is saved again", path=str(self.jobsFile))
@@ -830,6 +861,8 @@ class DownloadService(Service):
                 self._submit(job)
             for waiter in waiters:
                 waiter.callback(self.describe(job))
+        for waiter in savedWaiters:
+            waiter.callback(None)
         if self._again:
             self._save()
         elif self._dirty:
@@ -975,7 +1008,8 @@ def _jobBodyType(request: Request) -> Mapping[str, str]:
 class DownloadResource(_Guarded):
     """
     C{/api/downloads/ID}: C{GET} shows the job, C{DELETE} cancels or
-    forgets it.
+    forgets it (200 once the job list says so on the disk; 202 when that
+    takes over L{SAVE_TIMEOUT}).
     """
 
     def __init__(self, service: DownloadService, jobId: str) -> None:
@@ -991,11 +1025,18 @@ class DownloadResource(_Guarded):
             raise self._missing()
         return job
 
-    def json_DELETE(self, request: Request) -> dict:
+    def json_DELETE(self, request: Request) -> Deferred:
         job = self.service.remove(self.jobId)
         if job is None:
             raise self._missing()
-        return job
+        # Answered once the job list without it (or with it cancelled) is
+        # on the disk, as a POST once its job is: one answered before came
+        # back after a crash, its .part gone, and downloaded again from 0.
+        d = self.service.whenSaved().addCallback(lambda _: job)
+        # A write that takes too long (a stuck, or full, disk): accepted,
+        # not yet saved.
+        d.addTimeout(SAVE_TIMEOUT, self.service.reactor, lambda _, __: Answer(202, job))
+        return d
 
 
 def makeDownloadService(
