@@ -168,6 +168,14 @@ class BucketTable(Generic[K]):
         bucket = self._buckets.get(key)
         return self.burst if bucket is None else bucket._refill()
 
+    def delay(self, key: K, amount: float = 1.0) -> float:
+        """
+        Seconds until C{key}'s bucket holds C{amount} tokens (0 if it does
+        now, or for a key not seen), taking none.
+        """
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None else bucket.delay(amount)
+
     def take(self, key: K, amount: float = 1.0) -> bool:
         """
         Take C{amount} tokens from C{key}'s bucket; say whether it could.

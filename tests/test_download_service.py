@@ -24,6 +24,7 @@ from urllib.parse import urljoin
 import treq
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor, threads
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -32,6 +33,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
+from twisted.web.test.requesthelper import DummyRequest
 
 from netsuite.download import service as serviceModule
 from netsuite.download.engine import DownloadSettings
@@ -494,6 +496,52 @@ class TokenTests(ServiceTestCase):
             self.assertEqual(response.code, 401, (value, body))
             self.assertTrue(response.headers.getRawHeaders(b"WWW-Authenticate")[0].startswith(b"Bearer"))
 
+    async def test_guessingTheTokenIsLimited(self) -> None:
+        """
+        Over real sockets: one keep-alive connection sending wrong tokens
+        gets C{401} for the first C{TOKEN_FAILURE_BURST}, then C{429} with
+        C{Retry-After} (any number were checked: 3,000 took 2.8 s, each a
+        401); its address's right token is refused so too, from a request's
+        head as well, but the connection that sent it before goes on, and
+        another address is not affected.
+        """
+        self.startService()
+        port = int(self.root.rsplit(":", 1)[1])
+        burst = serviceModule.TOKEN_FAILURE_BURST
+
+        def request(sock: socket.socket, token: str, method: bytes = b"GET") -> tuple[bytes, bytes]:
+            body = b'{"url": "http://example.com/"}' if method == b"POST" else b""
+            sock.sendall(
+                b"%s /api/downloads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (method, token.encode(), len(body), body)
+            )
+            head = recvUntil(sock, lambda got: b"\r\n\r\n" in got)
+            head, _, rest = head.partition(b"\r\n\r\n")
+            length = int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))
+            recvUntil(sock, lambda got: len(got) >= length, rest)
+            return head.split(b" ")[1], head
+
+        def guess() -> list[Any]:
+            seen: list[Any] = []
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+                seen.append(request(kept, TOKEN)[0])
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as guesser:
+                    seen.append([request(guesser, "x" * len(TOKEN))[0] for _ in range(burst + 2)])
+                    status, head = request(guesser, TOKEN)
+                    seen.append((status, b"\r\nRetry-After: 1\r\n" in head, b"WWW-Authenticate" in head))
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as other:
+                    seen.append(request(other, TOKEN, b"POST")[0])  # refused from its head
+                seen.append(request(kept, TOKEN)[0])
+            with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as other:
+                seen.append(request(other, TOKEN)[0])
+            return seen
+
+        self.assertEqual(
+            await threads.deferToThread(guess),
+            [b"200", [b"401"] * burst + [b"429"] * 2, (b"429", True, False), b"429", b"200", b"200"],
+        )
+
     async def test_rightTokenWorks(self) -> None:
         self.startService()
         response, body = await self.call("GET")
@@ -522,6 +570,88 @@ class TokenTests(ServiceTestCase):
         service = self.startService()
         self.assertFalse(service.generatedToken)
         self.assertEqual([formatEvent(e) for e in events if TOKEN in formatEvent(e)], [])
+
+
+class _Connection:
+    """
+    A stand-in for the connection a request came on.
+    """
+
+
+class TokenLimitTests(SynchronousTestCase):
+    """
+    Wrong API tokens are counted by client address (L{hostKey}): after
+    C{TOKEN_FAILURE_BURST}, one a second; past that, a token from the
+    address gets C{429} without being checked, but on a connection that
+    sent the right one; other addresses are not affected.  Any number of
+    guesses was checked: 3,000 on one keep-alive connection took 2.8 s.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.service = DownloadService(Path(self.mktemp()), reactor=self.clock, token=TOKEN)
+
+    def check(self, token: Optional[str], host: str = "192.0.2.1", connection: Any = None) -> int:
+        """
+        The status C{checkToken} gives a request from C{host} on
+        C{connection} (a new one by default) carrying C{token}; 200 when it
+        passes.
+        """
+        request = DummyRequest([b""])
+        request.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 40000)
+        request.channel = connection if connection is not None else _Connection()
+        if token is not None:
+            request.requestHeaders.setRawHeaders(b"Authorization", [b"Bearer " + token.encode()])
+        try:
+            self.service.checkToken(request)
+        except apiModule.APIError as e:
+            if e.code == 429:
+                self.assertEqual(request.responseHeaders.getRawHeaders(b"Retry-After"), [b"1"])
+                self.assertIsNone(request.responseHeaders.getRawHeaders(b"WWW-Authenticate"))
+            return e.code
+        return 200
+
+    def test_wrongTokensLimitedPerAddress(self) -> None:
+        wrong = "x" * len(TOKEN)
+        burst = serviceModule.TOKEN_FAILURE_BURST
+        self.assertEqual([self.check(wrong) for _ in range(burst)], [401] * burst)
+        self.assertEqual(self.check(wrong), 429)
+        # The right token is not checked either: the answer would tell it.
+        self.assertEqual(self.check(TOKEN), 429)
+        # No token at all is no guess: 401, as before, and not counted.
+        self.assertEqual(self.check(None), 401)
+        # Other addresses are not affected; an IPv6 client counts by its /64.
+        self.assertEqual(self.check(TOKEN, "192.0.2.2"), 200)
+        self.assertEqual(self.check(wrong, "192.0.2.2"), 401)
+        self.assertEqual([self.check(wrong, f"2001:db8::{n}") for n in range(1, burst + 2)], [401] * burst + [429])
+        self.assertEqual(self.check(TOKEN, "2001:db8::ffff"), 429)
+        self.assertEqual(self.check(TOKEN, "2001:db8:0:1::1"), 200)
+        # Then one guess a second.
+        self.clock.advance(1.0 / serviceModule.TOKEN_FAILURES_PER_SECOND)
+        self.assertEqual((self.check(wrong), self.check(wrong)), (401, 429))
+        self.clock.advance(1.0 / serviceModule.TOKEN_FAILURES_PER_SECOND)
+        self.assertEqual(self.check(TOKEN), 200)
+
+    def test_connectionThatSentTheRightTokenGoesOn(self) -> None:
+        """
+        A connection that sent the right token goes on working while a
+        guesser at the same address (behind the same NAT) has spent its
+        tries; a wrong token there is counted as any other.
+        """
+        keptAlive = _Connection()
+        self.assertEqual(self.check(TOKEN, connection=keptAlive), 200)
+        for _ in range(serviceModule.TOKEN_FAILURE_BURST):
+            self.check("x" * len(TOKEN))
+        self.assertEqual(self.check(TOKEN), 429)
+        self.assertEqual(self.check(TOKEN, connection=keptAlive), 200)
+        self.assertEqual(self.check("y" * len(TOKEN), connection=keptAlive), 401)
+
+    def test_addressesCountedAreBounded(self) -> None:
+        self.patch(serviceModule, "TOKEN_FAILURE_ADDRESSES", 50)
+        self.service = DownloadService(Path(self.mktemp()), reactor=self.clock, token=TOKEN)
+        for n in range(1000):
+            self.check("x" * len(TOKEN), f"10.0.{n // 256}.{n % 256}")
+        self.assertEqual(len(self.service._tokenFailures), 50)
 
 
 class DownloadTests(ServiceTestCase):

@@ -192,6 +192,22 @@ class BucketTableTests(SynchronousTestCase):
         self.assertTrue(table.take(1))  # forgotten, so full again
 
 
+    def test_delay(self) -> None:
+        """
+        C{delay} tells how long until a key's bucket holds a token again
+        (none for a key not seen), taking none and adding no key.
+        """
+        clock = Clock()
+        table: BucketTable[str] = BucketTable(2, 1, clock)
+        self.assertEqual(table.delay("a"), 0.0)
+        self.assertEqual(len(table), 0)
+        table.take("a")
+        self.assertEqual(table.delay("a"), 0.5)
+        clock.advance(0.5)
+        self.assertEqual(table.delay("a"), 0.0)
+        self.assertTrue(table.take("a"))
+
+
 class CancelIfActiveTests(SynchronousTestCase):
     """
     L{cancelIfActive} cancels a call still to come, and passes over one

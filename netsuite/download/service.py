@@ -34,6 +34,7 @@ import secrets
 import socket
 import stat
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Mapping, Optional
 from urllib.parse import quote, urlencode, urlsplit
@@ -48,6 +49,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from netsuite.files import OtherUsersFile, loadOrCreateSecret, readSmallFile, writeAtomically
+from netsuite.limits import BucketTable, hostKey
 from netsuite.web.api import (
     Answer,
     APIError,
@@ -145,6 +147,19 @@ MAX_PAGE_SIZE = 1000
 #: least.
 MAX_PAGE_BYTES = 1024 * 1024
 
+#: Wrong API tokens a client address (as L{hostKey} counts it: an IPv6
+#: client by its /64) may send at once, and then a second: past them its
+#: requests with a token get C{429} without being checked, but on a
+#: connection that sent the right one.  Any number were checked: 3,000 on
+#: one connection took 2.8 s.
+TOKEN_FAILURE_BURST = 10
+TOKEN_FAILURES_PER_SECOND = 1.0
+
+#: Client addresses whose wrong tokens are counted at most (the least
+#: recently wrong are forgotten first): one more than that many addresses
+#: would get more than a guess a second each from them anyway.
+TOKEN_FAILURE_ADDRESSES = 4096
+
 _FINISHED = ("done", "failed", "cancelled")
 
 _STATES = ("queued", "running", "retrying", *_FINISHED)
@@ -203,6 +218,14 @@ class DownloadService(Service):
             rules = ProxyRules()
         self.rules = rules
         self.downloader: Optional[Downloader] = None
+        #: Wrong tokens, by client address (L{hostKey}), and the
+        #: connections that sent the right one (they pass while their
+        #: address is over its limit: a guesser behind the same NAT does
+        #: not lock them out).
+        self._tokenFailures: BucketTable[str] = BucketTable(
+            TOKEN_FAILURES_PER_SECOND, TOKEN_FAILURE_BURST, reactor, TOKEN_FAILURE_ADDRESSES
+        )
+        self._provedConnections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._jobs: dict[str, dict] = {}
         # Jobs added but not yet on the disk (not started, and not shown
         # unless accepted), and who waits for them to be.
@@ -878,7 +901,15 @@ class DownloadService(Service):
 
     def checkToken(self, request: Request) -> None:
         """
-        @raise APIError: 401 unless C{request} carries the bearer token.
+        Check that C{request} carries the bearer token.  Wrong tokens are
+        counted by client address: past L{TOKEN_FAILURE_BURST} of them,
+        then L{TOKEN_FAILURES_PER_SECOND}, a token from that address is
+        not checked at all (a right one is refused too, or the answers
+        would tell the guesser which one is right), but on a connection
+        that sent the right token before.
+
+        @raise APIError: 401 unless C{request} carries the token; 429 (with
+            C{Retry-After}) when its address sent too many wrong ones.
         """
         values = request.requestHeaders.getRawHeaders(b"authorization") or []
         given = b""
@@ -886,9 +917,33 @@ class DownloadService(Service):
             scheme, _, credentials = values[0].strip().partition(b" ")
             if scheme.lower() == b"bearer":
                 given = credentials.strip()
-        if not given or not hmac.compare_digest(given, self.token.encode("utf-8")):
-            request.setHeader(b"WWW-Authenticate", b'Bearer realm="netsuite"')
-            raise APIError(401, "this endpoint needs the API token: send 'Authorization: Bearer TOKEN'")
+        if given:
+            connection = _connectionOf(request)
+            proved = connection is not None and connection in self._provedConnections
+            address = hostKey(str(getattr(request.getClientAddress(), "host", "")))
+            if not proved and self._tokenFailures.available(address) < 1.0:
+                wait = max(1, math.ceil(self._tokenFailures.delay(address)))
+                request.setHeader(b"Retry-After", b"%d" % (wait,))
+                raise APIError(429, f"too many wrong API tokens from this address; try again in {wait} s")
+            if hmac.compare_digest(given, self.token.encode("utf-8")):
+                if connection is not None and not proved:
+                    with contextlib.suppress(TypeError):  # (not weakly referable)
+                        self._provedConnections.add(connection)
+                return
+            self._tokenFailures.take(address)
+        request.setHeader(b"WWW-Authenticate", b'Bearer realm="netsuite"')
+        raise APIError(401, "this endpoint needs the API token: send 'Authorization: Bearer TOKEN'")
+
+
+def _connectionOf(request: Request) -> Any:
+    """
+    The connection C{request} came on: its channel, or for an HTTP/2
+    stream the stream's connection.
+    """
+    channel = getattr(request, "channel", None)
+    if isinstance(getattr(channel, "streamID", None), int):
+        return getattr(channel, "_conn", None)
+    return channel
 
 
 class _Guarded(JSONResource):
