@@ -446,6 +446,7 @@ class Options(usage.Options):
                     else setting.default
                 )
         _checkDirectories(self)
+        _checkDownloadDirectory(self)
         _lockDataDirectory(self)
         self["tls-material"], self["tls-options"], self["tls-fingerprint"] = _loadTLS(self)
         _checkHTTPFiles(self)
@@ -843,6 +844,49 @@ def _checkDirectories(options: Options) -> None:
             raise ConfigError(
                 f"{options.where(name)}: {directory!r} cannot be created: {str(blocked)!r} is not a directory"
             )
+
+
+def _checkDownloadDirectory(options: Options) -> None:
+    """
+    Refuse, in one line, a C{--download-dir} that is the data directory or
+    lies inside it, other than in its C{downloads} subdirectory (the
+    default): the data directory keeps the API token, the TLS and proxy
+    keys and the lock by name, and a server names the files saved in the
+    download directory (C{Content-Disposition: filename="api-token"} made
+    one, which became the token at the next start without
+    C{--api-token}).  One that holds the data directory further down is
+    accepted: files are saved in it, never below it.
+    """
+    given = options["download-dir"]
+    if given is None or options["no-downloads"]:
+        return
+    data = _dataDirectory(options)
+    below = _placeIn(Path(given), data)
+    if below is None or below[:1] == ("downloads",):
+        return
+    what = "the data directory" if options["data-dir"] else "netsuite's default data directory"
+    why = (
+        "a download named api-token would become the token"
+        if not below
+        else "only its downloads subdirectory may hold downloads"
+    )
+    raise ConfigError(
+        f"{options.where('download-dir')}: {given!r} {'is' if not below else 'is inside'} {what} {str(data)!r}, "
+        f"where netsuite keeps its API token and keys: {why}; give a directory outside it, or leave the setting "
+        f"out for {str(data / 'downloads')!r}"
+    )
+
+
+def _placeIn(path: Path, directory: Path) -> tuple[str, ...] | None:
+    """
+    Where C{path} lies in C{directory}, both with their links followed
+    (and C{..} taken away): the names below C{directory} that lead to it
+    (none: it is C{directory}), or L{None} when it is not inside.
+    """
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(directory))
+    if real == base or base in real.parents:
+        return real.parts[len(base.parts) :]
+    return None
 
 
 def _lockDataDirectory(options: Options) -> None:

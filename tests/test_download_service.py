@@ -53,6 +53,7 @@ from netsuite.download.values import MAX_URL
 from netsuite.listen import StreamListener
 from netsuite.proxyrules import ProxyRules
 from netsuite.status import SimpleStatus
+from netsuite import tap as tapModule
 from netsuite.tap import ConfigError, Options, makeService
 from netsuite.web import api as apiModule
 from netsuite.web.site import makeHTTPService
@@ -2006,6 +2007,37 @@ class TapOptionTests(SynchronousTestCase):
         self.assertRefused(["--download-dir", str(blocker / "a" / "b")], "--download-dir", "cannot be created")
         self.parse("--no-downloads", "--download-dir", str(blocker))  # not used, so not checked
         self.parse("--download-dir", str(blocker.parent / "new" / "dir"))  # created at start
+
+    def test_downloadDirectoryInTheDataDirectoryRefused(self) -> None:
+        """
+        A download directory that is the data directory (under any name),
+        or lies inside it other than in its C{downloads} subdirectory, is
+        refused in one line: the data directory keeps the API token by
+        name, and a server's C{Content-Disposition: filename="api-token"}
+        saved one there, which became the token at the next start without
+        C{--api-token}.  One that holds the data directory further down is
+        accepted (files are saved in it, never below it).
+        """
+        data = Path(self.mktemp()).resolve()
+        (data / "tls").mkdir(parents=True)
+        os.symlink(data, data.parent / "link")
+        common = ["--no-echo", "--no-chat", "--no-daytime", "--no-proxy", "--data-dir", str(data)]
+        for given in (data, str(data) + "/", data / "downloads" / "..", data.parent / "link"):
+            self.assertRefused(
+                [*common, "--download-dir", str(given)], "--download-dir", "is the data directory", "api-token"
+            )
+        for given in (data / "tls", data / "new" / "dir", data.parent / "link" / "tls"):
+            self.assertRefused([*common, "--download-dir", str(given)], "--download-dir", "is inside the data directory")
+        self.assertFalse((data / "new").exists())
+        for given in (data / "downloads", data / "downloads" / "music", data.parent, data.parent / "elsewhere"):
+            self.assertEqual(self.parse(*common, "--download-dir", str(given))["download-dir"], str(given))
+        self.parse(*common, "--download-dir", str(data), "--no-downloads")  # not used, so not checked
+        # The default data directory likewise.
+        self.patch(tapModule, "defaultDataDirectory", lambda: data)
+        self.assertRefused(
+            ["--no-echo", "--no-chat", "--no-daytime", "--no-proxy", "--download-dir", str(data)],
+            "is netsuite's default data directory",
+        )
 
     def test_noDownloadsHasNoService(self) -> None:
         root = makeService(
