@@ -240,8 +240,8 @@ SETTINGS: List[Setting] = [
     Setting("chat-rate", "limit", 5.0, "Chat: lines a second one client may send (0: no limit)."),
     Setting("chat-burst", "count", 10, "Chat: lines one client may send at once, above --chat-rate."),
     Setting("chat-line-queue", "count", 50,
-            "Chat: lines one client sends past its flood budget that wait their turn (8 KiB at most), "
-            "rather than be dropped (0: none wait)."),
+            "Chat: lines one client sends past its flood budget that wait their turn (8 KiB at most, or one line "
+            "of --chat-max-line if longer), rather than be dropped (0: none wait)."),
     Setting("chat-host-rate", "limit", 20.0,
             "Chat: lines a second all clients from one address may send together, in bursts of twice that "
             "(0: no limit; --chat-rate 0 turns it off too)."),

@@ -2914,6 +2914,9 @@ class LineQueueTests(ChatTestCase):
             ["! slow down: that line was dropped; 3 lines wait their turn; you may speak again in 0.2 s"] * 2,
         )
         self.assertEqual(self.factory.stats.counters["dropped_lines"], 2)
+        alice.sendRaw(b"\r\n" * (_FREE_EMPTY_LINES + 3))  # dropped quietly
+        self.assertEqual(alice.received(), [])
+        self.assertEqual(self.factory.stats.counters["dropped_lines"], 5)
         self.clock.advance(1)
         self.assertEqual(bob.received(), [f"alice: x{n}" for n in range(13)])
         # A line that waits, as one said, starts the count of lines
@@ -3029,6 +3032,136 @@ class LineQueueTests(ChatTestCase):
         self.assertEqual(bob.received(), [])
         self.clock.advance(0.51)
         self.assertEqual(bob.received(), ["alice: x10"])
+
+    def calls(self, name: str) -> int:
+        """
+        How many calls of methods called C{name} are scheduled.
+        """
+        return sum(getattr(call.func, "__name__", "") == name for call in self.clock.getDelayedCalls())
+
+    def test_oneCallPerClient(self) -> None:
+        """
+        However many lines wait, one call serves them.
+        """
+        alice = self.named("alice")
+        alice.send(*["hi"] * 30)
+        self.assertEqual(self.calls("_serveQueue"), 1)
+        alice.protocol.resumeProducing()  # (as the transport would)
+        self.assertEqual(self.calls("_serveQueue"), 1)
+        self.wait(1)
+        self.assertEqual(self.calls("_serveQueue"), 1)
+
+    def test_addressLinesTakeTurns(self) -> None:
+        """
+        Clients whose lines wait for their address's budget take turns, a
+        line each as it refills, with one call for them all: each woke at
+        every refill, and one had the line (50 clients of one address
+        pasting: 48 calls for each line said, and some waited 15 s for
+        their first).
+        """
+        self.makeFactory(rate=100.0, burst=10.0, hostRate=2.0)  # bursts of 10
+        flooders = [self.named(f"f{n}", host="192.0.2.7") for n in range(5)]
+        bob = self.named("bob", host="198.51.100.1")
+        self.clock.advance(10)
+        for n, flooder in enumerate(flooders):
+            flooder.send(*[f"{n}.{k}" for k in range(4)])
+        self.assertEqual(len(bob.received()), 10)
+        self.clock.advance(0.01)  # (each finds its address's budget spent)
+        self.assertEqual(self.calls("_serveQueue"), 0)
+        self.assertEqual(self.calls("_addressTurn"), 1)
+        flooders[3].protocol.resumeProducing()  # (its turn is kept, not taken twice)
+        self.assertEqual(len(self.factory._addressLines["192.0.2.7"]), 3)
+        said = []
+        for _ in range(100):
+            self.clock.advance(0.1)
+            said.extend(line.split(": ")[1] for line in bob.received())
+        self.assertEqual(said, ["2.2", "3.0", "4.0", "2.3", "3.1", "4.1", "3.2", "4.2", "3.3", "4.3"])
+        self.assertEqual(self.factory._addressLines, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Once served, a client's lines wait again as before.
+        self.clock.advance(10)
+        flooders[3].send(*["late"] * 12)
+        self.wait(2)
+        self.assertEqual(bob.received(), ["f3: late"] * 12)
+
+    def test_stoppingCancelsAddressTurns(self) -> None:
+        """
+        Nothing stays scheduled for lines waiting for their address's
+        budget once the factory stops.
+        """
+        self.makeFactory(rate=100.0, burst=10.0, hostRate=2.0)
+        flooder = self.named("f", host="192.0.2.7")
+        self.clock.advance(10)
+        flooder.send(*["x"] * 12)
+        self.clock.advance(0.02)
+        self.assertEqual(self.calls("_addressTurn"), 1)
+        self.factory.stopFactory()
+        self.assertEqual(self.calls("_addressTurn"), 0)
+
+    def test_addressTurnSkipsClientsGone(self) -> None:
+        """
+        A client gone, or one whose own budget is spent, while it waited
+        for its address's turn gives its turn to the next.
+        """
+        self.makeFactory(rate=100.0, burst=10.0, hostRate=2.0)
+        flooders = [self.named(f"f{n}", host="192.0.2.7") for n in range(3)]
+        bob = self.named("bob", host="198.51.100.1")
+        self.clock.advance(10)
+        flooders[0].send(*["a"] * 10)
+        flooders[1].send("b")
+        flooders[2].send("c")
+        bob.received()
+        self.clock.advance(0.01)
+        flooders[1].disconnect()
+        bob.received()
+        self.clock.advance(0.5)
+        self.assertEqual(bob.received(), ["f2: c"])
+
+    def test_refusalsWaitTheirTurn(self) -> None:
+        """
+        A line refused as too long while lines wait is told so in its
+        turn, after the answers to the lines before it (it got a
+        C{! slow down} at once, ahead of them); blank lines past the free
+        ones, and a line being refused, wait their turn too rather than
+        take the budget ahead of the lines waiting.
+        """
+        alice = self.named("alice")
+        alice.send(*["/help"] * 10)
+        alice.received()
+        alice.send("/who", "x" * 5000)
+        self.assertEqual(alice.received(), [])
+        self.wait(0.5)
+        self.assertEqual(alice.received(), [
+            "*** in lobby: alice",
+            "! line too long (over 4096 bytes); it was dropped",
+        ])
+        alice.sendRaw(b"/who\r\n" + b"\r\n" * (_FREE_EMPTY_LINES + 2) + b"/who\r\n")
+        self.assertEqual(self.factory.stats.counters["queued_lines"], 2 + 1 + 2 + 1)
+        self.wait(1.5)
+        self.assertEqual(alice.received(), ["*** in lobby: alice"] * 2)
+        self.assertNotIn("dropped_lines", self.factory.stats.counters)
+
+    def test_queueWaitsForAClientNotReading(self) -> None:
+        """
+        Lines waiting are not handled while more than C{maxOutput} bytes
+        wait for the client: their answers would pile up for it.
+        """
+        self.makeFactory(rate=5.0, burst=3.0, maxOutput=500)
+        alice = self.connect(transport=FillingTransport)
+        alice.send("alice")
+        bob = self.named("bob")
+        takeAll(alice)
+        alice.transport.bufferSize = 0
+        self.clock.advance(1)
+        alice.send("a", "b", "c", "/nick carol")
+        bob.send("x" * 600)
+        self.clock.advance(0)  # (alice's transport is full)
+        bob.send("y" * 600)
+        self.assertTrue(alice.protocol._paused)
+        self.wait(1)
+        self.assertEqual(alice.protocol.name, "alice")
+        takeAll(alice)
+        self.assertEqual(alice.protocol.name, "carol")
 
     def test_noQueue(self) -> None:
         """

@@ -283,6 +283,7 @@ class OptionsTests(SynchronousTestCase):
         chat = makeService(parse("--chat-notice-rate", "0", "--no-downloads"), MemoryReactor()).chat
         self.assertIsNone(chat.hub.rooms["lobby"].notices)
         self.assertEqual(root.chat.settings.lineQueue, 50)
+        self.assertEqual(root.chat.settings.idleTimeout, 0)
         chat = makeService(parse("--chat-line-queue", "0", "--no-downloads"), MemoryReactor()).chat
         self.assertEqual(chat.settings.lineQueue, 0)
         self.assertEqual(parse("--chat-history", "1e3")["chat-history"], 1000)
