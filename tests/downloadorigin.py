@@ -76,6 +76,22 @@ Paths (the query selects the misbehaviour; parameters combine):
     /hop?n=N&to=URL a chain of N redirects (code=301/302/303/307/308, default
                     302) ending at URL (relative or absolute, any scheme).
     /loop           redirects to itself forever.
+    /sign/NAME?...  redirects (302) to a new link to C{/file/NAME?...}
+                    (the same query, plus C{link=K}; of the origin
+                    L{Origin.linksTo} when set), as release assets
+                    and pre-signed URLs do.  A link that expired answers
+                    C{expired} (default 403); a request under way goes on.
+        uses=N          a link expires once it answered N GETs.
+        life=SECONDS    ... that long after it was made.
+        newer=N         ... once N newer links to the origin were made
+                        (counted, not timed: redirects that run that far
+                        ahead of their files).
+        mirrors=1       each link has an ETag of its own (each a mirror),
+                        the bytes the same.
+        links=N         only the first N links work: later ones have
+                        expired when made (the redirect no help).
+        change=1        the links after the first are to a changed file
+                        (L{Origin.bump} once, as the second is made).
 """
 
 from __future__ import annotations
@@ -469,6 +485,10 @@ class Origin:
         self.versions: Dict[str, int] = {}
         self.sentBytes = 0
         self.resets = 0
+        #: Per link to this origin made by C{/sign}: [GETs it answered,
+        #: when it was made]; C{/sign} links to L{linksTo} when set.
+        self.links: List[List[float]] = []
+        self.linksTo: Optional[Origin] = None
         self.scheme = "http"
         self.host = "127.0.0.1"
         self.port = 0
@@ -681,11 +701,33 @@ class Origin:
                 return b""
             _Body(self, request, record, b"", 0, len(GZIPPED), content=GZIPPED).start()
             return server.NOT_DONE_YET
+        if path.startswith("/sign/"):
+            files = self.linksTo or self
+            target = "/file/" + path[len("/sign/"):]
+            if _arg(request, "change") == "1" and len(files.links) == 1:
+                files.bump(target)
+            files.links.append([0, files.reactor.seconds()])
+            query = request.uri.decode("utf-8", "surrogateescape").partition("?")[2]
+            link = f"{target}?{query}&link={len(files.links) - 1}".replace("?&", "?")
+            return self._redirect(request, record, 302, files.url(link) if self.linksTo else link)
         if not path.startswith("/file/"):
             return self._short(request, record, 404, b"no such thing\n")
         return self._file(request, record, path, earlier, earlierGets)
 
     def _file(self, request: server.Request, record: Recorded, path: str, earlier: int, earlierGets: int) -> Any:
+        link = _intArg(request, "link")
+        if link is not None:
+            uses, made = self.links[link]
+            most, life = _intArg(request, "uses"), _arg(request, "life")
+            newer, working = _intArg(request, "newer"), _intArg(request, "links")
+            if (
+                (most is not None and uses >= most)
+                or (life is not None and self.reactor.seconds() > made + float(life))
+                or (newer is not None and len(self.links) - 1 - link >= newer)
+                or (working is not None and link >= working)
+            ):
+                return self._short(request, record, _intArg(request, "expired", 403) or 403, b"expired\n")
+            self.links[link][0] += 1
         status = _intArg(request, "status")
         if status is not None:
             return self._short(request, record, status, b"status %d\n" % (status,))
@@ -723,6 +765,8 @@ class Origin:
         if _arg(request, "etagEach") == "1":
             # Each answer its own ETag (mirrors behind one name).
             etag = etag[:-1] + '-%d"' % (earlierGets,)
+        if _arg(request, "mirrors") == "1" and link is not None:
+            etag = etag[:-1] + '-link%d"' % (link,)
         if _arg(request, "controls") == "1":
             # Validators that may not be sent back (RFC 9110 5.5).
             etag, lastModified = etag[:-1] + '\x01"', lastModified + "\x7f"

@@ -2007,6 +2007,165 @@ class RedirectTests(EngineTestCase):
             self.assertNotIn("authorization", r.headers)
 
 
+class ExpiringLinkTests(EngineTestCase):
+    """
+    A URL that redirects to a link that expires (GitHub's release assets, S3
+    pre-signed URLs): connections that start after it expired, and retries,
+    follow the redirect again from the URL given (see C{/sign} of
+    L{Origin}).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.files = startOrigin(self, "files")
+        self.origin.linksTo = self.files
+
+    def signed(self, name: str, query: str) -> str:
+        """
+        The URL of the first origin that redirects to a new link to
+        C{/file/NAME?QUERY} of the second.
+        """
+        return self.origin.url(f"/sign/{name}?{query}")
+
+    def assertFollowedAgain(self, path: str) -> None:
+        """
+        Every request to an expired link of C{path} was followed by the
+        redirect asked for again, and the download never asked an expired
+        link twice in a row.
+        """
+        expired = [r for r in self.files.gets(path) if r.status == 403]
+        self.assertTrue(expired)
+        self.assertEqual(len(self.origin.gets(path.replace("/file/", "/sign/"))), 1 + len(expired))
+
+    async def test_newConnectionsFollowTheRedirectAgain(self) -> None:
+        """
+        A segmented file whose link works for one request only: each
+        connection that joins it gets a 403 from the link, follows the
+        redirect again, and fetches its range from the new link, with the
+        file's validator in C{If-Range}.  It failed with the 403, and
+        stopped the connection under way.
+        """
+        directory = self.directory()
+        size = 2 * 2**20
+        url = self.signed("seg.bin", f"size={size}&rate=4000000&uses=1")
+        result = await self.downloader(segments=4, minSplitSize=2**20).download(url, directory)
+        path = "/file/seg.bin"
+        self.assertSaved(result, directory / "seg.bin", self.files.digest(path, size), size)
+        self.assertGreater(result.segments, 1)
+        self.assertFollowedAgain(path)
+        later = [r for r in self.files.gets(path)[1:] if r.status == 206]
+        self.assertTrue(later)
+        for r in later:
+            self.assertEqual(r.ifRange, self.files.etag(path))
+
+    async def test_retryFollowsTheRedirectAgain(self) -> None:
+        """
+        A retry after a broken transfer asks the link, finds it expired,
+        and goes on from the bytes on disk by a new link.
+        """
+        directory = self.directory()
+        url = self.signed("retry.bin", "reset=300000&resetTimes=1&uses=1")
+        result = await self.downloader(segments=1).download(url, directory)
+        path = "/file/retry.bin"
+        self.assertSaved(result, directory / "retry.bin", self.files.digest(path))
+        self.assertEqual([r.status for r in self.files.gets(path)], [206, 403, 206])
+        self.assertEqual(self.files.gets(path)[-1].rangeStart, self.files.gets(path)[0].sent)
+        self.assertFollowedAgain(path)
+
+    async def test_followedAgainOnce(self) -> None:
+        """
+        When the new link is refused too, the download fails at once (a
+        4xx is not retried), naming the URL that answered: the new link.
+        """
+        directory = self.directory()
+        url = self.signed("once.bin", "reset=300000&resetTimes=1&uses=1&links=1")
+        error = await self.failureOf(self.downloader(segments=1).download(url, directory), HTTPStatusError)
+        self.assertEqual(error.status, 403)
+        link = self.files.url("/file/once.bin?reset=300000&resetTimes=1&uses=1&links=1&link=1")
+        self.assertEqual(str(error), f"{url}: redirected to {link}, which answered 403 Forbidden")
+        self.assertEqual([r.status for r in self.files.gets("/file/once.bin")], [206, 403, 403])
+        self.assertEqual(len(self.origin.gets("/sign/once.bin")), 2)
+
+    async def test_errorNamesTheURLThatAnswered(self) -> None:
+        """
+        A 4xx after a redirect names the URL that answered, and the one
+        given (it named only the one given); without a redirect, as before.
+        """
+        directory = self.directory()
+        url = self.signed("gone.bin", "status=410")
+        error = await self.failureOf(self.downloader().download(url, directory), HTTPStatusError)
+        link = self.files.url("/file/gone.bin?status=410&link=0")
+        self.assertEqual(str(error), f"{url}: redirected to {link}, which answered 410 Gone")
+        url = self.files.url("/file/gone.bin?status=410")
+        error = await self.failureOf(self.downloader().download(url, directory), HTTPStatusError)
+        self.assertEqual(str(error), f"{url}: the server answered 410 Gone")
+
+    async def test_changedFileStartsOver(self) -> None:
+        """
+        A new link to a changed file (If-Range no longer matches) starts
+        the download over cleanly, and the file saved is the new one.
+        """
+        directory = self.directory()
+        size = 2 * 2**20
+        url = self.signed("changed.bin", f"size={size}&rate=4000000&change=1&uses=1")
+        result = await self.downloader(segments=4, minSplitSize=2**20).download(url, directory)
+        path = "/file/changed.bin"
+        self.assertEqual(self.files.versions[path], 1)
+        self.assertSaved(result, directory / "changed.bin", self.files.digest(path, size), size)
+
+    async def test_mirrorsWithETagsOfTheirOwn(self) -> None:
+        """
+        New links to mirrors that each have an ETag of their own: the file
+        goes on as one stream, as for any file whose ETag changes within
+        a run, and arrives whole.
+        """
+        directory = self.directory()
+        size = 2 * 2**20
+        url = self.signed("mirror.bin", f"size={size}&rate=4000000&mirrors=1&uses=1")
+        result = await self.downloader(segments=4, minSplitSize=2**20).download(url, directory)
+        path = "/file/mirror.bin"
+        self.assertSaved(result, directory / "mirror.bin", self.files.digest(path, size), size)
+        self.assertEqual(self.files.gets(path)[-1].status, 200)
+
+    async def test_linksThatExpireInTime(self) -> None:
+        """
+        Two segmented files whose links expire 0.2 s after they were made,
+        each file taking longer than that (as 'netsuite-get -j 4 -x 4' of
+        two release assets): both arrive.
+        """
+        directory = self.directory()
+        size = 2 * 2**20
+        downloader = self.downloader(segments=4, maxConnections=4, minSplitSize=2**20)
+        results = await downloader.downloadAll(
+            [DownloadRequest(url=self.signed(f"timed{n}.bin", f"size={size}&rate=2000000&life=0.2"), directory=directory)
+             for n in (1, 2)]
+        )
+        for n, result in zip((1, 2), results):
+            self.assertSaved(result, directory / f"timed{n}.bin", self.files.digest(f"/file/timed{n}.bin", size), size)
+
+    async def test_resumeAsksTheURLGiven(self) -> None:
+        """
+        A download resumed by a later run (or the service after a restart)
+        asks the URL given, not the link its state file names, which has
+        expired since.
+        """
+        directory = self.directory()
+        size = 2 * 2**20
+        url = self.signed("later.bin", f"size={size}&rate=2000000&uses=1")
+        downloader = self.downloader(segments=1)
+        job = downloader.submit(DownloadRequest(url=url, directory=directory))
+        await self.files.waitForSent("/file/later.bin", 300000)
+        self.assertTrue(downloader.cancel(job.id))
+        await self.failureOf(job.deferred, defer.CancelledError)
+        with open(directory / "later.bin.part.json") as f:
+            self.assertIn("link=0", json.load(f)["finalUrl"])
+        result = await self.downloader(segments=1).download(url, directory)
+        self.assertSaved(result, directory / "later.bin", self.files.digest("/file/later.bin", size), size)
+        self.assertGreater(result.resumedFrom, 0)
+        self.assertEqual([r.status for r in self.files.gets("/file/later.bin")], [206, 206])
+        self.assertEqual(len(self.origin.gets("/sign/later.bin")), 2)
+
+
 class NameTests(EngineTestCase):
     """
     Where files land: hostile names, wanted names, existing files.
@@ -4385,47 +4544,6 @@ class EventAndJobTests(EngineTestCase):
         self.assertEqual(await downloader.downloadAll([]), [])
 
 
-class _ExpiringLinkOrigin(Origin):
-    """
-    An origin handing out links that expire, as GitHub's release assets, S3
-    pre-signed URLs and CDN tokens do: C{/asset/NAME} redirects to the
-    C{/file/NAME} of L{target} (with L{query}) by a link numbered in the
-    order handed out, and the target answers such a link with 403 once
-    L{lifetime} newer ones were handed out.  Counted, not timed, so that
-    how fast the machine runs does not matter: a link expires when the
-    redirects run that far ahead of the files.
-
-    @ivar expired: the paths asked by an expired link.
-    """
-
-    def __init__(self, name: str, lifetime: int = 0) -> None:
-        super().__init__(name)
-        self.lifetime = lifetime
-        self.handedOut = 0
-        self.expired: List[str] = []
-        self.target: Optional["_ExpiringLinkOrigin"] = None
-        self.issuer: Optional["_ExpiringLinkOrigin"] = None
-        self.query = ""
-
-    def redirectTo(self, target: "_ExpiringLinkOrigin", query: str) -> None:
-        """
-        Hand out links to C{target}'s files, with C{query}.
-        """
-        self.target, self.query = target, query
-        target.issuer = self
-
-    def _answer(self, request: Any, record: Recorded, path: str, earlier: int, earlierGets: int) -> Any:
-        if path.startswith("/asset/") and self.target is not None:
-            self.handedOut += 1
-            location = self.target.url(f"/file/{path[len('/asset/'):]}?{self.query}&link={self.handedOut}")
-            return self._redirect(request, record, 302, location)
-        link = request.args.get(b"link")
-        if link and self.issuer is not None and self.issuer.handedOut - int(link[0]) >= self.issuer.lifetime:
-            self.expired.append(path)
-            return self._short(request, record, 403, b"this link has expired\n")
-        return super()._answer(request, record, path, earlier, earlierGets)
-
-
 class LimitTests(EngineTestCase):
     """
     Connection limits and memory.
@@ -4520,16 +4638,16 @@ class LimitTests(EngineTestCase):
         failed with 403.
         """
         connections = 4
-        redirector = _ExpiringLinkOrigin("redirector", lifetime=connections).start(self)
-        files = _ExpiringLinkOrigin("files").start(self)
-        redirector.redirectTo(files, f"size={128 * KiB}&rate={MiB}")
+        redirector = startOrigin(self, "redirector")
+        files = redirector.linksTo = startOrigin(self, "files")
+        query = f"size={128 * KiB}&rate={MiB}&newer={connections}"
         directory = self.directory()
         names = [f"asset-{n}.bin" for n in range(12)]
         downloader = self.downloader(maxConnections=connections, maxPerHost=2, segments=1)
         results = await downloader.downloadAll(
-            [DownloadRequest(url=redirector.url(f"/asset/{name}"), directory=directory) for name in names]
+            [DownloadRequest(url=redirector.url(f"/sign/{name}?{query}"), directory=directory) for name in names]
         )
-        self.assertEqual(files.expired, [])
+        self.assertEqual([r.uri for r in files.gets() if r.status == 403], [])
         for name, result in zip(names, results):
             self.assertSaved(result, directory / name, files.digest(f"/file/{name}", 128 * KiB), 128 * KiB)
         self.assertEqual(len(redirector.gets()), 12)

@@ -1684,13 +1684,29 @@ class _Download:
             validator = self.state.etag or self.state.lastModified
             if validator and not fresh:
                 headers[b"if-range"] = [validator.encode("latin-1")]
+        # Once started, straight to where the redirects led; a link that
+        # has expired since (pre-signed URLs and release assets live for
+        # minutes) is followed to again from the URL given, once.
         url = self.state.finalUrl if self.started and self.state.finalUrl else self.url
-        response, finalUrl = await self._request(url, headers, slot)
-        try:
-            expected = self._accept(response, piece, askedFrom, ranged, finalUrl)
-        except BaseException:
-            _discard(response)
-            raise
+        while True:
+            response, finalUrl = await self._request(url, headers, slot)
+            try:
+                expected = self._accept(response, piece, askedFrom, ranged, finalUrl)
+            except HTTPStatusError as e:
+                _discard(response)
+                if url == self.url or e.retryable or not 400 <= e.status < 500:
+                    raise
+                log.info("{url}: {answer}; following the redirect again", url=self.displayUrl, answer=str(e))
+                url = self.url
+                continue
+            except BaseException:
+                _discard(response)
+                raise
+            break
+        if self.started and url == self.url:
+            # A new link: the connections that follow go to it.
+            self.state.finalUrl = finalUrl
+            self._slotKey = origin(finalUrl)
         if piece.validating:
             _discard(response)
             return
@@ -1758,15 +1774,20 @@ class _Download:
             if total is not None and total < askedFrom:
                 raise _Restart(f"the remote file is {total} bytes, fewer than those on disk", rangesSupported=False)
             raise _Restart("the server cannot send the range on disk", rangesSupported=False)
+        # After a redirect, the URL that answered is named too.
+        redirected = "" if finalUrl == self.url else f"redirected to {finalUrl}, "
         if not 100 <= code <= 599:
             # No such status (RFC 9110 15): a retry would read the same.
-            raise DownloadError(f"{self.url}: the server's answer is not valid HTTP (status {code})")
+            whose = f"{redirected}whose" if redirected else "the server's"
+            raise DownloadError(f"{self.url}: {whose} answer is not valid HTTP (status {code})")
         if code >= 400:
             retryAfter = retryAfterSeconds(headers.getRawHeaders(b"retry-after", [None])[-1], time.time())
             phrase = response.phrase[:PHRASE_LENGTH].decode("latin-1", "replace") if response.phrase else ""
-            raise HTTPStatusError(f"{self.url}: the server answered {code} {phrase}".rstrip(), code, retryAfter)
+            who = f"{redirected}which" if redirected else "the server"
+            raise HTTPStatusError(f"{self.url}: {who} answered {code} {phrase}".rstrip(), code, retryAfter)
         if code not in (200, 206):
-            raise HTTPStatusError(f"{self.url}: unexpected answer {code}", code)
+            what = f"{redirected}which sent an unexpected answer" if redirected else "unexpected answer"
+            raise HTTPStatusError(f"{self.url}: {what} {code}", code)
 
         length = response.length if isinstance(response.length, int) else None
         if length is not None:
