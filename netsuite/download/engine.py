@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
 import os
 import random
 import re
@@ -534,9 +535,10 @@ class _Slots:
     Connection slots: at most C{total} at once, at most C{perHost} for one
     origin; waiters are served first come, first served.
 
-    Waiters are queued per origin, so a freed slot looks at the first
-    waiter of each origin, not at every waiter: thousands of jobs queued
-    for one full origin cost nothing per release.
+    Waiters are queued per origin, and the first waiter of each origin
+    with room is kept in a heap by its place in line: a freed slot costs
+    O(log n) in the origins waiting, whether thousands of jobs wait for one
+    full origin or for thousands of origins.
 
     A connection redirected to another origin keeps its place in C{total}
     and waits only for room at the new origin (L{move}): while it waits,
@@ -560,6 +562,14 @@ class _Slots:
         # The same for connections moving to an origin (L{move}), which hold
         # a slot of C{total} already; in the order of their numbers.
         self._moving: dict[tuple, deque[list]] = {}
+        # For each of those, a heap of (number, tiebreak, origin): the first
+        # waiter of every origin with room is in it.  Entries are checked
+        # when they come to the top (an origin filled since, a waiter gone:
+        # passed over); _listed holds the number each origin was last
+        # pushed with, so an origin is not pushed twice for one waiter.
+        self._heaps: dict[int, list[tuple]] = {id(self._queues): [], id(self._moving): []}
+        self._listed: dict[int, dict[tuple, int]] = {id(self._queues): {}, id(self._moving): {}}
+        self._pushes = 0
         self._arrivals = 0
 
     def arrival(self) -> int:
@@ -621,7 +631,39 @@ class _Slots:
             queue.insert(index, entry)
         else:
             queue.append(entry)
+        self._list(queues, key)
         return d
+
+    def _list(self, queues: dict[tuple, deque[list]], key: tuple) -> None:
+        """
+        Put the first waiter of C{key} in C{queues} in its heap, if it may
+        go (there is room at C{key}) and is not there yet.
+        """
+        queue = queues.get(key)
+        if not queue or self._byHost.get(key, 0) >= self.perHost:
+            return
+        number = queue[0][0]
+        listed = self._listed[id(queues)]
+        if listed.get(key) != number:
+            listed[key] = number
+            self._pushes += 1
+            heapq.heappush(self._heaps[id(queues)], (number, self._pushes, key))
+
+    def _first(self, queues: dict[tuple, deque[list]]) -> Optional[tuple]:
+        """
+        The origin whose first waiter in C{queues} is the earliest of those
+        that may go, or L{None}; entries found stale on the way are dropped.
+        """
+        heap, listed = self._heaps[id(queues)], self._listed[id(queues)]
+        while heap:
+            number, _, key = heap[0]
+            queue = queues.get(key)
+            if queue and queue[0][0] == number and self._byHost.get(key, 0) < self.perHost:
+                return key
+            heapq.heappop(heap)
+            if listed.get(key) == number:
+                del listed[key]
+        return None
 
     def _leave(self, key: tuple) -> None:
         left = self._byHost[key] - 1
@@ -629,6 +671,9 @@ class _Slots:
             self._byHost[key] = left
         else:
             del self._byHost[key]
+        # Room at key: its first waiters may go.
+        self._list(self._moving, key)
+        self._list(self._queues, key)
 
     def _forget(self, queues: dict[tuple, deque[list]], key: tuple, entry: list) -> None:
         entry[1] = None
@@ -640,6 +685,8 @@ class _Slots:
             queue.popleft()
         if not queue:
             del queues[key]
+        else:
+            self._list(queues, key)
 
     def _wake(self) -> None:
         # A woken waiter runs at once and may take or release slots itself:
@@ -652,13 +699,13 @@ class _Slots:
         self._waking = True
         try:
             while True:
-                first, firstNumber, queues = None, 0, self._moving
                 # Movers need only room at their origin; others a slot of
                 # total too.  The earliest number that can go goes.
-                for candidates in (self._moving, self._queues) if self.used < self.total else (self._moving,):
-                    for key, queue in candidates.items():
-                        if self._byHost.get(key, 0) < self.perHost and (first is None or queue[0][0] < firstNumber):
-                            first, firstNumber, queues = key, queue[0][0], candidates
+                first, queues = self._first(self._moving), self._moving
+                if self.used < self.total:
+                    waiting = self._first(self._queues)
+                    if waiting is not None and (first is None or self._queues[waiting][0][0] < self._moving[first][0][0]):
+                        first, queues = waiting, self._queues
                 if first is None:
                     return
                 d = queues[first].popleft()[1]
@@ -679,6 +726,7 @@ class _Slots:
         self._enter(key)
 
     def _enter(self, key: tuple) -> None:
+        # (Less room at key: its heap entries are checked when they come up.)
         self._byHost[key] = self._byHost.get(key, 0) + 1
 
 
