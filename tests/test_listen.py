@@ -556,7 +556,8 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
     """
 
     def setUp(self) -> None:
-        self.startGate(_PeerReadGateFactory(Factory.forProtocol(Protocol), ServiceStats("x")), MemoryReactor())
+        clock = MemoryReactorClock()
+        self.startGate(_PeerReadGateFactory(Factory.forProtocol(Protocol), ServiceStats("x"), clock=clock), clock)
         self.producer = RecordingProducer()
         self.gate.registerProducer(self.producer, True)
 
@@ -652,6 +653,138 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         self.gate.unregisterProducer()
         self.transport.doRead()
         self.assertEqual(self.producer.calls, ["pause"])
+
+    def hold(self) -> None:
+        """
+        Have the producer held for the peer's input: output waits, the peer
+        sends, the output is sent.
+        """
+        self.fill()
+        self.peer.sendall(b"PING")
+        self.drain()
+        self.assertEqual(self.producer.calls, ["pause"])
+
+    def test_nextProducerNotResumedForTheInputTheLastWaitedFor(self) -> None:
+        """
+        A producer unregistered while held, and another registered before
+        the input is read (an HTTP/1 channel's next answer): the gate did
+        not pause the new one, and does not resume it.
+        """
+        self.hold()
+        self.gate.unregisterProducer()
+        nextProducer = RecordingProducer()
+        self.gate.registerProducer(nextProducer, True)
+        self.transport.doRead()
+        self.assertEqual((self.received, self.producer.calls, nextProducer.calls), ([b"PING"], ["pause"], []))
+
+    def test_inputHandedOnBeforeTheProducerResumes(self) -> None:
+        """
+        The input the producer was held for reaches the protocol above
+        before the producer resumes (an HTTP/2 PING is answered before the
+        next piece of a file is written, not after).
+        """
+        events: List[object] = []
+        self.gate.wrappedProtocol.dataReceived = events.append
+        self.producer.calls = events  # type: ignore[assignment]
+        self.hold()
+        self.transport.doRead()
+        self.assertEqual(events, ["pause", b"PING", "resume"])
+
+    def test_notHeldWhileReadingIsPausedAbove(self) -> None:
+        """
+        Output sent while a layer above keeps reading stopped (an HTTP/1
+        channel answering a request): the peer's input waiting will not be
+        read, so the producer resumes at once rather than wait for it.
+        """
+        self.gate.pauseProducing()
+        self.fill()
+        self.peer.sendall(b"GET")
+        self.drain()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertNotIn(self.transport, self.reactor.readers)
+
+    def test_producerResumedOnlyOnceForTheInputItWaitedFor(self) -> None:
+        """
+        The gate resumes the producer only after holding it, once: neither
+        the peer's next input nor a pause above resumes it again.  (TLS
+        pauses the same producer while it holds the service's output during
+        a handshake; a resume from the gate then had the service write into
+        TLS's unbounded buffer.)
+        """
+        self.hold()
+        self.transport.doRead()
+        self.peer.sendall(b"PING")
+        self.transport.doRead()
+        self.gate.pauseProducing()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+
+    def test_heldProducerLostWithTheConnection(self) -> None:
+        """
+        The connection lost while the producer is held: the producer is
+        stopped, and a layer above that stops reading as it ends raises
+        nothing (the held producer is gone).
+        """
+        self.hold()
+        self.gate.wrappedProtocol.connectionLost = lambda reason: self.gate.pauseProducing()
+        self.transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.producer.calls, ["pause", "stop"])
+
+    def test_producerResumedByAPauseAboveMayReadOn(self) -> None:
+        """
+        A layer above that stops reading releases the held producer, and
+        when that producer ends the answer at once and the layer reads on
+        (an HTTP/1 channel answering a small request), reading goes on: the
+        gate stops reading before it releases the producer, not after.
+        """
+        self.hold()
+
+        def resumed() -> None:
+            self.producer.calls.append("resume")
+            self.gate.resumeProducing()
+
+        self.producer.resumeProducing = resumed  # type: ignore[method-assign]
+        self.gate.pauseProducing()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertIn(self.transport, self.reactor.readers)
+        self.transport.doRead()
+        self.assertEqual(self.received, [b"PING"])
+
+    def test_heldProducerStaysHeldWhenAskedToReadOn(self) -> None:
+        """
+        A layer above asking to read while the producer is held for the
+        peer's input (reading is on already) does not release it before
+        that input is read.
+        """
+        self.hold()
+        self.gate.resumeProducing()
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.transport.doRead()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+
+    def test_heldProducerClosingAsItResumesKeepsTheRefusal(self) -> None:
+        """
+        A connection closed without reading on while the producer is held,
+        whose service closes as the producer resumes (TLS's close asks the
+        gate to read on to the peer's close_notify): nothing more is read,
+        and the connection ends after the grace, not at the lingering
+        close's timeout.
+        """
+        self.gate.factory.lingerTimeout = 0.5
+        self.hold()
+
+        def resumed() -> None:
+            self.producer.calls.append("resume")
+            self.gate.readToClose()
+
+        self.producer.resumeProducing = resumed  # type: ignore[method-assign]
+        self.gate.wrappedProtocol.loseConnection = self.gate.readToClose  # as TLS's close does
+        self.gate.closeWithoutReading(2.0)
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertNotIn(self.transport, self.reactor.readers)
+        self.reactor.advance(2.0 - 0.01)
+        self.assertFalse(self.transport.disconnecting)
+        self.reactor.advance(0.01)
+        self.assertTrue(self.transport.disconnecting)
 
 
 @implementer(IHandshakeListener, IPushProducer)
