@@ -2037,6 +2037,25 @@ class ProxySocketTests(TestCase):
         self.assertIn(b"more than one Host header", body)
         self.assertEqual(self.origin.accepted, 0)
 
+    async def test_obsoleteLineFoldingRefused(self) -> None:
+        """
+        Over a real socket, a request header continued on the next line
+        (obsolete line folding) gets a 400 and the connection closes;
+        neither it nor the request pipelined after it reaches the origin
+        (a folded header was forwarded joined to the one above).
+        """
+        port = await self.startProxy()
+        base = self.base.encode()
+        for folded in (b"Content-Length:\r\n 2", b"X-Long: a\r\n\tcontinued"):
+            requests = (
+                b"POST %s/echo HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n{}" % (base, folded)
+                + b"GET %s/echo HTTP/1.1\r\nHost: x\r\n\r\n" % (base,)
+            )
+            received = await threads.deferToThread(_readToClose, port, requests)  # fails unless it closes
+            self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", received), [b"400"], received)
+            self.assertIn(b"obsolete line folding", received)
+        self.assertEqual(self.origin.accepted, 0)
+
     # TLS to the proxy.
 
     async def test_httpsProxy(self) -> None:

@@ -1810,6 +1810,30 @@ class SocketTests(TestCase):
         self.assertIn(b"bare LF", response)
         self.assertEqual(probe.requests, [])
 
+    async def test_obsoleteLineFoldingRefused(self) -> None:
+        """
+        Over a real socket, a header line continued on the next (obsolete
+        line folding) gets its 400 and the end of the connection; neither
+        it nor the request pipelined after it is run (Twisted joined the
+        fold to the header above, and ran both).
+        """
+        probe = Probe()
+        port, service, status = await self.startHTTP(api={b"probe": probe})
+
+        def exchange(folded: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(
+                    b"POST /api/probe HTTP/1.1\r\nHost: x\r\n" + folded + b"\r\n\r\n{}"
+                    b"GET /api/probe HTTP/1.1\r\nHost: x\r\n\r\n"
+                )
+                return recvUntil(client)  # times out unless the server closes
+
+        for folded in (b"Content-Length:\r\n 2", b"X-Long: a\r\n\tcontinued"):
+            response = await threads.deferToThread(exchange, folded)
+            self.assertEqual(re.findall(rb"HTTP/1.1 (\d+)", response), [b"400"], response)
+            self.assertIn(b"obsolete line folding", response)
+        self.assertEqual(probe.requests, [])
+
     async def test_http10KeepAlive(self) -> None:
         """
         Over a real socket, an HTTP/1.0 client asking for keep-alive (as
