@@ -1559,6 +1559,91 @@ class ProxySocketTests(TestCase):
         self.assertEqual(status, 200)
         self.assertNotIn("proxy-authorization", json.loads(body)["headers"])
 
+    async def test_rememberedNotToldWhileChecksHoldTheTries(self) -> None:
+        """
+        Over real sockets: while a check of the address's runs, alice's
+        remembered credentials pass at once on a new connection only while
+        the address could pay a wrong try besides the one the check holds.
+        Once a guesser there has its last try held by a check of its own,
+        its guesses on new connections, the right password among them, all
+        wait for that try and are refused with it, none checked (the right
+        one passed at once from memory); alice's own connection still
+        passes at once.  The checks end when the test says, on a clock that
+        does not move (no try comes back meanwhile).
+        """
+        pending: List[Any] = []
+
+        def check(function: Any, *args: Any) -> defer.Deferred[bool]:
+            d: defer.Deferred[bool] = defer.Deferred()
+            pending.append(lambda: d.callback(function(*args)))
+            return d
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("alice:" + hashPassword("s3cret", n=1024) + "\n")
+        auth = Authenticator(loadUsers(path), Clock(), check=check)
+        port = await self.startProxy(authenticator=auth)
+        started: List[bytes] = []
+        authenticate = auth.authenticate
+
+        def counting(value: bytes, *args: Any, **kwargs: Any) -> Any:
+            started.append(value)
+            return authenticate(value, *args, **kwargs)
+
+        auth.authenticate = counting  # type: ignore[method-assign]
+        request = b"GET %s/echo HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic %s\r\n%s\r\n"
+
+        def send(client: Collector, password: str, close: bool = True) -> None:
+            credentials = base64.b64encode(f"alice:{password}".encode())
+            client.transport.write(request % (self.base.encode(), credentials, b"Connection: close\r\n" if close else b""))
+
+        async def newConnection(password: str) -> Collector:
+            client = Collector()
+            await connect(self, port, client)
+            send(client, password)
+            return client
+
+        async def status(client: Collector) -> int:
+            await client.closed.addTimeout(SOCKET_TIMEOUT, reactor)
+            return _parseResponse(b"".join(client.received))[0]
+
+        async def fire(count: int) -> None:
+            await waitUntil(lambda: len(pending) == count)
+            pending.pop(0)()
+
+        def statuses(client: Collector) -> List[bytes]:
+            return re.findall(rb"HTTP/1\.1 (\d{3}) ", b"".join(client.received))
+
+        alice = Collector()
+        await connect(self, port, alice)
+        send(alice, "s3cret", close=False)
+        await fire(1)
+        await waitUntil(lambda: statuses(alice) == [b"200"])
+        # A check of the address's holds one of its 5 tries: 4 are free.
+        holder = await newConnection("wrong0")
+        await waitUntil(lambda: len(pending) == 1)
+        self.assertEqual(await status(await newConnection("s3cret")), 200)
+        self.assertEqual(len(pending), 1)  # passed without a check
+        await fire(1)
+        self.assertEqual(await status(holder), 407)
+        for i in range(1, 4):
+            client = await newConnection(f"wrong{i}")
+            await fire(1)
+            self.assertEqual(await status(client), 407)
+        # One try left, held by the guesser's check.
+        holder = await newConnection("wrong4")
+        await waitUntil(lambda: len(pending) == 1)
+        asked = len(started)
+        guesses = [await newConnection(password) for password in ("guess0", "s3cret", "guess1")]
+        await waitUntil(lambda: len(started) == asked + 3)
+        send(alice, "s3cret", close=False)
+        await waitUntil(lambda: statuses(alice) == [b"200", b"200"])
+        self.assertEqual(len(pending), 1)
+        await fire(1)  # wrong: no try is left
+        self.assertEqual(await status(holder), 407)
+        self.assertEqual([await status(guess) for guess in guesses], [407, 407, 407])
+        self.assertEqual(pending, [])  # none of them checked
+
     async def test_silentFirstAddressFallsBack(self) -> None:
         """
         A name whose first address drops connections (its accept queue is
