@@ -789,8 +789,9 @@ class ClosingTests(ExchangeTestCase):
     """
     Once an HTTP/2 connection is closing (after a protocol error), nothing
     more is read from it: further input aborts it, and a peer that stays
-    silent is aborted after 10 s.  (Over TLS the connection reads on after
-    C{loseConnection}; a L{StringTransport} shows the same.)
+    silent is aborted after 10 s.  (A L{StringTransport} reads on after
+    C{loseConnection}, as a transport without C{closeWithoutReading}
+    does; netsuite's listeners stop reading instead.)
     """
 
     def startFlood(self) -> None:
@@ -872,11 +873,13 @@ class ClosingTests(ExchangeTestCase):
                 exchange.send(extra)
                 self.assertEqual(exchange.goaway, h2.errors.ErrorCodes.PROTOCOL_ERROR)
 
-    def test_inputAfterProtocolErrorAborts(self) -> None:
+    def test_inputAfterTheGoAwayAbortsATransportThatReadsOn(self) -> None:
         """
-        A CONTINUATION flood goes on after the GOAWAY: the next frame
-        aborts the connection, and no more is buffered (each one was added
-        to h2's buffer: memory grew by the byte sent).
+        A CONTINUATION flood goes on after the GOAWAY on a transport that
+        reads on after the close (this in-memory one, or any without
+        C{closeWithoutReading}; netsuite's listeners read nothing more): the
+        next frame aborts the connection, and no more is buffered (each one
+        was added to h2's buffer: memory grew by the byte sent).
         """
         self.startFlood()
         exchange = self.exchange
