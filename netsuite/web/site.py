@@ -1436,6 +1436,110 @@ def _declaredLength(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     return declared
 
 
+#: DATA frames sent and not yet given back that are remembered for one
+#: stream's flow-control window (L{_GiveBacks}), and for the connection's:
+#: past that the client is taken for one that does not give back every
+#: frame (windows this large are not cut into small frames anyway).
+_GIVE_BACK_STREAM_FRAMES = 32
+_GIVE_BACK_CONNECTION_FRAMES = 256
+
+#: Frames given back that are remembered as evidence (L{_GiveBacks}).
+_GIVE_BACK_EVIDENCE = 8
+
+
+class _GiveBacks:
+    """
+    How an HTTP/2 client gives back one flow-control window (a stream's,
+    or the connection's): whether it answers every DATA frame sent on it
+    with a C{WINDOW_UPDATE} of exactly that frame's size, in the order
+    sent; and so whether it is sure to give back some of what it has not
+    yet.
+
+    An update when nothing is outstanding opens the window further and
+    says nothing; any other update (several frames at once, half a
+    window, a few bytes) makes the client one that does not give back
+    every frame, for good.  A client that gives back once a size or a
+    share of its window has come in can look like one that gives back
+    every frame while each frame is that large: a frame outstanding is
+    only counted on to come back if the client gave back alone one no
+    larger, sent with at least as much of the window left after it.
+
+    @ivar perFrame: whether every update so far gave back the oldest frame
+        outstanding, and at least one did.
+    """
+
+    __slots__ = ("_limit", "_outstanding", "_evidence", "perFrame", "_mixed", "_sure")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        #: The frames sent and not given back, oldest first: (size, the
+        #: window left after it).
+        self._outstanding: deque[tuple[int, int]] = deque()
+        #: Frames given back alone, (size, window left after it), none
+        #: smaller with as much left as another.
+        self._evidence: list[tuple[int, int]] = []
+        self.perFrame = False
+        self._mixed = False
+        #: What L{sure} found, until a frame is sent or given back.
+        self._sure: bool | None = None
+
+    def sent(self, size: int, left: int) -> None:
+        """
+        A DATA frame of C{size} bytes went out, leaving C{left} bytes of
+        the window.
+        """
+        if self._mixed:
+            return
+        if len(self._outstanding) >= self._limit:
+            self._giveUp()
+            return
+        self._outstanding.append((size, left))
+        self._sure = None
+
+    def updated(self, increment: int) -> None:
+        """
+        The client gave back C{increment} bytes of the window.
+        """
+        if self._mixed or not self._outstanding:
+            return
+        sent = self._outstanding[0]
+        if increment != sent[0]:
+            self._giveUp()
+            return
+        self._outstanding.popleft()
+        self.perFrame = True
+        self._sure = None
+        evidence = self._evidence
+        if any(size <= sent[0] and left >= sent[1] for size, left in evidence):
+            return
+        evidence[:] = [e for e in evidence if not (sent[0] <= e[0] and sent[1] >= e[1])]
+        if len(evidence) < _GIVE_BACK_EVIDENCE:
+            evidence.append(sent)
+
+    def _giveUp(self) -> None:
+        self._mixed = True
+        self.perFrame = False
+        self._outstanding.clear()
+        self._evidence.clear()
+
+    def sure(self) -> bool:
+        """
+        Whether the client, giving back every frame, is sure to give back
+        some of the window: a frame outstanding is like one it gave back
+        alone (no smaller, sent with no more of the window left).
+        """
+        if not self.perFrame:
+            return False
+        if self._sure is None:
+            evidence = self._evidence
+            self._sure = any(
+                size <= sentSize and left >= sentLeft
+                for sentSize, sentLeft in self._outstanding
+                for size, left in evidence
+            )
+        return self._sure
+
+
 class _OutputQueue(deque):  # type: ignore[type-arg]
     """
     One HTTP/2 stream's output waiting to be sent (the sending loop takes
@@ -1495,7 +1599,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
 
     A stream whose flow-control window is empty is parked: Twisted's
     sending loop sees it no more until a C{WINDOW_UPDATE} or C{SETTINGS}
-    frame opens the window (see L{_FlowAwarePriority}).
+    frame opens the window (see L{_FlowAwarePriority}).  So is one whose
+    window would cut a DATA frame under L{H2_CONTROL_FRAME_BYTES} while a
+    client that gives back every frame is sure to give back more (see
+    L{_waitForGiveBack}), until its window or the connection's changes;
+    and a file's chunk ends in no such frame (L{holdTails}).
 
     A request head has the deadline it has over HTTP/1 (C{headerTimeout}):
     from the first byte of a head (the connection preface, a frame header,
@@ -1587,6 +1695,19 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._dataCredit = 0.0
         #: Streams blocked because their flow-control window is empty.
         self._parked: set[int] = set()
+        #: Streams whose next DATA frame waits for the client to give back
+        #: more of a window (see L{_waitForGiveBack}); woken only when one
+        #: of their windows changes.
+        self._shortWindows: set[int] = set()
+        #: How the client gives back each stream's window, and the
+        #: connection's.
+        self._streamGiveBacks: dict[int, _GiveBacks] = {}
+        self._connectionGiveBacks = _GiveBacks(_GIVE_BACK_CONNECTION_FRAMES)
+        #: Streams whose producer writes more as soon as what it wrote is
+        #: sent (L{holdTails}), and those of them whose queue is down to a
+        #: tail that waits for it.
+        self._readsAhead: set[int] = set()
+        self._tails: set[int] = set()
         self.priority = _FlowAwarePriority(self.priority, self)
         #: Deferreds waiting for a stream's queue to be sent, by stream.
         self._sentWaiters: dict[int, list[Deferred[None]]] = {}
@@ -1817,7 +1938,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         """
         if not frame.window_increment:
             return [], [_Malformed(frame.stream_id, 0, _ZERO_INCREMENT, reset=h2.errors.ErrorCodes.PROTOCOL_ERROR)]
-        return self._receiveWindowUpdateFrame(frame)  # type: ignore[no-any-return]
+        result = self._receiveWindowUpdateFrame(frame)
+        giveBacks = self._streamGiveBacks.get(frame.stream_id) if frame.stream_id else self._connectionGiveBacks
+        if giveBacks is not None:
+            giveBacks.updated(frame.window_increment)
+        return result  # type: ignore[no-any-return]
 
     def _settingsFrame(self, frame: Any) -> tuple[list, list]:
         """
@@ -2164,16 +2289,30 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def whenSent(self, streamID: int) -> Deferred[None]:
         """
         Wait until the connection has sent everything stream C{streamID}
-        has queued (or the stream is gone).
+        has queued (or the stream is gone), but for a tail held for what
+        the stream writes next (L{holdTails}).
 
         @return: a L{Deferred} that fires with L{None} then.
         """
         sent: Deferred[None] = Deferred()
-        if self._outboundStreamQueues.get(streamID):
+        if self._outboundStreamQueues.get(streamID) and streamID not in self._tails:
             self._sentWaiters.setdefault(streamID, []).append(sent)
         else:
             sent.callback(None)
         return sent
+
+    def holdTails(self, streamID: int) -> None:
+        """
+        Say that stream C{streamID}'s producer writes more as soon as what
+        it wrote is sent (L{whenSent}): then what is left of what it
+        wrote, once under L{H2_CONTROL_FRAME_BYTES} and less than the
+        window takes, waits for what it writes next, and goes with it,
+        rather than in a frame of its own (until the stream ends).  A file
+        read in chunks ended each in a sliver, sent alone and given back
+        alone, and the windows a client gave back every frame were cut
+        into smaller and smaller frames.
+        """
+        self._readsAhead.add(streamID)
 
     def _fireSent(self, streamID: int) -> None:
         for sent in self._sentWaiters.pop(streamID, ()):
@@ -2209,8 +2348,25 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self._sendingDeferred.addCallback(self._sendPrioritisedData)
                 break
             queue = queues[streamID]
+            self._shortWindows.discard(streamID)
+            self._tails.discard(streamID)
             if not queue:  # unblocked with nothing queued
                 self.priority.block(streamID)
+                continue
+            size = min(conn.max_outbound_frame_size, conn.local_flow_control_window(streamID))
+            if size < H2_CONTROL_FRAME_BYTES and queue.size > size and self._waitForGiveBack(streamID):
+                self.priority.block(streamID)
+                self._shortWindows.add(streamID)
+                continue
+            if (
+                0 < queue.size < min(size, H2_CONTROL_FRAME_BYTES)
+                and streamID in self._readsAhead
+                and queue[-1] is not _END_STREAM_SENTINEL
+            ):
+                # A tail, which waits for what the producer writes next.
+                self.priority.block(streamID)
+                self._tails.add(streamID)
+                self._fireSent(streamID)
                 continue
             chunk = queue.popleft()
             if chunk is _END_STREAM_SENTINEL:
@@ -2221,7 +2377,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 sent += 1
                 self._requestDone(streamID)
                 continue
-            size = min(conn.max_outbound_frame_size, conn.local_flow_control_window(streamID))
+            if len(chunk) < size and queue and queue[0] is not _END_STREAM_SENTINEL:
+                chunk = self._joinChunks(queue, chunk, size)
             if len(chunk) > size:
                 queue.appendleft(chunk[size:])
                 chunk = chunk[:size]
@@ -2229,6 +2386,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 conn.send_data(streamID, chunk)
                 sent += len(chunk)
                 earning += min(len(chunk), H2_CONTROL_FRAME_BYTES)
+                self._sentData(streamID, len(chunk))
             if not queue:
                 self.priority.block(streamID)
             if self.remainingOutboundWindow(streamID) <= 0:
@@ -2249,6 +2407,66 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self._fireSent(streamID)
         if self._held:
             self._releaseHeld()
+
+    def _sentData(self, streamID: int, size: int) -> None:
+        """
+        Note a DATA frame of C{size} bytes sent on stream C{streamID}, for
+        L{_waitForGiveBack}.
+        """
+        conn = self.conn
+        giveBacks = self._streamGiveBacks.get(streamID)
+        if giveBacks is None:
+            giveBacks = self._streamGiveBacks[streamID] = _GiveBacks(_GIVE_BACK_STREAM_FRAMES)
+        giveBacks.sent(size, conn.streams[streamID].outbound_flow_control_window)
+        self._connectionGiveBacks.sent(size, conn.outbound_flow_control_window)
+
+    def _waitForGiveBack(self, streamID: int) -> bool:
+        """
+        Whether stream C{streamID}, whose window (its own or the
+        connection's) would cut what it has queued into a DATA frame under
+        L{H2_CONTROL_FRAME_BYTES}, is to wait for the client to give back
+        more: only when the client gives back every frame on both windows
+        (L{_GiveBacks}), and is sure to give back more of each window
+        that is that small.  Otherwise the frame goes, however small.
+
+        A client that gives back every frame pays two control frames for
+        each, and a frame that small earns less than that: the windows it
+        gave back were cut into smaller and smaller frames (streams sharing
+        the connection's window, a window cutting a file's chunk), and it
+        was cut off as a flood.
+        """
+        stream = self._streamGiveBacks.get(streamID)
+        connection = self._connectionGiveBacks
+        if stream is None or not (stream.perFrame and connection.perFrame):
+            return False
+        conn = self.conn
+        least = H2_CONTROL_FRAME_BYTES
+        if conn.streams[streamID].outbound_flow_control_window < least and not stream.sure():
+            return False
+        return conn.outbound_flow_control_window >= least or connection.sure()
+
+    @staticmethod
+    def _joinChunks(queue: _OutputQueue, chunk: Any, size: int) -> bytes:
+        """
+        C{chunk}, taken off C{queue}, with what follows it in the queue up
+        to C{size} bytes in all (the end of the stream not passed): one
+        frame where the window allows it.  Each chunk was sent in frames
+        of its own, so a window cutting a chunk left a sliver of it for a
+        frame alone, and a window given back a frame at a time was cut
+        into ever smaller frames.
+        """
+        parts = [chunk]
+        length = len(chunk)
+        while length < size and queue and queue[0] is not _END_STREAM_SENTINEL:
+            part = queue.popleft()
+            room = size - length
+            if len(part) > room:
+                part = memoryview(part)
+                queue.appendleft(part[room:])
+                part = part[:room]
+            parts.append(part)
+            length += len(part)
+        return b"".join(parts)
 
     def writeDataToStream(self, streamID: int, data: bytes) -> None:
         """
@@ -2306,6 +2524,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
     def _handleWindowUpdate(self, event: Any) -> None:
         if event.stream_id:
             H2Connection._handleWindowUpdate(self, event)
+            if event.stream_id in self._shortWindows:
+                self._wake([event.stream_id])
         else:
             # The connection's window grew: every stream's may be open.
             # (Twisted's loop over the streams broke when a producer it
@@ -2408,8 +2628,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             stream = self.streams.get(streamID)
             if stream is None:
                 self._parked.discard(streamID)
+                self._shortWindows.discard(streamID)
             elif self._sendable(streamID):
                 self._parked.discard(streamID)
+                self._shortWindows.discard(streamID)
                 if self._outboundStreamQueues.get(streamID):
                     self.priority.unblock(streamID)
                     woken = True
@@ -2636,6 +2858,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._received.pop(streamID, None)
         self._bodySince.pop(streamID, None)
         self._parked.discard(streamID)
+        self._shortWindows.discard(streamID)
+        self._streamGiveBacks.pop(streamID, None)
+        self._readsAhead.discard(streamID)
+        self._tails.discard(streamID)
         if streamID in self._held:
             del self._held[streamID]
             self._logRefusal(self.streams.get(streamID), _CLIENT_CLOSED, 0, [])

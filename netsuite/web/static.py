@@ -1828,6 +1828,10 @@ class _FileProducer:
         self._folder._filesByHost[host] = self._folder._filesByHost.get(host, 0) + 1
         if self._h2 is not None:
             self._folder._h2Files[self._h2] = self._folder._h2Files.get(self._h2, 0) + 1
+            holdTails = getattr(self._h2, "holdTails", None)
+            if holdTails is not None:
+                # Each chunk's last sliver waits for the next chunk.
+                holdTails(self._streamID)
         try:
             request.notifyFinish().addBoth(self._requestDone)
             request.registerProducer(self, True)
@@ -2007,11 +2011,14 @@ class _FileProducer:
                 return False
             # Wait until it is sent: a frame a turn, or not at all while
             # the client keeps the flow-control window shut (then the stall
-            # timeout resets the stream).
-            self._waitingForTransport = True
-            self._watchStall()
-            whenSent(self._streamID).addCallback(self._transportResumed)
-            return False
+            # timeout resets the stream).  Sent already when all that is
+            # left is a tail waiting for the next chunk (holdTails).
+            sent = whenSent(self._streamID)
+            if not sent.called:
+                self._waitingForTransport = True
+                self._watchStall()
+                sent.addCallback(self._transportResumed)
+                return False
         return True
 
     def _transportResumed(self, result: object) -> object:
