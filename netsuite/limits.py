@@ -146,15 +146,24 @@ class BucketTable(Generic[K]):
     The least recently used bucket is forgotten first, so memory stays bounded
     however many peers (or spoofed addresses) appear; pair it with a global
     bucket so that forgetting cannot be used to get around the limit.
+
+    With C{keepUntilFull}, a bucket is forgotten only once it has refilled:
+    while the least recently used one has not, a key not seen has an empty
+    bucket (nothing to take), and no place is made for it.  Pushing a key
+    out by taking from many others then never gives it a fresh burst (one
+    address whose bucket was spent got a full one back by sending from
+    4,096 others), at the cost of refusing new keys while C{maxKeys} were
+    all used within the time a bucket takes to refill.
     """
 
     def __init__(
-        self, rate: float, burst: float, clock: IReactorTime, maxKeys: int = 4096
+        self, rate: float, burst: float, clock: IReactorTime, maxKeys: int = 4096, *, keepUntilFull: bool = False
     ) -> None:
         self.rate = rate
         self.burst = burst
         self._clock = clock
         self._maxKeys = maxKeys
+        self._keepUntilFull = keepUntilFull
         self._buckets: OrderedDict[K, TokenBucket] = OrderedDict()
 
     def __len__(self) -> int:
@@ -166,15 +175,32 @@ class BucketTable(Generic[K]):
         seen), taking none.
         """
         bucket = self._buckets.get(key)
-        return self.burst if bucket is None else bucket._refill()
+        if bucket is not None:
+            return bucket._refill()
+        return 0.0 if self._blocking() is not None else self.burst
 
     def delay(self, key: K, amount: float = 1.0) -> float:
         """
         Seconds until C{key}'s bucket holds C{amount} tokens (0 if it does
-        now, or for a key not seen), taking none.
+        now, or for a key not seen while there is room for it), taking
+        none.
         """
         bucket = self._buckets.get(key)
-        return 0.0 if bucket is None else bucket.delay(amount)
+        if bucket is not None:
+            return bucket.delay(amount)
+        blocking = self._blocking()
+        return 0.0 if blocking is None else blocking.delay(blocking.burst)
+
+    def _blocking(self) -> Optional[TokenBucket]:
+        """
+        With C{keepUntilFull}, the bucket that keeps a new key out (the
+        least recently used, not yet refilled, in a full table); else
+        L{None}.
+        """
+        if not self._keepUntilFull or len(self._buckets) < self._maxKeys:
+            return None
+        oldest = next(iter(self._buckets.values()))
+        return None if oldest.isFull() else oldest
 
     def take(self, key: K, amount: float = 1.0) -> bool:
         """
@@ -182,6 +208,8 @@ class BucketTable(Generic[K]):
         """
         bucket = self._buckets.get(key)
         if bucket is None:
+            if self._blocking() is not None:
+                return False
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self._clock)
             if len(self._buckets) > self._maxKeys:
                 self._buckets.popitem(last=False)

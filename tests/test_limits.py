@@ -192,6 +192,29 @@ class BucketTableTests(SynchronousTestCase):
         self.assertTrue(table.take(1))  # forgotten, so full again
 
 
+    def test_keepUntilFull(self) -> None:
+        """
+        With C{keepUntilFull}, a bucket is forgotten only once it has
+        refilled: while the least recently used one has not, a key not
+        seen gets nothing (no fresh burst for a key pushed out by many
+        others) and no place, until it has.
+        """
+        clock = Clock()
+        table: BucketTable[str] = BucketTable(1, 2, clock, maxKeys=2, keepUntilFull=True)
+        self.assertTrue(table.take("a", 2))
+        self.assertTrue(table.take("b"))
+        self.assertEqual((table.available("c"), table.delay("c")), (0.0, 2.0))
+        self.assertFalse(table.take("c"))
+        self.assertEqual(len(table), 2)
+        self.assertEqual(table.available("a"), 0.0)  # kept
+        clock.advance(2)
+        self.assertEqual(table.available("c"), 2.0)
+        self.assertTrue(table.take("c"))  # "a" had refilled: forgotten
+        self.assertEqual(len(table), 2)
+        self.assertTrue(table.take("a", 2))  # so had "b"
+        self.assertEqual(len(table), 2)
+        self.assertFalse(table.take("b"))  # "c" has not
+
     def test_delay(self) -> None:
         """
         C{delay} tells how long until a key's bucket holds a token again
