@@ -9,6 +9,7 @@ itself.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,12 +19,13 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urljoin
 
 import treq
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor, threads
+from twisted.internet.defer import Deferred
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
@@ -47,6 +49,7 @@ from netsuite.download.service import (
     MAX_PENDING,
     MAX_SKIP_WARNINGS,
     SAVE_PAUSE,
+    DownloadResource,
     DownloadService,
 )
 from netsuite.download.values import MAX_URL
@@ -56,6 +59,7 @@ from netsuite.status import SimpleStatus
 from netsuite import tap as tapModule
 from netsuite.tap import ConfigError, Options, makeService
 from netsuite.web import api as apiModule
+from netsuite.web.api import APIError
 from netsuite.web.site import makeHTTPService
 from tests.helpers import recvUntil
 from tests.test_twistd import TWISTD, Running, spawn
@@ -2504,6 +2508,90 @@ class SaveTests(SynchronousTestCase):
         self.assertEqual(service.get("102")["state"], "queued")
         clock.advance(10)
         self.assertEqual(len(writes), 5)
+
+    def heldWrites(self) -> list[Callable[[], None]]:
+        """
+        Make each write of the job list from now on wait until the test
+        ends it: as each starts, what ends it (writing) is listed.
+        """
+        held: list[Callable[[], None]] = []
+        write = serviceModule._writeJobList
+
+        def hold(*args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            held.append(lambda: d.callback(write(*args)))
+            return d
+
+        self.patch(serviceModule, "_writeJobList", hold)
+        return held
+
+    def test_deleteAnsweredByAWriteStartedAfterIt(self) -> None:
+        """
+        A C{DELETE} that comes while a write of the job list is under way
+        is answered once the next write, which has the job deleted, ends:
+        not by the one under way, which was started before it (a crash then
+        left the job listed).
+        """
+        service, clock, writes = self.startService()
+        job = service.add("http://example.com/gone")
+        clock.advance(0)
+        self.assertEqual(service.get(job["id"])["state"], "failed")
+        held = self.heldWrites()
+        service.add("http://example.com/other")
+        clock.advance(0)
+        self.assertEqual(len(held), 1)  # under way
+        deleting = DownloadResource(service, job["id"]).json_DELETE(DummyRequest([b""]))
+        held.pop()()
+        self.assertIn(job["id"], [saved["id"] for saved in json.loads(service.jobsFile.read_text())["jobs"]])
+        self.assertNoResult(deleting)
+        clock.advance(SAVE_PAUSE)
+        self.assertEqual(len(held), 1)  # the next write, with the job deleted
+        self.assertNoResult(deleting)
+        held.pop()()
+        self.assertEqual(self.successResultOf(deleting)["id"], job["id"])
+        self.assertNotIn(job["id"], [saved["id"] for saved in json.loads(service.jobsFile.read_text())["jobs"]])
+
+    def test_deleteWhenStoppedIs503(self) -> None:
+        """
+        A C{DELETE} that comes once the service stopped (the HTTP
+        listener's keep-alive connections live on for the stop's grace)
+        gets C{503} at once, and the job stays as it was, as a C{POST} then
+        gets C{503}: the job list is not written again, and the C{DELETE}
+        was held 30 s, then answered C{202}, the job still listed as queued.
+        """
+        service, clock, writes = self.startService()
+        job = service.add("http://example.com/kept")
+        clock.advance(0)
+        self.successResultOf(service.stopService())
+        written = len(writes)
+        with self.assertRaises(APIError) as raised:
+            DownloadResource(service, job["id"]).json_DELETE(DummyRequest([b""]))
+        self.assertEqual((raised.exception.code, raised.exception.message), (503, "the download service is not running"))
+        self.assertEqual(service.get(job["id"])["state"], "failed")
+        clock.advance(60)
+        self.assertEqual(len(writes), written)
+
+    def test_deleteWaitingWhenTheLastWriteFailsIs503(self) -> None:
+        """
+        A C{DELETE} still waiting for its write when the service stops,
+        and the stop's last write fails (a full disk), gets C{503}: no
+        other write comes (it waited for one, and got C{202} 30 s later).
+        """
+        service, clock, writes = self.startService()
+        job = service.add("http://example.com/gone")
+        clock.advance(0)
+
+        def full(path: Path, data: bytes, mode: int = 0o666, sync: bool = False) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(serviceModule, "writeAtomically", full)
+        deleting = DownloadResource(service, job["id"]).json_DELETE(DummyRequest([b""]))
+        clock.advance(0)  # (its write fails, and is tried again later)
+        self.assertNoResult(deleting)
+        self.successResultOf(service.stopService())
+        failure = self.failureResultOf(deleting, APIError)
+        self.assertEqual(failure.value.code, 503)
+        self.assertIn("stopped before the job list could be written", failure.value.message)
 
     def test_longestJobFitsItsShare(self) -> None:
         """

@@ -314,7 +314,19 @@ class DownloadService(Service):
         downloader, self.downloader = self.downloader, None
         d = downloader.stop()
         d.addCallback(lambda _: self._save())  # after any write under way
+        d.addCallback(self._notSaved)
         return d
+
+    def _notSaved(self, _: object = None) -> None:
+        """
+        The service stopped and its last write of the job list failed: no
+        other comes, so those waiting for one (L{whenSaved}) get a 503
+        (they waited for a write that never came, and got a 202 30 s
+        later, the job back at the next start).
+        """
+        waiters, self._savedWaiters = self._savedWaiters, []
+        for waiter in waiters:
+            waiter.errback(APIError(503, "the download service stopped before the job list could be written"))
 
     # -- jobs -----------------------------------------------------------------
 
@@ -524,7 +536,13 @@ class DownloadService(Service):
         Cancel job C{jobId} (deleting its partial file) or, when it is
         finished, forget it (its file stays).  Returns the job as it ends,
         or L{None} when there is no such job.
+
+        @raise APIError: 503 when the service is not running, or stopping
+            (the job list is not written again: the job would come back at
+            the next start, and the answer waited for that write).
         """
+        if self.downloader is None:
+            raise APIError(503, "the download service is not running")
         if jobId in self._accepted:
             # Still being written as queued: it is never started, and the
             # next write has it cancelled, or forgets it once it was.
@@ -1126,7 +1144,7 @@ class DownloadResource(_Guarded):
     """
     C{/api/downloads/ID}: C{GET} shows the job, C{DELETE} cancels or
     forgets it (200 once the job list says so on the disk; 202 when that
-    takes over L{SAVE_TIMEOUT}).
+    takes over L{SAVE_TIMEOUT}; 503 once the service stops).
     """
 
     def __init__(self, service: DownloadService, jobId: str) -> None:
