@@ -2182,6 +2182,33 @@ class TapOptionTests(SynchronousTestCase):
             "is netsuite's default data directory",
         )
 
+    def test_dataDirectoryThroughALinkRefused(self) -> None:
+        """
+        A data directory given through a link, with the download directory
+        given as the real path (or inside it), is refused as well: both are
+        compared with their links followed.
+        """
+        real = Path(self.mktemp()).resolve()
+        real.mkdir(parents=True)
+        link = real.parent / "data-link"
+        os.symlink(real, link)
+        common = ["--no-echo", "--no-chat", "--no-daytime", "--no-proxy", "--data-dir", str(link)]
+        self.assertRefused([*common, "--download-dir", str(real)], "is the data directory")
+        self.assertRefused([*common, "--download-dir", str(real / "tls")], "is inside the data directory")
+        self.parse(*common, "--download-dir", str(real / "downloads"))
+
+    def test_refusedBeforeTheDataDirectoryIsMade(self) -> None:
+        """
+        A download directory refused for lying in the data directory is
+        refused before the data directory, or its lock file, is made.
+        """
+        data = Path(self.mktemp()).resolve() / "data"
+        common = ["--no-echo", "--no-chat", "--no-daytime", "--no-proxy", "--data-dir", str(data)]
+        self.assertRefused([*common, "--download-dir", str(data / "tls")], "is inside the data directory")
+        self.assertFalse(data.exists())
+        self.assertRefused([*common, "--download-dir", str(data)], "is the data directory")
+        self.assertFalse(data.exists())
+
     def test_noDownloadsHasNoService(self) -> None:
         root = makeService(
             self.parse("--no-downloads", "--no-echo", "--no-chat", "--no-daytime", "--no-proxy"), MemoryReactorClock()
