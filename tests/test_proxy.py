@@ -2203,6 +2203,33 @@ class FlowControlTests(ProxyTestCase):
         self.assertEqual(len(proxy.factory.pool), 1)
         self.assertEqual(origin.transport.producerState, "producing")
 
+    def test_idleAfterAnswerEndedPausedGetsNo408(self) -> None:
+        """
+        An answer that ends while the client's buffer is full, then taken:
+        the connection is idle until the client's next byte, and closed
+        quietly at the idle timeout.  Resuming started a head for no bytes,
+        and an unasked 408 went out one head timeout later, to be read as
+        the answer to the next request (seen on the TLS port).
+        """
+        proxy = self.proxy(settings=ProxySettings(headerTimeout=5, idleTimeout=60))
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        client.channel.pauseProducing()
+        origin.send(b"lo worl")
+        client.channel.resumeProducing()
+        self.assertEqual(client.response().body, b"hello worl")
+        answered = client.received()
+        proxy.clock.advance(30)
+        self.assertEqual(client.received(), answered)
+        self.assertFalse(client.closed)
+        client.send(GET)
+        origin.request()
+        origin.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(client.received().count(b"HTTP/1.1 200 OK"), 2)
+        proxy.clock.advance(60)
+        self.assertTrue(client.closed)
+        self.assertNotIn(b"408", client.received())
+        self.assertNotIn("header_timeouts", proxy.factory.stats.counters)
+
     def test_slowOriginPausesUpload(self) -> None:
         """
         While the origin's transport is full, the client's upload is not

@@ -7,6 +7,8 @@ pipelining, slowloris resistance, the access log and HTTP/2 over TLS.
 from __future__ import annotations
 
 import errno
+import gzip
+import http.client
 import io
 import json
 import os
@@ -17,7 +19,7 @@ import socket
 import ssl
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
 import trustme
@@ -159,6 +161,65 @@ class LimitTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(1)
         self.assertTrue(transport.disconnecting)
+
+    def test_idleAfterPausedAnswerGetsNo408(self) -> None:
+        """
+        A request answered while the client's buffer was full (the channel
+        paused at its end), then taken: the connection is idle, not in a
+        head, until the client's next byte.  Resuming ran the head deadline
+        for zero bytes, and an unasked 408 went out one head timeout later,
+        to be read as the answer to the next request.
+        """
+        protocol, transport = self.connect()
+        protocol._channel.pauseProducing()  # the client's buffer is full
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        protocol._channel.resumeProducing()  # and the client took it
+        answered = transport.value()
+        self.assertEqual(statuses(transport), [b"200"])
+        self.clock.advance(10)
+        self.assertEqual(transport.value(), answered)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200", b"200"])
+        self.clock.advance(30)  # idle: closed quietly
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(statuses(transport), [b"200", b"200"])
+        self.assertNotIn("header_timeouts", self.site.stats.counters)
+
+    def test_pipelinedHeldWhilePausedGetsNo408(self) -> None:
+        """
+        Requests pipelined behind one still being answered, which ends
+        while the client's buffer is full, are held unread; their head
+        deadline runs from when they are read, not while the server holds
+        them (a complete request got a 408 when the client took over the
+        head timeout to read the answer before it).
+        """
+        hanging = Hanging()
+        clock, site, connect = inMemory(Limits(headerTimeout=10), api={b"hang": hanging})
+        self.addCleanup(site.stopFactory)
+        protocol, transport = connect()
+        protocol.dataReceived(b"GET /api/hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /healthz HTTP/1.1\r\n")
+        clock.advance(0)
+        protocol._channel.pauseProducing()  # the client's buffer is full
+        [request] = hanging.requests
+        request.setHeader(b"content-length", b"2")
+        request.write(b"ok")
+        request.finish()
+        clock.advance(0)
+        self.assertTrue(protocol._channel.paused)
+        clock.advance(20)
+        self.assertEqual(statuses(transport), [b"200"])
+        protocol._channel.resumeProducing()  # and the client took it
+        clock.advance(0)
+        self.assertEqual(statuses(transport), [b"200", b"200", b"200"])
+        # The unfinished head is timed from then.
+        clock.advance(9)
+        self.assertEqual(statuses(transport), [b"200", b"200", b"200"])
+        clock.advance(1)
+        self.assertEqual(statuses(transport), [b"200", b"200", b"200", b"408"])
 
     def test_requestLineTooLong(self) -> None:
         protocol, transport = self.connect()
@@ -1716,6 +1777,50 @@ class SocketTests(TestCase):
         with open(os.path.join(folder, "big.bin"), "wb") as f:
             f.write(data)
         return folder, data
+
+    async def test_idleAfterLargeAnswerGetsNo408(self) -> None:
+        """
+        Over real sockets, a keep-alive connection left idle for longer
+        than the head timeout after a large answer has its next request
+        answered: over TLS, and over plain TCP with gzip made here (sent by
+        reads, not C{sendfile}).  An unasked 408 went out one head timeout
+        after the answer, and was read as the answer to the next request.
+        """
+        folder, data = self.bigFolder()
+        text = os.urandom(1_500_000).hex().encode()  # 3 MB; its gzip about 1.6 MB
+        with open(os.path.join(folder, "big.txt"), "wb") as f:
+            f.write(text)
+        limits = Limits(headerTimeout=0.3)
+        for tls in (True, False):
+            if tls:
+                port, service, cadata = await self.startTLS(root=folder, limits=limits)
+                path, headers, expected = "/big.bin", {}, data
+            else:
+                port, service, status = await self.startHTTP(root=folder, limits=limits)
+                path, headers, expected = "/big.txt", {"Accept-Encoding": "gzip"}, text
+
+            def exchange() -> tuple[bytes, int, bytes]:
+                with ExitStack() as stack:
+                    if tls:
+                        sock = stack.enter_context(tlsClient(port, cadata))
+                    else:
+                        sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+                    connection = http.client.HTTPConnection("127.0.0.1", port)
+                    connection.sock = sock
+                    connection.request("GET", path, headers=headers)
+                    response = connection.getresponse()
+                    body = response.read()
+                    if response.getheader("Content-Encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    time.sleep(1)  # over three head timeouts
+                    connection.request("GET", "/healthz")
+                    second = connection.getresponse()
+                    return body, second.status, second.read()
+
+            body, status, answer = await threads.deferToThread(exchange)
+            self.assertEqual(body, expected)
+            self.assertEqual((status, answer), (200, b"ok\n"), tls)
+            self.assertNotIn("header_timeouts", service.stats.counters)
 
     async def test_halfCloseGetsEveryAnswer(self) -> None:
         """

@@ -345,7 +345,12 @@ class NetsuiteHTTPChannel(HTTPChannel):
             # reads on until the peer's close_notify, and Twisted would go
             # on parsing, and running, requests.
             return
-        if self._state == "idle":
+        if self._state == "idle" and data and not self.paused:
+            # A head begins with its first byte read.  Not for the empty
+            # call of resumeProducing (an idle connection got a 408 one
+            # head timeout after a large answer), nor for bytes held while
+            # paused: lineReceived and _checkLineEnds start it when they
+            # are parsed.
             self._startHead()
         if self._reading:  # re-entered: a pipelined request
             HTTPChannel.dataReceived(self, data)
