@@ -400,3 +400,108 @@ class ClosingWatch:
         if self._aborted is not None:
             self._aborted()
         self._transport.abortConnection()
+
+
+class SendStall:
+    """
+    nginx's C{send_timeout} for output that waits for a peer: while
+    watched (L{watch} to L{stop}), C{stalled} is called once the peer has
+    taken none of it for C{timeout} seconds.  What is left to send
+    (C{left}, L{unsentBytes} of a transport: what the system and the
+    transport hold) is looked at L{LOOKS} times a timeout; any shrinking is
+    progress, and the timeout runs again from it, so the end comes at most
+    a tenth late.  Timing how long a producer stayed paused instead cut off
+    clients that read slowly but steadily: over TLS a file's producer is
+    resumed only once all of the transport's buffer (about 320 KiB) is
+    taken, and that took a client reading 3 KB/s over a minute.
+
+    L{stop} only notes that the watch is over (a producer that pauses and
+    resumes for every buffer it fills costs no timer work); L{cancel}
+    removes the pending look.
+
+    @param took: called when a look finds the peer took something, if
+        given.
+    """
+
+    LOOKS = 10
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        timeout: float,
+        left: Callable[[], int],
+        stalled: Callable[[], object],
+        took: Callable[[], object] | None = None,
+    ) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._measure = left
+        self._stalled = stalled
+        self._took = took
+        self._watching = False
+        #: When the peer was last seen taking something (or the watch began).
+        self._since = 0.0
+        #: What was left at the last look of this watch.
+        self._left: int | None = None
+        #: The next look, while one is pending.
+        self.call: IDelayedCall | None = None
+
+    @property
+    def watching(self) -> bool:
+        """
+        Whether output is being watched.
+        """
+        return self._watching
+
+    def watch(self) -> None:
+        """
+        Output waits for the peer: the timeout runs from now, unless the
+        watch is on already.
+        """
+        if self._watching:
+            return
+        self._watching = True
+        self._since = self._clock.seconds()
+        self._left = None
+        if self.call is None:
+            self.call = self._clock.callLater(self.timeout / self.LOOKS, self._look)
+
+    def progressed(self) -> None:
+        """
+        The peer took something (known otherwise): the timeout runs again
+        from now.
+        """
+        self._since = self._clock.seconds()
+
+    def stop(self) -> None:
+        """
+        Nothing waits for the peer any more.
+        """
+        self._watching = False
+
+    def cancel(self) -> None:
+        """
+        Stop for good: no look is left pending.
+        """
+        self._watching = False
+        cancelIfActive(self.call)
+        self.call = None
+
+    def _look(self) -> None:
+        self.call = None
+        if not self._watching:
+            return
+        now = self._clock.seconds()
+        left = self._measure()
+        if self._left is not None and left < self._left:
+            self._since = now
+            if self._took is not None:
+                self._took()
+        self._left = left
+        remaining = self._since + self.timeout - now
+        if remaining > 0:
+            if self._watching and self.call is None:
+                self.call = self._clock.callLater(min(remaining, self.timeout / self.LOOKS), self._look)
+            return
+        self._watching = False
+        self._stalled()

@@ -51,7 +51,16 @@ from zope.interface import implementer
 
 from netsuite.accesslog import LogKeptThroughGrace, openAccessLog
 from netsuite.chunked import ChunkedDecoder, MalformedChunkedBody
-from netsuite.limits import ClosingWatch, IdleTimeout, cancelIfActive, decimal, hostKey, peerReset, unsentBytes
+from netsuite.limits import (
+    ClosingWatch,
+    IdleTimeout,
+    SendStall,
+    cancelIfActive,
+    decimal,
+    hostKey,
+    peerReset,
+    unsentBytes,
+)
 from netsuite.listen import ConnectionBudget, FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.proxyauth import Authenticator
 from netsuite.proxyrules import ProxyRules, Refusal, hostNameProblem
@@ -2215,10 +2224,8 @@ class ProxyChannel(NetsuiteHTTPChannel):
     _following: Any = None
     #: Whether a refusal may be answered (L{ProxyRequest.endHere}).
     _answerRefusal = True
-    #: When the client last stopped taking its answer (its transport's
-    #: buffer filled), while it still does not.
-    _stalledSince: Optional[float] = None
-    _sendTimer: Any = None
+    #: Times a client whose transport's buffer is full (see pauseProducing).
+    _sendStall: Optional[SendStall] = None
     _resetTimer: Any = None
 
     def __init__(self, factory: "ProxyFactory") -> None:
@@ -2347,22 +2354,26 @@ class ProxyChannel(NetsuiteHTTPChannel):
             following.pauseReading()
         if self._tunnel is None:  # a tunnel has its own idle timeout
             # nginx's send_timeout: a client taking nothing of its answer
-            # for the idle timeout is cut off.  One timer, checked when it
-            # fires: none set and cancelled for every full buffer.
-            self._stalledSince = self.factory.clock.seconds()
-            if self._sendTimer is None:
-                self._sendTimer = self.callLater(self.factory.settings.idleTimeout, self._checkStall)
+            # for the idle timeout is cut off; one taking some, however
+            # slowly, is not (timing the pause alone cut off a client
+            # reading 3 KB/s over TLS).
+            if self._sendStall is None:
+                self._sendStall = SendStall(
+                    self.factory.clock,
+                    self.factory.settings.idleTimeout,
+                    lambda: unsentBytes(self.transport),
+                    self._stalled,
+                )
+            self._sendStall.watch()
 
-    def _checkStall(self) -> None:
-        self._sendTimer = None
-        since = self._stalledSince
-        if since is None or self._tunnel is not None:
+    def _stalled(self) -> None:
+        """
+        The client took nothing of its answer for the idle timeout: cut
+        off.
+        """
+        if self._tunnel is not None:
             return
         seconds = self.factory.settings.idleTimeout
-        left = since + seconds - self.factory.clock.seconds()
-        if left > 0:
-            self._sendTimer = self.callLater(left, self._checkStall)
-            return
         self.factory.stats.count("client_timeouts")
         self.factory.log_.info(
             "client {client} took nothing of its answer for {seconds:g} seconds: closed",
@@ -2374,9 +2385,9 @@ class ProxyChannel(NetsuiteHTTPChannel):
         self.transport.abortConnection()
 
     def loseConnection(self) -> None:
-        # No longer the transport's producer: the stall timer would see no
-        # more progress; the closing timer takes over.
-        self._stalledSince = None
+        # No longer the transport's producer: the closing timer takes over.
+        if self._sendStall is not None:
+            self._sendStall.stop()
         NetsuiteHTTPChannel.loseConnection(self)
 
     # Tunnels.
@@ -2458,7 +2469,8 @@ class ProxyChannel(NetsuiteHTTPChannel):
         return True
 
     def resumeProducing(self) -> None:
-        self._stalledSince = None
+        if self._sendStall is not None:
+            self._sendStall.stop()
         NetsuiteHTTPChannel.resumeProducing(self)
         following = self._following
         if following is not None:
@@ -2466,10 +2478,10 @@ class ProxyChannel(NetsuiteHTTPChannel):
 
     def connectionLost(self, reason: Failure) -> None:
         self._following = None
-        self._stalledSince = None
-        cancelIfActive(self._sendTimer)
+        if self._sendStall is not None:
+            self._sendStall.cancel()
         cancelIfActive(self._resetTimer)
-        self._sendTimer = self._resetTimer = None
+        self._resetTimer = None
         try:
             NetsuiteHTTPChannel.connectionLost(self, reason)
         finally:

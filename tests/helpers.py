@@ -10,7 +10,7 @@ import socket
 import time
 from typing import Any, Callable
 
-from twisted.internet import defer, reactor
+from twisted.internet import abstract, defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
@@ -192,6 +192,29 @@ class RecordingProducer:
 
     def stopProducing(self) -> None:
         self.calls.append("stop")
+
+
+class TakingTransport(StringTransport, abstract.FileDescriptor):
+    """
+    A L{StringTransport} that L{netsuite.limits.unsentBytes} measures as a
+    socket's transport: what was written and the peer has not taken yet
+    (L{take}), held in the transport.
+    """
+
+    @property
+    def _tempDataLen(self) -> int:  # type: ignore[override]
+        # What heldBytes counts.
+        return len(self.io.getvalue())
+
+    def take(self, size: int) -> bytes:
+        """
+        The peer takes the first C{size} bytes waiting.  Its producer is not
+        resumed: a socket's transport resumes it once all is sent.
+        """
+        data = self.io.getvalue()
+        self.clear()
+        self.io.write(data[size:])
+        return data[:size]
 
 
 def hostAddress() -> str:

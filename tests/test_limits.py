@@ -16,6 +16,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from netsuite.limits import (
     BucketTable,
     IdleTimeout,
+    SendStall,
     TokenBucket,
     cancelIfActive,
     decimal,
@@ -293,6 +294,92 @@ class IdleTimeoutTests(SynchronousTestCase):
         clock.advance(5)
         self.assertEqual(fired, [])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class SendStallTests(SynchronousTestCase):
+    """
+    L{SendStall}: nginx's C{send_timeout}, from the last output the peer
+    took.
+    """
+
+    def stall(self, timeout: float = 60) -> tuple[Clock, list[int], list[float], SendStall]:
+        clock = Clock()
+        left = [100_000]
+        stalled: list[float] = []
+        watch = SendStall(clock, timeout, lambda: left[0], lambda: stalled.append(clock.seconds()))
+        return clock, left, stalled, watch
+
+    def test_peerTakingNothingStalls(self) -> None:
+        """
+        Output the peer takes none of ends the watch at the timeout, no
+        sooner, and leaves nothing to run.
+        """
+        clock, left, stalled, watch = self.stall()
+        watch.watch()
+        clock.advance(59.9)
+        self.assertEqual(stalled, [])
+        clock.advance(0.1)
+        self.assertEqual(stalled, [60])
+        self.assertFalse(watch.watching)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_slowSteadyPeerDoesNotStall(self) -> None:
+        """
+        A peer that takes some of its output now and then, however little,
+        is never timed out (timing the wait cut it off at the timeout);
+        once it stops, the timeout runs from the last look that saw it
+        take something, so it ends at most a tenth late.
+        """
+        clock, left, stalled, watch = self.stall()
+        watch.watch()
+        for _ in range(300):  # 50 bytes a second for five minutes
+            clock.advance(1)
+            left[0] -= 50
+        self.assertEqual(stalled, [])
+        clock.pump([1] * 59)
+        self.assertEqual(stalled, [])
+        clock.pump([1] * 7)
+        self.assertEqual(stalled, [366])
+
+    def test_tookCalledOnProgress(self) -> None:
+        """
+        C{took} is called at each look that finds the peer took something.
+        """
+        clock = Clock()
+        left = [1000]
+        took: list[float] = []
+        watch = SendStall(clock, 10, lambda: left[0], lambda: None, lambda: took.append(clock.seconds()))
+        watch.watch()
+        clock.advance(1)  # the first look
+        left[0] -= 1
+        clock.advance(1)
+        clock.advance(1)
+        self.assertEqual(took, [2])
+
+    def test_stopAndWatchAgain(self) -> None:
+        """
+        A watch stopped and begun again times out from its new beginning;
+        a stopped one never fires; L{SendStall.progressed} restarts the
+        timeout; L{SendStall.cancel} leaves nothing to run.
+        """
+        clock, left, stalled, watch = self.stall()
+        watch.watch()
+        clock.advance(50)
+        watch.stop()
+        clock.advance(100)
+        self.assertEqual(stalled, [])
+        watch.watch()
+        clock.advance(30)
+        watch.progressed()
+        clock.advance(59)
+        self.assertEqual(stalled, [])
+        clock.advance(1)
+        self.assertEqual(stalled, [240])
+        watch.watch()
+        watch.cancel()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(100)
+        self.assertEqual(stalled, [240])
 
 
 class StatsTests(SynchronousTestCase):

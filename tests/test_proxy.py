@@ -56,6 +56,7 @@ from netsuite.proxy import (
 )
 from netsuite.proxyauth import CHECK_PATIENCE, MAX_WAITING_CHECKS, Authenticator, _parseLine, hashPassword
 from netsuite.proxyrules import ProxyRules, parseNetworks
+from tests.helpers import TakingTransport
 
 _ports = itertools.count(40000)
 
@@ -266,12 +267,12 @@ class Client:
     A client connection to the proxy, in memory.
     """
 
-    def __init__(self, proxy: "Proxy", host: str) -> None:
+    def __init__(self, proxy: "Proxy", host: str, transport: type[StringTransport] = StringTransport) -> None:
         self.clock = proxy.clock
         kind = IPv6Address if ":" in host else IPv4Address
         self.address = kind("TCP", host, next(_ports))
         self.channel = proxy.factory.buildProtocol(self.address)
-        self.transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 3128), peerAddress=self.address)
+        self.transport = transport(hostAddress=IPv4Address("TCP", "127.0.0.1", 3128), peerAddress=self.address)
         self.channel.makeConnection(self.transport)
 
     def send(self, data: bytes) -> None:
@@ -395,8 +396,8 @@ class Proxy:
         """
         return [(host, port) for host, port, factory, timeout, bind in self.clock.tcpClients]
 
-    def client(self, host: str = "127.0.0.1") -> Client:
-        return Client(self, host)
+    def client(self, host: str = "127.0.0.1", transport: type[StringTransport] = StringTransport) -> Client:
+        return Client(self, host, transport)
 
     def accept(self, index: int = -1) -> Origin:
         """
@@ -2189,6 +2190,26 @@ class FlowControlTests(ProxyTestCase):
         self.assertEqual((counters["client_timeouts"], counters.get("upstream_failures")), (1, None))
         messages = [formatEvent(e) for e in events if e.get("log_format") != "{line}"]
         self.assertIn("client 127.0.0.1 took nothing of its answer for 60 seconds: closed", messages)
+
+    def test_clientTakingSlowlyIsNotCutOff(self) -> None:
+        """
+        A client that takes its answer slowly but steadily, its transport's
+        buffer full all along, is not cut off: it was, as one that took
+        nothing, once its buffer had stayed full for the idle timeout.
+        Once it takes nothing, it is, an idle timeout later.
+        """
+        proxy = self.proxy(settings=ProxySettings(readTimeout=20, idleTimeout=60))
+        client = proxy.client(transport=TakingTransport)
+        client, origin = proxy.exchange(
+            GET, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000, client
+        )
+        client.channel.pauseProducing()  # its buffer is full
+        for _ in range(200):  # 100 bytes a second
+            proxy.clock.advance(1)
+            client.transport.take(100)
+        self.assertFalse(client.transport.disconnected)
+        self.assertAbortedBetween(proxy, client, 260, 267)
+        self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
 
     def test_originPausedAtTheEndOfItsAnswerIsReadAgain(self) -> None:
         """

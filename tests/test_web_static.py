@@ -51,7 +51,7 @@ from netsuite.web.static import (
     parseRange,
     prefersJSON,
 )
-from tests.helpers import Collector, waitUntil
+from tests.helpers import Collector, TakingTransport, waitUntil
 from tests.tlshelpers import trustRootOf, twistedTLSClient, writeLeaf
 
 NOT_FOUND_PAGE = b"<!DOCTYPE html><html><body><h1>No such page</h1></body></html>"
@@ -137,6 +137,13 @@ class SocketLikeTransport(StringTransport):
             if self.producer is not None:  # not unregistered by a close meanwhile
                 self.producer.resumeProducing()
         return data
+
+
+class TakingSocketTransport(SocketLikeTransport, TakingTransport):
+    """
+    A L{SocketLikeTransport} whose peer may take part of what waits
+    (L{TakingTransport.take}) without its producer being resumed.
+    """
 
 
 class NotFound(Resource):
@@ -1460,7 +1467,7 @@ class LargeFileTests(ServerMixin, TestCase):
         client.transport.write(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         await waitUntil(lambda: len(self.folder._producers) == 1)
         (producer,) = self.folder._producers
-        await waitUntil(lambda: producer._stallTimer is not None)
+        await waitUntil(lambda: producer._stall.watching)
         self.clock.advance(self.folder.stallTimeout - 1)
         self.assertEqual(self.folder._producers, {producer})
         self.assertEqual(openFilesFor(self.big), 1)
@@ -1806,6 +1813,44 @@ class InMemoryStreamingTests(SynchronousTestCase):
         response = Response(b"".join(received))
         self.assertEqual(response.header(b"content-encoding"), b"gzip")
         self.assertEqual(gzip.decompress(response.body), text)
+
+
+    def test_slowSteadyReaderNotCutOff(self) -> None:
+        """
+        A client taking a file slowly but steadily, so that its
+        transport's buffer never empties and the file stays paused for
+        minutes, is not cut off: it was, as one that "took nothing", at the
+        stall timeout (a 20 MB file read at 3 KB/s over TLS, where a file
+        pauses with 320 KiB waiting, ended after 127 s).  Once it takes
+        nothing, it is, a stall timeout later.
+        """
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+        with open(os.path.join(root, "big.bin"), "wb") as f:
+            f.write(patterned(1024 * 1024))
+        clock = ReactorLikeClock()
+        folder = StaticFolder(root, notFound=NotFound(), clock=clock)
+        channel = Site(folder, reactor=clock).buildProtocol(None)
+        transport = TakingSocketTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(0)
+        (producer,) = folder._producers
+        self.assertTrue(producer._paused)
+        self.assertGreater(len(transport.value()), CHUNK_SIZE)
+        for _ in range(200):  # 1 KB a second, for over three stall timeouts
+            clock.advance(1)
+            transport.take(1000)
+        self.assertTrue(producer._paused, "the test's client took it all")
+        self.assertEqual(folder._producers, {producer})
+        self.assertFalse(transport.disconnected)
+        for _ in range(int(folder.stallTimeout) - 1):
+            clock.advance(1)
+        self.assertEqual(folder._producers, {producer})
+        for _ in range(int(folder.stallTimeout / 10) + 1):
+            clock.advance(1)
+        self.assertEqual(folder._producers, set())
+        self.assertTrue(transport.disconnected)
 
 
 class _PullingRequest:

@@ -23,6 +23,7 @@ from tests.test_web_static import (
     NotFound,
     ReactorLikeClock,
     SocketLikeTransport,
+    TakingSocketTransport,
     openFilesFor,
     patterned,
 )
@@ -53,10 +54,14 @@ class H2Harness:
     @ivar bodies: The data each stream has received.
     """
 
-    def __init__(self, folder: StaticFolder, clock: ReactorLikeClock, server: Any = None) -> None:
+    def __init__(
+        self, folder: StaticFolder, clock: ReactorLikeClock, server: Any = None, transport: Any = None
+    ) -> None:
         """
         @param server: the server's connection, made and given its site;
             by default Twisted's own C{H2Connection} serving C{folder}.
+        @param transport: the server's transport; by default a
+            L{SocketLikeTransport}.
         """
         self.clock = clock
         if server is None:
@@ -65,7 +70,7 @@ class H2Harness:
             server.site = site
             server.requestFactory = site.requestFactory
         self.server = server
-        self.transport = SocketLikeTransport()
+        self.transport = transport if transport is not None else SocketLikeTransport()
         self.server.makeConnection(self.transport)
         # As Twisted's HTTP/1-or-2 protocol does once h2 is negotiated.
         self.transport.registerProducer(self.server, True)
@@ -516,7 +521,7 @@ class HTTP2Tests(SynchronousTestCase):
         peer.turns(10)
         self.assertLessEqual(self.bytesRead, 2 * CHUNK_SIZE)
         producer = self.producer()
-        self.assertIsNotNone(producer._stallTimer)
+        self.assertTrue(producer._stall.watching)
         self.clock.advance(self.folder.stallTimeout - 1)
         self.assertEqual(self.folder._producers, {producer})
         self.clock.advance(2)
@@ -614,11 +619,14 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
     Twisted's sending loop took the stream again and again).
     """
 
-    def makePeer(self, accessLog: Optional[str] = None, idleTimeout: Optional[float] = None) -> None:
+    def makePeer(
+        self, accessLog: Optional[str] = None, idleTimeout: Optional[float] = None, transport: Any = None
+    ) -> None:
         """
         @param idleTimeout: the site's idle timeout, which the connection
             then has (as the site's connections have); by default it has
             none.
+        @param transport: the server's transport (see L{H2Harness}).
         """
         status = SimpleStatus(StatsRegistry())
         site = makeSite(
@@ -637,7 +645,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         server.requestFactory = site.requestFactory
         if idleTimeout is not None:
             server.timeOut = site.limits.idleTimeout
-        self.peer = H2Harness(self.folder, self.clock, server)
+        self.peer = H2Harness(self.folder, self.clock, server, transport)
 
     def assertIdle(self) -> None:
         """
@@ -769,6 +777,40 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn('"GET /big.bin HTTP/2" 200 65535 ', lines[0])
         self.assertEqual(peer.server.site.stats.snapshot()["requests"], 1)
+
+    def test_slowSteadyReaderKeepsItsFileAndConnection(self) -> None:
+        """
+        A client with large windows taking a file slowly but steadily, the
+        connection's transport full all along (so that nothing is sent,
+        and over TLS nothing read), keeps its stream and its connection:
+        what it takes counts, for the file's stall timeout and for the
+        connection's idle timeout.  Both cut it before (a 16 MiB window
+        read at 3 KB/s over TLS got a GOAWAY after 126 s).  Once it takes
+        nothing, its stream is reset and the connection times out.
+        """
+        self.makePeer(idleTimeout=60.0, transport=TakingSocketTransport())
+        peer = self.peer
+        peer.largestWindows()
+        peer.get(1, b"/big.bin")
+        peer.turns(10)
+        producer = self.producer()
+        self.assertTrue(producer._stall.watching)
+        self.assertIsNotNone(peer.server._consumerBlocked)
+        step = len(peer.transport.value()) // 400
+        for _ in range(200):  # three idle timeouts, half of what waits taken
+            self.clock.advance(1)
+            peer.client.receive_data(peer.transport.take(step))
+        self.assertIsNotNone(peer.server._consumerBlocked, "the test's client took it all")
+        self.assertEqual(self.folder._producers, {producer})
+        self.assertFalse(peer.transport.disconnecting)
+        for _ in range(59):
+            self.clock.advance(1)
+        self.assertEqual(self.folder._producers, {producer})
+        self.assertFalse(peer.transport.disconnecting)
+        for _ in range(7):
+            self.clock.advance(1)
+        self.assertEqual(self.folder._producers, set())
+        self.assertTrue(peer.transport.disconnecting)
 
     def _getWithGoAway(self, errorCode: int) -> None:
         """

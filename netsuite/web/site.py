@@ -81,7 +81,7 @@ H2_SERVED = H2Connection is not object
 
 from netsuite.accesslog import LogKeptThroughGrace, openAccessLog
 from netsuite.chunked import ChunkedDecoder
-from netsuite.limits import ClosingWatch, TokenBucket, decimal, unsentBytes
+from netsuite.limits import ClosingWatch, SendStall, TokenBucket, decimal, unsentBytes
 from netsuite.listen import FlushBatch, StreamListener, _reactor, plainSocketTransport, sendOrQueue
 from netsuite.stats import ServiceStats, StatsRegistry
 from netsuite.status import SimpleStatus, StatusSource
@@ -2243,6 +2243,8 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if call is not None and call.active():
                 call.cancel()
         self._headCall = self._bodyCall = None
+        if self._sendStall is not None:
+            self._sendStall.cancel()
         for streamID in list(self._bodySince):
             self._bodyCutShort(streamID)
         H2Connection.connectionLost(self, reason, _cancelTimeouts)
@@ -2795,11 +2797,32 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         """
         return self._queued >= _H2_QUEUE_LIMIT or self._bufferedControlFrameBytes >= _H2_CONTROL_HOLD
 
+    #: Watches the output while the transport is full (see L{pauseProducing}).
+    _sendStall: SendStall | None = None
+
+    def pauseProducing(self) -> None:
+        """
+        The transport is full: nothing is sent, and over TLS nothing read,
+        until it is all taken.  What the client takes meanwhile counts as
+        activity for the idle timeout, as the frames sent would: a client
+        reading a large answer slowly but steadily (3 KB/s, a 16 MiB
+        window) got the idle timeout's GOAWAY after two minutes.
+        """
+        H2Connection.pauseProducing(self)
+        if self.timeOut:
+            if self._sendStall is None:
+                self._sendStall = SendStall(
+                    self.site.reactor, self.timeOut, lambda: unsentBytes(self.transport), lambda: None, self.resetTimeout
+                )
+            self._sendStall.watch()
+
     def resumeProducing(self) -> None:
         """
         The transport takes more: Twisted sends the frames held meanwhile;
         then requests held for them (L{_H2_CONTROL_HOLD}) are processed.
         """
+        if self._sendStall is not None:
+            self._sendStall.stop()
         H2Connection.resumeProducing(self)
         if self._held and self._consumerBlocked is None:
             self._releaseHeld()

@@ -57,7 +57,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from netsuite.limits import hostKey
+from netsuite.limits import SendStall, hostKey, unsentBytes
 from netsuite.listen import plainSocketTransport
 from netsuite.web.pages import PAGE_HEADERS
 
@@ -1668,7 +1668,9 @@ class _PartsProducer:
     A client that takes nothing for the folder's C{stallTimeout} seconds is
     disconnected, or its HTTP/2 stream reset, as L{_FileProducer} does: a
     listing of 60,000 names to a client that stopped reading held its
-    connection, and its own copy of the listing, for good.
+    connection, and its own copy of the listing, for good.  Asking for the
+    next slice, or the transport's buffer shrinking, is progress (see
+    L{SendStall}).
     """
 
     log = Logger()
@@ -1682,7 +1684,9 @@ class _PartsProducer:
         self._folder = folder
         self._request: IRequest | None = request
         self._parts = parts
-        self._stallTimer: IDelayedCall | None = None
+        self._stall = SendStall(
+            folder._clock, folder.stallTimeout, lambda: _unsentOf(self._request), self._stalled
+        )
         #: What is left of the part being written.
         self._left = memoryview(b"")
 
@@ -1690,15 +1694,14 @@ class _PartsProducer:
         request = self._request
         assert request is not None
         request.notifyFinish().addBoth(lambda _: self._done())
-        self._stallTimer = self._folder._clock.callLater(self._folder.stallTimeout, self._stalled)
+        self._stall.watch()
         request.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
         request = self._request
         if request is None:
             return
-        if self._stallTimer is not None:
-            self._stallTimer.reset(self._folder.stallTimeout)
+        self._stall.progressed()
         if not self._left:
             part = next(self._parts, None)
             if part is None:
@@ -1720,13 +1723,9 @@ class _PartsProducer:
         self._request = None
         self._parts = iter(())
         self._left = memoryview(b"")
-        if self._stallTimer is not None:
-            if self._stallTimer.active():
-                self._stallTimer.cancel()
-            self._stallTimer = None
+        self._stall.cancel()
 
     def _stalled(self) -> None:
-        self._stallTimer = None
         request = self._request
         if request is None:
             return
@@ -1770,7 +1769,9 @@ class _FileProducer:
     A client that takes nothing for the folder's C{stallTimeout} seconds is
     disconnected, or its HTTP/2 stream reset (twisted.web does not time out
     a request being answered), so that it cannot hold the file and the
-    connection forever.  A body that cannot be sent whole (the file shrank)
+    connection forever.  What it takes while this producer waits counts
+    (L{SendStall}): timing the wait alone cut off a client reading slowly
+    but steadily (3 KB/s over TLS, a 20 MB file, after 127 s).  A body that cannot be sent whole (the file shrank)
     ends the same way, never as if it were complete.
     """
 
@@ -1797,7 +1798,7 @@ class _FileProducer:
         self._stats: object | None = None
         self._paused = False
         self._producing = False
-        self._stallTimer: IDelayedCall | None = None
+        self._stall = SendStall(folder._clock, folder.stallTimeout, self._unsent, self._stalled)
         self.done = False
         #: The client address it counts under, once started.
         self._host = ""
@@ -1893,14 +1894,29 @@ class _FileProducer:
         Time the client out while it takes nothing: while this producer is
         paused, or waits for a full HTTP/2 connection.
         """
-        stalled = (self._paused or self._waitingForTransport) and not self.done
-        if stalled and self._stallTimer is None:
-            self._stallTimer = self._folder._clock.callLater(
-                self._folder.stallTimeout, self._stalled
-            )
-        elif not stalled and self._stallTimer is not None:
-            self._stallTimer.cancel()
-            self._stallTimer = None
+        if (self._paused or self._waitingForTransport) and not self.done:
+            self._stall.watch()
+        else:
+            self._stall.stop()
+
+    def _unsent(self) -> int:
+        """
+        What waits for the client, whose shrinking is progress: over
+        HTTP/1, what its transport and the system hold; over HTTP/2, this
+        stream's queue, and while the connection's transport is full, what
+        that holds too (the client takes the connection's data in turn,
+        but another stream's data being taken says nothing of a stream
+        whose window it keeps shut).
+        """
+        connection = self._h2
+        if connection is None:
+            return _unsentOf(self._request)
+        queue = connection._outboundStreamQueues.get(self._streamID)
+        size = getattr(queue, "size", None)
+        queued = size if isinstance(size, int) else len(queue or ())
+        if connection._consumerBlocked is not None:
+            queued += unsentBytes(getattr(connection, "transport", None))
+        return queued
 
     def _produce(self) -> None:
         request = self._request
@@ -2040,7 +2056,6 @@ class _FileProducer:
         _abortRequest(self._request)
 
     def _stalled(self) -> None:
-        self._stallTimer = None
         self.log.info(
             "client took nothing of {path!r} for {seconds} seconds: disconnecting",
             path=self._request.path,
@@ -2060,9 +2075,7 @@ class _FileProducer:
         took nothing, when the stall timeout ends it).
         """
         self.done = True
-        if self._stallTimer is not None:
-            self._stallTimer.cancel()
-            self._stallTimer = None
+        self._stall.cancel()
         if self._next is not None:
             if self._next.active():
                 self._next.cancel()
@@ -2109,6 +2122,15 @@ def _h2StreamGone(connection: Any, request: Any) -> bool:
         return False
     state = streams.get(getattr(request.channel, "streamID", None))
     return state is None or bool(state.closed)
+
+
+def _unsentOf(request: Any) -> int:
+    """
+    What the transport of C{request}'s channel and the system hold for the
+    client (L{unsentBytes}); 0 where there is no such transport (an HTTP/2
+    stream has none of its own).
+    """
+    return unsentBytes(getattr(getattr(request, "channel", None), "transport", None))
 
 
 def _h2Connection(channel: object) -> Any:
