@@ -1771,8 +1771,9 @@ class _FileProducer:
     a request being answered), so that it cannot hold the file and the
     connection forever.  What it takes while this producer waits counts
     (L{SendStall}): timing the wait alone cut off a client reading slowly
-    but steadily (3 KB/s over TLS, a 20 MB file, after 127 s).  A body that cannot be sent whole (the file shrank)
-    ends the same way, never as if it were complete.
+    but steadily (3 KB/s over TLS, a 20 MB file, after 127 s).  A body
+    that cannot be sent whole (the file shrank) ends the same way, never
+    as if it were complete.
     """
 
     log = Logger()
