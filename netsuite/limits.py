@@ -171,8 +171,8 @@ class BucketTable(Generic[K]):
 
     def available(self, key: K) -> float:
         """
-        The tokens in C{key}'s bucket now (a full bucket for a key not
-        seen), taking none.
+        The tokens in C{key}'s bucket now (for a key not seen, a full
+        bucket, or none while C{keepUntilFull} keeps it out), taking none.
         """
         bucket = self._buckets.get(key)
         if bucket is not None:

@@ -192,7 +192,6 @@ class BucketTableTests(SynchronousTestCase):
         self.assertFalse(table.take(0))  # still remembered, still empty
         self.assertTrue(table.take(1))  # forgotten, so full again
 
-
     def test_keepUntilFull(self) -> None:
         """
         With C{keepUntilFull}, a bucket is forgotten only once it has
