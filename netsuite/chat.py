@@ -677,7 +677,14 @@ class ChatProtocol(Protocol):
         waited for it (see L{ChatFactory.waitForAddress}).
         """
         self._waitingForAddress = False
-        if self._queue and self._queueCall is None and not self._closed:
+        self._serveQueueIfIdle()
+
+    def _serveQueueIfIdle(self) -> None:
+        """
+        Serve the lines waiting their turn, unless a call or the address's
+        turn is to serve them (L{_serveQueue} set them).
+        """
+        if self._queue and self._queueCall is None and not self._waitingForAddress and not self._closed:
             self._serveQueue()
 
     def _cancelQueue(self) -> None:
@@ -1042,8 +1049,7 @@ class ChatProtocol(Protocol):
         Handle the client's lines that wait (see L{dataReceived}), and read
         on, once what they waited for is sent.
         """
-        if self._queue and self._queueCall is None and not self._waitingForAddress and not self._closed:
-            self._serveQueue()
+        self._serveQueueIfIdle()
         if self._held and not self._paused and not self._closed and not self._answering:
             self._held = False
             self.transport.resumeProducing()
