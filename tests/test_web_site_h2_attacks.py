@@ -1740,6 +1740,41 @@ class GiveBackTests(SynchronousTestCase):
                         if exchange.goaway is None:
                             self.assertEqual(whole, files, case)
 
+    def test_windowsCutByTheConnection(self) -> None:
+        """
+        Stream windows of 16,384 or 32,768 bytes given back frame by frame,
+        two to five files at once: the connection's window (65,535 bytes,
+        one less than four stream windows) cut a stream's frame to 16,383
+        bytes, leaving its window a byte, and the client got
+        C{ENHANCE_YOUR_CALM} after 128 frames alternating 16,383 bytes and
+        one.  Now such a frame leaves its stream a window of 256 bytes.
+        """
+        for window in (16384, 32768):
+            for files in (2, 3, 4, 5):
+                case = f"{window}, {files} files"
+                whole, exchange, frames = self.download(files, window, "frame", "frame", None)
+                self.assertIsNone(exchange.goaway, case)
+                self.assertEqual(whole, files, case)
+
+    def test_randomWindows(self) -> None:
+        """
+        Windows of 2,000 bytes to 300,000 at random (seeded), one to eight
+        files, given back frame by frame: never cut off.  The connection's
+        window shared by the streams cut theirs into pieces of about 280
+        bytes, more than a stream remembered outstanding (32): it was taken
+        for a client that does not give back every frame, sent frames of
+        15 bytes, and cut off (a window of 12,712 bytes with 8 files, about
+        one download in 150).
+        """
+        rng = random.Random(9511)
+        cases = [(12712, 8)] + [(int(2000 * 150 ** rng.random()), rng.choice([2, 3, 5, 8])) for _ in range(12)]
+        for window, files in cases:
+            for grouping in (None, rng):
+                case = f"{window}, {files} files, random: {bool(grouping)}"
+                whole, exchange, frames = self.download(files, window, "frame", "frame", grouping)
+                self.assertIsNone(exchange.goaway, case)
+                self.assertEqual(whole, files, case)
+
     def test_smallWindowFileInNoSmallFrames(self) -> None:
         """
         A file sent in windows of 300, 511 or 1,000 bytes given back frame

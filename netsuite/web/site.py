@@ -1444,8 +1444,10 @@ def _declaredLength(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
 #: DATA frames sent and not yet given back that are remembered for one
 #: stream's flow-control window (L{_GiveBacks}), and for the connection's:
 #: past that the client is taken for one that does not give back every
-#: frame (windows this large are not cut into small frames anyway).
-_GIVE_BACK_STREAM_FRAMES = 32
+#: frame.  The streams sharing the connection's window cut theirs into
+#: frames of a few hundred bytes: 32 a stream were too few for a window
+#: of 12,712 bytes and 8 streams.  (About 30 KB a stream at most.)
+_GIVE_BACK_STREAM_FRAMES = 256
 _GIVE_BACK_CONNECTION_FRAMES = 256
 
 #: Frames given back that are remembered as evidence (L{_GiveBacks}).
@@ -2375,6 +2377,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self._tails.add(streamID)
                 self._fireSent(streamID)
                 continue
+            if queue.size > size:
+                window = conn.streams[streamID].outbound_flow_control_window
+                if size < window < size + H2_CONTROL_FRAME_BYTES and window >= 2 * H2_CONTROL_FRAME_BYTES:
+                    # Cut by the connection's window (or the frame size),
+                    # the frame would leave its stream's window a sliver,
+                    # a frame as small next: it leaves the stream a frame
+                    # worth its give-back instead.
+                    size = window - H2_CONTROL_FRAME_BYTES
             chunk = queue.popleft()
             if chunk is _END_STREAM_SENTINEL:
                 conn.end_stream(streamID)
