@@ -1828,17 +1828,43 @@ class GiveBackTests(SynchronousTestCase):
         exchange.send(unknown[:1])  # a byte, then the rest
         exchange.send(unknown[1:])
         self.assertEqual(looked, [])
-        # The connection's give-back: each stream is looked at once, and
-        # waits on.
+        # The connection's give-back: a stream waiting on its own window is
+        # not looked at (each was, and waited on: 120 to 159 us a read of
+        # an update with 10 such streams).
         client.increment_flow_control_window(1000)
         exchange.pump()
-        self.assertEqual(sorted(set(looked)), streamIDs)
+        self.assertEqual(looked, [])
         self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [2000] * 10)
         # A stream's: that stream is sent its window.
         client.increment_flow_control_window(1000, streamIDs[0])
         exchange.pump()
         self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [3100] + [2000] * 9)
         self.assertFalse(exchange.transport.disconnecting)
+
+    def test_connectionGivenBackOtherwiseWakesEveryStream(self) -> None:
+        """
+        A give-back of the connection's window that is not of the frame
+        outstanding (the client does not give back every frame after all)
+        sends the frames waiting on their streams' windows at once, not
+        at the streams' next give-backs.
+        """
+        exchange = Exchange(Limits(), api={b"big": Big(100_000)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        client = exchange.client
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        exchange.pump()
+        streamIDs = [exchange.get("/api/big") for _ in range(3)]
+        for streamID in streamIDs:
+            client.increment_flow_control_window(1000, streamID)
+            client.increment_flow_control_window(1000)
+        exchange.pump()
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1100})
+        exchange.pump()
+        self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [2000] * 3)
+        client.increment_flow_control_window(7)
+        exchange.pump()
+        self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [2100] * 3)
 
 
 class Unique(Resource):

@@ -1703,9 +1703,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         #: Streams blocked because their flow-control window is empty.
         self._parked: set[int] = set()
         #: Streams whose next DATA frame waits for the client to give back
-        #: more of a window (see L{_waitForGiveBack}); woken only when one
-        #: of their windows changes.
+        #: more of a window (see L{_waitForGiveBack}): of their own
+        #: (woken only when it changes), or of the connection's only (woken
+        #: when the connection's changes).
         self._shortWindows: set[int] = set()
+        self._shortConnection: set[int] = set()
         #: How the client gives back each stream's window, and the
         #: connection's.
         self._streamGiveBacks: dict[int, _GiveBacks] = {}
@@ -2358,6 +2360,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 break
             queue = queues[streamID]
             self._shortWindows.discard(streamID)
+            self._shortConnection.discard(streamID)
             self._tails.discard(streamID)
             if not queue:  # unblocked with nothing queued
                 self.priority.block(streamID)
@@ -2365,7 +2368,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             size = min(conn.max_outbound_frame_size, conn.local_flow_control_window(streamID))
             if size < H2_CONTROL_FRAME_BYTES and queue.size > size and self._waitForGiveBack(streamID):
                 self.priority.block(streamID)
-                self._shortWindows.add(streamID)
+                if conn.streams[streamID].outbound_flow_control_window < H2_CONTROL_FRAME_BYTES:
+                    self._shortWindows.add(streamID)
+                else:
+                    self._shortConnection.add(streamID)
                 continue
             if (
                 0 < queue.size < min(size, H2_CONTROL_FRAME_BYTES)
@@ -2544,10 +2550,14 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if event.stream_id in self._shortWindows:
                 self._wake([event.stream_id])
         else:
-            # The connection's window grew: every stream's may be open.
-            # (Twisted's loop over the streams broke when a producer it
-            # resumed ended its stream, a file that shrank.)
-            self._wake(list(self.streams))
+            # The connection's window grew: every stream's may be open,
+            # but for those waiting on their own window, looked at again
+            # for nothing, unless that update made the client one that does
+            # not give back every frame.  (Twisted's loop over the streams
+            # broke when a producer it resumed ended its stream, a file
+            # that shrank.)
+            short = self._shortWindows if self._connectionGiveBacks.perFrame else ()
+            self._wake([streamID for streamID in self.streams if streamID not in short])
 
     def refuseBody(self, streamID: int, status: int, message: str) -> None:
         """
@@ -2646,9 +2656,11 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if stream is None:
                 self._parked.discard(streamID)
                 self._shortWindows.discard(streamID)
+                self._shortConnection.discard(streamID)
             elif self._sendable(streamID):
                 self._parked.discard(streamID)
                 self._shortWindows.discard(streamID)
+                self._shortConnection.discard(streamID)
                 if self._outboundStreamQueues.get(streamID):
                     self.priority.unblock(streamID)
                     woken = True
@@ -2897,6 +2909,7 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._bodySince.pop(streamID, None)
         self._parked.discard(streamID)
         self._shortWindows.discard(streamID)
+        self._shortConnection.discard(streamID)
         self._streamGiveBacks.pop(streamID, None)
         self._readsAhead.discard(streamID)
         self._tails.discard(streamID)
