@@ -1841,6 +1841,106 @@ class GiveBackTests(SynchronousTestCase):
         self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [3100] + [2000] * 9)
         self.assertFalse(exchange.transport.disconnecting)
 
+    def bigExchange(self, window: int, files: int, size: int = 100_000) -> tuple[Exchange, list[int]]:
+        """
+        An exchange whose client has stream windows of C{window} bytes, and
+        the streams of C{files} requests for C{size} bytes each, sent their
+        first frames.
+        """
+        exchange = Exchange(Limits(), api={b"big": Big(size)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        exchange.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        exchange.pump()
+        return exchange, [exchange.get("/api/big") for _ in range(files)]
+
+    def test_lastBytesInASmallWindowGo(self) -> None:
+        """
+        The last bytes of an answer, with its end, go in a window under
+        L{H2_CONTROL_FRAME_BYTES} without waiting for a give-back, from a
+        client that gives back every frame: only a frame the window cuts
+        waits.
+        """
+        exchange, (streamID,) = self.bigExchange(1000, 1, 2050)
+        client = exchange.client
+        client.increment_flow_control_window(1000, streamID)
+        client.increment_flow_control_window(1000)
+        exchange.pump()
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 2000)
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1100})
+        exchange.pump()
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 2050)
+        self.assertTrue(exchange.answers[streamID]["ended"])
+
+    def test_frameCutFromAClientGivingBackAtAShareGoes(self) -> None:
+        """
+        A client that gives back a window once 90% of it came looks like
+        one that gives back every frame while each frame is the whole
+        window (500 bytes); a frame the connection's window cut to 300
+        leaves 200 of the stream's, which it does not give back: the
+        200-byte frame goes, not waits.
+        """
+        exchange, (streamID,) = self.bigExchange(500, 1)
+        client = exchange.client
+        channel = exchange.protocol._channel
+        for _ in range(2):
+            client.increment_flow_control_window(500, streamID)
+            client.increment_flow_control_window(500)
+            exchange.pump()
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 1500)
+        # Another stream takes all of the connection's window but 300.
+        other = exchange.get("/api/big")
+        client.increment_flow_control_window(channel.conn.outbound_flow_control_window - 300, other)
+        exchange.pump()
+        self.assertEqual(channel.conn.outbound_flow_control_window, 300)
+        client.increment_flow_control_window(500, streamID)
+        exchange.pump()
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 1800)
+        # The connection's oldest frame given back: 200 bytes of the
+        # stream's window left, and 300 received of it.
+        client.increment_flow_control_window(500)
+        exchange.pump()
+        self.assertEqual(len(exchange.answers[streamID]["body"]), 2000)
+        self.assertFalse(exchange.transport.disconnecting)
+
+    def test_connectionNotGivenBackEveryFrame(self) -> None:
+        """
+        A client that gives back the streams' windows every frame but the
+        connection's otherwise (several frames at once) is sent frames
+        under L{H2_CONTROL_FRAME_BYTES} at once.
+        """
+        exchange, streamIDs = self.bigExchange(1000, 3)
+        client = exchange.client
+        for streamID in streamIDs:
+            client.increment_flow_control_window(1000, streamID)
+        client.increment_flow_control_window(3000)
+        exchange.pump()
+        for streamID in streamIDs:
+            client.increment_flow_control_window(1000, streamID)
+        exchange.pump()
+        self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [3000] * 3)
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1100})
+        exchange.pump()
+        self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [3100] * 3)
+
+    def test_nothingKeptForStreamsEnded(self) -> None:
+        """
+        Once the streams ended, nothing is kept for them: how their
+        windows were given back, their producers, their tails, their
+        frames waiting.
+        """
+        whole, exchange, _ = self.download(5, 1000, "frame", "frame", None)
+        self.assertEqual(whole, 5)
+        channel = exchange.protocol._channel
+        kept = (
+            channel._streamGiveBacks,
+            channel._readsAhead,
+            channel._tails,
+            channel._shortWindows,
+            channel._shortConnection,
+        )
+        self.assertEqual(kept, ({}, set(), set(), set(), set()))
+
     def test_connectionGivenBackOtherwiseWakesEveryStream(self) -> None:
         """
         A give-back of the connection's window that is not of the frame
