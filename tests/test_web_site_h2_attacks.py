@@ -1937,9 +1937,8 @@ class GiveBackTests(SynchronousTestCase):
             channel._readsAhead,
             channel._tails,
             channel._shortWindows,
-            channel._shortConnection,
         )
-        self.assertEqual(kept, ({}, set(), set(), set(), set()))
+        self.assertEqual(kept, ({}, set(), set(), set()))
 
     def test_connectionGivenBackOtherwiseWakesEveryStream(self) -> None:
         """

@@ -1703,11 +1703,10 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         #: Streams blocked because their flow-control window is empty.
         self._parked: set[int] = set()
         #: Streams whose next DATA frame waits for the client to give back
-        #: more of a window (see L{_waitForGiveBack}): of their own
-        #: (woken only when it changes), or of the connection's only (woken
-        #: when the connection's changes).
+        #: more of their own window (see L{_waitForGiveBack}), woken only
+        #: when it changes; one waiting for the connection's is woken by
+        #: its update, as every stream is.
         self._shortWindows: set[int] = set()
-        self._shortConnection: set[int] = set()
         #: How the client gives back each stream's window, and the
         #: connection's.
         self._streamGiveBacks: dict[int, _GiveBacks] = {}
@@ -2360,7 +2359,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 break
             queue = queues[streamID]
             self._shortWindows.discard(streamID)
-            self._shortConnection.discard(streamID)
             self._tails.discard(streamID)
             if not queue:  # unblocked with nothing queued
                 self.priority.block(streamID)
@@ -2370,8 +2368,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
                 self.priority.block(streamID)
                 if conn.streams[streamID].outbound_flow_control_window < H2_CONTROL_FRAME_BYTES:
                     self._shortWindows.add(streamID)
-                else:
-                    self._shortConnection.add(streamID)
                 continue
             if (
                 0 < queue.size < min(size, H2_CONTROL_FRAME_BYTES)
@@ -2656,11 +2652,9 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
             if stream is None:
                 self._parked.discard(streamID)
                 self._shortWindows.discard(streamID)
-                self._shortConnection.discard(streamID)
             elif self._sendable(streamID):
                 self._parked.discard(streamID)
                 self._shortWindows.discard(streamID)
-                self._shortConnection.discard(streamID)
                 if self._outboundStreamQueues.get(streamID):
                     self.priority.unblock(streamID)
                     woken = True
@@ -2909,7 +2903,6 @@ class NetsuiteH2Connection(H2Connection):  # type: ignore[misc, valid-type]
         self._bodySince.pop(streamID, None)
         self._parked.discard(streamID)
         self._shortWindows.discard(streamID)
-        self._shortConnection.discard(streamID)
         self._streamGiveBacks.pop(streamID, None)
         self._readsAhead.discard(streamID)
         self._tails.discard(streamID)
