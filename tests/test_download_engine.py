@@ -4344,6 +4344,8 @@ class EventAndJobTests(EngineTestCase):
         # Three more for one of those origins, last in line: served last.
         busy = keys[8]
         waiting = [slots.acquire(busy) for _ in range(3)]
+        # One heap entry per origin waiting, none for the waiters behind.
+        self.assertEqual([len(heap) for heap in slots._heaps.values()], [count, 0])
         Key.operations = 0
         for key in keys:
             slots.release(key)
@@ -4353,6 +4355,45 @@ class EventAndJobTests(EngineTestCase):
         for _ in waiting:
             slots.release(busy)
         self.assertEqual((slots.used, slots._byHost, slots._queues), (0, {}, {}))
+
+    def test_slotsForgetWaitersCancelledWhileAllAreBusy(self) -> None:
+        """
+        Files queued and cancelled while every slot is busy (a job POSTed
+        and DELETEd while the queue waits) leave at most a bounded number
+        of heap entries behind, and a waiter cancelled at a full origin
+        none: 10,000 of them left 10,000 entries (200,000 took 27 MB, and
+        the next release 0.5 s, dropping them).  The order is kept.
+        """
+        slots = _Slots(total=8, perHost=4)
+        full = ("http", "full", 80)
+        busy = [("http", f"busy{n}", 80) for n in range(4)]
+        for key in [full] * 4 + busy:
+            self.successResultOf(slots.acquire(key))
+        heap = slots._heaps[id(slots._queues)]
+        bound = 100
+        most = 0
+        for n in range(10000):
+            d = slots.acquire(("http", f"host{n}", 80))
+            d.cancel()
+            self.failureResultOf(d, defer.CancelledError)
+            most = max(most, len(heap))
+        self.assertLessEqual(most, bound)
+        self.assertEqual(slots._listed[id(slots._queues)], {})
+        # Waiters for the full origin, cancelled from the front: each
+        # change of its first waiter pushes nothing (it has no room).
+        atFull = [slots.acquire(full) for _ in range(100)]
+        late = slots.acquire(("http", "late", 80))
+        before = len(heap)
+        for d in atFull[:-1]:
+            d.cancel()
+            self.failureResultOf(d, defer.CancelledError)
+            self.assertEqual(len(heap), before)
+        slots.release(busy[0])
+        self.successResultOf(late)
+        self.assertNoResult(atFull[-1])
+        slots.release(full)
+        self.successResultOf(atFull[-1])
+        self.assertLessEqual(len(heap), bound)
 
     def test_freeSlotNotHeldBehindAFullOrigin(self) -> None:
         """

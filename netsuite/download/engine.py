@@ -549,6 +549,7 @@ class _Slots:
     """
 
     _waking = False
+    _slack = 64
 
     def __init__(self, total: int, perHost: int) -> None:
         self.total = total
@@ -565,10 +566,13 @@ class _Slots:
         # For each of those, a heap of (number, tiebreak, origin): the first
         # waiter of every origin with room is in it.  Entries are checked
         # when they come to the top (an origin filled since, a waiter gone:
-        # passed over); _listed holds the number each origin was last
-        # pushed with, so an origin is not pushed twice for one waiter.
+        # passed over); _listed holds the entry each origin waiting was
+        # last pushed with, so an origin is not pushed twice for one
+        # waiter.  Entries left behind by waiters gone (cancelled while
+        # every slot is busy, when nothing comes to the top) are dropped
+        # once they outnumber the listed ones by _slack (L{_rebuild}).
         self._heaps: dict[int, list[tuple]] = {id(self._queues): [], id(self._moving): []}
-        self._listed: dict[int, dict[tuple, int]] = {id(self._queues): {}, id(self._moving): {}}
+        self._listed: dict[int, dict[tuple, tuple]] = {id(self._queues): {}, id(self._moving): {}}
         self._pushes = 0
         self._arrivals = 0
 
@@ -644,10 +648,28 @@ class _Slots:
             return
         number = queue[0][0]
         listed = self._listed[id(queues)]
-        if listed.get(key) != number:
-            listed[key] = number
+        entry = listed.get(key)
+        if entry is None or entry[0] != number:
             self._pushes += 1
-            heapq.heappush(self._heaps[id(queues)], (number, self._pushes, key))
+            entry = listed[key] = (number, self._pushes, key)
+            heap = self._heaps[id(queues)]
+            heapq.heappush(heap, entry)
+            if len(heap) > 2 * len(listed) + self._slack:
+                self._rebuild(queues)
+
+    def _rebuild(self, queues: dict[tuple, deque[list]]) -> None:
+        """
+        Make the heap of C{queues} anew from the entries listed for origins
+        with room, dropping those left behind: the cost is paid for by the
+        pushes that made them.  (An origin full now is listed again when
+        it has room, by L{_leave}.)
+        """
+        listed = self._listed[id(queues)]
+        for key in [key for key in listed if self._byHost.get(key, 0) >= self.perHost]:
+            del listed[key]
+        heap = self._heaps[id(queues)]
+        heap[:] = listed.values()
+        heapq.heapify(heap)
 
     def _first(self, queues: dict[tuple, deque[list]]) -> Optional[tuple]:
         """
@@ -656,12 +678,13 @@ class _Slots:
         """
         heap, listed = self._heaps[id(queues)], self._listed[id(queues)]
         while heap:
-            number, _, key = heap[0]
+            entry = heap[0]
+            number, _, key = entry
             queue = queues.get(key)
             if queue and queue[0][0] == number and self._byHost.get(key, 0) < self.perHost:
                 return key
             heapq.heappop(heap)
-            if listed.get(key) == number:
+            if listed.get(key) == entry:
                 del listed[key]
         return None
 
@@ -685,6 +708,8 @@ class _Slots:
             queue.popleft()
         if not queue:
             del queues[key]
+            # Its entry, if any, is left behind (see _rebuild).
+            self._listed[id(queues)].pop(key, None)
         else:
             self._list(queues, key)
 
