@@ -44,6 +44,7 @@ Paths (the query selects the misbehaviour; parameters combine):
         status=CODE     always answer CODE (e.g. 404) with a short body.
         fail=N          the first N requests to the path get failStatus
                         (default 500); with retryAfter=SECONDS a Retry-After.
+        failFrom=M      ... the N requests after the first M instead.
         busy=CODE       a request while another response of the origin is
                         in progress gets CODE (a server allowing one
                         connection at a time).
@@ -90,6 +91,8 @@ Paths (the query selects the misbehaviour; parameters combine):
                         the bytes the same.
         links=N         only the first N links work: later ones have
                         expired when made (the redirect no help).
+        lasting=N       links from the N-th on (counted from 0) never
+                        expire.
         change=1        the links after the first are to a changed file
                         (L{Origin.bump} once, as the second is made).
 """
@@ -720,7 +723,8 @@ class Origin:
             uses, made = self.links[link]
             most, life = _intArg(request, "uses"), _arg(request, "life")
             newer, working = _intArg(request, "newer"), _intArg(request, "links")
-            if (
+            lasting = _intArg(request, "lasting")
+            if (lasting is None or link < lasting) and (
                 (most is not None and uses >= most)
                 or (life is not None and self.reactor.seconds() > made + float(life))
                 or (newer is not None and len(self.links) - 1 - link >= newer)
@@ -735,7 +739,8 @@ class Origin:
         if busy is not None and self.active > 1:
             return self._short(request, record, busy, b"too many connections\n")
         fail = _intArg(request, "fail", 0) or 0
-        if earlier < fail:
+        failFrom = _intArg(request, "failFrom", 0) or 0
+        if failFrom <= earlier < failFrom + fail:
             retryAfter = _arg(request, "retryAfter")
             if retryAfter is not None:
                 request.setHeader(b"retry-after", retryAfter.encode("ascii"))

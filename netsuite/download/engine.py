@@ -1135,6 +1135,9 @@ class _Download:
         self._transferDone: Optional[Deferred] = None
         self._error: Optional[Failure] = None
         self._slotKey = origin(self.url)
+        # While one connection follows the redirects again for a link that
+        # expired (L{_nextLink}): the others waiting for the link it gets.
+        self._following: Optional[list[Deferred]] = None
         self._lastSave = 0.0
         self._noRanges = False
         #: The .part was found removed or replaced (said once), and the
@@ -1759,33 +1762,72 @@ class _Download:
                 headers[b"if-range"] = [validator.encode("latin-1")]
         # Once started, straight to where the redirects led; a link that
         # has expired since (pre-signed URLs and release assets live for
-        # minutes) is followed to again from the URL given, once.
+        # minutes) is followed to again from the URL given (_nextLink).
         url = self.state.finalUrl if self.started and self.state.finalUrl else self.url
-        while True:
-            response, finalUrl = await self._request(url, headers, slot)
-            try:
-                expected = self._accept(response, piece, askedFrom, ranged, finalUrl)
-            except HTTPStatusError as e:
-                _discard(response)
-                if url == self.url or e.retryable or not 400 <= e.status < 500:
+        tried = {url}
+        following = False
+        try:
+            while True:
+                response, finalUrl = await self._request(url, headers, slot)
+                try:
+                    expected = self._accept(response, piece, askedFrom, ranged, finalUrl)
+                except HTTPStatusError as e:
+                    _discard(response)
+                    if url == self.url or e.retryable or not 400 <= e.status < 500:
+                        raise
+                    url, following = await self._nextLink(tried)
+                    if url is None:
+                        raise
+                    tried.add(url)
+                    if following:
+                        log.info("{url}: {answer}; following the redirect again", url=self.displayUrl, answer=str(e))
+                    continue
+                except BaseException:
+                    _discard(response)
                     raise
-                log.info("{url}: {answer}; following the redirect again", url=self.displayUrl, answer=str(e))
-                url = self.url
-                continue
-            except BaseException:
-                _discard(response)
-                raise
-            break
-        if self.started and url == self.url:
-            # A new link: the connections that follow go to it.
-            self.state.finalUrl = finalUrl
-            self._slotKey = origin(finalUrl)
+                break
+            if following:
+                # A new link: the connections that follow go to it.
+                self.state.finalUrl = finalUrl
+                self._slotKey = origin(finalUrl)
+        finally:
+            if following:
+                waiting, self._following = self._following or [], None
+                for d in list(waiting):
+                    if not d.called:
+                        d.callback(None)
         if piece.validating:
             _discard(response)
             return
         reader = _BodyReader(self, piece, expected)
         response.deliverBody(reader)
         await reader.finished
+
+    async def _nextLink(self, tried: set[str]) -> tuple[Optional[str], bool]:
+        """
+        After a link of the file answered a 4xx: the URL to ask next (none
+        of C{tried}), and whether this connection is to follow the
+        redirects from the URL given again for the whole file.  A link
+        another connection got since comes first; while one follows the
+        redirects again, the others wait for the link it gets; a
+        connection follows them again at most once; L{None}: nothing left
+        to try.  (Each connection following them on its own asked for as
+        many new links, and a server that revokes a link when it makes a
+        new one revoked the links the others had just got.)
+        """
+        while True:
+            latest = self.state.finalUrl
+            if latest != self.url and latest not in tried:
+                return latest, False
+            if self._following is None:
+                if self.url in tried:
+                    return None, False
+                self._following = []
+                return self.url, True
+            waiters = self._following
+            waiting: Deferred = Deferred(lambda d: waiters.remove(d))
+            waiters.append(waiting)
+            await waiting
 
     def _accept(self, response, piece: _Piece, askedFrom: int, ranged: bool, finalUrl: str) -> Optional[int]:
         """
