@@ -812,6 +812,38 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(self.folder._producers, set())
         self.assertTrue(peer.transport.disconnecting)
 
+    def test_streamWindowShutNotKeptByAnotherStreamsProgress(self) -> None:
+        """
+        A stream whose window the client keeps shut is reset at the stall
+        timeout while the client takes another stream's data slowly: what
+        the connection's transport holds counts for a stream only while its
+        window is open.  It counted for every stream, so one stream read at
+        a trickle kept the others' files open for as long (300 s measured).
+        """
+        self.makePeer(idleTimeout=60.0, transport=TakingSocketTransport())
+        peer = self.peer
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.send()
+        peer.acknowledge = False
+        peer.get(1, b"/big.bin")
+        for _ in range(10):
+            peer.read()
+            peer.turns(1)
+        peer.get(3, b"/big.bin")
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535, stream_id=3)
+        peer.send()
+        peer.turns(10)
+        self.assertIsNotNone(peer.server._consumerBlocked)
+        step = max(1, len(peer.transport.value()) // 400)
+        for _ in range(120):
+            self.clock.advance(1)
+            for event in peer.client.receive_data(peer.transport.take(step)):
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == 3:
+                    peer.client.acknowledge_received_data(event.flow_controlled_length, 3)
+            peer.send()
+        self.assertIsNotNone(peer.server._consumerBlocked, "the test's client took it all")
+        self.assertEqual(sorted(p._streamID for p in self.folder._producers), [3])
+
     def _getWithGoAway(self, errorCode: int) -> None:
         """
         With stream 1 being answered (C{/big.bin}), send in one write a

@@ -1915,7 +1915,8 @@ class _FileProducer:
         queue = connection._outboundStreamQueues.get(self._streamID)
         size = getattr(queue, "size", None)
         queued = size if isinstance(size, int) else len(queue or ())
-        if connection._consumerBlocked is not None:
+        if connection._consumerBlocked is not None and not self._paused:
+            # (Not while its window is shut: only its queue is its own.)
             queued += unsentBytes(getattr(connection, "transport", None))
         return queued
 
