@@ -380,6 +380,24 @@ class SendStallTests(SynchronousTestCase):
         clock.advance(100)
         self.assertEqual(stalled, [240])
 
+    def test_newWatchDoesNotCompareWithThePreviousOne(self) -> None:
+        """
+        A new watch does not count as progress what was taken while no
+        watch was on: the peer that takes nothing of it is cut off at the
+        timeout from its beginning, not a look later.
+        """
+        clock, left, stalled, watch = self.stall()
+        watch.watch()
+        clock.advance(6)  # a look: 100,000 left
+        watch.stop()
+        clock.advance(10)
+        left[0] = 50_000  # taken while nothing waited for the peer
+        watch.watch()
+        clock.advance(59.9)
+        self.assertEqual(stalled, [])
+        clock.advance(0.1)
+        self.assertEqual(stalled, [76])
+
 
 class StatsTests(SynchronousTestCase):
     def test_registrySharesPerService(self) -> None:
