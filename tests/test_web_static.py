@@ -37,6 +37,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 from treq.client import HTTPClient
 
+from netsuite.limits import SendStall
 from netsuite.listen import StreamListener
 from netsuite.tls import loadPEM, serverOptions
 from netsuite.web import static
@@ -1852,6 +1853,62 @@ class InMemoryStreamingTests(SynchronousTestCase):
         self.assertEqual(folder._producers, set())
         self.assertTrue(transport.disconnected)
 
+    def assertNoLookLeft(self, clock: Clock) -> None:
+        """
+        No look of a L{SendStall} is left pending on C{clock}.
+        """
+        looks = [call for call in clock.getDelayedCalls() if getattr(call.func, "__func__", None) is SendStall._look]
+        self.assertEqual(looks, [])
+
+    def pausedFile(self) -> tuple[ReactorLikeClock, StaticFolder, static._FileProducer, SocketLikeTransport]:
+        """
+        A 1 MiB file asked for in memory, its producer paused by the full
+        transport (its stall watch on).
+        """
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+        with open(os.path.join(root, "big.bin"), "wb") as f:
+            f.write(patterned(1024 * 1024))
+        clock = ReactorLikeClock()
+        folder = StaticFolder(root, notFound=NotFound(), clock=clock)
+        channel = Site(folder, reactor=clock).buildProtocol(None)
+        transport = SocketLikeTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        clock.advance(0)
+        (producer,) = folder._producers
+        self.assertTrue(producer._paused)
+        self.assertTrue(producer._stall.watching)
+        return clock, folder, producer, transport
+
+    def test_noLookLeftOnceTheFileEnds(self) -> None:
+        """
+        Once a file is sent whole, its stall watch leaves no look pending
+        (stopping it instead of cancelling it left one for up to a tenth of
+        the stall timeout, holding the producer and its request).
+        """
+        clock, folder, producer, transport = self.pausedFile()
+        received = []
+        while folder._producers:
+            received.append(transport.drain())
+            clock.advance(0)
+        received.append(transport.drain())
+        self.assertEqual(Response(b"".join(received)).body, patterned(1024 * 1024))
+        self.assertNoLookLeft(clock)
+
+    def test_noLookLeftOnceTheConnectionIsLost(self) -> None:
+        """
+        A file whose client goes away while it is paused leaves no look of
+        its stall watch pending.
+        """
+        clock, folder, producer, transport = self.pausedFile()
+        channel = producer._request.channel
+        channel.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(folder._producers, set())
+        self.assertTrue(producer.done)
+        self.assertNoLookLeft(clock)
+
+
 
 class _PullingRequest:
     """
@@ -1932,3 +1989,31 @@ class PartsProducerTests(SynchronousTestCase):
         self.assertIsNone(request.producer)
         producer.resumeProducing()  # late: nothing more
         self.assertEqual(len(request.written), 1)
+
+    def test_slowReaderOfASliceNotCutOff(self) -> None:
+        """
+        A client taking a slice slowly, so that the transport does not ask
+        for the next one for longer than the stall timeout, is not cut
+        off: what its transport holds shrinking is progress.  Once it
+        takes nothing, it is, a stall timeout later.
+        """
+        clock = Clock()
+        folder = SimpleNamespace(_clock=clock, stallTimeout=60.0)
+        request = _PullingRequest()
+        transport = request.transport = TakingSocketTransport()
+        request.write = transport.write  # type: ignore[method-assign]
+        producer = static._PartsProducer(folder, request, iter([b"x" * 100_000]))
+        producer.start()
+        producer.resumeProducing()
+        self.assertEqual(len(transport.value()), static._PartsProducer.SLICE)
+        for _ in range(150):  # 100 bytes a second, the slice never all taken
+            clock.advance(1)
+            transport.take(100)
+        self.assertFalse(transport.disconnecting)
+        self.assertIs(request.producer, producer)
+        clock.pump([1] * (int(folder.stallTimeout) - 1))
+        self.assertFalse(transport.disconnecting)
+        clock.pump([1] * (int(folder.stallTimeout / 10) + 1))
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(request.producer)
+        self.assertEqual(clock.getDelayedCalls(), [])
