@@ -2224,6 +2224,22 @@ class FlowControlTests(ProxyTestCase):
         self.assertEqual(len(proxy.factory.pool), 1)
         self.assertEqual(origin.transport.producerState, "producing")
 
+    def test_clientLostWhilePausedLeavesNoStallWatch(self) -> None:
+        """
+        A client lost while its answer waits for it (its buffer full)
+        leaves no look of the answer's stall watch pending, and is not
+        counted as timed out an idle timeout later.
+        """
+        proxy = self.proxy(settings=ProxySettings(readTimeout=20, idleTimeout=60))
+        client, origin = proxy.exchange(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel")
+        client.channel.pauseProducing()
+        proxy.clock.advance(10)
+        client.channel.connectionLost(Failure(ConnectionLost()))
+        looks = [c for c in proxy.clock.getDelayedCalls() if getattr(c.func, "__func__", None) is limitsModule.SendStall._look]
+        self.assertEqual(looks, [])
+        proxy.clock.advance(120)
+        self.assertNotIn("client_timeouts", proxy.factory.stats.counters)
+
     def test_idleAfterAnswerEndedPausedGetsNo408(self) -> None:
         """
         An answer that ends while the client's buffer is full, then taken:
@@ -3752,6 +3768,27 @@ class TunnelTests(ProxyTestCase):
         self.assertAbortedAfter(proxy, client, 60)
         self.assertEqual(proxy.factory.stats.counters["tunnel_timeouts"], 1)
         self.assertEqual(proxy.factory.stats.counters["client_timeouts"], 1)
+
+    def test_clientPausedAsTheTunnelStartsIsLeftToTheTunnel(self) -> None:
+        """
+        A client whose buffer is full as its CONNECT is answered is not cut
+        off by the answer's stall watch once the tunnel has started: the
+        tunnel's own timeouts judge it (here a client that keeps sending
+        for longer than the idle timeout keeps its tunnel).
+        """
+        proxy = self.proxy(settings=ProxySettings(tunnelIdleTimeout=600, idleTimeout=60))
+        client = proxy.client()
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+        client.channel.pauseProducing()  # its buffer is full
+        origin = proxy.accept()
+        self.assertIsNotNone(client.channel._tunnel)
+        for _ in range(10):
+            proxy.clock.advance(20)
+            client.send(b"x")
+        self.assertFalse(client.closed)
+        self.assertFalse(client.transport.disconnected)
+        self.assertEqual(origin.received(), b"x" * 10)
+        self.assertNotIn("client_timeouts", proxy.factory.stats.counters)
 
     def test_clientTakingNothingAfterOriginClosedIsAborted(self) -> None:
         """
