@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from netsuite.limits import SendStall
 from netsuite.stats import StatsRegistry
 from netsuite.status import SimpleStatus
 from netsuite.web.site import Limits, makeSite
@@ -811,6 +812,63 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
             self.clock.advance(1)
         self.assertEqual(self.folder._producers, set())
         self.assertTrue(peer.transport.disconnecting)
+
+    def fullTransport(self, size: int = BIG, bufferSize: int = SocketLikeTransport.bufferSize) -> Any:
+        """
+        A connection with an idle timeout and the largest windows, whose
+        transport (a L{TakingSocketTransport} of C{bufferSize}) a file of
+        C{size} bytes filled: its output watch is on.
+        """
+        transport = TakingSocketTransport()
+        transport.bufferSize = bufferSize
+        self.makePeer(idleTimeout=60.0, transport=transport)
+        if size != BIG:
+            with open(os.path.join(self.root, "small.bin"), "wb") as f:
+                f.write(patterned(size))
+        peer = self.peer
+        peer.largestWindows()
+        peer.get(1, b"/big.bin" if size == BIG else b"/small.bin")
+        peer.turns(10)
+        self.assertIsNotNone(peer.server._consumerBlocked)
+        self.assertTrue(peer.server._sendStall.watching)
+        return transport
+
+    def test_resumedConnectionStopsItsWatch(self) -> None:
+        """
+        Once its transport takes data again, the connection's output watch
+        is over.
+        """
+        transport = self.fullTransport()
+        transport.drain()
+        self.assertIsNone(self.peer.server._consumerBlocked)
+        self.assertFalse(self.peer.server._sendStall.watching)
+
+    def test_connectionLostWithItsTransportFullLeavesNoLook(self) -> None:
+        """
+        A connection lost while its transport is full leaves no look of
+        its output watch pending.
+        """
+        self.fullTransport()
+        self.peer.server.connectionLost(Failure(ConnectionLost()))
+        looks = [c for c in self.clock.getDelayedCalls() if getattr(c.func, "__func__", None) is SendStall._look]
+        self.assertEqual(looks, [])
+
+    def test_takenSlowlyWithNoStreamOpenStillTimesOut(self) -> None:
+        """
+        What the client takes counts for the idle timeout only while a
+        stream is open, as the frames sent do: a connection whose answers
+        all ended, their last bytes taken slowly, gets the idle timeout's
+        GOAWAY at the idle timeout.
+        """
+        transport = self.fullTransport(size=50_000, bufferSize=40_000)
+        server = self.peer.server
+        self.assertEqual(server.streams, {})
+        for _ in range(59):
+            self.clock.advance(1)
+            transport.take(100)
+        self.assertEqual(server.conn.state_machine.state, h2.connection.ConnectionState.SERVER_OPEN)
+        self.clock.advance(1)
+        self.assertEqual(server.conn.state_machine.state, h2.connection.ConnectionState.CLOSED)
 
     def test_streamWindowShutNotKeptByAnotherStreamsProgress(self) -> None:
         """
