@@ -11,6 +11,8 @@ import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
@@ -32,6 +34,7 @@ from tests.test_web_static import (
 try:
     import h2.config
     import h2.connection
+    import h2.errors
     import h2.events
     import h2.exceptions
     import h2.settings
@@ -869,6 +872,42 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         self.assertEqual(server.conn.state_machine.state, h2.connection.ConnectionState.SERVER_OPEN)
         self.clock.advance(1)
         self.assertEqual(server.conn.state_machine.state, h2.connection.ConnectionState.CLOSED)
+
+    def test_fileClosedWhileWaitingToBeSentIsNotWatched(self) -> None:
+        """
+        A file closed (its stream reset) while paused and waiting for its
+        connection to send what it gave, told then that it was sent, is
+        watched no more: no look of its watch is left, and its client is
+        not logged as having taken nothing a stall timeout later.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        transport = SocketLikeTransport()
+        transport.bufferSize = 64 * 1024 * 1024
+        self.makePeer(transport=transport)
+        peer = self.peer
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24})
+        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        peer.send()
+        peer.read()
+        peer.get(1, b"/big.bin")
+        peer.turns(4)
+        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        peer.send()
+        peer.turns(1)
+        producer = self.producer()
+        self.assertIn(1, peer.server._sentWaiters)
+        self.assertTrue(producer._waitingForTransport)
+        producer.pauseProducing()  # as the stream's shut window does
+        peer.client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+        peer.send()
+        peer.turns(3)
+        self.assertTrue(producer.done)
+        self.assertEqual(peer.server._sentWaiters, {})
+        self.assertFalse(producer._stall.watching)
+        self.clock.advance(self.folder.stallTimeout + 7)
+        looks = [c for c in self.clock.getDelayedCalls() if getattr(c.func, "__func__", None) is SendStall._look]
+        self.assertEqual(looks, [])
+        self.assertEqual([e for e in events if "took nothing" in e.get("log_format", "")], [])
 
     def test_streamWindowShutNotKeptByAnotherStreamsProgress(self) -> None:
         """
