@@ -1788,6 +1788,29 @@ class GiveBackTests(SynchronousTestCase):
             self.assertEqual(whole, 1)
             self.assertEqual([f for f in frames[:-1] if f < H2_CONTROL_FRAME_BYTES], [], window)
 
+    def heldOnTheirWindows(self, count: int) -> tuple[Exchange, list[int]]:
+        """
+        C{count} streams of a client that gave back every frame of windows
+        of 1,000 bytes, each then opened by 100 bytes, which would cut a
+        frame that small: their frames wait for the client's next
+        give-back.  The exchange and the streams.
+        """
+        exchange = Exchange(Limits(), api={b"big": Big(100_000)})
+        self.addCleanup(exchange.site.stopFactory)
+        exchange.acknowledge = False
+        client = exchange.client
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        exchange.pump()
+        streamIDs = [exchange.get("/api/big") for _ in range(count)]
+        for streamID in streamIDs:
+            client.increment_flow_control_window(1000, streamID)
+            client.increment_flow_control_window(1000)
+        exchange.pump()
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1100})
+        exchange.pump()
+        self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [2000] * count)
+        return exchange, streamIDs
+
     def test_readWakesNoStreamWaitingForAGiveBack(self) -> None:
         """
         Streams whose next frame waits for the client to give back more of
@@ -1796,23 +1819,8 @@ class GiveBackTests(SynchronousTestCase):
         sending loop for each at every read, even of a byte of an unknown
         frame: 17 to 37 times the CPU a read with 100 such streams).
         """
-        exchange = Exchange(Limits(), api={b"big": Big(100_000)})
-        self.addCleanup(exchange.site.stopFactory)
-        exchange.acknowledge = False
+        exchange, streamIDs = self.heldOnTheirWindows(10)
         client = exchange.client
-        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
-        exchange.pump()
-        streamIDs = [exchange.get("/api/big") for _ in range(10)]
-        # Each frame given back: the client gives back every frame.
-        for streamID in streamIDs:
-            client.increment_flow_control_window(1000, streamID)
-            client.increment_flow_control_window(1000)
-        exchange.pump()
-        # Each stream's window opens by 100 bytes, which would cut a frame
-        # that small: the frames wait for the client's next give-back.
-        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1100})
-        exchange.pump()
-        self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [2000] * 10)
         # What the sending loop (and a wake before it) looks at first.
         h2Connection = exchange.protocol._channel.conn
         looked: list[int] = []
@@ -1947,20 +1955,8 @@ class GiveBackTests(SynchronousTestCase):
         sends the frames waiting on their streams' windows at once, not
         at the streams' next give-backs.
         """
-        exchange = Exchange(Limits(), api={b"big": Big(100_000)})
-        self.addCleanup(exchange.site.stopFactory)
-        exchange.acknowledge = False
+        exchange, streamIDs = self.heldOnTheirWindows(3)
         client = exchange.client
-        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
-        exchange.pump()
-        streamIDs = [exchange.get("/api/big") for _ in range(3)]
-        for streamID in streamIDs:
-            client.increment_flow_control_window(1000, streamID)
-            client.increment_flow_control_window(1000)
-        exchange.pump()
-        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1100})
-        exchange.pump()
-        self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [2000] * 3)
         client.increment_flow_control_window(7)
         exchange.pump()
         self.assertEqual([len(exchange.answers[s]["body"]) for s in streamIDs], [2100] * 3)

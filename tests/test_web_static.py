@@ -19,7 +19,7 @@ import time
 import tracemalloc
 from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import trustme
 from twisted.internet import reactor, tcp
@@ -1825,19 +1825,7 @@ class InMemoryStreamingTests(SynchronousTestCase):
         pauses with 320 KiB waiting, ended after 127 s).  Once it takes
         nothing, it is, a stall timeout later.
         """
-        root = os.path.abspath(self.mktemp())
-        os.makedirs(root)
-        with open(os.path.join(root, "big.bin"), "wb") as f:
-            f.write(patterned(1024 * 1024))
-        clock = ReactorLikeClock()
-        folder = StaticFolder(root, notFound=NotFound(), clock=clock)
-        channel = Site(folder, reactor=clock).buildProtocol(None)
-        transport = TakingSocketTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        clock.advance(0)
-        (producer,) = folder._producers
-        self.assertTrue(producer._paused)
+        clock, folder, producer, transport = self.pausedFile(TakingSocketTransport())
         self.assertGreater(len(transport.value()), CHUNK_SIZE)
         for _ in range(200):  # 1 KB a second, for over three stall timeouts
             clock.advance(1)
@@ -1860,10 +1848,13 @@ class InMemoryStreamingTests(SynchronousTestCase):
         looks = [call for call in clock.getDelayedCalls() if getattr(call.func, "__func__", None) is SendStall._look]
         self.assertEqual(looks, [])
 
-    def pausedFile(self) -> tuple[ReactorLikeClock, StaticFolder, static._FileProducer, SocketLikeTransport]:
+    def pausedFile(
+        self, transport: Optional[SocketLikeTransport] = None
+    ) -> tuple[ReactorLikeClock, StaticFolder, static._FileProducer, Any]:
         """
         A 1 MiB file asked for in memory, its producer paused by the full
-        transport (its stall watch on).
+        C{transport} (by default a L{SocketLikeTransport}; its stall watch
+        on).
         """
         root = os.path.abspath(self.mktemp())
         os.makedirs(root)
@@ -1872,7 +1863,7 @@ class InMemoryStreamingTests(SynchronousTestCase):
         clock = ReactorLikeClock()
         folder = StaticFolder(root, notFound=NotFound(), clock=clock)
         channel = Site(folder, reactor=clock).buildProtocol(None)
-        transport = SocketLikeTransport()
+        transport = transport if transport is not None else SocketLikeTransport()
         channel.makeConnection(transport)
         channel.dataReceived(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         clock.advance(0)
