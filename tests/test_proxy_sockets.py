@@ -1255,6 +1255,32 @@ class ProxySocketTests(TestCase):
         await client.waitFor(len(passed) + len(answer))
         self.assertEqual(b"".join(client.received), passed + answer)
 
+    async def test_origin407IsABadGateway(self) -> None:
+        """
+        Over real sockets, an origin's C{407 Proxy Authentication Required}
+        reaches the client as a 502 naming the cause, without the origin's
+        challenge or body (it was passed on, a 407 without a challenge,
+        taken for the proxy's own sign-in refused).
+        """
+        origin = _RawOriginFactory()
+        originPort = reactor.listenTCP(0, origin, interface="127.0.0.1")
+        self.addCleanup(originPort.stopListening)
+        client = await self.clientOf(False)
+        client.transport.write(
+            b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % (originPort.getHost().port,)
+        )
+        connection = await origin.waitFor(1)
+        connection.transport.write(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n"
+            b"Content-Length: 5\r\n\r\nlogin"
+        )
+        await client.closed.addTimeout(SOCKET_TIMEOUT, reactor)
+        status, headers, body = _parseResponse(b"".join(client.received))
+        self.assertEqual(status, 502)
+        self.assertNotIn(b"proxy-authenticate", headers)
+        self.assertIn(b"only a proxy may send", body)
+        self.assertNotIn(b"login", body)
+
     async def test_clientLeavesAfterEarlyAnswer(self) -> None:
         """
         Over plain TCP the proxy's connection ends with its answer.
