@@ -576,6 +576,16 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         self.assertEqual(self.transport.dataBuffer, b"")
         self.peer.recv(1 << 20)
 
+    def hold(self, data: bytes = b"PING") -> None:
+        """
+        Have the producer held for the peer's input: output waits, the peer
+        sends C{data}, the output is sent.
+        """
+        self.fill()
+        self.peer.sendall(data)
+        self.drain()
+        self.assertEqual(self.producer.calls, ["pause"])
+
     def test_resumedAtOnceWhenNothingWaits(self) -> None:
         self.fill()
         self.drain()
@@ -583,10 +593,7 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         self.assertIn(self.transport, self.reactor.readers)
 
     def test_inputWaitingReadBeforeTheProducerResumes(self) -> None:
-        self.fill()
-        self.peer.sendall(b"PING")
-        self.drain()
-        self.assertEqual(self.producer.calls, ["pause"])
+        self.hold()
         self.assertIn(self.transport, self.reactor.readers)
         self.transport.doRead()
         self.assertEqual((self.received, self.producer.calls), ([b"PING"], ["pause", "resume"]))
@@ -606,9 +613,7 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         A layer above that stops reading (an HTTP/1 channel answering a
         request) leaves nothing to wait for: the producer resumes.
         """
-        self.fill()
-        self.peer.sendall(b"GET")
-        self.drain()
+        self.hold(b"GET")
         self.gate.pauseProducing()
         self.assertEqual(self.producer.calls, ["pause", "resume"])
         self.assertNotIn(self.transport, self.reactor.readers)
@@ -619,9 +624,7 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         something else) keeps it paused; once that is sent, the input still
         waiting is read first.
         """
-        self.fill()
-        self.peer.sendall(b"PING")
-        self.drain()
+        self.hold()
         self.fill()
         self.drain()
         self.assertNotIn("resume", self.producer.calls)
@@ -636,9 +639,7 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         producer is held for the peer's input: nothing will be read for
         it, and it resumes (to finish, and let the close go out).
         """
-        self.fill()
-        self.peer.sendall(b"FLOOD")
-        self.drain()
+        self.hold(b"FLOOD")
         self.gate.wrappedProtocol.loseConnection = lambda: None  # (TLS's close_notify)
         self.gate.closeWithoutReading(2.0)
         if self.gate._refusal is not None:
@@ -647,21 +648,9 @@ class PeerReadGateInputTests(_GateOnASocketPairTestCase):
         self.assertNotIn(self.transport, self.reactor.readers)
 
     def test_heldProducerUnregistered(self) -> None:
-        self.fill()
-        self.peer.sendall(b"PING")
-        self.drain()
+        self.hold()
         self.gate.unregisterProducer()
         self.transport.doRead()
-        self.assertEqual(self.producer.calls, ["pause"])
-
-    def hold(self) -> None:
-        """
-        Have the producer held for the peer's input: output waits, the peer
-        sends, the output is sent.
-        """
-        self.fill()
-        self.peer.sendall(b"PING")
-        self.drain()
         self.assertEqual(self.producer.calls, ["pause"])
 
     def test_nextProducerNotResumedForTheInputTheLastWaitedFor(self) -> None:
