@@ -103,6 +103,16 @@ class H2Harness:
         # The client takes larger frames once the server has acknowledged.
         self.read()
 
+    def streamWindows(self, size: int) -> None:
+        """
+        Announce stream windows of C{size} bytes, with the connection's
+        window as large as it goes.
+        """
+        self.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: size})
+        self.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
+        self.send()
+        self.read()
+
     def get(
         self, streamID: int, path: bytes, headers: Sequence[Tuple[bytes, bytes]] = (), method: bytes = b"GET"
     ) -> None:
@@ -674,10 +684,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         body: the stream waits, idle, and is reset after the stall timeout.
         """
         peer = self.peer
-        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
-        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
-        peer.send()
-        peer.read()
+        peer.streamWindows(1 << 20)
         peer.get(1, b"/big.bin")
         self.readSome()
         self.assertGreater(len(peer.bodies[1]), 0)
@@ -885,10 +892,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         transport.bufferSize = 64 * 1024 * 1024
         self.makePeer(transport=transport)
         peer = self.peer
-        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24})
-        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
-        peer.send()
-        peer.read()
+        peer.streamWindows(1 << 24)
         peer.get(1, b"/big.bin")
         peer.turns(4)
         peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
@@ -1279,10 +1283,7 @@ class NetsuiteHTTP2Tests(HTTP2Tests):
         peer.acknowledge = False
         # A stream window the file's reads fill exactly: nothing is left
         # queued when it is shut, and the window update resumes the file.
-        peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 4 * H2_MIN_CHUNK_SIZE})
-        peer.client.increment_flow_control_window(LARGEST_WINDOW - 65535)
-        peer.send()
-        peer.read()
+        peer.streamWindows(4 * H2_MIN_CHUNK_SIZE)
         peer.get(1, b"/big.bin")
         self.readSome()
         self.assertEqual(len(peer.bodies[1]), 4 * H2_MIN_CHUNK_SIZE)
