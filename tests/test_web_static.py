@@ -1815,7 +1815,6 @@ class InMemoryStreamingTests(SynchronousTestCase):
         self.assertEqual(response.header(b"content-encoding"), b"gzip")
         self.assertEqual(gzip.decompress(response.body), text)
 
-
     def test_slowSteadyReaderNotCutOff(self) -> None:
         """
         A client taking a file slowly but steadily, so that its
@@ -1898,7 +1897,6 @@ class InMemoryStreamingTests(SynchronousTestCase):
         self.assertEqual(folder._producers, set())
         self.assertTrue(producer.done)
         self.assertNoLookLeft(clock)
-
 
 
 class _PullingRequest:
