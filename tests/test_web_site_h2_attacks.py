@@ -1752,7 +1752,7 @@ class GiveBackTests(SynchronousTestCase):
         for window in (16384, 32768):
             for files in (2, 3, 4, 5):
                 case = f"{window}, {files} files"
-                whole, exchange, frames = self.download(files, window, "frame", "frame", None)
+                whole, exchange, _ = self.download(files, window, "frame", "frame", None)
                 self.assertIsNone(exchange.goaway, case)
                 self.assertEqual(whole, files, case)
 
@@ -1771,7 +1771,7 @@ class GiveBackTests(SynchronousTestCase):
         for window, files in cases:
             for grouping in (None, rng):
                 case = f"{window}, {files} files, random: {bool(grouping)}"
-                whole, exchange, frames = self.download(files, window, "frame", "frame", grouping)
+                whole, exchange, _ = self.download(files, window, "frame", "frame", grouping)
                 self.assertIsNone(exchange.goaway, case)
                 self.assertEqual(whole, files, case)
 
