@@ -4318,6 +4318,32 @@ class TLSTests(EngineTestCase):
         self.assertGreaterEqual(self.tlsOrigin.maxActive, 2)
 
 
+class _CountedKey:
+    """
+    An origin key for L{_Slots} that counts the work done with it: its
+    hashes (C{hashed}), and its hashes and comparisons (C{operations}).
+    """
+
+    hashed = 0
+    operations = 0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __hash__(self) -> int:
+        _CountedKey.hashed += 1
+        _CountedKey.operations += 1
+        return hash(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        _CountedKey.operations += 1
+        return isinstance(other, _CountedKey) and other.name == self.name
+
+    def __lt__(self, other: "_CountedKey") -> bool:
+        _CountedKey.operations += 1
+        return self.name < other.name
+
+
 class EventAndJobTests(EngineTestCase):
     """
     Events, jobs, downloadAll.
@@ -4403,28 +4429,14 @@ class EventAndJobTests(EngineTestCase):
         (each release went through all of them, for every job of a long
         list from one server).
         """
-
-        class Key:
-            hashed = 0
-
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def __hash__(self) -> int:
-                Key.hashed += 1
-                return hash(self.name)
-
-            def __eq__(self, other: object) -> bool:
-                return isinstance(other, Key) and other.name == self.name
-
-        full, other = Key("full"), Key("other")
+        full, other = _CountedKey("full"), _CountedKey("other")
         slots = _Slots(total=2, perHost=1)
         self.successResultOf(slots.acquire(full))
         self.successResultOf(slots.acquire(other))
         waiting = [slots.acquire(full) for _ in range(1000)]
-        Key.hashed = 0
+        _CountedKey.hashed = 0
         slots.release(other)
-        self.assertLess(Key.hashed, 20)
+        self.assertLess(_CountedKey.hashed, 20)
         self.assertEqual([d.called for d in waiting], [False] * 1000)
         slots.release(full)
         self.assertEqual([d.called for d in waiting[:2]], [True, False])
@@ -4438,28 +4450,9 @@ class EventAndJobTests(EngineTestCase):
         (each release went through every origin waiting: 20,000 hosts
         took 150 s of reactor CPU).
         """
-
-        class Key:
-            operations = 0
-
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def __hash__(self) -> int:
-                Key.operations += 1
-                return hash(self.name)
-
-            def __eq__(self, other: object) -> bool:
-                Key.operations += 1
-                return isinstance(other, Key) and other.name == self.name
-
-            def __lt__(self, other: "Key") -> bool:
-                Key.operations += 1
-                return self.name < other.name
-
         count = 2000
         slots = _Slots(total=8, perHost=4)
-        keys = [Key(f"host{n}") for n in range(8 + count)]
+        keys = [_CountedKey(f"host{n}") for n in range(8 + count)]
         for key in keys[:8]:
             self.successResultOf(slots.acquire(key))
         served: list = []
@@ -4470,11 +4463,11 @@ class EventAndJobTests(EngineTestCase):
         waiting = [slots.acquire(busy) for _ in range(3)]
         # One heap entry per origin waiting, none for the waiters behind.
         self.assertEqual([len(heap) for heap in slots._heaps.values()], [count, 0])
-        Key.operations = 0
+        _CountedKey.operations = 0
         for key in keys:
             slots.release(key)
         self.assertEqual(served, keys[8:])
-        self.assertLess(Key.operations, 20 * (count + 8))
+        self.assertLess(_CountedKey.operations, 20 * (count + 8))
         self.assertEqual([d.called for d in waiting], [True] * 3)
         for _ in waiting:
             slots.release(busy)
